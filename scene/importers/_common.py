@@ -1,0 +1,126 @@
+"""Helpers every importer shares: provenance, stable ids, safe URI resolution, sanity checks."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from scene.errors import ImportFailed
+from scene.model import InputRecord, Scene
+
+# Read files in 1 MiB blocks so hashing a multi-GB scan never holds it in memory.
+HASH_BLOCK = 1 << 20
+
+# Characters kept verbatim in element ids; anything else becomes "_" so ids stay URL- and USD-friendly.
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:/\-]")
+
+# Per metre: the scale factor that turns a source length unit into metres.
+UNIT_TO_METRES: dict[str, float] = {"m": 1.0, "mm": 0.001, "cm": 0.01, "in": 0.0254, "ft": 0.3048}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_scene(path: Path, fmt: str, importer: str, source_units: str = "m", source_up_axis: str = "Y") -> Scene:
+    """An empty scene carrying the one InputRecord every import must have."""
+    scene = Scene()
+    scene.inputs.append(
+        InputRecord(
+            path=str(path),
+            sha256=sha256_file(path),
+            format=fmt,
+            importer=importer,
+            source_units=source_units,
+            source_up_axis=source_up_axis,
+        )
+    )
+    return scene
+
+
+def read_nonempty(path: Path) -> bytes:
+    """The file's bytes; an empty file is refused up front with the same wording for every format."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportFailed(str(path), f"cannot read file: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise ImportFailed(str(path), "empty file: contains no geometry")
+    return data
+
+
+def sanitise(text: str) -> str:
+    return _UNSAFE_ID_CHARS.sub("_", text)
+
+
+def element_id(path: Path, source_path: str) -> str:
+    """Deterministic twin id from the file name and the element's path inside the source."""
+    return f"{sanitise(path.stem)}:{sanitise(source_path)}"
+
+
+def unique_id(scene: Scene, base: str) -> str:
+    """`base`, or `base~2`, `base~3`… when siblings share a name; stable because import order is."""
+    if base not in scene.elements and base not in scene.meshes:
+        return base
+    n = 2
+    while f"{base}~{n}" in scene.elements or f"{base}~{n}" in scene.meshes:
+        n += 1
+    return f"{base}~{n}"
+
+
+def resolve_inside(path: Path, uri: str, what: str) -> Path:
+    """Resolve a relative URI found inside `path`, refusing URLs and anything outside its folder.
+
+    A file must never make the importer fetch from the network or read files the user did not hand
+    over; symlinks are resolved before the containment check so they cannot escape either.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive, refused below as absolute
+        raise ImportFailed(str(path), f"{what} names an external URI, which TwinView never fetches", uri)
+    relative = unquote(uri)
+    if Path(relative).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", relative):
+        raise ImportFailed(str(path), f"{what} uses an absolute path; only files beside the model are read", uri)
+    folder = path.resolve().parent
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder):
+        raise ImportFailed(str(path), f"{what} points outside the model's folder", uri)
+    if not target.is_file():
+        raise ImportFailed(str(path), f"{what} not found", uri)
+    return target
+
+
+def require_finite(path: Path, values: np.ndarray, where: str) -> None:
+    """Refuse NaN/inf coordinates: they poison bounds, LOD and every camera fit downstream."""
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise ImportFailed(str(path), f"{bad} NaN/infinite coordinate value(s)", where)
+
+
+def require_geometry(path: Path, scene: Scene) -> Scene:
+    has_any = any(
+        len(p.positions) for m in scene.meshes.values() for p in m.primitives
+    )
+    if not has_any:
+        raise ImportFailed(str(path), "contains no geometry")
+    return scene
+
+
+def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (float32, unit length; zero where a vertex has no area)."""
+    normals = np.zeros_like(positions, dtype=np.float64)
+    if len(triangles):
+        a, b, c = (positions[triangles[:, i]].astype(np.float64) for i in range(3))
+        face = np.cross(b - a, c - a)
+        for i in range(3):
+            np.add.at(normals, triangles[:, i], face)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    np.divide(normals, length, out=normals, where=length > 0)
+    return normals.astype(np.float32)

@@ -1,0 +1,136 @@
+"""`twinview build`: source files -> canonical scene -> scene.usdc, scene.glb, scene.usdz, manifest.json.
+
+Outputs are written into a temporary sibling folder and renamed into place only when every
+output is complete, so a failed build leaves nothing behind in OUTDIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scene.errors import ImportFailed
+from scene.importers import ImportOptions, loader_for
+from scene.merge import merge
+from scene.model import Scene
+from scene.sandbox import Limits, import_isolated
+
+OUTPUT_FILES = ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BuildResult:
+    outdir: Path
+    scene: Scene
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    glb_stats: dict[str, int] = field(default_factory=dict)
+
+
+def check_input(path: Path) -> None:
+    """Reject what no importer should see: missing, unreadable, empty or unknown files."""
+    if not path.exists():
+        raise ImportFailed(str(path), "file not found")
+    if not path.is_file():
+        raise ImportFailed(str(path), "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImportFailed(str(path), "file is empty")
+    loader_for(path)
+    if not os.access(path, os.R_OK):
+        raise ImportFailed(str(path), "permission denied")
+
+
+def import_all(
+    inputs: list[Path],
+    options: ImportOptions,
+    limits: Limits,
+    *,
+    debug: bool = False,
+    progress: Progress | None = None,
+) -> Scene:
+    for path in inputs:
+        check_input(path)
+    scenes = []
+    for path in inputs:
+        if progress:
+            progress(f"importing {path.name}")
+        scenes.append(import_isolated(path, options, limits, debug=debug))
+    return merge(scenes)
+
+
+@contextmanager
+def _staging(outdir: Path) -> Iterator[Path]:
+    """A temporary folder beside OUTDIR that replaces it only on success."""
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backup = None
+    if outdir.exists():
+        backup = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+        outdir.rename(backup)
+    staging.rename(outdir)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def build(
+    inputs: list[Path],
+    outdir: Path,
+    *,
+    compress: bool = False,
+    lod: bool = False,
+    options: ImportOptions = ImportOptions(),
+    limits: Limits = Limits(),
+    debug: bool = False,
+    progress: Progress | None = None,
+) -> BuildResult:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    scene = import_all(inputs, options, limits, debug=debug, progress=progress)
+    timings["import"] = time.perf_counter() - start
+    # Exporters load usd-core; only pay for that once the inputs have been read.
+    from scene.export.glb import write_glb
+    from scene.export.manifest import write_manifest
+    from scene.export.usd_stage import write_stage
+    from scene.export.usdz import write_usdz
+
+    def stage(name: str, fn: Callable[[], object]) -> object:
+        if progress:
+            progress(f"writing {name}")
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    with _staging(outdir) as tmp:
+        stage("usd", lambda: write_stage(scene, tmp / "scene.usdc"))
+        glb_stats = stage("glb", lambda: write_glb(scene, tmp / "scene.glb", compress=compress, lod=lod))
+        stage("usdz", lambda: write_usdz(tmp / "scene.usdc", tmp / "scene.usdz"))
+        timings["total"] = time.perf_counter() - start
+        stats = {"timings_s": {k: round(v, 4) for k, v in timings.items()}}
+        glb_dict = _as_dict(glb_stats)
+        if glb_dict:
+            stats["glb"] = glb_dict
+        stage("manifest", lambda: write_manifest(scene, tmp / "manifest.json", stats))
+    timings["total"] = time.perf_counter() - start
+    return BuildResult(outdir=outdir, scene=scene, timings=timings, glb_stats=glb_dict)
+
+
+def _as_dict(stats: object) -> dict[str, int]:
+    if stats is None:
+        return {}
+    if isinstance(stats, dict):
+        return stats
+    fields = getattr(stats, "__dataclass_fields__", None) or getattr(stats, "__struct_fields__", ())
+    return {name: getattr(stats, name) for name in fields}

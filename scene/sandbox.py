@@ -1,0 +1,96 @@
+"""Run one importer in a child process with a time and a memory bound.
+
+Native readers (IfcOpenShell, OCP, open3d, usd-core) can segfault or spin on hostile input. Running
+each input in its own process turns a crash, a hang or a memory blow-up into an `ImportFailed`
+with a clear reason, and the CLI or server stays alive.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from scene.errors import ImportFailed
+from scene.importers import ImportOptions, loader_for
+from scene.model import Scene
+
+DEFAULT_TIMEOUT_S = 600.0  # a large IFC takes minutes on 2 cores; beyond 10 min something is wrong
+DEFAULT_MEMORY_MB = 16 * 1024  # address-space cap: leaves headroom on a 24 GiB machine
+CRASH_EXIT_GRACE_S = 5.0  # time for a child that sent its result to exit cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+
+
+def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, debug: bool) -> None:
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if not debug:
+        # Native libraries print to fd 2 directly; the user gets our one line instead.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.dup2(devnull, 1)
+    try:
+        scene = loader_for(Path(path))(Path(path), options)
+        conn.send(("ok", scene))
+    except ImportFailed as exc:
+        conn.send(("failed", (exc.path, exc.reason, exc.where, traceback.format_exc())))
+    except MemoryError:
+        conn.send(("failed", (path, f"ran out of memory (limit {memory_mb} MB)", "", traceback.format_exc())))
+    except Exception as exc:  # an importer bug or a library error we did not classify: still one line
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        conn.send(("failed", (path, reason, "", traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the reader crashed ({name}); the file is probably malformed"
+    return f"the reader exited unexpectedly (exit code {code})"
+
+
+def import_isolated(
+    path: Path, options: ImportOptions, limits: Limits = Limits(), *, debug: bool = False
+) -> Scene:
+    """Import `path` in a child process; raise ImportFailed on any failure, crash or timeout."""
+    loader_for(path)  # unknown extensions fail here, before a process is spent on them
+    ctx = mp.get_context("fork")  # the parent holds no threads yet; fork avoids re-importing numpy
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child_conn, str(path), options, limits.memory_mb, debug))
+    proc.start()
+    child_conn.close()
+    try:
+        if not parent_conn.poll(limits.timeout_s):
+            raise ImportFailed(str(path), f"import took longer than {limits.timeout_s:.0f} s and was stopped")
+        try:
+            status, payload = parent_conn.recv()
+        except (EOFError, OSError):
+            proc.join(CRASH_EXIT_GRACE_S)
+            raise ImportFailed(str(path), _describe_exit(proc.exitcode)) from None
+    finally:
+        if proc.is_alive():
+            proc.join(CRASH_EXIT_GRACE_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent_conn.close()
+    if status == "ok":
+        return payload
+    err_path, reason, where, tb = payload
+    failure = ImportFailed(err_path, reason, where)
+    failure.__notes__ = [tb]  # shown by the CLI with --debug
+    raise failure

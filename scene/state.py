@@ -1,0 +1,131 @@
+"""The twin state: the current value of every bound property, plus a bounded history per property.
+
+Like trame's shared state, a write that changes nothing (same value, unit and quality) produces no
+`Change`, so nothing downstream (rules, deltas, clients) wakes up for it. The sample still goes into
+the history: a flat line is data too (a chart must show it, and a stuck-sensor check needs it), and
+the history is bounded, so keeping it costs nothing that grows.
+
+`PropertyValue.ts` and `.rx` are the source and receive times of the last *change*; the time of the
+last *sample* is the newest history entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Literal
+
+import msgspec
+
+Quality = Literal["good", "uncertain", "bad"]
+Scalar = float | int | bool | str
+
+# Samples kept per property: one hour at 1 Hz, ~100 kB per property at most; older samples are
+# evicted first (ring buffer), so memory stays flat over a day-long session.
+HISTORY_LEN = 3600
+
+
+class Reading(msgspec.Struct, frozen=True):
+    """One telemetry value for one element property, as it arrives from a source."""
+
+    element: str
+    prop: str
+    value: Scalar
+    unit: str = ""
+    ts: float = 0.0  # source timestamp, unix seconds; 0 means "use the receive time"
+    quality: Quality = "good"
+
+
+class PropertyValue(msgspec.Struct, frozen=True):
+    """The current state of one property."""
+
+    value: Scalar
+    unit: str
+    ts: float  # source time of the last change (receive time when the source gave none)
+    rx: float  # receive time of the last change
+    quality: Quality = "good"
+
+
+class Change(msgspec.Struct, frozen=True):
+    """What `TwinState.apply` returns when a reading changed the state."""
+
+    element: str
+    prop: str
+    current: PropertyValue
+
+
+def _same(a: Scalar, b: Scalar) -> bool:
+    # `True == 1` in Python, but a bool turning into a number is a change of meaning.
+    if type(a) is not type(b) and (isinstance(a, bool) or isinstance(b, bool)):
+        return False
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+class TwinState:
+    """Current values and bounded, time-ordered history for every (element, prop)."""
+
+    def __init__(self, history_len: int = HISTORY_LEN) -> None:
+        if history_len < 1:
+            raise ValueError("history_len must be at least 1")
+        self.history_len = history_len
+        self._current: dict[str, dict[str, PropertyValue]] = {}
+        self._history: dict[tuple[str, str], deque[tuple[float, Scalar]]] = {}
+
+    def apply(self, reading: Reading, rx: float) -> Change | None:
+        """Record `reading` received at `rx`; return the change, or None when nothing changed."""
+        ts = reading.ts if reading.ts > 0 else rx
+        key = (reading.element, reading.prop)
+        hist = self._history.get(key)
+        if hist is None:
+            hist = self._history[key] = deque(maxlen=self.history_len)
+        # Keep the history ordered by source time: a late sample is inserted in place (rare, and
+        # bounded by the buffer length), a sample older than the whole buffer is dropped.
+        if not hist or ts >= hist[-1][0]:
+            hist.append((ts, reading.value))
+        elif len(hist) < self.history_len or ts > hist[0][0]:
+            idx = next((i for i in range(len(hist) - 1, -1, -1) if hist[i][0] <= ts), -1) + 1
+            if len(hist) == self.history_len:
+                hist.popleft()
+                idx -= 1
+            hist.insert(idx, (ts, reading.value))
+        props = self._current.setdefault(reading.element, {})
+        old = props.get(reading.prop)
+        if old is not None:
+            if ts < old.ts:
+                return None  # out-of-order sample: history only, the current value stays the newest
+            if _same(old.value, reading.value) and old.unit == reading.unit and old.quality == reading.quality:
+                return None
+        current = PropertyValue(reading.value, reading.unit, ts, rx, reading.quality)
+        props[reading.prop] = current
+        return Change(reading.element, reading.prop, current)
+
+    def get(self, element: str, prop: str) -> PropertyValue | None:
+        return self._current.get(element, {}).get(prop)
+
+    def element(self, element: str) -> dict[str, PropertyValue]:
+        return dict(self._current.get(element, {}))
+
+    def history(
+        self, element: str, prop: str, since: float | None = None, limit: int | None = None
+    ) -> list[tuple[float, Scalar]]:
+        """Samples (source ts, value), oldest first; `since` is exclusive, `limit` keeps the newest."""
+        samples = list(self._history.get((element, prop), ()))
+        if since is not None:
+            samples = [s for s in samples if s[0] > since]
+        if limit is not None:
+            samples = samples[-limit:] if limit > 0 else []
+        return samples
+
+    def snapshot(self) -> dict[str, dict[str, PropertyValue]]:
+        return {el: dict(props) for el, props in self._current.items()}
+
+    def restore(self, snapshot: dict[str, dict[str, PropertyValue]]) -> None:
+        """Load persisted current values (e.g. after a restart); history starts from these values."""
+        for element, props in snapshot.items():
+            for prop, pv in props.items():
+                self._current.setdefault(element, {})[prop] = pv
+                hist = self._history.setdefault((element, prop), deque(maxlen=self.history_len))
+                hist.clear()
+                hist.append((pv.ts, pv.value))

@@ -1,0 +1,209 @@
+"""Helpers for the browser tests: a synthetic twin (GLB + manifest), a headless Chromium launcher and
+screenshot artefacts.
+
+The synthetic twin follows the scene contract the server serves: one glTF node per element, node name =
+twin id, ``extras = {id, name, class}``, Y-up metres, node hierarchy = spatial tree (site → storeys →
+elements), and a ``manifest.json`` with per-element ``{id, name, class, parent, bbox, triangles, properties}``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+]
+
+# Element classes of the synthetic plant, each with its own material colour (so batching has >1 group).
+CLASSES = {
+    "IfcPump": (0.55, 0.60, 0.68),
+    "IfcPipeSegment": (0.70, 0.70, 0.72),
+    "IfcTank": (0.62, 0.66, 0.58),
+    "IfcValve": (0.68, 0.58, 0.52),
+}
+
+# Unit cube: 24 vertices (flat normals) and 36 indices.
+_FACES = [
+    ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    ((-1, 0, 0), (0, 0, 1), (0, 1, 0)),
+    ((0, 1, 0), (0, 0, 1), (1, 0, 0)),
+    ((0, -1, 0), (1, 0, 0), (0, 0, 1)),
+    ((0, 0, 1), (1, 0, 0), (0, 1, 0)),
+    ((0, 0, -1), (0, 1, 0), (1, 0, 0)),
+]
+
+
+def _unit_box() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos, nrm, idx = [], [], []
+    for n, u, v in _FACES:
+        n, u, v = np.array(n, float), np.array(u, float), np.array(v, float)
+        base = len(pos)
+        for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+            pos.append(0.5 * (n + su * u + sv * v))
+            nrm.append(n)
+        idx += [base, base + 1, base + 2, base, base + 2, base + 3]
+    return np.array(pos, np.float32), np.array(nrm, np.float32), np.array(idx, np.uint16)
+
+
+@dataclass
+class SyntheticTwin:
+    """A generated scene: where its files are and what is in them."""
+
+    directory: Path
+    ids: list[str]
+    names: dict[str, str]
+    centers: dict[str, tuple[float, float, float]]
+    manifest: dict = field(repr=False)
+
+    @property
+    def glb(self) -> Path:
+        return self.directory / "scene.glb"
+
+
+def element_id(i: int) -> str:
+    return f"el-{i:05d}"
+
+
+def make_twin(directory: Path, count: int = 24, names: dict[int, str] | None = None) -> SyntheticTwin:
+    """Write ``scene.glb`` and ``manifest.json`` with ``count`` boxes laid out on a grid (one node each).
+
+    ``names`` overrides element names by index (e.g. to inject markup that must render as text).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    names = names or {}
+    box_pos, box_nrm, box_idx = _unit_box()
+    side = int(np.ceil(np.sqrt(count)))
+    pitch = 1.5
+    storeys = 2
+    class_names = list(CLASSES)
+
+    nodes: list[dict] = [{"name": "site", "extras": {"id": "site", "name": "Pump station", "class": "IfcSite"},
+                          "children": []}]
+    for s in range(storeys):
+        nodes[0]["children"].append(len(nodes))
+        nodes.append({"name": f"storey-{s}", "children": [],
+                      "extras": {"id": f"storey-{s}", "name": f"Level {s}", "class": "IfcBuildingStorey"}})
+    materials = [{"name": c, "pbrMetallicRoughness": {"baseColorFactor": [*rgb, 1.0], "metallicFactor": 0.0,
+                                                      "roughnessFactor": 0.8}} for c, rgb in CLASSES.items()]
+    meshes, accessors, views = [], [], []
+    blob = bytearray()
+
+    def add_view(data: bytes, target: int) -> int:
+        while len(blob) % 4:
+            blob.append(0)
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data), "target": target})
+        blob.extend(data)
+        return len(views) - 1
+
+    manifest_elements = []
+    ids, name_of, centers = [], {}, {}
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        eid = element_id(i)
+        cls = class_names[i % len(class_names)]
+        gx, gz = i % side, i // side
+        size = np.array([0.6 + 0.4 * rng.random(), 0.5 + 1.5 * rng.random(), 0.6 + 0.4 * rng.random()], np.float32)
+        # Geometry is in local coordinates around the origin; the node translation places it.
+        pos = box_pos * size
+        center = (float(gx * pitch), float(size[1] / 2), float(gz * pitch))
+        pv = add_view(pos.tobytes(), 34962)
+        nv = add_view(box_nrm.tobytes(), 34962)
+        iv = add_view(box_idx.tobytes(), 34963)
+        accessors += [
+            {"bufferView": pv, "componentType": 5126, "count": 24, "type": "VEC3",
+             "min": pos.min(0).tolist(), "max": pos.max(0).tolist()},
+            {"bufferView": nv, "componentType": 5126, "count": 24, "type": "VEC3"},
+            {"bufferView": iv, "componentType": 5123, "count": 36, "type": "SCALAR"},
+        ]
+        a = len(accessors) - 3
+        meshes.append({"primitives": [{"attributes": {"POSITION": a, "NORMAL": a + 1}, "indices": a + 2,
+                                       "material": i % len(class_names)}]})
+        name = names.get(i, f"{cls[3:]} {i}")
+        storey = 1 + (i * storeys) // count
+        nodes[storey]["children"].append(len(nodes))
+        nodes.append({"name": eid, "mesh": len(meshes) - 1, "translation": list(center),
+                      "extras": {"id": eid, "name": name, "class": cls}})
+        ids.append(eid)
+        name_of[eid] = name
+        centers[eid] = center
+        half = size / 2
+        manifest_elements.append({
+            "id": eid, "name": name, "class": cls, "parent": f"storey-{storey - 1}",
+            "bbox": [[center[k] - float(half[k]) for k in range(3)], [center[k] + float(half[k]) for k in range(3)]],
+            "triangles": 12,
+            "properties": {"Pset_Identity": {"Tag": f"P-{i:03d}", "Manufacturer": "ACME"},
+                           "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}}},
+        })
+    spatial = [{"id": "site", "name": "Pump station", "class": "IfcSite", "parent": None, "bbox": None,
+                "triangles": 0, "properties": {}}]
+    spatial += [{"id": f"storey-{s}", "name": f"Level {s}", "class": "IfcBuildingStorey", "parent": "site",
+                 "bbox": None, "triangles": 0, "properties": {}} for s in range(storeys)]
+
+    while len(blob) % 4:
+        blob.append(0)
+    gltf = {
+        "asset": {"version": "2.0", "generator": "twinview tests/web_helpers.py"},
+        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": nodes, "meshes": meshes, "materials": materials,
+        "accessors": accessors, "bufferViews": views, "buffers": [{"byteLength": len(blob)}],
+    }
+    _write_glb(directory / "scene.glb", gltf, bytes(blob))
+    manifest = {"scene_id": directory.name, "up": "Y", "units": "m", "elements": spatial + manifest_elements}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return SyntheticTwin(directory, ids, name_of, centers, manifest)
+
+
+def _write_glb(path: Path, gltf: dict, blob: bytes) -> None:
+    js = json.dumps(gltf, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    total = 12 + 8 + len(js) + 8 + len(blob)
+    with path.open("wb") as f:
+        f.write(struct.pack("<III", 0x46546C67, 2, total))
+        f.write(struct.pack("<II", len(js), 0x4E4F534A) + js)
+        f.write(struct.pack("<II", len(blob), 0x004E4942) + blob)
+
+
+@contextmanager
+def chromium_browser() -> Iterator:
+    """Debian's Chromium, headless, rendering WebGL through SwiftShader."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a screenshot into test-artifacts/ (git-ignored) and return its path."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def non_background_pixels(png: bytes, background: tuple[int, int, int], tolerance: int = 12) -> int:
+    """How many pixels of a PNG differ from the background colour by more than ``tolerance``."""
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(img - np.array(background)).max(axis=2) > tolerance).sum())

@@ -1,0 +1,307 @@
+"""The `twinview` command line: build, inspect, serve, demo.
+
+Exit codes (documented in the README):
+  0  success
+  1  unexpected internal error (a bug: rerun with --debug and report it)
+  2  bad input: a file that cannot be read, a bad bindings file, bad arguments
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections import Counter
+from pathlib import Path
+
+from scene.errors import ExportFailed, ImportFailed
+from scene.importers import ImportOptions
+from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
+SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
+DEFAULT_DATA_DIR = Path(".twinview")
+DEFAULT_PORT = 8800
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _say(msg: str) -> None:
+    print(f"twinview: {msg}", file=sys.stderr)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    return lambda step: _say(f"{step}…")
+
+
+def _import_options(args: argparse.Namespace) -> ImportOptions:
+    return ImportOptions(point_budget=args.point_budget, mesh_scans=args.mesh_scans)
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(timeout_s=args.timeout, memory_mb=args.max_memory)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from scene.pipeline import build
+
+    result = build(
+        [Path(p) for p in args.inputs],
+        Path(args.output),
+        compress=args.compress,
+        lod=args.lod,
+        options=_import_options(args),
+        limits=_limits(args),
+        debug=args.debug,
+        progress=_progress(not args.quiet and sys.stderr.isatty()),
+    )
+    scene = result.scene
+    if not args.quiet:
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        print(f"built {len(scene.elements)} elements, {scene.triangle_count} triangles -> {result.outdir}")
+        print(f"  {stages}")
+        for name in ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json"):
+            print(f"  {result.outdir / name}  ({(result.outdir / name).stat().st_size:,} bytes)")
+        if scene.warnings:
+            print(f"  {len(scene.warnings)} warning(s): see manifest.json; first: {scene.warnings[0]}")
+    return EXIT_OK
+
+
+def _summary_from_manifest(manifest: dict) -> dict:
+    by_class = Counter(e["class"] for e in manifest["elements"])
+    boxes = [e["bbox"] for e in manifest["elements"] if e.get("bbox")]
+    bbox = None
+    if boxes:
+        lo = [min(b[0][i] for b in boxes) for i in range(3)]
+        hi = [max(b[1][i] for b in boxes) for i in range(3)]
+        bbox = [lo, hi]
+    return {
+        "file": manifest.get("_path", ""),
+        "elements": len(manifest["elements"]),
+        "by_class": dict(by_class.most_common()),
+        "triangles": sum(e.get("triangles", 0) for e in manifest["elements"]),
+        "bbox": bbox,
+        "units": manifest.get("units", "m"),
+        "up_axis": manifest.get("up_axis", "Y"),
+        "inputs": manifest.get("inputs", []),
+        "warnings": manifest.get("warnings", []),
+    }
+
+
+def _summary_from_scene(path: Path, args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from scene.pipeline import import_all
+
+    scene = import_all([path], _import_options(args), _limits(args), debug=args.debug)
+    boxes = [b for b in (scene.world_bounds(i) for i in scene.elements) if b is not None]
+    bbox = None
+    if boxes:
+        bbox = [np.min([b[0] for b in boxes], axis=0).tolist(), np.max([b[1] for b in boxes], axis=0).tolist()]
+    src = scene.inputs[0]
+    return {
+        "file": str(path),
+        "format": src.format,
+        "importer": src.importer,
+        "elements": len(scene.elements),
+        "by_class": dict(Counter(e.cls for e in scene.elements.values()).most_common()),
+        "triangles": scene.triangle_count,
+        "bbox": bbox,
+        "units": f"m (source: {src.source_units})",
+        "up_axis": f"Y (source: {src.source_up_axis})",
+        "warnings": scene.warnings,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from scene.pipeline import check_input
+
+    path = Path(args.file)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        path = path / "manifest.json"
+    if path.name == "manifest.json":
+        try:
+            manifest = json.loads(path.read_text())
+            manifest["_path"] = str(path)
+            summary = _summary_from_manifest(manifest)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ImportFailed(str(path), f"not a TwinView manifest ({exc})") from None
+    else:
+        check_input(path)
+        summary = _summary_from_scene(path, args)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"{summary['file']}")
+    if "format" in summary:
+        print(f"  format     {summary['format']} via {summary['importer']}")
+    print(f"  elements   {summary['elements']}")
+    for cls, n in summary["by_class"].items():
+        print(f"    {n:6d}  {cls}")
+    print(f"  triangles  {summary['triangles']:,}")
+    if summary["bbox"]:
+        lo, hi = summary["bbox"]
+        size = [h - low for low, h in zip(lo, hi, strict=True)]
+        print(f"  bbox       min {_fmt(lo)}  max {_fmt(hi)}  size {_fmt(size)} m")
+    print(f"  units      {summary['units']}")
+    print(f"  up axis    {summary['up_axis']}")
+    print(f"  warnings   {len(summary['warnings'])}")
+    for w in summary["warnings"][:20]:
+        print(f"    - {w}")
+    return EXIT_OK
+
+
+def _fmt(v: list[float]) -> str:
+    return "(" + ", ".join(f"{x:.3f}" for x in v) + ")"
+
+
+def build_sample(data_dir: Path, *, force: bool = False, quiet: bool = False) -> Path:
+    """Build the sample pump station into DATA_DIR/scenes/pump-station (once)."""
+    from scene.pipeline import build
+
+    outdir = data_dir / "scenes" / "pump-station"
+    if (outdir / "manifest.json").is_file() and not force:
+        return outdir
+    if not SAMPLE_IFC.is_file():
+        from scene.samples.pump_station import generate
+
+        generate(SAMPLE_IFC)
+    result = build([SAMPLE_IFC], outdir, progress=None if quiet else _progress(True))
+    if not quiet:
+        print(f"built the sample twin: {len(result.scene.elements)} elements -> {outdir}")
+    return outdir
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    scene_dir = build_sample(data_dir, force=args.rebuild)
+    for name in ("scene.glb", "scene.usdz", "scene.usdc", "manifest.json"):
+        print(f"  {scene_dir / name}")
+    if args.build_only:
+        return EXIT_OK
+    from viewer_server.serve import run
+
+    url = f"http://{args.host}:{args.port}/"
+    print(f"serving the live pump station at {url}  (Ctrl+C to stop)", flush=True)
+    if not args.no_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.5, lambda: webbrowser.open(url)).start()
+    run(
+        scene_dir,
+        bindings=SAMPLE_BINDINGS,
+        mqtt_url=args.mqtt,
+        host=args.host,
+        port=args.port,
+        data_dir=data_dir,
+        simulate=True,
+    )
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from viewer_server.serve import run
+
+    scene_dir = Path(args.scene_dir)
+    if not (scene_dir / "manifest.json").is_file():
+        raise UserError(f"{scene_dir}: not a built scene (no manifest.json); run `twinview build` first")
+    print(f"serving {scene_dir} at http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True)
+    run(
+        scene_dir,
+        bindings=Path(args.bindings) if args.bindings else None,
+        mqtt_url=args.mqtt,
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir),
+        simulate=args.simulate,
+    )
+    return EXIT_OK
+
+
+def _add_import_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--point-budget", type=int, default=ImportOptions.point_budget, help="points kept per scan")
+    p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per input")
+    p.add_argument("--max-memory", type=int, default=DEFAULT_MEMORY_MB, help="MB of memory allowed per input")
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SQLite store and built scenes")
+    p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="twinview", description="TwinView: live, collaborative digital twins.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks and native library output")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="turn CAD/BIM/mesh/scan/USD files into one scene")
+    b.add_argument("inputs", nargs="+", metavar="INPUT")
+    b.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    b.add_argument("--compress", action="store_true", help="EXT_meshopt_compression + quantization")
+    b.add_argument("--lod", action="store_true", help="add simplified levels for heavy meshes")
+    b.add_argument("-q", "--quiet", action="store_true")
+    _add_import_flags(b)
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("inspect", help="summarise a source file, a GLB/USD output or a built scene")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true", help="machine-readable summary")
+    _add_import_flags(i)
+    i.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("serve", help="serve a built scene with live telemetry")
+    s.add_argument("scene_dir", metavar="SCENE_DIR")
+    s.add_argument("--bindings", default=None, help="bindings file (YAML or JSON)")
+    s.add_argument("--simulate", action="store_true", help="feed the bindings with simulated telemetry")
+    _add_server_flags(s)
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="build the sample pump station and serve it live")
+    _add_server_flags(d)
+    d.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    d.add_argument("--rebuild", action="store_true", help="rebuild the sample even if it exists")
+    d.add_argument("--build-only", action="store_true", help="build the sample and exit")
+    d.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ExportFailed as exc:
+        if args.debug:
+            traceback.print_exc()
+        _say(f"could not write {exc} (rerun with --debug and report it)")
+        return EXIT_INTERNAL
+    except (ImportFailed, UserError) as exc:
+        if args.debug:
+            for note in getattr(exc, "__notes__", []):
+                print(note, file=sys.stderr)
+            traceback.print_exc()
+        _say(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
