@@ -66,7 +66,8 @@ class Reading(msgspec.Struct, omit_defaults=True):
     element: str | None = None
     prop: str | None = None
     ts: float | None = None
-    quality: str | None = None
+    unit: str | None = None
+    quality: Literal["good", "uncertain", "bad"] | None = None
 
 
 class Rejection(msgspec.Struct, omit_defaults=True):
@@ -77,12 +78,13 @@ class Rejection(msgspec.Struct, omit_defaults=True):
     detail: str = ""
 
 
-class PropState(msgspec.Struct, array_like=False, omit_defaults=True):
-    """The current value of one element property: value, source timestamp, quality."""
+class PropState(msgspec.Struct, omit_defaults=True):
+    """The current value of one element property: value, source timestamp, unit, quality."""
 
-    v: bool | int | float | str | None
+    v: bool | int | float | str
     ts: float
-    q: str | None = None
+    u: str = ""
+    q: Literal["good", "uncertain", "bad"] = "good"
 
 
 class Visual(msgspec.Struct, omit_defaults=True):

@@ -18,9 +18,6 @@ HASH_BLOCK = 1 << 20
 # Characters kept verbatim in element ids; anything else becomes "_" so ids stay URL- and USD-friendly.
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:/\-]")
 
-# Per metre: the scale factor that turns a source length unit into metres.
-UNIT_TO_METRES: dict[str, float] = {"m": 1.0, "mm": 0.001, "cm": 0.01, "in": 0.0254, "ft": 0.3048}
-
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -92,9 +89,7 @@ def resolve_inside(path: Path, uri: str, what: str) -> Path:
     target = (folder / relative).resolve()
     if not target.is_relative_to(folder):
         raise ImportFailed(str(path), f"{what} points outside the model's folder", uri)
-    if not target.is_file():
-        raise ImportFailed(str(path), f"{what} not found", uri)
-    return target
+    return target  # may not exist: whether that is fatal depends on what refers to it
 
 
 def require_finite(path: Path, values: np.ndarray, where: str) -> None:

@@ -1,0 +1,83 @@
+"""The sandbox turns crashes, hangs and memory blow-ups of a reader into one clear ImportFailed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from scene import sandbox
+from scene.errors import ImportFailed
+from scene.importers import ImportOptions
+from scene.model import Element, Scene
+
+
+def _use_loader(monkeypatch: pytest.MonkeyPatch, fn) -> None:
+    # The child is forked, so it sees the patched registry lookup.
+    monkeypatch.setattr(sandbox, "loader_for", lambda path: fn)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    path = tmp_path / "model.obj"
+    path.write_text("v 0 0 0\n")
+    return path
+
+
+def test_result_comes_back_from_the_child(monkeypatch, src):
+    def load(path: Path, options: ImportOptions) -> Scene:
+        scene = Scene()
+        scene.add(Element(id="a", name=f"pid {os.getpid()}", cls="Mesh"))
+        return scene
+
+    _use_loader(monkeypatch, load)
+    scene = sandbox.import_isolated(src, ImportOptions())
+    assert list(scene.elements) == ["a"]
+    assert scene.elements["a"].name != f"pid {os.getpid()}", "the importer must run in another process"
+
+
+def test_segfault_becomes_a_clear_error(monkeypatch, src):
+    _use_loader(monkeypatch, lambda path, options: os.kill(os.getpid(), signal.SIGSEGV))
+    with pytest.raises(ImportFailed) as err:
+        sandbox.import_isolated(src, ImportOptions())
+    assert "crashed (SIGSEGV)" in err.value.reason
+    assert err.value.path == str(src)
+
+
+def test_hang_is_stopped_at_the_time_limit(monkeypatch, src):
+    _use_loader(monkeypatch, lambda path, options: time.sleep(60))
+    start = time.monotonic()
+    with pytest.raises(ImportFailed, match="longer than 1 s"):
+        sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(timeout_s=1.0))
+    assert time.monotonic() - start < 10
+
+
+def test_memory_blow_up_is_bounded(monkeypatch, src):
+    def greedy(path: Path, options: ImportOptions) -> Scene:
+        hoard = [bytearray(64 * 1024 * 1024) for _ in range(64)]  # 4 GiB
+        raise AssertionError(len(hoard))
+
+    _use_loader(monkeypatch, greedy)
+    with pytest.raises(ImportFailed, match="out of memory"):
+        sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(memory_mb=1024))
+
+
+def test_importer_errors_keep_their_location(monkeypatch, src):
+    def bad(path: Path, options: ImportOptions) -> Scene:
+        raise ImportFailed(str(path), "bad vertex", "line 3")
+
+    _use_loader(monkeypatch, bad)
+    with pytest.raises(ImportFailed) as err:
+        sandbox.import_isolated(src, ImportOptions())
+    assert str(err.value) == f"{src}: bad vertex [line 3]"
+    assert "Traceback" in err.value.__notes__[0]
+
+
+def test_unknown_extension_is_refused_without_a_child(tmp_path):
+    path = tmp_path / "drawing.dwg"
+    path.write_bytes(b"AC1032")
+    with pytest.raises(ImportFailed, match=r"unknown file type '\.dwg'"):
+        sandbox.import_isolated(path, ImportOptions())

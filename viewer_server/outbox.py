@@ -1,0 +1,159 @@
+"""Batches of seq-numbered changes, and the per-client outbox that coalesces them.
+
+A `Batch` is one flush window of a scene (all layers). It is built once and shared by every client;
+its encoded delta is cached per (layer, encoding), so N clients of one layer cost one encode.
+An `Outbox` holds what one client has not been sent yet. While the client keeps up it holds at most
+one shared batch (sent as the shared bytes); while its socket is busy, newer batches are merged into
+a private batch coalesced by state key, so its memory is bounded by the number of keys. Pending
+events are bounded too: beyond the bound the outbox asks for a resync snapshot instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from viewer_server import protocol as p
+
+# Kinds of state: a property value, a visual on one layer, a session's presence.
+PROP: Final = "p"
+VISUAL: Final = "v"
+PRESENCE: Final = "s"
+# (kind, key, layer): key is "element/prop", "element@layer" or a session id; layer only for visuals.
+StateKey = tuple[str, str, str]
+StateValue = p.PropState | p.Visual | p.Presence | None
+
+# Pending events per client before it is resynced with a snapshot: about 10 s of a busy alarm
+# storm, a few MB at most; a client that far behind is better served by a fresh snapshot.
+OUTBOX_MAX_EVENTS: Final = 10_000
+
+
+class Batch:
+    """Changes with seq in [first, last]: state coalesced per key, events in order."""
+
+    __slots__ = ("_encoded", "events", "first", "last", "state")
+
+    def __init__(self, first: int, last: int, state: dict[StateKey, StateValue], events: list[p.Event]):
+        self.first = first
+        self.last = last
+        self.state = state
+        self.events = events
+        self._encoded: dict[tuple[str, str], bytes | None] = {}
+
+    def delta(self, layer: str) -> p.Delta | None:
+        """The delta a client of `layer` gets from this batch; None when nothing concerns it."""
+        props: dict[str, Any] = {}
+        visuals: dict[str, Any] = {}
+        presence: dict[str, Any] = {}
+        for (kind, key, lay), value in self.state.items():
+            if kind == PROP:
+                props[key] = value
+            elif kind == VISUAL:
+                if lay == layer:
+                    visuals[key] = value
+            else:
+                presence[key] = value
+        if not (props or visuals or presence or self.events):
+            return None
+        return p.Delta(self.first, self.last, props, visuals, presence, list(self.events))
+
+    def encoded(self, layer: str, encoding: p.Encoding) -> bytes | None:
+        """The delta for `layer` in `encoding`, encoded once and shared by every client that asks."""
+        cache_key = (layer, encoding)
+        if cache_key not in self._encoded:
+            delta = self.delta(layer)
+            self._encoded[cache_key] = None if delta is None else p.encode(delta, encoding)
+        return self._encoded[cache_key]
+
+    def absorb(self, newer: Batch, layer: str) -> None:
+        """Coalesce a newer batch into this one, keeping only what concerns `layer`."""
+        self.last = newer.last
+        for skey, value in newer.state.items():
+            if skey[0] != VISUAL or skey[2] == layer:
+                self.state[skey] = value
+        self.events.extend(newer.events)
+        self._encoded.clear()
+
+    def private_copy(self, layer: str) -> Batch:
+        """A mutable copy filtered to `layer` (shared batches are never mutated)."""
+        copy = Batch(self.first, self.first - 1, {}, [])
+        copy.absorb(self, layer)
+        return copy
+
+
+RESYNC: Final = object()  # what `Outbox.take` returns when the client needs a fresh snapshot
+
+
+class Outbox:
+    """What one client has not been sent yet. `offer` never blocks; the sender task awaits `take`."""
+
+    def __init__(self, layer: str, encoding: p.Encoding, max_events: int = OUTBOX_MAX_EVENTS):
+        self.layer = layer
+        self.encoding = encoding
+        self.max_events = max_events
+        self._shared: Batch | None = None  # offered while idle: sent as the shared bytes
+        self._private: Batch | None = None  # coalesced while the client was busy
+        self._resync = False
+        self._ready = asyncio.Event()
+        self.high_water_keys = 0  # largest private batch seen (for tests and /api/health)
+
+    def offer(self, batch: Batch) -> None:
+        """Queue a batch for this client (called by the fan-out; O(batch) at worst, never awaits)."""
+        if self._resync:
+            return
+        if self._shared is None and self._private is None:
+            self._shared = batch
+        else:
+            if self._private is None:
+                assert self._shared is not None
+                self._private = self._shared.private_copy(self.layer)
+                self._shared = None
+            self._private.absorb(batch, self.layer)
+            self.high_water_keys = max(self.high_water_keys, len(self._private.state))
+            if len(self._private.events) > self.max_events:
+                self.request_resync()
+                return
+        self._ready.set()
+
+    def request_resync(self) -> None:
+        """Drop everything pending: the next `take` says RESYNC (a snapshot replaces the backlog)."""
+        self._shared = self._private = None
+        self._resync = True
+        self._ready.set()
+
+    def reset(self, layer: str) -> None:
+        """Start over for `layer` after a snapshot was sent (layer switch or resync)."""
+        self.layer = layer
+        self._shared = self._private = None
+        self._resync = False
+        self._ready.clear()
+
+    @property
+    def pending_keys(self) -> int:
+        return len(self._private.state) if self._private is not None else 0
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._private.events) if self._private is not None else 0
+
+    def take_nowait(self) -> bytes | object | None:
+        """The next frame to send (bytes), RESYNC, or None if nothing is pending."""
+        self._ready.clear()
+        if self._resync:
+            return RESYNC
+        shared, private = self._shared, self._private
+        self._shared = self._private = None
+        if shared is not None:
+            return shared.encoded(self.layer, self.encoding)
+        if private is not None:
+            delta = private.delta(self.layer)
+            return None if delta is None else p.encode(delta, self.encoding)
+        return None
+
+    async def take(self) -> bytes | object:
+        """Wait for the next frame (bytes) or RESYNC."""
+        while True:
+            await self._ready.wait()
+            frame = self.take_nowait()
+            if frame is not None:
+                return frame

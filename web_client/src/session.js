@@ -1,0 +1,163 @@
+// One viewer's live connection to the server: hello/welcome, snapshot and deltas into a TwinState,
+// reconnect with backoff and resume from the last applied {epoch, seq}.
+import * as P from './protocol.js';
+
+// Reconnect backoff: first retry soon (a Wi-Fi blip), then double up to a ceiling, with jitter so that
+// many clients of a restarted server do not reconnect in lockstep.
+const BACKOFF_FIRST_MS = 300;
+const BACKOFF_MAX_MS = 8000;
+// A ping this often measures the round trip shown in the status chip and keeps idle proxies open.
+const PING_INTERVAL_MS = 5000;
+
+/**
+ * @typedef {'connecting'|'live'|'reconnecting'|'resynced'|'refused'|'closed'} LinkStatus
+ */
+
+export class Session extends EventTarget {
+  /**
+   * @param {import('./state.js').TwinState} state
+   * @param {{url: string, client: string, layer?: (string|null)}} opts
+   */
+  constructor(state, { url, client, layer = null }) {
+    super();
+    this.state = state;
+    this.url = url;
+    this.client = client;
+    this.layer = layer;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** @type {any} the last welcome */
+    this.welcome = null;
+    /** @type {LinkStatus} */
+    this.status = 'connecting';
+    this.rttMs = NaN;
+    this.attempt = 0;
+    this.stopped = false;
+    this.resumes = 0;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.retryTimer = undefined;
+    /** @type {ReturnType<typeof setInterval>|undefined} */
+    this.pingTimer = undefined;
+    this.holdUntil = 0;
+  }
+
+  connect() {
+    this.stopped = false;
+    const ws = new WebSocket(this.url, P.SUBPROTOCOL);
+    this.ws = ws;
+    ws.onopen = () => {
+      const resume = this.state.epoch ? { epoch: this.state.epoch, seq: this.state.seq } : null;
+      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume }));
+    };
+    ws.onmessage = (e) => this.#onMessage(e.data);
+    ws.onclose = (e) => this.#onClose(ws, e.code, e.reason);
+  }
+
+  /** @param {string} layer */
+  subscribe(layer) {
+    this.layer = layer;
+    this.#send(P.subscribe(layer));
+  }
+
+  /** @param {import('./protocol.js').Pose} pose */
+  sendPresence(pose) {
+    if (this.status === 'live' || this.status === 'resynced') this.#send(P.presence(pose));
+  }
+
+  /** Close for good (page leaving). */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    this.ws?.close(1000, 'bye');
+  }
+
+  /**
+   * Simulate a dropped link (tests, "offline" demos): close the socket and stay away for `holdMs`.
+   * @param {number} holdMs
+   */
+  drop(holdMs = 0) {
+    this.holdUntil = performance.now() + holdMs;
+    this.ws?.close(4000, 'dropped by client');
+  }
+
+  /** @param {any} msg */
+  #send(msg) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** @param {LinkStatus} status @param {string} [detail] */
+  #setStatus(status, detail = '') {
+    this.status = status;
+    this.dispatchEvent(new CustomEvent('status', { detail: { status, detail } }));
+  }
+
+  /** @param {string|ArrayBuffer} data */
+  #onMessage(data) {
+    /** @type {any} */
+    let msg;
+    try {
+      msg = JSON.parse(/** @type {string} */ (data));
+    } catch {
+      return; // not ours to interpret: the spec says JSON text frames only on this subprotocol
+    }
+    switch (msg.type) {
+      case 'welcome': {
+        const resumed = Boolean(this.welcome) && msg.server_epoch === this.state.epoch;
+        this.welcome = msg;
+        this.attempt = 0;
+        clearInterval(this.pingTimer);
+        this.pingTimer = setInterval(() => this.#send(P.ping()), PING_INTERVAL_MS);
+        this.#send(P.ping());
+        this.dispatchEvent(new CustomEvent('welcome', { detail: msg }));
+        // A resumed session gets only the missed deltas; otherwise a snapshot follows.
+        if (resumed) {
+          this.resumes += 1;
+          this.#setStatus('live');
+        }
+        break;
+      }
+      case 'snapshot': {
+        const reconnect = this.state.epoch !== '';
+        this.state.applySnapshot(msg);
+        this.dispatchEvent(new CustomEvent('snapshot', { detail: msg }));
+        this.#setStatus(msg.resync || (reconnect && msg.reason) ? 'resynced' : 'live', msg.reason || '');
+        break;
+      }
+      case 'delta':
+        if (!this.state.applyDelta(msg)) {
+          // A gap means a lost frame: ask for a fresh snapshot of the layer rather than show wrong colours.
+          this.#send(P.subscribe(this.state.layer));
+        }
+        break;
+      case 'pong':
+        if (typeof msg.t === 'number') {
+          this.rttMs = performance.now() - msg.t;
+          this.dispatchEvent(new CustomEvent('rtt', { detail: this.rttMs }));
+        }
+        break;
+      case 'error':
+        this.dispatchEvent(new CustomEvent('servererror', { detail: msg }));
+        break;
+      default:
+        break; // acks and future message types are not for a viewer
+    }
+  }
+
+  /** @param {WebSocket} ws @param {number} code @param {string} reason */
+  #onClose(ws, code, reason) {
+    if (ws !== this.ws) return;
+    clearInterval(this.pingTimer);
+    if (this.stopped) return this.#setStatus('closed');
+    if (code === P.CLOSE_VERSION || code === P.CLOSE_POLICY) {
+      // Retrying cannot help: the server refused this client; say why, in its own words.
+      this.stopped = true;
+      return this.#setStatus('refused', reason || `closed with code ${code}`);
+    }
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
+    this.attempt += 1;
+    this.#setStatus('reconnecting', reason || (this.welcome ? 'connection lost' : 'server unreachable'));
+    const wait = Math.max(delay, this.holdUntil - performance.now());
+    this.retryTimer = setTimeout(() => this.connect(), wait);
+  }
+}

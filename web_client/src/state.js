@@ -1,0 +1,91 @@
+// The client's copy of the twin state for its layer: applied from snapshots and deltas, observed by the
+// viewer and the panels. Kept apart from rendering so deltas that arrive while the GLB loads are not lost.
+import { splitKey } from './protocol.js';
+
+/** @typedef {import('./protocol.js').Visual} Visual */
+/** @typedef {import('./protocol.js').PropState} PropState */
+/** @typedef {import('./protocol.js').Alarm} Alarm */
+/** @typedef {import('./protocol.js').Presence} Presence */
+
+export class TwinState extends EventTarget {
+  constructor() {
+    super();
+    this.epoch = '';
+    this.seq = -1;
+    this.layer = '';
+    /** @type {Map<string, Visual>} element id -> visual on the current layer */
+    this.visuals = new Map();
+    /** @type {Map<string, Map<string, PropState>>} element id -> prop -> state */
+    this.props = new Map();
+    /** @type {Map<string, Alarm>} keyed "element/prop" so one element can carry several alarms */
+    this.alarms = new Map();
+    /** @type {Map<string, Presence>} session id -> presence */
+    this.presence = new Map();
+    /** Server time (s) of the newest value seen; with the local clock it gives the lag. */
+    this.lastValueTs = 0;
+  }
+
+  /** @param {any} snap a `snapshot` message */
+  applySnapshot(snap) {
+    this.epoch = snap.epoch;
+    this.seq = snap.seq;
+    this.layer = snap.layer;
+    this.visuals = new Map(Object.entries(snap.visuals || {}));
+    this.props = new Map();
+    this.#mergeProps(snap.props || {});
+    this.alarms = new Map((snap.alarms || []).map((a) => [alarmKey(a), a]));
+    this.presence = new Map(Object.entries(snap.presence || {}));
+    this.dispatchEvent(new CustomEvent('reset'));
+  }
+
+  /**
+   * Apply a `delta`; returns false (and changes nothing) when it does not follow the held seq.
+   * @param {any} d
+   */
+  applyDelta(d) {
+    if (d.last <= this.seq) return true; // already held (a resume may overlap): idempotent
+    if (d.first > this.seq + 1) return false; // gap: the caller must resync
+    const changed = new Set();
+    for (const [key, vis] of Object.entries(d.visuals || {})) {
+      const [id, layer] = splitKey(key, '@');
+      if (layer !== this.layer) continue;
+      this.visuals.set(id, vis);
+      changed.add(id);
+    }
+    const props = this.#mergeProps(d.props || {});
+    for (const [sid, p] of Object.entries(d.presence || {})) {
+      if (p) this.presence.set(sid, p);
+      else this.presence.delete(sid);
+    }
+    for (const ev of d.events || []) {
+      if (ev.kind === 'alarm_raised') {
+        this.alarms.set(alarmKey(ev), { element: ev.element, since: ev.ts, prop: ev.prop, layer: ev.layer,
+          severity: ev.severity, message: ev.message || '' });
+      } else if (ev.kind === 'alarm_cleared') {
+        this.alarms.delete(alarmKey(ev));
+      }
+    }
+    this.seq = d.last;
+    this.dispatchEvent(new CustomEvent('delta', { detail: { visuals: changed, props, delta: d } }));
+    return true;
+  }
+
+  /** @param {Record<string, PropState>} entries @returns {Set<string>} element ids touched */
+  #mergeProps(entries) {
+    const touched = new Set();
+    for (const [key, st] of Object.entries(entries)) {
+      const [id, prop] = splitKey(key, '/');
+      let m = this.props.get(id);
+      if (!m) this.props.set(id, (m = new Map()));
+      m.set(prop, st);
+      touched.add(id);
+      if (st.ts > this.lastValueTs) this.lastValueTs = st.ts;
+    }
+    return touched;
+  }
+}
+
+/** @param {{element: string, prop?: (string|null)}} a */
+function alarmKey(a) {
+  return `${a.element}/${a.prop ?? ''}`;
+}
