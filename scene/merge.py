@@ -32,6 +32,8 @@ def merge(scenes: list[Scene], name: str = "Scene") -> Scene:
         out.materials.extend(src.materials)
         out.inputs.extend(src.inputs)
         out.warnings.extend(src.warnings)
+        for step, seconds in src.timings.items():
+            out.timings[step] = out.timings.get(step, 0.0) + seconds
         for mesh_id, mesh in src.meshes.items():
             new_mesh_id = f"{index}/{mesh_id}"
             prims = [replace(p, material=p.material + material_offset) for p in mesh.primitives]

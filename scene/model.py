@@ -115,6 +115,8 @@ class Scene:
     materials: list[Material] = field(default_factory=list)
     inputs: list[InputRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Seconds spent per import step (e.g. "parse", "tessellate"), reported by `twinview build`.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def add(self, element: Element) -> Element:
         if element.id in self.elements:

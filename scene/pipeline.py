@@ -99,6 +99,7 @@ def build(
     start = time.perf_counter()
     scene = import_all(inputs, options, limits, debug=debug, progress=progress)
     timings["import"] = time.perf_counter() - start
+    timings.update({f"import.{step}": seconds for step, seconds in scene.timings.items()})
     # Exporters load usd-core; only pay for that once the inputs have been read.
     from scene.export.glb import write_glb
     from scene.export.manifest import write_manifest

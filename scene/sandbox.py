@@ -12,12 +12,12 @@ import os
 import resource
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scene.errors import ImportFailed
-from scene.importers import ImportOptions, loader_for
+from scene.importers import FORMATS, ImportOptions, loader_for
 from scene.model import Scene
 
 DEFAULT_TIMEOUT_S = 600.0  # a large IFC takes minutes on 2 cores; beyond 10 min something is wrong
@@ -66,7 +66,26 @@ def _describe_exit(code: int | None) -> str:
 def import_isolated(
     path: Path, options: ImportOptions, limits: Limits = Limits(), *, debug: bool = False
 ) -> Scene:
-    """Import `path` in a child process; raise ImportFailed on any failure, crash or timeout."""
+    """Import `path` in a child process; raise ImportFailed on any failure, crash or timeout.
+
+    The fast manifold kernel of IfcOpenShell segfaults on some real files (duplex.ifc); with
+    `ifc_kernel="auto"` such a crash is retried once with the opencascade kernel.
+    """
+    try:
+        return _import_once(path, options, limits, debug=debug)
+    except ReaderCrashed:
+        if options.ifc_kernel != "auto" or FORMATS[path.suffix.lower()][1] != "ifc":
+            raise
+        scene = _import_once(path, replace(options, ifc_kernel="opencascade"), limits, debug=debug)
+        scene.warnings.insert(0, f"{path}: the manifold kernel crashed; geometry made with opencascade instead")
+        return scene
+
+
+class ReaderCrashed(ImportFailed):
+    """The child process died without an answer (a native crash)."""
+
+
+def _import_once(path: Path, options: ImportOptions, limits: Limits, *, debug: bool) -> Scene:
     loader_for(path)  # unknown extensions fail here, before a process is spent on them
     ctx = mp.get_context("fork")  # the parent holds no threads yet; fork avoids re-importing numpy
     parent_conn, child_conn = ctx.Pipe(duplex=False)
@@ -80,7 +99,7 @@ def import_isolated(
             status, payload = parent_conn.recv()
         except (EOFError, OSError):
             proc.join(CRASH_EXIT_GRACE_S)
-            raise ImportFailed(str(path), _describe_exit(proc.exitcode)) from None
+            raise ReaderCrashed(str(path), _describe_exit(proc.exitcode)) from None
     finally:
         if proc.is_alive():
             proc.join(CRASH_EXIT_GRACE_S)

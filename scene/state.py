@@ -6,7 +6,8 @@ the history: a flat line is data too (a chart must show it, and a stuck-sensor c
 the history is bounded, so keeping it costs nothing that grows.
 
 `PropertyValue.ts` and `.rx` are the source and receive times of the last *change*; the time of the
-last *sample* is the newest history entry.
+last *sample* is the newest history entry. A sample older than one already seen (a late batch, a
+reconnecting gateway) goes into the history in time order but never replaces the current value.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def _same(a: Scalar, b: Scalar) -> bool:
     return a == b
 
 
+def _insert_late(hist: deque[tuple[float, Scalar]], ts: float, value: Scalar) -> None:
+    """Insert a late sample in time order (rare, O(bound)); one older than a full buffer is dropped."""
+    if len(hist) == hist.maxlen and ts <= hist[0][0]:
+        return
+    idx = next((i for i in range(len(hist) - 1, -1, -1) if hist[i][0] <= ts), -1) + 1
+    if len(hist) == hist.maxlen:
+        hist.popleft()
+        idx -= 1
+    hist.insert(idx, (ts, value))
+
+
 class TwinState:
     """Current values and bounded, time-ordered history for every (element, prop)."""
 
@@ -80,23 +92,19 @@ class TwinState:
         hist = self._history.get(key)
         if hist is None:
             hist = self._history[key] = deque(maxlen=self.history_len)
-        # Keep the history ordered by source time: a late sample is inserted in place (rare, and
-        # bounded by the buffer length), a sample older than the whole buffer is dropped.
-        if not hist or ts >= hist[-1][0]:
-            hist.append((ts, reading.value))
-        elif len(hist) < self.history_len or ts > hist[0][0]:
-            idx = next((i for i in range(len(hist) - 1, -1, -1) if hist[i][0] <= ts), -1) + 1
-            if len(hist) == self.history_len:
-                hist.popleft()
-                idx -= 1
-            hist.insert(idx, (ts, reading.value))
+        if hist and ts < hist[-1][0]:
+            _insert_late(hist, ts, reading.value)
+            return None  # older than a sample already seen: history only, the current value stays newest
+        hist.append((ts, reading.value))
         props = self._current.setdefault(reading.element, {})
         old = props.get(reading.prop)
-        if old is not None:
-            if ts < old.ts:
-                return None  # out-of-order sample: history only, the current value stays the newest
-            if _same(old.value, reading.value) and old.unit == reading.unit and old.quality == reading.quality:
-                return None
+        if (
+            old is not None
+            and _same(old.value, reading.value)
+            and old.unit == reading.unit
+            and old.quality == reading.quality
+        ):
+            return None
         current = PropertyValue(reading.value, reading.unit, ts, rx, reading.quality)
         props[reading.prop] = current
         return Change(reading.element, reading.prop, current)

@@ -108,13 +108,12 @@ def _arkit_errors(stage: object, path: Path) -> list[str]:
         root = stage.GetRootLayer()
         if root.GetFileFormat() != Sdf.FileFormat.FindById("usdz"):
             out.append("ARKit: not a usdz package")
-        with Sdf.ZipFile.Open(str(path)) as package:  # type: ignore[attr-defined]
-            names = list(package.GetFileNames())
+        names = list(Sdf.ZipFile.Open(str(path)).GetFileNames())
         if not names or not names[0].lower().endswith(".usdc"):
             out.append(f"ARKit: the package's first file must be a .usdc layer, found {names[:1]}")
         for name in names:
             if name.rsplit(".", 1)[-1].lower() not in ARKIT_FILE_EXTENSIONS:
                 out.append(f"ARKit: package member {name!r} has an unsupported file type")
-        layers, assets, unresolved = UsdUtils.ComputeAllDependencies(str(path))
+        _layers, _assets, unresolved = UsdUtils.ComputeAllDependencies(str(path))
         out += [f"ARKit: unresolved asset {u}" for u in unresolved]
     return out

@@ -125,12 +125,17 @@ def synthetic_scene() -> Scene:
     for i, sid in enumerate(("storey$1", "storey$2")):
         base = scene.elements[sid].matrix
         scene.add(Element(f"wall{i}", "Wall", "IfcWall", sid, base @ translation(0, 1.5, 0), "wall", pset))
-        scene.add(
-            Element(f"wall{i}b", "Wall", "IfcWall", sid, base @ translation(2, 1.5, 2) @ rotation_y(90), "wall")
-        )
+        scene.add(Element(f"wall{i}b", "Wall", "IfcWall", sid, base @ translation(2, 1.5, 2) @ rotation_y(90), "wall"))
     scene.add(
-        Element("win$0", "Window/1", "IfcWindow", "wall0", translation(10, 1.5, -5), "window",
-                {"Pset_WindowCommon": {"U-Value": 1.1, "Tags": ["a", "b"], "Note": None}})
+        Element(
+            "win$0",
+            "Window/1",
+            "IfcWindow",
+            "wall0",
+            translation(10, 1.5, -5),
+            "window",
+            {"Pset_WindowCommon": {"U-Value": 1.1, "Tags": ["a", "b"], "Note": None}},
+        )
     )
     scene.add(Element("crate", "Crate", "IfcFurnishingElement", "storey$1", translation(11, 0.25, -4), "crate"))
     scene.add(Element("poster", "Poster", "IfcAnnotation", "storey$2", translation(10, 4.5, -4.8), "poster"))

@@ -8,8 +8,12 @@ elements), and a ``manifest.json`` with per-element ``{id, name, class, parent, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+import subprocess
+import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,14 +97,25 @@ def make_twin(directory: Path, count: int = 24, names: dict[int, str] | None = N
     storeys = 2
     class_names = list(CLASSES)
 
-    nodes: list[dict] = [{"name": "site", "extras": {"id": "site", "name": "Pump station", "class": "IfcSite"},
-                          "children": []}]
+    nodes: list[dict] = [
+        {"name": "site", "extras": {"id": "site", "name": "Pump station", "class": "IfcSite"}, "children": []}
+    ]
     for s in range(storeys):
         nodes[0]["children"].append(len(nodes))
-        nodes.append({"name": f"storey-{s}", "children": [],
-                      "extras": {"id": f"storey-{s}", "name": f"Level {s}", "class": "IfcBuildingStorey"}})
-    materials = [{"name": c, "pbrMetallicRoughness": {"baseColorFactor": [*rgb, 1.0], "metallicFactor": 0.0,
-                                                      "roughnessFactor": 0.8}} for c, rgb in CLASSES.items()]
+        nodes.append(
+            {
+                "name": f"storey-{s}",
+                "children": [],
+                "extras": {"id": f"storey-{s}", "name": f"Level {s}", "class": "IfcBuildingStorey"},
+            }
+        )
+    materials = [
+        {
+            "name": c,
+            "pbrMetallicRoughness": {"baseColorFactor": [*rgb, 1.0], "metallicFactor": 0.0, "roughnessFactor": 0.8},
+        }
+        for c, rgb in CLASSES.items()
+    ]
     meshes, accessors, views = [], [], []
     blob = bytearray()
 
@@ -126,44 +141,103 @@ def make_twin(directory: Path, count: int = 24, names: dict[int, str] | None = N
         nv = add_view(box_nrm.tobytes(), 34962)
         iv = add_view(box_idx.tobytes(), 34963)
         accessors += [
-            {"bufferView": pv, "componentType": 5126, "count": 24, "type": "VEC3",
-             "min": pos.min(0).tolist(), "max": pos.max(0).tolist()},
+            {
+                "bufferView": pv,
+                "componentType": 5126,
+                "count": 24,
+                "type": "VEC3",
+                "min": pos.min(0).tolist(),
+                "max": pos.max(0).tolist(),
+            },
             {"bufferView": nv, "componentType": 5126, "count": 24, "type": "VEC3"},
             {"bufferView": iv, "componentType": 5123, "count": 36, "type": "SCALAR"},
         ]
         a = len(accessors) - 3
-        meshes.append({"primitives": [{"attributes": {"POSITION": a, "NORMAL": a + 1}, "indices": a + 2,
-                                       "material": i % len(class_names)}]})
+        meshes.append(
+            {
+                "primitives": [
+                    {"attributes": {"POSITION": a, "NORMAL": a + 1}, "indices": a + 2, "material": i % len(class_names)}
+                ]
+            }
+        )
         name = names.get(i, f"{cls[3:]} {i}")
         storey = 1 + (i * storeys) // count
         nodes[storey]["children"].append(len(nodes))
-        nodes.append({"name": eid, "mesh": len(meshes) - 1, "translation": list(center),
-                      "extras": {"id": eid, "name": name, "class": cls}})
+        nodes.append(
+            {
+                "name": eid,
+                "mesh": len(meshes) - 1,
+                "translation": list(center),
+                "extras": {"id": eid, "name": name, "class": cls},
+            }
+        )
         ids.append(eid)
         name_of[eid] = name
         centers[eid] = center
         half = size / 2
-        manifest_elements.append({
-            "id": eid, "name": name, "class": cls, "parent": f"storey-{storey - 1}",
-            "bbox": [[center[k] - float(half[k]) for k in range(3)], [center[k] + float(half[k]) for k in range(3)]],
-            "triangles": 12,
-            "properties": {"Pset_Identity": {"Tag": f"P-{i:03d}", "Manufacturer": "ACME"},
-                           "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}}},
-        })
-    spatial = [{"id": "site", "name": "Pump station", "class": "IfcSite", "parent": None, "bbox": None,
-                "triangles": 0, "properties": {}}]
-    spatial += [{"id": f"storey-{s}", "name": f"Level {s}", "class": "IfcBuildingStorey", "parent": "site",
-                 "bbox": None, "triangles": 0, "properties": {}} for s in range(storeys)]
+        manifest_elements.append(
+            {
+                "id": eid,
+                "name": name,
+                "class": cls,
+                "parent": f"storey-{storey - 1}",
+                "bbox": [
+                    [center[k] - float(half[k]) for k in range(3)],
+                    [center[k] + float(half[k]) for k in range(3)],
+                ],
+                "triangles": 12,
+                "properties": {
+                    "Pset_Identity": {"Tag": f"P-{i:03d}", "Manufacturer": "ACME"},
+                    "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}},
+                },
+            }
+        )
+    spatial = [
+        {
+            "id": "site",
+            "name": "Pump station",
+            "class": "IfcSite",
+            "parent": None,
+            "bbox": None,
+            "triangles": 0,
+            "properties": {},
+        }
+    ]
+    spatial += [
+        {
+            "id": f"storey-{s}",
+            "name": f"Level {s}",
+            "class": "IfcBuildingStorey",
+            "parent": "site",
+            "bbox": None,
+            "triangles": 0,
+            "properties": {},
+        }
+        for s in range(storeys)
+    ]
 
     while len(blob) % 4:
         blob.append(0)
     gltf = {
         "asset": {"version": "2.0", "generator": "twinview tests/web_helpers.py"},
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": nodes, "meshes": meshes, "materials": materials,
-        "accessors": accessors, "bufferViews": views, "buffers": [{"byteLength": len(blob)}],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": nodes,
+        "meshes": meshes,
+        "materials": materials,
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
     }
     _write_glb(directory / "scene.glb", gltf, bytes(blob))
-    manifest = {"scene_id": directory.name, "up": "Y", "units": "m", "elements": spatial + manifest_elements}
+    manifest = {
+        "format": "twinview-manifest",
+        "version": 1,
+        "elements": spatial + manifest_elements,
+        "stats": {"elements": len(spatial) + count},
+        "inputs": [],
+        "warnings": [],
+    }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return SyntheticTwin(directory, ids, name_of, centers, manifest)
 
@@ -176,6 +250,108 @@ def _write_glb(path: Path, gltf: dict, blob: bytes) -> None:
         f.write(struct.pack("<III", 0x46546C67, 2, total))
         f.write(struct.pack("<II", len(js), 0x4E4F534A) + js)
         f.write(struct.pack("<II", len(blob), 0x004E4942) + blob)
+
+
+# Bindings of the synthetic twin: element 0 carries a pressure coloured blue -> red on itself,
+# element 1 a temperature with thresholds (status + alarm), element 2 a label; energy is a second layer.
+BINDINGS = """\
+version: 1
+default_layer: operations
+bindings:
+  - {element: el-00000, prop: pressure, unit: bar, range: [-1, 16], key: el-00000.pressure}
+  - {element: el-00001, prop: temperature, unit: degC, range: [-40, 200], key: el-00001.temperature}
+  - {element: el-00002, prop: flow, unit: m3/h, range: [0, 500], key: el-00002.flow}
+layers:
+  operations:
+    rules:
+      - {kind: ramp, element: el-00000, prop: pressure, min: 0, max: 6, colors: ["#0000ff", "#ff0000"]}
+      - {kind: thresholds, element: el-00001, prop: temperature, warning: {high: 50}, alarm: {high: 80}}
+      - {kind: label, element: el-00002, prop: flow, template: "{value:.0f} {unit}"}
+  energy:
+    rules:
+      - {kind: ramp, element: el-00002, prop: flow, min: 0, max: 500, colors: ["#00ff00", "#ff00ff"]}
+"""
+
+
+def build_client() -> None:
+    """Bundle web_client/ into dist/ (what the server serves); esbuild takes well under a second."""
+    subprocess.run(["node", "build.mjs"], cwd=REPO / "web_client", check=True, capture_output=True)
+
+
+@dataclass
+class LiveServer:
+    """A real TwinView server running in a background thread, for a browser to talk to."""
+
+    url: str
+    server: object
+
+    def ingest(self, readings: list[dict]) -> dict:
+        """POST /api/ingest, as any producer would."""
+        req = urllib.request.Request(f"{self.url}/api/ingest", data=json.dumps({"readings": readings}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return json.loads(res.read())
+
+
+@dataclass
+class LiveTwin(LiveServer):
+    """The synthetic twin, served."""
+
+    twin: SyntheticTwin
+
+
+@contextmanager
+def serve_scene(scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool = False) -> Iterator[LiveServer]:
+    """Run `viewer_server.serve.running_server` on a free localhost port until the block ends."""
+    from viewer_server.serve import running_server
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict = {}
+
+    async def main() -> None:
+        holder["stop"] = asyncio.Event()
+        try:
+            async with running_server(scene_dir, bindings=bindings, mqtt_url=None, host="127.0.0.1", port=0,
+                                      data_dir=data_dir, simulate=simulate) as srv:
+                holder["server"] = srv
+                started.set()
+                await holder["stop"].wait()
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(60)
+    if "server" not in holder:
+        raise RuntimeError("the TwinView server did not start")
+    try:
+        yield LiveServer(holder["server"].url, holder["server"])
+    finally:
+        loop.call_soon_threadsafe(holder["stop"].set)
+        thread.join(15)
+
+
+@contextmanager
+def live_twin(root: Path, count: int = 24, names: dict[int, str] | None = None,
+              bindings: str = BINDINGS) -> Iterator[LiveTwin]:
+    """The synthetic twin of ``count`` elements with BINDINGS, served by the real server."""
+    twin = make_twin(root / "synthetic", count, names)
+    (root / "twin.bindings.yaml").write_text(bindings)
+    with serve_scene(twin.directory, root / "twin.bindings.yaml", root / "data") as srv:
+        yield LiveTwin(srv.url, srv.server, twin)
+
+
+def open_viewer(target, url: str, width: int = 1280, height: int = 800):
+    """A page (of a browser, or of a context that set its own viewport) on the viewer, once the model
+    is loaded; uncaught page errors are collected in page.errors."""
+    is_browser = hasattr(target, "new_context")
+    page = target.new_page(viewport={"width": width, "height": height}) if is_browser else target.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.goto(url)
+    page.evaluate("window.twinview.ready")
+    return page
 
 
 @contextmanager

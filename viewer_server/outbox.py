@@ -38,10 +38,11 @@ class Batch:
         self.last = last
         self.state = state
         self.events = events
-        self._encoded: dict[tuple[str, str], bytes | None] = {}
+        self._encoded: dict[tuple[str, str], bytes] = {}
 
-    def delta(self, layer: str) -> p.Delta | None:
-        """The delta a client of `layer` gets from this batch; None when nothing concerns it."""
+    def delta(self, layer: str) -> p.Delta:
+        """The delta a client of `layer` gets from this batch; sent even when empty for the layer,
+        so that every client's deltas are contiguous (first = previous last + 1)."""
         props: dict[str, Any] = {}
         visuals: dict[str, Any] = {}
         presence: dict[str, Any] = {}
@@ -53,17 +54,15 @@ class Batch:
                     visuals[key] = value
             else:
                 presence[key] = value
-        if not (props or visuals or presence or self.events):
-            return None
         return p.Delta(self.first, self.last, props, visuals, presence, list(self.events))
 
-    def encoded(self, layer: str, encoding: p.Encoding) -> bytes | None:
+    def encoded(self, layer: str, encoding: p.Encoding) -> bytes:
         """The delta for `layer` in `encoding`, encoded once and shared by every client that asks."""
         cache_key = (layer, encoding)
-        if cache_key not in self._encoded:
-            delta = self.delta(layer)
-            self._encoded[cache_key] = None if delta is None else p.encode(delta, encoding)
-        return self._encoded[cache_key]
+        frame = self._encoded.get(cache_key)
+        if frame is None:
+            frame = self._encoded[cache_key] = p.encode(self.delta(layer), encoding)
+        return frame
 
     def absorb(self, newer: Batch, layer: str) -> None:
         """Coalesce a newer batch into this one, keeping only what concerns `layer`."""
@@ -126,7 +125,6 @@ class Outbox:
         self.layer = layer
         self._shared = self._private = None
         self._resync = False
-        self._ready.clear()
 
     @property
     def pending_keys(self) -> int:
@@ -136,9 +134,17 @@ class Outbox:
     def pending_events(self) -> int:
         return len(self._private.events) if self._private is not None else 0
 
+    def notify(self) -> None:
+        """Wake the sender (also used for replies queued beside the outbox)."""
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Wait until something may be pending (then call `take_nowait`)."""
+        await self._ready.wait()
+        self._ready.clear()
+
     def take_nowait(self) -> bytes | object | None:
         """The next frame to send (bytes), RESYNC, or None if nothing is pending."""
-        self._ready.clear()
         if self._resync:
             return RESYNC
         shared, private = self._shared, self._private
@@ -146,14 +152,5 @@ class Outbox:
         if shared is not None:
             return shared.encoded(self.layer, self.encoding)
         if private is not None:
-            delta = private.delta(self.layer)
-            return None if delta is None else p.encode(delta, self.encoding)
+            return p.encode(private.delta(self.layer), self.encoding)
         return None
-
-    async def take(self) -> bytes | object:
-        """Wait for the next frame (bytes) or RESYNC."""
-        while True:
-            await self._ready.wait()
-            frame = self.take_nowait()
-            if frame is not None:
-                return frame

@@ -11,6 +11,10 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+# The visual of an element on a layer is defined by the rules engine; re-exported as part of v1.
+from scene.rules import Transform as Transform
+from scene.rules import Visual as Visual
+
 PROTOCOL_VERSION: Final = 1
 SUBPROTOCOL_JSON: Final = "twinview.v1"
 SUBPROTOCOL_MSGPACK: Final = "twinview.v1.msgpack"
@@ -87,18 +91,6 @@ class PropState(msgspec.Struct, omit_defaults=True):
     q: Literal["good", "uncertain", "bad"] = "good"
 
 
-class Visual(msgspec.Struct, omit_defaults=True):
-    """What the rules make of an element on a layer. `color` is "#rrggbb"; `transform` is a 4x4
-    row-major matrix applied on top of the element's own; `anomaly` flags a detected anomaly."""
-
-    color: str | None = None
-    status: str | None = None
-    visible: bool = True
-    transform: list[float] | None = None
-    label: str | None = None
-    anomaly: bool = False
-
-
 class Pose(msgspec.Struct, omit_defaults=True):
     """A user's viewpoint: camera position (m) and orientation (x, y, z, w), optional pointer ray."""
 
@@ -119,29 +111,35 @@ class Presence(msgspec.Struct, omit_defaults=True):
 class Event(msgspec.Struct, omit_defaults=True):
     """Something that happened; delivered exactly once, in seq order, never coalesced.
 
-    kind: "alarm_raised" | "alarm_cleared" (later issues add annotation kinds).
+    kind "alarm_raised" (also when an active alarm changes severity: same `id`) or "alarm_cleared".
+    `element` shows the alarm; `source` is the element whose property triggered it.
     """
 
     seq: int
     kind: str
+    id: str
     element: str
     ts: float
-    prop: str | None = None
-    layer: str | None = None
-    severity: str | None = None
+    prop: str = ""
+    source: str = ""
+    layer: str = ""
+    severity: str = ""
     message: str = ""
     value: bool | int | float | str | None = None
 
 
 class Alarm(msgspec.Struct, omit_defaults=True):
-    """An alarm that is currently raised (part of the snapshot state)."""
+    """An alarm that is currently raised (part of the snapshot state): its latest raise."""
 
+    id: str
     element: str
     since: float
-    prop: str | None = None
-    layer: str | None = None
-    severity: str | None = None
+    prop: str = ""
+    source: str = ""
+    layer: str = ""
+    severity: str = ""
     message: str = ""
+    value: bool | int | float | str | None = None
 
 
 # --- client -> server --------------------------------------------------------------------------
@@ -266,8 +264,10 @@ REJECT_REASONS: Final = (
     "not_numeric",  # a numeric binding got a string
     "not_finite",  # NaN or infinity
     "future_timestamp",  # ts more than FUTURE_TOLERANCE_S ahead of the server clock
+    "out_of_range",  # outside the binding's plausible range
     "batch_too_large",  # more than MAX_BATCH_READINGS in one batch
     "malformed",  # neither key nor element + prop, or not decodable
+    "unbound_topic",  # (MQTT) no binding matches the topic
 )
 # A reading stamped this far ahead of the server clock is refused: clocks drift, but not by minutes.
 FUTURE_TOLERANCE_S: Final = 60.0
@@ -314,3 +314,14 @@ def schema() -> dict[str, Any]:
         "$defs": {**components, "ClientMessage": client_ref, "ServerMessage": server_ref},
         "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
     }
+
+
+def schema_text() -> str:
+    """docs/protocol.schema.json as written: stable key order, so a diff shows real changes."""
+    import orjson
+
+    return orjson.dumps(schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+if __name__ == "__main__":  # python -m viewer_server.protocol > docs/protocol.schema.json
+    print(schema_text(), end="")

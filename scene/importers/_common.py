@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -17,6 +20,16 @@ HASH_BLOCK = 1 << 20
 
 # Characters kept verbatim in element ids; anything else becomes "_" so ids stay URL- and USD-friendly.
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:/\-]")
+
+
+@contextmanager
+def timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Add the block's wall time to `timings[step]` (reported per import step by `twinview build`)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 def sha256_file(path: Path) -> str:
@@ -100,9 +113,7 @@ def require_finite(path: Path, values: np.ndarray, where: str) -> None:
 
 
 def require_geometry(path: Path, scene: Scene) -> Scene:
-    has_any = any(
-        len(p.positions) for m in scene.meshes.values() for p in m.primitives
-    )
+    has_any = any(len(p.positions) for m in scene.meshes.values() for p in m.primitives)
     if not has_any:
         raise ImportFailed(str(path), "contains no geometry")
     return scene
@@ -119,3 +130,23 @@ def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     np.divide(normals, length, out=normals, where=length > 0)
     return normals.astype(np.float32)
+
+
+def sniff_image(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return None
+
+
+def hex_color(rgb: tuple[float, ...] | np.ndarray) -> str:
+    """The colour as "#rrggbb": a readable default name for colour-only materials."""
+    r, g, b = (round(min(max(float(c), 0.0), 1.0) * 255) for c in rgb[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """sRGB-encoded 0..1 values to linear (the model stores linear colours)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)

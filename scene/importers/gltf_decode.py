@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from scene.errors import ImportFailed
-from scene.importers._common import read_nonempty, resolve_inside
+from scene.importers._common import read_nonempty, resolve_inside, sniff_image
 
 GLB_MAGIC = b"glTF"
 GLB_HEADER = struct.Struct("<4sII")  # magic, version, total length
@@ -45,6 +46,9 @@ MAX_ACCESSOR_COUNT = 1 << 28
 # Relative tolerance when checking float accessor data against its declared min/max: exporters
 # round the JSON bounds, so a strict comparison flags honest files.
 MINMAX_TOLERANCE = 1e-4
+
+# RFC 2397 header as glTF uses it: optional media type, optional key=value parameters, base64 flag.
+_DATA_URI_HEADER = re.compile(r"^data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64$")
 
 MESHOPT_FILTERS = {"OCTAHEDRAL", "QUATERNION", "EXPONENTIAL"}
 
@@ -169,14 +173,6 @@ class GltfDocument:
         return data, mime
 
 
-def sniff_image(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    return None
-
-
 def read_gltf(path: Path) -> GltfDocument:
     data = read_nonempty(path)
     if path.suffix.lower() == ".glb" or data[:4] == GLB_MAGIC:
@@ -191,7 +187,8 @@ def read_gltf(path: Path) -> GltfDocument:
         raise ImportFailed(str(path), "invalid glTF: top-level JSON value is not an object")
     version = str(parsed.get("asset", {}).get("version", ""))
     if not version.startswith("2."):
-        raise ImportFailed(str(path), f"unsupported glTF version {version or '(missing)'}; TwinView reads glTF 2.x", "asset")
+        reason = f"unsupported glTF version {version or '(missing)'}; TwinView reads glTF 2.x"
+        raise ImportFailed(str(path), reason, "asset")
     doc = GltfDocument(path, parsed, [])
     doc.buffers = [_load_buffer(doc, i, buf, bin_chunk) for i, buf in enumerate(doc.items("buffers"))]
     for i, view in enumerate(doc.items("bufferViews")):
@@ -211,7 +208,10 @@ def split_glb(path: Path, data: bytes) -> tuple[bytes, bytes | None]:
     if version != 2:
         raise ImportFailed(str(path), f"unsupported GLB version {version}", where)
     if length != len(data):
-        raise ImportFailed(str(path), f"GLB length mismatch: header says {length} bytes, file has {len(data)}", where)
+        state = "truncated" if length > len(data) else "trailing bytes"
+        raise ImportFailed(
+            str(path), f"GLB length mismatch: header declares {length} bytes, file has {len(data)} ({state})", where
+        )
     chunks: list[tuple[int, bytes]] = []
     offset = GLB_HEADER.size
     while offset < len(data):
@@ -234,8 +234,8 @@ def split_glb(path: Path, data: bytes) -> tuple[bytes, bytes | None]:
 
 def decode_data_uri(doc: GltfDocument, uri: str, where: str) -> bytes:
     header, _, payload = uri.partition(",")
-    if not header.endswith(";base64"):
-        raise doc.fail("data: URI is not base64-encoded", where)
+    if not _DATA_URI_HEADER.match(header):
+        raise doc.fail(f"malformed data: URI header {header[:60]!r} (expected data:<type>;base64,)", where)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:

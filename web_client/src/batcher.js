@@ -10,6 +10,7 @@ import * as THREE from 'three';
  * @typedef {{id: string, name: string, cls: string, parent: (string|null), parts: Part[],
  *            baseColor: THREE.Color, box: THREE.Box3}} ElementEntry
  * @typedef {{id: string, name: string, cls: string, parent: (string|null)}} NodeInfo
+ * @typedef {{entry: ElementEntry, mesh: THREE.Mesh, part: Part}} BatchItem
  */
 
 const _m = new THREE.Matrix4();
@@ -32,8 +33,10 @@ export class ElementBatches {
   /** @param {THREE.Object3D} root */
   #build(root) {
     root.updateMatrixWorld(true);
-    /** @type {Map<string, {material: THREE.Material, items: {entry: ElementEntry, mesh: THREE.Mesh}[]}>} */
+    /** @type {Map<string, {material: THREE.Material, items: BatchItem[]}>} */
     const groups = new Map();
+    /** @type {[ElementEntry, THREE.Object3D][]} */
+    const standalone = [];
     root.traverse((obj) => {
       const id = obj.userData?.id;
       if (typeof id === 'string' && obj.userData.id !== obj.parent?.userData?.id) {
@@ -48,15 +51,18 @@ export class ElementBatches {
         const key = materialKey(material, /** @type {THREE.Mesh} */ (obj).geometry);
         let g = groups.get(key);
         if (!g) groups.set(key, (g = { material, items: [] }));
-        g.items.push({ entry, mesh: /** @type {THREE.Mesh} */ (obj) });
+        /** @type {Part} */
+        const part = { target: this.group, instanceId: -1, base: obj.matrixWorld.clone() }; // batch set later
+        g.items.push({ entry, mesh: /** @type {THREE.Mesh} */ (obj), part });
         if (entry.parts.length === 0) entry.baseColor.copy(material.color ?? _c.set(0xffffff));
-        entry.parts.push({ target: this.group, instanceId: -2, base: obj.matrixWorld.clone() }); // placeholder
+        entry.parts.push(part);
         entry.box.union(worldBox(obj));
       } else {
-        this.#addStandalone(entry, obj);
+        standalone.push([entry, obj]); // moved after the traversal, which must not see its tree change
       }
     });
     for (const g of groups.values()) this.#addBatch(g.material, g.items);
+    for (const [entry, obj] of standalone) this.#addStandalone(entry, obj);
   }
 
   /** @param {THREE.Object3D} obj */
@@ -75,7 +81,7 @@ export class ElementBatches {
 
   /**
    * @param {THREE.Material} source
-   * @param {{entry: ElementEntry, mesh: THREE.Mesh}[]} items
+   * @param {BatchItem[]} items
    */
   #addBatch(source, items) {
     const material = /** @type {THREE.MeshStandardMaterial} */ (source.clone());
@@ -103,12 +109,11 @@ export class ElementBatches {
     }
     /** @type {string[]} instance id -> twin id */
     const ids = [];
-    for (const { entry, mesh } of items) {
+    for (const { entry, mesh, part } of items) {
       const instanceId = batch.addInstance(/** @type {number} */ (geometryIds.get(mesh.geometry.uuid)));
       batch.setMatrixAt(instanceId, mesh.matrixWorld);
       batch.setColorAt(instanceId, /** @type {any} */ (mesh.material).color ?? entry.baseColor);
       ids[instanceId] = entry.id;
-      const part = /** @type {Part} */ (entry.parts.find((p) => p.instanceId === -2));
       part.target = batch;
       part.instanceId = instanceId;
       mesh.geometry.dispose();

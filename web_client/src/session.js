@@ -103,6 +103,12 @@ export class Session extends EventTarget {
     }
     switch (msg.type) {
       case 'welcome': {
+        if (msg.protocol !== P.PROTOCOL_VERSION) {
+          // The server answered in another protocol version: nothing it sends can be trusted to mean the same.
+          this.stopped = true;
+          this.ws?.close(1000, 'protocol mismatch');
+          return this.#setStatus('refused', `The server speaks protocol ${msg.protocol}; this viewer speaks ${P.PROTOCOL_VERSION}.`);
+        }
         const resumed = Boolean(this.welcome) && msg.server_epoch === this.state.epoch;
         this.welcome = msg;
         this.attempt = 0;

@@ -1,0 +1,633 @@
+"""IFC importer: IfcOpenShell parses and tessellates, we build the canonical scene.
+
+- Every IfcProduct (plus the IfcProject root) becomes an Element keyed by its GlobalId, placed in
+  the spatial tree (aggregation, nesting, voids, containment); psets, qtos and key attributes
+  become its properties.
+- Geometry comes from `ifcopenshell.geom.iterator`. The manifold kernel is ~10x faster than
+  opencascade but supports fewer constructs and can crash natively (it segfaults on duplex.ifc),
+  so with `ifc_kernel="auto"` it runs in a forked child that streams shapes back; whatever it
+  skipped, failed or did not reach before a crash is then tessellated with opencascade.
+  The parent builds the hierarchy and properties while the child tessellates.
+- Shapes with the same iterator geometry id share one Mesh; each mesh is split into one
+  Primitive per IFC surface style.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import math
+import multiprocessing as mp
+import os
+import re
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scene.errors import ImportFailed
+from scene.importers import ImportOptions
+from scene.importers._common import new_scene, read_nonempty
+from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
+
+# Kernels tried in order for each ImportOptions.ifc_kernel value.
+KERNELS: dict[str, tuple[str, ...]] = {
+    "auto": ("manifold", "opencascade"),
+    "manifold": ("manifold",),
+    "opencascade": ("opencascade",),
+}
+# Segments per full circle for the manifold kernel, which refuses circles unless told (0 is
+# its default); 24 keeps the chord error under 1 % of the radius.
+CIRCLE_SEGMENTS = 24
+# Products kept in the hierarchy without a mesh: openings are already cut from their hosts and
+# spaces are volumes of air that would hide everything inside them.
+NO_MESH_CLASSES = ("IfcOpeningElement", "IfcSpace")
+# Representation identifiers that describe a 3D body; products with only plan symbols, axes or
+# bounding boxes are not expected to produce a mesh.
+BODY_IDENTIFIERS = frozenset({"Body", "Facetation", "Mesh"})
+# Warnings name at most this many examples and count the rest: a list of thousands helps nobody.
+MAX_EXAMPLES = 5
+# Corners whose faces meet at more than this angle keep the face normal (walls stay flat,
+# tessellated pipes stay smooth).
+CREASE_ANGLE_DEG = 40.0
+# Unit normals are rounded to this many steps per unit when merging hard-edged corners.
+NORMAL_QUANTUM = 1e4
+# Direct attributes copied into the "Attributes" property set when set (PredefinedType and the type
+# name are added from the element or its type).
+ATTRIBUTES = ("GlobalId", "Description", "ObjectType", "Tag", "LongName")
+# Keys of get_psets' nested property dicts that describe the property rather than hold its value.
+_PROPERTY_META = frozenset({"id", "type", "Name", "Description"})
+# Bytes read from the end of a .ifc file to check it ends with the STEP terminator.
+TAIL_BYTES = 512
+# The STEP physical file's first keyword and its terminator; a file without the latter was cut short.
+STEP_MAGIC = b"ISO-10303-21;"
+END_MARKER = b"END-ISO-10303-21;"
+# Named length units (IfcSIUnit prefix + name, or conversion-based unit name) -> short label.
+UNIT_LABELS = {
+    "METRE": "m", "MILLIMETRE": "mm", "CENTIMETRE": "cm", "DECIMETRE": "dm", "KILOMETRE": "km",
+    "INCH": "in", "FOOT": "ft", "YARD": "yd", "MILE": "mi",
+}  # fmt: skip
+# Characters of an entity's STEP text quoted in a warning.
+ENTITY_TEXT_CHARS = 80
+_LOG_ENTRY = re.compile(r"^\[(\w+)\](?: \[\w+\])? \[[^\]]+\] ", re.MULTILINE)
+_OFFSET = re.compile(r" at offset (\d+)")
+_UNITS_UNDETECTED = "Unable to detect unit information"
+# A product the kernel built without some of its items ("{GlobalId} ... failed to convert").
+_PARTIAL = re.compile(r"\{([0-9A-Za-z_$]{22})\} (?:Manifold kernel: failed to convert|No support)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Style:
+    key: str  # IfcSurfaceStyle instance id, or the kernel's default material name
+    name: str
+    rgba: tuple[float, float, float, float]
+    metallic: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """One tessellated product, as plain bytes so it crosses the process boundary cheaply."""
+
+    product: int  # STEP instance id
+    geometry: str  # iterator geometry id: equal for products sharing a representation
+    matrix: tuple[float, ...]  # 16 floats, column-major, metres
+    verts: bytes  # float64 xyz, metres
+    faces: bytes  # int32 triangles
+    material_ids: bytes  # int32 per triangle, index into styles
+    styles: tuple[_Style, ...]
+
+
+def load(path: Path, options: ImportOptions) -> Scene:
+    import ifcopenshell
+
+    model, parse_errors = _open(path)
+    projects = model.by_type("IfcProject")
+    if not projects:
+        raise ImportFailed(str(path), "no IfcProject: not a complete IFC model", "DATA section")
+    kernels = KERNELS.get(options.ifc_kernel)
+    if kernels is None:
+        raise ImportFailed(str(path), f"unknown ifc_kernel {options.ifc_kernel!r}; use one of {', '.join(KERNELS)}")
+    threads = options.threads or os.cpu_count() or 1
+    products = model.by_type("IfcProduct")
+    expected = [p for p in products if _expects_mesh(p)]
+
+    shapes: dict[int, tuple[_Shape, str]] = {}
+    events: list[str] = []  # kernel crashes and retries, reported as warnings
+    errors: list[str] = []  # the last kernel's own error messages
+    structure = None
+    remaining = expected
+    for i, kernel in enumerate(kernels):
+        if not remaining:
+            break
+        errors = []
+        if i + 1 < len(kernels):  # a fallback follows: isolate this kernel so a crash is survivable
+            wait = _run_forked(model, kernel, threads, remaining, shapes, events, errors)
+            structure = _structure(model, projects, products)  # pure Python: overlaps the child's work
+            wait()
+        else:
+            shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, threads, remaining, errors))
+        left = [p for p in remaining if p.id() not in shapes]
+        if left and i + 1 < len(kernels):
+            events.append(f"{len(left)} element(s) retried with {kernels[i + 1]}: {_examples(left)}")
+        remaining = left
+    if structure is None:
+        structure = _structure(model, projects, products)
+
+    if remaining and len(remaining) == len(expected):
+        reason = "no element could be tessellated: " + (errors[0] if errors else "the kernel produced no shape")
+        raise ImportFailed(str(path), "; ".join([reason, *parse_errors]), _describe(remaining[0]))
+
+    used = sorted({k for _, k in shapes.values()}, key=kernels.index) or [kernels[0]]
+    scene = new_scene(
+        path,
+        "ifc",
+        f"ifcopenshell {ifcopenshell.version} ({'+'.join(used)})",
+        source_units=_unit_label(model),
+        source_up_axis="Z",
+    )
+    scene.warnings.extend([*parse_errors, *events, *structure.warnings])
+    if remaining:
+        said = f"; the kernel said: {'; '.join(errors[:MAX_EXAMPLES])}" if errors else ""
+        scene.warnings.append(f"{len(remaining)} element(s) failed to tessellate: {_examples(remaining)}{said}")
+    _fill(scene, model, structure, shapes)
+    return scene
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening and checking the file
+
+
+def _open(path: Path) -> tuple[Any, list[str]]:
+    """Open the model; refuse what cannot be read. Dangling references come back as warnings:
+    real exports have them (example.ifc) and IfcOpenShell reads the attribute as unset."""
+    import ifcopenshell
+
+    if path.suffix.lower() == ".ifczip":
+        read_nonempty(path)
+    else:
+        _require_terminated(path)
+    ifcopenshell.get_log()  # drop messages left by earlier calls in this process
+    try:
+        model = ifcopenshell.open(str(path))
+    except (ifcopenshell.Error, OSError, zipfile.BadZipFile, RuntimeError) as exc:
+        errors = _log_errors(ifcopenshell.get_log())
+        reason = errors[0][0] if errors else str(exc)
+        where = _line_of(path, errors[0][1]) if errors else ""
+        if not where and "header" in str(exc):
+            where = "HEADER section"
+        raise ImportFailed(str(path), f"not a readable IFC file: {reason}", where) from None
+    errors = _log_errors(ifcopenshell.get_log())
+    if not errors:
+        return model, []
+    listed = "; ".join(f"{msg} ({_line_of(path, offset)})" for msg, offset in errors[:MAX_EXAMPLES])
+    more = f" and {len(errors) - MAX_EXAMPLES} more" if len(errors) > MAX_EXAMPLES else ""
+    return model, [f"{len(errors)} parse error(s), the attributes concerned read as unset: {listed}{more}"]
+
+
+def _require_terminated(path: Path) -> None:
+    """A STEP file cut short still parses up to the cut; refuse it instead of importing half a model."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(STEP_MAGIC) + TAIL_BYTES).lstrip()
+            fh.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            tail = fh.read().rstrip()
+    except OSError as exc:
+        raise ImportFailed(str(path), f"cannot read file: {exc.strerror or exc}") from exc
+    if not head:
+        raise ImportFailed(str(path), "empty file: contains no geometry")
+    if head.startswith(STEP_MAGIC) and not tail.endswith(END_MARKER):
+        where = f"line {_count_lines(path.read_bytes())}"
+        raise ImportFailed(str(path), "file is truncated: it ends without END-ISO-10303-21;", where)
+
+
+def _log_errors(log: str) -> list[tuple[str, int | None]]:
+    """IfcOpenShell's logged errors as (message without its offset, byte offset or None)."""
+    entries = list(_LOG_ENTRY.finditer(log))
+    ends = [e.start() for e in entries[1:]] + [len(log)] if entries else []
+    out = []
+    for entry, end in zip(entries, ends, strict=True):
+        if entry.group(1) != "error":
+            continue
+        message = log[entry.end() : end].strip()
+        m = _OFFSET.search(message)
+        out.append((message[: m.start()] + message[m.end() :] if m else message, int(m.group(1)) if m else None))
+    return out
+
+
+def _line_of(path: Path, offset: int | None) -> str:
+    if offset is None:
+        return ""
+    if path.suffix.lower() == ".ifczip":
+        return f"byte {offset} of the zipped model"
+    with path.open("rb") as fh:
+        return f"line {_count_lines(fh.read(offset))}"
+
+
+def _count_lines(data: bytes) -> int:
+    return data.count(b"\n") + 1
+
+
+def _unit_label(model: Any) -> str:
+    import ifcopenshell.util.unit
+
+    unit = ifcopenshell.util.unit.get_project_unit(model, "LENGTHUNIT")
+    if unit is None:
+        return "m"
+    name = (unit.Prefix or "") + unit.Name if unit.is_a("IfcSIUnit") else (unit.Name or "").upper()
+    return UNIT_LABELS.get(name, name.lower())
+
+
+def _expects_mesh(product: Any) -> bool:
+    if product.is_a() in NO_MESH_CLASSES or not product.Representation:
+        return False
+    reps = product.Representation.Representations or ()
+    return any(r.RepresentationIdentifier in BODY_IDENTIFIERS for r in reps)
+
+
+def _describe(product: Any) -> str:
+    name = f" {product.Name!r}" if getattr(product, "Name", None) else ""
+    return f"#{product.id()} {product.is_a()}{name}"
+
+
+def _examples(products: list[Any]) -> str:
+    shown = ", ".join(_describe(p) for p in products[:MAX_EXAMPLES])
+    return shown + (f" and {len(products) - MAX_EXAMPLES} more" if len(products) > MAX_EXAMPLES else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tessellation
+
+
+def _iterate(
+    model: Any, kernel: str, threads: int, include: list[Any], errors: list[str], *, complete_only: bool = False
+) -> Iterator[_Shape]:
+    """Tessellate `include` with one kernel; its distinct error messages are added to `errors`.
+
+    With `complete_only`, shapes the kernel built with some items missing are withheld, so
+    the next kernel can build them whole.
+    """
+    import ifcopenshell
+    import ifcopenshell.geom
+    import ifcopenshell.util.unit
+
+    settings = ifcopenshell.geom.settings()
+    if kernel == "manifold":
+        settings.set("circle-segments", CIRCLE_SEGMENTS)
+    iterator = ifcopenshell.geom.iterator(settings, model, threads, include=include, geometry_library=kernel)
+    ifcopenshell.get_log()
+    ok = iterator.initialize()
+    log = ifcopenshell.get_log()
+    # The iterator falls back to file units when the model has several contexts (e.g. an
+    # IfcProjectLibrary beside the IfcProject); scale such output to metres ourselves.
+    scale = ifcopenshell.util.unit.calculate_unit_scale(model) if _UNITS_UNDETECTED in log else 1.0
+    partial = set(_PARTIAL.findall(log))
+    styles: dict[int | str, _Style] = {}
+    while ok:
+        shape = iterator.get()
+        news = ifcopenshell.get_log()  # a shape's warnings are logged before the shape is handed out
+        log += news
+        partial.update(_PARTIAL.findall(news))
+        geometry = shape.geometry
+        if geometry.faces_buffer and not (complete_only and shape.guid in partial):
+            verts = geometry.verts_buffer
+            yield _Shape(
+                product=shape.id,
+                geometry=geometry.id,
+                matrix=_scaled_matrix(shape.transformation.matrix, scale),
+                verts=verts if scale == 1.0 else (np.frombuffer(verts) * scale).tobytes(),
+                faces=geometry.faces_buffer,
+                material_ids=geometry.material_ids_buffer,
+                styles=tuple(_style(model, m, styles) for m in geometry.materials),
+            )
+        ok = iterator.next()
+    log += ifcopenshell.get_log()
+    for message, _ in _log_errors(log):
+        text = _kernel_message(message)
+        if text not in errors:
+            errors.append(text)
+
+
+def _kernel_message(message: str) -> str:
+    """First line of a kernel error, plus the entity it names ("Failed to convert: #14=...")."""
+    lines = message.splitlines()
+    if "Failed to convert:" in lines[1:-1]:
+        entity = lines[lines.index("Failed to convert:") + 1]
+        return f"{lines[0]} in {entity[:ENTITY_TEXT_CHARS]}"
+    return lines[0]
+
+
+def _scaled_matrix(matrix: tuple[float, ...], scale: float) -> tuple[float, ...]:
+    if scale == 1.0:
+        return tuple(matrix)
+    return (*matrix[:12], matrix[12] * scale, matrix[13] * scale, matrix[14] * scale, matrix[15])
+
+
+def _style(model: Any, material: Any, cache: dict[int | str, _Style]) -> _Style:
+    """The kernel's style as plain data. Colours pass through unchanged, as IfcOpenShell's glTF
+    serializer and Bonsai treat IFC colours, so a model looks the same in all three."""
+    instance = material.instance_id()
+    key = instance or material.name  # 0 is a kernel default material, which has no IFC entity
+    if key in cache:
+        return cache[key]
+    rgb = material.diffuse.components
+    if any(math.isnan(c) for c in rgb):
+        rgb = material.surface.components
+    alpha = 1.0 if math.isnan(material.transparency) else 1.0 - material.transparency
+    name, metallic = material.name, 0.0
+    if instance:
+        entity = model.by_id(instance)
+        name = getattr(entity, "Name", None) or name
+        metallic = 1.0 if _reflectance(entity) == "METAL" else 0.0
+    style = _Style(str(key), name, (*(float(c) for c in rgb), float(alpha)), metallic)
+    cache[key] = style
+    return style
+
+
+def _reflectance(style: Any) -> str | None:
+    for item in getattr(style, "Styles", None) or ():
+        if item.is_a("IfcSurfaceStyleRendering"):
+            return item.ReflectanceMethod
+    return None
+
+
+def _run_forked(
+    model: Any,
+    kernel: str,
+    threads: int,
+    include: list[Any],
+    shapes: dict[int, tuple[_Shape, str]],
+    events: list[str],
+    errors: list[str],
+) -> Callable[[], None]:
+    """Start `kernel` in a forked child streaming shapes back; the returned call waits for it.
+
+    A native crash in the child loses only the shapes it had not sent yet; the caller retries those.
+    """
+    ctx = mp.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_stream, args=(sender, model, kernel, threads, include), daemon=True)
+    child.start()
+    sender.close()
+    received: list[_Shape] = []
+
+    def drain() -> None:
+        try:
+            while True:
+                kind, payload = receiver.recv()
+                (received if kind == "shape" else errors).append(payload)
+        except (EOFError, OSError):
+            pass  # the child finished or died: either way nothing more is coming
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+
+    def wait() -> None:
+        reader.join()
+        receiver.close()
+        child.join()
+        shapes.update((shape.product, (shape, kernel)) for shape in received)
+        if child.exitcode != 0:
+            events.append(f"{kernel} kernel crashed (exit code {child.exitcode}) after {len(received)} element(s)")
+
+    return wait
+
+
+def _stream(conn: Connection, model: Any, kernel: str, threads: int, include: list[Any]) -> None:
+    faulthandler.disable()  # a crash here is expected and handled by the parent: no traceback noise
+    errors: list[str] = []
+    for shape in _iterate(model, kernel, threads, include, errors, complete_only=True):
+        conn.send(("shape", shape))
+    for error in errors:
+        conn.send(("error", error))
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Meshes
+
+
+def _mesh(shape: _Shape, scene: Scene, materials: dict[str, int]) -> Mesh:
+    positions = np.frombuffer(shape.verts, dtype=np.float64).reshape(-1, 3)
+    faces = np.frombuffer(shape.faces, dtype=np.int32).reshape(-1, 3)
+    positions, normals, faces = _crease_normals(positions, faces)
+    material_ids = np.frombuffer(shape.material_ids, dtype=np.int32)
+    if len(material_ids) != len(faces):
+        material_ids = np.zeros(len(faces), dtype=np.int32)
+    styles = np.unique(material_ids)
+    primitives = []
+    for mid in styles:
+        index = _material(scene, materials, shape.styles[mid] if 0 <= mid < len(shape.styles) else None)
+        if len(styles) == 1:
+            primitives.append(Primitive(positions, faces.astype(np.uint32), index, normals))
+            continue
+        used, local = np.unique(faces[material_ids == mid], return_inverse=True)
+        primitives.append(Primitive(positions[used], local.reshape(-1, 3).astype(np.uint32), index, normals[used]))
+    return Mesh(shape.geometry, primitives)
+
+
+def _material(scene: Scene, materials: dict[str, int], style: _Style | None) -> int:
+    key = style.key if style else ""
+    if key not in materials:
+        material = Material(style.name, style.rgba, metallic=style.metallic) if style else Material("IfcDefault")
+        materials[key] = scene.add_material(material)
+    return materials[key]
+
+
+def _crease_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smooth normals where faces meet gently, hard normals across creases (float32 outputs).
+
+    Corners on a crease get their own vertex, shared between the coplanar triangles of one face.
+    """
+    corners = positions[faces]
+    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    vertex_normal = np.stack(
+        [np.bincount(faces.ravel(), np.repeat(face_normal[:, k], 3), len(positions)) for k in range(3)], axis=1
+    )
+    face_unit = _normalised(face_normal)
+    vertex_unit = _normalised(vertex_normal)
+    hard = np.einsum("fck,fk->fc", vertex_unit[faces], face_unit) < math.cos(math.radians(CREASE_ANGLE_DEG))
+    faces = faces.astype(np.int64)
+    if hard.any():
+        hard_face, hard_corner = np.nonzero(hard)
+        normal_key = np.round(face_unit[hard_face] * NORMAL_QUANTUM).astype(np.int64)
+        key = np.column_stack([faces[hard_face, hard_corner], normal_key])
+        unique_key, slot = np.unique(key, axis=0, return_inverse=True)
+        first = np.zeros(len(unique_key), dtype=np.int64)
+        first[slot] = hard_face
+        faces = faces.copy()
+        faces[hard_face, hard_corner] = len(positions) + slot.ravel()
+        positions = np.concatenate([positions, positions[unique_key[:, 0]]])
+        vertex_unit = np.concatenate([vertex_unit, face_unit[first]])
+        used, faces = np.unique(faces, return_inverse=True)  # drop vertices now referenced by no corner
+        positions, vertex_unit, faces = positions[used], vertex_unit[used], faces.reshape(-1, 3)
+    return positions.astype(np.float32), vertex_unit.astype(np.float32), faces
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elements
+
+
+@dataclass(slots=True)
+class _Structure:
+    order: list[Any]  # project(s) then products, parents before children
+    parent: dict[int, int | None]  # instance id -> parent instance id
+    properties: dict[int, PropertySets]
+    warnings: list[str]
+
+
+def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...]) -> _Structure:
+    """The spatial tree and every element's properties (no geometry needed)."""
+    root = projects[0].id()
+    entities = {e.id(): e for e in (*projects, *products)}
+    parent: dict[int, int | None] = {p.id(): None for p in projects}
+    for product in products:
+        up = _parent_of(product)
+        parent[product.id()] = up.id() if up is not None and up.id() in entities and up.id() != product.id() else root
+    order, cycles = _parents_first(parent, root)
+    warnings = [f"{len(cycles)} element(s) in a decomposition cycle moved under the project"] if cycles else []
+    return _Structure([entities[i] for i in order], parent, {i: _properties(entities[i]) for i in order}, warnings)
+
+
+def _parent_of(product: Any) -> Any:
+    """Aggregate, nest, voided host, then spatial container (IFC2x3 and IFC4 inverse names)."""
+    for rel in (getattr(product, "Decomposes", None) or ()) + (getattr(product, "Nests", None) or ()):
+        return rel.RelatingObject
+    for rel in getattr(product, "VoidsElements", None) or ():
+        return rel.RelatingBuildingElement
+    for rel in getattr(product, "ContainedInStructure", None) or ():
+        return rel.RelatingStructure
+    return None
+
+
+def _parents_first(parent: dict[int, int | None], root: int) -> tuple[list[int], list[int]]:
+    """Breadth-first order from the roots. A decomposition cycle (hostile input) is cut by
+    re-hanging one of its members under `root`, which keeps everything below it in place."""
+    children: dict[int | None, list[int]] = {}
+    for child, up in parent.items():
+        children.setdefault(up, []).append(child)
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def visit(start: int) -> None:
+        queue = [start]
+        seen.add(start)
+        for node in queue:
+            order.append(node)
+            fresh = [c for c in children.get(node, ()) if c not in seen]
+            seen.update(fresh)
+            queue.extend(fresh)
+
+    for top in children.get(None, ()):
+        visit(top)
+    rehung = []
+    for node in parent:
+        if node in seen:
+            continue
+        on_path: set[int] = set()
+        while node not in on_path:  # unreachable, so walking up must end in a cycle
+            on_path.add(node)
+            node = parent[node]  # type: ignore[assignment]
+        parent[node] = root
+        rehung.append(node)
+        visit(node)
+    return order, rehung
+
+
+def _properties(entity: Any) -> PropertySets:
+    import ifcopenshell.util.element
+
+    props: PropertySets = {}
+    for name, values in ifcopenshell.util.element.get_psets(entity).items():
+        flat: dict[str, PropertyValue] = {}
+        for key, value in values.items():
+            if key == "id":
+                continue
+            if not isinstance(value, dict):
+                flat[key] = _json(value)
+            elif value.get("type") == "IfcPropertyBoundedValue":
+                flat[key] = [_json(value.get("LowerBoundValue")), _json(value.get("UpperBoundValue"))]
+            else:  # complex, table or reference value: one level of "Name.Part" keys
+                parts = value.get("properties", value)
+                flat.update({f"{key}.{k}": _json(v) for k, v in parts.items() if k not in _PROPERTY_META})
+        props[name] = flat
+    attributes = {name: _json(getattr(entity, name, None)) for name in ATTRIBUTES}
+    if entity.is_a("IfcObject"):  # the occurrence's own, else its type's (IFC puts it on one of them)
+        attributes["PredefinedType"] = ifcopenshell.util.element.get_predefined_type(entity)
+    element_type = ifcopenshell.util.element.get_type(entity)
+    if element_type is not None and element_type.Name:
+        attributes["TypeName"] = element_type.Name
+    props["Attributes"] = {k: v for k, v in attributes.items() if v is not None}
+    return props
+
+
+def _json(value: Any) -> PropertyValue:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if hasattr(value, "wrappedValue"):  # a typed measure, e.g. IfcMassFlowRateMeasure(40.)
+        return _json(value.wrappedValue)
+    name = getattr(value, "Name", None) if hasattr(value, "is_a") else None  # a referenced entity
+    return name if isinstance(name, str) else str(value)
+
+
+def _fill(scene: Scene, model: Any, parts: _Structure, shapes: dict[int, tuple[_Shape, str]]) -> None:
+    import ifcopenshell.util.placement
+    import ifcopenshell.util.unit
+
+    scale = ifcopenshell.util.unit.calculate_unit_scale(model)
+    materials: dict[str, int] = {}
+    ids: dict[int, str] = {}
+    duplicates: list[Any] = []
+    unplaced: list[Any] = []
+    scene.warnings.extend(parts.warnings)
+    for entity in parts.order:
+        key = entity.id()
+        element_id = entity.GlobalId or f"#{key}"
+        if element_id in scene.elements:
+            duplicates.append(entity)
+            element_id = f"{element_id}#{key}"
+        ids[key] = element_id
+        up = parts.parent[key]
+        element = Element(
+            id=element_id,
+            name=entity.Name or entity.is_a(),
+            cls=entity.is_a(),
+            parent=ids[up] if up is not None else None,
+            properties=parts.properties[key],
+        )
+        found = shapes.get(key)
+        if found is not None:
+            shape = found[0]
+            if shape.geometry not in scene.meshes:
+                scene.meshes[shape.geometry] = _mesh(shape, scene, materials)
+            element.mesh = shape.geometry
+            element.matrix = Z_UP_TO_Y_UP @ np.asarray(shape.matrix, dtype=np.float64).reshape(4, 4).T
+        elif getattr(entity, "ObjectPlacement", None) is not None:
+            try:
+                local = np.array(ifcopenshell.util.placement.get_local_placement(entity.ObjectPlacement), dtype=float)
+            except (AttributeError, TypeError, ValueError):
+                unplaced.append(entity)
+            else:
+                local[:3, 3] *= scale
+                element.matrix = Z_UP_TO_Y_UP @ local
+        else:
+            element.matrix = Z_UP_TO_Y_UP.copy()
+        scene.add(element)
+    if duplicates:
+        scene.warnings.append(f"{len(duplicates)} duplicate GlobalId(s) suffixed with #id: {_examples(duplicates)}")
+    if unplaced:
+        scene.warnings.append(
+            f"{len(unplaced)} element(s) with an unreadable placement left at the origin: {_examples(unplaced)}"
+        )

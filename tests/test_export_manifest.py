@@ -1,0 +1,53 @@
+"""manifest.json: consistent with the scene, versioned, and readable back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scene.export.glb import GlbStats
+from scene.export.manifest import MANIFEST_VERSION, ManifestError, load_manifest, write_manifest
+from tests.scene_factory import synthetic_scene
+
+
+def test_manifest_matches_the_scene(tmp_path: Path) -> None:
+    scene = synthetic_scene()
+    glb = GlbStats(nodes=1, meshes=2, primitives=3, triangles=4, points=5, bytes=6, draw_calls_estimate=7)
+    write_manifest(scene, tmp_path / "manifest.json", {"stage_seconds": 0.5, "glb": glb})
+    m = load_manifest(tmp_path / "manifest.json")
+    assert (m["format"], m["version"], m["units"], m["up_axis"]) == ("twinview-manifest", 1, "m", "Y")
+    assert m["inputs"] == [{"path": "site.ifc", "sha256": "0" * 64, "format": "ifc", "importer": "synthetic 1.0",
+                            "source_units": "mm", "source_up_axis": "Z"}]
+    stats = m["stats"]
+    assert stats["elements"] == len(scene.elements) and stats["triangles"] == scene.triangle_count
+    assert stats["points"] == 500 and stats["meshes"] == len(scene.meshes) and stats["materials"] == 5
+    assert stats["by_class"]["IfcWall"] == 4 and sum(stats["by_class"].values()) == len(scene.elements)
+    assert stats["stage_seconds"] == 0.5 and stats["glb"]["draw_calls_estimate"] == 7
+    assert m["warnings"] == ["synthetic warning"]
+    assert [e["id"] for e in m["elements"]] == list(scene.elements)
+    for entry in m["elements"]:
+        el = scene.elements[entry["id"]]
+        assert (entry["name"], entry["class"], entry["parent"]) == (el.name, el.cls, el.parent)
+        assert entry["properties"] == el.properties
+        bounds = scene.world_bounds(el.id)
+        if bounds is None:
+            assert entry["bbox"] is None and entry["triangles"] == 0
+        else:
+            np.testing.assert_allclose(entry["bbox"], [bounds[0], bounds[1]], atol=1e-6)
+            assert entry["triangles"] == scene.meshes[el.mesh].triangle_count
+
+
+def test_load_manifest_refuses_other_formats_and_newer_versions(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format": "twinview-manifest", "version": MANIFEST_VERSION + 1}))
+    with pytest.raises(ManifestError, match="version 2"):
+        load_manifest(path)
+    path.write_text(json.dumps({"format": "something-else", "version": 1}))
+    with pytest.raises(ManifestError, match="not a twinview-manifest"):
+        load_manifest(path)
+    path.write_text("{")
+    with pytest.raises(ManifestError, match="not readable"):
+        load_manifest(path)

@@ -1,0 +1,140 @@
+"""The canonical USD stage: metadata, provenance, one prim per element with twin attributes, geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scene.export.usd_stage import read_properties, write_stage
+from scene.validate import validate_usd
+from tests.scene_factory import synthetic_scene
+
+
+@pytest.fixture
+def stage_path(tmp_path: Path) -> Path:
+    path = tmp_path / "scene.usdc"
+    write_stage(synthetic_scene(), path)
+    return path
+
+
+def _element_prims(stage: object) -> dict[str, object]:
+    from pxr import Usd
+
+    return {
+        p.GetAttribute("twin:id").Get(): p
+        for p in stage.Traverse(Usd.TraverseInstanceProxies())
+        if p.HasAttribute("twin:id")
+    }
+
+
+def test_stage_metadata_and_provenance(stage_path: Path) -> None:
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(stage_path))
+    assert UsdGeom.GetStageMetersPerUnit(stage) == 1.0
+    assert UsdGeom.GetStageUpAxis(stage) == "Y"
+    assert stage.GetDefaultPrim().GetPath() == "/World"
+    data = stage.GetRootLayer().customLayerData
+    assert data["twinview:version"]
+    assert data["twinview:inputs"]["0"] == {
+        "path": "site.ifc", "sha256": "0" * 64, "format": "ifc", "importer": "synthetic 1.0",
+        "source_units": "mm", "source_up_axis": "Z",
+    }
+
+
+def test_one_prim_per_element_nested_like_the_scene_with_twin_attributes(stage_path: Path) -> None:
+    from pxr import Usd
+
+    scene = synthetic_scene()
+    stage = Usd.Stage.Open(str(stage_path))
+    prims = _element_prims(stage)
+    assert set(prims) == set(scene.elements)
+    for el in scene.elements.values():
+        prim = prims[el.id]
+        assert prim.GetTypeName() == "Xform"
+        assert prim.GetAttribute("twin:name").Get() == el.name
+        assert prim.GetAttribute("twin:class").Get() == el.cls
+        parent = prim.GetParent()
+        expected_parent = "/World" if el.parent is None else str(prims[el.parent].GetPath())
+        assert str(parent.GetPath()) == expected_parent
+    # Sibling names stay unique although two walls share a name; `$` and `/` are sanitised.
+    assert prims["wall0"].GetName() != prims["wall0b"].GetName()
+    assert "$" not in str(prims["storey$1"].GetPath()) and prims["win$0"].GetName() == "Window_1"
+
+
+def test_world_transforms_and_geometry_bounds_match_the_scene(stage_path: Path) -> None:
+    from pxr import Usd, UsdGeom
+
+    scene = synthetic_scene()
+    stage = Usd.Stage.Open(str(stage_path))
+    cache = UsdGeom.BBoxCache(Usd.TimeCode.Default(), [UsdGeom.Tokens.default_])
+    for el_id, prim in _element_prims(stage).items():
+        el = scene.elements[el_id]
+        world = np.array(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(Usd.TimeCode.Default())).T
+        np.testing.assert_allclose(world, el.matrix, atol=1e-6)
+        bounds = scene.world_bounds(el_id)
+        geometry = prim.GetChild("Geometry")
+        assert geometry.IsValid() == (bounds is not None)
+        if bounds is not None:
+            box = cache.ComputeWorldBound(geometry).ComputeAlignedRange()
+            np.testing.assert_allclose(np.array(box.GetMin()), bounds[0], atol=1e-5)
+            np.testing.assert_allclose(np.array(box.GetMax()), bounds[1], atol=1e-5)
+
+
+def test_properties_round_trip_with_their_types(stage_path: Path) -> None:
+    from pxr import Usd
+
+    scene = synthetic_scene()
+    stage = Usd.Stage.Open(str(stage_path))
+    prims = _element_prims(stage)
+    for el in scene.elements.values():
+        assert read_properties(prims[el.id]) == el.properties
+    width = prims["wall0"].GetAttribute("twin:props:Pset_WallCommon:Width")
+    assert width.GetTypeName() == "double" and width.GetDisplayGroup() == "Pset_WallCommon"
+    assert prims["wall0"].GetAttribute("twin:props:Pset_WallCommon:Layers").GetTypeName() == "int64"
+
+
+def test_shared_mesh_is_written_once_and_instanced(stage_path: Path) -> None:
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(stage_path))
+    prims = _element_prims(stage)
+    walls = [prims[i].GetChild("Geometry") for i in ("wall0", "wall0b", "wall1", "wall1b")]
+    assert all(w.IsInstance() for w in walls)
+    assert len({w.GetPrototype().GetPath() for w in walls}) == 1
+    assert not prims["ball"].GetChild("Geometry").IsInstance()  # used once: written in place
+    meshes = [p for p in stage.Traverse(Usd.TraverseInstanceProxies()) if p.IsA(UsdGeom.Mesh)]
+    assert all(UsdGeom.Mesh(m).GetNormalsAttr().HasAuthoredValue() for m in meshes)
+
+
+def test_points_colours_uvs_and_materials(stage_path: Path) -> None:
+    from pxr import Usd, UsdGeom, UsdShade
+
+    stage = Usd.Stage.Open(str(stage_path))
+    prims = _element_prims(stage)
+    (points,) = prims["scan"].GetChild("Geometry").GetChildren()
+    assert points.IsA(UsdGeom.Points) and len(UsdGeom.Points(points).GetPointsAttr().Get()) == 500
+    (crate,) = prims["crate"].GetChild("Geometry").GetChildren()
+    assert UsdGeom.PrimvarsAPI(crate).GetPrimvar("displayColor").GetInterpolation() == "vertex"
+    (poster,) = prims["poster"].GetChild("Geometry").GetChildren()
+    st = np.array(UsdGeom.PrimvarsAPI(poster).GetPrimvar("st").Get())
+    np.testing.assert_allclose(st[0], [0, 0])  # glTF (0, 1) is USD (0, 0): v flipped
+    material, _ = UsdShade.MaterialBindingAPI(poster).ComputeBoundMaterial()
+    assert material.GetPrim().GetName().startswith("Poster")
+    texture = stage.GetPrimAtPath(material.GetPath().AppendChild("BaseColorTexture"))
+    assert texture.GetAttribute("inputs:file").Get().resolvedPath.endswith(".png")
+    glass = stage.GetPrimAtPath("/World/Looks/Glass_1/PreviewSurface")
+    assert glass.GetAttribute("inputs:opacity").Get() == pytest.approx(0.4)
+
+
+def test_stage_passes_usd_validation(stage_path: Path) -> None:
+    assert validate_usd(stage_path) == []
+
+
+def test_validate_usd_reports_real_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.usda"
+    bad.write_text('#usda 1.0\ndef BasisCurves "Curve" {}\n')
+    assert validate_usd(bad)  # no metersPerUnit / upAxis / defaultPrim
+    assert any("BasisCurves" in e for e in validate_usd(bad, arkit=True))

@@ -1,0 +1,46 @@
+"""The AR Quick Look package: valid for UsdValidation incl. the ARKit rules, self-contained, twin-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scene.export.usd_stage import write_stage
+from scene.export.usdz import write_usdz
+from scene.validate import validate_usd
+from tests.scene_factory import synthetic_scene
+
+
+def _package(tmp_path: Path) -> Path:
+    write_stage(synthetic_scene(), tmp_path / "scene.usdc")
+    write_usdz(tmp_path / "scene.usdc", tmp_path / "scene.usdz")
+    return tmp_path / "scene.usdz"
+
+
+def test_usdz_passes_usd_validation_with_arkit_rules(tmp_path: Path) -> None:
+    assert validate_usd(_package(tmp_path), arkit=True) == []
+
+
+def test_usdz_is_self_contained_y_up_metres_with_textures_inside(tmp_path: Path) -> None:
+    from pxr import Sdf, Usd, UsdGeom
+
+    path = _package(tmp_path)
+    names = list(Sdf.ZipFile.Open(str(path)).GetFileNames())
+    assert names[0].endswith(".usdc") and any(n.endswith(".png") for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.usdc", "scene.usdz", "textures"]
+    stage = Usd.Stage.Open(str(path))
+    assert UsdGeom.GetStageUpAxis(stage) == "Y" and UsdGeom.GetStageMetersPerUnit(stage) == 1.0
+    assert stage.GetDefaultPrim().GetName() == "World"
+
+
+def test_usdz_keeps_all_geometry_but_no_twin_attributes(tmp_path: Path) -> None:
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(_package(tmp_path)))
+    prims = list(stage.Traverse(Usd.TraverseInstanceProxies()))
+    assert not [a for p in prims for a in p.GetAuthoredAttributes() if a.GetName().startswith("twin:")]
+    meshes = [p for p in prims if p.IsA(UsdGeom.Mesh)]
+    scene = synthetic_scene()
+    drawn = sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values()
+                if e.mesh not in (None, "scan"))
+    assert len(meshes) == drawn
+    assert len([p for p in prims if p.IsA(UsdGeom.Points)]) == 1

@@ -1,0 +1,289 @@
+"""The IFC importer, specified against the real corpus in ../shared/data.
+
+Every IfcProduct (and the IfcProject) becomes an element keyed by its GlobalId, in a parent-first
+spatial tree, with psets and a Y-up, metre-scaled world placement; geometry is shared by
+representation and split per surface style. Unreadable files fail with one clear ImportFailed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scene.errors import ImportFailed
+from scene.importers import ImportOptions
+from scene.importers.ifc import load
+from scene.model import Scene
+from tests.conftest import SHARED_DATA
+
+IFC_DIR = SHARED_DATA / "ifc"
+CORPUS = sorted([*IFC_DIR.glob("*.ifc*"), *(SHARED_DATA / "bcf" / "ifc").glob("*.ifc")])
+MALFORMED_DIR = SHARED_DATA / "malformed" / "ifc"
+
+
+@cache
+def _load(path: Path, kernel: str = "auto") -> Scene:
+    return load(path, ImportOptions(ifc_kernel=kernel))
+
+
+@cache
+def _model(path: Path):
+    import ifcopenshell
+
+    return ifcopenshell.open(str(path))
+
+
+def _represented(path: Path) -> set[str]:
+    return {p.GlobalId for p in _model(path).by_type("IfcProduct") if p.Representation}
+
+
+def _fzk(shared_data: Path) -> Path:
+    return shared_data / "ifc" / "AC20-FZK-Haus.ifc"
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_count_rule_elements_with_representation_match_ifcopenshell(path: Path, shared_data: Path):
+    scene = _load(path)
+    model = _model(path)
+    by_id = {p.GlobalId: p for p in model.by_type("IfcProduct")}
+    ours = {e.id for e in scene.elements.values() if e.id in by_id and by_id[e.id].Representation}
+    expected = _represented(path)
+    assert len(ours) == len([p for p in model.by_type("IfcProduct") if p.Representation])
+    assert ours == expected
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_every_product_under_one_project_parents_first(path: Path, shared_data: Path):
+    scene = _load(path)
+    model = _model(path)
+    assert len(scene.elements) == len(model.by_type("IfcProduct")) + 1
+    (root,) = scene.roots()
+    assert scene.elements[root].cls == "IfcProject"
+    seen: set[str] = set()
+    for element in scene.elements.values():
+        assert element.parent is None or element.parent in seen
+        seen.add(element.id)
+    record = scene.inputs[0]
+    assert (record.format, record.source_up_axis) == ("ifc", "Z")
+    assert record.importer.startswith("ifcopenshell ")
+    json.dumps([e.properties for e in scene.elements.values()], allow_nan=False)
+
+
+def test_spatial_tree_of_the_fzk_house(shared_data: Path):
+    scene = _load(_fzk(shared_data))
+    by_name = {e.name: e for e in scene.elements.values()}
+    chain = [by_name["Erdgeschoss"]]
+    while chain[-1].parent:
+        chain.append(scene.elements[chain[-1].parent])
+    assert [e.cls for e in chain] == ["IfcBuildingStorey", "IfcBuilding", "IfcSite", "IfcProject"]
+    model = _model(_fzk(shared_data))
+    opening = model.by_type("IfcOpeningElement")[0]
+    host = opening.VoidsElements[0].RelatingBuildingElement
+    assert scene.elements[opening.GlobalId].parent == host.GlobalId
+    assert scene.elements[opening.GlobalId].mesh is None
+    assert all(scene.elements[s.GlobalId].mesh is None for s in model.by_type("IfcSpace"))
+    window = model.by_type("IfcWindow")[0]
+    assert scene.elements[window.GlobalId].parent in {s.GlobalId for s in model.by_type("IfcBuildingStorey")}
+
+
+def test_geometry_is_y_up_in_metres_and_matches_ifcopenshell_world_coordinates(shared_data: Path):
+    import ifcopenshell.geom
+
+    path = shared_data / "ifc" / "4walls1floorSite.ifc"  # authored in millimetres
+    scene = _load(path)
+    assert scene.inputs[0].source_units == "mm"
+    model = _model(path)
+    settings = ifcopenshell.geom.settings()
+    settings.set("use-world-coords", True)
+    for wall in model.by_type("IfcWall"):
+        shape = ifcopenshell.geom.create_shape(settings, wall)
+        world_z_up = np.frombuffer(shape.geometry.verts_buffer).reshape(-1, 3)
+        lo, hi = scene.world_bounds(wall.GlobalId)
+        expected = world_z_up[:, [0, 2, 1]] * [1, 1, -1]  # (x, y, z) Z-up -> (x, z, -y) Y-up
+        np.testing.assert_allclose(lo, expected.min(axis=0), atol=1e-4)
+        np.testing.assert_allclose(hi, expected.max(axis=0), atol=1e-4)
+        assert 0.1 < float(np.max(hi - lo)) < 100  # metres, not millimetres
+
+
+def test_units_are_converted_when_ifcopenshell_cannot_detect_them(shared_data: Path):
+    # The file has an IfcProjectLibrary beside its IfcProject, so the iterator keeps inches.
+    scene = _load(shared_data / "ifc" / "air-terminal-element.ifc")
+    assert scene.inputs[0].source_units == "in"
+    (duct,) = [e for e in scene.elements.values() if e.cls == "IfcDuctSegment"]
+    lo, hi = scene.world_bounds(duct.id)
+    assert np.isclose(hi[1] - lo[1], 24 * 0.0254, atol=1e-3)  # a 24-inch vertical duct
+
+
+def test_shared_representations_share_one_mesh(shared_data: Path):
+    scene = _load(_fzk(shared_data))
+    with_mesh = [e for e in scene.elements.values() if e.mesh]
+    assert len(scene.meshes) < len(with_mesh)
+    assert {e.mesh for e in with_mesh} == set(scene.meshes)
+
+
+def test_one_primitive_per_style_with_ifc_colours(shared_data: Path):
+    scene = _load(_fzk(shared_data))
+    model = _model(_fzk(shared_data))
+    window = scene.elements[model.by_type("IfcWindow")[0].GlobalId]
+    primitives = scene.meshes[window.mesh].primitives
+    assert len(primitives) >= 2
+    assert len({p.material for p in primitives}) == len(primitives)
+    grass = next(m for m in scene.materials if m.name == "Gras")  # the site's IfcSurfaceStyle
+    assert grass.base_color[1] > grass.base_color[0] and grass.base_color[3] == 1.0
+    assert any(m.base_color[3] < 1.0 for m in scene.materials)  # glazing is transparent
+
+
+def test_primitives_are_valid_with_unit_normals(shared_data: Path):
+    scene = _load(_fzk(shared_data))
+    for mesh in scene.meshes.values():
+        for p in mesh.primitives:
+            assert p.positions.dtype == np.float32 and p.indices.dtype == np.uint32
+            assert p.normals is not None and p.normals.shape == p.positions.shape
+            assert int(p.indices.max()) < len(p.positions)
+            np.testing.assert_allclose(np.linalg.norm(p.normals, axis=1), 1.0, atol=1e-4)
+
+
+def test_properties_hold_psets_quantities_type_psets_and_attributes(shared_data: Path):
+    scene = _load(_fzk(shared_data))
+    model = _model(_fzk(shared_data))
+    wall = model.by_type("IfcWall")[0]
+    props = scene.elements[wall.GlobalId].properties
+    assert "Pset_WallCommon" in props and "BaseQuantities" in props
+    assert props["Attributes"]["GlobalId"] == wall.GlobalId
+    air = _load(shared_data / "ifc" / "air-terminal-element.ifc")
+    (terminal,) = [e for e in air.elements.values() if e.cls == "IfcAirTerminal"]
+    assert "Pset_AirTerminalTypeCommon" in terminal.properties  # inherited from its IfcAirTerminalType
+    assert terminal.properties["Attributes"]["TypeName"]
+
+
+def test_file_without_any_geometry_still_imports_its_elements(shared_data: Path):
+    path = shared_data / "ifc" / "RioleringTestArkey.ifc"
+    scene = _load(path)
+    assert len(scene.elements) == len(_model(path).by_type("IfcProduct")) + 1 == 31
+    assert scene.meshes == {}
+
+
+def test_ifczip_is_read(shared_data: Path):
+    scene = _load(shared_data / "ifc" / "SmallModelIfc4.ifczip")
+    assert [e.cls for e in scene.elements.values()] == ["IfcProject"]
+
+
+def test_kernels_agree_on_which_elements_have_geometry(shared_data: Path):
+    path = shared_data / "ifc" / "IfcOpenHouse_IFC4.ifc"
+    meshed = {k: {e.id for e in _load(path, k).elements.values() if e.mesh} for k in ("manifold", "opencascade")}
+    assert meshed["manifold"] == meshed["opencascade"] == {e.id for e in _load(path).elements.values() if e.mesh}
+    assert _load(path, "opencascade").inputs[0].importer.endswith("(opencascade)")
+    assert _load(path, "manifold").inputs[0].importer.endswith("(manifold)")
+
+
+@pytest.mark.slow
+def test_manifold_crash_falls_back_to_opencascade(shared_data: Path):
+    # The manifold kernel segfaults on duplex.ifc's surface-model cabinets; auto survives it.
+    path = shared_data / "ifc" / "duplex.ifc"
+    auto = _load(path)
+    occ = _load(path, "opencascade")
+    assert {e.id for e in auto.elements.values() if e.mesh} == {e.id for e in occ.elements.values() if e.mesh}
+    assert auto.inputs[0].importer.endswith("(manifold+opencascade)")
+    assert any("manifold kernel crashed" in w for w in auto.warnings)
+    assert len(auto.warnings) <= 5  # summarised, not one line per element
+
+
+def test_kernel_fallback_per_element(shared_data: Path):
+    # Manifold has no tapered extrusions: the duct falls back to opencascade, the rest stays put.
+    scene = _load(shared_data / "ifc" / "air-terminal-element.ifc")
+    assert any("retried with opencascade" in w for w in scene.warnings)
+    assert any(e.cls == "IfcDuctSegment" and e.mesh for e in scene.elements.values())
+
+
+def test_dangling_references_in_a_valid_export_are_warnings(shared_data: Path):
+    scene = _load(shared_data / "ifc" / "example.ifc")
+    (warning,) = [w for w in scene.warnings if "parse error" in w]
+    assert "#14315" in warning and "line 6517" in warning
+
+
+# Every malformed corpus file, with the reason and location the user is shown.
+MALFORMED = {
+    "Badly formed Ifc file.ifc": ("no IfcProject", "DATA section"),
+    "FormallyIllegalFile.ifc": ("token -1.#INF", "line 21"),
+    "InvalidHeaderFileName.ifc": ("Expected FILE_DESCRIPTION", "HEADER section"),
+    "Large_entity_label.ifc": ("token 92147483647 invalid instance name", "line 9"),
+    # Element-level damage is normally a warning; when it leaves no element with geometry the
+    # import fails, naming the kernel's reason and the element.
+    "invalid-index.ifc": ("index out of bounds for index 99", "#20 IfcBuildingElementProxy"),
+    "missing-placement.ifc": ("#999999 used by instance #22", "#23 IfcBuildingElementProxy"),
+    "unterminated-string.ifc": ("Expected ISO-10303-21", "HEADER section"),
+}
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_corpus_file_fails_clearly(name: str, shared_data: Path):
+    # None of these crashes IfcOpenShell natively (checked), so they run in-process.
+    path = shared_data / "malformed" / "ifc" / name
+    reason, where = MALFORMED[name]
+    with pytest.raises(ImportFailed) as failure:
+        load(path, ImportOptions())
+    assert failure.value.path == str(path)
+    assert reason in failure.value.reason
+    assert where in failure.value.where
+
+
+def test_every_malformed_file_is_covered(shared_data: Path):
+    assert sorted(p.name for p in MALFORMED_DIR.iterdir()) == sorted(MALFORMED)
+
+
+def test_truncated_file_is_refused_not_half_imported(shared_data: Path, tmp_path: Path):
+    cut = tmp_path / "cut.ifc"
+    cut.write_bytes(_fzk(shared_data).read_bytes()[:1_200_000])
+    with pytest.raises(ImportFailed, match="truncated") as failure:
+        load(cut, ImportOptions())
+    assert failure.value.where.startswith("line ")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.ifc", b"", "empty file"),
+        ("blank.ifc", b"  \n", "empty file"),
+        ("model.ifc", b'{"asset": {"version": "2.0"}}', "not a readable IFC file"),
+        ("model.ifczip", b"PK\x03\x04 not really a zip", "not a readable IFC file"),
+    ],
+)
+def test_unreadable_content_fails_clearly(tmp_path: Path, name: str, content: bytes, reason: str):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImportFailed, match=reason):
+        load(path, ImportOptions())
+
+
+def test_unknown_kernel_is_refused(shared_data: Path):
+    with pytest.raises(ImportFailed, match="unknown ifc_kernel"):
+        load(shared_data / "ifc" / "4walls1floorSite.ifc", ImportOptions(ifc_kernel="cgal"))
+
+
+def test_decomposition_cycle_is_cut_not_fatal(tmp_path: Path):
+    import ifcopenshell
+    import ifcopenshell.api
+
+    model = ifcopenshell.api.run("project.create_file", version="IFC4")
+    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
+    a = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcElementAssembly", name="A")
+    b = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcElementAssembly", name="B")
+    c = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcBeam", name="C")
+    guid = ifcopenshell.guid.new
+    model.createIfcRelAggregates(guid(), None, None, None, a, [b])
+    model.createIfcRelAggregates(guid(), None, None, None, b, [a])
+    model.createIfcRelAggregates(guid(), None, None, None, b, [c])
+    path = tmp_path / "cycle.ifc"
+    model.write(str(path))
+    scene = load(path, ImportOptions())
+    parents = {e.name: scene.elements[e.parent].name if e.parent else None for e in scene.elements.values()}
+    assert parents["C"] == "B" and project.GlobalId in scene.elements
+    assert {parents["A"], parents["B"]} == {"P", "A"} or {parents["A"], parents["B"]} == {"B", "P"}
+    assert any("cycle" in w for w in scene.warnings)

@@ -1,0 +1,88 @@
+"""Protocol v1: the schema file is current, and every message type validates against it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import msgspec
+import pytest
+
+from viewer_server import protocol as p
+
+REPO = Path(__file__).resolve().parents[1]
+POSE = p.Pose((1.0, 1.6, 3.0), (0.0, 0.0, 0.0, 1.0), (1.0, 1.6, 3.0), (0.0, 0.0, -1.0))
+VISUAL = p.Visual(color="#c62828", status="alarm", transform=p.Transform(translate=[0.0, 0.01, 0.0]), label="5.7 bar")
+EVENT = p.Event(
+    7, "alarm_raised", "operations.rules[1]", "P-1", 1.7e9, "pressure", "PT-1", "operations", "alarm", "high"
+)
+
+SAMPLES: list[object] = [
+    p.Hello("web", "0.1.0"),
+    p.Hello("py", "0.1.0", role="publisher", layer="energy", resume=p.Resume("abc", 42)),
+    p.Subscribe("energy"),
+    p.Publish([p.Reading(4.2, key="PT-1.pressure"), p.Reading(True, element="P-1", prop="running", ts=1.7e9)], "r1"),
+    p.PresenceUpdate(POSE),
+    p.Ping(1.0),
+    p.Welcome("s1", "e1", 3, "0.1.0", 1, "json", "pump", "operations", ["operations"], ["resume"], {"x": 1}),
+    p.Snapshot(
+        seq=3,
+        epoch="e1",
+        scene="pump",
+        layer="operations",
+        glb_url="/scenes/pump/scene.glb",
+        manifest_url="/scenes/pump/manifest.json",
+        props={"PT-1/pressure": p.PropState(4.2, 1.7e9, "bar")},
+        visuals={"P-1": VISUAL},
+        alarms=[p.Alarm("operations.rules[1]", "P-1", 1.7e9)],
+        presence={"s2": p.Presence("web", POSE, 1.7e9)},
+        resync=True,
+        reason="epoch_changed",
+    ),
+    p.Delta(
+        4,
+        9,
+        {"PT-1/pressure": p.PropState(5.7, 1.7e9, "bar", "uncertain")},
+        {"P-1@operations": VISUAL},
+        {"s2": None, "s3": p.Presence("vr", POSE, 1.7e9)},
+        [EVENT],
+    ),
+    p.Ack(1, [p.Rejection(1, "unbound_key", "no binding has key 'x'")], "r1"),
+    p.Error(p.ERR_BAD_MESSAGE, "Object missing required field `layer`", "subscribe"),
+    p.Pong(1.0, 2.0),
+]
+
+
+def test_schema_file_is_current() -> None:
+    on_disk = (REPO / "docs" / "protocol.schema.json").read_text()
+    assert on_disk == p.schema_text(), "regenerate: python -m viewer_server.protocol > docs/protocol.schema.json"
+
+
+def test_samples_cover_every_message_type() -> None:
+    union = set(p.ClientMessage.__args__) | set(p.ServerMessage.__args__)  # type: ignore[attr-defined]
+    assert {type(s) for s in SAMPLES} == union
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_every_message_validates_and_round_trips(msg: object, encoding: p.Encoding) -> None:
+    schema = p.schema()
+    builtins = msgspec.json.decode(p.encode(msg, "json"))
+    jsonschema.Draft202012Validator(schema).validate(builtins)
+    data = p.encode(msg, encoding)
+    decode = p.decode_client if isinstance(msg, p.ClientMessage) else p.decode_server
+    assert decode(data, encoding) == msg
+
+
+def test_schema_rejects_an_unknown_type_and_a_missing_field() -> None:
+    validator = jsonschema.Draft202012Validator(p.schema())
+    assert not validator.is_valid({"type": "teleport"})
+    assert not validator.is_valid({"type": "subscribe"})
+    with pytest.raises(msgspec.ValidationError, match="layer"):
+        p.decode_client(b'{"type":"subscribe"}', "json")
+
+
+def test_subprotocols_name_the_version_and_encoding() -> None:
+    assert p.encoding_for("twinview.v1") == "json"
+    assert p.encoding_for("twinview.v1.msgpack") == "msgpack"
+    assert p.encoding_for("twinview.v2") is None

@@ -1,0 +1,394 @@
+"""The REST API: response types, handlers, and the route table the OpenAPI document is built from."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+
+from viewer_server import __version__
+from viewer_server import protocol as p
+from viewer_server.hub import prop_state
+from viewer_server.ingest import MqttStatus
+from viewer_server.live import LIVE, STARTED, LiveScene
+from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
+from viewer_server.session import websocket
+from viewer_server.store import sha256
+
+# Samples per history request by default and at most (the state keeps HISTORY_LEN per property).
+HISTORY_DEFAULT_LIMIT: Final = 600
+HISTORY_MAX_LIMIT: Final = 3600
+# Ingest bodies above this are refused before parsing (5000 readings of ~100 bytes fit easily).
+MAX_INGEST_BODY_BYTES: Final = 4 << 20
+
+Value = bool | int | float | str
+
+
+# --- response and request types ---------------------------------------------------------------
+
+
+class ApiError(msgspec.Struct):
+    error: str
+    detail: str = ""
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+    protocol: int
+    uptime_s: float
+    epoch: str
+    seq: int
+    clients: int
+    publishers: int
+    accepted: int
+    rejected: dict[str, int]
+    outbox_pending_keys_max: int
+    resyncs: int
+    mqtt: MqttStatus
+
+
+class SceneSummary(msgspec.Struct):
+    id: str
+    elements: int
+    layers: list[str]
+    default_layer: str
+    urls: dict[str, str]
+    ws_url: str
+
+
+class SceneDetail(SceneSummary):
+    stats: Any = None
+    inputs: Any = None
+    warnings: Any = None
+
+
+class ElementList(msgspec.Struct):
+    scene: str
+    q: str
+    count: int
+    truncated: bool  # more elements match than MAX_SEARCH_RESULTS: refine q
+    elements: list[dict[str, Any]]
+
+
+class ElementDetail(msgspec.Struct):
+    element: dict[str, Any]
+    props: dict[str, p.PropState]
+    visuals: dict[str, p.Visual]
+    alarms: list[p.Alarm]
+
+
+class StateResponse(msgspec.Struct):
+    scene: str
+    epoch: str
+    seq: int
+    props: dict[str, p.PropState]
+    alarms: list[p.Alarm]
+
+
+class HistoryResponse(msgspec.Struct):
+    element: str
+    prop: str
+    samples: list[tuple[float, Value]]
+
+
+class BindingsInfo(msgspec.Struct):
+    loaded: bool
+    path: str | None
+    sha256: str | None
+    default_layer: str
+    layers: list[str]
+    keys: list[str]
+    topics: list[str]
+    content: str | None
+
+
+class IngestRequest(msgspec.Struct):
+    readings: list[p.Reading]
+
+
+class IngestResult(msgspec.Struct):
+    accepted: int
+    rejected: list[p.Rejection]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+_enc = msgspec.json.Encoder()
+
+
+def reply(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_enc.encode(value), status=status, content_type="application/json")
+
+
+def fail(status: int, error: str, detail: str = "") -> web.Response:
+    return reply(ApiError(error, detail), status)
+
+
+def _live(request: web.Request) -> LiveScene:
+    return request.app[LIVE]
+
+
+def _scene_or_404(request: web.Request) -> LiveScene | None:
+    live = _live(request)
+    return live if request.match_info["scene_id"] == live.scene.id else None
+
+
+def _summary(live: LiveScene, cls: type = SceneSummary, **extra: Any) -> Any:
+    return cls(
+        id=live.scene.id,
+        elements=len(live.scene.elements),
+        layers=live.rules.layers,
+        default_layer=live.rules.default_layer,
+        urls=live.scene.urls,
+        ws_url=f"/ws/{live.scene.id}",
+        **extra,
+    )
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    live = _live(request)
+    sessions = live.sessions
+    return reply(
+        Health(
+            status="ok",
+            version=__version__,
+            protocol=p.PROTOCOL_VERSION,
+            uptime_s=round(time.monotonic() - request.app[STARTED], 3),
+            epoch=live.hub.epoch,
+            seq=live.hub.seq,
+            clients=sum(1 for s in sessions if s.role == "viewer"),
+            publishers=sum(1 for s in sessions if s.role == "publisher"),
+            accepted=live.ingest.accepted,
+            rejected=dict(live.ingest.rejected),
+            outbox_pending_keys_max=max((s.outbox.pending_keys for s in sessions), default=0),
+            resyncs=sum(s.resyncs for s in sessions),
+            mqtt=live.mqtt,
+        )
+    )
+
+
+async def scenes(request: web.Request) -> web.Response:
+    return reply([_summary(_live(request))])
+
+
+async def scene(request: web.Request) -> web.Response:
+    live = _scene_or_404(request)
+    if live is None:
+        return fail(404, "unknown_scene", request.match_info["scene_id"])
+    m = live.scene.manifest
+    return reply(_summary(live, SceneDetail, stats=m.get("stats"), inputs=m.get("inputs"), warnings=m.get("warnings")))
+
+
+async def elements(request: web.Request) -> web.Response:
+    live = _scene_or_404(request)
+    if live is None:
+        return fail(404, "unknown_scene", request.match_info["scene_id"])
+    q = request.query.get("q", "")
+    found = live.scene.search(q, MAX_SEARCH_RESULTS + 1)
+    shown = found[:MAX_SEARCH_RESULTS]
+    return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
+
+
+async def element(request: web.Request) -> web.Response:
+    live = _scene_or_404(request)
+    eid = request.match_info["eid"]
+    if live is None:
+        return fail(404, "unknown_scene", request.match_info["scene_id"])
+    record = live.scene.elements.get(eid)
+    if record is None:
+        return fail(404, "unknown_element", eid)
+    hub = live.hub
+    props = {prop: prop_state(pv) for prop, pv in hub.state.element(eid).items()}
+    visuals = {layer: vis[eid] for layer, vis in hub.visuals.items() if eid in vis}
+    alarms = [a for a in hub.alarms.values() if eid in (a.element, a.source)]
+    return reply(ElementDetail(record, props, visuals, alarms))
+
+
+async def state(request: web.Request) -> web.Response:
+    hub = _live(request).hub
+    return reply(StateResponse(hub.scene_id, hub.epoch, hub.seq, hub.props, list(hub.alarms.values())))
+
+
+async def history(request: web.Request) -> web.Response:
+    live = _live(request)
+    eid, prop = request.match_info["eid"], request.match_info["prop"]
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        limit = min(int(request.query.get("limit", HISTORY_DEFAULT_LIMIT)), HISTORY_MAX_LIMIT)
+    except ValueError as exc:
+        return fail(400, "bad_query", str(exc))
+    if eid not in live.ingest.known:
+        return fail(404, "unknown_element", eid)
+    return reply(HistoryResponse(eid, prop, live.hub.state.history(eid, prop, since, limit)))
+
+
+async def bindings(request: web.Request) -> web.Response:
+    live = _live(request)
+    b = live.bindings
+    text = live.bindings_text
+    return reply(
+        BindingsInfo(
+            loaded=b is not None,
+            path=str(live.bindings_path) if live.bindings_path else None,
+            sha256=sha256(text.encode()) if text is not None else None,
+            default_layer=live.rules.default_layer,
+            layers=live.rules.layers,
+            keys=b.keys() if b else [],
+            topics=sorted({x.topic for x in b.bindings if x.topic}) if b else [],
+            content=text,
+        )
+    )
+
+
+_ingest_decoder = msgspec.json.Decoder(IngestRequest)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    live = _live(request)
+    if (request.content_length or 0) > MAX_INGEST_BODY_BYTES:
+        return fail(413, "batch_too_large", f"body larger than {MAX_INGEST_BODY_BYTES} bytes")
+    body = await request.read()
+    try:
+        batch = _ingest_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        live.ingest.rejected["malformed"] += 1
+        return fail(400, "malformed", str(exc))
+    accepted, rejected = live.ingest.submit(batch.readings)
+    if rejected and rejected[0].reason == "batch_too_large":
+        return fail(413, "batch_too_large", rejected[0].detail)
+    return reply(IngestResult(accepted, rejected))
+
+
+async def scene_file(request: web.Request) -> web.StreamResponse:
+    live = _scene_or_404(request)
+    name = request.match_info["file"]
+    if live is None or name not in SCENE_FILES or not (live.scene.dir / name).is_file():
+        return fail(404, "not_found", f"{request.match_info['scene_id']}/{name}")
+    return web.FileResponse(live.scene.dir / name, headers={"Content-Type": SCENE_FILES[name]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from viewer_server.openapi import openapi_document
+
+    return reply(openapi_document(ROUTES))
+
+
+async def protocol_schema(request: web.Request) -> web.Response:
+    return reply(p.schema())
+
+
+# --- the route table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" | "query"
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    response: Any  # a msgspec-describable type, or a plain JSON Schema dict
+    body: Any = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    ok_status: int = 200
+    media_type: str = "application/json"  # of the success response
+
+
+_STR = {"type": "string"}
+SCENE_ID = Param("scene_id", "path", _STR, "scene id (see GET /api/scenes)")
+EID = Param("eid", "path", _STR, "element id (twin id)")
+
+ROUTES: Final = (
+    Route("GET", "/api/health", health, "Liveness, counters and rejected readings by reason", Health),
+    Route("GET", "/api/scenes", scenes, "Scenes served", list[SceneSummary]),
+    Route("GET", "/api/scenes/{scene_id}", scene, "One scene", SceneDetail, params=(SCENE_ID,), errors=(404,)),
+    Route(
+        "GET",
+        "/api/scenes/{scene_id}/elements",
+        elements,
+        "Search elements by id, name or class",
+        ElementList,
+        params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/api/scenes/{scene_id}/elements/{eid}",
+        element,
+        "Manifest record and live state of one element",
+        ElementDetail,
+        params=(SCENE_ID, EID),
+        errors=(404,),
+    ),
+    Route("GET", "/api/state", state, "Current property values and active alarms", StateResponse),
+    Route(
+        "GET",
+        "/api/history/{eid}/{prop}",
+        history,
+        "Recent samples of one property, oldest first",
+        HistoryResponse,
+        params=(
+            EID,
+            Param("prop", "path", _STR, "property name"),
+            Param("since", "query", {"type": "number"}, "exclusive lower bound on the source timestamp"),
+            Param("limit", "query", {"type": "integer", "maximum": HISTORY_MAX_LIMIT}, "newest samples kept"),
+        ),
+        errors=(400, 404),
+    ),
+    Route("GET", "/api/bindings", bindings, "The loaded bindings file", BindingsInfo),
+    Route(
+        "POST",
+        "/api/ingest",
+        ingest,
+        "Submit a batch of readings (by key, or by element + prop)",
+        IngestResult,
+        body=IngestRequest,
+        errors=(400, 413),
+    ),
+    Route("GET", "/api/openapi.json", openapi, "This document", {"type": "object"}),
+    Route(
+        "GET", "/api/protocol.schema.json", protocol_schema, "JSON Schema of the WebSocket protocol", {"type": "object"}
+    ),
+    Route(
+        "GET",
+        "/ws/{scene_id}",
+        websocket,
+        "WebSocket (subprotocol twinview.v1 or twinview.v1.msgpack); see docs/PROTOCOL.md",
+        None,
+        params=(SCENE_ID,),
+        errors=(404,),
+        ok_status=101,
+    ),
+    Route("GET", "/ws", websocket, "WebSocket to the default scene", None, ok_status=101),
+    Route(
+        "GET",
+        "/scenes/{scene_id}/{file}",
+        scene_file,
+        "Scene files: " + ", ".join(SCENE_FILES),
+        {"type": "string", "format": "binary"},
+        params=(SCENE_ID, Param("file", "path", {"enum": list(SCENE_FILES)})),
+        errors=(404,),
+        media_type="application/octet-stream",
+    ),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)

@@ -1,0 +1,48 @@
+"""The aiohttp application: REST, WebSocket, scene files and the web client, on one port."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes
+from viewer_server.live import LIVE, STARTED, LiveScene
+from viewer_server.protocol import CLOSE_GOING_AWAY
+
+REPO: Final = Path(__file__).resolve().parents[1]
+
+
+def web_client_dir(repo: Path = REPO) -> Path | None:
+    """web_client/dist when built, else web_client/ (served as is); None when neither has index.html."""
+    for candidate in (repo / "web_client" / "dist", repo / "web_client"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None
+
+
+def make_app(live: LiveScene, client_dir: Path | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES)
+    app[LIVE] = live
+    app[STARTED] = time.monotonic()
+    add_routes(app)
+    root = client_dir or web_client_dir()
+    if root is not None:
+        index = root / "index.html"
+
+        async def index_page(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(index)
+
+        app.router.add_get("/", index_page)
+        # Registered last: everything not matched above is a file of the web client.
+        app.router.add_static("/", root, follow_symlinks=False)
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _close_sessions(app: web.Application) -> None:
+    """Tell clients to come back (1001) instead of letting their sockets die."""
+    for session in list(app[LIVE].sessions):
+        await session.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")

@@ -1,0 +1,323 @@
+"""A Python TwinView client on `websockets`: mirrors the state of one layer, resumes after drops.
+
+    async with TwinClient("ws://localhost:8080/ws/pump-station", layer="operations") as tc:
+        await tc.publish([Reading(4.2, key="PT-101.pressure")])      # role="publisher"
+        async for msg in tc:                                         # Snapshot or Delta
+            print(msg.last if isinstance(msg, Delta) else msg.seq, tc.props)
+
+Used by the tests, the benchmarks and gateways. After a dropped connection it reconnects with
+backoff and sends `resume {epoch, seq}`, so the mirrored state converges and events are neither
+lost nor repeated (see docs/PROTOCOL.md §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from viewer_server import __version__
+from viewer_server import protocol as p
+
+# Updates queued for `async for` before the oldest are dropped: the mirrored state stays exact,
+# only the notifications of a consumer that stopped iterating are lost.
+CLIENT_QUEUE_MAX: Final = 10_000
+# Events remembered in `TwinClient.events` (newest kept), for inspection.
+CLIENT_EVENTS_MAX: Final = 10_000
+# Largest frame accepted from the server: a snapshot of a 10 000-element twin is a few MB.
+CLIENT_MAX_FRAME: Final = 64 << 20
+RECONNECT_FIRST_S: Final = 0.2
+RECONNECT_MAX_S: Final = 5.0
+# Close codes after which reconnecting cannot help.
+FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION)
+
+
+class TwinClientError(Exception):
+    """The server refused or closed the connection; `code` is the WebSocket close code."""
+
+    def __init__(self, code: int | None, reason: str):
+        super().__init__(f"closed {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class TwinClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        layer: str | None = None,
+        encoding: p.Encoding = "json",
+        role: p.Role = "viewer",
+        name: str = "twinview-py",
+        reconnect: bool = True,
+        subprotocols: list[str] | None = None,
+    ):
+        self.url = url
+        self.layer = layer
+        self.encoding = encoding
+        self.role = role
+        self.name = name
+        self.reconnect = reconnect
+        self._subprotocols = subprotocols or [p.SUBPROTOCOL_JSON if encoding == "json" else p.SUBPROTOCOL_MSGPACK]
+        # The mirrored state.
+        self.props: dict[str, p.PropState] = {}
+        self.visuals: dict[str, p.Visual] = {}  # by element, for self.layer
+        self.alarms: dict[str, p.Alarm] = {}
+        self.presence: dict[str, p.Presence] = {}
+        self.events: deque[p.Event] = deque(maxlen=CLIENT_EVENTS_MAX)
+        self.epoch: str | None = None
+        self.seq = 0
+        self.welcome: p.Welcome | None = None
+        # Counters for tests and benchmarks.
+        self.snapshots = 0
+        self.resyncs: list[str] = []
+        self.deltas = 0
+        self.duplicate_events = 0
+        self.connects = 0
+        self.errors: deque[p.Error] = deque(maxlen=100)
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_event_seq = 0
+        self._updates: asyncio.Queue[p.Snapshot | p.Delta] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._refs = itertools.count(1)
+        self.closed_with: TwinClientError | None = None
+
+    # --- connection ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TwinClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, say hello (resuming if we have an epoch), and wait for the first state."""
+        self._closing = False
+        await self._open()
+        self._reader = asyncio.create_task(self._read_loop(), name="twinclient-reader")
+
+    async def _open(self) -> None:
+        ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
+        resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
+        hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
+        try:
+            await ws.send(self._encode(hello))
+            welcome = await self._recv(ws)
+            if isinstance(welcome, p.Error):
+                self.errors.append(welcome)
+                welcome = await self._recv(ws)
+            if not isinstance(welcome, p.Welcome):
+                raise TwinClientError(None, f"expected welcome, got {type(welcome).__name__}")
+            first = await self._recv(ws)  # a snapshot, or the resume delta
+        except websockets.ConnectionClosed as exc:
+            raise _closed_error(exc) from None
+        self.welcome = welcome
+        self.layer = welcome.layer
+        self.connects += 1
+        self._ws = ws
+        await self._apply(first)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def drop(self) -> None:
+        """Cut the connection without a close handshake, as a flaky network would (tests)."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def publish(self, readings: list[p.Reading], timeout: float = 10.0) -> p.Ack:
+        """Send readings (role "publisher") and wait for the server's ack."""
+        ref = f"r{next(self._refs)}"
+        return await self._request(p.Publish(readings, ref), ref, timeout)
+
+    async def ping(self, timeout: float = 10.0) -> p.Pong:
+        return await self._request(p.Ping(time.time()), "pong", timeout)
+
+    async def subscribe(self, layer: str, timeout: float = 10.0) -> p.Snapshot:
+        """Switch layer; returns the snapshot of the new layer."""
+        return await self._request(p.Subscribe(layer), "snapshot", timeout)
+
+    async def send_presence(self, pose: p.Pose) -> None:
+        await self.send(p.PresenceUpdate(pose))
+
+    async def send(self, message: Any) -> None:
+        assert self._ws is not None, "not connected"
+        await self._ws.send(self._encode(message))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send a frame as is (tests of bad input)."""
+        assert self._ws is not None, "not connected"
+        await self._ws.send(data)
+
+    async def _request(self, message: Any, key: str, timeout: float) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = future
+        try:
+            await self.send(message)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiters.pop(key, None)
+
+    async def next_error(self, timeout: float = 5.0) -> p.Error:
+        return await self._request_wait("error", timeout)
+
+    async def _request_wait(self, key: str, timeout: float) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiters.pop(key, None)
+
+    # --- waiting and iteration -------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[TwinClient], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate(self)` holds (checked after every applied message)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), timeout)
+
+    def __aiter__(self) -> TwinClient:
+        return self
+
+    async def __anext__(self) -> p.Snapshot | p.Delta:
+        while self._updates.empty():
+            if self._reader is None or self._reader.done():
+                raise StopAsyncIteration
+            getter = asyncio.ensure_future(self._updates.get())
+            done, _ = await asyncio.wait({getter, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+        return self._updates.get_nowait()
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        delay = RECONNECT_FIRST_S
+        while True:
+            ws = self._ws
+            assert ws is not None
+            try:
+                while True:
+                    await self._apply(await self._recv(ws))
+            except websockets.ConnectionClosed as exc:
+                error = _closed_error(exc)
+                if self._closing or not self.reconnect or error.code in FATAL_CLOSE_CODES:
+                    self.closed_with = error
+                    await self._notify()
+                    return
+            while not self._closing:  # reconnect with backoff, resuming where we left off
+                await asyncio.sleep(delay)
+                try:
+                    await self._open()
+                    delay = RECONNECT_FIRST_S
+                    break
+                except TwinClientError as exc:
+                    if exc.code in FATAL_CLOSE_CODES:
+                        self.closed_with = exc
+                        return
+                except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+                    pass  # server down or restarting: try again
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _recv(self, ws: ClientConnection) -> p.ServerMessage:
+        return p.decode_server(await ws.recv(), self.encoding)
+
+    async def _apply(self, msg: p.ServerMessage) -> None:
+        if isinstance(msg, p.Snapshot):
+            self._apply_snapshot(msg)
+            self._push(msg)
+            self._resolve("snapshot", msg)
+        elif isinstance(msg, p.Delta):
+            self._apply_delta(msg)
+            self._push(msg)
+        elif isinstance(msg, p.Ack):
+            self._resolve(msg.ref or "", msg)
+        elif isinstance(msg, p.Pong):
+            self._resolve("pong", msg)
+        elif isinstance(msg, p.Error):
+            self.errors.append(msg)
+            self._resolve("error", msg)
+        await self._notify()
+
+    def _apply_snapshot(self, snap: p.Snapshot) -> None:
+        self.snapshots += 1
+        if snap.resync:
+            self.resyncs.append(snap.reason or "")
+        self.epoch, self.seq, self.layer = snap.epoch, snap.seq, snap.layer
+        self.props = dict(snap.props)
+        self.visuals = dict(snap.visuals)
+        self.alarms = {a.id: a for a in snap.alarms}
+        self.presence = dict(snap.presence)
+        # A new epoch restarts seq numbering; within an epoch, a snapshot covers events up to seq.
+        self._last_event_seq = snap.seq
+
+    def _apply_delta(self, delta: p.Delta) -> None:
+        self.deltas += 1
+        self.props.update(delta.props)
+        suffix = f"@{self.layer}"
+        for key, visual in delta.visuals.items():
+            if key.endswith(suffix):
+                self.visuals[key[: -len(suffix)]] = visual
+        for sid, presence in delta.presence.items():
+            if presence is None:
+                self.presence.pop(sid, None)
+            else:
+                self.presence[sid] = presence
+        for event in delta.events:
+            if event.seq <= self._last_event_seq:
+                self.duplicate_events += 1
+                continue
+            self._last_event_seq = event.seq
+            self.events.append(event)
+            if event.kind == "alarm_raised":
+                self.alarms[event.id] = p.Alarm(
+                    event.id, event.element, event.ts, event.prop, event.source, event.layer,
+                    event.severity, event.message, event.value,
+                )  # fmt: skip
+            elif event.kind == "alarm_cleared":
+                self.alarms.pop(event.id, None)
+        self.seq = delta.last
+
+    def _push(self, msg: p.Snapshot | p.Delta) -> None:
+        if self._updates.qsize() >= CLIENT_QUEUE_MAX:
+            self._updates.get_nowait()
+        self._updates.put_nowait(msg)
+
+    def _resolve(self, key: str, value: Any) -> None:
+        future = self._waiters.get(key)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _encode(self, message: Any) -> str | bytes:
+        data = p.encode(message, self.encoding)
+        return data.decode() if self.encoding == "json" else data
+
+
+def _closed_error(exc: websockets.ConnectionClosed) -> TwinClientError:
+    frame = exc.rcvd
+    return TwinClientError(frame.code if frame else None, frame.reason if frame else str(exc))

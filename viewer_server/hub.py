@@ -1,0 +1,227 @@
+"""The live side of one scene: twin state, visuals per layer, alarms and presence, numbered by seq.
+
+Readings come in through `apply` (from `Ingest`); each resulting change gets the next seq, goes into
+the resume log, and into the pending window. At most every FLUSH_INTERVAL_S the window becomes one
+`Batch`, published on the bus (fan-out to every session's outbox) and queued for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from scene.rules import AlarmEvent
+from scene.state import Change, PropertyValue, Reading, TwinState
+from viewer_server import protocol as p
+from viewer_server.bus import Bus
+from viewer_server.outbox import PRESENCE, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.resume_log import ResumeLog
+from viewer_server.rules_adapter import LiveRules, to_event
+from viewer_server.store import Store
+
+# One flush window: one frame at 60 Hz, as viser does; a change after a quiet period goes at once.
+FLUSH_INTERVAL_S: Final = 1 / 60
+
+
+def prop_key(element: str, prop: str) -> str:
+    return f"{element}/{prop}"
+
+
+def visual_key(element: str, layer: str) -> str:
+    return f"{element}@{layer}"
+
+
+def prop_state(pv: PropertyValue) -> p.PropState:
+    return p.PropState(pv.value, pv.ts, pv.unit, pv.quality)
+
+
+class SceneHub:
+    """Owner of one scene's live state. Not thread-safe: runs on the event loop."""
+
+    def __init__(
+        self,
+        scene_id: str,
+        *,
+        rules: LiveRules,
+        bus: Bus,
+        store: Store | None,
+        epoch: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.scene_id = scene_id
+        self.rules = rules
+        self.bus = bus
+        self.store = store
+        self.epoch = epoch or secrets.token_hex(8)
+        self.clock = clock
+        self.state = TwinState()
+        self.seq = 0
+        self.log = ResumeLog()
+        self.props: dict[str, p.PropState] = {}
+        self.visuals: dict[str, dict[str, p.Visual]] = {layer: {} for layer in rules.layers}
+        self.alarms: dict[str, p.Alarm] = {}  # active alarms by id
+        self.presence: dict[str, p.Presence] = {}
+        self._window_state: dict[StateKey, StateValue] = {}
+        self._window_events: list[p.Event] = []
+        self._window_props: dict[tuple[str, str], PropertyValue] = {}
+        self._window_first = 1
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_flush = 0.0
+
+    # --- start-up --------------------------------------------------------------------------------
+
+    def restore(self, saved: dict[str, dict[str, PropertyValue]]) -> None:
+        """Load persisted values and compute every visual, before serving (no seq, no deltas)."""
+        self.state.restore(saved)
+        for element, props in saved.items():
+            for prop, pv in props.items():
+                self.props[prop_key(element, prop)] = prop_state(pv)
+        for layer, element in self.rules.all_targets():
+            self.visuals[layer][element] = self.rules.visual(element, layer, self.state)
+
+    # --- changes ---------------------------------------------------------------------------------
+
+    def apply(self, readings: list[Reading], rx: float) -> int:
+        """Apply validated readings; returns how many changed the state."""
+        changed = 0
+        for reading in readings:
+            change = self.state.apply(reading, rx)
+            if change is not None:
+                changed += 1
+                self._on_change(change)
+        if changed:
+            self._schedule_flush()
+        return changed
+
+    def _on_change(self, change: Change) -> None:
+        key = prop_key(change.element, change.prop)
+        value = prop_state(change.current)
+        self.props[key] = value
+        self._window_props[(change.element, change.prop)] = change.current
+        self._record((PROP, key, ""), value)
+        for layer, element in self.rules.affected(change.element, change.prop):
+            visual = self.rules.visual(element, layer, self.state)
+            if self.visuals[layer].get(element) != visual:
+                self.visuals[layer][element] = visual
+                self._record((VISUAL, visual_key(element, layer), layer), visual)
+        self._emit(self.rules.observe(change))
+
+    def tick(self) -> None:
+        """Periodic check for flat lines (stuck or silent sensors), which produce no changes."""
+        self._emit(self.rules.tick(self.clock()))
+        if self._window_events:
+            self._schedule_flush()
+
+    def _emit(self, alarms: list[AlarmEvent]) -> None:
+        for alarm in alarms:
+            event = to_event(alarm, self._next_seq())
+            if event.kind == "alarm_raised":
+                self.alarms[event.id] = p.Alarm(
+                    event.id,
+                    event.element,
+                    event.ts,
+                    event.prop,
+                    event.source,
+                    event.layer,
+                    event.severity,
+                    event.message,
+                    event.value,
+                )
+            else:
+                self.alarms.pop(event.id, None)
+            self.log.append_event(event)
+            self._window_events.append(event)
+
+    def set_presence(self, session_id: str, presence: p.Presence | None) -> None:
+        """A session's pose (or None when it leaves): state, coalesced per session."""
+        if presence is None:
+            if self.presence.pop(session_id, None) is None:
+                return
+        else:
+            self.presence[session_id] = presence
+        self._record((PRESENCE, session_id, ""), presence)
+        self._schedule_flush()
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _record(self, key: StateKey, value: StateValue) -> None:
+        seq = self._next_seq()
+        self.log.append_state(seq, key, value)
+        self._window_state.pop(key, None)  # re-insert so the dict keeps change order
+        self._window_state[key] = value
+
+    # --- flush windows ---------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_flush + FLUSH_INTERVAL_S - loop.time()
+        self._flush_handle = loop.call_later(delay, self.flush) if delay > 0 else loop.call_soon(self.flush)
+
+    def flush(self) -> Batch | None:
+        """Close the current window: publish it as one batch and queue it for the store."""
+        self._flush_handle = None
+        self._last_flush = asyncio.get_running_loop().time()
+        if self.seq < self._window_first:
+            return None
+        batch = Batch(self._window_first, self.seq, self._window_state, self._window_events)
+        props = [(el, prop, pv) for (el, prop), pv in self._window_props.items()]
+        self._window_state, self._window_events, self._window_props = {}, [], {}
+        self._window_first = self.seq + 1
+        self.bus.publish(self.scene_id, batch)
+        if self.store is not None:
+            self.store.save_batch(self.scene_id, self.epoch, batch, props)
+        return batch
+
+    def close(self) -> None:
+        """Publish and persist the open window (its values must survive a restart)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.flush()
+
+    # --- what sessions ask for -------------------------------------------------------------------
+
+    def snapshot(self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None):
+        """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
+        change falls between the snapshot and the first delta."""
+        if self.seq >= self._window_first:
+            self.flush()  # the snapshot must not include changes of a window not yet published
+        return p.Snapshot(
+            seq=self.seq,
+            epoch=self.epoch,
+            scene=self.scene_id,
+            layer=layer,
+            glb_url=urls["glb"],
+            manifest_url=urls["manifest"],
+            props=dict(self.props),
+            visuals=dict(self.visuals[layer]),
+            alarms=list(self.alarms.values()),
+            presence=dict(self.presence),
+            resync=resync,
+            reason=reason,
+        )
+
+    def resume(self, resume: p.Resume) -> Batch | str:
+        """What a client that left at `resume` missed (one batch), or why a snapshot is needed."""
+        if resume.epoch != self.epoch:
+            return "epoch_changed"
+        if self.seq >= self._window_first:
+            self.flush()  # published first, so the outbox only gets seqs after the replay
+        if not self.log.covers(resume.seq):
+            return "too_old" if resume.seq <= self.seq else "unknown_seq"
+        return self.log.since(resume.seq)
+
+    def element_state(self, element: str) -> dict[str, Any]:
+        """Live props and visuals per layer of one element (REST)."""
+        live = self.state.element(element)
+        props = {prop: msgspec.to_builtins(prop_state(pv)) for prop, pv in live.items()}
+        visuals = {layer: msgspec.to_builtins(vis[element]) for layer, vis in self.visuals.items() if element in vis}
+        return {"props": props, "visuals": visuals}

@@ -1,0 +1,143 @@
+"""Validation of incoming readings, shared by HTTP, WebSocket publishers, MQTT and the simulator.
+
+Every refused reading is counted under one reason (protocol.REJECT_REASONS), so /api/health shows
+what producers get wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import msgspec
+
+from scene.bindings import Bindings, RejectedReading, convert_value
+from scene.state import Reading
+from viewer_server import protocol as p
+
+# Substrings of scene.bindings rejection messages -> our reason codes (first match wins).
+_MESSAGE_REASONS = (
+    ("unbound topic", "unbound_topic"),
+    ("not finite", "not_finite"),
+    ("non-numeric", "not_numeric"),
+    ("non-boolean", "not_numeric"),
+    ("non-string", "malformed"),
+    ("outside plausible range", "out_of_range"),
+)
+
+
+def reason_of(message: str) -> str:
+    """Our reason code for a rejection message import msgspec
+
+    from scene.bindings."""
+    return next((code for text, code in _MESSAGE_REASONS if text in message), "malformed")
+
+
+class MqttStatus(msgspec.Struct):
+    """MQTT connection state, shown in /api/health."""
+
+    enabled: bool = False
+    connected: bool = False
+    connects: int = 0
+    messages: int = 0
+    last_error: str = ""
+
+
+class Ingest:
+    """Turns producer readings into state readings, or rejections with reasons, and counts both."""
+
+    def __init__(
+        self,
+        known_elements: set[str],
+        bindings: Bindings | None,
+        sink: Callable[[list[Reading], float], object],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.known = known_elements | ({t.id for t in bindings.tags} if bindings else set())
+        self.bindings = bindings
+        self.sink = sink  # SceneHub.apply
+        self.clock = clock
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter(dict.fromkeys(p.REJECT_REASONS, 0))
+
+    def submit(self, readings: list[p.Reading]) -> tuple[int, list[p.Rejection]]:
+        """Validate a batch, apply the valid readings, and return (accepted, rejections)."""
+        if len(readings) > p.MAX_BATCH_READINGS:
+            self.rejected["batch_too_large"] += len(readings)
+            detail = f"{len(readings)} readings; at most {p.MAX_BATCH_READINGS} per batch"
+            return 0, [p.Rejection(-1, "batch_too_large", detail)]
+        rx = self.clock()
+        valid: list[Reading] = []
+        rejections: list[p.Rejection] = []
+        for i, r in enumerate(readings):
+            result = self._convert(r, rx)
+            if isinstance(result, Reading):
+                valid.append(result)
+            else:
+                reason, detail = result
+                rejections.append(p.Rejection(i, reason, detail))
+                self.rejected[reason] += 1
+        if valid:
+            self.sink(valid, rx)
+        self.accepted += len(valid)
+        return len(valid), rejections
+
+    def submit_mqtt(self, topic: str, payload: bytes) -> int:
+        """Apply one MQTT message through the bindings; returns the number of accepted readings."""
+        if self.bindings is None:
+            self.rejected["unbound_topic"] += 1
+            return 0
+        rx = self.clock()
+        readings, problems = self.bindings.from_mqtt(topic, payload, rx)
+        for problem in problems:
+            self.rejected[reason_of(problem)] += 1
+        valid = []
+        for r in readings:
+            if r.ts > rx + p.FUTURE_TOLERANCE_S:
+                self.rejected["future_timestamp"] += 1
+            else:
+                valid.append(r)
+        if valid:
+            self.sink(valid, rx)
+        self.accepted += len(valid)
+        return len(valid)
+
+    def _convert(self, r: p.Reading, rx: float) -> Reading | tuple[str, str]:
+        value = r.value
+        if isinstance(value, float) and not math.isfinite(value):
+            return "not_finite", f"value {value!r} is not finite"
+        if r.ts is not None and (not math.isfinite(r.ts) or r.ts > rx + p.FUTURE_TOLERANCE_S):
+            return "future_timestamp", f"ts {r.ts!r} is more than {p.FUTURE_TOLERANCE_S:.0f} s ahead of the server"
+        quality = r.quality or "good"
+        try:
+            if r.key is not None:
+                reading = self.bindings.from_key(r.key, value, r.ts, quality) if self.bindings else None
+                if reading is None:
+                    return "unbound_key", f"no binding has key {r.key!r}"
+                return reading
+            if r.element is None or r.prop is None:
+                return "malformed", "a reading needs a key, or an element and a prop"
+            if r.element not in self.known:
+                return "unknown_element", f"element {r.element!r} is not in the scene"
+            binding = self.bindings.binding(r.element, r.prop) if self.bindings else None
+            if binding is None:
+                return "unknown_property", f"no binding provides {r.element}.{r.prop}"
+            converted = convert_value(binding, value)
+        except RejectedReading as exc:
+            return reason_of(str(exc)), str(exc)
+        ts = 0.0 if r.ts is None else r.ts
+        return Reading(r.element, r.prop, converted, r.unit or binding.unit, ts, quality)
+
+
+def as_protocol(reading: Reading) -> p.Reading:
+    """A state reading (simulator, gateway) as a producer would send it, for the same validation."""
+    return p.Reading(
+        reading.value,
+        element=reading.element,
+        prop=reading.prop,
+        ts=reading.ts or None,
+        unit=reading.unit or None,
+        quality=reading.quality,
+    )

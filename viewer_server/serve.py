@@ -1,0 +1,155 @@
+"""Start a live twin server: load, listen, feed, and stop cleanly. `twinview serve` and `demo` call `run`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from scene.simulator import Simulator
+from viewer_server.app import make_app
+from viewer_server.bus import InProcessBus
+from viewer_server.ingest import as_protocol
+from viewer_server.ingest_mqtt import check_url, mqtt_ingest
+from viewer_server.live import LiveScene
+from viewer_server.store import Store
+
+log = logging.getLogger(__name__)
+
+# Simulated plant samples per second: field instruments typically report at 1 Hz.
+SIMULATOR_RATE_HZ: Final = 1.0
+SIMULATOR_SEED: Final = 7
+# How often flat-line detectors are checked: they look for minutes of silence, a second is plenty.
+RULES_TICK_S: Final = 1.0
+
+
+@dataclass
+class RunningServer:
+    live: LiveScene
+    store: Store
+    runner: web.AppRunner
+    port: int
+    host: str
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/{self.live.scene.id}"
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    scene_dir: Path,
+    *,
+    bindings: Path | None,
+    mqtt_url: str | None,
+    host: str,
+    port: int,
+    data_dir: Path,
+    simulate: bool,
+) -> AsyncIterator[RunningServer]:
+    """Load the scene and bindings, open the store, listen (port 0 = any free port), and start MQTT,
+    the simulator and the rules ticker. SceneError / BindingsError / ValueError (a bad MQTT URL)
+    are raised before anything listens."""
+    if mqtt_url:
+        check_url(mqtt_url)
+    store = Store(data_dir)
+    live: LiveScene | None = None
+    runner: web.AppRunner | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        live = LiveScene.open(scene_dir, bindings, bus=InProcessBus(), store=store)
+        runner = web.AppRunner(make_app(live), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live)]
+        if mqtt_url:
+            jobs.append(mqtt_ingest(mqtt_url, live))
+        if simulate:
+            jobs.append(_simulate(live))
+        tasks = [asyncio.create_task(job) for job in jobs]
+        yield RunningServer(live, store, runner, bound, host, tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        if live is not None:
+            live.hub.close()
+        store.close()
+
+
+async def serve(
+    scene_dir: Path,
+    *,
+    bindings: Path | None,
+    mqtt_url: str | None,
+    host: str,
+    port: int,
+    data_dir: Path,
+    simulate: bool,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until cancelled. `ready` is set once /api/health answers."""
+    async with running_server(
+        scene_dir, bindings=bindings, mqtt_url=mqtt_url, host=host, port=port, data_dir=data_dir, simulate=simulate
+    ):
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+
+
+def run(
+    scene_dir: Path,
+    *,
+    bindings: Path | None,
+    mqtt_url: str | None,
+    host: str,
+    port: int,
+    data_dir: Path,
+    simulate: bool,
+) -> None:
+    """Blocking `serve` for the CLI; returns on Ctrl+C. Raises SceneError / BindingsError (exit 2)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                scene_dir,
+                bindings=bindings,
+                mqtt_url=mqtt_url,
+                host=host,
+                port=port,
+                data_dir=data_dir,
+                simulate=simulate,
+            )
+        )
+
+
+async def _tick_rules(live: LiveScene) -> None:
+    while True:
+        await asyncio.sleep(RULES_TICK_S)
+        live.hub.tick()
+
+
+async def _simulate(live: LiveScene) -> None:
+    """Feed the simulated plant through the same validation as any producer."""
+    if live.bindings is None:
+        log.warning("--simulate needs bindings: nothing to simulate")
+        return
+    sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
+    while True:
+        live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
+        await asyncio.sleep(1 / SIMULATOR_RATE_HZ)

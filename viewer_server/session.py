@@ -1,0 +1,272 @@
+"""One WebSocket connection: handshake, hello, then a reader loop and its own sender task.
+
+The sender is the only task that writes to the socket. It sends control replies (welcome, snapshot,
+ack, error, pong) first, in order, then whatever the outbox holds. The reader never waits for the
+socket; fan-out never waits for the reader. A client that stops reading only slows its own sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any, Final
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from viewer_server import __version__
+from viewer_server import protocol as p
+from viewer_server.hub import FLUSH_INTERVAL_S
+from viewer_server.live import LIVE, LiveScene
+from viewer_server.outbox import OUTBOX_MAX_EVENTS, RESYNC, Outbox
+from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
+
+log = logging.getLogger(__name__)
+
+# Control replies queued for one client before its reader stops reading (TCP then pushes back on
+# the client): a client that sends requests without reading the answers cannot grow server memory.
+CONTROL_QUEUE_MAX: Final = 64
+# aiohttp pings every so often; a peer that does not answer within half of it is dropped.
+HEARTBEAT_S: Final = 30.0
+CAPABILITIES: Final = ["resume", "coalesce", "msgpack", "publish", "presence", "alarms"]
+# Close reasons are limited to 123 bytes by RFC 6455.
+MAX_CLOSE_REASON: Final = 123
+
+
+def offered_subprotocols(request: web.Request) -> list[str]:
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    return [proto.strip() for proto in header.split(",") if proto.strip()]
+
+
+def version_mismatch_reason(offered: list[str]) -> str:
+    reason = f"TwinView server speaks {', '.join(p.SUBPROTOCOLS)}; this client offered {', '.join(offered)}"
+    return reason[:MAX_CLOSE_REASON]
+
+
+class Session:
+    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding):
+        self.live = live
+        self.ws = ws
+        self.encoding = encoding
+        self.id = secrets.token_hex(6)
+        self.client = "?"
+        self.role: p.Role = "viewer"
+        self.outbox = Outbox(live.rules.default_layer, encoding)
+        self._control: deque[bytes] = deque()  # replies, sent before outbox frames
+        self._drained = asyncio.Event()
+        self._unsubscribe: Any = None
+        self._opcode = WSMsgType.TEXT if encoding == "json" else WSMsgType.BINARY
+        self.frames_sent = 0
+        self.resyncs = 0
+
+    @property
+    def layer(self) -> str:
+        return self.outbox.layer
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hello = await self._await_hello()
+        if hello is None:
+            return
+        self.client, self.role = hello.client, hello.role
+        layer = hello.layer or self.live.rules.default_layer
+        if layer not in self.live.rules.layers:
+            await self._reply(p.Error(p.ERR_UNKNOWN_LAYER, f"no layer {layer!r}; using the default", "hello"))
+            layer = self.live.rules.default_layer
+        self.outbox.reset(layer)
+        sender = asyncio.create_task(self._send_loop(), name=f"twinview-send-{self.id}")
+        try:
+            await self._reply(self._welcome())
+            self._start_stream(hello.resume)
+            await self._read_loop()
+        finally:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            self.live.hub.set_presence(self.id, None)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _await_hello(self) -> p.Hello | None:
+        try:
+            msg = await self.ws.receive(timeout=p.HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await self._close(p.CLOSE_POLICY, f"no hello within {p.HELLO_TIMEOUT_S:.0f} s")
+            return None
+        data = await self._frame_data(msg)
+        if data is None:
+            return None
+        try:
+            hello = p.decode_client(data, self.encoding)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._close(p.CLOSE_POLICY, f"first message must be a valid hello: {exc}")
+            return None
+        if not isinstance(hello, p.Hello):
+            await self._close(p.CLOSE_POLICY, f"first message must be hello, not {type(hello).__name__.lower()}")
+            return None
+        if hello.protocol != p.PROTOCOL_VERSION:
+            await self._close(
+                p.CLOSE_VERSION,
+                f"TwinView server speaks protocol {p.PROTOCOL_VERSION}; this client speaks {hello.protocol}",
+            )
+            return None
+        return hello
+
+    def _welcome(self) -> p.Welcome:
+        return p.Welcome(
+            session_id=self.id,
+            server_epoch=self.live.hub.epoch,
+            seq=self.live.hub.seq,
+            server_version=__version__,
+            protocol=p.PROTOCOL_VERSION,
+            encoding=self.encoding,
+            scene=self.live.scene.id,
+            layer=self.layer,
+            layers=self.live.rules.layers,
+            capabilities=CAPABILITIES,
+            limits={
+                "max_message_bytes": p.MAX_MESSAGE_BYTES,
+                "max_batch_readings": p.MAX_BATCH_READINGS,
+                "resume_log": RESUME_LOG_MAX_CHANGES,
+                "outbox_max_events": OUTBOX_MAX_EVENTS,
+                "flush_interval_ms": round(FLUSH_INTERVAL_S * 1000, 3),
+            },
+        )
+
+    def _start_stream(self, resume: p.Resume | None) -> None:
+        """Snapshot or resume, then subscribe: one synchronous step, so no batch falls in between."""
+        hub = self.live.hub
+        if resume is not None:
+            missed = hub.resume(resume)
+            if not isinstance(missed, str):
+                # Always answered, even when nothing was missed, so the client knows it resumed.
+                self._control.append(p.encode(missed.delta(self.layer), self.encoding))
+                self.outbox.notify()
+            else:
+                self._queue_snapshot(resync=True, reason=missed)
+        else:
+            self._queue_snapshot()
+        self._unsubscribe = self.live.bus.subscribe(hub.scene_id, self.outbox.offer)
+
+    def _queue_snapshot(self, *, resync: bool = False, reason: str | None = None) -> None:
+        snap = self.live.hub.snapshot(self.layer, self.live.scene.urls, resync=resync, reason=reason)
+        self.outbox.reset(self.layer)
+        if resync:
+            self.resyncs += 1
+        # Snapshots bypass CONTROL_QUEUE_MAX: at most one per request or resync, replacing a backlog.
+        self._control.append(p.encode(snap, self.encoding))
+        self.outbox.notify()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        async for msg in self.ws:
+            data = await self._frame_data(msg)
+            if data is None:
+                return
+            try:
+                message = p.decode_client(data, self.encoding)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._reply(p.Error(p.ERR_BAD_MESSAGE, str(exc)))
+                continue
+            await self._handle(message)
+
+    async def _handle(self, message: p.ClientMessage) -> None:
+        if isinstance(message, p.Ping):
+            await self._reply(p.Pong(message.t, time.time()))
+        elif isinstance(message, p.Publish):
+            await self._publish(message)
+        elif isinstance(message, p.Subscribe):
+            if message.layer not in self.live.rules.layers:
+                await self._reply(p.Error(p.ERR_UNKNOWN_LAYER, f"no layer {message.layer!r}", "subscribe"))
+                return
+            self.outbox.layer = message.layer
+            self._queue_snapshot()
+        elif isinstance(message, p.PresenceUpdate):
+            self.live.hub.set_presence(self.id, p.Presence(self.client, message.pose, time.time()))
+        else:
+            await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
+
+    async def _publish(self, message: p.Publish) -> None:
+        if self.role != "publisher":
+            await self._reply(p.Error(p.ERR_NOT_PUBLISHER, "say hello with role 'publisher' to publish", "publish"))
+            return
+        accepted, rejected = self.live.ingest.submit(message.readings)
+        if rejected and rejected[0].reason == "batch_too_large":
+            await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, "publish"))
+            return
+        await self._reply(p.Ack(accepted, rejected, message.ref))
+
+    async def _frame_data(self, msg: Any) -> bytes | str | None:
+        """The payload of a data frame, or None after closing for a wrong or failed frame."""
+        if msg.type == WSMsgType.TEXT and self.encoding == "json":
+            return msg.data
+        if msg.type == WSMsgType.BINARY and self.encoding == "msgpack":
+            return msg.data
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            kind = "text" if msg.type == WSMsgType.TEXT else "binary"
+            await self._close(p.CLOSE_POLICY, f"{kind} frame on a {self.encoding} session")
+        return None  # close, error (aiohttp has closed with 1009 for an oversize frame)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def _reply(self, message: Any) -> None:
+        while len(self._control) >= CONTROL_QUEUE_MAX:
+            self._drained.clear()
+            await self._drained.wait()
+        self._control.append(p.encode(message, self.encoding))
+        self.outbox.notify()
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                await self.outbox.wait()
+                while self._control:
+                    await self._send(self._control.popleft())
+                self._drained.set()
+                frame = self.outbox.take_nowait()
+                if frame is RESYNC:
+                    self._queue_snapshot(resync=True, reason="backlog")
+                elif frame is not None:
+                    await self._send(frame)  # type: ignore[arg-type]
+        except (ConnectionError, RuntimeError) as exc:  # peer gone mid-write
+            log.debug("session %s: send failed: %s", self.id, exc)
+
+    async def _send(self, frame: bytes) -> None:
+        # Shared encoded bytes go out as they are: no per-client decode or re-encode.
+        await self.ws.send_frame(frame, self._opcode)
+        self.frames_sent += 1
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """GET /ws/{scene_id} (or /ws): upgrade, negotiate the subprotocol, run one session."""
+    live = request.app[LIVE]
+    scene_id = request.match_info.get("scene_id", live.scene.id)
+    if scene_id != live.scene.id:
+        raise web.HTTPNotFound(text=f"no scene {scene_id!r}")
+    ws = web.WebSocketResponse(
+        protocols=tuple(p.SUBPROTOCOLS), max_msg_size=p.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S, compress=False
+    )
+    await ws.prepare(request)
+    offered = offered_subprotocols(request)
+    encoding = p.encoding_for(ws.ws_protocol)
+    if encoding is None and offered:
+        await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
+        return ws
+    session = Session(live, ws, encoding or "json")
+    live.sessions.add(session)
+    try:
+        await session.run()
+    finally:
+        live.sessions.discard(session)
+        if not ws.closed:
+            await ws.close()
+    return ws

@@ -1,0 +1,290 @@
+// Boot: connect the session, load the scene the server names, wire the panels, expose the test hook.
+import { Vector3 } from 'three';
+import { ElementBatches } from './batcher.js';
+import { Catalog, fetchManifest } from './catalog.js';
+import { Labels } from './labels.js';
+import { loadGLB } from './loader.js';
+import { PresenceLayer } from './presence.js';
+import { wsUrl } from './protocol.js';
+import { Session } from './session.js';
+import { TwinState } from './state.js';
+import { MeasureTool } from './tools/measure.js';
+import { SectionTool } from './tools/section.js';
+import { TwinView } from './twin_view.js';
+import { bindAlarmList } from './ui/alarms.js';
+import { $ } from './ui/dom.js';
+import { bindLegend } from './ui/legend.js';
+import { clearNotice, showNotice, showProgress } from './ui/notice.js';
+import { PropertiesPanel } from './ui/properties.js';
+import { bindStatusChip } from './ui/status.js';
+import { TreePanel } from './ui/tree.js';
+import { Viewer } from './viewer.js';
+import { XRController } from './xr.js';
+
+// A click that moves the pointer further than this (px) was an orbit drag, not a pick.
+const CLICK_SLOP_PX = 4;
+// The hover ray (our laser for others) is recomputed at most this often.
+const HOVER_INTERVAL_MS = 100;
+
+const params = new URLSearchParams(location.search);
+const sceneParam = params.get('scene');
+const state = new TwinState();
+const viewer = new Viewer($('#view'));
+const session = new Session(state, {
+  url: wsUrl(location) + (sceneParam ? `/${encodeURIComponent(sceneParam)}` : ''),
+  client: userName(),
+  layer: params.get('layer'),
+});
+const labels = new Labels(viewer, $('#labels'));
+const presence = new PresenceLayer(viewer, session, labels, $('#people'));
+const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
+const measure = new MeasureTool(viewer, $('#measure-readout'));
+
+/** @type {{glbUrl: string, abort: AbortController|null, twin: TwinView|null, batches: ElementBatches|null,
+ *          catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
+const app = { glbUrl: '', abort: null, twin: null, batches: null, catalog: null, properties: null, tree: null };
+
+let resolveReady = /** @type {(v: any) => void} */ (() => {});
+const ready = new Promise((r) => { resolveReady = r; });
+
+bindStatusChip(session);
+bindLegend($('#legend'), state);
+
+session.addEventListener('snapshot', (e) => {
+  const snap = /** @type {CustomEvent} */ (e).detail;
+  $('#scene-name').textContent = snap.scene;
+  if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
+  if (snap.resync && snap.reason) {
+    showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
+    setTimeout(clearNotice, 4000);
+  }
+});
+session.addEventListener('welcome', (e) => fillLayers(/** @type {CustomEvent} */ (e).detail));
+session.addEventListener('status', (e) => {
+  const { status, detail } = /** @type {CustomEvent} */ (e).detail;
+  if (status === 'refused') {
+    showNotice('error', 'The server refused this viewer', detail || 'Reload the page to get a matching client.',
+      [{ label: 'Reload', run: () => location.reload() }]);
+  } else if (status === 'reconnecting') {
+    showNotice('warning', session.welcome ? 'Connection lost — reconnecting…' : 'Cannot reach the TwinView server — retrying…',
+      `${detail}. The view keeps the last known state and resumes where it left off.`);
+  } else if (status === 'live' || status === 'resynced') {
+    if (document.querySelector('#notice.warning')) clearNotice();
+  }
+});
+session.addEventListener('servererror', (e) => {
+  const err = /** @type {CustomEvent} */ (e).detail;
+  showNotice('warning', `Server error: ${err.code}`, err.message);
+});
+session.connect();
+
+/**
+ * @param {string} glbUrl @param {string} manifestUrl @param {string} sceneId
+ */
+async function loadScene(glbUrl, manifestUrl, sceneId) {
+  app.abort?.abort();
+  const abort = new AbortController();
+  app.abort = abort;
+  app.glbUrl = glbUrl;
+  const progress = showProgress(() => abort.abort());
+  clearNotice();
+  try {
+    const [gltf, records] = await Promise.all([
+      loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update }),
+      fetchManifest(manifestUrl, abort.signal),
+    ]);
+    progress.stage('Preparing elements…');
+    await new Promise((r) => requestAnimationFrame(r)); // let the message paint before the busy part
+    app.twin?.batches.dispose();
+    const batches = new ElementBatches(gltf.scene);
+    app.batches = batches;
+    app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
+    app.twin = new TwinView(viewer, batches, state, labels);
+    wirePanels(app.catalog);
+    const all = boxOfAll(batches);
+    if (all) viewer.fitBox(all, { animate: false });
+    progress.done();
+    quickLook(sceneId);
+    resolveReady({ elements: batches.elements.size, drawCalls: batches.drawCalls });
+  } catch (e) {
+    progress.done();
+    app.glbUrl = '';
+    const err = /** @type {Error & {hint?: string}} */ (e);
+    const retry = { label: 'Load again', run: () => loadScene(glbUrl, manifestUrl, sceneId) };
+    if (err.name === 'AbortError') showNotice('info', 'Loading cancelled', 'The live connection stays open.', [retry]);
+    else showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
+  }
+}
+
+/** @param {ElementBatches} batches */
+function boxOfAll(batches) {
+  /** @type {import('three').Box3|null} */
+  let box = null;
+  for (const e of batches.elements.values()) box = box ? box.union(e.box) : e.box.clone();
+  return box;
+}
+
+/** @param {Catalog} catalog */
+function wirePanels(catalog) {
+  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true));
+  app.properties = new PropertiesPanel($('#properties'), catalog, state, {
+    historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+  });
+  bindAlarmList($('#alarms'), $('#alarm-count'), state, catalog, (id) => select(id, true));
+}
+
+/**
+ * Select an element everywhere: highlight, tree, properties; optionally fly to it.
+ * @param {string|null} id @param {boolean} [fly]
+ */
+function select(id, fly = false) {
+  app.twin?.select(id);
+  app.tree?.select(id);
+  app.properties?.show(id);
+  if (viewer.renderer.xr.isPresenting) xr.showPanel(id);
+  const box = id ? app.batches?.boxOf(id) : null;
+  if (fly && box) viewer.fitBox(box);
+}
+
+/** @param {any} welcome */
+function fillLayers(welcome) {
+  const sel = /** @type {HTMLSelectElement} */ ($('#layer-select'));
+  sel.replaceChildren(...welcome.layers.map((/** @type {string} */ l) => new Option(l, l, false, l === welcome.layer)));
+  sel.onchange = () => session.subscribe(sel.value);
+}
+
+/** AR Quick Look on iOS / visionOS: Safari opens the USDZ itself. @param {string} sceneId */
+function quickLook(sceneId) {
+  const a = /** @type {HTMLAnchorElement} */ ($('#quicklook'));
+  a.href = `/scenes/${encodeURIComponent(sceneId)}/scene.usdz`;
+  a.hidden = !document.createElement('a').relList.supports('ar');
+}
+
+// Picking: a click without drag selects what is under the pointer (or clears the selection).
+let down = { x: 0, y: 0 };
+viewer.renderer.domElement.addEventListener('pointerdown', (e) => { down = { x: e.clientX, y: e.clientY }; });
+viewer.renderer.domElement.addEventListener('pointerup', (e) => {
+  if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
+  if (measure.active) {
+    const hit = viewer.pickAt(e.clientX, e.clientY);
+    if (hit) measure.add(hit.point);
+    return;
+  }
+  select(pickId(e.clientX, e.clientY));
+});
+// Our pointer, shown to the others as a laser while it is over the model.
+let lastHover = 0;
+viewer.renderer.domElement.addEventListener('pointermove', (e) => {
+  if (e.timeStamp - lastHover < HOVER_INTERVAL_MS) return; // a raycast per mouse event is wasted work
+  lastHover = e.timeStamp;
+  const hit = viewer.pickAt(e.clientX, e.clientY);
+  presence.pointer = hit ? viewer.raycaster.ray.clone() : null;
+});
+/** @param {HTMLElement} btn @param {boolean} on */
+const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
+$('#btn-section').addEventListener('click', (e) => {
+  const on = !section.active;
+  const box = app.twin?.selected ? app.batches?.boxOf(app.twin.selected) : app.batches && boxOfAll(app.batches);
+  section.set(on && box ? box : null);
+  press(/** @type {HTMLElement} */ (e.currentTarget), section.active);
+  $('#section-controls').hidden = !section.active;
+});
+$('#btn-measure').addEventListener('click', (e) => {
+  measure.setActive(!measure.active);
+  press(/** @type {HTMLElement} */ (e.currentTarget), measure.active);
+});
+$('#btn-fit').addEventListener('click', () => {
+  const box = app.twin?.selected ? app.batches?.boxOf(app.twin.selected) : app.batches && boxOfAll(app.batches);
+  if (box) viewer.fitBox(box);
+});
+window.addEventListener('keydown', (e) => {
+  if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
+  if (e.key === 'Escape') select(null);
+});
+window.addEventListener('pagehide', () => {
+  app.abort?.abort();
+  session.close();
+});
+
+const xr = new XRController(viewer, {
+  modelBox: () => (app.batches ? boxOfAll(app.batches) : null),
+  onPick: (id) => select(id),
+  idOf: (hit) => app.batches?.idOf(hit) ?? null,
+  panelLines,
+  setPointer: (ray) => { presence.pointer = ray; },
+});
+xr.offer($('#btn-vr'), $('#btn-ar'));
+xr.addEventListener('error', (e) => showNotice('error', /** @type {CustomEvent} */ (e).detail));
+viewer.renderer.xr.addEventListener('sessionstart', () => { $('#xr-overlay').hidden = xr.mode !== 'ar'; });
+viewer.renderer.xr.addEventListener('sessionend', () => { $('#xr-overlay').hidden = true; });
+$('#xr-scale').addEventListener('click', (e) => {
+  /** @type {HTMLElement} */ (e.currentTarget).textContent = xr.toggleScale() ? 'Tabletop' : '1:1';
+  $('#xr-hint').textContent = 'Tap a surface to place the model again';
+});
+$('#xr-exit').addEventListener('click', () => viewer.renderer.xr.getSession()?.end());
+state.addEventListener('delta', () => xr.redrawPanel());
+
+/** Text of the XR properties panel: name, class, status, then live values. @param {string} id @returns {string[]} */
+function panelLines(id) {
+  const rec = app.catalog?.get(id);
+  const v = state.visuals.get(id);
+  const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
+    `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
+  return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean).slice(0, 8);
+}
+
+/** The name others see; from ?name=, else remembered per browser. */
+function userName() {
+  const fromUrl = new URLSearchParams(location.search).get('name');
+  if (fromUrl) return fromUrl;
+  let name = localStorage.getItem('twinview.name');
+  if (!name) localStorage.setItem('twinview.name', (name = `Guest ${Math.floor(100 + Math.random() * 900)}`));
+  return name;
+}
+
+/** @param {number} x @param {number} y */
+function pickId(x, y) {
+  const hit = viewer.pickAt(x, y);
+  return hit && app.batches ? app.batches.idOf(hit) : null;
+}
+
+/** Test and automation hook. */
+Object.assign(window, {
+  twinview: {
+    ready,
+    state,
+    session,
+    viewer,
+    app,
+    presence,
+    measure,
+    section,
+    xr,
+    get seq() { return state.seq; },
+    /** @param {string} id */
+    colorOf: (id) => app.batches?.colorOf(id) ?? '',
+    drawCalls: () => viewer.renderer.info.render.calls,
+    /** Where an element's centre is on screen (client px), or null. @param {string} id */
+    screenOf(id) {
+      const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
+      if (!c) return null;
+      const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
+      const r = viewer.renderer.domElement.getBoundingClientRect();
+      return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
+    },
+    /** @param {number} x @param {number} y */
+    pick: (x, y) => { const id = pickId(x, y); select(id); return id; },
+    select,
+    /** Render `n` frames back to back and return the mean frame time (ms) measured with requestAnimationFrame. */
+    async frameTime(n = 30) {
+      const stamps = [];
+      for (let i = 0; i <= n; i++) {
+        viewer.camera.position.applyAxisAngle(viewer.camera.up, 0.01);
+        viewer.camera.lookAt(viewer.controls.target);
+        viewer.invalidate();
+        stamps.push(await new Promise((r) => requestAnimationFrame(r)));
+      }
+      return { meanMs: (stamps[n] - stamps[0]) / n, renderMs: viewer.lastFrameMs, drawCalls: viewer.renderer.info.render.calls };
+    },
+  },
+});

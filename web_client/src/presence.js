@@ -1,0 +1,186 @@
+// Other people in the scene: a camera-frustum avatar for browser users, head and hand for XR users
+// (told apart by where their pointer ray starts), a laser for their pointer, names, and "follow".
+// Our own pose is sent as a heartbeat, in model coordinates so that a scaled AR placement still agrees.
+import * as THREE from 'three';
+import { h, replace } from './ui/dom.js';
+
+// Send our pose at most this often while it changes (the server coalesces per session anyway) ...
+const SEND_INTERVAL_MS = 100;
+// ... and at least this often while it does not, so that others can tell a quiet user from a gone one.
+const HEARTBEAT_MS = 2000;
+// A pointer ray starting further than this from the head comes from a hand controller: an XR user.
+const HAND_OFFSET_M = 0.15;
+const LASER_LENGTH_M = 30;
+// Turns the cone (apex +Y) so its apex is at the eye and its square base opens forward (-Z).
+const FRUSTUM_TURN = new THREE.Euler(Math.PI / 2, Math.PI / 4, 0);
+
+/** @param {string} sid */
+export function colorFor(sid) {
+  let hash = 0;
+  for (const ch of sid) hash = (hash * 31 + ch.charCodeAt(0)) | 0;
+  return new THREE.Color().setHSL(((hash >>> 0) % 360) / 360, 0.7, 0.6);
+}
+
+export class PresenceLayer {
+  /**
+   * @param {import('./viewer.js').Viewer} viewer
+   * @param {import('./session.js').Session} session
+   * @param {import('./labels.js').Labels} labels
+   * @param {HTMLElement} list the people list
+   */
+  constructor(viewer, session, labels, list) {
+    this.viewer = viewer;
+    this.session = session;
+    this.labels = labels;
+    this.list = list;
+    /** @type {Map<string, THREE.Group>} */
+    this.avatars = new Map();
+    /** @type {string|null} session id we follow */
+    this.following = null;
+    /** @type {THREE.Ray|null} our pointer in world coordinates, while over the model */
+    this.pointer = null;
+    this.lastSent = 0;
+    this.lastPose = '';
+    session.state.addEventListener('reset', () => this.sync());
+    session.state.addEventListener('delta', (e) => {
+      if (Object.keys(/** @type {CustomEvent} */ (e).detail.delta.presence ?? {}).length) this.sync();
+    });
+    viewer.controls.addEventListener('start', () => this.follow(null));
+    viewer.tickers.push(() => this.#heartbeat());
+  }
+
+  /** Our pose (head + pointer) in model coordinates. @returns {import('./protocol.js').Pose} */
+  ownPose() {
+    const { camera, world, renderer } = this.viewer;
+    const head = renderer.xr.isPresenting ? renderer.xr.getCamera() : camera;
+    const toModel = world.matrixWorld.clone().invert();
+    const m = head.matrixWorld.clone().premultiply(toModel);
+    const pos = new THREE.Vector3();
+    const quat = new THREE.Quaternion();
+    m.decompose(pos, quat, new THREE.Vector3());
+    /** @type {import('./protocol.js').Pose} */
+    const pose = { position: round(pos.toArray()), quaternion: round(quat.toArray(), 4) };
+    if (this.pointer) {
+      const o = this.pointer.origin.clone().applyMatrix4(toModel);
+      const d = this.pointer.direction.clone().transformDirection(toModel);
+      pose.ray_origin = round(o.toArray());
+      pose.ray_direction = round(d.toArray(), 4);
+    }
+    return pose;
+  }
+
+  #heartbeat() {
+    const now = performance.now();
+    if (now - this.lastSent < SEND_INTERVAL_MS) return false;
+    const pose = this.ownPose();
+    const key = JSON.stringify(pose);
+    if (key === this.lastPose && now - this.lastSent < HEARTBEAT_MS) return false;
+    this.session.sendPresence(pose);
+    this.lastSent = now;
+    this.lastPose = key;
+    return false;
+  }
+
+  /** Bring avatars in line with the state's presence map. */
+  sync() {
+    const own = this.session.welcome?.session_id;
+    const present = this.session.state.presence;
+    for (const [sid, avatar] of this.avatars) {
+      if (present.has(sid) && sid !== own) continue;
+      avatar.removeFromParent();
+      this.labels.set(`user:${sid}`, null, () => null);
+      this.avatars.delete(sid);
+    }
+    for (const [sid, p] of present) {
+      if (sid === own) continue;
+      const avatar = this.avatars.get(sid) ?? this.#create(sid, p.client);
+      place(avatar, p.pose);
+      if (sid === this.following) this.#lookFrom(p.pose);
+    }
+    this.#renderList();
+    this.viewer.invalidate();
+  }
+
+  /** @param {string|null} sid */
+  follow(sid) {
+    if (this.following === sid) return;
+    this.following = sid;
+    const p = sid ? this.session.state.presence.get(sid) : null;
+    if (p) this.#lookFrom(p.pose);
+    this.#renderList();
+  }
+
+  /** @param {import('./protocol.js').Pose} pose */
+  #lookFrom(pose) {
+    const pos = new THREE.Vector3(...pose.position).applyMatrix4(this.viewer.world.matrixWorld);
+    const fwd = new THREE.Vector3(0, 0, -1).applyQuaternion(new THREE.Quaternion(...pose.quaternion));
+    const dist = Math.max(this.viewer.camera.position.distanceTo(this.viewer.controls.target), 1);
+    this.viewer.flyTo(pos, pos.clone().addScaledVector(fwd, dist), 250);
+  }
+
+  /** @param {string} sid @param {string} name */
+  #create(sid, name) {
+    const color = colorFor(sid);
+    const mat = new THREE.MeshBasicMaterial({ color });
+    const g = new THREE.Group();
+    g.name = `avatar:${sid}`;
+    // Browser user: a camera frustum (a pyramid opening along the view direction).
+    const frustum = new THREE.LineSegments(new THREE.EdgesGeometry(new THREE.ConeGeometry(0.25, 0.4, 4, 1, true)),
+      new THREE.LineBasicMaterial({ color }));
+    frustum.name = 'frustum';
+    // XR user: head with a visor, and a hand at the start of the pointer ray.
+    const head = new THREE.Mesh(new THREE.SphereGeometry(0.12, 16, 12), mat);
+    head.add(new THREE.Mesh(new THREE.BoxGeometry(0.16, 0.05, 0.04).translate(0, 0.02, -0.11), new THREE.MeshBasicMaterial({ color: 0x111111 })));
+    head.name = 'head';
+    const hand = new THREE.Mesh(new THREE.SphereGeometry(0.04, 12, 8), mat);
+    hand.name = 'hand';
+    const laser = new THREE.Line(new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -1)]),
+      new THREE.LineBasicMaterial({ color }));
+    laser.name = 'laser';
+    g.add(frustum, head, hand, laser);
+    g.userData = { name, color: `#${color.getHexString()}` };
+    this.viewer.world.add(g);
+    this.avatars.set(sid, g);
+    this.labels.set(`user:${sid}`, name, () => g.getObjectByName('head')?.getWorldPosition(new THREE.Vector3())
+      .applyMatrix4(this.viewer.world.matrixWorld.clone().invert()) ?? null, 'user', g.userData.color);
+    return g;
+  }
+
+  #renderList() {
+    const own = this.session.welcome?.session_id;
+    replace(this.list, ...[...this.avatars].map(([sid, g]) => h('li', { dataset: { sid } },
+      h('span', { class: 'dot', style: `background:${g.userData.color}` }), g.userData.name,
+      h('button', { onclick: () => this.follow(this.following === sid ? null : sid), 'aria-pressed': String(this.following === sid) },
+        this.following === sid ? 'Following' : 'Follow'))),
+    this.avatars.size ? null : h('li', { class: 'empty' }, own ? 'Only you are here' : 'Not connected'));
+  }
+}
+
+/** @param {THREE.Group} g @param {import('./protocol.js').Pose} pose */
+function place(g, pose) {
+  const head = /** @type {THREE.Object3D} */ (g.getObjectByName('head'));
+  const frustum = /** @type {THREE.Object3D} */ (g.getObjectByName('frustum'));
+  const hand = /** @type {THREE.Object3D} */ (g.getObjectByName('hand'));
+  const laser = /** @type {THREE.Line} */ (g.getObjectByName('laser'));
+  head.position.fromArray(pose.position);
+  head.quaternion.fromArray(pose.quaternion);
+  frustum.position.copy(head.position).add(new THREE.Vector3(0, 0, -0.2).applyQuaternion(head.quaternion));
+  frustum.quaternion.copy(head.quaternion).multiply(new THREE.Quaternion().setFromEuler(FRUSTUM_TURN));
+  const origin = pose.ray_origin ? new THREE.Vector3(...pose.ray_origin) : null;
+  const xr = Boolean(origin && origin.distanceTo(head.position) > HAND_OFFSET_M);
+  frustum.visible = !xr;
+  head.visible = xr;
+  hand.visible = xr;
+  if (origin) hand.position.copy(origin);
+  laser.visible = Boolean(origin && pose.ray_direction);
+  if (origin && pose.ray_direction) {
+    const end = origin.clone().addScaledVector(new THREE.Vector3(...pose.ray_direction).normalize(), LASER_LENGTH_M);
+    laser.geometry.setFromPoints([origin, end]);
+  }
+}
+
+/** @param {number[]} a @param {number} [digits] */
+function round(a, digits = 3) {
+  const k = 10 ** digits;
+  return a.map((x) => Math.round(x * k) / k);
+}

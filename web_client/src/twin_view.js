@@ -1,0 +1,75 @@
+// Binds the twin state to the batched elements: applies visuals (colour, visibility, transform) as
+// snapshots and deltas arrive, and keeps the selection highlight.
+import * as THREE from 'three';
+
+const _color = new THREE.Color();
+const _matrix = new THREE.Matrix4();
+const SELECTION_COLOR = 0x4da3ff;
+
+export class TwinView {
+  /**
+   * @param {import('./viewer.js').Viewer} viewer
+   * @param {import('./batcher.js').ElementBatches} batches
+   * @param {import('./state.js').TwinState} state
+   * @param {import('./labels.js').Labels} labels
+   */
+  constructor(viewer, batches, state, labels) {
+    this.viewer = viewer;
+    this.labels = labels;
+    this.batches = batches;
+    this.state = state;
+    /** @type {string|null} */
+    this.selected = null;
+    this.highlight = new THREE.Box3Helper(new THREE.Box3(), SELECTION_COLOR);
+    this.highlight.visible = false;
+    viewer.world.add(batches.group, this.highlight);
+    viewer.pickables.push(batches.group);
+    /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
+    this.touched = new Set();
+    state.addEventListener('reset', () => this.applyAll());
+    state.addEventListener('delta', (e) => {
+      for (const id of /** @type {CustomEvent} */ (e).detail.visuals) this.apply(id);
+      viewer.invalidate();
+    });
+    this.applyAll();
+  }
+
+  applyAll() {
+    for (const id of this.touched) if (!this.state.visuals.has(id)) this.apply(id);
+    for (const id of this.state.visuals.keys()) this.apply(id);
+    this.viewer.invalidate();
+  }
+
+  /** Apply one element's visual as a whole (omitted fields take their defaults, as the spec says). @param {string} id */
+  apply(id) {
+    const v = this.state.visuals.get(id) ?? {};
+    const b = this.batches;
+    if (!b.elements.has(id)) return;
+    this.touched.add(id);
+    b.setColor(id, typeof v.color === 'string' ? _color.set(v.color) : null);
+    b.setVisible(id, v.visible !== false);
+    b.setTransform(id, Array.isArray(v.transform) && v.transform.length === 16
+      ? _matrix.set(...(/** @type {[number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number]} */ (v.transform)))
+      : null);
+    // A label, or a flag for an anomaly, floats above the element.
+    const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
+    this.labels.set(`el:${id}`, text, () => this.#top(id), v.anomaly ? 'anomaly' : '');
+    if (this.selected === id) this.select(id);
+  }
+
+  /** @param {string} id */
+  #top(id) {
+    if (!this.batches.isVisible(id)) return null;
+    const box = this.batches.boxOf(id);
+    return box ? box.getCenter(new THREE.Vector3()).setY(box.max.y) : null;
+  }
+
+  /** @param {string|null} id */
+  select(id) {
+    this.selected = id;
+    const box = id ? this.batches.boxOf(id) : null;
+    this.highlight.visible = Boolean(box && !box.isEmpty());
+    if (box) this.highlight.box.copy(box).expandByScalar(0.02);
+    this.viewer.invalidate();
+  }
+}

@@ -1,0 +1,64 @@
+// Tiny DOM builder. Strings always become text nodes: names and values from files or other users are
+// rendered as text, never parsed as HTML.
+
+/**
+ * @param {string} tag
+ * @param {Record<string, any>|null} [props] attributes; `on*` functions become listeners, `class` the className
+ * @param {...(Node|string|number|null|undefined|false)} children
+ * @returns {HTMLElement}
+ */
+export function h(tag, props = null, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props ?? {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+/** @param {Element} el @param {(Node|string|number|null|undefined|false)[]} children */
+export function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    el.appendChild(typeof c === 'object' ? c : document.createTextNode(String(c)));
+  }
+}
+
+/** Replace all children of `el`. @param {Element} el @param {...(Node|string|null|undefined|false)} children */
+export function replace(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/** @param {string} sel @returns {HTMLElement} */
+export function $(sel) {
+  const el = document.querySelector(sel);
+  if (!el) throw new Error(`missing element ${sel}`);
+  return /** @type {HTMLElement} */ (el);
+}
+
+/**
+ * A small SVG sparkline of numeric values.
+ * @param {number[]} values @param {number} [w] @param {number} [hgt]
+ */
+export function sparkline(values, w = 120, hgt = 24) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
+  svg.setAttribute('width', String(w));
+  svg.setAttribute('height', String(hgt));
+  svg.classList.add('spark');
+  if (values.length < 2) return svg;
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const span = hi - lo || 1;
+  const pts = values.map((v, i) => `${((i / (values.length - 1)) * w).toFixed(1)},${(hgt - 2 - ((v - lo) / span) * (hgt - 4)).toFixed(1)}`);
+  const line = document.createElementNS(ns, 'polyline');
+  line.setAttribute('points', pts.join(' '));
+  svg.appendChild(line);
+  return svg;
+}

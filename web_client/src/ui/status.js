@@ -1,0 +1,24 @@
+// The connection chip: live / reconnecting / resynced / refused, with the round-trip lag.
+import { $ } from './dom.js';
+
+const LABELS = { connecting: 'connecting', live: 'live', reconnecting: 'reconnecting', resynced: 'resynced',
+  refused: 'refused', closed: 'offline' };
+
+/** @param {import('../session.js').Session} session */
+export function bindStatusChip(session) {
+  const chip = $('#status');
+  let detail = '';
+  const render = () => {
+    const lag = Number.isFinite(session.rttMs) ? ` · ${Math.round(session.rttMs)} ms` : '';
+    const live = session.status === 'live' || session.status === 'resynced';
+    chip.textContent = `${LABELS[session.status]}${live ? lag : ''}`;
+    chip.className = `chip ${session.status}`;
+    chip.title = detail || `seq ${session.state.seq}`;
+  };
+  session.addEventListener('status', (e) => {
+    detail = /** @type {CustomEvent} */ (e).detail.detail;
+    render();
+  });
+  session.addEventListener('rtt', render);
+  render();
+}

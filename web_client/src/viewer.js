@@ -1,0 +1,147 @@
+// The 3D view: renderer, camera, orbit navigation, lights, render-on-demand, picking and fly-to.
+import * as THREE from 'three';
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+
+export const BACKGROUND = 0x1d2127;
+// A fly-to lasts this long: long enough to follow, short enough not to annoy.
+const FLY_MS = 600;
+// Fitting leaves this much room around the box, so the element is seen in its surroundings.
+const FIT_MARGIN = 1.4;
+
+export class Viewer extends EventTarget {
+  /** @param {HTMLElement} container */
+  constructor(container) {
+    super();
+    this.container = container;
+    this.renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    this.renderer.xr.enabled = true;
+    this.renderer.localClippingEnabled = true;
+    container.appendChild(this.renderer.domElement);
+
+    this.scene = new THREE.Scene();
+    this.scene.background = new THREE.Color(BACKGROUND);
+    this.camera = new THREE.PerspectiveCamera(50, 1, 0.05, 5000);
+    this.camera.position.set(10, 8, 10);
+    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x445566, 1.4));
+    const sun = new THREE.DirectionalLight(0xffffff, 1.4);
+    sun.position.set(5, 10, 7);
+    this.scene.add(sun);
+    /** Everything that moves with the model (XR placement scales and anchors this). */
+    this.world = new THREE.Group();
+    this.world.name = 'world';
+    this.scene.add(this.world);
+
+    this.controls = new OrbitControls(this.camera, this.renderer.domElement);
+    this.controls.enableDamping = true;
+    this.controls.addEventListener('change', () => this.invalidate());
+
+    this.raycaster = new THREE.Raycaster();
+    /** @type {THREE.Object3D[]} what picking tests against */
+    this.pickables = [];
+    /** @type {((dt: number, frame?: XRFrame) => boolean)[]} per-frame hooks; return true to keep animating */
+    this.tickers = [];
+    this.dirty = true;
+    this.lastFrameMs = 0;
+    this.frames = 0;
+    this.timer = new THREE.Timer();
+
+    new ResizeObserver(() => this.#resize()).observe(container);
+    this.#resize();
+    this.renderer.setAnimationLoop((t, frame) => this.#frame(t, frame));
+  }
+
+  invalidate() {
+    this.dirty = true;
+  }
+
+  #resize() {
+    const w = this.container.clientWidth || 1;
+    const h = this.container.clientHeight || 1;
+    if (this.renderer.xr.isPresenting) return;
+    this.renderer.setSize(w, h, false);
+    this.camera.aspect = w / h;
+    this.camera.updateProjectionMatrix();
+    this.invalidate();
+  }
+
+  /** @param {number} time @param {XRFrame|undefined} frame */
+  #frame(time, frame) {
+    this.timer.update(time);
+    const dt = this.timer.getDelta();
+    let animating = this.controls.update(dt);
+    for (const tick of [...this.tickers]) animating = tick(dt, frame) || animating;
+    if (!this.dirty && !animating && !this.renderer.xr.isPresenting) return;
+    this.dirty = false;
+    const t0 = performance.now();
+    this.renderer.render(this.scene, this.camera);
+    this.lastFrameMs = performance.now() - t0;
+    this.frames += 1;
+    this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
+  }
+
+  /**
+   * Pick at client pixel coordinates.
+   * @param {number} clientX @param {number} clientY
+   * @returns {THREE.Intersection|null}
+   */
+  pickAt(clientX, clientY) {
+    const r = this.renderer.domElement.getBoundingClientRect();
+    const ndc = new THREE.Vector2(((clientX - r.left) / r.width) * 2 - 1, -((clientY - r.top) / r.height) * 2 + 1);
+    this.raycaster.setFromCamera(ndc, this.camera);
+    return this.pickRay(this.raycaster);
+  }
+
+  /** @param {THREE.Raycaster} raycaster @returns {THREE.Intersection|null} nearest hit not clipped away */
+  pickRay(raycaster) {
+    const planes = this.renderer.clippingPlanes;
+    for (const hit of raycaster.intersectObjects(this.pickables, true)) {
+      if (planes.every((p) => p.distanceToPoint(hit.point) >= 0)) return hit;
+    }
+    return null;
+  }
+
+  /**
+   * Move the camera so the box fills the view, animated.
+   * @param {THREE.Box3} box @param {{animate?: boolean}} [opts]
+   */
+  fitBox(box, { animate = true } = {}) {
+    if (box.isEmpty()) return;
+    const sphere = box.getBoundingSphere(new THREE.Sphere());
+    const fov = THREE.MathUtils.degToRad(this.camera.fov);
+    const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fov * this.camera.aspect) / 2);
+    const dir = this.camera.position.clone().sub(this.controls.target).normalize();
+    if (dir.lengthSq() === 0) dir.set(1, 0.8, 1).normalize();
+    const toPos = sphere.center.clone().addScaledVector(dir, dist);
+    this.camera.near = Math.max(dist / 1000, 0.01);
+    this.camera.far = dist * 100 + sphere.radius * 10;
+    this.camera.updateProjectionMatrix();
+    this.flyTo(toPos, sphere.center, animate ? FLY_MS : 0);
+  }
+
+  /**
+   * @param {THREE.Vector3} position @param {THREE.Vector3} target @param {number} ms
+   */
+  flyTo(position, target, ms = FLY_MS) {
+    const p0 = this.camera.position.clone();
+    const t0 = this.controls.target.clone();
+    let t = ms > 0 ? 0 : 1;
+    const step = (/** @type {number} */ dt) => {
+      t = Math.min(1, t + (dt * 1000) / Math.max(ms, 1));
+      const k = t * t * (3 - 2 * t);
+      this.camera.position.lerpVectors(p0, position, k);
+      this.controls.target.lerpVectors(t0, target, k);
+      this.camera.lookAt(this.controls.target);
+      if (t >= 1) this.tickers.splice(this.tickers.indexOf(step), 1);
+      return true;
+    };
+    if (t >= 1) {
+      this.camera.position.copy(position);
+      this.controls.target.copy(target);
+      this.camera.lookAt(target);
+      this.invalidate();
+    } else {
+      this.tickers.push(step);
+    }
+  }
+}
