@@ -65,8 +65,7 @@ class Recorder:
     (to know when it is synced); after that it keeps the raw frames with their receive times and
     decodes them only after the run, so that decoding never delays the next read."""
 
-    __slots__ = ("counters", "elems", "frame_times", "held_seed", "raw", "raw_times", "record", "seeded_at",
-                 "times")
+    __slots__ = ("counters", "elems", "frame_times", "held_seed", "raw", "raw_times", "record", "seeded_at", "times")
 
     def __init__(self, k: int, record: bool) -> None:
         self.elems = array("i")
@@ -108,15 +107,27 @@ class Client:
         else:
             sub = ["twinview.v1.msgpack"]
         async with websockets.connect(
-            self.url, subprotocols=sub, max_size=None, compression=None, open_timeout=60, close_timeout=1,
+            self.url,
+            subprotocols=sub,
+            max_size=None,
+            compression=None,
+            open_timeout=120,
+            close_timeout=1,
             ping_interval=None,
         ) as ws:
             self.opened_at = time.monotonic()
             if self.system == "twin":
                 await ws.send(
                     msgspec.msgpack.encode(
-                        {"type": "hello", "client": "bench-fanout", "client_version": "0.1.0",
-                         "protocol": 1, "role": "viewer", "layer": None, "resume": None}
+                        {
+                            "type": "hello",
+                            "client": "bench-fanout",
+                            "client_version": "0.1.0",
+                            "protocol": 1,
+                            "role": "viewer",
+                            "layer": None,
+                            "resume": None,
+                        }
                     )
                 )
             recv = self._recv_viser if self.system == "viser" else self._recv_twin
@@ -312,13 +323,17 @@ async def main_async(args: argparse.Namespace) -> None:
         np.savez(
             args.out,
             elems=np.concatenate([np.frombuffer(c.rec.elems, dtype=np.int32) for c in clients])
-            if clients else np.zeros(0, np.int32),
+            if clients
+            else np.zeros(0, np.int32),
             counters=np.concatenate([np.frombuffer(c.rec.counters, dtype=np.int64) for c in clients])
-            if clients else np.zeros(0, np.int64),
+            if clients
+            else np.zeros(0, np.int64),
             times=np.concatenate([np.frombuffer(c.rec.times, dtype=np.float64) for c in clients])
-            if clients else np.zeros(0),
+            if clients
+            else np.zeros(0),
             frame_times=np.concatenate([np.frombuffer(c.rec.frame_times, dtype=np.float64) for c in clients])
-            if clients else np.zeros(0),
+            if clients
+            else np.zeros(0),
             lens=np.array(lens, dtype=np.int64),
             flens=np.array(flens, dtype=np.int64),
         )

@@ -28,6 +28,7 @@ class Schedule:
     counters: np.ndarray  # int64, the counter update j sets
     per_tick: int  # updates issued per tick
     n_ticks: int
+    tick: float  # seconds between ticks
 
     @property
     def n(self) -> int:
@@ -39,7 +40,8 @@ def make_schedule(k: int, rate: float, duration: float, seed: int = 1) -> Schedu
 
     The same (k, rate, duration, seed) gives the same schedule, so both systems see identical work."""
     per_tick = max(1, round(rate * TICK_S))
-    n_ticks = max(1, round(duration / TICK_S))
+    tick = per_tick / rate  # TICK_S, or longer when the rate is below one update per TICK_S
+    n_ticks = max(1, round(duration / tick))
     n = per_tick * n_ticks
     rng = np.random.default_rng(seed)
     elems = rng.integers(0, k, size=n, dtype=np.int32)
@@ -50,7 +52,7 @@ def make_schedule(k: int, rate: float, duration: float, seed: int = 1) -> Schedu
     run_index = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
     counters = np.empty(n, dtype=np.int64)
     counters[order] = SEED_COUNTER + 1 + run_index
-    return Schedule(elems=elems, counters=counters, per_tick=per_tick, n_ticks=n_ticks)
+    return Schedule(elems=elems, counters=counters, per_tick=per_tick, n_ticks=n_ticks, tick=tick)
 
 
 def final_counters(k: int, sched: Schedule) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -29,7 +30,7 @@ import msgspec
 import numpy as np
 import websockets
 
-from bench._fanout_stats import SEED_COUNTER, TICK_S, make_schedule
+from bench._fanout_stats import SEED_COUNTER, make_schedule
 
 PUBLISH_CHUNK = 2000  # readings per publish frame when seeding (the protocol allows 5000)
 
@@ -49,12 +50,27 @@ def write_scene(scene_dir: Path, bindings_path: Path, k: int) -> None:
     key "k{i}" to e{i}.v, with one layer and no rules (so the only change per update is the prop)."""
     scene_dir.mkdir(parents=True, exist_ok=True)
     elements = [
-        {"id": f"e{i}", "name": f"Element {i}", "class": "Sensor", "parent": None, "bbox": None,
-         "triangles": 0, "properties": {}}
+        {
+            "id": f"e{i}",
+            "name": f"Element {i}",
+            "class": "Sensor",
+            "parent": None,
+            "bbox": None,
+            "triangles": 0,
+            "properties": {},
+        }
         for i in range(k)
     ]
-    manifest = {"format": "twinview-manifest", "version": 1, "units": "m", "up_axis": "Y", "inputs": [],
-                "stats": {}, "warnings": [], "elements": elements}
+    manifest = {
+        "format": "twinview-manifest",
+        "version": 1,
+        "units": "m",
+        "up_axis": "Y",
+        "inputs": [],
+        "stats": {},
+        "warnings": [],
+        "elements": elements,
+    }
     (scene_dir / "manifest.json").write_bytes(msgspec.json.encode(manifest))
     (scene_dir / "scene.glb").write_bytes(_empty_glb())
     bindings = {
@@ -70,8 +86,14 @@ def _empty_glb() -> bytes:
     body = b'{"asset":{"version":"2.0"},"scenes":[{"nodes":[]}],"scene":0}'
     body += b" " * (-len(body) % 4)
     total = 12 + 8 + len(body)
-    return (b"glTF" + (2).to_bytes(4, "little") + total.to_bytes(4, "little")
-            + len(body).to_bytes(4, "little") + b"JSON" + body)
+    return (
+        b"glTF"
+        + (2).to_bytes(4, "little")
+        + total.to_bytes(4, "little")
+        + len(body).to_bytes(4, "little")
+        + b"JSON"
+        + body
+    )
 
 
 # --- serve -------------------------------------------------------------------------------------------
@@ -82,8 +104,16 @@ async def _serve(args: argparse.Namespace) -> None:
 
     ready = asyncio.Event()
     task = asyncio.create_task(
-        serve(Path(args.scene_dir), bindings=Path(args.bindings), mqtt_url=None, host="127.0.0.1",
-              port=args.port, data_dir=Path(args.data_dir), simulate=False, ready=ready)
+        serve(
+            Path(args.scene_dir),
+            bindings=Path(args.bindings),
+            mqtt_url=None,
+            host="127.0.0.1",
+            port=args.port,
+            data_dir=Path(args.data_dir),
+            simulate=False,
+            ready=ready,
+        )
     )
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -108,11 +138,27 @@ def _publish(readings: list[dict], ref: str) -> bytes:
 
 async def _drive(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    async with websockets.connect(args.url, subprotocols=["twinview.v1.msgpack"], max_size=None,
-                                  compression=None, ping_interval=None, close_timeout=1) as ws:
-        await ws.send(msgspec.msgpack.encode({"type": "hello", "client": "bench-fanout-publisher",
-                                              "client_version": "0.1.0", "protocol": 1, "role": "publisher",
-                                              "layer": None, "resume": None}))
+    async with websockets.connect(
+        args.url,
+        subprotocols=["twinview.v1.msgpack"],
+        max_size=None,
+        compression=None,
+        ping_interval=None,
+        close_timeout=1,
+    ) as ws:
+        await ws.send(
+            msgspec.msgpack.encode(
+                {
+                    "type": "hello",
+                    "client": "bench-fanout-publisher",
+                    "client_version": "0.1.0",
+                    "protocol": 1,
+                    "role": "publisher",
+                    "layer": None,
+                    "resume": None,
+                }
+            )
+        )
         stats = {"accepted": 0, "rejected": 0, "acks": 0, "errors": []}
         acked = asyncio.Condition()
 
@@ -134,8 +180,10 @@ async def _drive(args: argparse.Namespace) -> None:
 
         # Seed: every element at SEED_COUNTER, before any viewer connects.
         frames = [
-            _publish([{"key": f"k{i}", "value": float(SEED_COUNTER)}
-                      for i in range(lo, min(lo + PUBLISH_CHUNK, args.k))], "seed")
+            _publish(
+                [{"key": f"k{i}", "value": float(SEED_COUNTER)} for i in range(lo, min(lo + PUBLISH_CHUNK, args.k))],
+                "seed",
+            )
             for lo in range(0, args.k, PUBLISH_CHUNK)
         ]
         for f in frames:
@@ -161,8 +209,7 @@ async def _drive(args: argparse.Namespace) -> None:
             elems = sched.elems.tolist()
             counters = sched.counters.astype(float).tolist()
             batches = [
-                _publish([{"key": f"k{elems[j]}", "value": counters[j]} for j in range(t * per, (t + 1) * per)],
-                         str(t))
+                _publish([{"key": f"k{elems[j]}", "value": counters[j]} for j in range(t * per, (t + 1) * per)], str(t))
                 for t in range(sched.n_ticks)
             ]
             base_acks, base_acc, base_rej = stats["acks"], stats["accepted"], stats["rejected"]
@@ -170,20 +217,25 @@ async def _drive(args: argparse.Namespace) -> None:
             t0 = cmd["go"]
             mono = time.monotonic
             for t, frame in enumerate(batches):
-                delay = t0 + t * TICK_S - mono()
+                delay = t0 + t * sched.tick - mono()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 issue[t * per : (t + 1) * per] = mono()
                 await ws.send(frame)
+            want = base_acks + len(batches)
             async with acked:
-                try:
-                    await asyncio.wait_for(acked.wait_for(lambda: stats["acks"] - base_acks >= len(batches)), 30)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(acked.wait_for(lambda want=want: stats["acks"] >= want), 30)
             np.savez(cmd["log"], issue=issue)
-            say(done=True, n=int(sched.n), seconds=float(issue[-1] - issue[0]),
-                accepted=stats["accepted"] - base_acc, rejected=stats["rejected"] - base_rej,
-                acks=stats["acks"] - base_acks, errors=stats["errors"][:3])
+            say(
+                done=True,
+                n=int(sched.n),
+                seconds=float(issue[-1] - issue[0]),
+                accepted=stats["accepted"] - base_acc,
+                rejected=stats["rejected"] - base_rej,
+                acks=stats["acks"] - base_acks,
+                errors=stats["errors"][:3],
+            )
         reader.cancel()
 
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench._fanout_stats import SEED_COUNTER, TICK_S, make_schedule
+from bench._fanout_stats import SEED_COUNTER, make_schedule
 
 
 def say(**kw) -> None:
@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
         server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
         handles = [
-            server.scene.add_box(
-                f"/e{i}", dimensions=(0.1, 0.1, 0.1), position=(float(SEED_COUNTER), 0.0, 0.0)
-            )
+            server.scene.add_box(f"/e{i}", dimensions=(0.1, 0.1, 0.1), position=(float(SEED_COUNTER), 0.0, 0.0))
             for i in range(args.k)
         ]
     say(ready=server.get_port())
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             mono = time.monotonic
             j = 0
             for tick in range(sched.n_ticks):
-                delay = t0 + tick * TICK_S - mono()
+                delay = t0 + tick * sched.tick - mono()
                 if delay > 0:
                     time.sleep(delay)
                 for _ in range(per):

@@ -138,3 +138,16 @@ def test_validate_usd_reports_real_problems(tmp_path: Path) -> None:
     bad.write_text('#usda 1.0\ndef BasisCurves "Curve" {}\n')
     assert validate_usd(bad)  # no metersPerUnit / upAxis / defaultPrim
     assert any("BasisCurves" in e for e in validate_usd(bad, arkit=True))
+
+
+def test_rewriting_the_same_path_in_one_process_replaces_the_stage(tmp_path: Path) -> None:
+    from pxr import Usd
+
+    path = tmp_path / "scene.usdc"
+    write_stage(synthetic_scene(), path)
+    opened = Usd.Stage.Open(str(path))  # keeps the old layer alive in USD's registry
+    renamed = synthetic_scene()
+    renamed.elements["site"].name = "Renamed Site"
+    write_stage(renamed, path)
+    opened.Reload()
+    assert opened.GetPrimAtPath("/World/Renamed_Site").IsValid()

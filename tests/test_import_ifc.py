@@ -183,15 +183,42 @@ def test_kernels_agree_on_which_elements_have_geometry(shared_data: Path):
 
 
 @pytest.mark.slow
-def test_manifold_crash_falls_back_to_opencascade(shared_data: Path):
-    # The manifold kernel segfaults on duplex.ifc's surface-model cabinets; auto survives it.
+def test_surface_models_with_openings_bypass_manifold(shared_data: Path):
+    # Manifold segfaults cutting openings into duplex.ifc's surface-model cabinets: auto sends
+    # those to opencascade up front, manifold-only skips them instead of crashing.
     path = shared_data / "ifc" / "duplex.ifc"
     auto = _load(path)
     occ = _load(path, "opencascade")
     assert {e.id for e in auto.elements.values() if e.mesh} == {e.id for e in occ.elements.values() if e.mesh}
     assert auto.inputs[0].importer.endswith("(manifold+opencascade)")
-    assert any("manifold kernel crashed" in w for w in auto.warnings)
-    assert len(auto.warnings) <= 5  # summarised, not one line per element
+    assert auto.warnings == []
+    manifold = _load(path, "manifold")
+    skipped = [e for e in occ.elements.values() if e.mesh and not manifold.elements[e.id].mesh]
+    assert len(skipped) == 8 and {e.cls for e in skipped} == {"IfcFurnishingElement"}
+    assert any("8 element(s) skipped: manifold cannot cut openings" in w for w in manifold.warnings)
+
+
+def test_kernel_crash_falls_back_to_opencascade(shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    import os
+    import signal
+
+    from scene.importers import ifc
+
+    iterate = ifc._iterate
+
+    def crashing(model, kernel, *args, **kwargs):
+        for n, shape in enumerate(iterate(model, kernel, *args, **kwargs)):
+            if kernel == "manifold" and n == 3:
+                os.kill(os.getpid(), signal.SIGSEGV)  # what a native kernel bug looks like
+            yield shape
+
+    monkeypatch.setattr(ifc, "_iterate", crashing)
+    path = shared_data / "ifc" / "IfcOpenHouse_IFC4.ifc"
+    scene = load(path, ImportOptions())
+    assert {e.id for e in scene.elements.values() if e.mesh} == {e.id for e in _load(path).elements.values() if e.mesh}
+    assert scene.inputs[0].importer.endswith("(manifold+opencascade)")
+    assert any(f"manifold kernel crashed (exit code -{signal.SIGSEGV})" in w for w in scene.warnings)
+    assert len(scene.warnings) == 2  # the crash and the retry, each one line
 
 
 def test_kernel_fallback_per_element(shared_data: Path):
@@ -260,6 +287,14 @@ def test_unreadable_content_fails_clearly(tmp_path: Path, name: str, content: by
     path.write_bytes(content)
     with pytest.raises(ImportFailed, match=reason):
         load(path, ImportOptions())
+
+
+def test_cad_step_file_named_ifc_is_told_apart(shared_data: Path, tmp_path: Path):
+    path = tmp_path / "part.ifc"
+    path.write_bytes((shared_data / "step" / "red_cube_blue_cylinder.step").read_bytes())
+    with pytest.raises(ImportFailed, match=r"a STEP file in schema .*, not IFC") as failure:
+        load(path, ImportOptions())
+    assert failure.value.where == "FILE_SCHEMA"
 
 
 def test_unknown_kernel_is_refused(shared_data: Path):

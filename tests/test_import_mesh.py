@@ -63,7 +63,10 @@ def test_draco_and_meshopt_boxes_decode_to_the_same_geometry_as_the_plain_box(sh
 
     plain = world_bounds(load(shared_data / "gltf/Box.glb"))
     for variant in ("gltf/Box_Draco.glb", "gltf/BoxMeshopt.glb"):
-        np.testing.assert_allclose(world_bounds(load(shared_data / variant)), plain, atol=1e-3)
+        scene = load(shared_data / variant)
+        np.testing.assert_allclose(world_bounds(scene), plain, atol=1e-3)
+        normals = next(iter(scene.meshes.values())).primitives[0].normals
+        np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)  # quantized, renormalised
 
 
 def test_gltf_node_tree_becomes_elements_with_stable_ids(shared_data: Path) -> None:
@@ -146,6 +149,56 @@ def test_gltf_material_factor_and_node_name(tmp_path: Path) -> None:
     (element,) = scene.elements.values()
     assert element.name == "tri" and element.id == "tri:/tri"
     assert scene.materials[0].base_color == (0.1, 0.2, 0.3, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("accessor", "reason"),
+    [
+        ({"count": 2**31}, "is not an integer in 0.."),  # refused before anything is allocated
+        ({"count": 1000}, "accessor reads past the end of bufferView"),
+        ({"bufferView": 7}, "reference to missing bufferView 7"),
+        ({"componentType": 9999}, "unsupported componentType"),
+    ],
+)
+def test_forged_accessors_fail_before_allocating(tmp_path: Path, accessor: dict, reason: str) -> None:
+    with pytest.raises(ImportFailed) as info:
+        load(_gltf_box(tmp_path, **accessor))
+    assert reason in info.value.reason
+
+
+def test_shared_child_node_is_refused(tmp_path: Path) -> None:
+    path = _gltf_box(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["nodes"] = [{"children": [2, 2]}, {"children": [0]}, {"mesh": 0}]  # node 2 twice: a DAG, not a tree
+    doc["scenes"] = [{"nodes": [0]}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ImportFailed) as info:
+        load(path)
+    assert "reached twice" in info.value.reason and info.value.where == "nodes[2]"
+
+
+def test_twinview_ids_in_node_extras_are_kept_and_other_extras_become_properties(tmp_path: Path) -> None:
+    path = _gltf_box(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["nodes"][0]["extras"] = {"id": "2O2Fr$t4X7Zf8NOew3FLOH", "name": "Pump 7", "class": "IfcPump", "sensor": "p7"}
+    path.write_text(json.dumps(doc))
+    (element,) = load(path).elements.values()
+    assert (element.id, element.name, element.cls) == ("2O2Fr$t4X7Zf8NOew3FLOH", "Pump 7", "IfcPump")
+    assert element.properties == {"glTF extras": {"sensor": "p7"}}
+
+
+def test_ids_survive_a_round_trip_through_twinview_glb(shared_data: Path, tmp_path: Path) -> None:
+    from scene.export.glb import write_glb
+
+    source = load(shared_data / "gltf/CesiumMilkTruck.glb")
+    write_glb(source, tmp_path / "out.glb")
+    again = load(tmp_path / "out.glb")
+    assert [(e.id, e.name, e.cls, e.parent) for e in again.elements.values()] == [
+        (e.id, e.name, e.cls, e.parent) for e in source.elements.values()
+    ]
+    for element in source.elements.values():
+        np.testing.assert_allclose(again.elements[element.id].matrix, element.matrix, atol=1e-5)
+    assert again.triangle_count == source.triangle_count
 
 
 def test_accessor_outside_declared_bounds_is_a_warning(tmp_path: Path) -> None:

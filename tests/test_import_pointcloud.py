@@ -68,7 +68,7 @@ def test_voxel_downsampling_lands_at_or_under_the_budget(clouds: dict[str, Path]
     scene = load(clouds["pcd"], point_budget=budget)
     (element,) = scene.elements.values()
     count = scene.meshes[element.mesh].point_count
-    assert budget / 10 < count <= budget
+    assert 0.7 * budget <= count <= budget  # the voxel search fills most of the budget
     assert any(f"{GRID * GRID} points to {count}" in w for w in scene.warnings)
     assert element.properties["Scan"]["points"] == GRID * GRID
 

@@ -67,8 +67,11 @@ def test_ap203_single_part(shared_data: Path) -> None:
     assert scene.triangle_count > 500
 
 
-def _write_assembly(path: Path) -> None:
-    """An assembly "frame" with two placed instances of one green part "bolt" (sizes in mm)."""
+def _write_assembly(path: Path, red_second: bool = False, part_files: str | None = None) -> None:
+    """An assembly "frame" with two placed instances of one green part "bolt" (sizes in mm).
+
+    With `part_files` (a name prefix) the part is written as a separate STEP file, referenced by name.
+    """
     from OCP.BRepPrimAPI import BRepPrimAPI_MakeBox
     from OCP.gp import gp_Trsf, gp_Vec
     from OCP.Quantity import Quantity_Color, Quantity_TOC_RGB
@@ -93,10 +96,12 @@ def _write_assembly(path: Path) -> None:
     moved = gp_Trsf()
     moved.SetTranslation(gp_Vec(100.0, 0.0, 0.0))
     shapes.AddComponent(frame, part, TopLoc_Location())
-    shapes.AddComponent(frame, part, TopLoc_Location(moved))
+    second = shapes.AddComponent(frame, part, TopLoc_Location(moved))
+    if red_second:
+        colours.SetColor(second, Quantity_Color(1.0, 0.0, 0.0, Quantity_TOC_RGB), XCAFDoc_ColorType.XCAFDoc_ColorSurf)
     shapes.UpdateAssemblies()
     writer = STEPCAFControl_Writer()
-    writer.Transfer(doc, STEPControl_AsIs)
+    writer.Transfer(doc, STEPControl_AsIs, part_files)
     writer.Write(str(path))
 
 
@@ -117,6 +122,39 @@ def test_assembly_tree_placements_and_shared_part_mesh(tmp_path: Path) -> None:
     np.testing.assert_allclose(hi - lo, [0.01, 0.03, 0.02], atol=1e-6)  # 30 mm of Z-up height is now Y
     colour = scene.materials[scene.meshes[parts[0].mesh].primitives[0].material].base_color
     np.testing.assert_allclose(colour, (0.0, 1.0, 0.0, 1.0), atol=1e-3)
+
+
+def test_multi_file_assembly_reads_parts_only_inside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    monkeypatch.chdir(model)  # OCCT writes the part files into the working directory
+    _write_assembly(model / "frame.step", part_files="part_")
+    assert (model / "part_bolt.stp").is_file()
+    assert load(model / "frame.step", ImportOptions()).triangle_count == 24  # two instances of a 12-triangle box
+
+    (model / "part_bolt.stp").rename(tmp_path / "part_bolt.stp")
+    text = (model / "frame.step").read_text().replace("'part_bolt.stp'", "'../part_bolt.stp'")
+    (model / "frame.step").write_text(text)
+    with pytest.raises(ImportFailed) as info:
+        load(model / "frame.step", ImportOptions())
+    assert "../part_bolt.stp lies outside the model's folder" in info.value.reason
+    assert info.value.where.startswith("line ")
+
+
+def test_instance_colour_overrides_the_part_colour(tmp_path: Path) -> None:
+    path = tmp_path / "frame.step"
+    _write_assembly(path, red_second=True)
+    scene = load(path, ImportOptions())
+    first, second = (scene.elements[c] for c in scene.children()[scene.roots()[0]])
+    assert first.mesh != second.mesh
+
+    def colour(element_mesh: str) -> tuple[float, ...]:
+        return scene.materials[scene.meshes[element_mesh].primitives[0].material].base_color
+
+    np.testing.assert_allclose(colour(first.mesh), (0.0, 1.0, 0.0, 1.0), atol=1e-3)
+    np.testing.assert_allclose(colour(second.mesh), (1.0, 0.0, 0.0, 1.0), atol=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,23 @@ def test_prims_become_elements_with_path_ids_and_world_transforms(shared_data: P
     assert list(read(path).elements) == list(scene.elements)
 
 
+def test_sheared_transform_is_baked_so_matrices_stay_trs(shared_data: Path) -> None:
+    from pxr import Gf, Usd, UsdGeom
+
+    path = shared_data / f"{TESTS}/schemaTests/usdGeom/transforms/complex_transform.usda"
+    scene = read(path)
+    element = scene.elements[by_name(scene)["mesh"]]
+    linear = element.matrix[:3, :3]
+    np.testing.assert_allclose(linear.T @ linear, np.eye(3), atol=1e-9)  # rigid: shear and scale went into vertices
+    stage = Usd.Stage.Open(str(path))
+    usd_world = UsdGeom.Xformable(stage.GetPrimAtPath("/World/mesh")).ComputeLocalToWorldTransform(0)
+    expected = np.array([usd_world.Transform(Gf.Vec3d(*p)) for p in [(-0.5, -0.5, -0.5), (0.5, 0.5, 0.5)]]) * 0.01
+    prim = scene.meshes[element.mesh].primitives[0]
+    world = prim.positions.astype(np.float64) @ linear.T + element.matrix[:3, 3]
+    for corner in expected:  # the sheared cube's corners land where USD puts them
+        assert np.linalg.norm(world - corner, axis=1).min() < 1e-6
+
+
 def test_meters_per_unit_scales_geometry(shared_data: Path) -> None:
     folder = shared_data / f"{TESTS}/foundation/stage_configuration/metersPerUnit"
     one, ten = read(folder / "metersPerUnit_1.usda"), read(folder / "metersPerUnit_10.usda")
@@ -232,10 +249,15 @@ def test_reference_to_a_missing_file_is_an_error(shared_data: Path) -> None:
     assert "cannot be opened" in info.value.reason and info.value.where == "file_does_not_exist.usda"
 
 
-def test_missing_default_prim_is_a_warning(shared_data: Path) -> None:
-    default = read(shared_data / f"{TESTS}/foundation/stage_configuration/invalid_defaultPrim/invalid_defaultPrim.usda")
-    assert "Cube" in by_name(default)
-    assert any("invalidDefaultPrim" in w for w in default.warnings)
+def test_missing_default_prim_is_an_error(shared_data: Path) -> None:
+    with pytest.raises(ImportFailed) as info:
+        read(shared_data / f"{TESTS}/foundation/stage_configuration/invalid_defaultPrim/invalid_defaultPrim.usda")
+    assert info.value.reason == "defaultPrim 'invalidDefaultPrim' names no prim in the stage"
+
+
+def test_a_layer_with_a_broken_default_prim_composes_when_referenced_by_path(shared_data: Path) -> None:
+    teapot = read(shared_data / f"{USD}/full_assets/Teapot/Teapot.usd")
+    assert teapot.triangle_count == 2472
 
 
 def test_reference_into_the_parent_folder_is_skipped_with_a_warning(shared_data: Path) -> None:
@@ -260,6 +282,54 @@ def test_outside_layers_are_never_read(tmp_path: Path) -> None:
     scene = read(root)
     assert "Secret" not in by_name(scene) and "Mine" in by_name(scene)
     assert sum("outside the model's folder" in w for w in scene.warnings) == 1  # one layer, one warning
+
+
+def test_value_clips_outside_the_folder_are_never_read(tmp_path: Path) -> None:
+    (tmp_path / "clip.usda").write_text(
+        '#usda 1.0\ndef Cube "Secret" {\n    double size.timeSamples = {\n        0: 5,\n    }\n}\n'
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    root = model / "root.usda"
+    clips = 'dictionary default = {\n asset[] assetPaths = [@../clip.usda@]\n string primPath = "/Secret"\n'
+    clips += " double2[] active = [(0, 0)]\n }"
+    root.write_text(
+        f'#usda 1.0\n(\n    metersPerUnit = 1\n)\ndef Cube "Mine" (\n    clips = {{\n {clips}\n    }}\n)\n{{\n}}\n'
+    )
+    scene = read(root)
+    lo, hi = scene.world_bounds(by_name(scene)["Mine"])
+    np.testing.assert_allclose(hi - lo, [2.0, 2.0, 2.0])  # the clip's size 5 was not read
+    assert any("../clip.usda" in w for w in scene.warnings)
+
+
+@pytest.mark.parametrize(
+    "source", ["gltf/CesiumMilkTruck.glb", "step/red_cube_blue_cylinder.step", "mesh/ply/test_pos_color.ply"]
+)
+def test_ids_survive_a_round_trip_through_twinview_usd(shared_data: Path, tmp_path: Path, source: str) -> None:
+    from scene.export.usd_stage import write_stage
+    from scene.importers import loader_for
+
+    path = shared_data / source
+    original = loader_for(path)(path, ImportOptions())
+    next(iter(original.elements.values())).properties = {"Pset_Pump": {"FlowRate": 4.5}}
+    write_stage(original, tmp_path / "scene.usda")
+    again = read(tmp_path / "scene.usda")
+    assert [(e.id, e.name, e.cls, e.parent) for e in again.elements.values()] == [
+        (e.id, e.name, e.cls, e.parent) for e in original.elements.values()
+    ]
+    assert next(iter(again.elements.values())).properties == {"Pset_Pump": {"FlowRate": 4.5}}
+    for element in original.elements.values():
+        copy = again.elements[element.id]
+        np.testing.assert_allclose(copy.matrix, element.matrix, atol=1e-6)
+        assert (copy.mesh is None) == (element.mesh is None)
+        if element.mesh:
+            assert again.meshes[copy.mesh].triangle_count == original.meshes[element.mesh].triangle_count
+            np.testing.assert_allclose(again.world_bounds(copy.id), original.world_bounds(element.id), atol=1e-5)
+            before, after = original.meshes[element.mesh].primitives[0], again.meshes[copy.mesh].primitives[0]
+            assert (after.colors is None) == (before.colors is None) and (after.uvs is None) == (before.uvs is None)
+            colour = again.materials[after.material].base_color
+            np.testing.assert_allclose(colour, original.materials[before.material].base_color, atol=1e-6)
+    assert len(again.meshes) == len(original.meshes)  # instanced meshes stay shared
 
 
 def test_url_asset_paths_are_refused(tmp_path: Path) -> None:

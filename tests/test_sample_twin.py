@@ -163,6 +163,16 @@ def test_imports_with_the_spatial_hierarchy(scene: Scene):
         assert scene.elements[expected_guid(sensor)].parent == expected_guid(host)
 
 
+def test_imports_with_type_psets_and_bounded_values(scene: Scene):
+    pump = scene.elements[expected_guid("P-101")].properties
+    assert pump["Pset_PumpTypeCommon"]["FlowRateRange"] == [8.0, 40.0]  # IfcPropertyBoundedValue: [lower, upper]
+    assert pump["TwinView_Asset"]["AssetTag"] == "P-101"
+    assert pump["Attributes"] == {
+        "GlobalId": expected_guid("P-101"), "Description": "Duty pump 1", "Tag": "P-101",
+        "PredefinedType": "ENDSUCTION", "TypeName": pump_station.TYPES["pump"][1]}  # fmt: skip
+    assert scene.elements[expected_guid("LT-100")].properties["TwinView_Asset"]["HostElement"] == "T-100"
+
+
 def test_imports_with_geometry_and_colours(scene: Scene):
     assert scene.inputs[0].importer.endswith("(manifold)")  # extrusions only: the fast kernel does it all
     assert scene.warnings == []
@@ -173,6 +183,8 @@ def test_imports_with_geometry_and_colours(scene: Scene):
             (index,) = {p.material for p in scene.meshes[element.mesh].primitives}
             material = scene.materials[index]
             assert COLOURS[ifc_class](*material.base_color[:3]), (tag, material)
+    for a, b in (("P-101", "P-102"), ("M-101", "M-102"), ("V-101", "V-102"), ("PT-101", "TT-102")):
+        assert scene.elements[expected_guid(a)].mesh == scene.elements[expected_guid(b)].mesh  # one shared body
     steel = scene.materials[scene.meshes[scene.elements[expected_guid("PIPE-001")].mesh].primitives[0].material]
     assert steel.metallic == 1.0
     lo, hi = scene.world_bounds(expected_guid("T-100"))

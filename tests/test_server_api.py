@@ -8,11 +8,13 @@ from pathlib import Path
 import aiohttp
 import jsonschema
 import pytest
+from aiohttp import web
 
 from scene.bindings import BindingsError
 from tests.live_server import BINDINGS, live_server
 from viewer_server import protocol as p
 from viewer_server.api import ROUTES
+from viewer_server.app import make_app, web_client_dir
 from viewer_server.scenes import SceneError
 from viewer_server.serve import running_server
 
@@ -128,3 +130,28 @@ async def test_missing_manifest_is_a_scene_error(tmp_path: Path) -> None:
             tmp_path, bindings=None, mqtt_url=None, host="127.0.0.1", port=0, data_dir=tmp_path / "d", simulate=False
         ):
             pass
+
+
+async def test_the_web_client_is_served_at_the_root(tmp_path: Path) -> None:
+    client_dir = tmp_path / "web"
+    client_dir.mkdir()
+    (client_dir / "index.html").write_text("<!doctype html><title>TwinView</title>")
+    (client_dir / "app.js").write_text("export {};")
+    assert web_client_dir(tmp_path) is None  # neither web_client/dist nor web_client/ there
+    async with live_server(tmp_path) as srv:
+        app = make_app(srv.live, client_dir)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{url}/") as r:
+                    assert r.status == 200 and "TwinView" in await r.text()
+                async with http.get(f"{url}/app.js") as r:
+                    assert r.status == 200
+                async with http.get(f"{url}/api/health") as r:
+                    assert r.status == 200  # the API still wins over static files
+        finally:
+            await runner.cleanup()

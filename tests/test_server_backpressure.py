@@ -8,10 +8,13 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.live_server import live_server
+from viewer_server import outbox
 from viewer_server import protocol as p
+from viewer_server import session as session_mod
 from viewer_server.client import TwinClient
 
 KEYS = 300  # bound properties
@@ -33,7 +36,7 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", srv.port))
         async with (
-            connect(srv.ws_url, sock=sock, subprotocols=[p.SUBPROTOCOL_JSON], max_queue=1) as slow,  # type: ignore[list-item]
+            connect(srv.ws_url, sock=sock, subprotocols=[p.SUBPROTOCOL_JSON], max_queue=1, close_timeout=1) as slow,  # type: ignore[list-item]
             TwinClient(srv.ws_url) as fast,
             TwinClient(srv.ws_url, role="publisher", encoding="msgpack") as pub,
         ):
@@ -44,6 +47,8 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
             # A slow link: shrink the server's send buffer too, so the kernel cannot hide the stall.
             server_sock = session.ws._req.transport.get_extra_info("socket")  # type: ignore[union-attr]
             server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport = session.ws._req.transport  # type: ignore[union-attr]
+            buffered = 0
             lags = []
             for r in range(ROUNDS):
                 started = time.monotonic()
@@ -52,12 +57,20 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
                 await fast.wait_for(lambda c, t=target: c.seq >= t, timeout=5)
                 lags.append(time.monotonic() - started)
                 assert session.outbox.pending_keys <= KEYS  # memory bounded by keys, not by rate
+                buffered = max(buffered, transport.get_write_buffer_size())
             final = srv.live.hub.seq
             assert fast.props["E0/v"].v == ROUNDS - 1
             assert max(lags) < 2.0, f"fast client lagged {max(lags):.2f} s behind a slow one"
             sent_while_stalled = session.frames_sent
             assert sent_while_stalled < ROUNDS  # the slow one really was stalled ...
             assert session.outbox.high_water_keys <= KEYS  # ... and coalesced instead of queueing
+            # User-space socket buffer: the 64 kB transport high-water mark + one writer chunk + a frame.
+            assert buffered < 64 * 1024 + session_mod.WS_WRITER_LIMIT + 32 * 1024
+            print(
+                f"slow client: {sent_while_stalled} frames for {ROUNDS} rounds, outbox <= "
+                f"{session.outbox.high_water_keys} keys, socket buffer <= {buffered} B; "
+                f"fast lag max {max(lags) * 1000:.0f} ms"
+            )
 
             # Reading again, the slow client converges to the final state without a backlog.
             props: dict[str, p.PropState] = {}
@@ -69,3 +82,48 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
                 seq = msg.last
             assert all(props[f"E{i}/v"].v == ROUNDS - 1 for i in range(KEYS))
             assert session.frames_sent - sent_while_stalled < ROUNDS
+
+
+async def test_an_event_backlog_beyond_the_bound_becomes_a_resync_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_MAX_EVENTS", 10)
+    elements, text = many_bindings(50)  # padding: ~3 kB per delta fills the buffers sooner
+    elements += [{"id": "PT-1", "name": "PT-1", "class": "IfcSensor"}, {"id": "P-1", "name": "P-1", "class": "IfcPump"}]
+    text = text.replace("bindings:\n", "bindings:\n  - {element: PT-1, prop: pressure, key: PT-1.pressure}\n")
+    text = text.replace(
+        "ops: {rules: []}",
+        "ops: {rules: [{kind: thresholds, element: PT-1, prop: pressure, target: P-1, alarm: {high: 5}}]}",
+    )
+    async with live_server(tmp_path, bindings=text, elements=elements) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        async with (
+            connect(srv.ws_url, sock=sock, subprotocols=[p.SUBPROTOCOL_JSON], max_queue=1, close_timeout=1) as slow,  # type: ignore[list-item]
+            TwinClient(srv.ws_url, role="publisher") as pub,
+        ):
+            await slow.send(p.encode(p.Hello("slow", "1"), "json").decode())
+            await slow.recv()  # welcome
+            await slow.recv()  # snapshot
+            [session] = [s for s in srv.live.sessions if s.client == "slow"]
+            server_sock = session.ws._req.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            for i in range(80):  # an alarm storm, one flush window each: raised, cleared, raised, ...
+                pad = [p.Reading(float(i), key=f"E{k}.v") for k in range(50)]
+                await pub.publish([p.Reading(6.0 if i % 2 == 0 else 1.0, key="PT-1.pressure"), *pad])
+                await asyncio.sleep(0.02)
+            final = srv.live.hub.props["PT-1/pressure"]
+            assert session.outbox.resync_pending and session.outbox.pending_events == 0
+            # Reading again: a resync snapshot with reason "backlog" instead of the whole storm.
+            reasons: list[str | None] = []
+            props: dict[str, p.PropState] = {}
+            while not reasons or props.get("E0/v") != p.PropState(79.0, props["E0/v"].ts):
+                msg = p.decode_server(await asyncio.wait_for(slow.recv(), 10), "json")
+                if isinstance(msg, p.Snapshot):
+                    reasons.append(msg.reason)
+                    props = dict(msg.props)
+                elif isinstance(msg, p.Delta):
+                    props.update(msg.props)
+            assert reasons == ["backlog"]
+            assert props["PT-1/pressure"] == final

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.live_server import live_server
@@ -31,3 +32,16 @@ async def test_store_logs_batches_prunes_and_keeps_last_values(tmp_path: Path, m
         (sha,) = db.execute("SELECT sha256 FROM bindings").fetchone()
         assert len(sha) == 64
         db.close()
+
+
+async def test_a_lagging_disk_drops_batches_instead_of_growing_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_mod, "STORE_QUEUE_MAX", 0)  # as if the writer were stuck
+    async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, role="publisher") as pub:
+        await pub.publish([p.Reading(1.0, key="LT-1.level")])
+        srv.live.hub.flush()
+        async with aiohttp.ClientSession() as http, http.get(f"{srv.url}/api/health") as r:
+            health = await r.json()
+        assert health["store"]["dropped_batches"] >= 1 and health["store"]["write_errors"] == 0
+        assert srv.live.hub.props["LT-1/level"].v == 1.0  # live state is unaffected

@@ -11,8 +11,9 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.live_server import live_server
+from tests.live_server import BINDINGS, live_server
 from viewer_server import protocol as p
+from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient, TwinClientError
 from viewer_server.resume_log import ResumeLog
 
@@ -230,3 +231,24 @@ async def test_silence_after_connect_is_closed_after_the_hello_timeout(
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == p.CLOSE_POLICY
         assert "no hello within" in closed.value.rcvd.reason
+
+
+async def test_a_silent_source_raises_a_flatline_alarm_from_the_periodic_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve_mod, "RULES_TICK_S", 0.05)
+    flatline = (
+        "      - {kind: anomaly, element: LT-1, prop: level, target: T-1, detector: {kind: flatline, still_s: 0.3}}\n"
+    )
+    bindings = BINDINGS.replace("  energy:\n    rules:\n", "  energy:\n    rules:\n" + flatline)
+    async with (
+        live_server(tmp_path, bindings=bindings) as srv,
+        aiohttp.ClientSession() as http,
+        TwinClient(srv.ws_url, layer="energy") as tc,
+    ):
+        await ingest(http, srv.url, p.Reading(40.0, key="LT-1.level"))  # then silence
+        await tc.wait_for(lambda c: any(e.kind == "alarm_raised" for e in c.events), timeout=5)
+        [event] = tc.events
+        assert (event.element, event.severity, "flatline" in event.message) == ("T-1", "warning", True)
+        assert event.id in tc.alarms
+        await tc.wait_for(lambda c: c.visuals["T-1"].anomaly is True)  # the visual follows the tick

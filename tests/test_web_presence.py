@@ -18,8 +18,11 @@ def test_people_see_and_follow_each_other(tmp_path):
         # Alice looks at the plant from a known spot.
         alice.evaluate("""() => { const v = window.twinview.viewer;
           v.flyTo(v.camera.position.clone().set(9, 5, 12), v.controls.target.clone().set(3, 0, 3), 0); }""")
-        bob.wait_for_function("""() => [...window.twinview.state.presence.values()]
-          .some(p => p.client === 'Alice' && Math.abs(p.pose.position[0] - 9) < 0.01)""", timeout=5000)
+        bob.wait_for_function(
+            """() => [...window.twinview.state.presence.values()]
+          .some(p => p.client === 'Alice' && Math.abs(p.pose.position[0] - 9) < 0.01)""",
+            timeout=5000,
+        )
         assert bob.evaluate("window.twinview.presence.avatars.size") == 1
         people = bob.locator("#people li")
         assert people.count() == 1 and "Alice" in people.inner_text()
@@ -28,10 +31,19 @@ def test_people_see_and_follow_each_other(tmp_path):
         assert frustum_visible, "a browser user is shown as a camera frustum"
         screenshot(bob, "presence-bob-sees-alice")
 
+        # A late joiner sees Alice at once, from the snapshot, before she moves again.
+        carol = open_viewer(browser.new_context(), f"{live.url}/?name=Carol")
+        assert carol.evaluate("""() => [...window.twinview.state.presence.values()]
+          .some(p => p.client === 'Alice' && Math.abs(p.pose.position[0] - 9) < 0.01)""")
+        carol.wait_for_function("window.twinview.presence.avatars.size === 2")  # Alice and Bob
+        carol.context.close()
+        bob.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=10_000)
+
         # Bob follows Alice: his camera goes where hers is.
         people.locator("button", has_text="Follow").click()
-        bob.wait_for_function("window.twinview.viewer.camera.position.distanceTo({x: 9, y: 5, z: 12}) < 0.05",
-                              timeout=5000)
+        bob.wait_for_function(
+            "window.twinview.viewer.camera.position.distanceTo({x: 9, y: 5, z: 12}) < 0.05", timeout=5000
+        )
         # Alice leaves: her avatar goes with her.
         alice.context.close()
         bob.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=10_000)

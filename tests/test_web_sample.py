@@ -61,16 +61,23 @@ def test_a_second_user_is_seen_with_frustum_and_laser(sample):
         bob = open_viewer(browser.new_context(viewport={"width": 1280, "height": 800}), f"{sample.url}/?name=Bob")
         alice = open_viewer(browser.new_context(viewport={"width": 1280, "height": 800}), f"{sample.url}/?name=Alice")
         # Alice stands at one corner above the walls and points at pump P-101.
-        alice.evaluate("""() => { const v = window.twinview.viewer; const b = window.twinview.app.batches;
+        alice.evaluate(
+            """id => { const v = window.twinview.viewer; const b = window.twinview.app.batches;
           let box = null; for (const e of b.elements.values()) box = box ? box.union(e.box) : e.box.clone();
-          const c = box.getCenter(box.min.clone()); const p = c.clone(); p.x = box.min.x - 1; p.y = box.max.y + 2; p.z = box.max.z - 1;
-          v.flyTo(p, b.boxOf('%s').getCenter(c.clone()), 0); }""" % P_101)
+          const c = box.getCenter(box.min.clone()); const p = c.clone();
+          p.x = box.min.x - 1; p.y = box.max.y + 2; p.z = box.max.z - 1;
+          v.flyTo(p, b.boxOf(id).getCenter(c.clone()), 0); }""",
+            P_101,
+        )
         alice.wait_for_timeout(200)
         at = alice.evaluate("id => window.twinview.screenOf(id)", P_101)
         alice.mouse.move(at["x"], at["y"])
         alice.mouse.move(at["x"] + 2, at["y"] + 1)
-        bob.wait_for_function("""() => [...window.twinview.state.presence.values()]
-          .some(p => p.client === 'Alice' && p.pose.ray_direction)""", timeout=5000)
+        bob.wait_for_function(
+            """() => [...window.twinview.state.presence.values()]
+          .some(p => p.client === 'Alice' && p.pose.ray_direction)""",
+            timeout=5000,
+        )
         bob.wait_for_function("window.twinview.presence.avatars.size === 1")
         avatar = bob.evaluate("""() => { const g = [...window.twinview.presence.avatars.values()][0];
           return { frustum: g.getObjectByName('frustum').visible, laser: g.getObjectByName('laser').visible,

@@ -48,6 +48,7 @@ window.bench = async (n) => {
   }
   return { meanMs: (stamps[n] - stamps[0]) / n, drawCalls: renderer.info.render.calls };
 };
+window.loadMs = Math.round(performance.now());
 window.benchReady = true;
 </script></body></html>"""
 
@@ -65,6 +66,7 @@ def plain_baseline(browser, base_url: str, glb_url: str) -> dict:
     page.goto(f"{base_url}/bench/plain.html?glb={glb_url}")
     page.wait_for_function("window.benchReady === true", timeout=120_000)
     result = page.evaluate(f"window.bench({FRAMES})")
+    result["loadMs"] = page.evaluate("window.loadMs")
     page.close()
     return result
 
@@ -72,8 +74,9 @@ def plain_baseline(browser, base_url: str, glb_url: str) -> dict:
 def measure(tmp_path: Path, count: int) -> dict:
     with live_twin(tmp_path, count=count) as live, chromium_browser() as browser:
         page = open_viewer(browser, live.url)
+        load_ms = page.evaluate("window.twinview.ready")["loadMs"]
         page.wait_for_timeout(300)
-        batched = page.evaluate(f"window.twinview.frameTime({FRAMES})")
+        batched = page.evaluate(f"window.twinview.frameTime({FRAMES})") | {"loadMs": load_ms}
         page.close()
         plain = plain_baseline(browser, live.url, "/scenes/synthetic/scene.glb")
     figures = {"elements": count, "batched": batched, "plain": plain}

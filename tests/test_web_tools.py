@@ -48,8 +48,11 @@ def test_an_alarm_appears_and_flies_to_its_element(browser, live):
     alarm.click()
     page.wait_for_timeout(900)  # the fly-to animation
     assert page.evaluate("window.twinview.app.twin.selected") == el1
-    dist = page.evaluate("""id => { const tv = window.twinview; const b = tv.app.batches.boxOf(id);
-      return tv.viewer.controls.target.distanceTo(b.getCenter(b.min.clone())); }""", el1)
+    dist = page.evaluate(
+        """id => { const tv = window.twinview; const b = tv.app.batches.boxOf(id);
+      return tv.viewer.controls.target.distanceTo(b.getCenter(b.min.clone())); }""",
+        el1,
+    )
     assert dist < 0.01
     screenshot(page, "viewer-alarm")
     live.ingest([{"element": el1, "prop": "temperature", "value": 20.0}])
@@ -102,3 +105,47 @@ def test_a_slow_download_can_be_cancelled_and_retried(browser, live):
     notice.locator("button", has_text="Load again").click()
     page.evaluate("window.twinview.ready")
     assert page.evaluate("window.twinview.app.batches.elements.size") == 24
+
+
+def test_rules_move_and_hide_elements(browser, live):
+    page = open_viewer(browser, live.url)
+    moving, hiding = element_id(3), element_id(4)
+    y0 = page.evaluate("id => window.twinview.app.batches.boxOf(id).min.y", moving)
+    live.ingest(
+        [{"element": moving, "prop": "position", "value": 100}, {"element": hiding, "prop": "level", "value": 80}]
+    )
+    page.wait_for_function(
+        "([id, y0]) => Math.abs(window.twinview.app.batches.boxOf(id).min.y - y0 - 1) < 1e-3", arg=[moving, y0]
+    )
+    page.wait_for_function("id => !window.twinview.app.batches.isVisible(id)", arg=hiding)
+    at = page.evaluate("id => window.twinview.screenOf(id)", hiding)
+    assert page.evaluate("([x, y]) => window.twinview.pick(x, y)", [at["x"], at["y"]]) != hiding
+    live.ingest([{"element": hiding, "prop": "level", "value": 20}])
+    page.wait_for_function("id => window.twinview.app.batches.isVisible(id)", arg=hiding)
+
+
+SCAN_BINDINGS = """\
+version: 1
+default_layer: operations
+bindings:
+  - {element: scan-0, prop: deviation, unit: mm, range: [0, 100], key: scan-0.deviation}
+layers:
+  operations:
+    rules:
+      - {kind: ramp, element: scan-0, prop: deviation, min: 0, max: 10, colors: ["#00ff00", "#ff0000"]}
+"""
+
+
+def test_a_point_cloud_element_is_coloured_and_picked(browser, tmp_path):
+    with live_twin(tmp_path, count=24, bindings=SCAN_BINDINGS, scan_points=3000) as live:
+        page = open_viewer(browser, live.url)
+        assert page.evaluate("window.twinview.app.batches.elements.has('scan-0')")
+        assert page.evaluate("window.twinview.drawCalls()") <= 3  # the boxes' batch + the cloud
+        live.ingest([{"element": "scan-0", "prop": "deviation", "value": 10}])
+        page.wait_for_function("window.twinview.colorOf('scan-0') === '#ff0000'", timeout=5000)
+        page.evaluate("window.twinview.viewer.invalidate()")
+        look_down_at(page, "scan-0")
+        at = page.evaluate("window.twinview.screenOf('scan-0')")
+        assert page.evaluate("([x, y]) => window.twinview.pick(x, y)", [at["x"], at["y"]]) == "scan-0"
+        assert page.locator("#properties .el-name").inner_text() == "Laser scan"
+        screenshot(page, "viewer-point-cloud")

@@ -7,15 +7,19 @@ Each test drives Debian's headless Chromium (SwiftShader WebGL) on a synthetic t
 from __future__ import annotations
 
 import pytest
+
 from tests.web_helpers import (
     ARTIFACTS,
+    BINDINGS,
     build_client,
     chromium_browser,
     element_id,
     live_twin,
+    make_twin,
     non_background_pixels,
     open_viewer,
     screenshot,
+    serve_scene,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,19 +43,26 @@ def live(tmp_path):
 
 def pixel_at(page, x: float, y: float) -> tuple[int, int, int]:
     """The rendered colour at client pixel (x, y), read back from the WebGL canvas."""
-    return tuple(page.evaluate(
-        """([x, y]) => { const c = window.twinview.viewer.renderer.domElement; const r = c.getBoundingClientRect();
+    return tuple(
+        page.evaluate(
+            """([x, y]) => { const c = window.twinview.viewer.renderer.domElement; const r = c.getBoundingClientRect();
            const gl = c.getContext('webgl2'); const px = new Uint8Array(4);
-           const sx = Math.round((x - r.left) * c.width / r.width), sy = Math.round(c.height - (y - r.top) * c.height / r.height);
+           const sx = Math.round((x - r.left) * c.width / r.width);
+           const sy = Math.round(c.height - (y - r.top) * c.height / r.height);
            gl.readPixels(sx, sy, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px); return [px[0], px[1], px[2]]; }""",
-        [x, y]))[:3]
+            [x, y],
+        )
+    )[:3]
 
 
 def look_down_at(page, element: str) -> None:
     """Put the camera above an element, looking down, so that nothing stands in front of it."""
-    page.evaluate("""id => { const tv = window.twinview; const b = tv.app.batches.boxOf(id);
+    page.evaluate(
+        """id => { const tv = window.twinview; const b = tv.app.batches.boxOf(id);
         const c = b.getCenter(b.min.clone()); const above = c.clone(); above.y += 8; above.z += 0.01;
-        tv.viewer.flyTo(above, c, 0); }""", element)
+        tv.viewer.flyTo(above, c, 0); }""",
+        element,
+    )
     page.wait_for_timeout(300)
 
 
@@ -78,8 +89,13 @@ def test_posted_telemetry_recolours_the_element_on_screen(browser, live):
     page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=target, timeout=5000)
     assert before != "#ff0000"
     look_down_at(page, target)
-    assert page.evaluate("([x, y]) => window.twinview.pick(x, y)", list(page.evaluate(
-        "id => Object.values(window.twinview.screenOf(id))", target))) == target
+    assert (
+        page.evaluate(
+            "([x, y]) => window.twinview.pick(x, y)",
+            list(page.evaluate("id => Object.values(window.twinview.screenOf(id))", target)),
+        )
+        == target
+    )
     at = page.evaluate("id => window.twinview.screenOf(id)", target)
     r, g, b = pixel_at(page, at["x"], at["y"])
     assert r > 100 and r > 2 * g and r > 2 * b, f"element 0 is not drawn red: {(r, g, b)}"
@@ -93,6 +109,7 @@ def test_posted_telemetry_recolours_the_element_on_screen(browser, live):
 
 def test_picking_shows_the_elements_properties(browser, live):
     page = open_viewer(browser, live.url)
+    live.ingest([{"element": element_id(0), "prop": "pressure", "value": 2.5}])
     live.ingest([{"element": element_id(0), "prop": "pressure", "value": 3.25}])
     page.wait_for_function("window.twinview.state.props.get('el-00000')?.get('pressure')?.v === 3.25")
     look_down_at(page, element_id(0))
@@ -104,6 +121,7 @@ def test_picking_shows_the_elements_properties(browser, live):
     assert "P-000" in panel.inner_text()  # the IFC pset from the manifest
     live_row = panel.locator("tr[data-prop=pressure]")
     assert "3.25" in live_row.inner_text() and "bar" in live_row.inner_text()
+    live_row.locator("svg.spark polyline").wait_for()  # the sparkline from /api/history
     assert page.locator("#tree li.selected").count() == 1
     screenshot(page, "viewer-picked")
 
@@ -129,8 +147,9 @@ def test_dropped_connection_resumes_with_no_lost_update(browser, live):
     live.ingest([{"element": el0, "prop": "pressure", "value": 6.0}])
     live.ingest([{"element": el1, "prop": "temperature", "value": 90.0}])
     assert page.locator("#notice").inner_text().startswith("Connection lost")
-    page.wait_for_function("window.twinview.session.status === 'live' && window.twinview.session.resumes === 1",
-                           timeout=10_000)
+    page.wait_for_function(
+        "window.twinview.session.status === 'live' && window.twinview.session.resumes === 1", timeout=10_000
+    )
     page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=el0, timeout=5000)
     page.wait_for_function("id => window.twinview.state.visuals.get(id)?.status === 'alarm'", arg=el1, timeout=5000)
     page.wait_for_function("window.twinview.state.alarms.size === 1", timeout=5000)
@@ -145,7 +164,8 @@ def test_refused_version_is_explained_in_the_page(browser, live):
     # *subprotocol* does not match: it fails the handshake itself, so the hello check is what reaches it.)
     page.add_init_script("""{ const send = WebSocket.prototype.send;
       WebSocket.prototype.send = function (data) {
-        const msg = JSON.parse(data); if (msg.type === 'hello') msg.protocol = 2; send.call(this, JSON.stringify(msg)); }; }""")
+        const msg = JSON.parse(data); if (msg.type === 'hello') msg.protocol = 2;
+        send.call(this, JSON.stringify(msg)); }; }""")
     page.goto(live.url)
     page.wait_for_function("window.twinview.session.status === 'refused'", timeout=10_000)
     notice = page.locator("#notice")
@@ -162,3 +182,25 @@ def test_a_model_that_fails_to_load_is_explained(browser, live):
     notice.wait_for(timeout=10_000)
     assert "failed to load" in notice.inner_text()
     assert notice.locator("button", has_text="Load again").count() == 1
+
+
+def test_a_server_restart_is_survived_and_resynchronised(browser, tmp_path):
+    twin = make_twin(tmp_path / "synthetic", 24)
+    bindings = tmp_path / "twin.bindings.yaml"
+    bindings.write_text(BINDINGS)
+    with serve_scene(twin.directory, bindings, tmp_path / "data") as first:
+        page = open_viewer(browser, first.url)
+        port = int(first.url.rsplit(":", 1)[1])
+        first.ingest([{"element": element_id(0), "prop": "pressure", "value": 6.0}])
+        page.wait_for_function("window.twinview.colorOf('el-00000') === '#ff0000'")
+    # The server is gone (it said 1001 "going away"): the page says so and keeps the last state.
+    page.wait_for_function("window.twinview.session.status === 'reconnecting'")
+    assert page.locator("#notice").inner_text().startswith("Connection lost")
+    assert page.evaluate("window.twinview.colorOf('el-00000')") == "#ff0000"
+    with serve_scene(twin.directory, bindings, tmp_path / "data", port=port) as second:
+        # A new server run has a new epoch: the client cannot resume and gets a fresh snapshot.
+        page.wait_for_function("window.twinview.session.status === 'resynced'", timeout=15_000)
+        assert "resynchronised" in page.locator("#notice").inner_text()
+        second.ingest([{"element": element_id(0), "prop": "pressure", "value": 0.0}])
+        page.wait_for_function("window.twinview.colorOf('el-00000') === '#0000ff'", timeout=5000)
+        assert page.evaluate("window.twinview.app.batches.elements.size") == 24  # the model was not reloaded

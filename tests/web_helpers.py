@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -84,10 +85,16 @@ def element_id(i: int) -> str:
     return f"el-{i:05d}"
 
 
-def make_twin(directory: Path, count: int = 24, names: dict[int, str] | None = None) -> SyntheticTwin:
+SCAN_ID = "scan-0"
+
+
+def make_twin(
+    directory: Path, count: int = 24, names: dict[int, str] | None = None, scan_points: int = 0
+) -> SyntheticTwin:
     """Write ``scene.glb`` and ``manifest.json`` with ``count`` boxes laid out on a grid (one node each).
 
-    ``names`` overrides element names by index (e.g. to inject markup that must render as text).
+    ``names`` overrides element names by index (e.g. to inject markup that must render as text);
+    ``scan_points`` > 0 adds a point-cloud element ``SCAN_ID`` (a POINTS primitive) above the grid.
     """
     directory.mkdir(parents=True, exist_ok=True)
     names = names or {}
@@ -216,6 +223,41 @@ def make_twin(directory: Path, count: int = 24, names: dict[int, str] | None = N
         for s in range(storeys)
     ]
 
+    if scan_points:
+        pts = (rng.random((scan_points, 3)) * [side * pitch, 0.5, side * pitch]).astype(np.float32)
+        pv = add_view(pts.tobytes(), 34962)
+        accessors.append(
+            {
+                "bufferView": pv,
+                "componentType": 5126,
+                "count": scan_points,
+                "type": "VEC3",
+                "min": pts.min(0).tolist(),
+                "max": pts.max(0).tolist(),
+            }
+        )
+        meshes.append({"primitives": [{"attributes": {"POSITION": len(accessors) - 1}, "mode": 0, "material": 0}]})
+        nodes[0]["children"].append(len(nodes))
+        nodes.append(
+            {
+                "name": SCAN_ID,
+                "mesh": len(meshes) - 1,
+                "translation": [0.0, 3.0, 0.0],
+                "extras": {"id": SCAN_ID, "name": "Laser scan", "class": "PointCloud"},
+            }
+        )
+        manifest_elements.append(
+            {
+                "id": SCAN_ID,
+                "name": "Laser scan",
+                "class": "PointCloud",
+                "parent": "site",
+                "bbox": [[0.0, 3.0, 0.0], [side * pitch, 3.5, side * pitch]],
+                "triangles": 0,
+                "properties": {},
+            }
+        )
+
     while len(blob) % 4:
         blob.append(0)
     gltf = {
@@ -253,7 +295,8 @@ def _write_glb(path: Path, gltf: dict, blob: bytes) -> None:
 
 
 # Bindings of the synthetic twin: element 0 carries a pressure coloured blue -> red on itself,
-# element 1 a temperature with thresholds (status + alarm), element 2 a label; energy is a second layer.
+# element 1 a temperature with thresholds (status + alarm), element 2 a label, element 3 moves up with
+# its position, element 4 shows only while its level is below 50; energy is a second layer.
 BINDINGS = """\
 version: 1
 default_layer: operations
@@ -261,12 +304,17 @@ bindings:
   - {element: el-00000, prop: pressure, unit: bar, range: [-1, 16], key: el-00000.pressure}
   - {element: el-00001, prop: temperature, unit: degC, range: [-40, 200], key: el-00001.temperature}
   - {element: el-00002, prop: flow, unit: m3/h, range: [0, 500], key: el-00002.flow}
+  - {element: el-00003, prop: position, unit: "%", range: [0, 100], key: el-00003.position}
+  - {element: el-00004, prop: level, unit: "%", range: [0, 100], key: el-00004.level}
 layers:
   operations:
     rules:
       - {kind: ramp, element: el-00000, prop: pressure, min: 0, max: 6, colors: ["#0000ff", "#ff0000"]}
       - {kind: thresholds, element: el-00001, prop: temperature, warning: {high: 50}, alarm: {high: 80}}
       - {kind: label, element: el-00002, prop: flow, template: "{value:.0f} {unit}"}
+      - {kind: transform, element: el-00003, prop: position, mode: translate, axis: [0, 1, 0], scale: 0.01,
+         min: 0, max: 1}
+      - {kind: visibility, element: el-00004, prop: level, when: {op: "<", value: 50}}
   energy:
     rules:
       - {kind: ramp, element: el-00002, prop: flow, min: 0, max: 500, colors: ["#00ff00", "#ff00ff"]}
@@ -275,6 +323,8 @@ layers:
 
 def build_client() -> None:
     """Bundle web_client/ into dist/ (what the server serves); esbuild takes well under a second."""
+    if not (REPO / "web_client" / "node_modules" / "three").is_dir():
+        pytest.skip("web_client/node_modules is missing: run setup.sh (npm ci)")
     subprocess.run(["node", "build.mjs"], cwd=REPO / "web_client", check=True, capture_output=True)
 
 
@@ -287,8 +337,12 @@ class LiveServer:
 
     def ingest(self, readings: list[dict]) -> dict:
         """POST /api/ingest, as any producer would."""
-        req = urllib.request.Request(f"{self.url}/api/ingest", data=json.dumps({"readings": readings}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"{self.url}/api/ingest",
+            data=json.dumps({"readings": readings}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=10) as res:
             return json.loads(res.read())
 
@@ -301,8 +355,10 @@ class LiveTwin(LiveServer):
 
 
 @contextmanager
-def serve_scene(scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool = False) -> Iterator[LiveServer]:
-    """Run `viewer_server.serve.running_server` on a free localhost port until the block ends."""
+def serve_scene(
+    scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool = False, port: int = 0
+) -> Iterator[LiveServer]:
+    """Run `viewer_server.serve.running_server` on localhost (port 0: a free one) until the block ends."""
     from viewer_server.serve import running_server
 
     loop = asyncio.new_event_loop()
@@ -312,8 +368,15 @@ def serve_scene(scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool 
     async def main() -> None:
         holder["stop"] = asyncio.Event()
         try:
-            async with running_server(scene_dir, bindings=bindings, mqtt_url=None, host="127.0.0.1", port=0,
-                                      data_dir=data_dir, simulate=simulate) as srv:
+            async with running_server(
+                scene_dir,
+                bindings=bindings,
+                mqtt_url=None,
+                host="127.0.0.1",
+                port=port,
+                data_dir=data_dir,
+                simulate=simulate,
+            ) as srv:
                 holder["server"] = srv
                 started.set()
                 await holder["stop"].wait()
@@ -333,10 +396,15 @@ def serve_scene(scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool 
 
 
 @contextmanager
-def live_twin(root: Path, count: int = 24, names: dict[int, str] | None = None,
-              bindings: str = BINDINGS) -> Iterator[LiveTwin]:
-    """The synthetic twin of ``count`` elements with BINDINGS, served by the real server."""
-    twin = make_twin(root / "synthetic", count, names)
+def live_twin(
+    root: Path,
+    count: int = 24,
+    names: dict[int, str] | None = None,
+    bindings: str = BINDINGS,
+    scan_points: int = 0,
+) -> Iterator[LiveTwin]:
+    """The synthetic twin of ``count`` elements (see make_twin) with ``bindings``, served by the real server."""
+    twin = make_twin(root / "synthetic", count, names, scan_points)
     (root / "twin.bindings.yaml").write_text(bindings)
     with serve_scene(twin.directory, root / "twin.bindings.yaml", root / "data") as srv:
         yield LiveTwin(srv.url, srv.server, twin)
@@ -359,6 +427,8 @@ def chromium_browser() -> Iterator:
     """Debian's Chromium, headless, rendering WebGL through SwiftShader."""
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (setup.sh installs Debian's)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

@@ -50,6 +50,14 @@ class Health(msgspec.Struct):
     outbox_pending_keys_max: int
     resyncs: int
     mqtt: MqttStatus
+    store: StoreStatus
+
+
+class StoreStatus(msgspec.Struct):
+    path: str
+    dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
+    write_errors: int
+    last_error: str
 
 
 class SceneSummary(msgspec.Struct):
@@ -171,8 +179,16 @@ async def health(request: web.Request) -> web.Response:
             outbox_pending_keys_max=max((s.outbox.pending_keys for s in sessions), default=0),
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
+            store=_store_status(live),
         )
     )
+
+
+def _store_status(live: LiveScene) -> StoreStatus:
+    store = live.hub.store
+    if store is None:
+        return StoreStatus("", 0, 0, "")
+    return StoreStatus(str(store.path), store.dropped_batches, store.write_errors, store.last_error)
 
 
 async def scenes(request: web.Request) -> web.Response:
@@ -261,7 +277,7 @@ async def ingest(request: web.Request) -> web.Response:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
-    accepted, rejected = live.ingest.submit(batch.readings)
+    accepted, rejected = await live.ingest.submit(batch.readings)
     if rejected and rejected[0].reason == "batch_too_large":
         return fail(413, "batch_too_large", rejected[0].detail)
     return reply(IngestResult(accepted, rejected))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Final
@@ -13,6 +14,8 @@ from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.protocol import CLOSE_GOING_AWAY
 
 REPO: Final = Path(__file__).resolve().parents[1]
+# How long shutdown waits for clients to acknowledge the 1001 close.
+SHUTDOWN_CLOSE_TIMEOUT_S: Final = 2.0
 
 
 def web_client_dir(repo: Path = REPO) -> Path | None:
@@ -43,6 +46,10 @@ def make_app(live: LiveScene, client_dir: Path | None = None) -> web.Application
 
 
 async def _close_sessions(app: web.Application) -> None:
-    """Tell clients to come back (1001) instead of letting their sockets die."""
-    for session in list(app[LIVE].sessions):
-        await session.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+    """Tell clients to come back (1001) instead of letting their sockets die; all at once, and
+    without waiting long for clients that do not answer (a stalled one would hold shutdown)."""
+    closes = [
+        session.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down") for session in app[LIVE].sessions
+    ]
+    if closes:
+        await asyncio.wait([asyncio.ensure_future(c) for c in closes], timeout=SHUTDOWN_CLOSE_TIMEOUT_S)

@@ -43,6 +43,3 @@ class InProcessBus:
             subs.pop(sub_id, None)
 
         return unsubscribe
-
-    def subscriber_count(self, scene: str) -> int:
-        return len(self._subscribers.get(scene, {}))

@@ -189,13 +189,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_OK
     from viewer_server.serve import run
 
-    url = f"http://{args.host}:{args.port}/"
-    print(f"serving the live pump station at {url}  (Ctrl+C to stop)", flush=True)
-    if not args.no_browser:
-        import threading
-        import webbrowser
+    def announce(url: str) -> None:
+        print(f"serving the live pump station at {url}  (simulated telemetry; Ctrl+C to stop)", flush=True)
+        if not args.no_browser:
+            import webbrowser
 
-        threading.Timer(1.5, lambda: webbrowser.open(url)).start()
+            webbrowser.open(url)
+
     run(
         scene_dir,
         bindings=SAMPLE_BINDINGS,
@@ -204,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=data_dir,
         simulate=True,
+        on_ready=announce,
     )
     return EXIT_OK
 
@@ -214,7 +215,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scene_dir = Path(args.scene_dir)
     if not (scene_dir / "manifest.json").is_file():
         raise UserError(f"{scene_dir}: not a built scene (no manifest.json); run `twinview build` first")
-    print(f"serving {scene_dir} at http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True)
     run(
         scene_dir,
         bindings=Path(args.bindings) if args.bindings else None,
@@ -223,6 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=Path(args.data_dir),
         simulate=args.simulate,
+        on_ready=lambda url: print(f"serving {scene_dir} at {url}  (Ctrl+C to stop)", flush=True),
     )
     return EXIT_OK
 
@@ -277,6 +278,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _server_input_errors() -> tuple[type[Exception], ...]:
+    """Errors in files or settings the user gave the server: a bad scene, bindings file or MQTT URL."""
+    from scene.bindings import BindingsError
+    from viewer_server.scenes import SceneError
+
+    return (BindingsError, SceneError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _say(f"could not write {exc} (rerun with --debug and report it)")
         return EXIT_INTERNAL
-    except (ImportFailed, UserError) as exc:
+    except (ImportFailed, UserError, *_server_input_errors()) as exc:
         if args.debug:
             for note in getattr(exc, "__notes__", []):
                 print(note, file=sys.stderr)

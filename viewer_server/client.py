@@ -42,7 +42,7 @@ FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION)
 class TwinClientError(Exception):
     """The server refused or closed the connection; `code` is the WebSocket close code."""
 
-    def __init__(self, code: int | None, reason: str):
+    def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"closed {code}: {reason}")
         self.code = code
         self.reason = reason
@@ -59,7 +59,7 @@ class TwinClient:
         name: str = "twinview-py",
         reconnect: bool = True,
         subprotocols: list[str] | None = None,
-    ):
+    ) -> None:
         self.url = url
         self.layer = layer
         self.encoding = encoding

@@ -11,9 +11,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Final
-
-import msgspec
+from typing import Final
 
 from scene.rules import AlarmEvent
 from scene.state import Change, PropertyValue, Reading, TwinState
@@ -52,7 +50,7 @@ class SceneHub:
         store: Store | None,
         epoch: str | None = None,
         clock: Callable[[], float] = time.time,
-    ):
+    ) -> None:
         self.scene_id = scene_id
         self.rules = rules
         self.bus = bus
@@ -104,18 +102,25 @@ class SceneHub:
         self.props[key] = value
         self._window_props[(change.element, change.prop)] = change.current
         self._record((PROP, key, ""), value)
+        alarms = self.rules.observe(change)  # first: detectors update the anomaly flags visuals show
         for layer, element in self.rules.affected(change.element, change.prop):
-            visual = self.rules.visual(element, layer, self.state)
-            if self.visuals[layer].get(element) != visual:
-                self.visuals[layer][element] = visual
-                self._record((VISUAL, visual_key(element, layer), layer), visual)
-        self._emit(self.rules.observe(change))
+            self._refresh_visual(layer, element)
+        self._emit(alarms)
 
     def tick(self) -> None:
         """Periodic check for flat lines (stuck or silent sensors), which produce no changes."""
-        self._emit(self.rules.tick(self.clock()))
-        if self._window_events:
+        alarms = self.rules.tick(self.clock())
+        for alarm in alarms:
+            self._refresh_visual(alarm.layer, alarm.element)
+        self._emit(alarms)
+        if alarms:
             self._schedule_flush()
+
+    def _refresh_visual(self, layer: str, element: str) -> None:
+        visual = self.rules.visual(element, layer, self.state)
+        if self.visuals[layer].get(element) != visual:
+            self.visuals[layer][element] = visual
+            self._record((VISUAL, visual_key(element, layer), layer), visual)
 
     def _emit(self, alarms: list[AlarmEvent]) -> None:
         for alarm in alarms:
@@ -189,7 +194,9 @@ class SceneHub:
 
     # --- what sessions ask for -------------------------------------------------------------------
 
-    def snapshot(self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None):
+    def snapshot(
+        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None
+    ) -> p.Snapshot:
         """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
         change falls between the snapshot and the first delta."""
         if self.seq >= self._window_first:
@@ -218,10 +225,3 @@ class SceneHub:
         if not self.log.covers(resume.seq):
             return "too_old" if resume.seq <= self.seq else "unknown_seq"
         return self.log.since(resume.seq)
-
-    def element_state(self, element: str) -> dict[str, Any]:
-        """Live props and visuals per layer of one element (REST)."""
-        live = self.state.element(element)
-        props = {prop: msgspec.to_builtins(prop_state(pv)) for prop, pv in live.items()}
-        visuals = {layer: msgspec.to_builtins(vis[element]) for layer, vis in self.visuals.items() if element in vis}
-        return {"props": props, "visuals": visuals}

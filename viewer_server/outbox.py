@@ -33,7 +33,7 @@ class Batch:
 
     __slots__ = ("_encoded", "events", "first", "last", "state")
 
-    def __init__(self, first: int, last: int, state: dict[StateKey, StateValue], events: list[p.Event]):
+    def __init__(self, first: int, last: int, state: dict[StateKey, StateValue], events: list[p.Event]) -> None:
         self.first = first
         self.last = last
         self.state = state
@@ -86,10 +86,10 @@ RESYNC: Final = object()  # what `Outbox.take` returns when the client needs a f
 class Outbox:
     """What one client has not been sent yet. `offer` never blocks; the sender task awaits `take`."""
 
-    def __init__(self, layer: str, encoding: p.Encoding, max_events: int = OUTBOX_MAX_EVENTS):
+    def __init__(self, layer: str, encoding: p.Encoding, max_events: int | None = None) -> None:
         self.layer = layer
         self.encoding = encoding
-        self.max_events = max_events
+        self.max_events = OUTBOX_MAX_EVENTS if max_events is None else max_events
         self._shared: Batch | None = None  # offered while idle: sent as the shared bytes
         self._private: Batch | None = None  # coalesced while the client was busy
         self._resync = False
@@ -125,6 +125,10 @@ class Outbox:
         self.layer = layer
         self._shared = self._private = None
         self._resync = False
+
+    @property
+    def resync_pending(self) -> bool:
+        return self._resync
 
     @property
     def pending_keys(self) -> int:

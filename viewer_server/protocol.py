@@ -25,8 +25,8 @@ Role = Literal["viewer", "publisher"]
 
 # A client frame larger than this is refused with close 1009; deltas are small, batches are bounded.
 MAX_MESSAGE_BYTES: Final = 1 << 20
-# One publish/ingest batch; bigger ones are refused whole (reason "batch_too_large") so that one
-# producer cannot monopolise the event loop for more than a few milliseconds.
+# One publish/ingest batch; bigger ones are refused whole (reason "batch_too_large"): an answer
+# with per-reading rejections stays small, and one producer's burst stays under ~100 ms of work.
 MAX_BATCH_READINGS: Final = 5000
 # A client must say hello within this time, or the connection is closed (1008).
 HELLO_TIMEOUT_S: Final = 10.0

@@ -16,7 +16,7 @@ RESUME_LOG_MAX_CHANGES: Final = 100_000
 class ResumeLog:
     """(seq, state key, value) and (seq, event) entries, oldest first, seq strictly increasing."""
 
-    def __init__(self, max_changes: int = RESUME_LOG_MAX_CHANGES):
+    def __init__(self, max_changes: int = RESUME_LOG_MAX_CHANGES) -> None:
         self._entries: deque[tuple[int, StateKey | None, StateValue | p.Event]] = deque(maxlen=max_changes)
         self.last_seq = 0  # the newest seq ever logged (also when it has been evicted)
 

@@ -16,7 +16,7 @@ NO_BINDINGS_LAYER: Final = "default"
 
 
 class LiveRules:
-    def __init__(self, bindings: Bindings | None):
+    def __init__(self, bindings: Bindings | None) -> None:
         self.engine = RuleEngine(bindings) if bindings is not None else None
         self.layers: list[str] = self.engine.layers() if self.engine else [NO_BINDINGS_LAYER]
         self.default_layer = bindings.default_layer if bindings is not None else NO_BINDINGS_LAYER

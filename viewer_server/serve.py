@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -103,13 +103,16 @@ async def serve(
     data_dir: Path,
     simulate: bool,
     ready: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until cancelled. `ready` is set once /api/health answers."""
+    """Serve until cancelled. `ready` is set (and `on_ready(url)` called) once /api/health answers."""
     async with running_server(
         scene_dir, bindings=bindings, mqtt_url=mqtt_url, host=host, port=port, data_dir=data_dir, simulate=simulate
-    ):
+    ) as server:
         if ready is not None:
             ready.set()
+        if on_ready is not None:
+            on_ready(server.url + "/")
         await asyncio.Event().wait()
 
 
@@ -122,6 +125,7 @@ def run(
     port: int,
     data_dir: Path,
     simulate: bool,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Blocking `serve` for the CLI; returns on Ctrl+C. Raises SceneError / BindingsError (exit 2)."""
     with contextlib.suppress(KeyboardInterrupt):
@@ -134,6 +138,7 @@ def run(
                 port=port,
                 data_dir=data_dir,
                 simulate=simulate,
+                on_ready=on_ready,
             )
         )
 
@@ -151,5 +156,5 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
+        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)

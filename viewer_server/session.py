@@ -33,6 +33,9 @@ CONTROL_QUEUE_MAX: Final = 64
 # aiohttp pings every so often; a peer that does not answer within half of it is dropped.
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = ["resume", "coalesce", "msgpack", "publish", "presence", "alarms"]
+# Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
+# that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
+WS_WRITER_LIMIT: Final = 16 * 1024
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 
@@ -48,7 +51,7 @@ def version_mismatch_reason(offered: list[str]) -> str:
 
 
 class Session:
-    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding):
+    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding) -> None:
         self.live = live
         self.ws = ws
         self.encoding = encoding
@@ -96,7 +99,7 @@ class Session:
         try:
             msg = await self.ws.receive(timeout=p.HELLO_TIMEOUT_S)
         except TimeoutError:
-            await self._close(p.CLOSE_POLICY, f"no hello within {p.HELLO_TIMEOUT_S:.0f} s")
+            await self._close(p.CLOSE_POLICY, f"no hello within {p.HELLO_TIMEOUT_S:g} s")
             return None
         data = await self._frame_data(msg)
         if data is None:
@@ -107,7 +110,7 @@ class Session:
             await self._close(p.CLOSE_POLICY, f"first message must be a valid hello: {exc}")
             return None
         if not isinstance(hello, p.Hello):
-            await self._close(p.CLOSE_POLICY, f"first message must be hello, not {type(hello).__name__.lower()}")
+            await self._close(p.CLOSE_POLICY, f"first message must be hello, not {type(hello).__struct_config__.tag}")
             return None
         if hello.protocol != p.PROTOCOL_VERSION:
             await self._close(
@@ -196,7 +199,7 @@ class Session:
         if self.role != "publisher":
             await self._reply(p.Error(p.ERR_NOT_PUBLISHER, "say hello with role 'publisher' to publish", "publish"))
             return
-        accepted, rejected = self.live.ingest.submit(message.readings)
+        accepted, rejected = await self.live.ingest.submit(message.readings)
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, "publish"))
             return
@@ -253,7 +256,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if scene_id != live.scene.id:
         raise web.HTTPNotFound(text=f"no scene {scene_id!r}")
     ws = web.WebSocketResponse(
-        protocols=tuple(p.SUBPROTOCOLS), max_msg_size=p.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S, compress=False
+        protocols=tuple(p.SUBPROTOCOLS),
+        max_msg_size=p.MAX_MESSAGE_BYTES,
+        heartbeat=HEARTBEAT_S,
+        compress=False,
+        writer_limit=WS_WRITER_LIMIT,
     )
     await ws.prepare(request)
     offered = offered_subprotocols(request)

@@ -8,6 +8,7 @@ Tables for sessions and annotations exist for the collaboration issue (schema on
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -27,6 +28,10 @@ STORE_LOG_MAX_ROWS: Final = 200_000
 # Queued jobs written in one transaction at most: one commit per ~16 s of flush windows when the
 # disk lags, short enough that a crash loses little.
 STORE_TXN_MAX_JOBS: Final = 1000
+# Batches waiting for the writer (~1 min of flush windows). If the disk stalls longer, further batches
+# are dropped and counted (`dropped_batches`, in /api/health): live fan-out never waits for the disk,
+# and memory stays bounded. Values then persist with the next batch that touches them.
+STORE_QUEUE_MAX: Final = 4000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +56,7 @@ CREATE TABLE IF NOT EXISTS annotations (
 """
 
 _enc = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 
 
 def sha256(data: bytes) -> str:
@@ -60,7 +66,7 @@ def sha256(data: bytes) -> str:
 class Store:
     """The server's SQLite file under the data dir. Thread-safe by construction: one writer thread."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / STORE_FILE
         db = self._connect()
@@ -69,6 +75,9 @@ class Store:
         db.commit()
         self._read = db
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
+        self.dropped_batches = 0
+        self.write_errors = 0
+        self.last_error = ""
         self._writer = threading.Thread(target=self._write_loop, name="twinview-store", daemon=True)
         self._writer.start()
 
@@ -89,13 +98,6 @@ class Store:
             out.setdefault(element, {})[prop] = PropertyValue(msgspec.json.decode(value), unit, ts, rx, quality)
         return out
 
-    def schema_version(self) -> int:
-        row = self._read.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0])
-
-    def log_rows(self, scene: str) -> int:
-        return int(self._read.execute("SELECT count(*) FROM log WHERE scene = ?", (scene,)).fetchone()[0])
-
     # --- writes (queued) -------------------------------------------------------------------------
 
     def save_scene(self, scene: str, path: Path, manifest: bytes) -> None:
@@ -106,6 +108,9 @@ class Store:
 
     def save_batch(self, scene: str, epoch: str, batch: Batch, props: list[tuple[str, str, PropertyValue]]) -> None:
         """Log a flushed batch and upsert the new current values (`props`: element, prop, value)."""
+        if self._queue.qsize() >= STORE_QUEUE_MAX:
+            self.dropped_batches += 1
+            return
         self._queue.put(("batch", (scene, epoch, batch, props)))
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -139,18 +144,21 @@ class Store:
         db.close()
 
     def _run(self, db: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> None:
-        barriers = []
-        with db:  # one transaction for everything queued
-            for kind, args in jobs:
-                if kind == "scene":
-                    db.execute("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?)", args)
-                elif kind == "bindings":
-                    db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)", args)
-                elif kind == "batch":
-                    self._write_batch(db, *args)
-                else:
-                    barriers.append(args[0])
-            db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
+        barriers = [args[0] for kind, args in jobs if kind == "barrier"]
+        try:
+            with db:  # one transaction for everything queued
+                for kind, args in jobs:
+                    if kind == "scene":
+                        db.execute("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?)", args)
+                    elif kind == "bindings":
+                        db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)", args)
+                    elif kind == "batch":
+                        self._write_batch(db, *args)
+                db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
+        except sqlite3.Error as exc:  # a full or failing disk must not kill the writer (nor the server)
+            self.write_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("store %s: %s (%d jobs lost)", self.path, self.last_error, len(jobs))
         for barrier in barriers:
             barrier.set()
 

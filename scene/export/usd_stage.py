@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from pxr import Gf, Sdf, Tf, Vt
 
+from scene.errors import ExportFailed
 from scene.export.hierarchy import local_matrices
 from scene.model import Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
@@ -58,7 +59,8 @@ def twinview_version() -> str:
 def write_stage(scene: Scene, path: Path) -> None:
     """Write `scene` as a USD layer at `path` (usually scene.usdc); textures go to `textures/` beside it."""
     path = Path(path)
-    layer = Sdf.Layer.CreateNew(str(path))
+    # Anonymous then Export: CreateNew refuses a path whose layer is already open in this process.
+    layer = Sdf.Layer.CreateAnonymous(path.name)
     looks = _write_textures(scene, path.parent)
     with Sdf.ChangeBlock():
         layer.defaultPrim = "World"
@@ -92,7 +94,8 @@ def write_stage(scene: Scene, path: Path) -> None:
                 geometry.SetInfo("instanceable", True)
             elif el.mesh in uses:
                 writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
-    layer.Save()
+    if not layer.Export(str(path)):
+        raise ExportFailed(str(path), "USD could not write the layer")
 
 
 def _provenance(scene: Scene) -> dict:

@@ -4,10 +4,12 @@
   the spatial tree (aggregation, nesting, voids, containment); psets, qtos and key attributes
   become its properties.
 - Geometry comes from `ifcopenshell.geom.iterator`. The manifold kernel is ~10x faster than
-  opencascade but supports fewer constructs and can crash natively (it segfaults on duplex.ifc),
-  so with `ifc_kernel="auto"` it runs in a forked child that streams shapes back; whatever it
-  skipped, failed or did not reach before a crash is then tessellated with opencascade.
-  The parent builds the hierarchy and properties while the child tessellates.
+  opencascade but supports fewer constructs (no sweeps, tapered extrusions; circles only when
+  given a segment count) and can crash natively. With `ifc_kernel="auto"` it runs in a forked
+  child that streams shapes back; what it skipped, built only in part, or did not reach before
+  a crash is then tessellated with opencascade, and what is known to crash it (openings in
+  surface models) goes to opencascade directly. The parent builds the hierarchy and
+  properties while the child tessellates.
 - Shapes with the same iterator geometry id share one Mesh; each mesh is split into one
   Primitive per IFC surface style.
 """
@@ -43,6 +45,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
 # Segments per full circle for the manifold kernel, which refuses circles unless told (0 is
 # its default); 24 keeps the chord error under 1 % of the radius.
 CIRCLE_SEGMENTS = 24
+# Open surface models (not closed solids), which manifold cannot cut openings into.
+SURFACE_MODELS = frozenset({"IfcFaceBasedSurfaceModel", "IfcShellBasedSurfaceModel"})
 # Products kept in the hierarchy without a mesh: openings are already cut from their hosts and
 # spaces are volumes of air that would hide everything inside them.
 NO_MESH_CLASSES = ("IfcOpeningElement", "IfcSpace")
@@ -115,33 +119,16 @@ def load(path: Path, options: ImportOptions) -> Scene:
     products = model.by_type("IfcProduct")
     expected = [p for p in products if _expects_mesh(p)]
 
-    shapes: dict[int, tuple[_Shape, str]] = {}
-    events: list[str] = []  # kernel crashes and retries, reported as warnings
-    errors: list[str] = []  # the last kernel's own error messages
-    structure = None
-    remaining = expected
-    for i, kernel in enumerate(kernels):
-        if not remaining:
-            break
-        errors = []
-        if i + 1 < len(kernels):  # a fallback follows: isolate this kernel so a crash is survivable
-            wait = _run_forked(model, kernel, threads, remaining, shapes, events, errors)
-            structure = _structure(model, projects, products)  # pure Python: overlaps the child's work
-            wait()
-        else:
-            shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, threads, remaining, errors))
-        left = [p for p in remaining if p.id() not in shapes]
-        if left and i + 1 < len(kernels):
-            events.append(f"{len(left)} element(s) retried with {kernels[i + 1]}: {_examples(left)}")
-        remaining = left
-    if structure is None:
-        structure = _structure(model, projects, products)
+    structures: list[_Structure] = []
+    done = _tessellate(
+        model, kernels, threads, expected, lambda: structures.append(_structure(model, projects, products))
+    )
+    if done.failed and len(done.failed) == len(expected):
+        said = done.errors[0] if done.errors else "the kernel produced no shape"
+        reason = "; ".join([f"no element could be tessellated: {said}", *parse_errors])
+        raise ImportFailed(str(path), reason, _describe(done.failed[0]))
 
-    if remaining and len(remaining) == len(expected):
-        reason = "no element could be tessellated: " + (errors[0] if errors else "the kernel produced no shape")
-        raise ImportFailed(str(path), "; ".join([reason, *parse_errors]), _describe(remaining[0]))
-
-    used = sorted({k for _, k in shapes.values()}, key=kernels.index) or [kernels[0]]
+    used = sorted({k for _, k in done.shapes.values()}, key=kernels.index) or [kernels[0]]
     scene = new_scene(
         path,
         "ifc",
@@ -149,11 +136,12 @@ def load(path: Path, options: ImportOptions) -> Scene:
         source_units=_unit_label(model),
         source_up_axis="Z",
     )
-    scene.warnings.extend([*parse_errors, *events, *structure.warnings])
-    if remaining:
-        said = f"; the kernel said: {'; '.join(errors[:MAX_EXAMPLES])}" if errors else ""
-        scene.warnings.append(f"{len(remaining)} element(s) failed to tessellate: {_examples(remaining)}{said}")
-    _fill(scene, model, structure, shapes)
+    (structure,) = structures
+    scene.warnings.extend([*parse_errors, *done.events, *structure.warnings])
+    if done.failed:
+        said = f"; the kernel said: {'; '.join(done.errors[:MAX_EXAMPLES])}" if done.errors else ""
+        scene.warnings.append(f"{len(done.failed)} element(s) failed to tessellate: {_examples(done.failed)}{said}")
+    _fill(scene, model, structure, done.shapes)
     return scene
 
 
@@ -175,11 +163,14 @@ def _open(path: Path) -> tuple[Any, list[str]]:
         model = ifcopenshell.open(str(path))
     except (ifcopenshell.Error, OSError, zipfile.BadZipFile, RuntimeError) as exc:
         errors = _log_errors(ifcopenshell.get_log())
-        reason = errors[0][0] if errors else str(exc)
+        reason = f"not a readable IFC file: {errors[0][0] if errors else exc}"
         where = _line_of(path, errors[0][1]) if errors else ""
         if not where and "header" in str(exc):
             where = "HEADER section"
-        raise ImportFailed(str(path), f"not a readable IFC file: {reason}", where) from None
+        if isinstance(exc, ifcopenshell.SchemaError):  # e.g. a CAD exchange file (AP203/AP214) named .ifc
+            schema = str(exc).removeprefix("Unsupported schema: ")
+            reason, where = f"a STEP file in schema {schema}, not IFC: import it as .step", "FILE_SCHEMA"
+        raise ImportFailed(str(path), reason, where) from None
     errors = _log_errors(ifcopenshell.get_log())
     if not errors:
         return model, []
@@ -262,6 +253,74 @@ def _examples(products: list[Any]) -> str:
 # Tessellation
 
 
+@dataclass(slots=True)
+class _Tessellation:
+    shapes: dict[int, tuple[_Shape, str]]  # product id -> (shape, kernel that made it)
+    failed: list[Any]  # products no kernel could tessellate
+    events: list[str]  # kernel crashes and retries, reported as warnings
+    errors: list[str]  # the last kernel's own error messages
+
+
+def _tessellate(
+    model: Any, kernels: tuple[str, ...], threads: int, expected: list[Any], meanwhile: Callable[[], None]
+) -> _Tessellation:
+    """Run the kernels in order, each on what the previous ones left. A kernel with a fallback
+    after it runs in a forked child, so its crash is survivable; `meanwhile` runs exactly once,
+    while such a child works if there is one."""
+    done = _Tessellation({}, expected, [], [])
+    pending: Callable[[], None] | None = meanwhile
+    for i, kernel in enumerate(kernels):
+        fallback = kernels[i + 1] if i + 1 < len(kernels) else None
+        unsafe = {p.id() for p in done.failed if kernel == "manifold" and _manifold_unsafe(p)}
+        if unsafe and not fallback:
+            skipped = [p for p in done.failed if p.id() in unsafe]
+            done.events.append(
+                f"{len(skipped)} element(s) skipped: manifold cannot cut openings into surface models, "
+                f"opencascade can (ifc_kernel auto): {_examples(skipped)}"
+            )
+        batch = [p for p in done.failed if p.id() not in unsafe]
+        if not batch:
+            continue
+        done.errors = []
+        if fallback:
+            # While `meanwhile` runs, the parent needs a core of its own.
+            child_threads = max(1, threads - 1) if pending else threads
+            wait = _run_forked(model, kernel, child_threads, batch, done.shapes, done.events, done.errors)
+            try:
+                if pending:
+                    pending()
+                    pending = None
+            finally:
+                wait()
+            missed = [p for p in batch if p.id() not in done.shapes]
+            if missed:
+                done.events.append(f"{len(missed)} element(s) retried with {fallback}: {_examples(missed)}")
+        else:
+            done.shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, threads, batch, done.errors))
+        done.failed = [p for p in done.failed if p.id() not in done.shapes]
+    if pending:
+        pending()
+    return done
+
+
+def _manifold_unsafe(product: Any) -> bool:
+    """Openings cut into an open surface model: manifold's booleans need closed solids and
+    segfault on these (the cabinets of duplex.ifc), so they go straight to opencascade."""
+    if not getattr(product, "HasOpenings", None):
+        return False
+    return any(item.is_a() in SURFACE_MODELS for item in _body_items(product))
+
+
+def _body_items(product: Any) -> Iterator[Any]:
+    stack = [r for r in product.Representation.Representations if r.RepresentationIdentifier in BODY_IDENTIFIERS]
+    while stack:
+        for item in stack.pop().Items:
+            if item.is_a("IfcMappedItem"):
+                stack.append(item.MappingSource.MappedRepresentation)
+            else:
+                yield item
+
+
 def _iterate(
     model: Any, kernel: str, threads: int, include: list[Any], errors: list[str], *, complete_only: bool = False
 ) -> Iterator[_Shape]:
@@ -277,8 +336,8 @@ def _iterate(
     settings = ifcopenshell.geom.settings()
     if kernel == "manifold":
         settings.set("circle-segments", CIRCLE_SEGMENTS)
-    iterator = ifcopenshell.geom.iterator(settings, model, threads, include=include, geometry_library=kernel)
     ifcopenshell.get_log()
+    iterator = ifcopenshell.geom.iterator(settings, model, threads, include=include, geometry_library=kernel)
     ok = iterator.initialize()
     log = ifcopenshell.get_log()
     # The iterator falls back to file units when the model has several contexts (e.g. an
@@ -369,7 +428,7 @@ def _run_forked(
     """
     ctx = mp.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_stream, args=(sender, model, kernel, threads, include), daemon=True)
+    child = ctx.Process(target=_stream, args=(sender, model, kernel, threads, include))
     child.start()
     sender.close()
     received: list[_Shape] = []
@@ -449,7 +508,9 @@ def _crease_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarra
     )
     face_unit = _normalised(face_normal)
     vertex_unit = _normalised(vertex_normal)
+    vertex_unit[~vertex_unit.any(axis=1)] = (0.0, 0.0, 1.0)  # only zero-area faces around: any unit vector
     hard = np.einsum("fck,fk->fc", vertex_unit[faces], face_unit) < math.cos(math.radians(CREASE_ANGLE_DEG))
+    hard &= face_unit.any(axis=1)[:, None]  # a zero-area face has no normal of its own to keep
     faces = faces.astype(np.int64)
     if hard.any():
         hard_face, hard_corner = np.nonzero(hard)
@@ -458,7 +519,6 @@ def _crease_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarra
         unique_key, slot = np.unique(key, axis=0, return_inverse=True)
         first = np.zeros(len(unique_key), dtype=np.int64)
         first[slot] = hard_face
-        faces = faces.copy()
         faces[hard_face, hard_corner] = len(positions) + slot.ravel()
         positions = np.concatenate([positions, positions[unique_key[:, 0]]])
         vertex_unit = np.concatenate([vertex_unit, face_unit[first]])
@@ -535,7 +595,7 @@ def _parents_first(parent: dict[int, int | None], root: int) -> tuple[list[int],
         on_path: set[int] = set()
         while node not in on_path:  # unreachable, so walking up must end in a cycle
             on_path.add(node)
-            node = parent[node]  # type: ignore[assignment]
+            node = parent[node]
         parent[node] = root
         rehung.append(node)
         visit(node)
@@ -553,8 +613,9 @@ def _properties(entity: Any) -> PropertySets:
                 continue
             if not isinstance(value, dict):
                 flat[key] = _json(value)
-            elif value.get("type") == "IfcPropertyBoundedValue":
-                flat[key] = [_json(value.get("LowerBoundValue")), _json(value.get("UpperBoundValue"))]
+            elif value.get("type") == "IfcPropertyBoundedValue":  # [lower, upper]; unset when neither is
+                bounds = [_json(value.get("LowerBoundValue")), _json(value.get("UpperBoundValue"))]
+                flat[key] = bounds if bounds != [None, None] else None
             else:  # complex, table or reference value: one level of "Name.Part" keys
                 parts = value.get("properties", value)
                 flat.update({f"{key}.{k}": _json(v) for k, v in parts.items() if k not in _PROPERTY_META})

@@ -11,11 +11,16 @@ Decisions on damaged input:
   silently, but such a line means the file is corrupt or truncated, and a twin must not lose faces
   without anyone noticing;
 - NaN/inf coordinates, indices beyond the vertex count, broken framing and empty results are errors.
+
+Files named inside a model (glTF buffers and images, OBJ material libraries and textures, PLY
+textures) are read only from the model's folder: URLs, absolute paths, `../` and escaping symlinks are
+refused with ImportFailed naming the URI. glTF images at a URL are optional and skipped with a warning.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import numpy as np
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
 from scene.importers._common import (
+    adopted_id,
     element_id,
     new_scene,
     read_nonempty,
@@ -37,7 +43,7 @@ from scene.importers._common import (
     vertex_normals,
 )
 from scene.importers.gltf_decode import GltfDocument, read_gltf
-from scene.model import IDENTITY, Element, Material, Mesh, Primitive, Scene
+from scene.model import IDENTITY, Element, Material, Mesh, Primitive, PropertyValue, Scene
 
 GLTF_IMPORTER = "twinview-gltf 1"
 
@@ -57,6 +63,9 @@ THREEMF_UNITS = {
     "meter": (1.0, "m"),
 }
 
+# PLY headers are a few hundred bytes; reading this much finds `end_header` in any sane file.
+PLY_HEADER_LIMIT = 1 << 16
+
 # OBJ tokens that make trimesh silently drop vertices instead of failing.
 _OBJ_BAD_NUMBER = re.compile(rb"(?i)[-+]?(nan|inf)")
 _OBJ_VERTEX_LINE = re.compile(rb"(?m)^v[ \t]+[^\n]*")
@@ -67,12 +76,11 @@ def load(path: Path, options: ImportOptions) -> Scene:
     ext = path.suffix.lower()
     if ext in (".gltf", ".glb"):
         return load_gltf(path)
-    data = read_nonempty(path)
-    if ext == ".ply" and not _ply_has_faces(data):
+    if ext == ".ply" and not _ply_has_faces(path):
         from scene.importers import pointcloud
 
         return pointcloud.load(path, options)
-    return load_trimesh(path, data, ext)
+    return load_trimesh(path, read_nonempty(path), ext)
 
 
 # --- glTF -------------------------------------------------------------------------------------------
@@ -96,6 +104,7 @@ class _GltfBuilder:
     def __init__(self, doc: GltfDocument, scene: Scene) -> None:
         self.doc, self.scene = doc, scene
         self.meshes: dict[int, str] = {}
+        self.visited: set[int] = set()
         self.materials: dict[int | None, tuple[int, int]] = {}  # glTF index -> (scene index, texCoord set)
 
     def build(self) -> None:
@@ -108,7 +117,7 @@ class _GltfBuilder:
             children = {c for n in nodes for c in n.get("children", [])}
             roots = [i for i in range(len(nodes)) if i not in children]
         for root in roots:
-            self._node(root, None, "", IDENTITY, set())
+            self._node(root, None, "", IDENTITY, 0)
         if not nodes:
             # Mesh-only files (no node tree) still show their meshes, one element each.
             for index, mesh in enumerate(self.doc.items("meshes")):
@@ -116,21 +125,31 @@ class _GltfBuilder:
                 el_id = unique_id(self.scene, element_id(self.doc.path, name))
                 self.scene.add(Element(el_id, name, "GltfMesh", mesh=self._mesh(index)))
 
-    def _node(
-        self, index: Any, parent: str | None, parent_path: str, parent_matrix: np.ndarray, seen: set[int]
-    ) -> None:
+    def _node(self, index: Any, parent: str | None, parent_path: str, parent_matrix: np.ndarray, depth: int) -> None:
         node = self.doc.item("nodes", index)
-        if index in seen or len(seen) >= MAX_NODE_DEPTH:
-            raise self.doc.fail("node hierarchy has a cycle or is too deep", f"nodes[{index}]")
+        # glTF node trees are strict trees; a shared or cyclic child could otherwise multiply elements.
+        if index in self.visited:
+            raise self.doc.fail("node is reached twice (more than one parent, or a cycle)", f"nodes[{index}]")
+        if depth >= MAX_NODE_DEPTH:
+            raise self.doc.fail(f"node hierarchy deeper than {MAX_NODE_DEPTH}", f"nodes[{index}]")
+        self.visited.add(index)
         mesh_name = self.doc.item("meshes", node["mesh"]).get("name") if "mesh" in node else None
         name = str(node.get("name") or mesh_name or f"node{index}")  # exporters often name only the mesh
         node_path = f"{parent_path}/{name}"
         matrix = parent_matrix @ _node_matrix(self.doc, node, index)
-        el_id = unique_id(self.scene, element_id(self.doc.path, node_path))
+        extras = node.get("extras") if isinstance(node.get("extras"), dict) else {}
+        # TwinView's own GLB carries each element's id, name and class in extras: keep them.
+        twin = adopted_id(extras.get("id"))
+        el_id = unique_id(self.scene, twin or element_id(self.doc.path, node_path))
+        if twin and isinstance(extras.get("name"), str):
+            name = extras["name"]
+        cls = str(extras["class"]) if twin and isinstance(extras.get("class"), str) else "GltfNode"
+        others = {k: _property_value(v) for k, v in extras.items() if not (twin and k in ("id", "name", "class"))}
         mesh = self._mesh(node["mesh"]) if "mesh" in node else None
-        self.scene.add(Element(el_id, name, "GltfNode", parent=parent, matrix=matrix, mesh=mesh))
+        properties = {"glTF extras": others} if others else {}
+        self.scene.add(Element(el_id, name, cls, parent=parent, matrix=matrix, mesh=mesh, properties=properties))
         for child in node.get("children", []):
-            self._node(child, el_id, node_path, matrix, seen | {index})
+            self._node(child, el_id, node_path, matrix, depth + 1)
 
     def _mesh(self, index: Any) -> str | None:
         if index in self.meshes:
@@ -161,9 +180,13 @@ class _GltfBuilder:
         if "POSITION" not in arrays:
             self.doc.warnings.append(f"{where}: no POSITION attribute; skipped")
             return None
-        positions = arrays["POSITION"].astype(np.float32)
+        positions = arrays.pop("POSITION").astype(np.float32)
         require_finite(self.doc.path, positions, f"{where}.POSITION")
         count = len(positions)
+        for name in [n for n, values in arrays.items() if len(values) != count]:
+            self.doc.warnings.append(
+                f"{where}: {name} has {len(arrays.pop(name))} values for {count} vertices; ignored"
+            )
         indices = None
         if mode != MODE_POINTS:
             flat = np.arange(count, dtype=np.uint32) if raw_indices is None else raw_indices.astype(np.uint32)
@@ -172,7 +195,10 @@ class _GltfBuilder:
             indices = _triangles(flat, mode)
         material, tex_coord = self._material(prim.get("material"))
         normals = arrays.get("NORMAL")
-        if normals is None and indices is not None:
+        if normals is not None:  # quantized normals are only roughly unit length
+            length = np.linalg.norm(normals, axis=1, keepdims=True)
+            normals = np.divide(normals, length, out=np.zeros_like(normals, dtype=np.float32), where=length > 0)
+        elif indices is not None:
             normals = vertex_normals(positions, indices)
         colors = arrays.get("COLOR_0")
         if colors is not None and colors.shape[1] == 3:
@@ -215,6 +241,13 @@ class _GltfBuilder:
             result = (self.scene.add_material(material), tex_coord)
         self.materials[index] = result
         return result
+
+
+def _property_value(value: Any) -> PropertyValue:
+    """JSON extras as a property value: scalars and lists as they are, objects as JSON text."""
+    if value is None or isinstance(value, bool | int | float | str | list):
+        return value
+    return json.dumps(value, sort_keys=True)
 
 
 def _wanted(attribute: str) -> bool:
@@ -280,8 +313,10 @@ def _decode_draco(doc: GltfDocument, ext: dict[str, Any], where: str) -> tuple[d
 # --- trimesh formats --------------------------------------------------------------------------------
 
 
-def _ply_has_faces(data: bytes) -> bool:
-    header = data[: data.find(b"end_header")] if b"end_header" in data else data[:4096]
+def _ply_has_faces(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(PLY_HEADER_LIMIT)
+    header = head.split(b"end_header", 1)[0]
     match = re.search(rb"(?m)^element\s+face\s+(\d+)", header)
     return bool(match and int(match.group(1)) > 0)
 
@@ -307,18 +342,6 @@ class _GuardedResolver:
 
     def __getitem__(self, name: str) -> bytes:  # trimesh's OBJ reader indexes instead of calling get
         return self.get(name)
-
-    # trimesh asks resolvers for these too; answering plainly keeps it on `get`.
-    def keys(self) -> list[str]:
-        return []
-
-    def write(self, name: str, data: bytes) -> None:
-        raise PermissionError("importers never write")
-
-    def namespaced(self, namespace: str) -> _GuardedResolver:
-        child = _GuardedResolver(self.path.parent / namespace / self.path.name)
-        child.path = self.path
-        return child
 
 
 def load_trimesh(path: Path, data: bytes, ext: str) -> Scene:

@@ -1,13 +1,14 @@
-"""Point clouds (PLY without faces, PCD, XYZ) via open3d: one "PointCloud" element per file.
+"""Point clouds (PLY without faces, PCD, XYZ): one "PointCloud" element per file.
 
-Scans carry no unit or axis metadata in these formats; they are taken as metres, Y-up. Clouds above
-`ImportOptions.point_budget` are voxel-downsampled (colours averaged per voxel) and the counts are
-reported as a warning. With `mesh_scans=True` the cloud is Poisson-reconstructed into a surface.
+PLY is read by trimesh, PCD and XYZ by open3d. Scans carry no unit or axis metadata in these
+formats; they are taken as metres, Y-up. Clouds above `ImportOptions.point_budget` are
+voxel-downsampled in numpy (positions and colours averaged per voxel, the voxel size searched so the
+count lands at or just under the budget) and the counts are reported as a warning. With
+`mesh_scans=True` the cloud is Poisson-reconstructed (open3d) into a surface.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,17 @@ import numpy as np
 
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
-from scene.importers._common import element_id, new_scene, read_nonempty, require_finite, srgb_to_linear, timed
+from scene.importers._common import element_id, new_scene, require_finite, require_nonempty, srgb_to_linear, timed
 from scene.model import Element, Material, Mesh, Primitive, Scene
 
-# Voxel-size search: each pass rescales the voxel by the overshoot (as for a surface, count ~ 1/size^2)
-# and a few passes land within the budget; the last resort is a deterministic uniform stride.
+# Voxel-size search: scans sample surfaces, so the occupied-voxel count goes as 1/size^2; each pass
+# rescales the size by the square root of the miss. A few passes land in [FILL, 1] x budget; if they
+# do not, the best result under the budget is used (or, failing that, a deterministic stride).
 VOXEL_PASSES = 6
-VOXEL_OVERSHOOT_MARGIN = 1.05  # aim 5 % under the budget so rounding does not leave us just above it
+VOXEL_FILL_TARGET = 0.8  # accept any count between 80 % of the budget and the budget itself
+VOXEL_AIM = 0.92  # aim inside that window, not at its edge, so one more pass is rarely needed
+# Cells per axis are capped so the packed int64 voxel key cannot overflow (3 x 20 bits).
+MAX_CELLS_PER_AXIS = 1 << 20
 
 # Poisson reconstruction: octree depth 8 resolves ~1/256 of the extent, enough for a viewer preview
 # in a couple of seconds; vertices in the sparsest 5 % are hallucinated surface far from any sample.
@@ -32,29 +37,25 @@ NORMAL_ORIENT_K = 15  # neighbours for consistent normal orientation
 
 
 def load(path: Path, options: ImportOptions) -> Scene:
-    data = read_nonempty(path)
+    require_nonempty(path)
     timings: dict[str, float] = {}
     with timed(timings, "read"):
-        points, colors, importer = _read(path, data)
+        points, colors, importer = _read(path)
     if not len(points):
         raise ImportFailed(str(path), "contains no geometry (no points could be read)")
     require_finite(path, points, "points")
     scene = new_scene(path, "pointcloud", importer)
     original = len(points)
-    if original > options.point_budget or options.mesh_scans:
-        cloud = _open3d_cloud(points, colors)
-        if original > options.point_budget:
-            with timed(timings, "downsample"):
-                cloud = downsample(cloud, options.point_budget)
-            kept, budget = len(cloud.points), options.point_budget
-            scene.warnings.append(f"{path.name}: voxel-downsampled {original} points to {kept} (budget {budget})")
-        points = np.asarray(cloud.points)
-        colors = np.asarray(cloud.colors) if cloud.has_colors() else None
+    if original > options.point_budget:
+        with timed(timings, "downsample"):
+            points, colors = downsample(points, colors, options.point_budget)
+        budget = options.point_budget
+        scene.warnings.append(f"{path.name}: voxel-downsampled {original} points to {len(points)} (budget {budget})")
     el_id = element_id(path, path.stem)
     material = scene.add_material(Material(name=f"{path.stem} points", roughness=1.0))
     if options.mesh_scans:
         with timed(timings, "reconstruct"):
-            prim = reconstruct(path, cloud, material)
+            prim = reconstruct(path, _open3d_cloud(points, colors), material)
         cls, props = "Mesh", {"Scan": {"points": original, "reconstruction": "poisson"}}
     else:
         prim = Primitive(positions=points.astype(np.float32), indices=None, material=material, colors=_rgba(colors))
@@ -65,7 +66,7 @@ def load(path: Path, options: ImportOptions) -> Scene:
     return scene
 
 
-def _read(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Points (n, 3) float64, sRGB colours (n, 3) in 0..1 or None, and the importer's name."""
     if path.suffix.lower() == ".ply":
         # trimesh reads PLY into numpy directly (and keeps inf as inf, where open3d aborts the
@@ -73,7 +74,7 @@ def _read(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None, str]:
         import trimesh
 
         try:
-            cloud = trimesh.load(io.BytesIO(data), file_type="ply")
+            cloud = trimesh.load(path, file_type="ply")
         except Exception as exc:  # trimesh's PLY parser raises assorted types on damaged input
             raise ImportFailed(str(path), f"cannot parse PLY: {type(exc).__name__}: {exc}") from exc
         points = np.asarray(getattr(cloud, "vertices", np.zeros((0, 3))), dtype=np.float64)
@@ -96,20 +97,40 @@ def _open3d_cloud(points: np.ndarray, colors: np.ndarray | None) -> Any:
     return cloud
 
 
-def downsample(cloud: Any, budget: int) -> Any:
-    """Voxel-downsample to at most `budget` points, choosing the voxel size from the bounding box."""
-    extent = np.asarray(cloud.get_max_bound()) - np.asarray(cloud.get_min_bound())
-    volume = float(np.prod(np.maximum(extent, extent.max() * 1e-3)))
-    voxel = (volume / budget) ** (1.0 / 3.0)  # a filled volume: an underestimate for surface scans
-    result = cloud
+def downsample(points: np.ndarray, colors: np.ndarray | None, budget: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Average points (and colours) per voxel, with the voxel size chosen so the count fits `budget`."""
+    lo = points.min(axis=0)
+    extent = points.max(axis=0) - lo
+    floor = float(extent.max()) / MAX_CELLS_PER_AXIS or 1e-9
+    second, largest = np.sort(extent)[-2:]
+    voxel = max(float(np.sqrt(max(second * largest, floor * floor) / budget)), floor)
+    best: tuple[float, int] | None = None  # (voxel, count) of the fullest result under the budget
     for _ in range(VOXEL_PASSES):
-        result = cloud.voxel_down_sample(voxel)
-        count = len(result.points)
-        if count <= budget:
-            return result
-        voxel *= np.sqrt(count / budget) * VOXEL_OVERSHOOT_MARGIN
-    stride = int(np.ceil(len(result.points) / budget))
-    return result.uniform_down_sample(stride)
+        count = int(np.count_nonzero(np.diff(np.sort(_voxel_keys(points, lo, voxel)))) + 1)
+        if count <= budget and (best is None or count > best[1]):
+            best = (voxel, count)
+        if VOXEL_FILL_TARGET * budget <= count <= budget:
+            break
+        voxel = max(voxel * float(np.sqrt(count / (budget * VOXEL_AIM))), floor)
+    if best is None:  # still over after every pass: thin deterministically instead
+        keep = np.arange(0, len(points), int(np.ceil(len(points) / budget)))
+        return points[keep], None if colors is None else colors[keep]
+    keys = _voxel_keys(points, lo, best[0])
+    order = np.argsort(keys, kind="stable")
+    group = np.concatenate([[0], np.cumsum(np.diff(keys[order]) != 0)])
+    inverse = np.empty(len(points), dtype=np.int64)
+    inverse[order] = group
+    counts = np.bincount(inverse).astype(np.float64)[:, None]
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.bincount(inverse, weights=values[:, i]) for i in range(values.shape[1])]) / counts
+
+    return mean(points), None if colors is None else mean(colors)
+
+
+def _voxel_keys(points: np.ndarray, lo: np.ndarray, voxel: float) -> np.ndarray:
+    cells = np.minimum(((points - lo) / voxel).astype(np.int64), MAX_CELLS_PER_AXIS - 1)
+    return (cells[:, 0] << 40) | (cells[:, 1] << 20) | cells[:, 2]
 
 
 def reconstruct(path: Path, cloud: Any, material: int) -> Primitive:

@@ -5,11 +5,17 @@ are instanced several times share one mesh, keyed by their XCAF prototype label.
 STEP length unit to millimetres on transfer, so geometry and placements are scaled by 0.001; STEP is
 Z-up by convention, so roots get the Z-up to Y-up rotation. Surface colours (per face, solid or
 part) become materials; a face's own colour wins over its solid's, which wins over its part's.
-Colours set on an assembly *instance* rather than on the part are not applied (one mesh per part).
+A colour set on an assembly instance applies to everything below it that has no colour of its own
+(face, solid, or a closer instance); such an instance gets its own copy of the part's mesh.
+
+Multi-file assemblies name their part files inside the STEP text and OCCT opens them itself, so
+those names are checked first: a part file that exists only outside the model's folder (or a URL) is
+refused with ImportFailed.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,10 @@ from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
 Rgba = tuple[float, float, float, float]
 
 STEP_MAGIC = b"ISO-10303-21"
+# First string argument of the entities that name external part files in multi-file assemblies.
+_EXTERNAL_REFERENCE = re.compile(
+    rb"(?:DOCUMENT_FILE|APPLIED_EXTERNAL_IDENTIFICATION_ASSIGNMENT|EXTERNAL_SOURCE\s*\(\s*IDENTIFIER)\s*\(\s*'((?:[^']|'')*)'"
+)
 MM_TO_M = 0.001  # OCCT's transfer unit (xstep.cascade.unit default) is the millimetre
 
 # Chord deflection as a fraction of the part's bounding-box diagonal: 0.1 % keeps small fillets
@@ -39,7 +49,7 @@ MM_TO_M = 0.001  # OCCT's transfer unit (xstep.cascade.unit default) is the mill
 LINEAR_DEFLECTION_RATIO = 0.001
 ANGULAR_DEFLECTION = 0.5  # radians; caps the facet angle on tight curves regardless of size
 
-DEFAULT_COLOR = (0.8, 0.8, 0.8, 1.0)
+DEFAULT_COLOR: Rgba = (0.8, 0.8, 0.8, 1.0)  # Material's default grey, for parts no one coloured
 
 # Map the file's declared length unit (as OCCT spells it) to the short names InputRecord uses.
 UNIT_NAMES = {"METRE": "m", "MILLIMETRE": "mm", "CENTIMETRE": "cm", "INCH": "in", "FOOT": "ft", "MICROMETRE": "um"}
@@ -49,6 +59,7 @@ def load(path: Path, options: ImportOptions) -> Scene:
     data = read_nonempty(path)
     if not data.lstrip()[: len(STEP_MAGIC)] == STEP_MAGIC:
         raise ImportFailed(str(path), "not a STEP file: it does not start with ISO-10303-21", "line 1")
+    _check_external_references(path, data)
     timings: dict[str, float] = {}
     with timed(timings, "read"):
         reader = _StepReader(path)
@@ -100,10 +111,15 @@ class _StepReader:
         self.shapes.GetFreeShapes(free)
         for i in range(1, free.Length() + 1):
             label = free.Value(i)
-            self._element(label, label, None, "", Z_UP_TO_Y_UP.copy())
+            self._element(label, label, None, "", Z_UP_TO_Y_UP.copy(), None)
 
-    def _element(self, instance: Any, label: Any, parent: str | None, parent_path: str, matrix: np.ndarray) -> None:
-        """Add `label` (an assembly or part prototype) as seen through `instance` (its component label)."""
+    def _element(
+        self, instance: Any, label: Any, parent: str | None, parent_path: str, matrix: np.ndarray, color: Rgba | None
+    ) -> None:
+        """Add `label` (an assembly or part prototype) as seen through `instance` (its component label).
+
+        `color` is the nearest instance colour above; an instance's own colour replaces it.
+        """
         from OCP.OCP.collections import Sequence_TDF_Label
         from OCP.TDF import TDF_Label
 
@@ -112,6 +128,8 @@ class _StepReader:
             name = _name(label) or _entry(label)
         node_path = f"{parent_path}/{name}"
         el_id = unique_id(self.scene, element_id(self.path, node_path))
+        if instance is not label:
+            color = _color(instance) or color
         if self.shapes.IsAssembly_s(label):
             self.scene.add(Element(el_id, name, "StepAssembly", parent=parent, matrix=matrix))
             components = Sequence_TDF_Label()
@@ -121,18 +139,19 @@ class _StepReader:
                 referred = TDF_Label()
                 self.shapes.GetReferredShape_s(component, referred)
                 local = _matrix(self.shapes.GetLocation_s(component))
-                self._element(component, referred, el_id, node_path, matrix @ local)
+                self._element(component, referred, el_id, node_path, matrix @ local, color)
             return
-        mesh = self._mesh(label)
+        mesh = self._mesh(label, color)
         self.scene.add(Element(el_id, name, "StepPart", parent=parent, matrix=matrix, mesh=mesh))
 
-    def _mesh(self, label: Any) -> str | None:
-        entry = _entry(label)
-        if entry not in self.meshes:
-            self.meshes[entry] = self._tessellate(label, entry)
-        return self.meshes[entry]
+    def _mesh(self, label: Any, instance_color: Rgba | None) -> str | None:
+        """One mesh per part, and one more per distinct instance colour it is shown in."""
+        key = _entry(label) + (f"@{hex_color(instance_color)}" if instance_color else "")
+        if key not in self.meshes:
+            self.meshes[key] = self._tessellate(label, key, instance_color)
+        return self.meshes[key]
 
-    def _tessellate(self, label: Any, entry: str) -> str | None:
+    def _tessellate(self, label: Any, key: str, instance_color: Rgba | None) -> str | None:
         from OCP.Bnd import Bnd_Box
         from OCP.BRepBndLib import BRepBndLib
         from OCP.BRepMesh import BRepMesh_IncrementalMesh
@@ -146,7 +165,8 @@ class _StepReader:
         diagonal = np.sqrt(box.SquareExtent())
         BRepMesh_IncrementalMesh(shape, max(diagonal * LINEAR_DEFLECTION_RATIO, 1e-6), False, ANGULAR_DEFLECTION, True)
         face_colors = self._face_colors(label)
-        part_color = _color(label) or DEFAULT_COLOR
+        # Face and solid colours win; then the instance's colour; then the part's own.
+        part_color = instance_color or _color(label) or DEFAULT_COLOR
         groups: dict[Rgba, list[tuple[np.ndarray, np.ndarray]]] = {}
         for face in _faces(shape):
             triangles = _face_triangles(face)
@@ -155,7 +175,7 @@ class _StepReader:
         primitives = [self._primitive(color, parts) for color, parts in groups.items()]
         if not primitives:
             return None
-        mesh_id = unique_id(self.scene, element_id(self.path, f"shape{entry}"))
+        mesh_id = unique_id(self.scene, element_id(self.path, f"shape{key}"))
         self.scene.meshes[mesh_id] = Mesh(mesh_id, primitives)
         return mesh_id
 
@@ -190,6 +210,28 @@ class _StepReader:
         if color not in self.materials:
             self.materials[color] = self.scene.add_material(Material(name=hex_color(color), base_color=color))
         return Primitive(positions=pos, indices=idx, material=self.materials[color], normals=normals)
+
+
+def _check_external_references(path: Path, data: bytes) -> None:
+    """Refuse external part files OCCT would read from outside the model's folder (or a URL).
+
+    Multi-file STEP assemblies name their part files in DOCUMENT_FILE / EXTERNAL_SOURCE entities and
+    STEPCAFControl_Reader opens them: beside the model first, else as written (absolute, or relative
+    to the working directory). References that exist only outside the folder would be read, so they
+    are refused; ones that exist nowhere are harmless (OCCT skips them).
+    """
+    folder = path.resolve().parent
+    for match in _EXTERNAL_REFERENCE.finditer(data):
+        name = match.group(1).decode("latin-1").replace("''", "'")
+        line_number = data.count(b"\n", 0, match.start()) + 1
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+://", name):
+            raise ImportFailed(str(path), "external part file is a URL, which TwinView never fetches", name)
+        for candidate in (folder / name, Path(name)):
+            target = candidate.resolve()
+            if target.is_file() and not target.is_relative_to(folder):
+                raise ImportFailed(
+                    str(path), f"external part file {name} lies outside the model's folder", f"line {line_number}"
+                )
 
 
 def _faces(shape: Any) -> list[Any]:

@@ -11,7 +11,9 @@ Decisions:
 - A stage left without geometry is an error, unless content was skipped (outside layers, unreadable
   formats): then it builds, possibly empty, and the warnings say what is missing.
 - upAxis other than Y/Z and a non-positive metersPerUnit are errors (the geometry's meaning is unknown).
-- A defaultPrim naming a missing prim is a warning: we import every root prim, not just the default.
+- A defaultPrim naming a missing prim is an error (unless skipped layers may define it): the file
+  says what it shows and that thing is not there. (Layers meant to be referenced by explicit prim path, like usd-wg's FancyTeapot.usd, still
+  compose fine through the layer that references them.)
 - Values are read at the earliest time: the authored default, or the first sample of animated data.
 - Every UsdGeom.Imageable prim (and every untyped container prim) is an element named after the prim,
   id "{file}:{prim path}", cls "Usd"+type; guides, invisible prims and non-imageable typed prims
@@ -31,13 +33,17 @@ import numpy as np
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
 from scene.importers._common import (
+    adopted_id,
+    bake_linear,
     element_id,
     hex_color,
     new_scene,
-    read_nonempty,
     require_finite,
+    require_nonempty,
     sniff_image,
+    split_shear,
     timed,
+    unique_id,
     vertex_normals,
 )
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
@@ -48,6 +54,8 @@ IMPLICIT_SEGMENTS = 32
 SPHERE_SUBDIVISIONS = 3  # icosphere level: 1280 triangles
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # two letters or more: "C:" is a drive, not a scheme
+TWINVIEW_LAYER_KEY = "twinview:version"  # customLayerData key scene/export/usd_stage.py writes
+
 _PARSE_LOCATION = re.compile(r":(\d+):(\d+): ([^\n]*)")  # "<file>:11:2: Expected } at ..."
 _ASSET_IN_MESSAGE = re.compile(r"@([^@]+)@")  # Pcp quotes asset paths as @path@
 _PACKAGE_PART = re.compile(r"\[.*\]$")  # "pkg.usdz[inner.usdc]" -> the package file holds the layer
@@ -56,7 +64,7 @@ _PACKAGE_PART = re.compile(r"\[.*\]$")  # "pkg.usdz[inner.usdc]" -> the package 
 def load(path: Path, options: ImportOptions) -> Scene:
     from pxr import Sdf, Tf, Usd
 
-    read_nonempty(path)
+    require_nonempty(path)
     try:
         root = Sdf.Layer.FindOrOpen(str(path))
     except Tf.ErrorException as exc:
@@ -96,7 +104,7 @@ def _parse_error(exc: Exception) -> tuple[str, str]:
 
 
 def _outside_layers(path: Path, root: Any, warnings: list[str]) -> set[str]:
-    """Walk composition arcs at Sdf level; return layer paths that leave the input's folder."""
+    """Walk composition arcs (and value clips) at Sdf level; return layer paths that leave the input's folder."""
     from pxr import Sdf, Tf
 
     folder = path.resolve().parent
@@ -105,7 +113,7 @@ def _outside_layers(path: Path, root: Any, warnings: list[str]) -> set[str]:
     pending = [root]
     while pending:
         layer = pending.pop()
-        for asset in layer.GetCompositionAssetDependencies():
+        for asset in [*layer.GetCompositionAssetDependencies(), *_clip_assets(path, layer)]:
             if _SCHEME.match(asset):
                 raise ImportFailed(str(path), "composition arc names a URL, which TwinView never fetches", asset)
             absolute = layer.ComputeAbsolutePath(asset)
@@ -127,6 +135,29 @@ def _outside_layers(path: Path, root: Any, warnings: list[str]) -> set[str]:
             if child is not None:
                 pending.append(child)
     return blocked
+
+
+def _clip_assets(path: Path, layer: Any) -> list[str]:
+    """Asset paths of value clips, which USD opens as layers but does not list as dependencies."""
+    from pxr import Sdf
+
+    found: list[str] = []
+
+    def visit(spec_path: Any) -> None:
+        if not spec_path.IsPrimPath():
+            return
+        spec = layer.GetPrimAtPath(spec_path)
+        if spec is None or not spec.HasInfo("clips"):
+            return
+        for clip_set in spec.GetInfo("clips").values():
+            found.extend(asset.path for asset in clip_set.get("assetPaths", []))
+            template = clip_set.get("templateAssetPath")
+            if template and (_SCHEME.match(template) or ".." in Path(template).parts or template.startswith("/")):
+                # Templates expand to many names at run time; only plain local patterns are accepted.
+                raise ImportFailed(str(path), "value-clip template points outside the model's folder", template)
+
+    layer.Traverse(Sdf.Path.absoluteRootPath, visit)
+    return found
 
 
 def _build(path: Path, stage: Any, warnings: list[str], blocked: set[str]) -> Scene:
@@ -151,8 +182,8 @@ def _build(path: Path, stage: Any, warnings: list[str], blocked: set[str]) -> Sc
         skipped = True
         scene.warnings.append(f"composition: {message}")
     default = stage.GetRootLayer().defaultPrim
-    if default and not stage.GetPrimAtPath(f"/{default}"):
-        scene.warnings.append(f"defaultPrim {default!r} does not exist; importing every root prim")
+    if default and not stage.GetPrimAtPath(f"/{default}") and not skipped:  # skipped layers may define it
+        raise ImportFailed(str(path), f"defaultPrim {default!r} names no prim in the stage", "layer metadata")
     _StageWalker(path, stage, scene, up, mpu).walk()
     has_geometry = any(p.positions.size for m in scene.meshes.values() for p in m.primitives)
     if not has_geometry and not skipped:
@@ -175,6 +206,10 @@ class _StageWalker:
         self.up = Z_UP_TO_Y_UP if up == "Z" else np.eye(4)
         self.materials: dict[Any, _Binding] = {}
         self.ids: dict[str, str] = {}
+        # A stage TwinView wrote (scene.usdc) carries twin ids: only those prims are elements, and
+        # each element's `Geometry` child subtree folds back into the element's mesh.
+        self.twin_stage = TWINVIEW_LAYER_KEY in stage.GetRootLayer().customLayerData
+        self.prototype_meshes: dict[str, str] = {}
 
     def walk(self) -> None:
         from pxr import Usd
@@ -186,20 +221,72 @@ class _StageWalker:
             if not self._wanted(prim):
                 prims.PruneChildren()
                 continue
-            prim_path = str(prim.GetPath())
-            el_id = element_id(self.path, prim_path)
-            self.ids[prim_path] = el_id
-            parent = self.ids.get(str(prim.GetParent().GetPath()))
-            self.scene.add(
-                Element(
-                    id=el_id,
-                    name=prim.GetName(),
-                    cls=f"Usd{prim.GetTypeName() or 'Prim'}",
-                    parent=parent,
-                    matrix=self._matrix(prim),
-                    mesh=self._mesh(prim),
-                )
-            )
+            if self.twin_stage:
+                self._twin_element(prim, prims)
+                continue
+            el_id = element_id(self.path, str(prim.GetPath()))
+            matrix, baked = split_shear(self._matrix(prim))
+            element = Element(el_id, prim.GetName(), f"Usd{prim.GetTypeName() or 'Prim'}", self._parent(prim), matrix)
+            element.mesh = self._mesh(prim, baked)
+            self._add(prim, element)
+
+    def _add(self, prim: Any, element: Element) -> None:
+        self.ids[str(prim.GetPath())] = element.id
+        self.scene.add(element)
+
+    def _parent(self, prim: Any) -> str | None:
+        """The nearest ancestor that became an element."""
+        parent = prim.GetParent()
+        while parent and not parent.IsPseudoRoot():
+            if str(parent.GetPath()) in self.ids:
+                return self.ids[str(parent.GetPath())]
+            parent = parent.GetParent()
+        return None
+
+    def _twin_element(self, prim: Any, prims: Any) -> None:
+        from scene.export.usd_stage import GEOMETRY, read_properties
+
+        twin = adopted_id(_string_attr(prim, "twin:id"))
+        if twin is None:
+            if prim.GetName() == GEOMETRY and str(prim.GetParent().GetPath()) in self.ids:
+                prims.PruneChildren()  # already folded into its element's mesh
+            return  # containers such as /World and /World/Looks are not elements
+        matrix, baked = split_shear(self._matrix(prim))
+        element = Element(
+            id=unique_id(self.scene, twin),
+            name=_string_attr(prim, "twin:name") or prim.GetName(),
+            cls=_string_attr(prim, "twin:class") or f"Usd{prim.GetTypeName() or 'Prim'}",
+            parent=self._parent(prim),
+            matrix=matrix,
+            properties=read_properties(prim),
+        )
+        geometry = prim.GetChild(GEOMETRY)
+        if geometry:
+            element.mesh = self._folded_mesh(geometry, matrix, baked)
+        self._add(prim, element)
+
+    def _folded_mesh(self, geometry: Any, element_matrix: np.ndarray, baked: np.ndarray | None) -> str | None:
+        """Every Mesh/Points/Gprim under `geometry`, in the element's frame, as one shared mesh."""
+        from pxr import Usd
+
+        prototype = str(geometry.GetPrototype().GetPath()) if geometry.IsInstance() and baked is None else None
+        if prototype in self.prototype_meshes:
+            return self.prototype_meshes[prototype]
+        to_element = np.linalg.inv(element_matrix)
+        primitives = []
+        for part in Usd.PrimRange(geometry, Usd.TraverseInstanceProxies(Usd.PrimDefaultPredicate)):
+            relative = to_element @ self._matrix(part)
+            for primitive in self._primitives(part):
+                moved = bake_linear(primitive, relative[:3, :3])
+                moved.positions += relative[:3, 3].astype(np.float32)
+                primitives.append(moved if baked is None else bake_linear(moved, baked))
+        if not primitives:
+            return None
+        mesh_id = unique_id(self.scene, element_id(self.path, f"mesh:{geometry.GetPath()}"))
+        self.scene.meshes[mesh_id] = Mesh(mesh_id, primitives)
+        if prototype is not None:
+            self.prototype_meshes[prototype] = mesh_id
+        return mesh_id
 
     def _wanted(self, prim: Any) -> bool:
         from pxr import UsdGeom
@@ -218,14 +305,17 @@ class _StageWalker:
         world[:3, 3] *= self.mpu  # vertices are scaled to metres, so translations are too
         return self.up @ world
 
-    def _mesh(self, prim: Any) -> str | None:
+    def _mesh(self, prim: Any, baked: np.ndarray | None) -> str | None:
+        """Shared per prototype; an element whose transform shears gets its own copy with the shear baked in."""
         key = str(prim.GetPrimInPrototype().GetPath()) if prim.IsInstanceProxy() else str(prim.GetPath())
-        mesh_id = element_id(self.path, f"mesh:{key}")
+        mesh_id = element_id(self.path, f"mesh:{key}" if baked is None else f"mesh:{prim.GetPath()}:sheared")
         if mesh_id in self.scene.meshes:
             return mesh_id
         primitives = self._primitives(prim)
         if not primitives:
             return None
+        if baked is not None:
+            primitives = [bake_linear(p, baked) for p in primitives]
         self.scene.meshes[mesh_id] = Mesh(mesh_id, primitives)
         return mesh_id
 
@@ -281,7 +371,9 @@ class _StageWalker:
         normals = _primvar(prim, "normals", self.time, 3)
         if normals is None and (authored := _rows(mesh.GetNormalsAttr().Get(self.time), 3)) is not None:
             normals = (authored, str(mesh.GetNormalsInterpolation()))
-        colors = _primvar(prim, binding.color_primvar, self.time, 3) if binding.color_primvar else None
+        colors = _primvar(prim, binding.color_primvar or "displayColor", self.time, 3)
+        if colors is not None and not binding.color_primvar and colors[1] == "constant":
+            colors = None  # a constant displayColor under a bound material is only a preview colour
         uvs = _primvar(prim, binding.uv_primvar, self.time, 2) if binding.material.texture else None
         present = [a for a in (normals, colors, uvs) if a is not None]
         welded = all(interp in _PER_POINT for _, interp in present)
@@ -440,6 +532,12 @@ class _Topology:
 
 
 _PER_POINT = ("vertex", "varying", "constant")
+
+
+def _string_attr(prim: Any, name: str) -> str | None:
+    attribute = prim.GetAttribute(name)
+    value = attribute.Get() if attribute else None
+    return value if isinstance(value, str) and value else None
 
 
 def _primvar(prim: Any, name: str, time: Any, width: int) -> tuple[np.ndarray, str] | None:

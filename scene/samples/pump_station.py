@@ -8,7 +8,7 @@ their creation order) and the header timestamp is pinned.
 
 The process loop: tank T-100 -> suction pipes PIPE-001/002 (isolation valves V-101/102) ->
 pumps P-101/102 (driven by motors M-101/102) -> discharge pipes PIPE-003/004 -> header
-PIPE-005 -> control valve V-201 -> outlet PIPE-006 -> back into T-100. The loop is modelled
+PIPE-005 -> control valve V-201 -> return PIPE-006 -> back into T-100. The loop is modelled
 with IfcDistributionPorts connected by IfcRelConnectsPorts and grouped in one
 IfcDistributionSystem. Sensors are nested (IfcRelNests) under the equipment they measure, so a
 viewer shows them under their host; each also names its host in TwinView_Asset.HostElement.
@@ -19,6 +19,7 @@ Coordinates are IFC's: Z up, metres. The room's inside spans x 0..10 m, y 0..7 m
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -43,6 +44,8 @@ import ifcopenshell.api.type
 import ifcopenshell.api.unit
 import ifcopenshell.guid
 
+Vec = tuple[float, float, float]  # x, y, z in metres, IFC axes (Z up)
+
 DEFAULT_OUT = Path("assets/pump_station.ifc")
 GUID_PREFIX = "twinview:pump-station:"  # shared with the telemetry bindings: never change it
 TIMESTAMP = "2026-01-01T00:00:00"  # pinned so regeneration gives identical bytes
@@ -58,6 +61,7 @@ AXIS_Z = 0.6  # height of the pump shafts and suction lines
 HEADER_Z = 2.0  # height of the discharge header
 PUMP_RADIUS, PUMP_LENGTH = 0.3, 0.6
 SUCTION_RADIUS, DISCHARGE_RADIUS = 0.08, 0.1
+COORDINATE_DIGITS = 9  # local coordinates are rounded so equal bodies compare equal despite float noise
 
 
 def guid(tag: str) -> str:
@@ -66,7 +70,7 @@ def guid(tag: str) -> str:
 
 
 # name -> (sRGB-ish colour as IFC stores it, reflectance method)
-STYLES: dict[str, tuple[tuple[float, float, float], str]] = {
+STYLES: dict[str, tuple[Vec, str]] = {
     "Pump blue": ((0.08, 0.32, 0.78), "PLASTIC"),
     "Motor grey": ((0.42, 0.44, 0.47), "PLASTIC"),
     "Pipe steel": ((0.62, 0.65, 0.69), "METAL"),
@@ -79,30 +83,32 @@ STYLES: dict[str, tuple[tuple[float, float, float], str]] = {
 
 @dataclass(frozen=True)
 class Item:
-    """A solid in the element's local frame: a box, a cylinder, or a pipe run."""
+    """A solid, in world coordinates until `_Builder.shape` moves it into its element's frame."""
 
     kind: str  # "box" (corner + size), "cylinder" (base centre, axis, radius, length), "pipe" (points, radius)
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    size: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    origin: Vec = (0.0, 0.0, 0.0)
+    size: Vec = (0.0, 0.0, 0.0)
+    axis: Vec = (0.0, 0.0, 1.0)
     radius: float = 0.0
     length: float = 0.0
-    points: tuple[tuple[float, float, float], ...] = ()
+    points: tuple[Vec, ...] = ()
 
 
 def box(x: float, y: float, z: float, dx: float, dy: float, dz: float) -> Item:
     return Item("box", (x, y, z), (dx, dy, dz))
 
 
-def cylinder(base: tuple[float, float, float], axis: tuple[float, float, float], radius: float, length: float) -> Item:
+def cylinder(base: Vec, axis: Vec, radius: float, length: float) -> Item:
     return Item("cylinder", base, axis=axis, radius=radius, length=length)
 
 
-def pipe(radius: float, *points: tuple[float, float, float]) -> Item:
+def pipe(radius: float, *points: Vec) -> Item:
     return Item("pipe", points=points, radius=radius)
 
 
-X, Y, Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
+X: Vec = (1.0, 0.0, 0.0)
+Y: Vec = (0.0, 1.0, 0.0)
+Z: Vec = (0.0, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -112,11 +118,26 @@ class Equipment:
     description: str
     type_key: str  # key into TYPES
     style: str
-    items: tuple[Item, ...]  # in world coordinates (the element is placed at the storey origin)
+    items: tuple[Item, ...]  # world coordinates; the element is placed at the first one
     host: str | None = None  # sensors: the tag of the element they measure
     measures: tuple[str, str] | None = None  # sensors: (quantity, unit)
     criticality: str = "medium"
     maintenance_days: int = 365
+
+
+def _vec(a: Vec, b: Vec, scale: float = 1.0) -> Vec:
+    """a + scale * b."""
+    return (a[0] + scale * b[0], a[1] + scale * b[1], a[2] + scale * b[2])
+
+
+def _moved(item: Item, anchor: Vec) -> Item:
+    """`item` in the frame of a placement at `anchor` (placements here only translate)."""
+
+    def local(point: Vec) -> Vec:
+        x, y, z = _vec(point, anchor, -1.0)
+        return (round(x, COORDINATE_DIGITS), round(y, COORDINATE_DIGITS), round(z, COORDINATE_DIGITS))
+
+    return dataclasses.replace(item, origin=local(item.origin), points=tuple(local(p) for p in item.points))
 
 
 def _pipe_runs(item: Item) -> list[Item]:
@@ -127,11 +148,10 @@ def _pipe_runs(item: Item) -> list[Item]:
     last = len(item.points) - 2
     for i, (a, b) in enumerate(itertools.pairwise(item.points)):
         length = math.dist(a, b)
-        axis = tuple((q - p) / length for p, q in zip(a, b, strict=True))
+        axis = _vec((0.0, 0.0, 0.0), _vec(b, a, -1.0), 1.0 / length)
         before = item.radius if i > 0 else 0.0
         after = item.radius if i < last else 0.0
-        start = tuple(p - before * d for p, d in zip(a, axis, strict=True))
-        runs.append(cylinder(start, axis, item.radius, length + before + after))  # type: ignore[arg-type]
+        runs.append(cylinder(_vec(a, axis, -before), axis, item.radius, length + before + after))
     return runs
 
 
@@ -146,7 +166,7 @@ def _motor(y: float) -> tuple[Item, ...]:
     return (box(6.0, y - 0.25, AXIS_Z - 0.25, 0.8, 0.5, 0.5), cylinder((6.0, y, AXIS_Z), X, 0.05, 0.05))
 
 
-def _valve(base: tuple[float, float, float], axis: tuple[float, float, float], stem: float) -> tuple[Item, ...]:
+def _valve(base: Vec, axis: Vec, stem: float) -> tuple[Item, ...]:
     x, y, z = base
     body = cylinder(base, axis, 0.14, 0.4)
     mid = (x + 0.2 * axis[0], y + 0.2 * axis[1], z)
@@ -300,6 +320,7 @@ class _Builder:
             self.model, context_type="Model", context_identifier="Body", target_view="MODEL_VIEW", parent=model3d
         )
         self.styles = {name: self._style(name, rgb, method) for name, (rgb, method) in STYLES.items()}
+        self.maps: dict[tuple[tuple[Item, ...], str], Any] = {}  # shared bodies, by local items and style
 
     def _root(self, ifc_class: str, tag: str, name: str, description: str, **attributes: Any) -> Any:
         entity = ifcopenshell.api.root.create_entity(self.model, ifc_class=ifc_class, name=name)
@@ -313,7 +334,7 @@ class _Builder:
         entity.GlobalId = guid(tag)
         self.tagged.add(entity.GlobalId)
 
-    def _style(self, name: str, rgb: tuple[float, float, float], method: str) -> Any:
+    def _style(self, name: str, rgb: Vec, method: str) -> Any:
         style = ifcopenshell.api.style.add_style(self.model, name=name)
         colour = dict(zip(("Red", "Green", "Blue"), rgb, strict=True))
         ifcopenshell.api.style.add_surface_style(
@@ -324,7 +345,7 @@ class _Builder:
         )
         return style
 
-    def _axis(self, origin: tuple[float, float, float], axis: tuple[float, float, float] = Z) -> Any:
+    def _axis(self, origin: Vec, axis: Vec = Z) -> Any:
         ref = X if abs(axis[0]) < 0.9 else Y
         return self.model.createIfcAxis2Placement3D(
             self.model.createIfcCartesianPoint(origin),
@@ -346,17 +367,32 @@ class _Builder:
         return [self._solids(run)[0] for run in _pipe_runs(item)]
 
     def shape(self, product: Any, items: tuple[Item, ...], style: str) -> None:
-        solids = [solid for item in items for solid in self._solids(item)]
-        rep = self.model.createIfcShapeRepresentation(self.body, "Body", "SweptSolid", solids)
-        ifcopenshell.api.geometry.assign_representation(self.model, product=product, representation=rep)
-        ifcopenshell.api.style.assign_representation_styles(
-            self.model, shape_representation=rep, styles=[self.styles[style]]
+        """Give `product` a styled body from world-coordinate items, placing the product at its
+        first item so each element has its own origin (a pivot for the viewer and animations).
+        Bodies that are equal in that frame (the two pumps, motors, …) share one
+        IfcRepresentationMap, as a real model's type geometry would."""
+        anchor = items[0].points[0] if items[0].kind == "pipe" else items[0].origin
+        product.ObjectPlacement.RelativePlacement.Location.Coordinates = anchor
+        local = tuple(_moved(item, anchor) for item in items)
+        key = (local, style)
+        if key not in self.maps:
+            solids = [solid for item in local for solid in self._solids(item)]
+            body = self.model.createIfcShapeRepresentation(self.body, "Body", "SweptSolid", solids)
+            ifcopenshell.api.style.assign_representation_styles(
+                self.model, shape_representation=body, styles=[self.styles[style]]
+            )
+            self.maps[key] = self.model.createIfcRepresentationMap(self._axis((0.0, 0.0, 0.0)), body)
+        origin = self.model.createIfcCartesianTransformationOperator3D(
+            None, None, self.model.createIfcCartesianPoint((0.0, 0.0, 0.0)), None, None
         )
+        mapped = self.model.createIfcMappedItem(self.maps[key], origin)
+        rep = self.model.createIfcShapeRepresentation(self.body, "Body", "MappedRepresentation", [mapped])
+        ifcopenshell.api.geometry.assign_representation(self.model, product=product, representation=rep)
 
     def product(self, ifc_class: str, tag: str, name: str, description: str, **attributes: Any) -> Any:
         entity = self._root(ifc_class, tag, name, description, **attributes)
-        # Each product sits at the world origin: its items carry the coordinates (the API re-links
-        # placements to containers, so every product needs its own).
+        # A placement of its own, at the origin until `shape` moves it (the API re-links
+        # placements to containers, so products must not share one).
         entity.ObjectPlacement = self.model.createIfcLocalPlacement(None, self._axis((0.0, 0.0, 0.0)))
         if hasattr(entity, "Tag"):
             entity.Tag = tag

@@ -193,13 +193,13 @@ export class ElementBatches {
   }
 
   /**
-   * Apply a transform on top of the element's own (world-space, as the protocol's Visual.transform).
+   * Apply a transform on top of the element's own, in the element's frame (as the rules define it).
    * @param {string} id @param {THREE.Matrix4|null} transform null restores the model's placement
    */
   setTransform(id, transform) {
     for (const p of this.elements.get(id)?.parts ?? []) {
       _m.copy(p.base);
-      if (transform) _m.premultiply(transform);
+      if (transform) _m.multiply(transform);
       if (p.instanceId >= 0) /** @type {THREE.BatchedMesh} */ (p.target).setMatrixAt(p.instanceId, _m);
       else _m.decompose(p.target.position, p.target.quaternion, p.target.scale);
     }
@@ -223,10 +223,13 @@ export class ElementBatches {
     return box;
   }
 
+  /** Free the GPU buffers of every batch and standalone object. */
   dispose() {
-    for (const b of this.batches) {
-      b.dispose();
-      /** @type {THREE.Material} */ (b.material).dispose();
+    for (const obj of this.group.children) {
+      const o = /** @type {THREE.Mesh} */ (obj);
+      if (/** @type {any} */ (o).isBatchedMesh) /** @type {THREE.BatchedMesh} */ (obj).dispose();
+      else o.geometry.dispose();
+      /** @type {THREE.Material} */ (o.material).dispose();
     }
     this.group.removeFromParent();
   }

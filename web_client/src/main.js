@@ -25,6 +25,10 @@ import { XRController } from './xr.js';
 const CLICK_SLOP_PX = 4;
 // The hover ray (our laser for others) is recomputed at most this often.
 const HOVER_INTERVAL_MS = 100;
+// Point-cloud picking tolerance, as a fraction of the model's diagonal.
+const POINT_PICK_FRACTION = 0.003;
+// "View resynchronised" is news, not a state: it goes away after this long.
+const RESYNC_NOTICE_MS = 4000;
 
 const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
@@ -32,7 +36,7 @@ const state = new TwinState();
 const viewer = new Viewer($('#view'));
 const session = new Session(state, {
   url: wsUrl(location) + (sceneParam ? `/${encodeURIComponent(sceneParam)}` : ''),
-  client: userName(),
+  client: params.get('name') || rememberedName(),
   layer: params.get('layer'),
 });
 const labels = new Labels(viewer, $('#labels'));
@@ -40,9 +44,10 @@ const presence = new PresenceLayer(viewer, session, labels, $('#people'));
 const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
 const measure = new MeasureTool(viewer, $('#measure-readout'));
 
-/** @type {{glbUrl: string, abort: AbortController|null, twin: TwinView|null, batches: ElementBatches|null,
- *          catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
-const app = { glbUrl: '', abort: null, twin: null, batches: null, catalog: null, properties: null, tree: null };
+/** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners.
+ * @type {{glbUrl: string, abort: AbortController|null, scope: AbortController|null, twin: TwinView|null,
+ *         batches: ElementBatches|null, catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
+const app = { glbUrl: '', abort: null, scope: null, twin: null, batches: null, catalog: null, properties: null, tree: null };
 
 let resolveReady = /** @type {(v: any) => void} */ (() => {});
 const ready = new Promise((r) => { resolveReady = r; });
@@ -56,7 +61,7 @@ session.addEventListener('snapshot', (e) => {
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
   if (snap.resync && snap.reason) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
-    setTimeout(clearNotice, 4000);
+    setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }
 });
 session.addEventListener('welcome', (e) => fillLayers(/** @type {CustomEvent} */ (e).detail));
@@ -66,10 +71,14 @@ session.addEventListener('status', (e) => {
     showNotice('error', 'The server refused this viewer', detail || 'Reload the page to get a matching client.',
       [{ label: 'Reload', run: () => location.reload() }]);
   } else if (status === 'reconnecting') {
-    showNotice('warning', session.welcome ? 'Connection lost — reconnecting…' : 'Cannot reach the TwinView server — retrying…',
-      `${detail}. The view keeps the last known state and resumes where it left off.`);
+    if (session.welcome) {
+      showNotice('warning', 'Connection lost — reconnecting…',
+        `${detail}. The view keeps the last known state and resumes where it left off.`);
+    } else {
+      showNotice('warning', 'Cannot reach the TwinView server — retrying…', `${detail}. Is the server running?`);
+    }
   } else if (status === 'live' || status === 'resynced') {
-    if (document.querySelector('#notice.warning')) clearNotice();
+    clearNotice('warning');
   }
 });
 session.addEventListener('servererror', (e) => {
@@ -93,26 +102,35 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update }),
       fetchManifest(manifestUrl, abort.signal),
     ]);
+    performance.mark('twinview:downloaded');
     progress.stage('Preparing elements…');
     await new Promise((r) => requestAnimationFrame(r)); // let the message paint before the busy part
-    app.twin?.batches.dispose();
+    app.scope?.abort(); // the previous scene's batches, panels and listeners
+    app.scope = new AbortController();
+    const { signal } = app.scope;
     const batches = new ElementBatches(gltf.scene);
     app.batches = batches;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
-    app.twin = new TwinView(viewer, batches, state, labels);
-    wirePanels(app.catalog);
+    app.twin = new TwinView(viewer, batches, state, labels, signal);
+    wirePanels(app.catalog, signal);
     const all = boxOfAll(batches);
-    if (all) viewer.fitBox(all, { animate: false });
+    if (all) {
+      viewer.fitBox(all, { animate: false });
+      // Points are picked within a distance of the ray: a small fraction of the model, not three's 1 m.
+      viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
+    }
     progress.done();
+    // Load phases, visible in the browser's performance panel (and read by the scale test).
+    performance.measure('twinview:prepare', 'twinview:downloaded');
     quickLook(sceneId);
-    resolveReady({ elements: batches.elements.size, drawCalls: batches.drawCalls });
+    resolveReady({ elements: batches.elements.size, drawCalls: batches.drawCalls, loadMs: Math.round(performance.now()) });
   } catch (e) {
     progress.done();
-    app.glbUrl = '';
     const err = /** @type {Error & {hint?: string}} */ (e);
     const retry = { label: 'Load again', run: () => loadScene(glbUrl, manifestUrl, sceneId) };
-    if (err.name === 'AbortError') showNotice('info', 'Loading cancelled', 'The live connection stays open.', [retry]);
-    else showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
+    if (err.name === 'AbortError') return showNotice('info', 'Loading cancelled', 'The live connection stays open.', [retry]);
+    app.glbUrl = ''; // a later snapshot may try again (e.g. after the server rebuilt the scene)
+    showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
   }
 }
 
@@ -124,13 +142,20 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** @param {Catalog} catalog */
-function wirePanels(catalog) {
-  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true));
+/** What Fit and Section act on: the selection, else the whole model. */
+function focusBox() {
+  const id = app.twin?.selected;
+  return id ? app.batches?.boxOf(id) ?? null : app.batches && boxOfAll(app.batches);
+}
+
+/** @param {Catalog} catalog @param {AbortSignal} signal */
+function wirePanels(catalog, signal) {
+  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
     historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+    signal,
   });
-  bindAlarmList($('#alarms'), $('#alarm-count'), state, catalog, (id) => select(id, true));
+  bindAlarmList($('#alarms'), $('#alarm-count'), state, catalog, (id) => select(id, true), signal);
 }
 
 /**
@@ -184,7 +209,7 @@ viewer.renderer.domElement.addEventListener('pointermove', (e) => {
 const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
 $('#btn-section').addEventListener('click', (e) => {
   const on = !section.active;
-  const box = app.twin?.selected ? app.batches?.boxOf(app.twin.selected) : app.batches && boxOfAll(app.batches);
+  const box = focusBox();
   section.set(on && box ? box : null);
   press(/** @type {HTMLElement} */ (e.currentTarget), section.active);
   $('#section-controls').hidden = !section.active;
@@ -194,7 +219,7 @@ $('#btn-measure').addEventListener('click', (e) => {
   press(/** @type {HTMLElement} */ (e.currentTarget), measure.active);
 });
 $('#btn-fit').addEventListener('click', () => {
-  const box = app.twin?.selected ? app.batches?.boxOf(app.twin.selected) : app.batches && boxOfAll(app.batches);
+  const box = focusBox();
   if (box) viewer.fitBox(box);
 });
 window.addEventListener('keydown', (e) => {
@@ -233,10 +258,8 @@ function panelLines(id) {
   return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean).slice(0, 8);
 }
 
-/** The name others see; from ?name=, else remembered per browser. */
-function userName() {
-  const fromUrl = new URLSearchParams(location.search).get('name');
-  if (fromUrl) return fromUrl;
+/** The name others see when ?name= does not give one: made up once, remembered per browser. */
+function rememberedName() {
   let name = localStorage.getItem('twinview.name');
   if (!name) localStorage.setItem('twinview.name', (name = `Guest ${Math.floor(100 + Math.random() * 900)}`));
   return name;

@@ -141,8 +141,8 @@ export class PresenceLayer {
     g.userData = { name, color: `#${color.getHexString()}` };
     this.viewer.world.add(g);
     this.avatars.set(sid, g);
-    this.labels.set(`user:${sid}`, name, () => g.getObjectByName('head')?.getWorldPosition(new THREE.Vector3())
-      .applyMatrix4(this.viewer.world.matrixWorld.clone().invert()) ?? null, 'user', g.userData.color);
+    // The avatar lives in model coordinates (a child of the world group), as the labels expect.
+    this.labels.set(`user:${sid}`, name, () => head.position, 'user', g.userData.color);
     return g;
   }
 

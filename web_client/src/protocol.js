@@ -15,14 +15,16 @@ export const CLOSE_VERSION = 4001;
 /**
  * @typedef {{epoch: string, seq: number}} Resume
  * @typedef {{v: (boolean|number|string|null), ts: number, q?: (string|null)}} PropState
- * @typedef {{color?: (string|null), status?: (string|null), visible?: boolean, transform?: (number[]|null),
- *            label?: (string|null), anomaly?: boolean}} Visual
+ * @typedef {{translate?: number[], rotate?: number[], scale?: number[]}} Transform in the element's frame;
+ *   rotate is [axis x, y, z, degrees]
+ * @typedef {{color?: (string|null), status?: (string|null), visible?: (boolean|null), transform?: (Transform|null),
+ *            label?: (string|null), anomaly?: (boolean|null)}} Visual every field optional: absent = the model's own look
  * @typedef {{position: number[], quaternion: number[], ray_origin?: number[], ray_direction?: number[]}} Pose
  * @typedef {{client: string, pose: Pose, ts: number}} Presence
- * @typedef {{seq: number, kind: string, element: string, ts: number, prop?: string, layer?: string,
- *            severity?: string, message?: string, value?: any}} Event
- * @typedef {{element: string, since: number, prop?: string, layer?: string, severity?: string,
- *            message?: string}} Alarm
+ * @typedef {{seq: number, kind: string, id?: string, element: string, ts: number, prop?: string, source?: string,
+ *            layer?: string, severity?: string, message?: string, value?: any}} Event
+ * @typedef {{id?: string, element: string, since: number, prop?: string, source?: string, layer?: string,
+ *            severity?: string, message?: string, value?: any}} Alarm
  */
 
 /**

@@ -33,7 +33,9 @@ export class Session extends EventTarget {
     this.rttMs = NaN;
     this.attempt = 0;
     this.stopped = false;
+    /** How many reconnects resumed without a snapshot. */
     this.resumes = 0;
+    this.awaitingResume = false;
     /** @type {ReturnType<typeof setTimeout>|undefined} */
     this.retryTimer = undefined;
     /** @type {ReturnType<typeof setInterval>|undefined} */
@@ -116,14 +118,12 @@ export class Session extends EventTarget {
         this.pingTimer = setInterval(() => this.#send(P.ping()), PING_INTERVAL_MS);
         this.#send(P.ping());
         this.dispatchEvent(new CustomEvent('welcome', { detail: msg }));
-        // A resumed session gets only the missed deltas; otherwise a snapshot follows.
-        if (resumed) {
-          this.resumes += 1;
-          this.#setStatus('live');
-        }
+        // A resumable session gets exactly one delta with what it missed; otherwise a snapshot follows.
+        this.awaitingResume = resumed;
         break;
       }
       case 'snapshot': {
+        this.awaitingResume = false;
         const reconnect = this.state.epoch !== '';
         this.state.applySnapshot(msg);
         this.dispatchEvent(new CustomEvent('snapshot', { detail: msg }));
@@ -131,9 +131,11 @@ export class Session extends EventTarget {
         break;
       }
       case 'delta':
-        if (!this.state.applyDelta(msg)) {
-          // A gap means a lost frame: ask for a fresh snapshot of the layer rather than show wrong colours.
-          this.#send(P.subscribe(this.state.layer));
+        this.state.applyDelta(msg);
+        if (this.awaitingResume) {
+          this.awaitingResume = false;
+          this.resumes += 1;
+          this.#setStatus('live', 'resumed');
         }
         break;
       case 'pong':

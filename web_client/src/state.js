@@ -17,7 +17,7 @@ export class TwinState extends EventTarget {
     this.visuals = new Map();
     /** @type {Map<string, Map<string, PropState>>} element id -> prop -> state */
     this.props = new Map();
-    /** @type {Map<string, Alarm>} keyed "element/prop" so one element can carry several alarms */
+    /** @type {Map<string, Alarm>} active alarms by alarm id (one element can carry several) */
     this.alarms = new Map();
     /** @type {Map<string, Presence>} session id -> presence */
     this.presence = new Map();
@@ -39,12 +39,13 @@ export class TwinState extends EventTarget {
   }
 
   /**
-   * Apply a `delta`; returns false (and changes nothing) when it does not follow the held seq.
+   * Apply a `delta`. Seq gaps are normal (changes filtered out for this layer or coalesced away); a delta
+   * this state already holds is ignored, so a duplicate cannot apply twice.
    * @param {any} d
+   * @returns {boolean} whether it was applied
    */
   applyDelta(d) {
-    if (d.last <= this.seq) return true; // already held (a resume may overlap): idempotent
-    if (d.first > this.seq + 1) return false; // gap: the caller must resync
+    if (d.last <= this.seq) return false;
     const changed = new Set();
     for (const [key, vis] of Object.entries(d.visuals || {})) {
       const [id, layer] = splitKey(key, '@');
@@ -59,8 +60,9 @@ export class TwinState extends EventTarget {
     }
     for (const ev of d.events || []) {
       if (ev.kind === 'alarm_raised') {
-        this.alarms.set(alarmKey(ev), { element: ev.element, since: ev.ts, prop: ev.prop, layer: ev.layer,
-          severity: ev.severity, message: ev.message || '' });
+        // A raise with a known id is a change of severity: it replaces the alarm, as the spec says.
+        this.alarms.set(alarmKey(ev), { id: ev.id, element: ev.element, since: ev.ts, prop: ev.prop, source: ev.source,
+          layer: ev.layer, severity: ev.severity, message: ev.message || '', value: ev.value });
       } else if (ev.kind === 'alarm_cleared') {
         this.alarms.delete(alarmKey(ev));
       }
@@ -85,7 +87,7 @@ export class TwinState extends EventTarget {
   }
 }
 
-/** @param {{element: string, prop?: (string|null)}} a */
+/** @param {{id?: string, element: string, prop?: (string|null)}} a */
 function alarmKey(a) {
-  return `${a.element}/${a.prop ?? ''}`;
+  return a.id ?? `${a.element}/${a.prop ?? ''}`;
 }

@@ -12,8 +12,9 @@ export class TwinView {
    * @param {import('./batcher.js').ElementBatches} batches
    * @param {import('./state.js').TwinState} state
    * @param {import('./labels.js').Labels} labels
+   * @param {AbortSignal} signal ends this binding (a new scene replaces it)
    */
-  constructor(viewer, batches, state, labels) {
+  constructor(viewer, batches, state, labels, signal) {
     this.viewer = viewer;
     this.labels = labels;
     this.batches = batches;
@@ -26,12 +27,21 @@ export class TwinView {
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
     this.touched = new Set();
-    state.addEventListener('reset', () => this.applyAll());
+    state.addEventListener('reset', () => this.applyAll(), { signal });
     state.addEventListener('delta', (e) => {
       for (const id of /** @type {CustomEvent} */ (e).detail.visuals) this.apply(id);
       viewer.invalidate();
-    });
+    }, { signal });
+    signal.addEventListener('abort', () => this.#dispose());
     this.applyAll();
+  }
+
+  #dispose() {
+    for (const id of this.touched) this.labels.set(`el:${id}`, null, () => null);
+    this.highlight.removeFromParent();
+    this.viewer.pickables.splice(this.viewer.pickables.indexOf(this.batches.group), 1);
+    this.batches.dispose();
+    this.viewer.invalidate();
   }
 
   applyAll() {
@@ -48,9 +58,7 @@ export class TwinView {
     this.touched.add(id);
     b.setColor(id, typeof v.color === 'string' ? _color.set(v.color) : null);
     b.setVisible(id, v.visible !== false);
-    b.setTransform(id, Array.isArray(v.transform) && v.transform.length === 16
-      ? _matrix.set(...(/** @type {[number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number]} */ (v.transform)))
-      : null);
+    b.setTransform(id, transformMatrix(v.transform, _matrix));
     // A label, or a flag for an anomaly, floats above the element.
     const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
     this.labels.set(`el:${id}`, text, () => this.#top(id), v.anomaly ? 'anomaly' : '');
@@ -72,4 +80,19 @@ export class TwinView {
     if (box) this.highlight.box.copy(box).expandByScalar(0.02);
     this.viewer.invalidate();
   }
+}
+
+const _q = new THREE.Quaternion();
+const _axis = new THREE.Vector3();
+
+/**
+ * The matrix of a visual's transform {translate [x,y,z] m, rotate [x,y,z,degrees], scale [x,y,z]}.
+ * @param {import('./protocol.js').Transform|null|undefined} t @param {THREE.Matrix4} out
+ * @returns {THREE.Matrix4|null}
+ */
+function transformMatrix(t, out) {
+  if (!t || typeof t !== 'object') return null;
+  const [x = 0, y = 0, z = 0, deg = 0] = t.rotate ?? [];
+  _q.setFromAxisAngle(_axis.set(x, y, z).normalize(), THREE.MathUtils.degToRad(deg));
+  return out.compose(new THREE.Vector3(...(t.translate ?? [0, 0, 0])), _q, new THREE.Vector3(...(t.scale ?? [1, 1, 1])));
 }

@@ -66,7 +66,8 @@ export class XRController extends EventTarget {
     const xr = /** @type {XRSystem} */ (navigator.xr);
     const session = mode === 'vr'
       ? await xr.requestSession('immersive-vr', { optionalFeatures: ['local-floor', 'bounded-floor', 'hand-tracking'] })
-      : await xr.requestSession('immersive-ar', { requiredFeatures: ['hit-test'], optionalFeatures: ['anchors', 'dom-overlay', 'local-floor'],
+      // hit-test is optional: without it the model goes on a virtual table (see DEFAULT_AR_PLACE).
+      : await xr.requestSession('immersive-ar', { optionalFeatures: ['hit-test', 'anchors', 'dom-overlay', 'local-floor'],
         ...(overlay ? { domOverlay: { root: overlay } } : {}) });
     const { world, scene, renderer } = this.viewer;
     this.saved = { position: world.position.clone(), scale: world.scale.x, background: scene.background };

@@ -6,9 +6,9 @@ const SEVERITY_ORDER = { critical: 0, alarm: 0, high: 1, major: 1, warning: 2, m
 /**
  * @param {HTMLElement} root @param {HTMLElement} counter
  * @param {import('../state.js').TwinState} state @param {import('../catalog.js').Catalog} catalog
- * @param {(id: string) => void} onGo
+ * @param {(id: string) => void} onGo @param {AbortSignal} signal ends the binding (a new scene replaces it)
  */
-export function bindAlarmList(root, counter, state, catalog, onGo) {
+export function bindAlarmList(root, counter, state, catalog, onGo, signal) {
   const render = () => {
     const alarms = [...state.alarms.values()].sort((a, b) =>
       (SEVERITY_ORDER[a.severity ?? ''] ?? 5) - (SEVERITY_ORDER[b.severity ?? ''] ?? 5) || b.since - a.since);
@@ -18,12 +18,13 @@ export function bindAlarmList(root, counter, state, catalog, onGo) {
       dataset: { id: a.element }, onclick: () => onGo(a.element) },
     h('strong', null, catalog.label(a.element)),
     h('span', null, ` ${a.severity ?? ''} ${a.prop ?? ''}`),
+    a.source && a.source !== a.element ? h('small', null, ` from ${catalog.label(a.source)}`) : null,
     h('p', null, a.message || ''),
     h('time', null, new Date(a.since * 1000).toLocaleTimeString()))) : [h('li', { class: 'empty' }, 'No active alarms')]));
   };
-  state.addEventListener('reset', render);
+  state.addEventListener('reset', render, { signal });
   state.addEventListener('delta', (e) => {
     if (/** @type {CustomEvent} */ (e).detail.delta.events?.length) render();
-  });
+  }, { signal });
   render();
 }

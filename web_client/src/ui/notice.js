@@ -13,8 +13,10 @@ export function showNotice(kind, title, detail = '', actions = []) {
     actions.length ? h('div', { class: 'actions' }, ...actions.map((a) => h('button', { onclick: a.run }, a.label))) : null);
 }
 
-export function clearNotice() {
-  $('#notice').hidden = true;
+/** Hide the notice; with `kind`, only if the notice shown is of that kind. @param {string} [kind] */
+export function clearNotice(kind) {
+  const box = $('#notice');
+  if (!kind || box.classList.contains(kind)) box.hidden = true;
 }
 
 /**

@@ -9,9 +9,9 @@ export class PropertiesPanel {
    * @param {HTMLElement} root
    * @param {import('../catalog.js').Catalog} catalog
    * @param {import('../state.js').TwinState} state
-   * @param {{historyUrl: (id: string, prop: string) => string}} opts
+   * @param {{historyUrl: (id: string, prop: string) => string, signal: AbortSignal}} opts
    */
-  constructor(root, catalog, state, { historyUrl }) {
+  constructor(root, catalog, state, { historyUrl, signal }) {
     this.root = root;
     this.catalog = catalog;
     this.state = state;
@@ -24,8 +24,8 @@ export class PropertiesPanel {
     this.show(null);
     state.addEventListener('delta', (e) => {
       if (this.id && /** @type {CustomEvent} */ (e).detail.props.has(this.id)) this.#appendLive();
-    });
-    state.addEventListener('reset', () => this.id && this.#renderLive());
+    }, { signal });
+    state.addEventListener('reset', () => this.id && this.#renderLive(), { signal });
   }
 
   /** @param {string|null} id */

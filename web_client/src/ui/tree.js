@@ -11,8 +11,9 @@ export class TreePanel {
    * @param {HTMLElement} root @param {HTMLInputElement} searchInput
    * @param {import('../catalog.js').Catalog} catalog
    * @param {(id: string) => void} onSelect
+   * @param {AbortSignal} signal ends this panel (a new scene replaces it)
    */
-  constructor(root, searchInput, catalog, onSelect) {
+  constructor(root, searchInput, catalog, onSelect, signal) {
     this.root = root;
     this.catalog = catalog;
     this.onSelect = onSelect;
@@ -25,7 +26,7 @@ export class TreePanel {
     replace(root, this.results, this.list);
     this.#fill(this.list, null);
     this.#expandTop(null, 0);
-    searchInput.addEventListener('input', () => this.search(searchInput.value));
+    searchInput.addEventListener('input', () => this.search(searchInput.value), { signal });
   }
 
   /** @param {HTMLElement} ul @param {string|null} parent */
@@ -38,10 +39,13 @@ export class TreePanel {
     const rec = this.catalog.get(id);
     const kids = this.catalog.children.get(id);
     const twisty = h('button', { class: 'twisty', 'aria-label': 'expand', hidden: !kids }, '▸');
-    const label = h('span', { class: 'label', title: id }, rec?.name || id, h('small', null, ` ${rec?.class ?? ''}`));
+    const label = h('span', { class: 'label', title: id, tabindex: 0 }, rec?.name || id, h('small', null, ` ${rec?.class ?? ''}`));
     const li = h('li', { role: 'treeitem', dataset: { id } }, twisty, label);
     twisty.addEventListener('click', () => this.#toggle(li, id));
     label.addEventListener('click', () => this.onSelect(id));
+    label.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') this.onSelect(id);
+    });
     this.items.set(id, li);
     return li;
   }
