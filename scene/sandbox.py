@@ -7,6 +7,7 @@ with a clear reason, and the CLI or server stays alive.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import resource
@@ -35,6 +36,8 @@ def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, 
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if not debug:
+        # A crash is reported by the parent as one line; an inherited faulthandler would dump a trace.
+        faulthandler.disable()
         # Native libraries print to fd 2 directly; the user gets our one line instead.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)

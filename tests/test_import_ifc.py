@@ -162,6 +162,17 @@ def test_properties_hold_psets_quantities_type_psets_and_attributes(shared_data:
     assert terminal.properties["Attributes"]["TypeName"]
 
 
+def test_body_exported_without_identifier_is_still_tessellated(shared_data: Path, tmp_path: Path):
+    model = _model(shared_data / "ifc" / "4walls1floorSite.ifc")
+    copy = model.from_string(model.to_string())
+    wall = copy.by_type("IfcWall")[0]
+    (body,) = [r for r in wall.Representation.Representations if r.RepresentationIdentifier == "Body"]
+    body.RepresentationIdentifier = None
+    path = tmp_path / "unnamed_body.ifc"
+    copy.write(str(path))
+    assert load(path, ImportOptions()).elements[wall.GlobalId].mesh is not None
+
+
 def test_file_without_any_geometry_still_imports_its_elements(shared_data: Path):
     path = shared_data / "ifc" / "RioleringTestArkey.ifc"
     scene = _load(path)

@@ -52,7 +52,11 @@ SURFACE_MODELS = frozenset({"IfcFaceBasedSurfaceModel", "IfcShellBasedSurfaceMod
 NO_MESH_CLASSES = ("IfcOpeningElement", "IfcSpace")
 # Representation identifiers that describe a 3D body; products with only plan symbols, axes or
 # bounding boxes are not expected to produce a mesh.
-BODY_IDENTIFIERS = frozenset({"Body", "Facetation", "Mesh"})
+BODY_IDENTIFIERS = frozenset({"Body", "Body-Fallback", "Body-FallBack", "Facetation", "Mesh"})
+# Representation types that are never a body, for representations exported without an identifier.
+NON_BODY_TYPES = frozenset(
+    {"Curve", "Curve2D", "Curve3D", "GeometricCurveSet", "GeometricSet", "Annotation2D", "Point", "BoundingBox"}
+)
 # Warnings name at most this many examples and count the rest: a list of thousands helps nobody.
 MAX_EXAMPLES = 5
 # Corners whose faces meet at more than this angle keep the face normal (walls stay flat,
@@ -235,8 +239,14 @@ def _unit_label(model: Any) -> str:
 def _expects_mesh(product: Any) -> bool:
     if product.is_a() in NO_MESH_CLASSES or not product.Representation:
         return False
-    reps = product.Representation.Representations or ()
-    return any(r.RepresentationIdentifier in BODY_IDENTIFIERS for r in reps)
+    return any(_is_body(r) for r in product.Representation.Representations or ())
+
+
+def _is_body(representation: Any) -> bool:
+    identifier = representation.RepresentationIdentifier
+    if identifier:
+        return identifier in BODY_IDENTIFIERS
+    return representation.RepresentationType not in NON_BODY_TYPES  # unnamed: judge by its kind
 
 
 def _describe(product: Any) -> str:
@@ -312,7 +322,7 @@ def _manifold_unsafe(product: Any) -> bool:
 
 
 def _body_items(product: Any) -> Iterator[Any]:
-    stack = [r for r in product.Representation.Representations if r.RepresentationIdentifier in BODY_IDENTIFIERS]
+    stack = [r for r in product.Representation.Representations if _is_body(r)]
     while stack:
         for item in stack.pop().Items:
             if item.is_a("IfcMappedItem"):

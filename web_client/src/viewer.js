@@ -7,6 +7,8 @@ export const BACKGROUND = 0x1d2127;
 const FLY_MS = 600;
 // Fitting leaves this much room around the box, so the element is seen in its surroundings.
 const FIT_MARGIN = 1.4;
+// The least upward component of the view direction after a fit (0.7 ≈ 35° above the horizon).
+const MIN_FIT_ELEVATION = 0.7;
 
 export class Viewer extends EventTarget {
   /** @param {HTMLElement} container */
@@ -111,7 +113,10 @@ export class Viewer extends EventTarget {
     const fov = THREE.MathUtils.degToRad(this.camera.fov);
     const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fov * this.camera.aspect) / 2);
     const dir = this.camera.position.clone().sub(this.controls.target).normalize();
-    if (dir.lengthSq() === 0) dir.set(1, 0.8, 1).normalize();
+    if (dir.lengthSq() === 0) dir.set(1, 0.8, 1);
+    // Look down at least this steeply: in a plant, neighbours stand between a level eye and the target.
+    dir.y = Math.max(dir.y, MIN_FIT_ELEVATION);
+    dir.normalize();
     const toPos = sphere.center.clone().addScaledVector(dir, dist);
     this.camera.near = Math.max(dist / 1000, 0.01);
     this.camera.far = dist * 100 + sphere.radius * 10;
