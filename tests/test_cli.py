@@ -68,3 +68,27 @@ def test_inspect_rejects_what_is_not_a_manifest(tmp_path: Path):
     proc = twinview("inspect", str(fake))
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"twinview: {fake}: not a TwinView manifest")
+
+
+def _ascii_ply_cloud(path: Path, n: int) -> None:
+    rng = __import__("numpy").random.default_rng(1)
+    pts = rng.random((n, 3))
+    header = f"ply\nformat ascii 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    path.write_text(header + "\n".join(f"{x:.5f} {y:.5f} {z:.5f}" for x, y, z in pts) + "\n")
+
+
+def test_build_writes_the_four_outputs_and_honours_the_point_budget(tmp_path: Path):
+    import json
+
+    scan = tmp_path / "scan.ply"
+    _ascii_ply_cloud(scan, 5000)
+    out = tmp_path / "out"
+    proc = twinview("build", str(scan), "-o", str(out), "--point-budget", "500")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "scene.glb", "scene.usdc", "scene.usdz"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["class"] for e in manifest["elements"]] == ["PointCloud"]
+    assert any("budget 500" in w for w in manifest["warnings"])
+    assert set(manifest["stats"]["timings_s"]) >= {"import", "usd", "glb", "usdz", "total"}
+    summary = json.loads(twinview("inspect", str(out), "--json").stdout)
+    assert summary["elements"] == 1 and summary["by_class"] == {"PointCloud": 1}

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from scene.errors import ExportFailed, ImportFailed
-from scene.importers import ImportOptions
+from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -229,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_import_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--point-budget", type=int, default=ImportOptions.point_budget, help="points kept per scan")
+    p.add_argument("--point-budget", type=int, default=DEFAULT_POINT_BUDGET, help="points kept per scan")
     p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per input")
     p.add_argument("--max-memory", type=int, default=DEFAULT_MEMORY_MB, help="MB of memory allowed per input")

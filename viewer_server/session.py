@@ -255,17 +255,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     scene_id = request.match_info.get("scene_id", live.scene.id)
     if scene_id != live.scene.id:
         raise web.HTTPNotFound(text=f"no scene {scene_id!r}")
+    offered = offered_subprotocols(request)
+    mismatch = bool(offered) and not any(proto in p.SUBPROTOCOLS for proto in offered)
     ws = web.WebSocketResponse(
-        protocols=tuple(p.SUBPROTOCOLS),
+        # On a mismatch, echo the client's own offer so a browser completes the handshake and can
+        # read the 4001 close reason (otherwise it fails the upgrade without telling the page why).
+        protocols=(offered[0],) if mismatch else tuple(p.SUBPROTOCOLS),
         max_msg_size=p.MAX_MESSAGE_BYTES,
         heartbeat=HEARTBEAT_S,
         compress=False,
         writer_limit=WS_WRITER_LIMIT,
     )
     await ws.prepare(request)
-    offered = offered_subprotocols(request)
     encoding = p.encoding_for(ws.ws_protocol)
-    if encoding is None and offered:
+    if mismatch:
         await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
         return ws
     session = Session(live, ws, encoding or "json")

@@ -15,9 +15,13 @@ from scene.errors import ImportFailed
 from scene.model import Scene
 
 
+# Points kept per scan after voxel downsampling: about what a browser draws smoothly in software.
+DEFAULT_POINT_BUDGET = 2_000_000
+
+
 @dataclass(frozen=True, slots=True)
 class ImportOptions:
-    point_budget: int = 2_000_000  # points kept per scan after voxel downsampling
+    point_budget: int = DEFAULT_POINT_BUDGET
     mesh_scans: bool = False  # Poisson-reconstruct point clouds into surfaces
     ifc_kernel: str = "auto"  # "auto" (manifold, falling back to opencascade), "manifold", "opencascade"
     threads: int = 0  # 0 = all cores

@@ -33,7 +33,7 @@ import numpy as np
 
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
-from scene.importers._common import new_scene, read_nonempty
+from scene.importers._common import new_scene, read_nonempty, unique_id
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
@@ -436,10 +436,18 @@ def _run_forked(
 
     A native crash in the child loses only the shapes it had not sent yet; the caller retries those.
     """
-    ctx = mp.get_context("fork")
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_stream, args=(sender, model, kernel, threads, include))
-    child.start()
+    receiver, sender = mp.Pipe(duplex=False)
+    # A bare fork rather than multiprocessing.Process: it also works inside daemonic workers,
+    # and the child never runs the parent's exit handlers.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            receiver.close()
+            _stream(sender, model, kernel, threads, include)
+            code = 0
+        finally:
+            os._exit(code)
     sender.close()
     received: list[_Shape] = []
 
@@ -457,10 +465,10 @@ def _run_forked(
     def wait() -> None:
         reader.join()
         receiver.close()
-        child.join()
+        exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         shapes.update((shape.product, (shape, kernel)) for shape in received)
-        if child.exitcode != 0:
-            events.append(f"{kernel} kernel crashed (exit code {child.exitcode}) after {len(received)} element(s)")
+        if exit_code != 0:
+            events.append(f"{kernel} kernel crashed (exit code {exit_code}) after {len(received)} element(s)")
 
     return wait
 
@@ -662,13 +670,12 @@ def _fill(scene: Scene, model: Any, parts: _Structure, shapes: dict[int, tuple[_
     ids: dict[int, str] = {}
     duplicates: list[Any] = []
     unplaced: list[Any] = []
-    scene.warnings.extend(parts.warnings)
     for entity in parts.order:
         key = entity.id()
         element_id = entity.GlobalId or f"#{key}"
         if element_id in scene.elements:
             duplicates.append(entity)
-            element_id = f"{element_id}#{key}"
+            element_id = unique_id(scene, element_id)
         ids[key] = element_id
         up = parts.parent[key]
         element = Element(
@@ -697,7 +704,8 @@ def _fill(scene: Scene, model: Any, parts: _Structure, shapes: dict[int, tuple[_
             element.matrix = Z_UP_TO_Y_UP.copy()
         scene.add(element)
     if duplicates:
-        scene.warnings.append(f"{len(duplicates)} duplicate GlobalId(s) suffixed with #id: {_examples(duplicates)}")
+        shown = _examples(duplicates)
+        scene.warnings.append(f"{len(duplicates)} duplicate GlobalId(s), later ones suffixed ~2, ~3…: {shown}")
     if unplaced:
         scene.warnings.append(
             f"{len(unplaced)} element(s) with an unreadable placement left at the origin: {_examples(unplaced)}"

@@ -10,6 +10,7 @@ const SEND_INTERVAL_MS = 100;
 const HEARTBEAT_MS = 2000;
 // A pointer ray starting further than this from the head comes from a hand controller: an XR user.
 const HAND_OFFSET_M = 0.15;
+// A laser that hits nothing is drawn this long (m, model units).
 const LASER_LENGTH_M = 30;
 // Turns the cone (apex +Y) so its apex is at the eye and its square base opens forward (-Z).
 const FRUSTUM_TURN = new THREE.Euler(Math.PI / 2, Math.PI / 4, 0);
@@ -94,11 +95,21 @@ export class PresenceLayer {
     for (const [sid, p] of present) {
       if (sid === own) continue;
       const avatar = this.avatars.get(sid) ?? this.#create(sid, p.client);
-      place(avatar, p.pose);
+      place(avatar, p.pose, this.#laserLength(p.pose));
       if (sid === this.following) this.#lookFrom(p.pose);
     }
     this.#renderList();
     this.viewer.invalidate();
+  }
+
+  /** How far a user's pointer ray goes before it meets the model. @param {import('./protocol.js').Pose} pose */
+  #laserLength(pose) {
+    if (!pose.ray_origin || !pose.ray_direction) return LASER_LENGTH_M;
+    const toWorld = this.viewer.world.matrixWorld;
+    const rc = new THREE.Raycaster(new THREE.Vector3(...pose.ray_origin).applyMatrix4(toWorld),
+      new THREE.Vector3(...pose.ray_direction).transformDirection(toWorld));
+    const hit = this.viewer.pickRay(rc);
+    return hit ? hit.distance / this.viewer.world.scale.x : LASER_LENGTH_M;
   }
 
   /** @param {string|null} sid */
@@ -156,8 +167,11 @@ export class PresenceLayer {
   }
 }
 
-/** @param {THREE.Group} g @param {import('./protocol.js').Pose} pose */
-function place(g, pose) {
+/**
+ * @param {THREE.Group} g @param {import('./protocol.js').Pose} pose
+ * @param {number} laserLength where the pointer ray meets the model (model units)
+ */
+function place(g, pose, laserLength) {
   const head = /** @type {THREE.Object3D} */ (g.getObjectByName('head'));
   const frustum = /** @type {THREE.Object3D} */ (g.getObjectByName('frustum'));
   const hand = /** @type {THREE.Object3D} */ (g.getObjectByName('hand'));
@@ -174,7 +188,7 @@ function place(g, pose) {
   if (origin) hand.position.copy(origin);
   laser.visible = Boolean(origin && pose.ray_direction);
   if (origin && pose.ray_direction) {
-    const end = origin.clone().addScaledVector(new THREE.Vector3(...pose.ray_direction).normalize(), LASER_LENGTH_M);
+    const end = origin.clone().addScaledVector(new THREE.Vector3(...pose.ray_direction).normalize(), laserLength);
     laser.geometry.setFromPoints([origin, end]);
   }
 }
