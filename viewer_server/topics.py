@@ -1,0 +1,157 @@
+"""Annotations as BCF-style topics: the data model shared by the session protocol, the SQLite store
+and BCF 3.0 import/export. A topic is pinned to an element at a world point, keeps the viewpoint in
+which it was made and the live values of its element at that moment, and carries a comment thread.
+
+Positions are world coordinates of the canonical scene: metres, Y-up (BCF uses Z-up; `viewer_server.bcf`
+converts). Timestamps are Unix seconds. Text fields are stored exactly as given; their length is
+bounded here and the clients render them as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+# Text limits: long enough for a real description, short enough that one topic stays a small frame.
+MAX_TITLE: Final = 200
+MAX_TEXT: Final = 10_000
+MAX_LABEL: Final = 64
+MAX_LABELS: Final = 20
+# A snapshot PNG attached to a topic or comment; a 1920x1080 screenshot is ~1-3 MB.
+MAX_ATTACHMENT_BYTES: Final = 4 * 1024 * 1024
+
+TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
+Priority = Literal["low", "normal", "high", "critical"]
+TOPIC_STATUSES: Final = ("open", "in_progress", "resolved", "closed")
+
+
+class Vec3(msgspec.Struct, array_like=True):
+    x: float
+    y: float
+    z: float
+
+
+class Camera(msgspec.Struct, omit_defaults=True):
+    """A perspective camera (BCF PerspectiveCamera) or, with `ortho_height`, an orthogonal one."""
+
+    position: Vec3
+    direction: Vec3
+    up: Vec3
+    fov_deg: float = 60.0
+    ortho_height: float | None = None
+
+
+class ClippingPlane(msgspec.Struct):
+    """Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side)."""
+
+    location: Vec3
+    direction: Vec3
+
+
+class ColoredComponents(msgspec.Struct):
+    color: str  # "#rrggbb"
+    ids: list[str]
+
+
+class Viewpoint(msgspec.Struct, omit_defaults=True):
+    """What the author saw: camera, section planes, and visible / selected / coloured components (twin ids)."""
+
+    guid: str
+    camera: Camera
+    clipping_planes: list[ClippingPlane] = []
+    selected: list[str] = []
+    hidden: list[str] = []  # exceptions to the default visibility
+    default_visible: bool = True
+    colored: list[ColoredComponents] = []
+    snapshot: str | None = None  # attachment id of the PNG taken with this viewpoint
+
+
+class Pin(msgspec.Struct):
+    """Where the topic is pinned: an element and a world point with its surface normal."""
+
+    element: str
+    point: Vec3
+    normal: Vec3
+
+
+class LiveValue(msgspec.Struct, omit_defaults=True):
+    """A property value of the pinned element at the moment the topic was made."""
+
+    prop: str
+    value: bool | int | float | str
+    unit: str = ""
+    ts: float = 0.0
+
+
+class Attachment(msgspec.Struct):
+    id: str
+    mime: str  # image/png or image/jpeg
+    size: int
+    sha256: str
+
+
+class Comment(msgspec.Struct, omit_defaults=True):
+    guid: str
+    topic: str
+    author: str
+    text: str
+    created: float
+    revision: int = 1
+    modified: float | None = None
+    reply_to: str | None = None  # threaded replies
+    viewpoint: str | None = None  # guid of a viewpoint of the topic
+    deleted: bool = False  # moderated or withdrawn: kept for the audit trail, shown as removed
+
+
+class Topic(msgspec.Struct, omit_defaults=True):
+    guid: str
+    title: str
+    author: str
+    created: float
+    pin: Pin | None = None
+    description: str = ""
+    status: TopicStatus = "open"
+    priority: Priority = "normal"
+    topic_type: str = "Issue"
+    assignee: str | None = None
+    labels: list[str] = []
+    due_date: str | None = None  # ISO date, e.g. "2026-12-01"
+    viewpoints: list[Viewpoint] = []
+    live_values: list[LiveValue] = []
+    attachments: list[Attachment] = []
+    revision: int = 1
+    modified: float | None = None
+    modified_by: str | None = None
+    deleted: bool = False
+
+
+class TopicError(ValueError):
+    """A topic or comment that breaks a limit; `field` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def check_topic(topic: Topic) -> None:
+    """Enforce the text limits; raise TopicError naming the field."""
+    if not topic.title.strip():
+        raise TopicError("title", "must not be empty")
+    if len(topic.title) > MAX_TITLE:
+        raise TopicError("title", f"longer than {MAX_TITLE} characters")
+    if len(topic.description) > MAX_TEXT:
+        raise TopicError("description", f"longer than {MAX_TEXT} characters")
+    if len(topic.labels) > MAX_LABELS:
+        raise TopicError("labels", f"more than {MAX_LABELS} labels")
+    for label in topic.labels:
+        if not label or len(label) > MAX_LABEL:
+            raise TopicError("labels", f"each label must be 1..{MAX_LABEL} characters")
+
+
+def check_comment(comment: Comment) -> None:
+    if not comment.text.strip():
+        raise TopicError("text", "must not be empty")
+    if len(comment.text) > MAX_TEXT:
+        raise TopicError("text", f"longer than {MAX_TEXT} characters")
