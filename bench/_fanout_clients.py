@@ -279,19 +279,32 @@ async def main_async(args: argparse.Namespace) -> None:
 
     clients = [Client(args.system, args.url, args.k, not args.idle, names) for _ in range(args.n)]
     stop = asyncio.Event()
-    tasks = []
-    for c in clients:  # connect in small groups so the server is not hit by N handshakes at once
-        tasks.append(asyncio.ensure_future(c.run(stop)))
-        if len(tasks) % 10 == 0:
-            await asyncio.sleep(0.01)
+    tasks: list[asyncio.Future] = []
     sync_deadline = min(deadline, time.monotonic() + args.sync_timeout)
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(c.synced.wait() for c in clients)), timeout=max(0.1, sync_deadline - time.monotonic())
-        )
-        synced = True
-    except TimeoutError:
-        synced = False
+
+    async def synced_or_dead(c: Client, task: asyncio.Future) -> None:
+        waiter = asyncio.ensure_future(c.synced.wait())
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            c.errors.append(f"connection failed: {task.exception()!r}")
+
+    # Connect in waves of --wave clients (each wave waits until the previous one holds the state),
+    # so the server is never hit by N handshakes and N full replays at once.
+    synced = True
+    for lo in range(0, len(clients), args.wave):
+        wave = clients[lo : lo + args.wave]
+        new = [asyncio.ensure_future(c.run(stop)) for c in wave]
+        tasks += new
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(synced_or_dead(c, t) for c, t in zip(wave, new, strict=True))),
+                timeout=max(0.1, sync_deadline - time.monotonic()),
+            )
+        except TimeoutError:
+            synced = False
+            break
+    synced = synced and all(c.synced.is_set() for c in clients)
     say(
         synced=synced,
         n=len(clients),
@@ -348,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=1)
     ap.add_argument("--out", default=None)
     ap.add_argument("--idle", action="store_true", help="do not record values (memory test)")
+    ap.add_argument("--wave", type=int, default=10, help="clients connected at a time")
     ap.add_argument("--late-join", type=int, default=0, help="measure N sequential late joins, then exit")
     ap.add_argument("--sync-timeout", type=float, default=120.0)
     ap.add_argument("--max-seconds", type=float, default=600.0)

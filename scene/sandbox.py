@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import time
 import traceback
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -66,53 +67,66 @@ def _describe_exit(code: int | None) -> str:
     return f"the reader exited unexpectedly (exit code {code})"
 
 
-def import_isolated(
-    path: Path, options: ImportOptions, limits: Limits = Limits(), *, debug: bool = False
-) -> Scene:
-    """Import `path` in a child process; raise ImportFailed on any failure, crash or timeout.
-
-    The fast manifold kernel of IfcOpenShell segfaults on some real files (duplex.ifc); with
-    `ifc_kernel="auto"` such a crash is retried once with the opencascade kernel.
-    """
-    try:
-        return _import_once(path, options, limits, debug=debug)
-    except ReaderCrashed:
-        if options.ifc_kernel != "auto" or FORMATS[path.suffix.lower()][1] != "ifc":
-            raise
-        scene = _import_once(path, replace(options, ifc_kernel="opencascade"), limits, debug=debug)
-        scene.warnings.insert(0, f"{path}: the manifold kernel crashed; geometry made with opencascade instead")
-        return scene
-
-
 class ReaderCrashed(ImportFailed):
     """The child process died without an answer (a native crash)."""
 
 
-def _import_once(path: Path, options: ImportOptions, limits: Limits, *, debug: bool) -> Scene:
-    loader_for(path)  # unknown extensions fail here, before a process is spent on them
-    ctx = mp.get_context("fork")  # the parent holds no threads yet; fork avoids re-importing numpy
-    parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child_conn, str(path), options, limits.memory_mb, debug))
-    proc.start()
-    child_conn.close()
-    try:
-        if not parent_conn.poll(limits.timeout_s):
-            raise ImportFailed(str(path), f"import took longer than {limits.timeout_s:.0f} s and was stopped")
+class PendingImport:
+    """An import running in its own child process; `result()` waits for it.
+
+    Starting every input's child first lets the parent do its own work (loading the exporters)
+    while the children read, on separate cores.
+    """
+
+    def __init__(self, path: Path, options: ImportOptions, limits: Limits, *, debug: bool) -> None:
+        loader_for(path)  # unknown extensions fail here, before a process is spent on them
+        self.path, self.options, self.limits, self.debug = path, options, limits, debug
+        self.started = time.monotonic()
+        ctx = mp.get_context("fork")  # fork avoids re-importing numpy; callers fork before starting threads
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_child, args=(child_conn, str(path), options, limits.memory_mb, debug))
+        self._proc.start()
+        child_conn.close()
+
+    def result(self) -> Scene:
+        """The imported scene; a crash of the manifold IFC kernel (it segfaults on some real files,
+        e.g. duplex.ifc) is retried once with opencascade when `ifc_kernel="auto"`."""
         try:
-            status, payload = parent_conn.recv()
-        except (EOFError, OSError):
-            proc.join(CRASH_EXIT_GRACE_S)
-            raise ReaderCrashed(str(path), _describe_exit(proc.exitcode)) from None
-    finally:
-        if proc.is_alive():
-            proc.join(CRASH_EXIT_GRACE_S)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        parent_conn.close()
-    if status == "ok":
-        return payload
-    err_path, reason, where, tb = payload
-    failure = ImportFailed(err_path, reason, where)
-    failure.__notes__ = [tb]  # shown by the CLI with --debug
-    raise failure
+            return self._collect()
+        except ReaderCrashed:
+            if self.options.ifc_kernel != "auto" or FORMATS[self.path.suffix.lower()][1] != "ifc":
+                raise
+            fallback = replace(self.options, ifc_kernel="opencascade")
+            scene = PendingImport(self.path, fallback, self.limits, debug=self.debug).result()
+            scene.warnings.insert(0, f"{self.path}: manifold kernel crashed; geometry made with opencascade instead")
+            return scene
+
+    def _collect(self) -> Scene:
+        path, proc, conn = self.path, self._proc, self._conn
+        try:
+            remaining = max(0.0, self.limits.timeout_s - (time.monotonic() - self.started))
+            if not conn.poll(remaining):
+                raise ImportFailed(str(path), f"import took longer than {self.limits.timeout_s:.0f} s and was stopped")
+            try:
+                status, payload = conn.recv()
+            except (EOFError, OSError):
+                proc.join(CRASH_EXIT_GRACE_S)
+                raise ReaderCrashed(str(path), _describe_exit(proc.exitcode)) from None
+        finally:
+            if proc.is_alive():
+                proc.join(CRASH_EXIT_GRACE_S)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            conn.close()
+        if status == "ok":
+            return payload
+        err_path, reason, where, tb = payload
+        failure = ImportFailed(err_path, reason, where)
+        failure.__notes__ = [tb]  # shown by the CLI with --debug
+        raise failure
+
+
+def import_isolated(path: Path, options: ImportOptions, limits: Limits = Limits(), *, debug: bool = False) -> Scene:
+    """Import `path` in a child process; raise ImportFailed on any failure, crash or timeout."""
+    return PendingImport(path, options, limits, debug=debug).result()

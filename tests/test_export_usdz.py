@@ -1,4 +1,4 @@
-"""The AR Quick Look package: valid for UsdValidation incl. the ARKit rules, self-contained, twin-free."""
+"""The AR Quick Look package: valid for UsdValidation incl. the ARKit rules, self-contained, with twin ids."""
 
 from __future__ import annotations
 
@@ -32,12 +32,13 @@ def test_usdz_is_self_contained_y_up_metres_with_textures_inside(tmp_path: Path)
     assert stage.GetDefaultPrim().GetName() == "World"
 
 
-def test_usdz_keeps_all_geometry_but_no_twin_attributes(tmp_path: Path) -> None:
+def test_usdz_keeps_all_geometry_and_the_twin_ids(tmp_path: Path) -> None:
     from pxr import Usd, UsdGeom
 
     stage = Usd.Stage.Open(str(_package(tmp_path)))
     prims = list(stage.Traverse(Usd.TraverseInstanceProxies()))
-    assert not [a for p in prims for a in p.GetAuthoredAttributes() if a.GetName().startswith("twin:")]
+    ids = {p.GetAttribute("twin:id").Get() for p in prims if p.HasAttribute("twin:id")}
+    assert ids == set(synthetic_scene().elements)
     meshes = [p for p in prims if p.IsA(UsdGeom.Mesh)]
     scene = synthetic_scene()
     drawn = sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values()

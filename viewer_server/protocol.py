@@ -14,6 +14,8 @@ import msgspec
 # The visual of an element on a layer is defined by the rules engine; re-exported as part of v1.
 from scene.rules import Transform as Transform
 from scene.rules import Visual as Visual
+from viewer_server.permissions import Role as Role
+from viewer_server.topics import Comment, Pin, Priority, Topic, TopicStatus, Viewpoint
 
 PROTOCOL_VERSION: Final = 1
 SUBPROTOCOL_JSON: Final = "twinview.v1"
@@ -21,7 +23,6 @@ SUBPROTOCOL_MSGPACK: Final = "twinview.v1.msgpack"
 # Subprotocol -> encoding name; the order is the server's preference when a client offers several.
 SUBPROTOCOLS: Final = {SUBPROTOCOL_JSON: "json", SUBPROTOCOL_MSGPACK: "msgpack"}
 Encoding = Literal["json", "msgpack"]
-Role = Literal["viewer", "publisher"]
 
 # A client frame larger than this is refused with close 1009; deltas are small, batches are bounded.
 MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -36,6 +37,7 @@ CLOSE_GOING_AWAY: Final = 1001  # server shutting down; reconnect and resume
 CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind for the encoding
 CLOSE_TOO_BIG: Final = 1009  # frame larger than MAX_MESSAGE_BYTES
 CLOSE_VERSION: Final = 4001  # no common protocol version; the reason names both sides
+CLOSE_AUTH: Final = 4003  # no, a bad, an expired or another session's token; unknown session (reason says which)
 
 # Error codes sent in `error` frames; the connection stays open after them.
 ERR_BAD_MESSAGE: Final = "bad_message"  # undecodable, unknown type or bad fields
@@ -43,6 +45,11 @@ ERR_UNKNOWN_LAYER: Final = "unknown_layer"
 ERR_NOT_PUBLISHER: Final = "not_publisher"  # publish on a session whose hello role was not publisher
 ERR_BATCH_TOO_LARGE: Final = "batch_too_large"
 ERR_DUPLICATE_HELLO: Final = "duplicate_hello"
+ERR_FORBIDDEN: Final = "forbidden"  # the role may not do this (docs/PERMISSIONS.md); nothing changed
+ERR_STALE_REVISION: Final = "stale_revision"  # edited at an old revision; `revision` is the current one
+ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user
+ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
+ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 
 
 class Base(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -113,6 +120,8 @@ class Event(msgspec.Struct, omit_defaults=True):
 
     kind "alarm_raised" (also when an active alarm changes severity: same `id`) or "alarm_cleared".
     `element` shows the alarm; `source` is the element whose property triggered it.
+    Annotation kinds (ANNOTATION_EVENTS) carry the whole `topic` or `comment` at its new revision, `id`
+    being its guid, `user` who changed it. An event with a `session` reaches only that session's clients.
     """
 
     seq: int
@@ -126,6 +135,21 @@ class Event(msgspec.Struct, omit_defaults=True):
     severity: str = ""
     message: str = ""
     value: bool | int | float | str | None = None
+    session: str = ""  # "" = the whole scene (alarms); else only the clients of this session
+    user: str = ""
+    topic: Topic | None = None
+    comment: Comment | None = None
+
+
+# Event kinds of the annotation service; each carries the full topic or comment.
+ANNOTATION_EVENTS: Final = (
+    "topic_created",
+    "topic_updated",
+    "topic_deleted",
+    "comment_added",
+    "comment_edited",
+    "comment_deleted",
+)
 
 
 class Alarm(msgspec.Struct, omit_defaults=True):
@@ -151,9 +175,11 @@ class Hello(Base, tag="hello"):
     client: str
     client_version: str
     protocol: int = PROTOCOL_VERSION
-    role: Role = "viewer"
+    role: Role = "viewer"  # without a token: the role asked for (granted only as the session allows)
     layer: str | None = None  # None: the scene's default layer
     resume: Resume | None = None
+    session: str | None = None  # None: the token's session, else the scene's default session
+    token: str | None = None  # from the join link (?session=…&token=…); see viewer_server/auth.py
 
 
 class Subscribe(Base, tag="subscribe"):
@@ -179,7 +205,88 @@ class Ping(Base, tag="ping"):
     t: float | None = None
 
 
-ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping
+class TopicDraft(msgspec.Struct, omit_defaults=True):
+    """A new topic as the client writes it; the server sets author, times and the pinned element's live
+    values. `guid` may be chosen by the client (idempotent retries, BCF); `attachments` are ids from
+    `POST /api/sessions/{id}/attachments`."""
+
+    title: str
+    description: str = ""
+    pin: Pin | None = None
+    topic_type: str = "Issue"
+    status: TopicStatus = "open"
+    priority: Priority = "normal"
+    assignee: str | None = None
+    labels: list[str] = []
+    due_date: str | None = None
+    viewpoints: list[Viewpoint] = []
+    attachments: list[str] = []
+    guid: str | None = None
+
+
+class TopicCreate(Base, tag="topic_create"):
+    """Create a topic (`topic.create`); answered with `saved`, and a `topic_created` event to everyone."""
+
+    topic: TopicDraft
+    ref: str | None = None
+
+
+class TopicUpdate(Base, tag="topic_update"):
+    """Change a topic known at `revision`; null fields stay as they are, "" clears assignee / due_date.
+    title / description: own topics (`topic.edit_own`) or anyone's (`topic.moderate`); the rest:
+    `topic.update`."""
+
+    guid: str
+    revision: int
+    title: str | None = None
+    description: str | None = None
+    status: TopicStatus | None = None
+    priority: Priority | None = None
+    topic_type: str | None = None
+    assignee: str | None = None
+    labels: list[str] | None = None
+    due_date: str | None = None
+    ref: str | None = None
+
+
+class TopicDelete(Base, tag="topic_delete"):
+    """Withdraw a topic (own: `topic.delete_own`, anyone's: `topic.moderate`); kept, flagged deleted."""
+
+    guid: str
+    revision: int
+    ref: str | None = None
+
+
+class CommentAdd(Base, tag="comment_add"):
+    """Comment on a topic (`comment.create`); `reply_to` threads it under another comment."""
+
+    topic: str
+    text: str
+    reply_to: str | None = None
+    viewpoint: str | None = None
+    guid: str | None = None
+    ref: str | None = None
+
+
+class CommentEdit(Base, tag="comment_edit"):
+    guid: str
+    revision: int
+    text: str
+    ref: str | None = None
+
+
+class CommentDelete(Base, tag="comment_delete"):
+    guid: str
+    revision: int
+    ref: str | None = None
+
+
+AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
+
+ClientMessage = (
+    Hello | Subscribe | Publish | PresenceUpdate | Ping
+    | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
+)  # fmt: skip
 
 
 # --- server -> client --------------------------------------------------------------------------
@@ -197,6 +304,9 @@ class Welcome(Base, tag="welcome"):
     layers: list[str]
     capabilities: list[str]
     limits: dict[str, int | float]
+    session: str = ""  # the collaboration session (room) joined
+    user: str = ""  # from the token; else the hello's client name
+    role: Role = "viewer"  # what the server will allow (docs/PERMISSIONS.md)
 
 
 class Snapshot(Base, tag="snapshot"):
@@ -217,6 +327,9 @@ class Snapshot(Base, tag="snapshot"):
     presence: dict[str, Presence] = {}
     resync: bool = False
     reason: str | None = None
+    session: str = ""
+    topics: list[Topic] = []  # every topic of the session (deleted ones flagged), oldest first
+    comments: list[Comment] = []
 
 
 class Delta(Base, tag="delta"):
@@ -247,6 +360,18 @@ class Error(Base, tag="error"):
     code: str
     message: str
     ref: str | None = None
+    revision: int | None = None  # stale_revision: the current revision
+    field: str | None = None  # too_long: the field over its limit
+
+
+class Saved(Base, tag="saved"):
+    """Answer to an annotation request, sent after the change is committed to disk: `seq` is its event."""
+
+    ref: str | None
+    kind: str
+    guid: str
+    revision: int
+    seq: int
 
 
 class Pong(Base, tag="pong"):
@@ -254,7 +379,7 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (

@@ -2,26 +2,34 @@
 
 Writes go through one writer thread fed by a queue, in one transaction per flush window, so the
 event loop never waits on the disk. Reads happen at start-up (before serving) and for rare REST calls.
-Tables for sessions and annotations exist for the collaboration issue (schema only).
+Collaboration (`rooms`, `topics`, `comments`, `attachments`, `audit`) is written through `run(fn)`: `fn(db)`
+runs on the writer thread in its own savepoint, and the awaiting caller resumes only after the COMMIT,
+so whatever the server acknowledges survives a crash of the process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from scene.state import PropertyValue
 from viewer_server.outbox import PRESENCE, Batch
+from viewer_server.topics import Attachment, Comment, Topic
 
-SCHEMA_VERSION: Final = 1
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 2
 STORE_FILE: Final = "twinview.sqlite"
 # Rows of the change log kept on disk (audit and post-mortem); pruned on every write, newest kept.
 STORE_LOG_MAX_ROWS: Final = 200_000
@@ -50,13 +58,91 @@ CREATE TABLE IF NOT EXISTS props (
 CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, scene TEXT NOT NULL, client TEXT NOT NULL, role TEXT NOT NULL,
   layer TEXT, connected_at REAL NOT NULL, disconnected_at REAL);
-CREATE TABLE IF NOT EXISTS annotations (
-  id TEXT PRIMARY KEY, scene TEXT NOT NULL, element TEXT, author TEXT NOT NULL, body TEXT NOT NULL,
-  viewpoint BLOB, revision INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+  id TEXT PRIMARY KEY, scene TEXT NOT NULL, name TEXT NOT NULL, anonymous_role TEXT,
+  created REAL NOT NULL, created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (
+  session TEXT NOT NULL, guid TEXT NOT NULL, revision INTEGER NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (session, guid));
+CREATE TABLE IF NOT EXISTS comments (
+  session TEXT NOT NULL, guid TEXT NOT NULL, topic TEXT NOT NULL, revision INTEGER NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (session, guid));
+CREATE TABLE IF NOT EXISTS attachments (
+  id TEXT PRIMARY KEY, session TEXT NOT NULL, mime TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+  data BLOB NOT NULL, author TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, ts REAL NOT NULL, actor TEXT NOT NULL,
+  role TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_session ON audit (session, id);
 """
 
 _enc = msgspec.json.Encoder()
+_topic_dec = msgspec.json.Decoder(Topic)
+_comment_dec = msgspec.json.Decoder(Comment)
 log = logging.getLogger(__name__)
+
+
+class RoomRow(msgspec.Struct, omit_defaults=True):
+    """A collaboration session as stored (see `viewer_server.rooms`)."""
+
+    id: str
+    scene: str
+    name: str
+    created: float
+    created_by: str
+    anonymous_role: str | None = None
+
+
+class AuditEntry(msgspec.Struct, omit_defaults=True):
+    """One change: who (`actor`, `role`), what (`action`, a permissions.Action value), when, on what."""
+
+    session: str
+    ts: float
+    actor: str
+    role: str
+    action: str
+    target: str
+    detail: str = ""
+    id: int = 0
+
+
+# --- collaboration writes: compose them in a function passed to Store.run -------------------------
+
+
+def put_room(db: sqlite3.Connection, room: RoomRow) -> None:
+    db.execute(
+        "INSERT INTO rooms VALUES (?, ?, ?, ?, ?, ?)",
+        (room.id, room.scene, room.name, room.anonymous_role, room.created, room.created_by),
+    )
+
+
+def put_topic(db: sqlite3.Connection, session: str, topic: Topic) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (session, topic.guid, topic.revision, _enc.encode(topic))
+    )
+
+
+def put_comment(db: sqlite3.Connection, session: str, comment: Comment) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO comments VALUES (?, ?, ?, ?, ?)",
+        (session, comment.guid, comment.topic, comment.revision, _enc.encode(comment)),
+    )
+
+
+def put_attachment(
+    db: sqlite3.Connection, session: str, attachment: Attachment, data: bytes, author: str, created: float
+) -> None:
+    db.execute(
+        "INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (attachment.id, session, attachment.mime, attachment.size, attachment.sha256, data, author, created),
+    )
+
+
+def put_audit(db: sqlite3.Connection, entry: AuditEntry) -> None:
+    db.execute(
+        "INSERT INTO audit (session, ts, actor, role, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (entry.session, entry.ts, entry.actor, entry.role, entry.action, entry.target, entry.detail),
+    )
 
 
 def sha256(data: bytes) -> str:
@@ -82,7 +168,8 @@ class Store:
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False)
+        # Autocommit mode: transactions are explicit (BEGIN in `_run`), so savepoints nest inside them.
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, fast
         return db
@@ -98,6 +185,73 @@ class Store:
             out.setdefault(element, {})[prop] = PropertyValue(msgspec.json.decode(value), unit, ts, rx, quality)
         return out
 
+    # --- collaboration reads --------------------------------------------------------------------
+
+    def rooms(self) -> list[RoomRow]:
+        rows = self._read.execute("SELECT id, scene, name, created, created_by, anonymous_role FROM rooms ORDER BY id")
+        return [RoomRow(*row) for row in rows]
+
+    def room(self, room_id: str) -> RoomRow | None:
+        row = self._read.execute(
+            "SELECT id, scene, name, created, created_by, anonymous_role FROM rooms WHERE id = ?", (room_id,)
+        ).fetchone()
+        return RoomRow(*row) if row else None
+
+    def topics(self, session: str) -> list[Topic]:
+        """Every topic of a session (deleted ones included, flagged), oldest first."""
+        rows = self._read.execute("SELECT data FROM topics WHERE session = ?", (session,))
+        return sorted((_topic_dec.decode(data) for (data,) in rows), key=lambda t: (t.created, t.guid))
+
+    def comments(self, session: str, topic: str | None = None) -> list[Comment]:
+        if topic is None:
+            rows = self._read.execute("SELECT data FROM comments WHERE session = ?", (session,))
+        else:
+            rows = self._read.execute("SELECT data FROM comments WHERE session = ? AND topic = ?", (session, topic))
+        return sorted((_comment_dec.decode(data) for (data,) in rows), key=lambda c: (c.created, c.guid))
+
+    def attachment(self, attachment_id: str) -> tuple[str, Attachment, bytes] | None:
+        """(session, metadata, bytes) of an attachment, or None."""
+        row = self._read.execute(
+            "SELECT session, mime, size, sha256, data FROM attachments WHERE id = ?", (attachment_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        session, mime, size, digest, data = row
+        return session, Attachment(attachment_id, mime, size, digest), data
+
+    def audit(self, session: str, limit: int, before: int | None = None) -> list[AuditEntry]:
+        """The newest `limit` audit entries of a session (older than id `before`), newest first."""
+        rows = self._read.execute(
+            "SELECT session, ts, actor, role, action, target, detail, id FROM audit"
+            " WHERE session = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (session, before if before is not None else 2**62, limit),
+        )
+        return [AuditEntry(*row) for row in rows]
+
+    async def import_topics(
+        self,
+        session: str,
+        topics: Iterable[Topic],
+        comments: Iterable[Comment],
+        attachments: Iterable[tuple[Attachment, bytes]],
+        actor: AuditEntry,
+    ) -> None:
+        """Insert or replace topics, comments and attachments of a session in one transaction, with
+        the audit entry `actor`. Connected clients learn of them only through
+        `Annotations.import_topics`, which calls this."""
+
+        def write(db: sqlite3.Connection) -> None:
+            for attachment, data in attachments:
+                db.execute("DELETE FROM attachments WHERE id = ?", (attachment.id,))
+                put_attachment(db, session, attachment, data, actor.actor, actor.ts)
+            for topic in topics:
+                put_topic(db, session, topic)
+            for comment in comments:
+                put_comment(db, session, comment)
+            put_audit(db, actor)
+
+        await self.run(write)
+
     # --- writes (queued) -------------------------------------------------------------------------
 
     def save_scene(self, scene: str, path: Path, manifest: bytes) -> None:
@@ -112,6 +266,17 @@ class Store:
             self.dropped_batches += 1
             return
         self._queue.put(("batch", (scene, epoch, batch, props)))
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """Run `fn(db)` on the writer thread in its own savepoint; the future resolves after the COMMIT
+        (with fn's result, or its exception, in which case only fn's writes are rolled back)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(("call", (fn, future)))
+        return future
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`submit` for the event loop: resumes once fn's writes are committed."""
+        return await asyncio.wrap_future(self.submit(fn))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is written (tests, shutdown)."""
@@ -145,22 +310,48 @@ class Store:
 
     def _run(self, db: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> None:
         barriers = [args[0] for kind, args in jobs if kind == "barrier"]
+        results: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
         try:
-            with db:  # one transaction for everything queued
-                for kind, args in jobs:
-                    if kind == "scene":
-                        db.execute("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?)", args)
-                    elif kind == "bindings":
-                        db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)", args)
-                    elif kind == "batch":
-                        self._write_batch(db, *args)
-                db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
+            db.execute("BEGIN")  # one transaction for everything queued
+            for kind, args in jobs:
+                if kind == "scene":
+                    db.execute("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?)", args)
+                elif kind == "bindings":
+                    db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)", args)
+                elif kind == "batch":
+                    self._write_batch(db, *args)
+                elif kind == "call":
+                    results.append(self._call(db, *args))
+            db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
+            db.execute("COMMIT")
         except sqlite3.Error as exc:  # a full or failing disk must not kill the writer (nor the server)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("store %s: %s (%d jobs lost)", self.path, self.last_error, len(jobs))
+            results = [(future, None, exc) for future, _, _ in results]
+        for future, value, error in results:  # only now: the caller's ack follows the commit
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
         for barrier in barriers:
             barrier.set()
+
+    @staticmethod
+    def _call(
+        db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any]
+    ) -> tuple[concurrent.futures.Future[Any], Any, BaseException | None]:
+        db.execute("SAVEPOINT call")
+        try:
+            value = fn(db)
+        except Exception as exc:  # the caller gets it; the rest of the transaction goes on
+            db.execute("ROLLBACK TO call")
+            db.execute("RELEASE call")
+            return future, None, exc
+        db.execute("RELEASE call")
+        return future, value, None
 
     @staticmethod
     def _write_batch(

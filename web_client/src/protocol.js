@@ -11,6 +11,7 @@ export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_BIG = 1009;
 export const CLOSE_VERSION = 4001;
+export const CLOSE_AUTH = 4003; // missing, bad or expired session token
 
 /**
  * @typedef {{epoch: string, seq: number}} Resume
@@ -28,13 +29,14 @@ export const CLOSE_VERSION = 4001;
  */
 
 /**
- * @param {{client: string, layer?: (string|null), resume?: (Resume|null)}} opts
+ * @param {{client: string, layer?: (string|null), resume?: (Resume|null), token?: (string|null)}} opts
  */
-export function hello({ client, layer = null, resume = null }) {
+export function hello({ client, layer = null, resume = null, token = null }) {
   /** @type {Record<string, any>} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
   if (layer) msg.layer = layer;
   if (resume) msg.resume = resume;
+  if (token) msg.token = token;
   return msg;
 }
 

@@ -16,14 +16,18 @@ const PING_INTERVAL_MS = 5000;
 export class Session extends EventTarget {
   /**
    * @param {import('./state.js').TwinState} state
-   * @param {{url: string, client: string, layer?: (string|null)}} opts
+   * @param {{url: string, client: string, layer?: (string|null), token?: (string|null)}} opts
    */
-  constructor(state, { url, client, layer = null }) {
+  constructor(state, { url, client, layer = null, token = null }) {
     super();
     this.state = state;
     this.url = url;
     this.client = client;
     this.layer = layer;
+    /** The invitation link's token, sent in every hello (a resume included). */
+    this.token = token;
+    /** The close code that stopped retrying (4001 version, 4003 token, 1008 policy). */
+    this.closeCode = 0;
     /** @type {WebSocket|null} */
     this.ws = null;
     /** @type {any} the last welcome */
@@ -49,7 +53,7 @@ export class Session extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       const resume = this.state.epoch ? { epoch: this.state.epoch, seq: this.state.seq } : null;
-      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume }));
+      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume, token: this.token }));
     };
     ws.onmessage = (e) => this.#onMessage(e.data);
     ws.onclose = (e) => this.#onClose(ws, e.code, e.reason);
@@ -64,6 +68,16 @@ export class Session extends EventTarget {
   /** @param {import('./protocol.js').Pose} pose */
   sendPresence(pose) {
     if (this.status === 'live' || this.status === 'resynced') this.#send(P.presence(pose));
+  }
+
+  /**
+   * Send a collaboration message (topics, procedures, commands) while live; false if it could not go.
+   * @param {Record<string, any>} msg
+   */
+  send(msg) {
+    if (this.status !== 'live' && this.status !== 'resynced') return false;
+    this.#send(msg);
+    return true;
   }
 
   /** Close for good (page leaving). */
@@ -148,7 +162,9 @@ export class Session extends EventTarget {
         this.dispatchEvent(new CustomEvent('servererror', { detail: msg }));
         break;
       default:
-        break; // acks and future message types are not for a viewer
+        // Collaboration messages (topics, procedures, commands) are for the modules that speak them.
+        this.dispatchEvent(new CustomEvent('message', { detail: msg }));
+        break;
     }
   }
 
@@ -157,9 +173,10 @@ export class Session extends EventTarget {
     if (ws !== this.ws) return;
     clearInterval(this.pingTimer);
     if (this.stopped) return this.#setStatus('closed');
-    if (code === P.CLOSE_VERSION || code === P.CLOSE_POLICY) {
+    if (code === P.CLOSE_VERSION || code === P.CLOSE_POLICY || code === P.CLOSE_AUTH) {
       // Retrying cannot help: the server refused this client; say why, in its own words.
       this.stopped = true;
+      this.closeCode = code;
       return this.#setStatus('refused', reason || `closed with code ${code}`);
     }
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);

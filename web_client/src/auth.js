@@ -1,0 +1,80 @@
+// Who this viewer is in a collaboration session: the token from the invitation link
+// (`/?session=<id>&token=<token>`), the role the server granted in `welcome`, and a UI that shows only what
+// that role may do. The server checks every operation anyway (docs/PERMISSIONS.md); hiding is courtesy.
+import { CLOSE_AUTH } from './protocol.js';
+
+const AUTHORS = ['annotator', 'presenter', 'operator', 'admin'];
+const LEADS = ['presenter', 'admin'];
+// The part of the server's role × action matrix that the UI needs; tests/test_web_collab.py keeps it
+// equal to viewer_server/permissions.py.
+export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
+  'topic.create': AUTHORS,
+  'comment.create': AUTHORS,
+  'markup.create': AUTHORS,
+  'topic.update': AUTHORS,
+  'procedure.control': LEADS,
+  'presenter.take': LEADS,
+  'command.send': ['operator'],
+});
+
+/**
+ * The session and token of the link this page was opened with (both null for an open, tokenless server).
+ * @param {Location} loc
+ * @returns {{session: string|null, token: string|null}}
+ */
+export function linkCredentials(loc) {
+  const q = new URLSearchParams(loc.search);
+  return { session: q.get('session'), token: q.get('token') };
+}
+
+/** @param {string} role @param {string} action */
+export function can(role, action) {
+  return (UI_PERMISSIONS[action] ?? []).includes(role);
+}
+
+/**
+ * The role this viewer holds, and the `[data-requires=action]` controls it may use: the others are hidden.
+ * A server without sessions sends no role; then everything is shown and the server stays the judge.
+ */
+export class Identity extends EventTarget {
+  /** @param {import('./session.js').Session} session */
+  constructor(session) {
+    super();
+    /** @type {string|null} */
+    this.role = null;
+    /** @type {string} the user name the server knows us by (authors of topics and comments) */
+    this.user = session.client;
+    session.addEventListener('welcome', (e) => {
+      const w = /** @type {CustomEvent} */ (e).detail;
+      this.role = w.role ?? null;
+      this.user = w.user ?? session.client;
+      this.apply(document);
+      this.dispatchEvent(new CustomEvent('change'));
+    });
+  }
+
+  /** @param {string} action */
+  may(action) {
+    return this.role === null || can(this.role, action);
+  }
+
+  /** Show or hide every control under `root` that names the action it needs. @param {ParentNode} root */
+  apply(root) {
+    document.body.dataset.role = this.role ?? '';
+    for (const el of root.querySelectorAll('[data-requires]')) {
+      /** @type {HTMLElement} */ (el).hidden = !this.may(/** @type {HTMLElement} */ (el).dataset.requires ?? '');
+    }
+  }
+}
+
+/**
+ * The words for a refused connection: an expired invitation reads differently from a version mismatch.
+ * @param {number} code @param {string} reason
+ * @returns {{title: string, detail: string}}
+ */
+export function refusalText(code, reason) {
+  if (code === CLOSE_AUTH) {
+    return { title: 'This session link is not valid any more', detail: `${reason || 'The token was refused'}. Ask the host for a new link.` };
+  }
+  return { title: 'The server refused this viewer', detail: reason || 'Reload the page to get a matching client.' };
+}

@@ -1,0 +1,113 @@
+// BCF-style viewpoints: what the author saw — camera, section planes, selected, hidden and coloured
+// components — captured from the viewer and restored on opening a topic. Coordinates are the model's
+// (the world group's frame), so a viewpoint made in AR tabletop still means the same place.
+import * as THREE from 'three';
+
+// How far ahead of a restored camera its orbit target is put when the topic does not say.
+const TARGET_DISTANCE_M = 5;
+
+/**
+ * @typedef {{camera: {position: number[], direction: number[], up: number[], fov_deg: number},
+ *            clipping_planes: {location: number[], direction: number[]}[], selected: string[], hidden: string[],
+ *            default_visible: boolean, colored: {color: string, ids: string[]}[], snapshot?: string, guid?: string}} Viewpoint
+ */
+
+/** @param {THREE.Vector3} v */
+const arr = (v) => v.toArray().map((x) => Math.round(x * 1e4) / 1e4);
+
+export class Viewpoints {
+  /**
+   * @param {import('../viewer.js').Viewer} viewer
+   * @param {{twin: () => (import('../twin_view.js').TwinView|null), state: import('../state.js').TwinState,
+   *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void}} hooks
+   */
+  constructor(viewer, hooks) {
+    this.viewer = viewer;
+    this.hooks = hooks;
+    /** Whether a restored viewpoint's colours and visibility currently override the live look. */
+    this.overriding = false;
+  }
+
+  /** The current view as a viewpoint. @returns {Viewpoint} */
+  capture() {
+    const { camera, world, renderer } = this.viewer;
+    const toModel = world.matrixWorld.clone().invert();
+    /** @type {Map<string, string[]>} */
+    const byColor = new Map();
+    const hidden = [];
+    for (const [id, v] of this.hooks.state.visuals) {
+      if (typeof v.color === 'string') byColor.set(v.color, [...(byColor.get(v.color) ?? []), id]);
+      if (v.visible === false) hidden.push(id);
+    }
+    const selected = this.hooks.twin()?.selected;
+    return {
+      camera: {
+        position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
+        direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
+        up: arr(camera.up),
+        fov_deg: camera.fov,
+      },
+      // three keeps the side a plane's normal points to; BCF's direction points to the side cut away.
+      clipping_planes: renderer.clippingPlanes.map((p) => {
+        const m = p.clone().applyMatrix4(toModel);
+        return { location: arr(m.coplanarPoint(new THREE.Vector3())), direction: arr(m.normal.clone().negate()) };
+      }),
+      selected: selected ? [selected] : [],
+      hidden,
+      default_visible: true,
+      colored: [...byColor].map(([color, ids]) => ({ color, ids })),
+    };
+  }
+
+  /**
+   * Go to a viewpoint: fly the camera, cut with its planes, select, and show its colours and visibility
+   * until `release()` (or the next live change of an element) brings the live look back.
+   * @param {Viewpoint} vp @param {{animate?: boolean}} [opts]
+   */
+  restore(vp, { animate = true } = {}) {
+    const { viewer } = this;
+    const toWorld = viewer.world.matrixWorld;
+    const cam = vp.camera;
+    const pos = new THREE.Vector3(...cam.position).applyMatrix4(toWorld);
+    const dir = new THREE.Vector3(...cam.direction).transformDirection(toWorld);
+    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
+      viewer.camera.fov = cam.fov_deg;
+      viewer.camera.updateProjectionMatrix();
+    }
+    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), animate ? undefined : 0);
+    this.hooks.section.set(null);
+    viewer.renderer.clippingPlanes = (vp.clipping_planes ?? []).map((c) => {
+      const n = new THREE.Vector3(...c.direction).negate();
+      return new THREE.Plane().setFromNormalAndCoplanarPoint(n, new THREE.Vector3(...c.location)).applyMatrix4(toWorld);
+    });
+    this.hooks.select(vp.selected?.[0] ?? null);
+    this.#override(vp);
+    viewer.invalidate();
+  }
+
+  /** Back to the live look: no viewpoint colours, visibility or planes. */
+  release() {
+    if (this.overriding) this.hooks.twin()?.applyAll();
+    this.overriding = false;
+    if (!this.hooks.section.active) this.viewer.renderer.clippingPlanes = [];
+    this.viewer.invalidate();
+  }
+
+  /** @param {Viewpoint} vp */
+  #override(vp) {
+    const batches = this.hooks.twin()?.batches;
+    if (!batches) return;
+    this.hooks.twin()?.applyAll();
+    const exceptions = new Set(vp.hidden ?? []);
+    const shown = vp.default_visible !== false;
+    if (!shown || exceptions.size) {
+      for (const id of batches.elements.keys()) batches.setVisible(id, exceptions.has(id) ? !shown : shown);
+    }
+    const color = new THREE.Color();
+    for (const group of vp.colored ?? []) {
+      if (!/^#[0-9a-f]{6}$/i.test(group.color)) continue;
+      for (const id of group.ids) batches.setColor(id, color.set(group.color));
+    }
+    this.overriding = true;
+  }
+}
