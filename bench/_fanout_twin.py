@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import sys
@@ -121,10 +122,40 @@ async def _serve(args: argparse.Namespace) -> None:
         task.result()  # raises the start-up error
     say(ready=args.port)
     loop = asyncio.get_running_loop()
+    stalls: list[tuple[float, float]] = []
+
+    async def loop_lag() -> None:
+        """Record every moment the server's event loop was blocked for more than 20 ms."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            late = time.monotonic() - t - 0.005
+            if late > 0.020:
+                stalls.append((t, late))
+
+    probe = asyncio.create_task(loop_lag())
+    # Full (generation 2) garbage collections, timed: a candidate cause of loop stalls.
+    gc_runs: list[tuple[float, float]] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info.get("generation") == 2:
+            if phase == "start":
+                gc_start[0] = time.monotonic()
+            else:
+                gc_runs.append((gc_start[0], time.monotonic() - gc_start[0]))
+
+    gc.callbacks.append(on_gc)
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or json.loads(line).get("quit"):
+        cmd = json.loads(line) if line.strip() else {}
+        if not line or cmd.get("quit"):
             break
+        if cmd.get("gc_freeze"):  # experiment (--gc-freeze): what a freeze after load would buy
+            gc.collect()
+            gc.freeze()
+    probe.cancel()
+    say(loop_stalls=stalls[-2000:], gc_full=gc_runs[-2000:])
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -183,6 +183,7 @@ class JitterProbe(threading.Thread):
         return {"host_jitter_p99_ms": float(np.percentile(a, 99)), "host_jitter_max_ms": float(a.max())}
 
 
+GC_FREEZE = False  # set by --gc-freeze: an experiment on TwinView's server, not its normal behaviour
 NICE = 0  # set by --nice: scheduling priority of every benchmark process (negative = ahead of others)
 
 
@@ -324,6 +325,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
         work = Path(tmp)
         running: Running | None = None
         clients: list[Child] = []
+        window: tuple[float, float] | None = None
         try:
             running = STARTERS[system](k, work)
             row["setup_s"] = round(running.setup_s, 2)
@@ -342,6 +344,9 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             row["initial_sync_p50_ms"] = float(np.median(sync_ms)) if sync_ms else None
             row["sync_s"] = round(time.monotonic() - t_start - running.setup_s, 2)
 
+            if GC_FREEZE and system == "twin":
+                running.server.send(gc_freeze=True)
+                time.sleep(0.5)
             procs = [running.server, running.driver, *clients]
             cpu0 = {id(p): p.cpu() for p in procs}
             t0 = time.monotonic() + 0.3
@@ -354,6 +359,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             stop_at = t_end + DRAIN_S
             for c in clients:
                 c.send(stop_at=stop_at)
+            window = (t0, stop_at)
             time.sleep(max(0.0, stop_at - time.monotonic()))
             cpu1 = {id(p): p.cpu() for p in procs}
             row.update(probe.result())
@@ -397,6 +403,16 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
                 with contextlib.suppress(Exception):
                     row["server_cpu_lifetime_s"] = running.server.cpu()
                 running.stop()
+                if window is not None:  # TwinView's server reports its event-loop stalls on exit
+                    while not running.server.lines.empty():
+                        msg = running.server.lines.get_nowait()
+                        if msg and "loop_stalls" in msg:
+                            inside = [late for t, late in msg["loop_stalls"] if window[0] <= t <= window[1]]
+                            row["server_loop_stalls_over_20ms"] = len(inside)
+                            row["server_loop_stall_max_ms"] = round(max(inside, default=0.0) * 1e3, 1)
+                            gcs = [d for t, d in msg.get("gc_full", []) if window[0] <= t <= window[1]]
+                            row["server_full_gcs"] = len(gcs)
+                            row["server_full_gc_max_ms"] = round(max(gcs, default=0.0) * 1e3, 1)
     row["wall_s"] = round(time.monotonic() - t_start, 1)
     return row
 
@@ -542,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="K for the late-joiner / idle-memory test (default 10000, quick 1000); 0 skips it",
     )
+    ap.add_argument("--memory-only", action="store_true", help="only the late-joiner / idle-memory test")
     ap.add_argument("--idle-clients", type=int, default=None, help="idle clients for the memory test (default 200)")
     ap.add_argument("--out", default=str(RESULTS / "fanout"), help="output path without extension")
     ap.add_argument(
@@ -550,9 +567,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="run every benchmark process at this nice value (e.g. -5, needs root) to shield it from other load",
     )
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="experiment: gc.collect() + gc.freeze() in TwinView's server after seeding, before the run",
+    )
     args = ap.parse_args(argv)
-    global NICE
+    global NICE, GC_FREEZE
     NICE = args.nice
+    GC_FREEZE = args.gc_freeze
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     ks = args.k or (QUICK_K if args.quick else FULL_K)
@@ -563,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     n_idle = args.idle_clients or (50 if args.quick else 200)
 
     rows: list[dict] = []
-    for k in ks:
+    for k in [] if args.memory_only else ks:
         for n in ns:
             for r in rates:
                 for s in systems:

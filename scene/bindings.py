@@ -195,12 +195,17 @@ class Layer(_Spec, kw_only=True):
 
 
 class Command(_Spec, kw_only=True):
-    """An operator command on an element, published to MQTT (parsed and kept for a later issue)."""
+    """An operator command on an element, published to MQTT with QoS 1 (viewer_server/commands.py).
+
+    With `range` the command takes a value (e.g. a setpoint) within it; `payload` may then place it
+    with `{value}`. Without `payload` the server publishes {"command", "value", "user", "ts"} as JSON."""
 
     element: ElementId
     command: PropName
     topic: str
     payload: str | None = None
+    range: Annotated[list[float], msgspec.Meta(min_length=2, max_length=2)] | None = None  # allowed [lo, hi]
+    unit: str = ""
 
 
 class BindingsFile(_Spec, kw_only=True):
@@ -618,6 +623,10 @@ def _semantic_errors(spec: BindingsFile, known: set[str] | None) -> Iterator[tup
             yield f"commands[{i}].topic", str(exc)
         if "+" in c.topic or "#" in c.topic:
             yield f"commands[{i}].topic", "a command topic cannot contain wildcards"
+        if c.range is not None and not c.range[0] < c.range[1]:
+            yield f"commands[{i}].range", f"range low {c.range[0]} must be below high {c.range[1]}"
+        if c.payload is not None and ("{value}" in c.payload) != (c.range is not None):
+            yield f"commands[{i}].payload", "a payload has a {value} placeholder exactly when the command has a range"
 
 
 def _rule_errors(where: str, rule: Rule, bound: set[tuple[str, str]], unknown: Any) -> Iterator[tuple[str, str]]:

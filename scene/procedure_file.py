@@ -142,9 +142,14 @@ def _schema_errors(data: Any, file: str) -> None:
 # --- semantic checks --------------------------------------------------------------------------
 
 
-def _semantic_errors(spec: ProcedureFile, known: set[str] | None) -> Iterator[tuple[str, str]]:
+def _semantic_errors(
+    spec: ProcedureFile, known: set[str] | None, bound: set[tuple[str, str]] | None
+) -> Iterator[tuple[str, str]]:
     def unknown(element: str) -> bool:
         return known is not None and element not in known
+
+    def unbound(element: str, prop: str) -> bool:  # a value nothing feeds would never show or complete
+        return bound is not None and (element, prop) not in bound
 
     seen: dict[str, int] = {}
     for i, step in enumerate(spec.steps):
@@ -159,12 +164,14 @@ def _semantic_errors(spec: ProcedureFile, known: set[str] | None) -> Iterator[tu
         for j, w in enumerate(step.watch):
             if unknown(w.element):
                 yield f"{where}.watch[{j}].element", f"unknown element {w.element!r}"
+            elif unbound(w.element, w.prop):
+                yield f"{where}.watch[{j}].prop", f"no binding provides {w.element}.{w.prop}"
         cond = step.complete_when
         if isinstance(cond, Completion):
-            yield from _condition_errors(f"{where}.complete_when", cond, unknown)
+            yield from _condition_errors(f"{where}.complete_when", cond, unknown, unbound)
 
 
-def _condition_errors(where: str, cond: Completion, unknown: Any) -> Iterator[tuple[str, str]]:
+def _condition_errors(where: str, cond: Completion, unknown: Any, unbound: Any) -> Iterator[tuple[str, str]]:
     if (cond.select is None) == (cond.value is None):
         yield where, "needs exactly one of 'select' or 'value' (or the word 'acknowledge')"
     if cond.select is not None and unknown(cond.select):
@@ -173,6 +180,8 @@ def _condition_errors(where: str, cond: Completion, unknown: Any) -> Iterator[tu
     if v is not None:
         if unknown(v.element):
             yield f"{where}.value.element", f"unknown element {v.element!r}"
+        elif unbound(v.element, v.prop):
+            yield f"{where}.value.prop", f"no binding provides {v.element}.{v.prop}"
         if v.min is None and v.max is None:
             yield f"{where}.value", "needs min or max"
         if v.min is not None and v.max is not None and not v.min <= v.max:
@@ -182,19 +191,27 @@ def _condition_errors(where: str, cond: Completion, unknown: Any) -> Iterator[tu
 # --- loading ----------------------------------------------------------------------------------
 
 
-def parse_procedure(data: Any, file: str = "<procedure>", known_elements: set[str] | None = None) -> ProcedureFile:
-    """Validate already-parsed data (schema, then semantics)."""
+def parse_procedure(
+    data: Any,
+    file: str = "<procedure>",
+    known_elements: set[str] | None = None,
+    bound_props: set[tuple[str, str]] | None = None,
+) -> ProcedureFile:
+    """Validate already-parsed data (schema, then semantics: element ids when `known_elements` is given,
+    watched and completion properties when `bound_props` (element, prop) pairs are)."""
     _schema_errors(data, file)
     try:
         spec = msgspec.convert(data, ProcedureFile)
     except msgspec.ValidationError as exc:  # the schema should have caught it; keep the location
         raise ProcedureError(file, "(top level)", str(exc)) from None
-    for entry, problem in _semantic_errors(spec, known_elements):
+    for entry, problem in _semantic_errors(spec, known_elements, bound_props):
         raise ProcedureError(file, entry, problem)
     return spec
 
 
-def load_procedure(path: Path, known_elements: set[str] | None = None) -> ProcedureFile:
+def load_procedure(
+    path: Path, known_elements: set[str] | None = None, bound_props: set[tuple[str, str]] | None = None
+) -> ProcedureFile:
     """Read and validate a procedure file (YAML, or JSON by its .json suffix); raises ProcedureError."""
     file = str(path)
     try:
@@ -211,7 +228,7 @@ def load_procedure(path: Path, known_elements: set[str] | None = None) -> Proced
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ProcedureError(file, where, f"bad YAML: {getattr(exc, 'problem', None) or exc}") from None
     try:
-        return parse_procedure(data, file, known_elements)
+        return parse_procedure(data, file, known_elements, bound_props)
     except ProcedureError as exc:
         if not is_json:
             exc.line = _yaml_line(yaml.compose(text, Loader=yaml.SafeLoader), exc.entry)
@@ -221,12 +238,14 @@ def load_procedure(path: Path, known_elements: set[str] | None = None) -> Proced
 PROCEDURE_SUFFIXES = (".procedure.yaml", ".procedure.yml", ".procedure.json")
 
 
-def load_procedures(folder: Path, known_elements: set[str] | None = None) -> dict[str, ProcedureFile]:
+def load_procedures(
+    folder: Path, known_elements: set[str] | None = None, bound_props: set[tuple[str, str]] | None = None
+) -> dict[str, ProcedureFile]:
     """Every `*.procedure.{yaml,yml,json}` in `folder` (or that one file), by procedure name."""
     paths = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.name.endswith(PROCEDURE_SUFFIXES))
     out: dict[str, ProcedureFile] = {}
     for path in paths:
-        proc = load_procedure(path, known_elements)
+        proc = load_procedure(path, known_elements, bound_props)
         if proc.name in out:
             raise ProcedureError(str(path), "name", f"duplicate procedure name {proc.name!r}")
         out[proc.name] = proc

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import orjson
 
+from viewer_server.auth import issue
+from viewer_server.client import TwinClient
+from viewer_server.permissions import Role
 from viewer_server.serve import RunningServer, running_server
 
 ELEMENTS = [
@@ -72,8 +75,13 @@ async def live_server(
     bindings: str | None = BINDINGS,
     elements: list[dict] | None = None,
     port: int = 0,
+    procedures: str | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """A real server on a free localhost port with its SQLite file under root/data."""
+    """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
+    the text of a procedure file (YAML)."""
+    procedure_file = root / "test.procedure.yaml"
+    if procedures is not None:
+        procedure_file.write_text(procedures)
     async with running_server(
         write_scene(root, elements),
         bindings=write_bindings(root, bindings) if bindings is not None else None,
@@ -82,5 +90,16 @@ async def live_server(
         port=port,
         data_dir=root / "data",
         simulate=simulate,
+        procedures=procedure_file if procedures is not None else None,
     ) as server:
         yield server
+
+
+def mint_token(server: RunningServer, user: str, role: Role, *, session: str | None = None, ttl_s: float = 3600) -> str:
+    """A join token signed by the running server's secret (default: its scene's default session)."""
+    return issue(server.live.secret, session or server.live.scene.id, user, role, ttl_s)
+
+
+def person(server: RunningServer, user: str, role: Role) -> TwinClient:
+    """A TwinClient joining the default session as `user` with `role` (through a minted token)."""
+    return TwinClient(server.ws_url, name=user, token=mint_token(server, user, role))

@@ -84,7 +84,7 @@ def test_sample_file_validates_and_binds_every_sensor() -> None:
     assert b.default_layer == "operations"
     assert set(b.layers) == {"operations", "energy", "maintenance"}
     assert len(b.bound_elements()) >= 14
-    assert {c.command for c in b.commands} == {"start", "stop"}
+    assert {c.command for c in b.commands} == {"start", "stop", "open", "close", "setpoint"}
 
 
 def test_sample_file_validates_against_the_ifc_ids() -> None:
@@ -247,6 +247,16 @@ def test_schema_violations_name_the_entry(tmp_path: Path, mutate: Any, entry: st
             "zero vector",
         ),
         (lambda d: d["bindings"][1].update(scale=2), "bindings[1]", "numbers only"),
+        (
+            lambda d: d.update(commands=[{"element": "PUMP", "command": "speed", "topic": "c/p", "range": [5, 1]}]),
+            "commands[0].range",
+            "must be below high",
+        ),
+        (
+            lambda d: d.update(commands=[{"element": "PUMP", "command": "go", "topic": "c/p", "payload": "{value}"}]),
+            "commands[0].payload",
+            "{value} placeholder exactly when the command has a range",
+        ),
     ],
 )
 def test_semantic_errors_name_the_entry(tmp_path: Path, mutate: Any, entry: str, problem: str) -> None:

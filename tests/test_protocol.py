@@ -9,10 +9,12 @@ import msgspec
 import pytest
 
 from viewer_server import protocol as p
+from viewer_server.topics import Camera
 
 REPO = Path(__file__).resolve().parents[1]
 POSE = p.Pose((1.0, 1.6, 3.0), (0.0, 0.0, 0.0, 1.0), (1.0, 1.6, 3.0), (0.0, 0.0, -1.0))
 VISUAL = p.Visual(color="#c62828", status="alarm", transform=p.Transform(translate=[0.0, 0.01, 0.0]), label="5.7 bar")
+VIEWPOINT = p.Viewpoint("v1", Camera(p.Vec3(5, 2, 1), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0)), selected=["P-1"])
 EVENT = p.Event(
     7, "alarm_raised", "operations.rules[1]", "P-1", 1.7e9, "pressure", "PT-1", "operations", "alarm", "high"
 )
@@ -50,6 +52,36 @@ SAMPLES: list[object] = [
     p.Ack(1, [p.Rejection(1, "unbound_key", "no binding has key 'x'")], "r1"),
     p.Error(p.ERR_BAD_MESSAGE, "Object missing required field `layer`", "subscribe"),
     p.Pong(1.0, 2.0),
+    p.TopicCreate(
+        p.TopicDraft(
+            "Leak at flange", "Drips", p.Pin("P-1", p.Vec3(1, 2, 3), p.Vec3(0, 1, 0)), labels=["leak"], guid="t1"
+        ),
+        "r2",
+    ),
+    p.TopicUpdate("t1", 1, status="resolved", assignee="", ref="r3"),
+    p.TopicDelete("t1", 2),
+    p.CommentAdd("t1", "Fixed <b>now</b>", reply_to="c0", ref="r4"),
+    p.CommentEdit("c1", 1, "Fixed."),
+    p.CommentDelete("c1", 2),
+    p.Saved("r4", "comment_added", "c1", 1, 12),
+    p.ProcedureControl("start", name="duty-pump-switch"),
+    p.ProcedureControl("goto", step=2),
+    p.StepComplete(2, element="P-1"),
+    p.PresenterTake(),
+    p.PresenterRelease(),
+    p.PresenterView(VIEWPOINT),
+    p.HandRaise(),
+    p.HandLower(all=True),
+    p.Markup("P-1", (1.0, 0.5, 2.0), "check this flange"),
+    p.Command("V-1", "setpoint", 60.0, "c1"),
+    p.Delta(
+        10,
+        11,
+        events=[p.Event(10, "procedure_step", "run1", "", 1.7e9, message="Start P-102", procedure="x", step=1,
+                        viewpoint=VIEWPOINT, user="ann", session="s1")],
+        presenter={"s1": p.PresenterState("ann", "sid1", VIEWPOINT, 1.7e9, [p.Hand("bob", "sid2", 1.7e9)])},
+    ),
+    p.CommandAck("sent", "published to plant/V-1/cmd (QoS 1)", "V-1", "setpoint", "c1"),
 ]
 
 

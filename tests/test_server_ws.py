@@ -77,7 +77,7 @@ async def test_publisher_role_over_msgpack_with_acks_and_reasons(tmp_path: Path)
         await viewer.wait_for(lambda c: c.props.get(PT) is not None and "P-1/running" in c.props)
         assert viewer.props["P-1/running"].v is True
         error = await viewer._request(p.Publish([pressure(1.0)]), "error", 5)  # viewers may not publish
-        assert error.code == p.ERR_NOT_PUBLISHER and error.ref == "publish"
+        assert error.code == p.ERR_FORBIDDEN and error.ref == "publish"
         error = await pub._request(p.Publish([pressure(1.0)] * (p.MAX_BATCH_READINGS + 1)), "error", 5)
         assert error.code == p.ERR_BATCH_TOO_LARGE
         async with aiohttp.ClientSession() as http, http.get(f"{srv.url}/api/health") as r:

@@ -12,12 +12,16 @@ from aiohttp import web
 
 from viewer_server import __version__
 from viewer_server import protocol as p
+from viewer_server import sessions_api as sx
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus
 from viewer_server.live import LIVE, STARTED, LiveScene
+from viewer_server.procedures import ProcedureSummary, Record
+from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
 from viewer_server.session import websocket
-from viewer_server.store import sha256
+from viewer_server.store import AuditEntry, sha256
+from viewer_server.topics import Attachment, Comment, Topic
 
 # Samples per history request by default and at most (the state keeps HISTORY_LEN per property).
 HISTORY_DEFAULT_LIMIT: Final = 600
@@ -172,7 +176,7 @@ async def health(request: web.Request) -> web.Response:
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
             epoch=live.hub.epoch,
             seq=live.hub.seq,
-            clients=sum(1 for s in sessions if s.role == "viewer"),
+            clients=sum(1 for s in sessions if s.role != "publisher"),
             publishers=sum(1 for s in sessions if s.role == "publisher"),
             accepted=live.ingest.accepted,
             rejected=dict(live.ingest.rejected),
@@ -329,6 +333,8 @@ class Route:
 _STR = {"type": "string"}
 SCENE_ID = Param("scene_id", "path", _STR, "scene id (see GET /api/scenes)")
 EID = Param("eid", "path", _STR, "element id (twin id)")
+SESSION = Param("session", "path", _STR, "collaboration session id (the default session's id is the scene id)")
+GUID = Param("guid", "path", _STR, "topic guid")
 
 ROUTES: Final = (
     Route("GET", "/api/health", health, "Liveness, counters and rejected readings by reason", Health),
@@ -376,6 +382,74 @@ ROUTES: Final = (
         IngestResult,
         body=IngestRequest,
         errors=(400, 413),
+    ),
+    *(
+        # Collaboration sessions (viewer_server/sessions_api.py); auth: Authorization: Bearer <token>.
+        Route("GET", "/api/sessions", sx.sessions_list, "Sessions of the scene you may see", list[Room]),
+        Route(
+            "POST", "/api/sessions", sx.session_create, "Create a session (admin)", Room,
+            body=sx.SessionRequest, errors=(400, 401, 403, 409), ok_status=201,
+        ),
+        Route(
+            "POST", "/api/sessions/{session}/tokens", sx.session_token, "Issue a join token and link (admin)",
+            sx.TokenResponse, body=sx.TokenRequest, params=(SESSION,), errors=(400, 401, 403, 404), ok_status=201,
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/topics", sx.topics_list, "Topics of a session (deleted ones flagged)",
+            list[Topic], params=(SESSION,), errors=(401, 404),
+        ),
+        Route(
+            "POST", "/api/sessions/{session}/topics", sx.topic_create, "Create a topic", p.Saved,
+            body=p.TopicDraft, params=(SESSION,), errors=(400, 401, 403, 404, 413, 429), ok_status=201,
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/topics/{guid}", sx.topic_get, "One topic with its comments",
+            sx.TopicDetail, params=(SESSION, GUID), errors=(401, 404),
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/topics/{guid}/comments", sx.comments_list, "Comments of a topic",
+            list[Comment], params=(SESSION, GUID), errors=(401, 404),
+        ),
+        Route(
+            "POST", "/api/sessions/{session}/topics/{guid}/comments", sx.comment_create, "Comment on a topic",
+            p.Saved, body=sx.CommentRequest, params=(SESSION, GUID), errors=(400, 401, 403, 404, 413, 429),
+            ok_status=201,
+        ),
+        Route(
+            "POST", "/api/sessions/{session}/attachments", sx.attachment_upload,
+            "Upload a PNG or JPEG (raw body, at most 4 MiB); returns its id for topics", Attachment,
+            params=(SESSION,), errors=(400, 401, 403, 413, 429), ok_status=201,
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/attachments/{attachment}", sx.attachment_get, "An attachment's bytes",
+            {"type": "string", "format": "binary"}, params=(SESSION, Param("attachment", "path", _STR)),
+            errors=(401, 404), media_type="image/png",
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/audit", sx.audit_list, "Audit trail, newest first (admin)",
+            list[AuditEntry],
+            params=(
+                SESSION,
+                Param("limit", "query", {"type": "integer", "maximum": sx.AUDIT_MAX_LIMIT}, "entries at most"),
+                Param("before", "query", {"type": "integer"}, "only entries with a smaller id (paging)"),
+            ),
+            errors=(400, 401, 403, 404),
+        ),
+        Route(
+            "GET", "/api/procedures", sx.procedures_list, "Procedures the server can run (serve --procedures)",
+            list[ProcedureSummary],
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/procedure/record.json", sx.procedure_record,
+            "Who completed which step of the session's latest procedure run, when", Record,
+            params=(SESSION, Param("run", "query", _STR, "a run id (default: the latest)")), errors=(401, 403, 404),
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/procedure/record.csv", sx.procedure_record,
+            "The same record as CSV (one row per completion)", {"type": "string"},
+            params=(SESSION, Param("run", "query", _STR, "a run id (default: the latest)")), errors=(401, 403, 404),
+            media_type="text/csv",
+        ),
     ),
     Route("GET", "/api/openapi.json", openapi, "This document", {"type": "object"}),
     Route(

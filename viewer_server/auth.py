@@ -74,7 +74,7 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def _sign(secret: bytes, payload: bytes) -> bytes:
@@ -117,6 +117,11 @@ def verify(secret: bytes, token: str, *, session: str | None = None, now: float 
     if session is not None and claims.session != session:
         raise AuthError(f"token is for another session ({claims.session[:40]})")
     return claims
+
+
+def join_link(session: str, token: str) -> str:
+    """The web client's join link, relative to the server's address."""
+    return f"/?session={session}&token={token}"
 
 
 def parse_ttl(text: str) -> float:

@@ -24,6 +24,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
+SAMPLE_PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
 DEFAULT_DATA_DIR = Path(".twinview")
 DEFAULT_PORT = 8800
 
@@ -190,7 +191,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from viewer_server.serve import run
 
     def announce(url: str) -> None:
-        print(f"serving the live pump station at {url}  (simulated telemetry; Ctrl+C to stop)", flush=True)
+        from viewer_server.scenes import scene_id_for
+        from viewer_server.session_cli import demo_links
+
+        print(f"serving the live pump station at {url}  (simulated telemetry; Ctrl+C to stop)")
+        print("join links for the default session, one per role (valid 8 h):")
+        for role, link in demo_links(data_dir, scene_id_for(scene_dir), url).items():
+            print(f"  {role:<10} {link}")
+        sys.stdout.flush()
         if not args.no_browser:
             import webbrowser
 
@@ -199,6 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run(
         scene_dir,
         bindings=SAMPLE_BINDINGS,
+        procedures=SAMPLE_PROCEDURES,
         mqtt_url=args.mqtt,
         host=args.host,
         port=args.port,
@@ -223,9 +232,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=Path(args.data_dir),
         simulate=args.simulate,
+        procedures=Path(args.procedures) if args.procedures else None,
         on_ready=lambda url: print(f"serving {scene_dir} at {url}  (Ctrl+C to stop)", flush=True),
     )
     return EXIT_OK
+
+
+def cmd_procedure_record(args: argparse.Namespace) -> int:
+    from viewer_server.procedures import build_record, load_events, record_csv
+    from viewer_server.store import STORE_FILE, Store
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / STORE_FILE).is_file():
+        raise UserError(f"{data_dir}: no server data here (no {STORE_FILE}); pass the server's --data-dir")
+    store = Store(data_dir)
+    try:
+        record = build_record(store.submit(lambda db: load_events(db, args.session)).result(), args.run)
+    finally:
+        store.close()
+    if record is None:
+        raise UserError(f"session {args.session!r}: no procedure run" + (f" {args.run!r}" if args.run else ""))
+    if args.format == "json":
+        import msgspec
+
+        print(msgspec.json.format(msgspec.json.encode(record).decode(), indent=2))
+    else:
+        print(record_csv(record), end="")
+    return EXIT_OK
+
+
+def cmd_bcf(args: argparse.Namespace) -> int:
+    from viewer_server.bcf import command
+
+    return command.run_export(args) if args.bcf_command == "export" else command.run_import(args)
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from viewer_server.session_cli import cmd_session
+
+    return cmd_session(args)
 
 
 def _add_import_flags(p: argparse.ArgumentParser) -> None:
@@ -266,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("scene_dir", metavar="SCENE_DIR")
     s.add_argument("--bindings", default=None, help="bindings file (YAML or JSON)")
     s.add_argument("--simulate", action="store_true", help="feed the bindings with simulated telemetry")
+    s.add_argument("--procedures", default=None, help="a procedure file, or a folder of *.procedure.yaml|json")
     _add_server_flags(s)
     s.set_defaults(func=cmd_serve)
 
@@ -275,15 +321,43 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--rebuild", action="store_true", help="rebuild the sample even if it exists")
     d.add_argument("--build-only", action="store_true", help="build the sample and exit")
     d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("procedure", help="guided procedures: records of who completed which step")
+    pr_sub = pr.add_subparsers(dest="procedure_command", required=True)
+    rec = pr_sub.add_parser("record", help="print the record of a session's latest procedure run")
+    rec.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    rec.add_argument("--format", choices=("csv", "json"), default="csv")
+    rec.add_argument("--run", default=None, help="a run id (default: the latest run)")
+    rec.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    rec.set_defaults(func=cmd_procedure_record)
+
+    from viewer_server.session_cli import add_parser as add_session_parser
+
+    add_session_parser(sub, str(DEFAULT_DATA_DIR), cmd_session)
+
+    bc = sub.add_parser("bcf", help="export or import a session's topics as BCF (3.0; import also 2.1)")
+    bc_sub = bc.add_subparsers(dest="bcf_command", required=True)
+    be = bc_sub.add_parser("export", help="write a session's topics to a BCF 3.0 archive")
+    be.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    be.add_argument("-o", "--output", required=True, metavar="FILE.bcf")
+    be.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    be.set_defaults(func=cmd_bcf)
+    bi = bc_sub.add_parser("import", help="add the topics of a BCF 3.0 or 2.1 archive to a session")
+    bi.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    bi.add_argument("file", metavar="FILE.bcf")
+    bi.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    bi.add_argument("--scene", default=None, metavar="SCENE_DIR", help="built scene to map components to")
+    bi.set_defaults(func=cmd_bcf)
     return ap
 
 
 def _server_input_errors() -> tuple[type[Exception], ...]:
-    """Errors in files or settings the user gave the server: a bad scene, bindings file or MQTT URL."""
+    """Errors in files or settings the user gave the server: a bad scene, bindings or procedure file, MQTT URL."""
     from scene.bindings import BindingsError
+    from scene.procedure_file import ProcedureError
     from viewer_server.scenes import SceneError
 
-    return (BindingsError, SceneError, ValueError)
+    return (BindingsError, ProcedureError, SceneError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:

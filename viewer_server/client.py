@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from viewer_server import __version__
 from viewer_server import protocol as p
+from viewer_server.procedures import apply_event
 
 # Updates queued for `async for` before the oldest are dropped: the mirrored state stays exact,
 # only the notifications of a consumer that stopped iterating are lost.
@@ -36,7 +37,7 @@ CLIENT_MAX_FRAME: Final = 64 << 20
 RECONNECT_FIRST_S: Final = 0.2
 RECONNECT_MAX_S: Final = 5.0
 # Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION)
+FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH)
 
 
 class TwinClientError(Exception):
@@ -46,6 +47,14 @@ class TwinClientError(Exception):
         super().__init__(f"closed {code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+class RequestRefused(Exception):
+    """The server answered a request with an `error` frame (e.g. forbidden, stale_revision)."""
+
+    def __init__(self, error: p.Error) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
 
 
 class TwinClient:
@@ -59,8 +68,12 @@ class TwinClient:
         name: str = "twinview-py",
         reconnect: bool = True,
         subprotocols: list[str] | None = None,
+        token: str | None = None,
+        session: str | None = None,
     ) -> None:
         self.url = url
+        self.token = token
+        self.session = session
         self.layer = layer
         self.encoding = encoding
         self.role = role
@@ -73,6 +86,10 @@ class TwinClient:
         self.alarms: dict[str, p.Alarm] = {}
         self.presence: dict[str, p.Presence] = {}
         self.events: deque[p.Event] = deque(maxlen=CLIENT_EVENTS_MAX)
+        self.topics: dict[str, p.Topic] = {}  # of the session, by guid (deleted ones flagged)
+        self.comments: dict[str, p.Comment] = {}
+        self.procedure: p.ProcedureRun | None = None  # the session's latest procedure run
+        self.presenter: p.PresenterState | None = None  # the session's presenter, view and raised hands
         self.epoch: str | None = None
         self.seq = 0
         self.welcome: p.Welcome | None = None
@@ -112,6 +129,7 @@ class TwinClient:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
+        hello.session, hello.token = self.session, self.token
         try:
             await ws.send(self._encode(hello))
             welcome = await self._recv(ws)
@@ -156,6 +174,45 @@ class TwinClient:
     async def subscribe(self, layer: str, timeout: float = 10.0) -> p.Snapshot:
         """Switch layer; returns the snapshot of the new layer."""
         return await self._request(p.Subscribe(layer), "snapshot", timeout)
+
+    async def create_topic(self, draft: p.TopicDraft, timeout: float = 10.0) -> p.Saved:
+        """Create a topic; returns `saved` once it is on the server's disk. RequestRefused if refused."""
+        return await self._annotate(lambda ref: p.TopicCreate(draft, ref), timeout)
+
+    async def update_topic(self, guid: str, revision: int, timeout: float = 10.0, **fields: Any) -> p.Saved:
+        """Change fields (status=…, title=…, assignee="" to clear …) of a topic known at `revision`."""
+        return await self._annotate(lambda ref: p.TopicUpdate(guid, revision, **fields, ref=ref), timeout)
+
+    async def delete_topic(self, guid: str, revision: int, timeout: float = 10.0) -> p.Saved:
+        return await self._annotate(lambda ref: p.TopicDelete(guid, revision, ref), timeout)
+
+    async def add_comment(
+        self, topic: str, text: str, *, reply_to: str | None = None, timeout: float = 10.0
+    ) -> p.Saved:
+        return await self._annotate(lambda ref: p.CommentAdd(topic, text, reply_to=reply_to, ref=ref), timeout)
+
+    async def edit_comment(self, guid: str, revision: int, text: str, timeout: float = 10.0) -> p.Saved:
+        return await self._annotate(lambda ref: p.CommentEdit(guid, revision, text, ref), timeout)
+
+    async def delete_comment(self, guid: str, revision: int, timeout: float = 10.0) -> p.Saved:
+        return await self._annotate(lambda ref: p.CommentDelete(guid, revision, ref), timeout)
+
+    async def _annotate(self, make: Callable[[str], Any], timeout: float) -> p.Saved:
+        ref = f"r{next(self._refs)}"
+        answer = await self._request(make(ref), ref, timeout)
+        if isinstance(answer, p.Error):
+            raise RequestRefused(answer)
+        return answer
+
+    async def command(
+        self, element: str, command: str, value: float | None = None, timeout: float = 10.0
+    ) -> p.CommandAck:
+        """An operator command; returns the server's `command_ack`. RequestRefused (forbidden) for other roles."""
+        ref = f"r{next(self._refs)}"
+        answer = await self._request(p.Command(element, command, value, ref), ref, timeout)
+        if isinstance(answer, p.Error):
+            raise RequestRefused(answer)
+        return answer
 
     async def send_presence(self, pose: p.Pose) -> None:
         await self.send(p.PresenceUpdate(pose))
@@ -255,9 +312,12 @@ class TwinClient:
             self._resolve(msg.ref or "", msg)
         elif isinstance(msg, p.Pong):
             self._resolve("pong", msg)
+        elif isinstance(msg, p.Saved | p.CommandAck):
+            self._resolve(msg.ref or "", msg)
         elif isinstance(msg, p.Error):
             self.errors.append(msg)
             self._resolve("error", msg)
+            self._resolve(msg.ref or "", msg)
         await self._notify()
 
     def _apply_snapshot(self, snap: p.Snapshot) -> None:
@@ -269,6 +329,9 @@ class TwinClient:
         self.visuals = dict(snap.visuals)
         self.alarms = {a.id: a for a in snap.alarms}
         self.presence = dict(snap.presence)
+        self.topics = {t.guid: t for t in snap.topics}
+        self.comments = {c.guid: c for c in snap.comments}
+        self.procedure, self.presenter = snap.procedure, snap.presenter
         # A new epoch restarts seq numbering; within an epoch, a snapshot covers events up to seq.
         self._last_event_seq = snap.seq
 
@@ -297,6 +360,14 @@ class TwinClient:
                 )  # fmt: skip
             elif event.kind == "alarm_cleared":
                 self.alarms.pop(event.id, None)
+            elif event.topic is not None:  # topic_created / _updated / _deleted: the topic at its revision
+                self.topics[event.topic.guid] = event.topic
+            elif event.comment is not None:
+                self.comments[event.comment.guid] = event.comment
+            elif event.kind in p.PROCEDURE_EVENTS:
+                self.procedure = apply_event(self.procedure, event)
+        room = self.welcome.session if self.welcome else ""
+        self.presenter = delta.presenter.get(room, self.presenter)
         self.seq = delta.last
 
     def _push(self, msg: p.Snapshot | p.Delta) -> None:

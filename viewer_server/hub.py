@@ -17,7 +17,7 @@ from scene.rules import AlarmEvent
 from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
-from viewer_server.outbox import PRESENCE, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules, to_event
 from viewer_server.store import Store
@@ -64,12 +64,15 @@ class SceneHub:
         self.visuals: dict[str, dict[str, p.Visual]] = {layer: {} for layer in rules.layers}
         self.alarms: dict[str, p.Alarm] = {}  # active alarms by id
         self.presence: dict[str, p.Presence] = {}
+        self.presence_room: dict[str, str] = {}  # connection id -> its collaboration session
         self._window_state: dict[StateKey, StateValue] = {}
         self._window_events: list[p.Event] = []
         self._window_props: dict[tuple[str, str], PropertyValue] = {}
         self._window_first = 1
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
+        # Called with (element, prop) after each change, e.g. procedures checking value conditions.
+        self.on_change: list[Callable[[str, str], None]] = []
 
     # --- start-up --------------------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class SceneHub:
         for layer, element in self.rules.affected(change.element, change.prop):
             self._refresh_visual(layer, element)
         self._emit(alarms)
+        for observer in self.on_change:
+            observer(change.element, change.prop)
 
     def tick(self) -> None:
         """Periodic check for flat lines (stuck or silent sensors), which produce no changes."""
@@ -142,15 +147,32 @@ class SceneHub:
             self.log.append_event(event)
             self._window_events.append(event)
 
-    def set_presence(self, session_id: str, presence: p.Presence | None) -> None:
-        """A session's pose (or None when it leaves): state, coalesced per session."""
+    def set_presence(self, session_id: str, presence: p.Presence | None, room: str = "") -> None:
+        """A connection's pose (or None when it leaves): state, coalesced per connection, seen only by
+        the clients of its collaboration session `room`."""
         if presence is None:
             if self.presence.pop(session_id, None) is None:
                 return
+            room = self.presence_room.pop(session_id, room)
         else:
             self.presence[session_id] = presence
-        self._record((PRESENCE, session_id, ""), presence)
+            self.presence_room[session_id] = room
+        self._record((PRESENCE, session_id, room), presence)
         self._schedule_flush()
+
+    def set_presenter(self, room: str, state: p.PresenterState) -> None:
+        """A collaboration session's presenter state: coalesced per session, seen only by its clients."""
+        self._record((PRESENTER, room, room), state)
+        self._schedule_flush()
+
+    def emit_event(self, make: Callable[[int], p.Event]) -> p.Event:
+        """Number an event (`make(seq)` builds it), log it for resume, and send it with the next window:
+        exactly once and in order to every client that may see it (`event.session`)."""
+        event = make(self._next_seq())
+        self.log.append_event(event)
+        self._window_events.append(event)
+        self._schedule_flush()
+        return event
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -195,7 +217,7 @@ class SceneHub:
     # --- what sessions ask for -------------------------------------------------------------------
 
     def snapshot(
-        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None
+        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None, room: str = ""
     ) -> p.Snapshot:
         """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
         change falls between the snapshot and the first delta."""
@@ -211,9 +233,10 @@ class SceneHub:
             props=dict(self.props),
             visuals=dict(self.visuals[layer]),
             alarms=list(self.alarms.values()),
-            presence=dict(self.presence),
+            presence={sid: pr for sid, pr in self.presence.items() if self.presence_room.get(sid, "") in ("", room)},
             resync=resync,
             reason=reason,
+            session=room,
         )
 
     def resume(self, resume: p.Resume) -> Batch | str:

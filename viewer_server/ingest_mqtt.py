@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlparse
 
 import aiomqtt
 
 from viewer_server.ingest import MqttStatus
-from viewer_server.live import LiveScene
+
+if TYPE_CHECKING:  # live.py builds the command publisher, which connects through client_for below
+    from viewer_server.live import LiveScene
 
 log = logging.getLogger(__name__)
 

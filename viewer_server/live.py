@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -9,9 +10,16 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from scene.bindings import Bindings, load_bindings
+from scene.procedure_file import load_procedures
+from viewer_server.annotations import Annotations
+from viewer_server.auth import SECRET_BYTES, load_secret
 from viewer_server.bus import Bus
+from viewer_server.commands import Commands
 from viewer_server.hub import SceneHub
 from viewer_server.ingest import Ingest, MqttStatus
+from viewer_server.presenter import Presenters
+from viewer_server.procedures import Procedures
+from viewer_server.rooms import Rooms
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.scenes import SceneEntry, load_scene
 from viewer_server.store import Store
@@ -30,13 +38,28 @@ class LiveScene:
     hub: SceneHub
     ingest: Ingest
     bus: Bus
+    rooms: Rooms  # collaboration sessions on this scene and their members
+    annotations: Annotations | None  # topics and comments (needs the store)
+    secret: bytes  # signs join tokens (viewer_server.auth)
     sessions: set[Session] = field(default_factory=set)
     mqtt: MqttStatus = field(default_factory=MqttStatus)
+    presenters: Presenters | None = None  # presenter mode and raised hands per session
+    procedures: Procedures | None = None  # guided procedures per session (needs the store)
+    commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
 
     @classmethod
-    def open(cls, scene_dir: Path, bindings_path: Path | None, *, bus: Bus, store: Store | None) -> LiveScene:
-        """Load the manifest and bindings (validated against its element ids) and restore the last
-        persisted values. Raises SceneError or BindingsError."""
+    def open(
+        cls,
+        scene_dir: Path,
+        bindings_path: Path | None,
+        *,
+        bus: Bus,
+        store: Store | None,
+        procedures_path: Path | None = None,
+        mqtt_url: str | None = None,
+    ) -> LiveScene:
+        """Load the manifest, bindings and procedures (validated against its element ids) and restore
+        the last persisted values and procedure runs. Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
         text = bindings_path.read_text() if bindings_path is not None else None
@@ -50,7 +73,22 @@ class LiveScene:
         else:
             hub.restore({})
         ingest = Ingest(set(scene.elements), bindings, hub.apply)
-        return cls(scene, bindings, bindings_path, text, rules, hub, ingest, bus)
+        known = set(scene.elements) | {t.id for t in (bindings.tags if bindings else ())}
+        bound = {(b.element, b.prop) for b in bindings.bindings} if bindings else None
+        library = load_procedures(procedures_path, known, bound) if procedures_path is not None else {}
+        procedures = Procedures(library, hub, store) if store is not None else None
+        if procedures is not None:
+            procedures.restore()
+        return cls(
+            scene, bindings, bindings_path, text, rules, hub, ingest, bus,
+            rooms=Rooms(store, scene.id),
+            annotations=Annotations(store, hub, set(scene.elements)) if store is not None else None,
+            # Without a store (no data dir) tokens live as long as the process.
+            secret=load_secret(store.path.parent) if store is not None else secrets.token_bytes(SECRET_BYTES),
+            presenters=Presenters(hub),
+            procedures=procedures,
+            commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
+        )  # fmt: skip
 
 
 LIVE: Final = web.AppKey("live", LiveScene)

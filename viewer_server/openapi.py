@@ -11,7 +11,15 @@ from viewer_server import __version__
 from viewer_server.api import ApiError, Route
 
 _REF = "#/components/schemas/{name}"
-_ERROR_TEXT = {400: "Bad request", 404: "Not found", 413: "Batch or body too large"}
+_ERROR_TEXT = {
+    400: "Bad request",
+    401: "No valid token (Authorization: Bearer <token>)",
+    403: "The role may not do this (docs/PERMISSIONS.md)",
+    404: "Not found",
+    409: "Conflict: stale revision, or the id exists",
+    413: "Batch or body too large",
+    429: "Rate limited",
+}
 
 
 def _is_type(value: Any) -> bool:

@@ -19,9 +19,11 @@ from viewer_server import protocol as p
 PROP: Final = "p"
 VISUAL: Final = "v"
 PRESENCE: Final = "s"
-# (kind, key, layer): key is "element/prop", "element@layer" or a session id; layer only for visuals.
+PRESENTER: Final = "m"  # a collaboration session's presenter state; key and scope are the session id
+# (kind, key, scope): key is "element/prop", "element@layer" or a connection id; scope is the layer of a
+# visual, the collaboration session of a presence ("" = everyone).
 StateKey = tuple[str, str, str]
-StateValue = p.PropState | p.Visual | p.Presence | None
+StateValue = p.PropState | p.Visual | p.Presence | p.PresenterState | None
 
 # Pending events per client before it is resynced with a snapshot: about 10 s of a busy alarm
 # storm, a few MB at most; a client that far behind is better served by a fresh snapshot.
@@ -38,30 +40,36 @@ class Batch:
         self.last = last
         self.state = state
         self.events = events
-        self._encoded: dict[tuple[str, str], bytes] = {}
+        self._encoded: dict[tuple[str, str, str], bytes] = {}
 
-    def delta(self, layer: str) -> p.Delta:
-        """The delta a client of `layer` gets from this batch; sent even when empty for the layer,
-        so that every client's deltas are contiguous (first = previous last + 1)."""
+    def delta(self, layer: str, room: str = "") -> p.Delta:
+        """The delta a client of `layer` in collaboration session `room` gets from this batch; sent even
+        when empty for it, so that every client's deltas are contiguous (first = previous last + 1)."""
         props: dict[str, Any] = {}
         visuals: dict[str, Any] = {}
         presence: dict[str, Any] = {}
-        for (kind, key, lay), value in self.state.items():
+        presenter: dict[str, Any] = {}
+        for (kind, key, scope), value in self.state.items():
             if kind == PROP:
                 props[key] = value
             elif kind == VISUAL:
-                if lay == layer:
+                if scope == layer:
                     visuals[key] = value
+            elif scope not in ("", room):
+                continue
+            elif kind == PRESENTER:
+                presenter[key] = value
             else:
                 presence[key] = value
-        return p.Delta(self.first, self.last, props, visuals, presence, list(self.events))
+        events = [ev for ev in self.events if ev.session in ("", room)]
+        return p.Delta(self.first, self.last, props, visuals, presence, events, presenter)
 
-    def encoded(self, layer: str, encoding: p.Encoding) -> bytes:
-        """The delta for `layer` in `encoding`, encoded once and shared by every client that asks."""
-        cache_key = (layer, encoding)
+    def encoded(self, layer: str, encoding: p.Encoding, room: str = "") -> bytes:
+        """The delta for `layer` and `room` in `encoding`, encoded once and shared by every client that asks."""
+        cache_key = (layer, room, encoding)
         frame = self._encoded.get(cache_key)
         if frame is None:
-            frame = self._encoded[cache_key] = p.encode(self.delta(layer), encoding)
+            frame = self._encoded[cache_key] = p.encode(self.delta(layer, room), encoding)
         return frame
 
     def absorb(self, newer: Batch, layer: str) -> None:
@@ -86,9 +94,10 @@ RESYNC: Final = object()  # what `Outbox.take` returns when the client needs a f
 class Outbox:
     """What one client has not been sent yet. `offer` never blocks; the sender task awaits `take`."""
 
-    def __init__(self, layer: str, encoding: p.Encoding, max_events: int | None = None) -> None:
+    def __init__(self, layer: str, encoding: p.Encoding, max_events: int | None = None, room: str = "") -> None:
         self.layer = layer
         self.encoding = encoding
+        self.room = room  # the collaboration session: its presence and events only
         self.max_events = OUTBOX_MAX_EVENTS if max_events is None else max_events
         self._shared: Batch | None = None  # offered while idle: sent as the shared bytes
         self._private: Batch | None = None  # coalesced while the client was busy
@@ -154,7 +163,7 @@ class Outbox:
         shared, private = self._shared, self._private
         self._shared = self._private = None
         if shared is not None:
-            return shared.encoded(self.layer, self.encoding)
+            return shared.encoded(self.layer, self.encoding, self.room)
         if private is not None:
-            return p.encode(private.delta(self.layer), self.encoding)
+            return p.encode(private.delta(self.layer, self.room), self.encoding)
         return None

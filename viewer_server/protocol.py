@@ -11,11 +11,14 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from scene.procedure_file import CompleteWhen, Watch
+
 # The visual of an element on a layer is defined by the rules engine; re-exported as part of v1.
 from scene.rules import Transform as Transform
 from scene.rules import Visual as Visual
 from viewer_server.permissions import Role as Role
 from viewer_server.topics import Comment, Pin, Priority, Topic, TopicStatus, Viewpoint
+from viewer_server.topics import Vec3 as Vec3  # re-exported: pins and viewpoints are built from it
 
 PROTOCOL_VERSION: Final = 1
 SUBPROTOCOL_JSON: Final = "twinview.v1"
@@ -42,7 +45,6 @@ CLOSE_AUTH: Final = 4003  # no, a bad, an expired or another session's token; un
 # Error codes sent in `error` frames; the connection stays open after them.
 ERR_BAD_MESSAGE: Final = "bad_message"  # undecodable, unknown type or bad fields
 ERR_UNKNOWN_LAYER: Final = "unknown_layer"
-ERR_NOT_PUBLISHER: Final = "not_publisher"  # publish on a session whose hello role was not publisher
 ERR_BATCH_TOO_LARGE: Final = "batch_too_large"
 ERR_DUPLICATE_HELLO: Final = "duplicate_hello"
 ERR_FORBIDDEN: Final = "forbidden"  # the role may not do this (docs/PERMISSIONS.md); nothing changed
@@ -139,7 +141,18 @@ class Event(msgspec.Struct, omit_defaults=True):
     user: str = ""
     topic: Topic | None = None
     comment: Comment | None = None
+    # Procedure, presenter and command kinds (PROCEDURE_EVENTS, docs/PROTOCOL.md §11):
+    procedure: str = ""  # procedure name; `id` is the run id
+    step: int | None = None
+    viewpoint: Viewpoint | None = None  # procedure_started / procedure_step: where followers fly to
+    run: ProcedureRun | None = None  # procedure_started: the whole run, steps included
+    command: str = ""  # command_sent
+    point: tuple[float, float, float] | None = None  # markup_created
 
+
+# Event kinds of guided procedures and operator commands.
+PROCEDURE_EVENTS: Final = ("procedure_started", "procedure_step", "step_completed", "procedure_finished")
+COMMAND_EVENTS: Final = ("command_sent", "markup_created")
 
 # Event kinds of the annotation service; each carries the full topic or comment.
 ANNOTATION_EVENTS: Final = (
@@ -164,6 +177,130 @@ class Alarm(msgspec.Struct, omit_defaults=True):
     severity: str = ""
     message: str = ""
     value: bool | int | float | str | None = None
+
+
+# --- multi-user sessions: procedures, presenter mode, operator commands (docs/PROTOCOL.md §11) ---
+
+
+class StepInfo(msgspec.Struct, omit_defaults=True):
+    """One step of the active procedure, as clients show it; `viewpoint.selected` = `highlight`."""
+
+    id: str
+    title: str
+    instructions: str = ""
+    highlight: list[str] = []
+    viewpoint: Viewpoint | None = None
+    watch: list[Watch] = []
+    complete_when: CompleteWhen = "acknowledge"
+
+
+class StepDone(msgspec.Struct, omit_defaults=True):
+    """`user` completed `step` at `ts`; user "*" = for everyone, by the live twin (a value condition)."""
+
+    step: int
+    user: str
+    ts: float
+    element: str = ""  # the selected element (select condition)
+    value: bool | int | float | str | None = None  # the live value that completed it (value condition)
+
+
+class ProcedureRun(msgspec.Struct, omit_defaults=True):
+    """A procedure run of the session: its steps, the current one, and every trainee's completions."""
+
+    run: str
+    name: str
+    title: str
+    step: int
+    started: float
+    by: str
+    steps: list[StepInfo]
+    completions: list[StepDone] = []
+    finished: Literal["", "completed", "stopped"] = ""
+
+
+class Hand(msgspec.Struct):
+    """A raised hand in the queue (oldest first)."""
+
+    user: str
+    session: str
+    ts: float
+
+
+class PresenterState(msgspec.Struct, omit_defaults=True):
+    """Who presents (user "" = nobody), their current view, and the raise-hand queue."""
+
+    presenter: str = ""
+    session: str = ""
+    viewpoint: Viewpoint | None = None
+    ts: float = 0.0
+    hands: list[Hand] = []
+
+
+class ProcedureControl(Base, tag="procedure_control"):
+    """Presenter/admin: start a procedure by name, move the session to another step, or stop."""
+
+    action: Literal["start", "next", "back", "goto", "stop"]
+    name: str | None = None  # for start
+    step: int | None = None  # for goto
+
+
+class StepComplete(Base, tag="step_complete"):
+    """A trainee completed `step` (acknowledge; or select with the selected `element`)."""
+
+    step: int
+    element: str | None = None
+
+
+class PresenterTake(Base, tag="presenter_take"):
+    """Become the presenter (presenter/admin)."""
+
+
+class PresenterRelease(Base, tag="presenter_release"):
+    """End presenter mode (the presenter, or an admin)."""
+
+
+class PresenterView(Base, tag="presenter_view"):
+    """The presenter's current camera; throttled and coalesced by the server."""
+
+    viewpoint: Viewpoint
+
+
+class HandRaise(Base, tag="hand_raise"):
+    """Join the raise-hand queue."""
+
+
+class HandLower(Base, tag="hand_lower"):
+    """Leave the queue; the presenter/admin may lower `session`'s hand, or all hands."""
+
+    session: str | None = None
+    all: bool = False
+
+
+class Markup(Base, tag="markup"):
+    """A quick pin with a short note."""
+
+    element: str
+    point: tuple[float, float, float]
+    note: str
+
+
+class Command(Base, tag="command"):
+    """Operator only: a command on an element from the bindings file's `commands` section."""
+
+    element: str
+    command: str
+    value: float | None = None
+    ref: str | None = None
+
+
+class CommandAck(Base, tag="command_ack"):
+    """Answer to `command`: `sent` once the broker acknowledged it (QoS 1), else `failed` with why."""
+
+    status: Literal["sent", "failed"]
+    detail: str
+    element: str
+    command: str
+    ref: str | None = None
 
 
 # --- client -> server --------------------------------------------------------------------------
@@ -281,11 +418,19 @@ class CommentDelete(Base, tag="comment_delete"):
     ref: str | None = None
 
 
+# Procedures, presenter mode, raised hands, quick markup and operator commands (§11).
+CollabRequest = (
+    ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower
+    | Markup | Command
+)  # fmt: skip
+
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
 ClientMessage = (
     Hello | Subscribe | Publish | PresenceUpdate | Ping
     | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
+    | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView
+    | HandRaise | HandLower | Markup | Command
 )  # fmt: skip
 
 
@@ -330,6 +475,8 @@ class Snapshot(Base, tag="snapshot"):
     session: str = ""
     topics: list[Topic] = []  # every topic of the session (deleted ones flagged), oldest first
     comments: list[Comment] = []
+    procedure: ProcedureRun | None = None  # the session's latest procedure run (late joiners land on its step)
+    presenter: PresenterState | None = None  # the session's presenter, view and raised hands
 
 
 class Delta(Base, tag="delta"):
@@ -344,6 +491,7 @@ class Delta(Base, tag="delta"):
     visuals: dict[str, Visual] = {}
     presence: dict[str, Presence | None] = {}
     events: list[Event] = []
+    presenter: dict[str, PresenterState] = {}  # keyed by session (room) id: its newest presenter state
 
 
 class Ack(Base, tag="ack"):
@@ -379,7 +527,7 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (

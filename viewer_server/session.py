@@ -20,10 +20,16 @@ from aiohttp import WSMsgType, web
 
 from viewer_server import __version__
 from viewer_server import protocol as p
+from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
+from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.outbox import OUTBOX_MAX_EVENTS, RESYNC, Outbox
+from viewer_server.permissions import Action, allowed
+from viewer_server.presenter import markup_topic
+from viewer_server.procedures import Refused, require
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
+from viewer_server.rooms import Member, admit
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,10 @@ log = logging.getLogger(__name__)
 CONTROL_QUEUE_MAX: Final = 64
 # aiohttp pings every so often; a peer that does not answer within half of it is dropped.
 HEARTBEAT_S: Final = 30.0
-CAPABILITIES: Final = ["resume", "coalesce", "msgpack", "publish", "presence", "alarms"]
+CAPABILITIES: Final = [
+    "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
+    "procedures", "presenter", "commands",
+]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
 WS_WRITER_LIMIT: Final = 16 * 1024
@@ -58,6 +67,9 @@ class Session:
         self.id = secrets.token_hex(6)
         self.client = "?"
         self.role: p.Role = "viewer"
+        self.member: Member | None = None  # set once admitted
+        self._presence_limit = RateLimiter(PRESENCE_RATE_PER_S, PRESENCE_BURST)
+        self.presence_dropped = 0  # heartbeats over PRESENCE_RATE_PER_S, not fanned out
         self.outbox = Outbox(live.rules.default_layer, encoding)
         self._control: deque[bytes] = deque()  # replies, sent before outbox frames
         self._drained = asyncio.Event()
@@ -76,18 +88,29 @@ class Session:
         hello = await self._await_hello()
         if hello is None:
             return
-        self.client, self.role = hello.client, hello.role
+        self.client = hello.client
+        try:
+            member = admit(self.live.rooms, self.live.secret, hello, self.id)
+        except AuthError as exc:
+            await self._close(p.CLOSE_AUTH, exc.reason)
+            return
+        self.member, self.role = member, member.role
+        self.outbox.room = member.room
         layer = hello.layer or self.live.rules.default_layer
         if layer not in self.live.rules.layers:
             await self._reply(p.Error(p.ERR_UNKNOWN_LAYER, f"no layer {layer!r}; using the default", "hello"))
             layer = self.live.rules.default_layer
         self.outbox.reset(layer)
         sender = asyncio.create_task(self._send_loop(), name=f"twinview-send-{self.id}")
+        self.live.rooms.join(member)
         try:
             await self._reply(self._welcome())
             self._start_stream(hello.resume)
             await self._read_loop()
         finally:
+            self.live.rooms.leave(member)
+            if self.live.presenters is not None:
+                self.live.presenters.leave(member)
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self.live.hub.set_presence(self.id, None)
@@ -139,6 +162,9 @@ class Session:
                 "outbox_max_events": OUTBOX_MAX_EVENTS,
                 "flush_interval_ms": round(FLUSH_INTERVAL_S * 1000, 3),
             },
+            session=self.outbox.room,
+            user=self.member.user if self.member else self.client,
+            role=self.role,
         )
 
     def _start_stream(self, resume: p.Resume | None) -> None:
@@ -148,7 +174,7 @@ class Session:
             missed = hub.resume(resume)
             if not isinstance(missed, str):
                 # Always answered, even when nothing was missed, so the client knows it resumed.
-                self._control.append(p.encode(missed.delta(self.layer), self.encoding))
+                self._control.append(p.encode(missed.delta(self.layer, self.outbox.room), self.encoding))
                 self.outbox.notify()
             else:
                 self._queue_snapshot(resync=True, reason=missed)
@@ -157,7 +183,15 @@ class Session:
         self._unsubscribe = self.live.bus.subscribe(hub.scene_id, self.outbox.offer)
 
     def _queue_snapshot(self, *, resync: bool = False, reason: str | None = None) -> None:
-        snap = self.live.hub.snapshot(self.layer, self.live.scene.urls, resync=resync, reason=reason)
+        room = self.outbox.room
+        snap = self.live.hub.snapshot(self.layer, self.live.scene.urls, resync=resync, reason=reason, room=room)
+        if self.live.annotations is not None:  # committed topics: each one's event is at or before snap.seq
+            snap.topics = self.live.annotations.topics(room)
+            snap.comments = self.live.annotations.comments(room)
+        if self.live.procedures is not None:
+            snap.procedure = self.live.procedures.snapshot(room)
+        if self.live.presenters is not None:
+            snap.presenter = self.live.presenters.snapshot(room)
         self.outbox.reset(self.layer)
         if resync:
             self.resyncs += 1
@@ -191,13 +225,58 @@ class Session:
             self.outbox.layer = message.layer
             self._queue_snapshot()
         elif isinstance(message, p.PresenceUpdate):
-            self.live.hub.set_presence(self.id, p.Presence(self.client, message.pose, time.time()))
+            if not allowed(self.role, Action.PRESENCE_SEND):
+                await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
+            elif self._presence_limit.allow(None):
+                user = self.member.user if self.member else self.client
+                self.live.hub.set_presence(self.id, p.Presence(user, message.pose, time.time()), self.outbox.room)
+            else:
+                self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
+        elif isinstance(message, p.AnnotationRequest):
+            await self._annotate(message)
+        elif isinstance(message, p.CollabRequest):
+            await self._collaborate(message)
         else:
             await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
 
+    async def _annotate(self, message: p.AnnotationRequest) -> None:
+        tag = type(message).__struct_config__.tag
+        if self.live.annotations is None or self.member is None:
+            await self._reply(p.Error(p.ERR_BAD_MESSAGE, "annotations need a server with a data dir", tag))
+            return
+        try:
+            saved = await self.live.annotations.handle(self.member, message)
+        except AnnotationError as exc:
+            await self._reply(exc.frame(message.ref or tag))
+            return
+        await self._reply(saved)
+
+    async def _collaborate(self, message: p.CollabRequest) -> None:
+        """Procedures, presenter mode, raised hands, quick markup and operator commands (PROTOCOL.md §11)."""
+        live, member = self.live, self.member
+        tag = type(message).__struct_config__.tag
+        try:
+            if member is None or live.procedures is None or live.presenters is None or live.commands is None:
+                raise Refused(p.ERR_BAD_MESSAGE, f"{tag} needs a server with a data dir")
+            if isinstance(message, p.Command):
+                await self._reply(await live.commands.send(member, message))
+            elif isinstance(message, p.Markup):
+                require(member, Action.MARKUP_CREATE)
+                await self._annotate(markup_topic(message))
+            elif isinstance(message, p.ProcedureControl):
+                await live.procedures.control(member, message)
+            elif isinstance(message, p.StepComplete):
+                await live.procedures.complete(member, message)
+            elif isinstance(message, p.PresenterView):
+                live.presenters.view(member, message.viewpoint)
+            else:
+                live.presenters.handle(member, message)
+        except Refused as exc:
+            await self._reply(exc.frame(getattr(message, "ref", None) or tag))
+
     async def _publish(self, message: p.Publish) -> None:
-        if self.role != "publisher":
-            await self._reply(p.Error(p.ERR_NOT_PUBLISHER, "say hello with role 'publisher' to publish", "publish"))
+        if not allowed(self.role, Action.TELEMETRY_PUBLISH):
+            await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} may not publish telemetry", "publish"))
             return
         accepted, rejected = await self.live.ingest.submit(message.readings)
         if rejected and rejected[0].reason == "batch_too_large":

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from scene.state import PropertyValue
-from viewer_server.outbox import PRESENCE, Batch
+from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.topics import Attachment, Comment, Topic
 
 T = TypeVar("T")
@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, ts REAL NOT NULL, actor TEXT NOT NULL,
   role TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_session ON audit (session, id);
+CREATE TABLE IF NOT EXISTS procedure_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, run TEXT NOT NULL, ts REAL NOT NULL,
+  kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS procedure_events_by_session ON procedure_events (session, id);
 """
 
 _enc = msgspec.json.Encoder()
@@ -82,7 +86,7 @@ _comment_dec = msgspec.json.Decoder(Comment)
 log = logging.getLogger(__name__)
 
 
-class RoomRow(msgspec.Struct, omit_defaults=True):
+class RoomRow(msgspec.Struct):
     """A collaboration session as stored (see `viewer_server.rooms`)."""
 
     id: str
@@ -186,6 +190,9 @@ class Store:
         return out
 
     # --- collaboration reads --------------------------------------------------------------------
+
+    def scene_ids(self) -> list[str]:
+        return [row[0] for row in self._read.execute("SELECT id FROM scenes ORDER BY id")]
 
     def rooms(self) -> list[RoomRow]:
         rows = self._read.execute("SELECT id, scene, name, created, created_by, anonymous_role FROM rooms ORDER BY id")
@@ -360,7 +367,7 @@ class Store:
         rows = [
             (scene, epoch, batch.last, kind, key, _enc.encode(value))
             for (kind, key, _), value in batch.state.items()
-            if kind != PRESENCE  # poses are ephemeral: not worth a disk write per heartbeat
+            if kind not in (PRESENCE, PRESENTER)  # poses and views are ephemeral: not worth a disk write each
         ]
         rows += [(scene, epoch, ev.seq, "e", ev.kind, _enc.encode(ev)) for ev in batch.events]
         db.executemany("INSERT INTO log (scene, epoch, seq, kind, key, value) VALUES (?, ?, ?, ?, ?, ?)", rows)

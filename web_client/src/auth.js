@@ -12,6 +12,8 @@ export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
   'comment.create': AUTHORS,
   'markup.create': AUTHORS,
   'topic.update': AUTHORS,
+  'comment.edit_own': AUTHORS,
+  'comment.delete_own': AUTHORS,
   'procedure.control': LEADS,
   'presenter.take': LEADS,
   'command.send': ['operator'],
@@ -46,8 +48,9 @@ export class Identity extends EventTarget {
     this.user = session.client;
     session.addEventListener('welcome', (e) => {
       const w = /** @type {CustomEvent} */ (e).detail;
-      this.role = w.role ?? null;
-      this.user = w.user ?? session.client;
+      // The welcome omits fields at their default: a server with sessions that names no role means `viewer`.
+      this.role = w.role ?? (w.capabilities?.includes('sessions') ? 'viewer' : null);
+      this.user = w.user || session.client;
       this.apply(document);
       this.dispatchEvent(new CustomEvent('change'));
     });

@@ -1,12 +1,21 @@
 // Turn a glTF scene with one node per element into a few BatchedMeshes (one per material kind), keeping
 // per-element colour, visibility, transform and picking through a map twin id -> (batch, instance).
 // The element's own material colour becomes its per-instance base colour, so elements whose materials
-// differ only in colour share one draw call.
+// differ only in colour share one draw call. Untextured materials take the cheap per-vertex Lambert
+// path (shading.js). Levels of detail (`mesh.extras.lods`, written by `twinview build --lod`) are added
+// to the batches after the first frame (addLods) and chosen per instance by screen size (updateLod).
 import * as THREE from 'three';
+import { MergedBatch } from './merged_batch.js';
+import { canShadeCheaply } from './shading.js';
 
 /**
- * @typedef {{target: THREE.Object3D, instanceId: number, base: THREE.Matrix4}} Part
+ * @typedef {{geometryId: number, triangles: number}} Level
+ * @typedef {{target: THREE.Object3D, instanceId: number, base: THREE.Matrix4, geometryId?: number,
+ *            levels?: Level[], level?: number, sphere?: THREE.Sphere, lods?: {mesh: number, triangles: number}[],
+ *            primitive?: number}} Part
  *   instanceId is -1 for a standalone object (points, lines), which keeps its own cloned material.
+ *   geometryId is the full-detail geometry; levels (finest first, [0] = full) once LODs are loaded;
+ *   sphere is the world bounding sphere of the full geometry as placed, for the LOD choice.
  * @typedef {{id: string, name: string, cls: string, parent: (string|null), parts: Part[],
  *            baseColor: THREE.Color, box: THREE.Box3}} ElementEntry
  * @typedef {{id: string, name: string, cls: string, parent: (string|null)}} NodeInfo
@@ -15,6 +24,12 @@ import * as THREE from 'three';
 
 const _m = new THREE.Matrix4();
 const _c = new THREE.Color();
+const _v = new THREE.Vector3();
+// LOD choice: an element gets at least this many triangles per pixel of its projected diameter (a
+// 26-segment pipe 50 px across keeps its 100 triangles; at 8 px across 16 are indistinguishable).
+const LOD_TRIANGLES_PER_PIXEL = 2;
+// LOD meshes are read from the glTF in slices of this many, yielding to the page in between.
+const LOD_LOAD_SLICE = 500;
 
 export class ElementBatches {
   /** @param {THREE.Object3D} root the parsed glTF scene (it is consumed: geometries move into batches) */
@@ -25,8 +40,10 @@ export class ElementBatches {
     this.elements = new Map();
     /** @type {NodeInfo[]} every node carrying an id, in document order (the tree when no manifest) */
     this.nodes = [];
-    /** @type {THREE.BatchedMesh[]} */
+    /** @type {(THREE.BatchedMesh|MergedBatch)[]} */
     this.batches = [];
+    /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
+    this.hasBatchedLods = false;
     this.#build(root);
   }
 
@@ -53,6 +70,13 @@ export class ElementBatches {
         if (!g) groups.set(key, (g = { material, items: [] }));
         /** @type {Part} */
         const part = { target: this.group, instanceId: -1, base: obj.matrixWorld.clone() }; // batch set later
+        const lods = obj.userData.lods;
+        if (Array.isArray(lods) && lods.length) {
+          part.lods = lods;
+          // The primitive of a multi-primitive mesh: its rank among the siblings from the same glTF mesh.
+          const same = (obj.parent?.children ?? [obj]).filter((c) => c.userData.lods?.[0]?.mesh === lods[0].mesh);
+          part.primitive = Math.max(0, same.indexOf(obj));
+        }
         g.items.push({ entry, mesh: /** @type {THREE.Mesh} */ (obj), part });
         if (entry.parts.length === 0) entry.baseColor.copy(material.color ?? _c.set(0xffffff));
         entry.parts.push(part);
@@ -84,6 +108,7 @@ export class ElementBatches {
    * @param {BatchItem[]} items
    */
   #addBatch(source, items) {
+    if (canShadeCheaply(source)) return this.#addMerged(source, items);
     const material = /** @type {THREE.MeshStandardMaterial} */ (source.clone());
     if ('color' in material) material.color.set(0xffffff); // colour lives per instance
     const needUv = Boolean(/** @type {any} */ (material).map);
@@ -100,6 +125,7 @@ export class ElementBatches {
       indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
     }
     const batch = new THREE.BatchedMesh(items.length, vertices, indices, material);
+    batch.userData.layout = [needUv, needColor];
     batch.name = `batch:${source.name || source.type}`;
     /** @type {Map<string, number>} */
     const geometryIds = new Map();
@@ -116,8 +142,48 @@ export class ElementBatches {
       ids[instanceId] = entry.id;
       part.target = batch;
       part.instanceId = instanceId;
+      part.geometryId = batch.getGeometryIdAt(instanceId);
+      if (part.lods) part.sphere = batch.getBoundingSphereAt(part.geometryId, new THREE.Sphere()).applyMatrix4(mesh.matrixWorld);
       mesh.geometry.dispose();
     }
+    batch.userData.ids = ids;
+    this.batches.push(batch);
+    this.group.add(batch);
+  }
+
+  /**
+   * The cheap path: one MergedBatch (one real draw call, per-vertex Lambert) for the items.
+   * @param {THREE.Material} source @param {BatchItem[]} items
+   */
+  #addMerged(source, items) {
+    const needUv = false;
+    const needColor = /** @type {any} */ (source).vertexColors;
+    /** @type {Map<string, THREE.BufferGeometry>} */
+    const unique = new Map();
+    for (const { mesh } of items) {
+      if (!unique.has(mesh.geometry.uuid)) {
+        const g = normalizeGeometry(mesh.geometry, needUv, needColor);
+        if (!g.attributes.normal) g.computeVertexNormals();
+        g.computeBoundingBox();
+        g.computeBoundingSphere();
+        unique.set(mesh.geometry.uuid, g);
+      }
+    }
+    const batch = new MergedBatch(source, items.map(({ entry, mesh }) => ({
+      geometry: /** @type {THREE.BufferGeometry} */ (unique.get(mesh.geometry.uuid)),
+      matrix: mesh.matrixWorld,
+      color: /** @type {any} */ (mesh.material).color ?? entry.baseColor,
+    })), { uv: needUv, color: needColor });
+    batch.name = `merged:${source.name || source.type}`;
+    batch.userData.layout = [needUv, needColor];
+    /** @type {string[]} slot -> twin id */
+    const ids = [];
+    items.forEach(({ entry, part }, slot) => {
+      ids[slot] = entry.id;
+      part.target = batch;
+      part.instanceId = slot;
+    });
+    for (const { mesh } of items) mesh.geometry.dispose();
     batch.userData.ids = ids;
     this.batches.push(batch);
     this.group.add(batch);
@@ -137,6 +203,143 @@ export class ElementBatches {
     entry.box.union(worldBox(obj));
   }
 
+  /**
+   * Add the levels of detail the glTF lists in `mesh.extras.lods` to the batches (after the first frame:
+   * the model shows at full detail first). Resolves when every level is in place.
+   * @param {{getDependency: (type: string, index: number) => Promise<THREE.Object3D>}} parser
+   * @param {AbortSignal} [signal]
+   */
+  async addLods(parser, signal) {
+    /** @type {Map<THREE.BatchedMesh, Part[]>} */
+    const byBatch = new Map();
+    for (const e of this.elements.values()) {
+      for (const p of e.parts) {
+        if (!p.lods || p.instanceId < 0) continue;
+        const b = /** @type {THREE.BatchedMesh} */ (p.target);
+        if (!byBatch.has(b)) byBatch.set(b, []);
+        /** @type {Part[]} */ (byBatch.get(b)).push(p);
+      }
+    }
+    /** @type {Map<number, THREE.Object3D>} */
+    const meshes = new Map();
+    const wanted = [...new Set([...byBatch.values()].flat().flatMap((p) => (p.lods ?? []).map((l) => l.mesh)))];
+    for (let i = 0; i < wanted.length; i += LOD_LOAD_SLICE) {
+      const slice = wanted.slice(i, i + LOD_LOAD_SLICE);
+      const loaded = await Promise.all(slice.map((m) => parser.getDependency('mesh', m)));
+      slice.forEach((m, k) => meshes.set(m, loaded[k]));
+      if (signal?.aborted) return;
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    for (const [batch, parts] of byBatch) {
+      const [needUv, needColor] = batch.userData.layout;
+      if (/** @type {any} */ (batch).isMergedBatch) {
+        /** @type {Map<number, THREE.BufferGeometry[]>} */
+        const bySlot = new Map();
+        /** @type {Map<string, THREE.BufferGeometry>} */
+        const seen = new Map();
+        for (const p of parts) {
+          const geoms = [];
+          for (const l of p.lods ?? []) {
+            const o = meshes.get(l.mesh);
+            const m = /** @type {THREE.Mesh|undefined} */ (o && (/** @type {any} */ (o).isMesh ? o : o.children[p.primitive ?? 0]));
+            if (!m?.geometry?.attributes.position) break;
+            let g = seen.get(m.geometry.uuid);
+            if (!g) {
+              g = normalizeGeometry(m.geometry, needUv, needColor);
+              if (!g.attributes.normal) g.computeVertexNormals();
+              seen.set(m.geometry.uuid, g);
+            }
+            geoms.push(g);
+          }
+          if (geoms.length) bySlot.set(p.instanceId, geoms);
+        }
+        /** @type {MergedBatch} */ (/** @type {any} */ (batch)).addLevels(bySlot);
+        continue;
+      }
+      /** @type {Map<string, THREE.BufferGeometry>} */
+      const unique = new Map();
+      /** @type {Map<Part, THREE.BufferGeometry[]>} */
+      const partGeometries = new Map();
+      let vertices = 0;
+      let indices = 0;
+      for (const p of parts) {
+        const geoms = [];
+        for (const l of p.lods ?? []) {
+          const o = meshes.get(l.mesh);
+          const m = /** @type {THREE.Mesh|undefined} */ (o && (/** @type {any} */ (o).isMesh ? o : o.children[p.primitive ?? 0]));
+          if (!m?.geometry?.attributes.position) break;
+          if (!unique.has(m.geometry.uuid)) {
+            const g = normalizeGeometry(m.geometry, needUv, needColor);
+            unique.set(m.geometry.uuid, g);
+            vertices += g.attributes.position.count;
+            indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
+          }
+          geoms.push(/** @type {THREE.BufferGeometry} */ (unique.get(m.geometry.uuid)));
+        }
+        partGeometries.set(p, geoms);
+      }
+      if (!unique.size) continue;
+      const b = /** @type {any} */ (batch);
+      batch.setGeometrySize(b._maxVertexCount + vertices, b._maxIndexCount + indices);
+      /** @type {Map<THREE.BufferGeometry, number>} */
+      const ids = new Map();
+      for (const g of unique.values()) ids.set(g, batch.addGeometry(g));
+      for (const [p, geoms] of partGeometries) {
+        const full = /** @type {number} */ (p.geometryId);
+        const fullTriangles = /** @type {number} */ (b._geometryInfo[full].indexCount) / 3;
+        this.hasBatchedLods = true;
+        p.levels = [{ geometryId: full, triangles: fullTriangles },
+          ...geoms.map((g) => ({ geometryId: /** @type {number} */ (ids.get(g)), triangles: /** @type {THREE.BufferAttribute} */ (g.index).count / 3 }))];
+        p.level = 0;
+      }
+      for (const g of unique.values()) g.dispose();
+    }
+    for (const o of meshes.values()) o.traverse((c) => /** @type {any} */ (c).geometry?.dispose());
+  }
+
+  /**
+   * Give each instance with levels the coarsest one that still has LOD_TRIANGLES_PER_PIXEL triangles per
+   * pixel of its projected diameter. Cheap (a distance per instance); call it before each render.
+   * @param {THREE.Camera} camera @param {number} heightPx drawing-buffer height
+   * @param {THREE.Matrix4} world the batches' parent transform (XR placement)
+   * @param {boolean} [cull] cull merged batches per element against the camera's frustum
+   * @returns {number} BatchedMesh instances whose level changed
+   */
+  updateLod(camera, heightPx, world, cull = true) {
+    const eye = _v.setFromMatrixPosition(camera.matrixWorld);
+    // Pixels per unit of size at unit distance: focal length in pixels (perspective), else a constant.
+    const proj = /** @type {THREE.PerspectiveCamera} */ (camera).projectionMatrix.elements;
+    const focalPx = (proj[5] || 1) * heightPx * 0.5;
+    _m.copy(world).invert();
+    eye.applyMatrix4(_m); // into the batches' frame
+    let changed = 0;
+    for (const b of this.batches) {
+      if (/** @type {any} */ (b).isMergedBatch) {
+        /** @type {MergedBatch} */ (/** @type {any} */ (b)).updateView(camera, heightPx, LOD_TRIANGLES_PER_PIXEL, cull);
+      }
+    }
+    if (!this.hasBatchedLods) return changed;
+    for (const e of this.elements.values()) {
+      for (const p of e.parts) {
+        const levels = p.levels;
+        if (!levels || !p.sphere) continue;
+        const d = Math.max(p.sphere.center.distanceTo(eye) - p.sphere.radius, 1e-3);
+        const px = (2 * p.sphere.radius * focalPx) / d;
+        const want = px * LOD_TRIANGLES_PER_PIXEL;
+        let level = 0;
+        for (let i = levels.length - 1; i > 0; i--) {
+          if (levels[i].triangles >= want) { level = i; break; }
+        }
+        if (level !== p.level) {
+          p.level = level;
+          /** @type {THREE.BatchedMesh} */ (p.target).setGeometryIdAt(p.instanceId, levels[level].geometryId);
+          changed++;
+        }
+      }
+    }
+    return changed;
+  }
+
   /** Draw calls this group costs per frame (one per batch or standalone object). */
   get drawCalls() {
     return this.group.children.length;
@@ -149,7 +352,7 @@ export class ElementBatches {
    */
   idOf(hit) {
     const obj = /** @type {any} */ (hit.object);
-    if (obj.isBatchedMesh) return obj.userData.ids[/** @type {number} */ (hit.batchId)] ?? null;
+    if (obj.isBatchedMesh || obj.isMergedBatch) return obj.userData.ids[/** @type {number} */ (hit.batchId)] ?? null;
     return obj.userData.id ?? null;
   }
 
@@ -200,8 +403,11 @@ export class ElementBatches {
     for (const p of this.elements.get(id)?.parts ?? []) {
       _m.copy(p.base);
       if (transform) _m.multiply(transform);
-      if (p.instanceId >= 0) /** @type {THREE.BatchedMesh} */ (p.target).setMatrixAt(p.instanceId, _m);
-      else _m.decompose(p.target.position, p.target.quaternion, p.target.scale);
+      if (p.instanceId >= 0) {
+        const b = /** @type {THREE.BatchedMesh} */ (p.target);
+        b.setMatrixAt(p.instanceId, _m);
+        if (p.sphere) b.getBoundingSphereAt(/** @type {number} */ (p.geometryId), p.sphere).applyMatrix4(_m);
+      } else _m.decompose(p.target.position, p.target.quaternion, p.target.scale);
     }
   }
 
@@ -211,10 +417,12 @@ export class ElementBatches {
     if (!e) return null;
     const box = new THREE.Box3();
     for (const p of e.parts) {
-      if (p.instanceId >= 0) {
+      if (p.instanceId >= 0 && /** @type {any} */ (p.target).isMergedBatch) {
+        box.union(/** @type {MergedBatch} */ (/** @type {any} */ (p.target)).boxAt(p.instanceId, new THREE.Box3()));
+      } else if (p.instanceId >= 0) {
         const b = /** @type {THREE.BatchedMesh} */ (p.target);
         const local = new THREE.Box3();
-        b.getBoundingBoxAt(/** @type {number} */ (b.getGeometryIdAt(p.instanceId)), local);
+        b.getBoundingBoxAt(/** @type {number} */ (p.geometryId ?? b.getGeometryIdAt(p.instanceId)), local);
         box.union(local.applyMatrix4(b.getMatrixAt(p.instanceId, _m)));
       } else {
         box.union(worldBox(p.target));
@@ -227,7 +435,7 @@ export class ElementBatches {
   dispose() {
     for (const obj of this.group.children) {
       const o = /** @type {THREE.Mesh} */ (obj);
-      if (/** @type {any} */ (o).isBatchedMesh) /** @type {THREE.BatchedMesh} */ (obj).dispose();
+      if (/** @type {any} */ (o).isBatchedMesh || /** @type {any} */ (o).isMergedBatch) /** @type {any} */ (obj).dispose();
       else o.geometry.dispose();
       /** @type {THREE.Material} */ (o.material).dispose();
     }
@@ -273,7 +481,8 @@ function normalizeGeometry(src, needUv, needColor) {
   if (needColor) g.setAttribute('color', src.attributes.color ? toFloat(src.attributes.color, 4)
     : new THREE.Float32BufferAttribute(new Float32Array(pos.count * 4).fill(1), 4));
   const index = new Uint32Array(src.index ? src.index.count : pos.count);
-  if (src.index) for (let i = 0; i < index.length; i++) index[i] = src.index.getX(i);
+  if (src.index && !(/** @type {any} */ (src.index).isInterleavedBufferAttribute)) index.set(src.index.array.subarray(0, index.length));
+  else if (src.index) for (let i = 0; i < index.length; i++) index[i] = src.index.getX(i);
   else for (let i = 0; i < index.length; i++) index[i] = i;
   g.setIndex(new THREE.BufferAttribute(index, 1));
   return g;
@@ -283,6 +492,10 @@ function normalizeGeometry(src, needUv, needColor) {
  * @param {THREE.BufferAttribute|THREE.InterleavedBufferAttribute} a @param {number} size
  */
 function toFloat(a, size) {
+  const src = /** @type {any} */ (a);
+  if (!src.isInterleavedBufferAttribute && src.array instanceof Float32Array && a.itemSize === size && !a.normalized) {
+    return new THREE.Float32BufferAttribute(src.array.slice(0, a.count * size), size);
+  }
   const out = new Float32Array(a.count * size);
   for (let i = 0; i < a.count; i++) {
     for (let k = 0; k < size; k++) out[i * size + k] = k < a.itemSize ? a.getComponent(i, k) : 1;

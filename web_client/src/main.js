@@ -1,7 +1,9 @@
 // Boot: connect the session, load the scene the server names, wire the panels, expose the test hook.
 import { Vector3 } from 'three';
+import { linkCredentials, refusalText } from './auth.js';
 import { ElementBatches } from './batcher.js';
 import { Catalog, fetchManifest } from './catalog.js';
+import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
 import { loadGLB } from './loader.js';
 import { PresenceLayer } from './presence.js';
@@ -34,7 +36,9 @@ const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
 const state = new TwinState();
 const viewer = new Viewer($('#view'));
+const credentials = linkCredentials(location);
 const session = new Session(state, {
+  join: credentials,
   url: wsUrl(location) + (sceneParam ? `/${encodeURIComponent(sceneParam)}` : ''),
   client: params.get('name') || rememberedName(),
   layer: params.get('layer'),
@@ -54,6 +58,7 @@ const ready = new Promise((r) => { resolveReady = r; });
 
 bindStatusChip(session);
 bindLegend($('#legend'), state);
+const collab = startCollaboration({ viewer, session, section, select, app, credentials });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {CustomEvent} */ (e).detail;
@@ -68,8 +73,8 @@ session.addEventListener('welcome', (e) => fillLayers(/** @type {CustomEvent} */
 session.addEventListener('status', (e) => {
   const { status, detail } = /** @type {CustomEvent} */ (e).detail;
   if (status === 'refused') {
-    showNotice('error', 'The server refused this viewer', detail || 'Reload the page to get a matching client.',
-      [{ label: 'Reload', run: () => location.reload() }]);
+    const why = refusalText(session.closeCode, detail);
+    showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
   } else if (status === 'reconnecting') {
     if (session.welcome) {
       showNotice('warning', 'Connection lost — reconnecting…',
@@ -98,10 +103,10 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
   const progress = showProgress(() => abort.abort());
   clearNotice();
   try {
-    const [gltf, records] = await Promise.all([
-      loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update }),
-      fetchManifest(manifestUrl, abort.signal),
-    ]);
+    const manifest = fetchManifest(manifestUrl, abort.signal);
+    manifest.catch(() => {}); // awaited after the first frame
+    const gltf = await takeEarlyLoad(glbUrl, abort, progress.update)
+      ?? await loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update });
     performance.mark('twinview:downloaded');
     progress.stage('Preparing elements…');
     await new Promise((r) => requestAnimationFrame(r)); // let the message paint before the busy part
@@ -110,9 +115,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     const { signal } = app.scope;
     const batches = new ElementBatches(gltf.scene);
     app.batches = batches;
-    app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
     app.twin = new TwinView(viewer, batches, state, labels, signal);
-    wirePanels(app.catalog, signal);
     const all = boxOfAll(batches);
     if (all) {
       viewer.fitBox(all, { animate: false });
@@ -120,6 +123,13 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
     }
     progress.done();
+    // The model shows from the next frame on; the manifest (names, property sets) and the coarser
+    // levels of detail follow without holding it back.
+    const records = await manifest;
+    if (signal.aborted) return;
+    app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
+    wirePanels(app.catalog, signal);
+    app.twin.useLods(gltf.parser);
     // Load phases, visible in the browser's performance panel (and read by the scale test).
     performance.measure('twinview:prepare', 'twinview:downloaded');
     quickLook(sceneId);
@@ -131,6 +141,43 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     if (err.name === 'AbortError') return showNotice('info', 'Loading cancelled', 'The live connection stays open.', [retry]);
     app.glbUrl = ''; // a later snapshot may try again (e.g. after the server rebuilt the scene)
     showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
+  }
+}
+
+/**
+ * The GLB download starts at boot when the URL names the scene, alongside the WebSocket handshake and
+ * snapshot instead of after them; loadScene takes it over when the snapshot names the same file.
+ * @type {{url: string, abort: AbortController, gltf: Promise<any>, onProgress: (f: number, b: number) => void}|null}
+ */
+let earlyLoad = null;
+if (sceneParam) {
+  const abort = new AbortController();
+  const url = `/scenes/${sceneParam}/scene.glb`;
+  earlyLoad = { url, abort, gltf: Promise.resolve(null), onProgress: () => {} };
+  const el = earlyLoad;
+  el.gltf = loadGLB(url, { signal: abort.signal, onProgress: (f, b) => el.onProgress(f, b) });
+  el.gltf.catch(() => {}); // loadScene decides what a failure means
+}
+
+/**
+ * The early download of `glbUrl`, if there is one: its result, or null (then load it the usual way).
+ * @param {string} glbUrl @param {AbortController} abort @param {(f: number, b: number) => void} onProgress
+ */
+async function takeEarlyLoad(glbUrl, abort, onProgress) {
+  const el = earlyLoad;
+  earlyLoad = null;
+  if (!el) return null;
+  if (el.url !== glbUrl) {
+    el.abort.abort();
+    return null;
+  }
+  el.onProgress = onProgress;
+  abort.signal.addEventListener('abort', () => el.abort.abort());
+  try {
+    return await el.gltf;
+  } catch (e) {
+    if (abort.signal.aborted) throw e;
+    return null; // e.g. refused without the session's credentials: the usual path reports it
   }
 }
 
@@ -166,6 +213,7 @@ function select(id, fly = false) {
   app.twin?.select(id);
   app.tree?.select(id);
   app.properties?.show(id);
+  collab.selected(id);
   if (viewer.renderer.xr.isPresenting) xr.showPanel(id);
   const box = id ? app.batches?.boxOf(id) : null;
   if (fly && box) viewer.fitBox(box);
@@ -195,6 +243,7 @@ viewer.renderer.domElement.addEventListener('pointerup', (e) => {
     if (hit) measure.add(hit.point);
     return;
   }
+  if (collab.click(e.clientX, e.clientY)) return;
   select(pickId(e.clientX, e.clientY));
 });
 // Our pointer, shown to the others as a laser while it is over the model.
@@ -283,6 +332,7 @@ Object.assign(window, {
     measure,
     section,
     xr,
+    collab,
     get seq() { return state.seq; },
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',

@@ -29,13 +29,14 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  */
 
 /**
- * @param {{client: string, layer?: (string|null), resume?: (Resume|null), token?: (string|null)}} opts
+ * @param {{client: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null), token?: (string|null)}} opts
  */
-export function hello({ client, layer = null, resume = null, token = null }) {
+export function hello({ client, layer = null, resume = null, session = null, token = null }) {
   /** @type {Record<string, any>} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
   if (layer) msg.layer = layer;
   if (resume) msg.resume = resume;
+  if (session) msg.session = session;
   if (token) msg.token = token;
   return msg;
 }

@@ -16,16 +16,16 @@ const PING_INTERVAL_MS = 5000;
 export class Session extends EventTarget {
   /**
    * @param {import('./state.js').TwinState} state
-   * @param {{url: string, client: string, layer?: (string|null), token?: (string|null)}} opts
+   * @param {{url: string, client: string, layer?: (string|null), join?: {session: (string|null), token: (string|null)}}} opts
    */
-  constructor(state, { url, client, layer = null, token = null }) {
+  constructor(state, { url, client, layer = null, join = { session: null, token: null } }) {
     super();
     this.state = state;
     this.url = url;
     this.client = client;
     this.layer = layer;
-    /** The invitation link's token, sent in every hello (a resume included). */
-    this.token = token;
+    /** The collaboration session and token of the invitation link, sent in every hello (a resume included). */
+    this.join = join;
     /** The close code that stopped retrying (4001 version, 4003 token, 1008 policy). */
     this.closeCode = 0;
     /** @type {WebSocket|null} */
@@ -53,7 +53,7 @@ export class Session extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       const resume = this.state.epoch ? { epoch: this.state.epoch, seq: this.state.seq } : null;
-      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume, token: this.token }));
+      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume, ...this.join }));
     };
     ws.onmessage = (e) => this.#onMessage(e.data);
     ws.onclose = (e) => this.#onClose(ws, e.code, e.reason);

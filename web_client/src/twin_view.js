@@ -4,6 +4,7 @@ import * as THREE from 'three';
 
 const _color = new THREE.Color();
 const _matrix = new THREE.Matrix4();
+const _size = new THREE.Vector2();
 const SELECTION_COLOR = 0x4da3ff;
 
 export class TwinView {
@@ -19,6 +20,7 @@ export class TwinView {
     this.labels = labels;
     this.batches = batches;
     this.state = state;
+    this.signal = signal;
     /** @type {string|null} */
     this.selected = null;
     this.highlight = new THREE.Box3Helper(new THREE.Box3(), SELECTION_COLOR);
@@ -33,7 +35,31 @@ export class TwinView {
       viewer.invalidate();
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());
+    // Before each render: per-element frustum culling and level of detail (see ElementBatches.updateLod).
+    const view = (/** @type {THREE.Camera} */ camera) => batches.updateLod(camera,
+      viewer.renderer.getDrawingBufferSize(_size).y, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+    viewer.prerender.push(view);
+    signal.addEventListener('abort', () => viewer.prerender.splice(viewer.prerender.indexOf(view), 1));
+    // Time to first frame with the model (navigation start → this mark), read by bench/web.py.
+    viewer.addEventListener('frame', () => performance.mark('twinview:first-frame'), { once: true, signal });
     this.applyAll();
+  }
+
+  /**
+   * Load the model's levels of detail in the background; from then on each frame draws every element
+   * at the level its size on screen needs.
+   * @param {any} parser the GLTFLoader parser of the model
+   */
+  async useLods(parser) {
+    const { viewer, batches, signal } = this;
+    await new Promise((r) => viewer.addEventListener('frame', r, { once: true, signal })); // first frame first
+    try {
+      await batches.addLods(parser, signal);
+    } catch (e) {
+      console.warn('levels of detail not used:', e);
+      return;
+    }
+    viewer.invalidate();
   }
 
   #dispose() {

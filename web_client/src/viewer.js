@@ -1,6 +1,7 @@
 // The 3D view: renderer, camera, orbit navigation, lights, render-on-demand, picking and fly-to.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { LIGHTS } from './shading.js';
 
 export const BACKGROUND = 0x1d2127;
 // A fly-to lasts this long: long enough to follow, short enough not to annoy.
@@ -25,9 +26,10 @@ export class Viewer extends EventTarget {
     this.scene.background = new THREE.Color(BACKGROUND);
     this.camera = new THREE.PerspectiveCamera(50, 1, 0.05, 5000);
     this.camera.position.set(10, 8, 10);
-    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x445566, 1.4));
-    const sun = new THREE.DirectionalLight(0xffffff, 1.4);
-    sun.position.set(5, 10, 7);
+    // The same lights as the batches' per-vertex shading (shading.js) uses, for everything else.
+    this.scene.add(new THREE.HemisphereLight(LIGHTS.sky, LIGHTS.ground, LIGHTS.hemisphere));
+    const sun = new THREE.DirectionalLight(LIGHTS.sun, LIGHTS.sunIntensity);
+    sun.position.copy(LIGHTS.sunPosition);
     this.scene.add(sun);
     /** Everything that moves with the model (XR placement scales and anchors this). */
     this.world = new THREE.Group();
@@ -43,6 +45,8 @@ export class Viewer extends EventTarget {
     this.pickables = [];
     /** @type {((dt: number, frame?: XRFrame) => boolean)[]} per-frame hooks; return true to keep animating */
     this.tickers = [];
+    /** @type {((camera: THREE.Camera) => void)[]} run just before each render (not on idle frames) */
+    this.prerender = [];
     this.dirty = true;
     this.lastFrameMs = 0;
     this.frames = 0;
@@ -76,6 +80,8 @@ export class Viewer extends EventTarget {
     if (!this.dirty && !animating && !this.renderer.xr.isPresenting) return;
     this.dirty = false;
     const t0 = performance.now();
+    this.camera.updateMatrixWorld();
+    for (const hook of this.prerender) hook(this.camera);
     this.renderer.render(this.scene, this.camera);
     this.lastFrameMs = performance.now() - t0;
     this.frames += 1;

@@ -12,6 +12,11 @@ import { onCollab } from '../collab/feed.js';
  *            attachments?: {id: string, mime: string}[], revision: number, deleted?: boolean}} Topic
  */
 
+// The server omits fields at their default value (viewer_server/topics.py): put them back.
+const TOPIC_DEFAULTS = { status: 'open', priority: 'normal', topic_type: 'Issue', description: '', labels: [], viewpoints: [],
+  live_values: [], attachments: [], revision: 1 };
+const COMMENT_DEFAULTS = { revision: 1 };
+
 export const TOPIC_EVENTS = ['topic_created', 'topic_updated', 'topic_deleted', 'comment_added', 'comment_edited', 'comment_deleted'];
 
 export class TopicStore extends EventTarget {
@@ -46,9 +51,10 @@ export class TopicStore extends EventTarget {
     return [...(this.comments.get(guid)?.values() ?? [])].sort((a, b) => a.created - b.created);
   }
 
-  /** @param {Topic} t @param {boolean} [notify] */
-  #putTopic(t, notify = true) {
-    if (!t?.guid) return;
+  /** @param {Topic} raw @param {boolean} [notify] */
+  #putTopic(raw, notify = true) {
+    if (!raw?.guid) return;
+    const t = /** @type {Topic} */ ({ ...TOPIC_DEFAULTS, ...raw });
     const old = this.topics.get(t.guid);
     if (old && old.revision > t.revision) return;
     if (t.deleted) this.topics.delete(t.guid);
@@ -56,9 +62,10 @@ export class TopicStore extends EventTarget {
     if (notify) this.dispatchEvent(new CustomEvent('change', { detail: { guid: t.guid } }));
   }
 
-  /** @param {Comment} c @param {boolean} [notify] */
-  #putComment(c, notify = true) {
-    if (!c?.guid) return;
+  /** @param {Comment} raw @param {boolean} [notify] */
+  #putComment(raw, notify = true) {
+    if (!raw?.guid) return;
+    const c = /** @type {Comment} */ ({ ...COMMENT_DEFAULTS, ...raw });
     let m = this.comments.get(c.topic);
     if (!m) this.comments.set(c.topic, (m = new Map()));
     const old = m.get(c.guid);

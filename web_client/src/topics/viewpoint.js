@@ -15,6 +15,15 @@ const TARGET_DISTANCE_M = 5;
 /** @param {THREE.Vector3} v */
 const arr = (v) => v.toArray().map((x) => Math.round(x * 1e4) / 1e4);
 
+/** A random UUID, also where `crypto.randomUUID` is missing (plain http on a LAN is not a secure context). */
+export function uuid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 export class Viewpoints {
   /**
    * @param {import('../viewer.js').Viewer} viewer
@@ -41,6 +50,7 @@ export class Viewpoints {
     }
     const selected = this.hooks.twin()?.selected;
     return {
+      guid: uuid(),
       camera: {
         position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
         direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
@@ -67,14 +77,7 @@ export class Viewpoints {
   restore(vp, { animate = true } = {}) {
     const { viewer } = this;
     const toWorld = viewer.world.matrixWorld;
-    const cam = vp.camera;
-    const pos = new THREE.Vector3(...cam.position).applyMatrix4(toWorld);
-    const dir = new THREE.Vector3(...cam.direction).transformDirection(toWorld);
-    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
-      viewer.camera.fov = cam.fov_deg;
-      viewer.camera.updateProjectionMatrix();
-    }
-    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), animate ? undefined : 0);
+    this.flyToCamera(vp.camera, animate ? undefined : 0);
     this.hooks.section.set(null);
     viewer.renderer.clippingPlanes = (vp.clipping_planes ?? []).map((c) => {
       const n = new THREE.Vector3(...c.direction).negate();
@@ -83,6 +86,22 @@ export class Viewpoints {
     this.hooks.select(vp.selected?.[0] ?? null);
     this.#override(vp);
     viewer.invalidate();
+  }
+
+  /**
+   * Move the camera to a viewpoint's camera (model coordinates), keeping the orbit target ahead of it.
+   * @param {Viewpoint['camera']} cam @param {number} [ms] flight time; undefined = the viewer's default
+   */
+  flyToCamera(cam, ms) {
+    const { viewer } = this;
+    const toWorld = viewer.world.matrixWorld;
+    const pos = new THREE.Vector3(...cam.position).applyMatrix4(toWorld);
+    const dir = new THREE.Vector3(...cam.direction).transformDirection(toWorld);
+    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
+      viewer.camera.fov = cam.fov_deg;
+      viewer.camera.updateProjectionMatrix();
+    }
+    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
   }
 
   /** Back to the live look: no viewpoint colours, visibility or planes. */

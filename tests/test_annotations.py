@@ -1,0 +1,215 @@
+"""Annotations against a real server: live fan-out, late joiners, resume, revisions, ownership, audit, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.live_server import live_server, mint_token
+from viewer_server import annotations as annotations_mod
+from viewer_server import protocol as p
+from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.serve import RunningServer
+from viewer_server.topics import MAX_TEXT, MAX_TITLE
+
+PIN = p.Pin("PT-1", p.Vec3(1.0, 2.0, 3.0), p.Vec3(0.0, 1.0, 0.0))
+
+
+def client(srv: RunningServer, user: str, role: p.Role, **kw: object) -> TwinClient:
+    return TwinClient(srv.ws_url, token=mint_token(srv, user, role), name=user, **kw)  # type: ignore[arg-type]
+
+
+async def refused(request: object) -> p.Error:
+    with pytest.raises(RequestRefused) as info:
+        await request  # type: ignore[misc]
+    return info.value.error
+
+
+async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        body = p.encode({"readings": [p.Reading(4.2, key="PT-1.pressure")]}, "json")
+        async with http.post(f"{srv.url}/api/ingest", data=body) as r:
+            assert r.status == 200
+        async with (
+            client(srv, "ana", "annotator") as ana,
+            client(srv, "ben", "presenter") as ben,
+            client(srv, "carl", "viewer") as carl,
+        ):
+            assert (ana.welcome.user, ana.welcome.role, ana.welcome.session) == ("ana", "annotator", srv.live.scene.id)
+            saved = await ana.create_topic(p.TopicDraft("Leak <b>at</b> flange", "drips", pin=PIN, labels=["leak"]))
+            assert (saved.kind, saved.revision) == ("topic_created", 1)
+            for c in (ana, ben, carl):
+                await c.wait_for(lambda c: saved.guid in c.topics)
+            topic = carl.topics[saved.guid]
+            assert topic.title == "Leak <b>at</b> flange"  # stored as given
+            assert topic.author == "ana" and topic.pin == PIN
+            assert [(v.prop, v.value, v.unit) for v in topic.live_values] == [("pressure", 4.2, "bar")]
+
+            said = await ben.add_comment(saved.guid, "On it")
+            done = await ben.update_topic(saved.guid, 1, status="resolved", assignee="ben")
+            for c in (ana, ben, carl):
+                await c.wait_for(lambda c: c.topics[saved.guid].revision == 2 and said.guid in c.comments)
+            assert carl.topics[saved.guid].status == "resolved" and carl.topics[saved.guid].assignee == "ben"
+            assert carl.comments[said.guid].text == "On it" and carl.comments[said.guid].author == "ben"
+            kinds = [e.kind for e in carl.events if e.session]
+            assert kinds == ["topic_created", "comment_added", "topic_updated"]
+            assert done.seq > said.seq > saved.seq
+            assert carl.duplicate_events == 0
+
+
+async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+        guids = [(await ana.create_topic(p.TopicDraft(f"T{i}"))).guid for i in range(5)]
+        await ana.add_comment(guids[0], "first")
+        async with client(srv, "late", "viewer") as late:
+            assert late.snapshots == 1
+            assert sorted(late.topics) == sorted(guids) and len(late.comments) == 1
+
+
+async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create("review", "Design review", None, "test")
+        token = mint_token(srv, "ana", "annotator", session="review")
+        async with (
+            TwinClient(srv.ws_url, token=token) as in_review,
+            client(srv, "bob", "annotator") as in_default,
+        ):
+            assert in_review.welcome.session == "review"
+            await in_default.create_topic(p.TopicDraft("default only"))
+            mine = await in_review.create_topic(p.TopicDraft("review only"))
+            await in_review.send_presence(p.Pose((0, 1, 2), (0, 0, 0, 1)))
+            await in_review.wait_for(lambda c: mine.guid in c.topics)
+            await in_default.ping()
+            await asyncio.sleep(0.1)
+            assert list(in_review.topics) == [mine.guid]
+            assert [t.title for t in in_default.topics.values()] == ["default only"]
+            assert in_default.presence == {}
+
+
+async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(tmp_path: Path) -> None:
+    async with (
+        live_server(tmp_path) as srv,
+        client(srv, "ana", "annotator") as ana,
+        client(srv, "carl", "viewer") as carl,
+    ):
+        first = await ana.create_topic(p.TopicDraft("before"))
+        await carl.wait_for(lambda c: first.guid in c.topics)
+        await carl.drop()
+        missed = [await ana.add_comment(first.guid, f"c{i}") for i in range(3)]
+        await carl.wait_for(lambda c: c.connects == 2 and all(m.guid in c.comments for m in missed), timeout=10)
+        assert carl.snapshots == 1 and carl.resyncs == []  # resumed, not resynced
+        assert [e.kind for e in carl.events if e.session] == ["topic_created"] + ["comment_added"] * 3
+        assert carl.duplicate_events == 0
+
+
+async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana, client(srv, "ben", "admin") as ben:
+        saved = await ana.create_topic(p.TopicDraft("race"))
+        results = await asyncio.gather(
+            ana.update_topic(saved.guid, 1, status="in_progress"),
+            ben.update_topic(saved.guid, 1, status="closed"),
+            return_exceptions=True,
+        )
+        wins = [r for r in results if isinstance(r, p.Saved)]
+        losses = [r.error for r in results if isinstance(r, RequestRefused)]
+        assert len(wins) == 1 and len(losses) == 1
+        assert losses[0].code == p.ERR_STALE_REVISION and losses[0].revision == 2
+        assert srv.live.annotations.topics(srv.live.scene.id)[0].revision == 2
+
+
+async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) -> None:
+    async with (
+        live_server(tmp_path) as srv,
+        client(srv, "ana", "annotator") as ana,
+        client(srv, "bob", "annotator") as bob,
+        client(srv, "root", "admin") as admin,
+    ):
+        topic = await ana.create_topic(p.TopicDraft("ana's"))
+        comment = await ana.add_comment(topic.guid, "ana says")
+        assert (await refused(bob.edit_comment(comment.guid, 1, "hijack"))).code == p.ERR_FORBIDDEN
+        assert (await refused(bob.delete_comment(comment.guid, 1))).code == p.ERR_FORBIDDEN
+        assert (await refused(bob.update_topic(topic.guid, 1, title="mine now"))).code == p.ERR_FORBIDDEN
+        assert (await refused(bob.delete_topic(topic.guid, 1))).code == p.ERR_FORBIDDEN
+        await bob.update_topic(topic.guid, 1, status="in_progress")  # topic.update: any topic's status
+        await ana.edit_comment(comment.guid, 1, "ana says, edited")
+        await admin.edit_comment(comment.guid, 2, "[removed by moderator]")
+        await admin.delete_topic(topic.guid, 2)
+        await ana.wait_for(lambda c: c.topics[topic.guid].deleted)
+        assert ana.comments[comment.guid].text == "[removed by moderator]"
+        assert (await refused(ana.add_comment(topic.guid, "too late"))).code == p.ERR_NOT_FOUND
+
+        db = sqlite3.connect(srv.store.path)
+        rows = db.execute("SELECT actor, role, action, target, detail FROM audit ORDER BY id").fetchall()
+        assert [(a, act) for a, _, act, _, _ in rows] == [
+            ("ana", "topic.create"),
+            ("ana", "comment.create"),
+            ("bob", "topic.update"),
+            ("ana", "comment.edit_own"),
+            ("root", "comment.moderate"),
+            ("root", "topic.moderate"),
+        ]
+        assert "author 'ana'" in rows[4][4] and "status: 'open' -> 'in_progress'" in rows[2][4]
+
+
+async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+        error = await refused(ana.create_topic(p.TopicDraft("x" * (MAX_TITLE + 1))))
+        assert (error.code, error.field) == (p.ERR_TOO_LONG, "title")
+        topic = await ana.create_topic(p.TopicDraft("x" * MAX_TITLE, "d" * MAX_TEXT))
+        error = await refused(ana.add_comment(topic.guid, "y" * (MAX_TEXT + 1)))
+        assert (error.code, error.field) == (p.ERR_TOO_LONG, "text")
+        error = await refused(ana.create_topic(p.TopicDraft("  ")))
+        assert (error.code, error.field) == (p.ERR_BAD_MESSAGE, "title")
+        error = await refused(ana.create_topic(p.TopicDraft("pin", pin=p.Pin("NOPE", PIN.point, PIN.normal))))
+        assert error.code == p.ERR_NOT_FOUND
+
+
+async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "spam", "annotator") as spam, client(srv, "v", "viewer") as v:
+        results = [
+            await spam.create_topic(p.TopicDraft(f"t{i}")) if i < annotations_mod.ANNOTATION_BURST else None
+            for i in range(annotations_mod.ANNOTATION_BURST)
+        ]
+        assert all(isinstance(r, p.Saved) for r in results)
+        error = await refused(spam.create_topic(p.TopicDraft("one too many")))
+        assert error.code == p.ERR_RATE_LIMITED
+        [session] = [s for s in srv.live.sessions if s.member and s.member.user == "v"]
+        for i in range(annotations_mod.PRESENCE_BURST * 3):
+            await v.send_presence(p.Pose((float(i), 0, 0), (0, 0, 0, 1)))
+        await v.ping()
+        assert session.presence_dropped >= annotations_mod.PRESENCE_BURST
+
+
+async def test_attachments_round_trip_over_rest_with_bearer_tokens(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, client(srv, "ana", "annotator") as ana:
+        sid = srv.live.scene.id
+        auth = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
+        async with http.post(f"{srv.url}/api/sessions/{sid}/attachments", data=png, headers=auth) as r:
+            assert r.status == 201
+            meta = await r.json()
+        assert meta["size"] == len(png) and meta["mime"] == "image/png" and len(meta["sha256"]) == 64
+        async with http.post(f"{srv.url}/api/sessions/{sid}/attachments", data=b"GIF89a", headers=auth) as r:
+            assert r.status == 400
+        saved = await ana.create_topic(p.TopicDraft("with picture", attachments=[meta["id"]]))
+        async with http.get(f"{srv.url}/api/sessions/{sid}/attachments/{meta['id']}", headers=auth) as r:
+            assert r.status == 200 and r.content_type == "image/png" and await r.read() == png
+        async with http.get(f"{srv.url}/api/sessions/{sid}/topics/{saved.guid}", headers=auth) as r:
+            assert (await r.json())["topic"]["attachments"][0]["id"] == meta["id"]
+
+
+def test_rate_buckets_refill_and_quiet_users_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    limiter = annotations_mod.RateLimiter(1.0, 2, clock=lambda: now[0])
+    assert limiter.allow("ana") and limiter.allow("ana") and not limiter.allow("ana")
+    now[0] = 1.0
+    assert limiter.allow("ana") and not limiter.allow("ana")  # one token per second
+    monkeypatch.setattr(annotations_mod, "RATE_LIMITER_MAX_KEYS", 3)
+    for user in range(10):
+        now[0] += 5  # each earlier user's bucket has refilled by now
+        limiter.allow(user)
+    assert len(limiter._buckets) <= 3  # memory stays bounded however many users come and go

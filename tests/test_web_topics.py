@@ -1,0 +1,194 @@
+"""Topics between people, in real browsers on a real server: a pin made by one user appears for the
+others live, comments thread, a status change recolours the pin everywhere, opening a topic restores
+its author's viewpoint, markup in user text stays text, and roles decide who may write."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.web_helpers import REPO, build_client, chromium_browser, live_twin, open_viewer, screenshot
+from viewer_server.auth import Claims, issue, load_secret, mint
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SESSION = "synthetic"  # the scene's default session: its id is the scene's
+# Hostile text: if any of it were parsed as HTML, window.__pwned would be set.
+EVIL_TITLE = '<img src=x onerror="window.__pwned=1">Leak at P-005'
+EVIL_COMMENT = "<script>window.__pwned=2</script>Flange drips"
+VIEW_POS = (9.0, 5.0, 12.0)
+PINNED = "el-00023"  # front row seen from VIEW_POS: nothing stands before it
+RESOLVED = "#3fb950"
+OPEN = "#f85149"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One server and one browser for the whole story; each user gets their own browser context."""
+    build_client()
+    root = tmp_path_factory.mktemp("topics")
+    with live_twin(root, count=24) as live, chromium_browser() as browser:
+        secret = load_secret(root / "data")
+
+        def join(user: str, role: str):
+            link = f"{live.url}/?session={SESSION}&token={issue(secret, SESSION, user, role)}"
+            page = open_viewer(browser.new_context(), link)
+            page.wait_for_function("window.twinview.collab.identity.role !== null")
+            page.on("dialog", lambda d: d.accept())
+            return page
+
+        yield live, browser, join, secret
+
+
+def _topic_count(page) -> int:
+    return page.evaluate("window.twinview.collab.store.topics.size")
+
+
+def _create_topic(page, title: str, comment: str) -> str:
+    """Look from VIEW_POS, pin a topic on PINNED through the UI, comment on it; return its guid."""
+    page.evaluate(
+        """([x, y, z]) => { const v = window.twinview.viewer;
+        v.flyTo(v.camera.position.clone().set(x, y, z), v.controls.target.clone().set(3, 0, 3), 0); }""",
+        list(VIEW_POS),
+    )
+    before = _topic_count(page)
+    page.click("#btn-new-topic")
+    at = page.evaluate(f"window.twinview.screenOf('{PINNED}')")
+    page.mouse.click(at["x"], at["y"])
+    form = page.locator(".topic-form")
+    form.locator("input[name=title]").fill(title)
+    form.locator("textarea[name=description]").fill("Seen during the morning walk-down")
+    form.locator("select[name=priority]").select_option("high")
+    form.locator("input[name=labels]").fill("leak, mechanical")
+    form.locator("input[name=assignee]").fill("Ben")
+    page.click("#topic-form button.create")
+    page.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=10_000)
+    guid = page.evaluate("(t) => [...window.twinview.collab.store.topics.values()].find(x => x.title === t).guid", title)
+    page.click(f'ul.topics li[data-guid="{guid}"]')
+    page.fill("#topic-panel textarea.comment-text", comment)
+    page.click("#topic-panel button.send")
+    page.wait_for_function(
+        "(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000
+    )
+    return guid
+
+
+def test_two_annotators_share_a_topic_live(world):
+    live, browser, join, _ = world
+    ana = join("Ana", "annotator")
+    ben = join("Ben", "annotator")
+    guid = _create_topic(ana, EVIL_TITLE, EVIL_COMMENT)
+    topic = ana.evaluate("(g) => window.twinview.collab.store.topics.get(g)", guid)
+    assert topic["author"] == "Ana" and topic["pin"]["element"] == PINNED
+    assert topic["labels"] == ["leak", "mechanical"] and topic["priority"] == "high"
+    # The pin is on the element's surface, its normal a unit axis of the box face that was hit.
+    assert abs(sum(n * n for n in topic["pin"]["normal"]) - 1) < 1e-3
+    vp = topic["viewpoints"][0]
+    assert all(abs(a - b) < 0.01 for a, b in zip(vp["camera"]["position"], VIEW_POS, strict=True))
+
+    # Ben sees the pin and the topic appear, with Ana's comment, without reloading.
+    ben.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=10_000)
+    ben.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
+    assert ben.evaluate("(g) => window.twinview.collab.pins.colorOf(g)", guid) == OPEN
+
+    # Ben opens the topic by clicking its pin: his camera flies to Ana's viewpoint.
+    ben.evaluate("""() => { const v = window.twinview.viewer;
+      v.flyTo(v.camera.position.clone().set(-6, 9, -4), v.controls.target.clone().set(3, 0, 3), 0); }""")
+    at = ben.evaluate("(g) => window.twinview.collab.pins.screenOf(g)", guid)
+    screenshot(ben, "dbg-ben"); print("AT", at, topic["pin"], ben.evaluate("window.twinview.viewer.camera.position.toArray()"))
+    ben.mouse.click(at["x"], at["y"])
+    ben.wait_for_selector("#topic-panel:not([hidden])")
+    ben.wait_for_function(
+        "([x, y, z]) => window.twinview.viewer.camera.position.distanceTo({x, y, z}) < 0.05", arg=list(VIEW_POS),
+        timeout=5000,
+    )
+
+    # Markup in the title and the comment is shown literally and never runs.
+    panel = ben.locator("#topic-panel")
+    assert panel.locator(".topic-title").inner_text() == EVIL_TITLE
+    assert panel.locator(".comment .text").first.inner_text() == EVIL_COMMENT
+    assert EVIL_TITLE in ben.locator("ul.topics").inner_text()
+    assert panel.locator("img:not(.snapshot)").count() == 0
+    # The snapshot Ana's viewer took is shown as an image.
+    ben.wait_for_function(
+        "() => [...document.querySelectorAll('#topic-panel img.snapshot')].some(i => i.complete && i.naturalWidth > 0)",
+        timeout=10_000,
+    )
+
+    # Ben replies to Ana's comment; Ana sees the reply, threaded under hers.
+    panel.locator(".comment button.reply").first.click()
+    panel.locator("textarea.comment-text").fill("Tightened the bolts, please check")
+    panel.locator("button.send").click()
+    ana.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 2", arg=guid, timeout=10_000)
+    first, reply = ana.evaluate("(g) => window.twinview.collab.store.thread(g)", guid)
+    assert reply["author"] == "Ben" and reply["reply_to"] == first["guid"]
+    assert ana.locator("#topic-panel ul.comments ul.comments .comment .text").inner_text() == "Tightened the bolts, please check"
+
+    # Ben edits his own reply; he cannot edit Ana's comment.
+    assert panel.locator(f'li[data-guid="{first["guid"]}"] > div button.edit').count() == 0
+    panel.locator(f'li[data-guid="{reply["guid"]}"] button.edit').click()
+    panel.locator("textarea.edit-text").fill("Tightened the bolts to 40 Nm")
+    panel.locator("button", has_text="Save").click()
+    ana.wait_for_function(
+        "(g) => window.twinview.collab.store.thread(g)[1].text === 'Tightened the bolts to 40 Nm'", arg=guid, timeout=10_000
+    )
+
+    # Ana resolves the topic: the pin turns green for both.
+    ana.select_option("#topic-panel select.topic-status", "resolved")
+    for page in (ana, ben):
+        page.wait_for_function(f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=10_000)
+    ben.wait_for_timeout(300)  # let the flight and the pin settle for the picture
+    path = screenshot(ben, "collab-topic-panel")
+    (REPO / "docs" / "img").mkdir(exist_ok=True)
+    shutil.copy(path, REPO / "docs" / "img" / "collab.png")
+    for page in (ana, ben):
+        assert page.evaluate("window.__pwned") is None
+        assert not page.errors, page.errors
+    ana.context.close()
+    ben.context.close()
+
+
+def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
+    live, browser, join, _ = world
+    vera = join("Vera", "viewer")
+    # A late joiner: the topics made before she came are there at once, pins included.
+    vera.wait_for_function("window.twinview.collab.pins.pins.size >= 1", timeout=5000)
+    assert vera.locator("ul.topics li.topic").count() >= 1
+    assert vera.locator("#btn-new-topic").is_hidden()
+    assert vera.locator("#btn-markup").is_hidden()
+    vera.locator("ul.topics li.topic").first.click()
+    assert vera.locator("#topic-panel textarea.comment-text").count() == 0
+    assert vera.locator("#topic-panel select.topic-status").count() == 0
+    # Forcing it anyway: the server refuses, and says so.
+    vera.evaluate("window.twinview.session.send({type: 'topic_create', topic: {title: 'sneaky'}})")
+    vera.wait_for_selector("#notice:not([hidden])", timeout=5000)
+    assert "forbidden" in vera.locator("#notice").inner_text()
+    assert not any(t["title"] == "sneaky" for t in vera.evaluate("[...window.twinview.collab.store.topics.values()]"))
+    vera.context.close()
+
+
+def test_quick_markup_pins_a_note(world):
+    live, browser, join, _ = world
+    ana = join("Ana", "annotator")
+    before = _topic_count(ana)
+    ana.click("#btn-markup")
+    at = ana.evaluate("window.twinview.screenOf('el-00010')")
+    ana.mouse.click(at["x"], at["y"])
+    ana.fill("#topic-form input[name=title]", "check valve position")
+    ana.click("#topic-form button.create")
+    ana.wait_for_function(f"window.twinview.collab.pins.pins.size === {before + 1}", timeout=10_000)
+    ana.context.close()
+
+
+def test_expired_link_says_so(world):
+    live, browser, _, secret = world
+    token = mint(secret, Claims(session=SESSION, user="Old", role="annotator", exp=time.time() - 3600))
+    page = browser.new_context().new_page()
+    page.goto(f"{live.url}/?session={SESSION}&token={token}")
+    page.wait_for_selector("#notice:not([hidden])", timeout=10_000)
+    text = page.locator("#notice").inner_text()
+    assert "not valid any more" in text and "expired" in text
+    assert page.locator("#status").inner_text() == "refused"
+    page.context.close()

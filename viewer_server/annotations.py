@@ -1,0 +1,473 @@
+"""The annotation service: topics and comments of each collaboration session, checked, persisted, fanned out.
+
+Every change goes the same way, under the session's lock:
+  permission (docs/PERMISSIONS.md) → rate limit → text limits → revision check (optimistic concurrency:
+  a stale `revision` is refused with `stale_revision` and the current one) → one SQLite transaction with
+  the new object and its audit row → only after the COMMIT: memory, the seq-numbered event (delivered
+  exactly once, in order, replayed on resume) and the `saved` answer. What was acknowledged survives
+  a `kill -9`; what was not acknowledged was never seen by anyone.
+
+    service = Annotations(store, hub, known_elements)
+    saved = await service.handle(member, request)     # AnnotationError -> an `error` frame
+    service.topics(room), service.comments(room)      # for snapshots and REST
+
+Actors are `rooms.Member`s (user, role, room). BCF import goes through `import_topics`, so that connected
+clients see the imported topics at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+from viewer_server import protocol as p
+from viewer_server.permissions import Action, allowed
+from viewer_server.store import AuditEntry, Store, put_attachment, put_audit, put_comment, put_topic
+from viewer_server.topics import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_LABEL,
+    MAX_TITLE,
+    Attachment,
+    Comment,
+    LiveValue,
+    Topic,
+    TopicError,
+    check_comment,
+    check_topic,
+)
+
+if TYPE_CHECKING:
+    from viewer_server.hub import SceneHub
+    from viewer_server.rooms import Member
+
+# Annotation writes per user and session: a sustained 30 a minute is far above what a person types,
+# the burst of 10 allows a quick series of pins; a runaway script is stopped within seconds.
+ANNOTATION_RATE_PER_S: Final = 30 / 60
+ANNOTATION_BURST: Final = 10
+# Presence / pointer heartbeats per connection: 30 Hz is smooth for a pointer; beyond it poses are dropped.
+PRESENCE_RATE_PER_S: Final = 30.0
+PRESENCE_BURST: Final = 30
+# Users remembered by a rate limiter before refilled buckets are forgotten (a few hundred kB).
+RATE_LIMITER_MAX_KEYS: Final = 10_000
+# Per session, so that one session's memory (and its snapshot) stays bounded: a large review has ~1 000.
+MAX_TOPICS_PER_SESSION: Final = 10_000
+MAX_COMMENTS_PER_SESSION: Final = 100_000
+# Viewpoints and attachments per topic: a BCF topic rarely has more than a handful.
+MAX_VIEWPOINTS: Final = 20
+MAX_TOPIC_ATTACHMENTS: Final = 20
+# Client-chosen guids (BCF uses 36-character UUIDs).
+MAX_GUID: Final = 64
+IMAGE_MAGIC: Final = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+class AnnotationError(Exception):
+    """A refused request: `code` is one of the protocol's ERR_* values."""
+
+    def __init__(self, code: str, message: str, *, revision: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.revision = revision
+        self.field = field
+
+    def frame(self, ref: str | None) -> p.Error:
+        return p.Error(self.code, self.message, ref, self.revision, self.field)
+
+
+class RateLimiter:
+    """Token buckets by key: `rate` per second, up to `burst` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def allow(self, key: object) -> bool:
+        now = self.clock()
+        if len(self._buckets) >= RATE_LIMITER_MAX_KEYS:
+            self._prune(now)
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled: they are the same as no bucket."""
+        full = self.burst / self.rate
+        self._buckets = {k: (t, at) for k, (t, at) in self._buckets.items() if now - at < full}
+
+
+@dataclass
+class RoomAnnotations:
+    topics: dict[str, Topic]
+    comments: dict[str, Comment]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _check(role: str, action: Action) -> None:
+    if not allowed(role, action):
+        raise AnnotationError(p.ERR_FORBIDDEN, f"role {role!r} may not {action.value}")
+
+
+def _limits(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except TopicError as exc:
+        code = p.ERR_BAD_MESSAGE if exc.problem == "must not be empty" else p.ERR_TOO_LONG
+        raise AnnotationError(code, str(exc), field=exc.field) from None
+
+
+def _check_guid(guid: str | None) -> None:
+    if guid is not None and not (0 < len(guid) <= MAX_GUID):
+        raise AnnotationError(p.ERR_TOO_LONG, f"guid: 1..{MAX_GUID} characters", field="guid")
+
+
+def _check_fields(topic: Topic) -> None:
+    _limits(lambda: check_topic(topic))
+    if len(topic.viewpoints) > MAX_VIEWPOINTS:
+        raise AnnotationError(p.ERR_TOO_LONG, f"viewpoints: more than {MAX_VIEWPOINTS}", field="viewpoints")
+    if len(topic.attachments) > MAX_TOPIC_ATTACHMENTS:
+        raise AnnotationError(p.ERR_TOO_LONG, f"attachments: more than {MAX_TOPIC_ATTACHMENTS}", field="attachments")
+    if len(topic.topic_type) > MAX_LABEL:
+        raise AnnotationError(p.ERR_TOO_LONG, f"topic_type: longer than {MAX_LABEL}", field="topic_type")
+    if topic.assignee is not None and len(topic.assignee) > MAX_TITLE:
+        raise AnnotationError(p.ERR_TOO_LONG, f"assignee: longer than {MAX_TITLE}", field="assignee")
+    if topic.due_date is not None:
+        try:
+            datetime.date.fromisoformat(topic.due_date)
+        except ValueError:
+            raise AnnotationError(p.ERR_BAD_MESSAGE, "due_date: not an ISO date", field="due_date") from None
+
+
+def image_mime(data: bytes) -> str | None:
+    """image/png or image/jpeg by the file's magic bytes, else None."""
+    return next((mime for magic, mime in IMAGE_MAGIC.items() if data.startswith(magic)), None)
+
+
+class Annotations:
+    """Topics and comments of every session of one scene. Runs on the event loop."""
+
+    def __init__(self, store: Store, hub: SceneHub, known_elements: set[str]) -> None:
+        self.store = store
+        self.hub = hub
+        self.known = known_elements
+        self.limiter = RateLimiter(ANNOTATION_RATE_PER_S, ANNOTATION_BURST)
+        self._rooms: dict[str, RoomAnnotations] = {}
+
+    def _room(self, room: str) -> RoomAnnotations:
+        state = self._rooms.get(room)
+        if state is None:  # first use since start: load from the store
+            topics = {t.guid: t for t in self.store.topics(room)}
+            comments = {c.guid: c for c in self.store.comments(room)}
+            state = self._rooms[room] = RoomAnnotations(topics, comments)
+        return state
+
+    def topics(self, room: str) -> list[Topic]:
+        return list(self._room(room).topics.values())
+
+    def comments(self, room: str, topic: str | None = None) -> list[Comment]:
+        comments = self._room(room).comments.values()
+        return [c for c in comments if topic is None or c.topic == topic]
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def handle(self, actor: Member, request: p.AnnotationRequest) -> p.Saved:
+        """Carry out one request of the protocol; AnnotationError when refused."""
+        if isinstance(request, p.TopicCreate):
+            topic, seq = await self.create_topic(actor, request.topic)
+            return p.Saved(request.ref, "topic_created", topic.guid, topic.revision, seq)
+        if isinstance(request, p.TopicUpdate):
+            topic, seq = await self.update_topic(actor, request)
+            return p.Saved(request.ref, "topic_updated", topic.guid, topic.revision, seq)
+        if isinstance(request, p.TopicDelete):
+            topic, seq = await self.delete_topic(actor, request.guid, request.revision)
+            return p.Saved(request.ref, "topic_deleted", topic.guid, topic.revision, seq)
+        if isinstance(request, p.CommentAdd):
+            comment, seq = await self.add_comment(actor, request)
+            return p.Saved(request.ref, "comment_added", comment.guid, comment.revision, seq)
+        if isinstance(request, p.CommentEdit):
+            comment, seq = await self.edit_comment(actor, request.guid, request.revision, request.text)
+            return p.Saved(request.ref, "comment_edited", comment.guid, comment.revision, seq)
+        comment, seq = await self.delete_comment(actor, request.guid, request.revision)
+        return p.Saved(request.ref, "comment_deleted", comment.guid, comment.revision, seq)
+
+    def _rate(self, actor: Member) -> None:
+        if not self.limiter.allow((actor.room, actor.user)):
+            raise AnnotationError(
+                p.ERR_RATE_LIMITED, f"more than {ANNOTATION_BURST} changes in a row; wait a few seconds"
+            )
+
+    async def create_topic(self, actor: Member, draft: p.TopicDraft) -> tuple[Topic, int]:
+        _check(actor.role, Action.TOPIC_CREATE)
+        _check_guid(draft.guid)
+        now = time.time()
+        topic = Topic(
+            guid=draft.guid or secrets.token_hex(16),
+            title=draft.title,
+            author=actor.user,
+            created=now,
+            pin=draft.pin,
+            description=draft.description,
+            status=draft.status,
+            priority=draft.priority,
+            topic_type=draft.topic_type,
+            assignee=draft.assignee or None,
+            labels=draft.labels,
+            due_date=draft.due_date or None,
+            viewpoints=draft.viewpoints,
+            attachments=self._attachments(actor.room, draft.attachments),
+            live_values=self._live_values(draft.pin.element) if draft.pin else [],
+        )
+        _check_fields(topic)
+        if draft.pin is not None and draft.pin.element not in self.known:
+            raise AnnotationError(p.ERR_NOT_FOUND, f"no element {draft.pin.element!r}", field="pin.element")
+        self._rate(actor)
+        room = self._room(actor.room)
+        async with room.lock:
+            if topic.guid in room.topics:
+                raise AnnotationError(p.ERR_BAD_MESSAGE, f"topic {topic.guid!r} exists", field="guid")
+            if len(room.topics) >= MAX_TOPICS_PER_SESSION:
+                raise AnnotationError(p.ERR_TOO_LONG, f"more than {MAX_TOPICS_PER_SESSION} topics", field="topics")
+            return topic, await self._commit_topic(actor, room, topic, "topic_created", Action.TOPIC_CREATE, "")
+
+    async def update_topic(self, actor: Member, msg: p.TopicUpdate) -> tuple[Topic, int]:
+        fields = {
+            name: getattr(msg, name)
+            for name in ("title", "description", "status", "priority", "topic_type", "assignee", "labels", "due_date")
+            if getattr(msg, name) is not None
+        }
+        for cleared in ("assignee", "due_date"):
+            if fields.get(cleared) == "":
+                fields[cleared] = None
+        room = self._room(actor.room)
+        async with room.lock:
+            current = self._current_topic(room, msg.guid)
+            text_edit = "title" in fields or "description" in fields
+            action = Action.TOPIC_UPDATE
+            if text_edit:
+                action = self._own_or_moderate(actor, current.author, Action.TOPIC_EDIT_OWN, Action.TOPIC_MODERATE)
+            if not text_edit or set(fields) - {"title", "description"}:
+                _check(actor.role, Action.TOPIC_UPDATE)
+            if not fields:
+                raise AnnotationError(p.ERR_BAD_MESSAGE, "nothing to change")
+            self._rate(actor)
+            self._check_revision(current.revision, msg.revision)
+            topic = self._revise(current, actor, **fields)
+            _check_fields(topic)
+            detail = ", ".join(
+                f"{k}: {getattr(current, k)!r} -> {v!r}" for k, v in fields.items() if k != "description"
+            )
+            if "description" in fields:
+                detail = ", ".join(filter(None, (detail, "description edited")))
+            if action == Action.TOPIC_MODERATE:
+                detail = f"author {current.author!r}; {detail}"
+            return topic, await self._commit_topic(actor, room, topic, "topic_updated", action, detail)
+
+    async def delete_topic(self, actor: Member, guid: str, revision: int) -> tuple[Topic, int]:
+        room = self._room(actor.room)
+        async with room.lock:
+            current = self._current_topic(room, guid)
+            action = self._own_or_moderate(actor, current.author, Action.TOPIC_DELETE_OWN, Action.TOPIC_MODERATE)
+            self._rate(actor)
+            self._check_revision(current.revision, revision)
+            topic = self._revise(current, actor, deleted=True)
+            detail = f"deleted; author {current.author!r}, title {current.title!r}"
+            return topic, await self._commit_topic(actor, room, topic, "topic_deleted", action, detail)
+
+    async def add_comment(self, actor: Member, msg: p.CommentAdd) -> tuple[Comment, int]:
+        _check(actor.role, Action.COMMENT_CREATE)
+        _check_guid(msg.guid)
+        comment = Comment(
+            guid=msg.guid or secrets.token_hex(16),
+            topic=msg.topic,
+            author=actor.user,
+            text=msg.text,
+            created=time.time(),
+            reply_to=msg.reply_to,
+            viewpoint=msg.viewpoint,
+        )
+        _limits(lambda: check_comment(comment))
+        self._rate(actor)
+        room = self._room(actor.room)
+        async with room.lock:
+            self._current_topic(room, msg.topic)
+            if comment.guid in room.comments:
+                raise AnnotationError(p.ERR_BAD_MESSAGE, f"comment {comment.guid!r} exists", field="guid")
+            if msg.reply_to is not None and msg.reply_to not in room.comments:
+                raise AnnotationError(p.ERR_NOT_FOUND, f"no comment {msg.reply_to!r} to reply to", field="reply_to")
+            if len(room.comments) >= MAX_COMMENTS_PER_SESSION:
+                raise AnnotationError(p.ERR_TOO_LONG, f"more than {MAX_COMMENTS_PER_SESSION} comments")
+            seq = await self._commit_comment(actor, room, comment, "comment_added", Action.COMMENT_CREATE, "")
+            return comment, seq
+
+    async def edit_comment(self, actor: Member, guid: str, revision: int, text: str) -> tuple[Comment, int]:
+        room = self._room(actor.room)
+        async with room.lock:
+            current = self._current_comment(room, guid)
+            action = self._own_or_moderate(actor, current.author, Action.COMMENT_EDIT_OWN, Action.COMMENT_MODERATE)
+            self._rate(actor)
+            self._check_revision(current.revision, revision)
+            comment = msgspec.structs.replace(current, text=text, revision=current.revision + 1, modified=time.time())
+            _limits(lambda: check_comment(comment))
+            detail = f"author {current.author!r}" if action == Action.COMMENT_MODERATE else ""
+            return comment, await self._commit_comment(actor, room, comment, "comment_edited", action, detail)
+
+    async def delete_comment(self, actor: Member, guid: str, revision: int) -> tuple[Comment, int]:
+        room = self._room(actor.room)
+        async with room.lock:
+            current = self._current_comment(room, guid)
+            action = self._own_or_moderate(actor, current.author, Action.COMMENT_DELETE_OWN, Action.COMMENT_MODERATE)
+            self._rate(actor)
+            self._check_revision(current.revision, revision)
+            comment = msgspec.structs.replace(
+                current, deleted=True, revision=current.revision + 1, modified=time.time()
+            )
+            detail = f"deleted; author {current.author!r}, text {current.text[:200]!r}"
+            return comment, await self._commit_comment(actor, room, comment, "comment_deleted", action, detail)
+
+    async def save_attachment(self, actor: Member, data: bytes) -> Attachment:
+        """Store a PNG or JPEG for the actor's session; returns its id for topics and viewpoints."""
+        _check(actor.role, Action.COMMENT_CREATE)
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise AnnotationError(p.ERR_TOO_LONG, f"larger than {MAX_ATTACHMENT_BYTES} bytes", field="attachment")
+        mime = image_mime(data)
+        if mime is None:
+            raise AnnotationError(p.ERR_BAD_MESSAGE, "not a PNG or JPEG image", field="attachment")
+        self._rate(actor)
+        attachment = Attachment(secrets.token_hex(16), mime, len(data), hashlib.sha256(data).hexdigest())
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> None:
+            put_attachment(db, actor.room, attachment, data, actor.user, now)
+            put_audit(db, self._audit(actor, "attachment.create", attachment.id, f"{mime}, {len(data)} bytes", now))
+
+        await self.store.run(write)
+        return attachment
+
+    async def import_topics(
+        self,
+        actor: Member,
+        topics: Iterable[Topic],
+        comments: Iterable[Comment],
+        attachments: Iterable[tuple[Attachment, bytes]],
+        detail: str = "",
+    ) -> int:
+        """Insert or replace topics and comments of the actor's session (BCF import) in one transaction;
+        connected clients get topic_created / topic_updated / comment_added events. Returns the last seq."""
+        _check(actor.role, Action.BCF_IMPORT)
+        topics, comments = list(topics), list(comments)
+        room = self._room(actor.room)
+        async with room.lock:
+            now = time.time()
+            entry = self._audit(actor, Action.BCF_IMPORT, f"{len(topics)} topics", detail, now)
+            await self.store.import_topics(actor.room, topics, comments, attachments, entry)
+            seq = self.hub.seq
+            for topic in topics:
+                kind = "topic_updated" if topic.guid in room.topics else "topic_created"
+                room.topics[topic.guid] = topic
+                seq = self._emit(actor, kind, topic.guid, topic=topic)
+            for comment in comments:
+                kind = "comment_edited" if comment.guid in room.comments else "comment_added"
+                room.comments[comment.guid] = comment
+                seq = self._emit(actor, kind, comment.guid, comment=comment)
+            return seq
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _current_topic(self, room: RoomAnnotations, guid: str) -> Topic:
+        topic = room.topics.get(guid)
+        if topic is None or topic.deleted:
+            raise AnnotationError(p.ERR_NOT_FOUND, f"no topic {guid!r} in this session")
+        return topic
+
+    def _current_comment(self, room: RoomAnnotations, guid: str) -> Comment:
+        comment = room.comments.get(guid)
+        if comment is None or comment.deleted:
+            raise AnnotationError(p.ERR_NOT_FOUND, f"no comment {guid!r} in this session")
+        return comment
+
+    @staticmethod
+    def _own_or_moderate(actor: Member, author: str, own: Action, moderate: Action) -> Action:
+        """The action that allows this change: `own` on one's own item, else `moderate` (admins)."""
+        action = own if author == actor.user else moderate
+        _check(actor.role, action)
+        return action
+
+    @staticmethod
+    def _check_revision(current: int, given: int) -> None:
+        if given != current:
+            raise AnnotationError(
+                p.ERR_STALE_REVISION, f"changed meanwhile: revision {current}, not {given}", revision=current
+            )
+
+    @staticmethod
+    def _revise(topic: Topic, actor: Member, **changes: object) -> Topic:
+        return msgspec.structs.replace(
+            topic, **changes, revision=topic.revision + 1, modified=time.time(), modified_by=actor.user
+        )
+
+    def _live_values(self, element: str) -> list[LiveValue]:
+        values = self.hub.state.element(element)
+        return [LiveValue(prop, pv.value, pv.unit, pv.ts) for prop, pv in sorted(values.items())]
+
+    def _attachments(self, room: str, ids: list[str]) -> list[Attachment]:
+        found = []
+        for attachment_id in ids:
+            row = self.store.attachment(attachment_id)
+            if row is None or row[0] != room:
+                raise AnnotationError(p.ERR_NOT_FOUND, f"no attachment {attachment_id!r}", field="attachments")
+            found.append(row[1])
+        return found
+
+    def _audit(self, actor: Member, action: str, target: str, detail: str, ts: float) -> AuditEntry:
+        return AuditEntry(actor.room, ts, actor.user, actor.role, str(action), target, detail)
+
+    async def _commit_topic(
+        self, actor: Member, room: RoomAnnotations, topic: Topic, kind: str, action: Action, detail: str
+    ) -> int:
+        entry = self._audit(actor, action, topic.guid, detail, time.time())
+
+        def write(db: sqlite3.Connection) -> None:
+            put_topic(db, actor.room, topic)
+            put_audit(db, entry)
+
+        await self.store.run(write)
+        room.topics[topic.guid] = topic  # after the commit, in the same step as the event
+        return self._emit(actor, kind, topic.guid, topic=topic)
+
+    async def _commit_comment(
+        self, actor: Member, room: RoomAnnotations, comment: Comment, kind: str, action: Action, detail: str
+    ) -> int:
+        entry = self._audit(actor, action, comment.guid, detail, time.time())
+
+        def write(db: sqlite3.Connection) -> None:
+            put_comment(db, actor.room, comment)
+            put_audit(db, entry)
+
+        await self.store.run(write)
+        room.comments[comment.guid] = comment
+        return self._emit(actor, kind, comment.guid, comment=comment)
+
+    def _emit(
+        self, actor: Member, kind: str, guid: str, *, topic: Topic | None = None, comment: Comment | None = None
+    ) -> int:
+        element = topic.pin.element if topic is not None and topic.pin is not None else ""
+        event = self.hub.emit_event(
+            lambda seq: p.Event(
+                seq, kind, guid, element, time.time(), session=actor.room, user=actor.user, topic=topic, comment=comment
+            )
+        )
+        return event.seq

@@ -1,0 +1,138 @@
+"""Collaboration sessions ("rooms") on the served scene, who is in them, and how a connection gets in.
+
+One scene hosts many sessions: a design review, a training, an operations shift. Each has its own
+members, presence, topics and procedure; the twin state (values, alarms) is shared by all. The scene's
+default session has the scene's id and lets link-less visitors in as `viewer` (`anonymous_role`).
+
+    member = admit(live.rooms, live.secret, hello)   # AuthError -> close 4003
+    live.rooms.join(member); ...; live.rooms.leave(member)
+    live.rooms.members(member.room)                  # who is in a session now
+
+`Member` is also the actor passed to the annotation service and to permission checks:
+`allowed(member.role, Action.X)`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from viewer_server import protocol as p
+from viewer_server.auth import AuthError, verify
+from viewer_server.permissions import PERSONS, is_role
+from viewer_server.store import RoomRow, Store, put_room
+
+Room = RoomRow
+# Session ids travel in links and file names: short and plain.
+ROOM_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_ROOM_NAME: Final = 200
+# User names come from tokens or hellos and are shown to everyone: one line of a member list.
+MAX_USER_NAME: Final = 64
+DEFAULT_ANONYMOUS_ROLE: Final = "viewer"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One connection in a session: its connection id, user and granted role."""
+
+    connection: str
+    room: str
+    user: str
+    role: p.Role
+    token_id: str = ""  # "" = anonymous
+
+
+class Rooms:
+    """The sessions of one scene (cached from the store) and their current members."""
+
+    def __init__(self, store: Store | None, scene_id: str) -> None:
+        self.store = store
+        self.scene_id = scene_id
+        self._rooms: dict[str, Room] = {}
+        self._members: dict[str, dict[str, Member]] = {}
+        if store is not None:
+            self._rooms = {r.id: r for r in store.rooms() if r.scene == scene_id}
+        if scene_id not in self._rooms:  # the default session always exists
+            default = Room(scene_id, scene_id, "default", time.time(), "server", DEFAULT_ANONYMOUS_ROLE)
+            self._rooms[scene_id] = default
+            if store is not None:  # so that `twinview session list` shows it
+                store.submit(lambda db: put_room(db, default))
+
+    @property
+    def default(self) -> Room:
+        return self._rooms[self.scene_id]
+
+    def get(self, room_id: str) -> Room | None:
+        """A session by id; one created meanwhile by `twinview session create` is read from the store."""
+        room = self._rooms.get(room_id)
+        if room is None and self.store is not None:
+            room = self.store.room(room_id)
+            if room is not None and room.scene == self.scene_id:
+                self._rooms[room_id] = room
+        return room
+
+    def list(self) -> list[Room]:
+        if self.store is not None:
+            for row in self.store.rooms():
+                if row.scene == self.scene_id:
+                    self._rooms.setdefault(row.id, row)
+        return sorted(self._rooms.values(), key=lambda r: r.id)
+
+    async def create(self, room_id: str, name: str, anonymous_role: str | None, created_by: str) -> Room:
+        """A new session, committed before it is returned. ValueError for a bad or taken id."""
+        room = new_room(room_id, self.scene_id, name, anonymous_role, created_by)
+        if self.get(room_id) is not None:
+            raise ValueError(f"session {room_id!r} exists")
+        if self.store is not None:
+            await self.store.run(lambda db: put_room(db, room))
+        self._rooms[room_id] = room
+        return room
+
+    # --- membership ------------------------------------------------------------------------------
+
+    def join(self, member: Member) -> None:
+        self._members.setdefault(member.room, {})[member.connection] = member
+
+    def leave(self, member: Member) -> None:
+        members = self._members.get(member.room, {})
+        members.pop(member.connection, None)
+        if not members:
+            self._members.pop(member.room, None)
+
+    def members(self, room_id: str) -> list[Member]:
+        return list(self._members.get(room_id, {}).values())
+
+
+def new_room(room_id: str, scene_id: str, name: str, anonymous_role: str | None, created_by: str) -> Room:
+    """A validated session record. ValueError names what is wrong."""
+    if not ROOM_ID_PATTERN.fullmatch(room_id):
+        raise ValueError(f"bad session id {room_id!r}: letters, digits, '_', '-', '.'; at most 64")
+    if len(name) > MAX_ROOM_NAME:
+        raise ValueError(f"session name longer than {MAX_ROOM_NAME} characters")
+    if anonymous_role is not None and anonymous_role not in PERSONS:
+        raise ValueError(f"anonymous role must be one of {', '.join(sorted(PERSONS))}")
+    return Room(room_id, scene_id, name or room_id, time.time(), created_by, anonymous_role)
+
+
+def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
+    """Who this hello is, in which session, with which role. AuthError (close 4003) when refused.
+
+    With a token: its session (hello.session must match if given), user and role. Without: the
+    session's `anonymous_role`, the hello's client name as user; a hello asking for `publisher` is
+    granted it, as telemetry over REST and MQTT is open too, in sessions that admit anonymous users.
+    """
+    if hello.token:
+        claims = verify(secret, hello.token, session=hello.session)
+        room = rooms.get(claims.session)
+        if room is None:
+            raise AuthError(f"no session {claims.session[:40]!r}")
+        return Member(connection, room.id, claims.user[:MAX_USER_NAME], claims.role, claims.jti)
+    room = rooms.get(hello.session) if hello.session else rooms.default
+    if room is None:
+        raise AuthError(f"no session {hello.session[:40]!r}" if hello.session else "no session")
+    if room.anonymous_role is None or not is_role(room.anonymous_role):
+        raise AuthError(f"session {room.id[:40]!r} needs a token: open the join link you were given")
+    role: p.Role = "publisher" if hello.role == "publisher" else room.anonymous_role  # type: ignore[assignment]
+    return Member(connection, room.id, hello.client[:MAX_USER_NAME], role)

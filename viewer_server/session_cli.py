@@ -1,0 +1,124 @@
+"""`twinview session create|token|list`: manage collaboration sessions in a server's data dir.
+
+They work on the SQLite store and the secret directly, with or without the server running (a running
+server reads sessions created meanwhile on first use). `twinview demo` prints `demo_links`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from viewer_server.auth import issue, join_link, load_secret, parse_ttl
+from viewer_server.permissions import ROLES, Role
+from viewer_server.rooms import DEFAULT_ANONYMOUS_ROLE, MAX_USER_NAME, Room, new_room
+from viewer_server.store import STORE_FILE, Store, put_room
+
+
+class SessionCliError(ValueError):
+    """A problem the user can fix (the CLI prints it and exits with 2)."""
+
+
+def _open(data_dir: Path) -> Store:
+    if not (data_dir / STORE_FILE).is_file():
+        raise SessionCliError(f"{data_dir}: no server data here (no {STORE_FILE}); pass the server's --data-dir")
+    return Store(data_dir)
+
+
+def sessions(data_dir: Path) -> list[Room]:
+    """Every session, including each scene's default session (id = the scene id)."""
+    store = _open(data_dir)
+    try:
+        rooms = {r.id: r for r in store.rooms()}
+        for scene in store.scene_ids():
+            rooms.setdefault(scene, Room(scene, scene, "default", 0.0, "server", DEFAULT_ANONYMOUS_ROLE))
+        return sorted(rooms.values(), key=lambda r: r.id)
+    finally:
+        store.close()
+
+
+def create(data_dir: Path, session_id: str, *, scene: str | None, anonymous_role: str | None) -> Room:
+    store = _open(data_dir)
+    try:
+        scenes = store.scene_ids()
+        if scene is None:
+            if len(scenes) != 1:
+                raise SessionCliError(f"pass --scene: this data dir serves {', '.join(scenes) or 'no scene yet'}")
+            scene = scenes[0]
+        if session_id in scenes or store.room(session_id) is not None:
+            raise SessionCliError(f"session {session_id!r} exists")
+        try:
+            room = new_room(session_id, scene, session_id, anonymous_role, "cli")
+        except ValueError as exc:
+            raise SessionCliError(str(exc)) from None
+        store.submit(lambda db: put_room(db, room)).result()
+        return room
+    finally:
+        store.close()
+
+
+def token(data_dir: Path, session_id: str, *, user: str, role: str, ttl: str) -> str:
+    """A join link (relative: prefix the server's address) for `user` as `role`."""
+    if role not in ROLES:
+        raise SessionCliError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    if not 0 < len(user) <= MAX_USER_NAME:
+        raise SessionCliError(f"user name: 1..{MAX_USER_NAME} characters")
+    try:
+        ttl_s = parse_ttl(ttl)
+    except ValueError as exc:
+        raise SessionCliError(str(exc)) from None
+    if session_id not in {r.id for r in sessions(data_dir)}:
+        raise SessionCliError(f"no session {session_id!r}; see `twinview session list`")
+    try:
+        return join_link(session_id, issue(load_secret(data_dir), session_id, user, role, ttl_s))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SessionCliError(str(exc)) from None
+
+
+def demo_links(data_dir: Path, session_id: str, base_url: str, ttl_s: float = 8 * 3600) -> dict[str, str]:
+    """A ready-made link per person role for the demo's default session."""
+    secret = load_secret(data_dir)
+    people: list[Role] = ["viewer", "annotator", "presenter", "operator", "admin"]
+    base = base_url.rstrip("/")
+    return {role: base + join_link(session_id, issue(secret, session_id, role, role, ttl_s)) for role in people}
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    if args.session_command == "create":
+        room = create(data_dir, args.session, scene=args.scene, anonymous_role=args.anonymous_role)
+        anonymous = f"visitors without a link join as {room.anonymous_role}" if room.anonymous_role else "links only"
+        print(f"created session {room.id} on scene {room.scene} ({anonymous})")
+    elif args.session_command == "token":
+        link = token(data_dir, args.session, user=args.user, role=args.role, ttl=args.ttl)
+        print(args.base_url.rstrip("/") + link)
+    else:
+        for room in sessions(data_dir):
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(room.created)) if room.created else "-"
+            print(f"{room.id}\t{room.scene}\t{room.anonymous_role or 'token only'}\t{created}\t{room.name}")
+    return 0
+
+
+def add_parser(
+    sub: argparse._SubParsersAction, default_data_dir: str, run: Callable[[argparse.Namespace], int]
+) -> None:
+    se = sub.add_parser("session", help="collaboration sessions: create, issue join links, list")
+    se_sub = se.add_subparsers(dest="session_command", required=True)
+    c = se_sub.add_parser("create", help="create a session (a named room on a scene)")
+    c.add_argument("session", metavar="NAME", help="session id: letters, digits, _ - .")
+    c.add_argument("--scene", default=None, help="scene id (default: the data dir's only scene)")
+    c.add_argument("--anonymous-role", default=None, choices=sorted(set(ROLES) - {"publisher"}),
+                   help="let visitors without a link in with this role (default: links only)")  # fmt: skip
+    t = se_sub.add_parser("token", help="print a join link for one user and role")
+    t.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--role", required=True, choices=ROLES)
+    t.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
+    t.add_argument("--base-url", default="", help="prefix, e.g. http://host:8800")
+    se_sub.add_parser("list", help="list sessions")
+    for p in (c, t, *se_sub.choices.values()):
+        if "--data-dir" not in p._option_string_actions:
+            p.add_argument("--data-dir", default=default_data_dir, help="the server's data dir")
+    se.set_defaults(func=run)

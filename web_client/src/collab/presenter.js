@@ -1,0 +1,138 @@
+// Presenter mode ("spotlight"): the presenter's camera goes to the server, everyone else's follows it.
+// A follower who moves the camera breaks away and gets a "Return to presenter" button; a late joiner
+// lands on the presenter's current view from the snapshot. Raised hands queue up for the presenter.
+import { h, replace } from '../ui/dom.js';
+
+// The presenter's view is sent at most this often while the camera moves (the server throttles to 20 Hz).
+const SEND_INTERVAL_MS = 50;
+// A follower's camera glides to each new presenter view in this long: smooth, yet close behind.
+const FOLLOW_MS = 200;
+
+/**
+ * @typedef {{presenter: string, session: string, viewpoint?: import('../topics/viewpoint.js').Viewpoint, ts: number,
+ *            hands: {user: string, session: string, ts: number}[]}} PresenterState
+ */
+
+export class PresenterMode extends EventTarget {
+  /**
+   * @param {HTMLElement} bar the banner over the view
+   * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
+   *          identity: import('../auth.js').Identity, viewpoints: import('../topics/viewpoint.js').Viewpoints}} deps
+   */
+  constructor(bar, deps) {
+    super();
+    this.bar = bar;
+    this.deps = deps;
+    /** @type {PresenterState|null} */
+    this.state = null;
+    /** The user moved their own camera while someone presents. */
+    this.brokeAway = false;
+    this.lastSent = 0;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.trailing = undefined;
+    const { session, viewer } = deps;
+    session.addEventListener('snapshot', (e) => this.#set(/** @type {CustomEvent} */ (e).detail.presenter ?? null, true));
+    session.state.addEventListener('delta', (e) => {
+      const room = session.welcome?.session;
+      const next = /** @type {CustomEvent} */ (e).detail.delta.presenter?.[room];
+      if (next) this.#set(next, false);
+    });
+    // 'start' fires only for the user's own drag or wheel, never for a programmatic fly.
+    viewer.controls.addEventListener('start', () => {
+      if (this.following && !this.brokeAway) {
+        this.brokeAway = true;
+        this.render();
+      }
+    });
+    viewer.controls.addEventListener('change', () => this.#sendView());
+  }
+
+  /** Whether this viewer presents now. */
+  get presenting() {
+    return Boolean(this.state?.presenter) && this.state?.session === this.deps.session.welcome?.session_id;
+  }
+
+  /** Whether someone else presents (we follow unless we broke away). */
+  get following() {
+    return Boolean(this.state?.presenter) && !this.presenting;
+  }
+
+  /** Whether our hand is up. */
+  get handRaised() {
+    const own = this.deps.session.welcome?.session_id;
+    return Boolean(this.state?.hands?.some((x) => x.session === own));
+  }
+
+  take() {
+    this.deps.session.send({ type: 'presenter_take' });
+  }
+
+  release() {
+    this.deps.session.send({ type: 'presenter_release' });
+  }
+
+  /** Follow the presenter again, from their newest view. */
+  rejoin() {
+    this.brokeAway = false;
+    this.#follow(0);
+    this.render();
+  }
+
+  toggleHand() {
+    this.deps.session.send({ type: this.handRaised ? 'hand_lower' : 'hand_raise' });
+  }
+
+  /** @param {string} session a raised hand's session id */
+  lowerHand(session) {
+    this.deps.session.send({ type: 'hand_lower', session });
+  }
+
+  /** @param {PresenterState|null} next @param {boolean} fresh from a snapshot (a late joiner, a resync) */
+  #set(next, fresh) {
+    const before = this.state?.presenter;
+    this.state = next?.presenter ? next : next && { ...next, presenter: '' };
+    // A new presenter, or a fresh start, means following from now on.
+    if (fresh || this.state?.presenter !== before) this.brokeAway = false;
+    this.#follow(fresh ? 0 : FOLLOW_MS);
+    if (this.presenting && before !== this.state?.presenter) this.#sendView(true);
+    this.render();
+    this.dispatchEvent(new CustomEvent('change'));
+  }
+
+  /** @param {number} ms */
+  #follow(ms) {
+    const vp = this.state?.viewpoint;
+    if (this.following && !this.brokeAway && vp?.camera) this.deps.viewpoints.flyToCamera(vp.camera, ms);
+  }
+
+  /** The presenter's camera, throttled with a trailing send so the last position always arrives. @param {boolean} [now] */
+  #sendView(now = false) {
+    if (!this.presenting) return;
+    clearTimeout(this.trailing);
+    const wait = SEND_INTERVAL_MS - (performance.now() - this.lastSent);
+    if (!now && wait > 0) {
+      this.trailing = setTimeout(() => this.#sendView(true), wait);
+      return;
+    }
+    this.lastSent = performance.now();
+    const { camera, clipping_planes, guid } = this.deps.viewpoints.capture();
+    this.deps.session.send({ type: 'presenter_view', viewpoint: { guid, camera, clipping_planes } });
+  }
+
+  render() {
+    const s = this.state;
+    const { identity } = this.deps;
+    this.bar.hidden = !s?.presenter;
+    const hands = s?.hands ?? [];
+    if (!s?.presenter) return replace(this.bar);
+    replace(this.bar,
+      this.presenting
+        ? h('span', { class: 'who' }, 'You are presenting')
+        : h('span', { class: 'who' }, `${s.presenter} is presenting${this.brokeAway ? ' — you moved away' : ' · following'}`),
+      this.brokeAway ? h('button', { class: 'return', onclick: () => this.rejoin() }, 'Return to presenter') : null,
+      this.presenting ? h('button', { class: 'stop', onclick: () => this.release() }, 'Stop presenting') : null,
+      hands.length ? h('span', { class: 'hands' }, `✋ ${hands.length}`) : null,
+      ...(this.presenting || identity.may('presenter.take') ? hands.map((x) =>
+        h('button', { class: 'hand', title: 'lower this hand', onclick: () => this.lowerHand(x.session) }, `✋ ${x.user}`)) : []));
+  }
+}

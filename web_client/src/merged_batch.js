@@ -1,0 +1,361 @@
+// One real draw call for many elements (xeokit's approach): their vertices baked into the batch's frame
+// in one buffer with a per-vertex element slot; colour, a move on top of the baked placement and a
+// "moved" flag per element live in a float texture the vertex shader reads. A multi-draw BatchedMesh is
+// one draw call for three.js but one draw per instance in ANGLE, which on a software rasteriser costs
+// more than the triangles. Which elements are drawn, and at which level of detail, is the index buffer:
+// it is rebuilt (a few typed-array copies) only when visibility, frustum culling or a level changes.
+import * as THREE from 'three';
+import { cheapMaterial } from './shading.js';
+
+// Texels per element: colour + the 4 columns of its move.
+const TEXELS = 5;
+const TEXTURE_WIDTH = 2048;
+const _v = new THREE.Vector3();
+const _a = new THREE.Vector3();
+const _b = new THREE.Vector3();
+const _c = new THREE.Vector3();
+const _p = new THREE.Vector3();
+const _m = new THREE.Matrix4();
+const _n = new THREE.Matrix3();
+const _ray = new THREE.Ray();
+const _frustum = new THREE.Frustum();
+const _s = new THREE.Sphere();
+
+/**
+ * @typedef {{geometry: THREE.BufferGeometry, matrix: THREE.Matrix4, color: THREE.Color}} MergedItem
+ *   geometry normalised (float attributes, 32-bit index), in the element's frame; matrix places it.
+ * @typedef {{start: number, count: number, triangles: number}} Range index range of one level
+ */
+
+export class MergedBatch extends THREE.Mesh {
+  /**
+   * @param {THREE.Material} source the glTF material (its colour moves per element)
+   * @param {MergedItem[]} items one per element slot
+   * @param {{uv: boolean, color: boolean}} layout extra attributes the material reads
+   */
+  constructor(source, items, layout) {
+    const n = items.length;
+    const rows = Math.ceil((n * TEXELS) / TEXTURE_WIDTH) || 1;
+    const data = new Float32Array(TEXTURE_WIDTH * rows * 4);
+    const texture = new THREE.DataTexture(data, TEXTURE_WIDTH, rows, THREE.RGBAFormat, THREE.FloatType);
+    texture.needsUpdate = true;
+    const material = cheapMaterial(source, texture);
+    material.color.set(0xffffff); // colour lives per element
+    super(new THREE.BufferGeometry(), material);
+    this.isMergedBatch = true;
+    this.frustumCulled = false; // culled per element in updateView
+    this.count = n;
+    this.layout = layout;
+    this.data = data;
+    this.texture = texture;
+    /** @type {Range[][]} per slot: levels, finest first */
+    this.levels = [];
+    this.bases = items.map((it) => it.matrix.clone());
+    /** @type {(THREE.Matrix4|null)[]} per slot: the move on top of the base (null: none) */
+    this.moves = new Array(n).fill(null);
+    this.localBoxes = items.map((it) => /** @type {THREE.Box3} */ (it.geometry.boundingBox ?? it.geometry.computeBoundingBox() ?? it.geometry.boundingBox).clone());
+    this.localSpheres = items.map((it) => {
+      if (!it.geometry.boundingSphere) it.geometry.computeBoundingSphere();
+      return /** @type {THREE.Sphere} */ (it.geometry.boundingSphere).clone();
+    });
+    this.spheres = this.localSpheres.map((s, i) => s.clone().applyMatrix4(this.bases[i]));
+    this.visible_ = new Uint8Array(n).fill(1);
+    /** per slot: level drawn, 255 = not drawn (hidden or outside the view) */
+    this.drawn = new Uint8Array(n).fill(255);
+    this.wanted = new Uint8Array(n); // level wanted by the LOD choice
+    this.dirty = true;
+
+    let vertices = 0;
+    let indices = 0;
+    for (const it of items) {
+      vertices += it.geometry.attributes.position.count;
+      indices += /** @type {THREE.BufferAttribute} */ (it.geometry.index).count;
+    }
+    this.#allocate(vertices, indices);
+    for (let i = 0; i < n; i++) {
+      const range = this.#append(items[i].geometry, this.bases[i], i);
+      this.levels.push([range]);
+      this.setColorAt(i, items[i].color);
+    }
+    this.drawIndex = new Uint32Array(this.indexCount);
+    this.geometry.setIndex(new THREE.BufferAttribute(this.drawIndex, 1));
+    this.#attach();
+  }
+
+  /** @param {number} vertices @param {number} indices */
+  #allocate(vertices, indices) {
+    const grow = (/** @type {Float32Array|Uint32Array|undefined} */ old, /** @type {number} */ size, Type = Float32Array) => {
+      const a = new Type(size);
+      if (old) a.set(old.subarray(0, Math.min(old.length, size)));
+      return a;
+    };
+    const vBase = this.vertexCount ?? 0;
+    const iBase = this.indexCount ?? 0;
+    this.position = grow(this.position, (vBase + vertices) * 3);
+    this.normal = grow(this.normal, (vBase + vertices) * 3);
+    this.slot = grow(this.slot, vBase + vertices);
+    if (this.layout.uv) this.uv = grow(this.uv, (vBase + vertices) * 2);
+    if (this.layout.color) this.color = grow(this.color, (vBase + vertices) * 4);
+    this.allIndex = /** @type {Uint32Array} */ (grow(this.allIndex, iBase + indices, Uint32Array));
+    this.vertexCount = vBase;
+    this.indexCount = iBase;
+  }
+
+  #attach() {
+    const g = this.geometry;
+    const used = this.vertexCount;
+    g.setAttribute('position', new THREE.BufferAttribute(this.position.subarray(0, used * 3), 3));
+    g.setAttribute('normal', new THREE.BufferAttribute(this.normal.subarray(0, used * 3), 3));
+    g.setAttribute('slot', new THREE.BufferAttribute(this.slot.subarray(0, used), 1));
+    if (this.uv) g.setAttribute('uv', new THREE.BufferAttribute(this.uv.subarray(0, used * 2), 2));
+    if (this.color) g.setAttribute('color', new THREE.BufferAttribute(this.color.subarray(0, used * 4), 4));
+    g.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
+  }
+
+  /**
+   * Bake a geometry placed by `matrix` into the buffers for `slot`; returns its index range.
+   * @param {THREE.BufferGeometry} geometry @param {THREE.Matrix4} matrix @param {number} slot
+   * @returns {Range}
+   */
+  #append(geometry, matrix, slot) {
+    const pos = /** @type {Float32Array} */ (geometry.attributes.position.array);
+    const nrm = /** @type {Float32Array|undefined} */ (geometry.attributes.normal?.array);
+    const count = geometry.attributes.position.count;
+    const v0 = this.vertexCount;
+    const e = matrix.elements;
+    _n.getNormalMatrix(matrix);
+    const ne = _n.elements;
+    const P = this.position;
+    const N = this.normal;
+    for (let k = 0; k < count; k++) {
+      const x = pos[k * 3];
+      const y = pos[k * 3 + 1];
+      const z = pos[k * 3 + 2];
+      const o = (v0 + k) * 3;
+      P[o] = e[0] * x + e[4] * y + e[8] * z + e[12];
+      P[o + 1] = e[1] * x + e[5] * y + e[9] * z + e[13];
+      P[o + 2] = e[2] * x + e[6] * y + e[10] * z + e[14];
+      if (nrm) {
+        const a = nrm[k * 3];
+        const b = nrm[k * 3 + 1];
+        const c = nrm[k * 3 + 2];
+        let nx = ne[0] * a + ne[3] * b + ne[6] * c;
+        let ny = ne[1] * a + ne[4] * b + ne[7] * c;
+        let nz = ne[2] * a + ne[5] * b + ne[8] * c;
+        const l = Math.hypot(nx, ny, nz) || 1;
+        N[o] = nx / l;
+        N[o + 1] = ny / l;
+        N[o + 2] = nz / l;
+      } else {
+        N[o + 1] = 1;
+      }
+    }
+    this.slot.fill(slot, v0, v0 + count);
+    if (this.uv && geometry.attributes.uv) this.uv.set(/** @type {Float32Array} */ (geometry.attributes.uv.array).subarray(0, count * 2), v0 * 2);
+    if (this.color && geometry.attributes.color) this.color.set(/** @type {Float32Array} */ (geometry.attributes.color.array).subarray(0, count * 4), v0 * 4);
+    const index = /** @type {THREE.BufferAttribute} */ (geometry.index).array;
+    const start = this.indexCount;
+    for (let k = 0; k < index.length; k++) this.allIndex[start + k] = index[k] + v0;
+    this.vertexCount += count;
+    this.indexCount += index.length;
+    return { start, count: index.length, triangles: index.length / 3 };
+  }
+
+  /**
+   * Add coarser levels of detail: per slot, geometries finest first (in the element's own frame).
+   * @param {Map<number, THREE.BufferGeometry[]>} bySlot
+   */
+  addLevels(bySlot) {
+    let vertices = 0;
+    let indices = 0;
+    for (const geoms of bySlot.values()) {
+      for (const g of geoms) {
+        vertices += g.attributes.position.count;
+        indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
+      }
+    }
+    if (!vertices) return;
+    this.#allocate(vertices, indices);
+    for (const [slot, geoms] of bySlot) {
+      for (const g of geoms) this.levels[slot].push(this.#append(g, this.bases[slot], slot));
+    }
+    this.geometry.dispose(); // new GPU buffers for the grown attributes
+    this.#attach();
+    this.dirty = true;
+  }
+
+  /** @param {number} i @param {THREE.Color} color */
+  setColorAt(i, color) {
+    const o = i * TEXELS * 4;
+    this.data[o] = color.r;
+    this.data[o + 1] = color.g;
+    this.data[o + 2] = color.b;
+    if (this.data[o + 3] === 0) this.data[o + 3] = 1;
+    this.texture.needsUpdate = true;
+  }
+
+  /** @param {number} i @param {THREE.Color} target */
+  getColorAt(i, target) {
+    const o = i * TEXELS * 4;
+    return target.setRGB(this.data[o], this.data[o + 1], this.data[o + 2]);
+  }
+
+  /** @param {number} i @param {boolean} visible */
+  setVisibleAt(i, visible) {
+    if (Boolean(this.visible_[i]) === visible) return;
+    this.visible_[i] = visible ? 1 : 0;
+    this.dirty = true;
+  }
+
+  /** @param {number} i */
+  getVisibleAt(i) {
+    return Boolean(this.visible_[i]);
+  }
+
+  /**
+   * Place element `i` by `matrix` (its full world matrix, as for a BatchedMesh instance).
+   * @param {number} i @param {THREE.Matrix4} matrix
+   */
+  setMatrixAt(i, matrix) {
+    const move = _m.copy(this.bases[i]).invert().premultiply(matrix);
+    const o = i * TEXELS * 4;
+    const still = move.equals(IDENTITY);
+    this.moves[i] = still ? null : move.clone();
+    this.data[o + 3] = still ? 1 : 2;
+    if (!still) this.data.set(move.elements, o + 4);
+    this.spheres[i].copy(this.localSpheres[i]).applyMatrix4(matrix);
+    this.texture.needsUpdate = true;
+  }
+
+  /** @param {number} i @param {THREE.Matrix4} target the element's current placement */
+  matrixOf(i, target) {
+    target.copy(this.bases[i]);
+    const move = this.moves[i];
+    return move ? target.premultiply(move) : target;
+  }
+
+  /** @param {number} i @param {THREE.Box3} target world box of element i as placed */
+  boxAt(i, target) {
+    return target.copy(this.localBoxes[i]).applyMatrix4(this.matrixOf(i, _m));
+  }
+
+  /**
+   * Choose what to draw for this view: hidden and out-of-view elements are left out, the others get the
+   * coarsest level that keeps `trianglesPerPixel` triangles per pixel of their projected diameter.
+   * @param {THREE.Camera} camera @param {number} heightPx @param {number} trianglesPerPixel
+   * @param {boolean} cull whether to cull against the camera's frustum (not in XR: two eyes, wider view)
+   */
+  updateView(camera, heightPx, trianglesPerPixel, cull) {
+    _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(this.matrixWorld);
+    _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
+    const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_m.copy(this.matrixWorld).invert());
+    const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
+    const { levels, drawn, spheres } = this;
+    let changed = this.dirty;
+    for (let i = 0; i < this.count; i++) {
+      let level = 255;
+      const s = spheres[i];
+      if (this.visible_[i] && (!cull || _frustum.intersectsSphere(s))) {
+        level = 0;
+        const lv = levels[i];
+        if (lv.length > 1) {
+          const d = Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
+          const want = ((2 * s.radius * focalPx) / d) * trianglesPerPixel;
+          for (let k = lv.length - 1; k > 0; k--) {
+            if (lv[k].triangles >= want) {
+              level = k;
+              break;
+            }
+          }
+        }
+      }
+      if (drawn[i] !== level) {
+        drawn[i] = level;
+        changed = true;
+      }
+    }
+    if (changed) this.#rebuildIndex();
+    this.dirty = false;
+  }
+
+  #rebuildIndex() {
+    let need = 0;
+    for (let i = 0; i < this.count; i++) if (this.drawn[i] !== 255) need += this.levels[i][this.drawn[i]].count;
+    if (need > this.drawIndex.length) {
+      this.drawIndex = new Uint32Array(need);
+      this.geometry.dispose();
+      this.#attach();
+      this.geometry.setIndex(new THREE.BufferAttribute(this.drawIndex, 1));
+    }
+    let at = 0;
+    const all = this.allIndex;
+    for (let i = 0; i < this.count; i++) {
+      const lv = this.drawn[i];
+      if (lv === 255) continue;
+      const r = this.levels[i][lv];
+      this.drawIndex.set(all.subarray(r.start, r.start + r.count), at);
+      at += r.count;
+    }
+    const index = /** @type {THREE.BufferAttribute} */ (this.geometry.index);
+    index.clearUpdateRanges();
+    index.addUpdateRange(0, Math.max(at, 1));
+    index.needsUpdate = true;
+    this.geometry.setDrawRange(0, at);
+    this.triangles = at / 3;
+  }
+
+  /**
+   * Ray against each shown element's full-detail triangles (boxes first); hits carry batchId = slot.
+   * @param {THREE.Raycaster} raycaster @param {THREE.Intersection[]} intersects
+   */
+  raycast(raycaster, intersects) {
+    const toLocal = _m.copy(this.matrixWorld).invert();
+    const local = _ray.copy(raycaster.ray).applyMatrix4(toLocal);
+    const P = this.position;
+    const all = this.allIndex;
+    const backfaces = this.material.side === THREE.FrontSide;
+    for (let i = 0; i < this.count; i++) {
+      if (!this.visible_[i] || !local.intersectsSphere(this.spheres[i])) continue;
+      const move = this.moves[i];
+      const r = move ? new THREE.Ray().copy(local).applyMatrix4(move.clone().invert()) : local;
+      if (!r.intersectsSphere(_s.copy(this.localSpheres[i]).applyMatrix4(this.bases[i]))) continue;
+      const { start, count } = this.levels[i][0];
+      let best = Infinity;
+      /** @type {any} */
+      let hit = null;
+      for (let k = start; k < start + count; k += 3) {
+        const a = all[k];
+        const b = all[k + 1];
+        const c = all[k + 2];
+        _a.fromArray(P, a * 3);
+        _b.fromArray(P, b * 3);
+        _c.fromArray(P, c * 3);
+        if (!r.intersectTriangle(_a, _b, _c, backfaces, _p)) continue;
+        const d = _p.distanceToSquared(r.origin);
+        if (d < best) {
+          best = d;
+          const normal = new THREE.Vector3().subVectors(_c, _b).cross(_v.subVectors(_a, _b)).normalize();
+          hit = { point: _p.clone(), face: { a, b, c, normal, materialIndex: 0 } };
+        }
+      }
+      if (!hit) continue;
+      if (move) {
+        hit.point.applyMatrix4(move);
+        hit.face.normal.applyMatrix3(_n.getNormalMatrix(move)).normalize();
+      }
+      hit.point.applyMatrix4(this.matrixWorld);
+      const distance = raycaster.ray.origin.distanceTo(hit.point);
+      if (distance < raycaster.near || distance > raycaster.far) continue;
+      intersects.push({ distance, point: hit.point, face: hit.face, faceIndex: null, object: this, batchId: i });
+    }
+  }
+
+  dispose() {
+    this.geometry.dispose();
+    this.texture.dispose();
+    this.material.dispose();
+    return this;
+  }
+}
+
+const IDENTITY = new THREE.Matrix4();

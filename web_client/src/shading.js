@@ -1,0 +1,148 @@
+// The cheap shading path for batched engineering models (xeokit's approach): Lambert diffuse from the
+// viewer's hemisphere light and sun, evaluated per vertex; the fragment shader only interpolates a
+// colour. glTF PBR (MeshStandardMaterial) evaluates a BRDF with several lights per pixel, which is what
+// a software rasteriser (and a headset's fill rate) pays for most. Untextured, rough, non-metallic
+// materials — what IFC/CAD exports are — look nearly the same: on flat faces per-vertex and per-pixel
+// Lambert are equal; only the faint specular highlight is lost.
+import * as THREE from 'three';
+
+/** The lights as the viewer sets them up (Viewer uses these too, so both paths agree). */
+export const LIGHTS = {
+  sky: 0xffffff,
+  ground: 0x445566,
+  hemisphere: 1.4,
+  sun: 0xffffff,
+  sunIntensity: 1.4,
+  sunPosition: new THREE.Vector3(5, 10, 7),
+};
+
+// Shared by every cheap material: light colours premultiplied by intensity, sun direction in world space.
+const lightUniforms = {
+  skyColor: { value: new THREE.Color(LIGHTS.sky).multiplyScalar(LIGHTS.hemisphere) },
+  groundColor: { value: new THREE.Color(LIGHTS.ground).multiplyScalar(LIGHTS.hemisphere) },
+  sunColor: { value: new THREE.Color(LIGHTS.sun).multiplyScalar(LIGHTS.sunIntensity) },
+  sunDirection: { value: LIGHTS.sunPosition.clone().normalize() },
+};
+
+const vertexShader = /* glsl */ `
+#include <common>
+#include <batching_pars_vertex>
+#include <clipping_planes_pars_vertex>
+uniform vec3 diffuse;
+uniform vec3 skyColor;
+uniform vec3 groundColor;
+uniform vec3 sunColor;
+uniform vec3 sunDirection;
+varying vec3 vFront;
+varying vec3 vBack;
+#ifdef MERGED
+// MergedBatch: vertices are in the batch's frame; per element (slot) 5 texels: colour (a = 2: moved),
+// then the columns of the move applied on top of the baked placement.
+attribute float slot;
+uniform highp sampler2D elementData;
+vec4 elementTexel( const in int i ) {
+  int size = textureSize( elementData, 0 ).x;
+  return texelFetch( elementData, ivec2( i % size, i / size ), 0 );
+}
+#endif
+
+// Lambert irradiance (already divided by pi, as three's BRDF_Lambert does) for a world-space normal.
+vec3 irradiance( const in vec3 n ) {
+  return ( mix( groundColor, skyColor, 0.5 * n.y + 0.5 ) + sunColor * max( dot( n, sunDirection ), 0.0 ) ) * RECIPROCAL_PI;
+}
+
+void main() {
+  vec3 base = diffuse;
+  #ifdef USE_COLOR
+    base *= color.rgb;
+  #endif
+  vec3 objectNormal = normal;
+  vec3 transformed = position;
+  #ifdef MERGED
+    int at = int( slot + 0.5 ) * 5;
+    vec4 look = elementTexel( at );
+    base *= look.rgb;
+    if ( look.a > 1.5 ) {
+      mat4 move = mat4( elementTexel( at + 1 ), elementTexel( at + 2 ), elementTexel( at + 3 ), elementTexel( at + 4 ) );
+      transformed = ( move * vec4( transformed, 1.0 ) ).xyz;
+      objectNormal = mat3( move ) * objectNormal;
+    }
+    vec4 mvPosition = modelViewMatrix * vec4( transformed, 1.0 );
+  #elif defined( USE_BATCHING )
+    float batchIndex = getIndirectIndex( gl_DrawID );
+    mat4 batchingMatrix = getBatchingMatrix( batchIndex );
+    #ifdef USE_BATCHING_COLOR
+      base *= getBatchingColor( batchIndex ).rgb;
+    #endif
+    mat3 bm = mat3( batchingMatrix );
+    objectNormal = bm * ( objectNormal / vec3( dot( bm[ 0 ], bm[ 0 ] ), dot( bm[ 1 ], bm[ 1 ] ), dot( bm[ 2 ], bm[ 2 ] ) ) );
+    vec4 mvPosition = modelViewMatrix * ( batchingMatrix * vec4( transformed, 1.0 ) );
+  #else
+    vec4 mvPosition = modelViewMatrix * vec4( transformed, 1.0 );
+  #endif
+  gl_Position = projectionMatrix * mvPosition;
+  #include <clipping_planes_vertex>
+  vec3 n = normalize( inverseTransformDirection( normalMatrix * objectNormal, viewMatrix ) );
+  vFront = base * irradiance( n );
+  vBack = base * irradiance( -n );
+}
+`;
+
+const fragmentShader = /* glsl */ `
+uniform float opacity;
+varying vec3 vFront;
+varying vec3 vBack;
+#include <clipping_planes_pars_fragment>
+void main() {
+  #include <clipping_planes_fragment>
+  gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity );
+  #include <colorspace_fragment>
+}
+`;
+
+/**
+ * Whether a glTF material can take the cheap path without looking different: no textures, not
+ * emissive, not metallic.
+ * @param {any} m
+ */
+export function canShadeCheaply(m) {
+  if (!m || !(m.isMeshStandardMaterial || m.isMeshLambertMaterial || m.isMeshPhongMaterial || m.isMeshBasicMaterial)) return false;
+  for (const k of ['map', 'normalMap', 'bumpMap', 'emissiveMap', 'roughnessMap', 'metalnessMap', 'aoMap', 'lightMap',
+    'alphaMap', 'envMap', 'displacementMap']) if (m[k]) return false;
+  if (m.emissive && m.emissive.getHex() !== 0) return false;
+  return !(m.metalness > 0.5);
+}
+
+/**
+ * A per-vertex Lambert material with the source's colour, opacity, side and vertex colours.
+ * @param {any} source @param {THREE.Texture|null} [elementData] for a MergedBatch: its per-element texture
+ * @returns {THREE.ShaderMaterial}
+ */
+export function cheapMaterial(source, elementData = null) {
+  const m = new THREE.ShaderMaterial({
+    defines: elementData ? { MERGED: '' } : {},
+    name: `lambert-vs:${source.name || source.type}`,
+    uniforms: {
+      diffuse: { value: new THREE.Color().copy(source.color ?? new THREE.Color(1, 1, 1)) },
+      opacity: { value: source.opacity ?? 1 },
+      elementData: { value: elementData },
+      ...lightUniforms,
+    },
+    vertexShader,
+    fragmentShader,
+    transparent: source.transparent,
+    opacity: source.opacity,
+    side: source.side,
+    vertexColors: source.vertexColors,
+    depthWrite: source.depthWrite,
+    depthTest: source.depthTest,
+    alphaTest: source.alphaTest,
+    polygonOffset: source.polygonOffset,
+    polygonOffsetFactor: source.polygonOffsetFactor,
+    polygonOffsetUnits: source.polygonOffsetUnits,
+    clipping: true,
+  });
+  // Keep the `color` the batcher and tools expect on a material (it is the diffuse uniform).
+  Object.defineProperty(m, 'color', { get: () => m.uniforms.diffuse.value });
+  return m;
+}

@@ -1,0 +1,159 @@
+// One topic, opened: its fields, status change, the snapshot and live values it was made with, and the
+// threaded comments (reply; edit and delete one's own). Opening a topic restores its viewpoint.
+import { onCollabError } from '../collab/feed.js';
+import { h, replace } from '../ui/dom.js';
+import { statusText } from './list.js';
+
+const STATUSES = ['open', 'in_progress', 'resolved', 'closed'];
+const TOPIC_MESSAGES = ['topic_create', 'topic_update', 'comment_add', 'comment_edit', 'comment_delete', 'markup_create'];
+
+/** @param {number} ts */
+const when = (ts) => new Date(ts * 1000).toLocaleString();
+
+export class TopicPanel extends EventTarget {
+  /**
+   * @param {HTMLElement} root the floating panel
+   * @param {{store: import('./store.js').TopicStore, session: import('../session.js').Session,
+   *          identity: import('../auth.js').Identity, viewpoints: import('./viewpoint.js').Viewpoints,
+   *          attachments: import('./attachments.js').Attachments}} deps
+   */
+  constructor(root, deps) {
+    super();
+    this.root = root;
+    this.deps = deps;
+    /** @type {string|null} */
+    this.guid = null;
+    /** @type {import('./store.js').Comment|null} the comment a reply answers */
+    this.replyTo = null;
+    /** @type {string|null} the comment being edited */
+    this.editing = null;
+    this.error = h('p', { class: 'error', role: 'alert', hidden: true });
+    deps.store.addEventListener('change', (e) => {
+      const { guid } = /** @type {CustomEvent} */ (e).detail;
+      if (this.guid && (guid === null || guid === this.guid)) this.render();
+    });
+    onCollabError(deps.session, TOPIC_MESSAGES, (err) => this.showError(`${err.code}: ${err.message}`));
+  }
+
+  /** @param {string} text */
+  showError(text) {
+    this.error.textContent = text;
+    this.error.hidden = false;
+  }
+
+  /** Open a topic and go to its viewpoint; null closes the panel and returns to the live view. @param {string|null} guid */
+  open(guid) {
+    this.guid = guid;
+    this.replyTo = null;
+    this.editing = null;
+    this.error.hidden = true;
+    const vp = guid ? this.deps.store.topics.get(guid)?.viewpoints?.[0] : null;
+    if (vp) this.deps.viewpoints.restore(vp);
+    else this.deps.viewpoints.release();
+    this.render();
+    this.dispatchEvent(new CustomEvent('open', { detail: guid }));
+  }
+
+  render() {
+    const t = this.guid ? this.deps.store.topics.get(this.guid) : null;
+    this.root.hidden = !t;
+    if (!t) return replace(this.root);
+    const { identity, attachments } = this.deps;
+    const snapshots = [...new Set([...(t.viewpoints ?? []).map((v) => v.snapshot), ...(t.attachments ?? []).map((a) => a.id)])]
+      .filter(Boolean);
+    replace(this.root,
+      h('header', null, h('h3', { class: 'topic-title' }, t.title),
+        h('button', { class: 'close', 'aria-label': 'close topic', onclick: () => this.open(null) }, '×')),
+      h('p', { class: 'meta' }, `${t.topic_type ?? 'Issue'} by ${t.author} · ${when(t.created)}`),
+      h('div', { class: 'fields' },
+        h('label', null, 'Status ', identity.may('topic.update')
+          ? h('select', { class: 'topic-status', 'aria-label': 'status', onchange: (/** @type {Event} */ e) =>
+            this.#update({ status: /** @type {HTMLSelectElement} */ (e.target).value }) },
+          ...STATUSES.map((s) => new Option(statusText(s), s, false, s === t.status)))
+          : h('span', { class: 'topic-status' }, statusText(t.status))),
+        h('span', null, `Priority: ${t.priority}`),
+        t.assignee ? h('span', null, `Assigned to ${t.assignee}`) : null,
+        t.due_date ? h('span', null, `Due ${t.due_date}`) : null,
+        (t.labels ?? []).length ? h('span', { class: 'labels' }, ...(t.labels ?? []).map((l) => h('span', { class: 'label' }, l))) : null),
+      t.description ? h('p', { class: 'description' }, t.description) : null,
+      ...snapshots.map((id) => attachments.image(/** @type {string} */ (id), `snapshot of ${t.title}`)),
+      (t.live_values ?? []).length ? h('table', { class: 'props' }, ...(t.live_values ?? []).map((v) =>
+        h('tr', null, h('th', null, v.prop), h('td', { class: 'value' }, `${v.value}${v.unit ? ` ${v.unit}` : ''}`)))) : null,
+      h('div', { class: 'actions' },
+        t.viewpoints?.length ? h('button', { onclick: () => this.deps.viewpoints.restore(/** @type {any} */ (t.viewpoints)[0]) }, 'Go to viewpoint') : null,
+        h('button', { onclick: () => this.deps.viewpoints.release() }, 'Back to live')),
+      h('h4', null, 'Comments'),
+      this.#thread(t.guid),
+      this.error,
+      identity.may('comment.create') ? this.#form(t.guid) : null);
+  }
+
+  /** @param {string} topic */
+  #thread(topic) {
+    const all = this.deps.store.thread(topic);
+    /** @param {string|undefined} parent @returns {HTMLElement} */
+    const level = (parent) => h('ul', { class: 'comments' }, ...all.filter((c) => (c.reply_to ?? undefined) === parent).map((c) =>
+      h('li', { class: 'comment', dataset: { guid: c.guid } }, this.#comment(c), level(c.guid))));
+    return all.length ? level(undefined) : h('p', { class: 'empty' }, 'No comments yet');
+  }
+
+  /** @param {import('./store.js').Comment} c */
+  #comment(c) {
+    if (c.deleted) return h('p', { class: 'removed' }, 'comment removed');
+    const own = c.author === this.deps.identity.user;
+    const may = (/** @type {string} */ a) => this.deps.identity.may(a);
+    if (this.editing === c.guid) {
+      const box = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'edit-text', 'aria-label': 'edit comment' }));
+      box.value = c.text;
+      return h('div', { class: 'editing' }, box,
+        h('button', { onclick: () => this.#send({ type: 'comment_edit', guid: c.guid, revision: c.revision, text: box.value }) && this.#stopEditing() }, 'Save'),
+        h('button', { onclick: () => this.#stopEditing() }, 'Cancel'));
+    }
+    return h('div', null,
+      h('p', { class: 'who' }, h('strong', null, c.author), ` · ${when(c.created)}${c.modified ? ' (edited)' : ''}`),
+      h('p', { class: 'text' }, c.text),
+      h('div', { class: 'comment-actions' },
+        may('comment.create') ? h('button', { class: 'reply', onclick: () => { this.replyTo = c; this.render(); } }, 'Reply') : null,
+        own && may('comment.edit_own') ? h('button', { class: 'edit', onclick: () => { this.editing = c.guid; this.render(); } }, 'Edit') : null,
+        own && may('comment.delete_own') ? h('button', { class: 'delete', onclick: () =>
+          confirm('Delete this comment?') && this.#send({ type: 'comment_delete', guid: c.guid, revision: c.revision }) }, 'Delete') : null));
+  }
+
+  #stopEditing() {
+    this.editing = null;
+    this.render();
+  }
+
+  /** @param {string} topic */
+  #form(topic) {
+    const text = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'comment-text', 'aria-label': 'comment', placeholder: 'Write a comment' }));
+    const send = () => {
+      if (!text.value.trim()) return;
+      /** @type {Record<string, any>} */
+      const msg = { type: 'comment_add', topic, text: text.value };
+      if (this.replyTo) msg.reply_to = this.replyTo.guid;
+      if (this.#send(msg)) {
+        this.replyTo = null;
+        text.value = '';
+      }
+    };
+    return h('div', { class: 'comment-form' },
+      this.replyTo ? h('p', { class: 'replying' }, `Replying to ${this.replyTo.author} `,
+        h('button', { onclick: () => { this.replyTo = null; this.render(); } }, '×')) : null,
+      text, h('button', { class: 'send', onclick: send }, this.replyTo ? 'Send reply' : 'Comment'));
+  }
+
+  /** @param {Record<string, any>} changes */
+  #update(changes) {
+    const t = this.guid ? this.deps.store.topics.get(this.guid) : null;
+    if (t) this.#send({ type: 'topic_update', guid: t.guid, revision: t.revision, ...changes });
+  }
+
+  /** @param {Record<string, any>} msg */
+  #send(msg) {
+    this.error.hidden = true;
+    const sent = this.deps.session.send(msg);
+    if (!sent) this.showError('Not connected: the change was not sent.');
+    return sent;
+  }
+}
