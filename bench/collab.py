@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -223,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--topics", type=int, default=50)
     ap.add_argument("--restore-topics", type=int, default=1000)
     args = ap.parse_args(argv)
+    load = os.getloadavg()[0]  # the host is shared: say how busy it was
     text = asyncio.run(run(args))
+    text += f"\nHost: {os.cpu_count()} CPUs, 1-min load average {load:.1f} at the start (shared machine).\n"
     command = " ".join(["python -m bench.collab", *(argv if argv is not None else sys.argv[1:])])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "collab.md").write_text(f"# Collaboration benchmark\n\n`{command}`\n\n{text}")

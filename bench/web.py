@@ -63,6 +63,15 @@ PLANT = {
     "IfcValve": ((0.68, 0.58, 0.52), "z", (0.15, 0.30), (0.5, 0.9)),
 }
 TARGET_PROP = "pressure"
+# What is compared: key -> (label, viewer URL suffix). The viewer picks MSAA by itself (off on software
+# GL); "msaa" forces it on, like the plain page has it; "pbr" is the viewer before the cheap shading path
+# (glTF PBR materials on multi-draw BatchedMeshes, MSAA on).
+CONTENDERS = {
+    "viewer": ("**TwinView viewer**", ""),
+    "viewer-msaa": ("viewer, MSAA forced on", "&msaa=1"),
+    "viewer-pbr": ("viewer, PBR BatchedMesh path (before)", "&shading=pbr&msaa=1"),
+    "plain": ("plain GLTFLoader", None),
+}
 
 
 # --- the synthetic scene --------------------------------------------------------------------------
@@ -278,6 +287,7 @@ def heap_mb(page) -> float:
 
 
 def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, live) -> dict:
+    """One viewer run: load, wait for the levels of detail, frames, heap, recolour latency."""
     ctx = browser.new_context(viewport=VIEWPORT)
     ctx.add_init_script(WS_PROBE)
     page = ctx.new_page()
@@ -287,7 +297,11 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     page.wait_for_function("performance.getEntriesByName('twinview:first-frame').length > 0", timeout=LOAD_TIMEOUT_MS)
     ttff = page.evaluate("performance.getEntriesByName('twinview:first-frame')[0].startTime")
     ready = page.evaluate("window.twinview.ready")
+    # Steady state: the levels of detail load in the background after the first frame.
+    page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_timeout(500)
+    gl = page.evaluate("(() => { const v = window.twinview.viewer; return { msaa: v.renderer.getContext()"
+                       ".getContextAttributes().antialias, software: v.softwareGL }; })()")
     ft = page.evaluate(FRAME_TIMES, frames)
     if shot:
         page.screenshot(path=str(shot))
@@ -311,7 +325,7 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
         lat_ms.append(shown["t"] - arrival)
         page.wait_for_timeout(150)
     ctx.close()
-    return {"ttff_ms": ttff, "ready": ready, "frame_ms": median(ft["times"]), "frame_times": ft["times"],
+    return {"ttff_ms": ttff, "ready": ready, "gl": gl, "frame_ms": median(ft["times"]), "frame_times": ft["times"],
             "draw_calls": ft["calls"], "triangles": ft["triangles"], "canvas": ft["canvas"], "heap_mb": heap,
             "recolour_frames": lat_frames, "recolour_ms": lat_ms, "errors": errors}
 
@@ -348,7 +362,6 @@ def run_plain(browser, base: str, glb_url: str, canvas: list[int], bundle: Path,
 def bench_scene(browser, name: str, scene_dir: Path, scene: dict, work: Path, bundle: Path, runs: int,
                 frames: int) -> dict:
     (work / f"{name}.bindings.yaml").write_text(bindings_for(scene["target"]))
-    viewer_runs, plain_runs = [], []
     with serve_scene(scene_dir, work / f"{name}.bindings.yaml", work / f"{name}-data") as live:
         sid = scene_dir.name
         url = f"{live.url}/?scene={sid}&name=bench"
@@ -356,23 +369,23 @@ def bench_scene(browser, name: str, scene_dir: Path, scene: dict, work: Path, bu
         # Warm-up (not counted): OS caches, the server's first responses, and the viewer's canvas size.
         canvas = run_viewer(browser, url, scene, 2, None, live)["canvas"]
         run_plain(browser, live.url, glb, canvas, bundle, 2, None)
+        runs_of: dict[str, list[dict]] = {key: [] for key in CONTENDERS}
+        keys = list(CONTENDERS)
         for r in range(runs):
             shots = r == 0
-            order = ["viewer", "plain"] if r % 2 == 0 else ["plain", "viewer"]
-            for who in order:
+            order = keys[r % len(keys):] + keys[:r % len(keys)]  # rotate who goes first
+            for key in order:
                 t = time.monotonic()
-                if who == "viewer":
-                    res = run_viewer(browser, url, scene, frames, RESULTS / f"web-{name}-viewer.png" if shots else None,
-                                     live)
-                    viewer_runs.append(res)
+                shot = RESULTS / f"web-{name}-{key}.png" if shots else None
+                if key == "plain":
+                    res = run_plain(browser, live.url, glb, canvas, bundle, frames, shot)
                 else:
-                    res = run_plain(browser, live.url, glb, canvas, bundle, frames,
-                                    RESULTS / f"web-{name}-plain.png" if shots else None)
-                    plain_runs.append(res)
-                print(f"  {name} run {r + 1} {who}: ttff {res['ttff_ms']:.0f} ms, frame {res['frame_ms']:.0f} ms,"
+                    res = run_viewer(browser, url + CONTENDERS[key][1], scene, frames, shot, live)
+                runs_of[key].append(res)
+                print(f"  {name} run {r + 1} {key}: ttff {res['ttff_ms']:.0f} ms, frame {res['frame_ms']:.0f} ms,"
                       f" calls {res['draw_calls']}, heap {res['heap_mb']:.1f} MB ({time.monotonic() - t:.0f} s)",
                       file=sys.stderr)
-    return {"scene": scene, "viewer": viewer_runs, "plain": plain_runs}
+    return {"scene": scene, **runs_of}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -401,24 +414,27 @@ def table(results: dict, meta: dict) -> str:
     for name, r in results.items():
         sc = r["scene"]
         label = f"{name}: {sc['elements']:,} elements, {sc['triangles']:,} triangles"
-        v, p = r["viewer"], r["plain"]
-        vf = [x["frame_ms"] for x in v]
-        pf = [x["frame_ms"] for x in p]
-        ratio = median(pf) / median(vf) if vf and pf else float("nan")
-        lf = [f for x in v for f in x["recolour_frames"]]
-        lm = [m for x in v for m in x["recolour_ms"]]
-        lat = f"{median(lf):.0f} / {max(lf)} frames · {median(lm):.0f} / {max(lm):.0f} ms" if lf else "–"
-        lines.append(f"| {label} | **TwinView viewer** | {_fmt([x['draw_calls'] for x in v])} |"
-                     f" {_fmt([x['ttff_ms'] for x in v], ' ms')} | {_fmt(vf, ' ms')} | **{ratio:.1f}×** |"
-                     f" {_fmt([x['heap_mb'] for x in v], ' MB', 1)} | {lat} |")
-        lines.append(f"| | plain GLTFLoader | {_fmt([x['draw_calls'] for x in p])} |"
-                     f" {_fmt([x['ttff_ms'] for x in p], ' ms')} | {_fmt(pf, ' ms')} | 1.0× |"
-                     f" {_fmt([x['heap_mb'] for x in p], ' MB', 1)} | (no live data) |")
+        pf = [x["frame_ms"] for x in r["plain"]]
+        for key, (who, _) in CONTENDERS.items():
+            runs = r.get(key) or []
+            if not runs:
+                continue
+            frames = [x["frame_ms"] for x in runs]
+            ratio = median(pf) / median(frames) if frames and pf else float("nan")
+            lf = [f for x in runs for f in x.get("recolour_frames", [])]
+            lm = [m for x in runs for m in x.get("recolour_ms", [])]
+            lat = f"{median(lf):.0f} / {max(lf)} frames · {median(lm):.0f} / {max(lm):.0f} ms" if lf else "(no live data)"
+            bold = "**" if key == "viewer" else ""
+            lines.append(f"| {label if key == 'viewer' else ''} | {who} | {_fmt([x['draw_calls'] for x in runs])} |"
+                         f" {_fmt([x['ttff_ms'] for x in runs], ' ms')} | {_fmt(frames, ' ms')} |"
+                         f" {bold}{ratio:.1f}×{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |")
     lines += [
         "",
         "TTFF: navigation start to the first rendered frame with the model. Frame: request → frame rendered"
         " and read back (1-pixel readPixels). Recolour: WebSocket delta arrival → first rendered frame"
-        " showing the new colour (1 frame = the next one). JS heap: V8 used heap after a forced GC (CDP).",
+        " showing the new colour (1 frame = the next one). JS heap: V8 used heap after a forced GC (CDP),"
+        " viewer after its levels of detail are loaded. The viewer renders without MSAA on software GL"
+        " (SwiftShader here) and with it on a GPU; the 'MSAA forced on' row is the like-for-like comparison.",
     ]
     return "\n".join(lines) + "\n"
 

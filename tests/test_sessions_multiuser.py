@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,7 +12,10 @@ import pytest
 from tests.live_server import live_server, mint_token
 from viewer_server import cli
 from viewer_server import protocol as p
+from viewer_server.auth import load_secret, verify
 from viewer_server.client import TwinClient
+from viewer_server.permissions import PERSONS
+from viewer_server.session_cli import demo_links
 
 PRESSURE = p.Reading(3.3, key="PT-1.pressure")
 
@@ -83,7 +87,6 @@ async def test_leaving_removes_presence_for_the_others(tmp_path: Path) -> None:
 def test_the_cli_creates_sessions_prints_links_and_lists_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import asyncio
 
     async def run_once() -> str:
         async with live_server(tmp_path) as srv:
@@ -111,3 +114,19 @@ def test_the_cli_creates_sessions_prints_links_and_lists_them(
                 return c.welcome.session, c.welcome.user, c.welcome.role
 
     assert asyncio.run(join()) == ("audit-2026", "ana", "operator")  # same secret after a restart
+
+    links = demo_links(tmp_path / "data", scene, "http://127.0.0.1:8800/")
+    assert sorted(links) == sorted(PERSONS)
+    for role, link in links.items():
+        assert link.startswith(f"http://127.0.0.1:8800/?session={scene}&token=")
+        claims = verify(load_secret(tmp_path / "data"), parse_qs(urlsplit(link).query)["token"][0], session=scene)
+        assert claims.role == role
+
+
+async def test_creating_the_same_session_twice_at_once_creates_it_once(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        results = await asyncio.gather(
+            *(srv.live.rooms.create("race", "Race", None, f"admin{i}") for i in range(2)), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["RoomRow", "ValueError"]
+        assert [r.id for r in srv.store.rooms()].count("race") == 1

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from tests.web_helpers import REPO, build_client, chromium_browser, live_twin, open_viewer, screenshot
+from tests.web_helpers import REPO, FrameLog, build_client, chromium_browser, live_twin, open_viewer, screenshot
 from viewer_server.auth import Claims, issue, load_secret, mint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SESSION = "synthetic"  # the scene's default session: its id is the scene's
 # Hostile text: if any of it were parsed as HTML, window.__pwned would be set.
-EVIL_TITLE = '<img src=x onerror="window.__pwned=1">Leak at P-005'
+EVIL_TITLE = '<img src=x onerror="window.__pwned=1">Leak at valve 23'
 EVIL_COMMENT = "<script>window.__pwned=2</script>Flange drips"
 VIEW_POS = (9.0, 5.0, 12.0)
 PINNED = "el-00023"  # front row seen from VIEW_POS: nothing stands before it
@@ -31,15 +31,18 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("topics")
     with live_twin(root, count=24) as live, chromium_browser() as browser:
         secret = load_secret(root / "data")
+        frames = FrameLog()
 
         def join(user: str, role: str):
             link = f"{live.url}/?session={SESSION}&token={issue(secret, SESSION, user, role)}"
-            page = open_viewer(browser.new_context(), link)
+            context = browser.new_context()
+            context.on("page", frames.watch)
+            page = open_viewer(context, link)
             page.wait_for_function("window.twinview.collab.identity.role !== null")
             page.on("dialog", lambda d: d.accept())
             return page
 
-        yield live, browser, join, secret
+        yield live, browser, join, secret, frames
 
 
 def _topic_count(page) -> int:
@@ -76,7 +79,7 @@ def _create_topic(page, title: str, comment: str) -> str:
 
 
 def test_two_annotators_share_a_topic_live(world):
-    live, browser, join, _ = world
+    live, browser, join, _, _ = world
     ana = join("Ana", "annotator")
     ben = join("Ben", "annotator")
     guid = _create_topic(ana, EVIL_TITLE, EVIL_COMMENT)
@@ -97,7 +100,6 @@ def test_two_annotators_share_a_topic_live(world):
     ben.evaluate("""() => { const v = window.twinview.viewer;
       v.flyTo(v.camera.position.clone().set(-6, 9, -4), v.controls.target.clone().set(3, 0, 3), 0); }""")
     at = ben.evaluate("(g) => window.twinview.collab.pins.screenOf(g)", guid)
-    screenshot(ben, "dbg-ben"); print("AT", at, topic["pin"], ben.evaluate("window.twinview.viewer.camera.position.toArray()"))
     ben.mouse.click(at["x"], at["y"])
     ben.wait_for_selector("#topic-panel:not([hidden])")
     ben.wait_for_function(
@@ -135,27 +137,42 @@ def test_two_annotators_share_a_topic_live(world):
         "(g) => window.twinview.collab.store.thread(g)[1].text === 'Tightened the bolts to 40 Nm'", arg=guid, timeout=10_000
     )
 
+    # Ben withdraws his reply: Ana sees it removed, the thread keeps its place.
+    panel.locator(f'li[data-guid="{reply["guid"]}"] button.delete').click()
+    ana.wait_for_selector(f'#topic-panel li[data-guid="{reply["guid"]}"] .removed', timeout=10_000)
+
     # Ana resolves the topic: the pin turns green for both.
     ana.select_option("#topic-panel select.topic-status", "resolved")
     for page in (ana, ben):
         page.wait_for_function(f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=10_000)
-    ben.wait_for_timeout(300)  # let the flight and the pin settle for the picture
-    path = screenshot(ben, "collab-topic-panel")
-    (REPO / "docs" / "img").mkdir(exist_ok=True)
-    shutil.copy(path, REPO / "docs" / "img" / "collab.png")
     for page in (ana, ben):
         assert page.evaluate("window.__pwned") is None
         assert not page.errors, page.errors
+    # Ana leaves, so that her camera frustum (where Ben now stands) does not frame the picture.
     ana.context.close()
+    ben.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=10_000)
+    ben.evaluate("document.querySelector('#topic-panel').scrollTop = 0")
+    ben.wait_for_timeout(300)
+    path = screenshot(ben, "collab-topic-panel")
+    (REPO / "docs" / "img").mkdir(exist_ok=True)
+    shutil.copy(path, REPO / "docs" / "img" / "collab.png")
     ben.context.close()
 
 
 def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
-    live, browser, join, _ = world
+    live, browser, join, _, _ = world
     vera = join("Vera", "viewer")
     # A late joiner: the topics made before she came are there at once, pins included.
     vera.wait_for_function("window.twinview.collab.pins.pins.size >= 1", timeout=5000)
     assert vera.locator("ul.topics li.topic").count() >= 1
+    # The list filters: nothing open any more, the leak found by its text.
+    vera.select_option("select[data-filter=status]", "open")
+    assert vera.locator("ul.topics li.topic").count() == 0
+    vera.select_option("select[data-filter=status]", "")
+    vera.fill(".topic-filters input", "valve 23")
+    assert vera.locator("ul.topics li.topic").count() == 1
+    vera.select_option("select[data-filter=label]", "leak")
+    assert vera.locator("ul.topics li.topic").count() == 1
     assert vera.locator("#btn-new-topic").is_hidden()
     assert vera.locator("#btn-markup").is_hidden()
     vera.locator("ul.topics li.topic").first.click()
@@ -170,7 +187,7 @@ def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
 
 
 def test_quick_markup_pins_a_note(world):
-    live, browser, join, _ = world
+    live, browser, join, _, _ = world
     ana = join("Ana", "annotator")
     before = _topic_count(ana)
     ana.click("#btn-markup")
@@ -183,7 +200,7 @@ def test_quick_markup_pins_a_note(world):
 
 
 def test_expired_link_says_so(world):
-    live, browser, _, secret = world
+    live, browser, _, secret, _ = world
     token = mint(secret, Claims(session=SESSION, user="Old", role="annotator", exp=time.time() - 3600))
     page = browser.new_context().new_page()
     page.goto(f"{live.url}/?session={SESSION}&token={token}")
@@ -192,3 +209,10 @@ def test_expired_link_says_so(world):
     assert "not valid any more" in text and "expired" in text
     assert page.locator("#status").inner_text() == "refused"
     page.context.close()
+
+
+def test_every_topic_frame_matches_the_protocol_schema(world):
+    """What the topic UI sent and was sent above, frame by frame, is docs/PROTOCOL.md."""
+    live, _, _, _, frames = world
+    kinds = frames.assert_valid(live.url)
+    assert {"topic_create", "topic_update", "comment_add", "comment_edit", "markup", "saved", "error"} <= kinds

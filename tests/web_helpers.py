@@ -356,7 +356,12 @@ class LiveTwin(LiveServer):
 
 @contextmanager
 def serve_scene(
-    scene_dir: Path, bindings: Path, data_dir: Path, simulate: bool = False, port: int = 0
+    scene_dir: Path,
+    bindings: Path,
+    data_dir: Path,
+    simulate: bool = False,
+    port: int = 0,
+    procedures: Path | None = None,
 ) -> Iterator[LiveServer]:
     """Run `viewer_server.serve.running_server` on localhost (port 0: a free one) until the block ends."""
     from viewer_server.serve import running_server
@@ -376,6 +381,7 @@ def serve_scene(
                 port=port,
                 data_dir=data_dir,
                 simulate=simulate,
+                procedures=procedures,
             ) as srv:
                 holder["server"] = srv
                 started.set()
@@ -402,11 +408,17 @@ def live_twin(
     names: dict[int, str] | None = None,
     bindings: str = BINDINGS,
     scan_points: int = 0,
+    procedure: str | None = None,
 ) -> Iterator[LiveTwin]:
-    """The synthetic twin of ``count`` elements (see make_twin) with ``bindings``, served by the real server."""
+    """The synthetic twin of ``count`` elements (see make_twin) with ``bindings`` (and a ``procedure``
+    file's text, if given), served by the real server."""
     twin = make_twin(root / "synthetic", count, names, scan_points)
     (root / "twin.bindings.yaml").write_text(bindings)
-    with serve_scene(twin.directory, root / "twin.bindings.yaml", root / "data") as srv:
+    procedures = None
+    if procedure is not None:
+        procedures = root / "twin.procedure.yaml"
+        procedures.write_text(procedure)
+    with serve_scene(twin.directory, root / "twin.bindings.yaml", root / "data", procedures=procedures) as srv:
         yield LiveTwin(srv.url, srv.server, twin)
 
 
@@ -453,3 +465,30 @@ def non_background_pixels(png: bytes, background: tuple[int, int, int], toleranc
 
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     return int((np.abs(img - np.array(background)).max(axis=2) > tolerance).sum())
+
+
+@dataclass
+class FrameLog:
+    """Every WebSocket frame the pages it watches send and receive, to check against the protocol schema."""
+
+    sent: list[dict] = field(default_factory=list)
+    received: list[dict] = field(default_factory=list)
+
+    def watch(self, page) -> None:
+        def on_socket(ws) -> None:
+            ws.on("framesent", lambda payload: self.sent.append(json.loads(payload)))
+            ws.on("framereceived", lambda payload: self.received.append(json.loads(payload)))
+
+        page.on("websocket", on_socket)
+
+    def assert_valid(self, base_url: str) -> set[str]:
+        """Validate every frame against `/api/protocol.schema.json`; return the message types seen."""
+        import jsonschema
+
+        with urllib.request.urlopen(f"{base_url}/api/protocol.schema.json", timeout=10) as res:
+            defs = json.loads(res.read())["$defs"]
+        for msg in self.sent:
+            jsonschema.validate(msg, {"$ref": "#/$defs/ClientMessage", "$defs": defs})
+        for msg in self.received:
+            jsonschema.validate(msg, {"$ref": "#/$defs/ServerMessage", "$defs": defs})
+        return {m["type"] for m in self.sent + self.received}

@@ -23,9 +23,9 @@ import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 
@@ -44,6 +44,8 @@ from viewer_server.topics import (
     check_comment,
     check_topic,
 )
+
+T = TypeVar("T", Topic, Comment)
 
 if TYPE_CHECKING:
     from viewer_server.hub import SceneHub
@@ -354,7 +356,7 @@ class Annotations:
             put_attachment(db, actor.room, attachment, data, actor.user, now)
             put_audit(db, self._audit(actor, "attachment.create", attachment.id, f"{mime}, {len(data)} bytes", now))
 
-        await self.store.run(write)
+        await self._saved(self.store.run(write))
         return attachment
 
     async def import_topics(
@@ -366,14 +368,17 @@ class Annotations:
         detail: str = "",
     ) -> int:
         """Insert or replace topics and comments of the actor's session (BCF import) in one transaction;
-        connected clients get topic_created / topic_updated / comment_added events. Returns the last seq."""
+        connected clients get topic_created / topic_updated / comment_added events. A replaced item's
+        revision goes on from the current one, so edits made on the old revision are refused as stale.
+        Returns the last seq."""
         _check(actor.role, Action.BCF_IMPORT)
-        topics, comments = list(topics), list(comments)
         room = self._room(actor.room)
         async with room.lock:
+            topics = [self._next_revision(t, room.topics.get(t.guid)) for t in topics]
+            comments = [self._next_revision(c, room.comments.get(c.guid)) for c in comments]
             now = time.time()
             entry = self._audit(actor, Action.BCF_IMPORT, f"{len(topics)} topics", detail, now)
-            await self.store.import_topics(actor.room, topics, comments, attachments, entry)
+            await self._saved(self.store.import_topics(actor.room, topics, comments, attachments, entry))
             seq = self.hub.seq
             for topic in topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"
@@ -386,6 +391,21 @@ class Annotations:
             return seq
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _next_revision(item: T, current: T | None) -> T:
+        if current is None:
+            return item
+        return msgspec.structs.replace(item, revision=current.revision + 1)
+
+    @staticmethod
+    async def _saved(write: Awaitable[None]) -> None:
+        """Await a store write; a failing disk answers `not_saved` (nothing changed) instead of
+        dropping the connection."""
+        try:
+            await write
+        except sqlite3.Error as exc:
+            raise AnnotationError(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
 
     def _current_topic(self, room: RoomAnnotations, guid: str) -> Topic:
         topic = room.topics.get(guid)
@@ -444,7 +464,7 @@ class Annotations:
             put_topic(db, actor.room, topic)
             put_audit(db, entry)
 
-        await self.store.run(write)
+        await self._saved(self.store.run(write))
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
         return self._emit(actor, kind, topic.guid, topic=topic)
 
@@ -457,7 +477,7 @@ class Annotations:
             put_comment(db, actor.room, comment)
             put_audit(db, entry)
 
-        await self.store.run(write)
+        await self._saved(self.store.run(write))
         room.comments[comment.guid] = comment
         return self._emit(actor, kind, comment.guid, comment=comment)
 

@@ -87,11 +87,20 @@ class ElementList(msgspec.Struct):
     elements: list[dict[str, Any]]
 
 
+class ElementCommand(msgspec.Struct, omit_defaults=True):
+    """An operator command the element takes (the bindings' `commands`): a button for operators."""
+
+    command: str
+    range: list[float] | None = None  # the command takes a value within it (a setpoint)
+    unit: str = ""
+
+
 class ElementDetail(msgspec.Struct):
     element: dict[str, Any]
     props: dict[str, p.PropState]
     visuals: dict[str, p.Visual]
     alarms: list[p.Alarm]
+    commands: list[ElementCommand] = []
 
 
 class StateResponse(msgspec.Struct):
@@ -229,7 +238,9 @@ async def element(request: web.Request) -> web.Response:
     props = {prop: prop_state(pv) for prop, pv in hub.state.element(eid).items()}
     visuals = {layer: vis[eid] for layer, vis in hub.visuals.items() if eid in vis}
     alarms = [a for a in hub.alarms.values() if eid in (a.element, a.source)]
-    return reply(ElementDetail(record, props, visuals, alarms))
+    specs = live.bindings.commands if live.bindings else ()
+    commands = [ElementCommand(c.command, c.range, c.unit) for c in specs if c.element == eid]
+    return reply(ElementDetail(record, props, visuals, alarms, commands))
 
 
 async def state(request: web.Request) -> web.Response:
@@ -434,6 +445,16 @@ ROUTES: Final = (
                 Param("before", "query", {"type": "integer"}, "only entries with a smaller id (paging)"),
             ),
             errors=(400, 401, 403, 404),
+        ),
+        Route(
+            "GET", "/api/sessions/{session}/bcf", sx.bcf_export, "The session's topics as a BCF 3.0 archive",
+            {"type": "string", "format": "binary"}, params=(SESSION,), errors=(401, 403, 404),
+            media_type="application/octet-stream",
+        ),
+        Route(
+            "POST", "/api/sessions/{session}/bcf", sx.bcf_import,
+            "Import a BCF 3.0 / 2.1 archive (raw body, at most 4 MiB); clients see the topics at once",
+            sx.BcfImported, params=(SESSION,), errors=(400, 401, 403, 404, 413), ok_status=201,
         ),
         Route(
             "GET", "/api/procedures", sx.procedures_list, "Procedures the server can run (serve --procedures)",

@@ -166,7 +166,10 @@ class TwinClient:
     async def publish(self, readings: list[p.Reading], timeout: float = 10.0) -> p.Ack:
         """Send readings (role "publisher") and wait for the server's ack."""
         ref = f"r{next(self._refs)}"
-        return await self._request(p.Publish(readings, ref), ref, timeout)
+        answer = await self._request(p.Publish(readings, ref), ref, timeout)
+        if isinstance(answer, p.Error):  # e.g. forbidden: this connection's role may not publish
+            raise RequestRefused(answer)
+        return answer
 
     async def ping(self, timeout: float = 10.0) -> p.Pong:
         return await self._request(p.Ping(time.time()), "pong", timeout)

@@ -52,6 +52,7 @@ ERR_STALE_REVISION: Final = "stale_revision"  # edited at an old revision; `revi
 ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
+ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
 
 
 class Base(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -503,7 +504,8 @@ class Ack(Base, tag="ack"):
 
 
 class Error(Base, tag="error"):
-    """A message could not be handled; the connection stays open. `ref` echoes the offending type."""
+    """A message could not be handled; the connection stays open. `ref` echoes the request's `ref`
+    when it had one, else the offending message's type."""
 
     code: str
     message: str

@@ -15,6 +15,7 @@ default session has the scene's id and lets link-less visitors in as `viewer` (`
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -86,7 +87,10 @@ class Rooms:
         if self.get(room_id) is not None:
             raise ValueError(f"session {room_id!r} exists")
         if self.store is not None:
-            await self.store.run(lambda db: put_room(db, room))
+            try:
+                await self.store.run(lambda db: put_room(db, room))
+            except sqlite3.IntegrityError:  # created meanwhile (another request, or the CLI)
+                raise ValueError(f"session {room_id!r} exists") from None
         self._rooms[room_id] = room
         return room
 

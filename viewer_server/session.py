@@ -276,11 +276,12 @@ class Session:
 
     async def _publish(self, message: p.Publish) -> None:
         if not allowed(self.role, Action.TELEMETRY_PUBLISH):
-            await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} may not publish telemetry", "publish"))
+            refusal = f"role {self.role!r} may not publish telemetry"
+            await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
         accepted, rejected = await self.live.ingest.submit(message.readings)
         if rejected and rejected[0].reason == "batch_too_large":
-            await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, "publish"))
+            await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
         await self._reply(p.Ack(accepted, rejected, message.ref))
 

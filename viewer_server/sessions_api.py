@@ -9,15 +9,22 @@ The route table lives in `viewer_server.api`.
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
+from scene.errors import ImportFailed
 from viewer_server import protocol as p
 from viewer_server.annotations import AnnotationError
 from viewer_server.auth import DEFAULT_TTL_S, MAX_TTL_S, AuthError, issue, join_link, verify
+from viewer_server.bcf.command import scene_index
+from viewer_server.bcf.reader import import_bcf
+from viewer_server.bcf.writer import export_bcf
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
@@ -35,6 +42,7 @@ STATUS: Final = {
     p.ERR_TOO_LONG: 413,
     p.ERR_RATE_LIMITED: 429,
     p.ERR_BAD_MESSAGE: 400,
+    p.ERR_NOT_SAVED: 503,
 }
 
 
@@ -305,3 +313,59 @@ async def procedure_record(request: web.Request) -> web.Response:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     return _json(record)
+
+
+# --- BCF --------------------------------------------------------------------------------------
+
+
+class BcfImported(msgspec.Struct):
+    topics: int
+    comments: int
+    seq: int  # of the last event: connected clients have the topics once they reach it
+    unmapped_components: list[str]
+    warnings: list[str]
+
+
+@handles_refusals
+async def bcf_export(request: web.Request) -> web.Response:
+    """The session's topics as a BCF 3.0 archive (deleted ones left out)."""
+    member = caller(request, request.match_info["session"])
+    _require(member, Action.BCF_EXPORT)
+    service, store = _annotations(request), _live(request).hub.store
+    topics, comments = service.topics(member.room), service.comments(member.room)
+    blobs = {}
+    for attachment in {a.id for t in topics for a in t.attachments}:
+        found = store.attachment(attachment) if store is not None else None
+        if found is not None and found[0] == member.room:
+            blobs[attachment] = found[2]
+    with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
+        path = Path(tmp) / "export.bcf"
+        await asyncio.to_thread(export_bcf, topics, comments, blobs, member.room, path)
+        data = path.read_bytes()
+    disposition = f'attachment; filename="{member.room}.bcf"'
+    return web.Response(
+        body=data, content_type="application/octet-stream", headers={"Content-Disposition": disposition}
+    )
+
+
+@handles_refusals
+async def bcf_import(request: web.Request) -> web.Response:
+    """Add (or replace, by guid) the topics of a BCF 3.0 / 2.1 archive; connected clients see them at once."""
+    member = caller(request, request.match_info["session"])
+    _require(member, Action.BCF_IMPORT)
+    live = _live(request)
+    body = await request.read()
+    with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
+        path = Path(tmp) / "import.bcf"
+        path.write_bytes(body)
+        try:
+            element_ids, by_guid = scene_index(live.scene.dir)
+            result = await asyncio.to_thread(import_bcf, path, element_ids, by_guid)
+        except ImportFailed as exc:
+            raise Refused(400, "bad_bcf", str(exc).replace(str(path), "upload")) from None
+    metas = {a.id: a for t in result.topics for a in t.attachments}
+    pairs = [(metas[k], v) for k, v in result.attachments.items() if k in metas]
+    detail = f"BCF {result.version} upload, {len(result.comments)} comments"
+    seq = await _annotations(request).import_topics(member, result.topics, result.comments, pairs, detail)
+    counts = (len(result.topics), len(result.comments))
+    return _json(BcfImported(*counts, seq, result.unmapped_components, result.warnings), 201)

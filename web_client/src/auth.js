@@ -3,11 +3,14 @@
 // that role may do. The server checks every operation anyway (docs/PERMISSIONS.md); hiding is courtesy.
 import { CLOSE_AUTH } from './protocol.js';
 
+const PERSONS = ['viewer', 'annotator', 'presenter', 'operator', 'admin'];
 const AUTHORS = ['annotator', 'presenter', 'operator', 'admin'];
 const LEADS = ['presenter', 'admin'];
 // The part of the server's role × action matrix that the UI needs; tests/test_web_collab.py keeps it
 // equal to viewer_server/permissions.py.
 export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
+  'hand.raise': PERSONS,
+  'procedure.progress': PERSONS,
   'topic.create': AUTHORS,
   'comment.create': AUTHORS,
   'markup.create': AUTHORS,

@@ -73,8 +73,10 @@ export class ElementBatches {
         const lods = obj.userData.lods;
         if (Array.isArray(lods) && lods.length) {
           part.lods = lods;
-          // The primitive of a multi-primitive mesh: its rank among the siblings from the same glTF mesh.
-          const same = (obj.parent?.children ?? [obj]).filter((c) => c.userData.lods?.[0]?.mesh === lods[0].mesh);
+          // A node's own mesh is primitive 0; the primitives of a multi-primitive mesh are children of its
+          // node (without ids of their own): the rank among the siblings from the same glTF mesh.
+          const same = typeof obj.userData.id === 'string' ? [obj]
+            : (obj.parent?.children ?? [obj]).filter((c) => c.userData.lods?.[0]?.mesh === lods[0].mesh);
           part.primitive = Math.max(0, same.indexOf(obj));
         }
         g.items.push({ entry, mesh: /** @type {THREE.Mesh} */ (obj), part });
@@ -162,10 +164,12 @@ export class ElementBatches {
     const unique = new Map();
     for (const { mesh } of items) {
       if (!unique.has(mesh.geometry.uuid)) {
-        const g = normalizeGeometry(mesh.geometry, needUv, needColor);
+        const g = normalizeGeometry(mesh.geometry, needUv, needColor, true);
         if (!g.attributes.normal) g.computeVertexNormals();
-        g.computeBoundingBox();
-        g.computeBoundingSphere();
+        g.boundingBox = mesh.geometry.boundingBox?.clone() ?? null;
+        g.boundingSphere = mesh.geometry.boundingSphere?.clone() ?? null;
+        if (!g.boundingBox) g.computeBoundingBox();
+        if (!g.boundingSphere) g.computeBoundingSphere();
         unique.set(mesh.geometry.uuid, g);
       }
     }
@@ -245,7 +249,7 @@ export class ElementBatches {
             if (!m?.geometry?.attributes.position) break;
             let g = seen.get(m.geometry.uuid);
             if (!g) {
-              g = normalizeGeometry(m.geometry, needUv, needColor);
+              g = normalizeGeometry(m.geometry, needUv, needColor, true);
               if (!g.attributes.normal) g.computeVertexNormals();
               seen.set(m.geometry.uuid, g);
             }
@@ -469,9 +473,10 @@ function materialKey(m, g) {
 /**
  * Rebuild a geometry with float attributes and a 32-bit index, so that every geometry of a batch
  * has the same layout (quantized glTF attributes come as normalised integers of varying width).
- * @param {THREE.BufferGeometry} src @param {boolean} needUv @param {boolean} needColor
+ * Float attributes are shared, not copied; `anyIndex` keeps a tight index of any width as it is.
+ * @param {THREE.BufferGeometry} src @param {boolean} needUv @param {boolean} needColor @param {boolean} [anyIndex]
  */
-function normalizeGeometry(src, needUv, needColor) {
+function normalizeGeometry(src, needUv, needColor, anyIndex = false) {
   const g = new THREE.BufferGeometry();
   const pos = src.attributes.position;
   g.setAttribute('position', toFloat(pos, 3));
@@ -480,6 +485,11 @@ function normalizeGeometry(src, needUv, needColor) {
     : new THREE.Float32BufferAttribute(new Float32Array(pos.count * 2), 2));
   if (needColor) g.setAttribute('color', src.attributes.color ? toFloat(src.attributes.color, 4)
     : new THREE.Float32BufferAttribute(new Float32Array(pos.count * 4).fill(1), 4));
+  const si = /** @type {any} */ (src.index);
+  if (si && !si.isInterleavedBufferAttribute && (anyIndex || si.array instanceof Uint32Array)) {
+    g.setIndex(si.array.length === si.count ? si : new THREE.BufferAttribute(si.array.subarray(0, si.count), 1));
+    return g;
+  }
   const index = new Uint32Array(src.index ? src.index.count : pos.count);
   if (src.index && !(/** @type {any} */ (src.index).isInterleavedBufferAttribute)) index.set(src.index.array.subarray(0, index.length));
   else if (src.index) for (let i = 0; i < index.length; i++) index[i] = src.index.getX(i);
@@ -494,7 +504,7 @@ function normalizeGeometry(src, needUv, needColor) {
 function toFloat(a, size) {
   const src = /** @type {any} */ (a);
   if (!src.isInterleavedBufferAttribute && src.array instanceof Float32Array && a.itemSize === size && !a.normalized) {
-    return new THREE.Float32BufferAttribute(src.array.slice(0, a.count * size), size);
+    return src.array.length === a.count * size ? a : new THREE.BufferAttribute(src.array.subarray(0, a.count * size), size);
   }
   const out = new Float32Array(a.count * size);
   for (let i = 0; i < a.count; i++) {

@@ -15,14 +15,17 @@ export class LoadError extends Error {
  * Download `url`, reporting progress (0..1, or NaN when the size is unknown), and parse it.
  * Rejects with an AbortError when `signal` fires, and with a LoadError the page can show otherwise.
  * @param {string} url
- * @param {{signal?: AbortSignal, onProgress?: (fraction: number, bytes: number) => void}} [opts]
+ * `response`: a fetch of `url` already under way (index.html starts one before the app has loaded).
+ * @param {{signal?: AbortSignal, onProgress?: (fraction: number, bytes: number) => void, response?: Promise<Response>}} [opts]
  * @returns {Promise<import('three/addons/loaders/GLTFLoader.js').GLTF>}
  */
-export async function loadGLB(url, { signal, onProgress = () => {} } = {}) {
-  const res = await fetch(url, { signal });
+export async function loadGLB(url, { signal, onProgress = () => {}, response } = {}) {
+  const res = await (response ?? fetch(url, { signal }));
   if (!res.ok) throw new LoadError(`Could not download the model (${res.status} ${res.statusText})`, url);
   const total = Number(res.headers.get('content-length')) || 0;
-  const body = await readWithProgress(res, total, onProgress);
+  const body = await readWithProgress(res, total, onProgress, signal);
+  if (signal?.aborted) throw new DOMException('The download was cancelled', 'AbortError');
+  performance.mark('twinview:fetched');
   const loader = new GLTFLoader();
   loader.setMeshoptDecoder(MeshoptDecoder);
   try {
@@ -34,10 +37,12 @@ export async function loadGLB(url, { signal, onProgress = () => {} } = {}) {
 
 /**
  * @param {Response} res @param {number} total @param {(fraction: number, bytes: number) => void} onProgress
+ * @param {AbortSignal} [signal] cancels the read (also of a response fetched without this signal)
  */
-async function readWithProgress(res, total, onProgress) {
+async function readWithProgress(res, total, onProgress, signal) {
   if (!res.body) return res.arrayBuffer();
   const reader = res.body.getReader();
+  signal?.addEventListener('abort', () => reader.cancel().catch(() => {}));
   /** @type {Uint8Array[]} */
   const chunks = [];
   let received = 0;

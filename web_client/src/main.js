@@ -29,11 +29,32 @@ const CLICK_SLOP_PX = 4;
 const HOVER_INTERVAL_MS = 100;
 // Point-cloud picking tolerance, as a fraction of the model's diagonal.
 const POINT_PICK_FRACTION = 0.003;
+// From this many glTF nodes on, preparing the batches takes long enough to show "Preparing elements…".
+const LARGE_MODEL_NODES = 2000;
+// The panels are filled after the first frame with the model, or after this long without one.
+const FIRST_FRAME_WAIT_MS = 500;
 // "View resynchronised" is news, not a state: it goes away after this long.
 const RESYNC_NOTICE_MS = 4000;
 
 const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
+/**
+ * The GLB download starts at boot when the URL names the scene, alongside the WebSocket handshake and
+ * snapshot instead of after them; loadScene takes it over when the snapshot names the same file.
+ * @type {{url: string, abort: AbortController, gltf: Promise<any>, onProgress: (f: number, b: number) => void}|null}
+ */
+let earlyLoad = null;
+if (sceneParam) {
+  const abort = new AbortController();
+  const url = `/scenes/${sceneParam}/scene.glb`;
+  earlyLoad = { url, abort, gltf: Promise.resolve(null), onProgress: () => {} };
+  const el = earlyLoad;
+  const prefetch = /** @type {any} */ (window).twinviewPrefetch; // started by index.html
+  el.gltf = loadGLB(url, { signal: abort.signal, onProgress: (f, b) => el.onProgress(f, b),
+    response: prefetch?.url === url ? prefetch.response : undefined });
+  el.gltf.catch(() => {}); // loadScene decides what a failure means
+}
+
 const state = new TwinState();
 const viewer = new Viewer($('#view'));
 const credentials = linkCredentials(location);
@@ -58,7 +79,7 @@ const ready = new Promise((r) => { resolveReady = r; });
 
 bindStatusChip(session);
 bindLegend($('#legend'), state);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials });
+const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {CustomEvent} */ (e).detail;
@@ -91,6 +112,9 @@ session.addEventListener('servererror', (e) => {
   showNotice('warning', `Server error: ${err.code}`, err.message);
 });
 session.connect();
+// With ?scene= the model is on screen without waiting for the WebSocket handshake and snapshot; the
+// snapshot's glb_url is normally the same file (then nothing reloads), else it replaces this load.
+if (earlyLoad && sceneParam) loadScene(earlyLoad.url, `/scenes/${sceneParam}/manifest.json`, sceneParam);
 
 /**
  * @param {string} glbUrl @param {string} manifestUrl @param {string} sceneId
@@ -109,11 +133,13 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       ?? await loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update });
     performance.mark('twinview:downloaded');
     progress.stage('Preparing elements…');
-    await new Promise((r) => requestAnimationFrame(r)); // let the message paint before the busy part
+    // Let the message paint before the busy part, when there is one (a frame is long on software GL).
+    if ((gltf.parser?.json?.nodes?.length ?? 0) > LARGE_MODEL_NODES) await new Promise((r) => requestAnimationFrame(r));
     app.scope?.abort(); // the previous scene's batches, panels and listeners
     app.scope = new AbortController();
     const { signal } = app.scope;
     const batches = new ElementBatches(gltf.scene);
+    performance.mark('twinview:batched');
     app.batches = batches;
     app.twin = new TwinView(viewer, batches, state, labels, signal);
     const all = boxOfAll(batches);
@@ -125,6 +151,10 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     progress.done();
     // The model shows from the next frame on; the manifest (names, property sets) and the coarser
     // levels of detail follow without holding it back.
+    await new Promise((r) => {
+      viewer.addEventListener('frame', r, { once: true });
+      setTimeout(r, FIRST_FRAME_WAIT_MS); // a hidden tab draws no frames
+    });
     const records = await manifest;
     if (signal.aborted) return;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
@@ -145,21 +175,6 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
 }
 
 /**
- * The GLB download starts at boot when the URL names the scene, alongside the WebSocket handshake and
- * snapshot instead of after them; loadScene takes it over when the snapshot names the same file.
- * @type {{url: string, abort: AbortController, gltf: Promise<any>, onProgress: (f: number, b: number) => void}|null}
- */
-let earlyLoad = null;
-if (sceneParam) {
-  const abort = new AbortController();
-  const url = `/scenes/${sceneParam}/scene.glb`;
-  earlyLoad = { url, abort, gltf: Promise.resolve(null), onProgress: () => {} };
-  const el = earlyLoad;
-  el.gltf = loadGLB(url, { signal: abort.signal, onProgress: (f, b) => el.onProgress(f, b) });
-  el.gltf.catch(() => {}); // loadScene decides what a failure means
-}
-
-/**
  * The early download of `glbUrl`, if there is one: its result, or null (then load it the usual way).
  * @param {string} glbUrl @param {AbortController} abort @param {(f: number, b: number) => void} onProgress
  */
@@ -172,7 +187,8 @@ async function takeEarlyLoad(glbUrl, abort, onProgress) {
     return null;
   }
   el.onProgress = onProgress;
-  abort.signal.addEventListener('abort', () => el.abort.abort());
+  const early = el.abort; // not `el`: the listener lives as long as `abort` and must not keep the glTF
+  abort.signal.addEventListener('abort', () => early.abort());
   try {
     return await el.gltf;
   } catch (e) {

@@ -44,7 +44,7 @@ export class MergedBatch extends THREE.Mesh {
     super(new THREE.BufferGeometry(), material);
     this.isMergedBatch = true;
     this.frustumCulled = false; // culled per element in updateView
-    this.count = n;
+    this.slots = n;
     this.layout = layout;
     this.data = data;
     this.texture = texture;
@@ -91,11 +91,11 @@ export class MergedBatch extends THREE.Mesh {
     };
     const vBase = this.vertexCount ?? 0;
     const iBase = this.indexCount ?? 0;
-    this.position = grow(this.position, (vBase + vertices) * 3);
-    this.normal = grow(this.normal, (vBase + vertices) * 3);
-    this.slot = grow(this.slot, vBase + vertices);
-    if (this.layout.uv) this.uv = grow(this.uv, (vBase + vertices) * 2);
-    if (this.layout.color) this.color = grow(this.color, (vBase + vertices) * 4);
+    this.vPos = grow(this.vPos, (vBase + vertices) * 3);
+    this.vNrm = grow(this.vNrm, (vBase + vertices) * 3);
+    this.vSlot = grow(this.vSlot, vBase + vertices);
+    if (this.layout.uv) this.vUv = grow(this.vUv, (vBase + vertices) * 2);
+    if (this.layout.color) this.vColor = grow(this.vColor, (vBase + vertices) * 4);
     this.allIndex = /** @type {Uint32Array} */ (grow(this.allIndex, iBase + indices, Uint32Array));
     this.vertexCount = vBase;
     this.indexCount = iBase;
@@ -104,11 +104,11 @@ export class MergedBatch extends THREE.Mesh {
   #attach() {
     const g = this.geometry;
     const used = this.vertexCount;
-    g.setAttribute('position', new THREE.BufferAttribute(this.position.subarray(0, used * 3), 3));
-    g.setAttribute('normal', new THREE.BufferAttribute(this.normal.subarray(0, used * 3), 3));
-    g.setAttribute('slot', new THREE.BufferAttribute(this.slot.subarray(0, used), 1));
-    if (this.uv) g.setAttribute('uv', new THREE.BufferAttribute(this.uv.subarray(0, used * 2), 2));
-    if (this.color) g.setAttribute('color', new THREE.BufferAttribute(this.color.subarray(0, used * 4), 4));
+    g.setAttribute('position', new THREE.BufferAttribute(this.vPos.subarray(0, used * 3), 3));
+    g.setAttribute('normal', new THREE.BufferAttribute(this.vNrm.subarray(0, used * 3), 3));
+    g.setAttribute('slot', new THREE.BufferAttribute(this.vSlot.subarray(0, used), 1));
+    if (this.vUv) g.setAttribute('uv', new THREE.BufferAttribute(this.vUv.subarray(0, used * 2), 2));
+    if (this.vColor) g.setAttribute('color', new THREE.BufferAttribute(this.vColor.subarray(0, used * 4), 4));
     g.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
   }
 
@@ -125,8 +125,8 @@ export class MergedBatch extends THREE.Mesh {
     const e = matrix.elements;
     _n.getNormalMatrix(matrix);
     const ne = _n.elements;
-    const P = this.position;
-    const N = this.normal;
+    const P = this.vPos;
+    const N = this.vNrm;
     for (let k = 0; k < count; k++) {
       const x = pos[k * 3];
       const y = pos[k * 3 + 1];
@@ -150,9 +150,9 @@ export class MergedBatch extends THREE.Mesh {
         N[o + 1] = 1;
       }
     }
-    this.slot.fill(slot, v0, v0 + count);
-    if (this.uv && geometry.attributes.uv) this.uv.set(/** @type {Float32Array} */ (geometry.attributes.uv.array).subarray(0, count * 2), v0 * 2);
-    if (this.color && geometry.attributes.color) this.color.set(/** @type {Float32Array} */ (geometry.attributes.color.array).subarray(0, count * 4), v0 * 4);
+    this.vSlot.fill(slot, v0, v0 + count);
+    if (this.vUv && geometry.attributes.uv) this.vUv.set(/** @type {Float32Array} */ (geometry.attributes.uv.array).subarray(0, count * 2), v0 * 2);
+    if (this.vColor && geometry.attributes.color) this.vColor.set(/** @type {Float32Array} */ (geometry.attributes.color.array).subarray(0, count * 4), v0 * 4);
     const index = /** @type {THREE.BufferAttribute} */ (geometry.index).array;
     const start = this.indexCount;
     for (let k = 0; k < index.length; k++) this.allIndex[start + k] = index[k] + v0;
@@ -252,7 +252,7 @@ export class MergedBatch extends THREE.Mesh {
     const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
     const { levels, drawn, spheres } = this;
     let changed = this.dirty;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.slots; i++) {
       let level = 255;
       const s = spheres[i];
       if (this.visible_[i] && (!cull || _frustum.intersectsSphere(s))) {
@@ -280,7 +280,7 @@ export class MergedBatch extends THREE.Mesh {
 
   #rebuildIndex() {
     let need = 0;
-    for (let i = 0; i < this.count; i++) if (this.drawn[i] !== 255) need += this.levels[i][this.drawn[i]].count;
+    for (let i = 0; i < this.slots; i++) if (this.drawn[i] !== 255) need += this.levels[i][this.drawn[i]].count;
     if (need > this.drawIndex.length) {
       this.drawIndex = new Uint32Array(need);
       this.geometry.dispose();
@@ -289,7 +289,7 @@ export class MergedBatch extends THREE.Mesh {
     }
     let at = 0;
     const all = this.allIndex;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.slots; i++) {
       const lv = this.drawn[i];
       if (lv === 255) continue;
       const r = this.levels[i][lv];
@@ -311,10 +311,10 @@ export class MergedBatch extends THREE.Mesh {
   raycast(raycaster, intersects) {
     const toLocal = _m.copy(this.matrixWorld).invert();
     const local = _ray.copy(raycaster.ray).applyMatrix4(toLocal);
-    const P = this.position;
+    const P = this.vPos;
     const all = this.allIndex;
     const backfaces = this.material.side === THREE.FrontSide;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.slots; i++) {
       if (!this.visible_[i] || !local.intersectsSphere(this.spheres[i])) continue;
       const move = this.moves[i];
       const r = move ? new THREE.Ray().copy(local).applyMatrix4(move.clone().invert()) : local;
@@ -359,3 +359,24 @@ export class MergedBatch extends THREE.Mesh {
 }
 
 const IDENTITY = new THREE.Matrix4();
+
+/**
+ * Compile the batch shader (opaque and transparent variants) while the model downloads, without
+ * blocking (KHR_parallel_shader_compile): a software GL takes ~200 ms per program, which would
+ * otherwise delay the first frame with the model.
+ * @param {THREE.WebGLRenderer} renderer @param {THREE.Camera} camera @param {THREE.Scene} scene
+ */
+export function warmUpShaders(renderer, camera, scene) {
+  const triangle = new THREE.BufferGeometry();
+  triangle.setAttribute('position', new THREE.Float32BufferAttribute([0, 0, 0, 1, 0, 0, 0, 1, 0], 3));
+  triangle.setAttribute('normal', new THREE.Float32BufferAttribute([0, 0, 1, 0, 0, 1, 0, 0, 1], 3));
+  triangle.setIndex([0, 1, 2]);
+  const group = new THREE.Group();
+  for (const transparent of [false, true]) {
+    const source = new THREE.MeshStandardMaterial({ transparent, opacity: transparent ? 0.5 : 1 });
+    group.add(new MergedBatch(source, [{ geometry: triangle, matrix: new THREE.Matrix4(), color: source.color }], { uv: false, color: false }));
+  }
+  return renderer.compileAsync(group, camera, scene).catch(() => {}).finally(() => {
+    for (const b of group.children) /** @type {MergedBatch} */ (b).dispose();
+  });
+}

@@ -100,12 +100,16 @@ void main() {
 }
 `;
 
+// `?shading=pbr` keeps the glTF materials on BatchedMeshes (the look and cost before this path), to compare.
+const FORCE_PBR = typeof location !== 'undefined' && new URLSearchParams(location.search).get('shading') === 'pbr';
+
 /**
  * Whether a glTF material can take the cheap path without looking different: no textures, not
  * emissive, not metallic.
  * @param {any} m
  */
 export function canShadeCheaply(m) {
+  if (FORCE_PBR) return false;
   if (!m || !(m.isMeshStandardMaterial || m.isMeshLambertMaterial || m.isMeshPhongMaterial || m.isMeshBasicMaterial)) return false;
   for (const k of ['map', 'normalMap', 'bumpMap', 'emissiveMap', 'roughnessMap', 'metalnessMap', 'aoMap', 'lightMap',
     'alphaMap', 'envMap', 'displacementMap']) if (m[k]) return false;

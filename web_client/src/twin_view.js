@@ -21,6 +21,8 @@ export class TwinView {
     this.batches = batches;
     this.state = state;
     this.signal = signal;
+    /** set once the levels of detail are in the batches (read by bench/web.py) */
+    this.lodsLoaded = false;
     /** @type {string|null} */
     this.selected = null;
     this.highlight = new THREE.Box3Helper(new THREE.Box3(), SELECTION_COLOR);
@@ -59,6 +61,7 @@ export class TwinView {
       console.warn('levels of detail not used:', e);
       return;
     }
+    this.lodsLoaded = true;
     viewer.invalidate();
   }
 

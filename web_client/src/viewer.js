@@ -1,6 +1,7 @@
 // The 3D view: renderer, camera, orbit navigation, lights, render-on-demand, picking and fly-to.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { warmUpShaders } from './merged_batch.js';
 import { LIGHTS } from './shading.js';
 
 export const BACKGROUND = 0x1d2127;
@@ -10,13 +11,37 @@ const FLY_MS = 600;
 const FIT_MARGIN = 1.4;
 // The least upward component of the view direction after a fit (0.7 ≈ 35° above the horizon).
 const MIN_FIT_ELEVATION = 0.7;
+// Software GL (no GPU: VMs, remote desktops, headless CI). There 4x MSAA rasterises every triangle per
+// sample and doubles the frame time; on a GPU it is nearly free, so it stays on. `?msaa=1|0` overrides.
+const SOFTWARE_GL = /swiftshader|llvmpipe|softpipe|software/i;
+const CONTEXT_ATTRIBUTES = { alpha: true, depth: true, stencil: false, premultipliedAlpha: true,
+  preserveDrawingBuffer: true, powerPreference: /** @type {const} */ ('high-performance') };
+
+/** A WebGL2 context, multisampled unless the renderer is software (see SOFTWARE_GL). */
+function createContext() {
+  const forced = new URLSearchParams(location.search).get('msaa');
+  const canvas = document.createElement('canvas');
+  const gl = canvas.getContext('webgl2', { ...CONTEXT_ATTRIBUTES, antialias: forced !== '0' });
+  if (!gl || forced !== null) return { canvas, context: gl, software: false };
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  const name = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  if (!SOFTWARE_GL.test(name)) return { canvas, context: gl, software: false };
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  const plain = document.createElement('canvas');
+  return { canvas: plain, context: plain.getContext('webgl2', { ...CONTEXT_ATTRIBUTES, antialias: false }), software: true };
+}
 
 export class Viewer extends EventTarget {
   /** @param {HTMLElement} container */
   constructor(container) {
     super();
     this.container = container;
-    this.renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+    const { canvas, context, software } = createContext();
+    this.renderer = context
+      ? new THREE.WebGLRenderer({ canvas, context: /** @type {WebGL2RenderingContext} */ (context) })
+      : new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true }); // let three report the failure
+    /** whether the GL is a software rasteriser (then without MSAA) */
+    this.softwareGL = software;
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
     this.renderer.xr.enabled = true;
     this.renderer.localClippingEnabled = true;
@@ -55,6 +80,7 @@ export class Viewer extends EventTarget {
     new ResizeObserver(() => this.#resize()).observe(container);
     this.#resize();
     this.renderer.setAnimationLoop((t, frame) => this.#frame(t, frame));
+    warmUpShaders(this.renderer, this.camera, this.scene);
   }
 
   invalidate() {

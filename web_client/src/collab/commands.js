@@ -3,11 +3,13 @@
 import { h, replace } from '../ui/dom.js';
 import { uuid } from '../topics/viewpoint.js';
 
+/** @typedef {{command: string, range?: number[], unit?: string}} ElementCommand a command the element takes (from its bindings) */
+
 export class CommandPanel {
   /**
    * @param {HTMLElement} root the panel section (shown only to roles that may send commands)
    * @param {{session: import('../session.js').Session, identity: import('../auth.js').Identity,
-   *          name: (id: string) => string, commandsOf: (id: string) => Promise<string[]>}} deps
+   *          name: (id: string) => string, commandsOf: (id: string) => Promise<ElementCommand[]>}} deps
    */
   constructor(root, deps) {
     this.root = root;
@@ -49,28 +51,35 @@ export class CommandPanel {
     const status = h('p', { class: 'command-status', role: 'status' });
     replace(this.root,
       commands.length ? h('div', { class: 'actions' }, ...commands.map((c) =>
-        h('button', { class: 'command', dataset: { command: c }, onclick: () => this.#confirm(id, c, status) }, c)))
+        h('button', { class: 'command', dataset: { command: c.command }, onclick: () => this.#confirm(id, c, status) }, c.command)))
         : h('p', { class: 'hint' }, 'This element takes no commands.'),
       status);
   }
 
-  /** @param {string} element @param {string} command @param {HTMLElement} status */
-  #confirm(element, command, status) {
+  /** Ask before anything moves; a command with a range asks for its value too. @param {string} element @param {ElementCommand} c @param {HTMLElement} status */
+  #confirm(element, c, status) {
+    const [lo, hi] = c.range ?? [];
+    const value = c.range ? /** @type {HTMLInputElement} */ (h('input', { type: 'number', class: 'command-value', min: lo, max: hi,
+      step: 'any', value: lo, 'aria-label': `${c.command} value` })) : null;
     replace(this.dialog,
-      h('p', null, 'Send ', h('strong', null, command), ' to ', h('strong', null, this.deps.name(element)), '?'),
+      h('p', null, 'Send ', h('strong', null, c.command), ' to ', h('strong', null, this.deps.name(element)), '?'),
+      value ? h('label', null, `Value (${lo} … ${hi}${c.unit ? ` ${c.unit}` : ''}) `, value) : null,
       h('p', { class: 'hint' }, 'This acts on the real plant.'),
       h('div', { class: 'actions' },
         h('button', { class: 'cancel', onclick: () => this.dialog.close() }, 'Cancel'),
-        h('button', { class: 'send-command', onclick: () => { this.dialog.close(); this.#send(element, command, status); } }, `Send ${command}`)));
+        h('button', { class: 'send-command', onclick: () => {
+          this.dialog.close();
+          this.#send(element, c.command, value ? Number(value.value) : null, status);
+        } }, `Send ${c.command}`)));
     this.dialog.showModal();
   }
 
-  /** @param {string} element @param {string} command @param {HTMLElement} status */
-  #send(element, command, status) {
+  /** @param {string} element @param {string} command @param {number|null} value @param {HTMLElement} status */
+  #send(element, command, value, status) {
     const ref = uuid();
     status.className = 'command-status waiting';
     status.textContent = `${command}: sending…`;
-    if (!this.deps.session.send({ type: 'command', element, command, ref })) {
+    if (!this.deps.session.send({ type: 'command', element, command, ref, ...(value === null ? {} : { value }) })) {
       status.textContent = `${command}: not connected, not sent`;
       return;
     }

@@ -1,18 +1,13 @@
-// The collaboration messages of a session, whichever way the server sends them: as messages of their
-// own type (answers, and events to the connected) or as `events[]` of a delta (seq-numbered, resumed).
-// Each module listens to the kinds it speaks and gets `(kind, body)`.
+// The collaboration events of a session: they arrive as `events[]` of deltas (seq-numbered, exactly once,
+// resumed after a reconnect; docs/PROTOCOL.md §11). Each module listens to the kinds it speaks.
 
 /**
  * @param {import('../session.js').Session} session
- * @param {string[]} kinds message types / event kinds, e.g. ["topic_created", "comment_added"]
- * @param {(kind: string, body: any) => void} handler
+ * @param {string[]} kinds event kinds, e.g. ["topic_created", "comment_added"]
+ * @param {(kind: string, event: any) => void} handler
  */
 export function onCollab(session, kinds, handler) {
   const wanted = new Set(kinds);
-  session.addEventListener('message', (e) => {
-    const msg = /** @type {CustomEvent} */ (e).detail;
-    if (wanted.has(msg.type)) handler(msg.type, msg);
-  });
   session.state.addEventListener('delta', (e) => {
     for (const ev of /** @type {CustomEvent} */ (e).detail.delta.events ?? []) {
       if (wanted.has(ev.kind)) handler(ev.kind, ev);

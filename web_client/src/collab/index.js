@@ -18,9 +18,9 @@ import { ProcedurePanel } from './procedure.js';
  *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void,
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
- *          credentials: {session: string|null, token: string|null}}} deps
+ *          credentials: {session: string|null, token: string|null}, ready: Promise<any>}} deps
  */
-export function startCollaboration({ viewer, session, section, select, app, credentials }) {
+export function startCollaboration({ viewer, session, section, select, app, credentials, ready }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -34,9 +34,14 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   const pins = new PinLayer(viewer, store);
   const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, select });
   const attachments = new Attachments(() => ({ session: session.welcome?.session || credentials.session, token: credentials.token }));
+  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints });
   const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments });
   const list = new TopicList($('#topics'), store, (guid) => topic.open(guid));
-  topic.addEventListener('open', (e) => list.highlight(/** @type {CustomEvent} */ (e).detail));
+  topic.addEventListener('open', (e) => {
+    const guid = /** @type {CustomEvent} */ (e).detail;
+    list.highlight(guid);
+    if (guid) presenter.breakAway(); // a follower who opens a topic wants to look at it, not at the presenter
+  });
   const hint = float('pick-hint');
   const creator = new TopicCreator(float('topic-form'), {
     viewer, session, viewpoints, attachments,
@@ -44,7 +49,6 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     idOf: (hit) => app.batches?.idOf(hit) ?? null,
     hint: (text) => { hint.hidden = !text; hint.textContent = text ?? ''; },
   });
-  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints });
   const procedure = new ProcedurePanel(float('procedure-panel'), {
     session, identity, viewpoints, presenter, name, selected: () => app.twin?.selected ?? null,
   });
@@ -52,7 +56,7 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     session, identity, name,
     commandsOf: async (id) => {
       const res = await fetch(`/api/scenes/${encodeURIComponent(session.welcome?.scene ?? '')}/elements/${encodeURIComponent(id)}`);
-      return res.ok ? ((await res.json()).commands ?? []).map((/** @type {any} */ c) => c.command) : [];
+      return res.ok ? (await res.json()).commands ?? [] : [];
     },
   });
 
@@ -68,6 +72,8 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     hand.setAttribute('aria-pressed', String(presenter.handRaised));
     $('#btn-present').textContent = presenter.presenting ? 'Stop presenting' : 'Present';
   });
+  // Loading fits the model into view, over where a late joiner should be: land again once it is shown.
+  ready.then(() => (presenter.following ? presenter.rejoin() : procedure.showStep()));
   identity.addEventListener('change', () => { topic.render(); procedure.render(); commands.show(app.twin?.selected ?? null); });
   window.addEventListener('keydown', (e) => { if (e.key === 'Escape' && creator.picking) creator.start(null); });
 

@@ -38,12 +38,7 @@ export class PresenterMode extends EventTarget {
       if (next) this.#set(next, false);
     });
     // 'start' fires only for the user's own drag or wheel, never for a programmatic fly.
-    viewer.controls.addEventListener('start', () => {
-      if (this.following && !this.brokeAway) {
-        this.brokeAway = true;
-        this.render();
-      }
-    });
+    viewer.controls.addEventListener('start', () => this.breakAway());
     viewer.controls.addEventListener('change', () => this.#sendView());
   }
 
@@ -71,10 +66,18 @@ export class PresenterMode extends EventTarget {
     this.deps.session.send({ type: 'presenter_release' });
   }
 
-  /** Follow the presenter again, from their newest view. */
-  rejoin() {
+  /** Stop following for now: the user looks elsewhere on their own (drag, wheel, opening a topic). */
+  breakAway() {
+    if (!this.following || this.brokeAway) return;
+    this.brokeAway = true;
+    this.render();
+  }
+
+  /** Follow the presenter again, from their newest view (or from the next one, without `fly`). */
+  rejoin({ fly = true } = {}) {
+    if (!this.brokeAway && !fly) return;
     this.brokeAway = false;
-    this.#follow(0);
+    if (fly) this.#follow(0);
     this.render();
   }
 

@@ -15,6 +15,9 @@ export const PROCEDURE_EVENTS = ['procedure_started', 'procedure_step', 'step_co
 // The user of a completion the live twin made (a value condition): it counts for everyone.
 const EVERYONE = '*';
 
+/** A run as the server sends it, with the fields it omits at their default put back. @param {any} raw @returns {Run|null} */
+const runOf = (raw) => (raw ? { step: 0, completions: [], finished: '', ...raw } : null);
+
 export class ProcedurePanel {
   /**
    * @param {HTMLElement} root the floating panel
@@ -28,10 +31,13 @@ export class ProcedurePanel {
     /** @type {Run|null} */
     this.run = null;
     this.values = h('table', { class: 'props watch' });
+    /** @type {Promise<{name: string, title: string}[]>|null} what a lead can start (GET /api/procedures), fetched once */
+    this.library = null;
     const { session } = deps;
     session.addEventListener('snapshot', (e) => {
-      this.run = /** @type {CustomEvent} */ (e).detail.procedure ?? null;
-      this.#goToStep();
+      this.run = runOf(/** @type {CustomEvent} */ (e).detail.procedure);
+      // Joining late: a presenter's current view is newer than the step's; without one, land on the step.
+      if (!this.deps.presenter.following) this.showStep();
       this.render();
     });
     onCollab(session, PROCEDURE_EVENTS, (kind, ev) => this.#apply(kind, ev));
@@ -41,13 +47,13 @@ export class ProcedurePanel {
   /** @param {string} kind @param {any} ev */
   #apply(kind, ev) {
     if (kind === 'procedure_started') {
-      this.run = ev.run;
-      this.#goToStep();
+      this.run = runOf(ev.run);
+      this.#moveOn();
     } else if (!this.run || this.run.run !== ev.id) {
       return; // an event of a run we do not hold (a stale one); the next snapshot brings the truth
     } else if (kind === 'procedure_step') {
       this.run = { ...this.run, step: ev.step };
-      this.#goToStep();
+      this.#moveOn();
     } else if (kind === 'step_completed') {
       this.run = { ...this.run, completions: [...this.run.completions, { step: ev.step, user: ev.user, ts: ev.ts }] };
     } else if (kind === 'procedure_finished') {
@@ -60,10 +66,16 @@ export class ProcedurePanel {
     return this.run && !this.run.finished ? this.run.steps[this.run.step] ?? null : null;
   }
 
-  /** Fly to the current step's viewpoint and highlight its elements — unless we broke away from a presenter. */
-  #goToStep() {
+  /** The session moved to a step: everyone looks there, also a follower who had broken away. */
+  #moveOn() {
+    this.deps.presenter.rejoin({ fly: false });
+    this.showStep();
+  }
+
+  /** Fly to the current step's viewpoint and highlight its elements. */
+  showStep() {
     const step = this.step;
-    if (!step?.viewpoint?.camera || this.deps.presenter.brokeAway) return;
+    if (!step?.viewpoint?.camera) return;
     this.deps.viewpoints.restore({ ...step.viewpoint, selected: step.highlight ?? step.viewpoint.selected ?? [] });
   }
 
@@ -129,9 +141,11 @@ export class ProcedurePanel {
   }
 
   #starter() {
-    const name = /** @type {HTMLInputElement} */ (h('input', { class: 'procedure-name', 'aria-label': 'procedure name', placeholder: 'procedure name' }));
-    return h('div', { class: 'actions' }, name,
-      h('button', { class: 'start', onclick: () => name.value.trim() && this.#control({ action: 'start', name: name.value.trim() }) }, 'Start'));
+    const pick = /** @type {HTMLSelectElement} */ (h('select', { class: 'procedure-name', 'aria-label': 'procedure' }));
+    this.library ??= fetch('/api/procedures').then((r) => (r.ok ? r.json() : []), () => []);
+    this.library.then((list) => pick.replaceChildren(...list.map((p) => new Option(p.title, p.name))));
+    return h('div', { class: 'actions' }, pick,
+      h('button', { class: 'start', onclick: () => pick.value && this.#control({ action: 'start', name: pick.value }) }, 'Start'));
   }
 
   /** The step's watched live values, kept current as deltas arrive. */

@@ -5,7 +5,7 @@ import { h, replace } from '../ui/dom.js';
 import { statusText } from './list.js';
 
 const STATUSES = ['open', 'in_progress', 'resolved', 'closed'];
-const TOPIC_MESSAGES = ['topic_create', 'topic_update', 'comment_add', 'comment_edit', 'comment_delete', 'markup_create'];
+const TOPIC_MESSAGES = ['topic_create', 'topic_update', 'comment_add', 'comment_edit', 'comment_delete', 'markup'];
 
 /** @param {number} ts */
 const when = (ts) => new Date(ts * 1000).toLocaleString();
@@ -32,7 +32,10 @@ export class TopicPanel extends EventTarget {
       const { guid } = /** @type {CustomEvent} */ (e).detail;
       if (this.guid && (guid === null || guid === this.guid)) this.render();
     });
-    onCollabError(deps.session, TOPIC_MESSAGES, (err) => this.showError(`${err.code}: ${err.message}`));
+    onCollabError(deps.session, TOPIC_MESSAGES, (err) => {
+      this.render(); // undo what the refused change showed (e.g. a status chosen on a stale revision)
+      this.showError(`${err.code}: ${err.message}`);
+    });
   }
 
   /** @param {string} text */
@@ -74,7 +77,7 @@ export class TopicPanel extends EventTarget {
         h('span', null, `Priority: ${t.priority}`),
         t.assignee ? h('span', null, `Assigned to ${t.assignee}`) : null,
         t.due_date ? h('span', null, `Due ${t.due_date}`) : null,
-        (t.labels ?? []).length ? h('span', { class: 'labels' }, ...(t.labels ?? []).map((l) => h('span', { class: 'label' }, l))) : null),
+        (t.labels ?? []).length ? h('span', { class: 'topic-labels' }, ...(t.labels ?? []).map((l) => h('span', { class: 'topic-label' }, l))) : null),
       t.description ? h('p', { class: 'description' }, t.description) : null,
       ...snapshots.map((id) => attachments.image(/** @type {string} */ (id), `snapshot of ${t.title}`)),
       (t.live_values ?? []).length ? h('table', { class: 'props' }, ...(t.live_values ?? []).map((v) =>

@@ -90,6 +90,7 @@ export class PinLayer {
   screenOf(guid) {
     const pin = this.pins.get(guid);
     if (!pin) return null;
+    this.viewer.camera.updateMatrixWorld(); // the camera may have moved since the last frame
     const p = pin.getWorldPosition(new THREE.Vector3()).project(this.viewer.camera);
     const r = this.viewer.renderer.domElement.getBoundingClientRect();
     return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };

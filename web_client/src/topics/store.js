@@ -34,15 +34,12 @@ export class TopicStore extends EventTarget {
     });
   }
 
-  /** Replace everything with a snapshot's topics (and their comments). @param {any} snap */
+  /** Replace everything with a snapshot's topics and comments (absent: none). @param {any} snap */
   reset(snap) {
-    if (!Array.isArray(snap.topics)) return; // a server without sessions has no topics to tell
     this.topics = new Map();
     this.comments = new Map();
-    for (const t of snap.topics) this.#putTopic(t, false);
-    for (const c of [...snap.topics.flatMap((/** @type {any} */ t) => t.comments ?? []), ...(snap.comments ?? [])]) {
-      this.#putComment(c, false);
-    }
+    for (const t of snap.topics ?? []) this.#putTopic(t, false);
+    for (const c of snap.comments ?? []) this.#putComment(c, false);
     this.dispatchEvent(new CustomEvent('change', { detail: { guid: null } }));
   }
 
@@ -58,7 +55,7 @@ export class TopicStore extends EventTarget {
     const old = this.topics.get(t.guid);
     if (old && old.revision > t.revision) return;
     if (t.deleted) this.topics.delete(t.guid);
-    else this.topics.set(t.guid, { ...t, comments: undefined });
+    else this.topics.set(t.guid, t);
     if (notify) this.dispatchEvent(new CustomEvent('change', { detail: { guid: t.guid } }));
   }
 

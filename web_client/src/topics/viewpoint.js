@@ -97,6 +97,11 @@ export class Viewpoints {
     const toWorld = viewer.world.matrixWorld;
     const pos = new THREE.Vector3(...cam.position).applyMatrix4(toWorld);
     const dir = new THREE.Vector3(...cam.direction).transformDirection(toWorld);
+    // Spend what is left of the user's last drag (damping) now, so it cannot turn the camera off the viewpoint.
+    const damping = viewer.controls.enableDamping;
+    viewer.controls.enableDamping = false;
+    viewer.controls.update();
+    viewer.controls.enableDamping = damping;
     if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
       viewer.camera.fov = cam.fov_deg;
       viewer.camera.updateProjectionMatrix();
