@@ -81,7 +81,8 @@ def _cylinder(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit cylinder along Y (radius 1, height 1, centred): smooth sides, flat caps; 4n-4 triangles."""
     a = np.arange(n) * (2 * np.pi / n)
     ring = np.stack([np.cos(a), np.zeros(n), np.sin(a)], 1)
-    pos = np.concatenate([ring + [0, -0.5, 0], ring + [0, 0.5, 0], ring + [0, 0.5, 0], ring + [0, -0.5, 0]])
+    down, up = np.array([0.0, -0.5, 0.0]), np.array([0.0, 0.5, 0.0])
+    pos = np.concatenate([ring + down, ring + up, ring + up, ring + down])
     nrm = np.concatenate([ring, ring, np.tile([0, 1, 0], (n, 1)), np.tile([0, -1, 0], (n, 1))])
     tris = []
     for k in range(n):
@@ -105,18 +106,34 @@ def make_plant(directory: Path, count: int) -> dict:
     rng = np.random.default_rng(11)
     side = int(np.ceil(np.sqrt(count)))
     pitch = 1.5
-    nodes: list[dict] = [{"name": "site", "extras": {"id": "site", "name": "Plant", "class": "IfcSite"}, "children": []}]
+    site = {"id": "site", "name": "Plant", "class": "IfcSite"}
+    nodes: list[dict] = [{"name": "site", "extras": site, "children": []}]
     materials = [
-        {"name": c, "pbrMetallicRoughness": {"baseColorFactor": [*PLANT[c][0], 1.0], "metallicFactor": 0.0,
-                                             "roughnessFactor": 0.8}}
+        {
+            "name": c,
+            "pbrMetallicRoughness": {
+                "baseColorFactor": [*PLANT[c][0], 1.0],
+                "metallicFactor": 0.0,
+                "roughnessFactor": 0.8,
+            },
+        }
         for c in classes
     ]
     pos_blob, nrm_blob, idx_blob = bytearray(), bytearray(), bytearray()
     accessors: list[dict] = []
     meshes: list[dict] = []
     lod_meshes: list[dict] = []
-    elements = [{"id": "site", "name": "Plant", "class": "IfcSite", "parent": None, "bbox": None, "triangles": 0,
-                 "properties": {}}]
+    elements = [
+        {
+            "id": "site",
+            "name": "Plant",
+            "class": "IfcSite",
+            "parent": None,
+            "bbox": None,
+            "triangles": 0,
+            "properties": {},
+        }
+    ]
     for i in range(count):
         cls = classes[i % len(classes)]
         _, axis, rr, ll = PLANT[cls]
@@ -132,30 +149,68 @@ def make_plant(directory: Path, count: int) -> dict:
             nv = nrm[:, order]
             a = len(accessors)
             accessors += [
-                {"bufferView": 0, "byteOffset": len(pos_blob), "componentType": 5126, "count": len(p), "type": "VEC3",
-                 "min": p.min(0).tolist(), "max": p.max(0).tolist()},
+                {
+                    "bufferView": 0,
+                    "byteOffset": len(pos_blob),
+                    "componentType": 5126,
+                    "count": len(p),
+                    "type": "VEC3",
+                    "min": p.min(0).tolist(),
+                    "max": p.max(0).tolist(),
+                },
                 {"bufferView": 1, "byteOffset": len(nrm_blob), "componentType": 5126, "count": len(nv), "type": "VEC3"},
-                {"bufferView": 2, "byteOffset": len(idx_blob), "componentType": 5123, "count": idx.size, "type": "SCALAR"},
+                {
+                    "bufferView": 2,
+                    "byteOffset": len(idx_blob),
+                    "componentType": 5123,
+                    "count": idx.size,
+                    "type": "SCALAR",
+                },
             ]
             pos_blob += p.tobytes()
             nrm_blob += nv.tobytes()
             idx_blob += idx.tobytes()
             idx_blob += b"\0" * (-len(idx_blob) % 4)
-            levels.append(({"primitives": [{"attributes": {"POSITION": a, "NORMAL": a + 1}, "indices": a + 2,
-                                            "material": i % len(classes)}]}, len(idx)))
+            levels.append(
+                (
+                    {
+                        "primitives": [
+                            {
+                                "attributes": {"POSITION": a, "NORMAL": a + 1},
+                                "indices": a + 2,
+                                "material": i % len(classes),
+                            }
+                        ]
+                    },
+                    len(idx),
+                )
+            )
         meshes.append(levels[0][0])
         lod_meshes.append([lvl for lvl in levels[1:]])
         eid = f"el-{i:05d}"
         nodes[0]["children"].append(len(nodes))
-        nodes.append({"name": eid, "mesh": len(meshes) - 1, "translation": center,
-                      "extras": {"id": eid, "name": f"{cls[3:]} {i}", "class": cls}})
+        nodes.append(
+            {
+                "name": eid,
+                "mesh": len(meshes) - 1,
+                "translation": center,
+                "extras": {"id": eid, "name": f"{cls[3:]} {i}", "class": cls},
+            }
+        )
         ext = (templates[0][0] * scale)[:, order]
-        elements.append({"id": eid, "name": f"{cls[3:]} {i}", "class": cls, "parent": "site",
-                         "bbox": [(ext.min(0) + center).tolist(), (ext.max(0) + center).tolist()],
-                         "triangles": int(levels[0][1]),
-                         "properties": {"Pset_Identity": {"Tag": f"P-{i:05d}"}}})
+        elements.append(
+            {
+                "id": eid,
+                "name": f"{cls[3:]} {i}",
+                "class": cls,
+                "parent": "site",
+                "bbox": [(ext.min(0) + center).tolist(), (ext.max(0) + center).tolist()],
+                "triangles": int(levels[0][1]),
+                "properties": {"Pset_Identity": {"Tag": f"P-{i:05d}"}},
+            }
+        )
     # LOD meshes come after the element meshes; each element mesh lists them finest first.
-    for m, lods in zip(meshes, lod_meshes):
+    for m, lods in zip(meshes, lod_meshes, strict=True):
         m["extras"] = {"lods": []}
         for mesh, tris in lods:
             meshes.append(mesh)
@@ -166,12 +221,26 @@ def make_plant(directory: Path, count: int) -> dict:
         {"buffer": 0, "byteOffset": len(pos_blob), "byteLength": len(nrm_blob), "byteStride": 12, "target": 34962},
         {"buffer": 0, "byteOffset": len(pos_blob) + len(nrm_blob), "byteLength": len(idx_blob), "target": 34963},
     ]
-    gltf = {"asset": {"version": "2.0", "generator": "twinview bench/web.py"}, "scene": 0,
-            "scenes": [{"nodes": [0]}], "nodes": nodes, "meshes": meshes, "materials": materials,
-            "accessors": accessors, "bufferViews": views, "buffers": [{"byteLength": len(blob)}]}
+    gltf = {
+        "asset": {"version": "2.0", "generator": "twinview bench/web.py"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": nodes,
+        "meshes": meshes,
+        "materials": materials,
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
+    }
     _write_glb(directory / "scene.glb", gltf, blob)
-    manifest = {"format": "twinview-manifest", "version": 1, "elements": elements,
-                "stats": {"elements": len(elements)}, "inputs": [], "warnings": []}
+    manifest = {
+        "format": "twinview-manifest",
+        "version": 1,
+        "elements": elements,
+        "stats": {"elements": len(elements)},
+        "inputs": [],
+        "warnings": [],
+    }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return {"elements": count, "triangles": count * (4 * SEGMENTS[0] - 4), "target": "el-00000"}
 
@@ -200,8 +269,20 @@ def bundle_plain(out: Path) -> None:
     """Bundle bench/plain_gltf.js with three from web_client/node_modules, as build.mjs does the viewer."""
     esbuild = WEB / "node_modules" / ".bin" / "esbuild"
     env = {**os.environ, "NODE_PATH": str(WEB / "node_modules")}
-    subprocess.run([str(esbuild), str(ROOT / "bench" / "plain_gltf.js"), "--bundle", "--minify", "--format=esm",
-                    "--target=es2022", f"--outfile={out}", "--log-level=warning"], check=True, env=env)
+    subprocess.run(
+        [
+            str(esbuild),
+            str(ROOT / "bench" / "plain_gltf.js"),
+            "--bundle",
+            "--minify",
+            "--format=esm",
+            "--target=es2022",
+            f"--outfile={out}",
+            "--log-level=warning",
+        ],
+        check=True,
+        env=env,
+    )
 
 
 # --- in-page measurement --------------------------------------------------------------------------
@@ -300,8 +381,10 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     # Steady state: the levels of detail load in the background after the first frame.
     page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_timeout(500)
-    gl = page.evaluate("(() => { const v = window.twinview.viewer; return { msaa: v.renderer.getContext()"
-                       ".getContextAttributes().antialias, software: v.softwareGL }; })()")
+    gl = page.evaluate(
+        "(() => { const v = window.twinview.viewer; return { msaa: v.renderer.getContext()"
+        ".getContextAttributes().antialias, software: v.softwareGL }; })()"
+    )
     ft = page.evaluate(FRAME_TIMES, frames)
     if shot:
         page.screenshot(path=str(shot))
@@ -316,7 +399,9 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
         page.wait_for_function(
             "([n, c, id]) => window.__bench.arrivals.length > n && window.twinview.colorOf(id) === c"
             " && window.__bench.frames.some((f) => f.t > window.__bench.arrivals[n] && f.color === c)",
-            arg=[before, colour, scene["target"]], timeout=30_000)
+            arg=[before, colour, scene["target"]],
+            timeout=30_000,
+        )
         b = page.evaluate("window.__bench")
         arrival = b["arrivals"][before]
         prior = [f for f in b["frames"] if f["t"] <= arrival]
@@ -325,13 +410,25 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
         lat_ms.append(shown["t"] - arrival)
         page.wait_for_timeout(150)
     ctx.close()
-    return {"ttff_ms": ttff, "ready": ready, "gl": gl, "frame_ms": median(ft["times"]), "frame_times": ft["times"],
-            "draw_calls": ft["calls"], "triangles": ft["triangles"], "canvas": ft["canvas"], "heap_mb": heap,
-            "recolour_frames": lat_frames, "recolour_ms": lat_ms, "errors": errors}
+    return {
+        "ttff_ms": ttff,
+        "ready": ready,
+        "gl": gl,
+        "frame_ms": median(ft["times"]),
+        "frame_times": ft["times"],
+        "draw_calls": ft["calls"],
+        "triangles": ft["triangles"],
+        "canvas": ft["canvas"],
+        "heap_mb": heap,
+        "recolour_frames": lat_frames,
+        "recolour_ms": lat_ms,
+        "errors": errors,
+    }
 
 
-def run_plain(browser, base: str, glb_url: str, canvas: list[int], bundle: Path, frames: int,
-              shot: Path | None) -> dict:
+def run_plain(
+    browser, base: str, glb_url: str, canvas: list[int], bundle: Path, frames: int, shot: Path | None
+) -> dict:
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
     errors: list[str] = []
@@ -355,12 +452,21 @@ def run_plain(browser, base: str, glb_url: str, canvas: list[int], bundle: Path,
         page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": canvas[0], "height": canvas[1]})
     heap = heap_mb(page)
     ctx.close()
-    return {"ttff_ms": ttff, "frame_ms": median(ft["times"]), "frame_times": ft["times"], "draw_calls": ft["calls"],
-            "triangles": ft["triangles"], "canvas": ft["canvas"], "heap_mb": heap, "errors": errors}
+    return {
+        "ttff_ms": ttff,
+        "frame_ms": median(ft["times"]),
+        "frame_times": ft["times"],
+        "draw_calls": ft["calls"],
+        "triangles": ft["triangles"],
+        "canvas": ft["canvas"],
+        "heap_mb": heap,
+        "errors": errors,
+    }
 
 
-def bench_scene(browser, name: str, scene_dir: Path, scene: dict, work: Path, bundle: Path, runs: int,
-                frames: int) -> dict:
+def bench_scene(
+    browser, name: str, scene_dir: Path, scene: dict, work: Path, bundle: Path, runs: int, frames: int
+) -> dict:
     (work / f"{name}.bindings.yaml").write_text(bindings_for(scene["target"]))
     with serve_scene(scene_dir, work / f"{name}.bindings.yaml", work / f"{name}-data") as live:
         sid = scene_dir.name
@@ -373,7 +479,7 @@ def bench_scene(browser, name: str, scene_dir: Path, scene: dict, work: Path, bu
         keys = list(CONTENDERS)
         for r in range(runs):
             shots = r == 0
-            order = keys[r % len(keys):] + keys[:r % len(keys)]  # rotate who goes first
+            order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotate who goes first
             for key in order:
                 t = time.monotonic()
                 shot = RESULTS / f"web-{name}-{key}.png" if shots else None
@@ -382,9 +488,11 @@ def bench_scene(browser, name: str, scene_dir: Path, scene: dict, work: Path, bu
                 else:
                     res = run_viewer(browser, url + CONTENDERS[key][1], scene, frames, shot, live)
                 runs_of[key].append(res)
-                print(f"  {name} run {r + 1} {key}: ttff {res['ttff_ms']:.0f} ms, frame {res['frame_ms']:.0f} ms,"
-                      f" calls {res['draw_calls']}, heap {res['heap_mb']:.1f} MB ({time.monotonic() - t:.0f} s)",
-                      file=sys.stderr)
+                print(
+                    f"  {name} run {r + 1} {key}: ttff {res['ttff_ms']:.0f} ms, frame {res['frame_ms']:.0f} ms,"
+                    f" calls {res['draw_calls']}, heap {res['heap_mb']:.1f} MB ({time.monotonic() - t:.0f} s)",
+                    file=sys.stderr,
+                )
     return {"scene": scene, **runs_of}
 
 
@@ -407,9 +515,9 @@ def table(results: dict, meta: dict) -> str:
         f" {meta['runs']} interleaved runs × {meta['frames']} frames · medians over runs [min–max]",
         f"`{meta['command']}`",
         "",
-        "| scene | contender | draw calls | TTFF | frame (median) | frame ratio plain/viewer | JS heap | recolour latency"
-        " (median / max) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| scene | contender | draw calls | triangles drawn | TTFF | frame (median) | frame ratio plain/this | JS heap"
+        " | recolour latency (median / max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in results.items():
         sc = r["scene"]
@@ -423,11 +531,17 @@ def table(results: dict, meta: dict) -> str:
             ratio = median(pf) / median(frames) if frames and pf else float("nan")
             lf = [f for x in runs for f in x.get("recolour_frames", [])]
             lm = [m for x in runs for m in x.get("recolour_ms", [])]
-            lat = f"{median(lf):.0f} / {max(lf)} frames · {median(lm):.0f} / {max(lm):.0f} ms" if lf else "(no live data)"
+            lat = (
+                f"{median(lf):.0f} / {max(lf)} frames · {median(lm):.0f} / {max(lm):.0f} ms" if lf else "(no live data)"
+            )
             bold = "**" if key == "viewer" else ""
-            lines.append(f"| {label if key == 'viewer' else ''} | {who} | {_fmt([x['draw_calls'] for x in runs])} |"
-                         f" {_fmt([x['ttff_ms'] for x in runs], ' ms')} | {_fmt(frames, ' ms')} |"
-                         f" {bold}{ratio:.1f}×{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |")
+            tris = f"{median([x['triangles'] for x in runs]):,.0f}"
+            calls = _fmt([x["draw_calls"] for x in runs])
+            lines.append(
+                f"| {label if key == 'viewer' else ''} | {who} | {calls} | {tris} |"
+                f" {_fmt([x['ttff_ms'] for x in runs], ' ms')} | {_fmt(frames, ' ms')} |"
+                f" {bold}{ratio:.1f}×{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |"
+            )
     lines += [
         "",
         "TTFF: navigation start to the first rendered frame with the model. Frame: request → frame rendered"
@@ -467,12 +581,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for name, d, scene in scenes:
                     print(f"{name}: {scene['elements']} elements, {scene['triangles']} triangles", file=sys.stderr)
-                    results[name] = bench_scene(browser, name.replace(".", "-"), d, scene, work, bundle, args.runs,
-                                                args.frames)
+                    results[name] = bench_scene(
+                        browser, name.replace(".", "-"), d, scene, work, bundle, args.runs, args.frames
+                    )
             finally:
                 browser.close()
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs, "frames": args.frames,
-            "command": ".venv/bin/python -m bench.web " + " ".join(argv if argv is not None else sys.argv[1:])}
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": args.runs,
+        "frames": args.frames,
+        "command": ".venv/bin/python -m bench.web " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     md = table(results, meta)
     print(md)
     (RESULTS / "web.md").write_text(md)

@@ -34,15 +34,16 @@ uniform vec3 groundColor;
 uniform vec3 sunColor;
 uniform vec3 sunDirection;
 varying vec3 vFront;
+#ifdef DOUBLE_SIDED
 varying vec3 vBack;
+#endif
 #ifdef MERGED
 // MergedBatch: vertices are in the batch's frame; per element (slot) 5 texels: colour (a = 2: moved),
 // then the columns of the move applied on top of the baked placement.
 attribute float slot;
 uniform highp sampler2D elementData;
 vec4 elementTexel( const in int i ) {
-  int size = textureSize( elementData, 0 ).x;
-  return texelFetch( elementData, ivec2( i % size, i / size ), 0 );
+  return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
 }
 #endif
 
@@ -82,20 +83,29 @@ void main() {
   #endif
   gl_Position = projectionMatrix * mvPosition;
   #include <clipping_planes_vertex>
-  vec3 n = normalize( inverseTransformDirection( normalMatrix * objectNormal, viewMatrix ) );
+  // World-space normal (the model matrix of a batch is the XR placement: rotation and uniform scale).
+  vec3 n = normalize( mat3( modelMatrix ) * objectNormal );
   vFront = base * irradiance( n );
-  vBack = base * irradiance( -n );
+  #ifdef DOUBLE_SIDED
+    vBack = base * irradiance( -n );
+  #endif
 }
 `;
 
 const fragmentShader = /* glsl */ `
 uniform float opacity;
 varying vec3 vFront;
+#ifdef DOUBLE_SIDED
 varying vec3 vBack;
+#endif
 #include <clipping_planes_pars_fragment>
 void main() {
   #include <clipping_planes_fragment>
-  gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity );
+  #ifdef DOUBLE_SIDED
+    gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity );
+  #else
+    gl_FragColor = vec4( vFront, opacity );
+  #endif
   #include <colorspace_fragment>
 }
 `;
@@ -124,7 +134,8 @@ export function canShadeCheaply(m) {
  */
 export function cheapMaterial(source, elementData = null) {
   const m = new THREE.ShaderMaterial({
-    defines: elementData ? { MERGED: '' } : {},
+    defines: elementData ? { MERGED: '', ELEMENT_TEXTURE_WIDTH: elementData.image.width,
+      ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) } : {},
     name: `lambert-vs:${source.name || source.type}`,
     uniforms: {
       diffuse: { value: new THREE.Color().copy(source.color ?? new THREE.Color(1, 1, 1)) },
