@@ -9,7 +9,16 @@ import re
 
 import pytest
 
-from tests.web_helpers import BINDINGS, REPO, FrameLog, build_client, chromium_browser, live_twin, open_viewer, screenshot
+from tests.web_helpers import (
+    BINDINGS,
+    REPO,
+    FrameLog,
+    build_client,
+    chromium_browser,
+    live_twin,
+    open_viewer,
+    screenshot,
+)
 from viewer_server.auth import issue, load_secret
 from viewer_server.permissions import allowed
 
@@ -46,7 +55,10 @@ commands:
 def world(tmp_path_factory):
     build_client()
     root = tmp_path_factory.mktemp("collab")
-    with live_twin(root, count=24, bindings=BINDINGS + COMMANDS, procedure=PROCEDURE) as live, chromium_browser() as browser:
+    with (
+        live_twin(root, count=24, bindings=BINDINGS + COMMANDS, procedure=PROCEDURE) as live,
+        chromium_browser() as browser,
+    ):
         secret = load_secret(root / "data")
         frames = FrameLog()
 
@@ -92,7 +104,8 @@ def test_presenter_leads_a_procedure(world):
     pia.click("#procedure-panel button.start")
     tom.wait_for_selector("#procedure-panel:not([hidden]) .step-title")
     assert tom.locator("#procedure-panel .step-no").inner_text() == "Step 1 of 2"
-    assert tom.locator("#procedure-panel .instructions").inner_text() == "<b onmouseover=alert(1)>Check</b> the gland for leaks"
+    instructions = tom.locator("#procedure-panel .instructions").inner_text()
+    assert instructions == "<b onmouseover=alert(1)>Check</b> the gland for leaks"
     _near(tom, STEP1_POS)
     assert tom.evaluate("window.twinview.app.twin.selected") == "el-00003"
     assert tom.locator("#procedure-panel .trainer").count() == 0, "only the lead moves the session"
@@ -126,7 +139,9 @@ def test_presenter_leads_a_procedure(world):
     pia.click("#procedure-panel button.next")
     tom.wait_for_function("document.querySelector('#procedure-panel .step-no').textContent === 'Step 2 of 2'")
     live.ingest([{"key": "el-00000.pressure", "value": 4.2}])
-    tom.wait_for_function("document.querySelector('#procedure-panel .hint')?.textContent === 'Condition met ✓'", timeout=5000)
+    tom.wait_for_function(
+        "document.querySelector('#procedure-panel .hint')?.textContent === 'Condition met ✓'", timeout=5000
+    )
     assert "4.20 bar" in tom.locator("#procedure-panel table.watch").inner_text()
     screenshot(tom, "collab-procedure")
 
@@ -150,7 +165,7 @@ def test_presenter_leads_a_procedure(world):
 
 
 def test_operator_command_asks_then_shows_the_answer(world):
-    live, join, _ = world
+    _, join, _ = world
     otto = join("Otto", "operator")
     otto.evaluate("window.twinview.select('el-00001')")
     button = otto.locator('#commands button.command[data-command="stop"]')

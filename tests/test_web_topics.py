@@ -68,7 +68,9 @@ def _create_topic(page, title: str, comment: str) -> str:
     form.locator("input[name=assignee]").fill("Ben")
     page.click("#topic-form button.create")
     page.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=10_000)
-    guid = page.evaluate("(t) => [...window.twinview.collab.store.topics.values()].find(x => x.title === t).guid", title)
+    guid = page.evaluate(
+        "(t) => [...window.twinview.collab.store.topics.values()].find(x => x.title === t).guid", title
+    )
     page.click(f'ul.topics li[data-guid="{guid}"]')
     page.fill("#topic-panel textarea.comment-text", comment)
     page.click("#topic-panel button.send")
@@ -79,7 +81,7 @@ def _create_topic(page, title: str, comment: str) -> str:
 
 
 def test_two_annotators_share_a_topic_live(world):
-    live, browser, join, _, _ = world
+    _, _, join, _, _ = world
     ana = join("Ana", "annotator")
     ben = join("Ben", "annotator")
     guid = _create_topic(ana, EVIL_TITLE, EVIL_COMMENT)
@@ -126,7 +128,8 @@ def test_two_annotators_share_a_topic_live(world):
     ana.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 2", arg=guid, timeout=10_000)
     first, reply = ana.evaluate("(g) => window.twinview.collab.store.thread(g)", guid)
     assert reply["author"] == "Ben" and reply["reply_to"] == first["guid"]
-    assert ana.locator("#topic-panel ul.comments ul.comments .comment .text").inner_text() == "Tightened the bolts, please check"
+    nested = ana.locator("#topic-panel ul.comments ul.comments .comment .text").inner_text()
+    assert nested == "Tightened the bolts, please check"
 
     # Ben edits his own reply; he cannot edit Ana's comment.
     assert panel.locator(f'li[data-guid="{first["guid"]}"] > div button.edit').count() == 0
@@ -134,7 +137,9 @@ def test_two_annotators_share_a_topic_live(world):
     panel.locator("textarea.edit-text").fill("Tightened the bolts to 40 Nm")
     panel.locator("button", has_text="Save").click()
     ana.wait_for_function(
-        "(g) => window.twinview.collab.store.thread(g)[1].text === 'Tightened the bolts to 40 Nm'", arg=guid, timeout=10_000
+        "(g) => window.twinview.collab.store.thread(g)[1].text === 'Tightened the bolts to 40 Nm'",
+        arg=guid,
+        timeout=10_000,
     )
 
     # Ben withdraws his reply: Ana sees it removed, the thread keeps its place.
@@ -144,7 +149,9 @@ def test_two_annotators_share_a_topic_live(world):
     # Ana resolves the topic: the pin turns green for both.
     ana.select_option("#topic-panel select.topic-status", "resolved")
     for page in (ana, ben):
-        page.wait_for_function(f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=10_000)
+        page.wait_for_function(
+            f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=10_000
+        )
     for page in (ana, ben):
         assert page.evaluate("window.__pwned") is None
         assert not page.errors, page.errors
@@ -160,7 +167,7 @@ def test_two_annotators_share_a_topic_live(world):
 
 
 def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
-    live, browser, join, _, _ = world
+    _, _, join, _, _ = world
     vera = join("Vera", "viewer")
     # A late joiner: the topics made before she came are there at once, pins included.
     vera.wait_for_function("window.twinview.collab.pins.pins.size >= 1", timeout=5000)
@@ -187,7 +194,7 @@ def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
 
 
 def test_quick_markup_pins_a_note(world):
-    live, browser, join, _, _ = world
+    _, _, join, _, _ = world
     ana = join("Ana", "annotator")
     before = _topic_count(ana)
     ana.click("#btn-markup")

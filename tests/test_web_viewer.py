@@ -42,10 +42,12 @@ def live(tmp_path):
 
 
 def pixel_at(page, x: float, y: float) -> tuple[int, int, int]:
-    """The rendered colour at client pixel (x, y), read back from the WebGL canvas."""
+    """The rendered colour at client pixel (x, y), read back from the WebGL canvas right after rendering a
+    frame (the viewer does not preserve its drawing buffer between frames)."""
     return tuple(
         page.evaluate(
-            """([x, y]) => { const c = window.twinview.viewer.renderer.domElement; const r = c.getBoundingClientRect();
+            """([x, y]) => { const v = window.twinview.viewer; v.renderer.render(v.scene, v.camera);
+           const c = v.renderer.domElement; const r = c.getBoundingClientRect();
            const gl = c.getContext('webgl2'); const px = new Uint8Array(4);
            const sx = Math.round((x - r.left) * c.width / r.width);
            const sy = Math.round(c.height - (y - r.top) * c.height / r.height);

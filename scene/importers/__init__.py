@@ -14,7 +14,6 @@ from pathlib import Path
 from scene.errors import ImportFailed
 from scene.model import Scene
 
-
 # Points kept per scan after voxel downsampling: about what a browser draws smoothly in software.
 DEFAULT_POINT_BUDGET = 2_000_000
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
-from scene.importers._common import new_scene, read_nonempty, unique_id
+from scene.importers._common import new_scene, read_nonempty, timed, unique_id
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
@@ -112,7 +112,9 @@ class _Shape:
 def load(path: Path, options: ImportOptions) -> Scene:
     import ifcopenshell
 
-    model, parse_errors = _open(path)
+    timings: dict[str, float] = {}
+    with timed(timings, "parse"):
+        model, parse_errors = _open(path)
     projects = model.by_type("IfcProject")
     if not projects:
         raise ImportFailed(str(path), "no IfcProject: not a complete IFC model", "DATA section")
@@ -124,9 +126,10 @@ def load(path: Path, options: ImportOptions) -> Scene:
     expected = [p for p in products if _expects_mesh(p)]
 
     structures: list[_Structure] = []
-    done = _tessellate(
-        model, kernels, threads, expected, lambda: structures.append(_structure(model, projects, products))
-    )
+    with timed(timings, "tessellate"):  # the spatial tree and property sets are read meanwhile
+        done = _tessellate(
+            model, kernels, threads, expected, lambda: structures.append(_structure(model, projects, products))
+        )
     if done.failed and len(done.failed) == len(expected):
         said = done.errors[0] if done.errors else "the kernel produced no shape"
         reason = "; ".join([f"no element could be tessellated: {said}", *parse_errors])
@@ -145,7 +148,9 @@ def load(path: Path, options: ImportOptions) -> Scene:
     if done.failed:
         said = f"; the kernel said: {'; '.join(done.errors[:MAX_EXAMPLES])}" if done.errors else ""
         scene.warnings.append(f"{len(done.failed)} element(s) failed to tessellate: {_examples(done.failed)}{said}")
-    _fill(scene, model, structure, done.shapes)
+    with timed(timings, "assemble"):
+        _fill(scene, model, structure, done.shapes)
+    scene.timings.update(timings)
     return scene
 
 

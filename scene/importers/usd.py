@@ -12,8 +12,8 @@ Decisions:
   formats): then it builds, possibly empty, and the warnings say what is missing.
 - upAxis other than Y/Z and a non-positive metersPerUnit are errors (the geometry's meaning is unknown).
 - A defaultPrim naming a missing prim is an error (unless skipped layers may define it): the file
-  says what it shows and that thing is not there. (Layers meant to be referenced by explicit prim path, like usd-wg's FancyTeapot.usd, still
-  compose fine through the layer that references them.)
+  says what it shows and that thing is not there. (Layers meant to be referenced by explicit prim path,
+  like usd-wg's FancyTeapot.usd, still compose fine through the layer that references them.)
 - Values are read at the earliest time: the authored default, or the first sample of animated data.
 - Every UsdGeom.Imageable prim (and every untyped container prim) is an element named after the prim,
   id "{file}:{prim path}", cls "Usd"+type; guides, invisible prims and non-imageable typed prims

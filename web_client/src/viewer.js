@@ -14,8 +14,10 @@ const MIN_FIT_ELEVATION = 0.7;
 // Software GL (no GPU: VMs, remote desktops, headless CI). There 4x MSAA rasterises every triangle per
 // sample and doubles the frame time; on a GPU it is nearly free, so it stays on. `?msaa=1|0` overrides.
 const SOFTWARE_GL = /swiftshader|llvmpipe|softpipe|software/i;
+// No preserveDrawingBuffer: keeping the buffer costs a copy per frame (a third of a software-GL frame);
+// the page keeps showing the last frame anyway, and a read-back renders first (topics' snapshotPng).
 const CONTEXT_ATTRIBUTES = { alpha: true, depth: true, stencil: false, premultipliedAlpha: true,
-  preserveDrawingBuffer: true, powerPreference: /** @type {const} */ ('high-performance') };
+  preserveDrawingBuffer: false, powerPreference: /** @type {const} */ ('high-performance') };
 
 /** A WebGL2 context, multisampled unless the renderer is software (see SOFTWARE_GL). */
 function createContext() {
@@ -39,7 +41,7 @@ export class Viewer extends EventTarget {
     const { canvas, context, software } = createContext();
     this.renderer = context
       ? new THREE.WebGLRenderer({ canvas, context: /** @type {WebGL2RenderingContext} */ (context) })
-      : new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true }); // let three report the failure
+      : new THREE.WebGLRenderer({ antialias: true }); // let three report the failure
     /** whether the GL is a software rasteriser (then without MSAA) */
     this.softwareGL = software;
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
