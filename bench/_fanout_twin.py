@@ -101,18 +101,20 @@ def _empty_glb() -> bytes:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from viewer_server.serve import serve
+    from viewer_server.serve import ServeOptions, serve
 
     ready = asyncio.Event()
     task = asyncio.create_task(
         serve(
-            Path(args.scene_dir),
-            bindings=Path(args.bindings),
-            mqtt_url=None,
-            host="127.0.0.1",
-            port=args.port,
-            data_dir=Path(args.data_dir),
-            simulate=False,
+            ServeOptions(
+                scene_dir=Path(args.scene_dir),
+                bindings=Path(args.bindings),
+                mqtt_url=None,
+                host="127.0.0.1",
+                port=args.port,
+                data_dir=Path(args.data_dir),
+                simulate=False,
+            ),
             ready=ready,
         )
     )

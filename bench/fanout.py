@@ -264,6 +264,11 @@ STARTERS = {"viser": start_viser, "twin": start_twin}
 LABEL = {"viser": "viser", "twin": "TwinView"}
 
 
+def clients_argv(system: str, url: str, k: int, *options: str) -> list[str]:
+    """The command line of one bench._fanout_clients process for `system` at `url` with K elements."""
+    return [PY, "-m", "bench._fanout_clients", "--system", system, "--url", url, "--k", str(k), *options]
+
+
 def start_clients(
     system: str, url: str, k: int, n: int, work: Path, tag: str, idle: bool = False, max_seconds: float = 1200.0
 ) -> list[Child]:
@@ -271,23 +276,17 @@ def start_clients(
     sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     out = []
     for i, size in enumerate(sizes):
-        argv = [
-            PY,
-            "-m",
-            "bench._fanout_clients",
-            "--system",
+        argv = clients_argv(
             system,
-            "--url",
             url,
-            "--k",
-            str(k),
+            k,
             "--n",
             str(size),
             "--sync-timeout",
             str(SETUP_TIMEOUT_S),
             "--max-seconds",
             str(max_seconds),
-        ]
+        )
         if idle:
             argv.append("--idle")
         else:
@@ -428,22 +427,7 @@ def run_memory(system: str, k: int, n_idle: int, late_joins: int = 3) -> dict:
             running = STARTERS[system](k, work)
             time.sleep(1.0)
             row["rss_0_mb"] = running.server.rss() / 2**20
-            lj = Child(
-                f"{system} late joiner",
-                [
-                    PY,
-                    "-m",
-                    "bench._fanout_clients",
-                    "--system",
-                    system,
-                    "--url",
-                    running.url,
-                    "--k",
-                    str(k),
-                    "--late-join",
-                    str(late_joins),
-                ],
-            )
+            lj = Child(f"{system} late joiner", clients_argv(system, running.url, k, "--late-join", str(late_joins)))
             try:
                 row["late_join_ms"] = lj.expect("late_join_ms", 120)["late_join_ms"]
             finally:

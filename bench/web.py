@@ -210,7 +210,7 @@ def make_plant(directory: Path, count: int) -> dict:
             }
         )
     # LOD meshes come after the element meshes; each element mesh lists them finest first.
-    for m, lods in zip(meshes, lod_meshes, strict=True):
+    for m, lods in zip(meshes[:count], lod_meshes, strict=True):
         m["extras"] = {"lods": []}
         for mesh, tris in lods:
             meshes.append(mesh)

@@ -18,15 +18,14 @@ import re
 import string
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
 import msgspec
 import orjson
-import yaml
 
+from scene.config_file import ConfigFileError, config_main, entry_name, load_config
 from scene.state import Quality, Reading, Scalar
 
 # Largest MQTT payload we parse: a telemetry message (even a gateway batch) is a few kB; more is a
@@ -219,18 +218,8 @@ class BindingsFile(_Spec, kw_only=True):
     commands: list[Command] = msgspec.field(default_factory=list)
 
 
-@dataclass
-class BindingsError(Exception):
+class BindingsError(ConfigFileError):
     """A bindings file problem, located: `entry` is e.g. "bindings[3].path" or "layers.energy.rules[1]"."""
-
-    file: str
-    entry: str
-    problem: str
-    line: int | None = None  # 1-based line of the entry in a YAML file, when known
-
-    def __str__(self) -> str:
-        at = f" (line {self.line})" if self.line is not None else ""
-        return f"{self.file}: {self.entry}: {self.problem}{at}"
 
 
 RejectCode = Literal["not_numeric", "not_finite", "out_of_range", "malformed"]
@@ -494,31 +483,6 @@ def _lookup(doc: Any, steps: tuple[str | int, ...] | None, convert: Any, default
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _entry(path: Any) -> str:
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out or "(top level)"
-
-
 def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """Descend into anyOf errors, along the branch the `kind` discriminator selects when there is one.
 
@@ -549,7 +513,7 @@ def _schema_errors(data: Any, file: str) -> None:
     if not errors:
         return
     error = _best_error(max(errors, key=jsonschema.exceptions.relevance))
-    entry = _entry(error.absolute_path)
+    entry = entry_name(error.absolute_path)
     if error.validator == "anyOf" and isinstance(error.instance, dict) and "discriminator" in error.schema:
         kinds = ", ".join(error.schema["discriminator"]["mapping"])
         raise BindingsError(file, entry, f"unknown kind {error.instance.get('kind')!r} (expected one of {kinds})")
@@ -697,61 +661,17 @@ def parse_bindings(data: Any, file: str = "<bindings>", known_elements: set[str]
 
 def load_bindings(path: Path, known_elements: set[str] | None = None) -> Bindings:
     """Read, validate and build the bindings in a YAML or JSON file; raises BindingsError."""
-    file = str(path)
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise BindingsError(file, "(file)", exc.strerror or str(exc)) from None
-    try:
-        data = orjson.loads(text) if file.endswith(".json") else yaml.load(text, Loader=_UniqueKeyLoader)
-    except orjson.JSONDecodeError as exc:
-        raise BindingsError(file, f"line {exc.lineno}, column {exc.colno}", f"bad JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise BindingsError(file, where, f"bad YAML: {problem}") from None
-    try:
-        return parse_bindings(data, file, known_elements)
-    except BindingsError as exc:
-        if not file.endswith(".json"):
-            exc.line = _yaml_line(yaml.compose(text, Loader=yaml.SafeLoader), exc.entry)
-        raise
-
-
-_ENTRY_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _yaml_line(node: yaml.Node | None, entry: str) -> int | None:
-    """The line of `entry` ("layers.ops.rules[1].min") in a composed YAML document: the deepest found."""
-    line = None
-    for key, index in _ENTRY_STEP.findall(entry):
-        if isinstance(node, yaml.MappingNode) and key:
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and index and int(index) < len(node.value):
-            node = node.value[int(index)]
-        else:
-            break
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line
+    return load_config(path, BindingsError, lambda data, file: parse_bindings(data, file, known_elements))
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["--schema"]:
-        sys.stdout.write(orjson.dumps(bindings_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    if len(argv) == 1 and not argv[0].startswith("-"):
-        try:
-            b = load_bindings(Path(argv[0]))
-        except BindingsError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        print(f"{argv[0]}: {len(b.bindings)} bindings, {len(b.tags)} tags, layers {', '.join(b.layers)}")
-        return 0
-    print("usage: python -m scene.bindings --schema | FILE", file=sys.stderr)
-    return 2
+    return config_main(
+        argv,
+        "scene.bindings",
+        bindings_schema,
+        load_bindings,
+        lambda b: f"{len(b.bindings)} bindings, {len(b.tags)} tags, layers {', '.join(b.layers)}",
+    )
 
 
 if __name__ == "__main__":

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
 import msgspec
-import orjson
-import yaml
 
-from scene.bindings import ElementId, PropName, _entry, _UniqueKeyLoader, _yaml_line
+from scene.bindings import ElementId, PropName
+from scene.config_file import ConfigFileError, config_main, entry_name, load_config
 from viewer_server.topics import Camera, ClippingPlane
 
 SCHEMA_ID = "https://twinview.dev/schemas/procedure.schema.json"
@@ -97,18 +95,8 @@ class ProcedureFile(_Spec, kw_only=True):
     steps: Annotated[list[Step], msgspec.Meta(min_length=1, max_length=MAX_STEPS)]
 
 
-@dataclass
-class ProcedureError(Exception):
+class ProcedureError(ConfigFileError):
     """A procedure file problem, located: `entry` is e.g. "steps[2].complete_when.value.max"."""
-
-    file: str
-    entry: str
-    problem: str
-    line: int | None = None  # 1-based line of the entry in a YAML file, when known
-
-    def __str__(self) -> str:
-        at = f" (line {self.line})" if self.line is not None else ""
-        return f"{self.file}: {self.entry}: {self.problem}{at}"
 
 
 def step_id(procedure: ProcedureFile, index: int) -> str:
@@ -136,7 +124,7 @@ _validator = jsonschema.Draft202012Validator(procedure_schema())
 def _schema_errors(data: Any, file: str) -> None:
     error = jsonschema.exceptions.best_match(_validator.iter_errors(data))
     if error is not None:
-        raise ProcedureError(file, _entry(error.absolute_path), error.message)
+        raise ProcedureError(file, entry_name(error.absolute_path), error.message)
 
 
 # --- semantic checks --------------------------------------------------------------------------
@@ -213,26 +201,9 @@ def load_procedure(
     path: Path, known_elements: set[str] | None = None, bound_props: set[tuple[str, str]] | None = None
 ) -> ProcedureFile:
     """Read and validate a procedure file (YAML, or JSON by its .json suffix); raises ProcedureError."""
-    file = str(path)
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise ProcedureError(file, "(file)", exc.strerror or str(exc)) from None
-    is_json = file.endswith(".json")
-    try:
-        data = orjson.loads(text) if is_json else yaml.load(text, Loader=_UniqueKeyLoader)
-    except orjson.JSONDecodeError as exc:
-        raise ProcedureError(file, f"line {exc.lineno}, column {exc.colno}", f"bad JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ProcedureError(file, where, f"bad YAML: {getattr(exc, 'problem', None) or exc}") from None
-    try:
-        return parse_procedure(data, file, known_elements, bound_props)
-    except ProcedureError as exc:
-        if not is_json:
-            exc.line = _yaml_line(yaml.compose(text, Loader=yaml.SafeLoader), exc.entry)
-        raise
+    return load_config(
+        path, ProcedureError, lambda data, file: parse_procedure(data, file, known_elements, bound_props)
+    )
 
 
 PROCEDURE_SUFFIXES = (".procedure.yaml", ".procedure.yml", ".procedure.json")
@@ -253,19 +224,13 @@ def load_procedures(
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["--schema"]:
-        sys.stdout.write(orjson.dumps(procedure_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    if len(argv) == 1 and not argv[0].startswith("-"):
-        try:
-            proc = load_procedure(Path(argv[0]))
-        except ProcedureError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        print(f"{argv[0]}: procedure {proc.name!r}, {len(proc.steps)} steps")
-        return 0
-    print("usage: python -m scene.procedure_file --schema | FILE", file=sys.stderr)
-    return 2
+    return config_main(
+        argv,
+        "scene.procedure_file",
+        procedure_schema,
+        load_procedure,
+        lambda proc: f"procedure {proc.name!r}, {len(proc.steps)} steps",
+    )
 
 
 if __name__ == "__main__":

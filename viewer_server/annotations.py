@@ -351,12 +351,10 @@ class Annotations:
         self._rate(actor)
         attachment = Attachment(secrets.token_hex(16), mime, len(data), hashlib.sha256(data).hexdigest())
         now = time.time()
-
-        def write(db: sqlite3.Connection) -> None:
-            put_attachment(db, actor.room, attachment, data, actor.user, now)
-            put_audit(db, self._audit(actor, "attachment.create", attachment.id, f"{mime}, {len(data)} bytes", now))
-
-        await self._saved(self.store.run(write))
+        await self._write_audited(
+            self._audit(actor, "attachment.create", attachment.id, f"{mime}, {len(data)} bytes", now),
+            lambda db: put_attachment(db, actor.room, attachment, data, actor.user, now),
+        )
         return attachment
 
     async def import_topics(
@@ -455,16 +453,20 @@ class Annotations:
     def _audit(self, actor: Member, action: str, target: str, detail: str, ts: float) -> AuditEntry:
         return AuditEntry(actor.room, ts, actor.user, actor.role, str(action), target, detail)
 
+    async def _write_audited(self, entry: AuditEntry, put: Callable[[sqlite3.Connection], None]) -> None:
+        """Write `put` and its audit entry in one transaction; returns once committed."""
+
+        def write(db: sqlite3.Connection) -> None:
+            put(db)
+            put_audit(db, entry)
+
+        await self._saved(self.store.run(write))
+
     async def _commit_topic(
         self, actor: Member, room: RoomAnnotations, topic: Topic, kind: str, action: Action, detail: str
     ) -> int:
         entry = self._audit(actor, action, topic.guid, detail, time.time())
-
-        def write(db: sqlite3.Connection) -> None:
-            put_topic(db, actor.room, topic)
-            put_audit(db, entry)
-
-        await self._saved(self.store.run(write))
+        await self._write_audited(entry, lambda db: put_topic(db, actor.room, topic))
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
         return self._emit(actor, kind, topic.guid, topic=topic)
 
@@ -472,12 +474,7 @@ class Annotations:
         self, actor: Member, room: RoomAnnotations, comment: Comment, kind: str, action: Action, detail: str
     ) -> int:
         entry = self._audit(actor, action, comment.guid, detail, time.time())
-
-        def write(db: sqlite3.Connection) -> None:
-            put_comment(db, actor.room, comment)
-            put_audit(db, entry)
-
-        await self._saved(self.store.run(write))
+        await self._write_audited(entry, lambda db: put_comment(db, actor.room, comment))
         room.comments[comment.guid] = comment
         return self._emit(actor, kind, comment.guid, comment=comment)
 

@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {scene_dir / name}")
     if args.build_only:
         return EXIT_OK
-    from viewer_server.serve import run
+    from viewer_server.serve import ServeOptions, run
 
     def announce(url: str) -> None:
         from viewer_server.scenes import scene_id_for
@@ -204,8 +204,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             webbrowser.open(url)
 
-    run(
-        scene_dir,
+    options = ServeOptions(
+        scene_dir=scene_dir,
         bindings=SAMPLE_BINDINGS,
         procedures=SAMPLE_PROCEDURES,
         mqtt_url=args.mqtt,
@@ -213,19 +213,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=data_dir,
         simulate=True,
-        on_ready=announce,
     )
+    run(options, on_ready=announce)
     return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from viewer_server.serve import run
+    from viewer_server.serve import ServeOptions, run
 
     scene_dir = Path(args.scene_dir)
     if not (scene_dir / "manifest.json").is_file():
         raise UserError(f"{scene_dir}: not a built scene (no manifest.json); run `twinview build` first")
-    run(
-        scene_dir,
+    options = ServeOptions(
+        scene_dir=scene_dir,
         bindings=Path(args.bindings) if args.bindings else None,
         mqtt_url=args.mqtt,
         host=args.host,
@@ -233,8 +233,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         simulate=args.simulate,
         procedures=Path(args.procedures) if args.procedures else None,
-        on_ready=lambda url: print(f"serving {scene_dir} at {url}  (Ctrl+C to stop)", flush=True),
     )
+    run(options, on_ready=lambda url: print(f"serving {scene_dir} at {url}  (Ctrl+C to stop)", flush=True))
     return EXIT_OK
 
 

@@ -427,12 +427,7 @@ CollabRequest = (
 
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
-ClientMessage = (
-    Hello | Subscribe | Publish | PresenceUpdate | Ping
-    | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
-    | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView
-    | HandRaise | HandLower | Markup | Command
-)  # fmt: skip
+ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest
 
 
 # --- server -> client --------------------------------------------------------------------------

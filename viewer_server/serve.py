@@ -8,7 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,44 +49,63 @@ class RunningServer:
         return f"ws://{self.host}:{self.port}/ws/{self.live.scene.id}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """What to serve and how: the built scene, its bindings and procedures, where to listen and keep data."""
+
+    scene_dir: Path
+    bindings: Path | None
+    mqtt_url: str | None
+    host: str
+    port: int
+    data_dir: Path
+    simulate: bool
+    procedures: Path | None = None
+
+
+def _options(options: ServeOptions | Path, fields: dict[str, Any]) -> ServeOptions:
+    """`options` as given, or built from a scene folder and keyword fields (the older call form); fields given
+    with a ServeOptions replace its values."""
+    if isinstance(options, ServeOptions):
+        return replace(options, **fields) if fields else options
+    return ServeOptions(scene_dir=options, **fields)
+
+
 @contextlib.asynccontextmanager
-async def running_server(
-    scene_dir: Path,
-    *,
-    bindings: Path | None,
-    mqtt_url: str | None,
-    host: str,
-    port: int,
-    data_dir: Path,
-    simulate: bool,
-    procedures: Path | None = None,
-) -> AsyncIterator[RunningServer]:
+async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIterator[RunningServer]:
     """Load the scene, bindings and procedures, open the store, listen (port 0 = any free port), and start
     MQTT, the simulator and the rules ticker. SceneError / BindingsError / ProcedureError / ValueError (a bad
-    MQTT URL) are raised before anything listens."""
-    if mqtt_url:
-        check_url(mqtt_url)
-    store = Store(data_dir)
+    MQTT URL) are raised before anything listens. Takes a ServeOptions, or a scene folder and its fields as
+    keywords."""
+    opts = _options(options, fields)
+    if opts.mqtt_url:
+        check_url(opts.mqtt_url)
+    store = Store(opts.data_dir)
     live: LiveScene | None = None
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[Any]] = []
     try:
         live = LiveScene.open(
-            scene_dir, bindings, bus=InProcessBus(), store=store, procedures_path=procedures, mqtt_url=mqtt_url
+            opts.scene_dir,
+            opts.bindings,
+            bus=InProcessBus(),
+            store=store,
+            procedures_path=opts.procedures,
+            mqtt_url=opts.mqtt_url,
         )
         _freeze_loaded_objects()
         runner = web.AppRunner(make_app(live), handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, opts.host, opts.port)
         await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
+        bound = runner.addresses[0][1] if runner.addresses else opts.port
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live)]
-        if mqtt_url:
-            jobs.append(mqtt_ingest(mqtt_url, live))
-        if simulate:
+        if opts.mqtt_url:
+            jobs.append(mqtt_ingest(opts.mqtt_url, live))
+        if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
-        yield RunningServer(live, store, runner, bound, host, tasks)
+        yield RunningServer(live, store, runner, bound, opts.host, tasks)
     finally:
         for task in tasks:
             task.cancel()
@@ -109,29 +128,14 @@ def _freeze_loaded_objects() -> None:
 
 
 async def serve(
-    scene_dir: Path,
+    options: ServeOptions | Path,
     *,
-    bindings: Path | None,
-    mqtt_url: str | None,
-    host: str,
-    port: int,
-    data_dir: Path,
-    simulate: bool,
-    procedures: Path | None = None,
     ready: asyncio.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
+    **fields: Any,
 ) -> None:
     """Serve until cancelled. `ready` is set (and `on_ready(url)` called) once /api/health answers."""
-    async with running_server(
-        scene_dir,
-        bindings=bindings,
-        mqtt_url=mqtt_url,
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        simulate=simulate,
-        procedures=procedures,
-    ) as server:
+    async with running_server(_options(options, fields)) as server:
         if ready is not None:
             ready.set()
         if on_ready is not None:
@@ -139,33 +143,10 @@ async def serve(
         await asyncio.Event().wait()
 
 
-def run(
-    scene_dir: Path,
-    *,
-    bindings: Path | None,
-    mqtt_url: str | None,
-    host: str,
-    port: int,
-    data_dir: Path,
-    simulate: bool,
-    procedures: Path | None = None,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
+def run(options: ServeOptions | Path, *, on_ready: Callable[[str], None] | None = None, **fields: Any) -> None:
     """Blocking `serve` for the CLI; returns on Ctrl+C. Raises SceneError / BindingsError (exit 2)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
-                scene_dir,
-                bindings=bindings,
-                mqtt_url=mqtt_url,
-                host=host,
-                port=port,
-                data_dir=data_dir,
-                simulate=simulate,
-                procedures=procedures,
-                on_ready=on_ready,
-            )
-        )
+        asyncio.run(serve(_options(options, fields), on_ready=on_ready))
 
 
 async def _tick_rules(live: LiveScene) -> None:
