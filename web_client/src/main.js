@@ -127,8 +127,6 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
   const progress = showProgress(() => abort.abort());
   clearNotice();
   try {
-    const manifest = fetchManifest(manifestUrl, abort.signal);
-    manifest.catch(() => {}); // awaited after the first frame
     const gltf = await takeEarlyLoad(glbUrl, abort, progress.update)
       ?? await loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update });
     performance.mark('twinview:downloaded');
@@ -149,13 +147,14 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
     }
     progress.done();
-    // The model shows from the next frame on; the manifest (names, property sets) and the coarser
+    // The model shows from the next frame on; the manifest (names, property sets, tree) and the coarser
     // levels of detail follow without holding it back.
     await new Promise((r) => {
       viewer.addEventListener('frame', r, { once: true });
       setTimeout(r, FIRST_FRAME_WAIT_MS); // a hidden tab draws no frames
     });
-    const records = await manifest;
+    // Fetched only now: its download and JSON parse (megabytes for a large plant) stay off the first frame.
+    const records = await fetchManifest(manifestUrl, abort.signal);
     if (signal.aborted) return;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
     wirePanels(app.catalog, signal);
