@@ -510,12 +510,12 @@ def _connect(b: _Builder, products: dict[str, Any]) -> None:
 
 def _pin_identity(model: ifcopenshell.file, tagged: set[str]) -> None:
     """Make every regeneration write the same bytes: the API's random GlobalIds (relationships,
-    property sets) become ids derived from creation order, the related-object lists it fills
-    from sets are sorted by entity number, and the header is pinned."""
+    property sets) become ids derived from creation order, the entity lists it fills from sets
+    (related objects, assigned units) are sorted by entity number, and the header is pinned."""
     for n, entity in enumerate(sorted(model.by_type("IfcRoot"), key=lambda e: e.id())):
         if entity.GlobalId not in tagged:
             entity.GlobalId = guid(f"auto:{n}")
-    for rel in model.by_type("IfcRelationship"):
+    for rel in [*model.by_type("IfcRelationship"), *model.by_type("IfcUnitAssignment")]:
         for index, value in enumerate(rel):
             if isinstance(value, tuple) and value and isinstance(value[0], ifcopenshell.entity_instance):
                 rel[index] = sorted(value, key=lambda e: e.id())
