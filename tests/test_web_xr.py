@@ -1,8 +1,13 @@
 """WebXR on an emulated Meta Quest 3 (iwer, forced into headless Chromium): "Enter VR" starts an
 immersive-vr session that renders frames from the head pose, controller-ray picking selects an element
-and shows the XR properties panel, live colours keep updating, and the head pose goes out as presence."""
+and shows the XR properties panel, live colours keep updating, and the head pose goes out as presence —
+a second, plain browser shows the XR user as head and hand where the head is. "Enter AR" with iwer's
+Synthetic Environment Module (a captured office) hit-tests the table and the floor, places the model
+where the user selects and anchors it; without it (no hit-test) the model goes on a virtual table."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -14,6 +19,17 @@ IWER = REPO / "web_client" / "node_modules" / "iwer" / "build" / "iwer.min.js"
 INSTALL = """window.__xr = new IWER.XRDevice(IWER.metaQuest3);
 window.__xr.installRuntime({ forceInstall: true });
 window.__xr.stereoEnabled = false;"""
+# iwer's Synthetic Environment Module (npm @iwer/sem, a test-only devDependency): planes, meshes and hit-test
+# from a captured room. Its UMD build (global IWER_SEM, next to iwer's IWER) is injected as is; the room
+# is the small office it ships, passed in as JSON — loadDefaultEnvironment() would fetch it from a CDN.
+SEM = REPO / "web_client" / "node_modules" / "@iwer" / "sem"
+SEM_ROOM = SEM / "captures" / "office_small.json"
+
+
+def room_plane(label: str) -> dict:
+    """The captured room's plane with this semantic label (office_small has one floor and one table top)."""
+    entities = json.loads(SEM_ROOM.read_text())["spatialEntities"]
+    return next(e for e in entities if e.get("semanticLabel_META") == label and "bounded2D_META" in e)
 
 
 @pytest.fixture
@@ -69,14 +85,76 @@ def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     assert page.errors == []
 
 
+def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
+    """Context A (emulated Quest 3) enters VR and moves its head and right controller; context B (a plain
+    browser) shows A as an XR user — head and hand, not a frustum — at A's head in model coordinates."""
+    build_client()
+    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+        ctx_a = browser.new_context(viewport={"width": 1024, "height": 640})
+        ctx_a.add_init_script(path=str(IWER))
+        ctx_a.add_init_script(INSTALL)
+        a = open_viewer(ctx_a, f"{live.url}/?name=Ana")
+        b = open_viewer(browser.new_context(viewport={"width": 1024, "height": 640}), f"{live.url}/?name=Ben")
+        assert b.evaluate("navigator.xr === undefined || !window.__xr")  # B has no emulator
+        a.locator("#btn-vr").wait_for(state="visible", timeout=5000)
+        a.locator("#btn-vr").click()
+        a.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
+        world = a.evaluate("window.twinview.viewer.world.position.toArray()")
+        assert a.evaluate("window.twinview.viewer.world.scale.x") == 1
+
+        def expect_head(head: list[float]) -> list[float]:
+            """Wait until B shows A as an XR user at this head position (A's local-floor space) and return
+            the avatar's head in model coordinates."""
+            a.evaluate(f"window.__xr.position.set({head[0]}, {head[1]}, {head[2]})")
+            model = [head[k] - world[k] for k in range(3)]  # scale 1: model = head - world offset
+            b.wait_for_function(
+                """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana' && u.kind === 'xr'
+                  && Math.hypot(u.head[0] - m[0], u.head[1] - m[1], u.head[2] - m[2]) < 0.05)""",
+                arg=model,
+                timeout=10_000,
+            )
+            return model
+
+        first = expect_head([0.3, 1.6, 0.2])
+        # A's pointer is its first tracked controller (iwer's left one): B draws the hand there (model
+        # coordinates), with its laser.
+        a.evaluate("window.__xr.controllers.left.position.set(0.5, 1.2, -0.1)")
+        hand_model = [[0.5, 1.2, -0.1][k] - world[k] for k in range(3)]
+        b.wait_for_function(
+            """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana' && u.hand && u.laser
+              && Math.hypot(u.hand[0] - m[0], u.hand[1] - m[1], u.hand[2] - m[2]) < 0.05)""",
+            arg=hand_model,
+            timeout=10_000,
+        )
+        users = b.evaluate("window.twinview.presence.describe()")
+        assert [(u["name"], u["kind"]) for u in users] == [("Ana", "xr")]
+        avatar = "[...window.twinview.presence.avatars.values()][0]"
+        assert b.evaluate(f"{avatar}.getObjectByName('head').visible")
+        assert not b.evaluate(f"{avatar}.getObjectByName('frustum').visible"), "an XR user is not a frustum"
+        assert "Ana" in b.locator("#people").inner_text()
+        assert b.evaluate("window.twinview.state.presence.values().next().value.pose.device") == "xr"
+
+        # A moves its head: the avatar follows.
+        second = expect_head([-0.6, 1.3, 0.8])
+        assert max(abs(first[k] - second[k]) for k in range(3)) > 0.5
+        screenshot(b, "xr-presence-seen-from-browser")
+
+        # A leaves XR: B shows a browser user (frustum) again.
+        a.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
+        b.wait_for_function(
+            "window.twinview.presence.describe().some(u => u.name === 'Ana' && u.kind === 'browser')", timeout=10_000
+        )
+        assert a.errors == [] and b.errors == []
+
+
 def test_enter_ar_places_the_model_on_a_table_and_switches_to_full_scale(vr_page):
     _, page = vr_page
     ar = page.locator("#btn-ar")
     ar.wait_for(state="visible", timeout=5000)
     ar.click()
     page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
-    # The emulator has no surface detection (that needs iwer's SEM), so the model goes on a virtual
-    # table 1 m ahead, tabletop size; with hit-test it would wait for a tap on a surface instead.
+    # Bare iwer has no surface detection (no SEM here, so no hit-test): the model goes on a virtual
+    # table 1 m ahead, tabletop size. With hit-test it waits for a tap on a surface (the test below).
     page.wait_for_function("window.twinview.viewer.world.visible")
     assert page.evaluate("window.twinview.viewer.scene.background") is None  # camera passthrough shows
     size = page.evaluate("""() => { const tv = window.twinview; const s = tv.viewer.world.scale.x;
@@ -92,4 +170,97 @@ def test_enter_ar_places_the_model_on_a_table_and_switches_to_full_scale(vr_page
     page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
     assert page.evaluate("window.twinview.viewer.scene.background !== null")
     assert page.locator("#xr-overlay").is_hidden()
+    assert page.errors == []
+
+
+@pytest.fixture
+def ar_page(tmp_path):
+    if not (SEM / "build" / "iwer-sem.min.js").is_file():
+        pytest.skip("@iwer/sem is missing: run setup.sh (npm ci)")
+    build_client()
+    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+        context = browser.new_context(viewport={"width": 1024, "height": 640})
+        context.add_init_script(path=str(IWER))
+        context.add_init_script(INSTALL)
+        context.add_init_script(path=str(SEM / "build" / "iwer-sem.min.js"))
+        context.add_init_script(
+            f"window.__xr.installSEM(IWER_SEM.SyntheticEnvironmentModule);"
+            f"window.__xr.sem.loadEnvironment({SEM_ROOM.read_text()});"
+        )
+        page = open_viewer(context, live.url)
+        yield live, page
+
+
+# Where the model stands in the XR reference space (local-floor, m): its base centre and footprint.
+MODEL_BASE = """() => { const tv = window.twinview; const w = tv.viewer.world; w.updateMatrixWorld(true);
+  let box = null; for (const e of tv.app.batches.elements.values()) box = box ? box.union(e.box) : e.box.clone();
+  const c = box.getCenter(box.min.clone()); const base = c.clone().setY(box.min.y).applyMatrix4(w.matrixWorld);
+  const d = box.getSize(box.min.clone()); return {base: base.toArray(), across: Math.max(d.x, d.z) * w.scale.x}; }"""
+# Look straight down from (x, y, z): the viewer-space hit-test ray (-Z) turned to -Y.
+LOOK_DOWN = "(p) => { window.__xr.position.set(...p); const s = Math.SQRT1_2; window.__xr.quaternion.set(-s, 0, 0, s); }"
+
+
+def _select(page) -> None:
+    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
+    page.wait_for_timeout(300)
+    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 0)")
+
+
+def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
+    """With iwer's synthetic office: Enter AR asks for hit-test, the reticle sits on the surface looked at,
+    a select puts the model there (tabletop on the table, then 1:1 on the floor), anchored."""
+    _, page = ar_page
+    table, floor = room_plane("TABLE"), room_plane("FLOOR")
+    table_y, floor_y = table["locatable_META"]["position"]["y"], floor["locatable_META"]["position"]["y"]
+    page.locator("#btn-ar").wait_for(state="visible", timeout=5000)
+    page.locator("#btn-ar").click()
+    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
+    page.wait_for_function("window.twinview.xr.hitSource !== null", timeout=5000)
+    assert page.evaluate("window.twinview.viewer.world.visible") is False  # waits for a tap on a surface
+
+    # Look down at the table: the reticle lands on its top.
+    tx, tz = table["locatable_META"]["position"]["x"], table["locatable_META"]["position"]["z"] + 0.1
+    page.evaluate(LOOK_DOWN, [tx, 1.5, tz])
+    page.wait_for_function(
+        f"window.twinview.xr.reticle.visible && Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {table_y}) < 0.03",
+        timeout=10_000,
+    )
+    _select(page)
+    page.wait_for_function("window.twinview.xr.placed && window.twinview.viewer.world.visible", timeout=5000)
+    placed = page.evaluate(MODEL_BASE)
+    assert placed["across"] == pytest.approx(0.6, abs=0.01)  # tabletop size
+    assert placed["base"][1] == pytest.approx(table_y, abs=0.03)  # standing on the detected table top
+    assert placed["base"][0] == pytest.approx(tx, abs=0.03) and placed["base"][2] == pytest.approx(tz, abs=0.03)
+    screenshot(page, "xr-ar-hit-test-table")
+
+    # It stays where it was put while the user walks and looks around (anchored to the surface).
+    # iwer has anchors: one is made from the next frame at the hit pose, and the model follows it.
+    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=5000)
+    page.evaluate(LOOK_DOWN, [0.3, 1.6, 0.9])  # open floor (a chair stands at x -0.8)
+    frames = page.evaluate("window.twinview.viewer.frames")
+    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=10_000)
+    after = page.evaluate(MODEL_BASE)
+    assert max(abs(after["base"][k] - placed["base"][k]) for k in range(3)) < 0.01
+
+    # 1:1: placed again at the next tap, here on the floor where the user now looks.
+    page.locator("#xr-scale").dispatch_event("click")
+    page.wait_for_function(
+        f"window.twinview.xr.reticle.visible && Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {floor_y}) < 0.03",
+        timeout=10_000,
+    )
+    _select(page)
+    page.wait_for_function("window.twinview.xr.placed", timeout=5000)
+    full = page.evaluate(MODEL_BASE)
+    assert page.evaluate("window.twinview.viewer.world.scale.x") == 1
+    assert full["base"][1] == pytest.approx(floor_y, abs=0.03)
+    assert full["base"][0] == pytest.approx(0.3, abs=0.03) and full["base"][2] == pytest.approx(0.9, abs=0.03)
+    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=5000)  # a new anchor, on the floor
+    page.evaluate(LOOK_DOWN, [-0.5, 1.6, -0.5])
+    frames = page.evaluate("window.twinview.viewer.frames")
+    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=10_000)
+    assert max(abs(page.evaluate(MODEL_BASE)["base"][k] - full["base"][k]) for k in range(3)) < 0.01
+
+    page.locator("#xr-exit").dispatch_event("click")
+    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
+    assert page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
     assert page.errors == []

@@ -102,12 +102,14 @@ class PropState(msgspec.Struct, omit_defaults=True):
 
 
 class Pose(msgspec.Struct, omit_defaults=True):
-    """A user's viewpoint: camera position (m) and orientation (x, y, z, w), optional pointer ray."""
+    """A user's viewpoint: camera position (m) and orientation (x, y, z, w), optional pointer ray, and
+    the device: "xr" while in an immersive session (the position is then the head), else a browser."""
 
     position: tuple[float, float, float]
     quaternion: tuple[float, float, float, float]
     ray_origin: tuple[float, float, float] | None = None
     ray_direction: tuple[float, float, float] | None = None
+    device: Literal["browser", "xr"] = "browser"
 
 
 class Presence(msgspec.Struct, omit_defaults=True):

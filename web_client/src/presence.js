@@ -1,5 +1,6 @@
-// Other people in the scene: a camera-frustum avatar for browser users, head and hand for XR users
-// (told apart by where their pointer ray starts), a laser for their pointer, names, and "follow".
+// Other people in the scene: a camera-frustum avatar for browser users, head and hands for XR users
+// (the pose says which: `device: "xr"` while in an immersive session), a laser for their pointer,
+// names, and "follow".
 // Our own pose is sent as a heartbeat, in model coordinates so that a scaled AR placement still agrees.
 import * as THREE from 'three';
 import { h, replace } from './ui/dom.js';
@@ -8,8 +9,6 @@ import { h, replace } from './ui/dom.js';
 const SEND_INTERVAL_MS = 100;
 // ... and at least this often while it does not, so that others can tell a quiet user from a gone one.
 const HEARTBEAT_MS = 2000;
-// A pointer ray starting further than this from the head comes from a hand controller: an XR user.
-const HAND_OFFSET_M = 0.15;
 // A laser that hits nothing is drawn this long (m, model units).
 const LASER_LENGTH_M = 30;
 // Turns the cone (apex +Y) so its apex is at the eye and its square base opens forward (-Z).
@@ -61,6 +60,7 @@ export class PresenceLayer {
     m.decompose(pos, quat, new THREE.Vector3());
     /** @type {import('./protocol.js').Pose} */
     const pose = { position: round(pos.toArray()), quaternion: round(quat.toArray(), 4) };
+    if (renderer.xr.isPresenting) pose.device = 'xr';
     if (this.pointer) {
       const o = this.pointer.origin.clone().applyMatrix4(toModel);
       const d = this.pointer.direction.clone().transformDirection(toModel);
@@ -157,6 +157,16 @@ export class PresenceLayer {
     return g;
   }
 
+  /** Read-only view of the avatars (for tests): who, which kind, where (model coordinates). */
+  describe() {
+    return [...this.avatars].map(([sid, g]) => {
+      const part = (/** @type {string} */ n) => /** @type {THREE.Object3D} */ (g.getObjectByName(n));
+      const xr = part('head').visible;
+      return { sid, name: g.userData.name, kind: xr ? 'xr' : 'browser', head: part('head').position.toArray(),
+        hand: xr && part('hand').visible ? part('hand').position.toArray() : null, laser: part('laser').visible };
+    });
+  }
+
   #renderList() {
     const own = this.session.welcome?.session_id;
     replace(this.list, ...[...this.avatars].map(([sid, g]) => h('li', { dataset: { sid } },
@@ -181,10 +191,10 @@ function place(g, pose, laserLength) {
   frustum.position.copy(head.position).add(new THREE.Vector3(0, 0, -0.2).applyQuaternion(head.quaternion));
   frustum.quaternion.copy(head.quaternion).multiply(new THREE.Quaternion().setFromEuler(FRUSTUM_TURN));
   const origin = pose.ray_origin ? new THREE.Vector3(...pose.ray_origin) : null;
-  const xr = Boolean(origin && origin.distanceTo(head.position) > HAND_OFFSET_M);
+  const xr = pose.device === 'xr';
   frustum.visible = !xr;
   head.visible = xr;
-  hand.visible = xr;
+  hand.visible = xr && Boolean(origin); // the controller holding the pointer
   if (origin) hand.position.copy(origin);
   laser.visible = Boolean(origin && pose.ray_direction);
   if (origin && pose.ray_direction) {

@@ -20,7 +20,7 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  *   rotate is [axis x, y, z, degrees]
  * @typedef {{color?: (string|null), status?: (string|null), visible?: (boolean|null), transform?: (Transform|null),
  *            label?: (string|null), anomaly?: (boolean|null)}} Visual every field optional: absent = the model's own look
- * @typedef {{position: number[], quaternion: number[], ray_origin?: number[], ray_direction?: number[]}} Pose
+ * @typedef {{position: number[], quaternion: number[], ray_origin?: number[], ray_direction?: number[], device?: 'browser'|'xr'}} Pose
  * @typedef {{client: string, pose: Pose, ts: number}} Presence
  * @typedef {{seq: number, kind: string, id?: string, element: string, ts: number, prop?: string, source?: string,
  *            layer?: string, severity?: string, message?: string, value?: any}} Event

@@ -31,6 +31,10 @@ export class XRController extends EventTarget {
     this.anchor = null;
     /** @type {XRHitTestResult|null} the surface under the reticle */
     this.lastHit = null;
+    /** @type {THREE.Matrix4|null} where to anchor the model, in the next frame (anchors need an active frame) */
+    this.anchorAt = null;
+    /** counts placements, so that an anchor that arrives after a newer placement is dropped */
+    this.placements = 0;
     /** @type {string|null} */
     this.selected = null;
     this.saved = { position: new THREE.Vector3(), scale: 1, background: /** @type {any} */ (null) };
@@ -91,6 +95,7 @@ export class XRController extends EventTarget {
   toggleScale() {
     this.tabletop = !this.tabletop;
     this.placed = false;
+    this.#dropAnchor();
     if (this.mode === 'ar' && !this.hitSource) this.#placeAR(DEFAULT_AR_PLACE);
     return this.tabletop;
   }
@@ -130,19 +135,20 @@ export class XRController extends EventTarget {
       new THREE.LineBasicMaterial({ color: 0x9ccaff }));
     ray.scale.z = 5;
     c.add(ray);
-    c.addEventListener('select', (/** @type {any} */ e) => this.#onSelect(c, e.frame));
+    c.addEventListener('select', () => this.#onSelect(c));
     scene.add(c);
     return c;
   }
 
-  /** @param {THREE.Object3D} controller @param {XRFrame} [frame] */
-  async #onSelect(controller, frame) {
+  /** @param {THREE.Object3D} controller */
+  #onSelect(controller) {
     if (this.mode === 'ar' && !this.placed) {
       if (!this.reticle.visible) return;
       this.#placeAR(this.reticle.matrix);
-      this.anchor = null;
-      const hit = this.lastHit;
-      if (hit && /** @type {any} */ (hit).createAnchor) this.anchor = await /** @type {any} */ (hit).createAnchor().catch(() => null);
+      this.#dropAnchor();
+      // The select event carries no frame (three.js does not pass it on) and the last hit result's frame
+      // is over: the anchor is created from the next frame, at the reticle's pose.
+      this.anchorAt = this.reticle.matrix.clone();
       return;
     }
     const hit = this.viewer.pickRay(this.#rayFrom(controller));
@@ -202,12 +208,42 @@ export class XRController extends EventTarget {
     texture.needsUpdate = true;
   }
 
+  #dropAnchor() {
+    this.placements++;
+    deleteAnchor(this.anchor);
+    this.anchor = null;
+    this.anchorAt = null;
+  }
+
+  /** Anchor the placement to the real world where the device can. @param {XRFrame} frame @param {XRReferenceSpace} space */
+  #createAnchor(frame, space) {
+    const m = /** @type {THREE.Matrix4} */ (this.anchorAt);
+    this.anchorAt = null;
+    const create = /** @type {any} */ (frame).createAnchor;
+    if (!create || typeof XRRigidTransform === 'undefined') return;
+    const p = new THREE.Vector3();
+    const q = new THREE.Quaternion();
+    m.decompose(p, q, new THREE.Vector3());
+    const placement = this.placements;
+    let pending;
+    try { // called now, while the frame is active
+      pending = create.call(frame, new XRRigidTransform({ x: p.x, y: p.y, z: p.z }, { x: q.x, y: q.y, z: q.z, w: q.w }), space);
+    } catch {
+      return; // no anchors here: the model stays where it was put
+    }
+    Promise.resolve(pending).then((/** @type {XRAnchor} */ anchor) => {
+      if (placement === this.placements && this.mode === 'ar') this.anchor = anchor;
+      else deleteAnchor(anchor);
+    }, () => {});
+  }
+
   /** @param {XRFrame|undefined} frame */
   #tick(frame) {
     if (!frame) return false;
     const { renderer } = this.viewer;
     const space = renderer.xr.getReferenceSpace();
     if (this.mode === 'ar' && space) {
+      if (this.anchorAt) this.#createAnchor(frame, space);
       const hits = this.hitSource && !this.placed ? frame.getHitTestResults(this.hitSource) : [];
       this.lastHit = hits[0] ?? null;
       const pose = this.lastHit?.getPose(space);
@@ -231,10 +267,17 @@ export class XRController extends EventTarget {
     this.mode = null;
     this.hitSource?.cancel();
     this.hitSource = null;
-    this.anchor = null;
+    this.#dropAnchor();
     this.reticle.visible = false;
     this.panel.mesh.visible = false;
     this.hooks.setPointer(null);
     this.viewer.invalidate();
   }
+}
+
+/** @param {XRAnchor|null} anchor */
+function deleteAnchor(anchor) {
+  try {
+    /** @type {any} */ (anchor)?.delete?.();
+  } catch { /* the session is over: its anchors went with it */ }
 }
