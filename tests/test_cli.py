@@ -95,3 +95,13 @@ def test_build_writes_the_four_outputs_and_honours_the_point_budget(tmp_path: Pa
     assert set(manifest["stats"]["timings_s"]) >= {"import", "usd", "glb", "usdz", "total"}
     summary = json.loads(twinview("inspect", str(out), "--json").stdout)
     assert summary["elements"] == 1 and summary["by_class"] == {"PointCloud": 1}
+
+
+def test_serve_refuses_a_bad_broker_url_with_exit_2(tmp_path: Path):
+    scan = tmp_path / "scan.ply"
+    _ascii_ply_cloud(scan, 50)
+    assert twinview("build", str(scan), "-o", str(tmp_path / "scene")).returncode == 0
+    proc = twinview("serve", str(tmp_path / "scene"), "--mqtt", "http://broker", "--port", "0",
+                    "--data-dir", str(tmp_path / "data"))  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "twinview: http://broker: expected mqtt://host[:port] or mqtts://host[:port]"

@@ -353,11 +353,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _server_input_errors() -> tuple[type[Exception], ...]:
     """Errors in files or settings the user gave the server: a bad scene, bindings or procedure file, MQTT URL."""
-    from scene.bindings import BindingsError
-    from scene.procedure_file import ProcedureError
+    from scene.config_file import ConfigFileError
+    from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
 
-    return (BindingsError, ProcedureError, SceneError, ValueError)
+    return (ConfigFileError, SceneError, BrokerUrlError)
 
 
 def main(argv: list[str] | None = None) -> int:

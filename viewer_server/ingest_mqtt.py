@@ -29,11 +29,15 @@ MQTT_QUEUE_MAX: Final = 10_000
 DEFAULT_PORTS: Final = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
 
+class BrokerUrlError(ValueError):
+    """A broker URL the server cannot use; the CLI reports it as bad input (exit 2)."""
+
+
 def check_url(url: str) -> None:
-    """Refuse a broker URL we cannot use, before the server starts (ValueError)."""
+    """Refuse a broker URL we cannot use, before the server starts."""
     u = urlparse(url)
     if u.scheme not in DEFAULT_PORTS or not u.hostname:
-        raise ValueError(f"{url}: expected mqtt://host[:port] or mqtts://host[:port]")
+        raise BrokerUrlError(f"{url}: expected mqtt://host[:port] or mqtts://host[:port]")
 
 
 def client_for(url: str) -> aiomqtt.Client:
