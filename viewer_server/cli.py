@@ -351,13 +351,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _server_input_errors() -> tuple[type[Exception], ...]:
-    """Errors in files or settings the user gave the server: a bad scene, bindings or procedure file, MQTT URL."""
+def _user_input_errors() -> tuple[type[Exception], ...]:
+    """Errors in what the user gave us: a bad scene, bindings or procedure file, MQTT URL or session request."""
     from scene.config_file import ConfigFileError
     from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
+    from viewer_server.session_cli import SessionCliError
 
-    return (ConfigFileError, SceneError, BrokerUrlError)
+    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _say(f"could not write {exc} (rerun with --debug and report it)")
         return EXIT_INTERNAL
-    except (ImportFailed, UserError, *_server_input_errors()) as exc:
+    except (ImportFailed, UserError, *_user_input_errors()) as exc:
         if args.debug:
             for note in getattr(exc, "__notes__", []):
                 print(note, file=sys.stderr)
