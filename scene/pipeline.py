@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scene.errors import ImportFailed
-from scene.importers import ImportOptions, loader_for
+from scene.importers import ElementsReady, ImportOptions, loader_for
 from scene.merge import merge
-from scene.model import Scene
+from scene.model import Element, Scene
 from scene.sandbox import Limits, PendingImport
 
 OUTPUT_FILES = ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json")
@@ -55,14 +55,18 @@ def import_all(
     debug: bool = False,
     progress: Progress | None = None,
     preload: Callable[[], object] | None = None,
+    on_elements: ElementsReady | None = None,
 ) -> Scene:
+    """Import every input in its own child and merge them. `on_elements` gets a single input's
+    elements early (see `PendingImport`); with several inputs, merging renames, so it is not called."""
     for path in inputs:
         check_input(path)
     if progress:
         progress(f"importing {', '.join(p.name for p in inputs)}")
     # All children start before the parent does anything else: they read on their own cores while
     # the parent loads the exporters (no thread may run while we fork).
-    pending = [PendingImport(path, options, limits, debug=debug) for path in inputs]
+    early = on_elements if len(inputs) == 1 else None
+    pending = [PendingImport(path, options, limits, debug=debug, on_elements=early) for path in inputs]
     if preload is not None:
         preload()
     return merge([job.result() for job in pending])
@@ -100,13 +104,6 @@ def build(
 ) -> BuildResult:
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    scene = import_all(inputs, options, limits, debug=debug, progress=progress, preload=_load_exporters)
-    timings["import"] = time.perf_counter() - start
-    timings.update({f"import.{step}": seconds for step, seconds in scene.timings.items()})
-    from scene.export.glb import write_glb
-    from scene.export.manifest import write_manifest
-    from scene.export.usd_stage import write_stage
-    from scene.export.usdz import write_usdz
 
     def stage(name: str, fn: Callable[[], object]) -> object:
         if progress:
@@ -117,7 +114,27 @@ def build(
         return result
 
     with _staging(outdir) as tmp:
-        stage("usd", lambda: write_stage(scene, tmp / "scene.usdc"))
+        early: list[StageWriter] = []  # the stage, begun while the importer still tessellates
+
+        def begin_stage(elements: list[Element]) -> None:
+            from scene.export.usd_stage import StageWriter  # loaded by now: `preload` ran first
+
+            writer = StageWriter(tmp / "scene.usdc")
+            stage("usd.elements", lambda: writer.add_elements(elements))
+            early[:] = [writer]
+
+        scene = import_all(
+            inputs, options, limits, debug=debug, progress=progress, preload=_load_exporters, on_elements=begin_stage
+        )
+        timings["import"] = time.perf_counter() - start
+        timings.update({f"import.{step}": seconds for step, seconds in scene.timings.items()})
+        from scene.export.glb import write_glb
+        from scene.export.manifest import write_manifest
+        from scene.export.usd_stage import StageWriter
+        from scene.export.usdz import write_usdz
+
+        writer = early[0] if early else StageWriter(tmp / "scene.usdc")
+        stage("usd", lambda: writer.write(scene))
         glb_stats = stage("glb", lambda: write_glb(scene, tmp / "scene.glb", compress=compress, lod=lod))
         stage("usdz", lambda: write_usdz(tmp / "scene.usdc", tmp / "scene.usdz"))
         timings["total"] = time.perf_counter() - start

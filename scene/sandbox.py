@@ -19,8 +19,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scene.errors import ImportFailed
-from scene.importers import FORMATS, ImportOptions, loader_for
-from scene.model import Scene
+from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, loader_for
+from scene.model import Element, Scene
 
 DEFAULT_TIMEOUT_S = 600.0  # a large IFC takes minutes on 2 cores; beyond 10 min something is wrong
 DEFAULT_MEMORY_MB = 16 * 1024  # address-space cap: leaves headroom on a 24 GiB machine
@@ -33,7 +33,7 @@ class Limits:
     memory_mb: int = DEFAULT_MEMORY_MB
 
 
-def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, debug: bool) -> None:
+def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, debug: bool, announce: bool) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if not debug:
@@ -44,7 +44,15 @@ def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, 
         os.dup2(devnull, 2)
         os.dup2(devnull, 1)
     try:
-        scene = loader_for(Path(path))(Path(path), options)
+        load = loader_for(Path(path))
+        if announce:
+
+            def ready(elements: list[Element]) -> None:
+                conn.send(("elements", elements))
+
+            scene = load(Path(path), options, ready)  # type: ignore[call-arg]
+        else:
+            scene = load(Path(path), options)
         conn.send(("ok", scene))
     except ImportFailed as exc:
         conn.send(("failed", (exc.path, exc.reason, exc.where, traceback.format_exc())))
@@ -75,16 +83,28 @@ class PendingImport:
     """An import running in its own child process; `result()` waits for it.
 
     Starting every input's child first lets the parent do its own work (loading the exporters)
-    while the children read, on separate cores.
+    while the children read, on separate cores. With `on_elements`, an importer that knows its
+    elements before their geometry (ANNOUNCES_ELEMENTS) hands them over early: `result()` calls
+    it with them while the child is still at work (again, with the new elements, after a retry).
     """
 
-    def __init__(self, path: Path, options: ImportOptions, limits: Limits, *, debug: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: ImportOptions,
+        limits: Limits,
+        *,
+        debug: bool,
+        on_elements: ElementsReady | None = None,
+    ) -> None:
         loader_for(path)  # unknown extensions fail here, before a process is spent on them
         self.path, self.options, self.limits, self.debug = path, options, limits, debug
+        self.on_elements = on_elements if FORMATS[path.suffix.lower()][1] in ANNOUNCES_ELEMENTS else None
         self.started = time.monotonic()
         ctx = mp.get_context("fork")  # fork avoids re-importing numpy; callers fork before starting threads
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child, args=(child_conn, str(path), options, limits.memory_mb, debug))
+        args = (child_conn, str(path), options, limits.memory_mb, debug, self.on_elements is not None)
+        self._proc = ctx.Process(target=_child, args=args)
         self._proc.start()
         child_conn.close()
 
@@ -97,21 +117,19 @@ class PendingImport:
             if self.options.ifc_kernel != "auto" or FORMATS[self.path.suffix.lower()][1] != "ifc":
                 raise
             fallback = replace(self.options, ifc_kernel="opencascade")
-            scene = PendingImport(self.path, fallback, self.limits, debug=self.debug).result()
+            retry = PendingImport(self.path, fallback, self.limits, debug=self.debug, on_elements=self.on_elements)
+            scene = retry.result()
             scene.warnings.insert(0, f"{self.path}: manifold kernel crashed; geometry made with opencascade instead")
             return scene
 
     def _collect(self) -> Scene:
-        path, proc, conn = self.path, self._proc, self._conn
+        proc, conn = self._proc, self._conn
         try:
-            remaining = max(0.0, self.limits.timeout_s - (time.monotonic() - self.started))
-            if not conn.poll(remaining):
-                raise ImportFailed(str(path), f"import took longer than {self.limits.timeout_s:.0f} s and was stopped")
-            try:
-                status, payload = conn.recv()
-            except (EOFError, OSError):
-                proc.join(CRASH_EXIT_GRACE_S)
-                raise ReaderCrashed(str(path), _describe_exit(proc.exitcode)) from None
+            status, payload = self._receive()
+            while status == "elements":
+                assert self.on_elements is not None  # the child announces only when asked to
+                self.on_elements(payload)
+                status, payload = self._receive()
         finally:
             if proc.is_alive():
                 proc.join(CRASH_EXIT_GRACE_S)
@@ -125,6 +143,17 @@ class PendingImport:
         failure = ImportFailed(err_path, reason, where)
         failure.__notes__ = [tb]  # shown by the CLI with --debug
         raise failure
+
+    def _receive(self) -> tuple[str, object]:
+        """The child's next message, within what is left of the time limit."""
+        remaining = max(0.0, self.limits.timeout_s - (time.monotonic() - self.started))
+        if not self._conn.poll(remaining):
+            raise ImportFailed(str(self.path), f"import took longer than {self.limits.timeout_s:.0f} s and was stopped")
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._proc.join(CRASH_EXIT_GRACE_S)
+            raise ReaderCrashed(str(self.path), _describe_exit(self._proc.exitcode)) from None
 
 
 def import_isolated(path: Path, options: ImportOptions, limits: Limits = Limits(), *, debug: bool = False) -> Scene:

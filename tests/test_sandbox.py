@@ -81,3 +81,31 @@ def test_unknown_extension_is_refused_without_a_child(tmp_path):
     path.write_bytes(b"AC1032")
     with pytest.raises(ImportFailed, match=r"unknown file type '\.dwg'"):
         sandbox.import_isolated(path, ImportOptions())
+
+
+SAMPLE_IFC = Path(__file__).resolve().parents[1] / "assets" / "pump_station.ifc"
+
+
+def test_an_ifc_import_hands_over_its_elements_before_the_geometry() -> None:
+    announced: list[list[Element]] = []
+    options, limits = ImportOptions(), sandbox.Limits()
+    scene = sandbox.PendingImport(SAMPLE_IFC, options, limits, debug=False, on_elements=announced.append).result()
+    (elements,) = announced
+    assert [(e.id, e.name, e.cls, e.parent) for e in elements] == [
+        (e.id, e.name, e.cls, e.parent) for e in scene.elements.values()
+    ]
+    assert [e.properties for e in elements] == [e.properties for e in scene.elements.values()]
+    assert all(e.mesh is None for e in elements) and any(e.mesh for e in scene.elements.values())
+
+
+def test_formats_without_an_early_element_tree_do_not_announce(monkeypatch, src):
+    def load(path: Path, options: ImportOptions, *extra: object) -> Scene:
+        assert not extra, "only formats in ANNOUNCES_ELEMENTS get the callback"
+        scene = Scene()
+        scene.add(Element(id="a", name="a", cls="Mesh"))
+        return scene
+
+    _use_loader(monkeypatch, load)
+    announced: list[list[Element]] = []
+    job = sandbox.PendingImport(src, ImportOptions(), sandbox.Limits(), debug=False, on_elements=announced.append)
+    assert list(job.result().elements) == ["a"] and announced == []

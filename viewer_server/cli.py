@@ -273,6 +273,29 @@ def cmd_session(args: argparse.Namespace) -> int:
     return cmd_session(args)
 
 
+def _add_session_parser(sub: argparse._SubParsersAction) -> None:
+    from viewer_server.permissions import ROLES  # light: `twinview build` must not pay for the server's imports
+
+    se = sub.add_parser("session", help="collaboration sessions: create, issue join links, list")
+    se_sub = se.add_subparsers(dest="session_command", required=True)
+    c = se_sub.add_parser("create", help="create a session (a named room on a scene)")
+    c.add_argument("session", metavar="NAME", help="session id: letters, digits, _ - .")
+    c.add_argument("--scene", default=None, help="scene id (default: the data dir's only scene)")
+    c.add_argument("--anonymous-role", default=None, choices=sorted(set(ROLES) - {"publisher"}),
+                   help="let visitors without a link in with this role (default: links only)")  # fmt: skip
+    t = se_sub.add_parser("token", help="print a join link for one user and role")
+    t.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--role", required=True, choices=ROLES)
+    t.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
+    t.add_argument("--base-url", default="", help="prefix, e.g. http://host:8800")
+    se_sub.add_parser("list", help="list sessions")
+    for p in (c, t, *se_sub.choices.values()):
+        if "--data-dir" not in p._option_string_actions:
+            p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    se.set_defaults(func=cmd_session)
+
+
 def _add_import_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-budget", type=int, default=DEFAULT_POINT_BUDGET, help="points kept per scan")
     p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
@@ -331,9 +354,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
     rec.set_defaults(func=cmd_procedure_record)
 
-    from viewer_server.session_cli import add_parser as add_session_parser
-
-    add_session_parser(sub, str(DEFAULT_DATA_DIR), cmd_session)
+    _add_session_parser(sub)
 
     bc = sub.add_parser("bcf", help="export or import a session's topics as BCF (3.0; import also 2.1)")
     bc_sub = bc.add_subparsers(dest="bcf_command", required=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from viewer_server.auth import issue, join_link, load_secret, parse_ttl
@@ -99,26 +98,3 @@ def cmd_session(args: argparse.Namespace) -> int:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(room.created)) if room.created else "-"
             print(f"{room.id}\t{room.scene}\t{room.anonymous_role or 'token only'}\t{created}\t{room.name}")
     return 0
-
-
-def add_parser(
-    sub: argparse._SubParsersAction, default_data_dir: str, run: Callable[[argparse.Namespace], int]
-) -> None:
-    se = sub.add_parser("session", help="collaboration sessions: create, issue join links, list")
-    se_sub = se.add_subparsers(dest="session_command", required=True)
-    c = se_sub.add_parser("create", help="create a session (a named room on a scene)")
-    c.add_argument("session", metavar="NAME", help="session id: letters, digits, _ - .")
-    c.add_argument("--scene", default=None, help="scene id (default: the data dir's only scene)")
-    c.add_argument("--anonymous-role", default=None, choices=sorted(set(ROLES) - {"publisher"}),
-                   help="let visitors without a link in with this role (default: links only)")  # fmt: skip
-    t = se_sub.add_parser("token", help="print a join link for one user and role")
-    t.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
-    t.add_argument("--user", required=True)
-    t.add_argument("--role", required=True, choices=ROLES)
-    t.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
-    t.add_argument("--base-url", default="", help="prefix, e.g. http://host:8800")
-    se_sub.add_parser("list", help="list sessions")
-    for p in (c, t, *se_sub.choices.values()):
-        if "--data-dir" not in p._option_string_actions:
-            p.add_argument("--data-dir", default=default_data_dir, help="the server's data dir")
-    se.set_defaults(func=run)

@@ -10,24 +10,28 @@ Layout:
   among siblings; ids contain `$`, which USD names cannot), with its local transform and
   attributes `twin:id`, `twin:name`, `twin:class`;
 - properties as typed custom attributes `twin:props:<Pset>:<Name>` (what usdview shows in its
-  attribute table). The exact pset and property names are kept in each attribute's displayGroup
-  and displayName, so `read_properties` round-trips them even when sanitising changed the
-  attribute name. None is an attribute without a value; lists of strings or numbers are
-  string[]/double[]; other lists are JSON text flagged with customData {"twin:json": true};
+  attribute table). Where sanitising changed a pset or property name, the exact names are kept
+  in the attribute's displayGroup and displayName (only there: two metadata edits per attribute
+  would double the stage's write time), so `read_properties` round-trips them. None is an
+  attribute without a value; lists of strings or numbers are string[]/double[]; other lists are
+  JSON text flagged with customData {"twin:json": true};
 - geometry under the element's `Geometry` child: UsdGeom.Mesh per triangle primitive (normals,
   primvars:displayColor/displayOpacity for vertex colours, primvars:st with v flipped to USD's
   up convention) or UsdGeom.Points for point primitives, with its material bound. A mesh used by
   several elements is written once under the abstract `/World/_Prototypes` and referenced by
   instanceable `Geometry` prims.
 
-Speed: everything is authored with the Sdf API inside one Sdf.ChangeBlock, arrays go in through
-Vt.*.FromNumpy, so per element there are only a handful of spec creations.
+Speed: everything is authored with the Sdf API inside Sdf.ChangeBlocks, arrays go in through
+Vt.*.FromNumpy, so per element there are only a handful of spec creations. `StageWriter` lets the
+build author the element prims and their properties (most of the work) while an importer is
+still tessellating.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -56,46 +60,79 @@ def twinview_version() -> str:
         return "0+unknown"
 
 
-def write_stage(scene: Scene, path: Path) -> None:
-    """Write `scene` as a USD layer at `path` (usually scene.usdc); textures go to `textures/` beside it."""
-    path = Path(path)
-    # Anonymous then Export: CreateNew refuses a path whose layer is already open in this process.
-    layer = Sdf.Layer.CreateAnonymous(path.name)
-    looks = _write_textures(scene, path.parent)
-    with Sdf.ChangeBlock():
-        layer.defaultPrim = "World"
-        root = layer.pseudoRoot
-        root.SetInfo("metersPerUnit", 1.0)
-        root.SetInfo("upAxis", "Y")
-        layer.customLayerData = _provenance(scene)
-        _prim(layer, WORLD, "Xform")
-        _prim(layer, LOOKS, "Scope")
-        material_paths = [_write_material(layer, i, m, looks.get(i)) for i, m in enumerate(scene.materials)]
-        writer = _MeshWriter(layer, material_paths, [m.double_sided for m in scene.materials])
-        uses = Counter(e.mesh for e in scene.elements.values() if e.mesh in scene.meshes)
-        if any(n > 1 for n in uses.values()):
-            _prim(layer, PROTOTYPES, "Scope", Sdf.SpecifierClass)
-        prototypes = {
-            mesh_id: writer.write(f"{PROTOTYPES}/{_identifier(mesh_id)}_{i}", scene.meshes[mesh_id])
-            for i, (mesh_id, n) in enumerate(uses.items()) if n > 1
-        }
+class StageWriter:
+    """Writes the stage in two steps, so that the element tree can be authored while the
+    importer is still making the geometry: `add_elements` (prims, twin attributes, properties),
+    then `write` (materials, transforms, geometry, provenance, the file). A `write` whose scene
+    does not hold exactly the elements added (id, name, class, parent, in order) starts over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._layer: Sdf.Layer | None = None
+        self._added: list[tuple[str, str, str, str | None]] = []
+        self._paths: dict[str, str] = {}  # element id -> prim path
+
+    def add_elements(self, elements: Iterable[Element]) -> None:
+        """Author the prims of `elements` (parents before children) in a fresh layer."""
+        elements = list(elements)
+        # Anonymous then Export: CreateNew refuses a path whose layer is already open in this process.
+        layer = Sdf.Layer.CreateAnonymous(self.path.name)
         paths: dict[str, str] = {}
         taken: dict[str, set[str]] = {}
-        for el, local in zip(scene.elements.values(), local_matrices(scene), strict=True):
-            parent = paths[el.parent] if el.parent is not None else WORLD
-            siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
-            prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
-            paths[el.id] = prim_path
-            spec = _prim(layer, prim_path, "Xform")
-            _write_element(spec, el, local)
-            if el.mesh in prototypes:
-                geometry = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
-                geometry.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
-                geometry.SetInfo("instanceable", True)
-            elif el.mesh in uses:
-                writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
-    if not layer.Export(str(path)):
-        raise ExportFailed(str(path), "USD could not write the layer")
+        with Sdf.ChangeBlock():
+            layer.defaultPrim = "World"
+            root = layer.pseudoRoot
+            root.SetInfo("metersPerUnit", 1.0)
+            root.SetInfo("upAxis", "Y")
+            _prim(layer, WORLD, "Xform")
+            for el in elements:
+                parent = paths[el.parent] if el.parent is not None else WORLD
+                siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
+                prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
+                paths[el.id] = prim_path
+                _write_element(_prim(layer, prim_path, "Xform"), el)
+        self._layer, self._paths, self._added = layer, paths, [_identity(el) for el in elements]
+
+    def write(self, scene: Scene) -> None:
+        """Author the rest of `scene` and write the file; textures go to `textures/` beside it."""
+        if self._layer is None or self._added != [_identity(el) for el in scene.elements.values()]:
+            self.add_elements(scene.elements.values())
+        layer, paths = self._layer, self._paths
+        assert layer is not None
+        looks = _write_textures(scene, self.path.parent)
+        with Sdf.ChangeBlock():
+            layer.customLayerData = _provenance(scene)
+            _prim(layer, LOOKS, "Scope")
+            material_paths = [_write_material(layer, i, m, looks.get(i)) for i, m in enumerate(scene.materials)]
+            writer = _MeshWriter(layer, material_paths, [m.double_sided for m in scene.materials])
+            uses = Counter(e.mesh for e in scene.elements.values() if e.mesh in scene.meshes)
+            if any(n > 1 for n in uses.values()):
+                _prim(layer, PROTOTYPES, "Scope", Sdf.SpecifierClass)
+            prototypes = {
+                mesh_id: writer.write(f"{PROTOTYPES}/{_identifier(mesh_id)}_{i}", scene.meshes[mesh_id])
+                for i, (mesh_id, n) in enumerate(uses.items()) if n > 1
+            }
+            for el, local in zip(scene.elements.values(), local_matrices(scene), strict=True):
+                prim_path = paths[el.id]
+                _write_transform(layer.GetPrimAtPath(prim_path), local)
+                if el.mesh in prototypes:
+                    geometry = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
+                    geometry.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
+                    geometry.SetInfo("instanceable", True)
+                elif el.mesh in uses:
+                    writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
+        if not layer.Export(str(self.path)):
+            raise ExportFailed(str(self.path), "USD could not write the layer")
+
+
+def write_stage(scene: Scene, path: Path) -> None:
+    """Write `scene` as a USD layer at `path` (usually scene.usdc); textures go to `textures/` beside it."""
+    StageWriter(path).write(scene)
+
+
+def _identity(el: Element) -> tuple[str, str, str, str | None]:
+    return el.id, el.name, el.cls, el.parent
 
 
 def _provenance(scene: Scene) -> dict:
@@ -138,10 +175,13 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _write_element(spec: object, el: Element, local: np.ndarray) -> None:
+def _write_transform(spec: object, local: np.ndarray) -> None:
     if not np.array_equal(local, np.eye(4)):
         _attr(spec, "xformOp:transform", Sdf.ValueTypeNames.Matrix4d, Gf.Matrix4d(local.T.tolist()))
         _attr(spec, "xformOpOrder", Sdf.ValueTypeNames.TokenArray, ["xformOp:transform"], uniform=True)
+
+
+def _write_element(spec: object, el: Element) -> None:
     _attr(spec, "twin:id", Sdf.ValueTypeNames.String, el.id, custom=True)
     _attr(spec, "twin:name", Sdf.ValueTypeNames.String, el.name, custom=True)
     _attr(spec, "twin:class", Sdf.ValueTypeNames.String, el.cls, custom=True)
@@ -155,8 +195,9 @@ def _write_properties(spec: object, properties: PropertySets) -> None:
             attr_name = _unique(f"{PROPS_NAMESPACE}:{_identifier(pset)}:{_identifier(name)}", taken)
             type_name, stored, is_json = _usd_value(value)
             attr = _attr(spec, attr_name, type_name, stored, custom=True)
-            attr.displayGroup = pset
-            attr.displayName = name
+            if attr_name != f"{PROPS_NAMESPACE}:{pset}:{name}":  # sanitised: keep the exact names
+                attr.displayGroup = pset
+                attr.displayName = name
             if is_json:
                 attr.customData = {JSON_FLAG: True}
 
@@ -187,12 +228,13 @@ def read_properties(prim: object) -> PropertySets:
     for attr in prim.GetAuthoredAttributes():
         if not attr.GetName().startswith(PROPS_NAMESPACE + ":"):
             continue
+        _, _, pset, name = attr.GetName().split(":")
         value = attr.Get()
         if attr.GetCustomDataByKey(JSON_FLAG):
             value = json.loads(value)
         elif value is not None and not isinstance(value, bool | int | float | str):
             value = list(value)
-        out.setdefault(attr.GetDisplayGroup(), {})[attr.GetDisplayName()] = value
+        out.setdefault(attr.GetDisplayGroup() or pset, {})[attr.GetDisplayName() or name] = value
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scene.errors import ImportFailed
-from scene.model import Scene
+from scene.model import Element, Scene
 
 # Points kept per scan after voxel downsampling: about what a browser draws smoothly in software.
 DEFAULT_POINT_BUDGET = 2_000_000
@@ -46,6 +46,13 @@ FORMATS: dict[str, tuple[str, str]] = {
     ".usdc": ("usd", "usd"),
     ".usdz": ("usd", "usd"),
 }
+
+
+# Called once by an importer with its elements (tree and properties, no geometry yet) as soon as it
+# knows them, so that the caller can write them while the geometry is still being made.
+ElementsReady = Callable[[list[Element]], None]
+# Formats whose importer takes `ready: ElementsReady` as a third argument (the slow geometry comes last).
+ANNOUNCES_ELEMENTS = frozenset({"ifc"})
 
 
 def loader_for(path: Path) -> Callable[[Path, ImportOptions], Scene]:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from scene.errors import ImportFailed
-from scene.importers import ImportOptions
+from scene.importers import ElementsReady, ImportOptions
 from scene.importers._common import new_scene, read_nonempty, timed, unique_id
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
@@ -109,7 +109,7 @@ class _Shape:
     styles: tuple[_Style, ...]
 
 
-def load(path: Path, options: ImportOptions) -> Scene:
+def load(path: Path, options: ImportOptions, ready: ElementsReady | None = None) -> Scene:
     import ifcopenshell
 
     timings: dict[str, float] = {}
@@ -126,10 +126,14 @@ def load(path: Path, options: ImportOptions) -> Scene:
     expected = [p for p in products if _expects_mesh(p)]
 
     structures: list[_Structure] = []
-    with timed(timings, "tessellate"):  # the spatial tree and property sets are read meanwhile
-        done = _tessellate(
-            model, kernels, threads, expected, lambda: structures.append(_structure(model, projects, products))
-        )
+
+    def meanwhile() -> None:
+        structures.append(_structure(model, projects, products))
+        if ready is not None:
+            ready(structures[0].elements)
+
+    with timed(timings, "tessellate"):  # the spatial tree, properties and elements are made meanwhile
+        done = _tessellate(model, kernels, threads, expected, meanwhile)
     if done.failed and len(done.failed) == len(expected):
         said = done.errors[0] if done.errors else "the kernel produced no shape"
         reason = "; ".join([f"no element could be tessellated: {said}", *parse_errors])
@@ -149,7 +153,7 @@ def load(path: Path, options: ImportOptions) -> Scene:
         said = f"; the kernel said: {'; '.join(done.errors[:MAX_EXAMPLES])}" if done.errors else ""
         scene.warnings.append(f"{len(done.failed)} element(s) failed to tessellate: {_examples(done.failed)}{said}")
     with timed(timings, "assemble"):
-        _fill(scene, model, structure, done.shapes)
+        _fill(scene, model, structure, done)
     scene.timings.update(timings)
     return scene
 
@@ -268,9 +272,20 @@ def _examples(products: list[Any]) -> str:
 # Tessellation
 
 
+@dataclass(frozen=True, slots=True)
+class _Creased:
+    """A shape's triangles with crease-aware normals, ready to split into primitives."""
+
+    positions: np.ndarray  # float32
+    normals: np.ndarray  # float32
+    faces: np.ndarray  # int64 triangles
+    material_ids: np.ndarray  # int32 per triangle, index into the shape's styles
+
+
 @dataclass(slots=True)
 class _Tessellation:
     shapes: dict[int, tuple[_Shape, str]]  # product id -> (shape, kernel that made it)
+    creased: dict[str, _Creased]  # geometry id -> its normals, computed while the kernel still runs
     failed: list[Any]  # products no kernel could tessellate
     events: list[str]  # kernel crashes and retries, reported as warnings
     errors: list[str]  # the last kernel's own error messages
@@ -282,7 +297,7 @@ def _tessellate(
     """Run the kernels in order, each on what the previous ones left. A kernel with a fallback
     after it runs in a forked child, so its crash is survivable; `meanwhile` runs exactly once,
     while such a child works if there is one."""
-    done = _Tessellation({}, expected, [], [])
+    done = _Tessellation({}, {}, expected, [], [])
     pending: Callable[[], None] | None = meanwhile
     for i, kernel in enumerate(kernels):
         fallback = kernels[i + 1] if i + 1 < len(kernels) else None
@@ -300,7 +315,7 @@ def _tessellate(
         if fallback:
             # While `meanwhile` runs, the parent needs a core of its own.
             child_threads = max(1, threads - 1) if pending else threads
-            wait = _run_forked(model, kernel, child_threads, batch, done.shapes, done.events, done.errors)
+            wait = _run_forked(model, kernel, child_threads, batch, done)
             try:
                 if pending:
                     pending()
@@ -428,18 +443,11 @@ def _reflectance(style: Any) -> str | None:
     return None
 
 
-def _run_forked(
-    model: Any,
-    kernel: str,
-    threads: int,
-    include: list[Any],
-    shapes: dict[int, tuple[_Shape, str]],
-    events: list[str],
-    errors: list[str],
-) -> Callable[[], None]:
+def _run_forked(model: Any, kernel: str, threads: int, include: list[Any], done: _Tessellation) -> Callable[[], None]:
     """Start `kernel` in a forked child streaming shapes back; the returned call waits for it.
 
-    A native crash in the child loses only the shapes it had not sent yet; the caller retries those.
+    Shapes get their normals as they arrive, so that work overlaps the kernel's. A native crash
+    in the child loses only the shapes it had not sent yet; the caller retries those.
     """
     receiver, sender = mp.Pipe(duplex=False)
     # A bare fork rather than multiprocessing.Process: it also works inside daemonic workers,
@@ -460,7 +468,12 @@ def _run_forked(
         try:
             while True:
                 kind, payload = receiver.recv()
-                (received if kind == "shape" else errors).append(payload)
+                if kind != "shape":
+                    done.errors.append(payload)
+                    continue
+                received.append(payload)
+                if payload.geometry not in done.creased:
+                    done.creased[payload.geometry] = _crease(payload)
         except (EOFError, OSError):
             pass  # the child finished or died: either way nothing more is coming
 
@@ -471,9 +484,9 @@ def _run_forked(
         reader.join()
         receiver.close()
         exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        shapes.update((shape.product, (shape, kernel)) for shape in received)
+        done.shapes.update((shape.product, (shape, kernel)) for shape in received)
         if exit_code != 0:
-            events.append(f"{kernel} kernel crashed (exit code {exit_code}) after {len(received)} element(s)")
+            done.events.append(f"{kernel} kernel crashed (exit code {exit_code}) after {len(received)} element(s)")
 
     return wait
 
@@ -492,13 +505,18 @@ def _stream(conn: Connection, model: Any, kernel: str, threads: int, include: li
 # Meshes
 
 
-def _mesh(shape: _Shape, scene: Scene, materials: dict[str, int]) -> Mesh:
+def _crease(shape: _Shape) -> _Creased:
     positions = np.frombuffer(shape.verts, dtype=np.float64).reshape(-1, 3)
     faces = np.frombuffer(shape.faces, dtype=np.int32).reshape(-1, 3)
     positions, normals, faces = _crease_normals(positions, faces)
     material_ids = np.frombuffer(shape.material_ids, dtype=np.int32)
     if len(material_ids) != len(faces):
         material_ids = np.zeros(len(faces), dtype=np.int32)
+    return _Creased(positions, normals, faces, material_ids)
+
+
+def _mesh(shape: _Shape, creased: _Creased, scene: Scene, materials: dict[str, int]) -> Mesh:
+    positions, normals, faces, material_ids = creased.positions, creased.normals, creased.faces, creased.material_ids
     styles = np.unique(material_ids)
     primitives = []
     for mid in styles:
@@ -562,13 +580,12 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 @dataclass(slots=True)
 class _Structure:
     order: list[Any]  # project(s) then products, parents before children
-    parent: dict[int, int | None]  # instance id -> parent instance id
-    properties: dict[int, PropertySets]
+    elements: list[Element]  # one per entity of `order`, without geometry or placement yet
     warnings: list[str]
 
 
 def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...]) -> _Structure:
-    """The spatial tree and every element's properties (no geometry needed)."""
+    """The spatial tree and every element with its properties (no geometry needed)."""
     root = projects[0].id()
     entities = {e.id(): e for e in (*projects, *products)}
     parent: dict[int, int | None] = {p.id(): None for p in projects}
@@ -577,7 +594,23 @@ def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...])
         parent[product.id()] = up.id() if up is not None and up.id() in entities and up.id() != product.id() else root
     order, cycles = _parents_first(parent, root)
     warnings = [f"{len(cycles)} element(s) in a decomposition cycle moved under the project"] if cycles else []
-    return _Structure([entities[i] for i in order], parent, {i: _properties(entities[i]) for i in order}, warnings)
+    tree = Scene()  # only for its id checks
+    ids: dict[int, str] = {}
+    duplicates: list[Any] = []
+    for key in order:
+        entity = entities[key]
+        element_id = entity.GlobalId or f"#{key}"
+        if element_id in tree.elements:
+            duplicates.append(entity)
+            element_id = unique_id(tree, element_id)
+        ids[key] = element_id
+        up = parent[key]
+        cls = entity.is_a()
+        tree.add(Element(element_id, entity.Name or cls, cls, ids.get(up), properties=_properties(entity)))
+    if duplicates:
+        shown = _examples(duplicates)
+        warnings.append(f"{len(duplicates)} duplicate GlobalId(s), later ones suffixed ~2, ~3…: {shown}")
+    return _Structure([entities[i] for i in order], list(tree.elements.values()), warnings)
 
 
 def _parent_of(product: Any) -> Any:
@@ -666,35 +699,20 @@ def _json(value: Any) -> PropertyValue:
     return name if isinstance(name, str) else str(value)
 
 
-def _fill(scene: Scene, model: Any, parts: _Structure, shapes: dict[int, tuple[_Shape, str]]) -> None:
+def _fill(scene: Scene, model: Any, parts: _Structure, done: _Tessellation) -> None:
     import ifcopenshell.util.placement
     import ifcopenshell.util.unit
 
     scale = ifcopenshell.util.unit.calculate_unit_scale(model)
     materials: dict[str, int] = {}
-    ids: dict[int, str] = {}
-    duplicates: list[Any] = []
     unplaced: list[Any] = []
-    for entity in parts.order:
-        key = entity.id()
-        element_id = entity.GlobalId or f"#{key}"
-        if element_id in scene.elements:
-            duplicates.append(entity)
-            element_id = unique_id(scene, element_id)
-        ids[key] = element_id
-        up = parts.parent[key]
-        element = Element(
-            id=element_id,
-            name=entity.Name or entity.is_a(),
-            cls=entity.is_a(),
-            parent=ids[up] if up is not None else None,
-            properties=parts.properties[key],
-        )
-        found = shapes.get(key)
+    for entity, element in zip(parts.order, parts.elements, strict=True):
+        found = done.shapes.get(entity.id())
         if found is not None:
             shape = found[0]
             if shape.geometry not in scene.meshes:
-                scene.meshes[shape.geometry] = _mesh(shape, scene, materials)
+                creased = done.creased.get(shape.geometry) or _crease(shape)
+                scene.meshes[shape.geometry] = _mesh(shape, creased, scene, materials)
             element.mesh = shape.geometry
             element.matrix = Z_UP_TO_Y_UP @ np.asarray(shape.matrix, dtype=np.float64).reshape(4, 4).T
         elif getattr(entity, "ObjectPlacement", None) is not None:
@@ -708,9 +726,6 @@ def _fill(scene: Scene, model: Any, parts: _Structure, shapes: dict[int, tuple[_
         else:
             element.matrix = Z_UP_TO_Y_UP.copy()
         scene.add(element)
-    if duplicates:
-        shown = _examples(duplicates)
-        scene.warnings.append(f"{len(duplicates)} duplicate GlobalId(s), later ones suffixed ~2, ~3…: {shown}")
     if unplaced:
         scene.warnings.append(
             f"{len(unplaced)} element(s) with an unreadable placement left at the origin: {_examples(unplaced)}"
