@@ -349,3 +349,23 @@ def test_duplicate_global_ids_are_kept_apart(tmp_path: Path):
     assert scene.elements[first.GlobalId].name == "first"
     assert scene.elements[f"{first.GlobalId}~2"].name == "second"
     assert any("1 duplicate GlobalId" in w for w in scene.warnings)
+
+
+def test_placements_are_read_and_an_unreadable_one_is_a_warning(tmp_path: Path):
+    import ifcopenshell.api
+
+    model = ifcopenshell.api.run("project.create_file", version="IFC4")
+    ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
+    placed = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name="placed")
+    matrix = np.eye(4)
+    matrix[:3, 3] = (1.0, 2.0, 3.0)  # IFC is Z-up: y = 2 is depth, z = 3 is height
+    ifcopenshell.api.run("geometry.edit_object_placement", model, product=placed, matrix=matrix)
+    broken = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name="broken")
+    ifcopenshell.api.run("geometry.edit_object_placement", model, product=broken, matrix=matrix)
+    broken.ObjectPlacement.RelativePlacement = None  # required, so unreadable
+    path = tmp_path / "placements.ifc"
+    model.write(str(path))
+    scene = load(path, ImportOptions())
+    np.testing.assert_allclose(scene.elements[placed.GlobalId].matrix[:3, 3], (1.0, 3.0, -2.0))
+    np.testing.assert_allclose(scene.elements[broken.GlobalId].matrix, np.eye(4))
+    assert any("1 element(s) with an unreadable placement" in w and "broken" in w for w in scene.warnings)

@@ -128,7 +128,7 @@ def load(path: Path, options: ImportOptions, ready: ElementsReady | None = None)
     structures: list[_Structure] = []
 
     def meanwhile() -> None:
-        structures.append(_structure(model, projects, products))
+        structures.append(_structure(model, projects, products, {p.id() for p in expected}))
         if ready is not None:
             ready(structures[0].elements)
 
@@ -580,12 +580,18 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 @dataclass(slots=True)
 class _Structure:
     order: list[Any]  # project(s) then products, parents before children
-    elements: list[Element]  # one per entity of `order`, without geometry or placement yet
+    elements: list[Element]  # one per entity of `order`, without geometry; placed unless meshed
+    unplaced: list[Any]  # entities whose placement could not be read
     warnings: list[str]
 
 
-def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...]) -> _Structure:
-    """The spatial tree and every element with its properties (no geometry needed)."""
+def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...], meshed: set[int]) -> _Structure:
+    """The spatial tree and every element with its properties (no geometry needed). Elements
+    not expected to get a mesh (`meshed`: instance ids) are placed; the others take their
+    shape's matrix."""
+    import ifcopenshell.util.unit
+
+    scale = ifcopenshell.util.unit.calculate_unit_scale(model)
     root = projects[0].id()
     entities = {e.id(): e for e in (*projects, *products)}
     parent: dict[int, int | None] = {p.id(): None for p in projects}
@@ -597,6 +603,7 @@ def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...])
     tree = Scene()  # only for its id checks
     ids: dict[int, str] = {}
     duplicates: list[Any] = []
+    unplaced: list[Any] = []
     for key in order:
         entity = entities[key]
         element_id = entity.GlobalId or f"#{key}"
@@ -606,11 +613,29 @@ def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...])
         ids[key] = element_id
         up = parent[key]
         cls = entity.is_a()
-        tree.add(Element(element_id, entity.Name or cls, cls, ids.get(up), properties=_properties(entity)))
+        element = tree.add(Element(element_id, entity.Name or cls, cls, ids.get(up), properties=_properties(entity)))
+        if key not in meshed and not _place(element, entity, scale):
+            unplaced.append(entity)
     if duplicates:
         shown = _examples(duplicates)
         warnings.append(f"{len(duplicates)} duplicate GlobalId(s), later ones suffixed ~2, ~3…: {shown}")
-    return _Structure([entities[i] for i in order], list(tree.elements.values()), warnings)
+    return _Structure([entities[i] for i in order], list(tree.elements.values()), unplaced, warnings)
+
+
+def _place(element: Element, entity: Any, scale: float) -> bool:
+    """Set the element's matrix from its IFC placement; False if that cannot be read."""
+    import ifcopenshell.util.placement
+
+    if getattr(entity, "ObjectPlacement", None) is None:
+        element.matrix = Z_UP_TO_Y_UP.copy()
+        return True
+    try:
+        local = np.array(ifcopenshell.util.placement.get_local_placement(entity.ObjectPlacement), dtype=float)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    local[:3, 3] *= scale
+    element.matrix = Z_UP_TO_Y_UP @ local
+    return True
 
 
 def _parent_of(product: Any) -> Any:
@@ -700,12 +725,12 @@ def _json(value: Any) -> PropertyValue:
 
 
 def _fill(scene: Scene, model: Any, parts: _Structure, done: _Tessellation) -> None:
-    import ifcopenshell.util.placement
     import ifcopenshell.util.unit
 
     scale = ifcopenshell.util.unit.calculate_unit_scale(model)
     materials: dict[str, int] = {}
-    unplaced: list[Any] = []
+    unplaced = list(parts.unplaced)
+    failed = {p.id() for p in done.failed}  # expected a mesh, got none: placed here instead
     for entity, element in zip(parts.order, parts.elements, strict=True):
         found = done.shapes.get(entity.id())
         if found is not None:
@@ -715,16 +740,8 @@ def _fill(scene: Scene, model: Any, parts: _Structure, done: _Tessellation) -> N
                 scene.meshes[shape.geometry] = _mesh(shape, creased, scene, materials)
             element.mesh = shape.geometry
             element.matrix = Z_UP_TO_Y_UP @ np.asarray(shape.matrix, dtype=np.float64).reshape(4, 4).T
-        elif getattr(entity, "ObjectPlacement", None) is not None:
-            try:
-                local = np.array(ifcopenshell.util.placement.get_local_placement(entity.ObjectPlacement), dtype=float)
-            except (AttributeError, TypeError, ValueError):
-                unplaced.append(entity)
-            else:
-                local[:3, 3] *= scale
-                element.matrix = Z_UP_TO_Y_UP @ local
-        else:
-            element.matrix = Z_UP_TO_Y_UP.copy()
+        elif entity.id() in failed and not _place(element, entity, scale):
+            unplaced.append(entity)
         scene.add(element)
     if unplaced:
         scene.warnings.append(
