@@ -11,10 +11,18 @@ import pytest
 
 from scene.export import meshopt
 from scene.export.glb import write_glb
+from scene.importers import ImportOptions
+from scene.importers.gltf_decode import GltfDocument, read_gltf
 from scene.model import Element, Mesh, Primitive, Scene
+from scene.pipeline import import_all
+from scene.sandbox import Limits
 from scene.validate import validate_glb
 from tests.scene_factory import grid_scene, synthetic_scene
 
+# What `--compress` may move a vertex, in its element's frame: half a quantisation step, and the writer keeps
+# steps within 2^-10 m (~1 mm) or 2^-14 of the mesh's extent, whichever is larger.
+POSITION_TOLERANCE_M = 0.5e-3
+POSITION_TOLERANCE_OF_EXTENT = 1e-4
 VARIANTS = {"plain": {}, "compress": {"compress": True}, "lod": {"lod": True},
             "compress_lod": {"compress": True, "lod": True}}
 DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
@@ -225,6 +233,78 @@ def test_meshopt_stream_decodes_to_the_same_triangles_within_quantisation(tmp_pa
             if "NORMAL" in gprim["attributes"]:  # octahedral bytes decode to unit vectors
                 normals = glb.accessor(gprim["attributes"]["NORMAL"])
                 np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=0.02)
+
+
+def test_identical_geometry_is_written_once_whatever_its_order(tmp_path: Path) -> None:
+    scene = synthetic_scene()
+    box = scene.meshes[scene.elements["wall0"].mesh].primitives[0]
+    copy = Primitive(box.positions.copy(), box.indices.copy(), box.material, normals=box.normals.copy())
+    shuffled = np.random.default_rng(1).permutation(len(box.positions))  # same triangles, other numbering and order
+    inverse = np.argsort(shuffled)
+    reordered = Primitive(box.positions[shuffled], inverse[box.indices][::-1].astype(np.uint32), box.material,
+                          normals=box.normals[shuffled])
+    recoloured = Primitive(box.positions, box.indices, 1 - box.material, normals=box.normals)
+    for mesh_id, prim in (("copy", copy), ("reordered", reordered), ("recoloured", recoloured)):
+        scene.meshes[mesh_id] = Mesh(mesh_id, [prim])
+        scene.add(Element(mesh_id, mesh_id, "Wall", "storey$1", mesh=mesh_id))
+    for variant, shared in (("plain", {"copy"}), ("compress", {"copy", "reordered"})):
+        glb = written(tmp_path, scene, variant)
+        by_name = {n["name"]: n for n in glb.doc["nodes"]}
+        for mesh_id in ("copy", "reordered", "recoloured"):
+            assert (by_name[mesh_id]["mesh"] == by_name["wall0"]["mesh"]) == (mesh_id in shared), (variant, mesh_id)
+        assert validate_glb(tmp_path / f"{variant}.glb", warnings=True) == []
+
+
+@pytest.fixture(scope="module", params=["AC20-FZK-Haus.ifc", "duplex.ifc"])
+def real_ifc(request: pytest.FixtureRequest, shared_data: Path) -> Scene:
+    # Sandboxed as `twinview build` does: the IFC kernel can crash on real files.
+    return import_all([shared_data / "ifc" / request.param], ImportOptions(), Limits())
+
+
+def test_compressed_real_ifc_keeps_every_node_and_stays_within_tolerance_of_the_plain_build(
+    tmp_path: Path, real_ifc: Scene
+) -> None:
+    write_glb(real_ifc, tmp_path / "plain.glb")
+    write_glb(real_ifc, tmp_path / "packed.glb", compress=True)
+    assert validate_glb(tmp_path / "packed.glb") == []
+    plain, packed = read_gltf(tmp_path / "plain.glb"), read_gltf(tmp_path / "packed.glb")
+    # Node for node the same (names, extras, transforms, hierarchy); only which glTF mesh a node draws may differ.
+    layout = [[{**n, "mesh": "mesh" in n} for n in doc.json["nodes"]] for doc in (plain, packed)]
+    assert layout[0] == layout[1] and len(layout[0]) == len(real_ifc.elements)
+    for node, packed_node in zip(plain.json["nodes"], packed.json["nodes"], strict=True):
+        if "mesh" not in node:
+            continue
+        source = [plain.accessor(p["attributes"]["POSITION"]).astype(np.float64)
+                  for p in plain.json["meshes"][node["mesh"]]["primitives"]]
+        extent = float(np.ptp(np.concatenate(source), axis=0).max())
+        step = 2.0 ** meshopt.position_exponent(source)
+        assert step / 2 <= max(POSITION_TOLERANCE_M, POSITION_TOLERANCE_OF_EXTENT * extent)
+        want_keys, want_corners = _triangles_by_grid(plain, node["mesh"], step)
+        got_keys, got_corners = _triangles_by_grid(packed, packed_node["mesh"], step)
+        np.testing.assert_array_equal(got_keys, want_keys)  # the same triangles, less those without area
+        assert np.abs(got_corners - want_corners).max(initial=0) <= max(POSITION_TOLERANCE_M,
+                                                                      POSITION_TOLERANCE_OF_EXTENT * extent)
+
+
+def _triangles_by_grid(doc: GltfDocument, mesh: int, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """A mesh's triangles that keep an area on the grid of `step`, as rows (material, grid corners), each
+    triangle rotated to start at its smallest corner (winding kept) and the rows sorted; with the float
+    corners they came from, in the same order."""
+    keys, corners = [], []
+    for prim in doc.json["meshes"][mesh]["primitives"]:
+        positions = doc.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+        grid = np.rint(positions / step).astype(np.int64)
+        triangles = _non_degenerate(grid, doc.accessor(prim["indices"]).reshape(-1, 3).astype(np.int64))
+        rank = np.empty(len(grid), np.int64)
+        rank[np.lexsort(grid.T[::-1])] = np.arange(len(grid))
+        start = rank[triangles].argmin(axis=1)
+        rows = np.arange(len(triangles))
+        rotated = np.stack([triangles[rows, (start + k) % 3] for k in range(3)], axis=1)
+        keys.append(np.column_stack([np.full(len(rotated), prim["material"]), grid[rotated].reshape(-1, 9)]))
+        corners.append(positions[rotated].reshape(-1, 9))
+    key, corner = np.concatenate(keys), np.concatenate(corners)
+    order = np.lexsort(key.T[::-1])
+    return key[order], corner[order]
 
 
 def test_lod_levels_share_vertices_and_are_listed_in_mesh_extras(tmp_path: Path) -> None:

@@ -197,7 +197,8 @@ MODEL_BASE = """() => { const tv = window.twinview; const w = tv.viewer.world; w
   const c = box.getCenter(box.min.clone()); const base = c.clone().setY(box.min.y).applyMatrix4(w.matrixWorld);
   const d = box.getSize(box.min.clone()); return {base: base.toArray(), across: Math.max(d.x, d.z) * w.scale.x}; }"""
 # Look straight down from (x, y, z): the viewer-space hit-test ray (-Z) turned to -Y.
-LOOK_DOWN = "(p) => { window.__xr.position.set(...p); const s = Math.SQRT1_2; window.__xr.quaternion.set(-s, 0, 0, s); }"
+LOOK_DOWN = ("(p) => { window.__xr.position.set(...p); const s = Math.SQRT1_2; "
+             "window.__xr.quaternion.set(-s, 0, 0, s); }")
 
 
 def _select(page) -> None:
@@ -222,7 +223,8 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     tx, tz = table["locatable_META"]["position"]["x"], table["locatable_META"]["position"]["z"] + 0.1
     page.evaluate(LOOK_DOWN, [tx, 1.5, tz])
     page.wait_for_function(
-        f"window.twinview.xr.reticle.visible && Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {table_y}) < 0.03",
+        "window.twinview.xr.reticle.visible && "
+        f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {table_y}) < 0.03",
         timeout=10_000,
     )
     _select(page)
@@ -245,7 +247,8 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     # 1:1: placed again at the next tap, here on the floor where the user now looks.
     page.locator("#xr-scale").dispatch_event("click")
     page.wait_for_function(
-        f"window.twinview.xr.reticle.visible && Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {floor_y}) < 0.03",
+        "window.twinview.xr.reticle.visible && "
+        f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {floor_y}) < 0.03",
         timeout=10_000,
     )
     _select(page)

@@ -4,7 +4,9 @@ Layout (what the web client relies on):
 - node `i` for the i-th element (Scene order), `name` = twin id, `extras` = {"id", "name", "class"};
   the hierarchy follows Element.parent with local transforms (translation + rotation when rigid,
   else `matrix`); element nodes come first, in Scene order, and there are no other nodes;
-- shared Scene meshes become one glTF mesh referenced by every node that uses it;
+- shared Scene meshes become one glTF mesh referenced by every node that uses it, and so do Scene
+  meshes whose written geometry is identical (IFC often repeats a shape under several
+  representations; compressed, "identical" means the same quantised triangles in any order);
 - `compress=True`: EXT_meshopt_compression + KHR_mesh_quantization (see meshopt.py); positions
   stay float (EXPONENTIAL filter), so the node layout is the same as uncompressed. three.js
   needs `GLTFLoader.setMeshoptDecoder(MeshoptDecoder)`. A three.js mesh with several primitives
@@ -18,8 +20,9 @@ Layout (what the web client relies on):
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +164,16 @@ class _Base:
     vertex_count: int
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A primitive as it will be written."""
+
+    streams: dict[str, _Stream]
+    triangles: np.ndarray | None  # None for points
+    remap: np.ndarray | None  # source vertex -> written vertex, when compression reordered them
+    digest: bytes  # of what it draws; where compression reorders anyway, independent of the source order
+
+
 class _GltfWriter:
     def __init__(self, scene: Scene, compress: bool, lod: bool) -> None:
         self.scene = scene
@@ -173,6 +186,8 @@ class _GltfWriter:
         self.textures: list[dict] = []
         # Scene mesh id -> glTF mesh index (None: nothing drawable)
         self.mesh_index: dict[str, int | None] = {}
+        # digest of the written geometry -> glTF mesh index, so identical meshes are written once
+        self.geometry_index: dict[bytes, int | None] = {}
 
     # -- accessors -------------------------------------------------------------------------------
     def _accessor(self, stream: _Stream | None, ctype: int, count: int, kind: str) -> int:
@@ -230,7 +245,9 @@ class _GltfWriter:
 
     # -- meshes ----------------------------------------------------------------------------------
     def mesh(self, mesh: Mesh) -> int | None:
-        """The glTF mesh index for a Scene mesh, written on first use; None if nothing is drawable."""
+        """The glTF mesh index for a Scene mesh, written on first use; None if nothing is drawable.
+        A mesh whose written geometry equals one already written (same shape under another IFC
+        representation) draws that one instead: its node simply references the same glTF mesh."""
         if mesh.id in self.mesh_index:
             return self.mesh_index[mesh.id]
         prims = [p for p in mesh.primitives if len(p.positions)]
@@ -239,32 +256,41 @@ class _GltfWriter:
         exponent = None
         if self.compress and prims:
             exponent = meshopt.position_exponent([p.positions for level in [prims, *levels] for p in level])
+        prepared = [self._prepare(prim, exponent) for prim in prims]
+        key = _geometry_key(prims, prepared)
+        if key in self.geometry_index:
+            self.mesh_index[mesh.id] = self.geometry_index[key]
+            return self.geometry_index[key]
         gltf_prims: list[dict | None] = []
         bases: list[_Base | None] = []
-        for prim in prims:
-            streams, triangles = self._vertex_streams(prim, exponent), prim.indices
-            remap = None
-            if self.compress and triangles is not None:
-                streams, triangles, remap = _compact(streams, triangles)
-            vertex_count = len(streams["POSITION"].data)
-            if not vertex_count:  # every triangle collapsed under quantisation
+        for prim, ready in zip(prims, prepared, strict=True):
+            if ready is None:  # every triangle collapsed under quantisation
                 bases.append(None)
                 continue
-            attrs = self._attributes(streams)
-            gltf_prims.append(self._primitive(prim.material, triangles, attrs, vertex_count))
-            bases.append(_Base(prim, attrs, remap, vertex_count))
+            vertex_count = len(ready.streams["POSITION"].data)
+            attrs = self._attributes(ready.streams)
+            gltf_prims.append(self._primitive(prim.material, ready.triangles, attrs, vertex_count))
+            bases.append(_Base(prim, attrs, ready.remap, vertex_count))
         gltf_prims = [p for p in gltf_prims if p is not None]
-        if not gltf_prims:
-            self.mesh_index[mesh.id] = None
-            return None
-        index = len(self.meshes)
-        self.meshes.append({"name": mesh.id, "primitives": gltf_prims})
-        self.mesh_index[mesh.id] = index
-        lods = [self._lod_mesh(mesh.id, k, level, bases, exponent) for k, level in enumerate(levels)]
-        lods = [lod for lod in lods if lod is not None]
-        if lods:
-            self.meshes[index]["extras"] = {"lods": lods}
+        index = None
+        if gltf_prims:
+            index = len(self.meshes)
+            self.meshes.append({"name": mesh.id, "primitives": gltf_prims})
+            lods = [self._lod_mesh(mesh.id, k, level, bases, exponent) for k, level in enumerate(levels)]
+            lods = [lod for lod in lods if lod is not None]
+            if lods:
+                self.meshes[index]["extras"] = {"lods": lods}
+        self.mesh_index[mesh.id] = self.geometry_index[key] = index
         return index
+
+    def _prepare(self, prim: Primitive, exponent: int | None) -> _Prepared | None:
+        """A primitive's streams and triangles as they will be written; None when nothing is left."""
+        streams = self._vertex_streams(prim, exponent)
+        if self.compress and prim.indices is not None:
+            ready = _compact(streams, prim.indices)
+        else:
+            ready = _Prepared(streams, prim.indices, None, _digest(streams, prim.indices))
+        return ready if len(ready.streams["POSITION"].data) else None
 
     def _primitive(self, material: int, triangles: np.ndarray | None, attrs: dict[str, int],
                    vertex_count: int) -> dict | None:
@@ -306,9 +332,9 @@ class _GltfWriter:
     # -- materials -------------------------------------------------------------------------------
     def material(self, mat: Material) -> dict:
         pbr: dict = {
-            "baseColorFactor": [float(c) for c in mat.base_color],
-            "metallicFactor": float(mat.metallic),
-            "roughnessFactor": float(mat.roughness),
+            "baseColorFactor": _short(np.asarray(mat.base_color)),
+            "metallicFactor": _short(np.asarray([mat.metallic]))[0],
+            "roughnessFactor": _short(np.asarray([mat.roughness]))[0],
         }
         if mat.texture:
             view = self.bin.plain_view(mat.texture)
@@ -348,8 +374,9 @@ class _GltfWriter:
         materials = [self.material(m) for m in scene.materials]
         self.bin.finish()
         stats.nodes = len(nodes)
-        stats.meshes = sum(i is not None for i in self.mesh_index.values())
-        stats.primitives = sum(len(self.meshes[i]["primitives"]) for i in self.mesh_index.values() if i is not None)
+        written = {i for i in self.mesh_index.values() if i is not None}
+        stats.meshes = len(written)
+        stats.primitives = sum(len(self.meshes[i]["primitives"]) for i in written)
         doc: dict = {
             "asset": {"version": "2.0", "generator": GENERATOR},
             "scene": 0,
@@ -396,14 +423,14 @@ def _transform(local: np.ndarray) -> dict:
     out: dict = {}
     rotation, t = local[:3, :3], local[:3, 3]
     if not np.array_equal(local[3], [0, 0, 0, 1]):
-        return {"matrix": local.T.ravel().tolist()}
+        return {"matrix": _numbers(local.T.ravel())}
     if not np.array_equal(rotation, np.eye(3)):
         rigid = np.allclose(rotation.T @ rotation, np.eye(3), atol=ROTATION_TOLERANCE)
         if not rigid or np.linalg.det(rotation) < 0:
-            return {"matrix": local.T.ravel().tolist()}  # glTF matrices are column-major
+            return {"matrix": _numbers(local.T.ravel())}  # glTF matrices are column-major
         out["rotation"] = _quaternion(rotation)
     if t.any():
-        out["translation"] = t.tolist()
+        out["translation"] = _numbers(t)
     return out
 
 
@@ -422,35 +449,76 @@ def _quaternion(r: np.ndarray) -> list[float]:
     else:
         q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
     quat = np.array(q) * (1 if q[3] >= 0 else -1)
-    return (np.round(quat / np.linalg.norm(quat), MATRIX_DECIMALS) + 0.0).tolist()
+    return _numbers(np.round(quat / np.linalg.norm(quat), MATRIX_DECIMALS))
 
 
-def _compact(streams: dict[str, _Stream], triangles: np.ndarray) -> tuple[dict[str, _Stream], np.ndarray, np.ndarray]:
-    """Merge duplicate vertices, drop the triangles that collapse, order triangles and vertices for the codecs.
-    Returns (streams, triangles, remap) with remap[source vertex] = written vertex."""
+def _compact(streams: dict[str, _Stream], triangles: np.ndarray) -> _Prepared:
+    """Merge duplicate vertices, drop the triangles that collapse, order triangles and vertices for the codecs."""
     names = list(streams)
     arrays, triangles, merged, first = meshopt.deduplicate([streams[n].data for n in names], triangles)
-    triangles = _drop_degenerate(triangles)
-    triangles, ordered = meshopt.optimize_order(triangles, len(arrays[0]))
-    order = np.argsort(np.where(ordered >= 0, ordered, len(ordered)))[: int((ordered >= 0).sum())]
+    # Corners that share a quantised position but not a normal stay distinct vertices; their triangle has no area.
+    triangles = triangles[_has_area(meshopt.same_rows(arrays[names.index("POSITION")])[triangles])]
+    canonical = meshopt.canonical_triangles(triangles)
+    # Deduplicated vertices are numbered by value, so this digest ignores the source's vertex and triangle order.
+    digest = _digest({n: replace(streams[n], data=a) for n, a in zip(names, arrays, strict=True)}, canonical)
+    # The cache optimiser's result depends on the order it starts from, and neither the source's order nor the
+    # canonical one codes smaller on every mesh (either wins by 1-2% on a whole IFC file): code both, keep the smaller.
+    candidates = [meshopt.optimize_order(t, len(arrays[0])) for t in (triangles, canonical)]
+    sizes = [meshopt.coded_size([a[_written(remap)] for a in arrays], t) for t, remap in candidates]
+    triangles, ordered = candidates[int(np.argmin(sizes))]
+    order = _written(ordered)
     out = {}
     for name, data in zip(names, arrays, strict=True):
         st = streams[name]
         values = None if st.values is None else st.values[first][order]
         out[name] = _Stream(np.ascontiguousarray(data[order]), st.ctype, st.kind, st.normalized, values, st.filter)
-    return out, triangles, ordered[merged]
+    return _Prepared(out, triangles, ordered[merged], digest)
+
+
+def _written(remap: np.ndarray) -> np.ndarray:
+    """The inverse of a vertex remap (-1 for dropped vertices): written vertex -> vertex before remapping."""
+    used = np.flatnonzero(remap >= 0)
+    order = np.empty(len(used), np.int64)
+    order[remap[used]] = used
+    return order
+
+
+def _digest(streams: dict[str, _Stream], triangles: np.ndarray | None) -> bytes:
+    """A digest of one primitive's streams (layout and bytes) and triangles."""
+    digest = hashlib.blake2b(digest_size=20)
+    for name, st in streams.items():
+        digest.update(f"{name}:{st.data.dtype}:{st.data.shape}:{st.normalized}:{st.filter};".encode())
+        digest.update(np.ascontiguousarray(st.data).tobytes())
+    digest.update(b"points" if triangles is None else np.ascontiguousarray(triangles, np.uint32).tobytes())
+    return digest.digest()
+
+
+def _geometry_key(prims: list[Primitive], prepared: list[_Prepared | None]) -> bytes:
+    """Equal keys mean interchangeable glTF meshes: the same materials drawing the same geometry."""
+    return b"".join(f"{p.material}:".encode() + (b"-" if ready is None else ready.digest)
+                    for p, ready in zip(prims, prepared, strict=True))
 
 
 def _drop_degenerate(triangles: np.ndarray) -> np.ndarray:
     """Triangles whose corners merged into fewer than three vertices draw nothing."""
-    t = triangles
-    return t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
+    return triangles[_has_area(triangles)]
 
 
-def _short(values: np.ndarray) -> list[float]:
+def _has_area(corners: np.ndarray) -> np.ndarray:
+    """Which rows of (t, 3) corner ids name three different corners."""
+    c = corners
+    return (c[:, 0] != c[:, 1]) & (c[:, 1] != c[:, 2]) & (c[:, 0] != c[:, 2])
+
+
+def _short(values: np.ndarray) -> list[float | int]:
     """float32 values as the shortest decimals that read back as the same float32 (as gltfpack
     writes them; the validator compares min/max in float32)."""
-    return [float(str(v)) for v in values.astype(np.float32)]
+    return _numbers(np.array([float(str(v)) for v in values.astype(np.float32)]))
+
+
+def _numbers(values: np.ndarray) -> list[float | int]:
+    """Numbers for the JSON, whole ones as integers: "0", not "0.0"."""
+    return [int(v) if v.is_integer() else v for v in values.astype(np.float64).tolist()]
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
