@@ -1,11 +1,9 @@
 """The sample pump station (assets/pump_station.ifc, built by the real pipeline with meshopt compression)
 in the browser, fed by the simulator: it renders in a few draw calls with live labels, picking a pump
 shows its IFC properties and live values, and a second user appears with her frustum and laser.
-The screenshots also illustrate docs/CLIENT.md and the README (docs/img/)."""
+The screenshots also illustrate the README (docs/img/, refreshed with TWINVIEW_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 
@@ -16,6 +14,7 @@ from tests.web_helpers import (
     chromium_browser,
     non_background_pixels,
     open_viewer,
+    publish,
     screenshot,
     serve_scene,
 )
@@ -26,7 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SAMPLE = REPO / "assets" / "pump_station.ifc"
 BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
 P_101 = "1AiWluxinM89dwW6lBggzg"
-DOCS_IMG = REPO / "docs" / "img"
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +48,7 @@ def test_the_sample_renders_live_and_picks(sample):
         props.locator("tr[data-prop=running]").wait_for(timeout=5000)
         assert "P-101" in props.inner_text()
         assert props.locator("details.pset").count() >= 1  # IFC property sets from the manifest
-        shot = screenshot(page, "sample-pump-station")
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, DOCS_IMG / "viewer.png")
+        publish(screenshot(page, "sample-pump-station"), "viewer")
         assert page.errors == []
 
 
@@ -85,6 +81,5 @@ def test_a_second_user_is_seen_with_frustum_and_laser(sample):
         assert avatar == {"frustum": True, "laser": True, "head": False}
         assert "Alice" in bob.locator("#people").inner_text()
         bob.wait_for_timeout(300)
-        shot = screenshot(bob, "sample-presence")
-        shutil.copy(shot, DOCS_IMG / "presence.png")
+        publish(screenshot(bob, "sample-presence"), "presence")
         assert (ARTIFACTS / "sample-presence.png").exists()

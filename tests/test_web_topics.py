@@ -4,12 +4,19 @@ its author's viewpoint, markup in user text stays text, and roles decide who may
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.web_helpers import REPO, FrameLog, build_client, chromium_browser, live_twin, open_viewer, screenshot
+from tests.web_helpers import (
+    FrameLog,
+    build_client,
+    chromium_browser,
+    live_twin,
+    open_viewer,
+    publish,
+    screenshot,
+)
 from viewer_server.auth import Claims, issue, load_secret, mint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -160,9 +167,7 @@ def test_two_annotators_share_a_topic_live(world):
     ben.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=10_000)
     ben.evaluate("document.querySelector('#topic-panel').scrollTop = 0")
     ben.wait_for_timeout(300)
-    path = screenshot(ben, "collab-topic-panel")
-    (REPO / "docs" / "img").mkdir(exist_ok=True)
-    shutil.copy(path, REPO / "docs" / "img" / "collab.png")
+    publish(screenshot(ben, "collab-topic-panel"), "collab")
     ben.context.close()
 
 

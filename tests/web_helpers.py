@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import struct
 import subprocess
 import threading
@@ -24,6 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
+DOCS_IMG = REPO / "docs" / "img"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -455,6 +458,13 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+def publish(shot: Path, name: str) -> None:
+    """Refresh a README image (docs/img/<name>.png) from a test screenshot, when asked to with
+    TWINVIEW_UPDATE_SCREENSHOTS=1: a plain test run must not leave the working tree modified."""
+    if os.environ.get("TWINVIEW_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(shot, DOCS_IMG / f"{name}.png")
 
 
 def non_background_pixels(png: bytes, background: tuple[int, int, int], tolerance: int = 12) -> int:
