@@ -148,6 +148,11 @@ async def _session_manage(ctx: Ctx, c: TwinClient, user: str) -> bool:
     return await _rest(ctx, c.welcome.role, user, "POST", "/api/sessions", {"id": f"s-{user}"})  # type: ignore[union-attr]
 
 
+async def _session_revoke(ctx: Ctx, c: TwinClient, user: str) -> bool:
+    path = f"/api/sessions/{ctx.room}/revoke"
+    return await _rest(ctx, c.welcome.role, user, "POST", path, {"user": f"gone-{user}"})  # type: ignore[union-attr]
+
+
 async def _audit_read(ctx: Ctx, c: TwinClient, user: str) -> bool:
     return await _rest(ctx, c.welcome.role, user, "GET", f"/api/sessions/{ctx.room}/audit")  # type: ignore[union-attr]
 
@@ -167,6 +172,7 @@ PROBES |= {
     Action.TOPIC_MODERATE: _topic_moderate,
     Action.COMMENT_MODERATE: _comment_moderate,
     Action.SESSION_MANAGE: _session_manage,
+    Action.SESSION_REVOKE: _session_revoke,
     Action.AUDIT_READ: _audit_read,
 }
 

@@ -24,8 +24,9 @@ async def test_store_logs_batches_prunes_and_keeps_last_values(tmp_path: Path, m
         db = sqlite3.connect(srv.store.path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"meta", "scenes", "bindings", "log", "props", "rooms", "topics", "comments", "audit"} <= tables
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        expected = {"meta", "scenes", "bindings", "log", "props", "rooms", "revocations", "topics", "comments", "audit"}
+        assert expected <= tables
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
         assert db.execute("SELECT count(*) FROM log").fetchone()[0] <= 10  # pruned, newest kept
         (value,) = db.execute("SELECT value FROM props WHERE element = 'LT-1' AND prop = 'level'").fetchone()
         assert value == b"29.0"

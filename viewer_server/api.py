@@ -406,6 +406,11 @@ ROUTES: Final = (
             sx.TokenResponse, body=sx.TokenRequest, params=(SESSION,), errors=(400, 401, 403, 404), ok_status=201,
         ),
         Route(
+            "POST", "/api/sessions/{session}/revoke", sx.session_revoke,
+            "Revoke a user's join tokens issued so far and disconnect them from the session (admin)", sx.Revoked,
+            body=sx.RevokeRequest, params=(SESSION,), errors=(400, 401, 403, 404, 503),
+        ),
+        Route(
             "GET", "/api/sessions/{session}/topics", sx.topics_list, "Topics of a session (deleted ones flagged)",
             list[Topic], params=(SESSION,), errors=(401, 404),
         ),

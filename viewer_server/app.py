@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Final
@@ -12,10 +11,9 @@ from aiohttp import web
 from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.protocol import CLOSE_GOING_AWAY
+from viewer_server.session import close_sessions
 
 REPO: Final = Path(__file__).resolve().parents[1]
-# How long shutdown waits for clients to acknowledge the 1001 close.
-SHUTDOWN_CLOSE_TIMEOUT_S: Final = 2.0
 
 
 def web_client_dir(repo: Path = REPO) -> Path | None:
@@ -48,8 +46,4 @@ def make_app(live: LiveScene, client_dir: Path | None = None) -> web.Application
 async def _close_sessions(app: web.Application) -> None:
     """Tell clients to come back (1001) instead of letting their sockets die; all at once, and
     without waiting long for clients that do not answer (a stalled one would hold shutdown)."""
-    closes = [
-        session.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down") for session in app[LIVE].sessions
-    ]
-    if closes:
-        await asyncio.wait([asyncio.ensure_future(c) for c in closes], timeout=SHUTDOWN_CLOSE_TIMEOUT_S)
+    await close_sessions(app[LIVE].sessions, CLOSE_GOING_AWAY, "server shutting down")

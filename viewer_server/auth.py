@@ -3,6 +3,8 @@
 A token is `base64url(payload).base64url(HMAC-SHA256(secret, payload))`, the payload being the JSON of
 `Claims`. The secret is generated at first start in `<data-dir>/secret.key` (mode 0600); deleting it
 invalidates every token. `verify` raises `AuthError` with a reason fit for a close frame (4003).
+Revoking a user in a session (`revocation_time`, stored by `viewer_server.rooms`) voids every token
+issued to them there until then: `verify(..., revoked_at=rooms.revoked_at)` refuses an older `iat`.
 
     secret = load_secret(data_dir)
     token = mint(secret, Claims(session="review", user="ana", role="annotator", exp=time.time() + 3600))
@@ -17,6 +19,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +37,8 @@ MAX_TTL_S: Final = 30 * 24 * 3600
 MAX_TOKEN_CHARS: Final = 2048
 # Clock skew tolerated between the issuing and the verifying host (both are usually the same).
 CLOCK_SKEW_S: Final = 30.0
+# Why a revoked user's token is refused, and why their open connections are closed (close 4003).
+REVOKED: Final = "token revoked"
 
 
 class Claims(msgspec.Struct, omit_defaults=True):
@@ -42,6 +47,7 @@ class Claims(msgspec.Struct, omit_defaults=True):
     role: Role
     exp: float  # unix seconds
     jti: str = ""  # token id, for the audit trail
+    iat: float = 0.0  # issued at, unix seconds (set by `mint`); 0 in tokens minted before revocation existed
 
 
 class AuthError(Exception):
@@ -84,8 +90,7 @@ def _sign(secret: bytes, payload: bytes) -> bytes:
 def mint(secret: bytes, claims: Claims) -> str:
     if claims.exp - time.time() > MAX_TTL_S:
         raise ValueError(f"token lifetime longer than {MAX_TTL_S // 86400} days")
-    if not claims.jti:
-        claims = msgspec.structs.replace(claims, jti=secrets.token_hex(8))
+    claims = msgspec.structs.replace(claims, jti=claims.jti or secrets.token_hex(8), iat=claims.iat or time.time())
     payload = msgspec.json.encode(claims)
     return f"{_b64(payload)}.{_b64(_sign(secret, payload))}"
 
@@ -97,8 +102,25 @@ def issue(secret: bytes, session: str, user: str, role: Role, ttl_s: float = DEF
 _claims_dec = msgspec.json.Decoder(Claims)
 
 
-def verify(secret: bytes, token: str, *, session: str | None = None, now: float | None = None) -> Claims:
-    """The claims of a valid token for `session` (any session when None); AuthError otherwise."""
+def revocation_time() -> float:
+    """Now, as the time before which a revoked user's tokens are void: spins until the clock has moved
+    past it, so a token minted after the revocation returns always has a later `iat` (never equal)."""
+    now = time.time()
+    while time.time() <= now:  # at most one clock tick (~1 µs)
+        pass
+    return now
+
+
+def verify(
+    secret: bytes,
+    token: str,
+    *,
+    session: str | None = None,
+    now: float | None = None,
+    revoked_at: Callable[[str, str], float | None] | None = None,
+) -> Claims:
+    """The claims of a valid token for `session` (any session when None); AuthError otherwise.
+    `revoked_at(session, user)`: the time up to which that user's tokens are revoked (None: never)."""
     if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise AuthError("malformed token")
     body, sig = token.split(".")
@@ -116,6 +138,10 @@ def verify(secret: bytes, token: str, *, session: str | None = None, now: float 
         raise AuthError("token expired")
     if session is not None and claims.session != session:
         raise AuthError(f"token is for another session ({claims.session[:40]})")
+    if revoked_at is not None:
+        revoked = revoked_at(claims.session, claims.user)
+        if revoked is not None and claims.iat <= revoked:
+            raise AuthError(REVOKED)
     return claims
 
 

@@ -276,7 +276,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 def _add_session_parser(sub: argparse._SubParsersAction) -> None:
     from viewer_server.permissions import ROLES  # light: `twinview build` must not pay for the server's imports
 
-    se = sub.add_parser("session", help="collaboration sessions: create, issue join links, list")
+    se = sub.add_parser("session", help="collaboration sessions: create, issue and revoke join links, list")
     se_sub = se.add_subparsers(dest="session_command", required=True)
     c = se_sub.add_parser("create", help="create a session (a named room on a scene)")
     c.add_argument("session", metavar="NAME", help="session id: letters, digits, _ - .")
@@ -289,6 +289,9 @@ def _add_session_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--role", required=True, choices=ROLES)
     t.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
     t.add_argument("--base-url", default="", help="prefix, e.g. http://host:8800")
+    r = se_sub.add_parser("revoke", help="void every join link issued to a user for a session until now")
+    r.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
+    r.add_argument("--user", required=True)
     se_sub.add_parser("list", help="list sessions")
     for p in (c, t, *se_sub.choices.values()):
         if "--data-dir" not in p._option_string_actions:

@@ -19,6 +19,7 @@ _ERROR_TEXT = {
     409: "Conflict: stale revision, or the id exists",
     413: "Batch or body too large",
     429: "Rate limited",
+    503: "Needs a server with a data dir",
 }
 
 

@@ -40,6 +40,7 @@ class Action(enum.StrEnum):
     BCF_EXPORT = "bcf.export"
     BCF_IMPORT = "bcf.import"
     SESSION_MANAGE = "session.manage"  # create sessions, issue tokens
+    SESSION_REVOKE = "session.revoke"  # void a user's tokens for a session and disconnect them
     AUDIT_READ = "audit.read"
     TELEMETRY_PUBLISH = "telemetry.publish"
 
@@ -70,6 +71,7 @@ MATRIX: Final[dict[Action, frozenset[Role]]] = {
     Action.BCF_EXPORT: AUTHORS,
     Action.BCF_IMPORT: _LEADS,
     Action.SESSION_MANAGE: _ADMIN,
+    Action.SESSION_REVOKE: _ADMIN,
     Action.AUDIT_READ: _ADMIN,
     Action.TELEMETRY_PUBLISH: frozenset({"publisher", "operator", "admin"}),
 }
@@ -107,6 +109,9 @@ def markdown() -> str:
         "",
         "Own-item actions (`*.edit_own`, `*.delete_own`) apply only to items whose author is the caller;",
         "`*.moderate` covers everyone's items and every use is written to the audit trail.",
+        "`session.manage` and `session.revoke` cover every session of the scene: an admin token of any one",
+        "grants them. `session.revoke` voids a user's join links issued so far for one session and closes",
+        "their open connections to it (4003 `token revoked`); a new link lets them in again.",
         "",
     ]
     return "\n".join(lines)

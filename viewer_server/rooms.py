@@ -7,6 +7,7 @@ default session has the scene's id and lets link-less visitors in as `viewer` (`
     member = admit(live.rooms, live.secret, hello)   # AuthError -> close 4003
     live.rooms.join(member); ...; live.rooms.leave(member)
     live.rooms.members(member.room)                  # who is in a session now
+    await live.rooms.revoke(room_id, "bob", admin)   # bob's links so far no longer admit him
 
 `Member` is also the actor passed to the annotation service and to permission checks:
 `allowed(member.role, Action.X)`.
@@ -17,13 +18,14 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from viewer_server import protocol as p
-from viewer_server.auth import AuthError, verify
-from viewer_server.permissions import PERSONS, is_role
-from viewer_server.store import RoomRow, Store, put_room
+from viewer_server.auth import AuthError, revocation_time, verify
+from viewer_server.permissions import PERSONS, Action, is_role
+from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
 
 Room = RoomRow
 # Session ids travel in links and file names: short and plain.
@@ -94,6 +96,20 @@ class Rooms:
         self._rooms[room_id] = room
         return room
 
+    # --- revocation ------------------------------------------------------------------------------
+
+    def revoked_at(self, room_id: str, user: str) -> float | None:
+        """Until when `user`'s tokens for the session are revoked (None: never); `auth.verify` asks it.
+        Read from the store each time, so a revocation by `twinview session revoke` counts at once."""
+        return self.store.revoked_at(room_id, user) if self.store is not None else None
+
+    async def revoke(self, room_id: str, user: str, by: Member) -> float:
+        """Void `user`'s tokens for the session issued up to now; committed (and audited) before it
+        returns the revocation time. Needs the store. Open connections are the caller's to close."""
+        if self.store is None:
+            raise RuntimeError("revocation needs a server with a data dir")
+        return await self.store.run(revocation(room_id, user, by.user, by.role))
+
     # --- membership ------------------------------------------------------------------------------
 
     def join(self, member: Member) -> None:
@@ -120,6 +136,20 @@ def new_room(room_id: str, scene_id: str, name: str, anonymous_role: str | None,
     return Room(room_id, scene_id, name or room_id, time.time(), created_by, anonymous_role)
 
 
+def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[sqlite3.Connection], float]:
+    """The write revoking `user`'s tokens for a session, with its audit entry, for `Store.run` / `submit`
+    (the server and the CLI). It returns the revocation time, taken on the writer thread just before
+    the commit: any token minted later has a later `iat`."""
+
+    def write(db: sqlite3.Connection) -> float:
+        revoked_at = revocation_time()
+        put_revocation(db, room_id, user, revoked_at)
+        put_audit(db, AuditEntry(room_id, revoked_at, actor, role, Action.SESSION_REVOKE.value, user))
+        return revoked_at
+
+    return write
+
+
 def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
     """Who this hello is, in which session, with which role. AuthError (close 4003) when refused.
 
@@ -128,7 +158,7 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
     granted it, as telemetry over REST and MQTT is open too, in sessions that admit anonymous users.
     """
     if hello.token:
-        claims = verify(secret, hello.token, session=hello.session)
+        claims = verify(secret, hello.token, session=hello.session, revoked_at=rooms.revoked_at)
         room = rooms.get(claims.session)
         if room is None:
             raise AuthError(f"no session {claims.session[:40]!r}")

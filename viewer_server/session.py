@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -47,6 +48,9 @@ CAPABILITIES: Final = [
 WS_WRITER_LIMIT: Final = 16 * 1024
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
+# How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
+# a stalled client must not hold the caller; its close goes on in the background.
+CLOSE_WAIT_S: Final = 2.0
 
 
 def offered_subprotocols(request: web.Request) -> list[str]:
@@ -92,7 +96,7 @@ class Session:
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
         except AuthError as exc:
-            await self._close(p.CLOSE_AUTH, exc.reason)
+            await self.close(p.CLOSE_AUTH, exc.reason)
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
@@ -122,7 +126,7 @@ class Session:
         try:
             msg = await self.ws.receive(timeout=p.HELLO_TIMEOUT_S)
         except TimeoutError:
-            await self._close(p.CLOSE_POLICY, f"no hello within {p.HELLO_TIMEOUT_S:g} s")
+            await self.close(p.CLOSE_POLICY, f"no hello within {p.HELLO_TIMEOUT_S:g} s")
             return None
         data = await self._frame_data(msg)
         if data is None:
@@ -130,13 +134,13 @@ class Session:
         try:
             hello = p.decode_client(data, self.encoding)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._close(p.CLOSE_POLICY, f"first message must be a valid hello: {exc}")
+            await self.close(p.CLOSE_POLICY, f"first message must be a valid hello: {exc}")
             return None
         if not isinstance(hello, p.Hello):
-            await self._close(p.CLOSE_POLICY, f"first message must be hello, not {type(hello).__struct_config__.tag}")
+            await self.close(p.CLOSE_POLICY, f"first message must be hello, not {type(hello).__struct_config__.tag}")
             return None
         if hello.protocol != p.PROTOCOL_VERSION:
-            await self._close(
+            await self.close(
                 p.CLOSE_VERSION,
                 f"TwinView server speaks protocol {p.PROTOCOL_VERSION}; this client speaks {hello.protocol}",
             )
@@ -203,6 +207,8 @@ class Session:
 
     async def _read_loop(self) -> None:
         async for msg in self.ws:
+            if self.ws.closed:  # closed by the server meanwhile (shutdown, revoked): ignore what is in flight
+                return
             data = await self._frame_data(msg)
             if data is None:
                 return
@@ -293,7 +299,7 @@ class Session:
             return msg.data
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             kind = "text" if msg.type == WSMsgType.TEXT else "binary"
-            await self._close(p.CLOSE_POLICY, f"{kind} frame on a {self.encoding} session")
+            await self.close(p.CLOSE_POLICY, f"{kind} frame on a {self.encoding} session")
         return None  # close, error (aiohttp has closed with 1009 for an oversize frame)
 
     # --- writing ---------------------------------------------------------------------------------
@@ -325,8 +331,15 @@ class Session:
         await self.ws.send_frame(frame, self._opcode)
         self.frames_sent += 1
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+
+async def close_sessions(sessions: Iterable[Session], code: int, reason: str) -> None:
+    """Close these connections all at once, waiting at most CLOSE_WAIT_S for their peers."""
+    closes = [asyncio.ensure_future(session.close(code, reason)) for session in sessions]
+    if closes:
+        await asyncio.wait(closes, timeout=CLOSE_WAIT_S)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

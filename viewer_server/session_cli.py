@@ -1,7 +1,9 @@
-"""`twinview session create|token|list`: manage collaboration sessions in a server's data dir.
+"""`twinview session create|token|revoke|list`: manage collaboration sessions in a server's data dir.
 
 They work on the SQLite store and the secret directly, with or without the server running (a running
-server reads sessions created meanwhile on first use). `twinview demo` prints `demo_links`.
+server reads sessions created meanwhile on first use, and revocations on every token check; it does not
+learn of them at once, so a revoked user's open connection stays until it reconnects: use
+`POST /api/sessions/{id}/revoke` to cut it too). `twinview demo` prints `demo_links`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 
 from viewer_server.auth import issue, join_link, load_secret, parse_ttl
 from viewer_server.permissions import ROLES, Role
-from viewer_server.rooms import DEFAULT_ANONYMOUS_ROLE, MAX_USER_NAME, Room, new_room
-from viewer_server.store import STORE_FILE, Store, put_room
+from viewer_server.rooms import DEFAULT_ANONYMOUS_ROLE, MAX_USER_NAME, Room, new_room, revocation
+from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_room
 
 
 class SessionCliError(ValueError):
@@ -58,22 +60,37 @@ def create(data_dir: Path, session_id: str, *, scene: str | None, anonymous_role
         store.close()
 
 
+def _check(data_dir: Path, session_id: str, user: str) -> None:
+    """Refuse a bad user name or an unknown session (this also checks the data dir)."""
+    if not 0 < len(user) <= MAX_USER_NAME:
+        raise SessionCliError(f"user name: 1..{MAX_USER_NAME} characters")
+    if session_id not in {r.id for r in sessions(data_dir)}:
+        raise SessionCliError(f"no session {session_id!r}; see `twinview session list`")
+
+
 def token(data_dir: Path, session_id: str, *, user: str, role: str, ttl: str) -> str:
     """A join link (relative: prefix the server's address) for `user` as `role`."""
     if role not in ROLES:
         raise SessionCliError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-    if not 0 < len(user) <= MAX_USER_NAME:
-        raise SessionCliError(f"user name: 1..{MAX_USER_NAME} characters")
     try:
         ttl_s = parse_ttl(ttl)
     except ValueError as exc:
         raise SessionCliError(str(exc)) from None
-    if session_id not in {r.id for r in sessions(data_dir)}:
-        raise SessionCliError(f"no session {session_id!r}; see `twinview session list`")
+    _check(data_dir, session_id, user)
     try:
         return join_link(session_id, issue(load_secret(data_dir), session_id, user, role, ttl_s))  # type: ignore[arg-type]
     except ValueError as exc:
         raise SessionCliError(str(exc)) from None
+
+
+def revoke(data_dir: Path, session_id: str, *, user: str) -> float:
+    """Void every token issued to `user` for the session until now; returns the revocation time."""
+    _check(data_dir, session_id, user)
+    store = Store(data_dir)
+    try:
+        return store.submit(revocation(session_id, user, CLI_ACTOR, "admin")).result()
+    finally:
+        store.close()
 
 
 def demo_links(data_dir: Path, session_id: str, base_url: str, ttl_s: float = 8 * 3600) -> dict[str, str]:
@@ -93,6 +110,12 @@ def cmd_session(args: argparse.Namespace) -> int:
     elif args.session_command == "token":
         link = token(data_dir, args.session, user=args.user, role=args.role, ttl=args.ttl)
         print(args.base_url.rstrip("/") + link)
+    elif args.session_command == "revoke":
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(revoke(data_dir, args.session, user=args.user)))
+        print(
+            f"revoked {args.user}'s links to session {args.session} issued until {until}: refused from now on;"
+            f" connections open now last until they reconnect (POST /api/sessions/{args.session}/revoke closes them)"
+        )
     else:
         for room in sessions(data_dir):
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(room.created)) if room.created else "-"

@@ -3,7 +3,8 @@
 Callers authenticate with `Authorization: Bearer <token>` (viewer_server.auth); without one they act as
 the session's `anonymous_role`, if it has one. Every handler checks docs/PERMISSIONS.md through the same
 annotation service as the WebSocket, so both paths refuse and audit the same things. `session.manage`
-(create sessions, issue tokens) is server-wide: an admin token of any session of the scene grants it.
+(create sessions, issue tokens) and `session.revoke` are server-wide: an admin token of any session of the
+scene grants them.
 The route table lives in `viewer_server.api`.
 """
 
@@ -21,7 +22,7 @@ from aiohttp import web
 from scene.errors import ImportFailed
 from viewer_server import protocol as p
 from viewer_server.annotations import AnnotationError
-from viewer_server.auth import DEFAULT_TTL_S, MAX_TTL_S, AuthError, issue, join_link, verify
+from viewer_server.auth import DEFAULT_TTL_S, MAX_TTL_S, REVOKED, AuthError, issue, join_link, verify
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
@@ -29,6 +30,7 @@ from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
 from viewer_server.rooms import MAX_USER_NAME, Member, Room
+from viewer_server.session import close_sessions
 from viewer_server.topics import Comment, Topic
 
 # Audit entries per request by default and at most: a page of a table, not the whole history.
@@ -65,6 +67,17 @@ class TokenResponse(msgspec.Struct):
     expires: float
     token: str
     link: str  # relative: prefix with the server's address
+
+
+class RevokeRequest(msgspec.Struct):
+    user: str
+
+
+class Revoked(msgspec.Struct):
+    session: str
+    user: str
+    revoked_at: float  # unix seconds: the user's tokens issued until then are void; issue a new one to let them in
+    disconnected: int  # the user's connections to the session closed now (4003 "token revoked")
 
 
 class TopicDetail(msgspec.Struct):
@@ -104,7 +117,7 @@ def caller(request: web.Request, session: str | None) -> Member:
     connection = f"rest:{request.remote}"
     if token is not None:
         try:
-            claims = verify(live.secret, token, session=session)
+            claims = verify(live.secret, token, session=session, revoked_at=live.rooms.revoked_at)
         except AuthError as exc:
             raise Refused(401, "unauthorized", exc.reason) from None
         if live.rooms.get(claims.session) is None:
@@ -185,22 +198,53 @@ async def session_create(request: web.Request) -> web.Response:
     return _json(room, 201)
 
 
+def _room(request: web.Request) -> Room:
+    """The session named in the path; 404 if the scene has none of that id."""
+    room = _live(request).rooms.get(request.match_info["session"])
+    if room is None:
+        raise Refused(404, "unknown_session", request.match_info["session"])
+    return room
+
+
+def _check_user(user: str) -> None:
+    if not user or len(user) > MAX_USER_NAME:
+        raise Refused(400, "bad_user", f"user name: 1..{MAX_USER_NAME} characters")
+
+
 @handles_refusals
 async def session_token(request: web.Request) -> web.Response:
     member = caller(request, None)
     _require(member, Action.SESSION_MANAGE)
-    live = _live(request)
-    room = live.rooms.get(request.match_info["session"])
-    if room is None:
-        raise Refused(404, "unknown_session", request.match_info["session"])
+    room = _room(request)
     body: TokenRequest = await _body(request, TokenRequest)
     if not is_role(body.role):
         raise Refused(400, "bad_role", f"unknown role {body.role!r}")
-    if not body.user or len(body.user) > MAX_USER_NAME:
-        raise Refused(400, "bad_user", f"user name: 1..{MAX_USER_NAME} characters")
+    _check_user(body.user)
     if not 0 < body.ttl_s <= MAX_TTL_S:
         raise Refused(400, "bad_ttl", f"ttl_s: 0..{MAX_TTL_S}")
-    return _json(token_response(live.secret, room, body.user, body.role, body.ttl_s), 201)
+    return _json(token_response(_live(request).secret, room, body.user, body.role, body.ttl_s), 201)
+
+
+@handles_refusals
+async def session_revoke(request: web.Request) -> web.Response:
+    """Void every token issued to a user for the session until now, and close their connections to it."""
+    member = caller(request, None)
+    _require(member, Action.SESSION_REVOKE)
+    room = _room(request)
+    body: RevokeRequest = await _body(request, RevokeRequest)
+    _check_user(body.user)
+    live = _live(request)
+    if live.rooms.store is None:
+        raise Refused(503, "no_store", "revocation needs a server with a data dir")
+    revoked_at = await live.rooms.revoke(room.id, body.user, member)
+    # Token holders only: an anonymous visitor's user name is whatever their hello said.
+    gone = [
+        s
+        for s in live.sessions
+        if s.member is not None and s.member.token_id and (s.member.room, s.member.user) == (room.id, body.user)
+    ]
+    await close_sessions(gone, p.CLOSE_AUTH, REVOKED)
+    return _json(Revoked(room.id, body.user, revoked_at, len(gone)))
 
 
 def token_response(secret: bytes, room: Room, user: str, role: str, ttl_s: float) -> TokenResponse:

@@ -1,10 +1,11 @@
 """Persistence in one SQLite file (WAL): scenes, bindings, the change log, last property values.
 
 Writes go through one writer thread fed by a queue, in one transaction per flush window, so the
-event loop never waits on the disk. Reads happen at start-up (before serving) and for rare REST calls.
-Collaboration (`rooms`, `topics`, `comments`, `attachments`, `audit`) is written through `run(fn)`: `fn(db)`
-runs on the writer thread in its own savepoint, and the awaiting caller resumes only after the COMMIT,
-so whatever the server acknowledges survives a crash of the process.
+event loop never waits on the disk. Reads happen at start-up (before serving), for rare REST calls and,
+for `revocations`, once per token check. Collaboration (`rooms`, `revocations`, `topics`, `comments`,
+`attachments`, `audit`) is written through `run(fn)`: `fn(db)` runs on the writer thread in its own
+savepoint, and the awaiting caller resumes only after the COMMIT, so whatever the server acknowledges
+survives a crash of the process.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from viewer_server.topics import Attachment, Comment, Topic
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 STORE_FILE: Final = "twinview.sqlite"
 # Rows of the change log kept on disk (audit and post-mortem); pruned on every write, newest kept.
 STORE_LOG_MAX_ROWS: Final = 200_000
@@ -61,6 +62,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS rooms (
   id TEXT PRIMARY KEY, scene TEXT NOT NULL, name TEXT NOT NULL, anonymous_role TEXT,
   created REAL NOT NULL, created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revocations (
+  session TEXT NOT NULL, user TEXT NOT NULL, revoked_at REAL NOT NULL, PRIMARY KEY (session, user));
 CREATE TABLE IF NOT EXISTS topics (
   session TEXT NOT NULL, guid TEXT NOT NULL, revision INTEGER NOT NULL, data BLOB NOT NULL,
   PRIMARY KEY (session, guid));
@@ -97,6 +100,10 @@ class RoomRow(msgspec.Struct):
     anonymous_role: str | None = None
 
 
+# The audit trail's actor for changes made with the `twinview` command directly on the data dir.
+CLI_ACTOR: Final = "twinview-cli"
+
+
 class AuditEntry(msgspec.Struct, omit_defaults=True):
     """One change: who (`actor`, `role`), what (`action`, a permissions.Action value), when, on what."""
 
@@ -117,6 +124,15 @@ def put_room(db: sqlite3.Connection, room: RoomRow) -> None:
     db.execute(
         "INSERT INTO rooms VALUES (?, ?, ?, ?, ?, ?)",
         (room.id, room.scene, room.name, room.anonymous_role, room.created, room.created_by),
+    )
+
+
+def put_revocation(db: sqlite3.Connection, session: str, user: str, revoked_at: float) -> None:
+    """Void `user`'s tokens for `session` issued up to `revoked_at`; a revocation never moves back in time."""
+    db.execute(
+        "INSERT INTO revocations VALUES (?, ?, ?)"
+        " ON CONFLICT (session, user) DO UPDATE SET revoked_at = max(revoked_at, excluded.revoked_at)",
+        (session, user, revoked_at),
     )
 
 
@@ -203,6 +219,14 @@ class Store:
             "SELECT id, scene, name, created, created_by, anonymous_role FROM rooms WHERE id = ?", (room_id,)
         ).fetchone()
         return RoomRow(*row) if row else None
+
+    def revoked_at(self, session: str, user: str) -> float | None:
+        """Until when `user`'s tokens for `session` are revoked (None: never). Read on every token check,
+        so a revocation committed by another process (the CLI) counts at once."""
+        row = self._read.execute(
+            "SELECT revoked_at FROM revocations WHERE session = ? AND user = ?", (session, user)
+        ).fetchone()
+        return row[0] if row else None
 
     def topics(self, session: str) -> list[Topic]:
         """Every topic of a session (deleted ones included, flagged), oldest first."""

@@ -18,9 +18,8 @@ from viewer_server.bcf.mapping import is_ifc_guid
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
 from viewer_server.permissions import Action
-from viewer_server.store import STORE_FILE, AuditEntry, Store
+from viewer_server.store import CLI_ACTOR, STORE_FILE, AuditEntry, Store
 
-CLI_ACTOR: Final = "twinview-cli"
 # Unmapped components listed on the terminal; the rest are counted (a clash report can list thousands).
 MAX_LISTED: Final = 50
 _PREFIXED = re.compile(r"(?P<prefix>.+):(?P<guid>[0-9A-Za-z_$]{22})")
