@@ -1,9 +1,12 @@
-// Turn a glTF scene with one node per element into a few BatchedMeshes (one per material kind), keeping
+// Turn a glTF model with one node per element into a few batches (one per material kind), keeping
 // per-element colour, visibility, transform and picking through a map twin id -> (batch, instance).
 // The element's own material colour becomes its per-instance base colour, so elements whose materials
 // differ only in colour share one draw call. Untextured materials take the cheap per-vertex Lambert
 // path (shading.js). Levels of detail (`mesh.extras.lods`, written by `twinview build --lod`) are added
 // to the batches after the first frame (addLods) and chosen per instance by screen size (updateLod).
+// Two ways in: fromDocument reads the glTF's JSON and accessors directly (gltf_reader.js; the usual
+// case, merged batches only), fromScene takes the three.js scene GLTFLoader made (any glTF: textures,
+// points and lines too).
 import * as THREE from 'three';
 import { MergedBatch } from './merged_batch.js';
 import { canShadeCheaply } from './shading.js';
@@ -15,16 +18,25 @@ import { canShadeCheaply } from './shading.js';
  *            primitive?: number}} Part
  *   instanceId is -1 for a standalone object (points, lines), which keeps its own cloned material.
  *   geometryId is the full-detail geometry; levels (finest first, [0] = full) once LODs are loaded;
- *   sphere is the world bounding sphere of the full geometry as placed, for the LOD choice.
- * @typedef {{id: string, name: string, cls: string, parent: (string|null), parts: Part[],
- *            baseColor: THREE.Color, box: THREE.Box3}} ElementEntry
+ *   sphere is the world bounding sphere of the full geometry as placed, for the LOD choice;
+ *   primitive is the part's index among its glTF mesh's primitives (its LOD meshes have the same).
  * @typedef {{id: string, name: string, cls: string, parent: (string|null)}} NodeInfo
- * @typedef {{entry: ElementEntry, mesh: THREE.Mesh, part: Part}} BatchItem
+ * @typedef {NodeInfo & {parts: Part[], baseColor: THREE.Color, box: THREE.Box3}} ElementEntry
+ * @typedef {import('./gltf_reader.js').MeshData} MeshData
+ * @typedef {{entry: ElementEntry, part: Part, color: THREE.Color}} Slot an element's part in a batch
+ * @typedef {{material: THREE.Material, slots: (Slot & {mesh: THREE.BufferGeometry|MeshData})[]}} Group
+ *   parts whose materials differ at most in colour, with their meshes (GLTFLoader's or read directly)
+ * @typedef {(mesh: number) => Promise<(THREE.BufferGeometry|MeshData)[]>} MeshSource
+ *   the primitives of a glTF mesh, for the levels of detail
  */
 
 const _m = new THREE.Matrix4();
 const _c = new THREE.Color();
 const _v = new THREE.Vector3();
+const _q = new THREE.Quaternion();
+const _s = new THREE.Vector3();
+const _box = new THREE.Box3();
+const IDENTITY = new THREE.Matrix4();
 // LOD choice: an element gets at least this many triangles per pixel of its projected diameter (a
 // 26-segment pipe 50 px across keeps its 100 triangles; at 8 px across 16 are indistinguishable).
 const LOD_TRIANGLES_PER_PIXEL = 2;
@@ -32,8 +44,7 @@ const LOD_TRIANGLES_PER_PIXEL = 2;
 const LOD_LOAD_SLICE = 500;
 
 export class ElementBatches {
-  /** @param {THREE.Object3D} root the parsed glTF scene (it is consumed: geometries move into batches) */
-  constructor(root) {
+  constructor() {
     this.group = new THREE.Group();
     this.group.name = 'twin-elements';
     /** @type {Map<string, ElementEntry>} */
@@ -44,30 +55,91 @@ export class ElementBatches {
     this.batches = [];
     /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
     this.hasBatchedLods = false;
-    this.#build(root);
+  }
+
+  /**
+   * Batches from the glTF's JSON and accessors, without a three.js scene (GltfDocument.unsupported()
+   * must be ''). @param {import('./gltf_reader.js').GltfDocument} doc
+   */
+  static fromDocument(doc) {
+    const batches = new ElementBatches();
+    batches.#fromDocument(doc);
+    return batches;
+  }
+
+  /**
+   * Batches from the scene GLTFLoader made (it is consumed: geometries move into batches).
+   * @param {THREE.Object3D} root
+   */
+  static fromScene(root) {
+    const batches = new ElementBatches();
+    batches.#fromScene(root);
+    return batches;
+  }
+
+  /** @param {import('./gltf_reader.js').GltfDocument} doc */
+  #fromDocument(doc) {
+    const { json } = doc;
+    /** @type {Map<string, Group>} */
+    const groups = new Map();
+    const keys = (json.materials ?? []).map((/** @type {any} */ _, /** @type {number} */ i) => materialKey(doc.material(i), true));
+    // Depth first, children in order: the order three.js traverses a scene in, so that both ways in give
+    // the same nodes, slots and batches. `owner` is the nearest element node at or above.
+    /** @type {{node: number, parent: THREE.Matrix4, owner: NodeInfo|null, parentId: string|null}[]} */
+    const stack = [...json.scenes[json.scene ?? 0].nodes].reverse()
+      .map((node) => ({ node, parent: IDENTITY, owner: null, parentId: null }));
+    for (let top = stack.pop(); top; top = stack.pop()) {
+      const def = json.nodes[top.node];
+      const world = localMatrix(def).premultiply(top.parent);
+      const id = typeof def.extras?.id === 'string' ? def.extras.id : null;
+      let owner = top.owner;
+      if (id !== null) {
+        owner = { id, name: String(def.extras.name ?? id), cls: String(def.extras.class ?? ''), parent: top.owner?.id ?? null };
+        if (id !== top.parentId) this.nodes.push(owner);
+      }
+      if (def.mesh !== undefined) {
+        const entry = this.#entry(owner ?? { id: `#${top.node}`, name: def.name ?? `#${top.node}`, cls: '', parent: null });
+        const { primitives, extras } = json.meshes[def.mesh];
+        doc.mesh(def.mesh).forEach((data, primitive) => {
+          const material = doc.material(primitives[primitive].material);
+          const key = keys[primitives[primitive].material];
+          let g = groups.get(key);
+          if (!g) groups.set(key, (g = { material, slots: [] }));
+          /** @type {Part} */
+          const part = { target: this.group, instanceId: -1, base: world }; // batch set later
+          if (Array.isArray(extras?.lods) && extras.lods.length) Object.assign(part, { lods: extras.lods, primitive });
+          g.slots.push({ entry, part, mesh: data, color: material.color });
+          if (entry.parts.length === 0) entry.baseColor.copy(material.color);
+          entry.parts.push(part);
+          entry.box.union(_box.copy(data.box).applyMatrix4(world));
+        });
+      }
+      const children = def.children ?? [];
+      for (let k = children.length - 1; k >= 0; k--) stack.push({ node: children[k], parent: world, owner, parentId: id });
+    }
+    for (const g of groups.values()) this.#addGroup(g);
   }
 
   /** @param {THREE.Object3D} root */
-  #build(root) {
+  #fromScene(root) {
     root.updateMatrixWorld(true);
-    /** @type {Map<string, {material: THREE.Material, items: BatchItem[]}>} */
+    /** @type {Map<string, Group>} */
     const groups = new Map();
     /** @type {[ElementEntry, THREE.Object3D][]} */
     const standalone = [];
     root.traverse((obj) => {
       const id = obj.userData?.id;
-      if (typeof id === 'string' && obj.userData.id !== obj.parent?.userData?.id) {
-        this.nodes.push({ id, name: String(obj.userData.name ?? id), cls: String(obj.userData.class ?? ''),
-          parent: ownerOf(obj.parent)?.userData.id ?? null });
-      }
+      if (typeof id === 'string' && obj.userData.id !== obj.parent?.userData?.id) this.nodes.push(nodeInfo(obj));
       const isMesh = /** @type {any} */ (obj).isMesh;
       if (!isMesh && !(/** @type {any} */ (obj).isPoints) && !(/** @type {any} */ (obj).isLine)) return;
-      const entry = this.#entryFor(obj);
+      const owner = ownerOf(obj);
+      const entry = this.#entry(owner ? nodeInfo(owner) : { id: obj.name || obj.uuid, name: obj.name || obj.uuid, cls: '', parent: null });
       const material = /** @type {any} */ (obj).material;
       if (isMesh && !Array.isArray(material)) {
-        const key = materialKey(material, /** @type {THREE.Mesh} */ (obj).geometry);
+        const geometry = /** @type {THREE.Mesh} */ (obj).geometry;
+        const key = materialKey(material, Boolean(geometry.attributes.normal));
         let g = groups.get(key);
-        if (!g) groups.set(key, (g = { material, items: [] }));
+        if (!g) groups.set(key, (g = { material, slots: [] }));
         /** @type {Part} */
         const part = { target: this.group, instanceId: -1, base: obj.matrixWorld.clone() }; // batch set later
         const lods = obj.userData.lods;
@@ -79,74 +151,83 @@ export class ElementBatches {
             : (obj.parent?.children ?? [obj]).filter((c) => c.userData.lods?.[0]?.mesh === lods[0].mesh);
           part.primitive = Math.max(0, same.indexOf(obj));
         }
-        g.items.push({ entry, mesh: /** @type {THREE.Mesh} */ (obj), part });
+        g.slots.push({ entry, part, mesh: geometry, color: material.color ?? entry.baseColor });
         if (entry.parts.length === 0) entry.baseColor.copy(material.color ?? _c.set(0xffffff));
         entry.parts.push(part);
-        entry.box.union(worldBox(obj));
+        entry.box.union(worldBox(geometry, obj.matrixWorld));
       } else {
         standalone.push([entry, obj]); // moved after the traversal, which must not see its tree change
       }
     });
-    for (const g of groups.values()) this.#addBatch(g.material, g.items);
+    for (const g of groups.values()) this.#addGroup(g);
     for (const [entry, obj] of standalone) this.#addStandalone(entry, obj);
   }
 
-  /** @param {THREE.Object3D} obj */
-  #entryFor(obj) {
-    const owner = ownerOf(obj);
-    const id = owner ? owner.userData.id : obj.name || obj.uuid;
-    let entry = this.elements.get(id);
+  /** The element of this id, made on first sight. @param {NodeInfo} node */
+  #entry(node) {
+    let entry = this.elements.get(node.id);
     if (!entry) {
-      entry = { id, name: String(owner?.userData.name ?? id), cls: String(owner?.userData.class ?? ''),
-        parent: ownerOf(owner?.parent ?? null)?.userData.id ?? null, parts: [], baseColor: new THREE.Color(1, 1, 1),
-        box: new THREE.Box3() };
-      this.elements.set(id, entry);
+      const { id, name, cls, parent } = node;
+      entry = { id, name, cls, parent, parts: [], baseColor: new THREE.Color(1, 1, 1), box: new THREE.Box3() };
+      this.elements.set(node.id, entry);
     }
     return entry;
   }
 
   /**
-   * @param {THREE.Material} source
-   * @param {BatchItem[]} items
+   * One batch for a group: a MergedBatch for what the cheap shading path can draw, else a BatchedMesh
+   * with the glTF material. Each takes meshes in its own form: the slots' meshes are converted in place,
+   * once per shared mesh.
+   * @param {Group} g
    */
-  #addBatch(source, items) {
-    if (canShadeCheaply(source)) return this.#addMerged(source, items);
+  #addGroup({ material, slots }) {
+    const cheap = canShadeCheaply(material);
+    const needColor = Boolean(/** @type {any} */ (material).vertexColors);
+    /** @type {Map<THREE.BufferGeometry|MeshData, any>} */
+    const converted = new Map();
+    for (const slot of slots) {
+      let mesh = converted.get(slot.mesh);
+      if (!mesh) {
+        mesh = cheap ? asMeshData(slot.mesh, needColor) : asGeometry(slot.mesh, Boolean(/** @type {any} */ (material).map), needColor);
+        converted.set(slot.mesh, mesh);
+      }
+      slot.mesh = mesh;
+    }
+    if (cheap) this.#addMerged(material, /** @type {any} */ (slots), { uv: false, color: needColor });
+    else this.#addBatched(material, /** @type {any} */ (slots));
+  }
+
+  /**
+   * A BatchedMesh (glTF shading, per-instance colour) for the slots.
+   * @param {THREE.Material} source @param {(Slot & {mesh: THREE.BufferGeometry})[]} slots
+   */
+  #addBatched(source, slots) {
     const material = /** @type {THREE.MeshStandardMaterial} */ (source.clone());
     if ('color' in material) material.color.set(0xffffff); // colour lives per instance
-    const needUv = Boolean(/** @type {any} */ (material).map);
-    const needColor = material.vertexColors;
-    /** @type {Map<string, THREE.BufferGeometry>} */
-    const unique = new Map();
+    const geometries = new Set(slots.map((s) => s.mesh));
     let vertices = 0;
     let indices = 0;
-    for (const { mesh } of items) {
-      if (unique.has(mesh.geometry.uuid)) continue;
-      const g = normalizeGeometry(mesh.geometry, needUv, needColor);
-      unique.set(mesh.geometry.uuid, g);
+    for (const g of geometries) {
       vertices += g.attributes.position.count;
       indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
     }
-    const batch = new THREE.BatchedMesh(items.length, vertices, indices, material);
-    batch.userData.layout = [needUv, needColor];
+    const batch = new THREE.BatchedMesh(slots.length, vertices, indices, material);
+    batch.userData.layout = [Boolean(/** @type {any} */ (material).map), material.vertexColors];
     batch.name = `batch:${source.name || source.type}`;
-    /** @type {Map<string, number>} */
+    /** @type {Map<THREE.BufferGeometry, number>} */
     const geometryIds = new Map();
-    for (const [uuid, g] of unique) {
-      geometryIds.set(uuid, batch.addGeometry(g));
-      g.dispose();
-    }
+    for (const g of geometries) geometryIds.set(g, batch.addGeometry(g));
     /** @type {string[]} instance id -> twin id */
     const ids = [];
-    for (const { entry, mesh, part } of items) {
-      const instanceId = batch.addInstance(/** @type {number} */ (geometryIds.get(mesh.geometry.uuid)));
-      batch.setMatrixAt(instanceId, mesh.matrixWorld);
-      batch.setColorAt(instanceId, /** @type {any} */ (mesh.material).color ?? entry.baseColor);
+    for (const { entry, part, mesh, color } of slots) {
+      const instanceId = batch.addInstance(/** @type {number} */ (geometryIds.get(mesh)));
+      batch.setMatrixAt(instanceId, part.base);
+      batch.setColorAt(instanceId, color);
       ids[instanceId] = entry.id;
       part.target = batch;
       part.instanceId = instanceId;
       part.geometryId = batch.getGeometryIdAt(instanceId);
-      if (part.lods) part.sphere = batch.getBoundingSphereAt(part.geometryId, new THREE.Sphere()).applyMatrix4(mesh.matrixWorld);
-      mesh.geometry.dispose();
+      if (part.lods) part.sphere = batch.getBoundingSphereAt(part.geometryId, new THREE.Sphere()).applyMatrix4(part.base);
     }
     batch.userData.ids = ids;
     this.batches.push(batch);
@@ -154,40 +235,20 @@ export class ElementBatches {
   }
 
   /**
-   * The cheap path: one MergedBatch (one real draw call, per-vertex Lambert) for the items.
-   * @param {THREE.Material} source @param {BatchItem[]} items
+   * The cheap path: one MergedBatch (one real draw call, per-vertex Lambert) for the slots.
+   * @param {THREE.Material} source @param {(Slot & {mesh: MeshData})[]} slots @param {{uv: boolean, color: boolean}} layout
    */
-  #addMerged(source, items) {
-    const needUv = false;
-    const needColor = /** @type {any} */ (source).vertexColors;
-    /** @type {Map<string, THREE.BufferGeometry>} */
-    const unique = new Map();
-    for (const { mesh } of items) {
-      if (!unique.has(mesh.geometry.uuid)) {
-        const g = normalizeGeometry(mesh.geometry, needUv, needColor, true);
-        if (!g.attributes.normal) g.computeVertexNormals();
-        g.boundingBox = mesh.geometry.boundingBox?.clone() ?? null;
-        g.boundingSphere = mesh.geometry.boundingSphere?.clone() ?? null;
-        if (!g.boundingBox) g.computeBoundingBox();
-        if (!g.boundingSphere) g.computeBoundingSphere();
-        unique.set(mesh.geometry.uuid, g);
-      }
-    }
-    const batch = new MergedBatch(source, items.map(({ entry, mesh }) => ({
-      geometry: /** @type {THREE.BufferGeometry} */ (unique.get(mesh.geometry.uuid)),
-      matrix: mesh.matrixWorld,
-      color: /** @type {any} */ (mesh.material).color ?? entry.baseColor,
-    })), { uv: needUv, color: needColor });
+  #addMerged(source, slots, layout) {
+    const batch = new MergedBatch(source, slots.map(({ part, mesh, color }) => ({ data: mesh, matrix: part.base, color })), layout);
     batch.name = `merged:${source.name || source.type}`;
-    batch.userData.layout = [needUv, needColor];
+    batch.userData.layout = [layout.uv, layout.color];
     /** @type {string[]} slot -> twin id */
     const ids = [];
-    items.forEach(({ entry, part }, slot) => {
+    slots.forEach(({ entry, part }, slot) => {
       ids[slot] = entry.id;
       part.target = batch;
       part.instanceId = slot;
     });
-    for (const { mesh } of items) mesh.geometry.dispose();
     batch.userData.ids = ids;
     this.batches.push(batch);
     this.group.add(batch);
@@ -204,16 +265,15 @@ export class ElementBatches {
     obj.userData.id = entry.id;
     this.group.add(obj);
     entry.parts.push({ target: obj, instanceId: -1, base });
-    entry.box.union(worldBox(obj));
+    entry.box.union(worldBox(o.geometry, base));
   }
 
   /**
    * Add the levels of detail the glTF lists in `mesh.extras.lods` to the batches (after the first frame:
    * the model shows at full detail first). Resolves when every level is in place.
-   * @param {{getDependency: (type: string, index: number) => Promise<THREE.Object3D>}} parser
-   * @param {AbortSignal} [signal]
+   * @param {MeshSource} loadMesh @param {AbortSignal} [signal]
    */
-  async addLods(parser, signal) {
+  async addLods(loadMesh, signal) {
     /** @type {Map<THREE.BatchedMesh, Part[]>} */
     const byBatch = new Map();
     for (const e of this.elements.values()) {
@@ -224,43 +284,40 @@ export class ElementBatches {
         /** @type {Part[]} */ (byBatch.get(b)).push(p);
       }
     }
-    /** @type {Map<number, THREE.Object3D>} */
+    /** @type {Map<number, (THREE.BufferGeometry|MeshData)[]>} */
     const meshes = new Map();
     const wanted = [...new Set([...byBatch.values()].flat().flatMap((p) => (p.lods ?? []).map((l) => l.mesh)))];
     for (let i = 0; i < wanted.length; i += LOD_LOAD_SLICE) {
       const slice = wanted.slice(i, i + LOD_LOAD_SLICE);
-      const loaded = await Promise.all(slice.map((m) => parser.getDependency('mesh', m)));
+      const loaded = await Promise.all(slice.map(loadMesh));
       slice.forEach((m, k) => meshes.set(m, loaded[k]));
       if (signal?.aborted) return;
       await new Promise((r) => setTimeout(r, 0));
     }
+    /** The primitive of part `p` in LOD mesh `mesh`. @param {Part} p @param {number} mesh */
+    const levelOf = (p, mesh) => meshes.get(mesh)?.[p.primitive ?? 0];
     for (const [batch, parts] of byBatch) {
       const [needUv, needColor] = batch.userData.layout;
       if (/** @type {any} */ (batch).isMergedBatch) {
-        /** @type {Map<number, THREE.BufferGeometry[]>} */
+        /** @type {Map<number, MeshData[]>} */
         const bySlot = new Map();
-        /** @type {Map<string, THREE.BufferGeometry>} */
+        /** @type {Map<THREE.BufferGeometry|MeshData, MeshData>} */
         const seen = new Map();
         for (const p of parts) {
-          const geoms = [];
+          const levels = [];
           for (const l of p.lods ?? []) {
-            const o = meshes.get(l.mesh);
-            const m = /** @type {THREE.Mesh|undefined} */ (o && (/** @type {any} */ (o).isMesh ? o : o.children[p.primitive ?? 0]));
-            if (!m?.geometry?.attributes.position) break;
-            let g = seen.get(m.geometry.uuid);
-            if (!g) {
-              g = normalizeGeometry(m.geometry, needUv, needColor, true);
-              if (!g.attributes.normal) g.computeVertexNormals();
-              seen.set(m.geometry.uuid, g);
-            }
-            geoms.push(g);
+            const level = levelOf(p, l.mesh);
+            if (!level) break;
+            let data = seen.get(level);
+            if (!data) seen.set(level, (data = asMeshData(level, needColor)));
+            levels.push(data);
           }
-          if (geoms.length) bySlot.set(p.instanceId, geoms);
+          if (levels.length) bySlot.set(p.instanceId, levels);
         }
         /** @type {MergedBatch} */ (/** @type {any} */ (batch)).addLevels(bySlot);
         continue;
       }
-      /** @type {Map<string, THREE.BufferGeometry>} */
+      /** @type {Map<THREE.BufferGeometry|MeshData, THREE.BufferGeometry>} */
       const unique = new Map();
       /** @type {Map<Part, THREE.BufferGeometry[]>} */
       const partGeometries = new Map();
@@ -269,16 +326,15 @@ export class ElementBatches {
       for (const p of parts) {
         const geoms = [];
         for (const l of p.lods ?? []) {
-          const o = meshes.get(l.mesh);
-          const m = /** @type {THREE.Mesh|undefined} */ (o && (/** @type {any} */ (o).isMesh ? o : o.children[p.primitive ?? 0]));
-          if (!m?.geometry?.attributes.position) break;
-          if (!unique.has(m.geometry.uuid)) {
-            const g = normalizeGeometry(m.geometry, needUv, needColor);
-            unique.set(m.geometry.uuid, g);
+          const level = levelOf(p, l.mesh);
+          if (!level) break;
+          let g = unique.get(level);
+          if (!g) {
+            unique.set(level, (g = asGeometry(level, needUv, needColor)));
             vertices += g.attributes.position.count;
             indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
           }
-          geoms.push(/** @type {THREE.BufferGeometry} */ (unique.get(m.geometry.uuid)));
+          geoms.push(g);
         }
         partGeometries.set(p, geoms);
       }
@@ -296,9 +352,7 @@ export class ElementBatches {
           ...geoms.map((g) => ({ geometryId: /** @type {number} */ (ids.get(g)), triangles: /** @type {THREE.BufferAttribute} */ (g.index).count / 3 }))];
         p.level = 0;
       }
-      for (const g of unique.values()) g.dispose();
     }
-    for (const o of meshes.values()) o.traverse((c) => /** @type {any} */ (c).geometry?.dispose());
   }
 
   /**
@@ -429,7 +483,9 @@ export class ElementBatches {
         b.getBoundingBoxAt(/** @type {number} */ (p.geometryId ?? b.getGeometryIdAt(p.instanceId)), local);
         box.union(local.applyMatrix4(b.getMatrixAt(p.instanceId, _m)));
       } else {
-        box.union(worldBox(p.target));
+        const o = /** @type {THREE.Points} */ (p.target);
+        o.updateMatrix();
+        box.union(worldBox(o.geometry, o.matrix));
       }
     }
     return box;
@@ -453,21 +509,80 @@ function ownerOf(obj) {
   return null;
 }
 
-/** @param {THREE.Object3D} obj */
-function worldBox(obj) {
-  obj.updateMatrixWorld(true);
-  return new THREE.Box3().setFromObject(obj, false);
+/** @param {THREE.Object3D} obj an element node @returns {NodeInfo} */
+function nodeInfo(obj) {
+  const { id, name, class: cls } = obj.userData;
+  return { id, name: String(name ?? id), cls: String(cls ?? ''), parent: ownerOf(obj.parent)?.userData.id ?? null };
+}
+
+/** A glTF node's own transform. @param {any} def */
+function localMatrix(def) {
+  const m = new THREE.Matrix4();
+  if (def.matrix) return m.fromArray(def.matrix);
+  if (!def.translation && !def.rotation && !def.scale) return m;
+  return m.compose(_v.fromArray(def.translation ?? [0, 0, 0]), _q.fromArray(def.rotation ?? [0, 0, 0, 1]),
+    _s.fromArray(def.scale ?? [1, 1, 1]));
+}
+
+/**
+ * The box of a geometry placed by `matrix` (an element's own, without its child elements').
+ * @param {THREE.BufferGeometry} geometry @param {THREE.Matrix4} matrix
+ */
+function worldBox(geometry, matrix) {
+  if (!geometry.boundingBox) geometry.computeBoundingBox();
+  return /** @type {THREE.Box3} */ (geometry.boundingBox).clone().applyMatrix4(matrix);
 }
 
 /**
  * Materials that differ only in colour batch together; the attributes the shader reads must match too.
- * @param {any} m @param {THREE.BufferGeometry} g
+ * @param {any} m @param {boolean} hasNormal
  */
-function materialKey(m, g) {
+function materialKey(m, hasNormal) {
   const maps = ['map', 'normalMap', 'emissiveMap', 'roughnessMap', 'metalnessMap', 'aoMap']
     .map((k) => m[k]?.uuid ?? '').join(',');
   return [m.type, m.transparent, m.opacity, m.side, m.metalness, m.roughness, m.vertexColors, m.alphaTest,
-    m.emissive?.getHexString(), m.flatShading, maps, Boolean(g.attributes.normal)].join('|');
+    m.emissive?.getHexString(), m.flatShading, maps, hasNormal].join('|');
+}
+
+/**
+ * A mesh as MergedBatch takes it; a GLTFLoader geometry gets float attributes, and normals when missing.
+ * @param {THREE.BufferGeometry|MeshData} mesh @param {boolean} needColor @returns {MeshData}
+ */
+function asMeshData(mesh, needColor) {
+  if (!('isBufferGeometry' in mesh)) return mesh;
+  const g = normalizeGeometry(mesh, false, needColor, true);
+  if (!g.attributes.normal) g.computeVertexNormals();
+  if (!mesh.boundingBox) mesh.computeBoundingBox();
+  if (!mesh.boundingSphere) mesh.computeBoundingSphere();
+  const array = (/** @type {string} */ name) => /** @type {Float32Array} */ (g.attributes[name].array);
+  return { position: array('position'), normal: array('normal'), index: /** @type {Uint32Array} */ (g.index?.array),
+    color: needColor ? array('color') : undefined, scale: 1, box: /** @type {THREE.Box3} */ (mesh.boundingBox),
+    sphere: /** @type {THREE.Sphere} */ (mesh.boundingSphere) };
+}
+
+/**
+ * A mesh as a BatchedMesh takes it: float attributes (every geometry of a batch must have the same
+ * layout) and a 32-bit index. Directly read mesh data only comes without uv and vertex colours.
+ * @param {THREE.BufferGeometry|MeshData} mesh @param {boolean} needUv @param {boolean} needColor
+ */
+function asGeometry(mesh, needUv, needColor) {
+  if ('isBufferGeometry' in mesh) return normalizeGeometry(mesh, needUv, needColor);
+  const g = new THREE.BufferGeometry();
+  const position = new Float32Array(mesh.position.length);
+  for (let i = 0; i < position.length; i++) position[i] = mesh.position[i] * mesh.scale;
+  g.setAttribute('position', new THREE.BufferAttribute(position, 3));
+  if (mesh.normal) {
+    const normal = Float32Array.from(mesh.normal); // unit length below: a normalized integer's scale drops out
+    for (let i = 0; i < normal.length; i += 3) {
+      const l = Math.sqrt(normal[i] ** 2 + normal[i + 1] ** 2 + normal[i + 2] ** 2) || 1;
+      normal[i] /= l;
+      normal[i + 1] /= l;
+      normal[i + 2] /= l;
+    }
+    g.setAttribute('normal', new THREE.BufferAttribute(normal, 3));
+  }
+  g.setIndex(new THREE.BufferAttribute(Uint32Array.from(mesh.index), 1));
+  return g;
 }
 
 /**

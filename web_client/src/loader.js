@@ -1,6 +1,12 @@
-// Fetch a GLB with progress and cancellation, then parse it with meshopt/quantization support.
+// Download a GLB in a worker with progress and cancellation, then read it: directly into batches when the
+// reader takes it (gltf_reader.js), else with GLTFLoader (+ MeshoptDecoder, quantization).
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { MeshoptDecoder } from 'three/addons/libs/meshopt_decoder.module.js';
+import { ElementBatches } from './batcher.js';
+import { readGLB } from './gltf_reader.js';
+
+// `?loader=three` reads every model with GLTFLoader, to compare the two ways in.
+const ALWAYS_GLTF_LOADER = new URLSearchParams(location.search).get('loader') === 'three';
 
 export class LoadError extends Error {
   /** @param {string} message @param {string} hint */
@@ -12,52 +18,84 @@ export class LoadError extends Error {
 }
 
 /**
- * Download `url`, reporting progress (0..1, or NaN when the size is unknown), and parse it.
- * Rejects with an AbortError when `signal` fires, and with a LoadError the page can show otherwise.
- * @param {string} url
- * `response`: a fetch of `url` already under way (index.html starts one before the app has loaded).
- * @param {{signal?: AbortSignal, onProgress?: (fraction: number, bytes: number) => void, response?: Promise<Response>}} [opts]
- * @returns {Promise<import('three/addons/loaders/GLTFLoader.js').GLTF>}
+ * A read model: `batch()` makes its batches, `meshSource` gives the primitives of its glTF meshes (the
+ * levels of detail); `via` says which reader read it ("direct", or "GLTFLoader: <why>").
+ * @typedef {{nodes: number, via: string, batch: () => ElementBatches, meshSource: import('./batcher.js').MeshSource}} Model
  */
-export async function loadGLB(url, { signal, onProgress = () => {}, response } = {}) {
-  const res = await (response ?? fetch(url, { signal }));
-  if (!res.ok) throw new LoadError(`Could not download the model (${res.status} ${res.statusText})`, url);
-  const total = Number(res.headers.get('content-length')) || 0;
-  const body = await readWithProgress(res, total, onProgress, signal);
-  if (signal?.aborted) throw new DOMException('The download was cancelled', 'AbortError');
+
+/**
+ * A download index.html started before the app loaded: its worker and the messages it has sent so far.
+ * @typedef {{url: string, worker: Worker, messages: MessageEvent[]}} EarlyDownload
+ */
+
+/**
+ * Download `url` (in a worker, see download_worker.js), reporting progress (0..1, or NaN when the size
+ * is unknown), and read it. Rejects with an AbortError when `signal` fires, and with a LoadError the
+ * page can show otherwise.
+ * @param {string} url
+ * @param {{signal?: AbortSignal, onProgress?: (fraction: number, bytes: number) => void, early?: EarlyDownload}} [opts]
+ * @returns {Promise<Model>}
+ */
+export async function loadModel(url, { signal, onProgress = () => {}, early } = {}) {
+  const body = await download(url, { signal, onProgress, early });
   performance.mark('twinview:fetched');
-  const loader = new GLTFLoader();
-  loader.setMeshoptDecoder(MeshoptDecoder);
   try {
-    return await loader.parseAsync(body, url.replace(/[^/]*$/, ''));
+    const doc = ALWAYS_GLTF_LOADER ? null : readGLB(body);
+    const why = doc ? doc.unsupported() : 'not read directly';
+    if (doc && !why) {
+      await doc.prepare();
+      return { nodes: doc.json.nodes?.length ?? 0, via: 'direct', batch: () => ElementBatches.fromDocument(doc),
+        meshSource: async (m) => doc.mesh(m) };
+    }
+    const loader = new GLTFLoader();
+    loader.setMeshoptDecoder(MeshoptDecoder);
+    const gltf = await loader.parseAsync(body, url.replace(/[^/]*$/, ''));
+    const { parser } = gltf;
+    return { nodes: parser.json.nodes?.length ?? 0, via: `GLTFLoader: ${why}`, batch: () => ElementBatches.fromScene(gltf.scene),
+      meshSource: async (m) => {
+        const o = await parser.getDependency('mesh', m); // a Group of Meshes when it has several primitives
+        return (o.isGroup ? o.children : [o]).map((/** @type {any} */ c) => c.geometry);
+      } };
   } catch (e) {
     throw new LoadError(`The model could not be read: ${/** @type {Error} */ (e).message}`, url);
   }
 }
 
 /**
- * @param {Response} res @param {number} total @param {(fraction: number, bytes: number) => void} onProgress
- * @param {AbortSignal} [signal] cancels the read (also of a response fetched without this signal)
+ * The bytes of `url`, from the early download when given, else from a new worker.
+ * @param {string} url
+ * @param {{signal?: AbortSignal, onProgress: (fraction: number, bytes: number) => void, early?: EarlyDownload}} opts
+ * @returns {Promise<ArrayBuffer>}
  */
-async function readWithProgress(res, total, onProgress, signal) {
-  if (!res.body) return res.arrayBuffer();
-  const reader = res.body.getReader();
-  signal?.addEventListener('abort', () => reader.cancel().catch(() => {}));
-  /** @type {Uint8Array[]} */
-  const chunks = [];
-  let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    received += value.length;
-    onProgress(total ? received / total : NaN, received);
-  }
-  const out = new Uint8Array(received);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out.buffer;
+function download(url, { signal, onProgress, early }) {
+  const worker = early?.worker ?? new Worker(new URL('./download_worker.js', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const stop = () => {
+      worker.terminate(); // also cancels its fetch
+      worker.onmessage = worker.onerror = null; // they would keep the bytes alive as long as the worker object
+      signal?.removeEventListener('abort', cancel);
+    };
+    const fail = (/** @type {Error} */ error) => {
+      stop();
+      reject(error);
+    };
+    const cancel = () => fail(new DOMException('The download was cancelled', 'AbortError'));
+    const take = (/** @type {MessageEvent} */ { data }) => {
+      if (data.progress) {
+        const [received, total] = data.progress;
+        onProgress(total ? received / total : NaN, received);
+      } else if (data.buffer) {
+        stop();
+        resolve(data.buffer);
+      } else {
+        fail(new LoadError(`Could not download the model (${data.error})`, url));
+      }
+    };
+    if (signal?.aborted) return cancel();
+    signal?.addEventListener('abort', cancel);
+    worker.onerror = () => fail(new LoadError('Could not start the download', url));
+    worker.onmessage = take;
+    if (early) early.messages.forEach(take);
+    else worker.postMessage(new URL(url, location.href).href);
+  });
 }

@@ -1,11 +1,10 @@
 // Boot: connect the session, load the scene the server names, wire the panels, expose the test hook.
 import { Vector3 } from 'three';
 import { linkCredentials, refusalText } from './auth.js';
-import { ElementBatches } from './batcher.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
-import { loadGLB } from './loader.js';
+import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
 import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
@@ -29,8 +28,9 @@ const CLICK_SLOP_PX = 4;
 const HOVER_INTERVAL_MS = 100;
 // Point-cloud picking tolerance, as a fraction of the model's diagonal.
 const POINT_PICK_FRACTION = 0.003;
-// From this many glTF nodes on, preparing the batches takes long enough to show "Preparing elements…".
-const LARGE_MODEL_NODES = 2000;
+// From this many glTF nodes on, preparing the batches takes long enough (~0.3 s on software GL) to be
+// worth painting "Preparing elements…" first.
+const LARGE_MODEL_NODES = 20000;
 // The panels are filled after the first frame with the model, or after this long without one.
 const FIRST_FRAME_WAIT_MS = 500;
 // "View resynchronised" is news, not a state: it goes away after this long.
@@ -41,18 +41,19 @@ const sceneParam = params.get('scene');
 /**
  * The GLB download starts at boot when the URL names the scene, alongside the WebSocket handshake and
  * snapshot instead of after them; loadScene takes it over when the snapshot names the same file.
- * @type {{url: string, abort: AbortController, gltf: Promise<any>, onProgress: (f: number, b: number) => void}|null}
+ * @type {{url: string, abort: AbortController, model: Promise<import('./loader.js').Model>, onProgress: (f: number, b: number) => void}|null}
  */
 let earlyLoad = null;
 if (sceneParam) {
   const abort = new AbortController();
   const url = `/scenes/${sceneParam}/scene.glb`;
-  earlyLoad = { url, abort, gltf: Promise.resolve(null), onProgress: () => {} };
+  earlyLoad = { url, abort, model: Promise.resolve(/** @type {any} */ (null)), onProgress: () => {} };
   const el = earlyLoad;
   const prefetch = /** @type {any} */ (window).twinviewPrefetch; // started by index.html
-  el.gltf = loadGLB(url, { signal: abort.signal, onProgress: (f, b) => el.onProgress(f, b),
-    response: prefetch?.url === url ? prefetch.response : undefined });
-  el.gltf.catch(() => {}); // loadScene decides what a failure means
+  delete (/** @type {any} */ (window).twinviewPrefetch); // ours now: as a global it would keep the model alive
+  el.model = loadModel(url, { signal: abort.signal, onProgress: (f, b) => el.onProgress(f, b),
+    early: prefetch?.url === url ? prefetch : undefined });
+  el.model.catch(() => {}); // loadScene decides what a failure means
 }
 
 const state = new TwinState();
@@ -69,10 +70,12 @@ const presence = new PresenceLayer(viewer, session, labels, $('#people'));
 const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
 const measure = new MeasureTool(viewer, $('#measure-readout'));
 
-/** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners.
- * @type {{glbUrl: string, abort: AbortController|null, scope: AbortController|null, twin: TwinView|null,
- *         batches: ElementBatches|null, catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
-const app = { glbUrl: '', abort: null, scope: null, twin: null, batches: null, catalog: null, properties: null, tree: null };
+/** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
+ * is which reader read the model (Model.via).
+ * @type {{glbUrl: string, loader: string, abort: AbortController|null, scope: AbortController|null, twin: TwinView|null,
+ *         batches: import('./batcher.js').ElementBatches|null, catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
+const app = { glbUrl: '', loader: '', abort: null, scope: null, twin: null, batches: null, catalog: null, properties: null,
+  tree: null };
 
 let resolveReady = /** @type {(v: any) => void} */ (() => {});
 const ready = new Promise((r) => { resolveReady = r; });
@@ -127,17 +130,18 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
   const progress = showProgress(() => abort.abort());
   clearNotice();
   try {
-    const gltf = await takeEarlyLoad(glbUrl, abort, progress.update)
-      ?? await loadGLB(glbUrl, { signal: abort.signal, onProgress: progress.update });
-    performance.mark('twinview:downloaded');
+    const model = await takeEarlyLoad(glbUrl, abort, progress.update)
+      ?? await loadModel(glbUrl, { signal: abort.signal, onProgress: progress.update });
+    performance.mark('twinview:read');
     progress.stage('Preparing elements…');
     // Let the message paint before the busy part, when there is one (a frame is long on software GL).
-    if ((gltf.parser?.json?.nodes?.length ?? 0) > LARGE_MODEL_NODES) await new Promise((r) => requestAnimationFrame(r));
+    if (model.nodes > LARGE_MODEL_NODES) await new Promise((r) => requestAnimationFrame(r));
     app.scope?.abort(); // the previous scene's batches, panels and listeners
     app.scope = new AbortController();
     const { signal } = app.scope;
-    const batches = new ElementBatches(gltf.scene);
+    const batches = model.batch();
     performance.mark('twinview:batched');
+    app.loader = model.via;
     app.batches = batches;
     app.twin = new TwinView(viewer, batches, state, labels, signal);
     const all = boxOfAll(batches);
@@ -158,9 +162,9 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     if (signal.aborted) return;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
     wirePanels(app.catalog, signal);
-    app.twin.useLods(gltf.parser);
-    // Load phases, visible in the browser's performance panel (and read by the scale test).
-    performance.measure('twinview:prepare', 'twinview:downloaded');
+    app.twin.useLods(model.meshSource);
+    // Load phases, visible in the browser's performance panel.
+    performance.measure('twinview:prepare', 'twinview:read');
     quickLook(sceneId);
     resolveReady({ elements: batches.elements.size, drawCalls: batches.drawCalls, loadMs: Math.round(performance.now()) });
   } catch (e) {
@@ -186,17 +190,17 @@ async function takeEarlyLoad(glbUrl, abort, onProgress) {
     return null;
   }
   el.onProgress = onProgress;
-  const early = el.abort; // not `el`: the listener lives as long as `abort` and must not keep the glTF
+  const early = el.abort; // not `el`: the listener lives as long as `abort` and must not keep the model
   abort.signal.addEventListener('abort', () => early.abort());
   try {
-    return await el.gltf;
+    return await el.model;
   } catch (e) {
     if (abort.signal.aborted) throw e;
     return null; // e.g. refused without the session's credentials: the usual path reports it
   }
 }
 
-/** @param {ElementBatches} batches */
+/** @param {import('./batcher.js').ElementBatches} batches */
 function boxOfAll(batches) {
   /** @type {import('three').Box3|null} */
   let box = null;

@@ -16,14 +16,16 @@ const _b = new THREE.Vector3();
 const _c = new THREE.Vector3();
 const _p = new THREE.Vector3();
 const _m = new THREE.Matrix4();
+const _scaled = new THREE.Matrix4();
 const _n = new THREE.Matrix3();
 const _ray = new THREE.Ray();
 const _frustum = new THREE.Frustum();
 const _s = new THREE.Sphere();
 
 /**
- * @typedef {{geometry: THREE.BufferGeometry, matrix: THREE.Matrix4, color: THREE.Color}} MergedItem
- *   geometry normalised (float attributes, 32-bit index), in the element's frame; matrix places it.
+ * @typedef {import('./gltf_reader.js').MeshData} MeshData
+ * @typedef {{data: MeshData, matrix: THREE.Matrix4, color: THREE.Color}} MergedItem
+ *   data in the element's frame; matrix places it. The batch keeps both and never changes them.
  * @typedef {{start: number, count: number, triangles: number}} Range index range of one level
  */
 
@@ -50,14 +52,11 @@ export class MergedBatch extends THREE.Mesh {
     this.texture = texture;
     /** @type {Range[][]} per slot: levels, finest first */
     this.levels = [];
-    this.bases = items.map((it) => it.matrix.clone());
+    this.bases = items.map((it) => it.matrix);
     /** @type {(THREE.Matrix4|null)[]} per slot: the move on top of the base (null: none) */
     this.moves = new Array(n).fill(null);
-    this.localBoxes = items.map((it) => /** @type {THREE.Box3} */ (it.geometry.boundingBox ?? it.geometry.computeBoundingBox() ?? it.geometry.boundingBox).clone());
-    this.localSpheres = items.map((it) => {
-      if (!it.geometry.boundingSphere) it.geometry.computeBoundingSphere();
-      return /** @type {THREE.Sphere} */ (it.geometry.boundingSphere).clone();
-    });
+    this.localBoxes = items.map((it) => it.data.box);
+    this.localSpheres = items.map((it) => it.data.sphere);
     this.spheres = this.localSpheres.map((s, i) => s.clone().applyMatrix4(this.bases[i]));
     this.visible_ = new Uint8Array(n).fill(1);
     /** per slot: level drawn, 255 = not drawn (hidden or outside the view) */
@@ -68,12 +67,12 @@ export class MergedBatch extends THREE.Mesh {
     let vertices = 0;
     let indices = 0;
     for (const it of items) {
-      vertices += it.geometry.attributes.position.count;
-      indices += /** @type {THREE.BufferAttribute} */ (it.geometry.index).count;
+      vertices += it.data.position.length / 3;
+      indices += it.data.index.length;
     }
     this.#allocate(vertices, indices);
     for (let i = 0; i < n; i++) {
-      const range = this.#append(items[i].geometry, this.bases[i], i);
+      const range = this.#append(items[i].data, this.bases[i], i);
       this.levels.push([range]);
       this.setColorAt(i, items[i].color);
     }
@@ -113,16 +112,17 @@ export class MergedBatch extends THREE.Mesh {
   }
 
   /**
-   * Bake a geometry placed by `matrix` into the buffers for `slot`; returns its index range.
-   * @param {THREE.BufferGeometry} geometry @param {THREE.Matrix4} matrix @param {number} slot
+   * Bake mesh data placed by `matrix` into the buffers for `slot`; returns its index range.
+   * @param {MeshData} data @param {THREE.Matrix4} matrix @param {number} slot
    * @returns {Range}
    */
-  #append(geometry, matrix, slot) {
-    const pos = /** @type {Float32Array} */ (geometry.attributes.position.array);
-    const nrm = /** @type {Float32Array|undefined} */ (geometry.attributes.normal?.array);
-    const count = geometry.attributes.position.count;
+  #append(data, matrix, slot) {
+    const pos = data.position;
+    const nrm = data.normal;
+    const count = pos.length / 3;
     const v0 = this.vertexCount;
-    const e = matrix.elements;
+    // A quantized mesh's dequantisation factor is folded into its placement.
+    const e = data.scale === 1 ? matrix.elements : _scaled.copy(matrix).scale(_v.setScalar(data.scale)).elements;
     _n.getNormalMatrix(matrix);
     const ne = _n.elements;
     const P = this.vPos;
@@ -142,7 +142,7 @@ export class MergedBatch extends THREE.Mesh {
         let nx = ne[0] * a + ne[3] * b + ne[6] * c;
         let ny = ne[1] * a + ne[4] * b + ne[7] * c;
         let nz = ne[2] * a + ne[5] * b + ne[8] * c;
-        const l = Math.hypot(nx, ny, nz) || 1;
+        const l = Math.sqrt(nx * nx + ny * ny + nz * nz) || 1; // not Math.hypot: several times slower
         N[o] = nx / l;
         N[o + 1] = ny / l;
         N[o + 2] = nz / l;
@@ -151,9 +151,9 @@ export class MergedBatch extends THREE.Mesh {
       }
     }
     this.vSlot.fill(slot, v0, v0 + count);
-    if (this.vUv && geometry.attributes.uv) this.vUv.set(/** @type {Float32Array} */ (geometry.attributes.uv.array).subarray(0, count * 2), v0 * 2);
-    if (this.vColor && geometry.attributes.color) this.vColor.set(/** @type {Float32Array} */ (geometry.attributes.color.array).subarray(0, count * 4), v0 * 4);
-    const index = /** @type {THREE.BufferAttribute} */ (geometry.index).array;
+    if (this.vUv && data.uv) this.vUv.set(data.uv, v0 * 2);
+    if (this.vColor && data.color) this.vColor.set(data.color, v0 * 4);
+    const index = data.index;
     const start = this.indexCount;
     for (let k = 0; k < index.length; k++) this.allIndex[start + k] = index[k] + v0;
     this.vertexCount += count;
@@ -162,22 +162,22 @@ export class MergedBatch extends THREE.Mesh {
   }
 
   /**
-   * Add coarser levels of detail: per slot, geometries finest first (in the element's own frame).
-   * @param {Map<number, THREE.BufferGeometry[]>} bySlot
+   * Add coarser levels of detail: per slot, mesh data finest first (in the element's own frame).
+   * @param {Map<number, MeshData[]>} bySlot
    */
   addLevels(bySlot) {
     let vertices = 0;
     let indices = 0;
-    for (const geoms of bySlot.values()) {
-      for (const g of geoms) {
-        vertices += g.attributes.position.count;
-        indices += /** @type {THREE.BufferAttribute} */ (g.index).count;
+    for (const levels of bySlot.values()) {
+      for (const d of levels) {
+        vertices += d.position.length / 3;
+        indices += d.index.length;
       }
     }
     if (!vertices) return;
     this.#allocate(vertices, indices);
-    for (const [slot, geoms] of bySlot) {
-      for (const g of geoms) this.levels[slot].push(this.#append(g, this.bases[slot], slot));
+    for (const [slot, levels] of bySlot) {
+      for (const d of levels) this.levels[slot].push(this.#append(d, this.bases[slot], slot));
     }
     this.geometry.dispose(); // new GPU buffers for the grown attributes
     this.#attach();
@@ -367,14 +367,14 @@ const IDENTITY = new THREE.Matrix4();
  * @param {THREE.WebGLRenderer} renderer @param {THREE.Camera} camera @param {THREE.Scene} scene
  */
 export function warmUpShaders(renderer, camera, scene) {
-  const triangle = new THREE.BufferGeometry();
-  triangle.setAttribute('position', new THREE.Float32BufferAttribute([0, 0, 0, 1, 0, 0, 0, 1, 0], 3));
-  triangle.setAttribute('normal', new THREE.Float32BufferAttribute([0, 0, 1, 0, 0, 1, 0, 0, 1], 3));
-  triangle.setIndex([0, 1, 2]);
+  const box = new THREE.Box3(new THREE.Vector3(), new THREE.Vector3(1, 1, 0));
+  /** @type {MeshData} */
+  const triangle = { position: new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0]), normal: new Float32Array([0, 0, 1, 0, 0, 1, 0, 0, 1]),
+    index: new Uint16Array([0, 1, 2]), scale: 1, box, sphere: box.getBoundingSphere(new THREE.Sphere()) };
   const group = new THREE.Group();
   for (const transparent of [false, true]) {
     const source = new THREE.MeshStandardMaterial({ transparent, opacity: transparent ? 0.5 : 1 });
-    group.add(new MergedBatch(source, [{ geometry: triangle, matrix: new THREE.Matrix4(), color: source.color }], { uv: false, color: false }));
+    group.add(new MergedBatch(source, [{ data: triangle, matrix: new THREE.Matrix4(), color: source.color }], { uv: false, color: false }));
   }
   return renderer.compileAsync(group, camera, scene).catch(() => {}).finally(() => {
     for (const b of group.children) /** @type {MergedBatch} */ (b).dispose();

@@ -50,13 +50,13 @@ export class TwinView {
   /**
    * Load the model's levels of detail in the background; from then on each frame draws every element
    * at the level its size on screen needs.
-   * @param {any} parser the GLTFLoader parser of the model
+   * @param {import('./batcher.js').MeshSource} meshSource the primitives of the model's glTF meshes
    */
-  async useLods(parser) {
+  async useLods(meshSource) {
     const { viewer, batches, signal } = this;
     await new Promise((r) => viewer.addEventListener('frame', r, { once: true, signal })); // first frame first
     try {
-      await batches.addLods(parser, signal);
+      await batches.addLods(meshSource, signal);
     } catch (e) {
       console.warn('levels of detail not used:', e);
       return;

@@ -11,6 +11,7 @@ export class MeasureTool {
     this.points = [];
     this.line = new THREE.Line(new THREE.BufferGeometry(), new THREE.LineBasicMaterial({ color: 0xf0c86a, depthTest: false }));
     this.line.renderOrder = 10;
+    this.line.visible = false; // while empty: drawn, it would have its shader compiled at start-up for nothing
     this.markers = [0, 1].map(() => {
       const m = new THREE.Mesh(new THREE.SphereGeometry(1, 12, 8), new THREE.MeshBasicMaterial({ color: 0xf0c86a, depthTest: false }));
       m.renderOrder = 10;
@@ -45,6 +46,7 @@ export class MeasureTool {
 
   #draw() {
     this.line.geometry.setFromPoints(this.points.length === 2 ? this.points : []);
+    this.line.visible = this.points.length === 2;
     const size = this.viewer.camera.position.distanceTo(this.viewer.controls.target) * 0.006;
     this.markers.forEach((m, i) => {
       m.visible = this.active && i < this.points.length;

@@ -34,7 +34,8 @@ export class PinLayer {
   constructor(viewer, store) {
     this.viewer = viewer;
     this.store = store;
-    this.texture = dotTexture();
+    /** @type {THREE.Texture|null} made with the first pin: a 2D canvas costs ~25 ms at boot on software GL */
+    this.texture = null;
     this.group = new THREE.Group();
     this.group.name = 'topic-pins';
     viewer.world.add(this.group);
@@ -54,6 +55,7 @@ export class PinLayer {
       if (!t.pin) continue;
       let pin = this.pins.get(t.guid);
       if (!pin) {
+        this.texture ??= dotTexture();
         pin = new THREE.Sprite(new THREE.SpriteMaterial({ map: this.texture, sizeAttenuation: false, depthTest: false }));
         pin.scale.setScalar(PIN_SCALE);
         pin.renderOrder = PIN_RENDER_ORDER;

@@ -1,0 +1,52 @@
+// Downloads one file off the page's main thread and hands its bytes over (transferred, not copied).
+// Read on the main thread, a response stalls whenever that thread is busy (evaluating the app, creating
+// the WebGL context, parsing): the browser stops taking data once its small pipe is full, which made a
+// large model's download take twice as long as the network needed.
+// In: the absolute URL. Out: {progress: [received, total]} (total 0 when unknown) at most every
+// PROGRESS_MS, then {buffer} or {error}.
+
+// Each progress report repaints the page, which a software GL composites on the CPU the download needs.
+const PROGRESS_MS = 100;
+
+onmessage = async (/** @type {MessageEvent<string>} */ { data: url }) => {
+  try {
+    const res = await fetch(url);
+    if (!res.ok) {
+      postMessage({ error: `${res.status} ${res.statusText}` });
+      return;
+    }
+    const total = Number(res.headers.get('content-length')) || 0;
+    const buffer = await read(res, total);
+    postMessage({ buffer }, { transfer: [buffer] });
+  } catch (e) {
+    postMessage({ error: String(/** @type {Error} */ (e)?.message ?? e) });
+  }
+};
+
+/**
+ * The body, copied chunk by chunk into a buffer of the announced size (grown if that was wrong).
+ * @param {Response} res @param {number} total @returns {Promise<ArrayBuffer>}
+ */
+async function read(res, total) {
+  if (!res.body) return res.arrayBuffer();
+  const reader = res.body.getReader();
+  let out = new Uint8Array(total);
+  let received = 0;
+  let reported = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (received + value.length > out.length) {
+      const grown = new Uint8Array(Math.max(out.length * 2, received + value.length));
+      grown.set(out.subarray(0, received));
+      out = grown;
+    }
+    out.set(value, received);
+    received += value.length;
+    if (performance.now() - reported >= PROGRESS_MS) {
+      reported = performance.now();
+      postMessage({ progress: [received, total] });
+    }
+  }
+  return received === out.length ? out.buffer : out.buffer.slice(0, received);
+}
