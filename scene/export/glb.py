@@ -13,8 +13,8 @@ Layout (what the web client relies on):
   becomes a Group of Meshes: a picked object's element is the nearest ancestor with `userData.id`;
 - `lod=True`: a mesh with coarser levels lists them in `mesh.extras.lods` =
   [{"mesh": glTF mesh index, "triangles": n}, ...], finest first. Those meshes are attached to no
-  node (three.js has no MSFT_lod loader); the client loads them with
-  `parser.getDependency("mesh", index)` and swaps them in by screen size. They reuse the base
+  node (three.js has no MSFT_lod loader); the client reads them by index (web_client's
+  `gltf_reader.js`, or GLTFLoader's parser) and swaps them in by screen size. They reuse the base
   mesh's vertex accessors, so a level costs one index buffer.
 """
 
