@@ -15,6 +15,8 @@ export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
   'comment.create': AUTHORS,
   'markup.create': AUTHORS,
   'topic.update': AUTHORS,
+  'topic.edit_own': AUTHORS,
+  'topic.moderate': ['admin'],
   'comment.edit_own': AUTHORS,
   'comment.delete_own': AUTHORS,
   'procedure.control': LEADS,

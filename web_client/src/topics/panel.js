@@ -1,10 +1,13 @@
-// One topic, opened: its fields, status change, the snapshot and live values it was made with, and the
-// threaded comments (reply; edit and delete one's own). Opening a topic restores its viewpoint.
+// One topic, opened: its fields, status change, the edit form for its BCF fields (edit.js), the snapshot
+// and live values it was made with, and the threaded comments (reply; edit and delete one's own).
+// Opening a topic restores its viewpoint.
 import { onCollabError } from '../collab/feed.js';
 import { h, replace } from '../ui/dom.js';
+import { STATUSES, TopicEditForm, editRights } from './edit.js';
 import { statusText } from './list.js';
 
-const STATUSES = ['open', 'in_progress', 'resolved', 'closed'];
+// An edit form's `topic_update` carries a ref of its own, so that its `saved` / `error` answer finds it.
+const EDIT_REF = 'topic-edit-';
 const TOPIC_MESSAGES = ['topic_create', 'topic_update', 'comment_add', 'comment_edit', 'comment_delete', 'markup'];
 
 /** @param {number} ts */
@@ -27,7 +30,13 @@ export class TopicPanel extends EventTarget {
     this.replyTo = null;
     /** @type {string|null} the comment being edited */
     this.editing = null;
+    /** @type {{guid: string, form: TopicEditForm, ref: string|null, revision: number|null}|null} the topic being edited:
+     * the ref of the update on its way, then the revision the server saved */
+    this.edit = null;
+    this.edits = 0;
     this.error = h('p', { class: 'error', role: 'alert', hidden: true });
+    this.saved = h('p', { class: 'saved-note', role: 'status', hidden: true });
+    this.savedAt = 0; // the revision the note speaks of: a later change hides it
     deps.store.addEventListener('change', (e) => {
       const { guid } = /** @type {CustomEvent} */ (e).detail;
       if (this.guid && (guid === null || guid === this.guid)) this.render();
@@ -35,6 +44,26 @@ export class TopicPanel extends EventTarget {
     onCollabError(deps.session, TOPIC_MESSAGES, (err) => {
       this.render(); // undo what the refused change showed (e.g. a status chosen on a stale revision)
       this.showError(`${err.code}: ${err.message}`);
+    });
+    // The answer to the edit form's update: saved (close the form once the store has that revision) or
+    // refused (keep what was typed, say why).
+    deps.session.addEventListener('message', (e) => {
+      const msg = /** @type {CustomEvent} */ (e).detail;
+      if (msg.type !== 'saved' || !this.edit?.ref || msg.ref !== this.edit.ref) return;
+      this.edit.ref = null;
+      this.edit.revision = msg.revision;
+      this.saved.textContent = `Saved (revision ${msg.revision})`;
+      this.savedAt = msg.revision;
+      this.saved.hidden = false;
+      this.render();
+    });
+    deps.session.addEventListener('servererror', (e) => {
+      const err = /** @type {CustomEvent} */ (e).detail;
+      if (!this.edit?.ref || err.ref !== this.edit.ref) return;
+      this.edit.ref = null;
+      this.edit.form.busy(false);
+      this.edit.form.fail(`${err.code}: ${err.message}`);
+      this.render();
     });
   }
 
@@ -49,7 +78,9 @@ export class TopicPanel extends EventTarget {
     this.guid = guid;
     this.replyTo = null;
     this.editing = null;
+    this.edit = null;
     this.error.hidden = true;
+    this.saved.hidden = true;
     const vp = guid ? this.deps.store.topics.get(guid)?.viewpoints?.[0] : null;
     if (vp) this.deps.viewpoints.restore(vp);
     else this.deps.viewpoints.release();
@@ -62,23 +93,24 @@ export class TopicPanel extends EventTarget {
     this.root.hidden = !t;
     if (!t) return replace(this.root);
     const { identity, attachments } = this.deps;
+    if (this.edit && (this.edit.guid !== t.guid || (this.edit.revision !== null && t.revision >= this.edit.revision))) {
+      this.edit = null; // saved, and the store holds what was saved
+    }
+    if (t.revision > this.savedAt) this.saved.hidden = true;
+    const rights = editRights(identity, t);
+    const form = this.edit?.form ?? null;
+    form?.compare(t);
+    const focused = form?.el.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement) : null;
     const snapshots = [...new Set([...(t.viewpoints ?? []).map((v) => v.snapshot), ...(t.attachments ?? []).map((a) => a.id)])]
       .filter(Boolean);
     replace(this.root,
       h('header', null, h('h3', { class: 'topic-title' }, t.title),
         h('button', { class: 'close', 'aria-label': 'close topic', onclick: () => this.open(null) }, '×')),
-      h('p', { class: 'meta' }, `${t.topic_type ?? 'Issue'} by ${t.author} · ${when(t.created)}`),
-      h('div', { class: 'fields' },
-        h('label', null, 'Status ', identity.may('topic.update')
-          ? h('select', { class: 'topic-status', 'aria-label': 'status', onchange: (/** @type {Event} */ e) =>
-            this.#update({ status: /** @type {HTMLSelectElement} */ (e.target).value }) },
-          ...STATUSES.map((s) => new Option(statusText(s), s, false, s === t.status)))
-          : h('span', { class: 'topic-status' }, statusText(t.status))),
-        h('span', null, `Priority: ${t.priority}`),
-        t.assignee ? h('span', null, `Assigned to ${t.assignee}`) : null,
-        t.due_date ? h('span', null, `Due ${t.due_date}`) : null,
-        (t.labels ?? []).length ? h('span', { class: 'topic-labels' }, ...(t.labels ?? []).map((l) => h('span', { class: 'topic-label' }, l))) : null),
-      t.description ? h('p', { class: 'description' }, t.description) : null,
+      h('p', { class: 'meta' }, h('span', { class: 'topic-type' }, t.topic_type ?? 'Issue'), ` by ${t.author} · ${when(t.created)}`,
+        t.modified_by ? ` · edited by ${t.modified_by}${t.modified ? ` ${when(t.modified)}` : ''}` : ''),
+      this.saved,
+      form ? form.el : this.#fields(t, rights),
+      form ? null : t.description ? h('p', { class: 'description' }, t.description) : null,
       ...snapshots.map((id) => attachments.image(/** @type {string} */ (id), `snapshot of ${t.title}`)),
       (t.live_values ?? []).length ? h('table', { class: 'props' }, ...(t.live_values ?? []).map((v) =>
         h('tr', null, h('th', null, v.prop), h('td', { class: 'value' }, `${v.value}${v.unit ? ` ${v.unit}` : ''}`)))) : null,
@@ -89,6 +121,62 @@ export class TopicPanel extends EventTarget {
       this.#thread(t.guid),
       this.error,
       identity.may('comment.create') ? this.#form(t.guid) : null);
+    focused?.focus(); // a re-render (someone commented meanwhile) keeps the field being typed in
+  }
+
+  /** The topic's fields as they are, the quick status choice, and Edit for those who may change any of them.
+   * @param {import('./store.js').Topic} t @param {{text: boolean, fields: boolean}} rights */
+  #fields(t, rights) {
+    const labels = t.labels ?? [];
+    return h('div', { class: 'fields' },
+      h('label', null, 'Status ', rights.fields
+        ? h('select', { class: 'topic-status', 'aria-label': 'status', onchange: (/** @type {Event} */ e) =>
+          this.#update({ status: /** @type {HTMLSelectElement} */ (e.target).value }) },
+        ...STATUSES.map((s) => new Option(statusText(s), s, false, s === t.status)))
+        : h('span', { class: 'topic-status' }, statusText(t.status))),
+      h('span', { class: 'topic-priority' }, `Priority: ${t.priority}`),
+      t.assignee ? h('span', { class: 'topic-assignee' }, `Assigned to ${t.assignee}`) : null,
+      t.due_date ? h('span', { class: 'topic-due' }, `Due ${t.due_date}`) : null,
+      labels.length ? h('span', { class: 'topic-labels' }, ...labels.map((l) => h('span', { class: 'topic-label' }, l))) : null,
+      rights.text || rights.fields ? h('button', { class: 'edit-topic', onclick: () => this.#startEdit(t) }, 'Edit') : null);
+  }
+
+  /** Open the edit form on the topic as the store holds it now. @param {import('./store.js').Topic} t */
+  #startEdit(t) {
+    const { store, identity } = this.deps;
+    const topics = [...store.topics.values()];
+    const people = [identity.user, ...topics.flatMap((x) => [x.author, x.assignee ?? '']),
+      ...[...store.comments.values()].flatMap((m) => [...m.values()].map((c) => c.author))].filter(Boolean);
+    const form = new TopicEditForm(t, editRights(identity, t), {
+      types: topics.map((x) => x.topic_type ?? 'Issue'),
+      people,
+      onSave: () => this.#saveEdit(),
+      onCancel: () => { this.edit = null; this.render(); },
+      onRestart: () => { const now = store.topics.get(t.guid); if (now) this.#startEdit(now); },
+    });
+    this.edit = { guid: t.guid, form, ref: null, revision: null };
+    this.error.hidden = true;
+    this.saved.hidden = true;
+    this.render();
+    (form.rights.text ? form.title : form.status).focus();
+  }
+
+  /** Send what the form changed, at the revision it was opened on; the answer arrives as `saved` or `error`. */
+  #saveEdit() {
+    const edit = this.edit;
+    if (!edit || edit.ref) return;
+    const changes = edit.form.changes();
+    if (typeof changes === 'string') return edit.form.fail(changes);
+    if (!Object.keys(changes).length) {
+      this.edit = null; // nothing changed: nothing to send
+      return this.render();
+    }
+    const ref = `${EDIT_REF}${++this.edits}`;
+    const msg = { type: 'topic_update', guid: edit.guid, revision: edit.form.base.revision, ...changes, ref };
+    edit.form.fail(null);
+    if (!this.deps.session.send(msg)) return edit.form.fail('Not connected: the change was not sent.');
+    edit.ref = ref;
+    edit.form.busy(true);
   }
 
   /** @param {string} topic */
