@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.web_helpers import FrameLog, build_client, chromium_browser, live_twin, open_viewer
+from tests.web_helpers import FrameLog, build_client, chromium_browser, live_twin, session_joiner
 from viewer_server.auth import issue, load_secret
 from viewer_server.bcf import import_bcf
 from viewer_server.bcf.mapping import bcf_guid
@@ -39,14 +39,7 @@ def world(tmp_path_factory):
     with live_twin(root, count=24) as live, chromium_browser() as browser:
         secret = load_secret(root / "data")
         frames = FrameLog()
-
-        def join(user: str, role: str):
-            link = f"{live.url}/?session={SESSION}&token={issue(secret, SESSION, user, role)}"
-            context = browser.new_context()
-            context.on("page", frames.watch)
-            page = open_viewer(context, link)
-            page.wait_for_function("window.twinview.collab.identity.role !== null")
-            return page
+        join = session_joiner(browser, live.url, secret, SESSION, frames)
 
         def rest(path: str, user: str = "Auditor", role: str = "annotator") -> bytes:
             req = urllib.request.Request(

@@ -13,11 +13,11 @@ from tests.web_helpers import (
     build_client,
     chromium_browser,
     live_twin,
-    open_viewer,
     publish,
     screenshot,
+    session_joiner,
 )
-from viewer_server.auth import Claims, issue, load_secret, mint
+from viewer_server.auth import Claims, load_secret, mint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,13 +39,10 @@ def world(tmp_path_factory):
     with live_twin(root, count=24) as live, chromium_browser() as browser:
         secret = load_secret(root / "data")
         frames = FrameLog()
+        joiner = session_joiner(browser, live.url, secret, SESSION, frames)
 
         def join(user: str, role: str):
-            link = f"{live.url}/?session={SESSION}&token={issue(secret, SESSION, user, role)}"
-            context = browser.new_context()
-            context.on("page", frames.watch)
-            page = open_viewer(context, link)
-            page.wait_for_function("window.twinview.collab.identity.role !== null")
+            page = joiner(user, role)
             page.on("dialog", lambda d: d.accept())
             return page
 

@@ -502,3 +502,19 @@ class FrameLog:
         for msg in self.received:
             jsonschema.validate(msg, {"$ref": "#/$defs/ServerMessage", "$defs": defs})
         return {m["type"] for m in self.sent + self.received}
+
+
+def session_joiner(browser, url: str, secret: bytes, session: str, frames: FrameLog):
+    """`join(user, role)`: the viewer opened through a join link in a fresh browser context, its frames
+    logged, once the session has told the page who it is."""
+    from viewer_server.auth import issue
+
+    def join(user: str, role: str):
+        link = f"{url}/?session={session}&token={issue(secret, session, user, role)}"
+        context = browser.new_context()
+        context.on("page", frames.watch)
+        page = open_viewer(context, link)
+        page.wait_for_function("window.twinview.collab.identity.role !== null")
+        return page
+
+    return join
