@@ -34,7 +34,9 @@ renderer.setAnimationLoop(() => {
   events.dispatchEvent(new Event('frame'));
 });
 
+performance.mark('plain:app'); // bench/web.py's start-up phases
 const gltf = await new GLTFLoader().loadAsync(q.get('glb'));
+performance.mark('plain:parsed');
 scene.add(gltf.scene);
 // The viewer's framing (Viewer.fitBox): the bounding sphere, 1.4x margin, looking down at least ~35°.
 const sphere = new THREE.Box3().setFromObject(gltf.scene).getBoundingSphere(new THREE.Sphere());

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.web                      # 10 000 synthetic elements (~1 M triangles) + duplex.ifc
     .venv/bin/python -m bench.web --elements 1000 --ifc PATH --runs 3 --frames 15
+    .venv/bin/python -m bench.web --elements 0 --runs 9 --contenders viewer,plain   # duplex.ifc start-up only
+    .venv/bin/python -m bench.web --baseline /tmp/old/web_client/dist   # also an older client, built apart
 
 Two scenes: (a) a generated plant of ``--elements`` cylinders (tanks, pumps, pipes, valves) of 100
 triangles each with two coarser levels in ``mesh.extras.lods`` (as ``twinview build --lod`` writes
@@ -24,7 +26,8 @@ first on even ones), after one unmeasured warm-up of each. Per run:
 - recolour latency (viewer): a ramp rule colours one element from a reading; each ``POST /api/ingest``
   flips it between blue and red. Latency = from the WebSocket message carrying the delta (timestamp in
   a wrapper around ``WebSocket``, ahead of the client's own handler) to the end of the first rendered
-  frame whose colour data shows the new colour, in frames (1 = the next frame) and ms.
+  frame whose colour data shows the new colour, in frames (1 = the next frame) and ms;
+- start-up phases: the page's ``performance`` marks (see PHASES), reported in a second table.
 
 The table (medians over runs; ranges in brackets) goes to stdout and bench/results/web.md, raw numbers
 to bench/results/web.json, screenshots of the first run to bench/results/web-*.png.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,7 +75,11 @@ CONTENDERS = {
     "viewer-msaa": ("viewer, MSAA forced on", "&msaa=1"),
     "viewer-pbr": ("viewer, PBR BatchedMesh path (before)", "&shading=pbr&msaa=1"),
     "plain": ("plain GLTFLoader", None),
+    # --baseline DIR: another built client (an older commit's web_client/dist), served next to this one.
+    "baseline": ("viewer from --baseline", ""),
 }
+# Where --baseline's client is served from (inside web_client/dist, for the duration of the run).
+BASELINE_DIR = "baseline"
 
 
 # --- the synthetic scene --------------------------------------------------------------------------
@@ -341,6 +349,28 @@ FRAME_TIMES = (
 }"""
 )
 
+# Start-up phases: the first of each performance mark the page sets (ms after navigation start). The
+# viewer: twinview:gl (WebGL context made, by index.html), twinview:app (app evaluated), twinview:fetched
+# (GLB bytes on the main thread), twinview:read, twinview:batched, twinview:first-frame; the plain page:
+# plain:app (its module evaluated, renderer made), plain:parsed (GLTFLoader done), plain:first-frame, and
+# plain:fetched from the GLB's resource timing (responseEnd).
+PHASES = """() => {
+  const out = {};
+  for (const m of performance.getEntriesByType('mark')) if (!(m.name in out)) out[m.name] = m.startTime;
+  const glb = performance.getEntriesByType('resource').find((r) => r.name.includes('.glb'));
+  if (glb && window.plain) out['plain:fetched'] = glb.responseEnd;
+  return out;
+}"""
+# Columns of the start-up table: label -> (viewer mark, plain mark).
+PHASE_COLUMNS = {
+    "WebGL context made": ("twinview:gl", "plain:app"),
+    "app evaluated": ("twinview:app", "plain:app"),
+    "GLB on the main thread": ("twinview:fetched", "plain:fetched"),
+    "glTF read / parsed": ("twinview:read", "plain:parsed"),
+    "batched": ("twinview:batched", None),
+    "first frame": ("twinview:first-frame", "plain:first-frame"),
+}
+
 RECOLOUR_START = """(target) => {
   const b = window.__bench;
   b.target = target;
@@ -378,6 +408,7 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     page.wait_for_function("performance.getEntriesByName('twinview:first-frame').length > 0", timeout=LOAD_TIMEOUT_MS)
     ttff = page.evaluate("performance.getEntriesByName('twinview:first-frame')[0].startTime")
     ready = page.evaluate("window.twinview.ready")
+    phases = page.evaluate(PHASES)
     # Steady state: the levels of detail load in the background after the first frame.
     page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_timeout(500)
@@ -412,6 +443,7 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     ctx.close()
     return {
         "ttff_ms": ttff,
+        "phases": phases,
         "ready": ready,
         "gl": gl,
         "frame_ms": median(ft["times"]),
@@ -446,6 +478,7 @@ def run_plain(
     page.goto(f"{base}/bench/plain_gltf.html?glb={glb_url}&w={canvas[0]}&h={canvas[1]}")
     page.wait_for_function("performance.getEntriesByName('plain:first-frame').length > 0", timeout=LOAD_TIMEOUT_MS)
     ttff = page.evaluate("performance.getEntriesByName('plain:first-frame')[0].startTime")
+    phases = page.evaluate(PHASES)
     page.wait_for_timeout(500)
     ft = page.evaluate(FRAME_TIMES, frames)
     if shot:
@@ -454,6 +487,7 @@ def run_plain(
     ctx.close()
     return {
         "ttff_ms": ttff,
+        "phases": phases,
         "frame_ms": median(ft["times"]),
         "frame_times": ft["times"],
         "draw_calls": ft["calls"],
@@ -465,7 +499,15 @@ def run_plain(
 
 
 def bench_scene(
-    browser, name: str, scene_dir: Path, scene: dict, work: Path, bundle: Path, runs: int, frames: int
+    browser,
+    name: str,
+    scene_dir: Path,
+    scene: dict,
+    work: Path,
+    bundle: Path,
+    runs: int,
+    frames: int,
+    keys: list[str],
 ) -> dict:
     (work / f"{name}.bindings.yaml").write_text(bindings_for(scene["target"]))
     with serve_scene(scene_dir, work / f"{name}.bindings.yaml", work / f"{name}-data") as live:
@@ -475,8 +517,7 @@ def bench_scene(
         # Warm-up (not counted): OS caches, the server's first responses, and the viewer's canvas size.
         canvas = run_viewer(browser, url, scene, 2, None, live)["canvas"]
         run_plain(browser, live.url, glb, canvas, bundle, 2, None)
-        runs_of: dict[str, list[dict]] = {key: [] for key in CONTENDERS}
-        keys = list(CONTENDERS)
+        runs_of: dict[str, list[dict]] = {key: [] for key in keys}
         for r in range(runs):
             shots = r == 0
             order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotate who goes first
@@ -485,6 +526,9 @@ def bench_scene(
                 shot = RESULTS / f"web-{name}-{key}.png" if shots else None
                 if key == "plain":
                     res = run_plain(browser, live.url, glb, canvas, bundle, frames, shot)
+                elif key == "baseline":
+                    there = url.replace("/?", f"/{BASELINE_DIR}/index.html?")
+                    res = run_viewer(browser, there, scene, frames, shot, live)
                 else:
                     res = run_viewer(browser, url + CONTENDERS[key][1], scene, frames, shot, live)
                 runs_of[key].append(res)
@@ -522,13 +566,13 @@ def table(results: dict, meta: dict) -> str:
     for name, r in results.items():
         sc = r["scene"]
         label = f"{name}: {sc['elements']:,} elements, {sc['triangles']:,} triangles"
-        pf = [x["frame_ms"] for x in r["plain"]]
+        pf = [x["frame_ms"] for x in r.get("plain", [])]
         for key, (who, _) in CONTENDERS.items():
             runs = r.get(key) or []
             if not runs:
                 continue
             frames = [x["frame_ms"] for x in runs]
-            ratio = median(pf) / median(frames) if frames and pf else float("nan")
+            ratio = f"{median(pf) / median(frames):.1f}×" if frames and pf else "—"
             lf = [f for x in runs for f in x.get("recolour_frames", [])]
             lm = [m for x in runs for m in x.get("recolour_ms", [])]
             lat = (
@@ -540,7 +584,7 @@ def table(results: dict, meta: dict) -> str:
             lines.append(
                 f"| {label if key == 'viewer' else ''} | {who} | {calls} | {tris} |"
                 f" {_fmt([x['ttff_ms'] for x in runs], ' ms')} | {_fmt(frames, ' ms')} |"
-                f" {bold}{ratio:.1f}×{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |"
+                f" {bold}{ratio}{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |"
             )
     lines += [
         "",
@@ -549,7 +593,23 @@ def table(results: dict, meta: dict) -> str:
         " showing the new colour (1 frame = the next one). JS heap: V8 used heap after a forced GC (CDP),"
         " viewer after its levels of detail are loaded. The viewer renders without MSAA on software GL"
         " (SwiftShader here) and with it on a GPU; the 'MSAA forced on' row is the like-for-like comparison.",
+        "",
+        "Start-up phases (ms after navigation start, medians over runs; see PHASES in bench/web.py):",
+        "",
+        "| scene | contender | " + " | ".join(PHASE_COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(PHASE_COLUMNS),
     ]
+    for name, r in results.items():
+        for key, (who, _) in CONTENDERS.items():
+            runs = r.get(key) or []
+            if not runs:
+                continue
+            cells = []
+            for viewer_mark, plain_mark in PHASE_COLUMNS.values():
+                mark = plain_mark if key == "plain" else viewer_mark
+                xs = [x["phases"][mark] for x in runs if mark and mark in x.get("phases", {})]
+                cells.append(f"{median(xs):.0f}" if xs else "—")
+            lines.append(f"| {name} | {who} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -559,11 +619,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ifc", type=Path, default=DEFAULT_IFC, help="IFC file to build and compare ('' to skip)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=15)
+    ap.add_argument(
+        "--contenders",
+        help=f"comma-separated, from {', '.join(CONTENDERS)} (default: all; baseline only with --baseline)",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a built client to compare with (e.g. an older commit's web_client/dist): contender 'baseline'",
+    )
     args = ap.parse_args(argv)
-    from playwright.sync_api import sync_playwright
-
+    keys = [k for k in (args.contenders or ",".join(CONTENDERS)).split(",") if k]
+    if not args.baseline and args.contenders is None:
+        keys.remove("baseline")
+    if not keys or set(keys) - set(CONTENDERS) or ("baseline" in keys and not args.baseline):
+        ap.error(f"--contenders: choose from {', '.join(CONTENDERS)} (baseline needs --baseline)")
+    if args.baseline and not (args.baseline / "index.html").is_file():
+        ap.error(f"--baseline {args.baseline}: no index.html there")
     RESULTS.mkdir(parents=True, exist_ok=True)
     build_client()
+    baseline = WEB / "dist" / BASELINE_DIR
+    if args.baseline:
+        shutil.copytree(args.baseline, baseline, dirs_exist_ok=True)
+    try:
+        results = bench_all(args, keys)
+    finally:
+        shutil.rmtree(baseline, ignore_errors=True)
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": args.runs,
+        "frames": args.frames,
+        "command": ".venv/bin/python -m bench.web " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    md = table(results, meta)
+    print(md)
+    (RESULTS / "web.md").write_text(md)
+    (RESULTS / "web.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return 0
+
+
+def bench_all(args: argparse.Namespace, keys: list[str]) -> dict:
+    from playwright.sync_api import sync_playwright
+
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="twinview-webbench-") as tmp:
         work = Path(tmp)
@@ -582,21 +679,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name, d, scene in scenes:
                     print(f"{name}: {scene['elements']} elements, {scene['triangles']} triangles", file=sys.stderr)
                     results[name] = bench_scene(
-                        browser, name.replace(".", "-"), d, scene, work, bundle, args.runs, args.frames
+                        browser, name.replace(".", "-"), d, scene, work, bundle, args.runs, args.frames, keys
                     )
             finally:
                 browser.close()
-    meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "runs": args.runs,
-        "frames": args.frames,
-        "command": ".venv/bin/python -m bench.web " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    md = table(results, meta)
-    print(md)
-    (RESULTS / "web.md").write_text(md)
-    (RESULTS / "web.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 // Read on the main thread, a response stalls whenever that thread is busy (evaluating the app, creating
 // the WebGL context, parsing): the browser stops taking data once its small pipe is full, which made a
 // large model's download take twice as long as the network needed.
-// In: the absolute URL. Out: {progress: [received, total]} (total 0 when unknown) at most every
-// PROGRESS_MS, then {buffer} or {error}.
+// In: the absolute URL, URI-encoded as the worker's own fragment (`download_worker.js#<url>`), so the
+// download starts as soon as the worker runs: a message posted to a worker that is still starting waits
+// for the page's main thread to hand it over, i.e. until the app has been evaluated. Out: {started: true},
+// {progress: [received, total]} (total 0 when unknown) at most every PROGRESS_MS, then {buffer} or {error}.
 
 // Each progress report repaints the page, which a software GL composites on the CPU the download needs.
 const PROGRESS_MS = 100;
 
-onmessage = async (/** @type {MessageEvent<string>} */ { data: url }) => {
+/** @param {string} url */
+async function download(url) {
+  postMessage({ started: true }); // index.html makes the WebGL context once the download is under way
   try {
     const res = await fetch(url);
     if (!res.ok) {
@@ -21,7 +25,9 @@ onmessage = async (/** @type {MessageEvent<string>} */ { data: url }) => {
   } catch (e) {
     postMessage({ error: String(/** @type {Error} */ (e)?.message ?? e) });
   }
-};
+}
+
+download(decodeURIComponent(location.hash.slice(1)));
 
 /**
  * The body, copied chunk by chunk into a buffer of the announced size (grown if that was wrong).

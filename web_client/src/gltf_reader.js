@@ -7,7 +7,6 @@
 // (textures, material extensions, points, lines, vertex colours, skins, morph targets, other
 // extensions), and such a model goes through GLTFLoader.
 import * as THREE from 'three';
-import { MeshoptDecoder } from 'three/addons/libs/meshopt_decoder.module.js';
 
 /**
  * One primitive as the batches take it (MergedBatch bakes it as is). Positions are `scale` × the stored
@@ -73,6 +72,8 @@ export class GltfDocument {
     this.meshes = new Map();
     /** @type {Map<number, THREE.MeshStandardMaterial>} */
     this.materials = new Map();
+    /** @type {any} the meshopt decoder, once prepare() has loaded it */
+    this.meshopt = null;
   }
 
   /** Why this model has to go through GLTFLoader; '' when it can be read directly. */
@@ -100,9 +101,9 @@ export class GltfDocument {
     return '';
   }
 
-  /** Resolves when what reading needs is ready (the meshopt decoder's WebAssembly). */
+  /** Resolves when what reading needs is ready: the meshopt decoder (its own chunk) and its WebAssembly. */
   async prepare() {
-    if (this.json.extensionsUsed?.includes(MESHOPT)) await MeshoptDecoder.ready;
+    if (this.json.extensionsUsed?.includes(MESHOPT)) this.meshopt = await meshoptDecoder();
   }
 
   /**
@@ -207,13 +208,23 @@ export class GltfDocument {
     if (ext) {
       out = new Uint8Array(ext.count * ext.byteStride);
       const source = bin.subarray(ext.byteOffset ?? 0, (ext.byteOffset ?? 0) + ext.byteLength);
-      MeshoptDecoder.decodeGltfBuffer(out, ext.count, ext.byteStride, source, ext.mode, ext.filter ?? 'NONE');
+      this.meshopt.decodeGltfBuffer(out, ext.count, ext.byteStride, source, ext.mode, ext.filter ?? 'NONE');
     } else {
       out = bin.subarray(def.byteOffset ?? 0, (def.byteOffset ?? 0) + def.byteLength);
     }
     this.views.set(i, out);
     return out;
   }
+}
+
+/**
+ * three's meshopt decoder, ready to decode. Loaded on demand, in a chunk of its own: evaluating it
+ * instantiates its WebAssembly, which a model without EXT_meshopt_compression does not need.
+ */
+export async function meshoptDecoder() {
+  const { MeshoptDecoder } = await import('three/addons/libs/meshopt_decoder.module.js');
+  await MeshoptDecoder.ready;
+  return MeshoptDecoder;
 }
 
 /** Whether GLTFLoader would make this material without textures or extensions. @param {any} def */

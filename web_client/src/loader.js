@@ -1,9 +1,8 @@
 // Download a GLB in a worker with progress and cancellation, then read it: directly into batches when the
-// reader takes it (gltf_reader.js), else with GLTFLoader (+ MeshoptDecoder, quantization).
-import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
-import { MeshoptDecoder } from 'three/addons/libs/meshopt_decoder.module.js';
+// reader takes it (gltf_reader.js), else with GLTFLoader (+ MeshoptDecoder, quantization), which is loaded
+// only then (a chunk of its own: most models never need it).
 import { ElementBatches } from './batcher.js';
-import { readGLB } from './gltf_reader.js';
+import { meshoptDecoder, readGLB } from './gltf_reader.js';
 
 // `?loader=three` reads every model with GLTFLoader, to compare the two ways in.
 const ALWAYS_GLTF_LOADER = new URLSearchParams(location.search).get('loader') === 'three';
@@ -47,8 +46,11 @@ export async function loadModel(url, { signal, onProgress = () => {}, early } = 
       return { nodes: doc.json.nodes?.length ?? 0, via: 'direct', batch: () => ElementBatches.fromDocument(doc),
         meshSource: async (m) => doc.mesh(m) };
     }
+    const meshopt = !doc || doc.json.extensionsUsed?.includes('EXT_meshopt_compression');
+    const [{ GLTFLoader }, decoder] = await Promise.all([import('three/addons/loaders/GLTFLoader.js'),
+      meshopt ? meshoptDecoder() : null]);
     const loader = new GLTFLoader();
-    loader.setMeshoptDecoder(MeshoptDecoder);
+    if (decoder) loader.setMeshoptDecoder(decoder);
     const gltf = await loader.parseAsync(body, url.replace(/[^/]*$/, ''));
     const { parser } = gltf;
     return { nodes: parser.json.nodes?.length ?? 0, via: `GLTFLoader: ${why}`, batch: () => ElementBatches.fromScene(gltf.scene),
@@ -68,7 +70,8 @@ export async function loadModel(url, { signal, onProgress = () => {}, early } = 
  * @returns {Promise<ArrayBuffer>}
  */
 function download(url, { signal, onProgress, early }) {
-  const worker = early?.worker ?? new Worker(new URL('./download_worker.js', import.meta.url));
+  const worker = early?.worker
+    ?? new Worker(new URL(`./download_worker.js#${encodeURIComponent(new URL(url, location.href).href)}`, import.meta.url));
   return new Promise((resolve, reject) => {
     const stop = () => {
       worker.terminate(); // also cancels its fetch
@@ -81,6 +84,7 @@ function download(url, { signal, onProgress, early }) {
     };
     const cancel = () => fail(new DOMException('The download was cancelled', 'AbortError'));
     const take = (/** @type {MessageEvent} */ { data }) => {
+      if (data.started) return;
       if (data.progress) {
         const [received, total] = data.progress;
         onProgress(total ? received / total : NaN, received);
@@ -96,6 +100,5 @@ function download(url, { signal, onProgress, early }) {
     worker.onerror = () => fail(new LoadError('Could not start the download', url));
     worker.onmessage = take;
     if (early) early.messages.forEach(take);
-    else worker.postMessage(new URL(url, location.href).href);
   });
 }

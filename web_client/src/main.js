@@ -20,7 +20,6 @@ import { PropertiesPanel } from './ui/properties.js';
 import { bindStatusChip } from './ui/status.js';
 import { TreePanel } from './ui/tree.js';
 import { Viewer } from './viewer.js';
-import { XRController } from './xr.js';
 
 // A click that moves the pointer further than this (px) was an orbit drag, not a pick.
 const CLICK_SLOP_PX = 4;
@@ -57,7 +56,7 @@ if (sceneParam) {
 }
 
 const state = new TwinState();
-const viewer = new Viewer($('#view'));
+const viewer = new Viewer($('#view'), bootContext());
 const credentials = linkCredentials(location);
 const session = new Session(state, {
   join: credentials,
@@ -233,7 +232,7 @@ function select(id, fly = false) {
   app.tree?.select(id);
   app.properties?.show(id);
   collab.selected(id);
-  if (viewer.renderer.xr.isPresenting) xr.showPanel(id);
+  if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
   const box = id ? app.batches?.boxOf(id) : null;
   if (fly && box) viewer.fitBox(box);
 }
@@ -299,23 +298,38 @@ window.addEventListener('pagehide', () => {
   session.close();
 });
 
-const xr = new XRController(viewer, {
-  modelBox: () => (app.batches ? boxOfAll(app.batches) : null),
-  onPick: (id) => select(id),
-  idOf: (hit) => app.batches?.idOf(hit) ?? null,
-  panelLines,
-  setPointer: (ray) => { presence.pointer = ray; },
-});
-xr.offer($('#btn-vr'), $('#btn-ar'));
-xr.addEventListener('error', (e) => showNotice('error', /** @type {CustomEvent} */ (e).detail));
-viewer.renderer.xr.addEventListener('sessionstart', () => { $('#xr-overlay').hidden = xr.mode !== 'ar'; });
-viewer.renderer.xr.addEventListener('sessionend', () => { $('#xr-overlay').hidden = true; });
-$('#xr-scale').addEventListener('click', (e) => {
-  /** @type {HTMLElement} */ (e.currentTarget).textContent = xr.toggleScale() ? 'Tabletop' : '1:1';
-  $('#xr-hint').textContent = 'Tap a surface to place the model again';
-});
-$('#xr-exit').addEventListener('click', () => viewer.renderer.xr.getSession()?.end());
-state.addEventListener('delta', () => xr.redrawPanel());
+// WebXR: xr.js (controller rays, the canvas panel, AR placement) is loaded, in a chunk of its own, only
+// where the browser offers an immersive session; the buttons show once it is there.
+/** @type {import('./xr.js').XRController|null} */
+let xr = null;
+startXR().catch((e) => console.warn('WebXR is not available:', e));
+
+async function startXR() {
+  const system = navigator.xr;
+  if (!system) return;
+  const offered = await Promise.all(['immersive-vr', 'immersive-ar']
+    .map((m) => system.isSessionSupported(/** @type {XRSessionMode} */ (m)).catch(() => false)));
+  if (!offered.some(Boolean)) return;
+  const { XRController } = await import('./xr.js');
+  const ctl = new XRController(viewer, {
+    modelBox: () => (app.batches ? boxOfAll(app.batches) : null),
+    onPick: (id) => select(id),
+    idOf: (hit) => app.batches?.idOf(hit) ?? null,
+    panelLines,
+    setPointer: (ray) => { presence.pointer = ray; },
+  });
+  xr = ctl;
+  ctl.offer($('#btn-vr'), $('#btn-ar'));
+  ctl.addEventListener('error', (e) => showNotice('error', /** @type {CustomEvent} */ (e).detail));
+  viewer.renderer.xr.addEventListener('sessionstart', () => { $('#xr-overlay').hidden = ctl.mode !== 'ar'; });
+  viewer.renderer.xr.addEventListener('sessionend', () => { $('#xr-overlay').hidden = true; });
+  $('#xr-scale').addEventListener('click', (e) => {
+    /** @type {HTMLElement} */ (e.currentTarget).textContent = ctl.toggleScale() ? 'Tabletop' : '1:1';
+    $('#xr-hint').textContent = 'Tap a surface to place the model again';
+  });
+  $('#xr-exit').addEventListener('click', () => viewer.renderer.xr.getSession()?.end());
+  state.addEventListener('delta', () => ctl.redrawPanel());
+}
 
 /** Text of the XR properties panel: name, class, status, then live values. @param {string} id @returns {string[]} */
 function panelLines(id) {
@@ -324,6 +338,18 @@ function panelLines(id) {
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
   return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean).slice(0, 8);
+}
+
+/**
+ * The WebGL context index.html makes (boot_gl.js; made now if it has not been yet), if any: ours now.
+ * @returns {import('./gl_context.js').GLContext|undefined}
+ */
+function bootContext() {
+  const w = /** @type {any} */ (window);
+  const make = w.twinviewGL;
+  delete w.twinviewGL;
+  const gl = typeof make === 'function' ? make() : null;
+  return gl?.canvas ? gl : undefined;
 }
 
 /** The name others see when ?name= does not give one: made up once, remembered per browser. */
@@ -350,7 +376,8 @@ Object.assign(window, {
     presence,
     measure,
     section,
-    xr,
+    /** the XR controller, once loaded (see startXR) */
+    get xr() { return xr; },
     collab,
     get seq() { return state.seq; },
     /** @param {string} id */
@@ -380,3 +407,5 @@ Object.assign(window, {
     },
   },
 });
+// Load phases (see loadScene): the app has been evaluated; what is left is the model.
+performance.mark('twinview:app');

@@ -361,22 +361,28 @@ export class MergedBatch extends THREE.Mesh {
 const IDENTITY = new THREE.Matrix4();
 
 /**
- * Compile the batch shader (opaque and transparent variants) while the model downloads, without
- * blocking (KHR_parallel_shader_compile): a software GL takes ~200 ms per program, which would
- * otherwise delay the first frame with the model.
+ * Compile the batch shader while the model downloads: two batches (opaque and transparent: one program,
+ * but the GPU's pipeline differs by blending) of one degenerate triangle, so nothing shows when they are
+ * drawn. The compile and link are sent (flushed) to the GPU process at once; drawing the batches in the
+ * viewer's first frame then pays what a program's first use costs — three's synchronous query of its
+ * uniforms and attributes, the GPU's pipeline, the first texture upload — before the model is there when
+ * it arrives later, rather than in the model's first frame. Keep the batches until the model has been
+ * drawn with the same program: disposing them before would delete it (three counts its users).
  * @param {THREE.WebGLRenderer} renderer @param {THREE.Camera} camera @param {THREE.Scene} scene
+ * @returns {THREE.Group}
  */
 export function warmUpShaders(renderer, camera, scene) {
   const box = new THREE.Box3(new THREE.Vector3(), new THREE.Vector3(1, 1, 0));
   /** @type {MeshData} */
   const triangle = { position: new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0]), normal: new Float32Array([0, 0, 1, 0, 0, 1, 0, 0, 1]),
     index: new Uint16Array([0, 1, 2]), scale: 1, box, sphere: box.getBoundingSphere(new THREE.Sphere()) };
+  // Drawn before any updateView, a batch draws its index buffer as allocated: zeros, i.e. vertex 0 thrice.
   const group = new THREE.Group();
   for (const transparent of [false, true]) {
     const source = new THREE.MeshStandardMaterial({ transparent, opacity: transparent ? 0.5 : 1 });
     group.add(new MergedBatch(source, [{ data: triangle, matrix: new THREE.Matrix4(), color: source.color }], { uv: false, color: false }));
   }
-  return renderer.compileAsync(group, camera, scene).catch(() => {}).finally(() => {
-    for (const b of group.children) /** @type {MergedBatch} */ (b).dispose();
-  });
+  renderer.compile(group, camera, scene);
+  renderer.getContext().flush(); // a WebGL command buffer is otherwise sent only when full or at a synchronous call
+  return group;
 }

@@ -146,6 +146,11 @@ export function cheapMaterial(source, elementData = null) {
     vertexShader,
     fragmentShader,
     transparent: source.transparent,
+    // An opaque material draws with blending off either way (three turns NormalBlending off for it), but as
+    // NoBlending it shares the transparent ones' program: otherwise three builds a second program that
+    // differs only by an OPAQUE define this shader never reads, and each program's first use waits for a
+    // synchronous round trip to the GPU process.
+    blending: source.transparent ? source.blending : THREE.NoBlending,
     opacity: source.opacity,
     side: source.side,
     vertexColors: source.vertexColors,

@@ -1,6 +1,7 @@
 // The 3D view: renderer, camera, orbit navigation, lights, render-on-demand, picking and fly-to.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { createContext, pixelRatio, withKnownParameters } from './gl_context.js';
 import { warmUpShaders } from './merged_batch.js';
 import { LIGHTS } from './shading.js';
 
@@ -11,40 +12,28 @@ const FLY_MS = 600;
 const FIT_MARGIN = 1.4;
 // The least upward component of the view direction after a fit (0.7 ≈ 35° above the horizon).
 const MIN_FIT_ELEVATION = 0.7;
-// Software GL (no GPU: VMs, remote desktops, headless CI). There 4x MSAA rasterises every triangle per
-// sample and doubles the frame time; on a GPU it is nearly free, so it stays on. `?msaa=1|0` overrides.
-const SOFTWARE_GL = /swiftshader|llvmpipe|softpipe|software/i;
-// No preserveDrawingBuffer: keeping the buffer costs a copy per frame (a third of a software-GL frame);
-// the page keeps showing the last frame anyway, and a read-back renders first (topics' snapshotPng).
-const CONTEXT_ATTRIBUTES = { alpha: true, depth: true, stencil: false, premultipliedAlpha: true,
-  preserveDrawingBuffer: false, powerPreference: /** @type {const} */ ('high-performance') };
-
-/** A WebGL2 context, multisampled unless the renderer is software (see SOFTWARE_GL). */
-function createContext() {
-  const forced = new URLSearchParams(location.search).get('msaa');
-  const canvas = document.createElement('canvas');
-  const gl = canvas.getContext('webgl2', { ...CONTEXT_ATTRIBUTES, antialias: forced !== '0' });
-  if (!gl || forced !== null) return { canvas, context: gl, software: false };
-  const info = gl.getExtension('WEBGL_debug_renderer_info');
-  const name = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
-  if (!SOFTWARE_GL.test(name)) return { canvas, context: gl, software: false };
-  gl.getExtension('WEBGL_lose_context')?.loseContext();
-  const plain = document.createElement('canvas');
-  return { canvas: plain, context: plain.getContext('webgl2', { ...CONTEXT_ATTRIBUTES, antialias: false }), software: true };
-}
+// Whether three reads each shader's compile and link logs on a program's first use: four synchronous round
+// trips to the GPU process, each waiting behind whatever that process is busy with (on a software GL,
+// compositing the page), which were most of the first frame's time. Our shaders are fixed, so the bundle
+// skips them; the unbundled development client, or `?debug`, checks them.
+/* global TWINVIEW_BUNDLE */
+const CHECK_SHADER_ERRORS = typeof TWINVIEW_BUNDLE === 'undefined' || new URLSearchParams(location.search).has('debug');
 
 export class Viewer extends EventTarget {
-  /** @param {HTMLElement} container */
-  constructor(container) {
+  /**
+   * @param {HTMLElement} container
+   * @param {import('./gl_context.js').GLContext} [gl] a context made beforehand (index.html makes one)
+   */
+  constructor(container, gl = createContext()) {
     super();
     this.container = container;
-    const { canvas, context, software } = createContext();
+    const { canvas, context, software } = gl;
     this.renderer = context
-      ? new THREE.WebGLRenderer({ canvas, context: /** @type {WebGL2RenderingContext} */ (context) })
+      ? withKnownParameters(gl, () => new THREE.WebGLRenderer({ canvas, context }))
       : new THREE.WebGLRenderer({ antialias: true }); // let three report the failure
     /** whether the GL is a software rasteriser (then without MSAA) */
     this.softwareGL = software;
-    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    this.renderer.debug.checkShaderErrors = CHECK_SHADER_ERRORS;
     this.renderer.xr.enabled = true;
     this.renderer.localClippingEnabled = true;
     container.appendChild(this.renderer.domElement);
@@ -82,7 +71,9 @@ export class Viewer extends EventTarget {
     new ResizeObserver(() => this.#resize()).observe(container);
     this.#resize();
     this.renderer.setAnimationLoop((t, frame) => this.#frame(t, frame));
-    warmUpShaders(this.renderer, this.camera, this.scene);
+    /** @type {THREE.Group|null} the warm-up batches (see warmUpShaders), until the model has been drawn */
+    this.warmUp = warmUpShaders(this.renderer, this.camera, this.scene);
+    this.scene.add(this.warmUp); // drawn in the first frame only
   }
 
   invalidate() {
@@ -93,7 +84,8 @@ export class Viewer extends EventTarget {
     const w = this.container.clientWidth || 1;
     const h = this.container.clientHeight || 1;
     if (this.renderer.xr.isPresenting) return;
-    this.renderer.setSize(w, h, false);
+    // The pixel ratio with the size: setPixelRatio would resize the drawing buffer once more.
+    this.renderer.setDrawingBufferSize(w, h, pixelRatio());
     this.camera.aspect = w / h;
     this.camera.updateProjectionMatrix();
     this.invalidate();
@@ -113,6 +105,13 @@ export class Viewer extends EventTarget {
     this.renderer.render(this.scene, this.camera);
     this.lastFrameMs = performance.now() - t0;
     this.frames += 1;
+    if (this.warmUp) {
+      this.warmUp.removeFromParent();
+      if (this.pickables.length) {
+        for (const b of this.warmUp.children) /** @type {import('./merged_batch.js').MergedBatch} */ (b).dispose();
+        this.warmUp = null;
+      }
+    }
     this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
   }
 
