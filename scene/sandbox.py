@@ -7,6 +7,7 @@ with a clear reason, and the CLI or server stays alive.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import multiprocessing as mp
 import os
@@ -34,6 +35,7 @@ class Limits:
 
 
 def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, debug: bool, announce: bool) -> None:
+    _own_group(0)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if not debug:
@@ -75,6 +77,13 @@ def _describe_exit(code: int | None) -> str:
     return f"the reader exited unexpectedly (exit code {code})"
 
 
+def _own_group(pid: int) -> None:
+    """Put the reader (`pid`, 0 for this process) in a process group of its own, which a stop
+    then kills whole. Both sides call it, so the group exists before either relies on it."""
+    with contextlib.suppress(OSError):  # the other side was first, or the child has already gone
+        os.setpgid(pid, 0)
+
+
 class ReaderCrashed(ImportFailed):
     """The child process died without an answer (a native crash)."""
 
@@ -106,6 +115,7 @@ class PendingImport:
         args = (child_conn, str(path), options, limits.memory_mb, debug, self.on_elements is not None)
         self._proc = ctx.Process(target=_child, args=args)
         self._proc.start()
+        _own_group(self._proc.pid)
         child_conn.close()
 
     def result(self) -> Scene:
@@ -134,7 +144,9 @@ class PendingImport:
             if proc.is_alive():
                 proc.join(CRASH_EXIT_GRACE_S)
             if proc.is_alive():
-                proc.kill()
+                # The whole group: the reader's own workers (the IFC kernels) must not outlive it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.join()
             conn.close()
         if status == "ok":
@@ -148,7 +160,7 @@ class PendingImport:
         """The child's next message, within what is left of the time limit."""
         remaining = max(0.0, self.limits.timeout_s - (time.monotonic() - self.started))
         if not self._conn.poll(remaining):
-            raise ImportFailed(str(self.path), f"import took longer than {self.limits.timeout_s:.0f} s and was stopped")
+            raise ImportFailed(str(self.path), f"import took longer than {self.limits.timeout_s:g} s and was stopped")
         try:
             return self._conn.recv()
         except (EOFError, OSError):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scene.errors import ImportFailed
-from scene.importers import ImportOptions
+from scene.importers import ImportOptions, ifc
 from scene.importers.ifc import load
 from scene.model import Scene
 from tests.conftest import SHARED_DATA
@@ -213,8 +213,6 @@ def test_kernel_crash_falls_back_to_opencascade(shared_data: Path, monkeypatch: 
     import os
     import signal
 
-    from scene.importers import ifc
-
     iterate = ifc._iterate
 
     def crashing(model, kernel, *args, **kwargs):
@@ -230,6 +228,95 @@ def test_kernel_crash_falls_back_to_opencascade(shared_data: Path, monkeypatch: 
     assert scene.inputs[0].importer.endswith("(manifold+opencascade)")
     assert any(f"manifold kernel crashed (exit code -{signal.SIGSEGV})" in w for w in scene.warnings)
     assert len(scene.warnings) == 2  # the crash and the retry, each one line
+
+
+def _geometry(scene: Scene) -> dict[str, tuple]:
+    """Each element's placement and drawn triangles, comparable across imports."""
+    out = {}
+    for element in scene.elements.values():
+        prims = scene.meshes[element.mesh].primitives if element.mesh else []
+        out[element.id] = (
+            None if element.matrix is None else element.matrix.round(9).tobytes(),
+            tuple((p.material, p.positions[p.indices].round(6).tobytes(), p.normals.round(4).tobytes()) for p in prims),
+        )
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["manifold", "opencascade"])
+def test_kernel_workers_make_what_one_process_makes(
+    shared_data: Path, kernel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Products are shared out among forked workers in runs; every product must be made once, by
+    # the workers, and end up where a single in-process iterator puts it.
+    import os
+
+    path = shared_data / "ifc" / "IfcOpenHouse_IFC4.ifc"
+    one = load(path, ImportOptions(ifc_kernel=kernel, threads=1))
+    iterate, calls = ifc._iterate, tmp_path / "calls"
+
+    def noted(model, kernel, threads, include, *args, **kwargs):
+        with calls.open("a") as f:
+            f.write(f"{os.getpid()} {len(include)}\n")
+        yield from iterate(model, kernel, threads, include, *args, **kwargs)
+
+    monkeypatch.setattr(ifc, "_iterate", noted)
+    three = load(path, ImportOptions(ifc_kernel=kernel, threads=3))
+    runs = [line.split() for line in calls.read_text().splitlines()]
+    pids = {pid for pid, _ in runs}
+    assert len(pids) >= 2 and str(os.getpid()) not in pids  # a worker may take every run before the third starts
+    assert len(runs) == 3 * ifc.CHUNKS_PER_WORKER
+    assert sum(int(n) for _, n in runs) == len([e for e in one.elements.values() if e.mesh])
+    assert sum(1 for e in one.elements.values() if e.mesh) > 3 * ifc.MIN_PRODUCTS_PER_WORKER // 2
+    assert _geometry(three) == _geometry(one)
+    assert [m.name for m in three.materials] == [m.name for m in one.materials]
+    assert three.warnings == one.warnings == []
+
+
+def test_last_kernel_worker_crash_is_made_good_in_process(shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    # Without a fallback kernel, what a crashed worker held is tessellated again by the importer
+    # itself: the scene is complete and the crash is one warning.
+    import os
+    import signal
+
+    importer = os.getpid()
+    iterate = ifc._iterate
+
+    def crashing_in_workers(model, kernel, *args, **kwargs):
+        for n, shape in enumerate(iterate(model, kernel, *args, **kwargs)):
+            if os.getpid() != importer and n == 2:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            yield shape
+
+    monkeypatch.setattr(ifc, "_iterate", crashing_in_workers)
+    path = shared_data / "ifc" / "IfcOpenHouse_IFC4.ifc"
+    scene = load(path, ImportOptions(ifc_kernel="opencascade", threads=2))
+    monkeypatch.undo()
+    assert _geometry(scene) == _geometry(load(path, ImportOptions(ifc_kernel="opencascade", threads=1)))
+    (warning,) = scene.warnings
+    assert f"opencascade kernel crashed (exit code -{signal.SIGSEGV}) in 2 of 2 worker(s)" in warning
+
+
+@pytest.mark.slow
+def test_crash_on_what_bypasses_manifold_is_made_good(shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    # duplex.ifc's cabinets go to opencascade in the same workers as manifold's share; when that
+    # worker crashes, the cabinets are made again afterwards and nothing is lost.
+    import os
+    import signal
+
+    path = shared_data / "ifc" / "duplex.ifc"
+    expected = _geometry(_load(path))
+    importer = os.getpid()
+    iterate = ifc._iterate
+
+    def crashing_in_workers(model, kernel, *args, **kwargs):
+        if kernel == "opencascade" and os.getpid() != importer:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield from iterate(model, kernel, *args, **kwargs)
+
+    monkeypatch.setattr(ifc, "_iterate", crashing_in_workers)
+    scene = load(path, ImportOptions())
+    assert _geometry(scene) == expected
+    assert scene.warnings == [f"opencascade kernel crashed (exit code -{signal.SIGSEGV}) in 1 of 2 worker(s)"]
 
 
 def test_kernel_fallback_per_element(shared_data: Path):

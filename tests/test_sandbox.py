@@ -55,6 +55,36 @@ def test_hang_is_stopped_at_the_time_limit(monkeypatch, src):
     assert time.monotonic() - start < 10
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_stopped_reader_takes_its_own_children_with_it(monkeypatch, src, tmp_path):
+    # The IFC reader forks kernel workers; a hung kernel must not outlive the reader's time limit.
+    pid_file = tmp_path / "worker.pid"
+
+    def spawning(path: Path, options: ImportOptions) -> Scene:
+        worker = os.fork()
+        if worker == 0:
+            time.sleep(60)
+            os._exit(0)
+        pid_file.write_text(str(worker))
+        time.sleep(60)
+
+    _use_loader(monkeypatch, spawning)
+    with pytest.raises(ImportFailed, match=r"longer than 0\.5 s"):
+        sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(timeout_s=0.5))
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)
+
+
 def test_memory_blow_up_is_bounded(monkeypatch, src):
     def greedy(path: Path, options: ImportOptions) -> Scene:
         hoard = [bytearray(64 * 1024 * 1024) for _ in range(64)]  # 4 GiB

@@ -5,11 +5,11 @@
   become its properties.
 - Geometry comes from `ifcopenshell.geom.iterator`. The manifold kernel is ~10x faster than
   opencascade but supports fewer constructs (no sweeps, tapered extrusions; circles only when
-  given a segment count) and can crash natively. With `ifc_kernel="auto"` it runs in a forked
-  child that streams shapes back; what it skipped, built only in part, or did not reach before
-  a crash is then tessellated with opencascade, and what is known to crash it (openings in
-  surface models) goes to opencascade directly. The parent builds the hierarchy and
-  properties while the child tessellates.
+  given a segment count) and can crash natively. Kernels run in forked workers, one per core,
+  that stream shapes back. With `ifc_kernel="auto"`, what manifold skipped, built only in part,
+  or did not reach before a crash is then tessellated with opencascade, and what is known to
+  crash it (openings in surface models) goes to opencascade directly. This process builds the
+  hierarchy and properties while the workers tessellate.
 - Shapes with the same iterator geometry id share one Mesh; each mesh is split into one
   Primitive per IFC surface style.
 """
@@ -25,7 +25,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "manifold": ("manifold",),
     "opencascade": ("opencascade",),
 }
+# Kernel workers (see _start_workers): runs of products per worker, and the fewest products worth a
+# process of their own. Run numbers travel as single bytes.
+CHUNKS_PER_WORKER = 4
+MIN_PRODUCTS_PER_WORKER = 8
+MAX_CHUNKS = 255
 # Segments per full circle for the manifold kernel, which refuses circles unless told (0 is
 # its default); 24 keeps the chord error under 1 % of the radius.
 CIRCLE_SEGMENTS = 24
@@ -294,37 +299,44 @@ class _Tessellation:
 def _tessellate(
     model: Any, kernels: tuple[str, ...], threads: int, expected: list[Any], meanwhile: Callable[[], None]
 ) -> _Tessellation:
-    """Run the kernels in order, each on what the previous ones left. A kernel with a fallback
-    after it runs in a forked child, so its crash is survivable; `meanwhile` runs exactly once,
-    while such a child works if there is one."""
+    """Run the kernels in order, each on what the previous ones left, in forked workers (one per
+    thread; see `_start_workers`), so that a crash of a kernel with a fallback after it is
+    survivable. What manifold is known to crash on goes to its fallback at once, in the same
+    workers. A small last batch stays in this process. `meanwhile` runs exactly once, while
+    workers tessellate if there are any."""
     done = _Tessellation({}, {}, expected, [], [])
     pending: Callable[[], None] | None = meanwhile
     for i, kernel in enumerate(kernels):
         fallback = kernels[i + 1] if i + 1 < len(kernels) else None
-        unsafe = {p.id() for p in done.failed if kernel == "manifold" and _manifold_unsafe(p)}
+        unsafe = [p for p in done.failed if kernel == "manifold" and _manifold_unsafe(p)]
         if unsafe and not fallback:
-            skipped = [p for p in done.failed if p.id() in unsafe]
             done.events.append(
-                f"{len(skipped)} element(s) skipped: manifold cannot cut openings into surface models, "
-                f"opencascade can (ifc_kernel auto): {_examples(skipped)}"
+                f"{len(unsafe)} element(s) skipped: manifold cannot cut openings into surface models, "
+                f"opencascade can (ifc_kernel auto): {_examples(unsafe)}"
             )
-        batch = [p for p in done.failed if p.id() not in unsafe]
-        if not batch:
+        batch = [p for p in done.failed if p not in unsafe]
+        if not batch and not (unsafe and fallback):
             continue
         done.errors = []
-        if fallback:
-            # While `meanwhile` runs, the parent needs a core of its own.
-            child_threads = max(1, threads - 1) if pending else threads
-            wait = _run_forked(model, kernel, child_threads, batch, done)
+        jobs = [_Job(kernel, batch, complete_only=fallback is not None)]
+        if unsafe and fallback:  # first: they are the slow ones
+            jobs.insert(0, _Job(fallback, unsafe, complete_only=fallback != kernels[-1]))
+        workers = min(threads, math.ceil(sum(len(job.products) for job in jobs) / MIN_PRODUCTS_PER_WORKER))
+        if fallback or workers > 1:
+            wait = _start_workers(model, jobs, workers, done)
             try:
                 if pending:
                     pending()
                     pending = None
             finally:
-                wait()
+                lost = wait()
             missed = [p for p in batch if p.id() not in done.shapes]
-            if missed:
+            if fallback and missed:
                 done.events.append(f"{len(missed)} element(s) retried with {fallback}: {_examples(missed)}")
+            elif lost and not fallback:
+                # What a crashed worker held, once more in this process: a second crash ends the
+                # import with the reader's clear error, as a run without workers would.
+                done.shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, 1, lost, done.errors))
         else:
             done.shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, threads, batch, done.errors))
         done.failed = [p for p in done.failed if p.id() not in done.shapes]
@@ -443,59 +455,112 @@ def _reflectance(style: Any) -> str | None:
     return None
 
 
-def _run_forked(model: Any, kernel: str, threads: int, include: list[Any], done: _Tessellation) -> Callable[[], None]:
-    """Start `kernel` in a forked child streaming shapes back; the returned call waits for it.
+@dataclass(frozen=True, slots=True)
+class _Job:
+    kernel: str
+    products: list[Any]
+    complete_only: bool  # withhold shapes built in part: a later kernel builds them whole
 
-    Shapes get their normals as they arrive, so that work overlaps the kernel's. A native crash
-    in the child loses only the shapes it had not sent yet; the caller retries those.
+
+def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellation) -> Callable[[], list[Any]]:
+    """Tessellate the jobs' products in `workers` forked children streaming shapes back. The
+    returned call waits for them, records what they made in `done` and returns the products that
+    a crashed child had taken but not finished.
+
+    ifcopenshell's iterator hardly gains from threads of its own (duplex.ifc: 1.52 s with one,
+    1.51 s with two), so the products are shared out among processes instead: contiguous runs in
+    file order (a type's instances stay together, which the kernel reuses; split by stride,
+    duplex.ifc takes 20 % longer), about CHUNKS_PER_WORKER per worker, handed out in job order
+    through a pipe that holds one byte per run. One slow run then leaves no core idle, and no lock
+    can be left held by a child that crashed. Shapes get their normals as they arrive, overlapping
+    the kernels' work.
     """
-    receiver, sender = mp.Pipe(duplex=False)
-    # A bare fork rather than multiprocessing.Process: it also works inside daemonic workers,
-    # and the child never runs the parent's exit handlers.
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            receiver.close()
-            _stream(sender, model, kernel, threads, include)
-            code = 0
-        finally:
-            os._exit(code)
-    sender.close()
-    received: list[_Shape] = []
+    total = sum(len(job.products) for job in jobs)
+    runs: list[tuple[_Job, list[Any]]] = []
+    for job in jobs:
+        n = len(job.products)
+        count = max(1, min(n, round(workers * CHUNKS_PER_WORKER * n / total), MAX_CHUNKS // len(jobs)))
+        runs += [(job, job.products[k * n // count : (k + 1) * n // count]) for k in range(count)]
+    claims, claims_writer = os.pipe()
+    os.write(claims_writer, bytes(range(len(runs))))
+    os.close(claims_writer)
+    children: dict[Connection, int] = {}
+    # Every child is forked before the reader thread starts: no thread may run while we fork.
+    for _ in range(min(workers, len(runs))):
+        receiver, sender = mp.Pipe(duplex=False)
+        # A bare fork rather than multiprocessing.Process: it also works inside daemonic workers,
+        # and the child never runs the parent's exit handlers.
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                receiver.close()
+                _work(sender, claims, runs, model)
+                code = 0
+            finally:
+                os._exit(code)
+        sender.close()
+        children[receiver] = pid
+    os.close(claims)
+    received: list[tuple[_Shape, str]] = []
+    working: dict[Connection, int] = {}  # child -> the run it took last
+    finished: set[int] = set()
 
     def drain() -> None:
-        try:
-            while True:
-                kind, payload = receiver.recv()
-                if kind != "shape":
-                    done.errors.append(payload)
+        live = list(children)
+        while live:
+            for conn in wait(live):
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):  # the child finished or died: nothing more from it
+                    live.remove(conn)
                     continue
-                received.append(payload)
-                if payload.geometry not in done.creased:
-                    done.creased[payload.geometry] = _crease(payload)
-        except (EOFError, OSError):
-            pass  # the child finished or died: either way nothing more is coming
+                if kind == "shape":
+                    shape, run = payload
+                    received.append((shape, runs[run][0].kernel))
+                    if shape.geometry not in done.creased:
+                        done.creased[shape.geometry] = _crease(shape)
+                elif kind == "started":
+                    working[conn] = payload
+                elif kind == "finished":
+                    finished.add(payload)
+                elif payload not in done.errors:
+                    done.errors.append(payload)
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
 
-    def wait() -> None:
+    def wait_all() -> list[Any]:
         reader.join()
-        receiver.close()
-        exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        done.shapes.update((shape.product, (shape, kernel)) for shape in received)
-        if exit_code != 0:
-            done.events.append(f"{kernel} kernel crashed (exit code {exit_code}) after {len(received)} element(s)")
+        for conn in children:
+            conn.close()
+        done.shapes.update((shape.product, (shape, kernel)) for shape, kernel in received)
+        crashed: dict[str, list[int]] = {}  # kernel -> exit codes of the workers it took down
+        for conn, pid in children.items():
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code != 0:
+                run = working.get(conn)
+                crashed.setdefault(runs[run][0].kernel if run is not None else jobs[-1].kernel, []).append(code)
+        for kernel, codes in crashed.items():
+            workers_down = f"{len(codes)} of {len(children)} worker(s)"
+            done.events.append(f"{kernel} kernel crashed (exit code {codes[0]}) in {workers_down}")
+        unfinished = [products for k, (_, products) in enumerate(runs) if k not in finished]
+        return [p for products in unfinished for p in products if p.id() not in done.shapes]
 
-    return wait
+    return wait_all
 
 
-def _stream(conn: Connection, model: Any, kernel: str, threads: int, include: list[Any]) -> None:
+def _work(conn: Connection, claims: int, runs: list[tuple[_Job, list[Any]]], model: Any) -> None:
+    """A kernel worker: tessellate the next unclaimed run of products until none is left."""
     faulthandler.disable()  # a crash here is expected and handled by the parent: no traceback noise
     errors: list[str] = []
-    for shape in _iterate(model, kernel, threads, include, errors, complete_only=True):
-        conn.send(("shape", shape))
+    while claimed := os.read(claims, 1):
+        run = claimed[0]
+        job, products = runs[run]
+        conn.send(("started", run))
+        for shape in _iterate(model, job.kernel, 1, products, errors, complete_only=job.complete_only):
+            conn.send(("shape", (shape, run)))
+        conn.send(("finished", run))
     for error in errors:
         conn.send(("error", error))
     conn.close()
