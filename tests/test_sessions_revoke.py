@@ -1,5 +1,6 @@
-"""Revoking a user's join links: per (session, user), over REST (which also disconnects them) or the CLI
-(seen by a running server at the next connection), with a fresh link working again."""
+"""Revoking a user's join links: per (session, user), over REST (which also disconnects them at once) or
+the CLI (refused by a running server at the next connection, and open connections closed within a
+poll), with a fresh link working again."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from viewer_server import auth
 from viewer_server import protocol as p
 from viewer_server.auth import REVOKED, AuthError, Claims, _b64, _sign, issue, mint, revocation_time, verify
 from viewer_server.client import TwinClient, TwinClientError
-from viewer_server.serve import RunningServer
+from viewer_server.serve import REVOCATION_POLL_S, RunningServer
+from viewer_server.store import Store, put_revocation
 
 SECRET = b"k" * 32
 
@@ -180,6 +182,18 @@ async def test_revoke_is_for_admins_of_known_sessions_with_a_user(tmp_path: Path
         assert {"200", "400", "401", "403", "404"} <= set(op["responses"])
 
 
+async def test_the_server_forgets_revocations_older_than_any_token(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    for user, age_s in (("old", auth.MAX_TTL_S + 3600), ("recent", 3600)):
+        revoked_at = time.time() - age_s
+        store.submit(lambda db, user=user, at=revoked_at: put_revocation(db, "review", user, at)).result()
+    store.close()
+    async with live_server(tmp_path) as srv:
+        srv.store.flush()
+        assert srv.store.revoked_at("review", "old") is None  # every token it voided has expired
+        assert srv.store.revoked_at("review", "recent") is not None
+
+
 # --- from the CLI ----------------------------------------------------------------------------------
 
 
@@ -195,10 +209,14 @@ async def _twinview(*args: str) -> tuple[int, str, str]:
 async def test_a_revocation_by_the_cli_is_seen_by_the_running_server(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create("review", "Review", None, "test")
+        await srv.live.rooms.create("review", "Review", "viewer", "test")
         bob_old = mint_token(srv, "bob", "annotator", session="review")
         ana = mint_token(srv, "ana", "annotator", session="review")
-        async with TwinClient(srv.ws_url, token=bob_old) as open_before:
+        async with (
+            TwinClient(srv.ws_url, token=bob_old) as open_before,
+            TwinClient(srv.ws_url, token=ana) as ana_open,
+            TwinClient(srv.ws_url, session="review", name="bob") as anonymous_bob,
+        ):
             code, out, err = await _twinview("session", "revoke", "review", "--user", "bob", *data)
             assert (code, err) == (0, ""), err
             assert out.startswith("revoked bob's links to session review issued until ")
@@ -207,8 +225,15 @@ async def test_a_revocation_by_the_cli_is_seen_by_the_running_server(tmp_path: P
             assert (error.code, error.reason) == (p.CLOSE_AUTH, "token revoked")
             assert (await _topics_status(http, srv, "review", bob_old))[0] == 401
             assert await _joins(srv, ana) == ("review", "ana")
-            assert await _joins(srv, mint_token(srv, "bob", "viewer", session="review")) == ("review", "bob")
-            await open_before.ping()  # the CLI cannot reach open connections: they last until they reconnect
+            # The server finds the CLI's revocation at its next poll and closes bob's open connection.
+            await open_before.wait_for(lambda c: c.closed_with is not None, timeout=REVOCATION_POLL_S + 5)
+            assert open_before.closed_with is not None
+            assert (open_before.closed_with.code, open_before.closed_with.reason) == (p.CLOSE_AUTH, "token revoked")
+            async with TwinClient(srv.ws_url, token=mint_token(srv, "bob", "viewer", session="review")) as bob_new:
+                await asyncio.sleep(2 * REVOCATION_POLL_S)  # polls that must leave a newer link alone
+                for still_open in (bob_new, ana_open, anonymous_bob):
+                    await still_open.ping()
+                    assert still_open.closed_with is None
 
         for args, message in [
             (("nope", "--user", "bob", *data), "twinview: no session 'nope'; see `twinview session list`"),

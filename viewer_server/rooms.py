@@ -45,6 +45,7 @@ class Member:
     user: str
     role: p.Role
     token_id: str = ""  # "" = anonymous
+    issued_at: float = 0.0  # the token's `iat`: a revocation later than this closes the connection
 
 
 class Rooms:
@@ -162,7 +163,7 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
         room = rooms.get(claims.session)
         if room is None:
             raise AuthError(f"no session {claims.session[:40]!r}")
-        return Member(connection, room.id, claims.user[:MAX_USER_NAME], claims.role, claims.jti)
+        return Member(connection, room.id, claims.user[:MAX_USER_NAME], claims.role, claims.jti, claims.iat)
     room = rooms.get(hello.session) if hello.session else rooms.default
     if room is None:
         raise AuthError(f"no session {hello.session[:40]!r}" if hello.session else "no session")

@@ -16,11 +16,14 @@ from aiohttp import web
 
 from scene.simulator import Simulator
 from viewer_server.app import make_app
+from viewer_server.auth import CLOCK_SKEW_S, MAX_TTL_S, REVOKED
 from viewer_server.bus import InProcessBus
 from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
 from viewer_server.live import LiveScene
-from viewer_server.store import Store
+from viewer_server.protocol import CLOSE_AUTH
+from viewer_server.session import close_sessions, revoked
+from viewer_server.store import Store, prune_revocations
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ SIMULATOR_RATE_HZ: Final = 1.0
 SIMULATOR_SEED: Final = 7
 # How often flat-line detectors are checked: they look for minutes of silence, a second is plenty.
 RULES_TICK_S: Final = 1.0
+# How often the server looks for revocations made by another process (`twinview session revoke`) to
+# close the connections they void; the REST call closes its own at once.
+REVOCATION_POLL_S: Final = 1.0
 
 
 @dataclass
@@ -99,7 +105,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         site = web.TCPSite(runner, opts.host, opts.port)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else opts.port
-        jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live)]
+        store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
+        jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
         if opts.mqtt_url:
             jobs.append(mqtt_ingest(opts.mqtt_url, live))
         if opts.simulate:
@@ -153,6 +160,16 @@ async def _tick_rules(live: LiveScene) -> None:
     while True:
         await asyncio.sleep(RULES_TICK_S)
         live.hub.tick()
+
+
+async def _close_revoked(live: LiveScene, store: Store) -> None:
+    """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
+    of the (small) revocations table per poll, compared with every connection's token."""
+    while True:
+        await asyncio.sleep(REVOCATION_POLL_S)
+        gone = revoked(live.sessions, store.revocations())
+        if gone:
+            await close_sessions(gone, CLOSE_AUTH, REVOKED)
 
 
 async def _simulate(live: LiveScene) -> None:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -333,6 +333,19 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+
+def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
+    """The connections that joined with a token a revocation voided ((session, user) -> revoked until;
+    see `auth.verify`). Anonymous visitors are not matched: their user name is whatever their hello said."""
+    return [
+        s
+        for s in sessions
+        if s.member is not None
+        and s.member.token_id
+        and s.member.issued_at <= revocations.get((s.member.room, s.member.user), -1.0)
+        and not s.ws.closed
+    ]
 
 
 async def close_sessions(sessions: Iterable[Session], code: int, reason: str) -> None:

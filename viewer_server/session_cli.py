@@ -1,9 +1,9 @@
 """`twinview session create|token|revoke|list`: manage collaboration sessions in a server's data dir.
 
 They work on the SQLite store and the secret directly, with or without the server running (a running
-server reads sessions created meanwhile on first use, and revocations on every token check; it does not
-learn of them at once, so a revoked user's open connection stays until it reconnects: use
-`POST /api/sessions/{id}/revoke` to cut it too). `twinview demo` prints `demo_links`.
+server reads sessions created meanwhile on first use, and revocations on every token check; it closes
+the open connections a revocation voids within a second, `serve.REVOCATION_POLL_S`).
+`twinview demo` prints `demo_links`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def cmd_session(args: argparse.Namespace) -> int:
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(revoke(data_dir, args.session, user=args.user)))
         print(
             f"revoked {args.user}'s links to session {args.session} issued until {until}: refused from now on;"
-            f" connections open now last until they reconnect (POST /api/sessions/{args.session}/revoke closes them)"
+            " a server running on this data dir closes their open connections within a second"
         )
     else:
         for room in sessions(data_dir):

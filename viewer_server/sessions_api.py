@@ -30,7 +30,7 @@ from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
 from viewer_server.rooms import MAX_USER_NAME, Member, Room
-from viewer_server.session import close_sessions
+from viewer_server.session import close_sessions, revoked
 from viewer_server.topics import Comment, Topic
 
 # Audit entries per request by default and at most: a page of a table, not the whole history.
@@ -237,12 +237,7 @@ async def session_revoke(request: web.Request) -> web.Response:
     if live.rooms.store is None:
         raise Refused(503, "no_store", "revocation needs a server with a data dir")
     revoked_at = await live.rooms.revoke(room.id, body.user, member)
-    # Token holders only: an anonymous visitor's user name is whatever their hello said.
-    gone = [
-        s
-        for s in live.sessions
-        if s.member is not None and s.member.token_id and (s.member.room, s.member.user) == (room.id, body.user)
-    ]
+    gone = revoked(live.sessions, {(room.id, body.user): revoked_at})
     await close_sessions(gone, p.CLOSE_AUTH, REVOKED)
     return _json(Revoked(room.id, body.user, revoked_at, len(gone)))
 

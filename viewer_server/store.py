@@ -136,6 +136,11 @@ def put_revocation(db: sqlite3.Connection, session: str, user: str, revoked_at: 
     )
 
 
+def prune_revocations(db: sqlite3.Connection, before: float) -> int:
+    """Forget revocations older than `before`: every token they voided has expired by then."""
+    return db.execute("DELETE FROM revocations WHERE revoked_at < ?", (before,)).rowcount
+
+
 def put_topic(db: sqlite3.Connection, session: str, topic: Topic) -> None:
     db.execute(
         "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (session, topic.guid, topic.revision, _enc.encode(topic))
@@ -227,6 +232,11 @@ class Store:
             "SELECT revoked_at FROM revocations WHERE session = ? AND user = ?", (session, user)
         ).fetchone()
         return row[0] if row else None
+
+    def revocations(self) -> dict[tuple[str, str], float]:
+        """Every revocation: (session, user) -> revoked until. A running server compares its connections
+        with it every few seconds, so those of a user revoked by another process (the CLI) are closed."""
+        return {(s, u): t for s, u, t in self._read.execute("SELECT session, user, revoked_at FROM revocations")}
 
     def topics(self, session: str) -> list[Topic]:
         """Every topic of a session (deleted ones included, flagged), oldest first."""
