@@ -66,6 +66,14 @@ def _panel_shows(page, selector: str, text: str) -> None:
     )
 
 
+def _panel_has_comment(page, text: str) -> None:
+    page.wait_for_function(
+        "(t) => [...document.querySelectorAll('#topic-panel .comment .text')].some((e) => e.textContent === t)",
+        arg=text,
+        timeout=10_000,
+    )
+
+
 def test_the_author_edits_every_field_and_others_see_it_live(world):
     _, join, rest, _, state = world
     ana = join("Ana", "annotator")
@@ -129,6 +137,7 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     form.locator("button.save-topic").click()
     ana.wait_for_selector("#topic-panel .edit-error:not([hidden])", timeout=10_000)
     assert ana.locator("#topic-panel .edit-error").inner_text().startswith("stale_revision: ")
+    assert ana.locator("#notice").is_hidden()  # said once, in the form
     assert form.locator("input[name=assignee]").input_value() == "Cleo"
     # She edits the new version: Ben's status is in it; her change goes through.
     form.locator("button.restart-edit").click()
@@ -149,9 +158,51 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     )
     ben.wait_for_selector("#topic-panel p.error:not([hidden])", timeout=10_000)
     assert "forbidden" in ben_panel.locator("p.error").inner_text()
+    assert ben.locator("#notice").is_hidden()  # said once, in the panel
     assert json.loads(rest(f"/topics/{guid}"))["topic"]["title"] == EVIL_TITLE
     for page in (ana, ben):
         assert page.evaluate("window.__pwned") is None
+        assert not page.errors, page.errors
+        page.context.close()
+
+
+def test_what_is_being_typed_survives_someone_elses_change(world):
+    # Another user's comment or edit re-renders the open panel: a half-typed comment, the text of a
+    # comment being edited, their focus and caret must all stay.
+    _, join, _, _, state = world
+    guid = state["guid"]
+    cleo = join("Cleo", "annotator")
+    dan = join("Dan", "annotator")
+    for page in (cleo, dan):
+        page.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=10_000)
+    cleo_panel, dan_panel = _open(cleo, guid), _open(dan, guid)
+    cleo_panel.locator("textarea.comment-text").fill("First look: the flange")
+    cleo_panel.locator("button.send").click()
+    cleo.wait_for_selector("#topic-panel .comment button.edit", timeout=10_000)
+
+    draft = cleo_panel.locator("textarea.comment-text")
+    draft.click()
+    draft.type("Half a thought about the gas")
+    cleo.evaluate("() => document.activeElement.setSelectionRange(5, 10)")
+    dan_panel.locator("textarea.comment-text").fill("Torque checked")
+    dan_panel.locator("button.send").click()
+    _panel_has_comment(cleo, "Torque checked")
+    assert draft.input_value() == "Half a thought about the gas"
+    focus = cleo.evaluate("() => [document.activeElement.className, document.activeElement.selectionStart,"
+                          " document.activeElement.selectionEnd]")
+    assert focus == ["comment-text", 5, 10]
+
+    # Editing her first comment while Dan comments again.
+    cleo_panel.locator(".comment button.edit").first.click()
+    cleo_panel.locator("textarea.edit-text").fill("First look: the flange gasket is cracked")
+    dan_panel.locator("textarea.comment-text").fill("Replaced it")
+    dan_panel.locator("button.send").click()
+    _panel_has_comment(cleo, "Replaced it")
+    assert cleo_panel.locator("textarea.edit-text").input_value() == "First look: the flange gasket is cracked"
+    assert draft.input_value() == "Half a thought about the gas"
+    cleo_panel.locator("button", has_text="Save").click()
+    _panel_has_comment(dan, "First look: the flange gasket is cracked")
+    for page in (cleo, dan):
         assert not page.errors, page.errors
         page.context.close()
 

@@ -109,10 +109,12 @@ session.addEventListener('status', (e) => {
     clearNotice('warning');
   }
 });
-session.addEventListener('servererror', (e) => {
+// Errors nobody showed where they happened (see Session's 'servererror'): after every listener has run.
+session.addEventListener('servererror', (e) => queueMicrotask(() => {
+  if (e.defaultPrevented) return;
   const err = /** @type {CustomEvent} */ (e).detail;
   showNotice('warning', `Server error: ${err.code}`, err.message);
-});
+}));
 session.connect();
 // With ?scene= the model is on screen without waiting for the WebSocket handshake and snapshot; the
 // snapshot's glb_url is normally the same file (then nothing reloads), else it replaces this load.

@@ -159,7 +159,9 @@ export class Session extends EventTarget {
         }
         break;
       case 'error':
-        this.dispatchEvent(new CustomEvent('servererror', { detail: msg }));
+        // Cancelable: a listener that shows the error where it happened (a form, a panel) calls
+        // preventDefault(), and the page then shows no notice of its own (main.js).
+        this.dispatchEvent(new CustomEvent('servererror', { detail: msg, cancelable: true }));
         break;
       default:
         // Collaboration messages (topics, procedures, commands) are for the modules that speak them.

@@ -33,6 +33,7 @@ export class CommandPanel {
     deps.session.addEventListener('servererror', (e) => {
       const err = /** @type {CustomEvent} */ (e).detail;
       if (err.ref !== 'command') return;
+      if (this.pending.size) e.preventDefault(); // shown beside the command below
       for (const out of this.pending.values()) {
         out.className = 'command-status failed';
         out.textContent = `${err.code}: ${err.message}`;

@@ -17,13 +17,14 @@ export function onCollab(session, kinds, handler) {
 
 /**
  * Errors the server answered to one of our collaboration messages (`ref` names the message type).
+ * `handler` returns true when it showed the error where it happened: the page then adds no notice.
  * @param {import('../session.js').Session} session
- * @param {string[]} refs @param {(err: {code: string, message: string, ref?: string}) => void} handler
+ * @param {string[]} refs @param {(err: {code: string, message: string, ref?: string}) => boolean} handler
  */
 export function onCollabError(session, refs, handler) {
   const wanted = new Set(refs);
   session.addEventListener('servererror', (e) => {
     const err = /** @type {CustomEvent} */ (e).detail;
-    if (wanted.has(err.ref)) handler(err);
+    if (wanted.has(err.ref) && handler(err)) e.preventDefault();
   });
 }

@@ -8,7 +8,8 @@ import { statusText } from './list.js';
 
 // An edit form's `topic_update` carries a ref of its own, so that its `saved` / `error` answer finds it.
 const EDIT_REF = 'topic-edit-';
-const TOPIC_MESSAGES = ['topic_create', 'topic_update', 'comment_add', 'comment_edit', 'comment_delete', 'markup'];
+// What this panel sends: their refusals are shown in it (a new topic's or a markup's go to the page's notice).
+const TOPIC_MESSAGES = ['topic_update', 'comment_add', 'comment_edit', 'comment_delete'];
 
 /** @param {number} ts */
 const when = (ts) => new Date(ts * 1000).toLocaleString();
@@ -30,6 +31,12 @@ export class TopicPanel extends EventTarget {
     this.replyTo = null;
     /** @type {string|null} the comment being edited */
     this.editing = null;
+    // What is being typed lives in elements kept across re-renders (someone else's comment or edit
+    // re-renders the panel): a draft comment per topic, and the text of the comment being edited.
+    /** @type {Map<string, HTMLTextAreaElement>} */
+    this.drafts = new Map();
+    /** @type {HTMLTextAreaElement|null} */
+    this.editBox = null;
     /** @type {{guid: string, form: TopicEditForm, ref: string|null, revision: number|null}|null} the topic being edited:
      * the ref of the update on its way, then the revision the server saved */
     this.edit = null;
@@ -44,6 +51,7 @@ export class TopicPanel extends EventTarget {
     onCollabError(deps.session, TOPIC_MESSAGES, (err) => {
       this.render(); // undo what the refused change showed (e.g. a status chosen on a stale revision)
       this.showError(`${err.code}: ${err.message}`);
+      return this.guid !== null; // shown in the open panel
     });
     // The answer to the edit form's update: saved (close the form once the store has that revision) or
     // refused (keep what was typed, say why).
@@ -60,6 +68,7 @@ export class TopicPanel extends EventTarget {
     deps.session.addEventListener('servererror', (e) => {
       const err = /** @type {CustomEvent} */ (e).detail;
       if (!this.edit?.ref || err.ref !== this.edit.ref) return;
+      e.preventDefault(); // shown in the form
       this.edit.ref = null;
       this.edit.form.busy(false);
       this.edit.form.fail(`${err.code}: ${err.message}`);
@@ -78,6 +87,7 @@ export class TopicPanel extends EventTarget {
     this.guid = guid;
     this.replyTo = null;
     this.editing = null;
+    this.editBox = null;
     this.edit = null;
     this.error.hidden = true;
     this.saved.hidden = true;
@@ -100,7 +110,7 @@ export class TopicPanel extends EventTarget {
     const rights = editRights(identity, t);
     const form = this.edit?.form ?? null;
     form?.compare(t);
-    const focused = form?.el.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement) : null;
+    const typing = typingIn(this.root);
     const snapshots = [...new Set([...(t.viewpoints ?? []).map((v) => v.snapshot), ...(t.attachments ?? []).map((a) => a.id)])]
       .filter(Boolean);
     replace(this.root,
@@ -121,7 +131,7 @@ export class TopicPanel extends EventTarget {
       this.#thread(t.guid),
       this.error,
       identity.may('comment.create') ? this.#form(t.guid) : null);
-    focused?.focus(); // a re-render (someone commented meanwhile) keeps the field being typed in
+    typing?.(); // a re-render (someone commented meanwhile) keeps the field being typed in, and its caret
   }
 
   /** The topic's fields as they are, the quick status choice, and Edit for those who may change any of them.
@@ -194,8 +204,11 @@ export class TopicPanel extends EventTarget {
     const own = c.author === this.deps.identity.user;
     const may = (/** @type {string} */ a) => this.deps.identity.may(a);
     if (this.editing === c.guid) {
-      const box = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'edit-text', 'aria-label': 'edit comment' }));
-      box.value = c.text;
+      if (!this.editBox) {
+        this.editBox = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'edit-text', 'aria-label': 'edit comment' }));
+        this.editBox.value = c.text;
+      }
+      const box = this.editBox;
       return h('div', { class: 'editing' }, box,
         h('button', { onclick: () => this.#send({ type: 'comment_edit', guid: c.guid, revision: c.revision, text: box.value }) && this.#stopEditing() }, 'Save'),
         h('button', { onclick: () => this.#stopEditing() }, 'Cancel'));
@@ -212,12 +225,17 @@ export class TopicPanel extends EventTarget {
 
   #stopEditing() {
     this.editing = null;
+    this.editBox = null;
     this.render();
   }
 
   /** @param {string} topic */
   #form(topic) {
-    const text = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'comment-text', 'aria-label': 'comment', placeholder: 'Write a comment' }));
+    let text = this.drafts.get(topic);
+    if (!text) {
+      text = /** @type {HTMLTextAreaElement} */ (h('textarea', { class: 'comment-text', 'aria-label': 'comment', placeholder: 'Write a comment' }));
+      this.drafts.set(topic, text);
+    }
     const send = () => {
       if (!text.value.trim()) return;
       /** @type {Record<string, any>} */
@@ -247,4 +265,21 @@ export class TopicPanel extends EventTarget {
     if (!sent) this.showError('Not connected: the change was not sent.');
     return sent;
   }
+}
+
+/**
+ * The field of `root` being typed in, if any: the returned call gives it back its focus and caret once
+ * it has been put back in the page (moving an element out of the document drops its focus).
+ * @param {HTMLElement} root @returns {(() => void)|null}
+ */
+function typingIn(root) {
+  const field = document.activeElement;
+  if (!(field instanceof HTMLElement) || !root.contains(field)) return null;
+  const text = field instanceof HTMLTextAreaElement || (field instanceof HTMLInputElement && field.type === 'text') ? field : null;
+  const [start, end] = text ? [text.selectionStart, text.selectionEnd] : [null, null];
+  return () => {
+    if (!root.contains(field)) return; // not kept: a new element took its place
+    field.focus();
+    if (text && start !== null && end !== null) text.setSelectionRange(start, end);
+  };
 }
