@@ -694,3 +694,64 @@ def test_cli_needs_an_existing_data_dir(tmp_path: Path):
     assert proc.returncode == 2
     assert "no server data here" in proc.stderr
     assert not (tmp_path / "nope").exists()
+
+
+async def test_cli_import_goes_through_a_running_server_so_everyone_sees_it_at_once(tmp_path: Path):
+    import asyncio
+
+    from tests.live_server import live_server, mint_token
+    from viewer_server.client import TwinClient
+    from viewer_server.server_file import SERVER_FILE, running_server
+
+    topic, comments, blobs = sample()
+    archive = tmp_path / "from-the-coordinator.bcf"
+    export_bcf([topic], comments, blobs, "s1", archive)
+    data = tmp_path / "data"
+    async with live_server(tmp_path) as srv:
+        assert running_server(data) == srv.url
+        session = srv.live.scene.id
+        async with TwinClient(srv.ws_url, token=mint_token(srv, "ana", "viewer")) as ana:
+            proc = await asyncio.to_thread(twinview, "bcf", "import", session, str(archive), "--data-dir", str(data))
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.splitlines()[0] == (
+                f"imported 1 topics, 2 comments, 2 viewpoints (BCF 3.0) from {archive} through the server at"
+                f" {srv.url}; everyone connected sees them now"
+            )
+            await ana.wait_for(lambda c: [t.title for t in c.topics.values()] == [topic.title])
+            await ana.wait_for(lambda c: len(c.comments) == 2)  # the deleted one is not exported
+        audit = srv.store.audit(session, 10)
+        assert [(e.actor, e.action) for e in audit][:1] == [("twinview-cli", "bcf.import")]
+    assert running_server(data) is None and not (data / SERVER_FILE).exists()  # the server said it stopped
+
+
+def test_a_server_file_left_by_a_dead_server_is_ignored(tmp_path: Path):
+    from viewer_server.server_file import SERVER_FILE, running_server
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for text in (f'{{"pid": {int(gone.stdout)}, "url": "http://127.0.0.1:9"}}', "not json", '{"pid": "x"}', "[]"):
+        (tmp_path / SERVER_FILE).write_text(text)
+        assert running_server(tmp_path) is None, text
+
+
+def test_cli_import_writes_the_store_when_the_announced_server_does_not_answer(data_dir: Path, tmp_path: Path):
+    import os
+    import socket
+
+    from viewer_server.server_file import SERVER_FILE
+    from viewer_server.store import Store
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (data_dir / SERVER_FILE).write_text(f'{{"pid": {os.getpid()}, "url": "http://127.0.0.1:{port}"}}')
+    out = tmp_path / "s1.bcf"
+    assert twinview("bcf", "export", "s1", "-o", str(out), "--data-dir", str(data_dir)).returncode == 0
+    proc = twinview("bcf", "import", "s3", str(out), "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"the server at http://127.0.0.1:{port} did not answer (")
+    assert "writing the store directly: it shows the topics after a restart" in proc.stdout.splitlines()[0]
+    store = Store(data_dir)
+    try:
+        assert len(store.topics("s3")) == 1
+    finally:
+        store.close()

@@ -22,6 +22,7 @@ from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
 from viewer_server.live import LiveScene
 from viewer_server.protocol import CLOSE_AUTH
+from viewer_server.server_file import announced, local_url
 from viewer_server.session import close_sessions, revoked
 from viewer_server.store import Store, prune_revocations
 
@@ -112,7 +113,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
-        yield RunningServer(live, store, runner, bound, opts.host, tasks)
+        with announced(opts.data_dir, local_url(opts.host, bound)):  # for commands on this data dir
+            yield RunningServer(live, store, runner, bound, opts.host, tasks)
     finally:
         for task in tasks:
             task.cancel()

@@ -1,27 +1,37 @@
 """`twinview bcf export|import`: BCF archives to and from a session's topics in the store.
 
-Run it while the server is stopped (or accept that a running server learns of imported topics only
-on restart): it writes the SQLite store directly, in one transaction.
+Import goes through the server when one is serving the data dir (`server_file`), so everyone connected
+sees the topics at once; otherwise it writes the SQLite store directly, in one transaction. Export
+reads the store, which a running server keeps up to date.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Final
 
 from scene.errors import ImportFailed
+from viewer_server.auth import issue, load_secret
 from viewer_server.bcf.mapping import is_ifc_guid
-from viewer_server.bcf.reader import import_bcf
+from viewer_server.bcf.reader import BcfImport, import_bcf
 from viewer_server.bcf.writer import export_bcf
 from viewer_server.permissions import Action
+from viewer_server.server_file import running_server
 from viewer_server.store import CLI_ACTOR, STORE_FILE, AuditEntry, Store
 
 # Unmapped components listed on the terminal; the rest are counted (a clash report can list thousands).
 MAX_LISTED: Final = 50
+# The admin token the import hands a running server lives this long; the upload this long at most.
+IMPORT_TOKEN_TTL_S: Final = 120.0
+IMPORT_TIMEOUT_S: Final = 120.0
 _PREFIXED = re.compile(r"(?P<prefix>.+):(?P<guid>[0-9A-Za-z_$]{22})")
 
 
@@ -71,14 +81,55 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+    path, data_dir = Path(args.file), Path(args.data_dir)
     element_ids, by_guid = scene_index(Path(args.scene)) if args.scene else (None, {})
     result = import_bcf(path, element_ids, by_guid)  # fully in memory: a bad archive stops here
-    store = _open_store(Path(args.data_dir))
+    url = running_server(data_dir)
+    if url is not None:
+        try:
+            answer = _import_through(url, data_dir, args.session, path)
+        except urllib.error.URLError as exc:  # announced but not answering: it learns of them on restart
+            print(f"the server at {url} did not answer ({exc.reason}); writing the store directly: it shows"
+                  " the topics after a restart")  # fmt: skip
+        else:
+            _report(path, result, f"through the server at {url}; everyone connected sees them now")
+            _report_unmapped(answer["unmapped_components"], "the served scene")
+            return 0
+    _import_into_store(data_dir, args.session, path, result)
+    _report(path, result, None)
+    if element_ids is None:
+        print("  components not checked against a scene (give --scene SCENE_DIR to check them)")
+    else:
+        _report_unmapped(result.unmapped_components, args.scene)
+    return 0
+
+
+def _import_through(url: str, data_dir: Path, session: str, path: Path) -> dict:
+    """POST the archive to the server serving `data_dir` (its REST import, as this data dir's admin)."""
+    token = issue(load_secret(data_dir), session, CLI_ACTOR, "admin", ttl_s=IMPORT_TOKEN_TTL_S)
+    request = urllib.request.Request(
+        f"{url}/api/sessions/{urllib.parse.quote(session, safe='')}/bcf",
+        data=path.read_bytes(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=IMPORT_TIMEOUT_S) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise ImportFailed(str(path), f"the server at {url} refused it: {detail}") from None
+
+
+def _import_into_store(data_dir: Path, session: str, path: Path, result: BcfImport) -> None:
+    store = _open_store(data_dir)
     try:
         metas = {a.id: a for t in result.topics for a in t.attachments}
         entry = AuditEntry(
-            session=args.session,
+            session=session,
             ts=time.time(),
             actor=CLI_ACTOR,
             role="admin",
@@ -87,21 +138,25 @@ def run_import(args: argparse.Namespace) -> int:
             detail=str(path),
         )
         pairs = [(metas[k], v) for k, v in result.attachments.items()]
-        asyncio.run(store.import_topics(args.session, result.topics, result.comments, pairs, entry))
+        asyncio.run(store.import_topics(session, result.topics, result.comments, pairs, entry))
     finally:
         store.close()
+
+
+def _report(path: Path, result: BcfImport, how: str | None) -> None:
     print(
         f"imported {len(result.topics)} topics, {len(result.comments)} comments, {result.viewpoint_count} viewpoints"
-        f" (BCF {result.version}) from {path}"
+        f" (BCF {result.version}) from {path}" + (f" {how}" if how else "")
     )
-    if element_ids is None:
-        print("  components not checked against a scene (give --scene SCENE_DIR to check them)")
-    elif result.unmapped_components:
-        print(f"  {len(result.unmapped_components)} components not found in {args.scene}:")
-        for label in result.unmapped_components[:MAX_LISTED]:
-            print(f"    {label}")
-        if len(result.unmapped_components) > MAX_LISTED:
-            print(f"    … and {len(result.unmapped_components) - MAX_LISTED} more")
     for warning in result.warnings:
         print(f"  warning: {warning}")
-    return 0
+
+
+def _report_unmapped(unmapped: list[str], scene: str) -> None:
+    if not unmapped:
+        return
+    print(f"  {len(unmapped)} components not found in {scene}:")
+    for label in unmapped[:MAX_LISTED]:
+        print(f"    {label}")
+    if len(unmapped) > MAX_LISTED:
+        print(f"    … and {len(unmapped) - MAX_LISTED} more")
