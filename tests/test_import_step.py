@@ -175,3 +175,14 @@ def test_garbage_step_fails_clearly(tmp_path: Path, text: str, reason: str) -> N
     with pytest.raises(ImportFailed) as info:
         load(path, ImportOptions())
     assert reason in info.value.reason
+
+
+def test_a_sandboxed_import_after_one_in_this_process_does_not_hang(shared_data: Path) -> None:
+    # OCP meshes on a thread pool; a child forked after the pool ran inherits it without its threads.
+    from scene.sandbox import Limits, import_isolated
+
+    path = shared_data / "step" / "featuretype.STEP"
+    here = load(path, ImportOptions())
+    there = import_isolated(path, ImportOptions(), Limits(timeout_s=60))
+    assert sorted(e.id for e in there.elements.values()) == sorted(e.id for e in here.elements.values())
+    assert there.triangle_count == here.triangle_count

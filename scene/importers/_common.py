@@ -151,19 +151,6 @@ def require_geometry(path: Path, scene: Scene) -> Scene:
     return scene
 
 
-def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (float32, unit length; zero where a vertex has no area)."""
-    normals = np.zeros_like(positions, dtype=np.float64)
-    if len(triangles):
-        a, b, c = (positions[triangles[:, i]].astype(np.float64) for i in range(3))
-        face = np.cross(b - a, c - a)
-        for i in range(3):
-            np.add.at(normals, triangles[:, i], face)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    np.divide(normals, length, out=normals, where=length > 0)
-    return normals.astype(np.float32)
-
-
 def sniff_image(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"

@@ -34,6 +34,7 @@ import numpy as np
 from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions
 from scene.importers._common import new_scene, read_nonempty, timed, unique_id
+from scene.importers.normals import crease_normals
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
@@ -64,14 +65,6 @@ NON_BODY_TYPES = frozenset(
 )
 # Warnings name at most this many examples and count the rest: a list of thousands helps nobody.
 MAX_EXAMPLES = 5
-# Corners whose faces meet at more than this angle keep the face normal (walls stay flat,
-# tessellated pipes stay smooth).
-CREASE_ANGLE_DEG = 40.0
-# Unit normals are rounded to this many steps per unit when merging hard-edged corners.
-NORMAL_QUANTUM = 1e4
-# Vertices shared by more faces than this (the centre of a fan) get their corners' normals without
-# comparing every pair of faces there, which would grow with the square of the count.
-MAX_FAN = 64
 # Direct attributes copied into the "Attributes" property set when set (PredefinedType and the type
 # name are added from the element or its type).
 ATTRIBUTES = ("GlobalId", "Description", "ObjectType", "Tag", "LongName")
@@ -576,7 +569,8 @@ def _work(conn: Connection, claims: int, runs: list[tuple[_Job, list[Any]]], mod
 def _crease(shape: _Shape) -> _Creased:
     positions = np.frombuffer(shape.verts, dtype=np.float64).reshape(-1, 3)
     faces = np.frombuffer(shape.faces, dtype=np.int32).reshape(-1, 3)
-    positions, normals, faces = _crease_normals(positions, faces)
+    source, normals, faces = crease_normals(positions, faces)
+    positions = positions[source].astype(np.float32)
     material_ids = np.frombuffer(shape.material_ids, dtype=np.int32)
     if len(material_ids) != len(faces):
         material_ids = np.zeros(len(faces), dtype=np.int32)
@@ -603,77 +597,6 @@ def _material(scene: Scene, materials: dict[str, int], style: _Style | None) -> 
         material = Material(style.name, style.rgba, metallic=style.metallic) if style else Material("IfcDefault")
         materials[key] = scene.add_material(material)
     return materials[key]
-
-
-def _crease_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Smooth normals where faces meet gently, hard normals across creases (float32 outputs).
-
-    Each corner's normal is the area-weighted mean of the faces at its vertex that lie within
-    CREASE_ANGLE_DEG of its own face, so a flat face keeps its own normal even where a small face
-    meets it at an edge, and a tessellated curve is smooth. Corners of one vertex that get the same
-    normal share a vertex; the others get a copy of it.
-    """
-    corners = positions[faces]
-    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length: twice the area
-    face_unit = _normalised(face_normal)
-    vertex_of = faces.ravel().astype(np.int64)
-    face_of = np.repeat(np.arange(len(faces)), 3)
-    corner_normal = _smooth_corner_normals(vertex_of, face_of, face_normal, face_unit, len(positions))
-    # A zero-area face has no normal of its own: it takes its vertex's, as do corners whose neighbours
-    # all cancel out.
-    vertex_normal = _normalised(_sum_by(vertex_of, corner_normal, len(positions)))
-    unit = _normalised(corner_normal)
-    missing = ~unit.any(axis=1)
-    unit[missing] = vertex_normal[vertex_of[missing]]
-    unit[~unit.any(axis=1)] = (0.0, 0.0, 1.0)  # only zero-area faces around: any unit vector
-    # One vertex per (vertex, normal rounded to NORMAL_QUANTUM): its three components, offset to be
-    # non-negative, packed 15 bits each.
-    rounded = np.round(unit * NORMAL_QUANTUM).astype(np.int64) + int(NORMAL_QUANTUM)
-    packed = (rounded[:, 0] << 30) | (rounded[:, 1] << 15) | rounded[:, 2]
-    order = np.lexsort((packed, vertex_of))
-    starts = np.r_[True, (np.diff(vertex_of[order]) != 0) | (np.diff(packed[order]) != 0)]
-    slot = np.empty(len(order), dtype=np.int64)
-    slot[order] = np.cumsum(starts) - 1
-    first = order[starts]
-    return positions[vertex_of[first]].astype(np.float32), unit[first].astype(np.float32), slot.reshape(-1, 3)
-
-
-def _smooth_corner_normals(
-    vertex_of: np.ndarray, face_of: np.ndarray, face_normal: np.ndarray, face_unit: np.ndarray, vertices: int
-) -> np.ndarray:
-    """Per corner, the sum of the (area-weighted) normals of the faces at its vertex within the crease
-    angle of its own face: every pair of corners of a vertex is compared, except around vertices with
-    more than MAX_FAN faces (a fan's centre), where a corner takes its face's normal unless the
-    vertex's mean is within the crease angle of it."""
-    cos_crease = math.cos(math.radians(CREASE_ANGLE_DEG))
-    order = np.argsort(vertex_of, kind="stable")
-    fan = np.bincount(vertex_of, minlength=vertices)
-    size = fan[vertex_of[order]]  # corners at the vertex of each sorted corner
-    small = size <= MAX_FAN
-    start = np.cumsum(fan) - fan  # first sorted position of each vertex
-    a = np.repeat(np.flatnonzero(small), size[small])  # sorted positions, each once per corner of its vertex
-    b = start[vertex_of[order[a]]] + (np.arange(len(a)) - np.repeat(np.cumsum(size[small]) - size[small], size[small]))
-    ca, cb = order[a], order[b]
-    fa, fb = face_of[ca], face_of[cb]
-    near = np.einsum("pk,pk->p", face_unit[fa], face_unit[fb]) >= cos_crease
-    out = _sum_by(ca[near], face_normal[fb[near]], len(vertex_of))
-    if not small.all():
-        crowded = order[~small]
-        mean = _normalised(_sum_by(vertex_of, face_normal[face_of], vertices))
-        own = face_unit[face_of[crowded]]
-        keep_mean = np.einsum("ck,ck->c", mean[vertex_of[crowded]], own) >= cos_crease
-        out[crowded] = np.where(keep_mean[:, None], mean[vertex_of[crowded]], own)
-    return out
-
-
-def _sum_by(index: np.ndarray, vectors: np.ndarray, count: int) -> np.ndarray:
-    """(count, 3): row i is the sum of the rows of `vectors` whose `index` is i."""
-    return np.stack([np.bincount(index, vectors[:, k], count) for k in range(3)], axis=1)
-
-
-def _normalised(vectors: np.ndarray) -> np.ndarray:
-    length = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 0)
 
 
 # ---------------------------------------------------------------------------------------------

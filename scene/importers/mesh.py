@@ -40,9 +40,9 @@ from scene.importers._common import (
     srgb_to_linear,
     timed,
     unique_id,
-    vertex_normals,
 )
 from scene.importers.gltf_decode import GltfDocument, read_gltf
+from scene.importers.normals import with_crease_normals
 from scene.model import IDENTITY, Element, Material, Mesh, Primitive, PropertyValue, Scene
 
 GLTF_IMPORTER = "twinview-gltf 1"
@@ -198,13 +198,11 @@ class _GltfBuilder:
         if normals is not None:  # quantized normals are only roughly unit length
             length = np.linalg.norm(normals, axis=1, keepdims=True)
             normals = np.divide(normals, length, out=np.zeros_like(normals, dtype=np.float32), where=length > 0)
-        elif indices is not None:
-            normals = vertex_normals(positions, indices)
         colors = arrays.get("COLOR_0")
         if colors is not None and colors.shape[1] == 3:
             colors = np.hstack([colors, np.ones((len(colors), 1), dtype=colors.dtype)])
         uvs = arrays.get(f"TEXCOORD_{tex_coord}")
-        return Primitive(
+        out = Primitive(
             positions=positions,
             indices=indices,
             material=material,
@@ -212,6 +210,8 @@ class _GltfBuilder:
             colors=None if colors is None else colors.astype(np.float32),
             uvs=None if uvs is None else uvs.astype(np.float32),
         )
+        # Triangles without normals are shaded flat (glTF 2.0, "Meshes").
+        return with_crease_normals(out, crease_deg=0.0) if normals is None and indices is not None else out
 
     def _material(self, index: Any) -> tuple[int, int]:
         if index in self.materials:
@@ -411,14 +411,15 @@ def _add_trimesh_nodes(path: Path, scene: Scene, loaded: Any, scale: float, text
         matrix = np.asarray(transform, dtype=np.float64).copy()
         matrix[:3, 3] *= scale
         prim.positions *= np.float32(scale)
+        if not multi_object and not np.allclose(matrix, IDENTITY):
+            prim.positions = _transform(prim.positions, matrix)
+        # Mesh files rarely carry normals we can trust (STL has one per face, trimesh welds vertices).
+        prim = with_crease_normals(prim)
         if multi_object:
             child_id = unique_id(scene, element_id(path, f"{path.stem}/{node}"))
             scene.meshes[child_id] = Mesh(child_id, [prim])
             scene.add(Element(child_id, str(node), "Mesh", parent=root_id, matrix=matrix, mesh=child_id))
         else:
-            if not np.allclose(matrix, IDENTITY):
-                prim.positions = _transform(prim.positions, matrix)
-                prim.normals = vertex_normals(prim.positions, prim.indices)  # type: ignore[arg-type]
             root_prims.append(prim)
     if root_prims:
         scene.meshes[root_id] = Mesh(root_id, root_prims)
@@ -451,7 +452,6 @@ def _trimesh_primitive(path: Path, scene: Scene, geom: Any, name: str, textures:
         positions=positions,
         indices=indices,
         material=scene.add_material(material),
-        normals=vertex_normals(positions, indices),
         colors=colors,
         uvs=uvs,
     )

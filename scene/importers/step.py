@@ -15,7 +15,9 @@ refused with ImportFailed.
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,26 @@ from scene.importers._common import (
     require_geometry,
     timed,
     unique_id,
-    vertex_normals,
 )
+from scene.importers.normals import vertex_normals
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
+
+
+@dataclass
+class _MesherPool:
+    """OCP meshes in parallel on a thread pool that a forked child inherits without its threads, so
+    meshing in parallel there waits forever: a process forked after the pool was used meshes serially
+    (the sandbox forks importers from a parent that normally never meshed; a test process may have)."""
+
+    used: bool = False
+    forked_after_use: bool = False
+
+    def forked(self) -> None:
+        self.forked_after_use = self.used
+
+
+_MESHER = _MesherPool()
+os.register_at_fork(after_in_child=_MESHER.forked)
 
 Rgba = tuple[float, float, float, float]
 
@@ -163,7 +182,10 @@ class _StepReader:
         if box.IsVoid():
             return None
         diagonal = np.sqrt(box.SquareExtent())
-        BRepMesh_IncrementalMesh(shape, max(diagonal * LINEAR_DEFLECTION_RATIO, 1e-6), False, ANGULAR_DEFLECTION, True)
+        parallel = not _MESHER.forked_after_use
+        deflection = max(diagonal * LINEAR_DEFLECTION_RATIO, 1e-6)
+        BRepMesh_IncrementalMesh(shape, deflection, False, ANGULAR_DEFLECTION, parallel)
+        _MESHER.used |= parallel
         face_colors = self._face_colors(label)
         # Face and solid colours win; then the instance's colour; then the part's own.
         part_color = instance_color or _color(label) or DEFAULT_COLOR

@@ -44,8 +44,8 @@ from scene.importers._common import (
     split_shear,
     timed,
     unique_id,
-    vertex_normals,
 )
+from scene.importers.normals import vertex_normals
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
 
 # Segments used when tessellating implicit prims (Sphere, Cylinder, Cone, Capsule): smooth enough

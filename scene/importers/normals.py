@@ -1,0 +1,128 @@
+"""Vertex normals for meshes that come without them (IFC, STL, OBJ, PLY, glTF, USD).
+
+- `vertex_normals`: one smooth normal per vertex, for surfaces known to be smooth (a STEP face);
+- `crease_normals`: smooth where faces meet gently, hard across creases. Each corner's normal is the
+  area-weighted mean of the faces at its vertex that lie within the crease angle of its own face, so
+  a flat face keeps exactly its own normal even where a small face meets it at an edge, and a
+  tessellated curve is smooth. Corners of one vertex with the same normal share a vertex; the others
+  get a copy of it, so callers copy their other per-vertex data (UVs, colours) through `source`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Final
+
+import numpy as np
+
+from scene.model import Primitive
+
+# Faces meeting at more than this angle keep their own normals (walls and housings stay crisp,
+# tessellated pipes stay smooth).
+CREASE_ANGLE_DEG: Final = 40.0
+# Unit normals are rounded to this many steps per unit when deciding which corners share a vertex;
+# the components, offset to be non-negative, are packed 15 bits each.
+NORMAL_QUANTUM: Final = 10_000
+# Vertices shared by more faces than this (the centre of a fan) get their corners' normals without
+# comparing every pair of faces there, which would grow with the square of the count.
+MAX_FAN: Final = 64
+# Corner pairs compared at once: bounds the memory of a mesh with millions of triangles (~100 MB).
+PAIRS_PER_BLOCK: Final = 2_000_000
+
+
+def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (float32, unit length; zero where a vertex has no area)."""
+    normals = np.zeros_like(positions, dtype=np.float64)
+    if len(triangles):
+        a, b, c = (positions[triangles[:, i]].astype(np.float64) for i in range(3))
+        face = np.cross(b - a, c - a)
+        for i in range(3):
+            np.add.at(normals, triangles[:, i], face)
+    return _normalised(normals).astype(np.float32)
+
+
+def crease_normals(
+    positions: np.ndarray, faces: np.ndarray, crease_deg: float = CREASE_ANGLE_DEG
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, normals, faces): for each output vertex the input vertex it copies, its unit normal
+    (float32), and the triangles (int64) over the output vertices. `crease_deg` 0 shades every face
+    flat (what glTF asks for a mesh without normals)."""
+    corners = positions[faces].astype(np.float64)
+    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length: twice the area
+    vertex_of = faces.ravel().astype(np.int64)
+    face_of = np.repeat(np.arange(len(faces)), 3)
+    corner_normal = _smooth_corner_normals(vertex_of, face_of, face_normal, len(positions), crease_deg)
+    # A zero-area face has no normal of its own: it takes its vertex's, as do corners whose neighbours
+    # all cancel out.
+    unit = _normalised(corner_normal)
+    missing = ~unit.any(axis=1)
+    unit[missing] = _normalised(_sum_by(vertex_of, corner_normal, len(positions)))[vertex_of[missing]]
+    unit[~unit.any(axis=1)] = (0.0, 0.0, 1.0)  # only zero-area faces around: any unit vector
+    rounded = np.round(unit * NORMAL_QUANTUM).astype(np.int64) + NORMAL_QUANTUM
+    packed = (rounded[:, 0] << 30) | (rounded[:, 1] << 15) | rounded[:, 2]
+    order = np.lexsort((packed, vertex_of))
+    starts = np.r_[True, (np.diff(vertex_of[order]) != 0) | (np.diff(packed[order]) != 0)]
+    slot = np.empty(len(order), dtype=np.int64)
+    slot[order] = np.cumsum(starts) - 1
+    first = order[starts]
+    return vertex_of[first], unit[first].astype(np.float32), slot.reshape(-1, 3)
+
+
+def _smooth_corner_normals(
+    vertex_of: np.ndarray, face_of: np.ndarray, face_normal: np.ndarray, vertices: int, crease_deg: float
+) -> np.ndarray:
+    """Per corner, the sum of the (area-weighted) normals of the faces at its vertex within the crease
+    angle of its own face: every pair of corners of a vertex is compared, except around vertices with
+    more than MAX_FAN faces, where a corner takes its face's normal unless the vertex's mean is within
+    the crease angle of it."""
+    cos_crease = math.cos(math.radians(crease_deg))
+    face_unit = _normalised(face_normal)
+    order = np.argsort(vertex_of, kind="stable")
+    fan = np.bincount(vertex_of, minlength=vertices)
+    size = fan[vertex_of[order]]  # corners at the vertex of each sorted corner
+    start = (np.cumsum(fan) - fan)[vertex_of[order]]  # sorted position of that vertex's first corner
+    small = np.flatnonzero(size <= MAX_FAN)
+    out = np.zeros((len(vertex_of), 3))
+    # Each sorted corner is paired with every corner of its vertex, a block of corners at a time.
+    pairs = np.cumsum(size[small])
+    bounds = np.searchsorted(pairs, np.arange(PAIRS_PER_BLOCK, pairs[-1] if len(pairs) else 0, PAIRS_PER_BLOCK))
+    for block in np.split(small, bounds):
+        k = size[block]
+        a = np.repeat(block, k)
+        b = np.repeat(start[block], k) + (np.arange(len(a)) - np.repeat(np.cumsum(k) - k, k))
+        ca, cb = order[a], order[b]
+        fa, fb = face_of[ca], face_of[cb]
+        near = (ca == cb) | (np.einsum("pk,pk->p", face_unit[fa], face_unit[fb]) >= cos_crease)
+        out += _sum_by(ca[near], face_normal[fb[near]], len(vertex_of))
+    crowded = order[size > MAX_FAN]
+    if len(crowded):
+        mean = _normalised(_sum_by(vertex_of, face_normal[face_of], vertices))[vertex_of[crowded]]
+        own = face_unit[face_of[crowded]]
+        out[crowded] = np.where((np.einsum("ck,ck->c", mean, own) >= cos_crease)[:, None], mean, own)
+    return out
+
+
+def _sum_by(index: np.ndarray, vectors: np.ndarray, count: int) -> np.ndarray:
+    """(count, 3): row i is the sum of the rows of `vectors` whose `index` is i."""
+    return np.stack([np.bincount(index, vectors[:, k], count) for k in range(3)], axis=1)
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 0)
+
+
+def with_crease_normals(prim: Primitive, crease_deg: float = CREASE_ANGLE_DEG) -> Primitive:
+    """The triangle primitive `prim` with `crease_normals`, its vertices split where corners differ;
+    its colours and UVs follow the split."""
+    assert prim.indices is not None, "points have no normals"
+    source, normals, faces = crease_normals(prim.positions, prim.indices, crease_deg)
+    return replace(
+        prim,
+        positions=prim.positions[source],
+        indices=faces.astype(np.uint32),
+        normals=normals,
+        colors=None if prim.colors is None else prim.colors[source],
+        uvs=None if prim.uvs is None else prim.uvs[source],
+    )
