@@ -52,60 +52,85 @@ def crease_normals(
     face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length: twice the area
     vertex_of = faces.ravel().astype(np.int64)
     face_of = np.repeat(np.arange(len(faces)), 3)
-    corner_normal = _smooth_corner_normals(vertex_of, face_of, face_normal, len(positions), crease_deg)
-    # A zero-area face has no normal of its own: it takes its vertex's, as do corners whose neighbours
-    # all cancel out.
-    unit = _normalised(corner_normal)
-    missing = ~unit.any(axis=1)
-    unit[missing] = _normalised(_sum_by(vertex_of, corner_normal, len(positions)))[vertex_of[missing]]
-    unit[~unit.any(axis=1)] = (0.0, 0.0, 1.0)  # only zero-area faces around: any unit vector
-    rounded = np.round(unit * NORMAL_QUANTUM).astype(np.int64) + NORMAL_QUANTUM
-    packed = (rounded[:, 0] << 30) | (rounded[:, 1] << 15) | rounded[:, 2]
-    order = np.lexsort((packed, vertex_of))
-    starts = np.r_[True, (np.diff(vertex_of[order]) != 0) | (np.diff(packed[order]) != 0)]
-    slot = np.empty(len(order), dtype=np.int64)
-    slot[order] = np.cumsum(starts) - 1
-    first = order[starts]
-    return vertex_of[first], unit[first].astype(np.float32), slot.reshape(-1, 3)
+    count = len(positions)
+    vertex_sum = _sum_by(vertex_of, face_normal[face_of], count)
+    mean = _normalised(vertex_sum)
+    own = _normalised(face_normal)[face_of]
+    near_mean = np.einsum("ck,ck->c", own, mean[vertex_of])
+    # A vertex is creased when a face there is more than half the angle off their mean (then two of
+    # them may be more than the angle apart); a zero-area face has no normal of its own to count.
+    off = (near_mean < math.cos(math.radians(crease_deg / 2))) & own.any(axis=1)
+    creased = np.bincount(vertex_of[off], minlength=count) > 0
+    # Most vertices (inside a flat face or a smooth curve) keep one vertex, with the mean normal.
+    plain = np.flatnonzero(~creased & (np.bincount(vertex_of, minlength=count) > 0))
+    slot = np.empty(count, dtype=np.int64)
+    slot[plain] = np.arange(len(plain))
+    slot = slot[vertex_of]
+    sources, normals = [plain], [_unit_or_up(mean[plain])]
+    at_crease = np.flatnonzero(creased[vertex_of])
+    if len(at_crease):
+        unit = _corner_normals(at_crease, vertex_of, face_of, face_normal, own, mean, crease_deg)
+        missing = ~unit.any(axis=1)  # a zero-area face's corner, or neighbours that cancel out
+        unit[missing] = mean[vertex_of[at_crease[missing]]]
+        unit = _unit_or_up(unit)
+        rounded = np.round(unit * NORMAL_QUANTUM).astype(np.int64) + NORMAL_QUANTUM
+        packed = (rounded[:, 0] << 30) | (rounded[:, 1] << 15) | rounded[:, 2]
+        vertex = vertex_of[at_crease]
+        order = np.lexsort((packed, vertex))
+        starts = np.r_[True, (np.diff(vertex[order]) != 0) | (np.diff(packed[order]) != 0)]
+        group = np.empty(len(order), dtype=np.int64)
+        group[order] = np.cumsum(starts) - 1
+        slot[at_crease] = len(plain) + group
+        sources.append(vertex[order[starts]])
+        normals.append(unit[order[starts]])
+    return np.concatenate(sources), np.concatenate(normals).astype(np.float32), slot.reshape(-1, 3)
 
 
-def _smooth_corner_normals(
-    vertex_of: np.ndarray, face_of: np.ndarray, face_normal: np.ndarray, vertices: int, crease_deg: float
+def _corner_normals(
+    corners: np.ndarray,
+    vertex_of: np.ndarray,
+    face_of: np.ndarray,
+    face_normal: np.ndarray,
+    own: np.ndarray,
+    mean: np.ndarray,
+    crease_deg: float,
 ) -> np.ndarray:
-    """Per corner, the sum of the (area-weighted) normals of the faces at its vertex within the crease
-    angle of its own face: every pair of corners of a vertex is compared, except around vertices with
-    more than MAX_FAN faces, where a corner takes its face's normal unless the vertex's mean is within
-    the crease angle of it."""
+    """Unit normals of `corners` (every corner of their vertices): the area-weighted mean of the faces at
+    the vertex within the crease angle of the corner's own face, every pair of corners of a vertex
+    compared. Around a vertex with more than MAX_FAN faces a corner takes its face's normal unless the
+    vertex's mean is within the crease angle of it."""
     cos_crease = math.cos(math.radians(crease_deg))
-    face_unit = _normalised(face_normal)
-    order = np.argsort(vertex_of, kind="stable")
-    fan = np.bincount(vertex_of, minlength=vertices)
-    size = fan[vertex_of[order]]  # corners at the vertex of each sorted corner
-    start = (np.cumsum(fan) - fan)[vertex_of[order]]  # sorted position of that vertex's first corner
+    order = corners[np.argsort(vertex_of[corners], kind="stable")]  # grouped by vertex
+    vertex = vertex_of[order]
+    start = np.searchsorted(vertex, vertex)  # position of the first corner of the same vertex
+    size = np.searchsorted(vertex, vertex, side="right") - start
     small = np.flatnonzero(size <= MAX_FAN)
     out = np.zeros((len(vertex_of), 3))
-    # Each sorted corner is paired with every corner of its vertex, a block of corners at a time.
     pairs = np.cumsum(size[small])
     bounds = np.searchsorted(pairs, np.arange(PAIRS_PER_BLOCK, pairs[-1] if len(pairs) else 0, PAIRS_PER_BLOCK))
-    for block in np.split(small, bounds):
+    for block in np.split(small, bounds):  # a block of corners at a time, each with every corner of its vertex
         k = size[block]
         a = np.repeat(block, k)
         b = np.repeat(start[block], k) + (np.arange(len(a)) - np.repeat(np.cumsum(k) - k, k))
         ca, cb = order[a], order[b]
-        fa, fb = face_of[ca], face_of[cb]
-        near = (ca == cb) | (np.einsum("pk,pk->p", face_unit[fa], face_unit[fb]) >= cos_crease)
-        out += _sum_by(ca[near], face_normal[fb[near]], len(vertex_of))
+        near = (ca == cb) | (np.einsum("pk,pk->p", own[ca], own[cb]) >= cos_crease)
+        out += _sum_by(ca[near], face_normal[face_of[cb[near]]], len(vertex_of))
     crowded = order[size > MAX_FAN]
-    if len(crowded):
-        mean = _normalised(_sum_by(vertex_of, face_normal[face_of], vertices))[vertex_of[crowded]]
-        own = face_unit[face_of[crowded]]
-        out[crowded] = np.where((np.einsum("ck,ck->c", mean, own) >= cos_crease)[:, None], mean, own)
-    return out
+    at = mean[vertex_of[crowded]]
+    out[crowded] = np.where((np.einsum("ck,ck->c", at, own[crowded]) >= cos_crease)[:, None], at, own[crowded])
+    return _normalised(out[corners])
 
 
 def _sum_by(index: np.ndarray, vectors: np.ndarray, count: int) -> np.ndarray:
     """(count, 3): row i is the sum of the rows of `vectors` whose `index` is i."""
     return np.stack([np.bincount(index, vectors[:, k], count) for k in range(3)], axis=1)
+
+
+def _unit_or_up(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors; +Z where there is no direction (only zero-area faces around a vertex)."""
+    unit = _normalised(vectors)
+    unit[~unit.any(axis=1)] = (0.0, 0.0, 1.0)
+    return unit
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
