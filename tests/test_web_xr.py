@@ -8,13 +8,16 @@ where the user selects and anchors it; without it (no hit-test) the model goes o
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
 from tests.web_helpers import REPO, build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
+from viewer_server.auth import issue, load_secret
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+SESSION = "synthetic"  # the synthetic scene's default session: its id is the scene's
 IWER = REPO / "web_client" / "node_modules" / "iwer" / "build" / "iwer.min.js"
 INSTALL = """window.__xr = new IWER.XRDevice(IWER.metaQuest3);
 window.__xr.installRuntime({ forceInstall: true });
@@ -82,6 +85,55 @@ def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
     page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
     assert page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
+    assert page.errors == []
+
+
+def _post(live, path: str, body: dict, token: str) -> dict:
+    req = urllib.request.Request(
+        f"{live.url}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return json.loads(res.read())
+
+
+def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
+    # Someone at a desk pinned an issue to an element and commented; in VR, pointing at the pin and
+    # pulling the trigger shows the topic in the panel, and a new comment appears there live.
+    live, page = vr_page
+    token = issue(load_secret(tmp_path / "data"), SESSION, "Ana", "annotator")
+    top = page.evaluate("""() => { const b = window.twinview.app.batches.boxOf('el-00004');
+      const c = b.getCenter(b.min.clone()); return [c.x, b.max.y, c.z]; }""")
+    pin = {"element": element_id(4), "point": top, "normal": [0, 1, 0]}
+    draft = {"title": "Seal weeps at the flange", "priority": "high", "assignee": "Tom", "pin": pin}
+    guid = _post(live, f"/api/sessions/{SESSION}/topics", draft, token)["guid"]
+    _post(live, f"/api/sessions/{SESSION}/topics/{guid}/comments", {"text": "Retorque to 40 Nm"}, token)
+    page.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=10_000)
+
+    page.locator("#btn-vr").click()
+    page.wait_for_function("window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
+                           timeout=10_000)  # fmt: skip
+    # The right hand, beside the head, points at the pin (which faces the head).
+    page.evaluate("""(g) => { const tv = window.twinview; const ctl = window.__xr.controllers.right;
+      const head = tv.viewer.renderer.xr.getCamera().position, V = head.constructor;
+      const hand = head.clone().add(new V(0.2, -0.3, 0));
+      const aim = tv.collab.pins.pins.get(g).getWorldPosition(new V()).sub(hand).normalize();
+      const q = tv.viewer.camera.quaternion.clone().setFromUnitVectors(new V(0, 0, -1), aim);
+      ctl.position.set(hand.x, hand.y, hand.z); ctl.quaternion.set(q.x, q.y, q.z, q.w); }""", guid)
+    page.wait_for_timeout(300)
+    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
+    page.wait_for_timeout(300)
+    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 0)")
+    page.wait_for_function("(g) => window.twinview.xr.topic === g", arg=guid, timeout=5000)
+    assert page.evaluate("window.twinview.xr.panel.mesh.visible")
+    assert page.evaluate("window.twinview.xr.panelLines()") == [
+        "Seal weeps at the flange", "open · high", "by Ana · assigned to Tom", "Ana: Retorque to 40 Nm",
+    ]
+    assert page.evaluate("window.twinview.app.twin.selected") != element_id(4)  # a pin is not a pick
+
+    _post(live, f"/api/sessions/{SESSION}/topics/{guid}/comments", {"text": "Done, no more drips"}, token)
+    page.wait_for_function("window.twinview.xr.panelLines().at(-1) === 'Ana: Done, no more drips'", timeout=10_000)
+    page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
     assert page.errors == []
 
 

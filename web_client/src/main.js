@@ -9,6 +9,7 @@ import { PresenceLayer } from './presence.js';
 import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { TwinState } from './state.js';
+import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
 import { TwinView } from './twin_view.js';
@@ -34,6 +35,8 @@ const LARGE_MODEL_NODES = 20000;
 const FIRST_FRAME_WAIT_MS = 500;
 // "View resynchronised" is news, not a state: it goes away after this long.
 const RESYNC_NOTICE_MS = 4000;
+// Lines of text the XR panel holds (an element's, or a topic's).
+const XR_PANEL_LINES = 8;
 
 const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
@@ -319,6 +322,8 @@ async function startXR() {
     idOf: (hit) => app.batches?.idOf(hit) ?? null,
     panelLines,
     setPointer: (ray) => { presence.pointer = ray; },
+    topicOn: (ray, camera) => collab.pins.topicOn(ray, camera),
+    topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES),
   });
   xr = ctl;
   ctl.offer($('#btn-vr'), $('#btn-ar'));
@@ -331,6 +336,7 @@ async function startXR() {
   });
   $('#xr-exit').addEventListener('click', () => viewer.renderer.xr.getSession()?.end());
   state.addEventListener('delta', () => ctl.redrawPanel());
+  collab.store.addEventListener('change', () => ctl.redrawPanel());
 }
 
 /** Text of the XR properties panel: name, class, status, then live values. @param {string} id @returns {string[]} */
@@ -339,7 +345,8 @@ function panelLines(id) {
   const v = state.visuals.get(id);
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
-  return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean).slice(0, 8);
+  return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
+    .slice(0, XR_PANEL_LINES);
 }
 
 /**

@@ -15,7 +15,8 @@ export class XRController extends EventTarget {
   /**
    * @param {import('./viewer.js').Viewer} viewer
    * @param {{modelBox: () => THREE.Box3|null, onPick: (id: string|null) => void, idOf: (hit: THREE.Intersection) => string|null,
-   *          panelLines: (id: string) => string[], setPointer: (ray: THREE.Ray|null) => void}} hooks
+   *          panelLines: (id: string) => string[], setPointer: (ray: THREE.Ray|null) => void,
+   *          topicOn: (ray: THREE.Raycaster, camera: THREE.Camera) => string|null, topicLines: (guid: string) => string[]}} hooks
    */
   constructor(viewer, hooks) {
     super();
@@ -35,8 +36,10 @@ export class XRController extends EventTarget {
     this.anchorAt = null;
     /** counts placements, so that an anchor that arrives after a newer placement is dropped */
     this.placements = 0;
-    /** @type {string|null} */
+    /** @type {string|null} the element the panel shows */
     this.selected = null;
+    /** @type {string|null} the topic the panel shows instead (its pin was picked) */
+    this.topic = null;
     this.saved = { position: new THREE.Vector3(), scale: 1, background: /** @type {any} */ (null) };
     this.reticle = new THREE.Mesh(new THREE.RingGeometry(0.05, 0.07, 32).rotateX(-Math.PI / 2),
       new THREE.MeshBasicMaterial({ color: 0xffffff }));
@@ -151,7 +154,11 @@ export class XRController extends EventTarget {
       this.anchorAt = this.reticle.matrix.clone();
       return;
     }
-    const hit = this.viewer.pickRay(this.#rayFrom(controller));
+    const ray = this.#rayFrom(controller);
+    // Pins are drawn over the model, so they are picked before it: the panel then reads the topic out.
+    const topic = this.hooks.topicOn(ray, this.viewer.renderer.xr.getCamera());
+    if (topic) return this.showTopic(topic);
+    const hit = this.viewer.pickRay(ray);
     const id = hit ? this.hooks.idOf(hit) : null;
     this.hooks.onPick(id);
     this.showPanel(id);
@@ -180,8 +187,26 @@ export class XRController extends EventTarget {
   /** Show (or hide, with null) the properties panel in front of the user. @param {string|null} id */
   showPanel(id) {
     this.selected = id;
+    this.topic = null;
+    this.#openPanel(Boolean(id));
+  }
+
+  /** Show a topic (title, status, people, latest comments) in the panel. @param {string} guid */
+  showTopic(guid) {
+    this.topic = guid;
+    this.#openPanel(true);
+  }
+
+  /** What the panel says now. @returns {string[]} */
+  panelLines() {
+    if (this.topic) return this.hooks.topicLines(this.topic);
+    return this.selected ? this.hooks.panelLines(this.selected) : [];
+  }
+
+  /** @param {boolean} show */
+  #openPanel(show) {
     const { mesh } = this.panel;
-    mesh.visible = Boolean(id) && this.viewer.renderer.xr.isPresenting;
+    mesh.visible = show && this.viewer.renderer.xr.isPresenting;
     if (!mesh.visible) return;
     const head = this.viewer.renderer.xr.getCamera();
     const fwd = new THREE.Vector3(0, 0, -1).applyQuaternion(head.quaternion).setY(0).normalize();
@@ -190,17 +215,16 @@ export class XRController extends EventTarget {
     this.redrawPanel();
   }
 
-  /** Redraw the panel text (live values change while it is open). */
+  /** Redraw the panel text (live values and topics change while it is open). */
   redrawPanel() {
-    if (!this.selected || !this.panel.mesh.visible) return;
+    if (!this.panel.mesh.visible) return;
     const { canvas, texture } = this.panel;
     const g = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d'));
     g.fillStyle = 'rgba(29, 33, 39, 0.92)';
     g.fillRect(0, 0, canvas.width, canvas.height);
     g.fillStyle = '#4da3ff';
     g.fillRect(0, 0, 8, canvas.height);
-    const lines = this.hooks.panelLines(this.selected);
-    lines.forEach((text, i) => {
+    this.panelLines().forEach((text, i) => {
       g.fillStyle = i === 0 ? '#ffffff' : '#c9d1db';
       g.font = i === 0 ? 'bold 34px sans-serif' : '26px sans-serif';
       g.fillText(text, 24, 48 + i * 40, canvas.width - 40); // fillText draws text, never markup

@@ -10,6 +10,21 @@ const ANY = '';
 /** @param {string} s */
 export const statusText = (s) => s.replace('_', ' ');
 
+/**
+ * A topic in a few lines of plain text (the XR panel): title, status and priority, author and assignee,
+ * then the latest comments.
+ * @param {import('./store.js').TopicStore} store @param {string} guid @param {number} max lines at most
+ * @returns {string[]}
+ */
+export function topicLines(store, guid, max) {
+  const t = store.topics.get(guid);
+  if (!t) return [];
+  const comments = store.thread(guid).filter((c) => !c.deleted).map((c) => `${c.author}: ${c.text}`);
+  const head = [t.title, `${statusText(t.status)} · ${t.priority}${t.due_date ? ` · due ${t.due_date}` : ''}`,
+    `by ${t.author}${t.assignee ? ` · assigned to ${t.assignee}` : ''}`];
+  return [...head, ...comments.slice(-(max - head.length))].slice(0, max);
+}
+
 export class TopicList {
   /**
    * @param {HTMLElement} root

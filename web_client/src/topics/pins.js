@@ -74,11 +74,21 @@ export class PinLayer {
    * @param {number} x @param {number} y @returns {string|null}
    */
   topicAt(x, y) {
-    if (!this.pins.size) return null;
     const r = this.viewer.renderer.domElement.getBoundingClientRect();
     const rc = new THREE.Raycaster();
     rc.setFromCamera(new THREE.Vector2(((x - r.left) / r.width) * 2 - 1, -((y - r.top) / r.height) * 2 + 1), this.viewer.camera);
-    const hit = rc.intersectObjects([...this.pins.values()], false)[0];
+    return this.topicOn(rc, this.viewer.camera);
+  }
+
+  /**
+   * The topic whose pin `raycaster` hits first (an XR controller's ray), if any. Pins face `camera` and
+   * keep their size on its screen, so the hit test needs it (in XR: the headset's camera).
+   * @param {THREE.Raycaster} raycaster @param {THREE.Camera} camera @returns {string|null}
+   */
+  topicOn(raycaster, camera) {
+    if (!this.pins.size) return null;
+    raycaster.camera = camera;
+    const hit = raycaster.intersectObjects([...this.pins.values()], false)[0];
     return hit ? hit.object.userData.topic : null;
   }
 
