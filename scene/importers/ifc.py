@@ -310,13 +310,14 @@ def _tessellate(
                 f"{len(unsafe)} element(s) skipped: manifold cannot cut openings into surface models, "
                 f"opencascade can (ifc_kernel auto): {_examples(unsafe)}"
             )
-        batch = [p for p in done.failed if p not in unsafe]
-        if not batch and not (unsafe and fallback):
-            continue
-        done.errors = []
-        jobs = [_Job(kernel, batch, complete_only=fallback is not None)]
+        bypass = {p.id() for p in unsafe}
+        batch = [p for p in done.failed if p.id() not in bypass]
+        jobs = [_Job(kernel, batch, complete_only=fallback is not None)] if batch else []
         if unsafe and fallback:  # first: they are the slow ones
             jobs.insert(0, _Job(fallback, unsafe, complete_only=fallback != kernels[-1]))
+        if not jobs:
+            continue
+        done.errors = []
         workers = min(threads, math.ceil(sum(len(job.products) for job in jobs) / MIN_PRODUCTS_PER_WORKER))
         if fallback or workers > 1:
             wait = _start_workers(model, jobs, workers, done)
