@@ -235,7 +235,8 @@ class Store:
 
     def revocations(self) -> dict[tuple[str, str], float]:
         """Every revocation: (session, user) -> revoked until. A running server compares its connections
-        with it every few seconds, so those of a user revoked by another process (the CLI) are closed."""
+        with it every second (`serve.REVOCATION_POLL_S`), so those of a user revoked by another process
+        (the CLI) are closed."""
         return {(s, u): t for s, u, t in self._read.execute("SELECT session, user, revoked_at FROM revocations")}
 
     def topics(self, session: str) -> list[Topic]:

@@ -33,13 +33,8 @@ PAIRS_PER_BLOCK: Final = 2_000_000
 
 def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals (float32, unit length; zero where a vertex has no area)."""
-    normals = np.zeros_like(positions, dtype=np.float64)
-    if len(triangles):
-        a, b, c = (positions[triangles[:, i]].astype(np.float64) for i in range(3))
-        face = np.cross(b - a, c - a)
-        for i in range(3):
-            np.add.at(normals, triangles[:, i], face)
-    return _normalised(normals).astype(np.float32)
+    face = np.repeat(_face_normals(positions, triangles), 3, axis=0)
+    return _normalised(_sum_by(triangles.ravel().astype(np.int64), face, len(positions))).astype(np.float32)
 
 
 def crease_normals(
@@ -48,8 +43,7 @@ def crease_normals(
     """(source, normals, faces): for each output vertex the input vertex it copies, its unit normal
     (float32), and the triangles (int64) over the output vertices. `crease_deg` 0 shades every face
     flat (what glTF asks for a mesh without normals)."""
-    corners = positions[faces].astype(np.float64)
-    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length: twice the area
+    face_normal = _face_normals(positions, faces)
     vertex_of = faces.ravel().astype(np.int64)
     face_of = np.repeat(np.arange(len(faces)), 3)
     count = len(positions)
@@ -119,6 +113,12 @@ def _corner_normals(
     at = mean[vertex_of[crowded]]
     out[crowded] = np.where((np.einsum("ck,ck->c", at, own[crowded]) >= cos_crease)[:, None], at, own[crowded])
     return _normalised(out[corners])
+
+
+def _face_normals(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(faces, 3) float64: each triangle's normal, twice its area long."""
+    corners = positions[faces].astype(np.float64).reshape(-1, 3, 3)
+    return np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
 
 
 def _sum_by(index: np.ndarray, vectors: np.ndarray, count: int) -> np.ndarray:
