@@ -87,14 +87,17 @@ def bench_file(path: Path, repeat: int, kernel: str) -> dict:
         packed = Path(tmp) / "gltfpack.glb"
         packed_kn = Path(tmp) / "gltfpack-kn.glb"
         packed_ke = Path(tmp) / "gltfpack-kn-ke.glb"
-        subprocess.run(["node", str(GLTFPACK), "-i", str(plain), "-o", str(packed), "-cc"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["node", str(GLTFPACK), "-i", str(plain), "-o", str(packed), "-cc"], check=True, capture_output=True
+        )
         for out_glb, flags in ((packed_kn, ["-kn"]), (packed_ke, ["-kn", "-ke"])):
             cmd = ["node", str(GLTFPACK), "-i", str(plain), "-o", str(out_glb), "-cc", *flags]
             subprocess.run(cmd, check=True, capture_output=True)
         compressed = Path(tmp) / "compressed"
-        subprocess.run([sys.executable, "-m", "viewer_server.cli", "build", str(path), "-o", str(compressed), "-q",
-                        "--compress"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "viewer_server.cli", "build", str(path), "-o", str(compressed), "-q", "--compress"],
+            check=True,
+        )
         manifest = json.loads((out / "manifest.json").read_text())
         sizes = {
             "plain": plain.stat().st_size,

@@ -26,6 +26,7 @@ import msgspec
 import orjson
 
 from scene.config_file import ConfigFileError, config_main, entry_name, load_config
+from scene.json_schema import tidy
 from scene.state import Quality, Reading, Scalar
 
 # Largest MQTT payload we parse: a telemetry message (even a gateway batch) is a few kB; more is a
@@ -235,13 +236,14 @@ class RejectedReading(ValueError):
 
 def bindings_schema() -> dict[str, Any]:
     """The published JSON Schema of a bindings file (docs/bindings.schema.json)."""
-    schema = msgspec.json.schema(BindingsFile)
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "TwinView bindings",
-        **schema,
-    }
+    return tidy(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": SCHEMA_ID,
+            "title": "TwinView bindings",
+            **msgspec.json.schema(BindingsFile),
+        }
+    )
 
 
 # --- JSON paths and topic filters -------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import orjson
 import yaml
 
+from scene.json_schema import schema_text
+
 T = TypeVar("T")
 
 
@@ -107,7 +109,7 @@ def config_main(
     """The command line of a configuration module: `--schema` prints its JSON Schema, `FILE` checks a file and
     prints `say(loaded)` (exit 1 and the located problem when it is not valid)."""
     if argv == ["--schema"]:
-        sys.stdout.write(orjson.dumps(schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(schema_text(schema()))
         return 0
     if len(argv) == 1 and not argv[0].startswith("-"):
         try:

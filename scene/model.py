@@ -158,6 +158,4 @@ class Scene:
 
 
 # Rotation taking a Z-up frame to the canonical Y-up frame: (x, y, z) -> (x, z, -y).
-Z_UP_TO_Y_UP = np.array(
-    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])

@@ -23,6 +23,7 @@ import msgspec
 
 from scene.bindings import ElementId, PropName
 from scene.config_file import ConfigFileError, config_main, entry_name, load_config
+from scene.json_schema import tidy
 from viewer_server.topics import Camera, ClippingPlane
 
 SCHEMA_ID = "https://twinview.dev/schemas/procedure.schema.json"
@@ -108,14 +109,16 @@ def step_id(procedure: ProcedureFile, index: int) -> str:
 
 def procedure_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of a procedure file, generated from the Structs."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "TwinView procedure file",
-        "description": "A guided procedure: ordered steps with views, highlights and completion conditions; "
-        "see docs/PROCEDURES.md.",
-        **msgspec.json.schema(ProcedureFile),
-    }
+    return tidy(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": SCHEMA_ID,
+            "title": "TwinView procedure file",
+            "description": "A guided procedure: ordered steps with views, highlights and completion conditions; "
+            "see docs/PROCEDURES.md.",
+            **msgspec.json.schema(ProcedureFile),
+        }
+    )
 
 
 _validator = jsonschema.Draft202012Validator(procedure_schema())

@@ -28,9 +28,25 @@ SEVERITY_WARNING = 1
 # What AR Quick Look renders (the list from usdchecker --arkit's ARKitPrimTypeChecker).
 ARKIT_PRIM_TYPES = frozenset(
     {
-        "", "Scope", "Xform", "Camera", "Shader", "Material", "Mesh", "Sphere", "Cube", "Cylinder",
-        "Cone", "Capsule", "GeomSubset", "Points", "SkelRoot", "Skeleton", "SkelAnimation",
-        "BlendShape", "SpatialAudio",
+        "",
+        "Scope",
+        "Xform",
+        "Camera",
+        "Shader",
+        "Material",
+        "Mesh",
+        "Sphere",
+        "Cube",
+        "Cylinder",
+        "Cone",
+        "Capsule",
+        "GeomSubset",
+        "Points",
+        "SkelRoot",
+        "Skeleton",
+        "SkelAnimation",
+        "BlendShape",
+        "SpatialAudio",
     }
 )
 ARKIT_SHADER_IDS = frozenset({"UsdPreviewSurface", "UsdUVTexture", "UsdPrimvarReader_float2", "UsdTransform2d"})
@@ -50,7 +66,10 @@ def gltf_report(path: Path) -> dict:
         )
     done = subprocess.run(
         [node, str(GLTF_VALIDATOR_SCRIPT), str(path)],
-        capture_output=True, text=True, timeout=GLTF_VALIDATOR_TIMEOUT_S, check=False,
+        capture_output=True,
+        text=True,
+        timeout=GLTF_VALIDATOR_TIMEOUT_S,
+        check=False,
     )
     if done.returncode != 0:
         raise ValidatorUnavailable(f"gltf-validator failed on {path}: {done.stderr.strip()[-500:]}")
@@ -82,9 +101,7 @@ def validate_usd(path: Path, arkit: bool = False) -> list[str]:
     registry = UsdValidation.ValidationRegistry()
     context = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators())
     out = [
-        e.GetErrorAsString()
-        for e in context.Validate(stage)
-        if e.GetType() == UsdValidation.ValidationErrorType.Error
+        e.GetErrorAsString() for e in context.Validate(stage) if e.GetType() == UsdValidation.ValidationErrorType.Error
     ]
     if arkit:
         out += _arkit_errors(stage, Path(path))

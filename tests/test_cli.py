@@ -74,8 +74,7 @@ def _ascii_ply_cloud(path: Path, n: int) -> None:
     rng = __import__("numpy").random.default_rng(1)
     pts = rng.random((n, 3))
     header = (
-        f"ply\nformat ascii 1.0\nelement vertex {n}\n"
-        "property float x\nproperty float y\nproperty float z\nend_header\n"
+        f"ply\nformat ascii 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
     )
     path.write_text(header + "\n".join(f"{x:.5f} {y:.5f} {z:.5f}" for x, y, z in pts) + "\n")
 

@@ -23,8 +23,12 @@ from tests.scene_factory import grid_scene, synthetic_scene
 # steps within 2^-10 m (~1 mm) or 2^-14 of the mesh's extent, whichever is larger.
 POSITION_TOLERANCE_M = 0.5e-3
 POSITION_TOLERANCE_OF_EXTENT = 1e-4
-VARIANTS = {"plain": {}, "compress": {"compress": True}, "lod": {"lod": True},
-            "compress_lod": {"compress": True, "lod": True}}
+VARIANTS = {
+    "plain": {},
+    "compress": {"compress": True},
+    "lod": {"lod": True},
+    "compress_lod": {"compress": True, "lod": True},
+}
 DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
@@ -74,11 +78,13 @@ class Glb:
         if "matrix" in node:
             return np.array(node["matrix"]).reshape(4, 4).T
         x, y, z, w = node.get("rotation", [0, 0, 0, 1])
-        rotation = np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ])
+        rotation = np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        )
         m = np.eye(4)
         m[:3, :3] = rotation * node.get("scale", [1, 1, 1])
         m[:3, 3] = node.get("translation", [0, 0, 0])
@@ -225,8 +231,9 @@ def test_meshopt_stream_decodes_to_the_same_triangles_within_quantisation(tmp_pa
             if prim.indices is None:
                 np.testing.assert_array_equal(np.sort(decoded, axis=0), np.sort(expected, axis=0))
                 continue
-            got = _canonical_triangles(np.rint(decoded / step).astype(np.int64),
-                                       glb.accessor(gprim["indices"]).reshape(-1, 3))
+            got = _canonical_triangles(
+                np.rint(decoded / step).astype(np.int64), glb.accessor(gprim["indices"]).reshape(-1, 3)
+            )
             q = np.rint(expected / step).astype(np.int64)
             want = _canonical_triangles(q, _non_degenerate(q, prim.indices.astype(np.int64)))
             np.testing.assert_array_equal(got, want)
@@ -241,8 +248,12 @@ def test_identical_geometry_is_written_once_whatever_its_order(tmp_path: Path) -
     copy = Primitive(box.positions.copy(), box.indices.copy(), box.material, normals=box.normals.copy())
     shuffled = np.random.default_rng(1).permutation(len(box.positions))  # same triangles, other numbering and order
     inverse = np.argsort(shuffled)
-    reordered = Primitive(box.positions[shuffled], inverse[box.indices][::-1].astype(np.uint32), box.material,
-                          normals=box.normals[shuffled])
+    reordered = Primitive(
+        box.positions[shuffled],
+        inverse[box.indices][::-1].astype(np.uint32),
+        box.material,
+        normals=box.normals[shuffled],
+    )
     recoloured = Primitive(box.positions, box.indices, 1 - box.material, normals=box.normals)
     for mesh_id, prim in (("copy", copy), ("reordered", reordered), ("recoloured", recoloured)):
         scene.meshes[mesh_id] = Mesh(mesh_id, [prim])
@@ -274,16 +285,19 @@ def test_compressed_real_ifc_keeps_every_node_and_stays_within_tolerance_of_the_
     for node, packed_node in zip(plain.json["nodes"], packed.json["nodes"], strict=True):
         if "mesh" not in node:
             continue
-        source = [plain.accessor(p["attributes"]["POSITION"]).astype(np.float64)
-                  for p in plain.json["meshes"][node["mesh"]]["primitives"]]
+        source = [
+            plain.accessor(p["attributes"]["POSITION"]).astype(np.float64)
+            for p in plain.json["meshes"][node["mesh"]]["primitives"]
+        ]
         extent = float(np.ptp(np.concatenate(source), axis=0).max())
         step = 2.0 ** meshopt.position_exponent(source)
         assert step / 2 <= max(POSITION_TOLERANCE_M, POSITION_TOLERANCE_OF_EXTENT * extent)
         want_keys, want_corners = _triangles_by_grid(plain, node["mesh"], step)
         got_keys, got_corners = _triangles_by_grid(packed, packed_node["mesh"], step)
         np.testing.assert_array_equal(got_keys, want_keys)  # the same triangles, less those without area
-        assert np.abs(got_corners - want_corners).max(initial=0) <= max(POSITION_TOLERANCE_M,
-                                                                      POSITION_TOLERANCE_OF_EXTENT * extent)
+        assert np.abs(got_corners - want_corners).max(initial=0) <= max(
+            POSITION_TOLERANCE_M, POSITION_TOLERANCE_OF_EXTENT * extent
+        )
 
 
 def _triangles_by_grid(doc: GltfDocument, mesh: int, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -344,8 +358,9 @@ def test_stats_count_instances_and_draw_calls(tmp_path: Path) -> None:
     assert stats.triangles == scene.triangle_count
     assert stats.points == 500
     assert stats.meshes == len(scene.meshes)
-    assert stats.draw_calls_estimate == sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values()
-                                            if e.mesh)
+    assert stats.draw_calls_estimate == sum(
+        len(scene.meshes[e.mesh].primitives) for e in scene.elements.values() if e.mesh
+    )
     assert stats.bytes == (tmp_path / "s.glb").stat().st_size
 
 
@@ -389,8 +404,13 @@ def test_three_js_loads_the_compressed_glb_with_its_meshopt_decoder(tmp_path: Pa
         pytest.skip("needs node and web_client/node_modules/three: run ./setup.sh")
     scene = grid_scene(60)
     write_glb(scene, tmp_path / "c.glb", compress=True)
-    done = subprocess.run(["node", "--input-type=module", "-e", THREE_LOADER, str(tmp_path / "c.glb"), str(three)],
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", THREE_LOADER, str(tmp_path / "c.glb"), str(three)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     loaded = json.loads(done.stdout)
     assert sorted(loaded["ids"]) == sorted(scene.elements)
     assert loaded["triangles"] == scene.triangle_count

@@ -19,8 +19,16 @@ def test_manifest_matches_the_scene(tmp_path: Path) -> None:
     write_manifest(scene, tmp_path / "manifest.json", {"stage_seconds": 0.5, "glb": glb})
     m = load_manifest(tmp_path / "manifest.json")
     assert (m["format"], m["version"], m["units"], m["up_axis"]) == ("twinview-manifest", 1, "m", "Y")
-    assert m["inputs"] == [{"path": "site.ifc", "sha256": "0" * 64, "format": "ifc", "importer": "synthetic 1.0",
-                            "source_units": "mm", "source_up_axis": "Z"}]
+    assert m["inputs"] == [
+        {
+            "path": "site.ifc",
+            "sha256": "0" * 64,
+            "format": "ifc",
+            "importer": "synthetic 1.0",
+            "source_units": "mm",
+            "source_up_axis": "Z",
+        }
+    ]
     stats = m["stats"]
     assert stats["elements"] == len(scene.elements) and stats["triangles"] == scene.triangle_count
     assert stats["points"] == 500 and stats["meshes"] == len(scene.meshes) and stats["materials"] == 5

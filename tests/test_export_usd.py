@@ -39,8 +39,12 @@ def test_stage_metadata_and_provenance(stage_path: Path) -> None:
     data = stage.GetRootLayer().customLayerData
     assert data["twinview:version"]
     assert data["twinview:inputs"]["0"] == {
-        "path": "site.ifc", "sha256": "0" * 64, "format": "ifc", "importer": "synthetic 1.0",
-        "source_units": "mm", "source_up_axis": "Z",
+        "path": "site.ifc",
+        "sha256": "0" * 64,
+        "format": "ifc",
+        "importer": "synthetic 1.0",
+        "source_units": "mm",
+        "source_up_axis": "Z",
     }
 
 

@@ -41,7 +41,6 @@ def test_usdz_keeps_all_geometry_and_the_twin_ids(tmp_path: Path) -> None:
     assert ids == set(synthetic_scene().elements)
     meshes = [p for p in prims if p.IsA(UsdGeom.Mesh)]
     scene = synthetic_scene()
-    drawn = sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values()
-                if e.mesh not in (None, "scan"))
+    drawn = sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values() if e.mesh not in (None, "scan"))
     assert len(meshes) == drawn
     assert len([p for p in prims if p.IsA(UsdGeom.Points)]) == 1

@@ -11,9 +11,7 @@ from scene.model import Element, InputRecord, Material, Mesh, Primitive, Scene
 def _scene(path: str, ids: list[str]) -> Scene:
     scene = Scene(inputs=[InputRecord(path=path, sha256="0" * 64, format="obj", importer="test")])
     mat = scene.add_material(Material(name=f"{path} paint"))
-    tri = Primitive(
-        positions=np.zeros((3, 3), np.float32), indices=np.array([[0, 1, 2]], np.uint32), material=mat
-    )
+    tri = Primitive(positions=np.zeros((3, 3), np.float32), indices=np.array([[0, 1, 2]], np.uint32), material=mat)
     scene.meshes["m"] = Mesh(id="m", primitives=[tri])
     parent = None
     for element_id in ids:

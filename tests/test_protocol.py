@@ -77,8 +77,21 @@ SAMPLES: list[object] = [
     p.Delta(
         10,
         11,
-        events=[p.Event(10, "procedure_step", "run1", "", 1.7e9, message="Start P-102", procedure="x", step=1,
-                        viewpoint=VIEWPOINT, user="ann", session="s1")],
+        events=[
+            p.Event(
+                10,
+                "procedure_step",
+                "run1",
+                "",
+                1.7e9,
+                message="Start P-102",
+                procedure="x",
+                step=1,
+                viewpoint=VIEWPOINT,
+                user="ann",
+                session="s1",
+            )
+        ],
         presenter={"s1": p.PresenterState("ann", "sid1", VIEWPOINT, 1.7e9, [p.Hand("bob", "sid2", 1.7e9)])},
     ),
     p.CommandAck("sent", "published to plant/V-1/cmd (QoS 1)", "V-1", "setpoint", "c1"),

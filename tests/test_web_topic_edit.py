@@ -188,8 +188,10 @@ def test_what_is_being_typed_survives_someone_elses_change(world):
     dan_panel.locator("button.send").click()
     _panel_has_comment(cleo, "Torque checked")
     assert draft.input_value() == "Half a thought about the gas"
-    focus = cleo.evaluate("() => [document.activeElement.className, document.activeElement.selectionStart,"
-                          " document.activeElement.selectionEnd]")
+    focus = cleo.evaluate(
+        "() => [document.activeElement.className, document.activeElement.selectionStart,"
+        " document.activeElement.selectionEnd]"
+    )
     assert focus == ["comment-text", 5, 10]
 
     # Editing her first comment while Dan comments again.

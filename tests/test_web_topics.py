@@ -78,9 +78,7 @@ def _create_topic(page, title: str, comment: str) -> str:
     page.click(f'ul.topics li[data-guid="{guid}"]')
     page.fill("#topic-panel textarea.comment-text", comment)
     page.click("#topic-panel button.send")
-    page.wait_for_function(
-        "(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000
-    )
+    page.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
     return guid
 
 
@@ -109,7 +107,8 @@ def test_two_annotators_share_a_topic_live(world):
     ben.mouse.click(at["x"], at["y"])
     ben.wait_for_selector("#topic-panel:not([hidden])")
     ben.wait_for_function(
-        "([x, y, z]) => window.twinview.viewer.camera.position.distanceTo({x, y, z}) < 0.05", arg=list(VIEW_POS),
+        "([x, y, z]) => window.twinview.viewer.camera.position.distanceTo({x, y, z}) < 0.05",
+        arg=list(VIEW_POS),
         timeout=5000,
     )
 

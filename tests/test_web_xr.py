@@ -114,12 +114,15 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     page.wait_for_function("window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
                            timeout=10_000)  # fmt: skip
     # The right hand, beside the head, points at the pin (which faces the head).
-    page.evaluate("""(g) => { const tv = window.twinview; const ctl = window.__xr.controllers.right;
+    page.evaluate(
+        """(g) => { const tv = window.twinview; const ctl = window.__xr.controllers.right;
       const head = tv.viewer.renderer.xr.getCamera().position, V = head.constructor;
       const hand = head.clone().add(new V(0.2, -0.3, 0));
       const aim = tv.collab.pins.pins.get(g).getWorldPosition(new V()).sub(hand).normalize();
       const q = tv.viewer.camera.quaternion.clone().setFromUnitVectors(new V(0, 0, -1), aim);
-      ctl.position.set(hand.x, hand.y, hand.z); ctl.quaternion.set(q.x, q.y, q.z, q.w); }""", guid)
+      ctl.position.set(hand.x, hand.y, hand.z); ctl.quaternion.set(q.x, q.y, q.z, q.w); }""",
+        guid,
+    )
     page.wait_for_timeout(300)
     page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
     page.wait_for_timeout(300)
@@ -127,7 +130,10 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     page.wait_for_function("(g) => window.twinview.xr.topic === g", arg=guid, timeout=5000)
     assert page.evaluate("window.twinview.xr.panel.mesh.visible")
     assert page.evaluate("window.twinview.xr.panelLines()") == [
-        "Seal weeps at the flange", "open · high", "by Ana · assigned to Tom", "Ana: Retorque to 40 Nm",
+        "Seal weeps at the flange",
+        "open · high",
+        "by Ana · assigned to Tom",
+        "Ana: Retorque to 40 Nm",
     ]
     assert page.evaluate("window.twinview.app.twin.selected") != element_id(4)  # a pin is not a pick
 
@@ -249,8 +255,9 @@ MODEL_BASE = """() => { const tv = window.twinview; const w = tv.viewer.world; w
   const c = box.getCenter(box.min.clone()); const base = c.clone().setY(box.min.y).applyMatrix4(w.matrixWorld);
   const d = box.getSize(box.min.clone()); return {base: base.toArray(), across: Math.max(d.x, d.z) * w.scale.x}; }"""
 # Look straight down from (x, y, z): the viewer-space hit-test ray (-Z) turned to -Y.
-LOOK_DOWN = ("(p) => { window.__xr.position.set(...p); const s = Math.SQRT1_2; "
-             "window.__xr.quaternion.set(-s, 0, 0, s); }")
+LOOK_DOWN = (
+    "(p) => { window.__xr.position.set(...p); const s = Math.SQRT1_2; window.__xr.quaternion.set(-s, 0, 0, s); }"
+)
 
 
 def _select(page) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from scene import json_schema
+from scene.json_schema import tidy
 from scene.procedure_file import CompleteWhen, Watch
 
 # The visual of an element on a layer is defined by the rules engine; re-exported as part of v1.
@@ -578,21 +580,21 @@ def schema() -> dict[str, Any]:
     (client_ref, server_ref), components = msgspec.json.schema_components(
         [ClientMessage, ServerMessage], ref_template="#/$defs/{name}"
     )
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://twinview.dev/protocol/v1/schema.json",
-        "title": f"TwinView protocol v{PROTOCOL_VERSION}",
-        "description": "Messages of the TwinView WebSocket protocol; see docs/PROTOCOL.md.",
-        "$defs": {**components, "ClientMessage": client_ref, "ServerMessage": server_ref},
-        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
-    }
+    return tidy(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://twinview.dev/protocol/v1/schema.json",
+            "title": f"TwinView protocol v{PROTOCOL_VERSION}",
+            "description": "Messages of the TwinView WebSocket protocol; see docs/PROTOCOL.md.",
+            "$defs": {**components, "ClientMessage": client_ref, "ServerMessage": server_ref},
+            "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
+        }
+    )
 
 
 def schema_text() -> str:
     """docs/protocol.schema.json as written: stable key order, so a diff shows real changes."""
-    import orjson
-
-    return orjson.dumps(schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    return json_schema.schema_text(schema())
 
 
 if __name__ == "__main__":  # python -m viewer_server.protocol > docs/protocol.schema.json

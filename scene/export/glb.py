@@ -120,11 +120,18 @@ class _Binary:
             return
         encoded = meshopt.encode_vertices(stream) if vertex else meshopt.encode_triangles(stream, int(stream.max()) + 1)
         view: dict = {
-            "buffer": 1, "byteOffset": self.fallback_size, "byteLength": stream.nbytes, "target": target,
+            "buffer": 1,
+            "byteOffset": self.fallback_size,
+            "byteLength": stream.nbytes,
+            "target": target,
             "extensions": {
                 EXT_MESHOPT: {
-                    "buffer": 0, "byteOffset": self._append(encoded), "byteLength": len(encoded),
-                    "byteStride": stride, "mode": mode, "count": stream.size // (stride // stream.itemsize),
+                    "buffer": 0,
+                    "byteOffset": self._append(encoded),
+                    "byteLength": len(encoded),
+                    "byteStride": stride,
+                    "mode": mode,
+                    "count": stream.size // (stride // stream.itemsize),
                 }
             },
         }
@@ -212,19 +219,23 @@ class _GltfWriter:
         if prim.normals is not None:
             unit = _unit(prim.normals)
             out["NORMAL"] = (
-                _Stream(meshopt.octahedral_normals(unit), meshopt.GLTF_BYTE, "VEC3", normalized=True,
-                        filter="OCTAHEDRAL")
-                if self.compress else _Stream(unit, f32, "VEC3")
+                _Stream(
+                    meshopt.octahedral_normals(unit), meshopt.GLTF_BYTE, "VEC3", normalized=True, filter="OCTAHEDRAL"
+                )
+                if self.compress
+                else _Stream(unit, f32, "VEC3")
             )
         if prim.uvs is not None:
             out["TEXCOORD_0"] = (
                 _Stream(meshopt.quantize_uvs(prim.uvs), meshopt.GLTF_UNSIGNED_SHORT, "VEC2", normalized=True)
-                if self.compress and meshopt.uvs_fit_unit(prim.uvs) else _Stream(_f32(prim.uvs), f32, "VEC2")
+                if self.compress and meshopt.uvs_fit_unit(prim.uvs)
+                else _Stream(_f32(prim.uvs), f32, "VEC2")
             )
         if prim.colors is not None:
             out["COLOR_0"] = (
                 _Stream(meshopt.quantize_colors(prim.colors), meshopt.GLTF_UNSIGNED_BYTE, "VEC4", normalized=True)
-                if self.compress else _Stream(_f32(np.clip(prim.colors, 0, 1)), f32, "VEC4")
+                if self.compress
+                else _Stream(_f32(np.clip(prim.colors, 0, 1)), f32, "VEC4")
             )
         return out
 
@@ -292,8 +303,9 @@ class _GltfWriter:
             ready = _Prepared(streams, prim.indices, None, _digest(streams, prim.indices))
         return ready if len(ready.streams["POSITION"].data) else None
 
-    def _primitive(self, material: int, triangles: np.ndarray | None, attrs: dict[str, int],
-                   vertex_count: int) -> dict | None:
+    def _primitive(
+        self, material: int, triangles: np.ndarray | None, attrs: dict[str, int], vertex_count: int
+    ) -> dict | None:
         """A glTF primitive, or None when every triangle collapsed (glTF forbids empty accessors)."""
         if triangles is not None and not len(triangles):
             return None
@@ -304,8 +316,9 @@ class _GltfWriter:
             out["indices"] = self._indices(triangles, vertex_count)
         return out
 
-    def _lod_mesh(self, mesh_id: str, level: int, prims: list[Primitive], bases: list[_Base | None],
-                  exponent: int | None) -> dict | None:
+    def _lod_mesh(
+        self, mesh_id: str, level: int, prims: list[Primitive], bases: list[_Base | None], exponent: int | None
+    ) -> dict | None:
         """A coarser level: reuses the base primitive's vertex accessors when it shares its vertices."""
         gltf_prims = []
         for prim, base in zip(prims, bases, strict=True):
@@ -390,7 +403,8 @@ class _GltfWriter:
             "images": self.images,
             "textures": self.textures,
             "samplers": [{"magFilter": LINEAR, "minFilter": LINEAR_MIPMAP_LINEAR, "wrapS": REPEAT, "wrapT": REPEAT}]
-            if self.textures else [],
+            if self.textures
+            else [],
         }
         if self.compress and self.meshes:
             doc["extensionsUsed"] = [EXT_QUANTIZATION, EXT_MESHOPT]
@@ -436,8 +450,14 @@ def _transform(local: np.ndarray) -> dict:
 
 def _quaternion(r: np.ndarray) -> list[float]:
     """Unit quaternion (x, y, z, w), w >= 0, of a rotation matrix (Shepperd's method)."""
-    squares = np.array([1 + r[0, 0] + r[1, 1] + r[2, 2], 1 + r[0, 0] - r[1, 1] - r[2, 2],
-                        1 - r[0, 0] + r[1, 1] - r[2, 2], 1 - r[0, 0] - r[1, 1] + r[2, 2]])
+    squares = np.array(
+        [
+            1 + r[0, 0] + r[1, 1] + r[2, 2],
+            1 + r[0, 0] - r[1, 1] - r[2, 2],
+            1 - r[0, 0] + r[1, 1] - r[2, 2],
+            1 - r[0, 0] - r[1, 1] + r[2, 2],
+        ]
+    )
     i = int(squares.argmax())
     s = 2 * np.sqrt(squares[i])
     if i == 0:
@@ -495,8 +515,10 @@ def _digest(streams: dict[str, _Stream], triangles: np.ndarray | None) -> bytes:
 
 def _geometry_key(prims: list[Primitive], prepared: list[_Prepared | None]) -> bytes:
     """Equal keys mean interchangeable glTF meshes: the same materials drawing the same geometry."""
-    return b"".join(f"{p.material}:".encode() + (b"-" if ready is None else ready.digest)
-                    for p, ready in zip(prims, prepared, strict=True))
+    return b"".join(
+        f"{p.material}:".encode() + (b"-" if ready is None else ready.digest)
+        for p, ready in zip(prims, prepared, strict=True)
+    )
 
 
 def _drop_degenerate(triangles: np.ndarray) -> np.ndarray:

@@ -54,10 +54,20 @@ def _simplify(prim: Primitive, target_error: float) -> Primitive:
     out = np.zeros_like(flat)
     target = max(3, int(len(flat) * LOD_RATIO) // 3 * 3)
     count = meshoptimizer.simplify(
-        out, flat, np.ascontiguousarray(prim.positions, dtype=np.float32), len(flat), len(prim.positions),
-        12, target, target_error,
+        out,
+        flat,
+        np.ascontiguousarray(prim.positions, dtype=np.float32),
+        len(flat),
+        len(prim.positions),
+        12,
+        target,
+        target_error,
     )
     return Primitive(
-        prim.positions, out[:count].reshape(-1, 3), prim.material,
-        normals=prim.normals, colors=prim.colors, uvs=prim.uvs,
+        prim.positions,
+        out[:count].reshape(-1, 3),
+        prim.material,
+        normals=prim.normals,
+        colors=prim.colors,
+        uvs=prim.uvs,
     )

@@ -54,8 +54,12 @@ def build_manifest(scene: Scene, stats: dict[str, Any]) -> dict[str, Any]:
         "up_axis": "Y",
         "inputs": [
             {
-                "path": rec.path, "sha256": rec.sha256, "format": rec.format, "importer": rec.importer,
-                "source_units": rec.source_units, "source_up_axis": rec.source_up_axis,
+                "path": rec.path,
+                "sha256": rec.sha256,
+                "format": rec.format,
+                "importer": rec.importer,
+                "source_units": rec.source_units,
+                "source_up_axis": rec.source_up_axis,
             }
             for rec in scene.inputs
         ],

@@ -111,7 +111,8 @@ class StageWriter:
                 _prim(layer, PROTOTYPES, "Scope", Sdf.SpecifierClass)
             prototypes = {
                 mesh_id: writer.write(f"{PROTOTYPES}/{_identifier(mesh_id)}_{i}", scene.meshes[mesh_id])
-                for i, (mesh_id, n) in enumerate(uses.items()) if n > 1
+                for i, (mesh_id, n) in enumerate(uses.items())
+                if n > 1
             }
             for el, local in zip(scene.elements.values(), local_matrices(scene), strict=True):
                 prim_path = paths[el.id]
@@ -138,8 +139,12 @@ def _identity(el: Element) -> tuple[str, str, str, str | None]:
 def _provenance(scene: Scene) -> dict:
     inputs = {
         str(i): {
-            "path": rec.path, "sha256": rec.sha256, "format": rec.format, "importer": rec.importer,
-            "source_units": rec.source_units, "source_up_axis": rec.source_up_axis,
+            "path": rec.path,
+            "sha256": rec.sha256,
+            "format": rec.format,
+            "importer": rec.importer,
+            "source_units": rec.source_units,
+            "source_up_axis": rec.source_up_axis,
         }
         for i, rec in enumerate(scene.inputs)
     }
@@ -153,8 +158,9 @@ def _prim(layer: object, path: str, type_name: str, specifier: object = None) ->
     return spec
 
 
-def _attr(spec: object, name: str, type_name: object, value: object = None, *, uniform: bool = False,
-          custom: bool = False) -> object:
+def _attr(
+    spec: object, name: str, type_name: object, value: object = None, *, uniform: bool = False, custom: bool = False
+) -> object:
     variability = Sdf.VariabilityUniform if uniform else Sdf.VariabilityVarying
     attr = Sdf.AttributeSpec(spec, name, type_name, variability, custom)
     if value is not None:
@@ -303,11 +309,14 @@ class _MeshWriter:
         spec = _prim(self.layer, path, "Points" if prim.is_points else "Mesh")
         positions = np.ascontiguousarray(prim.positions, dtype=np.float32)
         _attr(spec, "points", names.Point3fArray, Vt.Vec3fArray.FromNumpy(positions))
-        _attr(spec, "extent", names.Float3Array, Vt.Vec3fArray.FromNumpy(
-            np.stack([positions.min(axis=0), positions.max(axis=0)])))
+        _attr(
+            spec,
+            "extent",
+            names.Float3Array,
+            Vt.Vec3fArray.FromNumpy(np.stack([positions.min(axis=0), positions.max(axis=0)])),
+        )
         if prim.is_points:
-            _attr(spec, "widths", names.FloatArray, Vt.FloatArray([POINT_WIDTH_M])).SetInfo(
-                "interpolation", "constant")
+            _attr(spec, "widths", names.FloatArray, Vt.FloatArray([POINT_WIDTH_M])).SetInfo("interpolation", "constant")
         else:
             tris = np.ascontiguousarray(prim.indices, dtype=np.int32)
             _attr(spec, "faceVertexCounts", names.IntArray, Vt.IntArray.FromNumpy(np.full(len(tris), 3, np.int32)))
@@ -316,19 +325,29 @@ class _MeshWriter:
         if prim.normals is not None:
             normals = np.ascontiguousarray(prim.normals, dtype=np.float32)
             _attr(spec, "normals", names.Normal3fArray, Vt.Vec3fArray.FromNumpy(normals)).SetInfo(
-                "interpolation", "vertex")
+                "interpolation", "vertex"
+            )
         if prim.colors is not None:
             colors = np.ascontiguousarray(prim.colors, dtype=np.float32)
-            _attr(spec, "primvars:displayColor", names.Color3fArray,
-                  Vt.Vec3fArray.FromNumpy(np.ascontiguousarray(colors[:, :3]))).SetInfo("interpolation", "vertex")
+            _attr(
+                spec,
+                "primvars:displayColor",
+                names.Color3fArray,
+                Vt.Vec3fArray.FromNumpy(np.ascontiguousarray(colors[:, :3])),
+            ).SetInfo("interpolation", "vertex")
             if (colors[:, 3] < 1).any():
-                _attr(spec, "primvars:displayOpacity", names.FloatArray,
-                      Vt.FloatArray.FromNumpy(np.ascontiguousarray(colors[:, 3]))).SetInfo("interpolation", "vertex")
+                _attr(
+                    spec,
+                    "primvars:displayOpacity",
+                    names.FloatArray,
+                    Vt.FloatArray.FromNumpy(np.ascontiguousarray(colors[:, 3])),
+                ).SetInfo("interpolation", "vertex")
         if prim.uvs is not None:
             st = np.ascontiguousarray(prim.uvs, dtype=np.float32).copy()
             st[:, 1] = 1.0 - st[:, 1]  # glTF's v points down, USD's st up
             _attr(spec, "primvars:st", names.TexCoord2fArray, Vt.Vec2fArray.FromNumpy(st)).SetInfo(
-                "interpolation", "vertex")
+                "interpolation", "vertex"
+            )
         if 0 <= prim.material < len(self.materials):
             spec.SetInfo("apiSchemas", Sdf.TokenListOp.Create(prependedItems=["MaterialBindingAPI"]))
             rel = Sdf.RelationshipSpec(spec, "material:binding", False)
