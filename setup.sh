@@ -1,38 +1,104 @@
 #!/usr/bin/env bash
-# Installs everything TwinView needs on a fresh Debian 12 machine with Python 3.11 and node/npm:
-# Debian packages (GL libs for open3d/OCP, Chromium for browser tests, Mosquitto for MQTT),
-# a virtualenv in .venv with the package and its test extras, and the npm tools in web_client/.
-# Safe to run again: every step is idempotent.
+# Installs TwinView on Debian 12 (Python 3.11, node and npm), from the lock files in requirements/ and
+# web_client/package-lock.json, so every machine gets the versions the suite passed with.
+#
+#   ./setup.sh              what `twinview demo` and `twinview build` need
+#   ./setup.sh --test       that, plus the test tools, Chromium and Mosquitto (what ./check.sh needs)
+#   ./setup.sh --no-system  skip the Debian packages (they were installed another way); says which it needs
+#
+# The Debian packages need root: as another user it uses sudo when it can, else it prints the one apt-get
+# command to run as root. Safe to run again: each step does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(libgl1 libegl1 libgomp1 libusb-1.0-0 libxrender1 libxext6 libsm6 libx11-6 chromium mosquitto)
+mode=app system=1
+for arg in "$@"; do
+  case "$arg" in
+    --test) mode=test ;;
+    --no-system) system=0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown option $arg (see ./setup.sh --help)" >&2; exit 2 ;;
+  esac
+done
+
+start=$SECONDS
+step() { printf 'setup: %-58s' "$1"; step_start=$SECONDS; }
+done_step() { echo "${1:-done} ($((SECONDS - step_start)) s)"; }
+
+# --- Debian packages ---------------------------------------------------------------------------------------
+# g++ and the Python headers build meshoptimizer (PyPI has no wheel of it); libgl1, libegl1 and libgomp1 are
+# loaded by the OCP (STEP) and IfcOpenShell wheels; Chromium and Mosquitto are the tests' browser and broker.
+PY=${PYTHON:-python3}
+packages=(g++ libgl1 libegl1 libgomp1)
+"$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || packages+=(python3-dev)
+[ "$mode" = test ] && packages+=(chromium mosquitto)
+command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
-for p in "${APT_PACKAGES[@]}"; do
+for p in "${packages[@]}"; do
+  if [ "$p" = g++ ]; then command -v g++ >/dev/null && continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian starts mosquitto as a system service; the tests start their own broker.
-  (command -v systemctl >/dev/null && $SUDO systemctl disable --now mosquitto >/dev/null 2>&1) || true
+  if [ "$system" = 0 ]; then
+    echo "setup: --no-system: make sure these Debian packages are installed: ${missing[*]}"
+  else
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+      if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else
+        echo "setup: needs Debian packages; as root run: apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        echo "setup: then run ./setup.sh $* again (or ./setup.sh --no-system $* to skip this check)" >&2
+        exit 2
+      fi
+    fi
+    step "Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts mosquitto as a system service; the tests start their own broker.
+    (command -v systemctl >/dev/null && $sudo systemctl disable --now mosquitto >/dev/null 2>&1) || true
+    done_step
+  fi
 fi
 
-PY=${PYTHON:-python3}
+# --- Python packages ---------------------------------------------------------------------------------------
+# Exact versions with hashes. meshoptimizer is built from source against the locked build tools (no build
+# isolation, which would fetch whatever is newest). A stamp skips the step when nothing changed.
+lock=requirements/$mode.lock
+stamp=.venv/.twinview-installed
+want=$(cat requirements/build.lock "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv"
+  step "Python: creating .venv"
   "$PY" -m venv .venv
+  done_step
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-echo "setup: installing Python packages (first run takes a few minutes)"
-.venv/bin/python -m pip install -q -e '.[test]'
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  pip=(.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes)
+  step "Python: build tools (requirements/build.lock)"
+  "${pip[@]}" -r requirements/build.lock
+  done_step
+  step "Python: $(grep -c '==' "$lock") packages ($lock; first time: minutes)"
+  "${pip[@]}" --no-build-isolation -r "$lock"
+  done_step
+  step "Python: twinview itself (editable)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+  done_step
+else
+  echo "setup: Python packages match $lock"
+fi
 
-if [ -f web_client/package.json ]; then
-  echo "setup: installing npm packages in web_client/"
-  (cd web_client && npm ci --no-audit --no-fund --loglevel=error)
-  if [ -f web_client/build.mjs ]; then (cd web_client && node build.mjs); fi
+# --- web client ---------------------------------------------------------------------------------------------
+lock_sum=$(sha256sum web_client/package-lock.json | cut -d' ' -f1)
+if [ "$(cat web_client/node_modules/.twinview-lock 2>/dev/null)" != "$lock_sum" ]; then
+  step "npm: web_client/node_modules (package-lock.json)"
+  (cd web_client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$lock_sum" > web_client/node_modules/.twinview-lock
+  done_step
+else
+  echo "setup: npm packages match web_client/package-lock.json"
 fi
-echo "setup: done"
+step "web client: bundling web_client/dist"
+(cd web_client && node build.mjs)
+done_step
+echo "setup: done in $((SECONDS - start)) s"

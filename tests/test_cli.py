@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.mosquitto import free_port
 
 
 def twinview(*args: str) -> subprocess.CompletedProcess[str]:
@@ -104,3 +110,32 @@ def test_serve_refuses_a_bad_broker_url_with_exit_2(tmp_path: Path):
                     "--data-dir", str(tmp_path / "data"))  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == "twinview: http://broker: expected mqtt://host[:port] or mqtts://host[:port]"
+
+
+def test_demo_serves_the_sample_with_join_links_and_keeps_its_state_private(tmp_path: Path) -> None:
+    """`twinview demo` as the README runs it: the state goes to $XDG_DATA_HOME/twinview, never the source tree."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    port = free_port()
+    args = [sys.executable, "-m", "viewer_server.cli", "demo", "--no-browser", "--port", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo)
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        while not any(line.lstrip().startswith("admin") for line in lines):  # the last join link printed
+            line = proc.stdout.readline()
+            assert line, f"demo stopped: {''.join(lines)}{proc.stderr.read() if proc.stderr else ''}"
+            lines.append(line)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as response:
+            assert json.load(response)["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    links = {line.split()[0]: line.split()[1] for line in lines if "token=" in line}
+    assert set(links) == {"viewer", "annotator", "presenter", "operator", "admin"}
+    data = tmp_path / "xdg" / "twinview"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("secret.key", "twinview.sqlite"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert (data / "scenes" / "pump-station" / "scene.glb").is_file()
+    assert not (repo / ".twinview").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +188,17 @@ def test_a_sandboxed_import_after_one_in_this_process_does_not_hang(shared_data:
     there = import_isolated(path, ImportOptions(), Limits(timeout_s=60))
     assert sorted(e.id for e in there.elements.values()) == sorted(e.id for e in here.elements.values())
     assert there.triangle_count == here.triangle_count
+
+
+def test_a_parse_error_is_reported_once_and_nothing_prints_at_exit(tmp_path: Path) -> None:
+    """OpenCascade's console printer buffers "ERR StepFile" banners until the process exits; none may appear."""
+    bad = tmp_path / "bad.step"
+    bad.write_text("ISO-10303-21;\nHEADER;\nENDSEC;\nDATA;\n#1=GARBAGE(;\nENDSEC;\nEND-ISO-10303-21;\n")
+    code = (
+        "import sys; from pathlib import Path; from scene.importers import ImportOptions; "
+        "from scene.importers.step import load\n"
+        "try: load(Path(sys.argv[1]), ImportOptions())\n"
+        "except Exception as exc: print(type(exc).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "ImportFailed\n" and "StepFile" not in done.stderr, (done.stdout, done.stderr)

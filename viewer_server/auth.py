@@ -25,6 +25,7 @@ from typing import Final
 
 import msgspec
 
+from viewer_server.data_dir import PRIVATE_FILE, prepare
 from viewer_server.permissions import Role
 
 SECRET_FILE: Final = "secret.key"
@@ -64,10 +65,10 @@ def load_secret(data_dir: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        prepare(data_dir)
         key = secrets.token_bytes(SECRET_BYTES)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         except FileExistsError:  # another process created it first: use theirs
             return path.read_bytes()
         with os.fdopen(fd, "wb") as f:

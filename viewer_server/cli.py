@@ -20,13 +20,13 @@ from pathlib import Path
 from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
+from viewer_server.data_dir import default_data_dir
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
 SAMPLE_PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
-DEFAULT_DATA_DIR = Path(".twinview")
 DEFAULT_PORT = 8800
 
 
@@ -183,7 +183,9 @@ def build_sample(data_dir: Path, *, force: bool = False, quiet: bool = False) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir)
+    from viewer_server.data_dir import prepare
+
+    data_dir = prepare(Path(args.data_dir))
     scene_dir = build_sample(data_dir, force=args.rebuild)
     for name in ("scene.glb", "scene.usdz", "scene.usdc", "manifest.json"):
         print(f"  {scene_dir / name}")
@@ -296,7 +298,7 @@ def _add_session_parser(sub: argparse._SubParsersAction) -> None:
     se_sub.add_parser("list", help="list sessions")
     for p in (c, t, *se_sub.choices.values()):
         if "--data-dir" not in p._option_string_actions:
-            p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+            p.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
     se.set_defaults(func=cmd_session)
 
 
@@ -310,7 +312,7 @@ def _add_import_flags(p: argparse.ArgumentParser) -> None:
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SQLite store and built scenes")
+    p.add_argument("--data-dir", default=str(default_data_dir()), help="SQLite store and built scenes")
     p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
 
 
@@ -355,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     rec.add_argument("--format", choices=("csv", "json"), default="csv")
     rec.add_argument("--run", default=None, help="a run id (default: the latest run)")
-    rec.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    rec.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
     rec.set_defaults(func=cmd_procedure_record)
 
     _add_session_parser(sub)
@@ -365,12 +367,12 @@ def parser() -> argparse.ArgumentParser:
     be = bc_sub.add_parser("export", help="write a session's topics to a BCF 3.0 archive")
     be.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     be.add_argument("-o", "--output", required=True, metavar="FILE.bcf")
-    be.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    be.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
     be.set_defaults(func=cmd_bcf)
     bi = bc_sub.add_parser("import", help="add the topics of a BCF 3.0 or 2.1 archive to a session")
     bi.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     bi.add_argument("file", metavar="FILE.bcf")
-    bi.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the server's data dir")
+    bi.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
     bi.add_argument("--scene", default=None, metavar="SCENE_DIR", help="built scene to map components to")
     bi.set_defaults(func=cmd_bcf)
     return ap

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from scene.state import PropertyValue
+from viewer_server.data_dir import create_private, prepare
 from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.topics import Attachment, Comment, Topic
 
@@ -178,8 +179,8 @@ class Store:
     """The server's SQLite file under the data dir. Thread-safe by construction: one writer thread."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / STORE_FILE
+        self.path = prepare(data_dir) / STORE_FILE
+        create_private(self.path)
         db = self._connect()
         db.executescript(_SCHEMA)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

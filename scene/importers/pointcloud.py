@@ -1,10 +1,11 @@
 """Point clouds (PLY without faces, PCD, XYZ): one "PointCloud" element per file.
 
-PLY is read by trimesh, PCD and XYZ by open3d. Scans carry no unit or axis metadata in these
+PLY is read by trimesh, PCD and XYZ by `pcd.py` (numpy). Scans carry no unit or axis metadata in these
 formats; they are taken as metres, Y-up. Clouds above `ImportOptions.point_budget` are
 voxel-downsampled in numpy (positions and colours averaged per voxel, the voxel size searched so the
 count lands at or just under the budget) and the counts are reported as a warning. With
-`mesh_scans=True` the cloud is Poisson-reconstructed (open3d) into a surface.
+`mesh_scans=True` the cloud is Poisson-reconstructed into a surface by open3d, which only that needs: it
+comes with the `scans` extra (`pip install 'twinview[scans]'`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
-from scene.importers._common import element_id, new_scene, require_finite, require_nonempty, srgb_to_linear, timed
+from scene.importers._common import element_id, new_scene, read_nonempty, require_finite, srgb_to_linear, timed
+from scene.importers.pcd import read_pcd, read_xyz
 from scene.model import Element, Material, Mesh, Primitive, Scene
 
 # Voxel-size search: scans sample surfaces, so the occupied-voxel count goes as 1/size^2; each pass
@@ -37,7 +39,8 @@ NORMAL_ORIENT_K = 15  # neighbours for consistent normal orientation
 
 
 def load(path: Path, options: ImportOptions) -> Scene:
-    require_nonempty(path)
+    if options.mesh_scans:
+        _open3d(path)  # before the read: a missing extra is said at once, not after minutes of parsing
     timings: dict[str, float] = {}
     with timed(timings, "read"):
         points, colors, importer = _read(path)
@@ -55,7 +58,7 @@ def load(path: Path, options: ImportOptions) -> Scene:
     material = scene.add_material(Material(name=f"{path.stem} points", roughness=1.0))
     if options.mesh_scans:
         with timed(timings, "reconstruct"):
-            prim = reconstruct(path, _open3d_cloud(points, colors), material)
+            prim = reconstruct(path, _open3d_cloud(path, points, colors), material)
         cls, props = "Mesh", {"Scan": {"points": original, "reconstruction": "poisson"}}
     else:
         prim = Primitive(positions=points.astype(np.float32), indices=None, material=material, colors=_rgba(colors))
@@ -68,7 +71,12 @@ def load(path: Path, options: ImportOptions) -> Scene:
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Points (n, 3) float64, sRGB colours (n, 3) in 0..1 or None, and the importer's name."""
-    if path.suffix.lower() == ".ply":
+    suffix = path.suffix.lower()
+    if suffix == ".pcd":
+        return (*read_pcd(path, read_nonempty(path)), "twinview pcd")
+    if suffix == ".xyz":
+        return read_xyz(path, read_nonempty(path)), None, "twinview xyz"
+    if suffix == ".ply":
         # trimesh reads PLY into numpy directly (and keeps inf as inf, where open3d aborts the
         # read half-way yet returns the zero-filled array), and it avoids open3d's import cost.
         import trimesh
@@ -81,16 +89,22 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
         colors = getattr(cloud, "colors", None)
         rgb = None if colors is None or len(colors) != len(points) else np.asarray(colors)[:, :3] / 255.0
         return points, rgb, f"trimesh {trimesh.__version__}"
-    import open3d as o3d
-
-    cloud = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
-    colors = np.asarray(cloud.colors) if cloud.has_colors() else None
-    return np.asarray(cloud.points), colors, f"open3d {o3d.__version__}"
+    raise ImportFailed(str(path), f"not a point-cloud file: {path.suffix} (PLY, PCD or XYZ)")
 
 
-def _open3d_cloud(points: np.ndarray, colors: np.ndarray | None) -> Any:
-    import open3d as o3d
+def _open3d(path: Path) -> Any:
+    """open3d, or one line that says how to get it."""
+    try:
+        import open3d
+    except ImportError as exc:
+        raise ImportFailed(
+            str(path), "--mesh-scans needs open3d, which is not installed: pip install 'twinview[scans]'"
+        ) from exc
+    return open3d
 
+
+def _open3d_cloud(path: Path, points: np.ndarray, colors: np.ndarray | None) -> Any:
+    o3d = _open3d(path)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     if colors is not None:
         cloud.colors = o3d.utility.Vector3dVector(colors)
@@ -134,8 +148,7 @@ def _voxel_keys(points: np.ndarray, lo: np.ndarray, voxel: float) -> np.ndarray:
 
 
 def reconstruct(path: Path, cloud: Any, material: int) -> Primitive:
-    import open3d as o3d
-
+    o3d = _open3d(path)
     if len(cloud.points) < 4 * NORMAL_ORIENT_K:
         raise ImportFailed(str(path), f"too few points ({len(cloud.points)}) for surface reconstruction")
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(NORMAL_NEIGHBOURS))

@@ -15,6 +15,7 @@ refused with ImportFailed.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -89,6 +90,18 @@ def load(path: Path, options: ImportOptions) -> Scene:
     return require_geometry(path, scene)
 
 
+@functools.cache
+def _silence_occt() -> None:
+    """Detach OpenCascade's console printer. It writes parse diagnostics ("ERR StepFile : ...") to a buffered
+    std::cout that is flushed only when the process exits, long after the import, where they read like a
+    failure of whatever ran last; the importer reports what went wrong itself."""
+    from OCP.Message import Message
+
+    messenger = Message.DefaultMessenger_s()
+    for printer in list(messenger.Printers()):
+        messenger.RemovePrinter(printer)
+
+
 class _StepReader:
     """Holds the XCAF document and tools while the element tree is walked."""
 
@@ -102,8 +115,9 @@ class _StepReader:
         from OCP.XCAFApp import XCAFApp_Application
         from OCP.XCAFDoc import XCAFDoc_DocumentTool
 
+        _silence_occt()
         self.path = path
-        self.importer = f"cadquery-ocp {getattr(OCP, '__version__', '?')} (OpenCascade XCAF)"
+        self.importer = f"OCP {getattr(OCP, '__version__', '?')} (OpenCascade XCAF)"
         self.doc = TDocStd_Document(TCollection_ExtendedString("XmlOcaf"))
         XCAFApp_Application.GetApplication_s().InitDocument(self.doc)
         reader = STEPCAFControl_Reader()
