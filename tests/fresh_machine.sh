@@ -41,8 +41,16 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 mount -t tmpfs -o size=2g tmpfs "$root/dev/shm"  # Chromium needs a writable /dev/shm
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Where this host's network intercepts TLS, its local CAs (/usr/local/share/ca-certificates) are trusted in the
+# root too, as an administrator of such a network would do; pip and npm are pointed at the system bundle.
+tls_env=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates" && cp /usr/local/share/ca-certificates/*.crt "$_"
+  bundle=/etc/ssl/certs/ca-certificates.crt
+  tls_env=(PIP_CERT=$bundle NODE_EXTRA_CA_CERTS=$bundle SSL_CERT_FILE=$bundle)
+fi
 in_root() { chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 bash -c "$1"; }
+  LANG=C.UTF-8 "${tls_env[@]}" bash -c "$1"; }
 say "apt-get install python3 python3-venv nodejs npm git ca-certificates"
 in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv nodejs npm git ca-certificates >/dev/null"
 say "bare machine ready in $((SECONDS - t)) s"

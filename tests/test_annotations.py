@@ -83,8 +83,10 @@ async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path
             mine = await in_review.create_topic(p.TopicDraft("review only"))
             await in_review.send_presence(p.Pose((0, 1, 2), (0, 0, 0, 1)))
             await in_review.wait_for(lambda c: mine.guid in c.topics)
-            await in_default.ping()
-            await asyncio.sleep(0.1)
+            # Both have applied everything the scene numbered so far: what they hold now is all they get.
+            done = srv.live.hub.seq
+            await in_default.wait_for(lambda c: c.seq >= done)
+            await in_review.wait_for(lambda c: c.seq >= done)
             assert list(in_review.topics) == [mine.guid]
             assert [t.title for t in in_default.topics.values()] == ["default only"]
             assert in_default.presence == {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ async def test_iterating_yields_the_snapshot_then_deltas_in_order(tmp_path: Path
         TwinClient(srv.ws_url, encoding=encoding) as tc,
         TwinClient(srv.ws_url, role="publisher", encoding=encoding) as pub,
     ):
-        for value in (1.0, 2.0, 3.0):
+        for value in (1.0, 2.0, 3.0):  # one delta each: the next is published once this one arrived
             await pub.publish([p.Reading(value, key="LT-1.level")])
-            await asyncio.sleep(0.03)
+            await tc.wait_for(lambda c, v=value: c.props.get("LT-1/level") is not None and c.props["LT-1/level"].v == v)
         target = srv.live.hub.seq
         seen: list[p.Snapshot | p.Delta] = []
         async for msg in tc:  # the mirror is already updated; iteration tells what arrived
