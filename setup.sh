@@ -3,7 +3,8 @@
 # web_client/package-lock.json, so every machine gets the versions the suite passed with.
 #
 #   ./setup.sh              what `twinview demo` and `twinview build` need
-#   ./setup.sh --test       that, plus the test tools, Chromium and Mosquitto (what ./check.sh needs)
+#   ./setup.sh --scans      that, plus open3d for `twinview build --mesh-scans` (about 1 GB more)
+#   ./setup.sh --test       all of it, plus the test tools, Chromium and Mosquitto (what ./check.sh needs)
 #   ./setup.sh --no-system  skip the Debian packages (they were installed another way); says which it needs
 #
 # The Debian packages need root: as another user it uses sudo when it can, else it prints the one apt-get
@@ -15,15 +16,23 @@ mode=app system=1
 for arg in "$@"; do
   case "$arg" in
     --test) mode=test ;;
+    --scans) [ "$mode" = test ] || mode=scans ;;
     --no-system) system=0 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown option $arg (see ./setup.sh --help)" >&2; exit 2 ;;
   esac
 done
 
 start=$SECONDS
-step() { printf 'setup: %-58s' "$1"; step_start=$SECONDS; }
-done_step() { echo "${1:-done} ($((SECONDS - step_start)) s)"; }
+step() { printf 'setup: %-56s ' "$1"; step_start=$SECONDS; }
+done_step() { echo "done ($((SECONDS - step_start)) s)"; }
+# Runs a command with its output kept aside: shown only if it fails (then setup stops).
+quietly() {
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then echo "failed"; cat "$log" >&2; rm -f "$log"; exit 1; fi
+  rm -f "$log"
+}
 
 # --- Debian packages ---------------------------------------------------------------------------------------
 # g++ and the Python headers build meshoptimizer (PyPI has no wheel of it); libgl1, libegl1 and libgomp1 are
@@ -53,8 +62,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
       fi
     fi
     step "Debian packages: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    quietly $sudo apt-get update -qq
+    quietly $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     # Debian starts mosquitto as a system service; the tests start their own broker.
     (command -v systemctl >/dev/null && $sudo systemctl disable --now mosquitto >/dev/null 2>&1) || true
     done_step
@@ -69,19 +78,19 @@ stamp=.venv/.twinview-installed
 want=$(cat requirements/build.lock "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   step "Python: creating .venv"
-  "$PY" -m venv .venv
+  quietly "$PY" -m venv .venv
   done_step
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  pip=(.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes)
+  pip=(.venv/bin/python -m pip install --disable-pip-version-check)
   step "Python: build tools (requirements/build.lock)"
-  "${pip[@]}" -r requirements/build.lock
+  quietly "${pip[@]}" --require-hashes -r requirements/build.lock
   done_step
-  step "Python: $(grep -c '==' "$lock") packages ($lock; first time: minutes)"
-  "${pip[@]}" --no-build-isolation -r "$lock"
+  step "Python: $(grep -c '==' "$lock") packages from $lock"
+  quietly "${pip[@]}" --require-hashes --no-build-isolation -r "$lock"
   done_step
   step "Python: twinview itself (editable)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  quietly "${pip[@]}" --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
   done_step
 else
@@ -92,13 +101,13 @@ fi
 lock_sum=$(sha256sum web_client/package-lock.json | cut -d' ' -f1)
 if [ "$(cat web_client/node_modules/.twinview-lock 2>/dev/null)" != "$lock_sum" ]; then
   step "npm: web_client/node_modules (package-lock.json)"
-  (cd web_client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  quietly npm --prefix web_client ci --no-audit --no-fund
   echo "$lock_sum" > web_client/node_modules/.twinview-lock
   done_step
 else
   echo "setup: npm packages match web_client/package-lock.json"
 fi
 step "web client: bundling web_client/dist"
-(cd web_client && node build.mjs)
+quietly node web_client/build.mjs
 done_step
 echo "setup: done in $((SECONDS - start)) s"

@@ -63,13 +63,13 @@ if [ "$only" != test ]; then
   t=$SECONDS
   in_root 'cd /root/twinview && ./setup.sh'
   say "setup (app) took $((SECONDS - t)) s; .venv is $(du -sh "$root/root/twinview/.venv" | cut -f1), $(in_root '/root/twinview/.venv/bin/python -m pip list 2>/dev/null | tail -n +3 | wc -l') packages"
-  in_root 'cd /root/twinview && (.venv/bin/twinview demo > /tmp/demo.log 2>&1 &) &&
+  in_root 'cd /root/twinview && { .venv/bin/twinview demo > /tmp/demo.log 2>&1 & echo $! > /tmp/demo.pid; } &&
     for i in $(seq 120); do
       python3 -c "import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8800/api/health\", timeout=2)" 2>/dev/null && break
       sleep 1
     done
     python3 -c "import urllib.request, json; print(\"health:\", json.load(urllib.request.urlopen(\"http://127.0.0.1:8800/api/health\"))[\"status\"])"
-    cat /tmp/demo.log; pkill -f "twinview demo"; sleep 1'
+    kill $(cat /tmp/demo.pid); wait; grep -v "token=" /tmp/demo.log'
   in_root 'cd /root/twinview && test -z "$(git status --porcelain)"' || { say "git status is not clean after demo"; in_root 'cd /root/twinview && git status --short'; exit 1; }
   say "demo: served, and git status is clean"
 fi
