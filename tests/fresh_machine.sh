@@ -27,7 +27,7 @@ command -v debootstrap >/dev/null || { echo "fresh_machine: apt-get install debo
 
 say() { echo "fresh_machine: $*"; }
 cleanup() {
-  for m in dev/shm dev/pts dev sys proc; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
+  for m in dev/shm dev/pts sys proc; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
   if [ "$keep" = 0 ]; then rm -rf "$work"; else say "kept $work"; fi
 }
 trap cleanup EXIT
@@ -37,8 +37,8 @@ say "debootstrap --variant=minbase bookworm into $root"
 debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind /dev/pts "$root/dev/pts"
+# The root's own /dev (debootstrap made its nodes), not the host's: nothing in the root can touch the host's.
+mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts"
 mount -t tmpfs -o size=2g tmpfs "$root/dev/shm"  # Chromium needs a writable /dev/shm
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 # Where this host's network intercepts TLS, its local CAs (/usr/local/share/ca-certificates) are trusted in the

@@ -8,6 +8,7 @@ import jsonschema
 import msgspec
 import pytest
 
+from scene.json_schema import tidy
 from viewer_server import protocol as p
 from viewer_server.topics import Camera
 
@@ -131,3 +132,12 @@ def test_subprotocols_name_the_version_and_encoding() -> None:
     assert p.encoding_for("twinview.v1") == "json"
     assert p.encoding_for("twinview.v1.msgpack") == "msgpack"
     assert p.encoding_for("twinview.v2") is None
+
+
+def test_generated_schemas_do_not_depend_on_how_msgspec_indents_docstrings() -> None:
+    """msgspec 0.22 kept a docstring's indentation in `description`, 0.23 strips it: the files must not care."""
+    as_022 = {"$defs": {"A": {"description": "First line.\n\n    Second line,\n    indented.", "type": "object"}}}
+    as_023 = {"$defs": {"A": {"description": "First line.\n\nSecond line,\nindented.", "type": "object"}}}
+    assert tidy(as_022) == tidy(as_023) == as_023
+    a_field_named_description = {"properties": {"description": {"type": "string"}}}
+    assert tidy(a_field_named_description) == a_field_named_description
