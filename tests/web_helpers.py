@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -500,11 +501,9 @@ PROTOCOL_SCHEMA = REPO / "docs" / "protocol.schema.json"
 
 
 @functools.cache
-def _message_validators() -> dict[str, dict[str, object]]:
+def _message_validators() -> dict[str, dict[str, jsonschema.Draft202012Validator]]:
     """Per direction ("sent": ClientMessage, "received": ServerMessage), a validator per message type, chosen
     by the union's discriminator: an invalid frame is then reported against its own type, at its own path."""
-    import jsonschema
-
     defs = json.loads(PROTOCOL_SCHEMA.read_text())["$defs"]
     validators = {}
     for direction, union in (("sent", "ClientMessage"), ("received", "ServerMessage")):
@@ -517,8 +516,6 @@ def _message_validators() -> dict[str, dict[str, object]]:
 
 def frame_problem(direction: str, payload: str | bytes) -> str | None:
     """Why a frame the page sent or received is not protocol v1 (docs/protocol.schema.json), or None."""
-    import jsonschema
-
     try:
         frame = json.loads(payload)
     except ValueError:
