@@ -1,7 +1,9 @@
-"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent."""
+"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; every
+WebSocket frame a browser test's pages exchanged is checked against the protocol schema after the test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from hypothesis import settings
 settings.register_profile("twinview", deadline=None, database=None, print_blob=True)
 settings.load_profile("twinview")
 
+from tests.web_helpers import PROTOCOL_FRAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
@@ -21,3 +25,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"corpus not found at {SHARED_DATA}: clone TwinView beside ../shared to run corpus tests")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def protocol_frames() -> Iterator[None]:
+    """Fail the test whose pages sent or received a frame that is not protocol v1 (docs/protocol.schema.json)."""
+    yield
+    PROTOCOL_FRAMES.check()

@@ -1,4 +1,5 @@
-"""Protocol v1: the schema file is current, and every message type validates against it."""
+"""Protocol v1: the schema file and the TypeScript declarations are current, and every message type validates
+against the schema."""
 
 from __future__ import annotations
 
@@ -102,6 +103,29 @@ SAMPLES: list[object] = [
 def test_schema_file_is_current() -> None:
     on_disk = (REPO / "docs" / "protocol.schema.json").read_text()
     assert on_disk == p.schema_text(), "regenerate: python -m viewer_server.protocol > docs/protocol.schema.json"
+
+
+def test_typescript_declarations_are_current() -> None:
+    on_disk = (REPO / "web_client" / "src" / "protocol_types.d.ts").read_text()
+    regenerate = "python -m viewer_server.protocol --typescript > web_client/src/protocol_types.d.ts"
+    assert on_disk == p.typescript_text(), f"regenerate: {regenerate}"
+
+
+def test_typescript_declarations_cover_every_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert p.main(["--typescript"]) == 0
+    text = capsys.readouterr().out
+    for name in p.schema()["$defs"]:
+        assert f"export interface {name} {{" in text or f"export type {name} = " in text, name
+    assert 'export interface Subscribe {\n  type: "subscribe";\n  layer: string;\n}' in text
+    members = " | ".join(m.__name__ for m in p.ServerMessage.__args__)  # type: ignore[attr-defined]
+    assert f"export type ServerMessage = {members};" in text
+
+
+def test_main_prints_the_schema_and_refuses_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert p.main([]) == 0
+    assert capsys.readouterr().out == p.schema_text()
+    assert p.main(["--typescrpt"]) == 2
+    assert capsys.readouterr().err == "usage: python -m viewer_server.protocol [--typescript]\n"
 
 
 def test_samples_cover_every_message_type() -> None:

@@ -1,51 +1,54 @@
-"""The browser client speaks docs/PROTOCOL.md exactly: every frame it sends, and every frame it is sent,
-validates against the JSON Schema the server generates from viewer_server/protocol.py."""
+"""The browser client speaks docs/PROTOCOL.md exactly: every WebSocket frame a page of any browser test sends or
+receives is validated against docs/protocol.schema.json after that test (tests/conftest.py, PROTOCOL_FRAMES in
+tests/web_helpers.py). These tests prove that check bites, from the page to the failure."""
 
 from __future__ import annotations
 
 import json
-import urllib.request
 
-import jsonschema
 import pytest
 
-from tests.web_helpers import build_client, chromium_browser, element_id, live_twin
+from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser, frame_problem, live_twin
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# Sent by the page itself through the client's session: a pose whose position has a string in it.
+BAD_PRESENCE = "{type: 'presence', pose: {position: [1, 1.6, 'up'], quaternion: [0, 0, 0, 1]}}"
 
 
-def test_every_frame_matches_the_protocol_schema(tmp_path):
+@pytest.mark.browser
+def test_an_invalid_frame_a_page_sends_fails_the_check(tmp_path):
     build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
-        with urllib.request.urlopen(f"{live.url}/api/protocol.schema.json", timeout=10) as res:
-            schema = json.loads(res.read())
-        sent: list[dict] = []
-        received: list[dict] = []
-        page = browser.new_page(viewport={"width": 1024, "height": 640})
+    with live_twin(tmp_path, count=8) as live, chromium_browser() as browser:
+        page = browser.new_page()
+        with page.expect_websocket() as opened:
+            page.goto(live.url)
+        page.wait_for_function("window.twinview.session.status === 'live'")
+        PROTOCOL_FRAMES.check()  # hello, welcome, snapshot, ping, pong...: all valid
+        with opened.value.expect_event("framesent", lambda payload: '"up"' in payload):
+            page.evaluate(f"window.twinview.session.send({BAD_PRESENCE})")
+        message = r"sent presence frame does not match protocol.schema.json at pose/position/2: 'up' is not of type"
+        with pytest.raises(pytest.fail.Exception, match=message):
+            PROTOCOL_FRAMES.check()
 
-        def watch(ws):
-            ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
-            ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
 
-        page.on("websocket", watch)
-        page.goto(f"{live.url}/?name=Conformance")
-        page.evaluate("window.twinview.ready")
-        # Exercise every client message: presence (camera + pointer), subscribe, ping; and a delta with events.
-        at = page.evaluate("id => window.twinview.screenOf(id)", element_id(5))
-        page.mouse.move(at["x"], at["y"])
-        page.mouse.move(at["x"] + 3, at["y"] + 3)
-        live.ingest([{"element": element_id(1), "prop": "temperature", "value": 99.0}])
-        live.ingest([{"element": element_id(3), "prop": "position", "value": 50}])
-        page.select_option("#layer-select", "energy")
-        page.wait_for_function("window.twinview.state.layer === 'energy'")
-        page.wait_for_timeout(5500)  # one ping interval
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        ({"type": "pong", "t": 1.0, "server_time": 2.0}, None),
+        ({"type": "pong", "t": 1.0}, "received pong frame does not match protocol.schema.json at (the message): "),
+        (
+            {"type": "delta", "first": 1, "last": 2, "props": {"el-1/p": {"v": 1.0, "ts": "now"}}},
+            "received delta frame does not match protocol.schema.json at props/el-1/p/ts: 'now' is not of type",
+        ),
+        (
+            {"type": "hello", "client": "x", "client_version": "1"},
+            "received frame has no message type of its direction: type 'hello'",
+        ),
+    ],
+)
+def test_received_frames_are_checked_against_their_own_type(frame: dict, problem: str | None):
+    found = frame_problem("received", json.dumps(frame))
+    assert found == problem if problem is None else found.startswith(problem), found
 
-        kinds = {m["type"] for m in sent}
-        assert {"hello", "presence", "subscribe", "ping"} <= kinds
-        assert {"welcome", "snapshot", "delta", "pong"} <= {m["type"] for m in received}
-        client = {"$ref": "#/$defs/ClientMessage", "$defs": schema["$defs"]}
-        server = {"$ref": "#/$defs/ServerMessage", "$defs": schema["$defs"]}
-        for msg in sent:
-            jsonschema.validate(msg, client)
-        for msg in received:
-            jsonschema.validate(msg, server)
+
+def test_a_frame_that_is_not_json_is_a_problem():
+    assert frame_problem("received", b"\x81\xa4type").startswith("received frame is not JSON text")

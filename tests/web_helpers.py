@@ -9,6 +9,7 @@ elements), and a ``manifest.json`` with per-element ``{id, name, class, parent, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -439,17 +441,20 @@ def open_viewer(target, url: str, width: int = 1280, height: int = 800):
 
 @contextmanager
 def chromium_browser() -> Iterator:
-    """Debian's Chromium, headless, rendering WebGL through SwiftShader."""
+    """Debian's Chromium, headless, rendering WebGL through SwiftShader. Every WebSocket frame its pages send
+    or receive is checked against the protocol (PROTOCOL_FRAMES): after each test, and when it closes."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (setup.sh installs Debian's)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        PROTOCOL_FRAMES.watch_browser(browser)
         try:
             yield browser
         finally:
             browser.close()
+    PROTOCOL_FRAMES.check()
 
 
 def screenshot(page, name: str) -> Path:
@@ -479,7 +484,7 @@ def non_background_pixels(png: bytes, background: tuple[int, int, int], toleranc
 
 @dataclass
 class FrameLog:
-    """Every WebSocket frame the pages it watches send and receive, to check against the protocol schema."""
+    """Every WebSocket frame the pages it watches send and receive (the web client speaks JSON text)."""
 
     sent: list[dict] = field(default_factory=list)
     received: list[dict] = field(default_factory=list)
@@ -491,28 +496,93 @@ class FrameLog:
 
         page.on("websocket", on_socket)
 
-    def assert_valid(self, base_url: str) -> set[str]:
-        """Validate every frame against `/api/protocol.schema.json`; return the message types seen."""
-        import jsonschema
 
-        with urllib.request.urlopen(f"{base_url}/api/protocol.schema.json", timeout=10) as res:
-            defs = json.loads(res.read())["$defs"]
-        for msg in self.sent:
-            jsonschema.validate(msg, {"$ref": "#/$defs/ClientMessage", "$defs": defs})
-        for msg in self.received:
-            jsonschema.validate(msg, {"$ref": "#/$defs/ServerMessage", "$defs": defs})
-        return {m["type"] for m in self.sent + self.received}
+PROTOCOL_SCHEMA = REPO / "docs" / "protocol.schema.json"
 
 
-def session_joiner(browser, url: str, secret: bytes, session: str, frames: FrameLog):
-    """`join(user, role)`: the viewer opened through a join link in a fresh browser context, its frames
-    logged, once the session has told the page who it is."""
+@functools.cache
+def _message_validators() -> dict[str, dict[str, jsonschema.Draft202012Validator]]:
+    """Per direction ("sent": ClientMessage, "received": ServerMessage), a validator per message type, chosen
+    by the union's discriminator: an invalid frame is then reported against its own type, at its own path."""
+    defs = json.loads(PROTOCOL_SCHEMA.read_text())["$defs"]
+    validators = {}
+    for direction, union in (("sent", "ClientMessage"), ("received", "ServerMessage")):
+        mapping = defs[union]["discriminator"]["mapping"]
+        validators[direction] = {
+            tag: jsonschema.Draft202012Validator({"$ref": ref, "$defs": defs}) for tag, ref in mapping.items()
+        }
+    return validators
+
+
+def frame_problem(direction: str, payload: str | bytes) -> str | None:
+    """Why a frame the page sent or received is not protocol v1 (docs/protocol.schema.json), or None."""
+    try:
+        frame = json.loads(payload)
+    except ValueError:
+        return f"{direction} frame is not JSON text: {payload[:80]!r}"
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    validator = _message_validators()[direction].get(kind) if isinstance(kind, str) else None
+    if validator is None:
+        return f"{direction} frame has no message type of its direction: type {kind!r}"
+    error = jsonschema.exceptions.best_match(validator.iter_errors(frame))
+    if error is None:
+        return None
+    path = "/".join(str(part) for part in error.absolute_path) or "(the message)"
+    return f"{direction} {kind} frame does not match {PROTOCOL_SCHEMA.name} at {path}: {error.message}"
+
+
+class ProtocolFrames:
+    """The WebSocket frames of every page of every browser the tests launch, until they are checked."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str | bytes]] = []
+
+    def watch(self, page) -> None:
+        def on_socket(ws) -> None:
+            ws.on("framesent", lambda payload: self.pending.append(("sent", payload)))
+            ws.on("framereceived", lambda payload: self.pending.append(("received", payload)))
+
+        page.on("websocket", on_socket)
+
+    def watch_browser(self, browser) -> None:
+        """Watch every page `browser` opens, whether through `new_page()` or a context of its own."""
+        new_context, new_page = browser.new_context, browser.new_page
+
+        def watched_context(*args, **kwargs):
+            context = new_context(*args, **kwargs)
+            context.on("page", self.watch)
+            return context
+
+        def watched_page(*args, **kwargs):
+            page = new_page(*args, **kwargs)
+            self.watch(page)
+            return page
+
+        browser.new_context, browser.new_page = watched_context, watched_page
+
+    def check(self) -> None:
+        """Fail on the first frame since the last check that is not protocol v1; either way, forget them."""
+        frames, self.pending = self.pending, []
+        for direction, payload in frames:
+            problem = frame_problem(direction, payload)
+            if problem:
+                pytest.fail(problem, pytrace=False)
+
+
+# Checked after every test (tests/conftest.py) and when a browser closes, so a failure names the test.
+PROTOCOL_FRAMES = ProtocolFrames()
+
+
+def session_joiner(browser, url: str, secret: bytes, session: str, frames: FrameLog | None = None):
+    """`join(user, role)`: the viewer opened through a join link in a fresh browser context (its frames
+    logged in `frames`, if given), once the session has told the page who it is."""
     from viewer_server.auth import issue
 
     def join(user: str, role: str):
         link = f"{url}/?session={session}&token={issue(secret, session, user, role)}"
         context = browser.new_context()
-        context.on("page", frames.watch)
+        if frames is not None:
+            context.on("page", frames.watch)
         page = open_viewer(context, link)
         page.wait_for_function("window.twinview.collab.identity.role !== null")
         return page

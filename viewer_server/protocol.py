@@ -1,12 +1,14 @@
 """TwinView protocol v1: every WebSocket message, and its limits. The single source of truth.
 
 `docs/PROTOCOL.md` describes these types one to one; `docs/protocol.schema.json` is generated from
-them (`schema()`), and a test keeps the file current. Messages are msgspec Structs tagged by their
-`type` field; unknown fields are ignored so that minor additions stay compatible within v1.
+them (`schema()`), and so are the web client's TypeScript declarations (`typescript_text()`, written to
+`web_client/src/protocol_types.d.ts`); tests keep both files current. Messages are msgspec Structs tagged
+by their `type` field; unknown fields are ignored so that minor additions stay compatible within v1.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final, Literal
 
 import msgspec
@@ -597,5 +599,25 @@ def schema_text() -> str:
     return json_schema.schema_text(schema())
 
 
-if __name__ == "__main__":  # python -m viewer_server.protocol > docs/protocol.schema.json
-    print(schema_text(), end="")
+TYPESCRIPT_HEADER: Final = f"""\
+TypeScript declarations of TwinView protocol v{PROTOCOL_VERSION}, generated from viewer_server/protocol.py: do not edit.
+Regenerate: python -m viewer_server.protocol --typescript > web_client/src/protocol_types.d.ts
+The web client's JSDoc imports these (docs/CLIENT.md); `npm run typecheck` checks it against them."""
+
+
+def typescript_text() -> str:
+    """web_client/src/protocol_types.d.ts: every message and payload of `schema()` as a TypeScript type."""
+    return json_schema.typescript(schema(), TYPESCRIPT_HEADER)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m viewer_server.protocol` prints the JSON Schema, `--typescript` the TypeScript declarations."""
+    if argv not in ([], ["--typescript"]):
+        print("usage: python -m viewer_server.protocol [--typescript]", file=sys.stderr)
+        return 2
+    sys.stdout.write(typescript_text() if argv else schema_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -52,7 +52,7 @@ export class Identity extends EventTarget {
     /** @type {string} the user name the server knows us by (authors of topics and comments) */
     this.user = session.client;
     session.addEventListener('welcome', (e) => {
-      const w = /** @type {CustomEvent} */ (e).detail;
+      const w = /** @type {import('./session.js').SessionEvent<'welcome'>} */ (e).detail;
       // The welcome omits fields at their default: a server with sessions that names no role means `viewer`.
       this.role = w.role ?? (w.capabilities?.includes('sessions') ? 'viewer' : null);
       this.user = w.user || session.client;

@@ -227,7 +227,8 @@ export class ElementBatches {
       part.target = batch;
       part.instanceId = instanceId;
       part.geometryId = batch.getGeometryIdAt(instanceId);
-      if (part.lods) part.sphere = batch.getBoundingSphereAt(part.geometryId, new THREE.Sphere()).applyMatrix4(part.base);
+      // null only for a geometry id the batch does not hold; this one it just gave.
+      if (part.lods) part.sphere = /** @type {THREE.Sphere} */ (batch.getBoundingSphereAt(part.geometryId, new THREE.Sphere())).applyMatrix4(part.base);
     }
     batch.userData.ids = ids;
     this.batches.push(batch);
@@ -464,7 +465,7 @@ export class ElementBatches {
       if (p.instanceId >= 0) {
         const b = /** @type {THREE.BatchedMesh} */ (p.target);
         b.setMatrixAt(p.instanceId, _m);
-        if (p.sphere) b.getBoundingSphereAt(/** @type {number} */ (p.geometryId), p.sphere).applyMatrix4(_m);
+        if (p.sphere) /** @type {THREE.Sphere} the part's own geometry id */ (b.getBoundingSphereAt(/** @type {number} */ (p.geometryId), p.sphere)).applyMatrix4(_m);
       } else _m.decompose(p.target.position, p.target.quaternion, p.target.scale);
     }
   }

@@ -87,7 +87,7 @@ bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
 
 session.addEventListener('snapshot', (e) => {
-  const snap = /** @type {CustomEvent} */ (e).detail;
+  const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
   if (snap.resync && snap.reason) {
@@ -95,9 +95,9 @@ session.addEventListener('snapshot', (e) => {
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }
 });
-session.addEventListener('welcome', (e) => fillLayers(/** @type {CustomEvent} */ (e).detail));
+session.addEventListener('welcome', (e) => fillLayers(/** @type {import('./session.js').SessionEvent<'welcome'>} */ (e).detail));
 session.addEventListener('status', (e) => {
-  const { status, detail } = /** @type {CustomEvent} */ (e).detail;
+  const { status, detail } = /** @type {import('./session.js').SessionEvent<'status'>} */ (e).detail;
   if (status === 'refused') {
     const why = refusalText(session.closeCode, detail);
     showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
@@ -115,7 +115,7 @@ session.addEventListener('status', (e) => {
 // Errors nobody showed where they happened (see Session's 'servererror'): after every listener has run.
 session.addEventListener('servererror', (e) => queueMicrotask(() => {
   if (e.defaultPrevented) return;
-  const err = /** @type {CustomEvent} */ (e).detail;
+  const err = /** @type {import('./session.js').SessionEvent<'servererror'>} */ (e).detail;
   showNotice('warning', `Server error: ${err.code}`, err.message);
 }));
 session.connect();
@@ -242,10 +242,10 @@ function select(id, fly = false) {
   if (fly && box) viewer.fitBox(box);
 }
 
-/** @param {any} welcome */
+/** @param {import('./protocol.js').Welcome} welcome */
 function fillLayers(welcome) {
   const sel = /** @type {HTMLSelectElement} */ ($('#layer-select'));
-  sel.replaceChildren(...welcome.layers.map((/** @type {string} */ l) => new Option(l, l, false, l === welcome.layer)));
+  sel.replaceChildren(...welcome.layers.map((l) => new Option(l, l, false, l === welcome.layer)));
   sel.onchange = () => session.subscribe(sel.value);
 }
 

@@ -29,6 +29,7 @@ const _s = new THREE.Sphere();
  * @typedef {{start: number, count: number, triangles: number}} Range index range of one level
  */
 
+/** @extends {THREE.Mesh<THREE.BufferGeometry, import('./shading.js').CheapMaterial>} */
 export class MergedBatch extends THREE.Mesh {
   /**
    * @param {THREE.Material} source the glTF material (its colour moves per element)
@@ -64,6 +65,9 @@ export class MergedBatch extends THREE.Mesh {
     this.wanted = new Uint8Array(n); // level wanted by the LOD choice
     this.dirty = true;
 
+    /** Vertices and indices in the buffers (they are allocated larger, for levels to come). */
+    this.vertexCount = 0;
+    this.indexCount = 0;
     let vertices = 0;
     let indices = 0;
     for (const it of items) {
@@ -83,19 +87,23 @@ export class MergedBatch extends THREE.Mesh {
 
   /** @param {number} vertices @param {number} indices */
   #allocate(vertices, indices) {
-    const grow = (/** @type {Float32Array|Uint32Array|undefined} */ old, /** @type {number} */ size, Type = Float32Array) => {
+    /**
+     * @template {Float32Array|Uint32Array} T
+     * @param {T|undefined} old @param {number} size @param {new (size: number) => T} Type
+     */
+    const grow = (old, size, Type) => {
       const a = new Type(size);
       if (old) a.set(old.subarray(0, Math.min(old.length, size)));
       return a;
     };
-    const vBase = this.vertexCount ?? 0;
-    const iBase = this.indexCount ?? 0;
-    this.vPos = grow(this.vPos, (vBase + vertices) * 3);
-    this.vNrm = grow(this.vNrm, (vBase + vertices) * 3);
-    this.vSlot = grow(this.vSlot, vBase + vertices);
-    if (this.layout.uv) this.vUv = grow(this.vUv, (vBase + vertices) * 2);
-    if (this.layout.color) this.vColor = grow(this.vColor, (vBase + vertices) * 4);
-    this.allIndex = /** @type {Uint32Array} */ (grow(this.allIndex, iBase + indices, Uint32Array));
+    const vBase = this.vertexCount;
+    const iBase = this.indexCount;
+    this.vPos = grow(this.vPos, (vBase + vertices) * 3, Float32Array);
+    this.vNrm = grow(this.vNrm, (vBase + vertices) * 3, Float32Array);
+    this.vSlot = grow(this.vSlot, vBase + vertices, Float32Array);
+    if (this.layout.uv) this.vUv = grow(this.vUv, (vBase + vertices) * 2, Float32Array);
+    if (this.layout.color) this.vColor = grow(this.vColor, (vBase + vertices) * 4, Float32Array);
+    this.allIndex = grow(this.allIndex, iBase + indices, Uint32Array);
     this.vertexCount = vBase;
     this.indexCount = iBase;
   }

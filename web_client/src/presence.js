@@ -43,7 +43,7 @@ export class PresenceLayer {
     this.lastPose = '';
     session.state.addEventListener('reset', () => this.sync());
     session.state.addEventListener('delta', (e) => {
-      if (Object.keys(/** @type {CustomEvent} */ (e).detail.delta.presence ?? {}).length) this.sync();
+      if (Object.keys(/** @type {import('./state.js').DeltaEvent} */ (e).detail.delta.presence ?? {}).length) this.sync();
     });
     viewer.controls.addEventListener('start', () => this.follow(null));
     viewer.tickers.push(() => this.#heartbeat());
@@ -203,8 +203,8 @@ function place(g, pose, laserLength) {
   }
 }
 
-/** @param {number[]} a @param {number} [digits] */
+/** A tuple rounded element-wise (same length). @template {number[]} T @param {T} a @param {number} [digits] @returns {T} */
 function round(a, digits = 3) {
   const k = 10 ** digits;
-  return a.map((x) => Math.round(x * k) / k);
+  return /** @type {T} */ (a.map((x) => Math.round(x * k) / k));
 }

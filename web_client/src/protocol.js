@@ -14,25 +14,48 @@ export const CLOSE_VERSION = 4001;
 export const CLOSE_AUTH = 4003; // missing, bad or expired session token
 
 /**
- * @typedef {{epoch: string, seq: number}} Resume
- * @typedef {{v: (boolean|number|string|null), ts: number, q?: (string|null)}} PropState
- * @typedef {{translate?: number[], rotate?: number[], scale?: number[]}} Transform in the element's frame;
- *   rotate is [axis x, y, z, degrees]
- * @typedef {{color?: (string|null), status?: (string|null), visible?: (boolean|null), transform?: (Transform|null),
- *            label?: (string|null), anomaly?: (boolean|null)}} Visual every field optional: absent = the model's own look
- * @typedef {{position: number[], quaternion: number[], ray_origin?: number[], ray_direction?: number[], device?: 'browser'|'xr'}} Pose
- * @typedef {{client: string, pose: Pose, ts: number}} Presence
- * @typedef {{seq: number, kind: string, id?: string, element: string, ts: number, prop?: string, source?: string,
- *            layer?: string, severity?: string, message?: string, value?: any}} Event
- * @typedef {{id?: string, element: string, since: number, prop?: string, source?: string, layer?: string,
- *            severity?: string, message?: string, value?: any}} Alarm
+ * The protocol's types, generated from viewer_server/protocol.py into protocol_types.d.ts (docs/CLIENT.md):
+ * the client reads and writes frames through these, and `npm run typecheck` holds it to them.
+ * @typedef {import('./protocol_types').ClientMessage} ClientMessage
+ * @typedef {import('./protocol_types').ServerMessage} ServerMessage
+ * @typedef {import('./protocol_types').Hello} Hello
+ * @typedef {import('./protocol_types').Subscribe} Subscribe
+ * @typedef {import('./protocol_types').PresenceUpdate} PresenceUpdate
+ * @typedef {import('./protocol_types').Ping} Ping
+ * @typedef {import('./protocol_types').Welcome} Welcome
+ * @typedef {import('./protocol_types').Snapshot} Snapshot
+ * @typedef {import('./protocol_types').Delta} Delta
+ * @typedef {import('./protocol_types').Error} ServerError an `error` frame
+ * @typedef {import('./protocol_types').Event} TwinEvent one of a delta's `events`
+ * @typedef {import('./protocol_types').Resume} Resume
+ * @typedef {import('./protocol_types').PropState} PropState
+ * @typedef {import('./protocol_types').Transform} Transform in the element's frame; rotate is [axis x, y, z, degrees]
+ * @typedef {import('./protocol_types').Visual} Visual every field optional: absent = the model's own look
+ * @typedef {import('./protocol_types').Pose} Pose
+ * @typedef {import('./protocol_types').Presence} Presence
+ * @typedef {import('./protocol_types').Alarm} Alarm
+ * @typedef {import('./protocol_types').PresenterState} PresenterState
+ * @typedef {import('./protocol_types').ProcedureRun} ProcedureRun
+ * @typedef {import('./protocol_types').StepInfo} StepInfo
+ * @typedef {import('./protocol_types').StepDone} StepDone
+ * @typedef {import('./protocol_types').ProcedureControl} ProcedureControl
+ * @typedef {import('./protocol_types').StepComplete} StepComplete
+ * @typedef {import('./protocol_types').Topic} Topic
+ * @typedef {import('./protocol_types').TopicDraft} TopicDraft
+ * @typedef {import('./protocol_types').TopicCreate} TopicCreate
+ * @typedef {import('./protocol_types').CommentAdd} CommentAdd
+ * @typedef {import('./protocol_types').TopicUpdate} TopicUpdate
+ * @typedef {import('./protocol_types').Comment} Comment
+ * @typedef {import('./protocol_types').Pin} Pin
+ * @typedef {import('./protocol_types').Viewpoint} Viewpoint
+ * @typedef {import('./protocol_types').Vec3} Vec3
  */
 
 /**
  * @param {{client: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null), token?: (string|null)}} opts
  */
 export function hello({ client, layer = null, resume = null, session = null, token = null }) {
-  /** @type {Record<string, any>} */
+  /** @type {Hello} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
   if (layer) msg.layer = layer;
   if (resume) msg.resume = resume;
@@ -41,12 +64,13 @@ export function hello({ client, layer = null, resume = null, session = null, tok
   return msg;
 }
 
-/** @param {string} layer */
+/** @param {string} layer @returns {Subscribe} */
 export const subscribe = (layer) => ({ type: 'subscribe', layer });
 
-/** @param {Pose} pose */
+/** @param {Pose} pose @returns {PresenceUpdate} */
 export const presence = (pose) => ({ type: 'presence', pose });
 
+/** @returns {Ping} */
 export const ping = () => ({ type: 'ping', t: performance.now() });
 
 /**

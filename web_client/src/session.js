@@ -11,6 +11,17 @@ const PING_INTERVAL_MS = 5000;
 
 /**
  * @typedef {'connecting'|'live'|'reconnecting'|'resynced'|'refused'|'closed'} LinkStatus
+ * @typedef {Exclude<P.ServerMessage, {type: 'welcome'|'snapshot'|'delta'|'pong'|'error'}>} Answer an answer to a
+ *   collaboration request (`saved`, `ack`, `command_ack`), for the module that sent it
+ * @typedef {{welcome: P.Welcome, snapshot: P.Snapshot, servererror: P.ServerError, message: Answer,
+ *            status: {status: LinkStatus, detail: string}, rtt: number}} SessionEvents what each event's `detail` is
+ */
+
+/**
+ * A Session event typed by its name: a listener casts its event to `SessionEvent<'snapshot'>`, and its
+ * `detail` is then a Snapshot.
+ * @template {keyof SessionEvents} K
+ * @typedef {CustomEvent<SessionEvents[K]>} SessionEvent
  */
 
 export class Session extends EventTarget {
@@ -30,7 +41,7 @@ export class Session extends EventTarget {
     this.closeCode = 0;
     /** @type {WebSocket|null} */
     this.ws = null;
-    /** @type {any} the last welcome */
+    /** @type {P.Welcome|null} the last welcome */
     this.welcome = null;
     /** @type {LinkStatus} */
     this.status = 'connecting';
@@ -65,14 +76,14 @@ export class Session extends EventTarget {
     this.#send(P.subscribe(layer));
   }
 
-  /** @param {import('./protocol.js').Pose} pose */
+  /** @param {P.Pose} pose */
   sendPresence(pose) {
     if (this.status === 'live' || this.status === 'resynced') this.#send(P.presence(pose));
   }
 
   /**
    * Send a collaboration message (topics, procedures, commands) while live; false if it could not go.
-   * @param {Record<string, any>} msg
+   * @param {P.ClientMessage} msg
    */
   send(msg) {
     if (this.status !== 'live' && this.status !== 'resynced') return false;
@@ -97,7 +108,7 @@ export class Session extends EventTarget {
     this.ws?.close(4000, 'dropped by client');
   }
 
-  /** @param {any} msg */
+  /** @param {P.ClientMessage} msg */
   #send(msg) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
@@ -110,7 +121,7 @@ export class Session extends EventTarget {
 
   /** @param {string|ArrayBuffer} data */
   #onMessage(data) {
-    /** @type {any} */
+    /** @type {P.ServerMessage} what the server sends (the browser tests validate every frame against the schema) */
     let msg;
     try {
       msg = JSON.parse(/** @type {string} */ (data));

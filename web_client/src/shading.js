@@ -127,10 +127,12 @@ export function canShadeCheaply(m) {
   return !(m.metalness > 0.5);
 }
 
+/** @typedef {THREE.ShaderMaterial & {color: THREE.Color}} CheapMaterial its `color` is the diffuse uniform */
+
 /**
  * A per-vertex Lambert material with the source's colour, opacity, side and vertex colours.
  * @param {any} source @param {THREE.Texture|null} [elementData] for a MergedBatch: its per-element texture
- * @returns {THREE.ShaderMaterial}
+ * @returns {CheapMaterial}
  */
 export function cheapMaterial(source, elementData = null) {
   const m = new THREE.ShaderMaterial({
@@ -164,5 +166,5 @@ export function cheapMaterial(source, elementData = null) {
   });
   // Keep the `color` the batcher and tools expect on a material (it is the diffuse uniform).
   Object.defineProperty(m, 'color', { get: () => m.uniforms.diffuse.value });
-  return m;
+  return /** @type {CheapMaterial} */ (m);
 }

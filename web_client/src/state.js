@@ -2,10 +2,15 @@
 // viewer and the panels. Kept apart from rendering so deltas that arrive while the GLB loads are not lost.
 import { splitKey } from './protocol.js';
 
-/** @typedef {import('./protocol.js').Visual} Visual */
-/** @typedef {import('./protocol.js').PropState} PropState */
-/** @typedef {import('./protocol.js').Alarm} Alarm */
-/** @typedef {import('./protocol.js').Presence} Presence */
+/**
+ * @typedef {import('./protocol.js').Visual} Visual
+ * @typedef {import('./protocol.js').PropState} PropState
+ * @typedef {import('./protocol.js').Alarm} Alarm
+ * @typedef {import('./protocol.js').Presence} Presence
+ * @typedef {{visuals: Set<string>, props: Set<string>, delta: import('./protocol.js').Delta}} DeltaDetail the `delta`
+ *   event's detail: the elements whose visual or props changed, and the delta itself
+ * @typedef {CustomEvent<DeltaDetail>} DeltaEvent
+ */
 
 export class TwinState extends EventTarget {
   constructor() {
@@ -25,7 +30,7 @@ export class TwinState extends EventTarget {
     this.lastValueTs = 0;
   }
 
-  /** @param {any} snap a `snapshot` message */
+  /** @param {import('./protocol.js').Snapshot} snap */
   applySnapshot(snap) {
     this.epoch = snap.epoch;
     this.seq = snap.seq;
@@ -41,11 +46,12 @@ export class TwinState extends EventTarget {
   /**
    * Apply a `delta`. Seq gaps are normal (changes filtered out for this layer or coalesced away); a delta
    * this state already holds is ignored, so a duplicate cannot apply twice.
-   * @param {any} d
+   * @param {import('./protocol.js').Delta} d
    * @returns {boolean} whether it was applied
    */
   applyDelta(d) {
     if (d.last <= this.seq) return false;
+    /** @type {Set<string>} */
     const changed = new Set();
     for (const [key, vis] of Object.entries(d.visuals || {})) {
       const [id, layer] = splitKey(key, '@');
@@ -68,12 +74,15 @@ export class TwinState extends EventTarget {
       }
     }
     this.seq = d.last;
-    this.dispatchEvent(new CustomEvent('delta', { detail: { visuals: changed, props, delta: d } }));
+    /** @type {DeltaDetail} */
+    const detail = { visuals: changed, props, delta: d };
+    this.dispatchEvent(new CustomEvent('delta', { detail }));
     return true;
   }
 
   /** @param {Record<string, PropState>} entries @returns {Set<string>} element ids touched */
   #mergeProps(entries) {
+    /** @type {Set<string>} */
     const touched = new Set();
     for (const [key, st] of Object.entries(entries)) {
       const [id, prop] = splitKey(key, '/');

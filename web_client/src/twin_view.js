@@ -33,7 +33,7 @@ export class TwinView {
     this.touched = new Set();
     state.addEventListener('reset', () => this.applyAll(), { signal });
     state.addEventListener('delta', (e) => {
-      for (const id of /** @type {CustomEvent} */ (e).detail.visuals) this.apply(id);
+      for (const id of /** @type {import('./state.js').DeltaEvent} */ (e).detail.visuals) this.apply(id);
       viewer.invalidate();
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());

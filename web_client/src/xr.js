@@ -88,7 +88,7 @@ export class XRController extends EventTarget {
       world.visible = false; // until the user taps a surface
       this.placed = false;
       const viewer = await /** @type {any} */ (session).requestReferenceSpace('viewer');
-      this.hitSource = await session.requestHitTestSource?.({ space: viewer }).catch(() => null) ?? null;
+      this.hitSource = await session.requestHitTestSource?.({ space: viewer })?.catch(() => null) ?? null;
       // No surface detection on this device: put the model on a virtual table in front of the user.
       if (!this.hitSource) this.#placeAR(DEFAULT_AR_PLACE);
     }

@@ -21,8 +21,8 @@ export class CommandPanel {
     this.dialog = /** @type {HTMLDialogElement} */ (h('dialog', { class: 'confirm' }));
     document.body.appendChild(this.dialog);
     deps.session.addEventListener('message', (e) => {
-      const msg = /** @type {CustomEvent} */ (e).detail;
-      if (msg.type !== 'command_ack') return;
+      const msg = /** @type {import('../session.js').SessionEvent<'message'>} */ (e).detail;
+      if (msg.type !== 'command_ack' || !msg.ref) return;
       const out = this.pending.get(msg.ref);
       this.pending.delete(msg.ref);
       if (out) {
@@ -31,7 +31,7 @@ export class CommandPanel {
       }
     });
     deps.session.addEventListener('servererror', (e) => {
-      const err = /** @type {CustomEvent} */ (e).detail;
+      const err = /** @type {import('../session.js').SessionEvent<'servererror'>} */ (e).detail;
       if (err.ref !== 'command') return;
       if (this.pending.size) e.preventDefault(); // shown beside the command below
       for (const out of this.pending.values()) {

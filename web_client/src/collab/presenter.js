@@ -8,10 +8,7 @@ const SEND_INTERVAL_MS = 50;
 // A follower's camera glides to each new presenter view in this long: smooth, yet close behind.
 const FOLLOW_MS = 200;
 
-/**
- * @typedef {{presenter: string, session: string, viewpoint?: import('../topics/viewpoint.js').Viewpoint, ts: number,
- *            hands: {user: string, session: string, ts: number}[]}} PresenterState
- */
+/** @typedef {import('../protocol.js').PresenterState} PresenterState */
 
 export class PresenterMode extends EventTarget {
   /**
@@ -31,10 +28,10 @@ export class PresenterMode extends EventTarget {
     /** @type {ReturnType<typeof setTimeout>|undefined} */
     this.trailing = undefined;
     const { session, viewer } = deps;
-    session.addEventListener('snapshot', (e) => this.#set(/** @type {CustomEvent} */ (e).detail.presenter ?? null, true));
+    session.addEventListener('snapshot', (e) => this.#set(/** @type {import('../session.js').SessionEvent<'snapshot'>} */ (e).detail.presenter ?? null, true));
     session.state.addEventListener('delta', (e) => {
       const room = session.welcome?.session;
-      const next = /** @type {CustomEvent} */ (e).detail.delta.presenter?.[room];
+      const next = room === undefined ? undefined : /** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.presenter?.[room];
       if (next) this.#set(next, false);
     });
     // 'start' fires only for the user's own drag or wheel, never for a programmatic fly.

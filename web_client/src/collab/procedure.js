@@ -5,18 +5,19 @@ import { h, replace } from '../ui/dom.js';
 import { onCollab } from './feed.js';
 
 /**
- * @typedef {{id: string, title: string, instructions?: string, highlight?: string[], viewpoint?: any,
- *            watch?: {element: string, prop: string}[], complete_when?: any}} Step
- * @typedef {{run: string, name: string, title: string, step: number, started: number, by: string, steps: Step[],
- *            completions: {step: number, user: string, ts: number}[], finished?: string}} Run
+ * @typedef {import('../protocol.js').StepInfo} Step
+ * @typedef {Omit<import('../protocol.js').ProcedureRun, 'completions' | 'finished'>
+ *   & {completions: import('../protocol.js').StepDone[], finished: string}} Run a run, its defaults put back;
+ *   `finished` says how it ended ("" = running)
  */
 
 export const PROCEDURE_EVENTS = ['procedure_started', 'procedure_step', 'step_completed', 'procedure_finished'];
 // The user of a completion the live twin made (a value condition): it counts for everyone.
 const EVERYONE = '*';
 
-/** A run as the server sends it, with the fields it omits at their default put back. @param {any} raw @returns {Run|null} */
-const runOf = (raw) => (raw ? { step: 0, completions: [], finished: '', ...raw } : null);
+/** A run as the server sends it, with the fields it omits at their default put back.
+ * @param {import('../protocol.js').ProcedureRun|null|undefined} raw @returns {Run|null} */
+const runOf = (raw) => (raw ? { completions: [], finished: '', ...raw } : null);
 
 export class ProcedurePanel {
   /**
@@ -35,7 +36,7 @@ export class ProcedurePanel {
     this.library = null;
     const { session } = deps;
     session.addEventListener('snapshot', (e) => {
-      this.run = runOf(/** @type {CustomEvent} */ (e).detail.procedure);
+      this.run = runOf(/** @type {import('../session.js').SessionEvent<'snapshot'>} */ (e).detail.procedure);
       // Joining late: a presenter's current view is newer than the step's; without one, land on the step.
       if (!this.deps.presenter.following) this.showStep();
       this.render();
@@ -44,18 +45,18 @@ export class ProcedurePanel {
     session.state.addEventListener('delta', () => this.#renderValues());
   }
 
-  /** @param {string} kind @param {any} ev */
+  /** @param {string} kind @param {import('../protocol.js').TwinEvent} ev */
   #apply(kind, ev) {
     if (kind === 'procedure_started') {
       this.run = runOf(ev.run);
       this.#moveOn();
     } else if (!this.run || this.run.run !== ev.id) {
       return; // an event of a run we do not hold (a stale one); the next snapshot brings the truth
-    } else if (kind === 'procedure_step') {
+    } else if (kind === 'procedure_step' && ev.step != null) {
       this.run = { ...this.run, step: ev.step };
       this.#moveOn();
-    } else if (kind === 'step_completed') {
-      this.run = { ...this.run, completions: [...this.run.completions, { step: ev.step, user: ev.user, ts: ev.ts }] };
+    } else if (kind === 'step_completed' && ev.step != null) {
+      this.run = { ...this.run, completions: [...this.run.completions, { step: ev.step, user: ev.user ?? '', ts: ev.ts }] };
     } else if (kind === 'procedure_finished') {
       this.run = { ...this.run, finished: ev.message || 'completed' };
     }
@@ -84,7 +85,7 @@ export class ProcedurePanel {
     return Boolean(this.run?.completions.some((c) => c.step === step && (c.user === user || c.user === EVERYONE)));
   }
 
-  /** @param {Record<string, any>} msg */
+  /** @param {Omit<import('../protocol.js').ProcedureControl, 'type'>} msg */
   #control(msg) {
     this.deps.session.send({ type: 'procedure_control', ...msg });
   }
@@ -121,9 +122,9 @@ export class ProcedurePanel {
     this.#renderValues();
   }
 
-  /** @param {number} step @param {any} cond */
+  /** @param {number} step @param {Step['complete_when']} cond */
   #complete(step, cond) {
-    /** @type {Record<string, any>} */
+    /** @type {import('../protocol.js').StepComplete} */
     const msg = { type: 'step_complete', step };
     const selected = this.deps.selected();
     if (cond && typeof cond === 'object' && 'select' in cond && selected) msg.element = selected;
@@ -154,7 +155,7 @@ export class ProcedurePanel {
     const props = this.deps.session.state.props;
     replace(this.values, ...watch.map((w) => {
       const st = props.get(w.element)?.get(w.prop);
-      const value = st ? `${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${/** @type {any} */ (st).u ? ` ${/** @type {any} */ (st).u}` : ''}` : '—';
+      const value = st ? `${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}` : '—';
       return h('tr', { dataset: { element: w.element, prop: w.prop } }, h('th', null, `${this.deps.name(w.element)} ${w.prop}`), h('td', { class: 'value' }, value));
     }));
   }

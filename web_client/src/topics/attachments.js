@@ -33,6 +33,7 @@ export class Attachments {
     return `/api/sessions/${encodeURIComponent(this.credentials().session ?? '')}/attachments/${encodeURIComponent(id)}`;
   }
 
+  /** @returns {Record<string, string>} */
   #headers() {
     const { token } = this.credentials();
     return token ? { Authorization: `Bearer ${token}` } : {};

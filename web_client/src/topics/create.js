@@ -4,6 +4,7 @@
 import * as THREE from 'three';
 import { h, replace } from '../ui/dom.js';
 import { snapshotPng } from './attachments.js';
+import { arr } from './viewpoint.js';
 
 const PRIORITIES = ['low', 'normal', 'high', 'critical'];
 // Labels are typed as one comma-separated line.
@@ -21,8 +22,7 @@ export function pinOf(hit, element, world) {
   if (hit.batchId !== undefined && obj.getMatrixAt) m.multiply(obj.getMatrixAt(hit.batchId, new THREE.Matrix4()));
   const normal = (hit.face?.normal.clone() ?? new THREE.Vector3(0, 1, 0)).applyMatrix3(new THREE.Matrix3().getNormalMatrix(m))
     .transformDirection(toModel);
-  const round = (/** @type {THREE.Vector3} */ v) => v.toArray().map((x) => Math.round(x * 1e4) / 1e4);
-  return { element, point: round(hit.point.clone().applyMatrix4(toModel)), normal: round(normal) };
+  return { element, point: arr(hit.point.clone().applyMatrix4(toModel)), normal: arr(normal) };
 }
 
 export class TopicCreator {
@@ -63,7 +63,7 @@ export class TopicCreator {
     return true;
   }
 
-  /** @param {'topic'|'markup'} kind @param {{element: string, point: number[], normal: number[]}} pin */
+  /** @param {'topic'|'markup'} kind @param {ReturnType<typeof pinOf>} pin */
   #form(kind, pin) {
     const field = (/** @type {string} */ name, /** @type {Record<string, any>} */ attrs = {}) =>
       /** @type {HTMLInputElement} */ (h('input', { name, 'aria-label': name, ...attrs }));
@@ -83,7 +83,8 @@ export class TopicCreator {
           if (!this.deps.session.send({ type: 'markup', element: pin.element, point: pin.point, note: title.value })) throw new Error(NOT_SENT);
         } else {
           await this.send({
-            title: title.value, description: description.value, priority: priority.value,
+            title: title.value, description: description.value,
+            priority: /** @type {import('../protocol.js').TopicDraft['priority']} the select offers only these */ (priority.value),
             labels: labels.value.split(LABEL_SEPARATOR).filter(Boolean),
             ...(assignee.value.trim() ? { assignee: assignee.value.trim() } : {}),
             ...(due.value ? { due_date: due.value } : {}),
@@ -109,7 +110,8 @@ export class TopicCreator {
   /**
    * Send a new topic with the current viewpoint, a snapshot (when the session takes attachments) and
    * the pinned element's live values.
-   * @param {Record<string, any>} fields @param {{element: string, point: number[], normal: number[]}} pin
+   * @param {Omit<import('../protocol.js').TopicDraft, 'pin' | 'viewpoints' | 'attachments'>} fields
+   * @param {import('../protocol.js').Pin} pin
    */
   async send(fields, pin) {
     const { session, viewpoints, attachments } = this.deps;
@@ -125,6 +127,7 @@ export class TopicCreator {
       }
     }
     // The server adds the author, the times and the pinned element's live values of this moment.
+    /** @type {import('../protocol.js').TopicCreate} */
     const msg = { type: 'topic_create', ref: viewpoint.guid, topic: { ...fields, pin, viewpoints: [viewpoint], attachments: files } };
     if (!session.send(msg)) throw new Error(NOT_SENT);
   }

@@ -6,7 +6,11 @@
 import { h, replace } from '../ui/dom.js';
 import { statusText } from './list.js';
 
+/** @typedef {Omit<import('../protocol.js').TopicUpdate, 'type' | 'guid' | 'revision' | 'ref'>} TopicChanges */
+
+/** @type {NonNullable<TopicChanges['status']>[]} */
 export const STATUSES = ['open', 'in_progress', 'resolved', 'closed'];
+/** @type {NonNullable<TopicChanges['priority']>[]} */
 export const PRIORITIES = ['low', 'normal', 'high', 'critical'];
 // BCF topic types are free text (the server takes any of ≤ 64 characters; extensions.xml lists those in
 // use). These are the usual ones; the types the session already uses and the topic's own are added.
@@ -138,11 +142,11 @@ export class TopicEditForm {
   /**
    * The fields that differ from the topic as it was when editing started, as `topic_update` spells them
    * ("" clears assignee and due date); a string says why the form cannot be sent.
-   * @returns {Record<string, any>|string}
+   * @returns {TopicChanges|string}
    */
   changes() {
     const b = this.base;
-    /** @type {Record<string, any>} */
+    /** @type {TopicChanges} */
     const c = {};
     if (this.rights.text) {
       if (this.title.value !== b.title) c.title = this.title.value;
@@ -150,8 +154,9 @@ export class TopicEditForm {
       if (!this.title.value.trim()) return 'The title must not be empty.';
     }
     if (this.rights.fields) {
-      if (this.status.value !== b.status) c.status = this.status.value;
-      if (this.priority.value !== b.priority) c.priority = this.priority.value;
+      // The selects offer STATUSES and PRIORITIES (and the topic's own value).
+      if (this.status.value !== b.status) c.status = /** @type {TopicChanges['status']} */ (this.status.value);
+      if (this.priority.value !== b.priority) c.priority = /** @type {TopicChanges['priority']} */ (this.priority.value);
       if (this.type.value !== (b.topic_type ?? 'Issue')) c.topic_type = this.type.value;
       const assignee = this.assignee.value.trim();
       if (assignee !== (b.assignee ?? '')) c.assignee = assignee;

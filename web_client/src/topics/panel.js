@@ -56,7 +56,7 @@ export class TopicPanel extends EventTarget {
     // The answer to the edit form's update: saved (close the form once the store has that revision) or
     // refused (keep what was typed, say why).
     deps.session.addEventListener('message', (e) => {
-      const msg = /** @type {CustomEvent} */ (e).detail;
+      const msg = /** @type {import('../session.js').SessionEvent<'message'>} */ (e).detail;
       if (msg.type !== 'saved' || !this.edit?.ref || msg.ref !== this.edit.ref) return;
       this.edit.ref = null;
       this.edit.revision = msg.revision;
@@ -66,7 +66,7 @@ export class TopicPanel extends EventTarget {
       this.render();
     });
     deps.session.addEventListener('servererror', (e) => {
-      const err = /** @type {CustomEvent} */ (e).detail;
+      const err = /** @type {import('../session.js').SessionEvent<'servererror'>} */ (e).detail;
       if (!this.edit?.ref || err.ref !== this.edit.ref) return;
       e.preventDefault(); // shown in the form
       this.edit.ref = null;
@@ -125,7 +125,7 @@ export class TopicPanel extends EventTarget {
       (t.live_values ?? []).length ? h('table', { class: 'props' }, ...(t.live_values ?? []).map((v) =>
         h('tr', null, h('th', null, v.prop), h('td', { class: 'value' }, `${v.value}${v.unit ? ` ${v.unit}` : ''}`)))) : null,
       h('div', { class: 'actions' },
-        t.viewpoints?.length ? h('button', { onclick: () => this.deps.viewpoints.restore(/** @type {any} */ (t.viewpoints)[0]) }, 'Go to viewpoint') : null,
+        t.viewpoints?.length ? h('button', { onclick: () => this.deps.viewpoints.restore(t.viewpoints[0]) }, 'Go to viewpoint') : null,
         h('button', { onclick: () => this.deps.viewpoints.release() }, 'Back to live')),
       h('h4', null, 'Comments'),
       this.#thread(t.guid),
@@ -141,7 +141,8 @@ export class TopicPanel extends EventTarget {
     return h('div', { class: 'fields' },
       h('label', null, 'Status ', rights.fields
         ? h('select', { class: 'topic-status', 'aria-label': 'status', onchange: (/** @type {Event} */ e) =>
-          this.#update({ status: /** @type {HTMLSelectElement} */ (e.target).value }) },
+          this.#update({ status: /** @type {import('./edit.js').TopicChanges['status']} the options are STATUSES */ (
+            /** @type {HTMLSelectElement} */ (e.target).value) }) },
         ...STATUSES.map((s) => new Option(statusText(s), s, false, s === t.status)))
         : h('span', { class: 'topic-status' }, statusText(t.status))),
       h('span', { class: 'topic-priority' }, `Priority: ${t.priority}`),
@@ -182,6 +183,7 @@ export class TopicPanel extends EventTarget {
       return this.render();
     }
     const ref = `${EDIT_REF}${++this.edits}`;
+    /** @type {import('../protocol.js').TopicUpdate} */
     const msg = { type: 'topic_update', guid: edit.guid, revision: edit.form.base.revision, ...changes, ref };
     edit.form.fail(null);
     if (!this.deps.session.send(msg)) return edit.form.fail('Not connected: the change was not sent.');
@@ -238,7 +240,7 @@ export class TopicPanel extends EventTarget {
     }
     const send = () => {
       if (!text.value.trim()) return;
-      /** @type {Record<string, any>} */
+      /** @type {import('../protocol.js').CommentAdd} */
       const msg = { type: 'comment_add', topic, text: text.value };
       if (this.replyTo) msg.reply_to = this.replyTo.guid;
       if (this.#send(msg)) {
@@ -252,13 +254,13 @@ export class TopicPanel extends EventTarget {
       text, h('button', { class: 'send', onclick: send }, this.replyTo ? 'Send reply' : 'Comment'));
   }
 
-  /** @param {Record<string, any>} changes */
+  /** @param {import('./edit.js').TopicChanges} changes */
   #update(changes) {
     const t = this.guid ? this.deps.store.topics.get(this.guid) : null;
     if (t) this.#send({ type: 'topic_update', guid: t.guid, revision: t.revision, ...changes });
   }
 
-  /** @param {Record<string, any>} msg */
+  /** @param {import('../protocol.js').ClientMessage} msg */
   #send(msg) {
     this.error.hidden = true;
     const sent = this.deps.session.send(msg);

@@ -63,7 +63,8 @@ export class PinLayer {
         this.group.add(pin);
         this.pins.set(t.guid, pin);
       }
-      pin.position.fromArray(t.pin.point);
+      const [x, y, z] = t.pin.point;
+      pin.position.set(x, y, z);
       pin.material.color.set(STATUS_COLORS[t.status] ?? STATUS_COLORS.open);
     }
     this.viewer.invalidate();

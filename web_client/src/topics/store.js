@@ -4,18 +4,18 @@
 import { onCollab } from '../collab/feed.js';
 
 /**
- * @typedef {{guid: string, topic: string, author: string, text: string, created: number, revision: number,
- *            modified?: number, reply_to?: string, deleted?: boolean}} Comment
- * @typedef {{guid: string, title: string, author: string, created: number, status: string, priority: string,
- *            topic_type?: string, description?: string, assignee?: string, labels?: string[], due_date?: string,
- *            pin?: {element: string, point: number[], normal: number[]}, viewpoints?: any[], live_values?: any[],
- *            attachments?: {id: string, mime: string}[], revision: number, deleted?: boolean}} Topic
+ * A topic and a comment as the store holds them: as the server sent them, with the fields it omits at their
+ * default put back (TOPIC_DEFAULTS, COMMENT_DEFAULTS).
+ * @typedef {import('../protocol.js').Topic} SentTopic
+ * @typedef {import('../protocol.js').Comment} SentComment
+ * @typedef {SentTopic & Required<Pick<SentTopic, keyof typeof TOPIC_DEFAULTS>>} Topic
+ * @typedef {SentComment & Required<Pick<SentComment, keyof typeof COMMENT_DEFAULTS>>} Comment
  */
 
 // The server omits fields at their default value (viewer_server/topics.py): put them back.
-const TOPIC_DEFAULTS = { status: 'open', priority: 'normal', topic_type: 'Issue', description: '', labels: [], viewpoints: [],
-  live_values: [], attachments: [], revision: 1 };
-const COMMENT_DEFAULTS = { revision: 1 };
+const TOPIC_DEFAULTS = /** @satisfies {Partial<SentTopic>} */ ({ status: 'open', priority: 'normal', topic_type: 'Issue',
+  description: '', labels: [], viewpoints: [], live_values: [], attachments: [], revision: 1 });
+const COMMENT_DEFAULTS = /** @satisfies {Partial<SentComment>} */ ({ revision: 1 });
 
 export const TOPIC_EVENTS = ['topic_created', 'topic_updated', 'topic_deleted', 'comment_added', 'comment_edited', 'comment_deleted'];
 
@@ -27,14 +27,14 @@ export class TopicStore extends EventTarget {
     this.topics = new Map();
     /** @type {Map<string, Map<string, Comment>>} topic guid -> comment guid -> comment */
     this.comments = new Map();
-    session.addEventListener('snapshot', (e) => this.reset(/** @type {CustomEvent} */ (e).detail));
+    session.addEventListener('snapshot', (e) => this.reset(/** @type {import('../session.js').SessionEvent<'snapshot'>} */ (e).detail));
     onCollab(session, TOPIC_EVENTS, (kind, body) => {
       if (kind.startsWith('topic_')) this.#putTopic(body.topic);
       else this.#putComment(body.comment);
     });
   }
 
-  /** Replace everything with a snapshot's topics and comments (absent: none). @param {any} snap */
+  /** Replace everything with a snapshot's topics and comments (absent: none). @param {import('../protocol.js').Snapshot} snap */
   reset(snap) {
     this.topics = new Map();
     this.comments = new Map();
@@ -48,10 +48,11 @@ export class TopicStore extends EventTarget {
     return [...(this.comments.get(guid)?.values() ?? [])].sort((a, b) => a.created - b.created);
   }
 
-  /** @param {Topic} raw @param {boolean} [notify] */
+  /** @param {SentTopic|null|undefined} raw @param {boolean} [notify] */
   #putTopic(raw, notify = true) {
     if (!raw?.guid) return;
-    const t = /** @type {Topic} */ ({ ...TOPIC_DEFAULTS, ...raw });
+    /** @type {Topic} */
+    const t = { ...TOPIC_DEFAULTS, ...raw };
     const old = this.topics.get(t.guid);
     if (old && old.revision > t.revision) return;
     if (t.deleted) this.topics.delete(t.guid);
@@ -59,10 +60,11 @@ export class TopicStore extends EventTarget {
     if (notify) this.dispatchEvent(new CustomEvent('change', { detail: { guid: t.guid } }));
   }
 
-  /** @param {Comment} raw @param {boolean} [notify] */
+  /** @param {SentComment|null|undefined} raw @param {boolean} [notify] */
   #putComment(raw, notify = true) {
     if (!raw?.guid) return;
-    const c = /** @type {Comment} */ ({ ...COMMENT_DEFAULTS, ...raw });
+    /** @type {Comment} */
+    const c = { ...COMMENT_DEFAULTS, ...raw };
     let m = this.comments.get(c.topic);
     if (!m) this.comments.set(c.topic, (m = new Map()));
     const old = m.get(c.guid);

@@ -6,14 +6,14 @@ import * as THREE from 'three';
 // How far ahead of a restored camera its orbit target is put when the topic does not say.
 const TARGET_DISTANCE_M = 5;
 
-/**
- * @typedef {{camera: {position: number[], direction: number[], up: number[], fov_deg: number},
- *            clipping_planes: {location: number[], direction: number[]}[], selected: string[], hidden: string[],
- *            default_visible: boolean, colored: {color: string, ids: string[]}[], snapshot?: string, guid?: string}} Viewpoint
- */
+/** @typedef {import('../protocol.js').Viewpoint} Viewpoint */
 
-/** @param {THREE.Vector3} v */
-const arr = (v) => v.toArray().map((x) => Math.round(x * 1e4) / 1e4);
+/** @param {number} x */
+const round = (x) => Math.round(x * 1e4) / 1e4;
+/** A vector as the protocol sends it (to 0.1 mm). @param {THREE.Vector3} v @returns {[number, number, number]} */
+export const arr = (v) => [round(v.x), round(v.y), round(v.z)];
+/** @param {import('../protocol.js').Vec3} v */
+const vec3 = ([x, y, z]) => new THREE.Vector3(x, y, z);
 
 /** A random UUID, also where `crypto.randomUUID` is missing (plain http on a LAN is not a secure context). */
 export function uuid() {
@@ -80,8 +80,8 @@ export class Viewpoints {
     this.flyToCamera(vp.camera, animate ? undefined : 0);
     this.hooks.section.set(null);
     viewer.renderer.clippingPlanes = (vp.clipping_planes ?? []).map((c) => {
-      const n = new THREE.Vector3(...c.direction).negate();
-      return new THREE.Plane().setFromNormalAndCoplanarPoint(n, new THREE.Vector3(...c.location)).applyMatrix4(toWorld);
+      const n = vec3(c.direction).negate();
+      return new THREE.Plane().setFromNormalAndCoplanarPoint(n, vec3(c.location)).applyMatrix4(toWorld);
     });
     this.hooks.select(vp.selected?.[0] ?? null);
     this.#override(vp);
@@ -95,8 +95,8 @@ export class Viewpoints {
   flyToCamera(cam, ms) {
     const { viewer } = this;
     const toWorld = viewer.world.matrixWorld;
-    const pos = new THREE.Vector3(...cam.position).applyMatrix4(toWorld);
-    const dir = new THREE.Vector3(...cam.direction).transformDirection(toWorld);
+    const pos = vec3(cam.position).applyMatrix4(toWorld);
+    const dir = vec3(cam.direction).transformDirection(toWorld);
     // Spend what is left of the user's last drag (damping) now, so it cannot turn the camera off the viewpoint.
     const damping = viewer.controls.enableDamping;
     viewer.controls.enableDamping = false;

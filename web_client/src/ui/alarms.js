@@ -1,6 +1,7 @@
 // The list of raised alarms; clicking one flies the camera to its element.
 import { h, replace } from './dom.js';
 
+/** @type {Record<string, number>} */
 const SEVERITY_ORDER = { critical: 0, alarm: 0, high: 1, major: 1, warning: 2, medium: 2, low: 3, info: 4 };
 
 /**
@@ -24,7 +25,7 @@ export function bindAlarmList(root, counter, state, catalog, onGo, signal) {
   };
   state.addEventListener('reset', render, { signal });
   state.addEventListener('delta', (e) => {
-    if (/** @type {CustomEvent} */ (e).detail.delta.events?.length) render();
+    if (/** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.events?.length) render();
   }, { signal });
   render();
 }

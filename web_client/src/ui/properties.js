@@ -23,7 +23,7 @@ export class PropertiesPanel {
     this.live = h('tbody');
     this.show(null);
     state.addEventListener('delta', (e) => {
-      if (this.id && /** @type {CustomEvent} */ (e).detail.props.has(this.id)) this.#appendLive();
+      if (this.id && /** @type {import('../state.js').DeltaEvent} */ (e).detail.props.has(this.id)) this.#appendLive();
     }, { signal });
     state.addEventListener('reset', () => this.id && this.#renderLive(), { signal });
   }

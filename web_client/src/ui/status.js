@@ -16,7 +16,7 @@ export function bindStatusChip(session) {
     chip.title = detail || `seq ${session.state.seq}`;
   };
   session.addEventListener('status', (e) => {
-    detail = /** @type {CustomEvent} */ (e).detail.detail;
+    detail = /** @type {import('../session.js').SessionEvent<'status'>} */ (e).detail.detail;
     render();
   });
   session.addEventListener('rtt', render);

@@ -1,0 +1,646 @@
+// TypeScript declarations of TwinView protocol v1, generated from viewer_server/protocol.py: do not edit.
+// Regenerate: python -m viewer_server.protocol --typescript > web_client/src/protocol_types.d.ts
+// The web client's JSDoc imports these (docs/CLIENT.md); `npm run typecheck` checks it against them.
+
+/**
+ * Answer to `publish`: how many readings were accepted, and why the others were not.
+ */
+export interface Ack {
+  type: "ack";
+  accepted: number;
+  rejected: Rejection[];
+  ref?: string | null;
+}
+
+/**
+ * An alarm that is currently raised (part of the snapshot state): its latest raise.
+ */
+export interface Alarm {
+  id: string;
+  element: string;
+  since: number;
+  prop?: string;
+  source?: string;
+  layer?: string;
+  severity?: string;
+  message?: string;
+  value?: boolean | number | string | null;
+}
+
+export interface Attachment {
+  id: string;
+  mime: string;
+  size: number;
+  sha256: string;
+}
+
+/**
+ * A perspective camera (BCF PerspectiveCamera) or, with `ortho_height`, an orthogonal one.
+ */
+export interface Camera {
+  position: Vec3;
+  direction: Vec3;
+  up: Vec3;
+  fov_deg?: number;
+  ortho_height?: number | null;
+}
+
+export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command;
+
+/**
+ * Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side).
+ */
+export interface ClippingPlane {
+  location: Vec3;
+  direction: Vec3;
+}
+
+export interface ColoredComponents {
+  color: string;
+  ids: string[];
+}
+
+/**
+ * Operator only: a command on an element from the bindings file's `commands` section.
+ */
+export interface Command {
+  type: "command";
+  element: string;
+  command: string;
+  value?: number | null;
+  ref?: string | null;
+}
+
+/**
+ * Answer to `command`: `sent` once the broker acknowledged it (QoS 1), else `failed` with why.
+ */
+export interface CommandAck {
+  type: "command_ack";
+  status: "failed" | "sent";
+  detail: string;
+  element: string;
+  command: string;
+  ref?: string | null;
+}
+
+export interface Comment {
+  guid: string;
+  topic: string;
+  author: string;
+  text: string;
+  created: number;
+  revision?: number;
+  modified?: number | null;
+  reply_to?: string | null;
+  viewpoint?: string | null;
+  deleted?: boolean;
+}
+
+/**
+ * Comment on a topic (`comment.create`); `reply_to` threads it under another comment.
+ */
+export interface CommentAdd {
+  type: "comment_add";
+  topic: string;
+  text: string;
+  reply_to?: string | null;
+  viewpoint?: string | null;
+  guid?: string | null;
+  ref?: string | null;
+}
+
+export interface CommentDelete {
+  type: "comment_delete";
+  guid: string;
+  revision: number;
+  ref?: string | null;
+}
+
+export interface CommentEdit {
+  type: "comment_edit";
+  guid: string;
+  revision: number;
+  text: string;
+  ref?: string | null;
+}
+
+/**
+ * Exactly one of: `select` (the trainee selects this element), `value` (a live value in range).
+ */
+export interface Completion {
+  select?: string | null;
+  value?: ValueRange | null;
+}
+
+/**
+ * Changes with seq in [first, last]; after applying it the client holds the state as of `last`.
+ *
+ * props keyed "element/prop"; visuals keyed "element@layer"; presence keyed by session id
+ * (null = the session left). Keys are split at their last "/" or "@".
+ */
+export interface Delta {
+  type: "delta";
+  first: number;
+  last: number;
+  props?: Record<string, PropState>;
+  visuals?: Record<string, Visual>;
+  presence?: Record<string, Presence | null>;
+  events?: Event[];
+  presenter?: Record<string, PresenterState>;
+}
+
+/**
+ * A message could not be handled; the connection stays open. `ref` echoes the request's `ref`
+ * when it had one, else the offending message's type.
+ */
+export interface Error {
+  type: "error";
+  code: string;
+  message: string;
+  ref?: string | null;
+  revision?: number | null;
+  field?: string | null;
+}
+
+/**
+ * Something that happened; delivered exactly once, in seq order, never coalesced.
+ *
+ * kind "alarm_raised" (also when an active alarm changes severity: same `id`) or "alarm_cleared".
+ * `element` shows the alarm; `source` is the element whose property triggered it.
+ * Annotation kinds (ANNOTATION_EVENTS) carry the whole `topic` or `comment` at its new revision, `id`
+ * being its guid, `user` who changed it. An event with a `session` reaches only that session's clients.
+ */
+export interface Event {
+  seq: number;
+  kind: string;
+  id: string;
+  element: string;
+  ts: number;
+  prop?: string;
+  source?: string;
+  layer?: string;
+  severity?: string;
+  message?: string;
+  value?: boolean | number | string | null;
+  session?: string;
+  user?: string;
+  topic?: Topic | null;
+  comment?: Comment | null;
+  procedure?: string;
+  step?: number | null;
+  viewpoint?: Viewpoint | null;
+  run?: ProcedureRun | null;
+  command?: string;
+  point?: [number, number, number] | null;
+}
+
+/**
+ * A raised hand in the queue (oldest first).
+ */
+export interface Hand {
+  user: string;
+  session: string;
+  ts: number;
+}
+
+/**
+ * Leave the queue; the presenter/admin may lower `session`'s hand, or all hands.
+ */
+export interface HandLower {
+  type: "hand_lower";
+  session?: string | null;
+  all?: boolean;
+}
+
+/**
+ * Join the raise-hand queue.
+ */
+export interface HandRaise {
+  type: "hand_raise";
+}
+
+/**
+ * First message of every connection.
+ */
+export interface Hello {
+  type: "hello";
+  client: string;
+  client_version: string;
+  protocol?: number;
+  role?: "admin" | "annotator" | "operator" | "presenter" | "publisher" | "viewer";
+  layer?: string | null;
+  resume?: Resume | null;
+  session?: string | null;
+  token?: string | null;
+}
+
+/**
+ * A property value of the pinned element at the moment the topic was made.
+ */
+export interface LiveValue {
+  prop: string;
+  value: boolean | number | string;
+  unit?: string;
+  ts?: number;
+}
+
+/**
+ * A quick pin with a short note.
+ */
+export interface Markup {
+  type: "markup";
+  element: string;
+  point: [number, number, number];
+  note: string;
+}
+
+/**
+ * Where the topic is pinned: an element and a world point with its surface normal.
+ */
+export interface Pin {
+  element: string;
+  point: Vec3;
+  normal: Vec3;
+}
+
+export interface Ping {
+  type: "ping";
+  t?: number | null;
+}
+
+export interface Pong {
+  type: "pong";
+  t: number | null;
+  server_time: number;
+}
+
+/**
+ * A user's viewpoint: camera position (m) and orientation (x, y, z, w), optional pointer ray, and
+ * the device: "xr" while in an immersive session (the position is then the head), else a browser.
+ */
+export interface Pose {
+  position: [number, number, number];
+  quaternion: [number, number, number, number];
+  ray_origin?: [number, number, number] | null;
+  ray_direction?: [number, number, number] | null;
+  device?: "browser" | "xr";
+}
+
+/**
+ * Another session's presence as seen by everyone in the scene.
+ */
+export interface Presence {
+  client: string;
+  pose: Pose;
+  ts: number;
+}
+
+/**
+ * This session's current pose (heartbeat); fanned out as presence state, coalesced per session.
+ */
+export interface PresenceUpdate {
+  type: "presence";
+  pose: Pose;
+}
+
+/**
+ * End presenter mode (the presenter, or an admin).
+ */
+export interface PresenterRelease {
+  type: "presenter_release";
+}
+
+/**
+ * Who presents (user "" = nobody), their current view, and the raise-hand queue.
+ */
+export interface PresenterState {
+  presenter?: string;
+  session?: string;
+  viewpoint?: Viewpoint | null;
+  ts?: number;
+  hands?: Hand[];
+}
+
+/**
+ * Become the presenter (presenter/admin).
+ */
+export interface PresenterTake {
+  type: "presenter_take";
+}
+
+/**
+ * The presenter's current camera; throttled and coalesced by the server.
+ */
+export interface PresenterView {
+  type: "presenter_view";
+  viewpoint: Viewpoint;
+}
+
+/**
+ * Presenter/admin: start a procedure by name, move the session to another step, or stop.
+ */
+export interface ProcedureControl {
+  type: "procedure_control";
+  action: "back" | "goto" | "next" | "start" | "stop";
+  name?: string | null;
+  step?: number | null;
+}
+
+/**
+ * A procedure run of the session: its steps, the current one, and every trainee's completions.
+ */
+export interface ProcedureRun {
+  run: string;
+  name: string;
+  title: string;
+  step: number;
+  started: number;
+  by: string;
+  steps: StepInfo[];
+  completions?: StepDone[];
+  finished?: "" | "completed" | "stopped";
+}
+
+/**
+ * The current value of one element property: value, source timestamp, unit, quality.
+ */
+export interface PropState {
+  v: boolean | number | string;
+  ts: number;
+  u?: string;
+  q?: "bad" | "good" | "uncertain";
+}
+
+/**
+ * Readings from a publisher session; answered with `ack` carrying the same `ref`.
+ */
+export interface Publish {
+  type: "publish";
+  readings: Reading[];
+  ref?: string | null;
+}
+
+/**
+ * One measurement from a producer: by binding `key`, or directly by `element` + `prop`.
+ *
+ * `ts` is seconds since the Unix epoch (server receive time if omitted).
+ */
+export interface Reading {
+  value: boolean | number | string;
+  key?: string | null;
+  element?: string | null;
+  prop?: string | null;
+  ts?: number | null;
+  unit?: string | null;
+  quality?: "bad" | "good" | "uncertain" | null;
+}
+
+/**
+ * Why reading number `index` of a batch was refused. `reason` is one of REJECT_REASONS.
+ */
+export interface Rejection {
+  index: number;
+  reason: string;
+  detail?: string;
+}
+
+/**
+ * Where a reconnecting client left off: the server epoch and the last seq it applied.
+ */
+export interface Resume {
+  epoch: string;
+  seq: number;
+}
+
+/**
+ * Answer to an annotation request, sent after the change is committed to disk: `seq` is its event.
+ */
+export interface Saved {
+  type: "saved";
+  ref: string | null;
+  kind: string;
+  guid: string;
+  revision: number;
+  seq: number;
+}
+
+export type ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck;
+
+/**
+ * The full state of the session's layer as of `seq`; replaces everything the client held.
+ *
+ * `resync` is true when this snapshot replaces a resume that was not possible (`reason` says why).
+ * props are keyed "element/prop"; visuals are keyed by element (for `layer`).
+ */
+export interface Snapshot {
+  type: "snapshot";
+  seq: number;
+  epoch: string;
+  scene: string;
+  layer: string;
+  glb_url: string;
+  manifest_url: string;
+  props: Record<string, PropState>;
+  visuals: Record<string, Visual>;
+  alarms: Alarm[];
+  presence?: Record<string, Presence>;
+  resync?: boolean;
+  reason?: string | null;
+  session?: string;
+  topics?: Topic[];
+  comments?: Comment[];
+  procedure?: ProcedureRun | null;
+  presenter?: PresenterState | null;
+}
+
+/**
+ * A trainee completed `step` (acknowledge; or select with the selected `element`).
+ */
+export interface StepComplete {
+  type: "step_complete";
+  step: number;
+  element?: string | null;
+}
+
+/**
+ * `user` completed `step` at `ts`; user "*" = for everyone, by the live twin (a value condition).
+ */
+export interface StepDone {
+  step: number;
+  user: string;
+  ts: number;
+  element?: string;
+  value?: boolean | number | string | null;
+}
+
+/**
+ * One step of the active procedure, as clients show it; `viewpoint.selected` = `highlight`.
+ */
+export interface StepInfo {
+  id: string;
+  title: string;
+  instructions?: string;
+  highlight?: string[];
+  viewpoint?: Viewpoint | null;
+  watch?: Watch[];
+  complete_when?: "acknowledge" | Completion;
+}
+
+/**
+ * Switch this session to another layer; answered with a snapshot of that layer.
+ */
+export interface Subscribe {
+  type: "subscribe";
+  layer: string;
+}
+
+export interface Topic {
+  guid: string;
+  title: string;
+  author: string;
+  created: number;
+  pin?: Pin | null;
+  description?: string;
+  status?: "closed" | "in_progress" | "open" | "resolved";
+  priority?: "critical" | "high" | "low" | "normal";
+  topic_type?: string;
+  assignee?: string | null;
+  labels?: string[];
+  due_date?: string | null;
+  viewpoints?: Viewpoint[];
+  live_values?: LiveValue[];
+  attachments?: Attachment[];
+  revision?: number;
+  modified?: number | null;
+  modified_by?: string | null;
+  deleted?: boolean;
+}
+
+/**
+ * Create a topic (`topic.create`); answered with `saved`, and a `topic_created` event to everyone.
+ */
+export interface TopicCreate {
+  type: "topic_create";
+  topic: TopicDraft;
+  ref?: string | null;
+}
+
+/**
+ * Withdraw a topic (own: `topic.delete_own`, anyone's: `topic.moderate`); kept, flagged deleted.
+ */
+export interface TopicDelete {
+  type: "topic_delete";
+  guid: string;
+  revision: number;
+  ref?: string | null;
+}
+
+/**
+ * A new topic as the client writes it; the server sets author, times and the pinned element's live
+ * values. `guid` may be chosen by the client (idempotent retries, BCF); `attachments` are ids from
+ * `POST /api/sessions/{id}/attachments`.
+ */
+export interface TopicDraft {
+  title: string;
+  description?: string;
+  pin?: Pin | null;
+  topic_type?: string;
+  status?: "closed" | "in_progress" | "open" | "resolved";
+  priority?: "critical" | "high" | "low" | "normal";
+  assignee?: string | null;
+  labels?: string[];
+  due_date?: string | null;
+  viewpoints?: Viewpoint[];
+  attachments?: string[];
+  guid?: string | null;
+}
+
+/**
+ * Change a topic known at `revision`; null fields stay as they are, "" clears assignee / due_date.
+ * title / description: own topics (`topic.edit_own`) or anyone's (`topic.moderate`); the rest:
+ * `topic.update`.
+ */
+export interface TopicUpdate {
+  type: "topic_update";
+  guid: string;
+  revision: number;
+  title?: string | null;
+  description?: string | null;
+  status?: "closed" | "in_progress" | "open" | "resolved" | null;
+  priority?: "critical" | "high" | "low" | "normal" | null;
+  topic_type?: string | null;
+  assignee?: string | null;
+  labels?: string[] | null;
+  due_date?: string | null;
+  ref?: string | null;
+}
+
+export interface Transform {
+  translate?: number[] | null;
+  rotate?: number[] | null;
+  scale?: number[] | null;
+}
+
+/**
+ * Complete when element.prop is within [min, max] (either bound may be open).
+ */
+export interface ValueRange {
+  element: string;
+  prop: string;
+  min?: number | null;
+  max?: number | null;
+}
+
+export type Vec3 = [number, number, number, ...unknown[]];
+
+/**
+ * What the author saw: camera, section planes, and visible / selected / coloured components (twin ids).
+ */
+export interface Viewpoint {
+  guid: string;
+  camera: Camera;
+  clipping_planes?: ClippingPlane[];
+  selected?: string[];
+  hidden?: string[];
+  default_visible?: boolean;
+  colored?: ColoredComponents[];
+  snapshot?: string | null;
+}
+
+/**
+ * What a viewer shows for one element in one layer; None = the model's own look.
+ */
+export interface Visual {
+  color?: string | null;
+  status?: "alarm" | "ok" | "warning" | null;
+  visible?: boolean | null;
+  transform?: Transform | null;
+  label?: string | null;
+  anomaly?: boolean | null;
+}
+
+/**
+ * A live value shown beside the step, e.g. the discharge pressure while a valve opens.
+ */
+export interface Watch {
+  element: string;
+  prop: string;
+}
+
+export interface Welcome {
+  type: "welcome";
+  session_id: string;
+  server_epoch: string;
+  seq: number;
+  server_version: string;
+  protocol: number;
+  encoding: "json" | "msgpack";
+  scene: string;
+  layer: string;
+  layers: string[];
+  capabilities: string[];
+  limits: Record<string, number>;
+  session?: string;
+  user?: string;
+  role?: "admin" | "annotator" | "operator" | "presenter" | "publisher" | "viewer";
+}
