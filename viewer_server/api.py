@@ -288,7 +288,7 @@ async def ingest(request: web.Request) -> web.Response:
         return fail(413, "batch_too_large", f"body larger than {MAX_INGEST_BODY_BYTES} bytes")
     body = await request.read()
     try:
-        batch = _ingest_decoder.decode(body)
+        batch = p.bounded(_ingest_decoder.decode, body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))

@@ -145,7 +145,7 @@ def _annotations(request: web.Request) -> Any:
 
 async def _body(request: web.Request, cls: type) -> Any:
     try:
-        return msgspec.json.decode(await request.read(), type=cls)
+        return p.decode_json(await request.read(), cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(400, p.ERR_BAD_MESSAGE, str(exc)) from None
 
