@@ -22,7 +22,7 @@ from viewer_server.hub import SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import Refused, require
 from viewer_server.rooms import Member
-from viewer_server.topics import Viewpoint
+from viewer_server.topics import TopicError, Viewpoint, check_viewpoints
 
 # Presenter views fanned out per second: smooth enough to follow a camera, and with the 60 Hz
 # flush window at most every third window carries one.
@@ -91,14 +91,15 @@ class PresenterRoom:
 def markup_topic(msg: p.Markup) -> p.TopicCreate:
     """A quick markup is a topic of type "Markup" pinned where the user pointed, the note as its title."""
     pin = p.Pin(msg.element, p.Vec3(*msg.point), p.Vec3(*MARKUP_NORMAL))
-    return p.TopicCreate(p.TopicDraft(msg.note, pin=pin, topic_type="Markup"))
+    return p.TopicCreate(p.TopicDraft(msg.note, pin=pin, topic_type="Markup"), msg.ref)
 
 
 class Presenters:
     """Every session's presenter state, published to the hub; views throttled per session."""
 
-    def __init__(self, hub: SceneHub, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, hub: SceneHub, known: set[str], clock: Callable[[], float] = time.time) -> None:
         self.hub = hub
+        self.known = known  # element ids a view may select, hide or colour
         self.clock = clock
         self.rooms: dict[str, PresenterRoom] = {}
         self._last_sent: dict[str, float] = {}  # room -> loop time of the last published view
@@ -127,8 +128,13 @@ class Presenters:
             self._publish(pr, pr.lower_hand(member, msg.session, msg.all))
 
     def view(self, member: Member, viewpoint: Viewpoint) -> None:
-        """The presenter's camera: kept at once, published at most PRESENTER_VIEW_HZ (the newest wins)."""
+        """The presenter's camera: kept at once, published at most PRESENTER_VIEW_HZ (the newest wins). Its
+        component ids must be scene elements, at most MAX_VIEWPOINT_IDS (every joiner's snapshot carries it)."""
         pr = self.room(member.room)
+        try:
+            check_viewpoints([("viewpoint", viewpoint)], self.known)
+        except TopicError as exc:
+            raise Refused(p.TOPIC_ERROR_CODES[exc.kind], str(exc)) from None
         pr.view(member, viewpoint, self.clock())
         if member.room in self._trailing:
             return  # the pending trailing publish will carry this newest view

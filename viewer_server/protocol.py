@@ -292,11 +292,12 @@ class HandLower(Base, tag="hand_lower"):
 
 
 class Markup(Base, tag="markup"):
-    """A quick pin with a short note."""
+    """A quick pin with a short note; answered with `saved` carrying the same `ref`."""
 
     element: str
     point: Point
     note: str
+    ref: str | None = None
 
 
 class Command(Base, tag="command"):

@@ -31,6 +31,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
 from viewer_server.rooms import Member, admit
+from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class Session:
                 "resume_log": RESUME_LOG_MAX_CHANGES,
                 "outbox_max_events": OUTBOX_MAX_EVENTS,
                 "flush_interval_ms": round(FLUSH_INTERVAL_S * 1000, 3),
+                "max_viewpoint_ids": MAX_VIEWPOINT_IDS,
             },
             session=self.outbox.room,
             user=self.member.user if self.member else self.client,
