@@ -81,6 +81,7 @@ class TwinClient:
     ) -> None:
         self.url = url
         self.token = token
+        self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
         self.session = session
         self.layer = layer
         self.encoding = encoding
@@ -138,7 +139,7 @@ class TwinClient:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
-        hello.session, hello.token = self.session, self.token
+        hello.session, hello.token = self.session, self.token or self._guest_token
         try:
             await ws.send(self._encode(hello))
             welcome = await self._recv(ws)
@@ -154,6 +155,7 @@ class TwinClient:
             await ws.close()
             raise TwinClientError(None, str(exc)) from None
         self.welcome = welcome
+        self._guest_token = self._guest_token or welcome.token  # a visitor keeps its identity on reconnect
         self.layer = welcome.layer
         self.connects += 1
         self._ws = ws

@@ -125,11 +125,13 @@ class Pose(msgspec.Struct, omit_defaults=True):
 
 
 class Presence(msgspec.Struct, omit_defaults=True):
-    """Another session's presence as seen by everyone in the scene."""
+    """Another connection's presence as seen by everyone in its session: `client` is the display name (unique
+    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`)."""
 
     client: str
     pose: Pose
     ts: float
+    user: str = ""
 
 
 class Event(msgspec.Struct, omit_defaults=True):
@@ -233,12 +235,13 @@ class ProcedureRun(msgspec.Struct, omit_defaults=True):
     finished: Literal["", "completed", "stopped"] = ""
 
 
-class Hand(msgspec.Struct):
-    """A raised hand in the queue (oldest first)."""
+class Hand(msgspec.Struct, omit_defaults=True):
+    """A raised hand in the queue (oldest first): the identity `user`, its display `name`, its connection."""
 
     user: str
     session: str
     ts: float
+    name: str = ""
 
 
 class PresenterState(msgspec.Struct, omit_defaults=True):
@@ -461,8 +464,10 @@ class Welcome(Base, tag="welcome"):
     capabilities: list[str]
     limits: dict[str, int | float]
     session: str = ""  # the collaboration session (room) joined
-    user: str = ""  # from the token; else the hello's client name
+    user: str = ""  # the verified identity: the token's user, else a new guest id ("guest-<12 hex>")
     role: Role = "viewer"  # what the server will allow (docs/PERMISSIONS.md)
+    name: str = ""  # the display name others see (the token's `name`, else its user; a visitor's hello.client)
+    token: str = ""  # visitors only: send it as hello.token when reconnecting to keep this identity
 
 
 class Snapshot(Base, tag="snapshot"):

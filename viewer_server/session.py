@@ -169,8 +169,10 @@ class Session:
                 "max_viewpoint_ids": MAX_VIEWPOINT_IDS,
             },
             session=self.outbox.room,
-            user=self.member.user if self.member else self.client,
+            user=self.member.user if self.member else "",
             role=self.role,
+            name=self.member.name if self.member else "",
+            token=self.member.guest_token if self.member else "",
         )
 
     def _start_stream(self, resume: p.Resume | None) -> None:
@@ -235,9 +237,9 @@ class Session:
         elif isinstance(message, p.PresenceUpdate):
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
-            elif self._presence_limit.allow(None):
-                user = self.member.user if self.member else self.client
-                self.live.hub.set_presence(self.id, p.Presence(user, message.pose, time.time()), self.outbox.room)
+            elif self._presence_limit.allow(None) and self.member is not None:
+                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user)
+                self.live.hub.set_presence(self.id, presence, self.outbox.room)
             else:
                 self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
         elif isinstance(message, p.AnnotationRequest):
@@ -339,7 +341,7 @@ class Session:
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
     """The connections that joined with a token a revocation voided ((session, user) -> revoked until;
-    see `auth.verify`). Anonymous visitors are not matched: their user name is whatever their hello said."""
+    see `auth.verify`); a visitor's guest identity is revocable the same way."""
     return [
         s
         for s in sessions

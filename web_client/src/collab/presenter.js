@@ -10,7 +10,7 @@ const FOLLOW_MS = 200;
 
 /**
  * @typedef {{presenter: string, session: string, viewpoint?: import('../topics/viewpoint.js').Viewpoint, ts: number,
- *            hands: {user: string, session: string, ts: number}[]}} PresenterState
+ *            hands: {user: string, session: string, ts: number, name?: string}[]}} PresenterState
  */
 
 export class PresenterMode extends EventTarget {
@@ -136,6 +136,6 @@ export class PresenterMode extends EventTarget {
       this.presenting ? h('button', { class: 'stop', onclick: () => this.release() }, 'Stop presenting') : null,
       hands.length ? h('span', { class: 'hands' }, `✋ ${hands.length}`) : null,
       ...(this.presenting || identity.may('presenter.take') ? hands.map((x) =>
-        h('button', { class: 'hand', title: 'lower this hand', onclick: () => this.lowerHand(x.session) }, `✋ ${x.user}`)) : []));
+        h('button', { class: 'hand', title: 'lower this hand', onclick: () => this.lowerHand(x.session) }, `✋ ${x.name || x.user}`)) : []));
   }
 }
