@@ -161,6 +161,27 @@ async def test_unknown_versions_are_refused_with_a_clear_reason(tmp_path: Path) 
         assert "speaks protocol 1; this client speaks 2" in closed.value.rcvd.reason
 
 
+@pytest.mark.parametrize(
+    "offer", [[p.SUBPROTOCOL_JSON, p.SUBPROTOCOL_MSGPACK], [p.SUBPROTOCOL_MSGPACK, p.SUBPROTOCOL_JSON]]
+)
+async def test_of_several_subprotocols_the_server_picks_by_its_own_order(tmp_path: Path, offer: list[str]) -> None:
+    async with live_server(tmp_path) as srv, connect(srv.ws_url, subprotocols=offer) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == p.SUBPROTOCOL_JSON == next(iter(p.SUBPROTOCOLS))  # docs/PROTOCOL.md §1
+        await ws.send(p.encode(p.Hello("both", "1"), "json").decode())
+        assert isinstance(p.decode_server(await ws.recv(), "json"), p.Welcome)
+
+
+async def test_a_frame_of_exactly_the_size_limit_is_accepted(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
+        ping = p.encode(p.Ping(1.0), "json").decode()
+        frame = ping[:-1] + " " * (p.MAX_MESSAGE_BYTES - len(ping)) + "}"  # JSON allows the padding
+        assert len(frame.encode()) == p.MAX_MESSAGE_BYTES
+        waiter = asyncio.ensure_future(tc._request_wait("pong", 10))
+        await asyncio.sleep(0)
+        await tc.send_raw(frame)
+        assert (await waiter).t == 1.0 and tc.closed_with is None
+
+
 async def test_bad_messages_get_error_frames_and_the_connection_stays(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
         for raw, needle in [

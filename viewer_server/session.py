@@ -366,12 +366,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if scene_id != live.scene.id:
         raise web.HTTPNotFound(text=f"no scene {scene_id!r}")
     offered = offered_subprotocols(request)
-    mismatch = bool(offered) and not any(proto in p.SUBPROTOCOLS for proto in offered)
+    # The server's order decides when a client offers several (aiohttp would take the client's first).
+    chosen = next((proto for proto in p.SUBPROTOCOLS if proto in offered), None)
+    mismatch = bool(offered) and chosen is None
     ws = web.WebSocketResponse(
         # On a mismatch, echo the client's own offer so a browser completes the handshake and can
         # read the 4001 close reason (otherwise it fails the upgrade without telling the page why).
-        protocols=(offered[0],) if mismatch else tuple(p.SUBPROTOCOLS),
-        max_msg_size=p.MAX_MESSAGE_BYTES,
+        protocols=(offered[0],) if mismatch else (chosen,) if chosen else tuple(p.SUBPROTOCOLS),
+        max_msg_size=p.MAX_MESSAGE_BYTES + 1,  # aiohttp refuses a frame of exactly max_msg_size
         heartbeat=HEARTBEAT_S,
         compress=False,
         writer_limit=WS_WRITER_LIMIT,

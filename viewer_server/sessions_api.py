@@ -134,6 +134,14 @@ def caller(request: web.Request, session: str | None) -> Member:
     return Member(connection, room.id, user, room.anonymous_role, name=user)  # type: ignore[arg-type]
 
 
+def caller_role(request: web.Request) -> str | None:
+    """The caller's role for a scene-wide read: its token's (401 if bad), else the default session's
+    anonymous role (None when that session admits no visitors)."""
+    if _bearer(request) is not None:
+        return caller(request, None).role
+    return _live(request).rooms.default.anonymous_role
+
+
 def _require(member: Member, action: Action) -> None:
     if not allowed(member.role, action):
         raise Refused(403, p.ERR_FORBIDDEN, f"role {member.role!r} may not {action.value}")
