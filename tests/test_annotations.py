@@ -130,6 +130,23 @@ async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(tmp_pa
         assert srv.live.annotations.topics(srv.live.scene.id)[0].revision == 2
 
 
+async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+        topic = await ana.create_topic(p.TopicDraft("now at revision 1"))
+        comment = await ana.add_comment(topic.guid, "also at 1")
+        for attempt in (
+            ana.update_topic(topic.guid, 2, title="from the future"),
+            ana.delete_topic(topic.guid, 99),
+            ana.edit_comment(comment.guid, 2, "from the future"),
+            ana.delete_comment(comment.guid, 2),
+        ):
+            error = await refused(attempt)
+            assert (error.code, error.revision) == (p.ERR_STALE_REVISION, 1)
+        [stored] = srv.live.annotations.topics(srv.live.scene.id)
+        assert (stored.title, stored.revision, stored.deleted) == ("now at revision 1", 1, False)
+        assert srv.live.annotations.comments(srv.live.scene.id)[0].text == "also at 1"
+
+
 async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import pytest
@@ -105,6 +106,24 @@ def test_threshold_bands(value: float, status: str, color: str) -> None:
     rig.put("S", "p", value)
     v = rig.visual("P")
     assert (v.status, v.color) == (status, color)
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (8.0, "warning"),  # on the alarm's high limit: within it (docs/BINDINGS.md)
+        (math.nextafter(8.0, math.inf), "alarm"),
+        (6.0, "ok"),  # on the warning's high limit
+        (math.nextafter(6.0, math.inf), "warning"),
+        (1.0, "ok"),  # on the warning's low limit
+        (math.nextafter(1.0, -math.inf), "warning"),
+    ],
+)
+def test_limits_are_inclusive_a_value_on_a_limit_is_within_it(value: float, status: str) -> None:
+    rig = Rig()
+    events = rig.put("S", "p", value)
+    assert rig.visual("P").status == status
+    assert [e.severity for e in events if e.kind == "raised"] == ([status] if status != "ok" else [])
 
 
 def test_alarm_raised_and_cleared_once_each() -> None:
