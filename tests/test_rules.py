@@ -185,6 +185,19 @@ def test_transform_translate_normalises_axis_and_clamps() -> None:
     assert rig.visual("V").transform == Transform(translate=[0.0, 0.0, 0.0])
 
 
+def test_a_transform_that_overflows_is_dropped_not_sent_as_infinity() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["layers"]["ops"]["rules"].append(
+        {"kind": "transform", "element": "Z", "prop": "pos", "target": "FAR", "mode": "translate",
+         "axis": [1, 0, 0], "scale": 1e10}
+    )  # fmt: skip
+    rig = Rig(spec)
+    rig.put("Z", "pos", 1e300)  # finite, but 1e300 * 1e10 is not
+    assert rig.visual("FAR").transform is None
+    rig.put("Z", "pos", 2.0)
+    assert rig.visual("FAR").transform == Transform(translate=[2e10, 0.0, 0.0])
+
+
 def test_transform_rotate_about_axis() -> None:
     rig = Rig()
     rig.put("Z", "pos", 10)
