@@ -140,6 +140,9 @@ async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -
         assert topic.pin.element == "P-1" and topic.pin.point == p.Vec3(1.0, 0.5, 2.0)
         saved = await eve._request(p.Markup("P-1", (0.0, 0.0, 0.0), "and here", ref="m2"), "m2", TIMEOUT)
         assert isinstance(saved, p.Saved) and (saved.ref, saved.kind) == ("m2", "topic_created")
+        await eve.send(p.Markup("NOPE", (0.0, 0.0, 0.0), "nowhere"))
+        await wait_error(eve, p.ERR_NOT_FOUND)
+        assert eve.errors[-1].ref == "markup"  # a refusal names the message that was sent
 
 
 async def test_a_follower_that_drops_resumes_onto_the_newest_view(tmp_path: Path) -> None:

@@ -249,8 +249,9 @@ class Session:
         else:
             await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
 
-    async def _annotate(self, message: p.AnnotationRequest) -> None:
-        tag = type(message).__struct_config__.tag
+    async def _annotate(self, message: p.AnnotationRequest, tag: str | None = None) -> None:
+        """Carry out an annotation request; a refusal's `ref` is the request's, else `tag` (its type)."""
+        tag = tag or type(message).__struct_config__.tag
         if self.live.annotations is None or self.member is None:
             await self._reply(p.Error(p.ERR_BAD_MESSAGE, "annotations need a server with a data dir", tag))
             return
@@ -272,7 +273,7 @@ class Session:
                 await self._reply(await live.commands.send(member, message))
             elif isinstance(message, p.Markup):
                 require(member, Action.MARKUP_CREATE)
-                await self._annotate(markup_topic(message))
+                await self._annotate(markup_topic(message), tag)
             elif isinstance(message, p.ProcedureControl):
                 await live.procedures.control(member, message)
             elif isinstance(message, p.StepComplete):
