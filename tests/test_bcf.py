@@ -648,6 +648,12 @@ def test_guids_are_bounded_on_import(tmp_path: Path):
     topic.viewpoints[0].guid = "v" * 65
     out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf").path
     assert "viewpoints[0].guid: 1..64 characters" in _bad(out).problem
+    topic, comments, blobs = sample()
+    long_id = "x" * 65  # the extension's table names attachments: its ids are checked too
+    blobs[long_id] = blobs.pop(topic.attachments[1].id)
+    topic.attachments[1] = msgspec.structs.replace(topic.attachments[1], id=long_id)
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "b.bcf").path
+    assert "attachments[1].id: 1..64 characters" in _bad(out).problem
 
 
 def test_viewpoint_components_and_planes_are_bounded_on_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -171,6 +171,8 @@ def check_topic(topic: Topic, known: Collection[str] | None = None) -> None:
     for label in topic.labels:
         if not label or len(label) > MAX_LABEL:
             raise TopicError("labels", f"each label must be 1..{MAX_LABEL} characters")
+    for i, attachment in enumerate(topic.attachments):
+        check_guid(attachment.id, f"attachments[{i}].id")
     check_viewpoints([(f"viewpoints[{i}]", vp) for i, vp in enumerate(topic.viewpoints)], known)
 
 
