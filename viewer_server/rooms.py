@@ -14,8 +14,8 @@ default session has the scene's id and lets link-less visitors in as `viewer` (`
 
 Identity comes only from a verified token: `member.user` is the token's user, or for an anonymous visitor
 a random `guest-<hex>` fixed for the connection (a reconnect keeps it by presenting the guest token its
-`welcome.token` carried). What a visitor calls itself is only its display name, `member.name`, which is
-made unique in the session and can never read as a token user, a role or another guest.
+`welcome.token` carried). What a visitor calls itself is only its display name, `member.name`: it always
+ends in " (guest)", so it never reads as a token user or a role, and it is unique in the session.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def user_problem(user: str, name: str = "") -> str | None:
 
 def clean_name(text: str) -> str:
     """A display name: NFKC-normalised, without control or format characters, spaces collapsed, bounded."""
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text[: 4 * MAX_USER_NAME])  # a hello may carry a megabyte
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
     return " ".join(text.split())[:MAX_USER_NAME]
 
