@@ -25,7 +25,7 @@ import jsonschema
 import msgspec
 import orjson
 
-from scene.config_file import ConfigFileError, config_main, entry_name, load_config
+from scene.config_file import ConfigFileError, check_finite, config_main, entry_name, load_config
 from scene.json_schema import tidy
 from scene.state import Quality, Reading, Scalar
 
@@ -650,7 +650,8 @@ def _limits_errors(where: str, rule: ThresholdsRule) -> Iterator[tuple[str, str]
 
 
 def parse_bindings(data: Any, file: str = "<bindings>", known_elements: set[str] | None = None) -> Bindings:
-    """Validate already-parsed data (schema, then semantics) and build `Bindings`."""
+    """Validate already-parsed data (finite numbers, schema, then semantics) and build `Bindings`."""
+    check_finite(data, file, BindingsError)
     _schema_errors(data, file)
     try:
         spec = msgspec.convert(data, BindingsFile)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import orjson
 import yaml
 
+from scene.finite import non_finite
 from scene.json_schema import schema_text
 
 T = TypeVar("T")
@@ -57,6 +58,14 @@ def entry_name(path: Any) -> str:
     return out or "(top level)"
 
 
+def check_finite(data: Any, file: str, error: type[ConfigFileError]) -> None:
+    """Refuse NaN and ±infinity (YAML `.nan`, `.inf`, `1.0e+999`) anywhere in parsed data, naming the entry."""
+    found = non_finite(data)
+    if found is not None:
+        path, value = found
+        raise error(file, entry_name(path), f"{value} is not a finite number")
+
+
 def load_config(path: Path, error: type[ConfigFileError], parse: Callable[[Any, str], T]) -> T:
     """Read `path` (YAML, or JSON by its .json suffix) and `parse(data, file)` it. Every problem is raised as
     `error`: an unreadable file, bad syntax (with its line and column), or what `parse` raises, to which the
@@ -76,6 +85,8 @@ def load_config(path: Path, error: type[ConfigFileError], parse: Callable[[Any, 
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(file, where, f"bad YAML: {problem}") from None
+    except RecursionError:  # PyYAML recurses per level; orjson stops at 1024 levels with a JSONDecodeError
+        raise error(file, "(file)", "nested too deeply (a configuration file has a few levels)") from None
     try:
         return parse(data, file)
     except error as exc:

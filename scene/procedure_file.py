@@ -22,7 +22,7 @@ import jsonschema
 import msgspec
 
 from scene.bindings import ElementId, PropName
-from scene.config_file import ConfigFileError, config_main, entry_name, load_config
+from scene.config_file import ConfigFileError, check_finite, config_main, entry_name, load_config
 from scene.json_schema import tidy
 from viewer_server.topics import Camera, ClippingPlane
 
@@ -189,7 +189,8 @@ def parse_procedure(
     bound_props: set[tuple[str, str]] | None = None,
 ) -> ProcedureFile:
     """Validate already-parsed data (schema, then semantics: element ids when `known_elements` is given,
-    watched and completion properties when `bound_props` (element, prop) pairs are)."""
+    watched and completion properties when `bound_props` (element, prop) pairs are). Numbers must be finite."""
+    check_finite(data, file, ProcedureError)
     _schema_errors(data, file)
     try:
         spec = msgspec.convert(data, ProcedureFile)

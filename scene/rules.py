@@ -133,6 +133,10 @@ def threshold_status(rule: ThresholdsRule, value: float) -> Status:
     return "ok"
 
 
+def _finite_transform(t: Transform) -> bool:
+    return all(math.isfinite(x) for part in (t.translate, t.rotate, t.scale) if part is not None for x in part)
+
+
 def transform_amount(rule: TransformRule, value: float) -> float:
     amount = value * rule.scale + rule.offset
     if rule.min is not None:
@@ -266,6 +270,8 @@ class RuleEngine:
                     vis.transform.rotate = [*axis, amount]
                 else:  # stretch along the axis only: the other directions keep factor 1
                     vis.transform.scale = [abs(a) * amount + (1.0 - abs(a)) for a in axis]
+        if vis.transform is not None and not _finite_transform(vis.transform):
+            vis.transform = None  # a huge value times a rule's scale overflowed: show the model's own placement
         return vis
 
     def observe(self, change: Change) -> list[AlarmEvent]:

@@ -14,7 +14,16 @@ from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
-from viewer_server.topics import MAX_ATTACHMENT_BYTES, MAX_TEXT, MAX_TITLE
+from viewer_server.topics import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_CLIPPING_PLANES,
+    MAX_TEXT,
+    MAX_TITLE,
+    MAX_VIEWPOINT_IDS,
+    Camera,
+    ClippingPlane,
+    ColoredComponents,
+)
 
 PIN = p.Pin("PT-1", p.Vec3(1.0, 2.0, 3.0), p.Vec3(0.0, 1.0, 0.0))
 
@@ -123,6 +132,23 @@ async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(tmp_pa
         assert srv.live.annotations.topics(srv.live.scene.id)[0].revision == 2
 
 
+async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+        topic = await ana.create_topic(p.TopicDraft("now at revision 1"))
+        comment = await ana.add_comment(topic.guid, "also at 1")
+        for attempt in (
+            ana.update_topic(topic.guid, 2, title="from the future"),
+            ana.delete_topic(topic.guid, 99),
+            ana.edit_comment(comment.guid, 2, "from the future"),
+            ana.delete_comment(comment.guid, 2),
+        ):
+            error = await refused(attempt)
+            assert (error.code, error.revision) == (p.ERR_STALE_REVISION, 1)
+        [stored] = srv.live.annotations.topics(srv.live.scene.id)
+        assert (stored.title, stored.revision, stored.deleted) == ("now at revision 1", 1, False)
+        assert srv.live.annotations.comments(srv.live.scene.id)[0].text == "also at 1"
+
+
 async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -168,6 +194,36 @@ async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
         assert (error.code, error.field) == (p.ERR_BAD_MESSAGE, "title")
         error = await refused(ana.create_topic(p.TopicDraft("pin", pin=p.Pin("NOPE", PIN.point, PIN.normal))))
         assert error.code == p.ERR_NOT_FOUND
+
+
+async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Path) -> None:
+    camera = Camera(p.Vec3(5, 2, 1), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0))
+
+    def draft(*viewpoints: p.Viewpoint) -> p.TopicDraft:
+        return p.TopicDraft("seen", viewpoints=list(viewpoints))
+
+    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+        error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, selected=["P-1", "NOPE"]))))
+        assert (error.code, error.field) == (p.ERR_NOT_FOUND, "viewpoints[0].selected") and "NOPE" in error.message
+        half = MAX_VIEWPOINT_IDS // 2
+        fits = [
+            p.Viewpoint("v1", camera, selected=["P-1"], hidden=["T-1"] * (half - 1)),
+            p.Viewpoint("v2", camera, colored=[ColoredComponents("#ff0000", ["PT-1", "LT-1"] * (half // 2))]),
+        ]
+        over = [fits[0], p.Viewpoint("v2", camera, colored=[ColoredComponents("#ff0000", ["PT-1"] * (half + 1))])]
+        error = await refused(ana.create_topic(draft(*over)))
+        assert (error.code, error.field) == (p.ERR_TOO_LONG, "viewpoints[1].colored[0].ids")
+        planes = [ClippingPlane(p.Vec3(0, 0, 0), p.Vec3(0, 1, 0))] * (MAX_CLIPPING_PLANES + 1)
+        error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, planes))))
+        assert (error.code, error.field) == (p.ERR_TOO_LONG, "viewpoints[0].clipping_planes")
+        bad_colour = [ColoredComponents("red; background: url(x)", ["P-1"])]
+        error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, colored=bad_colour))))
+        assert (error.code, error.field) == (p.ERR_BAD_MESSAGE, "viewpoints[0].colored[0]")
+        error = await refused(ana.create_topic(draft(p.Viewpoint("v" * 65, camera))))
+        assert (error.code, error.field) == (p.ERR_TOO_LONG, "viewpoints[0].guid")
+        saved = await ana.create_topic(draft(*fits))  # exactly MAX_VIEWPOINT_IDS ids
+        assert srv.live.annotations.topics(srv.live.scene.id)[0].viewpoints == fits and saved.revision == 1
+        assert ana.welcome is not None and ana.welcome.limits["max_viewpoint_ids"] == MAX_VIEWPOINT_IDS
 
 
 async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path) -> None:

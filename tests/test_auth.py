@@ -43,6 +43,18 @@ def test_bad_tokens_are_refused_with_a_reason(token: str, reason: str) -> None:
     assert info.value.reason == reason
 
 
+def test_the_clock_skew_allowance_is_proportional_for_short_tokens() -> None:
+    now = time.time()
+    short = mint(SECRET, Claims("review", "ana", "viewer", exp=now + 1, iat=now))
+    assert verify(SECRET, short, now=now + 1.05).user == "ana"  # 10 % of 1 s
+    with pytest.raises(AuthError, match="token expired"):
+        verify(SECRET, short, now=now + 1.5)  # was accepted until now + 31 s
+    day = mint(SECRET, Claims("review", "ana", "viewer", exp=now + 8 * 3600, iat=now))
+    assert verify(SECRET, day, now=now + 8 * 3600 + 29).user == "ana"  # long tokens keep the full 30 s
+    with pytest.raises(AuthError, match="token expired"):
+        verify(SECRET, day, now=now + 8 * 3600 + 31)
+
+
 def test_a_tampered_payload_fails_the_signature() -> None:
     sig = issue(SECRET, "review", "ana", "viewer").split(".")[1]
     forged = issue(b"attacker" * 4, "review", "ana", "admin").split(".")[0]
@@ -92,7 +104,8 @@ async def test_the_server_closes_4003_for_bad_expired_and_wrong_session_tokens(t
 
 async def test_anonymous_visitors_of_the_default_session_are_viewers(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, role="admin", name="eve") as eve:
-        assert (eve.welcome.session, eve.welcome.role, eve.welcome.user) == (srv.live.scene.id, "viewer", "eve")
+        assert (eve.welcome.session, eve.welcome.role, eve.welcome.name) == (srv.live.scene.id, "viewer", "eve (guest)")
+        assert eve.welcome.user.startswith("guest-")
 
 
 async def test_rest_refuses_missing_bad_and_expired_bearer_tokens(tmp_path: Path) -> None:

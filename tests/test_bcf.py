@@ -5,9 +5,11 @@ hostile archives are refused with one clear error and import nothing."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from scene.model import Z_UP_TO_Y_UP
 from viewer_server.bcf import BcfError, export_bcf, import_bcf, validate_archive
 from viewer_server.bcf import archive as bcf_archive
+from viewer_server.bcf import reader as bcf_reader
 from viewer_server.bcf.mapping import bcf_guid, yup_to_zup, zup_to_yup
 from viewer_server.topics import (
     Attachment,
@@ -244,8 +247,8 @@ _viewpoint = st.builds(
     hidden=st.lists(_twin_id, max_size=3),
     default_visible=st.booleans(),
     colored=st.lists(
-        st.builds(ColoredComponents, st.one_of(st.from_regex(r"#[0-9a-fA-F]{6}", fullmatch=True), _text),
-                  st.lists(_twin_id, max_size=3)),
+        st.builds(ColoredComponents, st.from_regex(r"#[0-9a-fA-F]{6}", fullmatch=True),
+                  st.lists(_twin_id, min_size=1, max_size=3)),
         max_size=2,
     ),
 )  # fmt: skip
@@ -607,6 +610,68 @@ def test_entity_declarations_are_refused(tmp_path: Path, markup: bytes):
 def test_malformed_xml_is_refused(tmp_path: Path):
     path = _zip(tmp_path / "e.bcf", {"bcf.version": VERSION_30, f"{TOPIC_A}/markup.bcf": b"<Markup><Topic"})
     assert "not well-formed XML" in _bad(path).problem
+
+
+def _edited(src: Path, dst: Path, edit: Callable[[str, bytes], bytes]) -> Path:
+    """A copy of the archive `src` with every entry passed through `edit(name, data)`."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, edit(name, zin.read(name)))
+    return dst
+
+
+@pytest.mark.parametrize("text", ["NaN", "INF", "-inf", "1e999"])
+@pytest.mark.parametrize("where", ["CameraViewPoint", "ClippingPlane", "FieldOfView"])
+def test_a_viewpoint_with_a_non_finite_number_is_skipped_with_a_warning(tmp_path: Path, text: str, where: str):
+    topic, comments, blobs = sample()
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf").path
+
+    def poison(name: str, data: bytes) -> bytes:
+        if b"PerspectiveCamera" not in data:  # only the first viewpoint (vp1) is perspective
+            return data
+        if where == "FieldOfView":
+            return re.sub(rb"<FieldOfView>[^<]*<", b"<FieldOfView>" + text.encode() + b"<", data)
+        return re.sub(rb"(<%s>\s*(?:<Location>)?\s*<X>)[^<]*<" % where.encode(), rb"\g<1>" + text.encode() + b"<", data)
+
+    back = import_bcf(_edited(out, tmp_path / "poisoned.bcf", poison), None)
+    [imported] = back.topics
+    assert [vp.guid for vp in imported.viewpoints] == [topic.viewpoints[1].guid]  # vp1 skipped, vp2 kept
+    [warning] = [w for w in back.warnings if "viewpoint skipped" in w]
+    assert "not a finite number" in warning and imported.title == topic.title
+
+
+def test_guids_are_bounded_on_import(tmp_path: Path):
+    markup = MINIMAL_MARKUP % (b"a" * 100_000)
+    err = _bad(_zip(tmp_path / "g.bcf", {"bcf.version": VERSION_30, "t/markup.bcf": markup}))
+    assert err.entry == "t/markup.bcf" and err.problem == "guid: 1..64 characters, not 100000"
+    topic, comments, blobs = sample()
+    topic.viewpoints[0].guid = "v" * 65
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf").path
+    assert "viewpoints[0].guid: 1..64 characters" in _bad(out).problem
+    topic, comments, blobs = sample()
+    long_id = "x" * 65  # the extension's table names attachments: its ids are checked too
+    blobs[long_id] = blobs.pop(topic.attachments[1].id)
+    topic.attachments[1] = msgspec.structs.replace(topic.attachments[1], id=long_id)
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "b.bcf").path
+    assert "attachments[1].id: 1..64 characters" in _bad(out).problem
+
+
+def test_viewpoint_components_and_planes_are_bounded_on_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(bcf_reader, "MAX_VIEWPOINT_IDS", 3)
+    monkeypatch.setattr(bcf_reader, "MAX_CLIPPING_PLANES", 0)
+    topic, comments, blobs = sample()  # vp1: 2 selected, 1 hidden, 3 coloured; vp2: 1 hidden
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf").path
+    back = import_bcf(out, None)
+    vp1, vp2 = back.topics[0].viewpoints
+    assert (vp1.selected, vp1.colored, vp1.hidden, vp1.clipping_planes) == (
+        [WALL, "pump:P-101"],
+        [ColoredComponents("#ff8800", [WALL])],
+        [],
+        [],
+    )
+    assert vp2.hidden == []
+    assert sum("components, only" in w for w in back.warnings) == 2
+    assert any("clipping planes, only the first 0 kept" in w for w in back.warnings)
 
 
 # --- the command line --------------------------------------------------------------------------------------------

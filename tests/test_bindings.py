@@ -273,6 +273,35 @@ def test_errors_point_at_the_yaml_line(tmp_path: Path) -> None:
     assert info.value.line is not None and "min: 30, max: 25" in lines[info.value.line - 1]
 
 
+@pytest.mark.parametrize(
+    ("yaml_number", "shown"), [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"), ("1.0e+999", "inf")]
+)
+def test_non_finite_numbers_are_refused_naming_the_entry(tmp_path: Path, yaml_number: str, shown: str) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("max: 10", f"max: {yaml_number}", 1)
+    path = write(tmp_path, text)
+    with pytest.raises(BindingsError) as info:
+        load_bindings(path, KNOWN)
+    assert (info.value.entry, info.value.problem) == ("layers.ops.rules[0].max", f"{shown} is not a finite number")
+    assert "max: " + yaml_number in text.splitlines()[info.value.line - 1]
+
+
+def test_a_range_bound_or_offset_of_infinity_is_refused() -> None:
+    data = copy.deepcopy(BASE)
+    data["bindings"][0]["range"] = [0, math.inf]
+    with pytest.raises(BindingsError, match=r"bindings\[0\]\.range\[1\]: inf is not a finite number"):
+        parse_bindings(data)
+    data = copy.deepcopy(BASE)
+    data["bindings"][2]["offset"] = math.nan
+    with pytest.raises(BindingsError, match=r"bindings\[2\]\.offset: nan is not a finite number"):
+        parse_bindings(data)
+
+
+def test_deeply_nested_yaml_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nbindings: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(BindingsError, match="nested too deeply"):
+        load_bindings(path)
+
+
 def test_unknown_elements_are_not_checked_without_a_model() -> None:
     data = copy.deepcopy(BASE)
     data["bindings"][0]["element"] = "ANYTHING"

@@ -188,7 +188,14 @@ async def _bcf_import(ctx: Ctx, c: TwinClient, user: str) -> bool:
         return r.status != 403
 
 
-PROBES |= {Action.BCF_EXPORT: _bcf_export, Action.BCF_IMPORT: _bcf_import}
+async def _bindings_read(ctx: Ctx, c: TwinClient, user: str) -> bool:
+    headers = {"Authorization": f"Bearer {mint_token(ctx.srv, user, c.welcome.role)}"}  # type: ignore[union-attr]
+    async with ctx.http.get(f"{ctx.srv.url}/api/bindings", headers=headers) as r:
+        assert r.status == 200  # everyone gets the layers; the file's text is the permission
+        return "content" in await r.json()
+
+
+PROBES |= {Action.BCF_EXPORT: _bcf_export, Action.BCF_IMPORT: _bcf_import, Action.BINDINGS_READ: _bindings_read}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

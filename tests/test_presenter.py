@@ -11,7 +11,7 @@ from tests.live_server import live_server, person
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
 from viewer_server.presenter import PRESENTER_VIEW_HZ
-from viewer_server.topics import Camera
+from viewer_server.topics import MAX_VIEWPOINT_IDS, Camera
 
 TIMEOUT = 10.0
 
@@ -71,6 +71,25 @@ async def test_followers_get_the_presenters_newest_view_and_a_late_joiner_lands_
         assert bob.presenter is not None and bob.presenter.viewpoint is None
 
 
+async def test_a_presenter_view_names_scene_elements_and_is_bounded(tmp_path: Path) -> None:
+    async with (
+        live_server(tmp_path) as srv,
+        person(srv, "ann", "presenter") as ann,
+        person(srv, "bob", "viewer") as bob,
+    ):
+        await ann.send(p.PresenterTake())
+        await bob.wait_for(lambda c: c.presenter is not None and c.presenter.presenter == "ann", TIMEOUT)
+        unknown = p.Viewpoint("v1", view(1).camera, selected=["NOPE"])
+        huge = p.Viewpoint("v2", view(1).camera, hidden=["P-1"] * (MAX_VIEWPOINT_IDS + 1))
+        for bad, code in ((unknown, p.ERR_NOT_FOUND), (huge, p.ERR_TOO_LONG)):
+            await ann.send(p.PresenterView(bad))
+            await wait_error(ann, code)
+        good = p.Viewpoint("v3", view(1).camera, hidden=["P-1"] * MAX_VIEWPOINT_IDS)
+        await ann.send(p.PresenterView(good))
+        await bob.wait_for(lambda c: c.presenter is not None and c.presenter.viewpoint == good, TIMEOUT)
+        assert [e.code for e in ann.errors] == [p.ERR_NOT_FOUND, p.ERR_TOO_LONG]
+
+
 async def test_the_raise_hand_queue_is_shared_ordered_and_cleared_by_the_presenter(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -119,6 +138,11 @@ async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -
         [topic] = bob.topics.values()
         assert topic.title == "leak here?" and topic.author == "eve" and topic.pin is not None
         assert topic.pin.element == "P-1" and topic.pin.point == p.Vec3(1.0, 0.5, 2.0)
+        saved = await eve._request(p.Markup("P-1", (0.0, 0.0, 0.0), "and here", ref="m2"), "m2", TIMEOUT)
+        assert isinstance(saved, p.Saved) and (saved.ref, saved.kind) == ("m2", "topic_created")
+        await eve.send(p.Markup("NOPE", (0.0, 0.0, 0.0), "nowhere"))
+        await wait_error(eve, p.ERR_NOT_FOUND)
+        assert eve.errors[-1].ref == "markup"  # a refusal names the message that was sent
 
 
 async def test_a_follower_that_drops_resumes_onto_the_newest_view(tmp_path: Path) -> None:

@@ -109,6 +109,10 @@ def test_a_folder_loads_every_procedure_by_name(tmp_path: Path) -> None:
         (GOOD.replace("direction: [0, 0, -1]", "direction: [0, -1]"), "steps[0].viewpoint.camera.direction",
          "is too short", 8),
         (GOOD.replace("steps:\n", "steps: []\nx:\n"), "(top level)", "Additional properties", None),
+        (GOOD.replace("position: [5, 2, 1]", "position: [5, .nan, 1]"), "steps[0].viewpoint.camera.position[1]",
+         "nan is not a finite number", 8),
+        (GOOD.replace("min: 3, max: 5", "min: 3, max: .inf"), "steps[1].complete_when.value.max",
+         "inf is not a finite number", 11),
     ],
 )  # fmt: skip
 def test_errors_name_file_entry_problem_and_line(

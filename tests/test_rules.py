@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import pytest
@@ -107,6 +108,24 @@ def test_threshold_bands(value: float, status: str, color: str) -> None:
     assert (v.status, v.color) == (status, color)
 
 
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (8.0, "warning"),  # on the alarm's high limit: within it (docs/BINDINGS.md)
+        (math.nextafter(8.0, math.inf), "alarm"),
+        (6.0, "ok"),  # on the warning's high limit
+        (math.nextafter(6.0, math.inf), "warning"),
+        (1.0, "ok"),  # on the warning's low limit
+        (math.nextafter(1.0, -math.inf), "warning"),
+    ],
+)
+def test_limits_are_inclusive_a_value_on_a_limit_is_within_it(value: float, status: str) -> None:
+    rig = Rig()
+    events = rig.put("S", "p", value)
+    assert rig.visual("P").status == status
+    assert [e.severity for e in events if e.kind == "raised"] == ([status] if status != "ok" else [])
+
+
 def test_alarm_raised_and_cleared_once_each() -> None:
     rig = Rig()
     assert rig.put("S", "p", 3) == []
@@ -164,6 +183,19 @@ def test_transform_translate_normalises_axis_and_clamps() -> None:
     assert rig.visual("V").transform == Transform(translate=[0.0, 0.08, 0.0])  # clamped at 80 mm
     rig.put("Z", "pos", -20)
     assert rig.visual("V").transform == Transform(translate=[0.0, 0.0, 0.0])
+
+
+def test_a_transform_that_overflows_is_dropped_not_sent_as_infinity() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["layers"]["ops"]["rules"].append(
+        {"kind": "transform", "element": "Z", "prop": "pos", "target": "FAR", "mode": "translate",
+         "axis": [1, 0, 0], "scale": 1e10}
+    )  # fmt: skip
+    rig = Rig(spec)
+    rig.put("Z", "pos", 1e300)  # finite, but 1e300 * 1e10 is not
+    assert rig.visual("FAR").transform is None
+    rig.put("Z", "pos", 2.0)
+    assert rig.visual("FAR").transform == Transform(translate=[2e10, 0.0, 0.0])
 
 
 def test_transform_rotate_about_axis() -> None:

@@ -11,12 +11,15 @@ import pytest
 from aiohttp import web
 
 from scene.bindings import BindingsError
-from tests.live_server import BINDINGS, live_server
+from tests.live_server import BINDINGS, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.api import ROUTES
 from viewer_server.app import make_app, web_client_dir
+from viewer_server.permissions import Role
 from viewer_server.scenes import SceneError
-from viewer_server.serve import running_server
+from viewer_server.serve import RunningServer, running_server
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 async def post_ingest(http: aiohttp.ClientSession, url: str, readings: list[dict]) -> tuple[int, dict]:
@@ -85,7 +88,8 @@ async def test_scenes_elements_state_history_and_files(tmp_path: Path) -> None:
         assert state["props"]["PT-1/pressure"] == {"v": 3.0, "ts": state["props"]["PT-1/pressure"]["ts"], "u": "bar"}
         hist = await get(http, f"{srv.url}/api/history/PT-1/pressure?limit=3")
         assert [v for _, v in hist["samples"]] == [2.0, 2.0, 3.0]  # a repeated sample is history too
-        b = await get(http, f"{srv.url}/api/bindings")
+        async with http.get(f"{srv.url}/api/bindings", headers=bearer(srv, "olga", "operator")) as r:
+            b = await r.json()
         assert b["content"] == BINDINGS and b["keys"][0] == "PT-1.pressure" and len(b["sha256"]) == 64
         async with http.get(f"{srv.url}/scenes/pump-test/scene.glb") as r:
             assert r.status == 200 and r.content_type == "model/gltf-binary"
@@ -95,6 +99,33 @@ async def test_scenes_elements_state_history_and_files(tmp_path: Path) -> None:
             assert r.status == 404
         async with http.get(f"{srv.url}/api/scenes/pump-test/elements/NOPE") as r:
             assert r.status == 404 and (await r.json())["error"] == "unknown_element"
+
+
+def bearer(srv: RunningServer, user: str, role: Role) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(srv, user, role)}"}
+
+
+async def test_bindings_show_their_file_name_to_all_and_their_content_only_to_operators(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        for headers in ({}, bearer(srv, "vic", "viewer"), bearer(srv, "ana", "annotator")):
+            async with http.get(f"{srv.url}/api/bindings", headers=headers) as r:
+                b = await r.json()
+            assert b == {
+                "loaded": True,
+                "file": "test.bindings.yaml",
+                "sha256": b["sha256"],
+                "default_layer": "operations",
+                "layers": ["operations", "energy"],
+            }
+            assert str(tmp_path) not in await r.text()
+        for role in ("operator", "admin"):
+            async with http.get(f"{srv.url}/api/bindings", headers=bearer(srv, role, role)) as r:  # type: ignore[arg-type]
+                b = await r.json()
+            assert (
+                b["content"] == BINDINGS and "plant/PT-1/telemetry" in b["topics"] and b["file"] == "test.bindings.yaml"
+            )
+        async with http.get(f"{srv.url}/api/bindings", headers={"Authorization": "Bearer junk"}) as r:
+            assert r.status == 401
 
 
 async def test_openapi_lists_every_route_and_schemas_are_served(tmp_path: Path) -> None:
@@ -113,7 +144,8 @@ async def test_openapi_lists_every_route_and_schemas_are_served(tmp_path: Path) 
         health = await get(http, f"{srv.url}/api/health")
         schema = {**doc["paths"]["/api/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]}
         jsonschema.validate(health, {**schema, "components": doc["components"]}, cls=jsonschema.Draft202012Validator)
-        assert await get(http, f"{srv.url}/api/protocol.schema.json") == p.schema()
+        async with http.get(f"{srv.url}/api/protocol.schema.json") as r:  # the very file in docs/, byte for byte
+            assert await r.read() == (REPO / "docs" / "protocol.schema.json").read_bytes()
 
 
 async def test_bindings_error_names_file_entry_and_problem(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.live_server import BINDINGS, live_server
+from tests.live_server import BINDINGS, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient, TwinClientError
@@ -161,6 +161,27 @@ async def test_unknown_versions_are_refused_with_a_clear_reason(tmp_path: Path) 
         assert "speaks protocol 1; this client speaks 2" in closed.value.rcvd.reason
 
 
+@pytest.mark.parametrize(
+    "offer", [[p.SUBPROTOCOL_JSON, p.SUBPROTOCOL_MSGPACK], [p.SUBPROTOCOL_MSGPACK, p.SUBPROTOCOL_JSON]]
+)
+async def test_of_several_subprotocols_the_server_picks_by_its_own_order(tmp_path: Path, offer: list[str]) -> None:
+    async with live_server(tmp_path) as srv, connect(srv.ws_url, subprotocols=offer) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == p.SUBPROTOCOL_JSON == next(iter(p.SUBPROTOCOLS))  # docs/PROTOCOL.md §1
+        await ws.send(p.encode(p.Hello("both", "1"), "json").decode())
+        assert isinstance(p.decode_server(await ws.recv(), "json"), p.Welcome)
+
+
+async def test_a_frame_of_exactly_the_size_limit_is_accepted(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
+        ping = p.encode(p.Ping(1.0), "json").decode()
+        frame = ping[:-1] + " " * (p.MAX_MESSAGE_BYTES - len(ping)) + "}"  # JSON allows the padding
+        assert len(frame.encode()) == p.MAX_MESSAGE_BYTES
+        waiter = asyncio.ensure_future(tc._request_wait("pong", 10))
+        await asyncio.sleep(0)
+        await tc.send_raw(frame)
+        assert (await waiter).t == 1.0 and tc.closed_with is None
+
+
 async def test_bad_messages_get_error_frames_and_the_connection_stays(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
         for raw, needle in [
@@ -180,6 +201,44 @@ async def test_bad_messages_get_error_frames_and_the_connection_stays(tmp_path: 
         assert error.code == p.ERR_DUPLICATE_HELLO
         pong = await tc.ping()
         assert pong.server_time > 0
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_deeply_nested_frames_are_bad_messages_and_the_connection_stays(
+    tmp_path: Path, encoding: p.Encoding
+) -> None:
+    depth = 100_000  # in an unknown field: ignored, but still decoded past
+    raw: str | bytes = (
+        '{"type": "ping", "x": ' + "[" * depth + "]" * depth + "}"
+        if encoding == "json"
+        else b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * depth + b"\x90"
+    )
+    async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, encoding=encoding) as tc:
+        waiter = asyncio.ensure_future(tc.next_error())
+        await asyncio.sleep(0)
+        await tc.send_raw(raw)
+        error = await waiter
+        assert error.code == p.ERR_BAD_MESSAGE and "nested too deeply" in error.message
+        assert (await tc.ping()).server_time > 0
+    async with live_server(tmp_path) as srv, connect(srv.ws_url, subprotocols=[p.SUBPROTOCOL_JSON]) as ws:  # type: ignore[list-item]
+        await ws.send('{"type": "hello", "x": ' + "[" * depth + "]" * depth + "}")  # as the first message
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == p.CLOSE_POLICY
+        assert "nested too deeply" in closed.value.rcvd.reason
+
+
+async def test_deeply_nested_rest_bodies_answer_400(tmp_path: Path) -> None:
+    nested = b'{"readings": [], "title": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        async with http.post(f"{srv.url}/api/ingest", data=nested) as r:
+            assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
+        url = f"{srv.url}/api/sessions/{srv.live.scene.id}/topics"
+        headers = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
+        async with http.post(url, data=nested, headers=headers) as r:
+            assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
+        async with http.get(f"{srv.url}/api/health") as r:
+            assert r.status == 200
 
 
 @pytest.mark.parametrize(

@@ -154,8 +154,8 @@ async def test_revoking_over_rest_disconnects_the_users_connections_to_that_sess
             for name in ("ana", "bob-default", "bob-anonymous"):
                 await clients[name].ping()
                 assert clients[name].closed_with is None
-            members = sorted((m.user, m.token_id != "") for m in srv.live.rooms.members("review"))
-            assert members == [("ana", True), ("bob", False)]
+            members = sorted((m.name, m.guest) for m in srv.live.rooms.members("review"))
+            assert members == [("ana", False), ("bob (guest)", True)]
         finally:
             for c in clients.values():
                 await c.close()

@@ -20,7 +20,7 @@ def test_people_see_and_follow_each_other(tmp_path):
           v.flyTo(v.camera.position.clone().set(9, 5, 12), v.controls.target.clone().set(3, 0, 3), 0); }""")
         bob.wait_for_function(
             """() => [...window.twinview.state.presence.values()]
-          .some(p => p.client === 'Alice' && Math.abs(p.pose.position[0] - 9) < 0.01)""",
+          .some(p => p.client === 'Alice (guest)' && Math.abs(p.pose.position[0] - 9) < 0.01)""",
             timeout=5000,
         )
         assert bob.evaluate("window.twinview.presence.avatars.size") == 1
@@ -34,7 +34,7 @@ def test_people_see_and_follow_each_other(tmp_path):
         # A late joiner sees Alice at once, from the snapshot, before she moves again.
         carol = open_viewer(browser.new_context(), f"{live.url}/?name=Carol")
         assert carol.evaluate("""() => [...window.twinview.state.presence.values()]
-          .some(p => p.client === 'Alice' && Math.abs(p.pose.position[0] - 9) < 0.01)""")
+          .some(p => p.client === 'Alice (guest)' && Math.abs(p.pose.position[0] - 9) < 0.01)""")
         carol.wait_for_function("window.twinview.presence.avatars.size === 2")  # Alice and Bob
         carol.context.close()
         bob.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=10_000)

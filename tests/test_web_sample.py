@@ -71,7 +71,7 @@ def test_a_second_user_is_seen_with_frustum_and_laser(sample):
         alice.mouse.move(at["x"] + 2, at["y"] + 1)
         bob.wait_for_function(
             """() => [...window.twinview.state.presence.values()]
-          .some(p => p.client === 'Alice' && p.pose.ray_direction)""",
+          .some(p => p.client === 'Alice (guest)' && p.pose.ray_direction)""",
             timeout=5000,
         )
         bob.wait_for_function("window.twinview.presence.avatars.size === 1")

@@ -166,7 +166,7 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
             a.evaluate(f"window.__xr.position.set({head[0]}, {head[1]}, {head[2]})")
             model = [head[k] - world[k] for k in range(3)]  # scale 1: model = head - world offset
             b.wait_for_function(
-                """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana' && u.kind === 'xr'
+                """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.kind === 'xr'
                   && Math.hypot(u.head[0] - m[0], u.head[1] - m[1], u.head[2] - m[2]) < 0.05)""",
                 arg=model,
                 timeout=10_000,
@@ -179,13 +179,13 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         a.evaluate("window.__xr.controllers.left.position.set(0.5, 1.2, -0.1)")
         hand_model = [[0.5, 1.2, -0.1][k] - world[k] for k in range(3)]
         b.wait_for_function(
-            """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana' && u.hand && u.laser
+            """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.hand && u.laser
               && Math.hypot(u.hand[0] - m[0], u.hand[1] - m[1], u.hand[2] - m[2]) < 0.05)""",
             arg=hand_model,
             timeout=10_000,
         )
         users = b.evaluate("window.twinview.presence.describe()")
-        assert [(u["name"], u["kind"]) for u in users] == [("Ana", "xr")]
+        assert [(u["name"], u["kind"]) for u in users] == [("Ana (guest)", "xr")]
         avatar = "[...window.twinview.presence.avatars.values()][0]"
         assert b.evaluate(f"{avatar}.getObjectByName('head').visible")
         assert not b.evaluate(f"{avatar}.getObjectByName('frustum').visible"), "an XR user is not a frustum"
@@ -200,7 +200,8 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         # A leaves XR: B shows a browser user (frustum) again.
         a.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
         b.wait_for_function(
-            "window.twinview.presence.describe().some(u => u.name === 'Ana' && u.kind === 'browser')", timeout=10_000
+            "window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.kind === 'browser')",
+            timeout=10_000,
         )
         assert a.errors == [] and b.errors == []
 

@@ -66,8 +66,6 @@ MAX_COMMENTS_PER_SESSION: Final = 100_000
 # Viewpoints and attachments per topic: a BCF topic rarely has more than a handful.
 MAX_VIEWPOINTS: Final = 20
 MAX_TOPIC_ATTACHMENTS: Final = 20
-# Client-chosen guids (BCF uses 36-character UUIDs).
-MAX_GUID: Final = 64
 IMAGE_MAGIC: Final = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 
 
@@ -128,17 +126,12 @@ def _limits(check: Callable[[], None]) -> None:
     try:
         check()
     except TopicError as exc:
-        code = p.ERR_BAD_MESSAGE if exc.problem == "must not be empty" else p.ERR_TOO_LONG
-        raise AnnotationError(code, str(exc), field=exc.field) from None
+        raise AnnotationError(p.TOPIC_ERROR_CODES[exc.kind], str(exc), field=exc.field) from None
 
 
-def _check_guid(guid: str | None) -> None:
-    if guid is not None and not (0 < len(guid) <= MAX_GUID):
-        raise AnnotationError(p.ERR_TOO_LONG, f"guid: 1..{MAX_GUID} characters", field="guid")
-
-
-def _check_fields(topic: Topic) -> None:
-    _limits(lambda: check_topic(topic))
+def _check_fields(topic: Topic, known: set[str] | None = None) -> None:
+    """The limits of a topic; with `known`, its viewpoints may name only those elements."""
+    _limits(lambda: check_topic(topic, known))
     if len(topic.viewpoints) > MAX_VIEWPOINTS:
         raise AnnotationError(p.ERR_TOO_LONG, f"viewpoints: more than {MAX_VIEWPOINTS}", field="viewpoints")
     if len(topic.attachments) > MAX_TOPIC_ATTACHMENTS:
@@ -214,7 +207,6 @@ class Annotations:
 
     async def create_topic(self, actor: Member, draft: p.TopicDraft) -> tuple[Topic, int]:
         _check(actor.role, Action.TOPIC_CREATE)
-        _check_guid(draft.guid)
         now = time.time()
         topic = Topic(
             guid=draft.guid or secrets.token_hex(16),
@@ -233,7 +225,7 @@ class Annotations:
             attachments=self._attachments(actor.room, draft.attachments),
             live_values=self._live_values(draft.pin.element) if draft.pin else [],
         )
-        _check_fields(topic)
+        _check_fields(topic, self.known)
         if draft.pin is not None and draft.pin.element not in self.known:
             raise AnnotationError(p.ERR_NOT_FOUND, f"no element {draft.pin.element!r}", field="pin.element")
         self._rate(actor)
@@ -291,7 +283,6 @@ class Annotations:
 
     async def add_comment(self, actor: Member, msg: p.CommentAdd) -> tuple[Comment, int]:
         _check(actor.role, Action.COMMENT_CREATE)
-        _check_guid(msg.guid)
         comment = Comment(
             guid=msg.guid or secrets.token_hex(16),
             topic=msg.topic,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from viewer_server import sessions_api as sx
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus
 from viewer_server.live import LIVE, STARTED, LiveScene
+from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
@@ -117,15 +119,17 @@ class HistoryResponse(msgspec.Struct):
     samples: list[tuple[float, Value]]
 
 
-class BindingsInfo(msgspec.Struct):
+class BindingsInfo(msgspec.Struct, omit_defaults=True):
+    """The loaded bindings; `keys`, `topics` and `content` only for roles with `bindings.read`."""
+
     loaded: bool
-    path: str | None
+    file: str | None  # the file's name, without the folders it is in
     sha256: str | None
     default_layer: str
     layers: list[str]
-    keys: list[str]
-    topics: list[str]
-    content: str | None
+    keys: list[str] | None = None  # ingest keys
+    topics: list[str] | None = None  # MQTT topic filters
+    content: str | None = None  # the file's text
 
 
 class IngestRequest(msgspec.Struct):
@@ -261,22 +265,24 @@ async def history(request: web.Request) -> web.Response:
     return reply(HistoryResponse(eid, prop, live.hub.state.history(eid, prop, since, limit)))
 
 
+@sx.handles_refusals
 async def bindings(request: web.Request) -> web.Response:
     live = _live(request)
     b = live.bindings
     text = live.bindings_text
-    return reply(
-        BindingsInfo(
-            loaded=b is not None,
-            path=str(live.bindings_path) if live.bindings_path else None,
-            sha256=sha256(text.encode()) if text is not None else None,
-            default_layer=live.rules.default_layer,
-            layers=live.rules.layers,
-            keys=b.keys() if b else [],
-            topics=sorted({x.topic for x in b.bindings if x.topic}) if b else [],
-            content=text,
-        )
+    info = BindingsInfo(
+        loaded=b is not None,
+        file=live.bindings_path.name if live.bindings_path else None,
+        sha256=sha256(text.encode()) if text is not None else None,
+        default_layer=live.rules.default_layer,
+        layers=live.rules.layers,
     )
+    role = sx.caller_role(request)
+    if role is not None and allowed(role, Action.BINDINGS_READ):
+        info.keys = b.keys() if b else []
+        info.topics = sorted({x.topic for x in b.bindings if x.topic}) if b else []
+        info.content = text
+    return reply(info)
 
 
 _ingest_decoder = msgspec.json.Decoder(IngestRequest)
@@ -288,7 +294,7 @@ async def ingest(request: web.Request) -> web.Response:
         return fail(413, "batch_too_large", f"body larger than {MAX_INGEST_BODY_BYTES} bytes")
     body = await request.read()
     try:
-        batch = _ingest_decoder.decode(body)
+        batch = p.bounded(_ingest_decoder.decode, body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
@@ -313,7 +319,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def protocol_schema(request: web.Request) -> web.Response:
-    return reply(p.schema())
+    """Byte for byte docs/protocol.schema.json (tests/test_protocol.py keeps that file current)."""
+    return web.Response(body=_schema_bytes(), content_type="application/json")
+
+
+@functools.cache
+def _schema_bytes() -> bytes:
+    return p.schema_text().encode()
 
 
 # --- the route table --------------------------------------------------------------------------
@@ -384,7 +396,14 @@ ROUTES: Final = (
         ),
         errors=(400, 404),
     ),
-    Route("GET", "/api/bindings", bindings, "The loaded bindings file", BindingsInfo),
+    Route(
+        "GET",
+        "/api/bindings",
+        bindings,
+        "The loaded bindings: layers for everyone; keys, topics and the file's text with bindings.read",
+        BindingsInfo,
+        errors=(401,),
+    ),
     Route(
         "POST",
         "/api/ingest",

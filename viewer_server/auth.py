@@ -36,19 +36,22 @@ DEFAULT_TTL_S: Final = 8 * 3600
 MAX_TTL_S: Final = 30 * 24 * 3600
 # Tokens longer than this are refused before decoding (a real one is ~200 bytes).
 MAX_TOKEN_CHARS: Final = 2048
-# Clock skew tolerated between the issuing and the verifying host (both are usually the same).
+# Clock skew tolerated between the issuing and the verifying host (both are usually the same)...
 CLOCK_SKEW_S: Final = 30.0
+# ...but at most this fraction of the token's lifetime: a 1 s token must not be good for 31 s.
+CLOCK_SKEW_FRACTION: Final = 0.1
 # Why a revoked user's token is refused, and why their open connections are closed (close 4003).
 REVOKED: Final = "token revoked"
 
 
 class Claims(msgspec.Struct, omit_defaults=True):
     session: str
-    user: str
+    user: str  # the identity: authorship, ownership, audit, revocation
     role: Role
     exp: float  # unix seconds
     jti: str = ""  # token id, for the audit trail
     iat: float = 0.0  # issued at, unix seconds (set by `mint`); 0 in tokens minted before revocation existed
+    name: str = ""  # the display name shown to others ("" = the user id); made unique per session on join
 
 
 class AuthError(Exception):
@@ -96,8 +99,15 @@ def mint(secret: bytes, claims: Claims) -> str:
     return f"{_b64(payload)}.{_b64(_sign(secret, payload))}"
 
 
-def issue(secret: bytes, session: str, user: str, role: Role, ttl_s: float = DEFAULT_TTL_S) -> str:
-    return mint(secret, Claims(session=session, user=user, role=role, exp=time.time() + ttl_s))
+def issue(secret: bytes, session: str, user: str, role: Role, ttl_s: float = DEFAULT_TTL_S, name: str = "") -> str:
+    return mint(secret, Claims(session=session, user=user, role=role, exp=time.time() + ttl_s, name=name))
+
+
+def clock_skew(claims: Claims) -> float:
+    """The skew allowed past `exp`: CLOCK_SKEW_S, or CLOCK_SKEW_FRACTION of a shorter token's lifetime."""
+    if claims.iat <= 0:  # minted before `iat` existed: the lifetime is unknown
+        return CLOCK_SKEW_S
+    return min(CLOCK_SKEW_S, max(claims.exp - claims.iat, 0.0) * CLOCK_SKEW_FRACTION)
 
 
 _claims_dec = msgspec.json.Decoder(Claims)
@@ -135,7 +145,7 @@ def verify(
         claims = _claims_dec.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise AuthError("malformed token") from None
-    if claims.exp + CLOCK_SKEW_S < (time.time() if now is None else now):
+    if claims.exp + clock_skew(claims) < (time.time() if now is None else now):
         raise AuthError("token expired")
     if session is not None and claims.session != session:
         raise AuthError(f"token is for another session ({claims.session[:40]})")

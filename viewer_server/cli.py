@@ -291,6 +291,7 @@ def _add_session_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--user", required=True)
     t.add_argument("--role", required=True, choices=ROLES)
     t.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
+    t.add_argument("--name", default="", help="display name others see (default: the user)")
     t.add_argument("--base-url", default="", help="prefix, e.g. http://host:8800")
     r = se_sub.add_parser("revoke", help="void every join link issued to a user for a session until now")
     r.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")

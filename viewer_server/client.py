@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -38,6 +40,12 @@ RECONNECT_FIRST_S: Final = 0.2
 RECONNECT_MAX_S: Final = 5.0
 # Close codes after which reconnecting cannot help.
 FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH)
+
+log = logging.getLogger(__name__)
+
+
+class BadFrame(Exception):
+    """A server frame this client cannot read (undecodable, an unknown type, a wrong frame kind)."""
 
 
 class TwinClientError(Exception):
@@ -73,6 +81,7 @@ class TwinClient:
     ) -> None:
         self.url = url
         self.token = token
+        self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
         self.session = session
         self.layer = layer
         self.encoding = encoding
@@ -100,6 +109,7 @@ class TwinClient:
         self.duplicate_events = 0
         self.connects = 0
         self.errors: deque[p.Error] = deque(maxlen=100)
+        self.bad_frames = 0  # server frames skipped because they could not be read or applied (logged)
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
@@ -129,7 +139,7 @@ class TwinClient:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
-        hello.session, hello.token = self.session, self.token
+        hello.session, hello.token = self.session, self.token or self._guest_token
         try:
             await ws.send(self._encode(hello))
             welcome = await self._recv(ws)
@@ -141,7 +151,11 @@ class TwinClient:
             first = await self._recv(ws)  # a snapshot, or the resume delta
         except websockets.ConnectionClosed as exc:
             raise _closed_error(exc) from None
+        except (BadFrame, TwinClientError) as exc:  # not a TwinView server, or a broken one: try again later
+            await ws.close()
+            raise TwinClientError(None, str(exc)) from None
         self.welcome = welcome
+        self._guest_token = self._guest_token or welcome.token  # a visitor keeps its identity on reconnect
         self.layer = welcome.layer
         self.connects += 1
         self._ws = ws
@@ -279,7 +293,7 @@ class TwinClient:
             assert ws is not None
             try:
                 while True:
-                    await self._apply(await self._recv(ws))
+                    await self._read_one(ws)
             except websockets.ConnectionClosed as exc:
                 error = _closed_error(exc)
                 if self._closing or not self.reconnect or error.code in FATAL_CLOSE_CODES:
@@ -300,8 +314,26 @@ class TwinClient:
                     pass  # server down or restarting: try again
                 delay = min(delay * 2, RECONNECT_MAX_S)
 
+    async def _read_one(self, ws: ClientConnection) -> None:
+        """Receive and apply one frame. A frame that cannot be read or applied is logged and skipped: one odd
+        frame (a newer server's message type, a broken proxy) must not end the mirror and every request."""
+        try:
+            await self._apply(await self._recv(ws))
+        except websockets.ConnectionClosed:
+            raise
+        except Exception as exc:
+            self.bad_frames += 1
+            log.warning("TwinClient %s: server frame skipped: %s: %s", self.url, type(exc).__name__, exc)
+
     async def _recv(self, ws: ClientConnection) -> p.ServerMessage:
-        return p.decode_server(await ws.recv(), self.encoding)
+        """The next server message; BadFrame if it cannot be decoded."""
+        frame = await ws.recv()
+        if self.encoding == "msgpack" and isinstance(frame, str):
+            raise BadFrame("a text frame on a msgpack connection")
+        try:
+            return p.decode_server(frame, self.encoding)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadFrame(f"undecodable server frame: {exc}") from None
 
     async def _apply(self, msg: p.ServerMessage) -> None:
         if isinstance(msg, p.Snapshot):

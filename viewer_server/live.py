@@ -82,10 +82,10 @@ class LiveScene:
         return cls(
             scene, bindings, bindings_path, text, rules, hub, ingest, bus,
             rooms=Rooms(store, scene.id),
-            annotations=Annotations(store, hub, set(scene.elements)) if store is not None else None,
+            annotations=Annotations(store, hub, known) if store is not None else None,
             # Without a store (no data dir) tokens live as long as the process.
             secret=load_secret(store.path.parent) if store is not None else secrets.token_bytes(SECRET_BYTES),
-            presenters=Presenters(hub),
+            presenters=Presenters(hub, known),
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
         )  # fmt: skip

@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     SESSION_MANAGE = "session.manage"  # create sessions, issue tokens
     SESSION_REVOKE = "session.revoke"  # void a user's tokens for a session and disconnect them
     AUDIT_READ = "audit.read"
+    BINDINGS_READ = "bindings.read"  # the bindings file's text, ingest keys and MQTT topics (GET /api/bindings)
     TELEMETRY_PUBLISH = "telemetry.publish"
 
 
@@ -73,6 +74,8 @@ MATRIX: Final[dict[Action, frozenset[Role]]] = {
     Action.SESSION_MANAGE: _ADMIN,
     Action.SESSION_REVOKE: _ADMIN,
     Action.AUDIT_READ: _ADMIN,
+    # Broker topics, command topics and keys tell an attacker where to inject: for who runs the plant.
+    Action.BINDINGS_READ: frozenset({"operator", "admin"}),
     Action.TELEMETRY_PUBLISH: frozenset({"publisher", "operator", "admin"}),
 }
 
@@ -107,11 +110,14 @@ def markdown() -> str:
         lines.append(f"| `{action.value}` | {cells} |")
     lines += [
         "",
-        "Own-item actions (`*.edit_own`, `*.delete_own`) apply only to items whose author is the caller;",
+        "Own-item actions (`*.edit_own`, `*.delete_own`) apply only to items whose author is the caller: the",
+        "verified identity, a token's user or a visitor's guest id (never a name a client chose; PROTOCOL.md §12);",
         "`*.moderate` covers everyone's items and every use is written to the audit trail.",
         "`session.manage` and `session.revoke` cover every session of the scene: an admin token of any one",
         "grants them. `session.revoke` voids a user's join links issued so far for one session and closes",
         "their open connections to it (4003 `token revoked`); a new link lets them in again.",
+        "`bindings.read`: `GET /api/bindings` answers everyone with the layers, the file's name (never its folder)",
+        "and hash; the file's text, its ingest keys and MQTT topics only to these roles (a token of any session).",
         "",
     ]
     return "\n".join(lines)

@@ -21,14 +21,17 @@ from viewer_server import protocol as p
 from viewer_server.hub import SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import Refused, require
-from viewer_server.rooms import Member
-from viewer_server.topics import Viewpoint
+from viewer_server.rooms import GUEST_PREFIX, Member
+from viewer_server.topics import TopicError, Viewpoint, check_viewpoints
 
 # Presenter views fanned out per second: smooth enough to follow a camera, and with the 60 Hz
 # flush window at most every third window carries one.
 PRESENTER_VIEW_HZ: Final = 20.0
-# Raised hands per session: one per connection anyway; the bound keeps a snapshot small in a big lecture.
+# Raised hands per session: one per identity anyway; the bound keeps a snapshot small in a big lecture...
 MAX_HANDS: Final = 500
+# ...of which visitors (a new guest identity per connection) hold at most this many: a flood of anonymous
+# connections cannot fill the queue for the people invited by link.
+MAX_GUEST_HANDS: Final = 50
 # A quick pin carries no surface normal: it points up, as a marker stands on the floor.
 MARKUP_NORMAL: Final = (0.0, 1.0, 0.0)
 
@@ -57,20 +60,27 @@ class PresenterRoom:
         return self._set(viewpoint=viewpoint, ts=now)
 
     def raise_hand(self, member: Member, now: float) -> p.PresenterState | None:
-        """None when the hand is already up (nothing changes)."""
+        """None when the user's hand is already up (from any of their connections: nothing changes)."""
         require(member, Action.HAND_RAISE)
-        if any(h.session == member.connection for h in self.state.hands):
+        hands = self.state.hands
+        if any(h.user == member.user for h in hands):
             return None
-        if len(self.state.hands) >= MAX_HANDS:
+        if len(hands) >= MAX_HANDS:
             raise Refused("too_many_hands", f"{MAX_HANDS} hands are already up")
-        return self._set(hands=[*self.state.hands, p.Hand(member.user, member.connection, now)])
+        if member.guest and sum(h.user.startswith(GUEST_PREFIX) for h in hands) >= MAX_GUEST_HANDS:
+            raise Refused("too_many_hands", f"{MAX_GUEST_HANDS} visitors' hands are already up; join with your link")
+        return self._set(hands=[*hands, p.Hand(member.user, member.connection, now, member.name)])
 
     def lower_hand(self, member: Member, session: str | None, everyone: bool) -> p.PresenterState | None:
         """Lower one's own hand; the presenter (or a presenter / admin) lowers anyone's, or all."""
-        target = session or member.connection
-        if (everyone or target != member.connection) and not self._leads(member):
+        if (everyone or session not in (None, member.connection)) and not self._leads(member):
             raise Refused(p.ERR_FORBIDDEN, "only the presenter can lower other hands")
-        hands = [] if everyone else [h for h in self.state.hands if h.session != target]
+        if everyone:
+            hands = []
+        elif session is None or session == member.connection:
+            hands = [h for h in self.state.hands if h.user != member.user]
+        else:
+            hands = [h for h in self.state.hands if h.session != session]
         return None if hands == self.state.hands else self._set(hands=hands)
 
     def leave(self, connection: str, now: float) -> p.PresenterState | None:
@@ -91,14 +101,15 @@ class PresenterRoom:
 def markup_topic(msg: p.Markup) -> p.TopicCreate:
     """A quick markup is a topic of type "Markup" pinned where the user pointed, the note as its title."""
     pin = p.Pin(msg.element, p.Vec3(*msg.point), p.Vec3(*MARKUP_NORMAL))
-    return p.TopicCreate(p.TopicDraft(msg.note, pin=pin, topic_type="Markup"))
+    return p.TopicCreate(p.TopicDraft(msg.note, pin=pin, topic_type="Markup"), msg.ref)
 
 
 class Presenters:
     """Every session's presenter state, published to the hub; views throttled per session."""
 
-    def __init__(self, hub: SceneHub, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, hub: SceneHub, known: set[str], clock: Callable[[], float] = time.time) -> None:
         self.hub = hub
+        self.known = known  # element ids a view may select, hide or colour
         self.clock = clock
         self.rooms: dict[str, PresenterRoom] = {}
         self._last_sent: dict[str, float] = {}  # room -> loop time of the last published view
@@ -127,8 +138,13 @@ class Presenters:
             self._publish(pr, pr.lower_hand(member, msg.session, msg.all))
 
     def view(self, member: Member, viewpoint: Viewpoint) -> None:
-        """The presenter's camera: kept at once, published at most PRESENTER_VIEW_HZ (the newest wins)."""
+        """The presenter's camera: kept at once, published at most PRESENTER_VIEW_HZ (the newest wins). Its
+        component ids must be scene elements, at most MAX_VIEWPOINT_IDS (every joiner's snapshot carries it)."""
         pr = self.room(member.room)
+        try:
+            check_viewpoints([("viewpoint", viewpoint)], self.known)
+        except TopicError as exc:
+            raise Refused(p.TOPIC_ERROR_CODES[exc.kind], str(exc)) from None
         pr.view(member, viewpoint, self.clock())
         if member.room in self._trailing:
             return  # the pending trailing publish will carry this newest view

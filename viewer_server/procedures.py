@@ -34,7 +34,7 @@ from viewer_server import protocol as p
 from viewer_server.hub import SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.rooms import Member
-from viewer_server.store import Store
+from viewer_server.store import Store, decoded
 from viewer_server.topics import Viewpoint
 
 # Longest procedure name (as in the file format) echoed back in an error.
@@ -349,10 +349,10 @@ def put_event(db: sqlite3.Connection, event: p.Event) -> None:
 def load_events(db: sqlite3.Connection, session: str | None = None) -> list[p.Event]:
     """Persisted procedure events, oldest first: of one session, or of all (restore)."""
     if session is None:
-        rows = db.execute("SELECT data FROM procedure_events ORDER BY id")
+        rows = db.execute("SELECT id, data FROM procedure_events ORDER BY id")
     else:
-        rows = db.execute("SELECT data FROM procedure_events WHERE session = ? ORDER BY id", (session,))
-    return [_event_dec.decode(data) for (data,) in rows]
+        rows = db.execute("SELECT id, data FROM procedure_events WHERE session = ? ORDER BY id", (session,))
+    return decoded(rows, _event_dec, "procedure_events")
 
 
 # --- the record: who completed which step, when ---------------------------------------------------

@@ -9,11 +9,13 @@ by their `type` field; unknown fields are ignored so that minor additions stay c
 from __future__ import annotations
 
 import sys
-from typing import Any, Final, Literal
+from collections.abc import Callable
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
 from scene import json_schema
+from scene.finite import Finite
 from scene.json_schema import tidy
 from scene.procedure_file import CompleteWhen, Watch
 
@@ -30,6 +32,7 @@ SUBPROTOCOL_MSGPACK: Final = "twinview.v1.msgpack"
 # Subprotocol -> encoding name; the order is the server's preference when a client offers several.
 SUBPROTOCOLS: Final = {SUBPROTOCOL_JSON: "json", SUBPROTOCOL_MSGPACK: "msgpack"}
 Encoding = Literal["json", "msgpack"]
+T = TypeVar("T")
 
 # A client frame larger than this is refused with close 1009; deltas are small, batches are bounded.
 MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -57,6 +60,12 @@ ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
+# The error code of each kind of broken annotation limit (`topics.TopicError.kind`).
+TOPIC_ERROR_CODES: Final = {"invalid": ERR_BAD_MESSAGE, "too_long": ERR_TOO_LONG, "unknown": ERR_NOT_FOUND}
+
+
+# Every float a client sends is finite (`scene.finite`): a NaN or ±inf fails decoding like a wrong type.
+Point = tuple[Finite, Finite, Finite]
 
 
 class Base(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -76,7 +85,8 @@ class Resume(msgspec.Struct):
 class Reading(msgspec.Struct, omit_defaults=True):
     """One measurement from a producer: by binding `key`, or directly by `element` + `prop`.
 
-    `ts` is seconds since the Unix epoch (server receive time if omitted).
+    `ts` is seconds since the Unix epoch (server receive time if omitted). `value` and `ts` are plain floats
+    on purpose: a NaN or ±inf reading is refused alone (reason `not_finite` / `future_timestamp`), not its batch.
     """
 
     value: bool | int | float | str
@@ -109,19 +119,21 @@ class Pose(msgspec.Struct, omit_defaults=True):
     """A user's viewpoint: camera position (m) and orientation (x, y, z, w), optional pointer ray, and
     the device: "xr" while in an immersive session (the position is then the head), else a browser."""
 
-    position: tuple[float, float, float]
-    quaternion: tuple[float, float, float, float]
-    ray_origin: tuple[float, float, float] | None = None
-    ray_direction: tuple[float, float, float] | None = None
+    position: Point
+    quaternion: tuple[Finite, Finite, Finite, Finite]
+    ray_origin: Point | None = None
+    ray_direction: Point | None = None
     device: Literal["browser", "xr"] = "browser"
 
 
 class Presence(msgspec.Struct, omit_defaults=True):
-    """Another session's presence as seen by everyone in the scene."""
+    """Another connection's presence as seen by everyone in its session: `client` is the display name (unique
+    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`)."""
 
     client: str
     pose: Pose
     ts: float
+    user: str = ""
 
 
 class Event(msgspec.Struct, omit_defaults=True):
@@ -154,7 +166,7 @@ class Event(msgspec.Struct, omit_defaults=True):
     viewpoint: Viewpoint | None = None  # procedure_started / procedure_step: where followers fly to
     run: ProcedureRun | None = None  # procedure_started: the whole run, steps included
     command: str = ""  # command_sent
-    point: tuple[float, float, float] | None = None  # markup_created
+    point: Point | None = None  # markup_created
 
 
 # Event kinds of guided procedures and operator commands.
@@ -225,12 +237,13 @@ class ProcedureRun(msgspec.Struct, omit_defaults=True):
     finished: Literal["", "completed", "stopped"] = ""
 
 
-class Hand(msgspec.Struct):
-    """A raised hand in the queue (oldest first)."""
+class Hand(msgspec.Struct, omit_defaults=True):
+    """A raised hand in the queue (oldest first): the identity `user`, its display `name`, its connection."""
 
     user: str
     session: str
     ts: float
+    name: str = ""
 
 
 class PresenterState(msgspec.Struct, omit_defaults=True):
@@ -284,11 +297,12 @@ class HandLower(Base, tag="hand_lower"):
 
 
 class Markup(Base, tag="markup"):
-    """A quick pin with a short note."""
+    """A quick pin with a short note; answered with `saved` carrying the same `ref`."""
 
     element: str
-    point: tuple[float, float, float]
+    point: Point
     note: str
+    ref: str | None = None
 
 
 class Command(Base, tag="command"):
@@ -296,7 +310,7 @@ class Command(Base, tag="command"):
 
     element: str
     command: str
-    value: float | None = None
+    value: Finite | None = None
     ref: str | None = None
 
 
@@ -346,7 +360,7 @@ class PresenceUpdate(Base, tag="presence"):
 
 
 class Ping(Base, tag="ping"):
-    t: float | None = None
+    t: Finite | None = None
 
 
 class TopicDraft(msgspec.Struct, omit_defaults=True):
@@ -452,8 +466,10 @@ class Welcome(Base, tag="welcome"):
     capabilities: list[str]
     limits: dict[str, int | float]
     session: str = ""  # the collaboration session (room) joined
-    user: str = ""  # from the token; else the hello's client name
+    user: str = ""  # the verified identity: the token's user, else a new guest id ("guest-<12 hex>")
     role: Role = "viewer"  # what the server will allow (docs/PERMISSIONS.md)
+    name: str = ""  # the display name others see (the token's `name`, else its user; a visitor's hello.client)
+    token: str = ""  # visitors only: send it as hello.token when reconnecting to keep this identity
 
 
 class Snapshot(Base, tag="snapshot"):
@@ -526,7 +542,7 @@ class Saved(Base, tag="saved"):
 
 
 class Pong(Base, tag="pong"):
-    t: float | None
+    t: Finite | None
     server_time: float
 
 
@@ -564,13 +580,28 @@ def encode(msg: Any, encoding: Encoding) -> bytes:
     return _json_enc.encode(msg) if encoding == "json" else _msgpack_enc.encode(msg)
 
 
+def bounded(decode: Callable[[Any], T], data: bytes | str) -> T:
+    """`decode(data)` with nesting depth bounded: msgspec recurses once per level and stops at the interpreter's
+    recursion limit (1000 by default) with a RecursionError; a real message nests a few levels, so anything
+    that deep is refused as msgspec.DecodeError, like any other undecodable input."""
+    try:
+        return decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deeply (a message nests a few levels)") from None
+
+
+def decode_json(data: bytes | str, type: type[T]) -> T:
+    """A JSON body of the REST API as `type`, depth bounded; msgspec.DecodeError / ValidationError otherwise."""
+    return bounded(lambda d: msgspec.json.decode(d, type=type), data)
+
+
 def decode_client(data: bytes | str, encoding: Encoding) -> ClientMessage:
     """Decode a client message; raises msgspec.DecodeError / ValidationError with a readable text."""
-    return _json_dec.decode(data) if encoding == "json" else _msgpack_dec.decode(data)
+    return bounded(_json_dec.decode if encoding == "json" else _msgpack_dec.decode, data)
 
 
 def decode_server(data: bytes | str, encoding: Encoding) -> ServerMessage:
-    return _json_srv_dec.decode(data) if encoding == "json" else _msgpack_srv_dec.decode(data)
+    return bounded(_json_srv_dec.decode if encoding == "json" else _msgpack_srv_dec.decode, data)
 
 
 def encoding_for(subprotocol: str | None) -> Encoding | None:

@@ -11,19 +11,26 @@ default session has the scene's id and lets link-less visitors in as `viewer` (`
 
 `Member` is also the actor passed to the annotation service and to permission checks:
 `allowed(member.role, Action.X)`.
+
+Identity comes only from a verified token: `member.user` is the token's user, or for an anonymous visitor
+a random `guest-<hex>` fixed for the connection (a reconnect keeps it by presenting the guest token its
+`welcome.token` carried). What a visitor calls itself is only its display name, `member.name`: it always
+ends in " (guest)", so it never reads as a token user or a role, and it is unique in the session.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from viewer_server import protocol as p
-from viewer_server.auth import AuthError, revocation_time, verify
+from viewer_server.auth import DEFAULT_TTL_S, AuthError, Claims, mint, revocation_time, verify
 from viewer_server.permissions import PERSONS, Action, is_role
 from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
 
@@ -34,18 +41,58 @@ MAX_ROOM_NAME: Final = 200
 # User names come from tokens or hellos and are shown to everyone: one line of a member list.
 MAX_USER_NAME: Final = 64
 DEFAULT_ANONYMOUS_ROLE: Final = "viewer"
+# Anonymous identities: the prefix, reserved (no token may be issued for such a user), and 48 random bits.
+GUEST_PREFIX: Final = "guest-"
+GUEST_ID_BYTES: Final = 6
+# The display name of a visitor that gave none, and the mark every visitor's name ends with: "Ana (guest)",
+# "admin (guest)" never read as a token user or a role. Token users' names may not end with it.
+DEFAULT_GUEST_NAME: Final = "Guest"
+GUEST_MARK: Final = " (guest)"
 
 
 @dataclass(frozen=True)
 class Member:
-    """One connection in a session: its connection id, user and granted role."""
+    """One connection in a session: its connection id, verified identity, granted role and display name."""
 
     connection: str
     room: str
-    user: str
+    user: str  # a token's user, or the guest id of an anonymous visitor: authorship, ownership, audit
     role: p.Role
-    token_id: str = ""  # "" = anonymous
+    token_id: str = ""  # the token's jti ("" = a REST call without a token)
     issued_at: float = 0.0  # the token's `iat`: a revocation later than this closes the connection
+    name: str = ""  # what others see: unique among the people of the session
+    guest_token: str = ""  # a visitor's first connection: the token that lets a reconnect keep this identity
+
+    @property
+    def guest(self) -> bool:
+        return self.user.startswith(GUEST_PREFIX)
+
+
+def guest_id() -> str:
+    return GUEST_PREFIX + secrets.token_hex(GUEST_ID_BYTES)
+
+
+def user_problem(user: str, name: str = "") -> str | None:
+    """Why a token cannot be issued for `user` with display `name` (None: it can): a guest id would let a
+    token act as a visitor, a name ending in GUEST_MARK would read as one."""
+    if not 0 < len(user) <= MAX_USER_NAME:
+        return f"user name: 1..{MAX_USER_NAME} characters"
+    if len(name) > MAX_USER_NAME:
+        return f"display name: at most {MAX_USER_NAME} characters"
+    if not (user + name).isprintable():
+        return "user and display name: printable characters only"
+    if user.casefold().startswith(GUEST_PREFIX):
+        return f"user name: {GUEST_PREFIX!r} names anonymous visitors"
+    if (name or user).casefold().endswith(GUEST_MARK):
+        return f"display name: {GUEST_MARK.strip()!r} marks anonymous visitors"
+    return None
+
+
+def clean_name(text: str) -> str:
+    """A display name: NFKC-normalised, without control or format characters, spaces collapsed, bounded."""
+    text = unicodedata.normalize("NFKC", text[: 4 * MAX_USER_NAME])  # a hello may carry a megabyte
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
+    return " ".join(text.split())[:MAX_USER_NAME]
 
 
 class Rooms:
@@ -116,6 +163,24 @@ class Rooms:
     def join(self, member: Member) -> None:
         self._members.setdefault(member.room, {})[member.connection] = member
 
+    def display_name(self, room: str, user: str, requested: str) -> str:
+        """`requested`, cleaned, as `user`'s display name in the session. A guest's always ends in GUEST_MARK, so
+        that it never reads as a token user or a role; and no name is another present identity's user id or
+        display name (" (2)", " (3)"… added)."""
+        owners: dict[str, str] = {}
+        for m in self.members(room):
+            owners[m.user.casefold()] = owners[m.name.casefold()] = m.user
+        name = clean_name(requested)
+        if user.startswith(GUEST_PREFIX):
+            base = name[: -len(GUEST_MARK)] if name.casefold().endswith(GUEST_MARK) else name
+            name = (base or DEFAULT_GUEST_NAME)[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK
+        name = name or user
+        base, n = name, 2
+        while owners.get(name.casefold(), user) != user:
+            suffix = f" ({n})"
+            name, n = base[: MAX_USER_NAME - len(suffix)] + suffix, n + 1
+        return name
+
     def leave(self, member: Member) -> None:
         members = self._members.get(member.room, {})
         members.pop(member.connection, None)
@@ -154,20 +219,27 @@ def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[sqli
 def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
     """Who this hello is, in which session, with which role. AuthError (close 4003) when refused.
 
-    With a token: its session (hello.session must match if given), user and role. Without: the
-    session's `anonymous_role`, the hello's client name as user; a hello asking for `publisher` is
-    granted it, as telemetry over REST and MQTT is open too, in sessions that admit anonymous users.
+    With a token: its session (hello.session must match if given), user, role and display name (`name`
+    claim, else the user). Without: the session's `anonymous_role` and a new guest identity, the hello's
+    client name only as display name; a hello asking for `publisher` is granted it, as telemetry over REST
+    and MQTT is open too, in sessions that admit anonymous users. The guest gets a token for its identity
+    (`guest_token`, sent in `welcome.token`) so that a reconnect keeps it.
     """
     if hello.token:
         claims = verify(secret, hello.token, session=hello.session, revoked_at=rooms.revoked_at)
         room = rooms.get(claims.session)
         if room is None:
             raise AuthError(f"no session {claims.session[:40]!r}")
-        return Member(connection, room.id, claims.user[:MAX_USER_NAME], claims.role, claims.jti, claims.iat)
+        user = claims.user[:MAX_USER_NAME]
+        name = rooms.display_name(room.id, user, claims.name or user)
+        return Member(connection, room.id, user, claims.role, claims.jti, claims.iat, name)
     room = rooms.get(hello.session) if hello.session else rooms.default
     if room is None:
         raise AuthError(f"no session {hello.session[:40]!r}" if hello.session else "no session")
     if room.anonymous_role is None or not is_role(room.anonymous_role):
         raise AuthError(f"session {room.id[:40]!r} needs a token: open the join link you were given")
     role: p.Role = "publisher" if hello.role == "publisher" else room.anonymous_role  # type: ignore[assignment]
-    return Member(connection, room.id, hello.client[:MAX_USER_NAME], role)
+    now, requested = time.time(), clean_name(hello.client)
+    claims = Claims(room.id, guest_id(), role, now + DEFAULT_TTL_S, secrets.token_hex(8), now, requested)
+    name = rooms.display_name(room.id, claims.user, requested)
+    return Member(connection, room.id, claims.user, role, claims.jti, now, name, mint(secret, claims))

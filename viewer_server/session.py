@@ -31,6 +31,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
 from viewer_server.rooms import Member, admit
+from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,13 @@ class Session:
                 "resume_log": RESUME_LOG_MAX_CHANGES,
                 "outbox_max_events": OUTBOX_MAX_EVENTS,
                 "flush_interval_ms": round(FLUSH_INTERVAL_S * 1000, 3),
+                "max_viewpoint_ids": MAX_VIEWPOINT_IDS,
             },
             session=self.outbox.room,
-            user=self.member.user if self.member else self.client,
+            user=self.member.user if self.member else "",
             role=self.role,
+            name=self.member.name if self.member else "",
+            token=self.member.guest_token if self.member else "",
         )
 
     def _start_stream(self, resume: p.Resume | None) -> None:
@@ -233,9 +237,9 @@ class Session:
         elif isinstance(message, p.PresenceUpdate):
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
-            elif self._presence_limit.allow(None):
-                user = self.member.user if self.member else self.client
-                self.live.hub.set_presence(self.id, p.Presence(user, message.pose, time.time()), self.outbox.room)
+            elif self._presence_limit.allow(None) and self.member is not None:
+                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user)
+                self.live.hub.set_presence(self.id, presence, self.outbox.room)
             else:
                 self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
         elif isinstance(message, p.AnnotationRequest):
@@ -245,8 +249,9 @@ class Session:
         else:
             await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
 
-    async def _annotate(self, message: p.AnnotationRequest) -> None:
-        tag = type(message).__struct_config__.tag
+    async def _annotate(self, message: p.AnnotationRequest, tag: str | None = None) -> None:
+        """Carry out an annotation request; a refusal's `ref` is the request's, else `tag` (its type)."""
+        tag = tag or type(message).__struct_config__.tag
         if self.live.annotations is None or self.member is None:
             await self._reply(p.Error(p.ERR_BAD_MESSAGE, "annotations need a server with a data dir", tag))
             return
@@ -268,7 +273,7 @@ class Session:
                 await self._reply(await live.commands.send(member, message))
             elif isinstance(message, p.Markup):
                 require(member, Action.MARKUP_CREATE)
-                await self._annotate(markup_topic(message))
+                await self._annotate(markup_topic(message), tag)
             elif isinstance(message, p.ProcedureControl):
                 await live.procedures.control(member, message)
             elif isinstance(message, p.StepComplete):
@@ -337,7 +342,7 @@ class Session:
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
     """The connections that joined with a token a revocation voided ((session, user) -> revoked until;
-    see `auth.verify`). Anonymous visitors are not matched: their user name is whatever their hello said."""
+    see `auth.verify`); a visitor's guest identity is revocable the same way."""
     return [
         s
         for s in sessions
@@ -362,12 +367,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if scene_id != live.scene.id:
         raise web.HTTPNotFound(text=f"no scene {scene_id!r}")
     offered = offered_subprotocols(request)
-    mismatch = bool(offered) and not any(proto in p.SUBPROTOCOLS for proto in offered)
+    # The server's order decides when a client offers several (aiohttp would take the client's first).
+    chosen = next((proto for proto in p.SUBPROTOCOLS if proto in offered), None)
+    mismatch = bool(offered) and chosen is None
     ws = web.WebSocketResponse(
         # On a mismatch, echo the client's own offer so a browser completes the handshake and can
         # read the 4001 close reason (otherwise it fails the upgrade without telling the page why).
-        protocols=(offered[0],) if mismatch else tuple(p.SUBPROTOCOLS),
-        max_msg_size=p.MAX_MESSAGE_BYTES,
+        protocols=(offered[0],) if mismatch else (chosen,) if chosen else tuple(p.SUBPROTOCOLS),
+        max_msg_size=p.MAX_MESSAGE_BYTES + 1,  # aiohttp refuses a frame of exactly max_msg_size
         heartbeat=HEARTBEAT_S,
         compress=False,
         writer_limit=WS_WRITER_LIMIT,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from viewer_server.auth import issue, join_link, load_secret, parse_ttl
 from viewer_server.permissions import ROLES, Role
-from viewer_server.rooms import DEFAULT_ANONYMOUS_ROLE, MAX_USER_NAME, Room, new_room, revocation
+from viewer_server.rooms import DEFAULT_ANONYMOUS_ROLE, MAX_USER_NAME, Room, new_room, revocation, user_problem
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_room
 
 
@@ -68,17 +68,20 @@ def _check(data_dir: Path, session_id: str, user: str) -> None:
         raise SessionCliError(f"no session {session_id!r}; see `twinview session list`")
 
 
-def token(data_dir: Path, session_id: str, *, user: str, role: str, ttl: str) -> str:
-    """A join link (relative: prefix the server's address) for `user` as `role`."""
+def token(data_dir: Path, session_id: str, *, user: str, role: str, ttl: str, name: str = "") -> str:
+    """A join link (relative: prefix the server's address) for `user` as `role`, shown to others as `name`."""
     if role not in ROLES:
         raise SessionCliError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     try:
         ttl_s = parse_ttl(ttl)
     except ValueError as exc:
         raise SessionCliError(str(exc)) from None
+    problem = user_problem(user, name)
+    if problem is not None:
+        raise SessionCliError(problem)
     _check(data_dir, session_id, user)
     try:
-        return join_link(session_id, issue(load_secret(data_dir), session_id, user, role, ttl_s))  # type: ignore[arg-type]
+        return join_link(session_id, issue(load_secret(data_dir), session_id, user, role, ttl_s, name))  # type: ignore[arg-type]
     except ValueError as exc:
         raise SessionCliError(str(exc)) from None
 
@@ -108,7 +111,7 @@ def cmd_session(args: argparse.Namespace) -> int:
         anonymous = f"visitors without a link join as {room.anonymous_role}" if room.anonymous_role else "links only"
         print(f"created session {room.id} on scene {room.scene} ({anonymous})")
     elif args.session_command == "token":
-        link = token(data_dir, args.session, user=args.user, role=args.role, ttl=args.ttl)
+        link = token(data_dir, args.session, user=args.user, role=args.role, ttl=args.ttl, name=args.name)
         print(args.base_url.rstrip("/") + link)
     elif args.session_command == "revoke":
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(revoke(data_dir, args.session, user=args.user)))

@@ -29,7 +29,7 @@ from viewer_server.bcf.writer import export_bcf
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
-from viewer_server.rooms import MAX_USER_NAME, Member, Room
+from viewer_server.rooms import MAX_USER_NAME, Member, Room, guest_id, user_problem
 from viewer_server.session import close_sessions, revoked
 from viewer_server.topics import Comment, Topic
 
@@ -55,18 +55,20 @@ class SessionRequest(msgspec.Struct, omit_defaults=True):
 
 
 class TokenRequest(msgspec.Struct, omit_defaults=True):
-    user: str
+    user: str  # the identity: not "guest-…" (anonymous visitors)
     role: str
     ttl_s: float = DEFAULT_TTL_S
+    name: str = ""  # display name ("" = the user); not ending in " (guest)"
 
 
-class TokenResponse(msgspec.Struct):
+class TokenResponse(msgspec.Struct, omit_defaults=True):
     session: str
     user: str
     role: str
     expires: float
     token: str
     link: str  # relative: prefix with the server's address
+    name: str = ""
 
 
 class RevokeRequest(msgspec.Struct):
@@ -128,7 +130,16 @@ def caller(request: web.Request, session: str | None) -> Member:
         raise Refused(404, "unknown_session", session)
     if room is None or room.anonymous_role is None:
         raise Refused(401, "unauthorized", "send Authorization: Bearer <token> (from a join link)")
-    return Member(connection, room.id, "anonymous", room.anonymous_role)  # type: ignore[arg-type]
+    user = guest_id()  # each anonymous call is a visitor of its own: it can own nothing of anyone else's
+    return Member(connection, room.id, user, room.anonymous_role, name=user)  # type: ignore[arg-type]
+
+
+def caller_role(request: web.Request) -> str | None:
+    """The caller's role for a scene-wide read: its token's (401 if bad), else the default session's
+    anonymous role (None when that session admits no visitors)."""
+    if _bearer(request) is not None:
+        return caller(request, None).role
+    return _live(request).rooms.default.anonymous_role
 
 
 def _require(member: Member, action: Action) -> None:
@@ -145,7 +156,7 @@ def _annotations(request: web.Request) -> Any:
 
 async def _body(request: web.Request, cls: type) -> Any:
     try:
-        return msgspec.json.decode(await request.read(), type=cls)
+        return p.decode_json(await request.read(), cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(400, p.ERR_BAD_MESSAGE, str(exc)) from None
 
@@ -211,6 +222,12 @@ def _check_user(user: str) -> None:
         raise Refused(400, "bad_user", f"user name: 1..{MAX_USER_NAME} characters")
 
 
+def _check_token_user(user: str, name: str) -> None:
+    problem = user_problem(user, name)
+    if problem is not None:
+        raise Refused(400, "bad_user", problem)
+
+
 @handles_refusals
 async def session_token(request: web.Request) -> web.Response:
     member = caller(request, None)
@@ -219,10 +236,10 @@ async def session_token(request: web.Request) -> web.Response:
     body: TokenRequest = await _body(request, TokenRequest)
     if not is_role(body.role):
         raise Refused(400, "bad_role", f"unknown role {body.role!r}")
-    _check_user(body.user)
+    _check_token_user(body.user, body.name)
     if not 0 < body.ttl_s <= MAX_TTL_S:
         raise Refused(400, "bad_ttl", f"ttl_s: 0..{MAX_TTL_S}")
-    return _json(token_response(_live(request).secret, room, body.user, body.role, body.ttl_s), 201)
+    return _json(token_response(_live(request).secret, room, body.user, body.role, body.ttl_s, body.name), 201)
 
 
 @handles_refusals
@@ -242,9 +259,9 @@ async def session_revoke(request: web.Request) -> web.Response:
     return _json(Revoked(room.id, body.user, revoked_at, len(gone)))
 
 
-def token_response(secret: bytes, room: Room, user: str, role: str, ttl_s: float) -> TokenResponse:
-    token = issue(secret, room.id, user, role, ttl_s)  # type: ignore[arg-type]
-    return TokenResponse(room.id, user, role, time.time() + ttl_s, token, join_link(room.id, token))
+def token_response(secret: bytes, room: Room, user: str, role: str, ttl_s: float, name: str = "") -> TokenResponse:
+    token = issue(secret, room.id, user, role, ttl_s, name)  # type: ignore[arg-type]
+    return TokenResponse(room.id, user, role, time.time() + ttl_s, token, join_link(room.id, token), name)
 
 
 # --- topics, comments, attachments ------------------------------------------------------------

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -24,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from scene.state import PropertyValue
+from scene.state import PropertyValue, Scalar
 from viewer_server.data_dir import create_private, prepare
 from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.topics import Attachment, Comment, Topic
@@ -88,6 +89,26 @@ _enc = msgspec.json.Encoder()
 _topic_dec = msgspec.json.Decoder(Topic)
 _comment_dec = msgspec.json.Decoder(Comment)
 log = logging.getLogger(__name__)
+
+
+def decoded(rows: Iterable[tuple[str, bytes]], decoder: msgspec.json.Decoder[T], table: str) -> list[T]:
+    """Decode stored `(key, data)` rows, skipping with a warning each one that no longer decodes: a NaN that
+    an older version stored (as `null`), or a damaged row, must not take its whole session down."""
+    out = []
+    for key, data in rows:
+        try:
+            out.append(decoder.decode(data))
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            log.warning("store: %s row %s skipped, it does not decode: %s", table, key, exc)
+    return out
+
+
+def _stored_value(data: bytes) -> Scalar | None:
+    """A stored property value, or None when it is not a finite scalar (a NaN an older version stored as null)."""
+    value = msgspec.json.decode(data)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, bool | int | float | str) else None
 
 
 class RoomRow(msgspec.Struct):
@@ -207,8 +228,12 @@ class Store:
             "SELECT element, prop, value, unit, ts, rx, quality FROM props WHERE scene = ?", (scene,)
         )
         out: dict[str, dict[str, PropertyValue]] = {}
-        for element, prop, value, unit, ts, rx, quality in rows:
-            out.setdefault(element, {})[prop] = PropertyValue(msgspec.json.decode(value), unit, ts, rx, quality)
+        for element, prop, data, unit, ts, rx, quality in rows:
+            value = _stored_value(data)
+            if value is None:
+                log.warning("store: value of %s/%s skipped, not a finite number or text: %r", element, prop, data[:40])
+                continue
+            out.setdefault(element, {})[prop] = PropertyValue(value, unit, ts, rx, quality)
         return out
 
     # --- collaboration reads --------------------------------------------------------------------
@@ -242,15 +267,17 @@ class Store:
 
     def topics(self, session: str) -> list[Topic]:
         """Every topic of a session (deleted ones included, flagged), oldest first."""
-        rows = self._read.execute("SELECT data FROM topics WHERE session = ?", (session,))
-        return sorted((_topic_dec.decode(data) for (data,) in rows), key=lambda t: (t.created, t.guid))
+        rows = self._read.execute("SELECT guid, data FROM topics WHERE session = ?", (session,))
+        return sorted(decoded(rows, _topic_dec, "topics"), key=lambda t: (t.created, t.guid))
 
     def comments(self, session: str, topic: str | None = None) -> list[Comment]:
         if topic is None:
-            rows = self._read.execute("SELECT data FROM comments WHERE session = ?", (session,))
+            rows = self._read.execute("SELECT guid, data FROM comments WHERE session = ?", (session,))
         else:
-            rows = self._read.execute("SELECT data FROM comments WHERE session = ? AND topic = ?", (session, topic))
-        return sorted((_comment_dec.decode(data) for (data,) in rows), key=lambda c: (c.created, c.guid))
+            rows = self._read.execute(
+                "SELECT guid, data FROM comments WHERE session = ? AND topic = ?", (session, topic)
+            )
+        return sorted(decoded(rows, _comment_dec, "comments"), key=lambda c: (c.created, c.guid))
 
     def attachment(self, attachment_id: str) -> tuple[str, Attachment, bytes] | None:
         """(session, metadata, bytes) of an attachment, or None."""

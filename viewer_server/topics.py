@@ -3,15 +3,20 @@ and BCF 3.0 import/export. A topic is pinned to an element at a world point, kee
 which it was made and the live values of its element at that moment, and carries a comment thread.
 
 Positions are world coordinates of the canonical scene: metres, Y-up (BCF uses Z-up; `viewer_server.bcf`
-converts). Timestamps are Unix seconds. Text fields are stored exactly as given; their length is
-bounded here and the clients render them as text, never as HTML.
+converts); every number is finite (`scene.finite.Finite`: a NaN fails decoding). Timestamps are Unix
+seconds. Text fields are stored exactly as given; their length is bounded here and the clients render
+them as text, never as HTML. Guids, viewpoint sizes and section planes are bounded here too.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Sequence
 from typing import Final, Literal
 
 import msgspec
+
+from scene.finite import Finite
 
 # Text limits: long enough for a real description, short enough that one topic stays a small frame.
 MAX_TITLE: Final = 200
@@ -20,6 +25,15 @@ MAX_LABEL: Final = 64
 MAX_LABELS: Final = 20
 # A snapshot PNG attached to a topic or comment; a 1920x1080 screenshot is ~1-3 MB.
 MAX_ATTACHMENT_BYTES: Final = 4 * 1024 * 1024
+# Guids of topics, comments and viewpoints (BCF uses 36-character UUIDs; ours are 32 hex digits).
+MAX_GUID: Final = 64
+# Component ids (selected + hidden + coloured) in all viewpoints of one topic together, or in one presenter
+# view: a viewpoint points at what matters, not at the whole model. ~30 bytes each, so a topic's
+# viewpoints stay under ~60 kB, and every joiner's snapshot with them.
+MAX_VIEWPOINT_IDS: Final = 2000
+# Section planes per viewpoint: a section box has six.
+MAX_CLIPPING_PLANES: Final = 6
+HEX_COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}")
 
 TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "critical"]
@@ -27,9 +41,9 @@ TOPIC_STATUSES: Final = ("open", "in_progress", "resolved", "closed")
 
 
 class Vec3(msgspec.Struct, array_like=True):
-    x: float
-    y: float
-    z: float
+    x: Finite
+    y: Finite
+    z: Finite
 
 
 class Camera(msgspec.Struct, omit_defaults=True):
@@ -38,8 +52,8 @@ class Camera(msgspec.Struct, omit_defaults=True):
     position: Vec3
     direction: Vec3
     up: Vec3
-    fov_deg: float = 60.0
-    ortho_height: float | None = None
+    fov_deg: Finite = 60.0
+    ortho_height: Finite | None = None
 
 
 class ClippingPlane(msgspec.Struct):
@@ -127,18 +141,27 @@ class Topic(msgspec.Struct, omit_defaults=True):
 
 
 class TopicError(ValueError):
-    """A topic or comment that breaks a limit; `field` names it."""
+    """A topic, comment or viewpoint that breaks a limit; `field` names it. `kind`: "invalid" (empty, badly
+    formed), "too_long" (over a limit), "unknown" (an element id the scene does not have)."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, kind: Literal["invalid", "too_long", "unknown"] = "too_long") -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+        self.kind = kind
 
 
-def check_topic(topic: Topic) -> None:
-    """Enforce the text limits; raise TopicError naming the field."""
+def check_guid(guid: str | None, field: str) -> None:
+    if guid is not None and not 0 < len(guid) <= MAX_GUID:
+        raise TopicError(field, f"1..{MAX_GUID} characters, not {len(guid)}", "invalid" if not guid else "too_long")
+
+
+def check_topic(topic: Topic, known: Collection[str] | None = None) -> None:
+    """Enforce the text limits, guids and viewpoint limits (with `known`: the viewpoints' component ids are
+    among them); raise TopicError naming the field."""
+    check_guid(topic.guid, "guid")
     if not topic.title.strip():
-        raise TopicError("title", "must not be empty")
+        raise TopicError("title", "must not be empty", "invalid")
     if len(topic.title) > MAX_TITLE:
         raise TopicError("title", f"longer than {MAX_TITLE} characters")
     if len(topic.description) > MAX_TEXT:
@@ -148,10 +171,39 @@ def check_topic(topic: Topic) -> None:
     for label in topic.labels:
         if not label or len(label) > MAX_LABEL:
             raise TopicError("labels", f"each label must be 1..{MAX_LABEL} characters")
+    for i, attachment in enumerate(topic.attachments):
+        check_guid(attachment.id, f"attachments[{i}].id")
+    check_viewpoints([(f"viewpoints[{i}]", vp) for i, vp in enumerate(topic.viewpoints)], known)
+
+
+def check_viewpoints(viewpoints: Sequence[tuple[str, Viewpoint]], known: Collection[str] | None = None) -> None:
+    """Viewpoints (each with its field name): guids, section planes, colours, and at most MAX_VIEWPOINT_IDS
+    component ids in all of them; with `known`, every component id must be one of those (the scene's elements)."""
+    count = 0
+    for where, vp in viewpoints:
+        check_guid(vp.guid, f"{where}.guid")
+        check_guid(vp.snapshot, f"{where}.snapshot")
+        if len(vp.clipping_planes) > MAX_CLIPPING_PLANES:
+            raise TopicError(f"{where}.clipping_planes", f"more than {MAX_CLIPPING_PLANES}")
+        groups = [("selected", vp.selected), ("hidden", vp.hidden)]
+        for j, colored in enumerate(vp.colored):
+            if not HEX_COLOR.fullmatch(colored.color) or not colored.ids:
+                raise TopicError(f"{where}.colored[{j}]", "needs a #rrggbb color and at least one id", "invalid")
+            groups.append((f"colored[{j}].ids", colored.ids))
+        for name, ids in groups:
+            count += len(ids)
+            if count > MAX_VIEWPOINT_IDS:
+                raise TopicError(f"{where}.{name}", f"more than {MAX_VIEWPOINT_IDS} component ids in all viewpoints")
+            missing = next((x for x in ids if x not in known), None) if known is not None else None
+            if missing is not None:
+                raise TopicError(f"{where}.{name}", f"no element {missing[:MAX_GUID]!r} in the scene", "unknown")
 
 
 def check_comment(comment: Comment) -> None:
+    check_guid(comment.guid, "guid")
+    check_guid(comment.reply_to, "reply_to")
+    check_guid(comment.viewpoint, "viewpoint")
     if not comment.text.strip():
-        raise TopicError("text", "must not be empty")
+        raise TopicError("text", "must not be empty", "invalid")
     if len(comment.text) > MAX_TEXT:
         raise TopicError("text", f"longer than {MAX_TEXT} characters")

@@ -57,7 +57,7 @@ def decode(data: bytes) -> TopicExt | None:
     """The extension, or None if the document is not one we can read (then it is just a document)."""
     try:
         ext = msgspec.json.decode(data, type=TopicExt)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # RecursionError: nested too deeply
         return None
     return ext if ext.format == EXT_FORMAT and ext.version == EXT_VERSION else None
 

@@ -7,6 +7,7 @@ so a caller that writes it in one transaction never imports part of a file.
 from __future__ import annotations
 
 import hashlib
+import math
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from viewer_server.bcf.mapping import (
 )
 from viewer_server.topics import (
     MAX_ATTACHMENT_BYTES,
+    MAX_CLIPPING_PLANES,
     MAX_LABEL,
     MAX_LABELS,
     MAX_TEXT,
     MAX_TITLE,
+    MAX_VIEWPOINT_IDS,
     Attachment,
     Camera,
     ClippingPlane,
@@ -106,15 +109,19 @@ class Reader:
         if el is None:
             raise BcfError(self.file, entry, f"missing {what}")
         try:
-            return zup_to_yup(*(float(el.findtext(axis) or "") for axis in "XYZ"))
+            xyz = [float(el.findtext(axis) or "") for axis in "XYZ"]
         except ValueError:
             raise BcfError(self.file, entry, f"{what}: X, Y and Z must be numbers") from None
+        for axis, value in zip("XYZ", xyz, strict=True):
+            _finite(value, f"{what} {axis}")
+        return zup_to_yup(*xyz)
 
     def number(self, el: etree._Element, path: str, entry: str) -> float:
         try:
-            return float(el.findtext(path) or "")
+            value = float(el.findtext(path) or "")
         except ValueError:
             raise BcfError(self.file, entry, f"{path}: not a number") from None
+        return _finite(value, path)
 
     def component_ids(self, components: Iterable[etree._Element]) -> list[str]:
         out = []
@@ -239,7 +246,11 @@ class Reader:
             if entry is None:
                 self.warnings.append(f"{folder}/markup.bcf: viewpoint {guid or vfile!r} has no .bcfv file, skipped")
                 continue
-            vp = self._viewpoint(entry, guid)
+            try:
+                vp = self._viewpoint(entry, guid)
+            except NotFinite as exc:
+                self.warnings.append(f"{entry}: {exc}, viewpoint skipped")
+                continue
             snap = self._member(folder, sfile)
             if sfile and snap is None and sfile.strip() != "snapshot.png":  # 2.0 default name: often absent
                 self.warnings.append(f"{folder}/markup.bcf: snapshot {sfile!r} is not in the topic folder")
@@ -339,6 +350,16 @@ class Reader:
         return None
 
 
+class NotFinite(ValueError):
+    """A viewpoint number that is NaN or infinite (text `NaN`, `INF`, `1e999`): that viewpoint is skipped."""
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise NotFinite(f"{what} is {value}, not a finite number")
+    return value
+
+
 def _is_extension(filename: str) -> bool:
     return filename.startswith(ext_mod.EXT_FILENAME_PREFIX) and filename.endswith(".json")
 
@@ -385,6 +406,30 @@ def _fit(text: str, limit: int, what: str, warnings: list[str]) -> str:
     return text[: limit - 1] + "…"
 
 
+def _fit_viewpoints(topic: Topic, warnings: list[str]) -> None:
+    """Keep at most MAX_CLIPPING_PLANES per viewpoint and MAX_VIEWPOINT_IDS component ids in all of them
+    (selected first, then coloured, then hidden), as other tools may list every component of a model."""
+    budget = MAX_VIEWPOINT_IDS
+    for vp in topic.viewpoints:
+        where = f"topic {topic.guid} viewpoint {vp.guid}"
+        if len(vp.clipping_planes) > MAX_CLIPPING_PLANES:
+            planes = len(vp.clipping_planes)
+            warnings.append(f"{where}: {planes} clipping planes, only the first {MAX_CLIPPING_PLANES} kept")
+            vp.clipping_planes = vp.clipping_planes[:MAX_CLIPPING_PLANES]
+        listed = len(vp.selected) + len(vp.hidden) + sum(len(c.ids) for c in vp.colored)
+        vp.selected = vp.selected[:budget]
+        budget -= len(vp.selected)
+        for c in vp.colored:
+            c.ids = c.ids[:budget]
+            budget -= len(c.ids)
+        vp.colored = [c for c in vp.colored if c.ids]
+        vp.hidden = vp.hidden[:budget]
+        budget -= len(vp.hidden)
+        kept = len(vp.selected) + len(vp.hidden) + sum(len(c.ids) for c in vp.colored)
+        if kept < listed:
+            warnings.append(f"{where}: {listed} components, only {kept} kept (at most {MAX_VIEWPOINT_IDS} per topic)")
+
+
 def fit(topic: Topic, comments: list[Comment], warnings: list[str]) -> None:
     """Bring what another tool wrote within our limits (a TwinView export is within them already)."""
     where = f"topic {topic.guid}"
@@ -394,6 +439,7 @@ def fit(topic: Topic, comments: list[Comment], warnings: list[str]) -> None:
     if len(labels) > MAX_LABELS:
         warnings.append(f"{where}: {len(labels)} labels, only the first {MAX_LABELS} kept")
     topic.labels = labels[:MAX_LABELS]
+    _fit_viewpoints(topic, warnings)
     check_topic(topic)
     for c in comments:
         c.text = _fit(c.text, MAX_TEXT, f"comment {c.guid}", warnings) if c.text.strip() else NO_TEXT

@@ -195,12 +195,13 @@ export interface Event {
 }
 
 /**
- * A raised hand in the queue (oldest first).
+ * A raised hand in the queue (oldest first): the identity `user`, its display `name`, its connection.
  */
 export interface Hand {
   user: string;
   session: string;
   ts: number;
+  name?: string;
 }
 
 /**
@@ -245,13 +246,14 @@ export interface LiveValue {
 }
 
 /**
- * A quick pin with a short note.
+ * A quick pin with a short note; answered with `saved` carrying the same `ref`.
  */
 export interface Markup {
   type: "markup";
   element: string;
   point: [number, number, number];
   note: string;
+  ref?: string | null;
 }
 
 /**
@@ -287,12 +289,14 @@ export interface Pose {
 }
 
 /**
- * Another session's presence as seen by everyone in the scene.
+ * Another connection's presence as seen by everyone in its session: `client` is the display name (unique
+ * in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`).
  */
 export interface Presence {
   client: string;
   pose: Pose;
   ts: number;
+  user?: string;
 }
 
 /**
@@ -383,7 +387,8 @@ export interface Publish {
 /**
  * One measurement from a producer: by binding `key`, or directly by `element` + `prop`.
  *
- * `ts` is seconds since the Unix epoch (server receive time if omitted).
+ * `ts` is seconds since the Unix epoch (server receive time if omitted). `value` and `ts` are plain floats
+ * on purpose: a NaN or ±inf reading is refused alone (reason `not_finite` / `future_timestamp`), not its batch.
  */
 export interface Reading {
   value: boolean | number | string;
@@ -643,4 +648,6 @@ export interface Welcome {
   session?: string;
   user?: string;
   role?: "admin" | "annotator" | "operator" | "presenter" | "publisher" | "viewer";
+  name?: string;
+  token?: string;
 }

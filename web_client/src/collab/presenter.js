@@ -133,6 +133,6 @@ export class PresenterMode extends EventTarget {
       this.presenting ? h('button', { class: 'stop', onclick: () => this.release() }, 'Stop presenting') : null,
       hands.length ? h('span', { class: 'hands' }, `✋ ${hands.length}`) : null,
       ...(this.presenting || identity.may('presenter.take') ? hands.map((x) =>
-        h('button', { class: 'hand', title: 'lower this hand', onclick: () => this.lowerHand(x.session) }, `✋ ${x.user}`)) : []));
+        h('button', { class: 'hand', title: 'lower this hand', onclick: () => this.lowerHand(x.session) }, `✋ ${x.name || x.user}`)) : []));
   }
 }

@@ -1,0 +1,162 @@
+"""Identity comes only from a verified token: anonymous visitors are unforgeable guests whose chosen names
+are display names only (marked, unique), so nobody can act, or appear to act, as a token holder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.live_server import live_server, mint_token
+from viewer_server import presenter as presenter_mod
+from viewer_server import protocol as p
+from viewer_server.auth import issue, verify
+from viewer_server.client import RequestRefused, TwinClient, TwinClientError
+from viewer_server.session_cli import SessionCliError, token
+
+TIMEOUT = 10.0
+ROOM = "review"
+
+
+async def refused(request: object) -> p.Error:
+    with pytest.raises(RequestRefused) as info:
+        await request  # type: ignore[misc]
+    return info.value.error
+
+
+def visitor(url: str, name: str, **kw: object) -> TwinClient:
+    return TwinClient(url, session=ROOM, name=name, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
+        alice_token = mint_token(srv, "alice", "annotator", session=ROOM)
+        async with (
+            TwinClient(srv.ws_url, token=alice_token, name="whatever") as alice,
+            visitor(srv.ws_url, "alice") as fake,
+            visitor(srv.ws_url, "admin") as admin_ish,
+        ):
+            assert (alice.welcome.user, alice.welcome.name, alice.welcome.token) == ("alice", "alice", "")
+            assert fake.welcome.user.startswith("guest-") and fake.welcome.name == "alice (guest)"
+            assert admin_ish.welcome.name == "admin (guest)" and admin_ish.welcome.user != fake.welcome.user
+            topic = await alice.create_topic(p.TopicDraft("alice's finding"))
+            comment = await alice.add_comment(topic.guid, "mine")
+            for attempt in (
+                fake.update_topic(topic.guid, 1, title="hijacked"),
+                fake.delete_topic(topic.guid, 1),
+                fake.edit_comment(comment.guid, 1, "hijacked"),
+                fake.delete_comment(comment.guid, 1),
+            ):
+                assert (await refused(attempt)).code == p.ERR_FORBIDDEN
+            own = await fake.create_topic(p.TopicDraft("a visitor's finding"))
+            await fake.update_topic(own.guid, 1, title="edited by its author")  # its own: allowed
+            await fake.send_presence(p.Pose((1, 2, 3), (0, 0, 0, 1)))
+            await alice.wait_for(lambda c: bool(c.presence) and own.guid in c.topics, TIMEOUT)
+            [seen] = alice.presence.values()
+            assert (seen.client, seen.user) == ("alice (guest)", fake.welcome.user)
+            assert alice.topics[own.guid].author == fake.welcome.user
+            assert (alice.topics[topic.guid].title, alice.topics[topic.guid].deleted) == ("alice's finding", False)
+        headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=ROOM)}"}
+        async with http.get(f"{srv.url}/api/sessions/{ROOM}/audit", headers=headers) as r:
+            rows = [(e["actor"], e["action"]) for e in await r.json()]
+        assert ("alice", "topic.create") in rows and ("alice", "topic.edit_own") not in rows
+        assert [a for a, _ in rows if a.startswith("guest-")] == [fake.welcome.user] * 2  # create + edit_own
+
+
+async def test_display_names_are_unique_in_the_session(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create(ROOM, "Review", "viewer", "test")
+        ana = issue(srv.live.secret, ROOM, "ana", "viewer", name="Ana Lopez")
+        other_ana = issue(srv.live.secret, ROOM, "ana.l", "viewer", name="ana lopez")
+        async with (
+            TwinClient(srv.ws_url, token=ana) as a1,
+            TwinClient(srv.ws_url, token=ana) as a2,  # the same person in a second tab keeps the name
+            TwinClient(srv.ws_url, token=other_ana) as b,
+            visitor(srv.ws_url, "Bob") as g1,
+            visitor(srv.ws_url, "bob (GUEST)") as g2,
+            visitor(srv.ws_url, " \u200b\n") as g3,  # nothing printable
+        ):
+            assert [c.welcome.name for c in (a1, a2, b)] == ["Ana Lopez", "Ana Lopez", "ana lopez (2)"]
+            assert [c.welcome.name for c in (g1, g2, g3)] == ["Bob (guest)", "bob (guest) (2)", "Guest (guest)"]
+
+
+async def test_a_visitor_keeps_its_identity_across_a_reconnect_and_cannot_forge_one(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
+        async with visitor(srv.ws_url, "Eve") as eve:
+            me = eve.welcome.user
+            assert verify(srv.live.secret, eve.welcome.token, session=ROOM).user == me
+            topic = await eve.create_topic(p.TopicDraft("mine"))
+            await eve.drop()
+            await eve.wait_for(lambda c: c.connects == 2, TIMEOUT)
+            assert (eve.welcome.user, eve.welcome.name) == (me, "Eve (guest)")
+            await eve.update_topic(topic.guid, 1, title="still mine")
+        forged = issue(b"not the server's secret" * 2, ROOM, me, "annotator")
+        with pytest.raises(TwinClientError) as info:
+            async with TwinClient(srv.ws_url, token=forged, reconnect=False):
+                pass
+        assert (info.value.code, info.value.reason) == (p.CLOSE_AUTH, "bad token signature")
+
+
+async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
+        base = f"{srv.url}/api/sessions/{ROOM}"
+        authors = []
+        for title in ("one", "two"):
+            async with http.post(f"{base}/topics", data=p.encode(p.TopicDraft(title), "json")) as r:
+                assert r.status == 201
+        async with http.get(f"{base}/topics") as r:
+            authors = [t["author"] for t in await r.json()]
+        assert all(a.startswith("guest-") for a in authors) and len(set(authors)) == 2
+        admin = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=ROOM)}"}
+        for body, problem in [
+            ({"user": "guest-0123456789ab", "role": "admin"}, "names anonymous visitors"),
+            ({"user": "eve", "role": "admin", "name": "Eve (guest)"}, "marks anonymous visitors"),
+            ({"user": "eve", "role": "admin", "name": "x" * 65}, "at most 64"),
+        ]:
+            async with http.post(f"{base}/tokens", data=p.encode(body, "json"), headers=admin) as r:
+                assert r.status == 400 and problem in (await r.json())["detail"]
+        body = p.encode({"user": "eve", "role": "viewer", "name": "Eve Adams"}, "json")
+        async with http.post(f"{base}/tokens", data=body, headers=admin) as r:
+            issued = await r.json()
+        assert issued["name"] == "Eve Adams" and verify(srv.live.secret, issued["token"]).name == "Eve Adams"
+    data_dir = tmp_path / "data"
+    with pytest.raises(SessionCliError, match="names anonymous visitors"):
+        token(data_dir, ROOM, user="Guest-1", role="admin", ttl="1h")
+    link = token(data_dir, ROOM, user="eve", role="viewer", ttl="1h", name="Eve A.")
+    claims = verify(srv.live.secret, link.split("token=")[1])
+    assert (claims.user, claims.name) == ("eve", "Eve A.")
+
+
+async def test_the_hand_queue_takes_one_hand_per_person_and_few_from_visitors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(presenter_mod, "MAX_GUEST_HANDS", 2)
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create(ROOM, "Review", "viewer", "test")
+        ann = mint_token(srv, "ann", "viewer", session=ROOM)
+        clients = [visitor(srv.ws_url, f"v{i}") for i in range(3)]
+        clients += [TwinClient(srv.ws_url, token=ann), TwinClient(srv.ws_url, token=ann)]
+        for c in clients:
+            await c.connect()
+        try:
+            *guests, ann1, ann2 = clients
+            for count, g in enumerate(guests[:2], 1):
+                await g.send(p.HandRaise())
+                await ann1.wait_for(lambda c, n=count: c.presenter is not None and len(c.presenter.hands) == n, TIMEOUT)
+            await guests[2].send(p.HandRaise())
+            await guests[2].wait_for(lambda c: any(e.code == "too_many_hands" for e in c.errors), TIMEOUT)
+            await ann1.send(p.HandRaise())
+            await ann2.send(p.HandRaise())  # the same person from another tab: still one hand
+            await ann2.wait_for(lambda c: c.presenter is not None and len(c.presenter.hands) == 3, TIMEOUT)
+            await ann2.ping()
+            hands = ann2.presenter.hands  # type: ignore[union-attr]
+            assert [h.name for h in hands] == ["v0 (guest)", "v1 (guest)", "ann"]
+            await ann2.send(p.HandLower())  # lowers ann's hand whichever tab raised it
+            await ann1.wait_for(lambda c: c.presenter is not None and len(c.presenter.hands) == 2, TIMEOUT)
+        finally:
+            for c in clients:
+                await c.close()
