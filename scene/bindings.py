@@ -25,7 +25,7 @@ import jsonschema
 import msgspec
 import orjson
 
-from scene.config_file import ConfigFileError, check_finite, config_main, entry_name, load_config
+from scene.config_file import ConfigFileError, check_finite, config_main, convert, entry_name, load_config
 from scene.json_schema import tidy
 from scene.state import Quality, Reading, Scalar
 
@@ -652,11 +652,7 @@ def _limits_errors(where: str, rule: ThresholdsRule) -> Iterator[tuple[str, str]
 def parse_bindings(data: Any, file: str = "<bindings>", known_elements: set[str] | None = None) -> Bindings:
     """Validate already-parsed data (finite numbers, schema, then semantics) and build `Bindings`."""
     check_finite(data, file, BindingsError)
-    _schema_errors(data, file)
-    try:
-        spec = msgspec.convert(data, BindingsFile)
-    except msgspec.ValidationError as exc:  # the schema should have caught it; keep the location
-        raise BindingsError(file, "(top level)", str(exc)) from None
+    spec = convert(data, BindingsFile, file, BindingsError, _schema_errors)
     for entry, problem in _semantic_errors(spec, known_elements):
         raise BindingsError(file, entry, problem)
     return Bindings(spec)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 import yaml
 
@@ -16,6 +17,7 @@ from scene.finite import non_finite
 from scene.json_schema import schema_text
 
 T = TypeVar("T")
+TOO_DEEP = "nested too deeply (a configuration file has a few levels)"
 
 
 @dataclass
@@ -32,7 +34,11 @@ class ConfigFileError(Exception):
         return f"{self.file}: {self.entry}: {self.problem}{at}"
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser (PyYAML's wheels carry it): a 15 000-binding file takes seconds to read instead of minutes.
+_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class UniqueKeyLoader(_SAFE_LOADER):  # type: ignore[valid-type,misc]
     """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
 
 
@@ -66,6 +72,20 @@ def check_finite(data: Any, file: str, error: type[ConfigFileError]) -> None:
         raise error(file, entry_name(path), f"{value} is not a finite number")
 
 
+def convert(
+    data: Any, into: type[T], file: str, error: type[ConfigFileError], explain: Callable[[Any, str], None]
+) -> T:
+    """`data` as the Struct `into`. msgspec checks what the published JSON Schema says (the schema is generated
+    from the same Structs) in microseconds per entry; only when it refuses, `explain(data, file)` runs the JSON
+    Schema validator, ~100 times slower, to raise the problem located by entry. A 15 000-binding file is
+    checked in a fraction of a second instead of a minute."""
+    try:
+        return msgspec.convert(data, into)
+    except msgspec.ValidationError as exc:
+        explain(data, file)
+        raise error(file, "(top level)", str(exc)) from None
+
+
 def load_config(path: Path, error: type[ConfigFileError], parse: Callable[[Any, str], T]) -> T:
     """Read `path` (YAML, or JSON by its .json suffix) and `parse(data, file)` it. Every problem is raised as
     `error`: an unreadable file, bad syntax (with its line and column), or what `parse` raises, to which the
@@ -81,17 +101,19 @@ def load_config(path: Path, error: type[ConfigFileError], parse: Callable[[Any, 
     except orjson.JSONDecodeError as exc:
         raise error(file, f"line {exc.lineno}, column {exc.colno}", f"bad JSON: {exc.msg}") from None
     except yaml.YAMLError as exc:
+        if "nesting depth" in str(getattr(exc, "problem", "")):  # libyaml's own bound, the same as ours below
+            raise error(file, "(file)", TOO_DEEP) from None
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(file, where, f"bad YAML: {problem}") from None
     except RecursionError:  # PyYAML recurses per level; orjson stops at 1024 levels with a JSONDecodeError
-        raise error(file, "(file)", "nested too deeply (a configuration file has a few levels)") from None
+        raise error(file, "(file)", TOO_DEEP) from None
     try:
         return parse(data, file)
     except error as exc:
         if not is_json:
-            exc.line = _yaml_line(yaml.compose(text, Loader=yaml.SafeLoader), exc.entry)
+            exc.line = _yaml_line(yaml.compose(text, Loader=_SAFE_LOADER), exc.entry)
         raise
 
 

@@ -22,7 +22,7 @@ import jsonschema
 import msgspec
 
 from scene.bindings import ElementId, PropName
-from scene.config_file import ConfigFileError, check_finite, config_main, entry_name, load_config
+from scene.config_file import ConfigFileError, check_finite, config_main, convert, entry_name, load_config
 from scene.json_schema import tidy
 from viewer_server.topics import Camera, ClippingPlane
 
@@ -191,11 +191,7 @@ def parse_procedure(
     """Validate already-parsed data (schema, then semantics: element ids when `known_elements` is given,
     watched and completion properties when `bound_props` (element, prop) pairs are). Numbers must be finite."""
     check_finite(data, file, ProcedureError)
-    _schema_errors(data, file)
-    try:
-        spec = msgspec.convert(data, ProcedureFile)
-    except msgspec.ValidationError as exc:  # the schema should have caught it; keep the location
-        raise ProcedureError(file, "(top level)", str(exc)) from None
+    spec = convert(data, ProcedureFile, file, ProcedureError, _schema_errors)
     for entry, problem in _semantic_errors(spec, known_elements, bound_props):
         raise ProcedureError(file, entry, problem)
     return spec
