@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.web_helpers import PROTOCOL_FRAMES
+
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example
 # database either, so a run leaves nothing in the source tree.
 settings.register_profile("twinview", deadline=None, database=None, print_blob=True)
 settings.load_profile("twinview")
-
-from tests.web_helpers import PROTOCOL_FRAMES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
