@@ -12,28 +12,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Final
+
+_UNKNOWN: Final = object()  # a property whose stale_after has not been looked up yet
 
 
 class SilenceWatch:
     def __init__(self, stale_after: Callable[[str, str], float | None]) -> None:
         """`stale_after(element, prop)`: seconds without a sample before it is stale, None = never."""
         self._stale_after = stale_after
-        self._period: dict[tuple[str, str], float | None] = {}
+        self._period: dict[tuple[str, str], object] = {}  # float, None (never stale) or _UNKNOWN
         self._last: dict[tuple[str, str], float] = {}  # receive time of the newest sample, oldest first
         self._shortest = math.inf
 
     def seen(self, element: str, prop: str, rx: float) -> None:
-        """A sample of element.prop arrived at `rx` (server receive time)."""
+        """A sample of element.prop arrived at `rx` (server receive time). On every reading: keep it cheap."""
         key = (element, prop)
-        period = self._period.get(key, math.nan)
-        if period is not None and math.isnan(period):
+        period = self._period.get(key, _UNKNOWN)
+        if period is _UNKNOWN:
             period = self._period[key] = self._stale_after(element, prop)
             if period is not None:
                 self._shortest = min(self._shortest, period)
         if period is None:
             return
-        self._last.pop(key, None)  # re-inserted at the end: the dict stays ordered by newest sample
-        self._last[key] = rx
+        last = self._last
+        last.pop(key, None)  # re-inserted at the end: the dict stays ordered by newest sample
+        last[key] = rx
 
     def seen_all(self, samples: Iterable[tuple[str, str, float]]) -> None:
         """Several (element, prop, rx), in any order (restored values at start-up)."""
@@ -48,7 +52,7 @@ class SilenceWatch:
             if silent < self._shortest:
                 break
             period = self._period[key]
-            if period is not None and silent >= period:
+            if isinstance(period, float | int) and silent >= period:
                 out.append((*key, rx))
         for element, prop, _ in out:
             del self._last[(element, prop)]

@@ -3,6 +3,8 @@ by role, audited; every transition an attributed event; the list kept across a r
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -12,11 +14,14 @@ import msgspec
 import pytest
 
 from scene.rules import AlarmEvent
-from tests.live_server import live_server, mint_token, person
+from tests.live_server import live_server, mint_token, person, write_bindings, write_scene
+from tests.test_restart_durability import STARTUP_TIMEOUT_S, TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
 from viewer_server.alarms import ALARM_HISTORY_MAX, AlarmBook
+from viewer_server.auth import issue, load_secret
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import Refused
+from viewer_server.scenes import scene_id_for
 from viewer_server.serve import RunningServer
 
 PRESSURE = "operations.rules[1]"  # tests/live_server.py: PT-1.pressure thresholds (warning 5, alarm 5.5) on P-1
@@ -341,3 +346,29 @@ async def test_history_in_the_snapshot_is_bounded(tmp_path: Path) -> None:
         async with TwinClient(srv.ws_url) as late:
             assert len(late.alarm_history) == ALARM_HISTORY_MAX
             assert late.alarm_history[-1].seq <= late.seq
+
+
+@pytest.mark.skipif(not TWINVIEW.exists(), reason="the twinview console script is not installed")
+async def test_an_acknowledgement_the_server_confirmed_survives_kill_9(tmp_path: Path) -> None:
+    scene, bindings, data = write_scene(tmp_path), write_bindings(tmp_path), tmp_path / "data"
+    port = _free_port()
+    url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/{scene_id_for(scene)}"
+    session = scene_id_for(scene)
+    with _server(scene, bindings, data, port) as first:
+        await _ready(url)
+        olga = TwinClient(ws_url, token=issue(load_secret(data), session, "olga", "operator"), name="olga")
+        await olga.connect()
+        async with aiohttp.ClientSession() as http:
+            body = p.encode({"readings": [pressure(5.7)]}, "json")
+            async with http.post(f"{url}/api/ingest", data=body) as r:
+                assert r.status == 200
+        await olga.wait_for(lambda c: PRESSURE in c.alarms)
+        await olga.acknowledge_alarm(PRESSURE)  # answered once committed
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    with _server(scene, bindings, data, port):
+        await _ready(url)
+        await olga.wait_for(lambda c: c.resyncs == ["epoch_changed"], timeout=STARTUP_TIMEOUT_S)
+        alarm = olga.alarms[PRESSURE]
+        assert (alarm.state, alarm.acknowledged_by) == ("acknowledged", "olga")
+        await olga.close()

@@ -42,9 +42,9 @@ from viewer_server.store import AuditEntry, Store, put_audit
 if TYPE_CHECKING:
     from viewer_server.hub import SceneHub
 
-# Alarm events a snapshot carries for the history panel: a shift's worth of transitions on a small plant,
-# a few tens of kB for a late joiner.
-ALARM_HISTORY_MAX: Final = 100
+# Alarm events a snapshot carries for the history panel: an hour or so of a busy plant, ~35 kB (~700 bytes
+# each) for a late joiner; older ones are the historian's.
+ALARM_HISTORY_MAX: Final = 50
 # Alarm events kept in the store: the history panel needs the newest ALARM_HISTORY_MAX after a restart;
 # the rest is for whoever reads the database (the audit trail keeps every operator action for good).
 ALARM_EVENTS_KEEP: Final = 10_000

@@ -3,7 +3,7 @@
 import { splitKey } from './protocol.js';
 
 // Alarm events kept for the history panel: as many as a snapshot brings (the server's ALARM_HISTORY_MAX).
-export const ALARM_HISTORY_MAX = 100;
+export const ALARM_HISTORY_MAX = 50;
 
 /**
  * @typedef {import('./protocol.js').Visual} Visual

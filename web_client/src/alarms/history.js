@@ -3,9 +3,6 @@
 import { h, replace } from '../ui/dom.js';
 import { EVENT_WORDS, STATE_WORDS, timeText, valueText } from './words.js';
 
-// Transitions listed at once: the last hour or so of a busy plant; the rest is the historian's.
-export const HISTORY_SHOWN = 50;
-
 /**
  * @param {HTMLElement} root the `<details>` that holds the history
  * @param {{state: import('../state.js').TwinState, catalog: import('../catalog.js').Catalog, signal: AbortSignal}} deps
@@ -15,7 +12,7 @@ export function bindAlarmHistory(root, { state, catalog, signal }) {
   const summary = h('summary', null, 'History');
   replace(root, summary, list);
   const render = () => {
-    const events = state.alarmHistory.slice(-HISTORY_SHOWN).reverse();
+    const events = state.alarmHistory.slice().reverse();
     summary.textContent = `History (${state.alarmHistory.length})`;
     replace(list, ...(events.length ? events.map((e) => {
       const a = e.alarm;

@@ -1,4 +1,5 @@
 // How alarms read: their states and transitions in words, and the order the list shows them in.
+import { formatValue } from '../ui/properties.js';
 
 /** @typedef {import('../protocol.js').Alarm} Alarm */
 
@@ -43,12 +44,9 @@ export function needsAck(a) {
   return state === 'unacknowledged' || state === 'returned';
 }
 
-/** A value with its unit, numbers to a sensible precision. @param {unknown} v @param {string} [unit] */
+/** A value with its unit. @param {unknown} v @param {string} [unit] */
 export function valueText(v, unit = '') {
-  let text = '—';
-  if (typeof v === 'number') text = Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 10 ? 2 : 1);
-  else if (v !== null && v !== undefined) text = String(v);
-  return unit ? `${text} ${unit}` : text;
+  return unit ? `${formatValue(v)} ${unit}` : formatValue(v);
 }
 
 /** A clock time; the date too when it is not today. @param {number} ts seconds */

@@ -96,8 +96,8 @@ export class PropertiesPanel {
   }
 }
 
-/** @param {any} v */
-function formatValue(v) {
+/** A value as the panels show it: numbers to a sensible precision, "—" for none. @param {any} v */
+export function formatValue(v) {
   if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 10 ? 2 : 1);
   return v === null || v === undefined ? '—' : String(v);
 }
