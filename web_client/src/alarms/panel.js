@@ -36,7 +36,9 @@ export class AlarmPanel {
     const { session, state, identity, signal } = deps;
     state.addEventListener('reset', () => this.render(), { signal });
     state.addEventListener('delta', (e) => {
-      if (/** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.events?.some((ev) => ev.alarm)) this.render();
+      const { delta, props } = /** @type {import('../state.js').DeltaEvent} */ (e).detail;
+      if (delta.events?.some((ev) => ev.alarm)) this.render();
+      else if (props.size) this.#refreshValues(props);
     }, { signal });
     identity.addEventListener('change', () => this.render(), { signal });
     session.addEventListener('message', (e) => {
@@ -72,22 +74,20 @@ export class AlarmPanel {
   /** @param {Alarm} a */
   #item(a) {
     const { catalog, state } = this.deps;
-    const state_ = a.state ?? 'unacknowledged';
+    const phase = a.state ?? 'unacknowledged';
     const name = catalog.label(a.element);
     const source = a.source && a.source !== a.element ? catalog.label(a.source) : '';
-    const live = a.source && a.prop ? state.props.get(a.source)?.get(a.prop) : undefined;
-    const value = h('span', { class: 'alarm-value' },
-      `${a.prop ? `${a.prop} ` : ''}${live ? valueText(live.v, live.u) : valueText(a.value, a.unit)}`);
-    if (live) markLive(value, [`${a.source}/${a.prop}`]);
+    const value = h('span', { class: 'alarm-value' }, this.#valueText(a));
+    if (state.props.get(a.source ?? '')?.has(a.prop ?? '')) markLive(value, [`${a.source}/${a.prop}`]);
     const when = [`since ${timeText(a.since)}`];
     if (a.acknowledged_by) when.push(`acknowledged by ${a.acknowledged_by} ${timeText(a.acknowledged_at ?? a.changed ?? a.since)}`);
-    if (state_ === 'shelved' && a.shelved_until) when.push(`shelved by ${a.suppressed_by} until ${timeText(a.shelved_until)}`);
-    if (state_ === 'out_of_service') when.push(`out of service (${a.suppressed_by})`);
-    const words = STATE_WORDS[state_] ?? state_;
-    const label = `${a.severity ?? ''} alarm, ${words.toLowerCase()}: ${name}${source ? ` from ${source}` : ''}, `
-      + `${value.textContent}. ${a.message ?? ''}. ${when.join(', ')}. Press Enter to show the element.`;
+    if (phase === 'shelved' && a.shelved_until) when.push(`shelved by ${a.suppressed_by} until ${timeText(a.shelved_until)}`);
+    if (phase === 'out_of_service') when.push(`out of service (${a.suppressed_by})`);
+    const words = STATE_WORDS[phase] ?? phase;
+    const label = `${a.severity ?? ''} alarm, ${words.toLowerCase()}: ${name}${source ? ` from ${source}` : ''}. `
+      + `${a.message ?? ''}. ${when.join(', ')}. Press Enter to show the element.`;
     const error = this.errors.get(a.id);
-    return h('li', { class: `alarm sev-${a.severity || 'none'} state-${state_}`, dataset: { id: a.id, element: a.element } },
+    return h('li', { class: `alarm sev-${a.severity || 'none'} state-${phase}`, dataset: { id: a.id, element: a.element } },
       h('button', { class: 'alarm-go', 'aria-label': label, onclick: () => this.deps.onGo(a.element) },
         h('span', { class: 'alarm-state' }, words),
         h('span', { class: 'alarm-sev' }, a.severity ?? ''),
@@ -99,6 +99,21 @@ export class AlarmPanel {
         a.reason ? h('span', { class: 'alarm-reason' }, `Reason: ${a.reason}`) : null),
       this.#actions(a, name),
       error ? h('p', { class: 'alarm-error', role: 'alert' }, error) : null);
+  }
+
+  /** The property and its live value with unit (the value at the alarm's latest change when there is none). @param {Alarm} a */
+  #valueText(a) {
+    const live = this.deps.state.props.get(a.source ?? '')?.get(a.prop ?? '');
+    return `${a.prop ? `${a.prop} ` : ''}${live ? valueText(live.v, live.u) : valueText(a.value, a.unit)}`;
+  }
+
+  /** New values of alarms' sources: their items' values follow. @param {Set<string>} elements whose props changed */
+  #refreshValues(elements) {
+    for (const li of /** @type {NodeListOf<HTMLElement>} */ (this.root.querySelectorAll('li.alarm'))) {
+      const a = this.deps.state.alarms.get(li.dataset.id ?? '');
+      const value = li.querySelector('.alarm-value');
+      if (a && value && elements.has(a.source ?? '')) value.textContent = this.#valueText(a);
+    }
   }
 
   /** The buttons this role may use on this alarm in its state. @param {Alarm} a @param {string} name */
