@@ -62,7 +62,7 @@ def test_an_alarm_is_acknowledged_by_an_operator_with_the_keyboard_and_clears(li
     assert vic.locator("#alarm-count").inner_text() == "1"
     assert vic.locator("#alarms .alarm-ack, #alarms .alarm-shelve").count() == 0  # a viewer may not answer alarms
     live.ingest([{"element": TEMP, "prop": "temperature", "value": 99.5}])  # still an alarm: no transition
-    vic.wait_for_function("() => document.querySelector('#alarms .alarm-value').textContent === 'temperature 99.5 degC'")
+    vic.wait_for_function("document.querySelector('#alarms .alarm-value').textContent === 'temperature 99.5 degC'")
     label = vic.locator("#alarms .alarm-go").get_attribute("aria-label")
     assert live.twin.names[TEMP] in label and "unacknowledged" in label
     _alarm(otto, "unacknowledged")
