@@ -38,6 +38,11 @@ MAX_STRING_LEN = 256
 MS_TIMESTAMP_ABOVE = 1e11
 # Longest label a template may render: a viewer badge, not a paragraph.
 MAX_LABEL_LEN = 120
+# A property without a sample for this long is stale unless its binding says otherwise: field
+# instruments report every second to every minute, so five minutes of silence means the source is gone.
+DEFAULT_STALE_AFTER_S = 300.0
+# Longest stale_after: a source silent for a year is gone; one that may be silent longer says null (never).
+MAX_STALE_AFTER_S = 365 * 86400.0
 
 SCHEMA_ID = "https://twinview.dev/schemas/bindings.schema.json"
 
@@ -68,6 +73,9 @@ class Binding(_Spec, kw_only=True):
     offset: float = 0.0
     kind: Literal["number", "bool", "string"] = "number"
     range: Annotated[list[float], msgspec.Meta(min_length=2, max_length=2)] | None = None  # plausible [lo, hi]
+    # Seconds without a sample after which the value is stale (greyed in viewers); null = never (a source
+    # that reports on change only).
+    stale_after: Annotated[float, msgspec.Meta(gt=0, le=MAX_STALE_AFTER_S)] | None = DEFAULT_STALE_AFTER_S
 
 
 class Tag(_Spec, kw_only=True):
@@ -411,6 +419,11 @@ class Bindings:
     def binding(self, element: str, prop: str) -> Binding | None:
         return self._bound.get((element, prop))
 
+    def stale_after(self, element: str, prop: str) -> float | None:
+        """Seconds without a sample after which element.prop is stale; None = never (or unbound)."""
+        b = self._bound.get((element, prop))
+        return None if b is None else b.stale_after
+
     def is_bound(self, element: str, prop: str) -> bool:
         return (element, prop) in self._bound
 
@@ -485,6 +498,9 @@ def _lookup(doc: Any, steps: tuple[str | int, ...] | None, convert: Any, default
 # --- loading ----------------------------------------------------------------------------------
 
 
+_TYPE_MISMATCH_LAST = jsonschema.exceptions.by_relevance(weak=frozenset({"anyOf", "oneOf", "type"}))
+
+
 def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """Descend into anyOf errors, along the branch the `kind` discriminator selects when there is one.
 
@@ -493,8 +509,8 @@ def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError
     relevance = jsonschema.exceptions.relevance
     while error.validator == "anyOf" and error.context:
         disc = error.schema.get("discriminator") if isinstance(error.schema, dict) else None
-        if disc is None:
-            return jsonschema.exceptions.best_match(error.context)
+        if disc is None:  # e.g. a number or null: the branch of the value's own type says what is wrong
+            return jsonschema.exceptions.best_match(error.context, key=_TYPE_MISMATCH_LAST)
         kind = error.instance.get("kind") if isinstance(error.instance, dict) else None
         if kind not in disc["mapping"]:
             return error  # reported as "unknown kind" by the caller

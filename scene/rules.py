@@ -7,8 +7,10 @@ visibility rules, and `anomaly` is the OR of all anomaly rules.
 
 `observe` feeds each change to the threshold state machine and the anomaly detectors and returns
 alarm events. An alarm has a stable `id`; "raised" carries its current severity (so warning ->
-alarm is another "raised" with the same id), "cleared" ends it. `tick(now)` catches flat lines
-(stuck sensors, silent sources), which by definition produce no changes.
+alarm is another "raised" with the same id), "cleared" says its condition is gone. These are
+conditions of the process only: acknowledging and shelving are the alarm book's (viewer_server/alarms.py).
+`tick(now)` catches flat lines (stuck sensors, silent sources), which by definition produce no changes.
+`prime` lets the engine start from restored state after a restart.
 
 Anomaly flags change inside `observe` and `tick`, so a caller evaluates visuals *after* observing a
 change, and re-evaluates (event.layer, event.element) for every alarm event it gets.
@@ -72,6 +74,8 @@ class Visual(msgspec.Struct, omit_defaults=True):
     transform: Transform | None = None
     label: str | None = None
     anomaly: bool | None = None
+    # The "element/prop" values the label is made from: viewers show their age, quality and staleness with it.
+    label_props: list[str] | None = None
 
 
 class AlarmEvent(msgspec.Struct, frozen=True):
@@ -85,6 +89,7 @@ class AlarmEvent(msgspec.Struct, frozen=True):
     message: str
     ts: float  # source time of the triggering value
     value: Scalar | None = None
+    unit: str = ""  # of `value`
 
 
 def _number(pv: PropertyValue | None) -> float | None:
@@ -176,6 +181,7 @@ class _AnomalyState:
     flagged: bool = False
     normal_run: int = 0
     value: Scalar | None = None
+    unit: str = ""
     ts: float = 0.0
 
 
@@ -187,6 +193,7 @@ class _Compiled:
     anomaly: _AnomalyState | None = None
     status: Status = "ok"  # thresholds: the last status observed
     deps: set[tuple[str, str]] = field(default_factory=set)
+    label_props: list[str] | None = None  # labels: their deps as "element/prop", sorted
 
     @property
     def alarm_id(self) -> str:
@@ -205,6 +212,8 @@ class RuleEngine:
         for name, layer in bindings.layers.items():
             for i, rule in enumerate(layer.rules):
                 c = _Compiled(name, i, rule, deps=_dependencies(rule))
+                if isinstance(rule, LabelRule):
+                    c.label_props = sorted(f"{el}/{prop}" for el, prop in c.deps)
                 if isinstance(rule, AnomalyRule):
                     c.anomaly = _AnomalyState(rule, make_detector(rule.detector))
                     if rule.only_if is not None:
@@ -231,6 +240,41 @@ class RuleEngine:
         """The last "raised" event of every alarm that is currently active (for late joiners)."""
         return list(self._active.values())
 
+    def alarm_ids(self) -> set[str]:
+        """The id of every alarm the rules can raise (thresholds and anomaly rules)."""
+        return {c.alarm_id for c in self._rules if isinstance(c.rule, ThresholdsRule) or c.anomaly is not None}
+
+    def prime(self, state: TwinState, active: dict[str, str]) -> list[AlarmEvent]:
+        """Start from restored state (a server restart) and the alarms that were `active` before it (id ->
+        severity). Thresholds take the status of the current values; an anomaly alarm that was active stays
+        flagged until `clear_after` normal samples (its detector warms up again). Returns what differs:
+        "raised" for a threshold now outside its limits that was not active at that severity, "cleared" for
+        one that was active and no longer is."""
+        events: list[AlarmEvent] = []
+        for gate in self._by_gate:
+            pv = state.get(*gate)
+            if pv is not None:
+                self._gate_values[gate] = pv
+        for c in self._rules:
+            rule = c.rule
+            if isinstance(rule, ThresholdsRule):
+                pv = state.get(rule.element, rule.prop)
+                value = _number(pv)
+                severity = active.get(c.alarm_id)
+                was: Status | None = None if severity is None else "alarm" if severity == "alarm" else "warning"
+                if pv is None or value is None:
+                    c.status = was or "ok"  # no usable value: the alarm stays as it was until one comes
+                    continue
+                status = threshold_status(rule, value)
+                c.status = status
+                if status != "ok" and status != was:
+                    events.append(self._threshold_event(c, rule, status, was or "ok", pv, value))
+                elif status == "ok" and was is not None:
+                    events.append(self._threshold_event(c, rule, status, was, pv, value))
+            elif c.anomaly is not None and c.alarm_id in active:
+                c.anomaly.flagged = True
+        return events
+
     def evaluate(self, element: str, layer: str, state: TwinState) -> Visual:
         vis = Visual()
         translate: list[float] | None = None
@@ -238,6 +282,7 @@ class RuleEngine:
             rule = c.rule
             if isinstance(rule, LabelRule):
                 vis.label = render_label(rule.template, state.element(rule.element), rule.prop)
+                vis.label_props = c.label_props
                 continue
             if c.anomaly is not None:
                 vis.anomaly = bool(vis.anomaly) or c.anomaly.flagged
@@ -316,10 +361,13 @@ class RuleEngine:
         message: str,
         ts: float,
         value: Scalar | None,
+        unit: str,
     ) -> AlarmEvent:
         rule = c.rule
         prop = getattr(rule, "prop", None) or ""
-        ev = AlarmEvent(c.alarm_id, kind, rule.target_id, prop, rule.element, c.layer, severity, message, ts, value)
+        ev = AlarmEvent(
+            c.alarm_id, kind, rule.target_id, prop, rule.element, c.layer, severity, message, ts, value, unit
+        )
         if kind == "raised":
             self._active[ev.id] = ev
         else:
@@ -334,15 +382,20 @@ class RuleEngine:
         if status == c.status:
             return []
         previous, c.status = c.status, status
-        unit = change.current.unit
-        what = f"{rule.element}.{rule.prop} = {value:g} {unit}".rstrip()
-        ts, raw = change.current.ts, change.current.value
+        return [self._threshold_event(c, rule, status, previous, change.current, value)]
+
+    def _threshold_event(
+        self, c: _Compiled, rule: ThresholdsRule, status: Status, previous: Status, pv: PropertyValue, value: float
+    ) -> AlarmEvent:
+        """The event of a threshold going from `previous` to `status`. The message names the property, not
+        the element: viewers show the element by its name."""
+        what = f"{rule.prop} = {value:g} {pv.unit}".rstrip()
         if status == "ok":
             severity: Severity = "alarm" if previous == "alarm" else "warning"
-            return [self._event(c, "cleared", severity, f"{what}: back to normal", ts, raw)]
+            return self._event(c, "cleared", severity, f"{what}: back to normal", pv.ts, pv.value, pv.unit)
         side, bound = _breach(rule.alarm if status == "alarm" else rule.warning, value) or ("", 0.0)
-        msg = f"{what}: {side} {status} limit {bound:g} {unit}".rstrip()
-        return [self._event(c, "raised", status, msg, ts, raw)]
+        msg = f"{what}: {side} {status} limit {bound:g} {pv.unit}".rstrip()
+        return self._event(c, "raised", status, msg, pv.ts, pv.value, pv.unit)
 
     def _gate_open(self, st: _AnomalyState) -> bool:
         gate = st.rule.only_if
@@ -352,7 +405,7 @@ class RuleEngine:
         value = _number(change.current)
         if value is None or not self._gate_open(st):
             return []
-        st.value, st.ts = change.current.value, change.current.ts
+        st.value, st.unit, st.ts = change.current.value, change.current.unit, change.current.ts
         if st.detector.update(value, change.current.rx):
             st.normal_run = 0
             if st.flagged:
@@ -368,15 +421,15 @@ class RuleEngine:
     def _raise_anomaly(self, c: _Compiled, st: _AnomalyState, detail: str, ts: float) -> AlarmEvent:
         st.flagged, st.normal_run = True, 0
         rule = st.rule
-        msg = f"{rule.element}.{rule.prop}: {rule.detector.__struct_config__.tag} anomaly ({detail})"
-        return self._event(c, "raised", "warning", msg, ts, st.value)
+        msg = f"{rule.prop}: {rule.detector.__struct_config__.tag} anomaly ({detail})"
+        return self._event(c, "raised", "warning", msg, ts, st.value, st.unit)
 
     def _anomaly_clear(self, c: _Compiled, st: _AnomalyState, ts: float) -> list[AlarmEvent]:
         if not st.flagged:
             return []
         st.flagged, st.normal_run = False, 0
-        msg = f"{st.rule.element}.{st.rule.prop}: back to normal"
-        return [self._event(c, "cleared", "warning", msg, ts, st.value)]
+        msg = f"{st.rule.prop}: back to normal"
+        return [self._event(c, "cleared", "warning", msg, ts, st.value, st.unit)]
 
 
 def _dependencies(rule: Rule) -> set[tuple[str, str]]:

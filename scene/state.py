@@ -6,7 +6,9 @@ the history: a flat line is data too (a chart must show it, and a stuck-sensor c
 the history is bounded, so keeping it costs nothing that grows.
 
 `PropertyValue.ts` and `.rx` are the source and receive times of the last *change*; the time of the
-last *sample* is the newest history entry. A sample older than one already seen (a late batch, a
+last *sample* is the newest history entry. A property whose source fell silent is marked stale
+(`mark_stale`, `silent_since` = receive time of its last sample); the next sample, even with the same
+value, is a change back to fresh. A sample older than one already seen (a late batch, a
 reconnecting gateway) goes into the history in time order but never replaces the current value.
 """
 
@@ -45,6 +47,7 @@ class PropertyValue(msgspec.Struct, frozen=True):
     ts: float  # source time of the last change (receive time when the source gave none)
     rx: float  # receive time of the last change
     quality: Quality = "good"
+    silent_since: float | None = None  # set while stale: receive time of the last sample (see mark_stale)
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -103,11 +106,23 @@ class TwinState:
             and _same(old.value, reading.value)
             and old.unit == reading.unit
             and old.quality == reading.quality
+            and old.silent_since is None
         ):
             return None
         current = PropertyValue(reading.value, reading.unit, ts, rx, reading.quality)
         props[reading.prop] = current
         return Change(reading.element, reading.prop, current)
+
+    def mark_stale(self, element: str, prop: str, last_rx: float) -> Change | None:
+        """The source of element.prop has sent nothing since `last_rx` for too long: keep its value, flag it
+        stale. None when there is no value, or it is stale already."""
+        props = self._current.get(element)
+        old = None if props is None else props.get(prop)
+        if props is None or old is None or old.silent_since is not None:
+            return None
+        current = msgspec.structs.replace(old, silent_since=last_rx)
+        props[prop] = current
+        return Change(element, prop, current)
 
     def get(self, element: str, prop: str) -> PropertyValue | None:
         return self._current.get(element, {}).get(prop)

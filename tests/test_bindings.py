@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scene.bindings import (
+    DEFAULT_STALE_AFTER_S,
     Bindings,
     BindingsError,
     RejectedReading,
@@ -163,6 +164,8 @@ def test_missing_file(tmp_path: Path) -> None:
             "unknown kind 'sparkle'",
         ),
         (lambda d: d.update(version=2), "version", "2 is not one of [1]"),
+        (lambda d: d["bindings"][0].update(stale_after=0), "bindings[0].stale_after", "or equal to the minimum"),
+        (lambda d: d["bindings"][0].update(stale_after="5m"), "bindings[0].stale_after", "is not of type 'number'"),
     ],
 )
 def test_schema_violations_name_the_entry(tmp_path: Path, mutate: Any, entry: str, problem: str) -> None:
@@ -401,6 +404,18 @@ def test_tags_for_layer() -> None:
     bb = parse_bindings(data, known_elements=KNOWN)
     assert [t.id for t in bb.tags_for("ops")] == ["tag:T1"]
     assert [t.id for t in bb.tags_for("energy")] == ["tag:T1", "tag:T2"]
+
+
+def test_stale_after_defaults_to_five_minutes_and_null_means_never() -> None:
+    data = copy.deepcopy(BASE)
+    data["bindings"][0]["stale_after"] = 2.5
+    data["bindings"][1]["stale_after"] = None
+    bb = parse_bindings(data, known_elements=KNOWN)
+    first, second, third = bb.bindings[:3]
+    assert bb.stale_after(first.element, first.prop) == 2.5
+    assert bb.stale_after(second.element, second.prop) is None
+    assert bb.stale_after(third.element, third.prop) == DEFAULT_STALE_AFTER_S == 300.0
+    assert bb.stale_after("NOPE", "x") is None
 
 
 def test_is_bound(b: Bindings) -> None:

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from scene.rules import AlarmEvent
 from tests.live_server import live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
@@ -32,6 +33,9 @@ def test_the_matrix_covers_every_action_and_refuses_the_unknown() -> None:
     assert not allowed("admin", "no.such.action") and not allowed("root", Action.SESSION_JOIN)
 
 
+PRESSURE_ALARM = "operations.rules[1]"  # tests/live_server.py: PT-1's pressure thresholds, shown on P-1
+
+
 class Ctx:
     """One server for the module; each probe uses fresh user names, so cells do not interfere."""
 
@@ -49,6 +53,14 @@ class Ctx:
         service = self.srv.live.annotations
         topic, _ = await service.create_topic(Member("seed", self.room, author, "admin"), p.TopicDraft("seed"))
         return topic.guid
+
+    def alarm(self) -> str:
+        """The pressure alarm, raised afresh (unacknowledged) whatever an earlier probe did to it."""
+        hub = self.srv.live.hub
+        hub.alarms.alarms.pop(PRESSURE_ALARM, None)
+        raised = AlarmEvent(PRESSURE_ALARM, "raised", "P-1", "pressure", "PT-1", "operations", "alarm", "probe", 1.0)
+        hub.record_alarm(hub.alarms.condition(raised))  # type: ignore[arg-type]
+        return PRESSURE_ALARM
 
     async def comment(self, author: str) -> str:
         service = self.srv.live.annotations
@@ -195,7 +207,14 @@ async def _bindings_read(ctx: Ctx, c: TwinClient, user: str) -> bool:
         return "content" in await r.json()
 
 
-PROBES |= {Action.BCF_EXPORT: _bcf_export, Action.BCF_IMPORT: _bcf_import, Action.BINDINGS_READ: _bindings_read}
+PROBES |= {
+    Action.BCF_EXPORT: _bcf_export,
+    Action.BCF_IMPORT: _bcf_import,
+    Action.BINDINGS_READ: _bindings_read,
+    Action.ALARM_ACKNOWLEDGE: lambda ctx, c, u: _saved(c.acknowledge_alarm(ctx.alarm())),
+    Action.ALARM_SHELVE: lambda ctx, c, u: _saved(c.shelve_alarm(ctx.alarm(), 5, "probe")),
+    Action.ALARM_SERVICE: lambda ctx, c, u: _saved(c.alarm_out_of_service(ctx.alarm(), "probe")),
+}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -21,6 +21,11 @@ EVENT = p.Event(
     7, "alarm_raised", "operations.rules[1]", "P-1", 1.7e9, "pressure", "PT-1", "operations", "alarm", "high"
 )
 
+ALARM = p.Alarm(
+    "operations.rules[1]", "P-1", 1.7e9, "pressure", "PT-1", "operations", "alarm", "pressure = 5.7 bar", 5.7, "bar",
+    state="acknowledged", changed=1.7e9 + 5, revision=2, acknowledged_by="ann", acknowledged_at=1.7e9 + 5,
+)  # fmt: skip
+
 SAMPLES: list[object] = [
     p.Hello("web", "0.1.0"),
     p.Hello("py", "0.1.0", role="publisher", layer="energy", resume=p.Resume("abc", 42)),
@@ -40,6 +45,7 @@ SAMPLES: list[object] = [
         visuals={"P-1": VISUAL},
         alarms=[p.Alarm("operations.rules[1]", "P-1", 1.7e9)],
         presence={"s2": p.Presence("web", POSE, 1.7e9)},
+        alarm_history=[EVENT],
         resync=True,
         reason="epoch_changed",
     ),
@@ -97,6 +103,19 @@ SAMPLES: list[object] = [
         presenter={"s1": p.PresenterState("ann", "sid1", VIEWPOINT, 1.7e9, [p.Hand("bob", "sid2", 1.7e9)])},
     ),
     p.CommandAck("sent", "published to plant/V-1/cmd (QoS 1)", "V-1", "setpoint", "c1"),
+    p.AlarmAck("operations.rules[1]", "a1"),
+    p.AlarmShelve("operations.rules[1]", 30, "chattering while the valve is serviced", "a2"),
+    p.AlarmUnshelve("operations.rules[1]"),
+    p.AlarmOutOfService("operations.rules[1]", "transmitter replaced"),
+    p.AlarmInService("operations.rules[1]", "a3"),
+    p.Delta(
+        12,
+        12,
+        {"PT-1/pressure": p.PropState(5.7, 1.7e9, "bar", silent_since=1.7e9 + 3)},
+        events=[
+            p.Event(12, "alarm_acknowledged", "operations.rules[1]", "P-1", 1.7e9 + 5, user="ann", alarm=ALARM),
+        ],
+    ),
 ]
 
 

@@ -332,3 +332,63 @@ def test_any_template_either_is_refused_or_renders_safely(template: str, value: 
     state.apply(Reading("S", "p", value, "bar"), 1.0)
     label = render_label(template, state.element("S"), "p")
     assert isinstance(label, str) and len(label) <= MAX_LABEL_LEN
+
+
+def test_a_label_says_which_values_it_is_made_of() -> None:
+    rig = Rig()
+    rig.put("S", "p", 4.25)
+    assert rig.visual("S").label_props == ["S/mode", "S/p"]  # "{value:.1f} {unit} ({mode})" on S.p
+    assert rig.visual("P").label_props is None  # no label there
+
+
+def test_alarm_events_name_the_property_not_the_element_and_carry_the_unit() -> None:
+    rig = Rig()
+    [raised] = rig.put("S", "p", 9)
+    assert raised.message == "p = 9 bar: above alarm limit 8 bar" and raised.unit == "bar"
+
+
+def test_priming_after_a_restart_reports_only_what_changed_meanwhile() -> None:
+    """The state as restored: S.p = 9 (alarm). Before the restart the alarm was active as a warning."""
+    rig = Rig()
+    rig.state.apply(Reading("S", "p", 9.0, "bar", 5.0), 5.0)
+    [escalated] = rig.engine.prime(rig.state, {"ops.rules[1]": "warning"})
+    assert (escalated.kind, escalated.id, escalated.severity, escalated.value) == (
+        "raised",
+        "ops.rules[1]",
+        "alarm",
+        9.0,
+    )
+    # Primed: the same status is no news, a value back within limits clears it.
+    assert rig.put("S", "p", 9.5) == []
+    [cleared] = rig.put("S", "p", 3)
+    assert cleared.kind == "cleared"
+
+
+def test_priming_clears_an_alarm_whose_value_came_back_and_raises_one_nobody_knew() -> None:
+    rig = Rig()
+    rig.state.apply(Reading("S", "p", 3.0, "bar", 5.0), 5.0)
+    [cleared] = rig.engine.prime(rig.state, {"ops.rules[1]": "alarm"})
+    assert (cleared.kind, cleared.severity) == ("cleared", "alarm")
+    fresh = Rig()
+    fresh.state.apply(Reading("S", "p", 7.0, "bar", 5.0), 5.0)
+    assert [(e.kind, e.severity) for e in fresh.engine.prime(fresh.state, {})] == [("raised", "warning")]
+    assert fresh.engine.prime(fresh.state, {"ops.rules[1]": "warning"}) == []  # known already
+
+
+def test_priming_keeps_an_active_alarm_whose_value_is_unusable_until_a_good_one_comes() -> None:
+    rig = Rig()
+    rig.state.apply(Reading("S", "p", 3.0, "bar", 5.0, "bad"), 5.0)
+    assert rig.engine.prime(rig.state, {"ops.rules[1]": "alarm"}) == []
+    [cleared] = rig.put("S", "p", 3.0)
+    assert cleared.kind == "cleared"
+
+
+def test_priming_keeps_an_active_anomaly_flagged_until_clear_after_normal_samples() -> None:
+    rig = Rig()
+    rig.state.apply(Reading("P", "running", True, "", 5.0), 5.0)
+    assert rig.engine.prime(rig.state, {"ops.rules[5]": "warning"}) == []
+    assert rig.visual("P").anomaly is True
+    assert _feed_vibration(rig, [1.8, 1.81]) == []  # warming up counts as normal: 3 needed
+    [cleared] = _feed_vibration(rig, [1.82])
+    assert cleared.kind == "cleared" and rig.visual("P").anomaly is False
+    assert rig.engine.alarm_ids() == {"ops.rules[1]", "ops.rules[5]", "energy.rules[2]"}

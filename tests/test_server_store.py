@@ -25,8 +25,8 @@ async def test_store_logs_batches_prunes_and_keeps_last_values(tmp_path: Path, m
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         expected = {"meta", "scenes", "bindings", "log", "props", "rooms", "revocations", "topics", "comments", "audit"}
-        assert expected <= tables
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+        assert expected | {"alarms", "alarm_events"} <= tables
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
         assert db.execute("SELECT count(*) FROM log").fetchone()[0] <= 10  # pruned, newest kept
         (value,) = db.execute("SELECT value FROM props WHERE element = 'LT-1' AND prop = 'level'").fetchone()
         assert value == b"29.0"

@@ -107,11 +107,12 @@ async def test_resume_delivers_exactly_what_was_missed(tmp_path: Path) -> None:
         assert [e.kind for e in tc.events] == [
             "alarm_raised",
             "alarm_raised",
-            "alarm_cleared",
+            "alarm_returned",
             "alarm_raised",
-            "alarm_cleared",
+            "alarm_returned",
         ]
-        assert tc.props == watcher.props and tc.visuals == watcher.visuals and tc.alarms == watcher.alarms == {}
+        assert tc.props == watcher.props and tc.visuals == watcher.visuals and tc.alarms == watcher.alarms
+        assert [a.state for a in tc.alarms.values()] == ["returned"]  # listed until someone acknowledges it
         await tc.close()
         await watcher.close()
 

@@ -31,6 +31,18 @@ def test_same_value_unit_and_quality_is_no_change_but_is_still_a_sample() -> Non
     assert s.history("P1", "p") == [(1.0, 1.0), (2.0, 1.0)]
 
 
+def test_a_silent_source_is_marked_stale_and_its_next_sample_is_a_change_even_with_the_same_value() -> None:
+    s = TwinState()
+    assert s.mark_stale("P1", "p", 1.0) is None  # no value yet: nothing to mark
+    s.apply(Reading("P1", "p", 1.0, "bar", 1.0), 1.0)
+    stale = s.mark_stale("P1", "p", 1.0)
+    assert stale is not None and stale.current == PropertyValue(1.0, "bar", 1.0, 1.0, "good", silent_since=1.0)
+    assert s.mark_stale("P1", "p", 1.0) is None  # stale already
+    fresh = s.apply(Reading("P1", "p", 1.0, "bar", 900.0), 900.0)
+    assert fresh is not None and fresh.current == PropertyValue(1.0, "bar", 900.0, 900.0, "good")
+    assert s.apply(Reading("P1", "p", 1.0, "bar", 901.0), 901.0) is None  # fresh again: same value, no change
+
+
 def test_unit_or_quality_change_is_a_change() -> None:
     s = TwinState()
     s.apply(Reading("P1", "p", 1.0, "bar", 1.0), 1.0)

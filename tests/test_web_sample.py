@@ -65,7 +65,8 @@ def test_a_second_user_is_seen_with_frustum_and_laser(sample):
           v.flyTo(p, b.boxOf(id).getCenter(c.clone()), 0); }""",
             P_101,
         )
-        alice.wait_for_timeout(200)
+        # screenOf projects with the camera as last rendered: wait for the frame after the move.
+        alice.evaluate("new Promise((r) => window.twinview.viewer.addEventListener('frame', r, { once: true }))")
         at = alice.evaluate("id => window.twinview.screenOf(id)", P_101)
         alice.mouse.move(at["x"], at["y"])
         alice.mouse.move(at["x"] + 2, at["y"] + 1)

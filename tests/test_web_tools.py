@@ -56,7 +56,7 @@ def test_an_alarm_appears_and_flies_to_its_element(browser, live):
     assert dist < 0.01
     screenshot(page, "viewer-alarm")
     live.ingest([{"element": el1, "prop": "temperature", "value": 20.0}])
-    page.locator("#alarms li.empty").wait_for(timeout=5000)
+    page.locator("#alarms li.alarm.state-returned").wait_for(timeout=5000)  # listed until acknowledged
 
 
 def test_section_box_cuts_away_everything_else(browser, live):

@@ -51,7 +51,7 @@ def test_a_client_out_of_step_with_the_protocol_fails_the_check(tmp_path: Path):
     src = tmp_path / "src"
     # A handler reads a field `saved` does not have; another puts a string where the protocol has a number.
     _mutate(src / "topics" / "panel.js", "this.savedAt = msg.revision;", "this.savedAt = msg.rev;")
-    _mutate(src / "state.js", "since: ev.ts,", "since: ev.element,")
+    _mutate(src / "state.js", "this.seq = snap.seq;", "this.seq = snap.epoch;")
     # The protocol renames a field the client reads (the declarations regenerated, the client not updated).
     _mutate(src / "protocol_types.d.ts", "  u?: string;\n", "  unit?: string;\n")
     result = tsc("-p", "tsconfig.json", cwd=tmp_path)

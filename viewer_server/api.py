@@ -243,7 +243,7 @@ async def element(request: web.Request) -> web.Response:
     hub = live.hub
     props = {prop: prop_state(pv) for prop, pv in hub.state.element(eid).items()}
     visuals = {layer: vis[eid] for layer, vis in hub.visuals.items() if eid in vis}
-    alarms = [a for a in hub.alarms.values() if eid in (a.element, a.source)]
+    alarms = [a for a in hub.alarms.listed() if eid in (a.element, a.source)]
     specs = live.bindings.commands if live.bindings else ()
     commands = [ElementCommand(c.command, c.range, c.unit) for c in specs if c.element == eid]
     return reply(ElementDetail(record, props, visuals, alarms, commands))
@@ -251,7 +251,7 @@ async def element(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     hub = _live(request).hub
-    return reply(StateResponse(hub.scene_id, hub.epoch, hub.seq, hub.props, list(hub.alarms.values())))
+    return reply(StateResponse(hub.scene_id, hub.epoch, hub.seq, hub.props, hub.alarms.listed()))
 
 
 async def history(request: web.Request) -> web.Response:

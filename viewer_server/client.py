@@ -92,7 +92,8 @@ class TwinClient:
         # The mirrored state.
         self.props: dict[str, p.PropState] = {}
         self.visuals: dict[str, p.Visual] = {}  # by element, for self.layer
-        self.alarms: dict[str, p.Alarm] = {}
+        self.alarms: dict[str, p.Alarm] = {}  # the listed alarms (every state but normal) by id
+        self.alarm_history: deque[p.Event] = deque(maxlen=CLIENT_EVENTS_MAX)  # alarm events, oldest first
         self.presence: dict[str, p.Presence] = {}
         self.events: deque[p.Event] = deque(maxlen=CLIENT_EVENTS_MAX)
         self.topics: dict[str, p.Topic] = {}  # of the session, by guid (deleted ones flagged)
@@ -194,27 +195,27 @@ class TwinClient:
 
     async def create_topic(self, draft: p.TopicDraft, timeout: float = 10.0) -> p.Saved:
         """Create a topic; returns `saved` once it is on the server's disk. RequestRefused if refused."""
-        return await self._annotate(lambda ref: p.TopicCreate(draft, ref), timeout)
+        return await self._request_saved(lambda ref: p.TopicCreate(draft, ref), timeout)
 
     async def update_topic(self, guid: str, revision: int, timeout: float = 10.0, **fields: Any) -> p.Saved:
         """Change fields (status=…, title=…, assignee="" to clear …) of a topic known at `revision`."""
-        return await self._annotate(lambda ref: p.TopicUpdate(guid, revision, **fields, ref=ref), timeout)
+        return await self._request_saved(lambda ref: p.TopicUpdate(guid, revision, **fields, ref=ref), timeout)
 
     async def delete_topic(self, guid: str, revision: int, timeout: float = 10.0) -> p.Saved:
-        return await self._annotate(lambda ref: p.TopicDelete(guid, revision, ref), timeout)
+        return await self._request_saved(lambda ref: p.TopicDelete(guid, revision, ref), timeout)
 
     async def add_comment(
         self, topic: str, text: str, *, reply_to: str | None = None, timeout: float = 10.0
     ) -> p.Saved:
-        return await self._annotate(lambda ref: p.CommentAdd(topic, text, reply_to=reply_to, ref=ref), timeout)
+        return await self._request_saved(lambda ref: p.CommentAdd(topic, text, reply_to=reply_to, ref=ref), timeout)
 
     async def edit_comment(self, guid: str, revision: int, text: str, timeout: float = 10.0) -> p.Saved:
-        return await self._annotate(lambda ref: p.CommentEdit(guid, revision, text, ref), timeout)
+        return await self._request_saved(lambda ref: p.CommentEdit(guid, revision, text, ref), timeout)
 
     async def delete_comment(self, guid: str, revision: int, timeout: float = 10.0) -> p.Saved:
-        return await self._annotate(lambda ref: p.CommentDelete(guid, revision, ref), timeout)
+        return await self._request_saved(lambda ref: p.CommentDelete(guid, revision, ref), timeout)
 
-    async def _annotate(self, make: Callable[[str], Any], timeout: float) -> p.Saved:
+    async def _request_saved(self, make: Callable[[str], Any], timeout: float) -> p.Saved:
         ref = f"r{next(self._refs)}"
         answer = await self._request(make(ref), ref, timeout)
         if isinstance(answer, p.Error):
@@ -230,6 +231,22 @@ class TwinClient:
         if isinstance(answer, p.Error):
             raise RequestRefused(answer)
         return answer
+
+    async def acknowledge_alarm(self, alarm_id: str, timeout: float = 10.0) -> p.Saved:
+        """Acknowledge an alarm; returns `saved` once committed. RequestRefused (forbidden, alarm_state, …)."""
+        return await self._request_saved(lambda ref: p.AlarmAck(alarm_id, ref), timeout)
+
+    async def shelve_alarm(self, alarm_id: str, minutes: int, reason: str, timeout: float = 10.0) -> p.Saved:
+        return await self._request_saved(lambda ref: p.AlarmShelve(alarm_id, minutes, reason, ref), timeout)
+
+    async def unshelve_alarm(self, alarm_id: str, timeout: float = 10.0) -> p.Saved:
+        return await self._request_saved(lambda ref: p.AlarmUnshelve(alarm_id, ref), timeout)
+
+    async def alarm_out_of_service(self, alarm_id: str, reason: str, timeout: float = 10.0) -> p.Saved:
+        return await self._request_saved(lambda ref: p.AlarmOutOfService(alarm_id, reason, ref), timeout)
+
+    async def alarm_in_service(self, alarm_id: str, timeout: float = 10.0) -> p.Saved:
+        return await self._request_saved(lambda ref: p.AlarmInService(alarm_id, ref), timeout)
 
     async def send_presence(self, pose: p.Pose) -> None:
         await self.send(p.PresenceUpdate(pose))
@@ -363,6 +380,7 @@ class TwinClient:
         self.props = dict(snap.props)
         self.visuals = dict(snap.visuals)
         self.alarms = {a.id: a for a in snap.alarms}
+        self.alarm_history = deque(snap.alarm_history, maxlen=CLIENT_EVENTS_MAX)
         self.presence = dict(snap.presence)
         self.topics = {t.guid: t for t in snap.topics}
         self.comments = {c.guid: c for c in snap.comments}
@@ -388,13 +406,12 @@ class TwinClient:
                 continue
             self._last_event_seq = event.seq
             self.events.append(event)
-            if event.kind == "alarm_raised":
-                self.alarms[event.id] = p.Alarm(
-                    event.id, event.element, event.ts, event.prop, event.source, event.layer,
-                    event.severity, event.message, event.value,
-                )  # fmt: skip
-            elif event.kind == "alarm_cleared":
-                self.alarms.pop(event.id, None)
+            if event.alarm is not None:  # an alarm transition: the alarm at its new state (normal: unlisted)
+                if event.alarm.state == "normal":
+                    self.alarms.pop(event.id, None)
+                else:
+                    self.alarms[event.id] = event.alarm
+                self.alarm_history.append(event)
             elif event.topic is not None:  # topic_created / _updated / _deleted: the topic at its revision
                 self.topics[event.topic.guid] = event.topic
             elif event.comment is not None:

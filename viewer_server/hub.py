@@ -2,7 +2,9 @@
 
 Readings come in through `apply` (from `Ingest`); each resulting change gets the next seq, goes into
 the resume log, and into the pending window. At most every FLUSH_INTERVAL_S the window becomes one
-`Batch`, published on the bus (fan-out to every session's outbox) and queued for the store.
+`Batch`, published on the bus (fan-out to every session's outbox) and queued for the store. The
+periodic `tick` finds what no reading announces: flat lines, sources gone silent (stale values) and
+shelvings whose time is up. Alarm transitions are decided by the alarm book (viewer_server/alarms.py).
 """
 
 from __future__ import annotations
@@ -11,16 +13,22 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+import msgspec
+
+from scene.freshness import SilenceWatch
 from scene.rules import AlarmEvent
 from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
 from viewer_server.resume_log import ResumeLog
-from viewer_server.rules_adapter import LiveRules, to_event
+from viewer_server.rules_adapter import LiveRules
 from viewer_server.store import Store
+
+if TYPE_CHECKING:
+    from viewer_server.alarms import AlarmBook
 
 # One flush window: one frame at 60 Hz, as viser does; a change after a quiet period goes at once.
 FLUSH_INTERVAL_S: Final = 1 / 60
@@ -35,7 +43,7 @@ def visual_key(element: str, layer: str) -> str:
 
 
 def prop_state(pv: PropertyValue) -> p.PropState:
-    return p.PropState(pv.value, pv.ts, pv.unit, pv.quality)
+    return p.PropState(pv.value, pv.ts, pv.unit, pv.quality, pv.silent_since)
 
 
 class SceneHub:
@@ -46,6 +54,7 @@ class SceneHub:
         scene_id: str,
         *,
         rules: LiveRules,
+        alarms: AlarmBook,
         bus: Bus,
         store: Store | None,
         epoch: str | None = None,
@@ -62,7 +71,8 @@ class SceneHub:
         self.log = ResumeLog()
         self.props: dict[str, p.PropState] = {}
         self.visuals: dict[str, dict[str, p.Visual]] = {layer: {} for layer in rules.layers}
-        self.alarms: dict[str, p.Alarm] = {}  # active alarms by id
+        self.alarms = alarms  # the alarm list and its recent history
+        self.silence = SilenceWatch(rules.stale_after)
         self.presence: dict[str, p.Presence] = {}
         self.presence_room: dict[str, str] = {}  # connection id -> its collaboration session
         self._window_state: dict[StateKey, StateValue] = {}
@@ -73,17 +83,28 @@ class SceneHub:
         self._last_flush = 0.0
         # Called with (element, prop) after each change, e.g. procedures checking value conditions.
         self.on_change: list[Callable[[str, str], None]] = []
+        # Called with each alarm transition of the process (not people's: their desk writes those), numbered.
+        self.on_alarm: list[Callable[[p.Event], None]] = []
 
     # --- start-up --------------------------------------------------------------------------------
 
     def restore(self, saved: dict[str, dict[str, PropertyValue]]) -> None:
-        """Load persisted values and compute every visual, before serving (no seq, no deltas)."""
+        """Load persisted values (stale at once if their source has been silent for too long) and compute
+        every visual, before serving (no deltas). The alarm book holds what was listed before the restart:
+        the rules start from these values and alarms, and what changed meanwhile (a value back within its
+        limits, or outside them) becomes alarm events, the first of this run."""
         self.state.restore(saved)
-        for element, props in saved.items():
+        self.silence.seen_all((el, prop, pv.rx) for el, props in saved.items() for prop, pv in props.items())
+        for element, prop, last in self.silence.expired(self.clock()):
+            self.state.mark_stale(element, prop, last)
+        for element, props in self.state.snapshot().items():
             for prop, pv in props.items():
                 self.props[prop_key(element, prop)] = prop_state(pv)
+        active = {a.id: a.severity for a in self.alarms.listed() if a.active}
+        primed = self.rules.prime(self.state, active)
         for layer, element in self.rules.all_targets():
             self.visuals[layer][element] = self.rules.visual(element, layer, self.state)
+        self._emit(primed)
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -91,6 +112,7 @@ class SceneHub:
         """Apply validated readings; returns how many changed the state."""
         changed = 0
         for reading in readings:
+            self.silence.seen(reading.element, reading.prop, rx)
             change = self.state.apply(reading, rx)
             if change is not None:
                 changed += 1
@@ -113,12 +135,22 @@ class SceneHub:
             observer(change.element, change.prop)
 
     def tick(self) -> None:
-        """Periodic check for flat lines (stuck or silent sensors), which produce no changes."""
-        alarms = self.rules.tick(self.clock())
+        """Periodic check for what produces no changes: flat lines (stuck or silent sensors), sources silent
+        for longer than their stale_after, and shelvings whose time is up."""
+        now = self.clock()
+        alarms = self.rules.tick(now)
         for alarm in alarms:
             self._refresh_visual(alarm.layer, alarm.element)
         self._emit(alarms)
-        if alarms:
+        for element, prop, last in self.silence.expired(now):
+            change = self.state.mark_stale(element, prop, last)
+            if change is not None:
+                key = prop_key(element, prop)
+                self.props[key] = prop_state(change.current)
+                self._record((PROP, key, ""), self.props[key])
+        for draft in self.alarms.expired(now):
+            self._persisted(self.record_alarm(draft))
+        if self.seq >= self._window_first:
             self._schedule_flush()
 
     def _refresh_visual(self, layer: str, element: str) -> None:
@@ -128,24 +160,21 @@ class SceneHub:
             self._record((VISUAL, visual_key(element, layer), layer), visual)
 
     def _emit(self, alarms: list[AlarmEvent]) -> None:
+        """Changes of alarm conditions -> the transitions they make in the alarm book."""
         for alarm in alarms:
-            event = to_event(alarm, self._next_seq())
-            if event.kind == "alarm_raised":
-                self.alarms[event.id] = p.Alarm(
-                    event.id,
-                    event.element,
-                    event.ts,
-                    event.prop,
-                    event.source,
-                    event.layer,
-                    event.severity,
-                    event.message,
-                    event.value,
-                )
-            else:
-                self.alarms.pop(event.id, None)
-            self.log.append_event(event)
-            self._window_events.append(event)
+            draft = self.alarms.condition(alarm)
+            if draft is not None:
+                self._persisted(self.record_alarm(draft))
+
+    def record_alarm(self, draft: p.Event) -> p.Event:
+        """Number an alarm transition, apply it to the book at once (the next decision sees it) and send it."""
+        event = self.emit_event(lambda seq: msgspec.structs.replace(draft, seq=seq))
+        self.alarms.apply(event)
+        return event
+
+    def _persisted(self, event: p.Event) -> None:
+        for observer in self.on_alarm:
+            observer(event)
 
     def set_presence(self, session_id: str, presence: p.Presence | None, room: str = "") -> None:
         """A connection's pose (or None when it leaves): state, coalesced per connection, seen only by
@@ -232,7 +261,8 @@ class SceneHub:
             manifest_url=urls["manifest"],
             props=dict(self.props),
             visuals=dict(self.visuals[layer]),
-            alarms=list(self.alarms.values()),
+            alarms=self.alarms.listed(),
+            alarm_history=list(self.alarms.history),
             presence={sid: pr for sid, pr in self.presence.items() if self.presence_room.get(sid, "") in ("", room)},
             resync=resync,
             reason=reason,

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from scene.bindings import Bindings, load_bindings
 from scene.procedure_file import load_procedures
+from viewer_server.alarms import AlarmBook, AlarmDesk, load_alarms
 from viewer_server.annotations import Annotations
 from viewer_server.auth import SECRET_BYTES, load_secret
 from viewer_server.bus import Bus
@@ -46,6 +47,7 @@ class LiveScene:
     presenters: Presenters | None = None  # presenter mode and raised hands per session
     procedures: Procedures | None = None  # guided procedures per session (needs the store)
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
+    alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
 
     @classmethod
     def open(
@@ -59,16 +61,18 @@ class LiveScene:
         mqtt_url: str | None = None,
     ) -> LiveScene:
         """Load the manifest, bindings and procedures (validated against its element ids) and restore
-        the last persisted values and procedure runs. Raises SceneError, BindingsError or ProcedureError."""
+        the last persisted values, alarms and procedure runs. Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
         text = bindings_path.read_text() if bindings_path is not None else None
         rules = LiveRules(bindings)
-        hub = SceneHub(scene.id, rules=rules, bus=bus, store=store)
+        hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store)
+        desk = AlarmDesk(hub, store) if store is not None else None
         if store is not None:
             store.save_scene(scene.id, scene_dir, scene.manifest_bytes)
             if bindings_path is not None and text is not None:
                 store.save_bindings(scene.id, bindings_path, text.encode())
+            hub.alarms.restore(*store.submit(lambda db: load_alarms(db, scene.id)).result(), known=rules.alarm_ids())
             hub.restore(store.load_props(scene.id))
         else:
             hub.restore({})
@@ -88,6 +92,7 @@ class LiveScene:
             presenters=Presenters(hub, known),
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
+            alarm_desk=desk,
         )  # fmt: skip
 
 

@@ -37,6 +37,9 @@ class Action(enum.StrEnum):
     PROCEDURE_PROGRESS = "procedure.progress"  # complete one's own step
     PRESENTER_TAKE = "presenter.take"
     COMMAND_SEND = "command.send"
+    ALARM_ACKNOWLEDGE = "alarm.acknowledge"
+    ALARM_SHELVE = "alarm.shelve"  # shelve for a time, and unshelve
+    ALARM_SERVICE = "alarm.service"  # take out of service, and put back
     BCF_EXPORT = "bcf.export"
     BCF_IMPORT = "bcf.import"
     SESSION_MANAGE = "session.manage"  # create sessions, issue tokens
@@ -49,6 +52,7 @@ class Action(enum.StrEnum):
 _ALL: Final = frozenset(ROLES)
 _LEADS: Final = frozenset({"presenter", "admin"})
 _ADMIN: Final = frozenset({"admin"})
+_OPERATORS: Final = frozenset({"operator", "admin"})
 
 MATRIX: Final[dict[Action, frozenset[Role]]] = {
     Action.SESSION_JOIN: _ALL,
@@ -69,6 +73,11 @@ MATRIX: Final[dict[Action, frozenset[Role]]] = {
     Action.PRESENTER_TAKE: _LEADS,
     # Commands move real equipment: only the operator, who is accountable for it — not even admin.
     Action.COMMAND_SEND: frozenset({"operator"}),
+    # Alarms are the operator's to answer; an admin stands in. Taking one out of service is a maintenance
+    # decision with no time limit: admin only.
+    Action.ALARM_ACKNOWLEDGE: _OPERATORS,
+    Action.ALARM_SHELVE: _OPERATORS,
+    Action.ALARM_SERVICE: _ADMIN,
     Action.BCF_EXPORT: AUTHORS,
     Action.BCF_IMPORT: _LEADS,
     Action.SESSION_MANAGE: _ADMIN,
@@ -118,6 +127,8 @@ def markdown() -> str:
         "their open connections to it (4003 `token revoked`); a new link lets them in again.",
         "`bindings.read`: `GET /api/bindings` answers everyone with the layers, the file's name (never its folder)",
         "and hash; the file's text, its ingest keys and MQTT topics only to these roles (a token of any session).",
+        "`alarm.*` actions act on the scene's alarms, which every session shares; each use is written to the",
+        "audit trail of the session it was made in.",
         "",
     ]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -60,6 +60,15 @@ ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
+ERR_ALARM_STATE: Final = "alarm_state"  # the alarm's state does not allow this (e.g. acknowledged already)
+
+# Longest alarm id a request may name: ids are "<layer>.rules[<i>]", a layer name is at most 64 characters.
+MAX_ALARM_ID: Final = 128
+# Longest shelving: ISA-18.2 wants shelving time-limited; a day covers the longest shift and its handover.
+MAX_SHELVE_MINUTES: Final = 24 * 60
+# Longest reason for shelving or taking an alarm out of service: a sentence for the log, not a report.
+MAX_ALARM_REASON: Final = 500
+
 # The error code of each kind of broken annotation limit (`topics.TopicError.kind`).
 TOPIC_ERROR_CODES: Final = {"invalid": ERR_BAD_MESSAGE, "too_long": ERR_TOO_LONG, "unknown": ERR_NOT_FOUND}
 
@@ -107,12 +116,15 @@ class Rejection(msgspec.Struct, omit_defaults=True):
 
 
 class PropState(msgspec.Struct, omit_defaults=True):
-    """The current value of one element property: value, source timestamp, unit, quality."""
+    """The current value of one element property: value, source time of its last change, unit, quality;
+    `silent_since` is present while the source is stale (no sample for longer than its binding's
+    `stale_after`): the server receive time of its last sample."""
 
     v: bool | int | float | str
     ts: float
     u: str = ""
     q: Literal["good", "uncertain", "bad"] = "good"
+    silent_since: float | None = None
 
 
 class Pose(msgspec.Struct, omit_defaults=True):
@@ -136,11 +148,44 @@ class Presence(msgspec.Struct, omit_defaults=True):
     user: str = ""
 
 
+AlarmState = Literal["normal", "unacknowledged", "acknowledged", "returned", "shelved", "out_of_service"]
+
+
+class Alarm(msgspec.Struct, omit_defaults=True):
+    """An alarm in the list (the snapshot's `alarms`; every alarm event carries it at its new state), with
+    its ISA-18.2 state: `unacknowledged` (active), `acknowledged` (active), `returned` (to normal, not yet
+    acknowledged), `shelved` or `out_of_service` (suppressed, `active` says whether the condition holds);
+    `normal` (only in events) = it left the list. `element` shows it, `source`.`prop` triggered it."""
+
+    id: str
+    element: str
+    since: float  # source time the condition became active
+    prop: str = ""
+    source: str = ""
+    layer: str = ""
+    severity: str = ""
+    message: str = ""
+    value: bool | int | float | str | None = None  # at the latest change of the condition
+    unit: str = ""
+    state: AlarmState = "unacknowledged"
+    active: bool = True  # the condition holds now
+    changed: float = 0.0  # time of the latest transition
+    revision: int = 0  # transitions since it was raised
+    returned: float | None = None  # source time the condition went back to normal (while it is not active)
+    acknowledged_by: str = ""
+    acknowledged_at: float | None = None
+    suppressed_by: str = ""  # who shelved it or took it out of service
+    suppressed_at: float | None = None
+    shelved_until: float | None = None  # shelved: when it comes back by itself
+    reason: str = ""  # why it was shelved or taken out of service
+
+
 class Event(msgspec.Struct, omit_defaults=True):
     """Something that happened; delivered exactly once, in seq order, never coalesced.
 
-    kind "alarm_raised" (also when an active alarm changes severity: same `id`) or "alarm_cleared".
-    `element` shows the alarm; `source` is the element whose property triggered it.
+    Alarm kinds (ALARM_EVENTS) carry the whole `alarm` at its new state, `user` who changed it ("" = the
+    process, or the end of a shelving); `element` shows the alarm, `source` is the element whose property
+    triggered it.
     Annotation kinds (ANNOTATION_EVENTS) carry the whole `topic` or `comment` at its new revision, `id`
     being its guid, `user` who changed it. An event with a `session` reaches only that session's clients.
     """
@@ -167,7 +212,20 @@ class Event(msgspec.Struct, omit_defaults=True):
     run: ProcedureRun | None = None  # procedure_started: the whole run, steps included
     command: str = ""  # command_sent
     point: Point | None = None  # markup_created
+    alarm: Alarm | None = None  # alarm kinds: the alarm at its new state
 
+
+# Event kinds of the alarm life cycle (viewer_server/alarms.py); each carries the whole alarm.
+ALARM_EVENTS: Final = (
+    "alarm_raised",  # the condition became active (or changed severity)
+    "alarm_acknowledged",
+    "alarm_returned",  # the condition went back to normal; the alarm stays listed (unacknowledged, or suppressed)
+    "alarm_cleared",  # the condition went back to normal after it was acknowledged: the alarm leaves the list
+    "alarm_shelved",
+    "alarm_unshelved",  # by someone, or when the shelving time is up (user "")
+    "alarm_out_of_service",
+    "alarm_in_service",
+)
 
 # Event kinds of guided procedures and operator commands.
 PROCEDURE_EVENTS: Final = ("procedure_started", "procedure_step", "step_completed", "procedure_finished")
@@ -182,20 +240,6 @@ ANNOTATION_EVENTS: Final = (
     "comment_edited",
     "comment_deleted",
 )
-
-
-class Alarm(msgspec.Struct, omit_defaults=True):
-    """An alarm that is currently raised (part of the snapshot state): its latest raise."""
-
-    id: str
-    element: str
-    since: float
-    prop: str = ""
-    source: str = ""
-    layer: str = ""
-    severity: str = ""
-    message: str = ""
-    value: bool | int | float | str | None = None
 
 
 # --- multi-user sessions: procedures, presenter mode, operator commands (docs/PROTOCOL.md §11) ---
@@ -439,6 +483,52 @@ class CommentDelete(Base, tag="comment_delete"):
     ref: str | None = None
 
 
+AlarmId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ALARM_ID)]
+AlarmReason = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ALARM_REASON)]
+
+
+class AlarmAck(Base, tag="alarm_ack"):
+    """Acknowledge an unacknowledged or returned alarm (`alarm.acknowledge`); answered with `saved`."""
+
+    id: AlarmId
+    ref: str | None = None
+
+
+class AlarmShelve(Base, tag="alarm_shelve"):
+    """Shelve a listed alarm for `minutes` (`alarm.shelve`): it stays listed but does not ask for attention
+    until someone unshelves it or the time is up; answered with `saved`."""
+
+    id: AlarmId
+    minutes: Annotated[int, msgspec.Meta(ge=1, le=MAX_SHELVE_MINUTES)]
+    reason: AlarmReason
+    ref: str | None = None
+
+
+class AlarmUnshelve(Base, tag="alarm_unshelve"):
+    """End a shelving early (`alarm.shelve`); answered with `saved`."""
+
+    id: AlarmId
+    ref: str | None = None
+
+
+class AlarmOutOfService(Base, tag="alarm_out_of_service"):
+    """Take a listed alarm out of service until it is put back (`alarm.service`), e.g. while its instrument
+    is repaired; answered with `saved`."""
+
+    id: AlarmId
+    reason: AlarmReason
+    ref: str | None = None
+
+
+class AlarmInService(Base, tag="alarm_in_service"):
+    """Put an alarm that is out of service back (`alarm.service`); answered with `saved`."""
+
+    id: AlarmId
+    ref: str | None = None
+
+
+AlarmRequest = AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService
+
 # Procedures, presenter mode, raised hands, quick markup and operator commands (§11).
 CollabRequest = (
     ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower
@@ -447,7 +537,7 @@ CollabRequest = (
 
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
-ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest
+ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
 
 
 # --- server -> client --------------------------------------------------------------------------
@@ -486,8 +576,9 @@ class Snapshot(Base, tag="snapshot"):
     manifest_url: str
     props: dict[str, PropState]
     visuals: dict[str, Visual]
-    alarms: list[Alarm]
+    alarms: list[Alarm]  # every listed alarm (not normal), shelved and out-of-service ones included
     presence: dict[str, Presence] = {}
+    alarm_history: list[Event] = []  # the latest alarm events (at most ALARM_HISTORY_MAX), oldest first
     resync: bool = False
     reason: str | None = None
     session: str = ""
@@ -532,7 +623,8 @@ class Error(Base, tag="error"):
 
 
 class Saved(Base, tag="saved"):
-    """Answer to an annotation request, sent after the change is committed to disk: `seq` is its event."""
+    """Answer to an annotation or alarm request, sent after the change is committed to disk: `seq` is its
+    event; for an alarm, `guid` is its id and `revision` the alarm's."""
 
     ref: str | None
     kind: str

@@ -1,4 +1,4 @@
-"""The rules engine as the hub uses it: layers, visuals, alarms as protocol events.
+"""The rules engine as the hub uses it: layers, visuals, alarm conditions, how long values stay fresh.
 
 A scene served without a bindings file has one layer ("default") and no rules.
 """
@@ -17,6 +17,7 @@ NO_BINDINGS_LAYER: Final = "default"
 
 class LiveRules:
     def __init__(self, bindings: Bindings | None) -> None:
+        self.bindings = bindings
         self.engine = RuleEngine(bindings) if bindings is not None else None
         self.layers: list[str] = self.engine.layers() if self.engine else [NO_BINDINGS_LAYER]
         self.default_layer = bindings.default_layer if bindings is not None else NO_BINDINGS_LAYER
@@ -39,18 +40,11 @@ class LiveRules:
     def tick(self, now: float) -> list[AlarmEvent]:
         return self.engine.tick(now) if self.engine else []
 
+    def prime(self, state: TwinState, active: dict[str, str]) -> list[AlarmEvent]:
+        return self.engine.prime(state, active) if self.engine else []
 
-def to_event(alarm: AlarmEvent, seq: int) -> p.Event:
-    return p.Event(
-        seq=seq,
-        kind=f"alarm_{alarm.kind}",
-        id=alarm.id,
-        element=alarm.element,
-        ts=alarm.ts,
-        prop=alarm.prop,
-        source=alarm.source,
-        layer=alarm.layer,
-        severity=alarm.severity,
-        message=alarm.message,
-        value=alarm.value,
-    )
+    def alarm_ids(self) -> set[str]:
+        return self.engine.alarm_ids() if self.engine else set()
+
+    def stale_after(self, element: str, prop: str) -> float | None:
+        return self.bindings.stale_after(element, prop) if self.bindings is not None else None

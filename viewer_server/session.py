@@ -42,7 +42,7 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
@@ -246,6 +246,8 @@ class Session:
             await self._annotate(message)
         elif isinstance(message, p.CollabRequest):
             await self._collaborate(message)
+        elif isinstance(message, p.AlarmRequest):
+            await self._answer_alarm(message)
         else:
             await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
 
@@ -284,6 +286,16 @@ class Session:
                 live.presenters.handle(member, message)
         except Refused as exc:
             await self._reply(exc.frame(getattr(message, "ref", None) or tag))
+
+    async def _answer_alarm(self, message: p.AlarmRequest) -> None:
+        """Acknowledge, shelve, unshelve, out of / back in service (PROTOCOL.md §13): `saved` or an error."""
+        tag = type(message).__struct_config__.tag
+        try:
+            if self.live.alarm_desk is None or self.member is None:
+                raise Refused(p.ERR_BAD_MESSAGE, f"{tag} needs a server with a data dir")
+            await self._reply(await self.live.alarm_desk.handle(self.member, message))
+        except Refused as exc:
+            await self._reply(exc.frame(message.ref or tag))
 
     async def _publish(self, message: p.Publish) -> None:
         if not allowed(self.role, Action.TELEMETRY_PUBLISH):

@@ -3,9 +3,9 @@
 Writes go through one writer thread fed by a queue, in one transaction per flush window, so the
 event loop never waits on the disk. Reads happen at start-up (before serving), for rare REST calls and,
 for `revocations`, once per token check. Collaboration (`rooms`, `revocations`, `topics`, `comments`,
-`attachments`, `audit`) is written through `run(fn)`: `fn(db)` runs on the writer thread in its own
-savepoint, and the awaiting caller resumes only after the COMMIT, so whatever the server acknowledges
-survives a crash of the process.
+`attachments`, `audit`) and operators' alarm transitions are written through `run(fn)`: `fn(db)` runs on
+the writer thread in its own savepoint, and the awaiting caller resumes only after the COMMIT, so
+whatever the server acknowledges survives a crash of the process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from viewer_server.topics import Attachment, Comment, Topic
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 STORE_FILE: Final = "twinview.sqlite"
 # Rows of the change log kept on disk (audit and post-mortem); pruned on every write, newest kept.
 STORE_LOG_MAX_ROWS: Final = 200_000
@@ -83,6 +83,11 @@ CREATE TABLE IF NOT EXISTS procedure_events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, run TEXT NOT NULL, ts REAL NOT NULL,
   kind TEXT NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS procedure_events_by_session ON procedure_events (session, id);
+CREATE TABLE IF NOT EXISTS alarms (scene TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (scene, id));
+CREATE TABLE IF NOT EXISTS alarm_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, scene TEXT NOT NULL, ts REAL NOT NULL, alarm TEXT NOT NULL,
+  kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS alarm_events_by_scene ON alarm_events (scene, id);
 """
 
 _enc = msgspec.json.Encoder()

@@ -22,6 +22,9 @@ export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
   'procedure.control': LEADS,
   'presenter.take': LEADS,
   'command.send': ['operator'],
+  'alarm.acknowledge': ['operator', 'admin'],
+  'alarm.shelve': ['operator', 'admin'],
+  'alarm.service': ['admin'],
 });
 
 /**

@@ -1,5 +1,7 @@
 // Boot: connect the session, load the scene the server names, wire the panels, expose the test hook.
 import { Vector3 } from 'three';
+import { bindAlarmHistory } from './alarms/history.js';
+import { AlarmPanel } from './alarms/panel.js';
 import { linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
@@ -13,8 +15,9 @@ import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
 import { TwinView } from './twin_view.js';
-import { bindAlarmList } from './ui/alarms.js';
 import { $ } from './ui/dom.js';
+import { Freshness } from './ui/freshness.js';
+import { startLayout } from './ui/layout.js';
 import { bindLegend } from './ui/legend.js';
 import { clearNotice, showNotice, showProgress } from './ui/notice.js';
 import { PropertiesPanel } from './ui/properties.js';
@@ -68,6 +71,7 @@ const session = new Session(state, {
   layer: params.get('layer'),
 });
 const labels = new Labels(viewer, $('#labels'));
+const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
 const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
 const measure = new MeasureTool(viewer, $('#measure-readout'));
@@ -83,6 +87,7 @@ let resolveReady = /** @type {(v: any) => void} */ (() => {});
 const ready = new Promise((r) => { resolveReady = r; });
 
 bindStatusChip(session);
+const layout = startLayout();
 bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
 
@@ -148,6 +153,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     app.loader = model.via;
     app.batches = batches;
     app.twin = new TwinView(viewer, batches, state, labels, signal);
+    freshness.bindLabels(labels, signal);
     const all = boxOfAll(batches);
     if (all) {
       viewer.fitBox(all, { animate: false });
@@ -225,7 +231,8 @@ function wirePanels(catalog, signal) {
     historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
     signal,
   });
-  bindAlarmList($('#alarms'), $('#alarm-count'), state, catalog, (id) => select(id, true), signal);
+  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
+  bindAlarmHistory($('#alarm-history'), { state, catalog, signal });
 }
 
 /**
@@ -383,6 +390,8 @@ Object.assign(window, {
     viewer,
     app,
     presence,
+    freshness,
+    layout,
     measure,
     section,
     /** the XR controller, once loaded (see startXR) */

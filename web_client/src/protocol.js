@@ -34,6 +34,8 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  * @typedef {import('./protocol_types').Pose} Pose
  * @typedef {import('./protocol_types').Presence} Presence
  * @typedef {import('./protocol_types').Alarm} Alarm
+ * @typedef {import('./protocol_types').AlarmAck | import('./protocol_types').AlarmShelve | import('./protocol_types').AlarmUnshelve
+ *   | import('./protocol_types').AlarmOutOfService | import('./protocol_types').AlarmInService} AlarmRequest
  * @typedef {import('./protocol_types').PresenterState} PresenterState
  * @typedef {import('./protocol_types').ProcedureRun} ProcedureRun
  * @typedef {import('./protocol_types').StepInfo} StepInfo

@@ -13,7 +13,10 @@ export interface Ack {
 }
 
 /**
- * An alarm that is currently raised (part of the snapshot state): its latest raise.
+ * An alarm in the list (the snapshot's `alarms`; every alarm event carries it at its new state), with
+ * its ISA-18.2 state: `unacknowledged` (active), `acknowledged` (active), `returned` (to normal, not yet
+ * acknowledged), `shelved` or `out_of_service` (suppressed, `active` says whether the condition holds);
+ * `normal` (only in events) = it left the list. `element` shows it, `source`.`prop` triggered it.
  */
 export interface Alarm {
   id: string;
@@ -25,6 +28,68 @@ export interface Alarm {
   severity?: string;
   message?: string;
   value?: boolean | number | string | null;
+  unit?: string;
+  state?: "acknowledged" | "normal" | "out_of_service" | "returned" | "shelved" | "unacknowledged";
+  active?: boolean;
+  changed?: number;
+  revision?: number;
+  returned?: number | null;
+  acknowledged_by?: string;
+  acknowledged_at?: number | null;
+  suppressed_by?: string;
+  suppressed_at?: number | null;
+  shelved_until?: number | null;
+  reason?: string;
+}
+
+/**
+ * Acknowledge an unacknowledged or returned alarm (`alarm.acknowledge`); answered with `saved`.
+ */
+export interface AlarmAck {
+  type: "alarm_ack";
+  id: string;
+  ref?: string | null;
+}
+
+/**
+ * Put an alarm that is out of service back (`alarm.service`); answered with `saved`.
+ */
+export interface AlarmInService {
+  type: "alarm_in_service";
+  id: string;
+  ref?: string | null;
+}
+
+/**
+ * Take a listed alarm out of service until it is put back (`alarm.service`), e.g. while its instrument
+ * is repaired; answered with `saved`.
+ */
+export interface AlarmOutOfService {
+  type: "alarm_out_of_service";
+  id: string;
+  reason: string;
+  ref?: string | null;
+}
+
+/**
+ * Shelve a listed alarm for `minutes` (`alarm.shelve`): it stays listed but does not ask for attention
+ * until someone unshelves it or the time is up; answered with `saved`.
+ */
+export interface AlarmShelve {
+  type: "alarm_shelve";
+  id: string;
+  minutes: number;
+  reason: string;
+  ref?: string | null;
+}
+
+/**
+ * End a shelving early (`alarm.shelve`); answered with `saved`.
+ */
+export interface AlarmUnshelve {
+  type: "alarm_unshelve";
+  id: string;
+  ref?: string | null;
 }
 
 export interface Attachment {
@@ -45,7 +110,7 @@ export interface Camera {
   ortho_height?: number | null;
 }
 
-export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command;
+export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService;
 
 /**
  * Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side).
@@ -165,8 +230,9 @@ export interface Error {
 /**
  * Something that happened; delivered exactly once, in seq order, never coalesced.
  *
- * kind "alarm_raised" (also when an active alarm changes severity: same `id`) or "alarm_cleared".
- * `element` shows the alarm; `source` is the element whose property triggered it.
+ * Alarm kinds (ALARM_EVENTS) carry the whole `alarm` at its new state, `user` who changed it ("" = the
+ * process, or the end of a shelving); `element` shows the alarm, `source` is the element whose property
+ * triggered it.
  * Annotation kinds (ANNOTATION_EVENTS) carry the whole `topic` or `comment` at its new revision, `id`
  * being its guid, `user` who changed it. An event with a `session` reaches only that session's clients.
  */
@@ -192,6 +258,7 @@ export interface Event {
   run?: ProcedureRun | null;
   command?: string;
   point?: [number, number, number] | null;
+  alarm?: Alarm | null;
 }
 
 /**
@@ -366,13 +433,16 @@ export interface ProcedureRun {
 }
 
 /**
- * The current value of one element property: value, source timestamp, unit, quality.
+ * The current value of one element property: value, source time of its last change, unit, quality;
+ * `silent_since` is present while the source is stale (no sample for longer than its binding's
+ * `stale_after`): the server receive time of its last sample.
  */
 export interface PropState {
   v: boolean | number | string;
   ts: number;
   u?: string;
   q?: "bad" | "good" | "uncertain";
+  silent_since?: number | null;
 }
 
 /**
@@ -418,7 +488,8 @@ export interface Resume {
 }
 
 /**
- * Answer to an annotation request, sent after the change is committed to disk: `seq` is its event.
+ * Answer to an annotation or alarm request, sent after the change is committed to disk: `seq` is its
+ * event; for an alarm, `guid` is its id and `revision` the alarm's.
  */
 export interface Saved {
   type: "saved";
@@ -449,6 +520,7 @@ export interface Snapshot {
   visuals: Record<string, Visual>;
   alarms: Alarm[];
   presence?: Record<string, Presence>;
+  alarm_history?: Event[];
   resync?: boolean;
   reason?: string | null;
   session?: string;
@@ -622,6 +694,7 @@ export interface Visual {
   transform?: Transform | null;
   label?: string | null;
   anomaly?: boolean | null;
+  label_props?: string[] | null;
 }
 
 /**

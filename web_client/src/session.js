@@ -46,6 +46,8 @@ export class Session extends EventTarget {
     /** @type {LinkStatus} */
     this.status = 'connecting';
     this.rttMs = NaN;
+    /** Server clock minus ours (ms), from the last pong: the server's time is `Date.now() + clockOffsetMs`. */
+    this.clockOffsetMs = 0;
     this.attempt = 0;
     this.stopped = false;
     /** How many reconnects resumed without a snapshot. */
@@ -166,6 +168,8 @@ export class Session extends EventTarget {
       case 'pong':
         if (typeof msg.t === 'number') {
           this.rttMs = performance.now() - msg.t;
+          // The server read its clock about half a round trip ago.
+          this.clockOffsetMs = msg.server_time * 1000 - (Date.now() - this.rttMs / 2);
           this.dispatchEvent(new CustomEvent('rtt', { detail: this.rttMs }));
         }
         break;

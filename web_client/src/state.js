@@ -2,6 +2,9 @@
 // viewer and the panels. Kept apart from rendering so deltas that arrive while the GLB loads are not lost.
 import { splitKey } from './protocol.js';
 
+// Alarm events kept for the history panel: as many as a snapshot brings (the server's ALARM_HISTORY_MAX).
+export const ALARM_HISTORY_MAX = 50;
+
 /**
  * @typedef {import('./protocol.js').Visual} Visual
  * @typedef {import('./protocol.js').PropState} PropState
@@ -22,8 +25,10 @@ export class TwinState extends EventTarget {
     this.visuals = new Map();
     /** @type {Map<string, Map<string, PropState>>} element id -> prop -> state */
     this.props = new Map();
-    /** @type {Map<string, Alarm>} active alarms by alarm id (one element can carry several) */
+    /** @type {Map<string, Alarm>} listed alarms (every state but normal) by alarm id; one element can carry several */
     this.alarms = new Map();
+    /** @type {import('./protocol.js').TwinEvent[]} the latest alarm events, oldest first (the history panel) */
+    this.alarmHistory = [];
     /** @type {Map<string, Presence>} session id -> presence */
     this.presence = new Map();
     /** Server time (s) of the newest value seen; with the local clock it gives the lag. */
@@ -38,7 +43,8 @@ export class TwinState extends EventTarget {
     this.visuals = new Map(Object.entries(snap.visuals || {}));
     this.props = new Map();
     this.#mergeProps(snap.props || {});
-    this.alarms = new Map((snap.alarms || []).map((a) => [alarmKey(a), a]));
+    this.alarms = new Map((snap.alarms || []).map((a) => [a.id, a]));
+    this.alarmHistory = (snap.alarm_history || []).slice(-ALARM_HISTORY_MAX);
     this.presence = new Map(Object.entries(snap.presence || {}));
     this.dispatchEvent(new CustomEvent('reset'));
   }
@@ -65,14 +71,13 @@ export class TwinState extends EventTarget {
       else this.presence.delete(sid);
     }
     for (const ev of d.events || []) {
-      if (ev.kind === 'alarm_raised') {
-        // A raise with a known id is a change of severity: it replaces the alarm, as the spec says.
-        this.alarms.set(alarmKey(ev), { id: ev.id, element: ev.element, since: ev.ts, prop: ev.prop, source: ev.source,
-          layer: ev.layer, severity: ev.severity, message: ev.message || '', value: ev.value });
-      } else if (ev.kind === 'alarm_cleared') {
-        this.alarms.delete(alarmKey(ev));
-      }
+      // An alarm transition carries the whole alarm at its new state; `normal` takes it off the list.
+      if (!ev.alarm) continue;
+      if (ev.alarm.state === 'normal') this.alarms.delete(ev.alarm.id);
+      else this.alarms.set(ev.alarm.id, ev.alarm);
+      this.alarmHistory.push(ev);
     }
+    if (this.alarmHistory.length > ALARM_HISTORY_MAX) this.alarmHistory.splice(0, this.alarmHistory.length - ALARM_HISTORY_MAX);
     this.seq = d.last;
     /** @type {DeltaDetail} */
     const detail = { visuals: changed, props, delta: d };
@@ -94,9 +99,4 @@ export class TwinState extends EventTarget {
     }
     return touched;
   }
-}
-
-/** @param {{id?: string, element: string, prop?: (string|null)}} a */
-function alarmKey(a) {
-  return a.id ?? `${a.element}/${a.prop ?? ''}`;
 }

@@ -1,5 +1,7 @@
-// Properties of the picked element: identity, live values (unit, quality, sparkline) and IFC psets.
+// Properties of the picked element: identity, live values (unit, age, staleness and quality: freshness.js;
+// sparkline) and IFC psets.
 import { h, replace, sparkline } from './dom.js';
+import { markLive } from './freshness.js';
 
 // Points kept per sparkline: about a minute at 1 Hz, small enough to redraw on every delta.
 const SPARK_POINTS = 60;
@@ -57,11 +59,13 @@ export class PropertiesPanel {
       replace(this.live, h('tr', null, h('td', { class: 'hint', colspan: 3 }, 'No live data bound.')));
       return;
     }
-    replace(this.live, ...[...props].map(([name, st]) => h('tr', { dataset: { prop: name } },
-      h('th', null, name),
-      h('td', { class: 'value' }, formatValue(st.v), st.u ? h('span', { class: 'unit' }, ` ${st.u}`) : null,
-        h('span', { class: `quality q-${st.q ?? 'good'}`, title: `quality: ${st.q ?? 'good'}` }, st.q ?? 'good')),
-      h('td', null, sparkline(this.series.get(name) ?? [], 72, 20)))));
+    const id = /** @type {string} */ (this.id);
+    replace(this.live, ...[...props].map(([name, st]) => {
+      const value = h('td', { class: 'value' }, formatValue(st.v), st.u ? h('span', { class: 'unit' }, ` ${st.u}`) : null);
+      markLive(value, [`${id}/${name}`]);
+      return h('tr', { dataset: { prop: name } }, h('th', null, name), value,
+        h('td', null, sparkline(this.series.get(name) ?? [], 72, 20)));
+    }));
   }
 
   #appendLive() {
@@ -92,8 +96,8 @@ export class PropertiesPanel {
   }
 }
 
-/** @param {any} v */
-function formatValue(v) {
+/** A value as the panels show it: numbers to a sensible precision, "—" for none. @param {any} v */
+export function formatValue(v) {
   if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 10 ? 2 : 1);
   return v === null || v === undefined ? '—' : String(v);
 }
