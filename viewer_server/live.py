@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from scene.bindings import Bindings, load_bindings
 from scene.procedure_file import load_procedures
 from viewer_server.annotations import Annotations
 from viewer_server.auth import SECRET_BYTES, load_secret
+from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bus import Bus
 from viewer_server.commands import Commands
 from viewer_server.hub import SceneHub
@@ -46,6 +48,8 @@ class LiveScene:
     presenters: Presenters | None = None  # presenter mode and raised hands per session
     procedures: Procedures | None = None  # guided procedures per session (needs the store)
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
+    # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
+    bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
     @classmethod
     def open(

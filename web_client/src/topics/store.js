@@ -5,11 +5,12 @@ import { onCollab } from '../collab/feed.js';
 
 /**
  * @typedef {{guid: string, topic: string, author: string, text: string, created: number, revision: number,
- *            modified?: number, reply_to?: string, deleted?: boolean}} Comment
+ *            modified?: number, reply_to?: string, deleted?: boolean, original_author?: string}} Comment
  * @typedef {{guid: string, title: string, author: string, created: number, status: string, priority: string,
  *            topic_type?: string, description?: string, assignee?: string, labels?: string[], due_date?: string,
  *            pin?: {element: string, point: number[], normal: number[]}, viewpoints?: any[], live_values?: any[],
- *            attachments?: {id: string, mime: string}[], revision: number, deleted?: boolean}} Topic
+ *            attachments?: {id: string, mime: string}[], revision: number, deleted?: boolean,
+ *            original_author?: string}} Topic
  */
 
 // The server omits fields at their default value (viewer_server/topics.py): put them back.
