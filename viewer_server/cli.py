@@ -4,7 +4,8 @@ Exit codes (documented in the README):
   0  success
   1  unexpected internal error (a bug: rerun with --debug and report it)
   2  bad input: a file that cannot be read, a bad bindings file, bad arguments
-  130 interrupted
+  130 interrupted (Ctrl-C)
+  143 terminated (SIGTERM to `build` or `inspect`: the readers are stopped and nothing is left behind)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -21,7 +23,7 @@ from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
@@ -32,6 +34,25 @@ DEFAULT_PORT = 8800
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _terminate_on_sigterm() -> None:
+    """For commands that run sandboxed readers: on SIGTERM, stop the readers and remove the staging
+    folder, say so and exit 143. (Without this the readers would still die, see scene.lifeline, but a
+    staging folder would be left.) The handler does it all itself rather than raise: an exception raised
+    by a signal handler can land where nothing unwinds it (inside an import, a finalizer)."""
+
+    from scene.pipeline import abort  # now, not in the handler: the main thread may hold an import lock then
+
+    def terminate(signum: int, frame: object) -> None:
+        try:
+            abort()
+            _say("terminated")
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_TERMINATED)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _say(msg: str) -> None:
@@ -55,6 +76,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 def cmd_build(args: argparse.Namespace) -> int:
     from scene.pipeline import build
 
+    _terminate_on_sigterm()
     result = build(
         [Path(p) for p in args.inputs],
         Path(args.output),
@@ -126,6 +148,7 @@ def _summary_from_scene(path: Path, args: argparse.Namespace) -> dict:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from scene.pipeline import check_input
 
+    _terminate_on_sigterm()
     path = Path(args.file)
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
@@ -304,7 +327,12 @@ def _add_import_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-budget", type=int, default=DEFAULT_POINT_BUDGET, help="points kept per scan")
     p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per input")
-    p.add_argument("--max-memory", type=int, default=DEFAULT_MEMORY_MB, help="MB of memory allowed per input")
+    p.add_argument(
+        "--max-memory",
+        type=int,
+        default=DEFAULT_MEMORY_MB,
+        help=f"MB of address space allowed per input (default {DEFAULT_MEMORY_MB}: a quarter of this machine's memory)",
+    )
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:

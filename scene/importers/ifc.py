@@ -35,6 +35,7 @@ from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions
 from scene.importers._common import new_scene, read_nonempty, timed, unique_id
 from scene.importers.normals import crease_normals
+from scene.lifeline import die_with_parent
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
@@ -482,6 +483,7 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
     os.write(claims_writer, bytes(range(len(runs))))
     os.close(claims_writer)
     children: dict[Connection, int] = {}
+    parent = os.getpid()
     # Every child is forked before the reader thread starts: no thread may run while we fork.
     for _ in range(min(workers, len(runs))):
         receiver, sender = mp.Pipe(duplex=False)
@@ -491,6 +493,7 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
         if pid == 0:
             code = 1
             try:
+                die_with_parent(parent)  # a reader killed outright (SIGKILL) takes its workers with it
                 receiver.close()
                 _work(sender, claims, runs, model)
                 code = 0
