@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from scene.errors import ImportFailed
+from scene.errors import ImportFailed, first_line
 from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, loader_for
 from scene.lifeline import die_with_parent
 from scene.model import Element, Scene
@@ -91,7 +91,7 @@ def _child(
     except MemoryError:
         conn.send(("failed", (path, f"ran out of memory (limit {memory_mb} MB)", "", traceback.format_exc())))
     except Exception as exc:  # an importer bug or a library error we did not classify: still one line
-        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         conn.send(("failed", (path, reason, "", traceback.format_exc())))
     finally:
         conn.close()

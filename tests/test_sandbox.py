@@ -107,6 +107,16 @@ def test_importer_errors_keep_their_location(monkeypatch, src):
     assert "Traceback" in err.value.__notes__[0]
 
 
+def test_a_library_error_whose_message_starts_blank_still_says_what_happened(monkeypatch, src):
+    def native(path: Path, options: ImportOptions) -> Scene:  # what usd-core's Tf.ErrorException looks like
+        raise RuntimeError("\n\tError in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'\n\tmore")
+
+    _use_loader(monkeypatch, native)
+    with pytest.raises(ImportFailed) as err:
+        sandbox.import_isolated(src, ImportOptions())
+    assert err.value.reason == "RuntimeError: Error in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'"
+
+
 def test_unknown_extension_is_refused_without_a_child(tmp_path):
     path = tmp_path / "drawing.dwg"
     path.write_bytes(b"AC1032")
