@@ -76,7 +76,6 @@ def _limits(args: argparse.Namespace) -> Limits:
 def cmd_build(args: argparse.Namespace) -> int:
     from scene.pipeline import build
 
-    _terminate_on_sigterm()
     result = build(
         [Path(p) for p in args.inputs],
         Path(args.output),
@@ -148,7 +147,6 @@ def _summary_from_scene(path: Path, args: argparse.Namespace) -> dict:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from scene.pipeline import check_input
 
-    _terminate_on_sigterm()
     path = Path(args.file)
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
@@ -354,13 +352,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--lod", action="store_true", help="add simplified levels for heavy meshes")
     b.add_argument("-q", "--quiet", action="store_true")
     _add_import_flags(b)
-    b.set_defaults(func=cmd_build, skip_teardown=True)
+    b.set_defaults(func=cmd_build, skip_teardown=True, runs_readers=True)
 
     i = sub.add_parser("inspect", help="summarise a source file, a GLB/USD output or a built scene")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="machine-readable summary")
     _add_import_flags(i)
-    i.set_defaults(func=cmd_inspect, skip_teardown=True)
+    i.set_defaults(func=cmd_inspect, skip_teardown=True, runs_readers=True)
 
     s = sub.add_parser("serve", help="serve a built scene with live telemetry")
     s.add_argument("scene_dir", metavar="SCENE_DIR")
@@ -423,6 +421,8 @@ def run() -> None:
     then, it exits without the interpreter's teardown: once usd-core is loaded that takes ~35 ms,
     a twelfth of building a small IFC."""
     args = parser().parse_args()
+    if getattr(args, "runs_readers", False):  # the process is ours: its signal handling too
+        _terminate_on_sigterm()
     code = _run(args)
     if getattr(args, "skip_teardown", False):
         sys.stdout.flush()
