@@ -27,3 +27,9 @@ class ExportFailed(Exception):
 
     def __str__(self) -> str:
         return f"{self.what}: {self.reason}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (native libraries start theirs with a newline and
+    follow with pages of detail), or its class name when it says nothing."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

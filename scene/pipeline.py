@@ -19,7 +19,7 @@ from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions, loader_for
 from scene.merge import merge
 from scene.model import Element, Scene
-from scene.sandbox import Limits, PendingImport
+from scene.sandbox import Limits, PendingImport, stop_all
 
 OUTPUT_FILES = ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json")
 
@@ -67,9 +67,27 @@ def import_all(
     # the parent loads the exporters (no thread may run while we fork).
     early = on_elements if len(inputs) == 1 else None
     pending = [PendingImport(path, options, limits, debug=debug, on_elements=early) for path in inputs]
-    if preload is not None:
-        preload()
-    return merge([job.result() for job in pending])
+    try:
+        if preload is not None:
+            preload()
+        scenes = [job.result() for job in pending]
+    except BaseException:  # one input failed (or we are being stopped): the other readers stop too
+        for job in pending:
+            job.stop()
+        raise
+    return merge(scenes)
+
+
+# Staging folders of builds in progress, so that `abort` can remove them.
+_STAGING: set[Path] = set()
+
+
+def abort() -> None:
+    """Stop every reader and remove every staging folder of this process's builds in progress: for a
+    process about to exit on a signal, which will not unwind."""
+    stop_all()
+    for staging in list(_STAGING):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
@@ -77,11 +95,14 @@ def _staging(outdir: Path) -> Iterator[Path]:
     """A temporary folder beside OUTDIR that replaces it only on success."""
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    _STAGING.add(staging)
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _STAGING.discard(staging)
     backup = None
     if outdir.exists():
         backup = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")

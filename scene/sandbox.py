@@ -2,7 +2,9 @@
 
 Native readers (IfcOpenShell, OCP, open3d, usd-core) can segfault or spin on hostile input. Running
 each input in its own process turns a crash, a hang or a memory blow-up into an `ImportFailed`
-with a clear reason, and the CLI or server stays alive.
+with a clear reason, and the CLI or server stays alive. The reader dies with the process that started
+it, however that one dies (`scene.lifeline`), and a stopped import takes the reader's own children
+(the IFC kernel workers) with it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,37 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from scene.errors import ImportFailed
+from scene.errors import ImportFailed, first_line
 from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, loader_for
+from scene.lifeline import die_with_parent
 from scene.model import Element, Scene
 
 DEFAULT_TIMEOUT_S = 600.0  # a large IFC takes minutes on 2 cores; beyond 10 min something is wrong
-DEFAULT_MEMORY_MB = 16 * 1024  # address-space cap: leaves headroom on a 24 GiB machine
+# The default address-space cap per input is this fraction of the memory the machine (or the cgroup we run
+# in, if smaller) has: a hostile file (a 5 MB .3mf zip bomb) then fails cleanly long before the machine
+# swaps or the OOM killer picks a victim, and a few inputs imported at once still fit.
+MEMORY_FRACTION = 0.25
+# ...but never below this: usd-core or OCP alone map ~1 GB of address space just to load.
+MIN_MEMORY_MB = 2048
 CRASH_EXIT_GRACE_S = 5.0  # time for a child that sent its result to exit cleanly
+# cgroup v2 and v1 files holding the memory limit of the cgroup we run in ("max" or a huge number: none).
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def available_memory_mb() -> int:
+    """Physical memory, or the cgroup's memory limit where it is lower, in MB."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit_file in CGROUP_MEMORY_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            total = min(total, int(Path(limit_file).read_text().strip()))
+    return total // (1024 * 1024)
+
+
+def default_memory_mb() -> int:
+    return max(MIN_MEMORY_MB, int(available_memory_mb() * MEMORY_FRACTION))
+
+
+DEFAULT_MEMORY_MB = default_memory_mb()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +60,11 @@ class Limits:
     memory_mb: int = DEFAULT_MEMORY_MB
 
 
-def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, debug: bool, announce: bool) -> None:
+def _child(
+    conn: Connection, parent: int, path: str, options: ImportOptions, memory_mb: int, debug: bool, announce: bool
+) -> None:
+    die_with_parent(parent)  # first: before the memory cap, and before anything can fail
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the CLI's handler (cleanup, then exit) is not the reader's
     _own_group(0)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -61,10 +91,20 @@ def _child(conn: Connection, path: str, options: ImportOptions, memory_mb: int, 
     except MemoryError:
         conn.send(("failed", (path, f"ran out of memory (limit {memory_mb} MB)", "", traceback.format_exc())))
     except Exception as exc:  # an importer bug or a library error we did not classify: still one line
-        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         conn.send(("failed", (path, reason, "", traceback.format_exc())))
     finally:
         conn.close()
+
+
+# Imports whose reader may still run, so that `stop_all` can stop them (a SIGTERM to the CLI).
+_RUNNING: set[PendingImport] = set()
+
+
+def stop_all() -> None:
+    """Stop every reader this process started that may still run, with its own children."""
+    for job in list(_RUNNING):
+        job.stop()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -112,9 +152,10 @@ class PendingImport:
         self.started = time.monotonic()
         ctx = mp.get_context("fork")  # fork avoids re-importing numpy; callers fork before starting threads
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        args = (child_conn, str(path), options, limits.memory_mb, debug, self.on_elements is not None)
+        args = (child_conn, os.getpid(), str(path), options, limits.memory_mb, debug, self.on_elements is not None)
         self._proc = ctx.Process(target=_child, args=args)
         self._proc.start()
+        _RUNNING.add(self)
         _own_group(self._proc.pid)
         child_conn.close()
 
@@ -132,23 +173,30 @@ class PendingImport:
             scene.warnings.insert(0, f"{self.path}: manifold kernel crashed; geometry made with opencascade instead")
             return scene
 
+    def stop(self) -> None:
+        """Kill the reader with its own children (the IFC kernels) now, if it still runs."""
+        _RUNNING.discard(self)
+        if self._proc.is_alive():
+            _own_group(self._proc.pid)  # it may not have made its group yet
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.join()
+        self._conn.close()
+
     def _collect(self) -> Scene:
-        proc, conn = self._proc, self._conn
+        proc = self._proc
         try:
             status, payload = self._receive()
             while status == "elements":
                 assert self.on_elements is not None  # the child announces only when asked to
                 self.on_elements(payload)
                 status, payload = self._receive()
-        finally:
-            if proc.is_alive():
-                proc.join(CRASH_EXIT_GRACE_S)
-            if proc.is_alive():
-                # The whole group: the reader's own workers (the IFC kernels) must not outlive it.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.join()
-            conn.close()
+        except BaseException:  # a time limit, a crash, or this process being stopped: no grace
+            self.stop()
+            raise
+        if proc.is_alive():  # it answered: let it exit by itself, briefly
+            proc.join(CRASH_EXIT_GRACE_S)
+        self.stop()
         if status == "ok":
             return payload
         err_path, reason, where, tb = payload

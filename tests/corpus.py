@@ -45,6 +45,15 @@ class CorpusFile:
         return None
 
 
+def fixture_files(root: Path) -> list[CorpusFile]:
+    """Our own small files of the kinds that broke real builds (tests/fixtures/hard): `bad_*` must be refused."""
+    return [
+        CorpusFile(path, "malformed" if path.name.startswith("bad_") else "fixture", "")
+        for path in sorted(root.iterdir())
+        if path.suffix.lower() in FORMATS
+    ]
+
+
 def corpus_files(root: Path) -> list[CorpusFile]:
     files = []
     for line in (root / "SOURCES.md").read_text().splitlines():

@@ -21,12 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scene.model import Z_UP_TO_Y_UP
-from viewer_server.bcf import BcfError, export_bcf, import_bcf, validate_archive
+from viewer_server.bcf import BcfError, BcfImport, export_bcf, import_bcf, validate_archive
 from viewer_server.bcf import archive as bcf_archive
 from viewer_server.bcf import reader as bcf_reader
 from viewer_server.bcf.mapping import bcf_guid, yup_to_zup, zup_to_yup
 from viewer_server.topics import (
     Attachment,
+    BcfDocument,
+    BcfFields,
+    BcfFile,
     Camera,
     ClippingPlane,
     ColoredComponents,
@@ -36,12 +39,17 @@ from viewer_server.topics import (
     Topic,
     Vec3,
     Viewpoint,
+    ViewSetupHints,
 )
 
 WALL = "2O2Fr$t4X7Zf8NOew3FLOH"  # IFC GlobalIds (22 characters)
 DOOR = "1hOSvn6df7F8_7GcBWlRGQ"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + b"twinview-jpeg" * 50
+
+
+def blobs_of(result: BcfImport) -> dict[str, bytes]:
+    return {att.id: data for att, data in result.attachments()}
 
 
 def _att(att_id: str, data: bytes, mime: str = "image/png") -> Attachment:
@@ -187,7 +195,7 @@ def test_round_trip_keeps_pin_live_values_viewpoints_comments_and_attachments(tm
     back = import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"})
     assert back.topics == [topic]
     assert back.comments == comments
-    assert back.attachments == blobs
+    assert blobs_of(back) == blobs
     assert back.unmapped_components == [] and back.warnings == []
 
 
@@ -240,7 +248,8 @@ _viewpoint = st.builds(
     Viewpoint,
     guid=_guid,
     camera=st.builds(
-        Camera, _vec, _vec, _vec, fov_deg=st.one_of(st.floats(1, 179), _finite), ortho_height=st.none() | _finite
+        Camera, _vec, _vec, _vec, fov_deg=st.one_of(st.floats(1, 179), _finite), ortho_height=st.none() | _finite,
+        aspect_ratio=st.none() | st.floats(0.05, 20) | st.just(16 / 9),
     ),
     clipping_planes=st.lists(st.builds(ClippingPlane, _vec, _vec), max_size=2),
     selected=st.lists(_twin_id, max_size=3),
@@ -251,6 +260,21 @@ _viewpoint = st.builds(
                   st.lists(_twin_id, min_size=1, max_size=3)),
         max_size=2,
     ),
+    setup_hints=st.none() | st.builds(ViewSetupHints, st.booleans(), st.booleans(), st.booleans()),
+)  # fmt: skip
+_bcf_fields = st.builds(
+    BcfFields,
+    status=st.none() | st.sampled_from(["OPEN", "Active", "Done"]) | _text,
+    priority=st.none() | st.sampled_from(["", "Major", "P1"]) | _text,
+    server_assigned_id=st.none() | _text,
+    due_date=st.none() | st.just("2021-03-15T11:00:00Z") | _text,
+    stage=st.none() | _text,
+    files=st.lists(st.builds(BcfFile, st.none() | _text, st.none() | st.just("2021-01-04T09:37:45.000Z"),
+                             st.none() | _text, st.none() | _ifc_guid, st.none() | _ifc_guid, st.booleans()),
+                   max_size=2),
+    reference_links=st.lists(_text, max_size=2),
+    related_topics=st.lists(st.uuids().map(str) | _text, max_size=2),
+    documents=st.lists(st.builds(BcfDocument, st.uuids().map(str) | _text, _text, st.none() | _text), max_size=2),
 )  # fmt: skip
 _live = st.builds(
     LiveValue,
@@ -287,6 +311,8 @@ def topics_with_threads(draw):
         revision=draw(st.integers(1, 1000)),
         modified=draw(st.none() | _time),
         modified_by=draw(st.none() | _text),
+        original_author=draw(st.none() | _text),
+        bcf=draw(st.none() | _bcf_fields),
     )
     guids = draw(st.lists(_guid, max_size=3, unique_by=bcf_guid))
     comments = [
@@ -294,13 +320,14 @@ def topics_with_threads(draw):
             guid=g,
             topic=topic.guid,
             author=draw(_text),
-            text=draw(_text.filter(lambda s: s.strip())),
+            text=draw(_text),  # "" too: a BCF comment may have no text
             created=draw(_time),
             revision=draw(st.integers(1, 5)),
             modified=draw(st.none() | _time),
             reply_to=draw(st.none() | st.sampled_from(guids)),
             viewpoint=draw(st.none() | st.sampled_from([v.guid for v in viewpoints] or [None])),
             deleted=draw(st.booleans()),
+            original_author=draw(st.none() | _text),
         )
         for g in guids
     ]
@@ -317,7 +344,7 @@ def test_round_trip_is_lossless_for_any_topic(tmp_path: Path, case):
     back = import_bcf(out, None)
     assert back.topics == [topic]
     assert back.comments == comments
-    assert back.attachments == blobs
+    assert blobs_of(back) == blobs
 
 
 # --- the official BCF 3.0 test cases ------------------------------------------------------------------------------
@@ -390,14 +417,14 @@ def test_official_components_are_unmapped_against_the_wrong_model(shared_data: P
 @pytest.mark.parametrize("case", _cases())
 def test_official_case_reexports_valid_and_readable(shared_data: Path, ifc_ids, tmp_path: Path, case: str):
     first = import_bcf(shared_data / "bcf" / "v3.0" / case, ifc_ids["Architectural.ifc"] | ifc_ids["MEP.ifc"])
-    out = export_bcf(first.topics, first.comments, first.attachments, case, tmp_path / case).path
+    out = export_bcf(first.topics, first.comments, blobs_of(first), case, tmp_path / case).path
     assert validate_archive(out) == {}
     with BcfXml.load(out) as bcf:
         assert sorted(h.topic.title for h in bcf.topics.values()) == sorted(t.title for t in first.topics)
         assert sum(len(h.viewpoints) for h in bcf.topics.values()) == first.viewpoint_count
     assert _components_by_client(out) == _components_by_client(shared_data / "bcf" / "v3.0" / case)  # same IfcGuids
     again = import_bcf(out, ifc_ids["Architectural.ifc"] | ifc_ids["MEP.ifc"])
-    assert (again.topics, again.comments, again.attachments) == (first.topics, first.comments, first.attachments)
+    assert (again.topics, again.comments, blobs_of(again)) == (first.topics, first.comments, blobs_of(first))
 
 
 @pytest.mark.corpus
@@ -408,10 +435,10 @@ def test_official_case_fields_arrive(shared_data: Path):
     labels = import_bcf(v3 / "Labels.bcf", None)
     assert labels.topics[0].labels == ["Architects"]
     assert labels.comments[0].viewpoint == labels.topics[0].viewpoints[0].guid
-    assert labels.attachments[labels.topics[0].viewpoints[0].snapshot].startswith(b"\x89PNG")
+    assert blobs_of(labels)[labels.topics[0].viewpoints[0].snapshot].startswith(b"\x89PNG")
     milestone = import_bcf(v3 / "Milestone.bcf", None)
-    assert milestone.comments[0].text == "(no text)"  # a viewpoint-only comment
-    assert any("Stage" in w for w in milestone.warnings)
+    assert milestone.comments[0].text == ""  # a viewpoint-only comment stays without text
+    assert milestone.topics[0].bcf.stage == "February"
 
 
 # --- BCF 2.1 ---------------------------------------------------------------------------------------------------
@@ -490,11 +517,13 @@ def test_bcf21_layout_topic_comments_viewpoints_and_documents(tmp_path: Path):
     assert vp.camera == Camera(Vec3(1.0, 3.0, -2.0), Vec3(0.0, -1.0, -0.0), Vec3(0.0, 0.0, -1.0), ortho_height=25.0)
     assert (vp.selected, vp.hidden, vp.default_visible) == ([WALL], [DOOR], False)
     assert vp.colored == [ColoredComponents("#ff0000", [WALL])]  # AARRGGBB: alpha dropped
-    assert result.attachments[vp.snapshot] == PNG
-    assert JPEG in result.attachments.values()  # the 2.1 document reference, relative to the topic folder
+    assert blobs_of(result)[vp.snapshot] == PNG
+    assert JPEG in blobs_of(result).values()  # the 2.1 document reference, relative to the topic folder
     (comment,) = result.comments
     assert (comment.text, comment.viewpoint, comment.topic) == ("Fixed on site", vp.guid, t)
-    assert any("ReferenceLink" in w for w in result.warnings)
+    # What TwinView does not use is kept as written, for the export: the link, "Major", the setup hints.
+    assert topic.bcf == BcfFields(priority="Major", reference_links=["https://example.com/issue/1"])
+    assert vp.setup_hints == ViewSetupHints(spaces_visible=False)
 
 
 # --- hostile and broken archives ------------------------------------------------------------------------------

@@ -361,3 +361,106 @@ def test_off_and_3mf_written_by_trimesh(tmp_path: Path) -> None:
     lo, hi = scene.world_bounds(children[1])  # millimetres in the file, metres in the scene
     np.testing.assert_allclose(hi - lo, [0.001, 0.002, 0.003], atol=1e-7)
     np.testing.assert_allclose((hi + lo) / 2, [0.005, 0, 0], atol=1e-7)
+
+
+# --- glTF semantics a wrong constant would still "load": normalised integers, strip winding -----------------------
+
+
+def _gltf_with(tmp_path: Path, attributes: dict[str, tuple[np.ndarray, int, str, bool]], mode: int = 4,
+               indices: np.ndarray | None = None) -> Path:  # fmt: skip
+    """A one-primitive glTF; attributes: name -> (data, componentType, type, normalized), each its own view."""
+    blobs, views, accessors, attrs = [], [], [], {}
+    offset = 0
+    for name, (data, ctype, kind, normalized) in attributes.items():
+        raw = np.ascontiguousarray(data).tobytes()
+        raw += b"\0" * (-len(raw) % 4)
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(raw)})
+        acc = {"bufferView": len(views) - 1, "componentType": ctype, "count": len(data), "type": kind}
+        if normalized:
+            acc["normalized"] = True
+        if name == "POSITION":
+            acc["min"], acc["max"] = data.min(axis=0).tolist(), data.max(axis=0).tolist()
+        attrs[name] = len(accessors)
+        accessors.append(acc)
+        blobs.append(raw)
+        offset += len(raw)
+    primitive: dict = {"attributes": attrs, "mode": mode}
+    if indices is not None:
+        raw = indices.astype(np.uint16).tobytes()
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(raw)})
+        accessors.append({"bufferView": len(views) - 1, "componentType": 5123, "count": len(indices), "type": "SCALAR"})
+        primitive["indices"] = len(accessors) - 1
+        blobs.append(raw + b"\0" * (-len(raw) % 4))
+    data = b"".join(blobs)
+    doc = {
+        "asset": {"version": "2.0"},
+        "extensionsUsed": ["KHR_mesh_quantization"],
+        "buffers": [{"uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode(),
+                     "byteLength": len(data)}],
+        "bufferViews": views,
+        "accessors": accessors,
+        "meshes": [{"primitives": [primitive]}],
+        "nodes": [{"name": "n", "mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+    }  # fmt: skip
+    path = tmp_path / "semantics.gltf"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_normalised_integer_attributes_divide_by_the_type_maximum(tmp_path: Path) -> None:
+    """glTF 2.0, "Animations / Accessor data": f = c / 255 (ubyte), c / 65535 (ushort), max(c / 127, -1) (byte),
+    max(c / 32767, -1) (short) — not 256 or 65536, which would make full intensity 0.996."""
+    from scene.importers.gltf_decode import read_gltf
+
+    tri = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    ubyte = np.array([[255, 0, 128, 255], [0, 255, 51, 255], [1, 2, 3, 0]], dtype=np.uint8)
+    ushort = np.array([[65535, 0], [0, 65535], [32768, 13107]], dtype=np.uint16)
+    byte = np.array([[127, 0, 0], [0, -127, 0], [0, 0, -128]], dtype=np.int8)
+    short = np.array([[32767, 0], [-32767, 0], [-32768, 16384]], dtype=np.int16)
+    path = _gltf_with(tmp_path, {
+        "POSITION": (tri, 5126, "VEC3", False),
+        "COLOR_0": (ubyte, 5121, "VEC4", True),
+        "TEXCOORD_0": (ushort, 5123, "VEC2", True),
+        "NORMAL": (byte, 5120, "VEC3", True),
+        "TEXCOORD_1": (short, 5122, "VEC2", True),
+    })  # fmt: skip
+    doc = read_gltf(path)
+    got = [doc.accessor(i) for i in range(1, 5)]
+    np.testing.assert_array_equal(got[0], ubyte / np.float32(255))
+    np.testing.assert_array_equal(got[1], ushort / np.float32(65535))
+    np.testing.assert_array_equal(got[2], np.maximum(byte / np.float32(127), -1))
+    np.testing.assert_array_equal(got[3], np.maximum(short / np.float32(32767), -1))
+    assert got[0].max() == 1.0 and got[1].max() == 1.0 and got[2].min() == -1.0 and got[3].min() == -1.0
+    (prim,) = load(path).meshes[next(iter(load(path).meshes))].primitives
+    np.testing.assert_array_equal(prim.colors, ubyte / np.float32(255))  # what the scene keeps
+    np.testing.assert_array_equal(prim.uvs, ushort / np.float32(65535))
+
+
+def _facing(prim) -> np.ndarray:
+    corners = prim.positions[prim.indices.astype(np.int64)]
+    return np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])[:, 2]
+
+
+def test_triangle_strip_alternates_winding_so_every_face_points_the_same_way(tmp_path: Path) -> None:
+    # A zig-zag strip over a flat band, counter-clockwise seen from +Z: 0-1-2 is CCW, 1-2-3 is CW as listed,
+    # and glTF says the odd ones are (v1, v0, v2): every triangle then faces +Z.
+    band = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [2, 0, 0], [2, 1, 0]], dtype=np.float32)
+    band[:, 1] *= -1  # 0, 1, 2 counter-clockwise
+    path = _gltf_with(tmp_path, {"POSITION": (band, 5126, "VEC3", False)}, mode=5)
+    (prim,) = next(iter(load(path).meshes.values())).primitives
+    assert len(prim.indices) == 4
+    assert (_facing(prim) > 0).all(), _facing(prim)
+    # Five of its vertices walked backwards (an odd count) face the other way, every triangle.
+    indexed = _gltf_with(tmp_path, {"POSITION": (band, 5126, "VEC3", False)}, mode=5, indices=np.arange(5)[::-1])
+    (prim,) = next(iter(load(indexed).meshes.values())).primitives
+    assert len(prim.indices) == 3
+    assert (_facing(prim) < 0).all(), _facing(prim)
+
+
+def test_triangle_fan_keeps_its_winding(tmp_path: Path) -> None:
+    fan = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [-1, 1, 0]], dtype=np.float32)
+    path = _gltf_with(tmp_path, {"POSITION": (fan, 5126, "VEC3", False)}, mode=6)
+    (prim,) = next(iter(load(path).meshes.values())).primitives
+    assert prim.indices.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 4]]
+    assert (_facing(prim) > 0).all()

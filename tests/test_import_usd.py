@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +285,52 @@ def test_outside_layers_are_never_read(tmp_path: Path) -> None:
     scene = read(root)
     assert "Secret" not in by_name(scene) and "Mine" in by_name(scene)
     assert sum("outside the model's folder" in w for w in scene.warnings) == 1  # one layer, one warning
+
+
+def _outside_arcs(tmp_path: Path, content: bytes) -> Path:
+    """A model whose sublayer, reference and payload all lie beside its folder and hold `content`."""
+    for name in ("sub", "ref", "payload"):
+        (tmp_path / f"{name}.usda").write_bytes(content)
+    model = tmp_path / "model"
+    model.mkdir()
+    root = model / "root.usda"
+    root.write_text(
+        "#usda 1.0\n(\n    subLayers = [@../sub.usda@]\n)\n"
+        'def Xform "World" (references = @../ref.usda@</Secret>) {}\n'
+        'def Xform "Loaded" (payload = @../payload.usda@</Secret>) {}\ndef Cube "Mine" {}\n'
+    )
+    return root
+
+
+def test_outside_layers_that_would_not_parse_are_skipped_not_fatal(tmp_path: Path) -> None:
+    root = _outside_arcs(tmp_path, b"this is not USD \x00\x01")  # reading any of them fails
+    scene = read(root)
+    assert sorted(by_name(scene)) == ["Loaded", "Mine", "World"]
+    assert sum("outside the model's folder" in w for w in scene.warnings) == 3
+
+
+def test_a_failed_import_unmutes_its_outside_layers_without_reading_them(tmp_path: Path) -> None:
+    from pxr import Sdf
+
+    root = _outside_arcs(tmp_path, b"this is not USD \x00\x01")
+    root.write_text(root.read_text().replace("#usda 1.0\n(\n", '#usda 1.0\n(\n    upAxis = "X"\n'))
+    with pytest.raises(ImportFailed) as info:  # fails after the stage has composed
+        read(root)
+    assert info.value.reason == 'invalid upAxis \'X\': must be "Y" or "Z"'  # not USD choking on an outside layer
+    assert not any(str(tmp_path) in muted for muted in Sdf.Layer.GetMutedLayers())  # nothing left muted
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to watch the opens")
+def test_outside_layers_are_not_even_opened(tmp_path: Path) -> None:
+    root = _outside_arcs(tmp_path, b'#usda 1.0\ndef Cube "Secret" {}\n')
+    trace = tmp_path / "strace.txt"
+    code = "import sys; from pathlib import Path; from scene.importers.usd import load; from scene.importers import"
+    code += " ImportOptions; load(Path(sys.argv[1]), ImportOptions())"
+    cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2", "-o", str(trace), sys.executable, "-c", code]
+    subprocess.run([*cmd, str(root)], check=True, capture_output=True, timeout=120)
+    opened = trace.read_text()
+    assert str(root) in opened  # the trace does see the files USD reads
+    assert [name for name in ("sub", "ref", "payload") if f"{tmp_path}/{name}.usda" in opened] == []
 
 
 def test_value_clips_outside_the_folder_are_never_read(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -106,6 +107,16 @@ def test_importer_errors_keep_their_location(monkeypatch, src):
     assert "Traceback" in err.value.__notes__[0]
 
 
+def test_a_library_error_whose_message_starts_blank_still_says_what_happened(monkeypatch, src):
+    def native(path: Path, options: ImportOptions) -> Scene:  # what usd-core's Tf.ErrorException looks like
+        raise RuntimeError("\n\tError in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'\n\tmore")
+
+    _use_loader(monkeypatch, native)
+    with pytest.raises(ImportFailed) as err:
+        sandbox.import_isolated(src, ImportOptions())
+    assert err.value.reason == "RuntimeError: Error in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'"
+
+
 def test_unknown_extension_is_refused_without_a_child(tmp_path):
     path = tmp_path / "drawing.dwg"
     path.write_bytes(b"AC1032")
@@ -139,3 +150,113 @@ def test_formats_without_an_early_element_tree_do_not_announce(monkeypatch, src)
     announced: list[list[Element]] = []
     job = sandbox.PendingImport(src, ImportOptions(), sandbox.Limits(), debug=False, on_elements=announced.append)
     assert list(job.result().elements) == ["a"] and announced == []
+
+
+# --- the reader and its kernel workers die with the CLI, however it is stopped --------------------------------
+
+# A build whose IFC kernels never finish (a slow input, on demand): the real CLI, sandbox and kernel workers.
+SLOW_BUILD = """
+import sys, time
+import scene.importers.ifc as ifc
+
+def never_done(*args, **kwargs):
+    time.sleep(3600)
+    yield from ()
+
+ifc._iterate = never_done
+from viewer_server.cli import run
+run()
+"""
+STARTUP_BOUND_S = 120.0  # Python, usd-core, the IFC parse and the fork, on a loaded 2-core machine
+GONE_BOUND_S = 30.0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _wait_until(condition, bound: float, what: str) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGTERM to the CLI", "SIGKILL to its process group", "SIGKILL to the CLI alone"])
+def test_the_reader_and_its_kernel_workers_die_with_the_cli(tmp_path: Path, stop: str) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", SLOW_BUILD, "build", str(SAMPLE_IFC), "-o", str(out)]
+    # Its own process group, as a CI job or a systemd unit has; the reader makes one of its own.
+    cli = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    tree: list[int] = []
+    try:
+
+        def working() -> bool:
+            readers = _children(cli.pid)
+            tree[:] = [*readers, *(w for r in readers for w in _children(r))]
+            return len(readers) == 1 and len(tree) > 1
+
+        _wait_until(working, STARTUP_BOUND_S, "the reader never started its kernel workers")
+        if stop == "SIGTERM to the CLI":
+            cli.send_signal(signal.SIGTERM)
+        elif stop == "SIGKILL to its process group":
+            os.killpg(cli.pid, signal.SIGKILL)
+        else:
+            cli.send_signal(signal.SIGKILL)
+        _wait_until(lambda: not any(map(_running, tree)), GONE_BOUND_S, f"left running: {tree}")
+        _, err = cli.communicate(timeout=GONE_BOUND_S)
+        if stop == "SIGTERM to the CLI":  # a clean stop: one line, and no staging folder left behind
+            assert (cli.returncode, err.strip().splitlines()) == (143, ["twinview: terminated"])
+            assert list(tmp_path.iterdir()) == []
+    finally:  # whatever the test found still running, and the reader's whole group
+        for pid in [cli.pid, *tree]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, IndexError):
+            os.killpg(tree[0], signal.SIGKILL)
+        cli.wait()
+
+
+def test_a_child_whose_parent_died_before_it_asked_exits_at_once() -> None:
+    import multiprocessing as mp
+
+    from scene.lifeline import ORPHAN_EXIT, die_with_parent
+
+    def orphan() -> None:
+        die_with_parent(os.getppid() + 1_000_000)  # not our parent: as if it had died and we were adopted
+        os._exit(0)
+
+    child = mp.get_context("fork").Process(target=orphan)
+    child.start()
+    child.join(GONE_BOUND_S)
+    assert child.exitcode == ORPHAN_EXIT
+
+
+# --- the default memory bound ------------------------------------------------------------------------------------
+
+
+def test_the_default_memory_bound_is_a_fraction_of_the_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    monkeypatch.setattr(sandbox, "CGROUP_MEMORY_LIMITS", ())
+    assert sandbox.available_memory_mb() == total_mb
+    assert max(sandbox.MIN_MEMORY_MB, int(total_mb * sandbox.MEMORY_FRACTION)) == sandbox.DEFAULT_MEMORY_MB
+    assert total_mb > sandbox.DEFAULT_MEMORY_MB
+    (tmp_path / "memory.max").write_text(f"{8 * 2**30}\n")  # a container allowed 8 GiB
+    (tmp_path / "unlimited").write_text("max\n")
+    monkeypatch.setattr(sandbox, "CGROUP_MEMORY_LIMITS", (str(tmp_path / "unlimited"), str(tmp_path / "memory.max")))
+    assert sandbox.available_memory_mb() == min(total_mb, 8192)
+    assert sandbox.default_memory_mb() == max(sandbox.MIN_MEMORY_MB, int(min(total_mb, 8192) * sandbox.MEMORY_FRACTION))
+    monkeypatch.setattr(sandbox, "available_memory_mb", lambda: 1024)  # a small machine still reads USD and STEP
+    assert sandbox.default_memory_mb() == sandbox.MIN_MEMORY_MB

@@ -192,10 +192,33 @@ def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
     vera.context.close()
 
 
+def test_an_imported_topic_shows_its_importer_and_the_author_the_file_claimed(world, tmp_path):
+    import urllib.request
+
+    from tests.test_bcf_import_trust import archive, markup
+    from viewer_server.auth import issue
+
+    live, _, join, secret, _ = world
+    guid = "dddddddd-0000-4000-8000-000000000004"
+    data = archive(tmp_path / "claims.bcf", {guid: markup(guid, "admin", [(guid[:-1] + "5", "root", "noted")])})
+    token = issue(secret, SESSION, "Lead", "presenter")
+    request = urllib.request.Request(f"{live.url}/api/sessions/{SESSION}/bcf", data=data, method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 201
+    vera = join("Vera", "viewer")
+    vera.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
+    vera.click(f'ul.topics li[data-guid="{guid}"]')
+    panel = vera.locator("#topic-panel")
+    assert " by Lead (imported; originally by admin) · " in panel.locator(".meta").inner_text()
+    assert "Lead (imported; originally by root) · " in panel.locator(".comment .who").inner_text()
+    vera.context.close()
+
+
 def test_quick_markup_pins_a_note(world):
     _, _, join, _ = world
     ana = join("Ana", "annotator")
-    before = _topic_count(ana)
+    before = ana.evaluate("window.twinview.collab.pins.pins.size")  # topics imported from BCF have no pin
     ana.click("#btn-markup")
     at = ana.evaluate("window.twinview.screenOf('el-00010')")
     ana.mouse.click(at["x"], at["y"])

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import msgspec
 
 from viewer_server import protocol as p
+from viewer_server.bcf.admission import Admitted, SessionContent, admit
 from viewer_server.permissions import Action, allowed
 from viewer_server.store import AuditEntry, Store, put_attachment, put_audit, put_comment, put_topic
 from viewer_server.topics import (
@@ -351,33 +352,51 @@ class Annotations:
     async def import_topics(
         self,
         actor: Member,
-        topics: Iterable[Topic],
-        comments: Iterable[Comment],
+        topics: list[Topic],
+        comments: list[Comment],
         attachments: Iterable[tuple[Attachment, bytes]],
         detail: str = "",
-    ) -> int:
-        """Insert or replace topics and comments of the actor's session (BCF import) in one transaction;
-        connected clients get topic_created / topic_updated / comment_added events. A replaced item's
-        revision goes on from the current one, so edits made on the old revision are refused as stale.
-        Returns the last seq."""
+    ) -> tuple[int, Admitted]:
+        """Add topics, comments and attachments to the actor's session (BCF import) in one transaction, as
+        `bcf.admission.admit` admits them (the actor is their author of record; colliding ids are remapped);
+        replacing topics the session has needs `topic.moderate`. Connected clients get topic_created /
+        topic_updated / comment_added events. A replaced item's revision goes on from the current one, so
+        edits made on the old revision are refused as stale. Returns the last seq and what was admitted.
+        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time."""
         _check(actor.role, Action.BCF_IMPORT)
         room = self._room(actor.room)
         async with room.lock:
-            topics = [self._next_revision(t, room.topics.get(t.guid)) for t in topics]
-            comments = [self._next_revision(c, room.comments.get(c.guid)) for c in comments]
-            now = time.time()
-            entry = self._audit(actor, Action.BCF_IMPORT, f"{len(topics)} topics", detail, now)
-            await self._saved(self.store.import_topics(actor.room, topics, comments, attachments, entry))
+            owners = self.store.attachment_sessions({a.id for t in topics for a in t.attachments})
+            foreign = {att for att, session in owners.items() if session != actor.room}
+            content = SessionContent(actor.room, room.topics, room.comments, foreign)
+            admitted = admit(topics, comments, attachments, actor.user, content)
+            if admitted.replaced and not allowed(actor.role, Action.TOPIC_MODERATE):
+                shown = ", ".join(admitted.replaced[:3]) + (" …" if len(admitted.replaced) > 3 else "")
+                raise AnnotationError(
+                    p.ERR_FORBIDDEN,
+                    f"the archive replaces {len(admitted.replaced)} topic(s) of this session ({shown}); replacing"
+                    f" topics needs {Action.TOPIC_MODERATE.value}, which role {actor.role!r} has not: import it"
+                    " into another session, or ask an admin",
+                )
+            admitted.topics = [self._next_revision(t, room.topics.get(t.guid)) for t in admitted.topics]
+            admitted.comments = [self._next_revision(c, room.comments.get(c.guid)) for c in admitted.comments]
+            if admitted.replaced:
+                detail = f"{detail}; replaced {len(admitted.replaced)} topic(s)"
+            entry = self._audit(actor, Action.BCF_IMPORT, f"{len(admitted.topics)} topics", detail, time.time())
+            write = self.store.import_topics(
+                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry
+            )
+            await self._saved(write)
             seq = self.hub.seq
-            for topic in topics:
+            for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"
                 room.topics[topic.guid] = topic
                 seq = self._emit(actor, kind, topic.guid, topic=topic)
-            for comment in comments:
+            for comment in admitted.comments:
                 kind = "comment_edited" if comment.guid in room.comments else "comment_added"
                 room.comments[comment.guid] = comment
                 seq = self._emit(actor, kind, comment.guid, comment=comment)
-            return seq
+            return seq, admitted
 
     # --- helpers ---------------------------------------------------------------------------------
 

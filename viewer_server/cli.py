@@ -4,7 +4,8 @@ Exit codes (documented in the README):
   0  success
   1  unexpected internal error (a bug: rerun with --debug and report it)
   2  bad input: a file that cannot be read, a bad bindings file, bad arguments
-  130 interrupted
+  130 interrupted (Ctrl-C)
+  143 terminated (SIGTERM to `build` or `inspect`: the readers are stopped and nothing is left behind)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -22,7 +24,7 @@ from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
 from viewer_server.data_dir import default_data_dir
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
@@ -32,6 +34,25 @@ DEFAULT_PORT = 8800
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _terminate_on_sigterm() -> None:
+    """For commands that run sandboxed readers: on SIGTERM, stop the readers and remove the staging
+    folder, say so and exit 143. (Without this the readers would still die, see scene.lifeline, but a
+    staging folder would be left.) The handler does it all itself rather than raise: an exception raised
+    by a signal handler can land where nothing unwinds it (inside an import, a finalizer)."""
+
+    from scene.pipeline import abort  # now, not in the handler: the main thread may hold an import lock then
+
+    def terminate(signum: int, frame: object) -> None:
+        try:
+            abort()
+            _say("terminated")
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_TERMINATED)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _say(msg: str) -> None:
@@ -307,7 +328,12 @@ def _add_import_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-budget", type=int, default=DEFAULT_POINT_BUDGET, help="points kept per scan")
     p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per input")
-    p.add_argument("--max-memory", type=int, default=DEFAULT_MEMORY_MB, help="MB of memory allowed per input")
+    p.add_argument(
+        "--max-memory",
+        type=int,
+        default=DEFAULT_MEMORY_MB,
+        help=f"MB of address space allowed per input (default {DEFAULT_MEMORY_MB}: a quarter of this machine's memory)",
+    )
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -329,13 +355,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--lod", action="store_true", help="add simplified levels for heavy meshes")
     b.add_argument("-q", "--quiet", action="store_true")
     _add_import_flags(b)
-    b.set_defaults(func=cmd_build, skip_teardown=True)
+    b.set_defaults(func=cmd_build, skip_teardown=True, runs_readers=True)
 
     i = sub.add_parser("inspect", help="summarise a source file, a GLB/USD output or a built scene")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="machine-readable summary")
     _add_import_flags(i)
-    i.set_defaults(func=cmd_inspect, skip_teardown=True)
+    i.set_defaults(func=cmd_inspect, skip_teardown=True, runs_readers=True)
 
     s = sub.add_parser("serve", help="serve a built scene with live telemetry")
     s.add_argument("scene_dir", metavar="SCENE_DIR")
@@ -398,6 +424,8 @@ def run() -> None:
     then, it exits without the interpreter's teardown: once usd-core is loaded that takes ~35 ms,
     a twelfth of building a small IFC."""
     args = parser().parse_args()
+    if getattr(args, "runs_readers", False):  # the process is ours: its signal handling too
+        _terminate_on_sigterm()
     code = _run(args)
     if getattr(args, "skip_teardown", False):
         sys.stdout.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from scene.procedure_file import load_procedures
 from viewer_server.alarms import AlarmBook, AlarmDesk, load_alarms
 from viewer_server.annotations import Annotations
 from viewer_server.auth import SECRET_BYTES, load_secret
+from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bus import Bus
 from viewer_server.commands import Commands
 from viewer_server.hub import SceneHub
@@ -48,6 +50,8 @@ class LiveScene:
     procedures: Procedures | None = None  # guided procedures per session (needs the store)
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
     alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
+    # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
+    bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
     @classmethod
     def open(

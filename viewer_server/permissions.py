@@ -122,6 +122,8 @@ def markdown() -> str:
         "Own-item actions (`*.edit_own`, `*.delete_own`) apply only to items whose author is the caller: the",
         "verified identity, a token's user or a visitor's guest id (never a name a client chose; PROTOCOL.md §12);",
         "`*.moderate` covers everyone's items and every use is written to the audit trail.",
+        "`bcf.import` adds topics, with the importer as their author (the file's author is kept as",
+        "`original_author`); an import that replaces topics the session already has also needs `topic.moderate`.",
         "`session.manage` and `session.revoke` cover every session of the scene: an admin token of any one",
         "grants them. `session.revoke` voids a user's join links issued so far for one session and closes",
         "their open connections to it (4003 `token revoked`); a new link lets them in again.",

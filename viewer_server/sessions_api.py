@@ -23,6 +23,7 @@ from scene.errors import ImportFailed
 from viewer_server import protocol as p
 from viewer_server.annotations import AnnotationError
 from viewer_server.auth import DEFAULT_TTL_S, MAX_TTL_S, REVOKED, AuthError, issue, join_link, verify
+from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
@@ -33,6 +34,8 @@ from viewer_server.rooms import MAX_USER_NAME, Member, Room, guest_id, user_prob
 from viewer_server.session import close_sessions, revoked
 from viewer_server.topics import Comment, Topic
 
+# Seconds a client refused because the server is busy with other BCF imports is told to wait.
+BUSY_RETRY_AFTER_S: Final = 5
 # Audit entries per request by default and at most: a page of a table, not the whole history.
 AUDIT_DEFAULT_LIMIT: Final = 200
 AUDIT_MAX_LIMIT: Final = 2000
@@ -375,8 +378,9 @@ async def procedure_record(request: web.Request) -> web.Response:
 
 
 class BcfImported(msgspec.Struct):
-    topics: int
+    topics: int  # as stored
     comments: int
+    replaced: int  # of those topics, how many the session had (they needed topic.moderate)
     seq: int  # of the last event: connected clients have the topics once they reach it
     unmapped_components: list[str]
     warnings: list[str]
@@ -406,22 +410,32 @@ async def bcf_export(request: web.Request) -> web.Response:
 
 @handles_refusals
 async def bcf_import(request: web.Request) -> web.Response:
-    """Add (or replace, by guid) the topics of a BCF 3.0 / 2.1 archive; connected clients see them at once."""
+    """Add (or, with topic.moderate, replace by guid) the topics of a BCF 3.0 / 2.1 archive; connected clients
+    see them at once. At most MAX_CONCURRENT_IMPORTS run at a time: the next one is refused (503), not queued."""
     member = caller(request, request.match_info["session"])
     _require(member, Action.BCF_IMPORT)
     live = _live(request)
-    body = await request.read()
-    with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
-        path = Path(tmp) / "import.bcf"
-        path.write_bytes(body)
-        try:
-            element_ids, by_guid = scene_index(live.scene.dir)
-            result = await asyncio.to_thread(import_bcf, path, element_ids, by_guid)
-        except ImportFailed as exc:
-            raise Refused(400, "bad_bcf", str(exc).replace(str(path), "upload")) from None
-    metas = {a.id: a for t in result.topics for a in t.attachments}
-    pairs = [(metas[k], v) for k, v in result.attachments.items() if k in metas]
-    detail = f"BCF {result.version} upload, {len(result.comments)} comments"
-    seq = await _annotations(request).import_topics(member, result.topics, result.comments, pairs, detail)
-    counts = (len(result.topics), len(result.comments))
-    return _json(BcfImported(*counts, seq, result.unmapped_components, result.warnings), 201)
+    if live.bcf_imports.locked():
+        busy = Refused(503, "busy", f"the server is importing {MAX_CONCURRENT_IMPORTS} other BCF archive(s), as"
+                       " many as it does at once; try again in a few seconds")  # fmt: skip
+        busy.response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+        raise busy
+    async with live.bcf_imports:
+        body = await request.read()
+        with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
+            path = Path(tmp) / "import.bcf"
+            path.write_bytes(body)
+            del body
+            try:
+                element_ids, by_guid = scene_index(live.scene.dir)
+                result = await asyncio.to_thread(import_bcf, path, element_ids, by_guid)
+                detail = f"BCF {result.version} upload"
+                annotations = _annotations(request)
+                seq, admitted = await annotations.import_topics(
+                    member, result.topics, result.comments, result.attachments(), detail
+                )
+            except ImportFailed as exc:
+                raise Refused(400, "bad_bcf", str(exc).replace(str(path), "upload")) from None
+    counts = (len(admitted.topics), len(admitted.comments), len(admitted.replaced))
+    warnings = [*result.warnings, *admitted.warnings]
+    return _json(BcfImported(*counts, seq, result.unmapped_components, warnings), 201)

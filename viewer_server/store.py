@@ -294,6 +294,15 @@ class Store:
         session, mime, size, digest, data = row
         return session, Attachment(attachment_id, mime, size, digest), data
 
+    def attachment_sessions(self, attachment_ids: Iterable[str]) -> dict[str, str]:
+        """The session holding each of these attachments that exists (attachment id -> session)."""
+        out = {}
+        for attachment_id in attachment_ids:
+            row = self._read.execute("SELECT session FROM attachments WHERE id = ?", (attachment_id,)).fetchone()
+            if row is not None:
+                out[attachment_id] = row[0]
+        return out
+
     def audit(self, session: str, limit: int, before: int | None = None) -> list[AuditEntry]:
         """The newest `limit` audit entries of a session (older than id `before`), newest first."""
         rows = self._read.execute(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -34,6 +34,8 @@ MAX_VIEWPOINT_IDS: Final = 2000
 # Section planes per viewpoint: a section box has six.
 MAX_CLIPPING_PLANES: Final = 6
 HEX_COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}")
+# Width / height of a recorded view: no screen is 20 times wider than high (or the reverse).
+MAX_ASPECT_RATIO: Final = 20.0
 
 TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "critical"]
@@ -54,6 +56,8 @@ class Camera(msgspec.Struct, omit_defaults=True):
     up: Vec3
     fov_deg: Finite = 60.0
     ortho_height: Finite | None = None
+    # Width / height of the view, when recorded (BCF `AspectRatio`); None: unknown. The bounds keep it finite.
+    aspect_ratio: Annotated[float, msgspec.Meta(ge=1 / MAX_ASPECT_RATIO, le=MAX_ASPECT_RATIO)] | None = None
 
 
 class ClippingPlane(msgspec.Struct):
@@ -68,6 +72,14 @@ class ColoredComponents(msgspec.Struct):
     ids: list[str]
 
 
+class ViewSetupHints(msgspec.Struct, omit_defaults=True):
+    """BCF's hints for showing IFC spaces, space boundaries and openings (all hidden by default)."""
+
+    spaces_visible: bool = False
+    space_boundaries_visible: bool = False
+    openings_visible: bool = False
+
+
 class Viewpoint(msgspec.Struct, omit_defaults=True):
     """What the author saw: camera, section planes, and visible / selected / coloured components (twin ids)."""
 
@@ -79,6 +91,7 @@ class Viewpoint(msgspec.Struct, omit_defaults=True):
     default_visible: bool = True
     colored: list[ColoredComponents] = []
     snapshot: str | None = None  # attachment id of the PNG taken with this viewpoint
+    setup_hints: ViewSetupHints | None = None  # as a BCF file stated them; None: never stated
 
 
 class Pin(msgspec.Struct):
@@ -105,23 +118,59 @@ class Attachment(msgspec.Struct):
     sha256: str
 
 
+class BcfFile(msgspec.Struct, omit_defaults=True):
+    """A model file a BCF topic refers to (markup `Header/Files/File`), as the other tool wrote it."""
+
+    filename: str | None = None
+    date: str | None = None  # xs:dateTime, as written
+    reference: str | None = None
+    ifc_project: str | None = None
+    ifc_spatial_structure_element: str | None = None
+    is_external: bool = True
+
+
+class BcfDocument(msgspec.Struct, omit_defaults=True):
+    """A topic's reference to a document outside the archive (`DocumentReference` with a `Url`)."""
+
+    guid: str
+    url: str
+    description: str | None = None
+
+
+class BcfFields(msgspec.Struct, omit_defaults=True):
+    """What a BCF file from another tool says that TwinView does not use itself, kept so that exporting
+    the topic gives it back. `status` and `priority` hold the other tool's spelling while TwinView's own
+    value is still the one they were read as; `priority` "" records that the file had none."""
+
+    status: str | None = None
+    priority: str | None = None
+    server_assigned_id: str | None = None
+    due_date: str | None = None  # DueDate as written, while `Topic.due_date` is still its day (BCF has a time)
+    stage: str | None = None
+    files: list[BcfFile] = []
+    reference_links: list[str] = []
+    related_topics: list[str] = []  # BCF guids
+    documents: list[BcfDocument] = []
+
+
 class Comment(msgspec.Struct, omit_defaults=True):
     guid: str
     topic: str
-    author: str
-    text: str
+    author: str  # who wrote it here, or who imported it (then `original_author` is what the file said)
+    text: str  # "" only for a comment imported from BCF without text (a viewpoint-only comment)
     created: float
     revision: int = 1
     modified: float | None = None
     reply_to: str | None = None  # threaded replies
     viewpoint: str | None = None  # guid of a viewpoint of the topic
     deleted: bool = False  # moderated or withdrawn: kept for the audit trail, shown as removed
+    original_author: str | None = None  # the author a BCF file named (unverified), when imported
 
 
 class Topic(msgspec.Struct, omit_defaults=True):
     guid: str
     title: str
-    author: str
+    author: str  # who made it here, or who imported it (then `original_author` is what the file said)
     created: float
     pin: Pin | None = None
     description: str = ""
@@ -138,6 +187,8 @@ class Topic(msgspec.Struct, omit_defaults=True):
     modified: float | None = None
     modified_by: str | None = None
     deleted: bool = False
+    original_author: str | None = None  # the CreationAuthor a BCF file named (unverified), when imported
+    bcf: BcfFields | None = None  # what another tool's BCF file said beyond our fields
 
 
 class TopicError(ValueError):

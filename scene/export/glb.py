@@ -3,7 +3,10 @@
 Layout (what the web client relies on):
 - node `i` for the i-th element (Scene order), `name` = twin id, `extras` = {"id", "name", "class"};
   the hierarchy follows Element.parent with local transforms (translation + rotation when rigid,
-  else `matrix`); element nodes come first, in Scene order, and there are no other nodes;
+  else `matrix`); element nodes come first, in Scene order, and there are no other nodes. glTF node
+  matrices must be translation x rotation x scale: where an element's local transform is not (it
+  shears, or a parent's non-uniform scale meets the child's rotation), the node keeps the rigid part
+  and the rest is baked into that element's own copy of its mesh (`node_transforms`);
 - shared Scene meshes become one glTF mesh referenced by every node that uses it, and so do Scene
   meshes whose written geometry is identical (IFC often repeats a shape under several
   representations; compressed, "identical" means the same quantised triangles in any order);
@@ -31,6 +34,7 @@ from scene.export import meshopt
 from scene.export.hierarchy import MATRIX_DECIMALS, local_matrices
 from scene.export.lod import lods_for
 from scene.model import Material, Mesh, Primitive, Scene
+from scene.transforms import bake_linear, split_shear
 
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2
@@ -368,7 +372,8 @@ class _GltfWriter:
         nodes = [{"name": e.id, "extras": {"id": e.id, "name": e.name, "class": e.cls}} for e in elements]
         position = {e.id: i for i, e in enumerate(elements)}
         roots: list[int] = []
-        for i, (el, local) in enumerate(zip(elements, local_matrices(scene), strict=True)):
+        locals_, baked = node_transforms(scene)
+        for i, (el, local) in enumerate(zip(elements, locals_, strict=True)):
             nodes[i].update(_transform(local))
             if el.parent is None:
                 roots.append(i)
@@ -377,6 +382,8 @@ class _GltfWriter:
         stats = GlbStats(len(nodes), 0, 0, 0, 0, 0, 0)
         for i, el in enumerate(elements):
             mesh = scene.meshes.get(el.mesh) if el.mesh else None
+            if mesh is not None and i in baked:  # this element's own copy, with the non-TRS rest baked in
+                mesh = Mesh(f"{mesh.id}@{el.id}", [bake_linear(p, baked[i]) for p in mesh.primitives])
             index = None if mesh is None else self.mesh(mesh)
             if index is None:
                 continue
@@ -430,6 +437,31 @@ def write_glb(scene: Scene, path: Path, *, compress: bool = False, lod: bool = F
             f.write(struct.pack("<II", len(body), CHUNK_BIN) + body)
     stats.bytes = total
     return stats
+
+
+def node_transforms(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Local matrices glTF nodes can hold, in Scene order, and {element index: 3x3 to bake into its mesh}.
+    An element whose local matrix is not TRS keeps its rigid part (`split_shear`); as its node then no
+    longer carries its world transform, its children's local matrices are taken against what it does carry."""
+    local = local_matrices(scene)
+    if all(split_shear(m)[1] is None for m in local):
+        return local, {}
+    elements = list(scene.elements.values())
+    position = {e.id: i for i, e in enumerate(elements)}
+    node_world = np.stack([e.matrix for e in elements]).astype(np.float64)
+    moved: set[int] = set()  # elements whose node carries less than their world matrix (the rest is baked)
+    baked: dict[int, np.ndarray] = {}
+    for i, el in enumerate(elements):  # parents come first
+        parent = position[el.parent] if el.parent is not None else None
+        if parent in moved:
+            local[i] = np.round(np.linalg.inv(node_world[parent]) @ el.matrix, MATRIX_DECIMALS) + 0.0
+        rigid, rest = split_shear(local[i])
+        if rest is not None:
+            local[i] = rigid
+            node_world[i] = rigid if parent is None else node_world[parent] @ rigid
+            baked[i] = rest
+            moved.add(i)
+    return local, baked
 
 
 def _transform(local: np.ndarray) -> dict:

@@ -7,14 +7,13 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from scene.errors import ImportFailed
-from scene.model import InputRecord, Primitive, Scene
+from scene.model import InputRecord, Scene
 
 # Read files in 1 MiB blocks so hashing a multi-GB scan never holds it in memory.
 HASH_BLOCK = 1 << 20
@@ -22,10 +21,6 @@ HASH_BLOCK = 1 << 20
 # Longest element id adopted from a file (TwinView's own GLB/USD outputs carry ids back in);
 # anything longer is not an id TwinView wrote and falls back to a derived one.
 MAX_ADOPTED_ID_LENGTH = 256
-
-# Relative size of off-diagonal terms in L^T L above which a matrix counts as sheared (not TRS);
-# float32 round-off in authored rotations stays far below it.
-SHEAR_TOLERANCE = 1e-6
 
 # Files up to this size are read to check they are not just whitespace; larger ones cannot be.
 BLANK_CHECK_LIMIT = 1 << 16
@@ -163,35 +158,6 @@ def hex_color(rgb: tuple[float, ...] | np.ndarray) -> str:
     """The colour as "#rrggbb": a readable default name for colour-only materials."""
     r, g, b = (round(min(max(float(c), 0.0), 1.0) * 255) for c in rgb[:3])
     return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def split_shear(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Split a world matrix that is not translation x rotation x scale into a rigid one and a 3x3 to bake.
-
-    glTF nodes (and most viewers) require TRS-decomposable matrices; USD and IFC allow shear. Polar
-    decomposition L = R P keeps the rotation R in the matrix and returns P (scale + shear) for the
-    vertices; plain TRS matrices come back unchanged with None.
-    """
-    linear = matrix[:3, :3]
-    gram = linear.T @ linear  # diagonal exactly when the columns are orthogonal, i.e. no shear
-    off_diagonal = np.abs(gram - np.diag(np.diag(gram))).max()
-    if off_diagonal <= SHEAR_TOLERANCE * max(float(np.abs(gram).max()), 1e-300):
-        return matrix, None
-    u, sigma, vt = np.linalg.svd(linear)
-    rigid = matrix.copy()
-    rigid[:3, :3] = u @ vt
-    return rigid, vt.T @ np.diag(sigma) @ vt
-
-
-def bake_linear(prim: Primitive, linear: np.ndarray) -> Primitive:
-    """A copy of `prim` with a 3x3 transform applied to its positions (normals follow its inverse transpose)."""
-    positions = (prim.positions.astype(np.float64) @ linear.T).astype(np.float32)
-    normals = None
-    if prim.normals is not None:
-        normals = prim.normals.astype(np.float64) @ np.linalg.inv(linear)  # (L^-T n) for row vectors
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals = np.divide(normals, length, out=np.zeros_like(normals), where=length > 0).astype(np.float32)
-    return replace(prim, positions=positions, normals=normals)
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:

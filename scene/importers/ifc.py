@@ -1,8 +1,10 @@
 """IFC importer: IfcOpenShell parses and tessellates, we build the canonical scene.
 
+- IFC2X3, IFC4 and IFC4X3_ADD2 (IFC 4.3); a FILE_SCHEMA naming IFC 4.3 otherwise (IFC4X3, _TC1,
+  _ADD1, _RC1.._RC4) is read as IFC4X3_ADD2, and refused naming the entities that schema lacks.
 - Every IfcProduct (plus the IfcProject root) becomes an Element keyed by its GlobalId, placed in
   the spatial tree (aggregation, nesting, voids, containment); psets, qtos and key attributes
-  become its properties.
+  become its properties (a set without a name under its class, plus its GlobalId where needed).
 - Geometry comes from `ifcopenshell.geom.iterator`. The manifold kernel is ~10x faster than
   opencascade but supports fewer constructs (no sweeps, tapered extrusions; circles only when
   given a segment count) and can crash natively. Kernels run in forked workers, one per core,
@@ -16,18 +18,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import math
 import multiprocessing as mp
 import os
 import re
+import shutil
+import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions
 from scene.importers._common import new_scene, read_nonempty, timed, unique_id
 from scene.importers.normals import crease_normals
+from scene.lifeline import die_with_parent
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
@@ -72,6 +78,14 @@ ATTRIBUTES = ("GlobalId", "Description", "ObjectType", "Tag", "LongName")
 _PROPERTY_META = frozenset({"id", "type", "Name", "Description"})
 # Bytes read from the end of a .ifc file to check it ends with the STEP terminator.
 TAIL_BYTES = 512
+# IFC 4.3 (ISO 16739-1:2024) is IFC4X3_ADD2, which IfcOpenShell reads; files also name it IFC4X3, _TC1,
+# _ADD1 or a pre-release (_RC1.._RC4). Those are read as IFC4X3_ADD2 when their entities exist there.
+IFC4X3 = "IFC4X3_ADD2"
+IFC4X3_SPELLINGS = re.compile(r"IFC4X3(_(TC1|ADD1|ADD2|RC\d))?")
+# The HEADER section holding FILE_SCHEMA: real headers are a few hundred bytes.
+HEADER_BYTES = 64 * 1024
+_FILE_SCHEMA = re.compile(rb"FILE_SCHEMA\s*\(\s*\(\s*'[^']*'\s*\)\s*\)", re.IGNORECASE)
+_UNKNOWN_ENTITY = re.compile(r"Entity with name '(\w+)' not found in schema")
 # The STEP physical file's first keyword and its terminator; a file without the latter was cut short.
 STEP_MAGIC = b"ISO-10303-21;"
 END_MARKER = b"END-ISO-10303-21;"
@@ -165,7 +179,8 @@ def load(path: Path, options: ImportOptions, ready: ElementsReady | None = None)
 
 def _open(path: Path) -> tuple[Any, list[str]]:
     """Open the model; refuse what cannot be read. Dangling references come back as warnings:
-    real exports have them (example.ifc) and IfcOpenShell reads the attribute as unset."""
+    real exports have them (example.ifc) and IfcOpenShell reads the attribute as unset. A FILE_SCHEMA
+    that IfcOpenShell does not know but that is IFC 4.3 under another name is read as IFC4X3_ADD2."""
     import ifcopenshell
 
     if path.suffix.lower() == ".ifczip":
@@ -175,22 +190,80 @@ def _open(path: Path) -> tuple[Any, list[str]]:
     ifcopenshell.get_log()  # drop messages left by earlier calls in this process
     try:
         model = ifcopenshell.open(str(path))
+    except ifcopenshell.SchemaError as exc:
+        schema = str(exc).removeprefix("Unsupported schema: ").strip()
+        if not IFC4X3_SPELLINGS.fullmatch(schema.upper()):
+            raise ImportFailed(str(path), _unsupported(schema), "FILE_SCHEMA") from None
+        return _open_as(path, schema, IFC4X3)
     except (ifcopenshell.Error, OSError, zipfile.BadZipFile, RuntimeError) as exc:
         errors = _log_errors(ifcopenshell.get_log())
         reason = f"not a readable IFC file: {errors[0][0] if errors else exc}"
         where = _line_of(path, errors[0][1]) if errors else ""
         if not where and "header" in str(exc):
             where = "HEADER section"
-        if isinstance(exc, ifcopenshell.SchemaError):  # e.g. a CAD exchange file (AP203/AP214) named .ifc
-            schema = str(exc).removeprefix("Unsupported schema: ")
-            reason, where = f"a STEP file in schema {schema}, not IFC: import it as .step", "FILE_SCHEMA"
         raise ImportFailed(str(path), reason, where) from None
-    errors = _log_errors(ifcopenshell.get_log())
+    return model, _parse_warnings(path, _log_errors(ifcopenshell.get_log()))
+
+
+def _parse_warnings(path: Path, errors: list[tuple[str, int | None]]) -> list[str]:
     if not errors:
-        return model, []
+        return []
     listed = "; ".join(f"{msg} ({_line_of(path, offset)})" for msg, offset in errors[:MAX_EXAMPLES])
     more = f" and {len(errors) - MAX_EXAMPLES} more" if len(errors) > MAX_EXAMPLES else ""
-    return model, [f"{len(errors)} parse error(s), the attributes concerned read as unset: {listed}{more}"]
+    return [f"{len(errors)} parse error(s), the attributes concerned read as unset: {listed}{more}"]
+
+
+def _unsupported(schema: str) -> str:
+    import ifcopenshell.ifcopenshell_wrapper as wrapper
+
+    if not schema.upper().startswith("IFC"):  # e.g. a CAD exchange file (AP203/AP214) named .ifc
+        return f"a STEP file in schema {schema}, not IFC: import it as .step"
+    known = ", ".join(n for n in wrapper.schema_names() if n.startswith("IFC"))
+    return f"IFC schema {schema} is not supported (TwinView reads {known}): export the model in one of those"
+
+
+def _open_as(path: Path, schema: str, target: str) -> tuple[Any, list[str]]:
+    """Read `path` as if its FILE_SCHEMA said `target` (from a copy with that header: IfcOpenShell picks
+    the schema from the header alone). Refused when the data uses entities `target` does not have."""
+    import ifcopenshell
+
+    with tempfile.TemporaryDirectory(prefix="twinview-ifc-") as tmp, _step_text(path) as src:
+        copy = Path(tmp) / "model.ifc"
+        with copy.open("wb") as dst:
+            head = src.read(HEADER_BYTES)
+            dst.write(_FILE_SCHEMA.sub(f"FILE_SCHEMA(('{target}'))".encode(), head, count=1))
+            shutil.copyfileobj(src, dst)
+        ifcopenshell.get_log()
+        try:
+            model = ifcopenshell.open(str(copy))
+        except (ifcopenshell.Error, OSError, RuntimeError) as exc:
+            raise ImportFailed(str(path), f"not a readable IFC file: {exc}") from None
+    errors = _log_errors(ifcopenshell.get_log())
+    unknown = sorted({m.group(1) for msg, _ in errors if (m := _UNKNOWN_ENTITY.search(msg))})
+    if unknown:
+        shown = ", ".join(unknown[:MAX_EXAMPLES]) + (" …" if len(unknown) > MAX_EXAMPLES else "")
+        raise ImportFailed(
+            str(path),
+            f"IFC schema {schema} uses entities that {target} (IFC 4.3 as published) does not have ({shown}):"
+            f" export the model as {target}",
+            "FILE_SCHEMA",
+        )
+    return model, [f"FILE_SCHEMA {schema} read as {target} (IFC 4.3)", *_parse_warnings(path, errors)]
+
+
+@contextlib.contextmanager
+def _step_text(path: Path) -> Iterator[BinaryIO]:
+    """The STEP text of a .ifc, or of the first .ifc inside a .ifczip (as IfcOpenShell picks it)."""
+    if path.suffix.lower() != ".ifczip":
+        with path.open("rb") as fh:
+            yield fh
+        return
+    with zipfile.ZipFile(path) as zf:
+        member = next((n for n in zf.namelist() if n.lower().endswith(".ifc")), None)
+        if member is None:
+            raise ImportFailed(str(path), "no .ifc file inside the .ifczip")
+        with zf.open(member) as fh:
+            yield fh
 
 
 def _require_terminated(path: Path) -> None:
@@ -482,6 +555,7 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
     os.write(claims_writer, bytes(range(len(runs))))
     os.close(claims_writer)
     children: dict[Connection, int] = {}
+    parent = os.getpid()
     # Every child is forked before the reader thread starts: no thread may run while we fork.
     for _ in range(min(workers, len(runs))):
         receiver, sender = mp.Pipe(duplex=False)
@@ -491,6 +565,7 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
         if pid == 0:
             code = 1
             try:
+                die_with_parent(parent)  # a reader killed outright (SIGKILL) takes its workers with it
                 receiver.close()
                 _work(sender, claims, runs, model)
                 code = 0
@@ -711,23 +786,20 @@ def _parents_first(parent: dict[int, int | None], root: int) -> tuple[list[int],
 
 
 def _properties(entity: Any) -> PropertySets:
+    """Property and quantity sets (the type's, overridden by the occurrence's, by name) plus key attributes.
+    A set without a name (ArchiCAD writes its door lining and panel sets so) is kept under a generated
+    name: its class, and its GlobalId where the element has two unnamed sets of that class."""
     import ifcopenshell.util.element
 
     props: PropertySets = {}
     for name, values in ifcopenshell.util.element.get_psets(entity).items():
-        flat: dict[str, PropertyValue] = {}
-        for key, value in values.items():
-            if key == "id":
-                continue
-            if not isinstance(value, dict):
-                flat[key] = _json(value)
-            elif value.get("type") == "IfcPropertyBoundedValue":  # [lower, upper]; unset when neither is
-                bounds = [_json(value.get("LowerBoundValue")), _json(value.get("UpperBoundValue"))]
-                flat[key] = bounds if bounds != [None, None] else None
-            else:  # complex, table or reference value: one level of "Name.Part" keys
-                parts = value.get("properties", value)
-                flat.update({f"{key}.{k}": _json(v) for k, v in parts.items() if k not in _PROPERTY_META})
-        props[name] = flat
+        if name:  # get_psets merges every unnamed set under None: they are taken one by one below
+            props[name] = _flat(values)
+    unnamed = _unnamed_definitions(entity)
+    classes = [d.is_a() for d in unnamed]
+    for definition, cls in zip(unnamed, classes, strict=True):
+        name = cls if classes.count(cls) == 1 else f"{cls} {definition.GlobalId or f'#{definition.id()}'}"
+        props[name] = _flat(ifcopenshell.util.element.get_property_definition(definition))
     attributes = {name: _json(getattr(entity, name, None)) for name in ATTRIBUTES}
     if entity.is_a("IfcObject"):  # the occurrence's own, else its type's (IFC puts it on one of them)
         attributes["PredefinedType"] = ifcopenshell.util.element.get_predefined_type(entity)
@@ -736,6 +808,41 @@ def _properties(entity: Any) -> PropertySets:
         attributes["TypeName"] = element_type.Name
     props["Attributes"] = {k: v for k, v in attributes.items() if v is not None}
     return props
+
+
+def _flat(values: dict[str, Any]) -> dict[str, PropertyValue]:
+    """One set's properties as plain values (get_psets' shape: name -> value, or a dict for complex ones)."""
+    flat: dict[str, PropertyValue] = {}
+    for key, value in values.items():
+        if key == "id":
+            continue
+        if not isinstance(value, dict):
+            flat[key] = _json(value)
+        elif value.get("type") == "IfcPropertyBoundedValue":  # [lower, upper]; unset when neither is
+            bounds = [_json(value.get("LowerBoundValue")), _json(value.get("UpperBoundValue"))]
+            flat[key] = bounds if bounds != [None, None] else None
+        else:  # complex, table or reference value: one level of "Name.Part" keys
+            parts = value.get("properties", value)
+            flat.update({f"{key}.{k}": _json(v) for k, v in parts.items() if k not in _PROPERTY_META})
+    return flat
+
+
+def _unnamed_definitions(entity: Any) -> list[Any]:
+    """Property and quantity set definitions without a Name, of the element's type and of the element."""
+    import ifcopenshell.util.element
+
+    holders = [ifcopenshell.util.element.get_type(entity), entity] if entity.is_a("IfcObject") else [entity]
+    found = []
+    for holder in filter(None, holders):
+        if holder.is_a("IfcTypeObject"):
+            definitions = list(holder.HasPropertySets or ())
+        else:
+            definitions = []
+            for rel in getattr(holder, "IsDefinedBy", None) or ():
+                if rel.is_a("IfcRelDefinesByProperties") and (d := rel.RelatingPropertyDefinition) is not None:
+                    definitions += list(d.wrappedValue) if d.is_a("IfcPropertySetDefinitionSet") else [d]
+        found += [d for d in definitions if not d.Name]
+    return found
 
 
 def _json(value: Any) -> PropertyValue:

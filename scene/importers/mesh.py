@@ -15,6 +15,10 @@ Decisions on damaged input:
 Files named inside a model (glTF buffers and images, OBJ material libraries and textures, PLY
 textures) are read only from the model's folder: URLs, absolute paths, `../` and escaping symlinks are
 refused with ImportFailed naming the URI. glTF images at a URL are optional and skipped with a warning.
+
+Text encodings: an OBJ that is not UTF-8 (Japanese CAD tools write Shift-JIS) is decoded with the encoding
+detected on the whole OBJ, and its material libraries with the same one: detected on a short MTL alone, the
+guess is often wrong (Shift-JIS read as Big5), and then no material name matches.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ THREEMF_UNITS = {
 # PLY headers are a few hundred bytes; reading this much finds `end_header` in any sane file.
 PLY_HEADER_LIMIT = 1 << 16
 
+# Bytes of a text file looked at to detect its encoding (charset_normalizer): plenty for a guess.
+ENCODING_SAMPLE = 1 << 16
 # OBJ tokens that make trimesh silently drop vertices instead of failing.
 _OBJ_BAD_NUMBER = re.compile(rb"(?i)[-+]?(nan|inf)")
 _OBJ_VERTEX_LINE = re.compile(rb"(?m)^v[ \t]+[^\n]*")
@@ -324,8 +330,9 @@ def _ply_has_faces(path: Path) -> bool:
 class _GuardedResolver:
     """A trimesh resolver that serves only files inside the model's folder and records refusals."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text_encoding: str | None = None) -> None:
         self.path = path
+        self.text_encoding = text_encoding  # of the model: material libraries that are not UTF-8 share it
         self.refused: ImportFailed | None = None
         self.missing: list[str] = []
 
@@ -338,7 +345,10 @@ class _GuardedResolver:
         if not target.is_file():
             self.missing.append(name)
             raise FileNotFoundError(name)
-        return target.read_bytes()
+        data = target.read_bytes()
+        if self.text_encoding and target.suffix.lower() == ".mtl":
+            return _as_utf8(data, self.text_encoding)
+        return data
 
     def __getitem__(self, name: str) -> bytes:  # trimesh's OBJ reader indexes instead of calling get
         return self.get(name)
@@ -348,9 +358,12 @@ def load_trimesh(path: Path, data: bytes, ext: str) -> Scene:
     import trimesh
 
     fmt = ext.lstrip(".")
+    encoding = None
     if ext == ".obj":
         _check_obj_text(path, data)
-    resolver = _GuardedResolver(path)
+        encoding = _text_encoding(data)
+        data = _as_utf8(data, encoding)
+    resolver = _GuardedResolver(path, encoding)
     timings: dict[str, float] = {}
     with timed(timings, "parse"):
         loaded = _trimesh_load(path, data, fmt, resolver)
@@ -379,6 +392,29 @@ def _trimesh_load(path: Path, data: bytes, fmt: str, resolver: _GuardedResolver,
     if resolver.refused is not None:
         raise resolver.refused
     return loaded
+
+
+def _text_encoding(data: bytes) -> str | None:
+    """None for UTF-8 (or ASCII) text, else the encoding charset_normalizer detects."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[:ENCODING_SAMPLE]).best()
+        return best.encoding if best is not None else "latin-1"
+    return None
+
+
+def _as_utf8(data: bytes, encoding: str | None) -> bytes:
+    """`data` re-encoded from `encoding` to UTF-8; as it is when it already is UTF-8 (or no encoding is given)."""
+    if encoding is None:
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(encoding, errors="replace").encode("utf-8")
+    return data
 
 
 def _check_obj_text(path: Path, data: bytes) -> None:

@@ -23,30 +23,31 @@ Decisions:
 
 from __future__ import annotations
 
+import gc
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scene.errors import ImportFailed
+from scene.errors import ImportFailed, first_line
 from scene.importers import ImportOptions
 from scene.importers._common import (
     adopted_id,
-    bake_linear,
     element_id,
     hex_color,
     new_scene,
     require_finite,
     require_nonempty,
     sniff_image,
-    split_shear,
     timed,
     unique_id,
 )
 from scene.importers.normals import vertex_normals
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
+from scene.transforms import bake_linear, split_shear
 
 # Segments used when tessellating implicit prims (Sphere, Cylinder, Cone, Capsule): smooth enough
 # for a preview, a few hundred triangles each.
@@ -62,7 +63,7 @@ _PACKAGE_PART = re.compile(r"\[.*\]$")  # "pkg.usdz[inner.usdc]" -> the package 
 
 
 def load(path: Path, options: ImportOptions) -> Scene:
-    from pxr import Sdf, Tf, Usd
+    from pxr import Sdf, Tf
 
     require_nonempty(path)
     try:
@@ -74,32 +75,44 @@ def load(path: Path, options: ImportOptions) -> Scene:
         raise ImportFailed(str(path), "cannot read USD layer (unknown format or damaged file)")
     warnings: list[str] = []
     blocked = _outside_layers(path, root, warnings)
+    # Muted before the stage opens, so USD never reads them. Unmuted only once the stage is gone: a stage
+    # still alive (an exception's traceback keeps one) would read them the moment they are unmuted.
     for layer in blocked:
         Sdf.Layer.AddToMutedLayers(layer)
+    failure: Exception | None = None
     try:
-        timings: dict[str, float] = {}
+        return _compose(path, root, warnings, blocked)
+    except Exception as exc:  # kept without its traceback and chain (they hold the stage), raised once unmuted
+        exc.add_note("".join(traceback.format_exception(exc)))  # for --debug
+        exc.__cause__ = exc.__context__ = None
+        failure = exc.with_traceback(None)
+    finally:
+        gc.collect()  # the stage, if a reference cycle held it
+        for layer in blocked:
+            Sdf.Layer.RemoveFromMutedLayers(layer)
+    raise failure
+
+
+def _compose(path: Path, root: Any, warnings: list[str], blocked: set[str]) -> Scene:
+    from pxr import Tf, Usd
+
+    timings: dict[str, float] = {}
+    try:
         with timed(timings, "compose"):
             stage = Usd.Stage.Open(root, Usd.Stage.LoadAll)
         with timed(timings, "convert"):
             scene = _build(path, stage, warnings, blocked)
-        scene.timings.update(timings)
-        return scene
     except Tf.ErrorException as exc:
-        raise ImportFailed(str(path), f"USD composition failed: {_first_line(exc)}") from exc
-    finally:
-        for layer in blocked:
-            Sdf.Layer.RemoveFromMutedLayers(layer)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportFailed(str(path), f"USD composition failed: {first_line(exc)}") from exc
+    scene.timings.update(timings)
+    return scene
 
 
 def _parse_error(exc: Exception) -> tuple[str, str]:
     """USD's parser message without its C++ source location, plus "line N" when it names one."""
     match = _PARSE_LOCATION.search(str(exc))
     if match is None:
-        return _first_line(exc), ""
+        return first_line(exc), ""
     return match.group(3).strip().rstrip("'").strip(), f"line {match.group(1)}"
 
 

@@ -20,6 +20,7 @@ from typing import Final
 
 from scene.errors import ImportFailed
 from viewer_server.auth import issue, load_secret
+from viewer_server.bcf.admission import Admitted, SessionContent, admit
 from viewer_server.bcf.mapping import is_ifc_guid
 from viewer_server.bcf.reader import BcfImport, import_bcf
 from viewer_server.bcf.writer import export_bcf
@@ -83,7 +84,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     path, data_dir = Path(args.file), Path(args.data_dir)
     element_ids, by_guid = scene_index(Path(args.scene)) if args.scene else (None, {})
-    result = import_bcf(path, element_ids, by_guid)  # fully in memory: a bad archive stops here
+    result = import_bcf(path, element_ids, by_guid)  # read fully first: a bad archive stops here
     url = running_server(data_dir)
     if url is not None:
         try:
@@ -92,11 +93,14 @@ def run_import(args: argparse.Namespace) -> int:
             print(f"the server at {url} did not answer ({exc.reason}); writing the store directly: it shows"
                   " the topics after a restart")  # fmt: skip
         else:
-            _report(path, result, f"through the server at {url}; everyone connected sees them now")
+            counts = (answer["topics"], answer["comments"], answer["replaced"])
+            _report(path, result, counts, answer["warnings"], f"through the server at {url}; everyone connected"
+                    " sees them now")  # fmt: skip
             _report_unmapped(answer["unmapped_components"], "the served scene")
             return 0
-    _import_into_store(data_dir, args.session, path, result)
-    _report(path, result, None)
+    admitted = _import_into_store(data_dir, args.session, path, result)
+    counts = (len(admitted.topics), len(admitted.comments), len(admitted.replaced))
+    _report(path, result, counts, [*result.warnings, *admitted.warnings], None)
     if element_ids is None:
         print("  components not checked against a scene (give --scene SCENE_DIR to check them)")
     else:
@@ -124,31 +128,44 @@ def _import_through(url: str, data_dir: Path, session: str, path: Path) -> dict:
         raise ImportFailed(str(path), f"the server at {url} refused it: {detail}") from None
 
 
-def _import_into_store(data_dir: Path, session: str, path: Path, result: BcfImport) -> None:
+def _import_into_store(data_dir: Path, session: str, path: Path, result: BcfImport) -> Admitted:
+    """Admit the import (`twinview-cli`, an admin of the data dir, is its author of record) and write it."""
     store = _open_store(data_dir)
     try:
-        metas = {a.id: a for t in result.topics for a in t.attachments}
+        topics, comments = store.topics(session), store.comments(session)
+        owners = store.attachment_sessions({a.id for t in result.topics for a in t.attachments})
+        content = SessionContent(
+            name=session,
+            topics={t.guid: t for t in topics},
+            comments={c.guid: c for c in comments},
+            foreign_attachments={att for att, owner in owners.items() if owner != session},
+        )
+        admitted = admit(result.topics, result.comments, result.attachments(), CLI_ACTOR, content)
+        detail = f"{path}" + (f"; replaced {len(admitted.replaced)} topic(s)" if admitted.replaced else "")
         entry = AuditEntry(
             session=session,
             ts=time.time(),
             actor=CLI_ACTOR,
             role="admin",
             action=Action.BCF_IMPORT.value,
-            target=f"{len(result.topics)} topics",
-            detail=str(path),
+            target=f"{len(admitted.topics)} topics",
+            detail=detail,
         )
-        pairs = [(metas[k], v) for k, v in result.attachments.items()]
-        asyncio.run(store.import_topics(session, result.topics, result.comments, pairs, entry))
+        asyncio.run(store.import_topics(session, admitted.topics, admitted.comments, admitted.attachments, entry))
+        return admitted
     finally:
         store.close()
 
 
-def _report(path: Path, result: BcfImport, how: str | None) -> None:
+def _report(path: Path, result: BcfImport, counts: tuple[int, int, int], warnings: list[str], how: str | None) -> None:
+    topics, comments, replaced = counts
     print(
-        f"imported {len(result.topics)} topics, {len(result.comments)} comments, {result.viewpoint_count} viewpoints"
+        f"imported {topics} topics, {comments} comments, {result.viewpoint_count} viewpoints"
         f" (BCF {result.version}) from {path}" + (f" {how}" if how else "")
     )
-    for warning in result.warnings:
+    if replaced:
+        print(f"  {replaced} of these topics replaced topics the session had")
+    for warning in warnings:
         print(f"  warning: {warning}")
 
 

@@ -18,11 +18,15 @@ from viewer_server.topics import Priority, TopicStatus, Vec3
 # Namespace of the UUIDs we derive for ids BCF cannot take as they are (BCF guids are lowercase UUIDs).
 TWINVIEW_NS: Final = uuid.UUID("5b0d6c3e-6f1e-4b8e-9a51-7c1f0d2a9e44")
 ORIGINATING_SYSTEM: Final = "TwinView"
+# BCF requires an aspect ratio; where a camera has none recorded, 16:9 (the common screen) is written, and
+# read back as "none recorded".
+DEFAULT_ASPECT: Final = 16 / 9
 
 _GUID = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _IFC_GUID = re.compile(r"[0-9A-Za-z_$]{22}")
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+_XS_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 _BCF_COLOR = re.compile(r"[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?")
 # Characters XML 1.0 cannot carry at all (C0 controls except tab, LF, CR; U+FFFE/U+FFFF; surrogates).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -97,6 +101,17 @@ def parse_datetime(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def is_xs_datetime(text: str) -> bool:
+    """Whether `text` is an xs:dateTime that we can also read (a value kept as another tool wrote it)."""
+    if not _XS_DATETIME.fullmatch(text):
+        return False
+    try:
+        parse_datetime(text)
+    except ValueError:
+        return False
+    return True
 
 
 def fmt_due_date(iso: str) -> str | None:

@@ -21,34 +21,39 @@ from scene.errors import ExportFailed
 from viewer_server.bcf import extension as ext_mod
 from viewer_server.bcf.extension import CommentExt, TopicExt
 from viewer_server.bcf.mapping import (
+    DEFAULT_ASPECT,
     ORIGINATING_SYSTEM,
     PRIORITY_TO_BCF,
     STATUS_TO_BCF,
     bcf_guid,
     color_to_bcf,
     derived_guid,
+    due_date_from,
     fmt_datetime,
     fmt_double,
     fmt_due_date,
+    is_bcf_guid,
     is_ifc_guid,
+    is_xs_datetime,
     nonblank,
+    parse_datetime,
+    priority_from_bcf,
+    status_from_bcf,
     yup_to_zup,
 )
 from viewer_server.bcf.reader import DOCUMENTS_FOLDER, Reader
-from viewer_server.topics import Attachment, Camera, Comment, Topic, Vec3, Viewpoint
+from viewer_server.topics import Attachment, BcfFields, Camera, Comment, Topic, Vec3, Viewpoint
 
 BCF_VERSION: Final = "3.0"
-# BCF requires an aspect ratio; our camera does not record the viewer's, and 16:9 is the common screen.
-DEFAULT_ASPECT: Final = 16 / 9
 DEFAULT_FOV: Final = 60.0
 # Zip entries get a fixed time so that the same topics always give the same archive bytes.
 ZIP_TIME: Final = (1980, 1, 1, 0, 0, 0)
 # Fields BCF states (possibly approximately) and the extension fills in exactly where needed.
 TOPIC_FIELDS: Final = (
     "guid", "title", "author", "created", "description", "status", "priority", "topic_type", "assignee", "labels",
-    "due_date", "viewpoints", "attachments", "modified", "modified_by",
+    "due_date", "viewpoints", "attachments", "modified", "modified_by", "original_author", "bcf",
 )  # fmt: skip
-COMMENT_FIELDS: Final = ("guid", "topic", "author", "text", "created", "modified", "viewpoint")
+COMMENT_FIELDS: Final = ("guid", "topic", "author", "text", "created", "modified", "viewpoint", "original_author")
 _SUFFIX = {"image/png": "png", "image/jpeg": "jpg"}
 
 
@@ -105,7 +110,46 @@ def _camera(root: etree._Element, cam: Camera) -> None:
         _sub(el, "ViewToWorldScale", fmt_double(cam.ortho_height or 0.0))
     else:
         _sub(el, "FieldOfView", fmt_double(cam.fov_deg if 0.0 < cam.fov_deg < 180.0 else DEFAULT_FOV))
-    _sub(el, "AspectRatio", fmt_double(DEFAULT_ASPECT))
+    _sub(el, "AspectRatio", fmt_double(cam.aspect_ratio or DEFAULT_ASPECT))
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _kept_due(kept: str | None, due_date: str) -> str | None:
+    """The DueDate another tool wrote, while our due date is still its day."""
+    try:
+        return kept if kept and is_xs_datetime(kept) and due_date_from(parse_datetime(kept)) == due_date else None
+    except (OverflowError, OSError, ValueError):  # a date outside what datetime can place
+        return None
+
+
+def _status(t: Topic) -> str:
+    """The other tool's spelling while our status is still the one it was read as, else ours."""
+    kept = t.bcf.status if t.bcf else None
+    return kept if kept and (status_from_bcf(kept) or "open") == t.status else STATUS_TO_BCF.get(t.status, "Open")
+
+
+def _priority(t: Topic) -> str | None:
+    """Like `_status`; None (no Priority element) for a topic read without one whose priority was not set since."""
+    kept = t.bcf.priority if t.bcf else None
+    if kept == "" and t.priority == "normal":
+        return None
+    if kept and (priority_from_bcf(kept) or "normal") == t.priority:
+        return kept
+    return PRIORITY_TO_BCF.get(t.priority, "Normal")
+
+
+def _header(root: etree._Element, bcf: BcfFields) -> None:
+    files = _sub(_sub(root, "Header"), "Files")
+    for f in bcf.files:
+        attrib = {"IfcProject": f.ifc_project, "IfcSpatialStructureElement": f.ifc_spatial_structure_element}
+        el = _sub(files, "File", **{k: v for k, v in attrib.items() if v}, IsExternal=_bool(f.is_external))
+        date = f.date if f.date and is_xs_datetime(f.date) else None
+        for tag, value in (("Filename", f.filename), ("Date", date), ("Reference", f.reference)):
+            if text := nonblank(value):
+                _sub(el, tag, text)
 
 
 def _visinfo(vp: Viewpoint, guid: str) -> bytes:
@@ -114,6 +158,10 @@ def _visinfo(vp: Viewpoint, guid: str) -> bytes:
     if vp.selected:
         _components(_sub(comps, "Selection"), vp.selected)
     vis = _sub(comps, "Visibility", DefaultVisibility="true" if vp.default_visible else "false")
+    if hints := vp.setup_hints:
+        flags = (hints.spaces_visible, hints.space_boundaries_visible, hints.openings_visible)
+        names = ("SpacesVisible", "SpaceBoundariesVisible", "OpeningsVisible")
+        _sub(vis, "ViewSetupHints", **{name: _bool(flag) for name, flag in zip(names, flags, strict=True)})
     if vp.hidden:
         _components(_sub(vis, "Exceptions"), vp.hidden)
     groups = [(color_to_bcf(g.color), [i for i in g.ids if nonblank(i)]) for g in vp.colored]
@@ -165,6 +213,13 @@ class _TopicWriter:
 
     def _document_refs(self, markup_topic: etree._Element) -> None:
         refs = _sub(markup_topic, "DocumentReferences")
+        for doc in self.topic.bcf.documents if self.topic.bcf else []:
+            if not (url := nonblank(doc.url)) or not is_bcf_guid(doc.guid):
+                continue
+            ref = _sub(refs, "DocumentReference", Guid=doc.guid)
+            _sub(ref, "Url", url)
+            if description := nonblank(doc.description):
+                _sub(ref, "Description", description)
         ref = _sub(refs, "DocumentReference", Guid=derived_guid("extension-reference", self.folder))
         _sub(ref, "DocumentGuid", self.ext_guid)
         _sub(ref, "Description", ext_mod.EXT_DESCRIPTION)
@@ -187,40 +242,58 @@ class _TopicWriter:
 
     def markup(self) -> bytes:
         t, c = self.topic, self.comments
+        bcf = t.bcf or BcfFields()
         root = etree.Element("Markup")
+        if bcf.files:
+            _header(root, bcf)
+        ids = {"ServerAssignedId": nonblank(bcf.server_assigned_id)}
         topic = _sub(
             root,
             "Topic",
             Guid=self.folder,
+            **{k: v for k, v in ids.items() if v},
             TopicType=nonblank(t.topic_type) or "Issue",
-            TopicStatus=STATUS_TO_BCF.get(t.status, "Open"),
+            TopicStatus=nonblank(_status(t)) or "Open",
         )
+        links = [link for link in map(nonblank, bcf.reference_links) if link]
+        if links:
+            parent = _sub(topic, "ReferenceLinks")
+            for link in links:
+                _sub(parent, "ReferenceLink", link)
         _sub(topic, "Title", nonblank(t.title) or "(untitled)")
-        _sub(topic, "Priority", PRIORITY_TO_BCF.get(t.priority, "Normal"))
+        if priority := nonblank(_priority(t)):
+            _sub(topic, "Priority", priority)
         labels = [label for label in map(nonblank, t.labels) if label]
         if labels:
             parent = _sub(topic, "Labels")
             for label in labels:
                 _sub(parent, "Label", label)
         _sub(topic, "CreationDate", _date(t.created))
-        _sub(topic, "CreationAuthor", nonblank(t.author) or "unknown")
+        _sub(topic, "CreationAuthor", nonblank(t.original_author or t.author) or "unknown")
         if t.modified is not None:
             _sub(topic, "ModifiedDate", _date(t.modified))
         if author := nonblank(t.modified_by):
             _sub(topic, "ModifiedAuthor", author)
         if t.due_date and (due := fmt_due_date(t.due_date)):
-            _sub(topic, "DueDate", due)
+            _sub(topic, "DueDate", _kept_due(bcf.due_date, t.due_date) or due)
         if assignee := nonblank(t.assignee):
             _sub(topic, "AssignedTo", assignee)
+        if stage := nonblank(bcf.stage):
+            _sub(topic, "Stage", stage)
         if description := nonblank(t.description):
             _sub(topic, "Description", description)
         self._document_refs(topic)
+        related = [guid for guid in bcf.related_topics if is_bcf_guid(guid)]
+        if related:
+            parent = _sub(topic, "RelatedTopics")
+            for guid in related:
+                _sub(parent, "RelatedTopic", Guid=guid)
         if c:
             parent = _sub(topic, "Comments")
             for comment in c:
                 el = _sub(parent, "Comment", Guid=bcf_guid(comment.guid))
                 _sub(el, "Date", _date(comment.created))
-                _sub(el, "Author", nonblank(comment.author) or "unknown")
+                _sub(el, "Author", nonblank(comment.original_author or comment.author) or "unknown")
                 if text := nonblank(comment.text):
                     _sub(el, "Comment", text)
                 if comment.viewpoint:
@@ -261,13 +334,17 @@ class _TopicWriter:
 
 def _extensions_xml(topics: list[Topic], comments: list[Comment]) -> bytes:
     root = etree.Element("Extensions")
-    people = [*(x for t in topics for x in (t.author, t.assignee, t.modified_by)), *(c.author for c in comments)]
+    people = [*(x for t in topics for x in (t.original_author or t.author, t.assignee, t.modified_by)),
+              *(c.original_author or c.author for c in comments)]  # fmt: skip
+    statuses = {nonblank(_status(t)) or "Open" for t in topics}
+    priorities = {p for t in topics if (p := nonblank(_priority(t)))}
     values = {
         ("TopicTypes", "TopicType"): {nonblank(t.topic_type) or "Issue" for t in topics},
-        ("TopicStatuses", "TopicStatus"): set(STATUS_TO_BCF.values()),
-        ("Priorities", "Priority"): set(PRIORITY_TO_BCF.values()),
+        ("TopicStatuses", "TopicStatus"): {*STATUS_TO_BCF.values(), *statuses},
+        ("Priorities", "Priority"): {*PRIORITY_TO_BCF.values(), *priorities},
         ("TopicLabels", "TopicLabel"): {label for t in topics for label in map(nonblank, t.labels) if label},
         ("Users", "User"): {u for u in map(nonblank, people) if u},
+        ("Stages", "Stage"): {s for t in topics if t.bcf and (s := nonblank(t.bcf.stage))},
     }
     for (group, item), names in values.items():
         if names:

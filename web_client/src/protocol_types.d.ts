@@ -100,6 +100,44 @@ export interface Attachment {
 }
 
 /**
+ * A topic's reference to a document outside the archive (`DocumentReference` with a `Url`).
+ */
+export interface BcfDocument {
+  guid: string;
+  url: string;
+  description?: string | null;
+}
+
+/**
+ * What a BCF file from another tool says that TwinView does not use itself, kept so that exporting
+ * the topic gives it back. `status` and `priority` hold the other tool's spelling while TwinView's own
+ * value is still the one they were read as; `priority` "" records that the file had none.
+ */
+export interface BcfFields {
+  status?: string | null;
+  priority?: string | null;
+  server_assigned_id?: string | null;
+  due_date?: string | null;
+  stage?: string | null;
+  files?: BcfFile[];
+  reference_links?: string[];
+  related_topics?: string[];
+  documents?: BcfDocument[];
+}
+
+/**
+ * A model file a BCF topic refers to (markup `Header/Files/File`), as the other tool wrote it.
+ */
+export interface BcfFile {
+  filename?: string | null;
+  date?: string | null;
+  reference?: string | null;
+  ifc_project?: string | null;
+  ifc_spatial_structure_element?: string | null;
+  is_external?: boolean;
+}
+
+/**
  * A perspective camera (BCF PerspectiveCamera) or, with `ortho_height`, an orthogonal one.
  */
 export interface Camera {
@@ -108,6 +146,7 @@ export interface Camera {
   up: Vec3;
   fov_deg?: number;
   ortho_height?: number | null;
+  aspect_ratio?: number | null;
 }
 
 export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService;
@@ -159,6 +198,7 @@ export interface Comment {
   reply_to?: string | null;
   viewpoint?: string | null;
   deleted?: boolean;
+  original_author?: string | null;
 }
 
 /**
@@ -591,6 +631,8 @@ export interface Topic {
   modified?: number | null;
   modified_by?: string | null;
   deleted?: boolean;
+  original_author?: string | null;
+  bcf?: BcfFields | null;
 }
 
 /**
@@ -671,6 +713,15 @@ export interface ValueRange {
 export type Vec3 = [number, number, number, ...unknown[]];
 
 /**
+ * BCF's hints for showing IFC spaces, space boundaries and openings (all hidden by default).
+ */
+export interface ViewSetupHints {
+  spaces_visible?: boolean;
+  space_boundaries_visible?: boolean;
+  openings_visible?: boolean;
+}
+
+/**
  * What the author saw: camera, section planes, and visible / selected / coloured components (twin ids).
  */
 export interface Viewpoint {
@@ -682,6 +733,7 @@ export interface Viewpoint {
   default_visible?: boolean;
   colored?: ColoredComponents[];
   snapshot?: string | null;
+  setup_hints?: ViewSetupHints | null;
 }
 
 /**

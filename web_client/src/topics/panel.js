@@ -13,6 +13,9 @@ const TOPIC_MESSAGES = ['topic_update', 'comment_add', 'comment_edit', 'comment_
 
 /** @param {number} ts */
 const when = (ts) => new Date(ts * 1000).toLocaleString();
+// An item imported from BCF is by its importer; the author the file named is only a claim, shown as such.
+/** @param {{original_author?: string | null}} item */
+const imported = (item) => (item.original_author ? ` (imported; originally by ${item.original_author})` : '');
 
 export class TopicPanel extends EventTarget {
   /**
@@ -116,7 +119,7 @@ export class TopicPanel extends EventTarget {
     replace(this.root,
       h('header', null, h('h3', { class: 'topic-title' }, t.title),
         h('button', { class: 'close', 'aria-label': 'close topic', onclick: () => this.open(null) }, '×')),
-      h('p', { class: 'meta' }, h('span', { class: 'topic-type' }, t.topic_type ?? 'Issue'), ` by ${t.author} · ${when(t.created)}`,
+      h('p', { class: 'meta' }, h('span', { class: 'topic-type' }, t.topic_type ?? 'Issue'), ` by ${t.author}${imported(t)} · ${when(t.created)}`,
         t.modified_by ? ` · edited by ${t.modified_by}${t.modified ? ` ${when(t.modified)}` : ''}` : ''),
       this.saved,
       form ? form.el : this.#fields(t, rights),
@@ -216,7 +219,7 @@ export class TopicPanel extends EventTarget {
         h('button', { onclick: () => this.#stopEditing() }, 'Cancel'));
     }
     return h('div', null,
-      h('p', { class: 'who' }, h('strong', null, c.author), ` · ${when(c.created)}${c.modified ? ' (edited)' : ''}`),
+      h('p', { class: 'who' }, h('strong', null, c.author), `${imported(c)} · ${when(c.created)}${c.modified ? ' (edited)' : ''}`),
       h('p', { class: 'text' }, c.text),
       h('div', { class: 'comment-actions' },
         may('comment.create') ? h('button', { class: 'reply', onclick: () => { this.replyTo = c; this.render(); } }, 'Reply') : null,
