@@ -62,10 +62,14 @@ AIM = """([hand, from, to]) => { const tv = window.twinview; const V = tv.viewer
   const c = window.__xr.controllers[hand]; c.position.set(a.x, a.y, a.z); c.quaternion.set(q.x, q.y, q.z, q.w); }"""
 
 
+# XR frames on a shared machine under load (software GL, one frame drawn per XR frame) can stall for seconds.
+FRAMES_TIMEOUT_MS = 30_000
+
+
 def settle(page, frames: int = 3) -> None:
     """Wait until the page has drawn `frames` more frames (so the emulator's new poses are read)."""
     now = page.evaluate("window.twinview.viewer.frames")
-    page.wait_for_function(f"window.twinview.viewer.frames >= {now + frames}", timeout=10_000)
+    page.wait_for_function(f"window.twinview.viewer.frames >= {now + frames}", timeout=FRAMES_TIMEOUT_MS)
 
 
 def pull_trigger(page, hand: str = "right") -> None:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from tests.test_web_xr import AIM, INSTALL, IWER, pull_trigger, settle
+from tests.test_web_xr import AIM, FRAMES_TIMEOUT_MS, INSTALL, IWER, pull_trigger, settle
 from tests.web_helpers import (
     REPO,
     build_client,
@@ -18,9 +18,11 @@ from tests.web_helpers import (
     element_id,
     live_twin,
     open_viewer,
+    publish,
     screenshot,
     serve_scene,
 )
+from viewer_server.auth import issue, load_secret
 from viewer_server.cli import main as twinview
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -74,8 +76,10 @@ def enter_vr(browser, url: str):
     page = open_viewer(context, url)
     page.locator("#btn-vr").wait_for(state="visible", timeout=5000)
     page.locator("#btn-vr").click()
-    page.wait_for_function("window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
-                           timeout=10_000)  # fmt: skip
+    page.wait_for_function(
+        "window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
+        timeout=FRAMES_TIMEOUT_MS,
+    )
     settle(page, 5)  # the start pose is taken at the first frames
     return page
 
@@ -332,6 +336,10 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
 
 SAMPLE = REPO / "assets" / "pump_station.ifc"
 BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
+PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
+# Step 1 of the sample procedure ("walk down the standby pump") highlights P-102, M-102 and V-102; its camera
+# stands outside the south wall.
+WALKDOWN = ["241y89REDK4PiKHzE_yrjW", "04fn6XEQ9LnfhHJg3VxxNf", "0gf2PeruXV9AWrz701z5qo"]
 
 # The area of interest: the elements with live data, rules or alarms (docs/CLIENT.md, "Start pose").
 AREA = """() => { const tv = window.twinview; const s = tv.state; const b = tv.app.batches;
@@ -351,20 +359,21 @@ SEEN_FROM = """([eye, ids]) => { const tv = window.twinview; const V = tv.viewer
 def served_sample(tmp_path_factory, browser):
     root = tmp_path_factory.mktemp("sample")
     assert twinview(["build", str(SAMPLE), "-o", str(root / "pump_station"), "-q"]) == 0
-    with serve_scene(root / "pump_station", BINDINGS, root / "data", simulate=True) as srv:
-        yield srv, browser
+    with serve_scene(root / "pump_station", BINDINGS, root / "data", simulate=True, procedures=PROCEDURES) as srv:
+        yield srv, browser, load_secret(root / "data")
 
 
 @pytest.fixture
 def sample(served_sample):
-    srv, browser = served_sample
-    yield srv, browser
+    """The served sample, the browser and the data dir's secret; the test's pages are closed after it."""
+    srv, browser, secret = served_sample
+    yield srv, browser, secret
     for context in browser.contexts:
         context.close()
 
 
 def test_the_first_desktop_view_faces_the_area_of_interest(sample):
-    srv, browser = sample
+    srv, browser, _ = sample
     page = open_viewer(browser, srv.url)
     area = page.evaluate(AREA)
     assert len(area["ids"]) >= 10
@@ -380,7 +389,7 @@ def test_the_first_desktop_view_faces_the_area_of_interest(sample):
 
 
 def test_entering_vr_faces_the_area_of_interest_not_a_wall(sample):
-    srv, browser = sample
+    srv, browser, _ = sample
     page = enter_vr(browser, srv.url)
     area = page.evaluate(AREA)
     head = page.evaluate(HEAD)
@@ -400,5 +409,33 @@ def test_entering_vr_faces_the_area_of_interest_not_a_wall(sample):
     assert ahead is not None and ahead != "IfcWall"
     assert page.evaluate(SEEN_FROM, [head["p"], area["ids"]]) >= 0.7 * len(area["ids"])
     assert head["p"][1] == pytest.approx(EYE, abs=0.05)  # standing on the pump room's floor (y 0)
-    screenshot(page, "start-pose-vr")
+    publish(screenshot(page, "start-pose-vr"), "xr")
     assert page.errors == []
+
+
+def test_entering_vr_during_a_procedure_faces_the_step_from_inside(sample):
+    """The sample's step 1 looks at the standby pump from outside the south wall; a trainee entering VR then
+    stands inside the pump room, facing the step's elements, not the wall."""
+    srv, browser, secret = sample
+    session = "pump_station"  # the scene's default session
+    lead = open_viewer(
+        browser.new_context(), f"{srv.url}/?session={session}&token={issue(secret, session, 'Pia', 'presenter')}"
+    )
+    lead.wait_for_function("document.querySelectorAll('#procedure-panel select.procedure-name option').length > 0")
+    lead.click("#procedure-panel button.start")
+    page = enter_vr(browser, f"{srv.url}/?session={session}&token={issue(secret, session, 'Tom', 'annotator')}")
+    assert page.evaluate("window.twinview.collab.procedure.step.highlight") == WALKDOWN
+    head = page.evaluate(HEAD)
+    center = page.evaluate(
+        """(ids) => { const b = window.twinview.app.batches; let box = null;
+          for (const id of ids) box = box ? box.union(b.elements.get(id).box) : b.elements.get(id).box.clone();
+          return box.getCenter(box.min.clone()).toArray(); }""",
+        WALKDOWN,
+    )
+    to = [center[0] - head["p"][0], center[2] - head["p"][2]]
+    f = head["f"]
+    assert (to[0] * f[0] + to[1] * f[2]) / (math.hypot(*to) * math.hypot(f[0], f[2])) > math.cos(math.radians(10))
+    assert 0.25 < head["p"][0] < 10 and -7 < head["p"][2] < 0  # inside the pump room's walls
+    assert page.evaluate(SEEN_FROM, [head["p"], WALKDOWN]) == len(WALKDOWN)
+    screenshot(page, "start-pose-vr-procedure")
+    assert page.errors == [] and lead.errors == []

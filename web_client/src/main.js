@@ -231,9 +231,11 @@ function startView() {
   if (!startView.pending || !batches || state.seq < 0) return;
   startView.pending = false;
   if (collab.presenter.following || collab.procedure.step?.viewpoint?.camera) return;
+  const start = performance.now();
   const cast = modelCaster(viewer, batches);
   const area = areaOfInterest({ batches, state, cast });
   if (area) orbitToArea(viewer, area, cast);
+  performance.measure('twinview:start-view', { start }); // its cost, in the browser's performance panel
 }
 startView.pending = false;
 state.addEventListener('reset', startView);

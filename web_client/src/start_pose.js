@@ -112,7 +112,8 @@ export function areaOf(ids, batches, looking, source) {
 
 /**
  * Turn the desktop camera to an orbit view of the area: centred on it, fitted (Viewer.fitBox), from the heading
- * and elevation that see most of its elements; the current heading wins ties. Returns how many were in sight.
+ * and elevation that see most of its elements; the current heading, then the lower elevation, wins ties. Returns
+ * how many were in sight.
  * @param {import('./viewer.js').Viewer} viewer @param {Area} area @param {ModelCaster} cast
  * @returns {{seen: number, of: number}}
  */
@@ -122,17 +123,18 @@ export function orbitToArea(viewer, area, cast) {
   const current = horizontal(camera.position.clone().sub(controls.target)) ?? new THREE.Vector3(1, 0, 1).normalize();
   const toModel = world.matrixWorld.clone().invert();
   let best = { seen: -1, dir: new THREE.Vector3() };
-  for (const heading of headings(current, ORBIT_HEADINGS)) {
-    for (const deg of ORBIT_ELEVATIONS_DEG) {
-      const el = THREE.MathUtils.degToRad(deg);
-      const dir = heading.clone().multiplyScalar(Math.cos(el)).setY(Math.sin(el));
-      // fitBox keeps the direction from its target to the camera: try the view it would give.
-      controls.target.copy(center);
-      camera.position.copy(center).add(dir);
-      viewer.fitBox(area.box.clone().applyMatrix4(world.matrixWorld), { animate: false });
-      const seen = countSeen(camera.position.clone().applyMatrix4(toModel), area, cast, null);
-      if (seen > best.seen) best = { seen, dir };
-    }
+  const candidates = headings(current, ORBIT_HEADINGS).flatMap((heading) => ORBIT_ELEVATIONS_DEG.map((deg) => {
+    const el = THREE.MathUtils.degToRad(deg);
+    return heading.clone().multiplyScalar(Math.cos(el)).setY(Math.sin(el));
+  }));
+  for (const dir of candidates) {
+    // fitBox keeps the direction from its target to the camera: try the view it would give.
+    controls.target.copy(center);
+    camera.position.copy(center).add(dir);
+    viewer.fitBox(area.box.clone().applyMatrix4(world.matrixWorld), { animate: false });
+    const seen = countSeen(camera.position.clone().applyMatrix4(toModel), area, cast, null);
+    if (seen > best.seen) best = { seen, dir };
+    if (seen === area.samples.length) break; // nothing can do better than the first that sees it all
   }
   controls.target.copy(center);
   camera.position.copy(center).add(best.dir);
@@ -165,6 +167,7 @@ export function standingPose(area, batches, cast, prefer) {
       const eye = floor.clone().setY(floor.y + EYE_HEIGHT_M);
       const seen = countSeen(eye, area, cast, heading);
       if (!best || seen > best.seen) best = { floor, heading, seen, of: area.samples.length };
+      if (seen === area.samples.length) return best; // nothing can do better than the first that sees it all
     }
   }
   // Every spot inside something (a model made of one solid): stand back from the area, facing it.

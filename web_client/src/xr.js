@@ -3,6 +3,7 @@
 // panel (xr/panel.js), labels and alarm badges in the scene (xr/scene_labels.js), and our XR pointer for presence.
 import * as THREE from 'three';
 import { horizontal } from './start_pose.js';
+import { worstFirst } from './ui/alarms.js';
 import { Pads } from './xr/input.js';
 import { Locomotion } from './xr/locomotion.js';
 import { XRPanel } from './xr/panel.js';
@@ -22,8 +23,6 @@ const GROUND_MAX_CELLS = 200;
 const GROUND_COLOR = 0x3a4452;
 // Where the model goes in AR when the device cannot hit-test: 1 m ahead, on a table-high plane.
 const DEFAULT_AR_PLACE = new THREE.Matrix4().makeTranslation(0, TABLE_HEIGHT_M, -TABLE_AHEAD_M);
-/** @type {Record<string, number>} the alarm list's order, worst first */
-const SEVERITY_ORDER = { critical: 0, alarm: 0, high: 1, major: 1, warning: 2, medium: 2, low: 3, info: 4 };
 // What the panel says when nothing is picked: how to get around.
 const HELP_LINES = ['TwinView', 'Trigger: pick an element or a pin', 'Right stick: turn · push forward to teleport',
   'Grip: teleport · left stick: move', 'B / Y: this panel'];
@@ -325,8 +324,7 @@ export class XRController extends EventTarget {
   redrawPanel() {
     if (!this.panel.visible) return;
     const lines = this.panelLines();
-    const alarms = [...this.hooks.alarms()].sort((a, b) =>
-      (SEVERITY_ORDER[a.severity ?? ''] ?? 5) - (SEVERITY_ORDER[b.severity ?? ''] ?? 5) || b.since - a.since);
+    const alarms = [...this.hooks.alarms()].sort(worstFirst);
     this.panel.draw({
       lines: lines.length ? lines : HELP_LINES,
       scale: `Scale: ${this.tabletop ? 'table-top' : '1:1'}`,

@@ -3,6 +3,7 @@
 // value — and every element with an active alarm gets a badge above it. Sprites face the user, keep a readable size
 // at any distance, and are redrawn when their text changes (compared every frame: a few string compares).
 import * as THREE from 'three';
+import { worstFirst } from '../ui/alarms.js';
 
 const LABEL_PX = [512, 128];
 // A label is at least this tall (m), near to ...
@@ -19,8 +20,6 @@ const ANOMALY = '#d29922';
 /** Badge colours by severity (the alarm list's order: critical/alarm worst). @type {Record<string, string>} */
 export const SEVERITY_COLORS = { critical: '#f85149', alarm: '#f85149', high: '#f85149', major: '#f85149',
   warning: '#d29922', medium: '#d29922', low: '#4da3ff', info: '#4da3ff' };
-/** @type {Record<string, number>} */
-const SEVERITY_RANK = { critical: 0, alarm: 0, high: 1, major: 1, warning: 2, medium: 2, low: 3, info: 4 };
 
 /**
  * @typedef {{lines: string[], color: string, at: THREE.Vector3|null, lift: number}} Want what one sprite shows, where
@@ -74,8 +73,7 @@ export class SceneLabels {
     const byElement = new Map();
     for (const a of this.hooks.alarms()) byElement.set(a.element, [...(byElement.get(a.element) ?? []), a]);
     for (const [id, list] of byElement) {
-      list.sort((a, b) => (SEVERITY_RANK[a.severity ?? ''] ?? 5) - (SEVERITY_RANK[b.severity ?? ''] ?? 5));
-      const worst = list[0];
+      const worst = list.sort(worstFirst)[0];
       const what = [worst.prop, worst.severity].filter(Boolean).join(' · ') || 'alarm';
       want.set(`xr-alarm:${id}`, { lines: [`⚠ ${this.hooks.nameOf(id)}`, list.length > 1 ? `${what} +${list.length - 1}` : what],
         color: SEVERITY_COLORS[worst.severity ?? ''] ?? SEVERITY_COLORS.alarm, at: this.hooks.anchorOf(id), lift: BADGE_LIFT });
