@@ -340,6 +340,7 @@ PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
 # Step 1 of the sample procedure ("walk down the standby pump") highlights P-102, M-102 and V-102; its camera
 # stands outside the south wall.
 WALKDOWN = ["241y89REDK4PiKHzE_yrjW", "04fn6XEQ9LnfhHJg3VxxNf", "0gf2PeruXV9AWrz701z5qo"]
+P_101 = "1AiWluxinM89dwW6lBggzg"
 
 # The area of interest: the elements with live data, rules or alarms (docs/CLIENT.md, "Start pose").
 AREA = """() => { const tv = window.twinview; const s = tv.state; const b = tv.app.batches;
@@ -413,9 +414,10 @@ def test_entering_vr_faces_the_area_of_interest_not_a_wall(sample):
     assert page.errors == []
 
 
-def test_entering_vr_during_a_procedure_faces_the_step_from_inside(sample):
+def test_entering_vr_during_a_procedure_or_presentation_faces_what_it_is_about(sample):
     """The sample's step 1 looks at the standby pump from outside the south wall; a trainee entering VR then
-    stands inside the pump room, facing the step's elements, not the wall."""
+    stands inside the pump room, facing the step's elements, not the wall. While someone presents, the element
+    the presenter looks at comes first."""
     srv, browser, secret = sample
     session = "pump_station"  # the scene's default session
     lead = open_viewer(
@@ -438,4 +440,27 @@ def test_entering_vr_during_a_procedure_faces_the_step_from_inside(sample):
     assert 0.25 < head["p"][0] < 10 and -7 < head["p"][2] < 0  # inside the pump room's walls
     assert page.evaluate(SEEN_FROM, [head["p"], WALKDOWN]) == len(WALKDOWN)
     screenshot(page, "start-pose-vr-procedure")
+
+    # The lead presents, looking at P-101 from beside it: the presenter's view comes first.
+    page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
+    lead.click("#btn-present")
+    lead.evaluate(
+        """(id) => { const v = window.twinview.viewer; const b = window.twinview.app.batches.boxOf(id);
+          v.flyTo(v.camera.position.clone().set(4.5, 2.0, -6.5), b.getCenter(b.min.clone()), 0); }""",
+        P_101,
+    )
+    page.wait_for_function(
+        "window.twinview.collab.presenter.state?.viewpoint?.camera.position[2] === -6.5", timeout=FRAMES_TIMEOUT_MS
+    )
+    page.locator("#btn-vr").click()
+    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=FRAMES_TIMEOUT_MS)
+    settle(page, 5)
+    head = page.evaluate(HEAD)
+    c = page.evaluate(
+        "(id) => { const b = window.twinview.app.batches.boxOf(id); return b.getCenter(b.min.clone()).toArray(); }",
+        P_101,
+    )
+    to = [c[0] - head["p"][0], c[2] - head["p"][2]]
+    f = head["f"]
+    assert (to[0] * f[0] + to[1] * f[2]) / (math.hypot(*to) * math.hypot(f[0], f[2])) > math.cos(math.radians(10))
     assert page.errors == [] and lead.errors == []
