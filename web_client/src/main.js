@@ -251,12 +251,12 @@ function standing(ids, prefer) {
   const batches = app.batches;
   if (!batches) return null;
   const cast = modelCaster(viewer, batches);
-  const area = ids ? areaOf(ids, batches, null, 'element')
+  const area = ids ? areaOf(ids, batches, null)
     : areaOfInterest({ batches, state, cast, presenter: collab.presenter.state?.viewpoint?.camera ?? null, step: collab.procedure.step });
   if (!area) return null;
-  const pose = standingPose(area, batches, cast, prefer);
+  const { floor, heading } = standingPose(area, batches, cast, prefer);
   const toWorld = viewer.world.matrixWorld;
-  return { ...pose, floor: pose.floor.applyMatrix4(toWorld), heading: pose.heading.transformDirection(toWorld) };
+  return { floor: floor.applyMatrix4(toWorld), heading: heading.transformDirection(toWorld) };
 }
 
 /** @param {Catalog} catalog @param {AbortSignal} signal */

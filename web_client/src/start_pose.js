@@ -33,15 +33,15 @@ const HEAD_ROOM_M = 0.3;
 
 /**
  * @typedef {{id: string, at: THREE.Vector3}} Sample an element of the area and its centre
- * @typedef {{ids: string[], box: THREE.Box3, samples: Sample[], heading: THREE.Vector3|null,
- *            source: 'presenter'|'procedure'|'live'|'element'}} Area what to look at (model coordinates): its elements,
+ * @typedef {{ids: string[], box: THREE.Box3, samples: Sample[], heading: THREE.Vector3|null}} Area what to look
+ *   at (model coordinates): its elements,
  *   their box and the few of them the visibility tests look at; `heading`, when known, is the horizontal
  *   direction it was looked at from (the presenter's, the step's camera)
- * @typedef {{id: string|null, point: THREE.Vector3, normal: THREE.Vector3, distance: number}} ModelHit
+ * @typedef {{id: string|null, point: THREE.Vector3, normal: THREE.Vector3}} ModelHit
  * @typedef {(origin: THREE.Vector3, direction: THREE.Vector3, far?: number) => ModelHit|null} ModelCaster
  *   the first element a ray hits, in model coordinates (`direction` unit length)
- * @typedef {{floor: THREE.Vector3, heading: THREE.Vector3, seen: number, of: number}} StandingPose where to stand
- *   (a point on the floor) and which way to face (unit, horizontal); `seen` of `of` sample elements are in sight
+ * @typedef {{floor: THREE.Vector3, heading: THREE.Vector3}} StandingPose where to stand (a point on the floor) and
+ *   which way to face (unit, horizontal)
  */
 
 /**
@@ -63,7 +63,7 @@ export function modelCaster(viewer, batches) {
     if (!hit) return null;
     const normal = (hit.face?.normal.clone() ?? new THREE.Vector3(0, 1, 0)).transformDirection(hit.object.matrixWorld)
       .transformDirection(toModel);
-    return { id: batches.idOf(hit), point: hit.point.clone().applyMatrix4(toModel), normal, distance: hit.distance / scale };
+    return { id: batches.idOf(hit), point: hit.point.clone().applyMatrix4(toModel), normal };
   };
 }
 
@@ -78,23 +78,24 @@ export function areaOfInterest({ batches, state, cast, presenter = null, step = 
   if (presenter) {
     const dir = vec3(presenter.direction).normalize();
     const id = cast(vec3(presenter.position), dir)?.id;
-    const area = id ? areaOf([id], batches, dir, 'presenter') : null;
+    const area = id ? areaOf([id], batches, dir) : null;
     if (area) return area;
   }
   if (step?.highlight?.length) {
     const cam = step.viewpoint?.camera;
-    const area = areaOf(step.highlight, batches, cam ? vec3(cam.direction) : null, 'procedure');
+    const area = areaOf(step.highlight, batches, cam ? vec3(cam.direction) : null);
     if (area) return area;
   }
   const live = new Set([...state.props.keys(), ...state.visuals.keys(), ...[...state.alarms.values()].map((a) => a.element)]);
-  return areaOf([...live], batches, null, 'live');
+  return areaOf([...live], batches, null);
 }
 
 /**
+ * The area of these elements (those shown), looked at along `looking` if known; null when none is shown.
  * @param {string[]} ids @param {import('./batcher.js').ElementBatches} batches @param {THREE.Vector3|null} looking
- * @param {Area['source']} source @returns {Area|null}
+ * @returns {Area|null}
  */
-export function areaOf(ids, batches, looking, source) {
+export function areaOf(ids, batches, looking) {
   const box = new THREE.Box3();
   const shown = ids.filter((id) => batches.isVisible(id)); // so each is in `elements`
   const boxOf = (/** @type {string} */ id) => /** @type {import('./batcher.js').ElementEntry} */ (batches.elements.get(id)).box;
@@ -107,15 +108,13 @@ export function areaOf(ids, batches, looking, source) {
     const id = shown[Math.floor(i)];
     samples.push({ id, at: boxOf(id).getCenter(new THREE.Vector3()) });
   }
-  return { ids: shown, box, samples, heading: looking ? horizontal(looking) : null, source };
+  return { ids: shown, box, samples, heading: looking ? horizontal(looking) : null };
 }
 
 /**
  * Turn the desktop camera to an orbit view of the area: centred on it, fitted (Viewer.fitBox), from the heading
- * and elevation that see most of its elements; the current heading, then the lower elevation, wins ties. Returns
- * how many were in sight.
+ * and elevation that see most of its elements; the current heading, then the lower elevation, wins ties.
  * @param {import('./viewer.js').Viewer} viewer @param {Area} area @param {ModelCaster} cast
- * @returns {{seen: number, of: number}}
  */
 export function orbitToArea(viewer, area, cast) {
   const { camera, controls, world } = viewer;
@@ -139,7 +138,6 @@ export function orbitToArea(viewer, area, cast) {
   controls.target.copy(center);
   camera.position.copy(center).add(best.dir);
   viewer.fitBox(area.box.clone().applyMatrix4(world.matrixWorld), { animate: false });
-  return { seen: best.seen, of: area.samples.length };
 }
 
 /**
@@ -156,7 +154,7 @@ export function standingPose(area, batches, cast, prefer) {
   const fit = Math.max(MIN_STAND_M, Math.hypot(size.x, size.z) / 2 / Math.tan(THREE.MathUtils.degToRad(VIEW_HALF_ANGLE_DEG)));
   const ground = modelGround(batches);
   const first = area.heading ?? prefer ?? new THREE.Vector3(0, 0, -1);
-  /** @type {StandingPose|null} */
+  /** @type {{floor: THREE.Vector3, heading: THREE.Vector3, seen: number}|null} */
   let best = null;
   for (const heading of headings(first, STAND_HEADINGS)) {
     for (const k of STAND_FRACTIONS) {
@@ -166,12 +164,13 @@ export function standingPose(area, batches, cast, prefer) {
       if (!bodyFree(floor, area, batches)) continue;
       const eye = floor.clone().setY(floor.y + EYE_HEIGHT_M);
       const seen = countSeen(eye, area, cast, heading);
-      if (!best || seen > best.seen) best = { floor, heading, seen, of: area.samples.length };
-      if (seen === area.samples.length) return best; // nothing can do better than the first that sees it all
+      if (seen === area.samples.length) return { floor, heading }; // nothing can do better than the first that sees it all
+      if (!best || seen > best.seen) best = { floor, heading, seen };
     }
   }
+  if (best) return { floor: best.floor, heading: best.heading };
   // Every spot inside something (a model made of one solid): stand back from the area, facing it.
-  return best ?? { floor: center.clone().addScaledVector(first, -fit).setY(ground), heading: first, seen: 0, of: area.samples.length };
+  return { floor: center.clone().addScaledVector(first, -fit).setY(ground), heading: first };
 }
 
 /**
