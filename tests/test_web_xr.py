@@ -19,9 +19,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SESSION = "synthetic"  # the synthetic scene's default session: its id is the scene's
 IWER = REPO / "web_client" / "node_modules" / "iwer" / "build" / "iwer.min.js"
+# iwer 2.5.0 reads getOffsetReferenceSpace's originOffset as a gl-matrix mat4 and ignores the XRRigidTransform
+# WebXR passes (and browsers take): the shim hands it the transform's matrix, so locomotion's offset spaces work.
 INSTALL = """window.__xr = new IWER.XRDevice(IWER.metaQuest3);
 window.__xr.installRuntime({ forceInstall: true });
-window.__xr.stereoEnabled = false;"""
+window.__xr.stereoEnabled = false;
+{ const offset = XRReferenceSpace.prototype.getOffsetReferenceSpace;
+  XRReferenceSpace.prototype.getOffsetReferenceSpace = function (t) { return offset.call(this, t?.matrix ?? t); }; }"""
 # iwer's Synthetic Environment Module (npm @iwer/sem, a test-only devDependency): planes, meshes and hit-test
 # from a captured room. Its UMD build (global IWER_SEM, next to iwer's IWER) is injected as is; the room
 # is the small office it ships, passed in as JSON — loadDefaultEnvironment() would fetch it from a CDN.
@@ -46,6 +50,36 @@ def vr_page(tmp_path):
         yield live, page
 
 
+# The emulator's poses (head, controllers) are in the session's own floor space; locomotion's rig maps that
+# space into the scene (xr/locomotion.js). These turn scene points into emulator poses and back.
+TO_SCENE = """(p) => { const tv = window.twinview; const V = tv.viewer.camera.position.constructor;
+  return new V(...p).applyMatrix4(tv.xr.locomotion.rig).toArray(); }"""
+# Put a controller at `from` (scene) pointing at `to` (scene).
+AIM = """([hand, from, to]) => { const tv = window.twinview; const V = tv.viewer.camera.position.constructor;
+  const inv = tv.xr.locomotion.rig.clone().invert();
+  const a = new V(...from).applyMatrix4(inv), b = new V(...to).applyMatrix4(inv);
+  const q = tv.viewer.camera.quaternion.clone().setFromUnitVectors(new V(0, 0, -1), b.sub(a).normalize());
+  const c = window.__xr.controllers[hand]; c.position.set(a.x, a.y, a.z); c.quaternion.set(q.x, q.y, q.z, q.w); }"""
+
+
+# XR frames on a shared machine under load (software GL, one frame drawn per XR frame) can stall for seconds.
+FRAMES_TIMEOUT_MS = 30_000
+
+
+def settle(page, frames: int = 3) -> None:
+    """Wait until the page has drawn `frames` more frames (so the emulator's new poses are read)."""
+    now = page.evaluate("window.twinview.viewer.frames")
+    page.wait_for_function(f"window.twinview.viewer.frames >= {now + frames}", timeout=FRAMES_TIMEOUT_MS)
+
+
+def pull_trigger(page, hand: str = "right") -> None:
+    """Press and release a controller's trigger, a frame or more apart: a select."""
+    page.evaluate(f"window.__xr.controllers.{hand}.updateButtonValue('trigger', 1)")
+    settle(page)
+    page.evaluate(f"window.__xr.controllers.{hand}.updateButtonValue('trigger', 0)")
+    settle(page)
+
+
 def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     live, page = vr_page
     vr = page.locator("#btn-vr")
@@ -53,33 +87,32 @@ def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     vr.click()
     page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
     page.evaluate("window.__xr.position.set(0.3, 1.6, 0.2)")
-    frames = page.evaluate("window.twinview.viewer.frames")
-    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=10_000)
+    settle(page, 10)
     head = page.evaluate("window.twinview.viewer.renderer.xr.getCamera().position.toArray()")
-    assert head[1] == pytest.approx(1.6, abs=0.05) and head[0] == pytest.approx(0.3, abs=0.05)
-    # The model stands in front of the user at 1:1 scale, on the floor.
-    world = page.evaluate("window.twinview.viewer.world.position.toArray()")
-    assert world[2] < 0 and page.evaluate("window.twinview.viewer.world.scale.x") == 1
+    assert head == pytest.approx(page.evaluate(TO_SCENE, [0.3, 1.6, 0.2]), abs=0.05)
+    assert head[1] == pytest.approx(1.6, abs=0.05)  # the model's floor is the user's
+    # The model is 1:1, where it is; the user stands at the start pose (tests/test_web_xr_move.py).
+    assert page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
+    assert page.evaluate("window.twinview.viewer.world.scale.x") == 1
 
     # Live colours keep updating inside the session.
     live.ingest([{"element": element_id(0), "prop": "pressure", "value": 6.0}])
     page.wait_for_function("window.twinview.colorOf('el-00000') === '#ff0000'", timeout=5000)
 
-    # Our head goes out as presence, in model coordinates (the world offset taken out).
+    # Our head goes out as presence, in model coordinates.
     pose = page.evaluate("window.twinview.presence.ownPose()")
-    assert pose["position"][1] == pytest.approx(1.6 - world[1], abs=0.05)
+    assert pose["position"] == pytest.approx(head, abs=0.05)
 
-    # Point the right controller at an element and pull the trigger: it is selected, the panel shows it.
-    page.evaluate("""() => { const tv = window.twinview; const b = tv.app.batches.boxOf('el-00004');
-      const c = b.getCenter(b.min.clone()).applyMatrix4(tv.viewer.world.matrixWorld);
-      const ctl = window.__xr.controllers.right; ctl.position.set(c.x, c.y + 1.0, c.z);
-      const s = Math.SQRT1_2; ctl.quaternion.set(-s, 0, 0, s); }""")  # aim straight down: -Z turned to -Y
-    page.wait_for_timeout(300)
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
-    page.wait_for_timeout(300)
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 0)")
+    # Point the right controller at an element and pull the trigger: it is selected, the panel shows it by name.
+    c = page.evaluate("""() => { const b = window.twinview.app.batches.boxOf('el-00004');
+      return b.getCenter(b.min.clone()).toArray(); }""")
+    page.evaluate(AIM, ["right", [c[0], c[1] + 1.0, c[2]], c])  # straight down onto it
+    settle(page)
+    pull_trigger(page)
     page.wait_for_function("window.twinview.app.twin.selected === 'el-00004'", timeout=5000)
     assert page.evaluate("window.twinview.xr.panel.mesh.visible")
+    lines = page.evaluate("window.twinview.xr.panelLines()")
+    assert lines[:2] == ["Pump 4", "IfcPump"] and not any("el-00004" in line for line in lines)
     screenshot(page, "xr-vr-session")
 
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
@@ -114,19 +147,17 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     page.wait_for_function("window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
                            timeout=10_000)  # fmt: skip
     # The right hand, beside the head, points at the pin (which faces the head).
-    page.evaluate(
-        """(g) => { const tv = window.twinview; const ctl = window.__xr.controllers.right;
-      const head = tv.viewer.renderer.xr.getCamera().position, V = head.constructor;
-      const hand = head.clone().add(new V(0.2, -0.3, 0));
-      const aim = tv.collab.pins.pins.get(g).getWorldPosition(new V()).sub(hand).normalize();
-      const q = tv.viewer.camera.quaternion.clone().setFromUnitVectors(new V(0, 0, -1), aim);
-      ctl.position.set(hand.x, hand.y, hand.z); ctl.quaternion.set(q.x, q.y, q.z, q.w); }""",
+    settle(page)
+    hand, pin = page.evaluate(
+        """(g) => { const tv = window.twinview; const head = tv.viewer.renderer.xr.getCamera().position;
+      const pin = tv.collab.pins.pins.get(g).getWorldPosition(head.clone());
+      const toward = pin.clone().sub(head).setY(0).normalize().multiplyScalar(0.2);
+      return [head.clone().add(toward).setY(head.y - 0.3).toArray(), pin.toArray()]; }""",
         guid,
     )
-    page.wait_for_timeout(300)
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
-    page.wait_for_timeout(300)
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 0)")
+    page.evaluate(AIM, ["right", hand, pin])
+    settle(page)
+    pull_trigger(page)
     page.wait_for_function("(g) => window.twinview.xr.topic === g", arg=guid, timeout=5000)
     assert page.evaluate("window.twinview.xr.panel.mesh.visible")
     assert page.evaluate("window.twinview.xr.panelLines()") == [
@@ -157,14 +188,15 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         a.locator("#btn-vr").wait_for(state="visible", timeout=5000)
         a.locator("#btn-vr").click()
         a.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
-        world = a.evaluate("window.twinview.viewer.world.position.toArray()")
+        assert a.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
         assert a.evaluate("window.twinview.viewer.world.scale.x") == 1
+        settle(a)  # the start pose is taken
 
         def expect_head(head: list[float]) -> list[float]:
             """Wait until B shows A as an XR user at this head position (A's local-floor space) and return
             the avatar's head in model coordinates."""
             a.evaluate(f"window.__xr.position.set({head[0]}, {head[1]}, {head[2]})")
-            model = [head[k] - world[k] for k in range(3)]  # scale 1: model = head - world offset
+            model = a.evaluate(TO_SCENE, head)  # the world group is the identity at 1:1
             b.wait_for_function(
                 """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.kind === 'xr'
                   && Math.hypot(u.head[0] - m[0], u.head[1] - m[1], u.head[2] - m[2]) < 0.05)""",
@@ -177,7 +209,7 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         # A's pointer is its first tracked controller (iwer's left one): B draws the hand there (model
         # coordinates), with its laser.
         a.evaluate("window.__xr.controllers.left.position.set(0.5, 1.2, -0.1)")
-        hand_model = [[0.5, 1.2, -0.1][k] - world[k] for k in range(3)]
+        hand_model = a.evaluate(TO_SCENE, [0.5, 1.2, -0.1])
         b.wait_for_function(
             """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.hand && u.laser
               && Math.hypot(u.hand[0] - m[0], u.hand[1] - m[1], u.hand[2] - m[2]) < 0.05)""",
@@ -261,12 +293,6 @@ LOOK_DOWN = (
 )
 
 
-def _select(page) -> None:
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 1)")
-    page.wait_for_timeout(300)
-    page.evaluate("window.__xr.controllers.right.updateButtonValue('trigger', 0)")
-
-
 def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     """With iwer's synthetic office: Enter AR asks for hit-test, the reticle sits on the surface looked at,
     a select puts the model there (tabletop on the table, then 1:1 on the floor), anchored."""
@@ -287,7 +313,7 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
         f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {table_y}) < 0.03",
         timeout=10_000,
     )
-    _select(page)
+    pull_trigger(page)
     page.wait_for_function("window.twinview.xr.placed && window.twinview.viewer.world.visible", timeout=5000)
     placed = page.evaluate(MODEL_BASE)
     assert placed["across"] == pytest.approx(0.6, abs=0.01)  # tabletop size
@@ -311,7 +337,7 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
         f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {floor_y}) < 0.03",
         timeout=10_000,
     )
-    _select(page)
+    pull_trigger(page)
     page.wait_for_function("window.twinview.xr.placed", timeout=5000)
     full = page.evaluate(MODEL_BASE)
     assert page.evaluate("window.twinview.viewer.world.scale.x") == 1

@@ -10,6 +10,7 @@ import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
 import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
+import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
 import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
@@ -157,6 +158,8 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     const all = boxOfAll(batches);
     if (all) {
       viewer.fitBox(all, { animate: false });
+      startView.pending = true;
+      startView();
       // Points are picked within a distance of the ray: a small fraction of the model, not three's 1 m.
       viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
     }
@@ -222,6 +225,44 @@ function boxOfAll(batches) {
 function focusBox() {
   const id = app.twin?.selected;
   return id ? app.batches?.boxOf(id) ?? null : app.batches && boxOfAll(app.batches);
+}
+
+/**
+ * The first view of a scene looks at its area of interest (start_pose.js), once both the model and the state are
+ * in — unless the session says where to look (a presenter, a procedure step: collab/ flies there) or the user
+ * has moved the camera.
+ */
+function startView() {
+  const batches = app.batches;
+  if (!startView.pending || !batches || state.seq < 0) return;
+  startView.pending = false;
+  if (collab.presenter.following || collab.procedure.step?.viewpoint?.camera) return;
+  const start = performance.now();
+  const cast = modelCaster(viewer, batches);
+  const area = areaOfInterest({ batches, state, cast });
+  if (area) orbitToArea(viewer, area, cast);
+  performance.measure('twinview:start-view', { start }); // its cost, in the browser's performance panel
+}
+startView.pending = false;
+state.addEventListener('reset', startView);
+viewer.controls.addEventListener('start', () => { startView.pending = false; });
+
+/**
+ * Where to stand at 1:1 to see elements (null: the area of interest: the presenter's view, the procedure step,
+ * the live elements), in the scene's coordinates.
+ * @param {string[]|null} ids @param {Vector3|null} prefer the heading to face when the area does not say
+ * @returns {import('./start_pose.js').StandingPose|null}
+ */
+function standing(ids, prefer) {
+  const batches = app.batches;
+  if (!batches) return null;
+  const cast = modelCaster(viewer, batches);
+  const area = ids ? areaOf(ids, batches, null)
+    : areaOfInterest({ batches, state, cast, presenter: collab.presenter.state?.viewpoint?.camera ?? null, step: collab.procedure.step });
+  if (!area) return null;
+  const { floor, heading } = standingPose(area, batches, cast, prefer);
+  const toWorld = viewer.world.matrixWorld;
+  return { floor: floor.applyMatrix4(toWorld), heading: heading.transformDirection(toWorld) };
 }
 
 /** @param {Catalog} catalog @param {AbortSignal} signal */
@@ -331,14 +372,19 @@ async function startXR() {
     setPointer: (ray) => { presence.pointer = ray; },
     topicOn: (ray, camera) => collab.pins.topicOn(ray, camera),
     topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES),
-  });
+    nameOf: (id) => app.catalog?.label(id) ?? id,
+    anchorOf: (id) => app.twin?.topOf(id) ?? null,
+    alarms: () => state.alarms.values(),
+    standing,
+  }, labels);
   xr = ctl;
   ctl.offer($('#btn-vr'), $('#btn-ar'));
   ctl.addEventListener('error', (e) => showNotice('error', /** @type {CustomEvent} */ (e).detail));
   viewer.renderer.xr.addEventListener('sessionstart', () => { $('#xr-overlay').hidden = ctl.mode !== 'ar'; });
   viewer.renderer.xr.addEventListener('sessionend', () => { $('#xr-overlay').hidden = true; });
-  $('#xr-scale').addEventListener('click', (e) => {
-    /** @type {HTMLElement} */ (e.currentTarget).textContent = ctl.toggleScale() ? 'Tabletop' : '1:1';
+  $('#xr-scale').addEventListener('click', () => ctl.toggleScale());
+  ctl.addEventListener('scale', (e) => { // from the overlay's button or the XR panel's
+    $('#xr-scale').textContent = /** @type {CustomEvent<boolean>} */ (e).detail ? 'Tabletop' : '1:1';
     $('#xr-hint').textContent = 'Tap a surface to place the model again';
   });
   $('#xr-exit').addEventListener('click', () => viewer.renderer.xr.getSession()?.end());
@@ -346,13 +392,13 @@ async function startXR() {
   collab.store.addEventListener('change', () => ctl.redrawPanel());
 }
 
-/** Text of the XR properties panel: name, class, status, then live values. @param {string} id @returns {string[]} */
+/** Text of the XR properties panel: name, class, status, then live values (no ids: people read names). @param {string} id @returns {string[]} */
 function panelLines(id) {
   const rec = app.catalog?.get(id);
   const v = state.visuals.get(id);
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
-  return [rec?.name || id, `${rec?.class ?? ''}  ${id}`, v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
+  return [app.catalog?.label(id) ?? id, rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
     .slice(0, XR_PANEL_LINES);
 }
 

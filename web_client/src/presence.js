@@ -3,6 +3,7 @@
 // names, and "follow".
 // Our own pose is sent as a heartbeat, in model coordinates so that a scaled AR placement still agrees.
 import * as THREE from 'three';
+import { markLiveOnly, showLiveOnly } from './live_only.js';
 import { h, replace } from './ui/dom.js';
 
 // Send our pose at most this often while it changes (the server coalesces per session anyway) ...
@@ -13,6 +14,18 @@ const HEARTBEAT_MS = 2000;
 const LASER_LENGTH_M = 30;
 // Turns the cone (apex +Y) so its apex is at the eye and its square base opens forward (-Z).
 const FRUSTUM_TURN = new THREE.Euler(Math.PI / 2, Math.PI / 4, 0);
+// Another user this close to our eye (m) would be inside our head (co-located: the same link, the same start
+// view): their avatar is not drawn ...
+const NEAR_HIDE_M = 0.3;
+// ... and a browser user's frustum fades in from there to this distance ...
+const NEAR_FADE_M = 1.5;
+// ... and shrinks when nearer than this, keeping about the size on screen it has here (else it fills the view).
+const FRUSTUM_FULL_SIZE_M = 3;
+const FRUSTUM_MIN_SCALE = 0.2;
+// An XR user's head and hands stand for a body: full size, faded only this close.
+const XR_NEAR_FADE_M = 0.6;
+const _eye = new THREE.Vector3();
+const _at = new THREE.Vector3();
 
 /** @param {string} sid */
 export function colorFor(sid) {
@@ -47,6 +60,23 @@ export class PresenceLayer {
     });
     viewer.controls.addEventListener('start', () => this.follow(null));
     viewer.tickers.push(() => this.#heartbeat());
+    viewer.prerender.push(() => this.#fadeNear());
+    showLiveOnly(viewer.camera); // avatars are live-only: left out of snapshots
+  }
+
+  /** Fade (and, for frustums, shrink) the avatars that are near our eye, before each render. */
+  #fadeNear() {
+    const { renderer, camera } = this.viewer;
+    (renderer.xr.isPresenting ? renderer.xr.getCamera() : camera).getWorldPosition(_eye);
+    for (const g of this.avatars.values()) {
+      const { parts, xr } = g.userData;
+      const d = parts.head.getWorldPosition(_at).distanceTo(_eye);
+      const opacity = THREE.MathUtils.clamp((d - NEAR_HIDE_M) / ((xr ? XR_NEAR_FADE_M : NEAR_FADE_M) - NEAR_HIDE_M), 0, 1);
+      g.userData.opacity = opacity;
+      g.visible = opacity > 0;
+      for (const m of g.userData.fading) m.opacity = opacity;
+      parts.frustum.scale.setScalar(xr ? 1 : THREE.MathUtils.clamp(d / FRUSTUM_FULL_SIZE_M, FRUSTUM_MIN_SCALE, 1));
+    }
   }
 
   /** Our pose (head + pointer) in model coordinates. @returns {import('./protocol.js').Pose} */
@@ -132,16 +162,18 @@ export class PresenceLayer {
   /** @param {string} sid @param {string} name */
   #create(sid, name) {
     const color = colorFor(sid);
-    const mat = new THREE.MeshBasicMaterial({ color });
+    // Transparent from the start, so that fading near our eye (#fadeNear) changes an opacity, not the shader.
+    const mat = new THREE.MeshBasicMaterial({ color, transparent: true });
+    const frustumMat = new THREE.LineBasicMaterial({ color, transparent: true });
+    const visorMat = new THREE.MeshBasicMaterial({ color: 0x111111, transparent: true });
     const g = new THREE.Group();
     g.name = `avatar:${sid}`;
     // Browser user: a camera frustum (a pyramid opening along the view direction).
-    const frustum = new THREE.LineSegments(new THREE.EdgesGeometry(new THREE.ConeGeometry(0.25, 0.4, 4, 1, true)),
-      new THREE.LineBasicMaterial({ color }));
+    const frustum = new THREE.LineSegments(new THREE.EdgesGeometry(new THREE.ConeGeometry(0.25, 0.4, 4, 1, true)), frustumMat);
     frustum.name = 'frustum';
     // XR user: head with a visor, and a hand at the start of the pointer ray.
     const head = new THREE.Mesh(new THREE.SphereGeometry(0.12, 16, 12), mat);
-    head.add(new THREE.Mesh(new THREE.BoxGeometry(0.16, 0.05, 0.04).translate(0, 0.02, -0.11), new THREE.MeshBasicMaterial({ color: 0x111111 })));
+    head.add(new THREE.Mesh(new THREE.BoxGeometry(0.16, 0.05, 0.04).translate(0, 0.02, -0.11), visorMat));
     head.name = 'head';
     const hand = new THREE.Mesh(new THREE.SphereGeometry(0.04, 12, 8), mat);
     hand.name = 'hand';
@@ -149,11 +181,14 @@ export class PresenceLayer {
       new THREE.LineBasicMaterial({ color }));
     laser.name = 'laser';
     g.add(frustum, head, hand, laser);
-    g.userData = { name, color: `#${color.getHexString()}` };
+    g.userData = { name, color: `#${color.getHexString()}`, parts: { head, frustum }, fading: [mat, frustumMat, visorMat],
+      xr: false, opacity: 1 };
+    markLiveOnly(g);
     this.viewer.world.add(g);
     this.avatars.set(sid, g);
-    // The avatar lives in model coordinates (a child of the world group), as the labels expect.
-    this.labels.set(`user:${sid}`, name, () => head.position, 'user', g.userData.color);
+    // The avatar lives in model coordinates (a child of the world group), as the labels expect; no name while
+    // the avatar is too near to be drawn.
+    this.labels.set(`user:${sid}`, name, () => (g.visible ? head.position : null), 'user', g.userData.color);
     return g;
   }
 
@@ -163,7 +198,8 @@ export class PresenceLayer {
       const part = (/** @type {string} */ n) => /** @type {THREE.Object3D} */ (g.getObjectByName(n));
       const xr = part('head').visible;
       return { sid, name: g.userData.name, kind: xr ? 'xr' : 'browser', head: part('head').position.toArray(),
-        hand: xr && part('hand').visible ? part('hand').position.toArray() : null, laser: part('laser').visible };
+        hand: xr && part('hand').visible ? part('hand').position.toArray() : null, laser: part('laser').visible,
+        opacity: g.visible ? g.userData.opacity : 0, frustumScale: part('frustum').scale.x };
     });
   }
 
@@ -192,6 +228,7 @@ function place(g, pose, laserLength) {
   frustum.quaternion.copy(head.quaternion).multiply(new THREE.Quaternion().setFromEuler(FRUSTUM_TURN));
   const origin = pose.ray_origin ? new THREE.Vector3(...pose.ray_origin) : null;
   const xr = pose.device === 'xr';
+  g.userData.xr = xr;
   frustum.visible = !xr;
   head.visible = xr;
   hand.visible = xr && Boolean(origin); // the controller holding the pointer

@@ -90,12 +90,12 @@ export class TwinView {
     b.setTransform(id, transformMatrix(v.transform, _matrix));
     // A label, or a flag for an anomaly, floats above the element.
     const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
-    this.labels.set(`el:${id}`, text, () => this.#top(id), v.anomaly ? 'anomaly' : '');
+    this.labels.set(`el:${id}`, text, () => this.topOf(id), v.anomaly ? 'anomaly' : '');
     if (this.selected === id) this.select(id);
   }
 
-  /** @param {string} id */
-  #top(id) {
+  /** The middle of an element's top, where its label floats (model coordinates); null while it is hidden. @param {string} id */
+  topOf(id) {
     if (!this.batches.isVisible(id)) return null;
     const box = this.batches.boxOf(id);
     return box ? box.getCenter(new THREE.Vector3()).setY(box.max.y) : null;

@@ -1,29 +1,56 @@
-// WebXR: "Enter VR" (1:1 walk-through) and "Enter AR" (hit-test placement, tabletop or 1:1, anchored),
-// controller-ray picking, a properties panel drawn on a canvas texture, and our XR pointer for presence.
+// WebXR: "Enter VR" (a walk-through at 1:1 from a start pose facing the area of interest, with locomotion, or a
+// table-top model) and "Enter AR" (hit-test placement, tabletop or 1:1, anchored), controller-ray picking, the XR
+// panel (xr/panel.js), labels and alarm badges in the scene (xr/scene_labels.js), and our XR pointer for presence.
 import * as THREE from 'three';
+import { horizontal } from './start_pose.js';
+import { byUrgency } from './alarms/words.js';
+import { Pads } from './xr/input.js';
+import { Locomotion } from './xr/locomotion.js';
+import { XRPanel } from './xr/panel.js';
+import { SceneLabels, SEVERITY_COLORS } from './xr/scene_labels.js';
 
 // Tabletop AR shows the whole model this size (m) across: it fits on a desk.
 const TABLETOP_SIZE_M = 0.6;
-// In VR the model's near edge starts this far (m) in front of the user.
-const VR_STANDOFF_M = 1.5;
+// Table-top VR has a virtual table of its own: the model is this size across, ...
+const VR_TABLETOP_SIZE_M = 1;
+// ... its base at table height, this far ahead of the user.
+const TABLE_HEIGHT_M = 0.8;
+const TABLE_AHEAD_M = 1;
+// VR shows a floor grid of 1 m cells this far around the model (or the table), so that the ground the teleport
+// arc lands on is seen; at most this many cells across.
+const GROUND_MARGIN_M = 10;
+const GROUND_MAX_CELLS = 200;
+const GROUND_COLOR = 0x3a4452;
 // Where the model goes in AR when the device cannot hit-test: 1 m ahead, on a table-high plane.
-const DEFAULT_AR_PLACE = new THREE.Matrix4().makeTranslation(0, 0.8, -1);
-const PANEL_PX = [640, 360];
-const PANEL_M = [0.48, 0.27];
+const DEFAULT_AR_PLACE = new THREE.Matrix4().makeTranslation(0, TABLE_HEIGHT_M, -TABLE_AHEAD_M);
+// What the panel says when nothing is picked: how to get around.
+const HELP_LINES = ['TwinView', 'Trigger: pick an element or a pin', 'Right stick: turn · push forward to teleport',
+  'Grip: teleport · left stick: move', 'B / Y: this panel'];
+
+/**
+ * @typedef {{modelBox: () => THREE.Box3|null, onPick: (id: string|null) => void, idOf: (hit: THREE.Intersection) => string|null,
+ *   panelLines: (id: string) => string[], setPointer: (ray: THREE.Ray|null) => void,
+ *   topicOn: (ray: THREE.Raycaster, camera: THREE.Camera) => string|null, topicLines: (guid: string) => string[],
+ *   nameOf: (id: string) => string, anchorOf: (id: string) => THREE.Vector3|null,
+ *   alarms: () => Iterable<import('./protocol.js').Alarm>,
+ *   standing: (ids: string[]|null, prefer: THREE.Vector3|null) => import('./start_pose.js').StandingPose|null}} XRHooks
+ *   what the session needs from the app; `standing` is where to stand at 1:1 to see the elements (null: the area
+ *   of interest), in model coordinates
+ */
 
 export class XRController extends EventTarget {
   /**
    * @param {import('./viewer.js').Viewer} viewer
-   * @param {{modelBox: () => THREE.Box3|null, onPick: (id: string|null) => void, idOf: (hit: THREE.Intersection) => string|null,
-   *          panelLines: (id: string) => string[], setPointer: (ray: THREE.Ray|null) => void,
-   *          topicOn: (ray: THREE.Raycaster, camera: THREE.Camera) => string|null, topicLines: (guid: string) => string[]}} hooks
+   * @param {XRHooks} hooks
+   * @param {import('./labels.js').Labels} labels the HTML tags, drawn in the scene while a session runs
    */
-  constructor(viewer, hooks) {
+  constructor(viewer, hooks, labels) {
     super();
     this.viewer = viewer;
     this.hooks = hooks;
     /** @type {'vr'|'ar'|null} */
     this.mode = null;
+    /** the model on a table (AR's first placement), or at 1:1 (VR's) */
     this.tabletop = true;
     this.placed = false;
     /** @type {XRHitTestSource|null} */
@@ -47,8 +74,14 @@ export class XRController extends EventTarget {
     this.reticle.visible = false;
     viewer.scene.add(this.reticle);
     this.controllers = [0, 1].map((i) => this.#controller(i));
-    this.panel = this.#panel();
-    viewer.tickers.push((dt, frame) => this.#tick(frame));
+    /** @type {THREE.GridHelper|null} the floor grid in VR */
+    this.ground = null;
+    this.panel = new XRPanel(viewer.scene);
+    this.pads = new Pads();
+    this.locomotion = new Locomotion(viewer, { floorY: () => this.#groundY(), walkOnModel: () => !this.tabletop });
+    this.locomotion.addEventListener('move', (e) => this.panel.move(/** @type {CustomEvent<THREE.Matrix4>} */ (e).detail));
+    this.labels = new SceneLabels(viewer, labels, { nameOf: hooks.nameOf, anchorOf: hooks.anchorOf, alarms: hooks.alarms });
+    viewer.tickers.push((dt, frame) => this.#tick(dt, frame));
     viewer.renderer.xr.addEventListener('sessionend', () => this.#end());
   }
 
@@ -76,13 +109,17 @@ export class XRController extends EventTarget {
       // hit-test is optional: without it the model goes on a virtual table (see DEFAULT_AR_PLACE).
       : await xr.requestSession('immersive-ar', { optionalFeatures: ['hit-test', 'anchors', 'dom-overlay', 'local-floor'],
         ...(overlay ? { domOverlay: { root: overlay } } : {}) });
-    const { world, scene, renderer } = this.viewer;
+    const { world, scene, renderer, camera } = this.viewer;
     this.saved = { position: world.position.clone(), scale: world.scale.x, background: scene.background };
+    const looking = horizontal(camera.getWorldDirection(new THREE.Vector3())); // the desktop view's heading
     this.mode = mode;
+    this.tabletop = mode === 'ar';
     renderer.xr.setReferenceSpaceType('local-floor');
     await renderer.xr.setSession(session);
+    this.labels.start();
     if (mode === 'vr') {
-      this.#placeVR();
+      this.locomotion.start(/** @type {XRReferenceSpace} the session's, before any offset */ (renderer.xr.getReferenceSpace()));
+      this.#placeVR(looking);
     } else {
       scene.background = null; // the camera image shows through
       world.visible = false; // until the user taps a surface
@@ -94,23 +131,82 @@ export class XRController extends EventTarget {
     }
   }
 
-  /** Switch AR placement between tabletop and 1:1; re-placed at the next tap. */
+  /**
+   * Switch between table-top and 1:1: in AR the model is placed again at the next tap; in VR it goes on a table
+   * in front of the user, or back to 1:1 with the user at the start pose.
+   */
   toggleScale() {
     this.tabletop = !this.tabletop;
-    this.placed = false;
-    this.#dropAnchor();
-    if (this.mode === 'ar' && !this.hitSource) this.#placeAR(DEFAULT_AR_PLACE);
+    if (this.mode === 'vr') {
+      this.#placeVR(this.#heading());
+    } else {
+      this.placed = false;
+      this.#dropAnchor();
+      if (this.mode === 'ar' && !this.hitSource) this.#placeAR(DEFAULT_AR_PLACE);
+    }
+    this.redrawPanel();
+    this.dispatchEvent(new CustomEvent('scale', { detail: this.tabletop }));
     return this.tabletop;
   }
 
-  #placeVR() {
-    const box = this.hooks.modelBox();
-    if (!box) return;
+  /**
+   * VR: the model on a table ahead of the user, or the model as it is (1:1) and the user at the start pose.
+   * @param {THREE.Vector3|null} prefer the heading to face when the area of interest does not say
+   */
+  #placeVR(prefer) {
     const { world } = this.viewer;
-    const c = box.getCenter(new THREE.Vector3());
+    const box = this.hooks.modelBox();
+    if (this.tabletop) {
+      const head = this.locomotion.head;
+      const at = new THREE.Vector3().setFromMatrixPosition(head)
+        .addScaledVector(prefer ?? new THREE.Vector3(0, 0, -1), TABLE_AHEAD_M).setY(this.locomotion.floorY + TABLE_HEIGHT_M);
+      this.#placeAR(new THREE.Matrix4().makeTranslation(at.x, at.y, at.z));
+      this.#placeGround(at.setY(this.locomotion.floorY), 0);
+      return;
+    }
+    world.position.set(0, 0, 0);
     world.scale.setScalar(1);
-    world.position.set(-c.x, -box.min.y, -(box.max.z - c.z) - VR_STANDOFF_M - c.z);
     world.updateMatrixWorld(true);
+    this.viewer.invalidate();
+    if (box) {
+      const size = box.getSize(new THREE.Vector3());
+      this.#placeGround(box.getCenter(new THREE.Vector3()).setY(box.min.y), Math.max(size.x, size.z));
+    }
+    const pose = this.hooks.standing(null, prefer);
+    if (pose) this.locomotion.standAt(pose.floor, pose.heading);
+  }
+
+  /**
+   * The VR floor grid: centred on `at`, `across` metres plus the margin each side.
+   * @param {THREE.Vector3} at @param {number} across
+   */
+  #placeGround(at, across) {
+    this.#dropGround();
+    const size = Math.min(GROUND_MAX_CELLS, Math.ceil(across + 2 * GROUND_MARGIN_M));
+    this.ground = new THREE.GridHelper(size, size, GROUND_COLOR, GROUND_COLOR);
+    this.ground.name = 'xr-ground';
+    this.ground.position.copy(at);
+    this.viewer.scene.add(this.ground);
+  }
+
+  #dropGround() {
+    this.ground?.geometry.dispose();
+    /** @type {THREE.Material} */ (this.ground?.material)?.dispose();
+    this.ground?.removeFromParent();
+    this.ground = null;
+  }
+
+  /** Which way the user looks now (horizontal, scene), or null. */
+  #heading() {
+    return horizontal(new THREE.Vector3(0, 0, -1).transformDirection(this.locomotion.head));
+  }
+
+  /** Where the teleport arc meets the ground when it meets no model (scene y). */
+  #groundY() {
+    if (this.tabletop) return this.locomotion.floorY;
+    const box = this.hooks.modelBox();
+    const { world } = this.viewer;
+    return (box?.min.y ?? 0) * world.scale.y + world.position.y;
   }
 
   /** @param {THREE.Matrix4} hitMatrix */
@@ -119,7 +215,8 @@ export class XRController extends EventTarget {
     if (!box) return;
     const { world } = this.viewer;
     const size = box.getSize(new THREE.Vector3());
-    const s = this.tabletop ? TABLETOP_SIZE_M / Math.max(size.x, size.z, 1e-3) : 1;
+    const across = this.mode === 'vr' ? VR_TABLETOP_SIZE_M : TABLETOP_SIZE_M;
+    const s = this.tabletop ? across / Math.max(size.x, size.z, 1e-3) : 1;
     const at = new THREE.Vector3().setFromMatrixPosition(hitMatrix);
     const c = box.getCenter(new THREE.Vector3());
     world.scale.setScalar(s);
@@ -145,6 +242,9 @@ export class XRController extends EventTarget {
 
   /** @param {THREE.Object3D} controller */
   #onSelect(controller) {
+    const press = this.panel.hit(this.#rayFrom(controller));
+    if (press !== null) return this.#press(press);
+    if (this.locomotion.aimedBy) return; // the trigger while aiming a teleport picks nothing
     if (this.mode === 'ar' && !this.placed) {
       if (!this.reticle.visible) return;
       this.#placeAR(this.reticle.matrix);
@@ -172,16 +272,26 @@ export class XRController extends EventTarget {
     return rc;
   }
 
-  #panel() {
-    const canvas = document.createElement('canvas');
-    [canvas.width, canvas.height] = PANEL_PX;
-    const texture = new THREE.CanvasTexture(canvas);
-    texture.colorSpace = THREE.SRGBColorSpace;
-    const mesh = new THREE.Mesh(new THREE.PlaneGeometry(...PANEL_M), new THREE.MeshBasicMaterial({ map: texture, transparent: true }));
-    mesh.visible = false;
-    mesh.name = 'xr-panel';
-    this.viewer.scene.add(mesh);
-    return { canvas, texture, mesh };
+  /** A panel button: close, switch the scale, or go to an alarm's element. @param {string} action */
+  #press(action) {
+    if (action === 'close') this.panel.close();
+    else if (action === 'scale') this.toggleScale();
+    else if (action.startsWith('alarm:')) this.goTo(action.slice('alarm:'.length));
+  }
+
+  /** Pick an element and, in VR at 1:1, stand where it is in sight, facing it. @param {string} id */
+  goTo(id) {
+    this.hooks.onPick(id);
+    this.showPanel(id);
+    if (this.mode !== 'vr' || this.tabletop) return;
+    const pose = this.hooks.standing([id], this.#heading());
+    if (pose) this.locomotion.standAt(pose.floor, pose.heading);
+  }
+
+  /** Open the panel (with what it showed, or the help), or close it: the menu button. */
+  toggleMenu() {
+    if (this.panel.visible) this.panel.close();
+    else this.#openPanel(true);
   }
 
   /** Show (or hide, with null) the properties panel in front of the user. @param {string|null} id */
@@ -205,31 +315,22 @@ export class XRController extends EventTarget {
 
   /** @param {boolean} show */
   #openPanel(show) {
-    const { mesh } = this.panel;
-    mesh.visible = show && this.viewer.renderer.xr.isPresenting;
-    if (!mesh.visible) return;
-    const head = this.viewer.renderer.xr.getCamera();
-    const fwd = new THREE.Vector3(0, 0, -1).applyQuaternion(head.quaternion).setY(0).normalize();
-    mesh.position.copy(head.position).addScaledVector(fwd, 0.7).add(new THREE.Vector3(0, -0.15, 0));
-    mesh.lookAt(head.position);
+    if (!show || !this.viewer.renderer.xr.isPresenting) return this.panel.close();
+    this.panel.open(this.viewer.renderer.xr.getCamera());
     this.redrawPanel();
   }
 
-  /** Redraw the panel text (live values and topics change while it is open). */
+  /** Redraw the panel (live values, alarms and topics change while it is open). */
   redrawPanel() {
-    if (!this.panel.mesh.visible) return;
-    const { canvas, texture } = this.panel;
-    const g = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d'));
-    g.fillStyle = 'rgba(29, 33, 39, 0.92)';
-    g.fillRect(0, 0, canvas.width, canvas.height);
-    g.fillStyle = '#4da3ff';
-    g.fillRect(0, 0, 8, canvas.height);
-    this.panelLines().forEach((text, i) => {
-      g.fillStyle = i === 0 ? '#ffffff' : '#c9d1db';
-      g.font = i === 0 ? 'bold 34px sans-serif' : '26px sans-serif';
-      g.fillText(text, 24, 48 + i * 40, canvas.width - 40); // fillText draws text, never markup
+    if (!this.panel.visible) return;
+    const lines = this.panelLines();
+    const alarms = [...this.hooks.alarms()].sort(byUrgency);
+    this.panel.draw({
+      lines: lines.length ? lines : HELP_LINES,
+      scale: `Scale: ${this.tabletop ? 'table-top' : '1:1'}`,
+      alarms: alarms.map((a) => ({ id: a.element, color: SEVERITY_COLORS[a.severity ?? ''] ?? SEVERITY_COLORS.alarm,
+        text: [this.hooks.nameOf(a.element), a.prop, a.severity].filter(Boolean).join(' · ') })),
     });
-    texture.needsUpdate = true;
   }
 
   #dropAnchor() {
@@ -261,10 +362,13 @@ export class XRController extends EventTarget {
     }, () => {});
   }
 
-  /** @param {XRFrame|undefined} frame */
-  #tick(frame) {
+  /** @param {number} dt @param {XRFrame|undefined} frame */
+  #tick(dt, frame) {
     if (!frame) return false;
     const { renderer } = this.viewer;
+    const pads = this.pads.read(frame.session);
+    if (pads.some((p) => p.menuDown)) this.toggleMenu();
+    if (this.mode === 'vr') this.locomotion.update(frame, pads, dt);
     const space = renderer.xr.getReferenceSpace();
     if (this.mode === 'ar' && space) {
       if (this.anchorAt) this.#createAnchor(frame, space);
@@ -293,7 +397,10 @@ export class XRController extends EventTarget {
     this.hitSource = null;
     this.#dropAnchor();
     this.reticle.visible = false;
-    this.panel.mesh.visible = false;
+    this.panel.close();
+    this.#dropGround();
+    this.locomotion.stop();
+    this.labels.stop();
     this.hooks.setPointer(null);
     this.viewer.invalidate();
   }

@@ -1,16 +1,19 @@
 // Snapshot images of topics: taken from the canvas, uploaded to the session (`POST
 // /api/sessions/{id}/attachments`, Bearer token) and shown back as images. Fetched with the token too,
 // then shown from a blob: URL, since an <img src> cannot carry an Authorization header.
+import { renderWithoutLive } from '../live_only.js';
 
 /** Longest side of an uploaded snapshot (px): enough to recognise the view, small enough to upload quickly. */
 const SNAPSHOT_MAX_PX = 1280;
 
 /**
- * A PNG of what the viewer shows now: render once more (the drawing buffer is preserved) and encode.
+ * A PNG of what the viewer shows now, without other people's avatars (live_only.js): render once more, copy the
+ * drawing buffer at once (in the same task, before the browser clears it) and encode. The next frame draws them again.
  * @param {import('../viewer.js').Viewer} viewer @returns {Promise<Blob>}
  */
 export function snapshotPng(viewer) {
-  viewer.renderer.render(viewer.scene, viewer.camera);
+  renderWithoutLive(viewer.renderer, viewer.scene, viewer.camera);
+  viewer.invalidate();
   const src = viewer.renderer.domElement;
   const k = Math.min(1, SNAPSHOT_MAX_PX / Math.max(src.width, src.height));
   const out = document.createElement('canvas');
