@@ -198,7 +198,7 @@ def test_an_imported_topic_shows_its_importer_and_the_author_the_file_claimed(wo
     from tests.test_bcf_import_trust import archive, markup
     from viewer_server.auth import issue
 
-    live, _, join, secret, _ = world
+    live, _, join, secret = world
     guid = "dddddddd-0000-4000-8000-000000000004"
     data = archive(tmp_path / "claims.bcf", {guid: markup(guid, "admin", [(guid[:-1] + "5", "root", "noted")])})
     token = issue(secret, SESSION, "Lead", "presenter")

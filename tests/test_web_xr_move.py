@@ -325,8 +325,10 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
     f = head["f"]
     assert (to[0] * f[0] + to[1] * f[2]) / (math.hypot(*to) * math.hypot(f[0], f[2])) > math.cos(math.radians(15))
 
+    # Back to normal, the alarm is "returned, unacknowledged" (ISA-18.2): its badge stays until someone acknowledges.
     live.ingest([{"element": element_id(1), "prop": "temperature", "value": 20}])
-    page.wait_for_function(f"!{badge}", timeout=5000)
+    page.wait_for_function("[...window.twinview.state.alarms.values()].every((a) => a.state === 'returned')")
+    assert page.evaluate(f"Boolean({badge})")
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
     page.wait_for_function("!window.twinview.viewer.scene.getObjectByName('xr-label:el:el-00002')", timeout=5000)
     assert page.errors == []
