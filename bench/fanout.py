@@ -57,6 +57,8 @@ SAMPLE_S = 0.25  # how often the load, the kernel's socket queues and the server
 # receive queue, means the clients are behind, whatever the server does.
 CLIENT_SATURATED = 0.9
 CLIENT_BEHIND_BYTES = 256 * 1024
+# A benchmark process runnable but waiting for a CPU this share of the run: the host, not the code.
+HOST_STARVED = 0.25
 
 
 # --- child processes speaking JSON lines ----------------------------------------------------------
@@ -130,6 +132,16 @@ class Child:
                 t = p.cpu_times()
                 total += t.user + t.system
         return total
+
+    def run_queue_wait(self) -> float:
+        """Seconds the process's threads (and its children's) were runnable but waiting for a CPU
+        (/proc/PID/task/*/schedstat, second field): how much the rest of the machine held it back."""
+        total = 0
+        for p in [self.ps, *self._children()]:
+            for stat in Path(f"/proc/{p.pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(stat.read_text().split()[1])
+        return total / 1e9
 
     def _children(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
@@ -438,6 +450,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             row["nice_clients"] = sorted({c.ps.nice() for c in clients})
             row["load_before"] = round(os.getloadavg()[0], 2)
             cpu0 = {id(p): p.cpu() for p in procs}
+            wait0 = {id(p): p.run_queue_wait() for p in procs}
             t0 = time.monotonic() + 0.3
             probe = JitterProbe()
             probe.start()
@@ -454,6 +467,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             window = (t0, stop_at)
             time.sleep(max(0.0, stop_at - time.monotonic()))
             cpu1 = {id(p): p.cpu() for p in procs}
+            wait1 = {id(p): p.run_queue_wait() for p in procs}
             run_s = time.monotonic() - t0
             row.update(probe.result())
             row.update(sampler.result())
@@ -468,6 +482,8 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             row["client_cpu_s"] = sum(per_proc)
             row["client_core_share_max"] = max(per_proc, default=0.0) / run_s
             row["client_procs"] = len(clients)
+            row["server_wait_share"] = (wait1[id(running.server)] - wait0[id(running.server)]) / run_s
+            row["client_wait_share_max"] = max((wait1[id(c)] - wait0[id(c)] for c in clients), default=0.0) / run_s
             row["server_peak_rss_mb"] = running.server.peak_rss() / 2**20
             row["server_rss_end_mb"] = running.server.rss() / 2**20
             for c in clients:
@@ -533,6 +549,11 @@ def bottleneck(row: dict) -> str:
     cores = os.cpu_count() or 1
     load = max(row["load_before"], row["load_during_max"])
     host = f"; the machine was oversubscribed (load {load:.1f} on {cores} cores)" if load > cores else ""
+    if max(row["server_wait_share"], row["client_wait_share_max"]) >= HOST_STARVED:
+        host += (
+            f"; the host starved the benchmark: runnable but waiting for a CPU for {row['server_wait_share']:.0%} "
+            f"of the run (server) and up to {row['client_wait_share_max']:.0%} (a client process)"
+        )
     if behind and not server_busy:
         return "clients: " + "; ".join(behind) + f", the server used {row['server_core_share']:.0%} of a core" + host
     if server_busy:
@@ -629,12 +650,13 @@ def conditions_table(rows: list[dict]) -> str:
     head = (
         "| system | K | N | R/s | load before → peak during | nice server / clients | client processes: CPU s each "
         "(busiest, share of a core) | clients' receive queues, peak MB (one socket kB) | server send queues, peak MB "
-        "| server backlog, peak keys / bytes per client | host lateness p99 ms | bottleneck |"
+        "| server backlog, peak keys / bytes per client | waiting for a CPU: server / busiest client process "
+        "| host lateness p99 ms | bottleneck |"
     )
     out = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         if r.get("status") != "ok":
-            out.append(_failed(r, 7))
+            out.append(_failed(r, 8))
             continue
         per_proc = ", ".join(f"{x:.1f}" for x in r["client_cpu_s_per_proc"])
         backlog = (
@@ -648,7 +670,8 @@ def conditions_table(rows: list[dict]) -> str:
             f"| {r['nice_server']} / {', '.join(str(x) for x in r['nice_clients'])} "
             f"| {r['client_procs']}: {per_proc} ({r['client_core_share_max']:.0%}) "
             f"| {_f(r['client_recv_queue_peak_mb'], 2)} ({_f(r['client_recv_queue_socket_peak_kb'], 0)}) "
-            f"| {_f(r['server_send_queue_peak_mb'], 2)} | {backlog} | {_f(r.get('host_jitter_p99_ms'))} "
+            f"| {_f(r['server_send_queue_peak_mb'], 2)} | {backlog} "
+            f"| {r['server_wait_share']:.0%} / {r['client_wait_share_max']:.0%} | {_f(r.get('host_jitter_p99_ms'))} "
             f"| {r['bottleneck']} |"
         )
     return "\n".join(out)

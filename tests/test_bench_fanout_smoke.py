@@ -27,6 +27,7 @@ def assert_conditions_stated(row: dict) -> None:
     assert isinstance(row["nice_server"], int) and row["nice_clients"]
     assert row["load_before"] >= 0 and row["load_during_max"] >= 0
     assert math.isfinite(row["client_recv_queue_peak_mb"]) and math.isfinite(row["server_send_queue_peak_mb"])
+    assert row["server_wait_share"] >= 0 and row["client_wait_share_max"] >= 0
     assert row["bottleneck"]
     table = fanout.conditions_table([row])
     assert row["bottleneck"] in table and f"{row['nice_server']} / " in table
@@ -77,6 +78,8 @@ def test_the_verdict_names_the_clients_when_they_fall_behind() -> None:
         "client_recv_queue_socket_peak_kb": 2048.0,
         "client_recv_queue_peak_mb": 120.0,
         "server_core_share": 0.3,
+        "server_wait_share": 0.05,
+        "client_wait_share_max": 0.1,
         "load_before": 1.0,
         "load_during_max": 1.5,
     }
@@ -85,6 +88,7 @@ def test_the_verdict_names_the_clients_when_they_fall_behind() -> None:
     quiet = {**row, "client_core_share_max": 0.1, "client_recv_queue_socket_peak_kb": 1.0}
     assert fanout.bottleneck(quiet).startswith("neither")
     assert fanout.bottleneck({**quiet, "server_core_share": 0.95}).startswith("server:")
+    assert "the host starved the benchmark" in fanout.bottleneck({**quiet, "client_wait_share_max": 0.6})
 
 
 def test_staleness_counts_a_superseding_value_and_never_reached_as_infinite() -> None:
