@@ -12,6 +12,7 @@ import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { startTimeMachine } from './timeline/index.js';
 import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
@@ -91,6 +92,7 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
+const timeline = startTimeMachine({ session, app, store: collab.store, select });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
@@ -269,7 +271,7 @@ function standing(ids, prefer) {
 function wirePanels(catalog, signal) {
   app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
-    historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+    chart: timeline.chart,
     signal,
   });
   new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
@@ -443,6 +445,7 @@ Object.assign(window, {
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
+    timeline,
     get seq() { return state.seq; },
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',

@@ -31,6 +31,8 @@ export class TwinState extends EventTarget {
     this.alarmHistory = [];
     /** @type {Map<string, Presence>} session id -> presence */
     this.presence = new Map();
+    /** A replay shows the past (timeline/replay.js): live deltas then move only seq, presence and the presenter on. */
+    this.replaying = false;
     /** Server time (s) of the newest value seen; with the local clock it gives the lag. */
     this.lastValueTs = 0;
   }
@@ -57,6 +59,17 @@ export class TwinState extends EventTarget {
    */
   applyDelta(d) {
     if (d.last <= this.seq) return false;
+    this.seq = d.last;
+    // The past on screen takes no live values, colours or alarms: `live` ends a replay with a fresh snapshot.
+    this.applyChanges(this.replaying ? { ...d, props: undefined, visuals: undefined, events: undefined } : d);
+    return true;
+  }
+
+  /**
+   * Apply changes without a seq (a delta's, or a replay's: timeline/replay.js) and tell the listeners.
+   * @param {import('./protocol.js').Delta} d
+   */
+  applyChanges(d) {
     /** @type {Set<string>} */
     const changed = new Set();
     for (const [key, vis] of Object.entries(d.visuals || {})) {
@@ -78,11 +91,9 @@ export class TwinState extends EventTarget {
       this.alarmHistory.push(ev);
     }
     if (this.alarmHistory.length > ALARM_HISTORY_MAX) this.alarmHistory.splice(0, this.alarmHistory.length - ALARM_HISTORY_MAX);
-    this.seq = d.last;
     /** @type {DeltaDetail} */
     const detail = { visuals: changed, props, delta: d };
     this.dispatchEvent(new CustomEvent('delta', { detail }));
-    return true;
   }
 
   /** @param {Record<string, PropState>} entries @returns {Set<string>} element ids touched */
