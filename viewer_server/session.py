@@ -42,7 +42,7 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands", "alarm_lifecycle", "stale",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
