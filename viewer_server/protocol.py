@@ -238,7 +238,7 @@ ALARM_EVENTS: Final = (
 
 # Event kinds of guided procedures and operator commands.
 PROCEDURE_EVENTS: Final = ("procedure_started", "procedure_step", "step_completed", "procedure_finished")
-COMMAND_EVENTS: Final = ("command_sent", "markup_created")
+COMMAND_EVENTS: Final = ("command_sent", "command_failed", "markup_created")
 
 # Event kinds of the annotation service; each carries the full topic or comment.
 ANNOTATION_EVENTS: Final = (
