@@ -140,6 +140,7 @@ class IngestRequest(msgspec.Struct):
 class IngestResult(msgspec.Struct):
     accepted: int
     rejected: list[p.Rejection]
+    durable: bool  # the accepted readings are committed to the historian (PROTOCOL.md §8)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ async def ingest(request: web.Request) -> web.Response:
     accepted, rejected = await live.ingest.submit(batch.readings)
     if rejected and rejected[0].reason == "batch_too_large":
         return fail(413, "batch_too_large", rejected[0].detail)
-    return reply(IngestResult(accepted, rejected))
+    return reply(IngestResult(accepted, rejected, live.ingest.durable))
 
 
 async def scene_file(request: web.Request) -> web.StreamResponse:

@@ -42,7 +42,7 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands", "alarm_lifecycle", "stale",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
@@ -302,11 +302,12 @@ class Session:
             refusal = f"role {self.role!r} may not publish telemetry"
             await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
-        accepted, rejected = await self.live.ingest.submit(message.readings)
+        source = f"publisher:{self.member.user}" if self.member is not None else "publisher"
+        accepted, rejected = await self.live.ingest.submit(message.readings, source)
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
-        await self._reply(p.Ack(accepted, rejected, message.ref))
+        await self._reply(p.Ack(accepted, rejected, message.ref, durable=self.live.ingest.durable))
 
     async def _frame_data(self, msg: Any) -> bytes | str | None:
         """The payload of a data frame, or None after closing for a wrong or failed frame."""
