@@ -8,7 +8,7 @@ import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
-import { wsUrl } from './protocol.js';
+import { RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
@@ -98,7 +98,7 @@ session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
-  if (snap.resync && snap.reason) {
+  if (snap.resync && snap.reason && snap.reason !== RESYNC_LIVE) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }

@@ -1,7 +1,8 @@
 // The timeline bar under the view: where the twin is in time (LIVE, or "REPLAY — 10:42:13, ×10"), a track over
 // the shown span to drag (seek), markers for the alarms and topics of that span (click one to go there), play /
 // pause with a speed, steps, previous / next event, and one click back to live. A follower of a presenter's
-// replay sees who drives it, and its controls are disabled but for "Leave replay" (its own live view again).
+// replay sees who drives it, and its controls are disabled but for "Break away" (its own replay from there on;
+// its "Back to live" then follows the presenter again while the presenter replays: docs/PROTOCOL.md §14).
 // Keyboard: every control is a button; on the track ←/→ step, PageUp/PageDown move a tenth of the span, Home
 // goes to its start, End back to live, Space plays or pauses.
 import { h, replace } from '../ui/dom.js';
@@ -77,6 +78,8 @@ export class TimelineBar extends EventTarget {
     ...SPANS.map((s) => h('option', { value: s }, spanText(s))), h('option', { value: 0 }, 'all')));
     this.spanSel.value = String(DEFAULT_SPAN);
     this.liveBtn = button('tl-live', 'Back to live', 'Back to live', () => replay.live());
+    this.breakBtn = button('tl-break', 'Break away', 'Break away from the presenter\'s replay: your own, from this moment',
+      () => replay.breakAway());
     this.error = h('span', { class: 'tl-error', role: 'alert' });
     /** Where other modules add their buttons (Chart, Compare). */
     this.tools = h('span', { class: 'tl-tools' });
@@ -89,7 +92,7 @@ export class TimelineBar extends EventTarget {
     this.track = h('div', { class: 'tl-track', role: 'slider', tabindex: '0', 'aria-label': 'Time (drag to replay the past)' },
       this.compareMarks, this.markers, this.hoverLine, this.thumb, this.startLabel, this.endLabel);
     this.controls = h('div', { class: 'tl-controls' }, this.banner, this.prevBtn, this.backBtn, this.playBtn, this.fwdBtn,
-      this.nextBtn, this.speedSel, this.spanSel, this.liveBtn, this.tools, this.error);
+      this.nextBtn, this.speedSel, this.spanSel, this.liveBtn, this.breakBtn, this.tools, this.error);
     replace(root, this.controls, this.track);
     root.classList.add('timeline');
     root.setAttribute('role', 'region');
@@ -137,9 +140,15 @@ export class TimelineBar extends EventTarget {
     this.render();
   }
 
+  /** Show the twin as of `t`, within the stored history (beyond it the server has nothing to show). @param {number} t */
+  seek(t) {
+    const r = this.replay.range ?? this.range;
+    this.replay.seek(r && r.earliest !== null ? Math.min(r.latest, Math.max(r.earliest, t)) : t);
+  }
+
   /** Step by one second of replay at the chosen speed. @param {number} dir -1 or 1 */
   step(dir) {
-    this.replay.seek(this.current + dir * Math.max(1, Number(this.speedSel.value)));
+    this.seek(this.current + dir * Math.max(1, Number(this.speedSel.value)));
   }
 
   /** Go to the previous (-1) or next (1) alarm or event. @param {number} dir */
@@ -185,9 +194,8 @@ export class TimelineBar extends EventTarget {
       el.disabled = followed || !replay.available;
     }
     this.track.setAttribute('aria-disabled', String(followed || !replay.available));
-    this.liveBtn.hidden = live;
-    this.liveBtn.textContent = followed ? 'Leave replay' : 'Back to live';
-    this.liveBtn.setAttribute('aria-label', followed ? `Leave ${replay.drivenBy}'s replay: back to your own live view` : 'Back to live');
+    this.liveBtn.hidden = live || followed;
+    this.breakBtn.hidden = !followed;
     const { from, to } = this.window();
     const t = Number.isFinite(this.dragT) ? this.dragT : this.current;
     this.thumb.style.left = `${this.#percent(t, from, to)}%`;
@@ -254,7 +262,7 @@ export class TimelineBar extends EventTarget {
         return;
       }
       this.lastDragSeek = performance.now();
-      replay.seek(this.dragT);
+      this.seek(this.dragT);
     };
     track.addEventListener('pointerdown', (e) => {
       if (!usable()) return;
@@ -287,8 +295,8 @@ export class TimelineBar extends EventTarget {
       /** @type {Record<string, () => void>} */
       const keys = {
         ArrowLeft: () => this.step(-1), ArrowRight: () => this.step(1),
-        PageUp: () => replay.seek(this.current - page), PageDown: () => replay.seek(Math.min(to, this.current + page)),
-        Home: () => replay.seek(from), End: () => replay.live(), ' ': () => this.togglePlay(),
+        PageUp: () => this.seek(this.current - page), PageDown: () => this.seek(this.current + page),
+        Home: () => this.seek(from), End: () => replay.live(), ' ': () => this.togglePlay(),
       };
       const run = keys[e.key];
       if (!run) return;

@@ -12,19 +12,10 @@ export const MAX_SPEED = 1000;
 const REQUESTS = ['seek', 'play', 'pause', 'live'];
 
 /**
- * @typedef {import('../protocol.js').PropState} PropState
- * @typedef {import('../protocol.js').Visual} Visual
- * @typedef {import('../protocol.js').Alarm} Alarm
- * @typedef {import('../protocol.js').TwinEvent} TwinEvent
  * @typedef {import('../protocol.js').Topic} Topic
  * @typedef {import('../protocol.js').Comment} Comment
- * @typedef {{type: 'replay', as_of: number, speed: number, playing: boolean, driven_by?: string|null,
- *            props: Record<string, PropState>, visuals: Record<string, Visual>, alarms: Alarm[],
- *            topics?: Topic[]|null, comments?: Comment[]|null}} ReplayFrame the whole twin as of `as_of`
- * @typedef {{type: 'replay_delta', as_of: number, props?: Record<string, PropState>, visuals?: Record<string, Visual>,
- *            events?: TwinEvent[]}} ReplayDelta what changed up to `as_of` while playing
- * @typedef {{type: 'seek', t: number, ref?: string}|{type: 'play', speed: number, from?: number}|{type: 'pause'}
- *           |{type: 'live'}} ReplayRequest
+ * @typedef {import('../protocol.js').Replay} ReplayFrame the whole twin as of `as_of`
+ * @typedef {import('../protocol.js').ReplayDelta} ReplayDelta what changed up to `as_of` while playing
  * @typedef {'live'|'replay'} Mode
  */
 
@@ -52,16 +43,16 @@ export class ReplayController extends EventTarget {
     session.addEventListener('welcome', (e) => {
       const caps = /** @type {import('../session.js').SessionEvent<'welcome'>} */ (e).detail.capabilities;
       this.available = caps.includes('replay');
-      // The server's replay belongs to the connection: after a reconnect, ask for the same moment again.
-      if (this.mode === 'replay' && !this.drivenBy && Number.isFinite(this.asOf)) this.#send({ type: 'seek', t: this.asOf });
       this.dispatchEvent(new CustomEvent('change'));
     });
     /** Whether the server offers replay (welcome.capabilities). */
     this.available = false;
+    /** @type {import('../protocol.js').HistoryRange|null} the history's range, as the last replay frame gave it */
+    this.range = null;
     session.addEventListener('message', (e) => {
-      const msg = /** @type {{type: string}} */ (/** @type {CustomEvent} */ (e).detail);
-      if (msg.type === 'replay') this.#onReplay(/** @type {ReplayFrame} */ (msg));
-      else if (msg.type === 'replay_delta') this.#onReplayDelta(/** @type {ReplayDelta} */ (msg));
+      const msg = /** @type {import('../session.js').SessionEvent<'message'>} */ (e).detail;
+      if (msg.type === 'replay') this.#onReplay(msg);
+      else if (msg.type === 'replay_delta') this.#onReplayDelta(msg);
     });
     // A refused request (a seek outside the stored range, replay not allowed) is said on the timeline.
     session.addEventListener('servererror', (e) => {
@@ -72,6 +63,10 @@ export class ReplayController extends EventTarget {
     });
     session.addEventListener('snapshot', () => {
       if (this.mode === 'live' && !this.leaving) return;
+      // Not the answer to our `live`: a new connection (the server's replay belongs to the old one). Our own
+      // replay asks for its moment again once the session is up; a presenter's puts a joiner back by itself.
+      const again = this.leaving || this.drivenBy ? NaN : this.asOf;
+      if (Number.isFinite(again)) queueMicrotask(() => this.seek(again));
       this.leaving = false;
       this.mode = 'live';
       this.state.replaying = false;
@@ -105,16 +100,21 @@ export class ReplayController extends EventTarget {
     if (!this.followed) this.#send({ type: 'pause' });
   }
 
-  /** Back to the present (a follower breaks away with it: its own live view). */
+  /** A follower stops following the presenter's replay: its own, paused at the moment shown (§14). */
+  breakAway() {
+    if (this.followed) this.#send({ type: 'pause' });
+  }
+
+  /** Back to the present (while a presenter replays, a follower's `live` follows the presenter again: §14). */
   live() {
     if (this.mode === 'live') return;
     this.leaving = true;
     this.#send({ type: 'live' });
   }
 
-  /** @param {ReplayRequest} msg */
+  /** @param {import('../protocol.js').ReplayRequest} msg */
   #send(msg) {
-    if (!this.session.send(/** @type {import('../protocol.js').ClientMessage} */ (/** @type {unknown} */ (msg)))) {
+    if (!this.session.send(msg)) {
       this.dispatchEvent(new CustomEvent('error', { detail: 'Not connected to the server: try again once it is back.' }));
     }
   }
@@ -129,7 +129,8 @@ export class ReplayController extends EventTarget {
     this.asOf = f.as_of;
     this.speed = f.speed;
     this.playing = f.playing;
-    this.drivenBy = f.driven_by && !this.deps.isSelf(f.driven_by) ? f.driven_by : '';
+    this.range = f.range;
+    this.#driver(f.driven_by);
     state.applySnapshot({
       type: 'snapshot', epoch: state.epoch, seq: state.seq, scene: '', layer: state.layer, glb_url: '', manifest_url: '',
       props: f.props ?? {}, visuals: f.visuals ?? {}, alarms: f.alarms ?? [],
@@ -145,7 +146,16 @@ export class ReplayController extends EventTarget {
   #onReplayDelta(d) {
     if (this.mode !== 'replay' || !Number.isFinite(d.as_of)) return;
     this.asOf = d.as_of;
+    if (d.playing !== undefined) this.playing = d.playing;
+    if (d.driven_by !== undefined) this.#driver(d.driven_by);
+    // `alarms`, when there, is the whole list: the events' alarm transitions then only add to the history.
+    if (d.alarms) this.state.alarms = new Map(d.alarms.map((a) => [a.id, a]));
     this.state.applyChanges({ type: 'delta', first: 0, last: 0, props: d.props, visuals: d.visuals, events: d.events });
     this.dispatchEvent(new CustomEvent('change'));
+  }
+
+  /** @param {string|null|undefined} who the replay's `driven_by` */
+  #driver(who) {
+    this.drivenBy = who && !this.deps.isSelf(who) ? who : '';
   }
 }
