@@ -18,6 +18,8 @@ const DRAG_SEEK_MS = 150;
 // The span's end follows the clock; its markers and the stored range are read again this often while live.
 const TICK_MS = 1000;
 const EVENTS_REFRESH_MS = 15000;
+// Live events (an alarm, a topic) show as markers this soon: after the historian has them.
+const REFRESH_SOON_MS = 500;
 // An event within this of the moment shown is "here": previous / next look past it.
 const SAME_MOMENT_S = 0.5;
 
@@ -58,6 +60,8 @@ export class TimelineBar extends EventTarget {
     this.lastDragSeek = 0;
     /** @type {ReturnType<typeof setTimeout>|undefined} */
     this.dragTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.refreshTimer = undefined;
     /** @type {{a: number, b: number}|null} the compared moments, marked on the track */
     this.compared = null;
 
@@ -65,11 +69,11 @@ export class TimelineBar extends EventTarget {
       /** @type {HTMLButtonElement} */ (h('button', { class: cls, 'aria-label': label, title: label, onclick: run }, text));
     const { replay } = deps;
     this.banner = h('span', { class: 'tl-banner', role: 'status', 'aria-live': 'polite' });
-    this.prevBtn = button('tl-prev', '⏮', 'Previous alarm or event', () => this.jump(-1));
-    this.backBtn = button('tl-back', '◀', 'Step back', () => this.step(-1));
+    this.prevBtn = button('tl-prev', '◀◀', 'Previous alarm or event', () => this.jump(-1));
+    this.backBtn = button('tl-back', '‹', 'Step back', () => this.step(-1));
     this.playBtn = button('tl-play', '▶', 'Play', () => this.togglePlay());
-    this.fwdBtn = button('tl-fwd', '▶|', 'Step forward', () => this.step(1));
-    this.nextBtn = button('tl-next', '⏭', 'Next alarm or event', () => this.jump(1));
+    this.fwdBtn = button('tl-fwd', '›', 'Step forward', () => this.step(1));
+    this.nextBtn = button('tl-next', '▶▶', 'Next alarm or event', () => this.jump(1));
     this.speedSel = /** @type {HTMLSelectElement} */ (h('select', { class: 'tl-speed', 'aria-label': 'Playback speed',
       onchange: () => replay.playing && replay.play(Number(this.speedSel.value)) },
     ...SPEEDS.map((s) => h('option', { value: s }, `×${s}`))));
@@ -124,6 +128,12 @@ export class TimelineBar extends EventTarget {
     const t = this.replay.mode === 'replay' ? this.replay.asOf : NaN;
     if (t < from) from = t - (to - t) * 0.05; // the moment shown is always on the track
     return { from: Math.min(from, to - 1), to };
+  }
+
+  /** Read them again shortly (new events came live: a burst of them is one read). */
+  refreshSoon() {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => this.refresh(), REFRESH_SOON_MS);
   }
 
   /** Read the stored range and the events of the span again. */

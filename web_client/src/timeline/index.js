@@ -35,6 +35,9 @@ export function startTimeMachine({ session, app, store, select }) {
     replay, nameOf, now: () => (Date.now() + session.clockOffsetMs) / 1000,
   });
   view.appendChild(bar.root);
+  session.state.addEventListener('delta', (e) => {
+    if (replay.mode === 'live' && /** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.events?.length) bar.refreshSoon();
+  });
   const chart = new ChartPanel(float('chart-panel'), { bar, replay, nameOf });
   const compare = new Compare(float('compare-panel'), { state: session.state, app, bar, nameOf, select: (id) => select(id, true) });
   const chartBtn = h('button', { class: 'tl-chart', title: 'Chart the selected element\'s values', onclick: () => {

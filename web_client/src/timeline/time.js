@@ -11,7 +11,7 @@ export function clockText(t, now = Date.now() / 1000) {
 /** "45 s", "12 min", "3 h", "2 d": a span. @param {number} s */
 export function spanText(s) {
   if (s < 90) return `${Math.round(s)} s`;
-  if (s < 5400) return `${Math.round(s / 60)} min`;
-  if (s < 129600) return `${Math.round(s / 3600)} h`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
 }
