@@ -95,13 +95,17 @@ export class TimelineBar extends EventTarget {
     this.endLabel = h('span', { class: 'tl-edge end' });
     this.track = h('div', { class: 'tl-track', role: 'slider', tabindex: '0', 'aria-label': 'Time (drag to replay the past)' },
       this.compareMarks, this.markers, this.hoverLine, this.thumb, this.startLabel, this.endLabel);
-    this.controls = h('div', { class: 'tl-controls' }, this.banner, this.prevBtn, this.backBtn, this.playBtn, this.fwdBtn,
-      this.nextBtn, this.speedSel, this.spanSel, this.liveBtn, this.breakBtn, this.tools, this.error);
+    // Where the twin is in time and the way back (one row of its own on a phone), then the controls.
+    const where = h('span', { class: 'tl-where' }, this.banner, this.liveBtn, this.breakBtn, this.error);
+    this.controls = h('div', { class: 'tl-controls' }, where, this.prevBtn, this.backBtn, this.playBtn, this.fwdBtn,
+      this.nextBtn, this.speedSel, this.spanSel, this.tools);
     replace(root, this.controls, this.track);
     root.classList.add('timeline');
     root.setAttribute('role', 'region');
     root.setAttribute('aria-label', 'Timeline');
 
+    // What floats at the bottom of the view stands on the bar (timeline.css reads --tl-h), however its controls wrap.
+    new ResizeObserver(() => root.parentElement?.style.setProperty('--tl-h', `${root.offsetHeight}px`)).observe(root);
     this.#bindTrack();
     replay.addEventListener('change', () => { this.error.textContent = ''; this.render(); });
     replay.addEventListener('error', (e) => { this.error.textContent = /** @type {CustomEvent<string>} */ (e).detail; });

@@ -166,7 +166,7 @@ export class ChartPanel extends EventTarget {
       if (banded) bands.push({ series: [base + 2, base + 1], fill: `${COLORS[i]}33` });
     });
     /** @type {uPlot.Axis[]} */
-    const axes = [{ stroke: '#9aa4b2', grid: { stroke: '#3a414c' }, ticks: { stroke: '#3a414c' } },
+    const axes = [{ stroke: '#9aa4b2', grid: { stroke: '#3a414c' }, ticks: { stroke: '#3a414c' }, values: tickTimes },
       ...units.map((u, i) => /** @type {uPlot.Axis} */ ({ scale: `u:${u}`, label: u || 'value', side: i % 2 ? 1 : 3,
         stroke: '#9aa4b2', grid: { show: i === 0, stroke: '#3a414c' }, ticks: { stroke: '#3a414c' }, size: 50, labelSize: 16 }))];
     this.plot?.destroy();
@@ -260,4 +260,12 @@ export class ChartPanel extends EventTarget {
     });
     u.over.addEventListener('dblclick', () => this.resetZoom());
   }
+}
+
+/** The time axis' labels on the 24-hour clock the timeline uses (seconds when the ticks are that close).
+ * @param {uPlot} _u @param {number[]} splits */
+function tickTimes(_u, splits) {
+  const fine = splits.length > 1 && splits[1] - splits[0] < 60;
+  return splits.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: fine ? '2-digit' : undefined,
+    hour12: false }));
 }
