@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from viewer_server import __version__
+from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.hub import prop_state
@@ -398,6 +399,36 @@ ROUTES: Final = (
             Param("limit", "query", {"type": "integer", "maximum": HISTORY_MAX_LIMIT}, "newest samples kept"),
         ),
         errors=(400, 404),
+    ),
+    Route(
+        "GET",
+        "/api/history",
+        hx.history_series,
+        "Chart series from the historian: per key min / max / mean / last, bucketed to at most `points`",
+        hx.HistoryOut,
+        params=(
+            Param("keys", "query", _STR, f"<element>.<prop>, comma-separated, at most {hx.MAX_KEYS}"),
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: an hour before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("points", "query", {"type": "integer", "maximum": hx.MAX_POINTS}, "at most this many per key"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/api/history/events",
+        hx.history_events,
+        "Recorded events for timeline markers, oldest first",
+        hx.EventsOut,
+        params=(
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: a day before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("kinds", "query", _STR, "event kinds, comma-separated (default: all)"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET", "/api/history/range", hx.history_range, "The times the history holds", p.HistoryRange, errors=(403, 404)
     ),
     Route(
         "GET",

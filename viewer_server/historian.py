@@ -459,19 +459,17 @@ class Historian:
     # --- reading ---------------------------------------------------------------------------------
 
     def range(self) -> p.HistoryRange:
-        """The times the history holds: the oldest sample, minute or event, and the newest."""
+        """The times the history holds: from the oldest sample, minute or event up to now (everything since
+        is recorded, so the twin at any time in between is known)."""
         db = self._connect()
         lows = [
-            db.execute("SELECT min(ts), max(ts) FROM samples").fetchone(),
-            db.execute("SELECT min(t0), max(t1) FROM chunks").fetchone(),
-            db.execute("SELECT min(minute) * 60, max(minute) * 60 + 59.999 FROM minutes").fetchone(),
-            db.execute("SELECT min(t), max(t) FROM events").fetchone(),
+            db.execute("SELECT min(ts) FROM samples").fetchone()[0],
+            db.execute("SELECT min(t0) FROM chunks").fetchone()[0],
+            db.execute("SELECT min(minute) * 60 FROM minutes").fetchone()[0],
+            db.execute("SELECT min(t) FROM events").fetchone()[0],
         ]
-        earliest = min((lo for lo, _ in lows if lo is not None), default=None)
-        latest = max((hi for _, hi in lows if hi is not None), default=None)
-        if latest is not None:
-            latest = min(latest, self.clock())
-        return p.HistoryRange(earliest, latest if latest is not None else self.clock())
+        earliest = min((lo for lo in lows if lo is not None), default=None)
+        return p.HistoryRange(earliest, self.clock())
 
     def _chunks_between(self, t0: float, t1: float) -> list[Path]:
         rows = self._connect().execute("SELECT path FROM chunks WHERE t1 >= ? AND t0 <= ? ORDER BY t0", (t0, t1))
