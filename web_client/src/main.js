@@ -92,7 +92,7 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
-const timeline = startTimeMachine({ session, app, store: collab.store, select });
+const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;

@@ -6,7 +6,6 @@
 // Keyboard: every control is a button; on the track ←/→ step, PageUp/PageDown move a tenth of the span, Home
 // goes to its start, End back to live, Space plays or pauses.
 import { h, replace } from '../ui/dom.js';
-import { fetchEvents, fetchRange } from './history_api.js';
 import { SPEEDS } from './replay.js';
 import { clockText, spanText } from './time.js';
 
@@ -41,8 +40,8 @@ const KIND_WORDS = /** @type {Record<string, string>} */ ({
 export class TimelineBar extends EventTarget {
   /**
    * @param {HTMLElement} root
-   * @param {{replay: import('./replay.js').ReplayController, now: () => number, nameOf: (id: string) => string,
-   *          signal?: AbortSignal}} deps `now`: the server's clock (Unix s)
+   * @param {{replay: import('./replay.js').ReplayController, api: import('./history_api.js').HistoryApi, now: () => number,
+   *          nameOf: (id: string) => string, signal?: AbortSignal}} deps `now`: the server's clock (Unix s)
    */
   constructor(root, deps) {
     super();
@@ -143,9 +142,9 @@ export class TimelineBar extends EventTarget {
   /** Read the stored range and the events of the span again. */
   async refresh() {
     try {
-      this.range = await fetchRange();
+      this.range = await this.deps.api.range();
       const { from, to } = this.window();
-      this.events = await fetchEvents(from, to);
+      this.events = await this.deps.api.events(from, to);
       this.#renderMarkers();
       this.dispatchEvent(new CustomEvent('events'));
     } catch (e) {

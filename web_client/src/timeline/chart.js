@@ -7,7 +7,7 @@
 import uPlot from 'uplot';
 import { h, replace } from '../ui/dom.js';
 import { formatValue as fmt } from '../ui/properties.js';
-import { MAX_KEYS, fetchSeries, historyKey } from './history_api.js';
+import { MAX_KEYS, historyKey } from './history_api.js';
 import { clockText } from './time.js';
 
 // Line colours, one per property in order (readable on the dark panel, told apart by colour-blind eyes).
@@ -25,7 +25,7 @@ const LIVE_REFRESH_MS = 5000;
 export class ChartPanel extends EventTarget {
   /**
    * @param {HTMLElement} root the panel (a float over the view)
-   * @param {{bar: import('./bar.js').TimelineBar, replay: import('./replay.js').ReplayController,
+   * @param {{bar: import('./bar.js').TimelineBar, replay: import('./replay.js').ReplayController, api: import('./history_api.js').HistoryApi,
    *          nameOf: (id: string) => string, signal?: AbortSignal}} deps
    */
   constructor(root, deps) {
@@ -121,7 +121,7 @@ export class ChartPanel extends EventTarget {
     const { from, to } = this.span();
     const points = Math.max(50, Math.round(this.area.clientWidth || 600));
     try {
-      const answer = await fetchSeries(this.keys.map((k) => historyKey(k.element, k.prop)), from, to, points, abort.signal);
+      const answer = await this.deps.api.series(this.keys.map((k) => historyKey(k.element, k.prop)), from, to, points, abort.signal);
       if (abort.signal.aborted) return;
       this.series = this.keys.map((k) => answer.series.find((s) => s.key === historyKey(k.element, k.prop)))
         .filter((s) => s !== undefined);

@@ -6,12 +6,13 @@
 import { Color } from 'three';
 import { h, replace } from '../ui/dom.js';
 import { formatValue as fmt } from '../ui/properties.js';
-import { fetchRange, fetchSeries, historyKey } from './history_api.js';
+import { KEYS_PER_REQUEST, historyKey } from './history_api.js';
 import { clockText } from './time.js';
 
-// Elements compared at most (a plant's instruments of one kind), and keys per request (a URL stays short).
+// Elements compared at most (a plant's instruments of one kind).
 export const MAX_COMPARED = 1000;
-const KEYS_PER_REQUEST = 50;
+// How far back a value at a moment is looked for: the server answers at most 400 days per request.
+const LOOK_BACK_S = 399 * 86400;
 // The elements that changed most, listed in the legend.
 const TOP_CHANGES = 5;
 export const DOWN = '#2f6fde';
@@ -28,6 +29,7 @@ export class Compare extends EventTarget {
    * @param {HTMLElement} root the panel (a float over the view)
    * @param {{state: import('../state.js').TwinState, app: {twin: import('../twin_view.js').TwinView|null,
    *          batches: import('../batcher.js').ElementBatches|null}, bar: import('./bar.js').TimelineBar,
+   *          api: import('./history_api.js').HistoryApi,
    *          nameOf: (id: string) => string, select: (id: string) => void}} deps
    */
   constructor(root, deps) {
@@ -84,7 +86,7 @@ export class Compare extends EventTarget {
     this.unit = this.deps.state.props.get(elements[0] ?? '')?.get(prop)?.u ?? '';
     replace(this.legend, h('p', { class: 'hint' }, 'Reading the history…'));
     try {
-      const since = (await fetchRange())?.earliest ?? Math.min(a, b) - 1;
+      const since = (await this.deps.api.range())?.earliest ?? Math.min(a, b) - 1;
       const [at, bt] = await Promise.all([this.#valuesAt(elements, prop, since, a), this.#valuesAt(elements, prop, since, b)]);
       if (this.prop !== prop || this.a !== a || this.b !== b) return; // asked for another meanwhile
       this.changes = elements.filter((id) => at.has(id) && bt.has(id))
@@ -122,7 +124,8 @@ export class Compare extends EventTarget {
     const values = new Map();
     for (let i = 0; i < ids.length; i += KEYS_PER_REQUEST) {
       const chunk = ids.slice(i, i + KEYS_PER_REQUEST);
-      const { series } = await fetchSeries(chunk.map((id) => historyKey(id, prop)), Math.min(since, t - 1), t, 2);
+      const from = Math.max(t - LOOK_BACK_S, Math.min(since, t - 1));
+      const { series } = await this.deps.api.series(chunk.map((id) => historyKey(id, prop)), from, t, 2);
       for (const s of series) {
         const last = s.last.filter((v) => v !== null).pop();
         if (typeof last === 'number' && chunk.includes(s.element)) values.set(s.element, last);

@@ -3,8 +3,11 @@
 // topics, commands: the timeline's markers) and the stored range. Answers are checked before use: a series
 // whose arrays disagree in length, or a time that is not a finite number, is dropped, not drawn.
 
-// Properties on one chart, and keys in one request: a chart is read at a glance, and a URL stays short.
+// Properties on one chart: a chart is read at a glance.
 export const MAX_KEYS = 8;
+// Keys and points in one request: the server's bounds (viewer_server/history_api.py).
+export const KEYS_PER_REQUEST = 32;
+const MAX_POINTS = 5000;
 // Events drawn on the timeline at once (the newest win): beyond this the markers are a smear.
 export const MAX_EVENTS = 2000;
 
@@ -22,59 +25,70 @@ export const MAX_EVENTS = 2000;
 export const historyKey = (element, prop) => `${element}.${prop}`;
 
 /**
- * @param {string[]} keys @param {number} from @param {number} to @param {number} points how many buckets at most
- * @param {AbortSignal} [signal]
- * @returns {Promise<SeriesAnswer>}
+ * The historian's REST reads, with the join link's token when there is one (the server shows a session's
+ * events only to its members, and checks `history.read` against the token's role).
+ * @param {() => string|null} token
  */
-export async function fetchSeries(keys, from, to, points, signal) {
-  const q = new URLSearchParams({ keys: keys.join(','), from: String(from), to: String(to),
-    points: String(Math.max(2, Math.round(points))) });
-  const body = await getJson(`/api/history?${q}`, signal);
-  const series = Array.isArray(body?.series) ? body.series.map(checkSeries).filter(Boolean) : [];
-  return { series: /** @type {Series[]} */ (series), resolution: finite(body?.resolution) ?? 0 };
-}
-
-/**
- * @param {number} from @param {number} to @param {AbortSignal} [signal]
- * @returns {Promise<HistoryEvent[]>} oldest first
- */
-export async function fetchEvents(from, to, signal) {
-  const body = await getJson(`/api/history/events?${new URLSearchParams({ from: String(from), to: String(to) })}`, signal);
-  const list = Array.isArray(body) ? body : Array.isArray(body?.events) ? body.events : [];
-  /** @type {HistoryEvent[]} */
-  const events = [];
-  for (const e of list) {
-    const t = finite(e?.t);
-    if (t === null || typeof e.kind !== 'string') continue;
-    events.push({ t, kind: e.kind, text: typeof e.text === 'string' ? e.text : '',
-      element: typeof e.element === 'string' ? e.element : '', name: typeof e.element_name === 'string' ? e.element_name : '' });
-  }
-  events.sort((a, b) => a.t - b.t);
-  return events.slice(-MAX_EVENTS);
-}
-
-/** @param {AbortSignal} [signal] @returns {Promise<HistoryRange|null>} null while nothing is stored */
-export async function fetchRange(signal) {
-  const body = await getJson('/api/history/range', signal);
-  const earliest = finite(body?.earliest);
-  const latest = finite(body?.latest);
-  return earliest === null || latest === null ? null : { earliest, latest: Math.max(earliest, latest) };
-}
-
-/** @param {string} url @param {AbortSignal} [signal] */
-async function getJson(url, signal) {
-  const res = await fetch(url, { signal });
-  if (!res.ok) {
-    let why = `${res.status} ${res.statusText}`;
-    try {
-      why = (await res.json())?.message ?? why;
-    } catch {
-      // not JSON: the status says enough
+export function historyApi(token) {
+  /** @param {string} url @param {AbortSignal} [signal] */
+  const getJson = async (url, signal) => {
+    const bearer = token();
+    const res = await fetch(url, { signal, headers: bearer ? { Authorization: `Bearer ${bearer}` } : {} });
+    if (!res.ok) {
+      let why = `${res.status} ${res.statusText}`;
+      try {
+        const body = await res.json();
+        why = body?.detail || body?.error || why;
+      } catch {
+        // not JSON: the status says enough
+      }
+      throw new Error(`The history could not be read (${why}).`);
     }
-    throw new Error(`The history could not be read (${why}).`);
-  }
-  return res.json();
+    return res.json();
+  };
+  return {
+    /**
+     * @param {string[]} keys @param {number} from @param {number} to @param {number} points how many buckets at most
+     * @param {AbortSignal} [signal]
+     * @returns {Promise<SeriesAnswer>}
+     */
+    async series(keys, from, to, points, signal) {
+      const q = new URLSearchParams({ keys: keys.join(','), from: String(from), to: String(to),
+        points: String(Math.min(MAX_POINTS, Math.max(2, Math.round(points)))) });
+      const body = await getJson(`/api/history?${q}`, signal);
+      const series = Array.isArray(body?.series) ? body.series.map(checkSeries).filter(Boolean) : [];
+      return { series: /** @type {Series[]} */ (series), resolution: finite(body?.resolution) ?? 0 };
+    },
+
+    /**
+     * @param {number} from @param {number} to @param {AbortSignal} [signal]
+     * @returns {Promise<HistoryEvent[]>} oldest first
+     */
+    async events(from, to, signal) {
+      const body = await getJson(`/api/history/events?${new URLSearchParams({ from: String(from), to: String(to) })}`, signal);
+      /** @type {HistoryEvent[]} */
+      const events = [];
+      for (const e of Array.isArray(body?.events) ? body.events : []) {
+        const t = finite(e?.t);
+        if (t === null || typeof e.kind !== 'string') continue;
+        events.push({ t, kind: e.kind, text: typeof e.text === 'string' ? e.text : '',
+          element: typeof e.element === 'string' ? e.element : '', name: typeof e.element_name === 'string' ? e.element_name : '' });
+      }
+      events.sort((a, b) => a.t - b.t);
+      return events.slice(-MAX_EVENTS);
+    },
+
+    /** @param {AbortSignal} [signal] @returns {Promise<HistoryRange|null>} null while nothing is stored */
+    async range(signal) {
+      const body = await getJson('/api/history/range', signal);
+      const earliest = finite(body?.earliest);
+      const latest = finite(body?.latest);
+      return earliest === null || latest === null ? null : { earliest, latest: Math.max(earliest, latest) };
+    },
+  };
 }
+
+/** @typedef {ReturnType<typeof historyApi>} HistoryApi */
 
 /** @param {unknown} v @returns {number|null} */
 function finite(v) {

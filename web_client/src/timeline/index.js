@@ -5,16 +5,18 @@ import { $, h } from '../ui/dom.js';
 import { TimelineBar } from './bar.js';
 import { ChartPanel } from './chart.js';
 import { Compare } from './compare.js';
-import { MAX_KEYS } from './history_api.js';
+import { MAX_KEYS, historyApi } from './history_api.js';
 import { ReplayController } from './replay.js';
 
 /**
  * @param {{session: import('../session.js').Session,
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
- *          store: import('../topics/store.js').TopicStore, select: (id: string|null, fly?: boolean) => void}} deps
+ *          store: import('../topics/store.js').TopicStore, select: (id: string|null, fly?: boolean) => void,
+ *          token: () => string|null}} deps `token`: the join link's, for the REST reads
  */
-export function startTimeMachine({ session, app, store, select }) {
+export function startTimeMachine({ session, app, store, select, token }) {
+  const api = historyApi(token);
   const view = $('#view');
   /** A panel over the view. @param {string} id */
   const float = (id) => {
@@ -32,14 +34,14 @@ export function startTimeMachine({ session, app, store, select }) {
     },
   });
   const bar = new TimelineBar(h('div', { id: 'timeline' }), {
-    replay, nameOf, now: () => (Date.now() + session.clockOffsetMs) / 1000,
+    replay, api, nameOf, now: () => (Date.now() + session.clockOffsetMs) / 1000,
   });
   view.appendChild(bar.root);
   session.state.addEventListener('delta', (e) => {
     if (replay.mode === 'live' && /** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.events?.length) bar.refreshSoon();
   });
-  const chart = new ChartPanel(float('chart-panel'), { bar, replay, nameOf });
-  const compare = new Compare(float('compare-panel'), { state: session.state, app, bar, nameOf, select: (id) => select(id, true) });
+  const chart = new ChartPanel(float('chart-panel'), { bar, replay, api, nameOf });
+  const compare = new Compare(float('compare-panel'), { state: session.state, app, bar, api, nameOf, select: (id) => select(id, true) });
   const chartBtn = h('button', { class: 'tl-chart', title: 'Chart the selected element\'s values', onclick: () => {
     const id = app.twin?.selected;
     const numeric = [...(session.state.props.get(id ?? '') ?? [])].filter(([, st]) => typeof st.v === 'number');
