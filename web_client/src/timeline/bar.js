@@ -218,7 +218,8 @@ export class TimelineBar extends EventTarget {
     this.track.setAttribute('aria-valuetext', live ? 'live' : clockText(t));
     this.startLabel.textContent = clockText(from);
     this.endLabel.textContent = live ? 'now' : clockText(to);
-    if (this.#markersFor !== `${from | 0}:${to | 0}`) this.#renderMarkers();
+    // The span slides with the clock: the markers move once that is a pixel or so (a thousandth of it).
+    if (Math.abs(from - this.#markersAt.from) + Math.abs(to - this.#markersAt.to) > (to - from) / 1000) this.#placeMarkers();
     replace(this.compareMarks, ...(this.compared ? (/** @type {const} */ (['a', 'b'])).map((k) => {
       const v = /** @type {{a: number, b: number}} */ (this.compared)[k];
       return h('span', { class: `tl-ab ${k}`, style: `left:${this.#percent(v, from, to)}%`, title: `${k.toUpperCase()}: ${clockText(v)}` },
@@ -227,19 +228,29 @@ export class TimelineBar extends EventTarget {
     this.#placeHover();
   }
 
-  #markersFor = '';
+  /** The span the markers were placed for. */
+  #markersAt = { from: 0, to: 0 };
 
   #renderMarkers() {
-    const { from, to } = this.window();
-    this.#markersFor = `${from | 0}:${to | 0}`;
-    replace(this.markers, ...this.events.filter((e) => e.t >= from && e.t <= to).map((e) => {
+    replace(this.markers, ...this.events.map((e) => {
       const label = `${KIND_WORDS[e.kind] ?? e.kind.replace(/_/g, ' ')}: ${e.name || (e.element ? this.deps.nameOf(e.element) : '')}`
         + `${e.text ? ` — ${e.text}` : ''} · ${clockText(e.t)}`;
       return h('button', { class: `tl-marker ${markerKind(e.kind)}`, tabindex: '-1', 'aria-label': label, title: label,
-        style: `left:${this.#percent(e.t, from, to)}%`, dataset: { t: e.t, kind: e.kind },
+        dataset: { t: e.t, kind: e.kind },
         onpointerdown: (/** @type {Event} */ ev) => ev.stopPropagation(),
         onclick: () => this.replay.seek(e.t) });
     }));
+    this.#placeMarkers();
+  }
+
+  #placeMarkers() {
+    const { from, to } = this.window();
+    this.#markersAt = { from, to };
+    for (const el of /** @type {NodeListOf<HTMLElement>} */ (this.markers.childNodes)) {
+      const t = Number(el.dataset.t);
+      el.hidden = t < from || t > to;
+      el.style.left = `${this.#percent(t, from, to)}%`;
+    }
   }
 
   #placeHover() {

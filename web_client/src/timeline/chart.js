@@ -255,7 +255,7 @@ export class ChartPanel extends EventTarget {
         this.zoom = { from: down.from + d, to: down.to + d };
         this.load();
       } else if (Math.abs(dx) < CLICK_SLOP_PX) {
-        this.deps.replay.seek(u.posToVal(e.clientX - u.over.getBoundingClientRect().left, 'x'));
+        this.deps.bar.seek(u.posToVal(e.clientX - u.over.getBoundingClientRect().left, 'x'));
       }
     });
     u.over.addEventListener('dblclick', () => this.resetZoom());
