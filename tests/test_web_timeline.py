@@ -152,20 +152,25 @@ def test_play_moves_forward_in_time_order(world, page):
           window.__seen.push([r.asOf, window.twinview.state.props.get(id)?.get('pressure')?.v ?? null]); }); }""",
         PUMP,
     )
-    page.evaluate("t => window.twinview.timeline.bar.seek(t)", t0 - 310)
-    _wait_replay_at(page, t0 - 310)
+    page.evaluate("t => window.twinview.timeline.bar.seek(t)", t0 - 300)  # the oldest sample
+    _wait_replay_at(page, t0 - 300)
     page.locator(".tl-speed").select_option("100")
     page.locator(".tl-play").click()
-    page.wait_for_function("t => window.twinview.timeline.replay.asOf > t", arg=t0 - 170, timeout=WAIT)
-    page.locator(".tl-play").click()  # pause
-    page.wait_for_function("!window.twinview.timeline.replay.playing", timeout=WAIT)
+    page.wait_for_function("window.twinview.timeline.replay.playing", timeout=WAIT)
+    # It plays on to the newest history and stops there by itself (§14: playing never runs into live).
+    page.wait_for_function(
+        "t => !window.twinview.timeline.replay.playing && window.twinview.timeline.replay.asOf > t",
+        arg=t0,
+        timeout=WAIT,
+    )
     seen = page.evaluate("window.__seen")
     times = [t for t, _ in seen]
     assert times == sorted(times), times
     values = [v for _, v in seen if v is not None]
     changes = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
-    assert changes == [0.0, 6.0, 1.5], changes  # every sample, in the order of their source times
-    assert "×100" in page.locator(".tl-banner").inner_text()
+    # Every sample, in the order of their source times, up to the newest (the live value of now).
+    assert changes[:3] == [0.0, 6.0, 1.5] and changes[-1] == LIVE_PRESSURE, changes
+    assert "×100 (paused)" in page.locator(".tl-banner").inner_text()
 
 
 def test_an_alarm_marker_goes_to_the_alarms_moment(world, page):

@@ -202,7 +202,8 @@ export class TimelineBar extends EventTarget {
     this.playBtn.textContent = replay.playing ? '❚❚' : '▶';
     this.playBtn.setAttribute('aria-label', replay.playing ? 'Pause' : 'Play');
     this.playBtn.title = this.playBtn.getAttribute('aria-label') ?? '';
-    if (!replay.playing) this.speedSel.value = String(SPEEDS.includes(replay.speed) ? replay.speed : this.speedSel.value);
+    // While playing (ours or a presenter's) the select shows the speed in effect; paused, the one chosen for next.
+    if (replay.playing && SPEEDS.includes(replay.speed)) this.speedSel.value = String(replay.speed);
     for (const el of [this.prevBtn, this.backBtn, this.playBtn, this.fwdBtn, this.nextBtn, this.speedSel, this.spanSel]) {
       el.disabled = followed || !replay.available;
     }

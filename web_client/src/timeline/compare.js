@@ -11,8 +11,12 @@ import { clockText } from './time.js';
 
 // Elements compared at most (a plant's instruments of one kind).
 export const MAX_COMPARED = 1000;
-// How far back a value at a moment is looked for: the server answers at most 400 days per request.
-const LOOK_BACK_S = 399 * 86400;
+// A value at a moment is the last sample at or before it, looked for in widening spans before it (only for the
+// elements not found yet), each read in buckets shorter than a minute so that the server answers from its raw
+// samples, whose last is then exactly the one at or before the moment (minute aggregates could end after it).
+// The widest: the server's 5 000 buckets of 58 s. An element silent for longer has no value then.
+const LOOK_BACK_S = [120, 3600, 86400, 5000 * 58];
+const BUCKET_S = 58;
 // The elements that changed most, listed in the legend.
 const TOP_CHANGES = 5;
 export const DOWN = '#2f6fde';
@@ -86,8 +90,7 @@ export class Compare extends EventTarget {
     this.unit = this.deps.state.props.get(elements[0] ?? '')?.get(prop)?.u ?? '';
     replace(this.legend, h('p', { class: 'hint' }, 'Reading the history…'));
     try {
-      const since = (await this.deps.api.range())?.earliest ?? Math.min(a, b) - 1;
-      const [at, bt] = await Promise.all([this.#valuesAt(elements, prop, since, a), this.#valuesAt(elements, prop, since, b)]);
+      const [at, bt] = await Promise.all([this.#valuesAt(elements, prop, a), this.#valuesAt(elements, prop, b)]);
       if (this.prop !== prop || this.a !== a || this.b !== b) return; // asked for another meanwhile
       this.changes = elements.filter((id) => at.has(id) && bt.has(id))
         .map((id) => ({ element: id, a: /** @type {number} */ (at.get(id)), b: /** @type {number} */ (bt.get(id)) }));
@@ -117,18 +120,21 @@ export class Compare extends EventTarget {
     return `#${new Color(SAME).lerp(new Color(delta < 0 ? DOWN : UP), f).getHexString()}`;
   }
 
-  /** Each element's last numeric value at or before `t`. @param {string[]} ids @param {string} prop
-   * @param {number} since @param {number} t @returns {Promise<Map<string, number>>} */
-  async #valuesAt(ids, prop, since, t) {
+  /** Each element's last numeric value at or before `t`. @param {string[]} ids @param {string} prop @param {number} t
+   * @returns {Promise<Map<string, number>>} */
+  async #valuesAt(ids, prop, t) {
     /** @type {Map<string, number>} */
     const values = new Map();
-    for (let i = 0; i < ids.length; i += KEYS_PER_REQUEST) {
-      const chunk = ids.slice(i, i + KEYS_PER_REQUEST);
-      const from = Math.max(t - LOOK_BACK_S, Math.min(since, t - 1));
-      const { series } = await this.deps.api.series(chunk.map((id) => historyKey(id, prop)), from, t, 2);
-      for (const s of series) {
-        const last = s.last.filter((v) => v !== null).pop();
-        if (typeof last === 'number' && chunk.includes(s.element)) values.set(s.element, last);
+    for (const back of LOOK_BACK_S) {
+      const missing = ids.filter((id) => !values.has(id));
+      for (let i = 0; i < missing.length; i += KEYS_PER_REQUEST) {
+        const chunk = missing.slice(i, i + KEYS_PER_REQUEST);
+        const { series } = await this.deps.api.series(chunk.map((id) => historyKey(id, prop)), t - back, t,
+          Math.ceil(back / BUCKET_S));
+        for (const s of series) {
+          const last = s.last.filter((v) => v !== null).pop();
+          if (typeof last === 'number' && chunk.includes(s.element)) values.set(s.element, last);
+        }
       }
     }
     return values;
