@@ -50,8 +50,9 @@ async def test_the_twin_at_t_is_what_the_live_twin_showed_at_t(tmp_path: Path) -
                 assert {k: v.v for k, v in replay.props.items()} == values
                 assert replay.visuals == visuals
                 assert {a.id: (a.state, a.active) for a in replay.alarms} == alarms
-            before = await rex.seek(base - 0.5)  # before the first reading of the pressure: no value yet
-            assert "PT-1/pressure" not in before.props
+            with pytest.raises(RequestRefused) as before:  # before the first reading: nothing to show
+                await rex.seek(base - 0.5)
+            assert before.value.error.code == p.ERR_OUT_OF_RANGE
 
 
 async def test_play_sends_frames_in_time_order_and_never_a_live_delta(tmp_path: Path) -> None:
@@ -59,8 +60,9 @@ async def test_play_sends_frames_in_time_order_and_never_a_live_delta(tmp_path: 
         base = time.time() - 30
         await _feed(srv, ana, base)
         async with person(srv, "rex", "viewer") as rex, person(srv, "gw", "publisher") as gw:
-            start = await rex.play(5.0, start=base - 1)
-            assert start.playing and start.speed == 5.0 and start.as_of == base - 1
+            start = await rex.play(5.0, start=base)
+            assert start.playing and start.speed == 5.0 and start.as_of == base
+            assert start.props["PT-1/pressure"].v == PRESSURES[0]
             deltas = rex.deltas
             await gw.publish([p.Reading(3.3, key="PT-1.pressure")])  # live, now: must not reach rex
             await rex.wait_for(lambda c: c.replay is not None and c.replay.as_of >= base + len(PRESSURES), timeout=30)
@@ -69,7 +71,7 @@ async def test_play_sends_frames_in_time_order_and_never_a_live_delta(tmp_path: 
             times = [f.as_of for f in frames]
             assert times == sorted(times) and len(frames) >= 5
             seen = [f.props["PT-1/pressure"].v for f in frames if "PT-1/pressure" in f.props]
-            assert seen == PRESSURES  # every change, once, in order
+            assert seen == PRESSURES[1:]  # every change after the start, once, in order
             events = [e for f in frames for e in f.events]
             assert [e.ts for e in events] == sorted(e.ts for e in events)
             assert any(e.kind == "alarm_raised" for e in events)
