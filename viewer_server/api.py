@@ -17,7 +17,7 @@ from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.hub import prop_state
-from viewer_server.ingest import MqttStatus
+from viewer_server.ingest import MqttStatus, NotSaved
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
@@ -302,7 +302,10 @@ async def ingest(request: web.Request) -> web.Response:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
-    accepted, rejected = await live.ingest.submit(batch.readings)
+    try:
+        accepted, rejected = await live.ingest.submit(batch.readings)
+    except NotSaved as exc:
+        return fail(503, p.ERR_NOT_SAVED, str(exc))
     if rejected and rejected[0].reason == "batch_too_large":
         return fail(413, "batch_too_large", rejected[0].detail)
     return reply(IngestResult(accepted, rejected, live.ingest.durable))
@@ -445,7 +448,7 @@ ROUTES: Final = (
         "Submit a batch of readings (by key, or by element + prop)",
         IngestResult,
         body=IngestRequest,
-        errors=(400, 413),
+        errors=(400, 413, 503),
     ),
     *(
         # Collaboration sessions (viewer_server/sessions_api.py); auth: Authorization: Bearer <token>.

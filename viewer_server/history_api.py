@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import msgspec
@@ -116,7 +117,12 @@ def _list(request: web.Request, name: str, limit: int) -> list[str] | None:
     return items
 
 
-def _refusing(handler):  # type: ignore[no-untyped-def]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _refusing(handler: Handler) -> Handler:
+    """A BadQuery becomes 400 `bad_query`; sessions_api's refusals (401 / 403 / 404) their own answers."""
+
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)

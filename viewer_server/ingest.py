@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Final
 
 import msgspec
@@ -40,6 +42,10 @@ def reason_of(message: str) -> str:
 
     from scene.bindings."""
     return next((code for text, code in _MESSAGE_REASONS if text in message), "malformed")
+
+
+class NotSaved(Exception):
+    """Readings were applied to the live twin but the historian could not commit them: not acknowledged."""
 
 
 class MqttStatus(msgspec.Struct):
@@ -79,24 +85,32 @@ class Ingest:
     async def submit(self, readings: list[p.Reading], source: str = "http") -> tuple[int, list[p.Rejection]]:
         """Validate a batch and apply the valid readings, yielding to the event loop between chunks
         so a big batch never holds up other clients; returns (accepted, rejections) once the accepted
-        readings are committed to the historian (when there is one). `source` is recorded with each."""
+        readings are committed to the historian (when there is one). `source` is recorded with each.
+        Raises NotSaved when the commit failed (the readings must not be acknowledged)."""
         if len(readings) > p.MAX_BATCH_READINGS:
             self.rejected["batch_too_large"] += len(readings)
             detail = f"{len(readings)} readings; at most {p.MAX_BATCH_READINGS} per batch"
             return 0, [p.Rejection(-1, "batch_too_large", detail)]
         accepted = 0
         rejections: list[p.Rejection] = []
-        commits = []
+        commits: list[Future[None]] = []
         for start in range(0, len(readings), INGEST_CHUNK):
             if start:
                 await asyncio.sleep(0)
             accepted += self._submit_chunk(readings[start : start + INGEST_CHUNK], start, rejections, source, commits)
-        if commits:
+        try:
             await asyncio.gather(*(asyncio.wrap_future(c) for c in commits))
+        except sqlite3.Error as exc:
+            raise NotSaved(f"the historian could not commit the readings ({exc}); send them again") from exc
         return accepted, rejections
 
     def _submit_chunk(
-        self, readings: list[p.Reading], offset: int, rejections: list[p.Rejection], source: str, commits: list
+        self,
+        readings: list[p.Reading],
+        offset: int,
+        rejections: list[p.Rejection],
+        source: str,
+        commits: list[Future[None]],
     ) -> int:
         rx = self.clock()
         valid: list[Reading] = []
@@ -114,7 +128,7 @@ class Ingest:
             self._accept(valid, rx, source, commits)
         return len(valid)
 
-    def _accept(self, valid: list[Reading], rx: float, source: str, commits: list) -> None:
+    def _accept(self, valid: list[Reading], rx: float, source: str, commits: list[Future[None]]) -> None:
         self.sink(valid, rx)
         if self.historian is not None:
             commits.append(self.historian.append(valid, rx, source))

@@ -24,6 +24,7 @@ from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
 from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
+from viewer_server.ingest import NotSaved
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.outbox import OUTBOX_MAX_EVENTS, RESYNC, Outbox
 from viewer_server.permissions import Action, allowed
@@ -243,8 +244,8 @@ class Session:
             self.outbox.layer = message.layer
             if self.twin is None:
                 self._queue_snapshot()
-            else:  # the same moment on the other layer
-                await self._show(self.twin.as_of, self.player is not None and self.player.playing, None, None)
+            elif self.player is not None:  # the same moment on the other layer
+                await self._show(self.twin.as_of, self.player.playing, self.player.driven_by, None, self.player.speed)
         elif isinstance(message, p.PresenceUpdate):
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
@@ -370,10 +371,9 @@ class Session:
             self.player.stop()
         if t is None:  # pause: stay where the replay stands (from live: now)
             t = self.twin.as_of if self.twin is not None else self.live.historian.clock()  # type: ignore[union-attr]
-        playing = isinstance(message, p.Play)
-        await self._show(t, playing, driven_by, ref, speed)
+        await self._show(t, isinstance(message, p.Play), driven_by, ref, speed)
 
-    async def _show(self, t: float, playing: bool, driven_by: str | None, ref: str | None, speed: float = 0) -> None:
+    async def _show(self, t: float, playing: bool, driven_by: str | None, ref: str | None, speed: float) -> None:
         """Enter (or move within) the replay: send the twin at `t`, then play from there if `playing`."""
         historian = self.live.historian
         assert historian is not None
@@ -381,15 +381,12 @@ class Session:
             self._unsubscribe()
             self._unsubscribe = None
             self.outbox.reset(self.layer)
+        if self.player is not None:
+            self.player.stop()
         if self.twin is None or self.twin.layer != self.layer:
             self.twin = ReplayTwin(historian, self.live.bindings, self.layer)
-            speed = speed or (self.player.speed if self.player is not None else p.MIN_REPLAY_SPEED)
-            if self.player is not None:
-                self.player.stop()
             self.player = Player(self.twin, self._reply)
         assert self.player is not None
-        self.player.stop()
-        speed = speed or self.player.speed
         props, visuals, alarms = await asyncio.to_thread(self.twin.seek, t)
         rng = await asyncio.to_thread(historian.range)
         topics, comments = await asyncio.to_thread(historian.annotations_at, t, self.outbox.room)
@@ -447,7 +444,11 @@ class Session:
             await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
         source = f"publisher:{self.member.user}" if self.member is not None else "publisher"
-        accepted, rejected = await self.live.ingest.submit(message.readings, source)
+        try:
+            accepted, rejected = await self.live.ingest.submit(message.readings, source)
+        except NotSaved as exc:
+            await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), message.ref or "publish"))
+            return
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
