@@ -110,6 +110,9 @@ def test_seek_shows_the_past_and_back_to_live_the_present(world, page):
     page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=PUMP, timeout=WAIT)
     banner = page.locator(".tl-banner")
     assert banner.inner_text().startswith("REPLAY — ")
+    page.evaluate("id => window.twinview.select(id)", PUMP)
+    assert page.locator("#properties h4").first.inner_text() == "Values then (replay)"
+    assert "6 bar" in page.locator("#properties tr[data-prop=pressure] td.value").inner_text()
     assert page.evaluate("document.body.dataset.replay") == "own"
     assert page.locator("#timeline").get_attribute("data-mode") == "replay"
     screenshot(page, "timeline-replay")
@@ -136,6 +139,7 @@ def test_seek_shows_the_past_and_back_to_live_the_present(world, page):
     page.wait_for_function("window.twinview.timeline.replay.mode === 'live'", timeout=WAIT)
     _wait_pressure(page, 5.5)
     assert banner.inner_text() == "LIVE"
+    assert page.locator("#properties h4").first.inner_text() == "Live values"
     assert page.evaluate("document.body.dataset.replay") == ""
     assert page.locator(".tl-live").is_hidden()
     assert page.locator("#status").inner_text().startswith("live")  # not "resynced": live is no failed resume

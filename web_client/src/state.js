@@ -37,8 +37,12 @@ export class TwinState extends EventTarget {
     this.lastValueTs = 0;
   }
 
-  /** @param {import('./protocol.js').Snapshot} snap */
-  applySnapshot(snap) {
+  /**
+   * @param {import('./protocol.js').Snapshot} snap
+   * @param {{replaying?: boolean}} [opts] `replaying`: it is a replay's moment (timeline/replay.js), not the live state
+   */
+  applySnapshot(snap, { replaying = false } = {}) {
+    this.replaying = replaying;
     this.epoch = snap.epoch;
     this.seq = snap.seq;
     this.layer = snap.layer;

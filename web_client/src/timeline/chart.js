@@ -41,6 +41,8 @@ export class ChartPanel extends EventTarget {
     this.resolution = 0;
     /** @type {uPlot|null} */
     this.plot = null;
+    /** What the chart was made for (properties, units, bands): another shape makes a new chart. */
+    this.shape = '';
     /** @type {AbortController|null} the request under way */
     this.loading = null;
     /** Shift was held when the pointer went down: the drag pans. */
@@ -106,6 +108,7 @@ export class ChartPanel extends EventTarget {
     if (!this.keys.length) {
       this.plot?.destroy();
       this.plot = null;
+      this.shape = '';
       this.series = [];
       return;
     }
@@ -146,12 +149,23 @@ export class ChartPanel extends EventTarget {
   /** @param {number} from @param {number} to */
   #draw(from, to) {
     const { series } = this;
-    replace(this.chips, ...series.map((s, i) => h('button', { class: 'chart-chip', style: `border-color:${COLORS[i]}`,
-      title: 'Take off the chart', onclick: () => this.toggle(s.element, s.prop) },
-    `${s.name || this.deps.nameOf(s.element)} · ${s.prop}${s.unit ? ` (${s.unit})` : ''} ×`)));
     const banded = this.resolution > 0;
     // One table per property [t, mean, min, max], joined on one time axis (nulls where a property has no sample).
     const data = uPlot.join(series.map((s) => /** @type {uPlot.AlignedData} */ ([s.t, banded ? s.mean : s.last, s.min, s.max])));
+    // The same properties, units and kind of points (a refresh, a pan): new data on the same chart.
+    const shape = JSON.stringify([series.map((s) => [s.key, s.unit]), banded]);
+    if (this.plot && shape === this.shape) {
+      const plot = this.plot;
+      plot.batch(() => {
+        plot.setData(data);
+        plot.setScale('x', { min: from, max: to });
+      });
+      return;
+    }
+    this.shape = shape;
+    replace(this.chips, ...series.map((s, i) => h('button', { class: 'chart-chip', style: `border-color:${COLORS[i]}`,
+      title: 'Take off the chart', onclick: () => this.toggle(s.element, s.prop) },
+    `${s.name || this.deps.nameOf(s.element)} · ${s.prop}${s.unit ? ` (${s.unit})` : ''} ×`)));
     const units = [...new Set(series.map((s) => s.unit))];
     /** @type {uPlot.Series[]} */
     const lines = [{}];

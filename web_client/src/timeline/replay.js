@@ -69,7 +69,6 @@ export class ReplayController extends EventTarget {
       if (Number.isFinite(again)) queueMicrotask(() => this.seek(again));
       this.leaving = false;
       this.mode = 'live';
-      this.state.replaying = false;
       this.playing = false;
       this.drivenBy = '';
       this.asOf = NaN;
@@ -124,7 +123,6 @@ export class ReplayController extends EventTarget {
     if (!Number.isFinite(f.as_of)) return;
     const state = this.state;
     this.mode = 'replay';
-    state.replaying = true;
     this.leaving = false;
     this.asOf = f.as_of;
     this.speed = f.speed;
@@ -137,7 +135,7 @@ export class ReplayController extends EventTarget {
       presence: Object.fromEntries(state.presence),
       // The alarm history as it stood: what the live one held up to that moment.
       alarm_history: state.alarmHistory.filter((ev) => ev.ts <= f.as_of),
-    });
+    }, { replaying: true });
     if (f.topics) this.deps.resetTopics(f.topics, f.comments ?? []);
     this.dispatchEvent(new CustomEvent('change'));
   }

@@ -19,6 +19,8 @@ export class PropertiesPanel {
     /** @type {string|null} */
     this.id = null;
     this.live = h('tbody');
+    /** "Live values", or "Values then" while a replay shows the past (timeline/replay.js) */
+    this.heading = h('h4');
     this.show(null);
     state.addEventListener('delta', (e) => {
       if (this.id && /** @type {import('../state.js').DeltaEvent} */ (e).detail.props.has(this.id)) this.#updateLive();
@@ -42,13 +44,14 @@ export class PropertiesPanel {
       h('p', { class: 'el-meta' }, `${rec?.class ?? ''} · `, h('code', null, id)),
       visual?.status ? h('p', { class: 'el-status' }, h('span', { class: 'swatch', style: `background:${safeColor(visual.color)}` }),
         `${visual.status}${visual.label ? ` — ${visual.label}` : ''}`) : null,
-      h('h4', null, 'Live values'),
+      this.heading,
       h('table', { class: 'props live' }, this.live),
       ...psetTables(rec?.properties ?? {}));
     this.#renderLive();
   }
 
   #renderLive() {
+    this.heading.textContent = this.state.replaying ? 'Values then (replay)' : 'Live values';
     const props = this.state.props.get(/** @type {string} */ (this.id));
     if (!props?.size) {
       replace(this.live, h('tr', null, h('td', { class: 'hint', colspan: 3 }, 'No live data bound.')));
