@@ -142,6 +142,7 @@ async def test_the_presenter_drives_followers_but_not_those_who_broke_away(tmp_p
             person(srv, "pia", "presenter") as pia,
             person(srv, "bob", "viewer") as bob,
             person(srv, "cat", "viewer") as cat,
+            person(srv, "gw", "publisher") as gw,
         ):
             await pia.send(p.PresenterTake())
             await bob.wait_for(lambda c: c.presenter is not None and c.presenter.presenter == "pia")
@@ -151,6 +152,8 @@ async def test_the_presenter_drives_followers_but_not_those_who_broke_away(tmp_p
             assert bob.replay is not None and bob.replay.driven_by == "pia"
             assert bob.replay.props["PT-1/pressure"].v == PRESSURES[5]
             assert cat.replay is not None and cat.replay.as_of == base + 2 and cat.replay.driven_by is None
+            await gw.ping()
+            assert gw.replay is None  # a device is no follower: it keeps its live stream
             await pia.play(10.0)
             await bob.wait_for(
                 lambda c: any(isinstance(f, p.ReplayDelta) and f.driven_by == "pia" for f in c.replay_frames)

@@ -422,7 +422,15 @@ class Session:
         return self._presenter_connection() == self.id
 
     def _followers(self) -> list[Session]:
-        return [s for s in self.live.sessions if s is not self and s.outbox.room == self.outbox.room and s.follows]
+        """The connections of this session that follow the presenter's time (people who may replay)."""
+        return [
+            s
+            for s in self.live.sessions
+            if s is not self
+            and s.outbox.room == self.outbox.room
+            and s.follows
+            and allowed(s.role, Action.HISTORY_READ)
+        ]
 
     async def _follow_presenter_replay(self) -> None:
         """Join the presenter's replay, if the presenter replays (a late joiner, a follower back from its own)."""
