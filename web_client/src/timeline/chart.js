@@ -7,7 +7,7 @@
 import uPlot from 'uplot';
 import { h, replace } from '../ui/dom.js';
 import { formatValue as fmt } from '../ui/properties.js';
-import { MAX_KEYS, historyKey } from './history_api.js';
+import { MAX_KEYS, MAX_POINTS, historyKey } from './history_api.js';
 import { clockText } from './time.js';
 
 // Line colours, one per property in order (readable on the dark panel, told apart by colour-blind eyes).
@@ -122,7 +122,9 @@ export class ChartPanel extends EventTarget {
     const abort = new AbortController();
     this.loading = abort;
     const { from, to } = this.span();
-    const points = Math.max(50, Math.round(this.area.clientWidth || 600));
+    // As many buckets as pixels; a span of at most MAX_POINTS seconds asks for that many, so that samples up to
+    // 1 Hz come raw (an hour of a 1 Hz signal: its 3 600 samples, not 5 s buckets).
+    const points = to - from <= MAX_POINTS ? MAX_POINTS : Math.max(50, Math.round(this.area.clientWidth || 600));
     try {
       const answer = await this.deps.api.series(this.keys.map((k) => historyKey(k.element, k.prop)), from, to, points, abort.signal);
       if (abort.signal.aborted) return;

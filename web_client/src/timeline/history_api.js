@@ -7,7 +7,7 @@
 export const MAX_KEYS = 8;
 // Keys and points in one request: the server's bounds (viewer_server/history_api.py).
 export const KEYS_PER_REQUEST = 32;
-const MAX_POINTS = 5000;
+export const MAX_POINTS = 5000;
 // Events drawn on the timeline at once (the newest win): beyond this the markers are a smear.
 export const MAX_EVENTS = 2000;
 
