@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from viewer_server import __version__
 from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
+from viewer_server.audit import REFUSED, note_ingest
 from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.live import LIVE, LiveScene
@@ -31,6 +32,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
 from viewer_server.rooms import Member, admit
+from viewer_server.store import AuditEntry
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ CAPABILITIES: Final = [
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
 WS_WRITER_LIMIT: Final = 16 * 1024
+# Requests refused for the role (`forbidden`) per connection: a person clicking a button they may not use
+# stays far below the burst; past it every further refusal answers `rate_limited` and the connection is
+# read at this rate, so a script looping on a refused request costs the server next to nothing.
+REFUSALS_PER_S: Final = 2.0
+REFUSAL_BURST: Final = 20
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 # How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
@@ -65,8 +72,9 @@ def version_mismatch_reason(offered: list[str]) -> str:
 
 
 class Session:
-    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding) -> None:
+    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding, peer: str = "") -> None:
         self.live = live
+        self.peer = peer  # the client's address, for the audit trail
         self.ws = ws
         self.encoding = encoding
         self.id = secrets.token_hex(6)
@@ -75,6 +83,8 @@ class Session:
         self.member: Member | None = None  # set once admitted
         self._presence_limit = RateLimiter(PRESENCE_RATE_PER_S, PRESENCE_BURST)
         self.presence_dropped = 0  # heartbeats over PRESENCE_RATE_PER_S, not fanned out
+        self._refusals = RateLimiter(REFUSALS_PER_S, REFUSAL_BURST)
+        self._handling = "hello"  # the type of the message being handled, for the summary of refusals
         self.outbox = Outbox(live.rules.default_layer, encoding)
         self._control: deque[bytes] = deque()  # replies, sent before outbox frames
         self._drained = asyncio.Event()
@@ -119,6 +129,8 @@ class Session:
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self.live.hub.set_presence(self.id, None)
+            if self.live.audit is not None:
+                self.live.audit.close((REFUSED, self.id))
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -224,6 +236,7 @@ class Session:
             await self._handle(message)
 
     async def _handle(self, message: p.ClientMessage) -> None:
+        self._handling = type(message).__struct_config__.tag
         if isinstance(message, p.Ping):
             await self._reply(p.Pong(message.t, time.time()))
         elif isinstance(message, p.Publish):
@@ -303,6 +316,9 @@ class Session:
             await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
         accepted, rejected = await self.live.ingest.submit(message.readings)
+        if self.member is not None:
+            m = self.member
+            note_ingest(self.live.audit, m.room, "WebSocket", self.peer, m.user, m.role, accepted, len(rejected))
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
@@ -322,11 +338,28 @@ class Session:
     # --- writing ---------------------------------------------------------------------------------
 
     async def _reply(self, message: Any) -> None:
+        if isinstance(message, p.Error) and message.code == p.ERR_FORBIDDEN and not self._refusal_allowed():
+            message = p.Error(
+                p.ERR_RATE_LIMITED,
+                f"more than {REFUSAL_BURST} refused requests: this connection's messages are now read at"
+                f" {REFUSALS_PER_S:g} per second; stop sending what your role may not do",
+                message.ref,
+            )
+            await asyncio.sleep(1 / REFUSALS_PER_S)  # the reader waits: TCP pushes back on the client
         while len(self._control) >= CONTROL_QUEUE_MAX:
             self._drained.clear()
             await self._drained.wait()
         self._control.append(p.encode(message, self.encoding))
         self.outbox.notify()
+
+    def _refusal_allowed(self) -> bool:
+        """Count a refused request in the connection's audit summary (one row, not one per refusal); False
+        once the connection refuses faster than REFUSALS_PER_S after a burst of REFUSAL_BURST."""
+        if self.live.audit is not None and self.member is not None:
+            m = self.member
+            entry = AuditEntry(m.room, time.time(), m.user, m.role, REFUSED, f"WebSocket from {self.peer}")
+            self.live.audit.note((REFUSED, self.id), entry, {self._handling: 1})
+        return self._refusals.allow(None)
 
     async def _send_loop(self) -> None:
         try:
@@ -396,7 +429,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if mismatch:
         await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
         return ws
-    session = Session(live, ws, encoding or "json")
+    session = Session(live, ws, encoding or "json", request.remote or "")
     live.sessions.add(session)
     try:
         await session.run()
