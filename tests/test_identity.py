@@ -62,8 +62,8 @@ async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_pa
         async with http.get(f"{srv.url}/api/sessions/{ROOM}/audit", headers=headers) as r:
             rows = [(e["actor"], e["action"]) for e in await r.json()]
         assert ("alice", "topic.create") in rows and ("alice", "topic.edit_own") not in rows
-        guest_rows = [act for a, act in rows if a.startswith("guest-")]
-        assert set(guest_rows) == {"request.refused", "topic.create", "topic.edit_own"}  # refusals summed up
+        assert sorted(act for a, act in rows if a.startswith("guest-")) == ["topic.create", "topic.edit_own"]
+        assert ("guests", "request.refused") in rows  # the refusals of visitors, summed up per address
         assert {a for a, _ in rows if a.startswith("guest-")} == {fake.welcome.user}
 
 

@@ -5,7 +5,8 @@ Every change a person makes is a row of its own, written with the change (`store
 traffic would flood the table that way: telemetry (a gateway posts many batches a second) and refusals (a
 viewer sending `command` in a loop wrote 17 111 rows in 15 s before). They are summarised instead: the
 first event of a source writes a row at once, later ones are counted and written as one row per source per
-SUMMARY_INTERVAL_S (and when the source goes away), with the counts in `detail`.
+SUMMARY_INTERVAL_S (and at shutdown), with the counts in `detail`. A source is an address and a user (all
+visitors of an address are one user, "guests"), so reconnecting does not make more rows either.
 
 Retention: rows older than `days` and beyond the newest `max_rows` are deleted at start and every
 PRUNE_INTERVAL_S (`serve --audit-days`, `--audit-max-rows`; 0 = keep). SQLite reuses the freed pages,
@@ -64,7 +65,7 @@ class _Pending:
 
 class AuditSummaries:
     """Summary rows: `note` counts events of a source; a row is written at once for a source's first event,
-    then at most once per `interval_s` (by `flush_due`) and when the source ends (`close`)."""
+    then at most once per `interval_s` (by `flush_due`), and at shutdown (`close_all`)."""
 
     def __init__(
         self, store: Store, interval_s: float = SUMMARY_INTERVAL_S, clock: Callable[[], float] = time.monotonic
@@ -94,16 +95,12 @@ class AuditSummaries:
             else:
                 del self._sources[source]
 
-    def close(self, source: object) -> None:
-        """The source is gone (a connection closed): write what it has not reported yet."""
-        pending = self._sources.pop(source, None)
-        if pending is not None and pending.counts:
-            self._write(pending)
-
     def close_all(self) -> None:
         """The server stops: write every source's counts not reported yet."""
-        for source in list(self._sources):
-            self.close(source)
+        for pending in self._sources.values():
+            if pending.counts:
+                self._write(pending)
+        self._sources.clear()
 
     def _write(self, pending: _Pending) -> None:
         detail = ", ".join(f"{name} {count}" for name, count in pending.counts.items())

@@ -50,8 +50,8 @@ CAPABILITIES: Final = [
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
 WS_WRITER_LIMIT: Final = 16 * 1024
 # Requests refused for the role (`forbidden`) per connection: a person clicking a button they may not use
-# stays far below the burst; past it every further refusal answers `rate_limited` and the connection is
-# read at this rate, so a script looping on a refused request costs the server next to nothing.
+# stays far below the burst; past it every further refusal answers `rate_limited`, and after another
+# burst of those the connection is closed (1008), so a script looping on a refused request stops.
 REFUSALS_PER_S: Final = 2.0
 REFUSAL_BURST: Final = 20
 # Close reasons are limited to 123 bytes by RFC 6455.
@@ -84,6 +84,7 @@ class Session:
         self._presence_limit = RateLimiter(PRESENCE_RATE_PER_S, PRESENCE_BURST)
         self.presence_dropped = 0  # heartbeats over PRESENCE_RATE_PER_S, not fanned out
         self._refusals = RateLimiter(REFUSALS_PER_S, REFUSAL_BURST)
+        self._rate_limited = 0  # refusals answered `rate_limited`
         self._handling = "hello"  # the type of the message being handled, for the summary of refusals
         self.outbox = Outbox(live.rules.default_layer, encoding)
         self._control: deque[bytes] = deque()  # replies, sent before outbox frames
@@ -129,8 +130,6 @@ class Session:
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self.live.hub.set_presence(self.id, None)
-            if self.live.audit is not None:
-                self.live.audit.close((REFUSED, self.id))
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -339,26 +338,38 @@ class Session:
 
     async def _reply(self, message: Any) -> None:
         if isinstance(message, p.Error) and message.code == p.ERR_FORBIDDEN and not self._refusal_allowed():
+            self._rate_limited += 1
+            if self._rate_limited > REFUSAL_BURST:
+                with contextlib.suppress(TimeoutError):  # the answers so far go first, if the client reads them
+                    await asyncio.wait_for(self._sent_control(), CLOSE_WAIT_S)
+                await self.close(p.CLOSE_POLICY, "too many refused requests: send only what your role may do")
+                return
             message = p.Error(
                 p.ERR_RATE_LIMITED,
-                f"more than {REFUSAL_BURST} refused requests: this connection's messages are now read at"
-                f" {REFUSALS_PER_S:g} per second; stop sending what your role may not do",
+                f"more than {REFUSAL_BURST} refused requests, over {REFUSALS_PER_S:g} a second: stop sending what"
+                " your role may not do, or the connection is closed",
                 message.ref,
             )
-            await asyncio.sleep(1 / REFUSALS_PER_S)  # the reader waits: TCP pushes back on the client
         while len(self._control) >= CONTROL_QUEUE_MAX:
             self._drained.clear()
             await self._drained.wait()
         self._control.append(p.encode(message, self.encoding))
         self.outbox.notify()
 
+    async def _sent_control(self) -> None:
+        """Returns once the sender has sent every control reply queued."""
+        while self._control:
+            self._drained.clear()
+            await self._drained.wait()
+
     def _refusal_allowed(self) -> bool:
-        """Count a refused request in the connection's audit summary (one row, not one per refusal); False
-        once the connection refuses faster than REFUSALS_PER_S after a burst of REFUSAL_BURST."""
+        """Count a refused request in the audit summary of the client's address and user (a row a minute, not
+        a row a refusal); False once the connection refuses faster than REFUSALS_PER_S after REFUSAL_BURST."""
         if self.live.audit is not None and self.member is not None:
             m = self.member
-            entry = AuditEntry(m.room, time.time(), m.user, m.role, REFUSED, f"WebSocket from {self.peer}")
-            self.live.audit.note((REFUSED, self.id), entry, {self._handling: 1})
+            user = "guests" if m.guest else m.user  # each visitor connection is a new guest: one row for all
+            entry = AuditEntry(m.room, time.time(), user, m.role, REFUSED, f"WebSocket from {self.peer}")
+            self.live.audit.note((REFUSED, m.room, self.peer, user), entry, {self._handling: 1})
         return self._refusals.allow(None)
 
     async def _send_loop(self) -> None:
