@@ -5,13 +5,15 @@ security headers."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.live_server import JSON_BODY, live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token, write_scene
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
 from viewer_server.http_edge import EdgePolicy, content_security_policy, host_name, inline_script_hashes, origin_of
@@ -19,6 +21,7 @@ from viewer_server.serve import RunningServer
 
 FOREIGN = "http://evil.example:9999"
 READING = {"key": "PT-1.pressure", "value": 4.2, "ts": 1_764_000_000.0}
+REPO = Path(__file__).resolve().parents[1]
 HELLO = p.encode(p.Hello(client="probe", client_version="0"), "json")
 
 
@@ -156,3 +159,15 @@ def test_names_and_origins_are_compared_as_browsers_send_them() -> None:
     assert not policy.origin_allowed("http://twin.example.com:8801", "twin.example.com:8800")
     with pytest.raises(ValueError, match="scheme, host and port only"):
         origin_of("https://portal.example.com/app")
+
+
+def test_serve_refuses_a_malformed_allow_origin_with_exit_2(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path)
+    args = ["serve", str(scene), "--allow-origin", "https://portal.example.com/app", "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.run([sys.executable, "-m", "viewer_server.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "twinview: bad origin 'https://portal.example.com/app': give scheme, host and port only, "
+        "e.g. https://twin.example.com:8443"
+    )
