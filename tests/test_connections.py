@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -100,33 +101,72 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="descriptor limits and 127.0.0.2 as on Linux")
-async def test_out_of_descriptors_the_server_still_answers_and_logs_one_line_per_interval(tmp_path: Path) -> None:
-    """The server may open only 96 descriptors, the attacker opens 150 half-open connections (no per-address
-    bound here): accepts fail until the header timeout frees descriptors; health and a join get through."""
-    port = free_port()
-    scene = write_scene(tmp_path)
-    args = [scene, "--port", port, "--data-dir", tmp_path / "data", "--header-timeout", "3",
-            "--max-connections-per-ip", "0"]  # fmt: skip
+@dataclass
+class Limited:
+    """A `twinview serve` process that may open only `fds` files; `log` is its stderr once stopped."""
+
+    port: int
+    log: str = ""
+
+
+@contextlib.contextmanager
+def limited_server(tmp_path: Path, fds: int, *flags: str) -> Iterator[Limited]:
+    server = Limited(free_port())
+    args = [str(write_scene(tmp_path)), "--port", str(server.port), "--data-dir", str(tmp_path / "data"), *flags]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(fds=96), "serve", *map(str, args)],
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(fds=fds), "serve", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip
     try:
-        assert server.stdout is not None and "serving" in server.stdout.readline()
-        url = f"http://127.0.0.1:{port}"
-        with half_open(port, 150):
-            start = time.monotonic()
-            async with aiohttp.ClientSession() as http, asyncio.timeout(TIMEOUT), http.get(f"{url}/api/health") as r:
-                assert r.status == 200
-            async with asyncio.timeout(TIMEOUT), TwinClient(f"ws://127.0.0.1:{port}/ws", name="joiner") as joiner:
-                assert joiner.welcome is not None
-            took = time.monotonic() - start
+        assert proc.stdout is not None and "serving" in proc.stdout.readline()
+        yield server
     finally:
-        server.terminate()
-        _, log = server.communicate(timeout=30)
+        proc.terminate()
+        _, server.log = proc.communicate(timeout=30)
+
+
+async def health_and_join(port: int) -> float:
+    """Seconds until `/api/health` answered and a WebSocket join was welcomed, both from 127.0.0.1."""
+    start = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as http,
+        asyncio.timeout(TIMEOUT),
+        http.get(f"http://127.0.0.1:{port}/api/health") as r,
+    ):
+        assert r.status == 200
+    async with asyncio.timeout(TIMEOUT), TwinClient(f"ws://127.0.0.1:{port}/ws", name="joiner") as joiner:
+        assert joiner.welcome is not None
+    return time.monotonic() - start
+
+
+LINUX_ONLY = pytest.mark.skipif(sys.platform != "linux", reason="descriptor limits and 127.0.0.2 as on Linux")
+
+
+@LINUX_ONLY
+async def test_a_full_server_makes_room_by_closing_the_oldest_unfinished_connection(tmp_path: Path) -> None:
+    """256 descriptors, so at most 128 connections; 300 half-open ones (no per-address bound here, and a header
+    timeout longer than the test): health and a join get in at once, in place of the oldest attackers."""
+    flags = ("--header-timeout", "120", "--max-connections-per-ip", "0")
+    with limited_server(tmp_path, 256, *flags) as server, half_open(server.port, 300) as socks:
+        took = await health_and_join(server.port)
+        closed: set[socket.socket] = set()
+        deadline = time.monotonic() + TIMEOUT
+        while len(closed) < 300 - 128 and time.monotonic() < deadline:
+            closed |= {s for s in socks if s not in closed and answers(s) == b""}
+            await asyncio.sleep(0.1)
+    assert took < 10 and len(closed) >= 300 - 128
+    assert "Traceback" not in server.log, server.log[-2000:]
+
+
+@LINUX_ONLY
+async def test_out_of_descriptors_the_server_still_answers_and_logs_one_line_per_interval(tmp_path: Path) -> None:
+    """96 descriptors and no bound on connections: the attacker's 150 half-open connections take them all, and
+    accepts fail until the header timeout frees descriptors; health and a join get through."""
+    flags = ("--header-timeout", "3", "--max-connections-per-ip", "0", "--max-connections", "0")
+    with limited_server(tmp_path, 96, *flags) as server, half_open(server.port, 150):
+        took = await health_and_join(server.port)
     assert took < TIMEOUT
-    lines = [line for line in log.splitlines() if "cannot accept connections" in line]
-    assert 1 <= len(lines) <= 1 + took / 10 and "open-file limit 96" in lines[0], log[-2000:]
-    assert "Traceback" not in log, log[-2000:]
+    lines = [line for line in server.log.splitlines() if "cannot accept connections" in line]
+    assert 1 <= len(lines) <= 1 + took / 10 and "open-file limit 96" in lines[0], server.log[-2000:]
+    assert "Traceback" not in server.log, server.log[-2000:]

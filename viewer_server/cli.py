@@ -341,7 +341,7 @@ def _add_import_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     from viewer_server.audit import AUDIT_MAX_ROWS, AUDIT_RETENTION_DAYS
-    from viewer_server.connections import HEADER_TIMEOUT_S, MAX_CONNECTIONS_PER_IP
+    from viewer_server.connections import HEADER_TIMEOUT_S, MAX_CONNECTIONS_PER_IP, RESERVED_FILES
 
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -376,6 +376,13 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help=f"connections one address may hold at once (default {MAX_CONNECTIONS_PER_IP}; 0: no bound)",
     )
     p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"connections in all (default: the open-file limit less {RESERVED_FILES}; 0: no bound)",
+    )
+    p.add_argument(
         "--audit-days",
         type=float,
         default=AUDIT_RETENTION_DAYS,
@@ -395,13 +402,15 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
         EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if args.header_timeout <= 0 or args.max_connections_per_ip < 0 or args.audit_days < 0 or args.audit_max_rows < 0:
-        raise UserError("--header-timeout must be positive; --max-connections-per-ip and --audit-* not negative")
+    counts = (args.max_connections_per_ip, args.max_connections or 0, args.audit_days, args.audit_max_rows)
+    if args.header_timeout <= 0 or min(counts) < 0:
+        raise UserError("--header-timeout must be positive; --max-connections* and --audit-* not negative")
     return {
         "allow_origins": tuple(args.allow_origin),
         "allow_hosts": tuple(args.allow_host),
         "header_timeout_s": args.header_timeout,
         "max_connections_per_ip": args.max_connections_per_ip,
+        "max_connections": args.max_connections,
         "audit": Retention(args.audit_days, args.audit_max_rows),
     }
 

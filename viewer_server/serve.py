@@ -82,6 +82,7 @@ class ServeOptions:
     allow_hosts: tuple[str, ...] = ()  # names in `Host` besides local ones, addresses and the bound name
     header_timeout_s: float = HEADER_TIMEOUT_S  # to complete a request head (also the keep-alive idle time)
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
+    max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
 
 
@@ -123,7 +124,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         runner = web.AppRunner(make_app(live, edge=edge), handle_signals=False, keepalive_timeout=opts.header_timeout_s)
         await runner.setup()
         assert runner.server is not None
-        guard = ConnectionGuard(opts.max_connections_per_ip)
+        guard = ConnectionGuard(opts.max_connections_per_ip, opts.max_connections)
         accept_errors.install()
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(guard.protocol_factory(runner.server), opts.host, opts.port)
