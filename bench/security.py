@@ -8,9 +8,11 @@
   answered, connections, audit rows written, and how much the SQLite files (database + WAL) grew.
 - `slowloris`: the server may open 1024 files (soft = hard limit, as systemd's default soft limit), and an
   attacker holds N connections that never finish their request head (one header line every 10 s), from one
-  or from several loopback addresses (127.0.0.2, …), reopening each one the server closes. Meanwhile
+  or from several loopback addresses (127.0.0.2, …), reopening each one the server closes (at most 200 a
+  second, four times slowhttptest's default rate). Meanwhile
   `GET /api/health` is asked from 127.0.0.1 every 0.2 s on a new connection (timeout 10 s). Reported:
-  health latency p50 / p99, failed health checks, server log growth.
+  health latency p50 / p99, failed health checks, server log growth. The attacker is a process of its own;
+  N = 0 is the same probing without an attack.
 
 Each scenario starts a fresh server process on a 10-element scene. The server runs `--server-repo`'s code
 (its own folder first on sys.path); the attackers and probes run here.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import selectors
 import socket
@@ -29,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ PROBE_TIMEOUT_S = 10.0
 SERVER_OPEN_FILES = 1024
 HEAD = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 TRICKLE_EVERY_S = 10.0
+# Connections the attacker reopens per second, at most: slowhttptest's default rate is 50; four times that.
+REOPEN_PER_S = 200.0
 # The server process: its open-file limit set first, then the `twinview` command line.
 LAUNCH = "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({n}, {n}))\n" \
          "from viewer_server.cli import main; sys.exit(main(sys.argv[1:]))"  # fmt: skip
@@ -144,13 +148,15 @@ async def flood(repo: Path) -> dict:
 # --- slowloris -----------------------------------------------------------------------------------------
 
 
-class Attacker(threading.Thread):
-    """Holds `count` unfinished requests from `addresses`, reopening each one the server closes."""
+class Attacker(multiprocessing.Process):
+    """Holds `count` unfinished requests from `addresses`, reopening each one the server closes. A process of
+    its own, so that the probes' latency is the server's, not this process's."""
 
     def __init__(self, port: int, count: int, addresses: list[str]) -> None:
         super().__init__(daemon=True)
         self.port, self.count, self.addresses = port, count, addresses
-        self.stop = threading.Event()
+        self.stop = multiprocessing.Event()
+        self.connects = multiprocessing.Value("q", 0)
         self.opened = 0
 
     def _open(self, sel: selectors.BaseSelector, i: int) -> None:
@@ -165,9 +171,17 @@ class Attacker(threading.Thread):
         sel = selectors.DefaultSelector()  # epoll: select() stops at 1024 descriptors
         for i in range(self.count):
             self._open(sel, i)
-        trickled = time.monotonic()
+        trickled = last = time.monotonic()
+        closed: list[int] = []  # slots to reopen, at most REOPEN_PER_S
+        budget = 0.0
         while not self.stop.is_set():
-            for key, events in sel.select(0.5):
+            now = time.monotonic()
+            budget = min(budget + (now - last) * REOPEN_PER_S, REOPEN_PER_S)
+            last = now
+            while closed and budget >= 1:
+                self._open(sel, closed.pop())
+                budget -= 1
+            for key, events in sel.select(0.05):
                 s = key.fileobj
                 assert isinstance(s, socket.socket)
                 if events & selectors.EVENT_WRITE:
@@ -177,7 +191,7 @@ class Attacker(threading.Thread):
                 else:  # an answer (429) or a close: open another in its place
                     sel.unregister(s)
                     s.close()
-                    self._open(sel, key.data)
+                    closed.append(key.data)
             if time.monotonic() - trickled > TRICKLE_EVERY_S:
                 for key in list(sel.get_map().values()):
                     if key.events == selectors.EVENT_READ:
@@ -186,6 +200,7 @@ class Attacker(threading.Thread):
                 trickled = time.monotonic()
         for key in list(sel.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
+        self.connects.value = self.opened
 
 
 async def slowloris(repo: Path, count: int, addresses: int) -> dict:
@@ -218,7 +233,7 @@ async def slowloris(repo: Path, count: int, addresses: int) -> dict:
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
     return {"connections": count, "addresses": addresses, "probes_ok": len(latencies), "probes_failed": failures,
             "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
-            "attacker_connects": attacker.opened, "log_growth_kb": round(log_growth / 1024, 1)}  # fmt: skip
+            "attacker_connects": attacker.connects.value, "log_growth_kb": round(log_growth / 1024, 1)}  # fmt: skip
 
 
 async def main() -> None:
@@ -231,7 +246,7 @@ async def main() -> None:
     if args.only in (None, "flood"):
         print("flood", await flood(repo), flush=True)
     if args.only in (None, "slowloris"):
-        for count, addresses in ((2000, 1), (2000, 20)):
+        for count, addresses in ((0, 1), (2000, 1), (2000, 20)):
             print("slowloris", await slowloris(repo, count, addresses), flush=True)
 
 
