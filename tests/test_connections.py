@@ -24,6 +24,7 @@ import pytest
 from tests.live_server import live_server, write_scene
 from tests.mosquitto import free_port
 from viewer_server.client import TwinClient
+from viewer_server.connections import ConnectionGuard, GuardedConnection
 
 ATTACKER = "127.0.0.2"
 PARTIAL_HEAD = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "  # never finished
@@ -170,3 +171,35 @@ async def test_out_of_descriptors_the_server_still_answers_and_logs_one_line_per
     lines = [line for line in server.log.splitlines() if "cannot accept connections" in line]
     assert 1 <= len(lines) <= 1 + took / 10 and "open-file limit 96" in lines[0], server.log[-2000:]
     assert "Traceback" not in server.log, server.log[-2000:]
+
+
+class _Transport:
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _connection(guard: ConnectionGuard, ip: str) -> GuardedConnection:
+    conn = GuardedConnection(guard, asyncio.Protocol)
+    conn.ip, conn.transport = ip, _Transport()  # type: ignore[assignment]
+    return conn
+
+
+def test_the_guard_bounds_each_address_and_makes_room_from_the_oldest_unfinished_head() -> None:
+    guard = ConnectionGuard(max_per_ip=2, capacity=3)
+    a1, a2, a3 = (_connection(guard, "10.0.0.1") for _ in range(3))
+    assert guard.admit(a1) is None and guard.admit(a2) is None
+    refusal = guard.admit(a3)
+    assert refusal is not None and refusal.startswith(b"HTTP/1.1 429") and guard.refused == 1
+    b1, b2 = _connection(guard, "10.0.0.2"), _connection(guard, "10.0.0.3")
+    assert guard.admit(b1) is None
+    del guard.waiting[a1]  # a1 sent its request head: it is never closed to make room
+    assert guard.admit(b2) is None  # full: a2, the oldest still without a head, goes
+    assert (a1.transport.aborted, a2.transport.aborted, guard.evicted) == (False, True, 1)  # type: ignore[union-attr]
+    guard.release(a2)
+    for conn in (b1, b2):
+        del guard.waiting[conn]
+    refusal = guard.admit(_connection(guard, "10.0.0.4"))  # full, and every connection has sent its head
+    assert refusal is not None and refusal.startswith(b"HTTP/1.1 503") and b"--max-connections" in refusal
+    assert guard.open == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 1} and guard.total == 3

@@ -98,11 +98,11 @@ class ConnectionGuard:
         self.capacity = connection_capacity() if capacity is None else capacity
         self.open: Counter[str] = Counter()
         self.total = 0
-        self.waiting: dict[_Guarded, None] = {}  # connections without a complete request head, oldest first
+        self.waiting: dict[GuardedConnection, None] = {}  # connections without a complete request head, oldest first
         self.refused = 0  # connections answered 429 / 503 since start
         self.evicted = 0  # connections closed to make room since start
 
-    def admit(self, conn: _Guarded) -> bytes | None:
+    def admit(self, conn: GuardedConnection) -> bytes | None:
         """None when `conn` may stay (it is counted then), else the response that refuses it."""
         if self.max_per_ip and self.open[conn.ip] >= self.max_per_ip:
             self.refused += 1
@@ -120,7 +120,7 @@ class ConnectionGuard:
         self.waiting[conn] = None
         return None
 
-    def release(self, conn: _Guarded) -> None:
+    def release(self, conn: GuardedConnection) -> None:
         self.waiting.pop(conn, None)
         self.total -= 1
         self.open[conn.ip] -= 1
@@ -129,10 +129,10 @@ class ConnectionGuard:
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """For `loop.create_server`: each connection is admitted (or refused) before `inner` sees it."""
-        return lambda: _Guarded(self, inner)
+        return lambda: GuardedConnection(self, inner)
 
 
-class _Guarded(asyncio.Protocol):
+class GuardedConnection(asyncio.Protocol):
     """One connection: refused when its address holds too many or the server is full, else handed to the
     inner protocol (aiohttp's request handler), which gets every call the transport makes. Watches for the
     end of the first request head (an empty line), until which it may be closed to make room."""
