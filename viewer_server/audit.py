@@ -37,6 +37,8 @@ PRUNE_INTERVAL_S: Final = 3600.0
 SUMMARY_INTERVAL_S: Final = 60.0
 # The action of a connection's summary row of requests refused for its role; `detail` counts them by type.
 REFUSED: Final = "request.refused"
+# The actor of summary rows for visitors: each of their connections is a guest identity of its own.
+GUESTS: Final = "guests"
 
 
 @dataclass(frozen=True)

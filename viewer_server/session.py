@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from viewer_server import __version__
 from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
-from viewer_server.audit import REFUSED, note_ingest
+from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.live import LIVE, LiveScene
@@ -341,7 +341,7 @@ class Session:
             self._rate_limited += 1
             if self._rate_limited > REFUSAL_BURST:
                 with contextlib.suppress(TimeoutError):  # the answers so far go first, if the client reads them
-                    await asyncio.wait_for(self._sent_control(), CLOSE_WAIT_S)
+                    await asyncio.wait_for(self._control_at_most(0), CLOSE_WAIT_S)
                 await self.close(p.CLOSE_POLICY, "too many refused requests: send only what your role may do")
                 return
             message = p.Error(
@@ -350,15 +350,13 @@ class Session:
                 " your role may not do, or the connection is closed",
                 message.ref,
             )
-        while len(self._control) >= CONTROL_QUEUE_MAX:
-            self._drained.clear()
-            await self._drained.wait()
+        await self._control_at_most(CONTROL_QUEUE_MAX - 1)
         self._control.append(p.encode(message, self.encoding))
         self.outbox.notify()
 
-    async def _sent_control(self) -> None:
-        """Returns once the sender has sent every control reply queued."""
-        while self._control:
+    async def _control_at_most(self, count: int) -> None:
+        """Returns once the sender has sent the queued control replies down to `count`."""
+        while len(self._control) > count:
             self._drained.clear()
             await self._drained.wait()
 
@@ -367,7 +365,7 @@ class Session:
         a row a refusal); False once the connection refuses faster than REFUSALS_PER_S after REFUSAL_BURST."""
         if self.live.audit is not None and self.member is not None:
             m = self.member
-            user = "guests" if m.guest else m.user  # each visitor connection is a new guest: one row for all
+            user = GUESTS if m.guest else m.user  # each visitor connection is a new guest: one row for all
             entry = AuditEntry(m.room, time.time(), user, m.role, REFUSED, f"WebSocket from {self.peer}")
             self.live.audit.note((REFUSED, m.room, self.peer, user), entry, {self._handling: 1})
         return self._refusals.allow(None)
