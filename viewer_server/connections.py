@@ -51,11 +51,6 @@ WANTED_OPEN_FILES: Final = 65536
 RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-class _Refusal(msgspec.Struct):
-    error: str
-    detail: str
-
-
 def _refusal(status: int, reason: str, ip: str, limit: int) -> bytes:
     """The whole HTTP response refusing a connection, sent before anything is read from it."""
     if status == 429:
@@ -74,7 +69,7 @@ def _refusal(status: int, reason: str, ip: str, limit: int) -> bytes:
                 "seconds (or raise its open-file limit, or --max-connections)"
             ),
         )
-    body = msgspec.json.encode(_Refusal(error, detail))
+    body = msgspec.json.encode({"error": error, "detail": detail})  # the API's error body (`api.ApiError`)
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nConnection: close\r\n"
         f"Retry-After: 5\r\nContent-Length: {len(body)}\r\n\r\n"

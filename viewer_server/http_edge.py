@@ -120,14 +120,10 @@ BODY_TYPES: Final = web.AppKey("body_types", dict)
 CSP: Final = web.AppKey("csp", str)
 
 
-class EdgeRefusal(msgspec.Struct):
-    error: str
-    detail: str
-
-
 def _refuse(status: int, error: str, detail: str) -> web.Response:
-    return web.Response(body=msgspec.json.encode(EdgeRefusal(error, detail)), status=status,
-                        content_type="application/json")  # fmt: skip
+    """The API's error body (`api.ApiError`)."""
+    body = msgspec.json.encode({"error": error, "detail": detail})
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 @web.middleware
