@@ -23,6 +23,7 @@ import pytest
 
 from tests.live_server import live_server, write_scene
 from tests.mosquitto import free_port
+from viewer_server import http_edge
 from viewer_server.client import TwinClient
 from viewer_server.connections import ConnectionGuard, GuardedConnection
 
@@ -203,3 +204,17 @@ def test_the_guard_bounds_each_address_and_makes_room_from_the_oldest_unfinished
     refusal = guard.admit(_connection(guard, "10.0.0.4"))  # full, and every connection has sent its head
     assert refusal is not None and refusal.startswith(b"HTTP/1.1 503") and b"--max-connections" in refusal
     assert guard.open == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 1} and guard.total == 3
+
+
+async def test_a_body_that_trickles_in_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_edge, "BODY_TIMEOUT_S", 1.0)
+    async with live_server(tmp_path) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        head = (
+            "POST /api/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+        )
+        writer.write(f"{head}\r\n{{".encode())  # then nothing: 999 bytes never come
+        async with asyncio.timeout(TIMEOUT):
+            status = await reader.readline()
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 408") and srv.live.ingest.accepted == 0

@@ -16,7 +16,7 @@ from viewer_server import __version__
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.audit import note_ingest
-from viewer_server.http_edge import BODY_TYPES
+from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus
 from viewer_server.live import LIVE, STARTED, LiveScene
@@ -304,7 +304,7 @@ async def ingest(request: web.Request) -> web.Response:
         user, role = member.user, member.role
     if (request.content_length or 0) > MAX_INGEST_BODY_BYTES:
         return fail(413, "batch_too_large", f"body larger than {MAX_INGEST_BODY_BYTES} bytes")
-    body = await request.read()
+    body = await read_body(request)
     try:
         batch = p.bounded(_ingest_decoder.decode, body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

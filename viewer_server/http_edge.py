@@ -10,7 +10,8 @@ server on localhost through a DNS name that the attacker rebinds to 127.0.0.1. S
   be this server's own (same host and port as `Host`) or one given with `serve --allow-origin`; requests
   without `Origin` (the Python client, gateways, curl) are not browsers' and pass;
 - a body must have one of its route's media types (`application/json` for JSON routes): the types a page
-  can send without the browser asking the server first (text/plain, forms) are none of them.
+  can send without the browser asking the server first (text/plain, forms) are none of them; and it must
+  arrive within BODY_TIMEOUT_S (`read_body`), as the head must within the header timeout (connections.py).
 
 Refusals are 403 / 415 with a JSON body that says what to change. Every response carries a
 Content-Security-Policy under which the shipped web client runs (its inline scripts by hash, WebAssembly
@@ -20,6 +21,7 @@ token), `X-Content-Type-Options: nosniff` and `frame-ancestors 'none'` / `X-Fram
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ipaddress
@@ -42,6 +44,10 @@ ANY_ADDRESS: Final = frozenset({"", "0.0.0.0", "::"})
 _HOST_SYNTAX = re.compile(r"(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", re.IGNORECASE)
 # Inline <script> elements of index.html, whose text is hashed into the CSP (`src` ones are 'self').
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
+
+# Seconds to receive a whole request body (4 MiB at most): a phone on a slow uplink needs ~30 s, a slow-body
+# attacker holds its connection no longer.
+BODY_TIMEOUT_S: Final = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -146,6 +152,16 @@ async def edge_checks(request: web.Request, handler: Handler) -> web.StreamRespo
                        f"{' or '.join(types)}, not {request.content_type!r}: send the header "
                        f"'Content-Type: {types[0]}'")  # fmt: skip
     return await handler(request)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, or 408 if it does not arrive within BODY_TIMEOUT_S."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
+    except TimeoutError:
+        body = msgspec.json.encode({"error": "body_timeout", "detail": f"the body took over {BODY_TIMEOUT_S:g} s"})
+        raise web.HTTPRequestTimeout(text=body.decode(), content_type="application/json") from None
 
 
 def inline_script_hashes(index: Path | None) -> list[str]:

@@ -27,6 +27,7 @@ from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
+from viewer_server.http_edge import read_body
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
@@ -159,7 +160,7 @@ def _annotations(request: web.Request) -> Any:
 
 async def _body(request: web.Request, cls: type) -> Any:
     try:
-        return p.decode_json(await request.read(), cls)
+        return p.decode_json(await read_body(request), cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(400, p.ERR_BAD_MESSAGE, str(exc)) from None
 
@@ -317,7 +318,7 @@ async def comment_create(request: web.Request) -> web.Response:
 @handles_refusals
 async def attachment_upload(request: web.Request) -> web.Response:
     member = caller(request, request.match_info["session"])
-    attachment = await _annotations(request).save_attachment(member, await request.read())
+    attachment = await _annotations(request).save_attachment(member, await read_body(request))
     return _json(attachment, 201)
 
 
@@ -421,7 +422,7 @@ async def bcf_import(request: web.Request) -> web.Response:
         busy.response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
         raise busy
     async with live.bcf_imports:
-        body = await request.read()
+        body = await read_body(request)
         with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
             path = Path(tmp) / "import.bcf"
             path.write_bytes(body)
