@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -440,6 +441,11 @@ def open_viewer(target, url: str, width: int = 1280, height: int = 800):
     return page
 
 
+# A predicate that is a function: `function …`, `async …`, `(a, b) => …` or `a => …` (not an expression that
+# merely contains one, such as `(() => x)().y`).
+_FUNCTION = re.compile(r"\s*(?:async\b|function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)")
+
+
 def _predicates_without_eval() -> None:
     """The server's Content-Security-Policy forbids `eval`, and Playwright's `wait_for_function` evaluates a
     predicate given as an expression with `eval` (one given as a function it does not): make the tests'
@@ -452,7 +458,7 @@ def _predicates_without_eval() -> None:
 
     @functools.wraps(original)
     def wait_for_function(self: Page, expression: str, *args: object, **kwargs: object) -> object:
-        if "=>" not in expression and not expression.lstrip().startswith(("function", "async")):
+        if not _FUNCTION.match(expression):
             expression = f"() => ({expression})"
         return original(self, expression, *args, **kwargs)  # type: ignore[arg-type]
 
