@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from viewer_server.connections import (
     ConnectionGuard,
     raise_open_file_limit,
 )
+from viewer_server.historian import Historian
 from viewer_server.http_edge import EdgePolicy
 from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
@@ -45,6 +47,8 @@ RULES_TICK_S: Final = 1.0
 # How often the server looks for revocations made by another process (`twinview session revoke`) to
 # close the connections they void; the REST call closes its own at once.
 REVOCATION_POLL_S: Final = 1.0
+# The historian's upkeep (sealing finished hours, retention): a few times per hour is enough for hourly chunks.
+HISTORY_UPKEEP_S: Final = 300.0
 
 
 @dataclass
@@ -134,6 +138,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))
+        if live.historian is not None:
+            jobs.append(_keep_history(live.historian))
         if opts.mqtt_url:
             jobs.append(mqtt_ingest(opts.mqtt_url, live))
         if opts.simulate:
@@ -153,6 +159,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             live.hub.close()
             if live.audit is not None:
                 live.audit.close_all()
+            if live.historian is not None:
+                live.historian.close()
         accept_errors.uninstall()
         store.close()
 
@@ -196,6 +204,17 @@ async def _tick_rules(live: LiveScene) -> None:
         live.hub.tick()
 
 
+async def _keep_history(historian: Historian) -> None:
+    """Seal finished hours into Parquet chunks and apply retention, off the event loop."""
+    while True:
+        try:
+            await asyncio.to_thread(historian.seal)
+            await asyncio.to_thread(historian.retain)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
+        await asyncio.sleep(HISTORY_UPKEEP_S)
+
+
 async def _close_revoked(live: LiveScene, store: Store) -> None:
     """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
     of the (small) revocations table per poll, compared with every connection's token."""
@@ -213,5 +232,5 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
+        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())], "simulator")
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)
