@@ -20,7 +20,7 @@ from viewer_server.http_edge import EdgePolicy, content_security_policy, host_na
 from viewer_server.serve import RunningServer
 
 FOREIGN = "http://evil.example:9999"
-READING = {"key": "PT-1.pressure", "value": 4.2, "ts": 1_764_000_000.0}
+READING = {"key": "PT-1.pressure", "value": 4.2}  # stamped by the server
 REPO = Path(__file__).resolve().parents[1]
 HELLO = p.encode(p.Hello(client="probe", client_version="0"), "json")
 
