@@ -58,6 +58,7 @@ class Health(msgspec.Struct):
     accepted: int
     rejected: dict[str, int]
     outbox_pending_keys_max: int
+    send_queue_bytes_max: int  # the most bytes waiting for one client below its outbox (Session.send_queue_bytes)
     resyncs: int
     mqtt: MqttStatus
     store: StoreStatus
@@ -199,6 +200,7 @@ async def health(request: web.Request) -> web.Response:
             accepted=live.ingest.accepted,
             rejected=dict(live.ingest.rejected),
             outbox_pending_keys_max=max((s.outbox.pending_keys for s in sessions), default=0),
+            send_queue_bytes_max=max((s.send_queue_bytes() for s in sessions), default=0),
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
             store=_store_status(live),

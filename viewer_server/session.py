@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import secrets
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -56,6 +60,12 @@ WS_WRITER_LIMIT: Final = 16 * 1024
 # burst of those the connection is closed (1008), so a script looping on a refused request stops.
 REFUSALS_PER_S: Final = 2.0
 REFUSAL_BURST: Final = 20
+# Unsent bytes one socket may hold below the outbox, in user space (the transport's write high-water
+# mark, asyncio's default is 64 kB) and again in the kernel (TCP_NOTSENT_LOWAT; without it the kernel
+# autotunes its send buffer up to net.ipv4.tcp_wmem's maximum, 4 MB on Linux, all of it stale deltas
+# in front of a slow reader). Bytes in flight (sent, not yet acknowledged) are bounded by the peer's
+# receive window, not by this.
+SEND_QUEUE_BYTES: Final = 16 * 1024
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 # How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
@@ -74,10 +84,18 @@ def version_mismatch_reason(offered: list[str]) -> str:
 
 
 class Session:
-    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding, peer: str = "") -> None:
+    def __init__(
+        self,
+        live: LiveScene,
+        ws: web.WebSocketResponse,
+        encoding: p.Encoding,
+        transport: asyncio.BaseTransport | None,
+        peer: str = "",
+    ) -> None:
         self.live = live
         self.peer = peer  # the client's address, for the audit trail
         self.ws = ws
+        self.transport = transport  # the TCP connection under `ws`, for `send_queue_bytes`
         self.encoding = encoding
         self.id = secrets.token_hex(6)
         self.client = "?"
@@ -547,6 +565,33 @@ class Session:
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
 
+    def send_queue_bytes(self) -> int:
+        """Bytes written to this client and not yet acknowledged by its kernel: the transport's write
+        buffer plus the socket's send queue (SIOCOUTQ, in flight and unsent; 0 where unavailable)."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
+
+
+def bound_send_queue(transport: asyncio.WriteTransport) -> None:
+    """Keep at most SEND_QUEUE_BYTES unsent in the transport and again in the kernel, so that a slow
+    reader's sender blocks early and its outbox coalesces to fresh state (docs/PROTOCOL.md §5)."""
+    transport.set_write_buffer_limits(high=SEND_QUEUE_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SEND_QUEUE_BYTES)
+        else:  # a fixed send buffer instead: no autotuning, at the cost of throughput on long links
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SEND_QUEUE_BYTES)
+
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
     """The connections that joined with a token a revocation voided ((session, user) -> revoked until;
@@ -588,11 +633,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         writer_limit=WS_WRITER_LIMIT,
     )
     await ws.prepare(request)
+    transport = request.transport
+    if isinstance(transport, asyncio.WriteTransport):
+        bound_send_queue(transport)
     encoding = p.encoding_for(ws.ws_protocol)
     if mismatch:
         await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
         return ws
-    session = Session(live, ws, encoding or "json", request.remote or "")
+    session = Session(live, ws, encoding or "json", transport, request.remote or "")
     live.sessions.add(session)
     try:
         await session.run()
