@@ -12,6 +12,7 @@ export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_BIG = 1009;
 export const CLOSE_VERSION = 4001;
 export const CLOSE_AUTH = 4003; // missing, bad or expired session token
+export const CLOSE_NAME = 4009; // hello.name cannot be used (a role, someone else's name): ask for another
 
 /**
  * The protocol's types, generated from viewer_server/protocol.py into protocol_types.d.ts (docs/CLIENT.md):
@@ -54,11 +55,13 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  */
 
 /**
- * @param {{client: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null), token?: (string|null)}} opts
+ * @param {{client: string, name?: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null),
+ *          token?: (string|null)}} opts
  */
-export function hello({ client, layer = null, resume = null, session = null, token = null }) {
+export function hello({ client, name = '', layer = null, resume = null, session = null, token = null }) {
   /** @type {Hello} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
+  if (name) msg.name = name;
   if (layer) msg.layer = layer;
   if (resume) msg.resume = resume;
   if (session) msg.session = session;

@@ -2,6 +2,7 @@
 // sparkline) and IFC psets.
 import { h, replace, sparkline } from './dom.js';
 import { markLive } from './freshness.js';
+import { copyIdButton } from './names.js';
 
 // Points kept per sparkline: about a minute at 1 Hz, small enough to redraw on every delta.
 const SPARK_POINTS = 60;
@@ -43,7 +44,7 @@ export class PropertiesPanel {
     this.live = h('tbody');
     replace(this.root,
       h('h3', { class: 'el-name' }, rec?.name || id),
-      h('p', { class: 'el-meta' }, `${rec?.class ?? ''} · `, h('code', null, id)),
+      h('p', { class: 'el-meta', title: `id: ${id}` }, rec?.class ?? '', copyIdButton(id)),
       visual?.status ? h('p', { class: 'el-status' }, h('span', { class: 'swatch', style: `background:${safeColor(visual.color)}` }),
         `${visual.status}${visual.label ? ` — ${visual.label}` : ''}`) : null,
       h('h4', null, 'Live values'),
