@@ -180,6 +180,8 @@ def test_elements_read_as_names_everywhere_with_the_id_on_demand(world):
     pinned.wait_for(timeout=WAIT_MS)
     assert pinned.inner_text().startswith(f"Pinned on {names['el-00003']} (IfcValve)")
     assert pinned.locator(".el-ref").get_attribute("title") == "id: el-00003"
+    otto.fill("#search", "Valve")  # search results too
+    otto.wait_for_selector("#tree .results li", timeout=WAIT_MS)
     for page in (otto, ana):
         shown = ELEMENT_ID.findall(page.evaluate("document.body.innerText"))
         assert not [i for i in shown if names.get(i)], f"ids shown where names exist: {sorted(set(shown))}"

@@ -408,7 +408,7 @@ function panelLines(id) {
   const v = state.visuals.get(id);
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
-  return [app.catalog?.label(id) ?? id, rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
+  return [names.element(id), rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
     .slice(0, XR_PANEL_LINES);
 }
 
