@@ -209,3 +209,28 @@ async def test_the_hand_queue_takes_one_hand_per_person_and_few_from_visitors(
         finally:
             for c in clients:
                 await c.close()
+
+
+def test_a_resuming_hello_takes_back_its_name_while_the_server_still_holds_the_old_connection() -> None:
+    from viewer_server.rooms import Rooms, admit
+
+    secret = b"s" * 32
+    rooms = Rooms(None, "scene")
+    shared = issue(secret, "scene", "annotator", "annotator")
+
+    def hello(name: str = "", resume: bool = False, token: str | None = shared) -> p.Hello:
+        return p.Hello("test", "1", token=token, name=name, resume=p.Resume("e", 1) if resume else None)
+
+    first = admit(rooms, secret, hello(), "c1")
+    rooms.join(first)
+    ghost = admit(rooms, secret, hello(), "c2")  # a second person on the link, whose socket then drops
+    rooms.join(ghost)
+    assert (first.name, ghost.name) == ("annotator", "annotator (2)")
+    back = admit(rooms, secret, hello(ghost.name, resume=True), "c3")
+    assert back.name == "annotator (2)"  # the server has not noticed the drop yet: the name is still its own
+    third = admit(rooms, secret, hello(ghost.name), "c4")  # a new person asking for it is somebody else
+    assert third.name == "annotator (2) (2)"
+    visitor = admit(rooms, secret, hello("Eve", token=None), "c5")
+    rooms.join(visitor)
+    again = admit(rooms, secret, hello(visitor.name, resume=True, token=visitor.guest_token), "c6")
+    assert (visitor.name, again.name, again.user) == ("Eve (guest)", "Eve (guest)", visitor.user)  # mark not doubled
