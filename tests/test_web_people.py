@@ -6,7 +6,9 @@ completes, and whose value step shows its target range and the live value."""
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 
 import pytest
 
@@ -257,3 +259,28 @@ def test_a_trainer_follows_every_trainee_and_a_select_step_needs_the_trainees_ow
     lea.wait_for_selector("#procedure-panel .step-state.value.done", timeout=WAIT_MS)
     screenshot(pia, "procedure-trainer")
     _close(pia, tom, lea)
+
+
+def test_a_revoked_link_says_so_and_offers_no_control_that_writes(world):
+    live, _, secret, join = world
+    rita = join("Rita", "admin")
+    assert rita.locator("#btn-new-topic").is_visible()
+    request = urllib.request.Request(
+        f"{live.url}/api/sessions/{SESSION}/revoke",
+        data=json.dumps({"user": "Rita"}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {issue(secret, SESSION, 'root', 'admin')}",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as res:
+        assert json.loads(res.read())["disconnected"] == 1
+    rita.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+    text = rita.locator("#notice").inner_text()
+    assert "This link was revoked" in text and "Ask the session owner for a new one" in text, text
+    shown = rita.evaluate(
+        "[...document.querySelectorAll('[data-requires]')].filter((el) => !el.hidden && el.offsetParent).length"
+    )
+    assert shown == 0 and not rita.locator("#btn-new-topic").is_visible()
+    _close(rita)
