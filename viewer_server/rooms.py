@@ -45,8 +45,8 @@ DEFAULT_ANONYMOUS_ROLE: Final = "viewer"
 # Anonymous identities: the prefix, reserved (no token may be issued for such a user), and 48 random bits.
 GUEST_PREFIX: Final = "guest-"
 GUEST_ID_BYTES: Final = 6
-# The display name of a visitor that gave none, and the mark every visitor's name ends with: "Ana (guest)",
-# "admin (guest)" never read as a token user or a role. Token users' names may not end with it.
+# The display name of a visitor that gave none, and the mark every visitor's name ends with: "Ana (guest)"
+# never reads as a token user. Token users' names may not end with it.
 DEFAULT_GUEST_NAME: Final = "Visitor"
 GUEST_MARK: Final = " (guest)"
 
