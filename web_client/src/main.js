@@ -282,8 +282,8 @@ function wirePanels(catalog, signal) {
     historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
     signal,
   });
-  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
-  bindAlarmHistory($('#alarm-history'), { state, catalog, signal });
+  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, names, identity: collab.identity, onGo: (id) => select(id, true), signal });
+  bindAlarmHistory($('#alarm-history'), { state, names, signal });
 }
 
 /**

@@ -13,14 +13,9 @@ export class Names {
     this.session = session;
   }
 
-  /** An element's name ("" when the scene does not name it). @param {string} id */
-  name(id) {
-    return this.catalog()?.get(id)?.name ?? '';
-  }
-
   /** An element as a person reads it: its name, else its id. @param {string} id */
   element(id) {
-    return this.name(id) || id;
+    return this.catalog()?.label(id) ?? id;
   }
 
   /** Name and class: "Pump P-102 (IfcPump)"; the id only for an element the scene does not name. @param {string} id */
