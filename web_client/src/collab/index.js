@@ -34,7 +34,7 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   const pins = new PinLayer(viewer, store);
   const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, select });
   const attachments = new Attachments(() => ({ session: session.welcome?.session || credentials.session, token: credentials.token }));
-  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints });
+  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names });
   const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments, names });
   const list = new TopicList($('#topics'), store, (guid) => topic.open(guid));
   topic.addEventListener('open', (e) => {
