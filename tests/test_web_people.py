@@ -18,6 +18,7 @@ from tests.web_helpers import (
     chromium_browser,
     live_twin,
     open_viewer,
+    publish,
     screenshot,
     session_joiner,
 )
@@ -219,7 +220,7 @@ def test_a_trainer_follows_every_trainee_and_a_select_step_needs_the_trainees_ow
         "document.querySelector('#procedure-panel .step-no')?.textContent === 'Step 2 of 3'", timeout=WAIT_MS
     )
     assert tom.evaluate("window.twinview.app.twin.selected") is None
-    assert tom.locator("#procedure-panel .step-state.select").inner_text().startswith("Select Valve 3 (IfcValve)")
+    assert tom.locator("#procedure-panel .step-state.step-select").inner_text().startswith("Select Valve 3 (IfcValve)")
     assert tom.locator("#procedure-panel button.step-done").count() == 0, "no button to claim it done"
     tom.evaluate("window.twinview.select('el-00002')")  # the wrong one: the server refuses, nothing is recorded
     tom.wait_for_function(
@@ -247,17 +248,17 @@ def test_a_trainer_follows_every_trainee_and_a_select_step_needs_the_trainees_ow
 
     # The value step shows its target range and the live value, which completes it for everyone.
     pia.click("#procedure-panel button.next")
-    target = lea.locator("#procedure-panel .step-state.value .target")
+    target = lea.locator("#procedure-panel .step-state.step-value .target")
     target.wait_for(timeout=WAIT_MS)
     assert target.inner_text() == "Target: Pump 0 pressure between 3 and 5 bar"
-    assert lea.locator("#procedure-panel .step-state.value .now").inner_text() == "Now: 1 bar"
+    assert lea.locator("#procedure-panel .step-state.step-value .now").inner_text() == "Now: 1 bar"
     live.ingest([{"key": "el-00000.pressure", "value": 4.2}])
     lea.wait_for_function(
-        "document.querySelector('#procedure-panel .step-state.value .now')?.textContent === 'Now: 4.20 bar'",
+        "document.querySelector('#procedure-panel .step-state.step-value .now')?.textContent === 'Now: 4.20 bar'",
         timeout=WAIT_MS,
     )
-    lea.wait_for_selector("#procedure-panel .step-state.value.done", timeout=WAIT_MS)
-    screenshot(pia, "procedure-trainer")
+    lea.wait_for_selector("#procedure-panel .step-state.step-value.done", timeout=WAIT_MS)
+    publish(screenshot(pia, "procedure-trainer"), "procedure")
     _close(pia, tom, lea)
 
 

@@ -168,7 +168,7 @@ export class ProcedurePanel {
   /** A select step: what to select, by name, and whether it is done. @param {string} target @param {boolean} mine */
   #selectStep(target, mine) {
     if (mine) return h('p', { class: 'step-state done' }, `Done ✓ — you selected ${this.deps.names.element(target)}`);
-    return h('div', { class: 'step-state select' },
+    return h('div', { class: 'step-state step-select' },
       h('p', { class: 'hint' }, `Select ${this.deps.names.describe(target)} in the view or the tree.`),
       this.selectNote ? h('p', { class: 'why' }, this.selectNote) : null);
   }
@@ -179,7 +179,7 @@ export class ProcedurePanel {
    */
   #valueStep(range, step) {
     const met = this.#done(EVERYONE, step);
-    return h('div', { class: `step-state value${met ? ' done' : ''}`, dataset: { element: range.element, prop: range.prop } },
+    return h('div', { class: `step-state step-value${met ? ' done' : ''}`, dataset: { element: range.element, prop: range.prop } },
       h('p', { class: 'target' }, `Target: ${this.deps.names.element(range.element)} ${range.prop} ${rangeText(range, this.#unit(range))}`),
       h('p', { class: 'now' }, 'Now: ', h('span', { class: 'value live-value' }, this.#valueText(range.element, range.prop))),
       h('p', { class: 'hint' }, met ? 'Condition met ✓' : 'Completes by itself when the live value is in range'));
@@ -249,7 +249,7 @@ export class ProcedurePanel {
       return h('tr', { dataset: { element: w.element, prop: w.prop } }, h('th', null, `${this.deps.names.element(w.element)} ${w.prop}`),
         h('td', { class: 'value' }, this.#valueText(w.element, w.prop)));
     }));
-    const now = this.root.querySelector('.step-state.value .live-value');
+    const now = this.root.querySelector('.step-state.step-value .live-value');
     const range = this.step?.complete_when;
     if (now && range && typeof range === 'object' && range.value) now.textContent = this.#valueText(range.value.element, range.value.prop);
   }
