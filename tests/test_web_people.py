@@ -143,6 +143,7 @@ def test_a_visitor_is_asked_for_a_name_and_a_taken_or_role_name_is_refused(world
         text = page.locator("#notice").inner_text()
         assert "Choose another name" in text and why in text, text
         assert page.locator("#status").inner_text() == "refused"
+        screenshot(page, f"name-refused-{name}")
         page.locator("#notice input.name-input").fill(f"{name} junior")
         page.locator("#notice button.join").click()
         page.wait_for_function(
