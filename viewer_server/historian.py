@@ -517,27 +517,31 @@ class Historian:
         return out
 
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
-        """Every property's last sample at or before `t`: the minute aggregates up to t's minute give the last
-        value per key in one indexed pass, then the raw samples of t's own minute refine it."""
+        """Every property's last sample at or before `t`. One indexed pass over the keys finds each one's latest
+        minute aggregate that ends at or before t (its `last`: this also serves after the raw samples are gone);
+        then the raw samples of t's own minute refine it. CROSS JOIN keeps SQLite's loop over the keys, one
+        index seek each (its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
-        names = self._names()
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
         units = dict(db.execute("SELECT id, unit FROM keys"))
-        state: dict[tuple[str, str], Sample] = {}
-        rows = db.execute(
-            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k JOIN minutes m ON m.key = k.id AND m.minute =
-               (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
+        before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
+            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
             (minute,),
         )
-        # The minute of t itself, where all of it is at or before t (raw samples may be gone after retention).
-        this = db.execute(
-            "SELECT key, last, last_ts, last_q FROM minutes WHERE minute = ? AND last_ts <= ?", (minute, t)
+        this = db.execute(  # t's own minute, where all of it is at or before t
+            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+               AND m.minute = ? WHERE m.last_ts <= ?""",
+            (minute, t),
         )
-        for kid, last, ts, q in [*rows, *this]:
+        rows = [*before, *this]
+        state: dict[tuple[str, str], Sample] = {}
+        for kid, last, ts, q in rows:
             element, prop = names[kid]
-            state[(element, prop)] = Sample(
-                element, prop, ts, _typed(last, self._kind_of(element, prop)), QUALITIES[q], units[kid]
-            )
+            state[(element, prop)] = Sample(element, prop, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         for s in self.samples(minute * MINUTE, t, include_start=True):
             state[(s.element, s.prop)] = s  # oldest first: the last one at or before t wins
         return state
