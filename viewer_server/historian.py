@@ -139,6 +139,24 @@ def _typed(value: object, kind: str) -> Scalar:
     return value if isinstance(value, int | float) else float(str(value))
 
 
+def _chunk_table(rows: list[tuple]) -> pa.Table:
+    """Rows (element, prop, ts, rx, value, quality code, source, unit) as one row group of a chunk."""
+    element, prop, ts, rx, value, q, source, unit = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "element": pa.array(element).dictionary_encode(),
+            "prop": pa.array(prop).dictionary_encode(),
+            "ts": pa.array(ts, pa.float64()),
+            "rx": pa.array(rx, pa.float64()),
+            "value": pa.array([None if isinstance(v, str) else float(v) for v in value], pa.float64()),
+            "text": pa.array([v if isinstance(v, str) else None for v in value], pa.string()),
+            "quality": pa.array([QUALITIES[c] for c in q]).dictionary_encode(),
+            "source": pa.array(source).dictionary_encode(),
+            "unit": pa.array(unit).dictionary_encode(),
+        }
+    ).cast(CHUNK_SCHEMA)
+
+
 class _Write:
     """One `append` or `record`: rows for the writer and the future its caller waits on."""
 
@@ -360,47 +378,41 @@ class Historian:
         return written
 
     def _seal_hour(self, db: sqlite3.Connection, hour: int) -> Path | None:
+        """Stream one hour's samples (those stored so far: `rowid` bound) into a chunk, one row group at a time,
+        so memory stays at one row group whatever the rate; then list it and delete its rows in one commit."""
         t0, t1 = hour * HOUR, (hour + 1) * HOUR
-        rows = db.execute(
-            """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit, s.rowid FROM samples s
+        (last_row,) = db.execute("SELECT max(rowid) FROM samples").fetchone()
+        cursor = db.execute(
+            """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit FROM samples s
                JOIN keys k ON k.id = s.key JOIN sources src ON src.id = s.src
-               WHERE s.ts >= ? AND s.ts < ? ORDER BY s.ts""",
-            (t0, t1),
-        ).fetchall()
+               WHERE s.ts >= ? AND s.ts < ? AND s.rowid <= ? ORDER BY s.ts""",
+            (t0, t1, last_row),
+        )
+        rows = cursor.fetchmany(ROW_GROUP_ROWS)
         if not rows:
             return None
-        table = pa.table(
-            {
-                "element": pa.array([r[0] for r in rows]).dictionary_encode(),
-                "prop": pa.array([r[1] for r in rows]).dictionary_encode(),
-                "ts": pa.array([r[2] for r in rows], pa.float64()),
-                "rx": pa.array([r[3] for r in rows], pa.float64()),
-                "value": pa.array([None if isinstance(r[4], str) else float(r[4]) for r in rows], pa.float64()),
-                "text": pa.array([r[4] if isinstance(r[4], str) else None for r in rows], pa.string()),
-                "quality": pa.array([QUALITIES[r[5]] for r in rows]).dictionary_encode(),
-                "source": pa.array([r[6] for r in rows]).dictionary_encode(),
-                "unit": pa.array([r[7] for r in rows]).dictionary_encode(),
-            }
-        ).cast(CHUNK_SCHEMA)
-        day = time.strftime("%Y-%m-%d", time.gmtime(t0))
-        folder = self.chunks_dir / day
+        folder = self.chunks_dir / time.strftime("%Y-%m-%d", time.gmtime(t0))
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         n = 0
         while (folder / f"{hour % 24:02d}-{n}.parquet").exists():
             n += 1
         path = folder / f"{hour % 24:02d}-{n}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        count, first, last = 0, rows[0][2], rows[0][2]
+        with pq.ParquetWriter(tmp, CHUNK_SCHEMA, compression="zstd") as writer:
+            while rows:
+                writer.write_table(_chunk_table(rows), row_group_size=ROW_GROUP_ROWS)
+                count, last = count + len(rows), rows[-1][2]
+                rows = cursor.fetchmany(ROW_GROUP_ROWS)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         rel = str(path.relative_to(self.folder))
         db.execute("BEGIN")
         db.execute(
-            "INSERT INTO chunks (path, hour, rows, t0, t1) VALUES (?, ?, ?, ?, ?)",
-            (rel, hour, len(rows), rows[0][2], rows[-1][2]),
+            "INSERT INTO chunks (path, hour, rows, t0, t1) VALUES (?, ?, ?, ?, ?)", (rel, hour, count, first, last)
         )
-        db.executemany("DELETE FROM samples WHERE rowid = ?", [(r[8],) for r in rows])
+        db.execute("DELETE FROM samples WHERE ts >= ? AND ts < ? AND rowid <= ?", (t0, t1, last_row))
         db.execute("COMMIT")
         return path
 
