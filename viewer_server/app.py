@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Final
@@ -11,7 +12,7 @@ from aiohttp import web
 from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.protocol import CLOSE_GOING_AWAY
-from viewer_server.session import close_sessions
+from viewer_server.session import close_sessions, forward_presenter
 
 REPO: Final = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,8 @@ def make_app(live: LiveScene, client_dir: Path | None = None) -> web.Application
     app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES)
     app[LIVE] = live
     app[STARTED] = time.monotonic()
+    if live.presenters is not None:
+        live.presenters.on_publish.append(functools.partial(forward_presenter, live))
     add_routes(app)
     root = client_dir or web_client_dir()
     if root is not None:

@@ -404,6 +404,15 @@ class Session:
         if playing:
             self.player.start(speed, driven_by)
 
+    def show_presenter(self, state: p.PresenterState) -> None:
+        """While replaying: the session's new presenter state, in a `replay_delta` of its own (PROTOCOL.md §14)."""
+        if self.twin is None or len(self._control) >= CONTROL_QUEUE_MAX:
+            return  # the next view is newer anyway
+        playing = self.player is not None and self.player.playing
+        frame = p.ReplayDelta(self.twin.as_of, playing=playing, presenter=state)
+        self._control.append(p.encode(frame, self.encoding))
+        self.outbox.notify()
+
     def _leave_replay(self) -> None:
         """Back to live: a resync snapshot and the live stream, in one step (PROTOCOL.md §3 from there)."""
         if self.player is not None:
@@ -504,6 +513,14 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+
+def forward_presenter(live: LiveScene, room: str, state: p.PresenterState) -> None:
+    """A session's new presenter state to its replaying connections, which get no live deltas: a `replay_delta`
+    at the moment they show, carrying only it (a full control queue skips it: the next view is newer)."""
+    for session in live.sessions:
+        if session.twin is not None and session.outbox.room == room:
+            session.show_presenter(state)
 
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
