@@ -332,7 +332,7 @@ class Session:
                 return
             speed = message.speed
         rng = await asyncio.to_thread(historian.range)
-        t = await self._replay_time(message, rng)
+        t = self._replay_time(message, rng)
         if t is not None and (rng.earliest is None or not rng.earliest <= t <= rng.latest):
             held = "nothing yet" if rng.earliest is None else f"{rng.earliest:.3f} … {rng.latest:.3f}"
             await self._reply(p.Error(p.ERR_OUT_OF_RANGE, f"{t:.3f} is outside the history ({held})", ref, range=rng))
@@ -342,13 +342,14 @@ class Session:
             self.follows = isinstance(message, p.Live)
         driver = self.member.name if presenting and self.member is not None else None
         followers = self._followers() if presenting else []
-        for session in [self, *followers]:
-            mine = session is self
-            await session._drive(message, t, speed, None if mine else driver, message.ref if mine else None)
+        await asyncio.gather(  # each connection's twin is its own; their queries run side by side in threads
+            self._drive(message, t, speed, None, message.ref, rng.latest),
+            *(s._drive(message, t, speed, driver, None, rng.latest) for s in followers),
+        )
         if isinstance(message, p.Live) and not presenting:
             await self._follow_presenter_replay()
 
-    async def _replay_time(self, message: p.ReplayRequest, rng: p.HistoryRange) -> float | None:
+    def _replay_time(self, message: p.ReplayRequest, rng: p.HistoryRange) -> float | None:
         """The time a request shows: seek's t, play's from (else where the replay stands, else
         PLAY_DEFAULT_BACK_S ago, not before the oldest history); None for pause and live."""
         if isinstance(message, p.Seek):
@@ -362,15 +363,22 @@ class Session:
         return max(rng.latest - p.PLAY_DEFAULT_BACK_S, rng.earliest if rng.earliest is not None else rng.latest)
 
     async def _drive(
-        self, message: p.ReplayRequest, t: float | None, speed: float, driven_by: str | None, ref: str | None
+        self,
+        message: p.ReplayRequest,
+        t: float | None,
+        speed: float,
+        driven_by: str | None,
+        ref: str | None,
+        rng_latest: float,
     ) -> None:
+        """Carry out one replay request on this connection (its own, or its presenter's)."""
         if isinstance(message, p.Live):
             self._leave_replay()
             return
         if self.player is not None:
             self.player.stop()
-        if t is None:  # pause: stay where the replay stands (from live: now)
-            t = self.twin.as_of if self.twin is not None else self.live.historian.clock()  # type: ignore[union-attr]
+        if t is None:  # pause: stay where the replay stands (from live: the newest history, i.e. now)
+            t = self.twin.as_of if self.twin is not None else rng_latest
         await self._show(t, isinstance(message, p.Play), driven_by, ref, speed)
 
     async def _show(self, t: float, playing: bool, driven_by: str | None, ref: str | None, speed: float) -> None:
