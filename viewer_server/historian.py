@@ -508,29 +508,44 @@ class Historian:
     def samples(
         self, t0: float, t1: float, *, include_start: bool = False, keys: Iterable[tuple[str, str]] | None = None
     ) -> list[Sample]:
-        """Raw samples with t0 < ts <= t1 (t0 <= ts with `include_start`), of `keys` (default all), oldest first."""
+        """Raw samples with t0 < ts <= t1 (t0 <= ts with `include_start`), of `keys` (default all), oldest first.
+        With `keys`, the chunks are read with the elements and properties pushed down into pyarrow's filter and the
+        SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
+            ids = {key: kid for key, kid in self._keys.items()}
+        kind_of = {key: kinds[kid] for key, kid in ids.items()}
+        filters: list[tuple[str, str, object]] = [("ts", lo_op, t0), ("ts", "<=", t1)]
+        if wanted is not None:
+            filters += [
+                ("element", "in", sorted({e for e, _ in wanted})),
+                ("prop", "in", sorted({pr for _, pr in wanted})),
+            ]
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):
-            table = pq.read_table(path, filters=[("ts", lo_op, t0), ("ts", "<=", t1)])
+            table = pq.read_table(path, filters=filters)
             for e, pr, ts, v, tx, q, u in zip(
                 *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
                 strict=True,
             ):
                 if wanted is None or (e, pr) in wanted:
-                    value = tx if tx is not None else _typed(v, self._kind_of(e, pr))
+                    value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
                     out.append(Sample(e, pr, ts, value, q, u))
         db = self._connect()
-        names = self._names()
         units = dict(db.execute("SELECT id, unit FROM keys"))
-        rows = db.execute(f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?", (t0, t1))
-        for kid, ts, v, q in rows:
+        sql = f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?"
+        args: list[object] = [t0, t1]
+        if wanted is not None:
+            kids = [ids[key] for key in wanted if key in ids]
+            sql += f" AND key IN ({','.join('?' * len(kids))})"
+            args += kids
+        for kid, ts, v, q in db.execute(sql, args):
             key = names.get(kid)
-            if key is None:
-                continue
-            if wanted is None or key in wanted:
-                out.append(Sample(*key, ts, _typed(v, self._kind_of(*key)), QUALITIES[q], units.get(kid, "")))
+            if key is not None:
+                out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
         out.sort(key=lambda s: s.ts)
         return out
 
