@@ -94,6 +94,9 @@ CHUNK_SCHEMA: Final = pa.schema(
     ]
 )
 
+# The columns queries need (not `rx`, `source`: decoding them would only cost time).
+_READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "unit"]
+
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(p.Event)
 
@@ -526,7 +529,7 @@ class Historian:
             ]
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):
-            table = pq.read_table(path, filters=filters)
+            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
             for e, pr, ts, v, tx, q, u in zip(
                 *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
                 strict=True,
