@@ -600,6 +600,7 @@ export interface ReplayDelta {
   events?: Event[];
   playing?: boolean;
   driven_by?: string | null;
+  presenter?: PresenterState | null;
 }
 
 /**
