@@ -364,6 +364,15 @@ export interface Markup {
 }
 
 /**
+ * A measurement drawn in the view, in world coordinates: a distance (two points), an angle (three, the
+ * vertex in the middle) or a planar area (the polygon's corners, in order).
+ */
+export interface Measurement {
+  kind: "angle" | "area" | "distance";
+  points: Vec3[];
+}
+
+/**
  * Where the topic is pinned: an element and a world point with its surface normal.
  */
 export interface Pin {
@@ -734,6 +743,7 @@ export interface Viewpoint {
   colored?: ColoredComponents[];
   snapshot?: string | null;
   setup_hints?: ViewSetupHints | null;
+  measurements?: Measurement[];
 }
 
 /**
