@@ -168,3 +168,39 @@ export function cheapMaterial(source, elementData = null) {
   Object.defineProperty(m, 'color', { get: () => m.uniforms.diffuse.value });
   return /** @type {CheapMaterial} */ (m);
 }
+
+const stencilFragmentShader = /* glsl */ `
+#include <clipping_planes_pars_fragment>
+void main() {
+  #include <clipping_planes_fragment>
+  gl_FragColor = vec4( 0.0 );
+}
+`;
+
+/**
+ * A merged batch drawn into the stencil buffer only, cut by one section plane: every face (front or back)
+ * inverts the stencil, so where a closed solid is cut open the count of faces behind the plane is odd — where
+ * the cap goes (tools/section_caps.js). It shares the batch's uniforms (its per-element texture: moved
+ * elements are where they are drawn) and vertex shader.
+ * @param {CheapMaterial} batchMaterial @param {THREE.Plane} plane world space (kept up to date by the section)
+ */
+export function sectionStencilMaterial(batchMaterial, plane) {
+  return new THREE.ShaderMaterial({
+    name: 'section-stencil',
+    defines: batchMaterial.defines,
+    uniforms: batchMaterial.uniforms,
+    vertexShader,
+    fragmentShader: stencilFragmentShader,
+    side: THREE.DoubleSide,
+    colorWrite: false,
+    depthWrite: false,
+    depthTest: false,
+    stencilWrite: true,
+    stencilFunc: THREE.AlwaysStencilFunc,
+    stencilFail: THREE.InvertStencilOp,
+    stencilZFail: THREE.InvertStencilOp,
+    stencilZPass: THREE.InvertStencilOp,
+    clipping: true,
+    clippingPlanes: [plane],
+  });
+}
