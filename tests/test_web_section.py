@@ -80,13 +80,22 @@ def _look_from_side(page, element: str) -> None:
         tv.viewer.flyTo(c.clone().set(c.x + 12, c.y, c.z + 0.01), c, 0); }""",
         element,
     )
-    page.wait_for_timeout(200)
+    _settle(page)
+
+
+def _settle(page) -> None:
+    """Wait for a frame drawn from where the camera is now (screenOf projects with the last frame's camera)."""
+    page.evaluate(
+        """new Promise(r => { const v = window.twinview.viewer; v.invalidate();
+        v.addEventListener('frame', r, { once: true }); })"""
+    )
 
 
 def test_measure_draws_the_snapped_distance_with_its_label(page, world):
     live, _, _ = world
     el = element_id(7)
     look_down_at(page, el)
+    _settle(page)
     page.click("#btn-measure")
     c0, c1, _, _ = _top_corners(live, el)
     # The snap indicator says what the pointer would snap to: a corner, an edge's middle, the face.
@@ -125,6 +134,7 @@ def test_angle_and_area_on_a_box_top(page, world):
     live, _, _ = world
     el = element_id(12)
     look_down_at(page, el)
+    _settle(page)
     page.click("#btn-measure")
     c0, c1, c2, c3 = _top_corners(live, el)
     page.click("#measure-controls [data-kind=angle]")
@@ -157,6 +167,7 @@ def test_a_plane_cuts_away_its_far_side_and_caps_the_cut_solids(page, world):
     far, near = element_id(4), element_id(0)  # x = 6 and x = 0 on the grid
     for el in (far, near):
         look_down_at(page, el)
+        _settle(page)
         at = page.evaluate("id => window.twinview.screenOf(id)", el)
         got = page.evaluate("([x, y]) => window.twinview.pick(x, y)", [at["x"], at["y"]])
         assert (got == el) == (el == near)
@@ -191,7 +202,7 @@ def test_dragging_a_handle_moves_its_plane_along_its_normal(page):
         """(() => { const v = window.twinview.viewer; const c = window.twinview.section.planes[0].anchor;
         v.flyTo(c.clone().set(c.x + 10, c.y + 2, c.z + 10), c, 0); })()"""
     )
-    page.wait_for_timeout(200)
+    _settle(page)
     y0 = page.evaluate("window.twinview.section.planes[0].anchor.y")
     camera = page.evaluate("window.twinview.viewer.camera.position.toArray()")
     at = page.evaluate("window.twinview.handles.screenOf(0)")
@@ -242,6 +253,7 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     ana, ben = joiner("ana", "annotator"), joiner("ben", "viewer")
     el = element_id(7)
     look_down_at(ana, el)
+    _settle(ana)
     ana.click("#btn-measure")
     c0, c1, _, _ = _top_corners(live, el)
     _click_near(ana, c0, el)
@@ -253,7 +265,7 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     planes = ana.evaluate("window.twinview.section.planes.map(p => [p.plane.normal.toArray(), p.plane.constant])")
     ana.click("#btn-measure")  # off: the next click pins the topic
     ana.click("#btn-new-topic")
-    at = ana.evaluate("id => window.twinview.screenOf(id)", el)
+    at = ana.evaluate("id => window.twinview.screenOf(id)", element_id(8))  # x = 4.5, z = 1.5: kept by both planes
     ana.mouse.click(at["x"], at["y"])
     ana.locator(".topic-form input[name=title]").fill("Clearance too small")
     ana.click("#topic-form button.create")
