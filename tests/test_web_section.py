@@ -9,7 +9,15 @@ from __future__ import annotations
 import pytest
 
 from tests.test_web_viewer import look_down_at, pixel_at
-from tests.web_helpers import build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
+from tests.web_helpers import (
+    build_client,
+    chromium_browser,
+    element_id,
+    live_twin,
+    open_viewer,
+    publish,
+    screenshot,
+)
 from viewer_server.auth import load_secret
 from viewer_server.bcf import import_bcf
 
@@ -72,13 +80,13 @@ def _top_corners(live, element: str):
     return [(x0, y1, z0), (x1, y1, z0), (x1, y1, z1), (x0, y1, z1)]
 
 
-def _look_from_side(page, element: str) -> None:
-    """Stand at +X of an element at its mid-height, looking along -X at it."""
+def _look_from(page, element: str, offset: tuple[float, float, float]) -> None:
+    """Look at an element's centre from that offset to it (model coordinates)."""
     page.evaluate(
-        """id => { const tv = window.twinview;
+        """([id, [dx, dy, dz]]) => { const tv = window.twinview;
         const c = tv.app.batches.boxOf(id).getCenter(tv.viewer.camera.position.clone());
-        tv.viewer.flyTo(c.clone().set(c.x + 12, c.y, c.z + 0.01), c, 0); }""",
-        element,
+        tv.viewer.flyTo(c.clone().set(c.x + dx, c.y + dy, c.z + dz), c, 0); }""",
+        [element, list(offset)],
     )
     _settle(page)
 
@@ -148,7 +156,7 @@ def test_angle_and_area_on_a_box_top(page, world):
     area = (c1[0] - c0[0]) * (c2[2] - c1[2])
     assert page.evaluate("window.twinview.measure.items.map(m => m.kind)") == ["angle", "area"]
     assert _labels(page) == ["90.0°", f"{area:.3f} m²"]
-    screenshot(page, "measure-area")
+    publish(screenshot(page, "measure-area"), "measure")
     page.click("#measure-clear")
     assert _labels(page) == []
 
@@ -175,13 +183,14 @@ def test_a_plane_cuts_away_its_far_side_and_caps_the_cut_solids(page, world):
     cut = element_id(2)  # x = 3: the model's middle column
     (x0, _, _), (x1, _, _) = _bbox(live, cut)
     assert x0 < cut_x < x1
-    _look_from_side(page, cut)
+    _look_from(page, cut, (12, 0, 0.01))  # from +X at mid-height, looking along -X
     at = page.evaluate("id => window.twinview.screenOf(id)", cut)
     block = [pixel_at(page, at["x"] + dx, at["y"] + dy) for dx in (-4, 0, 4) for dy in (-4, 0, 4)]
     capped = sum(1 for p in block if _near(p, CAP) or _near(p, HATCH))
     assert capped == len(block), block
     assert sum(1 for p in block if _near(p, CAP)) >= len(block) // 2
-    screenshot(page, "section-caps")
+    _look_from(page, cut, (7, 5, 6))
+    publish(screenshot(page, "section-caps"), "section")
     page.uncheck("#section-caps")
     assert not any(_near(pixel_at(page, at["x"] + dx, at["y"]), CAP) for dx in (-4, 0, 4))
     page.check("#section-caps")
