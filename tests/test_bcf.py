@@ -206,6 +206,16 @@ def test_measurements_are_bcf_lines_and_come_back_exactly(tmp_path: Path):
     assert import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"}).topics == [topic]
 
 
+def test_a_malformed_measurement_is_left_out_of_an_import_with_a_warning(tmp_path: Path):
+    topic, comments, blobs = sample()
+    a, b = Vec3(0.0, 0.0, 0.0), Vec3(1.0, 0.0, 0.0)
+    topic.viewpoints[0].measurements = [Measurement("distance", [a, b]), Measurement("angle", [a, b])]  # an angle of 2
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "m.bcf").path
+    back = import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"})
+    assert [m.kind for m in back.topics[0].viewpoints[0].measurements] == ["distance"]
+    assert any("1 measurements left out" in w for w in back.warnings)
+
+
 def test_round_trip_keeps_pin_live_values_viewpoints_comments_and_attachments(tmp_path: Path):
     topic, comments, blobs = sample()
     out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf", include_deleted=True).path

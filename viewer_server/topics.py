@@ -250,10 +250,17 @@ def check_measurements(measurements: Sequence[Measurement], where: str) -> None:
     if len(measurements) > MAX_MEASUREMENTS:
         raise TopicError(where, f"more than {MAX_MEASUREMENTS}")
     for i, m in enumerate(measurements):
-        least, most = MEASUREMENT_POINTS[m.kind]
-        if not least <= len(m.points) <= most:
-            span = str(least) if least == most else f"{least}..{most}"
-            raise TopicError(f"{where}[{i}].points", f"{m.kind} takes {span} points, not {len(m.points)}", "invalid")
+        if problem := measurement_problem(m):
+            raise TopicError(f"{where}[{i}].points", problem, "invalid")
+
+
+def measurement_problem(m: Measurement) -> str | None:
+    """Why a measurement has the wrong number of points for its kind, or None."""
+    least, most = MEASUREMENT_POINTS[m.kind]
+    if least <= len(m.points) <= most:
+        return None
+    span = str(least) if least == most else f"{least}..{most}"
+    return f"{m.kind} takes {span} points, not {len(m.points)}"
 
 
 def check_comment(comment: Comment) -> None:

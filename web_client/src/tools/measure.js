@@ -55,14 +55,13 @@ function anchorOf(m) {
   return m.points.reduce((s, p) => s.add(p), new THREE.Vector3()).divideScalar(m.points.length);
 }
 
-export class MeasureTool extends EventTarget {
+export class MeasureTool {
   /**
    * @param {import('../viewer.js').Viewer} viewer
    * @param {{readout: HTMLElement, panel: HTMLElement, list: HTMLElement, indicator: HTMLElement,
    *          labels: import('../labels.js').Labels}} ui
    */
   constructor(viewer, ui) {
-    super();
     this.viewer = viewer;
     this.ui = ui;
     this.active = false;
@@ -131,7 +130,6 @@ export class MeasureTool extends EventTarget {
     this.items.push(m);
     this.draft = [];
     this.#draw();
-    this.dispatchEvent(new Event('change'));
     return m;
   }
 
@@ -145,14 +143,12 @@ export class MeasureTool extends EventTarget {
   remove(i) {
     this.items.splice(i, 1);
     this.#draw();
-    this.dispatchEvent(new Event('change'));
   }
 
   clear() {
     this.items = [];
     this.draft = [];
     this.#draw();
-    this.dispatchEvent(new Event('change'));
   }
 
   /** The user's measurements as a viewpoint keeps them. @returns {import('../protocol.js').Measurement[]} */

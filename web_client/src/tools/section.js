@@ -91,11 +91,11 @@ export class SectionTool extends EventTarget {
 
   /**
    * @param {THREE.Vector3} normal towards the side kept @param {THREE.Vector3} point on the plane
-   * @param {string} label @param {number} [max]
+   * @param {string} label
    * @returns {number} its index, or -1 when full
    */
-  add(normal, point, label, max = MAX_PLANES) {
-    if (this.planes.length >= max) return -1;
+  add(normal, point, label) {
+    if (this.planes.length >= MAX_PLANES) return -1;
     const plane = new THREE.Plane().setFromNormalAndCoplanarPoint(normal.clone().normalize(), point);
     this.planes.push({ plane, anchor: this.#anchorOn(plane, point), label });
     this.#changed();

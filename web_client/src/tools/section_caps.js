@@ -1,9 +1,9 @@
 // Filled, hatched caps where section planes cut solids open (three.js's stencil capping, once per plane).
-// For each plane, every opaque merged batch is drawn once more into the stencil buffer only, cut by that
-// plane alone, each face inverting the stencil: along a view ray, a closed solid cut open leaves an odd number
+// For each plane, the elements of every opaque merged batch that the plane runs through are drawn once more
+// into the stencil buffer only, cut by that plane alone, each face inverting the stencil: along a view ray, a closed solid cut open leaves an odd number
 // of faces behind the plane. Then a quad on the plane, cut by the other planes, is drawn where the stencil is
-// set, and the stencil is cleared for the next plane. The cost is one extra pass of the batch's drawn
-// triangles per plane, with no colour written (hidden and culled elements stay out: the batch's index buffer).
+// set, and the stencil is cleared for the next plane. The cost is one extra pass per plane of the drawn
+// triangles of the elements it cuts, with no colour written (hidden and culled elements stay out).
 // Only closed meshes get correct caps: an open one (a single face, a shell with holes) gives odd counts where
 // there is nothing to fill, or none where there is.
 import * as THREE from 'three';
@@ -42,6 +42,10 @@ const _centre = new THREE.Vector3();
 const _size = new THREE.Vector3();
 const _z = new THREE.Vector3(0, 0, 1);
 const _box = new THREE.Box3();
+// The batch's vertex attributes a stencil pass reads (shared, not copied).
+const SHARED = ['position', 'normal', 'slot'];
+// A stencil pass's first index buffer holds this many indices; it grows (doubling) as planes cut more.
+const FIRST_INDEX = 3 * 4096;
 
 export class SectionCaps {
   /**
@@ -62,12 +66,16 @@ export class SectionCaps {
     viewer.scene.add(this.caps);
     this.quad = new THREE.PlaneGeometry(1, 1);
     section.addEventListener('change', () => this.#rebuild());
-    viewer.prerender.push(() => this.#place());
+    this.hook = () => this.#update();
   }
 
   /** The model to cap (a new scene's batches). @param {import('../batcher.js').ElementBatches|null} batches */
   use(batches) {
     this.batches = batches;
+    // After the batches' own hook (TwinView's updateView): the stencil passes draw what the batches draw.
+    const hooks = this.viewer.prerender;
+    if (hooks.includes(this.hook)) hooks.splice(hooks.indexOf(this.hook), 1);
+    hooks.push(this.hook);
     this.box.makeEmpty();
     for (const e of batches?.elements.values() ?? []) this.box.union(e.box);
     this.#rebuild();
@@ -79,15 +87,11 @@ export class SectionCaps {
     this.#rebuild();
   }
 
-  /** Whether caps are drawn now. */
-  get drawn() {
-    return this.caps.children.length > 0;
-  }
-
   #rebuild() {
     for (const m of this.stencils) {
       m.removeFromParent();
       /** @type {THREE.Material} */ (m.material).dispose();
+      release(m.geometry);
     }
     for (const c of [...this.caps.children]) {
       c.removeFromParent();
@@ -99,7 +103,9 @@ export class SectionCaps {
     if (!this.enabled || !solids.length) return this.viewer.invalidate();
     planes.forEach((plane, i) => {
       for (const b of /** @type {import('../merged_batch.js').MergedBatch[]} */ (solids)) {
-        const m = new THREE.Mesh(b.geometry, sectionStencilMaterial(b.material, plane));
+        const geometry = new THREE.BufferGeometry().setIndex(new THREE.BufferAttribute(new Uint32Array(FIRST_INDEX), 1));
+        const m = new THREE.Mesh(geometry, sectionStencilMaterial(b.material, plane));
+        m.userData.plane = plane;
         m.renderOrder = FIRST_ORDER + 2 * i;
         m.frustumCulled = false;
         m.raycast = () => {}; // picking goes to the batch itself
@@ -131,9 +137,10 @@ export class SectionCaps {
     this.viewer.invalidate();
   }
 
-  /** Each cap: a quad on its plane, over the whole model (world coordinates, as the planes are). */
-  #place() {
+  /** Before each render, after the batches chose what to draw: each stencil pass's triangles, each cap on its plane. */
+  #update() {
     if (!this.caps.children.length) return;
+    for (const m of this.stencils) this.#cutBy(m);
     const box = _box.copy(this.box).applyMatrix4(this.viewer.world.matrixWorld);
     const size = box.getSize(_size).length() * 2 || 1;
     box.getCenter(_centre);
@@ -144,4 +151,38 @@ export class SectionCaps {
       cap.scale.set(size, size, 1);
     }
   }
+
+  /**
+   * A stencil pass draws its batch's vertices and the drawn triangles of the elements its plane cuts.
+   * @param {THREE.Mesh} m
+   */
+  #cutBy(m) {
+    const batch = /** @type {import('../merged_batch.js').MergedBatch} */ (m.parent);
+    let g = m.geometry;
+    const own = /** @type {THREE.BufferAttribute} */ (g.index);
+    const { index, count } = batch.crossing(m.userData.plane, /** @type {Uint32Array} */ (own.array));
+    if (index !== own.array) { // grown: a new geometry, and the old one's index buffer freed
+      release(g);
+      g = m.geometry = new THREE.BufferGeometry().setIndex(new THREE.BufferAttribute(index, 1));
+    }
+    for (const name of SHARED) {
+      const a = batch.geometry.getAttribute(name);
+      if (g.getAttribute(name) !== a) g.setAttribute(name, a); // the batch re-made its buffers (levels of detail)
+    }
+    const at = /** @type {THREE.BufferAttribute} */ (g.index);
+    at.clearUpdateRanges();
+    at.addUpdateRange(0, Math.max(count, 1));
+    at.needsUpdate = true;
+    g.setDrawRange(0, count);
+    m.visible = count > 0;
+  }
+}
+
+/**
+ * Free a stencil pass's geometry on the GPU without freeing the batch's attributes it shares.
+ * @param {THREE.BufferGeometry} g
+ */
+function release(g) {
+  for (const name of SHARED) g.deleteAttribute(name);
+  g.dispose();
 }

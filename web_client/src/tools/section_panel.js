@@ -54,7 +54,8 @@ export class SectionPanel {
     const select = /** @type {HTMLSelectElement} */ ($('#storey-select'));
     const chosen = select.value;
     replace(select, ...this.storeys.map((s) => new Option(`${s.name} (${s.floor.toFixed(2)} m)`, s.id, false, s.id === chosen)));
-    select.disabled = $('#btn-floor-plan').toggleAttribute('disabled', !this.storeys.length);
+    select.disabled = !this.storeys.length;
+    $('#btn-floor-plan').toggleAttribute('disabled', select.disabled);
   }
 
   /** The plan of a storey (by id). @param {string} id */
