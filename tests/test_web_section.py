@@ -198,6 +198,20 @@ def test_a_plane_cuts_away_its_far_side_and_caps_the_cut_solids(page, world):
     assert page.evaluate("window.twinview.section.planes[0].plane.normal.x") == pytest.approx(1)
     page.click("#section-planes li button.remove")
     assert page.evaluate("window.twinview.viewer.clippingPlanes.length") == 0
+    # A plane on a picked face: on a box's top, 1 mm inside it, cutting away what is above.
+    look_down_at(page, near)
+    _settle(page)
+    page.evaluate("window.twinview.select(null)")  # the pick check above selected
+    page.click("#section-face")
+    at = page.evaluate("id => window.twinview.screenOf(id)", near)
+    page.mouse.click(at["x"], at["y"])
+    normal, constant = page.evaluate(
+        "(() => { const p = window.twinview.section.planes[0].plane; return [p.normal.toArray(), p.constant]; })()"
+    )
+    assert normal == pytest.approx([0, -1, 0], abs=1e-6)
+    assert constant == pytest.approx(_bbox(live, near)[1][1] - 0.001, abs=1e-5)  # keeps y <= top - 1 mm
+    assert page.get_attribute("#section-face", "aria-pressed") == "false"
+    assert page.evaluate("window.twinview.app.twin.selected") is None  # that click put a plane, not a selection
 
 
 def _near(rgb, want, tolerance: int = 6) -> bool:
