@@ -8,10 +8,11 @@ import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
-import { wsUrl } from './protocol.js';
+import { RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { startTimeMachine } from './timeline/index.js';
 import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
@@ -98,12 +99,13 @@ const layout = startLayout();
 bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, measure, select, app, credentials, ready });
 const sectionPanel = new SectionPanel({ viewer, section, caps, focusBox, model: () => app });
+const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
-  if (snap.resync && snap.reason) {
+  if (snap.resync && snap.reason && snap.reason !== RESYNC_LIVE) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }
@@ -279,7 +281,7 @@ function standing(ids, prefer) {
 function wirePanels(catalog, signal) {
   app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
-    historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+    chart: timeline.chart,
     signal,
   });
   new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
@@ -464,6 +466,7 @@ Object.assign(window, {
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
+    timeline,
     get seq() { return state.seq; },
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',
