@@ -332,7 +332,7 @@ viewer.renderer.domElement.addEventListener('pointerup', (e) => {
 // Our pointer, shown to the others as a laser while it is over the model.
 let lastHover = 0;
 viewer.renderer.domElement.addEventListener('pointermove', (e) => {
-  measure.hover(e.clientX, e.clientY, e.timeStamp);
+  if (!e.buttons) measure.hover(e.clientX, e.clientY, e.timeStamp); // not while orbiting
   if (e.timeStamp - lastHover < HOVER_INTERVAL_MS) return; // a raycast per mouse event is wasted work
   lastHover = e.timeStamp;
   const hit = viewer.pickAt(e.clientX, e.clientY);
