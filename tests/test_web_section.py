@@ -113,6 +113,7 @@ def test_measure_draws_the_snapped_distance_with_its_label(page, world):
         page.wait_for_function(
             "k => document.querySelector('#snap-indicator').dataset.kind === k", arg=kind, timeout=WAIT_MS
         )
+    assert page.evaluate("window.twinview.measure.edgeLine.visible")  # the edge is highlighted
     centre = page.evaluate("id => window.twinview.screenOf(id)", el)
     page.mouse.move(centre["x"], centre["y"])
     page.wait_for_function("document.querySelector('#snap-indicator').dataset.kind === 'face'", timeout=WAIT_MS)

@@ -17,6 +17,7 @@ const MAX_MEASUREMENTS = 50;
 const HOVER_MS = 30;
 const OWN_COLOR = 0xf0c86a;
 const PINNED_COLOR = 0x7fd1ff;
+const SNAP_EDGE_COLOR = 0xffffff;
 // Over the model, the caps and the section handles.
 const ORDER = 4000;
 const NAMES = { distance: 'Distance', angle: 'Angle', area: 'Area' };
@@ -78,7 +79,12 @@ export class MeasureTool {
     this.lastHover = 0;
     this.root = new THREE.Group();
     this.root.name = 'measurements';
+    /** the edge the pointer snaps to, highlighted (world coordinates, as snaps are) */
+    this.edgeLine = new THREE.Line(new THREE.BufferGeometry(), lineMaterial(SNAP_EDGE_COLOR));
+    this.edgeLine.renderOrder = ORDER;
+    this.edgeLine.visible = false;
     viewer.world.add(this.root);
+    viewer.scene.add(this.edgeLine);
     this.labelKeys = new Set();
     this.#draw();
   }
@@ -180,6 +186,13 @@ export class MeasureTool {
     this.snap = snap;
     const el = this.ui.indicator;
     el.hidden = !snap || !this.active;
+    const edge = el.hidden ? undefined : snap?.edge;
+    this.edgeLine.visible = Boolean(edge);
+    if (edge) { // a new geometry each time: a line's buffer cannot grow once drawn
+      this.edgeLine.geometry.dispose();
+      this.edgeLine.geometry = new THREE.BufferGeometry().setFromPoints(edge);
+    }
+    this.viewer.invalidate();
     if (!snap || el.hidden) return;
     const s = screenMapper(this.viewer)(snap.point);
     const r = /** @type {HTMLElement} */ (el.offsetParent ?? el.parentElement).getBoundingClientRect();
