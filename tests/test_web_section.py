@@ -6,6 +6,8 @@ a topic keeps the planes and measurements and gives them back in another browser
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 
 from tests.test_web_viewer import look_down_at, pixel_at
@@ -17,6 +19,7 @@ from tests.web_helpers import (
     open_viewer,
     publish,
     screenshot,
+    session_joiner,
 )
 from viewer_server.auth import load_secret
 from viewer_server.bcf import import_bcf
@@ -271,8 +274,6 @@ def test_floor_plan_looks_straight_down_at_a_cut_above_the_storey_floor(page, wo
 
 def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world):
     live, browser, root = world
-    from tests.web_helpers import session_joiner
-
     joiner = session_joiner(browser, live.url, load_secret(root / "data"), "synthetic")
     ana, ben = joiner("ana", "annotator"), joiner("ben", "viewer")
     el = element_id(7)
@@ -311,13 +312,39 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     # The BCF export carries the planes (ClippingPlanes) and the measurement, and reads back the same.
     token = ana.evaluate("new URLSearchParams(location.search).get('token')")
     bcf = root / "exported.bcf"
-    import urllib.request
-
     req = urllib.request.Request(f"{live.url}/api/sessions/synthetic/bcf", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=30) as res:
         bcf.write_bytes(res.read())
     (topic,) = import_bcf(bcf, element_ids=set(live.twin.ids)).topics
     vp = topic.viewpoints[0]
     assert len(vp.clipping_planes) == 2 and [m.kind for m in vp.measurements] == ["distance"]
+    # A topic made in a floor plan opens as that plan: orthographic, from above, the one cut at 1.2 m.
+    ana.select_option("#storey-select", "storey-1")
+    ana.click("#btn-floor-plan")
+    _settle(ana)
+    ana.click("#btn-section")  # the panel closes, the cut stays
+    ana.click("#btn-new-topic")
+    # Pinned on a box under the cut (its top is there to pick), the nearest to the plan's middle.
+    storey = [e for e in live.twin.ids[12:]]
+    mid = [sum(live.twin.centers[e][k] for e in storey) / len(storey) for k in (0, 2)]
+    low = min(
+        (e for e in storey if _bbox(live, e)[1][1] < 1.1),
+        key=lambda e: (live.twin.centers[e][0] - mid[0]) ** 2 + (live.twin.centers[e][2] - mid[1]) ** 2,
+    )
+    at = ana.evaluate("id => window.twinview.screenOf(id)", low)
+    ana.mouse.click(at["x"], at["y"])
+    ana.locator(".topic-form input[name=title]").fill("Plan check")
+    ana.click("#topic-form button.create")
+    ben.wait_for_function("window.twinview.collab.store.topics.size === 2", timeout=WAIT_MS)
+    plan = ben.evaluate("[...window.twinview.collab.store.topics.values()].find(t => t.title === 'Plan check').guid")
+    ben.click(f'ul.topics li[data-guid="{plan}"]')
+    ben.wait_for_function("window.twinview.viewer.camera.isOrthographicCamera === true", timeout=WAIT_MS)
+    view = ben.evaluate(
+        """(() => { const v = window.twinview.viewer; const p = window.twinview.section.planes;
+        return { dir: v.camera.getWorldDirection(v.camera.position.clone()).toArray(),
+                 planes: p.map(s => [s.plane.normal.toArray(), s.plane.constant]) }; })()"""
+    )
+    assert view["dir"] == pytest.approx([0, -1, 0], abs=5e-3)  # within 0.3° (the viewpoint keeps 0.1 mm)
+    assert view["planes"] == [[pytest.approx([0, -1, 0]), pytest.approx(1.2)]]
     for ctx in (ana.context, ben.context):
         ctx.close()
