@@ -234,6 +234,8 @@ def test_dragging_a_handle_moves_its_plane_along_its_normal(page):
     camera = page.evaluate("window.twinview.viewer.camera.position.toArray()")
     at = page.evaluate("window.twinview.handles.screenOf(0)")
     assert page.evaluate("([x, y]) => window.twinview.handles.handleAt(x, y)", [at["x"], at["y"]]) == 0
+    programs = page.evaluate("window.twinview.viewer.renderer.info.programs.length")
+    cap = page.evaluate("window.twinview.caps.caps.children[0].material.uuid")
     page.mouse.move(at["x"], at["y"])
     page.mouse.down()
     for step in range(1, 6):
@@ -245,6 +247,9 @@ def test_dragging_a_handle_moves_its_plane_along_its_normal(page):
     assert constant == pytest.approx(y1, abs=1e-6)  # the plane goes through its handle (normal -Y: constant = y)
     assert page.evaluate("window.twinview.viewer.camera.position.toArray()") == pytest.approx(camera)  # no orbit
     assert page.evaluate("window.twinview.app.twin.selected") is None  # the drag's end picked nothing
+    # A drag moves the plane in place: the same cap material, no program compiled again.
+    assert page.evaluate("window.twinview.caps.caps.children[0].material.uuid") == cap
+    assert page.evaluate("window.twinview.viewer.renderer.info.programs.length") == programs
 
 
 def test_floor_plan_looks_straight_down_at_a_cut_above_the_storey_floor(page, world):

@@ -65,6 +65,10 @@ export class SectionCaps {
     this.caps.name = 'section-caps';
     viewer.scene.add(this.caps);
     this.quad = new THREE.PlaneGeometry(1, 1);
+    /** what the passes and caps were made for: planes are moved in place, so only their count matters */
+    this.built = '';
+    /** counts the models capped, so a new one with as many batches is rebuilt too */
+    this.batchesId = 0;
     section.addEventListener('change', () => this.#rebuild());
     this.hook = () => this.#update();
   }
@@ -72,6 +76,7 @@ export class SectionCaps {
   /** The model to cap (a new scene's batches). @param {import('../batcher.js').ElementBatches|null} batches */
   use(batches) {
     this.batches = batches;
+    this.batchesId += 1;
     // After the batches' own hook (TwinView's updateView): the stencil passes draw what the batches draw.
     const hooks = this.viewer.prerender;
     if (hooks.includes(this.hook)) hooks.splice(hooks.indexOf(this.hook), 1);
@@ -87,7 +92,13 @@ export class SectionCaps {
     this.#rebuild();
   }
 
+  /** Passes and caps for the planes there are now. Moving or flipping a plane changes it in place (the materials
+   * hold the same Plane objects), so a drag makes nothing new: disposing a material whose program nothing else
+   * uses deletes the program, which the next frame would compile again. */
   #rebuild() {
+    const key = `${this.enabled}:${this.viewer.clippingPlanes.length}:${this.batches?.batches.length ?? 0}:${this.batchesId}`;
+    if (key === this.built) return this.viewer.invalidate();
+    this.built = key;
     for (const m of this.stencils) {
       m.removeFromParent();
       /** @type {THREE.Material} */ (m.material).dispose();
