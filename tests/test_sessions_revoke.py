@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import auth
 from viewer_server import protocol as p
 from viewer_server.auth import REVOKED, AuthError, Claims, _b64, _sign, issue, mint, revocation_time, verify
@@ -50,7 +50,9 @@ async def _topics_status(http: aiohttp.ClientSession, srv: RunningServer, sessio
 
 async def _revoke(http: aiohttp.ClientSession, srv: RunningServer, session: str, body: Any, token: str) -> Any:
     data = body if isinstance(body, bytes) else p.encode(body, "json")
-    async with http.post(f"{srv.url}/api/sessions/{session}/revoke", data=data, headers=_bearer(token)) as r:
+    async with http.post(
+        f"{srv.url}/api/sessions/{session}/revoke", data=data, headers={**_bearer(token), **JSON_BODY}
+    ) as r:
         return r.status, await r.json()
 
 
@@ -172,7 +174,7 @@ async def test_revoke_is_for_admins_of_known_sessions_with_a_user(tmp_path: Path
         for bad in (b"not json", {"name": "bob"}, {"user": 7}, {"user": ""}, {"user": "b" * 65}):
             status, body = await _revoke(http, srv, "review", bad, admin)
             assert status == 400, bad
-        async with http.post(f"{srv.url}/api/sessions/review/revoke", data=b'{"user": "bob"}') as r:
+        async with http.post(f"{srv.url}/api/sessions/review/revoke", headers=JSON_BODY, data=b'{"user": "bob"}') as r:
             assert r.status == 401
         assert srv.store.revoked_at("review", "bob") is None  # none of the refusals revoked anything
 

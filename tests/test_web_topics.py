@@ -203,7 +203,8 @@ def test_an_imported_topic_shows_its_importer_and_the_author_the_file_claimed(wo
     data = archive(tmp_path / "claims.bcf", {guid: markup(guid, "admin", [(guid[:-1] + "5", "root", "noted")])})
     token = issue(secret, SESSION, "Lead", "presenter")
     request = urllib.request.Request(f"{live.url}/api/sessions/{SESSION}/bcf", data=data, method="POST",
-                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/octet-stream"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 201
     vera = join("Vera", "viewer")

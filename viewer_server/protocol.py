@@ -44,7 +44,7 @@ HELLO_TIMEOUT_S: Final = 10.0
 
 # Close codes (see docs/PROTOCOL.md "Errors and close codes").
 CLOSE_GOING_AWAY: Final = 1001  # server shutting down; reconnect and resume
-CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind for the encoding
+CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind, refusals in a loop
 CLOSE_TOO_BIG: Final = 1009  # frame larger than MAX_MESSAGE_BYTES
 CLOSE_VERSION: Final = 4001  # no common protocol version; the reason names both sides
 CLOSE_AUTH: Final = 4003  # no, a bad, an expired or another session's token; unknown session (reason says which)
@@ -56,7 +56,7 @@ ERR_BATCH_TOO_LARGE: Final = "batch_too_large"
 ERR_DUPLICATE_HELLO: Final = "duplicate_hello"
 ERR_FORBIDDEN: Final = "forbidden"  # the role may not do this (docs/PERMISSIONS.md); nothing changed
 ERR_STALE_REVISION: Final = "stale_revision"  # edited at an old revision; `revision` is the current one
-ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user
+ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user, or refusals
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
