@@ -47,7 +47,7 @@ def run(browser, url: str, frames: int, order: list[str]) -> dict[str, list[floa
     page = ctx.new_page()
     page.goto(url)
     page.evaluate("window.twinview.ready")
-    page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function("() => window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     out: dict[str, list[float]] = {}
     for name in order:
         page.evaluate(

@@ -119,7 +119,7 @@ def test_measure_draws_the_snapped_distance_with_its_label(page, world):
     assert page.evaluate("window.twinview.measure.edgeLine.visible")  # the edge is highlighted
     centre = page.evaluate("id => window.twinview.screenOf(id)", el)
     page.mouse.move(centre["x"], centre["y"])
-    page.wait_for_function("document.querySelector('#snap-indicator').dataset.kind === 'face'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.querySelector('#snap-indicator').dataset.kind === 'face'", timeout=WAIT_MS)
 
     _click_near(page, c0, el)
     _click_near(page, c1, el)
@@ -255,7 +255,7 @@ def test_dragging_a_handle_moves_its_plane_along_its_normal(page):
 def test_floor_plan_looks_straight_down_at_a_cut_above_the_storey_floor(page, world):
     live, _, _ = world
     page.click("#btn-section")
-    page.wait_for_function("document.querySelectorAll('#storey-select option').length === 2", timeout=WAIT_MS)
+    page.wait_for_function("() => document.querySelectorAll('#storey-select option').length === 2", timeout=WAIT_MS)
     assert page.locator("#storey-select option").all_inner_texts() == ["Level 0 (0.00 m)", "Level 1 (0.00 m)"]
     page.select_option("#storey-select", "storey-0")
     page.click("#btn-floor-plan")
@@ -299,11 +299,11 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     ana.mouse.click(at["x"], at["y"])
     ana.locator(".topic-form input[name=title]").fill("Clearance too small")
     ana.click("#topic-form button.create")
-    ben.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
+    ben.wait_for_function("() => window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
     guid = ben.evaluate("[...window.twinview.collab.store.topics.keys()][0]")
     assert ben.evaluate("window.twinview.section.planes.length") == 0
     ben.click(f'ul.topics li[data-guid="{guid}"]')
-    ben.wait_for_function("window.twinview.section.planes.length === 2", timeout=WAIT_MS)
+    ben.wait_for_function("() => window.twinview.section.planes.length === 2", timeout=WAIT_MS)
     got = ben.evaluate("window.twinview.section.planes.map(p => [p.plane.normal.toArray(), p.plane.constant])")
     for (n, c), (n0, c0_) in zip(got, planes, strict=True):
         assert n == pytest.approx(n0, abs=1e-4) and c == pytest.approx(c0_, abs=1e-3)
@@ -312,7 +312,7 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     assert _labels(ben) == [f"📌 {c1[0] - c0[0]:.3f} m"]
     screenshot(ben, "section-topic")
     ben.click("#topic-panel button.close")
-    ben.wait_for_function("window.twinview.section.planes.length === 0", timeout=WAIT_MS)
+    ben.wait_for_function("() => window.twinview.section.planes.length === 0", timeout=WAIT_MS)
     assert _labels(ben) == []
     # The BCF export carries the planes (ClippingPlanes) and the measurement, and reads back the same.
     token = ana.evaluate("new URLSearchParams(location.search).get('token')")
@@ -340,10 +340,10 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     ana.mouse.click(at["x"], at["y"])
     ana.locator(".topic-form input[name=title]").fill("Plan check")
     ana.click("#topic-form button.create")
-    ben.wait_for_function("window.twinview.collab.store.topics.size === 2", timeout=WAIT_MS)
+    ben.wait_for_function("() => window.twinview.collab.store.topics.size === 2", timeout=WAIT_MS)
     plan = ben.evaluate("[...window.twinview.collab.store.topics.values()].find(t => t.title === 'Plan check').guid")
     ben.click(f'ul.topics li[data-guid="{plan}"]')
-    ben.wait_for_function("window.twinview.viewer.camera.isOrthographicCamera === true", timeout=WAIT_MS)
+    ben.wait_for_function("() => window.twinview.viewer.camera.isOrthographicCamera === true", timeout=WAIT_MS)
     view = ben.evaluate(
         """(() => { const v = window.twinview.viewer; const p = window.twinview.section.planes;
         return { dir: v.camera.getWorldDirection(v.camera.position.clone()).toArray(),

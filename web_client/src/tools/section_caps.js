@@ -7,7 +7,7 @@
 // Only closed meshes get correct caps: an open one (a single face, a shell with holes) gives odd counts where
 // there is nothing to fill, or none where there is.
 import * as THREE from 'three';
-import { sectionStencilMaterial } from '../shading.js';
+import { sectionPlaneForView, sectionStencilMaterial } from '../shading.js';
 
 /** The caps' colour and their hatching's (sRGB, as read back from the canvas). */
 export const CAP_COLOR = 0xc8b68e;
@@ -65,6 +65,8 @@ export class SectionCaps {
     this.caps.name = 'section-caps';
     viewer.scene.add(this.caps);
     this.quad = new THREE.PlaneGeometry(1, 1);
+    /** WEBGL_clip_cull_distance, when there: the stencil passes clip as geometry, else per fragment */
+    this.clipDistance = viewer.renderer.getContext().getExtension('WEBGL_clip_cull_distance');
     /** what the passes and caps were made for: planes are moved in place, so only their count matters */
     this.built = '';
     /** counts the models capped, so a new one with as many batches is rebuilt too */
@@ -115,7 +117,16 @@ export class SectionCaps {
     planes.forEach((plane, i) => {
       for (const b of /** @type {import('../merged_batch.js').MergedBatch[]} */ (solids)) {
         const geometry = new THREE.BufferGeometry().setIndex(new THREE.BufferAttribute(new Uint32Array(FIRST_INDEX), 1));
-        const m = new THREE.Mesh(geometry, sectionStencilMaterial(b.material, plane));
+        const material = sectionStencilMaterial(b.material, plane, Boolean(this.clipDistance));
+        const m = new THREE.Mesh(geometry, material);
+        const clip = this.clipDistance;
+        if (clip) { // the extension's clip distance is off until enabled, around this draw only
+          m.onBeforeRender = (r, _s, camera) => {
+            sectionPlaneForView(material, plane, camera);
+            r.getContext().enable(clip.CLIP_DISTANCE0_WEBGL);
+          };
+          m.onAfterRender = (r) => r.getContext().disable(clip.CLIP_DISTANCE0_WEBGL);
+        }
         m.userData.plane = plane;
         m.renderOrder = FIRST_ORDER + 2 * i;
         m.frustumCulled = false;
