@@ -15,13 +15,14 @@ import { ProcedurePanel } from './procedure.js';
 
 /**
  * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
- *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void,
+ *          section: import('../tools/section.js').SectionTool, measure: import('../tools/measure.js').MeasureTool,
+ *          select: (id: string|null) => void,
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
  *          credentials: {session: string|null, token: string|null}, ready: Promise<any>,
  *          names: import('../ui/names.js').Names}} deps
  */
-export function startCollaboration({ viewer, session, section, select, app, credentials, ready, names }) {
+export function startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -32,7 +33,7 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   const identity = new Identity(session);
   const store = new TopicStore(session);
   const pins = new PinLayer(viewer, store);
-  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, select });
+  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, measure, select });
   const attachments = new Attachments(() => ({ session: session.welcome?.session || credentials.session, token: credentials.token }));
   const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names });
   const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments, names });

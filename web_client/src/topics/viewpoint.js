@@ -1,5 +1,5 @@
-// BCF-style viewpoints: what the author saw — camera, section planes, selected, hidden and coloured
-// components — captured from the viewer and restored on opening a topic. Coordinates are the model's
+// BCF-style viewpoints: what the author saw — camera (perspective or orthographic), section planes, selected,
+// hidden and coloured components, measurements — captured from the viewer and restored on opening a topic. Coordinates are the model's
 // (the world group's frame), so a viewpoint made in AR tabletop still means the same place.
 import * as THREE from 'three';
 
@@ -9,7 +9,7 @@ const TARGET_DISTANCE_M = 5;
 /** @typedef {import('../protocol.js').Viewpoint} Viewpoint */
 
 /** @param {number} x */
-const round = (x) => Math.round(x * 1e4) / 1e4;
+export const round = (x) => Math.round(x * 1e4) / 1e4;
 /** A vector as the protocol sends it (to 0.1 mm). @param {THREE.Vector3} v @returns {[number, number, number]} */
 export const arr = (v) => [round(v.x), round(v.y), round(v.z)];
 /** @param {import('../protocol.js').Vec3} v */
@@ -28,18 +28,21 @@ export class Viewpoints {
   /**
    * @param {import('../viewer.js').Viewer} viewer
    * @param {{twin: () => (import('../twin_view.js').TwinView|null), state: import('../state.js').TwinState,
-   *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void}} hooks
+   *          section: import('../tools/section.js').SectionTool, measure: import('../tools/measure.js').MeasureTool,
+   *          select: (id: string|null) => void}} hooks
    */
   constructor(viewer, hooks) {
     this.viewer = viewer;
     this.hooks = hooks;
     /** Whether a restored viewpoint's colours and visibility currently override the live look. */
     this.overriding = false;
+    /** Whether the section shows a restored viewpoint's planes (then the live view drops them). */
+    this.cutting = false;
   }
 
   /** The current view as a viewpoint. @returns {Viewpoint} */
   capture() {
-    const { camera, world, renderer } = this.viewer;
+    const { camera, world } = this.viewer;
     const toModel = world.matrixWorld.clone().invert();
     /** @type {Map<string, string[]>} */
     const byColor = new Map();
@@ -55,13 +58,14 @@ export class Viewpoints {
         position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
         direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
         up: arr(camera.up),
-        fov_deg: camera.fov,
+        ...(/** @type {THREE.OrthographicCamera} */ (camera).isOrthographicCamera
+          ? { ortho_height: round((2 * this.viewer.orthoHalfHeight) / /** @type {THREE.OrthographicCamera} */ (camera).zoom / world.matrixWorld.getMaxScaleOnAxis()) }
+          : { fov_deg: /** @type {THREE.PerspectiveCamera} */ (camera).fov }),
       },
       // three keeps the side a plane's normal points to; BCF's direction points to the side cut away.
-      clipping_planes: renderer.clippingPlanes.map((p) => {
-        const m = p.clone().applyMatrix4(toModel);
-        return { location: arr(m.coplanarPoint(new THREE.Vector3())), direction: arr(m.normal.clone().negate()) };
-      }),
+      clipping_planes: this.hooks.section.modelPlanes().map((p) => (
+        { location: arr(p.coplanarPoint(new THREE.Vector3())), direction: arr(p.normal.clone().negate()) })),
+      measurements: this.hooks.measure.toViewpoint(),
       selected: selected ? [selected] : [],
       hidden,
       default_visible: true,
@@ -76,13 +80,11 @@ export class Viewpoints {
    */
   restore(vp, { animate = true } = {}) {
     const { viewer } = this;
-    const toWorld = viewer.world.matrixWorld;
     this.flyToCamera(vp.camera, animate ? undefined : 0);
-    this.hooks.section.set(null);
-    viewer.renderer.clippingPlanes = (vp.clipping_planes ?? []).map((c) => {
-      const n = vec3(c.direction).negate();
-      return new THREE.Plane().setFromNormalAndCoplanarPoint(n, vec3(c.location)).applyMatrix4(toWorld);
-    });
+    this.hooks.section.restore((vp.clipping_planes ?? []).filter((c) => vec3(c.direction).lengthSq() > 0)
+      .map((c) => new THREE.Plane().setFromNormalAndCoplanarPoint(vec3(c.direction).negate().normalize(), vec3(c.location))));
+    this.hooks.measure.showPinned(vp.measurements ?? []);
+    this.cutting = true;
     this.hooks.select(vp.selected?.[0] ?? null);
     this.#override(vp);
     viewer.invalidate();
@@ -102,18 +104,25 @@ export class Viewpoints {
     viewer.controls.enableDamping = false;
     viewer.controls.update();
     viewer.controls.enableDamping = damping;
-    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
-      viewer.camera.fov = cam.fov_deg;
-      viewer.camera.updateProjectionMatrix();
+    if (cam.ortho_height) {
+      viewer.setProjection('orthographic', (cam.ortho_height * toWorld.getMaxScaleOnAxis()) / 2);
+    } else {
+      viewer.setProjection('perspective');
+      if (cam.fov_deg && cam.fov_deg !== viewer.perspective.fov) {
+        viewer.perspective.fov = cam.fov_deg;
+        viewer.perspective.updateProjectionMatrix();
+      }
     }
     viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
   }
 
-  /** Back to the live look: no viewpoint colours, visibility or planes. */
+  /** Back to the live look: no viewpoint colours, visibility, planes or measurements. */
   release() {
     if (this.overriding) this.hooks.twin()?.applyAll();
     this.overriding = false;
-    if (!this.hooks.section.active) this.viewer.renderer.clippingPlanes = [];
+    if (this.cutting) this.hooks.section.clear();
+    this.cutting = false;
+    this.hooks.measure.showPinned([]);
     this.viewer.invalidate();
   }
 
