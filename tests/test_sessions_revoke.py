@@ -141,8 +141,8 @@ async def test_revoking_over_rest_disconnects_the_users_connections_to_that_sess
             "bob-2": TwinClient(srv.ws_url, token=mint_token(srv, "bob", "viewer", session="review")),
             "ana": TwinClient(srv.ws_url, token=mint_token(srv, "ana", "annotator", session="review")),
             "bob-default": TwinClient(srv.ws_url, token=mint_token(srv, "bob", "annotator")),
-            # An anonymous visitor calling itself bob holds no token: nothing of his to revoke.
-            "bob-anonymous": TwinClient(srv.ws_url, session="review", name="bob"),
+            # An anonymous visitor (not "bob" while bob is here) holds no token: nothing of his to revoke.
+            "bob-anonymous": TwinClient(srv.ws_url, session="review", name="Bobby"),
         }
         for c in clients.values():
             await c.connect()
@@ -157,7 +157,7 @@ async def test_revoking_over_rest_disconnects_the_users_connections_to_that_sess
                 await clients[name].ping()
                 assert clients[name].closed_with is None
             members = sorted((m.name, m.guest) for m in srv.live.rooms.members("review"))
-            assert members == [("ana", False), ("bob (guest)", True)]
+            assert members == [("Bobby (guest)", True), ("ana", False)]
         finally:
             for c in clients.values():
                 await c.close()
@@ -217,7 +217,7 @@ async def test_a_revocation_by_the_cli_is_seen_by_the_running_server(tmp_path: P
         async with (
             TwinClient(srv.ws_url, token=bob_old) as open_before,
             TwinClient(srv.ws_url, token=ana) as ana_open,
-            TwinClient(srv.ws_url, session="review", name="bob") as anonymous_bob,
+            TwinClient(srv.ws_url, session="review", name="Bobby") as anonymous_bob,
         ):
             code, out, err = await _twinview("session", "revoke", "review", "--user", "bob", *data)
             assert (code, err) == (0, ""), err

@@ -201,8 +201,9 @@ def make_twin(
                 "triangles": 12,
                 "properties": {
                     "Pset_Identity": {"Tag": f"P-{i:03d}", "Manufacturer": "ACME"},
-                    "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}},
+                    "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}, "RatedPower": 15.0},
                 },
+                "units": {"Pset_Design": {"RatedPower": "kW"}},  # as `twinview build` writes an IFC measure's
             }
         )
     spatial = [

@@ -220,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from viewer_server.session_cli import demo_links
 
         print(f"serving the live pump station at {url}  (simulated telemetry; Ctrl+C to stop)")
-        print("join links for the default session, one per role (valid 8 h):")
+        print("join links for the default session, one per role (valid 8 h; add &name=YourName to be told apart):")
         for role, link in demo_links(data_dir, scene_id_for(scene_dir), url).items():
             print(f"  {role:<10} {link}")
         sys.stdout.flush()

@@ -46,14 +46,15 @@ class CommandFailed(Exception):
 
 
 def find_command(bindings: Bindings | None, element: str, command: str) -> Command:
-    """The bindings entry for element/command; CommandFailed naming what is allowed otherwise."""
+    """The bindings entry for element/command; CommandFailed naming what is allowed otherwise (not the element:
+    the ack carries it, and viewers show it by its name)."""
     specs = [c for c in (bindings.commands if bindings else ()) if c.element == element]
     for spec in specs:
         if spec.command == command:
             return spec
     allowed_here = ", ".join(c.command for c in specs)
     raise CommandFailed(
-        f"{element}: no command {command!r} (allowed: {allowed_here})" if specs else f"{element}: takes no commands"
+        f"no command {command!r} here (allowed: {allowed_here})" if specs else "this element takes no commands"
     )
 
 

@@ -37,7 +37,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
-from viewer_server.rooms import Member, admit
+from viewer_server.rooms import Member, NameRefused, admit
 from viewer_server.store import AuditEntry
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
@@ -132,7 +132,7 @@ class Session:
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
         except AuthError as exc:
-            await self.close(p.CLOSE_AUTH, exc.reason)
+            await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
@@ -280,7 +280,7 @@ class Session:
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
             elif self._presence_limit.allow(None) and self.member is not None:
-                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user)
+                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user, self.member.role)
                 self.live.hub.set_presence(self.id, presence, self.outbox.room)
             else:
                 self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
