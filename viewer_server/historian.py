@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 import pyarrow as pa
@@ -101,8 +101,9 @@ _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(p.Event)
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
+    """One stored sample (a tuple: a seek makes one per property, 10 000 and more)."""
+
     element: str
     prop: str
     ts: float
@@ -191,6 +192,7 @@ class Historian:
         db = self._connect()
         db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._shortest = (-1, DEFAULT_RAW_DAYS)  # (keys counted, shortest raw_days among them)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds: dict[int, str] = {}
         for kid, element, prop, kind in db.execute("SELECT id, element, prop, kind FROM keys"):
@@ -485,6 +487,15 @@ class Historian:
         )
         return pc.greater_equal(table["ts"], pc.take(cutoffs, pc.index_in(names, value_set=props)))
 
+    def _shortest_raw_days(self) -> int:
+        """The shortest raw retention of any property: before it, some raw samples may have been dropped
+        (worked out again only when properties were added)."""
+        names = self._names()
+        if self._shortest[0] != len(names):
+            days = min((self.retention(*key).raw_days for key in names.values()), default=DEFAULT_RAW_DAYS)
+            self._shortest = (len(names), days)
+        return self._shortest[1]
+
     def _drop_chunk(self, db: sqlite3.Connection, rel: str) -> None:
         (self.folder / rel).unlink(missing_ok=True)
         db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
@@ -554,8 +565,9 @@ class Historian:
 
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
         """Every property's last sample at or before `t`. One indexed pass over the keys finds each one's latest
-        minute aggregate that ends at or before t (its `last`: this also serves after the raw samples are gone);
-        then the raw samples of t's own minute refine it. CROSS JOIN keeps SQLite's loop over the keys, one
+        minute aggregate before t's minute (its `last`: this also serves after the raw samples are gone), then
+        the raw samples of t's own minute refine it (or, where raw samples may be gone, that minute's aggregate
+        when all of it is at or before t). CROSS JOIN keeps SQLite's loop over the keys, one
         index seek each (its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
@@ -568,12 +580,13 @@ class Historian:
                AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
             (minute,),
         )
-        this = db.execute(  # t's own minute, where all of it is at or before t
-            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
-               AND m.minute = ? WHERE m.last_ts <= ?""",
-            (minute, t),
-        )
-        rows = [*before, *this]
+        rows = list(before)
+        if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
+            rows += db.execute(  # aggregate serves where all of that minute is at or before t
+                """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+                   AND m.minute = ? WHERE m.last_ts <= ?""",
+                (minute, t),
+            ).fetchall()
         state: dict[tuple[str, str], Sample] = {}
         for kid, last, ts, q in rows:
             element, prop = names[kid]
