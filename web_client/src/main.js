@@ -5,6 +5,7 @@ import { AlarmPanel } from './alarms/panel.js';
 import { linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
+import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
@@ -12,10 +13,13 @@ import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { pinOf } from './topics/create.js';
 import { topicLines } from './topics/list.js';
+import { arr } from './topics/viewpoint.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
 import { TwinView } from './twin_view.js';
+import { ContextMenu, onLongPress } from './ui/context_menu.js';
 import { $ } from './ui/dom.js';
 import { Freshness } from './ui/freshness.js';
 import { startLayout } from './ui/layout.js';
@@ -25,6 +29,7 @@ import { PropertiesPanel } from './ui/properties.js';
 import { bindStatusChip } from './ui/status.js';
 import { TreePanel } from './ui/tree.js';
 import { Viewer } from './viewer.js';
+import { Visibility } from './visibility.js';
 
 // A click that moves the pointer further than this (px) was an orbit drag, not a pick.
 const CLICK_SLOP_PX = 4;
@@ -75,6 +80,8 @@ const labels = new Labels(viewer, $('#labels'));
 const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
 const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
+const visibility = new Visibility();
+const menu = new ContextMenu(document.body);
 const measure = new MeasureTool(viewer, $('#measure-readout'));
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
@@ -90,7 +97,7 @@ const ready = new Promise((r) => { resolveReady = r; });
 bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
+const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, visibility });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
@@ -153,7 +160,10 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     performance.mark('twinview:batched');
     app.loader = model.via;
     app.batches = batches;
-    app.twin = new TwinView(viewer, batches, state, labels, signal);
+    // What the user hides, isolates or x-rays is per scene; a container's contents come from the catalogue.
+    visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
+      children: (id) => app.catalog?.children.get(id) ?? [] });
+    app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
     freshness.bindLabels(labels, signal);
     const all = boxOfAll(batches);
     if (all) {
@@ -221,10 +231,10 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** What Fit and Section act on: the selection, else the whole model. */
+/** What Fit and Section act on: the selection (a storey: its contents), else the whole model. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.batches?.boxOf(id) ?? null : app.batches && boxOfAll(app.batches);
+  return id ? app.twin?.boxOf([id]) ?? null : app.batches && boxOfAll(app.batches);
 }
 
 /**
@@ -267,7 +277,8 @@ function standing(ids, prefer) {
 
 /** @param {Catalog} catalog @param {AbortSignal} signal */
 function wirePanels(catalog, signal) {
-  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
+  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true),
+    { visibility, onMenu: (target, x, y) => menu.open(x, y, elementMenu(target, menuActions(null)), target.label) }, signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
     historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
     signal,
@@ -286,8 +297,44 @@ function select(id, fly = false) {
   app.properties?.show(id);
   collab.selected(id);
   if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
-  const box = id ? app.batches?.boxOf(id) : null;
+  const box = id ? app.twin?.boxOf([id]) : null;
   if (fly && box) viewer.fitBox(box);
+}
+
+/**
+ * What the element menu does here; `hit` is where the view was right-clicked or long-pressed (a topic is pinned
+ * there), null from the tree (a topic is pinned on top of the element).
+ * @param {import('three').Intersection|null} hit @returns {import('./element_menu.js').MenuActions}
+ */
+function menuActions(hit) {
+  return {
+    visibility,
+    zoomTo: (ids) => {
+      const box = app.twin?.boxOf(ids);
+      if (box) viewer.fitBox(box);
+    },
+    properties: (id) => {
+      select(id);
+      if (matchMedia('(max-width: 900px)').matches) layout.open('properties');
+      else $('#properties').scrollIntoView({ block: 'nearest' });
+    },
+    addTopic: collab.identity.may('topic.create') ? (id) => {
+      if (hit) return collab.creator.startAt(pinOf(hit, id, viewer.world));
+      const box = app.twin?.boxOf([id]);
+      if (!box) return;
+      const top = box.getCenter(new Vector3()).setY(box.max.y).applyMatrix4(viewer.world.matrixWorld.clone().invert());
+      collab.creator.startAt({ element: id, point: arr(top), normal: [0, 1, 0] });
+    } : null,
+  };
+}
+
+/** The element menu for what is under a point of the view (which it selects). @param {number} x @param {number} y */
+function openViewMenu(x, y) {
+  const hit = viewer.pickAt(x, y);
+  const id = hit && app.batches ? app.batches.idOf(hit) : null;
+  if (id) select(id);
+  const label = id ? app.catalog?.label(id) ?? id : 'Model';
+  menu.open(x, y, elementMenu(id ? { ids: [id], label, id } : null, menuActions(hit)), label);
 }
 
 /** @param {import('./protocol.js').Welcome} welcome */
@@ -309,6 +356,7 @@ let down = { x: 0, y: 0 };
 viewer.renderer.domElement.addEventListener('pointerdown', (e) => { down = { x: e.clientX, y: e.clientY }; });
 viewer.renderer.domElement.addEventListener('pointerup', (e) => {
   if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
+  if (e.button === 2) return openViewMenu(e.clientX, e.clientY); // a right-click, not a right-drag (pan)
   if (measure.active) {
     const hit = viewer.pickAt(e.clientX, e.clientY);
     if (hit) measure.add(hit.point);
@@ -342,7 +390,21 @@ $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
 });
+// The browser's own menu never shows over the view; a long press of a finger opens ours.
+viewer.renderer.domElement.addEventListener('contextmenu', (e) => e.preventDefault());
+onLongPress(viewer.renderer.domElement, openViewMenu);
 window.addEventListener('keydown', (e) => {
+  // The Menu key (or Shift+F10) outside a field: the element menu of the selection, at its place in the view.
+  if ((e.key === 'ContextMenu' || (e.key === 'F10' && e.shiftKey)) && !(e.target instanceof HTMLInputElement)
+      && !(e.target instanceof HTMLElement && e.target.closest('#tree, #context-menu'))) {
+    e.preventDefault();
+    const id = app.twin?.selected ?? null;
+    const at = id ? screenOf(id) : null;
+    const r = viewer.renderer.domElement.getBoundingClientRect();
+    const label = id ? app.catalog?.label(id) ?? id : 'Model';
+    menu.open(at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2,
+      elementMenu(id ? { ids: [id], label, id } : null, menuActions(null)), label);
+  }
   if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
   if (e.key === 'Escape') select(null);
 });
@@ -421,6 +483,15 @@ function rememberedName() {
   return name;
 }
 
+/** Where an element's centre is on screen (client px), or null. @param {string} id */
+function screenOf(id) {
+  const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
+  if (!c) return null;
+  const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
+  const r = viewer.renderer.domElement.getBoundingClientRect();
+  return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
+}
+
 /** @param {number} x @param {number} y */
 function pickId(x, y) {
   const hit = viewer.pickAt(x, y);
@@ -440,6 +511,8 @@ Object.assign(window, {
     layout,
     measure,
     section,
+    visibility,
+    menu,
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
@@ -447,14 +520,7 @@ Object.assign(window, {
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',
     drawCalls: () => viewer.renderer.info.render.calls,
-    /** Where an element's centre is on screen (client px), or null. @param {string} id */
-    screenOf(id) {
-      const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
-      if (!c) return null;
-      const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
-      const r = viewer.renderer.domElement.getBoundingClientRect();
-      return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
-    },
+    screenOf,
     /** @param {number} x @param {number} y */
     pick: (x, y) => { const id = pickId(x, y); select(id); return id; },
     select,
