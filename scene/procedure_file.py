@@ -156,7 +156,10 @@ def _semantic_errors(
             yield f"{where}.id", f"duplicate step id {sid!r} (also steps[{seen[sid]}])"
         seen.setdefault(sid, i)
         view = step.viewpoint
-        listed = [("highlight", step.highlight), *((name, getattr(view, name)) for name in ("hidden", "xray") if view)]
+        listed = [
+            ("highlight", step.highlight),
+            *((f"viewpoint.{name}", getattr(view, name)) for name in ("hidden", "xray") if view),
+        ]
         for field, elements in listed:
             for j, element in enumerate(elements):
                 if unknown(element):
