@@ -5,7 +5,7 @@
 // element without geometry of its own) stands for every element under it.
 
 // An x-rayed element keeps this much of its opacity: there, but out of the way.
-export const GHOST_OPACITY = 0.12;
+export const GHOST_OPACITY = 0.2;
 // The choice of transparencies the menus offer (1: opaque again).
 export const OPACITIES = [0.7, 0.4, 0.15, 1];
 
