@@ -16,6 +16,7 @@ from tests.web_helpers import (
     element_id,
     live_twin,
     open_viewer,
+    publish,
     screenshot,
     session_joiner,
 )
@@ -115,7 +116,7 @@ def test_a_design_review_shares_what_is_hidden_and_x_rayed(world):
 
     ana.click("#btn-present")
     _same_visibility(cleo, UPSTAIRS, element_id(0), FOCUS)  # a follower sees what the presenter shows
-    screenshot(cleo, "visibility-follower")
+    publish(screenshot(cleo, "visibility-follower"), "visibility")
     _right_click(ana, FOCUS)
     ana.keyboard.press("End")  # keyboard: to the last item, then up to "Show all"
     for _ in range(4):
