@@ -333,6 +333,14 @@ function openViewMenu(x, y) {
   const hit = viewer.pickAt(x, y);
   const id = hit && app.batches ? app.batches.idOf(hit) : null;
   if (id) select(id);
+  openElementMenu(id, x, y, hit);
+}
+
+/**
+ * The element menu of one element (null: of the model) at a point of the window.
+ * @param {string|null} id @param {number} x @param {number} y @param {import('three').Intersection|null} hit
+ */
+function openElementMenu(id, x, y, hit) {
   const label = id ? app.catalog?.label(id) ?? id : 'Model';
   menu.open(x, y, elementMenu(id ? { ids: [id], label, id } : null, menuActions(hit)), label);
 }
@@ -401,9 +409,7 @@ window.addEventListener('keydown', (e) => {
     const id = app.twin?.selected ?? null;
     const at = id ? screenOf(id) : null;
     const r = viewer.renderer.domElement.getBoundingClientRect();
-    const label = id ? app.catalog?.label(id) ?? id : 'Model';
-    menu.open(at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2,
-      elementMenu(id ? { ids: [id], label, id } : null, menuActions(null)), label);
+    openElementMenu(id, at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2, null);
   }
   if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
   if (e.key === 'Escape') select(null);
