@@ -38,8 +38,8 @@ export class TwinView {
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
     this.touched = new Set();
-    /** @type {Set<string>} ids the user's choices changed when last applied, so a change can undo them */
-    this.chosen = new Set();
+    /** the user's choices as last applied: a change re-draws only the elements whose choice differs */
+    this.applied = visibility.save();
     visibility.addEventListener('change', () => this.#applyChoices(), { signal });
     // X-rayed elements are seen through, not picked.
     viewer.pickFilter = (hit) => !visibility.ghosted.has(batches.idOf(hit) ?? '');
@@ -127,14 +127,23 @@ export class TwinView {
     b.setOpacity(id, ghost ? GHOST_OPACITY : user.opacity.get(id) ?? 1);
   }
 
-  /** The user's choices changed: draw the elements they touch now, or touched before, again. */
+  /** The user's choices changed: draw again the elements whose choice differs from what was applied. */
   #applyChoices() {
-    const user = this.visibility;
-    const now = new Set([...user.hidden, ...user.ghosted, ...user.opacity.keys(), ...user.colors.keys()]);
-    for (const id of new Set([...this.chosen, ...now])) {
-      if (this.batches.elements.has(id)) this.#look(id, this.state.visuals.get(id) ?? {});
-    }
-    this.chosen = now;
+    const now = this.visibility.save();
+    const was = this.applied;
+    /** @type {Set<string>} */
+    const changed = new Set();
+    /** @param {Map<string, any>|Set<string>} a @param {Map<string, any>|Set<string>} b */
+    const differ = (a, b) => {
+      for (const [id, v] of a.entries()) if (!b.has(id) || (b instanceof Map && b.get(id) !== v)) changed.add(id);
+      for (const id of b.keys()) if (!a.has(id)) changed.add(id);
+    };
+    differ(was.hidden, now.hidden);
+    differ(was.ghosted, now.ghosted);
+    differ(was.opacity, now.opacity);
+    differ(was.colors, now.colors);
+    for (const id of changed) if (this.batches.elements.has(id)) this.#look(id, this.state.visuals.get(id) ?? {});
+    this.applied = now;
     this.viewer.invalidate();
   }
 

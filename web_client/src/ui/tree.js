@@ -62,6 +62,7 @@ export class TreePanel {
 
   /** @param {HTMLButtonElement} eye @param {'shown'|'hidden'|'mixed'} state @param {string} name */
   #paintEye(eye, state, name) {
+    if (eye.dataset.state === state) return; // most rows keep theirs: no DOM work for them
     eye.dataset.state = state;
     eye.setAttribute('aria-pressed', String(state === 'hidden'));
     eye.setAttribute('aria-label', `${state === 'hidden' ? 'Show' : 'Hide'} ${name}`);
