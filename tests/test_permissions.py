@@ -214,6 +214,7 @@ PROBES |= {
     Action.ALARM_ACKNOWLEDGE: lambda ctx, c, u: _saved(c.acknowledge_alarm(ctx.alarm())),
     Action.ALARM_SHELVE: lambda ctx, c, u: _saved(c.shelve_alarm(ctx.alarm(), 5, "probe")),
     Action.ALARM_SERVICE: lambda ctx, c, u: _saved(c.alarm_out_of_service(ctx.alarm(), "probe")),
+    Action.HISTORY_READ: lambda ctx, c, u: _rest(ctx, c.welcome.role, u, "GET", "/api/history/range"),  # type: ignore[union-attr]
 }
 
 

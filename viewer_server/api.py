@@ -13,10 +13,11 @@ import msgspec
 from aiohttp import web
 
 from viewer_server import __version__
+from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.hub import prop_state
-from viewer_server.ingest import MqttStatus
+from viewer_server.ingest import MqttStatus, NotSaved
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
@@ -140,6 +141,7 @@ class IngestRequest(msgspec.Struct):
 class IngestResult(msgspec.Struct):
     accepted: int
     rejected: list[p.Rejection]
+    durable: bool  # the accepted readings are committed to the historian (PROTOCOL.md §8)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -300,10 +302,13 @@ async def ingest(request: web.Request) -> web.Response:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
-    accepted, rejected = await live.ingest.submit(batch.readings)
+    try:
+        accepted, rejected = await live.ingest.submit(batch.readings)
+    except NotSaved as exc:
+        return fail(503, p.ERR_NOT_SAVED, str(exc))
     if rejected and rejected[0].reason == "batch_too_large":
         return fail(413, "batch_too_large", rejected[0].detail)
-    return reply(IngestResult(accepted, rejected))
+    return reply(IngestResult(accepted, rejected, live.ingest.durable))
 
 
 async def scene_file(request: web.Request) -> web.StreamResponse:
@@ -400,6 +405,36 @@ ROUTES: Final = (
     ),
     Route(
         "GET",
+        "/api/history",
+        hx.history_series,
+        "Chart series from the historian: per key min / max / mean / last, bucketed to at most `points`",
+        hx.HistoryOut,
+        params=(
+            Param("keys", "query", _STR, f"<element>.<prop>, comma-separated, at most {hx.MAX_KEYS}"),
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: an hour before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("points", "query", {"type": "integer", "maximum": hx.MAX_POINTS}, "at most this many per key"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/api/history/events",
+        hx.history_events,
+        "Recorded events for timeline markers, oldest first",
+        hx.EventsOut,
+        params=(
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: a day before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("kinds", "query", _STR, "event kinds, comma-separated (default: all)"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET", "/api/history/range", hx.history_range, "The times the history holds", p.HistoryRange, errors=(403, 404)
+    ),
+    Route(
+        "GET",
         "/api/bindings",
         bindings,
         "The loaded bindings: layers for everyone; keys, topics and the file's text with bindings.read",
@@ -413,7 +448,7 @@ ROUTES: Final = (
         "Submit a batch of readings (by key, or by element + prop)",
         IngestResult,
         body=IngestRequest,
-        errors=(400, 413),
+        errors=(400, 413, 503),
     ),
     *(
         # Collaboration sessions (viewer_server/sessions_api.py); auth: Authorization: Bearer <token>.

@@ -124,6 +124,12 @@ class Commands:
 
     async def _failed(self, member: Member, msg: p.Command, target: str, now: float, detail: str) -> p.CommandAck:
         await self._audit(member, target, now, f"failed: {detail}")
+        self.hub.emit_event(
+            lambda seq: p.Event(
+                seq, "command_failed", target, msg.element, now, session=member.room, user=member.user,
+                command=msg.command, value=msg.value, message=detail,
+            )
+        )  # fmt: skip
         return p.CommandAck("failed", detail, msg.element, msg.command, msg.ref)
 
     async def _audit(self, member: Member, target: str, now: float, detail: str) -> None:

@@ -61,6 +61,9 @@ ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
 ERR_ALARM_STATE: Final = "alarm_state"  # the alarm's state does not allow this (e.g. acknowledged already)
+ERR_OUT_OF_RANGE: Final = "out_of_range"  # seek / play before the oldest or after the newest history; `range` says it
+ERR_BAD_SPEED: Final = "bad_speed"  # play speed outside [MIN_REPLAY_SPEED, MAX_REPLAY_SPEED]
+ERR_NO_HISTORY: Final = "no_history"  # replay needs a server with a data dir (the historian)
 
 # Longest alarm id a request may name: ids are "<layer>.rules[<i>]", a layer name is at most 64 characters.
 MAX_ALARM_ID: Final = 128
@@ -68,6 +71,12 @@ MAX_ALARM_ID: Final = 128
 MAX_SHELVE_MINUTES: Final = 24 * 60
 # Longest reason for shelving or taking an alarm out of service: a sentence for the log, not a report.
 MAX_ALARM_REASON: Final = 500
+
+# Replay speeds (history time per wall-clock second): real time up to ~17 minutes of history per second.
+MIN_REPLAY_SPEED: Final = 1.0
+MAX_REPLAY_SPEED: Final = 1000.0
+# `play` from live without `from` starts this far back: the ten minutes before now, an incident's usual run-up.
+PLAY_DEFAULT_BACK_S: Final = 600.0
 
 # The error code of each kind of broken annotation limit (`topics.TopicError.kind`).
 TOPIC_ERROR_CODES: Final = {"invalid": ERR_BAD_MESSAGE, "too_long": ERR_TOO_LONG, "unknown": ERR_NOT_FOUND}
@@ -229,7 +238,7 @@ ALARM_EVENTS: Final = (
 
 # Event kinds of guided procedures and operator commands.
 PROCEDURE_EVENTS: Final = ("procedure_started", "procedure_step", "step_completed", "procedure_finished")
-COMMAND_EVENTS: Final = ("command_sent", "markup_created")
+COMMAND_EVENTS: Final = ("command_sent", "command_failed", "markup_created")
 
 # Event kinds of the annotation service; each carries the full topic or comment.
 ANNOTATION_EVENTS: Final = (
@@ -391,7 +400,9 @@ class Subscribe(Base, tag="subscribe"):
 
 
 class Publish(Base, tag="publish"):
-    """Readings from a publisher session; answered with `ack` carrying the same `ref`."""
+    """Readings from a publisher session; answered with `ack` carrying the same `ref`. With a data dir the ack
+    is sent after the accepted readings are committed to the historian (`ack.durable`): an acknowledged
+    reading survives kill -9 of the server (docs/PROTOCOL.md §8)."""
 
     readings: list[Reading]
     ref: str | None = None
@@ -529,6 +540,42 @@ class AlarmInService(Base, tag="alarm_in_service"):
 
 AlarmRequest = AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService
 
+
+# --- time machine: replay of the history (docs/PROTOCOL.md §14) ---------------------------------
+
+
+class Seek(Base, tag="seek"):
+    """Show the twin as of `t` (Unix seconds): answered with `replay` (paused at `t`), or `out_of_range`.
+    A follower's own seek breaks away from the presenter's replay until it sends `live`."""
+
+    t: Finite
+    ref: str | None = None
+
+
+class Play(Base, tag="play"):
+    """Play the history from `from` (default: where the replay stands; from live, PLAY_DEFAULT_BACK_S ago) at
+    `speed` × real time (MIN_REPLAY_SPEED…MAX_REPLAY_SPEED): `replay`, then `replay_delta`s in time order."""
+
+    speed: Finite
+    start: Finite | None = msgspec.field(default=None, name="from")
+    ref: str | None = None
+
+
+class Pause(Base, tag="pause"):
+    """Stop playing; the twin stays as of the current `as_of` (answered with `replay`, `playing` false)."""
+
+    ref: str | None = None
+
+
+class Live(Base, tag="live"):
+    """Back to the live stream: answered with a resync `snapshot` (reason "live"). A follower returns to
+    following the presenter's replay, if one is running."""
+
+    ref: str | None = None
+
+
+ReplayRequest = Seek | Play | Pause | Live
+
 # Procedures, presenter mode, raised hands, quick markup and operator commands (§11).
 CollabRequest = (
     ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower
@@ -537,7 +584,10 @@ CollabRequest = (
 
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
-ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
+ClientMessage = (
+    Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
+    | ReplayRequest
+)  # fmt: skip
 
 
 # --- server -> client --------------------------------------------------------------------------
@@ -603,12 +653,55 @@ class Delta(Base, tag="delta"):
     presenter: dict[str, PresenterState] = {}  # keyed by session (room) id: its newest presenter state
 
 
+class HistoryRange(msgspec.Struct):
+    """The times the history holds (Unix seconds); `earliest` is None while it is empty."""
+
+    earliest: float | None
+    latest: float
+
+
+class Replay(Base, tag="replay"):
+    """The twin as it was at `as_of` on the connection's layer; replaces everything the client held (like a
+    snapshot) until `live`. props keyed "element/prop" (the last value at or before `as_of`), visuals keyed
+    by element (the layer's rules applied to those values), `alarms` those listed at `as_of`, `topics` and
+    `comments` of the session as they were. `driven_by`: the presenter's display name when the presenter's
+    seek / play / pause put the client here. `ref` echoes the request's."""
+
+    as_of: float
+    speed: float
+    playing: bool
+    layer: str
+    range: HistoryRange
+    props: dict[str, PropState]
+    visuals: dict[str, Visual]
+    alarms: list[Alarm]
+    topics: list[Topic] = []
+    comments: list[Comment] = []
+    driven_by: str | None = None
+    ref: str | None = None
+
+
+class ReplayDelta(Base, tag="replay_delta"):
+    """While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+    props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
+    `events` are the recorded events since the previous frame, oldest first."""
+
+    as_of: float
+    props: dict[str, PropState] = {}
+    visuals: dict[str, Visual] = {}
+    alarms: list[Alarm] | None = None
+    events: list[Event] = []
+    playing: bool = True  # false on the last frame: the replay reached the newest history and paused
+    driven_by: str | None = None
+
+
 class Ack(Base, tag="ack"):
     """Answer to `publish`: how many readings were accepted, and why the others were not."""
 
     accepted: int
     rejected: list[Rejection]
     ref: str | None = None
+    durable: bool = False  # the accepted readings are committed to disk (a server with a data dir)
 
 
 class Error(Base, tag="error"):
@@ -620,6 +713,7 @@ class Error(Base, tag="error"):
     ref: str | None = None
     revision: int | None = None  # stale_revision: the current revision
     field: str | None = None  # too_long: the field over its limit
+    range: HistoryRange | None = None  # out_of_range: the times the history holds
 
 
 class Saved(Base, tag="saved"):
@@ -638,7 +732,7 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (
@@ -652,6 +746,7 @@ REJECT_REASONS: Final = (
     "batch_too_large",  # more than MAX_BATCH_READINGS in one batch
     "malformed",  # neither key nor element + prop, or not decodable
     "unbound_topic",  # (MQTT) no binding matches the topic
+    "too_old",  # ts older than the binding's raw retention: the historian would drop it at once
 )
 # A reading stamped this far ahead of the server clock is refused: clocks drift, but not by minutes.
 FUTURE_TOLERANCE_S: Final = 60.0

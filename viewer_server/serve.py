@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from scene.simulator import Simulator
 from viewer_server.app import make_app
 from viewer_server.auth import CLOCK_SKEW_S, MAX_TTL_S, REVOKED
 from viewer_server.bus import InProcessBus
+from viewer_server.historian import Historian
 from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
 from viewer_server.live import LiveScene
@@ -36,6 +38,8 @@ RULES_TICK_S: Final = 1.0
 # How often the server looks for revocations made by another process (`twinview session revoke`) to
 # close the connections they void; the REST call closes its own at once.
 REVOCATION_POLL_S: Final = 1.0
+# The historian's upkeep (sealing finished hours, retention): a few times per hour is enough for hourly chunks.
+HISTORY_UPKEEP_S: Final = 300.0
 
 
 @dataclass
@@ -108,6 +112,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = runner.addresses[0][1] if runner.addresses else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        if live.historian is not None:
+            jobs.append(_keep_history(live.historian))
         if opts.mqtt_url:
             jobs.append(mqtt_ingest(opts.mqtt_url, live))
         if opts.simulate:
@@ -123,6 +129,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             await runner.cleanup()
         if live is not None:
             live.hub.close()
+            if live.historian is not None:
+                live.historian.close()
         store.close()
 
 
@@ -164,6 +172,17 @@ async def _tick_rules(live: LiveScene) -> None:
         live.hub.tick()
 
 
+async def _keep_history(historian: Historian) -> None:
+    """Seal finished hours into Parquet chunks and apply retention, off the event loop."""
+    while True:
+        try:
+            await asyncio.to_thread(historian.seal)
+            await asyncio.to_thread(historian.retain)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
+        await asyncio.sleep(HISTORY_UPKEEP_S)
+
+
 async def _close_revoked(live: LiveScene, store: Store) -> None:
     """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
     of the (small) revocations table per poll, compared with every connection's token."""
@@ -181,5 +200,5 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
+        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())], "simulator")
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)

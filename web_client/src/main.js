@@ -9,10 +9,11 @@ import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
-import { wsUrl } from './protocol.js';
+import { RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { startTimeMachine } from './timeline/index.js';
 import { pinOf } from './topics/create.js';
 import { topicLines } from './topics/list.js';
 import { arr } from './topics/viewpoint.js';
@@ -98,12 +99,13 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, visibility });
+const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
-  if (snap.resync && snap.reason) {
+  if (snap.resync && snap.reason && snap.reason !== RESYNC_LIVE) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }
@@ -280,7 +282,7 @@ function wirePanels(catalog, signal) {
   app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true),
     { visibility, onMenu: (target, x, y) => menu.open(x, y, elementMenu(target, menuActions(null)), target.label) }, signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
-    historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+    chart: timeline.chart,
     signal,
   });
   new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
@@ -522,6 +524,7 @@ Object.assign(window, {
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
+    timeline,
     get seq() { return state.seq; },
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',

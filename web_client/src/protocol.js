@@ -12,6 +12,8 @@ export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_BIG = 1009;
 export const CLOSE_VERSION = 4001;
 export const CLOSE_AUTH = 4003; // missing, bad or expired session token
+// The `reason` of the snapshot that answers `live`: the end of a replay (§14), not a failed resume.
+export const RESYNC_LIVE = 'live';
 
 /**
  * The protocol's types, generated from viewer_server/protocol.py into protocol_types.d.ts (docs/CLIENT.md):
@@ -51,6 +53,11 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  * @typedef {import('./protocol_types').Pin} Pin
  * @typedef {import('./protocol_types').Viewpoint} Viewpoint
  * @typedef {import('./protocol_types').Vec3} Vec3
+ * @typedef {import('./protocol_types').Replay} Replay
+ * @typedef {import('./protocol_types').ReplayDelta} ReplayDelta
+ * @typedef {import('./protocol_types').HistoryRange} HistoryRange
+ * @typedef {import('./protocol_types').Seek | import('./protocol_types').Play | import('./protocol_types').Pause
+ *   | import('./protocol_types').Live} ReplayRequest
  */
 
 /**

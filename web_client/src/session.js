@@ -154,7 +154,8 @@ export class Session extends EventTarget {
         const reconnect = this.state.epoch !== '';
         this.state.applySnapshot(msg);
         this.dispatchEvent(new CustomEvent('snapshot', { detail: msg }));
-        this.#setStatus(msg.resync || (reconnect && msg.reason) ? 'resynced' : 'live', msg.reason || '');
+        const resynced = msg.reason !== P.RESYNC_LIVE && (msg.resync || (reconnect && msg.reason));
+        this.#setStatus(resynced ? 'resynced' : 'live', msg.reason || '');
         break;
       }
       case 'delta':

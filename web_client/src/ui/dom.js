@@ -40,25 +40,3 @@ export function $(sel) {
   if (!el) throw new Error(`missing element ${sel}`);
   return /** @type {HTMLElement} */ (el);
 }
-
-/**
- * A small SVG sparkline of numeric values.
- * @param {number[]} values @param {number} [w] @param {number} [hgt]
- */
-export function sparkline(values, w = 120, hgt = 24) {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
-  svg.setAttribute('width', String(w));
-  svg.setAttribute('height', String(hgt));
-  svg.classList.add('spark');
-  if (values.length < 2) return svg;
-  const lo = Math.min(...values);
-  const hi = Math.max(...values);
-  const span = hi - lo || 1;
-  const pts = values.map((v, i) => `${((i / (values.length - 1)) * w).toFixed(1)},${(hgt - 2 - ((v - lo) / span) * (hgt - 4)).toFixed(1)}`);
-  const line = document.createElementNS(ns, 'polyline');
-  line.setAttribute('points', pts.join(' '));
-  svg.appendChild(line);
-  return svg;
-}
