@@ -186,6 +186,34 @@ def test_the_context_menu_works_by_mouse_and_by_keyboard(world):
     page.close()
 
 
+def test_a_viewpoint_says_what_is_shown_as_briefly_as_it_can(world):
+    """Each set or its complement; element by element while that fits the budget, else a storey stands for its
+    contents; restoring expands a storey again."""
+    live, browser, _ = world
+    page = open_viewer(browser, live.url)
+    capture = "budget => window.twinview.visibility.capture(budget, new Map(), new Set())"
+    page.evaluate("window.twinview.visibility.hide(['storey-1'])")
+    upstairs = [element_id(i) for i in range(12, 24)]
+    fields = page.evaluate(capture, 100)
+    assert fields["default_visible"] is True and sorted(fields["hidden"]) == upstairs
+    fields = page.evaluate(capture, 5)  # twelve ids do not fit: the storey does
+    assert fields["hidden"] == ["storey-1"] and fields["xray"] == [] and fields["xray_default"] is False
+    assert page.evaluate(capture, 0) is None  # nothing fits: the caller keeps the view without it
+    page.evaluate("id => window.twinview.visibility.isolate([id])", FOCUS)
+    fields = page.evaluate(capture, 100)  # 23 hidden: the complement is shorter
+    assert fields["default_visible"] is False and fields["hidden"] == [FOCUS]
+    page.evaluate("window.twinview.visibility.xrayOthers(['storey-0'])")
+    fields = page.evaluate(capture, 100)
+    assert fields["xray_default"] is False and sorted(fields["xray"]) == upstairs
+    restore = "vp => window.twinview.visibility.restore(vp)"
+    page.evaluate(restore, {"hidden": ["storey-0"], "transparent": [{"opacity": 0.4, "ids": ["storey-1"]}]})
+    _wait(page, HIDDEN, FOCUS)
+    assert page.evaluate(VISIBLE, UPSTAIRS) and not page.evaluate(GHOSTED, UPSTAIRS)
+    assert page.evaluate("id => window.twinview.visibility.opacity.get(id)", UPSTAIRS) == 0.4
+    assert not page.errors, page.errors
+    page.close()
+
+
 def test_bcf_exports_and_imports_from_the_topic_panel(world, tmp_path):
     _, _, join = world
     ana, dora, ben, cleo = (

@@ -102,13 +102,13 @@ export class Visibility extends EventTarget {
   }
 
   /**
-   * How an id is shown: 'shown', 'hidden', or 'mixed' for a container with some of its contents hidden.
-   * @param {string} id @returns {'shown'|'hidden'|'mixed'}
+   * How ids are shown: 'shown', 'hidden', or 'mixed' when some of them (or of a container's contents) are hidden.
+   * @param {Iterable<string>} ids @returns {'shown'|'hidden'|'mixed'}
    */
-  stateOf(id) {
+  stateOf(ids) {
     let shown = 0;
     let hidden = 0;
-    for (const x of this.expand([id])) {
+    for (const x of this.expand(ids)) {
       if (this.hidden.has(x)) hidden++;
       else shown++;
       if (shown && hidden) return 'mixed';

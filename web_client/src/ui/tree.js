@@ -50,14 +50,8 @@ export class TreePanel {
       if (eye.getAttribute('aria-pressed') === 'true') v.show(ids);
       else v.hide(ids);
     });
-    this.#paintEye(eye, this.#state(ids), name);
+    this.#paintEye(eye, this.choices.visibility.stateOf(ids), name);
     return eye;
-  }
-
-  /** @param {string[]} ids */
-  #state(ids) {
-    const states = new Set(ids.map((id) => this.choices.visibility.stateOf(id)));
-    return states.size === 1 ? [...states][0] : 'mixed';
   }
 
   /** @param {HTMLButtonElement} eye @param {'shown'|'hidden'|'mixed'} state @param {string} name */
@@ -72,9 +66,9 @@ export class TreePanel {
   #showEyes() {
     for (const [id, li] of this.items) {
       const eye = /** @type {HTMLButtonElement|null} */ (li.querySelector(':scope > .eye'));
-      if (eye) this.#paintEye(eye, this.#state([id]), this.catalog.label(id));
+      if (eye) this.#paintEye(eye, this.choices.visibility.stateOf([id]), this.catalog.label(id));
     }
-    for (const [name, row] of this.groupRows) this.#paintEye(row.eye, this.#state(row.ids), name);
+    for (const [name, row] of this.groupRows) this.#paintEye(row.eye, this.choices.visibility.stateOf(row.ids), name);
   }
 
   /**
