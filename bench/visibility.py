@@ -76,7 +76,10 @@ def run(browser, url: str, ids: list[str]) -> dict:
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     page.evaluate("window.twinview.ready")
-    page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
+    # The levels of detail load after the next frame; a page that nothing changes draws none, so ask for frames.
+    page.wait_for_function(
+        "(window.twinview.viewer.invalidate(), window.twinview.app.twin?.lodsLoaded === true)", timeout=LOAD_TIMEOUT_MS
+    )
     result = page.evaluate(MEASURE, ids)
     ctx.close()
     return {**result, "errors": errors}
