@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from scene.rules import AlarmEvent
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.permissions import MATRIX, ROLES, Action, allowed, markdown
@@ -96,7 +96,7 @@ Probe = Callable[[Ctx, TwinClient, str], Awaitable[bool]]
 
 
 async def _rest(ctx: Ctx, role: str, user: str, method: str, path: str, body: Any = None) -> bool:
-    headers = {"Authorization": f"Bearer {mint_token(ctx.srv, user, role)}"}  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {mint_token(ctx.srv, user, role)}", **JSON_BODY}  # type: ignore[arg-type]
     data = p.encode(body, "json") if body is not None else None
     async with ctx.http.request(method, ctx.srv.url + path, data=data, headers=headers) as r:
         assert r.status in (200, 201, 403), await r.text()

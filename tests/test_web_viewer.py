@@ -119,7 +119,8 @@ def test_picking_shows_the_elements_properties(browser, live):
     page.mouse.click(at["x"], at["y"])
     panel = page.locator("#properties")
     assert panel.locator(".el-name").inner_text() == live.twin.names[element_id(0)]
-    assert element_id(0) in panel.inner_text()
+    assert element_id(0) not in panel.inner_text()  # a name for people; the id on demand:
+    assert panel.locator("button.copy-id").get_attribute("title") == f"Copy the id {element_id(0)}"
     assert "P-000" in panel.inner_text()  # the IFC pset from the manifest
     live_row = panel.locator("tr[data-prop=pressure]")
     assert "3.25" in live_row.inner_text() and "bar" in live_row.inner_text()

@@ -39,7 +39,8 @@ CLIENT_MAX_FRAME: Final = 64 << 20
 RECONNECT_FIRST_S: Final = 0.2
 RECONNECT_MAX_S: Final = 5.0
 # Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH)
+FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH, p.CLOSE_NAME)
+CLIENT_NAME: Final = "twinview-py"  # hello.client: this software, not the person (that is `name`)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class TwinClient:
         layer: str | None = None,
         encoding: p.Encoding = "json",
         role: p.Role = "viewer",
-        name: str = "twinview-py",
+        name: str = "",
         reconnect: bool = True,
         subprotocols: list[str] | None = None,
         token: str | None = None,
@@ -142,8 +143,9 @@ class TwinClient:
     async def _open(self) -> None:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
-        hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
+        hello = p.Hello(CLIENT_NAME, __version__, role=self.role, layer=self.layer, resume=resume)
         hello.session, hello.token = self.session, self.token or self._guest_token
+        hello.name = self.welcome.name if self.welcome is not None else self.name  # a reconnect keeps its name
         try:
             await ws.send(self._encode(hello))
             welcome = await self._recv(ws)

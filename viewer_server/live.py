@@ -14,6 +14,7 @@ from scene.bindings import Bindings, History, load_bindings
 from scene.procedure_file import load_procedures
 from viewer_server.alarms import AlarmBook, AlarmDesk, load_alarms
 from viewer_server.annotations import Annotations
+from viewer_server.audit import AuditSummaries
 from viewer_server.auth import SECRET_BYTES, load_secret
 from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bus import Bus
@@ -52,6 +53,7 @@ class LiveScene:
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
     alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
     historian: Historian | None = None  # every reading and event, for replay and charts (needs the data dir)
+    audit: AuditSummaries | None = None  # summary rows: ingest sources, refused requests (needs the store)
     # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
     bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
@@ -104,6 +106,7 @@ class LiveScene:
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
             alarm_desk=desk,
             historian=historian,
+            audit=AuditSummaries(store) if store is not None else None,
         )  # fmt: skip
 
 

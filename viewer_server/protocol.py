@@ -44,10 +44,11 @@ HELLO_TIMEOUT_S: Final = 10.0
 
 # Close codes (see docs/PROTOCOL.md "Errors and close codes").
 CLOSE_GOING_AWAY: Final = 1001  # server shutting down; reconnect and resume
-CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind for the encoding
+CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind, refusals in a loop
 CLOSE_TOO_BIG: Final = 1009  # frame larger than MAX_MESSAGE_BYTES
 CLOSE_VERSION: Final = 4001  # no common protocol version; the reason names both sides
 CLOSE_AUTH: Final = 4003  # no, a bad, an expired or another session's token; unknown session (reason says which)
+CLOSE_NAME: Final = 4009  # hello.name cannot be used (a role, someone else's, the guest mark): choose another
 
 # Error codes sent in `error` frames; the connection stays open after them.
 ERR_BAD_MESSAGE: Final = "bad_message"  # undecodable, unknown type or bad fields
@@ -56,7 +57,7 @@ ERR_BATCH_TOO_LARGE: Final = "batch_too_large"
 ERR_DUPLICATE_HELLO: Final = "duplicate_hello"
 ERR_FORBIDDEN: Final = "forbidden"  # the role may not do this (docs/PERMISSIONS.md); nothing changed
 ERR_STALE_REVISION: Final = "stale_revision"  # edited at an old revision; `revision` is the current one
-ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user
+ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user, or refusals
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
@@ -65,6 +66,9 @@ ERR_OUT_OF_RANGE: Final = "out_of_range"  # seek / play before the oldest or aft
 ERR_BAD_SPEED: Final = "bad_speed"  # play speed outside [MIN_REPLAY_SPEED, MAX_REPLAY_SPEED]
 ERR_NO_HISTORY: Final = "no_history"  # replay needs a server with a data dir (the historian)
 
+# Longest display name a hello may ask for; the server keeps at most 64 characters of it (rooms.MAX_USER_NAME)
+# after normalising, this leaves room for combining marks and spaces that normalisation removes.
+MAX_HELLO_NAME: Final = 256
 # Longest alarm id a request may name: ids are "<layer>.rules[<i>]", a layer name is at most 64 characters.
 MAX_ALARM_ID: Final = 128
 # Longest shelving: ISA-18.2 wants shelving time-limited; a day covers the longest shift and its handover.
@@ -149,12 +153,14 @@ class Pose(msgspec.Struct, omit_defaults=True):
 
 class Presence(msgspec.Struct, omit_defaults=True):
     """Another connection's presence as seen by everyone in its session: `client` is the display name (unique
-    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`)."""
+    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`),
+    `role` what the server granted it (the People list and a trainer's progress table show it)."""
 
     client: str
     pose: Pose
     ts: float
     user: str = ""
+    role: Role = "viewer"
 
 
 AlarmState = Literal["normal", "unacknowledged", "acknowledged", "returned", "shelved", "out_of_service"]
@@ -391,6 +397,9 @@ class Hello(Base, tag="hello"):
     resume: Resume | None = None
     session: str | None = None  # None: the token's session, else the scene's default session
     token: str | None = None  # from the join link (?session=…&token=…); see viewer_server/auth.py
+    # The display name asked for ("" = the token's name, else its user; a visitor: "Visitor"); a resuming
+    # client sends the `welcome.name` it had, to keep it. Refused with close 4009 when it cannot be used (§12).
+    name: Annotated[str, msgspec.Meta(max_length=MAX_HELLO_NAME)] = ""
 
 
 class Subscribe(Base, tag="subscribe"):
@@ -608,7 +617,7 @@ class Welcome(Base, tag="welcome"):
     session: str = ""  # the collaboration session (room) joined
     user: str = ""  # the verified identity: the token's user, else a new guest id ("guest-<12 hex>")
     role: Role = "viewer"  # what the server will allow (docs/PERMISSIONS.md)
-    name: str = ""  # the display name others see (the token's `name`, else its user; a visitor's hello.client)
+    name: str = ""  # the display name others see (the token's `name`, else hello.name, else its user; §12)
     token: str = ""  # visitors only: send it as hello.token when reconnecting to keep this identity
 
 

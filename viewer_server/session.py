@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import secrets
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -22,6 +26,7 @@ from aiohttp import WSMsgType, web
 from viewer_server import __version__
 from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
+from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.ingest import NotSaved
@@ -32,7 +37,8 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
-from viewer_server.rooms import Member, admit
+from viewer_server.rooms import Member, NameRefused, admit
+from viewer_server.store import AuditEntry
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,17 @@ CAPABILITIES: Final = [
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
 WS_WRITER_LIMIT: Final = 16 * 1024
+# Requests refused for the role (`forbidden`) per connection: a person clicking a button they may not use
+# stays far below the burst; past it every further refusal answers `rate_limited`, and after another
+# burst of those the connection is closed (1008), so a script looping on a refused request stops.
+REFUSALS_PER_S: Final = 2.0
+REFUSAL_BURST: Final = 20
+# Unsent bytes one socket may hold below the outbox, in user space (the transport's write high-water
+# mark, asyncio's default is 64 kB) and again in the kernel (TCP_NOTSENT_LOWAT; without it the kernel
+# autotunes its send buffer up to net.ipv4.tcp_wmem's maximum, 4 MB on Linux, all of it stale deltas
+# in front of a slow reader). Bytes in flight (sent, not yet acknowledged) are bounded by the peer's
+# receive window, not by this.
+SEND_QUEUE_BYTES: Final = 16 * 1024
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 # How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
@@ -67,9 +84,18 @@ def version_mismatch_reason(offered: list[str]) -> str:
 
 
 class Session:
-    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding) -> None:
+    def __init__(
+        self,
+        live: LiveScene,
+        ws: web.WebSocketResponse,
+        encoding: p.Encoding,
+        transport: asyncio.BaseTransport | None,
+        peer: str = "",
+    ) -> None:
         self.live = live
+        self.peer = peer  # the client's address, for the audit trail
         self.ws = ws
+        self.transport = transport  # the TCP connection under `ws`, for `send_queue_bytes`
         self.encoding = encoding
         self.id = secrets.token_hex(6)
         self.client = "?"
@@ -77,6 +103,9 @@ class Session:
         self.member: Member | None = None  # set once admitted
         self._presence_limit = RateLimiter(PRESENCE_RATE_PER_S, PRESENCE_BURST)
         self.presence_dropped = 0  # heartbeats over PRESENCE_RATE_PER_S, not fanned out
+        self._refusals = RateLimiter(REFUSALS_PER_S, REFUSAL_BURST)
+        self._rate_limited = 0  # refusals answered `rate_limited`
+        self._handling = "hello"  # the type of the message being handled, for the summary of refusals
         self.outbox = Outbox(live.rules.default_layer, encoding)
         self._control: deque[bytes] = deque()  # replies, sent before outbox frames
         self._drained = asyncio.Event()
@@ -103,7 +132,7 @@ class Session:
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
         except AuthError as exc:
-            await self.close(p.CLOSE_AUTH, exc.reason)
+            await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
@@ -233,6 +262,7 @@ class Session:
             await self._handle(message)
 
     async def _handle(self, message: p.ClientMessage) -> None:
+        self._handling = type(message).__struct_config__.tag
         if isinstance(message, p.Ping):
             await self._reply(p.Pong(message.t, time.time()))
         elif isinstance(message, p.Publish):
@@ -250,7 +280,7 @@ class Session:
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
             elif self._presence_limit.allow(None) and self.member is not None:
-                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user)
+                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user, self.member.role)
                 self.live.hub.set_presence(self.id, presence, self.outbox.room)
             else:
                 self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
@@ -457,6 +487,9 @@ class Session:
         except NotSaved as exc:
             await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), message.ref or "publish"))
             return
+        if self.member is not None:
+            m = self.member
+            note_ingest(self.live.audit, m.room, "WebSocket", self.peer, m.user, m.role, accepted, len(rejected))
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
@@ -476,11 +509,38 @@ class Session:
     # --- writing ---------------------------------------------------------------------------------
 
     async def _reply(self, message: Any) -> None:
-        while len(self._control) >= CONTROL_QUEUE_MAX:
-            self._drained.clear()
-            await self._drained.wait()
+        if isinstance(message, p.Error) and message.code == p.ERR_FORBIDDEN and not self._refusal_allowed():
+            self._rate_limited += 1
+            if self._rate_limited > REFUSAL_BURST:
+                with contextlib.suppress(TimeoutError):  # the answers so far go first, if the client reads them
+                    await asyncio.wait_for(self._control_at_most(0), CLOSE_WAIT_S)
+                await self.close(p.CLOSE_POLICY, "too many refused requests: send only what your role may do")
+                return
+            message = p.Error(
+                p.ERR_RATE_LIMITED,
+                f"more than {REFUSAL_BURST} refused requests, over {REFUSALS_PER_S:g} a second: stop sending what"
+                " your role may not do, or the connection is closed",
+                message.ref,
+            )
+        await self._control_at_most(CONTROL_QUEUE_MAX - 1)
         self._control.append(p.encode(message, self.encoding))
         self.outbox.notify()
+
+    async def _control_at_most(self, count: int) -> None:
+        """Returns once the sender has sent the queued control replies down to `count`."""
+        while len(self._control) > count:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _refusal_allowed(self) -> bool:
+        """Count a refused request in the audit summary of the client's address and user (a row a minute, not
+        a row a refusal); False once the connection refuses faster than REFUSALS_PER_S after REFUSAL_BURST."""
+        if self.live.audit is not None and self.member is not None:
+            m = self.member
+            user = GUESTS if m.guest else m.user  # each visitor connection is a new guest: one row for all
+            entry = AuditEntry(m.room, time.time(), user, m.role, REFUSED, f"WebSocket from {self.peer}")
+            self.live.audit.note((REFUSED, m.room, self.peer, user), entry, {self._handling: 1})
+        return self._refusals.allow(None)
 
     async def _send_loop(self) -> None:
         try:
@@ -504,6 +564,33 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+    def send_queue_bytes(self) -> int:
+        """Bytes written to this client and not yet acknowledged by its kernel: the transport's write
+        buffer plus the socket's send queue (SIOCOUTQ, in flight and unsent; 0 where unavailable)."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
+
+
+def bound_send_queue(transport: asyncio.WriteTransport) -> None:
+    """Keep at most SEND_QUEUE_BYTES unsent in the transport and again in the kernel, so that a slow
+    reader's sender blocks early and its outbox coalesces to fresh state (docs/PROTOCOL.md §5)."""
+    transport.set_write_buffer_limits(high=SEND_QUEUE_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SEND_QUEUE_BYTES)
+        else:  # a fixed send buffer instead: no autotuning, at the cost of throughput on long links
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SEND_QUEUE_BYTES)
 
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
@@ -546,11 +633,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         writer_limit=WS_WRITER_LIMIT,
     )
     await ws.prepare(request)
+    transport = request.transport
+    if isinstance(transport, asyncio.WriteTransport):
+        bound_send_queue(transport)
     encoding = p.encoding_for(ws.ws_protocol)
     if mismatch:
         await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
         return ws
-    session = Session(live, ws, encoding or "json")
+    session = Session(live, ws, encoding or "json", transport, request.remote or "")
     live.sessions.add(session)
     try:
         await session.run()

@@ -2,14 +2,14 @@
 import { Vector3 } from 'three';
 import { bindAlarmHistory } from './alarms/history.js';
 import { AlarmPanel } from './alarms/panel.js';
-import { linkCredentials, refusalText } from './auth.js';
+import { linkClaims, linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
-import { RESYNC_LIVE, wsUrl } from './protocol.js';
+import { CLOSE_NAME, RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
@@ -29,6 +29,8 @@ import { clearNotice, showNotice, showProgress } from './ui/notice.js';
 import { PropertiesPanel } from './ui/properties.js';
 import { bindStatusChip } from './ui/status.js';
 import { TreePanel } from './ui/tree.js';
+import { Names } from './ui/names.js';
+import { YouPanel, rememberedName } from './ui/you.js';
 import { Viewer } from './viewer.js';
 import { Visibility } from './visibility.js';
 
@@ -74,7 +76,8 @@ const credentials = linkCredentials(location);
 const session = new Session(state, {
   join: credentials,
   url: wsUrl(location) + (sceneParam ? `/${encodeURIComponent(sceneParam)}` : ''),
-  client: params.get('name') || rememberedName(),
+  client: 'twinview-web',
+  name: params.get('name') || rememberedName(),
   layer: params.get('layer'),
 });
 const labels = new Labels(viewer, $('#labels'));
@@ -98,7 +101,9 @@ const ready = new Promise((r) => { resolveReady = r; });
 bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, visibility });
+const names = new Names(() => app.catalog, session);
+const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, names, visibility });
+const you = new YouPanel($('#you'), session, collab.identity, Boolean(linkClaims(credentials.token)?.name));
 const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
 session.addEventListener('snapshot', (e) => {
@@ -114,8 +119,13 @@ session.addEventListener('welcome', (e) => fillLayers(/** @type {import('./sessi
 session.addEventListener('status', (e) => {
   const { status, detail } = /** @type {import('./session.js').SessionEvent<'status'>} */ (e).detail;
   if (status === 'refused') {
-    const why = refusalText(session.closeCode, detail);
-    showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
+    const why = refusalText(session.closeCode, detail, credentials.token);
+    if (session.closeCode === CLOSE_NAME) {
+      showNotice('error', why.title);
+      $('#notice').append(you.form(why.detail, { sent: () => clearNotice('error') }));
+    } else {
+      showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
+    }
   } else if (status === 'reconnecting') {
     if (session.welcome) {
       showNotice('warning', 'Connection lost — reconnecting…',
@@ -285,8 +295,8 @@ function wirePanels(catalog, signal) {
     chart: timeline.chart,
     signal,
   });
-  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
-  bindAlarmHistory($('#alarm-history'), { state, catalog, signal });
+  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, names, identity: collab.identity, onGo: (id) => select(id, true), signal });
+  bindAlarmHistory($('#alarm-history'), { state, names, signal });
 }
 
 /**
@@ -441,8 +451,8 @@ async function startXR() {
     panelLines,
     setPointer: (ray) => { presence.pointer = ray; },
     topicOn: (ray, camera) => collab.pins.topicOn(ray, camera),
-    topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES),
-    nameOf: (id) => app.catalog?.label(id) ?? id,
+    topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES, names),
+    nameOf: (id) => names.element(id),
     anchorOf: (id) => app.twin?.topOf(id) ?? null,
     alarms: () => state.alarms.values(),
     standing,
@@ -468,7 +478,7 @@ function panelLines(id) {
   const v = state.visuals.get(id);
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
-  return [app.catalog?.label(id) ?? id, rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
+  return [names.element(id), rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
     .slice(0, XR_PANEL_LINES);
 }
 
@@ -482,13 +492,6 @@ function bootContext() {
   delete w.twinviewGL;
   const gl = typeof make === 'function' ? make() : null;
   return gl?.canvas ? gl : undefined;
-}
-
-/** The name others see when ?name= does not give one: made up once, remembered per browser. */
-function rememberedName() {
-  let name = localStorage.getItem('twinview.name');
-  if (!name) localStorage.setItem('twinview.name', (name = `Guest ${Math.floor(100 + Math.random() * 900)}`));
-  return name;
 }
 
 /** Where an element's centre is on screen (client px), or null. @param {string} id */

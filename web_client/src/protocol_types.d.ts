@@ -343,6 +343,7 @@ export interface Hello {
   resume?: Resume | null;
   session?: string | null;
   token?: string | null;
+  name?: string;
 }
 
 /**
@@ -436,13 +437,15 @@ export interface Pose {
 
 /**
  * Another connection's presence as seen by everyone in its session: `client` is the display name (unique
- * in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`).
+ * in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`),
+ * `role` what the server granted it (the People list and a trainer's progress table show it).
  */
 export interface Presence {
   client: string;
   pose: Pose;
   ts: number;
   user?: string;
+  role?: "admin" | "annotator" | "operator" | "presenter" | "publisher" | "viewer";
 }
 
 /**

@@ -20,9 +20,9 @@ import { ProcedurePanel } from './procedure.js';
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
  *          credentials: {session: string|null, token: string|null}, ready: Promise<any>,
- *          visibility: import('../visibility.js').Visibility}} deps
+ *          names: import('../ui/names.js').Names, visibility: import('../visibility.js').Visibility}} deps
  */
-export function startCollaboration({ viewer, session, section, select, app, credentials, ready, visibility }) {
+export function startCollaboration({ viewer, session, section, select, app, credentials, ready, names, visibility }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -30,7 +30,6 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     view.appendChild(el);
     return el;
   };
-  const name = (/** @type {string} */ id) => app.catalog?.get(id)?.name || id;
   const identity = new Identity(session);
   const store = new TopicStore(session);
   const pins = new PinLayer(viewer, store);
@@ -38,8 +37,8 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     maxIds: () => session.welcome?.limits?.max_viewpoint_ids });
   const sessionCredentials = () => ({ session: session.welcome?.session || credentials.session, token: credentials.token });
   const attachments = new Attachments(sessionCredentials);
-  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, visibility });
-  const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments });
+  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names, visibility });
+  const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments, names });
   const list = new TopicList($('#topics'), store, (guid) => topic.open(guid));
   const bcf = new BcfTransfer($('#topic-bcf'), { credentials: sessionCredentials, identity, session });
   topic.addEventListener('open', (e) => {
@@ -49,16 +48,16 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   });
   const hint = float('pick-hint');
   const creator = new TopicCreator(float('topic-form'), {
-    viewer, session, viewpoints, attachments,
+    viewer, session, viewpoints, attachments, names,
     canUpload: () => Boolean(credentials.token),
     idOf: (hit) => app.batches?.idOf(hit) ?? null,
     hint: (text) => { hint.hidden = !text; hint.textContent = text ?? ''; },
   });
   const procedure = new ProcedurePanel(float('procedure-panel'), {
-    session, identity, viewpoints, presenter, name, selected: () => app.twin?.selected ?? null,
+    session, identity, viewpoints, presenter, names,
   });
   const commands = new CommandPanel($('#commands'), {
-    session, identity, name,
+    session, identity, names,
     commandsOf: async (id) => {
       const res = await fetch(`/api/scenes/${encodeURIComponent(session.welcome?.scene ?? '')}/elements/${encodeURIComponent(id)}`);
       return res.ok ? (await res.json()).commands ?? [] : [];
@@ -92,6 +91,9 @@ export function startCollaboration({ viewer, session, section, select, app, cred
       return Boolean(guid);
     },
     /** @param {string|null} id the element selected everywhere */
-    selected: (id) => commands.show(id),
+    selected: (id) => {
+      commands.show(id);
+      procedure.selected(id);
+    },
   };
 }

@@ -3,7 +3,8 @@
 
 /**
  * @param {string} tag
- * @param {Record<string, any>|null} [props] attributes; `on*` functions become listeners, `class` the className
+ * @param {Record<string, any>|null} [props] attributes; `on*` functions become listeners, `class` the className,
+ *   `style` the inline style (through CSSOM, which the CSP allows)
  * @param {...(Node|string|number|null|undefined|false)} children
  * @returns {HTMLElement}
  */
@@ -14,6 +15,8 @@ export function h(tag, props = null, ...children) {
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
     else if (k === 'dataset') Object.assign(el.dataset, v);
+    // Through CSSOM: the server's Content-Security-Policy refuses style attributes (docs/SECURITY.md).
+    else if (k === 'style') el.style.cssText = String(v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   append(el, children);

@@ -2,6 +2,7 @@
 // a Chart button per numeric value puts its history on the chart, timeline/chart.js) and IFC psets.
 import { h, replace } from './dom.js';
 import { markLive } from './freshness.js';
+import { copyIdButton } from './names.js';
 
 export class PropertiesPanel {
   /**
@@ -41,12 +42,12 @@ export class PropertiesPanel {
     this.live = h('tbody');
     replace(this.root,
       h('h3', { class: 'el-name' }, rec?.name || id),
-      h('p', { class: 'el-meta' }, `${rec?.class ?? ''} · `, h('code', null, id)),
+      h('p', { class: 'el-meta', title: `id: ${id}` }, rec?.class ?? '', copyIdButton(id)),
       visual?.status ? h('p', { class: 'el-status' }, h('span', { class: 'swatch', style: `background:${safeColor(visual.color)}` }),
         `${visual.status}${visual.label ? ` — ${visual.label}` : ''}`) : null,
       this.heading,
       h('table', { class: 'props live' }, this.live),
-      ...psetTables(rec?.properties ?? {}));
+      ...psetTables(rec?.properties ?? {}, rec?.units ?? {}));
     this.#renderLive();
   }
 
@@ -99,12 +100,28 @@ export function safeColor(c) {
   return typeof c === 'string' && /^#[0-9a-fA-F]{6}$/.test(c) ? c : 'transparent';
 }
 
-/** @param {Record<string, any>} psets */
-function psetTables(psets) {
+/**
+ * The element's property sets, each value with its unit where the model gives one (`units`, from the
+ * manifest: IFC measures), a bounded value as "8 – 40 kg/s".
+ * @param {Record<string, any>} psets @param {Record<string, Record<string, string>>} units
+ */
+function psetTables(psets, units) {
   return Object.entries(psets).map(([pset, props]) => h('details', { class: 'pset', open: true },
     h('summary', null, pset),
     h('table', { class: 'props' }, h('tbody', null, ...Object.entries(props ?? {}).map(([k, v]) => h('tr', null,
       h('th', null, k),
-      h('td', null, v && typeof v === 'object' && 'value' in v ? `${formatValue(v.value)}${v.unit ? ` ${v.unit}` : ''}`
-        : formatValue(typeof v === 'object' && v !== null ? JSON.stringify(v) : v))))))));
+      h('td', { class: 'value' }, propertyText(v, units[pset]?.[k] ?? ''))))))));
 }
+
+/** A property value with its unit. @param {any} v @param {string} unit */
+function propertyText(v, unit) {
+  if (v && typeof v === 'object' && 'value' in v) return withUnit(formatValue(v.value), v.unit ?? unit);
+  if (Array.isArray(v) && v.length === 2 && v.every((x) => x === null || typeof x === 'number')) {
+    return withUnit(v.map((x) => (x === null ? '…' : formatValue(x))).join(' – '), unit);
+  }
+  if (typeof v === 'number') return withUnit(formatValue(v), unit);
+  return formatValue(typeof v === 'object' && v !== null ? JSON.stringify(v) : v);
+}
+
+/** @param {string} text @param {string} unit */
+const withUnit = (text, unit) => (unit ? `${text} ${unit}` : text);
