@@ -85,7 +85,8 @@ def run(browser, url: str, ids: list[str]) -> dict:
     page.evaluate("window.twinview.ready")
     # The levels of detail load after the next frame; a page that nothing changes draws none, so ask for frames.
     page.wait_for_function(
-        "(window.twinview.viewer.invalidate(), window.twinview.app.twin?.lodsLoaded === true)", timeout=LOAD_TIMEOUT_MS
+        "() => (window.twinview.viewer.invalidate(), window.twinview.app.twin?.lodsLoaded === true)",
+        timeout=LOAD_TIMEOUT_MS,
     )
     result = page.evaluate(MEASURE, ids)
     ctx.close()
