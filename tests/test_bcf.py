@@ -36,6 +36,7 @@ from viewer_server.topics import (
     ColoredComponents,
     Comment,
     LiveValue,
+    Measurement,
     Pin,
     Topic,
     TransparentComponents,
@@ -227,6 +228,32 @@ def test_axes_convert_with_the_ifc_importers_rotation():
 # --- round trip ------------------------------------------------------------------------------------------------
 
 
+def test_measurements_are_bcf_lines_and_come_back_exactly(tmp_path: Path):
+    topic, comments, blobs = sample()
+    a, b, c = Vec3(0.0, 0.0, 0.0), Vec3(1.5, 0.0, 0.0), Vec3(1.5, 0.0, 2.0)
+    vp = topic.viewpoints[0]
+    vp.measurements = [Measurement("distance", [a, b]), Measurement("angle", [a, b, c]), Measurement("area", [a, b, c])]
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "m.bcf", include_deleted=True).path
+    assert validate_archive(out) == {}
+    with BcfXml.load(out) as bcf:  # another tool sees the measurements as lines: 1 + 2 + 3 segments
+        (handler,) = bcf.topics.values()
+        vi = next(v.visualization_info for v in handler.viewpoints.values() if v.visualization_info.lines)
+        ends = [(ln.start_point, ln.end_point) for ln in vi.lines.line]
+        assert len(ends) == 6
+        assert [(p.x, p.y, p.z) for p in ends[0]] == [yup_to_zup(a), yup_to_zup(b)]
+    assert import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"}).topics == [topic]
+
+
+def test_a_malformed_measurement_is_left_out_of_an_import_with_a_warning(tmp_path: Path):
+    topic, comments, blobs = sample()
+    a, b = Vec3(0.0, 0.0, 0.0), Vec3(1.0, 0.0, 0.0)
+    topic.viewpoints[0].measurements = [Measurement("distance", [a, b]), Measurement("angle", [a, b])]  # an angle of 2
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "m.bcf").path
+    back = import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"})
+    assert [m.kind for m in back.topics[0].viewpoints[0].measurements] == ["distance"]
+    assert any("1 measurements left out" in w for w in back.warnings)
+
+
 def test_round_trip_keeps_pin_live_values_viewpoints_comments_and_attachments(tmp_path: Path):
     topic, comments, blobs = sample()
     out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf", include_deleted=True).path
@@ -314,6 +341,12 @@ _viewpoint = st.builds(
         max_size=2,
     ),
     setup_hints=st.none() | st.builds(ViewSetupHints, st.booleans(), st.booleans(), st.booleans()),
+    measurements=st.lists(
+        st.one_of(st.builds(Measurement, st.just("distance"), st.lists(_vec, min_size=2, max_size=2)),
+                  st.builds(Measurement, st.just("angle"), st.lists(_vec, min_size=3, max_size=3)),
+                  st.builds(Measurement, st.just("area"), st.lists(_vec, min_size=3, max_size=5))),
+        max_size=2,
+    ),
 )  # fmt: skip
 _bcf_fields = st.builds(
     BcfFields,

@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Final
 
@@ -42,7 +43,7 @@ from viewer_server.bcf.mapping import (
     yup_to_zup,
 )
 from viewer_server.bcf.reader import DOCUMENTS_FOLDER, Reader
-from viewer_server.topics import Attachment, BcfFields, Camera, Comment, Topic, Vec3, Viewpoint
+from viewer_server.topics import Attachment, BcfFields, Camera, Comment, Measurement, Topic, Vec3, Viewpoint
 
 BCF_VERSION: Final = "3.0"
 DEFAULT_FOV: Final = 60.0
@@ -141,6 +142,13 @@ def _priority(t: Topic) -> str | None:
     return PRIORITY_TO_BCF.get(t.priority, "Normal")
 
 
+def measurement_lines(m: Measurement) -> list[tuple[Vec3, Vec3]]:
+    """A measurement as BCF line segments: a distance's one, an angle's two legs, an area's closed outline."""
+    pts = m.points
+    pairs = list(pairwise(pts))
+    return [*pairs, (pts[-1], pts[0])] if m.kind == "area" else pairs
+
+
 def _header(root: etree._Element, bcf: BcfFields) -> None:
     files = _sub(_sub(root, "Header"), "Files")
     for f in bcf.files:
@@ -174,6 +182,13 @@ def _visinfo(vp: Viewpoint, guid: str, pinned: str | None) -> bytes:
         for color, ids in groups:
             _components(_sub(_sub(coloring, "Color", Color=color), "Components"), ids)
     _camera(root, vp.camera)
+    segments = [seg for m in vp.measurements for seg in measurement_lines(m)]
+    if segments:  # what other tools can show of a measurement; the extension keeps it exactly
+        lines = _sub(root, "Lines")
+        for start, end in segments:
+            line = _sub(lines, "Line")
+            _point(line, "StartPoint", start)
+            _point(line, "EndPoint", end)
     if vp.clipping_planes:
         planes = _sub(root, "ClippingPlanes")
         for p in vp.clipping_planes:

@@ -19,6 +19,9 @@ import { topicLines } from './topics/list.js';
 import { arr } from './topics/viewpoint.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
+import { SectionCaps } from './tools/section_caps.js';
+import { SectionHandles } from './tools/section_handles.js';
+import { SectionPanel } from './tools/section_panel.js';
 import { TwinView } from './twin_view.js';
 import { ContextMenu, onLongPress } from './ui/context_menu.js';
 import { $ } from './ui/dom.js';
@@ -83,10 +86,13 @@ const session = new Session(state, {
 const labels = new Labels(viewer, $('#labels'));
 const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
-const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
 const visibility = new Visibility();
 const menu = new ContextMenu(document.body);
-const measure = new MeasureTool(viewer, $('#measure-readout'));
+const section = new SectionTool(viewer, () => (app.batches ? boxOfAll(app.batches) : null));
+const caps = new SectionCaps(viewer, section);
+const handles = new SectionHandles(viewer, section);
+const measure = new MeasureTool(viewer, { readout: $('#measure-readout'), panel: $('#measure-controls'), list: $('#measure-list'),
+  indicator: $('#snap-indicator'), labels });
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
  * is which reader read the model (Model.via).
@@ -102,7 +108,8 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const names = new Names(() => app.catalog, session);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, names, visibility });
+const collab = startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names, visibility });
+const sectionPanel = new SectionPanel({ viewer, section, caps, focusBox, model: () => app });
 const you = new YouPanel($('#you'), session, collab.identity, Boolean(linkClaims(credentials.token)?.name));
 const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
@@ -176,6 +183,8 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
       children: (id) => app.catalog?.children.get(id) ?? [] });
     app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
+    viewer.clipModel(batches.group);
+    caps.use(batches);
     freshness.bindLabels(labels, signal);
     const all = boxOfAll(batches);
     if (all) {
@@ -197,6 +206,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     if (signal.aborted) return;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
     wirePanels(app.catalog, signal);
+    if (sectionPanel.open) sectionPanel.fillStoreys();
     app.twin.useLods(model.meshSource);
     // Load phases, visible in the browser's performance panel.
     performance.measure('twinview:prepare', 'twinview:read');
@@ -377,9 +387,9 @@ viewer.renderer.domElement.addEventListener('pointerdown', (e) => { down = { x: 
 viewer.renderer.domElement.addEventListener('pointerup', (e) => {
   if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
   if (e.button === 2) return openViewMenu(e.clientX, e.clientY); // a right-click, not a right-drag (pan)
+  if (sectionPanel.click(e.clientX, e.clientY)) return;
   if (measure.active) {
-    const hit = viewer.pickAt(e.clientX, e.clientY);
-    if (hit) measure.add(hit.point);
+    measure.click(e.clientX, e.clientY);
     return;
   }
   if (collab.click(e.clientX, e.clientY)) return;
@@ -388,6 +398,7 @@ viewer.renderer.domElement.addEventListener('pointerup', (e) => {
 // Our pointer, shown to the others as a laser while it is over the model.
 let lastHover = 0;
 viewer.renderer.domElement.addEventListener('pointermove', (e) => {
+  if (!e.buttons) measure.hover(e.clientX, e.clientY, e.timeStamp); // not while orbiting
   if (e.timeStamp - lastHover < HOVER_INTERVAL_MS) return; // a raycast per mouse event is wasted work
   lastHover = e.timeStamp;
   const hit = viewer.pickAt(e.clientX, e.clientY);
@@ -396,16 +407,19 @@ viewer.renderer.domElement.addEventListener('pointermove', (e) => {
 /** @param {HTMLElement} btn @param {boolean} on */
 const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
 $('#btn-section').addEventListener('click', (e) => {
-  const on = !section.active;
-  const box = focusBox();
-  section.set(on && box ? box : null);
-  press(/** @type {HTMLElement} */ (e.currentTarget), section.active);
-  $('#section-controls').hidden = !section.active;
+  sectionPanel.show(!sectionPanel.open);
+  press(/** @type {HTMLElement} */ (e.currentTarget), sectionPanel.open);
 });
 $('#btn-measure').addEventListener('click', (e) => {
   measure.setActive(!measure.active);
   press(/** @type {HTMLElement} */ (e.currentTarget), measure.active);
 });
+for (const b of $('#measure-controls').querySelectorAll('[data-kind]')) {
+  b.addEventListener('click', () => measure.setKind(/** @type {import('./tools/measure.js').MeasureKind} */ (/** @type {HTMLElement} */ (b).dataset.kind)));
+}
+$('#measure-finish').addEventListener('click', () => measure.finish());
+$('#measure-clear').addEventListener('click', () => measure.clear());
+viewer.renderer.domElement.addEventListener('dblclick', () => { if (measure.active) measure.finish(); });
 $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
@@ -424,7 +438,11 @@ window.addEventListener('keydown', (e) => {
     openElementMenu(id, at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2, null);
   }
   if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
-  if (e.key === 'Escape') select(null);
+  if (e.key === 'Enter' && measure.active && !(e.target instanceof HTMLInputElement)) measure.finish();
+  if (e.key === 'Escape') {
+    if (measure.draft.length) return measure.cancel();
+    select(null);
+  }
 });
 window.addEventListener('pagehide', () => {
   app.abort?.abort();
@@ -524,6 +542,9 @@ Object.assign(window, {
     section,
     visibility,
     menu,
+    caps,
+    handles,
+    sectionPanel,
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,

@@ -21,6 +21,7 @@ const _n = new THREE.Matrix3();
 const _ray = new THREE.Ray();
 const _frustum = new THREE.Frustum();
 const _s = new THREE.Sphere();
+const _plane = new THREE.Plane();
 
 /**
  * @typedef {import('./gltf_reader.js').MeshData} MeshData
@@ -358,6 +359,31 @@ export class MergedBatch extends THREE.Mesh {
     next.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
     this.see.geometry = next;
     return /** @type {Uint32Array} */ (next.index?.array);
+  }
+
+  /**
+   * The drawn triangles of the elements that `plane` (world space) runs through, into `out` (grown when too
+   * small): a section's stencil pass (tools/section_caps.js) needs no others — an element wholly on one side
+   * adds an even number of faces along any ray, or none. Call after updateView (it reads what is drawn).
+   * @param {THREE.Plane} plane @param {Uint32Array} out
+   * @returns {{index: Uint32Array, count: number}} `out` or a larger array, and how many indices it holds
+   */
+  crossing(plane, out) {
+    const local = _plane.copy(plane).applyMatrix4(_m.copy(this.matrixWorld).invert());
+    const { drawn, levels, spheres } = this;
+    let need = 0;
+    for (let i = 0; i < this.slots; i++) {
+      if (drawn[i] !== 255 && Math.abs(local.distanceToPoint(spheres[i].center)) <= spheres[i].radius) need += levels[i][drawn[i]].count;
+    }
+    const index = need > out.length ? new Uint32Array(Math.max(need, out.length * 2)) : out;
+    let at = 0;
+    for (let i = 0; i < this.slots; i++) {
+      if (drawn[i] === 255 || Math.abs(local.distanceToPoint(spheres[i].center)) > spheres[i].radius) continue;
+      const r = levels[i][drawn[i]];
+      index.set(this.allIndex.subarray(r.start, r.start + r.count), at);
+      at += r.count;
+    }
+    return { index, count: at };
   }
 
   /**

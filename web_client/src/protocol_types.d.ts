@@ -385,6 +385,15 @@ export interface Markup {
 }
 
 /**
+ * A measurement drawn in the view, in world coordinates: a distance (two points), an angle (three, the
+ * vertex in the middle) or a planar area (the polygon's corners, in order).
+ */
+export interface Measurement {
+  kind: "angle" | "area" | "distance";
+  points: Vec3[];
+}
+
+/**
  * Stop playing; the twin stays as of the current `as_of` (answered with `replay`, `playing` false).
  */
 export interface Pause {
@@ -600,6 +609,7 @@ export interface ReplayDelta {
   events?: Event[];
   playing?: boolean;
   driven_by?: string | null;
+  presenter?: PresenterState | null;
 }
 
 /**
@@ -842,6 +852,7 @@ export interface Viewpoint {
   transparent?: TransparentComponents[];
   snapshot?: string | null;
   setup_hints?: ViewSetupHints | null;
+  measurements?: Measurement[];
 }
 
 /**

@@ -40,6 +40,10 @@ varying vec3 vFront;
 #ifdef DOUBLE_SIDED
 varying vec3 vBack;
 #endif
+#ifdef SECTION_CLIP_DISTANCE
+// A section's stencil pass: its plane in view space, clipped as geometry (not per fragment).
+uniform vec4 sectionPlane;
+#endif
 #ifdef MERGED
 // MergedBatch: vertices are in the batch's frame; per element (slot) ELEMENT_TEXELS texels: colour (a = 2:
 // moved), the columns of the move applied on top of the baked placement, then r = transparency (0: opaque).
@@ -88,6 +92,9 @@ void main() {
   #endif
   gl_Position = projectionMatrix * mvPosition;
   #include <clipping_planes_vertex>
+  #ifdef SECTION_CLIP_DISTANCE
+    gl_ClipDistance[ 0 ] = dot( mvPosition.xyz, sectionPlane.xyz ) + sectionPlane.w;
+  #endif
   // World-space normal (the model matrix of a batch is the XR placement: rotation and uniform scale).
   vec3 n = normalize( mat3( modelMatrix ) * objectNormal );
   vFront = base * irradiance( n );
@@ -177,4 +184,57 @@ export function cheapMaterial(source, elementData = null) {
   // Keep the `color` the batcher and tools expect on a material (it is the diffuse uniform).
   Object.defineProperty(m, 'color', { get: () => m.uniforms.diffuse.value });
   return /** @type {CheapMaterial} */ (m);
+}
+
+const stencilFragmentShader = /* glsl */ `
+#include <clipping_planes_pars_fragment>
+void main() {
+  #include <clipping_planes_fragment>
+  gl_FragColor = vec4( 0.0 );
+}
+`;
+
+/**
+ * A merged batch drawn into the stencil buffer only, cut by one section plane: every face (front or back)
+ * inverts the stencil, so where a closed solid is cut open the count of faces behind the plane is odd — where
+ * the cap goes (tools/section_caps.js). It shares the batch's uniforms (its per-element texture: moved
+ * elements are where they are drawn) and vertex shader. With `clipDistance` (WEBGL_clip_cull_distance) the plane
+ * clips triangles as geometry, so the part cut away is never rasterised (a software GL rasterises, then
+ * discards, what a fragment-shader clip cuts away); the mesh must then call sectionPlaneForView before drawing.
+ * @param {CheapMaterial} batchMaterial @param {THREE.Plane} plane world space (kept up to date by the section)
+ * @param {boolean} clipDistance
+ */
+export function sectionStencilMaterial(batchMaterial, plane, clipDistance) {
+  const m = new THREE.ShaderMaterial({
+    name: 'section-stencil',
+    defines: clipDistance ? { ...batchMaterial.defines, SECTION_CLIP_DISTANCE: '' } : batchMaterial.defines,
+    uniforms: clipDistance ? { ...batchMaterial.uniforms, sectionPlane: { value: new THREE.Vector4() } } : batchMaterial.uniforms,
+    vertexShader,
+    fragmentShader: stencilFragmentShader,
+    side: THREE.DoubleSide,
+    colorWrite: false,
+    depthWrite: false,
+    depthTest: false,
+    stencilWrite: true,
+    stencilFunc: THREE.AlwaysStencilFunc,
+    stencilFail: THREE.InvertStencilOp,
+    stencilZFail: THREE.InvertStencilOp,
+    stencilZPass: THREE.InvertStencilOp,
+    clipping: !clipDistance,
+    clippingPlanes: clipDistance ? null : [plane],
+  });
+  m.extensions.clipCullDistance = clipDistance;
+  return m;
+}
+
+const _viewPlane = new THREE.Plane();
+
+/**
+ * Put a world-space plane into a clip-distance stencil material, in the view space of the camera about to draw.
+ * @param {THREE.ShaderMaterial} material @param {THREE.Plane} plane @param {THREE.Camera} camera
+ */
+export function sectionPlaneForView(material, plane, camera) {
+  const p = _viewPlane.copy(plane).applyMatrix4(camera.matrixWorldInverse);
+  material.uniforms.sectionPlane.value.set(p.normal.x, p.normal.y, p.normal.z, p.constant);
+  material.uniformsNeedUpdate = true;
 }

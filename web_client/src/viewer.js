@@ -29,8 +29,8 @@ export class Viewer extends EventTarget {
     this.container = container;
     const { canvas, context, software } = gl;
     this.renderer = context
-      ? withKnownParameters(gl, () => new THREE.WebGLRenderer({ canvas, context }))
-      : new THREE.WebGLRenderer({ antialias: true }); // let three report the failure
+      ? withKnownParameters(gl, () => new THREE.WebGLRenderer({ canvas, context, stencil: true }))
+      : new THREE.WebGLRenderer({ antialias: true, stencil: true }); // let three report the failure
     /** whether the GL is a software rasteriser (then without MSAA) */
     this.softwareGL = software;
     this.renderer.debug.checkShaderErrors = CHECK_SHADER_ERRORS;
@@ -40,8 +40,24 @@ export class Viewer extends EventTarget {
 
     this.scene = new THREE.Scene();
     this.scene.background = new THREE.Color(BACKGROUND);
-    this.camera = new THREE.PerspectiveCamera(50, 1, 0.05, 5000);
-    this.camera.position.set(10, 8, 10);
+    /** the perspective camera (the usual one) */
+    this.perspective = new THREE.PerspectiveCamera(50, 1, 0.05, 5000);
+    this.perspective.position.set(10, 8, 10);
+    /** an orthographic camera for plan views; `orthoHalfHeight` is half the height it shows at zoom 1 */
+    this.orthographic = new THREE.OrthographicCamera(-1, 1, 1, -1, 0.05, 5000);
+    this.orthoHalfHeight = 10;
+    /**
+     * The camera in use (setProjection).
+     * @type {THREE.PerspectiveCamera|THREE.OrthographicCamera}
+     */
+    this.camera = this.perspective;
+    /**
+     * Section planes in world coordinates (tools/section.js keeps them): one array, shared by reference as the
+     * `clippingPlanes` of every model material (clipModel), so that a change reaches them all; picking skips
+     * what they cut away.
+     * @type {THREE.Plane[]}
+     */
+    this.clippingPlanes = [];
     // The same lights as the batches' per-vertex shading (shading.js) uses, for everything else.
     this.scene.add(new THREE.HemisphereLight(LIGHTS.sky, LIGHTS.ground, LIGHTS.hemisphere));
     const sun = new THREE.DirectionalLight(LIGHTS.sun, LIGHTS.sunIntensity);
@@ -52,6 +68,7 @@ export class Viewer extends EventTarget {
     this.world.name = 'world';
     this.scene.add(this.world);
 
+    /** @type {OrbitControls<THREE.PerspectiveCamera|THREE.OrthographicCamera>} */
     this.controls = new OrbitControls(this.camera, this.renderer.domElement);
     this.controls.enableDamping = true;
     this.controls.addEventListener('change', () => this.invalidate());
@@ -88,9 +105,56 @@ export class Viewer extends EventTarget {
     if (this.renderer.xr.isPresenting) return;
     // The pixel ratio with the size: setPixelRatio would resize the drawing buffer once more.
     this.renderer.setDrawingBufferSize(w, h, pixelRatio());
-    this.camera.aspect = w / h;
-    this.camera.updateProjectionMatrix();
+    this.perspective.aspect = w / h;
+    this.perspective.updateProjectionMatrix();
+    this.#frameOrthographic();
     this.invalidate();
+  }
+
+  #frameOrthographic() {
+    const o = this.orthographic;
+    const half = this.orthoHalfHeight;
+    const aspect = this.perspective.aspect;
+    Object.assign(o, { left: -half * aspect, right: half * aspect, top: half, bottom: -half });
+    o.updateProjectionMatrix();
+  }
+
+  /**
+   * Switch between the perspective and the orthographic camera, keeping the pose; the orthographic one shows
+   * what the perspective one showed at the orbit target's distance (or `halfHeight`, when given).
+   * @param {'perspective'|'orthographic'} kind @param {number} [halfHeight]
+   */
+  setProjection(kind, halfHeight) {
+    const next = kind === 'orthographic' ? this.orthographic : this.perspective;
+    const from = this.camera;
+    if (next === this.orthographic) {
+      const dist = from.position.distanceTo(this.controls.target);
+      this.orthoHalfHeight = halfHeight ?? dist * Math.tan(THREE.MathUtils.degToRad(this.perspective.fov) / 2);
+      next.zoom = 1;
+      next.near = this.perspective.near;
+      next.far = this.perspective.far;
+      this.#frameOrthographic();
+    }
+    if (next !== from) {
+      next.position.copy(from.position);
+      next.quaternion.copy(from.quaternion);
+      next.up.copy(from.up);
+      this.camera = next;
+      this.controls.object = next;
+      this.dispatchEvent(new CustomEvent('projection', { detail: kind }));
+    }
+    this.invalidate();
+  }
+
+  /**
+   * Let the section planes cut every material under `root` (the model's batches and objects).
+   * @param {THREE.Object3D} root
+   */
+  clipModel(root) {
+    root.traverse((o) => {
+      const material = /** @type {any} */ (o).material;
+      for (const m of Array.isArray(material) ? material : material ? [material] : []) m.clippingPlanes = this.clippingPlanes;
+    });
   }
 
   /** @param {number} time @param {XRFrame|undefined} frame */
@@ -131,7 +195,7 @@ export class Viewer extends EventTarget {
 
   /** @param {THREE.Raycaster} raycaster @returns {THREE.Intersection|null} nearest hit not clipped away */
   pickRay(raycaster) {
-    const planes = this.renderer.clippingPlanes;
+    const planes = this.clippingPlanes;
     for (const hit of raycaster.intersectObjects(this.pickables, true)) {
       if (planes.every((p) => p.distanceToPoint(hit.point) >= 0) && (this.pickFilter?.(hit) ?? true)) return hit;
     }
@@ -145,17 +209,22 @@ export class Viewer extends EventTarget {
   fitBox(box, { animate = true } = {}) {
     if (box.isEmpty()) return;
     const sphere = box.getBoundingSphere(new THREE.Sphere());
-    const fov = THREE.MathUtils.degToRad(this.camera.fov);
-    const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fov * this.camera.aspect) / 2);
+    const fov = THREE.MathUtils.degToRad(this.perspective.fov);
+    const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fov * this.perspective.aspect) / 2);
     const dir = this.camera.position.clone().sub(this.controls.target).normalize();
     if (dir.lengthSq() === 0) dir.set(1, 0.8, 1);
     // Look down at least this steeply: in a plant, neighbours stand between a level eye and the target.
     dir.y = Math.max(dir.y, MIN_FIT_ELEVATION);
     dir.normalize();
     const toPos = sphere.center.clone().addScaledVector(dir, dist);
-    this.camera.near = Math.max(dist / 1000, 0.01);
-    this.camera.far = dist * 100 + sphere.radius * 10;
-    this.camera.updateProjectionMatrix();
+    for (const camera of [this.perspective, this.orthographic]) {
+      camera.near = Math.max(dist / 1000, 0.01);
+      camera.far = dist * 100 + sphere.radius * 10;
+    }
+    this.perspective.updateProjectionMatrix();
+    this.orthographic.zoom = 1;
+    this.orthoHalfHeight = FIT_MARGIN * Math.max(sphere.radius, 0.1);
+    this.#frameOrthographic();
     this.flyTo(toPos, sphere.center, animate ? FLY_MS : 0);
   }
 

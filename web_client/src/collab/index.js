@@ -16,13 +16,14 @@ import { ProcedurePanel } from './procedure.js';
 
 /**
  * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
- *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void,
+ *          section: import('../tools/section.js').SectionTool, measure: import('../tools/measure.js').MeasureTool,
+ *          select: (id: string|null) => void,
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
  *          credentials: {session: string|null, token: string|null}, ready: Promise<any>,
  *          names: import('../ui/names.js').Names, visibility: import('../visibility.js').Visibility}} deps
  */
-export function startCollaboration({ viewer, session, section, select, app, credentials, ready, names, visibility }) {
+export function startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names, visibility }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -33,7 +34,7 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   const identity = new Identity(session);
   const store = new TopicStore(session);
   const pins = new PinLayer(viewer, store);
-  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, select, visibility,
+  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, measure, select, visibility,
     maxIds: () => session.welcome?.limits?.max_viewpoint_ids });
   const sessionCredentials = () => ({ session: session.welcome?.session || credentials.session, token: credentials.token });
   const attachments = new Attachments(sessionCredentials);

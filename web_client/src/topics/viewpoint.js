@@ -1,7 +1,7 @@
-// BCF-style viewpoints: what the author saw — camera, section planes, selected, hidden, x-rayed, see-through and
-// coloured components (visibility.js) — captured from the viewer and restored on opening a topic, following a
-// presenter or reaching a procedure step. Coordinates are the model's (the world group's frame), so a viewpoint
-// made in AR tabletop still means the same place.
+// BCF-style viewpoints: what the author saw — camera (perspective or orthographic), section planes, selected,
+// hidden, x-rayed, see-through and coloured components (visibility.js), measurements — captured from the viewer and
+// restored on opening a topic, following a presenter or reaching a procedure step. Coordinates are the model's
+// (the world group's frame), so a viewpoint made in AR tabletop still means the same place.
 import * as THREE from 'three';
 import { showNotice } from '../ui/notice.js';
 
@@ -13,7 +13,7 @@ const DEFAULT_MAX_VIEWPOINT_IDS = 2000;
 /** @typedef {import('../protocol.js').Viewpoint} Viewpoint */
 
 /** @param {number} x */
-const round = (x) => Math.round(x * 1e4) / 1e4;
+export const round = (x) => Math.round(x * 1e4) / 1e4;
 /** A vector as the protocol sends it (to 0.1 mm). @param {THREE.Vector3} v @returns {[number, number, number]} */
 export const arr = (v) => [round(v.x), round(v.y), round(v.z)];
 /** @param {import('../protocol.js').Vec3} v */
@@ -32,8 +32,9 @@ export class Viewpoints {
   /**
    * @param {import('../viewer.js').Viewer} viewer
    * @param {{twin: () => (import('../twin_view.js').TwinView|null), state: import('../state.js').TwinState,
-   *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void,
-   *          visibility: import('../visibility.js').Visibility, maxIds: () => (number|undefined)}} hooks
+   *          section: import('../tools/section.js').SectionTool, measure: import('../tools/measure.js').MeasureTool,
+   *          select: (id: string|null) => void, visibility: import('../visibility.js').Visibility,
+   *          maxIds: () => (number|undefined)}} hooks
    *   maxIds: the component ids the server takes in one viewpoint
    */
   constructor(viewer, hooks) {
@@ -45,6 +46,8 @@ export class Viewpoints {
     hooks.visibility.addEventListener('change', (e) => {
       if (/** @type {CustomEvent<{byUser: boolean}>} */ (e).detail.byUser) this.own = null;
     });
+    /** Whether the section shows a restored viewpoint's planes (then the live view drops them). */
+    this.cutting = false;
   }
 
   /** Whether a restored viewpoint's colours and visibility currently override the user's own. */
@@ -52,9 +55,9 @@ export class Viewpoints {
     return this.own !== null;
   }
 
-  /** The current view as a viewpoint (`withShown` false: camera and planes only). @returns {Viewpoint} */
+  /** The current view as a viewpoint (`withShown` false: camera, planes and measurements only). @returns {Viewpoint} */
   capture(withShown = true) {
-    const { camera, world, renderer } = this.viewer;
+    const { camera, world } = this.viewer;
     const toModel = world.matrixWorld.clone().invert();
     const selected = this.hooks.twin()?.selected;
     const shown = withShown ? this.shown(true, selected ? 1 : 0) : {};
@@ -64,15 +67,16 @@ export class Viewpoints {
         position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
         direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
         up: arr(camera.up),
-        fov_deg: camera.fov,
+        ...(/** @type {THREE.OrthographicCamera} */ (camera).isOrthographicCamera
+          ? { ortho_height: round((2 * this.viewer.orthoHalfHeight) / /** @type {THREE.OrthographicCamera} */ (camera).zoom / world.matrixWorld.getMaxScaleOnAxis()) }
+          : { fov_deg: /** @type {THREE.PerspectiveCamera} */ (camera).fov }),
       },
       // three keeps the side a plane's normal points to; BCF's direction points to the side cut away.
-      clipping_planes: renderer.clippingPlanes.map((p) => {
-        const m = p.clone().applyMatrix4(toModel);
-        return { location: arr(m.coplanarPoint(new THREE.Vector3())), direction: arr(m.normal.clone().negate()) };
-      }),
+      clipping_planes: this.hooks.section.modelPlanes().map((p) => (
+        { location: arr(p.coplanarPoint(new THREE.Vector3())), direction: arr(p.normal.clone().negate()) })),
+      measurements: this.hooks.measure.toViewpoint(),
       selected: selected ? [selected] : [],
-      ...(shown ?? {}),
+      ...shown,
     };
   }
 
@@ -106,13 +110,11 @@ export class Viewpoints {
    */
   restore(vp, { animate = true } = {}) {
     const { viewer } = this;
-    const toWorld = viewer.world.matrixWorld;
     this.flyToCamera(vp.camera, animate ? undefined : 0);
-    this.hooks.section.set(null);
-    viewer.renderer.clippingPlanes = (vp.clipping_planes ?? []).map((c) => {
-      const n = vec3(c.direction).negate();
-      return new THREE.Plane().setFromNormalAndCoplanarPoint(n, vec3(c.location)).applyMatrix4(toWorld);
-    });
+    this.hooks.section.restore((vp.clipping_planes ?? []).filter((c) => vec3(c.direction).lengthSq() > 0)
+      .map((c) => new THREE.Plane().setFromNormalAndCoplanarPoint(vec3(c.direction).negate().normalize(), vec3(c.location))));
+    this.hooks.measure.showPinned(vp.measurements ?? []);
+    this.cutting = true;
     this.hooks.select(vp.selected?.[0] ?? null);
     this.show(vp);
     viewer.invalidate();
@@ -141,18 +143,25 @@ export class Viewpoints {
     viewer.controls.enableDamping = false;
     viewer.controls.update();
     viewer.controls.enableDamping = damping;
-    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
-      viewer.camera.fov = cam.fov_deg;
-      viewer.camera.updateProjectionMatrix();
+    if (cam.ortho_height) {
+      viewer.setProjection('orthographic', (cam.ortho_height * toWorld.getMaxScaleOnAxis()) / 2);
+    } else {
+      viewer.setProjection('perspective');
+      if (cam.fov_deg && cam.fov_deg !== viewer.perspective.fov) {
+        viewer.perspective.fov = cam.fov_deg;
+        viewer.perspective.updateProjectionMatrix();
+      }
     }
     viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
   }
 
-  /** Back to the live look and the user's own visibility: no viewpoint colours, visibility or planes. */
+  /** Back to the live look and the user's own visibility: no viewpoint colours, visibility, planes or measurements. */
   release() {
     if (this.own) this.hooks.visibility.load(this.own);
     this.own = null;
-    if (!this.hooks.section.active) this.viewer.renderer.clippingPlanes = [];
+    if (this.cutting) this.hooks.section.clear();
+    this.cutting = false;
+    this.hooks.measure.showPinned([]);
     this.viewer.invalidate();
   }
 }
