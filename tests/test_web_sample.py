@@ -11,6 +11,7 @@ from tests.web_helpers import (
     ARTIFACTS,
     REPO,
     build_client,
+    build_scene,
     chromium_browser,
     non_background_pixels,
     open_viewer,
@@ -18,7 +19,6 @@ from tests.web_helpers import (
     screenshot,
     serve_scene,
 )
-from viewer_server.cli import main as twinview
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ P_101 = "1AiWluxinM89dwW6lBggzg"
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    assert twinview(["build", str(SAMPLE), "-o", str(root / "pump_station"), "--compress", "-q"]) == 0
+    build_scene(str(SAMPLE), "-o", str(root / "pump_station"), "--compress")
     build_client()
     with serve_scene(root / "pump_station", BINDINGS, root / "data", simulate=True) as srv:
         yield srv

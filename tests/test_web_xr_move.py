@@ -14,6 +14,7 @@ from tests.test_web_xr import AIM, FRAMES_TIMEOUT_MS, INSTALL, IWER, pull_trigge
 from tests.web_helpers import (
     REPO,
     build_client,
+    build_scene,
     chromium_browser,
     element_id,
     live_twin,
@@ -23,7 +24,6 @@ from tests.web_helpers import (
     serve_scene,
 )
 from viewer_server.auth import issue, load_secret
-from viewer_server.cli import main as twinview
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -361,7 +361,7 @@ SEEN_FROM = """([eye, ids]) => { const tv = window.twinview; const V = tv.viewer
 @pytest.fixture(scope="module")
 def served_sample(tmp_path_factory, browser):
     root = tmp_path_factory.mktemp("sample")
-    assert twinview(["build", str(SAMPLE), "-o", str(root / "pump_station"), "-q"]) == 0
+    build_scene(str(SAMPLE), "-o", str(root / "pump_station"))
     with serve_scene(root / "pump_station", BINDINGS, root / "data", simulate=True, procedures=PROCEDURES) as srv:
         yield srv, browser, load_secret(root / "data")
 
