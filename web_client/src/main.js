@@ -7,6 +7,7 @@ import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
+import { NavCube } from './nav_cube.js';
 import { PresenceLayer } from './presence.js';
 import { wsUrl } from './protocol.js';
 import { Session } from './session.js';
@@ -41,6 +42,10 @@ const FIRST_FRAME_WAIT_MS = 500;
 const RESYNC_NOTICE_MS = 4000;
 // Lines of text the XR panel holds (an element's, or a topic's).
 const XR_PANEL_LINES = 8;
+// Keyboard, walk and fly speed (m/s): this fraction of the model's diagonal, within walking pace and a car's.
+const SPEED_PER_DIAGONAL = 0.05;
+const MIN_SPEED = 1.4;
+const MAX_SPEED = 30;
 
 const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
@@ -76,6 +81,7 @@ const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
 const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
 const measure = new MeasureTool(viewer, $('#measure-readout'));
+const navCube = new NavCube($('#navcube'), viewer, { box: visibleBox });
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
  * is which reader read the model (Model.via).
@@ -161,7 +167,9 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       startView.pending = true;
       startView();
       // Points are picked within a distance of the ray: a small fraction of the model, not three's 1 m.
-      viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
+      const diagonal = all.getSize(new Vector3()).length();
+      viewer.raycaster.params.Points.threshold = diagonal * POINT_PICK_FRACTION;
+      viewer.controls.speed = Math.min(MAX_SPEED, Math.max(MIN_SPEED, diagonal * SPEED_PER_DIAGONAL));
     }
     progress.done();
     // The model shows from the next frame on; the manifest (names, property sets, tree) and the coarser
@@ -221,10 +229,24 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** What Fit and Section act on: the selection, else the whole model. */
+/** The box of the elements shown (all of them when none is), or null before a model is in. */
+function visibleBox() {
+  const batches = app.batches;
+  if (!batches) return null;
+  /** @type {import('three').Box3|null} */
+  let box = null;
+  for (const id of batches.elements.keys()) {
+    if (!batches.isVisible(id)) continue;
+    const b = batches.boxOf(id);
+    if (b && !b.isEmpty()) box = box ? box.union(b) : b;
+  }
+  return box ?? boxOfAll(batches);
+}
+
+/** What Fit and Section act on: the selection, else the whole model as shown. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.batches?.boxOf(id) ?? null : app.batches && boxOfAll(app.batches);
+  return id ? app.batches?.boxOf(id) ?? null : visibleBox();
 }
 
 /**
@@ -342,9 +364,28 @@ $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
 });
+// Double-click: select the element and fly to it (its box framed, orbiting about it); on empty space, fit all.
+viewer.renderer.domElement.addEventListener('dblclick', (e) => {
+  if (measure.active) return;
+  const id = pickId(e.clientX, e.clientY);
+  select(id);
+  const box = id ? app.batches?.boxOf(id) : visibleBox();
+  if (box) viewer.fitBox(box);
+});
+// F fits (the selection, else all), Home goes home, Esc clears the selection and leaves walk or fly; movement
+// and zoom keys are the navigation's (navigation.js). Keys typed into a field are the field's.
 window.addEventListener('keydown', (e) => {
-  if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
-  if (e.key === 'Escape') select(null);
+  const t = e.target;
+  if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key === 'f' || e.key === 'F') $('#btn-fit').click();
+  else if (e.key === 'Home') {
+    e.preventDefault();
+    navCube.home();
+  } else if (e.key === 'Escape') {
+    select(null);
+    viewer.controls.setMode('orbit');
+  }
 });
 window.addEventListener('pagehide', () => {
   app.abort?.abort();
@@ -440,6 +481,7 @@ Object.assign(window, {
     layout,
     measure,
     section,
+    navCube,
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,

@@ -54,8 +54,10 @@ export class Viewpoints {
       camera: {
         position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
         direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
-        up: arr(camera.up),
-        fov_deg: camera.fov,
+        up: arr(new THREE.Vector3(0, 1, 0).applyQuaternion(camera.quaternion).transformDirection(toModel)),
+        fov_deg: this.viewer.perspective.fov,
+        // BCF's OrthogonalCamera: its ViewToWorldScale is the view's height.
+        ...(this.viewer.projection === 'orthographic' ? { ortho_height: round(this.viewer.viewHeight()) } : {}),
       },
       // three keeps the side a plane's normal points to; BCF's direction points to the side cut away.
       clipping_planes: renderer.clippingPlanes.map((p) => {
@@ -89,7 +91,8 @@ export class Viewpoints {
   }
 
   /**
-   * Move the camera to a viewpoint's camera (model coordinates), keeping the orbit target ahead of it.
+   * Move the camera to a viewpoint's camera (model coordinates), keeping the orbit target ahead of it; an
+   * orthogonal camera (`ortho_height`) switches to the orthographic projection, that high.
    * @param {Viewpoint['camera']} cam @param {number} [ms] flight time; undefined = the viewer's default
    */
   flyToCamera(cam, ms) {
@@ -97,16 +100,14 @@ export class Viewpoints {
     const toWorld = viewer.world.matrixWorld;
     const pos = vec3(cam.position).applyMatrix4(toWorld);
     const dir = vec3(cam.direction).transformDirection(toWorld);
-    // Spend what is left of the user's last drag (damping) now, so it cannot turn the camera off the viewpoint.
-    const damping = viewer.controls.enableDamping;
-    viewer.controls.enableDamping = false;
-    viewer.controls.update();
-    viewer.controls.enableDamping = damping;
-    if (cam.fov_deg && cam.fov_deg !== viewer.camera.fov) {
-      viewer.camera.fov = cam.fov_deg;
-      viewer.camera.updateProjectionMatrix();
+    const persp = viewer.perspective;
+    if (cam.fov_deg && cam.fov_deg !== persp.fov) {
+      persp.fov = cam.fov_deg;
+      persp.updateProjectionMatrix();
     }
-    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
+    const height = typeof cam.ortho_height === 'number' && cam.ortho_height > 0 ? cam.ortho_height : undefined;
+    viewer.setProjection(height ? 'orthographic' : 'perspective');
+    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms, height);
   }
 
   /** Back to the live look: no viewpoint colours, visibility or planes. */
