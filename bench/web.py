@@ -73,6 +73,8 @@ TARGET_PROP = "pressure"
 CONTENDERS = {
     "viewer": ("**TwinView viewer**", ""),
     "viewer-msaa": ("viewer, MSAA forced on", "&msaa=1"),
+    # The look of issue 12: feature edges on, and the PMREM environment (which only glTF PBR batches read).
+    "viewer-look": ("viewer, edges + environment on", "&edges=1&env=1"),
     "viewer-pbr": ("viewer, PBR BatchedMesh path (before)", "&shading=pbr&msaa=1"),
     "plain": ("plain GLTFLoader", None),
     # --baseline DIR: another built client (an older commit's web_client/dist), served next to this one.
@@ -361,6 +363,11 @@ PHASES = """() => {
   if (glb && window.plain) out['plain:fetched'] = glb.responseEnd;
   return out;
 }"""
+# The look is in place: edges found for the view (clients without edges: at once), the environment made if
+# the URL asks for it.
+LOOK_READY = """(() => { const t = window.twinview.app.twin; const e = t.edges;
+  return (!e || !e.enabled || (e.pending.size === 0 && e.timer === 0))
+    && (!location.search.includes('env=1') || window.twinview.viewer.scene.environment !== null); })()"""
 # Columns of the start-up table: label -> (viewer mark, plain mark).
 PHASE_COLUMNS = {
     "WebGL context made": ("twinview:gl", "plain:app"),
@@ -411,7 +418,9 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     phases = page.evaluate(PHASES)
     # Steady state: the levels of detail load in the background after the first frame.
     page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function(LOOK_READY, timeout=LOAD_TIMEOUT_MS)
     page.wait_for_timeout(500)
+    page.evaluate(FRAME_TIMES, 2)  # unmeasured: what the GPU still does (an environment's prefiltering) ends here
     gl = page.evaluate(
         "(() => { const v = window.twinview.viewer; return { msaa: v.renderer.getContext()"
         ".getContextAttributes().antialias, software: v.softwareGL }; })()"

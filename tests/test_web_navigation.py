@@ -247,3 +247,53 @@ def test_keys_move_and_zoom_and_walk_moves_the_eye(page):
     page.keyboard.up("e")
     page.keyboard.press("Escape")
     assert page.evaluate(CAMERA)["mode"] == "orbit"
+
+
+# Edge segments drawn now, and the edges lines' GPU-side vertex buffer compared with their batch's.
+EDGES = """(() => { const t = window.twinview.app.twin; return { segments: t.edges.segments, enabled: t.edges.enabled,
+  shared: t.edges.lines.every((l) => l.geometry.attributes.position === l.batch.geometry.attributes.position) }; })()"""
+
+
+def test_edges_toggle_adds_and_removes_edge_geometry(page):
+    assert page.evaluate(EDGES)["segments"] == 0  # off by default
+    page.get_by_role("button", name="Edges").click()
+    page.wait_for_function("window.twinview.app.twin.edges.segments > 100", timeout=FLIGHT_MS)
+    on = page.evaluate(EDGES)
+    assert on["enabled"] and on["shared"]  # the lines draw from the batches' own vertex buffers
+    assert page.get_by_role("button", name="Edges").get_attribute("aria-pressed") == "true"
+    screenshot(page, "nav-edges")
+    page.get_by_role("button", name="Edges").click()
+    page.wait_for_function("window.twinview.app.twin.edges.segments === 0")
+
+
+def test_selection_and_hover_are_outlined(page):
+    els = walls_on_screen(page)
+    page.mouse.move(els[0]["x"], els[0]["y"])
+    page.wait_for_function("id => window.twinview.app.twin.hovered === id", arg=els[0]["id"])
+    outlined = """kind => { const o = window.twinview.app.twin[kind]; let n = 0;
+      for (const ls of o.lines.values()) for (const l of ls) if (l.visible) n += l.geometry.drawRange.count;
+      return n; }"""
+    assert page.evaluate(outlined, "hoverOutline") > 0
+    page.mouse.click(els[0]["x"], els[0]["y"])
+    page.wait_for_function("id => window.twinview.app.twin.selected === id", arg=els[0]["id"])
+    # The selection is outlined (no bounding box), and the hover outline gives way to it.
+    assert page.evaluate(outlined, "outline") > 0
+    assert page.evaluate("window.twinview.app.twin.highlight.visible") is False
+    assert page.evaluate(outlined, "hoverOutline") == 0
+    screenshot(page, "nav-selected")
+    page.keyboard.press("Escape")
+    page.wait_for_function("window.twinview.app.twin.selected === null")
+    assert page.evaluate(outlined, "outline") == 0
+
+
+def test_the_environment_map_lights_pbr_materials(office):
+    srv, browser = office
+    # Off for this model by default: every material takes the per-vertex path, which does not read it (and a
+    # software GL would pay seconds for it); ?env=1 asks for it.
+    p = open_viewer(browser, srv.url)
+    assert p.evaluate("window.twinview.viewer.scene.environment") is None
+    p.close()
+    p = open_viewer(browser, f"{srv.url}/?env=1")
+    p.wait_for_function("window.twinview.viewer.scene.environment?.isTexture === true", timeout=FLIGHT_MS)
+    assert p.errors == []
+    p.close()

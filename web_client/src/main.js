@@ -160,6 +160,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     app.loader = model.via;
     app.batches = batches;
     app.twin = new TwinView(viewer, batches, state, labels, signal);
+    app.twin.edges.setEnabled(look.edges);
     freshness.bindLabels(labels, signal);
     const all = boxOfAll(batches);
     if (all) {
@@ -178,6 +179,12 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       viewer.addEventListener('frame', r, { once: true });
       setTimeout(r, FIRST_FRAME_WAIT_MS); // a hidden tab draws no frames
     });
+    // Reflections for the glTF (PBR) materials — metals read as metal — once the model is on screen, when it
+    // has such materials. Not on a software GL, where prefiltering holds the GPU process for many seconds,
+    // unless asked for (`?env=1`; `?env=0`: never).
+    const env = params.get('env');
+    const pbr = batches.batches.some((b) => !(/** @type {any} */ (b).isMergedBatch));
+    if (env === '1' || (env !== '0' && pbr && !viewer.softwareGL)) viewer.useEnvironment();
     // Fetched only now: its download and JSON parse (megabytes for a large plant) stay off the first frame.
     const records = await fetchManifest(manifestUrl, abort.signal);
     if (signal.aborted) return;
@@ -346,7 +353,9 @@ viewer.renderer.domElement.addEventListener('pointermove', (e) => {
   lastHover = e.timeStamp;
   const hit = viewer.pickAt(e.clientX, e.clientY);
   presence.pointer = hit ? viewer.raycaster.ray.clone() : null;
+  app.twin?.hover(hit && e.pointerType === 'mouse' && !e.buttons ? app.batches?.idOf(hit) ?? null : null);
 });
+viewer.renderer.domElement.addEventListener('pointerleave', () => app.twin?.hover(null));
 /** @param {HTMLElement} btn @param {boolean} on */
 const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
 $('#btn-section').addEventListener('click', (e) => {
@@ -359,6 +368,14 @@ $('#btn-section').addEventListener('click', (e) => {
 $('#btn-measure').addEventListener('click', (e) => {
   measure.setActive(!measure.active);
   press(/** @type {HTMLElement} */ (e.currentTarget), measure.active);
+});
+// Edges on or off (`?edges=1` starts with them on), for this scene and the next.
+const look = { edges: params.get('edges') === '1' };
+press($('#btn-edges'), look.edges);
+$('#btn-edges').addEventListener('click', () => {
+  look.edges = !look.edges;
+  app.twin?.edges.setEnabled(look.edges);
+  press($('#btn-edges'), look.edges);
 });
 $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();

@@ -16,6 +16,22 @@ export const LIGHTS = {
   sunPosition: new THREE.Vector3(5, 10, 7),
 };
 
+/**
+ * GLSL for a MergedBatch's vertex shader (with mergedDefines): vertices are in the batch's frame; per element
+ * (slot) 5 texels: colour (a = 2: moved), then the columns of the move applied on top of the baked placement.
+ */
+export const MERGED_VERTEX_PARS = /* glsl */ `
+attribute float slot;
+uniform highp sampler2D elementData;
+vec4 elementTexel( const in int i ) {
+  return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
+}
+`;
+
+/** The defines MERGED_VERTEX_PARS needs, for a batch's per-element texture. @param {THREE.Texture} elementData */
+export const mergedDefines = (elementData) => ({ MERGED: '', ELEMENT_TEXTURE_WIDTH: elementData.image.width,
+  ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) });
+
 // Shared by every cheap material: light colours premultiplied by intensity, sun direction in world space.
 const lightUniforms = {
   skyColor: { value: new THREE.Color(LIGHTS.sky).multiplyScalar(LIGHTS.hemisphere) },
@@ -38,13 +54,7 @@ varying vec3 vFront;
 varying vec3 vBack;
 #endif
 #ifdef MERGED
-// MergedBatch: vertices are in the batch's frame; per element (slot) 5 texels: colour (a = 2: moved),
-// then the columns of the move applied on top of the baked placement.
-attribute float slot;
-uniform highp sampler2D elementData;
-vec4 elementTexel( const in int i ) {
-  return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
-}
+${MERGED_VERTEX_PARS}
 #endif
 
 // Lambert irradiance (already divided by pi, as three's BRDF_Lambert does) for a world-space normal.
@@ -136,8 +146,7 @@ export function canShadeCheaply(m) {
  */
 export function cheapMaterial(source, elementData = null) {
   const m = new THREE.ShaderMaterial({
-    defines: elementData ? { MERGED: '', ELEMENT_TEXTURE_WIDTH: elementData.image.width,
-      ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) } : {},
+    defines: elementData ? mergedDefines(elementData) : {},
     name: `lambert-vs:${source.name || source.type}`,
     uniforms: {
       diffuse: { value: new THREE.Color().copy(source.color ?? new THREE.Color(1, 1, 1)) },

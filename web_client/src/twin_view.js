@@ -1,6 +1,7 @@
 // Binds the twin state to the batched elements: applies visuals (colour, visibility, transform) as
 // snapshots and deltas arrive, and keeps the selection highlight.
 import * as THREE from 'three';
+import { ModelEdges, Outline } from './edges.js';
 
 const _color = new THREE.Color();
 const _matrix = new THREE.Matrix4();
@@ -25,8 +26,15 @@ export class TwinView {
     this.lodsLoaded = false;
     /** @type {string|null} */
     this.selected = null;
+    /** the selection's and the hover's outline (edges.js); a box for what it cannot outline */
+    this.outline = new Outline(batches, 'selected');
+    this.hoverOutline = new Outline(batches, 'hovered');
+    /** @type {string|null} */
+    this.hovered = null;
     this.highlight = new THREE.Box3Helper(new THREE.Box3(), SELECTION_COLOR);
     this.highlight.visible = false;
+    /** feature edges, off until `edges.setEnabled(true)` */
+    this.edges = new ModelEdges(batches, () => viewer.invalidate());
     viewer.world.add(batches.group, this.highlight);
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
@@ -38,8 +46,11 @@ export class TwinView {
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());
     // Before each render: per-element frustum culling and level of detail (see ElementBatches.updateLod).
-    const view = (/** @type {THREE.Camera} */ camera) => batches.updateLod(camera,
-      viewer.renderer.getDrawingBufferSize(_size).y, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+    const view = (/** @type {THREE.Camera} */ camera) => {
+      const heightPx = viewer.renderer.getDrawingBufferSize(_size).y;
+      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+      this.edges.update(camera, heightPx);
+    };
     viewer.prerender.push(view);
     signal.addEventListener('abort', () => viewer.prerender.splice(viewer.prerender.indexOf(view), 1));
     // Time to first frame with the model (navigation start → this mark), read by bench/web.py.
@@ -68,6 +79,9 @@ export class TwinView {
   #dispose() {
     for (const id of this.touched) this.labels.set(`el:${id}`, null, () => null);
     this.highlight.removeFromParent();
+    this.edges.dispose();
+    this.outline.dispose();
+    this.hoverOutline.dispose();
     this.viewer.pickables.splice(this.viewer.pickables.indexOf(this.batches.group), 1);
     this.batches.dispose();
     this.viewer.invalidate();
@@ -101,12 +115,23 @@ export class TwinView {
     return box ? box.getCenter(new THREE.Vector3()).setY(box.max.y) : null;
   }
 
-  /** @param {string|null} id */
+  /** Outline the selected element (a box around what cannot be outlined: points, textured parts). @param {string|null} id */
   select(id) {
     this.selected = id;
-    const box = id ? this.batches.boxOf(id) : null;
+    const outlined = this.outline.set(id);
+    const box = id && !outlined ? this.batches.boxOf(id) : null;
     this.highlight.visible = Boolean(box && !box.isEmpty());
     if (box) this.highlight.box.copy(box).expandByScalar(0.02);
+    if (id && id === this.hovered) this.hover(null);
+    this.viewer.invalidate();
+  }
+
+  /** Outline the element under the pointer (not the selected one). @param {string|null} id */
+  hover(id) {
+    const show = id === this.selected ? null : id;
+    if (show === this.hovered) return;
+    this.hovered = show;
+    this.hoverOutline.set(show);
     this.viewer.invalidate();
   }
 }

@@ -12,6 +12,7 @@
 //   (e.g. a floor plan: `setProjection('orthographic')`, then `viewFrom(new Vector3(0, 1, 0), storeyBox)`).
 // Every flight respects prefers-reduced-motion (it jumps).
 import * as THREE from 'three';
+import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
 import { createContext, pixelRatio, withKnownParameters } from './gl_context.js';
 import { warmUpShaders } from './merged_batch.js';
 import { Navigation, orientationFor, viewHeightAt } from './navigation.js';
@@ -26,6 +27,8 @@ const FIT_MARGIN = 1.4;
 const MIN_FIT_ELEVATION = 0.7;
 // A flight this short or with reduced motion asked for is a jump.
 const reducedMotion = () => typeof matchMedia === 'function' && matchMedia('(prefers-reduced-motion: reduce)').matches;
+// The environment map's cube face size (px): reflections of a blurred room need little.
+const ENVIRONMENT_PX = 128;
 // The orthographic frustum's half height at zoom 1; its zoom sets the view's height.
 const ORTHO_HALF_HEIGHT = 1;
 const _dir = new THREE.Vector3();
@@ -117,6 +120,22 @@ export class Viewer extends EventTarget {
 
   invalidate() {
     this.dirty = true;
+  }
+
+  /**
+   * Image-based lighting for glTF (PBR) materials: a neutral room, prefiltered once (PMREM, ENVIRONMENT_PX a
+   * cube face), so metals reflect something instead of rendering black. The cheap per-vertex path does not
+   * read it. Call after the model's first frame: prefiltering compiles and runs a few blur passes on the GPU
+   * (on SwiftShader, its shaders keep the GPU process busy for ~20 s).
+   */
+  useEnvironment() {
+    if (this.scene.environment) return;
+    const pmrem = new THREE.PMREMGenerator(this.renderer);
+    const room = new RoomEnvironment();
+    this.scene.environment = pmrem.fromScene(room, 0.04, 0.1, 100, { size: ENVIRONMENT_PX }).texture;
+    room.dispose();
+    pmrem.dispose();
+    this.invalidate();
   }
 
   #resize() {
