@@ -5,7 +5,8 @@
 // lazily, in slices of at most SLICE_MS between frames, never before the model's first frame. Edges are drawn
 // only for elements at least MIN_EDGE_PX across on screen: on smaller ones they are noise, and skipping them
 // keeps an overview of a large plant at the cost it had without edges.
-// The same lines, in other colours and on top, outline the selected and the hovered element (Outline).
+// The same lines, in other colours and also on top, with a tint of the element's triangles (drawn over the
+// batch's vertices the same way), outline the selected and the hovered element (Outline).
 import * as THREE from 'three';
 import { MERGED_VERTEX_PARS, mergedDefines } from './shading.js';
 
@@ -99,8 +100,8 @@ export function edgesOf(batch, slot) {
   return edges;
 }
 
-/** The line material: a colour, the batch's element moves, the section planes. */
-class EdgeMaterial extends THREE.ShaderMaterial {
+/** One colour on a batch's elements (their moves and the section planes applied): edges, outlines, tints. */
+class FlatMaterial extends THREE.ShaderMaterial {
   /** @param {THREE.Texture} elementData @param {number} color @param {number} opacity @param {boolean} onTop */
   constructor(elementData, color, opacity, onTop) {
     super({
@@ -138,14 +139,57 @@ class EdgeMaterial extends THREE.ShaderMaterial {
   }
 }
 
+/**
+ * Draw `parts` (index arrays over the batch's vertices, one after another) with `obj`, over the batch's own
+ * position and slot attributes; its index buffer grows when it must (a new geometry: the old one's index is
+ * freed, not the attributes it shares with the batch). Returns the indices drawn.
+ * @param {THREE.Mesh|THREE.LineSegments} obj @param {import('./merged_batch.js').MergedBatch} batch
+ * @param {ArrayLike<number>[]} parts
+ */
+function drawIndices(obj, batch, parts) {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  let index = /** @type {THREE.BufferAttribute|null} */ (obj.geometry.index);
+  if (!index || index.count < n) {
+    release(obj.geometry);
+    obj.geometry = new THREE.BufferGeometry();
+    index = new THREE.BufferAttribute(new Uint32Array(Math.max(n, 2 * (index?.count ?? 0), 64)), 1);
+    obj.geometry.setIndex(index);
+  }
+  const array = /** @type {Uint32Array} */ (index.array);
+  let at = 0;
+  for (const p of parts) {
+    array.set(p, at);
+    at += p.length;
+  }
+  index.clearUpdateRanges();
+  index.addUpdateRange(0, Math.max(at, 1));
+  index.needsUpdate = true;
+  const g = obj.geometry;
+  g.setDrawRange(0, at);
+  const src = batch.geometry.attributes;
+  if (g.attributes.position !== src.position) {
+    g.setAttribute('position', src.position);
+    g.setAttribute('slot', src.slot);
+  }
+  obj.visible = at > 0;
+  return at;
+}
+
+/** Free a geometry's index buffer, leaving the batch's attributes it shares alone. @param {THREE.BufferGeometry} g */
+function release(g) {
+  g.deleteAttribute('position');
+  g.deleteAttribute('slot');
+  g.dispose();
+}
+
+/** @typedef {{color: number, opacity: number, onTop?: boolean}} Look `onTop`: drawn over the model */
+
 /** Line segments over a batch's vertices: the edges of the elements (slots) it is given. */
 export class EdgeLines extends THREE.LineSegments {
-  /**
-   * @param {import('./merged_batch.js').MergedBatch} batch
-   * @param {{color: number, opacity: number, onTop?: boolean}} look `onTop`: drawn over the model
-   */
+  /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
   constructor(batch, { color, opacity, onTop = false }) {
-    super(new THREE.BufferGeometry(), new EdgeMaterial(batch.texture, color, opacity, onTop));
+    super(new THREE.BufferGeometry(), new FlatMaterial(batch.texture, color, opacity, onTop));
     this.batch = batch;
     this.frustumCulled = false;
     this.renderOrder = onTop ? 20 : 1;
@@ -160,58 +204,44 @@ export class EdgeLines extends THREE.LineSegments {
   /** Draw the edges of these slots (their edges found now if need be). @param {number[]} slots */
   show(slots) {
     this.slots = slots;
-    let n = 0;
-    for (const s of slots) n += edgesOf(this.batch, s).length;
-    let index = /** @type {THREE.BufferAttribute|null} */ (this.#geometry.index);
-    if (!index || index.count < n) {
-      // A larger index buffer: a new geometry, the old one's index freed (not the attributes it shares).
-      this.#release();
-      this.geometry = new THREE.BufferGeometry();
-      index = new THREE.BufferAttribute(new Uint32Array(Math.max(n, 2 * (index?.count ?? 0), 64)), 1);
-      this.#geometry.setIndex(index);
-    }
-    const array = /** @type {Uint32Array} */ (index.array);
-    let at = 0;
-    for (const s of slots) {
-      const e = edgesOf(this.batch, s);
-      array.set(e, at);
-      at += e.length;
-    }
-    index.clearUpdateRanges();
-    index.addUpdateRange(0, Math.max(at, 1));
-    index.needsUpdate = true;
-    this.#geometry.setDrawRange(0, at);
-    this.#attach();
-    this.visible = at > 0;
+    drawIndices(this, this.batch, slots.map((s) => edgesOf(this.batch, s)));
   }
 
   /** Whether the batch's attributes are the ones drawn (it makes new ones when its levels of detail come). */
   get current() {
-    return this.#geometry.attributes.position === this.batch.geometry.attributes.position;
-  }
-
-  /** @returns {THREE.BufferGeometry} */
-  get #geometry() {
-    return /** @type {THREE.LineSegments} */ (this).geometry;
-  }
-
-  #attach() {
-    if (this.current) return;
-    const src = this.batch.geometry.attributes;
-    this.#geometry.setAttribute('position', src.position);
-    this.#geometry.setAttribute('slot', src.slot);
-  }
-
-  /** Free this geometry's index buffer, leaving the batch's attributes (one GPU buffer with the batch's) alone. */
-  #release() {
-    const g = this.#geometry;
-    g.deleteAttribute('position');
-    g.deleteAttribute('slot');
-    g.dispose();
+    return /** @type {THREE.LineSegments} */ (this).geometry.attributes.position === this.batch.geometry.attributes.position;
   }
 
   dispose() {
-    this.#release();
+    release(/** @type {THREE.LineSegments} */ (this).geometry);
+    /** @type {THREE.Material} */ (this.material).dispose();
+  }
+}
+
+/** A tint over elements of a batch: their full-detail triangles again, in a translucent colour. */
+export class ElementFill extends THREE.Mesh {
+  /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
+  constructor(batch, { color, opacity }) {
+    super(new THREE.BufferGeometry(), new FlatMaterial(batch.texture, color, opacity, false));
+    this.batch = batch;
+    this.frustumCulled = false;
+    this.renderOrder = 1;
+    /** @type {THREE.Material} */ (this.material).side = batch.material.side;
+  }
+
+  raycast() {}
+
+  /** @param {number[]} slots */
+  show(slots) {
+    const all = /** @type {Uint32Array} */ (this.batch.allIndex);
+    drawIndices(this, this.batch, slots.map((s) => {
+      const { start, count } = this.batch.levels[s][0];
+      return all.subarray(start, start + count);
+    }));
+  }
+
+  dispose() {
+    release(/** @type {THREE.Mesh} */ (this).geometry);
     /** @type {THREE.Material} */ (this.material).dispose();
   }
 }
@@ -307,22 +337,27 @@ export class ModelEdges {
   }
 }
 
-/** Outline colours: the selection's (on the model, and fainter where the model hides it) and the hover's. */
+/**
+ * Outline looks: the selection's edges (on the model, and fainter where the model hides them) and tint, the
+ * hover's lighter ones.
+ * @type {Record<'selected'|'hovered', {edges: Look[], fill: Look}>}
+ */
 const OUTLINE = {
-  selected: [{ color: 0x4da3ff, opacity: 1 }, { color: 0x4da3ff, opacity: 0.35, onTop: true }],
-  hovered: [{ color: 0xffffff, opacity: 0.8 }],
+  selected: { edges: [{ color: 0x4da3ff, opacity: 1 }, { color: 0x4da3ff, opacity: 0.35, onTop: true }],
+    fill: { color: 0x4da3ff, opacity: 0.3 } },
+  hovered: { edges: [{ color: 0xffffff, opacity: 0.8 }], fill: { color: 0xffffff, opacity: 0.12 } },
 };
 
 /**
- * The selected or hovered element outlined: its edges in a bright colour (a selection also where other
- * elements hide it, fainter). For elements of merged batches; `set` says whether it could.
+ * The selected or hovered element outlined: its edges in a bright colour (a selection's also where other
+ * elements hide it, fainter) over a tint. For elements of merged batches; `set` says whether it could.
  */
 export class Outline {
   /** @param {import('./batcher.js').ElementBatches} batches @param {'selected'|'hovered'} kind */
   constructor(batches, kind) {
     this.batches = batches;
     this.kind = kind;
-    /** @type {Map<import('./merged_batch.js').MergedBatch, EdgeLines[]>} */
+    /** @type {Map<import('./merged_batch.js').MergedBatch, (EdgeLines|ElementFill)[]>} */
     this.lines = new Map();
   }
 
@@ -343,7 +378,8 @@ export class Outline {
     for (const [batch, s] of slots) {
       let lines = this.lines.get(batch);
       if (!lines) {
-        lines = OUTLINE[this.kind].map((look) => new EdgeLines(batch, look));
+        const look = OUTLINE[this.kind];
+        lines = [new ElementFill(batch, look.fill), ...look.edges.map((l) => new EdgeLines(batch, l))];
         batch.add(...lines);
         this.lines.set(batch, lines);
       }
