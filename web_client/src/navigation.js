@@ -117,7 +117,12 @@ export class Navigation extends THREE.EventDispatcher {
     for (const k of this.keys) move.add(_v.fromArray(MOVE_KEYS[k]));
     if (move.lengthSq() === 0) return false;
     const forward = cam.getWorldDirection(new THREE.Vector3());
-    if (this.mode !== 'fly') forward.setY(0).normalize(); // level: walking, or moving an orbit view
+    if (this.mode !== 'fly') {
+      forward.setY(0); // level: walking, or moving an orbit view
+      // Looking straight down (a plan): forward is the screen's up.
+      if (forward.lengthSq() < 1e-8) forward.set(0, 1, 0).applyQuaternion(cam.quaternion).setY(0);
+      forward.normalize();
+    }
     const right = new THREE.Vector3(1, 0, 0).applyQuaternion(cam.quaternion).setY(0).normalize();
     const step = this.speed * (this.run ? RUN_FACTOR : 1) * Math.min(dt, 0.1);
     const d = new THREE.Vector3().addScaledVector(forward, move.z).addScaledVector(right, move.x).addScaledVector(UP, move.y);
@@ -237,10 +242,10 @@ export class Navigation extends THREE.EventDispatcher {
     if (hit) return hit;
     const cam = this.camera;
     const r = this.deps.canvas.getBoundingClientRect();
-    const ndc = new THREE.Vector3(((x - r.left) / r.width) * 2 - 1, -((y - r.top) / r.height) * 2 + 1, 0.5);
+    const ndc = new THREE.Vector2(((x - r.left) / r.width) * 2 - 1, -((y - r.top) / r.height) * 2 + 1);
     const depth = _w.copy(this.target).sub(cam.position).dot(cam.getWorldDirection(_v));
     const ray = new THREE.Raycaster();
-    ray.setFromCamera(new THREE.Vector2(ndc.x, ndc.y), cam);
+    ray.setFromCamera(ndc, cam);
     const along = ray.ray.direction.dot(cam.getWorldDirection(_v));
     return ray.ray.at(depth / Math.max(along, 1e-3), new THREE.Vector3());
   }
