@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions, loader_for
 from scene.merge import merge
 from scene.model import Element, Scene
-from scene.sandbox import Limits, PendingImport, stop_all
+from scene.sandbox import CHECK_INTERVAL_S, Limits, PendingImport, available_memory_mb, stop_all
 
 OUTPUT_FILES = ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json")
 
@@ -47,6 +48,12 @@ def check_input(path: Path) -> None:
         raise ImportFailed(str(path), "permission denied")
 
 
+def concurrent_imports(limits: Limits) -> int:
+    """How many inputs of a federated build are read at once: one per core, and no more than fit in the
+    machine's memory at their memory bound (each IFC reader also runs a kernel worker per core)."""
+    return max(1, min(os.cpu_count() or 1, available_memory_mb() // limits.memory_mb))
+
+
 def import_all(
     inputs: list[Path],
     options: ImportOptions,
@@ -56,26 +63,49 @@ def import_all(
     progress: Progress | None = None,
     preload: Callable[[], object] | None = None,
     on_elements: ElementsReady | None = None,
+    slots: int | None = None,
 ) -> Scene:
-    """Import every input in its own child and merge them. `on_elements` gets a single input's
-    elements early (see `PendingImport`); with several inputs, merging renames, so it is not called."""
+    """Import every input in its own child and merge them. At most `slots` (default
+    `concurrent_imports`) read at once; the others start as those finish, and their time bounds start
+    with them. `on_elements` gets a single input's elements early (see `PendingImport`); with several
+    inputs, merging renames, so it is not called."""
     for path in inputs:
         check_input(path)
     if progress:
         progress(f"importing {', '.join(p.name for p in inputs)}")
-    # All children start before the parent does anything else: they read on their own cores while
-    # the parent loads the exporters (no thread may run while we fork).
     early = on_elements if len(inputs) == 1 else None
-    pending = [PendingImport(path, options, limits, debug=debug, on_elements=early) for path in inputs]
+    slots = slots or concurrent_imports(limits)
+    waiting = list(enumerate(inputs))
+    running: dict[int, PendingImport] = {}
+    scenes: dict[int, Scene] = {}
+
+    def start_waiting() -> None:
+        while waiting and len(running) < slots:
+            index, path = waiting.pop(0)
+            if progress and len(inputs) > slots:
+                progress(f"reading {path.name} ({index + 1} of {len(inputs)})")
+            running[index] = PendingImport(path, options, limits, debug=debug, on_elements=early)
+
     try:
+        # The first children start before the parent does anything else: they read on their own cores
+        # while the parent loads the exporters.
+        start_waiting()
         if preload is not None:
             preload()
-        scenes = [job.result() for job in pending]
+        while running:
+            answered = set(wait([job.answer for job in running.values()], timeout=CHECK_INTERVAL_S))
+            for index, job in list(running.items()):
+                if job.answer in answered:
+                    scenes[index] = job.result()
+                    del running[index]
+                else:
+                    job.check_limits()
+            start_waiting()
     except BaseException:  # one input failed (or we are being stopped): the other readers stop too
-        for job in pending:
+        for job in running.values():
             job.stop()
         raise
-    return merge(scenes)
+    return merge([scenes[index] for index in range(len(inputs))])
 
 
 # Staging folders of builds in progress, so that `abort` can remove them.

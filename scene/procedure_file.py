@@ -7,7 +7,7 @@ step failing with a `ProcedureError` that names the file, the entry and the prob
 3. semantic checks: known element ids, one completion condition per step, sane value ranges,
    unique step ids.
 
-Viewpoints reuse the annotation model (`viewer_server.topics.Camera` / `ClippingPlane`), so a step's
+Viewpoints reuse the annotation model's camera (`scene.camera.Camera` / `ClippingPlane`), so a step's
 view, a presenter's view and a BCF viewpoint are one shape.
 """
 
@@ -22,9 +22,9 @@ import jsonschema
 import msgspec
 
 from scene.bindings import ElementId, PropName
+from scene.camera import Camera, ClippingPlane
 from scene.config_file import ConfigFileError, check_finite, config_main, convert, entry_name, load_config
 from scene.json_schema import tidy
-from viewer_server.topics import Camera, ClippingPlane
 
 SCHEMA_ID = "https://twinview.dev/schemas/procedure.schema.json"
 # Steps per procedure: a long checklist has a few dozen; hundreds means a file that should be split.

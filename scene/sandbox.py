@@ -2,9 +2,14 @@
 
 Native readers (IfcOpenShell, OCP, open3d, usd-core) can segfault or spin on hostile input. Running
 each input in its own process turns a crash, a hang or a memory blow-up into an `ImportFailed`
-with a clear reason, and the CLI or server stays alive. The reader dies with the process that started
-it, however that one dies (`scene.lifeline`), and a stopped import takes the reader's own children
-(the IFC kernel workers) with it.
+with a clear reason, and the CLI or server stays alive.
+
+The time bound is CPU time, not wall time: the CPU-seconds the reader and its kernel workers used,
+scaled with the file's size by default, so a big plant on a loaded machine is not refused for waiting
+for a core. A wall-clock bound (a multiple of the CPU bound) still stops a reader that sleeps forever.
+
+The reader dies with the process that started it, however that one dies (`scene.lifeline`), and a
+stopped import takes the reader's own children (the IFC kernel workers) with it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,16 @@ from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOp
 from scene.lifeline import die_with_parent
 from scene.model import Element, Scene
 
-DEFAULT_TIMEOUT_S = 600.0  # a large IFC takes minutes on 2 cores; beyond 10 min something is wrong
+# CPU-seconds allowed per input: a base for any file plus this much per MB of it. Real IFC costs ~7 CPU-s per
+# 1 000 elements (BENCHMARKS.md section 1) and a 1 000-element IFC is ~1 MB or more, so real files stay well
+# under the bound while a reader spinning on a small hostile file is stopped within minutes.
+CPU_S_BASE = 300.0
+CPU_S_PER_MB = 20.0
+# The wall-clock bound, when not given: this many times the CPU bound (a reader on a machine at load 8 on
+# 2 cores gets a quarter of a core), so only a reader that sleeps or waits forever meets it.
+WALL_PER_CPU = 4.0
+# How often the parent checks a reader's CPU time while it waits for its answer.
+CHECK_INTERVAL_S = 1.0
 # The default address-space cap per input is this fraction of the memory the machine (or the cgroup we run
 # in, if smaller) has: a hostile file (a 5 MB .3mf zip bomb) then fails cleanly long before the machine
 # swaps or the OOM killer picks a victim, and a few inputs imported at once still fit.
@@ -54,10 +68,41 @@ def default_memory_mb() -> int:
 DEFAULT_MEMORY_MB = default_memory_mb()
 
 
+def default_cpu_s(path: Path) -> float:
+    """CPU-seconds allowed for reading `path` when not given: grows with the file's size."""
+    return CPU_S_BASE + CPU_S_PER_MB * path.stat().st_size / 1e6
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    """Bounds per input. `cpu_s` None: `default_cpu_s` of the file; `timeout_s` (wall clock) None:
+    `WALL_PER_CPU` times the CPU bound."""
+
+    cpu_s: float | None = None
+    timeout_s: float | None = None
     memory_mb: int = DEFAULT_MEMORY_MB
+
+    def for_input(self, path: Path) -> tuple[float, float]:
+        """The (CPU-seconds, wall seconds) bounds for reading `path`."""
+        cpu = self.cpu_s if self.cpu_s is not None else default_cpu_s(path)
+        return cpu, self.timeout_s if self.timeout_s is not None else WALL_PER_CPU * cpu
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used by the processes of group `pgid`, the leader's reaped children
+    included: a reader and its kernel workers together. Processes gone between listing and reading
+    are skipped."""
+    ticks = 0
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            # After the name: state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+            # utime stime cutime cstime (fields 0-14 here)
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+                if int(stat_file.parent.name) == pgid:
+                    ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _child(
@@ -148,6 +193,7 @@ class PendingImport:
     ) -> None:
         loader_for(path)  # unknown extensions fail here, before a process is spent on them
         self.path, self.options, self.limits, self.debug = path, options, limits, debug
+        self.cpu_s, self.wall_s = limits.for_input(path)
         self.on_elements = on_elements if FORMATS[path.suffix.lower()][1] in ANNOUNCES_ELEMENTS else None
         self.started = time.monotonic()
         ctx = mp.get_context("fork")  # fork avoids re-importing numpy; callers fork before starting threads
@@ -204,11 +250,36 @@ class PendingImport:
         failure.__notes__ = [tb]  # shown by the CLI with --debug
         raise failure
 
+    @property
+    def answer(self) -> Connection:
+        """Readable when the reader has something to say (for `multiprocessing.connection.wait`)."""
+        return self._conn
+
+    def check_limits(self) -> None:
+        """Raise ImportFailed if the reader has used up its CPU time or its wall-clock time."""
+        used = group_cpu_seconds(self._proc.pid)
+        if used > self.cpu_s:
+            raise ImportFailed(
+                str(self.path),
+                f"import used more than {self.cpu_s:g} CPU-seconds and was stopped; "
+                f"allow more with --max-cpu SECONDS (the default grows with the file: "
+                f"{CPU_S_BASE:g} + {CPU_S_PER_MB:g} per MB)",
+            )
+        if time.monotonic() - self.started > self.wall_s:
+            raise ImportFailed(
+                str(self.path),
+                f"import took longer than {self.wall_s:g} s and was stopped; allow more with --timeout SECONDS",
+            )
+
     def _receive(self) -> tuple[str, object]:
-        """The child's next message, within what is left of the time limit."""
-        remaining = max(0.0, self.limits.timeout_s - (time.monotonic() - self.started))
-        if not self._conn.poll(remaining):
-            raise ImportFailed(str(self.path), f"import took longer than {self.limits.timeout_s:g} s and was stopped")
+        """The child's next message, within its CPU and wall-clock bounds."""
+        while not self._conn.poll(min(CHECK_INTERVAL_S, max(0.0, self.started + self.wall_s - time.monotonic()))):
+            try:
+                self.check_limits()
+            except ImportFailed:
+                if self._conn.poll(0):  # it answered just in time
+                    break
+                raise
         try:
             return self._conn.recv()
         except (EOFError, OSError):

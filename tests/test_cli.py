@@ -139,3 +139,12 @@ def test_demo_serves_the_sample_with_join_links_and_keeps_its_state_private(tmp_
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert (data / "scenes" / "pump-station" / "scene.glb").is_file()
     assert not (repo / ".twinview").exists()
+
+
+def test_build_bounds_come_from_the_flags_or_grow_with_the_file() -> None:
+    from scene.sandbox import DEFAULT_MEMORY_MB, Limits
+    from viewer_server.cli import _limits, parser
+
+    given = parser().parse_args(["build", "plant.ifc", "-o", "out", "--max-cpu", "5000", "--timeout", "9000"])
+    assert _limits(given) == Limits(cpu_s=5000, timeout_s=9000, memory_mb=DEFAULT_MEMORY_MB)
+    assert _limits(parser().parse_args(["build", "plant.ifc", "-o", "out"])) == Limits()  # sized per file

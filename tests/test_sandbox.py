@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scene import sandbox
+from scene import pipeline, sandbox
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
 from scene.model import Element, Scene
@@ -260,3 +260,90 @@ def test_the_default_memory_bound_is_a_fraction_of_the_machine(monkeypatch: pyte
     assert sandbox.default_memory_mb() == max(sandbox.MIN_MEMORY_MB, int(min(total_mb, 8192) * sandbox.MEMORY_FRACTION))
     monkeypatch.setattr(sandbox, "available_memory_mb", lambda: 1024)  # a small machine still reads USD and STEP
     assert sandbox.default_memory_mb() == sandbox.MIN_MEMORY_MB
+
+
+# --- the CPU-time bound and federated builds ---------------------------------------------------------------------
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_spinning_reader_is_stopped_at_its_cpu_bound_with_its_workers_counted(monkeypatch, src):
+    # Two processes (the reader and a kernel worker it forked) share the bound: CPU, not wall time.
+    def spinning(path: Path, options: ImportOptions) -> Scene:
+        if os.fork() == 0:
+            _spin(60)
+            os._exit(0)
+        _spin(60)
+
+    _use_loader(monkeypatch, spinning)
+    with pytest.raises(ImportFailed, match=r"more than 2 CPU-seconds and was stopped; allow more with --max-cpu"):
+        sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(cpu_s=2.0, timeout_s=120.0))
+
+
+def test_a_reader_that_waits_is_not_refused_for_waiting(monkeypatch, src):
+    # 3 s of wall time but almost no CPU: a reader waiting for a core (or for disk) is within a 1 s CPU bound.
+    def waiting(path: Path, options: ImportOptions) -> Scene:
+        time.sleep(3)
+        scene = Scene()
+        scene.add(Element(id="a", name="A", cls="Mesh"))
+        return scene
+
+    _use_loader(monkeypatch, waiting)
+    scene = sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(cpu_s=1.0, timeout_s=60.0))
+    assert list(scene.elements) == ["a"]
+
+
+def test_the_default_bounds_grow_with_the_file(tmp_path: Path):
+    small, big = tmp_path / "small.ifc", tmp_path / "big.ifc"
+    small.write_bytes(b"x" * 1000)
+    with big.open("wb") as f:
+        f.truncate(200_000_000)  # a 200 MB plant
+    limits = sandbox.Limits()
+    cpu_small, wall_small = limits.for_input(small)
+    cpu_big, wall_big = limits.for_input(big)
+    assert cpu_small == pytest.approx(sandbox.CPU_S_BASE, abs=0.1)
+    assert cpu_big == pytest.approx(sandbox.CPU_S_BASE + 200 * sandbox.CPU_S_PER_MB)
+    assert (wall_small, wall_big) == (sandbox.WALL_PER_CPU * cpu_small, sandbox.WALL_PER_CPU * cpu_big)
+    assert sandbox.Limits(cpu_s=5, timeout_s=7).for_input(big) == (5, 7)
+
+
+def test_a_federated_build_reads_within_its_slots_and_keeps_the_input_order(monkeypatch, tmp_path: Path):
+    log = tmp_path / "log"
+
+    def recording(path: Path, options: ImportOptions) -> Scene:
+        with log.open("a") as f:
+            f.write(f"start {path.stem}\n")
+        time.sleep(0.3)
+        with log.open("a") as f:
+            f.write(f"end {path.stem}\n")
+        scene = Scene()
+        scene.add(Element(id=path.stem, name=path.stem, cls="Mesh"))
+        return scene
+
+    _use_loader(monkeypatch, recording)
+    monkeypatch.setattr(pipeline, "loader_for", lambda path: recording)
+    inputs = []
+    for name in ("a", "b", "c", "d", "e"):
+        inputs.append(tmp_path / f"{name}.obj")
+        inputs[-1].write_text("v 0 0 0\n")
+    said: list[str] = []
+    scene = pipeline.import_all(inputs, ImportOptions(), sandbox.Limits(), progress=said.append, slots=2)
+    assert [e.name for e in scene.elements.values() if e.cls == "Mesh"] == ["a", "b", "c", "d", "e"]
+    running = peak = 0
+    for line in log.read_text().splitlines():
+        running += 1 if line.startswith("start") else -1
+        peak = max(peak, running)
+    assert peak == 2, log.read_text()
+    assert said[1:] == [f"reading {name}.obj ({i} of 5)" for i, name in enumerate("abcde", 1)]
+
+
+def test_a_federated_build_uses_the_cores_it_has_and_the_memory_it_may(monkeypatch):
+    monkeypatch.setattr(pipeline, "available_memory_mb", lambda: 8192)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 8)
+    assert pipeline.concurrent_imports(sandbox.Limits(memory_mb=2048)) == 4  # memory decides
+    assert pipeline.concurrent_imports(sandbox.Limits(memory_mb=512)) == 8  # cores decide
+    assert pipeline.concurrent_imports(sandbox.Limits(memory_mb=16384)) == 1  # always one

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
-from scene.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits
+from scene.sandbox import CPU_S_BASE, CPU_S_PER_MB, DEFAULT_MEMORY_MB, WALL_PER_CPU, Limits
 from viewer_server.data_dir import default_data_dir
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -70,7 +70,7 @@ def _import_options(args: argparse.Namespace) -> ImportOptions:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(timeout_s=args.timeout, memory_mb=args.max_memory)
+    return Limits(cpu_s=args.max_cpu, timeout_s=args.timeout, memory_mb=args.max_memory)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -327,7 +327,21 @@ def _add_session_parser(sub: argparse._SubParsersAction) -> None:
 def _add_import_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-budget", type=int, default=DEFAULT_POINT_BUDGET, help="points kept per scan")
     p.add_argument("--mesh-scans", action="store_true", help="Poisson-reconstruct point clouds into surfaces")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per input")
+    p.add_argument(
+        "--max-cpu",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"CPU-seconds allowed per input, its kernel workers included "
+        f"(default {CPU_S_BASE:g} + {CPU_S_PER_MB:g} per MB of the file)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"wall-clock seconds allowed per input (default {WALL_PER_CPU:g} times its CPU bound)",
+    )
     p.add_argument(
         "--max-memory",
         type=int,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 
-from scene.finite import Finite
+from scene.camera import Camera, ClippingPlane, Vec3
 
 # Text limits: long enough for a real description, short enough that one topic stays a small frame.
 MAX_TITLE: Final = 200
@@ -34,37 +34,10 @@ MAX_VIEWPOINT_IDS: Final = 2000
 # Section planes per viewpoint: a section box has six.
 MAX_CLIPPING_PLANES: Final = 6
 HEX_COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}")
-# Width / height of a recorded view: no screen is 20 times wider than high (or the reverse).
-MAX_ASPECT_RATIO: Final = 20.0
 
 TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "critical"]
 TOPIC_STATUSES: Final = ("open", "in_progress", "resolved", "closed")
-
-
-class Vec3(msgspec.Struct, array_like=True):
-    x: Finite
-    y: Finite
-    z: Finite
-
-
-class Camera(msgspec.Struct, omit_defaults=True):
-    """A perspective camera (BCF PerspectiveCamera) or, with `ortho_height`, an orthogonal one."""
-
-    position: Vec3
-    direction: Vec3
-    up: Vec3
-    fov_deg: Finite = 60.0
-    ortho_height: Finite | None = None
-    # Width / height of the view, when recorded (BCF `AspectRatio`); None: unknown. The bounds keep it finite.
-    aspect_ratio: Annotated[float, msgspec.Meta(ge=1 / MAX_ASPECT_RATIO, le=MAX_ASPECT_RATIO)] | None = None
-
-
-class ClippingPlane(msgspec.Struct):
-    """Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side)."""
-
-    location: Vec3
-    direction: Vec3
 
 
 class ColoredComponents(msgspec.Struct):

@@ -18,6 +18,7 @@ from typing import Final
 
 from lxml import etree
 
+from scene.camera import MAX_ASPECT_RATIO, Camera, ClippingPlane, Vec3
 from viewer_server.bcf import extension as ext_mod
 from viewer_server.bcf.archive import Archive, BcfError, parse_xml
 from viewer_server.bcf.extension import TopicExt
@@ -39,7 +40,6 @@ from viewer_server.bcf.mapping import (
     zup_to_yup,
 )
 from viewer_server.topics import (
-    MAX_ASPECT_RATIO,
     MAX_ATTACHMENT_BYTES,
     MAX_CLIPPING_PLANES,
     MAX_LABEL,
@@ -51,13 +51,10 @@ from viewer_server.topics import (
     BcfDocument,
     BcfFields,
     BcfFile,
-    Camera,
-    ClippingPlane,
     ColoredComponents,
     Comment,
     Topic,
     TopicError,
-    Vec3,
     Viewpoint,
     ViewSetupHints,
     check_topic,
