@@ -73,8 +73,9 @@ TARGET_PROP = "pressure"
 CONTENDERS = {
     "viewer": ("**TwinView viewer**", ""),
     "viewer-msaa": ("viewer, MSAA forced on", "&msaa=1"),
-    # The look of issue 12: feature edges on, and the PMREM environment (which only glTF PBR batches read).
-    "viewer-look": ("viewer, edges + environment on", "&edges=1&env=1"),
+    # The look of issue 12: feature edges on, and the environment map as shipped: made for models with glTF PBR
+    # materials (which alone read it), and not on a software GL (where prefiltering stalls its GPU process).
+    "viewer-look": ("viewer, edges on + environment as shipped", "&edges=1"),
     "viewer-pbr": ("viewer, PBR BatchedMesh path (before)", "&shading=pbr&msaa=1"),
     "plain": ("plain GLTFLoader", None),
     # --baseline DIR: another built client (an older commit's web_client/dist), served next to this one.
