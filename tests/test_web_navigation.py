@@ -297,3 +297,15 @@ def test_the_environment_map_lights_pbr_materials(office):
     p.wait_for_function("window.twinview.viewer.scene.environment?.isTexture === true", timeout=FLIGHT_MS)
     assert p.errors == []
     p.close()
+
+
+def test_flights_are_jumps_with_reduced_motion(office):
+    srv, browser = office
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, reduced_motion="reduce")
+    p = open_viewer(context, srv.url)
+    p.locator('.navcube [data-view="top"]').dispatch_event("click")
+    # No flight under way: the camera is already there, in the same task as the click.
+    assert p.evaluate("window.twinview.viewer.flying") is False
+    assert math.dist(p.evaluate(CAMERA)["dir"], [0, -1, 0]) < 1e-3
+    assert p.errors == []
+    context.close()
