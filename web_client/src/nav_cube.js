@@ -22,6 +22,8 @@ export const VIEWS = Object.fromEntries([...FACES.map((f) => [f.name.toLowerCase
 const NAMES = new Map(FACES.map((f) => [f.normal.join(), f.name]));
 // Half the cube's edge in px (styles.css sizes the cube to twice this).
 const HALF_PX = 36;
+// The cube follows the camera at most this often (ms).
+const CUBE_INTERVAL_MS = 150;
 
 /**
  * The name of a view direction: "Front", "Front Top", "Front Right Top", …
@@ -82,7 +84,7 @@ export class NavCube {
       h('div', { class: 'navcube-buttons' }, home, this.projection, this.modes.walk, this.modes.fly));
     viewer.addEventListener('projection', () => this.#sync());
     viewer.controls.addEventListener('mode', () => this.#sync());
-    viewer.addEventListener('frame', () => this.#turn());
+    viewer.addEventListener('frame', () => this.#schedule());
     this.#turn();
   }
 
@@ -108,6 +110,24 @@ export class NavCube {
     this.projection.setAttribute('aria-pressed', String(v.projection === 'orthographic'));
     for (const [mode, btn] of Object.entries(this.modes)) btn.setAttribute('aria-pressed', String(v.controls.mode === mode));
   }
+
+  /**
+   * Turn the cube at most every CUBE_INTERVAL_MS (and once the camera rests): each turn makes the browser
+   * composite a 3D layer again, which on a software compositor costs as much as a small model's frame.
+   */
+  #schedule() {
+    if (this.pending) return;
+    const wait = Math.max(0, this.lastTurn + CUBE_INTERVAL_MS - performance.now());
+    this.pending = window.setTimeout(() => {
+      this.pending = 0;
+      this.lastTurn = performance.now();
+      this.#turn();
+    }, wait);
+  }
+
+  /** @type {number} the scheduled turn's timer */
+  pending = 0;
+  lastTurn = 0;
 
   /** Turn the cube as the camera looks: the view rotation, in CSS axes (y down). */
   #turn() {
