@@ -19,8 +19,8 @@ const MIN_EDGE_PX = 24;
 const SLICE_MS = 6;
 // Positions closer than this (m) are one vertex when faces are joined (flat-shaded meshes split vertices).
 const WELD_M = 1e-4;
-export const EDGE_COLOR = 0x1a1e24;
-const EDGE_OPACITY = 0.55;
+export const EDGE_COLOR = 0x4a515c;
+const EDGE_OPACITY = 1; // opaque: no blending, the cheaper path on a software rasteriser
 
 const _m = new THREE.Matrix4();
 const _v = new THREE.Vector3();
