@@ -5,8 +5,11 @@ Run by bench/fanout.py, not by hand. Talks to the orchestrator in JSON lines: it
 `{"stop_at": t}` on stdin, closes its clients at monotonic time t, writes their logs (.npz) and prints
 `{"done": ...}`. It also stops by itself after --max-seconds.
 
-Decoding is deliberately thin (msgspec Structs that skip every field we do not need), so the client
-side costs as little CPU as it can; what it does cost is measured by the orchestrator.
+Every frame is decoded in full as it arrives, as a browser does: TwinView's JSON or MessagePack frame
+into plain objects, viser's zstd window into its msgpack messages, and every value is applied to a
+state map (`TwinState`, `ViserState`); a value counts as held at the moment its frame has been applied.
+Nothing is skipped, cached across clients or deferred: what that costs the client processes is part
+of the measurement, and the orchestrator reports it (client CPU, kernel receive queues).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -28,76 +32,104 @@ try:  # optional: a faster event loop for the many-client side
 except ImportError:  # pragma: no cover
     uvloop = None
 
+SUBPROTOCOL = {"msgpack": "twinview.v1.msgpack", "json": "twinview.v1"}
+
 
 def say(**kw: Any) -> None:
     print(json.dumps(kw), flush=True)
 
 
-# --- viser: zstd-compressed msgpack windows of messages ------------------------------------------
+class TwinState:
+    """What a browser's store holds for one TwinView connection, from fully decoded frames."""
+
+    def __init__(self, encoding: str) -> None:
+        self.decode: Callable[[Any], Any] = msgspec.msgpack.decode if encoding == "msgpack" else msgspec.json.decode
+        self.props: dict[str, dict[str, Any]] = {}
+        self.visuals: dict[str, Any] = {}
+        self.presence: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.seq = 0
+        self.errors: list[str] = []
+
+    def apply(self, raw: bytes | str) -> list[tuple[str, Any]]:
+        """Decode one frame and apply it; returns the (key, value) of every property it set."""
+        msg = self.decode(raw)
+        kind = msg.get("type")
+        if kind == "delta":
+            props = msg.get("props") or {}
+            self.props.update(props)
+            self.visuals.update(msg.get("visuals") or {})
+            self.presence.update(msg.get("presence") or {})
+            self.events.extend(msg.get("events") or [])
+            self.seq = msg["last"]
+        elif kind == "snapshot":
+            props = msg.get("props") or {}
+            self.props = dict(props)
+            self.visuals = dict(msg.get("visuals") or {})
+            self.presence = dict(msg.get("presence") or {})
+            self.seq = msg["seq"]
+        else:
+            if kind == "error":
+                self.errors.append(f"{msg.get('code')}: {msg.get('message')}")
+            return []
+        return [(key, state["v"]) for key, state in props.items()]
 
 
-class _VMsg(msgspec.Struct):
-    type: str
-    name: Any = None
-    position: Any = None
+class ViserState:
+    """What viser's browser client holds: every scene node's latest message of each kind."""
 
+    def __init__(self) -> None:
+        import zstandard
 
-class _VWindow(msgspec.Struct):
-    messages: list[_VMsg]
+        self.unzip = zstandard.ZstdDecompressor()
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.errors: list[str] = []
 
-
-# --- TwinView: msgpack frames, one message each ---------------------------------------------------
-
-
-class _TProp(msgspec.Struct):
-    v: Any
-
-
-class _TMsg(msgspec.Struct):
-    type: str
-    props: dict[str, _TProp] | None = None
-    code: str | None = None
-    message: str | None = None
+    def apply(self, raw: bytes) -> list[tuple[str, Any]]:
+        """Decompress and decode one window (8-byte size, 8-byte compressed size, zstd msgpack) and apply
+        each message; returns the (node, x) of every position it set."""
+        size = int.from_bytes(raw[:8], "little")
+        packed = int.from_bytes(raw[8:16], "little")
+        window = msgspec.msgpack.decode(self.unzip.decompress(raw[16 : 16 + packed], max_output_size=size))
+        out = []
+        for message in window["messages"]:
+            name = message.get("name")
+            if name is None:
+                continue
+            self.nodes.setdefault(name, {})[message["type"]] = message
+            if message["type"] == "SetPositionMessage":
+                out.append((name, message["position"][0]))
+        return out
 
 
 class Recorder:
-    """What one client saw. Until the client holds the seed state it decodes every frame at once
-    (to know when it is synced); after that it keeps the raw frames with their receive times and
-    decodes them only after the run, so that decoding never delays the next read."""
+    """What one client saw: (element, counter, time it was held) per value, and each frame's arrival."""
 
-    __slots__ = ("counters", "elems", "frame_times", "held_seed", "raw", "raw_times", "record", "seeded_at", "times")
+    __slots__ = ("counters", "elems", "frame_times", "held_seed", "record", "seeded_at", "times")
 
     def __init__(self, k: int, record: bool) -> None:
         self.elems = array("i")
         self.counters = array("q")
         self.times = array("d")
         self.frame_times = array("d")
-        self.raw: list[bytes] = []  # frames received after sync, decoded later
-        self.raw_times = array("d")
         self.record = record
         self.held_seed = bytearray(k)  # 1 once the element has any value
         self.seeded_at: float | None = None
 
 
 class Client:
-    def __init__(self, system: str, url: str, k: int, record: bool, names: dict[str, int]) -> None:
+    def __init__(self, system: str, url: str, k: int, record: bool, names: dict[str, int], encoding: str) -> None:
         self.system = system
         self.url = url
         self.k = k
+        self.encoding = encoding
         self.rec = Recorder(k, record)
+        self.state: TwinState | ViserState = ViserState() if system == "viser" else TwinState(encoding)
         self.names = names
         self.missing = k
         self.synced = asyncio.Event()
         self.opened_at: float | None = None
         self.errors: list[str] = []
-
-    def _seed(self, idx: int, now: float) -> None:
-        if not self.rec.held_seed[idx]:
-            self.rec.held_seed[idx] = 1
-            self.missing -= 1
-            if self.missing == 0:
-                self.rec.seeded_at = now
-                self.synced.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.system == "viser":
@@ -105,10 +137,10 @@ class Client:
 
             sub = [f"viser-v{viser.__version__}"]
         else:
-            sub = ["twinview.v1.msgpack"]
+            sub = [SUBPROTOCOL[self.encoding]]
         async with websockets.connect(
             self.url,
-            subprotocols=sub,
+            subprotocols=sub,  # type: ignore[arg-type]
             max_size=None,
             compression=None,
             open_timeout=120,
@@ -117,21 +149,17 @@ class Client:
         ) as ws:
             self.opened_at = time.monotonic()
             if self.system == "twin":
-                await ws.send(
-                    msgspec.msgpack.encode(
-                        {
-                            "type": "hello",
-                            "client": "bench-fanout",
-                            "client_version": "0.1.0",
-                            "protocol": 1,
-                            "role": "viewer",
-                            "layer": None,
-                            "resume": None,
-                        }
-                    )
-                )
-            recv = self._recv_viser if self.system == "viser" else self._recv_twin
-            reader = asyncio.ensure_future(recv(ws))
+                hello = {
+                    "type": "hello",
+                    "client": "bench-fanout",
+                    "client_version": "0.1.0",
+                    "protocol": 1,
+                    "role": "viewer",
+                    "layer": None,
+                    "resume": None,
+                }
+                await ws.send(msgspec.msgpack.encode(hello) if self.encoding == "msgpack" else json.dumps(hello))
+            reader = asyncio.ensure_future(self._receive(ws))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait([reader, stopper], return_when=asyncio.FIRST_COMPLETED)
             reader.cancel()
@@ -139,109 +167,32 @@ class Client:
             if reader.done() and not reader.cancelled() and reader.exception():
                 self.errors.append(repr(reader.exception()))
 
-    async def _recv_viser(self, ws) -> None:
-        import zstandard
-
-        dz = zstandard.ZstdDecompressor()
-        dec = msgspec.msgpack.Decoder(_VWindow)
+    async def _receive(self, ws: Any) -> None:
         rec = self.rec
         names = self.names
+        apply = self.state.apply
         mono = time.monotonic
         async for raw in ws:
-            now = mono()
-            rec.frame_times.append(now)
-            if not self.missing:
+            rec.frame_times.append(mono())
+            applied = apply(raw)
+            held = mono()  # the values are in the state map from now on
+            for key, value in applied:
+                idx = names.get(key)
+                if idx is None:
+                    continue
+                if self.missing and not rec.held_seed[idx]:
+                    rec.held_seed[idx] = 1
+                    self.missing -= 1
+                    if not self.missing:
+                        rec.seeded_at = held
+                        self.synced.set()
                 if rec.record:
-                    rec.raw.append(raw)
-                    rec.raw_times.append(now)
-                continue
-            n = int.from_bytes(raw[:8], "little")
-            c = int.from_bytes(raw[8:16], "little")
-            win = dec.decode(dz.decompress(raw[16 : 16 + c], max_output_size=n))
-            for m in win.messages:
-                if m.type == "SetPositionMessage":
-                    idx = names.get(m.name)
-                    if idx is None:
-                        continue
-                    if self.missing:
-                        self._seed(idx, now)
-                    if rec.record:
-                        rec.elems.append(idx)
-                        rec.counters.append(int(m.position[0]))
-                        rec.times.append(now)
-
-    async def _recv_twin(self, ws) -> None:
-        dec = msgspec.msgpack.Decoder(_TMsg)
-        rec = self.rec
-        names = self.names
-        mono = time.monotonic
-        async for raw in ws:
-            now = mono()
-            rec.frame_times.append(now)
-            if not self.missing:
-                if rec.record:
-                    rec.raw.append(raw)
-                    rec.raw_times.append(now)
-                continue
-            msg = dec.decode(raw)
-            if msg.props:
-                for key, p in msg.props.items():
-                    idx = names.get(key)
-                    if idx is None:
-                        continue
-                    if self.missing:
-                        self._seed(idx, now)
-                    if rec.record:
-                        rec.elems.append(idx)
-                        rec.counters.append(int(p.v))
-                        rec.times.append(now)
-            elif msg.type == "error":
-                self.errors.append(f"{msg.code}: {msg.message}")
-
-
-def decode_later(clients: list[Client], system: str) -> None:
-    """Decode the frames kept raw during the run into (element, counter, time) entries. TwinView sends
-    the same bytes to every client that keeps up, so decoded frames are cached by content."""
-    cache: dict[bytes, tuple[list[int], list[int]]] = {}
-    vdec = msgspec.msgpack.Decoder(_VWindow)
-    tdec = msgspec.msgpack.Decoder(_TMsg)
-    if system == "viser":
-        import zstandard
-
-        dz = zstandard.ZstdDecompressor()
-    for c in clients:
-        rec, names = c.rec, c.names
-        for raw, now in zip(rec.raw, rec.raw_times, strict=True):
-            hit = cache.get(raw)
-            if hit is None:
-                idxs: list[int] = []
-                vals: list[int] = []
-                if system == "viser":
-                    n = int.from_bytes(raw[:8], "little")
-                    m = int.from_bytes(raw[8:16], "little")
-                    for msg in vdec.decode(dz.decompress(raw[16 : 16 + m], max_output_size=n)).messages:
-                        if msg.type == "SetPositionMessage":
-                            idx = names.get(msg.name)
-                            if idx is not None:
-                                idxs.append(idx)
-                                vals.append(int(msg.position[0]))
-                else:
-                    msg = tdec.decode(raw)
-                    if msg.props:
-                        for key, p in msg.props.items():
-                            idx = names.get(key)
-                            if idx is not None:
-                                idxs.append(idx)
-                                vals.append(int(p.v))
-                    elif msg.type == "error":
-                        c.errors.append(f"{msg.code}: {msg.message}")
-                hit = (idxs, vals)
-                if system == "twin":
-                    cache[raw] = hit
-            rec.elems.extend(hit[0])
-            rec.counters.extend(hit[1])
-            rec.times.extend([now] * len(hit[0]))
-        rec.raw.clear()
+                    rec.elems.append(idx)
+                    rec.counters.append(int(value))
+                    rec.times.append(held)
+            if self.state.errors:
+                self.errors += self.state.errors
+                self.state.errors.clear()
 
 
 def element_names(system: str, k: int) -> dict[str, int]:
@@ -264,7 +215,7 @@ async def main_async(args: argparse.Namespace) -> None:
         # One client at a time on an otherwise quiet server: WebSocket open -> full current state.
         results = []
         for _ in range(args.late_join):
-            c = Client(args.system, args.url, args.k, False, names)
+            c = Client(args.system, args.url, args.k, False, names, args.encoding)
             stop = asyncio.Event()
             task = asyncio.ensure_future(c.run(stop))
             try:
@@ -277,7 +228,7 @@ async def main_async(args: argparse.Namespace) -> None:
         say(late_join_ms=results)
         return
 
-    clients = [Client(args.system, args.url, args.k, not args.idle, names) for _ in range(args.n)]
+    clients = [Client(args.system, args.url, args.k, not args.idle, names, args.encoding) for _ in range(args.n)]
     stop = asyncio.Event()
     tasks: list[asyncio.Future] = []
     sync_deadline = min(deadline, time.monotonic() + args.sync_timeout)
@@ -329,7 +280,6 @@ async def main_async(args: argparse.Namespace) -> None:
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-    decode_later(clients, args.system)
     if args.out:
         lens = [len(c.rec.elems) for c in clients]
         flens = [len(c.rec.frame_times) for c in clients]
@@ -359,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--url", required=True)
     ap.add_argument("--k", type=int, required=True)
     ap.add_argument("--n", type=int, default=1)
+    ap.add_argument("--encoding", choices=sorted(SUBPROTOCOL), default="msgpack", help="TwinView's subprotocol")
     ap.add_argument("--out", default=None)
     ap.add_argument("--idle", action="store_true", help="do not record values (memory test)")
     ap.add_argument("--wave", type=int, default=10, help="clients connected at a time")

@@ -2,16 +2,17 @@
 
 Run by bench/fanout.py, not by hand. Element i is "e{i}" with one numeric property "v", bound to the
 ingest key "k{i}". Telemetry arrives the way a real gateway sends it: a WebSocket session with role
-`publisher` sending `publish` batches (docs/PROTOCOL.md). The issue time of an update is taken just
-before the batch that carries it is written to the socket, so its staleness includes the hop into
-the server, its decoding and validation.
+`publisher` sending `publish` batches (docs/PROTOCOL.md), each reading stamped with its source time
+`ts`. The issue time of an update is taken at that same moment, just before the batch that carries it
+is encoded and written to the socket, so its staleness includes the hop into the server, its decoding
+and validation.
 
 Subcommands (JSON lines on stdout, commands on stdin):
 - `serve`: `viewer_server.serve.serve(...)` in this process; prints `{"ready": port}` once it listens;
   stops on `{"quit": true}` or EOF.
 - `drive`: connects as a publisher, seeds every element with counter 1 (and waits for the acks), prints
   `{"ready": true}`; `{"go": t0, "rate", "duration", "seed", "log"}` publishes the schedule from
-  monotonic t0 (one batch per tick, prebuilt so the driver's own cost stays out of the timing),
+  monotonic t0 (one batch per tick, its readings prebuilt, stamped with `ts` and encoded at issue),
   writes the issue times to `log` (.npz) and prints `{"done": ..., "rejected": n}`.
 """
 
@@ -242,19 +243,23 @@ async def _drive(args: argparse.Namespace) -> None:
             elems = sched.elems.tolist()
             counters = sched.counters.astype(float).tolist()
             batches = [
-                _publish([{"key": f"k{elems[j]}", "value": counters[j]} for j in range(t * per, (t + 1) * per)], str(t))
+                [{"key": f"k{elems[j]}", "value": counters[j], "ts": 0.0} for j in range(t * per, (t + 1) * per)]
                 for t in range(sched.n_ticks)
             ]
             base_acks, base_acc, base_rej = stats["acks"], stats["accepted"], stats["rejected"]
             issue = np.empty(sched.n)
             t0 = cmd["go"]
             mono = time.monotonic
-            for t, frame in enumerate(batches):
+            for t, readings in enumerate(batches):
                 delay = t0 + t * sched.tick - mono()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                # The source timestamp, as a gateway stamps its readings; staleness is measured from it.
                 issue[t * per : (t + 1) * per] = mono()
-                await ws.send(frame)
+                source_ts = time.time()
+                for reading in readings:
+                    reading["ts"] = source_ts
+                await ws.send(_publish(readings, str(t)))
             want = base_acks + len(batches)
             async with acked:
                 with contextlib.suppress(TimeoutError):

@@ -26,6 +26,8 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,13 @@ DRAIN_S = 2.0  # clients keep listening this long after the last update, then co
 # Server start + seeding + all clients holding the seed state. viser replays its whole scene to each
 # new client, about 1 s per client at K = 10 000 on this 2-core machine, so N = 100 needs minutes.
 SETUP_TIMEOUT_S = 600.0
-CLIENTS_PER_PROC = 50  # one Python client process handles at most this many clients
+SAMPLE_S = 0.25  # how often the load, the kernel's socket queues and the server's backlog are sampled
+# A client process using this share of a core, or this many unread bytes in one client socket's
+# receive queue, means the clients are behind, whatever the server does.
+CLIENT_SATURATED = 0.9
+CLIENT_BEHIND_BYTES = 256 * 1024
+# A benchmark process runnable but waiting for a CPU this share of the run: the host, not the code.
+HOST_STARVED = 0.25
 
 
 # --- child processes speaking JSON lines ----------------------------------------------------------
@@ -125,6 +133,16 @@ class Child:
                 total += t.user + t.system
         return total
 
+    def run_queue_wait(self) -> float:
+        """Seconds the process's threads (and its children's) were runnable but waiting for a CPU
+        (/proc/PID/task/*/schedstat, second field): how much the rest of the machine held it back."""
+        total = 0
+        for p in [self.ps, *self._children()]:
+            for stat in Path(f"/proc/{p.pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(stat.read_text().split()[1])
+        return total / 1e9
+
     def _children(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
             return self.ps.children(recursive=True)
@@ -185,6 +203,76 @@ class JitterProbe(threading.Thread):
 
 GC_FREEZE = False  # set by --gc-freeze: an experiment on TwinView's server, not its normal behaviour
 NICE = 0  # set by --nice: scheduling priority of every benchmark process (negative = ahead of others)
+CLIENT_PROCS = 4  # set by --client-procs: the clients are spread over this many processes (at most N)
+ENCODING = "msgpack"  # set by --encoding: TwinView's subprotocol for the clients (viser has one format)
+
+
+def socket_queues(port: int) -> tuple[list[int], list[int]]:
+    """Bytes unread in the receive queue of every established client socket connected to `port`, and
+    bytes not yet acknowledged in the send queue of every server socket on it (/proc/net/tcp*: the same
+    numbers `ss -tn` shows as Recv-Q and Send-Q)."""
+    recv, send = [], []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] != "01":  # ESTABLISHED
+                    continue
+                tx, rx = (int(x, 16) for x in f[4].split(":"))
+                if int(f[2].rsplit(":", 1)[1], 16) == port:
+                    recv.append(rx)
+                elif int(f[1].rsplit(":", 1)[1], 16) == port:
+                    send.append(tx)
+    return recv, send
+
+
+class ConditionSampler(threading.Thread):
+    """While a configuration runs, every SAMPLE_S: the load average, the kernel's queues of the server's
+    sockets (clients' receive side, server's send side) and, for TwinView, the server's own backlog
+    gauge (`/api/health`: outbox_pending_keys_max, send_queue_bytes_max)."""
+
+    def __init__(self, port: int, health_url: str | None) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.health_url = health_url
+        self.halt = threading.Event()
+        self.samples: list[dict[str, float]] = []
+
+    def run(self) -> None:
+        while not self.halt.wait(SAMPLE_S):
+            recv, send = socket_queues(self.port)
+            sample = {
+                "load": os.getloadavg()[0],
+                "recv_sum": float(sum(recv)),
+                "recv_max": float(max(recv, default=0)),
+                "send_sum": float(sum(send)),
+            }
+            if self.health_url:
+                with contextlib.suppress(OSError, ValueError):
+                    with urllib.request.urlopen(self.health_url, timeout=2) as answer:
+                        health = json.load(answer)
+                    sample["backlog_keys"] = float(health["outbox_pending_keys_max"])
+                    sample["send_queue_max"] = float(health.get("send_queue_bytes_max", math.nan))
+            self.samples.append(sample)
+
+    def result(self) -> dict[str, float]:
+        self.halt.set()
+        self.join(2.0)
+
+        def peak(name: str) -> float:
+            values = [x[name] for x in self.samples if name in x]
+            return max(values) if values else math.nan
+
+        last = self.samples[-1] if self.samples else {}
+        return {
+            "load_during_max": peak("load"),
+            "client_recv_queue_peak_mb": peak("recv_sum") / 2**20,
+            "client_recv_queue_socket_peak_kb": peak("recv_max") / 1024,
+            "client_recv_queue_end_mb": last.get("recv_sum", math.nan) / 2**20,
+            "server_send_queue_peak_mb": peak("send_sum") / 2**20,
+            "server_backlog_keys_peak": peak("backlog_keys"),
+            "server_send_queue_bytes_max_peak": peak("send_queue_max"),
+        }
 
 
 def _renice(child: Child) -> None:
@@ -272,7 +360,7 @@ def clients_argv(system: str, url: str, k: int, *options: str) -> list[str]:
 def start_clients(
     system: str, url: str, k: int, n: int, work: Path, tag: str, idle: bool = False, max_seconds: float = 1200.0
 ) -> list[Child]:
-    procs = max(1, math.ceil(n / CLIENTS_PER_PROC))
+    procs = max(1, min(n, CLIENT_PROCS))
     sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     out = []
     for i, size in enumerate(sizes):
@@ -286,6 +374,8 @@ def start_clients(
             str(SETUP_TIMEOUT_S),
             "--max-seconds",
             str(max_seconds),
+            "--encoding",
+            ENCODING,
         )
         if idle:
             argv.append("--idle")
@@ -318,13 +408,22 @@ def load_client_logs(path: Path) -> list[ClientLog]:
 
 
 def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: int = 1) -> dict:
-    row: dict[str, Any] = {"system": system, "k": k, "n": n, "rate": rate, "duration": duration, "status": "ok"}
+    row: dict[str, Any] = {
+        "system": system,
+        "k": k,
+        "n": n,
+        "rate": rate,
+        "duration": duration,
+        "encoding": ENCODING if system == "twin" else "msgpack+zstd",
+        "status": "ok",
+    }
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"fanout-{system}-") as tmp:
         work = Path(tmp)
         running: Running | None = None
         clients: list[Child] = []
         window: tuple[float, float] | None = None
+        sampler: ConditionSampler | None = None
         try:
             running = STARTERS[system](k, work)
             row["setup_s"] = round(running.setup_s, 2)
@@ -347,13 +446,20 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
                 running.server.send(gc_freeze=True)
                 time.sleep(0.5)
             procs = [running.server, running.driver, *clients]
+            row["nice_server"] = running.server.ps.nice()
+            row["nice_clients"] = sorted({c.ps.nice() for c in clients})
+            row["load_before"] = round(os.getloadavg()[0], 2)
             cpu0 = {id(p): p.cpu() for p in procs}
+            wait0 = {id(p): p.run_queue_wait() for p in procs}
             t0 = time.monotonic() + 0.3
             probe = JitterProbe()
             probe.start()
+            port = urllib.parse.urlsplit(running.url).port or 0
+            sampler = ConditionSampler(port, f"http://127.0.0.1:{port}/api/health" if system == "twin" else None)
+            sampler.start()
             log_path = work / "issue.npz"
             running.driver.send(go=t0, rate=rate, duration=duration, seed=seed, log=str(log_path))
-            done = running.driver.expect("done", duration * 4 + 60)
+            done = running.driver.expect("done", duration * 10 + 120)
             t_end = max(t0 + duration, time.monotonic())
             stop_at = t_end + DRAIN_S
             for c in clients:
@@ -361,18 +467,27 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             window = (t0, stop_at)
             time.sleep(max(0.0, stop_at - time.monotonic()))
             cpu1 = {id(p): p.cpu() for p in procs}
+            wait1 = {id(p): p.run_queue_wait() for p in procs}
+            run_s = time.monotonic() - t0
             row.update(probe.result())
+            row.update(sampler.result())
             row["load_avg_1m"] = round(os.getloadavg()[0], 2)
             server_cpu = cpu1[id(running.server)] - cpu0[id(running.server)]
             row["server_cpu_s"] = server_cpu
+            row["server_core_share"] = server_cpu / run_s
             if running.driver is not running.server:
                 row["driver_cpu_s"] = cpu1[id(running.driver)] - cpu0[id(running.driver)]
-            row["client_cpu_s"] = sum(cpu1[id(c)] - cpu0[id(c)] for c in clients)
+            per_proc = [cpu1[id(c)] - cpu0[id(c)] for c in clients]
+            row["client_cpu_s_per_proc"] = per_proc
+            row["client_cpu_s"] = sum(per_proc)
+            row["client_core_share_max"] = max(per_proc, default=0.0) / run_s
             row["client_procs"] = len(clients)
+            row["server_wait_share"] = (wait1[id(running.server)] - wait0[id(running.server)]) / run_s
+            row["client_wait_share_max"] = max((wait1[id(c)] - wait0[id(c)] for c in clients), default=0.0) / run_s
             row["server_peak_rss_mb"] = running.server.peak_rss() / 2**20
             row["server_rss_end_mb"] = running.server.rss() / 2**20
             for c in clients:
-                msg = c.expect("done", 60)
+                msg = c.expect("done", SETUP_TIMEOUT_S)  # a starved client process takes long to close and write
                 if msg.get("errors"):
                     row.setdefault("client_errors", []).extend(msg["errors"])
             if done.get("rejected"):
@@ -390,11 +505,14 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             row["achieved_rate"] = m.updates_issued / max(m.issue_seconds, 1e-9)
             row["cpu_us_per_delivered"] = server_cpu / m.delivered_updates * 1e6 if m.delivered_updates else None
             row["analysis_s"] = round(time.monotonic() - t_an, 2)
+            row["bottleneck"] = bottleneck(row)
         except Exception as e:  # one failed configuration must not stop the matrix
             row["status"] = "failed"
             row["error"] = f"{type(e).__name__}: {e}"
             row["traceback"] = traceback.format_exc(limit=3)
         finally:
+            if sampler is not None:
+                sampler.halt.set()
             for c in clients:
                 c.stop(timeout=10)
             if running is not None:
@@ -416,6 +534,34 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
     return row
 
 
+def bottleneck(row: dict) -> str:
+    """Which side held the run back, from the client processes' CPU, the clients' unread receive
+    queues, the server's CPU and backlog, and the machine's load."""
+    behind = []
+    if row["client_core_share_max"] >= CLIENT_SATURATED:
+        behind.append(f"a client process used {row['client_core_share_max']:.0%} of a core")
+    if row["client_recv_queue_socket_peak_kb"] * 1024 >= CLIENT_BEHIND_BYTES:
+        behind.append(
+            f"up to {row['client_recv_queue_peak_mb']:.1f} MB lay unread in the clients' receive queues "
+            f"({row['client_recv_queue_socket_peak_kb']:.0f} kB in one socket)"
+        )
+    server_busy = row["server_core_share"] >= CLIENT_SATURATED
+    cores = os.cpu_count() or 1
+    load = max(row["load_before"], row["load_during_max"])
+    host = f"; the machine was oversubscribed (load {load:.1f} on {cores} cores)" if load > cores else ""
+    if max(row["server_wait_share"], row["client_wait_share_max"]) >= HOST_STARVED:
+        host += (
+            f"; the host starved the benchmark: runnable but waiting for a CPU for {row['server_wait_share']:.0%} "
+            f"of the run (server) and up to {row['client_wait_share_max']:.0%} (a client process)"
+        )
+    if behind and not server_busy:
+        return "clients: " + "; ".join(behind) + f", the server used {row['server_core_share']:.0%} of a core" + host
+    if server_busy:
+        also = "; also " + "; ".join(behind) if behind else ""
+        return f"server: {row['server_core_share']:.0%} of a core{also}{host}"
+    return "neither saturated" + host
+
+
 def run_memory(system: str, k: int, n_idle: int, late_joins: int = 3) -> dict:
     """Late joiner (WebSocket open -> full state of K elements) and server RSS per idle client."""
     row: dict[str, Any] = {"system": system, "k": k, "n_idle": n_idle, "status": "ok"}
@@ -427,7 +573,10 @@ def run_memory(system: str, k: int, n_idle: int, late_joins: int = 3) -> dict:
             running = STARTERS[system](k, work)
             time.sleep(1.0)
             row["rss_0_mb"] = running.server.rss() / 2**20
-            lj = Child(f"{system} late joiner", clients_argv(system, running.url, k, "--late-join", str(late_joins)))
+            lj = Child(
+                f"{system} late joiner",
+                clients_argv(system, running.url, k, "--late-join", str(late_joins), "--encoding", ENCODING),
+            )
             try:
                 row["late_join_ms"] = lj.expect("late_join_ms", 120)["late_join_ms"]
             finally:
@@ -470,25 +619,60 @@ def _f(v: Any, nd: int = 1) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _failed(r: dict, columns: int) -> str:
+    error = r.get("error", "")[:120].replace("|", "/")
+    return f"| {LABEL[r['system']]} | {r['k']:,} | {r['n']} | {int(r['rate']):,} | FAILED: {error} |" + " |" * columns
+
+
 def table(rows: list[dict]) -> str:
     head = (
-        "| system | K | N | R/s | achieved R/s | staleness p50 / p99 / max ms | reached % | convergence % "
-        "| max gap ms | server CPU s | CPU µs / delivered | peak RSS MB | client CPU s | host lateness p99 ms |"
+        "| system | K | N | R/s | encoding | achieved R/s | staleness p50 / p99 / max ms | reached % | convergence % "
+        "| max gap ms | server CPU s (share of a core) | CPU µs / delivered | peak RSS MB |"
     )
     out = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         if r.get("status") != "ok":
-            out.append(
-                f"| {LABEL[r['system']]} | {r['k']:,} | {r['n']} | {int(r['rate']):,} | FAILED: "
-                f"{r.get('error', '')[:120].replace('|', '/')} |" + " |" * 9
-            )
+            out.append(_failed(r, 8))
             continue
         out.append(
-            f"| {LABEL[r['system']]} | {r['k']:,} | {r['n']} | {int(r['rate']):,} | {_f(r['achieved_rate'], 0)} "
+            f"| {LABEL[r['system']]} | {r['k']:,} | {r['n']} | {int(r['rate']):,} | {r['encoding']} "
+            f"| {_f(r['achieved_rate'], 0)} "
             f"| {_f(r['staleness_p50_ms'])} / {_f(r['staleness_p99_ms'])} / {_f(r['staleness_max_ms'])} "
             f"| {_f(r['reached_pct'], 2)} | {_f(r['convergence_pct'], 2)} | {_f(r['max_gap_ms'])} "
-            f"| {_f(r['server_cpu_s'], 2)} | {_f(r['cpu_us_per_delivered'], 2)} | {_f(r['server_peak_rss_mb'])} "
-            f"| {_f(r['client_cpu_s'], 1)} | {_f(r.get('host_jitter_p99_ms'))} |"
+            f"| {_f(r['server_cpu_s'], 2)} ({r['server_core_share']:.0%}) | {_f(r['cpu_us_per_delivered'], 2)} "
+            f"| {_f(r['server_peak_rss_mb'])} |"
+        )
+    return "\n".join(out)
+
+
+def conditions_table(rows: list[dict]) -> str:
+    """Under which conditions each row of `table` was measured, and which side held it back."""
+    head = (
+        "| system | K | N | R/s | load before → peak during | nice server / clients | client processes: CPU s each "
+        "(busiest, share of a core) | clients' receive queues, peak MB (one socket kB) | server send queues, peak MB "
+        "| server backlog, peak keys / bytes per client | waiting for a CPU: server / busiest client process "
+        "| host lateness p99 ms | bottleneck |"
+    )
+    out = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            out.append(_failed(r, 8))
+            continue
+        per_proc = ", ".join(f"{x:.1f}" for x in r["client_cpu_s_per_proc"])
+        backlog = (
+            f"{_f(r['server_backlog_keys_peak'], 0)} / {_f(r['server_send_queue_bytes_max_peak'], 0)}"
+            if r["system"] == "twin"
+            else "– (no gauge)"
+        )
+        out.append(
+            f"| {LABEL[r['system']]} | {r['k']:,} | {r['n']} | {int(r['rate']):,} "
+            f"| {r['load_before']:.1f} → {_f(r['load_during_max'])} "
+            f"| {r['nice_server']} / {', '.join(str(x) for x in r['nice_clients'])} "
+            f"| {r['client_procs']}: {per_proc} ({r['client_core_share_max']:.0%}) "
+            f"| {_f(r['client_recv_queue_peak_mb'], 2)} ({_f(r['client_recv_queue_socket_peak_kb'], 0)}) "
+            f"| {_f(r['server_send_queue_peak_mb'], 2)} | {backlog} "
+            f"| {r['server_wait_share']:.0%} / {r['client_wait_share_max']:.0%} | {_f(r.get('host_jitter_p99_ms'))} "
+            f"| {r['bottleneck']} |"
         )
     return "\n".join(out)
 
@@ -527,6 +711,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global NICE, GC_FREEZE, CLIENT_PROCS, ENCODING
     ap = argparse.ArgumentParser(
         prog="python -m bench.fanout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -552,14 +737,27 @@ def main(argv: list[str] | None = None) -> int:
         help="run every benchmark process at this nice value (e.g. -5, needs root) to shield it from other load",
     )
     ap.add_argument(
+        "--client-procs",
+        type=int,
+        default=CLIENT_PROCS,
+        help=f"spread the clients over this many processes (default {CLIENT_PROCS}, at most N)",
+    )
+    ap.add_argument(
+        "--encoding",
+        choices=["msgpack", "json"],
+        default=ENCODING,
+        help="TwinView clients' subprotocol: twinview.v1.msgpack or twinview.v1 (JSON)",
+    )
+    ap.add_argument(
         "--gc-freeze",
         action="store_true",
         help="experiment: gc.collect() + gc.freeze() in TwinView's server after seeding, before the run",
     )
     args = ap.parse_args(argv)
-    global NICE, GC_FREEZE
     NICE = args.nice
     GC_FREEZE = args.gc_freeze
+    CLIENT_PROCS = max(1, args.client_procs)
+    ENCODING = args.encoding
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     ks = args.k or (QUICK_K if args.quick else FULL_K)
@@ -602,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         f"drain {DRAIN_S:g} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {host}.",
         "",
         table(rows),
+        "",
+        conditions_table(rows),
     ]
     if mem_rows:
         md += ["", memory_table(mem_rows)]

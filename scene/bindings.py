@@ -45,6 +45,12 @@ DEFAULT_STALE_AFTER_S = 300.0
 MAX_STALE_AFTER_S = 365 * 86400.0
 
 SCHEMA_ID = "https://twinview.dev/schemas/bindings.schema.json"
+# History kept by default (docs/BINDINGS.md "history"): every raw sample for a month covers the usual
+# incident review and a monthly report; minute aggregates for a year cover seasonal comparisons.
+DEFAULT_RAW_DAYS = 30
+DEFAULT_ROLLUP_DAYS = 365
+# Longest retention a file may ask for: ten years of minute aggregates is ~5 M rows per property.
+MAX_RETENTION_DAYS = 3650
 
 PropName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 LayerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
@@ -56,6 +62,17 @@ Op = Literal["<", "<=", ">", ">=", "==", "!="]
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every struct in the file: immutable, and typos in field names are errors."""
+
+
+RetentionDays = Annotated[int, msgspec.Meta(ge=1, le=MAX_RETENTION_DAYS)]
+
+
+class History(_Spec, kw_only=True):
+    """How long the historian keeps a property: every raw sample for `raw_days`, then min / max / mean / last
+    per minute until `rollup_days` (at least `raw_days`)."""
+
+    raw_days: RetentionDays = DEFAULT_RAW_DAYS
+    rollup_days: RetentionDays = DEFAULT_ROLLUP_DAYS
 
 
 class Binding(_Spec, kw_only=True):
@@ -76,6 +93,7 @@ class Binding(_Spec, kw_only=True):
     # Seconds without a sample after which the value is stale (greyed in viewers); null = never (a source
     # that reports on change only).
     stale_after: Annotated[float, msgspec.Meta(gt=0, le=MAX_STALE_AFTER_S)] | None = DEFAULT_STALE_AFTER_S
+    history: History | None = None  # retention of this property; None = the file's `history`
 
 
 class Tag(_Spec, kw_only=True):
@@ -225,6 +243,7 @@ class BindingsFile(_Spec, kw_only=True):
     layers: dict[LayerName, Layer]
     tags: list[Tag] = msgspec.field(default_factory=list)
     commands: list[Command] = msgspec.field(default_factory=list)
+    history: History = History()  # retention of every binding that says none of its own
 
 
 class BindingsError(ConfigFileError):
@@ -419,6 +438,11 @@ class Bindings:
     def binding(self, element: str, prop: str) -> Binding | None:
         return self._bound.get((element, prop))
 
+    def history(self, element: str, prop: str) -> History:
+        """The retention of element.prop: its binding's, else the file's (also for an unbound property)."""
+        b = self._bound.get((element, prop))
+        return b.history if b is not None and b.history is not None else self.spec.history
+
     def stale_after(self, element: str, prop: str) -> float | None:
         """Seconds without a sample after which element.prop is stale; None = never (or unbound)."""
         b = self._bound.get((element, prop))
@@ -547,6 +571,14 @@ def _semantic_errors(spec: BindingsFile, known: set[str] | None) -> Iterator[tup
 
     if spec.default_layer not in spec.layers:
         yield "default_layer", f"unknown layer {spec.default_layer!r}"
+    histories = [("history", spec.history)]
+    histories += [(f"bindings[{i}].history", b.history) for i, b in enumerate(spec.bindings) if b.history is not None]
+    for where, h in histories:
+        if h.rollup_days < h.raw_days:
+            yield (
+                f"{where}.rollup_days",
+                f"{h.rollup_days} is shorter than raw_days {h.raw_days}: make it at least that",
+            )
     seen_tags: set[str] = set()
     for i, t in enumerate(spec.tags):
         if t.id in seen_tags:

@@ -18,6 +18,8 @@ import numpy as np
 # JSON-compatible property value: what property sets may hold.
 PropertyValue = str | int | float | bool | None | list[Any]
 PropertySets = dict[str, dict[str, PropertyValue]]
+# The unit of a property, where the source says ("kW", "m3"): set name -> property name -> unit symbol.
+PropertyUnits = dict[str, dict[str, str]]
 
 IDENTITY = np.eye(4, dtype=np.float64)
 
@@ -92,6 +94,7 @@ class Element:
     mesh: str | None = None  # key into Scene.meshes
     properties: PropertySets = field(default_factory=dict)
     source: int = 0  # index into Scene.inputs
+    units: PropertyUnits = field(default_factory=dict)  # of `properties` that have one
 
 
 @dataclass(slots=True)

@@ -240,6 +240,16 @@ class RuleEngine:
         """The last "raised" event of every alarm that is currently active (for late joiners)."""
         return list(self._active.values())
 
+    def show_anomalies(self, active: set[str]) -> list[tuple[str, str]]:
+        """Set every anomaly flag from the ids of the anomaly alarms active (a replay of the history, where no
+        detector runs); returns the (layer, element) whose flag changed."""
+        changed = []
+        for c in self._rules:
+            if c.anomaly is not None and c.anomaly.flagged != (c.alarm_id in active):
+                c.anomaly.flagged = c.alarm_id in active
+                changed.append((c.layer, c.rule.target_id))
+        return changed
+
     def alarm_ids(self) -> set[str]:
         """The id of every alarm the rules can raise (thresholds and anomaly rules)."""
         return {c.alarm_id for c in self._rules if isinstance(c.rule, ThresholdsRule) or c.anomaly is not None}

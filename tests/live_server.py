@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -39,6 +40,8 @@ layers:
     rules:
       - {kind: thresholds, element: LT-1, prop: level, target: T-1, alarm: {high: 95}}
 """
+# The header every JSON body needs (415 without it: viewer_server.http_edge).
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 def write_scene(root: Path, elements: list[dict] | None = None) -> Path:
@@ -76,9 +79,10 @@ async def live_server(
     elements: list[dict] | None = None,
     port: int = 0,
     procedures: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[RunningServer]:
     """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
-    the text of a procedure file (YAML)."""
+    the text of a procedure file (YAML); `options` are further ServeOptions fields."""
     procedure_file = root / "test.procedure.yaml"
     if procedures is not None:
         procedure_file.write_text(procedures)
@@ -91,6 +95,7 @@ async def live_server(
         data_dir=root / "data",
         simulate=simulate,
         procedures=procedure_file if procedures is not None else None,
+        **options,
     ) as server:
         yield server
 

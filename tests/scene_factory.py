@@ -135,6 +135,7 @@ def synthetic_scene() -> Scene:
             translation(10, 1.5, -5),
             "window",
             {"Pset_WindowCommon": {"U-Value": 1.1, "Tags": ["a", "b"], "Note": None}},
+            units={"Pset_WindowCommon": {"U-Value": "W/(m2·K)"}},
         )
     )
     scene.add(Element("crate", "Crate", "IfcFurnishingElement", "storey$1", translation(11, 0.25, -4), "crate"))

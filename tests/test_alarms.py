@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from scene.rules import AlarmEvent
-from tests.live_server import live_server, mint_token, person, write_bindings, write_scene
+from tests.live_server import JSON_BODY, live_server, mint_token, person, write_bindings, write_scene
 from tests.test_restart_durability import STARTUP_TIMEOUT_S, TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
 from viewer_server.alarms import ALARM_HISTORY_MAX, AlarmBook
@@ -161,7 +161,7 @@ def test_out_of_service_until_put_back_and_refusals_name_the_state() -> None:
 async def ingest(srv: RunningServer, *readings: p.Reading) -> None:
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{srv.url}/api/ingest", data=p.encode({"readings": list(readings)}, "json")) as r,
+        http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=p.encode({"readings": list(readings)}, "json")) as r,
     ):
         assert r.status == 200 and (await r.json())["accepted"] == len(readings)
 
@@ -360,7 +360,7 @@ async def test_an_acknowledgement_the_server_confirmed_survives_kill_9(tmp_path:
         await olga.connect()
         async with aiohttp.ClientSession() as http:
             body = p.encode({"readings": [pressure(5.7)]}, "json")
-            async with http.post(f"{url}/api/ingest", data=body) as r:
+            async with http.post(f"{url}/api/ingest", headers=JSON_BODY, data=body) as r:
                 assert r.status == 200
         await olga.wait_for(lambda c: PRESSURE in c.alarms)
         await olga.acknowledge_alarm(PRESSURE)  # answered once committed

@@ -199,6 +199,21 @@ def test_round_trip_keeps_pin_live_values_viewpoints_comments_and_attachments(tm
     assert back.unmapped_components == [] and back.warnings == []
 
 
+def test_the_replayed_time_of_an_annotation_travels_in_the_extension_and_the_archive_stays_valid(tmp_path: Path):
+    topic, comments, blobs = sample()
+    topic.replay_time = 1_764_000_000.25  # made while replaying the history (PROTOCOL.md §14)
+    comments[0].replay_time = 1_764_000_010.5
+    out = export_bcf([topic], comments, blobs, "p", tmp_path / "r.bcf", include_deleted=True).path
+    assert validate_archive(out) == {}
+    with zipfile.ZipFile(out) as zf:
+        docs = [zf.read(n) for n in zf.namelist() if n.startswith("documents/")]
+    ext = msgspec.json.decode(next(d for d in docs if d.startswith(b"{")))
+    assert ext["replay_time"] == 1_764_000_000.25
+    back = import_bcf(out, element_ids={WALL, DOOR, "pump:P-101"})
+    assert back.topics[0].replay_time == 1_764_000_000.25
+    assert [c.replay_time for c in back.comments] == [1_764_000_010.5, None, None]
+
+
 def test_without_the_scene_elements_components_are_reported_unmapped(tmp_path: Path):
     topic, comments, blobs = sample()
     out = export_bcf([topic], comments, blobs, "p", tmp_path / "a.bcf").path
@@ -313,6 +328,7 @@ def topics_with_threads(draw):
         modified_by=draw(st.none() | _text),
         original_author=draw(st.none() | _text),
         bcf=draw(st.none() | _bcf_fields),
+        replay_time=draw(st.none() | _time),
     )
     guids = draw(st.lists(_guid, max_size=3, unique_by=bcf_guid))
     comments = [
@@ -328,6 +344,7 @@ def topics_with_threads(draw):
             viewpoint=draw(st.none() | st.sampled_from([v.guid for v in viewpoints] or [None])),
             deleted=draw(st.booleans()),
             original_author=draw(st.none() | _text),
+            replay_time=draw(st.none() | _time),
         )
         for g in guids
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scene.export.usd_stage import StageWriter, read_properties, write_stage
+from scene.export.usd_stage import StageWriter, read_properties, read_units, write_stage
 from scene.validate import validate_usd
 from tests.scene_factory import synthetic_scene
 
@@ -95,6 +95,8 @@ def test_properties_round_trip_with_their_types(stage_path: Path) -> None:
     prims = _element_prims(stage)
     for el in scene.elements.values():
         assert read_properties(prims[el.id]) == el.properties
+        assert read_units(prims[el.id]) == el.units  # a property's unit travels as its customData
+    assert read_units(prims["win$0"]) == {"Pset_WindowCommon": {"U-Value": "W/(m2·K)"}}
     width = prims["wall0"].GetAttribute("twin:props:Pset_WallCommon:Width")
     assert width.GetTypeName() == "double" and not width.HasAuthoredMetadata("displayGroup")  # a valid name as is
     assert prims["wall0"].GetAttribute("twin:props:Pset_WallCommon:Layers").GetTypeName() == "int64"
@@ -180,3 +182,18 @@ def test_stage_begun_with_other_elements_starts_over(tmp_path: Path) -> None:
     stale.add_elements([first, *reversed(rest[:2])])  # not the scene's elements: a wrong head start
     stale.write(scene)
     assert _usda(tmp_path / "stale.usdc") == _usda(tmp_path / "whole.usdc")
+
+
+def test_json_valued_properties_and_units_write_and_read_back(tmp_path: Path) -> None:
+    """A one-sided bounded value ([None, 40.0]) or a nested one is stored as flagged JSON text; with a unit too."""
+    from pxr import Usd
+
+    scene = synthetic_scene()
+    pump = scene.elements["crate"]
+    pump.properties = {"Pset_PumpTypeCommon": {"FlowRateRange": [None, 40.0], "Curve": {"a": [1, "x"]}}}
+    pump.units = {"Pset_PumpTypeCommon": {"FlowRateRange": "kg/s"}}
+    write_stage(scene, tmp_path / "scene.usdc")
+    stage = Usd.Stage.Open(str(tmp_path / "scene.usdc"))
+    prims = _element_prims(stage)
+    assert read_properties(prims["crate"]) == pump.properties
+    assert read_units(prims["crate"]) == pump.units

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import presenter as presenter_mod
 from viewer_server import protocol as p
 from viewer_server.auth import issue, verify
@@ -34,13 +34,11 @@ async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_pa
         await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
         alice_token = mint_token(srv, "alice", "annotator", session=ROOM)
         async with (
-            TwinClient(srv.ws_url, token=alice_token, name="whatever") as alice,
-            visitor(srv.ws_url, "alice") as fake,
-            visitor(srv.ws_url, "admin") as admin_ish,
+            visitor(srv.ws_url, "alice") as fake,  # before alice is here: else its name is refused (see below)
+            TwinClient(srv.ws_url, token=alice_token) as alice,
         ):
             assert (alice.welcome.user, alice.welcome.name, alice.welcome.token) == ("alice", "alice", "")
             assert fake.welcome.user.startswith("guest-") and fake.welcome.name == "alice (guest)"
-            assert admin_ish.welcome.name == "admin (guest)" and admin_ish.welcome.user != fake.welcome.user
             topic = await alice.create_topic(p.TopicDraft("alice's finding"))
             comment = await alice.add_comment(topic.guid, "mine")
             for attempt in (
@@ -62,7 +60,9 @@ async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_pa
         async with http.get(f"{srv.url}/api/sessions/{ROOM}/audit", headers=headers) as r:
             rows = [(e["actor"], e["action"]) for e in await r.json()]
         assert ("alice", "topic.create") in rows and ("alice", "topic.edit_own") not in rows
-        assert [a for a, _ in rows if a.startswith("guest-")] == [fake.welcome.user] * 2  # create + edit_own
+        assert sorted(act for a, act in rows if a.startswith("guest-")) == ["topic.create", "topic.edit_own"]
+        assert ("guests", "request.refused") in rows  # the refusals of visitors, summed up per address
+        assert {a for a, _ in rows if a.startswith("guest-")} == {fake.welcome.user}
 
 
 async def test_display_names_are_unique_in_the_session(tmp_path: Path) -> None:
@@ -75,11 +75,62 @@ async def test_display_names_are_unique_in_the_session(tmp_path: Path) -> None:
             TwinClient(srv.ws_url, token=ana) as a2,  # the same person in a second tab keeps the name
             TwinClient(srv.ws_url, token=other_ana) as b,
             visitor(srv.ws_url, "Bob") as g1,
-            visitor(srv.ws_url, "bob (GUEST)") as g2,
-            visitor(srv.ws_url, " \u200b\n") as g3,  # nothing printable
+            visitor(srv.ws_url, " \u200b\n") as g2,  # nothing printable: the default
+            visitor(srv.ws_url, "") as g3,
         ):
             assert [c.welcome.name for c in (a1, a2, b)] == ["Ana Lopez", "Ana Lopez", "ana lopez (2)"]
-            assert [c.welcome.name for c in (g1, g2, g3)] == ["Bob (guest)", "bob (guest) (2)", "Guest (guest)"]
+            assert [c.welcome.name for c in (g1, g2, g3)] == ["Bob (guest)", "Visitor (guest)", "Visitor (guest) (2)"]
+
+
+async def test_people_on_one_shared_link_get_the_names_they_give_or_numbered_defaults(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create(ROOM, "Review", None, "test")
+        demo = issue(srv.live.secret, ROOM, "annotator", "annotator")  # as `twinview demo` prints: no name claim
+        async with (
+            TwinClient(srv.ws_url, token=demo, name="Ana") as ana,
+            TwinClient(srv.ws_url, token=demo, name="Ben") as ben,
+            TwinClient(srv.ws_url, token=demo) as first,
+            TwinClient(srv.ws_url, token=demo) as second,
+        ):
+            assert [c.welcome.name for c in (ana, ben, first, second)] == ["Ana", "Ben", "annotator", "annotator (2)"]
+            assert {c.welcome.user for c in (ana, ben, first, second)} == {"annotator"}
+            await ana.send_presence(p.Pose((0, 0, 0), (0, 0, 0, 1)))
+            await ben.send_presence(p.Pose((1, 0, 0), (0, 0, 0, 1)))
+            await first.wait_for(lambda c: len(c.presence) == 2, TIMEOUT)
+            assert sorted((pr.client, pr.role) for pr in first.presence.values()) == [
+                ("Ana", "annotator"),
+                ("Ben", "annotator"),
+            ]
+            # A dropped connection comes back under its name, though the server may still hold the old one.
+            await second.drop()
+            await second.wait_for(lambda c: c.connects == 2, TIMEOUT)
+            assert second.welcome.name == "annotator (2)"
+
+
+async def test_a_name_that_is_a_role_someone_elses_or_marked_as_a_visitors_is_refused(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv:
+        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
+        shared = issue(srv.live.secret, ROOM, "annotator", "annotator")
+        async with (
+            TwinClient(srv.ws_url, token=mint_token(srv, "alice", "annotator", session=ROOM)),
+            TwinClient(srv.ws_url, token=issue(srv.live.secret, ROOM, "bob", "viewer", name="Bob Stone")),
+            visitor(srv.ws_url, "Carol"),
+        ):
+            for name, token, why in [
+                ("admin", None, "'admin' is a role, not a name: choose a name of your own"),
+                ("Operator", shared, "'Operator' is a role, not a name"),
+                ("ALICE", None, "'ALICE' is the name of someone in this session: choose another name"),
+                ("bob stone", None, "is the name of someone in this session"),
+                ("bob", shared, "is the name of someone in this session"),
+                ("carol", None, "is the name of someone in this session"),
+                ("Carol (guest)", shared, "'(guest)' marks visitors without a link: choose another name"),
+            ]:
+                with pytest.raises(TwinClientError) as info:
+                    async with TwinClient(srv.ws_url, session=ROOM, token=token, name=name, reconnect=False):
+                        pass
+                assert info.value.code == p.CLOSE_NAME and why in info.value.reason, (name, info.value.reason)
+            async with TwinClient(srv.ws_url, token=shared, name="annotator") as own:  # its own user id: fine
+                assert own.welcome.name == "annotator"
 
 
 async def test_a_visitor_keeps_its_identity_across_a_reconnect_and_cannot_forge_one(tmp_path: Path) -> None:
@@ -106,7 +157,7 @@ async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tm
         base = f"{srv.url}/api/sessions/{ROOM}"
         authors = []
         for title in ("one", "two"):
-            async with http.post(f"{base}/topics", data=p.encode(p.TopicDraft(title), "json")) as r:
+            async with http.post(f"{base}/topics", headers=JSON_BODY, data=p.encode(p.TopicDraft(title), "json")) as r:
                 assert r.status == 201
         async with http.get(f"{base}/topics") as r:
             authors = [t["author"] for t in await r.json()]
@@ -117,10 +168,10 @@ async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tm
             ({"user": "eve", "role": "admin", "name": "Eve (guest)"}, "marks anonymous visitors"),
             ({"user": "eve", "role": "admin", "name": "x" * 65}, "at most 64"),
         ]:
-            async with http.post(f"{base}/tokens", data=p.encode(body, "json"), headers=admin) as r:
+            async with http.post(f"{base}/tokens", data=p.encode(body, "json"), headers={**admin, **JSON_BODY}) as r:
                 assert r.status == 400 and problem in (await r.json())["detail"]
         body = p.encode({"user": "eve", "role": "viewer", "name": "Eve Adams"}, "json")
-        async with http.post(f"{base}/tokens", data=body, headers=admin) as r:
+        async with http.post(f"{base}/tokens", data=body, headers={**admin, **JSON_BODY}) as r:
             issued = await r.json()
         assert issued["name"] == "Eve Adams" and verify(srv.live.secret, issued["token"]).name == "Eve Adams"
     data_dir = tmp_path / "data"
@@ -160,3 +211,28 @@ async def test_the_hand_queue_takes_one_hand_per_person_and_few_from_visitors(
         finally:
             for c in clients:
                 await c.close()
+
+
+def test_a_resuming_hello_takes_back_its_name_while_the_server_still_holds_the_old_connection() -> None:
+    from viewer_server.rooms import Rooms, admit
+
+    secret = b"s" * 32
+    rooms = Rooms(None, "scene")
+    shared = issue(secret, "scene", "annotator", "annotator")
+
+    def hello(name: str = "", resume: bool = False, token: str | None = shared) -> p.Hello:
+        return p.Hello("test", "1", token=token, name=name, resume=p.Resume("e", 1) if resume else None)
+
+    first = admit(rooms, secret, hello(), "c1")
+    rooms.join(first)
+    ghost = admit(rooms, secret, hello(), "c2")  # a second person on the link, whose socket then drops
+    rooms.join(ghost)
+    assert (first.name, ghost.name) == ("annotator", "annotator (2)")
+    back = admit(rooms, secret, hello(ghost.name, resume=True), "c3")
+    assert back.name == "annotator (2)"  # the server has not noticed the drop yet: the name is still its own
+    third = admit(rooms, secret, hello(ghost.name), "c4")  # a new person asking for it is somebody else
+    assert third.name == "annotator (2) (2)"
+    visitor = admit(rooms, secret, hello("Eve", token=None), "c5")
+    rooms.join(visitor)
+    again = admit(rooms, secret, hello(visitor.name, resume=True, token=visitor.guest_token), "c6")
+    assert (visitor.name, again.name, again.user) == ("Eve (guest)", "Eve (guest)", visitor.user)  # mark not doubled

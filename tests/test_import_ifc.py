@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 from scene.errors import ImportFailed
+from scene.export.manifest import build_manifest
 from scene.importers import ImportOptions, ifc
 from scene.importers.ifc import load
 from scene.model import Scene
 from tests.conftest import SHARED_DATA
+
+SAMPLE_TWIN = Path(__file__).resolve().parents[1] / "assets" / "pump_station.ifc"
 
 IFC_DIR = SHARED_DATA / "ifc"
 CORPUS = sorted([*IFC_DIR.glob("*.ifc*"), *(SHARED_DATA / "bcf" / "ifc").glob("*.ifc")])
@@ -160,6 +163,21 @@ def test_properties_hold_psets_quantities_type_psets_and_attributes(shared_data:
     (terminal,) = [e for e in air.elements.values() if e.cls == "IfcAirTerminal"]
     assert "Pset_AirTerminalTypeCommon" in terminal.properties  # inherited from its IfcAirTerminalType
     assert terminal.properties["Attributes"]["TypeName"]
+
+
+def test_measured_properties_keep_their_units_into_the_manifest():
+    """A property's own unit, else the project's for its measure, else the SI unit of a measure the project
+    left unassigned (the sample's power and pressure); text has none."""
+    scene = _load(SAMPLE_TWIN)
+    by_name = {e.name: e for e in scene.elements.values()}
+    assert by_name["M-101"].units["Pset_ElectricMotorTypeCommon"] == {"MaximumPowerOutput": "W"}
+    assert by_name["V-101"].units["Pset_ValveTypeCommon"] == {"Size": "m", "WorkingPressure": "Pa"}
+    pump = by_name["P-101"].units["Pset_PumpTypeCommon"]
+    assert (pump["ConnectionSize"], pump["FlowRateRange"]) == ("m", "kg/s")  # a bounded value too
+    assert "Pset_ManufacturerTypeInformation" not in by_name["P-101"].units
+    records = {r["name"]: r for r in build_manifest(scene, {})["elements"]}
+    assert records["M-101"]["units"] == by_name["M-101"].units
+    assert "units" not in records[scene.elements[next(iter(scene.elements))].name]  # the project: no units
 
 
 def test_body_exported_without_identifier_is_still_tessellated(shared_data: Path, tmp_path: Path):

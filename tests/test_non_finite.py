@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.live_server import live_server, mint_token, person
+from tests.live_server import JSON_BODY, live_server, mint_token, person
 from viewer_server import cli
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient, TwinClientError
@@ -67,7 +67,9 @@ async def test_every_message_with_a_non_finite_number_is_refused_and_changes_not
         # REST: JSON has no NaN, and a number that overflows to infinity is refused whole.
         body = b'{"title": "far", "pin": {"element": "P-1", "point": [1, 1e999, 3], "normal": [0, 1, 0]}}'
         headers = {"Authorization": f"Bearer {mint_token(srv, 'olga', 'operator')}"}
-        async with http.post(f"{srv.url}/api/sessions/{srv.live.scene.id}/topics", data=body, headers=headers) as r:
+        async with http.post(
+            f"{srv.url}/api/sessions/{srv.live.scene.id}/topics", data=body, headers={**headers, **JSON_BODY}
+        ) as r:
             assert r.status == 400 and (await r.json())["error"] == p.ERR_BAD_MESSAGE
 
 

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from scene.rules import AlarmEvent
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.permissions import MATRIX, ROLES, Action, allowed, markdown
@@ -96,7 +96,7 @@ Probe = Callable[[Ctx, TwinClient, str], Awaitable[bool]]
 
 
 async def _rest(ctx: Ctx, role: str, user: str, method: str, path: str, body: Any = None) -> bool:
-    headers = {"Authorization": f"Bearer {mint_token(ctx.srv, user, role)}"}  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {mint_token(ctx.srv, user, role)}", **JSON_BODY}  # type: ignore[arg-type]
     data = p.encode(body, "json") if body is not None else None
     async with ctx.http.request(method, ctx.srv.url + path, data=data, headers=headers) as r:
         assert r.status in (200, 201, 403), await r.text()
@@ -214,6 +214,7 @@ PROBES |= {
     Action.ALARM_ACKNOWLEDGE: lambda ctx, c, u: _saved(c.acknowledge_alarm(ctx.alarm())),
     Action.ALARM_SHELVE: lambda ctx, c, u: _saved(c.shelve_alarm(ctx.alarm(), 5, "probe")),
     Action.ALARM_SERVICE: lambda ctx, c, u: _saved(c.alarm_out_of_service(ctx.alarm(), "probe")),
+    Action.HISTORY_READ: lambda ctx, c, u: _rest(ctx, c.welcome.role, u, "GET", "/api/history/range"),  # type: ignore[union-attr]
 }
 
 

@@ -116,6 +116,30 @@ SAMPLES: list[object] = [
             p.Event(12, "alarm_acknowledged", "operations.rules[1]", "P-1", 1.7e9 + 5, user="ann", alarm=ALARM),
         ],
     ),
+    p.Seek(1.7e9, "s1"),
+    p.Play(60.0, start=1.7e9 - 600),
+    p.Pause(),
+    p.Live("l1"),
+    p.Replay(
+        1.7e9,
+        60.0,
+        True,
+        "operations",
+        p.HistoryRange(1.69e9, 1.7e9 + 3600),
+        {"PT-1/pressure": p.PropState(5.7, 1.7e9 - 2, "bar")},
+        {"P-1": p.Visual(color="#ff0000", status="alarm")},
+        [ALARM],
+        driven_by="Ann",
+        ref="s1",
+    ),
+    p.ReplayDelta(
+        1.7e9 + 6,
+        {"PT-1/pressure": p.PropState(5.9, 1.7e9 + 5.5, "bar")},
+        {"P-1": p.Visual(status="ok")},
+        [],
+        [p.Event(12, "alarm_acknowledged", "operations.rules[1]", "P-1", 1.7e9 + 5, user="ann", alarm=ALARM)],
+    ),
+    p.Error(p.ERR_OUT_OF_RANGE, "no history before 2023-07-28", "s1", range=p.HistoryRange(1.69e9, 1.7e9)),
 ]
 
 
@@ -145,6 +169,12 @@ def test_main_prints_the_schema_and_refuses_unknown_arguments(capsys: pytest.Cap
     assert capsys.readouterr().out == p.schema_text()
     assert p.main(["--typescrpt"]) == 2
     assert capsys.readouterr().err == "usage: python -m viewer_server.protocol [--typescript]\n"
+
+
+def test_play_names_its_start_from_on_the_wire() -> None:
+    wire = msgspec.json.decode(p.encode(p.Play(10.0, start=5.0), "json"))
+    assert wire == {"type": "play", "speed": 10.0, "from": 5.0}
+    assert p.decode_client(b'{"type":"play","speed":2,"from":7}', "json") == p.Play(2.0, start=7.0)
 
 
 def test_samples_cover_every_message_type() -> None:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from scene.bindings import BindingsError
-from tests.live_server import BINDINGS, live_server, mint_token
+from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.api import ROUTES
 from viewer_server.app import make_app, web_client_dir
@@ -57,7 +57,7 @@ async def test_health_counts_every_rejection_reason(tmp_path: Path) -> None:
         # JSON cannot carry NaN or infinity (1e999 overflows): the decoder refuses the whole body.
         # (not_finite readings arrive over MessagePack: see test_server_ws.)
         for body in (b"{not json", b'{"readings": [{"key": "PT-1.pressure", "value": 1e999}]}'):
-            async with http.post(f"{srv.url}/api/ingest", data=body) as r:
+            async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=body) as r:
                 assert r.status == 400 and (await r.json())["error"] == "malformed"
         health = await get(http, f"{srv.url}/api/health")
         for reason in bad:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.live_server import live_server
 from viewer_server import outbox
@@ -44,10 +44,6 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
             await slow.recv()  # welcome
             await slow.recv()  # snapshot; then it stops reading
             [session] = [s for s in srv.live.sessions if s.client == "slow"]
-            # A slow link: shrink the server's send buffer too, so the kernel cannot hide the stall.
-            server_sock = session.ws._req.transport.get_extra_info("socket")  # type: ignore[union-attr]
-            server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            transport = session.ws._req.transport  # type: ignore[union-attr]
             buffered = 0
             lags = []
             for r in range(ROUNDS):
@@ -57,18 +53,19 @@ async def test_slow_client_does_not_stall_a_fast_one_and_stays_bounded(tmp_path:
                 await fast.wait_for(lambda c, t=target: c.seq >= t, timeout=5)
                 lags.append(time.monotonic() - started)
                 assert session.outbox.pending_keys <= KEYS  # memory bounded by keys, not by rate
-                buffered = max(buffered, transport.get_write_buffer_size())
+                buffered = max(buffered, session.send_queue_bytes())
             final = srv.live.hub.seq
             assert fast.props["E0/v"].v == ROUNDS - 1
             assert max(lags) < 2.0, f"fast client lagged {max(lags):.2f} s behind a slow one"
             sent_while_stalled = session.frames_sent
             assert sent_while_stalled < ROUNDS  # the slow one really was stalled ...
             assert session.outbox.high_water_keys <= KEYS  # ... and coalesced instead of queueing
-            # User-space socket buffer: the 64 kB transport high-water mark + one writer chunk + a frame.
-            assert buffered < 64 * 1024 + session_mod.WS_WRITER_LIMIT + 32 * 1024
+            # Below the outbox: the transport's and the kernel's unsent bytes, what the client's window
+            # admits and a frame (~16 kB here).
+            assert buffered < 2 * session_mod.SEND_QUEUE_BYTES + 32 * 1024 + 32 * 1024
             print(
                 f"slow client: {sent_while_stalled} frames for {ROUNDS} rounds, outbox <= "
-                f"{session.outbox.high_water_keys} keys, socket buffer <= {buffered} B; "
+                f"{session.outbox.high_water_keys} keys, queued below it <= {buffered} B; "
                 f"fast lag max {max(lags) * 1000:.0f} ms"
             )
 
@@ -107,8 +104,6 @@ async def test_an_event_backlog_beyond_the_bound_becomes_a_resync_snapshot(
             await slow.recv()  # welcome
             await slow.recv()  # snapshot
             [session] = [s for s in srv.live.sessions if s.client == "slow"]
-            server_sock = session.ws._req.transport.get_extra_info("socket")  # type: ignore[union-attr]
-            server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             for i in range(80):  # an alarm storm, one flush window each: raised, cleared, raised, ...
                 pad = [p.Reading(float(i), key=f"E{k}.v") for k in range(50)]
                 await pub.publish([p.Reading(6.0 if i % 2 == 0 else 1.0, key="PT-1.pressure"), *pad])
@@ -127,3 +122,59 @@ async def test_an_event_backlog_beyond_the_bound_becomes_a_resync_snapshot(
                     props.update(msg.props)
             assert reasons == ["backlog"]
             assert props["PT-1/pressure"] == final
+
+
+STALL_ROUNDS = 100  # rounds published, one flush window each, while the slow client reads nothing
+
+
+async def test_a_reader_that_stalls_gets_fresh_state_not_a_kernel_backlog(tmp_path: Path) -> None:
+    """Without a bound on the kernel's send buffer (autotuned to ~4 MB on Linux) the stalled client's
+    deltas pile up there, the outbox never coalesces, and after resuming the client reads seconds of
+    stale deltas before it sees the present. With the bound it reads at most a few windows of them."""
+    elements, text = many_bindings(KEYS)
+    async with live_server(tmp_path, bindings=text, elements=elements) as srv:
+        sock = socket.socket()  # the client's own buffer is small: what piles up is the server's
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect(("127.0.0.1", srv.port))
+        async with (
+            connect(srv.ws_url, sock=sock, subprotocols=[p.SUBPROTOCOL_JSON], max_queue=1, close_timeout=1) as slow,  # type: ignore[list-item]
+            TwinClient(srv.ws_url, role="publisher", encoding="msgpack") as pub,
+        ):
+            await slow.send(p.encode(p.Hello("slow", "1"), "json").decode())
+            await slow.recv()  # welcome
+            await slow.recv()  # snapshot
+            [session] = [s for s in srv.live.sessions if s.client == "slow"]
+
+            async def round_of(value: int) -> None:
+                await pub.publish([p.Reading(float(value), key=f"E{i}.v") for i in range(KEYS)])
+                await asyncio.sleep(0.02)  # past the flush window: one delta per round
+
+            # Keeping up first, then it stops reading.
+            for r in range(10):
+                await round_of(r)
+                assert await next_value(slow) == r
+            queued = 0
+            for r in range(10, 10 + STALL_ROUNDS):
+                await round_of(r)
+                queued = max(queued, session.send_queue_bytes())
+            newest = 10 + STALL_ROUNDS - 1
+            delta_bytes = len(p.encode(p.Delta(0, 0, dict(srv.live.hub.props), {}, {}, []), "json"))
+            # Below the outbox: the transport's and the kernel's unsent bytes, the in-flight bytes the
+            # client's small window admits, and the frame being written.
+            assert queued <= 2 * session_mod.SEND_QUEUE_BYTES + 32 * 1024 + delta_bytes, queued
+            assert session.outbox.pending_keys == KEYS  # the rest was coalesced, one entry per key
+
+            # Reading again: a few stale windows (what the buffers held), then the present at once.
+            stale_rounds: list[int] = []
+            while (value := await next_value(slow)) != newest:
+                stale_rounds.append(value)
+            assert len(stale_rounds) <= 12, f"read {len(stale_rounds)} stale deltas before the newest state"
+            assert session.outbox.high_water_keys <= KEYS
+            print(f"stalled reader: <= {queued} B queued below its outbox, {len(stale_rounds)} stale deltas")
+
+
+async def next_value(ws: ClientConnection) -> int:
+    """E0's value in the next delta `ws` receives."""
+    msg = p.decode_server(await asyncio.wait_for(ws.recv(), 10), "json")
+    assert isinstance(msg, p.Delta)
+    return int(msg.props["E0/v"].v)

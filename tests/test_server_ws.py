@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.live_server import BINDINGS, live_server, mint_token
+from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient, TwinClientError
@@ -22,7 +22,7 @@ PT = "PT-1/pressure"
 
 async def ingest(http: aiohttp.ClientSession, url: str, *readings: p.Reading) -> dict:
     body = p.encode({"readings": list(readings)}, "json")
-    async with http.post(f"{url}/api/ingest", data=body) as r:
+    async with http.post(f"{url}/api/ingest", headers=JSON_BODY, data=body) as r:
         assert r.status == 200
         return await r.json()
 
@@ -232,11 +232,11 @@ async def test_deeply_nested_frames_are_bad_messages_and_the_connection_stays(
 async def test_deeply_nested_rest_bodies_answer_400(tmp_path: Path) -> None:
     nested = b'{"readings": [], "title": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        async with http.post(f"{srv.url}/api/ingest", data=nested) as r:
+        async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=nested) as r:
             assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
         url = f"{srv.url}/api/sessions/{srv.live.scene.id}/topics"
         headers = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
-        async with http.post(url, data=nested, headers=headers) as r:
+        async with http.post(url, data=nested, headers={**headers, **JSON_BODY}) as r:
             assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
         async with http.get(f"{srv.url}/api/health") as r:
             assert r.status == 200

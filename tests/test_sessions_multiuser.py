@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import cli
 from viewer_server import protocol as p
 from viewer_server.auth import load_secret, verify
@@ -28,12 +28,14 @@ async def test_an_admin_creates_a_session_and_issues_links_that_join_it(tmp_path
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         admin = _bearer(mint_token(srv, "root", "admin"))
         body = p.encode({"id": "shift-b", "name": "Night shift"}, "json")
-        async with http.post(f"{srv.url}/api/sessions", data=body, headers=admin) as r:
+        async with http.post(f"{srv.url}/api/sessions", data=body, headers={**admin, **JSON_BODY}) as r:
             assert r.status == 201 and (await r.json())["anonymous_role"] is None
-        async with http.post(f"{srv.url}/api/sessions", data=body, headers=admin) as r:
+        async with http.post(f"{srv.url}/api/sessions", data=body, headers={**admin, **JSON_BODY}) as r:
             assert r.status == 409
         request = p.encode({"user": "ana", "role": "annotator", "ttl_s": 600}, "json")
-        async with http.post(f"{srv.url}/api/sessions/shift-b/tokens", data=request, headers=admin) as r:
+        async with http.post(
+            f"{srv.url}/api/sessions/shift-b/tokens", data=request, headers={**admin, **JSON_BODY}
+        ) as r:
             issued = await r.json()
         query = parse_qs(urlsplit(issued["link"]).query)
         assert query["session"] == ["shift-b"] and query["token"] == [issued["token"]]
@@ -60,7 +62,9 @@ async def test_sessions_share_the_twin_but_not_people_or_topics(tmp_path: Path) 
         try:
             await clients["review", "ana"].send_presence(p.Pose((1, 2, 3), (0, 0, 0, 1)))
             made = await clients["review", "ana"].create_topic(p.TopicDraft("review finding"))
-            async with http.post(f"{srv.url}/api/ingest", data=p.encode({"readings": [PRESSURE]}, "json")) as r:
+            async with http.post(
+                f"{srv.url}/api/ingest", headers=JSON_BODY, data=p.encode({"readings": [PRESSURE]}, "json")
+            ) as r:
                 assert r.status == 200
             for c in clients.values():  # the twin is shared by all sessions
                 await c.wait_for(lambda c: "PT-1/pressure" in c.props)

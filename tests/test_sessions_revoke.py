@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token
 from viewer_server import auth
 from viewer_server import protocol as p
 from viewer_server.auth import REVOKED, AuthError, Claims, _b64, _sign, issue, mint, revocation_time, verify
@@ -50,7 +50,9 @@ async def _topics_status(http: aiohttp.ClientSession, srv: RunningServer, sessio
 
 async def _revoke(http: aiohttp.ClientSession, srv: RunningServer, session: str, body: Any, token: str) -> Any:
     data = body if isinstance(body, bytes) else p.encode(body, "json")
-    async with http.post(f"{srv.url}/api/sessions/{session}/revoke", data=data, headers=_bearer(token)) as r:
+    async with http.post(
+        f"{srv.url}/api/sessions/{session}/revoke", data=data, headers={**_bearer(token), **JSON_BODY}
+    ) as r:
         return r.status, await r.json()
 
 
@@ -139,8 +141,8 @@ async def test_revoking_over_rest_disconnects_the_users_connections_to_that_sess
             "bob-2": TwinClient(srv.ws_url, token=mint_token(srv, "bob", "viewer", session="review")),
             "ana": TwinClient(srv.ws_url, token=mint_token(srv, "ana", "annotator", session="review")),
             "bob-default": TwinClient(srv.ws_url, token=mint_token(srv, "bob", "annotator")),
-            # An anonymous visitor calling itself bob holds no token: nothing of his to revoke.
-            "bob-anonymous": TwinClient(srv.ws_url, session="review", name="bob"),
+            # An anonymous visitor (not "bob" while bob is here) holds no token: nothing of his to revoke.
+            "bob-anonymous": TwinClient(srv.ws_url, session="review", name="Bobby"),
         }
         for c in clients.values():
             await c.connect()
@@ -155,7 +157,7 @@ async def test_revoking_over_rest_disconnects_the_users_connections_to_that_sess
                 await clients[name].ping()
                 assert clients[name].closed_with is None
             members = sorted((m.name, m.guest) for m in srv.live.rooms.members("review"))
-            assert members == [("ana", False), ("bob (guest)", True)]
+            assert members == [("Bobby (guest)", True), ("ana", False)]
         finally:
             for c in clients.values():
                 await c.close()
@@ -172,7 +174,7 @@ async def test_revoke_is_for_admins_of_known_sessions_with_a_user(tmp_path: Path
         for bad in (b"not json", {"name": "bob"}, {"user": 7}, {"user": ""}, {"user": "b" * 65}):
             status, body = await _revoke(http, srv, "review", bad, admin)
             assert status == 400, bad
-        async with http.post(f"{srv.url}/api/sessions/review/revoke", data=b'{"user": "bob"}') as r:
+        async with http.post(f"{srv.url}/api/sessions/review/revoke", headers=JSON_BODY, data=b'{"user": "bob"}') as r:
             assert r.status == 401
         assert srv.store.revoked_at("review", "bob") is None  # none of the refusals revoked anything
 
@@ -215,7 +217,7 @@ async def test_a_revocation_by_the_cli_is_seen_by_the_running_server(tmp_path: P
         async with (
             TwinClient(srv.ws_url, token=bob_old) as open_before,
             TwinClient(srv.ws_url, token=ana) as ana_open,
-            TwinClient(srv.ws_url, session="review", name="bob") as anonymous_bob,
+            TwinClient(srv.ws_url, session="review", name="Bobby") as anonymous_bob,
         ):
             code, out, err = await _twinview("session", "revoke", "review", "--user", "bob", *data)
             assert (code, err) == (0, ""), err

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import BINDINGS, live_server
+from tests.live_server import BINDINGS, JSON_BODY, live_server
 from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient
@@ -25,7 +25,7 @@ STALE_BINDINGS = BINDINGS.replace("key: PT-1.pressure}", "key: PT-1.pressure, st
 async def ingest(srv: object, *readings: p.Reading) -> None:
     async with aiohttp.ClientSession() as http:
         body = p.encode({"readings": list(readings)}, "json")
-        async with http.post(f"{srv.url}/api/ingest", data=body) as r:  # type: ignore[attr-defined]
+        async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=body) as r:  # type: ignore[attr-defined]
             assert r.status == 200
 
 

@@ -203,7 +203,8 @@ def test_an_imported_topic_shows_its_importer_and_the_author_the_file_claimed(wo
     data = archive(tmp_path / "claims.bcf", {guid: markup(guid, "admin", [(guid[:-1] + "5", "root", "noted")])})
     token = issue(secret, SESSION, "Lead", "presenter")
     request = urllib.request.Request(f"{live.url}/api/sessions/{SESSION}/bcf", data=data, method="POST",
-                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/octet-stream"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 201
     vera = join("Vera", "viewer")
@@ -228,13 +229,21 @@ def test_quick_markup_pins_a_note(world):
     ana.context.close()
 
 
-def test_expired_link_says_so(world):
+def test_an_expired_link_says_when_and_offers_no_control_that_writes(world):
     live, browser, _, secret = world
-    token = mint(secret, Claims(session=SESSION, user="Old", role="annotator", exp=time.time() - 3600))
+    token = mint(secret, Claims(session=SESSION, user="Old", role="admin", exp=time.time() - 3600))
     page = browser.new_context().new_page()
     page.goto(f"{live.url}/?session={SESSION}&token={token}")
-    page.wait_for_selector("#notice:not([hidden])", timeout=10_000)
+    page.wait_for_selector("#notice:not([hidden])", timeout=30_000)
     text = page.locator("#notice").inner_text()
-    assert "not valid any more" in text and "expired" in text
+    assert "This link expired on" in text and "Ask the session owner for a new one" in text
     assert page.locator("#status").inner_text() == "refused"
+    # Every control that needs a role is hidden: the page can change nothing, and does not pretend it can.
+    shown = page.evaluate(
+        """[...document.querySelectorAll('[data-requires]')].filter((el) => !el.hidden && el.offsetParent)
+             .map((el) => el.id || el.className)"""
+    )
+    assert shown == [], shown
+    for control in ("#btn-new-topic", "#btn-markup", "#btn-present", "#btn-hand"):
+        assert not page.locator(control).is_visible(), control
     page.context.close()

@@ -119,11 +119,13 @@ def test_picking_shows_the_elements_properties(browser, live):
     page.mouse.click(at["x"], at["y"])
     panel = page.locator("#properties")
     assert panel.locator(".el-name").inner_text() == live.twin.names[element_id(0)]
-    assert element_id(0) in panel.inner_text()
+    assert element_id(0) not in panel.inner_text()  # a name for people; the id on demand:
+    assert panel.locator("button.copy-id").get_attribute("title") == f"Copy the id {element_id(0)}"
     assert "P-000" in panel.inner_text()  # the IFC pset from the manifest
     live_row = panel.locator("tr[data-prop=pressure]")
     assert "3.25" in live_row.inner_text() and "bar" in live_row.inner_text()
-    live_row.locator("svg.spark polyline").wait_for()  # the sparkline from /api/history
+    chart = live_row.locator("button.chart-toggle")  # the history chart (timeline/chart.js) replaces the sparkline
+    assert chart.get_attribute("aria-pressed") == "false"
     assert page.locator("#tree li.selected").count() == 1
     screenshot(page, "viewer-picked")
 

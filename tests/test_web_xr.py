@@ -164,6 +164,7 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
         "Seal weeps at the flange",
         "open · high",
         "by Ana · assigned to Tom",
+        "on Pump 4 (IfcPump)",  # the pinned element by name, not its id
         "Ana: Retorque to 40 Nm",
     ]
     assert page.evaluate("window.twinview.app.twin.selected") != element_id(4)  # a pin is not a pick

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -200,8 +201,9 @@ def make_twin(
                 "triangles": 12,
                 "properties": {
                     "Pset_Identity": {"Tag": f"P-{i:03d}", "Manufacturer": "ACME"},
-                    "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}},
+                    "Pset_Design": {"NominalFlow": {"value": 12.5, "unit": "m3/h"}, "RatedPower": 15.0},
                 },
+                "units": {"Pset_Design": {"RatedPower": "kW"}},  # as `twinview build` writes an IFC measure's
             }
         )
     spatial = [
@@ -429,14 +431,40 @@ def live_twin(
 
 def open_viewer(target, url: str, width: int = 1280, height: int = 800):
     """A page (of a browser, or of a context that set its own viewport) on the viewer, once the model
-    is loaded; uncaught page errors are collected in page.errors."""
+    is loaded; uncaught page errors and what the Content-Security-Policy blocked are collected in page.errors."""
     is_browser = hasattr(target, "new_context")
     page = target.new_page(viewport={"width": width, "height": height}) if is_browser else target.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(url)
     page.evaluate("window.twinview.ready")
     return page
+
+
+# A predicate that is a function: `function …`, `async …`, `(a, b) => …` or `a => …` (not an expression that
+# merely contains one, such as `(() => x)().y`).
+_FUNCTION = re.compile(r"\s*(?:async\b|function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)")
+
+
+def _predicates_without_eval() -> None:
+    """The server's Content-Security-Policy forbids `eval`, and Playwright's `wait_for_function` evaluates a
+    predicate given as an expression with `eval` (one given as a function it does not): make the tests'
+    expressions functions, so the pages run under the policy the server really sends."""
+    from playwright.sync_api import Page
+
+    original = Page.wait_for_function
+    if getattr(original, "wraps_expressions", False):
+        return
+
+    @functools.wraps(original)
+    def wait_for_function(self: Page, expression: str, *args: object, **kwargs: object) -> object:
+        if not _FUNCTION.match(expression):
+            expression = f"() => ({expression})"
+        return original(self, expression, *args, **kwargs)  # type: ignore[arg-type]
+
+    wait_for_function.wraps_expressions = True  # type: ignore[attr-defined]
+    Page.wait_for_function = wait_for_function  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -445,6 +473,7 @@ def chromium_browser() -> Iterator:
     or receive is checked against the protocol (PROTOCOL_FRAMES): after each test, and when it closes."""
     from playwright.sync_api import sync_playwright
 
+    _predicates_without_eval()
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (setup.sh installs Debian's)")
     with sync_playwright() as p:

@@ -180,10 +180,11 @@ class Annotations:
 
     # --- requests --------------------------------------------------------------------------------
 
-    async def handle(self, actor: Member, request: p.AnnotationRequest) -> p.Saved:
-        """Carry out one request of the protocol; AnnotationError when refused."""
+    async def handle(self, actor: Member, request: p.AnnotationRequest, replay_time: float | None = None) -> p.Saved:
+        """Carry out one request of the protocol; AnnotationError when refused. `replay_time`: the history time
+        the actor's connection shows (PROTOCOL.md §14), recorded on a new topic or comment."""
         if isinstance(request, p.TopicCreate):
-            topic, seq = await self.create_topic(actor, request.topic)
+            topic, seq = await self.create_topic(actor, request.topic, replay_time)
             return p.Saved(request.ref, "topic_created", topic.guid, topic.revision, seq)
         if isinstance(request, p.TopicUpdate):
             topic, seq = await self.update_topic(actor, request)
@@ -192,7 +193,7 @@ class Annotations:
             topic, seq = await self.delete_topic(actor, request.guid, request.revision)
             return p.Saved(request.ref, "topic_deleted", topic.guid, topic.revision, seq)
         if isinstance(request, p.CommentAdd):
-            comment, seq = await self.add_comment(actor, request)
+            comment, seq = await self.add_comment(actor, request, replay_time)
             return p.Saved(request.ref, "comment_added", comment.guid, comment.revision, seq)
         if isinstance(request, p.CommentEdit):
             comment, seq = await self.edit_comment(actor, request.guid, request.revision, request.text)
@@ -206,7 +207,9 @@ class Annotations:
                 p.ERR_RATE_LIMITED, f"more than {ANNOTATION_BURST} changes in a row; wait a few seconds"
             )
 
-    async def create_topic(self, actor: Member, draft: p.TopicDraft) -> tuple[Topic, int]:
+    async def create_topic(
+        self, actor: Member, draft: p.TopicDraft, replay_time: float | None = None
+    ) -> tuple[Topic, int]:
         _check(actor.role, Action.TOPIC_CREATE)
         now = time.time()
         topic = Topic(
@@ -225,6 +228,7 @@ class Annotations:
             viewpoints=draft.viewpoints,
             attachments=self._attachments(actor.room, draft.attachments),
             live_values=self._live_values(draft.pin.element) if draft.pin else [],
+            replay_time=replay_time,
         )
         _check_fields(topic, self.known)
         if draft.pin is not None and draft.pin.element not in self.known:
@@ -282,7 +286,9 @@ class Annotations:
             detail = f"deleted; author {current.author!r}, title {current.title!r}"
             return topic, await self._commit_topic(actor, room, topic, "topic_deleted", action, detail)
 
-    async def add_comment(self, actor: Member, msg: p.CommentAdd) -> tuple[Comment, int]:
+    async def add_comment(
+        self, actor: Member, msg: p.CommentAdd, replay_time: float | None = None
+    ) -> tuple[Comment, int]:
         _check(actor.role, Action.COMMENT_CREATE)
         comment = Comment(
             guid=msg.guid or secrets.token_hex(16),
@@ -292,6 +298,7 @@ class Annotations:
             created=time.time(),
             reply_to=msg.reply_to,
             viewpoint=msg.viewpoint,
+            replay_time=replay_time,
         )
         _limits(lambda: check_comment(comment))
         self._rate(actor)

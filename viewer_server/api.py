@@ -13,10 +13,13 @@ import msgspec
 from aiohttp import web
 
 from viewer_server import __version__
+from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
+from viewer_server.audit import note_ingest
+from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
-from viewer_server.ingest import MqttStatus
+from viewer_server.ingest import MqttStatus, NotSaved
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
@@ -55,6 +58,7 @@ class Health(msgspec.Struct):
     accepted: int
     rejected: dict[str, int]
     outbox_pending_keys_max: int
+    send_queue_bytes_max: int  # the most bytes waiting for one client below its outbox (Session.send_queue_bytes)
     resyncs: int
     mqtt: MqttStatus
     store: StoreStatus
@@ -140,6 +144,7 @@ class IngestRequest(msgspec.Struct):
 class IngestResult(msgspec.Struct):
     accepted: int
     rejected: list[p.Rejection]
+    durable: bool  # the accepted readings are committed to the historian (PROTOCOL.md §8)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ async def health(request: web.Request) -> web.Response:
             accepted=live.ingest.accepted,
             rejected=dict(live.ingest.rejected),
             outbox_pending_keys_max=max((s.outbox.pending_keys for s in sessions), default=0),
+            send_queue_bytes_max=max((s.send_queue_bytes() for s in sessions), default=0),
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
             store=_store_status(live),
@@ -290,20 +296,33 @@ async def bindings(request: web.Request) -> web.Response:
 _ingest_decoder = msgspec.json.Decoder(IngestRequest)
 
 
+@sx.handles_refusals
 async def ingest(request: web.Request) -> web.Response:
+    """Readings from anyone who reaches the port, or, with a token, from its user (who needs telemetry.publish);
+    every source is in the audit trail (viewer_server.audit)."""
     live = _live(request)
+    user, role = "anonymous", "anonymous"
+    if sx.bearer(request) is not None:
+        member = sx.caller(request, None)
+        sx.require(member, Action.TELEMETRY_PUBLISH)
+        user, role = member.user, member.role
     if (request.content_length or 0) > MAX_INGEST_BODY_BYTES:
         return fail(413, "batch_too_large", f"body larger than {MAX_INGEST_BODY_BYTES} bytes")
-    body = await request.read()
+    body = await read_body(request)
     try:
         batch = p.bounded(_ingest_decoder.decode, body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
-    accepted, rejected = await live.ingest.submit(batch.readings)
+    try:
+        accepted, rejected = await live.ingest.submit(batch.readings)
+    except NotSaved as exc:
+        return fail(503, p.ERR_NOT_SAVED, str(exc))
+    peer = request.remote or ""
+    note_ingest(live.audit, live.rooms.default.id, "HTTP", peer, user, role, accepted, len(rejected))
     if rejected and rejected[0].reason == "batch_too_large":
         return fail(413, "batch_too_large", rejected[0].detail)
-    return reply(IngestResult(accepted, rejected))
+    return reply(IngestResult(accepted, rejected, live.ingest.durable))
 
 
 async def scene_file(request: web.Request) -> web.StreamResponse:
@@ -348,11 +367,17 @@ class Route:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     summary: str
     response: Any  # a msgspec-describable type, or a plain JSON Schema dict
-    body: Any = None
+    body: Any = None  # the type of a JSON body
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     ok_status: int = 200
     media_type: str = "application/json"  # of the success response
+    raw_body: tuple[str, ...] = ()  # media types of a body that is not JSON (an upload)
+
+    @property
+    def body_types(self) -> tuple[str, ...]:
+        """The media types the body may have (refused 415 otherwise: see viewer_server.http_edge)."""
+        return ("application/json",) if self.body is not None else self.raw_body
 
 
 _STR = {"type": "string"}
@@ -400,6 +425,36 @@ ROUTES: Final = (
     ),
     Route(
         "GET",
+        "/api/history",
+        hx.history_series,
+        "Chart series from the historian: per key min / max / mean / last, bucketed to at most `points`",
+        hx.HistoryOut,
+        params=(
+            Param("keys", "query", _STR, f"<element>.<prop>, comma-separated, at most {hx.MAX_KEYS}"),
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: an hour before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("points", "query", {"type": "integer", "maximum": hx.MAX_POINTS}, "at most this many per key"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/api/history/events",
+        hx.history_events,
+        "Recorded events for timeline markers, oldest first",
+        hx.EventsOut,
+        params=(
+            Param("from", "query", {"type": "number"}, "Unix seconds (default: a day before `to`)"),
+            Param("to", "query", {"type": "number"}, "Unix seconds (default: now)"),
+            Param("kinds", "query", _STR, "event kinds, comma-separated (default: all)"),
+        ),
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET", "/api/history/range", hx.history_range, "The times the history holds", p.HistoryRange, errors=(403, 404)
+    ),
+    Route(
+        "GET",
         "/api/bindings",
         bindings,
         "The loaded bindings: layers for everyone; keys, topics and the file's text with bindings.read",
@@ -413,7 +468,7 @@ ROUTES: Final = (
         "Submit a batch of readings (by key, or by element + prop)",
         IngestResult,
         body=IngestRequest,
-        errors=(400, 413),
+        errors=(400, 401, 403, 413, 503),
     ),
     *(
         # Collaboration sessions (viewer_server/sessions_api.py); auth: Authorization: Bearer <token>.
@@ -507,6 +562,7 @@ ROUTES: Final = (
             params=(SESSION,),
             errors=(400, 401, 403, 413, 429),
             ok_status=201,
+            raw_body=("image/png", "image/jpeg", "application/octet-stream"),
         ),
         Route(
             "GET",
@@ -550,6 +606,7 @@ ROUTES: Final = (
             params=(SESSION,),
             errors=(400, 401, 403, 404, 413),
             ok_status=201,
+            raw_body=("application/octet-stream", "application/zip"),
         ),
         Route(
             "GET",
@@ -607,5 +664,9 @@ ROUTES: Final = (
 
 
 def add_routes(app: web.Application) -> None:
+    """The routes, and the media types of their bodies for the edge checks (viewer_server.http_edge)."""
+    body_types = app.setdefault(BODY_TYPES, {})
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+        if route.body_types:
+            body_types[(route.method, route.path)] = route.body_types

@@ -9,6 +9,8 @@ from typing import Final
 from aiohttp import web
 
 from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes
+from viewer_server.http_edge import EdgePolicy
+from viewer_server.http_edge import install as install_edge
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.protocol import CLOSE_GOING_AWAY
 from viewer_server.session import close_sessions
@@ -24,12 +26,14 @@ def web_client_dir(repo: Path = REPO) -> Path | None:
     return None
 
 
-def make_app(live: LiveScene, client_dir: Path | None = None) -> web.Application:
+def make_app(live: LiveScene, client_dir: Path | None = None, edge: EdgePolicy | None = None) -> web.Application:
+    """The application; `edge` says which hosts and origins it answers (default: local names and addresses)."""
     app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES)
     app[LIVE] = live
     app[STARTED] = time.monotonic()
     add_routes(app)
     root = client_dir or web_client_dir()
+    install_edge(app, edge or EdgePolicy.for_server(), root / "index.html" if root is not None else None)
     if root is not None:
         index = root / "index.html"
 

@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
@@ -219,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from viewer_server.session_cli import demo_links
 
         print(f"serving the live pump station at {url}  (simulated telemetry; Ctrl+C to stop)")
-        print("join links for the default session, one per role (valid 8 h):")
+        print("join links for the default session, one per role (valid 8 h; add &name=YourName to be told apart):")
         for role, link in demo_links(data_dir, scene_id_for(scene_dir), url).items():
             print(f"  {role:<10} {link}")
         sys.stdout.flush()
@@ -237,6 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=data_dir,
         simulate=True,
+        **_edge_options(args),
     )
     run(options, on_ready=announce)
     return EXIT_OK
@@ -257,6 +259,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         simulate=args.simulate,
         procedures=Path(args.procedures) if args.procedures else None,
+        **_edge_options(args),
     )
     run(options, on_ready=lambda url: print(f"serving {scene_dir} at {url}  (Ctrl+C to stop)", flush=True))
     return EXIT_OK
@@ -351,10 +354,79 @@ def _add_import_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    from viewer_server.audit import AUDIT_MAX_ROWS, AUDIT_RETENTION_DAYS
+    from viewer_server.connections import HEADER_TIMEOUT_S, MAX_CONNECTIONS_PER_IP, RESERVED_FILES
+
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--data-dir", default=str(default_data_dir()), help="SQLite store and built scenes")
     p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a web page origin (https://host:port) besides the server's own that may use it; repeatable",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name this server is reached by, besides localhost, its addresses and --host; repeatable",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to complete a request's headers (default {HEADER_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=MAX_CONNECTIONS_PER_IP,
+        metavar="N",
+        help=f"connections one address may hold at once (default {MAX_CONNECTIONS_PER_IP}; 0: no bound)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"connections in all (default: the open-file limit less {RESERVED_FILES}; 0: no bound)",
+    )
+    p.add_argument(
+        "--audit-days",
+        type=float,
+        default=AUDIT_RETENTION_DAYS,
+        metavar="DAYS",
+        help=f"days the audit trail keeps a row (default {AUDIT_RETENTION_DAYS}; 0: no age limit)",
+    )
+    p.add_argument("--audit-max-rows", type=int, default=AUDIT_MAX_ROWS, metavar="N",
+                   help=f"audit rows kept at most, the newest (default {AUDIT_MAX_ROWS}; 0: no limit)")  # fmt: skip
+
+
+def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve flags of the HTTP edge, connections and audit retention, as ServeOptions fields."""
+    from viewer_server.audit import Retention
+    from viewer_server.http_edge import EdgePolicy
+
+    try:
+        EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    counts = (args.max_connections_per_ip, args.max_connections or 0, args.audit_days, args.audit_max_rows)
+    if args.header_timeout <= 0 or min(counts) < 0:
+        raise UserError("--header-timeout must be positive; --max-connections* and --audit-* not negative")
+    return {
+        "allow_origins": tuple(args.allow_origin),
+        "allow_hosts": tuple(args.allow_host),
+        "header_timeout_s": args.header_timeout,
+        "max_connections_per_ip": args.max_connections_per_ip,
+        "max_connections": args.max_connections,
+        "audit": Retention(args.audit_days, args.audit_max_rows),
+    }
 
 
 def parser() -> argparse.ArgumentParser:

@@ -39,7 +39,8 @@ CLIENT_MAX_FRAME: Final = 64 << 20
 RECONNECT_FIRST_S: Final = 0.2
 RECONNECT_MAX_S: Final = 5.0
 # Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH)
+FATAL_CLOSE_CODES: Final = (p.CLOSE_POLICY, p.CLOSE_TOO_BIG, p.CLOSE_VERSION, p.CLOSE_AUTH, p.CLOSE_NAME)
+CLIENT_NAME: Final = "twinview-py"  # hello.client: this software, not the person (that is `name`)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class TwinClient:
         layer: str | None = None,
         encoding: p.Encoding = "json",
         role: p.Role = "viewer",
-        name: str = "twinview-py",
+        name: str = "",
         reconnect: bool = True,
         subprotocols: list[str] | None = None,
         token: str | None = None,
@@ -100,6 +101,9 @@ class TwinClient:
         self.comments: dict[str, p.Comment] = {}
         self.procedure: p.ProcedureRun | None = None  # the session's latest procedure run
         self.presenter: p.PresenterState | None = None  # the session's presenter, view and raised hands
+        # While replaying (PROTOCOL.md §14): the twin as of `replay.as_of`, kept up by each replay_delta; None live.
+        self.replay: p.Replay | None = None
+        self.replay_frames: deque[p.Replay | p.ReplayDelta] = deque(maxlen=CLIENT_EVENTS_MAX)  # oldest first
         self.epoch: str | None = None
         self.seq = 0
         self.welcome: p.Welcome | None = None
@@ -139,8 +143,9 @@ class TwinClient:
     async def _open(self) -> None:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
-        hello = p.Hello(self.name, __version__, role=self.role, layer=self.layer, resume=resume)
+        hello = p.Hello(CLIENT_NAME, __version__, role=self.role, layer=self.layer, resume=resume)
         hello.session, hello.token = self.session, self.token or self._guest_token
+        hello.name = self.welcome.name if self.welcome is not None else self.name  # a reconnect keeps its name
         try:
             await ws.send(self._encode(hello))
             welcome = await self._recv(ws)
@@ -247,6 +252,28 @@ class TwinClient:
 
     async def alarm_in_service(self, alarm_id: str, timeout: float = 10.0) -> p.Saved:
         return await self._request_saved(lambda ref: p.AlarmInService(alarm_id, ref), timeout)
+
+    async def seek(self, t: float, timeout: float = 10.0) -> p.Replay:
+        """Show the twin as of `t`; RequestRefused (out_of_range, forbidden, no_history) if refused."""
+        return await self._request_replay(lambda ref: p.Seek(t, ref), timeout)
+
+    async def play(self, speed: float, start: float | None = None, timeout: float = 10.0) -> p.Replay:
+        """Play the history from `start` (default: where the replay stands) at `speed` × real time."""
+        return await self._request_replay(lambda ref: p.Play(speed, start, ref), timeout)
+
+    async def pause(self, timeout: float = 10.0) -> p.Replay:
+        return await self._request_replay(lambda ref: p.Pause(ref), timeout)
+
+    async def go_live(self, timeout: float = 10.0) -> p.Snapshot:
+        """Leave the replay: the live snapshot that follows."""
+        return await self._request(p.Live(), "snapshot", timeout)
+
+    async def _request_replay(self, make: Callable[[str], Any], timeout: float) -> p.Replay:
+        ref = f"r{next(self._refs)}"
+        answer = await self._request(make(ref), ref, timeout)
+        if isinstance(answer, p.Error):
+            raise RequestRefused(answer)
+        return answer
 
     async def send_presence(self, pose: p.Pose) -> None:
         await self.send(p.PresenceUpdate(pose))
@@ -366,14 +393,33 @@ class TwinClient:
             self._resolve("pong", msg)
         elif isinstance(msg, p.Saved | p.CommandAck):
             self._resolve(msg.ref or "", msg)
+        elif isinstance(msg, p.Replay | p.ReplayDelta):
+            self._apply_replay(msg)
+            if isinstance(msg, p.Replay):
+                self._resolve(msg.ref or "", msg)
         elif isinstance(msg, p.Error):
             self.errors.append(msg)
             self._resolve("error", msg)
             self._resolve(msg.ref or "", msg)
         await self._notify()
 
+    def _apply_replay(self, msg: p.Replay | p.ReplayDelta) -> None:
+        self.replay_frames.append(msg)
+        if isinstance(msg, p.Replay):
+            self.replay = msg
+            return
+        if self.replay is None:  # a frame after `live`: the replay is over for us
+            return
+        self.replay.as_of = msg.as_of
+        self.replay.playing = msg.playing
+        self.replay.props.update(msg.props)
+        self.replay.visuals.update(msg.visuals)
+        if msg.alarms is not None:
+            self.replay.alarms = msg.alarms
+
     def _apply_snapshot(self, snap: p.Snapshot) -> None:
         self.snapshots += 1
+        self.replay = None
         if snap.resync:
             self.resyncs.append(snap.reason or "")
         self.epoch, self.seq, self.layer = snap.epoch, snap.seq, snap.layer

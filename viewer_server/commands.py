@@ -1,7 +1,8 @@
 """Operator commands: from a viewer to the plant over MQTT, checked, audited and announced.
 
 Every `command` goes the same way:
-  role (only `operator`; anyone else gets `forbidden`) → the bindings file's `commands` (the element
+  role (only `operator`; anyone else gets `forbidden`, counted in the connection's summary row of refused
+  requests rather than a row each, see `viewer_server.audit`) → the bindings file's `commands` (the element
   and command must be listed; a value within the listed range, or none) → MQTT publish with QoS 1,
   answered `sent` only once the broker acknowledged it → an audit row → a `command_sent` event to the
   session. Whatever fails after the role check answers `command_ack {status: failed, detail}`; the
@@ -45,14 +46,15 @@ class CommandFailed(Exception):
 
 
 def find_command(bindings: Bindings | None, element: str, command: str) -> Command:
-    """The bindings entry for element/command; CommandFailed naming what is allowed otherwise."""
+    """The bindings entry for element/command; CommandFailed naming what is allowed otherwise (not the element:
+    the ack carries it, and viewers show it by its name)."""
     specs = [c for c in (bindings.commands if bindings else ()) if c.element == element]
     for spec in specs:
         if spec.command == command:
             return spec
     allowed_here = ", ".join(c.command for c in specs)
     raise CommandFailed(
-        f"{element}: no command {command!r} (allowed: {allowed_here})" if specs else f"{element}: takes no commands"
+        f"no command {command!r} here (allowed: {allowed_here})" if specs else "this element takes no commands"
     )
 
 
@@ -93,14 +95,14 @@ class Commands:
         self.clock = clock
 
     async def send(self, member: Member, msg: p.Command) -> p.CommandAck:
-        """Raises Refused (forbidden) for every role but operator; otherwise answers sent or failed."""
+        """Raises Refused (forbidden) for every role but operator, writing nothing; otherwise answers sent or
+        failed, audited."""
+        if not allowed(member.role, Action.COMMAND_SEND):  # before anything is written: see viewer_server.audit
+            raise Refused(p.ERR_FORBIDDEN, f"role {member.role!r} may not {Action.COMMAND_SEND.value} (operators only)")
         now = self.clock()
         if len(msg.element) > MAX_NAME or len(msg.command) > MAX_NAME:
             msg = p.Command(msg.element[:MAX_NAME] + "…", msg.command[:MAX_NAME] + "…", msg.value, msg.ref)
         target = f"{msg.element}/{msg.command}"
-        if not allowed(member.role, Action.COMMAND_SEND):
-            await self._audit(member, target, now, f"refused: role {member.role}")
-            raise Refused(p.ERR_FORBIDDEN, f"role {member.role!r} may not {Action.COMMAND_SEND.value} (operators only)")
         try:
             spec = find_command(self.bindings, msg.element, msg.command)
             payload = payload_for(spec, msg.value, member.user, now)
@@ -124,6 +126,12 @@ class Commands:
 
     async def _failed(self, member: Member, msg: p.Command, target: str, now: float, detail: str) -> p.CommandAck:
         await self._audit(member, target, now, f"failed: {detail}")
+        self.hub.emit_event(
+            lambda seq: p.Event(
+                seq, "command_failed", target, msg.element, now, session=member.room, user=member.user,
+                command=msg.command, value=msg.value, message=detail,
+            )
+        )  # fmt: skip
         return p.CommandAck("failed", detail, msg.element, msg.command, msg.ref)
 
     async def _audit(self, member: Member, target: str, now: float, detail: str) -> None:

@@ -22,6 +22,7 @@ from scene.rules import AlarmEvent
 from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
+from viewer_server.historian import Historian
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
@@ -59,11 +60,13 @@ class SceneHub:
         store: Store | None,
         epoch: str | None = None,
         clock: Callable[[], float] = time.time,
+        historian: Historian | None = None,
     ) -> None:
         self.scene_id = scene_id
         self.rules = rules
         self.bus = bus
         self.store = store
+        self.historian = historian  # every numbered event is recorded there (PROTOCOL.md §14)
         self.epoch = epoch or secrets.token_hex(8)
         self.clock = clock
         self.state = TwinState()
@@ -198,6 +201,8 @@ class SceneHub:
         """Number an event (`make(seq)` builds it), log it for resume, and send it with the next window:
         exactly once and in order to every client that may see it (`event.session`)."""
         event = make(self._next_seq())
+        if self.historian is not None:
+            self.historian.record(event)
         self.log.append_event(event)
         self._window_events.append(event)
         self._schedule_flush()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Final
 
 import msgspec
@@ -18,6 +20,7 @@ import msgspec
 from scene.bindings import Bindings, RejectedReading, convert_value
 from scene.state import Reading
 from viewer_server import protocol as p
+from viewer_server.historian import DAY, Historian
 
 # Readings applied per event-loop step (~5 ms with rules): a 5000-reading batch is applied in ten
 # steps with other clients served in between.
@@ -41,6 +44,10 @@ def reason_of(message: str) -> str:
     return next((code for text, code in _MESSAGE_REASONS if text in message), "malformed")
 
 
+class NotSaved(Exception):
+    """Readings were applied to the live twin but the historian could not commit them: not acknowledged."""
+
+
 class MqttStatus(msgspec.Struct):
     """MQTT connection state, shown in /api/health."""
 
@@ -60,34 +67,57 @@ class Ingest:
         bindings: Bindings | None,
         sink: Callable[[list[Reading], float], object],
         clock: Callable[[], float] = time.time,
+        historian: Historian | None = None,
     ) -> None:
         self.known = known_elements | ({t.id for t in bindings.tags} if bindings else set())
         self.bindings = bindings
         self.sink = sink  # SceneHub.apply
         self.clock = clock
+        self.historian = historian  # accepted readings are committed there before `submit` returns
         self.accepted = 0
         self.rejected: Counter[str] = Counter(dict.fromkeys(p.REJECT_REASONS, 0))
 
-    async def submit(self, readings: list[p.Reading]) -> tuple[int, list[p.Rejection]]:
+    @property
+    def durable(self) -> bool:
+        """Whether `submit` returns only after the accepted readings are committed to disk."""
+        return self.historian is not None
+
+    async def submit(self, readings: list[p.Reading], source: str = "http") -> tuple[int, list[p.Rejection]]:
         """Validate a batch and apply the valid readings, yielding to the event loop between chunks
-        so a big batch never holds up other clients; returns (accepted, rejections)."""
+        so a big batch never holds up other clients; returns (accepted, rejections) once the accepted
+        readings are committed to the historian (when there is one). `source` is recorded with each.
+        Raises NotSaved when the commit failed (the readings must not be acknowledged)."""
         if len(readings) > p.MAX_BATCH_READINGS:
             self.rejected["batch_too_large"] += len(readings)
             detail = f"{len(readings)} readings; at most {p.MAX_BATCH_READINGS} per batch"
             return 0, [p.Rejection(-1, "batch_too_large", detail)]
         accepted = 0
         rejections: list[p.Rejection] = []
+        commits: list[Future[None]] = []
         for start in range(0, len(readings), INGEST_CHUNK):
             if start:
                 await asyncio.sleep(0)
-            accepted += self._submit_chunk(readings[start : start + INGEST_CHUNK], start, rejections)
+            accepted += self._submit_chunk(readings[start : start + INGEST_CHUNK], start, rejections, source, commits)
+        try:
+            await asyncio.gather(*(asyncio.wrap_future(c) for c in commits))
+        except sqlite3.Error as exc:
+            raise NotSaved(f"the historian could not commit the readings ({exc}); send them again") from exc
         return accepted, rejections
 
-    def _submit_chunk(self, readings: list[p.Reading], offset: int, rejections: list[p.Rejection]) -> int:
+    def _submit_chunk(
+        self,
+        readings: list[p.Reading],
+        offset: int,
+        rejections: list[p.Rejection],
+        source: str,
+        commits: list[Future[None]],
+    ) -> int:
         rx = self.clock()
         valid: list[Reading] = []
         for i, r in enumerate(readings, offset):
             result = self._convert(r, rx)
+            if isinstance(result, Reading):
+                result = self._retained(result, rx)
             if isinstance(result, Reading):
                 valid.append(result)
             else:
@@ -95,9 +125,23 @@ class Ingest:
                 rejections.append(p.Rejection(i, reason, detail))
                 self.rejected[reason] += 1
         if valid:
-            self.sink(valid, rx)
-        self.accepted += len(valid)
+            self._accept(valid, rx, source, commits)
         return len(valid)
+
+    def _accept(self, valid: list[Reading], rx: float, source: str, commits: list[Future[None]]) -> None:
+        self.sink(valid, rx)
+        if self.historian is not None:
+            commits.append(self.historian.append(valid, rx, source))
+        self.accepted += len(valid)
+
+    def _retained(self, reading: Reading, rx: float) -> Reading | tuple[str, str]:
+        """A reading older than its binding's raw retention would be dropped at once: refused with the reason."""
+        if self.bindings is None or reading.ts <= 0:
+            return reading
+        days = self.bindings.history(reading.element, reading.prop).raw_days
+        if reading.ts < rx - days * DAY:
+            return "too_old", f"ts {reading.ts!r} is older than the {days} days of raw history kept for it"
+        return reading
 
     def submit_mqtt(self, topic: str, payload: bytes) -> int:
         """Apply one MQTT message through the bindings; returns the number of accepted readings."""
@@ -110,13 +154,15 @@ class Ingest:
             self.rejected[reason_of(problem)] += 1
         valid = []
         for r in readings:
+            result = self._retained(r, rx)
             if r.ts > rx + p.FUTURE_TOLERANCE_S:
                 self.rejected["future_timestamp"] += 1
+            elif not isinstance(result, Reading):
+                self.rejected[result[0]] += 1
             else:
                 valid.append(r)
         if valid:
-            self.sink(valid, rx)
-        self.accepted += len(valid)
+            self._accept(valid, rx, "mqtt", [])
         return len(valid)
 
     def _convert(self, r: p.Reading, rx: float) -> Reading | tuple[str, str]:

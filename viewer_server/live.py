@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from scene.bindings import Bindings, load_bindings
+from scene.bindings import Bindings, History, load_bindings
 from scene.procedure_file import load_procedures
 from viewer_server.alarms import AlarmBook, AlarmDesk, load_alarms
 from viewer_server.annotations import Annotations
+from viewer_server.audit import AuditSummaries
 from viewer_server.auth import SECRET_BYTES, load_secret
 from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bus import Bus
 from viewer_server.commands import Commands
+from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub
 from viewer_server.ingest import Ingest, MqttStatus
 from viewer_server.presenter import Presenters
@@ -50,6 +52,8 @@ class LiveScene:
     procedures: Procedures | None = None  # guided procedures per session (needs the store)
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
     alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
+    historian: Historian | None = None  # every reading and event, for replay and charts (needs the data dir)
+    audit: AuditSummaries | None = None  # summary rows: ingest sources, refused requests (needs the store)
     # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
     bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
@@ -70,7 +74,11 @@ class LiveScene:
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
         text = bindings_path.read_text() if bindings_path is not None else None
         rules = LiveRules(bindings)
-        hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store)
+        historian = None
+        if store is not None:
+            retention = bindings.history if bindings is not None else (lambda element, prop: History())
+            historian = Historian(store.path.parent / HISTORY_DIR / scene.id, retention=retention)
+        hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
         desk = AlarmDesk(hub, store) if store is not None else None
         if store is not None:
             store.save_scene(scene.id, scene_dir, scene.manifest_bytes)
@@ -80,7 +88,7 @@ class LiveScene:
             hub.restore(store.load_props(scene.id))
         else:
             hub.restore({})
-        ingest = Ingest(set(scene.elements), bindings, hub.apply)
+        ingest = Ingest(set(scene.elements), bindings, hub.apply, historian=historian)
         known = set(scene.elements) | {t.id for t in (bindings.tags if bindings else ())}
         bound = {(b.element, b.prop) for b in bindings.bindings} if bindings else None
         library = load_procedures(procedures_path, known, bound) if procedures_path is not None else {}
@@ -97,8 +105,13 @@ class LiveScene:
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
             alarm_desk=desk,
+            historian=historian,
+            audit=AuditSummaries(store) if store is not None else None,
         )  # fmt: skip
 
+
+# The historian's folder in the data dir, one subfolder per scene (viewer_server/historian.py).
+HISTORY_DIR: Final = "history"
 
 LIVE: Final = web.AppKey("live", LiveScene)
 STARTED: Final = web.AppKey("started", float)  # time.monotonic() at start, for uptime

@@ -18,6 +18,7 @@ _ERROR_TEXT = {
     404: "Not found",
     409: "Conflict: stale revision, or the id exists",
     413: "Batch or body too large",
+    415: "The body's Content-Type is not one this route takes",
     429: "Rate limited",
     503: "Needs a server with a data dir",
 }
@@ -65,6 +66,14 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
             ]
         if r.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of[id(r.body)]}}}
+        elif r.raw_body:
+            binary = {"schema": {"type": "string", "format": "binary"}}
+            op["requestBody"] = {"required": True, "content": {t: binary for t in r.raw_body}}
+        if r.body_types:
+            responses["415"] = {
+                "description": _ERROR_TEXT[415],
+                "content": {"application/json": {"schema": schema_of[id(ApiError)]}},
+            }
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",

@@ -47,6 +47,7 @@ class Action(enum.StrEnum):
     AUDIT_READ = "audit.read"
     BINDINGS_READ = "bindings.read"  # the bindings file's text, ingest keys and MQTT topics (GET /api/bindings)
     TELEMETRY_PUBLISH = "telemetry.publish"
+    HISTORY_READ = "history.read"  # replay the twin, chart series and timeline markers (PROTOCOL.md §14)
 
 
 _ALL: Final = frozenset(ROLES)
@@ -86,6 +87,8 @@ MATRIX: Final[dict[Action, frozenset[Role]]] = {
     # Broker topics, command topics and keys tell an attacker where to inject: for who runs the plant.
     Action.BINDINGS_READ: frozenset({"operator", "admin"}),
     Action.TELEMETRY_PUBLISH: frozenset({"publisher", "operator", "admin"}),
+    # What the live twin showed anyone who could watch it: every person may look back at it.
+    Action.HISTORY_READ: PERSONS,
 }
 
 

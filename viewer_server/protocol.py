@@ -44,10 +44,11 @@ HELLO_TIMEOUT_S: Final = 10.0
 
 # Close codes (see docs/PROTOCOL.md "Errors and close codes").
 CLOSE_GOING_AWAY: Final = 1001  # server shutting down; reconnect and resume
-CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind for the encoding
+CLOSE_POLICY: Final = 1008  # protocol violation: no hello first, wrong frame kind, refusals in a loop
 CLOSE_TOO_BIG: Final = 1009  # frame larger than MAX_MESSAGE_BYTES
 CLOSE_VERSION: Final = 4001  # no common protocol version; the reason names both sides
 CLOSE_AUTH: Final = 4003  # no, a bad, an expired or another session's token; unknown session (reason says which)
+CLOSE_NAME: Final = 4009  # hello.name cannot be used (a role, someone else's, the guest mark): choose another
 
 # Error codes sent in `error` frames; the connection stays open after them.
 ERR_BAD_MESSAGE: Final = "bad_message"  # undecodable, unknown type or bad fields
@@ -56,18 +57,30 @@ ERR_BATCH_TOO_LARGE: Final = "batch_too_large"
 ERR_DUPLICATE_HELLO: Final = "duplicate_hello"
 ERR_FORBIDDEN: Final = "forbidden"  # the role may not do this (docs/PERMISSIONS.md); nothing changed
 ERR_STALE_REVISION: Final = "stale_revision"  # edited at an old revision; `revision` is the current one
-ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user
+ERR_RATE_LIMITED: Final = "rate_limited"  # too many annotations per minute from this user, or refusals
 ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names it
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
 ERR_ALARM_STATE: Final = "alarm_state"  # the alarm's state does not allow this (e.g. acknowledged already)
+ERR_OUT_OF_RANGE: Final = "out_of_range"  # seek / play before the oldest or after the newest history; `range` says it
+ERR_BAD_SPEED: Final = "bad_speed"  # play speed outside [MIN_REPLAY_SPEED, MAX_REPLAY_SPEED]
+ERR_NO_HISTORY: Final = "no_history"  # replay needs a server with a data dir (the historian)
 
+# Longest display name a hello may ask for; the server keeps at most 64 characters of it (rooms.MAX_USER_NAME)
+# after normalising, this leaves room for combining marks and spaces that normalisation removes.
+MAX_HELLO_NAME: Final = 256
 # Longest alarm id a request may name: ids are "<layer>.rules[<i>]", a layer name is at most 64 characters.
 MAX_ALARM_ID: Final = 128
 # Longest shelving: ISA-18.2 wants shelving time-limited; a day covers the longest shift and its handover.
 MAX_SHELVE_MINUTES: Final = 24 * 60
 # Longest reason for shelving or taking an alarm out of service: a sentence for the log, not a report.
 MAX_ALARM_REASON: Final = 500
+
+# Replay speeds (history time per wall-clock second): real time up to ~17 minutes of history per second.
+MIN_REPLAY_SPEED: Final = 1.0
+MAX_REPLAY_SPEED: Final = 1000.0
+# `play` from live without `from` starts this far back: the ten minutes before now, an incident's usual run-up.
+PLAY_DEFAULT_BACK_S: Final = 600.0
 
 # The error code of each kind of broken annotation limit (`topics.TopicError.kind`).
 TOPIC_ERROR_CODES: Final = {"invalid": ERR_BAD_MESSAGE, "too_long": ERR_TOO_LONG, "unknown": ERR_NOT_FOUND}
@@ -140,12 +153,14 @@ class Pose(msgspec.Struct, omit_defaults=True):
 
 class Presence(msgspec.Struct, omit_defaults=True):
     """Another connection's presence as seen by everyone in its session: `client` is the display name (unique
-    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`)."""
+    in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`),
+    `role` what the server granted it (the People list and a trainer's progress table show it)."""
 
     client: str
     pose: Pose
     ts: float
     user: str = ""
+    role: Role = "viewer"
 
 
 AlarmState = Literal["normal", "unacknowledged", "acknowledged", "returned", "shelved", "out_of_service"]
@@ -229,7 +244,7 @@ ALARM_EVENTS: Final = (
 
 # Event kinds of guided procedures and operator commands.
 PROCEDURE_EVENTS: Final = ("procedure_started", "procedure_step", "step_completed", "procedure_finished")
-COMMAND_EVENTS: Final = ("command_sent", "markup_created")
+COMMAND_EVENTS: Final = ("command_sent", "command_failed", "markup_created")
 
 # Event kinds of the annotation service; each carries the full topic or comment.
 ANNOTATION_EVENTS: Final = (
@@ -382,6 +397,9 @@ class Hello(Base, tag="hello"):
     resume: Resume | None = None
     session: str | None = None  # None: the token's session, else the scene's default session
     token: str | None = None  # from the join link (?session=…&token=…); see viewer_server/auth.py
+    # The display name asked for ("" = the token's name, else its user; a visitor: "Visitor"); a resuming
+    # client sends the `welcome.name` it had, to keep it. Refused with close 4009 when it cannot be used (§12).
+    name: Annotated[str, msgspec.Meta(max_length=MAX_HELLO_NAME)] = ""
 
 
 class Subscribe(Base, tag="subscribe"):
@@ -391,7 +409,9 @@ class Subscribe(Base, tag="subscribe"):
 
 
 class Publish(Base, tag="publish"):
-    """Readings from a publisher session; answered with `ack` carrying the same `ref`."""
+    """Readings from a publisher session; answered with `ack` carrying the same `ref`. With a data dir the ack
+    is sent after the accepted readings are committed to the historian (`ack.durable`): an acknowledged
+    reading survives kill -9 of the server (docs/PROTOCOL.md §8)."""
 
     readings: list[Reading]
     ref: str | None = None
@@ -529,6 +549,42 @@ class AlarmInService(Base, tag="alarm_in_service"):
 
 AlarmRequest = AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService
 
+
+# --- time machine: replay of the history (docs/PROTOCOL.md §14) ---------------------------------
+
+
+class Seek(Base, tag="seek"):
+    """Show the twin as of `t` (Unix seconds): answered with `replay` (paused at `t`), or `out_of_range`.
+    A follower's own seek breaks away from the presenter's replay until it sends `live`."""
+
+    t: Finite
+    ref: str | None = None
+
+
+class Play(Base, tag="play"):
+    """Play the history from `from` (default: where the replay stands; from live, PLAY_DEFAULT_BACK_S ago) at
+    `speed` × real time (MIN_REPLAY_SPEED…MAX_REPLAY_SPEED): `replay`, then `replay_delta`s in time order."""
+
+    speed: Finite
+    start: Finite | None = msgspec.field(default=None, name="from")
+    ref: str | None = None
+
+
+class Pause(Base, tag="pause"):
+    """Stop playing; the twin stays as of the current `as_of` (answered with `replay`, `playing` false)."""
+
+    ref: str | None = None
+
+
+class Live(Base, tag="live"):
+    """Back to the live stream: answered with a resync `snapshot` (reason "live"). A follower returns to
+    following the presenter's replay, if one is running."""
+
+    ref: str | None = None
+
+
+ReplayRequest = Seek | Play | Pause | Live
+
 # Procedures, presenter mode, raised hands, quick markup and operator commands (§11).
 CollabRequest = (
     ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower
@@ -537,7 +593,10 @@ CollabRequest = (
 
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
-ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
+ClientMessage = (
+    Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
+    | ReplayRequest
+)  # fmt: skip
 
 
 # --- server -> client --------------------------------------------------------------------------
@@ -558,7 +617,7 @@ class Welcome(Base, tag="welcome"):
     session: str = ""  # the collaboration session (room) joined
     user: str = ""  # the verified identity: the token's user, else a new guest id ("guest-<12 hex>")
     role: Role = "viewer"  # what the server will allow (docs/PERMISSIONS.md)
-    name: str = ""  # the display name others see (the token's `name`, else its user; a visitor's hello.client)
+    name: str = ""  # the display name others see (the token's `name`, else hello.name, else its user; §12)
     token: str = ""  # visitors only: send it as hello.token when reconnecting to keep this identity
 
 
@@ -603,12 +662,55 @@ class Delta(Base, tag="delta"):
     presenter: dict[str, PresenterState] = {}  # keyed by session (room) id: its newest presenter state
 
 
+class HistoryRange(msgspec.Struct):
+    """The times the history holds (Unix seconds); `earliest` is None while it is empty."""
+
+    earliest: float | None
+    latest: float
+
+
+class Replay(Base, tag="replay"):
+    """The twin as it was at `as_of` on the connection's layer; replaces everything the client held (like a
+    snapshot) until `live`. props keyed "element/prop" (the last value at or before `as_of`), visuals keyed
+    by element (the layer's rules applied to those values), `alarms` those listed at `as_of`, `topics` and
+    `comments` of the session as they were. `driven_by`: the presenter's display name when the presenter's
+    seek / play / pause put the client here. `ref` echoes the request's."""
+
+    as_of: float
+    speed: float
+    playing: bool
+    layer: str
+    range: HistoryRange
+    props: dict[str, PropState]
+    visuals: dict[str, Visual]
+    alarms: list[Alarm]
+    topics: list[Topic] = []
+    comments: list[Comment] = []
+    driven_by: str | None = None
+    ref: str | None = None
+
+
+class ReplayDelta(Base, tag="replay_delta"):
+    """While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+    props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
+    `events` are the recorded events since the previous frame, oldest first."""
+
+    as_of: float
+    props: dict[str, PropState] = {}
+    visuals: dict[str, Visual] = {}
+    alarms: list[Alarm] | None = None
+    events: list[Event] = []
+    playing: bool = True  # false on the last frame: the replay reached the newest history and paused
+    driven_by: str | None = None
+
+
 class Ack(Base, tag="ack"):
     """Answer to `publish`: how many readings were accepted, and why the others were not."""
 
     accepted: int
     rejected: list[Rejection]
     ref: str | None = None
+    durable: bool = False  # the accepted readings are committed to disk (a server with a data dir)
 
 
 class Error(Base, tag="error"):
@@ -620,6 +722,7 @@ class Error(Base, tag="error"):
     ref: str | None = None
     revision: int | None = None  # stale_revision: the current revision
     field: str | None = None  # too_long: the field over its limit
+    range: HistoryRange | None = None  # out_of_range: the times the history holds
 
 
 class Saved(Base, tag="saved"):
@@ -638,7 +741,7 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (
@@ -652,6 +755,7 @@ REJECT_REASONS: Final = (
     "batch_too_large",  # more than MAX_BATCH_READINGS in one batch
     "malformed",  # neither key nor element + prop, or not decodable
     "unbound_topic",  # (MQTT) no binding matches the topic
+    "too_old",  # ts older than the binding's raw retention: the historian would drop it at once
 )
 # A reading stamped this far ahead of the server clock is refused: clocks drift, but not by minutes.
 FUTURE_TOLERANCE_S: Final = 60.0

@@ -4,7 +4,7 @@ One scene hosts many sessions: a design review, a training, an operations shift.
 members, presence, topics and procedure; the twin state (values, alarms) is shared by all. The scene's
 default session has the scene's id and lets link-less visitors in as `viewer` (`anonymous_role`).
 
-    member = admit(live.rooms, live.secret, hello)   # AuthError -> close 4003
+    member = admit(live.rooms, live.secret, hello)   # AuthError -> close 4003, NameRefused -> 4009
     live.rooms.join(member); ...; live.rooms.leave(member)
     live.rooms.members(member.room)                  # who is in a session now
     await live.rooms.revoke(room_id, "bob", admin)   # bob's links so far no longer admit him
@@ -14,8 +14,9 @@ default session has the scene's id and lets link-less visitors in as `viewer` (`
 
 Identity comes only from a verified token: `member.user` is the token's user, or for an anonymous visitor
 a random `guest-<hex>` fixed for the connection (a reconnect keeps it by presenting the guest token its
-`welcome.token` carried). What a visitor calls itself is only its display name, `member.name`: it always
-ends in " (guest)", so it never reads as a token user or a role, and it is unique in the session.
+`welcome.token` carried). What anyone calls themselves (`hello.name`) is only their display name, `member.name`:
+unique in the session, never a role or another present user's name (refused: NameRefused), and a visitor's
+always ends in " (guest)", so it never reads as a token user.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Final
 
 from viewer_server import protocol as p
 from viewer_server.auth import DEFAULT_TTL_S, AuthError, Claims, mint, revocation_time, verify
-from viewer_server.permissions import PERSONS, Action, is_role
+from viewer_server.permissions import PERSONS, ROLES, Action, is_role
 from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
 
 Room = RoomRow
@@ -44,10 +45,14 @@ DEFAULT_ANONYMOUS_ROLE: Final = "viewer"
 # Anonymous identities: the prefix, reserved (no token may be issued for such a user), and 48 random bits.
 GUEST_PREFIX: Final = "guest-"
 GUEST_ID_BYTES: Final = 6
-# The display name of a visitor that gave none, and the mark every visitor's name ends with: "Ana (guest)",
-# "admin (guest)" never read as a token user or a role. Token users' names may not end with it.
-DEFAULT_GUEST_NAME: Final = "Guest"
+# The display name of a visitor that gave none, and the mark every visitor's name ends with: "Ana (guest)"
+# never reads as a token user. Token users' names may not end with it.
+DEFAULT_GUEST_NAME: Final = "Visitor"
 GUEST_MARK: Final = " (guest)"
+
+
+class NameRefused(AuthError):
+    """A display name asked for in `hello.name` that cannot be used (close 4009): the reason says what to do."""
 
 
 @dataclass(frozen=True)
@@ -163,23 +168,36 @@ class Rooms:
     def join(self, member: Member) -> None:
         self._members.setdefault(member.room, {})[member.connection] = member
 
-    def display_name(self, room: str, user: str, requested: str) -> str:
-        """`requested`, cleaned, as `user`'s display name in the session. A guest's always ends in GUEST_MARK, so
-        that it never reads as a token user or a role; and no name is another present identity's user id or
-        display name (" (2)", " (3)"… added)."""
-        owners: dict[str, str] = {}
-        for m in self.members(room):
-            owners[m.user.casefold()] = owners[m.name.casefold()] = m.user
-        name = clean_name(requested)
-        if user.startswith(GUEST_PREFIX):
-            base = name[: -len(GUEST_MARK)] if name.casefold().endswith(GUEST_MARK) else name
-            name = (base or DEFAULT_GUEST_NAME)[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK
-        name = name or user
-        base, n = name, 2
-        while owners.get(name.casefold(), user) != user:
+    def display_name(
+        self, room: str, user: str, requested: str, *, shared: bool = False, resuming: bool = False
+    ) -> str:
+        """`user`'s display name in the session: `requested` (cleaned), else the user id (a guest: "Visitor").
+
+        A guest's always ends in GUEST_MARK, so that it never reads as a token user or a role. A name the person
+        chose (`requested`) is refused (NameRefused) when it is a role, ends in GUEST_MARK (a token user's),
+        or is another present user's name or user id. Else it is made unique by " (2)", " (3)"…: a default or
+        a token's name that another connection holds. `shared`: a token's `name` claim names one person, whose
+        connections (tabs) share it; `resuming`: a reconnect takes back the name its old connection may still
+        hold. Every comparison is case-insensitive."""
+        chosen = clean_name(requested)
+        guest = user.startswith(GUEST_PREFIX)
+        if guest and chosen.casefold().endswith(GUEST_MARK):  # what a resuming visitor had: the mark comes back
+            chosen = chosen[: -len(GUEST_MARK)].rstrip()
+        if chosen and not shared:
+            refuse_chosen(chosen, user, guest)
+        base = chosen or (DEFAULT_GUEST_NAME if guest else user)
+        name = base[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK if guest else base
+        others = [m for m in self.members(room) if m.user != user]
+        held = {m.name.casefold() for m in others} | {m.user.casefold() for m in others}
+        if chosen and not shared and {name.casefold(), base.casefold()} & held:
+            raise NameRefused(f"{base!r} is the name of someone in this session: choose another name")
+        if not (shared or resuming):  # the same user's other connections are other people (a shared link)
+            held |= {m.name.casefold() for m in self.members(room) if m.user == user}
+        unique, n = name, 2
+        while unique.casefold() in held:
             suffix = f" ({n})"
-            name, n = base[: MAX_USER_NAME - len(suffix)] + suffix, n + 1
-        return name
+            unique, n = name[: MAX_USER_NAME - len(suffix)] + suffix, n + 1
+        return unique
 
     def leave(self, member: Member) -> None:
         members = self._members.get(member.room, {})
@@ -189,6 +207,15 @@ class Rooms:
 
     def members(self, room_id: str) -> list[Member]:
         return list(self._members.get(room_id, {}).values())
+
+
+def refuse_chosen(name: str, user: str, guest: bool) -> None:
+    """NameRefused when a person may not call themselves `name`: a role (unless it is their own user id, as on
+    `twinview demo`'s links) or, for a token user, a name marked as a visitor's."""
+    if name.casefold() in ROLES and name.casefold() != user.casefold():
+        raise NameRefused(f"{name!r} is a role, not a name: choose a name of your own")
+    if not guest and name.casefold().endswith(GUEST_MARK):
+        raise NameRefused(f"{GUEST_MARK.strip()!r} marks visitors without a link: choose another name")
 
 
 def new_room(room_id: str, scene_id: str, name: str, anonymous_role: str | None, created_by: str) -> Room:
@@ -217,21 +244,26 @@ def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[sqli
 
 
 def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
-    """Who this hello is, in which session, with which role. AuthError (close 4003) when refused.
+    """Who this hello is, in which session, with which role. AuthError (close 4003) when refused, NameRefused
+    (close 4009) when the display name asked for cannot be used.
 
-    With a token: its session (hello.session must match if given), user, role and display name (`name`
-    claim, else the user). Without: the session's `anonymous_role` and a new guest identity, the hello's
-    client name only as display name; a hello asking for `publisher` is granted it, as telemetry over REST
-    and MQTT is open too, in sessions that admit anonymous users. The guest gets a token for its identity
-    (`guest_token`, sent in `welcome.token`) so that a reconnect keeps it.
+    With a token: its session (hello.session must match if given), user, role and display name (the `name`
+    claim, else `hello.name`, else the user). Without: the session's `anonymous_role`, a new guest identity and
+    `hello.name` as display name; a hello asking for `publisher` is granted it, as telemetry over REST and
+    MQTT is open too, in sessions that admit anonymous users. The guest gets a token for its identity
+    (`guest_token`, sent in `welcome.token`) so that a reconnect keeps it. See `Rooms.display_name`.
     """
+    resuming = hello.resume is not None
     if hello.token:
         claims = verify(secret, hello.token, session=hello.session, revoked_at=rooms.revoked_at)
         room = rooms.get(claims.session)
         if room is None:
             raise AuthError(f"no session {claims.session[:40]!r}")
         user = claims.user[:MAX_USER_NAME]
-        name = rooms.display_name(room.id, user, claims.name or user)
+        if claims.name:
+            name = rooms.display_name(room.id, user, claims.name, shared=True)
+        else:
+            name = rooms.display_name(room.id, user, hello.name, resuming=resuming)
         return Member(connection, room.id, user, claims.role, claims.jti, claims.iat, name)
     room = rooms.get(hello.session) if hello.session else rooms.default
     if room is None:
@@ -239,7 +271,7 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
     if room.anonymous_role is None or not is_role(room.anonymous_role):
         raise AuthError(f"session {room.id[:40]!r} needs a token: open the join link you were given")
     role: p.Role = "publisher" if hello.role == "publisher" else room.anonymous_role  # type: ignore[assignment]
-    now, requested = time.time(), clean_name(hello.client)
-    claims = Claims(room.id, guest_id(), role, now + DEFAULT_TTL_S, secrets.token_hex(8), now, requested)
-    name = rooms.display_name(room.id, claims.user, requested)
-    return Member(connection, room.id, claims.user, role, claims.jti, now, name, mint(secret, claims))
+    user, now = guest_id(), time.time()
+    name = rooms.display_name(room.id, user, hello.name, resuming=resuming)
+    claims = Claims(room.id, user, role, now + DEFAULT_TTL_S, secrets.token_hex(8), now)
+    return Member(connection, room.id, user, role, claims.jti, now, name, mint(secret, claims))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -16,8 +17,18 @@ from aiohttp import web
 
 from scene.simulator import Simulator
 from viewer_server.app import make_app
+from viewer_server.audit import Retention, flush_periodically, prune_periodically
 from viewer_server.auth import CLOCK_SKEW_S, MAX_TTL_S, REVOKED
 from viewer_server.bus import InProcessBus
+from viewer_server.connections import (
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS_PER_IP,
+    AcceptErrorLog,
+    ConnectionGuard,
+    raise_open_file_limit,
+)
+from viewer_server.historian import Historian
+from viewer_server.http_edge import EdgePolicy
 from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
 from viewer_server.live import LiveScene
@@ -36,6 +47,8 @@ RULES_TICK_S: Final = 1.0
 # How often the server looks for revocations made by another process (`twinview session revoke`) to
 # close the connections they void; the REST call closes its own at once.
 REVOCATION_POLL_S: Final = 1.0
+# The historian's upkeep (sealing finished hours, retention): a few times per hour is enough for hourly chunks.
+HISTORY_UPKEEP_S: Final = 300.0
 
 
 @dataclass
@@ -46,6 +59,7 @@ class RunningServer:
     port: int
     host: str
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    connections: ConnectionGuard = field(default_factory=ConnectionGuard)  # open connections per address
 
     @property
     def url(self) -> str:
@@ -68,6 +82,12 @@ class ServeOptions:
     data_dir: Path
     simulate: bool
     procedures: Path | None = None
+    allow_origins: tuple[str, ...] = ()  # web pages (scheme://host:port) besides the server's own that may use it
+    allow_hosts: tuple[str, ...] = ()  # names in `Host` besides local ones, addresses and the bound name
+    header_timeout_s: float = HEADER_TIMEOUT_S  # to complete a request head (also the keep-alive idle time)
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
+    max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
+    audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
 
 
 def _options(options: ServeOptions | Path, fields: dict[str, Any]) -> ServeOptions:
@@ -87,10 +107,13 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
     opts = _options(options, fields)
     if opts.mqtt_url:
         check_url(opts.mqtt_url)
+    edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
     store = Store(opts.data_dir)
     live: LiveScene | None = None
     runner: web.AppRunner | None = None
+    listener: asyncio.Server | None = None
     tasks: list[asyncio.Task[Any]] = []
+    accept_errors = AcceptErrorLog(asyncio.get_running_loop())
     try:
         live = LiveScene.open(
             opts.scene_dir,
@@ -101,28 +124,44 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             mqtt_url=opts.mqtt_url,
         )
         _freeze_loaded_objects()
-        runner = web.AppRunner(make_app(live), handle_signals=False)
+        # aiohttp's keep-alive timer also runs from the connection until the first request head is complete.
+        runner = web.AppRunner(make_app(live, edge=edge), handle_signals=False, keepalive_timeout=opts.header_timeout_s)
         await runner.setup()
-        site = web.TCPSite(runner, opts.host, opts.port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else opts.port
+        assert runner.server is not None
+        guard = ConnectionGuard(opts.max_connections_per_ip, opts.max_connections)
+        accept_errors.install()
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(guard.protocol_factory(runner.server), opts.host, opts.port)
+        bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        jobs.append(prune_periodically(store, opts.audit))
+        if live.audit is not None:
+            jobs.append(flush_periodically(live.audit))
+        if live.historian is not None:
+            jobs.append(_keep_history(live.historian))
         if opts.mqtt_url:
             jobs.append(mqtt_ingest(opts.mqtt_url, live))
         if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
         with announced(opts.data_dir, local_url(opts.host, bound)):  # for commands on this data dir
-            yield RunningServer(live, store, runner, bound, opts.host, tasks)
+            yield RunningServer(live, store, runner, bound, opts.host, tasks, guard)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
         if live is not None:
             live.hub.close()
+            if live.audit is not None:
+                live.audit.close_all()
+            if live.historian is not None:
+                live.historian.close()
+        accept_errors.uninstall()
         store.close()
 
 
@@ -154,6 +193,7 @@ async def serve(
 
 def run(options: ServeOptions | Path, *, on_ready: Callable[[str], None] | None = None, **fields: Any) -> None:
     """Blocking `serve` for the CLI; returns on Ctrl+C. Raises SceneError / BindingsError (exit 2)."""
+    raise_open_file_limit()  # one descriptor per connection: 1024, where services start, is few
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(_options(options, fields), on_ready=on_ready))
 
@@ -162,6 +202,17 @@ async def _tick_rules(live: LiveScene) -> None:
     while True:
         await asyncio.sleep(RULES_TICK_S)
         live.hub.tick()
+
+
+async def _keep_history(historian: Historian) -> None:
+    """Seal finished hours into Parquet chunks and apply retention, off the event loop."""
+    while True:
+        try:
+            await asyncio.to_thread(historian.seal)
+            await asyncio.to_thread(historian.retain)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
+        await asyncio.sleep(HISTORY_UPKEEP_S)
 
 
 async def _close_revoked(live: LiveScene, store: Store) -> None:
@@ -181,5 +232,5 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())])
+        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())], "simulator")
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import secrets
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -22,15 +26,19 @@ from aiohttp import WSMsgType, web
 from viewer_server import __version__
 from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
+from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
 from viewer_server.hub import FLUSH_INTERVAL_S
+from viewer_server.ingest import NotSaved
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.outbox import OUTBOX_MAX_EVENTS, RESYNC, Outbox
 from viewer_server.permissions import Action, allowed
 from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
+from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
-from viewer_server.rooms import Member, admit
+from viewer_server.rooms import Member, NameRefused, admit
+from viewer_server.store import AuditEntry
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
@@ -42,11 +50,22 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands", "alarm_lifecycle", "stale",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
 WS_WRITER_LIMIT: Final = 16 * 1024
+# Requests refused for the role (`forbidden`) per connection: a person clicking a button they may not use
+# stays far below the burst; past it every further refusal answers `rate_limited`, and after another
+# burst of those the connection is closed (1008), so a script looping on a refused request stops.
+REFUSALS_PER_S: Final = 2.0
+REFUSAL_BURST: Final = 20
+# Unsent bytes one socket may hold below the outbox, in user space (the transport's write high-water
+# mark, asyncio's default is 64 kB) and again in the kernel (TCP_NOTSENT_LOWAT; without it the kernel
+# autotunes its send buffer up to net.ipv4.tcp_wmem's maximum, 4 MB on Linux, all of it stale deltas
+# in front of a slow reader). Bytes in flight (sent, not yet acknowledged) are bounded by the peer's
+# receive window, not by this.
+SEND_QUEUE_BYTES: Final = 16 * 1024
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 # How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
@@ -65,9 +84,18 @@ def version_mismatch_reason(offered: list[str]) -> str:
 
 
 class Session:
-    def __init__(self, live: LiveScene, ws: web.WebSocketResponse, encoding: p.Encoding) -> None:
+    def __init__(
+        self,
+        live: LiveScene,
+        ws: web.WebSocketResponse,
+        encoding: p.Encoding,
+        transport: asyncio.BaseTransport | None,
+        peer: str = "",
+    ) -> None:
         self.live = live
+        self.peer = peer  # the client's address, for the audit trail
         self.ws = ws
+        self.transport = transport  # the TCP connection under `ws`, for `send_queue_bytes`
         self.encoding = encoding
         self.id = secrets.token_hex(6)
         self.client = "?"
@@ -75,6 +103,9 @@ class Session:
         self.member: Member | None = None  # set once admitted
         self._presence_limit = RateLimiter(PRESENCE_RATE_PER_S, PRESENCE_BURST)
         self.presence_dropped = 0  # heartbeats over PRESENCE_RATE_PER_S, not fanned out
+        self._refusals = RateLimiter(REFUSALS_PER_S, REFUSAL_BURST)
+        self._rate_limited = 0  # refusals answered `rate_limited`
+        self._handling = "hello"  # the type of the message being handled, for the summary of refusals
         self.outbox = Outbox(live.rules.default_layer, encoding)
         self._control: deque[bytes] = deque()  # replies, sent before outbox frames
         self._drained = asyncio.Event()
@@ -82,6 +113,10 @@ class Session:
         self._opcode = WSMsgType.TEXT if encoding == "json" else WSMsgType.BINARY
         self.frames_sent = 0
         self.resyncs = 0
+        # While replaying the history (PROTOCOL.md §14): the twin as of the replayed time and its player.
+        self.twin: ReplayTwin | None = None
+        self.player: Player | None = None
+        self.follows = True  # driven by the presenter's replay, until its own seek / play / pause
 
     @property
     def layer(self) -> str:
@@ -97,7 +132,7 @@ class Session:
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
         except AuthError as exc:
-            await self.close(p.CLOSE_AUTH, exc.reason)
+            await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
@@ -111,8 +146,11 @@ class Session:
         try:
             await self._reply(self._welcome())
             self._start_stream(hello.resume)
+            await self._follow_presenter_replay()
             await self._read_loop()
         finally:
+            if self.player is not None:
+                self.player.stop()
             self.live.rooms.leave(member)
             if self.live.presenters is not None:
                 self.live.presenters.leave(member)
@@ -224,6 +262,7 @@ class Session:
             await self._handle(message)
 
     async def _handle(self, message: p.ClientMessage) -> None:
+        self._handling = type(message).__struct_config__.tag
         if isinstance(message, p.Ping):
             await self._reply(p.Pong(message.t, time.time()))
         elif isinstance(message, p.Publish):
@@ -233,12 +272,15 @@ class Session:
                 await self._reply(p.Error(p.ERR_UNKNOWN_LAYER, f"no layer {message.layer!r}", "subscribe"))
                 return
             self.outbox.layer = message.layer
-            self._queue_snapshot()
+            if self.twin is None:
+                self._queue_snapshot()
+            elif self.player is not None:  # the same moment on the other layer
+                await self._show(self.twin.as_of, self.player.playing, self.player.driven_by, None, self.player.speed)
         elif isinstance(message, p.PresenceUpdate):
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
             elif self._presence_limit.allow(None) and self.member is not None:
-                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user)
+                presence = p.Presence(self.member.name, message.pose, time.time(), self.member.user, self.member.role)
                 self.live.hub.set_presence(self.id, presence, self.outbox.room)
             else:
                 self.presence_dropped += 1  # the next heartbeat carries the newer pose anyway
@@ -248,6 +290,8 @@ class Session:
             await self._collaborate(message)
         elif isinstance(message, p.AlarmRequest):
             await self._answer_alarm(message)
+        elif isinstance(message, p.ReplayRequest):
+            await self._replay_request(message)
         else:
             await self._reply(p.Error(p.ERR_DUPLICATE_HELLO, "hello was already received", "hello"))
 
@@ -258,7 +302,8 @@ class Session:
             await self._reply(p.Error(p.ERR_BAD_MESSAGE, "annotations need a server with a data dir", tag))
             return
         try:
-            saved = await self.live.annotations.handle(self.member, message)
+            replay_time = self.twin.as_of if self.twin is not None else None
+            saved = await self.live.annotations.handle(self.member, message, replay_time)
         except AnnotationError as exc:
             await self._reply(exc.frame(message.ref or tag))
             return
@@ -297,16 +342,158 @@ class Session:
         except Refused as exc:
             await self._reply(exc.frame(message.ref or tag))
 
+    # --- replay (PROTOCOL.md §14) ------------------------------------------------------------------
+
+    async def _replay_request(self, message: p.ReplayRequest) -> None:
+        """seek / play / pause / live: for this connection, and while it presents, for every follower."""
+        ref = message.ref or type(message).__struct_config__.tag
+        historian = self.live.historian
+        if not allowed(self.role, Action.HISTORY_READ):
+            await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} may not replay the history", ref))
+            return
+        if historian is None:
+            await self._reply(p.Error(p.ERR_NO_HISTORY, "replay needs a server with a data dir (--data-dir)", ref))
+            return
+        speed = self.player.speed if self.player is not None else p.MIN_REPLAY_SPEED
+        if isinstance(message, p.Play):
+            if not p.MIN_REPLAY_SPEED <= message.speed <= p.MAX_REPLAY_SPEED:
+                bounds = f"{p.MIN_REPLAY_SPEED:g} … {p.MAX_REPLAY_SPEED:g}"
+                await self._reply(p.Error(p.ERR_BAD_SPEED, f"speed {message.speed:g} is outside {bounds}", ref))
+                return
+            speed = message.speed
+        rng = await asyncio.to_thread(historian.range)
+        t = await self._replay_time(message, rng)
+        if t is not None and (rng.earliest is None or not rng.earliest <= t <= rng.latest):
+            held = "nothing yet" if rng.earliest is None else f"{rng.earliest:.3f} … {rng.latest:.3f}"
+            await self._reply(p.Error(p.ERR_OUT_OF_RANGE, f"{t:.3f} is outside the history ({held})", ref, range=rng))
+            return
+        presenting = self._presenting()
+        if not presenting:
+            self.follows = isinstance(message, p.Live)
+        driver = self.member.name if presenting and self.member is not None else None
+        followers = self._followers() if presenting else []
+        for session in [self, *followers]:
+            mine = session is self
+            await session._drive(message, t, speed, None if mine else driver, message.ref if mine else None)
+        if isinstance(message, p.Live) and not presenting:
+            await self._follow_presenter_replay()
+
+    async def _replay_time(self, message: p.ReplayRequest, rng: p.HistoryRange) -> float | None:
+        """The time a request shows: seek's t, play's from (else where the replay stands, else
+        PLAY_DEFAULT_BACK_S ago, not before the oldest history); None for pause and live."""
+        if isinstance(message, p.Seek):
+            return message.t
+        if not isinstance(message, p.Play):
+            return None
+        if message.start is not None:
+            return message.start
+        if self.twin is not None:
+            return self.twin.as_of
+        return max(rng.latest - p.PLAY_DEFAULT_BACK_S, rng.earliest if rng.earliest is not None else rng.latest)
+
+    async def _drive(
+        self, message: p.ReplayRequest, t: float | None, speed: float, driven_by: str | None, ref: str | None
+    ) -> None:
+        if isinstance(message, p.Live):
+            self._leave_replay()
+            return
+        if self.player is not None:
+            self.player.stop()
+        if t is None:  # pause: stay where the replay stands (from live: now)
+            t = self.twin.as_of if self.twin is not None else self.live.historian.clock()  # type: ignore[union-attr]
+        await self._show(t, isinstance(message, p.Play), driven_by, ref, speed)
+
+    async def _show(self, t: float, playing: bool, driven_by: str | None, ref: str | None, speed: float) -> None:
+        """Enter (or move within) the replay: send the twin at `t`, then play from there if `playing`."""
+        historian = self.live.historian
+        assert historian is not None
+        if self.twin is None and self._unsubscribe is not None:  # no live delta from here on
+            self._unsubscribe()
+            self._unsubscribe = None
+            self.outbox.reset(self.layer)
+        if self.player is not None:
+            self.player.stop()
+        if self.twin is None or self.twin.layer != self.layer:
+            self.twin = ReplayTwin(historian, self.live.bindings, self.layer)
+            self.player = Player(self.twin, self._reply)
+        assert self.player is not None
+        props, visuals, alarms = await asyncio.to_thread(self.twin.seek, t)
+        rng = await asyncio.to_thread(historian.range)
+        topics, comments = await asyncio.to_thread(historian.annotations_at, t, self.outbox.room)
+        if self.live.annotations is not None:  # topics from before the historian kept them
+            for topic in self.live.annotations.topics(self.outbox.room):
+                if topic.created <= t:
+                    topics.setdefault(topic.guid, topic)
+        replay = p.Replay(
+            t, speed, playing, self.layer, rng, props, visuals, alarms,
+            topics=sorted(topics.values(), key=lambda x: x.created),
+            comments=sorted(comments.values(), key=lambda x: x.created),
+            driven_by=driven_by, ref=ref,
+        )  # fmt: skip
+        await self._reply(replay)
+        if playing:
+            self.player.start(speed, driven_by)
+
+    def _leave_replay(self) -> None:
+        """Back to live: a resync snapshot and the live stream, in one step (PROTOCOL.md §3 from there)."""
+        if self.player is not None:
+            self.player.stop()
+        self.twin = self.player = None
+        if self._unsubscribe is None:
+            self._queue_snapshot(resync=True, reason="live")
+            self._unsubscribe = self.live.bus.subscribe(self.live.hub.scene_id, self.outbox.offer)
+
+    def _presenter_connection(self) -> str:
+        presenters = self.live.presenters
+        pr = presenters.rooms.get(self.outbox.room) if presenters is not None else None
+        return pr.state.session if pr is not None else ""
+
+    def _presenting(self) -> bool:
+        return self._presenter_connection() == self.id
+
+    def _followers(self) -> list[Session]:
+        """The connections of this session that follow the presenter's time (people who may replay)."""
+        return [
+            s
+            for s in self.live.sessions
+            if s is not self
+            and s.outbox.room == self.outbox.room
+            and s.follows
+            and allowed(s.role, Action.HISTORY_READ)
+        ]
+
+    async def _follow_presenter_replay(self) -> None:
+        """Join the presenter's replay, if the presenter replays (a late joiner, a follower back from its own)."""
+        presenter = self._presenter_connection()
+        leader = next((s for s in self.live.sessions if s.id == presenter and s is not self), None)
+        if (
+            leader is None
+            or leader.twin is None
+            or leader.player is None
+            or not allowed(self.role, Action.HISTORY_READ)
+        ):
+            return
+        name = leader.member.name if leader.member is not None else None
+        await self._show(leader.twin.as_of, leader.player.playing, name, None, leader.player.speed)
+
     async def _publish(self, message: p.Publish) -> None:
         if not allowed(self.role, Action.TELEMETRY_PUBLISH):
             refusal = f"role {self.role!r} may not publish telemetry"
             await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
-        accepted, rejected = await self.live.ingest.submit(message.readings)
+        source = f"publisher:{self.member.user}" if self.member is not None else "publisher"
+        try:
+            accepted, rejected = await self.live.ingest.submit(message.readings, source)
+        except NotSaved as exc:
+            await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), message.ref or "publish"))
+            return
+        if self.member is not None:
+            m = self.member
+            note_ingest(self.live.audit, m.room, "WebSocket", self.peer, m.user, m.role, accepted, len(rejected))
         if rejected and rejected[0].reason == "batch_too_large":
             await self._reply(p.Error(p.ERR_BATCH_TOO_LARGE, rejected[0].detail, message.ref or "publish"))
             return
-        await self._reply(p.Ack(accepted, rejected, message.ref))
+        await self._reply(p.Ack(accepted, rejected, message.ref, durable=self.live.ingest.durable))
 
     async def _frame_data(self, msg: Any) -> bytes | str | None:
         """The payload of a data frame, or None after closing for a wrong or failed frame."""
@@ -322,11 +509,38 @@ class Session:
     # --- writing ---------------------------------------------------------------------------------
 
     async def _reply(self, message: Any) -> None:
-        while len(self._control) >= CONTROL_QUEUE_MAX:
-            self._drained.clear()
-            await self._drained.wait()
+        if isinstance(message, p.Error) and message.code == p.ERR_FORBIDDEN and not self._refusal_allowed():
+            self._rate_limited += 1
+            if self._rate_limited > REFUSAL_BURST:
+                with contextlib.suppress(TimeoutError):  # the answers so far go first, if the client reads them
+                    await asyncio.wait_for(self._control_at_most(0), CLOSE_WAIT_S)
+                await self.close(p.CLOSE_POLICY, "too many refused requests: send only what your role may do")
+                return
+            message = p.Error(
+                p.ERR_RATE_LIMITED,
+                f"more than {REFUSAL_BURST} refused requests, over {REFUSALS_PER_S:g} a second: stop sending what"
+                " your role may not do, or the connection is closed",
+                message.ref,
+            )
+        await self._control_at_most(CONTROL_QUEUE_MAX - 1)
         self._control.append(p.encode(message, self.encoding))
         self.outbox.notify()
+
+    async def _control_at_most(self, count: int) -> None:
+        """Returns once the sender has sent the queued control replies down to `count`."""
+        while len(self._control) > count:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _refusal_allowed(self) -> bool:
+        """Count a refused request in the audit summary of the client's address and user (a row a minute, not
+        a row a refusal); False once the connection refuses faster than REFUSALS_PER_S after REFUSAL_BURST."""
+        if self.live.audit is not None and self.member is not None:
+            m = self.member
+            user = GUESTS if m.guest else m.user  # each visitor connection is a new guest: one row for all
+            entry = AuditEntry(m.room, time.time(), user, m.role, REFUSED, f"WebSocket from {self.peer}")
+            self.live.audit.note((REFUSED, m.room, self.peer, user), entry, {self._handling: 1})
+        return self._refusals.allow(None)
 
     async def _send_loop(self) -> None:
         try:
@@ -350,6 +564,33 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason[:MAX_CLOSE_REASON].encode())
+
+    def send_queue_bytes(self) -> int:
+        """Bytes written to this client and not yet acknowledged by its kernel: the transport's write
+        buffer plus the socket's send queue (SIOCOUTQ, in flight and unsent; 0 where unavailable)."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
+
+
+def bound_send_queue(transport: asyncio.WriteTransport) -> None:
+    """Keep at most SEND_QUEUE_BYTES unsent in the transport and again in the kernel, so that a slow
+    reader's sender blocks early and its outbox coalesces to fresh state (docs/PROTOCOL.md §5)."""
+    transport.set_write_buffer_limits(high=SEND_QUEUE_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SEND_QUEUE_BYTES)
+        else:  # a fixed send buffer instead: no autotuning, at the cost of throughput on long links
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SEND_QUEUE_BYTES)
 
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:
@@ -392,11 +633,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         writer_limit=WS_WRITER_LIMIT,
     )
     await ws.prepare(request)
+    transport = request.transport
+    if isinstance(transport, asyncio.WriteTransport):
+        bound_send_queue(transport)
     encoding = p.encoding_for(ws.ws_protocol)
     if mismatch:
         await ws.close(code=p.CLOSE_VERSION, message=version_mismatch_reason(offered).encode())
         return ws
-    session = Session(live, ws, encoding or "json")
+    session = Session(live, ws, encoding or "json", transport, request.remote or "")
     live.sessions.add(session)
     try:
         await session.run()

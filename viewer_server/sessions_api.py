@@ -27,6 +27,7 @@ from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
+from viewer_server.http_edge import read_body
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
@@ -110,7 +111,7 @@ def _live(request: web.Request) -> LiveScene:
     return request.app[LIVE]
 
 
-def _bearer(request: web.Request) -> str | None:
+def bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header[:7].lower() == "bearer " else None
 
@@ -118,7 +119,7 @@ def _bearer(request: web.Request) -> str | None:
 def caller(request: web.Request, session: str | None) -> Member:
     """Who calls, as a member of `session` (or of the token's session when None). Refused: 401 / 404."""
     live = _live(request)
-    token = _bearer(request)
+    token = bearer(request)
     connection = f"rest:{request.remote}"
     if token is not None:
         try:
@@ -140,12 +141,12 @@ def caller(request: web.Request, session: str | None) -> Member:
 def caller_role(request: web.Request) -> str | None:
     """The caller's role for a scene-wide read: its token's (401 if bad), else the default session's
     anonymous role (None when that session admits no visitors)."""
-    if _bearer(request) is not None:
+    if bearer(request) is not None:
         return caller(request, None).role
     return _live(request).rooms.default.anonymous_role
 
 
-def _require(member: Member, action: Action) -> None:
+def require(member: Member, action: Action) -> None:
     if not allowed(member.role, action):
         raise Refused(403, p.ERR_FORBIDDEN, f"role {member.role!r} may not {action.value}")
 
@@ -159,7 +160,7 @@ def _annotations(request: web.Request) -> Any:
 
 async def _body(request: web.Request, cls: type) -> Any:
     try:
-        return p.decode_json(await request.read(), cls)
+        return p.decode_json(await read_body(request), cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(400, p.ERR_BAD_MESSAGE, str(exc)) from None
 
@@ -192,7 +193,7 @@ def handles_refusals(handler: Any) -> Any:
 async def sessions_list(request: web.Request) -> web.Response:
     """Admins see every session; others the ones open to anonymous users and their own."""
     live = _live(request)
-    member = caller(request, None) if _bearer(request) else None
+    member = caller(request, None) if bearer(request) else None
     rooms = live.rooms.list()
     if member is None or not allowed(member.role, Action.SESSION_MANAGE):
         rooms = [r for r in rooms if r.anonymous_role is not None or (member and r.id == member.room)]
@@ -202,7 +203,7 @@ async def sessions_list(request: web.Request) -> web.Response:
 @handles_refusals
 async def session_create(request: web.Request) -> web.Response:
     member = caller(request, None)
-    _require(member, Action.SESSION_MANAGE)
+    require(member, Action.SESSION_MANAGE)
     body: SessionRequest = await _body(request, SessionRequest)
     live = _live(request)
     try:
@@ -234,7 +235,7 @@ def _check_token_user(user: str, name: str) -> None:
 @handles_refusals
 async def session_token(request: web.Request) -> web.Response:
     member = caller(request, None)
-    _require(member, Action.SESSION_MANAGE)
+    require(member, Action.SESSION_MANAGE)
     room = _room(request)
     body: TokenRequest = await _body(request, TokenRequest)
     if not is_role(body.role):
@@ -249,7 +250,7 @@ async def session_token(request: web.Request) -> web.Response:
 async def session_revoke(request: web.Request) -> web.Response:
     """Void every token issued to a user for the session until now, and close their connections to it."""
     member = caller(request, None)
-    _require(member, Action.SESSION_REVOKE)
+    require(member, Action.SESSION_REVOKE)
     room = _room(request)
     body: RevokeRequest = await _body(request, RevokeRequest)
     _check_user(body.user)
@@ -317,7 +318,7 @@ async def comment_create(request: web.Request) -> web.Response:
 @handles_refusals
 async def attachment_upload(request: web.Request) -> web.Response:
     member = caller(request, request.match_info["session"])
-    attachment = await _annotations(request).save_attachment(member, await request.read())
+    attachment = await _annotations(request).save_attachment(member, await read_body(request))
     return _json(attachment, 201)
 
 
@@ -337,7 +338,7 @@ async def attachment_get(request: web.Request) -> web.Response:
 @handles_refusals
 async def audit_list(request: web.Request) -> web.Response:
     member = caller(request, request.match_info["session"])
-    _require(member, Action.AUDIT_READ)
+    require(member, Action.AUDIT_READ)
     store = _live(request).hub.store
     try:
         limit = min(int(request.query.get("limit", AUDIT_DEFAULT_LIMIT)), AUDIT_MAX_LIMIT)
@@ -357,7 +358,7 @@ async def procedures_list(request: web.Request) -> web.Response:
 async def procedure_record(request: web.Request) -> web.Response:
     """Who completed which step of the session's latest procedure run (or `?run=`), when; .json or .csv."""
     member = caller(request, request.match_info["session"])
-    _require(member, Action.PROCEDURE_PROGRESS)
+    require(member, Action.PROCEDURE_PROGRESS)
     procedures = _live(request).procedures
     if procedures is None:
         raise Refused(503, "no_store", "procedures need a server with a data dir")
@@ -390,7 +391,7 @@ class BcfImported(msgspec.Struct):
 async def bcf_export(request: web.Request) -> web.Response:
     """The session's topics as a BCF 3.0 archive (deleted ones left out)."""
     member = caller(request, request.match_info["session"])
-    _require(member, Action.BCF_EXPORT)
+    require(member, Action.BCF_EXPORT)
     service, store = _annotations(request), _live(request).hub.store
     topics, comments = service.topics(member.room), service.comments(member.room)
     blobs = {}
@@ -413,7 +414,7 @@ async def bcf_import(request: web.Request) -> web.Response:
     """Add (or, with topic.moderate, replace by guid) the topics of a BCF 3.0 / 2.1 archive; connected clients
     see them at once. At most MAX_CONCURRENT_IMPORTS run at a time: the next one is refused (503), not queued."""
     member = caller(request, request.match_info["session"])
-    _require(member, Action.BCF_IMPORT)
+    require(member, Action.BCF_IMPORT)
     live = _live(request)
     if live.bcf_imports.locked():
         busy = Refused(503, "busy", f"the server is importing {MAX_CONCURRENT_IMPORTS} other BCF archive(s), as"
@@ -421,7 +422,7 @@ async def bcf_import(request: web.Request) -> web.Response:
         busy.response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
         raise busy
     async with live.bcf_imports:
-        body = await request.read()
+        body = await read_body(request)
         with tempfile.TemporaryDirectory(prefix="twinview-bcf-") as tmp:
             path = Path(tmp) / "import.bcf"
             path.write_bytes(body)

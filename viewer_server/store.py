@@ -168,6 +168,16 @@ def prune_revocations(db: sqlite3.Connection, before: float) -> int:
     return db.execute("DELETE FROM revocations WHERE revoked_at < ?", (before,)).rowcount
 
 
+def prune_audit(db: sqlite3.Connection, before: float | None, max_rows: int | None) -> int:
+    """Delete audit rows older than `before` and all but the newest `max_rows` (None: no such bound)."""
+    deleted = db.execute("DELETE FROM audit WHERE ts < ?", (before,)).rowcount if before is not None else 0
+    if max_rows is not None:
+        deleted += db.execute(
+            "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)", (max_rows,)
+        ).rowcount
+    return deleted
+
+
 def put_topic(db: sqlite3.Connection, session: str, topic: Topic) -> None:
     db.execute(
         "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (session, topic.guid, topic.revision, _enc.encode(topic))

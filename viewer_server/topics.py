@@ -138,6 +138,7 @@ class Comment(msgspec.Struct, omit_defaults=True):
     viewpoint: str | None = None  # guid of a viewpoint of the topic
     deleted: bool = False  # moderated or withdrawn: kept for the audit trail, shown as removed
     original_author: str | None = None  # the author a BCF file named (unverified), when imported
+    replay_time: float | None = None  # written while replaying: the history time shown then (None = live)
 
 
 class Topic(msgspec.Struct, omit_defaults=True):
@@ -162,6 +163,7 @@ class Topic(msgspec.Struct, omit_defaults=True):
     deleted: bool = False
     original_author: str | None = None  # the CreationAuthor a BCF file named (unverified), when imported
     bcf: BcfFields | None = None  # what another tool's BCF file said beyond our fields
+    replay_time: float | None = None  # made while replaying: the history time shown then (None = live)
 
 
 class TopicError(ValueError):

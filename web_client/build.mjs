@@ -1,6 +1,6 @@
 // Build dist/: the app bundled and minified (three, its addons and the meshopt decoder included, nothing
 // fetched from a CDN) as app.js plus the chunks it imports on demand (GLTFLoader, the meshopt decoder, the
-// WebXR module: see docs/CLIENT.md, "Time to first frame"), the download worker, the stylesheet, the AR
+// WebXR module: see docs/CLIENT.md, "Time to first frame"), the download worker, the stylesheets, the AR
 // badge and an index.html without the dev import map, with what it runs before the app inlined.
 import { build } from 'esbuild';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -29,6 +29,8 @@ const preload = appOut[1].imports.filter((i) => i.kind === 'import-statement')
   .map((i) => `<link rel="modulepreload" href="./${i.path.split('/').pop()}">`).join('\n  ');
 await build({ ...common, entryPoints: [`${here}src/download_worker.js`], format: 'esm', sourcemap: true, outdir: dist });
 for (const f of ['styles.css', 'ar-badge.svg']) await copyFile(`${here}${f}`, `${dist}${f}`);
+// The time machine's stylesheet, with uPlot's that it imports inlined.
+await build({ ...common, entryPoints: [`${here}timeline.css`], outdir: dist });
 // What index.html runs before the app, inlined: the download worker's code (as a blob: URL, which starts
 // without a request of its own) and boot_gl.js (the WebGL context) as a classic script, which runs at once.
 const inline = async (entry, format) => {

@@ -82,6 +82,7 @@ def build_manifest(scene: Scene, stats: dict[str, Any]) -> dict[str, Any]:
                 "bbox": _world_bbox(mesh_bounds.get(e.mesh) if e.mesh else None, e.matrix),
                 "triangles": scene.meshes[e.mesh].triangle_count if e.mesh in scene.meshes else 0,
                 "properties": e.properties,
+                **({"units": e.units} if e.units else {}),
             }
             for e in elements
         ],

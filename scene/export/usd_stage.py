@@ -14,7 +14,9 @@ Layout:
   in the attribute's displayGroup and displayName (only there: two metadata edits per attribute
   would double the stage's write time), so `read_properties` round-trips them. None is an
   attribute without a value; lists of strings or numbers are string[]/double[]; other lists are
-  JSON text flagged with customData {"twin:json": true};
+  JSON text flagged in customData {"twin": {"json": true}} (key path "twin:json"; customData keys must be
+  identifiers); a property with a unit (`Element.units`) has it there too, {"twin": {"unit": "kW"}}
+  (`read_units`);
 - geometry under the element's `Geometry` child: UsdGeom.Mesh per triangle primitive (normals,
   primvars:displayColor/displayOpacity for vertex colours, primvars:st with v flipped to USD's
   up convention) or UsdGeom.Points for point primitives, with its material bound. A mesh used by
@@ -40,7 +42,7 @@ from pxr import Gf, Sdf, Tf, Vt
 
 from scene.errors import ExportFailed
 from scene.export.hierarchy import local_matrices
-from scene.model import Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
+from scene.model import Element, Material, Mesh, Primitive, PropertySets, PropertyUnits, PropertyValue, Scene
 
 WORLD = "/World"
 LOOKS = "/World/Looks"
@@ -48,7 +50,10 @@ PROTOTYPES = "/World/_Prototypes"
 GEOMETRY = "Geometry"  # reserved child name for an element's own geometry
 TEXTURE_DIR = "textures"
 PROPS_NAMESPACE = "twin:props"
-JSON_FLAG = "twin:json"
+# A property attribute's customData: {"twin": {"json": true, "unit": "kW"}}, read by these key paths.
+CUSTOM_DATA = "twin"
+JSON_FLAG = "twin:json"  # the value is JSON text
+UNIT_KEY = "twin:unit"  # the property's unit symbol
 # Rendered size of a scan point; scans are typically sampled at a few millimetres to centimetres.
 POINT_WIDTH_M = 0.01
 
@@ -191,12 +196,13 @@ def _write_element(spec: object, el: Element) -> None:
     _attr(spec, "twin:id", Sdf.ValueTypeNames.String, el.id, custom=True)
     _attr(spec, "twin:name", Sdf.ValueTypeNames.String, el.name, custom=True)
     _attr(spec, "twin:class", Sdf.ValueTypeNames.String, el.cls, custom=True)
-    _write_properties(spec, el.properties)
+    _write_properties(spec, el.properties, el.units)
 
 
-def _write_properties(spec: object, properties: PropertySets) -> None:
+def _write_properties(spec: object, properties: PropertySets, units: PropertyUnits) -> None:
     taken: set[str] = set()
     for pset, values in properties.items():
+        set_units = units.get(pset, {})
         for name, value in values.items():
             attr_name = _unique(f"{PROPS_NAMESPACE}:{_identifier(pset)}:{_identifier(name)}", taken)
             type_name, stored, is_json = _usd_value(value)
@@ -204,8 +210,11 @@ def _write_properties(spec: object, properties: PropertySets) -> None:
             if attr_name != f"{PROPS_NAMESPACE}:{pset}:{name}":  # sanitised: keep the exact names
                 attr.displayGroup = pset
                 attr.displayName = name
-            if is_json:
-                attr.customData = {JSON_FLAG: True}
+            data: dict[str, object] = {"json": True} if is_json else {}
+            if name in set_units:
+                data["unit"] = set_units[name]
+            if data:  # a dictionary under "twin": customData keys must be identifiers, "twin:json" is its path
+                attr.customData = {CUSTOM_DATA: data}
 
 
 def _usd_value(value: PropertyValue) -> tuple[object, object, bool]:
@@ -241,6 +250,17 @@ def read_properties(prim: object) -> PropertySets:
         elif value is not None and not isinstance(value, bool | int | float | str):
             value = list(value)
         out.setdefault(attr.GetDisplayGroup() or pset, {})[attr.GetDisplayName() or name] = value
+    return out
+
+
+def read_units(prim: object) -> PropertyUnits:
+    """The property units written by `write_stage`, from a composed Usd.Prim."""
+    out: PropertyUnits = {}
+    for attr in prim.GetAuthoredAttributes():
+        unit = attr.GetCustomDataByKey(UNIT_KEY) if attr.GetName().startswith(PROPS_NAMESPACE + ":") else None
+        if unit:
+            _, _, pset, name = attr.GetName().split(":")
+            out.setdefault(attr.GetDisplayGroup() or pset, {})[attr.GetDisplayName() or name] = unit
     return out
 
 

@@ -41,7 +41,17 @@ from scene.importers import ElementsReady, ImportOptions
 from scene.importers._common import new_scene, read_nonempty, timed, unique_id
 from scene.importers.normals import crease_normals
 from scene.lifeline import die_with_parent
-from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, PropertySets, PropertyValue, Scene
+from scene.model import (
+    Z_UP_TO_Y_UP,
+    Element,
+    Material,
+    Mesh,
+    Primitive,
+    PropertySets,
+    PropertyUnits,
+    PropertyValue,
+    Scene,
+)
 
 # Kernels tried in order for each ImportOptions.ifc_kernel value.
 KERNELS: dict[str, tuple[str, ...]] = {
@@ -74,8 +84,18 @@ MAX_EXAMPLES = 5
 # Direct attributes copied into the "Attributes" property set when set (PredefinedType and the type
 # name are added from the element or its type).
 ATTRIBUTES = ("GlobalId", "Description", "ObjectType", "Tag", "LongName")
+# The SI unit of measures a project often leaves without a unit assignment (the sample twin's power and
+# pressure): IFC then means the SI unit, and BIM viewers show it so. Others with a project unit get that.
+SI_MEASURE_UNITS = {
+    "IfcPowerMeasure": "W", "IfcPressureMeasure": "Pa", "IfcThermodynamicTemperatureMeasure": "K",
+    "IfcMassFlowRateMeasure": "kg/s", "IfcVolumetricFlowRateMeasure": "m3/s", "IfcRotationalFrequencyMeasure": "Hz",
+    "IfcFrequencyMeasure": "Hz", "IfcElectricCurrentMeasure": "A", "IfcElectricVoltageMeasure": "V",
+    "IfcEnergyMeasure": "J", "IfcForceMeasure": "N", "IfcMassMeasure": "kg", "IfcTimeMeasure": "s",
+}  # fmt: skip
 # Keys of get_psets' nested property dicts that describe the property rather than hold its value.
 _PROPERTY_META = frozenset({"id", "type", "Name", "Description"})
+# Attributes of a property that hold a measure (single and bounded values).
+_MEASURED = ("NominalValue", "UpperBoundValue", "LowerBoundValue")
 # Bytes read from the end of a .ifc file to check it ends with the STEP terminator.
 TAIL_BYTES = 512
 # IFC 4.3 (ISO 16739-1:2024) is IFC4X3_ADD2, which IfcOpenShell reads; files also name it IFC4X3, _TC1,
@@ -715,7 +735,8 @@ def _structure(model: Any, projects: tuple[Any, ...], products: tuple[Any, ...],
         ids[key] = element_id
         up = parent[key]
         cls = entity.is_a()
-        element = tree.add(Element(element_id, entity.Name or cls, cls, ids.get(up), properties=_properties(entity)))
+        props, units = _properties(entity)
+        element = tree.add(Element(element_id, entity.Name or cls, cls, ids.get(up), properties=props, units=units))
         if key not in meshed and not _place(element, entity, scale):
             unplaced.append(entity)
     if duplicates:
@@ -785,16 +806,20 @@ def _parents_first(parent: dict[int, int | None], root: int) -> tuple[list[int],
     return order, rehung
 
 
-def _properties(entity: Any) -> PropertySets:
-    """Property and quantity sets (the type's, overridden by the occurrence's, by name) plus key attributes.
-    A set without a name (ArchiCAD writes its door lining and panel sets so) is kept under a generated
-    name: its class, and its GlobalId where the element has two unnamed sets of that class."""
+def _properties(entity: Any) -> tuple[PropertySets, PropertyUnits]:
+    """Property and quantity sets (the type's, overridden by the occurrence's, by name) plus key attributes,
+    and the units of their measures (`_units`). A set without a name (ArchiCAD writes its door lining and
+    panel sets so) is kept under a generated name: its class, and its GlobalId where the element has two
+    unnamed sets of that class."""
     import ifcopenshell.util.element
 
     props: PropertySets = {}
+    units: PropertyUnits = {}
     for name, values in ifcopenshell.util.element.get_psets(entity).items():
         if name:  # get_psets merges every unnamed set under None: they are taken one by one below
             props[name] = _flat(values)
+            if set_units := _units(entity.file.by_id(values["id"])):
+                units[name] = set_units
     unnamed = _unnamed_definitions(entity)
     classes = [d.is_a() for d in unnamed]
     for definition, cls in zip(unnamed, classes, strict=True):
@@ -807,7 +832,27 @@ def _properties(entity: Any) -> PropertySets:
     if element_type is not None and element_type.Name:
         attributes["TypeName"] = element_type.Name
     props["Attributes"] = {k: v for k, v in attributes.items() if v is not None}
-    return props
+    return props, units
+
+
+def _units(definition: Any) -> dict[str, str]:
+    """The unit symbol of each measured property or quantity of a set: its own unit, else the project's for
+    its measure, else the SI unit of a measure projects often leave unassigned (SI_MEASURE_UNITS)."""
+    import ifcopenshell.util.unit
+
+    units: dict[str, str] = {}
+    for prop in getattr(definition, "HasProperties", None) or getattr(definition, "Quantities", None) or ():
+        try:
+            unit = ifcopenshell.util.unit.get_property_unit(prop, definition.file)
+            symbol = ifcopenshell.util.unit.get_unit_symbol(unit) if unit is not None else ""
+        except (AttributeError, KeyError, TypeError, ValueError):  # an odd unit entity: the value stays, unitless
+            symbol = ""
+        if not symbol:
+            value = next((getattr(prop, a) for a in _MEASURED if getattr(prop, a, None) is not None), None)
+            symbol = SI_MEASURE_UNITS.get(value.is_a(), "") if hasattr(value, "is_a") else ""
+        if symbol and prop.Name:
+            units[prop.Name] = symbol
+    return units
 
 
 def _flat(values: dict[str, Any]) -> dict[str, PropertyValue]:

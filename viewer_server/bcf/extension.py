@@ -6,11 +6,11 @@ the BCF way, as an internal document (`documents/<guid>`, listed in `documents.x
 it as an attached file and carry it along.
 
 It holds the fields BCF has no place for (pin, live values, attachment table, revision, deletion,
-comment threading); in `ids`, our ids where BCF needs another spelling (a UUID), applied everywhere
-they occur so references stay consistent; and in `exact`, the original of every field BCF only
-approximates, as a pair `[value read back from the BCF, original value]`. On import the original
-replaces the BCF value only while the BCF value is still the one we wrote, so edits made in another
-tool win over the extension.
+comment threading, the replayed time an annotation was made at); in `ids`, our ids where BCF needs another
+spelling (a UUID), applied everywhere they occur so references stay consistent; and in `exact`, the
+original of every field BCF only approximates, as a pair `[value read back from the BCF, original value]`.
+On import the original replaces the BCF value only while the BCF value is still the one we wrote, so edits
+made in another tool win over the extension.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class CommentExt(msgspec.Struct, omit_defaults=True):
     revision: int = 1
     deleted: bool = False
     exact: dict[str, list[Any]] = {}
+    replay_time: float | None = None  # written while replaying the history: the time shown (Unix seconds)
 
 
 class TopicExt(msgspec.Struct, omit_defaults=True):
@@ -47,6 +48,7 @@ class TopicExt(msgspec.Struct, omit_defaults=True):
     ids: dict[str, str] = {}  # BCF guid -> our id, for topic / viewpoint / comment ids BCF spells differently
     exact: dict[str, list[Any]] = {}
     comments: dict[str, CommentExt] = {}  # by comment id
+    replay_time: float | None = None  # made while replaying the history: the time shown (Unix seconds)
 
 
 def encode(ext: TopicExt) -> bytes:

@@ -531,12 +531,13 @@ def restore(topic: Topic, comments: list[Comment], ext: TopicExt | None) -> tupl
         return topic, comments
     topic = ext_mod.restore(topic, ext.exact)
     topic.pin, topic.live_values, topic.revision, topic.deleted = ext.pin, ext.live_values, ext.revision, ext.deleted
+    topic.replay_time = ext.replay_time
     out = []
     for c in comments:
         c.topic = topic.guid
         if ce := ext.comments.get(c.guid):
             c = ext_mod.restore(c, ce.exact)
-            c.reply_to, c.revision, c.deleted = ce.reply_to, ce.revision, ce.deleted
+            c.reply_to, c.revision, c.deleted, c.replay_time = ce.reply_to, ce.revision, ce.deleted, ce.replay_time
         out.append(c)
     return topic, out
 

@@ -314,6 +314,7 @@ class _TopicWriter:
             revision=self.topic.revision,
             deleted=self.topic.deleted,
             ids=self._renamed_ids(),
+            replay_time=self.topic.replay_time,
         )
         # Read our own output back the way an import will, and keep in the extension whatever differs.
         reader = Reader(Path(self.folder), self.files, element_ids=None, documents=dict(self.documents))
@@ -328,6 +329,7 @@ class _TopicWriter:
                 revision=original.revision,
                 deleted=original.deleted,
                 exact=ext_mod.differences(read, original, COMMENT_FIELDS),
+                replay_time=original.replay_time,
             )
         self.files[f"{DOCUMENTS_FOLDER}/{self.ext_guid}"] = ext_mod.encode(ext)
 

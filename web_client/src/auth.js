@@ -1,7 +1,7 @@
 // Who this viewer is in a collaboration session: the token from the invitation link
 // (`/?session=<id>&token=<token>`), the role the server granted in `welcome`, and a UI that shows only what
 // that role may do. The server checks every operation anyway (docs/PERMISSIONS.md); hiding is courtesy.
-import { CLOSE_AUTH } from './protocol.js';
+import { CLOSE_AUTH, CLOSE_NAME } from './protocol.js';
 
 const PERSONS = ['viewer', 'annotator', 'presenter', 'operator', 'admin'];
 const AUTHORS = ['annotator', 'presenter', 'operator', 'admin'];
@@ -37,6 +37,22 @@ export function linkCredentials(loc) {
   return { session: q.get('session'), token: q.get('token') };
 }
 
+/**
+ * What the link's token says about itself (its payload, read without checking the signature: only for the
+ * words shown to its holder; the server verifies it). Null for no token or one that cannot be read.
+ * @param {string|null} token
+ * @returns {{user?: string, role?: string, exp?: number, name?: string}|null}
+ */
+export function linkClaims(token) {
+  try {
+    const body = (token ?? '').split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(body));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
 /** @param {string} role @param {string} action */
 export function can(role, action) {
   return (UI_PERMISSIONS[action] ?? []).includes(role);
@@ -52,8 +68,17 @@ export class Identity extends EventTarget {
     super();
     /** @type {string|null} */
     this.role = null;
+    /** The server refused this page (an expired or revoked link, …): it may do nothing, so no control shows. */
+    this.refused = false;
     /** @type {string} the user name the server knows us by (authors of topics and comments) */
     this.user = session.client;
+    session.addEventListener('status', (e) => {
+      const refused = /** @type {import('./session.js').SessionEvent<'status'>} */ (e).detail.status === 'refused';
+      if (refused === this.refused) return;
+      this.refused = refused;
+      this.apply(document);
+      this.dispatchEvent(new CustomEvent('change'));
+    });
     session.addEventListener('welcome', (e) => {
       const w = /** @type {import('./session.js').SessionEvent<'welcome'>} */ (e).detail;
       // The welcome omits fields at their default: a server with sessions that names no role means `viewer`.
@@ -66,7 +91,7 @@ export class Identity extends EventTarget {
 
   /** @param {string} action */
   may(action) {
-    return this.role === null || can(this.role, action);
+    return !this.refused && (this.role === null || can(this.role, action));
   }
 
   /** Show or hide every control under `root` that names the action it needs. @param {ParentNode} root */
@@ -80,12 +105,21 @@ export class Identity extends EventTarget {
 
 /**
  * The words for a refused connection: an expired invitation reads differently from a version mismatch.
- * @param {number} code @param {string} reason
+ * @param {number} code @param {string} reason @param {string|null} [token] the link's token (its expiry is named)
  * @returns {{title: string, detail: string}}
  */
-export function refusalText(code, reason) {
-  if (code === CLOSE_AUTH) {
-    return { title: 'This session link is not valid any more', detail: `${reason || 'The token was refused'}. Ask the host for a new link.` };
+export function refusalText(code, reason, token = null) {
+  const exp = linkClaims(token)?.exp;
+  if (code === CLOSE_AUTH && reason === 'token expired' && typeof exp === 'number') {
+    const when = new Date(exp * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+    return { title: `This link expired on ${when}`, detail: 'Ask the session owner for a new one. Until then this page can change nothing.' };
   }
+  if (code === CLOSE_AUTH && reason === 'token revoked') {
+    return { title: 'This link was revoked', detail: 'Ask the session owner for a new one. Until then this page can change nothing.' };
+  }
+  if (code === CLOSE_AUTH) {
+    return { title: 'This session link is not valid any more', detail: `${reason || 'The token was refused'}. Ask the session owner for a new link.` };
+  }
+  if (code === CLOSE_NAME) return { title: 'Choose another name', detail: reason };
   return { title: 'The server refused this viewer', detail: reason || 'Reload the page to get a matching client.' };
 }

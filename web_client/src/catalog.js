@@ -3,7 +3,8 @@
 
 /**
  * @typedef {{id: string, name: string, class: string, parent: (string|null), bbox?: any,
- *            triangles?: number, properties?: Record<string, any>}} ElementRecord
+ *            triangles?: number, properties?: Record<string, any>, units?: Record<string, Record<string, string>>}} ElementRecord
+ *   `units`: set -> property -> unit symbol, for the properties the model gives a unit
  */
 
 // A search shows at most this many hits: enough to refine, cheap to render for 100 000 elements.

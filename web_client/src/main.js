@@ -2,17 +2,18 @@
 import { Vector3 } from 'three';
 import { bindAlarmHistory } from './alarms/history.js';
 import { AlarmPanel } from './alarms/panel.js';
-import { linkCredentials, refusalText } from './auth.js';
+import { linkClaims, linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { NavCube } from './nav_cube.js';
 import { PresenceLayer } from './presence.js';
-import { wsUrl } from './protocol.js';
+import { CLOSE_NAME, RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { startTimeMachine } from './timeline/index.js';
 import { topicLines } from './topics/list.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
@@ -25,6 +26,8 @@ import { clearNotice, showNotice, showProgress } from './ui/notice.js';
 import { PropertiesPanel } from './ui/properties.js';
 import { bindStatusChip } from './ui/status.js';
 import { TreePanel } from './ui/tree.js';
+import { Names } from './ui/names.js';
+import { YouPanel, rememberedName } from './ui/you.js';
 import { Viewer } from './viewer.js';
 
 // A click that moves the pointer further than this (px) was an orbit drag, not a pick.
@@ -73,7 +76,8 @@ const credentials = linkCredentials(location);
 const session = new Session(state, {
   join: credentials,
   url: wsUrl(location) + (sceneParam ? `/${encodeURIComponent(sceneParam)}` : ''),
-  client: params.get('name') || rememberedName(),
+  client: 'twinview-web',
+  name: params.get('name') || rememberedName(),
   layer: params.get('layer'),
 });
 const labels = new Labels(viewer, $('#labels'));
@@ -96,13 +100,16 @@ const ready = new Promise((r) => { resolveReady = r; });
 bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready });
+const names = new Names(() => app.catalog, session);
+const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, names });
+const you = new YouPanel($('#you'), session, collab.identity, Boolean(linkClaims(credentials.token)?.name));
+const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
   if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
-  if (snap.resync && snap.reason) {
+  if (snap.resync && snap.reason && snap.reason !== RESYNC_LIVE) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
   }
@@ -111,8 +118,13 @@ session.addEventListener('welcome', (e) => fillLayers(/** @type {import('./sessi
 session.addEventListener('status', (e) => {
   const { status, detail } = /** @type {import('./session.js').SessionEvent<'status'>} */ (e).detail;
   if (status === 'refused') {
-    const why = refusalText(session.closeCode, detail);
-    showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
+    const why = refusalText(session.closeCode, detail, credentials.token);
+    if (session.closeCode === CLOSE_NAME) {
+      showNotice('error', why.title);
+      $('#notice').append(you.form(why.detail, { sent: () => clearNotice('error') }));
+    } else {
+      showNotice('error', why.title, why.detail, [{ label: 'Reload', run: () => location.reload() }]);
+    }
   } else if (status === 'reconnecting') {
     if (session.welcome) {
       showNotice('warning', 'Connection lost — reconnecting…',
@@ -298,11 +310,11 @@ function standing(ids, prefer) {
 function wirePanels(catalog, signal) {
   app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
-    historyUrl: (id, prop) => `/api/history/${encodeURIComponent(id)}/${encodeURIComponent(prop)}?limit=60`,
+    chart: timeline.chart,
     signal,
   });
-  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, catalog, identity: collab.identity, onGo: (id) => select(id, true), signal });
-  bindAlarmHistory($('#alarm-history'), { state, catalog, signal });
+  new AlarmPanel($('#alarms'), $('#alarm-count'), { session, state, names, identity: collab.identity, onGo: (id) => select(id, true), signal });
+  bindAlarmHistory($('#alarm-history'), { state, names, signal });
 }
 
 /**
@@ -429,8 +441,8 @@ async function startXR() {
     panelLines,
     setPointer: (ray) => { presence.pointer = ray; },
     topicOn: (ray, camera) => collab.pins.topicOn(ray, camera),
-    topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES),
-    nameOf: (id) => app.catalog?.label(id) ?? id,
+    topicLines: (guid) => topicLines(collab.store, guid, XR_PANEL_LINES, names),
+    nameOf: (id) => names.element(id),
     anchorOf: (id) => app.twin?.topOf(id) ?? null,
     alarms: () => state.alarms.values(),
     standing,
@@ -456,7 +468,7 @@ function panelLines(id) {
   const v = state.visuals.get(id);
   const live = [...(state.props.get(id) ?? [])].map(([k, st]) =>
     `${k}: ${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}${st.q && st.q !== 'good' ? ` (${st.q})` : ''}`);
-  return [app.catalog?.label(id) ?? id, rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
+  return [names.element(id), rec?.class ?? '', v?.status ? `status: ${v.status}` : '', ...live].filter(Boolean)
     .slice(0, XR_PANEL_LINES);
 }
 
@@ -470,13 +482,6 @@ function bootContext() {
   delete w.twinviewGL;
   const gl = typeof make === 'function' ? make() : null;
   return gl?.canvas ? gl : undefined;
-}
-
-/** The name others see when ?name= does not give one: made up once, remembered per browser. */
-function rememberedName() {
-  let name = localStorage.getItem('twinview.name');
-  if (!name) localStorage.setItem('twinview.name', (name = `Guest ${Math.floor(100 + Math.random() * 900)}`));
-  return name;
 }
 
 /** @param {number} x @param {number} y */
@@ -502,6 +507,7 @@ Object.assign(window, {
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
+    timeline,
     get seq() { return state.seq; },
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',

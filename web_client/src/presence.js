@@ -203,10 +203,13 @@ export class PresenceLayer {
     });
   }
 
+  /** The People list: each other person's name and role (the state's presence, as the avatars). */
   #renderList() {
     const own = this.session.welcome?.session_id;
+    const present = this.session.state.presence;
     replace(this.list, ...[...this.avatars].map(([sid, g]) => h('li', { dataset: { sid } },
-      h('span', { class: 'dot', style: `background:${g.userData.color}` }), g.userData.name,
+      h('span', { class: 'dot', style: `background:${g.userData.color}` }), h('span', { class: 'person' }, g.userData.name),
+      h('span', { class: 'role' }, present.get(sid)?.role ?? 'viewer'),
       h('button', { onclick: () => this.follow(this.following === sid ? null : sid), 'aria-pressed': String(this.following === sid) },
         this.following === sid ? 'Following' : 'Follow'))),
     this.avatars.size ? null : h('li', { class: 'empty' }, own ? 'Only you are here' : 'Not connected'));

@@ -12,6 +12,9 @@ export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_BIG = 1009;
 export const CLOSE_VERSION = 4001;
 export const CLOSE_AUTH = 4003; // missing, bad or expired session token
+export const CLOSE_NAME = 4009; // hello.name cannot be used (a role, someone else's name): ask for another
+// The `reason` of the snapshot that answers `live`: the end of a replay (§14), not a failed resume.
+export const RESYNC_LIVE = 'live';
 
 /**
  * The protocol's types, generated from viewer_server/protocol.py into protocol_types.d.ts (docs/CLIENT.md):
@@ -51,14 +54,21 @@ export const CLOSE_AUTH = 4003; // missing, bad or expired session token
  * @typedef {import('./protocol_types').Pin} Pin
  * @typedef {import('./protocol_types').Viewpoint} Viewpoint
  * @typedef {import('./protocol_types').Vec3} Vec3
+ * @typedef {import('./protocol_types').Replay} Replay
+ * @typedef {import('./protocol_types').ReplayDelta} ReplayDelta
+ * @typedef {import('./protocol_types').HistoryRange} HistoryRange
+ * @typedef {import('./protocol_types').Seek | import('./protocol_types').Play | import('./protocol_types').Pause
+ *   | import('./protocol_types').Live} ReplayRequest
  */
 
 /**
- * @param {{client: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null), token?: (string|null)}} opts
+ * @param {{client: string, name?: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null),
+ *          token?: (string|null)}} opts
  */
-export function hello({ client, layer = null, resume = null, session = null, token = null }) {
+export function hello({ client, name = '', layer = null, resume = null, session = null, token = null }) {
   /** @type {Hello} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
+  if (name) msg.name = name;
   if (layer) msg.layer = layer;
   if (resume) msg.resume = resume;
   if (session) msg.session = session;

@@ -10,6 +10,7 @@ export interface Ack {
   accepted: number;
   rejected: Rejection[];
   ref?: string | null;
+  durable?: boolean;
 }
 
 /**
@@ -149,7 +150,7 @@ export interface Camera {
   aspect_ratio?: number | null;
 }
 
-export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService;
+export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService | Seek | Play | Pause | Live;
 
 /**
  * Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side).
@@ -199,6 +200,7 @@ export interface Comment {
   viewpoint?: string | null;
   deleted?: boolean;
   original_author?: string | null;
+  replay_time?: number | null;
 }
 
 /**
@@ -265,6 +267,7 @@ export interface Error {
   ref?: string | null;
   revision?: number | null;
   field?: string | null;
+  range?: HistoryRange | null;
 }
 
 /**
@@ -340,6 +343,24 @@ export interface Hello {
   resume?: Resume | null;
   session?: string | null;
   token?: string | null;
+  name?: string;
+}
+
+/**
+ * The times the history holds (Unix seconds); `earliest` is None while it is empty.
+ */
+export interface HistoryRange {
+  earliest: number | null;
+  latest: number;
+}
+
+/**
+ * Back to the live stream: answered with a resync `snapshot` (reason "live"). A follower returns to
+ * following the presenter's replay, if one is running.
+ */
+export interface Live {
+  type: "live";
+  ref?: string | null;
 }
 
 /**
@@ -364,6 +385,14 @@ export interface Markup {
 }
 
 /**
+ * Stop playing; the twin stays as of the current `as_of` (answered with `replay`, `playing` false).
+ */
+export interface Pause {
+  type: "pause";
+  ref?: string | null;
+}
+
+/**
  * Where the topic is pinned: an element and a world point with its surface normal.
  */
 export interface Pin {
@@ -375,6 +404,17 @@ export interface Pin {
 export interface Ping {
   type: "ping";
   t?: number | null;
+}
+
+/**
+ * Play the history from `from` (default: where the replay stands; from live, PLAY_DEFAULT_BACK_S ago) at
+ * `speed` × real time (MIN_REPLAY_SPEED…MAX_REPLAY_SPEED): `replay`, then `replay_delta`s in time order.
+ */
+export interface Play {
+  type: "play";
+  speed: number;
+  from?: number | null;
+  ref?: string | null;
 }
 
 export interface Pong {
@@ -397,13 +437,15 @@ export interface Pose {
 
 /**
  * Another connection's presence as seen by everyone in its session: `client` is the display name (unique
- * in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`).
+ * in the session; a visitor's ends in " (guest)"), `user` the verified identity (as in `Topic.author`),
+ * `role` what the server granted it (the People list and a trainer's progress table show it).
  */
 export interface Presence {
   client: string;
   pose: Pose;
   ts: number;
   user?: string;
+  role?: "admin" | "annotator" | "operator" | "presenter" | "publisher" | "viewer";
 }
 
 /**
@@ -486,7 +528,9 @@ export interface PropState {
 }
 
 /**
- * Readings from a publisher session; answered with `ack` carrying the same `ref`.
+ * Readings from a publisher session; answered with `ack` carrying the same `ref`. With a data dir the ack
+ * is sent after the accepted readings are committed to the historian (`ack.durable`): an acknowledged
+ * reading survives kill -9 of the server (docs/PROTOCOL.md §8).
  */
 export interface Publish {
   type: "publish";
@@ -520,6 +564,45 @@ export interface Rejection {
 }
 
 /**
+ * The twin as it was at `as_of` on the connection's layer; replaces everything the client held (like a
+ * snapshot) until `live`. props keyed "element/prop" (the last value at or before `as_of`), visuals keyed
+ * by element (the layer's rules applied to those values), `alarms` those listed at `as_of`, `topics` and
+ * `comments` of the session as they were. `driven_by`: the presenter's display name when the presenter's
+ * seek / play / pause put the client here. `ref` echoes the request's.
+ */
+export interface Replay {
+  type: "replay";
+  as_of: number;
+  speed: number;
+  playing: boolean;
+  layer: string;
+  range: HistoryRange;
+  props: Record<string, PropState>;
+  visuals: Record<string, Visual>;
+  alarms: Alarm[];
+  topics?: Topic[];
+  comments?: Comment[];
+  driven_by?: string | null;
+  ref?: string | null;
+}
+
+/**
+ * While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+ * props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
+ * `events` are the recorded events since the previous frame, oldest first.
+ */
+export interface ReplayDelta {
+  type: "replay_delta";
+  as_of: number;
+  props?: Record<string, PropState>;
+  visuals?: Record<string, Visual>;
+  alarms?: Alarm[] | null;
+  events?: Event[];
+  playing?: boolean;
+  driven_by?: string | null;
+}
+
+/**
  * Where a reconnecting client left off: the server epoch and the last seq it applied.
  */
 export interface Resume {
@@ -540,7 +623,17 @@ export interface Saved {
   seq: number;
 }
 
-export type ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck;
+/**
+ * Show the twin as of `t` (Unix seconds): answered with `replay` (paused at `t`), or `out_of_range`.
+ * A follower's own seek breaks away from the presenter's replay until it sends `live`.
+ */
+export interface Seek {
+  type: "seek";
+  t: number;
+  ref?: string | null;
+}
+
+export type ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta;
 
 /**
  * The full state of the session's layer as of `seq`; replaces everything the client held.
@@ -633,6 +726,7 @@ export interface Topic {
   deleted?: boolean;
   original_author?: string | null;
   bcf?: BcfFields | null;
+  replay_time?: number | null;
 }
 
 /**

@@ -27,17 +27,23 @@ const PING_INTERVAL_MS = 5000;
 export class Session extends EventTarget {
   /**
    * @param {import('./state.js').TwinState} state
-   * @param {{url: string, client: string, layer?: (string|null), join?: {session: (string|null), token: (string|null)}}} opts
+   * @param {{url: string, client: string, name?: string, layer?: (string|null),
+   *          join?: {session: (string|null), token: (string|null)}}} opts `name`: the display name asked for
    */
-  constructor(state, { url, client, layer = null, join = { session: null, token: null } }) {
+  constructor(state, { url, client, name = '', layer = null, join = { session: null, token: null } }) {
     super();
     this.state = state;
     this.url = url;
     this.client = client;
+    /** The display name to ask for in the next hello: first the one given, then the one the server granted
+     * (`welcome.name`), so that a reconnect keeps it. */
+    this.name = name;
+    /** A visitor without a link: the server's token for our guest identity, sent when reconnecting to keep it. */
+    this.guestToken = '';
     this.layer = layer;
     /** The collaboration session and token of the invitation link, sent in every hello (a resume included). */
     this.join = join;
-    /** The close code that stopped retrying (4001 version, 4003 token, 1008 policy). */
+    /** The close code that stopped retrying (4001 version, 4003 token, 4009 name, 1008 policy). */
     this.closeCode = 0;
     /** @type {WebSocket|null} */
     this.ws = null;
@@ -66,7 +72,9 @@ export class Session extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       const resume = this.state.epoch ? { epoch: this.state.epoch, seq: this.state.seq } : null;
-      this.#send(P.hello({ client: this.client, layer: this.layer || this.state.layer || null, resume, ...this.join }));
+      const token = this.join.token || this.guestToken || null;
+      this.#send(P.hello({ client: this.client, name: this.name, layer: this.layer || this.state.layer || null, resume,
+        session: this.join.session, token }));
     };
     ws.onmessage = (e) => this.#onMessage(e.data);
     ws.onclose = (e) => this.#onClose(ws, e.code, e.reason);
@@ -110,6 +118,21 @@ export class Session extends EventTarget {
     this.ws?.close(4000, 'dropped by client');
   }
 
+  /**
+   * Ask to be called `name` from now on: the server grants display names at hello, so this reconnects (and
+   * resumes). Also the way back in after the server refused a name (close 4009).
+   * @param {string} name
+   */
+  rename(name) {
+    this.name = name;
+    if (this.stopped) {
+      this.closeCode = 0;
+      this.connect();
+    } else {
+      this.ws?.close(4000, 'renaming');
+    }
+  }
+
   /** @param {P.ClientMessage} msg */
   #send(msg) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
@@ -140,6 +163,8 @@ export class Session extends EventTarget {
         }
         const resumed = Boolean(this.welcome) && msg.server_epoch === this.state.epoch;
         this.welcome = msg;
+        this.name = msg.name ?? this.name;
+        this.guestToken = msg.token || this.guestToken;
         this.attempt = 0;
         clearInterval(this.pingTimer);
         this.pingTimer = setInterval(() => this.#send(P.ping()), PING_INTERVAL_MS);
@@ -154,7 +179,8 @@ export class Session extends EventTarget {
         const reconnect = this.state.epoch !== '';
         this.state.applySnapshot(msg);
         this.dispatchEvent(new CustomEvent('snapshot', { detail: msg }));
-        this.#setStatus(msg.resync || (reconnect && msg.reason) ? 'resynced' : 'live', msg.reason || '');
+        const resynced = msg.reason !== P.RESYNC_LIVE && (msg.resync || (reconnect && msg.reason));
+        this.#setStatus(resynced ? 'resynced' : 'live', msg.reason || '');
         break;
       }
       case 'delta':
@@ -190,7 +216,7 @@ export class Session extends EventTarget {
     if (ws !== this.ws) return;
     clearInterval(this.pingTimer);
     if (this.stopped) return this.#setStatus('closed');
-    if (code === P.CLOSE_VERSION || code === P.CLOSE_POLICY || code === P.CLOSE_AUTH) {
+    if (code === P.CLOSE_VERSION || code === P.CLOSE_POLICY || code === P.CLOSE_AUTH || code === P.CLOSE_NAME) {
       // Retrying cannot help: the server refused this client; say why, in its own words.
       this.stopped = true;
       this.closeCode = code;

@@ -31,12 +31,18 @@ export class TwinState extends EventTarget {
     this.alarmHistory = [];
     /** @type {Map<string, Presence>} session id -> presence */
     this.presence = new Map();
+    /** A replay shows the past (timeline/replay.js): live deltas then move only seq, presence and the presenter on. */
+    this.replaying = false;
     /** Server time (s) of the newest value seen; with the local clock it gives the lag. */
     this.lastValueTs = 0;
   }
 
-  /** @param {import('./protocol.js').Snapshot} snap */
-  applySnapshot(snap) {
+  /**
+   * @param {import('./protocol.js').Snapshot} snap
+   * @param {{replaying?: boolean}} [opts] `replaying`: it is a replay's moment (timeline/replay.js), not the live state
+   */
+  applySnapshot(snap, { replaying = false } = {}) {
+    this.replaying = replaying;
     this.epoch = snap.epoch;
     this.seq = snap.seq;
     this.layer = snap.layer;
@@ -57,6 +63,17 @@ export class TwinState extends EventTarget {
    */
   applyDelta(d) {
     if (d.last <= this.seq) return false;
+    this.seq = d.last;
+    // The past on screen takes no live values, colours or alarms: `live` ends a replay with a fresh snapshot.
+    this.applyChanges(this.replaying ? { ...d, props: undefined, visuals: undefined, events: undefined } : d);
+    return true;
+  }
+
+  /**
+   * Apply changes without a seq (a delta's, or a replay's: timeline/replay.js) and tell the listeners.
+   * @param {import('./protocol.js').Delta} d
+   */
+  applyChanges(d) {
     /** @type {Set<string>} */
     const changed = new Set();
     for (const [key, vis] of Object.entries(d.visuals || {})) {
@@ -78,11 +95,9 @@ export class TwinState extends EventTarget {
       this.alarmHistory.push(ev);
     }
     if (this.alarmHistory.length > ALARM_HISTORY_MAX) this.alarmHistory.splice(0, this.alarmHistory.length - ALARM_HISTORY_MAX);
-    this.seq = d.last;
     /** @type {DeltaDetail} */
     const detail = { visuals: changed, props, delta: d };
     this.dispatchEvent(new CustomEvent('delta', { detail }));
-    return true;
   }
 
   /** @param {Record<string, PropState>} entries @returns {Set<string>} element ids touched */

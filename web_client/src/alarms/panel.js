@@ -18,7 +18,7 @@ export class AlarmPanel {
   /**
    * @param {HTMLElement} root the list (`ul`) @param {HTMLElement} counter the badge in the heading
    * @param {{session: import('../session.js').Session, state: import('../state.js').TwinState,
-   *          catalog: import('../catalog.js').Catalog, identity: import('../auth.js').Identity,
+   *          names: import('../ui/names.js').Names, identity: import('../auth.js').Identity,
    *          onGo: (element: string) => void, signal: AbortSignal}} deps
    */
   constructor(root, counter, deps) {
@@ -73,16 +73,16 @@ export class AlarmPanel {
 
   /** @param {Alarm} a */
   #item(a) {
-    const { catalog, state } = this.deps;
+    const { names, state } = this.deps;
     const phase = a.state ?? 'unacknowledged';
-    const name = catalog.label(a.element);
-    const source = a.source && a.source !== a.element ? catalog.label(a.source) : '';
+    const name = names.element(a.element);
+    const source = a.source && a.source !== a.element ? names.element(a.source) : '';
     const value = h('span', { class: 'alarm-value' }, this.#valueText(a));
     if (state.props.get(a.source ?? '')?.has(a.prop ?? '')) markLive(value, [`${a.source}/${a.prop}`]);
     const when = [`since ${timeText(a.since)}`];
-    if (a.acknowledged_by) when.push(`acknowledged by ${a.acknowledged_by} ${timeText(a.acknowledged_at ?? a.changed ?? a.since)}`);
-    if (phase === 'shelved' && a.shelved_until) when.push(`shelved by ${a.suppressed_by} until ${timeText(a.shelved_until)}`);
-    if (phase === 'out_of_service') when.push(`out of service (${a.suppressed_by})`);
+    if (a.acknowledged_by) when.push(`acknowledged by ${names.person(a.acknowledged_by)} ${timeText(a.acknowledged_at ?? a.changed ?? a.since)}`);
+    if (phase === 'shelved' && a.shelved_until) when.push(`shelved by ${names.person(a.suppressed_by ?? '')} until ${timeText(a.shelved_until)}`);
+    if (phase === 'out_of_service') when.push(`out of service (${names.person(a.suppressed_by ?? '')})`);
     const words = STATE_WORDS[phase] ?? phase;
     const label = `${a.severity ?? ''} alarm, ${words.toLowerCase()}: ${name}${source ? ` from ${source}` : ''}. `
       + `${a.message ?? ''}. ${when.join(', ')}. Press Enter to show the element.`;

@@ -9,7 +9,7 @@ export class CommandPanel {
   /**
    * @param {HTMLElement} root the panel section (shown only to roles that may send commands)
    * @param {{session: import('../session.js').Session, identity: import('../auth.js').Identity,
-   *          name: (id: string) => string, commandsOf: (id: string) => Promise<ElementCommand[]>}} deps
+   *          names: import('../ui/names.js').Names, commandsOf: (id: string) => Promise<ElementCommand[]>}} deps
    */
   constructor(root, deps) {
     this.root = root;
@@ -27,7 +27,7 @@ export class CommandPanel {
       this.pending.delete(msg.ref);
       if (out) {
         out.className = `command-status ${msg.status}`;
-        out.textContent = `${msg.command}: ${msg.status}${msg.detail ? ` — ${msg.detail}` : ''}`;
+        out.textContent = `${msg.command} to ${this.deps.names.element(msg.element)}: ${msg.status}${msg.detail ? ` — ${msg.detail}` : ''}`;
       }
     });
     deps.session.addEventListener('servererror', (e) => {
@@ -63,7 +63,7 @@ export class CommandPanel {
     const value = c.range ? /** @type {HTMLInputElement} */ (h('input', { type: 'number', class: 'command-value', min: lo, max: hi,
       step: 'any', value: lo, 'aria-label': `${c.command} value` })) : null;
     replace(this.dialog,
-      h('p', null, 'Send ', h('strong', null, c.command), ' to ', h('strong', null, this.deps.name(element)), '?'),
+      h('p', null, 'Send ', h('strong', null, c.command), ' to ', h('strong', null, this.deps.names.element(element)), '?'),
       value ? h('label', null, `Value (${lo} … ${hi}${c.unit ? ` ${c.unit}` : ''}) `, value) : null,
       h('p', { class: 'hint' }, 'This acts on the real plant.'),
       h('div', { class: 'actions' },
@@ -79,7 +79,7 @@ export class CommandPanel {
   #send(element, command, value, status) {
     const ref = uuid();
     status.className = 'command-status waiting';
-    status.textContent = `${command}: sending…`;
+    status.textContent = `${command} to ${this.deps.names.element(element)}: sending…`;
     if (!this.deps.session.send({ type: 'command', element, command, ref, ...(value === null ? {} : { value }) })) {
       status.textContent = `${command}: not connected, not sent`;
       return;

@@ -18,9 +18,10 @@ import { ProcedurePanel } from './procedure.js';
  *          section: import('../tools/section.js').SectionTool, select: (id: string|null) => void,
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
- *          credentials: {session: string|null, token: string|null}, ready: Promise<any>}} deps
+ *          credentials: {session: string|null, token: string|null}, ready: Promise<any>,
+ *          names: import('../ui/names.js').Names}} deps
  */
-export function startCollaboration({ viewer, session, section, select, app, credentials, ready }) {
+export function startCollaboration({ viewer, session, section, select, app, credentials, ready, names }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -28,14 +29,13 @@ export function startCollaboration({ viewer, session, section, select, app, cred
     view.appendChild(el);
     return el;
   };
-  const name = (/** @type {string} */ id) => app.catalog?.get(id)?.name || id;
   const identity = new Identity(session);
   const store = new TopicStore(session);
   const pins = new PinLayer(viewer, store);
   const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, select });
   const attachments = new Attachments(() => ({ session: session.welcome?.session || credentials.session, token: credentials.token }));
-  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints });
-  const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments });
+  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names });
+  const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments, names });
   const list = new TopicList($('#topics'), store, (guid) => topic.open(guid));
   topic.addEventListener('open', (e) => {
     const guid = /** @type {CustomEvent} */ (e).detail;
@@ -44,16 +44,16 @@ export function startCollaboration({ viewer, session, section, select, app, cred
   });
   const hint = float('pick-hint');
   const creator = new TopicCreator(float('topic-form'), {
-    viewer, session, viewpoints, attachments,
+    viewer, session, viewpoints, attachments, names,
     canUpload: () => Boolean(credentials.token),
     idOf: (hit) => app.batches?.idOf(hit) ?? null,
     hint: (text) => { hint.hidden = !text; hint.textContent = text ?? ''; },
   });
   const procedure = new ProcedurePanel(float('procedure-panel'), {
-    session, identity, viewpoints, presenter, name, selected: () => app.twin?.selected ?? null,
+    session, identity, viewpoints, presenter, names,
   });
   const commands = new CommandPanel($('#commands'), {
-    session, identity, name,
+    session, identity, names,
     commandsOf: async (id) => {
       const res = await fetch(`/api/scenes/${encodeURIComponent(session.welcome?.scene ?? '')}/elements/${encodeURIComponent(id)}`);
       return res.ok ? (await res.json()).commands ?? [] : [];
@@ -87,6 +87,9 @@ export function startCollaboration({ viewer, session, section, select, app, cred
       return Boolean(guid);
     },
     /** @param {string|null} id the element selected everywhere */
-    selected: (id) => commands.show(id),
+    selected: (id) => {
+      commands.show(id);
+      procedure.selected(id);
+    },
   };
 }

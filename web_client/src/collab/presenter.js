@@ -14,7 +14,8 @@ export class PresenterMode extends EventTarget {
   /**
    * @param {HTMLElement} bar the banner over the view
    * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
-   *          identity: import('../auth.js').Identity, viewpoints: import('../topics/viewpoint.js').Viewpoints}} deps
+   *          identity: import('../auth.js').Identity, viewpoints: import('../topics/viewpoint.js').Viewpoints,
+   *          names: import('../ui/names.js').Names}} deps
    */
   constructor(bar, deps) {
     super();
@@ -128,7 +129,7 @@ export class PresenterMode extends EventTarget {
     replace(this.bar,
       this.presenting
         ? h('span', { class: 'who' }, 'You are presenting')
-        : h('span', { class: 'who' }, `${s.presenter} is presenting${this.brokeAway ? ' — you moved away' : ' · following'}`),
+        : h('span', { class: 'who' }, `${this.deps.names.person(s.presenter)} is presenting${this.brokeAway ? ' — you moved away' : ' · following'}`),
       this.brokeAway ? h('button', { class: 'return', onclick: () => this.rejoin() }, 'Return to presenter') : null,
       this.presenting ? h('button', { class: 'stop', onclick: () => this.release() }, 'Stop presenting') : null,
       hands.length ? h('span', { class: 'hands' }, `✋ ${hands.length}`) : null,

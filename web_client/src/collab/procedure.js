@@ -1,8 +1,13 @@
-// A guided procedure in the session: the current step, its instructions and watched live values, and
-// "Done" for the trainee; the presenter moves the session on and sees each trainee's progress. Everyone
-// flies to the step's viewpoint when the step changes, and a late joiner lands on the current step.
+// A guided procedure in the session: the current step, its instructions and watched live values, and how
+// it completes — "Acknowledge" for the trainee; a select step by selecting the right element yourself (the
+// selection is reported, the server checks it); a value step by itself once the live value is within its
+// target range, shown with the value. The presenter moves the session on and sees every trainee present
+// with their progress. Everyone flies to the step's viewpoint when the step changes (its elements tinted,
+// not selected), and a late joiner lands on the current step.
 import { h, replace } from '../ui/dom.js';
-import { onCollab } from './feed.js';
+import { formatValue } from '../ui/properties.js';
+import { can } from '../auth.js';
+import { onCollab, onCollabError } from './feed.js';
 
 /**
  * @typedef {import('../protocol.js').StepInfo} Step
@@ -14,6 +19,8 @@ import { onCollab } from './feed.js';
 export const PROCEDURE_EVENTS = ['procedure_started', 'procedure_step', 'step_completed', 'procedure_finished'];
 // The user of a completion the live twin made (a value condition): it counts for everyone.
 const EVERYONE = '*';
+// The tint of a step's highlighted elements: a look, not a selection (a select step is the trainee's to do).
+const HIGHLIGHT = '#ffb000';
 
 /** A run as the server sends it, with the fields it omits at their default put back.
  * @param {import('../protocol.js').ProcedureRun|null|undefined} raw @returns {Run|null} */
@@ -23,8 +30,8 @@ export class ProcedurePanel {
   /**
    * @param {HTMLElement} root the floating panel
    * @param {{session: import('../session.js').Session, identity: import('../auth.js').Identity,
-   *          viewpoints: import('../topics/viewpoint.js').Viewpoints, selected: () => (string|null),
-   *          presenter: import('./presenter.js').PresenterMode, name: (id: string) => string}} deps
+   *          viewpoints: import('../topics/viewpoint.js').Viewpoints,
+   *          presenter: import('./presenter.js').PresenterMode, names: import('../ui/names.js').Names}} deps
    */
   constructor(root, deps) {
     this.root = root;
@@ -34,6 +41,8 @@ export class ProcedurePanel {
     this.values = h('table', { class: 'props watch' });
     /** @type {Promise<{name: string, title: string}[]>|null} what a lead can start (GET /api/procedures), fetched once */
     this.library = null;
+    /** Why the server refused our last selection for a select step ("" = none). */
+    this.selectNote = '';
     const { session } = deps;
     session.addEventListener('snapshot', (e) => {
       this.run = runOf(/** @type {import('../session.js').SessionEvent<'snapshot'>} */ (e).detail.procedure);
@@ -42,7 +51,16 @@ export class ProcedurePanel {
       this.render();
     });
     onCollab(session, PROCEDURE_EVENTS, (kind, ev) => this.#apply(kind, ev));
-    session.state.addEventListener('delta', () => this.#renderValues());
+    session.state.addEventListener('delta', (e) => {
+      // Someone came or went: the trainer's table lists whoever is here.
+      if (Object.keys(/** @type {import('../state.js').DeltaEvent} */ (e).detail.delta.presence ?? {}).length && this.#lead) this.render();
+      else this.#renderValues();
+    });
+    onCollabError(session, ['step_complete'], (err) => {
+      if (err.code !== 'wrong_element') return false;
+      this.render();
+      return true; // the panel says it, with names (#selectStep)
+    });
   }
 
   /** @param {string} kind @param {import('../protocol.js').TwinEvent} ev */
@@ -73,11 +91,30 @@ export class ProcedurePanel {
     this.showStep();
   }
 
-  /** Fly to the current step's viewpoint and highlight its elements. */
+  /** Fly to the current step's viewpoint and tint its highlighted elements (selecting them is the trainee's part). */
   showStep() {
     const step = this.step;
     if (!step?.viewpoint?.camera) return;
-    this.deps.viewpoints.restore({ ...step.viewpoint, selected: step.highlight ?? step.viewpoint.selected ?? [] });
+    const ids = step.highlight ?? step.viewpoint.selected ?? [];
+    this.deps.viewpoints.restore({ ...step.viewpoint, selected: [], colored: ids.length ? [{ color: HIGHLIGHT, ids }] : [] });
+  }
+
+  /**
+   * The trainee selected an element: on a select step not yet done, that is the answer, reported to the
+   * server, which completes the step only for the right element.
+   * @param {string|null} id
+   */
+  selected(id) {
+    const run = this.run;
+    const target = selectTarget(this.step);
+    if (!run || !id || target === null || this.#done(this.deps.identity.user, run.step)) return;
+    this.selectNote = id === target ? '' : `That is ${this.deps.names.element(id)}, not ${this.deps.names.element(target)}: try again.`;
+    this.deps.session.send({ type: 'step_complete', step: run.step, element: id });
+    this.render();
+  }
+
+  get #lead() {
+    return this.deps.identity.may('procedure.control');
   }
 
   /** @param {string} user @param {number} step */
@@ -92,7 +129,7 @@ export class ProcedurePanel {
 
   render() {
     const run = this.run;
-    const lead = this.deps.identity.may('procedure.control');
+    const lead = this.#lead;
     this.root.hidden = !run && !lead;
     if (!run || run.finished) {
       return replace(this.root, h('header', null, h('h3', null, 'Procedure')),
@@ -103,17 +140,18 @@ export class ProcedurePanel {
     const me = this.deps.identity.user;
     const mine = this.#done(me, run.step);
     const cond = step.complete_when;
-    const byValue = cond && typeof cond === 'object' && 'value' in cond;
+    const range = cond && typeof cond === 'object' ? cond.value ?? null : null;
+    const target = selectTarget(step);
     replace(this.root,
       h('header', null, h('h3', null, run.title)),
       h('p', { class: 'step-no' }, `Step ${run.step + 1} of ${run.steps.length}`),
       h('h4', { class: 'step-title' }, step.title),
       step.instructions ? h('p', { class: 'instructions' }, step.instructions) : null,
       this.values,
-      byValue
-        ? h('p', { class: 'hint' }, this.#done(EVERYONE, run.step) ? 'Condition met ✓' : 'Completes when the live value is in range')
-        : h('button', { class: 'step-done', disabled: mine, onclick: () => this.#complete(run.step, cond) },
-          mine ? 'Done ✓' : cond && typeof cond === 'object' && 'select' in cond ? 'Done (selected)' : 'Acknowledge — step done'),
+      range ? this.#valueStep(range, run.step)
+        : target !== null ? this.#selectStep(target, mine)
+          : h('button', { class: 'step-done', disabled: mine, onclick: () => this.#acknowledge(run.step) },
+            mine ? 'Done ✓' : 'Acknowledge — step done'),
       lead ? h('div', { class: 'actions trainer' },
         h('button', { class: 'back', disabled: run.step === 0, onclick: () => this.#control({ action: 'back' }) }, '◀ Back'),
         h('button', { class: 'next', disabled: run.step >= run.steps.length - 1, onclick: () => this.#control({ action: 'next' }) }, 'Next ▶'),
@@ -122,23 +160,78 @@ export class ProcedurePanel {
     this.#renderValues();
   }
 
-  /** @param {number} step @param {Step['complete_when']} cond */
-  #complete(step, cond) {
-    /** @type {import('../protocol.js').StepComplete} */
-    const msg = { type: 'step_complete', step };
-    const selected = this.deps.selected();
-    if (cond && typeof cond === 'object' && 'select' in cond && selected) msg.element = selected;
-    this.deps.session.send(msg);
+  /** @param {number} step */
+  #acknowledge(step) {
+    this.deps.session.send({ type: 'step_complete', step });
   }
 
-  /** The trainer's table: one row per trainee, a mark per step. @param {Run} run */
+  /** A select step: what to select, by name, and whether it is done. @param {string} target @param {boolean} mine */
+  #selectStep(target, mine) {
+    if (mine) return h('p', { class: 'step-state done' }, `Done ✓ — you selected ${this.deps.names.element(target)}`);
+    return h('div', { class: 'step-state step-select' },
+      h('p', { class: 'hint' }, `Select ${this.deps.names.describe(target)} in the view or the tree.`),
+      this.selectNote ? h('p', { class: 'why' }, this.selectNote) : null);
+  }
+
+  /**
+   * A value step: its target range and the live value, kept current (#renderValues).
+   * @param {import('../protocol_types').ValueRange} range @param {number} step
+   */
+  #valueStep(range, step) {
+    const met = this.#done(EVERYONE, step);
+    return h('div', { class: `step-state step-value${met ? ' done' : ''}`, dataset: { element: range.element, prop: range.prop } },
+      h('p', { class: 'target' }, `Target: ${this.deps.names.element(range.element)} ${range.prop} ${rangeText(range, this.#unit(range))}`),
+      h('p', { class: 'now' }, 'Now: ', h('span', { class: 'value live-value' }, this.#valueText(range.element, range.prop))),
+      h('p', { class: 'hint' }, met ? 'Condition met ✓' : 'Completes by itself when the live value is in range'));
+  }
+
+  /** @param {{element: string, prop: string}} key */
+  #unit({ element, prop }) {
+    return this.deps.session.state.props.get(element)?.get(prop)?.u ?? '';
+  }
+
+  /** A live value with its unit ("—" before one arrived). @param {string} element @param {string} prop */
+  #valueText(element, prop) {
+    const st = this.deps.session.state.props.get(element)?.get(prop);
+    return st ? `${formatValue(st.v)}${st.u ? ` ${st.u}` : ''}` : '—';
+  }
+
+  /**
+   * The trainer's table: every trainee here (whoever may not lead the procedure, a late joiner and one who
+   * has done nothing yet included) and anyone who completed a step, by name, with the step they are on and a
+   * mark per step.
+   * @param {Run} run
+   */
   #progress(run) {
-    const users = [...new Set(run.completions.map((c) => c.user).filter((u) => u !== EVERYONE))].sort();
+    /** @type {Map<string, string>} user -> role, for everyone present (ourselves included) */
+    const here = new Map();
+    const w = this.deps.session.welcome;
+    if (w?.user) here.set(w.user, this.deps.identity.role ?? 'viewer');
+    for (const p of this.deps.session.state.presence.values()) if (p.user) here.set(p.user, p.role ?? 'viewer');
+    const trainees = new Set([...here].filter(([, role]) => !can(role, 'procedure.control')).map(([user]) => user));
+    for (const c of run.completions) if (c.user !== EVERYONE) trainees.add(c.user);
+    const rows = [...trainees].map((user) => ({ user, name: this.deps.names.person(user) }))
+      .sort((a, b) => a.name.localeCompare(b.name));
     return h('table', { class: 'progress-table' },
-      h('tr', null, h('th', null, 'Trainee'), ...run.steps.map((_, i) => h('th', { class: i === run.step ? 'current' : '' }, String(i + 1)))),
-      ...users.map((u) => h('tr', { dataset: { user: u } }, h('td', null, u),
-        ...run.steps.map((_, i) => h('td', null, this.#done(u, i) ? '✓' : '·')))),
-      users.length ? null : h('tr', null, h('td', { class: 'empty', colspan: run.steps.length + 1 }, 'No step done yet')));
+      h('tr', null, h('th', null, 'Trainee'), h('th', null, 'On'),
+        ...run.steps.map((_, i) => h('th', { class: i === run.step ? 'current' : '' }, String(i + 1)))),
+      ...rows.map(({ user, name }) => {
+        const at = this.#stepOf(user, run);
+        return h('tr', { dataset: { user, step: String(at + 1) } }, h('td', null, name),
+          h('td', { class: 'on' }, here.has(user) ? (at < run.steps.length ? `step ${at + 1}` : 'all done') : 'left'),
+          ...run.steps.map((_, i) => h('td', null, this.#done(user, i) ? '✓' : '·')));
+      }),
+      rows.length ? null : h('tr', null, h('td', { class: 'empty', colspan: run.steps.length + 2 }, 'No trainee here yet')));
+  }
+
+  /**
+   * The step a trainee is on: the first one up to the session's current step that they have not done (a late
+   * joiner who missed step 1 is on step 1), else the one after the session's current step.
+   * @param {string} user @param {Run} run
+   */
+  #stepOf(user, run) {
+    for (let i = 0; i <= run.step; i++) if (!this.#done(user, i)) return i;
+    return run.step + 1;
   }
 
   #starter() {
@@ -152,11 +245,29 @@ export class ProcedurePanel {
   /** The step's watched live values, kept current as deltas arrive. */
   #renderValues() {
     const watch = this.step?.watch ?? [];
-    const props = this.deps.session.state.props;
     replace(this.values, ...watch.map((w) => {
-      const st = props.get(w.element)?.get(w.prop);
-      const value = st ? `${typeof st.v === 'number' ? st.v.toFixed(2) : String(st.v)}${st.u ? ` ${st.u}` : ''}` : '—';
-      return h('tr', { dataset: { element: w.element, prop: w.prop } }, h('th', null, `${this.deps.name(w.element)} ${w.prop}`), h('td', { class: 'value' }, value));
+      return h('tr', { dataset: { element: w.element, prop: w.prop } }, h('th', null, `${this.deps.names.element(w.element)} ${w.prop}`),
+        h('td', { class: 'value' }, this.#valueText(w.element, w.prop)));
     }));
+    const now = this.root.querySelector('.step-state.step-value .live-value');
+    const range = this.step?.complete_when;
+    if (now && range && typeof range === 'object' && range.value) now.textContent = this.#valueText(range.value.element, range.value.prop);
   }
+}
+
+/** The element a select step wants selected, or null for another kind of step. @param {Step|null} step */
+function selectTarget(step) {
+  const cond = step?.complete_when;
+  return cond && typeof cond === 'object' && cond.select ? cond.select : null;
+}
+
+/**
+ * A value condition's range in words: "between 3 and 5 bar", "at least 3 bar", "at most 5 bar".
+ * @param {import('../protocol_types').ValueRange} range @param {string} unit
+ */
+export function rangeText({ min = null, max = null }, unit) {
+  const u = unit ? ` ${unit}` : '';
+  if (min !== null && max !== null) return `between ${formatValue(min)} and ${formatValue(max)}${u}`;
+  if (min !== null) return `at least ${formatValue(min)}${u}`;
+  return max !== null ? `at most ${formatValue(max)}${u}` : 'any value';
 }

@@ -31,7 +31,8 @@ export class TopicCreator {
    * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
    *          viewpoints: import('./viewpoint.js').Viewpoints,
    *          attachments: import('./attachments.js').Attachments, canUpload: () => boolean,
-   *          idOf: (hit: THREE.Intersection) => string|null, hint: (text: string|null) => void}} deps
+   *          idOf: (hit: THREE.Intersection) => string|null, hint: (text: string|null) => void,
+   *          names: import('../ui/names.js').Names}} deps
    */
   constructor(root, deps) {
     this.root = root;
@@ -99,7 +100,7 @@ export class TopicCreator {
     replace(this.root,
       h('header', null, h('h3', null, kind === 'markup' ? 'Quick markup' : 'New topic'),
         h('button', { class: 'close', 'aria-label': 'cancel', onclick: () => { this.root.hidden = true; } }, '×')),
-      h('p', { class: 'meta' }, `Pinned on ${pin.element}`),
+      h('p', { class: 'meta pinned-on' }, 'Pinned on ', this.deps.names.ref(pin.element)),
       h('div', { class: 'topic-form' }, title, ...(kind === 'markup' ? [] : [description, priority, labels, assignee, due])),
       status,
       h('div', { class: 'actions' }, h('button', { class: 'create', onclick: submit }, kind === 'markup' ? 'Add markup' : 'Create topic')));

@@ -11,18 +11,20 @@ const ANY = '';
 export const statusText = (s) => s.replace('_', ' ');
 
 /**
- * A topic in a few lines of plain text (the XR panel): title, status and priority, author and assignee,
- * then the latest comments.
+ * A topic in a few lines of plain text (the XR panel): title, status and priority, author and assignee, the
+ * element it is pinned on, then the latest comments; people and elements by their names.
  * @param {import('./store.js').TopicStore} store @param {string} guid @param {number} max lines at most
+ * @param {import('../ui/names.js').Names} names
  * @returns {string[]}
  */
-export function topicLines(store, guid, max) {
+export function topicLines(store, guid, max, names) {
   const t = store.topics.get(guid);
   if (!t) return [];
-  const comments = store.thread(guid).filter((c) => !c.deleted).map((c) => `${c.author}: ${c.text}`);
+  const comments = store.thread(guid).filter((c) => !c.deleted).map((c) => `${names.person(c.author)}: ${c.text}`);
   const head = [t.title, `${statusText(t.status)} · ${t.priority}${t.due_date ? ` · due ${t.due_date}` : ''}`,
-    `by ${t.author}${t.assignee ? ` · assigned to ${t.assignee}` : ''}`];
-  return [...head, ...comments.slice(-(max - head.length))].slice(0, max);
+    `by ${names.person(t.author)}${t.assignee ? ` · assigned to ${t.assignee}` : ''}`, t.pin ? `on ${names.describe(t.pin.element)}` : ''];
+  const lines = head.filter(Boolean);
+  return [...lines, ...comments.slice(-(max - lines.length))].slice(0, max);
 }
 
 export class TopicList {

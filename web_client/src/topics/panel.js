@@ -22,7 +22,7 @@ export class TopicPanel extends EventTarget {
    * @param {HTMLElement} root the floating panel
    * @param {{store: import('./store.js').TopicStore, session: import('../session.js').Session,
    *          identity: import('../auth.js').Identity, viewpoints: import('./viewpoint.js').Viewpoints,
-   *          attachments: import('./attachments.js').Attachments}} deps
+   *          attachments: import('./attachments.js').Attachments, names: import('../ui/names.js').Names}} deps
    */
   constructor(root, deps) {
     super();
@@ -105,7 +105,7 @@ export class TopicPanel extends EventTarget {
     const t = this.guid ? this.deps.store.topics.get(this.guid) : null;
     this.root.hidden = !t;
     if (!t) return replace(this.root);
-    const { identity, attachments } = this.deps;
+    const { identity, attachments, names } = this.deps;
     if (this.edit && (this.edit.guid !== t.guid || (this.edit.revision !== null && t.revision >= this.edit.revision))) {
       this.edit = null; // saved, and the store holds what was saved
     }
@@ -119,8 +119,9 @@ export class TopicPanel extends EventTarget {
     replace(this.root,
       h('header', null, h('h3', { class: 'topic-title' }, t.title),
         h('button', { class: 'close', 'aria-label': 'close topic', onclick: () => this.open(null) }, '×')),
-      h('p', { class: 'meta' }, h('span', { class: 'topic-type' }, t.topic_type ?? 'Issue'), ` by ${t.author}${imported(t)} · ${when(t.created)}`,
-        t.modified_by ? ` · edited by ${t.modified_by}${t.modified ? ` ${when(t.modified)}` : ''}` : ''),
+      h('p', { class: 'meta' }, h('span', { class: 'topic-type' }, t.topic_type ?? 'Issue'), ` by ${names.person(t.author)}${imported(t)} · ${when(t.created)}`,
+        t.modified_by ? ` · edited by ${names.person(t.modified_by)}${t.modified ? ` ${when(t.modified)}` : ''}` : ''),
+      t.pin ? h('p', { class: 'meta pinned-on' }, 'On ', names.ref(t.pin.element)) : null,
       this.saved,
       form ? form.el : this.#fields(t, rights),
       form ? null : t.description ? h('p', { class: 'description' }, t.description) : null,
@@ -219,7 +220,7 @@ export class TopicPanel extends EventTarget {
         h('button', { onclick: () => this.#stopEditing() }, 'Cancel'));
     }
     return h('div', null,
-      h('p', { class: 'who' }, h('strong', null, c.author), `${imported(c)} · ${when(c.created)}${c.modified ? ' (edited)' : ''}`),
+      h('p', { class: 'who' }, h('strong', null, this.deps.names.person(c.author)), `${imported(c)} · ${when(c.created)}${c.modified ? ' (edited)' : ''}`),
       h('p', { class: 'text' }, c.text),
       h('div', { class: 'comment-actions' },
         may('comment.create') ? h('button', { class: 'reply', onclick: () => { this.replyTo = c; this.render(); } }, 'Reply') : null,
@@ -252,7 +253,7 @@ export class TopicPanel extends EventTarget {
       }
     };
     return h('div', { class: 'comment-form' },
-      this.replyTo ? h('p', { class: 'replying' }, `Replying to ${this.replyTo.author} `,
+      this.replyTo ? h('p', { class: 'replying' }, `Replying to ${this.deps.names.person(this.replyTo.author)} `,
         h('button', { onclick: () => { this.replyTo = null; this.render(); } }, '×')) : null,
       text, h('button', { class: 'send', onclick: send }, this.replyTo ? 'Send reply' : 'Comment'));
   }

@@ -3,7 +3,8 @@
 
 /**
  * @param {string} tag
- * @param {Record<string, any>|null} [props] attributes; `on*` functions become listeners, `class` the className
+ * @param {Record<string, any>|null} [props] attributes; `on*` functions become listeners, `class` the className,
+ *   `style` the inline style (through CSSOM, which the CSP allows)
  * @param {...(Node|string|number|null|undefined|false)} children
  * @returns {HTMLElement}
  */
@@ -14,6 +15,8 @@ export function h(tag, props = null, ...children) {
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
     else if (k === 'dataset') Object.assign(el.dataset, v);
+    // Through CSSOM: the server's Content-Security-Policy refuses style attributes (docs/SECURITY.md).
+    else if (k === 'style') el.style.cssText = String(v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   append(el, children);
@@ -39,26 +42,4 @@ export function $(sel) {
   const el = document.querySelector(sel);
   if (!el) throw new Error(`missing element ${sel}`);
   return /** @type {HTMLElement} */ (el);
-}
-
-/**
- * A small SVG sparkline of numeric values.
- * @param {number[]} values @param {number} [w] @param {number} [hgt]
- */
-export function sparkline(values, w = 120, hgt = 24) {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
-  svg.setAttribute('width', String(w));
-  svg.setAttribute('height', String(hgt));
-  svg.classList.add('spark');
-  if (values.length < 2) return svg;
-  const lo = Math.min(...values);
-  const hi = Math.max(...values);
-  const span = hi - lo || 1;
-  const pts = values.map((v, i) => `${((i / (values.length - 1)) * w).toFixed(1)},${(hgt - 2 - ((v - lo) / span) * (hgt - 4)).toFixed(1)}`);
-  const line = document.createElementNS(ns, 'polyline');
-  line.setAttribute('points', pts.join(' '));
-  svg.appendChild(line);
-  return svg;
 }

@@ -39,7 +39,7 @@ export class TreePanel {
     const rec = this.catalog.get(id);
     const kids = this.catalog.children.get(id);
     const twisty = h('button', { class: 'twisty', 'aria-label': 'expand', hidden: !kids }, '▸');
-    const label = h('span', { class: 'label', title: id, tabindex: 0 }, rec?.name || id, h('small', null, ` ${rec?.class ?? ''}`));
+    const label = h('span', { class: 'label', title: `id: ${id}`, tabindex: 0 }, rec?.name || id, h('small', null, ` ${rec?.class ?? ''}`));
     const li = h('li', { role: 'treeitem', dataset: { id } }, twisty, label);
     twisty.addEventListener('click', () => this.#toggle(li, id));
     label.addEventListener('click', () => this.onSelect(id));
@@ -96,7 +96,8 @@ export class TreePanel {
     const hits = this.catalog.search(query);
     this.results.hidden = !query.trim();
     this.list.hidden = !this.results.hidden;
-    replace(this.results, ...(hits.length ? hits.map((r) => h('li', { dataset: { id: r.id }, onclick: () => this.onSelect(r.id) },
-      r.name || r.id, h('small', null, ` ${r.class} · ${r.id}`))) : [h('li', { class: 'empty' }, 'No match')]));
+    // By name and class, the id on demand (tooltip; the search matches it too).
+    replace(this.results, ...(hits.length ? hits.map((r) => h('li', { dataset: { id: r.id }, title: `id: ${r.id}`, onclick: () => this.onSelect(r.id) },
+      r.name || r.id, h('small', null, ` ${r.class}`))) : [h('li', { class: 'empty' }, 'No match')]));
   }
 }

@@ -1,0 +1,275 @@
+"""Historian benchmarks: kill -9 while publishing, seek latency at 10 000 keys, chart range queries, bytes/sample.
+
+    python -m bench.history                       # everything below (~3 min)
+    python -m bench.history --only kill9 --runs 3 # one part
+
+1. kill9: a real `twinview serve` (own process, data dir in a temp folder); a `publisher` WebSocket session
+   sends 100 readings every 100 ms (1 000 readings/s, each with its own source time) and waits for each ack;
+   after a random 2…5 s the server is killed with SIGKILL; it is started again on the same data dir and the
+   history of the key is read back (`GET /api/history`, raw). Lost = acknowledged readings missing after the
+   restart. `--runs` repetitions.
+2. seek: a Historian (no server) holding KEYS properties × HOURS hours at one sample per STEP_S seconds per
+   key (written through `append`, so minute aggregates are real), the older hours sealed into Parquet.
+   p50 / p95 of `state_at(t)` (the twin's values at t for every key) at random t, against the naive query on a
+   plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
+3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
+   aggregates), p50 / p95.
+4. storage: bytes per sample of the Parquet chunks and of the plain SQLite table.
+
+Results: a markdown table on stdout and in bench/results/history.md (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from bench._fanout_twin import free_port
+from scene.state import Reading
+from tests.live_server import write_bindings, write_scene
+from viewer_server import protocol as p
+from viewer_server.auth import issue, load_secret
+from viewer_server.client import TwinClient
+from viewer_server.historian import HOUR, SEAL_GRACE_S, Historian
+from viewer_server.scenes import scene_id_for
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+STARTUP_TIMEOUT_S = 60.0
+RATE = 1000  # readings per second while killing
+BATCH = 100
+KEYS = 10_000
+HOURS = 2
+STEP_S = 30.0  # one sample per key every 30 s: 2.4 M samples over two hours at 10 000 keys
+SEEKS = 40
+
+
+@contextlib.contextmanager
+def server(scene: Path, bindings: Path, data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    args = [sys.executable, "-m", "viewer_server.cli", "serve", str(scene), "--bindings", str(bindings)]
+    args += ["--port", str(port), "--data-dir", str(data)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=20)
+
+
+async def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{url}/api/health") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise TimeoutError("server did not start")
+
+
+async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
+    scene, bindings, data = write_scene(root), write_bindings(root), root / "data"
+    port = free_port()
+    url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/{scene_id_for(scene)}"
+    start = time.time() - 3000  # source times in the past, 1 ms apart: all distinct, none "future"
+    acked: list[float] = []
+    sent = 0
+    with server(scene, bindings, data, port) as proc:
+        await wait_ready(url)
+        token = issue(load_secret(data), scene_id_for(scene), "gw", "publisher")
+        gw = TwinClient(ws_url, token=token, name="gw", reconnect=False)
+        await gw.connect()
+        kill_at = time.monotonic() + rng.uniform(2.0, 5.0)
+        tick = time.monotonic()
+        while time.monotonic() < kill_at:
+            times = [start + (sent + i) * 0.001 for i in range(BATCH)]
+            sent += BATCH
+            ack = await gw.publish([p.Reading(float(i % 10), key="PT-1.pressure", ts=t) for i, t in enumerate(times)])
+            assert ack.accepted == BATCH and ack.durable
+            acked.extend(times)
+            tick += BATCH / RATE
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        in_flight = asyncio.ensure_future(gw.publish([p.Reading(1.0, key="PT-1.pressure", ts=start + sent * 0.001)], 2))
+        await asyncio.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        with contextlib.suppress(Exception):
+            await in_flight
+        with contextlib.suppress(Exception):
+            await gw.close()
+    with server(scene, bindings, data, port):
+        await wait_ready(url)
+        stored: set[float] = set()
+        async with aiohttp.ClientSession() as http:
+            lo = start - 1
+            while lo < start + sent * 0.001:  # 5 000 raw points per request at most
+                hi = lo + 4.5
+                query = {"keys": "PT-1.pressure", "from": str(lo), "to": str(hi), "points": "5000"}
+                async with http.get(f"{url}/api/history", params=query) as r:
+                    stored.update((await r.json())["series"][0]["t"])
+                lo = hi
+    lost = len(set(acked) - stored)
+    return {"acked": len(acked), "lost": lost, "seconds": len(acked) / RATE}
+
+
+def build_history(folder: Path) -> tuple[Historian, Path, float, float]:
+    """KEYS keys × HOURS hours at one sample per STEP_S (sine plus noise); also a plain SQLite table of the same."""
+    t0 = (time.time() // HOUR - HOURS - 1) * HOUR
+    t1 = t0 + HOURS * HOUR
+    now = [t1 + SEAL_GRACE_S + 1]
+    h = Historian(folder / "historian", clock=lambda: now[0])
+    plain = folder / "plain.sqlite"
+    db = sqlite3.connect(plain)
+    db.execute("CREATE TABLE samples (key INTEGER, ts REAL, value REAL)")
+    rng = np.random.default_rng(7)
+    steps = np.arange(t0, t1, STEP_S)
+    phase = rng.uniform(0, 2 * np.pi, KEYS)
+    for j, ts in enumerate(steps):
+        jitter = rng.uniform(0, STEP_S, KEYS)  # keys report at their own moments
+        values = np.round(50 + 10 * np.sin(phase + j / 20) + rng.normal(0, 0.2, KEYS), 2)
+        readings = [Reading(f"e{k}", "v", float(values[k]), "", float(ts + jitter[k])) for k in range(KEYS)]
+        h.append(readings, ts + STEP_S, "bench")
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?)", [(k, r.ts, r.value) for k, r in enumerate(readings)])
+    h.flush()
+    db.execute("CREATE INDEX samples_key_ts ON samples (key, ts)")
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    h.seal()
+    return h, plain, t0, t1
+
+
+def timed(fn, runs: list[float]) -> object:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    out = fn()
+    runs.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def queries(folder: Path) -> dict[str, float]:
+    build_start = time.perf_counter()
+    h, plain, t0, t1 = build_history(folder)
+    build_s = time.perf_counter() - build_start
+    rng = random.Random(3)
+    seek_ms: list[float] = []
+    naive_ms: list[float] = []
+    db = sqlite3.connect(plain)
+    per_key_sql = "SELECT value FROM samples WHERE key = ? AND ts <= ? ORDER BY ts DESC LIMIT 1"
+    for _ in range(SEEKS):
+        t = rng.uniform(t0 + STEP_S, t1)
+        state = timed(lambda t=t: h.state_at(t), seek_ms)
+        assert len(state) == KEYS  # type: ignore[arg-type]
+        naive = timed(lambda t=t: [db.execute(per_key_sql, (k, t)).fetchone() for k in range(KEYS)], naive_ms)
+        assert len(naive) == KEYS  # type: ignore[arg-type]
+    chart_ms: list[float] = []
+    whole_ms: list[float] = []
+    for _ in range(SEEKS):
+        key = f"e{rng.randrange(KEYS)}"
+        t = rng.uniform(t0 + HOUR, t1)
+        timed(lambda key=key, t=t: h.series(key, "v", t - HOUR, t, 600), chart_ms)
+        timed(lambda key=key: h.series(key, "v", t0, t1, 600), whole_ms)
+    chunk_bytes = sum(f.stat().st_size for f in (folder / "historian" / "chunks").glob("*/*.parquet"))
+    chunk_rows = sum(
+        r for (r,) in sqlite3.connect(folder / "historian" / "history.sqlite").execute("SELECT rows FROM chunks")
+    )
+    samples = KEYS * len(np.arange(t0, t1, STEP_S))
+    h.close()
+    return {
+        "keys": KEYS,
+        "samples": samples,
+        "build_s": build_s,
+        "seek_p50_ms": pct(seek_ms, 50),
+        "seek_p95_ms": pct(seek_ms, 95),
+        "naive_p50_ms": pct(naive_ms, 50),
+        "naive_p95_ms": pct(naive_ms, 95),
+        "chart_1h_p50_ms": pct(chart_ms, 50),
+        "chart_1h_p95_ms": pct(chart_ms, 95),
+        "chart_all_p50_ms": pct(whole_ms, 50),
+        "chart_all_p95_ms": pct(whole_ms, 95),
+        "parquet_bytes_per_sample": chunk_bytes / max(chunk_rows, 1),
+        "plain_sqlite_bytes_per_sample": plain.stat().st_size / samples,
+        "minutes_and_tail_bytes": (folder / "historian" / "history.sqlite").stat().st_size,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
+        if args.only in (None, "kill9"):
+            runs = []
+            rng = random.Random(11)
+            for i in range(args.runs):
+                runs.append(await kill9_run(Path(tmp) / f"kill{i}", rng))
+                print(f"kill -9 run {i + 1}: {runs[-1]}", flush=True)
+            out["kill9"] = runs
+        if args.only in (None, "query"):
+            out["query"] = queries(Path(tmp) / "query")
+    out["load_after"] = os.getloadavg()
+    return out
+
+
+def table(result: dict[str, object]) -> str:
+    lines = [f"load {result['load_before']} → {result['load_after']}, {result['cpus']} CPUs", ""]
+    if "kill9" in result:
+        runs = result["kill9"]
+        assert isinstance(runs, list)
+        lines += ["| run | acknowledged | lost after kill -9 |", "|---|---|---|"]
+        lines += [f"| {i + 1} | {r['acked']} | {r['lost']} |" for i, r in enumerate(runs)]
+        lines.append("")
+    if "query" in result:
+        q = result["query"]
+        assert isinstance(q, dict)
+        lines += [
+            f"{q['keys']} keys, {q['samples']} samples (built in {q['build_s']:.0f} s)",
+            "",
+            "| query | p50 ms | p95 ms |",
+            "|---|---|---|",
+            f"| seek: every key's value at t (historian) | {q['seek_p50_ms']:.1f} | {q['seek_p95_ms']:.1f} |",
+            f"| seek: naive, an indexed query per key on (key, ts, value) | {q['naive_p50_ms']:.1f} "
+            f"| {q['naive_p95_ms']:.1f} |",
+            f"| chart: one key, one hour, 600 points | {q['chart_1h_p50_ms']:.1f} | {q['chart_1h_p95_ms']:.1f} |",
+            f"| chart: one key, whole range, 600 points | {q['chart_all_p50_ms']:.1f} | {q['chart_all_p95_ms']:.1f} |",
+            "",
+            f"Parquet chunks: {q['parquet_bytes_per_sample']:.2f} bytes/sample; plain SQLite table with index: "
+            f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
+            f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["kill9", "query"])
+    parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    text = table(result)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "history.md").write_text(text)
+    (RESULTS / "history.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The historian on its own: append-only history that survives a restart, sealed into Parquet that pyarrow and
+DuckDB read, retention and minute aggregates per binding (injected clocks, no sleeps), late samples at their
+source time, corrupt chunks quarantined."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scene.bindings import History
+from scene.state import Reading
+from viewer_server import protocol as p
+from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
+
+T0 = 1_800_000_000.0  # an hour boundary (1_800_000_000 / 3600 = 500 000)
+
+
+def _open(folder: Path, now: list[float], retention: dict[str, History] | None = None) -> Historian:
+    policy = retention or {}
+    return Historian(folder, retention=lambda el, prop: policy.get(prop, History()), clock=lambda: now[0])
+
+
+def _ramp(h: Historian, start: float, n: int, step: float = 1.0, prop: str = "pressure") -> None:
+    readings = [Reading("PT-1", prop, float(i % 50), "bar", start + i * step) for i in range(n)]
+    h.append(readings, start + n * step, "test").result()
+
+
+def test_readings_and_events_survive_a_restart_and_late_ones_sit_at_their_source_time(tmp_path: Path) -> None:
+    now = [T0 + 100]
+    h = _open(tmp_path, now)
+    h.append(
+        [Reading("PT-1", "pressure", 2.0, "bar", T0 + 10), Reading("P-1", "running", True, "", T0 + 10)], T0 + 11, "gw"
+    ).result()
+    h.append([Reading("P-1", "mode", "auto", "", T0 + 20)], T0 + 21, "gw").result()
+    h.append([Reading("PT-1", "pressure", 9.0, "bar", T0 + 5)], T0 + 50, "gw").result()  # late: an outage's buffer
+    alarm = p.Alarm("operations.rules[1]", "P-1", since=T0 + 12, severity="alarm")
+    h.record(p.Event(7, "alarm_raised", alarm.id, "P-1", T0 + 12, alarm=alarm)).result()
+    h.close()
+
+    h = _open(tmp_path, now)
+    at = h.state_at(T0 + 7)
+    assert at[("PT-1", "pressure")].value == 9.0 and at[("PT-1", "pressure")].ts == T0 + 5
+    later = h.state_at(T0 + 30)
+    assert later[("PT-1", "pressure")].value == 2.0
+    assert later[("P-1", "running")].value is True and later[("P-1", "mode")].value == "auto"
+    assert [a.id for a in h.alarms_at(T0 + 30)] == ["operations.rules[1]"] and h.alarms_at(T0 + 11) == []
+    assert [e.seq for e in h.events(T0, T0 + 30)] == [7]
+    assert h.range() == p.HistoryRange(T0 + 5, now[0])
+
+
+def test_sealed_hours_are_parquet_that_pyarrow_and_duckdb_read_and_queries_still_see(tmp_path: Path) -> None:
+    now = [T0 + 2 * HOUR + SEAL_GRACE_S + 1]
+    h = _open(tmp_path, now)
+    _ramp(h, T0, 7200)  # two hours at 1 Hz
+    _ramp(h, T0 + 2 * HOUR, 10)  # the current hour stays in SQLite
+    before = h.state_at(T0 + HOUR + 1800.5)
+    chunks = h.seal()
+    assert len(chunks) == 2 and all(c.suffix == ".parquet" for c in chunks)
+    table = pq.read_table(chunks[0])
+    assert table.num_rows == 3600 and set(table.column_names) >= {"element", "prop", "ts", "value", "quality", "source"}
+    assert pq.ParquetFile(chunks[0]).metadata.row_group(0).column(2).compression == "ZSTD"
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 10  # sealed rows left SQLite
+    assert h.state_at(T0 + HOUR + 1800.5) == before
+    assert [s.value for s in h.samples(T0 + 3599, T0 + 3601)] == [float(3600 % 50), float(3601 % 50)]
+    duckdb = pytest.importorskip("duckdb")
+    rows = duckdb.sql(
+        f"SELECT count(*), max(value) FROM '{tmp_path}/chunks/*/*.parquet' WHERE prop = 'pressure'"
+    ).fetchall()
+    assert rows == [(7200, 49.0)]
+
+
+def test_a_chunk_written_but_not_listed_is_removed_and_a_corrupt_one_quarantined(tmp_path: Path) -> None:
+    now = [T0 + 3 * HOUR]
+    h = _open(tmp_path, now)
+    _ramp(h, T0, 10)
+    _ramp(h, T0 + HOUR, 10)
+    first, second = h.seal()
+    h.close()
+    second.write_bytes(second.read_bytes()[:100])  # power lost while it was rewritten
+    orphan = first.with_name("23-0.parquet")
+    orphan.write_bytes(first.read_bytes())  # written, never listed (a crash before the commit)
+    h = _open(tmp_path, now)
+    assert not orphan.exists()
+    assert [q.name for q in h.quarantined] == [f"chunks_{second.parent.name}_{second.name}"]
+    assert len(h.samples(T0 - 1, T0 + 2 * HOUR)) == 10  # the rest stays readable
+    assert h.state_at(T0 + 100)[("PT-1", "pressure")].value == 9.0
+
+
+def test_retention_per_binding_keeps_raw_for_n_days_then_minute_aggregates(tmp_path: Path) -> None:
+    now = [T0 + HOUR]
+    h = _open(
+        tmp_path, now, {"pressure": History(raw_days=1, rollup_days=3), "level": History(raw_days=2, rollup_days=5)}
+    )
+    _ramp(h, T0, 600, prop="pressure")
+    _ramp(h, T0, 600, prop="level")
+    now[0] = T0 + HOUR + SEAL_GRACE_S
+    h.seal()
+    series, resolution = h.series("PT-1", "pressure", T0, T0 + 600, 1000)
+    assert resolution == 0 and len(series.t) == 600  # raw while it is kept
+
+    now[0] = T0 + 1.5 * DAY
+    h.retain()
+    assert h.samples(T0, T0 + 600, keys=[("PT-1", "pressure")]) == []  # raw gone after a day...
+    assert len(h.samples(T0, T0 + 600, include_start=True, keys=[("PT-1", "level")])) == 600  # ...the level's stays two
+    series, resolution = h.series("PT-1", "pressure", T0, T0 + 600, 5)  # ...the minute aggregates stay
+    assert resolution == 2 * 60 and len(series.t) == 5
+    assert series.min[0] == 0.0 and series.max[0] == 49.0 and series.last[-1] == float(599 % 50)
+    assert h.state_at(T0 + 599.5)[("PT-1", "pressure")].value == float(599 % 50)  # seek uses them too
+
+    now[0] = T0 + 4 * DAY
+    h.retain()
+    assert h.series("PT-1", "pressure", T0, T0 + 600, 5)[0].t == []  # aggregates gone after rollup_days
+    assert h.series("PT-1", "level", T0, T0 + 600, 5)[0].t != []
+    assert list((tmp_path / "chunks").glob("*/*.parquet")) == []  # no raw left in any chunk: deleted
+
+
+def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_many(tmp_path: Path) -> None:
+    now = [T0 + DAY]
+    h = _open(tmp_path, now)
+    _ramp(h, T0, 3600)
+    raw, resolution = h.series("PT-1", "pressure", T0, T0 + 100, 200)
+    assert resolution == 0 and raw.last == [float(i % 50) for i in range(101)] and raw.unit == "bar"
+    fine, resolution = h.series("PT-1", "pressure", T0, T0 + 100, 10)  # finer than a minute: from raw samples
+    assert resolution == 10 and len(fine.t) == 10 and fine.mean[0] == 4.5
+    coarse, resolution = h.series("PT-1", "pressure", T0, T0 + HOUR, 30)  # two minutes per point: aggregates
+    assert resolution == 120 and len(coarse.t) == 30 and coarse.min[0] == 0 and coarse.max[0] == 49
+    assert h.series("PT-1", "nothing", T0, T0 + HOUR, 30)[0].t == []

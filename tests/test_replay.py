@@ -1,0 +1,254 @@
+"""The time machine over the protocol (PROTOCOL.md §14): seek / play / pause / live on a real server, the twin at
+t equal to what the live twin showed at t, playing in order without live deltas, the presenter driving followers,
+late readings placed in the past without alarms, annotations carrying the replayed time, and the REST reads."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.live_server import live_server, mint_token, person
+from viewer_server import protocol as p
+from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.serve import RunningServer
+
+PRESSURES = [1.0, 2.5, 4.0, 5.2, 5.8, 6.2, 4.5, 3.0, 5.6, 2.0]  # crosses the warning (5.0) and alarm (5.5) limits
+
+
+async def _feed(srv: RunningServer, watcher: TwinClient, base: float) -> list[tuple[float, dict, dict, dict]]:
+    """Publish one pressure (and level) per second of source time from `base`; after each, what the live twin
+    showed: (t, values, visuals, alarm states)."""
+    shown = []
+    async with person(srv, "gw", "publisher") as gw:
+        for i, pressure in enumerate(PRESSURES):
+            t = base + i
+            readings = [p.Reading(pressure, key="PT-1.pressure", ts=t), p.Reading(10.0 * i, key="LT-1.level", ts=t)]
+            ack = await gw.publish(readings)
+            assert ack.accepted == 2 and ack.durable
+            await watcher.wait_for(lambda c, v=pressure: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == v)
+            await watcher.ping()  # the alarm events of this reading came in the same or an earlier delta
+            values = {k: v.v for k, v in watcher.props.items()}
+            states = {a.id: (a.state, a.active) for a in watcher.alarms.values()}
+            shown.append((t, values, dict(watcher.visuals), states))
+    return shown
+
+
+async def test_the_twin_at_t_is_what_the_live_twin_showed_at_t(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        assert "replay" in ana.welcome.capabilities  # type: ignore[union-attr]
+        base = time.time() - 30
+        shown = await _feed(srv, ana, base)
+        async with person(srv, "rex", "viewer") as rex:
+            for t, values, visuals, alarms in shown:
+                replay = await rex.seek(t)
+                assert replay.as_of == t and not replay.playing and replay.layer == "operations"
+                assert {k: v.v for k, v in replay.props.items()} == values
+                assert replay.visuals == visuals
+                assert {a.id: (a.state, a.active) for a in replay.alarms} == alarms
+            with pytest.raises(RequestRefused) as before:  # before the first reading: nothing to show
+                await rex.seek(base - 0.5)
+            assert before.value.error.code == p.ERR_OUT_OF_RANGE
+
+
+async def test_play_sends_frames_in_time_order_and_never_a_live_delta(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        async with person(srv, "rex", "viewer") as rex, person(srv, "gw", "publisher") as gw:
+            wall = time.monotonic()
+            start = await rex.play(5.0, start=base)
+            assert start.playing and start.speed == 5.0 and start.as_of == base
+            assert start.props["PT-1/pressure"].v == PRESSURES[0]
+            deltas = rex.deltas
+            await gw.publish([p.Reading(3.3, key="PT-1.pressure")])  # live, now: must not reach rex
+            await rex.wait_for(lambda c: c.replay is not None and c.replay.as_of >= base + len(PRESSURES), timeout=30)
+            # Paced: 5 s of history per second of wall time, never faster (a loaded host may make it slower).
+            assert time.monotonic() - wall >= len(PRESSURES) / 5.0 * 0.9
+            assert rex.deltas == deltas  # nothing live while replaying
+            frames = [f for f in rex.replay_frames if isinstance(f, p.ReplayDelta)]
+            times = [f.as_of for f in frames]
+            assert len(frames) >= 5
+            # In time order, each once (a frame that covers two readings of a key carries the newer), to the last.
+            changes = [f.props["PT-1/pressure"] for f in frames if "PT-1/pressure" in f.props]
+            assert [c.ts for c in changes] == sorted({c.ts for c in changes})
+            assert all(c.v == PRESSURES[round(c.ts - base)] for c in changes) and changes[-1].v == PRESSURES[-1]
+            events = [e for f in frames for e in f.events]
+            assert [e.ts for e in events] == sorted(e.ts for e in events)
+            assert any(e.kind == "alarm_raised" for e in events)
+            assert all(b > a for a, b in itertools.pairwise(times))
+            paused = await rex.pause()
+            assert not paused.playing
+            snap = await rex.go_live()
+            assert snap.resync and snap.reason == "live" and rex.replay is None
+            assert rex.props["PT-1/pressure"].v == 3.3
+            await gw.publish([p.Reading(3.4, key="PT-1.pressure")])
+            await rex.wait_for(lambda c: c.props["PT-1/pressure"].v == 3.4)  # live deltas again
+
+
+async def test_requests_out_of_range_bad_speed_and_roles_are_refused_with_reasons(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        with pytest.raises(RequestRefused) as early:
+            await ana.seek(base - 3600)
+        assert early.value.error.code == p.ERR_OUT_OF_RANGE
+        rng = early.value.error.range
+        assert rng is not None and rng.earliest is not None and rng.earliest <= base <= rng.latest
+        with pytest.raises(RequestRefused) as future:
+            await ana.seek(time.time() + 3600)
+        assert future.value.error.code == p.ERR_OUT_OF_RANGE
+        for speed in (0.5, 1001.0):
+            with pytest.raises(RequestRefused) as bad:
+                await ana.play(speed, start=base)
+            assert bad.value.error.code == p.ERR_BAD_SPEED
+        await ana.send_raw('{"type":"seek","t":1e999}')  # not finite: refused by decoding
+        assert (await ana.next_error()).code == p.ERR_BAD_MESSAGE
+        async with person(srv, "gw", "publisher") as gw:
+            with pytest.raises(RequestRefused) as forbidden:
+                await gw.seek(base)
+            assert forbidden.value.error.code == p.ERR_FORBIDDEN
+
+
+async def test_late_readings_land_in_the_past_without_raising_alarms(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        now = time.time()
+        async with person(srv, "gw", "publisher") as gw:
+            await gw.publish([p.Reading(2.0, key="PT-1.pressure", ts=now - 1)])
+            # A gateway back from an outage uploads its buffer: an alarm-level pressure, ten minutes ago.
+            ack = await gw.publish([p.Reading(7.5, key="PT-1.pressure", ts=now - 600)])
+            assert ack.accepted == 1
+        await ana.ping()
+        assert ana.props["PT-1/pressure"].v == 2.0  # the live value stays the newest
+        assert not ana.alarms and not [e for e in ana.events if e.kind.startswith("alarm_")]
+        replay = await ana.seek(now - 300)
+        assert replay.props["PT-1/pressure"].v == 7.5 and replay.props["PT-1/pressure"].ts == now - 600
+        assert replay.alarms == []  # no alarm was raised for the past, so none is shown there either
+        async with person(srv, "gw2", "publisher") as gw:  # beyond the raw retention (30 days): refused, with why
+            ack = await gw.publish([p.Reading(1.0, key="PT-1.pressure", ts=now - 31 * 86400)])
+        assert ack.accepted == 0 and ack.rejected[0].reason == "too_old"
+
+
+async def test_the_presenter_drives_followers_but_not_those_who_broke_away(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        async with (
+            person(srv, "pia", "presenter") as pia,
+            person(srv, "bob", "viewer") as bob,
+            person(srv, "cat", "viewer") as cat,
+            person(srv, "gw", "publisher") as gw,
+        ):
+            await pia.send(p.PresenterTake())
+            await bob.wait_for(lambda c: c.presenter is not None and c.presenter.presenter == "pia")
+            await cat.seek(base + 2)  # cat looks at something of her own: she broke away
+            await pia.seek(base + 5)
+            await bob.wait_for(lambda c: c.replay is not None and c.replay.as_of == base + 5)
+            assert bob.replay is not None and bob.replay.driven_by == "pia"
+            assert bob.replay.props["PT-1/pressure"].v == PRESSURES[5]
+            assert cat.replay is not None and cat.replay.as_of == base + 2 and cat.replay.driven_by is None
+            await gw.ping()
+            assert gw.replay is None  # a device is no follower: it keeps its live stream
+            await pia.play(10.0)
+            await bob.wait_for(
+                lambda c: any(isinstance(f, p.ReplayDelta) and f.driven_by == "pia" for f in c.replay_frames)
+            )
+            async with person(srv, "dan", "viewer") as dan:  # a late joiner lands in the presenter's replay
+                await dan.wait_for(lambda c: c.replay is not None and c.replay.driven_by == "pia")
+            await cat.go_live()  # back to following: into the presenter's replay at once
+            await cat.wait_for(lambda c: c.replay is not None and c.replay.driven_by == "pia")
+            await pia.go_live()
+            await bob.wait_for(lambda c: c.replay is None and "live" in c.resyncs)
+
+
+async def test_a_topic_written_while_replaying_records_the_replayed_time(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "annotator") as ana:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        await ana.seek(base + 4)
+        saved = await ana.create_topic(p.TopicDraft("pressure peak"))
+        snap = await ana.go_live()  # the topic arrives with the live snapshot (no live events while replaying)
+        assert {t.guid: t.replay_time for t in snap.topics}[saved.guid] == base + 4
+        live_topic = await ana.create_topic(p.TopicDraft("now"))
+        await ana.wait_for(lambda c: live_topic.guid in c.topics)
+        assert ana.topics[live_topic.guid].replay_time is None
+        replay = await ana.seek(time.time())  # the topic shows in the replay once it existed
+        assert saved.guid in {t.guid for t in replay.topics}
+
+
+async def test_rest_series_events_and_range_are_bounded(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana, aiohttp.ClientSession() as http:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        url = f"{srv.url}/api/history"
+        query = {"keys": "PT-1.pressure,LT-1.level", "from": str(base - 1), "to": str(base + 20)}
+        async with http.get(url, params=query) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+        pressure = body["series"][0]
+        assert pressure["element_name"] == "Pressure transmitter 1" and pressure["unit"] == "bar"
+        assert pressure["last"] == PRESSURES and pressure["resolution"] == 0  # few points: raw samples
+        async with http.get(url, params={**query, "points": "3"}) as r:
+            bucketed = (await r.json())["series"][0]
+        assert len(bucketed["t"]) <= 3 and bucketed["resolution"] > 0
+        assert min(bucketed["min"]) == min(PRESSURES) and max(bucketed["max"]) == max(PRESSURES)
+        bad = [
+            {"keys": ",".join(["PT-1.pressure"] * 33)},
+            {"keys": "PT-1.pressure", "points": "0"},
+            {"keys": "PT-1.pressure", "points": "5001"},
+            {"keys": "PT-1.pressure", "from": "10", "to": "5"},
+            {"keys": "PT-1.pressure", "from": "0", "to": str(500 * 86400)},
+            {"keys": "PT-1.pressure", "from": "nan"},
+            {"keys": "NOPE.pressure"},
+            {"keys": "no-dot"},
+        ]
+        for params in bad:
+            async with http.get(url, params=params) as r:
+                assert r.status == 400, params
+                assert (await r.json())["error"] == "bad_query"
+        async with http.get(f"{url}/events", params={"from": str(base - 1), "kinds": "alarm_raised"}) as r:
+            markers = (await r.json())["events"]
+        assert markers and all(m["kind"] == "alarm_raised" for m in markers)
+        assert markers[0]["element"] == "P-1" and markers[0]["element_name"] == "Pump 1"
+        async with http.get(f"{url}/range") as r:
+            rng = await r.json()
+        assert rng["earliest"] <= base and rng["latest"] >= base + len(PRESSURES) - 1
+        token = mint_token(srv, "gw", "publisher")
+        async with http.get(f"{url}/range", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 403
+
+
+async def test_seek_while_a_layer_is_switched_shows_the_same_moment_on_the_new_layer(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana:
+        base = time.time() - 30
+        await _feed(srv, ana, base)
+        await ana.seek(base + 9)
+        await ana.send(p.Subscribe("energy"))
+        await ana.wait_for(lambda c: c.replay is not None and c.replay.layer == "energy")
+        assert ana.replay is not None and ana.replay.as_of == base + 9
+        assert "T-1" in ana.replay.visuals
+        await asyncio.sleep(0)
+
+
+async def test_readings_the_historian_cannot_commit_are_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "gw", "publisher") as gw, aiohttp.ClientSession() as http:
+        historian = srv.live.historian
+        assert historian is not None
+
+        def disk_full(*args: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(historian, "_write_readings", disk_full)
+        with pytest.raises(RequestRefused) as refused:
+            await gw.publish([p.Reading(1.0, key="PT-1.pressure")])
+        assert refused.value.error.code == p.ERR_NOT_SAVED and "send them again" in refused.value.error.message
+        async with http.post(f"{srv.url}/api/ingest", json={"readings": [{"key": "PT-1.pressure", "value": 1}]}) as r:
+            assert r.status == 503 and (await r.json())["error"] == p.ERR_NOT_SAVED
+        assert historian.write_errors == 2

@@ -1,0 +1,650 @@
+"""The historian: every accepted reading and every event, append-only, in the data dir (PROTOCOL.md §14).
+
+Layout under `<data dir>/history/` (docs/BINDINGS.md "history" says how to read it with DuckDB or pandas):
+
+    history.sqlite                    the hot tail (WAL): raw samples not sealed yet, minute aggregates of
+                                      every property, every event, the list of sealed chunks
+    chunks/YYYY-MM-DD/HH-<n>.parquet  sealed hours of raw samples (zstd), one row per sample, sorted by time
+    quarantine/                       chunks found unreadable at start (power loss while one was written)
+
+Writes go through one writer thread. `append` queues readings and returns a Future that completes once the
+group commit holding them is done, so a publisher's ack can wait for it (durable against kill -9: the WAL
+is written before the ack, PROTOCOL.md §8). A sample is kept at its source time whenever it arrives: a
+gateway uploading its buffer after an outage fills the past in; the minute aggregates take it in too.
+
+`seal(now)` moves every finished hour (older than SEAL_GRACE_S) from SQLite into a Parquet chunk; the chunk
+is written and renamed into place first, then listed and its rows deleted in one transaction, so a crash in
+between leaves an unlisted file that the next start removes (its rows are still in SQLite). `retain(now)`
+drops raw samples older than their binding's `raw_days` and minute aggregates older than `rollup_days`.
+
+Queries (`state_at`, `samples`, `series`, `events`) open their own read connection per thread and read the
+chunks with pyarrow; they never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scene.bindings import DEFAULT_RAW_DAYS, History
+from scene.state import Quality, Reading, Scalar
+from viewer_server import protocol as p
+
+log = logging.getLogger(__name__)
+
+HOUR: Final = 3600
+MINUTE: Final = 60
+DAY: Final = 86400
+# A finished hour is sealed this long after its end: readings of the last few minutes that arrive a little
+# late still land in SQLite, where they cost nothing; later ones go into an extra chunk of that hour.
+SEAL_GRACE_S: Final = 600
+# Rows per Parquet row group: small enough that a seek into one minute reads a few groups, not the hour.
+ROW_GROUP_ROWS: Final = 65_536
+# Writes (one per accepted batch or event) queued for the writer before `append` blocks its caller: a writer
+# that far behind means the disk has stopped, and pushing back on producers is then the honest answer.
+WRITE_QUEUE_MAX: Final = 100_000
+QUALITIES: Final[tuple[Quality, ...]] = ("good", "uncertain", "bad")
+Kind = Literal["number", "bool", "string"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (id INTEGER PRIMARY KEY, element TEXT NOT NULL, prop TEXT NOT NULL,
+    unit TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL DEFAULT 'number', UNIQUE (element, prop));
+CREATE TABLE IF NOT EXISTS sources (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS samples (key INTEGER NOT NULL, ts REAL NOT NULL, rx REAL NOT NULL, v,
+    q INTEGER NOT NULL, src INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
+CREATE INDEX IF NOT EXISTS samples_key_ts ON samples (key, ts);
+CREATE TABLE IF NOT EXISTS minutes (key INTEGER NOT NULL, minute INTEGER NOT NULL, min REAL, max REAL,
+    sum REAL, n INTEGER NOT NULL, last, last_ts REAL NOT NULL, last_q INTEGER NOT NULL, first_ts REAL NOT NULL,
+    PRIMARY KEY (key, minute)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_t ON events (t);
+CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
+    t0 REAL NOT NULL, t1 REAL NOT NULL);
+"""
+
+CHUNK_SCHEMA: Final = pa.schema(
+    [
+        ("element", pa.dictionary(pa.int32(), pa.string())),
+        ("prop", pa.dictionary(pa.int32(), pa.string())),
+        ("ts", pa.float64()),  # source time, Unix seconds
+        ("rx", pa.float64()),  # receive time
+        ("value", pa.float64()),  # numbers and bools (1.0 / 0.0); null for strings
+        ("text", pa.string()),  # strings; null otherwise
+        ("quality", pa.dictionary(pa.int8(), pa.string())),
+        ("source", pa.dictionary(pa.int32(), pa.string())),
+        ("unit", pa.dictionary(pa.int32(), pa.string())),
+    ]
+)
+
+_event_enc = msgspec.msgpack.Encoder()
+_event_dec = msgspec.msgpack.Decoder(p.Event)
+
+
+@dataclass(frozen=True)
+class Sample:
+    element: str
+    prop: str
+    ts: float
+    value: Scalar
+    quality: Quality
+    unit: str
+
+
+@dataclass
+class Series:
+    """One property's chart series: raw samples (resolution 0), or buckets of `resolution` seconds."""
+
+    element: str
+    prop: str
+    unit: str
+    t: list[float] = field(default_factory=list)
+    min: list[float | None] = field(default_factory=list)
+    max: list[float | None] = field(default_factory=list)
+    mean: list[float | None] = field(default_factory=list)
+    last: list[Scalar | None] = field(default_factory=list)
+
+
+def _number(value: Scalar) -> float | None:
+    if isinstance(value, str):
+        return None
+    return float(value)
+
+
+def _kind(value: Scalar) -> Kind:
+    return "bool" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+
+
+def _typed(value: object, kind: str) -> Scalar:
+    if kind == "bool":
+        return bool(value)
+    if kind == "string":
+        return str(value)
+    return value if isinstance(value, int | float) else float(str(value))
+
+
+class _Write:
+    """One `append` or `record`: rows for the writer and the future its caller waits on."""
+
+    __slots__ = ("events", "future", "readings", "rx", "source")
+
+    def __init__(self, readings: list[Reading], rx: float, source: str, events: list[p.Event]) -> None:
+        self.readings, self.rx, self.source, self.events = readings, rx, source, events
+        self.future: Future[None] = Future()
+
+
+class Historian:
+    """The history of one data dir. `append` / `record` from the event loop; queries from any thread."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        retention: Callable[[str, str], History] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.folder = folder
+        self.path = folder / "history.sqlite"
+        self.chunks_dir = folder / "chunks"
+        self.retention = retention or (lambda element, prop: History())
+        self.clock = clock
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._local = threading.local()
+        db = self._connect()
+        db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._keys: dict[tuple[str, str], int] = {}
+        self._kinds: dict[int, str] = {}
+        for kid, element, prop, kind in db.execute("SELECT id, element, prop, kind FROM keys"):
+            self._keys[(element, prop)] = kid
+            self._kinds[kid] = kind
+        self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
+        self.quarantined = self._check_chunks(db)
+        self.write_errors = 0
+        self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
+        self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
+        self._writer.start()
+
+    # --- connections -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        """This thread's connection (WAL: readers never wait for the writer, nor the writer for them)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # commits survive a process kill; fsync at checkpoints
+            self._local.db = db
+            os.chmod(self.path, 0o600)
+        return db
+
+    def close(self) -> None:
+        """Finish every queued write, then stop the writer."""
+        self._queue.put(None)
+        self._writer.join()
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def append(self, readings: list[Reading], rx: float, source: str) -> Future[None]:
+        """Queue accepted readings (source time `ts`, 0 = `rx`); the future completes once they are committed."""
+        write = _Write(readings, rx, source, [])
+        self._queue.put(write)
+        return write.future
+
+    def record(self, event: p.Event) -> Future[None]:
+        """Queue an event (alarm transition, annotation, procedure step, command); kept at `event.ts`."""
+        write = _Write([], 0.0, "", [event])
+        self._queue.put(write)
+        return write.future
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is committed (tests, shutdown)."""
+        self.record_barrier().result()
+
+    def record_barrier(self) -> Future[None]:
+        write = _Write([], 0.0, "", [])
+        self._queue.put(write)
+        return write.future
+
+    def _write_loop(self) -> None:
+        db = self._connect()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while True:  # group commit: everything waiting goes into one transaction
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                db.execute("BEGIN")
+                for write in batch:
+                    self._write_readings(db, write)
+                    self._write_events(db, write.events)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self.write_errors += 1
+                log.error("historian: %d writes not committed: %s", len(batch), exc)
+                for write in batch:
+                    write.future.set_exception(exc)
+                continue
+            for write in batch:
+                write.future.set_result(None)
+
+    def _key(self, db: sqlite3.Connection, element: str, prop: str, unit: str, value: Scalar) -> int:
+        kid = self._keys.get((element, prop))
+        if kid is None:
+            kind = _kind(value)
+            cur = db.execute(
+                "INSERT INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?)", (element, prop, unit, kind)
+            )
+            with self._lock:  # readers copy these under the lock (`_names`)
+                kid = self._keys[(element, prop)] = int(cur.lastrowid or 0)
+                self._kinds[kid] = kind
+        return kid
+
+    def _names(self) -> dict[int, tuple[str, str]]:
+        """Key id -> (element, prop), as known now (the writer adds keys meanwhile)."""
+        with self._lock:
+            return {kid: key for key, kid in self._keys.items()}
+
+    def _kind_of(self, element: str, prop: str) -> str:
+        with self._lock:
+            kid = self._keys.get((element, prop))
+            return "number" if kid is None else self._kinds[kid]
+
+    def _source(self, db: sqlite3.Connection, name: str) -> int:
+        sid = self._sources.get(name)
+        if sid is None:
+            cur = db.execute("INSERT INTO sources (name) VALUES (?)", (name,))
+            sid = self._sources[name] = int(cur.lastrowid or 0)
+        return sid
+
+    def _write_readings(self, db: sqlite3.Connection, write: _Write) -> None:
+        if not write.readings:
+            return
+        src = self._source(db, write.source)
+        rows = []
+        minutes: dict[tuple[int, int], list[object]] = {}
+        for r in write.readings:
+            ts = r.ts if r.ts > 0 else write.rx
+            kid = self._key(db, r.element, r.prop, r.unit, r.value)
+            value = int(r.value) if isinstance(r.value, bool) else r.value
+            q = QUALITIES.index(r.quality)
+            rows.append((kid, ts, write.rx, value, q, src))
+            num = _number(r.value)
+            agg = minutes.get((kid, int(ts // MINUTE)))
+            if agg is None:
+                minutes[(kid, int(ts // MINUTE))] = [
+                    num,
+                    num,
+                    num or 0.0,
+                    1 if num is not None else 0,
+                    value,
+                    ts,
+                    q,
+                    ts,
+                ]
+            else:
+                if num is not None:
+                    agg[0] = num if agg[0] is None else min(agg[0], num)  # type: ignore[call-overload]
+                    agg[1] = num if agg[1] is None else max(agg[1], num)  # type: ignore[call-overload]
+                    agg[2] = agg[2] + num  # type: ignore[operator]
+                    agg[3] = agg[3] + 1  # type: ignore[operator]
+                if ts >= agg[5]:  # type: ignore[operator]
+                    agg[4], agg[5], agg[6] = value, ts, q
+                agg[7] = min(agg[7], ts)  # type: ignore[type-var]
+        db.executemany("INSERT INTO samples (key, ts, rx, v, q, src) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(
+            """INSERT INTO minutes (key, minute, min, max, sum, n, last, last_ts, last_q, first_ts)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (key, minute) DO UPDATE SET
+                 min = CASE WHEN excluded.min IS NULL THEN min WHEN min IS NULL THEN excluded.min
+                            ELSE min(min, excluded.min) END,
+                 max = CASE WHEN excluded.max IS NULL THEN max WHEN max IS NULL THEN excluded.max
+                            ELSE max(max, excluded.max) END,
+                 sum = sum + excluded.sum, n = n + excluded.n,
+                 last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+                 last_q = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_q ELSE last_q END,
+                 last_ts = max(last_ts, excluded.last_ts), first_ts = min(first_ts, excluded.first_ts)""",
+            [(kid, minute, *agg) for (kid, minute), agg in minutes.items()],
+        )
+
+    def _write_events(self, db: sqlite3.Connection, events: list[p.Event]) -> None:
+        db.executemany(
+            "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
+        )
+
+    # --- sealing and retention -------------------------------------------------------------------
+
+    def seal(self, now: float | None = None) -> list[Path]:
+        """Move every hour that ended more than SEAL_GRACE_S ago from SQLite into Parquet chunks; returns them.
+        Runs in the caller's thread (a periodic task runs it off the event loop)."""
+        now = self.clock() if now is None else now
+        cutoff = math.floor((now - SEAL_GRACE_S) / HOUR) * HOUR
+        db = self._connect()
+        hours = [
+            int(h)
+            for (h,) in db.execute("SELECT DISTINCT CAST(ts / 3600 AS INTEGER) FROM samples WHERE ts < ?", (cutoff,))
+        ]
+        written = []
+        for hour in sorted(hours):
+            path = self._seal_hour(db, hour)
+            if path is not None:
+                written.append(path)
+        return written
+
+    def _seal_hour(self, db: sqlite3.Connection, hour: int) -> Path | None:
+        t0, t1 = hour * HOUR, (hour + 1) * HOUR
+        rows = db.execute(
+            """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit, s.rowid FROM samples s
+               JOIN keys k ON k.id = s.key JOIN sources src ON src.id = s.src
+               WHERE s.ts >= ? AND s.ts < ? ORDER BY s.ts""",
+            (t0, t1),
+        ).fetchall()
+        if not rows:
+            return None
+        table = pa.table(
+            {
+                "element": pa.array([r[0] for r in rows]).dictionary_encode(),
+                "prop": pa.array([r[1] for r in rows]).dictionary_encode(),
+                "ts": pa.array([r[2] for r in rows], pa.float64()),
+                "rx": pa.array([r[3] for r in rows], pa.float64()),
+                "value": pa.array([None if isinstance(r[4], str) else float(r[4]) for r in rows], pa.float64()),
+                "text": pa.array([r[4] if isinstance(r[4], str) else None for r in rows], pa.string()),
+                "quality": pa.array([QUALITIES[r[5]] for r in rows]).dictionary_encode(),
+                "source": pa.array([r[6] for r in rows]).dictionary_encode(),
+                "unit": pa.array([r[7] for r in rows]).dictionary_encode(),
+            }
+        ).cast(CHUNK_SCHEMA)
+        day = time.strftime("%Y-%m-%d", time.gmtime(t0))
+        folder = self.chunks_dir / day
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        n = 0
+        while (folder / f"{hour % 24:02d}-{n}.parquet").exists():
+            n += 1
+        path = folder / f"{hour % 24:02d}-{n}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        rel = str(path.relative_to(self.folder))
+        db.execute("BEGIN")
+        db.execute(
+            "INSERT INTO chunks (path, hour, rows, t0, t1) VALUES (?, ?, ?, ?, ?)",
+            (rel, hour, len(rows), rows[0][2], rows[-1][2]),
+        )
+        db.executemany("DELETE FROM samples WHERE rowid = ?", [(r[8],) for r in rows])
+        db.execute("COMMIT")
+        return path
+
+    def _check_chunks(self, db: sqlite3.Connection) -> list[Path]:
+        """At start: remove chunk files that were written but never listed (their rows are still in SQLite),
+        and move listed chunks that cannot be read into quarantine/ (warning), unlisting them."""
+        listed = {path for (path,) in db.execute("SELECT path FROM chunks")}
+        for path in self.chunks_dir.glob("*/*.parquet*") if self.chunks_dir.exists() else ():
+            if str(path.relative_to(self.folder)) not in listed:
+                path.unlink()
+        quarantined = []
+        for rel in sorted(listed):
+            path = self.folder / rel
+            try:
+                pq.ParquetFile(path).metadata  # noqa: B018 - reads and checks the footer
+            except (OSError, pa.ArrowException) as exc:
+                target = self.folder / "quarantine" / rel.replace("/", "_")
+                target.parent.mkdir(mode=0o700, exist_ok=True)
+                if path.exists():
+                    os.replace(path, target)
+                db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
+                log.warning(
+                    "historian: chunk %s is unreadable (%s); moved to %s, the rest stays readable", rel, exc, target
+                )
+                quarantined.append(target)
+        return quarantined
+
+    def retain(self, now: float | None = None) -> None:
+        """Drop raw samples older than each property's `raw_days` (SQLite rows, and rows of sealed chunks,
+        which are rewritten) and minute aggregates older than its `rollup_days`."""
+        now = self.clock() if now is None else now
+        db = self._connect()
+        policy = {kid: self.retention(*key) for kid, key in self._names().items()}
+        db.execute("BEGIN")
+        for kid, h in policy.items():
+            db.execute("DELETE FROM samples WHERE key = ? AND ts < ?", (kid, now - h.raw_days * DAY))
+            db.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (kid, (now - h.rollup_days * DAY) // MINUTE))
+        db.execute("COMMIT")
+        longest = max((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
+        shortest = min((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
+        for rel, t1 in db.execute("SELECT path, t1 FROM chunks WHERE t0 < ?", (now - shortest * DAY,)).fetchall():
+            path = self.folder / rel
+            if t1 < now - longest * DAY:
+                self._drop_chunk(db, rel)
+                continue
+            table = pq.read_table(path)
+            keep = [
+                t >= now - self.retention(e, pr).raw_days * DAY
+                for e, pr, t in zip(
+                    table["element"].to_pylist(), table["prop"].to_pylist(), table["ts"].to_pylist(), strict=True
+                )
+            ]
+            if all(keep):
+                continue
+            kept = table.filter(pa.array(keep))
+            if kept.num_rows == 0:
+                self._drop_chunk(db, rel)
+                continue
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(kept, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            os.replace(tmp, path)
+            db.execute("UPDATE chunks SET rows = ? WHERE path = ?", (kept.num_rows, rel))
+
+    def _drop_chunk(self, db: sqlite3.Connection, rel: str) -> None:
+        (self.folder / rel).unlink(missing_ok=True)
+        db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def range(self) -> p.HistoryRange:
+        """The times the history holds: from the oldest sample, minute or event up to now (everything since
+        is recorded, so the twin at any time in between is known)."""
+        db = self._connect()
+        lows = [
+            db.execute("SELECT min(ts) FROM samples").fetchone()[0],
+            db.execute("SELECT min(t0) FROM chunks").fetchone()[0],
+            db.execute("SELECT min(first_ts) FROM minutes").fetchone()[0],
+            db.execute("SELECT min(t) FROM events").fetchone()[0],
+        ]
+        earliest = min((lo for lo in lows if lo is not None), default=None)
+        return p.HistoryRange(earliest, self.clock())
+
+    def _chunks_between(self, t0: float, t1: float) -> list[Path]:
+        rows = self._connect().execute("SELECT path FROM chunks WHERE t1 >= ? AND t0 <= ? ORDER BY t0", (t0, t1))
+        return [self.folder / rel for (rel,) in rows]
+
+    def samples(
+        self, t0: float, t1: float, *, include_start: bool = False, keys: Iterable[tuple[str, str]] | None = None
+    ) -> list[Sample]:
+        """Raw samples with t0 < ts <= t1 (t0 <= ts with `include_start`), of `keys` (default all), oldest first."""
+        lo_op = ">=" if include_start else ">"
+        wanted = None if keys is None else set(keys)
+        out: list[Sample] = []
+        for path in self._chunks_between(t0, t1):
+            table = pq.read_table(path, filters=[("ts", lo_op, t0), ("ts", "<=", t1)])
+            for e, pr, ts, v, tx, q, u in zip(
+                *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
+                strict=True,
+            ):
+                if wanted is None or (e, pr) in wanted:
+                    value = tx if tx is not None else _typed(v, self._kind_of(e, pr))
+                    out.append(Sample(e, pr, ts, value, q, u))
+        db = self._connect()
+        names = self._names()
+        units = dict(db.execute("SELECT id, unit FROM keys"))
+        rows = db.execute(f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?", (t0, t1))
+        for kid, ts, v, q in rows:
+            key = names.get(kid)
+            if key is None:
+                continue
+            if wanted is None or key in wanted:
+                out.append(Sample(*key, ts, _typed(v, self._kind_of(*key)), QUALITIES[q], units.get(kid, "")))
+        out.sort(key=lambda s: s.ts)
+        return out
+
+    def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
+        """Every property's last sample at or before `t`: the minute aggregates up to t's minute give the last
+        value per key in one indexed pass, then the raw samples of t's own minute refine it."""
+        db = self._connect()
+        minute = math.floor(t / MINUTE)
+        names = self._names()
+        units = dict(db.execute("SELECT id, unit FROM keys"))
+        state: dict[tuple[str, str], Sample] = {}
+        rows = db.execute(
+            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k JOIN minutes m ON m.key = k.id AND m.minute =
+               (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
+            (minute,),
+        )
+        # The minute of t itself, where all of it is at or before t (raw samples may be gone after retention).
+        this = db.execute(
+            "SELECT key, last, last_ts, last_q FROM minutes WHERE minute = ? AND last_ts <= ?", (minute, t)
+        )
+        for kid, last, ts, q in [*rows, *this]:
+            element, prop = names[kid]
+            state[(element, prop)] = Sample(
+                element, prop, ts, _typed(last, self._kind_of(element, prop)), QUALITIES[q], units[kid]
+            )
+        for s in self.samples(minute * MINUTE, t, include_start=True):
+            state[(s.element, s.prop)] = s  # oldest first: the last one at or before t wins
+        return state
+
+    def events(
+        self,
+        t0: float,
+        t1: float,
+        *,
+        kinds: Iterable[str] | None = None,
+        limit: int | None = None,
+        include_start: bool = False,
+    ) -> list[p.Event]:
+        """Recorded events with t0 < ts <= t1, oldest first (in seq order within one time)."""
+        lo_op = ">=" if include_start else ">"
+        sql = f"SELECT body FROM events WHERE t {lo_op} ? AND t <= ?"
+        args: list[object] = [t0, t1]
+        if kinds is not None:
+            kinds = list(kinds)
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += kinds
+        sql += " ORDER BY t, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_event_dec.decode(body) for (body,) in self._connect().execute(sql, args)]
+
+    def alarms_at(self, t: float) -> list[p.Alarm]:
+        """The alarms listed at `t`: each alarm's latest event at or before t, unless it left the list."""
+        kinds = p.ALARM_EVENTS
+        rows = self._connect().execute(
+            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events
+                WHERE kind IN ({",".join("?" * len(kinds))}) AND t <= ? GROUP BY id)""",
+            (*kinds, t),
+        )
+        alarms = [e.alarm for e in (_event_dec.decode(b) for (b,) in rows) if e.alarm is not None]
+        return sorted((a for a in alarms if a.state != "normal"), key=lambda a: (a.since, a.id))
+
+    def annotations_at(self, t: float, session: str) -> tuple[dict[str, p.Topic], dict[str, p.Comment]]:
+        """The session's topics and comments at their latest revision at or before `t`, by guid."""
+        kinds = p.ANNOTATION_EVENTS
+        rows = self._connect().execute(
+            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events
+                WHERE kind IN ({",".join("?" * len(kinds))}) AND session = ? AND t <= ? GROUP BY id)""",
+            (*kinds, session, t),
+        )
+        topics: dict[str, p.Topic] = {}
+        comments: dict[str, p.Comment] = {}
+        for (body,) in rows:
+            event = _event_dec.decode(body)
+            if event.topic is not None:
+                topics[event.topic.guid] = event.topic
+            if event.comment is not None:
+                comments[event.comment.guid] = event.comment
+        return topics, comments
+
+    def series(self, element: str, prop: str, t0: float, t1: float, points: int) -> tuple[Series, float]:
+        """At most `points` values between t0 and t1: raw samples when there are no more than that, else
+        min / max / mean / last per bucket (from the minute aggregates when a bucket spans minutes).
+        Returns the series and its resolution in seconds (0 = raw)."""
+        db = self._connect()
+        with self._lock:
+            kid = self._keys.get((element, prop))
+        unit = "" if kid is None else db.execute("SELECT unit FROM keys WHERE id = ?", (kid,)).fetchone()[0]
+        out = Series(element, prop, unit)
+        if kid is None:
+            return out, 0.0
+        width = (t1 - t0) / points
+        if width < MINUTE:
+            raw = self.samples(t0, t1, include_start=True, keys=[(element, prop)])
+            if len(raw) <= points:
+                for s in raw:
+                    num = _number(s.value)
+                    out.t.append(s.ts)
+                    out.min.append(num)
+                    out.max.append(num)
+                    out.mean.append(num)
+                    out.last.append(s.value)
+                return out, 0.0
+            buckets: dict[int, list[Sample]] = {}
+            for s in raw:
+                buckets.setdefault(min(int((s.ts - t0) / width), points - 1), []).append(s)
+            for b, group in sorted(buckets.items()):
+                nums = [n for n in (_number(s.value) for s in group) if n is not None]
+                out.t.append(t0 + b * width)
+                out.min.append(min(nums) if nums else None)
+                out.max.append(max(nums) if nums else None)
+                out.mean.append(sum(nums) / len(nums) if nums else None)
+                out.last.append(group[-1].value)
+            return out, width
+        minutes_per = max(1, math.ceil(width / MINUTE))
+        rows = db.execute(
+            """SELECT minute / ? AS b, min(min), max(max), sum(sum), sum(n) FROM minutes
+               WHERE key = ? AND minute >= ? AND minute <= ? GROUP BY b ORDER BY b""",
+            (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE)),
+        ).fetchall()
+        lasts = dict(
+            db.execute(
+                """SELECT minute / ? AS b, last FROM minutes m WHERE key = ? AND minute >= ? AND minute <= ?
+                   AND minute = (SELECT max(minute) FROM minutes WHERE key = m.key AND minute / ? = m.minute / ?)""",
+                (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE), minutes_per, minutes_per),
+            )
+        )
+        for b, lo, hi, total, n in rows:
+            out.t.append(b * minutes_per * MINUTE)
+            out.min.append(lo)
+            out.max.append(hi)
+            out.mean.append(total / n if n else None)
+            out.last.append(_typed(lasts[b], self._kind_of(element, prop)) if b in lasts else None)
+        return out, float(minutes_per * MINUTE)
