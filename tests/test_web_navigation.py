@@ -309,3 +309,20 @@ def test_flights_are_jumps_with_reduced_motion(office):
     assert math.dist(p.evaluate(CAMERA)["dir"], [0, -1, 0]) < 1e-3
     assert p.errors == []
     context.close()
+
+
+def test_keys_a_focused_widget_uses_stay_its_own(page):
+    # A widget that handles a key itself (the timeline's track, the alarm list) prevents its default: the view
+    # must not move as well.
+    page.evaluate(
+        """() => { const w = document.createElement('div'); w.id = 'widget'; w.tabIndex = 0;
+      w.addEventListener('keydown', (e) => { if (e.key === 'ArrowUp' || e.key === 'Home') e.preventDefault(); });
+      document.body.append(w); w.focus(); }"""
+    )
+    before = page.evaluate(CAMERA)
+    page.keyboard.down("ArrowUp")
+    assert page.evaluate("window.twinview.viewer.controls.keys.size") == 0  # not held as a movement key
+    page.keyboard.up("ArrowUp")
+    page.keyboard.press("Home")
+    assert page.evaluate("window.twinview.viewer.flying") is False
+    assert page.evaluate(CAMERA)["pos"] == pytest.approx(before["pos"])

@@ -406,7 +406,7 @@ viewer.renderer.domElement.addEventListener('dblclick', (e) => {
 window.addEventListener('keydown', (e) => {
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
-  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return; // used by a widget (timeline, alarm list)
   if (e.key === 'f' || e.key === 'F') $('#btn-fit').click();
   else if (e.key === 'Home') {
     e.preventDefault();

@@ -147,7 +147,8 @@ export class Navigation extends THREE.EventDispatcher {
   /** @param {KeyboardEvent} e @param {boolean} down */
   #key(e, down) {
     this.run = e.shiftKey;
-    if (down && (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey)) return;
+    // A field's keys are the field's; a widget that used the key (the timeline, the alarm list) said so.
+    if (down && (typing(e.target) || e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey)) return;
     if (e.code in MOVE_KEYS) {
       if (down) this.keys.add(e.code);
       else this.keys.delete(e.code);
