@@ -14,7 +14,7 @@ import { MERGED_VERTEX_PARS, mergedDefines } from './shading.js';
 const CREASE_DEG = 30;
 const CREASE_COS = Math.cos(THREE.MathUtils.degToRad(CREASE_DEG));
 // Elements smaller than this on screen (projected diameter, px) are drawn without edges.
-const MIN_EDGE_PX = 24;
+const MIN_EDGE_PX = 48;
 // Finding edges runs in slices of at most this long, between frames.
 const SLICE_MS = 6;
 // Positions closer than this (m) are one vertex when faces are joined (flat-shaded meshes split vertices).
