@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _write_glb, build_client, serve_scene
+from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _predicates_without_eval, _write_glb, build_client, serve_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -684,6 +684,7 @@ def bench_all(args: argparse.Namespace, keys: list[str]) -> dict:
             d = work / args.ifc.stem.lower().replace("_", "-")
             scenes.append((args.ifc.name, d, build_ifc(args.ifc, d)))
         with sync_playwright() as pw:
+            _predicates_without_eval()  # the server's CSP forbids eval, which string predicates need
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 for name, d, scene in scenes:
