@@ -207,11 +207,12 @@ CLIENT_PROCS = 4  # set by --client-procs: the clients are spread over this many
 ENCODING = "msgpack"  # set by --encoding: TwinView's subprotocol for the clients (viser has one format)
 
 
-def socket_queues(port: int) -> tuple[list[int], list[int]]:
-    """Bytes unread in the receive queue of every established client socket connected to `port`, and
-    bytes not yet acknowledged in the send queue of every server socket on it (/proc/net/tcp*: the same
-    numbers `ss -tn` shows as Recv-Q and Send-Q)."""
-    recv, send = [], []
+def socket_queues(port: int) -> tuple[list[int], list[int], list[int]]:
+    """Bytes unread in the receive queue of every established client socket connected to `port`, bytes
+    not yet acknowledged in the send queue of every server socket on it, and bytes the server has not
+    read from its sockets (the publisher's readings waiting) (/proc/net/tcp*: the same numbers `ss -tn`
+    shows as Recv-Q and Send-Q)."""
+    recv, send, server_recv = [], [], []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
@@ -223,7 +224,8 @@ def socket_queues(port: int) -> tuple[list[int], list[int]]:
                     recv.append(rx)
                 elif int(f[1].rsplit(":", 1)[1], 16) == port:
                     send.append(tx)
-    return recv, send
+                    server_recv.append(rx)
+    return recv, send, server_recv
 
 
 class ConditionSampler(threading.Thread):
@@ -240,12 +242,13 @@ class ConditionSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.wait(SAMPLE_S):
-            recv, send = socket_queues(self.port)
+            recv, send, server_recv = socket_queues(self.port)
             sample = {
                 "load": os.getloadavg()[0],
                 "recv_sum": float(sum(recv)),
                 "recv_max": float(max(recv, default=0)),
                 "send_sum": float(sum(send)),
+                "server_recv_sum": float(sum(server_recv)),
             }
             if self.health_url:
                 with contextlib.suppress(OSError, ValueError):
@@ -270,6 +273,7 @@ class ConditionSampler(threading.Thread):
             "client_recv_queue_socket_peak_kb": peak("recv_max") / 1024,
             "client_recv_queue_end_mb": last.get("recv_sum", math.nan) / 2**20,
             "server_send_queue_peak_mb": peak("send_sum") / 2**20,
+            "server_recv_queue_peak_mb": peak("server_recv_sum") / 2**20,
             "server_backlog_keys_peak": peak("backlog_keys"),
             "server_send_queue_bytes_max_peak": peak("send_queue_max"),
         }
@@ -649,9 +653,9 @@ def conditions_table(rows: list[dict]) -> str:
     """Under which conditions each row of `table` was measured, and which side held it back."""
     head = (
         "| system | K | N | R/s | load before → peak during | nice server / clients | client processes: CPU s each "
-        "(busiest, share of a core) | clients' receive queues, peak MB (one socket kB) | server send queues, peak MB "
-        "| server backlog, peak keys / bytes per client | waiting for a CPU: server / busiest client process "
-        "| host lateness p99 ms | bottleneck |"
+        "(busiest, share of a core) | clients' receive queues, peak MB (one socket kB) "
+        "| server send / receive queues, peak MB | server backlog, peak keys / bytes per client "
+        "| waiting for a CPU: server / busiest client process | host lateness p99 ms | bottleneck |"
     )
     out = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
@@ -670,7 +674,7 @@ def conditions_table(rows: list[dict]) -> str:
             f"| {r['nice_server']} / {', '.join(str(x) for x in r['nice_clients'])} "
             f"| {r['client_procs']}: {per_proc} ({r['client_core_share_max']:.0%}) "
             f"| {_f(r['client_recv_queue_peak_mb'], 2)} ({_f(r['client_recv_queue_socket_peak_kb'], 0)}) "
-            f"| {_f(r['server_send_queue_peak_mb'], 2)} | {backlog} "
+            f"| {_f(r['server_send_queue_peak_mb'], 2)} / {_f(r['server_recv_queue_peak_mb'], 2)} | {backlog} "
             f"| {r['server_wait_share']:.0%} / {r['client_wait_share_max']:.0%} | {_f(r.get('host_jitter_p99_ms'))} "
             f"| {r['bottleneck']} |"
         )

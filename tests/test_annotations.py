@@ -24,6 +24,7 @@ from viewer_server.topics import (
     Camera,
     ClippingPlane,
     ColoredComponents,
+    Measurement,
 )
 
 PIN = p.Pin("PT-1", p.Vec3(1.0, 2.0, 3.0), p.Vec3(0.0, 1.0, 0.0))
@@ -218,6 +219,11 @@ async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Pat
         planes = [ClippingPlane(p.Vec3(0, 0, 0), p.Vec3(0, 1, 0))] * (MAX_CLIPPING_PLANES + 1)
         error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, planes))))
         assert (error.code, error.field) == (p.ERR_TOO_LONG, "viewpoints[0].clipping_planes")
+        o, x = p.Vec3(0, 0, 0), p.Vec3(1, 0, 0)
+        lame_angle = [Measurement("distance", [o, x]), Measurement("angle", [o, x])]
+        error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, measurements=lame_angle))))
+        assert (error.code, error.field) == (p.ERR_BAD_MESSAGE, "viewpoints[0].measurements[1].points")
+        assert "angle takes 3 points, not 2" in error.message
         bad_colour = [ColoredComponents("red; background: url(x)", ["P-1"])]
         error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, colored=bad_colour))))
         assert (error.code, error.field) == (p.ERR_BAD_MESSAGE, "viewpoints[0].colored[0]")

@@ -26,7 +26,7 @@ def assert_conditions_stated(row: dict) -> None:
     assert all(cpu > 0 for cpu in row["client_cpu_s_per_proc"])  # every process decoded frames
     assert isinstance(row["nice_server"], int) and row["nice_clients"]
     assert row["load_before"] >= 0 and row["load_during_max"] >= 0
-    assert math.isfinite(row["client_recv_queue_peak_mb"]) and math.isfinite(row["server_send_queue_peak_mb"])
+    assert all(math.isfinite(row[f"{q}_queue_peak_mb"]) for q in ("client_recv", "server_send", "server_recv"))
     assert row["server_wait_share"] >= 0 and row["client_wait_share_max"] >= 0
     assert row["bottleneck"]
     table = fanout.conditions_table([row])

@@ -12,6 +12,7 @@ import pytest
 
 from scene.bindings import History
 from scene.state import Reading
+from viewer_server import historian
 from viewer_server import protocol as p
 from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
 
@@ -51,7 +52,10 @@ def test_readings_and_events_survive_a_restart_and_late_ones_sit_at_their_source
     assert h.range() == p.HistoryRange(T0 + 5, now[0])
 
 
-def test_sealed_hours_are_parquet_that_pyarrow_and_duckdb_read_and_queries_still_see(tmp_path: Path) -> None:
+def test_sealed_hours_are_parquet_that_pyarrow_and_duckdb_read_and_queries_still_see(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(historian, "ROW_GROUP_ROWS", 1000)  # streamed a row group at a time
     now = [T0 + 2 * HOUR + SEAL_GRACE_S + 1]
     h = _open(tmp_path, now)
     _ramp(h, T0, 7200)  # two hours at 1 Hz
@@ -62,6 +66,7 @@ def test_sealed_hours_are_parquet_that_pyarrow_and_duckdb_read_and_queries_still
     table = pq.read_table(chunks[0])
     assert table.num_rows == 3600 and set(table.column_names) >= {"element", "prop", "ts", "value", "quality", "source"}
     assert pq.ParquetFile(chunks[0]).metadata.row_group(0).column(2).compression == "ZSTD"
+    assert pq.ParquetFile(chunks[0]).metadata.num_row_groups == 4
     db = sqlite3.connect(tmp_path / "history.sqlite")
     assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 10  # sealed rows left SQLite
     assert h.state_at(T0 + HOUR + 1800.5) == before
@@ -71,6 +76,10 @@ def test_sealed_hours_are_parquet_that_pyarrow_and_duckdb_read_and_queries_still
         f"SELECT count(*), max(value) FROM '{tmp_path}/chunks/*/*.parquet' WHERE prop = 'pressure'"
     ).fetchall()
     assert rows == [(7200, 49.0)]
+    h.append([Reading("PT-1", "pressure", 99.0, "bar", T0 + 10.5)], now[0], "late").result()  # after its seal
+    (late,) = h.seal()
+    assert late.name == chunks[0].name.replace("-0.", "-1.") and late.parent == chunks[0].parent  # a 2nd chunk
+    assert h.state_at(T0 + 10.7)[("PT-1", "pressure")].value == 99.0
 
 
 def test_a_chunk_written_but_not_listed_is_removed_and_a_corrupt_one_quarantined(tmp_path: Path) -> None:

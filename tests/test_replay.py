@@ -17,6 +17,7 @@ from tests.live_server import live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
+from viewer_server.topics import Camera
 
 PRESSURES = [1.0, 2.5, 4.0, 5.2, 5.8, 6.2, 4.5, 3.0, 5.6, 2.0]  # crosses the warning (5.0) and alarm (5.5) limits
 
@@ -151,6 +152,10 @@ async def test_the_presenter_drives_followers_but_not_those_who_broke_away(tmp_p
             await bob.wait_for(lambda c: c.replay is not None and c.replay.as_of == base + 5)
             assert bob.replay is not None and bob.replay.driven_by == "pia"
             assert bob.replay.props["PT-1/pressure"].v == PRESSURES[5]
+            camera = Camera(p.Vec3(3, 1.6, 4), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0))
+            await pia.send(p.PresenterView(p.Viewpoint("v1", camera, selected=["P-1"])))  # "look at the pump"
+            await bob.wait_for(lambda c: c.presenter is not None and c.presenter.viewpoint is not None)
+            assert bob.replay.as_of == base + 5  # the view is live, the moment stays
             assert cat.replay is not None and cat.replay.as_of == base + 2 and cat.replay.driven_by is None
             await gw.ping()
             assert gw.replay is None  # a device is no follower: it keeps its live stream

@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -161,8 +162,13 @@ async def test_a_reader_that_stalls_gets_fresh_state_not_a_kernel_backlog(tmp_pa
             delta_bytes = len(p.encode(p.Delta(0, 0, dict(srv.live.hub.props), {}, {}, []), "json"))
             # Below the outbox: the transport's and the kernel's unsent bytes, the in-flight bytes the
             # client's small window admits, and the frame being written.
-            assert queued <= 2 * session_mod.SEND_QUEUE_BYTES + 32 * 1024 + delta_bytes, queued
+            bound = 2 * session_mod.SEND_QUEUE_BYTES + 32 * 1024 + delta_bytes
+            assert queued <= bound, queued
             assert session.outbox.pending_keys == KEYS  # the rest was coalesced, one entry per key
+            async with aiohttp.ClientSession() as http, http.get(f"{srv.url}/api/health") as answer:
+                health = await answer.json()
+            assert 0 < health["send_queue_bytes_max"] <= bound  # the gauge an operator sees
+            assert health["outbox_pending_keys_max"] == KEYS
 
             # Reading again: a few stale windows (what the buffers held), then the present at once.
             stale_rounds: list[int] = []

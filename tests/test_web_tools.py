@@ -63,14 +63,22 @@ def test_section_box_cuts_away_everything_else(browser, live):
     page = open_viewer(browser, live.url)
     page.evaluate("id => window.twinview.select(id)", element_id(5))
     page.click("#btn-section")
-    assert page.evaluate("window.twinview.viewer.renderer.clippingPlanes.length") == 6
+    page.click("#section-box")
+    assert page.evaluate("window.twinview.viewer.clippingPlanes.length") == 6
     # Another element is clipped away: picking where it is drawn finds nothing of it.
     other = element_id(20)
     at = page.evaluate("id => window.twinview.screenOf(id)", other)
     assert page.evaluate("([x, y]) => window.twinview.pick(x, y)", [at["x"], at["y"]]) != other
     screenshot(page, "viewer-section")
-    page.click("#btn-section")
-    assert page.evaluate("window.twinview.viewer.renderer.clippingPlanes.length") == 0
+    # The cut height slider lowers the box's top: half way, the top plane is half way up the box.
+    box = page.evaluate(
+        "id => { const b = window.twinview.app.batches.boxOf(id); return [b.min.y, b.max.y]; }", element_id(5)
+    )
+    page.fill("#section-range", "500")
+    top = page.evaluate("window.twinview.viewer.clippingPlanes[3].constant")
+    assert top == pytest.approx((box[0] + box[1]) / 2, abs=0.02)
+    page.click("#section-box")
+    assert page.evaluate("window.twinview.viewer.clippingPlanes.length") == 0
 
 
 def test_measure_the_distance_between_two_picks(browser, live):
@@ -81,7 +89,7 @@ def test_measure_the_distance_between_two_picks(browser, live):
     for el in (a, b):
         at = page.evaluate("id => window.twinview.screenOf(id)", el)
         page.mouse.click(at["x"], at["y"])
-    pts = page.evaluate("window.twinview.measure.points.map(p => p.toArray())")
+    pts = page.evaluate("window.twinview.measure.items[0].points.map(p => p.toArray())")
     assert len(pts) == 2
     assert abs(abs(pts[1][0] - pts[0][0]) - 1.5) < 0.2
     assert page.locator("#measure-readout").inner_text().startswith("Distance:")

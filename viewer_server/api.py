@@ -315,7 +315,7 @@ async def ingest(request: web.Request) -> web.Response:
         live.ingest.rejected["malformed"] += 1
         return fail(400, "malformed", str(exc))
     try:
-        accepted, rejected = await live.ingest.submit(batch.readings)
+        accepted, rejected = await live.ingest.submit(batch.readings, f"http:{user}")
     except NotSaved as exc:
         return fail(503, p.ERR_NOT_SAVED, str(exc))
     peer = request.remote or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Final
@@ -13,7 +14,7 @@ from viewer_server.http_edge import EdgePolicy
 from viewer_server.http_edge import install as install_edge
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.protocol import CLOSE_GOING_AWAY
-from viewer_server.session import close_sessions
+from viewer_server.session import close_sessions, forward_presenter
 
 REPO: Final = Path(__file__).resolve().parents[1]
 
@@ -31,6 +32,8 @@ def make_app(live: LiveScene, client_dir: Path | None = None, edge: EdgePolicy |
     app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES)
     app[LIVE] = live
     app[STARTED] = time.monotonic()
+    if live.presenters is not None:
+        live.presenters.on_publish.append(functools.partial(forward_presenter, live))
     add_routes(app)
     root = client_dir or web_client_dir()
     install_edge(app, edge or EdgePolicy.for_server(), root / "index.html" if root is not None else None)

@@ -408,6 +408,8 @@ class TwinClient:
         if isinstance(msg, p.Replay):
             self.replay = msg
             return
+        if msg.presenter is not None:
+            self.presenter = msg.presenter
         if self.replay is None:  # a frame after `live`: the replay is over for us
             return
         self.replay.as_of = msg.as_of

@@ -34,10 +34,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scene.bindings import DEFAULT_RAW_DAYS, History
@@ -93,12 +94,16 @@ CHUNK_SCHEMA: Final = pa.schema(
     ]
 )
 
+# The columns queries need (not `rx`, `source`: decoding them would only cost time).
+_READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "unit"]
+
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(p.Event)
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
+    """One stored sample (a tuple: a seek makes one per property, 10 000 and more)."""
+
     element: str
     prop: str
     ts: float
@@ -139,6 +144,24 @@ def _typed(value: object, kind: str) -> Scalar:
     return value if isinstance(value, int | float) else float(str(value))
 
 
+def _chunk_table(rows: list[tuple]) -> pa.Table:
+    """Rows (element, prop, ts, rx, value, quality code, source, unit) as one row group of a chunk."""
+    element, prop, ts, rx, value, q, source, unit = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "element": pa.array(element).dictionary_encode(),
+            "prop": pa.array(prop).dictionary_encode(),
+            "ts": pa.array(ts, pa.float64()),
+            "rx": pa.array(rx, pa.float64()),
+            "value": pa.array([None if isinstance(v, str) else float(v) for v in value], pa.float64()),
+            "text": pa.array([v if isinstance(v, str) else None for v in value], pa.string()),
+            "quality": pa.array([QUALITIES[c] for c in q]).dictionary_encode(),
+            "source": pa.array(source).dictionary_encode(),
+            "unit": pa.array(unit).dictionary_encode(),
+        }
+    ).cast(CHUNK_SCHEMA)
+
+
 class _Write:
     """One `append` or `record`: rows for the writer and the future its caller waits on."""
 
@@ -169,6 +192,7 @@ class Historian:
         db = self._connect()
         db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._shortest = (-1, DEFAULT_RAW_DAYS)  # (keys counted, shortest raw_days among them)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds: dict[int, str] = {}
         for kid, element, prop, kind in db.execute("SELECT id, element, prop, kind FROM keys"):
@@ -360,47 +384,41 @@ class Historian:
         return written
 
     def _seal_hour(self, db: sqlite3.Connection, hour: int) -> Path | None:
+        """Stream one hour's samples (those stored so far: `rowid` bound) into a chunk, one row group at a time,
+        so memory stays at one row group whatever the rate; then list it and delete its rows in one commit."""
         t0, t1 = hour * HOUR, (hour + 1) * HOUR
-        rows = db.execute(
-            """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit, s.rowid FROM samples s
+        (last_row,) = db.execute("SELECT max(rowid) FROM samples").fetchone()
+        cursor = db.execute(
+            """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit FROM samples s
                JOIN keys k ON k.id = s.key JOIN sources src ON src.id = s.src
-               WHERE s.ts >= ? AND s.ts < ? ORDER BY s.ts""",
-            (t0, t1),
-        ).fetchall()
+               WHERE s.ts >= ? AND s.ts < ? AND s.rowid <= ? ORDER BY s.ts""",
+            (t0, t1, last_row),
+        )
+        rows = cursor.fetchmany(ROW_GROUP_ROWS)
         if not rows:
             return None
-        table = pa.table(
-            {
-                "element": pa.array([r[0] for r in rows]).dictionary_encode(),
-                "prop": pa.array([r[1] for r in rows]).dictionary_encode(),
-                "ts": pa.array([r[2] for r in rows], pa.float64()),
-                "rx": pa.array([r[3] for r in rows], pa.float64()),
-                "value": pa.array([None if isinstance(r[4], str) else float(r[4]) for r in rows], pa.float64()),
-                "text": pa.array([r[4] if isinstance(r[4], str) else None for r in rows], pa.string()),
-                "quality": pa.array([QUALITIES[r[5]] for r in rows]).dictionary_encode(),
-                "source": pa.array([r[6] for r in rows]).dictionary_encode(),
-                "unit": pa.array([r[7] for r in rows]).dictionary_encode(),
-            }
-        ).cast(CHUNK_SCHEMA)
-        day = time.strftime("%Y-%m-%d", time.gmtime(t0))
-        folder = self.chunks_dir / day
+        folder = self.chunks_dir / time.strftime("%Y-%m-%d", time.gmtime(t0))
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         n = 0
         while (folder / f"{hour % 24:02d}-{n}.parquet").exists():
             n += 1
         path = folder / f"{hour % 24:02d}-{n}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        count, first, last = 0, rows[0][2], rows[0][2]
+        with pq.ParquetWriter(tmp, CHUNK_SCHEMA, compression="zstd") as writer:
+            while rows:
+                writer.write_table(_chunk_table(rows), row_group_size=ROW_GROUP_ROWS)
+                count, last = count + len(rows), rows[-1][2]
+                rows = cursor.fetchmany(ROW_GROUP_ROWS)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         rel = str(path.relative_to(self.folder))
         db.execute("BEGIN")
         db.execute(
-            "INSERT INTO chunks (path, hour, rows, t0, t1) VALUES (?, ?, ?, ?, ?)",
-            (rel, hour, len(rows), rows[0][2], rows[-1][2]),
+            "INSERT INTO chunks (path, hour, rows, t0, t1) VALUES (?, ?, ?, ?, ?)", (rel, hour, count, first, last)
         )
-        db.executemany("DELETE FROM samples WHERE rowid = ?", [(r[8],) for r in rows])
+        db.execute("DELETE FROM samples WHERE ts >= ? AND ts < ? AND rowid <= ?", (t0, t1, last_row))
         db.execute("COMMIT")
         return path
 
@@ -447,15 +465,10 @@ class Historian:
                 self._drop_chunk(db, rel)
                 continue
             table = pq.read_table(path)
-            keep = [
-                t >= now - self.retention(e, pr).raw_days * DAY
-                for e, pr, t in zip(
-                    table["element"].to_pylist(), table["prop"].to_pylist(), table["ts"].to_pylist(), strict=True
-                )
-            ]
-            if all(keep):
+            keep = self._kept_rows(table, now)
+            if pc.all(keep).as_py():
                 continue
-            kept = table.filter(pa.array(keep))
+            kept = table.filter(keep)
             if kept.num_rows == 0:
                 self._drop_chunk(db, rel)
                 continue
@@ -463,6 +476,25 @@ class Historian:
             pq.write_table(kept, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             os.replace(tmp, path)
             db.execute("UPDATE chunks SET rows = ? WHERE path = ?", (kept.num_rows, rel))
+
+    def _kept_rows(self, table: pa.Table, now: float) -> pa.ChunkedArray:
+        """Which rows of a chunk are within their property's raw retention (vectorised: the policy is looked
+        up once per property of the chunk, not per row)."""
+        names = pc.binary_join_element_wise(table["element"].cast(pa.string()), table["prop"].cast(pa.string()), "\x00")
+        props = pc.unique(names)
+        cutoffs = pa.array(
+            [now - self.retention(*name.split("\x00", 1)).raw_days * DAY for name in props.to_pylist()], pa.float64()
+        )
+        return pc.greater_equal(table["ts"], pc.take(cutoffs, pc.index_in(names, value_set=props)))
+
+    def _shortest_raw_days(self) -> int:
+        """The shortest raw retention of any property: before it, some raw samples may have been dropped
+        (worked out again only when properties were added)."""
+        names = self._names()
+        if self._shortest[0] != len(names):
+            days = min((self.retention(*key).raw_days for key in names.values()), default=DEFAULT_RAW_DAYS)
+            self._shortest = (len(names), days)
+        return self._shortest[1]
 
     def _drop_chunk(self, db: sqlite3.Connection, rel: str) -> None:
         (self.folder / rel).unlink(missing_ok=True)
@@ -490,54 +522,75 @@ class Historian:
     def samples(
         self, t0: float, t1: float, *, include_start: bool = False, keys: Iterable[tuple[str, str]] | None = None
     ) -> list[Sample]:
-        """Raw samples with t0 < ts <= t1 (t0 <= ts with `include_start`), of `keys` (default all), oldest first."""
+        """Raw samples with t0 < ts <= t1 (t0 <= ts with `include_start`), of `keys` (default all), oldest first.
+        With `keys`, the chunks are read with the elements and properties pushed down into pyarrow's filter and the
+        SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
+            ids = {key: kid for key, kid in self._keys.items()}
+        kind_of = {key: kinds[kid] for key, kid in ids.items()}
+        filters: list[tuple[str, str, object]] = [("ts", lo_op, t0), ("ts", "<=", t1)]
+        if wanted is not None:
+            filters += [
+                ("element", "in", sorted({e for e, _ in wanted})),
+                ("prop", "in", sorted({pr for _, pr in wanted})),
+            ]
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):
-            table = pq.read_table(path, filters=[("ts", lo_op, t0), ("ts", "<=", t1)])
+            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
             for e, pr, ts, v, tx, q, u in zip(
                 *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
                 strict=True,
             ):
                 if wanted is None or (e, pr) in wanted:
-                    value = tx if tx is not None else _typed(v, self._kind_of(e, pr))
+                    value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
                     out.append(Sample(e, pr, ts, value, q, u))
         db = self._connect()
-        names = self._names()
         units = dict(db.execute("SELECT id, unit FROM keys"))
-        rows = db.execute(f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?", (t0, t1))
-        for kid, ts, v, q in rows:
+        sql = f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?"
+        args: list[object] = [t0, t1]
+        if wanted is not None:
+            kids = [ids[key] for key in wanted if key in ids]
+            sql += f" AND key IN ({','.join('?' * len(kids))})"
+            args += kids
+        for kid, ts, v, q in db.execute(sql, args):
             key = names.get(kid)
-            if key is None:
-                continue
-            if wanted is None or key in wanted:
-                out.append(Sample(*key, ts, _typed(v, self._kind_of(*key)), QUALITIES[q], units.get(kid, "")))
+            if key is not None:
+                out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
         out.sort(key=lambda s: s.ts)
         return out
 
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
-        """Every property's last sample at or before `t`: the minute aggregates up to t's minute give the last
-        value per key in one indexed pass, then the raw samples of t's own minute refine it."""
+        """Every property's last sample at or before `t`. One indexed pass over the keys finds each one's latest
+        minute aggregate before t's minute (its `last`: this also serves after the raw samples are gone), then
+        the raw samples of t's own minute refine it (or, where raw samples may be gone, that minute's aggregate
+        when all of it is at or before t). CROSS JOIN keeps SQLite's loop over the keys, one
+        index seek each (its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
-        names = self._names()
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
         units = dict(db.execute("SELECT id, unit FROM keys"))
-        state: dict[tuple[str, str], Sample] = {}
-        rows = db.execute(
-            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k JOIN minutes m ON m.key = k.id AND m.minute =
-               (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
+        before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
+            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
             (minute,),
         )
-        # The minute of t itself, where all of it is at or before t (raw samples may be gone after retention).
-        this = db.execute(
-            "SELECT key, last, last_ts, last_q FROM minutes WHERE minute = ? AND last_ts <= ?", (minute, t)
-        )
-        for kid, last, ts, q in [*rows, *this]:
+        rows = list(before)
+        if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
+            rows += db.execute(  # aggregate serves where all of that minute is at or before t
+                """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+                   AND m.minute = ? WHERE m.last_ts <= ?""",
+                (minute, t),
+            ).fetchall()
+        state: dict[tuple[str, str], Sample] = {}
+        for kid, last, ts, q in rows:
             element, prop = names[kid]
-            state[(element, prop)] = Sample(
-                element, prop, ts, _typed(last, self._kind_of(element, prop)), QUALITIES[q], units[kid]
-            )
+            state[(element, prop)] = Sample(element, prop, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         for s in self.samples(minute * MINUTE, t, include_start=True):
             state[(s.element, s.prop)] = s  # oldest first: the last one at or before t wins
         return state

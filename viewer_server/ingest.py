@@ -82,7 +82,7 @@ class Ingest:
         """Whether `submit` returns only after the accepted readings are committed to disk."""
         return self.historian is not None
 
-    async def submit(self, readings: list[p.Reading], source: str = "http") -> tuple[int, list[p.Rejection]]:
+    async def submit(self, readings: list[p.Reading], source: str) -> tuple[int, list[p.Rejection]]:
         """Validate a batch and apply the valid readings, yielding to the event loop between chunks
         so a big batch never holds up other clients; returns (accepted, rejections) once the accepted
         readings are committed to the historian (when there is one). `source` is recorded with each.

@@ -114,6 +114,8 @@ class Presenters:
         self.rooms: dict[str, PresenterRoom] = {}
         self._last_sent: dict[str, float] = {}  # room -> loop time of the last published view
         self._trailing: dict[str, asyncio.TimerHandle] = {}
+        # Called with (room, state) after each published state: replaying connections get it apart from deltas.
+        self.on_publish: list[Callable[[str, p.PresenterState], None]] = []
 
     def room(self, room: str) -> PresenterRoom:
         pr = self.rooms.get(room)
@@ -169,3 +171,5 @@ class Presenters:
             return
         self._last_sent[pr.room] = asyncio.get_running_loop().time()
         self.hub.set_presenter(pr.room, state)
+        for observer in self.on_publish:
+            observer(pr.room, state)

@@ -702,6 +702,8 @@ class ReplayDelta(Base, tag="replay_delta"):
     events: list[Event] = []
     playing: bool = True  # false on the last frame: the replay reached the newest history and paused
     driven_by: str | None = None
+    # Live, not history: the session's presenter state when it changed (the view to follow while replaying).
+    presenter: PresenterState | None = None
 
 
 class Ack(Base, tag="ack"):

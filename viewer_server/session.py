@@ -362,7 +362,7 @@ class Session:
                 return
             speed = message.speed
         rng = await asyncio.to_thread(historian.range)
-        t = await self._replay_time(message, rng)
+        t = self._replay_time(message, rng)
         if t is not None and (rng.earliest is None or not rng.earliest <= t <= rng.latest):
             held = "nothing yet" if rng.earliest is None else f"{rng.earliest:.3f} … {rng.latest:.3f}"
             await self._reply(p.Error(p.ERR_OUT_OF_RANGE, f"{t:.3f} is outside the history ({held})", ref, range=rng))
@@ -372,13 +372,14 @@ class Session:
             self.follows = isinstance(message, p.Live)
         driver = self.member.name if presenting and self.member is not None else None
         followers = self._followers() if presenting else []
-        for session in [self, *followers]:
-            mine = session is self
-            await session._drive(message, t, speed, None if mine else driver, message.ref if mine else None)
+        await asyncio.gather(  # each connection's twin is its own; their queries run side by side in threads
+            self._drive(message, t, speed, None, message.ref, rng.latest),
+            *(s._drive(message, t, speed, driver, None, rng.latest) for s in followers),
+        )
         if isinstance(message, p.Live) and not presenting:
             await self._follow_presenter_replay()
 
-    async def _replay_time(self, message: p.ReplayRequest, rng: p.HistoryRange) -> float | None:
+    def _replay_time(self, message: p.ReplayRequest, rng: p.HistoryRange) -> float | None:
         """The time a request shows: seek's t, play's from (else where the replay stands, else
         PLAY_DEFAULT_BACK_S ago, not before the oldest history); None for pause and live."""
         if isinstance(message, p.Seek):
@@ -392,15 +393,22 @@ class Session:
         return max(rng.latest - p.PLAY_DEFAULT_BACK_S, rng.earliest if rng.earliest is not None else rng.latest)
 
     async def _drive(
-        self, message: p.ReplayRequest, t: float | None, speed: float, driven_by: str | None, ref: str | None
+        self,
+        message: p.ReplayRequest,
+        t: float | None,
+        speed: float,
+        driven_by: str | None,
+        ref: str | None,
+        rng_latest: float,
     ) -> None:
+        """Carry out one replay request on this connection (its own, or its presenter's)."""
         if isinstance(message, p.Live):
             self._leave_replay()
             return
         if self.player is not None:
             self.player.stop()
-        if t is None:  # pause: stay where the replay stands (from live: now)
-            t = self.twin.as_of if self.twin is not None else self.live.historian.clock()  # type: ignore[union-attr]
+        if t is None:  # pause: stay where the replay stands (from live: the newest history, i.e. now)
+            t = self.twin.as_of if self.twin is not None else rng_latest
         await self._show(t, isinstance(message, p.Play), driven_by, ref, speed)
 
     async def _show(self, t: float, playing: bool, driven_by: str | None, ref: str | None, speed: float) -> None:
@@ -433,6 +441,15 @@ class Session:
         await self._reply(replay)
         if playing:
             self.player.start(speed, driven_by)
+
+    def show_presenter(self, state: p.PresenterState) -> None:
+        """While replaying: the session's new presenter state, in a `replay_delta` of its own (PROTOCOL.md §14)."""
+        if self.twin is None or len(self._control) >= CONTROL_QUEUE_MAX:
+            return  # the next view is newer anyway
+        playing = self.player is not None and self.player.playing
+        frame = p.ReplayDelta(self.twin.as_of, playing=playing, presenter=state)
+        self._control.append(p.encode(frame, self.encoding))
+        self.outbox.notify()
 
     def _leave_replay(self) -> None:
         """Back to live: a resync snapshot and the live stream, in one step (PROTOCOL.md §3 from there)."""
@@ -591,6 +608,14 @@ def bound_send_queue(transport: asyncio.WriteTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SEND_QUEUE_BYTES)
         else:  # a fixed send buffer instead: no autotuning, at the cost of throughput on long links
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SEND_QUEUE_BYTES)
+
+
+def forward_presenter(live: LiveScene, room: str, state: p.PresenterState) -> None:
+    """A session's new presenter state to its replaying connections, which get no live deltas: a `replay_delta`
+    at the moment they show, carrying only it (a full control queue skips it: the next view is newer)."""
+    for session in live.sessions:
+        if session.twin is not None and session.outbox.room == room:
+            session.show_presenter(state)
 
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -27,21 +27,48 @@ MAX_LABELS: Final = 20
 MAX_ATTACHMENT_BYTES: Final = 4 * 1024 * 1024
 # Guids of topics, comments and viewpoints (BCF uses 36-character UUIDs; ours are 32 hex digits).
 MAX_GUID: Final = 64
-# Component ids (selected + hidden + coloured) in all viewpoints of one topic together, or in one presenter
-# view: a viewpoint points at what matters, not at the whole model. ~30 bytes each, so a topic's
+# Component ids (selected, hidden, coloured, x-rayed, transparent) in all viewpoints of one topic together, or in
+# one presenter view: a viewpoint points at what matters, not at the whole model. ~30 bytes each, so a topic's
 # viewpoints stay under ~60 kB, and every joiner's snapshot with them.
 MAX_VIEWPOINT_IDS: Final = 2000
-# Section planes per viewpoint: a section box has six.
-MAX_CLIPPING_PLANES: Final = 6
+# Section planes per viewpoint: the client's six free planes plus a section box's six.
+MAX_CLIPPING_PLANES: Final = 12
+# Measurements kept with a viewpoint, and corners of one (an area's polygon): what a reviewer pins to make a
+# point, not a survey. A full viewpoint's measurements stay under ~40 kB.
+MAX_MEASUREMENTS: Final = 50
+MAX_MEASUREMENT_POINTS: Final = 32
+# Points each kind of measurement needs: a distance two, an angle three (the vertex in the middle), an area
+# a polygon of three or more.
+MEASUREMENT_POINTS: Final = {"distance": (2, 2), "angle": (3, 3), "area": (3, MAX_MEASUREMENT_POINTS)}
 HEX_COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}")
+# Opacity of an element made transparent: below this it could not be seen at all (hide it instead).
+MIN_OPACITY: Final = 0.05
 
 TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "critical"]
 TOPIC_STATUSES: Final = ("open", "in_progress", "resolved", "closed")
 
 
+MeasurementKind = Literal["distance", "angle", "area"]
+
+
+class Measurement(msgspec.Struct):
+    """A measurement drawn in the view, in world coordinates: a distance (two points), an angle (three, the
+    vertex in the middle) or a planar area (the polygon's corners, in order)."""
+
+    kind: MeasurementKind
+    points: Annotated[list[Vec3], msgspec.Meta(min_length=2, max_length=MAX_MEASUREMENT_POINTS)]
+
+
 class ColoredComponents(msgspec.Struct):
     color: str  # "#rrggbb"
+    ids: list[str]
+
+
+class TransparentComponents(msgspec.Struct):
+    """Elements drawn see-through at `opacity` (1 = opaque), in their own colour."""
+
+    opacity: Annotated[float, msgspec.Meta(ge=MIN_OPACITY, le=1.0)]
     ids: list[str]
 
 
@@ -54,7 +81,10 @@ class ViewSetupHints(msgspec.Struct, omit_defaults=True):
 
 
 class Viewpoint(msgspec.Struct, omit_defaults=True):
-    """What the author saw: camera, section planes, and visible / selected / coloured components (twin ids)."""
+    """What the author saw: camera, section planes, and visible / selected / coloured / x-rayed / transparent
+    components (twin ids). An id of a container (a storey, an assembly) stands for everything under it.
+    X-ray ("ghosted": faint, grey, not pickable) works like visibility: `xray` lists the exceptions to
+    `xray_default`, so "x-ray everything but the pump" is `xray_default=True, xray=[pump]`."""
 
     guid: str
     camera: Camera
@@ -63,8 +93,13 @@ class Viewpoint(msgspec.Struct, omit_defaults=True):
     hidden: list[str] = []  # exceptions to the default visibility
     default_visible: bool = True
     colored: list[ColoredComponents] = []
+    xray: list[str] = []  # exceptions to the default x-ray
+    xray_default: bool = False
+    transparent: list[TransparentComponents] = []
     snapshot: str | None = None  # attachment id of the PNG taken with this viewpoint
     setup_hints: ViewSetupHints | None = None  # as a BCF file stated them; None: never stated
+    # TwinView's own (BCF has only lines): exported as BCF Lines too, kept exactly in the extension
+    measurements: Annotated[list[Measurement], msgspec.Meta(max_length=MAX_MEASUREMENTS)] = []
 
 
 class Pin(msgspec.Struct):
@@ -211,11 +246,16 @@ def check_viewpoints(viewpoints: Sequence[tuple[str, Viewpoint]], known: Collect
         check_guid(vp.snapshot, f"{where}.snapshot")
         if len(vp.clipping_planes) > MAX_CLIPPING_PLANES:
             raise TopicError(f"{where}.clipping_planes", f"more than {MAX_CLIPPING_PLANES}")
-        groups = [("selected", vp.selected), ("hidden", vp.hidden)]
+        check_measurements(vp.measurements, f"{where}.measurements")
+        groups = [("selected", vp.selected), ("hidden", vp.hidden), ("xray", vp.xray)]
         for j, colored in enumerate(vp.colored):
             if not HEX_COLOR.fullmatch(colored.color) or not colored.ids:
                 raise TopicError(f"{where}.colored[{j}]", "needs a #rrggbb color and at least one id", "invalid")
             groups.append((f"colored[{j}].ids", colored.ids))
+        for j, transparent in enumerate(vp.transparent):
+            if not transparent.ids:
+                raise TopicError(f"{where}.transparent[{j}]", "needs at least one id", "invalid")
+            groups.append((f"transparent[{j}].ids", transparent.ids))
         for name, ids in groups:
             count += len(ids)
             if count > MAX_VIEWPOINT_IDS:
@@ -223,6 +263,25 @@ def check_viewpoints(viewpoints: Sequence[tuple[str, Viewpoint]], known: Collect
             missing = next((x for x in ids if x not in known), None) if known is not None else None
             if missing is not None:
                 raise TopicError(f"{where}.{name}", f"no element {missing[:MAX_GUID]!r} in the scene", "unknown")
+
+
+def check_measurements(measurements: Sequence[Measurement], where: str) -> None:
+    """At most MAX_MEASUREMENTS, each with as many points as its kind takes (the decoder already bounds them
+    where a message is decoded; a viewpoint built otherwise, e.g. from a BCF file, is checked here)."""
+    if len(measurements) > MAX_MEASUREMENTS:
+        raise TopicError(where, f"more than {MAX_MEASUREMENTS}")
+    for i, m in enumerate(measurements):
+        if problem := measurement_problem(m):
+            raise TopicError(f"{where}[{i}].points", problem, "invalid")
+
+
+def measurement_problem(m: Measurement) -> str | None:
+    """Why a measurement has the wrong number of points for its kind, or None."""
+    least, most = MEASUREMENT_POINTS[m.kind]
+    if least <= len(m.points) <= most:
+        return None
+    span = str(least) if least == most else f"{least}..{most}"
+    return f"{m.kind} takes {span} points, not {len(m.points)}"
 
 
 def check_comment(comment: Comment) -> None:

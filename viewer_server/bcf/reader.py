@@ -44,6 +44,7 @@ from viewer_server.topics import (
     MAX_CLIPPING_PLANES,
     MAX_LABEL,
     MAX_LABELS,
+    MAX_MEASUREMENTS,
     MAX_TEXT,
     MAX_TITLE,
     MAX_VIEWPOINT_IDS,
@@ -58,6 +59,7 @@ from viewer_server.topics import (
     Viewpoint,
     ViewSetupHints,
     check_topic,
+    measurement_problem,
 )
 
 SUPPORTED_VERSIONS: Final = ("2.1", "3.0")
@@ -559,6 +561,13 @@ def _fit_viewpoints(topic: Topic, warnings: list[str]) -> None:
             planes = len(vp.clipping_planes)
             warnings.append(f"{where}: {planes} clipping planes, only the first {MAX_CLIPPING_PLANES} kept")
             vp.clipping_planes = vp.clipping_planes[:MAX_CLIPPING_PLANES]
+        measurements = [m for m in vp.measurements if not measurement_problem(m)][:MAX_MEASUREMENTS]
+        if len(measurements) < len(vp.measurements):
+            warnings.append(
+                f"{where}: {len(vp.measurements) - len(measurements)} measurements left out"
+                f" (malformed, or over {MAX_MEASUREMENTS})"
+            )
+            vp.measurements = measurements
         listed = len(vp.selected) + len(vp.hidden) + sum(len(c.ids) for c in vp.colored)
         vp.selected = vp.selected[:budget]
         budget -= len(vp.selected)

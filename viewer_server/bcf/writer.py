@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Final
 
@@ -42,7 +43,7 @@ from viewer_server.bcf.mapping import (
     yup_to_zup,
 )
 from viewer_server.bcf.reader import DOCUMENTS_FOLDER, Reader
-from viewer_server.topics import Attachment, BcfFields, Camera, Comment, Topic, Vec3, Viewpoint
+from viewer_server.topics import Attachment, BcfFields, Camera, Comment, Measurement, Topic, Vec3, Viewpoint
 
 BCF_VERSION: Final = "3.0"
 DEFAULT_FOV: Final = 60.0
@@ -141,6 +142,13 @@ def _priority(t: Topic) -> str | None:
     return PRIORITY_TO_BCF.get(t.priority, "Normal")
 
 
+def measurement_lines(m: Measurement) -> list[tuple[Vec3, Vec3]]:
+    """A measurement as BCF line segments: a distance's one, an angle's two legs, an area's closed outline."""
+    pts = m.points
+    pairs = list(pairwise(pts))
+    return [*pairs, (pts[-1], pts[0])] if m.kind == "area" else pairs
+
+
 def _header(root: etree._Element, bcf: BcfFields) -> None:
     files = _sub(_sub(root, "Header"), "Files")
     for f in bcf.files:
@@ -152,11 +160,14 @@ def _header(root: etree._Element, bcf: BcfFields) -> None:
                 _sub(el, tag, text)
 
 
-def _visinfo(vp: Viewpoint, guid: str) -> bytes:
+def _visinfo(vp: Viewpoint, guid: str, pinned: str | None) -> bytes:
+    """A viewpoint's visualization info; the element a topic is pinned on is always in its selection, so that
+    other tools highlight what the topic is about."""
     root = etree.Element("VisualizationInfo", Guid=guid)
     comps = _sub(root, "Components")
-    if vp.selected:
-        _components(_sub(comps, "Selection"), vp.selected)
+    selected = [*vp.selected, pinned] if pinned and pinned not in vp.selected else vp.selected
+    if selected:
+        _components(_sub(comps, "Selection"), selected)
     vis = _sub(comps, "Visibility", DefaultVisibility="true" if vp.default_visible else "false")
     if hints := vp.setup_hints:
         flags = (hints.spaces_visible, hints.space_boundaries_visible, hints.openings_visible)
@@ -171,6 +182,13 @@ def _visinfo(vp: Viewpoint, guid: str) -> bytes:
         for color, ids in groups:
             _components(_sub(_sub(coloring, "Color", Color=color), "Components"), ids)
     _camera(root, vp.camera)
+    segments = [seg for m in vp.measurements for seg in measurement_lines(m)]
+    if segments:  # what other tools can show of a measurement; the extension keeps it exactly
+        lines = _sub(root, "Lines")
+        for start, end in segments:
+            line = _sub(lines, "Line")
+            _point(line, "StartPoint", start)
+            _point(line, "EndPoint", end)
     if vp.clipping_planes:
         planes = _sub(root, "ClippingPlanes")
         for p in vp.clipping_planes:
@@ -202,7 +220,8 @@ class _TopicWriter:
             guid = bcf_guid(vp.guid)
             ref = _sub(refs, "ViewPoint", Guid=guid)
             _sub(ref, "Viewpoint", f"Viewpoint_{guid}.bcfv")
-            self.files[f"{self.folder}/Viewpoint_{guid}.bcfv"] = _visinfo(vp, guid)
+            pinned = self.topic.pin.element if self.topic.pin else None
+            self.files[f"{self.folder}/Viewpoint_{guid}.bcfv"] = _visinfo(vp, guid, pinned)
             meta = self._meta(vp.snapshot) if vp.snapshot else None
             if vp.snapshot and vp.snapshot in self.blobs:
                 suffix = _SUFFIX.get(meta.mime if meta else "", "png")

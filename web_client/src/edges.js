@@ -100,10 +100,14 @@ export function edgesOf(batch, slot) {
   return edges;
 }
 
-/** One colour on a batch's elements (their moves and the section planes applied): edges, outlines, tints. */
+/**
+ * One colour on a batch's elements (their moves and the section planes applied): edges, outlines, tints. It
+ * shares the batch material's clipping planes (the viewer's section planes, by reference: Viewer.clipModel).
+ */
 class FlatMaterial extends THREE.ShaderMaterial {
-  /** @param {THREE.Texture} elementData @param {number} color @param {number} opacity @param {boolean} onTop */
-  constructor(elementData, color, opacity, onTop) {
+  /** @param {import('./merged_batch.js').MergedBatch} batch @param {number} color @param {number} opacity @param {boolean} onTop */
+  constructor(batch, color, opacity, onTop) {
+    const elementData = batch.texture;
     super({
       defines: mergedDefines(elementData),
       uniforms: { elementData: { value: elementData }, color: { value: new THREE.Color(color) }, opacity: { value: opacity } },
@@ -113,7 +117,7 @@ class FlatMaterial extends THREE.ShaderMaterial {
         ${MERGED_VERTEX_PARS}
         void main() {
           vec3 transformed = position;
-          int at = int( slot + 0.5 ) * 5;
+          int at = int( slot + 0.5 ) * ELEMENT_TEXELS;
           if ( elementTexel( at ).a > 1.5 ) {
             mat4 move = mat4( elementTexel( at + 1 ), elementTexel( at + 2 ), elementTexel( at + 3 ), elementTexel( at + 4 ) );
             transformed = ( move * vec4( transformed, 1.0 ) ).xyz;
@@ -136,6 +140,7 @@ class FlatMaterial extends THREE.ShaderMaterial {
       depthTest: !onTop,
       clipping: true,
     });
+    this.clippingPlanes = /** @type {THREE.Material} */ (batch.material).clippingPlanes;
   }
 }
 
@@ -189,7 +194,7 @@ function release(g) {
 export class EdgeLines extends THREE.LineSegments {
   /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
   constructor(batch, { color, opacity, onTop = false }) {
-    super(new THREE.BufferGeometry(), new FlatMaterial(batch.texture, color, opacity, onTop));
+    super(new THREE.BufferGeometry(), new FlatMaterial(batch, color, opacity, onTop));
     this.batch = batch;
     this.frustumCulled = false;
     this.renderOrder = onTop ? 20 : 1;
@@ -222,7 +227,7 @@ export class EdgeLines extends THREE.LineSegments {
 export class ElementFill extends THREE.Mesh {
   /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
   constructor(batch, { color, opacity }) {
-    super(new THREE.BufferGeometry(), new FlatMaterial(batch.texture, color, opacity, false));
+    super(new THREE.BufferGeometry(), new FlatMaterial(batch, color, opacity, false));
     this.batch = batch;
     this.frustumCulled = false;
     this.renderOrder = 1;
@@ -303,7 +308,7 @@ export class ModelEdges {
       const want = [];
       const missing = [];
       for (let i = 0; i < b.slots; i++) {
-        if (b.drawn[i] === 255) continue; // hidden or out of view
+        if (b.drawn[i] === 255 || b.translucent_[i]) continue; // hidden, out of view, x-rayed or see-through
         const s = b.spheres[i];
         const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
         if ((2 * s.radius * focalPx) / d < MIN_EDGE_PX) continue;

@@ -8,8 +8,9 @@
 // sample and doubles the frame time; on a GPU it is nearly free, so it stays on. `?msaa=1|0` overrides.
 const SOFTWARE_GL = /swiftshader|llvmpipe|softpipe|software/i;
 // No preserveDrawingBuffer: keeping the buffer costs a copy per frame (a third of a software-GL frame);
-// the page keeps showing the last frame anyway, and a read-back renders first (topics' snapshotPng).
-const CONTEXT_ATTRIBUTES = { alpha: true, depth: true, stencil: false, premultipliedAlpha: true,
+// the page keeps showing the last frame anyway, and a read-back renders first (topics' snapshotPng). A stencil
+// buffer for the caps of cut solids (tools/section_caps.js): it shares the depth buffer's 32 bits (D24S8).
+const CONTEXT_ATTRIBUTES = { alpha: true, depth: true, stencil: true, premultipliedAlpha: true,
   preserveDrawingBuffer: false, powerPreference: /** @type {const} */ ('high-performance') };
 // What three asks for when its renderer starts (WebGLExtensions.init) and at the first texture upload:
 // asked here, while the app downloads (the browser keeps the answers).

@@ -5,6 +5,7 @@ import { AlarmPanel } from './alarms/panel.js';
 import { linkClaims, linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
+import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { NavCube } from './nav_cube.js';
@@ -14,10 +15,16 @@ import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
 import { startTimeMachine } from './timeline/index.js';
+import { pinOf } from './topics/create.js';
 import { topicLines } from './topics/list.js';
+import { arr } from './topics/viewpoint.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
+import { SectionCaps } from './tools/section_caps.js';
+import { SectionHandles } from './tools/section_handles.js';
+import { SectionPanel } from './tools/section_panel.js';
 import { TwinView } from './twin_view.js';
+import { ContextMenu, onLongPress } from './ui/context_menu.js';
 import { $ } from './ui/dom.js';
 import { Freshness } from './ui/freshness.js';
 import { startLayout } from './ui/layout.js';
@@ -29,6 +36,7 @@ import { TreePanel } from './ui/tree.js';
 import { Names } from './ui/names.js';
 import { YouPanel, rememberedName } from './ui/you.js';
 import { Viewer } from './viewer.js';
+import { Visibility } from './visibility.js';
 
 // A click that moves the pointer further than this (px) was an orbit drag, not a pick.
 const CLICK_SLOP_PX = 4;
@@ -83,8 +91,13 @@ const session = new Session(state, {
 const labels = new Labels(viewer, $('#labels'));
 const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
-const section = new SectionTool(viewer, /** @type {HTMLInputElement} */ ($('#section-range')));
-const measure = new MeasureTool(viewer, $('#measure-readout'));
+const visibility = new Visibility();
+const menu = new ContextMenu(document.body);
+const section = new SectionTool(viewer, () => (app.batches ? boxOfAll(app.batches) : null));
+const caps = new SectionCaps(viewer, section);
+const handles = new SectionHandles(viewer, section);
+const measure = new MeasureTool(viewer, { readout: $('#measure-readout'), panel: $('#measure-controls'), list: $('#measure-list'),
+  indicator: $('#snap-indicator'), labels });
 const navCube = new NavCube($('#navcube'), viewer, { box: visibleBox });
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
@@ -101,7 +114,8 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const names = new Names(() => app.catalog, session);
-const collab = startCollaboration({ viewer, session, section, select, app, credentials, ready, names });
+const collab = startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names, visibility });
+const sectionPanel = new SectionPanel({ viewer, section, caps, focusBox, model: () => app });
 const you = new YouPanel($('#you'), session, collab.identity, Boolean(linkClaims(credentials.token)?.name));
 const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
 
@@ -171,8 +185,13 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     performance.mark('twinview:batched');
     app.loader = model.via;
     app.batches = batches;
-    app.twin = new TwinView(viewer, batches, state, labels, signal);
+    // What the user hides, isolates or x-rays is per scene; a container's contents come from the catalogue.
+    visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
+      children: (id) => app.catalog?.children.get(id) ?? [] });
+    app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
     app.twin.edges.setEnabled(look.edges);
+    viewer.clipModel(batches.group);
+    caps.use(batches);
     freshness.bindLabels(labels, signal);
     const all = boxOfAll(batches);
     if (all) {
@@ -202,6 +221,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     if (signal.aborted) return;
     app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
     wirePanels(app.catalog, signal);
+    if (sectionPanel.open) sectionPanel.fillStoreys();
     app.twin.useLods(model.meshSource);
     // Load phases, visible in the browser's performance panel.
     performance.measure('twinview:prepare', 'twinview:read');
@@ -262,10 +282,10 @@ function visibleBox() {
   return box ?? boxOfAll(batches);
 }
 
-/** What Fit and Section act on: the selection, else the whole model as shown. */
+/** What Fit and Section act on: the selection (a storey: its contents), else the whole model as shown. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.batches?.boxOf(id) ?? null : visibleBox();
+  return id ? app.twin?.boxOf([id]) ?? null : visibleBox();
 }
 
 /**
@@ -308,7 +328,8 @@ function standing(ids, prefer) {
 
 /** @param {Catalog} catalog @param {AbortSignal} signal */
 function wirePanels(catalog, signal) {
-  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
+  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true),
+    { visibility, onMenu: (target, x, y) => menu.open(x, y, elementMenu(target, menuActions(null)), target.label) }, signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
     chart: timeline.chart,
     signal,
@@ -327,8 +348,52 @@ function select(id, fly = false) {
   app.properties?.show(id);
   collab.selected(id);
   if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
-  const box = id ? app.batches?.boxOf(id) : null;
+  const box = id ? app.twin?.boxOf([id]) : null;
   if (fly && box) viewer.fitBox(box);
+}
+
+/**
+ * What the element menu does here; `hit` is where the view was right-clicked or long-pressed (a topic is pinned
+ * there), null from the tree (a topic is pinned on top of the element).
+ * @param {import('three').Intersection|null} hit @returns {import('./element_menu.js').MenuActions}
+ */
+function menuActions(hit) {
+  return {
+    visibility,
+    zoomTo: (ids) => {
+      const box = app.twin?.boxOf(ids);
+      if (box) viewer.fitBox(box);
+    },
+    properties: (id) => {
+      select(id);
+      if (matchMedia('(max-width: 900px)').matches) layout.open('properties');
+      else $('#properties').scrollIntoView({ block: 'nearest' });
+    },
+    addTopic: collab.identity.may('topic.create') ? (id) => {
+      if (hit) return collab.creator.startAt(pinOf(hit, id, viewer.world));
+      const box = app.twin?.boxOf([id]);
+      if (!box) return;
+      const top = box.getCenter(new Vector3()).setY(box.max.y).applyMatrix4(viewer.world.matrixWorld.clone().invert());
+      collab.creator.startAt({ element: id, point: arr(top), normal: [0, 1, 0] });
+    } : null,
+  };
+}
+
+/** The element menu for what is under a point of the view (which it selects). @param {number} x @param {number} y */
+function openViewMenu(x, y) {
+  const hit = viewer.pickAt(x, y);
+  const id = hit && app.batches ? app.batches.idOf(hit) : null;
+  if (id) select(id);
+  openElementMenu(id, x, y, hit);
+}
+
+/**
+ * The element menu of one element (null: of the model) at a point of the window.
+ * @param {string|null} id @param {number} x @param {number} y @param {import('three').Intersection|null} hit
+ */
+function openElementMenu(id, x, y, hit) {
+  const label = id ? app.catalog?.label(id) ?? id : 'Model';
+  menu.open(x, y, elementMenu(id ? { ids: [id], label, id } : null, menuActions(hit)), label);
 }
 
 /** @param {import('./protocol.js').Welcome} welcome */
@@ -350,9 +415,10 @@ let down = { x: 0, y: 0 };
 viewer.renderer.domElement.addEventListener('pointerdown', (e) => { down = { x: e.clientX, y: e.clientY }; });
 viewer.renderer.domElement.addEventListener('pointerup', (e) => {
   if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
+  if (e.button === 2) return openViewMenu(e.clientX, e.clientY); // a right-click, not a right-drag (pan)
+  if (sectionPanel.click(e.clientX, e.clientY)) return;
   if (measure.active) {
-    const hit = viewer.pickAt(e.clientX, e.clientY);
-    if (hit) measure.add(hit.point);
+    measure.click(e.clientX, e.clientY);
     return;
   }
   if (collab.click(e.clientX, e.clientY)) return;
@@ -361,21 +427,21 @@ viewer.renderer.domElement.addEventListener('pointerup', (e) => {
 // Our pointer, shown to the others as a laser while it is over the model.
 let lastHover = 0;
 viewer.renderer.domElement.addEventListener('pointermove', (e) => {
+  if (!e.buttons) measure.hover(e.clientX, e.clientY, e.timeStamp); // not while orbiting
   if (e.timeStamp - lastHover < HOVER_INTERVAL_MS) return; // a raycast per mouse event is wasted work
   lastHover = e.timeStamp;
   const hit = viewer.pickAt(e.clientX, e.clientY);
   presence.pointer = hit ? viewer.raycaster.ray.clone() : null;
-  app.twin?.hover(hit && e.pointerType === 'mouse' && !e.buttons ? app.batches?.idOf(hit) ?? null : null);
+  // The element under the mouse is outlined, not when a section handle (drawn in front) is what it points at.
+  const over = hit && e.pointerType === 'mouse' && !e.buttons && handles.handleAt(e.clientX, e.clientY) < 0;
+  app.twin?.hover(over ? app.batches?.idOf(hit) ?? null : null);
 });
 viewer.renderer.domElement.addEventListener('pointerleave', () => app.twin?.hover(null));
 /** @param {HTMLElement} btn @param {boolean} on */
 const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
 $('#btn-section').addEventListener('click', (e) => {
-  const on = !section.active;
-  const box = focusBox();
-  section.set(on && box ? box : null);
-  press(/** @type {HTMLElement} */ (e.currentTarget), section.active);
-  $('#section-controls').hidden = !section.active;
+  sectionPanel.show(!sectionPanel.open);
+  press(/** @type {HTMLElement} */ (e.currentTarget), sectionPanel.open);
 });
 $('#btn-measure').addEventListener('click', (e) => {
   measure.setActive(!measure.active);
@@ -389,6 +455,12 @@ $('#btn-edges').addEventListener('click', () => {
   app.twin?.edges.setEnabled(look.edges);
   press($('#btn-edges'), look.edges);
 });
+for (const b of $('#measure-controls').querySelectorAll('[data-kind]')) {
+  b.addEventListener('click', () => measure.setKind(/** @type {import('./tools/measure.js').MeasureKind} */ (/** @type {HTMLElement} */ (b).dataset.kind)));
+}
+$('#measure-finish').addEventListener('click', () => measure.finish());
+$('#measure-clear').addEventListener('click', () => measure.clear());
+viewer.renderer.domElement.addEventListener('dblclick', () => { if (measure.active) measure.finish(); });
 $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
@@ -398,20 +470,35 @@ viewer.renderer.domElement.addEventListener('dblclick', (e) => {
   if (measure.active) return;
   const id = pickId(e.clientX, e.clientY);
   select(id);
-  const box = id ? app.batches?.boxOf(id) : visibleBox();
+  const box = id ? app.twin?.boxOf([id]) : visibleBox();
   if (box) viewer.fitBox(box);
 });
-// F fits (the selection, else all), Home goes home, Esc clears the selection and leaves walk or fly; movement
-// and zoom keys are the navigation's (navigation.js). Keys typed into a field are the field's.
+// The browser's own menu never shows over the view; a long press of a finger opens ours.
+viewer.renderer.domElement.addEventListener('contextmenu', (e) => e.preventDefault());
+onLongPress(viewer.renderer.domElement, openViewMenu);
+// F fits (the selection, else all), Home goes home, Enter finishes a measurement, Esc cancels its draft, else
+// clears the selection and leaves walk or fly; the Menu key (or Shift+F10) opens the selection's element menu;
+// movement and zoom keys are the navigation's (navigation.js). Keys typed into a field are the field's.
 window.addEventListener('keydown', (e) => {
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+  if (e.key === 'ContextMenu' || (e.key === 'F10' && e.shiftKey)) {
+    if (t instanceof HTMLElement && t.closest('#tree, #context-menu')) return;
+    e.preventDefault();
+    const id = app.twin?.selected ?? null;
+    const at = id ? screenOf(id) : null;
+    const r = viewer.renderer.domElement.getBoundingClientRect();
+    openElementMenu(id, at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2, null);
+    return;
+  }
   if (e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return; // used by a widget (timeline, alarm list)
   if (e.key === 'f' || e.key === 'F') $('#btn-fit').click();
+  else if (e.key === 'Enter' && measure.active) measure.finish();
   else if (e.key === 'Home') {
     e.preventDefault();
     navCube.home();
   } else if (e.key === 'Escape') {
+    if (measure.draft.length) return measure.cancel();
     select(null);
     viewer.controls.setMode('orbit');
   }
@@ -484,6 +571,15 @@ function bootContext() {
   return gl?.canvas ? gl : undefined;
 }
 
+/** Where an element's centre is on screen (client px), or null. @param {string} id */
+function screenOf(id) {
+  const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
+  if (!c) return null;
+  const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
+  const r = viewer.renderer.domElement.getBoundingClientRect();
+  return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
+}
+
 /** @param {number} x @param {number} y */
 function pickId(x, y) {
   const hit = viewer.pickAt(x, y);
@@ -504,6 +600,11 @@ Object.assign(window, {
     measure,
     section,
     navCube,
+    visibility,
+    menu,
+    caps,
+    handles,
+    sectionPanel,
     /** the XR controller, once loaded (see startXR) */
     get xr() { return xr; },
     collab,
@@ -512,14 +613,7 @@ Object.assign(window, {
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',
     drawCalls: () => viewer.renderer.info.render.calls,
-    /** Where an element's centre is on screen (client px), or null. @param {string} id */
-    screenOf(id) {
-      const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
-      if (!c) return null;
-      const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
-      const r = viewer.renderer.domElement.getBoundingClientRect();
-      return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
-    },
+    screenOf,
     /** @param {number} x @param {number} y */
     pick: (x, y) => { const id = pickId(x, y); select(id); return id; },
     select,

@@ -46,6 +46,7 @@ export const RESYNC_LIVE = 'live';
  * @typedef {import('./protocol_types').ProcedureControl} ProcedureControl
  * @typedef {import('./protocol_types').StepComplete} StepComplete
  * @typedef {import('./protocol_types').Topic} Topic
+ * @typedef {import('./protocol_types').Measurement} Measurement a viewpoint's: distance, angle or area, model coordinates
  * @typedef {import('./protocol_types').TopicDraft} TopicDraft
  * @typedef {import('./protocol_types').TopicCreate} TopicCreate
  * @typedef {import('./protocol_types').CommentAdd} CommentAdd

@@ -385,6 +385,15 @@ export interface Markup {
 }
 
 /**
+ * A measurement drawn in the view, in world coordinates: a distance (two points), an angle (three, the
+ * vertex in the middle) or a planar area (the polygon's corners, in order).
+ */
+export interface Measurement {
+  kind: "angle" | "area" | "distance";
+  points: Vec3[];
+}
+
+/**
  * Stop playing; the twin stays as of the current `as_of` (answered with `replay`, `playing` false).
  */
 export interface Pause {
@@ -600,6 +609,7 @@ export interface ReplayDelta {
   events?: Event[];
   playing?: boolean;
   driven_by?: string | null;
+  presenter?: PresenterState | null;
 }
 
 /**
@@ -795,6 +805,14 @@ export interface Transform {
 }
 
 /**
+ * Elements drawn see-through at `opacity` (1 = opaque), in their own colour.
+ */
+export interface TransparentComponents {
+  opacity: number;
+  ids: string[];
+}
+
+/**
  * Complete when element.prop is within [min, max] (either bound may be open).
  */
 export interface ValueRange {
@@ -816,7 +834,10 @@ export interface ViewSetupHints {
 }
 
 /**
- * What the author saw: camera, section planes, and visible / selected / coloured components (twin ids).
+ * What the author saw: camera, section planes, and visible / selected / coloured / x-rayed / transparent
+ * components (twin ids). An id of a container (a storey, an assembly) stands for everything under it.
+ * X-ray ("ghosted": faint, grey, not pickable) works like visibility: `xray` lists the exceptions to
+ * `xray_default`, so "x-ray everything but the pump" is `xray_default=True, xray=[pump]`.
  */
 export interface Viewpoint {
   guid: string;
@@ -826,8 +847,12 @@ export interface Viewpoint {
   hidden?: string[];
   default_visible?: boolean;
   colored?: ColoredComponents[];
+  xray?: string[];
+  xray_default?: boolean;
+  transparent?: TransparentComponents[];
   snapshot?: string | null;
   setup_hints?: ViewSetupHints | null;
+  measurements?: Measurement[];
 }
 
 /**

@@ -6,6 +6,9 @@
 // Lambert are equal; only the faint specular highlight is lost.
 import * as THREE from 'three';
 
+/** Texels per element in a MergedBatch's data texture: colour, the 4 columns of its move, transparency. */
+export const ELEMENT_TEXELS = 6;
+
 /** The lights as the viewer sets them up (Viewer uses these too, so both paths agree). */
 export const LIGHTS = {
   sky: 0xffffff,
@@ -18,7 +21,8 @@ export const LIGHTS = {
 
 /**
  * GLSL for a MergedBatch's vertex shader (with mergedDefines): vertices are in the batch's frame; per element
- * (slot) 5 texels: colour (a = 2: moved), then the columns of the move applied on top of the baked placement.
+ * (slot) ELEMENT_TEXELS texels: colour (a = 2: moved), the columns of the move applied on top of the baked
+ * placement, then r = transparency (0: opaque).
  */
 export const MERGED_VERTEX_PARS = /* glsl */ `
 attribute float slot;
@@ -29,7 +33,7 @@ vec4 elementTexel( const in int i ) {
 `;
 
 /** The defines MERGED_VERTEX_PARS needs, for a batch's per-element texture. @param {THREE.Texture} elementData */
-export const mergedDefines = (elementData) => ({ MERGED: '', ELEMENT_TEXTURE_WIDTH: elementData.image.width,
+export const mergedDefines = (elementData) => ({ MERGED: '', ELEMENT_TEXELS, ELEMENT_TEXTURE_WIDTH: elementData.image.width,
   ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) });
 
 // Shared by every cheap material: light colours premultiplied by intensity, sun direction in world space.
@@ -53,8 +57,13 @@ varying vec3 vFront;
 #ifdef DOUBLE_SIDED
 varying vec3 vBack;
 #endif
+#ifdef SECTION_CLIP_DISTANCE
+// A section's stencil pass: its plane in view space, clipped as geometry (not per fragment).
+uniform vec4 sectionPlane;
+#endif
 #ifdef MERGED
 ${MERGED_VERTEX_PARS}
+varying float vAlpha;
 #endif
 
 // Lambert irradiance (already divided by pi, as three's BRDF_Lambert does) for a world-space normal.
@@ -70,9 +79,10 @@ void main() {
   vec3 objectNormal = normal;
   vec3 transformed = position;
   #ifdef MERGED
-    int at = int( slot + 0.5 ) * 5;
+    int at = int( slot + 0.5 ) * ELEMENT_TEXELS;
     vec4 look = elementTexel( at );
     base *= look.rgb;
+    vAlpha = 1.0 - elementTexel( at + 5 ).r;
     if ( look.a > 1.5 ) {
       mat4 move = mat4( elementTexel( at + 1 ), elementTexel( at + 2 ), elementTexel( at + 3 ), elementTexel( at + 4 ) );
       transformed = ( move * vec4( transformed, 1.0 ) ).xyz;
@@ -93,6 +103,9 @@ void main() {
   #endif
   gl_Position = projectionMatrix * mvPosition;
   #include <clipping_planes_vertex>
+  #ifdef SECTION_CLIP_DISTANCE
+    gl_ClipDistance[ 0 ] = dot( mvPosition.xyz, sectionPlane.xyz ) + sectionPlane.w;
+  #endif
   // World-space normal (the model matrix of a batch is the XR placement: rotation and uniform scale).
   vec3 n = normalize( mat3( modelMatrix ) * objectNormal );
   vFront = base * irradiance( n );
@@ -105,6 +118,11 @@ void main() {
 const fragmentShader = /* glsl */ `
 uniform float opacity;
 varying vec3 vFront;
+#ifdef MERGED
+varying float vAlpha;
+#else
+const float vAlpha = 1.0;
+#endif
 #ifdef DOUBLE_SIDED
 varying vec3 vBack;
 #endif
@@ -112,9 +130,9 @@ varying vec3 vBack;
 void main() {
   #include <clipping_planes_fragment>
   #ifdef DOUBLE_SIDED
-    gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity );
+    gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity * vAlpha );
   #else
-    gl_FragColor = vec4( vFront, opacity );
+    gl_FragColor = vec4( vFront, opacity * vAlpha );
   #endif
   #include <colorspace_fragment>
 }
@@ -176,4 +194,57 @@ export function cheapMaterial(source, elementData = null) {
   // Keep the `color` the batcher and tools expect on a material (it is the diffuse uniform).
   Object.defineProperty(m, 'color', { get: () => m.uniforms.diffuse.value });
   return /** @type {CheapMaterial} */ (m);
+}
+
+const stencilFragmentShader = /* glsl */ `
+#include <clipping_planes_pars_fragment>
+void main() {
+  #include <clipping_planes_fragment>
+  gl_FragColor = vec4( 0.0 );
+}
+`;
+
+/**
+ * A merged batch drawn into the stencil buffer only, cut by one section plane: every face (front or back)
+ * inverts the stencil, so where a closed solid is cut open the count of faces behind the plane is odd — where
+ * the cap goes (tools/section_caps.js). It shares the batch's uniforms (its per-element texture: moved
+ * elements are where they are drawn) and vertex shader. With `clipDistance` (WEBGL_clip_cull_distance) the plane
+ * clips triangles as geometry, so the part cut away is never rasterised (a software GL rasterises, then
+ * discards, what a fragment-shader clip cuts away); the mesh must then call sectionPlaneForView before drawing.
+ * @param {CheapMaterial} batchMaterial @param {THREE.Plane} plane world space (kept up to date by the section)
+ * @param {boolean} clipDistance
+ */
+export function sectionStencilMaterial(batchMaterial, plane, clipDistance) {
+  const m = new THREE.ShaderMaterial({
+    name: 'section-stencil',
+    defines: clipDistance ? { ...batchMaterial.defines, SECTION_CLIP_DISTANCE: '' } : batchMaterial.defines,
+    uniforms: clipDistance ? { ...batchMaterial.uniforms, sectionPlane: { value: new THREE.Vector4() } } : batchMaterial.uniforms,
+    vertexShader,
+    fragmentShader: stencilFragmentShader,
+    side: THREE.DoubleSide,
+    colorWrite: false,
+    depthWrite: false,
+    depthTest: false,
+    stencilWrite: true,
+    stencilFunc: THREE.AlwaysStencilFunc,
+    stencilFail: THREE.InvertStencilOp,
+    stencilZFail: THREE.InvertStencilOp,
+    stencilZPass: THREE.InvertStencilOp,
+    clipping: !clipDistance,
+    clippingPlanes: clipDistance ? null : [plane],
+  });
+  m.extensions.clipCullDistance = clipDistance;
+  return m;
+}
+
+const _viewPlane = new THREE.Plane();
+
+/**
+ * Put a world-space plane into a clip-distance stencil material, in the view space of the camera about to draw.
+ * @param {THREE.ShaderMaterial} material @param {THREE.Plane} plane @param {THREE.Camera} camera
+ */
+export function sectionPlaneForView(material, plane, camera) {
+  const p = _viewPlane.copy(plane).applyMatrix4(camera.matrixWorldInverse);
+  material.uniforms.sectionPlane.value.set(p.normal.x, p.normal.y, p.normal.z, p.constant);
+  material.uniformsNeedUpdate = true;
 }

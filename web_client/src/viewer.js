@@ -9,7 +9,7 @@
 //   Orthographic zoom is the camera's `zoom`; the eye does not move in or out.
 // - `controls.target`: the orbit pivot, centred in the view; `flyTo(position, target, ms)` animates both.
 // - `fitBox(box)` frames a box from the current direction; `viewFrom(dir, box)` from a standard direction
-//   (e.g. a floor plan: `setProjection('orthographic')`, then `viewFrom(new Vector3(0, 1, 0), storeyBox)`).
+//   (the section's floor plan: `setProjection('orthographic')`, then `flyTo(eye, centre, 0, height)`).
 // Every flight respects prefers-reduced-motion (it jumps).
 import * as THREE from 'three';
 import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
@@ -52,8 +52,8 @@ export class Viewer extends EventTarget {
     this.container = container;
     const { canvas, context, software } = gl;
     this.renderer = context
-      ? withKnownParameters(gl, () => new THREE.WebGLRenderer({ canvas, context }))
-      : new THREE.WebGLRenderer({ antialias: true }); // let three report the failure
+      ? withKnownParameters(gl, () => new THREE.WebGLRenderer({ canvas, context, stencil: true }))
+      : new THREE.WebGLRenderer({ antialias: true, stencil: true }); // let three report the failure
     /** whether the GL is a software rasteriser (then without MSAA) */
     this.softwareGL = software;
     this.renderer.debug.checkShaderErrors = CHECK_SHADER_ERRORS;
@@ -70,6 +70,13 @@ export class Viewer extends EventTarget {
     this.camera = this.perspective;
     /** @type {Projection} */
     this.projection = 'perspective';
+    /**
+     * Section planes in world coordinates (tools/section.js keeps them): one array, shared by reference as the
+     * `clippingPlanes` of every model material (clipModel), so that a change reaches them all; picking skips
+     * what they cut away.
+     * @type {THREE.Plane[]}
+     */
+    this.clippingPlanes = [];
     // The same lights as the batches' per-vertex shading (shading.js) uses, for everything else.
     this.scene.add(new THREE.HemisphereLight(LIGHTS.sky, LIGHTS.ground, LIGHTS.hemisphere));
     const sun = new THREE.DirectionalLight(LIGHTS.sun, LIGHTS.sunIntensity);
@@ -101,6 +108,8 @@ export class Viewer extends EventTarget {
     this.raycaster = new THREE.Raycaster();
     /** @type {THREE.Object3D[]} what picking tests against */
     this.pickables = [];
+    /** @type {((hit: THREE.Intersection) => boolean)|null} which hits count (x-rayed elements do not) */
+    this.pickFilter = null;
     /** @type {((dt: number, frame?: XRFrame) => boolean)[]} per-frame hooks; return true to keep animating */
     this.tickers = [];
     /** @type {((camera: THREE.Camera) => void)[]} run just before each render (not on idle frames) */
@@ -208,6 +217,17 @@ export class Viewer extends EventTarget {
     o.updateProjectionMatrix();
   }
 
+  /**
+   * Let the section planes cut every material under `root` (the model's batches and objects).
+   * @param {THREE.Object3D} root
+   */
+  clipModel(root) {
+    root.traverse((o) => {
+      const material = /** @type {any} */ (o).material;
+      for (const m of Array.isArray(material) ? material : material ? [material] : []) m.clippingPlanes = this.clippingPlanes;
+    });
+  }
+
   /** @param {number} time @param {XRFrame|undefined} frame */
   #frame(time, frame) {
     this.timer.update(time);
@@ -246,9 +266,9 @@ export class Viewer extends EventTarget {
 
   /** @param {THREE.Raycaster} raycaster @returns {THREE.Intersection|null} nearest hit not clipped away */
   pickRay(raycaster) {
-    const planes = this.renderer.clippingPlanes;
+    const planes = this.clippingPlanes;
     for (const hit of raycaster.intersectObjects(this.pickables, true)) {
-      if (planes.every((p) => p.distanceToPoint(hit.point) >= 0)) return hit;
+      if (planes.every((p) => p.distanceToPoint(hit.point) >= 0) && (this.pickFilter?.(hit) ?? true)) return hit;
     }
     return null;
   }

@@ -81,6 +81,7 @@ export class ChartPanel extends EventTarget {
 
   clear() {
     this.keys = [];
+    this.zoom = null;
     this.#changed();
   }
 

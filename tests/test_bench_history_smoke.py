@@ -1,0 +1,27 @@
+"""The history benchmark measures what it claims: a tiny query history end to end, and one kill -9 run."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from bench import history
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_query_benchmark_answers_every_key_and_reports_every_figure(tmp_path: Path) -> None:
+    result = history.queries(tmp_path, keys=20, hours=2, step_s=600.0)
+    assert result["samples"] == 20 * 12
+    for name in ("seek_p95_ms", "naive_p95_ms", "chart_1h_p95_ms", "chart_all_p95_ms", "parquet_bytes_per_sample"):
+        assert result[name] > 0, name
+    assert "| seek: every key's value at t" in history.table(
+        {"load_before": 0, "load_after": 0, "cpus": 2, "query": result}
+    )
+
+
+async def test_one_kill_9_run_counts_what_was_acknowledged_and_lost(tmp_path: Path) -> None:
+    run = await history.kill9_run(tmp_path, random.Random(1))
+    assert run["acked"] >= 100 and run["lost"] == 0
