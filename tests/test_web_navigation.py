@@ -1,7 +1,8 @@
 """A remote engineer navigating and picking in an office-sized IFC (duplex.ifc, 215 elements, built by the real
 pipeline): the orbit pivot follows the pick, the wheel zooms towards the cursor, the navigation cube's faces and
 corners give the standard views, the orthographic toggle keeps the framed extent (and zoom and pick work in it),
-F fits the selection, Esc clears it, double-click focuses, walk and fly move the eye; the look: edges toggle,
+F fits the selection, Esc clears it, double-click focuses, walk and fly move the eye; the look: edges toggle (cut by
+section planes, none on hidden or x-rayed elements), the outline (none on a hidden element),
 the environment map, the selection and hover highlight. Numbers are read from the page (`window.twinview`)."""
 
 from __future__ import annotations
@@ -284,6 +285,43 @@ def test_selection_and_hover_are_outlined(page):
     page.keyboard.press("Escape")
     page.wait_for_function("window.twinview.app.twin.selected === null")
     assert page.evaluate(outlined, "outline") == 0
+
+
+def test_edges_and_outlines_follow_section_planes_and_visibility(page):
+    """Edges and outlines are cut by the section planes (the viewer's shared array), and hidden or x-rayed
+    elements have none."""
+    els = walls_on_screen(page)
+    page.mouse.click(els[0]["x"], els[0]["y"])
+    page.wait_for_function("id => window.twinview.app.twin.selected === id", arg=els[0]["id"])
+    page.get_by_role("button", name="Edges").click()
+    page.wait_for_function("window.twinview.app.twin.edges.segments > 100", timeout=FLIGHT_MS)
+    # A horizontal cut: every edge and outline material clips with the viewer's planes (the same array).
+    page.evaluate(
+        """() => { const tv = window.twinview; const c = tv.viewer.controls.target;
+      tv.section.add(c.clone().set(0, -1, 0), tv.viewer.world.worldToLocal(c.clone()), 'cut');
+      tv.viewer.invalidate(); }"""
+    )
+    page.wait_for_function("window.twinview.viewer.clippingPlanes.length === 1", timeout=FLIGHT_MS)
+    shared = """() => { const tv = window.twinview; const t = tv.app.twin; const planes = tv.viewer.clippingPlanes;
+      const lines = [...t.edges.lines, ...[...t.outline.lines.values()].flat()];
+      return lines.length > 0 && lines.every((l) => l.material.clippingPlanes === planes); }"""
+    assert page.evaluate(shared)
+    page.evaluate("window.twinview.section.clear()")
+    outlined = """() => { let n = 0; for (const ls of window.twinview.app.twin.outline.lines.values())
+      for (const l of ls) if (l.visible) n += l.geometry.drawRange.count; return n; }"""
+    assert page.evaluate(outlined) > 0
+    # Hiding the selected element takes its outline (and box) away; showing it again gives the outline back.
+    page.evaluate("id => window.twinview.visibility.hide([id])", els[0]["id"])
+    page.wait_for_function(f"({outlined})() === 0", timeout=FLIGHT_MS)
+    assert page.evaluate("window.twinview.app.twin.highlight.visible") is False
+    page.evaluate("window.twinview.visibility.showAll()")
+    page.wait_for_function(f"({outlined})() > 0", timeout=FLIGHT_MS)
+    # X-raying everything but one element leaves edges on that one only; hiding everything leaves none.
+    all_segments = page.evaluate(EDGES)["segments"]
+    page.evaluate("id => window.twinview.visibility.xrayOthers([id])", els[0]["id"])
+    page.wait_for_function("s => window.twinview.app.twin.edges.segments < s / 4", arg=all_segments, timeout=FLIGHT_MS)
+    page.evaluate("window.twinview.visibility.hide([...window.twinview.app.batches.elements.keys()])")
+    page.wait_for_function("window.twinview.app.twin.edges.segments === 0", timeout=FLIGHT_MS)
 
 
 def test_the_environment_map_lights_pbr_materials(office):
