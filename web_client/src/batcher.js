@@ -385,7 +385,7 @@ export class ElementBatches {
       for (const p of e.parts) {
         const levels = p.levels;
         if (!levels || !p.sphere) continue;
-        const d = Math.max(p.sphere.center.distanceTo(eye) - p.sphere.radius, 1e-3);
+        const d = /** @type {any} */ (camera).isOrthographicCamera ? 1 : Math.max(p.sphere.center.distanceTo(eye) - p.sphere.radius, 1e-3);
         const px = (2 * p.sphere.radius * focalPx) / d;
         const want = px * LOD_TRIANGLES_PER_PIXEL;
         let level = 0;

@@ -8,6 +8,7 @@ import { startCollaboration } from './collab/index.js';
 import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
+import { NavCube } from './nav_cube.js';
 import { PresenceLayer } from './presence.js';
 import { CLOSE_NAME, RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
@@ -52,6 +53,10 @@ const FIRST_FRAME_WAIT_MS = 500;
 const RESYNC_NOTICE_MS = 4000;
 // Lines of text the XR panel holds (an element's, or a topic's).
 const XR_PANEL_LINES = 8;
+// Keyboard, walk and fly speed (m/s): this fraction of the model's diagonal, within walking pace and a car's.
+const SPEED_PER_DIAGONAL = 0.05;
+const MIN_SPEED = 1.4;
+const MAX_SPEED = 30;
 
 const params = new URLSearchParams(location.search);
 const sceneParam = params.get('scene');
@@ -93,6 +98,7 @@ const caps = new SectionCaps(viewer, section);
 const handles = new SectionHandles(viewer, section);
 const measure = new MeasureTool(viewer, { readout: $('#measure-readout'), panel: $('#measure-controls'), list: $('#measure-list'),
   indicator: $('#snap-indicator'), labels });
+const navCube = new NavCube($('#navcube'), viewer, { box: visibleBox });
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
  * is which reader read the model (Model.via).
@@ -183,6 +189,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
       children: (id) => app.catalog?.children.get(id) ?? [] });
     app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
+    app.twin.edges.setEnabled(look.edges);
     viewer.clipModel(batches.group);
     caps.use(batches);
     freshness.bindLabels(labels, signal);
@@ -192,7 +199,9 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       startView.pending = true;
       startView();
       // Points are picked within a distance of the ray: a small fraction of the model, not three's 1 m.
-      viewer.raycaster.params.Points.threshold = all.getSize(new Vector3()).length() * POINT_PICK_FRACTION;
+      const diagonal = all.getSize(new Vector3()).length();
+      viewer.raycaster.params.Points.threshold = diagonal * POINT_PICK_FRACTION;
+      viewer.controls.speed = Math.min(MAX_SPEED, Math.max(MIN_SPEED, diagonal * SPEED_PER_DIAGONAL));
     }
     progress.done();
     // The model shows from the next frame on; the manifest (names, property sets, tree) and the coarser
@@ -201,6 +210,12 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       viewer.addEventListener('frame', r, { once: true });
       setTimeout(r, FIRST_FRAME_WAIT_MS); // a hidden tab draws no frames
     });
+    // Reflections for the glTF (PBR) materials — metals read as metal — once the model is on screen, when it
+    // has such materials. Not on a software GL, where prefiltering holds the GPU process for many seconds,
+    // unless asked for (`?env=1`; `?env=0`: never).
+    const env = params.get('env');
+    const pbr = batches.batches.some((b) => !(/** @type {any} */ (b).isMergedBatch));
+    if (env === '1' || (env !== '0' && pbr && !viewer.softwareGL)) viewer.useEnvironment();
     // Fetched only now: its download and JSON parse (megabytes for a large plant) stay off the first frame.
     const records = await fetchManifest(manifestUrl, abort.signal);
     if (signal.aborted) return;
@@ -253,10 +268,24 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** What Fit and Section act on: the selection (a storey: its contents), else the whole model. */
+/** The box of the elements shown (all of them when none is), or null before a model is in. */
+function visibleBox() {
+  const batches = app.batches;
+  if (!batches) return null;
+  /** @type {import('three').Box3|null} */
+  let box = null;
+  for (const id of batches.elements.keys()) {
+    if (!batches.isVisible(id)) continue;
+    const b = batches.boxOf(id);
+    if (b && !b.isEmpty()) box = box ? box.union(b) : b;
+  }
+  return box ?? boxOfAll(batches);
+}
+
+/** What Fit and Section act on: the selection (a storey: its contents), else the whole model as shown. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.twin?.boxOf([id]) ?? null : app.batches && boxOfAll(app.batches);
+  return id ? app.twin?.boxOf([id]) ?? null : visibleBox();
 }
 
 /**
@@ -403,7 +432,11 @@ viewer.renderer.domElement.addEventListener('pointermove', (e) => {
   lastHover = e.timeStamp;
   const hit = viewer.pickAt(e.clientX, e.clientY);
   presence.pointer = hit ? viewer.raycaster.ray.clone() : null;
+  // The element under the mouse is outlined, not when a section handle (drawn in front) is what it points at.
+  const over = hit && e.pointerType === 'mouse' && !e.buttons && handles.handleAt(e.clientX, e.clientY) < 0;
+  app.twin?.hover(over ? app.batches?.idOf(hit) ?? null : null);
 });
+viewer.renderer.domElement.addEventListener('pointerleave', () => app.twin?.hover(null));
 /** @param {HTMLElement} btn @param {boolean} on */
 const press = (btn, on) => btn.setAttribute('aria-pressed', String(on));
 $('#btn-section').addEventListener('click', (e) => {
@@ -413,6 +446,14 @@ $('#btn-section').addEventListener('click', (e) => {
 $('#btn-measure').addEventListener('click', (e) => {
   measure.setActive(!measure.active);
   press(/** @type {HTMLElement} */ (e.currentTarget), measure.active);
+});
+// Edges on or off (`?edges=1` starts with them on), for this scene and the next.
+const look = { edges: params.get('edges') === '1' };
+press($('#btn-edges'), look.edges);
+$('#btn-edges').addEventListener('click', () => {
+  look.edges = !look.edges;
+  app.twin?.edges.setEnabled(look.edges);
+  press($('#btn-edges'), look.edges);
 });
 for (const b of $('#measure-controls').querySelectorAll('[data-kind]')) {
   b.addEventListener('click', () => measure.setKind(/** @type {import('./tools/measure.js').MeasureKind} */ (/** @type {HTMLElement} */ (b).dataset.kind)));
@@ -424,24 +465,42 @@ $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
 });
+// Double-click: select the element and fly to it (its box framed, orbiting about it); on empty space, fit all.
+viewer.renderer.domElement.addEventListener('dblclick', (e) => {
+  if (measure.active) return;
+  const id = pickId(e.clientX, e.clientY);
+  select(id);
+  const box = id ? app.twin?.boxOf([id]) : visibleBox();
+  if (box) viewer.fitBox(box);
+});
 // The browser's own menu never shows over the view; a long press of a finger opens ours.
 viewer.renderer.domElement.addEventListener('contextmenu', (e) => e.preventDefault());
 onLongPress(viewer.renderer.domElement, openViewMenu);
+// F fits (the selection, else all), Home goes home, Enter finishes a measurement, Esc cancels its draft, else
+// clears the selection and leaves walk or fly; the Menu key (or Shift+F10) opens the selection's element menu;
+// movement and zoom keys are the navigation's (navigation.js). Keys typed into a field are the field's.
 window.addEventListener('keydown', (e) => {
-  // The Menu key (or Shift+F10) outside a field: the element menu of the selection, at its place in the view.
-  if ((e.key === 'ContextMenu' || (e.key === 'F10' && e.shiftKey)) && !(e.target instanceof HTMLInputElement)
-      && !(e.target instanceof HTMLElement && e.target.closest('#tree, #context-menu'))) {
+  const t = e.target;
+  if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+  if (e.key === 'ContextMenu' || (e.key === 'F10' && e.shiftKey)) {
+    if (t instanceof HTMLElement && t.closest('#tree, #context-menu')) return;
     e.preventDefault();
     const id = app.twin?.selected ?? null;
     const at = id ? screenOf(id) : null;
     const r = viewer.renderer.domElement.getBoundingClientRect();
     openElementMenu(id, at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2, null);
+    return;
   }
-  if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
-  if (e.key === 'Enter' && measure.active && !(e.target instanceof HTMLInputElement)) measure.finish();
-  if (e.key === 'Escape') {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return; // used by a widget (timeline, alarm list)
+  if (e.key === 'f' || e.key === 'F') $('#btn-fit').click();
+  else if (e.key === 'Enter' && measure.active) measure.finish();
+  else if (e.key === 'Home') {
+    e.preventDefault();
+    navCube.home();
+  } else if (e.key === 'Escape') {
     if (measure.draft.length) return measure.cancel();
     select(null);
+    viewer.controls.setMode('orbit');
   }
 });
 window.addEventListener('pagehide', () => {
@@ -540,6 +599,7 @@ Object.assign(window, {
     layout,
     measure,
     section,
+    navCube,
     visibility,
     menu,
     caps,

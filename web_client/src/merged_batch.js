@@ -45,6 +45,12 @@ export class MergedBatch extends THREE.Mesh {
     texture.needsUpdate = true;
     const material = cheapMaterial(source, texture);
     material.color.set(0xffffff); // colour lives per element
+    // Edges (edges.js) are drawn on the faces: the faces step back a little in depth, so the lines win.
+    if (!material.polygonOffset) {
+      material.polygonOffset = true;
+      material.polygonOffsetFactor = 1;
+      material.polygonOffsetUnits = 1;
+    }
     super(new THREE.BufferGeometry(), material);
     this.isMergedBatch = true;
     this.frustumCulled = false; // culled per element in updateView
@@ -285,6 +291,7 @@ export class MergedBatch extends THREE.Mesh {
     _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
     const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_m.copy(this.matrixWorld).invert());
     const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
+    const ortho = /** @type {any} */ (camera).isOrthographicCamera; // size on screen does not fall with distance
     const { levels, drawn, spheres } = this;
     let changed = this.dirty;
     for (let i = 0; i < this.slots; i++) {
@@ -294,7 +301,7 @@ export class MergedBatch extends THREE.Mesh {
         level = 0;
         const lv = levels[i];
         if (lv.length > 1) {
-          const d = Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
+          const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
           const want = ((2 * s.radius * focalPx) / d) * trianglesPerPixel;
           for (let k = lv.length - 1; k > 0; k--) {
             if (lv[k].triangles >= want) {

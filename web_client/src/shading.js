@@ -19,6 +19,23 @@ export const LIGHTS = {
   sunPosition: new THREE.Vector3(5, 10, 7),
 };
 
+/**
+ * GLSL for a MergedBatch's vertex shader (with mergedDefines): vertices are in the batch's frame; per element
+ * (slot) ELEMENT_TEXELS texels: colour (a = 2: moved), the columns of the move applied on top of the baked
+ * placement, then r = transparency (0: opaque).
+ */
+export const MERGED_VERTEX_PARS = /* glsl */ `
+attribute float slot;
+uniform highp sampler2D elementData;
+vec4 elementTexel( const in int i ) {
+  return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
+}
+`;
+
+/** The defines MERGED_VERTEX_PARS needs, for a batch's per-element texture. @param {THREE.Texture} elementData */
+export const mergedDefines = (elementData) => ({ MERGED: '', ELEMENT_TEXELS, ELEMENT_TEXTURE_WIDTH: elementData.image.width,
+  ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) });
+
 // Shared by every cheap material: light colours premultiplied by intensity, sun direction in world space.
 const lightUniforms = {
   skyColor: { value: new THREE.Color(LIGHTS.sky).multiplyScalar(LIGHTS.hemisphere) },
@@ -45,14 +62,8 @@ varying vec3 vBack;
 uniform vec4 sectionPlane;
 #endif
 #ifdef MERGED
-// MergedBatch: vertices are in the batch's frame; per element (slot) ELEMENT_TEXELS texels: colour (a = 2:
-// moved), the columns of the move applied on top of the baked placement, then r = transparency (0: opaque).
-attribute float slot;
+${MERGED_VERTEX_PARS}
 varying float vAlpha;
-uniform highp sampler2D elementData;
-vec4 elementTexel( const in int i ) {
-  return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
-}
 #endif
 
 // Lambert irradiance (already divided by pi, as three's BRDF_Lambert does) for a world-space normal.
@@ -153,8 +164,7 @@ export function canShadeCheaply(m) {
  */
 export function cheapMaterial(source, elementData = null) {
   const m = new THREE.ShaderMaterial({
-    defines: elementData ? { MERGED: '', ELEMENT_TEXELS, ELEMENT_TEXTURE_WIDTH: elementData.image.width,
-      ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) } : {},
+    defines: elementData ? mergedDefines(elementData) : {},
     name: `lambert-vs:${source.name || source.type}`,
     uniforms: {
       diffuse: { value: new THREE.Color().copy(source.color ?? new THREE.Color(1, 1, 1)) },

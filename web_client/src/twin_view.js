@@ -2,6 +2,7 @@
 // snapshots and deltas arrive, composed with what the user chose to see (visibility.js), and keeps the
 // selection highlight.
 import * as THREE from 'three';
+import { ModelEdges, Outline } from './edges.js';
 import { GHOST_OPACITY } from './visibility.js';
 
 const _color = new THREE.Color();
@@ -32,8 +33,15 @@ export class TwinView {
     this.lodsLoaded = false;
     /** @type {string|null} */
     this.selected = null;
+    /** the selection's and the hover's outline (edges.js); a box for what it cannot outline */
+    this.outline = new Outline(batches, 'selected');
+    this.hoverOutline = new Outline(batches, 'hovered');
+    /** @type {string|null} */
+    this.hovered = null;
     this.highlight = new THREE.Box3Helper(new THREE.Box3(), SELECTION_COLOR);
     this.highlight.visible = false;
+    /** feature edges, off until `edges.setEnabled(true)` */
+    this.edges = new ModelEdges(batches, () => viewer.invalidate());
     viewer.world.add(batches.group, this.highlight);
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
@@ -51,8 +59,11 @@ export class TwinView {
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());
     // Before each render: per-element frustum culling and level of detail (see ElementBatches.updateLod).
-    const view = (/** @type {THREE.Camera} */ camera) => batches.updateLod(camera,
-      viewer.renderer.getDrawingBufferSize(_size).y, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+    const view = (/** @type {THREE.Camera} */ camera) => {
+      const heightPx = viewer.renderer.getDrawingBufferSize(_size).y;
+      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+      this.edges.update(camera, heightPx);
+    };
     viewer.prerender.push(view);
     signal.addEventListener('abort', () => viewer.prerender.splice(viewer.prerender.indexOf(view), 1));
     // Time to first frame with the model (navigation start → this mark), read by bench/web.py.
@@ -81,6 +92,9 @@ export class TwinView {
   #dispose() {
     for (const id of this.touched) this.labels.set(`el:${id}`, null, () => null);
     this.highlight.removeFromParent();
+    this.edges.dispose();
+    this.outline.dispose();
+    this.hoverOutline.dispose();
     this.viewer.pickables.splice(this.viewer.pickables.indexOf(this.batches.group), 1);
     this.batches.dispose();
     this.viewer.invalidate();
@@ -144,6 +158,11 @@ export class TwinView {
     differ(was.colors, now.colors);
     for (const id of changed) if (this.batches.elements.has(id)) this.#look(id, this.state.visuals.get(id) ?? {});
     this.applied = now;
+    // A hidden element loses its outline (and one shown again gets it back).
+    if (this.selected) this.select(this.selected);
+    const hovered = this.hovered;
+    this.hovered = null;
+    this.hover(hovered);
     this.viewer.invalidate();
   }
 
@@ -167,12 +186,28 @@ export class TwinView {
     return box.isEmpty() ? null : box;
   }
 
-  /** @param {string|null} id an element, or a container (its contents are highlighted) */
+  /**
+   * Outline the selected element; a box around what cannot be outlined (points, textured parts) and around a
+   * container's contents; nothing while the element is hidden. @param {string|null} id an element, or a container
+   */
   select(id) {
     this.selected = id;
-    const box = id ? this.boxOf([id]) : null;
+    const element = id !== null && this.batches.elements.has(id);
+    const shown = id !== null && (!element || this.batches.isVisible(id));
+    const outlined = this.outline.set(shown ? id : null);
+    const box = shown && !(outlined && element) ? this.boxOf([id]) : null;
     this.highlight.visible = Boolean(box && !box.isEmpty());
     if (box) this.highlight.box.copy(box).expandByScalar(0.02);
+    if (id && id === this.hovered) this.hover(null);
+    this.viewer.invalidate();
+  }
+
+  /** Outline the element under the pointer (not the selected one, nor a hidden one). @param {string|null} id */
+  hover(id) {
+    const show = id === this.selected || (id !== null && !this.batches.isVisible(id)) ? null : id;
+    if (show === this.hovered) return;
+    this.hovered = show;
+    this.hoverOutline.set(show);
     this.viewer.invalidate();
   }
 }

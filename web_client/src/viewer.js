@@ -1,8 +1,21 @@
-// The 3D view: renderer, camera, orbit navigation, lights, render-on-demand, picking and fly-to.
+// The 3D view: renderer, cameras (perspective and orthographic), navigation, lights, render-on-demand,
+// picking and camera flights.
+//
+// Camera API (also what tools such as the section's floor plan use):
+// - `camera`: the active camera; `perspective` and `orthographic` are both kept at the same pose.
+// - `projection` / `setProjection('perspective'|'orthographic')`: the switch keeps the framed extent
+//   (`viewHeight()`, the view's height at the target): an orthographic view is as high as the perspective
+//   view was at the target's depth, and back in perspective the eye moves along its view to frame it again.
+//   Orthographic zoom is the camera's `zoom`; the eye does not move in or out.
+// - `controls.target`: the orbit pivot, centred in the view; `flyTo(position, target, ms)` animates both.
+// - `fitBox(box)` frames a box from the current direction; `viewFrom(dir, box)` from a standard direction
+//   (the section's floor plan: `setProjection('orthographic')`, then `flyTo(eye, centre, 0, height)`).
+// Every flight respects prefers-reduced-motion (it jumps).
 import * as THREE from 'three';
-import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
 import { createContext, pixelRatio, withKnownParameters } from './gl_context.js';
 import { warmUpShaders } from './merged_batch.js';
+import { Navigation, orientationFor, viewHeightAt } from './navigation.js';
 import { LIGHTS } from './shading.js';
 
 export const BACKGROUND = 0x1d2127;
@@ -12,6 +25,16 @@ const FLY_MS = 600;
 const FIT_MARGIN = 1.4;
 // The least upward component of the view direction after a fit (0.7 ≈ 35° above the horizon).
 const MIN_FIT_ELEVATION = 0.7;
+// A flight this short or with reduced motion asked for is a jump.
+const reducedMotion = () => typeof matchMedia === 'function' && matchMedia('(prefers-reduced-motion: reduce)').matches;
+// The environment map's cube face size (px): reflections of a blurred room need little.
+const ENVIRONMENT_PX = 128;
+// The orthographic frustum's half height at zoom 1; its zoom sets the view's height.
+const ORTHO_HALF_HEIGHT = 1;
+const _dir = new THREE.Vector3();
+const _right = new THREE.Vector3();
+
+/** @typedef {'perspective'|'orthographic'} Projection */
 // Whether three reads each shader's compile and link logs on a program's first use: four synchronous round
 // trips to the GPU process, each waiting behind whatever that process is busy with (on a software GL,
 // compositing the page), which were most of the first frame's time. Our shaders are fixed, so the bundle
@@ -40,17 +63,13 @@ export class Viewer extends EventTarget {
 
     this.scene = new THREE.Scene();
     this.scene.background = new THREE.Color(BACKGROUND);
-    /** the perspective camera (the usual one) */
     this.perspective = new THREE.PerspectiveCamera(50, 1, 0.05, 5000);
     this.perspective.position.set(10, 8, 10);
-    /** an orthographic camera for plan views; `orthoHalfHeight` is half the height it shows at zoom 1 */
     this.orthographic = new THREE.OrthographicCamera(-1, 1, 1, -1, 0.05, 5000);
-    this.orthoHalfHeight = 10;
-    /**
-     * The camera in use (setProjection).
-     * @type {THREE.PerspectiveCamera|THREE.OrthographicCamera}
-     */
+    /** @type {THREE.PerspectiveCamera|THREE.OrthographicCamera} the camera drawn with */
     this.camera = this.perspective;
+    /** @type {Projection} */
+    this.projection = 'perspective';
     /**
      * Section planes in world coordinates (tools/section.js keeps them): one array, shared by reference as the
      * `clippingPlanes` of every model material (clipModel), so that a change reaches them all; picking skips
@@ -68,10 +87,23 @@ export class Viewer extends EventTarget {
     this.world.name = 'world';
     this.scene.add(this.world);
 
-    /** @type {OrbitControls<THREE.PerspectiveCamera|THREE.OrthographicCamera>} */
-    this.controls = new OrbitControls(this.camera, this.renderer.domElement);
-    this.controls.enableDamping = true;
+    /** mouse, touch and keyboard navigation (navigation.js); `controls.target` is the orbit pivot */
+    this.controls = new Navigation({
+      camera: () => this.camera,
+      canvas: this.renderer.domElement,
+      pointAt: (x, y) => this.pickAt(x, y)?.point ?? null,
+      floorBelow: (p) => {
+        const hit = this.pickRay(new THREE.Raycaster(p, new THREE.Vector3(0, -1, 0)));
+        return hit ? hit.point.y : null;
+      },
+      invalidate: () => this.invalidate(),
+    });
     this.controls.addEventListener('change', () => this.invalidate());
+    this.controls.addEventListener('start', () => this.stopFlight());
+    this.controls.target.set(0, 0, 0);
+    this.camera.lookAt(this.controls.target);
+    // An immersive session draws from the perspective camera's layers and pose.
+    this.renderer.xr.addEventListener('sessionstart', () => this.setProjection('perspective'));
 
     this.raycaster = new THREE.Raycaster();
     /** @type {THREE.Object3D[]} what picking tests against */
@@ -99,6 +131,22 @@ export class Viewer extends EventTarget {
     this.dirty = true;
   }
 
+  /**
+   * Image-based lighting for glTF (PBR) materials: a neutral room, prefiltered once (PMREM, ENVIRONMENT_PX a
+   * cube face), so metals reflect something instead of rendering black. The cheap per-vertex path does not
+   * read it. Call after the model's first frame: prefiltering compiles and runs a few blur passes on the GPU
+   * (on SwiftShader, its shaders keep the GPU process busy for ~20 s).
+   */
+  useEnvironment() {
+    if (this.scene.environment) return;
+    const pmrem = new THREE.PMREMGenerator(this.renderer);
+    const room = new RoomEnvironment();
+    this.scene.environment = pmrem.fromScene(room, 0.04, 0.1, 100, { size: ENVIRONMENT_PX }).texture;
+    room.dispose();
+    pmrem.dispose();
+    this.invalidate();
+  }
+
   #resize() {
     const w = this.container.clientWidth || 1;
     const h = this.container.clientHeight || 1;
@@ -107,43 +155,66 @@ export class Viewer extends EventTarget {
     this.renderer.setDrawingBufferSize(w, h, pixelRatio());
     this.perspective.aspect = w / h;
     this.perspective.updateProjectionMatrix();
-    this.#frameOrthographic();
+    this.#aspect();
     this.invalidate();
-  }
-
-  #frameOrthographic() {
-    const o = this.orthographic;
-    const half = this.orthoHalfHeight;
-    const aspect = this.perspective.aspect;
-    Object.assign(o, { left: -half * aspect, right: half * aspect, top: half, bottom: -half });
-    o.updateProjectionMatrix();
   }
 
   /**
-   * Switch between the perspective and the orthographic camera, keeping the pose; the orthographic one shows
-   * what the perspective one showed at the orbit target's distance (or `halfHeight`, when given).
-   * @param {'perspective'|'orthographic'} kind @param {number} [halfHeight]
+   * Switch between perspective and orthographic, keeping the pose and the extent framed at the target: the
+   * orthographic view is as high as the perspective one is at the target's depth; back in perspective, the
+   * eye moves along its view to where the perspective view is that high there.
+   * @param {Projection} kind
    */
-  setProjection(kind, halfHeight) {
-    const next = kind === 'orthographic' ? this.orthographic : this.perspective;
+  setProjection(kind) {
+    if (kind === this.projection) return;
     const from = this.camera;
-    if (next === this.orthographic) {
-      const dist = from.position.distanceTo(this.controls.target);
-      this.orthoHalfHeight = halfHeight ?? dist * Math.tan(THREE.MathUtils.degToRad(this.perspective.fov) / 2);
-      next.zoom = 1;
-      next.near = this.perspective.near;
-      next.far = this.perspective.far;
-      this.#frameOrthographic();
-    }
-    if (next !== from) {
-      next.position.copy(from.position);
-      next.quaternion.copy(from.quaternion);
-      next.up.copy(from.up);
-      this.camera = next;
-      this.controls.object = next;
-      this.dispatchEvent(new CustomEvent('projection', { detail: kind }));
-    }
+    const to = kind === 'orthographic' ? this.orthographic : this.perspective;
+    const height = this.viewHeight();
+    to.position.copy(from.position);
+    to.quaternion.copy(from.quaternion);
+    to.near = from.near;
+    to.far = from.far;
+    to.layers.mask = from.layers.mask;
+    to.updateMatrixWorld();
+    this.camera = to;
+    this.projection = kind;
+    this.#setHeight(height);
+    this.#aspect();
     this.invalidate();
+    this.dispatchEvent(new CustomEvent('projection', { detail: kind }));
+  }
+
+  /** The height of the view at the target's depth (world units), in either projection. */
+  viewHeight() {
+    return viewHeightAt(this.camera, this.controls.target);
+  }
+
+  /**
+   * Make the view `height` high at the target: the orthographic frustum's zoom, or the perspective eye's
+   * distance along its view. @param {number} height
+   */
+  #setHeight(height) {
+    const c = this.camera;
+    if (c === this.orthographic) {
+      c.zoom = (c.top - c.bottom) / Math.max(height, 1e-6);
+      c.updateProjectionMatrix();
+      return;
+    }
+    const dir = c.getWorldDirection(_dir);
+    const depth = _right.copy(this.controls.target).sub(c.position).dot(dir);
+    const want = height / (2 * Math.tan(THREE.MathUtils.degToRad(this.perspective.fov) / 2));
+    c.position.addScaledVector(dir, depth - want);
+    c.updateMatrixWorld();
+  }
+
+  /** The orthographic frustum takes the view's aspect (its height, over zoom, is the view's). */
+  #aspect() {
+    const o = this.orthographic;
+    o.top = ORTHO_HALF_HEIGHT;
+    o.bottom = -ORTHO_HALF_HEIGHT;
+    o.right = ORTHO_HALF_HEIGHT * this.perspective.aspect;
+    o.left = -o.right;
+    o.updateProjectionMatrix();
   }
 
   /**
@@ -203,54 +274,103 @@ export class Viewer extends EventTarget {
   }
 
   /**
-   * Move the camera so the box fills the view, animated.
+   * Move the camera so the box fills the view, from the current direction (looking down at least a little),
+   * animated.
    * @param {THREE.Box3} box @param {{animate?: boolean}} [opts]
    */
   fitBox(box, { animate = true } = {}) {
-    if (box.isEmpty()) return;
-    const sphere = box.getBoundingSphere(new THREE.Sphere());
-    const fov = THREE.MathUtils.degToRad(this.perspective.fov);
-    const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fov * this.perspective.aspect) / 2);
     const dir = this.camera.position.clone().sub(this.controls.target).normalize();
     if (dir.lengthSq() === 0) dir.set(1, 0.8, 1);
     // Look down at least this steeply: in a plant, neighbours stand between a level eye and the target.
     dir.y = Math.max(dir.y, MIN_FIT_ELEVATION);
-    dir.normalize();
-    const toPos = sphere.center.clone().addScaledVector(dir, dist);
-    for (const camera of [this.perspective, this.orthographic]) {
-      camera.near = Math.max(dist / 1000, 0.01);
-      camera.far = dist * 100 + sphere.radius * 10;
-    }
-    this.perspective.updateProjectionMatrix();
-    this.orthographic.zoom = 1;
-    this.orthoHalfHeight = FIT_MARGIN * Math.max(sphere.radius, 0.1);
-    this.#frameOrthographic();
-    this.flyTo(toPos, sphere.center, animate ? FLY_MS : 0);
+    this.viewFrom(dir.normalize(), box, { animate });
   }
 
   /**
-   * @param {THREE.Vector3} position @param {THREE.Vector3} target @param {number} ms
+   * Look at a box from a direction (a standard view: `dir` points from the box to the eye, e.g. (0, 1, 0) is
+   * the top view), framing it; without a box, about the target at the current distance.
+   * @param {THREE.Vector3} dir @param {THREE.Box3|null} [box] @param {{animate?: boolean}} [opts]
    */
-  flyTo(position, target, ms = FLY_MS) {
-    const p0 = this.camera.position.clone();
+  viewFrom(dir, box = null, { animate = true } = {}) {
+    const d = dir.clone().normalize();
+    if (box && !box.isEmpty()) {
+      const sphere = box.getBoundingSphere(new THREE.Sphere());
+      const fov = THREE.MathUtils.degToRad(this.perspective.fov);
+      const fovX = 2 * Math.atan(Math.tan(fov / 2) * this.perspective.aspect);
+      const dist = (FIT_MARGIN * Math.max(sphere.radius, 0.1)) / Math.sin(Math.min(fov, fovX) / 2);
+      this.#clipRange(dist, sphere.radius);
+      const height = 2 * dist * Math.tan(fov / 2); // what the perspective view sees there; the orthographic's too
+      this.flyTo(sphere.center.clone().addScaledVector(d, dist), sphere.center, animate ? FLY_MS : 0, height);
+    } else {
+      const t = this.controls.target;
+      this.flyTo(t.clone().addScaledVector(d, this.controls.distance), t.clone(), animate ? FLY_MS : 0);
+    }
+  }
+
+  /** Near and far planes for looking at a sphere of `radius` from `dist`. @param {number} dist @param {number} radius */
+  #clipRange(dist, radius) {
+    for (const c of [this.perspective, this.orthographic]) {
+      c.near = Math.max(dist / 1000, 0.01);
+      c.far = dist * 100 + radius * 10;
+      c.updateProjectionMatrix();
+    }
+  }
+
+  /**
+   * Fly to a pose: the eye at `position` looking at `target` (which becomes the orbit pivot), turning
+   * smoothly; a jump when `ms` is 0 or the user prefers reduced motion. An orthographic view ends `height`
+   * high (if given; else it keeps its height).
+   * @param {THREE.Vector3} position @param {THREE.Vector3} target @param {number} [ms] @param {number} [height]
+   */
+  flyTo(position, target, ms = FLY_MS, height) {
+    const cam = this.camera;
+    const z0 = this.orthographic.zoom;
+    const z1 = height ? (this.orthographic.top - this.orthographic.bottom) / height : z0;
+    const p0 = cam.position.clone();
     const t0 = this.controls.target.clone();
-    let t = ms > 0 ? 0 : 1;
+    const q0 = cam.quaternion.clone();
+    const right = _right.set(1, 0, 0).applyQuaternion(q0);
+    const q1 = orientationFor(_dir.subVectors(target, position), right, new THREE.Quaternion());
+    const to = position.clone();
+    const at = target.clone();
+    this.stopFlight();
+    let t = ms > 0 && !reducedMotion() ? 0 : 1;
     const step = (/** @type {number} */ dt) => {
       t = Math.min(1, t + (dt * 1000) / Math.max(ms, 1));
       const k = t * t * (3 - 2 * t);
-      this.camera.position.lerpVectors(p0, position, k);
-      this.controls.target.lerpVectors(t0, target, k);
-      this.camera.lookAt(this.controls.target);
-      if (t >= 1) this.tickers.splice(this.tickers.indexOf(step), 1);
+      const c = this.camera;
+      c.position.lerpVectors(p0, to, k);
+      this.controls.target.lerpVectors(t0, at, k);
+      c.quaternion.slerpQuaternions(q0, q1, k);
+      c.updateMatrixWorld();
+      if (c === this.orthographic && z1 !== z0) {
+        c.zoom = z0 * (z1 / z0) ** k;
+        c.updateProjectionMatrix();
+      }
+      this.controls.dispatchEvent({ type: 'change' });
+      if (t >= 1) this.stopFlight();
       return true;
     };
+    this.#flight = step;
+    this.tickers.push(step);
     if (t >= 1) {
-      this.camera.position.copy(position);
-      this.controls.target.copy(target);
-      this.camera.lookAt(target);
+      step(0);
       this.invalidate();
-    } else {
-      this.tickers.push(step);
     }
   }
+
+  /** Whether a camera flight is under way. */
+  get flying() {
+    return this.#flight !== null;
+  }
+
+  /** End the camera flight under way, where it is (the user took the controls). */
+  stopFlight() {
+    const i = this.#flight ? this.tickers.indexOf(this.#flight) : -1;
+    if (i >= 0) this.tickers.splice(i, 1);
+    this.#flight = null;
+  }
+
+  /** @type {((dt: number) => boolean)|null} the flight's ticker */
+  #flight = null;
 }

@@ -61,12 +61,12 @@ export function showFloorPlan(viewer, section, storey) {
   const toWorld = viewer.world.matrixWorld;
   const scale = toWorld.getMaxScaleOnAxis() || 1;
   const aspect = viewer.perspective.aspect || 1;
-  const halfHeight = (PLAN_MARGIN * Math.max(size.z, size.x / aspect) * scale) / 2;
+  const viewHeight = PLAN_MARGIN * Math.max(size.z, size.x / aspect) * scale;
   const target = new THREE.Vector3(centre.x, cut, centre.z).applyMatrix4(toWorld);
   // Straight down, a hair towards +Z so that "up" on screen stays the model's -Z (a view exactly along the
   // camera's up vector has no heading).
   const height = Math.max(size.y, 1) * 2 * scale;
   const eye = target.clone().add(new THREE.Vector3(0, height, height * 1e-4));
-  viewer.setProjection('orthographic', halfHeight);
-  viewer.flyTo(eye, target, 0);
+  viewer.setProjection('orthographic');
+  viewer.flyTo(eye, target, 0, viewHeight);
 }

@@ -34,7 +34,7 @@ export class SectionHandles {
     section.addEventListener('change', () => this.#sync());
     viewer.prerender.push((camera) => this.#place(camera));
     const canvas = viewer.renderer.domElement;
-    // Capture phase: before OrbitControls (and the click picking), which a drag on a handle must not reach.
+    // Capture phase: before the navigation (and the click picking), which a drag on a handle must not reach.
     canvas.addEventListener('pointerdown', (e) => this.#down(e), { capture: true });
     canvas.addEventListener('pointermove', (e) => this.#move(e), { capture: true });
     canvas.addEventListener('pointerup', (e) => this.#up(e), { capture: true });

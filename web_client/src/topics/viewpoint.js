@@ -66,10 +66,12 @@ export class Viewpoints {
       camera: {
         position: arr(camera.getWorldPosition(new THREE.Vector3()).applyMatrix4(toModel)),
         direction: arr(camera.getWorldDirection(new THREE.Vector3()).transformDirection(toModel)),
-        up: arr(camera.up),
-        ...(/** @type {THREE.OrthographicCamera} */ (camera).isOrthographicCamera
-          ? { ortho_height: round((2 * this.viewer.orthoHalfHeight) / /** @type {THREE.OrthographicCamera} */ (camera).zoom / world.matrixWorld.getMaxScaleOnAxis()) }
-          : { fov_deg: /** @type {THREE.PerspectiveCamera} */ (camera).fov }),
+        up: arr(new THREE.Vector3(0, 1, 0).applyQuaternion(camera.quaternion).transformDirection(toModel)),
+        fov_deg: this.viewer.perspective.fov,
+        // BCF's OrthogonalCamera: its ViewToWorldScale is the view's height.
+        ...(this.viewer.projection === 'orthographic'
+          ? { ortho_height: round(this.viewer.viewHeight() / world.matrixWorld.getMaxScaleOnAxis()) }
+          : {}),
       },
       // three keeps the side a plane's normal points to; BCF's direction points to the side cut away.
       clipping_planes: this.hooks.section.modelPlanes().map((p) => (
@@ -130,7 +132,8 @@ export class Viewpoints {
   }
 
   /**
-   * Move the camera to a viewpoint's camera (model coordinates), keeping the orbit target ahead of it.
+   * Move the camera to a viewpoint's camera (model coordinates), keeping the orbit target ahead of it; an
+   * orthogonal camera (`ortho_height`, model units) switches to the orthographic projection, that high.
    * @param {Viewpoint['camera']} cam @param {number} [ms] flight time; undefined = the viewer's default
    */
   flyToCamera(cam, ms) {
@@ -138,21 +141,15 @@ export class Viewpoints {
     const toWorld = viewer.world.matrixWorld;
     const pos = vec3(cam.position).applyMatrix4(toWorld);
     const dir = vec3(cam.direction).transformDirection(toWorld);
-    // Spend what is left of the user's last drag (damping) now, so it cannot turn the camera off the viewpoint.
-    const damping = viewer.controls.enableDamping;
-    viewer.controls.enableDamping = false;
-    viewer.controls.update();
-    viewer.controls.enableDamping = damping;
-    if (cam.ortho_height) {
-      viewer.setProjection('orthographic', (cam.ortho_height * toWorld.getMaxScaleOnAxis()) / 2);
-    } else {
-      viewer.setProjection('perspective');
-      if (cam.fov_deg && cam.fov_deg !== viewer.perspective.fov) {
-        viewer.perspective.fov = cam.fov_deg;
-        viewer.perspective.updateProjectionMatrix();
-      }
+    const persp = viewer.perspective;
+    if (cam.fov_deg && cam.fov_deg !== persp.fov) {
+      persp.fov = cam.fov_deg;
+      persp.updateProjectionMatrix();
     }
-    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
+    const height =
+      typeof cam.ortho_height === 'number' && cam.ortho_height > 0 ? cam.ortho_height * toWorld.getMaxScaleOnAxis() : undefined;
+    viewer.setProjection(height ? 'orthographic' : 'perspective');
+    viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms, height);
   }
 
   /** Back to the live look and the user's own visibility: no viewpoint colours, visibility, planes or measurements. */
