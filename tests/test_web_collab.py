@@ -12,6 +12,7 @@ import pytest
 from tests.web_helpers import (
     BINDINGS,
     REPO,
+    WAIT_MS,
     build_client,
     chromium_browser,
     live_twin,
@@ -61,7 +62,7 @@ def world(tmp_path_factory):
         yield live, session_joiner(browser, live.url, load_secret(root / "data"), SESSION)
 
 
-def _near(page, pos, tol=0.05, timeout=5000):
+def _near(page, pos, tol=0.05, timeout=WAIT_MS):
     page.wait_for_function(
         "([p, tol]) => window.twinview.viewer.camera.position.distanceTo({x: p[0], y: p[1], z: p[2]}) < tol",
         arg=[list(pos), tol],
@@ -84,7 +85,7 @@ def test_presenter_leads_a_procedure(world):
 
     # Pia presents: Tom is told, and follows.
     pia.click("#btn-present")
-    tom.wait_for_function("window.twinview.collab.presenter.following", timeout=5000)
+    tom.wait_for_function("window.twinview.collab.presenter.following", timeout=WAIT_MS)
     assert "Pia is presenting" in tom.locator("#presenter-bar").inner_text()
     assert tom.locator("#btn-present").is_hidden(), "an annotator cannot take the presenter role"
 
@@ -101,7 +102,7 @@ def test_presenter_leads_a_procedure(world):
 
     # Tom acknowledges the step: Pia's trainer table shows it.
     tom.click("#procedure-panel button.step-done")
-    pia.wait_for_selector('#procedure-panel tr[data-user="Tom"]', timeout=5000)
+    pia.wait_for_selector('#procedure-panel tr[data-user="Tom"]', timeout=WAIT_MS)
     assert pia.locator('#procedure-panel tr[data-user="Tom"] td').nth(2).inner_text() == "✓"
     tom.wait_for_function("document.querySelector('#procedure-panel button.step-done').disabled")
 
@@ -129,7 +130,7 @@ def test_presenter_leads_a_procedure(world):
     tom.wait_for_function("document.querySelector('#procedure-panel .step-no').textContent === 'Step 2 of 2'")
     live.ingest([{"key": "el-00000.pressure", "value": 4.2}])
     tom.wait_for_function(
-        "document.querySelector('#procedure-panel .hint')?.textContent === 'Condition met ✓'", timeout=5000
+        "document.querySelector('#procedure-panel .hint')?.textContent === 'Condition met ✓'", timeout=WAIT_MS
     )
     assert "4.20 bar" in tom.locator("#procedure-panel table.watch").inner_text()
     screenshot(tom, "collab-procedure")
@@ -143,10 +144,10 @@ def test_presenter_leads_a_procedure(world):
 
     # Lea raises her hand; Pia sees it and lowers it.
     lea.click("#btn-hand")
-    pia.wait_for_selector("#presenter-bar button.hand", timeout=5000)
+    pia.wait_for_selector("#presenter-bar button.hand", timeout=WAIT_MS)
     assert "Lea" in pia.locator("#presenter-bar button.hand").inner_text()
     pia.click("#presenter-bar button.hand")
-    lea.wait_for_function("document.querySelector('#btn-hand').textContent === 'Raise hand'", timeout=5000)
+    lea.wait_for_function("document.querySelector('#btn-hand').textContent === 'Raise hand'", timeout=WAIT_MS)
 
     for page in (pia, tom, lea):
         assert not page.errors, page.errors
@@ -165,7 +166,7 @@ def test_operator_command_asks_then_shows_the_answer(world):
     dialog.locator("button.send-command").click()
     # No MQTT broker in this test: the server says so, and the operator reads it.
     otto.wait_for_function(
-        "document.querySelector('#commands .command-status')?.classList.contains('failed')", timeout=10_000
+        "document.querySelector('#commands .command-status')?.classList.contains('failed')", timeout=WAIT_MS
     )
     assert "stop to Pipe" in otto.locator("#commands .command-status").inner_text()  # the element by its name
     assert "failed" in otto.locator("#commands .command-status").inner_text()

@@ -9,6 +9,7 @@ import pytest
 
 from tests.web_helpers import (
     BINDINGS,
+    WAIT_MS,
     build_client,
     chromium_browser,
     element_id,
@@ -141,7 +142,7 @@ def test_tap_picks_and_pinch_zooms(phone):
     for spread in range(40, 160, 10):  # fingers apart: zoom in
         touch("touchMove", spread)
     touch("touchEnd", 0)
-    page.wait_for_function(f"{distance} < {before} * 0.8", timeout=5000)
+    page.wait_for_function(f"{distance} < {before} * 0.8", timeout=WAIT_MS)
     screenshot(page, "mobile-pinched")
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web_helpers import build_client, chromium_browser, open_viewer, screenshot, serve_scene
-from viewer_server.cli import main as twinview
+from tests.web_helpers import build_client, build_scene, chromium_browser, open_viewer, screenshot, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,7 +34,7 @@ def office(tmp_path_factory):
     if not IFC.is_file():
         pytest.skip(f"{IFC} is absent (the shared IFC corpus is not on this machine)")
     root = tmp_path_factory.mktemp("office")
-    assert twinview(["build", str(IFC), "-o", str(root / "duplex"), "-q"]) == 0
+    build_scene(str(IFC), "-o", str(root / "duplex"))
     (root / "b.yaml").write_text(BINDINGS)
     build_client()
     with serve_scene(root / "duplex", root / "b.yaml", root / "data") as srv, chromium_browser() as browser:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.web_helpers import (
     BINDINGS,
+    WAIT_MS,
     build_client,
     chromium_browser,
     element_id,
@@ -47,7 +48,7 @@ def live(tmp_path, browser):
 
 def _alarm(page, state: str):
     item = page.locator(f"#alarms li.alarm.state-{state}")
-    item.wait_for(timeout=10_000)
+    item.wait_for(timeout=WAIT_MS)
     return item
 
 
@@ -85,7 +86,7 @@ def test_an_alarm_is_acknowledged_by_an_operator_with_the_keyboard_and_clears(li
     publish(screenshot(vic, "ops-alarm-acknowledged"), "alarms")
 
     live.ingest([{"element": TEMP, "prop": "temperature", "value": 20.0}])
-    vic.locator("#alarms li.empty").wait_for(timeout=10_000)
+    vic.locator("#alarms li.empty").wait_for(timeout=WAIT_MS)
     vic.wait_for_function("document.querySelector('#alarm-history li.alarm-event')?.dataset.kind === 'alarm_cleared'")
     kinds = vic.eval_on_selector_all("#alarm-history li.alarm-event", "els => els.map(e => e.dataset.kind)")
     assert kinds == ["alarm_cleared", "alarm_acknowledged", "alarm_raised"]
@@ -118,10 +119,10 @@ def test_a_returned_alarm_stays_until_shelved_or_acknowledged_and_refusals_show_
     # Olga's view falls behind; what she asks for then is refused, and she reads why beside the alarm.
     olga.evaluate("window.twinview.state.applyDelta = () => false")
     otto.locator("#alarms .alarm-unshelve").click()
-    otto.locator("#alarms li.empty").wait_for(timeout=10_000)  # unshelved while its condition is gone: normal
+    otto.locator("#alarms li.empty").wait_for(timeout=WAIT_MS)  # unshelved while its condition is gone: normal
     olga.locator("#alarms .alarm-unshelve").click()
     error = olga.locator("#alarms .alarm-error")
-    error.wait_for(timeout=10_000)
+    error.wait_for(timeout=WAIT_MS)
     assert error.inner_text().startswith("not_found:")
     assert olga.locator("#notice").is_hidden()  # said once, where it happened
     screenshot(olga, "ops-alarm-refused")
@@ -154,7 +155,7 @@ def test_live_values_show_their_age_and_grey_out_when_stale_or_disconnected(brow
     tag.wait_for()
     assert tag.inner_text() == "120 m3/h" and tag.get_attribute("data-age")
     alarm_value = page.locator("#alarms .alarm-value[data-live]")
-    alarm_value.wait_for(timeout=10_000)
+    alarm_value.wait_for(timeout=WAIT_MS)
 
     # A source that says its value is bad: a badge and a style, in the panel and on the model.
     live.ingest([{"element": FLOW, "prop": "flow", "value": 121.0, "quality": "bad"}])
@@ -167,7 +168,7 @@ def test_live_values_show_their_age_and_grey_out_when_stale_or_disconnected(brow
     page.evaluate("id => window.twinview.select(id)", PRESSURE)
     cell = _cell(page, "pressure")
     stale = "() => document.querySelector('#properties tr[data-prop=pressure] td.value')?.dataset.stale || ''"
-    page.wait_for_function(f"({stale})().startsWith('no data for')", timeout=10_000)
+    page.wait_for_function(f"({stale})().startsWith('no data for')", timeout=WAIT_MS)
     assert float(page.evaluate("el => getComputedStyle(el).opacity", cell.element_handle())) < 1
     screenshot(page, "ops-stale-value")
     live.ingest([{"element": PRESSURE, "prop": "pressure", "value": 3.0}])  # the same value: fresh all the same
@@ -177,10 +178,10 @@ def test_live_values_show_their_age_and_grey_out_when_stale_or_disconnected(brow
     page.evaluate("window.twinview.session.drop(4000)")
     for selector in ("#properties td.value", ".labels .tag[data-live]", "#alarms .alarm-value"):
         page.wait_for_function(
-            "s => document.querySelector(s)?.dataset.stale === 'server disconnected'", arg=selector, timeout=5000
+            "s => document.querySelector(s)?.dataset.stale === 'server disconnected'", arg=selector, timeout=WAIT_MS
         )
     screenshot(page, "ops-disconnected")
-    page.wait_for_function("window.twinview.session.status === 'live'", timeout=15_000)
+    page.wait_for_function("window.twinview.session.status === 'live'", timeout=WAIT_MS)
     page.wait_for_function("() => !document.querySelector('.labels .tag[data-live]').dataset.stale")
     assert not page.errors, page.errors
     page.close()

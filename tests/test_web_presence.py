@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web_helpers import build_client, chromium_browser, live_twin, open_viewer, screenshot
+from tests.web_helpers import WAIT_MS, build_client, chromium_browser, live_twin, open_viewer, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ def test_people_see_and_follow_each_other(tmp_path):
         bob.wait_for_function(
             """() => [...window.twinview.state.presence.values()]
           .some(p => p.client === 'Alice (guest)' && Math.abs(p.pose.position[0] - 9) < 0.01)""",
-            timeout=5000,
+            timeout=WAIT_MS,
         )
         assert bob.evaluate("window.twinview.presence.avatars.size") == 1
         people = bob.locator("#people li")
@@ -37,16 +37,16 @@ def test_people_see_and_follow_each_other(tmp_path):
           .some(p => p.client === 'Alice (guest)' && Math.abs(p.pose.position[0] - 9) < 0.01)""")
         carol.wait_for_function("window.twinview.presence.avatars.size === 2")  # Alice and Bob
         carol.context.close()
-        bob.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=10_000)
+        bob.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=WAIT_MS)
 
         # Bob follows Alice: his camera goes where hers is.
         people.locator("button", has_text="Follow").click()
         bob.wait_for_function(
-            "window.twinview.viewer.camera.position.distanceTo({x: 9, y: 5, z: 12}) < 0.05", timeout=5000
+            "window.twinview.viewer.camera.position.distanceTo({x: 9, y: 5, z: 12}) < 0.05", timeout=WAIT_MS
         )
         # Alice leaves: her avatar goes with her.
         alice.context.close()
-        bob.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=10_000)
+        bob.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=WAIT_MS)
         assert "Only you" in bob.locator("#people").inner_text()
 
 
@@ -61,7 +61,7 @@ def test_a_co_located_user_does_not_fill_the_view(tmp_path):
     with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
         alice = open_viewer(browser.new_context(), f"{live.url}/?name=Alice")
         bob = open_viewer(browser.new_context(), f"{live.url}/?name=Bob")
-        alice.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=10_000)
+        alice.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=WAIT_MS)
         same = alice.evaluate("window.twinview.presence.describe()[0].head")
         assert same == pytest.approx(alice.evaluate("window.twinview.viewer.camera.position.toArray()"), abs=0.01)
         alice.wait_for_function("window.twinview.presence.describe()[0].opacity === 0")
@@ -84,7 +84,7 @@ def test_a_co_located_user_does_not_fill_the_view(tmp_path):
                   const far = Math.hypot(a.head[0] - p[0], a.head[1] - p[1], a.head[2] - p[2]);
                   return Math.abs(far - d) < 0.01 && a.opacity > 0; }""",
                 arg=[eye, metres],
-                timeout=5000,
+                timeout=WAIT_MS,
             )
             return alice.evaluate(AVATAR)
 
@@ -92,7 +92,7 @@ def test_a_co_located_user_does_not_fill_the_view(tmp_path):
         assert 0 < near["opacity"] < 1 and near["frustumScale"] == pytest.approx(0.3, abs=0.01)
         far = bob_walks_ahead(4)
         assert far["opacity"] == 1 and far["frustumScale"] == 1
-        alice.wait_for_selector("#labels .tag.user:not([hidden])", timeout=5000)  # his name is back
+        alice.wait_for_selector("#labels .tag.user:not([hidden])", timeout=WAIT_MS)  # his name is back
         screenshot(alice, "presence-co-located-walked-ahead")
         assert alice.errors == [] and bob.errors == []
 
@@ -145,7 +145,7 @@ def test_topic_snapshots_leave_other_users_out(tmp_path):
             ana.mouse.click(at["x"], at["y"])
             ana.locator(".topic-form input[name=title]").fill(title)
             ana.click("#topic-form button.create")
-            ana.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=10_000)
+            ana.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=WAIT_MS)
             topics = ana.evaluate("[...window.twinview.collab.store.topics.values()]")
             return next(t for t in topics if t["title"] == title)["viewpoints"][0]["snapshot"]
 
@@ -164,7 +164,7 @@ def test_topic_snapshots_leave_other_users_out(tmp_path):
               const at = [0, 1, 2].map((k) => p[k] + 3 * d[k] / n);
               return a && a.opacity === 1 && Math.hypot(...[0, 1, 2].map((k) => a.head[k] - at[k])) < 0.01; }""",
             arg=view,
-            timeout=10_000,
+            timeout=WAIT_MS,
         )
         # Where his frustum is on Ana's canvas (drawing-buffer pixels).
         x0, y0, x1, y1 = ana.evaluate(FRUSTUM_ON_CANVAS)

@@ -10,6 +10,7 @@ import pytest
 from tests.web_helpers import (
     ARTIFACTS,
     REPO,
+    WAIT_MS,
     build_client,
     build_scene,
     chromium_browser,
@@ -39,13 +40,13 @@ def sample(tmp_path_factory):
 def test_the_sample_renders_live_and_picks(sample):
     with chromium_browser() as browser:
         page = open_viewer(browser, sample.url)
-        page.wait_for_function("document.querySelectorAll('#labels .tag:not([hidden])').length >= 3", timeout=10_000)
+        page.wait_for_function("document.querySelectorAll('#labels .tag:not([hidden])').length >= 3", timeout=WAIT_MS)
         png = page.locator("#view canvas").screenshot()
         assert non_background_pixels(png, (0x1D, 0x21, 0x27)) > 50_000
         assert page.evaluate("window.twinview.drawCalls()") <= 4
         page.evaluate("id => window.twinview.select(id)", P_101)
         props = page.locator("#properties")
-        props.locator("tr[data-prop=running]").wait_for(timeout=5000)
+        props.locator("tr[data-prop=running]").wait_for(timeout=WAIT_MS)
         assert "P-101" in props.inner_text()
         assert props.locator("details.pset").count() >= 1  # IFC property sets from the manifest
         publish(screenshot(page, "sample-pump-station"), "viewer")
@@ -73,7 +74,7 @@ def test_a_second_user_is_seen_with_frustum_and_laser(sample):
         bob.wait_for_function(
             """() => [...window.twinview.state.presence.values()]
           .some(p => p.client === 'Alice (guest)' && p.pose.ray_direction)""",
-            timeout=5000,
+            timeout=WAIT_MS,
         )
         bob.wait_for_function("window.twinview.presence.avatars.size === 1")
         avatar = bob.evaluate("""() => { const g = [...window.twinview.presence.avatars.values()][0];

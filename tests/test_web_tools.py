@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_web_viewer import look_down_at
-from tests.web_helpers import build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
+from tests.web_helpers import WAIT_MS, build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,10 +31,10 @@ def test_switching_layer_shows_that_layers_colours(browser, live):
     page.wait_for_function("id => window.twinview.state.props.get(id)?.get('flow')?.v === 500", arg=el2)
     assert page.evaluate("id => window.twinview.colorOf(id)", el2) == base  # operations: a label only
     page.select_option("#layer-select", "energy")
-    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff00ff'", arg=el2, timeout=5000)
+    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff00ff'", arg=el2, timeout=WAIT_MS)
     page.wait_for_function("document.querySelector('#legend').textContent.startsWith('Layer: energy')")
     page.select_option("#layer-select", "operations")
-    page.wait_for_function("([id, c]) => window.twinview.colorOf(id) === c", arg=[el2, base], timeout=5000)
+    page.wait_for_function("([id, c]) => window.twinview.colorOf(id) === c", arg=[el2, base], timeout=WAIT_MS)
 
 
 def test_an_alarm_appears_and_flies_to_its_element(browser, live):
@@ -42,7 +42,7 @@ def test_an_alarm_appears_and_flies_to_its_element(browser, live):
     el1 = element_id(1)
     live.ingest([{"element": el1, "prop": "temperature", "value": 95.0}])
     alarm = page.locator("#alarms li.alarm")
-    alarm.wait_for(timeout=5000)
+    alarm.wait_for(timeout=WAIT_MS)
     assert live.twin.names[el1] in alarm.inner_text()
     assert page.locator("#alarm-count").inner_text() == "1"
     alarm.click()
@@ -56,7 +56,7 @@ def test_an_alarm_appears_and_flies_to_its_element(browser, live):
     assert dist < 0.01
     screenshot(page, "viewer-alarm")
     live.ingest([{"element": el1, "prop": "temperature", "value": 20.0}])
-    page.locator("#alarms li.alarm.state-returned").wait_for(timeout=5000)  # listed until acknowledged
+    page.locator("#alarms li.alarm.state-returned").wait_for(timeout=WAIT_MS)  # listed until acknowledged
 
 
 def test_section_box_cuts_away_everything_else(browser, live):
@@ -102,7 +102,7 @@ def test_a_slow_download_can_be_cancelled_and_retried(browser, live):
     page.route("**/scene.glb", lambda route: stalled.append(route))  # never answered: a stuck download
     page.goto(live.url)
     progress = page.locator("#progress")
-    progress.wait_for(timeout=5000)
+    progress.wait_for(timeout=WAIT_MS)
     assert "Loading model" in progress.inner_text()
     progress.locator("button", has_text="Cancel").click()
     notice = page.locator("#notice")
@@ -150,7 +150,7 @@ def test_a_point_cloud_element_is_coloured_and_picked(browser, tmp_path):
         assert page.evaluate("window.twinview.app.batches.elements.has('scan-0')")
         assert page.evaluate("window.twinview.drawCalls()") <= 3  # the boxes' batch + the cloud
         live.ingest([{"element": "scan-0", "prop": "deviation", "value": 10}])
-        page.wait_for_function("window.twinview.colorOf('scan-0') === '#ff0000'", timeout=5000)
+        page.wait_for_function("window.twinview.colorOf('scan-0') === '#ff0000'", timeout=WAIT_MS)
         page.evaluate("window.twinview.viewer.invalidate()")
         look_down_at(page, "scan-0")
         at = page.evaluate("window.twinview.screenOf('scan-0')")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.web_helpers import FrameLog, build_client, chromium_browser, live_twin, session_joiner
+from tests.web_helpers import WAIT_MS, FrameLog, build_client, chromium_browser, live_twin, session_joiner
 from viewer_server.auth import issue, load_secret
 from viewer_server.bcf import import_bcf
 from viewer_server.bcf.mapping import bcf_guid
@@ -62,7 +62,7 @@ def _panel_shows(page, selector: str, text: str) -> None:
     page.wait_for_function(
         "([s, t]) => document.querySelector(`#topic-panel ${s}`)?.textContent === t",
         arg=[selector, text],
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
 
 
@@ -70,7 +70,7 @@ def _panel_has_comment(page, text: str) -> None:
     page.wait_for_function(
         "(t) => [...document.querySelectorAll('#topic-panel .comment .text')].some((e) => e.textContent === t)",
         arg=text,
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
 
 
@@ -80,9 +80,9 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     ben = join("Ben", "annotator")
     ana.evaluate("""() => window.twinview.session.send({type: 'topic_create', topic: {
         title: 'Gasket weeps', description: 'Seen at the morning round', labels: ['leak', 'mechanical']}})""")
-    ana.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=10_000)
+    ana.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
     guid = state["guid"] = ana.evaluate("[...window.twinview.collab.store.topics.keys()][0]")
-    ben.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=10_000)
+    ben.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
     _open(ben, guid)  # Ben watches the topic while Ana edits it
 
     # Ana edits every field of her topic in the form and saves.
@@ -100,7 +100,7 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     form.locator("input[name=labels]").fill(f"valve, {EVIL_LABEL}")
     form.locator("input[name=labels]").press("Enter")
     form.locator("button.save-topic").click()
-    ana.wait_for_selector("#topic-panel form.topic-edit", state="detached", timeout=10_000)
+    ana.wait_for_selector("#topic-panel form.topic-edit", state="detached", timeout=WAIT_MS)
     assert ana.locator("#topic-panel .saved-note").inner_text() == "Saved (revision 2)"
 
     # Ben's open panel shows all of it, as text.
@@ -127,7 +127,7 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     ben_form.locator("select[name=status]").select_option("in_progress")
     ben_form.locator("button.clear-due").click()
     ben_form.locator("button.save-topic").click()
-    ben.wait_for_selector("#topic-panel form.topic-edit", state="detached", timeout=10_000)
+    ben.wait_for_selector("#topic-panel form.topic-edit", state="detached", timeout=WAIT_MS)
     _panel_shows(ana, ".stale-note button.restart-edit", "Edit the new version")
     assert ben_panel.locator(".topic-due").count() == 0
     assert ana.evaluate("(g) => window.twinview.collab.store.topics.get(g).due_date", guid) is None
@@ -135,7 +135,7 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
     # Ana saves on the old revision anyway: refused, the form keeps what she typed and says why.
     form.locator("input[name=assignee]").fill("Cleo")
     form.locator("button.save-topic").click()
-    ana.wait_for_selector("#topic-panel .edit-error:not([hidden])", timeout=10_000)
+    ana.wait_for_selector("#topic-panel .edit-error:not([hidden])", timeout=WAIT_MS)
     assert ana.locator("#topic-panel .edit-error").inner_text().startswith("stale_revision: ")
     assert ana.locator("#notice").is_hidden()  # said once, in the form
     assert form.locator("input[name=assignee]").input_value() == "Cleo"
@@ -156,7 +156,7 @@ def test_the_author_edits_every_field_and_others_see_it_live(world):
         "([g, r]) => window.twinview.session.send({type: 'topic_update', guid: g, revision: r, title: 'mine now'})",
         [guid, revision],
     )
-    ben.wait_for_selector("#topic-panel p.error:not([hidden])", timeout=10_000)
+    ben.wait_for_selector("#topic-panel p.error:not([hidden])", timeout=WAIT_MS)
     assert "forbidden" in ben_panel.locator("p.error").inner_text()
     assert ben.locator("#notice").is_hidden()  # said once, in the panel
     assert json.loads(rest(f"/topics/{guid}"))["topic"]["title"] == EVIL_TITLE
@@ -174,11 +174,11 @@ def test_what_is_being_typed_survives_someone_elses_change(world):
     cleo = join("Cleo", "annotator")
     dan = join("Dan", "annotator")
     for page in (cleo, dan):
-        page.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=10_000)
+        page.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
     cleo_panel, dan_panel = _open(cleo, guid), _open(dan, guid)
     cleo_panel.locator("textarea.comment-text").fill("First look: the flange")
     cleo_panel.locator("button.send").click()
-    cleo.wait_for_selector("#topic-panel .comment button.edit", timeout=10_000)
+    cleo.wait_for_selector("#topic-panel .comment button.edit", timeout=WAIT_MS)
 
     draft = cleo_panel.locator("textarea.comment-text")
     draft.click()
@@ -214,7 +214,7 @@ def test_a_viewer_sees_no_edit_controls_and_a_forged_edit_is_refused(world):
     guid = state["guid"]
     before = json.loads(rest(f"/topics/{guid}"))["topic"]
     vera = join("Vera", "viewer")
-    vera.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=10_000)
+    vera.wait_for_function("window.twinview.collab.store.topics.size === 1", timeout=WAIT_MS)
     panel = _open(vera, guid)
     assert panel.locator(".topic-title").inner_text() == EVIL_TITLE
     assert panel.locator("button.edit-topic").count() == 0
@@ -225,7 +225,7 @@ def test_a_viewer_sees_no_edit_controls_and_a_forged_edit_is_refused(world):
         title: 'hijacked', priority: 'low', labels: []})""",
         [guid, before["revision"]],
     )
-    vera.wait_for_selector("#topic-panel p.error:not([hidden])", timeout=10_000)
+    vera.wait_for_selector("#topic-panel p.error:not([hidden])", timeout=WAIT_MS)
     assert panel.locator("p.error").inner_text().startswith("forbidden: ")
     refused = [m for m in frames.received if m["type"] == "error"][errors_before:]
     assert [(m["code"], m["ref"]) for m in refused] == [("forbidden", "topic_update")]

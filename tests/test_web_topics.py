@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.web_helpers import (
+    WAIT_MS,
     build_client,
     chromium_browser,
     live_twin,
@@ -69,14 +70,14 @@ def _create_topic(page, title: str, comment: str) -> str:
     form.locator("input[name=labels]").fill("leak, mechanical")
     form.locator("input[name=assignee]").fill("Ben")
     page.click("#topic-form button.create")
-    page.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=10_000)
+    page.wait_for_function(f"window.twinview.collab.store.topics.size === {before + 1}", timeout=WAIT_MS)
     guid = page.evaluate(
         "(t) => [...window.twinview.collab.store.topics.values()].find(x => x.title === t).guid", title
     )
     page.click(f'ul.topics li[data-guid="{guid}"]')
     page.fill("#topic-panel textarea.comment-text", comment)
     page.click("#topic-panel button.send")
-    page.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
+    page.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=WAIT_MS)
     return guid
 
 
@@ -94,8 +95,8 @@ def test_two_annotators_share_a_topic_live(world):
     assert all(abs(a - b) < 0.01 for a, b in zip(vp["camera"]["position"], VIEW_POS, strict=True))
 
     # Ben sees the pin and the topic appear, with Ana's comment, without reloading.
-    ben.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=10_000)
-    ben.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
+    ben.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=WAIT_MS)
+    ben.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=WAIT_MS)
     assert ben.evaluate("(g) => window.twinview.collab.pins.colorOf(g)", guid) == OPEN
 
     # Ben opens the topic by clicking its pin: his camera flies to Ana's viewpoint.
@@ -107,7 +108,7 @@ def test_two_annotators_share_a_topic_live(world):
     ben.wait_for_function(
         "([x, y, z]) => window.twinview.viewer.camera.position.distanceTo({x, y, z}) < 0.05",
         arg=list(VIEW_POS),
-        timeout=5000,
+        timeout=WAIT_MS,
     )
 
     # Markup in the title and the comment is shown literally and never runs.
@@ -119,14 +120,14 @@ def test_two_annotators_share_a_topic_live(world):
     # The snapshot Ana's viewer took is shown as an image.
     ben.wait_for_function(
         "() => [...document.querySelectorAll('#topic-panel img.snapshot')].some(i => i.complete && i.naturalWidth > 0)",
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
 
     # Ben replies to Ana's comment; Ana sees the reply, threaded under hers.
     panel.locator(".comment button.reply").first.click()
     panel.locator("textarea.comment-text").fill("Tightened the bolts, please check")
     panel.locator("button.send").click()
-    ana.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 2", arg=guid, timeout=10_000)
+    ana.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 2", arg=guid, timeout=WAIT_MS)
     first, reply = ana.evaluate("(g) => window.twinview.collab.store.thread(g)", guid)
     assert reply["author"] == "Ben" and reply["reply_to"] == first["guid"]
     nested = ana.locator("#topic-panel ul.comments ul.comments .comment .text").inner_text()
@@ -140,25 +141,25 @@ def test_two_annotators_share_a_topic_live(world):
     ana.wait_for_function(
         "(g) => window.twinview.collab.store.thread(g)[1].text === 'Tightened the bolts to 40 Nm'",
         arg=guid,
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
 
     # Ben withdraws his reply: Ana sees it removed, the thread keeps its place.
     panel.locator(f'li[data-guid="{reply["guid"]}"] button.delete').click()
-    ana.wait_for_selector(f'#topic-panel li[data-guid="{reply["guid"]}"] .removed', timeout=10_000)
+    ana.wait_for_selector(f'#topic-panel li[data-guid="{reply["guid"]}"] .removed', timeout=WAIT_MS)
 
     # Ana resolves the topic: the pin turns green for both.
     ana.select_option("#topic-panel select.topic-status", "resolved")
     for page in (ana, ben):
         page.wait_for_function(
-            f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=10_000
+            f"(g) => window.twinview.collab.pins.colorOf(g) === '{RESOLVED}'", arg=guid, timeout=WAIT_MS
         )
     for page in (ana, ben):
         assert page.evaluate("window.__pwned") is None
         assert not page.errors, page.errors
     # Ana leaves, so that her camera frustum (where Ben now stands) does not frame the picture.
     ana.context.close()
-    ben.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=10_000)
+    ben.wait_for_function("window.twinview.presence.avatars.size === 0", timeout=WAIT_MS)
     ben.evaluate("document.querySelector('#topic-panel').scrollTop = 0")
     ben.wait_for_timeout(300)
     publish(screenshot(ben, "collab-topic-panel"), "collab")
@@ -169,7 +170,7 @@ def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
     _, _, join, _ = world
     vera = join("Vera", "viewer")
     # A late joiner: the topics made before she came are there at once, pins included.
-    vera.wait_for_function("window.twinview.collab.pins.pins.size >= 1", timeout=5000)
+    vera.wait_for_function("window.twinview.collab.pins.pins.size >= 1", timeout=WAIT_MS)
     assert vera.locator("ul.topics li.topic").count() >= 1
     # The list filters: nothing open any more, the leak found by its text.
     vera.select_option("select[data-filter=status]", "open")
@@ -186,7 +187,7 @@ def test_viewer_role_cannot_write_and_late_joiner_sees_pins(world):
     assert vera.locator("#topic-panel select.topic-status").count() == 0
     # Forcing it anyway: the server refuses, and says so.
     vera.evaluate("window.twinview.session.send({type: 'topic_create', topic: {title: 'sneaky'}})")
-    vera.wait_for_selector("#notice:not([hidden])", timeout=5000)
+    vera.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
     assert "forbidden" in vera.locator("#notice").inner_text()
     assert not any(t["title"] == "sneaky" for t in vera.evaluate("[...window.twinview.collab.store.topics.values()]"))
     vera.context.close()
@@ -208,7 +209,7 @@ def test_an_imported_topic_shows_its_importer_and_the_author_the_file_claimed(wo
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 201
     vera = join("Vera", "viewer")
-    vera.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=10_000)
+    vera.wait_for_function("(g) => window.twinview.collab.store.thread(g).length === 1", arg=guid, timeout=WAIT_MS)
     vera.click(f'ul.topics li[data-guid="{guid}"]')
     panel = vera.locator("#topic-panel")
     assert " by Lead (imported; originally by admin) · " in panel.locator(".meta").inner_text()
@@ -225,7 +226,7 @@ def test_quick_markup_pins_a_note(world):
     ana.mouse.click(at["x"], at["y"])
     ana.fill("#topic-form input[name=title]", "check valve position")
     ana.click("#topic-form button.create")
-    ana.wait_for_function(f"window.twinview.collab.pins.pins.size === {before + 1}", timeout=10_000)
+    ana.wait_for_function(f"window.twinview.collab.pins.pins.size === {before + 1}", timeout=WAIT_MS)
     ana.context.close()
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.web_helpers import (
     ARTIFACTS,
     BINDINGS,
+    WAIT_MS,
     build_client,
     chromium_browser,
     element_id,
@@ -88,7 +89,7 @@ def test_posted_telemetry_recolours_the_element_on_screen(browser, live):
     before = page.evaluate("id => window.twinview.colorOf(id)", target)
     result = live.ingest([{"element": target, "prop": "pressure", "value": 6.0}])
     assert result["accepted"] == 1
-    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=target, timeout=5000)
+    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=target, timeout=WAIT_MS)
     assert before != "#ff0000"
     look_down_at(page, target)
     assert (
@@ -103,7 +104,7 @@ def test_posted_telemetry_recolours_the_element_on_screen(browser, live):
     assert r > 100 and r > 2 * g and r > 2 * b, f"element 0 is not drawn red: {(r, g, b)}"
     screenshot(page, "viewer-live-red")
     live.ingest([{"element": target, "prop": "pressure", "value": 0.0}])
-    page.wait_for_function("id => window.twinview.colorOf(id) === '#0000ff'", arg=target, timeout=5000)
+    page.wait_for_function("id => window.twinview.colorOf(id) === '#0000ff'", arg=target, timeout=WAIT_MS)
     page.wait_for_timeout(200)
     r, g, b = pixel_at(page, at["x"], at["y"])
     assert b > 100 and b > 2 * r, f"element 0 is not drawn blue: {(r, g, b)}"
@@ -152,11 +153,11 @@ def test_dropped_connection_resumes_with_no_lost_update(browser, live):
     live.ingest([{"element": el1, "prop": "temperature", "value": 90.0}])
     assert page.locator("#notice").inner_text().startswith("Connection lost")
     page.wait_for_function(
-        "window.twinview.session.status === 'live' && window.twinview.session.resumes === 1", timeout=10_000
+        "window.twinview.session.status === 'live' && window.twinview.session.resumes === 1", timeout=WAIT_MS
     )
-    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=el0, timeout=5000)
-    page.wait_for_function("id => window.twinview.state.visuals.get(id)?.status === 'alarm'", arg=el1, timeout=5000)
-    page.wait_for_function("window.twinview.state.alarms.size === 1", timeout=5000)
+    page.wait_for_function("id => window.twinview.colorOf(id) === '#ff0000'", arg=el0, timeout=WAIT_MS)
+    page.wait_for_function("id => window.twinview.state.visuals.get(id)?.status === 'alarm'", arg=el1, timeout=WAIT_MS)
+    page.wait_for_function("window.twinview.state.alarms.size === 1", timeout=WAIT_MS)
     assert page.locator("#alarms li.alarm").count() == 1
     assert page.locator("#notice").is_hidden()
     screenshot(page, "viewer-resumed")
@@ -171,7 +172,7 @@ def test_refused_version_is_explained_in_the_page(browser, live):
         const msg = JSON.parse(data); if (msg.type === 'hello') msg.protocol = 2;
         send.call(this, JSON.stringify(msg)); }; }""")
     page.goto(live.url)
-    page.wait_for_function("window.twinview.session.status === 'refused'", timeout=10_000)
+    page.wait_for_function("window.twinview.session.status === 'refused'", timeout=WAIT_MS)
     notice = page.locator("#notice")
     assert "refused" in notice.inner_text()
     assert "2" in notice.locator("p").inner_text()  # the server's own reason names both sides
@@ -183,7 +184,7 @@ def test_a_model_that_fails_to_load_is_explained(browser, live):
     page = browser.new_page()
     page.goto(live.url)
     notice = page.locator("#notice.error")
-    notice.wait_for(timeout=10_000)
+    notice.wait_for(timeout=WAIT_MS)
     assert "failed to load" in notice.inner_text()
     assert notice.locator("button", has_text="Load again").count() == 1
 
@@ -203,8 +204,8 @@ def test_a_server_restart_is_survived_and_resynchronised(browser, tmp_path):
     assert page.evaluate("window.twinview.colorOf('el-00000')") == "#ff0000"
     with serve_scene(twin.directory, bindings, tmp_path / "data", port=port) as second:
         # A new server run has a new epoch: the client cannot resume and gets a fresh snapshot.
-        page.wait_for_function("window.twinview.session.status === 'resynced'", timeout=15_000)
+        page.wait_for_function("window.twinview.session.status === 'resynced'", timeout=WAIT_MS)
         assert "resynchronised" in page.locator("#notice").inner_text()
         second.ingest([{"element": element_id(0), "prop": "pressure", "value": 0.0}])
-        page.wait_for_function("window.twinview.colorOf('el-00000') === '#0000ff'", timeout=5000)
+        page.wait_for_function("window.twinview.colorOf('el-00000') === '#0000ff'", timeout=WAIT_MS)
         assert page.evaluate("window.twinview.app.batches.elements.size") == 24  # the model was not reloaded

@@ -12,7 +12,16 @@ import urllib.request
 
 import pytest
 
-from tests.web_helpers import REPO, build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
+from tests.web_helpers import (
+    REPO,
+    WAIT_MS,
+    build_client,
+    chromium_browser,
+    element_id,
+    live_twin,
+    open_viewer,
+    screenshot,
+)
 from viewer_server.auth import issue, load_secret
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -83,9 +92,9 @@ def pull_trigger(page, hand: str = "right") -> None:
 def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     live, page = vr_page
     vr = page.locator("#btn-vr")
-    vr.wait_for(state="visible", timeout=5000)
+    vr.wait_for(state="visible", timeout=WAIT_MS)
     vr.click()
-    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
+    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
     page.evaluate("window.__xr.position.set(0.3, 1.6, 0.2)")
     settle(page, 10)
     head = page.evaluate("window.twinview.viewer.renderer.xr.getCamera().position.toArray()")
@@ -97,7 +106,7 @@ def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
 
     # Live colours keep updating inside the session.
     live.ingest([{"element": element_id(0), "prop": "pressure", "value": 6.0}])
-    page.wait_for_function("window.twinview.colorOf('el-00000') === '#ff0000'", timeout=5000)
+    page.wait_for_function("window.twinview.colorOf('el-00000') === '#ff0000'", timeout=WAIT_MS)
 
     # Our head goes out as presence, in model coordinates.
     pose = page.evaluate("window.twinview.presence.ownPose()")
@@ -109,14 +118,14 @@ def test_enter_vr_renders_frames_from_the_head_pose(vr_page):
     page.evaluate(AIM, ["right", [c[0], c[1] + 1.0, c[2]], c])  # straight down onto it
     settle(page)
     pull_trigger(page)
-    page.wait_for_function("window.twinview.app.twin.selected === 'el-00004'", timeout=5000)
+    page.wait_for_function("window.twinview.app.twin.selected === 'el-00004'", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.xr.panel.mesh.visible")
     lines = page.evaluate("window.twinview.xr.panelLines()")
     assert lines[:2] == ["Pump 4", "IfcPump"] and not any("el-00004" in line for line in lines)
     screenshot(page, "xr-vr-session")
 
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
-    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
+    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
     assert page.errors == []
 
@@ -141,11 +150,11 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     draft = {"title": "Seal weeps at the flange", "priority": "high", "assignee": "Tom", "pin": pin}
     guid = _post(live, f"/api/sessions/{SESSION}/topics", draft, token)["guid"]
     _post(live, f"/api/sessions/{SESSION}/topics/{guid}/comments", {"text": "Retorque to 40 Nm"}, token)
-    page.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=10_000)
+    page.wait_for_function("(g) => window.twinview.collab.pins.pins.has(g)", arg=guid, timeout=WAIT_MS)
 
     page.locator("#btn-vr").click()
     page.wait_for_function("window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
-                           timeout=10_000)  # fmt: skip
+                           timeout=WAIT_MS)  # fmt: skip
     # The right hand, beside the head, points at the pin (which faces the head).
     settle(page)
     hand, pin = page.evaluate(
@@ -158,7 +167,7 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     page.evaluate(AIM, ["right", hand, pin])
     settle(page)
     pull_trigger(page)
-    page.wait_for_function("(g) => window.twinview.xr.topic === g", arg=guid, timeout=5000)
+    page.wait_for_function("(g) => window.twinview.xr.topic === g", arg=guid, timeout=WAIT_MS)
     assert page.evaluate("window.twinview.xr.panel.mesh.visible")
     assert page.evaluate("window.twinview.xr.panelLines()") == [
         "Seal weeps at the flange",
@@ -170,7 +179,7 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     assert page.evaluate("window.twinview.app.twin.selected") != element_id(4)  # a pin is not a pick
 
     _post(live, f"/api/sessions/{SESSION}/topics/{guid}/comments", {"text": "Done, no more drips"}, token)
-    page.wait_for_function("window.twinview.xr.panelLines().at(-1) === 'Ana: Done, no more drips'", timeout=10_000)
+    page.wait_for_function("window.twinview.xr.panelLines().at(-1) === 'Ana: Done, no more drips'", timeout=WAIT_MS)
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
     assert page.errors == []
 
@@ -186,9 +195,9 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         a = open_viewer(ctx_a, f"{live.url}/?name=Ana")
         b = open_viewer(browser.new_context(viewport={"width": 1024, "height": 640}), f"{live.url}/?name=Ben")
         assert b.evaluate("navigator.xr === undefined || !window.__xr")  # B has no emulator
-        a.locator("#btn-vr").wait_for(state="visible", timeout=5000)
+        a.locator("#btn-vr").wait_for(state="visible", timeout=WAIT_MS)
         a.locator("#btn-vr").click()
-        a.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
+        a.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
         assert a.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
         assert a.evaluate("window.twinview.viewer.world.scale.x") == 1
         settle(a)  # the start pose is taken
@@ -202,7 +211,7 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
                 """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.kind === 'xr'
                   && Math.hypot(u.head[0] - m[0], u.head[1] - m[1], u.head[2] - m[2]) < 0.05)""",
                 arg=model,
-                timeout=10_000,
+                timeout=WAIT_MS,
             )
             return model
 
@@ -215,7 +224,7 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
             """(m) => window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.hand && u.laser
               && Math.hypot(u.hand[0] - m[0], u.hand[1] - m[1], u.hand[2] - m[2]) < 0.05)""",
             arg=hand_model,
-            timeout=10_000,
+            timeout=WAIT_MS,
         )
         users = b.evaluate("window.twinview.presence.describe()")
         assert [(u["name"], u["kind"]) for u in users] == [("Ana (guest)", "xr")]
@@ -234,7 +243,7 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
         a.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
         b.wait_for_function(
             "window.twinview.presence.describe().some(u => u.name === 'Ana (guest)' && u.kind === 'browser')",
-            timeout=10_000,
+            timeout=WAIT_MS,
         )
         assert a.errors == [] and b.errors == []
 
@@ -242,9 +251,9 @@ def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
 def test_enter_ar_places_the_model_on_a_table_and_switches_to_full_scale(vr_page):
     _, page = vr_page
     ar = page.locator("#btn-ar")
-    ar.wait_for(state="visible", timeout=5000)
+    ar.wait_for(state="visible", timeout=WAIT_MS)
     ar.click()
-    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
+    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
     # Bare iwer has no surface detection (no SEM here, so no hit-test): the model goes on a virtual
     # table 1 m ahead, tabletop size. With hit-test it waits for a tap on a surface (the test below).
     page.wait_for_function("window.twinview.viewer.world.visible")
@@ -259,7 +268,7 @@ def test_enter_ar_places_the_model_on_a_table_and_switches_to_full_scale(vr_page
     assert page.evaluate("window.twinview.viewer.world.scale.x") == 1
     assert page.locator("#xr-scale").inner_text() == "1:1"
     page.locator("#xr-exit").dispatch_event("click")
-    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
+    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.viewer.scene.background !== null")
     assert page.locator("#xr-overlay").is_hidden()
     assert page.errors == []
@@ -300,10 +309,10 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     _, page = ar_page
     table, floor = room_plane("TABLE"), room_plane("FLOOR")
     table_y, floor_y = table["locatable_META"]["position"]["y"], floor["locatable_META"]["position"]["y"]
-    page.locator("#btn-ar").wait_for(state="visible", timeout=5000)
+    page.locator("#btn-ar").wait_for(state="visible", timeout=WAIT_MS)
     page.locator("#btn-ar").click()
-    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=10_000)
-    page.wait_for_function("window.twinview.xr.hitSource !== null", timeout=5000)
+    page.wait_for_function("window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
+    page.wait_for_function("window.twinview.xr.hitSource !== null", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.viewer.world.visible") is False  # waits for a tap on a surface
 
     # Look down at the table: the reticle lands on its top.
@@ -312,10 +321,10 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     page.wait_for_function(
         "window.twinview.xr.reticle.visible && "
         f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {table_y}) < 0.03",
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
     pull_trigger(page)
-    page.wait_for_function("window.twinview.xr.placed && window.twinview.viewer.world.visible", timeout=5000)
+    page.wait_for_function("window.twinview.xr.placed && window.twinview.viewer.world.visible", timeout=WAIT_MS)
     placed = page.evaluate(MODEL_BASE)
     assert placed["across"] == pytest.approx(0.6, abs=0.01)  # tabletop size
     assert placed["base"][1] == pytest.approx(table_y, abs=0.03)  # standing on the detected table top
@@ -324,10 +333,10 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
 
     # It stays where it was put while the user walks and looks around (anchored to the surface).
     # iwer has anchors: one is made from the next frame at the hit pose, and the model follows it.
-    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=WAIT_MS)
     page.evaluate(LOOK_DOWN, [0.3, 1.6, 0.9])  # open floor (a chair stands at x -0.8)
     frames = page.evaluate("window.twinview.viewer.frames")
-    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=10_000)
+    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=WAIT_MS)
     after = page.evaluate(MODEL_BASE)
     assert max(abs(after["base"][k] - placed["base"][k]) for k in range(3)) < 0.01
 
@@ -336,21 +345,21 @@ def test_ar_hit_test_places_the_model_on_a_detected_surface(ar_page):
     page.wait_for_function(
         "window.twinview.xr.reticle.visible && "
         f"Math.abs(window.twinview.xr.reticle.matrix.elements[13] - {floor_y}) < 0.03",
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
     pull_trigger(page)
-    page.wait_for_function("window.twinview.xr.placed", timeout=5000)
+    page.wait_for_function("window.twinview.xr.placed", timeout=WAIT_MS)
     full = page.evaluate(MODEL_BASE)
     assert page.evaluate("window.twinview.viewer.world.scale.x") == 1
     assert full["base"][1] == pytest.approx(floor_y, abs=0.03)
     assert full["base"][0] == pytest.approx(0.3, abs=0.03) and full["base"][2] == pytest.approx(0.9, abs=0.03)
-    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=5000)  # a new anchor, on the floor
+    page.wait_for_function("window.twinview.xr.anchor !== null", timeout=WAIT_MS)  # a new anchor, on the floor
     page.evaluate(LOOK_DOWN, [-0.5, 1.6, -0.5])
     frames = page.evaluate("window.twinview.viewer.frames")
-    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=10_000)
+    page.wait_for_function(f"window.twinview.viewer.frames > {frames} + 10", timeout=WAIT_MS)
     assert max(abs(page.evaluate(MODEL_BASE)["base"][k] - full["base"][k]) for k in range(3)) < 0.01
 
     page.locator("#xr-exit").dispatch_event("click")
-    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=5000)
+    page.wait_for_function("!window.twinview.viewer.renderer.xr.isPresenting", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
     assert page.errors == []

@@ -13,6 +13,7 @@ import pytest
 from tests.test_web_xr import AIM, FRAMES_TIMEOUT_MS, INSTALL, IWER, pull_trigger, settle
 from tests.web_helpers import (
     REPO,
+    WAIT_MS,
     build_client,
     build_scene,
     chromium_browser,
@@ -74,7 +75,7 @@ def enter_vr(browser, url: str):
     context.add_init_script(path=str(IWER))
     context.add_init_script(INSTALL)
     page = open_viewer(context, url)
-    page.locator("#btn-vr").wait_for(state="visible", timeout=5000)
+    page.locator("#btn-vr").wait_for(state="visible", timeout=WAIT_MS)
     page.locator("#btn-vr").click()
     page.wait_for_function(
         "window.twinview.xr?.mode === 'vr' && window.twinview.viewer.renderer.xr.isPresenting",
@@ -120,7 +121,7 @@ def test_teleport_moves_the_reference_space_to_the_target(twin):
     ground = [start["p"][0] + 3 * away[0] / n, 0, start["p"][2] + 3 * away[1] / n]
     page.evaluate(AIM, ["right", hand_before(start), ground])
     stick(page, "right", 0, -1)
-    page.wait_for_function("window.twinview.xr.locomotion.target !== null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.target !== null", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.xr.locomotion.arc.visible && window.twinview.xr.locomotion.marker.visible")
     target = page.evaluate("window.twinview.xr.locomotion.target.toArray()")
     assert target[1] == pytest.approx(0, abs=0.01)  # the ground, drawn as a grid
@@ -131,7 +132,7 @@ def test_teleport_moves_the_reference_space_to_the_target(twin):
     # Let go: the reference space is offset so that the head stands over the target, looking the same way.
     base = page.evaluate("window.twinview.xr.locomotion.base !== null")
     stick(page, "right", 0, 0)
-    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=WAIT_MS)
     assert base and page.evaluate(
         "window.twinview.viewer.renderer.xr.getReferenceSpace() !== window.twinview.xr.locomotion.base"
     )
@@ -148,23 +149,23 @@ def test_teleport_moves_the_reference_space_to_the_target(twin):
     side = [box[0][0], box[1] / 3, box[0][2]]  # low on the box, where the arc meets its side
     page.evaluate(AIM, ["right", [side[0] - 0.0, side[1] + 0.3, side[2] + 1.5], side])
     stick(page, "right", 0, -1)
-    page.wait_for_function("window.twinview.xr.locomotion.arc.visible", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.arc.visible", timeout=WAIT_MS)
     settle(page)
     assert page.evaluate("window.twinview.xr.locomotion.target") is None
     assert not page.evaluate("window.twinview.xr.locomotion.marker.visible")
     assert page.evaluate("'#' + window.twinview.xr.locomotion.arc.material.color.getHexString()") == "#f85149"
     stick(page, "right", 0, 0)
-    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=WAIT_MS)
     settle(page)
     assert page.evaluate(HEAD)["p"] == pytest.approx(after["p"], abs=0.01)
 
     # The grip of the left hand aims too (a button, for controllers without a stick): hold, aim, let go.
     page.evaluate(AIM, ["left", hand_before(after), [after["p"][0] + 2, 0, after["p"][2] + 2]])
     page.evaluate("window.__xr.controllers.left.updateButtonValue('squeeze', 1)")
-    page.wait_for_function("window.twinview.xr.locomotion.target !== null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.target !== null", timeout=WAIT_MS)
     target = page.evaluate("window.twinview.xr.locomotion.target.toArray()")
     page.evaluate("window.__xr.controllers.left.updateButtonValue('squeeze', 0)")
-    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.aimedBy === null", timeout=WAIT_MS)
     settle(page)
     moved = page.evaluate(HEAD)["p"]
     assert moved[0] == pytest.approx(target[0], abs=0.02) and moved[2] == pytest.approx(target[2], abs=0.02)
@@ -180,7 +181,7 @@ def test_snap_turn_rotates_by_the_step_about_the_head(twin):
     settle(page)
     start = page.evaluate(HEAD)
     stick(page, "right", 1, 0)  # right: clockwise seen from above
-    page.wait_for_function("window.twinview.xr.locomotion.turnArmed === false", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.turnArmed === false", timeout=WAIT_MS)
     settle(page, 5)  # held: one step only
     turned = page.evaluate(HEAD)
     assert (turned["yaw"] - start["yaw"] + 540) % 360 - 180 == pytest.approx(-SNAP_TURN_DEG, abs=0.5)
@@ -188,7 +189,7 @@ def test_snap_turn_rotates_by_the_step_about_the_head(twin):
     stick(page, "right", 0, 0)
     settle(page)
     stick(page, "right", -1, 0)  # released and pushed left: one step back
-    page.wait_for_function("window.twinview.xr.locomotion.turnArmed === false", timeout=5000)
+    page.wait_for_function("window.twinview.xr.locomotion.turnArmed === false", timeout=WAIT_MS)
     stick(page, "right", 0, 0)
     settle(page)
     back = page.evaluate(HEAD)
@@ -212,12 +213,12 @@ def test_the_left_thumbstick_walks_where_the_head_looks(twin):
         """(s) => { const p = window.twinview.presence.ownPose().position;
           return Math.hypot(p[0] - s[0], p[2] - s[2]) > 0.6; }""",
         arg=start["p"],
-        timeout=10_000,
+        timeout=WAIT_MS,
     )
     assert page.evaluate("window.twinview.xr.locomotion.vignette.visible")  # comfort: the edges dim while moving
     screenshot(page, "xr-smooth-move")
     stick(page, "left", 0, 0)
-    page.wait_for_function("!window.twinview.xr.locomotion.vignette.visible", timeout=5000)
+    page.wait_for_function("!window.twinview.xr.locomotion.vignette.visible", timeout=WAIT_MS)
     settle(page)
     end = page.evaluate(HEAD)
     step = [end["p"][k] - start["p"][k] for k in range(3)]
@@ -243,7 +244,7 @@ def test_the_xr_panel_switches_the_world_scale(twin):
     page = enter_vr(browser, live.url)
     start = page.evaluate(HEAD)
     press(page, "right", "b-button")  # the menu button opens the panel
-    page.wait_for_function("window.twinview.xr.panel.visible", timeout=5000)
+    page.wait_for_function("window.twinview.xr.panel.visible", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.xr.panel.content.scale") == "Scale: 1:1"
 
     def press_scale() -> None:
@@ -254,7 +255,7 @@ def test_the_xr_panel_switches_the_world_scale(twin):
         pull_trigger(page)
 
     press_scale()
-    page.wait_for_function("window.twinview.xr.tabletop", timeout=5000)
+    page.wait_for_function("window.twinview.xr.tabletop", timeout=WAIT_MS)
     table = page.evaluate(MODEL)
     assert table["across"] == pytest.approx(1.0, abs=0.01)  # a 1 m model on a virtual table
     assert table["base"][1] == pytest.approx(0.8, abs=0.01)
@@ -264,7 +265,7 @@ def test_the_xr_panel_switches_the_world_scale(twin):
     screenshot(page, "xr-vr-tabletop")
 
     press_scale()  # back to 1:1, at the start pose
-    page.wait_for_function("!window.twinview.xr.tabletop", timeout=5000)
+    page.wait_for_function("!window.twinview.xr.tabletop", timeout=WAIT_MS)
     settle(page)
     full = page.evaluate(MODEL)
     assert full["scale"] == 1 and page.evaluate("window.twinview.viewer.world.position.toArray()") == [0, 0, 0]
@@ -281,7 +282,7 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
     page = enter_vr(browser, live.url)
     label = "window.twinview.viewer.scene.getObjectByName('xr-label:el:el-00002')"
     badge = "window.twinview.viewer.scene.getObjectByName('xr-alarm:el-00001')"
-    page.wait_for_function(f"{label}?.visible && {badge}?.visible", timeout=5000)
+    page.wait_for_function(f"{label}?.visible && {badge}?.visible", timeout=WAIT_MS)
     assert page.evaluate(f"{label}.userData.lines") == ["Tank 2", "42 m3/h"]
     lines = page.evaluate(f"{badge}.userData.lines")
     assert lines[0] == "⚠ PipeSegment 1" and "temperature" in lines[1]
@@ -303,12 +304,12 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
 
     # Live: a new value redraws the label; the alarm's end removes the badge.
     live.ingest([{"element": element_id(2), "prop": "flow", "value": 77}])
-    page.wait_for_function(f"{label}.userData.lines[1] === '77 m3/h'", timeout=5000)
+    page.wait_for_function(f"{label}.userData.lines[1] === '77 m3/h'", timeout=WAIT_MS)
 
     # The XR panel lists the alarm by name; pressing it picks the element and turns the user to it.
     page.evaluate("window.__xr.position.set(0, 1.6, 0)")
     press(page, "right", "b-button")
-    page.wait_for_function("window.twinview.xr.panel.visible", timeout=5000)
+    page.wait_for_function("window.twinview.xr.panel.visible", timeout=WAIT_MS)
     rows = page.evaluate("window.twinview.xr.panel.content.alarms")
     assert [r["text"] for r in rows] == ["PipeSegment 1 · temperature · alarm"]
     head = page.evaluate(HEAD)
@@ -316,7 +317,7 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
     page.evaluate(AIM, ["right", hand_before(head), row])
     settle(page)
     pull_trigger(page)
-    page.wait_for_function("window.twinview.app.twin.selected === 'el-00001'", timeout=5000)
+    page.wait_for_function("window.twinview.app.twin.selected === 'el-00001'", timeout=WAIT_MS)
     settle(page)
     head = page.evaluate(HEAD)
     c = page.evaluate("""() => { const b = window.twinview.app.batches.boxOf('el-00001');
@@ -330,7 +331,7 @@ def test_labels_and_alarms_are_in_the_xr_scene_by_name(twin):
     page.wait_for_function("[...window.twinview.state.alarms.values()].every((a) => a.state === 'returned')")
     assert page.evaluate(f"Boolean({badge})")
     page.evaluate("window.twinview.viewer.renderer.xr.getSession().end()")
-    page.wait_for_function("!window.twinview.viewer.scene.getObjectByName('xr-label:el:el-00002')", timeout=5000)
+    page.wait_for_function("!window.twinview.viewer.scene.getObjectByName('xr-label:el:el-00002')", timeout=WAIT_MS)
     assert page.errors == []
 
 

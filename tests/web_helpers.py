@@ -59,6 +59,9 @@ _FACES = [
     ((0, 0, 1), (1, 0, 0), (0, 1, 0)),
     ((0, 0, -1), (0, 1, 0), (1, 0, 0)),
 ]
+# How long a browser test waits for a condition: generous, because a loaded 2-core machine (CI, or other
+# suites beside it) can take seconds to render a frame; a condition that never comes still fails.
+WAIT_MS = 30_000
 
 
 def _unit_box() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
