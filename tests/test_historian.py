@@ -138,3 +138,18 @@ def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_
     coarse, resolution = h.series("PT-1", "pressure", T0, T0 + HOUR, 30)  # two minutes per point: aggregates
     assert resolution == 120 and len(coarse.t) == 30 and coarse.min[0] == 0 and coarse.max[0] == 49
     assert h.series("PT-1", "nothing", T0, T0 + HOUR, 30)[0].t == []
+
+
+def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_partial_first_and_last_minutes(
+    tmp_path: Path,
+) -> None:
+    now = [T0 + DAY]
+    h = _open(tmp_path, now)
+    h.append([Reading("PT-1", "pressure", float(i), "bar", T0 + i) for i in range(HOUR)], T0 + HOUR, "test").result()
+    series, resolution = h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5)  # three minutes per bucket
+    assert resolution == 180 and series.t == [T0, T0 + 180, T0 + 360, T0 + 540]
+    assert (series.min[0], series.max[0], series.mean[0], series.last[0]) == (30.0, 179.0, 104.5, 179.0)
+    assert (series.min[-1], series.max[-1], series.mean[-1], series.last[-1]) == (540.0, 690.0, 615.0, 690.0)
+    now[0] = T0 + HOUR + SEAL_GRACE_S
+    h.seal()  # the edges' raw samples now come from the chunk: the same buckets
+    assert h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5) == (series, resolution)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -682,22 +683,55 @@ class Historian:
                 out.last.append(group[-1].value)
             return out, width
         minutes_per = max(1, math.ceil(width / MINUTE))
+        return self._bucketed(db, kid, out, t0, t1, minutes_per), float(minutes_per * MINUTE)
+
+    def _bucketed(
+        self, db: sqlite3.Connection, kid: int, out: Series, t0: float, t1: float, minutes_per: int
+    ) -> Series:
+        """Buckets of `minutes_per` minutes from one range scan of the minute aggregates' primary key. A minute
+        only partly inside [t0, t1] (t0's, t1's) is taken from its raw samples inside the range instead, so no
+        bucket holds a value from outside it; its aggregate serves only if all of it is inside (raw gone)."""
+        lo, hi = math.floor(t0 / MINUTE), math.floor(t1 / MINUTE)
         rows = db.execute(
-            """SELECT minute / ? AS b, min(min), max(max), sum(sum), sum(n) FROM minutes
-               WHERE key = ? AND minute >= ? AND minute <= ? GROUP BY b ORDER BY b""",
-            (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE)),
+            """SELECT minute, min, max, sum, n, last, last_ts, first_ts FROM minutes
+               WHERE key = ? AND minute >= ? AND minute <= ? ORDER BY minute""",
+            (kid, lo, hi),
         ).fetchall()
-        lasts = dict(
-            db.execute(
-                """SELECT minute / ? AS b, last FROM minutes m WHERE key = ? AND minute >= ? AND minute <= ?
-                   AND minute = (SELECT max(minute) FROM minutes WHERE key = m.key AND minute / ? = m.minute / ?)""",
-                (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE), minutes_per, minutes_per),
+        rows = [r for r in rows if lo < r[0] < hi or (r[7] >= t0 and r[6] <= t1)]
+        whole = {r[0] for r in rows}
+        for minute in {lo, hi} - whole:
+            edge = self.samples(
+                max(t0, minute * MINUTE),
+                min(t1, (minute + 1) * MINUTE),
+                include_start=True,
+                keys=[(out.element, out.prop)],
             )
-        )
-        for b, lo, hi, total, n in rows:
-            out.t.append(b * minutes_per * MINUTE)
-            out.min.append(lo)
-            out.max.append(hi)
-            out.mean.append(total / n if n else None)
-            out.last.append(_typed(lasts[b], self._kind_of(element, prop)) if b in lasts else None)
-        return out, float(minutes_per * MINUTE)
+            for s in edge:
+                if s.ts < (minute + 1) * MINUTE:
+                    num = _number(s.value)
+                    rows.append((minute, num, num, num or 0.0, 0 if num is None else 1, s.value, s.ts, s.ts))
+        if not rows:
+            return out
+        minute, lows, highs, sums, counts, lasts, last_ts, _ = zip(*rows, strict=True)
+        bucket = np.asarray(minute, np.int64) // minutes_per
+        order = np.lexsort((np.asarray(last_ts, np.float64), bucket))  # by bucket, then by time: last is last
+        bucket = bucket[order]
+        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        ends = np.r_[starts[1:], len(bucket)] - 1
+
+        def column(values: tuple[object, ...]) -> np.ndarray:
+            return np.asarray([np.nan if v is None else v for v in values], np.float64)[order]
+
+        with np.errstate(invalid="ignore"):  # a bucket of strings only: no min, max or mean
+            mins = np.fmin.reduceat(column(lows), starts)
+            maxs = np.fmax.reduceat(column(highs), starts)
+        totals = np.add.reduceat(column(sums), starts)
+        ns = np.add.reduceat(np.asarray(counts, np.int64)[order], starts)
+        kind = self._kind_of(out.element, out.prop)
+        for b, mn, mx, total, n, i in zip(bucket[starts], mins, maxs, totals, ns, order[ends], strict=True):
+            out.t.append(float(b * minutes_per * MINUTE))
+            out.min.append(None if math.isnan(mn) else float(mn))
+            out.max.append(None if math.isnan(mx) else float(mx))
+            out.mean.append(float(total / n) if n else None)
+            out.last.append(_typed(lasts[i], kind))
+        return out
