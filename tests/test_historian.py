@@ -153,3 +153,33 @@ def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_parti
     now[0] = T0 + HOUR + SEAL_GRACE_S
     h.seal()  # the edges' raw samples now come from the chunk: the same buckets
     assert h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5) == (series, resolution)
+
+
+def test_the_state_at_any_moment_is_each_property_s_last_sample_at_or_before_it_across_hours_and_chunks(
+    tmp_path: Path,
+) -> None:
+    """Around hour and minute boundaries, in sealed hours and the hot tail, for properties silent for hours
+    and for a late sample filling in a sealed hour: `state_at` equals the last sample at or before t."""
+    now = [T0 + 3 * HOUR]
+    h = _open(tmp_path, now)
+    sent: list[Reading] = [Reading("PT-1", "pressure", float(i % 17), "bar", T0 + 7 * i) for i in range(1540)]
+    sent += [Reading("TT-1", "temp", 21.5, "°C", T0 + 100)]  # then silent for the rest of the three hours
+    sent += [Reading("P-1", "running", i % 2 == 0, "", T0 + HOUR - 30 + 3600 * i) for i in range(3)]
+    sent += [Reading("P-1", "mode", m, "", T0 + 60 * (i + 1)) for i, m in enumerate(["auto", "manual"])]
+    h.append(sent, now[0], "gw").result()
+    now[0] = T0 + 2 * HOUR + SEAL_GRACE_S + 1
+    assert len(h.seal()) == 2  # hours 0 and 1 sealed, hour 2 stays in the tail
+    late = Reading("TT-1", "temp", 19.0, "°C", T0 + HOUR + 1800)  # a gateway's buffer fills a sealed hour in
+    h.append([late], now[0], "gw").result()
+    sent.append(late)
+
+    moments = [T0 + k * HOUR + d for k in range(3) for d in (-0.5, 0.0, 0.5, 59.9, 60.0, 1800.0, 1801.0)]
+    for t in moments + [T0 + 7 * i + d for i in (0, 500, 514, 515, 1028) for d in (-0.01, 0.0, 0.01)]:
+        expected: dict[tuple[str, str], Reading] = {}
+        for r in sent:
+            if r.ts <= t:
+                expected[(r.element, r.prop)] = r  # the later one sent wins a tie
+        got = h.state_at(t)
+        assert {key: (s.ts, s.value) for key, s in got.items()} == {
+            key: (r.ts, r.value) for key, r in expected.items()
+        }, t

@@ -565,36 +565,71 @@ class Historian:
         return out
 
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
-        """Every property's last sample at or before `t`. One indexed pass over the keys finds each one's latest
-        minute aggregate before t's minute (its `last`: this also serves after the raw samples are gone), then
-        the raw samples of t's own minute refine it (or, where raw samples may be gone, that minute's aggregate
-        when all of it is at or before t). CROSS JOIN keeps SQLite's loop over the keys, one
-        index seek each (its planner would otherwise scan every minute row)."""
+        """Every property's last sample at or before `t`. The raw samples of t's own minute come first (reduced to
+        one per property in arrow, `_latest`); for the properties without one, one indexed pass over the keys finds
+        each one's latest minute aggregate before t's minute (its `last`: this also serves after the raw samples
+        are gone; or, where raw samples may be gone, that minute's aggregate when all of it is at or before t).
+        Nothing before t's minute is scanned: the cost is one index seek per property that was silent in it.
+        CROSS JOIN keeps SQLite's loop over the keys (its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
+        state = self._latest(minute * MINUTE, t)
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
             kinds = dict(self._kinds)
+        found = msgspec.json.encode([kid for kid, key in names.items() if key in state]).decode()
+        silent = "k.id NOT IN (SELECT value FROM json_each(?))"  # found in t's minute: no seek for those
         units = dict(db.execute("SELECT id, unit FROM keys"))
         before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
-            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
-               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
-            (minute,),
+            f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
+            (minute, found),
         )
         rows = list(before)
         if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
             rows += db.execute(  # aggregate serves where all of that minute is at or before t
-                """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
-                   AND m.minute = ? WHERE m.last_ts <= ?""",
-                (minute, t),
+                f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+                   AND m.minute = ? WHERE m.last_ts <= ? AND {silent}""",
+                (minute, t, found),
             ).fetchall()
-        state: dict[tuple[str, str], Sample] = {}
         for kid, last, ts, q in rows:
-            element, prop = names[kid]
-            state[(element, prop)] = Sample(element, prop, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
-        for s in self.samples(minute * MINUTE, t, include_start=True):
-            state[(s.element, s.prop)] = s  # oldest first: the last one at or before t wins
+            key = names[kid]
+            if key not in state or ts >= state[key].ts:
+                state[key] = Sample(*key, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         return state
+
+    def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
+        """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
+        property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
+        latest: dict[tuple[str, str], Sample] = {}
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
+        kind_of = {key: kinds[kid] for kid, key in names.items()}
+        filters = [("ts", ">=", t0), ("ts", "<=", t1)]
+        tables = [pq.read_table(path, columns=_READ_COLUMNS, filters=filters) for path in self._chunks_between(t0, t1)]
+        table = pa.concat_tables(tables).unify_dictionaries().combine_chunks() if tables else None
+        if table is not None and table.num_rows:
+            element, prop = table["element"].chunk(0), table["prop"].chunk(0)
+            code = element.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(prop.dictionary)
+            code += prop.indices.to_numpy(zero_copy_only=False)
+            order = np.lexsort((table["ts"].to_numpy(), code))  # by property, then by time
+            code = code[order]
+            rows = table.take(pa.array(order[np.flatnonzero(np.r_[code[1:] != code[:-1], True])]))  # each one's last
+            columns = [  # dictionary columns decoded in arrow: their to_pylist goes value by value
+                rows[c].cast(pa.string()) if pa.types.is_dictionary(rows[c].type) else rows[c] for c in _READ_COLUMNS
+            ]
+            for e, pr, ts, v, tx, q, u in zip(*(c.to_pylist() for c in columns), strict=True):
+                value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
+                latest[(e, pr)] = Sample(e, pr, ts, value, q, u)
+        db = self._connect()
+        units = dict(db.execute("SELECT id, unit FROM keys"))
+        tail = "SELECT key, ts, v, q FROM samples WHERE ts >= ? AND ts <= ? ORDER BY ts"
+        for kid, ts, v, q in db.execute(tail, (t0, t1)):  # the hot tail: one hour at most, oldest first
+            key = names.get(kid)
+            if key is not None and (key not in latest or ts >= latest[key].ts):
+                latest[key] = Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, ""))
+        return latest
 
     def events(
         self,
