@@ -183,3 +183,33 @@ def test_the_state_at_any_moment_is_each_property_s_last_sample_at_or_before_it_
         assert {key: (s.ts, s.value) for key, s in got.items()} == {
             key: (r.ts, r.value) for key, r in expected.items()
         }, t
+
+
+def test_chunks_are_grouped_by_minute_and_property_and_those_written_by_time_before_read_the_same(
+    tmp_path: Path,
+) -> None:
+    now = [T0 + HOUR + SEAL_GRACE_S + 1]
+    h = _open(tmp_path, now)
+    sent = [
+        Reading(f"PT-{k}", "pressure", round(2 + 0.01 * ((i * 7 + k) % 13), 2), "bar", T0 + i + k / 10)
+        for i in range(180)
+        for k in range(3)
+    ]
+    h.append(sent, now[0], "gw").result()
+    (chunk,) = h.seal()
+    table = pq.read_table(chunk)
+    order = list(
+        zip((table["ts"].to_numpy() // 60).tolist(), table["element"].to_pylist(), table["ts"].to_pylist(), strict=True)
+    )
+    assert order == sorted(order) and len(order) == len(sent)  # each property's minute together, then by time
+    column = pq.ParquetFile(chunk).metadata.row_group(0).column(2)
+    assert column.path_in_schema == "ts" and "BYTE_STREAM_SPLIT" in column.encodings
+
+    answers = (h.state_at(T0 + 90.25), h.samples(T0, T0 + 120), h.series("PT-1", "pressure", T0 + 30, T0 + 170, 2))
+    pq.write_table(table.sort_by("ts"), chunk, compression="zstd")  # as the historian wrote chunks until now
+    assert (
+        h.state_at(T0 + 90.25),
+        h.samples(T0, T0 + 120),
+        h.series("PT-1", "pressure", T0 + 30, T0 + 170, 2),
+    ) == answers
+    assert answers[0][("PT-1", "pressure")].ts == T0 + 90.1 and len(answers[1]) == 360
