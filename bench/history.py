@@ -14,7 +14,11 @@
    plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
 3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
    aggregates), p50 / p95.
-4. storage: bytes per sample of the Parquet chunks and of the plain SQLite table.
+4. storage (`--only storage`): bytes per sample of the same samples as the historian's sealed chunks, as chunks
+   were written before (sorted by time, zstd level 1), in a plain SQLite table `(key, ts, value)` with an index,
+   and as Parquet+zstd written by pandas (when pandas is installed), for two signals: the simulator's analog
+   channels at 1 Hz (slowly changing, each with its sensor's noise and resolution) and the seek benchmark's
+   noisy one (a sine plus noise at 0.01, every key at a random moment).
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -38,8 +42,10 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pyarrow.parquet as pq
 
 from bench._fanout_twin import free_port
+from scene.simulator import CHANNELS, SignalSpec, Simulator
 from scene.state import Reading
 from tests.live_server import write_bindings, write_scene
 from viewer_server import protocol as p
@@ -228,6 +234,89 @@ def queries(folder: Path, keys: int = KEYS, hours: int = HOURS, step_s: float = 
     }
 
 
+def simulator_readings(hours: int, start: float) -> list[Reading]:
+    """The simulator's analog channels at 1 Hz for `hours` (no pump running flags: those are bools)."""
+    specs = [SignalSpec(key, *key.split("."), "") for key in CHANNELS if not key.endswith(".running")]
+    sim = Simulator(specs, seed=5)
+    return [r for ts in np.arange(start, start + hours * HOUR, 1.0) for r in sim.step(float(ts))]
+
+
+def noisy_readings(keys: int, hours: int, step_s: float, start: float) -> list[Reading]:
+    """The seek benchmark's signal: a sine plus noise rounded to 0.01, every key at its own moment."""
+    rng = np.random.default_rng(7)
+    phase = rng.uniform(0, 2 * np.pi, keys)
+    out = []
+    for j, ts in enumerate(np.arange(start, start + hours * HOUR, step_s)):
+        values = np.round(50 + 10 * np.sin(phase + j / 20) + rng.normal(0, 0.2, keys), 2)
+        jitter = rng.uniform(0, step_s, keys)
+        out += [Reading(f"e{k}", "v", float(values[k]), "", float(ts + jitter[k])) for k in range(keys)]
+    return out
+
+
+def storage_of(folder: Path, readings: list[Reading], start: float, hours: int) -> dict[str, float]:
+    """Bytes per sample of `readings` in each layout (the historian's through `append` + `seal`, one batch a
+    second as a gateway sends them), and the CPU time of sealing them."""
+    now = [start + hours * HOUR + SEAL_GRACE_S + 1]
+    h = Historian(folder / "historian", clock=lambda: now[0])
+    for second in range(hours * HOUR):
+        batch = readings[second * len(readings) // (hours * HOUR) : (second + 1) * len(readings) // (hours * HOUR)]
+        h.append(batch, start + second + 1, "gw")
+    h.flush()
+    cpu = time.process_time()
+    chunks = h.seal()
+    seal_cpu = time.process_time() - cpu
+    h.close()
+    n = len(readings)
+    out = {"samples": float(n), "seal_cpu_us_per_sample": seal_cpu * 1e6 / n}
+    out["historian"] = sum(c.stat().st_size for c in chunks) / n
+    before = folder / "before"
+    before.mkdir()
+    for i, chunk in enumerate(chunks):  # as chunks were written until now: sorted by time, zstd level 1
+        pq.write_table(pq.read_table(chunk).sort_by("ts"), before / f"{i}.parquet", compression="zstd")
+    out["time_sorted_zstd1"] = sum(f.stat().st_size for f in before.iterdir()) / n
+    plain = folder / "plain.sqlite"
+    db = sqlite3.connect(plain)
+    db.execute("CREATE TABLE samples (key INTEGER, ts REAL, value REAL)")
+    ids: dict[tuple[str, str], int] = {}
+    db.executemany(
+        "INSERT INTO samples VALUES (?, ?, ?)",
+        [(ids.setdefault((r.element, r.prop), len(ids)), r.ts, r.value) for r in readings],
+    )
+    db.execute("CREATE INDEX samples_key_ts ON samples (key, ts)")
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    out["plain_sqlite"] = plain.stat().st_size / n
+    try:
+        import pandas as pd  # optional: not a TwinView dependency
+    except ImportError:
+        out["pandas_parquet_zstd"] = float("nan")
+    else:
+        frame = pd.DataFrame(
+            {
+                "element": [r.element for r in readings],
+                "prop": [r.prop for r in readings],
+                "ts": [r.ts for r in readings],
+                "value": [r.value for r in readings],
+            }
+        )
+        frame.to_parquet(folder / "pandas.parquet", compression="zstd")
+        out["pandas_parquet_zstd"] = (folder / "pandas.parquet").stat().st_size / n
+    return out
+
+
+def storage(folder: Path) -> dict[str, dict[str, float]]:
+    start = (time.time() // HOUR - 4) * HOUR
+    return {
+        "simulator, 16 analog channels at 1 Hz, 2 h": storage_of(
+            folder / "slow", simulator_readings(2, start), start, 2
+        ),
+        "noisy, 1 000 keys every 30 s at random moments, 2 h": storage_of(
+            folder / "noisy", noisy_readings(1000, 2, 30.0, start), start, 2
+        ),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
@@ -240,6 +329,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["kill9"] = runs
         if args.only in (None, "query"):
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
+        if args.only in (None, "storage"):
+            out["storage"] = storage(Path(tmp) / "storage")
     out["load_after"] = os.getloadavg()
     return out
 
@@ -273,12 +364,26 @@ def table(result: dict[str, object]) -> str:
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
         ]
+    if "storage" in result:
+        stores = result["storage"]
+        assert isinstance(stores, dict)
+        lines += [
+            "",
+            "| signal | samples | historian chunks | chunks as before (by time, zstd 1) | plain SQLite + index "
+            "| pandas Parquet+zstd | sealing CPU µs/sample |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {s['samples']:.0f} | {s['historian']:.2f} | {s['time_sorted_zstd1']:.2f} "
+            f"| {s['plain_sqlite']:.2f} | {s['pandas_parquet_zstd']:.2f} | {s['seal_cpu_us_per_sample']:.2f} |"
+            for name, s in stores.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")

@@ -25,3 +25,17 @@ def test_the_query_benchmark_answers_every_key_and_reports_every_figure(tmp_path
 async def test_one_kill_9_run_counts_what_was_acknowledged_and_lost(tmp_path: Path) -> None:
     run = await history.kill9_run(tmp_path, random.Random(1))
     assert run["acked"] >= 100 and run["lost"] == 0
+
+
+def test_the_storage_benchmark_compares_every_layout_on_the_same_samples(tmp_path: Path) -> None:
+    start = 1_800_000_000.0
+    readings = history.noisy_readings(keys=4, hours=1, step_s=60.0, start=start)
+    result = history.storage_of(tmp_path, readings, start, 1)
+    assert result["samples"] == 4 * 60
+    for name in ("historian", "time_sorted_zstd1", "plain_sqlite", "seal_cpu_us_per_sample"):
+        assert result[name] > 0, name
+    slow = history.simulator_readings(hours=1, start=start)
+    assert len(slow) == 16 * 3600 and {r.prop for r in slow} >= {"temperature", "level"}
+    assert "| historian chunks |" in history.table(
+        {"load_before": 0, "load_after": 0, "cpus": 2, "storage": {"noisy": result}}
+    )
