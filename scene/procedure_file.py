@@ -44,10 +44,16 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class StepView(_Spec, kw_only=True):
-    """Where the step is looked at from; `selected` of the published Viewpoint is the step's highlight."""
+    """Where the step is looked at from, and what is shown (as in a topic's viewpoint: `hidden` lists the
+    exceptions to `default_visible`, `xray` those to `xray_default`; a storey's id stands for its contents).
+    `selected` of the published Viewpoint is the step's highlight."""
 
     camera: Camera
     clipping_planes: list[ClippingPlane] = []
+    hidden: Annotated[list[ElementId], msgspec.Meta(max_length=MAX_STEP_ELEMENTS)] = []
+    default_visible: bool = True
+    xray: Annotated[list[ElementId], msgspec.Meta(max_length=MAX_STEP_ELEMENTS)] = []
+    xray_default: bool = False
 
 
 class Watch(_Spec, kw_only=True):
@@ -149,9 +155,15 @@ def _semantic_errors(
         if sid in seen:
             yield f"{where}.id", f"duplicate step id {sid!r} (also steps[{seen[sid]}])"
         seen.setdefault(sid, i)
-        for j, element in enumerate(step.highlight):
-            if unknown(element):
-                yield f"{where}.highlight[{j}]", f"unknown element {element!r}"
+        view = step.viewpoint
+        listed = [
+            ("highlight", step.highlight),
+            *((f"viewpoint.{name}", getattr(view, name)) for name in ("hidden", "xray") if view),
+        ]
+        for field, elements in listed:
+            for j, element in enumerate(elements):
+                if unknown(element):
+                    yield f"{where}.{field}[{j}]", f"unknown element {element!r}"
         for j, w in enumerate(step.watch):
             if unknown(w.element):
                 yield f"{where}.watch[{j}].element", f"unknown element {w.element!r}"

@@ -19,6 +19,7 @@ from bcf.v2.bcfxml import BcfXml as BcfXml21
 from bcf.v3.bcfxml import BcfXml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from scene.model import Z_UP_TO_Y_UP
 from viewer_server.bcf import BcfError, BcfImport, export_bcf, import_bcf, validate_archive
@@ -38,6 +39,7 @@ from viewer_server.topics import (
     Measurement,
     Pin,
     Topic,
+    TransparentComponents,
     Vec3,
     Viewpoint,
     ViewSetupHints,
@@ -74,6 +76,7 @@ def sample() -> tuple[Topic, list[Comment], dict[str, bytes]]:
     vp2 = Viewpoint(
         guid="6a1d0c3e-5b2f-4a8e-9c7d-1e3f5a7b9c0d",
         camera=Camera(Vec3(0.0, 20.0, 0.0), Vec3(0.0, -1.0, 0.0), Vec3(0.0, 0.0, -1.0), ortho_height=12.5),
+        selected=["pump:P-101"],  # the pinned element, as the client selects it
         default_visible=False,
         hidden=[WALL],
     )
@@ -179,6 +182,41 @@ def test_bcf_client_reads_what_we_write(tmp_path: Path):
         docs = bcf.documents.documents
         assert JPEG in docs.values()
         assert any(name.startswith("twinview-") and name.endswith(".json") for name in docs)
+
+
+def test_exported_viewpoints_select_the_pinned_element_and_keep_visibility(tmp_path: Path):
+    """Issue 12 item 10: another tool opening our export highlights the element a topic is pinned on, in every
+    viewpoint, also one that selected nothing; isolation is DefaultVisibility=false + Exceptions; x-ray and
+    transparency (no BCF equivalent) come back through the extension."""
+    camera = Camera(Vec3(4.0, 3.0, 4.0), Vec3(-0.6, -0.4, -0.6), Vec3(0.0, 1.0, 0.0))
+    isolated = Viewpoint(guid="1" * 32, camera=camera, default_visible=False, hidden=[WALL, DOOR],
+                         xray_default=True, xray=[WALL])  # fmt: skip
+    transparent = Viewpoint(guid="2" * 32, camera=camera, selected=[DOOR], hidden=[DOOR],
+                            transparent=[TransparentComponents(0.35, [DOOR])])  # fmt: skip
+    pin = Pin(WALL, Vec3(1.0, 1.0, 0.0), Vec3(0.0, 0.0, 1.0))
+    topic = Topic(guid="3" * 32, title="Crack in the wall", author="alice", created=1_764_000_000.0, pin=pin,
+                  viewpoints=[isolated, transparent])  # fmt: skip
+    out = export_bcf([topic], [], {}, "p", tmp_path / "pinned.bcf").path
+    assert validate_archive(out) == {}
+    with zipfile.ZipFile(out) as zf:
+        infos = {n: etree.fromstring(zf.read(n)) for n in zf.namelist() if n.endswith(".bcfv")}
+        markup = etree.fromstring(next(zf.read(n) for n in zf.namelist() if n.endswith("markup.bcf")))
+    listed = [ref.findtext("Viewpoint") for ref in markup.iterfind("Topic/Viewpoints/ViewPoint")]
+    assert len(listed) == 2 and all(any(n.endswith(name) for n in infos) for name in listed)
+    by_guid = {info.get("Guid"): info for info in infos.values()}
+
+    def guids(info: etree._Element, path: str) -> list[str]:
+        return [c.get("IfcGuid") for c in info.iterfind(f"Components/{path}/Component")]
+
+    first, second = by_guid[bcf_guid(isolated.guid)], by_guid[bcf_guid(transparent.guid)]
+    assert guids(first, "Selection") == [WALL]  # selected nothing: the pin is added
+    assert guids(second, "Selection") == [DOOR, WALL]
+    assert first.find("Components/Visibility").get("DefaultVisibility") == "false"
+    assert guids(first, "Visibility/Exceptions") == [WALL, DOOR]
+    assert second.find("Components/Visibility").get("DefaultVisibility") == "true"
+    assert guids(second, "Visibility/Exceptions") == [DOOR]
+    back = import_bcf(out, element_ids={WALL, DOOR})
+    assert back.topics == [topic] and back.warnings == []
 
 
 def test_axes_convert_with_the_ifc_importers_rotation():

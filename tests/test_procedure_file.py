@@ -95,6 +95,8 @@ def test_a_folder_loads_every_procedure_by_name(tmp_path: Path) -> None:
     ("text", "entry", "problem", "line"),
     [
         (GOOD.replace("[P-1]", "[P-9]"), "steps[0].highlight[0]", "unknown element 'P-9'", 6),
+        (GOOD.replace("up: [0, 1, 0]}", "up: [0, 1, 0]}\n      xray: [P-1, WALL-9]"), "steps[0].viewpoint.xray[1]",
+         "unknown element 'WALL-9'", 9),
         (GOOD.replace("element: PT-1", "element: GHOST"), "steps[1].complete_when.value.element", "unknown element",
          11),
         (GOOD.replace("min: 3, max: 5", "min: 5, max: 3"), "steps[1].complete_when.value.max", "below min 5", 11),
@@ -122,6 +124,18 @@ def test_errors_name_file_entry_problem_and_line(
     assert err.file.endswith("x.procedure.yaml") and err.entry == entry and problem in err.problem, str(err)
     assert err.line == line
     assert str(err).startswith(f"{err.file}: {entry}: ")
+
+
+def test_a_step_view_says_what_is_hidden_and_x_rayed_and_clients_get_it(tmp_path: Path) -> None:
+    from viewer_server.procedures import step_info
+
+    text = GOOD.replace("up: [0, 1, 0]}", "up: [0, 1, 0]}\n      default_visible: false\n      hidden: [P-1]\n"
+                        "      xray: [PT-1]")  # fmt: skip
+    proc = load_procedure(write(tmp_path, text), KNOWN)
+    view = step_info(proc, 0).viewpoint
+    assert view is not None
+    assert (view.default_visible, view.hidden, view.xray, view.xray_default) == (False, ["P-1"], ["PT-1"], False)
+    assert view.selected == ["P-1"]  # the highlight
 
 
 def test_watched_and_completion_properties_must_be_bound(tmp_path: Path) -> None:

@@ -70,6 +70,10 @@ def step_info(proc: ProcedureFile, index: int) -> p.StepInfo:
             camera=step.viewpoint.camera,
             clipping_planes=list(step.viewpoint.clipping_planes),
             selected=list(step.highlight),
+            hidden=list(step.viewpoint.hidden),
+            default_visible=step.viewpoint.default_visible,
+            xray=list(step.viewpoint.xray),
+            xray_default=step.viewpoint.xray_default,
         )
     return p.StepInfo(
         sid, step.title, step.instructions, list(step.highlight), view, list(step.watch), step.complete_when

@@ -27,8 +27,8 @@ MAX_LABELS: Final = 20
 MAX_ATTACHMENT_BYTES: Final = 4 * 1024 * 1024
 # Guids of topics, comments and viewpoints (BCF uses 36-character UUIDs; ours are 32 hex digits).
 MAX_GUID: Final = 64
-# Component ids (selected + hidden + coloured) in all viewpoints of one topic together, or in one presenter
-# view: a viewpoint points at what matters, not at the whole model. ~30 bytes each, so a topic's
+# Component ids (selected, hidden, coloured, x-rayed, transparent) in all viewpoints of one topic together, or in
+# one presenter view: a viewpoint points at what matters, not at the whole model. ~30 bytes each, so a topic's
 # viewpoints stay under ~60 kB, and every joiner's snapshot with them.
 MAX_VIEWPOINT_IDS: Final = 2000
 # Section planes per viewpoint: the client's six free planes plus a section box's six.
@@ -41,6 +41,8 @@ MAX_MEASUREMENT_POINTS: Final = 32
 # a polygon of three or more.
 MEASUREMENT_POINTS: Final = {"distance": (2, 2), "angle": (3, 3), "area": (3, MAX_MEASUREMENT_POINTS)}
 HEX_COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}")
+# Opacity of an element made transparent: below this it could not be seen at all (hide it instead).
+MIN_OPACITY: Final = 0.05
 
 TopicStatus = Literal["open", "in_progress", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "critical"]
@@ -63,6 +65,13 @@ class ColoredComponents(msgspec.Struct):
     ids: list[str]
 
 
+class TransparentComponents(msgspec.Struct):
+    """Elements drawn see-through at `opacity` (1 = opaque), in their own colour."""
+
+    opacity: Annotated[float, msgspec.Meta(ge=MIN_OPACITY, le=1.0)]
+    ids: list[str]
+
+
 class ViewSetupHints(msgspec.Struct, omit_defaults=True):
     """BCF's hints for showing IFC spaces, space boundaries and openings (all hidden by default)."""
 
@@ -72,7 +81,10 @@ class ViewSetupHints(msgspec.Struct, omit_defaults=True):
 
 
 class Viewpoint(msgspec.Struct, omit_defaults=True):
-    """What the author saw: camera, section planes, and visible / selected / coloured components (twin ids)."""
+    """What the author saw: camera, section planes, and visible / selected / coloured / x-rayed / transparent
+    components (twin ids). An id of a container (a storey, an assembly) stands for everything under it.
+    X-ray ("ghosted": faint, grey, not pickable) works like visibility: `xray` lists the exceptions to
+    `xray_default`, so "x-ray everything but the pump" is `xray_default=True, xray=[pump]`."""
 
     guid: str
     camera: Camera
@@ -81,6 +93,9 @@ class Viewpoint(msgspec.Struct, omit_defaults=True):
     hidden: list[str] = []  # exceptions to the default visibility
     default_visible: bool = True
     colored: list[ColoredComponents] = []
+    xray: list[str] = []  # exceptions to the default x-ray
+    xray_default: bool = False
+    transparent: list[TransparentComponents] = []
     snapshot: str | None = None  # attachment id of the PNG taken with this viewpoint
     setup_hints: ViewSetupHints | None = None  # as a BCF file stated them; None: never stated
     # TwinView's own (BCF has only lines): exported as BCF Lines too, kept exactly in the extension
@@ -232,11 +247,15 @@ def check_viewpoints(viewpoints: Sequence[tuple[str, Viewpoint]], known: Collect
         if len(vp.clipping_planes) > MAX_CLIPPING_PLANES:
             raise TopicError(f"{where}.clipping_planes", f"more than {MAX_CLIPPING_PLANES}")
         check_measurements(vp.measurements, f"{where}.measurements")
-        groups = [("selected", vp.selected), ("hidden", vp.hidden)]
+        groups = [("selected", vp.selected), ("hidden", vp.hidden), ("xray", vp.xray)]
         for j, colored in enumerate(vp.colored):
             if not HEX_COLOR.fullmatch(colored.color) or not colored.ids:
                 raise TopicError(f"{where}.colored[{j}]", "needs a #rrggbb color and at least one id", "invalid")
             groups.append((f"colored[{j}].ids", colored.ids))
+        for j, transparent in enumerate(vp.transparent):
+            if not transparent.ids:
+                raise TopicError(f"{where}.transparent[{j}]", "needs at least one id", "invalid")
+            groups.append((f"transparent[{j}].ids", transparent.ids))
         for name, ids in groups:
             count += len(ids)
             if count > MAX_VIEWPOINT_IDS:

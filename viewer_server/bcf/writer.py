@@ -160,11 +160,14 @@ def _header(root: etree._Element, bcf: BcfFields) -> None:
                 _sub(el, tag, text)
 
 
-def _visinfo(vp: Viewpoint, guid: str) -> bytes:
+def _visinfo(vp: Viewpoint, guid: str, pinned: str | None) -> bytes:
+    """A viewpoint's visualization info; the element a topic is pinned on is always in its selection, so that
+    other tools highlight what the topic is about."""
     root = etree.Element("VisualizationInfo", Guid=guid)
     comps = _sub(root, "Components")
-    if vp.selected:
-        _components(_sub(comps, "Selection"), vp.selected)
+    selected = [*vp.selected, pinned] if pinned and pinned not in vp.selected else vp.selected
+    if selected:
+        _components(_sub(comps, "Selection"), selected)
     vis = _sub(comps, "Visibility", DefaultVisibility="true" if vp.default_visible else "false")
     if hints := vp.setup_hints:
         flags = (hints.spaces_visible, hints.space_boundaries_visible, hints.openings_visible)
@@ -217,7 +220,8 @@ class _TopicWriter:
             guid = bcf_guid(vp.guid)
             ref = _sub(refs, "ViewPoint", Guid=guid)
             _sub(ref, "Viewpoint", f"Viewpoint_{guid}.bcfv")
-            self.files[f"{self.folder}/Viewpoint_{guid}.bcfv"] = _visinfo(vp, guid)
+            pinned = self.topic.pin.element if self.topic.pin else None
+            self.files[f"{self.folder}/Viewpoint_{guid}.bcfv"] = _visinfo(vp, guid, pinned)
             meta = self._meta(vp.snapshot) if vp.snapshot else None
             if vp.snapshot and vp.snapshot in self.blobs:
                 suffix = _SUFFIX.get(meta.mime if meta else "", "png")

@@ -25,6 +25,8 @@ export const UI_PERMISSIONS = /** @type {Record<string, string[]>} */ ({
   'alarm.acknowledge': ['operator', 'admin'],
   'alarm.shelve': ['operator', 'admin'],
   'alarm.service': ['admin'],
+  'bcf.export': AUTHORS,
+  'bcf.import': LEADS,
 });
 
 /**

@@ -32,6 +32,7 @@ import { canShadeCheaply } from './shading.js';
 
 const _m = new THREE.Matrix4();
 const _c = new THREE.Color();
+const _rgba = new THREE.Vector4();
 const _v = new THREE.Vector3();
 const _q = new THREE.Quaternion();
 const _s = new THREE.Vector3();
@@ -213,6 +214,7 @@ export class ElementBatches {
     }
     const batch = new THREE.BatchedMesh(slots.length, vertices, indices, material);
     batch.userData.layout = [Boolean(/** @type {any} */ (material).map), material.vertexColors];
+    batch.userData.transparentMaterial = material.transparent; // see-through as loaded: stays so (setOpacity)
     batch.name = `batch:${source.name || source.type}`;
     /** @type {Map<THREE.BufferGeometry, number>} */
     const geometryIds = new Map();
@@ -259,6 +261,7 @@ export class ElementBatches {
   #addStandalone(entry, obj) {
     const o = /** @type {THREE.Points} */ (obj);
     o.material = /** @type {THREE.Material} */ (o.material).clone();
+    obj.userData.transparentMaterial = o.material.transparent; // see-through as loaded: stays so (setOpacity)
     if (entry.parts.length === 0) entry.baseColor.copy(/** @type {any} */ (o.material).color ?? _c.set(0xffffff));
     const base = obj.matrixWorld.clone();
     obj.removeFromParent();
@@ -437,6 +440,36 @@ export class ElementBatches {
     if (p.instanceId >= 0) /** @type {THREE.BatchedMesh} */ (p.target).getColorAt(p.instanceId, _c);
     else _c.copy(/** @type {any} */ (p.target).material.color);
     return `#${_c.getHexString()}`;
+  }
+
+  /**
+   * Draw an element see-through: `opacity` 1 is opaque (as loaded). A merged batch draws it in its see-through
+   * pass; a BatchedMesh keeps it in the instance colour's alpha and blends while any instance is see-through.
+   * @param {string} id @param {number} opacity
+   */
+  setOpacity(id, opacity) {
+    for (const p of this.elements.get(id)?.parts ?? []) {
+      const t = /** @type {any} */ (p.target);
+      if (t.isMergedBatch) t.setOpacityAt(p.instanceId, opacity);
+      else if (p.instanceId >= 0) {
+        const b = /** @type {THREE.BatchedMesh} */ (t);
+        const before = b.getColorAt(p.instanceId, _rgba).w;
+        if (before === opacity) continue;
+        b.setColorAt(p.instanceId, _rgba.setW(opacity));
+        const count = (b.userData.translucent ?? 0) + (opacity < 1 ? 1 : 0) - (before < 1 ? 1 : 0);
+        b.userData.translucent = count;
+        const material = /** @type {THREE.Material} */ (b.material);
+        if (material.transparent !== count > 0 && !b.userData.transparentMaterial) {
+          material.transparent = count > 0;
+          material.needsUpdate = true;
+        }
+      } else {
+        const material = t.material;
+        material.transparent = opacity < 1 || Boolean(t.userData.transparentMaterial);
+        material.opacity = opacity;
+        material.needsUpdate = true;
+      }
+    }
   }
 
   /** @param {string} id @param {boolean} visible */

@@ -5,6 +5,7 @@ import { AlarmPanel } from './alarms/panel.js';
 import { linkClaims, linkCredentials, refusalText } from './auth.js';
 import { Catalog, fetchManifest } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
+import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
 import { loadModel } from './loader.js';
 import { PresenceLayer } from './presence.js';
@@ -13,13 +14,16 @@ import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
 import { startTimeMachine } from './timeline/index.js';
+import { pinOf } from './topics/create.js';
 import { topicLines } from './topics/list.js';
+import { arr } from './topics/viewpoint.js';
 import { MeasureTool } from './tools/measure.js';
 import { SectionTool } from './tools/section.js';
 import { SectionCaps } from './tools/section_caps.js';
 import { SectionHandles } from './tools/section_handles.js';
 import { SectionPanel } from './tools/section_panel.js';
 import { TwinView } from './twin_view.js';
+import { ContextMenu, onLongPress } from './ui/context_menu.js';
 import { $ } from './ui/dom.js';
 import { Freshness } from './ui/freshness.js';
 import { startLayout } from './ui/layout.js';
@@ -31,6 +35,7 @@ import { TreePanel } from './ui/tree.js';
 import { Names } from './ui/names.js';
 import { YouPanel, rememberedName } from './ui/you.js';
 import { Viewer } from './viewer.js';
+import { Visibility } from './visibility.js';
 
 // A click that moves the pointer further than this (px) was an orbit drag, not a pick.
 const CLICK_SLOP_PX = 4;
@@ -81,6 +86,8 @@ const session = new Session(state, {
 const labels = new Labels(viewer, $('#labels'));
 const freshness = new Freshness(session, state);
 const presence = new PresenceLayer(viewer, session, labels, $('#people'));
+const visibility = new Visibility();
+const menu = new ContextMenu(document.body);
 const section = new SectionTool(viewer, () => (app.batches ? boxOfAll(app.batches) : null));
 const caps = new SectionCaps(viewer, section);
 const handles = new SectionHandles(viewer, section);
@@ -101,7 +108,7 @@ bindStatusChip(session);
 const layout = startLayout();
 bindLegend($('#legend'), state);
 const names = new Names(() => app.catalog, session);
-const collab = startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names });
+const collab = startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names, visibility });
 const sectionPanel = new SectionPanel({ viewer, section, caps, focusBox, model: () => app });
 const you = new YouPanel($('#you'), session, collab.identity, Boolean(linkClaims(credentials.token)?.name));
 const timeline = startTimeMachine({ session, app, store: collab.store, select, token: () => credentials.token });
@@ -172,7 +179,10 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     performance.mark('twinview:batched');
     app.loader = model.via;
     app.batches = batches;
-    app.twin = new TwinView(viewer, batches, state, labels, signal);
+    // What the user hides, isolates or x-rays is per scene; a container's contents come from the catalogue.
+    visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
+      children: (id) => app.catalog?.children.get(id) ?? [] });
+    app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
     viewer.clipModel(batches.group);
     caps.use(batches);
     freshness.bindLabels(labels, signal);
@@ -243,10 +253,10 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** What Fit and Section act on: the selection, else the whole model. */
+/** What Fit and Section act on: the selection (a storey: its contents), else the whole model. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.batches?.boxOf(id) ?? null : app.batches && boxOfAll(app.batches);
+  return id ? app.twin?.boxOf([id]) ?? null : app.batches && boxOfAll(app.batches);
 }
 
 /**
@@ -289,7 +299,8 @@ function standing(ids, prefer) {
 
 /** @param {Catalog} catalog @param {AbortSignal} signal */
 function wirePanels(catalog, signal) {
-  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true), signal);
+  app.tree = new TreePanel($('#tree'), /** @type {HTMLInputElement} */ ($('#search')), catalog, (id) => select(id, true),
+    { visibility, onMenu: (target, x, y) => menu.open(x, y, elementMenu(target, menuActions(null)), target.label) }, signal);
   app.properties = new PropertiesPanel($('#properties'), catalog, state, {
     chart: timeline.chart,
     signal,
@@ -308,8 +319,52 @@ function select(id, fly = false) {
   app.properties?.show(id);
   collab.selected(id);
   if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
-  const box = id ? app.batches?.boxOf(id) : null;
+  const box = id ? app.twin?.boxOf([id]) : null;
   if (fly && box) viewer.fitBox(box);
+}
+
+/**
+ * What the element menu does here; `hit` is where the view was right-clicked or long-pressed (a topic is pinned
+ * there), null from the tree (a topic is pinned on top of the element).
+ * @param {import('three').Intersection|null} hit @returns {import('./element_menu.js').MenuActions}
+ */
+function menuActions(hit) {
+  return {
+    visibility,
+    zoomTo: (ids) => {
+      const box = app.twin?.boxOf(ids);
+      if (box) viewer.fitBox(box);
+    },
+    properties: (id) => {
+      select(id);
+      if (matchMedia('(max-width: 900px)').matches) layout.open('properties');
+      else $('#properties').scrollIntoView({ block: 'nearest' });
+    },
+    addTopic: collab.identity.may('topic.create') ? (id) => {
+      if (hit) return collab.creator.startAt(pinOf(hit, id, viewer.world));
+      const box = app.twin?.boxOf([id]);
+      if (!box) return;
+      const top = box.getCenter(new Vector3()).setY(box.max.y).applyMatrix4(viewer.world.matrixWorld.clone().invert());
+      collab.creator.startAt({ element: id, point: arr(top), normal: [0, 1, 0] });
+    } : null,
+  };
+}
+
+/** The element menu for what is under a point of the view (which it selects). @param {number} x @param {number} y */
+function openViewMenu(x, y) {
+  const hit = viewer.pickAt(x, y);
+  const id = hit && app.batches ? app.batches.idOf(hit) : null;
+  if (id) select(id);
+  openElementMenu(id, x, y, hit);
+}
+
+/**
+ * The element menu of one element (null: of the model) at a point of the window.
+ * @param {string|null} id @param {number} x @param {number} y @param {import('three').Intersection|null} hit
+ */
+function openElementMenu(id, x, y, hit) {
+  const label = id ? app.catalog?.label(id) ?? id : 'Model';
+  menu.open(x, y, elementMenu(id ? { ids: [id], label, id } : null, menuActions(hit)), label);
 }
 
 /** @param {import('./protocol.js').Welcome} welcome */
@@ -331,6 +386,7 @@ let down = { x: 0, y: 0 };
 viewer.renderer.domElement.addEventListener('pointerdown', (e) => { down = { x: e.clientX, y: e.clientY }; });
 viewer.renderer.domElement.addEventListener('pointerup', (e) => {
   if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
+  if (e.button === 2) return openViewMenu(e.clientX, e.clientY); // a right-click, not a right-drag (pan)
   if (sectionPanel.click(e.clientX, e.clientY)) return;
   if (measure.active) {
     measure.click(e.clientX, e.clientY);
@@ -368,7 +424,19 @@ $('#btn-fit').addEventListener('click', () => {
   const box = focusBox();
   if (box) viewer.fitBox(box);
 });
+// The browser's own menu never shows over the view; a long press of a finger opens ours.
+viewer.renderer.domElement.addEventListener('contextmenu', (e) => e.preventDefault());
+onLongPress(viewer.renderer.domElement, openViewMenu);
 window.addEventListener('keydown', (e) => {
+  // The Menu key (or Shift+F10) outside a field: the element menu of the selection, at its place in the view.
+  if ((e.key === 'ContextMenu' || (e.key === 'F10' && e.shiftKey)) && !(e.target instanceof HTMLInputElement)
+      && !(e.target instanceof HTMLElement && e.target.closest('#tree, #context-menu'))) {
+    e.preventDefault();
+    const id = app.twin?.selected ?? null;
+    const at = id ? screenOf(id) : null;
+    const r = viewer.renderer.domElement.getBoundingClientRect();
+    openElementMenu(id, at?.x ?? r.left + r.width / 2, at?.y ?? r.top + r.height / 2, null);
+  }
   if (e.key === 'f' && !(e.target instanceof HTMLInputElement)) $('#btn-fit').click();
   if (e.key === 'Enter' && measure.active && !(e.target instanceof HTMLInputElement)) measure.finish();
   if (e.key === 'Escape') {
@@ -444,6 +512,15 @@ function bootContext() {
   return gl?.canvas ? gl : undefined;
 }
 
+/** Where an element's centre is on screen (client px), or null. @param {string} id */
+function screenOf(id) {
+  const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
+  if (!c) return null;
+  const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
+  const r = viewer.renderer.domElement.getBoundingClientRect();
+  return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
+}
+
 /** @param {number} x @param {number} y */
 function pickId(x, y) {
   const hit = viewer.pickAt(x, y);
@@ -463,6 +540,8 @@ Object.assign(window, {
     layout,
     measure,
     section,
+    visibility,
+    menu,
     caps,
     handles,
     sectionPanel,
@@ -474,14 +553,7 @@ Object.assign(window, {
     /** @param {string} id */
     colorOf: (id) => app.batches?.colorOf(id) ?? '',
     drawCalls: () => viewer.renderer.info.render.calls,
-    /** Where an element's centre is on screen (client px), or null. @param {string} id */
-    screenOf(id) {
-      const c = app.batches?.boxOf(id)?.getCenter(new Vector3());
-      if (!c) return null;
-      const p = c.applyMatrix4(viewer.world.matrixWorld).project(viewer.camera);
-      const r = viewer.renderer.domElement.getBoundingClientRect();
-      return { x: r.left + ((p.x + 1) / 2) * r.width, y: r.top + ((1 - p.y) / 2) * r.height };
-    },
+    screenOf,
     /** @param {number} x @param {number} y */
     pick: (x, y) => { const id = pickId(x, y); select(id); return id; },
     select,

@@ -3,12 +3,12 @@
 // "moved" flag per element live in a float texture the vertex shader reads. A multi-draw BatchedMesh is
 // one draw call for three.js but one draw per instance in ANGLE, which on a software rasteriser costs
 // more than the triangles. Which elements are drawn, and at which level of detail, is the index buffer:
-// it is rebuilt (a few typed-array copies) only when visibility, frustum culling or a level changes.
+// it is rebuilt (a few typed-array copies) only when visibility, transparency, frustum culling or a level
+// changes. Elements drawn see-through (x-ray, transparency) go to the end of the draw list, which a child mesh
+// (`see`) draws after the opaque pass with blending and without depth writes.
 import * as THREE from 'three';
-import { cheapMaterial } from './shading.js';
+import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
-// Texels per element: colour + the 4 columns of its move.
-const TEXELS = 5;
 const TEXTURE_WIDTH = 2048;
 const _v = new THREE.Vector3();
 const _a = new THREE.Vector3();
@@ -61,6 +61,18 @@ export class MergedBatch extends THREE.Mesh {
     this.localSpheres = items.map((it) => it.data.sphere);
     this.spheres = this.localSpheres.map((s, i) => s.clone().applyMatrix4(this.bases[i]));
     this.visible_ = new Uint8Array(n).fill(1);
+    /** per slot: 1 when drawn see-through (opacity below 1), by `see` */
+    this.translucent_ = new Uint8Array(n);
+    this.translucentCount = 0;
+    /** The see-through pass: the batch's vertices (shared) with an index of its own, drawn after the opaque pass. */
+    this.see = new THREE.Mesh(new THREE.BufferGeometry(), cheapMaterial(Object.assign(source.clone(),
+      { transparent: true, depthWrite: false }), texture));
+    this.see.material.color.set(0xffffff);
+    this.see.name = 'see-through';
+    this.see.frustumCulled = false;
+    this.see.visible = false;
+    this.see.raycast = () => {}; // picked through the batch (raycast below)
+    this.add(this.see);
     /** per slot: level drawn, 255 = not drawn (hidden or outside the view) */
     this.drawn = new Uint8Array(n).fill(255);
     this.wanted = new Uint8Array(n); // level wanted by the LOD choice
@@ -209,6 +221,20 @@ export class MergedBatch extends THREE.Mesh {
     return target.setRGB(this.data[o], this.data[o + 1], this.data[o + 2]);
   }
 
+  /**
+   * Draw element `i` at `opacity` (1: opaque, as loaded); below 1 it is drawn in the see-through pass.
+   * @param {number} i @param {number} opacity
+   */
+  setOpacityAt(i, opacity) {
+    this.data[(i * TEXELS + 5) * 4] = 1 - opacity;
+    this.texture.needsUpdate = true;
+    const see = opacity < 1 ? 1 : 0;
+    if (this.translucent_[i] === see) return;
+    this.translucent_[i] = see;
+    this.translucentCount += see ? 1 : -1;
+    this.dirty = true;
+  }
+
   /** @param {number} i @param {boolean} visible */
   setVisibleAt(i, visible) {
     if (Boolean(this.visible_[i]) === visible) return;
@@ -297,20 +323,42 @@ export class MergedBatch extends THREE.Mesh {
       this.geometry.setIndex(new THREE.BufferAttribute(this.drawIndex, 1));
     }
     let at = 0;
+    let seeAt = 0;
     const all = this.allIndex;
+    const seeIndex = this.translucentCount ? this.#seeIndex() : null;
     for (let i = 0; i < this.slots; i++) {
       const lv = this.drawn[i];
       if (lv === 255) continue;
       const r = this.levels[i][lv];
-      this.drawIndex.set(all.subarray(r.start, r.start + r.count), at);
-      at += r.count;
+      const part = all.subarray(r.start, r.start + r.count);
+      if (seeIndex && this.translucent_[i]) {
+        seeIndex.set(part, seeAt);
+        seeAt += r.count;
+      } else {
+        this.drawIndex.set(part, at);
+        at += r.count;
+      }
     }
-    const index = /** @type {THREE.BufferAttribute} */ (this.geometry.index);
-    index.clearUpdateRanges();
-    index.addUpdateRange(0, Math.max(at, 1));
-    index.needsUpdate = true;
-    this.geometry.setDrawRange(0, at);
-    this.triangles = at / 3;
+    upload(this.geometry, at);
+    if (seeIndex) upload(this.see.geometry, seeAt);
+    this.see.visible = seeAt > 0;
+    this.triangles = (at + seeAt) / 3;
+  }
+
+  /**
+   * The see-through pass's index array, its geometry made (again) when the batch's attributes are new: the
+   * old one is disposed then, which frees only its own index (the attributes it held were freed with theirs).
+   */
+  #seeIndex() {
+    const g = this.see.geometry;
+    if (g.attributes.position === this.geometry.attributes.position) return /** @type {Uint32Array} */ (g.index?.array);
+    g.dispose();
+    const next = new THREE.BufferGeometry();
+    for (const [name, attribute] of Object.entries(this.geometry.attributes)) next.setAttribute(name, attribute);
+    next.setIndex(new THREE.BufferAttribute(new Uint32Array(this.drawIndex.length), 1));
+    next.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
+    this.see.geometry = next;
+    return /** @type {Uint32Array} */ (next.index?.array);
   }
 
   /**
@@ -386,10 +434,21 @@ export class MergedBatch extends THREE.Mesh {
 
   dispose() {
     this.geometry.dispose();
+    this.see.geometry.dispose();
+    this.see.material.dispose();
     this.texture.dispose();
     this.material.dispose();
     return this;
   }
+}
+
+/** Upload the first `count` entries of a geometry's index and draw those. @param {THREE.BufferGeometry} g @param {number} count */
+function upload(g, count) {
+  const index = /** @type {THREE.BufferAttribute} */ (g.index);
+  index.clearUpdateRanges();
+  index.addUpdateRange(0, Math.max(count, 1));
+  index.needsUpdate = true;
+  g.setDrawRange(0, count);
 }
 
 const IDENTITY = new THREE.Matrix4();

@@ -805,6 +805,14 @@ export interface Transform {
 }
 
 /**
+ * Elements drawn see-through at `opacity` (1 = opaque), in their own colour.
+ */
+export interface TransparentComponents {
+  opacity: number;
+  ids: string[];
+}
+
+/**
  * Complete when element.prop is within [min, max] (either bound may be open).
  */
 export interface ValueRange {
@@ -826,7 +834,10 @@ export interface ViewSetupHints {
 }
 
 /**
- * What the author saw: camera, section planes, and visible / selected / coloured components (twin ids).
+ * What the author saw: camera, section planes, and visible / selected / coloured / x-rayed / transparent
+ * components (twin ids). An id of a container (a storey, an assembly) stands for everything under it.
+ * X-ray ("ghosted": faint, grey, not pickable) works like visibility: `xray` lists the exceptions to
+ * `xray_default`, so "x-ray everything but the pump" is `xray_default=True, xray=[pump]`.
  */
 export interface Viewpoint {
   guid: string;
@@ -836,6 +847,9 @@ export interface Viewpoint {
   hidden?: string[];
   default_visible?: boolean;
   colored?: ColoredComponents[];
+  xray?: string[];
+  xray_default?: boolean;
+  transparent?: TransparentComponents[];
   snapshot?: string | null;
   setup_hints?: ViewSetupHints | null;
   measurements?: Measurement[];

@@ -6,6 +6,9 @@
 // Lambert are equal; only the faint specular highlight is lost.
 import * as THREE from 'three';
 
+/** Texels per element in a MergedBatch's data texture: colour, the 4 columns of its move, transparency. */
+export const ELEMENT_TEXELS = 6;
+
 /** The lights as the viewer sets them up (Viewer uses these too, so both paths agree). */
 export const LIGHTS = {
   sky: 0xffffff,
@@ -42,9 +45,10 @@ varying vec3 vBack;
 uniform vec4 sectionPlane;
 #endif
 #ifdef MERGED
-// MergedBatch: vertices are in the batch's frame; per element (slot) 5 texels: colour (a = 2: moved),
-// then the columns of the move applied on top of the baked placement.
+// MergedBatch: vertices are in the batch's frame; per element (slot) ELEMENT_TEXELS texels: colour (a = 2:
+// moved), the columns of the move applied on top of the baked placement, then r = transparency (0: opaque).
 attribute float slot;
+varying float vAlpha;
 uniform highp sampler2D elementData;
 vec4 elementTexel( const in int i ) {
   return texelFetch( elementData, ivec2( i & ( ELEMENT_TEXTURE_WIDTH - 1 ), i >> ELEMENT_TEXTURE_SHIFT ), 0 );
@@ -64,9 +68,10 @@ void main() {
   vec3 objectNormal = normal;
   vec3 transformed = position;
   #ifdef MERGED
-    int at = int( slot + 0.5 ) * 5;
+    int at = int( slot + 0.5 ) * ELEMENT_TEXELS;
     vec4 look = elementTexel( at );
     base *= look.rgb;
+    vAlpha = 1.0 - elementTexel( at + 5 ).r;
     if ( look.a > 1.5 ) {
       mat4 move = mat4( elementTexel( at + 1 ), elementTexel( at + 2 ), elementTexel( at + 3 ), elementTexel( at + 4 ) );
       transformed = ( move * vec4( transformed, 1.0 ) ).xyz;
@@ -102,6 +107,11 @@ void main() {
 const fragmentShader = /* glsl */ `
 uniform float opacity;
 varying vec3 vFront;
+#ifdef MERGED
+varying float vAlpha;
+#else
+const float vAlpha = 1.0;
+#endif
 #ifdef DOUBLE_SIDED
 varying vec3 vBack;
 #endif
@@ -109,9 +119,9 @@ varying vec3 vBack;
 void main() {
   #include <clipping_planes_fragment>
   #ifdef DOUBLE_SIDED
-    gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity );
+    gl_FragColor = vec4( gl_FrontFacing ? vFront : vBack, opacity * vAlpha );
   #else
-    gl_FragColor = vec4( vFront, opacity );
+    gl_FragColor = vec4( vFront, opacity * vAlpha );
   #endif
   #include <colorspace_fragment>
 }
@@ -143,7 +153,7 @@ export function canShadeCheaply(m) {
  */
 export function cheapMaterial(source, elementData = null) {
   const m = new THREE.ShaderMaterial({
-    defines: elementData ? { MERGED: '', ELEMENT_TEXTURE_WIDTH: elementData.image.width,
+    defines: elementData ? { MERGED: '', ELEMENT_TEXELS, ELEMENT_TEXTURE_WIDTH: elementData.image.width,
       ELEMENT_TEXTURE_SHIFT: Math.log2(elementData.image.width) } : {},
     name: `lambert-vs:${source.name || source.type}`,
     uniforms: {

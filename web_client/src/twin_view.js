@@ -1,11 +1,16 @@
 // Binds the twin state to the batched elements: applies visuals (colour, visibility, transform) as
-// snapshots and deltas arrive, and keeps the selection highlight.
+// snapshots and deltas arrive, composed with what the user chose to see (visibility.js), and keeps the
+// selection highlight.
 import * as THREE from 'three';
+import { GHOST_OPACITY } from './visibility.js';
 
 const _color = new THREE.Color();
 const _matrix = new THREE.Matrix4();
 const _size = new THREE.Vector2();
 const SELECTION_COLOR = 0x4da3ff;
+// An x-rayed element is drawn in its own colour's brightness, tinted towards this cool grey (desaturated).
+const GHOST_TINT = new THREE.Color(0.72, 0.78, 0.86);
+const GHOST_TINT_WEIGHT = 0.6;
 
 export class TwinView {
   /**
@@ -13,10 +18,12 @@ export class TwinView {
    * @param {import('./batcher.js').ElementBatches} batches
    * @param {import('./state.js').TwinState} state
    * @param {import('./labels.js').Labels} labels
+   * @param {import('./visibility.js').Visibility} visibility what the user chose to see
    * @param {AbortSignal} signal ends this binding (a new scene replaces it)
    */
-  constructor(viewer, batches, state, labels, signal) {
+  constructor(viewer, batches, state, labels, visibility, signal) {
     this.viewer = viewer;
+    this.visibility = visibility;
     this.labels = labels;
     this.batches = batches;
     this.state = state;
@@ -31,6 +38,12 @@ export class TwinView {
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
     this.touched = new Set();
+    /** the user's choices as last applied: a change re-draws only the elements whose choice differs */
+    this.applied = visibility.save();
+    visibility.addEventListener('change', () => this.#applyChoices(), { signal });
+    // X-rayed elements are seen through, not picked.
+    viewer.pickFilter = (hit) => !visibility.ghosted.has(batches.idOf(hit) ?? '');
+    signal.addEventListener('abort', () => { viewer.pickFilter = null; });
     state.addEventListener('reset', () => this.applyAll(), { signal });
     state.addEventListener('delta', (e) => {
       for (const id of /** @type {import('./state.js').DeltaEvent} */ (e).detail.visuals) this.apply(id);
@@ -85,13 +98,53 @@ export class TwinView {
     const b = this.batches;
     if (!b.elements.has(id)) return;
     this.touched.add(id);
-    b.setColor(id, typeof v.color === 'string' ? _color.set(v.color) : null);
-    b.setVisible(id, v.visible !== false);
+    this.#look(id, v);
     b.setTransform(id, transformMatrix(v.transform, _matrix));
     // A label, or a flag for an anomaly, floats above the element.
     const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
     this.labels.set(`el:${id}`, text, () => this.topOf(id), v.anomaly ? 'anomaly' : '');
     if (this.selected === id) this.select(id);
+  }
+
+  /**
+   * Colour, visibility and opacity: the live visual's, unless the user hid, x-rayed, coloured (through a
+   * viewpoint) or made the element see-through.
+   * @param {string} id @param {import('./protocol.js').Visual} v
+   */
+  #look(id, v) {
+    const b = this.batches;
+    const user = this.visibility;
+    const hex = user.colors.get(id) ?? (typeof v.color === 'string' ? v.color : null);
+    let color = hex ? _color.set(hex) : null;
+    const ghost = user.ghosted.has(id);
+    if (ghost) {
+      const c = color ?? /** @type {import('./batcher.js').ElementEntry} */ (b.elements.get(id)).baseColor;
+      const grey = 0.3 * c.r + 0.59 * c.g + 0.11 * c.b;
+      color = _color.setRGB(grey, grey, grey).lerp(GHOST_TINT, GHOST_TINT_WEIGHT);
+    }
+    b.setColor(id, color);
+    b.setVisible(id, v.visible !== false && !user.hidden.has(id));
+    b.setOpacity(id, ghost ? GHOST_OPACITY : user.opacity.get(id) ?? 1);
+  }
+
+  /** The user's choices changed: draw again the elements whose choice differs from what was applied. */
+  #applyChoices() {
+    const now = this.visibility.save();
+    const was = this.applied;
+    /** @type {Set<string>} */
+    const changed = new Set();
+    /** @param {Map<string, any>|Set<string>} a @param {Map<string, any>|Set<string>} b */
+    const differ = (a, b) => {
+      for (const [id, v] of a.entries()) if (!b.has(id) || (b instanceof Map && b.get(id) !== v)) changed.add(id);
+      for (const id of b.keys()) if (!a.has(id)) changed.add(id);
+    };
+    differ(was.hidden, now.hidden);
+    differ(was.ghosted, now.ghosted);
+    differ(was.opacity, now.opacity);
+    differ(was.colors, now.colors);
+    for (const id of changed) if (this.batches.elements.has(id)) this.#look(id, this.state.visuals.get(id) ?? {});
+    this.applied = now;
+    this.viewer.invalidate();
   }
 
   /** The middle of an element's top, where its label floats (model coordinates); null while it is hidden. @param {string} id */
@@ -101,10 +154,23 @@ export class TwinView {
     return box ? box.getCenter(new THREE.Vector3()).setY(box.max.y) : null;
   }
 
-  /** @param {string|null} id */
+  /**
+   * World box of elements as placed: of a container (a storey), of everything under it. Null when none is drawn.
+   * @param {Iterable<string>} ids @returns {THREE.Box3|null}
+   */
+  boxOf(ids) {
+    const box = new THREE.Box3();
+    for (const id of this.visibility.expand(ids)) {
+      const b = this.batches.boxOf(id);
+      if (b) box.union(b);
+    }
+    return box.isEmpty() ? null : box;
+  }
+
+  /** @param {string|null} id an element, or a container (its contents are highlighted) */
   select(id) {
     this.selected = id;
-    const box = id ? this.batches.boxOf(id) : null;
+    const box = id ? this.boxOf([id]) : null;
     this.highlight.visible = Boolean(box && !box.isEmpty());
     if (box) this.highlight.box.copy(box).expandByScalar(0.02);
     this.viewer.invalidate();

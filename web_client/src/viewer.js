@@ -76,6 +76,8 @@ export class Viewer extends EventTarget {
     this.raycaster = new THREE.Raycaster();
     /** @type {THREE.Object3D[]} what picking tests against */
     this.pickables = [];
+    /** @type {((hit: THREE.Intersection) => boolean)|null} which hits count (x-rayed elements do not) */
+    this.pickFilter = null;
     /** @type {((dt: number, frame?: XRFrame) => boolean)[]} per-frame hooks; return true to keep animating */
     this.tickers = [];
     /** @type {((camera: THREE.Camera) => void)[]} run just before each render (not on idle frames) */
@@ -195,7 +197,7 @@ export class Viewer extends EventTarget {
   pickRay(raycaster) {
     const planes = this.clippingPlanes;
     for (const hit of raycaster.intersectObjects(this.pickables, true)) {
-      if (planes.every((p) => p.distanceToPoint(hit.point) >= 0)) return hit;
+      if (planes.every((p) => p.distanceToPoint(hit.point) >= 0) && (this.pickFilter?.(hit) ?? true)) return hit;
     }
     return null;
   }

@@ -7,6 +7,7 @@ import { TopicList } from '../topics/list.js';
 import { TopicPanel } from '../topics/panel.js';
 import { PinLayer } from '../topics/pins.js';
 import { TopicStore } from '../topics/store.js';
+import { BcfTransfer } from '../topics/bcf.js';
 import { Viewpoints } from '../topics/viewpoint.js';
 import { $, h } from '../ui/dom.js';
 import { CommandPanel } from './commands.js';
@@ -20,9 +21,9 @@ import { ProcedurePanel } from './procedure.js';
  *          app: {twin: import('../twin_view.js').TwinView|null, batches: import('../batcher.js').ElementBatches|null,
  *                catalog: import('../catalog.js').Catalog|null},
  *          credentials: {session: string|null, token: string|null}, ready: Promise<any>,
- *          names: import('../ui/names.js').Names}} deps
+ *          names: import('../ui/names.js').Names, visibility: import('../visibility.js').Visibility}} deps
  */
-export function startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names }) {
+export function startCollaboration({ viewer, session, section, measure, select, app, credentials, ready, names, visibility }) {
   const view = $('#view');
   /** A floating panel over the view. @param {string} id */
   const float = (id) => {
@@ -33,11 +34,14 @@ export function startCollaboration({ viewer, session, section, measure, select, 
   const identity = new Identity(session);
   const store = new TopicStore(session);
   const pins = new PinLayer(viewer, store);
-  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, measure, select });
-  const attachments = new Attachments(() => ({ session: session.welcome?.session || credentials.session, token: credentials.token }));
-  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names });
+  const viewpoints = new Viewpoints(viewer, { twin: () => app.twin, state: session.state, section, measure, select, visibility,
+    maxIds: () => session.welcome?.limits?.max_viewpoint_ids });
+  const sessionCredentials = () => ({ session: session.welcome?.session || credentials.session, token: credentials.token });
+  const attachments = new Attachments(sessionCredentials);
+  const presenter = new PresenterMode(float('presenter-bar'), { viewer, session, identity, viewpoints, names, visibility });
   const topic = new TopicPanel(float('topic-panel'), { store, session, identity, viewpoints, attachments, names });
   const list = new TopicList($('#topics'), store, (guid) => topic.open(guid));
+  const bcf = new BcfTransfer($('#topic-bcf'), { credentials: sessionCredentials, identity, session });
   topic.addEventListener('open', (e) => {
     const guid = /** @type {CustomEvent} */ (e).detail;
     list.highlight(guid);
@@ -79,7 +83,7 @@ export function startCollaboration({ viewer, session, section, measure, select, 
   window.addEventListener('keydown', (e) => { if (e.key === 'Escape' && creator.picking) creator.start(null); });
 
   return {
-    identity, store, pins, topic, creator, presenter, procedure, commands, viewpoints,
+    identity, store, pins, topic, creator, presenter, procedure, commands, viewpoints, bcf,
     /** A click on the view: pin a new topic, or open the topic whose pin is there. Whether it was ours. @param {number} x @param {number} y */
     click(x, y) {
       if (creator.click(x, y)) return true;

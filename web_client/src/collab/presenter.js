@@ -15,7 +15,7 @@ export class PresenterMode extends EventTarget {
    * @param {HTMLElement} bar the banner over the view
    * @param {{viewer: import('../viewer.js').Viewer, session: import('../session.js').Session,
    *          identity: import('../auth.js').Identity, viewpoints: import('../topics/viewpoint.js').Viewpoints,
-   *          names: import('../ui/names.js').Names}} deps
+   *          names: import('../ui/names.js').Names, visibility: import('../visibility.js').Visibility}} deps
    */
   constructor(bar, deps) {
     super();
@@ -38,6 +38,14 @@ export class PresenterMode extends EventTarget {
     // 'start' fires only for the user's own drag or wheel, never for a programmatic fly.
     viewer.controls.addEventListener('start', () => this.breakAway());
     viewer.controls.addEventListener('change', () => this.#sendView());
+    /** What the presenter shows (visibility.js), captured again only when it changes; what a follower last took. */
+    this.shown = /** @type {Partial<import('../protocol.js').Viewpoint>|null} */ (null);
+    this.applied = '';
+    deps.visibility.addEventListener('change', (e) => {
+      if (!/** @type {CustomEvent<{byUser: boolean}>} */ (e).detail.byUser) return;
+      this.shown = null;
+      this.#sendView(true);
+    });
   }
 
   /** Whether this viewer presents now. */
@@ -75,6 +83,7 @@ export class PresenterMode extends EventTarget {
   rejoin({ fly = true } = {}) {
     if (!this.brokeAway && !fly) return;
     this.brokeAway = false;
+    this.applied = ''; // the presenter's visibility again, too
     if (fly) this.#follow(0);
     this.render();
   }
@@ -91,7 +100,12 @@ export class PresenterMode extends EventTarget {
   /** @param {PresenterState|null} next @param {boolean} fresh from a snapshot (a late joiner, a resync) */
   #set(next, fresh) {
     const before = this.state?.presenter;
+    const wasFollowing = this.following;
     this.state = next?.presenter ? next : next && { ...next, presenter: '' };
+    if (wasFollowing && !this.following && this.applied) { // presenting ended: back to one's own view
+      this.applied = '';
+      this.deps.viewpoints.release();
+    }
     // A new presenter, or a fresh start, means following from now on.
     if (fresh || this.state?.presenter !== before) this.brokeAway = false;
     this.#follow(fresh ? 0 : FOLLOW_MS);
@@ -100,10 +114,16 @@ export class PresenterMode extends EventTarget {
     this.dispatchEvent(new CustomEvent('change'));
   }
 
-  /** @param {number} ms */
+  /** The presenter's camera, and what they show when that changed. @param {number} ms */
   #follow(ms) {
     const vp = this.state?.viewpoint;
-    if (this.following && !this.brokeAway && vp?.camera) this.deps.viewpoints.flyToCamera(vp.camera, ms);
+    if (!this.following || this.brokeAway || !vp?.camera) return;
+    this.deps.viewpoints.flyToCamera(vp.camera, ms);
+    const { hidden, default_visible, xray, xray_default, colored, transparent } = vp;
+    const key = JSON.stringify([hidden, default_visible, xray, xray_default, colored, transparent]);
+    if (key === this.applied) return;
+    this.applied = key;
+    this.deps.viewpoints.show(vp);
   }
 
   /** The presenter's camera, throttled with a trailing send so the last position always arrives. @param {boolean} [now] */
@@ -116,8 +136,9 @@ export class PresenterMode extends EventTarget {
       return;
     }
     this.lastSent = performance.now();
-    const { camera, clipping_planes, guid } = this.deps.viewpoints.capture();
-    this.deps.session.send({ type: 'presenter_view', viewpoint: { guid, camera, clipping_planes } });
+    const { camera, clipping_planes, guid } = this.deps.viewpoints.capture(false);
+    this.shown ??= this.deps.viewpoints.shown(false);
+    this.deps.session.send({ type: 'presenter_view', viewpoint: { guid, camera, clipping_planes, ...this.shown } });
   }
 
   render() {

@@ -64,6 +64,12 @@ export class TopicCreator {
     return true;
   }
 
+  /** Show the new-topic form pinned there (the element menu's "Add topic here"). @param {ReturnType<typeof pinOf>} pin */
+  startAt(pin) {
+    this.start(null);
+    this.#form('topic', pin);
+  }
+
   /** @param {'topic'|'markup'} kind @param {ReturnType<typeof pinOf>} pin */
   #form(kind, pin) {
     const field = (/** @type {string} */ name, /** @type {Record<string, any>} */ attrs = {}) =>
@@ -117,6 +123,8 @@ export class TopicCreator {
   async send(fields, pin) {
     const { session, viewpoints, attachments } = this.deps;
     const viewpoint = viewpoints.capture();
+    // The element the topic is about is selected in its view, so that another tool (BCF) highlights it too.
+    viewpoint.selected = [...new Set([pin.element, ...(viewpoint.selected ?? [])])];
     /** @type {string[]} */
     const files = [];
     if (this.deps.canUpload()) {

@@ -1,10 +1,14 @@
 // BCF-style viewpoints: what the author saw — camera (perspective or orthographic), section planes, selected,
-// hidden and coloured components, measurements — captured from the viewer and restored on opening a topic. Coordinates are the model's
+// hidden, x-rayed, see-through and coloured components (visibility.js), measurements — captured from the viewer and
+// restored on opening a topic, following a presenter or reaching a procedure step. Coordinates are the model's
 // (the world group's frame), so a viewpoint made in AR tabletop still means the same place.
 import * as THREE from 'three';
+import { showNotice } from '../ui/notice.js';
 
 // How far ahead of a restored camera its orbit target is put when the topic does not say.
 const TARGET_DISTANCE_M = 5;
+// Component ids a viewpoint may list when the server does not say (its welcome's limits.max_viewpoint_ids).
+const DEFAULT_MAX_VIEWPOINT_IDS = 2000;
 
 /** @typedef {import('../protocol.js').Viewpoint} Viewpoint */
 
@@ -29,29 +33,34 @@ export class Viewpoints {
    * @param {import('../viewer.js').Viewer} viewer
    * @param {{twin: () => (import('../twin_view.js').TwinView|null), state: import('../state.js').TwinState,
    *          section: import('../tools/section.js').SectionTool, measure: import('../tools/measure.js').MeasureTool,
-   *          select: (id: string|null) => void}} hooks
+   *          select: (id: string|null) => void, visibility: import('../visibility.js').Visibility,
+   *          maxIds: () => (number|undefined)}} hooks
+   *   maxIds: the component ids the server takes in one viewpoint
    */
   constructor(viewer, hooks) {
     this.viewer = viewer;
     this.hooks = hooks;
-    /** Whether a restored viewpoint's colours and visibility currently override the live look. */
-    this.overriding = false;
+    /** The user's own visibility while a restored viewpoint's shows instead ("Back to live" gives it back). */
+    this.own = /** @type {ReturnType<import('../visibility.js').Visibility['save']>|null} */ (null);
+    // What the user changes on top of a viewpoint's is their own view from then on.
+    hooks.visibility.addEventListener('change', (e) => {
+      if (/** @type {CustomEvent<{byUser: boolean}>} */ (e).detail.byUser) this.own = null;
+    });
     /** Whether the section shows a restored viewpoint's planes (then the live view drops them). */
     this.cutting = false;
   }
 
-  /** The current view as a viewpoint. @returns {Viewpoint} */
-  capture() {
+  /** Whether a restored viewpoint's colours and visibility currently override the user's own. */
+  get overriding() {
+    return this.own !== null;
+  }
+
+  /** The current view as a viewpoint (`withShown` false: camera, planes and measurements only). @returns {Viewpoint} */
+  capture(withShown = true) {
     const { camera, world } = this.viewer;
     const toModel = world.matrixWorld.clone().invert();
-    /** @type {Map<string, string[]>} */
-    const byColor = new Map();
-    const hidden = [];
-    for (const [id, v] of this.hooks.state.visuals) {
-      if (typeof v.color === 'string') byColor.set(v.color, [...(byColor.get(v.color) ?? []), id]);
-      if (v.visible === false) hidden.push(id);
-    }
     const selected = this.hooks.twin()?.selected;
+    const shown = withShown ? this.shown(true, selected ? 1 : 0) : {};
     return {
       guid: uuid(),
       camera: {
@@ -67,10 +76,31 @@ export class Viewpoints {
         { location: arr(p.coplanarPoint(new THREE.Vector3())), direction: arr(p.normal.clone().negate()) })),
       measurements: this.hooks.measure.toViewpoint(),
       selected: selected ? [selected] : [],
-      hidden,
-      default_visible: true,
-      colored: [...byColor].map(([color, ids]) => ({ color, ids })),
+      ...shown,
     };
+  }
+
+  /**
+   * What is shown, as viewpoint fields; {} (and a notice saying so) when it takes more ids than a viewpoint holds.
+   * @param {boolean} withLive also what the live rules colour and hide now (a topic's record of the moment; a
+   *   presenter's followers see the live look themselves) @param {number} [used] ids the viewpoint lists already
+   * @returns {Partial<Viewpoint>}
+   */
+  shown(withLive, used = 0) {
+    /** @type {Map<string, string>} */
+    const liveColors = new Map();
+    /** @type {Set<string>} */
+    const liveHidden = new Set();
+    for (const [id, v] of withLive ? this.hooks.state.visuals : []) {
+      if (typeof v.color === 'string') liveColors.set(id, v.color);
+      if (v.visible === false) liveHidden.add(id);
+    }
+    const budget = (this.hooks.maxIds() ?? DEFAULT_MAX_VIEWPOINT_IDS) - used;
+    const shown = this.hooks.visibility.capture(budget, liveColors, liveHidden);
+    if (shown) return shown;
+    showNotice('warning', 'The view is shared without what is hidden',
+      `What is hidden, x-rayed or coloured here takes more than ${budget} element ids. Hide or isolate whole storeys or classes instead.`);
+    return {};
   }
 
   /**
@@ -86,8 +116,17 @@ export class Viewpoints {
     this.hooks.measure.showPinned(vp.measurements ?? []);
     this.cutting = true;
     this.hooks.select(vp.selected?.[0] ?? null);
-    this.#override(vp);
+    this.show(vp);
     viewer.invalidate();
+  }
+
+  /**
+   * Show a viewpoint's visibility, x-ray, transparency and colours instead of the user's own, until `release()`.
+   * @param {Viewpoint} vp
+   */
+  show(vp) {
+    this.own ??= this.hooks.visibility.save();
+    this.hooks.visibility.restore(vp);
   }
 
   /**
@@ -116,31 +155,13 @@ export class Viewpoints {
     viewer.flyTo(pos, pos.clone().addScaledVector(dir, TARGET_DISTANCE_M), ms);
   }
 
-  /** Back to the live look: no viewpoint colours, visibility, planes or measurements. */
+  /** Back to the live look and the user's own visibility: no viewpoint colours, visibility, planes or measurements. */
   release() {
-    if (this.overriding) this.hooks.twin()?.applyAll();
-    this.overriding = false;
+    if (this.own) this.hooks.visibility.load(this.own);
+    this.own = null;
     if (this.cutting) this.hooks.section.clear();
     this.cutting = false;
     this.hooks.measure.showPinned([]);
     this.viewer.invalidate();
-  }
-
-  /** @param {Viewpoint} vp */
-  #override(vp) {
-    const batches = this.hooks.twin()?.batches;
-    if (!batches) return;
-    this.hooks.twin()?.applyAll();
-    const exceptions = new Set(vp.hidden ?? []);
-    const shown = vp.default_visible !== false;
-    if (!shown || exceptions.size) {
-      for (const id of batches.elements.keys()) batches.setVisible(id, exceptions.has(id) ? !shown : shown);
-    }
-    const color = new THREE.Color();
-    for (const group of vp.colored ?? []) {
-      if (!/^#[0-9a-f]{6}$/i.test(group.color)) continue;
-      for (const id of group.ids) batches.setColor(id, color.set(group.color));
-    }
-    this.overriding = true;
   }
 }

@@ -1,5 +1,8 @@
-// The element tree (spatial hierarchy from the manifest) and the search box above it.
+// The element tree (spatial hierarchy from the manifest) and the search box above it, with an eye per node (a
+// storey's hides everything on it) and, below, the elements by class (and by layer, where the manifest names
+// layers), each with its eye. Right-click, long-press or the Menu key on a row opens the element menu.
 // Children are built when a node is first expanded, so 100 000 elements cost nothing until opened.
+import { onLongPress } from './context_menu.js';
 import { h, replace } from './dom.js';
 
 // At load the tree opens this many levels, and only nodes with at most this many children.
@@ -11,22 +14,111 @@ export class TreePanel {
    * @param {HTMLElement} root @param {HTMLInputElement} searchInput
    * @param {import('../catalog.js').Catalog} catalog
    * @param {(id: string) => void} onSelect
+   * @param {{visibility: import('../visibility.js').Visibility,
+   *          onMenu: (target: {ids: string[], label: string, id: string|null}, x: number, y: number) => void}} choices
+   *   the eyes' state, and the element menu for a row (`id`: the element or container it is, null for a class)
    * @param {AbortSignal} signal ends this panel (a new scene replaces it)
    */
-  constructor(root, searchInput, catalog, onSelect, signal) {
+  constructor(root, searchInput, catalog, onSelect, choices, signal) {
     this.root = root;
     this.catalog = catalog;
     this.onSelect = onSelect;
+    this.choices = choices;
+    this.signal = signal;
+    /** @type {Map<string, {ids: string[], eye: HTMLButtonElement}>} class or layer rows: their elements and eye */
+    this.groupRows = new Map();
     /** @type {Map<string, HTMLElement>} id -> its <li>, for nodes built so far */
     this.items = new Map();
     /** @type {string|null} */
     this.selected = null;
     this.list = h('ul', { class: 'tree', role: 'tree' });
     this.results = h('ul', { class: 'results', hidden: true });
-    replace(root, this.results, this.list);
+    replace(root, this.results, this.list, ...this.#groups());
     this.#fill(this.list, null);
     this.#expandTop(null, 0);
     searchInput.addEventListener('input', () => this.search(searchInput.value), { signal });
+    choices.visibility.addEventListener('change', () => this.#showEyes(), { signal });
+  }
+
+  /** An eye that hides or shows `ids` (and what is under them). @param {string[]} ids @param {string} name */
+  #eye(ids, name) {
+    const eye = /** @type {HTMLButtonElement} */ (h('button', { class: 'eye', 'aria-pressed': 'false', 'aria-label': `Hide ${name}`,
+      title: `Hide or show ${name}` }));
+    eye.addEventListener('click', (e) => {
+      e.stopPropagation();
+      const v = this.choices.visibility;
+      if (eye.getAttribute('aria-pressed') === 'true') v.show(ids);
+      else v.hide(ids);
+    });
+    this.#paintEye(eye, this.choices.visibility.stateOf(ids), name);
+    return eye;
+  }
+
+  /** @param {HTMLButtonElement} eye @param {'shown'|'hidden'|'mixed'} state @param {string} name */
+  #paintEye(eye, state, name) {
+    if (eye.dataset.state === state) return; // most rows keep theirs: no DOM work for them
+    eye.dataset.state = state;
+    eye.setAttribute('aria-pressed', String(state === 'hidden'));
+    eye.setAttribute('aria-label', `${state === 'hidden' ? 'Show' : 'Hide'} ${name}`);
+    eye.textContent = state === 'hidden' ? '◌' : state === 'mixed' ? '◐' : '●';
+  }
+
+  #showEyes() {
+    for (const [id, li] of this.items) {
+      const eye = /** @type {HTMLButtonElement|null} */ (li.querySelector(':scope > .eye'));
+      if (eye) this.#paintEye(eye, this.choices.visibility.stateOf([id]), this.catalog.label(id));
+    }
+    for (const [name, row] of this.groupRows) this.#paintEye(row.eye, this.choices.visibility.stateOf(row.ids), name);
+  }
+
+  /**
+   * A row's menu: right-click, long-press, or the Menu key / Shift+F10 while it has the focus.
+   * @param {HTMLElement} row @param {() => {ids: string[], label: string, id: string|null}} target
+   */
+  #menu(row, target) {
+    const open = (/** @type {number} */ x, /** @type {number} */ y) => this.choices.onMenu(target(), x, y);
+    row.addEventListener('contextmenu', (e) => {
+      e.preventDefault();
+      open(e.clientX, e.clientY);
+    });
+    onLongPress(row, open, this.signal);
+    row.addEventListener('keydown', (e) => {
+      if (e.key !== 'ContextMenu' && !(e.key === 'F10' && e.shiftKey)) return;
+      e.preventDefault();
+      const r = row.getBoundingClientRect();
+      open(r.left + 16, r.bottom);
+    });
+  }
+
+  /** The elements by class, and by layer where records name one: a foldable list each. */
+  #groups() {
+    const by = (/** @type {(r: import('../catalog.js').ElementRecord) => string} */ key) => {
+      /** @type {Map<string, string[]>} */
+      const groups = new Map();
+      for (const r of this.catalog.byId.values()) {
+        const k = key(r);
+        if (!k || !this.choices.visibility.scope.drawable(r.id)) continue;
+        const ids = groups.get(k);
+        if (ids) ids.push(r.id);
+        else groups.set(k, [r.id]);
+      }
+      return [...groups].sort(([a], [b]) => a.localeCompare(b));
+    };
+    const section = (/** @type {string} */ title, /** @type {[string, string[]][]} */ groups) => (groups.length
+      ? h('details', { class: 'groups', dataset: { groups: title.toLowerCase() } }, h('summary', null, title),
+        h('ul', { class: 'group-list' }, ...groups.map(([name, ids]) => this.#groupRow(name, ids)))) : null);
+    return [section('Classes', by((r) => r.class)),
+      section('Layers', by((r) => (typeof (/** @type {any} */ (r)).layer === 'string' ? /** @type {any} */ (r).layer : '')))];
+  }
+
+  /** @param {string} name @param {string[]} ids */
+  #groupRow(name, ids) {
+    const eye = this.#eye(ids, name);
+    this.groupRows.set(name, { ids, eye });
+    const label = h('span', { class: 'label', tabindex: 0 }, name, h('small', null, ` ${ids.length}`));
+    const li = h('li', { dataset: { group: name } }, eye, label);
+    this.#menu(label, () => ({ ids, label: `${name} (${ids.length})`, id: null }));
+    return li;
   }
 
   /** @param {HTMLElement} ul @param {string|null} parent */
@@ -40,7 +132,9 @@ export class TreePanel {
     const kids = this.catalog.children.get(id);
     const twisty = h('button', { class: 'twisty', 'aria-label': 'expand', hidden: !kids }, '▸');
     const label = h('span', { class: 'label', title: `id: ${id}`, tabindex: 0 }, rec?.name || id, h('small', null, ` ${rec?.class ?? ''}`));
-    const li = h('li', { role: 'treeitem', dataset: { id } }, twisty, label);
+    const name = this.catalog.label(id);
+    const li = h('li', { role: 'treeitem', dataset: { id } }, twisty, this.#eye([id], name), label);
+    this.#menu(label, () => ({ ids: [id], label: name, id }));
     twisty.addEventListener('click', () => this.#toggle(li, id));
     label.addEventListener('click', () => this.onSelect(id));
     label.addEventListener('keydown', (e) => {
@@ -75,6 +169,7 @@ export class TreePanel {
     }
     ul.hidden = open === undefined ? !ul.hidden : !open;
     /** @type {HTMLElement} */ (li.firstChild).textContent = ul.hidden ? '▸' : '▾';
+    if (!ul.hidden) this.#showEyes(); // nodes built while closed show the state of now
   }
 
   /** Show `id` as selected, expanding its ancestors and scrolling it into view. @param {string|null} id */
