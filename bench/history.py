@@ -19,6 +19,10 @@
    and as Parquet+zstd written by pandas (when pandas is installed), for two signals: the simulator's analog
    channels at 1 Hz (slowly changing, each with its sensor's noise and resolution) and the seek benchmark's
    noisy one (a sine plus noise at 0.01, every key at a random moment).
+5. ingest (`--only ingest`): --rate readings/s (10 000 properties at 1 Hz) into a Historian for --seconds, in
+   batches of 100 sent on schedule, each awaited as a publisher's ack is; the process's CPU time over the wall
+   time is the historian's share of a core (the readings are built beforehand), with the ack latency
+   (append to group commit) p50 / p99.
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -317,6 +321,37 @@ def storage(folder: Path) -> dict[str, dict[str, float]]:
     }
 
 
+def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
+    keys = 10_000
+    start = time.time()
+    batches = [
+        [Reading(f"e{(i + j) % keys}", "v", float(j % 7), "", start + (i + j) / rate) for j in range(BATCH)]
+        for i in range(0, int(rate * seconds), BATCH)
+    ]
+    h = Historian(folder / "ingest")
+    acks: list[float] = []
+    pending = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i, batch in enumerate(batches):
+        time.sleep(max(0.0, wall + i * BATCH / rate - time.perf_counter()))
+        sent = time.perf_counter()
+        future = h.append(batch, time.time(), "bench")
+        future.add_done_callback(lambda _f, sent=sent: acks.append((time.perf_counter() - sent) * 1000))
+        pending.append(future)
+    for future in pending:
+        future.result()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    h.close()
+    return {
+        "readings": float(len(batches) * BATCH),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "core_share": cpu / wall,
+        "ack_p50_ms": pct(acks, 50),
+        "ack_p99_ms": pct(acks, 99),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
@@ -329,6 +364,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["kill9"] = runs
         if args.only in (None, "query"):
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
+        if args.only in (None, "ingest"):
+            out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "storage"):
             out["storage"] = storage(Path(tmp) / "storage")
     out["load_after"] = os.getloadavg()
@@ -364,6 +401,15 @@ def table(result: dict[str, object]) -> str:
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
         ]
+    if "ingest" in result:
+        g = result["ingest"]
+        assert isinstance(g, dict)
+        lines += [
+            "",
+            f"ingest: {g['readings']:.0f} readings in {g['wall_s']:.1f} s, {g['cpu_s']:.1f} s CPU: "
+            f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
+            f"p99 {g['ack_p99_ms']:.1f} ms",
+        ]
     if "storage" in result:
         stores = result["storage"]
         assert isinstance(stores, dict)
@@ -383,11 +429,13 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")
     parser.add_argument("--step", type=float, default=STEP_S, help="seconds between two samples of a key")
+    parser.add_argument("--rate", type=int, default=10_000, help="readings per second for ingest")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest runs")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     text = table(result)

@@ -39,3 +39,9 @@ def test_the_storage_benchmark_compares_every_layout_on_the_same_samples(tmp_pat
     assert "| historian chunks |" in history.table(
         {"load_before": 0, "load_after": 0, "cpus": 2, "storage": {"noisy": result}}
     )
+
+
+def test_the_ingest_benchmark_commits_every_reading_and_reports_its_share_of_a_core(tmp_path: Path) -> None:
+    result = history.ingest(tmp_path, rate=2000, seconds=0.5)
+    assert result["readings"] == 1000 and result["cpu_s"] > 0 and result["ack_p99_ms"] >= result["ack_p50_ms"] > 0
+    assert "of a core" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "ingest": result})
