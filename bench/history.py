@@ -23,6 +23,9 @@
    batches of 100 sent on schedule, each awaited as a publisher's ack is; the process's CPU time over the wall
    time is the historian's share of a core (the readings are built beforehand), with the ack latency
    (append to group commit) p50 / p99.
+6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), a `ReplayTwin` sought to the
+   start and a `Player` at 60×, its frames timed for --seconds of wall time: the gaps between frames
+   (p50 / p99 / max) and the CPU time per frame.
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -55,7 +59,8 @@ from tests.live_server import write_bindings, write_scene
 from viewer_server import protocol as p
 from viewer_server.auth import issue, load_secret
 from viewer_server.client import TwinClient
-from viewer_server.historian import HOUR, SEAL_GRACE_S, Historian
+from viewer_server.historian import HOUR, MINUTE, SEAL_GRACE_S, Historian
+from viewer_server.replay import Player, ReplayTwin
 from viewer_server.scenes import scene_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,6 +357,45 @@ def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
     }
 
 
+async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
+    props, speed = 1000, 60.0
+    t0 = (time.time() // HOUR - 3) * HOUR
+    now = [t0 + minutes * MINUTE + HOUR + SEAL_GRACE_S]
+    h = Historian(folder / "playback", clock=lambda: now[0])
+    rng = np.random.default_rng(3)
+    for second in range(minutes * MINUTE):
+        values = np.round(20 + rng.normal(0, 0.5, props), 2)
+        h.append([Reading(f"e{k}", "v", float(values[k]), "", t0 + second) for k in range(props)], t0 + second, "b")
+    h.flush()
+    h.seal()
+    twin = ReplayTwin(h, None, "default")
+    twin.seek(t0)
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+    changed: list[int] = []
+
+    async def send(frame: p.ReplayDelta) -> None:
+        sent.append(loop.time())
+        changed.append(len(frame.props))
+
+    player = Player(twin, send)
+    cpu = time.process_time()
+    player.start(speed, None)
+    await asyncio.sleep(seconds)
+    player.stop()
+    cpu = time.process_time() - cpu
+    h.close()
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent)]
+    return {
+        "frames": float(len(sent)),
+        "props_per_frame": float(np.mean(changed)) if changed else 0.0,
+        "gap_p50_ms": pct(gaps, 50),
+        "gap_p99_ms": pct(gaps, 99),
+        "gap_max_ms": max(gaps, default=float("nan")),
+        "cpu_per_frame_ms": cpu * 1000 / max(len(sent), 1),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
@@ -366,6 +410,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
         if args.only in (None, "ingest"):
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
+        if args.only in (None, "playback"):
+            out["playback"] = await playback(Path(tmp), args.minutes, args.seconds)
         if args.only in (None, "storage"):
             out["storage"] = storage(Path(tmp) / "storage")
     out["load_after"] = os.getloadavg()
@@ -410,6 +456,15 @@ def table(result: dict[str, object]) -> str:
             f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
             f"p99 {g['ack_p99_ms']:.1f} ms",
         ]
+    if "playback" in result:
+        pb = result["playback"]
+        assert isinstance(pb, dict)
+        lines += [
+            "",
+            f"playback at 60× over 1 000 properties: {pb['frames']:.0f} frames, {pb['props_per_frame']:.0f} "
+            f"properties changed per frame; gaps p50 {pb['gap_p50_ms']:.0f} ms, p99 {pb['gap_p99_ms']:.0f} ms, "
+            f"max {pb['gap_max_ms']:.0f} ms; CPU {pb['cpu_per_frame_ms']:.1f} ms per frame",
+        ]
     if "storage" in result:
         stores = result["storage"]
         assert isinstance(stores, dict)
@@ -429,13 +484,14 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")
     parser.add_argument("--step", type=float, default=STEP_S, help="seconds between two samples of a key")
     parser.add_argument("--rate", type=int, default=10_000, help="readings per second for ingest")
-    parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest runs")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest and playback run")
+    parser.add_argument("--minutes", type=int, default=20, help="minutes of 1 Hz history for playback")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     text = table(result)

@@ -45,3 +45,9 @@ def test_the_ingest_benchmark_commits_every_reading_and_reports_its_share_of_a_c
     result = history.ingest(tmp_path, rate=2000, seconds=0.5)
     assert result["readings"] == 1000 and result["cpu_s"] > 0 and result["ack_p99_ms"] >= result["ack_p50_ms"] > 0
     assert "of a core" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "ingest": result})
+
+
+async def test_the_playback_benchmark_times_the_frames_of_a_60x_replay(tmp_path: Path) -> None:
+    result = await history.playback(tmp_path, minutes=2, seconds=0.5)
+    assert result["frames"] >= 2 and result["props_per_frame"] > 0 and result["gap_max_ms"] >= result["gap_p50_ms"] > 0
+    assert "playback at 60×" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "playback": result})
