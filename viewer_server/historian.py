@@ -176,6 +176,13 @@ def _chunk_table(rows: list[tuple]) -> pa.Table:
     ).cast(CHUNK_SCHEMA)
 
 
+def _pylists(table: pa.Table) -> list[list[object]]:
+    """The `_READ_COLUMNS` of chunk rows as Python lists; dictionary columns are decoded in arrow first (their own
+    `to_pylist` goes value by value, several times slower)."""
+    columns = [table[c] for c in _READ_COLUMNS]
+    return [(c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c).to_pylist() for c in columns]
+
+
 class _Write:
     """One `append` or `record`: rows for the writer and the future its caller waits on."""
 
@@ -556,10 +563,7 @@ class Historian:
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):
             table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            for e, pr, ts, v, tx, q, u in zip(
-                *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
-                strict=True,
-            ):
+            for e, pr, ts, v, tx, q, u in zip(*_pylists(table), strict=True):
                 if wanted is None or (e, pr) in wanted:
                     value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
                     out.append(Sample(e, pr, ts, value, q, u))
@@ -630,10 +634,7 @@ class Historian:
             order = np.lexsort((table["ts"].to_numpy(), code))  # by property, then by time
             code = code[order]
             rows = table.take(pa.array(order[np.flatnonzero(np.r_[code[1:] != code[:-1], True])]))  # each one's last
-            columns = [  # dictionary columns decoded in arrow: their to_pylist goes value by value
-                rows[c].cast(pa.string()) if pa.types.is_dictionary(rows[c].type) else rows[c] for c in _READ_COLUMNS
-            ]
-            for e, pr, ts, v, tx, q, u in zip(*(c.to_pylist() for c in columns), strict=True):
+            for e, pr, ts, v, tx, q, u in zip(*_pylists(rows), strict=True):
                 value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
                 latest[(e, pr)] = Sample(e, pr, ts, value, q, u)
         db = self._connect()
