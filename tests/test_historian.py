@@ -174,15 +174,20 @@ def test_the_state_at_any_moment_is_each_property_s_last_sample_at_or_before_it_
     sent.append(late)
 
     moments = [T0 + k * HOUR + d for k in range(3) for d in (-0.5, 0.0, 0.5, 59.9, 60.0, 1800.0, 1801.0)]
-    for t in moments + [T0 + 7 * i + d for i in (0, 500, 514, 515, 1028) for d in (-0.01, 0.0, 0.01)]:
-        expected: dict[tuple[str, str], Reading] = {}
-        for r in sent:
-            if r.ts <= t:
-                expected[(r.element, r.prop)] = r  # the later one sent wins a tie
-        got = h.state_at(t)
-        assert {key: (s.ts, s.value) for key, s in got.items()} == {
-            key: (r.ts, r.value) for key, r in expected.items()
-        }, t
+    moments += [T0 + 7 * i + d for i in (0, 500, 514, 515, 1028) for d in (-0.01, 0.0, 0.01)]
+    for sealed_late in (False, True):
+        if sealed_late:  # the late sample in a second chunk of its hour: t's minute read from two chunks
+            (second,) = h.seal()
+            assert second.name.endswith("-1.parquet")
+        for t in moments:
+            expected: dict[tuple[str, str], Reading] = {}
+            for r in sent:
+                if r.ts <= t:
+                    expected[(r.element, r.prop)] = r  # the later one sent wins a tie
+            got = h.state_at(t)
+            assert {key: (s.ts, s.value) for key, s in got.items()} == {
+                key: (r.ts, r.value) for key, r in expected.items()
+            }, (t, sealed_late)
 
 
 def test_chunks_are_grouped_by_minute_and_property_and_those_written_by_time_before_read_the_same(
