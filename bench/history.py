@@ -26,6 +26,8 @@
 6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), a `ReplayTwin` sought to the
    start and a `Player` at 60×, its frames timed for --seconds of wall time: the gaps between frames
    (p50 / p99 / max) and the CPU time per frame.
+7. alarms (`--only alarms`): 100 000 alarm events (1 000 alarms raised and cleared in turn, one event per 6 s:
+   a week) recorded, then `alarms_at(t)` (the alarm list a seek shows) early, in the middle and at the end.
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -396,6 +398,25 @@ async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, floa
     }
 
 
+def alarms(folder: Path, events: int = 100_000) -> dict[str, float]:
+    t0 = 1_800_000_000.0
+    h = Historian(folder / "alarms", clock=lambda: t0 + events * 6)
+    for i in range(events):
+        state: p.AlarmState = "unacknowledged" if i % 2 == 0 else "normal"
+        alarm = p.Alarm(f"rules[{i % 1000}]", f"e{i % 1000}", since=t0 + i * 6, severity="alarm", state=state)
+        kind = "alarm_raised" if state != "normal" else "alarm_cleared"
+        h.record(p.Event(i, kind, alarm.id, alarm.element, t0 + i * 6, alarm=alarm))
+    h.flush()
+    out: dict[str, float] = {"events": float(events)}
+    for share in (0.01, 0.5, 0.99):
+        wall, cpu = [], []
+        for _ in range(5):
+            timed(lambda share=share: h.alarms_at(t0 + share * events * 6), wall, cpu)
+        out[f"at_{share:g}_ms"], out[f"at_{share:g}_cpu_ms"] = pct(wall, 50), pct(cpu, 50)
+    h.close()
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
@@ -412,6 +433,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "playback"):
             out["playback"] = await playback(Path(tmp), args.minutes, args.seconds)
+        if args.only in (None, "alarms"):
+            out["alarms"] = alarms(Path(tmp))
         if args.only in (None, "storage"):
             out["storage"] = storage(Path(tmp) / "storage")
     out["load_after"] = os.getloadavg()
@@ -465,6 +488,15 @@ def table(result: dict[str, object]) -> str:
             f"properties changed per frame; gaps p50 {pb['gap_p50_ms']:.0f} ms, p99 {pb['gap_p99_ms']:.0f} ms, "
             f"max {pb['gap_max_ms']:.0f} ms; CPU {pb['cpu_per_frame_ms']:.1f} ms per frame",
         ]
+    if "alarms" in result:
+        al = result["alarms"]
+        assert isinstance(al, dict)
+        lines += [
+            "",
+            f"alarms_at over {al['events']:.0f} alarm events, median wall / CPU ms: 1 % in "
+            f"{al['at_0.01_ms']:.1f} / {al['at_0.01_cpu_ms']:.1f}, half-way {al['at_0.5_ms']:.1f} / "
+            f"{al['at_0.5_cpu_ms']:.1f}, 99 % in {al['at_0.99_ms']:.1f} / {al['at_0.99_cpu_ms']:.1f}",
+        ]
     if "storage" in result:
         stores = result["storage"]
         assert isinstance(stores, dict)
@@ -484,7 +516,7 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "alarms"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")

@@ -51,3 +51,9 @@ async def test_the_playback_benchmark_times_the_frames_of_a_60x_replay(tmp_path:
     result = await history.playback(tmp_path, minutes=2, seconds=0.5)
     assert result["frames"] >= 2 and result["props_per_frame"] > 0 and result["gap_max_ms"] >= result["gap_p50_ms"] > 0
     assert "playback at 60×" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "playback": result})
+
+
+def test_the_alarms_benchmark_times_the_alarm_list_as_of_three_moments(tmp_path: Path) -> None:
+    result = history.alarms(tmp_path, events=400)
+    assert result["events"] == 400 and all(result[f"at_{s}_ms"] > 0 for s in ("0.01", "0.5", "0.99"))
+    assert "alarms_at over 400" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "alarms": result})
