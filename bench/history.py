@@ -1,6 +1,7 @@
-"""Historian benchmarks: kill -9 while publishing, seek latency at 10 000 keys, chart range queries, bytes/sample.
+"""Historian benchmarks: kill -9 while publishing, seek latency at 10 000 keys, chart range queries, bytes/sample,
+ingest, playback, the alarm list as of t.
 
-    python -m bench.history                       # everything below (~3 min)
+    python -m bench.history                       # everything below (~8 min on a quiet host)
     python -m bench.history --only kill9 --runs 3 # one part
 
 1. kill9: a real `twinview serve` (own process, data dir in a temp folder); a `publisher` WebSocket session
