@@ -1,6 +1,7 @@
-"""Historian benchmarks: kill -9 while publishing, seek latency at 10 000 keys, chart range queries, bytes/sample.
+"""Historian benchmarks: kill -9 while publishing, seek latency at 10 000 keys, chart range queries, bytes/sample,
+ingest, playback, the alarm list as of t.
 
-    python -m bench.history                       # everything below (~3 min)
+    python -m bench.history                       # everything below (~8 min on a quiet host)
     python -m bench.history --only kill9 --runs 3 # one part
 
 1. kill9: a real `twinview serve` (own process, data dir in a temp folder); a `publisher` WebSocket session
@@ -14,7 +15,20 @@
    plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
 3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
    aggregates), p50 / p95.
-4. storage: bytes per sample of the Parquet chunks and of the plain SQLite table.
+4. storage (`--only storage`): bytes per sample of the same samples as the historian's sealed chunks, as chunks
+   were written before (sorted by time, zstd level 1), in a plain SQLite table `(key, ts, value)` with an index,
+   and as Parquet+zstd written by pandas (when pandas is installed), for two signals: the simulator's analog
+   channels at 1 Hz (slowly changing, each with its sensor's noise and resolution) and the seek benchmark's
+   noisy one (a sine plus noise at 0.01, every key at a random moment).
+5. ingest (`--only ingest`): --rate readings/s (10 000 properties at 1 Hz) into a Historian for --seconds, in
+   batches of 100 sent on schedule, each awaited as a publisher's ack is; the process's CPU time over the wall
+   time is the historian's share of a core (the readings are built beforehand), with the ack latency
+   (append to group commit) p50 / p99.
+6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), a `ReplayTwin` sought to the
+   start and a `Player` at 60×, its frames timed for --seconds of wall time: the gaps between frames
+   (p50 / p99 / max) and the CPU time per frame.
+7. alarms (`--only alarms`): 100 000 alarm events (1 000 alarms raised and cleared in turn, one event per 6 s:
+   a week) recorded, then `alarms_at(t)` (the alarm list a seek shows) early, in the middle and at the end.
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -24,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -38,14 +53,17 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pyarrow.parquet as pq
 
 from bench._fanout_twin import free_port
+from scene.simulator import CHANNELS, SignalSpec, Simulator
 from scene.state import Reading
 from tests.live_server import write_bindings, write_scene
 from viewer_server import protocol as p
 from viewer_server.auth import issue, load_secret
 from viewer_server.client import TwinClient
-from viewer_server.historian import HOUR, SEAL_GRACE_S, Historian
+from viewer_server.historian import HOUR, MINUTE, SEAL_GRACE_S, Historian
+from viewer_server.replay import Player, ReplayTwin
 from viewer_server.scenes import scene_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,6 +246,178 @@ def queries(folder: Path, keys: int = KEYS, hours: int = HOURS, step_s: float = 
     }
 
 
+def simulator_readings(hours: int, start: float) -> list[Reading]:
+    """The simulator's analog channels at 1 Hz for `hours` (no pump running flags: those are bools)."""
+    specs = [SignalSpec(key, *key.split("."), "") for key in CHANNELS if not key.endswith(".running")]
+    sim = Simulator(specs, seed=5)
+    return [r for ts in np.arange(start, start + hours * HOUR, 1.0) for r in sim.step(float(ts))]
+
+
+def noisy_readings(keys: int, hours: int, step_s: float, start: float) -> list[Reading]:
+    """The seek benchmark's signal: a sine plus noise rounded to 0.01, every key at its own moment."""
+    rng = np.random.default_rng(7)
+    phase = rng.uniform(0, 2 * np.pi, keys)
+    out = []
+    for j, ts in enumerate(np.arange(start, start + hours * HOUR, step_s)):
+        values = np.round(50 + 10 * np.sin(phase + j / 20) + rng.normal(0, 0.2, keys), 2)
+        jitter = rng.uniform(0, step_s, keys)
+        out += [Reading(f"e{k}", "v", float(values[k]), "", float(ts + jitter[k])) for k in range(keys)]
+    return out
+
+
+def storage_of(folder: Path, readings: list[Reading], start: float, hours: int) -> dict[str, float]:
+    """Bytes per sample of `readings` in each layout (the historian's through `append` + `seal`, one batch a
+    second as a gateway sends them), and the CPU time of sealing them."""
+    now = [start + hours * HOUR + SEAL_GRACE_S + 1]
+    h = Historian(folder / "historian", clock=lambda: now[0])
+    for second in range(hours * HOUR):
+        batch = readings[second * len(readings) // (hours * HOUR) : (second + 1) * len(readings) // (hours * HOUR)]
+        h.append(batch, start + second + 1, "gw")
+    h.flush()
+    cpu = time.process_time()
+    chunks = h.seal()
+    seal_cpu = time.process_time() - cpu
+    h.close()
+    n = len(readings)
+    out = {"samples": float(n), "seal_cpu_us_per_sample": seal_cpu * 1e6 / n}
+    out["historian"] = sum(c.stat().st_size for c in chunks) / n
+    before = folder / "before"
+    before.mkdir()
+    for i, chunk in enumerate(chunks):  # as chunks were written until now: sorted by time, zstd level 1
+        pq.write_table(pq.read_table(chunk).sort_by("ts"), before / f"{i}.parquet", compression="zstd")
+    out["time_sorted_zstd1"] = sum(f.stat().st_size for f in before.iterdir()) / n
+    plain = folder / "plain.sqlite"
+    db = sqlite3.connect(plain)
+    db.execute("CREATE TABLE samples (key INTEGER, ts REAL, value REAL)")
+    ids: dict[tuple[str, str], int] = {}
+    db.executemany(
+        "INSERT INTO samples VALUES (?, ?, ?)",
+        [(ids.setdefault((r.element, r.prop), len(ids)), r.ts, r.value) for r in readings],
+    )
+    db.execute("CREATE INDEX samples_key_ts ON samples (key, ts)")
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    out["plain_sqlite"] = plain.stat().st_size / n
+    try:
+        import pandas as pd  # optional: not a TwinView dependency
+    except ImportError:
+        out["pandas_parquet_zstd"] = float("nan")
+    else:
+        frame = pd.DataFrame(
+            {
+                "element": [r.element for r in readings],
+                "prop": [r.prop for r in readings],
+                "ts": [r.ts for r in readings],
+                "value": [r.value for r in readings],
+            }
+        )
+        frame.to_parquet(folder / "pandas.parquet", compression="zstd")
+        out["pandas_parquet_zstd"] = (folder / "pandas.parquet").stat().st_size / n
+    return out
+
+
+def storage(folder: Path) -> dict[str, dict[str, float]]:
+    start = (time.time() // HOUR - 4) * HOUR
+    return {
+        "simulator, 16 analog channels at 1 Hz, 2 h": storage_of(
+            folder / "slow", simulator_readings(2, start), start, 2
+        ),
+        "noisy, 1 000 keys every 30 s at random moments, 2 h": storage_of(
+            folder / "noisy", noisy_readings(1000, 2, 30.0, start), start, 2
+        ),
+    }
+
+
+def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
+    keys = 10_000
+    start = time.time()
+    batches = [
+        [Reading(f"e{(i + j) % keys}", "v", float(j % 7), "", start + (i + j) / rate) for j in range(BATCH)]
+        for i in range(0, int(rate * seconds), BATCH)
+    ]
+    h = Historian(folder / "ingest")
+    acks: list[float] = []
+    pending = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i, batch in enumerate(batches):
+        time.sleep(max(0.0, wall + i * BATCH / rate - time.perf_counter()))
+        sent = time.perf_counter()
+        future = h.append(batch, time.time(), "bench")
+        future.add_done_callback(lambda _f, sent=sent: acks.append((time.perf_counter() - sent) * 1000))
+        pending.append(future)
+    for future in pending:
+        future.result()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    h.close()
+    return {
+        "readings": float(len(batches) * BATCH),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "core_share": cpu / wall,
+        "ack_p50_ms": pct(acks, 50),
+        "ack_p99_ms": pct(acks, 99),
+    }
+
+
+async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
+    props, speed = 1000, 60.0
+    t0 = (time.time() // HOUR - 3) * HOUR
+    now = [t0 + minutes * MINUTE + HOUR + SEAL_GRACE_S]
+    h = Historian(folder / "playback", clock=lambda: now[0])
+    rng = np.random.default_rng(3)
+    for second in range(minutes * MINUTE):
+        values = np.round(20 + rng.normal(0, 0.5, props), 2)
+        h.append([Reading(f"e{k}", "v", float(values[k]), "", t0 + second) for k in range(props)], t0 + second, "b")
+    h.flush()
+    h.seal()
+    twin = ReplayTwin(h, None, "default")
+    twin.seek(t0)
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+    changed: list[int] = []
+
+    async def send(frame: p.ReplayDelta) -> None:
+        sent.append(loop.time())
+        changed.append(len(frame.props))
+
+    player = Player(twin, send)
+    cpu = time.process_time()
+    player.start(speed, None)
+    await asyncio.sleep(seconds)
+    player.stop()
+    cpu = time.process_time() - cpu
+    h.close()
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent)]
+    return {
+        "frames": float(len(sent)),
+        "props_per_frame": float(np.mean(changed)) if changed else 0.0,
+        "gap_p50_ms": pct(gaps, 50),
+        "gap_p99_ms": pct(gaps, 99),
+        "gap_max_ms": max(gaps, default=float("nan")),
+        "cpu_per_frame_ms": cpu * 1000 / max(len(sent), 1),
+    }
+
+
+def alarms(folder: Path, events: int = 100_000) -> dict[str, float]:
+    t0 = 1_800_000_000.0
+    h = Historian(folder / "alarms", clock=lambda: t0 + events * 6)
+    for i in range(events):
+        state: p.AlarmState = "unacknowledged" if i % 2 == 0 else "normal"
+        alarm = p.Alarm(f"rules[{i % 1000}]", f"e{i % 1000}", since=t0 + i * 6, severity="alarm", state=state)
+        kind = "alarm_raised" if state != "normal" else "alarm_cleared"
+        h.record(p.Event(i, kind, alarm.id, alarm.element, t0 + i * 6, alarm=alarm))
+    h.flush()
+    out: dict[str, float] = {"events": float(events)}
+    for share in (0.01, 0.5, 0.99):
+        wall, cpu = [], []
+        for _ in range(5):
+            timed(lambda share=share: h.alarms_at(t0 + share * events * 6), wall, cpu)
+        out[f"at_{share:g}_ms"], out[f"at_{share:g}_cpu_ms"] = pct(wall, 50), pct(cpu, 50)
+    h.close()
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="twinview-history-") as tmp:
@@ -240,6 +430,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["kill9"] = runs
         if args.only in (None, "query"):
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
+        if args.only in (None, "ingest"):
+            out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
+        if args.only in (None, "playback"):
+            out["playback"] = await playback(Path(tmp), args.minutes, args.seconds)
+        if args.only in (None, "alarms"):
+            out["alarms"] = alarms(Path(tmp))
+        if args.only in (None, "storage"):
+            out["storage"] = storage(Path(tmp) / "storage")
     out["load_after"] = os.getloadavg()
     return out
 
@@ -273,16 +471,60 @@ def table(result: dict[str, object]) -> str:
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
         ]
+    if "ingest" in result:
+        g = result["ingest"]
+        assert isinstance(g, dict)
+        lines += [
+            "",
+            f"ingest: {g['readings']:.0f} readings in {g['wall_s']:.1f} s, {g['cpu_s']:.1f} s CPU: "
+            f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
+            f"p99 {g['ack_p99_ms']:.1f} ms",
+        ]
+    if "playback" in result:
+        pb = result["playback"]
+        assert isinstance(pb, dict)
+        lines += [
+            "",
+            f"playback at 60× over 1 000 properties: {pb['frames']:.0f} frames, {pb['props_per_frame']:.0f} "
+            f"properties changed per frame; gaps p50 {pb['gap_p50_ms']:.0f} ms, p99 {pb['gap_p99_ms']:.0f} ms, "
+            f"max {pb['gap_max_ms']:.0f} ms; CPU {pb['cpu_per_frame_ms']:.1f} ms per frame",
+        ]
+    if "alarms" in result:
+        al = result["alarms"]
+        assert isinstance(al, dict)
+        lines += [
+            "",
+            f"alarms_at over {al['events']:.0f} alarm events, median wall / CPU ms: 1 % in "
+            f"{al['at_0.01_ms']:.1f} / {al['at_0.01_cpu_ms']:.1f}, half-way {al['at_0.5_ms']:.1f} / "
+            f"{al['at_0.5_cpu_ms']:.1f}, 99 % in {al['at_0.99_ms']:.1f} / {al['at_0.99_cpu_ms']:.1f}",
+        ]
+    if "storage" in result:
+        stores = result["storage"]
+        assert isinstance(stores, dict)
+        lines += [
+            "",
+            "| signal | samples | historian chunks | chunks as before (by time, zstd 1) | plain SQLite + index "
+            "| pandas Parquet+zstd | sealing CPU µs/sample |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {s['samples']:.0f} | {s['historian']:.2f} | {s['time_sorted_zstd1']:.2f} "
+            f"| {s['plain_sqlite']:.2f} | {s['pandas_parquet_zstd']:.2f} | {s['seal_cpu_us_per_sample']:.2f} |"
+            for name, s in stores.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "alarms"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")
     parser.add_argument("--step", type=float, default=STEP_S, help="seconds between two samples of a key")
+    parser.add_argument("--rate", type=int, default=10_000, help="readings per second for ingest")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest and playback run")
+    parser.add_argument("--minutes", type=int, default=20, help="minutes of 1 Hz history for playback")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     text = table(result)

@@ -138,3 +138,83 @@ def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_
     coarse, resolution = h.series("PT-1", "pressure", T0, T0 + HOUR, 30)  # two minutes per point: aggregates
     assert resolution == 120 and len(coarse.t) == 30 and coarse.min[0] == 0 and coarse.max[0] == 49
     assert h.series("PT-1", "nothing", T0, T0 + HOUR, 30)[0].t == []
+
+
+def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_partial_first_and_last_minutes(
+    tmp_path: Path,
+) -> None:
+    now = [T0 + DAY]
+    h = _open(tmp_path, now)
+    h.append([Reading("PT-1", "pressure", float(i), "bar", T0 + i) for i in range(HOUR)], T0 + HOUR, "test").result()
+    series, resolution = h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5)  # three minutes per bucket
+    assert resolution == 180 and series.t == [T0, T0 + 180, T0 + 360, T0 + 540]
+    assert (series.min[0], series.max[0], series.mean[0], series.last[0]) == (30.0, 179.0, 104.5, 179.0)
+    assert (series.min[-1], series.max[-1], series.mean[-1], series.last[-1]) == (540.0, 690.0, 615.0, 690.0)
+    now[0] = T0 + HOUR + SEAL_GRACE_S
+    h.seal()  # the edges' raw samples now come from the chunk: the same buckets
+    assert h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5) == (series, resolution)
+
+
+def test_the_state_at_any_moment_is_each_property_s_last_sample_at_or_before_it_across_hours_and_chunks(
+    tmp_path: Path,
+) -> None:
+    """Around hour and minute boundaries, in sealed hours and the hot tail, for properties silent for hours
+    and for a late sample filling in a sealed hour: `state_at` equals the last sample at or before t."""
+    now = [T0 + 3 * HOUR]
+    h = _open(tmp_path, now)
+    sent: list[Reading] = [Reading("PT-1", "pressure", float(i % 17), "bar", T0 + 7 * i) for i in range(1540)]
+    sent += [Reading("TT-1", "temp", 21.5, "°C", T0 + 100)]  # then silent for the rest of the three hours
+    sent += [Reading("P-1", "running", i % 2 == 0, "", T0 + HOUR - 30 + 3600 * i) for i in range(3)]
+    sent += [Reading("P-1", "mode", m, "", T0 + 60 * (i + 1)) for i, m in enumerate(["auto", "manual"])]
+    h.append(sent, now[0], "gw").result()
+    now[0] = T0 + 2 * HOUR + SEAL_GRACE_S + 1
+    assert len(h.seal()) == 2  # hours 0 and 1 sealed, hour 2 stays in the tail
+    late = Reading("TT-1", "temp", 19.0, "°C", T0 + HOUR + 1800)  # a gateway's buffer fills a sealed hour in
+    h.append([late], now[0], "gw").result()
+    sent.append(late)
+
+    moments = [T0 + k * HOUR + d for k in range(3) for d in (-0.5, 0.0, 0.5, 59.9, 60.0, 1800.0, 1801.0)]
+    moments += [T0 + 7 * i + d for i in (0, 500, 514, 515, 1028) for d in (-0.01, 0.0, 0.01)]
+    for sealed_late in (False, True):
+        if sealed_late:  # the late sample in a second chunk of its hour: t's minute read from two chunks
+            (second,) = h.seal()
+            assert second.name.endswith("-1.parquet")
+        for t in moments:
+            expected: dict[tuple[str, str], Reading] = {}
+            for r in sent:
+                if r.ts <= t:
+                    expected[(r.element, r.prop)] = r  # the later one sent wins a tie
+            got = h.state_at(t)
+            assert {key: (s.ts, s.value) for key, s in got.items()} == {
+                key: (r.ts, r.value) for key, r in expected.items()
+            }, (t, sealed_late)
+
+
+def test_chunks_are_grouped_by_minute_and_property_and_those_written_by_time_before_read_the_same(
+    tmp_path: Path,
+) -> None:
+    now = [T0 + HOUR + SEAL_GRACE_S + 1]
+    h = _open(tmp_path, now)
+    sent = [
+        Reading(f"PT-{k}", "pressure", round(2 + 0.01 * ((i * 7 + k) % 13), 2), "bar", T0 + i + k / 10)
+        for i in range(180)
+        for k in range(3)
+    ]
+    h.append(sent, now[0], "gw").result()
+    (chunk,) = h.seal()
+    table = pq.read_table(chunk)
+    order = list(
+        zip((table["ts"].to_numpy() // 60).tolist(), table["element"].to_pylist(), table["ts"].to_pylist(), strict=True)
+    )
+    assert order == sorted(order) and len(order) == len(sent)  # each property's minute together, then by time
+    column = pq.ParquetFile(chunk).metadata.row_group(0).column(2)
+    assert column.path_in_schema == "ts" and "BYTE_STREAM_SPLIT" in column.encodings
+
+    answers = (h.state_at(T0 + 90.25), h.samples(T0, T0 + 120), h.series("PT-1", "pressure", T0 + 30, T0 + 170, 2))
+    pq.write_table(table.sort_by("ts"), chunk, compression="zstd")  # as the historian wrote chunks until now
+    assert (
+        h.state_at(T0 + 90.25),
+        h.samples(T0, T0 + 120),
+        h.series("PT-1", "pressure", T0 + 30, T0 + 170, 2),
+    ) == answers
+    assert answers[0][("PT-1", "pressure")].ts == T0 + 90.1 and len(answers[1]) == 360

@@ -4,7 +4,8 @@ Layout under `<data dir>/history/` (docs/BINDINGS.md "history" says how to read 
 
     history.sqlite                    the hot tail (WAL): raw samples not sealed yet, minute aggregates of
                                       every property, every event, the list of sealed chunks
-    chunks/YYYY-MM-DD/HH-<n>.parquet  sealed hours of raw samples (zstd), one row per sample, sorted by time
+    chunks/YYYY-MM-DD/HH-<n>.parquet  sealed hours of raw samples (zstd), one row per sample, sorted by
+                                      minute, then property, then time (PARQUET_OPTIONS)
     quarantine/                       chunks found unreadable at start (power loss while one was written)
 
 Writes go through one writer thread. `append` queues readings and returns a Future that completes once the
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -93,6 +95,18 @@ CHUNK_SCHEMA: Final = pa.schema(
         ("unit", pa.dictionary(pa.int32(), pa.string())),
     ]
 )
+
+# How chunks are written (BENCHMARKS.md §8 compares the options): rows by minute, then property, then time, so
+# a property's samples of one minute sit together (their values compress) while a row group still spans a few
+# minutes (a seek's time filter skips the others); times as BYTE_STREAM_SPLIT (their high bytes repeat), values
+# and names dictionary-encoded, zstd level 15 (its share of sealing: ~0.4 µs of CPU per sample, of ~8).
+# Readers need no option: chunks written before (by time, zstd level 1) read the same.
+PARQUET_OPTIONS: Final[dict[str, object]] = {
+    "compression": "zstd",
+    "compression_level": 15,
+    "use_dictionary": ["element", "prop", "value", "text", "quality", "source", "unit"],
+    "use_byte_stream_split": ["ts", "rx"],
+}
 
 # The columns queries need (not `rx`, `source`: decoding them would only cost time).
 _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "unit"]
@@ -160,6 +174,13 @@ def _chunk_table(rows: list[tuple]) -> pa.Table:
             "unit": pa.array(unit).dictionary_encode(),
         }
     ).cast(CHUNK_SCHEMA)
+
+
+def _pylists(table: pa.Table) -> list[list[object]]:
+    """The `_READ_COLUMNS` of chunk rows as Python lists; dictionary columns are decoded in arrow first (their own
+    `to_pylist` goes value by value, several times slower)."""
+    columns = [table[c] for c in _READ_COLUMNS]
+    return [(c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c).to_pylist() for c in columns]
 
 
 class _Write:
@@ -391,7 +412,8 @@ class Historian:
         cursor = db.execute(
             """SELECT k.element, k.prop, s.ts, s.rx, s.v, s.q, src.name, k.unit FROM samples s
                JOIN keys k ON k.id = s.key JOIN sources src ON src.id = s.src
-               WHERE s.ts >= ? AND s.ts < ? AND s.rowid <= ? ORDER BY s.ts""",
+               WHERE s.ts >= ? AND s.ts < ? AND s.rowid <= ?
+               ORDER BY CAST(s.ts / 60 AS INTEGER), s.key, s.ts, s.rowid""",
             (t0, t1, last_row),
         )
         rows = cursor.fetchmany(ROW_GROUP_ROWS)
@@ -404,11 +426,11 @@ class Historian:
             n += 1
         path = folder / f"{hour % 24:02d}-{n}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        count, first, last = 0, rows[0][2], rows[0][2]
-        with pq.ParquetWriter(tmp, CHUNK_SCHEMA, compression="zstd") as writer:
+        count, first, last = 0, math.inf, -math.inf
+        with pq.ParquetWriter(tmp, CHUNK_SCHEMA, **PARQUET_OPTIONS) as writer:
             while rows:
                 writer.write_table(_chunk_table(rows), row_group_size=ROW_GROUP_ROWS)
-                count, last = count + len(rows), rows[-1][2]
+                count, first, last = count + len(rows), min(first, rows[0][2]), max(last, rows[-1][2])
                 rows = cursor.fetchmany(ROW_GROUP_ROWS)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -473,7 +495,7 @@ class Historian:
                 self._drop_chunk(db, rel)
                 continue
             tmp = path.with_suffix(".parquet.tmp")
-            pq.write_table(kept, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(kept, tmp, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
             os.replace(tmp, path)
             db.execute("UPDATE chunks SET rows = ? WHERE path = ?", (kept.num_rows, rel))
 
@@ -541,10 +563,7 @@ class Historian:
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):
             table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            for e, pr, ts, v, tx, q, u in zip(
-                *(table[c].to_pylist() for c in ("element", "prop", "ts", "value", "text", "quality", "unit")),
-                strict=True,
-            ):
+            for e, pr, ts, v, tx, q, u in zip(*_pylists(table), strict=True):
                 if wanted is None or (e, pr) in wanted:
                     value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
                     out.append(Sample(e, pr, ts, value, q, u))
@@ -564,36 +583,68 @@ class Historian:
         return out
 
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
-        """Every property's last sample at or before `t`. One indexed pass over the keys finds each one's latest
-        minute aggregate before t's minute (its `last`: this also serves after the raw samples are gone), then
-        the raw samples of t's own minute refine it (or, where raw samples may be gone, that minute's aggregate
-        when all of it is at or before t). CROSS JOIN keeps SQLite's loop over the keys, one
-        index seek each (its planner would otherwise scan every minute row)."""
+        """Every property's last sample at or before `t`. The raw samples of t's own minute come first (reduced to
+        one per property in arrow, `_latest`); for the properties without one, one indexed pass over the keys finds
+        each one's latest minute aggregate before t's minute (its `last`: this also serves after the raw samples
+        are gone; or, where raw samples may be gone, that minute's aggregate when all of it is at or before t).
+        Nothing before t's minute is scanned: the cost is one index seek per property that was silent in it.
+        CROSS JOIN keeps SQLite's loop over the keys (its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
+        state = self._latest(minute * MINUTE, t)
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
             kinds = dict(self._kinds)
+        found = msgspec.json.encode([kid for kid, key in names.items() if key in state]).decode()
+        silent = "k.id NOT IN (SELECT value FROM json_each(?))"  # found in t's minute: no seek for those
         units = dict(db.execute("SELECT id, unit FROM keys"))
         before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
-            """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
-               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?)""",
-            (minute,),
+            f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
+            (minute, found),
         )
         rows = list(before)
         if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
             rows += db.execute(  # aggregate serves where all of that minute is at or before t
-                """SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
-                   AND m.minute = ? WHERE m.last_ts <= ?""",
-                (minute, t),
+                f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k CROSS JOIN minutes m ON m.key = k.id
+                   AND m.minute = ? WHERE m.last_ts <= ? AND {silent}""",
+                (minute, t, found),
             ).fetchall()
-        state: dict[tuple[str, str], Sample] = {}
         for kid, last, ts, q in rows:
-            element, prop = names[kid]
-            state[(element, prop)] = Sample(element, prop, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
-        for s in self.samples(minute * MINUTE, t, include_start=True):
-            state[(s.element, s.prop)] = s  # oldest first: the last one at or before t wins
+            key = names[kid]
+            if key not in state or ts >= state[key].ts:
+                state[key] = Sample(*key, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         return state
+
+    def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
+        """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
+        property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
+        latest: dict[tuple[str, str], Sample] = {}
+        with self._lock:
+            names = {kid: key for key, kid in self._keys.items()}
+            kinds = dict(self._kinds)
+        kind_of = {key: kinds[kid] for kid, key in names.items()}
+        filters = [("ts", ">=", t0), ("ts", "<=", t1)]
+        tables = [pq.read_table(path, columns=_READ_COLUMNS, filters=filters) for path in self._chunks_between(t0, t1)]
+        table = pa.concat_tables(tables).unify_dictionaries().combine_chunks() if tables else None
+        if table is not None and table.num_rows:
+            element, prop = table["element"].chunk(0), table["prop"].chunk(0)
+            code = element.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(prop.dictionary)
+            code += prop.indices.to_numpy(zero_copy_only=False)
+            order = np.lexsort((table["ts"].to_numpy(), code))  # by property, then by time
+            code = code[order]
+            rows = table.take(pa.array(order[np.flatnonzero(np.r_[code[1:] != code[:-1], True])]))  # each one's last
+            for e, pr, ts, v, tx, q, u in zip(*_pylists(rows), strict=True):
+                value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
+                latest[(e, pr)] = Sample(e, pr, ts, value, q, u)
+        db = self._connect()
+        units = dict(db.execute("SELECT id, unit FROM keys"))
+        tail = "SELECT key, ts, v, q FROM samples WHERE ts >= ? AND ts <= ? ORDER BY ts"
+        for kid, ts, v, q in db.execute(tail, (t0, t1)):  # the hot tail: one hour at most, oldest first
+            key = names.get(kid)
+            if key is not None and (key not in latest or ts >= latest[key].ts):
+                latest[key] = Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, ""))
+        return latest
 
     def events(
         self,
@@ -682,22 +733,55 @@ class Historian:
                 out.last.append(group[-1].value)
             return out, width
         minutes_per = max(1, math.ceil(width / MINUTE))
+        return self._bucketed(db, kid, out, t0, t1, minutes_per), float(minutes_per * MINUTE)
+
+    def _bucketed(
+        self, db: sqlite3.Connection, kid: int, out: Series, t0: float, t1: float, minutes_per: int
+    ) -> Series:
+        """Buckets of `minutes_per` minutes from one range scan of the minute aggregates' primary key. A minute
+        only partly inside [t0, t1] (t0's, t1's) is taken from its raw samples inside the range instead, so no
+        bucket holds a value from outside it; its aggregate serves only if all of it is inside (raw gone)."""
+        lo, hi = math.floor(t0 / MINUTE), math.floor(t1 / MINUTE)
         rows = db.execute(
-            """SELECT minute / ? AS b, min(min), max(max), sum(sum), sum(n) FROM minutes
-               WHERE key = ? AND minute >= ? AND minute <= ? GROUP BY b ORDER BY b""",
-            (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE)),
+            """SELECT minute, min, max, sum, n, last, last_ts, first_ts FROM minutes
+               WHERE key = ? AND minute >= ? AND minute <= ? ORDER BY minute""",
+            (kid, lo, hi),
         ).fetchall()
-        lasts = dict(
-            db.execute(
-                """SELECT minute / ? AS b, last FROM minutes m WHERE key = ? AND minute >= ? AND minute <= ?
-                   AND minute = (SELECT max(minute) FROM minutes WHERE key = m.key AND minute / ? = m.minute / ?)""",
-                (minutes_per, kid, math.floor(t0 / MINUTE), math.floor(t1 / MINUTE), minutes_per, minutes_per),
+        rows = [r for r in rows if lo < r[0] < hi or (r[7] >= t0 and r[6] <= t1)]
+        whole = {r[0] for r in rows}
+        for minute in {lo, hi} - whole:
+            edge = self.samples(
+                max(t0, minute * MINUTE),
+                min(t1, (minute + 1) * MINUTE),
+                include_start=True,
+                keys=[(out.element, out.prop)],
             )
-        )
-        for b, lo, hi, total, n in rows:
-            out.t.append(b * minutes_per * MINUTE)
-            out.min.append(lo)
-            out.max.append(hi)
-            out.mean.append(total / n if n else None)
-            out.last.append(_typed(lasts[b], self._kind_of(element, prop)) if b in lasts else None)
-        return out, float(minutes_per * MINUTE)
+            for s in edge:
+                if s.ts < (minute + 1) * MINUTE:
+                    num = _number(s.value)
+                    rows.append((minute, num, num, num or 0.0, 0 if num is None else 1, s.value, s.ts, s.ts))
+        if not rows:
+            return out
+        minute, lows, highs, sums, counts, lasts, last_ts, _ = zip(*rows, strict=True)
+        bucket = np.asarray(minute, np.int64) // minutes_per
+        order = np.lexsort((np.asarray(last_ts, np.float64), bucket))  # by bucket, then by time: last is last
+        bucket = bucket[order]
+        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        ends = np.r_[starts[1:], len(bucket)] - 1
+
+        def column(values: tuple[object, ...]) -> np.ndarray:
+            return np.asarray([np.nan if v is None else v for v in values], np.float64)[order]
+
+        with np.errstate(invalid="ignore"):  # a bucket of strings only: no min, max or mean
+            mins = np.fmin.reduceat(column(lows), starts)
+            maxs = np.fmax.reduceat(column(highs), starts)
+        totals = np.add.reduceat(column(sums), starts)
+        ns = np.add.reduceat(np.asarray(counts, np.int64)[order], starts)
+        kind = self._kind_of(out.element, out.prop)
+        for b, mn, mx, total, n, i in zip(bucket[starts], mins, maxs, totals, ns, order[ends], strict=True):
+            out.t.append(float(b * minutes_per * MINUTE))
+            out.min.append(None if math.isnan(mn) else float(mn))
+            out.max.append(None if math.isnan(mx) else float(mx))
+            out.mean.append(float(total / n) if n else None)
+            out.last.append(_typed(lasts[i], kind))
+        return out

@@ -136,8 +136,10 @@ class Player:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         start_wall, start_t = loop.time(), self.twin.as_of
-        while True:
-            await asyncio.sleep(REPLAY_FRAME_S)
+        tick = start_wall
+        while True:  # on a fixed beat: a frame that took long to make shortens the wait for the next one
+            tick = max(tick + REPLAY_FRAME_S, loop.time())
+            await asyncio.sleep(tick - loop.time())
             latest = self.twin.historian.clock()
             t = min(start_t + (loop.time() - start_wall) * self.speed, latest)
             frame = await asyncio.to_thread(self.twin.advance, t)

@@ -13,7 +13,7 @@ import { clockText } from './time.js';
 export const MAX_COMPARED = 1000;
 // A value at a moment is the last sample at or before it, looked for in widening spans before it (only for the
 // elements not found yet), each read in buckets shorter than a minute so that the server answers from its raw
-// samples, whose last is then exactly the one at or before the moment (minute aggregates could end after it).
+// samples, whose last is then exactly the one at or before the moment, at its own time.
 // The widest: the server's 5 000 buckets of 58 s. An element silent for longer has no value then.
 const LOOK_BACK_S = [120, 3600, 86400, 5000 * 58];
 const BUCKET_S = 58;
