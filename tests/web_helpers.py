@@ -407,7 +407,14 @@ def serve_scene(
         finally:
             started.set()
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        finally:  # the loop's worker threads (asyncio.to_thread) end with it, not with the test process
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     started.wait(60)
     if "server" not in holder:
