@@ -37,13 +37,13 @@ quietly() {
 # --- Debian packages ---------------------------------------------------------------------------------------
 # g++ and the Python headers build meshoptimizer (PyPI has no wheel of it); libgl1, libegl1 and libgomp1 are
 # loaded by the OCP (STEP) and IfcOpenShell wheels, libusb by open3d (scans); Chromium and Mosquitto are the
-# tests' browser and broker.
+# tests' browser and broker, strace shows a test that no file outside the input's folder is opened.
 PY=${PYTHON:-python3}
 packages=(g++ libgl1 libegl1 libgomp1)
 "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || packages+=(python3-dev)
 [ "$mode" = app ] || packages+=(libusb-1.0-0)
-[ "$mode" = test ] && packages+=(chromium mosquitto)
+[ "$mode" = test ] && packages+=(chromium mosquitto strace)
 command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()

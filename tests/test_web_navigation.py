@@ -8,15 +8,15 @@ the environment map, the selection and hover highlight. Numbers are read from th
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from tests.web_helpers import build_client, build_scene, chromium_browser, open_viewer, screenshot, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-IFC = Path("/work/shared/data/ifc/duplex.ifc")
+IFC = SHARED_DATA / "ifc" / "duplex.ifc"
 BINDINGS = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
 FLIGHT_MS = 30_000  # generous: two shared cores
 
