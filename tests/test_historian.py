@@ -244,3 +244,18 @@ def test_closing_leaves_no_file_of_the_history_open_whichever_threads_read_it(tm
     assert open_files(), "the check must see the history's files while it is open"
     h.close()
     assert open_files() == []
+
+
+def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_path: Path) -> None:
+    # A publisher that disconnects while waiting for its ack cancels the future; the next writes must still commit.
+    now = [T0 + 100]
+    h = _open(tmp_path / "history", now)
+    h._queue.put(None)  # hold the writer: it stops after what is queued, so nothing is taken before the cancel
+    h._writer.join()
+    abandoned = h.append([Reading("PT-1", "pressure", 1.0, "bar", T0 + 1)], T0 + 1, "test")
+    assert abandoned.cancel()
+    h._writer = threading.Thread(target=h._write_loop, name="twinview-historian", daemon=True)
+    h._writer.start()
+    h.append([Reading("PT-1", "pressure", 2.0, "bar", T0 + 2)], T0 + 2, "test").result(timeout=30)
+    assert [s.value for s in h.samples(T0, T0 + 10)] == [1.0, 2.0]
+    h.close()

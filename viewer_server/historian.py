@@ -289,22 +289,25 @@ class Historian:
                     self._queue.put(None)
                     break
                 batch.append(more)
+            # A waiter that gave up (a publisher that went away) cancelled its future: the write still goes in,
+            # and the futures still waited for can no longer be cancelled under us.
+            waiting = [write.future for write in batch if write.future.set_running_or_notify_cancel()]
             try:
                 db.execute("BEGIN")
                 for write in batch:
                     self._write_readings(db, write)
                     self._write_events(db, write.events)
                 db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except Exception as exc:  # the writer outlives any one batch: nothing else would ever be committed
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 self.write_errors += 1
                 log.error("historian: %d writes not committed: %s", len(batch), exc)
-                for write in batch:
-                    write.future.set_exception(exc)
+                for future in waiting:
+                    future.set_exception(exc)
                 continue
-            for write in batch:
-                write.future.set_result(None)
+            for future in waiting:
+                future.set_result(None)
 
     def _key(self, db: sqlite3.Connection, element: str, prop: str, unit: str, value: Scalar) -> int:
         kid = self._keys.get((element, prop))
