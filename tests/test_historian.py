@@ -4,7 +4,6 @@ source time, corrupt chunks quarantined."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -220,30 +219,6 @@ def test_chunks_are_grouped_by_minute_and_property_and_those_written_by_time_bef
         h.series("PT-1", "pressure", T0 + 30, T0 + 170, 2),
     ) == answers
     assert answers[0][("PT-1", "pressure")].ts == T0 + 90.1 and len(answers[1]) == 360
-
-
-def test_closing_leaves_no_file_of_the_history_open_whichever_threads_read_it(tmp_path: Path) -> None:
-    def open_files() -> list[str]:
-        fds = Path("/proc/self/fd")
-        names = []
-        for fd in fds.iterdir():
-            try:
-                names.append(os.readlink(fd))
-            except OSError:  # the listing's own descriptor, gone by now
-                continue
-        return [name for name in names if name.startswith(str(tmp_path))]
-
-    now = [T0 + 10]
-    h = _open(tmp_path / "history", now)
-    _ramp(h, T0, 5)
-    readers = [threading.Thread(target=h.state_at, args=(T0 + 3,)) for _ in range(3)]  # each opens its own
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    assert open_files(), "the check must see the history's files while it is open"
-    h.close()
-    assert open_files() == []
 
 
 def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_path: Path) -> None:

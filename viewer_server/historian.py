@@ -210,7 +210,6 @@ class Historian:
         self.clock = clock
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []  # every thread's, closed by `close`
         db = self._connect()
         db.executescript(_SCHEMA)
         self._lock = threading.Lock()
@@ -237,18 +236,13 @@ class Historian:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # commits survive a process kill; fsync at checkpoints
             self._local.db = db
-            self._connections.append(db)  # list.append is atomic: threads may open theirs at once
             os.chmod(self.path, 0o600)
         return db
 
     def close(self) -> None:
-        """Finish every queued write, stop the writer, and close every thread's connection (a server that
-        stops, or one of many in a test process, leaves no open files behind)."""
+        """Finish every queued write, then stop the writer."""
         self._queue.put(None)
         self._writer.join()
-        for db in self._connections:
-            db.close()
-        self._connections.clear()
 
     # --- writing ---------------------------------------------------------------------------------
 
