@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs TwinView on Debian 12 (Python 3.11, node and npm), from the lock files in requirements/ and
+# Installs TwinView on Debian 12 (Python 3.11, node and npm), from the lock files requirements*.lock and
 # web_client/package-lock.json, so every machine gets the versions the suite passed with.
 #
 #   ./setup.sh              what `twinview demo` and `twinview build` need
@@ -37,13 +37,13 @@ quietly() {
 # --- Debian packages ---------------------------------------------------------------------------------------
 # g++ and the Python headers build meshoptimizer (PyPI has no wheel of it); libgl1, libegl1 and libgomp1 are
 # loaded by the OCP (STEP) and IfcOpenShell wheels, libusb by open3d (scans); Chromium and Mosquitto are the
-# tests' browser and broker, strace shows a test that no file outside the input's folder is opened.
+# tests' browser and broker, Redis, PostgreSQL and HAProxy the engines of a scaled-out deployment, strace shows a test that no file outside the input's folder is opened.
 PY=${PYTHON:-python3}
 packages=(g++ libgl1 libegl1 libgomp1)
 "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || packages+=(python3-dev)
 [ "$mode" = app ] || packages+=(libusb-1.0-0)
-[ "$mode" = test ] && packages+=(chromium mosquitto strace)
+[ "$mode" = test ] && packages+=(chromium mosquitto strace redis-server postgresql haproxy)
 command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
@@ -66,8 +66,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     step "Debian packages: ${missing[*]}"
     quietly $sudo apt-get update -qq
     quietly $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    # Debian starts mosquitto as a system service; the tests start their own broker.
-    (command -v systemctl >/dev/null && $sudo systemctl disable --now mosquitto >/dev/null 2>&1) || true
+    # Debian starts these as system services; the tests start their own, on free ports.
+    for service in mosquitto redis-server postgresql haproxy; do
+      (command -v systemctl >/dev/null && $sudo systemctl disable --now "$service" >/dev/null 2>&1) || true
+    done
     done_step
   fi
 fi
@@ -75,9 +77,9 @@ fi
 # --- Python packages ---------------------------------------------------------------------------------------
 # Exact versions with hashes. meshoptimizer is built from source against the locked build tools (no build
 # isolation, which would fetch whatever is newest). A stamp skips the step when nothing changed.
-lock=requirements/$mode.lock
+case "$mode" in app) lock=requirements.lock ;; test) lock=requirements-dev.lock ;; *) lock=requirements-$mode.lock ;; esac
 stamp=.venv/.twinview-installed
-want=$(cat requirements/build.lock "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-build.lock "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   step "Python: creating .venv"
   quietly "$PY" -m venv .venv
@@ -85,8 +87,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip=(.venv/bin/python -m pip install --disable-pip-version-check)
-  step "Python: build tools (requirements/build.lock)"
-  quietly "${pip[@]}" --require-hashes -r requirements/build.lock
+  step "Python: build tools (requirements-build.lock)"
+  quietly "${pip[@]}" --require-hashes -r requirements-build.lock
   done_step
   step "Python: $(grep -c '==' "$lock") packages from $lock"
   quietly "${pip[@]}" --require-hashes --no-build-isolation -r "$lock"
