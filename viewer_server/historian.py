@@ -19,11 +19,15 @@ between leaves an unlisted file that the next start removes (its rows are still 
 drops raw samples older than their binding's `raw_days` and minute aggregates older than `rollup_days`.
 
 Queries (`state_at`, `samples`, `series`, `events`) open their own read connection per thread and read the
-chunks with pyarrow; they never wait for the writer.
+chunks with pyarrow; they never wait for the writer. `close` finishes the queued writes, interrupts the SQL
+of the queries and upkeep still running, refuses new ones (`HistorianClosed`), waits until none runs and
+only then closes every thread's connection: a connection closed under a thread still using it crashes the
+process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -31,11 +35,12 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, NamedTuple
+from typing import Concatenate, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 import numpy as np
@@ -193,6 +198,25 @@ class _Write:
         self.future: Future[None] = Future()
 
 
+class HistorianClosed(RuntimeError):
+    """A query or upkeep asked of a historian that has been closed (its server is stopping)."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _uses_connection(method: Callable[Concatenate[Historian, _P], _R]) -> Callable[Concatenate[Historian, _P], _R]:
+    """A query or upkeep (through this thread's connection): refused once closing, waited for by `close`."""
+
+    @functools.wraps(method)
+    def counted(self: Historian, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._in_use():
+            return method(self, *args, **kwargs)
+
+    return counted
+
+
 class Historian:
     """The history of one data dir. `append` / `record` from the event loop; queries from any thread."""
 
@@ -210,6 +234,10 @@ class Historian:
         self.clock = clock
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []  # every thread's, closed by `close`
+        self._users = threading.Condition()  # guards the list, `_running` and `_closing`
+        self._running = 0  # queries and upkeep using a connection now
+        self._closing = False
         db = self._connect()
         db.executescript(_SCHEMA)
         self._lock = threading.Lock()
@@ -223,6 +251,7 @@ class Historian:
         self.quarantined = self._check_chunks(db)
         self.write_errors = 0
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
+        self._writer_db: sqlite3.Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
         self._writer.start()
 
@@ -236,13 +265,40 @@ class Historian:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # commits survive a process kill; fsync at checkpoints
             self._local.db = db
+            with self._users:
+                self._connections.append(db)
             os.chmod(self.path, 0o600)
         return db
 
+    @contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._users:
+            if self._closing:
+                raise HistorianClosed(f"the history in {self.folder} is closed: its server is stopping")
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._users:
+                self._running -= 1
+                self._users.notify_all()
+
     def close(self) -> None:
-        """Finish every queued write, then stop the writer."""
+        """Finish every queued write and stop the writer; interrupt the queries and upkeep still running and
+        wait for them; then close every thread's connection (a stopped server, or one of many historians in a
+        test process, leaves no file open)."""
+        with self._users:
+            self._closing = True
+            for db in self._connections:  # what runs stops at its next SQL step (sqlite3.OperationalError)
+                if db is not self._writer_db:
+                    db.interrupt()
         self._queue.put(None)
         self._writer.join()
+        with self._users:
+            self._users.wait_for(lambda: self._running == 0)
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -268,7 +324,8 @@ class Historian:
         return write.future
 
     def _write_loop(self) -> None:
-        db = self._connect()
+        with self._users:
+            self._writer_db = db = self._connect()
         while True:
             item = self._queue.get()
             if item is None:
@@ -390,6 +447,7 @@ class Historian:
 
     # --- sealing and retention -------------------------------------------------------------------
 
+    @_uses_connection
     def seal(self, now: float | None = None) -> list[Path]:
         """Move every hour that ended more than SEAL_GRACE_S ago from SQLite into Parquet chunks; returns them.
         Runs in the caller's thread (a periodic task runs it off the event loop)."""
@@ -402,6 +460,8 @@ class Historian:
         ]
         written = []
         for hour in sorted(hours):
+            if self._closing:  # the next upkeep, after a restart, seals the rest
+                break
             path = self._seal_hour(db, hour)
             if path is not None:
                 written.append(path)
@@ -471,6 +531,7 @@ class Historian:
                 quarantined.append(target)
         return quarantined
 
+    @_uses_connection
     def retain(self, now: float | None = None) -> None:
         """Drop raw samples older than each property's `raw_days` (SQLite rows, and rows of sealed chunks,
         which are rewritten) and minute aggregates older than its `rollup_days`."""
@@ -485,6 +546,8 @@ class Historian:
         longest = max((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         shortest = min((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         for rel, t1 in db.execute("SELECT path, t1 FROM chunks WHERE t0 < ?", (now - shortest * DAY,)).fetchall():
+            if self._closing:  # the next upkeep, after a restart, rewrites the rest
+                break
             path = self.folder / rel
             if t1 < now - longest * DAY:
                 self._drop_chunk(db, rel)
@@ -527,6 +590,7 @@ class Historian:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    @_uses_connection
     def range(self) -> p.HistoryRange:
         """The times the history holds: from the oldest sample, minute or event up to now (everything since
         is recorded, so the twin at any time in between is known)."""
@@ -544,6 +608,7 @@ class Historian:
         rows = self._connect().execute("SELECT path FROM chunks WHERE t1 >= ? AND t0 <= ? ORDER BY t0", (t0, t1))
         return [self.folder / rel for (rel,) in rows]
 
+    @_uses_connection
     def samples(
         self, t0: float, t1: float, *, include_start: bool = False, keys: Iterable[tuple[str, str]] | None = None
     ) -> list[Sample]:
@@ -585,6 +650,7 @@ class Historian:
         out.sort(key=lambda s: s.ts)
         return out
 
+    @_uses_connection
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
         """Every property's last sample at or before `t`. The raw samples of t's own minute come first (reduced to
         one per property in arrow, `_latest`); for the properties without one, one indexed pass over the keys finds
@@ -649,6 +715,7 @@ class Historian:
                 latest[key] = Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, ""))
         return latest
 
+    @_uses_connection
     def events(
         self,
         t0: float,
@@ -672,6 +739,7 @@ class Historian:
             args.append(limit)
         return [_event_dec.decode(body) for (body,) in self._connect().execute(sql, args)]
 
+    @_uses_connection
     def alarms_at(self, t: float) -> list[p.Alarm]:
         """The alarms listed at `t`: each alarm's latest event at or before t, unless it left the list."""
         kinds = p.ALARM_EVENTS
@@ -683,6 +751,7 @@ class Historian:
         alarms = [e.alarm for e in (_event_dec.decode(b) for (b,) in rows) if e.alarm is not None]
         return sorted((a for a in alarms if a.state != "normal"), key=lambda a: (a.since, a.id))
 
+    @_uses_connection
     def annotations_at(self, t: float, session: str) -> tuple[dict[str, p.Topic], dict[str, p.Comment]]:
         """The session's topics and comments at their latest revision at or before `t`, by guid."""
         kinds = p.ANNOTATION_EVENTS
@@ -701,6 +770,7 @@ class Historian:
                 comments[event.comment.guid] = event.comment
         return topics, comments
 
+    @_uses_connection
     def series(self, element: str, prop: str, t0: float, t1: float, points: int) -> tuple[Series, float]:
         """At most `points` values between t0 and t1: raw samples when there are no more than that, else
         min / max / mean / last per bucket (from the minute aggregates when a bucket spans minutes).
