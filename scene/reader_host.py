@@ -196,11 +196,9 @@ class _Host:
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
             with self._lock:
-                if self.pid is None:
-                    self._launch()
-                assert self._control is not None
+                control = self._running()
                 try:
-                    socket.send_fds(self._control, [request], [status_w, answer_fd])
+                    socket.send_fds(control, [request], [status_w, answer_fd])
                 except OSError as exc:
                     raise HostGone(f"the reader host has died ({exc})") from None
         except BaseException:
@@ -213,6 +211,18 @@ class _Host:
             os.close(status_r)
             raise HostGone("the reader host died before it started the reader")
         return HostedProcess(_SIGNED.unpack(data)[0], status_r)
+
+    def ensure_running(self) -> None:
+        """Start the host now if it does not run, so that its start overlaps the caller's own work (the CLI
+        calls it before it loads the importers)."""
+        with self._lock:
+            self._running()
+
+    def _running(self) -> socket.socket:
+        if self.pid is None or self._control is None:
+            self._launch()
+        assert self._control is not None
+        return self._control
 
     def _launch(self) -> None:
         if self._control is not None:
@@ -230,3 +240,4 @@ class _Host:
 
 HOST = _Host()
 start = HOST.start
+ensure_running = HOST.ensure_running
