@@ -487,9 +487,13 @@ def _pump_plant(path: Path, uses: int) -> list[str]:
     ifcopenshell.api.run("unit.assign_unit", model)
     context = ifcopenshell.api.run("context.add_context", model, context_type="Model")
     body = ifcopenshell.api.run(
-        "context.add_context", model, context_type="Model", context_identifier="Body", target_view="MODEL_VIEW",
+        "context.add_context",
+        model,
+        context_type="Model",
+        context_identifier="Body",
+        target_view="MODEL_VIEW",
         parent=context,
-    )  # fmt: skip
+    )
     site = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcSite", name="Site")
     ifcopenshell.api.run("aggregate.assign_object", model, relating_object=project, products=[site])
     pump_type = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcPumpType", name="Pump type")
