@@ -540,10 +540,17 @@ def _world_vertices(scene: Scene, element_id: str) -> set[tuple[float, ...]]:
 
 
 def test_a_type_mapped_fifty_times_is_one_mesh_placed_fifty_times(tmp_path: Path):
+    """...in the Scene, in the GLB (one glTF mesh), in the USD stage (instanceable prims under element prims that
+    keep their twin:id and property sets) and in an ARKit-valid USDZ; each placement, the sheared one too, is
+    where IfcOpenShell puts it."""
     import ifcopenshell.geom
+    from pxr import Usd
 
     from scene.export.glb import write_glb
+    from scene.export.usd_stage import write_stage
+    from scene.export.usdz import write_usdz
     from scene.importers import mesh
+    from scene.validate import validate_usd
 
     pumps = _pump_plant(tmp_path / "pumps.ifc", 50)
     scene = load(tmp_path / "pumps.ifc", ImportOptions())
@@ -563,3 +570,12 @@ def test_a_type_mapped_fifty_times_is_one_mesh_placed_fifty_times(tmp_path: Path
         # through the GLB (quantised positions: within a millimetre)
         got = np.array(sorted(_world_vertices(written, pump)))
         assert np.abs(got - np.array(sorted(expected))).max() <= 1.5e-3
+    write_stage(scene, tmp_path / "scene.usdc")
+    write_usdz(tmp_path / "scene.usdc", tmp_path / "scene.usdz")
+    assert validate_usd(tmp_path / "scene.usdz", arkit=True) == []
+    stage = Usd.Stage.Open(str(tmp_path / "scene.usdz"))
+    by_id = {p.GetAttribute("twin:id").Get(): p for p in stage.Traverse() if p.HasAttribute("twin:id")}
+    geometry = [by_id[p].GetChild("Geometry") for p in pumps]
+    assert all(g.IsInstance() for g in geometry[:-1]) and not geometry[-1].IsInstance()
+    assert len({g.GetPrototype().GetPath() for g in geometry[:-1]}) == 1
+    assert by_id[pumps[3]].GetAttribute("twin:name").Get() == "Pump 3"
