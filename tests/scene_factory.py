@@ -172,12 +172,13 @@ def repeated_scene(copies: int, *, kinds: int = 3, unique: int = 4) -> Scene:
     scene.inputs.append(InputRecord("plant.ifc", "e" * 64, "ifc", "synthetic 1.0"))
     mats = [scene.add_material(Material(f"Paint {k}", (0.3 + 0.2 * k, 0.55, 0.75 - 0.2 * k, 1.0))) for k in range(3)]
     shapes = [
-        lambda m: box_primitive((0.6, 0.8, 0.4), m),
-        lambda m: sphere_primitive(0.35, 24, m),
-        lambda m: sphere_primitive(0.25, 12, m),
+        lambda m, f: box_primitive((0.6 * f, 0.8, 0.4), m),
+        lambda m, f: sphere_primitive(0.35 * f, 24, m),
+        lambda m, f: sphere_primitive(0.25 * f, 12, m),
     ]
-    for k in range(kinds):
-        scene.meshes[f"type{k}"] = Mesh(f"type{k}", [shapes[k % len(shapes)](mats[k % len(mats)])])
+    for k in range(kinds):  # each kind its own geometry (the writer would merge identical ones)
+        prim = shapes[k % len(shapes)](mats[k % len(mats)], 1 + 0.01 * (k // len(shapes)))
+        scene.meshes[f"type{k}"] = Mesh(f"type{k}", [prim])
     scene.add(Element("site", "Plant", "IfcSite"))
     side = int(np.ceil(np.sqrt(copies + unique)))
     for i in range(copies):

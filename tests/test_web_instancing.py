@@ -1,8 +1,8 @@
 """Instanced elements in the viewer: a plant of equipment that shares three meshes (as mapped IFC types do),
 built by our GLB writer (meshopt, quantized positions), is drawn with one instanced draw per shared mesh
 (web_client/src/instanced_batch.js) holding each mesh once, and looks the same as when every copy is baked into
-the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, hiding, x-ray and
-see-through work on instanced elements as on merged ones."""
+the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes, hiding,
+x-ray and see-through work on instanced elements as on merged ones."""
 
 from __future__ import annotations
 
@@ -115,6 +115,13 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     # Picking: each instance is its own element.
     for element in ("eq-00001", "eq-00007", "eq-00030"):
         assert _pick(page, element) == element
+    # A section plane through the middle (keeping x below it) cuts the far instances away, from picking too.
+    page.evaluate("window.twinview.section.addAxis('x')")
+    page.wait_for_function(SETTLED, timeout=WAIT_MS)
+    assert _pick(page, "eq-00007") != "eq-00007"  # at x = 10.5 m
+    assert _pick(page, "eq-00001") == "eq-00001"  # at x = 1.5 m
+    page.evaluate("window.twinview.section.clear()")
+    page.wait_for_function(SETTLED, timeout=WAIT_MS)
     # A live colour: only that instance turns red, on screen too.
     live.ingest([{"element": "eq-00001", "prop": "pressure", "value": 6.0}])
     page.wait_for_function("window.twinview.colorOf('eq-00001') === '#ff0000'", timeout=WAIT_MS)
