@@ -88,6 +88,7 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
 
 
 def _options(options: ServeOptions | Path, fields: dict[str, Any]) -> ServeOptions:
@@ -122,6 +123,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             store=store,
             procedures_path=opts.procedures,
             mqtt_url=opts.mqtt_url,
+            history=opts.history,
         )
         _freeze_loaded_objects()
         # aiohttp's keep-alive timer also runs from the connection until the first request head is complete.

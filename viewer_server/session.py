@@ -422,7 +422,7 @@ class Session:
         if self.player is not None:
             self.player.stop()
         if self.twin is None or self.twin.layer != self.layer:
-            self.twin = ReplayTwin(historian, self.live.bindings, self.layer)
+            self.twin = ReplayTwin(historian, self.live.rule_versions, self.layer)
             self.player = Player(self.twin, self._reply)
         assert self.player is not None
         props, visuals, alarms = await asyncio.to_thread(self.twin.seek, t)
