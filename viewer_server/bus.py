@@ -2,7 +2,8 @@
 
 The interface is two calls so that a multi-node bus (Redis, NATS, MQTT) can replace the in-process
 one without touching session logic: `publish(scene, batch)` and `subscribe(scene, callback)`.
-Callbacks must not block: they hand the batch to an outbox and return.
+Callbacks must not block: they hand the batch to an outbox and return. Two more say how it is for
+`/api/health` (viewer_server.health): `health()` and `peers()`, the other processes on the bus.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from viewer_server.health import EngineHealth, Peer
 from viewer_server.outbox import Batch
 
 Subscriber = Callable[[Batch], None]
@@ -20,6 +22,10 @@ class Bus(Protocol):
     def publish(self, scene: str, batch: Batch) -> None: ...
 
     def subscribe(self, scene: str, callback: Subscriber) -> Unsubscribe: ...
+
+    def health(self) -> EngineHealth: ...
+
+    def peers(self) -> list[Peer]: ...
 
 
 class InProcessBus:
@@ -43,3 +49,9 @@ class InProcessBus:
             subs.pop(sub_id, None)
 
         return unsubscribe
+
+    def health(self) -> EngineHealth:
+        return EngineHealth("in-process", ok=True)
+
+    def peers(self) -> list[Peer]:
+        return []  # alone by construction
