@@ -23,7 +23,7 @@ from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
 from viewer_server.historian import Historian
-from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, Seen, StateKey, StateValue, element_of
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.store import Store
@@ -266,12 +266,23 @@ class SceneHub:
     # --- what sessions ask for -------------------------------------------------------------------
 
     def snapshot(
-        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None, room: str = ""
+        self,
+        layer: str,
+        urls: dict[str, str],
+        *,
+        resync: bool = False,
+        reason: str | None = None,
+        room: str = "",
+        seen: Seen = None,
     ) -> p.Snapshot:
-        """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
-        change falls between the snapshot and the first delta."""
+        """The full state of `layer` as of now (its props and visuals those of the elements `seen`). Call it
+        in the same loop step as subscribing, so no change falls between the snapshot and the first delta."""
         if self.seq >= self._window_first:
             self.flush()  # the snapshot must not include changes of a window not yet published
+        props, visuals = self.props, self.visuals[layer]
+        if seen is not None:
+            props = {key: v for key, v in props.items() if element_of(PROP, key) in seen}
+            visuals = {el: v for el, v in visuals.items() if el in seen}
         return p.Snapshot(
             seq=self.seq,
             epoch=self.epoch,
@@ -279,8 +290,8 @@ class SceneHub:
             layer=layer,
             glb_url=urls["glb"],
             manifest_url=urls["manifest"],
-            props=dict(self.props),
-            visuals=dict(self.visuals[layer]),
+            props=dict(props),
+            visuals=dict(visuals),
             alarms=self.alarms.listed(),
             alarm_history=list(self.alarms.history),
             presence={sid: pr for sid, pr in self.presence.items() if self.presence_room.get(sid, "") in ("", room)},
