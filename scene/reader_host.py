@@ -45,8 +45,9 @@ from scene.lifeline import die_with_parent
 # (numpy, the model, the importer registry). The readers' own libraries load in each reader, as they are
 # format-specific and some are large.
 PRELOAD = ("scene.sandbox",)
-# numpy's BLAS starts a worker thread at import unless held to one; the host must stay single-threaded.
-HOST_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# numpy's BLAS (OpenBLAS) starts worker threads at import unless held to one; the host must stay single-threaded.
+# Its readers inherit the setting: their numpy work is small arrays, and a federated build runs one per core.
+HOST_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 MAX_REQUEST_BYTES = 1 << 20  # a pickled target and its arguments: a path, options, a few numbers
 _SIGNED = struct.Struct("q")
 # `python -c _BOOT FD PATHS`: the requester's import path (a test run's root, say), then serve on FD.
@@ -237,7 +238,16 @@ class _Host:
             )
         self._control = ours
 
+    def forget(self) -> None:
+        """In a child forked from this process: the parent's host and socket are not ours to use."""
+        self._lock = threading.Lock()
+        self._proc = None
+        if self._control is not None:
+            self._control.close()  # our copy only: the parent's end stays open
+            self._control = None
+
 
 HOST = _Host()
+os.register_at_fork(after_in_child=HOST.forget)
 start = HOST.start
 ensure_running = HOST.ensure_running
