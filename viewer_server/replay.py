@@ -7,7 +7,7 @@ server ran with then) make of them; the anomaly flags follow the anomaly alarms 
 runs on the past. `advance` feeds it the history of an interval in time order, as the live hub feeds the live
 twin, and returns what changed; where the bindings changed within the interval, the visuals are made again with
 the new rules from that moment on. `Player` paces that for one connection: one `replay_delta` per
-REPLAY_FRAME_S of wall time (the display's rate), covering `speed` times as much history, until it reaches the
+REPLAY_FRAME_S of wall time (a display rate), covering `speed` times as much history, until it reaches the
 present (replay never runs into live). While it plays, the history is read ahead in blocks (`_ReadAhead`) in a
 thread of its own, so making a frame never waits for the disk.
 """
@@ -29,16 +29,20 @@ from scene.rules import RuleEngine
 from scene.state import PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.historian import BindingsVersion, Historian, Sample
-from viewer_server.hub import FLUSH_INTERVAL_S, prop_state
+from viewer_server.hub import prop_state
 
 log = logging.getLogger(__name__)
 
-# Wall time per replay_delta: the live stream's flush window (60 Hz), so that a replay moves as smoothly as the
-# display does. A frame that takes longer to make than this only makes the next one cover more history.
-REPLAY_FRAME_S: Final = FLUSH_INTERVAL_S
+# Wall time per replay_delta: 30 frames a second, a display rate (video's) at which colours and labels move
+# smoothly. A frame's cost grows with the properties that changed in it, not with the history it covers (each
+# property's last sample only): at 60× over 1 000 properties that change every second, ~20 ms of CPU a frame,
+# 0.6 of a core at 30 Hz and a whole core at 60 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
+# this only makes the next one cover more history.
+REPLAY_FRAME_S: Final = 1 / 30
 # While playing, the history is read this much wall time ahead (speed × this of history per block), in a thread
-# of its own; the next block is asked for once less than half of one is left.
-READ_AHEAD_S: Final = 1.0
+# of its own; the next block is asked for once less than half of one is left. Short: a block's reading shares
+# the interpreter with the frames (half a second at 60× is 30 000 samples at 1 000 properties, ~50 ms).
+READ_AHEAD_S: Final = 0.5
 # ...but a block holds at most this much history (at 1000× over many properties a block stays a few seconds of
 # reading, not minutes of them in memory), and at least this much (a few frames' worth at 1×).
 MAX_BLOCK_S: Final = 120.0
@@ -147,6 +151,7 @@ class ReplayTwin:
         self.bindings: Bindings | None = None
         self.engine: RuleEngine | None = None
         self.targets: set[str] = set()  # the layer's elements with a rule in those bindings
+        self._affects: dict[tuple[str, str], list[str]] = {}  # (element, prop) -> the layer's elements it colours
         self.state = TwinState(history_len=1)
         self.silence = SilenceWatch(self._stale_after)
         self.alarms: dict[str, p.Alarm] = {}
@@ -165,7 +170,17 @@ class ReplayTwin:
         self.version, self.bindings = version, bindings
         self.engine = RuleEngine(bindings) if bindings is not None else None
         self.targets = set(self.engine.targets(self.layer)) if self.engine is not None else set()
+        self._affects = {}
         return True
+
+    def _affected(self, element: str, prop: str) -> list[str]:
+        """The layer's elements whose visual element.prop feeds (remembered per property: asked every frame)."""
+        key = (element, prop)
+        found = self._affects.get(key)
+        if found is None:
+            pairs = self.engine.affected(element, prop) if self.engine is not None else []
+            found = self._affects[key] = [el for layer, el in pairs if layer == self.layer]
+        return found
 
     def _watch_silence(self) -> None:
         """Watch every property of the state for silence, by the stale_after of the bindings in use."""
@@ -271,8 +286,7 @@ class ReplayTwin:
             change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
             if change is not None:
                 props[f"{element}/{prop}"] = _prop(s)
-                if self.engine is not None:
-                    touched.update(el for layer, el in self.engine.affected(element, prop) if layer == self.layer)
+                touched.update(self._affected(element, prop))
         return touched
 
     def _apply_alarms(self, events: list[p.Event], touched: set[str]) -> bool:

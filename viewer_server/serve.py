@@ -207,10 +207,11 @@ async def _tick_rules(live: LiveScene) -> None:
 
 
 async def _keep_history(historian: Historian) -> None:
-    """Seal finished hours into Parquet chunks and apply retention, off the event loop."""
+    """Seal finished hours into Parquet chunks, checkpoint the alarm list and apply retention, off the event loop."""
     while True:
         try:
             await asyncio.to_thread(historian.seal)
+            await asyncio.to_thread(historian.checkpoint_alarms)
             await asyncio.to_thread(historian.retain)
         except (OSError, sqlite3.Error) as exc:
             log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
