@@ -25,10 +25,12 @@ from viewer_server.hub import SceneHub
 from viewer_server.ingest import Ingest, MqttStatus
 from viewer_server.presenter import Presenters
 from viewer_server.procedures import Procedures
+from viewer_server.redis_bus import RedisBus
 from viewer_server.replay import RuleVersions
 from viewer_server.rooms import Rooms
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.scenes import SceneEntry, load_scene
+from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store
 
 if TYPE_CHECKING:
@@ -71,10 +73,12 @@ class LiveScene:
         procedures_path: Path | None = None,
         mqtt_url: str | None = None,
         history: bool = True,
+        shared: RedisBus | None = None,
     ) -> LiveScene:
         """Load the manifest, bindings and procedures (validated against its element ids) and restore
         the last persisted values, alarms and procedure runs; with a store and `history`, open the scene's
-        historian. Raises SceneError, BindingsError or ProcedureError."""
+        historian. With `shared` the hub is one of several processes' (viewer_server/shared_hub.py;
+        `await hub.start()` before serving). Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
         text = bindings_path.read_text() if bindings_path is not None else None
@@ -89,7 +93,12 @@ class LiveScene:
             if bindings_path is not None and content is not None:  # in force from now: replay's rules from here on
                 historian.record_bindings(bindings_path.name, content, historian.clock())
             rule_versions = RuleVersions(historian, bindings, hashlib.sha256(content).hexdigest() if content else None)
-        hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
+        if shared is not None:
+            hub: SceneHub = SharedHub(
+                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, redis=shared, historian=historian
+            )
+        else:
+            hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
         desk = AlarmDesk(hub, store) if store is not None else None
         if store is not None:
             store.save_scene(scene.id, scene_dir, scene.manifest_bytes)
