@@ -13,6 +13,9 @@ ingest, playback, the alarm list as of t.
    key (written through `append`, so minute aggregates are real), the older hours sealed into Parquet.
    p50 / p95 of `state_at(t)` (the twin's values at t for every key) at random t, against the naive query on a
    plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
+   seek (`--only seek`): the same history (--keys × --hours, one sample per --step) in the data dir of a real
+   `twinview serve`, each property with a colour ramp; a viewer in the benchmark process seeks to random times:
+   from sending `seek` to holding the decoded `replay` (every value and visual), p50 / p95 / max.
 3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
    aggregates), p50 / p95.
 4. storage (`--only storage`): bytes per sample of the same samples as the historian's sealed chunks, as chunks
@@ -46,6 +49,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import signal
@@ -54,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,9 +384,10 @@ class _TimedClient(TwinClient):
         super()._apply_replay(msg)
 
 
-def playback_twin(root: Path, props: int, minutes: int) -> tuple[Path, Path, Path, float]:
-    """A scene of `props` elements, each with one property at 1 Hz for `minutes` (noise around 20, in an hour
-    that is sealed) and a colour ramp on it, and a data dir holding that history: (scene, bindings, data, t0)."""
+def served_twin(root: Path, props: int, seconds: int, step: float) -> tuple[Path, Path, Path, float]:
+    """A scene of `props` elements, each with one property (noise around 20, one sample per `step` seconds, the
+    properties spread evenly over the step) and a colour ramp on it, and a data dir holding `seconds` of that
+    history in hours that are sealed by the time the server starts: (scene, bindings, data dir, t0)."""
     from bench._fanout_twin import write_scene as write_fanout_scene
 
     scene, bindings, data = root / "scene", root / "bindings.json", root / "data"
@@ -393,29 +398,71 @@ def playback_twin(root: Path, props: int, minutes: int) -> tuple[Path, Path, Pat
         for k in range(props)
     ]
     bindings.write_text(json.dumps(spec))
-    t0 = (time.time() // HOUR - 2) * HOUR  # two hours ago: sealed when the server starts
+    t0 = (time.time() // HOUR - math.ceil(seconds / HOUR) - 1) * HOUR
     h = Historian(data / HISTORY_DIR / scene_id_for(scene))
     rng = np.random.default_rng(3)
-    for second in range(minutes * MINUTE):
+    offsets = np.arange(props) * step / props
+    for ts in np.arange(t0, t0 + seconds, step):
         values = np.round(20 + rng.normal(0, 0.5, props), 2)
-        h.append([Reading(f"e{k}", "v", float(values[k]), "", t0 + second) for k in range(props)], t0 + second, "b")
+        readings = [Reading(f"e{k}", "v", float(values[k]), "", float(ts + offsets[k])) for k in range(props)]
+        h.append(readings, float(ts + step), "b")
     h.flush()
     h.seal()
     h.close()
     return scene, bindings, data, t0
 
 
-async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
-    """60× over 1 000 properties through a real server (its own process) to a viewer in this one, timed as the
-    frames arrive, decoded."""
-    props, speed = 1000, 60.0
-    scene, bindings, data, t0 = playback_twin(folder / "playback", props, minutes)
+@contextlib.asynccontextmanager
+async def viewer(
+    scene: Path, bindings: Path, data: Path, client: type[TwinClient] = TwinClient
+) -> AsyncIterator[tuple[TwinClient, subprocess.Popen[bytes]]]:
+    """A real `twinview serve` on `data` (own process) and a viewer connected to it: (viewer, server process)."""
     port = free_port()
     with server(scene, bindings, data, port) as proc:
         await wait_ready(f"http://127.0.0.1:{port}")
         token = issue(load_secret(data), scene_id_for(scene), "bench", "viewer")
-        client = _TimedClient(f"ws://127.0.0.1:{port}/ws/{scene_id_for(scene)}", token=token, name="bench")
-        await client.connect()
+        joined = client(f"ws://127.0.0.1:{port}/ws/{scene_id_for(scene)}", token=token, name="bench")
+        await joined.connect()
+        try:
+            yield joined, proc
+        finally:
+            await joined.close()
+
+
+async def seek_served(folder: Path, keys: int, hours: int, step: float) -> dict[str, float]:
+    """`seek` over the protocol: from sending it to the viewer holding the decoded `replay` (every property's
+    value, every element's visual), at random times of the history, against a real server."""
+    build = time.perf_counter()
+    scene, bindings, data, t0 = served_twin(folder / "seek", keys, hours * HOUR, step)
+    build_s = time.perf_counter() - build
+    rng = random.Random(5)
+    wall: list[float] = []
+    server_cpu: list[float] = []
+    async with viewer(scene, bindings, data) as (client, proc):
+        for _ in range(SEEKS):
+            t = rng.uniform(t0 + step, t0 + hours * HOUR)
+            cpu, start = _process_cpu(proc.pid), time.perf_counter()
+            replay = await client.seek(t, timeout=60)
+            wall.append((time.perf_counter() - start) * 1000)
+            server_cpu.append((_process_cpu(proc.pid) - cpu) * 1000)
+            assert len(replay.props) == keys and len(replay.visuals) == keys
+    return {
+        "keys": float(keys),
+        "samples": float(keys * len(np.arange(t0, t0 + hours * HOUR, step))),
+        "build_s": build_s,
+        "p50_ms": pct(wall, 50),
+        "p95_ms": pct(wall, 95),
+        "max_ms": max(wall),
+        "server_cpu_p50_ms": pct(server_cpu, 50),
+    }
+
+
+async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
+    """60× over 1 000 properties through a real server (its own process) to a viewer in this one, timed as the
+    frames arrive, decoded."""
+    props, speed = 1000, 60.0
+    scene, bindings, data, t0 = served_twin(folder / "playback", props, minutes * MINUTE, 1.0)
+    async with viewer(scene, bindings, data, _TimedClient) as (client, proc):
         await client.seek(t0)
         server_cpu = _process_cpu(proc.pid)
         cpu = time.process_time()
@@ -423,7 +470,7 @@ async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, floa
         await asyncio.sleep(seconds)
         await client.pause()
         cpu, server_cpu = time.process_time() - cpu, _process_cpu(proc.pid) - server_cpu
-        await client.close()
+    assert isinstance(client, _TimedClient)
     times = [a for a, _, _ in client.arrivals]
     gaps = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
     span = times[-1] - times[0] if len(times) > 1 else float("nan")
@@ -516,6 +563,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["kill9"] = runs
         if args.only in (None, "query"):
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
+        if args.only in (None, "seek"):
+            out["seek"] = await seek_served(Path(tmp), args.keys, args.hours, args.step)
         if args.only in (None, "ingest"):
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "playback"):
@@ -558,6 +607,15 @@ def table(result: dict[str, object]) -> str:
             f"Parquet chunks: {q['parquet_bytes_per_sample']:.2f} bytes/sample; plain SQLite table with index: "
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
+        ]
+    if "seek" in result:
+        sk = result["seek"]
+        assert isinstance(sk, dict)
+        lines += [
+            "",
+            f"seek over the protocol, {sk['keys']:.0f} elements with a colour ramp each, {sk['samples']:.0f} samples "
+            f"(built in {sk['build_s']:.0f} s): p50 {sk['p50_ms']:.0f} ms, p95 {sk['p95_ms']:.0f} ms, max "
+            f"{sk['max_ms']:.0f} ms; server CPU p50 {sk['server_cpu_p50_ms']:.0f} ms per seek",
         ]
     if "ingest" in result:
         g = result["ingest"]
@@ -614,7 +672,7 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "live", "alarms"])
+    parser.add_argument("--only", choices=["kill9", "query", "seek", "storage", "ingest", "playback", "live", "alarms"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")

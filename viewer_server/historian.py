@@ -248,6 +248,7 @@ class Historian:
             self._kinds[kid] = kind
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
         self.quarantined = self._check_chunks(db)
+        self._first_minute: tuple[float | None] | None = None  # (the minutes' oldest `first_ts`,) once known
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
         self.write_errors = 0
@@ -406,6 +407,11 @@ class Historian:
                     agg[4], agg[5], agg[6] = value, ts, q
                 agg[7] = min(agg[7], ts)  # type: ignore[type-var]
         db.executemany("INSERT INTO samples (key, ts, rx, v, q, src) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        first = min(agg[7] for agg in minutes.values())
+        with self._lock:
+            known = self._first_minute
+            if known is not None and (known[0] is None or first < known[0]):
+                self._first_minute = (first,)
         db.executemany(
             """INSERT INTO minutes (key, minute, min, max, sum, n, last, last_ts, last_q, first_ts)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -566,6 +572,8 @@ class Historian:
             db.execute("DELETE FROM samples WHERE key = ? AND ts < ?", (kid, now - h.raw_days * DAY))
             db.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (kid, (now - h.rollup_days * DAY) // MINUTE))
         db.execute("COMMIT")
+        with self._lock:
+            self._first_minute = None  # minutes dropped: scanned again when next asked
         longest = max((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         shortest = min((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         for rel, t1 in db.execute("SELECT path, t1 FROM chunks WHERE t0 < ?", (now - shortest * DAY,)).fetchall():
@@ -618,11 +626,23 @@ class Historian:
         lows = [
             db.execute("SELECT min(ts) FROM samples").fetchone()[0],
             db.execute("SELECT min(t0) FROM chunks").fetchone()[0],
-            db.execute("SELECT min(first_ts) FROM minutes").fetchone()[0],
+            self._earliest_minute(db),
             db.execute("SELECT min(t) FROM events").fetchone()[0],
         ]
         earliest = min((lo for lo in lows if lo is not None), default=None)
         return p.HistoryRange(earliest, self.clock())
+
+    def _earliest_minute(self, db: sqlite3.Connection) -> float | None:
+        """The oldest sample time the minute aggregates hold: a scan of them (no index leads with time) the first
+        time, then kept up by the writer (`_write_readings`) until retention drops minutes (`retain`)."""
+        with self._lock:
+            if self._first_minute is not None:
+                return self._first_minute[0]
+        (first,) = db.execute("SELECT min(first_ts) FROM minutes").fetchone()
+        with self._lock:
+            if self._first_minute is None:  # the writer may have known better meanwhile
+                self._first_minute = (first,)
+            return self._first_minute[0]
 
     def _chunks_between(self, t0: float, t1: float) -> list[Path]:
         rows = self._connect().execute("SELECT path FROM chunks WHERE t1 >= ? AND t0 <= ? ORDER BY t0", (t0, t1))

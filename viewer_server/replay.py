@@ -153,7 +153,7 @@ class ReplayTwin:
         self.targets: set[str] = set()  # the layer's elements with a rule in those bindings
         self._affects: dict[tuple[str, str], list[str]] = {}  # (element, prop) -> the layer's elements it colours
         self.state = TwinState(history_len=1)
-        self.silence = SilenceWatch(self._stale_after)
+        self.silence: SilenceWatch | None = None
         self.alarms: dict[str, p.Alarm] = {}
         self.visuals: dict[str, p.Visual] = {}
         self._ahead: _ReadAhead | None = None
@@ -199,19 +199,19 @@ class ReplayTwin:
             self._ahead = None
         samples = self.historian.state_at(t)
         self.as_of = t
+        self._use_rules_at(t)
         values: dict[str, dict[str, PropertyValue]] = {}
+        props: dict[str, p.PropState] = {}
         for (element, prop), s in samples.items():
-            values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality)
+            after = self._stale_after(element, prop)
+            silent = s.ts if after is not None and t - s.ts >= after else None  # as the silence watch decides
+            values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality, silent)
+            props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality, silent)
         self.state = TwinState(history_len=1)
         self.state.restore(values)
-        self._use_rules_at(t)
-        self._watch_silence()
-        self._mark_stale(t)
+        self.silence = None  # watched from the first `advance` on (a seek alone needs no watch)
         self.alarms = {a.id: a for a in self.historian.alarms_at(t)}
         self.visuals = self._all_visuals()
-        props = {
-            f"{el}/{prop}": prop_state(pv) for el, pvs in self.state.snapshot().items() for prop, pv in pvs.items()
-        }
         return props, dict(self.visuals), self.listed()
 
     def _all_visuals(self) -> dict[str, p.Visual]:
@@ -224,6 +224,7 @@ class ReplayTwin:
         """Flag the properties silent for longer than their stale_after at `t` (source time of their last sample:
         what the live twin flagged by receive time); their new states."""
         out = {}
+        assert self.silence is not None
         for element, prop, last in self.silence.expired(t):
             change = self.state.mark_stale(element, prop, last)
             if change is not None:
@@ -253,6 +254,8 @@ class ReplayTwin:
             samples, events = self.historian.samples(self.as_of, t), self.historian.events(self.as_of, t)
         else:
             samples, events = self._ahead.take(t)
+        if self.silence is None:
+            self._watch_silence()
         frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
         changes = self.rules.changes(self.as_of, t) if self.rules is not None else []
@@ -281,6 +284,7 @@ class ReplayTwin:
         have changed. Samples in between change nothing a frame shows (it carries one state per property)."""
         last = {(s.element, s.prop): s for s in samples}
         touched: set[str] = set()
+        assert self.silence is not None
         for (element, prop), s in last.items():
             self.silence.seen(element, prop, s.ts)
             change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
