@@ -111,6 +111,7 @@ class _ReadAhead:
         self._next: Future[tuple[float, list[Sample], list[p.Event]]] | None = None
 
     def _read(self, t0: float, t1: float) -> tuple[float, list[Sample], list[p.Event]]:
+        t1 = max(t0, min(t1, self.historian.clock()))  # not past the present: what arrives later is read then
         return t1, self.historian.samples(t0, t1), self.historian.events(t0, t1)
 
     def _ask(self) -> None:
@@ -122,8 +123,11 @@ class _ReadAhead:
         while self.read_to < t:
             self._ask()
             assert self._next is not None
-            self.read_to, samples, events = self._next.result()
+            read_to, samples, events = self._next.result()
             self._next = None
+            if read_to <= self.read_to:  # t is the present: everything there is has been read
+                break
+            self.read_to = read_to
             self.samples += samples
             self.events += events
         cut = bisect.bisect_right(self.samples, t, key=lambda s: s.ts)
