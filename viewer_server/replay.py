@@ -256,6 +256,12 @@ class ReplayTwin:
     def _advance(self, t: float) -> p.ReplayDelta:
         if self._ahead is None:
             samples, events = self.historian.samples(self.as_of, t), self.historian.events(self.as_of, t)
+        elif t - self.as_of > self._ahead.span:  # more than a block behind (a host short of CPU): catch up as a
+            # seek does, from each property's last sample, rather than by reading every sample in between
+            self._ahead.cancel()
+            self._ahead = _ReadAhead(self.historian, t, self._ahead.span)
+            changed = (s for s in self.historian.state_at(t).values() if s.ts > self.as_of)
+            samples, events = sorted(changed, key=lambda s: s.ts), self.historian.events(self.as_of, t)
         else:
             samples, events = self._ahead.take(t)
         if self.silence is None:
