@@ -268,21 +268,21 @@ class ReplayTwin:
             self._watch_silence()
         frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
-        changes = self.rules.changes(self.as_of, t) if self.rules is not None else []
-        for end in [*changes, t]:  # up to each change of the bindings with the rules before it, the rest after
+        changes = [c for c in self.rules.changes(self.as_of, t) if c < t] if self.rules is not None else []
+        for end in [*changes, t]:  # up to each change of the bindings with the rules before it, then the new ones
             cut = bisect.bisect_left(samples, end, key=lambda s: s.ts) if end < t else len(samples)
             touched = self._apply(samples[:cut], frame.props)
             samples = samples[cut:]
             cut = bisect.bisect_left(events, end, key=lambda e: e.ts) if end < t else len(events)
             alarms_changed |= self._apply_alarms(events[:cut], touched)
             events = events[cut:]
-            if end == t:
-                frame.props.update(self._mark_stale(t))
-            elif self._use_rules_at(end):
+            if self._use_rules_at(end):
                 self._watch_silence()  # another file may give another stale_after
                 if self.engine is not None:
                     self.engine.show_anomalies(self._active())
                 touched |= set(self.visuals) | self.targets
+            if end == t:
+                frame.props.update(self._mark_stale(t))
             self._refresh(touched, frame.visuals)
         self.as_of = t
         if alarms_changed:
