@@ -1,8 +1,8 @@
 """Instanced elements in the viewer: a plant of equipment that shares three meshes (as mapped IFC types do),
 built by our GLB writer (meshopt, quantized positions), is drawn with one instanced draw per shared mesh
 (web_client/src/instanced_batch.js) holding each mesh once, and looks the same as when every copy is baked into
-the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes, hiding,
-x-ray and see-through work on instanced elements as on merged ones."""
+the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes and their
+caps, hiding, x-ray and see-through work on instanced elements as on merged ones."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ SUMMARY = """() => {
 TOP_VIEW = """() => { const v = window.twinview.viewer;
   v.flyTo(v.camera.position.clone().set(5.25, 22, 5.3), v.controls.target.clone().set(5.25, 0, 5.25), 0); }"""
 SETTLED = "window.twinview.viewer.frames > 0 && !window.twinview.viewer.dirty"
+CAP = (0xC8, 0xB6, 0x8E)  # tools/section_caps.js CAP_COLOR
+HATCH = (0x5C, 0x53, 0x46)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,17 @@ def _top_view(page) -> np.ndarray:
 
 def _at(page, element: str) -> dict:
     return page.evaluate("id => window.twinview.screenOf(id)", element)
+
+
+def _pixel(page, element: str) -> tuple[int, int]:
+    """Row and column of an element's centre in a screenshot of the canvas."""
+    canvas = page.locator("#view canvas").bounding_box()
+    at = _at(page, element)
+    return int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])
+
+
+def _near(rgb: np.ndarray, want: tuple[int, int, int], tolerance: int = 6) -> bool:
+    return all(abs(int(a) - b) <= tolerance for a, b in zip(rgb, want, strict=True))
 
 
 def _pick(page, element: str) -> str | None:
@@ -120,17 +133,22 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
     assert _pick(page, "eq-00007") != "eq-00007"  # at x = 10.5 m
     assert _pick(page, "eq-00001") == "eq-00001"  # at x = 1.5 m
+    # A level plane through every instance's middle, seen from above: their insides are filled with the caps.
+    page.evaluate("window.twinview.section.clear(); window.twinview.section.addAxis('y')")
+    capped = _top_view(page)
+    for element in ("eq-00001", "eq-00030"):
+        y, x = _pixel(page, element)
+        block = [capped[y + dy, x + dx] for dx in (-3, 0, 3) for dy in (-3, 0, 3)]
+        assert all(_near(p, CAP) or _near(p, HATCH) for p in block), (element, block)
     page.evaluate("window.twinview.section.clear()")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
     # A live colour: only that instance turns red, on screen too.
     live.ingest([{"element": "eq-00001", "prop": "pressure", "value": 6.0}])
     page.wait_for_function("window.twinview.colorOf('eq-00001') === '#ff0000'", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.colorOf('eq-00007')") != "#ff0000"
-    after = _top_view(page)
-    canvas = page.locator("#view canvas").bounding_box()
-    at = _at(page, "eq-00001")
-    r, g, b = after[int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])].astype(int)
-    assert r > 2 * g and r > 2 * b, (r, g, b, shot[int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])])
+    y, x = _pixel(page, "eq-00001")
+    r, g, b = _top_view(page)[y, x].astype(int)
+    assert r > 2 * g and r > 2 * b, (r, g, b, shot[y, x])
     # A transform rule moves the instance up by 1 m; a visibility rule hides one.
     low = page.evaluate("window.twinview.app.batches.boxOf('eq-00002').min.y")
     live.ingest([{"element": "eq-00002", "prop": "position", "value": 100.0}])

@@ -17,6 +17,7 @@ const _n = new THREE.Matrix3();
 const _ray = new THREE.Ray();
 const _local = new THREE.Ray();
 const _frustum = new THREE.Frustum();
+const _plane = new THREE.Plane();
 const _a = new THREE.Vector3();
 const _b = new THREE.Vector3();
 const _c = new THREE.Vector3();
@@ -222,6 +223,38 @@ export class InstancedBatch extends THREE.Mesh {
     }
   }
 
+  /**
+   * Geometry for a section's stencil pass (tools/section_caps.js): the batch's vertices and index, shared, with
+   * a slot list of its own (`crossing` fills it). Free it with releaseStencil.
+   */
+  stencilGeometry() {
+    return sharedGeometry(/** @type {any} */ (null), { color: false }, this.slots, this.geometry);
+  }
+
+  /**
+   * Draw in a stencil geometry the drawn instances that `plane` (world space) runs through (an instance wholly on
+   * one side adds an even number of faces along any ray, or none). Call after updateView. Returns how many.
+   * @param {THREE.Plane} plane @param {THREE.InstancedBufferGeometry} stencil
+   */
+  crossing(plane, stencil) {
+    const local = _plane.copy(plane).applyMatrix4(_inv.copy(this.matrixWorld).invert());
+    const slots = slotAttribute(stencil).array;
+    let at = 0;
+    for (let i = 0; i < this.slots; i++) {
+      const s = this.spheres[i];
+      if (this.drawn[i] && Math.abs(local.distanceToPoint(s.center)) <= s.radius) slots[at++] = i;
+    }
+    use(stencil, at);
+    return at;
+  }
+
+  /** Free a stencil geometry's own slot list, not the vertices and index it shares. @param {THREE.BufferGeometry} stencil */
+  static releaseStencil(stencil) {
+    for (const name of Object.keys(stencil.attributes)) if (name !== 'slot') stencil.deleteAttribute(name);
+    stencil.setIndex(null);
+    stencil.dispose();
+  }
+
   dispose() {
     this.geometry.dispose();
     this.see.geometry.dispose();
@@ -234,7 +267,7 @@ export class InstancedBatch extends THREE.Mesh {
 
 /**
  * The shared mesh as instanced geometry with a slot per instance (`of`: another one whose vertex and index
- * attributes it shares, for the see-through pass).
+ * attributes it shares, for the see-through and stencil passes; `data` and `layout` are then not read).
  * @param {MeshData} data @param {{color: boolean}} layout @param {number} slots @param {THREE.BufferGeometry} [of]
  */
 function sharedGeometry(data, layout, slots, of) {
