@@ -8,7 +8,7 @@
 // case, merged batches only), fromScene takes the three.js scene GLTFLoader made (any glTF: textures,
 // points and lines too).
 import * as THREE from 'three';
-import { InstancedBatch } from './instanced_batch.js';
+import { InstancedBatch, InstancedLooks } from './instanced_batch.js';
 import { MergedBatch } from './merged_batch.js';
 import { canShadeCheaply } from './shading.js';
 
@@ -62,6 +62,8 @@ export class ElementBatches {
     this.batches = [];
     /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
     this.hasBatchedLods = false;
+    /** @type {InstancedLooks|null} what the instanced batches share (made once every group is known) */
+    this.looks = null;
   }
 
   /**
@@ -124,7 +126,7 @@ export class ElementBatches {
       const children = def.children ?? [];
       for (let k = children.length - 1; k >= 0; k--) stack.push({ node: children[k], parent: world, owner, parentId: id });
     }
-    for (const g of groups.values()) this.#addGroup(g);
+    this.#addGroups(groups.values());
   }
 
   /** @param {THREE.Object3D} root */
@@ -166,7 +168,7 @@ export class ElementBatches {
         standalone.push([entry, obj]); // moved after the traversal, which must not see its tree change
       }
     });
-    for (const g of groups.values()) this.#addGroup(g);
+    this.#addGroups(groups.values());
     for (const [entry, obj] of standalone) this.#addStandalone(entry, obj);
   }
 
@@ -182,10 +184,28 @@ export class ElementBatches {
   }
 
   /**
-   * Batches for a group: for what the cheap shading path can draw, an InstancedBatch per mesh that at least
-   * INSTANCE_MIN_USES elements share and a MergedBatch for the rest; else a BatchedMesh with the glTF material
-   * (which holds each geometry once already). Each takes meshes in its own form: the slots' meshes are
-   * converted in place, once per shared mesh.
+   * Batches for every group; the instanced ones last, sharing one element texture sized for all of them.
+   * @param {Iterable<Group>} groups
+   */
+  #addGroups(groups) {
+    /** @type {{material: THREE.Material, slots: (Slot & {mesh: MeshData})[], needColor: boolean}[]} */
+    const instanced = [];
+    for (const g of groups) instanced.push(...this.#addGroup(g));
+    if (!instanced.length) return;
+    const looks = new InstancedLooks(instanced.reduce((n, g) => n + g.slots.length, 0));
+    this.looks = looks;
+    let first = 0;
+    for (const { material, slots, needColor } of instanced) {
+      this.#addInstanced(looks, first, material, slots, needColor);
+      first += slots.length;
+    }
+  }
+
+  /**
+   * Batches for a group: for what the cheap shading path can draw, a MergedBatch for the elements whose mesh
+   * fewer than INSTANCE_MIN_USES elements share, and the others' slots per mesh, returned for an InstancedBatch
+   * each; else a BatchedMesh with the glTF material (which holds each geometry once already). Each takes meshes
+   * in its own form: the slots' meshes are converted in place, once per shared mesh.
    * @param {Group} g
    */
   #addGroup({ material, slots }) {
@@ -204,19 +224,23 @@ export class ElementBatches {
       }
       slot.mesh = mesh;
     }
-    if (!cheap) return this.#addBatched(material, /** @type {any} */ (slots));
-    for (const group of instanced) this.#addInstanced(material, /** @type {any} */ (group), needColor);
+    if (!cheap) {
+      this.#addBatched(material, /** @type {any} */ (slots));
+      return [];
+    }
     if (merged.length) this.#addMerged(material, /** @type {any} */ (merged), { uv: false, color: needColor });
+    return instanced.map((same) => ({ material, slots: /** @type {(Slot & {mesh: MeshData})[]} */ (same), needColor }));
   }
 
   /**
-   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh. Instances are drawn at
-   * full detail: their levels of detail are not loaded.
-   * @param {THREE.Material} source @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
+   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh, from slot `first` of the
+   * shared element texture. Instances are drawn at full detail: their levels of detail are not loaded.
+   * @param {InstancedLooks} looks @param {number} first @param {THREE.Material} source
+   * @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
    */
-  #addInstanced(source, slots, needColor) {
+  #addInstanced(looks, first, source, slots, needColor) {
     const items = slots.map(({ part, color }) => ({ matrix: part.base, color }));
-    const batch = new InstancedBatch(source, slots[0].mesh, items, { color: needColor });
+    const batch = new InstancedBatch(looks, first, source, slots[0].mesh, items, { color: needColor });
     batch.name = `instanced:${source.name || source.type}`;
     batch.userData.layout = [false, needColor];
     /** @type {string[]} slot -> twin id */
@@ -567,8 +591,9 @@ export class ElementBatches {
       const batch = /** @type {any} */ (o);
       if (batch.isBatchedMesh || batch.isMergedBatch || batch.isInstancedBatch) batch.dispose();
       else o.geometry.dispose();
-      /** @type {THREE.Material} */ (o.material).dispose();
+      if (!batch.isInstancedBatch) /** @type {THREE.Material} */ (o.material).dispose();
     }
+    this.looks?.dispose();
     this.group.removeFromParent();
   }
 }
