@@ -7,6 +7,8 @@ caps, hiding, x-ray and see-through work on instanced elements as on merged ones
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
+from scene.model import Scene
 from tests.scene_factory import repeated_scene
 from tests.web_helpers import WAIT_MS, build_client, chromium_browser, open_viewer, serve_scene
 
@@ -50,22 +53,34 @@ SUMMARY = """() => {
 TOP_VIEW = """() => { const v = window.twinview.viewer;
   v.flyTo(v.camera.position.clone().set(5.25, 22, 5.3), v.controls.target.clone().set(5.25, 0, 5.25), 0); }"""
 SETTLED = "window.twinview.viewer.frames > 0 && !window.twinview.viewer.dirty"
+NO_RULES = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
 CAP = (0xC8, 0xB6, 0x8E)  # tools/section_caps.js CAP_COLOR
 HATCH = (0x5C, 0x53, 0x46)
 
 
-@pytest.fixture(scope="module")
-def plant(tmp_path_factory):
-    build_client()
-    root = tmp_path_factory.mktemp("instancing")
+@contextmanager
+def served(root: Path, scene: Scene, bindings: str):
+    """`scene` written by our GLB writer (meshopt + quantization) and served: the server and the viewer's URL."""
     scene_dir = root / "plant"
     scene_dir.mkdir()
-    scene = repeated_scene(COPIES, kinds=KINDS)
     write_glb(scene, scene_dir / "scene.glb", compress=True)
     write_manifest(scene, scene_dir / "manifest.json", {})
-    (root / "b.yaml").write_text(BINDINGS)
-    with serve_scene(scene_dir, root / "b.yaml", root / "data") as live, chromium_browser() as browser:
-        yield live, browser, f"{live.url}/?scene={scene_dir.name}"
+    (root / "b.yaml").write_text(bindings)
+    with serve_scene(scene_dir, root / "b.yaml", root / "data") as live:
+        yield live, f"{live.url}/?scene={scene_dir.name}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    build_client()
+    with chromium_browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def plant(browser, tmp_path_factory):
+    with served(tmp_path_factory.mktemp("instancing"), repeated_scene(COPIES, kinds=KINDS), BINDINGS) as (live, url):
+        yield live, browser, url
 
 
 def _top_view(page) -> np.ndarray:
@@ -177,3 +192,20 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     assert _pick(page, "eq-00010") == "eq-00010"
     assert page.errors == []
     page.close()
+
+
+def test_only_the_meshes_that_save_most_are_instanced_within_the_draw_call_budget(browser, tmp_path):
+    """40 shared meshes of 8 uses each: the 32 (INSTANCE_MAX_BATCHES) that save the most vertices are instanced
+    (the 26 spheres and 6 of the 14 boxes), the other 8 boxes' 64 elements stay in the merged batch."""
+    with served(tmp_path, repeated_scene(40 * 8, kinds=40), NO_RULES) as (_, url):
+        page = open_viewer(browser, url)
+        batches = page.evaluate(
+            """() => window.twinview.app.batches.batches.map((b) => ({ name: b.name, slots: b.slots,
+              triangles: b.isInstancedBatch ? b.meshTriangles : 0 }))"""
+        )
+        assert page.errors == []
+        page.close()
+    instanced = [b for b in batches if b["name"].startswith("instanced:")]
+    assert len(instanced) == 32 and all(b["slots"] == 8 for b in instanced)
+    assert sorted(b["triangles"] for b in instanced).count(12) == 6  # boxes: the fewest vertices saved
+    assert sum(b["slots"] for b in batches if b["name"].startswith("merged:")) == 8 * 8 + 4
