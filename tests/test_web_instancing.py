@@ -54,6 +54,8 @@ TOP_VIEW = """() => { const v = window.twinview.viewer;
   v.flyTo(v.camera.position.clone().set(5.25, 22, 5.3), v.controls.target.clone().set(5.25, 0, 5.25), 0); }"""
 SETTLED = "window.twinview.viewer.frames > 0 && !window.twinview.viewer.dirty"
 NO_RULES = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
+EDGES_FOUND = """() => { const e = window.twinview.app.twin.edges; const v = window.twinview.viewer;
+  return e.pending.size === 0 && e.timer === 0 && e.segments > 0 && !v.dirty; }"""
 CAP = (0xC8, 0xB6, 0x8E)  # tools/section_caps.js CAP_COLOR
 HATCH = (0x5C, 0x53, 0x46)
 
@@ -116,6 +118,11 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
         page = open_viewer(browser, url + query)
         shots.append(_top_view(page))
         seen.append(page.evaluate(SUMMARY) | {"calls": page.evaluate("window.twinview.drawCalls()")})
+        # Feature edges: the same segments, found once per mesh when instanced.
+        page.evaluate("window.twinview.app.twin.edges.setEnabled(true)")
+        page.wait_for_function(EDGES_FOUND, timeout=WAIT_MS)
+        seen[-1]["segments"] = page.evaluate("window.twinview.app.twin.edges.segments")
+        shots.append(_top_view(page))
         assert page.errors == []
         page.close()
     instanced, merged = seen
@@ -131,8 +138,10 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
     assert [i for i, _ in instanced["boxes"]] == [i for i, _ in merged["boxes"]]
     assert np.allclose([b for _, b in instanced["boxes"]], [b for _, b in merged["boxes"]], atol=1e-4)
     assert instanced["colors"] == merged["colors"]
-    differ = (np.abs(shots[0].astype(int) - shots[1]).max(axis=2) > 24).mean()
-    assert differ < 0.002, differ
+    assert instanced["segments"] == merged["segments"] > 0
+    for with_instancing, without in ((shots[0], shots[2]), (shots[1], shots[3])):  # edges off, then on
+        differ = (np.abs(with_instancing.astype(int) - without).max(axis=2) > 24).mean()
+        assert differ < 0.002, differ
 
 
 def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
@@ -157,6 +166,13 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
         assert all(_near(p, CAP) or _near(p, HATCH) for p in block), (element, block)
     page.evaluate("window.twinview.section.clear()")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
+    # Selected and hovered instances are outlined (their edges and a tint), not boxed.
+    page.evaluate("window.twinview.select('eq-00030'); window.twinview.app.twin.hover('eq-00007')")
+    outlined = """() => { const t = window.twinview.app.twin;
+      const shown = (o) => [...o.lines.values()].flat().filter((l) => l.visible).length;
+      return [t.highlight.visible, shown(t.outline), shown(t.hoverOutline)]; }"""
+    assert page.evaluate(outlined) == [False, 3, 2]  # selection: fill, edges, edges on top; hover: fill, edges
+    page.evaluate("window.twinview.select(null); window.twinview.app.twin.hover(null)")
     # A live colour: only that instance turns red, on screen too.
     live.ingest([{"element": "eq-00001", "prop": "pressure", "value": 6.0}])
     page.wait_for_function("window.twinview.colorOf('eq-00001') === '#ff0000'", timeout=WAIT_MS)

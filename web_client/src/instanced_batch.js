@@ -13,6 +13,7 @@ import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
 const MOVED = 2; // colour texel's alpha: the vertex shader applies the placement columns
+const NOT_DRAWN = 255;
 const _m = new THREE.Matrix4();
 const _inv = new THREE.Matrix4();
 const _n = new THREE.Matrix3();
@@ -52,6 +53,8 @@ export class InstancedLooks {
       const see = Object.assign(source.clone(), { transparent: true, depthWrite: false });
       out = [cheapMaterial(source, this.texture), cheapMaterial(see, this.texture)];
       for (const m of out) m.color.set(0xffffff); // colour lives per element
+      // Edges (edges.js) are drawn on the faces: the faces step back a little in depth, as a MergedBatch's do.
+      if (!out[0].polygonOffset) Object.assign(out[0], { polygonOffset: true, polygonOffsetFactor: 1, polygonOffsetUnits: 1 });
       this.materials.set(source, out);
     }
     return out;
@@ -97,8 +100,8 @@ export class InstancedBatch extends THREE.Mesh {
     this.visible_ = new Uint8Array(n).fill(1);
     this.translucent_ = new Uint8Array(n);
     this.translucentCount = 0;
-    /** per slot: 1 when drawn this frame (shown and in view) */
-    this.drawn = new Uint8Array(n);
+    /** per slot: the level drawn, as in a MergedBatch: 0 (the one level), 255 = not drawn (hidden or out of view) */
+    this.drawn = new Uint8Array(n).fill(NOT_DRAWN);
     this.dirty = true;
     this.triangles = 0;
     this.see = new THREE.Mesh(sharedGeometry(data, layout, n, this.geometry), seeMaterial);
@@ -191,7 +194,7 @@ export class InstancedBatch extends THREE.Mesh {
     }
     let changed = this.dirty;
     for (let i = 0; i < this.slots; i++) {
-      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 1 : 0;
+      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 0 : NOT_DRAWN;
       if (this.drawn[i] !== want) {
         this.drawn[i] = want;
         changed = true;
@@ -207,7 +210,7 @@ export class InstancedBatch extends THREE.Mesh {
     let at = 0;
     let seeAt = 0;
     for (let i = 0; i < this.slots; i++) {
-      if (!this.drawn[i]) continue;
+      if (this.drawn[i] === NOT_DRAWN) continue;
       if (this.translucent_[i]) see.array[seeAt++] = this.first + i;
       else opaque.array[at++] = this.first + i;
     }
@@ -274,7 +277,7 @@ export class InstancedBatch extends THREE.Mesh {
     let at = 0;
     for (let i = 0; i < this.slots; i++) {
       const s = this.spheres[i];
-      if (this.drawn[i] && Math.abs(local.distanceToPoint(s.center)) <= s.radius) slots[at++] = this.first + i;
+      if (this.drawn[i] !== NOT_DRAWN && Math.abs(local.distanceToPoint(s.center)) <= s.radius) slots[at++] = this.first + i;
     }
     use(stencil, at);
     return at;
