@@ -26,7 +26,7 @@ from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
 from viewer_server.session import websocket
-from viewer_server.store import AuditEntry, sha256
+from viewer_server.store import AuditEntry, StoreHealth, sha256
 from viewer_server.topics import Attachment, Comment, Topic
 
 # Samples per history request by default and at most (the state keeps HISTORY_LEN per property).
@@ -61,14 +61,7 @@ class Health(msgspec.Struct):
     send_queue_bytes_max: int  # the most bytes waiting for one client below its outbox (Session.send_queue_bytes)
     resyncs: int
     mqtt: MqttStatus
-    store: StoreStatus
-
-
-class StoreStatus(msgspec.Struct):
-    path: str
-    dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
-    write_errors: int
-    last_error: str
+    store: StoreHealth  # backend "none": a server without a data dir
 
 
 class SceneSummary(msgspec.Struct):
@@ -208,11 +201,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def _store_status(live: LiveScene) -> StoreStatus:
+def _store_status(live: LiveScene) -> StoreHealth:
     store = live.hub.store
     if store is None:
-        return StoreStatus("", 0, 0, "")
-    return StoreStatus(str(store.path), store.dropped_batches, store.write_errors, store.last_error)
+        return StoreHealth("none", "", False, None, "", 0, 0)
+    return store.health()
 
 
 async def scenes(request: web.Request) -> web.Response:

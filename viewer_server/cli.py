@@ -294,6 +294,12 @@ def cmd_bcf(args: argparse.Namespace) -> int:
     return command.run_export(args) if args.bcf_command == "export" else command.run_import(args)
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from viewer_server.store_cli import cmd_store
+
+    return cmd_store(args, _say)
+
+
 def cmd_session(args: argparse.Namespace) -> int:
     from viewer_server.session_cli import cmd_session
 
@@ -360,6 +366,13 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--data-dir", default=str(default_data_dir()), help="SQLite store and built scenes")
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB shared by several server processes (password: PGPASSWORD or"
+        " ~/.pgpass); default: the SQLite file in --data-dir",
+    )
     p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
     p.add_argument(
         "--allow-origin",
@@ -408,9 +421,10 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The serve flags of the HTTP edge, connections and audit retention, as ServeOptions fields."""
+    """The serve flags of the store, the HTTP edge, connections and audit retention, as ServeOptions fields."""
     from viewer_server.audit import Retention
     from viewer_server.http_edge import EdgePolicy
+    from viewer_server.store_db import check_location
 
     try:
         EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
@@ -419,7 +433,12 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
     counts = (args.max_connections_per_ip, args.max_connections or 0, args.audit_days, args.audit_max_rows)
     if args.header_timeout <= 0 or min(counts) < 0:
         raise UserError("--header-timeout must be positive; --max-connections* and --audit-* not negative")
+    try:
+        store = check_location(args.store) if args.store is not None else None
+    except ValueError as exc:
+        raise UserError(f"--store {exc}") from None
     return {
+        "store": store,
         "allow_origins": tuple(args.allow_origin),
         "allow_hosts": tuple(args.allow_host),
         "header_timeout_s": args.header_timeout,
@@ -475,6 +494,17 @@ def parser() -> argparse.ArgumentParser:
 
     _add_session_parser(sub)
 
+    st = sub.add_parser("store", help="the server's store: migrate its schema, copy it to PostgreSQL")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    mi = st_sub.add_parser("migrate", help="bring a store to this twinview's schema (serve also does it)")
+    mi.add_argument("--store", default=None, metavar="URL", help="postgresql://… (default: the data dir's SQLite)")
+    mi.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+    cp = st_sub.add_parser("copy", help="copy every table of one store into another, e.g. SQLite to PostgreSQL")
+    cp.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:PATH (file or data dir)")
+    cp.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DB")
+    cp.add_argument("--replace", action="store_true", help="empty a target that holds data first")
+    st.set_defaults(func=cmd_store)
+
     bc = sub.add_parser("bcf", help="export or import a session's topics as BCF (3.0; import also 2.1)")
     bc_sub = bc.add_subparsers(dest="bcf_command", required=True)
     be = bc_sub.add_parser("export", help="write a session's topics to a BCF 3.0 archive")
@@ -497,8 +527,10 @@ def _user_input_errors() -> tuple[type[Exception], ...]:
     from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
     from viewer_server.session_cli import SessionCliError
+    from viewer_server.store_cli import StoreCliError
+    from viewer_server.store_db import StoreError
 
-    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError)
+    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError, StoreCliError, StoreError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,7 @@ class LiveScene:
         historian = None
         if store is not None:
             retention = bindings.history if bindings is not None else (lambda element, prop: History())
-            historian = Historian(store.path.parent / HISTORY_DIR / scene.id, retention=retention)
+            historian = Historian(store.data_dir / HISTORY_DIR / scene.id, retention=retention)
         hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
         desk = AlarmDesk(hub, store) if store is not None else None
         if store is not None:
@@ -100,7 +100,7 @@ class LiveScene:
             rooms=Rooms(store, scene.id),
             annotations=Annotations(store, hub, known) if store is not None else None,
             # Without a store (no data dir) tokens live as long as the process.
-            secret=load_secret(store.path.parent) if store is not None else secrets.token_bytes(SECRET_BYTES),
+            secret=load_secret(store.data_dir) if store is not None else secrets.token_bytes(SECRET_BYTES),
             presenters=Presenters(hub, known),
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,

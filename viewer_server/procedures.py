@@ -21,7 +21,6 @@ import asyncio
 import csv
 import io
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from viewer_server.hub import SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.rooms import Member
 from viewer_server.store import Store, decoded
+from viewer_server.store_db import Db
 from viewer_server.topics import Viewpoint
 
 # Longest procedure name (as in the file format) echoed back in an error.
@@ -343,14 +343,14 @@ _event_dec = msgspec.json.Decoder(p.Event)
 _enc = msgspec.json.Encoder()
 
 
-def put_event(db: sqlite3.Connection, event: p.Event) -> None:
+def put_event(db: Db, event: p.Event) -> None:
     db.execute(
         "INSERT INTO procedure_events (session, run, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
         (event.session, event.id, event.ts, event.kind, _enc.encode(event)),
     )
 
 
-def load_events(db: sqlite3.Connection, session: str | None = None) -> list[p.Event]:
+def load_events(db: Db, session: str | None = None) -> list[p.Event]:
     """Persisted procedure events, oldest first: of one session, or of all (restore)."""
     if session is None:
         rows = db.execute("SELECT id, data FROM procedure_events ORDER BY id")
