@@ -408,11 +408,11 @@ class Annotations:
             for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"
                 room.topics[topic.guid] = topic
-                seq = self._emit(actor, kind, topic.guid, topic=topic)
+                seq = await self._emit(actor, kind, topic.guid, topic=topic)
             for comment in admitted.comments:
                 kind = "comment_edited" if comment.guid in room.comments else "comment_added"
                 room.comments[comment.guid] = comment
-                seq = self._emit(actor, kind, comment.guid, comment=comment)
+                seq = await self._emit(actor, kind, comment.guid, comment=comment)
             return seq, admitted
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -529,7 +529,7 @@ class Annotations:
         put = lambda db: put_topic(db, actor.room, topic, expected=expected)  # noqa: E731
         await self._revised(entry, put, lambda: self._topic(actor.room, room, topic.guid, -1))
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
-        return self._emit(actor, kind, topic.guid, topic=topic)
+        return await self._emit(actor, kind, topic.guid, topic=topic)
 
     async def _commit_comment(
         self,
@@ -546,7 +546,7 @@ class Annotations:
         put = lambda db: put_comment(db, actor.room, comment, expected=expected)  # noqa: E731
         await self._revised(entry, put, lambda: self._comment(actor.room, room, comment.guid, -1))
         room.comments[comment.guid] = comment
-        return self._emit(actor, kind, comment.guid, comment=comment)
+        return await self._emit(actor, kind, comment.guid, comment=comment)
 
     async def _revised(
         self, entry: AuditEntry, put: Callable[[Db], None], stored: Callable[[], Topic | Comment | None]
@@ -563,11 +563,11 @@ class Annotations:
                 revision=current.revision if current is not None else None,
             ) from None
 
-    def _emit(
+    async def _emit(
         self, actor: Member, kind: str, guid: str, *, topic: Topic | None = None, comment: Comment | None = None
     ) -> int:
         element = topic.pin.element if topic is not None and topic.pin is not None else ""
-        event = self.hub.emit_event(
+        event = await self.hub.number(
             lambda seq: p.Event(
                 seq, kind, guid, element, time.time(), session=actor.room, user=actor.user, topic=topic, comment=comment
             )

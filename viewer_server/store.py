@@ -32,6 +32,7 @@ import msgspec
 
 from scene.state import PropertyValue, Scalar
 from viewer_server.data_dir import create_private, prepare
+from viewer_server.health import EngineHealth
 from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.store_db import (
     SQLITE_SCHEME,
@@ -124,11 +125,11 @@ class StaleRevision(Exception):
         self.current = current
 
 
-class StoreHealth(msgspec.Struct):
-    """The store as `/api/health` reports it."""
+class StoreHealth(EngineHealth, kw_only=True):
+    """The store as `/api/health` reports it (`engine`: "sqlite" or "postgresql"; `url`: sqlite:FILE, or the
+    PostgreSQL URL without user and password)."""
 
-    backend: str  # "sqlite" or "postgresql"
-    location: str  # the file, or the URL without its password
+    path: str  # the SQLite file ("" for PostgreSQL, or without a data dir)
     reachable: bool  # the last statement reached the database
     latency_ms: float | None  # round trip of the last read (None: none yet)
     last_error: str  # the last failure, kept after recovery ("" if none)
@@ -266,22 +267,35 @@ class Store:
         self.dropped_batches = 0
         self.write_errors = 0
         self.last_error = ""
-        self.reachable = True
-        self.latency_ms: float | None = None
+        self.failing = False  # the last transaction failed (cleared by the next that commits)
+        self.reachable = True  # the last statement reached the database
+        self.latency_ms: float | None = None  # round trip of the last read
         self._revoked: dict[tuple[str, str], float] = {}
         self.revocations()
         self._writer = threading.Thread(target=self._write_loop, args=(writer,), name="twinview-store", daemon=True)
         self._writer.start()
 
     def health(self) -> StoreHealth:
+        """Not ok while the database cannot be reached or the last transaction failed: what is acknowledged is
+        still never lost (an ack follows the commit), but new changes are refused until it takes writes again."""
+        ok = self.reachable and not self.failing
+        if ok:
+            detail = ""
+        elif self.path is not None:
+            detail = f"{self.last_error}: free space or fix the permissions under {self.path.parent}"
+        else:
+            detail = f"{self.last_error}: start PostgreSQL or mend the network; the store reconnects by itself"
         return StoreHealth(
             self.backend,
-            self.location,
-            self.reachable,
-            None if self.latency_ms is None else round(self.latency_ms, 3),
-            self.last_error,
-            self.dropped_batches,
-            self.write_errors,
+            ok=ok,
+            url=self.location,
+            detail=detail,
+            path=str(self.path or ""),
+            reachable=self.reachable,
+            latency_ms=None if self.latency_ms is None else round(self.latency_ms, 3),
+            last_error=self.last_error,
+            dropped_batches=self.dropped_batches,
+            write_errors=self.write_errors,
         )
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -502,8 +516,11 @@ class Store:
             db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
             db.commit()
             self.reachable = True
+            if len(barriers) < len(jobs):  # something was written: the database takes writes again
+                self.failing = False
         except StoreError as exc:  # a full disk or a lost database must not kill the writer (nor the server)
             db.rollback()
+            self.failing = True
             self.write_errors += 1
             self._failed(exc)
             log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))

@@ -24,9 +24,11 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
+
+from viewer_server.health import public_url
 
 # A connection attempt to PostgreSQL gives up after this long: a write's caller waits at most this.
 CONNECT_TIMEOUT_S: Final = 2
@@ -78,15 +80,8 @@ def is_postgres(location: str) -> bool:
 
 
 def redact(location: str) -> str:
-    """The location without a password, for messages and /api/health."""
-    if not is_postgres(location):
-        return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The location fit to show in messages and /api/health: a PostgreSQL URL without user, password and query."""
+    return public_url(location) if is_postgres(location) else location
 
 
 def sqlite_path(location: str) -> Path:
