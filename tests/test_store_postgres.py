@@ -6,9 +6,11 @@ test_audit (`store_url`)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +29,7 @@ from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store
-from viewer_server.store_db import StoreUnavailable, connect
+from viewer_server.store_db import Conflict, StoreUnavailable, connect
 from viewer_server.store_schema import MIGRATIONS, SCHEMA_VERSION, TABLES, SchemaTooNew, statements, version
 
 ROUNDS = 5
@@ -79,6 +81,21 @@ async def test_a_revocation_on_one_process_closes_connections_on_the_others(tmp_
         assert b.store.revoked_at(room, "bob") == revoked_at  # seen at once by the other's token checks
         await bob_on_b.wait_for(lambda c: c.closed_with is not None, timeout=REVOCATION_POLL_S + 10)
         assert bob_on_b.closed_with is not None and bob_on_b.closed_with.code == p.CLOSE_AUTH
+
+
+async def test_commands_work_on_the_shared_store(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with live_server(tmp_path, store=postgres_url) as srv, person(srv, "bob") as bob:
+        monkeypatch.setenv("TWINVIEW_STORE", postgres_url)  # what an operator sets once for every command
+        data = ["--data-dir", str(tmp_path / "data")]
+        assert cli.main(["session", "create", "review", *data]) == 0
+        assert srv.live.rooms.get("review") is not None  # the server reads it from the shared store
+        assert cli.main(["session", "revoke", srv.live.scene.id, "--user", "bob", *data]) == 0
+        await bob.wait_for(lambda c: c.closed_with is not None, timeout=REVOCATION_POLL_S + 10)
+        assert bob.closed_with is not None and bob.closed_with.code == p.CLOSE_AUTH
+        assert PASSWORD not in capsys.readouterr().out
+    assert not (tmp_path / "data" / STORE_FILE).exists()  # nothing went to a SQLite file beside it
 
 
 def test_migrations_from_an_empty_and_from_older_schemas(tmp_path: Path, postgres_url: str) -> None:
@@ -283,3 +300,26 @@ async def _until(condition: Any, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_a_deadlock_with_another_process_is_contention_and_a_taken_key_a_conflict(postgres_url: str) -> None:
+    Store(Path(tempfile.mkdtemp()), postgres_url).close()  # the tables
+    one, two = connect(postgres_url), connect(postgres_url)
+    for db in (one, two):
+        db.begin()
+    one.execute("INSERT INTO rooms VALUES ('a', 's', 'A', NULL, 1, 'x')")
+    two.execute("INSERT INTO rooms VALUES ('b', 's', 'B', NULL, 1, 'x')")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # each waits for the other's key: a deadlock
+        waits = [
+            pool.submit(one.execute, "INSERT INTO rooms VALUES ('b', 's', 'B', NULL, 1, 'x')"),
+            pool.submit(two.execute, "INSERT INTO rooms VALUES ('a', 's', 'A', NULL, 1, 'x')"),
+        ]
+        errors = [f.exception(timeout=30) for f in waits]
+    assert sorted(type(e).__name__ for e in errors) == ["Contention", "NoneType"], errors  # one lost, one won
+    winner, loser = (one, two) if errors[0] is None else (two, one)
+    loser.rollback()
+    winner.commit()
+    with pytest.raises(Conflict):  # the key is taken now
+        loser.execute("INSERT INTO rooms VALUES ('a', 's', 'A', NULL, 1, 'x')")
+    for db in (one, two):
+        db.close()

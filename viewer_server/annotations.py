@@ -191,8 +191,15 @@ class Annotations:
     # --- requests --------------------------------------------------------------------------------
 
     async def handle(self, actor: Member, request: p.AnnotationRequest, replay_time: float | None = None) -> p.Saved:
-        """Carry out one request of the protocol; AnnotationError when refused. `replay_time`: the history time
-        the actor's connection shows (PROTOCOL.md §14), recorded on a new topic or comment."""
+        """Carry out one request of the protocol; AnnotationError when refused (`not_saved` when the store
+        cannot be read or written). `replay_time`: the history time the actor's connection shows (PROTOCOL.md
+        §14), recorded on a new topic or comment."""
+        try:
+            return await self._handle(actor, request, replay_time)
+        except StoreError as exc:  # a read the change needed (a session not loaded yet, an attachment)
+            raise AnnotationError(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
+
+    async def _handle(self, actor: Member, request: p.AnnotationRequest, replay_time: float | None) -> p.Saved:
         if isinstance(request, p.TopicCreate):
             topic, seq = await self.create_topic(actor, request.topic, replay_time)
             return p.Saved(request.ref, "topic_created", topic.guid, topic.revision, seq)

@@ -36,6 +36,7 @@ from viewer_server.health import EngineHealth
 from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.store_db import (
     SQLITE_SCHEME,
+    Contention,
     Db,
     PostgresDb,
     SqliteDb,
@@ -61,6 +62,9 @@ STORE_TXN_MAX_JOBS: Final = 1000
 # are dropped and counted (`dropped_batches`, in /api/health): live fan-out never waits for the database,
 # and memory stays bounded. Values then persist with the next batch that touches them.
 STORE_QUEUE_MAX: Final = 4000
+# Times a transaction of values and log rows is run when PostgreSQL aborts it for contention with another
+# process (a deadlock); one holding collaboration calls is not run again, its callers are told.
+STORE_TXN_ATTEMPTS: Final = 3
 
 _enc = msgspec.json.Encoder()
 _topic_dec = msgspec.json.Decoder(Topic)
@@ -233,6 +237,19 @@ def put_audit(db: Db, entry: AuditEntry) -> None:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def open_store(data_dir: Path, location: str | None = None) -> Store:
+    """The store of a server for a command (`twinview session|bcf|procedure`): at `location` (the server's
+    `--store`) if given, else the data dir's SQLite file, which must exist — NoStore rather than an empty store
+    where a path was mistyped."""
+    if location is None and not (data_dir / STORE_FILE).is_file():
+        raise NoStore(f"{data_dir}: no server data here (no {STORE_FILE}); pass the server's --data-dir (and --store)")
+    return Store(data_dir, location)
+
+
+class NoStore(StoreError):
+    """A command was pointed at a data dir without a store."""
 
 
 _SCENE = upsert("scenes", ("id", "path", "manifest_sha256", "loaded_at"), ("id",))
@@ -501,30 +518,19 @@ class Store:
 
     def _run(self, db: SqliteDb | PostgresDb, jobs: list[tuple[str, tuple[Any, ...]]]) -> None:
         barriers = [args[0] for kind, args in jobs if kind == "barrier"]
-        results: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
-        try:
-            db.begin()  # one transaction for everything queued
-            for kind, args in jobs:
-                if kind == "scene":
-                    db.execute(_SCENE, args)
-                elif kind == "bindings":
-                    db.execute(_BINDINGS, args)
-                elif kind == "batch":
-                    self._write_batch(db, *args)
-                elif kind == "call":
-                    results.append(self._call(db, *args))
-            db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
-            db.commit()
-            self.reachable = True
-            if len(barriers) < len(jobs):  # something was written: the database takes writes again
-                self.failing = False
-        except StoreError as exc:  # a full disk or a lost database must not kill the writer (nor the server)
-            db.rollback()
-            self.failing = True
-            self.write_errors += 1
-            self._failed(exc)
-            log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))
-            results = [(args[1], None, exc) for kind, args in jobs if kind == "call"]
+        for attempt in range(1, STORE_TXN_ATTEMPTS + 1):
+            try:
+                results = self._transaction(db, jobs)
+                break
+            except Contention as exc:  # another process's transaction won: nothing was written
+                db.rollback()
+                if attempt < STORE_TXN_ATTEMPTS and all(kind != "call" for kind, _ in jobs):
+                    continue  # values and log rows: run it again (a call may not run twice: its caller is told)
+                results = self._failed_transaction(exc, jobs)
+            except StoreError as exc:  # a full disk or a lost database must not kill the writer (nor the server)
+                db.rollback()
+                results = self._failed_transaction(exc, jobs)
+                break
         for future, value, error in results:  # only now: the caller's ack follows the commit
             if error is None:
                 future.set_result(value)
@@ -532,6 +538,38 @@ class Store:
                 future.set_exception(error)
         for barrier in barriers:
             barrier.set()
+
+    def _transaction(
+        self, db: SqliteDb | PostgresDb, jobs: list[tuple[str, tuple[Any, ...]]]
+    ) -> list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]]:
+        """Write every job in one transaction; the calls' outcomes, to be told once it is committed."""
+        results = []
+        db.begin()
+        for kind, args in jobs:
+            if kind == "scene":
+                db.execute(_SCENE, args)
+            elif kind == "bindings":
+                db.execute(_BINDINGS, args)
+            elif kind == "batch":
+                self._write_batch(db, *args)
+            elif kind == "call":
+                results.append(self._call(db, *args))
+        db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
+        db.commit()
+        self.reachable = True
+        if any(kind != "barrier" for kind, _ in jobs):  # something was written: the database takes writes again
+            self.failing = False
+        return results
+
+    def _failed_transaction(
+        self, exc: StoreError, jobs: list[tuple[str, tuple[Any, ...]]]
+    ) -> list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]]:
+        """Count and log a transaction that failed; every call in it is told `exc`."""
+        self.failing = True
+        self.write_errors += 1
+        self._failed(exc)
+        log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))
+        return [(args[1], None, exc) for kind, args in jobs if kind == "call"]
 
     @staticmethod
     def _call(
@@ -559,8 +597,11 @@ class Store:
         rows += [(scene, epoch, ev.seq, "e", ev.kind, _enc.encode(ev)) for ev in batch.events]
         if rows:
             db.executemany("INSERT INTO log (scene, epoch, seq, kind, key, value) VALUES (?, ?, ?, ?, ?, ?)", rows)
-        if props:
+        if props:  # in key order: processes writing the same values lock their rows in the same order
             db.executemany(
                 _PROPS,
-                [(scene, el, prop, _enc.encode(pv.value), pv.unit, pv.ts, pv.rx, pv.quality) for el, prop, pv in props],
+                [
+                    (scene, el, prop, _enc.encode(pv.value), pv.unit, pv.ts, pv.rx, pv.quality)
+                    for el, prop, pv in sorted(props, key=lambda row: (row[0], row[1]))
+                ],
             )

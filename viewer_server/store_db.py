@@ -10,7 +10,11 @@ which become three of ours:
   StoreError          the statement failed (a full disk, a constraint, a bug)
   Conflict            a unique key is taken (a session id created meanwhile by another process)
   StoreUnavailable    the database cannot be reached; nothing was written. The next use reconnects
-                      (at most one attempt per RECONNECT_INTERVAL_S, each bounded by CONNECT_TIMEOUT_S).
+                      (at most one attempt per RECONNECT_INTERVAL_S, each bounded by CONNECT_TIMEOUT_S),
+                      except on an event loop's thread, which never waits for an attempt: it fails at once
+                      until another thread (the store's writer, the revocation poll) has reconnected.
+  Contention          PostgreSQL aborted the transaction to break a deadlock or a serialization conflict
+                      with another process; nothing was written and running it again is safe.
 
 Locations: `sqlite:PATH` (or a bare path) and `postgresql://USER@HOST:PORT/DB` (libpq's URL; the password
 comes from `PGPASSWORD` or `~/.pgpass`, or the URL, and never appears in a message: `redact`).
@@ -18,6 +22,7 @@ comes from `PGPASSWORD` or `~/.pgpass`, or the URL, and never appears in a messa
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -40,6 +45,8 @@ KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval
 MIGRATION_LOCK_KEY: Final = 0x7477_6976_6965_77  # "twinview"
 # SQLSTATE classes of a lost connection: 08 (connection exception), 57P (the server shuts down or starts).
 CONNECTION_LOST: Final = ("08", "57P")
+# SQLSTATEs of a transaction aborted because of others: serialization failure, deadlock.
+CONTENTION: Final = ("40001", "40P01")
 SQLITE_SCHEME: Final = "sqlite:"
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
@@ -54,6 +61,10 @@ class Conflict(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached: nothing was written; try again when it is back."""
+
+
+class Contention(StoreError):
+    """The transaction lost a deadlock or serialization conflict with another process: run it again."""
 
 
 class Cursor(Protocol):
@@ -191,18 +202,19 @@ class PostgresDb:
         self._failure = ""
         self._connecting = False
         self._lock = threading.RLock()
-        self._connection()  # fail early (StoreUnavailable) when the server cannot be reached at start
+        self._connection(first=True)  # fail early (StoreUnavailable) when the server cannot be reached at start
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        """The open connection, or a new one. Only one thread at a time tries to connect; the others fail at
-        once meanwhile (the event loop must not wait CONNECT_TIMEOUT_S on a read)."""
+    def _connection(self, *, first: bool = False) -> psycopg.Connection[Any]:
+        """The open connection, or a new one. Only one thread at a time tries to connect, and never an event
+        loop's after the first connection (it must not wait CONNECT_TIMEOUT_S): they fail at once meanwhile."""
         with self._lock:
             if self._conn is not None and not self._conn.closed:
                 return self._conn
             if self._in_transaction:  # the transaction died with its connection: never go on outside it
                 raise StoreUnavailable(f"PostgreSQL at {self.location}: the connection was lost mid-transaction")
-            if self._connecting or time.monotonic() - self._failed_at < RECONNECT_INTERVAL_S:
-                raise StoreUnavailable(self._failure or f"PostgreSQL at {self.location}: connecting")
+            waiting = self._connecting or time.monotonic() - self._failed_at < RECONNECT_INTERVAL_S
+            if waiting or (not first and _on_event_loop()):
+                raise StoreUnavailable(self._failure or f"PostgreSQL at {self.location}: reconnecting")
             self._connecting = True
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **KEEPALIVES)
@@ -221,6 +233,8 @@ class PostgresDb:
         """Our error for the driver's; a lost connection is dropped, so that the next use reconnects."""
         if isinstance(exc, psycopg.errors.IntegrityError):
             return Conflict(_reason(exc, self.url))
+        if exc.sqlstate in CONTENTION:
+            return Contention(f"{type(exc).__name__}: {_reason(exc, self.url)}")
         if not (conn.closed or conn.broken or (exc.sqlstate or "").startswith(CONNECTION_LOST)):
             return StoreError(f"{type(exc).__name__}: {_reason(exc, self.url)}")
         conn.close()
@@ -291,6 +305,14 @@ class PostgresDb:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _reason(exc: psycopg.Error, url: str) -> str:
