@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import tempfile
 import time
@@ -32,6 +33,7 @@ from viewer_server.store_db import Db
 from viewer_server.topics import Topic
 
 RESULTS = Path(__file__).parent / "results" / "store.md"
+GUIDS = itertools.count()
 
 
 def _write(n: int) -> Callable[[Db], None]:
@@ -53,9 +55,9 @@ async def _run(store: Store, commits: int, in_flight: int) -> tuple[float, float
     counter = iter(range(commits))
 
     async def writer() -> None:
-        for n in counter:
+        for _ in counter:
             started = time.perf_counter()
-            await store.run(_write(n + in_flight * 1_000_000))
+            await store.run(_write(next(GUIDS)))
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
