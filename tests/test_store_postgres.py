@@ -98,7 +98,9 @@ async def test_commands_work_on_the_shared_store(
     assert not (tmp_path / "data" / STORE_FILE).exists()  # nothing went to a SQLite file beside it
 
 
-def test_migrations_from_an_empty_and_from_older_schemas(tmp_path: Path, postgres_url: str) -> None:
+def test_migrations_from_an_empty_and_from_older_schemas(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert SCHEMA_VERSION >= 2
     # An empty PostgreSQL database at version 1 (an older twinview), with data; then the current code opens it.
     db = connect(postgres_url)
@@ -138,6 +140,16 @@ def test_migrations_from_an_empty_and_from_older_schemas(tmp_path: Path, postgre
         "INSERT INTO revocations VALUES ('old', 'bob', 5);"
     )
     old.close()
+    assert cli.main(["store", "migrate", "--data-dir", str(legacy)]) == 0  # what `serve` would do at start
+    applied = ", ".join(str(v) for v in range(1, SCHEMA_VERSION + 1))
+    assert (
+        capsys.readouterr().err
+        == f"twinview: sqlite:{legacy / STORE_FILE}: schema version {SCHEMA_VERSION} (applied {applied})\n"
+    )
+    assert cli.main(["store", "migrate", "--data-dir", str(legacy)]) == 0
+    assert capsys.readouterr().err.endswith("(nothing to do)\n")
+    assert cli.main(["store", "migrate", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "no store here" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
     store = Store(legacy)
     try:
         assert [r.id for r in store.rooms()] == ["old"] and store.revoked_at("old", "bob") == 5

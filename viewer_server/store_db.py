@@ -177,9 +177,6 @@ class SqliteDb:
     def reset_ids(self, table: str) -> None:
         """Nothing to do: an explicit id beyond SQLite's sequence moves the sequence."""
 
-    def ping(self) -> None:
-        self.execute("SELECT 1")
-
     def close(self) -> None:
         self._conn.close()
 
@@ -296,9 +293,6 @@ class PostgresDb:
         self.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}"
         )
-
-    def ping(self) -> None:
-        self.execute("SELECT 1")
 
     def close(self) -> None:
         with self._lock:
