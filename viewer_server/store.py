@@ -45,6 +45,7 @@ from viewer_server.store_db import (
     connect,
     insert,
     is_postgres,
+    sqlite_path,
     upsert,
 )
 from viewer_server.store_schema import migrate
@@ -269,7 +270,7 @@ class Store:
         if location is None:
             location = f"{SQLITE_SCHEME}{self.data_dir / STORE_FILE}"
         if not is_postgres(location):
-            create_private(Path(location.removeprefix(SQLITE_SCHEME)))
+            create_private(sqlite_path(location))
         self._read: SqliteDb | PostgresDb = connect(location)
         try:
             migrate(self._read)

@@ -1,11 +1,11 @@
 """One connection interface over SQLite and PostgreSQL, so that every store query is written once.
 
 Queries use SQLite's `?` placeholders and the SQL both engines speak (`INSERT … ON CONFLICT … DO UPDATE`,
-`RETURNING`, savepoints); `"user"` is quoted, being a reserved word in PostgreSQL. What differs is kept here:
+savepoints); `"user"` is quoted, being a reserved word in PostgreSQL. What differs is kept here:
 the placeholder style, the column types of the schema (`{id}`: an auto-numbered key, `{blob}`), how a
 transaction that must run alone starts (`begin(exclusive=True)`: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's
 advisory lock), resetting an id sequence after rows were copied with their ids, and the drivers' errors,
-which become three of ours:
+which become four of ours:
 
   StoreError          the statement failed (a full disk, a constraint, a bug)
   Conflict            a unique key is taken (a session id created meanwhile by another process)
@@ -16,7 +16,7 @@ which become three of ours:
   Contention          PostgreSQL aborted the transaction to break a deadlock or a serialization conflict
                       with another process; nothing was written and running it again is safe.
 
-Locations: `sqlite:PATH` (or a bare path) and `postgresql://USER@HOST:PORT/DB` (libpq's URL; the password
+Locations: `sqlite:PATH` and `postgresql://USER@HOST:PORT/DB` (libpq's URL; the password
 comes from `PGPASSWORD` or `~/.pgpass`, or the URL, and never appears in a message: `redact`).
 """
 
@@ -42,7 +42,7 @@ RECONNECT_INTERVAL_S: Final = 1.0
 # TCP keepalives: a peer gone without a word (a cut network) is noticed within ~10 s, not hours.
 KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 # The advisory lock key that serialises schema migrations of several processes starting at once.
-MIGRATION_LOCK_KEY: Final = 0x7477_6976_6965_77  # "twinview"
+MIGRATION_LOCK_KEY: Final = 0x7477_696E_7669_6577  # "twinview" in ASCII
 # SQLSTATE classes of a lost connection: 08 (connection exception), 57P (the server shuts down or starts).
 CONNECTION_LOST: Final = ("08", "57P")
 # SQLSTATEs of a transaction aborted because of others: serialization failure, deadlock.
