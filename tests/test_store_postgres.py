@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,9 +31,10 @@ from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
-from viewer_server.store import CLI_ACTOR, STORE_FILE, Store
+from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_topic
 from viewer_server.store_db import Conflict, StoreUnavailable, connect
 from viewer_server.store_schema import MIGRATIONS, SCHEMA_VERSION, TABLES, SchemaTooNew, statements, version
+from viewer_server.topics import Topic
 
 ROUNDS = 5
 
@@ -72,6 +76,64 @@ async def test_concurrent_edits_from_several_processes_keep_one_revision_chain(
         for srv in (a, b, c):  # each process's memory took the stored topic
             [mine] = srv.live.annotations.topics(srv.live.scene.id)
             assert (mine.revision, mine.assignee) == (stored.revision, stored.assignee)
+
+
+# One editor process: read the shared topic, write the next revision if nobody did meanwhile; prints its wins.
+EDITOR = """
+import sys
+from pathlib import Path
+
+import msgspec
+
+from viewer_server.store import StaleRevision, Store, put_topic
+
+url, data, name, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+store = Store(data, url)
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+wins = 0
+for i in range(rounds):
+    current = store.topic("s", "shared")
+    new = msgspec.structs.replace(current, revision=current.revision + 1, assignee=f"{name} {i}")
+    try:
+        store.submit(lambda db: put_topic(db, "s", new, expected=current.revision)).result()
+        wins += 1
+    except StaleRevision:
+        pass
+store.close()
+print(wins)
+"""
+
+
+def test_read_modify_write_races_between_processes_lose_no_update(tmp_path: Path, postgres_url: str) -> None:
+    store = Store(tmp_path / "seed", postgres_url)
+    store.submit(lambda db: put_topic(db, "s", Topic("shared", "valve", "ana", 1.0), expected=0)).result()
+    store.close()
+    editors = [
+        subprocess.Popen(
+            [sys.executable, "-c", EDITOR, postgres_url, str(tmp_path / f"e{i}"), f"editor {i}", "30"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        for i in range(3)
+    ]
+    for editor in editors:
+        assert editor.stdout is not None and editor.stdout.readline() == "ready\n"
+    for editor in editors:
+        assert editor.stdin is not None
+        editor.stdin.write("go\n")
+        editor.stdin.flush()
+    wins = [int(editor.communicate(timeout=120)[0]) for editor in editors]
+    assert all(editor.returncode == 0 for editor in editors)
+    store = Store(tmp_path / "seed", postgres_url)
+    try:
+        final = store.topic("s", "shared")
+    finally:
+        store.close()
+    assert final is not None and final.revision == 1 + sum(wins)  # every win is one revision: none overwritten
+    assert sum(wins) < 90  # the processes did race (an unconditional write would count 90 wins)
 
 
 async def test_a_revocation_on_one_process_closes_connections_on_the_others(tmp_path: Path, postgres_url: str) -> None:
@@ -294,6 +356,21 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
     with psycopg.connect(postgres_url) as check:
         stored = {row[0] for row in check.execute("SELECT guid FROM topics")}
     assert set(acked) <= stored  # nothing acknowledged was lost
+
+
+def test_the_password_can_come_from_pgpassword(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.url(postgres_url.rsplit("/", 1)[1], password=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(StoreUnavailable, match=r"password authentication failed|no password supplied"):
+        Store(tmp_path, url)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    store = Store(tmp_path, url)
+    try:
+        assert store.health().ok and store.health().url == url.replace("twinview@", "")
+    finally:
+        store.close()
 
 
 def test_an_unreachable_postgresql_at_start_is_one_clear_line(
