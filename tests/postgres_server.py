@@ -127,6 +127,11 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     if not (PG_BIN / "postgres").is_file():
         pytest.skip(f"PostgreSQL 15 not installed at {PG_BIN} (apt-get install postgresql)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("PostgreSQL refuses to run as root, and there is no user `nobody` to run it as")
     root = Path(tempfile.mkdtemp(prefix="twinview-pg-"))
     try:
         server = PostgresServer(root)

@@ -23,7 +23,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from tests.live_server import live_server, mint_token, store_rows
+from tests.live_server import live_server, mint_token, store_rows, write_scene
 from tests.postgres_server import PASSWORD, PostgresServer
 from viewer_server import annotations as annotations_mod
 from viewer_server import cli
@@ -379,9 +379,10 @@ def test_an_unreachable_postgresql_at_start_is_one_clear_line(
     url = f"postgresql://twinview:{PASSWORD}@127.0.0.1:1/nothing"
     with pytest.raises(StoreUnavailable, match=re.escape("PostgreSQL at postgresql://127.0.0.1:1/nothing unreachable")):
         Store(tmp_path, url)
-    assert cli.main(["store", "migrate", "--store", url]) == 2
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "unreachable" in err and PASSWORD not in err, err
+    for command in (["store", "migrate"], ["serve", str(write_scene(tmp_path)), "--data-dir", str(tmp_path / "d")]):
+        assert cli.main([*command, "--store", url]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "unreachable" in err and PASSWORD not in err, err
 
 
 async def _until(condition: Any, timeout: float = 30.0) -> None:
