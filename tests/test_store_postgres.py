@@ -20,19 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import psycopg
 import pytest
 
 from tests.live_server import live_server, mint_token, store_rows, write_scene
 from tests.postgres_server import PASSWORD, PostgresServer
 from viewer_server import annotations as annotations_mod
-from viewer_server import cli
+from viewer_server import cli, store_db
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_topic
-from viewer_server.store_db import Conflict, StoreUnavailable, connect
+from viewer_server.store_db import Conflict, StoreError, StoreUnavailable, connect
 from viewer_server.store_schema import MIGRATIONS, SCHEMA_VERSION, TABLES, SchemaTooNew, statements, version
 from viewer_server.topics import Topic
 
@@ -390,6 +391,25 @@ async def _until(condition: Any, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_a_row_locked_too_long_by_another_process_fails_the_write_instead_of_stalling_the_writer(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "LOCK_TIMEOUT_MS", 300)
+    store = Store(tmp_path, postgres_url)
+    try:
+        topic = Topic("t", "valve", "ana", 1.0)
+        store.submit(lambda db: put_topic(db, "s", topic, expected=0)).result()
+        with psycopg.connect(postgres_url) as other, other.transaction():  # another process, stuck mid-edit
+            other.execute("SELECT * FROM topics WHERE guid = 't' FOR UPDATE")
+            edit = msgspec.structs.replace(topic, revision=2)
+            with pytest.raises(StoreError, match="lock timeout"):
+                store.submit(lambda db: put_topic(db, "s", edit, expected=1)).result(timeout=30)
+        store.submit(lambda db: put_topic(db, "s", edit, expected=1)).result(timeout=30)  # and then it goes on
+        assert store.topic("s", "t") == edit
+    finally:
+        store.close()
 
 
 def test_a_deadlock_with_another_process_is_contention_and_a_taken_key_a_conflict(postgres_url: str) -> None:

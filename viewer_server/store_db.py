@@ -41,6 +41,10 @@ CONNECT_TIMEOUT_S: Final = 2
 RECONNECT_INTERVAL_S: Final = 1.0
 # TCP keepalives: a peer gone without a word (a cut network) is noticed within ~10 s, not hours.
 KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+# A statement, and a wait for another transaction's row lock, fail after this long (StoreError) rather than
+# keep a writer (and every caller queued behind it) waiting on a stuck server; migrations and copies wait.
+STATEMENT_TIMEOUT_MS: Final = 30_000
+LOCK_TIMEOUT_MS: Final = 10_000
 # The advisory lock key that serialises schema migrations of several processes starting at once.
 MIGRATION_LOCK_KEY: Final = 0x7477_696E_7669_6577  # "twinview" in ASCII
 # SQLSTATE classes of a lost connection: 08 (connection exception), 57P (the server shuts down or starts).
@@ -214,7 +218,10 @@ class PostgresDb:
                 raise StoreUnavailable(self._failure or f"PostgreSQL at {self.location}: reconnecting")
             self._connecting = True
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **KEEPALIVES)
+            timeouts = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=timeouts, **KEEPALIVES
+            )
         except psycopg.Error as exc:
             with self._lock:
                 self._connecting = False
@@ -266,7 +273,9 @@ class PostgresDb:
     def begin(self, *, exclusive: bool = False) -> None:
         self.execute("BEGIN")
         self._in_transaction = True
-        if exclusive:
+        if exclusive:  # a migration or a copy: as long as it takes, after whoever holds the lock
+            self.execute("SET LOCAL statement_timeout = 0")
+            self.execute("SET LOCAL lock_timeout = 0")
             self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
 
     def commit(self) -> None:
