@@ -29,7 +29,7 @@ from tests.postgres_server import PASSWORD, PostgresServer
 from viewer_server import annotations as annotations_mod
 from viewer_server import cli, store_db
 from viewer_server import protocol as p
-from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_topic
@@ -321,6 +321,8 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
         person(srv, "ben") as ben,
         aiohttp.ClientSession() as http,
     ):
+        await srv.live.rooms.create("review", "Review", None, "test")  # a session nobody has opened yet
+        review = mint_token(srv, "ana", "annotator", session="review")
         writers = [asyncio.create_task(write(cl, name)) for cl, name in ((ana, "ana"), (ben, "ben"))]
         await _until(lambda: len(acked) >= 20)
         postgres.stop(crash=True)  # as if killed: no goodbye to the clients
@@ -343,6 +345,10 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
         async with http.get(f"{srv.url}/api/sessions/{srv.live.scene.id}/audit", headers=admin) as r:
             body = await r.json()  # not in memory: a clear 503
             assert r.status == 503 and body["error"] == "store_unavailable" and "PostgreSQL" in body["detail"]
+        with pytest.raises(TwinClientError) as refused_join:  # its topics cannot be loaded: come back later
+            async with TwinClient(srv.ws_url, token=review, reconnect=False):
+                pass
+        assert refused_join.value.code == p.CLOSE_GOING_AWAY and "store" in refused_join.value.reason
         await asyncio.sleep(1.5)
         assert len(acked) == down  # nothing acknowledged while it is down
 
@@ -350,6 +356,7 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
         await _until(lambda: len(acked) >= down + 20, timeout=30)
         stop.set()
         await asyncio.gather(*writers)
+        assert await _joins(srv.ws_url, review) == "review"  # once the poll has reconnected the reads (~1 s)
         async with http.get(f"{srv.url}/api/health") as r:
             health = await r.json()
         assert health["status"] == "ok" and health["store"]["reachable"] is True and health["store"]["ok"] is True
@@ -384,6 +391,19 @@ def test_an_unreachable_postgresql_at_start_is_one_clear_line(
         assert cli.main([*command, "--store", url]) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "unreachable" in err and PASSWORD not in err, err
+
+
+async def _joins(url: str, token: str, timeout: float = 30.0) -> str:
+    """The session a client joins, reconnecting after 1001 as a client does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with TwinClient(url, token=token, reconnect=False) as joined:
+                assert joined.welcome is not None
+                return joined.welcome.session
+        except TwinClientError as exc:
+            assert exc.code == p.CLOSE_GOING_AWAY and time.monotonic() < deadline, exc
+            await asyncio.sleep(0.2)
 
 
 async def _until(condition: Any, timeout: float = 30.0) -> None:

@@ -63,6 +63,9 @@ STORE_TXN_MAX_JOBS: Final = 1000
 # are dropped and counted (`dropped_batches`, in /api/health): live fan-out never waits for the database,
 # and memory stays bounded. Values then persist with the next batch that touches them.
 STORE_QUEUE_MAX: Final = 4000
+# A failing database is logged when its error changes, else at most once per this many seconds (/api/health
+# and `write_errors` count every failure).
+STORE_LOG_REPEAT_S: Final = 10.0
 # Times a transaction of values and log rows is run when PostgreSQL aborts it for contention with another
 # process (a deadlock); one holding collaboration calls is not run again, its callers are told.
 STORE_TXN_ATTEMPTS: Final = 3
@@ -288,6 +291,7 @@ class Store:
         self.failing = False  # the last transaction failed (cleared by the next that commits)
         self.reachable = True  # the last statement reached the database
         self.latency_ms: float | None = None  # round trip of the last read
+        self._logged_at = -float("inf")  # when a failed transaction was last logged
         self._revoked: dict[tuple[str, str], float] = {}
         self.revocations()
         self._writer = threading.Thread(target=self._write_loop, args=(writer,), name="twinview-store", daemon=True)
@@ -569,8 +573,10 @@ class Store:
         """Count and log a transaction that failed; every call in it is told `exc`."""
         self.failing = True
         self.write_errors += 1
+        if str(exc) != self.last_error or time.monotonic() - self._logged_at >= STORE_LOG_REPEAT_S:
+            log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))
+            self._logged_at = time.monotonic()
         self._failed(exc)
-        log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))
         return [(args[1], None, exc) for kind, args in jobs if kind == "call"]
 
     @staticmethod
