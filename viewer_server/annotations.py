@@ -386,10 +386,14 @@ class Annotations:
         replacing topics the session has needs `topic.moderate`. Connected clients get topic_created /
         topic_updated / comment_added events. A replaced item's revision goes on from the current one, so
         edits made on the old revision are refused as stale. Returns the last seq and what was admitted.
-        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time."""
+        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time. The session is
+        read from the store first (another process sharing it may have changed it), and each replaced item is
+        written only if the store still has the revision it replaces, else `stale_revision`: import again."""
         _check(actor.role, Action.BCF_IMPORT)
         room = self._room(actor.room)
         async with room.lock:
+            room.topics = {t.guid: t for t in self.store.topics(actor.room)}
+            room.comments = {c.guid: c for c in self.store.comments(actor.room)}
             owners = self.store.attachment_sessions({a.id for t in topics for a in t.attachments})
             foreign = {att for att, session in owners.items() if session != actor.room}
             content = SessionContent(actor.room, room.topics, room.comments, foreign)
@@ -407,10 +411,17 @@ class Annotations:
             if admitted.replaced:
                 detail = f"{detail}; replaced {len(admitted.replaced)} topic(s)"
             entry = self._audit(actor, Action.BCF_IMPORT, f"{len(admitted.topics)} topics", detail, time.time())
+            based_on = {("topics", g): t.revision for g, t in room.topics.items()}
+            based_on |= {("comments", g): c.revision for g, c in room.comments.items()}
             write = self.store.import_topics(
-                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry
+                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry, based_on
             )
-            await self._saved(write)
+            try:
+                await self._saved(write)
+            except StaleRevision:
+                raise AnnotationError(
+                    p.ERR_STALE_REVISION, "a topic or comment was changed meanwhile by someone else: import again"
+                ) from None
             seq = self.hub.seq
             for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"

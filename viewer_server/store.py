@@ -24,7 +24,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -447,19 +447,25 @@ class Store:
         comments: Iterable[Comment],
         attachments: Iterable[tuple[Attachment, bytes]],
         actor: AuditEntry,
+        based_on: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         """Insert or replace topics, comments and attachments of a session in one transaction, with
-        the audit entry `actor`. Connected clients learn of them only through
-        `Annotations.import_topics`, which calls this."""
+        the audit entry `actor`. `based_on` (("topics" or "comments", guid) -> revision of the session's items
+        the import was admitted against): each item is written only if the store has that revision (none: new),
+        else StaleRevision and nothing is written; without it, whatever is stored is replaced. Connected clients
+        learn of them only through `Annotations.import_topics`, which calls this."""
+
+        def expected(table: str, guid: str) -> int | None:
+            return None if based_on is None else based_on.get((table, guid), 0)
 
         def write(db: Db) -> None:
             for attachment, data in attachments:
                 db.execute("DELETE FROM attachments WHERE id = ?", (attachment.id,))
                 put_attachment(db, session, attachment, data, actor.actor, actor.ts)
             for topic in topics:
-                put_topic(db, session, topic)
+                put_topic(db, session, topic, expected=expected("topics", topic.guid))
             for comment in comments:
-                put_comment(db, session, comment)
+                put_comment(db, session, comment, expected=expected("comments", comment.guid))
             put_audit(db, actor)
 
         await self.run(write)
