@@ -63,7 +63,7 @@ async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         with monkeypatch.context() as m:
 
-            def disk_full(*args: object) -> None:
+            def disk_full(*args: object, **kwargs: object) -> None:
                 raise StoreError("OperationalError: database or disk is full")
 
             m.setattr(store_mod.Store, "_write_batch", disk_full)  # every write fails, as on a full disk
