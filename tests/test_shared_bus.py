@@ -1,39 +1,173 @@
-"""Several server processes on one Redis (`serve --bus redis://…`): one twin, one numbering, one log."""
+"""Several server processes on one Redis (`serve --bus redis://…`): one twin, one numbering, one log.
+
+Servers here run in the test's process (each with its own hub, store connection and Redis connections, on the
+same data dir, as processes on one host would); tests/test_shared_failover.py kills real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.live_server import live_server
+from tests.live_server import JSON_BODY, live_server, mint_token, person
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
-from tests.test_server_ws import ingest, pressure
-from viewer_server.client import TwinClient
+from tests.test_server_ws import assert_resumed, ingest, pressure
+from viewer_server import protocol as p
+from viewer_server.alarms import load_alarms
+from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
 
 PT = "PT-1/pressure"
+POSE = p.Pose((1.0, 1.7, 4.0), (0.0, 0.0, 0.0, 1.0))
 
 
 @contextlib.asynccontextmanager
 async def servers(root: Path, url: str, count: int = 2) -> AsyncIterator[list[RunningServer]]:
-    """`count` servers of the same scene and data dir on one Redis (the first one founds the deployment)."""
+    """`count` servers of the same scene and data dir on one Redis; the first one founds the deployment and
+    leads it."""
     async with contextlib.AsyncExitStack() as stack:
         yield [await stack.enter_async_context(live_server(root, bus_url=url)) for _ in range(count)]
 
 
-async def test_telemetry_ingested_at_one_process_reaches_clients_of_another(
+async def test_telemetry_presence_and_events_reach_every_process_in_one_order(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with servers(tmp_path, redis_service.url, 3) as (a, b, c), aiohttp.ClientSession() as http:
+        assert a.live.hub.leading and not b.live.hub.leading and not c.live.hub.leading
+        assert a.live.hub.epoch == b.live.hub.epoch == c.live.hub.epoch
+        async with TwinClient(a.ws_url) as on_a, TwinClient(b.ws_url) as on_b, person(c, "ana", "annotator") as ana:
+            await ingest(http, b.url, pressure(5.7))  # telemetry at a follower: an alarm, decided once
+            await ana.send_presence(POSE)  # presence and events made at another follower
+            topic = await ana.create_topic(p.TopicDraft("leak at the pump"))
+            comment = await ana.add_comment(topic.guid, "seen from the walkway")
+            await ingest(http, c.url, pressure(1.0))  # the alarm returns
+            for client in (on_a, on_b):
+                await client.wait_for(lambda cl: comment.guid in cl.comments and cl.props[PT].v == 1.0, timeout=20)
+                await client.wait_for(lambda cl: any(pr.pose == POSE for pr in cl.presence.values()), timeout=20)
+            kinds = [e.kind for e in on_a.events]
+            assert kinds == ["alarm_raised", "topic_created", "comment_added", "alarm_returned"]
+            assert topic.seq < comment.seq and [topic.seq, comment.seq] == [on_a.events[1].seq, on_a.events[2].seq]
+            await on_b.wait_for(lambda cl: cl.seq == on_a.seq, timeout=10)
+            assert_resumed(on_b, on_a)  # the same changes, seqs and state on both processes
+            assert on_a.seq_gaps == 0 and on_a.duplicate_events == 0
+            # A client leaving one process leaves everyone's view.
+            await ana.close()
+            for client in (on_a, on_b):
+                await client.wait_for(lambda cl: not cl.presence, timeout=20)
+            # Every process serves the same state over REST, and the new topic to its sessions' snapshots.
+            for srv in (a, b, c):
+                async with http.get(f"{srv.url}/api/state") as r:
+                    state = await r.json()
+                assert state["props"]["PT-1/pressure"]["v"] == 1.0 and state["epoch"] == a.live.hub.epoch
+                assert srv.live.annotations is not None and topic.guid in {
+                    t.guid for t in srv.live.annotations.topics(srv.live.scene.id)
+                }
+
+
+async def test_telemetry_at_two_processes_raises_one_alarm(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        aiohttp.ClientSession() as http,
+        TwinClient(a.ws_url) as on_a,
+        TwinClient(b.ws_url) as on_b,
+    ):
+        await asyncio.gather(ingest(http, a.url, pressure(5.7)), ingest(http, b.url, pressure(5.9)))
+        await ingest(http, b.url, p.Reading(50.0, key="LT-1.level"))  # a fence: after both
+        for client in (on_a, on_b):
+            await client.wait_for(lambda cl: "LT-1/level" in cl.props, timeout=20)
+            assert [e.kind for e in client.events] == ["alarm_raised"]
+        assert on_a.events == on_b.events and on_a.alarms == on_b.alarms
+        assert a.live.hub.alarms.listed() == b.live.hub.alarms.listed() != []
+        [(alarm_id, state)] = [(x.id, x.state) for x in b.live.hub.alarms.listed()]
+        # An operator on the follower acknowledges it: one transition, seen everywhere, stored once.
+        async with person(b, "olga", "operator") as olga:
+            saved = await olga.acknowledge_alarm(alarm_id)
+        for client in (on_a, on_b):
+            await client.wait_for(lambda cl: cl.alarms[alarm_id].state == "acknowledged", timeout=20)
+        assert saved.seq == on_a.events[-1].seq and state == "unacknowledged"
+        assert [e.kind for e in on_a.events] == ["alarm_raised", "alarm_acknowledged"]
+        a.store.flush()
+        b.store.flush()
+        _, stored = a.store.submit(lambda db: load_alarms(db, a.live.scene.id)).result()
+        assert [e.seq for e in stored] == [e.seq for e in on_a.events]  # each transition stored once
+
+
+async def test_a_revocation_on_one_process_closes_connections_on_another_within_a_second(
     tmp_path: Path,
     redis_service: RedisServer,  # noqa: F811
 ) -> None:
     async with servers(tmp_path, redis_service.url) as (a, b), aiohttp.ClientSession() as http:
-        assert a.live.hub.epoch == b.live.hub.epoch
-        async with TwinClient(a.ws_url) as on_a, TwinClient(b.ws_url) as on_b:
-            await ingest(http, b.url, pressure(5.7))
-            for c in (on_a, on_b):
-                await c.wait_for(lambda c: PT in c.props and c.alarms, timeout=10)
-            assert on_a.props == on_b.props and on_a.visuals == on_b.visuals
-            assert [e.seq for e in on_a.events] == [e.seq for e in on_b.events]
-            assert on_a.seq == on_b.seq == a.live.hub.seq == b.live.hub.seq
+        bob = person(b, "bob", "annotator")
+        bob.reconnect = False
+        await bob.connect()
+        admin = mint_token(a, "root", "admin")
+        url = f"{a.url}/api/sessions/{a.live.scene.id}/revoke"
+        start = time.monotonic()
+        headers = {"Authorization": f"Bearer {admin}", **JSON_BODY}
+        async with http.post(url, data=b'{"user": "bob"}', headers=headers) as r:
+            assert r.status == 200
+        await bob.wait_for(lambda cl: cl.closed_with is not None, timeout=5)
+        assert time.monotonic() - start < 1.0
+        assert bob.closed_with is not None and bob.closed_with.code == p.CLOSE_AUTH
+
+
+async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing_acknowledged(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with servers(tmp_path, redis_service.url) as (a, b):
+        watcher = TwinClient(a.ws_url)
+        gw = TwinClient(b.ws_url, role="publisher")
+        ana = person(b, "ana", "annotator")
+        for client in (watcher, gw, ana):
+            await client.connect()
+        acked: list[float] = []
+
+        async def publish(value: float) -> None:
+            ack = await gw.publish([pressure(value)])  # RequestRefused: not acknowledged
+            assert ack.accepted == 1
+            acked.append(value)
+
+        for value in (1.0, 1.5, 2.0):
+            await publish(value)
+        redis_service.stop()
+        with pytest.raises(RequestRefused) as refused:  # the ack is refused with a reason, never a silent drop
+            await publish(2.5)
+        assert refused.value.error.code == p.ERR_NOT_SAVED and "shared bus" in refused.value.error.message
+        error = await ana._request(p.TopicCreate(p.TopicDraft("while down"), "t1"), "t1", 10)
+        assert isinstance(error, p.Error) and error.code == p.ERR_NOT_SAVED and "shared bus" in error.message
+        for client in (watcher, gw, ana):  # every client hears it, and keeps what it shows
+            await client.wait_for(lambda cl: "degraded" in cl.statuses, timeout=10)
+        assert PT in watcher.props and (await watcher.ping()).server_time > 0
+        async with aiohttp.ClientSession() as http, http.get(f"{a.url}/api/health") as r:
+            health = await r.json()
+        assert health["status"] == "degraded" and health["bus"]["connected"] is False
+        redis_service.start()
+        for client in (watcher, gw, ana):
+            await client.wait_for(lambda cl: cl.statuses[-1:] == ["ok"], timeout=20)
+        # Acknowledged before Redis stopped (in its append-only file), perhaps not yet numbered: not lost.
+        await watcher.wait_for(lambda cl: cl.props[PT].v == 2.0, timeout=20)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                await publish(3.0)
+                break
+            except RequestRefused:  # until a leader holds the lease again
+                assert time.monotonic() < deadline, "writes did not come back after Redis did"
+                await asyncio.sleep(0.2)
+        topic = await ana.create_topic(p.TopicDraft("after the restart"))
+        await watcher.wait_for(lambda cl: cl.props[PT].v == 3.0 and topic.guid in cl.topics, timeout=20)
+        assert watcher.seq_gaps == 0 and watcher.duplicate_events == 0
+        assert acked == [1.0, 1.5, 2.0, 3.0]
+        await watcher.wait_for(lambda cl: cl.seq == a.live.hub.seq == b.live.hub.seq, timeout=10)
+        for client in (watcher, gw, ana):
+            await client.close()

@@ -23,6 +23,7 @@ from viewer_server.ingest import MqttStatus, NotSaved
 from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
+from viewer_server.redis_bus import BusHealth
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
 from viewer_server.session import websocket
@@ -62,6 +63,7 @@ class Health(msgspec.Struct):
     resyncs: int
     mqtt: MqttStatus
     store: StoreStatus
+    bus: BusHealth | None = None  # several processes serve the scene (serve --bus): Redis, leader, peers
 
 
 class StoreStatus(msgspec.Struct):
@@ -189,7 +191,7 @@ async def health(request: web.Request) -> web.Response:
     sessions = live.sessions
     return reply(
         Health(
-            status="ok",
+            status="degraded" if live.shared is not None and not live.shared.connected else "ok",
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
@@ -204,6 +206,7 @@ async def health(request: web.Request) -> web.Response:
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
             store=_store_status(live),
+            bus=live.shared.health() if live.shared is not None else None,
         )
     )
 

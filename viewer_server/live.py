@@ -56,6 +56,7 @@ class LiveScene:
     alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
     historian: Historian | None = None  # every reading and event, for replay and charts (needs the data dir)
     audit: AuditSummaries | None = None  # summary rows: ingest sources, refused requests (needs the store)
+    shared: RedisBus | None = None  # the bus of several processes serving the scene (serve --bus)
     # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
     bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
@@ -117,6 +118,7 @@ class LiveScene:
             alarm_desk=desk,
             historian=historian,
             audit=AuditSummaries(store) if store is not None else None,
+            shared=shared,
         )  # fmt: skip
 
 

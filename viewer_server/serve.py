@@ -37,7 +37,7 @@ from viewer_server.live import LiveScene
 from viewer_server.protocol import CLOSE_AUTH
 from viewer_server.redis_bus import RedisBus
 from viewer_server.server_file import announced, local_url
-from viewer_server.session import close_sessions, revoked
+from viewer_server.session import close_sessions, revoked, tell_status
 from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store, prune_revocations
 
@@ -135,6 +135,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             await live.hub.start()  # BusUnavailable: Redis does not answer
             started = True
             live.hub.on_reset.append(functools.partial(_resync_all, live))
+            live.hub.redis.on_status.append(functools.partial(tell_status, live))
         _freeze_loaded_objects()
         # aiohttp's keep-alive timer also runs from the connection until the first request head is complete.
         runner = web.AppRunner(make_app(live, edge=edge), handle_signals=False, keepalive_timeout=opts.header_timeout_s)
@@ -147,6 +148,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        if shared is not None:
+            jobs.append(_close_announced(live, store, shared))
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))
@@ -247,6 +250,14 @@ def _resync_all(live: LiveScene) -> None:
     """The shared hub's mirror started over from a checkpoint: every connection gets a resync snapshot."""
     for session in live.sessions:
         session.outbox.request_resync()
+
+
+async def _close_announced(live: LiveScene, store: Store, shared: RedisBus) -> None:
+    """Close the connections revoked on another process of the deployment as soon as it says so."""
+    async for _ in shared.announcements(live.scene.id):
+        gone = revoked(live.sessions, store.revocations())
+        if gone:
+            await close_sessions(gone, CLOSE_AUTH, REVOKED)
 
 
 async def _simulate(live: LiveScene) -> None:

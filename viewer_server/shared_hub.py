@@ -344,9 +344,13 @@ class SharedHub(SceneHub):
                 self.presence[sid], self.presence_room[sid], self.presence_owner[sid] = presence, room, owner
         for room, presenter in record.presenter:
             state[(PRESENTER, room, room)] = presenter
+            for observer in self.on_presenter:
+                observer(room, presenter)
         for event in record.events:
             self.alarms.apply(event)
             self.log.append_event(event)
+            for observer in self.on_event:
+                observer(event)
         for skey, value in state.items():
             self.log.append_state(record.last, skey, value)
         self.seq, self._window_first = record.last, record.last + 1
@@ -526,11 +530,14 @@ class _Leader:
                 self.cursor = entry_id
 
     def forget_departed(self, peers: list[str]) -> None:
-        """Remove the presence of connections whose process is gone (its heartbeat ran out)."""
+        """Remove the presence of connections whose process is gone (its heartbeat ran out), their raised hands
+        and presenter mode."""
         alive = set(peers)
         for sid, owner in list(self.owners.items()):
             if owner not in alive:
                 self.engine.set_presence(sid, None)
+                for observer in self.mirror.on_departed:
+                    observer(sid)
 
     async def finish(self) -> None:
         """Stopping: append the open window and wait for the appends."""
