@@ -17,8 +17,10 @@ import pytest
 from tests.live_server import JSON_BODY, live_server, mint_token, person
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
 from tests.test_server_ws import assert_resumed, ingest, pressure
+from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
+from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
 
@@ -150,7 +152,7 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
         assert PT in watcher.props and (await watcher.ping()).server_time > 0
         async with aiohttp.ClientSession() as http, http.get(f"{a.url}/api/health") as r:
             health = await r.json()
-        assert health["status"] == "degraded" and health["bus"]["connected"] is False
+        assert health["status"] == "degraded" and health["bus"]["ok"] is False and "Redis" in health["bus"]["detail"]
         redis_service.start()
         for client in (watcher, gw, ana):
             await client.wait_for(lambda cl: cl.statuses[-1:] == ["ok"], timeout=20)
@@ -171,3 +173,24 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
         await watcher.wait_for(lambda cl: cl.seq == a.live.hub.seq == b.live.hub.seq, timeout=10)
         for client in (watcher, gw, ana):
             await client.close()
+
+
+async def test_a_users_rate_limit_holds_across_processes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    monkeypatch.setattr(annotations_mod, "ANNOTATION_RATE_PER_S", 1e-6)  # no refill while the test runs
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        person(a, "ana", "annotator") as on_a,
+        person(b, "ana", "annotator") as on_b,
+    ):
+        for i in range(ANNOTATION_BURST):  # the burst, spent half on each process
+            await (on_a if i % 2 else on_b).create_topic(p.TopicDraft(f"pin {i}"))
+        for client in (on_a, on_b):
+            await client.wait_for(lambda cl: len(cl.topics) == ANNOTATION_BURST, timeout=20)
+        for client in (on_a, on_b):
+            with pytest.raises(RequestRefused) as refused:
+                await client.create_topic(p.TopicDraft("one too many"))
+            assert refused.value.error.code == p.ERR_RATE_LIMITED

@@ -71,7 +71,6 @@ async def test_kill_9_of_the_leader_every_client_resumes_on_another_process(
             assert kinds == ["alarm_raised", "topic_created", "alarm_returned"]
             async with aiohttp.ClientSession() as http, http.get(f"{urls[1]}/api/health") as r:
                 health = await r.json()
-            assert health["bus"]["leader"] is True and health["status"] == "ok"
-            assert len(health["bus"]["peers"]) == 1
+            assert health["status"] == "ok" and health["bus"]["ok"] is True and health["peers"] == []
             for client in (*clients, watcher, gw):
                 await client.close()

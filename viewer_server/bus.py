@@ -5,6 +5,7 @@ block: they hand the batch to an outbox and return. Inside a process the fan-out
 `InProcessBus`; several processes serving one scene (`serve --bus redis://…`) share a numbered log of
 batches instead (`viewer_server/shared_hub.py` over `viewer_server/redis_bus.py`), from which each
 process's hub publishes on its own `InProcessBus`, so sessions never know how many processes there are.
+`health()` and `peers()` say how it is for `/api/health` (viewer_server.health).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from viewer_server.health import EngineHealth, Peer
 from viewer_server.outbox import Batch
 
 Subscriber = Callable[[Batch], None]
@@ -27,6 +29,10 @@ class Bus(Protocol):
     def publish(self, scene: str, batch: Batch) -> None: ...
 
     def subscribe(self, scene: str, callback: Subscriber) -> Unsubscribe: ...
+
+    def health(self) -> EngineHealth: ...
+
+    def peers(self) -> list[Peer]: ...
 
 
 class InProcessBus:
@@ -50,3 +56,9 @@ class InProcessBus:
             subs.pop(sub_id, None)
 
         return unsubscribe
+
+    def health(self) -> EngineHealth:
+        return EngineHealth("in-process", ok=True)
+
+    def peers(self) -> list[Peer]:
+        return []  # alone by construction

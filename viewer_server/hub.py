@@ -23,7 +23,7 @@ from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
 from viewer_server.historian import Historian
-from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, Seen, StateKey, StateValue, element_of
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.store import Store
@@ -89,8 +89,9 @@ class SceneHub:
         # Called with each alarm transition of the process (not people's: their desk writes those), numbered.
         self.on_alarm: list[Callable[[p.Event], None]] = []
         # Called with every numbered event, in seq order, when it is numbered (here) or arrives from the shared
-        # log (shared_hub.py): the services keep their sessions' topics, comments and procedures with it.
-        self.on_event: list[Callable[[p.Event], None]] = []
+        # log (shared_hub.py), and whether a request of this process made it: the services keep their sessions'
+        # topics, comments, procedures and rate limits with it.
+        self.on_event: list[Callable[[p.Event, bool], None]] = []
         # Called with (session, state) for each presenter state another process published (shared_hub.py).
         self.on_presenter: list[Callable[[str, p.PresenterState], None]] = []
         # Called with each connection of another process that died, on the process that leads (shared_hub.py).
@@ -219,7 +220,7 @@ class SceneHub:
         self._window_events.append(event)
         self._schedule_flush()
         for observer in self.on_event:
-            observer(event)
+            observer(event, True)
         return event
 
     async def number(self, make: Callable[[int], p.Event]) -> p.Event:
@@ -275,12 +276,23 @@ class SceneHub:
     # --- what sessions ask for -------------------------------------------------------------------
 
     def snapshot(
-        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None, room: str = ""
+        self,
+        layer: str,
+        urls: dict[str, str],
+        *,
+        resync: bool = False,
+        reason: str | None = None,
+        room: str = "",
+        seen: Seen = None,
     ) -> p.Snapshot:
-        """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
-        change falls between the snapshot and the first delta."""
+        """The full state of `layer` as of now (its props and visuals those of the elements `seen`). Call it
+        in the same loop step as subscribing, so no change falls between the snapshot and the first delta."""
         if self.seq >= self._window_first:
             self.flush()  # the snapshot must not include changes of a window not yet published
+        props, visuals = self.props, self.visuals[layer]
+        if seen is not None:
+            props = {key: v for key, v in props.items() if element_of(PROP, key) in seen}
+            visuals = {el: v for el, v in visuals.items() if el in seen}
         return p.Snapshot(
             seq=self.seq,
             epoch=self.epoch,
@@ -288,8 +300,8 @@ class SceneHub:
             layer=layer,
             glb_url=urls["glb"],
             manifest_url=urls["manifest"],
-            props=dict(self.props),
-            visuals=dict(self.visuals[layer]),
+            props=dict(props),
+            visuals=dict(visuals),
             alarms=self.alarms.listed(),
             alarm_history=list(self.alarms.history),
             presence={sid: pr for sid, pr in self.presence.items() if self.presence_room.get(sid, "") in ("", room)},

@@ -305,7 +305,7 @@ class Procedures:
                 moved = moved or event.kind in ("procedure_started", "procedure_step")
             drafts = ps.observe(self._value, self.clock()) if moved else []
 
-    def _apply(self, event: p.Event) -> None:
+    def _apply(self, event: p.Event, mine: bool) -> None:
         """Every numbered event, in seq order (whichever process's person made it): the session's run follows."""
         if event.kind in p.PROCEDURE_EVENTS:
             self.session(event.session).apply(event)

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
-import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -33,7 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from viewer_server.bus import BusUnavailable
+from viewer_server.bus import BusUnavailable, InProcessBus, Subscriber, Unsubscribe
+from viewer_server.health import EngineHealth, Peer, process_name, public_url
+from viewer_server.outbox import Batch
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +73,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(out, 1, now)
+return out
 """
 
 
 class Fenced(Exception):
     """The append was refused: this process no longer holds the lease, or the log moved on without it."""
-
-
-class BusHealth(msgspec.Struct):
-    """The shared bus as /api/health shows it: `connected` false means degraded (writes are refused with
-    a clear error, reads are served from this process's mirror)."""
-
-    engine: str  # "redis"
-    url: str  # without credentials
-    process: str  # this process's id among its peers
-    connected: bool
-    leader: bool  # whether this process numbers the scene's changes now
-    peers: list[str]  # every process whose heartbeat is current, this one included
-    last_error: str = ""
 
 
 def check_url(url: str) -> str:
@@ -102,30 +91,26 @@ def check_url(url: str) -> str:
     return url
 
 
-def shown_url(url: str) -> str:
-    """The URL without a password, for logs, errors and /api/health."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def process_id() -> str:
-    """This process among its peers: the host, the pid and a random part (a pid is reused after a restart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """This process among its peers: its name (host:pid, as /api/health says) and a random part, so that a
+    process restarted with the same pid (a container's 1) is not taken for the one that died."""
+    return f"{process_name()}:{secrets.token_hex(3)}"
 
 
 class RedisBus:
-    """One process's connection to the shared bus. Every call raises BusUnavailable when Redis does not
-    answer, and `health()` tells whether it answered last; `on_status` callbacks hear each change."""
+    """One process's bus in a deployment of several: its own sessions' fan-out (`publish`, `subscribe`, as the
+    in-process bus; the scene's SharedHub publishes what it takes from the shared log), and the connection to
+    Redis that SharedHub uses. Every Redis call raises BusUnavailable when Redis does not answer; `health()`
+    tells whether it answered last, `on_status` callbacks hear each change, `peers()` who else is there."""
 
     def __init__(self, url: str, process: str | None = None) -> None:
         self.url = check_url(url)
         self.process = process or process_id()
         self.connected = False
         self.last_error = ""
-        self.leader = False  # kept by shared_hub, shown in health()
-        self.peers: list[str] = []
         self.on_status: list[Callable[[bool], None]] = []
+        self._local = InProcessBus()
+        self._peers: dict[str, float] = {}  # another process -> monotonic time its heartbeat was last seen
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=COMMAND_TIMEOUT_S + BLOCK_MS / 1000,
@@ -137,10 +122,26 @@ class RedisBus:
         self._release = self._redis.register_script(_RELEASE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
 
-    def health(self) -> BusHealth:
-        return BusHealth(
-            "redis", shown_url(self.url), self.process, self.connected, self.leader, list(self.peers), self.last_error
+    # --- Bus -----------------------------------------------------------------------------------------
+
+    def publish(self, scene: str, batch: Batch) -> None:
+        self._local.publish(scene, batch)
+
+    def subscribe(self, scene: str, callback: Subscriber) -> Unsubscribe:
+        return self._local.subscribe(scene, callback)
+
+    def health(self) -> EngineHealth:
+        if self.connected:
+            return EngineHealth("redis", ok=True, url=public_url(self.url))
+        detail = (
+            f"Redis does not answer ({self.last_error or 'not connected yet'}): start it or check --bus; this process"
+            " serves what it holds and refuses changes until Redis is back"
         )
+        return EngineHealth("redis", ok=False, url=public_url(self.url), detail=detail)
+
+    def peers(self) -> list[Peer]:
+        now = time.monotonic()
+        return [Peer(name.rsplit(":", 1)[0], round(now - seen, 3)) for name, seen in sorted(self._peers.items())]
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -155,7 +156,7 @@ class RedisBus:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._status(False, f"{type(exc).__name__}: {exc}")
             raise BusUnavailable(
-                f"the shared bus ({shown_url(self.url)}) is unreachable ({exc}): {what} was not done; send it again"
+                f"the shared bus ({public_url(self.url)}) is unreachable ({exc}): {what} was not done; send it again"
                 " in a moment"
             ) from None
         self._status(True, "")
@@ -167,9 +168,9 @@ class RedisBus:
         if connected != self.connected:
             self.connected = connected
             if connected:
-                log.warning("shared bus %s: connected", shown_url(self.url))
+                log.warning("shared bus %s: connected", public_url(self.url))
             else:
-                log.error("shared bus %s unreachable: %s", shown_url(self.url), error)
+                log.error("shared bus %s unreachable: %s", public_url(self.url), error)
             for observer in self.on_status:
                 observer(connected)
 
@@ -246,24 +247,35 @@ class RedisBus:
     async def load_checkpoint(self, scene: str) -> bytes | None:
         return await self._call("reading the checkpoint", self._redis.get(self.key(scene, "checkpoint")))
 
-    async def heartbeat(self, scene: str, alive: bool = True) -> list[str]:
-        """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene."""
+    async def heartbeat(self, scene: str, alive: bool = True) -> set[str]:
+        """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene, this
+        one included."""
         call = self._heartbeat(keys=[self.key(scene, "peers")], args=[self.process, PEER_TTL_MS if alive else 0])
-        peers = sorted(p.decode() for p in await self._call("the heartbeat", call))
-        self.peers = peers
-        return peers
+        now_ms, *pairs = await self._call("the heartbeat", call)
+        expiries = {pairs[i].decode(): float(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        # Each heartbeat runs out PEER_TTL_MS after it was made: so long ago was it made.
+        now = time.monotonic()
+        self._peers = {
+            name: now - (PEER_TTL_MS - (expiry - int(now_ms))) / 1000
+            for name, expiry in expiries.items()
+            if name != self.process
+        }
+        return set(expiries)
 
     # --- revocations -----------------------------------------------------------------------------
 
     async def announce(self, scene: str, message: bytes) -> None:
         await self._call("announcing the revocation", self._redis.publish(self.key(scene, "revoked"), message))
 
-    async def announcements(self, scene: str) -> AsyncIterator[bytes]:
-        """Messages on the scene's revocation channel, for ever: a lost connection is subscribed again."""
+    async def announcements(self, scene: str, subscribed: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+        """Messages on the scene's revocation channel, for ever: a lost connection is subscribed again.
+        `subscribed` is set once the first subscription holds (nothing announced from then on is missed)."""
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await self._call("listening for revocations", pubsub.subscribe(self.key(scene, "revoked")))
+                if subscribed is not None:
+                    subscribed.set()
                 while True:
                     message = await self._call("listening for revocations", pubsub.get_message(True, BLOCK_MS / 1000))
                     if message is not None and message["type"] == "message":

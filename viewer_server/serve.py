@@ -51,6 +51,8 @@ RULES_TICK_S: Final = 1.0
 # How often the server looks for revocations made by another process (`twinview session revoke`) to
 # close the connections they void; the REST call closes its own at once.
 REVOCATION_POLL_S: Final = 1.0
+# How long start-up waits for the shared bus's revocation channel (Redis answered a moment before).
+STARTUP_WAIT_S: Final = 10.0
 # The historian's upkeep (sealing finished hours, retention): a few times per hour is enough for hourly chunks.
 HISTORY_UPKEEP_S: Final = 300.0
 
@@ -92,6 +94,7 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
     bus_url: str | None = None  # redis://HOST:PORT: several processes serve the scene (viewer_server/shared_hub.py)
 
 
@@ -112,7 +115,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
     opts = _options(options, fields)
     if opts.mqtt_url:
         check_url(opts.mqtt_url)
-    shared = RedisBus(opts.bus_url) if opts.bus_url else None  # ValueError for a bad URL, before anything opens
+    # A bad --bus URL is a ValueError before anything opens.
+    bus: InProcessBus | RedisBus = RedisBus(opts.bus_url) if opts.bus_url else InProcessBus()
     edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
     store = Store(opts.data_dir)
     live: LiveScene | None = None
@@ -125,11 +129,11 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         live = LiveScene.open(
             opts.scene_dir,
             opts.bindings,
-            bus=InProcessBus(),
+            bus=bus,
             store=store,
             procedures_path=opts.procedures,
             mqtt_url=opts.mqtt_url,
-            shared=shared,
+            history=opts.history,
         )
         if isinstance(live.hub, SharedHub):
             await live.hub.start()  # BusUnavailable: Redis does not answer
@@ -148,8 +152,9 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
-        if shared is not None:
-            jobs.append(_close_announced(live, store, shared))
+        subscribed = asyncio.Event()
+        if isinstance(bus, RedisBus):
+            jobs.append(_close_announced(live, store, bus, subscribed))
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))
@@ -160,6 +165,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
+        if isinstance(bus, RedisBus):  # revocations announced from now on reach this process
+            await asyncio.wait_for(subscribed.wait(), STARTUP_WAIT_S)
         with announced(opts.data_dir, local_url(opts.host, bound)):  # for commands on this data dir
             yield RunningServer(live, store, runner, bound, opts.host, tasks, guard)
     finally:
@@ -172,8 +179,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             await runner.cleanup()
         if started and isinstance(live.hub, SharedHub):
             await live.hub.stop()
-        if shared is not None:
-            await shared.close()
+        if isinstance(bus, RedisBus):
+            await bus.close()
         if live is not None:
             live.hub.close()
             if live.audit is not None:
@@ -252,9 +259,9 @@ def _resync_all(live: LiveScene) -> None:
         session.outbox.request_resync()
 
 
-async def _close_announced(live: LiveScene, store: Store, shared: RedisBus) -> None:
+async def _close_announced(live: LiveScene, store: Store, bus: RedisBus, subscribed: asyncio.Event) -> None:
     """Close the connections revoked on another process of the deployment as soon as it says so."""
-    async for _ in shared.announcements(live.scene.id):
+    async for _ in bus.announcements(live.scene.id, subscribed):
         gone = revoked(live.sessions, store.revocations())
         if gone:
             await close_sessions(gone, CLOSE_AUTH, REVOKED)

@@ -34,7 +34,7 @@ import msgspec
 
 from scene.state import PropertyValue, Reading
 from viewer_server import protocol as p
-from viewer_server.bus import Bus, BusUnavailable
+from viewer_server.bus import BusUnavailable
 from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub, prop_key, prop_state, visual_key
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
@@ -135,20 +135,16 @@ class SharedHub(SceneHub):
         *,
         rules: LiveRules,
         alarms: AlarmBook,
-        bus: Bus,
+        bus: RedisBus,
         store: Store | None,
-        redis: RedisBus,
         historian: Historian | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(scene_id, rules=rules, alarms=alarms, bus=bus, store=store, historian=historian, clock=clock)
-        self.redis = redis
+        self.redis = bus  # the shared log; its `publish` is this process's own fan-out
         self.last_id = "0-0"  # the log entry the mirror stands at
         self.cursor = "0-0"  # the inbox entry the log has taken in up to
         self.presence_owner: dict[str, str] = {}  # connection -> its process
-        # "element/prop" -> (element, prop), for the mirror's TwinState (every property a reading can set)
-        bindings = rules.bindings
-        self._keys = {prop_key(b.element, b.prop): (b.element, b.prop) for b in (bindings.bindings if bindings else [])}
         self._saved: dict[str, dict[str, PropertyValue]] = {}  # values from the store: a new deployment's start
         self._waiting: dict[str, asyncio.Future[p.Event]] = {}
         self._requests = itertools.count(1)
@@ -201,7 +197,6 @@ class SharedHub(SceneHub):
                 await leader.finish()
                 await self.redis.release(self.scene_id, self._token)
             await self.redis.heartbeat(self.scene_id, alive=False)
-        self.redis.leader = False
 
     async def _checkpoint(self) -> Checkpoint | None:
         data = await self.redis.load_checkpoint(self.scene_id)
@@ -324,13 +319,11 @@ class SharedHub(SceneHub):
         for key, value in record.props:
             state[(PROP, key, "")] = value
             self.props[key] = value
-            element_prop = self._keys.get(key)
-            if element_prop is not None:
-                before = self.state.get(*element_prop)
-                rx = before.rx if before is not None and value.silent_since is not None else now
-                pv = PropertyValue(value.v, value.u, value.ts, rx, value.q, value.silent_since)
-                self.state.put(*element_prop, pv)
-                changed.append(element_prop)
+            element, _, prop = key.rpartition("/")  # keys split at their last "/" (PROTOCOL.md §2)
+            before = self.state.get(element, prop)
+            rx = before.rx if before is not None and value.silent_since is not None else now
+            self.state.put(element, prop, PropertyValue(value.v, value.u, value.ts, rx, value.q, value.silent_since))
+            changed.append((element, prop))
         for element, layer, visual in record.visuals:
             state[(VISUAL, visual_key(element, layer), layer)] = visual
             self.visuals.setdefault(layer, {})[element] = visual
@@ -346,11 +339,12 @@ class SharedHub(SceneHub):
             state[(PRESENTER, room, room)] = presenter
             for observer in self.on_presenter:
                 observer(room, presenter)
+        mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
             self.log.append_event(event)
             for observer in self.on_event:
-                observer(event)
+                observer(event, event.seq in mine)
         for skey, value in state.items():
             self.log.append_state(record.last, skey, value)
         self.seq, self._window_first = record.last, record.last + 1
@@ -402,7 +396,6 @@ class SharedHub(SceneHub):
                     self._step_down("the shared bus is unreachable: the lease may run out meanwhile")
             except Fenced as exc:
                 self._step_down(str(exc))
-            self.redis.leader = self._leader is not None
             await asyncio.sleep(RENEW_S)
 
     async def _take_over(self) -> None:
@@ -419,7 +412,6 @@ class SharedHub(SceneHub):
 
     def _promote(self, saved: dict[str, dict[str, PropertyValue]]) -> _Leader:
         leader = self._leader = _Leader(self, saved)
-        self.redis.leader = True
         return leader
 
     def _step_down(self, why: str) -> None:
@@ -427,7 +419,6 @@ class SharedHub(SceneHub):
         if leader is not None:
             log.warning("scene %s: this process no longer leads (%s)", self.scene_id, why)
             leader.abandon()
-        self.redis.leader = False
 
 
 class _Leader:
