@@ -158,14 +158,8 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
             await client.wait_for(lambda cl: cl.statuses[-1:] == ["ok"], timeout=20)
         # Acknowledged before Redis stopped (in its append-only file), perhaps not yet numbered: not lost.
         await watcher.wait_for(lambda cl: cl.props[PT].v == 2.0, timeout=20)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                await publish(3.0)
-                break
-            except RequestRefused:  # until a leader holds the lease again
-                assert time.monotonic() < deadline, "writes did not come back after Redis did"
-                await asyncio.sleep(0.2)
+        await publish_once_back(gw, 3.0)
+        acked.append(3.0)
         topic = await ana.create_topic(p.TopicDraft("after the restart"))
         await watcher.wait_for(lambda cl: cl.props[PT].v == 3.0 and topic.guid in cl.topics, timeout=20)
         assert watcher.seq_gaps == 0 and watcher.duplicate_events == 0
@@ -194,3 +188,49 @@ async def test_a_users_rate_limit_holds_across_processes(
             with pytest.raises(RequestRefused) as refused:
                 await client.create_topic(p.TopicDraft("one too many"))
             assert refused.value.error.code == p.ERR_RATE_LIMITED
+
+
+async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:
+    forgetful = RedisServer(tmp_path, persistent=False)  # restarted, it has forgotten everything
+    forgetful.start()
+    try:
+        async with (
+            servers(tmp_path, forgetful.url) as (a, b),
+            TwinClient(a.ws_url) as on_a,
+            TwinClient(b.ws_url) as on_b,
+        ):
+            gw = TwinClient(b.ws_url, role="publisher")
+            await gw.connect()
+            await gw.publish([pressure(2.0)])
+            await on_a.wait_for(lambda cl: cl.props.get(PT) is not None and cl.props[PT].v == 2.0, timeout=20)
+            epoch = a.live.hub.epoch
+            forgetful.stop()
+            forgetful.start()
+            for client in (on_a, on_b):  # one process carries on from its copy in a new epoch; all resync
+                await client.wait_for(lambda cl: cl.epoch != epoch and cl.statuses[-1:] == ["ok"], timeout=30)
+                assert pressure_shown(client) == 2.0
+            await publish_once_back(gw, 3.0)
+            for client in (on_a, on_b):
+                await client.wait_for(lambda cl: pressure_shown(cl) == 3.0, timeout=20)
+            assert a.live.hub.epoch == b.live.hub.epoch == on_a.epoch == on_b.epoch != epoch
+            await gw.close()
+    finally:
+        forgetful.stop()
+
+
+def pressure_shown(client: TwinClient) -> object:
+    return client.props[PT].v if PT in client.props else None
+
+
+async def publish_once_back(gw: TwinClient, value: float) -> None:
+    """Publish as soon as the deployment takes writes again (a leader holds the lease), within 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            ack = await gw.publish([pressure(value)])
+            assert ack.accepted == 1
+            return
+        except RequestRefused as refused:
+            assert refused.error.code == p.ERR_NOT_SAVED
+            assert time.monotonic() < deadline, "writes did not come back after Redis did"
+            await asyncio.sleep(0.2)

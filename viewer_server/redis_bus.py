@@ -60,6 +60,14 @@ if last + 1 ~= tonumber(ARGV[2]) then return redis.error_reply('SEQGAP the log e
 redis.call('SET', KEYS[2], ARGV[3])
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'b', ARGV[4])
 """
+_REFOUND: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOTLEADER the lease was lost') end
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[4], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[4])
+return 1
+"""
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -74,6 +82,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
 local out = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(out, 1, redis.call('GET', KEYS[2]) or '')
 table.insert(out, 1, now)
 return out
 """
@@ -119,6 +128,7 @@ class RedisBus:
         )
         self._append = self._redis.register_script(_APPEND)
         self._renew = self._redis.register_script(_RENEW)
+        self._refound = self._redis.register_script(_REFOUND)
         self._release = self._redis.register_script(_RELEASE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
 
@@ -219,9 +229,18 @@ class RedisBus:
             raise Fenced(str(exc)) from None
         return entry.decode()
 
-    async def read_log(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
-        """Log entries after entry id `after` (waiting up to BLOCK_MS for one when `block`)."""
-        return await self._read(scene, "log", b"b", after, block)
+    async def refound(self, scene: str, token: str, epoch: str, seq: int, checkpoint: bytes) -> None:
+        """Start the scene's log over, empty, in a new epoch that continues at `seq` from `checkpoint` (Redis lost
+        the old one); all at once, only while `token` holds the lease. Raises Fenced otherwise."""
+        keys = [self.key(scene, name) for name in ("lease", "seq", "log", "epoch", "checkpoint")]
+        try:
+            await self._call("starting the log over", self._refound(keys=keys, args=[token, epoch, seq, checkpoint]))
+        except ResponseError as exc:
+            raise Fenced(str(exc)) from None
+
+    async def read_log(self, scene: str, after: str) -> list[tuple[str, bytes]]:
+        """Log entries after entry id `after` (waiting up to BLOCK_MS for one)."""
+        return await self._read(scene, "log", b"b", after)
 
     async def send(self, scene: str, message: bytes) -> str:
         """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
@@ -230,11 +249,12 @@ class RedisBus:
         entry = await self._call("handing the change to the leader", call)
         return entry.decode()
 
-    async def read_inbox(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
-        return await self._read(scene, "inbox", b"m", after, block)
+    async def read_inbox(self, scene: str, after: str) -> list[tuple[str, bytes]]:
+        """Inbox messages after entry id `after` (waiting up to BLOCK_MS for one)."""
+        return await self._read(scene, "inbox", b"m", after)
 
-    async def _read(self, scene: str, name: str, field: bytes, after: str, block: bool) -> list[tuple[str, bytes]]:
-        call = self._redis.xread({self.key(scene, name): after}, count=500, block=BLOCK_MS if block else None)
+    async def _read(self, scene: str, name: str, field: bytes, after: str) -> list[tuple[str, bytes]]:
+        call = self._redis.xread({self.key(scene, name): after}, count=500, block=BLOCK_MS)
         reply = await self._call(f"reading the {name}", call)
         if not reply:
             return []
@@ -247,11 +267,12 @@ class RedisBus:
     async def load_checkpoint(self, scene: str) -> bytes | None:
         return await self._call("reading the checkpoint", self._redis.get(self.key(scene, "checkpoint")))
 
-    async def heartbeat(self, scene: str, alive: bool = True) -> set[str]:
+    async def heartbeat(self, scene: str, alive: bool = True) -> tuple[set[str], str]:
         """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene, this
-        one included."""
-        call = self._heartbeat(keys=[self.key(scene, "peers")], args=[self.process, PEER_TTL_MS if alive else 0])
-        now_ms, *pairs = await self._call("the heartbeat", call)
+        one included, and the deployment's epoch now."""
+        keys = [self.key(scene, "peers"), self.key(scene, "epoch")]
+        call = self._heartbeat(keys=keys, args=[self.process, PEER_TTL_MS if alive else 0])
+        now_ms, epoch, *pairs = await self._call("the heartbeat", call)
         expiries = {pairs[i].decode(): float(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         # Each heartbeat runs out PEER_TTL_MS after it was made: so long ago was it made.
         now = time.monotonic()
@@ -260,7 +281,7 @@ class RedisBus:
             for name, expiry in expiries.items()
             if name != self.process
         }
-        return set(expiries)
+        return set(expiries), epoch.decode()
 
     # --- revocations -----------------------------------------------------------------------------
 

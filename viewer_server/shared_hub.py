@@ -145,6 +145,7 @@ class SharedHub(SceneHub):
         self.last_id = "0-0"  # the log entry the mirror stands at
         self.cursor = "0-0"  # the inbox entry the log has taken in up to
         self.presence_owner: dict[str, str] = {}  # connection -> its process
+        self._posed: set[str] = set()  # this process's connections that sent a pose
         self._saved: dict[str, dict[str, PropertyValue]] = {}  # values from the store: a new deployment's start
         self._waiting: dict[str, asyncio.Future[p.Event]] = {}
         self._requests = itertools.count(1)
@@ -240,7 +241,11 @@ class SharedHub(SceneHub):
         return asyncio.ensure_future(self._send(ReadingsMessage(rx, readings)))
 
     def set_presence(self, session_id: str, presence: p.Presence | None, room: str = "") -> None:
-        if presence is None and session_id not in self.presence:
+        if presence is not None:
+            self._posed.add(session_id)
+        elif session_id in self._posed:  # its last pose may not be in the log yet: the leave goes all the same
+            self._posed.discard(session_id)
+        else:
             return
         self._fire(PresenceMessage(session_id, room, self.redis.process, presence))
 
@@ -295,7 +300,11 @@ class SharedHub(SceneHub):
                 await asyncio.sleep(RENEW_S)
                 continue
             for entry_id, data in entries:
-                record = _record_decoder.decode(data)
+                try:
+                    record = _record_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    await self._start_over(f"log entry {entry_id} cannot be read: {exc}")
+                    break
                 if record.epoch != self.epoch or record.first != self.seq + 1:
                     await self._start_over(f"log entry {entry_id} has seqs {record.first}..{record.last}")
                     break
@@ -309,8 +318,7 @@ class SharedHub(SceneHub):
         if checkpoint is None:
             return
         self._load(checkpoint)
-        for observer in self.on_reset:
-            observer()
+        _tell(self.on_reset)
 
     def _apply_record(self, entry_id: str, record: LogRecord) -> None:
         now = self.clock()
@@ -337,14 +345,12 @@ class SharedHub(SceneHub):
                 self.presence[sid], self.presence_room[sid], self.presence_owner[sid] = presence, room, owner
         for room, presenter in record.presenter:
             state[(PRESENTER, room, room)] = presenter
-            for observer in self.on_presenter:
-                observer(room, presenter)
+            _tell(self.on_presenter, room, presenter)
         mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
             self.log.append_event(event)
-            for observer in self.on_event:
-                observer(event, event.seq in mine)
+            _tell(self.on_event, event, event.seq in mine)
         for skey, value in state.items():
             self.log.append_state(record.last, skey, value)
         self.seq, self._window_first = record.last, record.last + 1
@@ -352,8 +358,7 @@ class SharedHub(SceneHub):
         self.bus.publish(self.scene_id, Batch(record.first, record.last, state, list(record.events)))
         if self._leader is not None:  # value checks (procedures) run once, on the leader's process
             for element, prop in changed:
-                for observer in self.on_change:
-                    observer(element, prop)
+                _tell(self.on_change, element, prop)
         by_seq = {event.seq: event for event in record.events}
         for request, seq in record.replies.items():
             waiter = self._waiting.get(request)
@@ -378,7 +383,9 @@ class SharedHub(SceneHub):
         checkpointed = self.seq
         while True:
             try:
-                peers = await self.redis.heartbeat(self.scene_id)
+                peers, epoch = await self.redis.heartbeat(self.scene_id)
+                if epoch and epoch != self.epoch and self._leader is None:  # another process refounded the log
+                    await self._start_over(f"the deployment carries on in epoch {epoch}")
                 if self._leader is None:
                     if await self.redis.acquire(self.scene_id, self._token):
                         await self._take_over()
@@ -401,6 +408,9 @@ class SharedHub(SceneHub):
     async def _take_over(self) -> None:
         """Just got the lease: catch the mirror up with the end of the log, then start the engine from it."""
         end = await self.redis.last_seq(self.scene_id)
+        if end < self.seq:
+            await self._refound()
+            return
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT_S
         while self.seq < end:
             if time.monotonic() > deadline:
@@ -408,6 +418,22 @@ class SharedHub(SceneHub):
                 return
             await asyncio.sleep(0.01)
         log.warning("scene %s: this process (%s) leads from seq %d", self.scene_id, self.redis.process, self.seq)
+        self._promote(self.state.snapshot())
+
+    async def _refound(self) -> None:
+        """Redis lost the log this mirror has seen (restarted without its append-only file): carry on from this
+        mirror in a new epoch, so that every client resyncs (`epoch_changed`) and every other process starts
+        over from the checkpoint written here. What was in the lost inbox is lost."""
+        epoch = secrets.token_hex(8)
+        log.error(
+            "scene %s: Redis lost the log (it ends before seq %d): new epoch %s from this process's copy;"
+            " keep Redis's data (appendonly yes) to avoid this",
+            self.scene_id, self.seq, epoch,
+        )  # fmt: skip
+        checkpoint = msgspec.structs.replace(self.checkpoint(), epoch=epoch, log_id="0-0", cursor="0-0")
+        await self.redis.refound(self.scene_id, self._token, epoch, self.seq, _inbox_encoder.encode(checkpoint))
+        self._load(checkpoint)
+        _tell(self.on_reset)
         self._promote(self.state.snapshot())
 
     def _promote(self, saved: dict[str, dict[str, PropertyValue]]) -> _Leader:
@@ -451,7 +477,15 @@ class _Leader:
             asyncio.create_task(self._take_inbox(), name="twinview-inbox"),
             asyncio.create_task(self._append(), name="twinview-append"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._ended)
         engine._schedule_flush()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A leader's task failed (a bug): another process had better lead, from the log."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scene %s: %s failed", self.mirror.scene_id, task.get_name(), exc_info=task.exception())
+            self.mirror._step_down(f"{task.get_name()} failed")
 
     # Bus, for the engine's flush
     def publish(self, scene: str, batch: Batch) -> None:
@@ -504,7 +538,12 @@ class _Leader:
                 await asyncio.sleep(RENEW_S)
                 continue
             for entry_id, data in entries:
-                message = _inbox_decoder.decode(data)
+                self.cursor = entry_id
+                try:
+                    message = _inbox_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # not ours (another version?)
+                    log.error("scene %s: inbox entry %s skipped: %s", mirror.scene_id, entry_id, exc)
+                    continue
                 if isinstance(message, ReadingsMessage):
                     engine.apply(message.readings, message.rx)
                 elif isinstance(message, PresenceMessage):
@@ -518,7 +557,6 @@ class _Leader:
                 else:
                     event = engine.emit_event(lambda seq, e=message.event: msgspec.structs.replace(e, seq=seq))
                     self.replies[message.request] = event.seq
-                self.cursor = entry_id
 
     def forget_departed(self, peers: list[str]) -> None:
         """Remove the presence of connections whose process is gone (its heartbeat ran out), their raised hands
@@ -527,8 +565,7 @@ class _Leader:
         for sid, owner in list(self.owners.items()):
             if owner not in alive:
                 self.engine.set_presence(sid, None)
-                for observer in self.mirror.on_departed:
-                    observer(sid)
+                _tell(self.mirror.on_departed, sid)
 
     async def finish(self) -> None:
         """Stopping: append the open window and wait for the appends."""
@@ -553,5 +590,15 @@ def _nested(props: list[tuple[str, str, PropertyValue]]) -> dict[str, dict[str, 
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
+    """A pose or presenter state that did not reach Redis: the clients were told the bus is down (status)."""
     if not task.cancelled() and task.exception() is not None:
-        log.warning("not sent to the leader: %s", task.exception())
+        log.debug("not sent to the leader: %s", task.exception())
+
+
+def _tell(observers: list[Callable[..., None]], *args: object) -> None:
+    """Call each observer; one that fails is logged and does not stop the others, nor the mirror."""
+    for observer in observers:
+        try:
+            observer(*args)
+        except Exception:
+            log.exception("observer %r failed on %r", observer, args)
