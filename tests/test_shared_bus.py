@@ -15,13 +15,18 @@ import aiohttp
 import pytest
 
 from tests.live_server import JSON_BODY, live_server, mint_token, person
+from tests.mosquitto import mosquitto_url  # noqa: F401 - the fixture
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
+from tests.test_ingest_mqtt import publish as mqtt_publish
+from tests.test_ingest_mqtt import wait_connected
+from tests.test_procedures import PROCEDURE, at_step, done
 from tests.test_server_ws import assert_resumed, ingest, pressure
 from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
 from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 
 PT = "PT-1/pressure"
@@ -70,6 +75,39 @@ async def test_telemetry_presence_and_events_reach_every_process_in_one_order(
                 assert srv.live.annotations is not None and topic.guid in {
                     t.guid for t in srv.live.annotations.topics(srv.live.scene.id)
                 }
+
+
+async def test_a_procedure_led_on_one_process_is_followed_and_completed_on_another(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [
+            await stack.enter_async_context(live_server(tmp_path, bus_url=redis_service.url, procedures=PROCEDURE))
+            for _ in range(2)
+        ]
+        ann = await stack.enter_async_context(person(a, "ann", "presenter"))
+        bob = await stack.enter_async_context(person(b, "bob", "viewer"))
+        await ann.send(p.ProcedureControl("start", name="pump-start"))
+        await bob.wait_for(at_step(0), timeout=20)
+        await bob.send(p.StepComplete(0))
+        await ann.wait_for(done(0, "bob"), timeout=20)
+        for step in (1, 2):
+            await ann.send(p.ProcedureControl("next"))
+            await bob.wait_for(at_step(step), timeout=20)
+        async with aiohttp.ClientSession() as http:
+            await ingest(http, b.url, pressure(4.2))  # in range: the twin completes the step, once, on the leader
+            await ingest(http, b.url, pressure(4.5))
+        for client in (ann, bob):
+            await client.wait_for(lambda cl: done(2, EVERYONE)(cl) and cl.props[PT].v == 4.5, timeout=20)
+            assert client.procedure is not None and sum(d.step == 2 for d in client.procedure.completions) == 1
+        assert [e.seq for e in ann.events] == [e.seq for e in bob.events]
+        assert [e.kind for e in bob.events if e.kind in p.PROCEDURE_EVENTS] == [
+            "procedure_started", "step_completed", "procedure_step", "procedure_step", "step_completed",
+        ]  # fmt: skip
+        for srv in (a, b):  # both processes hold the run as it is
+            assert srv.live.procedures is not None
+            assert srv.live.procedures.snapshot(srv.live.scene.id) == ann.procedure
 
 
 async def test_telemetry_at_two_processes_raises_one_alarm(
@@ -234,3 +272,26 @@ async def publish_once_back(gw: TwinClient, value: float) -> None:
             assert refused.error.code == p.ERR_NOT_SAVED
             assert time.monotonic() < deadline, "writes did not come back after Redis did"
             await asyncio.sleep(0.2)
+
+
+async def test_mqtt_messages_are_ingested_once_by_a_deployment(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+    mosquitto_url: str,  # noqa: F811
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [
+            await stack.enter_async_context(live_server(tmp_path, bus_url=redis_service.url, mqtt_url=mosquitto_url))
+            for _ in range(2)
+        ]
+        watcher = await stack.enter_async_context(TwinClient(a.ws_url))
+        for srv in (a, b):
+            await wait_connected(srv.url)
+        messages = [("plant/LT-1/telemetry", {"value": float(i)}) for i in range(10)]
+        await mqtt_publish(mosquitto_url, *messages)
+        await watcher.wait_for(lambda cl: cl.props.get("LT-1/level", p.PropState(0, 0)).v == 9.0, timeout=20)
+        deadline = time.monotonic() + 5
+        while a.live.ingest.accepted + b.live.ingest.accepted < len(messages) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert a.live.ingest.accepted + b.live.ingest.accepted == len(messages)  # each once, not once per process
+        assert a.live.mqtt.messages + b.live.mqtt.messages == len(messages)

@@ -161,7 +161,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         if live.historian is not None:
             jobs.append(_keep_history(live.historian, live.hub))
         if opts.mqtt_url:
-            jobs.append(mqtt_ingest(opts.mqtt_url, live))
+            jobs.append(mqtt_ingest(opts.mqtt_url, live, shared=isinstance(bus, RedisBus)))
         if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
@@ -274,5 +274,7 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())], "simulator")
+        readings = sim.step(time.time())
+        if live.hub.leading:  # one plant however many processes serve it: the leader's simulator feeds it
+            await live.ingest.submit([as_protocol(r) for r in readings], "simulator")
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)
