@@ -31,6 +31,7 @@ from viewer_server.serve import RunningServer
 
 PT = "PT-1/pressure"
 POSE = p.Pose((1.0, 1.7, 4.0), (0.0, 0.0, 0.0, 1.0))
+PRIORITIES = ("low", "high", "critical")
 
 
 @contextlib.asynccontextmanager
@@ -205,6 +206,30 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
         await watcher.wait_for(lambda cl: cl.seq == a.live.hub.seq == b.live.hub.seq, timeout=10)
         for client in (watcher, gw, ana):
             await client.close()
+
+
+async def test_concurrent_edits_of_one_topic_on_three_processes_keep_revisions(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        servers_ = [await stack.enter_async_context(live_server(tmp_path, bus_url=redis_service.url)) for _ in range(3)]
+        editors = [await stack.enter_async_context(person(srv, f"admin{i}", "admin")) for i, srv in enumerate(servers_)]
+        topic = await editors[0].create_topic(p.TopicDraft("valve stuck"))
+        for editor in editors:
+            await editor.wait_for(lambda cl: topic.guid in cl.topics, timeout=20)
+        for revision in (1, 2, 3):  # all three edit the same revision at once: one wins, the others are told
+            results = await asyncio.gather(
+                *(e.update_topic(topic.guid, revision, priority=pr) for pr, e in zip(PRIORITIES, editors, strict=True)),
+                return_exceptions=True,
+            )
+            saved = [r for r in results if isinstance(r, p.Saved)]
+            refused = [r for r in results if isinstance(r, RequestRefused)]
+            assert len(saved) == 1 and len(refused) == 2 and saved[0].revision == revision + 1
+            assert {r.error.code for r in refused} == {p.ERR_STALE_REVISION}
+            for editor in editors:
+                await editor.wait_for(lambda cl, r=revision: cl.topics[topic.guid].revision == r + 1, timeout=20)
+        assert len({e.topics[topic.guid].priority for e in editors}) == 1
 
 
 async def test_a_users_rate_limit_holds_across_processes(

@@ -32,7 +32,7 @@ import msgspec
 from viewer_server import protocol as p
 from viewer_server.bcf.admission import Admitted, SessionContent, admit
 from viewer_server.permissions import Action, allowed
-from viewer_server.store import AuditEntry, Store, put_attachment, put_audit, put_comment, put_topic
+from viewer_server.store import AuditEntry, Store, put_attachment, put_audit, put_comment, put_topic, stored_revision
 from viewer_server.topics import (
     MAX_ATTACHMENT_BYTES,
     MAX_LABEL,
@@ -116,6 +116,15 @@ class RoomAnnotations:
     topics: dict[str, Topic]
     comments: dict[str, Comment]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _follows_stored(stored: int, revision: int) -> None:
+    """A new revision must follow the stored one: another server process sharing the store may have written
+    one since this process's copy was read (stale_revision, with the stored revision)."""
+    if stored != revision - 1:
+        raise AnnotationError(
+            p.ERR_STALE_REVISION, f"changed meanwhile: revision {stored}, not {revision - 1}", revision=stored
+        )
 
 
 def _check(role: str, action: Action) -> None:
@@ -498,7 +507,12 @@ class Annotations:
         self, actor: Member, room: RoomAnnotations, topic: Topic, kind: str, action: Action, detail: str
     ) -> int:
         entry = self._audit(actor, action, topic.guid, detail, time.time())
-        await self._write_audited(entry, lambda db: put_topic(db, actor.room, topic))
+
+        def put(db: sqlite3.Connection) -> None:
+            _follows_stored(stored_revision(db, "topics", actor.room, topic.guid), topic.revision)
+            put_topic(db, actor.room, topic)
+
+        await self._write_audited(entry, put)
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
         return await self._emit(actor, kind, topic.guid, topic=topic)
 
@@ -506,7 +520,12 @@ class Annotations:
         self, actor: Member, room: RoomAnnotations, comment: Comment, kind: str, action: Action, detail: str
     ) -> int:
         entry = self._audit(actor, action, comment.guid, detail, time.time())
-        await self._write_audited(entry, lambda db: put_comment(db, actor.room, comment))
+
+        def put(db: sqlite3.Connection) -> None:
+            _follows_stored(stored_revision(db, "comments", actor.room, comment.guid), comment.revision)
+            put_comment(db, actor.room, comment)
+
+        await self._write_audited(entry, put)
         room.comments[comment.guid] = comment
         return await self._emit(actor, kind, comment.guid, comment=comment)
 

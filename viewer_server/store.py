@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -183,6 +183,13 @@ def put_topic(db: sqlite3.Connection, session: str, topic: Topic) -> None:
     db.execute(
         "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (session, topic.guid, topic.revision, _enc.encode(topic))
     )
+
+
+def stored_revision(db: sqlite3.Connection, table: Literal["topics", "comments"], session: str, guid: str) -> int:
+    """The revision of a topic or comment as stored (0: none yet). Read in the transaction that writes the next
+    one, so that server processes sharing the store cannot both write the same revision."""
+    row = db.execute(f"SELECT revision FROM {table} WHERE session = ? AND guid = ?", (session, guid)).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def put_comment(db: sqlite3.Connection, session: str, comment: Comment) -> None:
