@@ -129,9 +129,15 @@ async def test_telemetry_at_two_processes_raises_one_alarm(
         assert on_a.events == on_b.events and on_a.alarms == on_b.alarms
         assert a.live.hub.alarms.listed() == b.live.hub.alarms.listed() != []
         [(alarm_id, state)] = [(x.id, x.state) for x in b.live.hub.alarms.listed()]
-        # An operator on the follower acknowledges it: one transition, seen everywhere, stored once.
-        async with person(b, "olga", "operator") as olga:
-            saved = await olga.acknowledge_alarm(alarm_id)
+        # Operators on both processes acknowledge it at once: one transition, seen everywhere, stored once; the
+        # other operator is told the alarm changed meanwhile.
+        async with person(a, "omar", "operator") as omar, person(b, "olga", "operator") as olga:
+            answers = await asyncio.gather(
+                omar.acknowledge_alarm(alarm_id), olga.acknowledge_alarm(alarm_id), return_exceptions=True
+            )
+        [saved] = [answer for answer in answers if isinstance(answer, p.Saved)]
+        [refused] = [answer for answer in answers if isinstance(answer, RequestRefused)]
+        assert refused.error.code == p.ERR_ALARM_STATE
         for client in (on_a, on_b):
             await client.wait_for(lambda cl: cl.alarms[alarm_id].state == "acknowledged", timeout=20)
         assert saved.seq == on_a.events[-1].seq and state == "unacknowledged"

@@ -38,6 +38,7 @@ from viewer_server.bus import BusUnavailable
 from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub, prop_key, prop_state, visual_key
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.procedures import Refused
 from viewer_server.redis_bus import RENEW_S, Fenced, RedisBus
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
@@ -53,6 +54,8 @@ CHECKPOINT_S: Final = 1.0
 # How long a person's event waits to be numbered by the leader before the request is answered `not_saved`
 # (a failover takes about LEASE_MS; the message stays in the inbox and is numbered once a leader takes it).
 NUMBER_TIMEOUT_S: Final = 10.0
+# The reply to a request the leader refused (`LogRecord.replies`): no event has seq 0.
+REFUSED: Final = 0
 # How long a starting process waits for the first leader to write the checkpoint of a new deployment.
 BOOTSTRAP_TIMEOUT_S: Final = 30.0
 
@@ -355,14 +358,20 @@ class SharedHub(SceneHub):
             self.log.append_state(record.last, skey, value)
         self.seq, self._window_first = record.last, record.last + 1
         self.last_id, self.cursor = entry_id, record.cursor
-        self.bus.publish(self.scene_id, Batch(record.first, record.last, state, list(record.events)))
+        if record.last >= record.first:  # a record of no seq only answers requests
+            self.bus.publish(self.scene_id, Batch(record.first, record.last, state, list(record.events)))
         if self._leader is not None:  # value checks (procedures) run once, on the leader's process
             for element, prop in changed:
                 _tell(self.on_change, element, prop)
         by_seq = {event.seq: event for event in record.events}
         for request, seq in record.replies.items():
             waiter = self._waiting.get(request)
-            if waiter is not None and not waiter.done() and seq in by_seq:
+            if waiter is None or waiter.done():
+                continue
+            if seq == REFUSED:
+                why = "the alarm changed meanwhile (another operator, or its condition): look at it again"
+                waiter.set_exception(Refused(p.ERR_ALARM_STATE, why))
+            elif seq in by_seq:
                 waiter.set_result(by_seq[seq])
 
     def checkpoint(self) -> Checkpoint:
@@ -553,17 +562,31 @@ class _Leader:
                 elif isinstance(message, PresenterMessage):
                     engine.set_presenter(message.room, message.state)
                 elif message.alarm:
-                    self.replies[message.request] = engine.record_alarm(message.event).seq
+                    self.replies[message.request] = self._record_alarm(message.event)
                 else:
                     event = engine.emit_event(lambda seq, e=message.event: msgspec.structs.replace(e, seq=seq))
                     self.replies[message.request] = event.seq
+            self._answer_now()
 
-    def forget_departed(self, peers: list[str]) -> None:
+    def _record_alarm(self, draft: p.Event) -> int:
+        """A person's alarm transition, decided on a process's copy of the alarm: recorded if it follows the
+        alarm's revision here, else refused (someone else, or the rules, changed the alarm meanwhile)."""
+        current = self.engine.alarms.alarms.get(draft.id)
+        if draft.alarm is None or draft.alarm.revision != (current.revision if current is not None else 0) + 1:
+            return REFUSED
+        return self.engine.record_alarm(draft).seq
+
+    def _answer_now(self) -> None:
+        """Replies with nothing numbered (refusals) go at once, in a record of no seq, if no window is open."""
+        engine = self.engine
+        if self.replies and engine.seq < engine._window_first:
+            self.publish(engine.scene_id, Batch(engine.seq + 1, engine.seq, {}, []))
+
+    def forget_departed(self, peers: set[str]) -> None:
         """Remove the presence of connections whose process is gone (its heartbeat ran out), their raised hands
         and presenter mode."""
-        alive = set(peers)
         for sid, owner in list(self.owners.items()):
-            if owner not in alive:
+            if owner not in peers:
                 self.engine.set_presence(sid, None)
                 _tell(self.mirror.on_departed, sid)
 
