@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.live_server import JSON_BODY, live_server, mint_token, person
 from tests.mosquitto import mosquitto_url  # noqa: F401 - the fixture
@@ -209,6 +210,13 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
         await watcher.wait_for(lambda cl: cl.props[PT].v == 3.0 and topic.guid in cl.topics, timeout=20)
         assert watcher.seq_gaps == 0 and watcher.duplicate_events == 0
         assert acked == [1.0, 1.5, 2.0, 3.0]
+        # The leader forgets the inbox messages the log has taken in (at its next checkpoint).
+        inbox = b.live.hub.redis.key(b.live.scene.id, "inbox")
+        async with aioredis.Redis.from_url(redis_service.url) as plain:
+            deadline = time.monotonic() + 10
+            while await plain.xlen(inbox) > 1:
+                assert time.monotonic() < deadline, "the inbox was not trimmed"
+                await asyncio.sleep(0.1)
         await watcher.wait_for(lambda cl: cl.seq == a.live.hub.seq == b.live.hub.seq, timeout=10)
         for client in (watcher, gw, ana):
             await client.close()

@@ -8,7 +8,8 @@ Keys of scene S (one hash tag per scene, so that a Redis Cluster would keep a sc
   twinview:{S}:lease       the leader's token (SET NX PX LEASE_MS, renewed every RENEW_S by its holder)
   twinview:{S}:seq         the last seq in the log; only the append script writes it
   twinview:{S}:log         stream of numbered batches (field `b`), trimmed to about LOG_MAX_ENTRIES
-  twinview:{S}:inbox       stream of what processes hand the leader to number (field `m`), trimmed likewise
+  twinview:{S}:inbox       stream of what processes hand the leader to number (field `m`), trimmed up to what
+                           the log has taken in
   twinview:{S}:checkpoint  the scene's whole state at one log entry, where a process that starts later begins
   twinview:{S}:peers       sorted set: process id -> when (Redis time, ms) its heartbeat runs out
   twinview:{S}:revoked     pub/sub channel: revocations, so every process closes the voided connections at once
@@ -43,8 +44,8 @@ T = TypeVar("T")
 # renewals may fail (a slow event loop, a Redis blip) before it loses the lease.
 LEASE_MS: Final = 2500
 RENEW_S: Final = 0.5
-# Entries kept in the log and the inbox (XADD MAXLEN ~): minutes of batches at 60 a second. A process that
-# falls further behind starts over from the checkpoint (its clients get a resync snapshot).
+# Entries kept in the log (XADD MAXLEN ~): minutes of batches at 60 a second. A process that falls further
+# behind starts over from the checkpoint (its clients get a resync snapshot).
 LOG_MAX_ENTRIES: Final = 20_000
 # How long a blocking read waits for new entries before it looks again (and notices a stop).
 BLOCK_MS: Final = 1000
@@ -244,10 +245,16 @@ class RedisBus:
 
     async def send(self, scene: str, message: bytes) -> str:
         """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
-        inbox = self.key(scene, "inbox")
-        call = self._redis.xadd(inbox, {"m": message}, maxlen=LOG_MAX_ENTRIES, approximate=True)
+        call = self._redis.xadd(self.key(scene, "inbox"), {"m": message})  # trimmed by the leader (`trim_inbox`)
         entry = await self._call("handing the change to the leader", call)
         return entry.decode()
+
+    async def trim_inbox(self, scene: str, taken: str) -> None:
+        """Forget the inbox messages before entry id `taken`: the log has taken them in (never one it has not,
+        however long no leader reads the inbox)."""
+        await self._call(
+            "trimming the inbox", self._redis.xtrim(self.key(scene, "inbox"), minid=taken, approximate=False)
+        )
 
     async def read_inbox(self, scene: str, after: str) -> list[tuple[str, bytes]]:
         """Inbox messages after entry id `after` (waiting up to BLOCK_MS for one)."""

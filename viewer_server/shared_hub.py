@@ -406,6 +406,7 @@ class SharedHub(SceneHub):
                     self._leader.forget_departed(peers)
                     if self.seq != checkpointed:
                         await self.redis.save_checkpoint(self.scene_id, _inbox_encoder.encode(self.checkpoint()))
+                        await self.redis.trim_inbox(self.scene_id, self.cursor)
                         checkpointed = self.seq
             except BusUnavailable:
                 if self._leader is not None and time.monotonic() - renewed > RENEW_S * 4:
