@@ -196,8 +196,14 @@ async def test_redis_restart_refuses_writes_clearly_then_recovers_losing_nothing
         for client in (watcher, gw, ana):  # every client hears it, and keeps what it shows
             await client.wait_for(lambda cl: "degraded" in cl.statuses, timeout=10)
         assert PT in watcher.props and (await watcher.ping()).server_time > 0
-        async with aiohttp.ClientSession() as http, http.get(f"{a.url}/api/health") as r:
-            health = await r.json()
+        async with aiohttp.ClientSession() as http:
+            body = p.encode({"readings": [pressure(2.5)]}, "json")
+            async with http.post(f"{b.url}/api/ingest", headers=JSON_BODY, data=body) as r:
+                assert r.status == 503 and "shared bus" in (await r.json())["detail"]
+            async with http.get(f"{a.url}/api/state") as r:  # reads go on
+                assert r.status == 200 and (await r.json())["epoch"] == a.live.hub.epoch
+            async with http.get(f"{a.url}/api/health") as r:
+                health = await r.json()
         assert health["status"] == "degraded" and health["bus"]["ok"] is False and "Redis" in health["bus"]["detail"]
         redis_service.start()
         for client in (watcher, gw, ana):
