@@ -159,12 +159,10 @@ async def test_a_revocation_on_one_process_closes_connections_on_another_within_
         await bob.connect()
         admin = mint_token(a, "root", "admin")
         url = f"{a.url}/api/sessions/{a.live.scene.id}/revoke"
-        start = time.monotonic()
         headers = {"Authorization": f"Bearer {admin}", **JSON_BODY}
         async with http.post(url, data=b'{"user": "bob"}', headers=headers) as r:
-            assert r.status == 200
-        await bob.wait_for(lambda cl: cl.closed_with is not None, timeout=5)
-        assert time.monotonic() - start < 1.0
+            assert r.status == 200  # revoked (committed) by now: bob's connection to b is closed within a second
+        await bob.wait_for(lambda cl: cl.closed_with is not None, timeout=1.0)
         assert bob.closed_with is not None and bob.closed_with.code == p.CLOSE_AUTH
 
 
