@@ -9,7 +9,8 @@
         │  right after the previous seq (a fenced Lua script), so the log is one gap-free sequence
         ▼
     every process's mirror (this SharedHub): state, visuals, alarms, presence and resume log from the log, and
-    its own InProcessBus to its own sessions: snapshots, resumes and welcome seqs are the deployment's.
+    its own fan-out to its own sessions (RedisBus.publish): snapshots, resumes and welcome seqs are the
+    deployment's.
 
 So seq numbers and the epoch are the deployment's, not a process's: a client resumes on whichever process it
 lands. When the leader dies its lease runs out and another process takes it: it first catches its mirror up to
@@ -118,7 +119,7 @@ class Checkpoint(msgspec.Struct, array_like=True):
     alarm_history: list[p.Event]
 
 
-_inbox_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder()
 _inbox_decoder = msgspec.msgpack.Decoder(InboxMessage)
 _record_decoder = msgspec.msgpack.Decoder(LogRecord)
 _checkpoint_decoder = msgspec.msgpack.Decoder(Checkpoint)
@@ -214,7 +215,7 @@ class SharedHub(SceneHub):
         engine = leader.engine
         props = [(el, prop, pv) for el, props in engine.state.snapshot().items() for prop, pv in props.items()]
         checkpoint = Checkpoint(self.epoch, 0, "0-0", "0-0", props, engine.visuals, [], alarms, history)
-        await self.redis.save_checkpoint(self.scene_id, _inbox_encoder.encode(checkpoint))
+        await self.redis.save_checkpoint(self.scene_id, _encoder.encode(checkpoint))
         self._load(checkpoint)
 
     def _load(self, cp: Checkpoint) -> None:
@@ -236,7 +237,7 @@ class SharedHub(SceneHub):
     # --- what sessions change: to the leader -----------------------------------------------------------
 
     async def _send(self, message: InboxMessage) -> None:
-        await self.redis.send(self.scene_id, _inbox_encoder.encode(message))
+        await self.redis.send(self.scene_id, _encoder.encode(message))
 
     def apply(self, readings: list[Reading], rx: float) -> asyncio.Future[None]:  # type: ignore[override]
         """Hand validated readings to the leader; the future resolves once Redis has them (BusUnavailable if
@@ -389,7 +390,7 @@ class SharedHub(SceneHub):
     async def _lease(self) -> None:
         """Heartbeat, and hold or compete for the lease, every RENEW_S."""
         renewed = time.monotonic()
-        checkpointed = self.seq
+        checkpointed, checkpoint_due = self.seq, 0.0
         while True:
             try:
                 peers, epoch = await self.redis.heartbeat(self.scene_id)
@@ -404,10 +405,10 @@ class SharedHub(SceneHub):
                 else:
                     renewed = time.monotonic()
                     self._leader.forget_departed(peers)
-                    if self.seq != checkpointed:
-                        await self.redis.save_checkpoint(self.scene_id, _inbox_encoder.encode(self.checkpoint()))
+                    if self.seq != checkpointed and time.monotonic() >= checkpoint_due:
+                        await self.redis.save_checkpoint(self.scene_id, _encoder.encode(self.checkpoint()))
                         await self.redis.trim_inbox(self.scene_id, self.cursor)
-                        checkpointed = self.seq
+                        checkpointed, checkpoint_due = self.seq, time.monotonic() + CHECKPOINT_S
             except BusUnavailable:
                 if self._leader is not None and time.monotonic() - renewed > RENEW_S * 4:
                     self._step_down("the shared bus is unreachable: the lease may run out meanwhile")
@@ -441,7 +442,7 @@ class SharedHub(SceneHub):
             self.scene_id, self.seq, epoch,
         )  # fmt: skip
         checkpoint = msgspec.structs.replace(self.checkpoint(), epoch=epoch, log_id="0-0", cursor="0-0")
-        await self.redis.refound(self.scene_id, self._token, epoch, self.seq, _inbox_encoder.encode(checkpoint))
+        await self.redis.refound(self.scene_id, self._token, epoch, self.seq, _encoder.encode(checkpoint))
         self._load(checkpoint)
         _tell(self.on_reset)
         self._promote(self.state.snapshot())
@@ -527,7 +528,7 @@ class _Leader:
         mirror = self.mirror
         while True:
             record = await self._queue.get()
-            data = _inbox_encoder.encode(record)
+            data = _encoder.encode(record)
             while True:
                 try:
                     await mirror.redis.append(mirror.scene_id, mirror._token, record.first, record.last, data)
