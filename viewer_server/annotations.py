@@ -172,6 +172,21 @@ class Annotations:
         self.known = known_elements
         self.limiter = RateLimiter(ANNOTATION_RATE_PER_S, ANNOTATION_BURST)
         self._rooms: dict[str, RoomAnnotations] = {}
+        hub.on_event.append(self._apply)
+
+    def _apply(self, event: p.Event, mine: bool) -> None:
+        """Every numbered event: a topic or comment changed by anyone (on any process sharing the scene) is
+        what this one's sessions read and edit from now on (a session not loaded yet reads the store), and a
+        change its author made on another process counts against their rate here too."""
+        if not mine and event.user and (event.topic is not None or event.comment is not None):
+            self.limiter.allow((event.session, event.user))
+        room = self._rooms.get(event.session)
+        if room is None:
+            return
+        if event.topic is not None:
+            room.topics[event.topic.guid] = event.topic
+        elif event.comment is not None:
+            room.comments[event.comment.guid] = event.comment
 
     def _room(self, room: str) -> RoomAnnotations:
         state = self._rooms.get(room)

@@ -403,30 +403,47 @@ class Historian:
     def _key(self, db: sqlite3.Connection, element: str, prop: str, unit: str, value: Scalar) -> int:
         kid = self._keys.get((element, prop))
         if kid is None:
-            kind = _kind(value)
-            cur = db.execute(
-                "INSERT INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?)", (element, prop, unit, kind)
+            # Another process serving the scene (serve --bus, one data dir) may have added it meanwhile.
+            db.execute(
+                "INSERT OR IGNORE INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?)",
+                (element, prop, unit, _kind(value)),
             )
-            with self._lock:  # readers copy these under the lock (`_names`)
-                kid = self._keys[(element, prop)] = int(cur.lastrowid or 0)
-                self._kinds[kid] = kind
+            self._sync_keys(db)
+            kid = self._keys[(element, prop)]
         return kid
+
+    def _sync_keys(self, db: sqlite3.Connection | None = None) -> None:
+        """Learn the keys added since (by this process's writer, or another process's on the same file)."""
+        with self._lock:
+            newest = max(self._kinds, default=0)
+        rows = (
+            (db or self._connect())
+            .execute("SELECT id, element, prop, kind FROM keys WHERE id > ?", (newest,))
+            .fetchall()
+        )
+        with self._lock:  # readers copy these under the lock (`_names`)
+            for kid, element, prop, kind in rows:
+                self._keys[(element, prop)] = kid
+                self._kinds[kid] = kind
 
     def _names(self) -> dict[int, tuple[str, str]]:
         """Key id -> (element, prop), as known now (the writer adds keys meanwhile)."""
+        self._sync_keys()
         with self._lock:
             return {kid: key for key, kid in self._keys.items()}
 
     def _kind_of(self, element: str, prop: str) -> str:
+        self._sync_keys()
         with self._lock:
             kid = self._keys.get((element, prop))
             return "number" if kid is None else self._kinds[kid]
 
     def _source(self, db: sqlite3.Connection, name: str) -> int:
         sid = self._sources.get(name)
-        if sid is None:
-            cur = db.execute("INSERT INTO sources (name) VALUES (?)", (name,))
-            sid = self._sources[name] = int(cur.lastrowid or 0)
+        if sid is None:  # INSERT OR IGNORE: another process on the same file may have added it
+            db.execute("INSERT OR IGNORE INTO sources (name) VALUES (?)", (name,))
+            (sid,) = db.execute("SELECT id FROM sources WHERE name = ?", (name,)).fetchone()
+            self._sources[name] = sid
         return sid
 
     def _write_readings(self, db: sqlite3.Connection, write: _Write) -> None:
@@ -721,6 +738,7 @@ class Historian:
         SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
+        self._sync_keys()
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
             kinds = dict(self._kinds)
@@ -792,6 +810,7 @@ class Historian:
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
         property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
+        self._sync_keys()
         latest: dict[tuple[str, str], Sample] = {}
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
@@ -901,6 +920,7 @@ class Historian:
         """At most `points` values between t0 and t1: raw samples when there are no more than that, else
         min / max / mean / last per bucket (from the minute aggregates when a bucket spans minutes).
         Returns the series and its resolution in seconds (0 = raw)."""
+        self._sync_keys()
         db = self._connect()
         with self._lock:
             kid = self._keys.get((element, prop))
