@@ -17,6 +17,7 @@ from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.audit import note_ingest
+from viewer_server.health import EngineHealth, Peer, Status, overall, process_name
 from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus, NotSaved
@@ -50,7 +51,8 @@ class ApiError(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: str
+    status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
+    process: str  # which process answered (host:pid): behind a load balancer, one of several
     version: str
     protocol: int
     uptime_s: float
@@ -64,11 +66,13 @@ class Health(msgspec.Struct):
     send_queue_bytes_max: int  # the most bytes waiting for one client below its outbox (Session.send_queue_bytes)
     resyncs: int
     mqtt: MqttStatus
+    bus: EngineHealth  # fan-out to the other processes
+    peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
     store: StoreStatus
 
 
-class StoreStatus(msgspec.Struct):
-    path: str
+class StoreStatus(EngineHealth, kw_only=True):
+    path: str  # the SQLite file ("" without a data dir)
     dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
     write_errors: int
     last_error: str
@@ -200,9 +204,12 @@ def _summary(live: LiveScene, cls: type = SceneSummary, **extra: Any) -> Any:
 async def health(request: web.Request) -> web.Response:
     live = _live(request)
     sessions = live.sessions
+    store = _store_status(live)
+    bus = live.bus.health()
     return reply(
         Health(
-            status="ok",
+            status=overall([bus, store]),
+            process=process_name(),
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
@@ -216,7 +223,9 @@ async def health(request: web.Request) -> web.Response:
             send_queue_bytes_max=max((s.send_queue_bytes() for s in sessions), default=0),
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
-            store=_store_status(live),
+            bus=bus,
+            peers=live.bus.peers(),
+            store=store,
         )
     )
 
@@ -224,8 +233,18 @@ async def health(request: web.Request) -> web.Response:
 def _store_status(live: LiveScene) -> StoreStatus:
     store = live.hub.store
     if store is None:
-        return StoreStatus("", 0, 0, "")
-    return StoreStatus(str(store.path), store.dropped_batches, store.write_errors, store.last_error)
+        return StoreStatus("none", ok=True, path="", dropped_batches=0, write_errors=0, last_error="")
+    engine = store.health()
+    return StoreStatus(
+        engine.engine,
+        ok=engine.ok,
+        url=engine.url,
+        detail=engine.detail,
+        path=str(store.path),
+        dropped_batches=store.dropped_batches,
+        write_errors=store.write_errors,
+        last_error=store.last_error,
+    )
 
 
 async def scenes(request: web.Request) -> web.Response:
@@ -422,7 +441,13 @@ SESSION = Param("session", "path", _STR, "collaboration session id (the default 
 GUID = Param("guid", "path", _STR, "topic guid")
 
 ROUTES: Final = (
-    Route("GET", "/api/health", health, "Liveness, counters and rejected readings by reason", Health),
+    Route(
+        "GET",
+        "/api/health",
+        health,
+        "Liveness (200 while the process serves, `status` ok or degraded), engines, peers and counters",
+        Health,
+    ),
     Route("GET", "/api/scenes", scenes, "Scenes served", list[SceneSummary]),
     Route("GET", "/api/scenes/{scene_id}", scene, "One scene", SceneDetail, params=(SCENE_ID,), errors=(404,)),
     Route(

@@ -114,6 +114,7 @@ class TwinClient:
         self.resyncs: list[str] = []
         self.deltas = 0
         self.duplicate_events = 0
+        self.seq_gaps = 0  # deltas whose `first` was not the previous `last` + 1 (never, unless changes were lost)
         self.connects = 0
         self.errors: deque[p.Error] = deque(maxlen=100)
         self.bad_frames = 0  # server frames skipped because they could not be read or applied (logged)
@@ -445,6 +446,8 @@ class TwinClient:
 
     def _apply_delta(self, delta: p.Delta) -> None:
         self.deltas += 1
+        if delta.first != self.seq + 1:  # deltas are contiguous (PROTOCOL.md §3): a gap is a loss
+            self.seq_gaps += 1
         self.props.update(delta.props)
         suffix = f"@{self.layer}"
         for key, visual in delta.visuals.items():

@@ -89,6 +89,11 @@ class SceneHub:
         # Called with each alarm transition of the process (not people's: their desk writes those), numbered.
         self.on_alarm: list[Callable[[p.Event], None]] = []
 
+    @property
+    def leading(self) -> bool:
+        """Whether this process decides the scene's changes: always, unless several share it (shared_hub.py)."""
+        return True
+
     # --- start-up --------------------------------------------------------------------------------
 
     def restore(self, saved: dict[str, dict[str, PropertyValue]]) -> None:
@@ -207,6 +212,16 @@ class SceneHub:
         self._window_events.append(event)
         self._schedule_flush()
         return event
+
+    async def number(self, make: Callable[[int], p.Event]) -> p.Event:
+        """A person's event (a topic, a step, a command), numbered as `emit_event` does. Awaited because a hub
+        shared by several processes hands it to the scene's leader (viewer_server/shared_hub.py); raises
+        BusUnavailable there when it cannot."""
+        return self.emit_event(make)
+
+    async def number_alarm(self, draft: p.Event) -> p.Event:
+        """A person's alarm transition (acknowledge, shelve…), numbered and applied as `record_alarm` does."""
+        return self.record_alarm(draft)
 
     def _next_seq(self) -> int:
         self.seq += 1

@@ -28,6 +28,7 @@ from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
 from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
+from viewer_server.bus import BusUnavailable
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.ingest import NotSaved
 from viewer_server.live import LIVE, LiveScene
@@ -274,7 +275,11 @@ class Session:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._reply(p.Error(p.ERR_BAD_MESSAGE, str(exc)))
                 continue
-            await self._handle(message)
+            try:
+                await self._handle(message)
+            except BusUnavailable as exc:  # several processes, and Redis does not answer: nothing changed
+                tag = type(message).__struct_config__.tag
+                await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), getattr(message, "ref", None) or tag))
 
     async def _handle(self, message: p.ClientMessage) -> None:
         self._handling = type(message).__struct_config__.tag
@@ -441,7 +446,7 @@ class Session:
         if self.player is not None:
             self.player.stop()
         if self.twin is None or self.twin.layer != self.layer:
-            self.twin = ReplayTwin(historian, self.live.bindings, self.layer)
+            self.twin = ReplayTwin(historian, self.live.rule_versions, self.layer)
             self.player = Player(self.twin, self._reply)
         assert self.player is not None
         props, visuals, alarms = await asyncio.to_thread(self.twin.seek, t)
