@@ -39,6 +39,9 @@ MAX_INGEST_BODY_BYTES: Final = 4 << 20
 Value = bool | int | float | str
 
 
+# The fields of an element a search with `brief=1` answers with.
+BRIEF_FIELDS: Final = ("id", "name", "class", "parent")
+
 # --- response and request types ---------------------------------------------------------------
 
 
@@ -249,6 +252,8 @@ async def elements(request: web.Request) -> web.Response:
     # Off the event loop: the first query builds the index, and a query over a plant scans megabytes.
     found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
+    if request.query.get("brief") == "1":  # what a list of hits shows: a few bytes each, not their property sets
+        shown = [{key: el.get(key) for key in BRIEF_FIELDS} for el in shown]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
 
 
@@ -436,7 +441,11 @@ ROUTES: Final = (
         elements,
         "Search elements by id, name or class",
         ElementList,
-        params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
+        params=(
+            SCENE_ID,
+            Param("q", "query", _STR, "words the id, name or class all contain (case-insensitive)"),
+            Param("brief", "query", {"enum": ["1"]}, "1: only " + ", ".join(BRIEF_FIELDS) + " of each element"),
+        ),
         errors=(404,),
     ),
     Route(
