@@ -16,12 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, write_bindings, write_scene
+from tests.live_server import JSON_BODY, live_server, write_bindings, write_scene
+from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
 from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
 from tests.test_server_ws import ingest, pressure
 from viewer_server import protocol as p
-from viewer_server.client import TwinClient
+from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
 
 
@@ -99,3 +100,40 @@ async def test_kill_9_of_the_process_that_acknowledged_readings_loses_none_of_th
         assert b.live.historian is not None
         samples = await asyncio.to_thread(b.live.historian.samples, start - 1, time.time(), keys=[("LT-1", "level")])
         assert [(s.ts, s.value) for s in samples] == [(start + i * 0.01, v) for i, v in enumerate(acked)]
+
+
+async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_none_acknowledged_lost(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    start = time.time() - 1
+    async with (
+        live_server(tmp_path, store=postgres_url) as srv,
+        TwinClient(srv.ws_url, role="publisher", reconnect=False) as gw,
+        TwinClient(srv.ws_url) as viewer,
+        aiohttp.ClientSession() as http,
+    ):
+        assert (await gw.publish([pressure(1.0)])).durable
+        postgres.stop(crash=True)
+        with pytest.raises(RequestRefused) as refused:  # never acknowledged, whatever is retried meanwhile
+            await gw.publish([pressure(2.0)], timeout=30)
+        assert refused.value.error.code == p.ERR_NOT_SAVED and "PostgreSQL" in refused.value.error.message
+        body = p.encode({"readings": [pressure(3.0)]}, "json")
+        async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=body) as r:
+            assert r.status == 503 and "PostgreSQL" in await r.text()
+        with pytest.raises(RequestRefused) as refused:  # a seek reads the history there: refused, connection open
+            await viewer.seek(time.time())
+        assert refused.value.error.code == p.ERR_NOT_SAVED
+        async with http.get(f"{srv.url}/api/history", params={"keys": "PT-1.pressure"}) as r:
+            assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
+
+        postgres.start()  # the historian's writer reconnects by itself
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert (await gw.publish([pressure(4.0)])).durable
+                break
+            except RequestRefused:
+                assert time.monotonic() < deadline, "the historian did not reconnect"
+                await asyncio.sleep(0.2)
+        assert await _series(http, srv, start, "PT-1.pressure") == [1.0, 4.0]
+        assert (await viewer.seek(time.time())).props["PT-1/pressure"].v == 4.0
