@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
 from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example

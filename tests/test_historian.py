@@ -356,3 +356,46 @@ def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(tmp_
         (T0 + 50, "plant.yaml"),
     ]
     h.close()
+
+
+def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transitions_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(historian, "CHECKPOINT_ALARM_EVENTS", 500)
+    now = [T0]
+    h = _open(tmp_path, now)
+    recorded: list[p.Event] = []
+    for i in range(6 * 360):  # six hours, an alarm transition every 10 s over 50 alarms
+        state: p.AlarmState = ("unacknowledged", "acknowledged", "normal")[(i // 50) % 3]
+        alarm = p.Alarm(f"ops.rules[{i % 50}]", f"E-{i % 50}", since=T0 + i * 10, severity="alarm", state=state)
+        kind = {"unacknowledged": "alarm_raised", "acknowledged": "alarm_acknowledged", "normal": "alarm_cleared"}
+        recorded.append(p.Event(i, kind[state], alarm.id, alarm.element, T0 + i * 10, alarm=alarm))
+        h.record(recorded[-1])
+        if i % 360 == 359:  # the upkeep runs on
+            now[0] = T0 + (i + 1) * 10 + SEAL_GRACE_S
+            h.flush()
+            h.checkpoint_alarms()
+    h.flush()
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    checkpoints = [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")]
+    assert checkpoints == [T0 + 2 * HOUR, T0 + 4 * HOUR, T0 + 6 * HOUR]  # every ≥ 500 transitions, on the hour
+
+    def listed(t: float, events: list[p.Event]) -> list[tuple[str, str]]:
+        latest = {e.id: e.alarm for e in events if e.ts <= t and e.alarm is not None}
+        return sorted((a.id, a.state) for a in latest.values() if a.state != "normal")
+
+    moments = [T0 + k * 1234.5 for k in range(18)] + [*checkpoints, checkpoints[1] - 0.5, checkpoints[1] + 0.5]
+    for t in moments:
+        assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
+    # Nothing before the checkpoint is read: without those transitions, the list after it is the same.
+    db.execute("DELETE FROM events WHERE t < ?", (checkpoints[1],))
+    db.commit()
+    for t in (checkpoints[1], checkpoints[1] + 5000.5, T0 + 6 * HOUR - 1):
+        assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
+
+    # A transition recorded with a time before a checkpoint (a clock stepped back) drops the checkpoints after it.
+    late = p.Alarm("ops.rules[99]", "E-99", since=T0 + 3 * HOUR, severity="warning")
+    h.record(p.Event(99_999, "alarm_raised", late.id, late.element, T0 + 3 * HOUR, alarm=late)).result()
+    assert [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")] == [T0 + 2 * HOUR]
+    assert "ops.rules[99]" in {a.id for a in h.alarms_at(T0 + 5 * HOUR)}
+    h.close()

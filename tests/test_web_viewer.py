@@ -116,7 +116,8 @@ def test_picking_shows_the_elements_properties(browser, live):
     assert panel.locator(".el-name").inner_text() == live.twin.names[element_id(0)]
     assert element_id(0) not in panel.inner_text()  # a name for people; the id on demand:
     assert panel.locator("button.copy-id").get_attribute("title") == f"Copy the id {element_id(0)}"
-    assert "P-000" in panel.inner_text()  # the IFC pset from the manifest
+    panel.locator("details.pset").first.wait_for(timeout=WAIT_MS)  # asked of the server when shown
+    assert "P-000" in panel.inner_text()  # the IFC pset
     live_row = panel.locator("tr[data-prop=pressure]")
     assert "3.25" in live_row.inner_text() and "bar" in live_row.inner_text()
     chart = live_row.locator("button.chart-toggle")  # the history chart (timeline/chart.js) replaces the sparkline
@@ -130,6 +131,7 @@ def test_names_with_markup_render_as_text(browser, live):
     xss_id = element_id(3)
     page.fill("#search", "Pump")
     hits = page.locator("#tree .results li")
+    hits.first.wait_for(timeout=WAIT_MS)  # the server's answer
     assert any(XSS_NAME in t for t in hits.all_inner_texts())
     page.evaluate("id => window.twinview.select(id)", xss_id)
     assert page.locator("#properties .el-name").inner_text() == XSS_NAME
