@@ -55,10 +55,9 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from bench._fanout_twin import free_port
+from bench._server import server, wait_ready
 from scene.simulator import CHANNELS, SignalSpec, Simulator
 from scene.state import Reading
 from tests.live_server import write_bindings, write_scene
@@ -79,38 +79,12 @@ from viewer_server.scenes import scene_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-STARTUP_TIMEOUT_S = 60.0
 RATE = 1000  # readings per second while killing
 BATCH = 100
 KEYS = 10_000
 HOURS = 2
 STEP_S = 30.0  # one sample per key every 30 s: 2.4 M samples over two hours at 10 000 keys
 SEEKS = 40
-
-
-@contextlib.contextmanager
-def server(scene: Path, bindings: Path, data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    args = [sys.executable, "-m", "viewer_server.cli", "serve", str(scene), "--bindings", str(bindings)]
-    args += ["--port", str(port), "--data-dir", str(data)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=20)
-
-
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/api/health") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
@@ -120,7 +94,7 @@ async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
     start = time.time() - 3000  # source times in the past, 1 ms apart: all distinct, none "future"
     acked: list[float] = []
     sent = 0
-    with server(scene, bindings, data, port) as proc:
+    with server(scene, bindings, data, port, stop=signal.SIGKILL) as proc:
         await wait_ready(url)
         token = issue(load_secret(data), scene_id_for(scene), "gw", "publisher")
         gw = TwinClient(ws_url, token=token, name="gw", reconnect=False)
@@ -143,7 +117,7 @@ async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
             await in_flight
         with contextlib.suppress(Exception):
             await gw.close()
-    with server(scene, bindings, data, port):
+    with server(scene, bindings, data, port, stop=signal.SIGKILL):
         await wait_ready(url)
         stored: set[float] = set()
         async with aiohttp.ClientSession() as http:
@@ -582,6 +556,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def _part(result: dict[str, object], name: str) -> dict | None:
+    """The results of the benchmark's part `name`, if it ran."""
+    part = result.get(name)
+    assert part is None or isinstance(part, dict)
+    return part
+
+
 def table(result: dict[str, object]) -> str:
     lines = [f"load {result['load_before']} → {result['load_after']}, {result['cpus']} CPUs", ""]
     if "kill9" in result:
@@ -590,9 +571,7 @@ def table(result: dict[str, object]) -> str:
         lines += ["| run | acknowledged | lost after kill -9 |", "|---|---|---|"]
         lines += [f"| {i + 1} | {r['acked']} | {r['lost']} |" for i, r in enumerate(runs)]
         lines.append("")
-    if "query" in result:
-        q = result["query"]
-        assert isinstance(q, dict)
+    if (q := _part(result, "query")) is not None:
         lines += [
             f"{q['keys']} keys, {q['samples']} samples (built in {q['build_s']:.0f} s)",
             "",
@@ -611,27 +590,21 @@ def table(result: dict[str, object]) -> str:
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
         ]
-    if "seek" in result:
-        sk = result["seek"]
-        assert isinstance(sk, dict)
+    if (sk := _part(result, "seek")) is not None:
         lines += [
             "",
             f"seek over the protocol, {sk['keys']:.0f} elements with a colour ramp each, {sk['samples']:.0f} samples "
             f"(built in {sk['build_s']:.0f} s): p50 {sk['p50_ms']:.0f} ms, p95 {sk['p95_ms']:.0f} ms, max "
             f"{sk['max_ms']:.0f} ms; server CPU p50 {sk['server_cpu_p50_ms']:.0f} ms per seek",
         ]
-    if "ingest" in result:
-        g = result["ingest"]
-        assert isinstance(g, dict)
+    if (g := _part(result, "ingest")) is not None:
         lines += [
             "",
             f"ingest: {g['readings']:.0f} readings in {g['wall_s']:.1f} s, {g['cpu_s']:.1f} s CPU: "
             f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
             f"p99 {g['ack_p99_ms']:.1f} ms",
         ]
-    if "playback" in result:
-        pb = result["playback"]
-        assert isinstance(pb, dict)
+    if (pb := _part(result, "playback")) is not None:
         lines += [
             "",
             f"playback at 60× over 1 000 properties, at the viewer: {pb['frames']:.0f} frames "
@@ -644,9 +617,7 @@ def table(result: dict[str, object]) -> str:
         rows = result["live"]
         assert isinstance(rows, list)
         lines += [""] + [f"- historian {'on' if r['history'] else 'off'}: {_live_line(r)}" for r in rows]
-    if "alarms" in result:
-        al = result["alarms"]
-        assert isinstance(al, dict)
+    if (al := _part(result, "alarms")) is not None:
         lines += [
             "",
             f"alarms_at over {al['events']:.0f} alarm events, median wall / CPU ms (without checkpoints → with "
@@ -656,9 +627,7 @@ def table(result: dict[str, object]) -> str:
             f"{al['scan_0.99_ms']:.1f} / {al['scan_0.99_cpu_ms']:.1f} → {al['at_0.99_ms']:.1f} / "
             f"{al['at_0.99_cpu_ms']:.1f}",
         ]
-    if "storage" in result:
-        stores = result["storage"]
-        assert isinstance(stores, dict)
+    if (stores := _part(result, "storage")) is not None:
         lines += [
             "",
             "| signal | samples | historian chunks | chunks as before (by time, zstd 1) | plain SQLite + index "

@@ -773,7 +773,17 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta
+class Status(Base, tag="status"):
+    """The server's health as it concerns the client (PROTOCOL.md §16): `degraded` while the shared bus of a
+    deployment of several processes is unreachable — what is shown stays readable, changes are refused
+    (`not_saved`) and no live update arrives; `ok` again once it is back. Sent when it changes, and after
+    `welcome` while degraded."""
+
+    state: Literal["ok", "degraded"]
+    message: str = ""
+
+
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta | Status
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (
