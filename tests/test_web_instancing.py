@@ -152,6 +152,12 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     # Picking: each instance is its own element.
     for element in ("eq-00001", "eq-00007", "eq-00030"):
         assert _pick(page, element) == element
+    # A ray that is not the camera's, as an XR controller casts it: straight down onto an instance.
+    down = """(id) => { const tv = window.twinview;
+      const c = tv.app.batches.boxOf(id).getCenter(tv.viewer.camera.position.clone());
+      const r = tv.viewer.raycaster; r.ray.origin.set(c.x, 50, c.z); r.ray.direction.set(0, -1, 0);
+      const hit = tv.viewer.pickRay(r); return hit ? tv.app.batches.idOf(hit) : null; }"""
+    assert page.evaluate(down, "eq-00030") == "eq-00030"
     # A section plane through the middle (keeping x below it) cuts the far instances away, from picking too.
     page.evaluate("window.twinview.section.addAxis('x')")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
