@@ -85,7 +85,7 @@ def plant_scene(count: int) -> Scene:
             "Pset_Design": {"NominalFlow": 12.5 + i % 7, "RatedPower": 15.0, "Material": "Steel"},
         }
         units = {"Pset_Design": {"NominalFlow": "m3/h", "RatedPower": "kW"}}
-        scene.add(Element(element(i), name_of(i), cls, f"unit-{unit}", m, f"kind{i % 12}", props, units))
+        scene.add(Element(element(i), name_of(i), cls, f"unit-{unit}", m, f"kind{i % 12}", props, units=units))
     return scene
 
 
@@ -237,6 +237,9 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   input.dispatchEvent(new Event('input'));
   await until('#tree .results li[data-id]');
   const search = performance.now() - t1;
+  // What the client fetched for its panels (the API's answers), before the old client's download below.
+  const apiBytes = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/scenes/'))
+    .reduce((sum, e) => sum + e.encodedBodySize, 0);
   const t2 = performance.now();
   const res = await fetch(manifestUrl);
   const text = await res.text();
@@ -246,7 +249,7 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   const parsed = performance.now() - t3;
   const mark = (n) => performance.getEntriesByName(n)[0]?.startTime ?? null;
   return { properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
-           treeRows: mark('bench:tree') };
+           treeRows: mark('bench:tree'), api_bytes: apiBytes };
 }"""
 
 
@@ -257,21 +260,17 @@ def browser_run(url: str, scene: str, count: int) -> dict:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
-        api_bytes: list[int] = []
-        page.on("response", lambda r: api_bytes.append(len(r.body())) if "/api/scenes/" in r.url and r.ok else None)
         # The tree's first rows, as a mark on the page's own clock.
         page.add_init_script("""new MutationObserver((_, obs) => {
           if (document.querySelector('#tree li[data-id]')) { performance.mark('bench:tree'); obs.disconnect(); }
         }).observe(document, { childList: true, subtree: true });""")
         page.goto(f"{url}/?scene={scene}", timeout=LOAD_TIMEOUT_MS)
         page.wait_for_function("() => window.twinview && window.twinview.app.tree", timeout=LOAD_TIMEOUT_MS)
-        got = page.evaluate(IN_PAGE, [element(count - 1), f"pump {count - 1:05d}", f"/scenes/{scene}/manifest.json"])
-        got["api_bytes"] = sum(api_bytes)
-        browser.close()
+        got = page.evaluate(IN_PAGE, [element(count - 1), name_of(count - 1), f"/scenes/{scene}/manifest.json"])
     return got
 
 
-async def bench_size(count: int, browser: bool) -> dict:
+def bench_size(count: int, browser: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="twinview-metadata-") as tmp:
         directory = Path(tmp) / f"plant-{count}"
         directory.mkdir()
@@ -283,14 +282,19 @@ async def bench_size(count: int, browser: bool) -> dict:
         (Path(tmp) / "b.yaml").write_text(bindings(count))
         result = {"export_s": export_s, **sizes(directory, count)}
         with serve_scene(directory, Path(tmp) / "b.yaml", Path(tmp) / "data") as live:
-            scene_id = directory.name
-            async with aiohttp.ClientSession() as http:
-                await publish_all(http, live.url, count, 20.0)
-                result["api"] = await api_costs(http, live.url, scene_id, count)
-            result["joiners"] = await late_joiners(live.url, scene_id, count, live)
-            if browser:
-                result["browser"] = await asyncio.to_thread(browser_run, live.url, scene_id, count)
+            print(f"  exported in {export_s:.1f} s, served", file=sys.stderr)
+            if browser:  # first: Playwright's sync API hangs in this thread once asyncio.run has run in it
+                result["browser"] = browser_run(live.url, directory.name, count)
+                print("  browser measured", file=sys.stderr)
+            result.update(asyncio.run(_server_side(live, directory.name, count)))
         return result
+
+
+async def _server_side(live, scene_id: str, count: int) -> dict:
+    async with aiohttp.ClientSession() as http:
+        await publish_all(http, live.url, count, 20.0)
+        api = await api_costs(http, live.url, scene_id, count)
+    return {"api": api, "joiners": await late_joiners(live.url, scene_id, count, live)}
 
 
 def kb(n: float) -> str:
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in args.elements:
         print(f"{n} elements…", file=sys.stderr)
-        results[n] = asyncio.run(bench_size(n, not args.no_browser))
+        results[n] = bench_size(n, not args.no_browser)
     text = table(results)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
