@@ -215,7 +215,7 @@ export class Visibility extends EventTarget {
       return { total, covered, listed: !own && total > 0 && covered === total ? [id] : listed };
     };
     const out = children(null).flatMap((root) => visit(root).listed);
-    // Elements the catalogue does not reach (no manifest record) are listed as they are.
+    // Elements the catalogue does not reach (not in the model's tree) are listed as they are.
     const reached = this.expand(children(null));
     for (const id of set) if (!reached.has(id)) out.push(id);
     return out;
