@@ -126,7 +126,8 @@ def glb_json(path: Path) -> dict:
         return orjson.loads(f.read(length))
 
 
-def sizes(directory: Path, count: int) -> dict:
+def sizes(directory: Path, scene: Scene) -> dict:
+    """What the metadata costs in the files: per node in the GLB's JSON, against a feature-id layout's estimate."""
     doc = glb_json(directory / "scene.glb")
     nodes = doc["nodes"]
     node_bytes = len(orjson.dumps(nodes))
@@ -137,7 +138,24 @@ def sizes(directory: Path, count: int) -> dict:
         "glb_json_bytes": len(orjson.dumps(doc)),
         "node_json_per_element": node_bytes / len(nodes),
         "extras_json_per_element": extras_bytes / len(nodes),
-        "elements": count,
+        **feature_table_estimate(scene),
+        "elements": len(scene.elements),
+    }
+
+
+def feature_table_estimate(scene: Scene) -> dict:
+    """The same id, name and class as EXT_structural_metadata would hold them: a binary property table (strings
+    with 4-byte offsets, the class as an 8-bit enum), and the EXT_mesh_features id each vertex then carries (2
+    bytes up to 65 535 features, else 4) once elements are merged into shared vertex buffers."""
+    elements = list(scene.elements.values())
+    table = sum(len(e.id.encode()) + len(e.name.encode()) + 2 * 4 + 1 for e in elements)
+    id_bytes = 2 if len(elements) <= 0xFFFF else 4
+    vertices = sum(
+        sum(len(prim.positions) for prim in scene.meshes[e.mesh].primitives) for e in elements if e.mesh is not None
+    )
+    return {
+        "feature_table_per_element": table / len(elements),
+        "feature_ids_per_element": vertices * id_bytes / len(elements),
     }
 
 
@@ -280,7 +298,7 @@ def bench_size(count: int, browser: bool) -> dict:
         write_manifest(scene, directory / "manifest.json", {"glb": stats})
         export_s = time.perf_counter() - t0
         (Path(tmp) / "b.yaml").write_text(bindings(count))
-        result = {"export_s": export_s, **sizes(directory, count)}
+        result = {"export_s": export_s, **sizes(directory, scene)}
         with serve_scene(directory, Path(tmp) / "b.yaml", Path(tmp) / "data") as live:
             print(f"  exported in {export_s:.1f} s, served", file=sys.stderr)
             if browser:  # first: Playwright's sync API hangs in this thread once asyncio.run has run in it
@@ -310,6 +328,8 @@ def table(results: dict[int, dict]) -> str:
         ("GLB JSON chunk", lambda r: kb(r["glb_json_bytes"])),
         ("… per element: node JSON", lambda r: f"{r['node_json_per_element']:.0f} B"),
         ("… of which extras {id, name, class}", lambda r: f"{r['extras_json_per_element']:.0f} B"),
+        ("feature ids instead: property table per element", lambda r: f"{r['feature_table_per_element']:.0f} B"),
+        ("… + feature id per vertex, per element", lambda r: f"{r['feature_ids_per_element']:.0f} B"),
     ]
     for probe in next(iter(results.values()))["api"]:
         rows.append((f"API: {probe}", lambda r, k=probe: f"{kb(r['api'][k]['bytes'])}, {r['api'][k]['ms']:.1f} ms"))
