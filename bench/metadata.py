@@ -201,7 +201,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
     kinds = {
         "whole scene": None,
         "one unit (box)": p.Interest(box=box),
-        f"one area listed ({len(listed)} ids)": p.Interest(elements=listed),
+        "one area's ids listed": p.Interest(elements=listed),
     }
     sockets = {}
     out: dict[str, dict] = {}
@@ -219,6 +219,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
             "props": len(snap["props"]),
             "visuals": len(snap["visuals"]),
             "hello_bytes": len(p.encode(hello, "json")),
+            "ids": len(interest.elements or ()) if interest is not None else 0,
         }
         sockets[name] = (ws, snap["seq"])
     async with aiohttp.ClientSession() as http:
@@ -334,7 +335,7 @@ def table(results: dict[int, dict]) -> str:
     for probe in next(iter(results.values()))["api"]:
         rows.append((f"API: {probe}", lambda r, k=probe: f"{kb(r['api'][k]['bytes'])}, {r['api'][k]['ms']:.1f} ms"))
     for joiner in next(iter(results.values()))["joiners"]:
-        key = joiner.split(" (")[0]
+        key = joiner
         rows.append(
             (
                 f"late joiner, {joiner}: snapshot",
@@ -357,8 +358,10 @@ def table(results: dict[int, dict]) -> str:
 
 
 def _joiner(r: dict, key: str, field: str) -> str:
-    entry = next(v for k, v in r["joiners"].items() if k.startswith(key))
-    return kb(entry[field]) + (f" ({entry['props']} props)" if field == "snapshot_bytes" else "")
+    entry = r["joiners"][key]
+    if field != "snapshot_bytes":
+        return kb(entry[field])
+    return kb(entry[field]) + f" ({entry['props']} props" + (f", {entry['ids']} ids)" if entry["ids"] else ")")
 
 
 def main(argv: list[str] | None = None) -> int:

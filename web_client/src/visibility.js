@@ -106,6 +106,7 @@ export class Visibility extends EventTarget {
    * @param {Iterable<string>} ids @returns {'shown'|'hidden'|'mixed'}
    */
   stateOf(ids) {
+    if (!this.hidden.size) return 'shown'; // the usual case, without walking a site's 100 000 elements
     let shown = 0;
     let hidden = 0;
     for (const x of this.expand(ids)) {
