@@ -1,5 +1,6 @@
-"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; every
-WebSocket frame a browser test's pages exchanged is checked against the protocol schema after the test."""
+"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; a browser per
+browser-test module; every WebSocket frame a browser test's pages exchanged is checked against the protocol schema
+after the test."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.web_helpers import PROTOCOL_FRAMES
+from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
+from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example
 # database either, so a run leaves nothing in the source tree.
@@ -25,6 +27,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"corpus not found at {SHARED_DATA}: clone TwinView beside ../shared to run corpus tests")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium for the browser tests of one module (Playwright's sync API runs one at a time), on the
+    web client bundled afresh."""
+    build_client()
+    with chromium_browser() as b:
+        yield b
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 from viewer_server.permissions import Role
 from viewer_server.serve import RunningServer, running_server
+from viewer_server.store import Store
 
 ELEMENTS = [
     {"id": "P-1", "name": "Pump 1", "class": "IfcPump", "parent": None},
@@ -81,7 +82,8 @@ async def live_server(
     procedures: str | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningServer]:
-    """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
+    """A real server on a free localhost port with its data dir root/data (its store there too unless
+    `store=URL`); `procedures` is
     the text of a procedure file (YAML); `options` are further ServeOptions fields."""
     procedure_file = root / "test.procedure.yaml"
     if procedures is not None:
@@ -98,6 +100,11 @@ async def live_server(
         **options,
     ) as server:
         yield server
+
+
+def store_rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of `sql` on the server's store (either backend), read on its writer thread after what is queued."""
+    return store.submit(lambda db: db.execute(sql, params).fetchall()).result()
 
 
 def mint_token(server: RunningServer, user: str, role: Role, *, session: str | None = None, ttl_s: float = 3600) -> str:

@@ -146,6 +146,8 @@ session.addEventListener('status', (e) => {
     } else {
       showNotice('warning', 'Cannot reach the TwinView server — retrying…', `${detail}. Is the server running?`);
     }
+  } else if (status === 'degraded') {
+    showNotice('warning', 'Server degraded — changes are paused', `${detail}. The view shows the last known state.`);
   } else if (status === 'live' || status === 'resynced') {
     clearNotice('warning');
   }
