@@ -72,6 +72,7 @@ async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Pa
             assert carl.duplicate_events == 0
 
 
+@pytest.mark.deployable
 async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
         guids = [(await ana.create_topic(p.TopicDraft(f"T{i}"))).guid for i in range(5)]
@@ -103,6 +104,7 @@ async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path
             assert in_default.presence == {}
 
 
+@pytest.mark.deployable
 async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -186,6 +188,7 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) ->
         assert "author 'ana'" in rows[4][4] and "status: 'open' -> 'in_progress'" in rows[2][4]
 
 
+@pytest.mark.deployable
 async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
         error = await refused(ana.create_topic(p.TopicDraft("x" * (MAX_TITLE + 1))))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.live_server import live_server, person
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
@@ -90,6 +92,7 @@ async def test_a_presenter_view_names_scene_elements_and_is_bounded(tmp_path: Pa
         assert [e.code for e in ann.errors] == [p.ERR_NOT_FOUND, p.ERR_TOO_LONG]
 
 
+@pytest.mark.deployable
 async def test_the_raise_hand_queue_is_shared_ordered_and_cleared_by_the_presenter(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -125,6 +128,7 @@ async def test_the_raise_hand_queue_is_shared_ordered_and_cleared_by_the_present
         await bob.wait_for(lambda c: hands(c) == [], TIMEOUT)
 
 
+@pytest.mark.deployable
 async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -145,6 +149,7 @@ async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -
         assert eve.errors[-1].ref == "markup"  # a refusal names the message that was sent
 
 
+@pytest.mark.deployable
 async def test_a_follower_that_drops_resumes_onto_the_newest_view(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
