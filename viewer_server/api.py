@@ -25,7 +25,7 @@ from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
-from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
+from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
 from viewer_server.store import AuditEntry, sha256
 from viewer_server.topics import Attachment, Comment, Topic
@@ -96,6 +96,16 @@ class ElementList(msgspec.Struct):
     count: int
     truncated: bool  # more elements match than MAX_SEARCH_RESULTS: refine q
     elements: list[dict[str, Any]]
+
+
+class TreePage(msgspec.Struct):
+    """Children of one node of the element tree, in file order: `total` of them, `nodes` from `offset` on."""
+
+    scene: str
+    parent: str | None  # None: the roots
+    total: int
+    offset: int
+    nodes: list[TreeNode]
 
 
 class ElementCommand(msgspec.Struct, omit_defaults=True):
@@ -255,6 +265,26 @@ async def elements(request: web.Request) -> web.Response:
     found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
+
+
+async def tree(request: web.Request) -> web.Response:
+    live = _scene_or_404(request)
+    if live is None:
+        return fail(404, "unknown_scene", request.match_info["scene_id"])
+    parent = request.query.get("parent") or None
+    try:
+        offset = int(request.query.get("offset", 0))
+        limit = int(request.query.get("limit", TREE_PAGE_DEFAULT))
+    except ValueError as exc:
+        return fail(400, "bad_query", f"offset and limit are whole numbers: {exc}")
+    if offset < 0 or not 1 <= limit <= TREE_PAGE_MAX:
+        return fail(400, "bad_query", f"offset must be >= 0 and limit within 1..{TREE_PAGE_MAX}")
+    # Off the event loop: the first request builds the child lists of every element.
+    index = await asyncio.to_thread(lambda: live.scene.tree)
+    if parent is not None and parent not in index:
+        return fail(404, "unknown_element", parent)
+    total, nodes = index.page(parent, offset, limit)
+    return reply(TreePage(live.scene.id, parent, total, offset, nodes))
 
 
 async def element(request: web.Request) -> web.Response:
@@ -423,6 +453,25 @@ ROUTES: Final = (
         ElementList,
         params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
         errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/api/scenes/{scene_id}/tree",
+        tree,
+        "Children of one element (or the roots), a page at a time, each with its number of children",
+        TreePage,
+        params=(
+            SCENE_ID,
+            Param("parent", "query", _STR, "element id (default: the roots)"),
+            Param("offset", "query", {"type": "integer", "minimum": 0}, "first child to list (default 0)"),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": TREE_PAGE_MAX},
+                f"children listed at most (default {TREE_PAGE_DEFAULT})",
+            ),
+        ),
+        errors=(400, 404),
     ),
     Route(
         "GET",
