@@ -1,8 +1,8 @@
 """A scaled-out TwinView for tests: N `twinview serve` processes behind the real HAProxy of docs/DEPLOY.md.
 
-Each process is the CLI a user runs, on a free loopback port, with its own data dir holding the one secret
-of the deployment (so a token signed once is valid on every process, as on several machines); with `bus`
-and `store` URLs the processes share fan-out and durable state. HAProxy runs `deploy/haproxy.cfg`
+Each process is the CLI a user runs, on a free loopback port, all on one data dir (one machine: one secret,
+so a token signed once is valid on every process); with `serve --bus` (and `--store`) options they share
+one twin, its sessions and its log. HAProxy runs `deploy/haproxy.cfg`
 (tests/haproxy.py). Clients talk to the proxy only. Every process is started with PR_SET_PDEATHSIG and
 stopped when the block ends, and dies with the test process however that dies.
 """
@@ -25,8 +25,7 @@ import aiohttp
 
 from tests.haproxy import PDEATHSIG, REPO, Proxy, haproxy
 from tests.mosquitto import free_port
-from viewer_server.auth import SECRET_FILE, load_secret
-from viewer_server.data_dir import PRIVATE_FILE, prepare
+from viewer_server.auth import load_secret
 from viewer_server.scenes import scene_id_for
 
 START_TIMEOUT_S: Final = 60.0  # a process imports the whole server: seconds on a loaded machine
@@ -39,7 +38,6 @@ class ServerProcess:
 
     name: str  # twin1, twin2, …: the name of its `server` line in HAProxy's configuration
     port: int
-    data_dir: Path
     proc: subprocess.Popen[bytes]
     log: Path  # its stdout and stderr
 
@@ -85,16 +83,6 @@ class Deployment:
         return f"ws://127.0.0.1:{self.proxy.ports.local}/ws/{self.scene_id}"
 
 
-def share_secret(data_dirs: Sequence[Path]) -> bytes:
-    """One secret in every data dir, as an operator copies `secret.key` to each machine (docs/DEPLOY.md)."""
-    secret = load_secret(data_dirs[0])
-    for data_dir in data_dirs[1:]:
-        fd = os.open(prepare(data_dir) / SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret)
-    return secret
-
-
 def serve_argv(scene_dir: Path, port: int, data_dir: Path, options: Sequence[str]) -> list[str]:
     """The command line of one process, as in deploy/twinview@.service: loopback only, no per-address bound
     (every connection comes from the proxy's address; HAProxy bounds connections per client)."""
@@ -126,13 +114,13 @@ async def deployed(
     root: Path, scene_dir: Path, processes: int, options: Sequence[str] = ()
 ) -> AsyncIterator[Deployment]:
     """`processes` servers of `scene_dir` (serve `options` added to each command line) behind HAProxy;
-    data dirs, logs under `root`. Ready when every process answers /api/health and the proxy listens."""
-    data_dirs = [root / f"data-{i}" for i in range(1, processes + 1)]
-    secret = share_secret(data_dirs)
+    data dir and logs under `root`. Ready when every process answers /api/health and the proxy listens."""
+    data_dir = root / "data"
+    secret = load_secret(data_dir)  # before the processes, which all read it
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     started: list[ServerProcess] = []
     try:
-        for i, data_dir in enumerate(data_dirs, 1):
+        for i in range(1, processes + 1):
             port = free_port()
             log = root / f"twin{i}.log"
             with log.open("wb") as out:  # the child keeps its own descriptor
@@ -143,7 +131,7 @@ async def deployed(
                     cwd=root,
                     env=env,
                 )
-            started.append(ServerProcess(f"twin{i}", port, data_dir, proc, log))
+            started.append(ServerProcess(f"twin{i}", port, proc, log))
         async with aiohttp.ClientSession() as http:
             for process in started:
                 await wait_ready(process, http)

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from tests.deployment import Deployment, deployed
+from tests.redis_server import redis_server
 from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 from viewer_server.permissions import Role
@@ -22,9 +23,8 @@ from viewer_server.serve import RunningServer, running_server
 
 ServedBy = Literal["in-process", "deployment"]
 SERVED_BY: ServedBy = "in-process"  # set per test by conftest.served_by
-# Processes of the `deployment` variant: one until the processes share a bus (`serve --bus`), whose tests
-# run three behind the same proxy.
-DEPLOYED_PROCESSES: Final = 1
+# Processes of the `deployment` variant, on one Redis (`serve --bus`), behind the proxy.
+DEPLOYED_PROCESSES: Final = 3
 
 ELEMENTS = [
     {"id": "P-1", "name": "Pump 1", "class": "IfcPump", "parent": None},
@@ -107,8 +107,9 @@ async def live_server(
         flags = ["--bindings", str(bindings_file)] if bindings_file else []
         flags += ["--procedures", str(procedure_file)] if procedures is not None else []
         flags += ["--mqtt", mqtt_url] if mqtt_url else []
-        async with deployed(root, scene_dir, DEPLOYED_PROCESSES, flags) as deployment:
-            yield deployment
+        with redis_server(root) as redis:
+            async with deployed(root, scene_dir, DEPLOYED_PROCESSES, [*flags, "--bus", redis.url]) as deployment:
+                yield deployment
         return
     async with running_server(
         scene_dir,

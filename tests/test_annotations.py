@@ -188,7 +188,6 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) ->
         assert "author 'ana'" in rows[4][4] and "status: 'open' -> 'in_progress'" in rows[2][4]
 
 
-@pytest.mark.deployable
 async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
         error = await refused(ana.create_topic(p.TopicDraft("x" * (MAX_TITLE + 1))))

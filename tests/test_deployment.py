@@ -21,14 +21,15 @@ import aiohttp
 import pytest
 import websockets
 
-from tests.deployment import Deployment, deployed
+from tests.deployment import deployed
 from tests.haproxy import REPO, TEMPLATE, Ports, render
-from tests.live_server import BINDINGS, person, write_bindings, write_scene
+from tests.live_server import BINDINGS, JSON_BODY, person, write_bindings, write_scene
+from tests.redis_server import redis_server
 from viewer_server import protocol as p
-from viewer_server.client import TwinClient
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
+PT = "PT-1/pressure"
 PER_ADDRESS = 64  # deploy/haproxy.cfg: connections one client address may hold
 
 
@@ -95,35 +96,43 @@ async def test_tls_ends_at_the_proxy_and_plain_http_is_redirected(tmp_path: Path
             assert isinstance(welcome, p.Welcome) and welcome.scene == d.scene_id
 
 
-async def on_process(d: Deployment, http: aiohttp.ClientSession, client: TwinClient) -> int:
-    """Index of the (running) process a client is connected to: the one whose epoch its welcome has."""
-    assert client.welcome is not None
-    for i, proc in enumerate(d.processes):
-        if proc.proc.poll() is None and (await process_health(http, proc.url))["epoch"] == client.welcome.server_epoch:
-            return i
-    raise AssertionError(f"no running process has epoch {client.welcome.server_epoch}")
+async def ingest(http: aiohttp.ClientSession, url: str, pressure: float) -> None:
+    body = {"readings": [{"key": "PT-1.pressure", "value": pressure}]}
+    deadline = time.monotonic() + WAIT_S
+    while True:  # 503 while the proxy still sends to the dead process (until its health check fails)
+        async with http.post(f"{url}/api/ingest", json=body, headers=JSON_BODY) as r:
+            if r.status == 200 or time.monotonic() > deadline:
+                assert r.status == 200, await r.text()
+                return
+        await asyncio.sleep(0.2)
 
 
-async def test_a_killed_process_is_taken_out_and_its_clients_come_back_on_the_other(tmp_path: Path) -> None:
-    """Two processes without a shared bus: each client is balanced to one; kill -9 of one sends its clients
-    to the survivor (a resync there, as the processes share no log: with `--bus` they resume), and the proxy
+async def test_a_killed_process_is_taken_out_and_its_clients_resume_on_another(tmp_path: Path) -> None:
+    """Two processes on one Redis: each client is balanced to one; kill -9 of one sends its client, through
+    the same proxy address, to the survivor, where it resumes (no resync, nothing missed) while the proxy
     answers from the survivor only."""
     scene_dir, flags = scene_flags(tmp_path)
-    async with (
-        deployed(tmp_path, scene_dir, 2, flags) as d,
-        aiohttp.ClientSession() as http,
-        person(d, "ana", "viewer") as first,
-        person(d, "ben", "viewer") as second,
-    ):
-        homes = {await on_process(d, http, c) for c in (first, second)}
-        assert homes == {0, 1}  # leastconn: the second connection went to the idle process
-        victim = d.processes[await on_process(d, http, first)]
-        survivor = next(proc for proc in d.processes if proc is not victim)
-        victim.kill()
-        await first.wait_for(lambda c: c.connects == 2, timeout=WAIT_S)
-        assert first.resyncs and await on_process(d, http, first) == d.processes.index(survivor)
-        answered = {(await process_health(http, d.url))["process"] for _ in range(6)}
-        assert answered == {(await process_health(http, survivor.url))["process"]}
+    with redis_server(tmp_path) as redis:
+        async with (
+            deployed(tmp_path, scene_dir, 2, [*flags, "--bus", redis.url]) as d,
+            aiohttp.ClientSession() as http,
+            person(d, "ana", "viewer") as first,
+            person(d, "ben", "viewer") as second,
+        ):
+            counts = [(await process_health(http, proc.url))["clients"] for proc in d.processes]
+            assert counts == [1, 1]  # leastconn: the second connection went to the idle process
+            victim, survivor = d.processes
+            victim.kill()
+            await ingest(http, d.url, 5.7)  # while the victim's client is away
+            await asyncio.gather(*(c.wait_for(lambda c: c.props.get(PT) is not None, WAIT_S) for c in (first, second)))
+            moved, stayed = sorted((first, second), key=lambda c: -c.connects)
+            assert (moved.connects, stayed.connects) == (2, 1)  # only the victim's client came back
+            await stayed.wait_for(lambda c: c.seq == moved.seq, timeout=WAIT_S)
+            assert moved.resyncs == [] and moved.duplicate_events == 0  # resumed where it left off
+            assert moved.props == stayed.props and [e.seq for e in moved.events] == [e.seq for e in stayed.events]
+            assert (await process_health(http, survivor.url))["clients"] == 2
+            answered_by = {(await process_health(http, d.url))["process"] for _ in range(6)}
+            assert answered_by == {(await process_health(http, survivor.url))["process"]}
 
 
 def answered(port: int) -> socket.socket | None:

@@ -92,7 +92,6 @@ async def test_a_presenter_view_names_scene_elements_and_is_bounded(tmp_path: Pa
         assert [e.code for e in ann.errors] == [p.ERR_NOT_FOUND, p.ERR_TOO_LONG]
 
 
-@pytest.mark.deployable
 async def test_the_raise_hand_queue_is_shared_ordered_and_cleared_by_the_presenter(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -128,7 +127,6 @@ async def test_the_raise_hand_queue_is_shared_ordered_and_cleared_by_the_present
         await bob.wait_for(lambda c: hands(c) == [], TIMEOUT)
 
 
-@pytest.mark.deployable
 async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

@@ -34,7 +34,6 @@ async def get(http: aiohttp.ClientSession, url: str) -> dict:
         return await r.json()
 
 
-@pytest.mark.deployable
 async def test_health_counts_every_rejection_reason(tmp_path: Path) -> None:
     now = time.time()
     bad = {
@@ -69,7 +68,6 @@ async def test_health_counts_every_rejection_reason(tmp_path: Path) -> None:
         assert health["accepted"] == 1 and health["seq"] > 0 and health["status"] == "ok"
 
 
-@pytest.mark.deployable
 async def test_scenes_elements_state_history_and_files(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         for value in (1.0, 2.0, 2.0, 3.0):

@@ -71,7 +71,6 @@ async def test_a_write_that_changes_nothing_sends_nothing(tmp_path: Path) -> Non
         assert tc.deltas == deltas + 1 and tc.props[PT] == first
 
 
-@pytest.mark.deployable
 async def test_publisher_role_over_msgpack_with_acks_and_reasons(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -158,7 +157,6 @@ async def test_server_restart_changes_epoch_and_resyncs_with_restored_state(tmp_
         await tc.close()
 
 
-@pytest.mark.deployable
 async def test_unknown_versions_are_refused_with_a_clear_reason(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
         with pytest.raises(TwinClientError) as err:
@@ -186,7 +184,6 @@ async def test_of_several_subprotocols_the_server_picks_by_its_own_order(tmp_pat
         assert isinstance(p.decode_server(await ws.recv(), "json"), p.Welcome)
 
 
-@pytest.mark.deployable
 async def test_a_frame_of_exactly_the_size_limit_is_accepted(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
         ping = p.encode(p.Ping(1.0), "json").decode()

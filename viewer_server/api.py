@@ -27,6 +27,7 @@ from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
+from viewer_server.shared_hub import SharedHub
 from viewer_server.store import AuditEntry, sha256
 from viewer_server.topics import Attachment, Comment, Topic
 
@@ -202,7 +203,7 @@ async def health(request: web.Request) -> web.Response:
     live = _live(request)
     sessions = live.sessions
     store = _store_status(live)
-    bus = live.bus.health()
+    bus, peers = _bus_status(live)
     return reply(
         Health(
             status=overall([bus, store]),
@@ -221,10 +222,20 @@ async def health(request: web.Request) -> web.Response:
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
             bus=bus,
-            peers=live.bus.peers(),
+            peers=peers,
             store=store,
         )
     )
+
+
+def _bus_status(live: LiveScene) -> tuple[EngineHealth, list[Peer]]:
+    """The shared bus when several processes serve the scene (serve --bus), else the in-process one."""
+    if not isinstance(live.hub, SharedHub):
+        return live.bus.health(), live.bus.peers()
+    shared = live.hub.redis.health()
+    detail = "" if shared.connected else f"{shared.last_error}: start Redis at {shared.url} or check the network"
+    others = [Peer(name) for name in shared.peers if name != shared.process]
+    return EngineHealth(shared.engine, ok=shared.connected, url=shared.url, detail=detail), others
 
 
 def _store_status(live: LiveScene) -> StoreStatus:

@@ -32,10 +32,9 @@ class EngineHealth(msgspec.Struct):
 
 
 class Peer(msgspec.Struct):
-    """Another server process on the same bus."""
+    """Another server process on the same bus, whose heartbeat is current (Redis: within the last 3 s)."""
 
-    name: str  # the process's name (host:pid), as its own /api/health gives it in `process`
-    seen_s: float  # seconds since the bus last heard from it
+    name: str  # the process's name, as the bus knows it
 
 
 class ReportsHealth(Protocol):
