@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from viewer_server.client import TwinClient
 from viewer_server.rooms import new_room
 from viewer_server.scenes import scene_id_for
 from viewer_server.store import Store, put_comment, put_room, put_topic
+from viewer_server.store_db import Db
 from viewer_server.topics import Camera, Comment, Topic, Vec3, Viewpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def seed(data_dir: Path, scene: str, session: str, topics: int) -> None:
     now = time.time()
     camera = Camera(Vec3(10, 5, 10), Vec3(-0.7, -0.3, -0.7), Vec3(0, 1, 0))
 
-    def write(db: sqlite3.Connection) -> None:
+    def write(db: Db) -> None:
         put_room(db, room)
         for i in range(topics):
             guid = f"topic-{i:05d}"

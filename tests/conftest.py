@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings
 
 from tests import live_server
+from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
 from tests.web_helpers import PROTOCOL_FRAMES
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example

@@ -20,6 +20,7 @@ from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 from viewer_server.permissions import Role
 from viewer_server.serve import RunningServer, running_server
+from viewer_server.store import Store
 
 ServedBy = Literal["in-process", "deployment"]
 SERVED_BY: ServedBy = "in-process"  # set per test by conftest.served_by
@@ -93,18 +94,21 @@ async def live_server(
     procedures: str | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningServer | Deployment]:
-    """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
-    the text of a procedure file (YAML); `options` are further ServeOptions fields. In a test's
-    `deployment` variant, DEPLOYED_PROCESSES processes behind HAProxy (a Deployment: url, ws_url)."""
+    """A real server on a free localhost port with its data dir root/data (its store there too unless
+    `store=URL`); `procedures` is the text of a procedure file (YAML); `options` are further ServeOptions
+    fields. In a test's `deployment` variant, DEPLOYED_PROCESSES processes behind HAProxy (a Deployment:
+    url, ws_url), on `store` too."""
     procedure_file = root / "test.procedure.yaml"
     if procedures is not None:
         procedure_file.write_text(procedures)
     scene_dir = write_scene(root, elements)
     bindings_file = write_bindings(root, bindings) if bindings is not None else None
     if SERVED_BY == "deployment":
+        store = options.pop("store", None)
         if port or simulate or options:
             raise TypeError("a deployment takes no port, simulate or ServeOptions fields: mark this test otherwise")
         flags = ["--bindings", str(bindings_file)] if bindings_file else []
+        flags += ["--store", store] if store else []
         flags += ["--procedures", str(procedure_file)] if procedures is not None else []
         flags += ["--mqtt", mqtt_url] if mqtt_url else []
         with redis_server(root) as redis:
@@ -123,6 +127,11 @@ async def live_server(
         **options,
     ) as server:
         yield server
+
+
+def store_rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of `sql` on the server's store (either backend), read on its writer thread after what is queued."""
+    return store.submit(lambda db: db.execute(sql, params).fetchall()).result()
 
 
 def mint_token(

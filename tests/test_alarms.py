@@ -301,14 +301,16 @@ async def test_out_of_bounds_requests_are_refused_with_one_error(tmp_path: Path,
         assert srv.live.hub.alarms.listed() == []
 
 
-async def test_the_list_survives_a_restart_and_a_late_joiner_gets_it_with_its_history(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, person(srv, "olga", "operator") as olga:
+async def test_the_list_survives_a_restart_and_a_late_joiner_gets_it_with_its_history(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, person(srv, "olga", "operator") as olga:
         port = srv.port
         await ingest(srv, pressure(5.7), p.Reading(97.0, key="LT-1.level"))
         await olga.wait_for(lambda c: {PRESSURE, LEVEL} <= set(c.alarms))
         await olga.acknowledge_alarm(PRESSURE)
         srv.store.flush()
-    async with live_server(tmp_path, port=port) as srv2, TwinClient(srv2.ws_url) as late:
+    async with live_server(tmp_path, port=port, store=store_url) as srv2, TwinClient(srv2.ws_url) as late:
         assert {a.id: (a.state, a.acknowledged_by) for a in late.alarms.values()} == {
             PRESSURE: ("acknowledged", "olga"),
             LEVEL: ("unacknowledged", ""),

@@ -28,7 +28,7 @@ from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
 from viewer_server.shared_hub import SharedHub
-from viewer_server.store import AuditEntry, sha256
+from viewer_server.store import AuditEntry, StoreHealth, sha256
 from viewer_server.topics import Attachment, Comment, Topic
 
 # Samples per history request by default and at most (the state keeps HISTORY_LEN per property).
@@ -66,14 +66,7 @@ class Health(msgspec.Struct):
     mqtt: MqttStatus
     bus: EngineHealth  # fan-out to the other processes
     peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
-    store: StoreStatus
-
-
-class StoreStatus(EngineHealth, kw_only=True):
-    path: str  # the SQLite file ("" without a data dir)
-    dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
-    write_errors: int
-    last_error: str
+    store: StoreHealth  # engine "none": a server without a data dir
 
 
 class SceneSummary(msgspec.Struct):
@@ -238,21 +231,13 @@ def _bus_status(live: LiveScene) -> tuple[EngineHealth, list[Peer]]:
     return EngineHealth(shared.engine, ok=shared.connected, url=shared.url, detail=detail), others
 
 
-def _store_status(live: LiveScene) -> StoreStatus:
+def _store_status(live: LiveScene) -> StoreHealth:
     store = live.hub.store
     if store is None:
-        return StoreStatus("none", ok=True, path="", dropped_batches=0, write_errors=0, last_error="")
-    engine = store.health()
-    return StoreStatus(
-        engine.engine,
-        ok=engine.ok,
-        url=engine.url,
-        detail=engine.detail,
-        path=str(store.path),
-        dropped_batches=store.dropped_batches,
-        write_errors=store.write_errors,
-        last_error=store.last_error,
-    )
+        return StoreHealth(
+            "none", ok=True, path="", reachable=False, latency_ms=None, last_error="", dropped_batches=0, write_errors=0
+        )
+    return store.health()
 
 
 async def scenes(request: web.Request) -> web.Response:

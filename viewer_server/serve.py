@@ -40,6 +40,7 @@ from viewer_server.server_file import announced, local_url
 from viewer_server.session import close_sessions, revoked
 from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store, prune_revocations
+from viewer_server.store_db import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    store: str | None = None  # postgresql://USER@HOST:PORT/DB or sqlite:PATH; None: the SQLite file in data_dir
     history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
     bus_url: str | None = None  # redis://HOST:PORT: several processes serve the scene (viewer_server/shared_hub.py)
 
@@ -115,7 +117,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         check_url(opts.mqtt_url)
     shared = RedisBus(opts.bus_url) if opts.bus_url else None  # ValueError for a bad URL, before anything opens
     edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
-    store = Store(opts.data_dir)
+    store = Store(opts.data_dir, opts.store)
     live: LiveScene | None = None
     started = False
     runner: web.AppRunner | None = None
@@ -237,10 +239,22 @@ async def _keep_history(historian: Historian, hub: SceneHub) -> None:
 
 async def _close_revoked(live: LiveScene, store: Store) -> None:
     """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
-    of the (small) revocations table per poll, compared with every connection's token."""
+    of the (small) revocations table per poll, compared with every connection's token. While the store
+    cannot be read it says so once, and goes on polling until it can."""
+    failing = False
     while True:
         await asyncio.sleep(REVOCATION_POLL_S)
-        gone = revoked(live.sessions, store.revocations())
+        try:
+            revocations = await asyncio.to_thread(store.revocations)
+        except StoreError as exc:
+            if not failing:
+                log.error("store: revocations cannot be read (retried every %.0f s): %s", REVOCATION_POLL_S, exc)
+            failing = True
+            continue
+        if failing:
+            log.warning("store: revocations readable again (%s)", store.location)
+        failing = False
+        gone = revoked(live.sessions, revocations)
         if gone:
             await close_sessions(gone, CLOSE_AUTH, REVOKED)
 

@@ -40,6 +40,7 @@ from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
 from viewer_server.rooms import Member, NameRefused, admit
 from viewer_server.store import AuditEntry
+from viewer_server.store_db import StoreError
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,14 @@ class Session:
         self.client = hello.client
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
+            if self.live.annotations is not None:  # loaded now: the snapshot must not meet an unreachable store
+                self.live.annotations.topics(member.room)
         except AuthError as exc:
             await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
+            return
+        except StoreError as exc:  # a session this process has not loaded yet, while the store is down
+            log.warning("connection %s refused for now: %s", self.id, exc)
+            await self.close(p.CLOSE_GOING_AWAY, "the store cannot be read now: reconnect in a moment")
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
