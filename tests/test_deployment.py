@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -20,14 +22,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 import websockets
+import yaml
 
-from tests.deployment import deployed
+from tests.deployment import deployed, serve_argv
 from tests.haproxy import REPO, TEMPLATE, Ports, render
 from tests.live_server import BINDINGS, JSON_BODY, person, write_bindings, write_scene
 from tests.redis_server import redis_server
+from viewer_server import cli
 from viewer_server import protocol as p
 
 pytestmark = pytest.mark.slow
+DEPLOY = REPO / "deploy"
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
 PT = "PT-1/pressure"
 PER_ADDRESS = 64  # deploy/haproxy.cfg: connections one client address may hold
@@ -216,3 +221,42 @@ def alive(pid: int) -> bool:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
+
+
+def served_ports(config: str) -> list[int]:
+    return [int(m[1]) for m in re.finditer(r"^\s*server \S+ 127\.0\.0\.1:(\d+)", config, re.M)]
+
+
+def unit_command(port: int) -> list[str]:
+    """deploy/twinview@.service's ExecStart for instance `port`, with deploy/twinview.env's values."""
+    unit = (DEPLOY / "twinview@.service").read_text().replace("\\\n", " ")
+    env = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "twinview.env").read_text().splitlines()
+        if re.match(r"^[A-Z_]+=", line)
+    )
+    command = re.search(r"^ExecStart=(.*)$", unit, re.M)
+    assert command is not None
+    text = re.sub(r"\$\{(\w+)\}", lambda m: env[m[1]], command[1]).replace("%i", str(port))
+    return shlex.split(text)[1:]  # without the program
+
+
+def test_the_systemd_units_and_the_compose_file_run_what_the_proxy_expects() -> None:
+    """Every process of deploy/ is a valid `twinview serve` on one of haproxy.cfg's servers, loopback only,
+    on the shared bus and store, without a per-address bound (the proxy holds it), as the harness runs them."""
+    ports = served_ports(TEMPLATE.read_text())
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    commands = {f"twin{i}": compose["services"][f"twin{i}"]["command"] for i in range(1, 4)}
+    commands |= {f"twinview@{port}": unit_command(port) for port in ports}
+    served = []
+    for name, argv in commands.items():
+        args = cli.parser().parse_args(argv)
+        assert args.command == "serve", name
+        assert (args.host, args.max_connections_per_ip) == ("127.0.0.1", 0), name
+        assert args.bus.startswith("redis://") and args.store.startswith("postgresql://"), name
+        assert ":" not in args.store.split("@")[0].removeprefix("postgresql://"), f"{name}: no password in the URL"
+        served.append(args.port)
+    assert sorted(served) == sorted(ports * 2)  # the compose file's three and the units' three
+    assert compose["services"]["haproxy"]["volumes"][0].startswith("./haproxy.cfg:")
+    harness = serve_argv(Path("scene"), 1, Path("data"), [])
+    assert {"--host", "127.0.0.1", "--max-connections-per-ip", "0"} <= set(harness)
