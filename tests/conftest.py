@@ -1,7 +1,7 @@
-"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; every
-WebSocket frame a browser test's pages exchanged is checked against the protocol schema after the test; and
-the two variants of a test marked `deployable`: its server in the test's process, and deployed behind HAProxy
-(tests/live_server.py)."""
+"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; a browser per
+browser-test module; every WebSocket frame a browser test's pages exchanged is checked against the protocol schema
+after the test; and the two variants of a test marked `deployable`: its server in the test's process, and deployed
+behind HAProxy (tests/live_server.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import settings
 
 from tests import live_server
 from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
-from tests.web_helpers import PROTOCOL_FRAMES
+from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example
 # database either, so a run leaves nothing in the source tree.
@@ -29,6 +29,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"corpus not found at {SHARED_DATA}: clone TwinView beside ../shared to run corpus tests")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium for the browser tests of one module (Playwright's sync API runs one at a time), on the
+    web client bundled afresh."""
+    build_client()
+    with chromium_browser() as b:
+        yield b
 
 
 @pytest.fixture(autouse=True)

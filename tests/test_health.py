@@ -63,7 +63,7 @@ async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         with monkeypatch.context() as m:
 
-            def disk_full(*args: object) -> None:
+            def disk_full(*args: object, **kwargs: object) -> None:
                 raise StoreError("OperationalError: database or disk is full")
 
             m.setattr(store_mod.Store, "_write_batch", disk_full)  # every write fails, as on a full disk
@@ -86,7 +86,7 @@ class LostBus(InProcessBus):
         return EngineHealth("redis", ok=False, url="redis://cache:6379/0", detail="connection refused: start Redis")
 
     def peers(self) -> list[Peer]:
-        return [Peer("twin-b:4242")]
+        return [Peer("twin-b:4242", seen_s=0.8)]
 
 
 async def test_a_lost_bus_degrades_the_process_and_its_peers_are_listed(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_a_lost_bus_degrades_the_process_and_its_peers_are_listed(tmp_path
         "url": "redis://cache:6379/0",
         "detail": "connection refused: start Redis",
     }
-    assert health["peers"] == [{"name": "twin-b:4242"}]
+    assert health["peers"] == [{"name": "twin-b:4242", "seen_s": 0.8}]
     assert health["store"]["ok"] is True
 
 

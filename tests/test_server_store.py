@@ -3,6 +3,8 @@ pruning, last values, and a lagging database dropping batches rather than growin
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +14,8 @@ from tests.live_server import live_server, store_rows
 from viewer_server import protocol as p
 from viewer_server import store as store_mod
 from viewer_server.client import TwinClient
-from viewer_server.store import Store
+from viewer_server.store import RoomRow, Store, put_room
+from viewer_server.store_db import Db
 from viewer_server.store_schema import SCHEMA_VERSION
 
 
@@ -56,3 +59,30 @@ async def test_a_lagging_disk_drops_batches_instead_of_growing_memory(
         assert health["store"]["dropped_batches"] >= 1 and health["store"]["write_errors"] == 0
         assert health["store"]["reachable"] is True
         assert srv.live.hub.props["LT-1/level"].v == 1.0  # live state is unaffected
+
+
+def test_a_failing_call_undoes_only_its_own_writes_alone_or_among_others(tmp_path: Path, store_url: str | None) -> None:
+    store = Store(tmp_path, store_url)
+    try:
+
+        def room(name: str, fail: bool = False) -> Callable[[Db], str]:
+            def write(db: Db) -> str:
+                put_room(db, RoomRow(name, "scene", name, 1.0, "test"))
+                if fail:
+                    raise ValueError(f"{name} refused")
+                return name
+
+            return write
+
+        with pytest.raises(ValueError, match="alone refused"):  # alone in its transaction: rolled back whole
+            store.submit(room("alone", fail=True)).result()
+        held = threading.Event()
+        store.submit(lambda db: held.wait(10))  # the writer waits: the next three share one transaction
+        grouped = [store.submit(room("first")), store.submit(room("middle", fail=True)), store.submit(room("last"))]
+        held.set()
+        assert [grouped[0].result(), grouped[2].result()] == ["first", "last"]
+        with pytest.raises(ValueError, match="middle refused"):
+            grouped[1].result()
+        assert [r.id for r in store.rooms()] == ["first", "last"]
+    finally:
+        store.close()

@@ -161,6 +161,26 @@ async def test_commands_work_on_the_shared_store(
     assert not (tmp_path / "data" / STORE_FILE).exists()  # nothing went to a SQLite file beside it
 
 
+async def test_a_bcf_import_on_one_process_goes_on_from_an_edit_made_on_another(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with servers(tmp_path, postgres_url, 2) as (a, b), aiohttp.ClientSession() as http:
+        room = a.live.scene.id
+        async with person(a, "ana") as ana_on_a:
+            made = await ana_on_a.create_topic(p.TopicDraft("valve"))
+        admin = {"Authorization": f"Bearer {mint_token(a, 'root', 'admin')}"}
+        async with http.get(f"{a.url}/api/sessions/{room}/bcf", headers=admin) as r:
+            archive = await r.read()  # the topic at revision 1
+        async with person(b, "ana") as ana_on_b:
+            await ana_on_b.update_topic(made.guid, 1, assignee="crew b")  # revision 2, which process a never saw
+        async with http.post(f"{a.url}/api/sessions/{room}/bcf", data=archive, headers=admin) as r:
+            assert r.status == 201, await r.text()
+        stored = a.store.topic(room, made.guid)
+        assert stored is not None and stored.revision == 3  # after b's edit, not over it
+        [mine] = a.live.annotations.topics(room)
+        assert mine.revision == 3
+
+
 def test_migrations_from_an_empty_and_from_older_schemas(
     tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -172,6 +172,21 @@ class Annotations:
         self.known = known_elements
         self.limiter = RateLimiter(ANNOTATION_RATE_PER_S, ANNOTATION_BURST)
         self._rooms: dict[str, RoomAnnotations] = {}
+        hub.on_event.append(self._apply)
+
+    def _apply(self, event: p.Event, mine: bool) -> None:
+        """Every numbered event: a topic or comment changed by anyone (on any process sharing the scene) is
+        what this one's sessions read and edit from now on (a session not loaded yet reads the store), and a
+        change its author made on another process counts against their rate here too."""
+        if not mine and event.user and (event.topic is not None or event.comment is not None):
+            self.limiter.allow((event.session, event.user))
+        room = self._rooms.get(event.session)
+        if room is None:
+            return
+        if event.topic is not None:
+            room.topics[event.topic.guid] = event.topic
+        elif event.comment is not None:
+            room.comments[event.comment.guid] = event.comment
 
     def _room(self, room: str) -> RoomAnnotations:
         state = self._rooms.get(room)
@@ -386,10 +401,14 @@ class Annotations:
         replacing topics the session has needs `topic.moderate`. Connected clients get topic_created /
         topic_updated / comment_added events. A replaced item's revision goes on from the current one, so
         edits made on the old revision are refused as stale. Returns the last seq and what was admitted.
-        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time."""
+        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time. The session is
+        read from the store first (another process sharing it may have changed it), and each replaced item is
+        written only if the store still has the revision it replaces, else `stale_revision`: import again."""
         _check(actor.role, Action.BCF_IMPORT)
         room = self._room(actor.room)
         async with room.lock:
+            room.topics = {t.guid: t for t in self.store.topics(actor.room)}
+            room.comments = {c.guid: c for c in self.store.comments(actor.room)}
             owners = self.store.attachment_sessions({a.id for t in topics for a in t.attachments})
             foreign = {att for att, session in owners.items() if session != actor.room}
             content = SessionContent(actor.room, room.topics, room.comments, foreign)
@@ -407,10 +426,17 @@ class Annotations:
             if admitted.replaced:
                 detail = f"{detail}; replaced {len(admitted.replaced)} topic(s)"
             entry = self._audit(actor, Action.BCF_IMPORT, f"{len(admitted.topics)} topics", detail, time.time())
+            based_on = {("topics", g): t.revision for g, t in room.topics.items()}
+            based_on |= {("comments", g): c.revision for g, c in room.comments.items()}
             write = self.store.import_topics(
-                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry
+                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry, based_on
             )
-            await self._saved(write)
+            try:
+                await self._saved(write)
+            except StaleRevision:
+                raise AnnotationError(
+                    p.ERR_STALE_REVISION, "a topic or comment was changed meanwhile by someone else: import again"
+                ) from None
             seq = self.hub.seq
             for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"

@@ -27,7 +27,6 @@ from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
-from viewer_server.shared_hub import SharedHub
 from viewer_server.store import AuditEntry, StoreHealth, sha256
 from viewer_server.topics import Attachment, Comment, Topic
 
@@ -39,6 +38,9 @@ MAX_INGEST_BODY_BYTES: Final = 4 << 20
 
 Value = bool | int | float | str
 
+
+# The fields of an element a search with `brief=1` answers with.
+BRIEF_FIELDS: Final = ("id", "name", "class", "parent")
 
 # --- response and request types ---------------------------------------------------------------
 
@@ -196,7 +198,7 @@ async def health(request: web.Request) -> web.Response:
     live = _live(request)
     sessions = live.sessions
     store = _store_status(live)
-    bus, peers = _bus_status(live)
+    bus = live.bus.health()
     return reply(
         Health(
             status=overall([bus, store]),
@@ -215,20 +217,10 @@ async def health(request: web.Request) -> web.Response:
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
             bus=bus,
-            peers=peers,
+            peers=live.bus.peers(),
             store=store,
         )
     )
-
-
-def _bus_status(live: LiveScene) -> tuple[EngineHealth, list[Peer]]:
-    """The shared bus when several processes serve the scene (serve --bus), else the in-process one."""
-    if not isinstance(live.hub, SharedHub):
-        return live.bus.health(), live.bus.peers()
-    shared = live.hub.redis.health()
-    detail = "" if shared.connected else f"{shared.last_error}: start Redis at {shared.url} or check the network"
-    others = [Peer(name) for name in shared.peers if name != shared.process]
-    return EngineHealth(shared.engine, ok=shared.connected, url=shared.url, detail=detail), others
 
 
 def _store_status(live: LiveScene) -> StoreHealth:
@@ -260,6 +252,8 @@ async def elements(request: web.Request) -> web.Response:
     # Off the event loop: the first query builds the index, and a query over a plant scans megabytes.
     found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
+    if request.query.get("brief") == "1":  # what a list of hits shows: a few bytes each, not their property sets
+        shown = [{key: el.get(key) for key in BRIEF_FIELDS} for el in shown]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
 
 
@@ -447,7 +441,11 @@ ROUTES: Final = (
         elements,
         "Search elements by id, name or class",
         ElementList,
-        params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
+        params=(
+            SCENE_ID,
+            Param("q", "query", _STR, "words the id, name or class all contain (case-insensitive)"),
+            Param("brief", "query", {"enum": ["1"]}, "1: only " + ", ".join(BRIEF_FIELDS) + " of each element"),
+        ),
         errors=(404,),
     ),
     Route(

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from scene import reader_host
 from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import CPU_S_BASE, CPU_S_PER_MB, DEFAULT_MEMORY_MB, WALL_PER_CPU, Limits
@@ -566,6 +567,7 @@ def run() -> None:
     args = parser().parse_args()
     if getattr(args, "runs_readers", False):  # the process is ours: its signal handling too
         _terminate_on_sigterm()
+        reader_host.ensure_running()  # starts while this process loads the importer and checks the inputs
     code = _run(args)
     if getattr(args, "skip_teardown", False):
         sys.stdout.flush()

@@ -32,9 +32,10 @@ class EngineHealth(msgspec.Struct):
 
 
 class Peer(msgspec.Struct):
-    """Another server process on the same bus, whose heartbeat is current (Redis: within the last 3 s)."""
+    """Another server process on the same bus."""
 
-    name: str  # the process's name, as the bus knows it
+    name: str  # the process's name (host:pid), as its own /api/health gives it in `process`
+    seen_s: float  # seconds since the bus last heard from it
 
 
 class ReportsHealth(Protocol):

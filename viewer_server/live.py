@@ -73,11 +73,10 @@ class LiveScene:
         procedures_path: Path | None = None,
         mqtt_url: str | None = None,
         history: bool = True,
-        shared: RedisBus | None = None,
     ) -> LiveScene:
         """Load the manifest, bindings and procedures (validated against its element ids) and restore
         the last persisted values, alarms and procedure runs; with a store and `history`, open the scene's
-        historian. With `shared` the hub is one of several processes' (viewer_server/shared_hub.py;
+        historian. On a RedisBus the hub is one of several processes' (viewer_server/shared_hub.py;
         `await hub.start()` before serving). Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
@@ -93,9 +92,9 @@ class LiveScene:
             if bindings_path is not None and content is not None:  # in force from now: replay's rules from here on
                 historian.record_bindings(bindings_path.name, content, historian.clock())
             rule_versions = RuleVersions(historian, bindings, hashlib.sha256(content).hexdigest() if content else None)
-        if shared is not None:
+        if isinstance(bus, RedisBus):
             hub: SceneHub = SharedHub(
-                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, redis=shared, historian=historian
+                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian
             )
         else:
             hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)

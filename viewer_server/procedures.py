@@ -240,6 +240,7 @@ class Procedures:
         self._locks: dict[str, asyncio.Lock] = {}
         self._observers: set[asyncio.Task[None]] = set()  # value checks started by telemetry changes
         hub.on_change.append(self._on_change)
+        hub.on_event.append(self._apply)
 
     def restore(self) -> None:
         """Replay the persisted events (start-up, before serving): every session lands where it was."""
@@ -298,8 +299,8 @@ class Procedures:
         return lock
 
     async def _commit(self, ps: ProcedureSession, drafts: list[p.Event]) -> None:
-        """Persist, then number, apply and fan out; a step change re-checks its value condition at once.
-        Refused (not_saved, naming the cause) when the store cannot commit: nothing changed."""
+        """Persist, then number and fan out (the hub's `on_event` applies it); a step change re-checks its value
+        condition at once. Refused (not_saved, naming the cause) when the store cannot commit: nothing changed."""
         while drafts:
             try:
                 await self.store.run(lambda db, batch=drafts: [put_event(db, d) for d in batch])
@@ -308,9 +309,13 @@ class Procedures:
             moved = False
             for draft in drafts:
                 event = await self.hub.number(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq))
-                ps.apply(event)
                 moved = moved or event.kind in ("procedure_started", "procedure_step")
             drafts = ps.observe(self._value, self.clock()) if moved else []
+
+    def _apply(self, event: p.Event, mine: bool) -> None:
+        """Every numbered event, in seq order (whichever process's person made it): the session's run follows."""
+        if event.kind in p.PROCEDURE_EVENTS:
+            self.session(event.session).apply(event)
 
     def _on_change(self, element: str, prop: str) -> None:
         """A telemetry change (inside the hub's apply): check the value steps watching it, with the value

@@ -11,6 +11,7 @@ The route table lives in `viewer_server.api`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,12 @@ from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
+from viewer_server.bus import BusUnavailable
 from viewer_server.http_edge import read_body
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
+from viewer_server.redis_bus import RedisBus
 from viewer_server.rooms import MAX_USER_NAME, Member, Room, guest_id, user_problem
 from viewer_server.session import close_sessions, revoked
 from viewer_server.store_db import StoreError
@@ -265,6 +268,9 @@ async def session_revoke(request: web.Request) -> web.Response:
         raise Refused(503, "no_store", "revocation needs a server with a data dir")
     revoked_at = await live.rooms.revoke(room.id, body.user, member)
     gone = revoked(live.sessions, {(room.id, body.user): revoked_at})
+    if isinstance(live.bus, RedisBus):  # the other processes close theirs at once (else within their poll)
+        with contextlib.suppress(BusUnavailable):
+            await live.bus.announce(live.scene.id, REVOKED.encode())
     await close_sessions(gone, p.CLOSE_AUTH, REVOKED)
     return _json(Revoked(room.id, body.user, revoked_at, len(gone)))
 
