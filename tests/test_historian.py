@@ -17,6 +17,7 @@ from scene.state import Reading
 from viewer_server import historian
 from viewer_server import protocol as p
 from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
+from viewer_server.store_db import StoreError
 
 T0 = 1_800_000_000.0  # an hour boundary (1_800_000_000 / 3600 = 500 000)
 
@@ -299,9 +300,11 @@ def test_a_close_during_the_retention_job_waits_for_it_then_closes_everything(tm
     assert _open_files(tmp_path) == []
 
 
-def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp_path: Path) -> None:
+def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + HOUR]
-    h = _open(tmp_path / "history", now)
+    h = _open(tmp_path / "history", now, database=store_url)
     _ramp(h, T0, 3000)
     started = threading.Barrier(5)
     ended: list[str] = []
@@ -316,6 +319,8 @@ def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp
             ended.append("refused")
         except sqlite3.OperationalError as exc:  # its SQL interrupted by the close
             ended.append(str(exc))
+        except StoreError as exc:  # PostgreSQL: its statement cancelled by the close
+            ended.append("interrupted" if "canceling statement" in str(exc) else str(exc))
 
     readers = [threading.Thread(target=query, daemon=True) for _ in range(4)]
     for reader in readers:

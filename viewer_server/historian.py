@@ -809,6 +809,18 @@ class Historian:
     # --- reading ---------------------------------------------------------------------------------
 
     @_uses_connection
+    def stored_bytes(self) -> int:
+        """What the history takes on disk: its SQLite files and chunks, or its PostgreSQL tables with their indexes."""
+        db = self._connect()
+        if isinstance(db, sqlite3.Connection):
+            return sum(path.stat().st_size for path in self.folder.rglob("*") if path.is_file())
+        (size,) = db.execute(
+            """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"""
+        ).fetchone()
+        return int(size)
+
+    @_uses_connection
     def range(self) -> p.HistoryRange:
         """The times the history holds: from the oldest sample, minute or event up to now (everything since
         is recorded, so the twin at any time in between is known)."""
