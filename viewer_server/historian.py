@@ -498,17 +498,18 @@ class Historian:
             for future in waiting:
                 future.set_result(None)
 
-    def _key(self, db: Connection, element: str, prop: str, unit: str, value: Scalar) -> int:
-        kid = self._keys.get((element, prop))
-        if kid is None:
-            # Another process serving the scene (serve --bus, one data dir) may have added it meanwhile.
-            db.execute(
-                "INSERT INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (element, prop, unit, _kind(value)),
-            )
-            self._sync_keys(db)
-            kid = self._keys[(element, prop)]
-        return kid
+    def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
+        """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
+        as in every process (two writers adding the same keys wait for each other, never deadlock); another process
+        serving the scene (same data dir or database) may have added some meanwhile."""
+        new = {(r.element, r.prop): r for r in readings if (r.element, r.prop) not in self._keys}
+        if not new:
+            return
+        db.executemany(
+            "INSERT INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(*key, new[key].unit, _kind(new[key].value)) for key in sorted(new)],
+        )
+        self._sync_keys(db)
 
     def _sync_keys(self, db: Connection | None = None) -> None:
         """Learn the keys added since (by this process's writer, or another process's on the same file or database).
@@ -552,14 +553,12 @@ class Historian:
         if not write.readings:
             return
         src = self._source(db, write.source)
-        new = {(r.element, r.prop): r for r in write.readings if (r.element, r.prop) not in self._keys}
-        for key in sorted(new):  # new keys in one order in every process: two writers wait, never deadlock
-            self._key(db, *key, new[key].unit, new[key].value)
+        self._add_keys(db, write.readings)
         rows = []
         minutes: dict[tuple[int, int], list[object]] = {}
         for r in write.readings:
             ts = r.ts if r.ts > 0 else write.rx
-            kid = self._key(db, r.element, r.prop, r.unit, r.value)
+            kid = self._keys[(r.element, r.prop)]
             value = int(r.value) if isinstance(r.value, bool) else r.value
             q = QUALITIES.index(r.quality)
             rows.append((kid, ts, write.rx, value, q, src))
