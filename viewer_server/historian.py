@@ -584,7 +584,10 @@ class Historian:
                 if ts >= agg[5]:  # type: ignore[operator]
                     agg[4], agg[5], agg[6] = value, ts, q
                 agg[7] = min(agg[7], ts)  # type: ignore[type-var]
-        db.executemany("INSERT INTO samples (key, ts, rx, v, q, src) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if isinstance(db, PostgresDb):
+            db.copy("samples", ("key", "ts", "rx", "v", "q", "src"), rows)
+        else:
+            db.executemany("INSERT INTO samples (key, ts, rx, v, q, src) VALUES (?, ?, ?, ?, ?, ?)", rows)
         first = min(agg[7] for agg in minutes.values())
         with self._lock:
             known = self._first_minute

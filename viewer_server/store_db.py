@@ -271,6 +271,16 @@ class PostgresDb:
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
 
+    def copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert many rows with COPY: one stream, no statement per row (the historian's raw samples)."""
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as stream:
+                for row in rows:
+                    stream.write_row(row)
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+
     # Transactions: only ever on a connection of one thread (the store's writer, a command).
 
     def begin(self, *, exclusive: bool = False) -> None:
