@@ -594,10 +594,7 @@ class Historian:
             if known is not None and (known[0] is None or first < known[0]):
                 self._first_minute = (first,)
         least, greatest = self._sql.least, self._sql.greatest
-        db.executemany(  # in (key, minute) order, as every process: concurrent upserts of two wait, never deadlock
-            f"""INSERT INTO minutes AS m (key, minute, min, max, sum, n, last, last_ts, last_q, first_ts)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (key, minute) DO UPDATE SET
+        merge = f"""ON CONFLICT (key, minute) DO UPDATE SET
                  min = CASE WHEN excluded.min IS NULL THEN m.min WHEN m.min IS NULL THEN excluded.min
                             ELSE {least}(m.min, excluded.min) END,
                  max = CASE WHEN excluded.max IS NULL THEN m.max WHEN m.max IS NULL THEN excluded.max
@@ -606,9 +603,18 @@ class Historian:
                  last = CASE WHEN excluded.last_ts >= m.last_ts THEN excluded.last ELSE m.last END,
                  last_q = CASE WHEN excluded.last_ts >= m.last_ts THEN excluded.last_q ELSE m.last_q END,
                  last_ts = {greatest}(m.last_ts, excluded.last_ts),
-                 first_ts = {least}(m.first_ts, excluded.first_ts)""",
-            [(kid, minute, *agg) for (kid, minute), agg in sorted(minutes.items())],
-        )
+                 first_ts = {least}(m.first_ts, excluded.first_ts)"""
+        insert = "INSERT INTO minutes AS m (key, minute, min, max, sum, n, last, last_ts, last_q, first_ts)"
+        # In (key, minute) order, as every process: concurrent upserts of the same minutes wait, never deadlock.
+        rows = [(kid, minute, *agg) for (kid, minute), agg in sorted(minutes.items())]
+        if isinstance(db, PostgresDb):  # one statement, the rows as arrays: not a round trip and a plan per row
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            columns[6] = [None if v is None else str(v) for v in columns[6]]  # `last`: text
+            arrays = "?::bigint[], ?::bigint[], ?::float8[], ?::float8[], ?::float8[], ?::bigint[], ?::text[], "
+            arrays += "?::float8[], ?::smallint[], ?::float8[]"
+            db.execute(f"{insert} SELECT * FROM unnest({arrays}) {merge}", columns)
+        else:
+            db.executemany(f"{insert} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {merge}", rows)
 
     def _write_events(self, db: Connection, events: list[p.Event]) -> None:
         db.executemany(
