@@ -63,6 +63,12 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         async with http.get(f"{b.url}/api/history/events", params={"from": str(start)}) as r:
             kinds = [m["kind"] for m in (await r.json())["events"]]
         assert kinds == ["alarm_raised", "alarm_returned"]
+        # b's range, then a gateway's late reading through a: older, so b's range reaches back to it at once.
+        async with http.get(f"{b.url}/api/history/range") as r:
+            assert (await r.json())["earliest"] >= start
+        await ingest(http, a.url, p.Reading(0.5, key="PT-1.pressure", ts=start - 600))
+        async with http.get(f"{b.url}/api/history/range") as r:
+            assert (await r.json())["earliest"] == start - 600
         # b's seek: the readings, and the alarm (returned, not acknowledged: still listed) from a's events.
         async with TwinClient(b.ws_url) as viewer:
             now = await viewer.seek(time.time())
