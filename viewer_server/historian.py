@@ -400,7 +400,10 @@ class Historian:
             else:
                 db.rollback()
             raise
-        db.execute("COMMIT") if isinstance(db, sqlite3.Connection) else db.commit()
+        if isinstance(db, sqlite3.Connection):
+            db.execute("COMMIT")
+        else:
+            db.commit()
 
     @contextmanager
     def _in_use(self) -> Iterator[None]:
