@@ -14,7 +14,8 @@ import msgspec
 import pytest
 
 from scene.rules import AlarmEvent
-from tests.live_server import JSON_BODY, live_server, mint_token, person, write_bindings, write_scene
+from tests.deployment import Deployment
+from tests.live_server import JSON_BODY, live_server, mint_token, person, scene_id, write_bindings, write_scene
 from tests.test_restart_durability import STARTUP_TIMEOUT_S, TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
 from viewer_server.alarms import ALARM_HISTORY_MAX, AlarmBook
@@ -170,9 +171,9 @@ def pressure(value: float) -> p.Reading:
     return p.Reading(value, key="PT-1.pressure")
 
 
-async def audit(srv: RunningServer) -> list[dict]:
+async def audit(srv: RunningServer | Deployment) -> list[dict]:
     headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin')}"}
-    url = f"{srv.url}/api/sessions/{srv.live.scene.id}/audit"
+    url = f"{srv.url}/api/sessions/{scene_id(srv)}/audit"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         assert r.status == 200
         return [e for e in await r.json() if e["action"].startswith("alarm.")]
@@ -184,6 +185,7 @@ async def refusal(request: object) -> p.Error:
     return refused.value.error
 
 
+@pytest.mark.deployable
 async def test_acknowledged_by_an_operator_and_cleared_by_the_process_every_step_attributed(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

@@ -72,6 +72,7 @@ async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Pa
             assert carl.duplicate_events == 0
 
 
+@pytest.mark.deployable
 async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(
     tmp_path: Path, store_url: str | None
 ) -> None:
@@ -105,6 +106,7 @@ async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path
             assert in_default.presence == {}
 
 
+@pytest.mark.deployable
 async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(
     tmp_path: Path, store_url: str | None
 ) -> None:
