@@ -488,8 +488,12 @@ def live(keys: int, clients: int, rate: int, seconds: float, rounds: int) -> lis
 def _live_line(row: dict[str, object]) -> str:
     if row["status"] != "ok":
         return f"failed: {row.get('error')}"
-    historian = row.get("historian_thread_cpu_s")
-    writer = f", historian thread {historian:.2f} s" if isinstance(historian, float) else ""
+    historian, accepted = row.get("historian_thread_cpu_s"), row.get("accepted")
+    writer = ""
+    if isinstance(historian, float) and isinstance(accepted, int) and accepted:
+        per = historian / accepted
+        writer = f", historian thread {historian:.2f} s for {accepted} readings ({per * 1e6:.1f} µs each: "
+        writer += f"{per * 10_000:.2f} of a core at 10 000/s)"
     return (
         f"staleness p50 {row['staleness_p50_ms']:.1f} / p99 {row['staleness_p99_ms']:.1f} ms, reached "
         f"{row['reached_pct']:.1f} %, server CPU {row['server_cpu_s']:.2f} s ({row['server_core_share']:.0%}){writer}, "

@@ -85,7 +85,7 @@ def plant_scene(count: int) -> Scene:
             "Pset_Design": {"NominalFlow": 12.5 + i % 7, "RatedPower": 15.0, "Material": "Steel"},
         }
         units = {"Pset_Design": {"NominalFlow": "m3/h", "RatedPower": "kW"}}
-        scene.add(Element(element(i), name_of(i), cls, f"unit-{unit}", m, f"kind{i % 12}", props, units))
+        scene.add(Element(element(i), name_of(i), cls, f"unit-{unit}", m, f"kind{i % 12}", props, units=units))
     return scene
 
 
@@ -126,7 +126,8 @@ def glb_json(path: Path) -> dict:
         return orjson.loads(f.read(length))
 
 
-def sizes(directory: Path, count: int) -> dict:
+def sizes(directory: Path, scene: Scene) -> dict:
+    """What the metadata costs in the files: per node in the GLB's JSON, against a feature-id layout's estimate."""
     doc = glb_json(directory / "scene.glb")
     nodes = doc["nodes"]
     node_bytes = len(orjson.dumps(nodes))
@@ -137,7 +138,24 @@ def sizes(directory: Path, count: int) -> dict:
         "glb_json_bytes": len(orjson.dumps(doc)),
         "node_json_per_element": node_bytes / len(nodes),
         "extras_json_per_element": extras_bytes / len(nodes),
-        "elements": count,
+        **feature_table_estimate(scene),
+        "elements": len(scene.elements),
+    }
+
+
+def feature_table_estimate(scene: Scene) -> dict:
+    """The same id, name and class as EXT_structural_metadata would hold them: a binary property table (strings
+    with 4-byte offsets, the class as an 8-bit enum), and the EXT_mesh_features id each vertex then carries (2
+    bytes up to 65 535 features, else 4) once elements are merged into shared vertex buffers."""
+    elements = list(scene.elements.values())
+    table = sum(len(e.id.encode()) + len(e.name.encode()) + 2 * 4 + 1 for e in elements)
+    id_bytes = 2 if len(elements) <= 0xFFFF else 4
+    vertices = sum(
+        sum(len(prim.positions) for prim in scene.meshes[e.mesh].primitives) for e in elements if e.mesh is not None
+    )
+    return {
+        "feature_table_per_element": table / len(elements),
+        "feature_ids_per_element": vertices * id_bytes / len(elements),
     }
 
 
@@ -183,7 +201,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
     kinds = {
         "whole scene": None,
         "one unit (box)": p.Interest(box=box),
-        f"one area listed ({len(listed)} ids)": p.Interest(elements=listed),
+        "one area's ids listed": p.Interest(elements=listed),
     }
     sockets = {}
     out: dict[str, dict] = {}
@@ -201,6 +219,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
             "props": len(snap["props"]),
             "visuals": len(snap["visuals"]),
             "hello_bytes": len(p.encode(hello, "json")),
+            "ids": len(interest.elements or ()) if interest is not None else 0,
         }
         sockets[name] = (ws, snap["seq"])
     async with aiohttp.ClientSession() as http:
@@ -237,6 +256,9 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   input.dispatchEvent(new Event('input'));
   await until('#tree .results li[data-id]');
   const search = performance.now() - t1;
+  // What the client fetched for its panels (the API's answers), before the old client's download below.
+  const apiBytes = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/scenes/'))
+    .reduce((sum, e) => sum + e.encodedBodySize, 0);
   const t2 = performance.now();
   const res = await fetch(manifestUrl);
   const text = await res.text();
@@ -246,7 +268,7 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   const parsed = performance.now() - t3;
   const mark = (n) => performance.getEntriesByName(n)[0]?.startTime ?? null;
   return { properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
-           treeRows: mark('bench:tree') };
+           treeRows: mark('bench:tree'), api_bytes: apiBytes };
 }"""
 
 
@@ -257,21 +279,17 @@ def browser_run(url: str, scene: str, count: int) -> dict:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
-        api_bytes: list[int] = []
-        page.on("response", lambda r: api_bytes.append(len(r.body())) if "/api/scenes/" in r.url and r.ok else None)
         # The tree's first rows, as a mark on the page's own clock.
         page.add_init_script("""new MutationObserver((_, obs) => {
           if (document.querySelector('#tree li[data-id]')) { performance.mark('bench:tree'); obs.disconnect(); }
         }).observe(document, { childList: true, subtree: true });""")
         page.goto(f"{url}/?scene={scene}", timeout=LOAD_TIMEOUT_MS)
         page.wait_for_function("() => window.twinview && window.twinview.app.tree", timeout=LOAD_TIMEOUT_MS)
-        got = page.evaluate(IN_PAGE, [element(count - 1), f"pump {count - 1:05d}", f"/scenes/{scene}/manifest.json"])
-        got["api_bytes"] = sum(api_bytes)
-        browser.close()
+        got = page.evaluate(IN_PAGE, [element(count - 1), name_of(count - 1), f"/scenes/{scene}/manifest.json"])
     return got
 
 
-async def bench_size(count: int, browser: bool) -> dict:
+def bench_size(count: int, browser: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="twinview-metadata-") as tmp:
         directory = Path(tmp) / f"plant-{count}"
         directory.mkdir()
@@ -281,16 +299,21 @@ async def bench_size(count: int, browser: bool) -> dict:
         write_manifest(scene, directory / "manifest.json", {"glb": stats})
         export_s = time.perf_counter() - t0
         (Path(tmp) / "b.yaml").write_text(bindings(count))
-        result = {"export_s": export_s, **sizes(directory, count)}
+        result = {"export_s": export_s, **sizes(directory, scene)}
         with serve_scene(directory, Path(tmp) / "b.yaml", Path(tmp) / "data") as live:
-            scene_id = directory.name
-            async with aiohttp.ClientSession() as http:
-                await publish_all(http, live.url, count, 20.0)
-                result["api"] = await api_costs(http, live.url, scene_id, count)
-            result["joiners"] = await late_joiners(live.url, scene_id, count, live)
-            if browser:
-                result["browser"] = await asyncio.to_thread(browser_run, live.url, scene_id, count)
+            print(f"  exported in {export_s:.1f} s, served", file=sys.stderr)
+            if browser:  # first: Playwright's sync API hangs in this thread once asyncio.run has run in it
+                result["browser"] = browser_run(live.url, directory.name, count)
+                print("  browser measured", file=sys.stderr)
+            result.update(asyncio.run(_server_side(live, directory.name, count)))
         return result
+
+
+async def _server_side(live, scene_id: str, count: int) -> dict:
+    async with aiohttp.ClientSession() as http:
+        await publish_all(http, live.url, count, 20.0)
+        api = await api_costs(http, live.url, scene_id, count)
+    return {"api": api, "joiners": await late_joiners(live.url, scene_id, count, live)}
 
 
 def kb(n: float) -> str:
@@ -306,11 +329,13 @@ def table(results: dict[int, dict]) -> str:
         ("GLB JSON chunk", lambda r: kb(r["glb_json_bytes"])),
         ("… per element: node JSON", lambda r: f"{r['node_json_per_element']:.0f} B"),
         ("… of which extras {id, name, class}", lambda r: f"{r['extras_json_per_element']:.0f} B"),
+        ("feature ids instead: property table per element", lambda r: f"{r['feature_table_per_element']:.0f} B"),
+        ("… + feature id per vertex, per element", lambda r: f"{r['feature_ids_per_element']:.0f} B"),
     ]
     for probe in next(iter(results.values()))["api"]:
         rows.append((f"API: {probe}", lambda r, k=probe: f"{kb(r['api'][k]['bytes'])}, {r['api'][k]['ms']:.1f} ms"))
     for joiner in next(iter(results.values()))["joiners"]:
-        key = joiner.split(" (")[0]
+        key = joiner
         rows.append(
             (
                 f"late joiner, {joiner}: snapshot",
@@ -333,8 +358,10 @@ def table(results: dict[int, dict]) -> str:
 
 
 def _joiner(r: dict, key: str, field: str) -> str:
-    entry = next(v for k, v in r["joiners"].items() if k.startswith(key))
-    return kb(entry[field]) + (f" ({entry['props']} props)" if field == "snapshot_bytes" else "")
+    entry = r["joiners"][key]
+    if field != "snapshot_bytes":
+        return kb(entry[field])
+    return kb(entry[field]) + f" ({entry['props']} props" + (f", {entry['ids']} ids)" if entry["ids"] else ")")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in args.elements:
         print(f"{n} elements…", file=sys.stderr)
-        results[n] = asyncio.run(bench_size(n, not args.no_browser))
+        results[n] = bench_size(n, not args.no_browser)
     text = table(results)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 built by our GLB writer (meshopt, quantized positions), is drawn with one instanced draw per shared mesh
 (web_client/src/instanced_batch.js) holding each mesh once, and looks the same as when every copy is baked into
 the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes and their
-caps, hiding, x-ray and see-through work on instanced elements as on merged ones."""
+caps, hiding, x-ray and see-through, outlines, edges and snapping work on instanced elements as on merged ones."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
 from scene.model import Scene
 from tests.scene_factory import repeated_scene
-from tests.web_helpers import WAIT_MS, build_client, chromium_browser, open_viewer, serve_scene
+from tests.web_helpers import WAIT_MS, open_viewer, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -70,13 +70,6 @@ def served(root: Path, scene: Scene, bindings: str):
     (root / "b.yaml").write_text(bindings)
     with serve_scene(scene_dir, root / "b.yaml", root / "data") as live:
         yield live, f"{live.url}/?scene={scene_dir.name}"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +145,12 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     # Picking: each instance is its own element.
     for element in ("eq-00001", "eq-00007", "eq-00030"):
         assert _pick(page, element) == element
+    # A ray that is not the camera's, as an XR controller casts it: straight down onto an instance.
+    down = """(id) => { const tv = window.twinview;
+      const c = tv.app.batches.boxOf(id).getCenter(tv.viewer.camera.position.clone());
+      const r = tv.viewer.raycaster; r.ray.origin.set(c.x, 50, c.z); r.ray.direction.set(0, -1, 0);
+      const hit = tv.viewer.pickRay(r); return hit ? tv.app.batches.idOf(hit) : null; }"""
+    assert page.evaluate(down, "eq-00030") == "eq-00030"
     # A section plane through the middle (keeping x below it) cuts the far instances away, from picking too.
     page.evaluate("window.twinview.section.addAxis('x')")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
@@ -225,3 +224,43 @@ def test_only_the_meshes_that_save_most_are_instanced_within_the_draw_call_budge
     assert len(instanced) == 32 and all(b["slots"] == 8 for b in instanced)
     assert sorted(b["triangles"] for b in instanced).count(12) == 6  # boxes: the fewest vertices saved
     assert sum(b["slots"] for b in batches if b["name"].startswith("merged:")) == 8 * 8 + 4
+
+
+def test_measuring_snaps_to_the_corners_of_an_instance(plant):
+    _, browser, url = plant
+    page = open_viewer(browser, url)
+    _top_view(page)
+    page.click("#btn-measure")
+    # eq-00000: an unturned box (0.6 x 0.8 x 0.4 m) at the origin; its top's two corners on the -Z side.
+    corners = page.evaluate(
+        """() => { const b = window.twinview.app.batches.boxOf('eq-00000');
+        return [[b.min.x, b.max.y, b.min.z], [b.max.x, b.max.y, b.min.z]]; }"""
+    )
+    mid = _at(page, "eq-00000")
+    for corner in corners:
+        at = _screen(page, corner)
+        dx, dy = mid["x"] - at["x"], mid["y"] - at["y"]
+        norm = max((dx * dx + dy * dy) ** 0.5, 1e-9)
+        x, y = at["x"] + 3 * dx / norm, at["y"] + 3 * dy / norm  # on the top face, 3 px off the corner
+        page.mouse.move(x, y)
+        page.wait_for_function(
+            "() => document.querySelector('#snap-indicator').dataset.kind === 'vertex'", timeout=WAIT_MS
+        )
+        page.mouse.click(x, y)
+    points = page.evaluate("window.twinview.measure.items.map(m => m.points.map(p => p.toArray()))")
+    assert len(points) == 1
+    for got, want in zip(points[0], corners, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)  # snapped onto the corners (quantised positions)
+    assert page.errors == []
+    page.close()
+
+
+def _screen(page, point: list[float]) -> dict:
+    """Client pixel of a model point."""
+    return page.evaluate(
+        """([x, y, z]) => { const v = window.twinview.viewer;
+        const p = v.world.localToWorld(v.camera.position.clone().set(x, y, z)); p.project(v.camera);
+        const r = v.renderer.domElement.getBoundingClientRect();
+        return { x: r.left + (p.x + 1) / 2 * r.width, y: r.top + (1 - p.y) / 2 * r.height }; }""",
+        point,
+    )

@@ -196,9 +196,15 @@ def test_an_alarm_marker_goes_to_the_alarms_moment(world, page):
     alarm = page.locator("#alarms li.alarm", has_text=name)
     alarm.wait_for(timeout=WAIT)
     assert "unacknowledged" in alarm.get_attribute("class")  # as it was then, not returned as it is now
-    # Previous / next event walk the markers.
-    page.evaluate("t => window.twinview.timeline.bar.seek(t)", t - 30)
-    _wait_replay_at(page, t - 30, tol=1)
+    # Previous / next event walk the markers: to the one before (the server's start says which rules are in force:
+    # `rules_changed`, seconds before the alarm), and forward to the alarm again.
+    page.locator(".tl-prev").click()
+    page.wait_for_function(
+        """t => { const r = window.twinview.timeline.replay, bar = window.twinview.timeline.bar;
+        return r.asOf < t - 0.5 && bar.events.some((e) => e.t === r.asOf); }""",
+        arg=t,
+        timeout=WAIT,
+    )
     page.locator(".tl-next").click()
     _wait_replay_at(page, t)
     page.locator(".tl-live").click()

@@ -580,6 +580,7 @@ class Historian:
         db.execute("COMMIT")
         return path
 
+    @_uses_connection
     def checkpoint_alarms(self, now: float | None = None) -> float | None:
         """Write a checkpoint of the alarm list as of the last whole hour that ended SEAL_GRACE_S ago, once at least
         CHECKPOINT_ALARM_EVENTS alarm transitions have happened since the previous one (from which it is made: the

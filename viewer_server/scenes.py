@@ -83,6 +83,12 @@ class SceneEntry:
     def areas(self) -> ElementBoxes:
         return ElementBoxes(list(self.elements.values()))
 
+    def prepare(self) -> None:
+        """Build the search index, the tree and the boxes now (~1 s at 100 000 elements), in a thread at start-up,
+        so that no client's first search, tree page or interest waits for them."""
+        for cached in ("index", "tree", "areas"):
+            getattr(self, cached)
+
 
 class ElementIndex:
     """Substring search over every element's id, name and class without a Python loop per element: one

@@ -154,6 +154,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        jobs.append(asyncio.to_thread(live.scene.prepare))
         subscribed = asyncio.Event()
         if isinstance(bus, RedisBus):
             jobs.append(_close_announced(live, store, bus, subscribed))
