@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from tests.redis_server import redis_server
 from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 from viewer_server.permissions import Role
@@ -42,6 +45,8 @@ layers:
 """
 # The header every JSON body needs (415 without it: viewer_server.http_edge).
 JSON_BODY = {"Content-Type": "application/json"}
+# The environment variable that runs every live_server on a Redis shared bus of its own (see live_server).
+TEST_BUS = "TWINVIEW_TEST_BUS"
 
 
 def write_scene(root: Path, elements: list[dict] | None = None) -> Path:
@@ -82,21 +87,28 @@ async def live_server(
     **options: Any,
 ) -> AsyncIterator[RunningServer]:
     """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
-    the text of a procedure file (YAML); `options` are further ServeOptions fields."""
+    the text of a procedure file (YAML); `options` are further ServeOptions fields. With TWINVIEW_TEST_BUS=redis
+    in the environment, a server given no `bus_url` runs on a Redis of its own (tests/redis_server.py): the
+    same tests, on the shared bus."""
     procedure_file = root / "test.procedure.yaml"
     if procedures is not None:
         procedure_file.write_text(procedures)
-    async with running_server(
-        write_scene(root, elements),
-        bindings=write_bindings(root, bindings) if bindings is not None else None,
-        mqtt_url=mqtt_url,
-        host="127.0.0.1",
-        port=port,
-        data_dir=root / "data",
-        simulate=simulate,
-        procedures=procedure_file if procedures is not None else None,
-        **options,
-    ) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        if os.environ.get(TEST_BUS) == "redis" and "bus_url" not in options:
+            options["bus_url"] = stack.enter_context(redis_server(root / f"bus-{secrets.token_hex(4)}")).url
+        server = await stack.enter_async_context(
+            running_server(
+                write_scene(root, elements),
+                bindings=write_bindings(root, bindings) if bindings is not None else None,
+                mqtt_url=mqtt_url,
+                host="127.0.0.1",
+                port=port,
+                data_dir=root / "data",
+                simulate=simulate,
+                procedures=procedure_file if procedures is not None else None,
+                **options,
+            )
+        )
         yield server
 
 

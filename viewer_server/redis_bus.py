@@ -243,11 +243,13 @@ class RedisBus:
         """Log entries after entry id `after` (waiting up to BLOCK_MS for one)."""
         return await self._read(scene, "log", b"b", after)
 
-    async def send(self, scene: str, message: bytes) -> str:
-        """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
-        call = self._redis.xadd(self.key(scene, "inbox"), {"m": message})  # trimmed by the leader (`trim_inbox`)
-        entry = await self._call("handing the change to the leader", call)
-        return entry.decode()
+    async def send(self, scene: str, messages: list[bytes]) -> None:
+        """Hand messages to the leader (the inbox), in order, in one round trip; returns once Redis has them.
+        The inbox is trimmed by the leader (`trim_inbox`)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for message in messages:
+            pipe.xadd(self.key(scene, "inbox"), {"m": message})
+        await self._call("handing the change to the leader", pipe.execute())
 
     async def trim_inbox(self, scene: str, taken: str) -> None:
         """Forget the inbox messages before entry id `taken`: the log has taken them in (never one it has not,
