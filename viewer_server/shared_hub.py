@@ -188,11 +188,18 @@ class SharedHub(SceneHub):
             await asyncio.sleep(RENEW_S / 5)
         else:
             self._load(checkpoint)
+        # Serve from where the log is now: what it held when we came (or what founding it numbered first).
+        target = self._leader.engine.seq if self._leader is not None else await self.redis.last_seq(self.scene_id)
         self._tasks = [
             asyncio.create_task(self._follow(), name="twinview-follow"),
             asyncio.create_task(self._lease(), name="twinview-lease"),
             asyncio.create_task(self._forward(), name="twinview-forward"),
         ]
+        while self.seq < target:
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise BusUnavailable(f"scene {self.scene_id!r}: the log did not reach seq {target} in time")
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Leave: append what the engine still holds, hand the lease over, say goodbye to the peers."""
