@@ -121,6 +121,7 @@ class RedisBus:
         self.on_status: list[Callable[[bool], None]] = []
         self._local = InProcessBus()
         self._peers: dict[str, float] = {}  # another process -> monotonic time its heartbeat was last seen
+        self._closing: set[asyncio.Future[None]] = set()  # pub/sub connections being closed
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=COMMAND_TIMEOUT_S + BLOCK_MS / 1000,
@@ -155,6 +156,8 @@ class RedisBus:
         return [Peer(name.rsplit(":", 1)[0], round(now - seen, 3)) for name, seen in sorted(self._peers.items())]
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=COMMAND_TIMEOUT_S)
         await self._redis.aclose()
 
     # --- calls -----------------------------------------------------------------------------------
@@ -307,10 +310,12 @@ class RedisBus:
                 if subscribed is not None:
                     subscribed.set()
                 while True:
-                    message = await self._call("listening for revocations", pubsub.get_message(True, BLOCK_MS / 1000))
+                    message = await self._call("listening for revocations", pubsub.get_message(True, timeout=None))
                     if message is not None and message["type"] == "message":
                         yield message["data"]
             except BusUnavailable:
                 await asyncio.sleep(RENEW_S)
-            finally:
-                await pubsub.aclose()
+            finally:  # not awaited: redis-py's teardown cannot be cancelled, and a stopping listener must end now
+                closing = asyncio.ensure_future(pubsub.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)

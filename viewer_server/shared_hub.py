@@ -203,9 +203,7 @@ class SharedHub(SceneHub):
 
     async def stop(self) -> None:
         """Leave: append what the engine still holds, hand the lease over, say goodbye to the peers."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancelled(self._tasks)
         leader, self._leader = self._leader, None
         with contextlib.suppress(BusUnavailable):
             if leader is not None:
@@ -498,6 +496,7 @@ class _Leader:
         self.replies: dict[str, int] = {}
         self.owners = dict(mirror.presence_owner)
         self.deciders: dict[str, str] = {}  # session -> the process whose presenter state was taken last
+        self.stopping: asyncio.Future[None] | None = None  # once abandoned: its tasks ending
         self._queue: asyncio.Queue[LogRecord] = asyncio.Queue()
         book = type(mirror.alarms)()
         book.alarms = dict(mirror.alarms.alarms)
@@ -634,8 +633,7 @@ class _Leader:
 
     def abandon(self) -> None:
         """No longer the leader: stop; what was not appended is numbered again by the next leader."""
-        for task in self._tasks:
-            task.cancel()
+        self.stopping = asyncio.ensure_future(_cancelled(self._tasks))
         if self.engine._flush_handle is not None:
             self.engine._flush_handle.cancel()
 
@@ -651,6 +649,16 @@ def _log_failure(task: asyncio.Future[None]) -> None:
     """A pose or presenter state that did not reach Redis: the clients were told the bus is down (status)."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("not sent to the leader: %s", task.exception())
+
+
+async def _cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they have ended, cancelling again any that swallowed the cancellation
+    (a Redis client interrupted in a call may)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RENEW_S)
 
 
 def _tell(observers: list[Callable[..., None]], *args: object) -> None:
