@@ -85,7 +85,7 @@ class LiveScene:
         historian = None
         if store is not None and history:
             retention = bindings.history if bindings is not None else (lambda element, prop: History())
-            historian = Historian(store.path.parent / HISTORY_DIR / scene.id, retention=retention)
+            historian = Historian(store.data_dir / HISTORY_DIR / scene.id, retention=retention)
         rule_versions = None
         if historian is not None:
             content = text.encode() if text is not None else None
@@ -119,7 +119,7 @@ class LiveScene:
             rooms=Rooms(store, scene.id),
             annotations=Annotations(store, hub, known) if store is not None else None,
             # Without a store (no data dir) tokens live as long as the process.
-            secret=load_secret(store.path.parent) if store is not None else secrets.token_bytes(SECRET_BYTES),
+            secret=load_secret(store.data_dir) if store is not None else secrets.token_bytes(SECRET_BYTES),
             presenters=Presenters(hub, known),
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,

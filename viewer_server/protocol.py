@@ -721,7 +721,7 @@ class Replay(Base, tag="replay"):
 
 
 class ReplayDelta(Base, tag="replay_delta"):
-    """While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+    """While playing: what changed in the history up to `as_of` (one per ~33 ms of wall time, in time order).
     props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
     `events` are the recorded events since the previous frame, oldest first."""
 

@@ -40,6 +40,7 @@ from viewer_server.server_file import announced, local_url
 from viewer_server.session import close_sessions, revoked, tell_status
 from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store, prune_revocations
+from viewer_server.store_db import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    store: str | None = None  # postgresql://USER@HOST:PORT/DB or sqlite:PATH; None: the SQLite file in data_dir
     history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
     bus_url: str | None = None  # redis://HOST:PORT: several processes serve the scene (viewer_server/shared_hub.py)
 
@@ -118,7 +120,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
     # A bad --bus URL is a ValueError before anything opens.
     bus: InProcessBus | RedisBus = RedisBus(opts.bus_url) if opts.bus_url else InProcessBus()
     edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
-    store = Store(opts.data_dir)
+    store = Store(opts.data_dir, opts.store)
     live: LiveScene | None = None
     started = False
     runner: web.AppRunner | None = None
@@ -152,6 +154,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        jobs.append(asyncio.to_thread(live.scene.prepare))
         subscribed = asyncio.Event()
         if isinstance(bus, RedisBus):
             jobs.append(_close_announced(live, store, bus, subscribed))
@@ -231,12 +234,13 @@ async def _tick_rules(live: LiveScene) -> None:
 
 
 async def _keep_history(historian: Historian, hub: SceneHub) -> None:
-    """Seal finished hours into Parquet chunks and apply retention, off the event loop; of the processes
-    sharing a scene (and its data dir), only the leader."""
+    """Seal finished hours into Parquet chunks, checkpoint the alarm list and apply retention, off the event loop;
+    of the processes sharing a scene (and its data dir), only the leader."""
     while True:
         try:
             if hub.leading:
                 await asyncio.to_thread(historian.seal)
+                await asyncio.to_thread(historian.checkpoint_alarms)
                 await asyncio.to_thread(historian.retain)
         except (OSError, sqlite3.Error) as exc:
             log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
@@ -245,10 +249,22 @@ async def _keep_history(historian: Historian, hub: SceneHub) -> None:
 
 async def _close_revoked(live: LiveScene, store: Store) -> None:
     """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
-    of the (small) revocations table per poll, compared with every connection's token."""
+    of the (small) revocations table per poll, compared with every connection's token. While the store
+    cannot be read it says so once, and goes on polling until it can."""
+    failing = False
     while True:
         await asyncio.sleep(REVOCATION_POLL_S)
-        gone = revoked(live.sessions, store.revocations())
+        try:
+            revocations = await asyncio.to_thread(store.revocations)
+        except StoreError as exc:
+            if not failing:
+                log.error("store: revocations cannot be read (retried every %.0f s): %s", REVOCATION_POLL_S, exc)
+            failing = True
+            continue
+        if failing:
+            log.warning("store: revocations readable again (%s)", store.location)
+        failing = False
+        gone = revoked(live.sessions, revocations)
         if gone:
             await close_sessions(gone, CLOSE_AUTH, REVOKED)
 

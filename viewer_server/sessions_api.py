@@ -36,6 +36,7 @@ from viewer_server.procedures import record_csv
 from viewer_server.redis_bus import RedisBus
 from viewer_server.rooms import MAX_USER_NAME, Member, Room, guest_id, user_problem
 from viewer_server.session import close_sessions, revoked
+from viewer_server.store_db import StoreError
 from viewer_server.topics import Comment, Topic
 
 # Seconds a client refused because the server is busy with other BCF imports is told to wait.
@@ -43,6 +44,8 @@ BUSY_RETRY_AFTER_S: Final = 5
 # Audit entries per request by default and at most: a page of a table, not the whole history.
 AUDIT_DEFAULT_LIMIT: Final = 200
 AUDIT_MAX_LIMIT: Final = 2000
+# The error of a REST read the store could not answer (PostgreSQL unreachable): 503.
+STORE_UNAVAILABLE: Final = "store_unavailable"
 # HTTP status of each refusal of the annotation service.
 STATUS: Final = {
     p.ERR_FORBIDDEN: 403,
@@ -169,7 +172,8 @@ async def _body(request: web.Request, cls: type) -> Any:
 
 
 def handles_refusals(handler: Any) -> Any:
-    """Turn Refused and AnnotationError into JSON error responses."""
+    """Turn Refused and AnnotationError into JSON error responses, and a store that cannot answer a read
+    into 503 `store_unavailable` (docs/STORE.md)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
@@ -183,6 +187,8 @@ def handles_refusals(handler: Any) -> Any:
             if exc.field is not None:
                 body["field"] = exc.field
             return _json(body, STATUS.get(exc.code, 400))
+        except StoreError as exc:
+            return _json({"error": STORE_UNAVAILABLE, "detail": f"{exc}; try again"}, 503)
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
