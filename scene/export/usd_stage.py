@@ -130,6 +130,8 @@ class StageWriter:
                     writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
         if not layer.Export(str(self.path)):
             raise ExportFailed(str(self.path), "USD could not write the layer")
+        # The layer holds a copy of every array and property: let it go before the other outputs are made.
+        self._layer, self._paths, self._added = None, {}, []
 
 
 def write_stage(scene: Scene, path: Path) -> None:
