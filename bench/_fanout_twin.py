@@ -8,8 +8,9 @@ is encoded and written to the socket, so its staleness includes the hop into the
 and validation.
 
 Subcommands (JSON lines on stdout, commands on stdin):
-- `serve`: `viewer_server.serve.serve(...)` in this process; prints `{"ready": port}` once it listens;
-  stops on `{"quit": true}` or EOF.
+- `serve`: `viewer_server.serve.serve(...)` in this process (`--no-history`: without the historian); prints
+  `{"ready": port, "historian_tid": id}` once it listens (the historian's writer thread, for its CPU time; null
+  without one); stops on `{"quit": true}` or EOF.
 - `drive`: connects as a publisher, seeds every element with counter 1 (and waits for the acks), prints
   `{"ready": true}`; `{"go": t0, "rate", "duration", "seed", "log"}` publishes the schedule from
   monotonic t0 (one batch per tick, its readings prebuilt, stamped with `ts` and encoded at issue),
@@ -25,6 +26,7 @@ import gc
 import json
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +117,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 port=args.port,
                 data_dir=Path(args.data_dir),
                 simulate=False,
+                history=not args.no_history,
             ),
             ready=ready,
         )
@@ -123,7 +126,8 @@ async def _serve(args: argparse.Namespace) -> None:
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()  # raises the start-up error
-    say(ready=args.port)
+    writer = next((t for t in threading.enumerate() if t.name == "twinview-historian"), None)
+    say(ready=args.port, historian_tid=writer.native_id if writer is not None else None)
     loop = asyncio.get_running_loop()
     stalls: list[tuple[float, float]] = []
 
@@ -285,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--bindings", required=True)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--data-dir", required=True)
+    s.add_argument("--no-history", action="store_true", help="serve without the historian")
     d = sub.add_parser("drive")
     d.add_argument("--url", required=True)
     d.add_argument("--k", type=int, required=True)

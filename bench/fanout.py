@@ -133,6 +133,12 @@ class Child:
                 total += t.user + t.system
         return total
 
+    def thread_cpu(self, tid: int) -> float:
+        """CPU seconds of one thread of the process so far (/proc/PID/task/TID/schedstat, first field)."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(Path(f"/proc/{self.proc.pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+        return 0.0
+
     def run_queue_wait(self) -> float:
         """Seconds the process's threads (and its children's) were runnable but waiting for a CPU
         (/proc/PID/task/*/schedstat, second field): how much the rest of the machine held it back."""
@@ -295,6 +301,7 @@ class Running:
     url: str
     setup_s: float
     extra: list[Child] = field(default_factory=list)
+    historian_tid: int | None = None  # TwinView's historian writer thread, when it runs one
 
     def stop(self) -> None:
         for c in {id(x): x for x in [self.driver, *self.extra, self.server]}.values():
@@ -312,7 +319,7 @@ def start_viser(k: int, work: Path) -> Running:
     return Running(server, server, f"ws://127.0.0.1:{port}", time.monotonic() - t)
 
 
-def start_twin(k: int, work: Path) -> Running:
+def start_twin(k: int, work: Path, history: bool = True) -> Running:
     from bench import _fanout_twin
 
     t = time.monotonic()
@@ -335,10 +342,11 @@ def start_twin(k: int, work: Path) -> Running:
             str(port),
             "--data-dir",
             str(work / "data"),
+            *([] if history else ["--no-history"]),
         ],
     )
     try:
-        server.expect("ready", SETUP_TIMEOUT_S)
+        historian_tid = server.expect("ready", SETUP_TIMEOUT_S).get("historian_tid")
         url = f"ws://127.0.0.1:{port}/ws"
         driver = Child("twinview publisher", [PY, "-m", "bench._fanout_twin", "drive", "--url", url, "--k", str(k)])
         try:
@@ -349,7 +357,7 @@ def start_twin(k: int, work: Path) -> Running:
     except Exception:
         server.stop()
         raise
-    return Running(server, driver, url, time.monotonic() - t)
+    return Running(server, driver, url, time.monotonic() - t, historian_tid=historian_tid)
 
 
 STARTERS = {"viser": start_viser, "twin": start_twin}
@@ -411,7 +419,8 @@ def load_client_logs(path: Path) -> list[ClientLog]:
 # --- one configuration -------------------------------------------------------------------------------
 
 
-def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: int = 1) -> dict:
+def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: int = 1, history: bool = True) -> dict:
+    """One configuration; `history=False` serves TwinView without its historian (bench/history.py compares)."""
     row: dict[str, Any] = {
         "system": system,
         "k": k,
@@ -429,7 +438,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
         window: tuple[float, float] | None = None
         sampler: ConditionSampler | None = None
         try:
-            running = STARTERS[system](k, work)
+            running = start_twin(k, work, history) if system == "twin" else STARTERS[system](k, work)
             row["setup_s"] = round(running.setup_s, 2)
             clients = start_clients(
                 system, running.url, k, n, work, "run", max_seconds=SETUP_TIMEOUT_S + 4 * duration + 180
@@ -455,6 +464,8 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             row["load_before"] = round(os.getloadavg()[0], 2)
             cpu0 = {id(p): p.cpu() for p in procs}
             wait0 = {id(p): p.run_queue_wait() for p in procs}
+            tid = running.historian_tid
+            historian0 = running.server.thread_cpu(tid) if tid else 0.0
             t0 = time.monotonic() + 0.3
             probe = JitterProbe()
             probe.start()
@@ -479,6 +490,8 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
             server_cpu = cpu1[id(running.server)] - cpu0[id(running.server)]
             row["server_cpu_s"] = server_cpu
             row["server_core_share"] = server_cpu / run_s
+            if tid:
+                row["historian_thread_cpu_s"] = running.server.thread_cpu(tid) - historian0
             if running.driver is not running.server:
                 row["driver_cpu_s"] = cpu1[id(running.driver)] - cpu0[id(running.driver)]
             per_proc = [cpu1[id(c)] - cpu0[id(c)] for c in clients]

@@ -27,7 +27,11 @@ ingest, playback, the alarm list as of t.
 6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), a `ReplayTwin` sought to the
    start and a `Player` at 60×, its frames timed for --seconds of wall time: the gaps between frames
    (p50 / p99 / max) and the CPU time per frame.
-7. alarms (`--only alarms`): 100 000 alarm events (1 000 alarms raised and cleared in turn, one event per 6 s:
+7. live (`--only live`): bench/fanout.py's TwinView configuration (a server process, a publisher process sending
+   --rate readings/s over --live-keys properties, --clients viewers in 4 client processes, staleness measured at
+   the clients) run --rounds times without the historian and with it, alternately, in one run: the live fan-out
+   p50 / p99 of each, the server's CPU, and the CPU time of the historian's writer thread.
+8. alarms (`--only alarms`): 100 000 alarm events (1 000 alarms raised and cleared in turn, one event per 6 s:
    a week) recorded, then `alarms_at(t)` (the alarm list a seek shows) early, in the middle and at the end.
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
@@ -399,6 +403,33 @@ async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, floa
     }
 
 
+def live(keys: int, clients: int, rate: int, seconds: float, rounds: int) -> list[dict[str, object]]:
+    """Fan-out with and without the historian, alternately (bench/fanout.py's machinery, its rows as they are)."""
+    from bench import fanout
+
+    rows = []
+    for i in range(rounds):
+        for history in (False, True):
+            row = fanout.run_config("twin", keys, clients, rate, seconds, seed=i + 1, history=history)
+            row["history"] = history
+            rows.append(row)
+            print(f"live fan-out, historian {'on' if history else 'off'}: {_live_line(row)}", flush=True)
+    return rows
+
+
+def _live_line(row: dict[str, object]) -> str:
+    if row["status"] != "ok":
+        return f"failed: {row.get('error')}"
+    historian = row.get("historian_thread_cpu_s")
+    writer = f", historian thread {historian:.2f} s" if isinstance(historian, float) else ""
+    return (
+        f"staleness p50 {row['staleness_p50_ms']:.1f} / p99 {row['staleness_p99_ms']:.1f} ms, reached "
+        f"{row['reached_pct']:.1f} %, server CPU {row['server_cpu_s']:.2f} s ({row['server_core_share']:.0%}){writer}, "
+        f"load {row['load_before']} → {row['load_avg_1m']}, nice {row['nice_server']}, {row['client_procs']} client "
+        f"processes (max {row['client_core_share_max']:.0%} of a core); {row['bottleneck']}"
+    )
+
+
 def alarms(folder: Path, events: int = 100_000) -> dict[str, float]:
     t0 = 1_800_000_000.0
     h = Historian(folder / "alarms", clock=lambda: t0 + events * 6)
@@ -434,6 +465,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "playback"):
             out["playback"] = await playback(Path(tmp), args.minutes, args.seconds)
+        if args.only in (None, "live"):
+            out["live"] = live(args.live_keys, args.clients, args.rate, args.seconds, args.rounds)
         if args.only in (None, "alarms"):
             out["alarms"] = alarms(Path(tmp))
         if args.only in (None, "storage"):
@@ -489,6 +522,10 @@ def table(result: dict[str, object]) -> str:
             f"properties changed per frame; gaps p50 {pb['gap_p50_ms']:.0f} ms, p99 {pb['gap_p99_ms']:.0f} ms, "
             f"max {pb['gap_max_ms']:.0f} ms; CPU {pb['cpu_per_frame_ms']:.1f} ms per frame",
         ]
+    if "live" in result:
+        rows = result["live"]
+        assert isinstance(rows, list)
+        lines += [""] + [f"- historian {'on' if r['history'] else 'off'}: {_live_line(r)}" for r in rows]
     if "alarms" in result:
         al = result["alarms"]
         assert isinstance(al, dict)
@@ -517,13 +554,16 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "alarms"])
+    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "live", "alarms"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")
     parser.add_argument("--step", type=float, default=STEP_S, help="seconds between two samples of a key")
     parser.add_argument("--rate", type=int, default=10_000, help="readings per second for ingest")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest and playback run")
+    parser.add_argument("--live-keys", type=int, default=10_000, help="properties in the live fan-out run")
+    parser.add_argument("--clients", type=int, default=100, help="viewers in the live fan-out run")
+    parser.add_argument("--rounds", type=int, default=2, help="live fan-out runs without / with the historian")
     parser.add_argument("--minutes", type=int, default=20, help="minutes of 1 Hz history for playback")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))

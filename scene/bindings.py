@@ -25,7 +25,7 @@ import jsonschema
 import msgspec
 import orjson
 
-from scene.config_file import ConfigFileError, check_finite, config_main, convert, entry_name, load_config
+from scene.config_file import ConfigFileError, check_finite, config_main, convert, entry_name, load_config, parse_config
 from scene.json_schema import tidy
 from scene.state import Quality, Reading, Scalar
 
@@ -709,6 +709,11 @@ def parse_bindings(data: Any, file: str = "<bindings>", known_elements: set[str]
 def load_bindings(path: Path, known_elements: set[str] | None = None) -> Bindings:
     """Read, validate and build the bindings in a YAML or JSON file; raises BindingsError."""
     return load_config(path, BindingsError, lambda data, file: parse_bindings(data, file, known_elements))
+
+
+def bindings_from_text(text: bytes, file: str, known_elements: set[str] | None = None) -> Bindings:
+    """`load_bindings` of a file's content (a version the historian kept); `file` its name (.json: JSON)."""
+    return parse_config(text, file, BindingsError, lambda data, f: parse_bindings(data, f, known_elements))
 
 
 def main(argv: list[str]) -> int:

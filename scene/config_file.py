@@ -95,6 +95,12 @@ def load_config(path: Path, error: type[ConfigFileError], parse: Callable[[Any, 
         text = Path(path).read_bytes()
     except OSError as exc:
         raise error(file, "(file)", exc.strerror or str(exc)) from None
+    return parse_config(text, file, error, parse)
+
+
+def parse_config(text: bytes, file: str, error: type[ConfigFileError], parse: Callable[[Any, str], T]) -> T:
+    """`load_config` of a file's content `text` (read before, or kept: the historian's versions of a bindings
+    file); `file` names it in errors, and its .json suffix picks JSON."""
     is_json = file.endswith(".json")
     try:
         data = orjson.loads(text) if is_json else yaml.load(text, Loader=UniqueKeyLoader)

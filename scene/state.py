@@ -124,6 +124,16 @@ class TwinState:
         props[prop] = current
         return Change(element, prop, current)
 
+    def put(self, element: str, prop: str, pv: PropertyValue) -> None:
+        """Set the current value as another process's state decided it (a mirror of a shared twin): history
+        gets the sample when it is newer than the last one."""
+        self._current.setdefault(element, {})[prop] = pv
+        hist = self._history.get((element, prop))
+        if hist is None:
+            hist = self._history[(element, prop)] = deque(maxlen=self.history_len)
+        if not hist or pv.ts > hist[-1][0]:
+            hist.append((pv.ts, pv.value))
+
     def get(self, element: str, prop: str) -> PropertyValue | None:
         return self._current.get(element, {}).get(prop)
 

@@ -52,7 +52,7 @@ def write_scene(root: Path, elements: list[dict] | None = None) -> Path:
         "format": "twinview-manifest",
         "version": 1,
         "elements": [
-            {**el, "bbox": [[0, 0, 0], [1, 1, 1]], "triangles": 12, "properties": {}} for el in elements or ELEMENTS
+            {"bbox": [[0, 0, 0], [1, 1, 1]], "triangles": 12, "properties": {}, **el} for el in elements or ELEMENTS
         ],
         "stats": {"elements": len(elements or ELEMENTS)},
         "inputs": [],

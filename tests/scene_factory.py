@@ -162,3 +162,34 @@ def grid_scene(count: int, *, kinds: int = 20) -> Scene:
         props = {"Pset_Common": {"Index": i, "Reference": f"R{i % 13}", "LoadBearing": bool(i % 2)}}
         scene.add(Element(f"e${i}", f"Element {i}", f"IfcKind{i % 9}", "root", m, f"kind{i % kinds}", props))
     return scene
+
+
+def repeated_scene(copies: int, *, kinds: int = 3, unique: int = 4) -> Scene:
+    """A plant of `copies` elements sharing `kinds` equipment meshes (a pump body, a valve ball, a flange:
+    each element one placement of one of them, turned and some stretched, as mapped IFC types are), plus
+    `unique` elements with meshes of their own. Ids: `eq-00000`... in order, `part-0`... for the unique ones."""
+    scene = Scene()
+    scene.inputs.append(InputRecord("plant.ifc", "e" * 64, "ifc", "synthetic 1.0"))
+    mats = [scene.add_material(Material(f"Paint {k}", (0.3 + 0.2 * k, 0.55, 0.75 - 0.2 * k, 1.0))) for k in range(3)]
+    shapes = [
+        lambda m, f: box_primitive((0.6 * f, 0.8, 0.4), m),
+        lambda m, f: sphere_primitive(0.35 * f, 24, m),
+        lambda m, f: sphere_primitive(0.25 * f, 12, m),
+    ]
+    for k in range(kinds):  # each kind its own geometry (the writer would merge identical ones)
+        prim = shapes[k % len(shapes)](mats[k % len(mats)], 1 + 0.01 * (k // len(shapes)))
+        scene.meshes[f"type{k}"] = Mesh(f"type{k}", [prim])
+    scene.add(Element("site", "Plant", "IfcSite"))
+    side = int(np.ceil(np.sqrt(copies + unique)))
+    for i in range(copies):
+        m = translation((i % side) * 1.5, 0.5, (i // side) * 1.5) @ rotation_y(30 * (i % 5))
+        if i % 4 == 3:
+            m = m @ np.diag([1.0, 1.5, 1.0, 1.0])  # a taller variant of the type
+        props = {"Pset_Tag": {"Tag": f"EQ-{i:05d}"}}
+        scene.add(Element(f"eq-{i:05d}", f"Equipment {i}", "IfcPump", "site", m, f"type{i % kinds}", props))
+    for u in range(unique):
+        at = copies + u
+        scene.meshes[f"part{u}"] = Mesh(f"part{u}", [box_primitive((0.9, 0.3 + 0.2 * u, 0.9), mats[u % len(mats)])])
+        m = translation((at % side) * 1.5, 0.5, (at // side) * 1.5)
+        scene.add(Element(f"part-{u}", f"Part {u}", "IfcPlate", "site", m, f"part{u}"))
+    return scene

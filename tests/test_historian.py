@@ -234,3 +234,31 @@ def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_
     h.append([Reading("PT-1", "pressure", 2.0, "bar", T0 + 2)], T0 + 2, "test").result(timeout=30)
     assert [s.value for s in h.samples(T0, T0 + 10)] == [1.0, 2.0]
     h.close()
+
+
+def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(tmp_path: Path) -> None:
+    now = [T0 + HOUR]
+    h = _open(tmp_path, now)
+    assert h.bindings_at(T0) is None
+    h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 10)
+    h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 20)  # a restart with the same file: no new version
+    h.record_bindings("plant.yaml", b"version: 1  # B", T0 + 30)
+    h.record_bindings("plant.json", b'{"version": 1}', T0 + 40)
+    h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 50).result()  # back to A: a version of its own
+    h.close()
+    h = _open(tmp_path, now)
+    contents = {t: h.bindings_at(t).content for t in (T0, T0 + 10, T0 + 29.9, T0 + 30, T0 + 45, T0 + 60)}  # type: ignore[union-attr]
+    assert contents == {
+        T0: b"version: 1  # A",  # before the first version: the first (the history before it had no other)
+        T0 + 10: b"version: 1  # A",
+        T0 + 29.9: b"version: 1  # A",
+        T0 + 30: b"version: 1  # B",
+        T0 + 45: b'{"version": 1}',
+        T0 + 60: b"version: 1  # A",
+    }
+    assert [(t, file) for t, file, _ in h.bindings_changes(T0 + 10, T0 + 50)] == [
+        (T0 + 30, "plant.yaml"),
+        (T0 + 40, "plant.json"),
+        (T0 + 50, "plant.yaml"),
+    ]
+    h.close()

@@ -474,3 +474,108 @@ def test_placements_are_read_and_an_unreadable_one_is_a_warning(tmp_path: Path):
     np.testing.assert_allclose(scene.elements[placed.GlobalId].matrix[:3, 3], (1.0, 3.0, -2.0))
     np.testing.assert_allclose(scene.elements[broken.GlobalId].matrix, np.eye(4))
     assert any("1 element(s) with an unreadable placement" in w and "broken" in w for w in scene.warnings)
+
+
+def _pump_plant(path: Path, uses: int) -> list[str]:
+    """An IFC4 file with one IfcPumpType whose body (a RepresentationMap) `uses` IfcPumps map, each placed and
+    turned on its own; the last maps it through a non-uniform operator with turned axes (scale x rotation: a
+    shear, which a glTF node cannot hold). Returns the pumps' GlobalIds."""
+    import ifcopenshell.api
+
+    model = ifcopenshell.api.run("project.create_file", version="IFC4")
+    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
+    ifcopenshell.api.run("unit.assign_unit", model)
+    context = ifcopenshell.api.run("context.add_context", model, context_type="Model")
+    body = ifcopenshell.api.run(
+        "context.add_context",
+        model,
+        context_type="Model",
+        context_identifier="Body",
+        target_view="MODEL_VIEW",
+        parent=context,
+    )
+    site = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcSite", name="Site")
+    ifcopenshell.api.run("aggregate.assign_object", model, relating_object=project, products=[site])
+    pump_type = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcPumpType", name="Pump type")
+    shape = ifcopenshell.api.run(
+        "geometry.add_wall_representation", model, context=body, length=0.8, height=0.5, thickness=0.4
+    )
+    ifcopenshell.api.run("geometry.assign_representation", model, product=pump_type, representation=shape)
+    pumps = []
+    for i in range(uses):
+        pump = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcPump", name=f"Pump {i}")
+        ifcopenshell.api.run("spatial.assign_container", model, relating_structure=site, products=[pump])
+        matrix = np.eye(4)
+        matrix[:3, 3] = (i % 10 * 2.0, i // 10 * 2.0, 0.0)
+        c, s = np.cos(np.radians(20 * i)), np.sin(np.radians(20 * i))
+        matrix[:2, :2] = [[c, -s], [s, c]]
+        ifcopenshell.api.run("geometry.edit_object_placement", model, product=pump, matrix=matrix)
+        ifcopenshell.api.run("type.assign_type", model, related_objects=[pump], relating_type=pump_type)
+        pumps.append(pump)
+    (mapped,) = pumps[-1].Representation.Representations[0].Items
+    a = np.radians(30)
+    sheared = model.create_entity(
+        "IfcCartesianTransformationOperator3DnonUniform",
+        Axis1=model.createIfcDirection((float(np.cos(a)), float(np.sin(a)), 0.0)),
+        Axis2=model.createIfcDirection((float(-np.sin(a)), float(np.cos(a)), 0.0)),
+        Axis3=model.createIfcDirection((0.0, 0.0, 1.0)),
+        LocalOrigin=model.createIfcCartesianPoint((0.0, 0.0, 0.0)),
+        Scale=2.0,
+        Scale2=1.0,
+        Scale3=1.0,
+    )
+    pumps[-1].Representation.Representations[0].Items = [
+        model.create_entity("IfcMappedItem", MappingSource=mapped.MappingSource, MappingTarget=sheared)
+    ]
+    model.write(str(path))
+    return [p.GlobalId for p in pumps]
+
+
+def _world_vertices(scene: Scene, element_id: str) -> set[tuple[float, ...]]:
+    """An element's vertices in IFC world coordinates (Z-up), rounded to the millimetre."""
+    el = scene.elements[element_id]
+    local = np.concatenate([p.positions for p in scene.meshes[el.mesh].primitives]).astype(np.float64)
+    world = (np.c_[local, np.ones(len(local))] @ el.matrix.T)[:, :3]
+    return set(map(tuple, np.c_[world[:, 0], -world[:, 2], world[:, 1]].round(3) + 0.0))
+
+
+def test_a_type_mapped_fifty_times_is_one_mesh_placed_fifty_times(tmp_path: Path):
+    """...in the Scene, in the GLB (one glTF mesh), in the USD stage (instanceable prims under element prims that
+    keep their twin:id and property sets) and in an ARKit-valid USDZ; each placement, the sheared one too, is
+    where IfcOpenShell puts it."""
+    import ifcopenshell.geom
+    from pxr import Usd
+
+    from scene.export.glb import write_glb
+    from scene.export.usd_stage import write_stage
+    from scene.export.usdz import write_usdz
+    from scene.importers import mesh
+    from scene.validate import validate_usd
+
+    pumps = _pump_plant(tmp_path / "pumps.ifc", 50)
+    scene = load(tmp_path / "pumps.ifc", ImportOptions())
+    meshes = [scene.elements[p].mesh for p in pumps]
+    assert len(set(meshes[:-1])) == 1  # the 49 plain mappings share one mesh
+    assert meshes[-1] != meshes[0]  # the sheared one is its own (the kernel bakes the operator)
+    settings = ifcopenshell.geom.settings()
+    settings.set("use-world-coords", True)
+    write_glb(scene, tmp_path / "pumps.glb", compress=True)
+    written = mesh.load(tmp_path / "pumps.glb", ImportOptions())
+    assert len(written.meshes) == 2  # still shared in the GLB: one glTF mesh, 49 nodes
+    model = _model(tmp_path / "pumps.ifc")
+    for pump in (pumps[0], pumps[7], pumps[-1]):
+        shape = ifcopenshell.geom.create_shape(settings, model.by_guid(pump))
+        expected = set(map(tuple, np.asarray(shape.geometry.verts).reshape(-1, 3).round(3) + 0.0))
+        assert _world_vertices(scene, pump) == expected
+        # through the GLB (quantised positions: within a millimetre)
+        got = np.array(sorted(_world_vertices(written, pump)))
+        assert np.abs(got - np.array(sorted(expected))).max() <= 1.5e-3
+    write_stage(scene, tmp_path / "scene.usdc")
+    write_usdz(tmp_path / "scene.usdc", tmp_path / "scene.usdz")
+    assert validate_usd(tmp_path / "scene.usdz", arkit=True) == []
+    stage = Usd.Stage.Open(str(tmp_path / "scene.usdz"))
+    by_id = {p.GetAttribute("twin:id").Get(): p for p in stage.Traverse() if p.HasAttribute("twin:id")}
+    geometry = [by_id[p].GetChild("Geometry") for p in pumps]
+    assert all(g.IsInstance() for g in geometry[:-1]) and not geometry[-1].IsInstance()
+    assert len({g.GetPrototype().GetPath() for g in geometry[:-1]}) == 1
+    assert by_id[pumps[3]].GetAttribute("twin:name").Get() == "Pump 3"

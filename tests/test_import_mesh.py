@@ -464,3 +464,23 @@ def test_triangle_fan_keeps_its_winding(tmp_path: Path) -> None:
     (prim,) = next(iter(load(path).meshes.values())).primitives
     assert prim.indices.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 4]]
     assert (_facing(prim) > 0).all()
+
+
+def test_a_gltf_mesh_used_by_many_nodes_stays_one_shared_mesh(tmp_path: Path) -> None:
+    from scene.export.glb import write_glb
+
+    doc = json.loads(_gltf_box(tmp_path).read_text())
+    turns = [[0.0, float(np.sin(a / 2)), 0.0, float(np.cos(a / 2))] for a in np.radians(np.arange(40) * 9.0)]
+    doc["nodes"] = [
+        {"name": f"valve{i}", "mesh": 0, "translation": [i * 2.0, 0.0, 0.0], "rotation": turns[i]} for i in range(40)
+    ]
+    doc["scenes"] = [{"nodes": list(range(40))}]
+    (tmp_path / "valves.gltf").write_text(json.dumps(doc))
+    scene = load(tmp_path / "valves.gltf")
+    assert len(scene.elements) == 40 and len(scene.meshes) == 1
+    assert {e.mesh for e in scene.elements.values()} == set(scene.meshes)
+    tip = scene.elements["valves:/valve10"].matrix @ [1.0, 0.0, 0.0, 1.0]  # 90 degrees about Y
+    np.testing.assert_allclose(tip[:3], [20.0, 0.0, -1.0], atol=1e-6)
+    write_glb(scene, tmp_path / "out.glb")
+    again = load(tmp_path / "out.glb")
+    assert len(again.meshes) == 1 and len(again.elements) == 40

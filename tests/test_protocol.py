@@ -30,6 +30,8 @@ SAMPLES: list[object] = [
     p.Hello("web", "0.1.0"),
     p.Hello("py", "0.1.0", role="publisher", layer="energy", resume=p.Resume("abc", 42)),
     p.Subscribe("energy"),
+    p.ChangeInterest(p.Interest(box=((0, 0, 0), (10, 3, 10)), elements=["P-101"])),
+    p.ChangeInterest(None),
     p.Publish([p.Reading(4.2, key="PT-1.pressure"), p.Reading(True, element="P-1", prop="running", ts=1.7e9)], "r1"),
     p.PresenceUpdate(POSE),
     p.Ping(1.0),

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, mint_token, person
+from tests.live_server import BINDINGS, live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
@@ -257,3 +257,54 @@ async def test_readings_the_historian_cannot_commit_are_not_acknowledged(
         async with http.post(f"{srv.url}/api/ingest", json={"readings": [{"key": "PT-1.pressure", "value": 1}]}) as r:
             assert r.status == 503 and (await r.json())["error"] == p.ERR_NOT_SAVED
         assert historian.write_errors == 2
+
+
+async def test_a_moment_shows_with_the_rules_in_force_then_across_a_change_of_the_bindings(tmp_path: Path) -> None:
+    """The threshold of P-1 is lowered between two runs of the server: a seek or a play before the change shows the
+    old colours, after it the new ones, though the pressure stayed 4.5 throughout."""
+    base = time.time() - 60
+    async with live_server(tmp_path) as srv, person(srv, "gw", "publisher") as gw:
+        assert (await gw.publish([p.Reading(4.5, key="PT-1.pressure", ts=base)])).accepted == 1
+    lowered = BINDINGS.replace("warning: {high: 5.0}, alarm: {high: 5.5}", "warning: {high: 4.0}, alarm: {high: 4.2}")
+    assert lowered != BINDINGS
+    async with live_server(tmp_path, bindings=lowered) as srv, person(srv, "rex", "viewer") as rex:
+        historian = srv.live.historian
+        assert historian is not None
+        historian.flush()
+        change = historian.bindings_at(time.time())
+        assert change is not None and change.content == lowered.encode() and change.t > base
+        before = await rex.seek(base + 1)
+        assert before.props["PT-1/pressure"].v == 4.5 and before.visuals["P-1"].status == "ok"
+        after = await rex.seek(change.t + 0.001)
+        assert after.props["PT-1/pressure"].v == 4.5 and after.visuals["P-1"].status == "alarm"
+        await rex.seek(base + 1)
+        await rex.play(1000.0)
+        await rex.wait_for(lambda c: c.replay is not None and c.replay.as_of > change.t, timeout=30)
+        frames = [f for f in rex.replay_frames if isinstance(f, p.ReplayDelta) and "P-1" in f.visuals]
+        assert frames and frames[0].as_of >= change.t and frames[0].visuals["P-1"].status == "alarm"
+        assert all(f.as_of >= change.t for f in frames)  # no other colour change: the value never moved
+        async with aiohttp.ClientSession() as http:  # the timeline marks the moment
+            query = {"from": str(base), "kinds": "rules_changed"}
+            async with http.get(f"{srv.url}/api/history/events", params=query) as r:
+                markers = (await r.json())["events"]
+        assert markers[-1] == {"t": change.t, "kind": "rules_changed", "text": "rules changed: test.bindings.yaml"}
+
+
+async def test_a_replay_shows_values_stale_as_of_t_and_fresh_again_with_their_next_sample(tmp_path: Path) -> None:
+    stale_after = BINDINGS.replace("key: PT-1.pressure}", "key: PT-1.pressure, stale_after: 5}")
+    async with live_server(tmp_path, bindings=stale_after) as srv, person(srv, "gw", "publisher") as gw:
+        base = time.time() - 60
+        await gw.publish([p.Reading(2.0, key="PT-1.pressure", ts=base), p.Reading(1.0, key="LT-1.level", ts=base)])
+        await gw.publish([p.Reading(3.0, key="PT-1.pressure", ts=base + 20)])
+        async with person(srv, "rex", "viewer") as rex:
+            fresh = await rex.seek(base + 4)
+            assert fresh.props["PT-1/pressure"].silent_since is None
+            silent = await rex.seek(base + 10)  # nothing for 10 s, stale after 5
+            assert silent.props["PT-1/pressure"].v == 2.0 and silent.props["PT-1/pressure"].silent_since == base
+            assert silent.props["LT-1/level"].silent_since is None  # the default stale_after: 300 s
+            await rex.play(10.0)
+            await rex.wait_for(lambda c: c.replay is not None and c.replay.as_of > base + 20, timeout=30)
+            await rex.wait_for(lambda c: c.replay is not None and c.replay.as_of > base + 26, timeout=30)
+            frames = [f for f in rex.replay_frames if isinstance(f, p.ReplayDelta) and "PT-1/pressure" in f.props]
+            states = [(f.props["PT-1/pressure"].v, f.props["PT-1/pressure"].silent_since) for f in frames]
+            assert states[:2] == [(3.0, None), (3.0, base + 20)]  # fresh with its next sample, stale 5 s later

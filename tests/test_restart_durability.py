@@ -38,7 +38,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(scene: Path, bindings: Path, data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _server(scene: Path, bindings: Path, data: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`twinview serve` in a process of its own (`extra`: more flags), killed at the end if still running."""
     args = [
         str(TWINVIEW),
         "serve",
@@ -49,6 +50,7 @@ def _server(scene: Path, bindings: Path, data: Path, port: int) -> Iterator[subp
         str(port),
         "--data-dir",
         str(data),
+        *extra,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -8,15 +8,16 @@ from pathlib import Path
 import aiohttp
 import jsonschema
 import pytest
+import yarl
 from aiohttp import web
 
 from scene.bindings import BindingsError
-from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token
+from tests.live_server import BINDINGS, ELEMENTS, JSON_BODY, live_server, mint_token
 from viewer_server import protocol as p
 from viewer_server.api import ROUTES
 from viewer_server.app import make_app, web_client_dir
 from viewer_server.permissions import Role
-from viewer_server.scenes import SceneError
+from viewer_server.scenes import TREE_PAGE_MAX, SceneError
 from viewer_server.serve import RunningServer, running_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,30 @@ async def test_scenes_elements_state_history_and_files(tmp_path: Path) -> None:
             assert r.status == 404
         async with http.get(f"{srv.url}/api/scenes/pump-test/elements/NOPE") as r:
             assert r.status == 404 and (await r.json())["error"] == "unknown_element"
+
+
+async def test_the_tree_is_read_a_page_of_children_at_a_time(tmp_path: Path) -> None:
+    staff = [{"id": f"V-{i}", "name": f"Valve {i}", "class": "IfcValve", "parent": "PIPE-1"} for i in range(7)]
+    elements = [*ELEMENTS, *staff, {"id": "a:/b/c", "name": "", "class": "GltfNode", "parent": "V-0"}]
+    tree = "/api/scenes/pump-test/tree"
+    async with live_server(tmp_path, elements=elements) as srv, aiohttp.ClientSession() as http:
+        roots = await get(http, f"{srv.url}{tree}")
+        assert roots["parent"] is None and roots["total"] == 4 and roots["offset"] == 0
+        counts = [(n["id"], n["children"]) for n in roots["nodes"]]
+        assert counts == [("P-1", 1), ("LT-1", 0), ("PIPE-1", 7), ("T-1", 0)]
+        assert roots["nodes"][0] == {"id": "P-1", "name": "Pump 1", "class": "IfcPump", "children": 1}
+        page = await get(http, f"{srv.url}{tree}?parent=PIPE-1&offset=5&limit=3")
+        assert page["total"] == 7 and [n["id"] for n in page["nodes"]] == ["V-5", "V-6"]
+        page = await get(http, f"{srv.url}{tree}?parent=V-0")
+        assert [n["id"] for n in page["nodes"]] == ["a:/b/c"]
+        # An id with "/" in it, escaped in the path.
+        async with http.get(yarl.URL(f"{srv.url}/api/scenes/pump-test/elements/a%3A%2Fb%2Fc", encoded=True)) as r:
+            assert r.status == 200 and (await r.json())["element"]["class"] == "GltfNode"
+        for query, status in [("limit=0", 400), (f"limit={TREE_PAGE_MAX + 1}", 400), ("offset=-1", 400),
+                              ("offset=x", 400), ("parent=NOPE", 404)]:  # fmt: skip
+            async with http.get(f"{srv.url}{tree}?{query}") as r:
+                assert r.status == status, query
+                assert (await r.json())["error"] in ("bad_query", "unknown_element")
 
 
 def bearer(srv: RunningServer, user: str, role: Role) -> dict[str, str]:

@@ -49,7 +49,7 @@ SUMMARY = """async () => {
       parts: e.parts.length, color: tv.colorOf(e.id), box: [...xyz(b.boxOf(e.id).min), ...xyz(b.boxOf(e.id).max)],
       levels: e.parts.map((p) => p.target.isMergedBatch ? p.target.levels[p.instanceId].map((l) => l.triangles)
         : (p.levels ?? []).map((l) => l.triangles)) })),
-    batches: b.batches.map((x) => [x.name, x.isMergedBatch ? x.slots : x.instanceCount]),
+    batches: b.batches.map((x) => [x.name, x.slots ?? x.instanceCount]),
   };
 }"""
 

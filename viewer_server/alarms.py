@@ -269,7 +269,7 @@ class AlarmDesk:
             draft = book.out_of_service(msg.id, user, now, reason)
         else:
             draft = book.in_service(msg.id, user, now)
-        event = self.hub.record_alarm(draft)
+        event = await self.hub.number_alarm(draft)
         detail = f"{event.kind} -> {event.alarm.state if event.alarm else ''}"
         if isinstance(msg, p.AlarmShelve):
             detail += f" for {msg.minutes} min"

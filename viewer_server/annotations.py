@@ -398,11 +398,11 @@ class Annotations:
             for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"
                 room.topics[topic.guid] = topic
-                seq = self._emit(actor, kind, topic.guid, topic=topic)
+                seq = await self._emit(actor, kind, topic.guid, topic=topic)
             for comment in admitted.comments:
                 kind = "comment_edited" if comment.guid in room.comments else "comment_added"
                 room.comments[comment.guid] = comment
-                seq = self._emit(actor, kind, comment.guid, comment=comment)
+                seq = await self._emit(actor, kind, comment.guid, comment=comment)
             return seq, admitted
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -485,7 +485,7 @@ class Annotations:
         entry = self._audit(actor, action, topic.guid, detail, time.time())
         await self._write_audited(entry, lambda db: put_topic(db, actor.room, topic))
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
-        return self._emit(actor, kind, topic.guid, topic=topic)
+        return await self._emit(actor, kind, topic.guid, topic=topic)
 
     async def _commit_comment(
         self, actor: Member, room: RoomAnnotations, comment: Comment, kind: str, action: Action, detail: str
@@ -493,13 +493,13 @@ class Annotations:
         entry = self._audit(actor, action, comment.guid, detail, time.time())
         await self._write_audited(entry, lambda db: put_comment(db, actor.room, comment))
         room.comments[comment.guid] = comment
-        return self._emit(actor, kind, comment.guid, comment=comment)
+        return await self._emit(actor, kind, comment.guid, comment=comment)
 
-    def _emit(
+    async def _emit(
         self, actor: Member, kind: str, guid: str, *, topic: Topic | None = None, comment: Comment | None = None
     ) -> int:
         element = topic.pin.element if topic is not None and topic.pin is not None else ""
-        event = self.hub.emit_event(
+        event = await self.hub.number(
             lambda seq: p.Event(
                 seq, kind, guid, element, time.time(), session=actor.room, user=actor.user, topic=topic, comment=comment
             )

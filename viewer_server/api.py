@@ -17,6 +17,7 @@ from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.audit import note_ingest
+from viewer_server.health import EngineHealth, Peer, Status, overall, process_name
 from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus, NotSaved
@@ -24,7 +25,7 @@ from viewer_server.live import LIVE, STARTED, LiveScene
 from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
-from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES
+from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
 from viewer_server.store import AuditEntry, sha256
 from viewer_server.topics import Attachment, Comment, Topic
@@ -47,7 +48,8 @@ class ApiError(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: str
+    status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
+    process: str  # which process answered (host:pid): behind a load balancer, one of several
     version: str
     protocol: int
     uptime_s: float
@@ -61,11 +63,13 @@ class Health(msgspec.Struct):
     send_queue_bytes_max: int  # the most bytes waiting for one client below its outbox (Session.send_queue_bytes)
     resyncs: int
     mqtt: MqttStatus
+    bus: EngineHealth  # fan-out to the other processes
+    peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
     store: StoreStatus
 
 
-class StoreStatus(msgspec.Struct):
-    path: str
+class StoreStatus(EngineHealth, kw_only=True):
+    path: str  # the SQLite file ("" without a data dir)
     dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
     write_errors: int
     last_error: str
@@ -92,6 +96,16 @@ class ElementList(msgspec.Struct):
     count: int
     truncated: bool  # more elements match than MAX_SEARCH_RESULTS: refine q
     elements: list[dict[str, Any]]
+
+
+class TreePage(msgspec.Struct):
+    """Children of one node of the element tree, in file order: `total` of them, `nodes` from `offset` on."""
+
+    scene: str
+    parent: str | None  # None: the roots
+    total: int
+    offset: int
+    nodes: list[TreeNode]
 
 
 class ElementCommand(msgspec.Struct, omit_defaults=True):
@@ -187,9 +201,12 @@ def _summary(live: LiveScene, cls: type = SceneSummary, **extra: Any) -> Any:
 async def health(request: web.Request) -> web.Response:
     live = _live(request)
     sessions = live.sessions
+    store = _store_status(live)
+    bus = live.bus.health()
     return reply(
         Health(
-            status="ok",
+            status=overall([bus, store]),
+            process=process_name(),
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
@@ -203,7 +220,9 @@ async def health(request: web.Request) -> web.Response:
             send_queue_bytes_max=max((s.send_queue_bytes() for s in sessions), default=0),
             resyncs=sum(s.resyncs for s in sessions),
             mqtt=live.mqtt,
-            store=_store_status(live),
+            bus=bus,
+            peers=live.bus.peers(),
+            store=store,
         )
     )
 
@@ -211,8 +230,18 @@ async def health(request: web.Request) -> web.Response:
 def _store_status(live: LiveScene) -> StoreStatus:
     store = live.hub.store
     if store is None:
-        return StoreStatus("", 0, 0, "")
-    return StoreStatus(str(store.path), store.dropped_batches, store.write_errors, store.last_error)
+        return StoreStatus("none", ok=True, path="", dropped_batches=0, write_errors=0, last_error="")
+    engine = store.health()
+    return StoreStatus(
+        engine.engine,
+        ok=engine.ok,
+        url=engine.url,
+        detail=engine.detail,
+        path=str(store.path),
+        dropped_batches=store.dropped_batches,
+        write_errors=store.write_errors,
+        last_error=store.last_error,
+    )
 
 
 async def scenes(request: web.Request) -> web.Response:
@@ -236,6 +265,26 @@ async def elements(request: web.Request) -> web.Response:
     found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
+
+
+async def tree(request: web.Request) -> web.Response:
+    live = _scene_or_404(request)
+    if live is None:
+        return fail(404, "unknown_scene", request.match_info["scene_id"])
+    parent = request.query.get("parent") or None
+    try:
+        offset = int(request.query.get("offset", 0))
+        limit = int(request.query.get("limit", TREE_PAGE_DEFAULT))
+    except ValueError as exc:
+        return fail(400, "bad_query", f"offset and limit are whole numbers: {exc}")
+    if offset < 0 or not 1 <= limit <= TREE_PAGE_MAX:
+        return fail(400, "bad_query", f"offset must be >= 0 and limit within 1..{TREE_PAGE_MAX}")
+    # Off the event loop: the first request builds the child lists of every element.
+    index = await asyncio.to_thread(lambda: live.scene.tree)
+    if parent is not None and parent not in index:
+        return fail(404, "unknown_element", parent)
+    total, nodes = index.page(parent, offset, limit)
+    return reply(TreePage(live.scene.id, parent, total, offset, nodes))
 
 
 async def element(request: web.Request) -> web.Response:
@@ -387,7 +436,13 @@ SESSION = Param("session", "path", _STR, "collaboration session id (the default 
 GUID = Param("guid", "path", _STR, "topic guid")
 
 ROUTES: Final = (
-    Route("GET", "/api/health", health, "Liveness, counters and rejected readings by reason", Health),
+    Route(
+        "GET",
+        "/api/health",
+        health,
+        "Liveness (200 while the process serves, `status` ok or degraded), engines, peers and counters",
+        Health,
+    ),
     Route("GET", "/api/scenes", scenes, "Scenes served", list[SceneSummary]),
     Route("GET", "/api/scenes/{scene_id}", scene, "One scene", SceneDetail, params=(SCENE_ID,), errors=(404,)),
     Route(
@@ -398,6 +453,25 @@ ROUTES: Final = (
         ElementList,
         params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
         errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/api/scenes/{scene_id}/tree",
+        tree,
+        "Children of one element (or the roots), a page at a time, each with its number of children",
+        TreePage,
+        params=(
+            SCENE_ID,
+            Param("parent", "query", _STR, "element id (default: the roots)"),
+            Param("offset", "query", {"type": "integer", "minimum": 0}, "first child to list (default 0)"),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": TREE_PAGE_MAX},
+                f"children listed at most (default {TREE_PAGE_DEFAULT})",
+            ),
+        ),
+        errors=(400, 404),
     ),
     Route(
         "GET",

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes
+from viewer_server.api import MAX_INGEST_BODY_BYTES, add_routes, fail
+from viewer_server.bus import BusUnavailable
 from viewer_server.http_edge import EdgePolicy
 from viewer_server.http_edge import install as install_edge
 from viewer_server.live import LIVE, STARTED, LiveScene
-from viewer_server.protocol import CLOSE_GOING_AWAY
+from viewer_server.protocol import CLOSE_GOING_AWAY, ERR_NOT_SAVED
 from viewer_server.session import close_sessions, forward_presenter
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -27,9 +29,18 @@ def web_client_dir(repo: Path = REPO) -> Path | None:
     return None
 
 
+@web.middleware
+async def _bus_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A write the shared bus could not take (several processes, Redis unreachable): 503, nothing changed."""
+    try:
+        return await handler(request)
+    except BusUnavailable as exc:
+        return fail(503, ERR_NOT_SAVED, str(exc))
+
+
 def make_app(live: LiveScene, client_dir: Path | None = None, edge: EdgePolicy | None = None) -> web.Application:
     """The application; `edge` says which hosts and origins it answers (default: local names and addresses)."""
-    app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_INGEST_BODY_BYTES, middlewares=[_bus_unavailable])
     app[LIVE] = live
     app[STARTED] = time.monotonic()
     if live.presenters is not None:

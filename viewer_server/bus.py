@@ -1,8 +1,11 @@
 """Fan-out of batches from a scene to its sessions.
 
-The interface is two calls so that a multi-node bus (Redis, NATS, MQTT) can replace the in-process
-one without touching session logic: `publish(scene, batch)` and `subscribe(scene, callback)`.
-Callbacks must not block: they hand the batch to an outbox and return.
+The interface is two calls: `publish(scene, batch)` and `subscribe(scene, callback)`. Callbacks must not
+block: they hand the batch to an outbox and return. Inside a process the fan-out is always this
+`InProcessBus`; several processes serving one scene (`serve --bus redis://…`) share a numbered log of
+batches instead (`viewer_server/shared_hub.py` over `viewer_server/redis_bus.py`), from which each
+process's hub publishes on its own `InProcessBus`, so sessions never know how many processes there are.
+`health()` and `peers()` say how it is for `/api/health` (viewer_server.health).
 """
 
 from __future__ import annotations
@@ -10,16 +13,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from viewer_server.health import EngineHealth, Peer
 from viewer_server.outbox import Batch
 
 Subscriber = Callable[[Batch], None]
 Unsubscribe = Callable[[], None]
 
 
+class BusUnavailable(Exception):
+    """The shared bus cannot take a write now (its engine is unreachable, or no process leads the scene):
+    nothing was changed; the message says what is wrong and that the write can be sent again."""
+
+
 class Bus(Protocol):
     def publish(self, scene: str, batch: Batch) -> None: ...
 
     def subscribe(self, scene: str, callback: Subscriber) -> Unsubscribe: ...
+
+    def health(self) -> EngineHealth: ...
+
+    def peers(self) -> list[Peer]: ...
 
 
 class InProcessBus:
@@ -43,3 +56,9 @@ class InProcessBus:
             subs.pop(sub_id, None)
 
         return unsubscribe
+
+    def health(self) -> EngineHealth:
+        return EngineHealth("in-process", ok=True)
+
+    def peers(self) -> list[Peer]:
+        return []  # alone by construction

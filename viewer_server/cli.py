@@ -362,6 +362,13 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=str(default_data_dir()), help="SQLite store and built scenes")
     p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
     p.add_argument(
+        "--bus",
+        default=None,
+        metavar="URL",
+        help="redis://HOST:PORT: serve the scene with every other process on this Redis (default: this process"
+        " alone); see docs/PROTOCOL.md 'Several server processes'",
+    )
+    p.add_argument(
         "--allow-origin",
         action="append",
         default=[],
@@ -408,12 +415,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The serve flags of the HTTP edge, connections and audit retention, as ServeOptions fields."""
+    """The serve flags of the HTTP edge, connections, audit retention and the bus, as ServeOptions fields."""
     from viewer_server.audit import Retention
     from viewer_server.http_edge import EdgePolicy
+    from viewer_server.redis_bus import check_url
 
     try:
         EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
+        if args.bus:
+            check_url(args.bus)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     counts = (args.max_connections_per_ip, args.max_connections or 0, args.audit_days, args.audit_max_rows)
@@ -426,6 +436,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_connections_per_ip": args.max_connections_per_ip,
         "max_connections": args.max_connections,
         "audit": Retention(args.audit_days, args.audit_max_rows),
+        "bus_url": args.bus,
     }
 
 
@@ -492,13 +503,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _user_input_errors() -> tuple[type[Exception], ...]:
-    """Errors in what the user gave us: a bad scene, bindings or procedure file, MQTT URL or session request."""
+    """Errors in what the user gave us: a bad scene, bindings or procedure file, MQTT URL or session request,
+    or a shared bus that does not answer."""
     from scene.config_file import ConfigFileError
+    from viewer_server.bus import BusUnavailable
     from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
     from viewer_server.session_cli import SessionCliError
 
-    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError)
+    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError, BusUnavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,10 @@ class TwinClient:
         subprotocols: list[str] | None = None,
         token: str | None = None,
         session: str | None = None,
+        interest: p.Interest | None = None,
     ) -> None:
         self.url = url
+        self.interest = interest  # what it sees (PROTOCOL.md §15); sent again with every reconnect
         self.token = token
         self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
         self.session = session
@@ -112,6 +114,7 @@ class TwinClient:
         self.resyncs: list[str] = []
         self.deltas = 0
         self.duplicate_events = 0
+        self.seq_gaps = 0  # deltas whose `first` was not the previous `last` + 1 (never, unless changes were lost)
         self.connects = 0
         self.errors: deque[p.Error] = deque(maxlen=100)
         self.bad_frames = 0  # server frames skipped because they could not be read or applied (logged)
@@ -144,7 +147,7 @@ class TwinClient:
         ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(CLIENT_NAME, __version__, role=self.role, layer=self.layer, resume=resume)
-        hello.session, hello.token = self.session, self.token or self._guest_token
+        hello.session, hello.token, hello.interest = self.session, self.token or self._guest_token, self.interest
         hello.name = self.welcome.name if self.welcome is not None else self.name  # a reconnect keeps its name
         try:
             await ws.send(self._encode(hello))
@@ -197,6 +200,11 @@ class TwinClient:
     async def subscribe(self, layer: str, timeout: float = 10.0) -> p.Snapshot:
         """Switch layer; returns the snapshot of the new layer."""
         return await self._request(p.Subscribe(layer), "snapshot", timeout)
+
+    async def watch(self, interest: p.Interest | None, timeout: float = 10.0) -> p.Snapshot:
+        """See only what `interest` covers (None: the whole scene); returns the snapshot of it."""
+        self.interest = interest
+        return await self._request(p.ChangeInterest(interest), "snapshot", timeout)
 
     async def create_topic(self, draft: p.TopicDraft, timeout: float = 10.0) -> p.Saved:
         """Create a topic; returns `saved` once it is on the server's disk. RequestRefused if refused."""
@@ -438,6 +446,8 @@ class TwinClient:
 
     def _apply_delta(self, delta: p.Delta) -> None:
         self.deltas += 1
+        if delta.first != self.seq + 1:  # deltas are contiguous (PROTOCOL.md §3): a gap is a loss
+            self.seq_gaps += 1
         self.props.update(delta.props)
         suffix = f"@{self.layer}"
         for key, visual in delta.visuals.items():

@@ -116,7 +116,7 @@ class Commands:
             return await self._failed(member, msg, target, now, detail)
         detail = f"published to {spec.topic} (QoS {COMMAND_QOS})"
         await self._audit(member, target, now, f"sent value={msg.value} topic={spec.topic}")
-        self.hub.emit_event(
+        await self.hub.number(
             lambda seq: p.Event(
                 seq, "command_sent", target, msg.element, now, session=member.room, user=member.user,
                 command=msg.command, value=msg.value, message=detail,
@@ -126,7 +126,7 @@ class Commands:
 
     async def _failed(self, member: Member, msg: p.Command, target: str, now: float, detail: str) -> p.CommandAck:
         await self._audit(member, target, now, f"failed: {detail}")
-        self.hub.emit_event(
+        await self.hub.number(
             lambda seq: p.Event(
                 seq, "command_failed", target, msg.element, now, session=member.room, user=member.user,
                 command=msg.command, value=msg.value, message=detail,

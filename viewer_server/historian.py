@@ -24,6 +24,7 @@ chunks with pyarrow; they never wait for the writer.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -80,6 +81,8 @@ CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
     t0 REAL NOT NULL, t1 REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, content BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
 """
 
 CHUNK_SCHEMA: Final = pa.schema(
@@ -183,13 +186,29 @@ def _pylists(table: pa.Table) -> list[list[object]]:
     return [(c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c).to_pylist() for c in columns]
 
 
+class BindingsVersion(NamedTuple):
+    """A bindings file as it took effect at `t` (its name, e.g. `plant.bindings.yaml`, and content)."""
+
+    t: float
+    file: str
+    sha256: str
+    content: bytes
+
+
 class _Write:
-    """One `append` or `record`: rows for the writer and the future its caller waits on."""
+    """One `append`, `record` or `record_bindings`: rows for the writer and the future its caller waits on."""
 
-    __slots__ = ("events", "future", "readings", "rx", "source")
+    __slots__ = ("bindings", "events", "future", "readings", "rx", "source")
 
-    def __init__(self, readings: list[Reading], rx: float, source: str, events: list[p.Event]) -> None:
-        self.readings, self.rx, self.source, self.events = readings, rx, source, events
+    def __init__(
+        self,
+        readings: list[Reading],
+        rx: float,
+        source: str,
+        events: list[p.Event],
+        bindings: BindingsVersion | None = None,
+    ) -> None:
+        self.readings, self.rx, self.source, self.events, self.bindings = readings, rx, source, events, bindings
         self.future: Future[None] = Future()
 
 
@@ -258,6 +277,14 @@ class Historian:
         self._queue.put(write)
         return write.future
 
+    def record_bindings(self, file: str, content: bytes, t: float) -> Future[None]:
+        """Queue the bindings file in force from `t` (the rules replay uses from then on); kept only when it
+        differs from the version before it."""
+        version = BindingsVersion(t, file, hashlib.sha256(content).hexdigest(), content)
+        write = _Write([], 0.0, "", [], version)
+        self._queue.put(write)
+        return write.future
+
     def flush(self) -> None:
         """Wait until everything queued so far is committed (tests, shutdown)."""
         self.record_barrier().result()
@@ -291,6 +318,8 @@ class Historian:
                 for write in batch:
                     self._write_readings(db, write)
                     self._write_events(db, write.events)
+                    if write.bindings is not None:
+                        self._write_bindings(db, write.bindings)
                 db.execute("COMMIT")
             except Exception as exc:  # the writer outlives any one batch: nothing else would ever be committed
                 if db.in_transaction:
@@ -387,6 +416,11 @@ class Historian:
             "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
         )
+
+    def _write_bindings(self, db: sqlite3.Connection, version: BindingsVersion) -> None:
+        last = db.execute("SELECT sha256 FROM bindings ORDER BY t DESC, rowid DESC LIMIT 1").fetchone()
+        if last is None or last[0] != version.sha256:
+            db.execute("INSERT INTO bindings (t, file, sha256, content) VALUES (?, ?, ?, ?)", version)
 
     # --- sealing and retention -------------------------------------------------------------------
 
@@ -648,6 +682,21 @@ class Historian:
             if key is not None and (key not in latest or ts >= latest[key].ts):
                 latest[key] = Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, ""))
         return latest
+
+    def bindings_at(self, t: float) -> BindingsVersion | None:
+        """The bindings file in force at `t`: the last version that took effect at or before it (before the first
+        one the historian kept, that first one: the history before it was made with rules it never saw)."""
+        db = self._connect()
+        sql = "SELECT t, file, sha256, content FROM bindings WHERE t <= ? ORDER BY t DESC, rowid DESC LIMIT 1"
+        row = db.execute(sql, (t,)).fetchone()
+        if row is None:
+            row = db.execute("SELECT t, file, sha256, content FROM bindings ORDER BY t, rowid LIMIT 1").fetchone()
+        return None if row is None else BindingsVersion(*row)
+
+    def bindings_changes(self, t0: float, t1: float) -> list[tuple[float, str, str]]:
+        """(t, file, sha256) of each bindings version that took effect with t0 < t <= t1, oldest first."""
+        sql = "SELECT t, file, sha256 FROM bindings WHERE t > ? AND t <= ? ORDER BY t, rowid"
+        return [(t, file, sha) for t, file, sha in self._connect().execute(sql, (t0, t1))]
 
     def events(
         self,

@@ -27,6 +27,8 @@ MAX_POINTS: Final = 5000
 MAX_RANGE_S: Final = 400 * DAY
 # Timeline markers per request; `truncated` says when there were more.
 MAX_EVENTS: Final = 5000
+# The marker of a new version of the bindings file taking effect (not a protocol event: the historian keeps them).
+RULES_CHANGED: Final = "rules_changed"
 MAX_KINDS: Final = 64
 # Longest `keys` / `kinds` query value: 32 keys of a 256-character element id and a 64-character property.
 MAX_LIST_CHARS: Final = 12_000
@@ -177,7 +179,11 @@ async def history_events(request: web.Request) -> web.Response:
         for e in events[:MAX_EVENTS]
         if not e.session or e.session in rooms
     ]
-    out = EventsOut(markers, len(events) > MAX_EVENTS)
+    if kinds is None or RULES_CHANGED in kinds:  # from here on, replay colours by the new rules
+        changes = await asyncio.to_thread(historian.bindings_changes, start, to)
+        markers += [Marker(t, RULES_CHANGED, f"rules changed: {file}") for t, file, _ in changes]
+        markers.sort(key=lambda m: m.t)
+    out = EventsOut(markers[:MAX_EVENTS], len(events) > MAX_EVENTS or len(markers) > MAX_EVENTS)
     return web.Response(body=msgspec.json.encode(out), content_type="application/json")
 
 

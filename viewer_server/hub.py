@@ -23,7 +23,7 @@ from scene.state import Change, PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.bus import Bus
 from viewer_server.historian import Historian
-from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, Seen, StateKey, StateValue, element_of
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.store import Store
@@ -88,6 +88,11 @@ class SceneHub:
         self.on_change: list[Callable[[str, str], None]] = []
         # Called with each alarm transition of the process (not people's: their desk writes those), numbered.
         self.on_alarm: list[Callable[[p.Event], None]] = []
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process decides the scene's changes: always, unless several share it (shared_hub.py)."""
+        return True
 
     # --- start-up --------------------------------------------------------------------------------
 
@@ -208,6 +213,16 @@ class SceneHub:
         self._schedule_flush()
         return event
 
+    async def number(self, make: Callable[[int], p.Event]) -> p.Event:
+        """A person's event (a topic, a step, a command), numbered as `emit_event` does. Awaited because a hub
+        shared by several processes hands it to the scene's leader (viewer_server/shared_hub.py); raises
+        BusUnavailable there when it cannot."""
+        return self.emit_event(make)
+
+    async def number_alarm(self, draft: p.Event) -> p.Event:
+        """A person's alarm transition (acknowledge, shelve…), numbered and applied as `record_alarm` does."""
+        return self.record_alarm(draft)
+
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
@@ -251,12 +266,23 @@ class SceneHub:
     # --- what sessions ask for -------------------------------------------------------------------
 
     def snapshot(
-        self, layer: str, urls: dict[str, str], *, resync: bool = False, reason: str | None = None, room: str = ""
+        self,
+        layer: str,
+        urls: dict[str, str],
+        *,
+        resync: bool = False,
+        reason: str | None = None,
+        room: str = "",
+        seen: Seen = None,
     ) -> p.Snapshot:
-        """The full state of `layer` as of now. Call it in the same loop step as subscribing, so no
-        change falls between the snapshot and the first delta."""
+        """The full state of `layer` as of now (its props and visuals those of the elements `seen`). Call it
+        in the same loop step as subscribing, so no change falls between the snapshot and the first delta."""
         if self.seq >= self._window_first:
             self.flush()  # the snapshot must not include changes of a window not yet published
+        props, visuals = self.props, self.visuals[layer]
+        if seen is not None:
+            props = {key: v for key, v in props.items() if element_of(PROP, key) in seen}
+            visuals = {el: v for el, v in visuals.items() if el in seen}
         return p.Snapshot(
             seq=self.seq,
             epoch=self.epoch,
@@ -264,8 +290,8 @@ class SceneHub:
             layer=layer,
             glb_url=urls["glb"],
             manifest_url=urls["manifest"],
-            props=dict(self.props),
-            visuals=dict(self.visuals[layer]),
+            props=dict(props),
+            visuals=dict(visuals),
             alarms=self.alarms.listed(),
             alarm_history=list(self.alarms.history),
             presence={sid: pr for sid, pr in self.presence.items() if self.presence_room.get(sid, "") in ("", room)},

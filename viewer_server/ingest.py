@@ -7,11 +7,13 @@ what producers get wrong.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import math
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Final
 
@@ -20,7 +22,13 @@ import msgspec
 from scene.bindings import Bindings, RejectedReading, convert_value
 from scene.state import Reading
 from viewer_server import protocol as p
+from viewer_server.bus import BusUnavailable
 from viewer_server.historian import DAY, Historian
+
+log = logging.getLogger(__name__)
+
+# What an accepted batch waits for before its ack: the historian's commit, a shared hub's hand-over to Redis.
+Pending = Awaitable[object] | Future[None]
 
 # Readings applied per event-loop step (~5 ms with rules): a 5000-reading batch is applied in ten
 # steps with other clients served in between.
@@ -71,7 +79,7 @@ class Ingest:
     ) -> None:
         self.known = known_elements | ({t.id for t in bindings.tags} if bindings else set())
         self.bindings = bindings
-        self.sink = sink  # SceneHub.apply
+        self.sink = sink  # SceneHub.apply (a shared hub's returns what to await before acknowledging)
         self.clock = clock
         self.historian = historian  # accepted readings are committed there before `submit` returns
         self.accepted = 0
@@ -93,15 +101,17 @@ class Ingest:
             return 0, [p.Rejection(-1, "batch_too_large", detail)]
         accepted = 0
         rejections: list[p.Rejection] = []
-        commits: list[Future[None]] = []
+        commits: list[Pending] = []
         for start in range(0, len(readings), INGEST_CHUNK):
             if start:
                 await asyncio.sleep(0)
             accepted += self._submit_chunk(readings[start : start + INGEST_CHUNK], start, rejections, source, commits)
         try:
-            await asyncio.gather(*(asyncio.wrap_future(c) for c in commits))
+            await asyncio.gather(*(asyncio.wrap_future(c) if isinstance(c, Future) else c for c in commits))
         except sqlite3.Error as exc:
             raise NotSaved(f"the historian could not commit the readings ({exc}); send them again") from exc
+        except BusUnavailable as exc:
+            raise NotSaved(str(exc)) from exc
         return accepted, rejections
 
     def _submit_chunk(
@@ -110,7 +120,7 @@ class Ingest:
         offset: int,
         rejections: list[p.Rejection],
         source: str,
-        commits: list[Future[None]],
+        commits: list[Pending],
     ) -> int:
         rx = self.clock()
         valid: list[Reading] = []
@@ -128,8 +138,10 @@ class Ingest:
             self._accept(valid, rx, source, commits)
         return len(valid)
 
-    def _accept(self, valid: list[Reading], rx: float, source: str, commits: list[Future[None]]) -> None:
-        self.sink(valid, rx)
+    def _accept(self, valid: list[Reading], rx: float, source: str, commits: list[Pending]) -> None:
+        sunk = self.sink(valid, rx)
+        if inspect.isawaitable(sunk):
+            commits.append(sunk)
         if self.historian is not None:
             commits.append(self.historian.append(valid, rx, source))
         self.accepted += len(valid)
@@ -162,7 +174,11 @@ class Ingest:
             else:
                 valid.append(r)
         if valid:
-            self._accept(valid, rx, "mqtt", [])
+            pending: list[Pending] = []
+            self._accept(valid, rx, "mqtt", pending)
+            for sent in pending:  # MQTT has no ack to refuse: a reading the shared bus did not take is logged
+                if isinstance(sent, asyncio.Future):
+                    sent.add_done_callback(_log_unsent)
         return len(valid)
 
     def _convert(self, r: p.Reading, rx: float) -> Reading | tuple[str, str]:
@@ -190,6 +206,11 @@ class Ingest:
             return reason_of(str(exc)), str(exc)
         ts = 0.0 if r.ts is None else r.ts
         return Reading(r.element, r.prop, converted, r.unit or binding.unit, ts, quality)
+
+
+def _log_unsent(sent: asyncio.Future[object]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.error("MQTT readings lost: %s", sent.exception())
 
 
 def as_protocol(reading: Reading) -> p.Reading:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,12 @@ from viewer_server.hub import SceneHub
 from viewer_server.ingest import Ingest, MqttStatus
 from viewer_server.presenter import Presenters
 from viewer_server.procedures import Procedures
+from viewer_server.redis_bus import RedisBus
+from viewer_server.replay import RuleVersions
 from viewer_server.rooms import Rooms
 from viewer_server.rules_adapter import LiveRules
 from viewer_server.scenes import SceneEntry, load_scene
+from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store
 
 if TYPE_CHECKING:
@@ -53,6 +57,7 @@ class LiveScene:
     commands: Commands | None = None  # operator commands to MQTT (needs the store, for the audit trail)
     alarm_desk: AlarmDesk | None = None  # acknowledging and shelving alarms (needs the store, for the audit trail)
     historian: Historian | None = None  # every reading and event, for replay and charts (needs the data dir)
+    rule_versions: RuleVersions | None = None  # the bindings in force at any time of the history (with the historian)
     audit: AuditSummaries | None = None  # summary rows: ingest sources, refused requests (needs the store)
     # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
     bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
@@ -67,18 +72,33 @@ class LiveScene:
         store: Store | None,
         procedures_path: Path | None = None,
         mqtt_url: str | None = None,
+        history: bool = True,
+        shared: RedisBus | None = None,
     ) -> LiveScene:
         """Load the manifest, bindings and procedures (validated against its element ids) and restore
-        the last persisted values, alarms and procedure runs. Raises SceneError, BindingsError or ProcedureError."""
+        the last persisted values, alarms and procedure runs; with a store and `history`, open the scene's
+        historian. With `shared` the hub is one of several processes' (viewer_server/shared_hub.py;
+        `await hub.start()` before serving). Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
         text = bindings_path.read_text() if bindings_path is not None else None
         rules = LiveRules(bindings)
         historian = None
-        if store is not None:
+        if store is not None and history:
             retention = bindings.history if bindings is not None else (lambda element, prop: History())
             historian = Historian(store.path.parent / HISTORY_DIR / scene.id, retention=retention)
-        hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
+        rule_versions = None
+        if historian is not None:
+            content = text.encode() if text is not None else None
+            if bindings_path is not None and content is not None:  # in force from now: replay's rules from here on
+                historian.record_bindings(bindings_path.name, content, historian.clock())
+            rule_versions = RuleVersions(historian, bindings, hashlib.sha256(content).hexdigest() if content else None)
+        if shared is not None:
+            hub: SceneHub = SharedHub(
+                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, redis=shared, historian=historian
+            )
+        else:
+            hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
         desk = AlarmDesk(hub, store) if store is not None else None
         if store is not None:
             store.save_scene(scene.id, scene_dir, scene.manifest_bytes)
@@ -106,6 +126,7 @@ class LiveScene:
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,
             alarm_desk=desk,
             historian=historian,
+            rule_versions=rule_versions,
             audit=AuditSummaries(store) if store is not None else None,
         )  # fmt: skip
 

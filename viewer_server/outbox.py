@@ -24,10 +24,17 @@ PRESENTER: Final = "m"  # a collaboration session's presenter state; key and sco
 # visual, the collaboration session of a presence ("" = everyone).
 StateKey = tuple[str, str, str]
 StateValue = p.PropState | p.Visual | p.Presence | p.PresenterState | None
+# The elements whose props and visuals reach one client (its `interest`, PROTOCOL.md §15); None: every element.
+Seen = frozenset[str] | None
 
 # Pending events per client before it is resynced with a snapshot: about 10 s of a busy alarm
 # storm, a few MB at most; a client that far behind is better served by a fresh snapshot.
 OUTBOX_MAX_EVENTS: Final = 10_000
+
+
+def element_of(kind: str, key: str) -> str:
+    """The element of a prop key ("element/prop") or a visual key ("element@layer"): split at the last separator."""
+    return key.rpartition("/" if kind == PROP else "@")[0]
 
 
 class Batch:
@@ -42,18 +49,19 @@ class Batch:
         self.events = events
         self._encoded: dict[tuple[str, str, str], bytes] = {}
 
-    def delta(self, layer: str, room: str = "") -> p.Delta:
-        """The delta a client of `layer` in collaboration session `room` gets from this batch; sent even
-        when empty for it, so that every client's deltas are contiguous (first = previous last + 1)."""
+    def delta(self, layer: str, room: str = "", seen: Seen = None) -> p.Delta:
+        """The delta a client of `layer` in collaboration session `room` that sees `seen` gets from this batch;
+        sent even when empty for it, so that every client's deltas are contiguous (first = previous last + 1)."""
         props: dict[str, Any] = {}
         visuals: dict[str, Any] = {}
         presence: dict[str, Any] = {}
         presenter: dict[str, Any] = {}
         for (kind, key, scope), value in self.state.items():
             if kind == PROP:
-                props[key] = value
+                if seen is None or element_of(kind, key) in seen:
+                    props[key] = value
             elif kind == VISUAL:
-                if scope == layer:
+                if scope == layer and (seen is None or element_of(kind, key) in seen):
                     visuals[key] = value
             elif scope not in ("", room):
                 continue
@@ -64,27 +72,32 @@ class Batch:
         events = [ev for ev in self.events if ev.session in ("", room)]
         return p.Delta(self.first, self.last, props, visuals, presence, events, presenter)
 
-    def encoded(self, layer: str, encoding: p.Encoding, room: str = "") -> bytes:
-        """The delta for `layer` and `room` in `encoding`, encoded once and shared by every client that asks."""
-        cache_key = (layer, room, encoding)
+    def encoded(self, layer: str, encoding: p.Encoding, room: str = "", seen: Seen = None) -> bytes:
+        """The delta for `layer`, `room` and `seen` in `encoding`, encoded once and shared by every client that
+        asks (clients with the same interest share the same `seen` set)."""
+        cache_key = (layer, room, encoding, seen)
         frame = self._encoded.get(cache_key)
         if frame is None:
-            frame = self._encoded[cache_key] = p.encode(self.delta(layer, room), encoding)
+            frame = self._encoded[cache_key] = p.encode(self.delta(layer, room, seen), encoding)
         return frame
 
-    def absorb(self, newer: Batch, layer: str) -> None:
-        """Coalesce a newer batch into this one, keeping only what concerns `layer`."""
+    def absorb(self, newer: Batch, layer: str, seen: Seen = None) -> None:
+        """Coalesce a newer batch into this one, keeping only what concerns `layer` and the elements `seen`."""
         self.last = newer.last
         for skey, value in newer.state.items():
-            if skey[0] != VISUAL or skey[2] == layer:
-                self.state[skey] = value
+            kind, key, scope = skey
+            if kind == VISUAL and scope != layer:
+                continue
+            if seen is not None and kind in (PROP, VISUAL) and element_of(kind, key) not in seen:
+                continue
+            self.state[skey] = value
         self.events.extend(newer.events)
         self._encoded.clear()
 
-    def private_copy(self, layer: str) -> Batch:
-        """A mutable copy filtered to `layer` (shared batches are never mutated)."""
+    def private_copy(self, layer: str, seen: Seen = None) -> Batch:
+        """A mutable copy filtered to `layer` and `seen` (shared batches are never mutated)."""
         copy = Batch(self.first, self.first - 1, {}, [])
-        copy.absorb(self, layer)
+        copy.absorb(self, layer, seen)
         return copy
 
 
@@ -98,6 +111,7 @@ class Outbox:
         self.layer = layer
         self.encoding = encoding
         self.room = room  # the collaboration session: its presence and events only
+        self.seen: Seen = None  # the elements whose props and visuals it sends (the client's interest)
         self.max_events = OUTBOX_MAX_EVENTS if max_events is None else max_events
         self._shared: Batch | None = None  # offered while idle: sent as the shared bytes
         self._private: Batch | None = None  # coalesced while the client was busy
@@ -114,9 +128,9 @@ class Outbox:
         else:
             if self._private is None:
                 assert self._shared is not None
-                self._private = self._shared.private_copy(self.layer)
+                self._private = self._shared.private_copy(self.layer, self.seen)
                 self._shared = None
-            self._private.absorb(batch, self.layer)
+            self._private.absorb(batch, self.layer, self.seen)
             self.high_water_keys = max(self.high_water_keys, len(self._private.state))
             if len(self._private.events) > self.max_events:
                 self.request_resync()
@@ -163,7 +177,7 @@ class Outbox:
         shared, private = self._shared, self._private
         self._shared = self._private = None
         if shared is not None:
-            return shared.encoded(self.layer, self.encoding, self.room)
+            return shared.encoded(self.layer, self.encoding, self.room, self.seen)
         if private is not None:
-            return p.encode(private.delta(self.layer, self.room), self.encoding)
+            return p.encode(private.delta(self.layer, self.room, self.seen), self.encoding)
         return None

@@ -299,7 +299,7 @@ class Procedures:
             await self.store.run(lambda db, batch=drafts: [put_event(db, d) for d in batch])
             moved = False
             for draft in drafts:
-                event = self.hub.emit_event(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq))
+                event = await self.hub.number(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq))
                 ps.apply(event)
                 moved = moved or event.kind in ("procedure_started", "procedure_step")
             drafts = ps.observe(self._value, self.clock()) if moved else []

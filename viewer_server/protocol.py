@@ -89,6 +89,12 @@ TOPIC_ERROR_CODES: Final = {"invalid": ERR_BAD_MESSAGE, "too_long": ERR_TOO_LONG
 # Every float a client sends is finite (`scene.finite`): a NaN or ±inf fails decoding like a wrong type.
 Point = tuple[Finite, Finite, Finite]
 
+# Element ids one `interest` may list: what a client has loaded of a plant (a few tiles), not the plant; 20 000
+# ids of ~25 bytes fit well within MAX_MESSAGE_BYTES. Longer ids than MAX_INTEREST_ID are no twin ids.
+MAX_INTEREST_ELEMENTS: Final = 20_000
+MAX_INTEREST_ID: Final = 512
+InterestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INTEREST_ID)]
+
 
 class Base(msgspec.Struct, tag_field="type", omit_defaults=True):
     """Common base: the `type` tag names the message."""
@@ -386,6 +392,21 @@ class CommandAck(Base, tag="command_ack"):
 # --- client -> server --------------------------------------------------------------------------
 
 
+class Interest(msgspec.Struct, omit_defaults=True):
+    """What a client sees of the scene (capability `interest`): the elements whose own box meets `box`
+    ([min, max] corners in metres, the manifest's world frame), and the elements listed in `elements`. Its
+    snapshot and deltas then carry the props and visuals of those elements only; alarms, events, presence,
+    topics and the presenter are not filtered. An element without geometry of its own (a storey, a bindings
+    tag) is in the area only when listed. Both absent: the whole scene, as without an interest."""
+
+    box: tuple[Point, Point] | None = None
+    elements: Annotated[list[InterestId], msgspec.Meta(max_length=MAX_INTEREST_ELEMENTS)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.box is not None and any(lo > hi for lo, hi in zip(*self.box, strict=True)):
+            raise ValueError("interest.box is [min, max]: every coordinate of min must be <= that of max")
+
+
 class Hello(Base, tag="hello"):
     """First message of every connection."""
 
@@ -400,12 +421,20 @@ class Hello(Base, tag="hello"):
     # The display name asked for ("" = the token's name, else its user; a visitor: "Visitor"); a resuming
     # client sends the `welcome.name` it had, to keep it. Refused with close 4009 when it cannot be used (§12).
     name: Annotated[str, msgspec.Meta(max_length=MAX_HELLO_NAME)] = ""
+    interest: Interest | None = None  # None: the whole scene (and for servers without capability `interest`)
 
 
 class Subscribe(Base, tag="subscribe"):
     """Switch this session to another layer; answered with a snapshot of that layer."""
 
     layer: str
+
+
+class ChangeInterest(Base, tag="interest"):
+    """Change what this session sees (capability `interest`): answered with a snapshot of the new interest;
+    `interest` null = the whole scene again."""
+
+    interest: Interest | None = None
 
 
 class Publish(Base, tag="publish"):
@@ -594,8 +623,8 @@ CollabRequest = (
 AnnotationRequest = TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete
 
 ClientMessage = (
-    Hello | Subscribe | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest | AlarmRequest
-    | ReplayRequest
+    Hello | Subscribe | ChangeInterest | Publish | PresenceUpdate | Ping | AnnotationRequest | CollabRequest
+    | AlarmRequest | ReplayRequest
 )  # fmt: skip
 
 
@@ -645,6 +674,7 @@ class Snapshot(Base, tag="snapshot"):
     comments: list[Comment] = []
     procedure: ProcedureRun | None = None  # the session's latest procedure run (late joiners land on its step)
     presenter: PresenterState | None = None  # the session's presenter, view and raised hands
+    interest: Interest | None = None  # what props and visuals are limited to (hello.interest, watch); absent: all
 
 
 class Delta(Base, tag="delta"):

@@ -1,47 +1,177 @@
 """Replay: the twin as of a past time, and playing the history forward (PROTOCOL.md §14).
 
 `ReplayTwin` rebuilds one layer's twin at a time `t` from the historian: the last sample of every property at
-or before `t` in a `TwinState`, the alarms listed then, and the visuals the layer's rules make of them (the
-anomaly flags follow the anomaly alarms active then, since no detector runs on the past). `advance` feeds it
-the history of an interval in time order, exactly as the live hub feeds the live twin, and returns what
-changed. `Player` paces that for one connection: one `replay_delta` per REPLAY_FRAME_S of wall time, covering
-`speed` times as much history, until it reaches the present (replay never runs into live).
+or before `t` in a `TwinState`, stale where its source had been silent for longer than its `stale_after` then,
+the alarms listed then, and the visuals that the rules in force at `t` (`RuleVersions`: the bindings file the
+server ran with then) make of them; the anomaly flags follow the anomaly alarms active then, since no detector
+runs on the past. `advance` feeds it the history of an interval in time order, as the live hub feeds the live
+twin, and returns what changed; where the bindings changed within the interval, the visuals are made again with
+the new rules from that moment on. `Player` paces that for one connection: one `replay_delta` per
+REPLAY_FRAME_S of wall time (the display's rate), covering `speed` times as much history, until it reaches the
+present (replay never runs into live). While it plays, the history is read ahead in blocks (`_ReadAhead`) in a
+thread of its own, so making a frame never waits for the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
-from scene.bindings import Bindings
+from scene.bindings import Bindings, BindingsError, bindings_from_text
+from scene.freshness import SilenceWatch
 from scene.rules import RuleEngine
 from scene.state import PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
-from viewer_server.historian import Historian, Sample
+from viewer_server.historian import BindingsVersion, Historian, Sample
+from viewer_server.hub import FLUSH_INTERVAL_S, prop_state
 
-# Wall time per replay_delta: ten frames a second are smooth for colours and labels, and at 1000× one frame
-# covers 100 s of history, which one query returns in tens of milliseconds.
-REPLAY_FRAME_S: Final = 0.1
+log = logging.getLogger(__name__)
+
+# Wall time per replay_delta: the live stream's flush window (60 Hz), so that a replay moves as smoothly as the
+# display does. A frame that takes longer to make than this only makes the next one cover more history.
+REPLAY_FRAME_S: Final = FLUSH_INTERVAL_S
+# While playing, the history is read this much wall time ahead (speed × this of history per block), in a thread
+# of its own; the next block is asked for once less than half of one is left.
+READ_AHEAD_S: Final = 1.0
+# ...but a block holds at most this much history (at 1000× over many properties a block stays a few seconds of
+# reading, not minutes of them in memory), and at least this much (a few frames' worth at 1×).
+MAX_BLOCK_S: Final = 120.0
+MIN_BLOCK_S: Final = 1.0
+# Versions of the bindings kept parsed (parsing a plant's file takes a while; replays mostly look at one or two).
+PARSED_VERSIONS: Final = 4
+
+# Block reads of every replaying connection: two at a time, so many replays queue rather than crowd the cores.
+_READER: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="twinview-replay-read")
+
+
+class RuleVersions:
+    """The bindings in force at any time of the history (the versions the historian kept, `record_bindings`),
+    parsed once per version and shared by every replaying connection; thread-safe. A version that no longer
+    parses (a file from an older release) is replaced by the current bindings, with a warning."""
+
+    def __init__(self, historian: Historian, current: Bindings | None, current_sha: str | None) -> None:
+        self.historian = historian
+        self.current = current
+        self._parsed: OrderedDict[str, Bindings | None] = OrderedDict()
+        if current_sha is not None:
+            self._parsed[current_sha] = current
+        self._lock = threading.Lock()
+
+    def at(self, t: float) -> tuple[str, Bindings | None]:
+        """(version id, its bindings) in force at `t`; ("", the current bindings) when no version was kept."""
+        version = self.historian.bindings_at(t)
+        if version is None:
+            return "", self.current
+        return version.sha256, self._bindings(version)
+
+    def changes(self, t0: float, t1: float) -> list[float]:
+        """The times in (t0, t1] at which another version took effect."""
+        return [t for t, _, _ in self.historian.bindings_changes(t0, t1)]
+
+    def _bindings(self, version: BindingsVersion) -> Bindings | None:
+        with self._lock:
+            if version.sha256 in self._parsed:
+                self._parsed.move_to_end(version.sha256)
+                return self._parsed[version.sha256]
+            try:  # elements unchecked: one since removed from the scene only makes a visual nobody shows
+                parsed: Bindings | None = bindings_from_text(version.content, version.file)
+            except BindingsError as exc:
+                log.warning("replay: the bindings of %s no longer load (%s); using the current ones", version.t, exc)
+                parsed = self.current
+            self._parsed[version.sha256] = parsed
+            while len(self._parsed) > PARSED_VERSIONS:
+                self._parsed.popitem(last=False)
+            return parsed
 
 
 def _prop(s: Sample) -> p.PropState:
     return p.PropState(s.value, s.ts, s.unit, s.quality)
 
 
+class _ReadAhead:
+    """The samples and events of a playing replay's history, read in blocks of `span` seconds from `start` on, the
+    next block in the background while frames are cut from the current one (`take`, in time order)."""
+
+    def __init__(self, historian: Historian, start: float, span: float) -> None:
+        self.historian = historian
+        self.span = min(max(span, MIN_BLOCK_S), MAX_BLOCK_S)
+        self.read_to = start  # everything in (start, read_to] is in the blocks
+        self.samples: list[Sample] = []
+        self.events: list[p.Event] = []
+        self._next: Future[tuple[float, list[Sample], list[p.Event]]] | None = None
+
+    def _read(self, t0: float, t1: float) -> tuple[float, list[Sample], list[p.Event]]:
+        return t1, self.historian.samples(t0, t1), self.historian.events(t0, t1)
+
+    def _ask(self) -> None:
+        if self._next is None:
+            self._next = _READER.submit(self._read, self.read_to, self.read_to + self.span)
+
+    def take(self, t: float) -> tuple[list[Sample], list[p.Event]]:
+        """The samples and events up to `t` not taken yet, oldest first."""
+        while self.read_to < t:
+            self._ask()
+            assert self._next is not None
+            self.read_to, samples, events = self._next.result()
+            self._next = None
+            self.samples += samples
+            self.events += events
+        cut = bisect.bisect_right(self.samples, t, key=lambda s: s.ts)
+        taken, self.samples = self.samples[:cut], self.samples[cut:]
+        cut = bisect.bisect_right(self.events, t, key=lambda e: e.ts)
+        events, self.events = self.events[:cut], self.events[cut:]
+        if self.read_to - t < self.span / 2:
+            self._ask()
+        return taken, events
+
+    def cancel(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+
+
 class ReplayTwin:
     """One layer's twin rebuilt from the history at `as_of`. Not thread-safe: one per connection."""
 
-    def __init__(self, historian: Historian, bindings: Bindings | None, layer: str) -> None:
+    def __init__(self, historian: Historian, rules: RuleVersions | None, layer: str) -> None:
         self.historian = historian
-        self.engine = RuleEngine(bindings) if bindings is not None else None
+        self.rules = rules
         self.layer = layer
         self.as_of = 0.0
+        self.version: str | None = None  # the bindings version whose rules make the visuals
+        self.bindings: Bindings | None = None
+        self.engine: RuleEngine | None = None
+        self.targets: set[str] = set()  # the layer's elements with a rule in those bindings
         self.state = TwinState(history_len=1)
+        self.silence = SilenceWatch(self._stale_after)
         self.alarms: dict[str, p.Alarm] = {}
         self.visuals: dict[str, p.Visual] = {}
+        self._ahead: _ReadAhead | None = None
         self._lock = threading.Lock()
+
+    def _stale_after(self, element: str, prop: str) -> float | None:
+        return self.bindings.stale_after(element, prop) if self.bindings is not None else None
+
+    def _use_rules_at(self, t: float) -> bool:
+        """Take the bindings in force at `t`; True when they are another version than those used so far."""
+        version, bindings = self.rules.at(t) if self.rules is not None else ("", None)
+        if version == self.version:
+            return False
+        self.version, self.bindings = version, bindings
+        self.engine = RuleEngine(bindings) if bindings is not None else None
+        self.targets = set(self.engine.targets(self.layer)) if self.engine is not None else set()
+        return True
+
+    def _watch_silence(self) -> None:
+        """Watch every property of the state for silence, by the stale_after of the bindings in use."""
+        self.silence = SilenceWatch(self._stale_after)
+        snapshot = self.state.snapshot()
+        self.silence.seen_all((el, prop, pv.ts) for el, props in snapshot.items() for prop, pv in props.items())
 
     def seek(self, t: float) -> tuple[dict[str, p.PropState], dict[str, p.Visual], list[p.Alarm]]:
         """The twin at `t`: props keyed "element/prop", visuals keyed by element, the alarm list."""
@@ -49,6 +179,9 @@ class ReplayTwin:
             return self._seek(t)
 
     def _seek(self, t: float) -> tuple[dict[str, p.PropState], dict[str, p.Visual], list[p.Alarm]]:
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
         samples = self.historian.state_at(t)
         self.as_of = t
         values: dict[str, dict[str, PropertyValue]] = {}
@@ -56,14 +189,31 @@ class ReplayTwin:
             values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality)
         self.state = TwinState(history_len=1)
         self.state.restore(values)
+        self._use_rules_at(t)
+        self._watch_silence()
+        self._mark_stale(t)
         self.alarms = {a.id: a for a in self.historian.alarms_at(t)}
-        self.visuals = {}
-        if self.engine is not None:
-            self.engine.show_anomalies(self._active())
-            for element in self.engine.targets(self.layer):
-                self.visuals[element] = self.engine.evaluate(element, self.layer, self.state)
-        props = {f"{el}/{prop}": _prop(s) for (el, prop), s in samples.items()}
+        self.visuals = self._all_visuals()
+        props = {
+            f"{el}/{prop}": prop_state(pv) for el, pvs in self.state.snapshot().items() for prop, pv in pvs.items()
+        }
         return props, dict(self.visuals), self.listed()
+
+    def _all_visuals(self) -> dict[str, p.Visual]:
+        if self.engine is None:
+            return {}
+        self.engine.show_anomalies(self._active())
+        return {el: self.engine.evaluate(el, self.layer, self.state) for el in self.targets}
+
+    def _mark_stale(self, t: float) -> dict[str, p.PropState]:
+        """Flag the properties silent for longer than their stale_after at `t` (source time of their last sample:
+        what the live twin flagged by receive time); their new states."""
+        out = {}
+        for element, prop, last in self.silence.expired(t):
+            change = self.state.mark_stale(element, prop, last)
+            if change is not None:
+                out[f"{element}/{prop}"] = prop_state(change.current)
+        return out
 
     def listed(self) -> list[p.Alarm]:
         return sorted(self.alarms.values(), key=lambda a: (a.since, a.id))
@@ -71,41 +221,84 @@ class ReplayTwin:
     def _active(self) -> set[str]:
         return {a.id for a in self.alarms.values() if a.active}
 
+    def read_ahead(self, speed: float) -> None:
+        """From now on `advance` goes forward at about `speed` × real time: read the history ahead for it."""
+        with self._lock:
+            if self._ahead is not None:
+                self._ahead.cancel()
+            self._ahead = _ReadAhead(self.historian, self.as_of, speed * READ_AHEAD_S)
+
     def advance(self, t: float) -> p.ReplayDelta:
         """Feed the history of (as_of, t] in time order; the frame of what changed, as of `t`."""
         with self._lock:  # a cancelled player's last advance may still run in its thread
             return self._advance(t)
 
     def _advance(self, t: float) -> p.ReplayDelta:
-        samples = self.historian.samples(self.as_of, t)
-        events = self.historian.events(self.as_of, t)
-        self.as_of = t
-        props: dict[str, p.PropState] = {}
-        touched: set[str] = set()
-        for s in samples:
-            change = self.state.apply(Reading(s.element, s.prop, s.value, s.unit, s.ts, s.quality), s.ts)
-            if change is not None:
-                props[f"{s.element}/{s.prop}"] = _prop(s)
-                if self.engine is not None:
-                    touched.update(el for layer, el in self.engine.affected(s.element, s.prop) if layer == self.layer)
+        if self._ahead is None:
+            samples, events = self.historian.samples(self.as_of, t), self.historian.events(self.as_of, t)
+        else:
+            samples, events = self._ahead.take(t)
+        frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
+        changes = self.rules.changes(self.as_of, t) if self.rules is not None else []
+        for end in [*changes, t]:  # up to each change of the bindings with the rules before it, the rest after
+            cut = bisect.bisect_left(samples, end, key=lambda s: s.ts) if end < t else len(samples)
+            touched = self._apply(samples[:cut], frame.props)
+            samples = samples[cut:]
+            cut = bisect.bisect_left(events, end, key=lambda e: e.ts) if end < t else len(events)
+            alarms_changed |= self._apply_alarms(events[:cut], touched)
+            events = events[cut:]
+            if end == t:
+                frame.props.update(self._mark_stale(t))
+            elif self._use_rules_at(end):
+                self._watch_silence()  # another file may give another stale_after
+                if self.engine is not None:
+                    self.engine.show_anomalies(self._active())
+                touched |= set(self.visuals) | self.targets
+            self._refresh(touched, frame.visuals)
+        self.as_of = t
+        if alarms_changed:
+            frame.alarms = self.listed()
+        return frame
+
+    def _apply(self, samples: list[Sample], props: dict[str, p.PropState]) -> set[str]:
+        """Apply each property's last sample of `samples` (oldest first); the layer's elements whose visual may
+        have changed. Samples in between change nothing a frame shows (it carries one state per property)."""
+        last = {(s.element, s.prop): s for s in samples}
+        touched: set[str] = set()
+        for (element, prop), s in last.items():
+            self.silence.seen(element, prop, s.ts)
+            change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
+            if change is not None:
+                props[f"{element}/{prop}"] = _prop(s)
+                if self.engine is not None:
+                    touched.update(el for layer, el in self.engine.affected(element, prop) if layer == self.layer)
+        return touched
+
+    def _apply_alarms(self, events: list[p.Event], touched: set[str]) -> bool:
+        """Alarm transitions among `events` into the list; True if there were any."""
+        changed = False
         for e in events:
             if e.alarm is None:
                 continue
-            alarms_changed = True
+            changed = True
             if e.alarm.state == "normal":
                 self.alarms.pop(e.alarm.id, None)
             else:
                 self.alarms[e.alarm.id] = e.alarm
-        visuals: dict[str, p.Visual] = {}
-        if self.engine is not None:
-            if alarms_changed:
-                touched.update(el for layer, el in self.engine.show_anomalies(self._active()) if layer == self.layer)
-            for element in touched:
+        if changed and self.engine is not None:
+            touched.update(el for layer, el in self.engine.show_anomalies(self._active()) if layer == self.layer)
+        return changed
+
+    def _refresh(self, elements: set[str], visuals: dict[str, p.Visual]) -> None:
+        """Evaluate the visuals of `elements`; those that changed into `visuals`."""
+        for element in elements:
+            if self.engine is not None and element in self.targets:
                 visual = self.engine.evaluate(element, self.layer, self.state)
-                if self.visuals.get(element) != visual:
-                    self.visuals[element] = visuals[element] = visual
-        return p.ReplayDelta(t, props, visuals, self.listed() if alarms_changed else None, events)
+            else:
+                visual = p.Visual()  # no rule for it in these bindings: as an element without rules shows
+            if self.visuals.get(element) != visual:
+                self.visuals[element] = visuals[element] = visual
 
 
 class Player:
@@ -126,6 +319,7 @@ class Player:
     def start(self, speed: float, driven_by: str | None) -> None:
         self.stop()
         self.speed, self.driven_by = speed, driven_by
+        self.twin.read_ahead(speed)
         self._task = asyncio.create_task(self._run(), name="twinview-replay")
 
     def stop(self) -> None:

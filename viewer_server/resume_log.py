@@ -16,9 +16,12 @@ RESUME_LOG_MAX_CHANGES: Final = 100_000
 class ResumeLog:
     """(seq, state key, value) and (seq, event) entries, oldest first, seq strictly increasing."""
 
-    def __init__(self, max_changes: int = RESUME_LOG_MAX_CHANGES) -> None:
+    def __init__(self, max_changes: int = RESUME_LOG_MAX_CHANGES, start: int = 0) -> None:
+        """`start`: the seq the log begins after (a mirror that began at a checkpoint knows nothing before)."""
+        self.max_changes = max_changes
         self._entries: deque[tuple[int, StateKey | None, StateValue | p.Event]] = deque(maxlen=max_changes)
-        self.last_seq = 0  # the newest seq ever logged (also when it has been evicted)
+        self.last_seq = start  # the newest seq ever logged (also when it has been evicted)
+        self._start = start
 
     def append_state(self, seq: int, key: StateKey, value: StateValue) -> None:
         self._entries.append((seq, key, value))
@@ -30,7 +33,7 @@ class ResumeLog:
 
     def covers(self, seq: int) -> bool:
         """True when every change after `seq` is still in the log (so `since(seq)` is exact)."""
-        if seq > self.last_seq or seq < 0:
+        if seq > self.last_seq or seq < self._start:
             return False
         if not self._entries:
             return True

@@ -1,4 +1,9 @@
-"""A built scene directory as the server sees it: its manifest, element index and public URLs."""
+"""A built scene directory as the server sees it: its manifest, element search, tree and areas, and public URLs.
+
+The web client never downloads the manifest whole (at 100 000 elements it is ~60 MB): it asks for the
+children of a tree node, a search, or one element's record, and each answer is small (docs/CLIENT.md
+"Element metadata").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+import numpy as np
 import orjson
 
 MANIFEST_FORMAT: Final = "twinview-manifest"
@@ -23,6 +30,10 @@ SCENE_FILES: Final = {
 }
 # Search results per request: enough for a picker list, small enough to answer in a millisecond.
 MAX_SEARCH_RESULTS: Final = 200
+# Children of a tree node per request: a screenful of rows many times over; a storey with 20 000 elements
+# is read in pages (`offset`), never in one answer of megabytes.
+TREE_PAGE_DEFAULT: Final = 200
+TREE_PAGE_MAX: Final = 1000
 
 
 @dataclass
@@ -64,6 +75,14 @@ class SceneEntry:
         """Elements whose id, name or class contains `q` (case-insensitive); all when q is empty."""
         return self.index.search(q, limit)
 
+    @functools.cached_property
+    def tree(self) -> ElementTree:
+        return ElementTree(list(self.elements.values()))
+
+    @functools.cached_property
+    def areas(self) -> ElementBoxes:
+        return ElementBoxes(list(self.elements.values()))
+
 
 class ElementIndex:
     """Substring search over every element's id, name and class without a Python loop per element: one
@@ -93,6 +112,62 @@ class ElementIndex:
             out.append(self.records[row])
             at = self.text.find(needle, self.starts[row + 1])  # the next record: one hit per element
         return out
+
+
+class TreeNode(msgspec.Struct, frozen=True):
+    """One row of the element tree: what a client shows, and how many children it may expand (0: a leaf)."""
+
+    id: str
+    name: str
+    cls: str = msgspec.field(name="class")
+    children: int = 0
+
+
+class ElementTree:
+    """The element hierarchy as child lists (file order); an element whose parent is not in the scene is a root."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        ids = {el["id"] for el in records}
+        self.records = {el["id"]: el for el in records}
+        self.children: dict[str | None, list[str]] = {}
+        for el in records:
+            parent = el.get("parent")
+            self.children.setdefault(parent if parent in ids else None, []).append(el["id"])
+
+    def __contains__(self, eid: str) -> bool:
+        return eid in self.records
+
+    def page(self, parent: str | None, offset: int, limit: int) -> tuple[int, list[TreeNode]]:
+        """How many children `parent` (None: the roots) has, and `limit` of them from `offset` on."""
+        kids = self.children.get(parent, [])
+        return len(kids), [self._node(eid) for eid in kids[offset : offset + limit]]
+
+    def _node(self, eid: str) -> TreeNode:
+        el = self.records[eid]
+        return TreeNode(eid, str(el.get("name") or ""), str(el.get("class") or ""), len(self.children.get(eid, ())))
+
+
+class ElementBoxes:
+    """Every element's own world box (manifest `bbox`) as arrays, to find the elements in an area at once."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        boxed = [el for el in records if _is_box(el.get("bbox"))]
+        self.ids = [el["id"] for el in boxed]
+        boxes = np.asarray([el["bbox"] for el in boxed], dtype=np.float64).reshape(-1, 2, 3)
+        self.lo, self.hi = boxes[:, 0], boxes[:, 1]
+
+    def overlapping(self, lo: tuple[float, float, float], hi: tuple[float, float, float]) -> list[str]:
+        """The elements whose box meets the box [lo, hi] (touching counts); elements without geometry never do."""
+        hit = np.all(self.lo <= np.asarray(hi), axis=1) & np.all(self.hi >= np.asarray(lo), axis=1)
+        return [self.ids[i] for i in np.flatnonzero(hit)]
+
+
+def _is_box(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(c, list) and len(c) == 3 and all(isinstance(x, int | float) for x in c) for c in value)
+    )
 
 
 def scene_id_for(path: Path) -> str:

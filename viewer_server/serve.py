@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sqlite3
@@ -29,12 +30,15 @@ from viewer_server.connections import (
 )
 from viewer_server.historian import Historian
 from viewer_server.http_edge import EdgePolicy
+from viewer_server.hub import SceneHub
 from viewer_server.ingest import as_protocol
 from viewer_server.ingest_mqtt import check_url, mqtt_ingest
 from viewer_server.live import LiveScene
 from viewer_server.protocol import CLOSE_AUTH
+from viewer_server.redis_bus import RedisBus
 from viewer_server.server_file import announced, local_url
 from viewer_server.session import close_sessions, revoked
+from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store, prune_revocations
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,8 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
+    bus_url: str | None = None  # redis://HOST:PORT: several processes serve the scene (viewer_server/shared_hub.py)
 
 
 def _options(options: ServeOptions | Path, fields: dict[str, Any]) -> ServeOptions:
@@ -107,9 +113,11 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
     opts = _options(options, fields)
     if opts.mqtt_url:
         check_url(opts.mqtt_url)
+    shared = RedisBus(opts.bus_url) if opts.bus_url else None  # ValueError for a bad URL, before anything opens
     edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
     store = Store(opts.data_dir)
     live: LiveScene | None = None
+    started = False
     runner: web.AppRunner | None = None
     listener: asyncio.Server | None = None
     tasks: list[asyncio.Task[Any]] = []
@@ -122,7 +130,13 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             store=store,
             procedures_path=opts.procedures,
             mqtt_url=opts.mqtt_url,
+            history=opts.history,
+            shared=shared,
         )
+        if isinstance(live.hub, SharedHub):
+            await live.hub.start()  # BusUnavailable: Redis does not answer
+            started = True
+            live.hub.on_reset.append(functools.partial(_resync_all, live))
         _freeze_loaded_objects()
         # aiohttp's keep-alive timer also runs from the connection until the first request head is complete.
         runner = web.AppRunner(make_app(live, edge=edge), handle_signals=False, keepalive_timeout=opts.header_timeout_s)
@@ -139,7 +153,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))
         if live.historian is not None:
-            jobs.append(_keep_history(live.historian))
+            jobs.append(_keep_history(live.historian, live.hub))
         if opts.mqtt_url:
             jobs.append(mqtt_ingest(opts.mqtt_url, live))
         if opts.simulate:
@@ -155,6 +169,10 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             listener.close()
         if runner is not None:
             await runner.cleanup()
+        if started and isinstance(live.hub, SharedHub):
+            await live.hub.stop()
+        if shared is not None:
+            await shared.close()
         if live is not None:
             live.hub.close()
             if live.audit is not None:
@@ -204,12 +222,14 @@ async def _tick_rules(live: LiveScene) -> None:
         live.hub.tick()
 
 
-async def _keep_history(historian: Historian) -> None:
-    """Seal finished hours into Parquet chunks and apply retention, off the event loop."""
+async def _keep_history(historian: Historian, hub: SceneHub) -> None:
+    """Seal finished hours into Parquet chunks and apply retention, off the event loop; of the processes
+    sharing a scene (and its data dir), only the leader."""
     while True:
         try:
-            await asyncio.to_thread(historian.seal)
-            await asyncio.to_thread(historian.retain)
+            if hub.leading:
+                await asyncio.to_thread(historian.seal)
+                await asyncio.to_thread(historian.retain)
         except (OSError, sqlite3.Error) as exc:
             log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
         await asyncio.sleep(HISTORY_UPKEEP_S)
@@ -223,6 +243,12 @@ async def _close_revoked(live: LiveScene, store: Store) -> None:
         gone = revoked(live.sessions, store.revocations())
         if gone:
             await close_sessions(gone, CLOSE_AUTH, REVOKED)
+
+
+def _resync_all(live: LiveScene) -> None:
+    """The shared hub's mirror started over from a checkpoint: every connection gets a resync snapshot."""
+    for session in live.sessions:
+        session.outbox.request_resync()
 
 
 async def _simulate(live: LiveScene) -> None:

@@ -28,6 +28,7 @@ from viewer_server import protocol as p
 from viewer_server.annotations import PRESENCE_BURST, PRESENCE_RATE_PER_S, AnnotationError, RateLimiter
 from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
+from viewer_server.bus import BusUnavailable
 from viewer_server.hub import FLUSH_INTERVAL_S
 from viewer_server.ingest import NotSaved
 from viewer_server.live import LIVE, LiveScene
@@ -50,7 +51,7 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay", "interest",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
@@ -117,6 +118,7 @@ class Session:
         self.twin: ReplayTwin | None = None
         self.player: Player | None = None
         self.follows = True  # driven by the presenter's replay, until its own seek / play / pause
+        self.interest: p.Interest | None = None  # what it sees (PROTOCOL.md §15); None: the whole scene
 
     @property
     def layer(self) -> str:
@@ -141,6 +143,7 @@ class Session:
             await self._reply(p.Error(p.ERR_UNKNOWN_LAYER, f"no layer {layer!r}; using the default", "hello"))
             layer = self.live.rules.default_layer
         self.outbox.reset(layer)
+        self._look_at(hello.interest)
         sender = asyncio.create_task(self._send_loop(), name=f"twinview-send-{self.id}")
         self.live.rooms.join(member)
         try:
@@ -205,6 +208,7 @@ class Session:
                 "outbox_max_events": OUTBOX_MAX_EVENTS,
                 "flush_interval_ms": round(FLUSH_INTERVAL_S * 1000, 3),
                 "max_viewpoint_ids": MAX_VIEWPOINT_IDS,
+                "max_interest_elements": p.MAX_INTEREST_ELEMENTS,
             },
             session=self.outbox.room,
             user=self.member.user if self.member else "",
@@ -220,7 +224,8 @@ class Session:
             missed = hub.resume(resume)
             if not isinstance(missed, str):
                 # Always answered, even when nothing was missed, so the client knows it resumed.
-                self._control.append(p.encode(missed.delta(self.layer, self.outbox.room), self.encoding))
+                delta = missed.delta(self.layer, self.outbox.room, self.outbox.seen)
+                self._control.append(p.encode(delta, self.encoding))
                 self.outbox.notify()
             else:
                 self._queue_snapshot(resync=True, reason=missed)
@@ -228,9 +233,20 @@ class Session:
             self._queue_snapshot()
         self._unsubscribe = self.live.bus.subscribe(hub.scene_id, self.outbox.offer)
 
+    def _look_at(self, interest: p.Interest | None) -> None:
+        """See what `interest` covers from the next snapshot on (None, or one naming nothing: the whole scene)."""
+        if interest is None or (interest.box is None and interest.elements is None):
+            self.interest, self.outbox.seen = None, None
+            return
+        seen = set(interest.elements or ())
+        if interest.box is not None:
+            seen.update(self.live.scene.areas.overlapping(*interest.box))
+        self.interest, self.outbox.seen = interest, frozenset(seen)
+
     def _queue_snapshot(self, *, resync: bool = False, reason: str | None = None) -> None:
-        room = self.outbox.room
-        snap = self.live.hub.snapshot(self.layer, self.live.scene.urls, resync=resync, reason=reason, room=room)
+        room, urls = self.outbox.room, self.live.scene.urls
+        snap = self.live.hub.snapshot(self.layer, urls, resync=resync, reason=reason, room=room, seen=self.outbox.seen)
+        snap.interest = self.interest
         if self.live.annotations is not None:  # committed topics: each one's event is at or before snap.seq
             snap.topics = self.live.annotations.topics(room)
             snap.comments = self.live.annotations.comments(room)
@@ -259,7 +275,11 @@ class Session:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._reply(p.Error(p.ERR_BAD_MESSAGE, str(exc)))
                 continue
-            await self._handle(message)
+            try:
+                await self._handle(message)
+            except BusUnavailable as exc:  # several processes, and Redis does not answer: nothing changed
+                tag = type(message).__struct_config__.tag
+                await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), getattr(message, "ref", None) or tag))
 
     async def _handle(self, message: p.ClientMessage) -> None:
         self._handling = type(message).__struct_config__.tag
@@ -276,6 +296,10 @@ class Session:
                 self._queue_snapshot()
             elif self.player is not None:  # the same moment on the other layer
                 await self._show(self.twin.as_of, self.player.playing, self.player.driven_by, None, self.player.speed)
+        elif isinstance(message, p.ChangeInterest):
+            self._look_at(message.interest)
+            if self.twin is None:
+                self._queue_snapshot()
         elif isinstance(message, p.PresenceUpdate):
             if not allowed(self.role, Action.PRESENCE_SEND):
                 await self._reply(p.Error(p.ERR_FORBIDDEN, f"role {self.role!r} sends no presence", "presence"))
@@ -422,7 +446,7 @@ class Session:
         if self.player is not None:
             self.player.stop()
         if self.twin is None or self.twin.layer != self.layer:
-            self.twin = ReplayTwin(historian, self.live.bindings, self.layer)
+            self.twin = ReplayTwin(historian, self.live.rule_versions, self.layer)
             self.player = Player(self.twin, self._reply)
         assert self.player is not None
         props, visuals, alarms = await asyncio.to_thread(self.twin.seek, t)

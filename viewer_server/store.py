@@ -27,6 +27,7 @@ import msgspec
 
 from scene.state import PropertyValue, Scalar
 from viewer_server.data_dir import create_private, prepare
+from viewer_server.health import EngineHealth
 from viewer_server.outbox import PRESENCE, PRESENTER, Batch
 from viewer_server.topics import Attachment, Comment, Topic
 
@@ -226,6 +227,7 @@ class Store:
         self.dropped_batches = 0
         self.write_errors = 0
         self.last_error = ""
+        self.failing = False  # the last transaction failed (cleared by the next that commits)
         self._writer = threading.Thread(target=self._write_loop, name="twinview-store", daemon=True)
         self._writer.start()
 
@@ -378,6 +380,15 @@ class Store:
         self._queue.put(("barrier", (done,)))
         done.wait(timeout)
 
+    def health(self) -> EngineHealth:
+        """Failing while its last transaction failed: what is acknowledged is still never lost (an ack
+        follows the commit), but new changes are refused until the disk takes writes again."""
+        if not self.failing:
+            return EngineHealth("sqlite", ok=True)
+        return EngineHealth(
+            "sqlite", ok=False, detail=f"{self.last_error}: free space or fix the permissions under {self.path.parent}"
+        )
+
     def close(self) -> None:
         self._queue.put(None)
         self._writer.join(timeout=10)
@@ -418,9 +429,12 @@ class Store:
                     results.append(self._call(db, *args))
             db.execute("DELETE FROM log WHERE id <= (SELECT max(id) FROM log) - ?", (STORE_LOG_MAX_ROWS,))
             db.execute("COMMIT")
+            if len(barriers) < len(jobs):  # something was written: the disk takes writes again
+                self.failing = False
         except sqlite3.Error as exc:  # a full or failing disk must not kill the writer (nor the server)
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self.failing = True
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("store %s: %s (%d jobs lost)", self.path, self.last_error, len(jobs))

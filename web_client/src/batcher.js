@@ -8,6 +8,7 @@
 // case, merged batches only), fromScene takes the three.js scene GLTFLoader made (any glTF: textures,
 // points and lines too).
 import * as THREE from 'three';
+import { InstancedBatch } from './instanced_batch.js';
 import { MergedBatch } from './merged_batch.js';
 import { canShadeCheaply } from './shading.js';
 
@@ -43,6 +44,11 @@ const IDENTITY = new THREE.Matrix4();
 const LOD_TRIANGLES_PER_PIXEL = 2;
 // LOD meshes are read from the glTF in slices of this many, yielding to the page in between.
 const LOD_LOAD_SLICE = 500;
+// A mesh (glTF primitive) that at least this many elements share is drawn instanced (InstancedBatch: one copy of
+// its vertices, one draw call) instead of being baked into the merged batch once per element. Measured in
+// BENCHMARKS.md §3 (instancing); `?instancing=N` sets it for a page, `?instancing=0` turns instancing off.
+const INSTANCE_MIN_USES_DEFAULT = 8;
+const INSTANCE_MIN_USES = instanceThreshold(typeof location === 'undefined' ? '' : location.search);
 
 export class ElementBatches {
   constructor() {
@@ -52,7 +58,7 @@ export class ElementBatches {
     this.elements = new Map();
     /** @type {NodeInfo[]} every node carrying an id, in document order (the tree when no manifest) */
     this.nodes = [];
-    /** @type {(THREE.BatchedMesh|MergedBatch)[]} */
+    /** @type {(THREE.BatchedMesh|MergedBatch|InstancedBatch)[]} */
     this.batches = [];
     /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
     this.hasBatchedLods = false;
@@ -176,14 +182,18 @@ export class ElementBatches {
   }
 
   /**
-   * One batch for a group: a MergedBatch for what the cheap shading path can draw, else a BatchedMesh
-   * with the glTF material. Each takes meshes in its own form: the slots' meshes are converted in place,
-   * once per shared mesh.
+   * Batches for a group: for what the cheap shading path can draw, an InstancedBatch per mesh that at least
+   * INSTANCE_MIN_USES elements share and a MergedBatch for the rest; else a BatchedMesh with the glTF material
+   * (which holds each geometry once already). Each takes meshes in its own form: the slots' meshes are
+   * converted in place, once per shared mesh.
    * @param {Group} g
    */
   #addGroup({ material, slots }) {
     const cheap = canShadeCheaply(material);
     const needColor = Boolean(/** @type {any} */ (material).vertexColors);
+    const instanced = cheap ? repeated(slots, INSTANCE_MIN_USES) : [];
+    const shared = new Set(instanced.map((same) => same[0].mesh));
+    const merged = shared.size ? slots.filter((s) => !shared.has(s.mesh)) : slots;
     /** @type {Map<THREE.BufferGeometry|MeshData, any>} */
     const converted = new Map();
     for (const slot of slots) {
@@ -194,8 +204,32 @@ export class ElementBatches {
       }
       slot.mesh = mesh;
     }
-    if (cheap) this.#addMerged(material, /** @type {any} */ (slots), { uv: false, color: needColor });
-    else this.#addBatched(material, /** @type {any} */ (slots));
+    if (!cheap) return this.#addBatched(material, /** @type {any} */ (slots));
+    for (const group of instanced) this.#addInstanced(material, /** @type {any} */ (group), needColor);
+    if (merged.length) this.#addMerged(material, /** @type {any} */ (merged), { uv: false, color: needColor });
+  }
+
+  /**
+   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh. Instances are drawn at
+   * full detail: their levels of detail are not loaded.
+   * @param {THREE.Material} source @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
+   */
+  #addInstanced(source, slots, needColor) {
+    const items = slots.map(({ part, color }) => ({ matrix: part.base, color }));
+    const batch = new InstancedBatch(source, slots[0].mesh, items, { color: needColor });
+    batch.name = `instanced:${source.name || source.type}`;
+    batch.userData.layout = [false, needColor];
+    /** @type {string[]} slot -> twin id */
+    const ids = [];
+    slots.forEach(({ entry, part }, slot) => {
+      ids[slot] = entry.id;
+      part.target = batch;
+      part.instanceId = slot;
+      delete part.lods;
+    });
+    batch.userData.ids = ids;
+    this.batches.push(batch);
+    this.group.add(batch);
   }
 
   /**
@@ -376,7 +410,7 @@ export class ElementBatches {
     eye.applyMatrix4(_m); // into the batches' frame
     let changed = 0;
     for (const b of this.batches) {
-      if (/** @type {any} */ (b).isMergedBatch) {
+      if (/** @type {any} */ (b).isMergedBatch || /** @type {any} */ (b).isInstancedBatch) {
         /** @type {MergedBatch} */ (/** @type {any} */ (b)).updateView(camera, heightPx, LOD_TRIANGLES_PER_PIXEL, cull);
       }
     }
@@ -414,7 +448,7 @@ export class ElementBatches {
    */
   idOf(hit) {
     const obj = /** @type {any} */ (hit.object);
-    if (obj.isBatchedMesh || obj.isMergedBatch) return obj.userData.ids[/** @type {number} */ (hit.batchId)] ?? null;
+    if (obj.isBatchedMesh || obj.isMergedBatch || obj.isInstancedBatch) return obj.userData.ids[/** @type {number} */ (hit.batchId)] ?? null;
     return obj.userData.id ?? null;
   }
 
@@ -450,7 +484,7 @@ export class ElementBatches {
   setOpacity(id, opacity) {
     for (const p of this.elements.get(id)?.parts ?? []) {
       const t = /** @type {any} */ (p.target);
-      if (t.isMergedBatch) t.setOpacityAt(p.instanceId, opacity);
+      if (t.isMergedBatch || t.isInstancedBatch) t.setOpacityAt(p.instanceId, opacity);
       else if (p.instanceId >= 0) {
         const b = /** @type {THREE.BatchedMesh} */ (t);
         const before = b.getColorAt(p.instanceId, _rgba).w;
@@ -509,8 +543,9 @@ export class ElementBatches {
     if (!e) return null;
     const box = new THREE.Box3();
     for (const p of e.parts) {
-      if (p.instanceId >= 0 && /** @type {any} */ (p.target).isMergedBatch) {
-        box.union(/** @type {MergedBatch} */ (/** @type {any} */ (p.target)).boxAt(p.instanceId, new THREE.Box3()));
+      const t = /** @type {any} */ (p.target);
+      if (p.instanceId >= 0 && (t.isMergedBatch || t.isInstancedBatch)) {
+        box.union(/** @type {MergedBatch} */ (t).boxAt(p.instanceId, new THREE.Box3()));
       } else if (p.instanceId >= 0) {
         const b = /** @type {THREE.BatchedMesh} */ (p.target);
         const local = new THREE.Box3();
@@ -529,12 +564,39 @@ export class ElementBatches {
   dispose() {
     for (const obj of this.group.children) {
       const o = /** @type {THREE.Mesh} */ (obj);
-      if (/** @type {any} */ (o).isBatchedMesh || /** @type {any} */ (o).isMergedBatch) /** @type {any} */ (obj).dispose();
+      const batch = /** @type {any} */ (o);
+      if (batch.isBatchedMesh || batch.isMergedBatch || batch.isInstancedBatch) batch.dispose();
       else o.geometry.dispose();
       /** @type {THREE.Material} */ (o.material).dispose();
     }
     this.group.removeFromParent();
   }
+}
+
+/**
+ * The slots of each mesh at least `min` slots share (none when `min` is 0), in first-use order.
+ * @template {{mesh: unknown}} S @param {S[]} slots @param {number} min @returns {S[][]}
+ */
+function repeated(slots, min) {
+  if (min <= 0) return [];
+  /** @type {Map<unknown, S[]>} */
+  const byMesh = new Map();
+  for (const s of slots) {
+    const same = byMesh.get(s.mesh);
+    if (same) same.push(s);
+    else byMesh.set(s.mesh, [s]);
+  }
+  return [...byMesh.values()].filter((same) => same.length >= min);
+}
+
+/**
+ * The instancing threshold for a page: `?instancing=N` (0: off), else INSTANCE_MIN_USES_DEFAULT.
+ * @param {string} search the page's query string
+ */
+export function instanceThreshold(search) {
+  const asked = new URLSearchParams(search).get('instancing');
+  const n = asked === null ? NaN : Number(asked);
+  return Number.isInteger(n) && n >= 0 ? n : INSTANCE_MIN_USES_DEFAULT;
 }
 
 /** @param {THREE.Object3D|null} obj the nearest ancestor-or-self that is an element node */

@@ -70,6 +70,8 @@ export class GltfDocument {
     this.accessors = new Map();
     /** @type {Map<number, MeshData[]>} */
     this.meshes = new Map();
+    /** @type {Map<string, MeshData>} primitives by their accessors: meshes that repeat a primitive share it, as in GLTFLoader */
+    this.primitives = new Map();
     /** @type {Map<number, THREE.MeshStandardMaterial>} */
     this.materials = new Map();
     /** @type {any} the meshopt decoder, once prepare() has loaded it */
@@ -113,7 +115,12 @@ export class GltfDocument {
   mesh(index) {
     let out = this.meshes.get(index);
     if (!out) {
-      out = this.json.meshes[index].primitives.map((/** @type {any} */ p) => this.#primitive(p));
+      out = this.json.meshes[index].primitives.map((/** @type {any} */ p) => {
+        const key = `${p.attributes.POSITION}:${p.attributes.NORMAL}:${p.indices}`;
+        let data = this.primitives.get(key);
+        if (!data) this.primitives.set(key, (data = this.#primitive(p)));
+        return data;
+      });
       this.meshes.set(index, /** @type {MeshData[]} */ (out));
     }
     return /** @type {MeshData[]} */ (out);

@@ -150,7 +150,16 @@ export interface Camera {
   aspect_ratio?: number | null;
 }
 
-export type ClientMessage = Hello | Subscribe | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService | Seek | Play | Pause | Live;
+/**
+ * Change what this session sees (capability `interest`): answered with a snapshot of the new interest;
+ * `interest` null = the whole scene again.
+ */
+export interface ChangeInterest {
+  type: "interest";
+  interest?: Interest | null;
+}
+
+export type ClientMessage = Hello | Subscribe | ChangeInterest | Publish | PresenceUpdate | Ping | TopicCreate | TopicUpdate | TopicDelete | CommentAdd | CommentEdit | CommentDelete | ProcedureControl | StepComplete | PresenterTake | PresenterRelease | PresenterView | HandRaise | HandLower | Markup | Command | AlarmAck | AlarmShelve | AlarmUnshelve | AlarmOutOfService | AlarmInService | Seek | Play | Pause | Live;
 
 /**
  * Keeps the half-space the normal points away from (BCF convention: the normal points to the removed side).
@@ -344,6 +353,7 @@ export interface Hello {
   session?: string | null;
   token?: string | null;
   name?: string;
+  interest?: Interest | null;
 }
 
 /**
@@ -352,6 +362,18 @@ export interface Hello {
 export interface HistoryRange {
   earliest: number | null;
   latest: number;
+}
+
+/**
+ * What a client sees of the scene (capability `interest`): the elements whose own box meets `box`
+ * ([min, max] corners in metres, the manifest's world frame), and the elements listed in `elements`. Its
+ * snapshot and deltas then carry the props and visuals of those elements only; alarms, events, presence,
+ * topics and the presenter are not filtered. An element without geometry of its own (a storey, a bindings
+ * tag) is in the area only when listed. Both absent: the whole scene, as without an interest.
+ */
+export interface Interest {
+  box?: [[number, number, number], [number, number, number]] | null;
+  elements?: string[] | null;
 }
 
 /**
@@ -671,6 +693,7 @@ export interface Snapshot {
   comments?: Comment[];
   procedure?: ProcedureRun | null;
   presenter?: PresenterState | null;
+  interest?: Interest | null;
 }
 
 /**

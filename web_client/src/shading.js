@@ -6,7 +6,8 @@
 // Lambert are equal; only the faint specular highlight is lost.
 import * as THREE from 'three';
 
-/** Texels per element in a MergedBatch's data texture: colour, the 4 columns of its move, transparency. */
+/** Texels per element in a MergedBatch's (and InstancedBatch's) data texture: colour, the 4 columns of its move
+ * (an InstancedBatch: of its whole placement), transparency. */
 export const ELEMENT_TEXELS = 6;
 
 /** The lights as the viewer sets them up (Viewer uses these too, so both paths agree). */
@@ -86,7 +87,9 @@ void main() {
     if ( look.a > 1.5 ) {
       mat4 move = mat4( elementTexel( at + 1 ), elementTexel( at + 2 ), elementTexel( at + 3 ), elementTexel( at + 4 ) );
       transformed = ( move * vec4( transformed, 1.0 ) ).xyz;
-      objectNormal = mat3( move ) * objectNormal;
+      // The inverse transpose for a rotation x (non-uniform) scale: an instance's placement can scale.
+      mat3 mm = mat3( move );
+      objectNormal = mm * ( objectNormal / vec3( dot( mm[ 0 ], mm[ 0 ] ), dot( mm[ 1 ], mm[ 1 ] ), dot( mm[ 2 ], mm[ 2 ] ) ) );
     }
     vec4 mvPosition = modelViewMatrix * vec4( transformed, 1.0 );
   #elif defined( USE_BATCHING )

@@ -35,6 +35,7 @@ const KIND_WORDS = /** @type {Record<string, string>} */ ({
   alarm_raised: 'Alarm raised', alarm_acknowledged: 'Alarm acknowledged', alarm_cleared: 'Alarm cleared',
   alarm_returned: 'Alarm returned', alarm_shelved: 'Alarm shelved', alarm_unshelved: 'Alarm unshelved',
   topic_created: 'Topic', topic_updated: 'Topic changed', comment_added: 'Comment', command: 'Command',
+  rules_changed: 'Rules changed',
 });
 
 export class TimelineBar extends EventTarget {

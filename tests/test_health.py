@@ -1,0 +1,116 @@
+"""`/api/health` names the process, its bus, store and peers, and is `degraded` (still 200, still serving
+reads) while an engine fails, and `ok` again once it recovers, without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.live_server import JSON_BODY, live_server
+from viewer_server import store as store_mod
+from viewer_server.bus import InProcessBus
+from viewer_server.health import EngineHealth, Peer, public_url
+
+WAIT_S = 30.0  # a loaded machine is slow, not wrong
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def ingest(http: aiohttp.ClientSession, base: str, value: float) -> None:
+    body = {"readings": [{"key": "PT-1.pressure", "value": value}]}
+    async with http.post(f"{base}/api/ingest", json=body, headers=JSON_BODY) as r:
+        assert r.status == 200, await r.text()
+
+
+async def health_when(http: aiohttp.ClientSession, base: str, ready: Callable[[Any], bool]) -> Any:
+    """/api/health once `ready(health)` holds (the store writes a batch a flush window after the ingest)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        status, health = await get(http, f"{base}/api/health")
+        assert status == 200  # degraded or not, the process answers
+        if ready(health) or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.02)
+
+
+async def test_a_healthy_process_names_itself_its_engines_and_no_peers(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        status, health = await get(http, f"{srv.url}/api/health")
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["process"] == f"{socket.gethostname()}:{os.getpid()}"
+    assert health["bus"] == {"engine": "in-process", "ok": True, "url": "", "detail": ""}
+    assert health["peers"] == []
+    assert health["store"]["engine"] == "sqlite" and health["store"]["ok"] is True
+    assert health["store"]["path"] == str(srv.store.path)
+
+
+async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        with monkeypatch.context() as m:
+
+            def disk_full(*args: object) -> None:
+                raise sqlite3.OperationalError("database or disk is full")
+
+            m.setattr(store_mod.Store, "_write_batch", disk_full)  # every write fails, as on a full disk
+            m.setattr(store_mod.Store, "_call", staticmethod(disk_full))
+            await ingest(http, srv.url, 4.2)
+            health = await health_when(http, srv.url, lambda h: h["status"] == "degraded")
+            assert health["store"]["ok"] is False
+            assert "disk is full" in health["store"]["detail"] and str(tmp_path / "data") in health["store"]["detail"]
+            status, state = await get(http, f"{srv.url}/api/state")  # a degraded process still serves reads
+            assert status == 200 and state["props"]["PT-1/pressure"]["v"] == 4.2
+        await ingest(http, srv.url, 4.3)  # the disk takes writes again: once the batch is written, ok
+        health = await health_when(http, srv.url, lambda h: h["status"] == "ok")
+        assert health["status"] == "ok" and health["store"]["ok"] is True and health["store"]["detail"] == ""
+
+
+class LostBus(InProcessBus):
+    """A bus that has lost its engine but still hears from one peer (the shape a Redis bus reports)."""
+
+    def health(self) -> EngineHealth:
+        return EngineHealth("redis", ok=False, url="redis://cache:6379/0", detail="connection refused: start Redis")
+
+    def peers(self) -> list[Peer]:
+        return [Peer("twin-b:4242", seen_s=0.8)]
+
+
+async def test_a_lost_bus_degrades_the_process_and_its_peers_are_listed(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        srv.live.bus = LostBus()
+        _, health = await get(http, f"{srv.url}/api/health")
+    assert health["status"] == "degraded"
+    assert health["bus"] == {
+        "engine": "redis",
+        "ok": False,
+        "url": "redis://cache:6379/0",
+        "detail": "connection refused: start Redis",
+    }
+    assert health["peers"] == [{"name": "twin-b:4242", "seen_s": 0.8}]
+    assert health["store"]["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache:6379/0", "redis://cache:6379/0"),
+        ("postgresql://twin:s3cret@db.example/twinview?sslmode=require", "postgresql://db.example/twinview"),
+        ("redis://[::1]:6380", "redis://[::1]:6380"),
+    ],
+)
+def test_engine_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert public_url(url) == shown

@@ -1,0 +1,274 @@
+"""Redis as the shared bus of several `twinview serve --bus redis://HOST:PORT` processes: the keys, the
+scripts, and whether Redis answers. What the records mean is `viewer_server/shared_hub.py`'s business; this
+module moves bytes, fences the leader's appends, and turns an unreachable Redis into `BusUnavailable`.
+
+Keys of scene S (one hash tag per scene, so that a Redis Cluster would keep a scene's keys on one node):
+
+  twinview:{S}:epoch       the deployment's epoch, set once by the first process (SET NX)
+  twinview:{S}:lease       the leader's token (SET NX PX LEASE_MS, renewed every RENEW_S by its holder)
+  twinview:{S}:seq         the last seq in the log; only the append script writes it
+  twinview:{S}:log         stream of numbered batches (field `b`), trimmed to about LOG_MAX_ENTRIES
+  twinview:{S}:inbox       stream of what processes hand the leader to number (field `m`), trimmed likewise
+  twinview:{S}:checkpoint  the scene's whole state at one log entry, where a process that starts later begins
+  twinview:{S}:peers       sorted set: process id -> when (Redis time, ms) its heartbeat runs out
+  twinview:{S}:revoked     pub/sub channel: revocations, so every process closes the voided connections at once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from viewer_server.bus import BusUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The lease: a leader that has not renewed for LEASE_MS is replaced; it renews every RENEW_S, so a few
+# renewals may fail (a slow event loop, a Redis blip) before it loses the lease.
+LEASE_MS: Final = 2500
+RENEW_S: Final = 0.5
+# Entries kept in the log and the inbox (XADD MAXLEN ~): minutes of batches at 60 a second. A process that
+# falls further behind starts over from the checkpoint (its clients get a resync snapshot).
+LOG_MAX_ENTRIES: Final = 20_000
+# How long a blocking read waits for new entries before it looks again (and notices a stop).
+BLOCK_MS: Final = 1000
+# A Redis command that takes longer than this counts as Redis being unreachable.
+COMMAND_TIMEOUT_S: Final = 3.0
+# How long a process's heartbeat lasts: it renews with the lease loop, every RENEW_S.
+PEER_TTL_MS: Final = 3000
+
+_APPEND: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOTLEADER the lease was lost') end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last + 1 ~= tonumber(ARGV[2]) then return redis.error_reply('SEQGAP the log ends at ' .. last) end
+redis.call('SET', KEYS[2], ARGV[3])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'b', ARGV[4])
+"""
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_HEARTBEAT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+
+class Fenced(Exception):
+    """The append was refused: this process no longer holds the lease, or the log moved on without it."""
+
+
+class BusHealth(msgspec.Struct):
+    """The shared bus as /api/health shows it: `connected` false means degraded (writes are refused with
+    a clear error, reads are served from this process's mirror)."""
+
+    engine: str  # "redis"
+    url: str  # without credentials
+    process: str  # this process's id among its peers
+    connected: bool
+    leader: bool  # whether this process numbers the scene's changes now
+    peers: list[str]  # every process whose heartbeat is current, this one included
+    last_error: str = ""
+
+
+def check_url(url: str) -> str:
+    """`url` if it is a redis:// or rediss:// URL with a host; ValueError saying what to pass otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"bad --bus {url!r}: use redis://HOST:PORT (or rediss:// for TLS)")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL without a password, for logs, errors and /api/health."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def process_id() -> str:
+    """This process among its peers: the host, the pid and a random part (a pid is reused after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class RedisBus:
+    """One process's connection to the shared bus. Every call raises BusUnavailable when Redis does not
+    answer, and `health()` tells whether it answered last; `on_status` callbacks hear each change."""
+
+    def __init__(self, url: str, process: str | None = None) -> None:
+        self.url = check_url(url)
+        self.process = process or process_id()
+        self.connected = False
+        self.last_error = ""
+        self.leader = False  # kept by shared_hub, shown in health()
+        self.peers: list[str] = []
+        self.on_status: list[Callable[[bool], None]] = []
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT_S + BLOCK_MS / 1000,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._append = self._redis.register_script(_APPEND)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+
+    def health(self) -> BusHealth:
+        return BusHealth(
+            "redis", shown_url(self.url), self.process, self.connected, self.leader, list(self.peers), self.last_error
+        )
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        """Await one Redis call; an unreachable Redis becomes BusUnavailable (what was not done, and that it
+        can be sent again), and every change between reachable and not is told to `on_status`."""
+        try:
+            result = await call
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._status(False, f"{type(exc).__name__}: {exc}")
+            raise BusUnavailable(
+                f"the shared bus ({shown_url(self.url)}) is unreachable ({exc}): {what} was not done; send it again"
+                " in a moment"
+            ) from None
+        self._status(True, "")
+        return result
+
+    def _status(self, connected: bool, error: str) -> None:
+        if error:
+            self.last_error = error
+        if connected != self.connected:
+            self.connected = connected
+            if connected:
+                log.warning("shared bus %s: connected", shown_url(self.url))
+            else:
+                log.error("shared bus %s unreachable: %s", shown_url(self.url), error)
+            for observer in self.on_status:
+                observer(connected)
+
+    async def ping(self) -> None:
+        await self._call("the connection check", self._redis.ping())
+
+    # --- one scene -------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(scene: str, name: str) -> str:
+        return f"twinview:{{{scene}}}:{name}"
+
+    async def epoch(self, scene: str, proposed: str) -> str:
+        """The deployment's epoch of `scene`: `proposed` if none was set yet, else the one set before."""
+        key = self.key(scene, "epoch")
+        await self._call("setting the epoch", self._redis.set(key, proposed, nx=True))
+        value = await self._call("reading the epoch", self._redis.get(key))
+        return value.decode() if value is not None else proposed
+
+    async def acquire(self, scene: str, token: str) -> bool:
+        """Take the lease if nobody holds it."""
+        call = self._redis.set(self.key(scene, "lease"), token, nx=True, px=LEASE_MS)
+        return bool(await self._call("taking the lease", call))
+
+    async def renew(self, scene: str, token: str) -> bool:
+        """Extend the lease; False when it is no longer ours."""
+        call = self._renew(keys=[self.key(scene, "lease")], args=[token, LEASE_MS])
+        return bool(await self._call("renewing the lease", call))
+
+    async def release(self, scene: str, token: str) -> None:
+        await self._call("releasing the lease", self._release(keys=[self.key(scene, "lease")], args=[token]))
+
+    async def last_seq(self, scene: str) -> int:
+        value = await self._call("reading the log's end", self._redis.get(self.key(scene, "seq")))
+        return int(value) if value is not None else 0
+
+    async def append(self, scene: str, token: str, first: int, last: int, record: bytes) -> str:
+        """Append a batch with seqs [first, last] to the log, only while `token` holds the lease and the log
+        ends at first - 1; returns its entry id. Raises Fenced otherwise."""
+        keys = [self.key(scene, "lease"), self.key(scene, "seq"), self.key(scene, "log")]
+        try:
+            entry = await self._call(
+                "appending to the log", self._append(keys=keys, args=[token, first, last, record, LOG_MAX_ENTRIES])
+            )
+        except ResponseError as exc:
+            raise Fenced(str(exc)) from None
+        return entry.decode()
+
+    async def read_log(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
+        """Log entries after entry id `after` (waiting up to BLOCK_MS for one when `block`)."""
+        return await self._read(scene, "log", b"b", after, block)
+
+    async def send(self, scene: str, message: bytes) -> str:
+        """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
+        inbox = self.key(scene, "inbox")
+        call = self._redis.xadd(inbox, {"m": message}, maxlen=LOG_MAX_ENTRIES, approximate=True)
+        entry = await self._call("handing the change to the leader", call)
+        return entry.decode()
+
+    async def read_inbox(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
+        return await self._read(scene, "inbox", b"m", after, block)
+
+    async def _read(self, scene: str, name: str, field: bytes, after: str, block: bool) -> list[tuple[str, bytes]]:
+        call = self._redis.xread({self.key(scene, name): after}, count=500, block=BLOCK_MS if block else None)
+        reply = await self._call(f"reading the {name}", call)
+        if not reply:
+            return []
+        [(_, entries)] = reply
+        return [(entry_id.decode(), fields[field]) for entry_id, fields in entries]
+
+    async def save_checkpoint(self, scene: str, checkpoint: bytes) -> None:
+        await self._call("saving the checkpoint", self._redis.set(self.key(scene, "checkpoint"), checkpoint))
+
+    async def load_checkpoint(self, scene: str) -> bytes | None:
+        return await self._call("reading the checkpoint", self._redis.get(self.key(scene, "checkpoint")))
+
+    async def heartbeat(self, scene: str, alive: bool = True) -> list[str]:
+        """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene."""
+        call = self._heartbeat(keys=[self.key(scene, "peers")], args=[self.process, PEER_TTL_MS if alive else 0])
+        peers = sorted(p.decode() for p in await self._call("the heartbeat", call))
+        self.peers = peers
+        return peers
+
+    # --- revocations -----------------------------------------------------------------------------
+
+    async def announce(self, scene: str, message: bytes) -> None:
+        await self._call("announcing the revocation", self._redis.publish(self.key(scene, "revoked"), message))
+
+    async def announcements(self, scene: str) -> AsyncIterator[bytes]:
+        """Messages on the scene's revocation channel, for ever: a lost connection is subscribed again."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await self._call("listening for revocations", pubsub.subscribe(self.key(scene, "revoked")))
+                while True:
+                    message = await self._call("listening for revocations", pubsub.get_message(True, BLOCK_MS / 1000))
+                    if message is not None and message["type"] == "message":
+                        yield message["data"]
+            except BusUnavailable:
+                await asyncio.sleep(RENEW_S)
+            finally:
+                await pubsub.aclose()

@@ -1,0 +1,277 @@
+// One instanced draw call for the elements that share one mesh (xeokit's "instancing for reused geometry"):
+// the mesh's vertices and index are uploaded once, and each element is an instance whose slot the vertex
+// shader reads from an instanced attribute. Per element the batch keeps what a MergedBatch keeps, in the same
+// float texture layout (shading.js, ELEMENT_TEXELS): colour, its placement (base x move, as the 4 columns of
+// the "move"), transparency; so the same cheap Lambert program draws both. Memory and vertex buffers grow with
+// the mesh's vertices plus a few texels per element, not with the element count x the mesh. Which elements are
+// drawn is the list of slots in the instanced attribute, rebuilt only when visibility, transparency or
+// frustum culling changes; see-through elements are drawn by a child mesh (`see`) after the opaque pass.
+import * as THREE from 'three';
+import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
+
+const TEXTURE_WIDTH = 2048;
+const MOVED = 2; // colour texel's alpha: the vertex shader applies the placement columns
+const _m = new THREE.Matrix4();
+const _inv = new THREE.Matrix4();
+const _n = new THREE.Matrix3();
+const _ray = new THREE.Ray();
+const _local = new THREE.Ray();
+const _frustum = new THREE.Frustum();
+const _a = new THREE.Vector3();
+const _b = new THREE.Vector3();
+const _c = new THREE.Vector3();
+const _p = new THREE.Vector3();
+const _v = new THREE.Vector3();
+
+/**
+ * @typedef {import('./gltf_reader.js').MeshData} MeshData
+ * @typedef {{matrix: THREE.Matrix4, color: THREE.Color}} InstanceItem an element's placement and colour
+ */
+
+/** @extends {THREE.Mesh<THREE.InstancedBufferGeometry, import('./shading.js').CheapMaterial>} */
+export class InstancedBatch extends THREE.Mesh {
+  /**
+   * @param {THREE.Material} source the glTF material (its colour moves per element)
+   * @param {MeshData} data the shared mesh, in the elements' own frame
+   * @param {InstanceItem[]} items one per element slot
+   * @param {{color: boolean}} layout whether the material reads vertex colours
+   */
+  constructor(source, data, items, layout) {
+    const n = items.length;
+    const rows = Math.ceil((n * TEXELS) / TEXTURE_WIDTH) || 1;
+    const texels = new Float32Array(TEXTURE_WIDTH * rows * 4);
+    const texture = new THREE.DataTexture(texels, TEXTURE_WIDTH, rows, THREE.RGBAFormat, THREE.FloatType);
+    const material = cheapMaterial(source, texture);
+    material.color.set(0xffffff); // colour lives per element
+    super(sharedGeometry(data, layout, n), material);
+    this.isInstancedBatch = true;
+    this.frustumCulled = false; // culled per element in updateView
+    this.slots = n;
+    this.data = texels;
+    this.texture = texture;
+    /** the dequantisation factor of the shared positions, folded into each placement */
+    this.positionScale = data.scale;
+    this.localBox = data.box;
+    this.localSphere = data.sphere;
+    /** the mesh's triangles, for picking and counting */
+    this.meshTriangles = data.index.length / 3;
+    /** @type {THREE.Matrix4[]} per slot: the element's placement as loaded */
+    this.bases = items.map((it) => it.matrix);
+    /** @type {THREE.Matrix4[]} per slot: the placement drawn (base, or base x a rule's move) */
+    this.placements = items.map((it) => it.matrix.clone());
+    this.spheres = items.map((it) => data.sphere.clone().applyMatrix4(it.matrix));
+    this.visible_ = new Uint8Array(n).fill(1);
+    this.translucent_ = new Uint8Array(n);
+    this.translucentCount = 0;
+    /** per slot: 1 when drawn this frame (shown and in view) */
+    this.drawn = new Uint8Array(n);
+    this.dirty = true;
+    this.triangles = 0;
+    this.see = new THREE.Mesh(sharedGeometry(data, layout, n, this.geometry), cheapMaterial(Object.assign(source.clone(),
+      { transparent: true, depthWrite: false }), texture));
+    this.see.material.color.set(0xffffff);
+    this.see.name = 'see-through';
+    this.see.frustumCulled = false;
+    this.see.visible = false;
+    this.see.raycast = () => {}; // picked through the batch (raycast below)
+    this.add(this.see);
+    for (let i = 0; i < n; i++) {
+      this.setColorAt(i, items[i].color);
+      this.#writePlacement(i);
+    }
+  }
+
+  /** @param {number} i @param {THREE.Color} color */
+  setColorAt(i, color) {
+    const o = i * TEXELS * 4;
+    this.data[o] = color.r;
+    this.data[o + 1] = color.g;
+    this.data[o + 2] = color.b;
+    this.data[o + 3] = MOVED;
+    this.texture.needsUpdate = true;
+  }
+
+  /** @param {number} i @param {THREE.Color} target */
+  getColorAt(i, target) {
+    const o = i * TEXELS * 4;
+    return target.setRGB(this.data[o], this.data[o + 1], this.data[o + 2]);
+  }
+
+  /** @param {number} i @param {number} opacity 1: opaque (as loaded); below 1 drawn in the see-through pass */
+  setOpacityAt(i, opacity) {
+    this.data[(i * TEXELS + 5) * 4] = 1 - opacity;
+    this.texture.needsUpdate = true;
+    const see = opacity < 1 ? 1 : 0;
+    if (this.translucent_[i] === see) return;
+    this.translucent_[i] = see;
+    this.translucentCount += see ? 1 : -1;
+    this.dirty = true;
+  }
+
+  /** @param {number} i @param {boolean} visible */
+  setVisibleAt(i, visible) {
+    if (Boolean(this.visible_[i]) === visible) return;
+    this.visible_[i] = visible ? 1 : 0;
+    this.dirty = true;
+  }
+
+  /** @param {number} i */
+  getVisibleAt(i) {
+    return Boolean(this.visible_[i]);
+  }
+
+  /** Place element `i` by `matrix` (its full placement in the batch's frame). @param {number} i @param {THREE.Matrix4} matrix */
+  setMatrixAt(i, matrix) {
+    this.placements[i].copy(matrix);
+    this.spheres[i].copy(this.localSphere).applyMatrix4(matrix);
+    this.#writePlacement(i);
+    this.dirty = true; // its sphere moved: culling may change
+  }
+
+  /** @param {number} i @param {THREE.Matrix4} target the element's current placement */
+  matrixOf(i, target) {
+    return target.copy(this.placements[i]);
+  }
+
+  /** @param {number} i @param {THREE.Box3} target world box of element i as placed */
+  boxAt(i, target) {
+    return target.copy(this.localBox).applyMatrix4(this.placements[i]);
+  }
+
+  /** The placement with the positions' dequantisation factor, as the shader applies it. @param {number} i */
+  #writePlacement(i) {
+    _m.copy(this.placements[i]);
+    if (this.positionScale !== 1) _m.scale(_v.setScalar(this.positionScale));
+    this.data.set(_m.elements, (i * TEXELS + 1) * 4);
+    this.texture.needsUpdate = true;
+  }
+
+  /**
+   * Choose the instances to draw for this view: shown ones whose bounding sphere is in the frustum (all shown
+   * ones when `cull` is false, as in XR). Same signature as MergedBatch.updateView; instances have no levels.
+   * @param {THREE.Camera} camera @param {number} _heightPx @param {number} _trianglesPerPixel @param {boolean} cull
+   */
+  updateView(camera, _heightPx, _trianglesPerPixel, cull) {
+    if (cull) {
+      _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(this.matrixWorld);
+      _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
+    }
+    let changed = this.dirty;
+    for (let i = 0; i < this.slots; i++) {
+      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 1 : 0;
+      if (this.drawn[i] !== want) {
+        this.drawn[i] = want;
+        changed = true;
+      }
+    }
+    if (changed) this.#rebuildSlots();
+    this.dirty = false;
+  }
+
+  #rebuildSlots() {
+    const opaque = slotAttribute(this.geometry);
+    const see = slotAttribute(this.see.geometry);
+    let at = 0;
+    let seeAt = 0;
+    for (let i = 0; i < this.slots; i++) {
+      if (!this.drawn[i]) continue;
+      if (this.translucent_[i]) see.array[seeAt++] = i;
+      else opaque.array[at++] = i;
+    }
+    use(this.geometry, at);
+    use(this.see.geometry, seeAt);
+    this.see.visible = seeAt > 0;
+    this.triangles = (at + seeAt) * this.meshTriangles;
+  }
+
+  /**
+   * Ray against each shown instance: its bounding sphere, then the shared mesh's triangles in its own frame;
+   * hits carry batchId = slot, and the face normal in the batch's frame (as a MergedBatch gives it).
+   * @param {THREE.Raycaster} raycaster @param {THREE.Intersection[]} intersects
+   */
+  raycast(raycaster, intersects) {
+    const ray = _ray.copy(raycaster.ray).applyMatrix4(_inv.copy(this.matrixWorld).invert());
+    const position = /** @type {THREE.BufferAttribute} */ (this.geometry.attributes.position);
+    const index = /** @type {THREE.BufferAttribute} */ (this.geometry.index).array;
+    const backfaces = this.material.side === THREE.FrontSide;
+    for (let i = 0; i < this.slots; i++) {
+      if (!this.visible_[i] || !ray.intersectsSphere(this.spheres[i])) continue;
+      const placed = _m.copy(this.placements[i]);
+      if (this.positionScale !== 1) placed.scale(_v.setScalar(this.positionScale));
+      const local = _local.copy(ray).applyMatrix4(_inv.copy(placed).invert());
+      let best = Infinity;
+      /** @type {{point: THREE.Vector3, face: any}|null} */
+      let hit = null;
+      for (let k = 0; k < index.length; k += 3) {
+        _a.fromBufferAttribute(position, index[k]);
+        _b.fromBufferAttribute(position, index[k + 1]);
+        _c.fromBufferAttribute(position, index[k + 2]);
+        if (!local.intersectTriangle(_a, _b, _c, backfaces, _p)) continue;
+        const d = _p.distanceToSquared(local.origin);
+        if (d >= best) continue;
+        best = d;
+        const normal = new THREE.Vector3().subVectors(_c, _b).cross(_v.subVectors(_a, _b));
+        hit = { point: _p.clone(), face: { a: index[k], b: index[k + 1], c: index[k + 2], normal, materialIndex: 0 } };
+      }
+      if (!hit) continue;
+      hit.point.applyMatrix4(placed).applyMatrix4(this.matrixWorld);
+      hit.face.normal.applyMatrix3(_n.getNormalMatrix(placed)).normalize();
+      const distance = raycaster.ray.origin.distanceTo(hit.point);
+      if (distance < raycaster.near || distance > raycaster.far) continue;
+      intersects.push({ distance, point: hit.point, face: hit.face, faceIndex: null, object: this, batchId: i });
+    }
+  }
+
+  dispose() {
+    this.geometry.dispose();
+    this.see.geometry.dispose();
+    this.see.material.dispose();
+    this.texture.dispose();
+    this.material.dispose();
+    return this;
+  }
+}
+
+/**
+ * The shared mesh as instanced geometry with a slot per instance (`of`: another one whose vertex and index
+ * attributes it shares, for the see-through pass).
+ * @param {MeshData} data @param {{color: boolean}} layout @param {number} slots @param {THREE.BufferGeometry} [of]
+ */
+function sharedGeometry(data, layout, slots, of) {
+  const g = new THREE.InstancedBufferGeometry();
+  if (of) {
+    for (const [name, attribute] of Object.entries(of.attributes)) if (name !== 'slot') g.setAttribute(name, attribute);
+    g.setIndex(of.index);
+  } else {
+    // Stored components as they are: a quantized mesh's factor is in each placement, normals are normalised in
+    // the shader, so integer attributes need no conversion (and stay as small on the GPU as in the file).
+    g.setAttribute('position', new THREE.BufferAttribute(data.position, 3));
+    g.setAttribute('normal', data.normal ? new THREE.BufferAttribute(data.normal, 3, !(data.normal instanceof Float32Array))
+      : new THREE.BufferAttribute(upNormals(data.position.length / 3), 3));
+    if (layout.color) g.setAttribute('color', new THREE.BufferAttribute(/** @type {Float32Array} */ (data.color), 4));
+    g.setIndex(new THREE.BufferAttribute(data.index instanceof Uint8Array ? Uint16Array.from(data.index) : data.index, 1));
+  }
+  g.setAttribute('slot', new THREE.InstancedBufferAttribute(new Float32Array(slots), 1));
+  g.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
+  return g;
+}
+
+/** Normals pointing up, for a mesh without any (as MergedBatch gives it). @param {number} count */
+function upNormals(count) {
+  const out = new Float32Array(count * 3);
+  for (let k = 1; k < out.length; k += 3) out[k] = 1;
+  return out;
+}
+
+/** @param {THREE.BufferGeometry} g */
+const slotAttribute = (g) => /** @type {THREE.InstancedBufferAttribute} */ (g.attributes.slot);
+
+/** Draw the first `count` slots of an instanced geometry. @param {THREE.InstancedBufferGeometry} g @param {number} count */
+function use(g, count) {
+  const slots = slotAttribute(g);
+  slots.clearUpdateRanges();
+  slots.addUpdateRange(0, Math.max(count, 1));
+  slots.needsUpdate = true;
+  g.instanceCount = count;
+  g.setDrawRange(0, count ? Infinity : 0);
+}
