@@ -115,13 +115,15 @@ def main() -> None:
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="build ours only")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    rows = [bench_size(size, args.cache, args.peers) for size in args.sizes]
-    text = table(rows)
-    print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "plant_build-" + "-".join(str(s) for s in args.sizes)
+    rows = []
+    for size in args.sizes:  # each row is kept as soon as it is measured: a 100k run takes long
+        rows.append(bench_size(size, args.cache, args.peers))
+        (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
+    text = table(rows)
+    print(text)
     (RESULTS / f"{stem}.md").write_text(text + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -585,8 +585,10 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
     file order (a type's instances stay together, which the kernel reuses; split by stride,
     duplex.ifc takes 20 % longer), about CHUNKS_PER_WORKER per worker, handed out in job order
     through a pipe that holds one byte per run. One slow run then leaves no core idle, and no lock
-    can be left held by a child that crashed. Shapes get their normals as they arrive, overlapping
-    the kernels' work.
+    can be left held by a child that crashed. Workers give shapes their normals themselves and send a
+    geometry once (a mapped type's further occurrences go as their placement): creasing in this
+    process, which reads the tree and properties meanwhile, made it the bottleneck (on a 100k-element
+    plant it used as much CPU as both workers together, which then waited on full pipes).
     """
     total = sum(len(job.products) for job in jobs)
     runs: list[tuple[_Job, list[Any]]] = []
@@ -631,10 +633,10 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
                     live.remove(conn)
                     continue
                 if kind == "shape":
-                    shape, run = payload
-                    if shape.geometry not in done.creased:
-                        done.creased[shape.geometry] = _crease(shape)
-                    received.append((_placed(shape), runs[run][0].kernel))
+                    shape, creased, run = payload
+                    if creased is not None:
+                        done.creased.setdefault(shape.geometry, creased)
+                    received.append((shape, runs[run][0].kernel))
                 elif kind == "started":
                     working[conn] = payload
                 elif kind == "finished":
@@ -669,12 +671,15 @@ def _work(conn: Connection, claims: int, runs: list[tuple[_Job, list[Any]]], mod
     """A kernel worker: tessellate the next unclaimed run of products until none is left."""
     faulthandler.disable()  # a crash here is expected and handled by the parent: no traceback noise
     errors: list[str] = []
+    sent: set[str] = set()  # geometry ids whose creased geometry this worker has sent
     while claimed := os.read(claims, 1):
         run = claimed[0]
         job, products = runs[run]
         conn.send(("started", run))
         for shape in _iterate(model, job.kernel, 1, products, errors, complete_only=job.complete_only):
-            conn.send(("shape", (shape, run)))
+            creased = None if shape.geometry in sent else _crease(shape)
+            sent.add(shape.geometry)
+            conn.send(("shape", (_placed(shape), creased, run)))
         conn.send(("finished", run))
     for error in errors:
         conn.send(("error", error))
