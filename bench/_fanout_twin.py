@@ -8,7 +8,8 @@ is encoded and written to the socket, so its staleness includes the hop into the
 and validation.
 
 Subcommands (JSON lines on stdout, commands on stdin):
-- `serve`: `viewer_server.serve.serve(...)` in this process (`--no-history`: without the historian); prints
+- `serve`: `viewer_server.serve.serve(...)` in this process (`--no-history`: without the historian; `--bus`:
+  one of several processes on a Redis, bench/scaleout.py); prints
   `{"ready": port, "historian_tid": id}` once it listens (the historian's writer thread, for its CPU time; null
   without one); stops on `{"quit": true}` or EOF.
 - `drive`: connects as a publisher, seeds every element with counter 1 (and waits for the acks), prints
@@ -118,6 +119,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 data_dir=Path(args.data_dir),
                 simulate=False,
                 history=not args.no_history,
+                bus_url=args.bus,
             ),
             ready=ready,
         )
@@ -289,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--bindings", required=True)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--data-dir", required=True)
+    s.add_argument("--bus", default=None, help="redis://HOST:PORT: one of several processes (bench/scaleout.py)")
     s.add_argument("--no-history", action="store_true", help="serve without the historian")
     d = sub.add_parser("drive")
     d.add_argument("--url", required=True)

@@ -22,23 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import psutil
 
 from bench._fanout_twin import free_port, write_scene
+from bench._server import server, wait_ready
 from viewer_server.auth import issue, load_secret
 from viewer_server.scenes import scene_id_for
 
@@ -47,7 +44,6 @@ RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 SAMPLE_S = 0.01
 SETTLE_S = 2.0
-STARTUP_TIMEOUT_S = 60.0
 VERSION = b'<?xml version="1.0" encoding="UTF-8"?><Version VersionId="3.0"/>'
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -103,30 +99,6 @@ def archive(kind: str) -> bytes:
                 body = rng.randbytes(random_bytes) + bytes(body_size - random_bytes)
                 zf.writestr(f"{folder}/s.png", PNG_MAGIC + body, zipfile.ZIP_STORED if noise is None else None)
     return buf.getvalue()
-
-
-@contextlib.contextmanager
-def server(scene_dir: Path, bindings: Path, data_dir: Path, port: int) -> Iterator[subprocess.Popen]:
-    args = [sys.executable, "-m", "viewer_server.cli", "serve", str(scene_dir), "--bindings", str(bindings)]
-    args += ["--port", str(port), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/api/health") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 async def one_run(kind: str, data: bytes, concurrency: int) -> dict:

@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 
 from bench._fanout_twin import free_port, write_scene
+from bench._server import server, wait_ready
 from viewer_server import protocol as p
 from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.auth import issue, load_secret
@@ -40,6 +36,7 @@ from viewer_server.client import TwinClient
 from viewer_server.rooms import new_room
 from viewer_server.scenes import scene_id_for
 from viewer_server.store import Store, put_comment, put_room, put_topic
+from viewer_server.store_db import Db
 from viewer_server.topics import Camera, Comment, Topic, Vec3, Viewpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +45,6 @@ ELEMENTS = 1000
 # Topics per author stay under the per-user burst, so the rate limit never paces the benchmark.
 TOPICS_PER_AUTHOR = ANNOTATION_BURST - 1
 RESTORE_RUNS = 5
-STARTUP_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 30.0
 
 
@@ -80,7 +76,7 @@ def seed(data_dir: Path, scene: str, session: str, topics: int) -> None:
     now = time.time()
     camera = Camera(Vec3(10, 5, 10), Vec3(-0.7, -0.3, -0.7), Vec3(0, 1, 0))
 
-    def write(db: sqlite3.Connection) -> None:
+    def write(db: Db) -> None:
         put_room(db, room)
         for i in range(topics):
             guid = f"topic-{i:05d}"
@@ -99,30 +95,6 @@ def seed(data_dir: Path, scene: str, session: str, topics: int) -> None:
 
     store.submit(write).result()
     store.close()
-
-
-@contextlib.contextmanager
-def server(scene_dir: Path, bindings: Path, data_dir: Path, port: int) -> Iterator[None]:
-    args = [sys.executable, "-m", "viewer_server.cli", "serve", str(scene_dir), "--bindings", str(bindings)]
-    args += ["--port", str(port), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/api/health") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 async def latency(ws_url: str, secret: bytes, session: str, n: int, topics: int) -> dict[str, list[float]]:

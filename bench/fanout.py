@@ -509,6 +509,7 @@ def run_config(system: str, k: int, n: int, rate: float, duration: float, seed: 
                     row.setdefault("client_errors", []).extend(msg["errors"])
             if done.get("rejected"):
                 row["rejected"] = done["rejected"]
+            row["accepted"] = done.get("accepted")  # acknowledged: with a historian, committed there
 
             t_an = time.monotonic()
             row["collect_s"] = round(t_an - stop_at, 2)

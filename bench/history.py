@@ -13,6 +13,9 @@ ingest, playback, the alarm list as of t.
    key (written through `append`, so minute aggregates are real), the older hours sealed into Parquet.
    p50 / p95 of `state_at(t)` (the twin's values at t for every key) at random t, against the naive query on a
    plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
+   seek (`--only seek`): the same history (--keys × --hours, one sample per --step) in the data dir of a real
+   `twinview serve`, each property with a colour ramp; a viewer in the benchmark process seeks to random times:
+   from sending `seek` to holding the decoded `replay` (every value and visual), p50 / p95 / max.
 3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
    aggregates), p50 / p95.
 4. storage (`--only storage`): bytes per sample of the same samples as the historian's sealed chunks, as chunks
@@ -24,15 +27,17 @@ ingest, playback, the alarm list as of t.
    batches of 100 sent on schedule, each awaited as a publisher's ack is; the process's CPU time over the wall
    time is the historian's share of a core (the readings are built beforehand), with the ack latency
    (append to group commit) p50 / p99.
-6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), a `ReplayTwin` sought to the
-   start and a `Player` at 60×, its frames timed for --seconds of wall time: the gaps between frames
-   (p50 / p99 / max) and the CPU time per frame.
+6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), each with a colour ramp, in the
+   data dir of a real `twinview serve` (own process); a viewer in the benchmark process seeks to the start and
+   plays at 60× for --seconds: the gaps between `replay_delta` frames as they arrive, decoded (p50 / p99 / max,
+   how many over 100 ms), frames per second, and the server's and the viewer's CPU.
 7. live (`--only live`): bench/fanout.py's TwinView configuration (a server process, a publisher process sending
    --rate readings/s over --live-keys properties, --clients viewers in 4 client processes, staleness measured at
    the clients) run --rounds times without the historian and with it, alternately, in one run: the live fan-out
    p50 / p99 of each, the server's CPU, and the CPU time of the historian's writer thread.
 8. alarms (`--only alarms`): 100 000 alarm events (1 000 alarms raised and cleared in turn, one event per 6 s:
-   a week) recorded, then `alarms_at(t)` (the alarm list a seek shows) early, in the middle and at the end.
+   a week) recorded, then `alarms_at(t)` (the alarm list a seek shows) early, in the middle and at the end,
+   before and after the upkeep's checkpoints of the alarm list (`checkpoint_alarms` for every hour of the week).
 
 Results: a markdown table on stdout and in bench/results/history.md (+ .json).
 """
@@ -44,22 +49,24 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
 import pyarrow.parquet as pq
 
 from bench._fanout_twin import free_port
+from bench._server import server, wait_ready
 from scene.simulator import CHANNELS, SignalSpec, Simulator
 from scene.state import Reading
 from tests.live_server import write_bindings, write_scene
@@ -67,43 +74,17 @@ from viewer_server import protocol as p
 from viewer_server.auth import issue, load_secret
 from viewer_server.client import TwinClient
 from viewer_server.historian import HOUR, MINUTE, SEAL_GRACE_S, Historian
-from viewer_server.replay import Player, ReplayTwin
+from viewer_server.live import HISTORY_DIR
 from viewer_server.scenes import scene_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-STARTUP_TIMEOUT_S = 60.0
 RATE = 1000  # readings per second while killing
 BATCH = 100
 KEYS = 10_000
 HOURS = 2
 STEP_S = 30.0  # one sample per key every 30 s: 2.4 M samples over two hours at 10 000 keys
 SEEKS = 40
-
-
-@contextlib.contextmanager
-def server(scene: Path, bindings: Path, data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    args = [sys.executable, "-m", "viewer_server.cli", "serve", str(scene), "--bindings", str(bindings)]
-    args += ["--port", str(port), "--data-dir", str(data)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=20)
-
-
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/api/health") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
@@ -113,7 +94,7 @@ async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
     start = time.time() - 3000  # source times in the past, 1 ms apart: all distinct, none "future"
     acked: list[float] = []
     sent = 0
-    with server(scene, bindings, data, port) as proc:
+    with server(scene, bindings, data, port, stop=signal.SIGKILL) as proc:
         await wait_ready(url)
         token = issue(load_secret(data), scene_id_for(scene), "gw", "publisher")
         gw = TwinClient(ws_url, token=token, name="gw", reconnect=False)
@@ -136,7 +117,7 @@ async def kill9_run(root: Path, rng: random.Random) -> dict[str, float]:
             await in_flight
         with contextlib.suppress(Exception):
             await gw.close()
-    with server(scene, bindings, data, port):
+    with server(scene, bindings, data, port, stop=signal.SIGKILL):
         await wait_ready(url)
         stored: set[float] = set()
         async with aiohttp.ClientSession() as http:
@@ -364,43 +345,130 @@ def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
     }
 
 
-async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
-    props, speed = 1000, 60.0
-    t0 = (time.time() // HOUR - 3) * HOUR
-    now = [t0 + minutes * MINUTE + HOUR + SEAL_GRACE_S]
-    h = Historian(folder / "playback", clock=lambda: now[0])
+class _TimedClient(TwinClient):
+    """A viewer noting when each `replay_delta` arrives, decoded (monotonic time, properties, visuals)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: list[tuple[float, int, int]] = []
+
+    def _apply_replay(self, msg: p.Replay | p.ReplayDelta) -> None:
+        if isinstance(msg, p.ReplayDelta):
+            self.arrivals.append((time.monotonic(), len(msg.props), len(msg.visuals)))
+        super()._apply_replay(msg)
+
+
+def served_twin(root: Path, props: int, seconds: int, step: float) -> tuple[Path, Path, Path, float]:
+    """A scene of `props` elements, each with one property (noise around 20, one sample per `step` seconds, the
+    properties spread evenly over the step) and a colour ramp on it, and a data dir holding `seconds` of that
+    history in hours that are sealed by the time the server starts: (scene, bindings, data dir, t0)."""
+    from bench._fanout_twin import write_scene as write_fanout_scene
+
+    scene, bindings, data = root / "scene", root / "bindings.json", root / "data"
+    write_fanout_scene(scene, bindings, props)
+    spec = json.loads(bindings.read_text())
+    spec["layers"]["ops"]["rules"] = [
+        {"kind": "ramp", "element": f"e{k}", "prop": "v", "min": 18, "max": 22, "colors": ["#2f6fde", "#e5533d"]}
+        for k in range(props)
+    ]
+    bindings.write_text(json.dumps(spec))
+    t0 = (time.time() // HOUR - math.ceil(seconds / HOUR) - 1) * HOUR
+    h = Historian(data / HISTORY_DIR / scene_id_for(scene))
     rng = np.random.default_rng(3)
-    for second in range(minutes * MINUTE):
+    offsets = np.arange(props) * step / props
+    for ts in np.arange(t0, t0 + seconds, step):
         values = np.round(20 + rng.normal(0, 0.5, props), 2)
-        h.append([Reading(f"e{k}", "v", float(values[k]), "", t0 + second) for k in range(props)], t0 + second, "b")
+        readings = [Reading(f"e{k}", "v", float(values[k]), "", float(ts + offsets[k])) for k in range(props)]
+        h.append(readings, float(ts + step), "b")
     h.flush()
     h.seal()
-    twin = ReplayTwin(h, None, "default")
-    twin.seek(t0)
-    loop = asyncio.get_running_loop()
-    sent: list[float] = []
-    changed: list[int] = []
-
-    async def send(frame: p.ReplayDelta) -> None:
-        sent.append(loop.time())
-        changed.append(len(frame.props))
-
-    player = Player(twin, send)
-    cpu = time.process_time()
-    player.start(speed, None)
-    await asyncio.sleep(seconds)
-    player.stop()
-    cpu = time.process_time() - cpu
     h.close()
-    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent)]
+    return scene, bindings, data, t0
+
+
+@contextlib.asynccontextmanager
+async def viewer(
+    scene: Path, bindings: Path, data: Path, client: type[TwinClient] = TwinClient
+) -> AsyncIterator[tuple[TwinClient, subprocess.Popen[bytes]]]:
+    """A real `twinview serve` on `data` (own process) and a viewer connected to it: (viewer, server process)."""
+    port = free_port()
+    with server(scene, bindings, data, port) as proc:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        token = issue(load_secret(data), scene_id_for(scene), "bench", "viewer")
+        joined = client(f"ws://127.0.0.1:{port}/ws/{scene_id_for(scene)}", token=token, name="bench")
+        await joined.connect()
+        try:
+            yield joined, proc
+        finally:
+            await joined.close()
+
+
+async def seek_served(folder: Path, keys: int, hours: int, step: float) -> dict[str, float]:
+    """`seek` over the protocol: from sending it to the viewer holding the decoded `replay` (every property's
+    value, every element's visual), at random times of the history, against a real server."""
+    build = time.perf_counter()
+    scene, bindings, data, t0 = served_twin(folder / "seek", keys, hours * HOUR, step)
+    build_s = time.perf_counter() - build
+    rng = random.Random(5)
+    wall: list[float] = []
+    server_cpu: list[float] = []
+    async with viewer(scene, bindings, data) as (client, proc):
+        for _ in range(SEEKS):
+            t = rng.uniform(t0 + step, t0 + hours * HOUR)
+            cpu, start = _process_cpu(proc.pid), time.perf_counter()
+            replay = await client.seek(t, timeout=60)
+            wall.append((time.perf_counter() - start) * 1000)
+            server_cpu.append((_process_cpu(proc.pid) - cpu) * 1000)
+            assert len(replay.props) == keys and len(replay.visuals) == keys
     return {
-        "frames": float(len(sent)),
-        "props_per_frame": float(np.mean(changed)) if changed else 0.0,
+        "keys": float(keys),
+        "samples": float(keys * len(np.arange(t0, t0 + hours * HOUR, step))),
+        "build_s": build_s,
+        "p50_ms": pct(wall, 50),
+        "p95_ms": pct(wall, 95),
+        "max_ms": max(wall),
+        "server_cpu_p50_ms": pct(server_cpu, 50),
+    }
+
+
+async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
+    """60× over 1 000 properties through a real server (its own process) to a viewer in this one, timed as the
+    frames arrive, decoded."""
+    props, speed = 1000, 60.0
+    scene, bindings, data, t0 = served_twin(folder / "playback", props, minutes * MINUTE, 1.0)
+    async with viewer(scene, bindings, data, _TimedClient) as (client, proc):
+        assert isinstance(client, _TimedClient)
+        watcher = client
+        await client.seek(t0)
+        server_cpu = _process_cpu(proc.pid)
+        cpu, wall = time.process_time(), time.monotonic()
+        await client.play(speed)
+        await asyncio.sleep(seconds)
+        await client.wait_for(lambda _: len(watcher.arrivals) >= 2, timeout=120)  # a host short of CPU: wait for two
+        await client.pause()
+        cpu, server_cpu = time.process_time() - cpu, _process_cpu(proc.pid) - server_cpu
+        seconds = time.monotonic() - wall
+    times = [a for a, _, _ in watcher.arrivals]
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    return {
+        "frames": float(len(times)),
+        "frames_per_s": (len(times) - 1) / span,
+        "props_per_frame": float(np.mean([n for _, n, _ in watcher.arrivals])) if times else 0.0,
+        "visuals_per_frame": float(np.mean([v for _, _, v in watcher.arrivals])) if times else 0.0,
         "gap_p50_ms": pct(gaps, 50),
         "gap_p99_ms": pct(gaps, 99),
         "gap_max_ms": max(gaps, default=float("nan")),
-        "cpu_per_frame_ms": cpu * 1000 / max(len(sent), 1),
+        "gaps_over_100ms": float(sum(g > 100 for g in gaps)),
+        "server_cpu_per_s": server_cpu / seconds,
+        "client_cpu_per_s": cpu / seconds,
     }
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def live(keys: int, clients: int, rate: int, seconds: float, rounds: int) -> list[dict[str, object]]:
@@ -420,8 +488,12 @@ def live(keys: int, clients: int, rate: int, seconds: float, rounds: int) -> lis
 def _live_line(row: dict[str, object]) -> str:
     if row["status"] != "ok":
         return f"failed: {row.get('error')}"
-    historian = row.get("historian_thread_cpu_s")
-    writer = f", historian thread {historian:.2f} s" if isinstance(historian, float) else ""
+    historian, accepted = row.get("historian_thread_cpu_s"), row.get("accepted")
+    writer = ""
+    if isinstance(historian, float) and isinstance(accepted, int) and accepted:
+        per = historian / accepted
+        writer = f", historian thread {historian:.2f} s for {accepted} readings ({per * 1e6:.1f} µs each: "
+        writer += f"{per * 10_000:.2f} of a core at 10 000/s)"
     return (
         f"staleness p50 {row['staleness_p50_ms']:.1f} / p99 {row['staleness_p99_ms']:.1f} ms, reached "
         f"{row['reached_pct']:.1f} %, server CPU {row['server_cpu_s']:.2f} s ({row['server_core_share']:.0%}){writer}, "
@@ -432,7 +504,8 @@ def _live_line(row: dict[str, object]) -> str:
 
 def alarms(folder: Path, events: int = 100_000) -> dict[str, float]:
     t0 = 1_800_000_000.0
-    h = Historian(folder / "alarms", clock=lambda: t0 + events * 6)
+    end = t0 + events * 6
+    h = Historian(folder / "alarms", clock=lambda: end)
     for i in range(events):
         state: p.AlarmState = "unacknowledged" if i % 2 == 0 else "normal"
         alarm = p.Alarm(f"rules[{i % 1000}]", f"e{i % 1000}", since=t0 + i * 6, severity="alarm", state=state)
@@ -440,11 +513,21 @@ def alarms(folder: Path, events: int = 100_000) -> dict[str, float]:
         h.record(p.Event(i, kind, alarm.id, alarm.element, t0 + i * 6, alarm=alarm))
     h.flush()
     out: dict[str, float] = {"events": float(events)}
-    for share in (0.01, 0.5, 0.99):
-        wall, cpu = [], []
-        for _ in range(5):
-            timed(lambda share=share: h.alarms_at(t0 + share * events * 6), wall, cpu)
-        out[f"at_{share:g}_ms"], out[f"at_{share:g}_cpu_ms"] = pct(wall, 50), pct(cpu, 50)
+
+    def measure(label: str) -> None:
+        for share in (0.01, 0.5, 0.99):
+            wall, cpu = [], []
+            for _ in range(5):
+                timed(lambda share=share: h.alarms_at(t0 + share * events * 6), wall, cpu)
+            out[f"{label}_{share:g}_ms"], out[f"{label}_{share:g}_cpu_ms"] = pct(wall, 50), pct(cpu, 50)
+
+    measure("scan")  # no checkpoint yet: every transition before t grouped by alarm
+    for hour in range(int(t0 // HOUR), int(end // HOUR) + 1):  # the server's upkeep, every hour of the week
+        h.checkpoint_alarms(hour * HOUR + SEAL_GRACE_S + 1)
+    out["checkpoints"] = float(
+        len(list(sqlite3.connect(folder / "alarms" / "history.sqlite").execute("SELECT t FROM alarm_books")))
+    )
+    measure("at")
     h.close()
     return out
 
@@ -461,6 +544,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["kill9"] = runs
         if args.only in (None, "query"):
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
+        if args.only in (None, "seek"):
+            out["seek"] = await seek_served(Path(tmp), args.keys, args.hours, args.step)
         if args.only in (None, "ingest"):
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "playback"):
@@ -475,6 +560,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def _part(result: dict[str, object], name: str) -> dict | None:
+    """The results of the benchmark's part `name`, if it ran."""
+    part = result.get(name)
+    assert part is None or isinstance(part, dict)
+    return part
+
+
 def table(result: dict[str, object]) -> str:
     lines = [f"load {result['load_before']} → {result['load_after']}, {result['cpus']} CPUs", ""]
     if "kill9" in result:
@@ -483,9 +575,7 @@ def table(result: dict[str, object]) -> str:
         lines += ["| run | acknowledged | lost after kill -9 |", "|---|---|---|"]
         lines += [f"| {i + 1} | {r['acked']} | {r['lost']} |" for i, r in enumerate(runs)]
         lines.append("")
-    if "query" in result:
-        q = result["query"]
-        assert isinstance(q, dict)
+    if (q := _part(result, "query")) is not None:
         lines += [
             f"{q['keys']} keys, {q['samples']} samples (built in {q['build_s']:.0f} s)",
             "",
@@ -504,40 +594,44 @@ def table(result: dict[str, object]) -> str:
             f"{q['plain_sqlite_bytes_per_sample']:.2f} bytes/sample; history.sqlite (minute aggregates + tail): "
             f"{q['minutes_and_tail_bytes'] / 1e6:.1f} MB",
         ]
-    if "ingest" in result:
-        g = result["ingest"]
-        assert isinstance(g, dict)
+    if (sk := _part(result, "seek")) is not None:
+        lines += [
+            "",
+            f"seek over the protocol, {sk['keys']:.0f} elements with a colour ramp each, {sk['samples']:.0f} samples "
+            f"(built in {sk['build_s']:.0f} s): p50 {sk['p50_ms']:.0f} ms, p95 {sk['p95_ms']:.0f} ms, max "
+            f"{sk['max_ms']:.0f} ms; server CPU p50 {sk['server_cpu_p50_ms']:.0f} ms per seek",
+        ]
+    if (g := _part(result, "ingest")) is not None:
         lines += [
             "",
             f"ingest: {g['readings']:.0f} readings in {g['wall_s']:.1f} s, {g['cpu_s']:.1f} s CPU: "
             f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
             f"p99 {g['ack_p99_ms']:.1f} ms",
         ]
-    if "playback" in result:
-        pb = result["playback"]
-        assert isinstance(pb, dict)
+    if (pb := _part(result, "playback")) is not None:
         lines += [
             "",
-            f"playback at 60× over 1 000 properties: {pb['frames']:.0f} frames, {pb['props_per_frame']:.0f} "
-            f"properties changed per frame; gaps p50 {pb['gap_p50_ms']:.0f} ms, p99 {pb['gap_p99_ms']:.0f} ms, "
-            f"max {pb['gap_max_ms']:.0f} ms; CPU {pb['cpu_per_frame_ms']:.1f} ms per frame",
+            f"playback at 60× over 1 000 properties, at the viewer: {pb['frames']:.0f} frames "
+            f"({pb['frames_per_s']:.1f}/s), {pb['props_per_frame']:.0f} properties and {pb['visuals_per_frame']:.0f} "
+            f"visuals per frame; gaps p50 {pb['gap_p50_ms']:.1f} ms, p99 {pb['gap_p99_ms']:.1f} ms, max "
+            f"{pb['gap_max_ms']:.1f} ms, {pb['gaps_over_100ms']:.0f} over 100 ms; server CPU "
+            f"{pb['server_cpu_per_s']:.2f} s/s, viewer {pb['client_cpu_per_s']:.2f} s/s",
         ]
     if "live" in result:
         rows = result["live"]
         assert isinstance(rows, list)
         lines += [""] + [f"- historian {'on' if r['history'] else 'off'}: {_live_line(r)}" for r in rows]
-    if "alarms" in result:
-        al = result["alarms"]
-        assert isinstance(al, dict)
+    if (al := _part(result, "alarms")) is not None:
         lines += [
             "",
-            f"alarms_at over {al['events']:.0f} alarm events, median wall / CPU ms: 1 % in "
-            f"{al['at_0.01_ms']:.1f} / {al['at_0.01_cpu_ms']:.1f}, half-way {al['at_0.5_ms']:.1f} / "
-            f"{al['at_0.5_cpu_ms']:.1f}, 99 % in {al['at_0.99_ms']:.1f} / {al['at_0.99_cpu_ms']:.1f}",
+            f"alarms_at over {al['events']:.0f} alarm events, median wall / CPU ms (without checkpoints → with "
+            f"{al['checkpoints']:.0f}): 1 % in {al['scan_0.01_ms']:.1f} / {al['scan_0.01_cpu_ms']:.1f} → "
+            f"{al['at_0.01_ms']:.1f} / {al['at_0.01_cpu_ms']:.1f}, half-way {al['scan_0.5_ms']:.1f} / "
+            f"{al['scan_0.5_cpu_ms']:.1f} → {al['at_0.5_ms']:.1f} / {al['at_0.5_cpu_ms']:.1f}, 99 % in "
+            f"{al['scan_0.99_ms']:.1f} / {al['scan_0.99_cpu_ms']:.1f} → {al['at_0.99_ms']:.1f} / "
+            f"{al['at_0.99_cpu_ms']:.1f}",
         ]
-    if "storage" in result:
-        stores = result["storage"]
-        assert isinstance(stores, dict)
+    if (stores := _part(result, "storage")) is not None:
         lines += [
             "",
             "| signal | samples | historian chunks | chunks as before (by time, zstd 1) | plain SQLite + index "
@@ -554,7 +648,7 @@ def table(result: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["kill9", "query", "storage", "ingest", "playback", "live", "alarms"])
+    parser.add_argument("--only", choices=["kill9", "query", "seek", "storage", "ingest", "playback", "live", "alarms"])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 repetitions")
     parser.add_argument("--keys", type=int, default=KEYS, help="properties in the query history")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")

@@ -2,11 +2,13 @@
 
     .venv/bin/python -m bench.instancing                          # 5 000 copies of 3 meshes, thresholds 0 and 8
     .venv/bin/python -m bench.instancing --copies 20000 --thresholds 0,2,8,32 --runs 3
+    .venv/bin/python -m bench.instancing --ifc /tmp/plant-5000.ifc     # a bench.plant IFC, `twinview build --compress`
 
 The scene is ``tests.scene_factory.repeated_scene``: ``--copies`` elements placing one of ``--kinds`` meshes
 (a 12-triangle box, a 552- and a 120-triangle sphere; turned, every fourth stretched, as mapped IFC types are)
 plus ``--unique`` parts with meshes of their own, written by our GLB writer with ``--compress`` (meshopt +
-quantization) and a manifest, served by the real server.
+quantization) and a manifest, served by the real server; or, with ``--ifc``, that file built by ``twinview build
+--compress`` (e.g. a ``bench.plant`` plant, whose equipment is mapped IFC types).
 
 **File.** Bytes of the GLB, its JSON chunk, and per element: the element node's JSON (name, extras
 {id, name, class}, translation/rotation/scale, mesh), measured on the written file; and what the same
@@ -40,7 +42,7 @@ from bench.web import FRAME_TIMES, VIEWPORT, heap_mb
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
 from tests.scene_factory import repeated_scene
-from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _predicates_without_eval, build_client, serve_scene
+from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _predicates_without_eval, build_client, build_scene, serve_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NO_BINDINGS = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
@@ -69,6 +71,16 @@ def glb_json(path: Path) -> dict:
     return json.loads(data[20 : 20 + length])
 
 
+def triangles(doc: dict) -> tuple[int, int]:
+    """Triangles a glTF draws (every node's mesh) and holds (every mesh its nodes use, once)."""
+
+    def of(mesh: int) -> int:
+        return sum(doc["accessors"][p["indices"]]["count"] // 3 for p in doc["meshes"][mesh]["primitives"])
+
+    used = [n["mesh"] for n in doc["nodes"] if "mesh" in n]
+    return sum(of(m) for m in used), sum(of(m) for m in set(used))
+
+
 def file_figures(glb: Path) -> dict:
     """Bytes of the file and per element: the node as written, and the EXT_mesh_gpu_instancing layout's share."""
     doc = glb_json(glb)
@@ -79,7 +91,10 @@ def file_figures(glb: Path) -> dict:
     classes = [n["extras"]["class"] for n in element_nodes]
     table = len(orjson.dumps({"id": ids, "name": names, "class": classes}))
     json_bytes = len(orjson.dumps(doc))
+    drawn, unique = triangles(doc)
     return {
+        "triangles": drawn,
+        "unique_triangles": unique,
         "glb_bytes": glb.stat().st_size,
         "json_bytes": json_bytes,
         "elements": len(element_nodes),
@@ -160,8 +175,8 @@ def table(files: dict, results: dict[int, list[dict]], meta: dict) -> str:
         return f"{m:.{digits}f}" + (f" [{min(xs):.{digits}f}–{max(xs):.{digits}f}]" if len(xs) > 1 else "")
 
     lines = [
-        f"{meta['copies']} copies of {meta['kinds']} meshes + {meta['unique']} unique parts, "
-        f"{meta['triangles']:,} triangles drawn at full detail ({meta['unique_triangles']:,} unique); "
+        f"{meta['scene']}, {files['triangles']:,} triangles drawn at full detail "
+        f"({files['unique_triangles']:,} in the meshes); "
         f"GLB {files['glb_bytes'] / 2**20:.2f} MB ({files['glb_bytes_per_element']:.0f} B per element), "
         f"JSON {files['json_bytes'] / 2**20:.2f} MB, {files['gltf_meshes']} glTF meshes; "
         f"element node {files['node_bytes_per_element']:.0f} B of JSON per element, "
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", default="0,8", help="comma-separated ?instancing= values (0: off)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=15)
+    ap.add_argument("--ifc", type=Path, help="measure this IFC file, built by twinview build --compress, instead")
     args = ap.parse_args(argv)
     thresholds = [int(t) for t in args.thresholds.split(",")]
     build_client()
@@ -203,17 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         scene_dir = root / "repeated"
         scene_dir.mkdir()
-        scene = repeated_scene(args.copies, kinds=args.kinds, unique=args.unique)
-        write_glb(scene, scene_dir / "scene.glb", compress=True)
-        write_manifest(scene, scene_dir / "manifest.json", {})
+        if args.ifc:
+            scene_dir.rmdir()
+            build_scene(str(args.ifc), "-o", str(scene_dir), "--compress")
+            meta = {"scene": f"{args.ifc.name} (twinview build --compress)"}
+        else:
+            scene = repeated_scene(args.copies, kinds=args.kinds, unique=args.unique)
+            write_glb(scene, scene_dir / "scene.glb", compress=True)
+            write_manifest(scene, scene_dir / "manifest.json", {})
+            meta = {"scene": f"{args.copies} copies of {args.kinds} meshes + {args.unique} unique parts"}
         files = file_figures(scene_dir / "scene.glb")
-        meta = {
-            "copies": args.copies,
-            "kinds": args.kinds,
-            "unique": args.unique,
-            "triangles": scene.triangle_count,
-            "unique_triangles": sum(m.triangle_count for m in scene.meshes.values()),
-        }
         (root / "b.yaml").write_text(NO_BINDINGS)
         results: dict[int, list[dict]] = {t: [] for t in thresholds}
         with serve_scene(scene_dir, root / "b.yaml", root / "data") as live, sync_playwright() as pw:

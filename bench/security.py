@@ -40,9 +40,10 @@ from pathlib import Path
 import aiohttp
 
 from bench._fanout_twin import free_port, write_scene
+from bench._server import server as serve
+from bench._server import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT_S = 60.0
 FLOOD_S = 15.0
 SLOWLORIS_S = 30.0
 PROBE_EVERY_S = 0.2
@@ -72,28 +73,13 @@ def server(repo: Path) -> Iterator[Server]:
         scene_dir, bindings = root / "scene", root / "bench.bindings.json"
         write_scene(scene_dir, bindings, 10)
         port, data_dir, log = free_port(), root / "data", root / "server.log"
-        args = [sys.executable, "-c", LAUNCH.format(n=SERVER_OPEN_FILES), "serve", str(scene_dir)]
-        args += ["--bindings", str(bindings), "--port", str(port), "--data-dir", str(data_dir)]
+        launch = (sys.executable, "-c", LAUNCH.format(n=SERVER_OPEN_FILES))
         env = {**os.environ, "PYTHONPATH": str(repo)}
-        with log.open("wb") as out:
-            proc = subprocess.Popen(args, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
+        with (
+            log.open("wb") as out,
+            serve(scene_dir, bindings, data_dir, port, command=launch, repo=repo, output=out, env=env) as proc,
+        ):
             yield Server(proc, f"http://127.0.0.1:{port}", data_dir, log)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/api/health") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 def store_bytes(data_dir: Path) -> int:

@@ -2,13 +2,14 @@
 
 The sandboxed reader runs in a process group of its own (so that a stop can kill it with its kernel
 workers), which also means that a signal to the CLI's process group — what CI and systemd send — does not
-reach it. So every forked child (the reader, and each IFC kernel worker it forks) asks the kernel to
-SIGKILL it when its parent dies (`PR_SET_PDEATHSIG`): after SIGTERM, SIGKILL of the parent alone or of its
-whole group, a crash, anything. The request is made in the child, after the fork; a parent that died
-between the fork and the request is caught by comparing the parent pid with the one expected.
+reach it. So every forked child (the reader, forked by `scene.reader_host`, and each IFC kernel worker
+it forks) asks the kernel to SIGKILL it when its parent dies (`PR_SET_PDEATHSIG`): after SIGTERM, SIGKILL
+of the parent alone or of its whole group, a crash, anything. The request is made in the child, after the
+fork; a parent that died between the fork and the request is caught by comparing the parent pid with the
+one expected.
 
 Linux only. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits: fork from the thread
-that lives as long as the child should (the main thread, as the CLI and the IFC reader do).
+that lives as long as the child should (the only thread of `scene.reader_host`, the IFC reader's main thread).
 """
 
 from __future__ import annotations

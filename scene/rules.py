@@ -18,6 +18,7 @@ change, and re-evaluates (event.layer, event.element) for every alarm event it g
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -109,14 +110,20 @@ def _holds(cond: Condition | Gate, pv: PropertyValue | None) -> bool | None:
         return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _rgb(color: str) -> tuple[int, int, int]:
+    """ "#rrggbb" as its channels (a ramp's stops are read on every evaluation: parsed once each)."""
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
 def ramp_color(rule: RampRule, value: float) -> str:
     t = min(max((value - rule.min) / (rule.max - rule.min), 0.0), 1.0)
     pos = t * (len(rule.colors) - 1)
     i = min(int(pos), len(rule.colors) - 2)
     f = pos - i
-    a, b = rule.colors[i], rule.colors[i + 1]
-    channels = (round(int(a[k : k + 2], 16) * (1 - f) + int(b[k : k + 2], 16) * f) for k in (1, 3, 5))
-    return "#" + "".join(f"{c:02x}" for c in channels)
+    (ar, ag, ab), (br, bg, bb) = _rgb(rule.colors[i]), _rgb(rule.colors[i + 1])
+    g = 1 - f
+    return f"#{round(ar * g + br * f):02x}{round(ag * g + bg * f):02x}{round(ab * g + bb * f):02x}"
 
 
 def _breach(lim: Limits | None, value: float) -> tuple[str, float] | None:

@@ -8,15 +8,19 @@ The time bound is CPU time, not wall time: the CPU-seconds the reader and its ke
 scaled with the file's size by default, so a big plant on a loaded machine is not refused for waiting
 for a core. A wall-clock bound (a multiple of the CPU bound) still stops a reader that sleeps forever.
 
-The reader dies with the process that started it, however that one dies (`scene.lifeline`), and a
-stopped import takes the reader's own children (the IFC kernel workers) with it.
+A reader that uses no CPU at all for `STALL_S` is stuck (a deadlock in a native library) and is stopped
+then, with its own error, rather than at the wall-clock bound.
+
+Readers are forked by `scene.reader_host`, a single-threaded process of their own, never by the process
+that asks (it may run threads, whose locks a fork would copy held). A reader dies with that host, the host
+with the process that started it, however that one dies, and a stopped import takes the reader's own
+children (the IFC kernel workers) with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import faulthandler
-import multiprocessing as mp
 import os
 import resource
 import signal
@@ -24,15 +28,15 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scene import reader_host
 from scene.errors import ImportFailed, first_line
-from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, loader_for
-from scene.lifeline import die_with_parent
+from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, Loader, loader_for
 from scene.model import Element, Mesh, Scene
 
 # CPU-seconds allowed per input: a base for any file plus this much per MB of it. Real IFC costs ~7 CPU-s per
@@ -43,6 +47,9 @@ CPU_S_PER_MB = 20.0
 # The wall-clock bound, when not given: this many times the CPU bound (a reader on a machine at load 8 on
 # 2 cores gets a quarter of a core), so only a reader that sleeps or waits forever meets it.
 WALL_PER_CPU = 4.0
+# A reader whose process group used no CPU-second at all for this long is stuck, not slow: even at load 8
+# on 2 cores a working reader gets a quarter of a core.
+STALL_S = 60.0
 # How often the parent checks a reader's CPU time while it waits for its answer.
 CHECK_INTERVAL_S = 1.0
 # The default address-space cap per input is this fraction of the memory the machine (or the cgroup we run
@@ -83,11 +90,12 @@ def default_cpu_s(path: Path) -> float:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds per input. `cpu_s` None: `default_cpu_s` of the file; `timeout_s` (wall clock) None:
-    `WALL_PER_CPU` times the CPU bound."""
+    `WALL_PER_CPU` times the CPU bound; `stall_s`: wall seconds without any CPU used."""
 
     cpu_s: float | None = None
     timeout_s: float | None = None
     memory_mb: int = DEFAULT_MEMORY_MB
+    stall_s: float = STALL_S
 
     def for_input(self, path: Path) -> tuple[float, float]:
         """The (CPU-seconds, wall seconds) bounds for reading `path`."""
@@ -113,22 +121,19 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def _child(
-    conn: Connection, parent: int, path: str, options: ImportOptions, memory_mb: int, debug: bool, announce: bool
+    conn: Connection, path: str, load: Loader, options: ImportOptions, memory_mb: int, debug: bool, announce: bool
 ) -> None:
-    die_with_parent(parent)  # first: before the memory cap, and before anything can fail
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the CLI's handler (cleanup, then exit) is not the reader's
-    _own_group(0)
+    """The reader, in a process `reader_host` forked: read `path` with `load`, answer through `conn`."""
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if not debug:
-        # A crash is reported by the parent as one line; an inherited faulthandler would dump a trace.
+        # A crash is reported by the parent as one line; a faulthandler (PYTHONFAULTHANDLER) would dump a trace.
         faulthandler.disable()
         # Native libraries print to fd 2 directly; the user gets our one line instead.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.dup2(devnull, 1)
     try:
-        load = loader_for(Path(path))
         announced: list[Element] = []
         if announce:
 
@@ -221,20 +226,15 @@ def stop_all() -> None:
 
 
 def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
+    if code is None:
+        return "the reader was lost: the process that forked it (scene.reader_host) was killed"
+    if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
         return f"the reader crashed ({name}); the file is probably malformed"
     return f"the reader exited unexpectedly (exit code {code})"
-
-
-def _own_group(pid: int) -> None:
-    """Put the reader (`pid`, 0 for this process) in a process group of its own, which a stop
-    then kills whole. Both sides call it, so the group exists before either relies on it."""
-    with contextlib.suppress(OSError):  # the other side was first, or the child has already gone
-        os.setpgid(pid, 0)
 
 
 class ReaderCrashed(ImportFailed):
@@ -259,19 +259,17 @@ class PendingImport:
         debug: bool,
         on_elements: ElementsReady | None = None,
     ) -> None:
-        loader_for(path)  # unknown extensions fail here, before a process is spent on them
+        load = loader_for(path)  # unknown extensions fail here, before a process is spent on them
         self.path, self.options, self.limits, self.debug = path, options, limits, debug
         self.cpu_s, self.wall_s = limits.for_input(path)
         self.on_elements = on_elements if FORMATS[path.suffix.lower()][1] in ANNOUNCES_ELEMENTS else None
-        self.started = time.monotonic()
-        ctx = mp.get_context("fork")  # fork avoids re-importing numpy; callers fork before starting threads
-        self._conn, child_conn = ctx.Pipe(duplex=False)
-        args = (child_conn, os.getpid(), str(path), options, limits.memory_mb, debug, self.on_elements is not None)
-        self._proc = ctx.Process(target=_child, args=args)
-        self._proc.start()
+        self.started = self._progress_at = time.monotonic()
+        self._cpu_used = 0.0
+        self._conn, child_conn = Pipe(duplex=False)
+        with child_conn:  # the reader holds the only write end: its death is the end of the answer
+            args = (str(path), load, options, limits.memory_mb, debug, self.on_elements is not None)
+            self._proc = reader_host.start(_child, args, child_conn.fileno())
         _RUNNING.add(self)
-        _own_group(self._proc.pid)
-        child_conn.close()
 
     def result(self) -> Scene:
         """The imported scene; a crash of the manifold IFC kernel (it segfaults on some real files,
@@ -290,8 +288,7 @@ class PendingImport:
     def stop(self) -> None:
         """Kill the reader with its own children (the IFC kernels) now, if it still runs."""
         _RUNNING.discard(self)
-        if self._proc.is_alive():
-            _own_group(self._proc.pid)  # it may not have made its group yet
+        if self._proc.is_alive():  # its group exists: the host made it before it told us the pid
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.join()
@@ -326,8 +323,17 @@ class PendingImport:
         return self._conn
 
     def check_limits(self) -> None:
-        """Raise ImportFailed if the reader has used up its CPU time or its wall-clock time."""
-        used = group_cpu_seconds(self._proc.pid)
+        """Raise ImportFailed if the reader has used up its CPU time or its wall-clock time, or has used no
+        CPU at all for `Limits.stall_s`."""
+        used, now = group_cpu_seconds(self._proc.pid), time.monotonic()
+        if used > self._cpu_used:
+            self._cpu_used, self._progress_at = used, now
+        elif now - self._progress_at > self.limits.stall_s:
+            raise ImportFailed(
+                str(self.path),
+                f"the reader used no CPU for {self.limits.stall_s:g} s and was stopped: it is stuck (a deadlock "
+                f"in a native library?); try again, and if it happens again with this file, report it",
+            )
         if used > self.cpu_s:
             raise ImportFailed(
                 str(self.path),
@@ -335,7 +341,7 @@ class PendingImport:
                 f"allow more with --max-cpu SECONDS (the default grows with the file: "
                 f"{CPU_S_BASE:g} + {CPU_S_PER_MB:g} per MB)",
             )
-        if time.monotonic() - self.started > self.wall_s:
+        if now - self.started > self.wall_s:
             raise ImportFailed(
                 str(self.path),
                 f"import took longer than {self.wall_s:g} s and was stopped; allow more with --timeout SECONDS",

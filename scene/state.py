@@ -157,8 +157,11 @@ class TwinState:
     def restore(self, snapshot: dict[str, dict[str, PropertyValue]]) -> None:
         """Load persisted current values (e.g. after a restart); history starts from these values."""
         for element, props in snapshot.items():
+            current = self._current.setdefault(element, {})
             for prop, pv in props.items():
-                self._current.setdefault(element, {})[prop] = pv
-                hist = self._history.setdefault((element, prop), deque(maxlen=self.history_len))
+                current[prop] = pv
+                hist = self._history.get((element, prop))
+                if hist is None:
+                    hist = self._history[(element, prop)] = deque(maxlen=self.history_len)
                 hist.clear()
                 hist.append((pv.ts, pv.value))

@@ -1,5 +1,7 @@
-"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; every
-WebSocket frame a browser test's pages exchanged is checked against the protocol schema after the test."""
+"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; a browser per
+browser-test module; every WebSocket frame a browser test's pages exchanged is checked against the protocol schema
+after the test; and the two variants of a test marked `deployable`: its server in the test's process, and deployed
+behind HAProxy (tests/live_server.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.web_helpers import PROTOCOL_FRAMES
+from tests import live_server
+from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
+from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example
 # database either, so a run leaves nothing in the source tree.
@@ -27,8 +31,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium for the browser tests of one module (Playwright's sync API runs one at a time), on the
+    web client bundled afresh."""
+    build_client()
+    with chromium_browser() as b:
+        yield b
+
+
 @pytest.fixture(autouse=True)
 def protocol_frames() -> Iterator[None]:
     """Fail the test whose pages sent or received a frame that is not protocol v1 (docs/protocol.schema.json)."""
     yield
     PROTOCOL_FRAMES.check()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy)."""
+    if metafunc.definition.get_closest_marker("deployable"):
+        metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> live_server.ServedBy:
+    """How this test's live_server runs: in process, unless the test is the deployment variant."""
+    mode: live_server.ServedBy = getattr(request, "param", "in-process")
+    monkeypatch.setattr(live_server, "SERVED_BY", mode)
+    return mode

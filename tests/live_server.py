@@ -1,18 +1,31 @@
-"""A tiny live twin for server tests: a four-element scene, its bindings, and a running server."""
+"""A tiny live twin for server tests: a four-element scene, its bindings, and a running server.
+
+The server runs in the test's process, or, for tests marked `deployable` in their `deployment` variant
+(conftest.py parametrizes them), as a deployment of `twinview serve` processes behind HAProxy
+(tests/deployment.py): the same test, through the load balancer of docs/DEPLOY.md.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
 
+from tests.deployment import Deployment, deployed
+from tests.redis_server import redis_server
 from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 from viewer_server.permissions import Role
 from viewer_server.serve import RunningServer, running_server
+from viewer_server.store import Store
+
+ServedBy = Literal["in-process", "deployment"]
+SERVED_BY: ServedBy = "in-process"  # set per test by conftest.served_by
+# Processes of the `deployment` variant, on one Redis (`serve --bus`), behind the proxy.
+DEPLOYED_PROCESSES: Final = 3
 
 ELEMENTS = [
     {"id": "P-1", "name": "Pump 1", "class": "IfcPump", "parent": None},
@@ -80,15 +93,31 @@ async def live_server(
     port: int = 0,
     procedures: str | None = None,
     **options: Any,
-) -> AsyncIterator[RunningServer]:
-    """A real server on a free localhost port with its SQLite file under root/data; `procedures` is
-    the text of a procedure file (YAML); `options` are further ServeOptions fields."""
+) -> AsyncIterator[RunningServer | Deployment]:
+    """A real server on a free localhost port with its data dir root/data (its store there too unless
+    `store=URL`); `procedures` is the text of a procedure file (YAML); `options` are further ServeOptions
+    fields. In a test's `deployment` variant, DEPLOYED_PROCESSES processes behind HAProxy (a Deployment:
+    url, ws_url), on `store` too."""
     procedure_file = root / "test.procedure.yaml"
     if procedures is not None:
         procedure_file.write_text(procedures)
+    scene_dir = write_scene(root, elements)
+    bindings_file = write_bindings(root, bindings) if bindings is not None else None
+    if SERVED_BY == "deployment":
+        store = options.pop("store", None)
+        if port or simulate or options:
+            raise TypeError("a deployment takes no port, simulate or ServeOptions fields: mark this test otherwise")
+        flags = ["--bindings", str(bindings_file)] if bindings_file else []
+        flags += ["--store", store] if store else []
+        flags += ["--procedures", str(procedure_file)] if procedures is not None else []
+        flags += ["--mqtt", mqtt_url] if mqtt_url else []
+        with redis_server(root) as redis:
+            async with deployed(root, scene_dir, DEPLOYED_PROCESSES, [*flags, "--bus", redis.url]) as deployment:
+                yield deployment
+        return
     async with running_server(
-        write_scene(root, elements),
-        bindings=write_bindings(root, bindings) if bindings is not None else None,
+        scene_dir,
+        bindings=bindings_file,
         mqtt_url=mqtt_url,
         host="127.0.0.1",
         port=port,
@@ -100,11 +129,24 @@ async def live_server(
         yield server
 
 
-def mint_token(server: RunningServer, user: str, role: Role, *, session: str | None = None, ttl_s: float = 3600) -> str:
-    """A join token signed by the running server's secret (default: its scene's default session)."""
-    return issue(server.live.secret, session or server.live.scene.id, user, role, ttl_s)
+def store_rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of `sql` on the server's store (either backend), read on its writer thread after what is queued."""
+    return store.submit(lambda db: db.execute(sql, params).fetchall()).result()
 
 
-def person(server: RunningServer, user: str, role: Role) -> TwinClient:
+def mint_token(
+    server: RunningServer | Deployment, user: str, role: Role, *, session: str | None = None, ttl_s: float = 3600
+) -> str:
+    """A join token signed by the server's secret (default: its scene's default session)."""
+    secret = server.secret if isinstance(server, Deployment) else server.live.secret
+    return issue(secret, session or scene_id(server), user, role, ttl_s)
+
+
+def scene_id(server: RunningServer | Deployment) -> str:
+    """The served scene's id, which is also its default session's."""
+    return server.scene_id if isinstance(server, Deployment) else server.live.scene.id
+
+
+def person(server: RunningServer | Deployment, user: str, role: Role) -> TwinClient:
     """A TwinClient joining the default session as `user` with `role` (through a minted token)."""
     return TwinClient(server.ws_url, name=user, token=mint_token(server, user, role))

@@ -32,7 +32,7 @@ def wait_for_port(port: int, timeout: float = START_TIMEOUT_S) -> None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"mosquitto did not listen on port {port} within {timeout} s")
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
 @contextlib.contextmanager

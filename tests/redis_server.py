@@ -27,7 +27,8 @@ class RedisServer:
     """redis-server on 127.0.0.1:port with its files in `workdir`; `stop()` and `start()` restart it on
     the same port and data (the append-only file), as an operator's restart would."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = True) -> None:
+        """`persistent` False: no append-only file, so a restart loses everything (a misconfigured Redis)."""
         if not Path(REDIS_SERVER).is_file():
             pytest.skip(f"redis-server not installed at {REDIS_SERVER} (apt-get install redis-server)")
         self.workdir = workdir / "redis"
@@ -35,11 +36,13 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.persistent = persistent
 
     def start(self) -> None:
         args = [
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+            "--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+            "--daemonize", "no",
             "--protected-mode", "no", "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
         dies_with_us = functools.partial(die_with_parent, os.getpid())

@@ -14,7 +14,8 @@ import msgspec
 import pytest
 
 from scene.rules import AlarmEvent
-from tests.live_server import JSON_BODY, live_server, mint_token, person, write_bindings, write_scene
+from tests.deployment import Deployment
+from tests.live_server import JSON_BODY, live_server, mint_token, person, scene_id, write_bindings, write_scene
 from tests.test_restart_durability import STARTUP_TIMEOUT_S, TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
 from viewer_server.alarms import ALARM_HISTORY_MAX, AlarmBook
@@ -170,9 +171,9 @@ def pressure(value: float) -> p.Reading:
     return p.Reading(value, key="PT-1.pressure")
 
 
-async def audit(srv: RunningServer) -> list[dict]:
+async def audit(srv: RunningServer | Deployment) -> list[dict]:
     headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin')}"}
-    url = f"{srv.url}/api/sessions/{srv.live.scene.id}/audit"
+    url = f"{srv.url}/api/sessions/{scene_id(srv)}/audit"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         assert r.status == 200
         return [e for e in await r.json() if e["action"].startswith("alarm.")]
@@ -184,6 +185,7 @@ async def refusal(request: object) -> p.Error:
     return refused.value.error
 
 
+@pytest.mark.deployable
 async def test_acknowledged_by_an_operator_and_cleared_by_the_process_every_step_attributed(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -299,14 +301,16 @@ async def test_out_of_bounds_requests_are_refused_with_one_error(tmp_path: Path,
         assert srv.live.hub.alarms.listed() == []
 
 
-async def test_the_list_survives_a_restart_and_a_late_joiner_gets_it_with_its_history(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, person(srv, "olga", "operator") as olga:
+async def test_the_list_survives_a_restart_and_a_late_joiner_gets_it_with_its_history(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, person(srv, "olga", "operator") as olga:
         port = srv.port
         await ingest(srv, pressure(5.7), p.Reading(97.0, key="LT-1.level"))
         await olga.wait_for(lambda c: {PRESSURE, LEVEL} <= set(c.alarms))
         await olga.acknowledge_alarm(PRESSURE)
         srv.store.flush()
-    async with live_server(tmp_path, port=port) as srv2, TwinClient(srv2.ws_url) as late:
+    async with live_server(tmp_path, port=port, store=store_url) as srv2, TwinClient(srv2.ws_url) as late:
         assert {a.id: (a.state, a.acknowledged_by) for a in late.alarms.values()} == {
             PRESSURE: ("acknowledged", "olga"),
             LEVEL: ("unacknowledged", ""),

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.live_server import JSON_BODY, live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token, store_rows
 from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.audit import REFUSED
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.serve import RunningServer
+from viewer_server.store_db import Db, StoreError
 from viewer_server.topics import (
     MAX_ATTACHMENT_BYTES,
     MAX_CLIPPING_PLANES,
@@ -40,8 +40,8 @@ async def refused(request: object) -> p.Error:
     return info.value.error
 
 
-async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Path, store_url: str | None) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, aiohttp.ClientSession() as http:
         body = p.encode({"readings": [p.Reading(4.2, key="PT-1.pressure")]}, "json")
         async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=body) as r:
             assert r.status == 200
@@ -72,8 +72,11 @@ async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Pa
             assert carl.duplicate_events == 0
 
 
-async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+@pytest.mark.deployable
+async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, client(srv, "ana", "annotator") as ana:
         guids = [(await ana.create_topic(p.TopicDraft(f"T{i}"))).guid for i in range(5)]
         await ana.add_comment(guids[0], "first")
         async with client(srv, "late", "viewer") as late:
@@ -81,8 +84,8 @@ async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(tmp_pa
             assert sorted(late.topics) == sorted(guids) and len(late.comments) == 1
 
 
-async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv:
+async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path, store_url: str | None) -> None:
+    async with live_server(tmp_path, store=store_url) as srv:
         await srv.live.rooms.create("review", "Design review", None, "test")
         token = mint_token(srv, "ana", "annotator", session="review")
         async with (
@@ -103,9 +106,12 @@ async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path
             assert in_default.presence == {}
 
 
-async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(tmp_path: Path) -> None:
+@pytest.mark.deployable
+async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(
+    tmp_path: Path, store_url: str | None
+) -> None:
     async with (
-        live_server(tmp_path) as srv,
+        live_server(tmp_path, store=store_url) as srv,
         client(srv, "ana", "annotator") as ana,
         client(srv, "carl", "viewer") as carl,
     ):
@@ -119,8 +125,14 @@ async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(tmp
         assert carl.duplicate_events == 0
 
 
-async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana, client(srv, "ben", "admin") as ben:
+async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with (
+        live_server(tmp_path, store=store_url) as srv,
+        client(srv, "ana", "annotator") as ana,
+        client(srv, "ben", "admin") as ben,
+    ):
         saved = await ana.create_topic(p.TopicDraft("race"))
         results = await asyncio.gather(
             ana.update_topic(saved.guid, 1, status="in_progress"),
@@ -134,8 +146,10 @@ async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(tmp_pa
         assert srv.live.annotations.topics(srv.live.scene.id)[0].revision == 2
 
 
-async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, client(srv, "ana", "annotator") as ana:
         topic = await ana.create_topic(p.TopicDraft("now at revision 1"))
         comment = await ana.add_comment(topic.guid, "also at 1")
         for attempt in (
@@ -151,9 +165,9 @@ async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(tm
         assert srv.live.annotations.comments(srv.live.scene.id)[0].text == "also at 1"
 
 
-async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) -> None:
+async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path, store_url: str | None) -> None:
     async with (
-        live_server(tmp_path) as srv,
+        live_server(tmp_path, store=store_url) as srv,
         client(srv, "ana", "annotator") as ana,
         client(srv, "bob", "annotator") as bob,
         client(srv, "root", "admin") as admin,
@@ -172,9 +186,8 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) ->
         assert ana.comments[comment.guid].text == "[removed by moderator]"
         assert (await refused(ana.add_comment(topic.guid, "too late"))).code == p.ERR_NOT_FOUND
 
-        db = sqlite3.connect(srv.store.path)
         query = "SELECT actor, role, action, target, detail FROM audit WHERE action != ? ORDER BY id"
-        rows = db.execute(query, (REFUSED,)).fetchall()  # refusals are summarised per connection
+        rows = store_rows(srv.store, query, (REFUSED,))  # refusals are summarised per connection
         assert [(a, act) for a, _, act, _, _ in rows] == [
             ("ana", "topic.create"),
             ("ana", "comment.create"),
@@ -186,8 +199,8 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path) ->
         assert "author 'ana'" in rows[4][4] and "status: 'open' -> 'in_progress'" in rows[2][4]
 
 
-async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+async def test_text_limits_are_enforced_and_named(tmp_path: Path, store_url: str | None) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, client(srv, "ana", "annotator") as ana:
         error = await refused(ana.create_topic(p.TopicDraft("x" * (MAX_TITLE + 1))))
         assert (error.code, error.field) == (p.ERR_TOO_LONG, "title")
         topic = await ana.create_topic(p.TopicDraft("x" * MAX_TITLE, "d" * MAX_TEXT))
@@ -199,13 +212,13 @@ async def test_text_limits_are_enforced_and_named(tmp_path: Path) -> None:
         assert error.code == p.ERR_NOT_FOUND
 
 
-async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Path) -> None:
+async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Path, store_url: str | None) -> None:
     camera = Camera(p.Vec3(5, 2, 1), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0))
 
     def draft(*viewpoints: p.Viewpoint) -> p.TopicDraft:
         return p.TopicDraft("seen", viewpoints=list(viewpoints))
 
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana:
+    async with live_server(tmp_path, store=store_url) as srv, client(srv, "ana", "annotator") as ana:
         error = await refused(ana.create_topic(draft(p.Viewpoint("v1", camera, selected=["P-1", "NOPE"]))))
         assert (error.code, error.field) == (p.ERR_NOT_FOUND, "viewpoints[0].selected") and "NOPE" in error.message
         half = MAX_VIEWPOINT_IDS // 2
@@ -234,8 +247,12 @@ async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Pat
         assert ana.welcome is not None and ana.welcome.limits["max_viewpoint_ids"] == MAX_VIEWPOINT_IDS
 
 
-async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "spam", "annotator") as spam, client(srv, "v", "viewer") as v:
+async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path, store_url: str | None) -> None:
+    async with (
+        live_server(tmp_path, store=store_url) as srv,
+        client(srv, "spam", "annotator") as spam,
+        client(srv, "v", "viewer") as v,
+    ):
         for i in range(annotations_mod.ANNOTATION_BURST):  # a quick series of pins is fine
             await spam.create_topic(p.TopicDraft(f"t{i}"))
         error = await refused(spam.create_topic(p.TopicDraft("one too many")))
@@ -247,9 +264,13 @@ async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path
         assert session.presence_dropped >= annotations_mod.PRESENCE_BURST
 
 
-async def test_attachments_round_trip_over_rest_with_bearer_tokens(tmp_path: Path) -> None:
+async def test_attachments_round_trip_over_rest_with_bearer_tokens(tmp_path: Path, store_url: str | None) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, client(srv, "ana", "annotator") as ana:
+    async with (
+        live_server(tmp_path, store=store_url) as srv,
+        aiohttp.ClientSession() as http,
+        client(srv, "ana", "annotator") as ana,
+    ):
         sid = srv.live.scene.id
         auth = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
         async with http.post(f"{srv.url}/api/sessions/{sid}/attachments", data=png, headers=auth) as r:
@@ -285,12 +306,16 @@ def test_rate_buckets_refill_and_quiet_users_are_forgotten(monkeypatch: pytest.M
 
 
 async def test_a_failing_disk_answers_not_saved_changes_nothing_and_keeps_the_connection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> None:
-    async with live_server(tmp_path) as srv, client(srv, "ana", "annotator") as ana, client(srv, "v", "viewer") as v:
+    async with (
+        live_server(tmp_path, store=store_url) as srv,
+        client(srv, "ana", "annotator") as ana,
+        client(srv, "v", "viewer") as v,
+    ):
 
-        def disk_full(db: sqlite3.Connection, session: str, topic: object) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
+        def disk_full(db: Db, session: str, topic: object, **kw: object) -> None:
+            raise StoreError("OperationalError: database or disk is full")
 
         with monkeypatch.context() as m:
             m.setattr(annotations_mod, "put_topic", disk_full)
@@ -299,13 +324,18 @@ async def test_a_failing_disk_answers_not_saved_changes_nothing_and_keeps_the_co
         assert srv.live.annotations.topics(srv.live.scene.id) == []
         saved = await ana.create_topic(p.TopicDraft("kept"))  # same connection, disk back
         await v.wait_for(lambda c: list(c.topics) == [saved.guid])
-        db = sqlite3.connect(srv.store.path)
-        assert db.execute("SELECT count(*) FROM topics").fetchone()[0] == 1
-        assert db.execute("SELECT count(*) FROM audit").fetchone()[0] == 1  # no trail of what never happened
+        assert store_rows(srv.store, "SELECT count(*) FROM topics") == [(1,)]
+        assert store_rows(srv.store, "SELECT count(*) FROM audit") == [(1,)]  # no trail of what never happened
 
 
-async def test_rest_creates_and_reads_topics_and_comments_and_pages_the_audit(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, client(srv, "v", "viewer") as v:
+async def test_rest_creates_and_reads_topics_and_comments_and_pages_the_audit(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with (
+        live_server(tmp_path, store=store_url) as srv,
+        aiohttp.ClientSession() as http,
+        client(srv, "v", "viewer") as v,
+    ):
         base = f"{srv.url}/api/sessions/{srv.live.scene.id}"
         ana = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
         draft = p.encode(p.TopicDraft("from a script", pin=PIN), "json")
@@ -331,8 +361,10 @@ async def test_rest_creates_and_reads_topics_and_comments_and_pages_the_audit(tm
         assert [newest["action"], *(e["action"] for e in older)] == ["comment.create", "topic.create"]
 
 
-async def test_bcf_over_rest_exports_one_session_and_imports_into_another_live(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+async def test_bcf_over_rest_exports_one_session_and_imports_into_another_live(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, aiohttp.ClientSession() as http:
         await srv.live.rooms.create("next-week", "Follow-up", None, "test")
         async with client(srv, "ana", "annotator") as ana:
             made = await ana.create_topic(p.TopicDraft("Valve leaks", "see photo", pin=PIN, labels=["leak"]))

@@ -21,8 +21,10 @@ from viewer_server.store import AuditEntry, Store, put_audit
 FLOOD = 200
 
 
-async def test_a_flood_of_refused_commands_writes_one_summary_and_is_slowed_down(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+async def test_a_flood_of_refused_commands_writes_one_summary_and_is_slowed_down(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with live_server(tmp_path, store=store_url) as srv, aiohttp.ClientSession() as http:
         token = mint_token(srv, "vic", "viewer")
         async with http.ws_connect(srv.ws_url, protocols=["twinview.v1"]) as ws:
             await ws.send_str(p.encode(p.Hello("flood", "0", token=token), "json").decode())
@@ -48,8 +50,8 @@ async def test_a_flood_of_refused_commands_writes_one_summary_and_is_slowed_down
     assert rows[0].target == "WebSocket from 127.0.0.1" and rows[0].detail == "command 1"  # the rest: a minute later
 
 
-async def test_visitors_reconnecting_to_refuse_again_share_one_row(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv:
+async def test_visitors_reconnecting_to_refuse_again_share_one_row(tmp_path: Path, store_url: str | None) -> None:
+    async with live_server(tmp_path, store=store_url) as srv:
         for _ in range(5):
             async with TwinClient(srv.ws_url, name="visitor") as visitor:
                 with pytest.raises(RequestRefused):
@@ -109,8 +111,8 @@ def _fill(store: Store, rows: int, ts: float) -> None:
     store.flush()
 
 
-def test_retention_keeps_the_newest_rows_within_the_age(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_retention_keeps_the_newest_rows_within_the_age(tmp_path: Path, store_url: str | None) -> None:
+    store = Store(tmp_path, store_url)
     try:
         now = time.time()
         _fill(store, 5, now - 40 * 86400)  # older than 30 days
@@ -126,10 +128,10 @@ def test_retention_keeps_the_newest_rows_within_the_age(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_the_server_applies_the_retention_at_start(tmp_path: Path) -> None:
-    async with live_server(tmp_path) as srv:
+async def test_the_server_applies_the_retention_at_start(tmp_path: Path, store_url: str | None) -> None:
+    async with live_server(tmp_path, store=store_url) as srv:
         _fill(srv.store, 30, time.time() - 10)
-    async with live_server(tmp_path, audit=Retention(max_rows=4)) as srv:
+    async with live_server(tmp_path, store=store_url, audit=Retention(max_rows=4)) as srv:
         deadline = time.monotonic() + 10
         while len(srv.store.audit("s", 100)) > 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

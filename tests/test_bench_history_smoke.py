@@ -47,10 +47,26 @@ def test_the_ingest_benchmark_commits_every_reading_and_reports_its_share_of_a_c
     assert "of a core" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "ingest": result})
 
 
-async def test_the_playback_benchmark_times_the_frames_of_a_60x_replay(tmp_path: Path) -> None:
-    result = await history.playback(tmp_path, minutes=2, seconds=0.5)
+async def test_the_playback_benchmark_times_the_frames_of_a_60x_replay_at_a_viewer(tmp_path: Path) -> None:
+    result = await history.playback(tmp_path, minutes=2, seconds=2.0)
     assert result["frames"] >= 2 and result["props_per_frame"] > 0 and result["gap_max_ms"] >= result["gap_p50_ms"] > 0
+    assert result["visuals_per_frame"] > 0 and result["server_cpu_per_s"] > 0
     assert "playback at 60×" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "playback": result})
+
+
+async def test_the_seek_benchmark_times_whole_replays_over_the_protocol(tmp_path: Path) -> None:
+    result = await history.seek_served(tmp_path, keys=20, hours=1, step=600.0)
+    assert result["samples"] == 20 * 6 and result["p95_ms"] >= result["p50_ms"] > 0
+    assert "seek over the protocol, 20 elements" in history.table(
+        {"load_before": 0, "load_after": 0, "cpus": 2, "seek": result}
+    )
+
+
+def test_the_live_benchmark_runs_the_fan_out_without_and_with_the_historian(tmp_path: Path) -> None:
+    rows = history.live(keys=20, clients=2, rate=200, seconds=1.0, rounds=1)
+    assert [r["history"] for r in rows] == [False, True] and all(r["status"] == "ok" for r in rows), rows
+    assert "historian_thread_cpu_s" not in rows[0] and rows[1]["historian_thread_cpu_s"] > 0
+    assert "historian on: staleness p50" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "live": rows})
 
 
 def test_the_alarms_benchmark_times_the_alarm_list_as_of_three_moments(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.live_server import JSON_BODY, live_server
 from viewer_server import store as store_mod
 from viewer_server.bus import InProcessBus
 from viewer_server.health import EngineHealth, Peer, public_url
+from viewer_server.store_db import StoreError
 
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
 
@@ -63,8 +63,8 @@ async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         with monkeypatch.context() as m:
 
-            def disk_full(*args: object) -> None:
-                raise sqlite3.OperationalError("database or disk is full")
+            def disk_full(*args: object, **kwargs: object) -> None:
+                raise StoreError("OperationalError: database or disk is full")
 
             m.setattr(store_mod.Store, "_write_batch", disk_full)  # every write fails, as on a full disk
             m.setattr(store_mod.Store, "_call", staticmethod(disk_full))

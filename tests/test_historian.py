@@ -4,6 +4,7 @@ source time, corrupt chunks quarantined."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -221,6 +222,99 @@ def test_chunks_are_grouped_by_minute_and_property_and_those_written_by_time_bef
     assert answers[0][("PT-1", "pressure")].ts == T0 + 90.1 and len(answers[1]) == 360
 
 
+def _open_files(folder: Path) -> list[str]:
+    """The files under `folder` this process holds open (the history's SQLite file, its WAL and shared memory)."""
+    names = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            names.append(os.readlink(fd))
+        except OSError:  # the listing's own descriptor, gone by now
+            continue
+    return [name for name in names if name.startswith(str(folder))]
+
+
+def test_closing_leaves_no_file_of_the_history_open_whichever_threads_read_it(tmp_path: Path) -> None:
+    now = [T0 + 10]
+    h = _open(tmp_path / "history", now)
+    _ramp(h, T0, 5)
+    readers = [threading.Thread(target=h.state_at, args=(T0 + 3,)) for _ in range(3)]  # each opens its own
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(_open_files(tmp_path)) >= 4, "the check must see the history's files while it is open"
+    h.close()
+    assert _open_files(tmp_path) == []
+    with pytest.raises(historian.HistorianClosed, match="is closed: its server is stopping"):
+        h.state_at(T0 + 3)
+
+
+def test_a_close_during_the_retention_job_waits_for_it_then_closes_everything(tmp_path: Path) -> None:
+    # What crashed the server at shutdown: close() closed the connection the retention job was using in its thread.
+    policy_asked, go_on = threading.Event(), threading.Event()
+
+    def retention(element: str, prop: str) -> History:
+        policy_asked.set()
+        assert go_on.wait(60)
+        return History(raw_days=1)
+
+    now = [T0 + 3 * DAY]
+    h = Historian(tmp_path / "history", retention=retention, clock=lambda: now[0])
+    _ramp(h, T0, 500)
+    outcome: list[BaseException | None] = []
+
+    def retain() -> None:
+        try:
+            h.retain()
+            outcome.append(None)
+        except (sqlite3.OperationalError, historian.HistorianClosed) as exc:  # interrupted by the close: fine
+            outcome.append(exc)
+
+    upkeep = threading.Thread(target=retain)
+    upkeep.start()
+    assert policy_asked.wait(60)  # the job is inside retain(), between its reads and its deletes
+    closer = threading.Thread(target=h.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive(), "close() must wait for the retention job it interrupted"
+    go_on.set()
+    upkeep.join(60)
+    closer.join(60)
+    assert not upkeep.is_alive() and not closer.is_alive()
+    assert len(outcome) == 1
+    assert _open_files(tmp_path) == []
+
+
+def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp_path: Path) -> None:
+    now = [T0 + HOUR]
+    h = _open(tmp_path / "history", now)
+    _ramp(h, T0, 3000)
+    started = threading.Barrier(5)
+    ended: list[str] = []
+
+    def query() -> None:
+        started.wait()
+        try:
+            while True:
+                h.series("PT-1", "pressure", T0, T0 + 3000, 500)
+                h.events(T0, T0 + 3000)
+        except historian.HistorianClosed:
+            ended.append("refused")
+        except sqlite3.OperationalError as exc:  # its SQL interrupted by the close
+            ended.append(str(exc))
+
+    readers = [threading.Thread(target=query, daemon=True) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    started.wait()
+    h.close()
+    for reader in readers:
+        reader.join(60)
+    assert not any(reader.is_alive() for reader in readers)
+    assert len(ended) == 4 and set(ended) <= {"refused", "interrupted"}, ended
+    assert _open_files(tmp_path) == []
+
+
 def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_path: Path) -> None:
     # A publisher that disconnects while waiting for its ack cancels the future; the next writes must still commit.
     now = [T0 + 100]
@@ -261,4 +355,47 @@ def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(tmp_
         (T0 + 40, "plant.json"),
         (T0 + 50, "plant.yaml"),
     ]
+    h.close()
+
+
+def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transitions_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(historian, "CHECKPOINT_ALARM_EVENTS", 500)
+    now = [T0]
+    h = _open(tmp_path, now)
+    recorded: list[p.Event] = []
+    for i in range(6 * 360):  # six hours, an alarm transition every 10 s over 50 alarms
+        state: p.AlarmState = ("unacknowledged", "acknowledged", "normal")[(i // 50) % 3]
+        alarm = p.Alarm(f"ops.rules[{i % 50}]", f"E-{i % 50}", since=T0 + i * 10, severity="alarm", state=state)
+        kind = {"unacknowledged": "alarm_raised", "acknowledged": "alarm_acknowledged", "normal": "alarm_cleared"}
+        recorded.append(p.Event(i, kind[state], alarm.id, alarm.element, T0 + i * 10, alarm=alarm))
+        h.record(recorded[-1])
+        if i % 360 == 359:  # the upkeep runs on
+            now[0] = T0 + (i + 1) * 10 + SEAL_GRACE_S
+            h.flush()
+            h.checkpoint_alarms()
+    h.flush()
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    checkpoints = [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")]
+    assert checkpoints == [T0 + 2 * HOUR, T0 + 4 * HOUR, T0 + 6 * HOUR]  # every ≥ 500 transitions, on the hour
+
+    def listed(t: float, events: list[p.Event]) -> list[tuple[str, str]]:
+        latest = {e.id: e.alarm for e in events if e.ts <= t and e.alarm is not None}
+        return sorted((a.id, a.state) for a in latest.values() if a.state != "normal")
+
+    moments = [T0 + k * 1234.5 for k in range(18)] + [*checkpoints, checkpoints[1] - 0.5, checkpoints[1] + 0.5]
+    for t in moments:
+        assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
+    # Nothing before the checkpoint is read: without those transitions, the list after it is the same.
+    db.execute("DELETE FROM events WHERE t < ?", (checkpoints[1],))
+    db.commit()
+    for t in (checkpoints[1], checkpoints[1] + 5000.5, T0 + 6 * HOUR - 1):
+        assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
+
+    # A transition recorded with a time before a checkpoint (a clock stepped back) drops the checkpoints after it.
+    late = p.Alarm("ops.rules[99]", "E-99", since=T0 + 3 * HOUR, severity="warning")
+    h.record(p.Event(99_999, "alarm_raised", late.id, late.element, T0 + 3 * HOUR, alarm=late)).result()
+    assert [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")] == [T0 + 2 * HOUR]
+    assert "ops.rules[99]" in {a.id for a in h.alarms_at(T0 + 5 * HOUR)}
     h.close()

@@ -180,7 +180,8 @@ def test_garbage_step_fails_clearly(tmp_path: Path, text: str, reason: str) -> N
 
 
 def test_a_sandboxed_import_after_one_in_this_process_does_not_hang(shared_data: Path) -> None:
-    # OCP meshes on a thread pool; a child forked after the pool ran inherits it without its threads.
+    # OCP meshes on a thread pool; a child forked after the pool ran would inherit it without its threads and
+    # wait forever. Readers are forked by a host that never meshed.
     from scene.sandbox import Limits, import_isolated
 
     path = shared_data / "step" / "featuretype.STEP"

@@ -225,6 +225,35 @@ def test_busy_client_coalesces_to_the_newest_value() -> None:
     assert (delta.first, delta.last, delta.props["A/x"].v) == (1, 1000, 999.0)
 
 
+def test_a_client_that_sees_part_of_the_scene_keeps_only_that_part_pending() -> None:
+    box = Outbox("ops", "json")
+    box.seen = frozenset({"A", "el/with/slashes"})
+    for i in range(1000):  # a busy client: everything coalesces privately
+        state: dict[StateKey, StateValue] = {
+            (PROP, f"E{i}/x", ""): p.PropState(float(i), 1.0),
+            (PROP, "el/with/slashes/x", ""): p.PropState(float(i), 1.0),
+            (VISUAL, f"E{i}@ops", "ops"): p.Visual(color="#ff0000"),
+            (VISUAL, "A@ops", "ops"): p.Visual(color="#00ff00"),
+        }
+        box.offer(Batch(4 * i + 1, 4 * i + 4, state, [p.Event(4 * i + 4, "alarm_raised", "a", f"E{i}", 1.0)]))
+    assert box.pending_keys == 2  # not one per element of the plant
+    delta = p.decode_server(box.take_nowait(), "json")  # type: ignore[arg-type]
+    assert isinstance(delta, p.Delta) and (delta.first, delta.last) == (1, 4000)
+    assert list(delta.props) == ["el/with/slashes/x"] and list(delta.visuals) == ["A@ops"]
+    assert len(delta.events) == 1000  # events are never filtered
+
+
+def test_clients_with_the_same_interest_share_one_encoding() -> None:
+    batch = Batch(1, 2, {(PROP, "A/x", ""): p.PropState(1.0, 1.0), (PROP, "B/x", ""): p.PropState(2.0, 1.0)}, [])
+    a, b, c = Outbox("ops", "json"), Outbox("ops", "json"), Outbox("ops", "json")
+    a.seen, b.seen, c.seen = frozenset({"A"}), frozenset({"A"}), None
+    for box in (a, b, c):
+        box.offer(batch)
+    frames = [box.take_nowait() for box in (a, b, c)]
+    assert frames[0] is frames[1] and frames[2] is not frames[0]
+    assert list(p.decode_server(frames[0], "json").props) == ["A/x"]  # type: ignore[arg-type, union-attr]
+
+
 def test_event_overflow_asks_for_a_resync_and_drops_the_backlog() -> None:
     box = Outbox("ops", "json", max_events=10)
     for i in range(20):

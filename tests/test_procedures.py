@@ -191,16 +191,16 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
 
 
 async def test_the_procedure_survives_a_restart_and_the_cli_prints_the_record(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str | None
 ) -> None:
-    async with live_server(tmp_path, procedures=PROCEDURE) as srv, person(srv, "ann", "admin") as ann:
+    async with live_server(tmp_path, procedures=PROCEDURE, store=store_url) as srv, person(srv, "ann", "admin") as ann:
         await ann.send(p.ProcedureControl("start", name="pump-start"))
         await ann.send(p.StepComplete(0))
         await ann.send(p.ProcedureControl("next"))
         await ann.wait_for(lambda c: at_step(1)(c) and done(0, "ann")(c), TIMEOUT)
         scene_id = srv.live.scene.id
     async with (
-        live_server(tmp_path, procedures=PROCEDURE) as srv,
+        live_server(tmp_path, procedures=PROCEDURE, store=store_url) as srv,
         person(srv, "zoe", "viewer") as zoe,
         person(srv, "pat", "presenter") as pat,
         person(srv, "ann", "admin") as ann,
@@ -215,12 +215,13 @@ async def test_the_procedure_survives_a_restart_and_the_cli_prints_the_record(
         await zoe.wait_for(at_step(0), TIMEOUT)
         await tc_error(pat, ann, "bad_step")
 
-    assert cli_main(["procedure", "record", scene_id, "--data-dir", str(tmp_path / "data")]) == 0
+    data = ["--data-dir", str(tmp_path / "data"), *(["--store", store_url] if store_url else [])]
+    assert cli_main(["procedure", "record", scene_id, *data]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["step"], r["user"]) for r in rows] == [("0", "ann"), ("1", "zoe")]
-    assert cli_main(["procedure", "record", scene_id, "--format", "json", "--data-dir", str(tmp_path / "data")]) == 0
+    assert cli_main(["procedure", "record", scene_id, "--format", "json", *data]) == 0
     assert '"procedure": "pump-start"' in capsys.readouterr().out
-    assert cli_main(["procedure", "record", "nope", "--data-dir", str(tmp_path / "data")]) == 2
+    assert cli_main(["procedure", "record", "nope", *data]) == 2
     assert "no procedure run" in capsys.readouterr().err
 
 

@@ -62,6 +62,8 @@ SAMPLES: list[object] = [
     p.Ack(1, [p.Rejection(1, "unbound_key", "no binding has key 'x'")], "r1"),
     p.Error(p.ERR_BAD_MESSAGE, "Object missing required field `layer`", "subscribe"),
     p.Pong(1.0, 2.0),
+    p.Status("degraded", "the shared bus is unreachable"),
+    p.Status("ok"),
     p.TopicCreate(
         p.TopicDraft(
             "Leak at flange", "Drips", p.Pin("P-1", p.Vec3(1, 2, 3), p.Vec3(0, 1, 0)), labels=["leak"], guid="t1"

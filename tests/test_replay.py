@@ -13,9 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from scene.state import Reading
 from tests.live_server import BINDINGS, live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.historian import HOUR, Historian
+from viewer_server.replay import ReplayTwin
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
 
@@ -308,3 +311,30 @@ async def test_a_replay_shows_values_stale_as_of_t_and_fresh_again_with_their_ne
             frames = [f for f in rex.replay_frames if isinstance(f, p.ReplayDelta) and "PT-1/pressure" in f.props]
             states = [(f.props["PT-1/pressure"].v, f.props["PT-1/pressure"].silent_since) for f in frames]
             assert states[:2] == [(3.0, None), (3.0, base + 20)]  # fresh with its next sample, stale 5 s later
+
+
+def test_playing_from_blocks_read_ahead_ends_each_frame_at_the_twin_a_seek_there_shows(tmp_path: Path) -> None:
+    """Frames cut from blocks read ahead (several blocks, frames across their edges, the samples of a frame reduced to
+    each property's last), and frames too far apart for the blocks, move the twin exactly to where a seek to the
+    frame's time puts it."""
+    t0 = 1_800_000_000.0
+    h = Historian(tmp_path / "history", clock=lambda: t0 + HOUR)
+    for second in range(120):
+        readings = [Reading(f"E-{k}", "v", float((second * 7 + k) % 11), "", t0 + second + k / 10) for k in range(5)]
+        h.append(readings, t0 + second, "test")
+    h.flush()
+    playing, seeking = ReplayTwin(h, None, "ops"), ReplayTwin(h, None, "ops")
+    props, _, _ = playing.seek(t0 + 0.5)
+    playing.read_ahead(3.0)  # blocks of 1.5 s of history: frames of 0.7 s cross their edges
+    t = t0 + 0.5
+    while t < t0 + 60:
+        t += 0.7
+        frame = playing.advance(t)
+        props.update(frame.props)
+        assert props == seeking.seek(t)[0], t
+    while t < t0 + 119:  # frames far apart (a host short of CPU): more than a block each, caught up like a seek
+        t += 7.3
+        frame = playing.advance(t)
+        props.update(frame.props)
+        assert props == seeking.seek(t)[0], t
+    h.close()

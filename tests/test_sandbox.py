@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import pickle
 import signal
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from scene import pipeline, sandbox
+from scene import pipeline, reader_host, sandbox
 from scene.errors import ImportFailed
 from scene.importers import ImportOptions
-from scene.model import Element, Mesh, Primitive, Scene
+from scene.model import Element
+from tests import sandbox_loaders as loaders
 
 
 def _use_loader(monkeypatch: pytest.MonkeyPatch, fn) -> None:
-    # The child is forked, so it sees the patched registry lookup.
+    # The parent looks the importer up and names it to the reader (a module-level function of tests.sandbox_loaders).
     monkeypatch.setattr(sandbox, "loader_for", lambda path: fn)
 
 
@@ -31,19 +33,14 @@ def src(tmp_path: Path) -> Path:
 
 
 def test_result_comes_back_from_the_child(monkeypatch, src):
-    def load(path: Path, options: ImportOptions) -> Scene:
-        scene = Scene()
-        scene.add(Element(id="a", name=f"pid {os.getpid()}", cls="Mesh"))
-        return scene
-
-    _use_loader(monkeypatch, load)
+    _use_loader(monkeypatch, loaders.reports_its_pid)
     scene = sandbox.import_isolated(src, ImportOptions())
-    assert list(scene.elements) == ["a"]
-    assert scene.elements["a"].name != f"pid {os.getpid()}", "the importer must run in another process"
+    ((name, _),) = [e.name.split(" parent ") for e in scene.elements.values()]
+    assert name != f"pid {os.getpid()}", "the importer must run in another process"
 
 
 def test_segfault_becomes_a_clear_error(monkeypatch, src):
-    _use_loader(monkeypatch, lambda path, options: os.kill(os.getpid(), signal.SIGSEGV))
+    _use_loader(monkeypatch, loaders.segfaults)
     with pytest.raises(ImportFailed) as err:
         sandbox.import_isolated(src, ImportOptions())
     assert "crashed (SIGSEGV)" in err.value.reason
@@ -51,11 +48,20 @@ def test_segfault_becomes_a_clear_error(monkeypatch, src):
 
 
 def test_hang_is_stopped_at_the_time_limit(monkeypatch, src):
-    _use_loader(monkeypatch, lambda path, options: time.sleep(60))
+    _use_loader(monkeypatch, loaders.sleeps)
     start = time.monotonic()
     with pytest.raises(ImportFailed, match="longer than 1 s"):
         sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(timeout_s=1.0))
     assert time.monotonic() - start < 10
+
+
+def test_a_reader_that_uses_no_cpu_is_stopped_as_stuck_long_before_the_wall_clock_bound(monkeypatch, src):
+    _use_loader(monkeypatch, loaders.sleeps)
+    start = time.monotonic()
+    with pytest.raises(ImportFailed, match=r"used no CPU for 2 s and was stopped: it is stuck") as err:
+        sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(cpu_s=100.0, timeout_s=400.0, stall_s=2.0))
+    assert time.monotonic() - start < 30
+    assert "report it" in err.value.reason
 
 
 def _running(pid: int) -> bool:
@@ -66,43 +72,23 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_a_stopped_reader_takes_its_own_children_with_it(monkeypatch, src, tmp_path):
+def test_a_stopped_reader_takes_its_own_children_with_it(monkeypatch, src):
     # The IFC reader forks kernel workers; a hung kernel must not outlive the reader's time limit.
-    pid_file = tmp_path / "worker.pid"
-
-    def spawning(path: Path, options: ImportOptions) -> Scene:
-        worker = os.fork()
-        if worker == 0:
-            time.sleep(60)
-            os._exit(0)
-        pid_file.write_text(str(worker))
-        time.sleep(60)
-
-    _use_loader(monkeypatch, spawning)
+    _use_loader(monkeypatch, loaders.spawning)
     with pytest.raises(ImportFailed, match=r"longer than 0\.5 s"):
         sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(timeout_s=0.5))
-    worker = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while _running(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(worker)
+    worker = int(loaders.worker_pid_file(src).read_text())
+    _wait_until(lambda: not _running(worker), 5, f"worker {worker} still runs")
 
 
 def test_memory_blow_up_is_bounded(monkeypatch, src):
-    def greedy(path: Path, options: ImportOptions) -> Scene:
-        hoard = [bytearray(64 * 1024 * 1024) for _ in range(64)]  # 4 GiB
-        raise AssertionError(len(hoard))
-
-    _use_loader(monkeypatch, greedy)
+    _use_loader(monkeypatch, loaders.greedy)
     with pytest.raises(ImportFailed, match="out of memory"):
         sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(memory_mb=1024))
 
 
 def test_importer_errors_keep_their_location(monkeypatch, src):
-    def bad(path: Path, options: ImportOptions) -> Scene:
-        raise ImportFailed(str(path), "bad vertex", "line 3")
-
-    _use_loader(monkeypatch, bad)
+    _use_loader(monkeypatch, loaders.fails_at_line_3)
     with pytest.raises(ImportFailed) as err:
         sandbox.import_isolated(src, ImportOptions())
     assert str(err.value) == f"{src}: bad vertex [line 3]"
@@ -110,13 +96,69 @@ def test_importer_errors_keep_their_location(monkeypatch, src):
 
 
 def test_a_library_error_whose_message_starts_blank_still_says_what_happened(monkeypatch, src):
-    def native(path: Path, options: ImportOptions) -> Scene:  # what usd-core's Tf.ErrorException looks like
-        raise RuntimeError("\n\tError in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'\n\tmore")
-
-    _use_loader(monkeypatch, native)
+    _use_loader(monkeypatch, loaders.native_error)
     with pytest.raises(ImportFailed) as err:
         sandbox.import_isolated(src, ImportOptions())
     assert err.value.reason == "RuntimeError: Error in 'Reader' at line 323: '<layer.usda> is not a valid usda layer'"
+
+
+# --- readers are never forked from a threaded process -----------------------------------------------------------
+
+
+def test_a_lock_another_thread_holds_when_a_reader_starts_does_not_hang_the_reader(monkeypatch, src):
+    # What hung suite runs: a reader forked while a thread of its parent (TBB, a server's) held a lock waited for
+    # it forever. Readers come from a host that runs no thread of ours, so the lock is free there.
+    _use_loader(monkeypatch, loaders.needs_the_lock)
+    taken, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with loaders.LOCK:
+            taken.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert taken.wait(30)
+        scene = sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(timeout_s=60.0))
+    finally:
+        release.set()
+        thread.join()
+    assert list(scene.elements) == ["locked"]
+
+
+def test_readers_come_from_a_single_threaded_host_that_this_process_started(monkeypatch, src):
+    _use_loader(monkeypatch, loaders.reports_its_pid)
+    ((_, parent),) = [e.name.split(" parent ") for e in sandbox.import_isolated(src, ImportOptions()).elements.values()]
+    assert int(parent) == reader_host.HOST.pid != os.getpid()
+    assert reader_host.thread_count(int(parent)) == 1
+    assert _parent_of(int(parent)) == os.getpid()
+
+
+def test_a_reader_whose_host_is_killed_dies_with_it_and_the_next_read_starts_a_new_host(monkeypatch, src):
+    _use_loader(monkeypatch, loaders.spawning_with_lifeline)
+    job = sandbox.PendingImport(src, ImportOptions(), sandbox.Limits(timeout_s=120.0), debug=False)
+    _wait_until(loaders.worker_pid_file(src).exists, 60, "the reader never forked its worker")
+    worker, host = int(loaders.worker_pid_file(src).read_text()), reader_host.HOST.pid
+    assert host is not None
+    os.kill(host, signal.SIGKILL)
+    with pytest.raises(ImportFailed, match="the reader was lost: the process that forked it"):
+        job.result()
+    _wait_until(lambda: not _running(worker), 10, f"worker {worker} outlived its reader")
+    _use_loader(monkeypatch, loaders.reports_its_pid)
+    assert sandbox.import_isolated(src, ImportOptions()).elements
+    assert reader_host.HOST.pid not in (None, host)
+
+
+def test_threads_of_one_process_may_start_readers_at_once(monkeypatch, tmp_path):
+    # Several threads of one process (a server's executor) may start readers at once: each gets its own reader.
+    _use_loader(monkeypatch, loaders.reports_its_pid)
+    paths = [tmp_path / f"{i}.obj" for i in range(6)]
+    for path in paths:
+        path.write_text("v 0 0 0\n")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        names = list(pool.map(lambda p: next(iter(sandbox.import_isolated(p, ImportOptions()).elements)), paths))
+    assert len(set(names)) == 6
 
 
 def test_unknown_extension_is_refused_without_a_child(tmp_path):
@@ -126,7 +168,8 @@ def test_unknown_extension_is_refused_without_a_child(tmp_path):
         sandbox.import_isolated(path, ImportOptions())
 
 
-SAMPLE_IFC = Path(__file__).resolve().parents[1] / "assets" / "pump_station.ifc"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 
 
 def test_an_ifc_import_hands_over_its_elements_before_the_geometry() -> None:
@@ -146,17 +189,7 @@ def test_an_ifc_import_hands_over_its_elements_before_the_geometry() -> None:
 
 def test_a_scene_crosses_the_pipe_in_pieces_and_comes_back_whole(monkeypatch, src):
     count = 2 * sandbox.PIECE_ITEMS + 1
-
-    def load(path: Path, options: ImportOptions) -> Scene:
-        scene = Scene()
-        for i in range(count):
-            triangle = Primitive(np.full((3, 3), i, np.float32), np.array([[0, 1, 2]], np.uint32), 0)
-            scene.meshes[f"m{i}"] = Mesh(f"m{i}", [triangle])
-            scene.add(Element(f"e{i}", f"element {i}", "Mesh", mesh=f"m{i}", properties={"P": {"i": i}}))
-        scene.warnings.append("kept")
-        return scene
-
-    _use_loader(monkeypatch, load)
+    _use_loader(monkeypatch, loaders.many_pieces)
     sizes: list[int] = []
     receive = sandbox.PendingImport._receive
 
@@ -171,18 +204,12 @@ def test_a_scene_crosses_the_pipe_in_pieces_and_comes_back_whole(monkeypatch, sr
     assert [e.properties["P"]["i"] for e in scene.elements.values()] == list(range(count))
     assert all(scene.meshes[f"m{i}"].primitives[0].positions[0, 0] == i for i in range(count))
     assert scene.warnings == ["kept"]
-    whole = len(pickle.dumps(load(src, ImportOptions())))
+    whole = len(pickle.dumps(loaders.many_pieces(src, ImportOptions())))
     assert max(sizes) < whole / 2, "no message may carry the whole scene: the receiver would hold it twice"
 
 
 def test_formats_without_an_early_element_tree_do_not_announce(monkeypatch, src):
-    def load(path: Path, options: ImportOptions, *extra: object) -> Scene:
-        assert not extra, "only formats in ANNOUNCES_ELEMENTS get the callback"
-        scene = Scene()
-        scene.add(Element(id="a", name="a", cls="Mesh"))
-        return scene
-
-    _use_loader(monkeypatch, load)
+    _use_loader(monkeypatch, loaders.no_callback)
     announced: list[list[Element]] = []
     job = sandbox.PendingImport(src, ImportOptions(), sandbox.Limits(), debug=False, on_elements=announced.append)
     assert list(job.result().elements) == ["a"] and announced == []
@@ -190,16 +217,12 @@ def test_formats_without_an_early_element_tree_do_not_announce(monkeypatch, src)
 
 # --- the reader and its kernel workers die with the CLI, however it is stopped --------------------------------
 
-# A build whose IFC kernels never finish (a slow input, on demand): the real CLI, sandbox and kernel workers.
+# A build whose IFC kernels never finish (a slow input, on demand): the real CLI, sandbox, reader host and kernel
+# workers. The reader runs in another process, which gets the slow importer by name from the CLI's registry.
 SLOW_BUILD = """
-import sys, time
-import scene.importers.ifc as ifc
-
-def never_done(*args, **kwargs):
-    time.sleep(3600)
-    yield from ()
-
-ifc._iterate = never_done
+import scene.sandbox
+from tests.sandbox_loaders import ifc_with_endless_kernels
+scene.sandbox.loader_for = lambda path: ifc_with_endless_kernels
 from viewer_server.cli import run
 run()
 """
@@ -219,6 +242,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _wait_until(condition, bound: float, what: str) -> None:
     deadline = time.monotonic() + bound
     while not condition():
@@ -235,14 +262,15 @@ def test_the_reader_and_its_kernel_workers_die_with_the_cli(tmp_path: Path, stop
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", SLOW_BUILD, "build", str(SAMPLE_IFC), "-o", str(out)]
     # Its own process group, as a CI job or a systemd unit has; the reader makes one of its own.
-    cli = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stderr=subprocess.PIPE, text=True)
     tree: list[int] = []
     try:
 
-        def working() -> bool:
-            readers = _children(cli.pid)
-            tree[:] = [*readers, *(w for r in readers for w in _children(r))]
-            return len(readers) == 1 and len(tree) > 1
+        def working() -> bool:  # the CLI's reader host, its reader, and the reader's kernel workers
+            hosts = _children(cli.pid)
+            readers = [r for h in hosts for r in _children(h)]
+            tree[:] = [*hosts, *readers, *(w for r in readers for w in _children(r))]
+            return len(readers) == 1 and len(tree) > 2
 
         _wait_until(working, STARTUP_BOUND_S, "the reader never started its kernel workers")
         if stop == "SIGTERM to the CLI":
@@ -261,7 +289,7 @@ def test_the_reader_and_its_kernel_workers_die_with_the_cli(tmp_path: Path, stop
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, IndexError):
-            os.killpg(tree[0], signal.SIGKILL)
+            os.killpg(tree[1], signal.SIGKILL)
         cli.wait()
 
 
@@ -301,34 +329,16 @@ def test_the_default_memory_bound_is_a_fraction_of_the_machine(monkeypatch: pyte
 # --- the CPU-time bound and federated builds ---------------------------------------------------------------------
 
 
-def _spin(seconds: float) -> None:
-    end = time.process_time() + seconds
-    while time.process_time() < end:
-        pass
-
-
 def test_a_spinning_reader_is_stopped_at_its_cpu_bound_with_its_workers_counted(monkeypatch, src):
     # Two processes (the reader and a kernel worker it forked) share the bound: CPU, not wall time.
-    def spinning(path: Path, options: ImportOptions) -> Scene:
-        if os.fork() == 0:
-            _spin(60)
-            os._exit(0)
-        _spin(60)
-
-    _use_loader(monkeypatch, spinning)
+    _use_loader(monkeypatch, loaders.spinning)
     with pytest.raises(ImportFailed, match=r"more than 2 CPU-seconds and was stopped; allow more with --max-cpu"):
         sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(cpu_s=2.0, timeout_s=120.0))
 
 
 def test_a_reader_that_waits_is_not_refused_for_waiting(monkeypatch, src):
     # 3 s of wall time but almost no CPU: a reader waiting for a core (or for disk) is within a 1 s CPU bound.
-    def waiting(path: Path, options: ImportOptions) -> Scene:
-        time.sleep(3)
-        scene = Scene()
-        scene.add(Element(id="a", name="A", cls="Mesh"))
-        return scene
-
-    _use_loader(monkeypatch, waiting)
+    _use_loader(monkeypatch, loaders.waits_3_s)
     scene = sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(cpu_s=1.0, timeout_s=60.0))
     assert list(scene.elements) == ["a"]
 
@@ -348,18 +358,7 @@ def test_the_default_bounds_grow_with_the_file(tmp_path: Path):
 
 
 def test_a_federated_build_reads_within_its_slots_and_keeps_the_input_order(monkeypatch, tmp_path: Path):
-    log = tmp_path / "log"
-
-    def recording(path: Path, options: ImportOptions) -> Scene:
-        with log.open("a") as f:
-            f.write(f"start {path.stem}\n")
-        time.sleep(0.3)
-        with log.open("a") as f:
-            f.write(f"end {path.stem}\n")
-        scene = Scene()
-        scene.add(Element(id=path.stem, name=path.stem, cls="Mesh"))
-        return scene
-
+    recording = loaders.recording
     _use_loader(monkeypatch, recording)
     monkeypatch.setattr(pipeline, "loader_for", lambda path: recording)
     inputs = []
@@ -370,6 +369,7 @@ def test_a_federated_build_reads_within_its_slots_and_keeps_the_input_order(monk
     scene = pipeline.import_all(inputs, ImportOptions(), sandbox.Limits(), progress=said.append, slots=2)
     assert [e.name for e in scene.elements.values() if e.cls == "Mesh"] == ["a", "b", "c", "d", "e"]
     running = peak = 0
+    log = loaders.log_file(inputs[0])
     for line in log.read_text().splitlines():
         running += 1 if line.startswith("start") else -1
         peak = max(peak, running)

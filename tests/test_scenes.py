@@ -18,6 +18,9 @@ def test_search_matches_id_name_or_class_once_per_element_in_order() -> None:
     assert [r["id"] for r in index.search("e000999", 5)] == ["E000999"]
     assert len(index.search("ifcpump", 30)) == 30  # every record matches its class; the limit holds
     assert index.search("IFCPUMP", 1) == index.search("ifcpump", 1)  # case-insensitive
+    # Every word, in any order and any field (as the web client's search box asks).
+    assert [r["id"] for r in index.search("p-12  pump", 5)] == ["E000120"]
+    assert [r["id"] for r in index.search("999 PIPE", 5)] == ["E000999"]
 
 
 def test_a_match_never_spans_two_fields_or_two_records() -> None:

@@ -81,6 +81,11 @@ async def test_scenes_elements_state_history_and_files(tmp_path: Path) -> None:
         assert {e["id"] for e in found["elements"]} == {"PT-1", "LT-1"}
         found = await get(http, f"{srv.url}/api/scenes/pump-test/elements?q=wet")
         assert [e["id"] for e in found["elements"]] == ["T-1"]
+        found = await get(http, f"{srv.url}/api/scenes/pump-test/elements?q=transmitter%20IFCSENSOR%201&brief=1")
+        assert found["elements"] == [  # every word, any field; brief: what a list of hits shows
+            {"id": "PT-1", "name": "Pressure transmitter 1", "class": "IfcSensor", "parent": "P-1"},
+            {"id": "LT-1", "name": "Level transmitter 1", "class": "IfcSensor", "parent": None},
+        ]
         el = await get(http, f"{srv.url}/api/scenes/pump-test/elements/PT-1")
         assert el["element"]["name"] == "Pressure transmitter 1"
         assert el["props"]["pressure"]["v"] == 3.0

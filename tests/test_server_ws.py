@@ -195,6 +195,7 @@ async def test_a_frame_of_exactly_the_size_limit_is_accepted(tmp_path: Path) -> 
         assert (await waiter).t == 1.0 and tc.closed_with is None
 
 
+@pytest.mark.deployable
 async def test_bad_messages_get_error_frames_and_the_connection_stays(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
         for raw, needle in [
@@ -274,6 +275,7 @@ async def test_protocol_violations_close_the_connection(
         assert reason in closed.value.rcvd.reason
 
 
+@pytest.mark.deployable
 async def test_layer_switch_presence_and_leaving(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

@@ -1,12 +1,14 @@
 """Instanced elements in the viewer: a plant of equipment that shares three meshes (as mapped IFC types do),
 built by our GLB writer (meshopt, quantized positions), is drawn with one instanced draw per shared mesh
 (web_client/src/instanced_batch.js) holding each mesh once, and looks the same as when every copy is baked into
-the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes, hiding,
-x-ray and see-through work on instanced elements as on merged ones."""
+the merged batch (`?instancing=0`). Live rules (colour, transform, visibility), picking, section planes and their
+caps, hiding, x-ray and see-through, outlines, edges and snapping work on instanced elements as on merged ones."""
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
+from scene.model import Scene
 from tests.scene_factory import repeated_scene
 from tests.web_helpers import WAIT_MS, build_client, chromium_browser, open_viewer, serve_scene
 
@@ -50,20 +53,36 @@ SUMMARY = """() => {
 TOP_VIEW = """() => { const v = window.twinview.viewer;
   v.flyTo(v.camera.position.clone().set(5.25, 22, 5.3), v.controls.target.clone().set(5.25, 0, 5.25), 0); }"""
 SETTLED = "window.twinview.viewer.frames > 0 && !window.twinview.viewer.dirty"
+NO_RULES = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
+EDGES_FOUND = """() => { const e = window.twinview.app.twin.edges; const v = window.twinview.viewer;
+  return e.pending.size === 0 && e.timer === 0 && e.segments > 0 && !v.dirty; }"""
+CAP = (0xC8, 0xB6, 0x8E)  # tools/section_caps.js CAP_COLOR
+HATCH = (0x5C, 0x53, 0x46)
+
+
+@contextmanager
+def served(root: Path, scene: Scene, bindings: str):
+    """`scene` written by our GLB writer (meshopt + quantization) and served: the server and the viewer's URL."""
+    scene_dir = root / "plant"
+    scene_dir.mkdir()
+    write_glb(scene, scene_dir / "scene.glb", compress=True)
+    write_manifest(scene, scene_dir / "manifest.json", {})
+    (root / "b.yaml").write_text(bindings)
+    with serve_scene(scene_dir, root / "b.yaml", root / "data") as live:
+        yield live, f"{live.url}/?scene={scene_dir.name}"
 
 
 @pytest.fixture(scope="module")
-def plant(tmp_path_factory):
+def browser():
     build_client()
-    root = tmp_path_factory.mktemp("instancing")
-    scene_dir = root / "plant"
-    scene_dir.mkdir()
-    scene = repeated_scene(COPIES, kinds=KINDS)
-    write_glb(scene, scene_dir / "scene.glb", compress=True)
-    write_manifest(scene, scene_dir / "manifest.json", {})
-    (root / "b.yaml").write_text(BINDINGS)
-    with serve_scene(scene_dir, root / "b.yaml", root / "data") as live, chromium_browser() as browser:
-        yield live, browser, f"{live.url}/?scene={scene_dir.name}"
+    with chromium_browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def plant(browser, tmp_path_factory):
+    with served(tmp_path_factory.mktemp("instancing"), repeated_scene(COPIES, kinds=KINDS), BINDINGS) as (live, url):
+        yield live, browser, url
 
 
 def _top_view(page) -> np.ndarray:
@@ -74,6 +93,17 @@ def _top_view(page) -> np.ndarray:
 
 def _at(page, element: str) -> dict:
     return page.evaluate("id => window.twinview.screenOf(id)", element)
+
+
+def _pixel(page, element: str) -> tuple[int, int]:
+    """Row and column of an element's centre in a screenshot of the canvas."""
+    canvas = page.locator("#view canvas").bounding_box()
+    at = _at(page, element)
+    return int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])
+
+
+def _near(rgb: np.ndarray, want: tuple[int, int, int], tolerance: int = 6) -> bool:
+    return all(abs(int(a) - b) <= tolerance for a, b in zip(rgb, want, strict=True))
 
 
 def _pick(page, element: str) -> str | None:
@@ -88,6 +118,11 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
         page = open_viewer(browser, url + query)
         shots.append(_top_view(page))
         seen.append(page.evaluate(SUMMARY) | {"calls": page.evaluate("window.twinview.drawCalls()")})
+        # Feature edges: the same segments, found once per mesh when instanced.
+        page.evaluate("window.twinview.app.twin.edges.setEnabled(true)")
+        page.wait_for_function(EDGES_FOUND, timeout=WAIT_MS)
+        seen[-1]["segments"] = page.evaluate("window.twinview.app.twin.edges.segments")
+        shots.append(_top_view(page))
         assert page.errors == []
         page.close()
     instanced, merged = seen
@@ -103,8 +138,10 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
     assert [i for i, _ in instanced["boxes"]] == [i for i, _ in merged["boxes"]]
     assert np.allclose([b for _, b in instanced["boxes"]], [b for _, b in merged["boxes"]], atol=1e-4)
     assert instanced["colors"] == merged["colors"]
-    differ = (np.abs(shots[0].astype(int) - shots[1]).max(axis=2) > 24).mean()
-    assert differ < 0.002, differ
+    assert instanced["segments"] == merged["segments"] > 0
+    for with_instancing, without in ((shots[0], shots[2]), (shots[1], shots[3])):  # edges off, then on
+        differ = (np.abs(with_instancing.astype(int) - without).max(axis=2) > 24).mean()
+        assert differ < 0.002, differ
 
 
 def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
@@ -115,22 +152,40 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     # Picking: each instance is its own element.
     for element in ("eq-00001", "eq-00007", "eq-00030"):
         assert _pick(page, element) == element
+    # A ray that is not the camera's, as an XR controller casts it: straight down onto an instance.
+    down = """(id) => { const tv = window.twinview;
+      const c = tv.app.batches.boxOf(id).getCenter(tv.viewer.camera.position.clone());
+      const r = tv.viewer.raycaster; r.ray.origin.set(c.x, 50, c.z); r.ray.direction.set(0, -1, 0);
+      const hit = tv.viewer.pickRay(r); return hit ? tv.app.batches.idOf(hit) : null; }"""
+    assert page.evaluate(down, "eq-00030") == "eq-00030"
     # A section plane through the middle (keeping x below it) cuts the far instances away, from picking too.
     page.evaluate("window.twinview.section.addAxis('x')")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
     assert _pick(page, "eq-00007") != "eq-00007"  # at x = 10.5 m
     assert _pick(page, "eq-00001") == "eq-00001"  # at x = 1.5 m
+    # A level plane through every instance's middle, seen from above: their insides are filled with the caps.
+    page.evaluate("window.twinview.section.clear(); window.twinview.section.addAxis('y')")
+    capped = _top_view(page)
+    for element in ("eq-00001", "eq-00030"):
+        y, x = _pixel(page, element)
+        block = [capped[y + dy, x + dx] for dx in (-3, 0, 3) for dy in (-3, 0, 3)]
+        assert all(_near(p, CAP) or _near(p, HATCH) for p in block), (element, block)
     page.evaluate("window.twinview.section.clear()")
     page.wait_for_function(SETTLED, timeout=WAIT_MS)
+    # Selected and hovered instances are outlined (their edges and a tint), not boxed.
+    page.evaluate("window.twinview.select('eq-00030'); window.twinview.app.twin.hover('eq-00007')")
+    outlined = """() => { const t = window.twinview.app.twin;
+      const shown = (o) => [...o.lines.values()].flat().filter((l) => l.visible).length;
+      return [t.highlight.visible, shown(t.outline), shown(t.hoverOutline)]; }"""
+    assert page.evaluate(outlined) == [False, 3, 2]  # selection: fill, edges, edges on top; hover: fill, edges
+    page.evaluate("window.twinview.select(null); window.twinview.app.twin.hover(null)")
     # A live colour: only that instance turns red, on screen too.
     live.ingest([{"element": "eq-00001", "prop": "pressure", "value": 6.0}])
     page.wait_for_function("window.twinview.colorOf('eq-00001') === '#ff0000'", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.colorOf('eq-00007')") != "#ff0000"
-    after = _top_view(page)
-    canvas = page.locator("#view canvas").bounding_box()
-    at = _at(page, "eq-00001")
-    r, g, b = after[int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])].astype(int)
-    assert r > 2 * g and r > 2 * b, (r, g, b, shot[int(at["y"] - canvas["y"]), int(at["x"] - canvas["x"])])
+    y, x = _pixel(page, "eq-00001")
+    r, g, b = _top_view(page)[y, x].astype(int)
+    assert r > 2 * g and r > 2 * b, (r, g, b, shot[y, x])
     # A transform rule moves the instance up by 1 m; a visibility rule hides one.
     low = page.evaluate("window.twinview.app.batches.boxOf('eq-00002').min.y")
     live.ingest([{"element": "eq-00002", "prop": "position", "value": 100.0}])
@@ -159,3 +214,60 @@ def test_live_rules_picking_hiding_and_x_ray_work_on_instanced_elements(plant):
     assert _pick(page, "eq-00010") == "eq-00010"
     assert page.errors == []
     page.close()
+
+
+def test_only_the_meshes_that_save_most_are_instanced_within_the_draw_call_budget(browser, tmp_path):
+    """40 shared meshes of 8 uses each: the 32 (INSTANCE_MAX_BATCHES) that save the most vertices are instanced
+    (the 26 spheres and 6 of the 14 boxes), the other 8 boxes' 64 elements stay in the merged batch."""
+    with served(tmp_path, repeated_scene(40 * 8, kinds=40), NO_RULES) as (_, url):
+        page = open_viewer(browser, url)
+        batches = page.evaluate(
+            """() => window.twinview.app.batches.batches.map((b) => ({ name: b.name, slots: b.slots,
+              triangles: b.isInstancedBatch ? b.meshTriangles : 0 }))"""
+        )
+        assert page.errors == []
+        page.close()
+    instanced = [b for b in batches if b["name"].startswith("instanced:")]
+    assert len(instanced) == 32 and all(b["slots"] == 8 for b in instanced)
+    assert sorted(b["triangles"] for b in instanced).count(12) == 6  # boxes: the fewest vertices saved
+    assert sum(b["slots"] for b in batches if b["name"].startswith("merged:")) == 8 * 8 + 4
+
+
+def test_measuring_snaps_to_the_corners_of_an_instance(plant):
+    _, browser, url = plant
+    page = open_viewer(browser, url)
+    _top_view(page)
+    page.click("#btn-measure")
+    # eq-00000: an unturned box (0.6 x 0.8 x 0.4 m) at the origin; its top's two corners on the -Z side.
+    corners = page.evaluate(
+        """() => { const b = window.twinview.app.batches.boxOf('eq-00000');
+        return [[b.min.x, b.max.y, b.min.z], [b.max.x, b.max.y, b.min.z]]; }"""
+    )
+    mid = _at(page, "eq-00000")
+    for corner in corners:
+        at = _screen(page, corner)
+        dx, dy = mid["x"] - at["x"], mid["y"] - at["y"]
+        norm = max((dx * dx + dy * dy) ** 0.5, 1e-9)
+        x, y = at["x"] + 3 * dx / norm, at["y"] + 3 * dy / norm  # on the top face, 3 px off the corner
+        page.mouse.move(x, y)
+        page.wait_for_function(
+            "() => document.querySelector('#snap-indicator').dataset.kind === 'vertex'", timeout=WAIT_MS
+        )
+        page.mouse.click(x, y)
+    points = page.evaluate("window.twinview.measure.items.map(m => m.points.map(p => p.toArray()))")
+    assert len(points) == 1
+    for got, want in zip(points[0], corners, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)  # snapped onto the corners (quantised positions)
+    assert page.errors == []
+    page.close()
+
+
+def _screen(page, point: list[float]) -> dict:
+    """Client pixel of a model point."""
+    return page.evaluate(
+        """([x, y, z]) => { const v = window.twinview.viewer;
+        const p = v.world.localToWorld(v.camera.position.clone().set(x, y, z)); p.project(v.camera);
+        const r = v.renderer.domElement.getBoundingClientRect();
+        return { x: r.left + (p.x + 1) / 2 * r.width, y: r.top + (1 - p.y) / 2 * r.height }; }""",
+        point,
+    )

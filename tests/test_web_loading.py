@@ -23,8 +23,6 @@ from tests.web_helpers import (
     BINDINGS,
     _unit_box,
     _write_glb,
-    build_client,
-    chromium_browser,
     live_twin,
     open_viewer,
     serve_scene,
@@ -78,13 +76,6 @@ def assert_same_view(direct: dict, three: dict, shots: list[np.ndarray]) -> None
     # The same batches seen from the same camera: the same picture, up to rounding at a few edge pixels.
     differ = (np.abs(shots[0].astype(int) - shots[1]).max(axis=2) > 24).mean()
     assert differ < 0.002, differ
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 def test_our_compressed_glb_with_lods_reads_the_same_both_ways(browser, tmp_path):

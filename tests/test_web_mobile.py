@@ -10,8 +10,6 @@ import pytest
 from tests.web_helpers import (
     BINDINGS,
     WAIT_MS,
-    build_client,
-    chromium_browser,
     element_id,
     live_twin,
     open_viewer,
@@ -39,10 +37,9 @@ NO_SIDEWAYS_SCROLL = "document.documentElement.scrollWidth <= innerWidth"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    build_client()
-    with live_twin(tmp_path_factory.mktemp("mobile"), count=24, bindings=BINDINGS) as live, chromium_browser() as b:
-        yield live, b
+def world(tmp_path_factory, browser):
+    with live_twin(tmp_path_factory.mktemp("mobile"), count=24, bindings=BINDINGS) as live:
+        yield live, browser
 
 
 @pytest.fixture

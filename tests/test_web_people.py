@@ -172,6 +172,7 @@ def test_elements_read_as_names_everywhere_with_the_id_on_demand(world):
     assert f"stop to {names['el-00001']}" in otto.locator("#commands .command-status").inner_text()
     assert otto.locator("#properties .el-name").inner_text() == names["el-00001"]
     assert "91.5 degC" in otto.locator("#properties table.live").inner_text(), "a live value shows its unit"
+    otto.locator("#properties details.pset").first.wait_for(timeout=WAIT_MS)
     psets = otto.locator("#properties details.pset").all_inner_texts()
     assert any("RatedPower\t15 kW" in t for t in psets) and any("NominalFlow\t12.5 m3/h" in t for t in psets), psets
     copy = otto.locator("#properties button.copy-id")

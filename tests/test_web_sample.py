@@ -48,7 +48,7 @@ def test_the_sample_renders_live_and_picks(sample):
         props = page.locator("#properties")
         props.locator("tr[data-prop=running]").wait_for(timeout=WAIT_MS)
         assert "P-101" in props.inner_text()
-        assert props.locator("details.pset").count() >= 1  # IFC property sets from the manifest
+        props.locator("details.pset").first.wait_for(timeout=WAIT_MS)  # IFC property sets, from the server
         publish(screenshot(page, "sample-pump-station"), "viewer")
         assert page.errors == []
 

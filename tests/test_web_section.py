@@ -12,8 +12,6 @@ import pytest
 
 from tests.test_web_viewer import look_down_at, pixel_at
 from tests.web_helpers import (
-    build_client,
-    chromium_browser,
     element_id,
     live_twin,
     open_viewer,
@@ -32,10 +30,9 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    build_client()
+def world(tmp_path_factory, browser):
     root = tmp_path_factory.mktemp("section")
-    with live_twin(root, count=24) as live, chromium_browser() as browser:
+    with live_twin(root, count=24) as live:
         yield live, browser, root
 
 
@@ -106,7 +103,6 @@ def test_measure_draws_the_snapped_distance_with_its_label(page, world):
     live, _, _ = world
     el = element_id(7)
     look_down_at(page, el)
-    _settle(page)
     page.click("#btn-measure")
     c0, c1, _, _ = _top_corners(live, el)
     # The snap indicator says what the pointer would snap to: a corner, an edge's middle, the face.
@@ -146,7 +142,6 @@ def test_angle_and_area_on_a_box_top(page, world):
     live, _, _ = world
     el = element_id(12)
     look_down_at(page, el)
-    _settle(page)
     page.click("#btn-measure")
     c0, c1, c2, c3 = _top_corners(live, el)
     page.click("#measure-controls [data-kind=angle]")
@@ -179,7 +174,6 @@ def test_a_plane_cuts_away_its_far_side_and_caps_the_cut_solids(page, world):
     far, near = element_id(4), element_id(0)  # x = 6 and x = 0 on the grid
     for el in (far, near):
         look_down_at(page, el)
-        _settle(page)
         at = page.evaluate("id => window.twinview.screenOf(id)", el)
         got = page.evaluate("([x, y]) => window.twinview.pick(x, y)", [at["x"], at["y"]])
         assert (got == el) == (el == near)
@@ -204,7 +198,6 @@ def test_a_plane_cuts_away_its_far_side_and_caps_the_cut_solids(page, world):
     assert page.evaluate("window.twinview.viewer.clippingPlanes.length") == 0
     # A plane on a picked face: on a box's top, 1 mm inside it, cutting away what is above.
     look_down_at(page, near)
-    _settle(page)
     page.evaluate("window.twinview.select(null)")  # the pick check above selected
     page.click("#section-face")
     at = page.evaluate("id => window.twinview.screenOf(id)", near)
@@ -283,7 +276,6 @@ def test_a_topic_keeps_planes_and_measurements_for_another_browser_and_bcf(world
     ana, ben = joiner("ana", "annotator"), joiner("ben", "viewer")
     el = element_id(7)
     look_down_at(ana, el)
-    _settle(ana)
     ana.click("#btn-measure")
     c0, c1, _, _ = _top_corners(live, el)
     _click_near(ana, c0, el)

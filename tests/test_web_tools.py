@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.test_web_viewer import look_down_at
-from tests.web_helpers import WAIT_MS, build_client, chromium_browser, element_id, live_twin, open_viewer, screenshot
+from tests.web_helpers import WAIT_MS, element_id, live_twin, open_viewer, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 @pytest.fixture

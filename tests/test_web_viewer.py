@@ -12,8 +12,6 @@ from tests.web_helpers import (
     ARTIFACTS,
     BINDINGS,
     WAIT_MS,
-    build_client,
-    chromium_browser,
     element_id,
     live_twin,
     make_twin,
@@ -27,13 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 BACKGROUND = (0x1D, 0x21, 0x27)
 XSS_NAME = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>Pump'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 @pytest.fixture
@@ -59,14 +50,18 @@ def pixel_at(page, x: float, y: float) -> tuple[int, int, int]:
 
 
 def look_down_at(page, element: str) -> None:
-    """Put the camera above an element, looking down, so that nothing stands in front of it."""
+    """Put the camera above an element, looking down, so that nothing stands in front of it. The jump is made
+    by the next frame, which a loaded machine may draw late: wait until the camera is there, or a pixel read
+    at a point worked out before it moved shows something else."""
     page.evaluate(
         """id => { const tv = window.twinview; const b = tv.app.batches.boxOf(id);
         const c = b.getCenter(b.min.clone()); const above = c.clone(); above.y += 8; above.z += 0.01;
-        tv.viewer.flyTo(above, c, 0); }""",
+        tv.viewer.flyTo(above, c, 0); window.__lookingFrom = above; }""",
         element,
     )
-    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => window.twinview.viewer.camera.position.distanceTo(window.__lookingFrom) < 1e-6", timeout=WAIT_MS
+    )
 
 
 def test_sample_renders_in_few_draw_calls(browser, live):
@@ -105,8 +100,7 @@ def test_posted_telemetry_recolours_the_element_on_screen(browser, live):
     screenshot(page, "viewer-live-red")
     live.ingest([{"element": target, "prop": "pressure", "value": 0.0}])
     page.wait_for_function("id => window.twinview.colorOf(id) === '#0000ff'", arg=target, timeout=WAIT_MS)
-    page.wait_for_timeout(200)
-    r, g, b = pixel_at(page, at["x"], at["y"])
+    r, g, b = pixel_at(page, at["x"], at["y"])  # renders the frame it reads: the new colour is in it
     assert b > 100 and b > 2 * r, f"element 0 is not drawn blue: {(r, g, b)}"
 
 
@@ -122,7 +116,8 @@ def test_picking_shows_the_elements_properties(browser, live):
     assert panel.locator(".el-name").inner_text() == live.twin.names[element_id(0)]
     assert element_id(0) not in panel.inner_text()  # a name for people; the id on demand:
     assert panel.locator("button.copy-id").get_attribute("title") == f"Copy the id {element_id(0)}"
-    assert "P-000" in panel.inner_text()  # the IFC pset from the manifest
+    panel.locator("details.pset").first.wait_for(timeout=WAIT_MS)  # asked of the server when shown
+    assert "P-000" in panel.inner_text()  # the IFC pset
     live_row = panel.locator("tr[data-prop=pressure]")
     assert "3.25" in live_row.inner_text() and "bar" in live_row.inner_text()
     chart = live_row.locator("button.chart-toggle")  # the history chart (timeline/chart.js) replaces the sparkline
@@ -136,6 +131,7 @@ def test_names_with_markup_render_as_text(browser, live):
     xss_id = element_id(3)
     page.fill("#search", "Pump")
     hits = page.locator("#tree .results li")
+    hits.first.wait_for(timeout=WAIT_MS)  # the server's answer
     assert any(XSS_NAME in t for t in hits.all_inner_texts())
     page.evaluate("id => window.twinview.select(id)", xss_id)
     assert page.locator("#properties .el-name").inner_text() == XSS_NAME

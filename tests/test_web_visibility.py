@@ -11,8 +11,6 @@ import pytest
 from lxml import etree
 
 from tests.web_helpers import (
-    build_client,
-    chromium_browser,
     element_id,
     live_twin,
     open_viewer,
@@ -38,10 +36,9 @@ GHOSTED = "id => window.twinview.visibility.ghosted.has(id)"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    build_client()
+def world(tmp_path_factory, browser):
     root = tmp_path_factory.mktemp("visibility")
-    with live_twin(root, count=24) as live, chromium_browser() as browser:
+    with live_twin(root, count=24) as live:
         join = session_joiner(browser, live.url, load_secret(root / "data"), SESSION)
         yield live, browser, join
 

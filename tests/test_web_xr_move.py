@@ -14,9 +14,7 @@ from tests.test_web_xr import AIM, FRAMES_TIMEOUT_MS, INSTALL, IWER, pull_trigge
 from tests.web_helpers import (
     REPO,
     WAIT_MS,
-    build_client,
     build_scene,
-    chromium_browser,
     element_id,
     live_twin,
     open_viewer,
@@ -46,13 +44,6 @@ LOOK = """([d, pitch]) => { const tv = window.twinview; const V = tv.viewer.came
   const f = new V(d[0], 0, d[1]).transformDirection(tv.xr.locomotion.rig.clone().invert());
   const e = tv.viewer.camera.rotation.clone().set(pitch * Math.PI / 180, Math.atan2(-f.x, -f.z), 0, 'YXZ');
   const q = tv.viewer.camera.quaternion.clone().setFromEuler(e); window.__xr.quaternion.set(q.x, q.y, q.z, q.w); }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:  # one per module: Playwright's sync API runs one at a time
-        yield b
 
 
 @pytest.fixture(scope="module")

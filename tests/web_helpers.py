@@ -333,9 +333,7 @@ layers:
 
 
 def build_scene(*args: str) -> None:
-    """`twinview build ARGS` in a process of its own. Not in the test process: its live servers, browsers and
-    historians run threads, and the build forks its readers, so a lock one of those threads held at the fork
-    would stay held in the reader forever (a hang, not a failure)."""
+    """`twinview build ARGS` as a user runs it: the real CLI, in a process of its own."""
     subprocess.run([sys.executable, "-m", "viewer_server.cli", "build", *args, "-q"], check=True, timeout=600)
 
 

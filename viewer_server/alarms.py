@@ -24,7 +24,6 @@ numbered and applied → the alarm row, the event and an audit row committed →
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ from viewer_server.permissions import Action
 from viewer_server.procedures import Refused, require
 from viewer_server.rooms import Member
 from viewer_server.store import AuditEntry, Store, put_audit
+from viewer_server.store_db import Db, StoreError, upsert
 
 if TYPE_CHECKING:
     from viewer_server.hub import SceneHub
@@ -200,7 +200,7 @@ _alarm_dec = msgspec.json.Decoder(p.Alarm)
 _event_dec = msgspec.json.Decoder(p.Event)
 
 
-def put_transition(db: sqlite3.Connection, scene: str, event: p.Event) -> None:
+def put_transition(db: Db, scene: str, event: p.Event) -> None:
     """Write an alarm transition: the alarm's row (deleted once normal) and the event, keeping the newest
     ALARM_EVENTS_KEEP events."""
     alarm = event.alarm
@@ -209,7 +209,7 @@ def put_transition(db: sqlite3.Connection, scene: str, event: p.Event) -> None:
     if alarm.state == "normal":
         db.execute("DELETE FROM alarms WHERE scene = ? AND id = ?", (scene, alarm.id))
     else:
-        db.execute("INSERT OR REPLACE INTO alarms VALUES (?, ?, ?)", (scene, alarm.id, _enc.encode(alarm)))
+        db.execute(upsert("alarms", ("scene", "id", "data"), ("scene", "id")), (scene, alarm.id, _enc.encode(alarm)))
     db.execute(
         "INSERT INTO alarm_events (scene, ts, alarm, kind, data) VALUES (?, ?, ?, ?, ?)",
         (scene, event.ts, alarm.id, event.kind, _enc.encode(event)),
@@ -217,7 +217,7 @@ def put_transition(db: sqlite3.Connection, scene: str, event: p.Event) -> None:
     db.execute("DELETE FROM alarm_events WHERE id <= (SELECT max(id) FROM alarm_events) - ?", (ALARM_EVENTS_KEEP,))
 
 
-def load_alarms(db: sqlite3.Connection, scene: str) -> tuple[list[p.Alarm], list[p.Event]]:
+def load_alarms(db: Db, scene: str) -> tuple[list[p.Alarm], list[p.Event]]:
     """The stored list and the newest ALARM_HISTORY_MAX events (oldest first) of a scene."""
     alarms = [_alarm_dec.decode(data) for (data,) in db.execute("SELECT data FROM alarms WHERE scene = ?", (scene,))]
     rows = db.execute(
@@ -278,13 +278,13 @@ class AlarmDesk:
         entry = AuditEntry(member.room, now, user, member.role, action.value, msg.id, detail)
         scene = self.hub.scene_id
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: Db) -> None:
             put_transition(db, scene, event)
             put_audit(db, entry)
 
         try:
             await self.store.run(write)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             raise Refused(p.ERR_NOT_SAVED, f"the change is shown but could not be stored: {exc}") from None
         revision = event.alarm.revision if event.alarm else 0
         return p.Saved(msg.ref, event.kind, msg.id, revision, event.seq)

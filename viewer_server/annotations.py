@@ -2,8 +2,10 @@
 
 Every change goes the same way, under the session's lock:
   permission (docs/PERMISSIONS.md) → rate limit → text limits → revision check (optimistic concurrency:
-  a stale `revision` is refused with `stale_revision` and the current one) → one SQLite transaction with
-  the new object and its audit row → only after the COMMIT: memory, the seq-numbered event (delivered
+  a stale `revision` is refused with `stale_revision` and the current one) → one transaction with the new
+  object, written only if the stored one is still at the revision checked (another server process sharing
+  the store may have changed it: then `stale_revision` too, and memory takes the stored one), and its audit
+  row → only after the COMMIT: memory, the seq-numbered event (delivered
   exactly once, in order, replayed on resume) and the `saved` answer. What was acknowledged survives
   a `kill -9`; what was not acknowledged was never seen by anyone.
 
@@ -21,7 +23,6 @@ import asyncio
 import datetime
 import hashlib
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +33,16 @@ import msgspec
 from viewer_server import protocol as p
 from viewer_server.bcf.admission import Admitted, SessionContent, admit
 from viewer_server.permissions import Action, allowed
-from viewer_server.store import AuditEntry, Store, put_attachment, put_audit, put_comment, put_topic
+from viewer_server.store import (
+    AuditEntry,
+    StaleRevision,
+    Store,
+    put_attachment,
+    put_audit,
+    put_comment,
+    put_topic,
+)
+from viewer_server.store_db import Conflict, Db, StoreError
 from viewer_server.topics import (
     MAX_ATTACHMENT_BYTES,
     MAX_LABEL,
@@ -162,6 +172,21 @@ class Annotations:
         self.known = known_elements
         self.limiter = RateLimiter(ANNOTATION_RATE_PER_S, ANNOTATION_BURST)
         self._rooms: dict[str, RoomAnnotations] = {}
+        hub.on_event.append(self._apply)
+
+    def _apply(self, event: p.Event, mine: bool) -> None:
+        """Every numbered event: a topic or comment changed by anyone (on any process sharing the scene) is
+        what this one's sessions read and edit from now on (a session not loaded yet reads the store), and a
+        change its author made on another process counts against their rate here too."""
+        if not mine and event.user and (event.topic is not None or event.comment is not None):
+            self.limiter.allow((event.session, event.user))
+        room = self._rooms.get(event.session)
+        if room is None:
+            return
+        if event.topic is not None:
+            room.topics[event.topic.guid] = event.topic
+        elif event.comment is not None:
+            room.comments[event.comment.guid] = event.comment
 
     def _room(self, room: str) -> RoomAnnotations:
         state = self._rooms.get(room)
@@ -181,8 +206,15 @@ class Annotations:
     # --- requests --------------------------------------------------------------------------------
 
     async def handle(self, actor: Member, request: p.AnnotationRequest, replay_time: float | None = None) -> p.Saved:
-        """Carry out one request of the protocol; AnnotationError when refused. `replay_time`: the history time
-        the actor's connection shows (PROTOCOL.md §14), recorded on a new topic or comment."""
+        """Carry out one request of the protocol; AnnotationError when refused (`not_saved` when the store
+        cannot be read or written). `replay_time`: the history time the actor's connection shows (PROTOCOL.md
+        §14), recorded on a new topic or comment."""
+        try:
+            return await self._handle(actor, request, replay_time)
+        except StoreError as exc:  # a read the change needed (a session not loaded yet, an attachment)
+            raise AnnotationError(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
+
+    async def _handle(self, actor: Member, request: p.AnnotationRequest, replay_time: float | None) -> p.Saved:
         if isinstance(request, p.TopicCreate):
             topic, seq = await self.create_topic(actor, request.topic, replay_time)
             return p.Saved(request.ref, "topic_created", topic.guid, topic.revision, seq)
@@ -240,7 +272,7 @@ class Annotations:
                 raise AnnotationError(p.ERR_BAD_MESSAGE, f"topic {topic.guid!r} exists", field="guid")
             if len(room.topics) >= MAX_TOPICS_PER_SESSION:
                 raise AnnotationError(p.ERR_TOO_LONG, f"more than {MAX_TOPICS_PER_SESSION} topics", field="topics")
-            return topic, await self._commit_topic(actor, room, topic, "topic_created", Action.TOPIC_CREATE, "")
+            return topic, await self._commit_topic(actor, room, topic, "topic_created", Action.TOPIC_CREATE, "", None)
 
     async def update_topic(self, actor: Member, msg: p.TopicUpdate) -> tuple[Topic, int]:
         fields = {
@@ -253,7 +285,7 @@ class Annotations:
                 fields[cleared] = None
         room = self._room(actor.room)
         async with room.lock:
-            current = self._current_topic(room, msg.guid)
+            current = self._current_topic(actor.room, room, msg.guid, msg.revision)
             text_edit = "title" in fields or "description" in fields
             action = Action.TOPIC_UPDATE
             if text_edit:
@@ -273,18 +305,18 @@ class Annotations:
                 detail = ", ".join(filter(None, (detail, "description edited")))
             if action == Action.TOPIC_MODERATE:
                 detail = f"author {current.author!r}; {detail}"
-            return topic, await self._commit_topic(actor, room, topic, "topic_updated", action, detail)
+            return topic, await self._commit_topic(actor, room, topic, "topic_updated", action, detail, current)
 
     async def delete_topic(self, actor: Member, guid: str, revision: int) -> tuple[Topic, int]:
         room = self._room(actor.room)
         async with room.lock:
-            current = self._current_topic(room, guid)
+            current = self._current_topic(actor.room, room, guid, revision)
             action = self._own_or_moderate(actor, current.author, Action.TOPIC_DELETE_OWN, Action.TOPIC_MODERATE)
             self._rate(actor)
             self._check_revision(current.revision, revision)
             topic = self._revise(current, actor, deleted=True)
             detail = f"deleted; author {current.author!r}, title {current.title!r}"
-            return topic, await self._commit_topic(actor, room, topic, "topic_deleted", action, detail)
+            return topic, await self._commit_topic(actor, room, topic, "topic_deleted", action, detail, current)
 
     async def add_comment(
         self, actor: Member, msg: p.CommentAdd, replay_time: float | None = None
@@ -304,32 +336,32 @@ class Annotations:
         self._rate(actor)
         room = self._room(actor.room)
         async with room.lock:
-            self._current_topic(room, msg.topic)
+            self._current_topic(actor.room, room, msg.topic)
             if comment.guid in room.comments:
                 raise AnnotationError(p.ERR_BAD_MESSAGE, f"comment {comment.guid!r} exists", field="guid")
-            if msg.reply_to is not None and msg.reply_to not in room.comments:
+            if msg.reply_to is not None and self._comment(actor.room, room, msg.reply_to) is None:
                 raise AnnotationError(p.ERR_NOT_FOUND, f"no comment {msg.reply_to!r} to reply to", field="reply_to")
             if len(room.comments) >= MAX_COMMENTS_PER_SESSION:
                 raise AnnotationError(p.ERR_TOO_LONG, f"more than {MAX_COMMENTS_PER_SESSION} comments")
-            seq = await self._commit_comment(actor, room, comment, "comment_added", Action.COMMENT_CREATE, "")
+            seq = await self._commit_comment(actor, room, comment, "comment_added", Action.COMMENT_CREATE, "", None)
             return comment, seq
 
     async def edit_comment(self, actor: Member, guid: str, revision: int, text: str) -> tuple[Comment, int]:
         room = self._room(actor.room)
         async with room.lock:
-            current = self._current_comment(room, guid)
+            current = self._current_comment(actor.room, room, guid, revision)
             action = self._own_or_moderate(actor, current.author, Action.COMMENT_EDIT_OWN, Action.COMMENT_MODERATE)
             self._rate(actor)
             self._check_revision(current.revision, revision)
             comment = msgspec.structs.replace(current, text=text, revision=current.revision + 1, modified=time.time())
             _limits(lambda: check_comment(comment))
             detail = f"author {current.author!r}" if action == Action.COMMENT_MODERATE else ""
-            return comment, await self._commit_comment(actor, room, comment, "comment_edited", action, detail)
+            return comment, await self._commit_comment(actor, room, comment, "comment_edited", action, detail, current)
 
     async def delete_comment(self, actor: Member, guid: str, revision: int) -> tuple[Comment, int]:
         room = self._room(actor.room)
         async with room.lock:
-            current = self._current_comment(room, guid)
+            current = self._current_comment(actor.room, room, guid, revision)
             action = self._own_or_moderate(actor, current.author, Action.COMMENT_DELETE_OWN, Action.COMMENT_MODERATE)
             self._rate(actor)
             self._check_revision(current.revision, revision)
@@ -337,7 +369,7 @@ class Annotations:
                 current, deleted=True, revision=current.revision + 1, modified=time.time()
             )
             detail = f"deleted; author {current.author!r}, text {current.text[:200]!r}"
-            return comment, await self._commit_comment(actor, room, comment, "comment_deleted", action, detail)
+            return comment, await self._commit_comment(actor, room, comment, "comment_deleted", action, detail, current)
 
     async def save_attachment(self, actor: Member, data: bytes) -> Attachment:
         """Store a PNG or JPEG for the actor's session; returns its id for topics and viewpoints."""
@@ -369,10 +401,14 @@ class Annotations:
         replacing topics the session has needs `topic.moderate`. Connected clients get topic_created /
         topic_updated / comment_added events. A replaced item's revision goes on from the current one, so
         edits made on the old revision are refused as stale. Returns the last seq and what was admitted.
-        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time."""
+        `attachments` may be lazy: the store's writer thread reads it, one attachment at a time. The session is
+        read from the store first (another process sharing it may have changed it), and each replaced item is
+        written only if the store still has the revision it replaces, else `stale_revision`: import again."""
         _check(actor.role, Action.BCF_IMPORT)
         room = self._room(actor.room)
         async with room.lock:
+            room.topics = {t.guid: t for t in self.store.topics(actor.room)}
+            room.comments = {c.guid: c for c in self.store.comments(actor.room)}
             owners = self.store.attachment_sessions({a.id for t in topics for a in t.attachments})
             foreign = {att for att, session in owners.items() if session != actor.room}
             content = SessionContent(actor.room, room.topics, room.comments, foreign)
@@ -390,10 +426,17 @@ class Annotations:
             if admitted.replaced:
                 detail = f"{detail}; replaced {len(admitted.replaced)} topic(s)"
             entry = self._audit(actor, Action.BCF_IMPORT, f"{len(admitted.topics)} topics", detail, time.time())
+            based_on = {("topics", g): t.revision for g, t in room.topics.items()}
+            based_on |= {("comments", g): c.revision for g, c in room.comments.items()}
             write = self.store.import_topics(
-                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry
+                actor.room, admitted.topics, admitted.comments, admitted.attachments, entry, based_on
             )
-            await self._saved(write)
+            try:
+                await self._saved(write)
+            except StaleRevision:
+                raise AnnotationError(
+                    p.ERR_STALE_REVISION, "a topic or comment was changed meanwhile by someone else: import again"
+                ) from None
             seq = self.hub.seq
             for topic in admitted.topics:
                 kind = "topic_updated" if topic.guid in room.topics else "topic_created"
@@ -415,21 +458,45 @@ class Annotations:
 
     @staticmethod
     async def _saved(write: Awaitable[None]) -> None:
-        """Await a store write; a failing disk answers `not_saved` (nothing changed) instead of
-        dropping the connection."""
+        """Await a store write; a failing disk or an unreachable database answers `not_saved` (nothing
+        changed, the message names the cause) instead of dropping the connection."""
         try:
             await write
-        except sqlite3.Error as exc:
+        except Conflict as exc:
+            raise AnnotationError(p.ERR_BAD_MESSAGE, f"exists already: {exc}", field="guid") from None
+        except StoreError as exc:
             raise AnnotationError(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
 
-    def _current_topic(self, room: RoomAnnotations, guid: str) -> Topic:
-        topic = room.topics.get(guid)
+    @staticmethod
+    def _fresh(items: dict[str, T], guid: str, revision: int | None, read: Callable[[str], T | None]) -> T | None:
+        """The item from memory; `read` from the store when memory has none or not at `revision` (None: any),
+        since another server process sharing the store may have added or changed it. Memory's when the store
+        cannot be read: the write that follows will tell."""
+        item = items.get(guid)
+        if item is not None and (revision is None or item.revision == revision):
+            return item
+        try:
+            stored = read(guid)
+        except StoreError:
+            return item
+        if stored is not None:
+            items[guid] = stored
+        return stored or item
+
+    def _topic(self, session: str, room: RoomAnnotations, guid: str, revision: int | None = None) -> Topic | None:
+        return self._fresh(room.topics, guid, revision, lambda g: self.store.topic(session, g))
+
+    def _comment(self, session: str, room: RoomAnnotations, guid: str, revision: int | None = None) -> Comment | None:
+        return self._fresh(room.comments, guid, revision, lambda g: self.store.comment(session, g))
+
+    def _current_topic(self, session: str, room: RoomAnnotations, guid: str, revision: int | None = None) -> Topic:
+        topic = self._topic(session, room, guid, revision)
         if topic is None or topic.deleted:
             raise AnnotationError(p.ERR_NOT_FOUND, f"no topic {guid!r} in this session")
         return topic
 
-    def _current_comment(self, room: RoomAnnotations, guid: str) -> Comment:
-        comment = room.comments.get(guid)
+    def _current_comment(self, session: str, room: RoomAnnotations, guid: str, revision: int) -> Comment:
+        comment = self._comment(session, room, guid, revision)
         if comment is None or comment.deleted:
             raise AnnotationError(p.ERR_NOT_FOUND, f"no comment {guid!r} in this session")
         return comment
@@ -470,30 +537,64 @@ class Annotations:
     def _audit(self, actor: Member, action: str, target: str, detail: str, ts: float) -> AuditEntry:
         return AuditEntry(actor.room, ts, actor.user, actor.role, str(action), target, detail)
 
-    async def _write_audited(self, entry: AuditEntry, put: Callable[[sqlite3.Connection], None]) -> None:
+    async def _write_audited(self, entry: AuditEntry, put: Callable[[Db], None]) -> None:
         """Write `put` and its audit entry in one transaction; returns once committed."""
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: Db) -> None:
             put(db)
             put_audit(db, entry)
 
         await self._saved(self.store.run(write))
 
     async def _commit_topic(
-        self, actor: Member, room: RoomAnnotations, topic: Topic, kind: str, action: Action, detail: str
+        self,
+        actor: Member,
+        room: RoomAnnotations,
+        topic: Topic,
+        kind: str,
+        action: Action,
+        detail: str,
+        replaces: Topic | None,
     ) -> int:
+        """Write `topic` (new, or replacing `replaces` if the store still has that revision) with its audit row."""
         entry = self._audit(actor, action, topic.guid, detail, time.time())
-        await self._write_audited(entry, lambda db: put_topic(db, actor.room, topic))
+        expected = replaces.revision if replaces is not None else 0
+        put = lambda db: put_topic(db, actor.room, topic, expected=expected)  # noqa: E731
+        await self._revised(entry, put, lambda: self._topic(actor.room, room, topic.guid, -1))
         room.topics[topic.guid] = topic  # after the commit, in the same step as the event
         return await self._emit(actor, kind, topic.guid, topic=topic)
 
     async def _commit_comment(
-        self, actor: Member, room: RoomAnnotations, comment: Comment, kind: str, action: Action, detail: str
+        self,
+        actor: Member,
+        room: RoomAnnotations,
+        comment: Comment,
+        kind: str,
+        action: Action,
+        detail: str,
+        replaces: Comment | None,
     ) -> int:
         entry = self._audit(actor, action, comment.guid, detail, time.time())
-        await self._write_audited(entry, lambda db: put_comment(db, actor.room, comment))
+        expected = replaces.revision if replaces is not None else 0
+        put = lambda db: put_comment(db, actor.room, comment, expected=expected)  # noqa: E731
+        await self._revised(entry, put, lambda: self._comment(actor.room, room, comment.guid, -1))
         room.comments[comment.guid] = comment
         return await self._emit(actor, kind, comment.guid, comment=comment)
+
+    async def _revised(
+        self, entry: AuditEntry, put: Callable[[Db], None], stored: Callable[[], Topic | Comment | None]
+    ) -> None:
+        """Write a conditional `put` with its audit row. Refused as `stale_revision` when another process
+        changed the item first: memory then takes the `stored` item, whose revision the error carries."""
+        try:
+            await self._write_audited(entry, put)
+        except StaleRevision:
+            current = stored()
+            raise AnnotationError(
+                p.ERR_STALE_REVISION,
+                "changed meanwhile by someone else: reload it",
+                revision=current.revision if current is not None else None,
+            ) from None
 
     async def _emit(
         self, actor: Member, kind: str, guid: str, *, topic: Topic | None = None, comment: Comment | None = None

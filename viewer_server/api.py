@@ -27,7 +27,7 @@ from viewer_server.procedures import ProcedureSummary, Record
 from viewer_server.rooms import Room
 from viewer_server.scenes import MAX_SEARCH_RESULTS, SCENE_FILES, TREE_PAGE_DEFAULT, TREE_PAGE_MAX, TreeNode
 from viewer_server.session import websocket
-from viewer_server.store import AuditEntry, sha256
+from viewer_server.store import AuditEntry, StoreHealth, sha256
 from viewer_server.topics import Attachment, Comment, Topic
 
 # Samples per history request by default and at most (the state keeps HISTORY_LEN per property).
@@ -38,6 +38,9 @@ MAX_INGEST_BODY_BYTES: Final = 4 << 20
 
 Value = bool | int | float | str
 
+
+# The fields of an element a search with `brief=1` answers with.
+BRIEF_FIELDS: Final = ("id", "name", "class", "parent")
 
 # --- response and request types ---------------------------------------------------------------
 
@@ -65,14 +68,7 @@ class Health(msgspec.Struct):
     mqtt: MqttStatus
     bus: EngineHealth  # fan-out to the other processes
     peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
-    store: StoreStatus
-
-
-class StoreStatus(EngineHealth, kw_only=True):
-    path: str  # the SQLite file ("" without a data dir)
-    dropped_batches: int  # not persisted because the disk lagged (see store.STORE_QUEUE_MAX)
-    write_errors: int
-    last_error: str
+    store: StoreHealth  # engine "none": a server without a data dir
 
 
 class SceneSummary(msgspec.Struct):
@@ -227,21 +223,13 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def _store_status(live: LiveScene) -> StoreStatus:
+def _store_status(live: LiveScene) -> StoreHealth:
     store = live.hub.store
     if store is None:
-        return StoreStatus("none", ok=True, path="", dropped_batches=0, write_errors=0, last_error="")
-    engine = store.health()
-    return StoreStatus(
-        engine.engine,
-        ok=engine.ok,
-        url=engine.url,
-        detail=engine.detail,
-        path=str(store.path),
-        dropped_batches=store.dropped_batches,
-        write_errors=store.write_errors,
-        last_error=store.last_error,
-    )
+        return StoreHealth(
+            "none", ok=True, path="", reachable=False, latency_ms=None, last_error="", dropped_batches=0, write_errors=0
+        )
+    return store.health()
 
 
 async def scenes(request: web.Request) -> web.Response:
@@ -264,6 +252,8 @@ async def elements(request: web.Request) -> web.Response:
     # Off the event loop: the first query builds the index, and a query over a plant scans megabytes.
     found = await asyncio.to_thread(live.scene.search, q, MAX_SEARCH_RESULTS + 1)
     shown = found[:MAX_SEARCH_RESULTS]
+    if request.query.get("brief") == "1":  # what a list of hits shows: a few bytes each, not their property sets
+        shown = [{key: el.get(key) for key in BRIEF_FIELDS} for el in shown]
     return reply(ElementList(live.scene.id, q, len(shown), len(found) > len(shown), shown))
 
 
@@ -451,7 +441,11 @@ ROUTES: Final = (
         elements,
         "Search elements by id, name or class",
         ElementList,
-        params=(SCENE_ID, Param("q", "query", _STR, "case-insensitive substring")),
+        params=(
+            SCENE_ID,
+            Param("q", "query", _STR, "words the id, name or class all contain (case-insensitive)"),
+            Param("brief", "query", {"enum": ["1"]}, "1: only " + ", ".join(BRIEF_FIELDS) + " of each element"),
+        ),
         errors=(404,),
     ),
     Route(

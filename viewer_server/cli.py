@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from scene import reader_host
 from scene.errors import ExportFailed, ImportFailed
 from scene.importers import DEFAULT_POINT_BUDGET, ImportOptions
 from scene.sandbox import CPU_S_BASE, CPU_S_PER_MB, DEFAULT_MEMORY_MB, WALL_PER_CPU, Limits
@@ -31,6 +32,8 @@ SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 SAMPLE_BINDINGS = REPO / "assets" / "pump_station.bindings.yaml"
 SAMPLE_PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
 DEFAULT_PORT = 8800
+# The store every command uses when --store is not given (docs/STORE.md): set it once for a deployment.
+STORE_ENV = "TWINVIEW_STORE"
 
 
 class UserError(Exception):
@@ -267,12 +270,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_procedure_record(args: argparse.Namespace) -> int:
     from viewer_server.procedures import build_record, load_events, record_csv
-    from viewer_server.store import STORE_FILE, Store
+    from viewer_server.store import open_store
 
-    data_dir = Path(args.data_dir)
-    if not (data_dir / STORE_FILE).is_file():
-        raise UserError(f"{data_dir}: no server data here (no {STORE_FILE}); pass the server's --data-dir")
-    store = Store(data_dir)
+    store = open_store(Path(args.data_dir), args.store)
     try:
         record = build_record(store.submit(lambda db: load_events(db, args.session)).result(), args.run)
     finally:
@@ -292,6 +292,12 @@ def cmd_bcf(args: argparse.Namespace) -> int:
     from viewer_server.bcf import command
 
     return command.run_export(args) if args.bcf_command == "export" else command.run_import(args)
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from viewer_server.store_cli import cmd_store
+
+    return cmd_store(args, _say)
 
 
 def cmd_session(args: argparse.Namespace) -> int:
@@ -323,8 +329,19 @@ def _add_session_parser(sub: argparse._SubParsersAction) -> None:
     se_sub.add_parser("list", help="list sessions")
     for p in (c, t, *se_sub.choices.values()):
         if "--data-dir" not in p._option_string_actions:
-            p.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+            _add_data_flags(p)
     se.set_defaults(func=cmd_session)
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """Where a command finds the server's data: its data dir, and its store if that is not the data dir's."""
+    p.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+    p.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV),
+        metavar="URL",
+        help=f"the server's --store, if it has one (default: ${STORE_ENV}, else the data dir's SQLite file)",
+    )
 
 
 def _add_import_flags(p: argparse.ArgumentParser) -> None:
@@ -360,6 +377,13 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--data-dir", default=str(default_data_dir()), help="SQLite store and built scenes")
+    p.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV),
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB shared by several server processes (password: PGPASSWORD or"
+        f" ~/.pgpass; default: ${STORE_ENV}, else the SQLite file in --data-dir)",
+    )
     p.add_argument("--mqtt", default=None, help="MQTT broker URL, e.g. mqtt://localhost:1883")
     p.add_argument(
         "--bus",
@@ -415,10 +439,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The serve flags of the HTTP edge, connections, audit retention and the bus, as ServeOptions fields."""
+    """The serve flags of the store, the HTTP edge, connections, audit retention and the bus, as ServeOptions fields."""
     from viewer_server.audit import Retention
     from viewer_server.http_edge import EdgePolicy
     from viewer_server.redis_bus import check_url
+    from viewer_server.store_db import check_location
 
     try:
         EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
@@ -429,7 +454,12 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
     counts = (args.max_connections_per_ip, args.max_connections or 0, args.audit_days, args.audit_max_rows)
     if args.header_timeout <= 0 or min(counts) < 0:
         raise UserError("--header-timeout must be positive; --max-connections* and --audit-* not negative")
+    try:
+        store = check_location(args.store) if args.store is not None else None
+    except ValueError as exc:
+        raise UserError(f"--store {exc}") from None
     return {
+        "store": store,
         "allow_origins": tuple(args.allow_origin),
         "allow_hosts": tuple(args.allow_host),
         "header_timeout_s": args.header_timeout,
@@ -481,22 +511,32 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     rec.add_argument("--format", choices=("csv", "json"), default="csv")
     rec.add_argument("--run", default=None, help="a run id (default: the latest run)")
-    rec.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+    _add_data_flags(rec)
     rec.set_defaults(func=cmd_procedure_record)
 
     _add_session_parser(sub)
+
+    st = sub.add_parser("store", help="the server's store: migrate its schema, copy it to PostgreSQL")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    mi = st_sub.add_parser("migrate", help="bring a store to this twinview's schema (serve also does it)")
+    _add_data_flags(mi)
+    cp = st_sub.add_parser("copy", help="copy every table of one store into another, e.g. SQLite to PostgreSQL")
+    cp.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:PATH (file or data dir)")
+    cp.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DB")
+    cp.add_argument("--replace", action="store_true", help="empty a target that holds data first")
+    st.set_defaults(func=cmd_store)
 
     bc = sub.add_parser("bcf", help="export or import a session's topics as BCF (3.0; import also 2.1)")
     bc_sub = bc.add_subparsers(dest="bcf_command", required=True)
     be = bc_sub.add_parser("export", help="write a session's topics to a BCF 3.0 archive")
     be.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     be.add_argument("-o", "--output", required=True, metavar="FILE.bcf")
-    be.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+    _add_data_flags(be)
     be.set_defaults(func=cmd_bcf)
     bi = bc_sub.add_parser("import", help="add the topics of a BCF 3.0 or 2.1 archive to a session")
     bi.add_argument("session", metavar="SESSION", help="session id (the scene id for the default session)")
     bi.add_argument("file", metavar="FILE.bcf")
-    bi.add_argument("--data-dir", default=str(default_data_dir()), help="the server's data dir")
+    _add_data_flags(bi)
     bi.add_argument("--scene", default=None, metavar="SCENE_DIR", help="built scene to map components to")
     bi.set_defaults(func=cmd_bcf)
     return ap
@@ -510,8 +550,10 @@ def _user_input_errors() -> tuple[type[Exception], ...]:
     from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
     from viewer_server.session_cli import SessionCliError
+    from viewer_server.store_cli import StoreCliError
+    from viewer_server.store_db import StoreError
 
-    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError, BusUnavailable)
+    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError, BusUnavailable, StoreCliError, StoreError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,6 +567,7 @@ def run() -> None:
     args = parser().parse_args()
     if getattr(args, "runs_readers", False):  # the process is ours: its signal handling too
         _terminate_on_sigterm()
+        reader_host.ensure_running()  # starts while this process loads the importer and checks the inputs
     code = _run(args)
     if getattr(args, "skip_teardown", False):
         sys.stdout.flush()

@@ -114,6 +114,7 @@ class TwinClient:
         self.resyncs: list[str] = []
         self.deltas = 0
         self.duplicate_events = 0
+        self.statuses: list[str] = []  # `status` notices, oldest first ("degraded", "ok": PROTOCOL.md §16)
         self.seq_gaps = 0  # deltas whose `first` was not the previous `last` + 1 (never, unless changes were lost)
         self.connects = 0
         self.errors: deque[p.Error] = deque(maxlen=100)
@@ -405,6 +406,8 @@ class TwinClient:
             self._apply_replay(msg)
             if isinstance(msg, p.Replay):
                 self._resolve(msg.ref or "", msg)
+        elif isinstance(msg, p.Status):
+            self.statuses.append(msg.state)
         elif isinstance(msg, p.Error):
             self.errors.append(msg)
             self._resolve("error", msg)

@@ -28,6 +28,7 @@ from viewer_server.permissions import Action, allowed
 from viewer_server.procedures import Refused
 from viewer_server.rooms import Member
 from viewer_server.store import AuditEntry, Store, put_audit
+from viewer_server.store_db import StoreError
 
 # Connect + publish + PUBACK: a local broker answers in milliseconds; a command the operator waits
 # on longer than this is better reported as failed than left hanging.
@@ -136,4 +137,7 @@ class Commands:
 
     async def _audit(self, member: Member, target: str, now: float, detail: str) -> None:
         entry = AuditEntry(member.room, now, member.user, member.role, Action.COMMAND_SEND.value, target, detail)
-        await self.store.run(lambda db: put_audit(db, entry))
+        try:
+            await self.store.run(lambda db: put_audit(db, entry))
+        except StoreError as exc:  # the command went (or failed) all the same: say so, and that it is not on record
+            raise Refused(p.ERR_NOT_SAVED, f"{detail}; but its audit row could not be stored: {exc}") from None

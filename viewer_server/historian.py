@@ -19,11 +19,15 @@ between leaves an unlisted file that the next start removes (its rows are still 
 drops raw samples older than their binding's `raw_days` and minute aggregates older than `rollup_days`.
 
 Queries (`state_at`, `samples`, `series`, `events`) open their own read connection per thread and read the
-chunks with pyarrow; they never wait for the writer.
+chunks with pyarrow; they never wait for the writer. `close` finishes the queued writes, interrupts the SQL
+of the queries and upkeep still running, refuses new ones (`HistorianClosed`), waits until none runs and
+only then closes every thread's connection: a connection closed under a thread still using it crashes the
+process.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -32,11 +36,12 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, NamedTuple
+from typing import Concatenate, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 import numpy as np
@@ -61,6 +66,9 @@ ROW_GROUP_ROWS: Final = 65_536
 # Writes (one per accepted batch or event) queued for the writer before `append` blocks its caller: a writer
 # that far behind means the disk has stopped, and pushing back on producers is then the honest answer.
 WRITE_QUEUE_MAX: Final = 100_000
+# Alarm transitions between two checkpoints of the alarm list (`checkpoint_alarms`): the alarm list as of t reads
+# the checkpoint before t and the transitions after it, about this many plus those of an hour at most.
+CHECKPOINT_ALARM_EVENTS: Final = 5000
 QUALITIES: Final[tuple[Quality, ...]] = ("good", "uncertain", "bad")
 Kind = Literal["number", "bool", "string"]
 
@@ -81,6 +89,7 @@ CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
     t0 REAL NOT NULL, t1 REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alarm_books (t REAL PRIMARY KEY, events INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, content BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
 """
@@ -116,6 +125,10 @@ _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "un
 
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(p.Event)
+# A checkpoint of the alarm list: (alarm id, rowid of its last event before the checkpoint, the alarm as that
+# event left it, or None when it left the list), for every alarm that had an event.
+_Book = dict[str, tuple[int, p.Alarm | None]]
+_book_dec = msgspec.msgpack.Decoder(list[tuple[str, int, p.Alarm | None]])
 
 
 class Sample(NamedTuple):
@@ -212,6 +225,25 @@ class _Write:
         self.future: Future[None] = Future()
 
 
+class HistorianClosed(RuntimeError):
+    """A query or upkeep asked of a historian that has been closed (its server is stopping)."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _uses_connection(method: Callable[Concatenate[Historian, _P], _R]) -> Callable[Concatenate[Historian, _P], _R]:
+    """A query or upkeep (through this thread's connection): refused once closing, waited for by `close`."""
+
+    @functools.wraps(method)
+    def counted(self: Historian, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._in_use():
+            return method(self, *args, **kwargs)
+
+    return counted
+
+
 class Historian:
     """The history of one data dir. `append` / `record` from the event loop; queries from any thread."""
 
@@ -229,6 +261,10 @@ class Historian:
         self.clock = clock
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []  # every thread's, closed by `close`
+        self._users = threading.Condition()  # guards the list, `_running` and `_closing`
+        self._running = 0  # queries and upkeep using a connection now
+        self._closing = False
         db = self._connect()
         db.executescript(_SCHEMA)
         self._lock = threading.Lock()
@@ -240,8 +276,12 @@ class Historian:
             self._kinds[kid] = kind
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
         self.quarantined = self._check_chunks(db)
+        self._first_minute: tuple[float | None] | None = None  # (the minutes' oldest `first_ts`,) once known
+        (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
+        self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
         self.write_errors = 0
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
+        self._writer_db: sqlite3.Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
         self._writer.start()
 
@@ -255,13 +295,40 @@ class Historian:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # commits survive a process kill; fsync at checkpoints
             self._local.db = db
+            with self._users:
+                self._connections.append(db)
             os.chmod(self.path, 0o600)
         return db
 
+    @contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._users:
+            if self._closing:
+                raise HistorianClosed(f"the history in {self.folder} is closed: its server is stopping")
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._users:
+                self._running -= 1
+                self._users.notify_all()
+
     def close(self) -> None:
-        """Finish every queued write, then stop the writer."""
+        """Finish every queued write and stop the writer; interrupt the queries and upkeep still running and
+        wait for them; then close every thread's connection (a stopped server, or one of many historians in a
+        test process, leaves no file open)."""
+        with self._users:
+            self._closing = True
+            for db in self._connections:  # what runs stops at its next SQL step (sqlite3.OperationalError)
+                if db is not self._writer_db:
+                    db.interrupt()
         self._queue.put(None)
         self._writer.join()
+        with self._users:
+            self._users.wait_for(lambda: self._running == 0)
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -295,7 +362,8 @@ class Historian:
         return write.future
 
     def _write_loop(self) -> None:
-        db = self._connect()
+        with self._users:
+            self._writer_db = db = self._connect()
         while True:
             item = self._queue.get()
             if item is None:
@@ -335,30 +403,47 @@ class Historian:
     def _key(self, db: sqlite3.Connection, element: str, prop: str, unit: str, value: Scalar) -> int:
         kid = self._keys.get((element, prop))
         if kid is None:
-            kind = _kind(value)
-            cur = db.execute(
-                "INSERT INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?)", (element, prop, unit, kind)
+            # Another process serving the scene (serve --bus, one data dir) may have added it meanwhile.
+            db.execute(
+                "INSERT OR IGNORE INTO keys (element, prop, unit, kind) VALUES (?, ?, ?, ?)",
+                (element, prop, unit, _kind(value)),
             )
-            with self._lock:  # readers copy these under the lock (`_names`)
-                kid = self._keys[(element, prop)] = int(cur.lastrowid or 0)
-                self._kinds[kid] = kind
+            self._sync_keys(db)
+            kid = self._keys[(element, prop)]
         return kid
+
+    def _sync_keys(self, db: sqlite3.Connection | None = None) -> None:
+        """Learn the keys added since (by this process's writer, or another process's on the same file)."""
+        with self._lock:
+            newest = max(self._kinds, default=0)
+        rows = (
+            (db or self._connect())
+            .execute("SELECT id, element, prop, kind FROM keys WHERE id > ?", (newest,))
+            .fetchall()
+        )
+        with self._lock:  # readers copy these under the lock (`_names`)
+            for kid, element, prop, kind in rows:
+                self._keys[(element, prop)] = kid
+                self._kinds[kid] = kind
 
     def _names(self) -> dict[int, tuple[str, str]]:
         """Key id -> (element, prop), as known now (the writer adds keys meanwhile)."""
+        self._sync_keys()
         with self._lock:
             return {kid: key for key, kid in self._keys.items()}
 
     def _kind_of(self, element: str, prop: str) -> str:
+        self._sync_keys()
         with self._lock:
             kid = self._keys.get((element, prop))
             return "number" if kid is None else self._kinds[kid]
 
     def _source(self, db: sqlite3.Connection, name: str) -> int:
         sid = self._sources.get(name)
-        if sid is None:
-            cur = db.execute("INSERT INTO sources (name) VALUES (?)", (name,))
-            sid = self._sources[name] = int(cur.lastrowid or 0)
+        if sid is None:  # INSERT OR IGNORE: another process on the same file may have added it
+            db.execute("INSERT OR IGNORE INTO sources (name) VALUES (?)", (name,))
+            (sid,) = db.execute("SELECT id FROM sources WHERE name = ?", (name,)).fetchone()
+            self._sources[name] = sid
         return sid
 
     def _write_readings(self, db: sqlite3.Connection, write: _Write) -> None:
@@ -396,6 +481,11 @@ class Historian:
                     agg[4], agg[5], agg[6] = value, ts, q
                 agg[7] = min(agg[7], ts)  # type: ignore[type-var]
         db.executemany("INSERT INTO samples (key, ts, rx, v, q, src) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        first = min(agg[7] for agg in minutes.values())
+        with self._lock:
+            known = self._first_minute
+            if known is not None and (known[0] is None or first < known[0]):
+                self._first_minute = (first,)
         db.executemany(
             """INSERT INTO minutes (key, minute, min, max, sum, n, last, last_ts, last_q, first_ts)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -416,6 +506,12 @@ class Historian:
             "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
         )
+        with self._lock:
+            before = min((e.ts for e in events if e.alarm is not None and e.ts < self._books_until), default=None)
+            if before is not None:  # an alarm transition older than a checkpoint (a clock stepped back): redo them
+                db.execute("DELETE FROM alarm_books WHERE t > ?", (before,))
+                (newest,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
+                self._books_until = -math.inf if newest is None else newest
 
     def _write_bindings(self, db: sqlite3.Connection, version: BindingsVersion) -> None:
         last = db.execute("SELECT sha256 FROM bindings ORDER BY t DESC, rowid DESC LIMIT 1").fetchone()
@@ -424,6 +520,7 @@ class Historian:
 
     # --- sealing and retention -------------------------------------------------------------------
 
+    @_uses_connection
     def seal(self, now: float | None = None) -> list[Path]:
         """Move every hour that ended more than SEAL_GRACE_S ago from SQLite into Parquet chunks; returns them.
         Runs in the caller's thread (a periodic task runs it off the event loop)."""
@@ -436,6 +533,8 @@ class Historian:
         ]
         written = []
         for hour in sorted(hours):
+            if self._closing:  # the next upkeep, after a restart, seals the rest
+                break
             path = self._seal_hour(db, hour)
             if path is not None:
                 written.append(path)
@@ -481,6 +580,41 @@ class Historian:
         db.execute("COMMIT")
         return path
 
+    @_uses_connection
+    def checkpoint_alarms(self, now: float | None = None) -> float | None:
+        """Write a checkpoint of the alarm list as of the last whole hour that ended SEAL_GRACE_S ago, once at least
+        CHECKPOINT_ALARM_EVENTS alarm transitions have happened since the previous one (from which it is made: the
+        transitions in between are read once). Returns its time, or None. Runs in the caller's thread (the upkeep)."""
+        now = self.clock() if now is None else now
+        cutoff = float(math.floor((now - SEAL_GRACE_S) / HOUR) * HOUR)
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")  # the writer waits meanwhile: no alarm transition can slip in before cutoff
+        try:
+            last = db.execute("SELECT t, body FROM alarm_books ORDER BY t DESC LIMIT 1").fetchone()
+            since = -math.inf if last is None else last[0]
+            where = f"kind IN ({','.join('?' * len(p.ALARM_EVENTS))}) AND t >= ? AND t < ?"
+            args = (*p.ALARM_EVENTS, since, cutoff)
+            (count,) = db.execute(f"SELECT count(*) FROM events WHERE {where}", args).fetchone()
+            if count < CHECKPOINT_ALARM_EVENTS:
+                return None
+            book: _Book = {} if last is None else {aid: (rowid, a) for aid, rowid, a in _book_dec.decode(last[1])}
+            self._take_latest(book, db.execute(f"SELECT rowid, id, body FROM events WHERE {where}", args))
+            body = _event_enc.encode([(aid, rowid, a) for aid, (rowid, a) in book.items()])
+            db.execute("INSERT INTO alarm_books (t, events, body) VALUES (?, ?, ?)", (cutoff, count, body))
+            with self._lock:  # before the commit: the writer's next transition older than it drops it
+                self._books_until = max(self._books_until, cutoff)
+        finally:
+            db.execute("COMMIT")
+        return cutoff
+
+    @staticmethod
+    def _take_latest(book: _Book, rows: Iterable[tuple[int, str, bytes]]) -> None:
+        """Each alarm's latest event (by rowid, as recorded) of `rows` (rowid, id, body) into `book`."""
+        for rowid, aid, body in rows:
+            if aid not in book or rowid > book[aid][0]:
+                alarm = _event_dec.decode(body).alarm
+                book[aid] = (rowid, alarm if alarm is not None and alarm.state != "normal" else None)
+
     def _check_chunks(self, db: sqlite3.Connection) -> list[Path]:
         """At start: remove chunk files that were written but never listed (their rows are still in SQLite),
         and move listed chunks that cannot be read into quarantine/ (warning), unlisting them."""
@@ -505,6 +639,7 @@ class Historian:
                 quarantined.append(target)
         return quarantined
 
+    @_uses_connection
     def retain(self, now: float | None = None) -> None:
         """Drop raw samples older than each property's `raw_days` (SQLite rows, and rows of sealed chunks,
         which are rewritten) and minute aggregates older than its `rollup_days`."""
@@ -516,9 +651,13 @@ class Historian:
             db.execute("DELETE FROM samples WHERE key = ? AND ts < ?", (kid, now - h.raw_days * DAY))
             db.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (kid, (now - h.rollup_days * DAY) // MINUTE))
         db.execute("COMMIT")
+        with self._lock:
+            self._first_minute = None  # minutes dropped: scanned again when next asked
         longest = max((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         shortest = min((h.raw_days for h in policy.values()), default=DEFAULT_RAW_DAYS)
         for rel, t1 in db.execute("SELECT path, t1 FROM chunks WHERE t0 < ?", (now - shortest * DAY,)).fetchall():
+            if self._closing:  # the next upkeep, after a restart, rewrites the rest
+                break
             path = self.folder / rel
             if t1 < now - longest * DAY:
                 self._drop_chunk(db, rel)
@@ -561,6 +700,7 @@ class Historian:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    @_uses_connection
     def range(self) -> p.HistoryRange:
         """The times the history holds: from the oldest sample, minute or event up to now (everything since
         is recorded, so the twin at any time in between is known)."""
@@ -568,16 +708,29 @@ class Historian:
         lows = [
             db.execute("SELECT min(ts) FROM samples").fetchone()[0],
             db.execute("SELECT min(t0) FROM chunks").fetchone()[0],
-            db.execute("SELECT min(first_ts) FROM minutes").fetchone()[0],
+            self._earliest_minute(db),
             db.execute("SELECT min(t) FROM events").fetchone()[0],
         ]
         earliest = min((lo for lo in lows if lo is not None), default=None)
         return p.HistoryRange(earliest, self.clock())
 
+    def _earliest_minute(self, db: sqlite3.Connection) -> float | None:
+        """The oldest sample time the minute aggregates hold: a scan of them (no index leads with time) the first
+        time, then kept up by the writer (`_write_readings`) until retention drops minutes (`retain`)."""
+        with self._lock:
+            if self._first_minute is not None:
+                return self._first_minute[0]
+        (first,) = db.execute("SELECT min(first_ts) FROM minutes").fetchone()
+        with self._lock:
+            if self._first_minute is None:  # the writer may have known better meanwhile
+                self._first_minute = (first,)
+            return self._first_minute[0]
+
     def _chunks_between(self, t0: float, t1: float) -> list[Path]:
         rows = self._connect().execute("SELECT path FROM chunks WHERE t1 >= ? AND t0 <= ? ORDER BY t0", (t0, t1))
         return [self.folder / rel for (rel,) in rows]
 
+    @_uses_connection
     def samples(
         self, t0: float, t1: float, *, include_start: bool = False, keys: Iterable[tuple[str, str]] | None = None
     ) -> list[Sample]:
@@ -586,6 +739,7 @@ class Historian:
         SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
+        self._sync_keys()
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
             kinds = dict(self._kinds)
@@ -619,6 +773,7 @@ class Historian:
         out.sort(key=lambda s: s.ts)
         return out
 
+    @_uses_connection
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
         """Every property's last sample at or before `t`. The raw samples of t's own minute come first (reduced to
         one per property in arrow, `_latest`); for the properties without one, one indexed pass over the keys finds
@@ -656,6 +811,7 @@ class Historian:
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
         property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
+        self._sync_keys()
         latest: dict[tuple[str, str], Sample] = {}
         with self._lock:
             names = {kid: key for key, kid in self._keys.items()}
@@ -683,6 +839,7 @@ class Historian:
                 latest[key] = Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, ""))
         return latest
 
+    @_uses_connection
     def bindings_at(self, t: float) -> BindingsVersion | None:
         """The bindings file in force at `t`: the last version that took effect at or before it (before the first
         one the historian kept, that first one: the history before it was made with rules it never saw)."""
@@ -693,11 +850,13 @@ class Historian:
             row = db.execute("SELECT t, file, sha256, content FROM bindings ORDER BY t, rowid LIMIT 1").fetchone()
         return None if row is None else BindingsVersion(*row)
 
+    @_uses_connection
     def bindings_changes(self, t0: float, t1: float) -> list[tuple[float, str, str]]:
         """(t, file, sha256) of each bindings version that took effect with t0 < t <= t1, oldest first."""
         sql = "SELECT t, file, sha256 FROM bindings WHERE t > ? AND t <= ? ORDER BY t, rowid"
         return [(t, file, sha) for t, file, sha in self._connect().execute(sql, (t0, t1))]
 
+    @_uses_connection
     def events(
         self,
         t0: float,
@@ -721,17 +880,24 @@ class Historian:
             args.append(limit)
         return [_event_dec.decode(body) for (body,) in self._connect().execute(sql, args)]
 
+    @_uses_connection
     def alarms_at(self, t: float) -> list[p.Alarm]:
-        """The alarms listed at `t`: each alarm's latest event at or before t, unless it left the list."""
+        """The alarms listed at `t`: each alarm's latest event at or before t, unless it left the list. From the
+        checkpoint at or before t (`checkpoint_alarms`) and the alarm transitions after it, grouped by alarm:
+        the cost follows the transitions since the checkpoint, not the whole history before t."""
+        db = self._connect()
+        cp = db.execute("SELECT t, body FROM alarm_books WHERE t <= ? ORDER BY t DESC LIMIT 1", (t,)).fetchone()
+        book: _Book = {} if cp is None else {aid: (rowid, a) for aid, rowid, a in _book_dec.decode(cp[1])}
         kinds = p.ALARM_EVENTS
-        rows = self._connect().execute(
-            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events
-                WHERE kind IN ({",".join("?" * len(kinds))}) AND t <= ? GROUP BY id)""",
-            (*kinds, t),
+        rows = db.execute(  # events_t: the range after the checkpoint (the (id, t) index would walk every alarm)
+            f"""SELECT rowid, id, body FROM events WHERE rowid IN (SELECT max(rowid) FROM events INDEXED BY events_t
+                WHERE kind IN ({",".join("?" * len(kinds))}) AND t >= ? AND t <= ? GROUP BY id)""",
+            (*kinds, -math.inf if cp is None else cp[0], t),
         )
-        alarms = [e.alarm for e in (_event_dec.decode(b) for (b,) in rows) if e.alarm is not None]
-        return sorted((a for a in alarms if a.state != "normal"), key=lambda a: (a.since, a.id))
+        self._take_latest(book, rows)
+        return sorted((a for _, a in book.values() if a is not None), key=lambda a: (a.since, a.id))
 
+    @_uses_connection
     def annotations_at(self, t: float, session: str) -> tuple[dict[str, p.Topic], dict[str, p.Comment]]:
         """The session's topics and comments at their latest revision at or before `t`, by guid."""
         kinds = p.ANNOTATION_EVENTS
@@ -750,10 +916,12 @@ class Historian:
                 comments[event.comment.guid] = event.comment
         return topics, comments
 
+    @_uses_connection
     def series(self, element: str, prop: str, t0: float, t1: float, points: int) -> tuple[Series, float]:
         """At most `points` values between t0 and t1: raw samples when there are no more than that, else
         min / max / mean / last per bucket (from the minute aggregates when a bucket spans minutes).
         Returns the series and its resolution in seconds (0 = raw)."""
+        self._sync_keys()
         db = self._connect()
         with self._lock:
             kid = self._keys.get((element, prop))

@@ -88,6 +88,14 @@ class SceneHub:
         self.on_change: list[Callable[[str, str], None]] = []
         # Called with each alarm transition of the process (not people's: their desk writes those), numbered.
         self.on_alarm: list[Callable[[p.Event], None]] = []
+        # Called with every numbered event, in seq order, when it is numbered (here) or arrives from the shared
+        # log (shared_hub.py), and whether a request of this process made it: the services keep their sessions'
+        # topics, comments, procedures and rate limits with it.
+        self.on_event: list[Callable[[p.Event, bool], None]] = []
+        # Called with (session, state) for each presenter state another process published (shared_hub.py).
+        self.on_presenter: list[Callable[[str, p.PresenterState], None]] = []
+        # Called with each connection of another process that died, on the process that leads (shared_hub.py).
+        self.on_departed: list[Callable[[str], None]] = []
 
     @property
     def leading(self) -> bool:
@@ -211,6 +219,8 @@ class SceneHub:
         self.log.append_event(event)
         self._window_events.append(event)
         self._schedule_flush()
+        for observer in self.on_event:
+            observer(event, True)
         return event
 
     async def number(self, make: Callable[[int], p.Event]) -> p.Event:

@@ -1,5 +1,8 @@
 """MQTT ingest: subscribe to every bound topic, feed messages through the bindings, never crash.
 
+Several processes serving one scene (`serve --bus`) subscribe as one shared-subscription group
+(`$share/…`, MQTT 5 and Mosquitto ≥ 1.6 for 3.1.1 clients too), so the broker delivers each message once.
+
 Connection failures are logged and retried with exponential backoff (capped), forever; a bad
 message is counted as a rejection, never raised.
 """
@@ -61,11 +64,19 @@ def bound_topics(live: LiveScene) -> list[str]:
     return sorted({b.topic for b in live.bindings.bindings if b.topic})
 
 
-async def mqtt_ingest(url: str, live: LiveScene, status: MqttStatus | None = None) -> None:
-    """Run until cancelled: connect, subscribe, ingest; on any failure wait and reconnect."""
+def shared_group(scene: str) -> str:
+    """The shared-subscription group of a scene's processes (`serve --bus`): the broker hands each message to
+    one of them, so a reading is ingested (and recorded) once, not once per process."""
+    return f"$share/twinview-{scene}/"
+
+
+async def mqtt_ingest(url: str, live: LiveScene, status: MqttStatus | None = None, *, shared: bool = False) -> None:
+    """Run until cancelled: connect, subscribe (`shared`: as one of the scene's processes), ingest; on any
+    failure wait and reconnect."""
     status = status or live.mqtt
     status.enabled = True
-    topics = bound_topics(live)
+    prefix = shared_group(live.scene.id) if shared else ""
+    topics = [prefix + topic for topic in bound_topics(live)]
     if not topics:
         log.warning("MQTT %s: no binding has a topic; not connecting", url)
         return

@@ -73,11 +73,10 @@ class LiveScene:
         procedures_path: Path | None = None,
         mqtt_url: str | None = None,
         history: bool = True,
-        shared: RedisBus | None = None,
     ) -> LiveScene:
         """Load the manifest, bindings and procedures (validated against its element ids) and restore
         the last persisted values, alarms and procedure runs; with a store and `history`, open the scene's
-        historian. With `shared` the hub is one of several processes' (viewer_server/shared_hub.py;
+        historian. On a RedisBus the hub is one of several processes' (viewer_server/shared_hub.py;
         `await hub.start()` before serving). Raises SceneError, BindingsError or ProcedureError."""
         scene = load_scene(scene_dir)
         bindings = load_bindings(bindings_path, set(scene.elements)) if bindings_path is not None else None
@@ -86,16 +85,16 @@ class LiveScene:
         historian = None
         if store is not None and history:
             retention = bindings.history if bindings is not None else (lambda element, prop: History())
-            historian = Historian(store.path.parent / HISTORY_DIR / scene.id, retention=retention)
+            historian = Historian(store.data_dir / HISTORY_DIR / scene.id, retention=retention)
         rule_versions = None
         if historian is not None:
             content = text.encode() if text is not None else None
             if bindings_path is not None and content is not None:  # in force from now: replay's rules from here on
                 historian.record_bindings(bindings_path.name, content, historian.clock())
             rule_versions = RuleVersions(historian, bindings, hashlib.sha256(content).hexdigest() if content else None)
-        if shared is not None:
+        if isinstance(bus, RedisBus):
             hub: SceneHub = SharedHub(
-                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, redis=shared, historian=historian
+                scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian
             )
         else:
             hub = SceneHub(scene.id, rules=rules, alarms=AlarmBook(), bus=bus, store=store, historian=historian)
@@ -120,7 +119,7 @@ class LiveScene:
             rooms=Rooms(store, scene.id),
             annotations=Annotations(store, hub, known) if store is not None else None,
             # Without a store (no data dir) tokens live as long as the process.
-            secret=load_secret(store.path.parent) if store is not None else secrets.token_bytes(SECRET_BYTES),
+            secret=load_secret(store.data_dir) if store is not None else secrets.token_bytes(SECRET_BYTES),
             presenters=Presenters(hub, known),
             procedures=procedures,
             commands=Commands(bindings, mqtt_url, hub, store) if store is not None else None,

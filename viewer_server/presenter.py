@@ -116,6 +116,8 @@ class Presenters:
         self._trailing: dict[str, asyncio.TimerHandle] = {}
         # Called with (room, state) after each published state: replaying connections get it apart from deltas.
         self.on_publish: list[Callable[[str, p.PresenterState], None]] = []
+        hub.on_presenter.append(self._adopt)
+        hub.on_departed.append(self._gone)
 
     def room(self, room: str) -> PresenterRoom:
         pr = self.rooms.get(room)
@@ -161,6 +163,20 @@ class Presenters:
         pr = self.rooms.get(member.room)
         if pr is not None:
             self._publish(pr, pr.leave(member.connection, self.clock()))
+
+    def _gone(self, connection: str) -> None:
+        """A connection of a process that died: its hand goes down, its presenter mode ends."""
+        for pr in list(self.rooms.values()):
+            self._publish(pr, pr.leave(connection, self.clock()))
+
+    def _adopt(self, room: str, state: p.PresenterState) -> None:
+        """A presenter state from the shared log (another process's person, or this one's coming back)."""
+        pr = self.room(room)
+        if pr.state == state:
+            return
+        pr.state = state
+        for observer in self.on_publish:
+            observer(room, state)
 
     def _publish_trailing(self, pr: PresenterRoom) -> None:
         self._trailing.pop(pr.room, None)

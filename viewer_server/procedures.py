@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from viewer_server.hub import SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.rooms import Member
 from viewer_server.store import Store, decoded
+from viewer_server.store_db import Db, StoreError
 from viewer_server.topics import Viewpoint
 
 # Longest procedure name (as in the file format) echoed back in an error.
@@ -45,6 +46,9 @@ EVERYONE: Final = "*"  # the user of a completion made by the live twin (value c
 MAX_COMPLETIONS: Final = 10_000
 
 Value = bool | int | float | str
+
+
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -236,6 +240,7 @@ class Procedures:
         self._locks: dict[str, asyncio.Lock] = {}
         self._observers: set[asyncio.Task[None]] = set()  # value checks started by telemetry changes
         hub.on_change.append(self._on_change)
+        hub.on_event.append(self._apply)
 
     def restore(self) -> None:
         """Replay the persisted events (start-up, before serving): every session lands where it was."""
@@ -294,15 +299,23 @@ class Procedures:
         return lock
 
     async def _commit(self, ps: ProcedureSession, drafts: list[p.Event]) -> None:
-        """Persist, then number, apply and fan out; a step change re-checks its value condition at once."""
+        """Persist, then number and fan out (the hub's `on_event` applies it); a step change re-checks its value
+        condition at once. Refused (not_saved, naming the cause) when the store cannot commit: nothing changed."""
         while drafts:
-            await self.store.run(lambda db, batch=drafts: [put_event(db, d) for d in batch])
+            try:
+                await self.store.run(lambda db, batch=drafts: [put_event(db, d) for d in batch])
+            except StoreError as exc:
+                raise Refused(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
             moved = False
             for draft in drafts:
                 event = await self.hub.number(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq))
-                ps.apply(event)
                 moved = moved or event.kind in ("procedure_started", "procedure_step")
             drafts = ps.observe(self._value, self.clock()) if moved else []
+
+    def _apply(self, event: p.Event, mine: bool) -> None:
+        """Every numbered event, in seq order (whichever process's person made it): the session's run follows."""
+        if event.kind in p.PROCEDURE_EVENTS:
+            self.session(event.session).apply(event)
 
     def _on_change(self, element: str, prop: str) -> None:
         """A telemetry change (inside the hub's apply): check the value steps watching it, with the value
@@ -324,7 +337,12 @@ class Procedures:
         async with self._lock(ps.session):
             run = ps.active
             if run is not None and (run.run, run.step) == at:  # else the step changed and was checked then
-                await self._commit(ps, ps.observe(value_of, self.clock()))
+                try:
+                    await self._commit(ps, ps.observe(value_of, self.clock()))
+                except Refused as exc:  # the value completes the step again at its next change
+                    log.warning(
+                        "procedure %s: step %d not completed by %s/%s: %s", run.run, run.step, element, prop, exc
+                    )
 
     def _value(self, element: str, prop: str) -> Value | None:
         pv = self.hub.state.element(element).get(prop)
@@ -343,14 +361,14 @@ _event_dec = msgspec.json.Decoder(p.Event)
 _enc = msgspec.json.Encoder()
 
 
-def put_event(db: sqlite3.Connection, event: p.Event) -> None:
+def put_event(db: Db, event: p.Event) -> None:
     db.execute(
         "INSERT INTO procedure_events (session, run, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
         (event.session, event.id, event.ts, event.kind, _enc.encode(event)),
     )
 
 
-def load_events(db: sqlite3.Connection, session: str | None = None) -> list[p.Event]:
+def load_events(db: Db, session: str | None = None) -> list[p.Event]:
     """Persisted procedure events, oldest first: of one session, or of all (restore)."""
     if session is None:
         rows = db.execute("SELECT id, data FROM procedure_events ORDER BY id")

@@ -721,7 +721,7 @@ class Replay(Base, tag="replay"):
 
 
 class ReplayDelta(Base, tag="replay_delta"):
-    """While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+    """While playing: what changed in the history up to `as_of` (one per ~33 ms of wall time, in time order).
     props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
     `events` are the recorded events since the previous frame, oldest first."""
 
@@ -773,7 +773,17 @@ class Pong(Base, tag="pong"):
     server_time: float
 
 
-ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta
+class Status(Base, tag="status"):
+    """The server's health as it concerns the client (PROTOCOL.md §16): `degraded` while the shared bus of a
+    deployment of several processes is unreachable — what is shown stays readable, changes are refused
+    (`not_saved`) and no live update arrives; `ok` again once it is back. Sent when it changes, and after
+    `welcome` while degraded."""
+
+    state: Literal["ok", "degraded"]
+    message: str = ""
+
+
+ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta | Status
 
 # Reasons a reading is refused; counted per reason in /api/health.
 REJECT_REASONS: Final = (

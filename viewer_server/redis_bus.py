@@ -8,7 +8,8 @@ Keys of scene S (one hash tag per scene, so that a Redis Cluster would keep a sc
   twinview:{S}:lease       the leader's token (SET NX PX LEASE_MS, renewed every RENEW_S by its holder)
   twinview:{S}:seq         the last seq in the log; only the append script writes it
   twinview:{S}:log         stream of numbered batches (field `b`), trimmed to about LOG_MAX_ENTRIES
-  twinview:{S}:inbox       stream of what processes hand the leader to number (field `m`), trimmed likewise
+  twinview:{S}:inbox       stream of what processes hand the leader to number (field `m`), trimmed up to what
+                           the log has taken in
   twinview:{S}:checkpoint  the scene's whole state at one log entry, where a process that starts later begins
   twinview:{S}:peers       sorted set: process id -> when (Redis time, ms) its heartbeat runs out
   twinview:{S}:revoked     pub/sub channel: revocations, so every process closes the voided connections at once
@@ -18,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
-import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -33,7 +32,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from viewer_server.bus import BusUnavailable
+from viewer_server.bus import BusUnavailable, InProcessBus, Subscriber, Unsubscribe
+from viewer_server.health import EngineHealth, Peer, process_name, public_url
+from viewer_server.outbox import Batch
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ T = TypeVar("T")
 # renewals may fail (a slow event loop, a Redis blip) before it loses the lease.
 LEASE_MS: Final = 2500
 RENEW_S: Final = 0.5
-# Entries kept in the log and the inbox (XADD MAXLEN ~): minutes of batches at 60 a second. A process that
-# falls further behind starts over from the checkpoint (its clients get a resync snapshot).
+# Entries kept in the log (XADD MAXLEN ~): minutes of batches at 60 a second. A process that falls further
+# behind starts over from the checkpoint (its clients get a resync snapshot).
 LOG_MAX_ENTRIES: Final = 20_000
 # How long a blocking read waits for new entries before it looks again (and notices a stop).
 BLOCK_MS: Final = 1000
@@ -60,6 +61,14 @@ if last + 1 ~= tonumber(ARGV[2]) then return redis.error_reply('SEQGAP the log e
 redis.call('SET', KEYS[2], ARGV[3])
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'b', ARGV[4])
 """
+_REFOUND: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOTLEADER the lease was lost') end
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[4], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[4])
+return 1
+"""
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -73,25 +82,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(out, 1, redis.call('GET', KEYS[2]) or '')
+table.insert(out, 1, now)
+return out
 """
 
 
 class Fenced(Exception):
     """The append was refused: this process no longer holds the lease, or the log moved on without it."""
-
-
-class BusHealth(msgspec.Struct):
-    """The shared bus as /api/health shows it: `connected` false means degraded (writes are refused with
-    a clear error, reads are served from this process's mirror)."""
-
-    engine: str  # "redis"
-    url: str  # without credentials
-    process: str  # this process's id among its peers
-    connected: bool
-    leader: bool  # whether this process numbers the scene's changes now
-    peers: list[str]  # every process whose heartbeat is current, this one included
-    last_error: str = ""
 
 
 def check_url(url: str) -> str:
@@ -102,30 +101,26 @@ def check_url(url: str) -> str:
     return url
 
 
-def shown_url(url: str) -> str:
-    """The URL without a password, for logs, errors and /api/health."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def process_id() -> str:
-    """This process among its peers: the host, the pid and a random part (a pid is reused after a restart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """This process among its peers: its name (host:pid, as /api/health says) and a random part, so that a
+    process restarted with the same pid (a container's 1) is not taken for the one that died."""
+    return f"{process_name()}:{secrets.token_hex(3)}"
 
 
 class RedisBus:
-    """One process's connection to the shared bus. Every call raises BusUnavailable when Redis does not
-    answer, and `health()` tells whether it answered last; `on_status` callbacks hear each change."""
+    """One process's bus in a deployment of several: its own sessions' fan-out (`publish`, `subscribe`, as the
+    in-process bus; the scene's SharedHub publishes what it takes from the shared log), and the connection to
+    Redis that SharedHub uses. Every Redis call raises BusUnavailable when Redis does not answer; `health()`
+    tells whether it answered last, `on_status` callbacks hear each change, `peers()` who else is there."""
 
     def __init__(self, url: str, process: str | None = None) -> None:
         self.url = check_url(url)
         self.process = process or process_id()
         self.connected = False
         self.last_error = ""
-        self.leader = False  # kept by shared_hub, shown in health()
-        self.peers: list[str] = []
         self.on_status: list[Callable[[bool], None]] = []
+        self._local = InProcessBus()
+        self._peers: dict[str, float] = {}  # another process -> monotonic time its heartbeat was last seen
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=COMMAND_TIMEOUT_S + BLOCK_MS / 1000,
@@ -134,13 +129,30 @@ class RedisBus:
         )
         self._append = self._redis.register_script(_APPEND)
         self._renew = self._redis.register_script(_RENEW)
+        self._refound = self._redis.register_script(_REFOUND)
         self._release = self._redis.register_script(_RELEASE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
 
-    def health(self) -> BusHealth:
-        return BusHealth(
-            "redis", shown_url(self.url), self.process, self.connected, self.leader, list(self.peers), self.last_error
+    # --- Bus -----------------------------------------------------------------------------------------
+
+    def publish(self, scene: str, batch: Batch) -> None:
+        self._local.publish(scene, batch)
+
+    def subscribe(self, scene: str, callback: Subscriber) -> Unsubscribe:
+        return self._local.subscribe(scene, callback)
+
+    def health(self) -> EngineHealth:
+        if self.connected:
+            return EngineHealth("redis", ok=True, url=public_url(self.url))
+        detail = (
+            f"Redis does not answer ({self.last_error or 'not connected yet'}): start it or check --bus; this process"
+            " serves what it holds and refuses changes until Redis is back"
         )
+        return EngineHealth("redis", ok=False, url=public_url(self.url), detail=detail)
+
+    def peers(self) -> list[Peer]:
+        now = time.monotonic()
+        return [Peer(name.rsplit(":", 1)[0], round(now - seen, 3)) for name, seen in sorted(self._peers.items())]
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -155,7 +167,7 @@ class RedisBus:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._status(False, f"{type(exc).__name__}: {exc}")
             raise BusUnavailable(
-                f"the shared bus ({shown_url(self.url)}) is unreachable ({exc}): {what} was not done; send it again"
+                f"the shared bus ({public_url(self.url)}) is unreachable ({exc}): {what} was not done; send it again"
                 " in a moment"
             ) from None
         self._status(True, "")
@@ -167,9 +179,9 @@ class RedisBus:
         if connected != self.connected:
             self.connected = connected
             if connected:
-                log.warning("shared bus %s: connected", shown_url(self.url))
+                log.warning("shared bus %s: connected", public_url(self.url))
             else:
-                log.error("shared bus %s unreachable: %s", shown_url(self.url), error)
+                log.error("shared bus %s unreachable: %s", public_url(self.url), error)
             for observer in self.on_status:
                 observer(connected)
 
@@ -218,22 +230,38 @@ class RedisBus:
             raise Fenced(str(exc)) from None
         return entry.decode()
 
-    async def read_log(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
-        """Log entries after entry id `after` (waiting up to BLOCK_MS for one when `block`)."""
-        return await self._read(scene, "log", b"b", after, block)
+    async def refound(self, scene: str, token: str, epoch: str, seq: int, checkpoint: bytes) -> None:
+        """Start the scene's log over, empty, in a new epoch that continues at `seq` from `checkpoint` (Redis lost
+        the old one); all at once, only while `token` holds the lease. Raises Fenced otherwise."""
+        keys = [self.key(scene, name) for name in ("lease", "seq", "log", "epoch", "checkpoint")]
+        try:
+            await self._call("starting the log over", self._refound(keys=keys, args=[token, epoch, seq, checkpoint]))
+        except ResponseError as exc:
+            raise Fenced(str(exc)) from None
+
+    async def read_log(self, scene: str, after: str) -> list[tuple[str, bytes]]:
+        """Log entries after entry id `after` (waiting up to BLOCK_MS for one)."""
+        return await self._read(scene, "log", b"b", after)
 
     async def send(self, scene: str, message: bytes) -> str:
         """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
-        inbox = self.key(scene, "inbox")
-        call = self._redis.xadd(inbox, {"m": message}, maxlen=LOG_MAX_ENTRIES, approximate=True)
+        call = self._redis.xadd(self.key(scene, "inbox"), {"m": message})  # trimmed by the leader (`trim_inbox`)
         entry = await self._call("handing the change to the leader", call)
         return entry.decode()
 
-    async def read_inbox(self, scene: str, after: str, block: bool = True) -> list[tuple[str, bytes]]:
-        return await self._read(scene, "inbox", b"m", after, block)
+    async def trim_inbox(self, scene: str, taken: str) -> None:
+        """Forget the inbox messages before entry id `taken`: the log has taken them in (never one it has not,
+        however long no leader reads the inbox)."""
+        await self._call(
+            "trimming the inbox", self._redis.xtrim(self.key(scene, "inbox"), minid=taken, approximate=False)
+        )
 
-    async def _read(self, scene: str, name: str, field: bytes, after: str, block: bool) -> list[tuple[str, bytes]]:
-        call = self._redis.xread({self.key(scene, name): after}, count=500, block=BLOCK_MS if block else None)
+    async def read_inbox(self, scene: str, after: str) -> list[tuple[str, bytes]]:
+        """Inbox messages after entry id `after` (waiting up to BLOCK_MS for one)."""
+        return await self._read(scene, "inbox", b"m", after)
+
+    async def _read(self, scene: str, name: str, field: bytes, after: str) -> list[tuple[str, bytes]]:
+        call = self._redis.xread({self.key(scene, name): after}, count=500, block=BLOCK_MS)
         reply = await self._call(f"reading the {name}", call)
         if not reply:
             return []
@@ -246,24 +274,36 @@ class RedisBus:
     async def load_checkpoint(self, scene: str) -> bytes | None:
         return await self._call("reading the checkpoint", self._redis.get(self.key(scene, "checkpoint")))
 
-    async def heartbeat(self, scene: str, alive: bool = True) -> list[str]:
-        """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene."""
-        call = self._heartbeat(keys=[self.key(scene, "peers")], args=[self.process, PEER_TTL_MS if alive else 0])
-        peers = sorted(p.decode() for p in await self._call("the heartbeat", call))
-        self.peers = peers
-        return peers
+    async def heartbeat(self, scene: str, alive: bool = True) -> tuple[set[str], str]:
+        """Say this process is alive (or, `alive` False, leaving); returns every live process of the scene, this
+        one included, and the deployment's epoch now."""
+        keys = [self.key(scene, "peers"), self.key(scene, "epoch")]
+        call = self._heartbeat(keys=keys, args=[self.process, PEER_TTL_MS if alive else 0])
+        now_ms, epoch, *pairs = await self._call("the heartbeat", call)
+        expiries = {pairs[i].decode(): float(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        # Each heartbeat runs out PEER_TTL_MS after it was made: so long ago was it made.
+        now = time.monotonic()
+        self._peers = {
+            name: now - (PEER_TTL_MS - (expiry - int(now_ms))) / 1000
+            for name, expiry in expiries.items()
+            if name != self.process
+        }
+        return set(expiries), epoch.decode()
 
     # --- revocations -----------------------------------------------------------------------------
 
     async def announce(self, scene: str, message: bytes) -> None:
         await self._call("announcing the revocation", self._redis.publish(self.key(scene, "revoked"), message))
 
-    async def announcements(self, scene: str) -> AsyncIterator[bytes]:
-        """Messages on the scene's revocation channel, for ever: a lost connection is subscribed again."""
+    async def announcements(self, scene: str, subscribed: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+        """Messages on the scene's revocation channel, for ever: a lost connection is subscribed again.
+        `subscribed` is set once the first subscription holds (nothing announced from then on is missed)."""
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await self._call("listening for revocations", pubsub.subscribe(self.key(scene, "revoked")))
+                if subscribed is not None:
+                    subscribed.set()
                 while True:
                     message = await self._call("listening for revocations", pubsub.get_message(True, BLOCK_MS / 1000))
                     if message is not None and message["type"] == "message":

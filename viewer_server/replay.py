@@ -7,7 +7,7 @@ server ran with then) make of them; the anomaly flags follow the anomaly alarms 
 runs on the past. `advance` feeds it the history of an interval in time order, as the live hub feeds the live
 twin, and returns what changed; where the bindings changed within the interval, the visuals are made again with
 the new rules from that moment on. `Player` paces that for one connection: one `replay_delta` per
-REPLAY_FRAME_S of wall time (the display's rate), covering `speed` times as much history, until it reaches the
+REPLAY_FRAME_S of wall time (a display rate), covering `speed` times as much history, until it reaches the
 present (replay never runs into live). While it plays, the history is read ahead in blocks (`_ReadAhead`) in a
 thread of its own, so making a frame never waits for the disk.
 """
@@ -29,16 +29,20 @@ from scene.rules import RuleEngine
 from scene.state import PropertyValue, Reading, TwinState
 from viewer_server import protocol as p
 from viewer_server.historian import BindingsVersion, Historian, Sample
-from viewer_server.hub import FLUSH_INTERVAL_S, prop_state
+from viewer_server.hub import prop_state
 
 log = logging.getLogger(__name__)
 
-# Wall time per replay_delta: the live stream's flush window (60 Hz), so that a replay moves as smoothly as the
-# display does. A frame that takes longer to make than this only makes the next one cover more history.
-REPLAY_FRAME_S: Final = FLUSH_INTERVAL_S
+# Wall time per replay_delta: 30 frames a second, a display rate (video's) at which colours and labels move
+# smoothly. A frame's cost grows with the properties that changed in it, not with the history it covers (each
+# property's last sample only): at 60× over 1 000 properties that change every second, ~20 ms of CPU a frame,
+# 0.6 of a core at 30 Hz and a whole core at 60 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
+# this only makes the next one cover more history.
+REPLAY_FRAME_S: Final = 1 / 30
 # While playing, the history is read this much wall time ahead (speed × this of history per block), in a thread
-# of its own; the next block is asked for once less than half of one is left.
-READ_AHEAD_S: Final = 1.0
+# of its own; the next block is asked for once less than half of one is left. Short: a block's reading shares
+# the interpreter with the frames (half a second at 60× is 30 000 samples at 1 000 properties, ~50 ms).
+READ_AHEAD_S: Final = 0.5
 # ...but a block holds at most this much history (at 1000× over many properties a block stays a few seconds of
 # reading, not minutes of them in memory), and at least this much (a few frames' worth at 1×).
 MAX_BLOCK_S: Final = 120.0
@@ -107,6 +111,7 @@ class _ReadAhead:
         self._next: Future[tuple[float, list[Sample], list[p.Event]]] | None = None
 
     def _read(self, t0: float, t1: float) -> tuple[float, list[Sample], list[p.Event]]:
+        t1 = max(t0, min(t1, self.historian.clock()))  # not past the present: what arrives later is read then
         return t1, self.historian.samples(t0, t1), self.historian.events(t0, t1)
 
     def _ask(self) -> None:
@@ -118,8 +123,11 @@ class _ReadAhead:
         while self.read_to < t:
             self._ask()
             assert self._next is not None
-            self.read_to, samples, events = self._next.result()
+            read_to, samples, events = self._next.result()
             self._next = None
+            if read_to <= self.read_to:  # t is the present: everything there is has been read
+                break
+            self.read_to = read_to
             self.samples += samples
             self.events += events
         cut = bisect.bisect_right(self.samples, t, key=lambda s: s.ts)
@@ -147,8 +155,9 @@ class ReplayTwin:
         self.bindings: Bindings | None = None
         self.engine: RuleEngine | None = None
         self.targets: set[str] = set()  # the layer's elements with a rule in those bindings
+        self._affects: dict[tuple[str, str], list[str]] = {}  # (element, prop) -> the layer's elements it colours
         self.state = TwinState(history_len=1)
-        self.silence = SilenceWatch(self._stale_after)
+        self.silence: SilenceWatch | None = None
         self.alarms: dict[str, p.Alarm] = {}
         self.visuals: dict[str, p.Visual] = {}
         self._ahead: _ReadAhead | None = None
@@ -165,7 +174,17 @@ class ReplayTwin:
         self.version, self.bindings = version, bindings
         self.engine = RuleEngine(bindings) if bindings is not None else None
         self.targets = set(self.engine.targets(self.layer)) if self.engine is not None else set()
+        self._affects = {}
         return True
+
+    def _affected(self, element: str, prop: str) -> list[str]:
+        """The layer's elements whose visual element.prop feeds (remembered per property: asked every frame)."""
+        key = (element, prop)
+        found = self._affects.get(key)
+        if found is None:
+            pairs = self.engine.affected(element, prop) if self.engine is not None else []
+            found = self._affects[key] = [el for layer, el in pairs if layer == self.layer]
+        return found
 
     def _watch_silence(self) -> None:
         """Watch every property of the state for silence, by the stale_after of the bindings in use."""
@@ -184,19 +203,19 @@ class ReplayTwin:
             self._ahead = None
         samples = self.historian.state_at(t)
         self.as_of = t
+        self._use_rules_at(t)
         values: dict[str, dict[str, PropertyValue]] = {}
+        props: dict[str, p.PropState] = {}
         for (element, prop), s in samples.items():
-            values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality)
+            after = self._stale_after(element, prop)
+            silent = s.ts if after is not None and t - s.ts >= after else None  # as the silence watch decides
+            values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality, silent)
+            props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality, silent)
         self.state = TwinState(history_len=1)
         self.state.restore(values)
-        self._use_rules_at(t)
-        self._watch_silence()
-        self._mark_stale(t)
+        self.silence = None  # watched from the first `advance` on (a seek alone needs no watch)
         self.alarms = {a.id: a for a in self.historian.alarms_at(t)}
         self.visuals = self._all_visuals()
-        props = {
-            f"{el}/{prop}": prop_state(pv) for el, pvs in self.state.snapshot().items() for prop, pv in pvs.items()
-        }
         return props, dict(self.visuals), self.listed()
 
     def _all_visuals(self) -> dict[str, p.Visual]:
@@ -209,6 +228,7 @@ class ReplayTwin:
         """Flag the properties silent for longer than their stale_after at `t` (source time of their last sample:
         what the live twin flagged by receive time); their new states."""
         out = {}
+        assert self.silence is not None
         for element, prop, last in self.silence.expired(t):
             change = self.state.mark_stale(element, prop, last)
             if change is not None:
@@ -236,25 +256,33 @@ class ReplayTwin:
     def _advance(self, t: float) -> p.ReplayDelta:
         if self._ahead is None:
             samples, events = self.historian.samples(self.as_of, t), self.historian.events(self.as_of, t)
+        elif t - self.as_of > self._ahead.span:  # more than a block behind (a host short of CPU): catch up as a
+            # seek does, from each property's last sample, rather than by reading every sample in between
+            self._ahead.cancel()
+            self._ahead = _ReadAhead(self.historian, t, self._ahead.span)
+            changed = (s for s in self.historian.state_at(t).values() if s.ts > self.as_of)
+            samples, events = sorted(changed, key=lambda s: s.ts), self.historian.events(self.as_of, t)
         else:
             samples, events = self._ahead.take(t)
+        if self.silence is None:
+            self._watch_silence()
         frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
-        changes = self.rules.changes(self.as_of, t) if self.rules is not None else []
-        for end in [*changes, t]:  # up to each change of the bindings with the rules before it, the rest after
+        changes = [c for c in self.rules.changes(self.as_of, t) if c < t] if self.rules is not None else []
+        for end in [*changes, t]:  # up to each change of the bindings with the rules before it, then the new ones
             cut = bisect.bisect_left(samples, end, key=lambda s: s.ts) if end < t else len(samples)
             touched = self._apply(samples[:cut], frame.props)
             samples = samples[cut:]
             cut = bisect.bisect_left(events, end, key=lambda e: e.ts) if end < t else len(events)
             alarms_changed |= self._apply_alarms(events[:cut], touched)
             events = events[cut:]
-            if end == t:
-                frame.props.update(self._mark_stale(t))
-            elif self._use_rules_at(end):
+            if self._use_rules_at(end):
                 self._watch_silence()  # another file may give another stale_after
                 if self.engine is not None:
                     self.engine.show_anomalies(self._active())
                 touched |= set(self.visuals) | self.targets
+            if end == t:
+                frame.props.update(self._mark_stale(t))
             self._refresh(touched, frame.visuals)
         self.as_of = t
         if alarms_changed:
@@ -266,13 +294,13 @@ class ReplayTwin:
         have changed. Samples in between change nothing a frame shows (it carries one state per property)."""
         last = {(s.element, s.prop): s for s in samples}
         touched: set[str] = set()
+        assert self.silence is not None
         for (element, prop), s in last.items():
             self.silence.seen(element, prop, s.ts)
             change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
             if change is not None:
                 props[f"{element}/{prop}"] = _prop(s)
-                if self.engine is not None:
-                    touched.update(el for layer, el in self.engine.affected(element, prop) if layer == self.layer)
+                touched.update(self._affected(element, prop))
         return touched
 
     def _apply_alarms(self, events: list[p.Event], touched: set[str]) -> bool:

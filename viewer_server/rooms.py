@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 import time
 import unicodedata
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from viewer_server import protocol as p
 from viewer_server.auth import DEFAULT_TTL_S, AuthError, Claims, mint, revocation_time, verify
 from viewer_server.permissions import PERSONS, ROLES, Action, is_role
 from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
+from viewer_server.store_db import Conflict, Db
 
 Room = RoomRow
 # Session ids travel in links and file names: short and plain.
@@ -114,7 +114,7 @@ class Rooms:
             default = Room(scene_id, scene_id, "default", time.time(), "server", DEFAULT_ANONYMOUS_ROLE)
             self._rooms[scene_id] = default
             if store is not None:  # so that `twinview session list` shows it
-                store.submit(lambda db: put_room(db, default))
+                store.submit(lambda db: put_room(db, default, if_absent=True))
 
     @property
     def default(self) -> Room:
@@ -144,7 +144,7 @@ class Rooms:
         if self.store is not None:
             try:
                 await self.store.run(lambda db: put_room(db, room))
-            except sqlite3.IntegrityError:  # created meanwhile (another request, or the CLI)
+            except Conflict:  # created meanwhile (another request, another process, or the CLI)
                 raise ValueError(f"session {room_id!r} exists") from None
         self._rooms[room_id] = room
         return room
@@ -229,12 +229,12 @@ def new_room(room_id: str, scene_id: str, name: str, anonymous_role: str | None,
     return Room(room_id, scene_id, name or room_id, time.time(), created_by, anonymous_role)
 
 
-def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[sqlite3.Connection], float]:
+def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[Db], float]:
     """The write revoking `user`'s tokens for a session, with its audit entry, for `Store.run` / `submit`
     (the server and the CLI). It returns the revocation time, taken on the writer thread just before
     the commit: any token minted later has a later `iat`."""
 
-    def write(db: sqlite3.Connection) -> float:
+    def write(db: Db) -> float:
         revoked_at = revocation_time()
         put_revocation(db, room_id, user, revoked_at)
         put_audit(db, AuditEntry(room_id, revoked_at, actor, role, Action.SESSION_REVOKE.value, user))

@@ -37,9 +37,10 @@ from viewer_server.live import LiveScene
 from viewer_server.protocol import CLOSE_AUTH
 from viewer_server.redis_bus import RedisBus
 from viewer_server.server_file import announced, local_url
-from viewer_server.session import close_sessions, revoked
+from viewer_server.session import close_sessions, revoked, tell_status
 from viewer_server.shared_hub import SharedHub
 from viewer_server.store import Store, prune_revocations
+from viewer_server.store_db import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ RULES_TICK_S: Final = 1.0
 # How often the server looks for revocations made by another process (`twinview session revoke`) to
 # close the connections they void; the REST call closes its own at once.
 REVOCATION_POLL_S: Final = 1.0
+# How long start-up waits for the shared bus's revocation channel (Redis answered a moment before).
+STARTUP_WAIT_S: Final = 10.0
 # The historian's upkeep (sealing finished hours, retention): a few times per hour is enough for hourly chunks.
 HISTORY_UPKEEP_S: Final = 300.0
 
@@ -92,6 +95,7 @@ class ServeOptions:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
     audit: Retention = field(default_factory=Retention)  # how long audit rows are kept (viewer_server.audit)
+    store: str | None = None  # postgresql://USER@HOST:PORT/DB or sqlite:PATH; None: the SQLite file in data_dir
     history: bool = True  # keep the historian (replay, charts); False: a data dir without one (bench/fanout.py)
     bus_url: str | None = None  # redis://HOST:PORT: several processes serve the scene (viewer_server/shared_hub.py)
 
@@ -113,9 +117,10 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
     opts = _options(options, fields)
     if opts.mqtt_url:
         check_url(opts.mqtt_url)
-    shared = RedisBus(opts.bus_url) if opts.bus_url else None  # ValueError for a bad URL, before anything opens
+    # A bad --bus URL is a ValueError before anything opens.
+    bus: InProcessBus | RedisBus = RedisBus(opts.bus_url) if opts.bus_url else InProcessBus()
     edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
-    store = Store(opts.data_dir)
+    store = Store(opts.data_dir, opts.store)
     live: LiveScene | None = None
     started = False
     runner: web.AppRunner | None = None
@@ -126,17 +131,17 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         live = LiveScene.open(
             opts.scene_dir,
             opts.bindings,
-            bus=InProcessBus(),
+            bus=bus,
             store=store,
             procedures_path=opts.procedures,
             mqtt_url=opts.mqtt_url,
             history=opts.history,
-            shared=shared,
         )
         if isinstance(live.hub, SharedHub):
             await live.hub.start()  # BusUnavailable: Redis does not answer
             started = True
             live.hub.on_reset.append(functools.partial(_resync_all, live))
+            live.hub.redis.on_status.append(functools.partial(tell_status, live))
         _freeze_loaded_objects()
         # aiohttp's keep-alive timer also runs from the connection until the first request head is complete.
         runner = web.AppRunner(make_app(live, edge=edge), handle_signals=False, keepalive_timeout=opts.header_timeout_s)
@@ -149,16 +154,22 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         bound = listener.sockets[0].getsockname()[1] if listener.sockets else opts.port
         store.submit(lambda db: prune_revocations(db, time.time() - MAX_TTL_S - CLOCK_SKEW_S))
         jobs: list[Coroutine[Any, Any, None]] = [_tick_rules(live), _close_revoked(live, store)]
+        jobs.append(asyncio.to_thread(live.scene.prepare))
+        subscribed = asyncio.Event()
+        if isinstance(bus, RedisBus):
+            jobs.append(_close_announced(live, store, bus, subscribed))
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))
         if live.historian is not None:
             jobs.append(_keep_history(live.historian, live.hub))
         if opts.mqtt_url:
-            jobs.append(mqtt_ingest(opts.mqtt_url, live))
+            jobs.append(mqtt_ingest(opts.mqtt_url, live, shared=isinstance(bus, RedisBus)))
         if opts.simulate:
             jobs.append(_simulate(live))
         tasks = [asyncio.create_task(job) for job in jobs]
+        if isinstance(bus, RedisBus):  # revocations announced from now on reach this process
+            await asyncio.wait_for(subscribed.wait(), STARTUP_WAIT_S)
         with announced(opts.data_dir, local_url(opts.host, bound)):  # for commands on this data dir
             yield RunningServer(live, store, runner, bound, opts.host, tasks, guard)
     finally:
@@ -171,8 +182,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             await runner.cleanup()
         if started and isinstance(live.hub, SharedHub):
             await live.hub.stop()
-        if shared is not None:
-            await shared.close()
+        if isinstance(bus, RedisBus):
+            await bus.close()
         if live is not None:
             live.hub.close()
             if live.audit is not None:
@@ -223,12 +234,13 @@ async def _tick_rules(live: LiveScene) -> None:
 
 
 async def _keep_history(historian: Historian, hub: SceneHub) -> None:
-    """Seal finished hours into Parquet chunks and apply retention, off the event loop; of the processes
-    sharing a scene (and its data dir), only the leader."""
+    """Seal finished hours into Parquet chunks, checkpoint the alarm list and apply retention, off the event loop;
+    of the processes sharing a scene (and its data dir), only the leader."""
     while True:
         try:
             if hub.leading:
                 await asyncio.to_thread(historian.seal)
+                await asyncio.to_thread(historian.checkpoint_alarms)
                 await asyncio.to_thread(historian.retain)
         except (OSError, sqlite3.Error) as exc:
             log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
@@ -237,10 +249,22 @@ async def _keep_history(historian: Historian, hub: SceneHub) -> None:
 
 async def _close_revoked(live: LiveScene, store: Store) -> None:
     """Close the connections of users revoked by another process, within REVOCATION_POLL_S: one read
-    of the (small) revocations table per poll, compared with every connection's token."""
+    of the (small) revocations table per poll, compared with every connection's token. While the store
+    cannot be read it says so once, and goes on polling until it can."""
+    failing = False
     while True:
         await asyncio.sleep(REVOCATION_POLL_S)
-        gone = revoked(live.sessions, store.revocations())
+        try:
+            revocations = await asyncio.to_thread(store.revocations)
+        except StoreError as exc:
+            if not failing:
+                log.error("store: revocations cannot be read (retried every %.0f s): %s", REVOCATION_POLL_S, exc)
+            failing = True
+            continue
+        if failing:
+            log.warning("store: revocations readable again (%s)", store.location)
+        failing = False
+        gone = revoked(live.sessions, revocations)
         if gone:
             await close_sessions(gone, CLOSE_AUTH, REVOKED)
 
@@ -251,6 +275,14 @@ def _resync_all(live: LiveScene) -> None:
         session.outbox.request_resync()
 
 
+async def _close_announced(live: LiveScene, store: Store, bus: RedisBus, subscribed: asyncio.Event) -> None:
+    """Close the connections revoked on another process of the deployment as soon as it says so."""
+    async for _ in bus.announcements(live.scene.id, subscribed):
+        gone = revoked(live.sessions, store.revocations())
+        if gone:
+            await close_sessions(gone, CLOSE_AUTH, REVOKED)
+
+
 async def _simulate(live: LiveScene) -> None:
     """Feed the simulated plant through the same validation as any producer."""
     if live.bindings is None:
@@ -258,5 +290,7 @@ async def _simulate(live: LiveScene) -> None:
         return
     sim = Simulator(live.bindings, seed=SIMULATOR_SEED)
     while True:
-        await live.ingest.submit([as_protocol(r) for r in sim.step(time.time())], "simulator")
+        readings = sim.step(time.time())
+        if live.hub.leading:  # one plant however many processes serve it: the leader's simulator feeds it
+            await live.ingest.submit([as_protocol(r) for r in readings], "simulator")
         await asyncio.sleep(1 / SIMULATOR_RATE_HZ)

@@ -40,6 +40,7 @@ from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
 from viewer_server.rooms import Member, NameRefused, admit
 from viewer_server.store import AuditEntry
+from viewer_server.store_db import StoreError
 from viewer_server.topics import MAX_VIEWPOINT_IDS
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ CONTROL_QUEUE_MAX: Final = 64
 HEARTBEAT_S: Final = 30.0
 CAPABILITIES: Final = [
     "resume", "coalesce", "msgpack", "publish", "presence", "alarms", "sessions", "annotations",
-    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay", "interest",
+    "procedures", "presenter", "commands", "alarm_lifecycle", "stale", "replay", "interest", "status",
 ]  # fmt: skip
 # Bytes aiohttp writes before it checks whether the socket drains (its default is 256 kB): small, so
 # that a slow client's sender blocks early and its outbox coalesces instead of the socket buffering.
@@ -133,8 +134,14 @@ class Session:
         self.client = hello.client
         try:
             member = admit(self.live.rooms, self.live.secret, hello, self.id)
+            if self.live.annotations is not None:  # loaded now: the snapshot must not meet an unreachable store
+                self.live.annotations.topics(member.room)
         except AuthError as exc:
             await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
+            return
+        except StoreError as exc:  # a session this process has not loaded yet, while the store is down
+            log.warning("connection %s refused for now: %s", self.id, exc)
+            await self.close(p.CLOSE_GOING_AWAY, "the store cannot be read now: reconnect in a moment")
             return
         self.member, self.role = member, member.role
         self.outbox.room = member.room
@@ -148,6 +155,8 @@ class Session:
         self.live.rooms.join(member)
         try:
             await self._reply(self._welcome())
+            if (status := bus_status(self.live)).state == "degraded":
+                self.tell(status)
             self._start_stream(hello.resume)
             await self._follow_presenter_replay()
             await self._read_loop()
@@ -466,6 +475,11 @@ class Session:
         if playing:
             self.player.start(speed, driven_by)
 
+    def tell(self, message: p.Status) -> None:
+        """A notice from the server (not an answer): queued with the replies, past CONTROL_QUEUE_MAX (rare)."""
+        self._control.append(p.encode(message, self.encoding))
+        self.outbox.notify()
+
     def show_presenter(self, state: p.PresenterState) -> None:
         """While replaying: the session's new presenter state, in a `replay_delta` of its own (PROTOCOL.md §14)."""
         if self.twin is None or len(self._control) >= CONTROL_QUEUE_MAX:
@@ -640,6 +654,21 @@ def forward_presenter(live: LiveScene, room: str, state: p.PresenterState) -> No
     for session in live.sessions:
         if session.twin is not None and session.outbox.room == room:
             session.show_presenter(state)
+
+
+def bus_status(live: LiveScene) -> p.Status:
+    """The bus's state as clients see it (PROTOCOL.md §16): only several processes' shared bus can be degraded."""
+    health = live.bus.health()
+    if health.ok:
+        return p.Status("ok")
+    return p.Status("degraded", f"you see the twin as it was, changes are refused until it is back: {health.detail}")
+
+
+def tell_status(live: LiveScene, connected: bool) -> None:
+    """The shared bus went down or came back: every connection is told."""
+    status = bus_status(live)
+    for session in live.sessions:
+        session.tell(status)
 
 
 def revoked(sessions: Iterable[Session], revocations: Mapping[tuple[str, str], float]) -> list[Session]:

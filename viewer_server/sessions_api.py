@@ -11,6 +11,7 @@ The route table lives in `viewer_server.api`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +28,15 @@ from viewer_server.bcf.archive import MAX_CONCURRENT_IMPORTS
 from viewer_server.bcf.command import scene_index
 from viewer_server.bcf.reader import import_bcf
 from viewer_server.bcf.writer import export_bcf
+from viewer_server.bus import BusUnavailable
 from viewer_server.http_edge import read_body
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.permissions import Action, allowed, is_role
 from viewer_server.procedures import record_csv
+from viewer_server.redis_bus import RedisBus
 from viewer_server.rooms import MAX_USER_NAME, Member, Room, guest_id, user_problem
 from viewer_server.session import close_sessions, revoked
+from viewer_server.store_db import StoreError
 from viewer_server.topics import Comment, Topic
 
 # Seconds a client refused because the server is busy with other BCF imports is told to wait.
@@ -40,6 +44,8 @@ BUSY_RETRY_AFTER_S: Final = 5
 # Audit entries per request by default and at most: a page of a table, not the whole history.
 AUDIT_DEFAULT_LIMIT: Final = 200
 AUDIT_MAX_LIMIT: Final = 2000
+# The error of a REST read the store could not answer (PostgreSQL unreachable): 503.
+STORE_UNAVAILABLE: Final = "store_unavailable"
 # HTTP status of each refusal of the annotation service.
 STATUS: Final = {
     p.ERR_FORBIDDEN: 403,
@@ -166,7 +172,8 @@ async def _body(request: web.Request, cls: type) -> Any:
 
 
 def handles_refusals(handler: Any) -> Any:
-    """Turn Refused and AnnotationError into JSON error responses."""
+    """Turn Refused and AnnotationError into JSON error responses, and a store that cannot answer a read
+    into 503 `store_unavailable` (docs/STORE.md)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
@@ -180,6 +187,8 @@ def handles_refusals(handler: Any) -> Any:
             if exc.field is not None:
                 body["field"] = exc.field
             return _json(body, STATUS.get(exc.code, 400))
+        except StoreError as exc:
+            return _json({"error": STORE_UNAVAILABLE, "detail": f"{exc}; try again"}, 503)
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -259,6 +268,9 @@ async def session_revoke(request: web.Request) -> web.Response:
         raise Refused(503, "no_store", "revocation needs a server with a data dir")
     revoked_at = await live.rooms.revoke(room.id, body.user, member)
     gone = revoked(live.sessions, {(room.id, body.user): revoked_at})
+    if isinstance(live.bus, RedisBus):  # the other processes close theirs at once (else within their poll)
+        with contextlib.suppress(BusUnavailable):
+            await live.bus.announce(live.scene.id, REVOKED.encode())
     await close_sessions(gone, p.CLOSE_AUTH, REVOKED)
     return _json(Revoked(room.id, body.user, revoked_at, len(gone)))
 

@@ -9,7 +9,8 @@
         │  right after the previous seq (a fenced Lua script), so the log is one gap-free sequence
         ▼
     every process's mirror (this SharedHub): state, visuals, alarms, presence and resume log from the log, and
-    its own InProcessBus to its own sessions: snapshots, resumes and welcome seqs are the deployment's.
+    its own fan-out to its own sessions (RedisBus.publish): snapshots, resumes and welcome seqs are the
+    deployment's.
 
 So seq numbers and the epoch are the deployment's, not a process's: a client resumes on whichever process it
 lands. When the leader dies its lease runs out and another process takes it: it first catches its mirror up to
@@ -34,10 +35,11 @@ import msgspec
 
 from scene.state import PropertyValue, Reading
 from viewer_server import protocol as p
-from viewer_server.bus import Bus, BusUnavailable
+from viewer_server.bus import BusUnavailable
 from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub, prop_key, prop_state, visual_key
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.procedures import Refused
 from viewer_server.redis_bus import RENEW_S, Fenced, RedisBus
 from viewer_server.resume_log import ResumeLog
 from viewer_server.rules_adapter import LiveRules
@@ -53,6 +55,8 @@ CHECKPOINT_S: Final = 1.0
 # How long a person's event waits to be numbered by the leader before the request is answered `not_saved`
 # (a failover takes about LEASE_MS; the message stays in the inbox and is numbered once a leader takes it).
 NUMBER_TIMEOUT_S: Final = 10.0
+# The reply to a request the leader refused (`LogRecord.replies`): no event has seq 0.
+REFUSED: Final = 0
 # How long a starting process waits for the first leader to write the checkpoint of a new deployment.
 BOOTSTRAP_TIMEOUT_S: Final = 30.0
 
@@ -115,7 +119,7 @@ class Checkpoint(msgspec.Struct, array_like=True):
     alarm_history: list[p.Event]
 
 
-_inbox_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder()
 _inbox_decoder = msgspec.msgpack.Decoder(InboxMessage)
 _record_decoder = msgspec.msgpack.Decoder(LogRecord)
 _checkpoint_decoder = msgspec.msgpack.Decoder(Checkpoint)
@@ -135,20 +139,17 @@ class SharedHub(SceneHub):
         *,
         rules: LiveRules,
         alarms: AlarmBook,
-        bus: Bus,
+        bus: RedisBus,
         store: Store | None,
-        redis: RedisBus,
         historian: Historian | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(scene_id, rules=rules, alarms=alarms, bus=bus, store=store, historian=historian, clock=clock)
-        self.redis = redis
+        self.redis = bus  # the shared log; its `publish` is this process's own fan-out
         self.last_id = "0-0"  # the log entry the mirror stands at
         self.cursor = "0-0"  # the inbox entry the log has taken in up to
         self.presence_owner: dict[str, str] = {}  # connection -> its process
-        # "element/prop" -> (element, prop), for the mirror's TwinState (every property a reading can set)
-        bindings = rules.bindings
-        self._keys = {prop_key(b.element, b.prop): (b.element, b.prop) for b in (bindings.bindings if bindings else [])}
+        self._posed: set[str] = set()  # this process's connections that sent a pose
         self._saved: dict[str, dict[str, PropertyValue]] = {}  # values from the store: a new deployment's start
         self._waiting: dict[str, asyncio.Future[p.Event]] = {}
         self._requests = itertools.count(1)
@@ -201,7 +202,6 @@ class SharedHub(SceneHub):
                 await leader.finish()
                 await self.redis.release(self.scene_id, self._token)
             await self.redis.heartbeat(self.scene_id, alive=False)
-        self.redis.leader = False
 
     async def _checkpoint(self) -> Checkpoint | None:
         data = await self.redis.load_checkpoint(self.scene_id)
@@ -215,7 +215,7 @@ class SharedHub(SceneHub):
         engine = leader.engine
         props = [(el, prop, pv) for el, props in engine.state.snapshot().items() for prop, pv in props.items()]
         checkpoint = Checkpoint(self.epoch, 0, "0-0", "0-0", props, engine.visuals, [], alarms, history)
-        await self.redis.save_checkpoint(self.scene_id, _inbox_encoder.encode(checkpoint))
+        await self.redis.save_checkpoint(self.scene_id, _encoder.encode(checkpoint))
         self._load(checkpoint)
 
     def _load(self, cp: Checkpoint) -> None:
@@ -237,7 +237,7 @@ class SharedHub(SceneHub):
     # --- what sessions change: to the leader -----------------------------------------------------------
 
     async def _send(self, message: InboxMessage) -> None:
-        await self.redis.send(self.scene_id, _inbox_encoder.encode(message))
+        await self.redis.send(self.scene_id, _encoder.encode(message))
 
     def apply(self, readings: list[Reading], rx: float) -> asyncio.Future[None]:  # type: ignore[override]
         """Hand validated readings to the leader; the future resolves once Redis has them (BusUnavailable if
@@ -245,7 +245,11 @@ class SharedHub(SceneHub):
         return asyncio.ensure_future(self._send(ReadingsMessage(rx, readings)))
 
     def set_presence(self, session_id: str, presence: p.Presence | None, room: str = "") -> None:
-        if presence is None and session_id not in self.presence:
+        if presence is not None:
+            self._posed.add(session_id)
+        elif session_id in self._posed:  # its last pose may not be in the log yet: the leave goes all the same
+            self._posed.discard(session_id)
+        else:
             return
         self._fire(PresenceMessage(session_id, room, self.redis.process, presence))
 
@@ -300,7 +304,11 @@ class SharedHub(SceneHub):
                 await asyncio.sleep(RENEW_S)
                 continue
             for entry_id, data in entries:
-                record = _record_decoder.decode(data)
+                try:
+                    record = _record_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    await self._start_over(f"log entry {entry_id} cannot be read: {exc}")
+                    break
                 if record.epoch != self.epoch or record.first != self.seq + 1:
                     await self._start_over(f"log entry {entry_id} has seqs {record.first}..{record.last}")
                     break
@@ -314,8 +322,7 @@ class SharedHub(SceneHub):
         if checkpoint is None:
             return
         self._load(checkpoint)
-        for observer in self.on_reset:
-            observer()
+        _tell(self.on_reset)
 
     def _apply_record(self, entry_id: str, record: LogRecord) -> None:
         now = self.clock()
@@ -324,13 +331,11 @@ class SharedHub(SceneHub):
         for key, value in record.props:
             state[(PROP, key, "")] = value
             self.props[key] = value
-            element_prop = self._keys.get(key)
-            if element_prop is not None:
-                before = self.state.get(*element_prop)
-                rx = before.rx if before is not None and value.silent_since is not None else now
-                pv = PropertyValue(value.v, value.u, value.ts, rx, value.q, value.silent_since)
-                self.state.put(*element_prop, pv)
-                changed.append(element_prop)
+            element, _, prop = key.rpartition("/")  # keys split at their last "/" (PROTOCOL.md §2)
+            before = self.state.get(element, prop)
+            rx = before.rx if before is not None and value.silent_since is not None else now
+            self.state.put(element, prop, PropertyValue(value.v, value.u, value.ts, rx, value.q, value.silent_since))
+            changed.append((element, prop))
         for element, layer, visual in record.visuals:
             state[(VISUAL, visual_key(element, layer), layer)] = visual
             self.visuals.setdefault(layer, {})[element] = visual
@@ -344,22 +349,30 @@ class SharedHub(SceneHub):
                 self.presence[sid], self.presence_room[sid], self.presence_owner[sid] = presence, room, owner
         for room, presenter in record.presenter:
             state[(PRESENTER, room, room)] = presenter
+            _tell(self.on_presenter, room, presenter)
+        mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
             self.log.append_event(event)
+            _tell(self.on_event, event, event.seq in mine)
         for skey, value in state.items():
             self.log.append_state(record.last, skey, value)
         self.seq, self._window_first = record.last, record.last + 1
         self.last_id, self.cursor = entry_id, record.cursor
-        self.bus.publish(self.scene_id, Batch(record.first, record.last, state, list(record.events)))
+        if record.last >= record.first:  # a record of no seq only answers requests
+            self.bus.publish(self.scene_id, Batch(record.first, record.last, state, list(record.events)))
         if self._leader is not None:  # value checks (procedures) run once, on the leader's process
             for element, prop in changed:
-                for observer in self.on_change:
-                    observer(element, prop)
+                _tell(self.on_change, element, prop)
         by_seq = {event.seq: event for event in record.events}
         for request, seq in record.replies.items():
             waiter = self._waiting.get(request)
-            if waiter is not None and not waiter.done() and seq in by_seq:
+            if waiter is None or waiter.done():
+                continue
+            if seq == REFUSED:
+                why = "the alarm changed meanwhile (another operator, or its condition): look at it again"
+                waiter.set_exception(Refused(p.ERR_ALARM_STATE, why))
+            elif seq in by_seq:
                 waiter.set_result(by_seq[seq])
 
     def checkpoint(self) -> Checkpoint:
@@ -377,10 +390,12 @@ class SharedHub(SceneHub):
     async def _lease(self) -> None:
         """Heartbeat, and hold or compete for the lease, every RENEW_S."""
         renewed = time.monotonic()
-        checkpointed = self.seq
+        checkpointed, checkpoint_due = self.seq, 0.0
         while True:
             try:
-                peers = await self.redis.heartbeat(self.scene_id)
+                peers, epoch = await self.redis.heartbeat(self.scene_id)
+                if epoch and epoch != self.epoch and self._leader is None:  # another process refounded the log
+                    await self._start_over(f"the deployment carries on in epoch {epoch}")
                 if self._leader is None:
                     if await self.redis.acquire(self.scene_id, self._token):
                         await self._take_over()
@@ -390,20 +405,23 @@ class SharedHub(SceneHub):
                 else:
                     renewed = time.monotonic()
                     self._leader.forget_departed(peers)
-                    if self.seq != checkpointed:
-                        await self.redis.save_checkpoint(self.scene_id, _inbox_encoder.encode(self.checkpoint()))
-                        checkpointed = self.seq
+                    if self.seq != checkpointed and time.monotonic() >= checkpoint_due:
+                        await self.redis.save_checkpoint(self.scene_id, _encoder.encode(self.checkpoint()))
+                        await self.redis.trim_inbox(self.scene_id, self.cursor)
+                        checkpointed, checkpoint_due = self.seq, time.monotonic() + CHECKPOINT_S
             except BusUnavailable:
                 if self._leader is not None and time.monotonic() - renewed > RENEW_S * 4:
                     self._step_down("the shared bus is unreachable: the lease may run out meanwhile")
             except Fenced as exc:
                 self._step_down(str(exc))
-            self.redis.leader = self._leader is not None
             await asyncio.sleep(RENEW_S)
 
     async def _take_over(self) -> None:
         """Just got the lease: catch the mirror up with the end of the log, then start the engine from it."""
         end = await self.redis.last_seq(self.scene_id)
+        if end < self.seq:
+            await self._refound()
+            return
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT_S
         while self.seq < end:
             if time.monotonic() > deadline:
@@ -413,9 +431,24 @@ class SharedHub(SceneHub):
         log.warning("scene %s: this process (%s) leads from seq %d", self.scene_id, self.redis.process, self.seq)
         self._promote(self.state.snapshot())
 
+    async def _refound(self) -> None:
+        """Redis lost the log this mirror has seen (restarted without its append-only file): carry on from this
+        mirror in a new epoch, so that every client resyncs (`epoch_changed`) and every other process starts
+        over from the checkpoint written here. What was in the lost inbox is lost."""
+        epoch = secrets.token_hex(8)
+        log.error(
+            "scene %s: Redis lost the log (it ends before seq %d): new epoch %s from this process's copy;"
+            " keep Redis's data (appendonly yes) to avoid this",
+            self.scene_id, self.seq, epoch,
+        )  # fmt: skip
+        checkpoint = msgspec.structs.replace(self.checkpoint(), epoch=epoch, log_id="0-0", cursor="0-0")
+        await self.redis.refound(self.scene_id, self._token, epoch, self.seq, _encoder.encode(checkpoint))
+        self._load(checkpoint)
+        _tell(self.on_reset)
+        self._promote(self.state.snapshot())
+
     def _promote(self, saved: dict[str, dict[str, PropertyValue]]) -> _Leader:
         leader = self._leader = _Leader(self, saved)
-        self.redis.leader = True
         return leader
 
     def _step_down(self, why: str) -> None:
@@ -423,7 +456,6 @@ class SharedHub(SceneHub):
         if leader is not None:
             log.warning("scene %s: this process no longer leads (%s)", self.scene_id, why)
             leader.abandon()
-        self.redis.leader = False
 
 
 class _Leader:
@@ -456,7 +488,15 @@ class _Leader:
             asyncio.create_task(self._take_inbox(), name="twinview-inbox"),
             asyncio.create_task(self._append(), name="twinview-append"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._ended)
         engine._schedule_flush()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A leader's task failed (a bug): another process had better lead, from the log."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scene %s: %s failed", self.mirror.scene_id, task.get_name(), exc_info=task.exception())
+            self.mirror._step_down(f"{task.get_name()} failed")
 
     # Bus, for the engine's flush
     def publish(self, scene: str, batch: Batch) -> None:
@@ -488,7 +528,7 @@ class _Leader:
         mirror = self.mirror
         while True:
             record = await self._queue.get()
-            data = _inbox_encoder.encode(record)
+            data = _encoder.encode(record)
             while True:
                 try:
                     await mirror.redis.append(mirror.scene_id, mirror._token, record.first, record.last, data)
@@ -509,7 +549,12 @@ class _Leader:
                 await asyncio.sleep(RENEW_S)
                 continue
             for entry_id, data in entries:
-                message = _inbox_decoder.decode(data)
+                self.cursor = entry_id
+                try:
+                    message = _inbox_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # not ours (another version?)
+                    log.error("scene %s: inbox entry %s skipped: %s", mirror.scene_id, entry_id, exc)
+                    continue
                 if isinstance(message, ReadingsMessage):
                     engine.apply(message.readings, message.rx)
                 elif isinstance(message, PresenceMessage):
@@ -519,18 +564,33 @@ class _Leader:
                 elif isinstance(message, PresenterMessage):
                     engine.set_presenter(message.room, message.state)
                 elif message.alarm:
-                    self.replies[message.request] = engine.record_alarm(message.event).seq
+                    self.replies[message.request] = self._record_alarm(message.event)
                 else:
                     event = engine.emit_event(lambda seq, e=message.event: msgspec.structs.replace(e, seq=seq))
                     self.replies[message.request] = event.seq
-                self.cursor = entry_id
+            self._answer_now()
 
-    def forget_departed(self, peers: list[str]) -> None:
-        """Remove the presence of connections whose process is gone (its heartbeat ran out)."""
-        alive = set(peers)
+    def _record_alarm(self, draft: p.Event) -> int:
+        """A person's alarm transition, decided on a process's copy of the alarm: recorded if it follows the
+        alarm's revision here, else refused (someone else, or the rules, changed the alarm meanwhile)."""
+        current = self.engine.alarms.alarms.get(draft.id)
+        if draft.alarm is None or draft.alarm.revision != (current.revision if current is not None else 0) + 1:
+            return REFUSED
+        return self.engine.record_alarm(draft).seq
+
+    def _answer_now(self) -> None:
+        """Replies with nothing numbered (refusals) go at once, in a record of no seq, if no window is open."""
+        engine = self.engine
+        if self.replies and engine.seq < engine._window_first:
+            self.publish(engine.scene_id, Batch(engine.seq + 1, engine.seq, {}, []))
+
+    def forget_departed(self, peers: set[str]) -> None:
+        """Remove the presence of connections whose process is gone (its heartbeat ran out), their raised hands
+        and presenter mode."""
         for sid, owner in list(self.owners.items()):
-            if owner not in alive:
+            if owner not in peers:
                 self.engine.set_presence(sid, None)
+                _tell(self.mirror.on_departed, sid)
 
     async def finish(self) -> None:
         """Stopping: append the open window and wait for the appends."""
@@ -555,5 +615,15 @@ def _nested(props: list[tuple[str, str, PropertyValue]]) -> dict[str, dict[str, 
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
+    """A pose or presenter state that did not reach Redis: the clients were told the bus is down (status)."""
     if not task.cancelled() and task.exception() is not None:
-        log.warning("not sent to the leader: %s", task.exception())
+        log.debug("not sent to the leader: %s", task.exception())
+
+
+def _tell(observers: list[Callable[..., None]], *args: object) -> None:
+    """Call each observer; one that fails is logged and does not stop the others, nor the mirror."""
+    for observer in observers:
+        try:
+            observer(*args)
+        except Exception:
+            log.exception("observer %r failed on %r", observer, args)

@@ -55,7 +55,11 @@ ElementsReady = Callable[[list[Element]], None]
 ANNOUNCES_ELEMENTS = frozenset({"ifc"})
 
 
-def loader_for(path: Path) -> Callable[[Path, ImportOptions], Scene]:
+# An importer's `load`: module-level, so that it can be named to the process that runs it (pickled by reference).
+Loader = Callable[..., Scene]
+
+
+def loader_for(path: Path) -> Loader:
     ext = path.suffix.lower()
     if ext not in FORMATS:
         known = ", ".join(sorted(FORMATS))

@@ -16,9 +16,7 @@ refused with ImportFailed.
 from __future__ import annotations
 
 import functools
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +35,6 @@ from scene.importers._common import (
 )
 from scene.importers.normals import vertex_normals
 from scene.model import Z_UP_TO_Y_UP, Element, Material, Mesh, Primitive, Scene
-
-
-@dataclass
-class _MesherPool:
-    """OCP meshes in parallel on a thread pool that a forked child inherits without its threads, so
-    meshing in parallel there waits forever: a process forked after the pool was used meshes serially
-    (the sandbox forks importers from a parent that normally never meshed; a test process may have)."""
-
-    used: bool = False
-    forked_after_use: bool = False
-
-    def forked(self) -> None:
-        self.forked_after_use = self.used
-
-
-_MESHER = _MesherPool()
-os.register_at_fork(after_in_child=_MESHER.forked)
 
 Rgba = tuple[float, float, float, float]
 
@@ -196,10 +177,10 @@ class _StepReader:
         if box.IsVoid():
             return None
         diagonal = np.sqrt(box.SquareExtent())
-        parallel = not _MESHER.forked_after_use
         deflection = max(diagonal * LINEAR_DEFLECTION_RATIO, 1e-6)
-        BRepMesh_IncrementalMesh(shape, deflection, False, ANGULAR_DEFLECTION, parallel)
-        _MESHER.used |= parallel
+        # In parallel, on OCP's thread pool: readers are forked by scene.reader_host, which never meshed, so
+        # the pool is never one inherited without its threads (meshing on such a pool would wait forever).
+        BRepMesh_IncrementalMesh(shape, deflection, False, ANGULAR_DEFLECTION, True)
         face_colors = self._face_colors(label)
         # Face and solid colours win; then the instance's colour; then the part's own.
         part_color = instance_color or _color(label) or DEFAULT_COLOR

@@ -26,7 +26,7 @@ from viewer_server.bcf.reader import BcfImport, import_bcf
 from viewer_server.bcf.writer import export_bcf
 from viewer_server.permissions import Action
 from viewer_server.server_file import running_server
-from viewer_server.store import CLI_ACTOR, STORE_FILE, AuditEntry, Store
+from viewer_server.store import CLI_ACTOR, AuditEntry, open_store
 
 # Unmapped components listed on the terminal; the rest are counted (a clash report can list thousands).
 MAX_LISTED: Final = 50
@@ -34,12 +34,6 @@ MAX_LISTED: Final = 50
 IMPORT_TOKEN_TTL_S: Final = 120.0
 IMPORT_TIMEOUT_S: Final = 120.0
 _PREFIXED = re.compile(r"(?P<prefix>.+):(?P<guid>[0-9A-Za-z_$]{22})")
-
-
-def _open_store(data_dir: Path) -> Store:
-    if not (data_dir / STORE_FILE).is_file():  # do not create an empty store where the user mistyped a path
-        raise ImportFailed(str(data_dir), f"no server data here (no {STORE_FILE}); pass the server's --data-dir")
-    return Store(data_dir)
 
 
 def scene_index(scene_dir: Path) -> tuple[set[str], dict[str, str]]:
@@ -59,7 +53,7 @@ def scene_index(scene_dir: Path) -> tuple[set[str], dict[str, str]]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = _open_store(Path(args.data_dir))
+    store = open_store(Path(args.data_dir), args.store)
     try:
         topics = store.topics(args.session)
         comments = store.comments(args.session)
@@ -98,7 +92,7 @@ def run_import(args: argparse.Namespace) -> int:
                     " sees them now")  # fmt: skip
             _report_unmapped(answer["unmapped_components"], "the served scene")
             return 0
-    admitted = _import_into_store(data_dir, args.session, path, result)
+    admitted = _import_into_store(data_dir, args.store, args.session, path, result)
     counts = (len(admitted.topics), len(admitted.comments), len(admitted.replaced))
     _report(path, result, counts, [*result.warnings, *admitted.warnings], None)
     if element_ids is None:
@@ -128,9 +122,9 @@ def _import_through(url: str, data_dir: Path, session: str, path: Path) -> dict:
         raise ImportFailed(str(path), f"the server at {url} refused it: {detail}") from None
 
 
-def _import_into_store(data_dir: Path, session: str, path: Path, result: BcfImport) -> Admitted:
+def _import_into_store(data_dir: Path, store_url: str | None, session: str, path: Path, result: BcfImport) -> Admitted:
     """Admit the import (`twinview-cli`, an admin of the data dir, is its author of record) and write it."""
-    store = _open_store(data_dir)
+    store = open_store(data_dir, store_url)
     try:
         topics, comments = store.topics(session), store.comments(session)
         owners = store.attachment_sessions({a.id for t in result.topics for a in t.attachments})

@@ -8,7 +8,7 @@
 // case, merged batches only), fromScene takes the three.js scene GLTFLoader made (any glTF: textures,
 // points and lines too).
 import * as THREE from 'three';
-import { InstancedBatch } from './instanced_batch.js';
+import { InstancedBatch, InstancedLooks } from './instanced_batch.js';
 import { MergedBatch } from './merged_batch.js';
 import { canShadeCheaply } from './shading.js';
 
@@ -45,9 +45,11 @@ const LOD_TRIANGLES_PER_PIXEL = 2;
 // LOD meshes are read from the glTF in slices of this many, yielding to the page in between.
 const LOD_LOAD_SLICE = 500;
 // A mesh (glTF primitive) that at least this many elements share is drawn instanced (InstancedBatch: one copy of
-// its vertices, one draw call) instead of being baked into the merged batch once per element. Measured in
-// BENCHMARKS.md §3 (instancing); `?instancing=N` sets it for a page, `?instancing=0` turns instancing off.
+// its vertices, one draw call) instead of being baked into the merged batch once per element; of those, the
+// INSTANCE_MAX_BATCHES that save the most vertices, as each costs a draw call (on a software GL about a
+// millisecond a frame). Measured in BENCHMARKS.md §12; `?instancing=N` sets the uses for a page, 0 turns it off.
 const INSTANCE_MIN_USES_DEFAULT = 8;
+const INSTANCE_MAX_BATCHES = 32;
 const INSTANCE_MIN_USES = instanceThreshold(typeof location === 'undefined' ? '' : location.search);
 
 export class ElementBatches {
@@ -62,6 +64,8 @@ export class ElementBatches {
     this.batches = [];
     /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
     this.hasBatchedLods = false;
+    /** @type {InstancedLooks|null} what the instanced batches share (made once every group is known) */
+    this.looks = null;
   }
 
   /**
@@ -124,7 +128,7 @@ export class ElementBatches {
       const children = def.children ?? [];
       for (let k = children.length - 1; k >= 0; k--) stack.push({ node: children[k], parent: world, owner, parentId: id });
     }
-    for (const g of groups.values()) this.#addGroup(g);
+    this.#addGroups(groups.values());
   }
 
   /** @param {THREE.Object3D} root */
@@ -166,7 +170,7 @@ export class ElementBatches {
         standalone.push([entry, obj]); // moved after the traversal, which must not see its tree change
       }
     });
-    for (const g of groups.values()) this.#addGroup(g);
+    this.#addGroups(groups.values());
     for (const [entry, obj] of standalone) this.#addStandalone(entry, obj);
   }
 
@@ -182,18 +186,40 @@ export class ElementBatches {
   }
 
   /**
-   * Batches for a group: for what the cheap shading path can draw, an InstancedBatch per mesh that at least
-   * INSTANCE_MIN_USES elements share and a MergedBatch for the rest; else a BatchedMesh with the glTF material
-   * (which holds each geometry once already). Each takes meshes in its own form: the slots' meshes are
-   * converted in place, once per shared mesh.
-   * @param {Group} g
+   * Batches for every group; the instanced ones last, sharing one element texture sized for all of them.
+   * @param {Iterable<Group>} groups
    */
-  #addGroup({ material, slots }) {
+  #addGroups(groups) {
+    const all = [...groups];
+    const chosen = instancedMeshes(all, INSTANCE_MIN_USES, INSTANCE_MAX_BATCHES);
+    /** @type {{material: THREE.Material, slots: (Slot & {mesh: MeshData})[], needColor: boolean}[]} */
+    const instanced = [];
+    for (const g of all) instanced.push(...this.#addGroup(g, chosen.get(g)));
+    if (!instanced.length) return;
+    const looks = new InstancedLooks(instanced.reduce((n, g) => n + g.slots.length, 0));
+    this.looks = looks;
+    let first = 0;
+    for (const { material, slots, needColor } of instanced) {
+      this.#addInstanced(looks, first, material, slots, needColor);
+      first += slots.length;
+    }
+  }
+
+  /**
+   * Batches for a group: for what the cheap shading path can draw, a MergedBatch for the elements whose mesh is
+   * not in `instanced`, and the others' slots per mesh, returned for an InstancedBatch each; else a BatchedMesh
+   * with the glTF material (which holds each geometry once already). Each takes meshes in its own form: the
+   * slots' meshes are converted in place, once per shared mesh.
+   * @param {Group} g @param {Set<unknown>} [instanced] the meshes of this group to draw instanced
+   */
+  #addGroup({ material, slots }, instanced = new Set()) {
     const cheap = canShadeCheaply(material);
     const needColor = Boolean(/** @type {any} */ (material).vertexColors);
-    const instanced = cheap ? repeated(slots, INSTANCE_MIN_USES) : [];
-    const shared = new Set(instanced.map((same) => same[0].mesh));
-    const merged = shared.size ? slots.filter((s) => !shared.has(s.mesh)) : slots;
+    /** @type {Map<unknown, Slot[]>} */
+    const sharing = new Map([...instanced].map((mesh) => [mesh, []]));
+    /** @type {Slot[]} */
+    const merged = [];
+    for (const s of slots) (sharing.get(s.mesh) ?? merged).push(s);
     /** @type {Map<THREE.BufferGeometry|MeshData, any>} */
     const converted = new Map();
     for (const slot of slots) {
@@ -204,19 +230,23 @@ export class ElementBatches {
       }
       slot.mesh = mesh;
     }
-    if (!cheap) return this.#addBatched(material, /** @type {any} */ (slots));
-    for (const group of instanced) this.#addInstanced(material, /** @type {any} */ (group), needColor);
+    if (!cheap) {
+      this.#addBatched(material, /** @type {any} */ (slots));
+      return [];
+    }
     if (merged.length) this.#addMerged(material, /** @type {any} */ (merged), { uv: false, color: needColor });
+    return [...sharing.values()].map((same) => ({ material, slots: /** @type {(Slot & {mesh: MeshData})[]} */ (same), needColor }));
   }
 
   /**
-   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh. Instances are drawn at
-   * full detail: their levels of detail are not loaded.
-   * @param {THREE.Material} source @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
+   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh, from slot `first` of the
+   * shared element texture. Instances are drawn at full detail: their levels of detail are not loaded.
+   * @param {InstancedLooks} looks @param {number} first @param {THREE.Material} source
+   * @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
    */
-  #addInstanced(source, slots, needColor) {
+  #addInstanced(looks, first, source, slots, needColor) {
     const items = slots.map(({ part, color }) => ({ matrix: part.base, color }));
-    const batch = new InstancedBatch(source, slots[0].mesh, items, { color: needColor });
+    const batch = new InstancedBatch(looks, first, source, slots[0].mesh, items, { color: needColor });
     batch.name = `instanced:${source.name || source.type}`;
     batch.userData.layout = [false, needColor];
     /** @type {string[]} slot -> twin id */
@@ -567,26 +597,41 @@ export class ElementBatches {
       const batch = /** @type {any} */ (o);
       if (batch.isBatchedMesh || batch.isMergedBatch || batch.isInstancedBatch) batch.dispose();
       else o.geometry.dispose();
-      /** @type {THREE.Material} */ (o.material).dispose();
+      if (!batch.isInstancedBatch) /** @type {THREE.Material} */ (o.material).dispose();
     }
+    this.looks?.dispose();
     this.group.removeFromParent();
   }
 }
 
 /**
- * The slots of each mesh at least `min` slots share (none when `min` is 0), in first-use order.
- * @template {{mesh: unknown}} S @param {S[]} slots @param {number} min @returns {S[][]}
+ * The meshes to draw instanced, per group: of the meshes of cheaply shaded groups that at least `min` slots share
+ * (none when `min` is 0), the `max` whose instancing saves the most vertices ((uses - 1) x vertices).
+ * @param {Group[]} groups @param {number} min @param {number} max @returns {Map<Group, Set<unknown>>}
  */
-function repeated(slots, min) {
-  if (min <= 0) return [];
-  /** @type {Map<unknown, S[]>} */
-  const byMesh = new Map();
-  for (const s of slots) {
-    const same = byMesh.get(s.mesh);
-    if (same) same.push(s);
-    else byMesh.set(s.mesh, [s]);
+function instancedMeshes(groups, min, max) {
+  /** @type {{group: Group, mesh: THREE.BufferGeometry|MeshData, saved: number}[]} */
+  const candidates = [];
+  for (const group of min > 0 ? groups : []) {
+    if (!canShadeCheaply(group.material)) continue;
+    /** @type {Map<THREE.BufferGeometry|MeshData, number>} */
+    const uses = new Map();
+    for (const s of group.slots) uses.set(s.mesh, (uses.get(s.mesh) ?? 0) + 1);
+    for (const [mesh, n] of uses) if (n >= min) candidates.push({ group, mesh, saved: (n - 1) * vertexCount(mesh) });
   }
-  return [...byMesh.values()].filter((same) => same.length >= min);
+  candidates.sort((a, b) => b.saved - a.saved);
+  /** @type {Map<Group, Set<unknown>>} */
+  const out = new Map();
+  for (const { group, mesh } of candidates.slice(0, max)) {
+    if (!out.has(group)) out.set(group, new Set());
+    /** @type {Set<unknown>} */ (out.get(group)).add(mesh);
+  }
+  return out;
+}
+
+/** @param {THREE.BufferGeometry|MeshData} mesh */
+function vertexCount(mesh) {
+  return 'isBufferGeometry' in mesh ? mesh.attributes.position.count : mesh.position.length / 3;
 }
 
 /**

@@ -1,18 +1,28 @@
-// The element catalogue: names, classes, hierarchy and IFC property sets, from the scene manifest
-// (falling back to the ids, names and nesting found in the GLB when the manifest is missing).
+// The element catalogue. What every element needs at once — id, name, class and place in the tree — comes with the
+// model (the GLB's nodes and their extras), so the tree works from the first frame; what only the element shown
+// needs — its property sets, their units — comes from the server when it is shown (GET
+// /api/scenes/{id}/elements/{eid}), and search asks the server's index. Nothing fetches the whole manifest (at
+// 100 000 elements ~60 MB, beyond what a tab should parse on its main thread; docs/CLIENT.md "Element metadata").
 
 /**
  * @typedef {{id: string, name: string, class: string, parent: (string|null), bbox?: any,
  *            triangles?: number, properties?: Record<string, any>, units?: Record<string, Record<string, string>>}} ElementRecord
  *   `units`: set -> property -> unit symbol, for the properties the model gives a unit
+ * @typedef {{element: ElementRecord, commands?: {command: string, range?: number[], unit?: string}[]}} ElementDetail
+ *   what the server says about one element (the live values in it are the session's business, not the catalogue's)
  */
 
 // A search shows at most this many hits: enough to refine, cheap to render for 100 000 elements.
 export const MAX_SEARCH_HITS = 200;
+// Element details kept once fetched: the elements someone looked at lately, not the plant.
+const DETAILS_KEPT = 256;
 
 export class Catalog {
-  /** @param {ElementRecord[]} records */
-  constructor(records) {
+  /**
+   * @param {ElementRecord[]} records every element, from the model
+   * @param {string} [sceneId] the scene the server serves them as ('' = no server: the model's names only)
+   */
+  constructor(records, sceneId = '') {
     /** @type {Map<string, ElementRecord>} */
     this.byId = new Map(records.map((r) => [r.id, r]));
     /** @type {Map<string|null, string[]>} parent id (null = root) -> child ids, in file order */
@@ -23,6 +33,9 @@ export class Catalog {
       if (!list) this.children.set(parent, (list = []));
       list.push(r.id);
     }
+    this.sceneId = sceneId;
+    /** @type {Map<string, Promise<ElementDetail|null>>} the latest DETAILS_KEPT, oldest first */
+    this.details = new Map();
   }
 
   /** @param {string} id */
@@ -44,7 +57,36 @@ export class Catalog {
   }
 
   /**
-   * Elements whose id, name or class contains every word of `query` (case-insensitive).
+   * What the server knows of one element (its property sets among it), fetched once and kept for a while; null
+   * when it cannot be had (no server, an element the server does not know).
+   * @param {string} id @returns {Promise<ElementDetail|null>}
+   */
+  detail(id) {
+    let known = this.details.get(id);
+    if (known) {
+      this.details.delete(id); // most recently used last
+    } else {
+      known = this.sceneId ? getJson(`${this.#api()}/elements/${encodeURIComponent(id)}`) : Promise.resolve(null);
+      known.then((d) => { if (!d) this.details.delete(id); }); // asked again next time (the server was away)
+      if (this.details.size >= DETAILS_KEPT) this.details.delete(/** @type {string} */ (this.details.keys().next().value));
+    }
+    this.details.set(id, known);
+    return known;
+  }
+
+  /**
+   * Elements whose id, name or class contains every word of `query` (case-insensitive), from the server's index;
+   * from the model's names when the server cannot answer.
+   * @param {string} query @param {AbortSignal} [signal] @returns {Promise<ElementRecord[]>}
+   */
+  async find(query, signal) {
+    if (!query.trim()) return [];
+    const found = this.sceneId ? await getJson(`${this.#api()}/elements?brief=1&q=${encodeURIComponent(query.trim())}`, signal) : null;
+    return found ? found.elements.slice(0, MAX_SEARCH_HITS) : this.search(query);
+  }
+
+  /**
+   * The same search over the model's names, in the page.
    * @param {string} query
    */
   search(query) {
@@ -60,19 +102,20 @@ export class Catalog {
     }
     return hits;
   }
+
+  #api() {
+    return `/api/scenes/${encodeURIComponent(this.sceneId)}`;
+  }
 }
 
 /**
- * Fetch the manifest; null when it cannot be had (the GLB's own names then do).
+ * A JSON answer, or null when there is none (offline, refused, not found); an abort is thrown.
  * @param {string} url @param {AbortSignal} [signal]
- * @returns {Promise<ElementRecord[]|null>}
  */
-export async function fetchManifest(url, signal) {
+async function getJson(url, signal) {
   try {
     const res = await fetch(url, { signal });
-    if (!res.ok) return null;
-    const m = await res.json();
-    return Array.isArray(m) ? m : Array.isArray(m.elements) ? m.elements : null;
+    return res.ok ? await res.json() : null;
   } catch (e) {
     if (/** @type {Error} */ (e).name === 'AbortError') throw e;
     return null;

@@ -7,6 +7,8 @@
 // keeps an overview of a large plant at the cost it had without edges.
 // The same lines, in other colours and also on top, with a tint of the element's triangles (drawn over the
 // batch's vertices the same way), outline the selected and the hovered element (Outline).
+// An instanced batch (instanced_batch.js) has one mesh: its edges are found once, and drawn as instanced line
+// segments for the slots that want them, placed by the same element texture.
 import * as THREE from 'three';
 import { MERGED_VERTEX_PARS, mergedDefines } from './shading.js';
 
@@ -26,22 +28,59 @@ const _m = new THREE.Matrix4();
 const _v = new THREE.Vector3();
 const _frustum = new THREE.Frustum();
 
-/** @type {WeakMap<import('./merged_batch.js').MergedBatch, Map<number, Uint32Array>>} per batch: slot -> vertex pairs */
+/**
+ * @typedef {import('./merged_batch.js').MergedBatch} MergedBatch
+ * @typedef {import('./instanced_batch.js').InstancedBatch} InstancedBatch
+ * @typedef {MergedBatch|InstancedBatch} AnyBatch
+ */
+
+/** @type {WeakMap<MergedBatch, Map<number, Uint32Array>>} per batch: slot -> vertex pairs */
 const found = new WeakMap();
+/** @type {WeakMap<InstancedBatch, Uint32Array>} per instanced batch: its mesh's vertex pairs */
+const foundShared = new WeakMap();
 
 /**
- * The feature edges of one element of a batch (its full-detail triangles), as pairs of vertex indices.
- * @param {import('./merged_batch.js').MergedBatch} batch @param {number} slot
+ * The feature edges of one element of a batch (its full-detail triangles), as pairs of vertex indices; of an
+ * instanced batch, of its one mesh (any slot).
+ * @param {AnyBatch} batch @param {number} slot
  * @returns {Uint32Array}
  */
 export function edgesOf(batch, slot) {
+  if (isInstanced(batch)) {
+    let known = foundShared.get(batch);
+    if (!known) {
+      const index = /** @type {THREE.BufferAttribute} */ (batch.geometry.index).array;
+      known = featureEdges(batch.geometry.attributes.position.array, batch.positionScale, index, 0, index.length);
+      foundShared.set(batch, known);
+    }
+    return known;
+  }
   let bySlot = found.get(batch);
   if (!bySlot) found.set(batch, (bySlot = new Map()));
   const known = bySlot.get(slot);
   if (known) return known;
-  const P = /** @type {Float32Array} */ (batch.vPos);
-  const all = /** @type {Uint32Array} */ (batch.allIndex);
   const { start, count } = batch.levels[slot][0];
+  const edges = featureEdges(/** @type {Float32Array} */ (batch.vPos), 1, /** @type {Uint32Array} */ (batch.allIndex), start, count);
+  bySlot.set(slot, edges);
+  return edges;
+}
+
+/** Whether an element's edges are known already. @param {AnyBatch} batch @param {number} slot */
+function edgesKnown(batch, slot) {
+  return isInstanced(batch) ? foundShared.has(batch) : Boolean(found.get(batch)?.has(slot));
+}
+
+/** @param {any} batch @returns {batch is InstancedBatch} */
+const isInstanced = (batch) => Boolean(batch.isInstancedBatch);
+
+/**
+ * Feature edges of the triangles index[start, start + count) over positions P (x `scale`: metres): pairs of vertex
+ * indices where faces meet at more than CREASE_DEG, and open borders.
+ * @param {ArrayLike<number>} P @param {number} scale @param {ArrayLike<number>} all @param {number} start
+ * @param {number} count @returns {Uint32Array}
+ */
+function featureEdges(P, scale, all, start, count) {
+  const weldUnit = WELD_M / scale;
   /** @type {Map<string, number>} welded vertex by position */
   const weld = new Map();
   /** @type {Map<number, number>} vertex -> welded vertex */
@@ -49,7 +88,7 @@ export function edgesOf(batch, slot) {
   const canon = (/** @type {number} */ v) => {
     let w = welded.get(v);
     if (w === undefined) {
-      const key = `${Math.round(P[v * 3] / WELD_M)},${Math.round(P[v * 3 + 1] / WELD_M)},${Math.round(P[v * 3 + 2] / WELD_M)}`;
+      const key = `${Math.round(P[v * 3] / weldUnit)},${Math.round(P[v * 3 + 1] / weldUnit)},${Math.round(P[v * 3 + 2] / weldUnit)}`;
       w = weld.get(key);
       if (w === undefined) weld.set(key, (w = weld.size));
       welded.set(v, w);
@@ -95,9 +134,7 @@ export function edgesOf(batch, slot) {
     const s = first & 3;
     out.push(all[start + t + s], all[start + t + ((s + 1) % 3)]);
   }
-  const edges = new Uint32Array(out);
-  bySlot.set(slot, edges);
-  return edges;
+  return new Uint32Array(out);
 }
 
 /**
@@ -105,7 +142,7 @@ export function edgesOf(batch, slot) {
  * shares the batch material's clipping planes (the viewer's section planes, by reference: Viewer.clipModel).
  */
 class FlatMaterial extends THREE.ShaderMaterial {
-  /** @param {import('./merged_batch.js').MergedBatch} batch @param {number} color @param {number} opacity @param {boolean} onTop */
+  /** @param {AnyBatch} batch @param {number} color @param {number} opacity @param {boolean} onTop */
   constructor(batch, color, opacity, onTop) {
     const elementData = batch.texture;
     super({
@@ -148,7 +185,7 @@ class FlatMaterial extends THREE.ShaderMaterial {
  * Draw `parts` (index arrays over the batch's vertices, one after another) with `obj`, over the batch's own
  * position and slot attributes; its index buffer grows when it must (a new geometry: the old one's index is
  * freed, not the attributes it shares with the batch). Returns the indices drawn.
- * @param {THREE.Mesh|THREE.LineSegments} obj @param {import('./merged_batch.js').MergedBatch} batch
+ * @param {THREE.Mesh|THREE.LineSegments} obj @param {MergedBatch} batch
  * @param {ArrayLike<number>[]} parts
  */
 function drawIndices(obj, batch, parts) {
@@ -156,7 +193,7 @@ function drawIndices(obj, batch, parts) {
   for (const p of parts) n += p.length;
   let index = /** @type {THREE.BufferAttribute|null} */ (obj.geometry.index);
   if (!index || index.count < n) {
-    release(obj.geometry);
+    release(obj.geometry, batch);
     obj.geometry = new THREE.BufferGeometry();
     index = new THREE.BufferAttribute(new Uint32Array(Math.max(n, 2 * (index?.count ?? 0), 64)), 1);
     obj.geometry.setIndex(index);
@@ -181,10 +218,40 @@ function drawIndices(obj, batch, parts) {
   return at;
 }
 
-/** Free a geometry's index buffer, leaving the batch's attributes it shares alone. @param {THREE.BufferGeometry} g */
-function release(g) {
+/**
+ * Draw `slots` of an instanced batch with `obj`: the batch's vertices (shared), `index` (the mesh's edges, its
+ * own; or the batch's triangles, shared) and a slot list of its own. Returns the indices drawn.
+ * @param {THREE.Mesh|THREE.LineSegments} obj @param {InstancedBatch} batch @param {number[]} slots
+ * @param {() => THREE.BufferAttribute} index made once, with the geometry
+ */
+function drawInstances(obj, batch, slots, index) {
+  let g = /** @type {THREE.InstancedBufferGeometry} */ (obj.geometry);
+  if (!g.isInstancedBufferGeometry) {
+    g.dispose();
+    g = obj.geometry = new THREE.InstancedBufferGeometry();
+    g.setAttribute('position', batch.geometry.attributes.position);
+    g.setAttribute('slot', new THREE.InstancedBufferAttribute(new Float32Array(batch.slots), 1));
+    g.setIndex(index());
+    g.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
+  }
+  const list = /** @type {THREE.InstancedBufferAttribute} */ (g.attributes.slot);
+  slots.forEach((s, k) => { list.array[k] = batch.first + s; });
+  list.clearUpdateRanges();
+  list.addUpdateRange(0, Math.max(slots.length, 1));
+  list.needsUpdate = true;
+  g.instanceCount = slots.length;
+  obj.visible = slots.length > 0;
+  return slots.length * /** @type {THREE.BufferAttribute} */ (g.index).count;
+}
+
+/**
+ * Free what a geometry owns (its index, an instanced one's slot list), leaving the batch's attributes it shares
+ * alone. @param {THREE.BufferGeometry} g @param {AnyBatch} batch
+ */
+function release(g, batch) {
   g.deleteAttribute('position');
-  g.deleteAttribute('slot');
+  if (!(g instanceof THREE.InstancedBufferGeometry)) g.deleteAttribute('slot'); // a merged batch's: shared
+  if (g.index === batch.geometry.index) g.setIndex(null); // an instanced fill draws the batch's own triangles
   g.dispose();
 }
 
@@ -192,7 +259,7 @@ function release(g) {
 
 /** Line segments over a batch's vertices: the edges of the elements (slots) it is given. */
 export class EdgeLines extends THREE.LineSegments {
-  /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
+  /** @param {AnyBatch} batch @param {Look} look */
   constructor(batch, { color, opacity, onTop = false }) {
     super(new THREE.BufferGeometry(), new FlatMaterial(batch, color, opacity, onTop));
     this.batch = batch;
@@ -209,7 +276,17 @@ export class EdgeLines extends THREE.LineSegments {
   /** Draw the edges of these slots (their edges found now if need be). @param {number[]} slots */
   show(slots) {
     this.slots = slots;
-    drawIndices(this, this.batch, slots.map((s) => edgesOf(this.batch, s)));
+    const b = this.batch;
+    if (isInstanced(b)) drawInstances(this, b, slots, () => new THREE.BufferAttribute(edgesOf(b, 0), 1));
+    else drawIndices(this, b, slots.map((s) => edgesOf(b, s)));
+  }
+
+  /** The line segments drawn now. */
+  get segments() {
+    const g = /** @type {THREE.LineSegments} */ (this).geometry;
+    if (!this.visible) return 0;
+    if (g instanceof THREE.InstancedBufferGeometry) return (/** @type {THREE.BufferAttribute} */ (g.index).count / 2) * g.instanceCount;
+    return g.drawRange.count / 2;
   }
 
   /** Whether the batch's attributes are the ones drawn (it makes new ones when its levels of detail come). */
@@ -218,14 +295,14 @@ export class EdgeLines extends THREE.LineSegments {
   }
 
   dispose() {
-    release(/** @type {THREE.LineSegments} */ (this).geometry);
+    release(/** @type {THREE.LineSegments} */ (this).geometry, this.batch);
     /** @type {THREE.Material} */ (this.material).dispose();
   }
 }
 
 /** A tint over elements of a batch: their full-detail triangles again, in a translucent colour. */
 export class ElementFill extends THREE.Mesh {
-  /** @param {import('./merged_batch.js').MergedBatch} batch @param {Look} look */
+  /** @param {AnyBatch} batch @param {Look} look */
   constructor(batch, { color, opacity }) {
     super(new THREE.BufferGeometry(), new FlatMaterial(batch, color, opacity, false));
     this.batch = batch;
@@ -238,15 +315,20 @@ export class ElementFill extends THREE.Mesh {
 
   /** @param {number[]} slots */
   show(slots) {
-    const all = /** @type {Uint32Array} */ (this.batch.allIndex);
-    drawIndices(this, this.batch, slots.map((s) => {
-      const { start, count } = this.batch.levels[s][0];
+    const b = this.batch;
+    if (isInstanced(b)) {
+      drawInstances(this, b, slots, () => /** @type {THREE.BufferAttribute} */ (b.geometry.index));
+      return;
+    }
+    const all = /** @type {Uint32Array} */ (b.allIndex);
+    drawIndices(this, b, slots.map((s) => {
+      const { start, count } = b.levels[s][0];
       return all.subarray(start, start + count);
     }));
   }
 
   dispose() {
-    release(/** @type {THREE.Mesh} */ (this).geometry);
+    release(/** @type {THREE.Mesh} */ (this).geometry, this.batch);
     /** @type {THREE.Material} */ (this.material).dispose();
   }
 }
@@ -264,8 +346,8 @@ export class ModelEdges {
     /** @type {EdgeLines[]} */
     this.lines = [];
     for (const b of batches.batches) {
-      if (!(/** @type {any} */ (b).isMergedBatch)) continue;
-      const batch = /** @type {import('./merged_batch.js').MergedBatch} */ (/** @type {any} */ (b));
+      if (!(/** @type {any} */ (b).isMergedBatch || /** @type {any} */ (b).isInstancedBatch)) continue;
+      const batch = /** @type {AnyBatch} */ (/** @type {any} */ (b));
       const lines = new EdgeLines(batch, { color: EDGE_COLOR, opacity: EDGE_OPACITY });
       lines.visible = false;
       batch.add(lines);
@@ -287,7 +369,7 @@ export class ModelEdges {
   /** The edge segments drawn now. */
   get segments() {
     let n = 0;
-    for (const l of this.lines) if (l.visible) n += l.geometry.drawRange.count / 2;
+    for (const l of this.lines) n += l.segments;
     return n;
   }
 
@@ -304,7 +386,6 @@ export class ModelEdges {
       _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(b.matrixWorld);
       _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
       const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_m.copy(b.matrixWorld).invert());
-      const bySlot = found.get(b);
       const want = [];
       const missing = [];
       for (let i = 0; i < b.slots; i++) {
@@ -312,7 +393,7 @@ export class ModelEdges {
         const s = b.spheres[i];
         const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
         if ((2 * s.radius * focalPx) / d < MIN_EDGE_PX) continue;
-        if (bySlot?.has(i)) want.push(i);
+        if (edgesKnown(b, i)) want.push(i);
         else missing.push(i);
       }
       if (missing.length) this.pending.set(lines, missing);
@@ -362,7 +443,7 @@ export class Outline {
   constructor(batches, kind) {
     this.batches = batches;
     this.kind = kind;
-    /** @type {Map<import('./merged_batch.js').MergedBatch, (EdgeLines|ElementFill)[]>} */
+    /** @type {Map<AnyBatch, (EdgeLines|ElementFill)[]>} */
     this.lines = new Map();
   }
 
@@ -371,12 +452,12 @@ export class Outline {
    * @param {string|null} id
    */
   set(id) {
-    /** @type {Map<import('./merged_batch.js').MergedBatch, number[]>} */
+    /** @type {Map<AnyBatch, number[]>} */
     const slots = new Map();
     let all = true;
     for (const p of (id && this.batches.elements.get(id)?.parts) || []) {
       const b = /** @type {any} */ (p.target);
-      if (b.isMergedBatch) slots.set(b, [...(slots.get(b) ?? []), p.instanceId]);
+      if (b.isMergedBatch || b.isInstancedBatch) slots.set(b, [...(slots.get(b) ?? []), p.instanceId]);
       else all = false;
     }
     for (const [batch, lines] of this.lines) if (!slots.has(batch)) for (const l of lines) l.show([]);

@@ -2,21 +2,25 @@
 // the mesh's vertices and index are uploaded once, and each element is an instance whose slot the vertex
 // shader reads from an instanced attribute. Per element the batch keeps what a MergedBatch keeps, in the same
 // float texture layout (shading.js, ELEMENT_TEXELS): colour, its placement (base x move, as the 4 columns of
-// the "move"), transparency; so the same cheap Lambert program draws both. Memory and vertex buffers grow with
-// the mesh's vertices plus a few texels per element, not with the element count x the mesh. Which elements are
-// drawn is the list of slots in the instanced attribute, rebuilt only when visibility, transparency or
-// frustum culling changes; see-through elements are drawn by a child mesh (`see`) after the opaque pass.
+// the "move"), transparency; so the same cheap Lambert program draws both. All instanced batches of a model
+// share one such texture and one material per glTF material (InstancedLooks): a batch costs its mesh, a draw
+// call and a few objects, and memory grows with the unique meshes plus a few texels per element, not with the
+// element count x the mesh. Which elements are drawn is the list of slots in the instanced attribute, rebuilt
+// only when visibility, transparency or frustum culling changes; see-through elements are drawn by a child
+// mesh (`see`) after the opaque pass.
 import * as THREE from 'three';
 import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
 const MOVED = 2; // colour texel's alpha: the vertex shader applies the placement columns
+const NOT_DRAWN = 255;
 const _m = new THREE.Matrix4();
 const _inv = new THREE.Matrix4();
 const _n = new THREE.Matrix3();
 const _ray = new THREE.Ray();
 const _local = new THREE.Ray();
 const _frustum = new THREE.Frustum();
+const _plane = new THREE.Plane();
 const _a = new THREE.Vector3();
 const _b = new THREE.Vector3();
 const _c = new THREE.Vector3();
@@ -28,27 +32,60 @@ const _v = new THREE.Vector3();
  * @typedef {{matrix: THREE.Matrix4, color: THREE.Color}} InstanceItem an element's placement and colour
  */
 
+/**
+ * What the instanced batches of one model share: the per-element texture (each batch a range of its slots) and,
+ * per glTF material, the opaque and see-through materials that read it.
+ */
+export class InstancedLooks {
+  /** @param {number} slots elements in all the batches */
+  constructor(slots) {
+    const rows = Math.ceil((slots * TEXELS) / TEXTURE_WIDTH) || 1;
+    this.data = new Float32Array(TEXTURE_WIDTH * rows * 4);
+    this.texture = new THREE.DataTexture(this.data, TEXTURE_WIDTH, rows, THREE.RGBAFormat, THREE.FloatType);
+    /** @type {Map<THREE.Material, [import('./shading.js').CheapMaterial, import('./shading.js').CheapMaterial]>} */
+    this.materials = new Map();
+  }
+
+  /** The opaque and see-through materials for a glTF material, made on first use. @param {THREE.Material} source */
+  materialsFor(source) {
+    let out = this.materials.get(source);
+    if (!out) {
+      const see = Object.assign(source.clone(), { transparent: true, depthWrite: false });
+      out = [cheapMaterial(source, this.texture), cheapMaterial(see, this.texture)];
+      for (const m of out) m.color.set(0xffffff); // colour lives per element
+      // Edges (edges.js) are drawn on the faces: the faces step back a little in depth, as a MergedBatch's do.
+      if (!out[0].polygonOffset) Object.assign(out[0], { polygonOffset: true, polygonOffsetFactor: 1, polygonOffsetUnits: 1 });
+      this.materials.set(source, out);
+    }
+    return out;
+  }
+
+  dispose() {
+    this.texture.dispose();
+    for (const pair of this.materials.values()) for (const m of pair) m.dispose();
+  }
+}
+
 /** @extends {THREE.Mesh<THREE.InstancedBufferGeometry, import('./shading.js').CheapMaterial>} */
 export class InstancedBatch extends THREE.Mesh {
   /**
+   * @param {InstancedLooks} looks the texture and materials it shares with the model's other instanced batches
+   * @param {number} first its first slot in that texture
    * @param {THREE.Material} source the glTF material (its colour moves per element)
    * @param {MeshData} data the shared mesh, in the elements' own frame
    * @param {InstanceItem[]} items one per element slot
    * @param {{color: boolean}} layout whether the material reads vertex colours
    */
-  constructor(source, data, items, layout) {
+  constructor(looks, first, source, data, items, layout) {
     const n = items.length;
-    const rows = Math.ceil((n * TEXELS) / TEXTURE_WIDTH) || 1;
-    const texels = new Float32Array(TEXTURE_WIDTH * rows * 4);
-    const texture = new THREE.DataTexture(texels, TEXTURE_WIDTH, rows, THREE.RGBAFormat, THREE.FloatType);
-    const material = cheapMaterial(source, texture);
-    material.color.set(0xffffff); // colour lives per element
+    const [material, seeMaterial] = looks.materialsFor(source);
     super(sharedGeometry(data, layout, n), material);
     this.isInstancedBatch = true;
     this.frustumCulled = false; // culled per element in updateView
     this.slots = n;
-    this.data = texels;
-    this.texture = texture;
+    this.first = first;
+    this.data = looks.data;
+    this.texture = looks.texture;
     /** the dequantisation factor of the shared positions, folded into each placement */
     this.positionScale = data.scale;
     this.localBox = data.box;
@@ -57,19 +94,17 @@ export class InstancedBatch extends THREE.Mesh {
     this.meshTriangles = data.index.length / 3;
     /** @type {THREE.Matrix4[]} per slot: the element's placement as loaded */
     this.bases = items.map((it) => it.matrix);
-    /** @type {THREE.Matrix4[]} per slot: the placement drawn (base, or base x a rule's move) */
-    this.placements = items.map((it) => it.matrix.clone());
+    /** @type {THREE.Matrix4[]} per slot: the placement drawn (the base itself until a rule moves it) */
+    this.placements = [...this.bases];
     this.spheres = items.map((it) => data.sphere.clone().applyMatrix4(it.matrix));
     this.visible_ = new Uint8Array(n).fill(1);
     this.translucent_ = new Uint8Array(n);
     this.translucentCount = 0;
-    /** per slot: 1 when drawn this frame (shown and in view) */
-    this.drawn = new Uint8Array(n);
+    /** per slot: the level drawn, as in a MergedBatch: 0 (the one level), 255 = not drawn (hidden or out of view) */
+    this.drawn = new Uint8Array(n).fill(NOT_DRAWN);
     this.dirty = true;
     this.triangles = 0;
-    this.see = new THREE.Mesh(sharedGeometry(data, layout, n, this.geometry), cheapMaterial(Object.assign(source.clone(),
-      { transparent: true, depthWrite: false }), texture));
-    this.see.material.color.set(0xffffff);
+    this.see = new THREE.Mesh(sharedGeometry(data, layout, n, this.geometry), seeMaterial);
     this.see.name = 'see-through';
     this.see.frustumCulled = false;
     this.see.visible = false;
@@ -83,7 +118,7 @@ export class InstancedBatch extends THREE.Mesh {
 
   /** @param {number} i @param {THREE.Color} color */
   setColorAt(i, color) {
-    const o = i * TEXELS * 4;
+    const o = (this.first + i) * TEXELS * 4;
     this.data[o] = color.r;
     this.data[o + 1] = color.g;
     this.data[o + 2] = color.b;
@@ -93,13 +128,13 @@ export class InstancedBatch extends THREE.Mesh {
 
   /** @param {number} i @param {THREE.Color} target */
   getColorAt(i, target) {
-    const o = i * TEXELS * 4;
+    const o = (this.first + i) * TEXELS * 4;
     return target.setRGB(this.data[o], this.data[o + 1], this.data[o + 2]);
   }
 
   /** @param {number} i @param {number} opacity 1: opaque (as loaded); below 1 drawn in the see-through pass */
   setOpacityAt(i, opacity) {
-    this.data[(i * TEXELS + 5) * 4] = 1 - opacity;
+    this.data[((this.first + i) * TEXELS + 5) * 4] = 1 - opacity;
     this.texture.needsUpdate = true;
     const see = opacity < 1 ? 1 : 0;
     if (this.translucent_[i] === see) return;
@@ -122,7 +157,8 @@ export class InstancedBatch extends THREE.Mesh {
 
   /** Place element `i` by `matrix` (its full placement in the batch's frame). @param {number} i @param {THREE.Matrix4} matrix */
   setMatrixAt(i, matrix) {
-    this.placements[i].copy(matrix);
+    if (this.placements[i] === this.bases[i]) this.placements[i] = matrix.clone();
+    else this.placements[i].copy(matrix);
     this.spheres[i].copy(this.localSphere).applyMatrix4(matrix);
     this.#writePlacement(i);
     this.dirty = true; // its sphere moved: culling may change
@@ -142,7 +178,7 @@ export class InstancedBatch extends THREE.Mesh {
   #writePlacement(i) {
     _m.copy(this.placements[i]);
     if (this.positionScale !== 1) _m.scale(_v.setScalar(this.positionScale));
-    this.data.set(_m.elements, (i * TEXELS + 1) * 4);
+    this.data.set(_m.elements, ((this.first + i) * TEXELS + 1) * 4);
     this.texture.needsUpdate = true;
   }
 
@@ -158,7 +194,7 @@ export class InstancedBatch extends THREE.Mesh {
     }
     let changed = this.dirty;
     for (let i = 0; i < this.slots; i++) {
-      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 1 : 0;
+      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 0 : NOT_DRAWN;
       if (this.drawn[i] !== want) {
         this.drawn[i] = want;
         changed = true;
@@ -174,9 +210,9 @@ export class InstancedBatch extends THREE.Mesh {
     let at = 0;
     let seeAt = 0;
     for (let i = 0; i < this.slots; i++) {
-      if (!this.drawn[i]) continue;
-      if (this.translucent_[i]) see.array[seeAt++] = i;
-      else opaque.array[at++] = i;
+      if (this.drawn[i] === NOT_DRAWN) continue;
+      if (this.translucent_[i]) see.array[seeAt++] = this.first + i;
+      else opaque.array[at++] = this.first + i;
     }
     use(this.geometry, at);
     use(this.see.geometry, seeAt);
@@ -222,19 +258,49 @@ export class InstancedBatch extends THREE.Mesh {
     }
   }
 
+  /**
+   * Geometry for a section's stencil pass (tools/section_caps.js): the batch's vertices and index, shared, with
+   * a slot list of its own (`crossing` fills it). Free it with releaseStencil.
+   */
+  stencilGeometry() {
+    return sharedGeometry(/** @type {any} */ (null), { color: false }, this.slots, this.geometry);
+  }
+
+  /**
+   * Draw in a stencil geometry the drawn instances that `plane` (world space) runs through (an instance wholly on
+   * one side adds an even number of faces along any ray, or none). Call after updateView. Returns how many.
+   * @param {THREE.Plane} plane @param {THREE.InstancedBufferGeometry} stencil
+   */
+  crossing(plane, stencil) {
+    const local = _plane.copy(plane).applyMatrix4(_inv.copy(this.matrixWorld).invert());
+    const slots = slotAttribute(stencil).array;
+    let at = 0;
+    for (let i = 0; i < this.slots; i++) {
+      const s = this.spheres[i];
+      if (this.drawn[i] !== NOT_DRAWN && Math.abs(local.distanceToPoint(s.center)) <= s.radius) slots[at++] = this.first + i;
+    }
+    use(stencil, at);
+    return at;
+  }
+
+  /** Free a stencil geometry's own slot list, not the vertices and index it shares. @param {THREE.BufferGeometry} stencil */
+  static releaseStencil(stencil) {
+    for (const name of Object.keys(stencil.attributes)) if (name !== 'slot') stencil.deleteAttribute(name);
+    stencil.setIndex(null);
+    stencil.dispose();
+  }
+
+  /** Free its geometry (the texture and materials are the InstancedLooks', freed with it). */
   dispose() {
     this.geometry.dispose();
     this.see.geometry.dispose();
-    this.see.material.dispose();
-    this.texture.dispose();
-    this.material.dispose();
     return this;
   }
 }
 
 /**
  * The shared mesh as instanced geometry with a slot per instance (`of`: another one whose vertex and index
- * attributes it shares, for the see-through pass).
+ * attributes it shares, for the see-through and stencil passes; `data` and `layout` are then not read).
  * @param {MeshData} data @param {{color: boolean}} layout @param {number} slots @param {THREE.BufferGeometry} [of]
  */
 function sharedGeometry(data, layout, slots, of) {

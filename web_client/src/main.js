@@ -3,7 +3,7 @@ import { Vector3 } from 'three';
 import { bindAlarmHistory } from './alarms/history.js';
 import { AlarmPanel } from './alarms/panel.js';
 import { linkClaims, linkCredentials, refusalText } from './auth.js';
-import { Catalog, fetchManifest } from './catalog.js';
+import { Catalog } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { elementMenu } from './element_menu.js';
 import { Labels } from './labels.js';
@@ -122,7 +122,7 @@ const timeline = startTimeMachine({ session, app, store: collab.store, select, t
 session.addEventListener('snapshot', (e) => {
   const snap = /** @type {import('./session.js').SessionEvent<'snapshot'>} */ (e).detail;
   $('#scene-name').textContent = snap.scene;
-  if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.manifest_url, snap.scene);
+  if (snap.glb_url !== app.glbUrl) loadScene(snap.glb_url, snap.scene);
   if (snap.resync && snap.reason && snap.reason !== RESYNC_LIVE) {
     showNotice('info', 'View resynchronised', `The server could not resume this session (${snap.reason}); the view now shows its current state.`);
     setTimeout(() => clearNotice('info'), RESYNC_NOTICE_MS);
@@ -146,6 +146,8 @@ session.addEventListener('status', (e) => {
     } else {
       showNotice('warning', 'Cannot reach the TwinView server — retrying…', `${detail}. Is the server running?`);
     }
+  } else if (status === 'degraded') {
+    showNotice('warning', 'Server degraded — changes are paused', `${detail}. The view shows the last known state.`);
   } else if (status === 'live' || status === 'resynced') {
     clearNotice('warning');
   }
@@ -159,12 +161,12 @@ session.addEventListener('servererror', (e) => queueMicrotask(() => {
 session.connect();
 // With ?scene= the model is on screen without waiting for the WebSocket handshake and snapshot; the
 // snapshot's glb_url is normally the same file (then nothing reloads), else it replaces this load.
-if (earlyLoad && sceneParam) loadScene(earlyLoad.url, `/scenes/${sceneParam}/manifest.json`, sceneParam);
+if (earlyLoad && sceneParam) loadScene(earlyLoad.url, sceneParam);
 
 /**
- * @param {string} glbUrl @param {string} manifestUrl @param {string} sceneId
+ * @param {string} glbUrl @param {string} sceneId
  */
-async function loadScene(glbUrl, manifestUrl, sceneId) {
+async function loadScene(glbUrl, sceneId) {
   app.abort?.abort();
   const abort = new AbortController();
   app.abort = abort;
@@ -204,8 +206,8 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
       viewer.controls.speed = Math.min(MAX_SPEED, Math.max(MIN_SPEED, diagonal * SPEED_PER_DIAGONAL));
     }
     progress.done();
-    // The model shows from the next frame on; the manifest (names, property sets, tree) and the coarser
-    // levels of detail follow without holding it back.
+    // The model shows from the next frame on; the panels and the coarser levels of detail follow without holding
+    // it back.
     await new Promise((r) => {
       viewer.addEventListener('frame', r, { once: true });
       setTimeout(r, FIRST_FRAME_WAIT_MS); // a hidden tab draws no frames
@@ -216,10 +218,9 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
     const env = params.get('env');
     const pbr = batches.batches.some((b) => !(/** @type {any} */ (b).isMergedBatch));
     if (env === '1' || (env !== '0' && pbr && !viewer.softwareGL)) viewer.useEnvironment();
-    // Fetched only now: its download and JSON parse (megabytes for a large plant) stay off the first frame.
-    const records = await fetchManifest(manifestUrl, abort.signal);
     if (signal.aborted) return;
-    app.catalog = new Catalog(records ?? batches.nodes.map((n) => ({ ...n, class: n.cls })));
+    // Names, classes and the tree come with the model; property sets and search from the server (catalog.js).
+    app.catalog = new Catalog(batches.nodes.map((n) => ({ id: n.id, name: n.name, class: n.cls, parent: n.parent })), sceneId);
     wirePanels(app.catalog, signal);
     if (sectionPanel.open) sectionPanel.fillStoreys();
     app.twin.useLods(model.meshSource);
@@ -230,7 +231,7 @@ async function loadScene(glbUrl, manifestUrl, sceneId) {
   } catch (e) {
     progress.done();
     const err = /** @type {Error & {hint?: string}} */ (e);
-    const retry = { label: 'Load again', run: () => loadScene(glbUrl, manifestUrl, sceneId) };
+    const retry = { label: 'Load again', run: () => loadScene(glbUrl, sceneId) };
     if (err.name === 'AbortError') return showNotice('info', 'Loading cancelled', 'The live connection stays open.', [retry]);
     app.glbUrl = ''; // a later snapshot may try again (e.g. after the server rebuilt the scene)
     showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);

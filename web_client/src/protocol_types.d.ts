@@ -618,7 +618,7 @@ export interface Replay {
 }
 
 /**
- * While playing: what changed in the history up to `as_of` (one per ~100 ms of wall time, in time order).
+ * While playing: what changed in the history up to `as_of` (one per ~33 ms of wall time, in time order).
  * props keyed "element/prop", visuals keyed by element; `alarms`, when present, is the whole list at `as_of`;
  * `events` are the recorded events since the previous frame, oldest first.
  */
@@ -665,7 +665,7 @@ export interface Seek {
   ref?: string | null;
 }
 
-export type ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta;
+export type ServerMessage = Welcome | Snapshot | Delta | Ack | Error | Pong | Saved | CommandAck | Replay | ReplayDelta | Status;
 
 /**
  * The full state of the session's layer as of `seq`; replaces everything the client held.
@@ -694,6 +694,18 @@ export interface Snapshot {
   procedure?: ProcedureRun | null;
   presenter?: PresenterState | null;
   interest?: Interest | null;
+}
+
+/**
+ * The server's health as it concerns the client (PROTOCOL.md §16): `degraded` while the shared bus of a
+ * deployment of several processes is unreachable — what is shown stays readable, changes are refused
+ * (`not_saved`) and no live update arrives; `ok` again once it is back. Sent when it changes, and after
+ * `welcome` while degraded.
+ */
+export interface Status {
+  type: "status";
+  state: "degraded" | "ok";
+  message?: string;
 }
 
 /**

@@ -10,7 +10,7 @@ const BACKOFF_MAX_MS = 8000;
 const PING_INTERVAL_MS = 5000;
 
 /**
- * @typedef {'connecting'|'live'|'reconnecting'|'resynced'|'refused'|'closed'} LinkStatus
+ * @typedef {'connecting'|'live'|'reconnecting'|'resynced'|'degraded'|'refused'|'closed'} LinkStatus
  * @typedef {Exclude<P.ServerMessage, {type: 'welcome'|'snapshot'|'delta'|'pong'|'error'}>} Answer an answer to a
  *   collaboration request (`saved`, `ack`, `command_ack`), for the module that sent it
  * @typedef {{welcome: P.Welcome, snapshot: P.Snapshot, servererror: P.ServerError, message: Answer,
@@ -198,6 +198,10 @@ export class Session extends EventTarget {
           this.clockOffsetMs = msg.server_time * 1000 - (Date.now() - this.rttMs / 2);
           this.dispatchEvent(new CustomEvent('rtt', { detail: this.rttMs }));
         }
+        break;
+      case 'status':
+        // Several server processes, and their shared bus is down (or back): the view stays, changes are refused.
+        this.#setStatus(msg.state === 'degraded' ? 'degraded' : 'live', msg.message || '');
         break;
       case 'error':
         // Cancelable: a listener that shows the error where it happened (a form, a panel) calls

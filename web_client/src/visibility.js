@@ -106,6 +106,7 @@ export class Visibility extends EventTarget {
    * @param {Iterable<string>} ids @returns {'shown'|'hidden'|'mixed'}
    */
   stateOf(ids) {
+    if (!this.hidden.size) return 'shown'; // the usual case, without walking a site's 100 000 elements
     let shown = 0;
     let hidden = 0;
     for (const x of this.expand(ids)) {
@@ -215,7 +216,7 @@ export class Visibility extends EventTarget {
       return { total, covered, listed: !own && total > 0 && covered === total ? [id] : listed };
     };
     const out = children(null).flatMap((root) => visit(root).listed);
-    // Elements the catalogue does not reach (no manifest record) are listed as they are.
+    // Elements the catalogue does not reach (not in the model's tree) are listed as they are.
     const reached = this.expand(children(null));
     for (const id of set) if (!reached.has(id)) out.push(id);
     return out;

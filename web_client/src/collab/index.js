@@ -59,10 +59,7 @@ export function startCollaboration({ viewer, session, section, measure, select, 
   });
   const commands = new CommandPanel($('#commands'), {
     session, identity, names,
-    commandsOf: async (id) => {
-      const res = await fetch(`/api/scenes/${encodeURIComponent(session.welcome?.scene ?? '')}/elements/${encodeURIComponent(id)}`);
-      return res.ok ? (await res.json()).commands ?? [] : [];
-    },
+    commandsOf: async (id) => (await app.catalog?.detail(id))?.commands ?? [],
   });
 
   const hand = h('button', { id: 'btn-hand', dataset: { requires: 'hand.raise' }, onclick: () => presenter.toggleHand() }, 'Raise hand');

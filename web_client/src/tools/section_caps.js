@@ -1,5 +1,5 @@
 // Filled, hatched caps where section planes cut solids open (three.js's stencil capping, once per plane).
-// For each plane, the elements of every opaque merged batch that the plane runs through are drawn once more
+// For each plane, the elements of every opaque merged or instanced batch that the plane runs through are drawn once more
 // into the stencil buffer only, cut by that plane alone, each face inverting the stencil: along a view ray, a closed solid cut open leaves an odd number
 // of faces behind the plane. Then a quad on the plane, cut by the other planes, is drawn where the stencil is
 // set, and the stencil is cleared for the next plane. The cost is one extra pass per plane of the drawn
@@ -7,6 +7,7 @@
 // Only closed meshes get correct caps: an open one (a single face, a shell with holes) gives odd counts where
 // there is nothing to fill, or none where there is.
 import * as THREE from 'three';
+import { InstancedBatch } from '../instanced_batch.js';
 import { sectionPlaneForView, sectionStencilMaterial } from '../shading.js';
 
 /** The caps' colour and their hatching's (sRGB, as read back from the canvas). */
@@ -104,7 +105,8 @@ export class SectionCaps {
     for (const m of this.stencils) {
       m.removeFromParent();
       /** @type {THREE.Material} */ (m.material).dispose();
-      release(m.geometry);
+      if (/** @type {any} */ (m.geometry).isInstancedBufferGeometry) InstancedBatch.releaseStencil(m.geometry);
+      else release(m.geometry);
     }
     for (const c of [...this.caps.children]) {
       c.removeFromParent();
@@ -112,11 +114,13 @@ export class SectionCaps {
     }
     this.stencils = [];
     const planes = this.viewer.clippingPlanes;
-    const solids = (this.batches?.batches ?? []).filter((b) => /** @type {any} */ (b).isMergedBatch && !b.material.transparent);
+    const solids = (this.batches?.batches ?? []).filter((b) => (/** @type {any} */ (b).isMergedBatch
+      || /** @type {any} */ (b).isInstancedBatch) && !b.material.transparent);
     if (!this.enabled || !solids.length) return this.viewer.invalidate();
     planes.forEach((plane, i) => {
-      for (const b of /** @type {import('../merged_batch.js').MergedBatch[]} */ (solids)) {
-        const geometry = new THREE.BufferGeometry().setIndex(new THREE.BufferAttribute(new Uint32Array(FIRST_INDEX), 1));
+      for (const b of /** @type {(import('../merged_batch.js').MergedBatch|InstancedBatch)[]} */ (solids)) {
+        const geometry = b instanceof InstancedBatch ? b.stencilGeometry()
+          : new THREE.BufferGeometry().setIndex(new THREE.BufferAttribute(new Uint32Array(FIRST_INDEX), 1));
         const material = sectionStencilMaterial(b.material, plane, Boolean(this.clipDistance));
         const m = new THREE.Mesh(geometry, material);
         const clip = this.clipDistance;
@@ -179,6 +183,10 @@ export class SectionCaps {
    * @param {THREE.Mesh} m
    */
   #cutBy(m) {
+    if (m.parent instanceof InstancedBatch) {
+      m.visible = m.parent.crossing(m.userData.plane, /** @type {THREE.InstancedBufferGeometry} */ (m.geometry)) > 0;
+      return;
+    }
     const batch = /** @type {import('../merged_batch.js').MergedBatch} */ (m.parent);
     let g = m.geometry;
     const own = /** @type {THREE.BufferAttribute} */ (g.index);

@@ -32,9 +32,11 @@ const _q = new THREE.Vector3();
 export function snapAt(viewer, x, y) {
   const hit = viewer.pickAt(x, y);
   if (!hit) return null;
-  const batch = /** @type {import('../merged_batch.js').MergedBatch} */ (/** @type {unknown} */ (hit.object));
-  if (!batch.isMergedBatch || !hit.face || hit.batchId === undefined) return { kind: 'face', point: hit.point.clone() };
-  const { corners, edges } = faceOutline(batch, hit.batchId, hit.face);
+  const batch = /** @type {any} */ (hit.object);
+  if (!(batch.isMergedBatch || batch.isInstancedBatch) || !hit.face || hit.batchId === undefined) {
+    return { kind: 'face', point: hit.point.clone() };
+  }
+  const { corners, edges } = faceOutline(elementTriangles(batch, hit.batchId), hit.face);
   const toScreen = screenMapper(viewer);
   const pointer = new THREE.Vector2(x, y);
   let best = SNAP_PX;
@@ -56,21 +58,46 @@ export function snapAt(viewer, x, y) {
 }
 
 /**
- * The corners and edges of the picked face, in world coordinates.
- * @param {import('../merged_batch.js').MergedBatch} batch @param {number} slot @param {THREE.Face} face
+ * An element's full-detail triangles: positions P (x `scale` in metres), the index range and the matrix to world.
+ * @typedef {{P: ArrayLike<number>, scale: number, all: ArrayLike<number>, start: number, count: number,
+ *            toWorld: THREE.Matrix4}} Triangles
  */
-function faceOutline(batch, slot, face) {
-  const P = batch.vPos;
-  const all = batch.allIndex;
-  const { start, count } = batch.levels[slot][0];
-  _a.fromArray(P, face.a * 3);
-  _b.fromArray(P, face.b * 3);
-  _c.fromArray(P, face.c * 3);
+
+/**
+ * The triangles of slot `slot` of a merged batch (baked in its frame, moved by a rule's move) or an instanced one
+ * (its one mesh, placed by the slot's placement; a face's corners index that mesh).
+ * @param {any} batch @param {number} slot @returns {Triangles}
+ */
+function elementTriangles(batch, slot) {
+  const toWorld = new THREE.Matrix4().copy(batch.matrixWorld);
+  if (batch.isInstancedBatch) {
+    const b = /** @type {import('../instanced_batch.js').InstancedBatch} */ (batch);
+    const all = /** @type {THREE.BufferAttribute} */ (b.geometry.index).array;
+    toWorld.multiply(b.matrixOf(slot, new THREE.Matrix4()));
+    return { P: b.geometry.attributes.position.array, scale: b.positionScale, all, start: 0, count: all.length, toWorld };
+  }
+  const b = /** @type {import('../merged_batch.js').MergedBatch} */ (batch);
+  const move = b.moves[slot];
+  if (move) toWorld.multiply(move);
+  const { start, count } = b.levels[slot][0];
+  return { P: /** @type {Float32Array} */ (b.vPos), scale: 1, all: /** @type {Uint32Array} */ (b.allIndex), start, count, toWorld };
+}
+
+/**
+ * The corners and edges of the picked face, in world coordinates.
+ * @param {Triangles} triangles @param {THREE.Face} face
+ */
+function faceOutline({ P, scale, all, start, count, toWorld }, face) {
+  const vertex = (/** @type {THREE.Vector3} */ out, /** @type {number} */ v) => out.fromArray(P, v * 3).multiplyScalar(scale);
+  vertex(_a, face.a);
+  vertex(_b, face.b);
+  vertex(_c, face.c);
   const normal = new THREE.Vector3().subVectors(_c, _b).cross(_q.subVectors(_a, _b)).normalize();
   const offset = normal.dot(_a);
   /** @type {Map<string, {a: number, b: number, n: number}>} edge key -> its vertices and how many triangles have it */
   const edgeCount = new Map();
-  const key = (/** @type {number} */ v) => `${Math.round(P[v * 3] / KEY_STEP_M)},${Math.round(P[v * 3 + 1] / KEY_STEP_M)},${Math.round(P[v * 3 + 2] / KEY_STEP_M)}`;
+  const step = KEY_STEP_M / scale;
+  const key = (/** @type {number} */ v) => `${Math.round(P[v * 3] / step)},${Math.round(P[v * 3 + 1] / step)},${Math.round(P[v * 3 + 2] / step)}`;
   const addTriangle = (/** @type {number} */ a, /** @type {number} */ b, /** @type {number} */ c) => {
     for (const [u, v] of [[a, b], [b, c], [c, a]]) {
       const ku = key(u);
@@ -85,19 +112,16 @@ function faceOutline(batch, slot, face) {
     addTriangle(face.a, face.b, face.c);
   } else {
     for (let k = start; k < start + count; k += 3) {
-      _a.fromArray(P, all[k] * 3);
-      _b.fromArray(P, all[k + 1] * 3);
-      _c.fromArray(P, all[k + 2] * 3);
+      vertex(_a, all[k]);
+      vertex(_b, all[k + 1]);
+      vertex(_c, all[k + 2]);
       _n.subVectors(_c, _b).cross(_q.subVectors(_a, _b));
       const len = _n.length();
       if (len === 0 || _n.dot(normal) / len < COPLANAR_COS || Math.abs(normal.dot(_a) - offset) > COPLANAR_M) continue;
       addTriangle(all[k], all[k + 1], all[k + 2]);
     }
   }
-  const toWorld = new THREE.Matrix4().copy(batch.matrixWorld);
-  const move = batch.moves[slot];
-  if (move) toWorld.multiply(move);
-  const at = (/** @type {number} */ v) => new THREE.Vector3().fromArray(P, v * 3).applyMatrix4(toWorld);
+  const at = (/** @type {number} */ v) => vertex(new THREE.Vector3(), v).applyMatrix4(toWorld);
   /** @type {[THREE.Vector3, THREE.Vector3][]} */
   const edges = [];
   /** @type {Map<string, THREE.Vector3>} */

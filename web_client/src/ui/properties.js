@@ -1,5 +1,6 @@
 // Properties of the picked element: identity, live values (unit, age, staleness and quality: freshness.js;
-// a Chart button per numeric value puts its history on the chart, timeline/chart.js) and IFC psets.
+// a Chart button per numeric value puts its history on the chart, timeline/chart.js) and IFC psets (asked of the
+// server when the element is shown: catalog.js).
 import { h, replace } from './dom.js';
 import { markLive } from './freshness.js';
 import { copyIdButton } from './names.js';
@@ -40,6 +41,7 @@ export class PropertiesPanel {
     const rec = this.catalog.get(id);
     const visual = this.state.visuals.get(id);
     this.live = h('tbody');
+    const psets = h('div', { class: 'psets', 'aria-busy': 'true' }, h('p', { class: 'hint' }, 'Loading properties…'));
     replace(this.root,
       h('h3', { class: 'el-name' }, rec?.name || id),
       h('p', { class: 'el-meta', title: `id: ${id}` }, rec?.class ?? '', copyIdButton(id)),
@@ -47,8 +49,14 @@ export class PropertiesPanel {
         `${visual.status}${visual.label ? ` — ${visual.label}` : ''}`) : null,
       this.heading,
       h('table', { class: 'props live' }, this.live),
-      ...psetTables(rec?.properties ?? {}, rec?.units ?? {}));
+      psets);
     this.#renderLive();
+    this.catalog.detail(id).then((detail) => {
+      if (this.id !== id || !psets.isConnected) return; // another element is shown meanwhile
+      const record = detail?.element;
+      psets.removeAttribute('aria-busy');
+      replace(psets, ...(record ? psetTables(record.properties ?? {}, record.units ?? {}) : []));
+    });
   }
 
   #renderLive() {

@@ -2,7 +2,7 @@
 import { $ } from './dom.js';
 
 const LABELS = { connecting: 'connecting', live: 'live', reconnecting: 'reconnecting', resynced: 'resynced',
-  refused: 'refused', closed: 'offline' };
+  degraded: 'degraded', refused: 'refused', closed: 'offline' };
 
 /** @param {import('../session.js').Session} session */
 export function bindStatusChip(session) {

@@ -1,13 +1,16 @@
-// The element tree (spatial hierarchy from the manifest) and the search box above it, with an eye per node (a
-// storey's hides everything on it) and, below, the elements by class (and by layer, where the manifest names
-// layers), each with its eye. Right-click, long-press or the Menu key on a row opens the element menu.
-// Children are built when a node is first expanded, so 100 000 elements cost nothing until opened.
+// The element tree (spatial hierarchy, from the model's nodes) and the search box above it (the server's index),
+// with an eye per node (a storey's hides everything on it) and, below, the elements by class (and by layer, where
+// records name layers), each with its eye. Right-click, long-press or the Menu key on a row opens the element menu.
+// Children are built when a node is first expanded, TREE_PAGE rows at a time, so 100 000 elements cost nothing
+// until opened, and a storey of 20 000 costs a page.
 import { onLongPress } from './context_menu.js';
 import { h, replace } from './dom.js';
 
 // At load the tree opens this many levels, and only nodes with at most this many children.
 const AUTO_EXPAND_DEPTH = 4;
 const AUTO_EXPAND_MAX_CHILDREN = 30;
+// Rows built per "Show more": a few screens' worth.
+export const TREE_PAGE = 200;
 
 export class TreePanel {
   /**
@@ -31,6 +34,8 @@ export class TreePanel {
     this.items = new Map();
     /** @type {string|null} */
     this.selected = null;
+    /** @type {AbortController|null} the search under way */
+    this.searching = null;
     this.list = h('ul', { class: 'tree', role: 'tree' });
     this.results = h('ul', { class: 'results', hidden: true });
     replace(root, this.results, this.list, ...this.#groups());
@@ -121,9 +126,36 @@ export class TreePanel {
     return li;
   }
 
-  /** @param {HTMLElement} ul @param {string|null} parent */
-  #fill(ul, parent) {
-    for (const id of this.catalog.children.get(parent) ?? []) ul.appendChild(this.#item(id));
+  /**
+   * Rows for the children of `parent` from `from` on: a page of them, and a "Show more" row for the rest (or up
+   * to and including `upTo`, a child to reveal).
+   * @param {HTMLElement} ul @param {string|null} parent @param {number} [from] @param {string} [upTo]
+   */
+  #fill(ul, parent, from = 0, upTo) {
+    const kids = this.catalog.children.get(parent) ?? [];
+    const end = Math.max(from + TREE_PAGE, upTo === undefined ? 0 : kids.indexOf(upTo, from) + 1);
+    for (const id of kids.slice(from, end)) ul.appendChild(this.#item(id));
+    if (end >= kids.length) return;
+    const more = h('button', { class: 'more' }, `Show more (${kids.length - end} of ${kids.length})`);
+    const row = h('li', { class: 'more' }, more);
+    more.addEventListener('click', () => {
+      row.remove();
+      this.#fill(ul, parent, end);
+      this.#showEyes();
+    });
+    ul.appendChild(row);
+  }
+
+  /** Build the row of `id` if its page is not built yet (its parent's list is). @param {string} id */
+  #reveal(id) {
+    if (this.items.has(id)) return;
+    const rec = this.catalog.get(id);
+    const parent = rec?.parent && this.catalog.get(rec.parent) ? rec.parent : null;
+    const ul = /** @type {HTMLElement|null|undefined} */ (parent === null ? this.list : this.items.get(parent)?.querySelector(':scope > ul'));
+    const more = ul?.querySelector(':scope > li.more');
+    if (!ul || !more) return;
+    more.remove();
+    this.#fill(ul, parent, ul.querySelectorAll(':scope > li[role=treeitem]').length, id);
   }
 
   /** @param {string} id */
@@ -178,19 +210,35 @@ export class TreePanel {
     this.selected = id;
     if (!id) return;
     for (const a of this.catalog.ancestors(id)) {
+      this.#reveal(a);
       const li = this.items.get(a);
       if (li) this.#toggle(li, a, true);
     }
+    this.#reveal(id);
     const li = this.items.get(id);
     li?.classList.add('selected');
     li?.scrollIntoView({ block: 'nearest' });
   }
 
-  /** @param {string} query */
-  search(query) {
-    const hits = this.catalog.search(query);
+  /**
+   * Show the elements that match `query` (the server's index; the tree again when it is empty). A newer query
+   * cancels an older one still under way.
+   * @param {string} query
+   */
+  async search(query) {
+    this.searching?.abort();
+    const searching = (this.searching = new AbortController());
     this.results.hidden = !query.trim();
     this.list.hidden = !this.results.hidden;
+    if (this.results.hidden) return;
+    this.results.setAttribute('aria-busy', 'true');
+    let hits;
+    try {
+      hits = await this.catalog.find(query, AbortSignal.any([searching.signal, this.signal]));
+    } catch {
+      return; // cancelled: a newer query, or a new scene
+    }
+    this.results.removeAttribute('aria-busy');
     // By name and class, the id on demand (tooltip; the search matches it too).
     replace(this.results, ...(hits.length ? hits.map((r) => h('li', { dataset: { id: r.id }, title: `id: ${r.id}`, onclick: () => this.onSelect(r.id) },
       r.name || r.id, h('small', null, ` ${r.class}`))) : [h('li', { class: 'empty' }, 'No match')]));
