@@ -68,7 +68,7 @@ def plant_scene(count: int) -> Scene:
         )
         scene.meshes[f"kind{k}"] = Mesh(f"kind{k}", [prim])
     scene.add(Element("site", "Plant", "IfcSite"))
-    per_area = -(-count // AREAS)
+    per_area = area_size(count)
     side = int(np.ceil(np.sqrt(UNIT)))
     for i in range(count):
         area, unit = i // per_area, i // UNIT
@@ -87,6 +87,11 @@ def plant_scene(count: int) -> Scene:
         units = {"Pset_Design": {"NominalFlow": "m3/h", "RatedPower": "kW"}}
         scene.add(Element(element(i), name_of(i), cls, f"unit-{unit}", m, f"kind{i % 12}", props, units=units))
     return scene
+
+
+def area_size(count: int) -> int:
+    """Elements per area: whole units, so that a unit never spans two areas."""
+    return -(-count // (AREAS * UNIT)) * UNIT
 
 
 def element(i: int) -> str:
@@ -196,7 +201,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
     x, z = unit_origin(0)
     side = int(np.ceil(np.sqrt(UNIT)))
     box = ((x - 0.5, -1.0, z - 0.5), (x + side * PITCH, 2.0, z + side * PITCH))
-    per_area = -(-count // AREAS)
+    per_area = area_size(count)
     listed = [element(i) for i in range(min(per_area, p.MAX_INTEREST_ELEMENTS))]
     kinds = {
         "whole scene": None,

@@ -1,6 +1,7 @@
 """The reference deployment of docs/DEPLOY.md works as the doc says: `deploy/haproxy.cfg` is what HAProxy
 runs, TLS ends at the proxy (wss:// to it, plain HTTP redirected), processes are health-checked and a dead
-one's clients come back on another, the per-address bound holds at the proxy, and nothing is left behind.
+one's clients resume on another, the per-address bound holds at the proxy, nothing is left behind, and the
+systemd units and the compose file of deploy/ run the processes the proxy expects.
 
 The protocol and collaboration tests marked `deployable` also run through this proxy (their [deployment]
 variant, tests/live_server.py); this module tests what only a deployment has.

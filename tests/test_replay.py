@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import aiohttp
@@ -338,3 +339,27 @@ def test_playing_from_blocks_read_ahead_ends_each_frame_at_the_twin_a_seek_there
         props.update(frame.props)
         assert props == seeking.seek(t)[0], t
     h.close()
+
+
+async def test_a_publisher_s_next_batch_is_applied_while_the_previous_one_waits_for_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "ana", "viewer") as ana, person(srv, "gw", "publisher") as gw:
+        historian = srv.live.historian
+        assert historian is not None
+        gate: Future[None] = Future()
+        append = historian.append
+
+        def slow_disk(readings: list[Reading], rx: float, source: str) -> Future[None]:
+            committed = append(readings, rx, source)
+            return gate if readings[0].value == 1.5 else committed  # the first batch's commit is slow
+
+        monkeypatch.setattr(historian, "append", slow_disk)
+        first = asyncio.create_task(gw.publish([p.Reading(1.5, key="PT-1.pressure")]))
+        await ana.wait_for(lambda c: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == 1.5)
+        second = asyncio.create_task(gw.publish([p.Reading(2.5, key="PT-1.pressure")]))
+        await ana.wait_for(lambda c: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == 2.5)  # live at once
+        await gw.ping()
+        assert not first.done() and not second.done()  # the second's ack waits for the first's: acks in order
+        gate.set_result(None)
+        assert (await first).accepted == 1 and (await second).accepted == 1

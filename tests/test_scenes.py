@@ -1,8 +1,8 @@
-"""The server's view of a built scene: the element search index."""
+"""The server's view of a built scene: the element search index, the tree and the areas."""
 
 from __future__ import annotations
 
-from viewer_server.scenes import ElementIndex
+from viewer_server.scenes import ElementBoxes, ElementIndex, ElementTree
 
 
 def records(n: int) -> list[dict[str, str]]:
@@ -33,3 +33,34 @@ def test_names_with_line_breaks_are_found_and_do_not_shift_later_records() -> No
     index = ElementIndex([{"id": "a", "name": "two\nlines", "class": "X"}, {"id": "b", "name": "after", "class": "X"}])
     assert [r["id"] for r in index.search("two lines", 5)] == ["a"]
     assert [r["id"] for r in index.search("after", 5)] == ["b"]
+
+
+def test_an_area_holds_the_elements_whose_own_box_meets_it() -> None:
+    boxes = ElementBoxes(
+        [
+            {"id": "a", "bbox": [[0, 0, 0], [1, 1, 1]]},
+            {"id": "b", "bbox": [[2, 0, 0], [3, 1, 1]]},
+            {"id": "storey", "bbox": None},  # no geometry of its own: never in an area
+            {"id": "odd", "bbox": [[0, 0], [1, 1]]},  # not a box: ignored
+            {"id": "c", "bbox": [[-5, -5, -5], [5, 5, 5]]},  # around the area
+        ]
+    )
+    assert boxes.overlapping((0.5, 0.5, 0.5), (0.6, 0.6, 0.6)) == ["a", "c"]
+    assert boxes.overlapping((1, 1, 1), (2, 1, 1)) == ["a", "b", "c"]  # touching counts
+    assert boxes.overlapping((10, 10, 10), (11, 11, 11)) == []
+    assert ElementBoxes([]).overlapping((0, 0, 0), (1, 1, 1)) == []
+
+
+def test_the_tree_pages_children_in_file_order_with_their_counts() -> None:
+    tree = ElementTree(
+        [
+            {"id": "site", "name": "Site", "class": "IfcSite", "parent": None},
+            *({"id": f"e{i}", "name": f"E {i}", "class": "IfcWall", "parent": "site"} for i in range(5)),
+            {"id": "orphan", "name": "", "class": "X", "parent": "gone"},  # its parent is not in the scene: a root
+        ]
+    )
+    total, roots = tree.page(None, 0, 10)
+    assert total == 2 and [(n.id, n.children) for n in roots] == [("site", 5), ("orphan", 0)]
+    total, page = tree.page("site", 3, 10)
+    assert total == 5 and [n.id for n in page] == ["e3", "e4"] and page[0].cls == "IfcWall"
+    assert tree.page("e0", 0, 10) == (0, [])

@@ -18,7 +18,7 @@ from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
 from scene.model import Scene
 from tests.scene_factory import repeated_scene
-from tests.web_helpers import WAIT_MS, build_client, chromium_browser, open_viewer, serve_scene
+from tests.web_helpers import WAIT_MS, open_viewer, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -70,13 +70,6 @@ def served(root: Path, scene: Scene, bindings: str):
     (root / "b.yaml").write_text(bindings)
     with serve_scene(scene_dir, root / "b.yaml", root / "data") as live:
         yield live, f"{live.url}/?scene={scene_dir.name}"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,10 @@ the server's index, properties ask for one element; the manifest is never downlo
 
 from __future__ import annotations
 
-import pytest
-
-from tests.web_helpers import WAIT_MS, build_client, chromium_browser, element_id, live_twin
+from tests.web_helpers import WAIT_MS, element_id, live_twin
 
 COUNT = 450  # two storeys of 225: more than one page of rows each
 PAGE = 200  # ui/tree.js TREE_PAGE
-
-
-@pytest.fixture(scope="module")
-def browser():
-    build_client()
-    with chromium_browser() as b:
-        yield b
 
 
 def test_tree_search_and_properties_without_the_manifest(browser, tmp_path):

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -56,6 +56,14 @@ class NotSaved(Exception):
     """Readings were applied to the live twin but the historian could not commit them: not acknowledged."""
 
 
+class Applied(NamedTuple):
+    """A batch applied to the live twin: readings accepted, those refused, and what its ack waits for."""
+
+    accepted: int
+    rejections: list[p.Rejection]
+    commits: list[Pending]
+
+
 class MqttStatus(msgspec.Struct):
     """MQTT connection state, shown in /api/health."""
 
@@ -91,14 +99,19 @@ class Ingest:
         return self.historian is not None
 
     async def submit(self, readings: list[p.Reading], source: str) -> tuple[int, list[p.Rejection]]:
-        """Validate a batch and apply the valid readings, yielding to the event loop between chunks
-        so a big batch never holds up other clients; returns (accepted, rejections) once the accepted
-        readings are committed to the historian (when there is one). `source` is recorded with each.
+        """Validate a batch and apply the valid readings (`apply`), then wait until they are committed to the
+        historian (when there is one: `settled`); returns (accepted, rejections). `source` is recorded with each.
         Raises NotSaved when the commit failed (the readings must not be acknowledged)."""
+        return await self.settled(await self.apply(readings, source))
+
+    async def apply(self, readings: list[p.Reading], source: str) -> Applied:
+        """Validate a batch and apply the valid readings to the live twin, yielding to the event loop between
+        chunks so a big batch never holds up other clients. Its ack waits for `settled`: a publisher's next batch
+        can be applied meanwhile (batches are applied in the order they come, their commits overlap)."""
         if len(readings) > p.MAX_BATCH_READINGS:
             self.rejected["batch_too_large"] += len(readings)
             detail = f"{len(readings)} readings; at most {p.MAX_BATCH_READINGS} per batch"
-            return 0, [p.Rejection(-1, "batch_too_large", detail)]
+            return Applied(0, [p.Rejection(-1, "batch_too_large", detail)], [])
         accepted = 0
         rejections: list[p.Rejection] = []
         commits: list[Pending] = []
@@ -106,13 +119,17 @@ class Ingest:
             if start:
                 await asyncio.sleep(0)
             accepted += self._submit_chunk(readings[start : start + INGEST_CHUNK], start, rejections, source, commits)
+        return Applied(accepted, rejections, commits)
+
+    async def settled(self, applied: Applied) -> tuple[int, list[p.Rejection]]:
+        """(accepted, rejections) of an applied batch once its readings are committed; NotSaved if they were not."""
         try:
-            await asyncio.gather(*(asyncio.wrap_future(c) if isinstance(c, Future) else c for c in commits))
+            await asyncio.gather(*(asyncio.wrap_future(c) if isinstance(c, Future) else c for c in applied.commits))
         except sqlite3.Error as exc:
             raise NotSaved(f"the historian could not commit the readings ({exc}); send them again") from exc
         except BusUnavailable as exc:
             raise NotSaved(str(exc)) from exc
-        return accepted, rejections
+        return applied.accepted, applied.rejections
 
     def _submit_chunk(
         self,

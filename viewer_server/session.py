@@ -30,7 +30,7 @@ from viewer_server.audit import GUESTS, REFUSED, note_ingest
 from viewer_server.auth import AuthError
 from viewer_server.bus import BusUnavailable
 from viewer_server.hub import FLUSH_INTERVAL_S
-from viewer_server.ingest import NotSaved
+from viewer_server.ingest import Applied, NotSaved
 from viewer_server.live import LIVE, LiveScene
 from viewer_server.outbox import OUTBOX_MAX_EVENTS, RESYNC, Outbox
 from viewer_server.permissions import Action, allowed
@@ -68,6 +68,10 @@ REFUSAL_BURST: Final = 20
 # in front of a slow reader). Bytes in flight (sent, not yet acknowledged) are bounded by the peer's
 # receive window, not by this.
 SEND_QUEUE_BYTES: Final = 16 * 1024
+# Publish batches of one connection applied and waiting for their commit (the historian's group commit) before
+# their acks: the next batch is read and applied meanwhile, so a publisher's throughput is not one batch per
+# commit; past this many the reader waits, and TCP pushes back on the publisher.
+PUBLISHES_IN_FLIGHT: Final = 32
 # Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
 # How long closing connections from outside (shutdown, a revocation) waits for the peers' close frames:
@@ -119,6 +123,7 @@ class Session:
         self.twin: ReplayTwin | None = None
         self.player: Player | None = None
         self.follows = True  # driven by the presenter's replay, until its own seek / play / pause
+        self._acks: deque[asyncio.Task[None]] = deque()  # publish batches awaiting their commit, oldest first
         self.interest: p.Interest | None = None  # what it sees (PROTOCOL.md §15); None: the whole scene
 
     @property
@@ -161,6 +166,8 @@ class Session:
             await self._follow_presenter_replay()
             await self._read_loop()
         finally:
+            for ack in self._acks:
+                ack.cancel()
             if self.player is not None:
                 self.player.stop()
             self.live.rooms.leave(member)
@@ -532,15 +539,34 @@ class Session:
         await self._show(leader.twin.as_of, leader.player.playing, name, None, leader.player.speed)
 
     async def _publish(self, message: p.Publish) -> None:
+        """Apply a batch at once, in order, and acknowledge it once committed, in a task of its own: the reader
+        goes on to the publisher's next batch meanwhile (at most PUBLISHES_IN_FLIGHT awaiting their commit)."""
         if not allowed(self.role, Action.TELEMETRY_PUBLISH):
             refusal = f"role {self.role!r} may not publish telemetry"
             await self._reply(p.Error(p.ERR_FORBIDDEN, refusal, message.ref or "publish"))
             return
+        while len(self._acks) >= PUBLISHES_IN_FLIGHT:  # the oldest first: TCP pushes back on the publisher
+            await asyncio.wait({self._acks[0]})
+            self._acks.popleft()
         source = f"publisher:{self.member.user}" if self.member is not None else "publisher"
+        applied = await self.live.ingest.apply(message.readings, source)
+        previous = self._acks[-1] if self._acks else None
+        self._acks.append(asyncio.create_task(self._acknowledge(message, applied, previous)))
+        while self._acks and self._acks[0].done():
+            self._acks.popleft()
+
+    async def _acknowledge(self, message: p.Publish, applied: Applied, previous: asyncio.Task[None] | None) -> None:
+        """The ack (or error) of an applied batch once it is committed, after the previous batch's: in order."""
         try:
-            accepted, rejected = await self.live.ingest.submit(message.readings, source)
+            accepted, rejected = await self.live.ingest.settled(applied)
         except NotSaved as exc:
-            await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), message.ref or "publish"))
+            accepted, rejected, failed = 0, [], exc
+        else:
+            failed = None
+        if previous is not None:
+            await asyncio.wait({previous})
+        if failed is not None:
+            await self._reply(p.Error(p.ERR_NOT_SAVED, str(failed), message.ref or "publish"))
             return
         if self.member is not None:
             m = self.member

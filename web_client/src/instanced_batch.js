@@ -79,7 +79,7 @@ export class InstancedBatch extends THREE.Mesh {
   constructor(looks, first, source, data, items, layout) {
     const n = items.length;
     const [material, seeMaterial] = looks.materialsFor(source);
-    super(sharedGeometry(data, layout, n), material);
+    super(meshGeometry(data, layout, n), material);
     this.isInstancedBatch = true;
     this.frustumCulled = false; // culled per element in updateView
     this.slots = n;
@@ -104,7 +104,7 @@ export class InstancedBatch extends THREE.Mesh {
     this.drawn = new Uint8Array(n).fill(NOT_DRAWN);
     this.dirty = true;
     this.triangles = 0;
-    this.see = new THREE.Mesh(sharedGeometry(data, layout, n, this.geometry), seeMaterial);
+    this.see = new THREE.Mesh(sharingGeometry(this.geometry, n), seeMaterial);
     this.see.name = 'see-through';
     this.see.frustumCulled = false;
     this.see.visible = false;
@@ -263,7 +263,7 @@ export class InstancedBatch extends THREE.Mesh {
    * a slot list of its own (`crossing` fills it). Free it with releaseStencil.
    */
   stencilGeometry() {
-    return sharedGeometry(/** @type {any} */ (null), { color: false }, this.slots, this.geometry);
+    return sharingGeometry(this.geometry, this.slots);
   }
 
   /**
@@ -299,24 +299,35 @@ export class InstancedBatch extends THREE.Mesh {
 }
 
 /**
- * The shared mesh as instanced geometry with a slot per instance (`of`: another one whose vertex and index
- * attributes it shares, for the see-through and stencil passes; `data` and `layout` are then not read).
- * @param {MeshData} data @param {{color: boolean}} layout @param {number} slots @param {THREE.BufferGeometry} [of]
+ * The shared mesh as instanced geometry with a slot list of `slots` instances. Its components stay as stored:
+ * a quantized mesh's factor is in each placement and normals are normalised in the shader, so integer attributes
+ * need no conversion (and stay as small on the GPU as in the file).
+ * @param {MeshData} data @param {{color: boolean}} layout @param {number} slots
  */
-function sharedGeometry(data, layout, slots, of) {
+function meshGeometry(data, layout, slots) {
+  const g = instancedGeometry(slots);
+  g.setAttribute('position', new THREE.BufferAttribute(data.position, 3));
+  g.setAttribute('normal', data.normal ? new THREE.BufferAttribute(data.normal, 3, !(data.normal instanceof Float32Array))
+    : new THREE.BufferAttribute(upNormals(data.position.length / 3), 3));
+  if (layout.color) g.setAttribute('color', new THREE.BufferAttribute(/** @type {Float32Array} */ (data.color), 4));
+  g.setIndex(new THREE.BufferAttribute(data.index instanceof Uint8Array ? Uint16Array.from(data.index) : data.index, 1));
+  return g;
+}
+
+/**
+ * Instanced geometry drawing the vertices and index of `of` (shared) with a slot list of its own, for the
+ * see-through and stencil passes. @param {THREE.BufferGeometry} of @param {number} slots
+ */
+function sharingGeometry(of, slots) {
+  const g = instancedGeometry(slots);
+  for (const [name, attribute] of Object.entries(of.attributes)) if (name !== 'slot') g.setAttribute(name, attribute);
+  g.setIndex(of.index);
+  return g;
+}
+
+/** An instanced geometry with room for `slots` instances in its slot list, never frustum-culled as a whole. @param {number} slots */
+function instancedGeometry(slots) {
   const g = new THREE.InstancedBufferGeometry();
-  if (of) {
-    for (const [name, attribute] of Object.entries(of.attributes)) if (name !== 'slot') g.setAttribute(name, attribute);
-    g.setIndex(of.index);
-  } else {
-    // Stored components as they are: a quantized mesh's factor is in each placement, normals are normalised in
-    // the shader, so integer attributes need no conversion (and stay as small on the GPU as in the file).
-    g.setAttribute('position', new THREE.BufferAttribute(data.position, 3));
-    g.setAttribute('normal', data.normal ? new THREE.BufferAttribute(data.normal, 3, !(data.normal instanceof Float32Array))
-      : new THREE.BufferAttribute(upNormals(data.position.length / 3), 3));
-    if (layout.color) g.setAttribute('color', new THREE.BufferAttribute(/** @type {Float32Array} */ (data.color), 4));
-    g.setIndex(new THREE.BufferAttribute(data.index instanceof Uint8Array ? Uint16Array.from(data.index) : data.index, 1));
-  }
   g.setAttribute('slot', new THREE.InstancedBufferAttribute(new Float32Array(slots), 1));
   g.boundingSphere = new THREE.Sphere(new THREE.Vector3(), Infinity);
   return g;

@@ -230,7 +230,10 @@ export class TreePanel {
     const searching = (this.searching = new AbortController());
     this.results.hidden = !query.trim();
     this.list.hidden = !this.results.hidden;
-    if (this.results.hidden) return;
+    if (this.results.hidden) {
+      this.results.removeAttribute('aria-busy');
+      return;
+    }
     this.results.setAttribute('aria-busy', 'true');
     let hits;
     try {
