@@ -293,7 +293,8 @@ class Session:
                 continue
             try:
                 await self._handle(message)
-            except BusUnavailable as exc:  # several processes, and Redis does not answer: nothing changed
+            # Several processes, and Redis does not answer; or PostgreSQL, for a seek of its history: nothing changed.
+            except (BusUnavailable, StoreError) as exc:
                 tag = type(message).__struct_config__.tag
                 await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), getattr(message, "ref", None) or tag))
 
