@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +48,33 @@ ser.finalize()
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    wall_s: float
+    cpu_s: float  # user + system of the command and the children it waited for
+    rss_mb: float  # peak RSS of the largest of those processes
+    stdout: str
+
+
+def run(cmd: list[str], *, capture: bool = False) -> Run:
+    """Run a command to its end and measure it (`wait4`); raise with its stderr's end if it fails."""
+    start = time.perf_counter()
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdout=out, stderr=err) as proc:
+        stdout = proc.stdout.read().decode() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-500:]}")
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+
+
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS in MB of a command and the children it waited for."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-500:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    measured = run(cmd)
+    return measured.wall_s, measured.rss_mb
 
 
 def peer_kernel(path: Path, kernel: str, out: Path) -> str:

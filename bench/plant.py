@@ -12,7 +12,7 @@ property sets with four properties between them, and a name that is its plant ta
 
 The file is byte-for-byte reproducible: GlobalIds derive from the plant's size and each entity's role, the
 header timestamp is pinned. Entities are made with `ifcopenshell.file.create_entity` (the `api` module is
-~50x slower per element): 100 000 elements take ~2 minutes and ~230 MB.
+much slower per element): ~0.8 CPU-ms per element, 100 000 elements in ~1 GB of memory.
 """
 
 from __future__ import annotations

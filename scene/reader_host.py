@@ -238,6 +238,17 @@ class _Host:
             )
         self._control = ours
 
+    def stop(self) -> None:
+        """Close the host and wait for it to exit: then its readers' resource use (CPU, peak RSS) counts in
+        this process's RUSAGE_CHILDREN, as `bench.plant_build` reports it."""
+        with self._lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            if self._proc is not None:
+                self._proc.wait()
+                self._proc = None
+
     def forget(self) -> None:
         """In a child forked from this process: the parent's host and socket are not ours to use."""
         self._lock = threading.Lock()
@@ -251,3 +262,4 @@ HOST = _Host()
 os.register_at_fork(after_in_child=HOST.forget)
 start = HOST.start
 ensure_running = HOST.ensure_running
+stop = HOST.stop

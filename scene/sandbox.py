@@ -26,14 +26,18 @@ import resource
 import signal
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from scene import reader_host
 from scene.errors import ImportFailed, first_line
 from scene.importers import ANNOUNCES_ELEMENTS, FORMATS, ElementsReady, ImportOptions, Loader, loader_for
-from scene.model import Element, Scene
+from scene.model import Element, Mesh, Scene
 
 # CPU-seconds allowed per input: a base for any file plus this much per MB of it. Real IFC costs ~7 CPU-s per
 # 1 000 elements (BENCHMARKS.md section 1) and a 1 000-element IFC is ~1 MB or more, so real files stay well
@@ -55,6 +59,9 @@ MEMORY_FRACTION = 0.25
 # ...but never below this: usd-core or OCP alone map ~1 GB of address space just to load.
 MIN_MEMORY_MB = 2048
 CRASH_EXIT_GRACE_S = 5.0  # time for a child that sent its result to exit cleanly
+# Elements or meshes per message when a reader hands its scene over: a scene pickled whole is a second copy of
+# it (~40 MB per 1 000 plant elements) on both sides of the pipe; in pieces, neither side holds more than one.
+PIECE_ITEMS = 500
 # cgroup v2 and v1 files holding the memory limit of the cgroup we run in ("max" or a huge number: none).
 CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
@@ -127,15 +134,19 @@ def _child(
         os.dup2(devnull, 2)
         os.dup2(devnull, 1)
     try:
+        announced: list[Element] = []
         if announce:
 
             def ready(elements: list[Element]) -> None:
-                conn.send(("elements", elements))
+                for piece in _pieces(elements):
+                    conn.send(("tree", piece))
+                conn.send(("tree_end", None))
+                announced[:] = elements
 
             scene = load(Path(path), options, ready)  # type: ignore[call-arg]
         else:
             scene = load(Path(path), options)
-        conn.send(("ok", scene))
+        _send_scene(conn, scene, announced)
     except ImportFailed as exc:
         conn.send(("failed", (exc.path, exc.reason, exc.where, traceback.format_exc())))
     except MemoryError:
@@ -145,6 +156,63 @@ def _child(
         conn.send(("failed", (path, reason, "", traceback.format_exc())))
     finally:
         conn.close()
+
+
+def _pieces(items: list) -> Iterator[list]:
+    for start in range(0, len(items), PIECE_ITEMS):
+        yield items[start : start + PIECE_ITEMS]
+
+
+def _send_scene(conn: Connection, scene: Scene, announced: list[Element]) -> None:
+    """Hand `scene` over in pieces (`SceneReceiver` puts it together): meshes, then elements, then the rest.
+    Elements the parent already has (`announced`: the very objects, in scene order) travel as their mesh and
+    world matrix only: their properties crossed the pipe once already."""
+    meshes = list(scene.meshes.values())
+    scene.meshes = {}
+    for piece in _pieces(meshes):
+        conn.send(("meshes", piece))
+    del meshes
+    elements = list(scene.elements.values())
+    scene.elements = {}
+    if len(announced) == len(elements) and all(a is b for a, b in zip(announced, elements, strict=True)):
+        for piece in _pieces(elements):
+            conn.send(("placed", ([e.mesh for e in piece], np.stack([e.matrix for e in piece]))))
+    else:
+        for piece in _pieces(elements):
+            conn.send(("elements", piece))
+    conn.send(("ok", scene))
+
+
+class SceneReceiver:
+    """Puts together what `_send_scene` sends; `tree` collects the elements announced early."""
+
+    def __init__(self) -> None:
+        self.tree: list[Element] = []
+        self.elements: dict[str, Element] = {}
+        self.meshes: dict[str, Mesh] = {}
+
+    def take(self, status: str, payload: Any) -> bool:
+        """Take one piece of the scene; False if the message is none (an answer, or the end of the tree)."""
+        if status == "tree":
+            self.tree.extend(payload)
+        elif status == "meshes":
+            self.meshes.update((mesh.id, mesh) for mesh in payload)
+        elif status == "elements":
+            self.elements.update((element.id, element) for element in payload)
+        elif status == "placed":
+            meshes, matrices = payload
+            for mesh, matrix in zip(meshes, matrices, strict=True):
+                element = self.tree[len(self.elements)]
+                element.mesh, element.matrix = mesh, matrix
+                self.elements[element.id] = element
+        else:
+            return False
+        return True
+
+    def finish(self, rest: Scene) -> Scene:
+        """The scene: `rest` (materials, inputs, warnings, timings; sent last) with the pieces put back."""
+        rest.elements, rest.meshes = self.elements, self.meshes
+        return rest
 
 
 # Imports whose reader may still run, so that `stop_all` can stop them (a SIGTERM to the CLI).
@@ -228,11 +296,13 @@ class PendingImport:
 
     def _collect(self) -> Scene:
         proc = self._proc
+        received = SceneReceiver()
         try:
             status, payload = self._receive()
-            while status == "elements":
-                assert self.on_elements is not None  # the child announces only when asked to
-                self.on_elements(payload)
+            while received.take(status, payload) or status == "tree_end":
+                if status == "tree_end":
+                    assert self.on_elements is not None  # the child announces only when asked to
+                    self.on_elements(received.tree)
                 status, payload = self._receive()
         except BaseException:  # a time limit, a crash, or this process being stopped: no grace
             self.stop()
@@ -241,7 +311,7 @@ class PendingImport:
             proc.join(CRASH_EXIT_GRACE_S)
         self.stop()
         if status == "ok":
-            return payload
+            return received.finish(payload)
         err_path, reason, where, tb = payload
         failure = ImportFailed(err_path, reason, where)
         failure.__notes__ = [tb]  # shown by the CLI with --debug

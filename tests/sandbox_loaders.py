@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from scene import sandbox
 from scene.errors import ImportFailed
 from scene.importers import ElementsReady, ImportOptions
 from scene.lifeline import die_with_parent
-from scene.model import Element, Scene
+from scene.model import Element, Mesh, Primitive, Scene
 
 # Held by a thread of the test process while it starts a reader (see `needs_the_lock`).
 LOCK = threading.Lock()
@@ -140,3 +143,14 @@ def ifc_with_endless_kernels(path: Path, options: ImportOptions, ready: Elements
 
     ifc._iterate = never_done  # type: ignore[assignment]
     return ifc.load(path, options, ready)
+
+
+def many_pieces(path: Path, options: ImportOptions) -> Scene:
+    """A scene of more meshes and elements than two pieces of a hand-over hold (`sandbox.PIECE_ITEMS`)."""
+    scene = Scene()
+    for i in range(2 * sandbox.PIECE_ITEMS + 1):
+        triangle = Primitive(np.full((3, 3), i, np.float32), np.array([[0, 1, 2]], np.uint32), 0)
+        scene.meshes[f"m{i}"] = Mesh(f"m{i}", [triangle])
+        scene.add(Element(f"e{i}", f"element {i}", "Mesh", mesh=f"m{i}", properties={"P": {"i": i}}))
+    scene.warnings.append("kept")
+    return scene

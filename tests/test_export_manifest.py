@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from scene.export.glb import GlbStats
-from scene.export.manifest import MANIFEST_VERSION, ManifestError, load_manifest, write_manifest
+from scene.export.manifest import (
+    MANIFEST_VERSION,
+    ManifestError,
+    _jsonable,
+    build_manifest,
+    load_manifest,
+    write_manifest,
+)
 from tests.scene_factory import synthetic_scene
 
 
@@ -59,3 +66,14 @@ def test_load_manifest_refuses_other_formats_and_newer_versions(tmp_path: Path) 
     path.write_text("{")
     with pytest.raises(ManifestError, match="not readable"):
         load_manifest(path)
+
+
+def test_the_streamed_file_is_the_manifest_as_one_document(tmp_path: Path) -> None:
+    # Records are written one at a time (a plant's manifest is never held whole); the bytes are those of the
+    # whole document encoded at once, non-ASCII names included.
+    scene = synthetic_scene()
+    next(iter(scene.elements.values())).name = "Tür 1 – Süd"
+    stats = {"glb": GlbStats(1, 2, 3, 4, 5, 6, 7), "seconds": np.float64(0.25)}
+    write_manifest(scene, tmp_path / "manifest.json", stats)
+    whole = json.dumps(build_manifest(scene, stats), separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+    assert (tmp_path / "manifest.json").read_text(encoding="utf-8") == whole

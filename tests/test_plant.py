@@ -57,6 +57,16 @@ def test_every_element_comes_through_with_geometry(built: tuple[Path, dict]) -> 
     assert not [w for w in manifest["warnings"] if "failed" in w]
 
 
+def test_swept_pipes_go_to_opencascade_in_the_same_pass(built: tuple[Path, dict]) -> None:
+    # Manifold makes no IfcSweptDiskSolid: the bent pipes go to opencascade at once, in the same kernel
+    # workers, instead of in a second pass once manifold has left them out.
+    _, manifest = built
+    assert manifest["inputs"][0]["importer"].endswith("(manifold+opencascade)")
+    assert not [w for w in manifest["warnings"] if "retried with opencascade" in w]
+    bent = [e for e in manifest["elements"] if e["name"].startswith("LS-")]
+    assert len(bent) == plant.expected_counts(SIZE)["swept_pipe"] and all(e["triangles"] for e in bent)
+
+
 def test_mapped_equipment_shares_one_mesh_per_type(built: tuple[Path, dict]) -> None:
     out, manifest = built
     glb = _glb_json(out / "scene.glb")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import pickle
 import signal
 import threading
 import time
@@ -172,15 +173,39 @@ SAMPLE_IFC = REPO / "assets" / "pump_station.ifc"
 
 
 def test_an_ifc_import_hands_over_its_elements_before_the_geometry() -> None:
-    announced: list[list[Element]] = []
+    announced: list[tuple[list[Element], list[str | None]]] = []
     options, limits = ImportOptions(), sandbox.Limits()
-    scene = sandbox.PendingImport(SAMPLE_IFC, options, limits, debug=False, on_elements=announced.append).result()
-    (elements,) = announced
-    assert [(e.id, e.name, e.cls, e.parent) for e in elements] == [
-        (e.id, e.name, e.cls, e.parent) for e in scene.elements.values()
-    ]
-    assert [e.properties for e in elements] == [e.properties for e in scene.elements.values()]
-    assert all(e.mesh is None for e in elements) and any(e.mesh for e in scene.elements.values())
+
+    def early(elements: list[Element]) -> None:
+        announced.append((elements, [e.mesh for e in elements]))
+
+    scene = sandbox.PendingImport(SAMPLE_IFC, options, limits, debug=False, on_elements=early).result()
+    ((elements, meshes_then),) = announced
+    assert all(mesh is None for mesh in meshes_then) and any(e.mesh for e in scene.elements.values())
+    # The tree and its properties cross the pipe once: the scene's elements are the very objects announced,
+    # placed and given their meshes afterwards.
+    assert all(a is b for a, b in zip(elements, scene.elements.values(), strict=True))
+
+
+def test_a_scene_crosses_the_pipe_in_pieces_and_comes_back_whole(monkeypatch, src):
+    count = 2 * sandbox.PIECE_ITEMS + 1
+    _use_loader(monkeypatch, loaders.many_pieces)
+    sizes: list[int] = []
+    receive = sandbox.PendingImport._receive
+
+    def measured(self: sandbox.PendingImport) -> tuple[str, object]:
+        message = receive(self)
+        sizes.append(len(pickle.dumps(message)))
+        return message
+
+    monkeypatch.setattr(sandbox.PendingImport, "_receive", measured)
+    scene = sandbox.import_isolated(src, ImportOptions())
+    assert list(scene.elements) == [f"e{i}" for i in range(count)]
+    assert [e.properties["P"]["i"] for e in scene.elements.values()] == list(range(count))
+    assert all(scene.meshes[f"m{i}"].primitives[0].positions[0, 0] == i for i in range(count))
+    assert scene.warnings == ["kept"]
+    whole = len(pickle.dumps(loaders.many_pieces(src, ImportOptions())))
+    assert max(sizes) < whole / 2, "no message may carry the whole scene: the receiver would hold it twice"
 
 
 def test_formats_without_an_early_element_tree_do_not_announce(monkeypatch, src):

@@ -3,7 +3,9 @@
 Layout under `<data dir>/history/` (docs/BINDINGS.md "history" says how to read it with DuckDB or pandas):
 
     history.sqlite                    the hot tail (WAL): raw samples not sealed yet, minute aggregates of
-                                      every property, every event, the list of sealed chunks
+                                      every property, every event, the list of sealed chunks, every version of
+                                      the bindings file (`record_bindings`) and checkpoints of the alarm list
+                                      (`checkpoint_alarms`)
     chunks/YYYY-MM-DD/HH-<n>.parquet  sealed hours of raw samples (zstd), one row per sample, sorted by
                                       minute, then property, then time (PARQUET_OPTIONS)
     quarantine/                       chunks found unreadable at start (power loss while one was written)

@@ -77,24 +77,29 @@ class _Binary:
 
     def __init__(self, compress: bool) -> None:
         self.compress = compress
-        self.parts: list[bytes] = []
+        # The chunk's bytes in order, written one by one: never joined, so the chunk is never held twice.
+        self.parts: list[bytes | np.ndarray] = []
         self.size = 0
         self.fallback_size = 0
         self.views: list[dict] = []
         # layout key -> arrays and the accessors that read them, resolved by `finish`
         self.groups: dict[tuple, list[tuple[np.ndarray, dict]]] = {}
 
-    def _append(self, data: bytes) -> int:
+    def _append(self, *data: bytes | np.ndarray) -> int:
+        """Append `data` back to back, padded to 4 bytes; returns where it starts."""
         offset = self.size
-        self.parts.append(data)
-        pad = -len(data) % 4
+        length = sum(d.nbytes if isinstance(d, np.ndarray) else len(d) for d in data)
+        self.parts.extend(data)
+        pad = -length % 4
         if pad:
             self.parts.append(b"\0" * pad)
-        self.size += len(data) + pad
+        self.size += length + pad
         return offset
 
-    def plain_view(self, data: bytes, target: int | None = None, stride: int | None = None) -> int:
-        view: dict = {"buffer": 0, "byteOffset": self._append(data), "byteLength": len(data)}
+    def plain_view(self, *data: bytes | np.ndarray, target: int | None = None, stride: int | None = None) -> int:
+        """A view of `data` (pieces written back to back)."""
+        length = sum(d.nbytes if isinstance(d, np.ndarray) else len(d) for d in data)
+        view: dict = {"buffer": 0, "byteOffset": self._append(*data), "byteLength": length}
         if target is not None:
             view["target"] = target
         if stride is not None:
@@ -108,7 +113,9 @@ class _Binary:
         self.groups.setdefault(key, []).append((data, accessor))
 
     def finish(self) -> None:
-        for key, entries in self.groups.items():
+        while self.groups:  # each layout's arrays are let go as soon as they are in its view
+            key = next(iter(self.groups))
+            entries = self.groups.pop(key)
             vertex = key[0] == "vertex"
             offset = 0
             for data, accessor in entries:
@@ -116,18 +123,16 @@ class _Binary:
                     accessor["byteOffset"] = offset
                 accessor["bufferView"] = len(self.views)
                 offset += data.nbytes
-            stream = np.concatenate([d.reshape(len(d), -1) for d, _ in entries])
-            if vertex:
-                self._view(stream, ARRAY_BUFFER, "ATTRIBUTES", stream.shape[1] * stream.itemsize, key[-1])
-            else:
-                self._view(stream, ELEMENT_ARRAY_BUFFER, "TRIANGLES", stream.itemsize, None)
-        self.groups.clear()
+            rows = [np.ascontiguousarray(d.reshape(len(d), -1)) for d, _ in entries]
+            target, mode = (ARRAY_BUFFER, "ATTRIBUTES") if vertex else (ELEMENT_ARRAY_BUFFER, "TRIANGLES")
+            stride = rows[0].shape[1] * rows[0].itemsize if vertex else rows[0].itemsize
+            if not self.compress:  # the arrays themselves, back to back: the same bytes as their concatenation
+                self.plain_view(*rows, target=target, stride=stride if vertex else None)
+                continue
+            self._encoded_view(np.concatenate(rows), target, mode, stride, key[-1] if vertex else None)
 
-    def _view(self, stream: np.ndarray, target: int, mode: str, stride: int, filter: str | None) -> None:
+    def _encoded_view(self, stream: np.ndarray, target: int, mode: str, stride: int, filter: str | None) -> None:
         vertex = target == ARRAY_BUFFER
-        if not self.compress:
-            self.plain_view(stream.tobytes(), target, stride if vertex else None)
-            return
         encoded = meshopt.encode_vertices(stream) if vertex else meshopt.encode_triangles(stream, int(stream.max()) + 1)
         view: dict = {
             "buffer": 1,
@@ -434,13 +439,15 @@ def write_glb(scene: Scene, path: Path, *, compress: bool = False, lod: bool = F
     doc, stats = writer.document()
     json_bytes = orjson.dumps(doc)
     json_bytes += b" " * (-len(json_bytes) % 4)
-    body = b"".join(writer.bin.parts)
-    total = 12 + 8 + len(json_bytes) + (8 + len(body) if body else 0)
+    body = writer.bin.size
+    total = 12 + 8 + len(json_bytes) + (8 + body if body else 0)
     with open(path, "wb") as f:
         f.write(GLB_MAGIC + struct.pack("<II", GLB_VERSION, total))
         f.write(struct.pack("<II", len(json_bytes), CHUNK_JSON) + json_bytes)
         if body:
-            f.write(struct.pack("<II", len(body), CHUNK_BIN) + body)
+            f.write(struct.pack("<II", body, CHUNK_BIN))
+            for part in writer.bin.parts:
+                f.write(part)
     stats.bytes = total
     return stats
 

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pxr import Gf, Sdf, Tf, Vt
@@ -47,6 +48,7 @@ from scene.model import Element, Material, Mesh, Primitive, PropertySets, Proper
 WORLD = "/World"
 LOOKS = "/World/Looks"
 PROTOTYPES = "/World/_Prototypes"
+T = TypeVar("T")
 GEOMETRY = "Geometry"  # reserved child name for an element's own geometry
 TEXTURE_DIR = "textures"
 PROPS_NAMESPACE = "twin:props"
@@ -54,6 +56,10 @@ PROPS_NAMESPACE = "twin:props"
 CUSTOM_DATA = "twin"
 JSON_FLAG = "twin:json"  # the value is JSON text
 UNIT_KEY = "twin:unit"  # the property's unit symbol
+# Elements authored per Sdf.ChangeBlock. A block keeps a change entry for every spec made in it until it closes:
+# a plant in one block nearly doubled the layer's memory (20 000 prims of 12 attributes: +142 MB in one block,
+# +83 MB in blocks of 1 000), at the same speed.
+CHANGE_BLOCK_ELEMENTS = 1000
 # Rendered size of a scan point; scans are typically sampled at a few millimetres to centimetres.
 POINT_WIDTH_M = 0.01
 
@@ -85,18 +91,19 @@ class StageWriter:
         layer = Sdf.Layer.CreateAnonymous(self.path.name)
         paths: dict[str, str] = {}
         taken: dict[str, set[str]] = {}
-        with Sdf.ChangeBlock():
-            layer.defaultPrim = "World"
-            root = layer.pseudoRoot
-            root.SetInfo("metersPerUnit", 1.0)
-            root.SetInfo("upAxis", "Y")
-            _prim(layer, WORLD, "Xform")
-            for el in elements:
-                parent = paths[el.parent] if el.parent is not None else WORLD
-                siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
-                prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
-                paths[el.id] = prim_path
-                _write_element(_prim(layer, prim_path, "Xform"), el)
+        layer.defaultPrim = "World"
+        root = layer.pseudoRoot
+        root.SetInfo("metersPerUnit", 1.0)
+        root.SetInfo("upAxis", "Y")
+        _prim(layer, WORLD, "Xform")
+        for block in _blocks(elements):
+            with Sdf.ChangeBlock():
+                for el in block:
+                    parent = paths[el.parent] if el.parent is not None else WORLD
+                    siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
+                    prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
+                    paths[el.id] = prim_path
+                    _write_element(_prim(layer, prim_path, "Xform"), el)
         self._layer, self._paths, self._added = layer, paths, [_identity(el) for el in elements]
 
     def write(self, scene: Scene) -> None:
@@ -119,17 +126,27 @@ class StageWriter:
                 for i, (mesh_id, n) in enumerate(uses.items())
                 if n > 1
             }
-            for el, local in zip(scene.elements.values(), local_matrices(scene), strict=True):
-                prim_path = paths[el.id]
-                _write_transform(layer.GetPrimAtPath(prim_path), local)
-                if el.mesh in prototypes:
-                    geometry = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
-                    geometry.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
-                    geometry.SetInfo("instanceable", True)
-                elif el.mesh in uses:
-                    writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
+        for block in _blocks(list(zip(scene.elements.values(), local_matrices(scene), strict=True))):
+            with Sdf.ChangeBlock():
+                for el, local in block:
+                    prim_path = paths[el.id]
+                    _write_transform(layer.GetPrimAtPath(prim_path), local)
+                    if el.mesh in prototypes:
+                        geometry = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
+                        geometry.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
+                        geometry.SetInfo("instanceable", True)
+                    elif el.mesh in uses:
+                        writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
         if not layer.Export(str(self.path)):
             raise ExportFailed(str(self.path), "USD could not write the layer")
+        # The layer holds a copy of every array and property: let it go before the other outputs are made.
+        self._layer, self._paths, self._added = None, {}, []
+
+
+def _blocks(items: list[T]) -> Iterator[list[T]]:
+    """`items` in runs of CHANGE_BLOCK_ELEMENTS, each authored in one Sdf.ChangeBlock."""
+    for start in range(0, len(items), CHANGE_BLOCK_ELEMENTS):
+        yield items[start : start + CHANGE_BLOCK_ELEMENTS]
 
 
 def write_stage(scene: Scene, path: Path) -> None:

@@ -10,7 +10,8 @@
   given a segment count) and can crash natively. Kernels run in forked workers, one per core,
   that stream shapes back. With `ifc_kernel="auto"`, what manifold skipped, built only in part,
   or did not reach before a crash is then tessellated with opencascade, and what is known to
-  crash it (openings in surface models) goes to opencascade directly. This process builds the
+  crash it (openings in surface models) or that it does not make (swept disks: a plant's bent
+  pipes) goes to opencascade directly, in the same workers. This process builds the
   hierarchy and properties while the workers tessellate.
 - Shapes with the same iterator geometry id share one Mesh; each mesh is split into one
   Primitive per IFC surface style.
@@ -28,8 +29,8 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,6 +70,10 @@ MAX_CHUNKS = 255
 CIRCLE_SEGMENTS = 24
 # Open surface models (not closed solids), which manifold cannot cut openings into.
 SURFACE_MODELS = frozenset({"IfcFaceBasedSurfaceModel", "IfcShellBasedSurfaceModel"})
+# Body items the manifold kernel does not make (it has no sweep along a curve: a plant's bent pipes). With
+# ifc_kernel "auto" their products go to opencascade at once (`_manifold_verdict`).
+MANIFOLD_UNSUPPORTED = frozenset({"IfcSweptDiskSolid"})
+MANIFOLD_CRASHES, MANIFOLD_LEAVES_OUT = "crashes", "leaves out"
 # Products kept in the hierarchy without a mesh: openings are already cut from their hosts and
 # spaces are volumes of air that would hide everything inside them.
 NO_MESH_CLASSES = ("IfcOpeningElement", "IfcSpace")
@@ -372,7 +377,7 @@ class _Creased:
 
     positions: np.ndarray  # float32
     normals: np.ndarray  # float32
-    faces: np.ndarray  # int64 triangles
+    faces: np.ndarray  # uint32 triangles
     material_ids: np.ndarray  # int32 per triangle, index into the shape's styles
 
 
@@ -383,6 +388,13 @@ class _Tessellation:
     failed: list[Any]  # products no kernel could tessellate
     events: list[str]  # kernel crashes and retries, reported as warnings
     errors: list[str]  # the last kernel's own error messages
+
+    def keep(self, shapes: Iterable[tuple[_Shape, str]]) -> None:
+        """Record shapes made by a kernel (see `_placed`)."""
+        for shape, kernel in shapes:
+            if shape.geometry not in self.creased:
+                self.creased[shape.geometry] = _crease(shape)
+            self.shapes[shape.product] = (_placed(shape), kernel)
 
 
 def _tessellate(
@@ -397,17 +409,21 @@ def _tessellate(
     pending: Callable[[], None] | None = meanwhile
     for i, kernel in enumerate(kernels):
         fallback = kernels[i + 1] if i + 1 < len(kernels) else None
-        unsafe = [p for p in done.failed if kernel == "manifold" and _manifold_unsafe(p)]
+        verdicts = {p.id(): _manifold_verdict(p) for p in done.failed} if kernel == "manifold" else {}
+        unsafe = [p for p in done.failed if verdicts.get(p.id()) == MANIFOLD_CRASHES]
         if unsafe and not fallback:
             done.events.append(
                 f"{len(unsafe)} element(s) skipped: manifold cannot cut openings into surface models, "
                 f"opencascade can (ifc_kernel auto): {_examples(unsafe)}"
             )
-        bypass = {p.id() for p in unsafe}
+        # With a fallback, what manifold would crash on or leave out goes to the fallback at once, in the same
+        # workers: no second pass, which would wait for the slowest worker of the first and fork again.
+        ahead = [p for p in done.failed if verdicts.get(p.id())] if fallback else unsafe
+        bypass = {p.id() for p in ahead}
         batch = [p for p in done.failed if p.id() not in bypass]
         jobs = [_Job(kernel, batch, complete_only=fallback is not None)] if batch else []
-        if unsafe and fallback:  # first: they are the slow ones
-            jobs.insert(0, _Job(fallback, unsafe, complete_only=fallback != kernels[-1]))
+        if ahead and fallback:  # first: they are the slow ones
+            jobs.insert(0, _Job(fallback, ahead, complete_only=fallback != kernels[-1]))
         if not jobs:
             continue
         done.errors = []
@@ -426,21 +442,28 @@ def _tessellate(
             elif lost and not fallback:
                 # What a crashed worker held, once more in this process: a second crash ends the
                 # import with the reader's clear error, as a run without workers would.
-                done.shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, 1, lost, done.errors))
+                done.keep((s, kernel) for s in _iterate(model, kernel, 1, lost, done.errors))
         else:
-            done.shapes.update((s.product, (s, kernel)) for s in _iterate(model, kernel, threads, batch, done.errors))
+            done.keep((s, kernel) for s in _iterate(model, kernel, threads, batch, done.errors))
         done.failed = [p for p in done.failed if p.id() not in done.shapes]
     if pending:
         pending()
     return done
 
 
-def _manifold_unsafe(product: Any) -> bool:
-    """Openings cut into an open surface model: manifold's booleans need closed solids and
-    segfault on these (the cabinets of duplex.ifc), so they go straight to opencascade."""
-    if not getattr(product, "HasOpenings", None):
-        return False
-    return any(item.is_a() in SURFACE_MODELS for item in _body_items(product))
+def _manifold_verdict(product: Any) -> str | None:
+    """Why manifold must not get `product`, if it must not: openings cut into an open surface model
+    (MANIFOLD_CRASHES: its booleans need closed solids and segfault on these, e.g. the cabinets of
+    duplex.ifc), or body items it does not make (MANIFOLD_LEAVES_OUT)."""
+    openings = bool(getattr(product, "HasOpenings", None))
+    verdict = None
+    for item in _body_items(product):
+        cls = item.is_a()
+        if openings and cls in SURFACE_MODELS:
+            return MANIFOLD_CRASHES
+        if cls in MANIFOLD_UNSUPPORTED:
+            verdict = MANIFOLD_LEAVES_OUT
+    return verdict
 
 
 def _body_items(product: Any) -> Iterator[Any]:
@@ -562,8 +585,10 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
     file order (a type's instances stay together, which the kernel reuses; split by stride,
     duplex.ifc takes 20 % longer), about CHUNKS_PER_WORKER per worker, handed out in job order
     through a pipe that holds one byte per run. One slow run then leaves no core idle, and no lock
-    can be left held by a child that crashed. Shapes get their normals as they arrive, overlapping
-    the kernels' work.
+    can be left held by a child that crashed. Workers give shapes their normals themselves and send a
+    geometry once (a mapped type's further occurrences go as their placement): creasing in this
+    process, which reads the tree and properties meanwhile, made it the bottleneck (on a 100k-element
+    plant it used as much CPU as both workers together, which then waited on full pipes).
     """
     total = sum(len(job.products) for job in jobs)
     runs: list[tuple[_Job, list[Any]]] = []
@@ -608,10 +633,10 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
                     live.remove(conn)
                     continue
                 if kind == "shape":
-                    shape, run = payload
+                    shape, creased, run = payload
+                    if creased is not None:
+                        done.creased.setdefault(shape.geometry, creased)
                     received.append((shape, runs[run][0].kernel))
-                    if shape.geometry not in done.creased:
-                        done.creased[shape.geometry] = _crease(shape)
                 elif kind == "started":
                     working[conn] = payload
                 elif kind == "finished":
@@ -646,12 +671,15 @@ def _work(conn: Connection, claims: int, runs: list[tuple[_Job, list[Any]]], mod
     """A kernel worker: tessellate the next unclaimed run of products until none is left."""
     faulthandler.disable()  # a crash here is expected and handled by the parent: no traceback noise
     errors: list[str] = []
+    sent: set[str] = set()  # geometry ids whose creased geometry this worker has sent
     while claimed := os.read(claims, 1):
         run = claimed[0]
         job, products = runs[run]
         conn.send(("started", run))
         for shape in _iterate(model, job.kernel, 1, products, errors, complete_only=job.complete_only):
-            conn.send(("shape", (shape, run)))
+            creased = None if shape.geometry in sent else _crease(shape)
+            sent.add(shape.geometry)
+            conn.send(("shape", (_placed(shape), creased, run)))
         conn.send(("finished", run))
     for error in errors:
         conn.send(("error", error))
@@ -662,6 +690,13 @@ def _work(conn: Connection, claims: int, runs: list[tuple[_Job, list[Any]]], mod
 # Meshes
 
 
+def _placed(shape: _Shape) -> _Shape:
+    """The shape without its geometry, once that is creased (`_Tessellation.creased`, once per geometry id):
+    a product's vertices as the kernel sent them are 3x the size of its triangles in the mesh, and mapped
+    equipment repeats them for every occurrence."""
+    return replace(shape, verts=b"", faces=b"", material_ids=b"")
+
+
 def _crease(shape: _Shape) -> _Creased:
     positions = np.frombuffer(shape.verts, dtype=np.float64).reshape(-1, 3)
     faces = np.frombuffer(shape.faces, dtype=np.int32).reshape(-1, 3)
@@ -670,7 +705,7 @@ def _crease(shape: _Shape) -> _Creased:
     material_ids = np.frombuffer(shape.material_ids, dtype=np.int32)
     if len(material_ids) != len(faces):
         material_ids = np.zeros(len(faces), dtype=np.int32)
-    return _Creased(positions, normals, faces, material_ids)
+    return _Creased(positions, normals, faces.astype(np.uint32), material_ids)
 
 
 def _mesh(shape: _Shape, creased: _Creased, scene: Scene, materials: dict[str, int]) -> Mesh:
@@ -680,7 +715,7 @@ def _mesh(shape: _Shape, creased: _Creased, scene: Scene, materials: dict[str, i
     for mid in styles:
         index = _material(scene, materials, shape.styles[mid] if 0 <= mid < len(shape.styles) else None)
         if len(styles) == 1:
-            primitives.append(Primitive(positions, faces.astype(np.uint32), index, normals))
+            primitives.append(Primitive(positions, faces, index, normals))
             continue
         used, local = np.unique(faces[material_ids == mid], return_inverse=True)
         primitives.append(Primitive(positions[used], local.reshape(-1, 3).astype(np.uint32), index, normals[used]))
@@ -915,8 +950,7 @@ def _fill(scene: Scene, model: Any, parts: _Structure, done: _Tessellation) -> N
         if found is not None:
             shape = found[0]
             if shape.geometry not in scene.meshes:
-                creased = done.creased.get(shape.geometry) or _crease(shape)
-                scene.meshes[shape.geometry] = _mesh(shape, creased, scene, materials)
+                scene.meshes[shape.geometry] = _mesh(shape, done.creased[shape.geometry], scene, materials)
             element.mesh = shape.geometry
             element.matrix = Z_UP_TO_Y_UP @ np.asarray(shape.matrix, dtype=np.float64).reshape(4, 4).T
         elif entity.id() in failed and not _place(element, entity, scale):
