@@ -26,7 +26,9 @@ ingest, playback, the alarm list as of t.
 5. ingest (`--only ingest`): --rate readings/s (10 000 properties at 1 Hz) into a Historian for --seconds, in
    batches of 100 sent on schedule, each awaited as a publisher's ack is; the process's CPU time over the wall
    time is the historian's share of a core (the readings are built beforehand), with the ack latency
-   (append to group commit) p50 / p99.
+   (append to group commit) p50 / p99 and the bytes the history then holds per sample (`Historian.stored_bytes`:
+   nothing sealed yet). `--engine postgresql`: into a PostgreSQL started as the tests start it
+   (tests/postgres_server.py), as `serve --store postgresql://…` keeps it.
 6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), each with a colour ramp, in the
    data dir of a real `twinview serve` (own process); a viewer in the benchmark process seeks to the start and
    plays at 60× for --seconds: the gaps between `replay_delta` frames as they arrive, decoded (p50 / p99 / max,
@@ -70,6 +72,7 @@ from bench._server import server, wait_ready
 from scene.simulator import CHANNELS, SignalSpec, Simulator
 from scene.state import Reading
 from tests.live_server import write_bindings, write_scene
+from tests.postgres_server import postgres_server
 from viewer_server import protocol as p
 from viewer_server.auth import issue, load_secret
 from viewer_server.client import TwinClient
@@ -314,14 +317,14 @@ def storage(folder: Path) -> dict[str, dict[str, float]]:
     }
 
 
-def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
+def ingest(folder: Path, rate: int, seconds: float, database: str | None = None) -> dict[str, float]:
     keys = 10_000
     start = time.time()
     batches = [
         [Reading(f"e{(i + j) % keys}", "v", float(j % 7), "", start + (i + j) / rate) for j in range(BATCH)]
         for i in range(0, int(rate * seconds), BATCH)
     ]
-    h = Historian(folder / "ingest")
+    h = Historian(folder / "ingest", database=database)
     acks: list[float] = []
     pending = []
     wall, cpu = time.perf_counter(), time.process_time()
@@ -334,9 +337,11 @@ def ingest(folder: Path, rate: int, seconds: float) -> dict[str, float]:
     for future in pending:
         future.result()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    stored = h.stored_bytes()
     h.close()
     return {
         "readings": float(len(batches) * BATCH),
+        "bytes_per_sample": stored / (len(batches) * BATCH),
         "wall_s": wall,
         "cpu_s": cpu,
         "core_share": cpu / wall,
@@ -546,7 +551,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             out["query"] = queries(Path(tmp) / "query", args.keys, args.hours, args.step)
         if args.only in (None, "seek"):
             out["seek"] = await seek_served(Path(tmp), args.keys, args.hours, args.step)
-        if args.only in (None, "ingest"):
+        if args.only in (None, "ingest") and args.engine == "postgresql":
+            with postgres_server() as pg:
+                out["ingest"] = ingest(Path(tmp), args.rate, args.seconds, pg.url(pg.create_database()))
+        elif args.only in (None, "ingest"):
             out["ingest"] = ingest(Path(tmp), args.rate, args.seconds)
         if args.only in (None, "playback"):
             out["playback"] = await playback(Path(tmp), args.minutes, args.seconds)
@@ -606,7 +614,7 @@ def table(result: dict[str, object]) -> str:
             "",
             f"ingest: {g['readings']:.0f} readings in {g['wall_s']:.1f} s, {g['cpu_s']:.1f} s CPU: "
             f"{g['core_share']:.2f} of a core; ack (group commit) p50 {g['ack_p50_ms']:.1f} ms, "
-            f"p99 {g['ack_p99_ms']:.1f} ms",
+            f"p99 {g['ack_p99_ms']:.1f} ms; {g['bytes_per_sample']:.0f} bytes per sample stored",
         ]
     if (pb := _part(result, "playback")) is not None:
         lines += [
@@ -654,6 +662,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=HOURS, help="hours of history (the older ones sealed)")
     parser.add_argument("--step", type=float, default=STEP_S, help="seconds between two samples of a key")
     parser.add_argument("--rate", type=int, default=10_000, help="readings per second for ingest")
+    parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite", help="the history of ingest")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long ingest and playback run")
     parser.add_argument("--live-keys", type=int, default=10_000, help="properties in the live fan-out run")
     parser.add_argument("--clients", type=int, default=100, help="viewers in the live fan-out run")

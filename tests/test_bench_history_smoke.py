@@ -41,10 +41,13 @@ def test_the_storage_benchmark_compares_every_layout_on_the_same_samples(tmp_pat
     )
 
 
-def test_the_ingest_benchmark_commits_every_reading_and_reports_its_share_of_a_core(tmp_path: Path) -> None:
-    result = history.ingest(tmp_path, rate=2000, seconds=0.5)
+def test_the_ingest_benchmark_commits_every_reading_and_reports_its_share_of_a_core(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    result = history.ingest(tmp_path, rate=2000, seconds=0.5, database=store_url)
     assert result["readings"] == 1000 and result["cpu_s"] > 0 and result["ack_p99_ms"] >= result["ack_p50_ms"] > 0
-    assert "of a core" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "ingest": result})
+    assert result["bytes_per_sample"] > 10  # 1 000 samples and their index entries: tens of bytes each
+    assert "bytes per sample" in history.table({"load_before": 0, "load_after": 0, "cpus": 2, "ingest": result})
 
 
 async def test_the_playback_benchmark_times_the_frames_of_a_60x_replay_at_a_viewer(tmp_path: Path) -> None:

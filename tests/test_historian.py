@@ -17,13 +17,19 @@ from scene.state import Reading
 from viewer_server import historian
 from viewer_server import protocol as p
 from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
+from viewer_server.store_db import StoreError
 
 T0 = 1_800_000_000.0  # an hour boundary (1_800_000_000 / 3600 = 500 000)
 
 
-def _open(folder: Path, now: list[float], retention: dict[str, History] | None = None) -> Historian:
+def _open(
+    folder: Path, now: list[float], retention: dict[str, History] | None = None, database: str | None = None
+) -> Historian:
+    """A historian in `folder`, or in the PostgreSQL `database` (a test taking `store_url` runs on both)."""
     policy = retention or {}
-    return Historian(folder, retention=lambda el, prop: policy.get(prop, History()), clock=lambda: now[0])
+    return Historian(
+        folder, database=database, retention=lambda el, prop: policy.get(prop, History()), clock=lambda: now[0]
+    )
 
 
 def _ramp(h: Historian, start: float, n: int, step: float = 1.0, prop: str = "pressure") -> None:
@@ -31,9 +37,11 @@ def _ramp(h: Historian, start: float, n: int, step: float = 1.0, prop: str = "pr
     h.append(readings, start + n * step, "test").result()
 
 
-def test_readings_and_events_survive_a_restart_and_late_ones_sit_at_their_source_time(tmp_path: Path) -> None:
+def test_readings_and_events_survive_a_restart_and_late_ones_sit_at_their_source_time(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + 100]
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     h.append(
         [Reading("PT-1", "pressure", 2.0, "bar", T0 + 10), Reading("P-1", "running", True, "", T0 + 10)], T0 + 11, "gw"
     ).result()
@@ -43,7 +51,7 @@ def test_readings_and_events_survive_a_restart_and_late_ones_sit_at_their_source
     h.record(p.Event(7, "alarm_raised", alarm.id, "P-1", T0 + 12, alarm=alarm)).result()
     h.close()
 
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     at = h.state_at(T0 + 7)
     assert at[("PT-1", "pressure")].value == 9.0 and at[("PT-1", "pressure")].ts == T0 + 5
     later = h.state_at(T0 + 30)
@@ -101,10 +109,15 @@ def test_a_chunk_written_but_not_listed_is_removed_and_a_corrupt_one_quarantined
     assert h.state_at(T0 + 100)[("PT-1", "pressure")].value == 9.0
 
 
-def test_retention_per_binding_keeps_raw_for_n_days_then_minute_aggregates(tmp_path: Path) -> None:
+def test_retention_per_binding_keeps_raw_for_n_days_then_minute_aggregates(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + HOUR]
     h = _open(
-        tmp_path, now, {"pressure": History(raw_days=1, rollup_days=3), "level": History(raw_days=2, rollup_days=5)}
+        tmp_path,
+        now,
+        {"pressure": History(raw_days=1, rollup_days=3), "level": History(raw_days=2, rollup_days=5)},
+        store_url,
     )
     _ramp(h, T0, 600, prop="pressure")
     _ramp(h, T0, 600, prop="level")
@@ -129,9 +142,11 @@ def test_retention_per_binding_keeps_raw_for_n_days_then_minute_aggregates(tmp_p
     assert list((tmp_path / "chunks").glob("*/*.parquet")) == []  # no raw left in any chunk: deleted
 
 
-def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_many(tmp_path: Path) -> None:
+def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_many(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + DAY]
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     _ramp(h, T0, 3600)
     raw, resolution = h.series("PT-1", "pressure", T0, T0 + 100, 200)
     assert resolution == 0 and raw.last == [float(i % 50) for i in range(101)] and raw.unit == "bar"
@@ -143,10 +158,10 @@ def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_
 
 
 def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_partial_first_and_last_minutes(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str | None
 ) -> None:
     now = [T0 + DAY]
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     h.append([Reading("PT-1", "pressure", float(i), "bar", T0 + i) for i in range(HOUR)], T0 + HOUR, "test").result()
     series, resolution = h.series("PT-1", "pressure", T0 + 30, T0 + 690, 5)  # three minutes per bucket
     assert resolution == 180 and series.t == [T0, T0 + 180, T0 + 360, T0 + 540]
@@ -285,9 +300,11 @@ def test_a_close_during_the_retention_job_waits_for_it_then_closes_everything(tm
     assert _open_files(tmp_path) == []
 
 
-def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp_path: Path) -> None:
+def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + HOUR]
-    h = _open(tmp_path / "history", now)
+    h = _open(tmp_path / "history", now, database=store_url)
     _ramp(h, T0, 3000)
     started = threading.Barrier(5)
     ended: list[str] = []
@@ -302,6 +319,8 @@ def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp
             ended.append("refused")
         except sqlite3.OperationalError as exc:  # its SQL interrupted by the close
             ended.append(str(exc))
+        except StoreError as exc:  # PostgreSQL: its statement cancelled by the close
+            ended.append("interrupted" if "canceling statement" in str(exc) else str(exc))
 
     readers = [threading.Thread(target=query, daemon=True) for _ in range(4)]
     for reader in readers:
@@ -315,10 +334,12 @@ def test_a_close_while_queries_run_in_many_threads_neither_crashes_nor_hangs(tmp
     assert _open_files(tmp_path) == []
 
 
-def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_path: Path) -> None:
+def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(
+    tmp_path: Path, store_url: str | None
+) -> None:
     # A publisher that disconnects while waiting for its ack cancels the future; the next writes must still commit.
     now = [T0 + 100]
-    h = _open(tmp_path / "history", now)
+    h = _open(tmp_path / "history", now, database=store_url)
     h._queue.put(None)  # hold the writer: it stops after what is queued, so nothing is taken before the cancel
     h._writer.join()
     abandoned = h.append([Reading("PT-1", "pressure", 1.0, "bar", T0 + 1)], T0 + 1, "test")
@@ -330,9 +351,11 @@ def test_a_waiter_that_gave_up_neither_loses_its_write_nor_stops_the_writer(tmp_
     h.close()
 
 
-def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(tmp_path: Path) -> None:
+def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(
+    tmp_path: Path, store_url: str | None
+) -> None:
     now = [T0 + HOUR]
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     assert h.bindings_at(T0) is None
     h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 10)
     h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 20)  # a restart with the same file: no new version
@@ -340,7 +363,7 @@ def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(tmp_
     h.record_bindings("plant.json", b'{"version": 1}', T0 + 40)
     h.record_bindings("plant.yaml", b"version: 1  # A", T0 + 50).result()  # back to A: a version of its own
     h.close()
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     contents = {t: h.bindings_at(t).content for t in (T0, T0 + 10, T0 + 29.9, T0 + 30, T0 + 45, T0 + 60)}  # type: ignore[union-attr]
     assert contents == {
         T0: b"version: 1  # A",  # before the first version: the first (the history before it had no other)

@@ -16,8 +16,8 @@ from PIL import Image
 
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
-from scene.model import Scene
-from tests.scene_factory import repeated_scene
+from scene.model import Mesh, Scene
+from tests.scene_factory import repeated_scene, sphere_primitive
 from tests.web_helpers import WAIT_MS, open_viewer, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -61,11 +61,12 @@ HATCH = (0x5C, 0x53, 0x46)
 
 
 @contextmanager
-def served(root: Path, scene: Scene, bindings: str):
-    """`scene` written by our GLB writer (meshopt + quantization) and served: the server and the viewer's URL."""
+def served(root: Path, scene: Scene, bindings: str, *, lod: bool = False):
+    """`scene` written by our GLB writer (meshopt + quantization; levels of detail with `lod`) and served: the
+    server and the viewer's URL."""
     scene_dir = root / "plant"
     scene_dir.mkdir()
-    write_glb(scene, scene_dir / "scene.glb", compress=True)
+    write_glb(scene, scene_dir / "scene.glb", compress=True, lod=lod)
     write_manifest(scene, scene_dir / "manifest.json", {})
     (root / "b.yaml").write_text(bindings)
     with serve_scene(scene_dir, root / "b.yaml", root / "data") as live:
@@ -264,3 +265,30 @@ def _screen(page, point: list[float]) -> dict:
         return { x: r.left + (p.x + 1) / 2 * r.width, y: r.top + (1 - p.y) / 2 * r.height }; }""",
         point,
     )
+
+
+def test_instances_take_the_levels_of_detail_of_their_mesh(browser, tmp_path):
+    """A 2 200-triangle mesh shared by 24 elements, built with --lod: the instanced batch gets its coarser levels
+    (sharing its vertices) and draws each instance at the level its size on screen needs."""
+    scene = repeated_scene(24, kinds=1, unique=0)
+    scene.meshes["type0"] = Mesh("type0", [sphere_primitive(0.35, 48, 0)])
+    with served(tmp_path, scene, NO_RULES, lod=True) as (_, url):
+        page = open_viewer(browser, url)
+        page.wait_for_function("window.twinview.app.twin.lodsLoaded === true", timeout=WAIT_MS)
+        batch = "window.twinview.app.batches.batches.find((b) => b.isInstancedBatch)"
+        levels = page.evaluate(f"{batch}.levels.map((l) => l.triangles)")
+        assert len(levels) >= 2 and levels == sorted(levels, reverse=True), levels
+        look = """([eye, at]) => { const v = window.twinview.viewer;
+            v.flyTo(v.camera.position.clone().set(...eye), v.controls.target.clone().set(...at), 0); }"""
+        page.evaluate(look, [[0, 1.6, 0.01], [0, 0.5, 0]])  # right over eq-00000, 0.75 m above its top
+        page.wait_for_function(SETTLED, timeout=WAIT_MS)
+        assert page.evaluate(f"{batch}.drawn[0]") == 0  # filling the view: full detail
+        assert _pick(page, "eq-00000") == "eq-00000"
+        page.evaluate(look, [[5, 400, 5], [5, 0, 5]])
+        page.wait_for_function(SETTLED, timeout=WAIT_MS)
+        drawn = page.evaluate(f"[...{batch}.drawn]")
+        assert drawn == [len(levels) - 1] * 24  # a few pixels each: the coarsest level
+        assert page.evaluate(f"{batch}.triangles") == levels[-1] * 24
+        assert page.evaluate(f"{batch}.levels.at(-1).mesh.visible")
+        assert page.errors == []
+        page.close()

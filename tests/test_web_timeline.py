@@ -110,6 +110,11 @@ def test_seek_shows_the_past_and_back_to_live_the_present(world, page):
     page.evaluate("id => window.twinview.select(id)", PUMP)
     assert page.locator("#properties h4").first.inner_text() == "Values then (replay)"
     assert "6 bar" in page.locator("#properties tr[data-prop=pressure] td.value").inner_text()
+    # Its age is as of the moment shown (the 6 bar sample is ~30 s older than it), not as of now (4 min).
+    page.wait_for_function(
+        "() => /^\\d+ s$/.test(document.querySelector('#properties tr[data-prop=pressure] [data-age]')?.dataset.age)",
+        timeout=WAIT,
+    )
     assert page.evaluate("document.body.dataset.replay") == "own"
     assert page.locator("#timeline").get_attribute("data-mode") == "replay"
     screenshot(page, "timeline-replay")

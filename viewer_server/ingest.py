@@ -24,6 +24,7 @@ from scene.state import Reading
 from viewer_server import protocol as p
 from viewer_server.bus import BusUnavailable
 from viewer_server.historian import DAY, Historian
+from viewer_server.store_db import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Ingest:
         """(accepted, rejections) of an applied batch once its readings are committed; NotSaved if they were not."""
         try:
             await asyncio.gather(*(asyncio.wrap_future(c) if isinstance(c, Future) else c for c in applied.commits))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             raise NotSaved(f"the historian could not commit the readings ({exc}); send them again") from exc
         except BusUnavailable as exc:
             raise NotSaved(str(exc)) from exc

@@ -85,7 +85,8 @@ class LiveScene:
         historian = None
         if store is not None and history:
             retention = bindings.history if bindings is not None else (lambda element, prop: History())
-            historian = Historian(store.data_dir / HISTORY_DIR / scene.id, retention=retention)
+            folder = store.data_dir / HISTORY_DIR / scene.id  # with PostgreSQL, in the store's database
+            historian = Historian(folder, database=store.postgres_url, retention=retention)
         rule_versions = None
         if historian is not None:
             content = text.encode() if text is not None else None

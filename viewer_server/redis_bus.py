@@ -121,6 +121,7 @@ class RedisBus:
         self.on_status: list[Callable[[bool], None]] = []
         self._local = InProcessBus()
         self._peers: dict[str, float] = {}  # another process -> monotonic time its heartbeat was last seen
+        self._closing: set[asyncio.Future[None]] = set()  # pub/sub connections being closed
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=COMMAND_TIMEOUT_S + BLOCK_MS / 1000,
@@ -155,6 +156,8 @@ class RedisBus:
         return [Peer(name.rsplit(":", 1)[0], round(now - seen, 3)) for name, seen in sorted(self._peers.items())]
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=COMMAND_TIMEOUT_S)
         await self._redis.aclose()
 
     # --- calls -----------------------------------------------------------------------------------
@@ -243,11 +246,13 @@ class RedisBus:
         """Log entries after entry id `after` (waiting up to BLOCK_MS for one)."""
         return await self._read(scene, "log", b"b", after)
 
-    async def send(self, scene: str, message: bytes) -> str:
-        """Hand a message to the leader (the inbox); returns its entry id once Redis has it."""
-        call = self._redis.xadd(self.key(scene, "inbox"), {"m": message})  # trimmed by the leader (`trim_inbox`)
-        entry = await self._call("handing the change to the leader", call)
-        return entry.decode()
+    async def send(self, scene: str, messages: list[bytes]) -> None:
+        """Hand messages to the leader (the inbox), in order, in one round trip; returns once Redis has them.
+        The inbox is trimmed by the leader (`trim_inbox`)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for message in messages:
+            pipe.xadd(self.key(scene, "inbox"), {"m": message})
+        await self._call("handing the change to the leader", pipe.execute())
 
     async def trim_inbox(self, scene: str, taken: str) -> None:
         """Forget the inbox messages before entry id `taken`: the log has taken them in (never one it has not,
@@ -305,10 +310,12 @@ class RedisBus:
                 if subscribed is not None:
                     subscribed.set()
                 while True:
-                    message = await self._call("listening for revocations", pubsub.get_message(True, BLOCK_MS / 1000))
+                    message = await self._call("listening for revocations", pubsub.get_message(True, timeout=None))
                     if message is not None and message["type"] == "message":
                         yield message["data"]
             except BusUnavailable:
                 await asyncio.sleep(RENEW_S)
-            finally:
-                await pubsub.aclose()
+            finally:  # not awaited: redis-py's teardown cannot be cancelled, and a stopping listener must end now
+                closing = asyncio.ensure_future(pubsub.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)

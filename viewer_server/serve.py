@@ -235,14 +235,14 @@ async def _tick_rules(live: LiveScene) -> None:
 
 async def _keep_history(historian: Historian, hub: SceneHub) -> None:
     """Seal finished hours into Parquet chunks, checkpoint the alarm list and apply retention, off the event loop;
-    of the processes sharing a scene (and its data dir), only the leader."""
+    of the processes sharing a scene (and its data dir or PostgreSQL history), only the leader."""
     while True:
         try:
             if hub.leading:
                 await asyncio.to_thread(historian.seal)
                 await asyncio.to_thread(historian.checkpoint_alarms)
                 await asyncio.to_thread(historian.retain)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, StoreError) as exc:  # PostgreSQL unreachable: the next round catches up
             log.error("historian upkeep failed (retried in %.0f s): %s", HISTORY_UPKEEP_S, exc)
         await asyncio.sleep(HISTORY_UPKEEP_S)
 

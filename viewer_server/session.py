@@ -293,7 +293,8 @@ class Session:
                 continue
             try:
                 await self._handle(message)
-            except BusUnavailable as exc:  # several processes, and Redis does not answer: nothing changed
+            # Several processes, and Redis does not answer; or PostgreSQL, for a seek of its history: nothing changed.
+            except (BusUnavailable, StoreError) as exc:
                 tag = type(message).__struct_config__.tag
                 await self._reply(p.Error(p.ERR_NOT_SAVED, str(exc), getattr(message, "ref", None) or tag))
 
@@ -557,17 +558,17 @@ class Session:
 
     async def _acknowledge(self, message: p.Publish, applied: Applied, previous: asyncio.Task[None] | None) -> None:
         """The ack (or error) of an applied batch once it is committed, after the previous batch's: in order."""
+        outcome: tuple[int, list[p.Rejection]] | NotSaved
         try:
-            accepted, rejected = await self.live.ingest.settled(applied)
+            outcome = await self.live.ingest.settled(applied)
         except NotSaved as exc:
-            accepted, rejected, failed = 0, [], exc
-        else:
-            failed = None
+            outcome = exc
         if previous is not None:
             await asyncio.wait({previous})
-        if failed is not None:
-            await self._reply(p.Error(p.ERR_NOT_SAVED, str(failed), message.ref or "publish"))
+        if isinstance(outcome, NotSaved):
+            await self._reply(p.Error(p.ERR_NOT_SAVED, str(outcome), message.ref or "publish"))
             return
+        accepted, rejected = outcome
         if self.member is not None:
             m = self.member
             note_ingest(self.live.audit, m.room, "WebSocket", self.peer, m.user, m.role, accepted, len(rejected))

@@ -78,6 +78,7 @@ class PresenceMessage(msgspec.Struct, tag="s", array_like=True):
 
 class PresenterMessage(msgspec.Struct, tag="m", array_like=True):
     room: str
+    process: str  # where it was decided: that process holds it already (and maybe a newer one)
     state: p.PresenterState
 
 
@@ -99,7 +100,7 @@ class LogRecord(msgspec.Struct, array_like=True):
     props: list[tuple[str, p.PropState]]  # "element/prop" -> value
     visuals: list[tuple[str, str, p.Visual]]  # element, layer, visual
     presence: list[tuple[str, str, str, p.Presence | None]]  # connection, room, process, pose (None: left)
-    presenter: list[tuple[str, p.PresenterState]]  # room -> state
+    presenter: list[tuple[str, str, p.PresenterState]]  # room, the process that decided it, state
     events: list[p.Event]
     cursor: str  # every inbox message up to this entry is in this record or an earlier one
     replies: dict[str, int]  # DraftMessage.request -> the seq of its event
@@ -155,6 +156,7 @@ class SharedHub(SceneHub):
         self._requests = itertools.count(1)
         self._leader: _Leader | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._outgoing: asyncio.Queue[tuple[bytes, asyncio.Future[None]]] = asyncio.Queue()  # to the inbox
         self._token = secrets.token_hex(8)
         # Called when the mirror had to start over from the checkpoint: every session needs a resync snapshot.
         self.on_reset: list[Callable[[], None]] = []
@@ -186,16 +188,22 @@ class SharedHub(SceneHub):
             await asyncio.sleep(RENEW_S / 5)
         else:
             self._load(checkpoint)
+        # Serve from where the log is now: what it held when we came (or what founding it numbered first).
+        target = self._leader.engine.seq if self._leader is not None else await self.redis.last_seq(self.scene_id)
         self._tasks = [
             asyncio.create_task(self._follow(), name="twinview-follow"),
             asyncio.create_task(self._lease(), name="twinview-lease"),
+            asyncio.create_task(self._forward(), name="twinview-forward"),
         ]
+        while self.seq < target:
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise BusUnavailable(f"scene {self.scene_id!r}: the log did not reach seq {target} in time")
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Leave: append what the engine still holds, hand the lease over, say goodbye to the peers."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancelled(self._tasks)
         leader, self._leader = self._leader, None
         with contextlib.suppress(BusUnavailable):
             if leader is not None:
@@ -236,13 +244,34 @@ class SharedHub(SceneHub):
 
     # --- what sessions change: to the leader -----------------------------------------------------------
 
-    async def _send(self, message: InboxMessage) -> None:
-        await self.redis.send(self.scene_id, _encoder.encode(message))
+    def _send(self, message: InboxMessage) -> asyncio.Future[None]:
+        """Queue a message for the leader; it resolves once Redis has it (BusUnavailable if it cannot). Messages
+        reach the inbox in the order they were queued: a pose, then its leave; a take, then a view."""
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.put_nowait((_encoder.encode(message), sent))
+        return sent
+
+    async def _forward(self) -> None:
+        """Hand queued messages to Redis in order, all those waiting in one round trip."""
+        while True:
+            batch = [await self._outgoing.get()]
+            while not self._outgoing.empty():
+                batch.append(self._outgoing.get_nowait())
+            try:
+                await self.redis.send(self.scene_id, [message for message, _ in batch])
+            except BusUnavailable as exc:
+                for _, sent in batch:
+                    if not sent.done():
+                        sent.set_exception(exc)
+                continue
+            for _, sent in batch:
+                if not sent.done():
+                    sent.set_result(None)
 
     def apply(self, readings: list[Reading], rx: float) -> asyncio.Future[None]:  # type: ignore[override]
         """Hand validated readings to the leader; the future resolves once Redis has them (BusUnavailable if
         it cannot: the readings must not be acknowledged)."""
-        return asyncio.ensure_future(self._send(ReadingsMessage(rx, readings)))
+        return self._send(ReadingsMessage(rx, readings))
 
     def set_presence(self, session_id: str, presence: p.Presence | None, room: str = "") -> None:
         if presence is not None:
@@ -254,12 +283,11 @@ class SharedHub(SceneHub):
         self._fire(PresenceMessage(session_id, room, self.redis.process, presence))
 
     def set_presenter(self, room: str, state: p.PresenterState) -> None:
-        self._fire(PresenterMessage(room, state))
+        self._fire(PresenterMessage(room, self.redis.process, state))
 
     def _fire(self, message: InboxMessage) -> None:
         """Send without an answer to wait for (a pose, a presenter's view): the next one replaces it anyway."""
-        task = asyncio.ensure_future(self._send(message))
-        task.add_done_callback(_log_failure)
+        self._send(message).add_done_callback(_log_failure)
 
     async def number(self, make: Callable[[int], p.Event]) -> p.Event:
         return await self._numbered(make(0), alarm=False)
@@ -274,7 +302,7 @@ class SharedHub(SceneHub):
         waiter: asyncio.Future[p.Event] = asyncio.get_running_loop().create_future()
         self._waiting[request] = waiter
         try:
-            await self._send(DraftMessage(request, draft, alarm))
+            await self._send(DraftMessage(request, draft, alarm))  # BusUnavailable: not sent
             return await asyncio.wait_for(waiter, NUMBER_TIMEOUT_S)
         except TimeoutError:
             raise BusUnavailable(
@@ -347,9 +375,10 @@ class SharedHub(SceneHub):
                 self.presence_owner.pop(sid, None)
             else:
                 self.presence[sid], self.presence_room[sid], self.presence_owner[sid] = presence, room, owner
-        for room, presenter in record.presenter:
+        for room, origin, presenter in record.presenter:
             state[(PRESENTER, room, room)] = presenter
-            _tell(self.on_presenter, room, presenter)
+            if origin != self.redis.process:  # this process's own may be newer than the one coming back
+                _tell(self.on_presenter, room, presenter)
         mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
@@ -466,13 +495,15 @@ class _Leader:
         self.cursor = mirror.cursor
         self.replies: dict[str, int] = {}
         self.owners = dict(mirror.presence_owner)
+        self.deciders: dict[str, str] = {}  # session -> the process whose presenter state was taken last
+        self.stopping: asyncio.Future[None] | None = None  # once abandoned: its tasks ending
         self._queue: asyncio.Queue[LogRecord] = asyncio.Queue()
         book = type(mirror.alarms)()
         book.alarms = dict(mirror.alarms.alarms)
         book.history.extend(mirror.alarms.history)
         engine = SceneHub(
             mirror.scene_id, rules=LiveRules(mirror.rules.bindings), alarms=book, bus=self, store=mirror.store,
-            epoch=mirror.epoch, clock=mirror.clock, historian=mirror.historian,
+            epoch=mirror.epoch, clock=lambda: mirror.clock(), historian=mirror.historian,  # the hub's clock
         )  # fmt: skip
         engine.log = ResumeLog(1)  # the mirrors keep the resume log
         engine.seq, engine._window_first = mirror.seq, mirror.seq + 1
@@ -511,7 +542,7 @@ class _Leader:
                 if value is None:
                     self.owners.pop(key, None)
             else:
-                presenter.append((key, value))
+                presenter.append((key, self.deciders.get(key, ""), value))
         record = LogRecord(
             self.engine.epoch, batch.first, batch.last, props, visuals, presence, presenter,  # type: ignore[arg-type]
             batch.events, self.cursor, self.replies,
@@ -562,6 +593,7 @@ class _Leader:
                         self.owners[message.connection] = message.process
                     engine.set_presence(message.connection, message.presence, message.room)
                 elif isinstance(message, PresenterMessage):
+                    self.deciders[message.room] = message.process
                     engine.set_presenter(message.room, message.state)
                 elif message.alarm:
                     self.replies[message.request] = self._record_alarm(message.event)
@@ -601,8 +633,7 @@ class _Leader:
 
     def abandon(self) -> None:
         """No longer the leader: stop; what was not appended is numbered again by the next leader."""
-        for task in self._tasks:
-            task.cancel()
+        self.stopping = asyncio.ensure_future(_cancelled(self._tasks))
         if self.engine._flush_handle is not None:
             self.engine._flush_handle.cancel()
 
@@ -618,6 +649,16 @@ def _log_failure(task: asyncio.Future[None]) -> None:
     """A pose or presenter state that did not reach Redis: the clients were told the bus is down (status)."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("not sent to the leader: %s", task.exception())
+
+
+async def _cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they have ended, cancelling again any that swallowed the cancellation
+    (a Redis client interrupted in a call may)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RENEW_S)
 
 
 def _tell(observers: list[Callable[..., None]], *args: object) -> None:

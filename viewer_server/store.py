@@ -283,6 +283,8 @@ class Store:
             raise
         self.backend = self._read.backend
         self.location = self._read.location  # never with a password
+        # The PostgreSQL URL as given (with its password, if any: never shown), for the historian's connections.
+        self.postgres_url = location if is_postgres(location) else None
         self.path = self._read.path if isinstance(self._read, SqliteDb) else None
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
         self.dropped_batches = 0

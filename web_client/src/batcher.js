@@ -239,8 +239,8 @@ export class ElementBatches {
   }
 
   /**
-   * One InstancedBatch (one draw call, the mesh once) for slots that share one mesh, from slot `first` of the
-   * shared element texture. Instances are drawn at full detail: their levels of detail are not loaded.
+   * One InstancedBatch (one draw call per level of detail drawn, the mesh once) for slots that share one mesh, from
+   * slot `first` of the shared element texture.
    * @param {InstancedLooks} looks @param {number} first @param {THREE.Material} source
    * @param {(Slot & {mesh: MeshData})[]} slots @param {boolean} needColor
    */
@@ -255,7 +255,6 @@ export class ElementBatches {
       ids[slot] = entry.id;
       part.target = batch;
       part.instanceId = slot;
-      delete part.lods;
     });
     batch.userData.ids = ids;
     this.batches.push(batch);
@@ -366,6 +365,17 @@ export class ElementBatches {
     const levelOf = (p, mesh) => meshes.get(mesh)?.[p.primitive ?? 0];
     for (const [batch, parts] of byBatch) {
       const [needUv, needColor] = batch.userData.layout;
+      if (batch instanceof InstancedBatch) { // one mesh: the first part's levels are every part's
+        /** @type {MeshData[]} */
+        const levels = [];
+        for (const l of parts[0].lods ?? []) {
+          const level = levelOf(parts[0], l.mesh);
+          if (!level) break;
+          levels.push(asMeshData(level, needColor));
+        }
+        batch.addLevels(levels);
+        continue;
+      }
       if (/** @type {any} */ (batch).isMergedBatch) {
         /** @type {Map<number, MeshData[]>} */
         const bySlot = new Map();

@@ -6,9 +6,11 @@
 // share one such texture and one material per glTF material (InstancedLooks): a batch costs its mesh, a draw
 // call and a few objects, and memory grows with the unique meshes plus a few texels per element, not with the
 // element count x the mesh. Which elements are drawn is the list of slots in the instanced attribute, rebuilt
-// only when visibility, transparency or frustum culling changes; see-through elements are drawn by a child
-// mesh (`see`) after the opaque pass.
+// only when visibility, transparency, frustum culling or a level of detail changes; coarser levels of the mesh
+// (sharing its vertices) are child meshes with slot lists of their own, and see-through elements are drawn by a
+// child mesh (`see`) after the opaque pass.
 import * as THREE from 'three';
+import { levelFor } from './merged_batch.js';
 import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
@@ -92,6 +94,9 @@ export class InstancedBatch extends THREE.Mesh {
     this.localSphere = data.sphere;
     /** the mesh's triangles, for picking and counting */
     this.meshTriangles = data.index.length / 3;
+    /** @type {{triangles: number, mesh: THREE.Mesh<THREE.InstancedBufferGeometry>}[]} levels of detail, finest (this) first */
+    this.levels = [{ triangles: this.meshTriangles, mesh: this }];
+    this.meshData = data;
     /** @type {THREE.Matrix4[]} per slot: the element's placement as loaded */
     this.bases = items.map((it) => it.matrix);
     /** @type {THREE.Matrix4[]} per slot: the placement drawn (the base itself until a rule moves it) */
@@ -183,18 +188,46 @@ export class InstancedBatch extends THREE.Mesh {
   }
 
   /**
-   * Choose the instances to draw for this view: shown ones whose bounding sphere is in the frustum (all shown
-   * ones when `cull` is false, as in XR). Same signature as MergedBatch.updateView; instances have no levels.
-   * @param {THREE.Camera} camera @param {number} _heightPx @param {number} _trianglesPerPixel @param {boolean} cull
+   * Add coarser levels of the mesh (finest first): each is drawn by a child mesh for the instances that have it.
+   * A level that does not share the mesh's vertices, or their quantisation, ends the list.
+   * @param {MeshData[]} levels
    */
-  updateView(camera, _heightPx, _trianglesPerPixel, cull) {
+  addLevels(levels) {
+    const base = this.meshData;
+    for (const data of levels) {
+      if (data.position !== base.position || data.scale !== base.scale) break;
+      const g = sharingGeometry(this.geometry, this.slots);
+      g.setIndex(new THREE.BufferAttribute(data.index instanceof Uint8Array ? Uint16Array.from(data.index) : data.index, 1));
+      const mesh = new THREE.Mesh(g, this.material);
+      mesh.name = `level ${this.levels.length}`;
+      mesh.frustumCulled = false;
+      mesh.visible = false;
+      mesh.raycast = () => {}; // picked through the batch, at full detail
+      this.add(mesh);
+      this.levels.push({ triangles: data.index.length / 3, mesh });
+    }
+    this.dirty = true;
+  }
+
+  /**
+   * Choose the instances to draw for this view and their level of detail: shown ones whose bounding sphere is in
+   * the frustum (all shown ones when `cull` is false, as in XR), each at the coarsest level that keeps
+   * `trianglesPerPixel` triangles per pixel of its size on screen (as MergedBatch.updateView).
+   * @param {THREE.Camera} camera @param {number} heightPx @param {number} trianglesPerPixel @param {boolean} cull
+   */
+  updateView(camera, heightPx, trianglesPerPixel, cull) {
     if (cull) {
       _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(this.matrixWorld);
       _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
     }
+    const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_inv.copy(this.matrixWorld).invert());
+    const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
+    const ortho = Boolean(/** @type {any} */ (camera).isOrthographicCamera);
     let changed = this.dirty;
     for (let i = 0; i < this.slots; i++) {
-      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(this.spheres[i])) ? 0 : NOT_DRAWN;
+      const s = this.spheres[i];
+      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(s))
+        ? levelFor(s, eye, focalPx, ortho, trianglesPerPixel, this.levels) : NOT_DRAWN;
       if (this.drawn[i] !== want) {
         this.drawn[i] = want;
         changed = true;
@@ -205,19 +238,24 @@ export class InstancedBatch extends THREE.Mesh {
   }
 
   #rebuildSlots() {
-    const opaque = slotAttribute(this.geometry);
-    const see = slotAttribute(this.see.geometry);
-    let at = 0;
+    const lists = this.levels.map((l) => slotAttribute(l.mesh.geometry).array);
+    const counts = this.levels.map(() => 0);
+    const see = slotAttribute(this.see.geometry).array;
     let seeAt = 0;
     for (let i = 0; i < this.slots; i++) {
-      if (this.drawn[i] === NOT_DRAWN) continue;
-      if (this.translucent_[i]) see.array[seeAt++] = this.first + i;
-      else opaque.array[at++] = this.first + i;
+      const level = this.drawn[i];
+      if (level === NOT_DRAWN) continue;
+      if (this.translucent_[i]) see[seeAt++] = this.first + i; // see-through: at full detail
+      else lists[level][counts[level]++] = this.first + i;
     }
-    use(this.geometry, at);
+    this.triangles = seeAt * this.meshTriangles;
+    this.levels.forEach(({ mesh, triangles }, k) => {
+      use(mesh.geometry, counts[k]);
+      if (k) mesh.visible = counts[k] > 0; // the batch itself stays visible: it carries the other passes
+      this.triangles += counts[k] * triangles;
+    });
     use(this.see.geometry, seeAt);
     this.see.visible = seeAt > 0;
-    this.triangles = (at + seeAt) * this.meshTriangles;
   }
 
   /**
@@ -290,10 +328,11 @@ export class InstancedBatch extends THREE.Mesh {
     stencil.dispose();
   }
 
-  /** Free its geometry (the texture and materials are the InstancedLooks', freed with it). */
+  /** Free its geometries (the texture and materials are the InstancedLooks', freed with it). */
   dispose() {
     this.geometry.dispose();
     this.see.geometry.dispose();
+    for (const { mesh } of this.levels.slice(1)) mesh.geometry.dispose();
     return this;
   }
 }

@@ -298,18 +298,7 @@ export class MergedBatch extends THREE.Mesh {
       let level = 255;
       const s = spheres[i];
       if (this.visible_[i] && (!cull || _frustum.intersectsSphere(s))) {
-        level = 0;
-        const lv = levels[i];
-        if (lv.length > 1) {
-          const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
-          const want = ((2 * s.radius * focalPx) / d) * trianglesPerPixel;
-          for (let k = lv.length - 1; k > 0; k--) {
-            if (lv[k].triangles >= want) {
-              level = k;
-              break;
-            }
-          }
-        }
+        level = levelFor(s, eye, focalPx, ortho, trianglesPerPixel, levels[i]);
       }
       if (drawn[i] !== level) {
         drawn[i] = level;
@@ -447,6 +436,21 @@ export class MergedBatch extends THREE.Mesh {
     this.material.dispose();
     return this;
   }
+}
+
+/**
+ * The coarsest level (finest first) that keeps `trianglesPerPixel` triangles per pixel of the projected diameter
+ * of an element's bounding sphere (batch frame) seen from `eye`.
+ * @param {THREE.Sphere} s @param {THREE.Vector3} eye @param {number} focalPx pixels per unit of size at unit
+ * distance @param {boolean} ortho an orthographic camera: size on screen does not fall with distance
+ * @param {number} trianglesPerPixel @param {{triangles: number}[]} levels
+ */
+export function levelFor(s, eye, focalPx, ortho, trianglesPerPixel, levels) {
+  if (levels.length < 2) return 0;
+  const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
+  const want = ((2 * s.radius * focalPx) / d) * trianglesPerPixel;
+  for (let k = levels.length - 1; k > 0; k--) if (levels[k].triangles >= want) return k;
+  return 0;
 }
 
 /** Upload the first `count` entries of a geometry's index and draw those. @param {THREE.BufferGeometry} g @param {number} count */

@@ -33,6 +33,8 @@ export class TwinState extends EventTarget {
     this.presence = new Map();
     /** A replay shows the past (timeline/replay.js): live deltas then move only seq, presence and the presenter on. */
     this.replaying = false;
+    /** The moment a replay shows (Unix s; timeline/replay.js), NaN while live: ages and staleness are as of it. */
+    this.asOf = NaN;
     /** Server time (s) of the newest value seen; with the local clock it gives the lag. */
     this.lastValueTs = 0;
   }
@@ -43,6 +45,7 @@ export class TwinState extends EventTarget {
    */
   applySnapshot(snap, { replaying = false } = {}) {
     this.replaying = replaying;
+    if (!replaying) this.asOf = NaN;
     this.epoch = snap.epoch;
     this.seq = snap.seq;
     this.layer = snap.layer;

@@ -136,6 +136,7 @@ export class ReplayController extends EventTarget {
       // The alarm history as it stood: what the live one held up to that moment.
       alarm_history: state.alarmHistory.filter((ev) => ev.ts <= f.as_of),
     }, { replaying: true });
+    state.asOf = f.as_of;
     if (f.topics) this.deps.resetTopics(f.topics, f.comments ?? []);
     this.dispatchEvent(new CustomEvent('change'));
   }
@@ -144,6 +145,7 @@ export class ReplayController extends EventTarget {
   #onReplayDelta(d) {
     if (this.mode !== 'replay' || !Number.isFinite(d.as_of)) return;
     this.asOf = d.as_of;
+    this.state.asOf = d.as_of;
     if (d.playing !== undefined) this.playing = d.playing;
     if (d.driven_by !== undefined) this.#driver(d.driven_by);
     // `alarms`, when there, is the whole list: the events' alarm transitions then only add to the history.

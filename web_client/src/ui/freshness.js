@@ -74,8 +74,10 @@ export class Freshness extends EventTarget {
     return Boolean(this.session.welcome) && !CONNECTED.has(this.session.status);
   }
 
-  /** Now on the server's clock (s), which source times are closest to. */
+  /** Now on the server's clock (s), which source times are closest to; while a replay shows the past, its moment
+   * (the server marks values stale as of it: "no data for 7 min" then, not since). */
   now() {
+    if (this.state.replaying && Number.isFinite(this.state.asOf)) return this.state.asOf;
     return (Date.now() + this.session.clockOffsetMs) / 1000;
   }
 

@@ -1,0 +1,139 @@
+"""The historian in PostgreSQL (`serve --bus redis://… --store postgresql://…`): one history for the deployment.
+Each process has its own data dir, so what one process took in can only reach another's seek, chart and
+timeline through the database: the process that acknowledged a reading wrote it there first, the leader that
+numbered an event wrote that. The historian's own tests run on both backends (test_historian, `store_url`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.live_server import JSON_BODY, live_server, write_bindings, write_scene
+from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
+from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
+from tests.test_server_ws import ingest, pressure
+from viewer_server import protocol as p
+from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.serve import RunningServer
+
+
+@contextlib.asynccontextmanager
+async def processes(root: Path, bus: str, store: str, count: int) -> AsyncIterator[list[RunningServer]]:
+    """`count` servers of one scene on one Redis and one PostgreSQL, each with a data dir of its own."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(live_server(root / f"p{i}", bus_url=bus, store=store)) for i in range(count)
+        ]
+
+
+async def _series(http: aiohttp.ClientSession, srv: RunningServer, start: float, key: str) -> list[object]:
+    query = {"keys": key, "from": str(start), "to": str(time.time() + 1)}
+    async with http.get(f"{srv.url}/api/history", params=query) as r:
+        assert r.status == 200, await r.text()
+        return (await r.json())["series"][0]["last"]
+
+
+async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_timeline(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+    postgres_url: str,
+) -> None:
+    async with processes(tmp_path, redis_service.url, postgres_url, 2) as (a, b), aiohttp.ClientSession() as http:
+        assert a.live.hub.leading and not b.live.hub.leading
+        start = time.time()  # after both started (each one's start records the bindings in force: a marker)
+        values = [1.0, 5.7, 2.5, 1.0]  # 5.7 raises the alarm, 1.0 returns it: events numbered by the leader (a)
+        for value in values:
+            ack = await ingest(http, a.url, pressure(value))
+            assert ack["accepted"] == 1 and ack["durable"] is True
+        await ingest(http, b.url, p.Reading(42.0, key="LT-1.level"))  # and one through b
+        # b's chart: a's readings, each once, though b's data dir holds no history of its own.
+        assert await _series(http, b, start, "PT-1.pressure") == values
+        assert await _series(http, a, start, "LT-1.level") == [42.0]
+        assert not list((tmp_path / "p1" / "data").rglob("history.sqlite"))
+        # b's timeline: the alarm the leader raised and returned, once each.
+        async with http.get(f"{b.url}/api/history/events", params={"from": str(start)}) as r:
+            kinds = [m["kind"] for m in (await r.json())["events"]]
+        assert kinds == ["alarm_raised", "alarm_returned"]
+        # b's seek: the readings, and the alarm (returned, not acknowledged: still listed) from a's events.
+        async with TwinClient(b.ws_url) as viewer:
+            now = await viewer.seek(time.time())
+            assert now.props["PT-1/pressure"].v == 1.0 and now.props["LT-1/level"].v == 42.0
+            assert [a.id for a in now.alarms] == ["operations.rules[1]"]
+
+
+@pytest.mark.skipif(not TWINVIEW.exists(), reason="the twinview console script is not installed")
+async def test_kill_9_of_the_process_that_acknowledged_readings_loses_none_of_them(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+    postgres_url: str,
+) -> None:
+    start = time.time() - 1
+    async with live_server(tmp_path / "b", bus_url=redis_service.url, store=postgres_url) as b:
+        scene, bindings = write_scene(tmp_path / "a"), write_bindings(tmp_path / "a")
+        port = _free_port()
+        flags = ("--bus", redis_service.url, "--store", postgres_url)
+        acked: list[float] = []
+        with _server(scene, bindings, tmp_path / "a" / "data", port, *flags) as doomed:
+            await _ready(f"http://127.0.0.1:{port}")
+            gw = TwinClient(f"ws://127.0.0.1:{port}/ws/{b.live.scene.id}", role="publisher", reconnect=False)
+            await gw.connect()
+            for i in range(40):
+                value = float(i % 10)  # within range: no alarm, only readings
+                ack = await gw.publish([p.Reading(value, key="LT-1.level", ts=start + i * 0.01)])
+                assert ack.accepted == 1 and ack.durable
+                acked.append(value)
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+            with contextlib.suppress(Exception):
+                await gw.close()
+        async with aiohttp.ClientSession() as http:
+            assert await _series(http, b, start - 1, "LT-1.level") == acked
+        assert b.live.historian is not None
+        samples = await asyncio.to_thread(b.live.historian.samples, start - 1, time.time(), keys=[("LT-1", "level")])
+        assert [(s.ts, s.value) for s in samples] == [(start + i * 0.01, v) for i, v in enumerate(acked)]
+
+
+async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_none_acknowledged_lost(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    start = time.time() - 1
+    async with (
+        live_server(tmp_path, store=postgres_url) as srv,
+        TwinClient(srv.ws_url, role="publisher", reconnect=False) as gw,
+        TwinClient(srv.ws_url) as viewer,
+        aiohttp.ClientSession() as http,
+    ):
+        assert (await gw.publish([pressure(1.0)])).durable
+        postgres.stop(crash=True)
+        with pytest.raises(RequestRefused) as refused:  # never acknowledged, whatever is retried meanwhile
+            await gw.publish([pressure(2.0)], timeout=30)
+        assert refused.value.error.code == p.ERR_NOT_SAVED and "PostgreSQL" in refused.value.error.message
+        body = p.encode({"readings": [pressure(3.0)]}, "json")
+        async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=body) as r:
+            assert r.status == 503 and "PostgreSQL" in await r.text()
+        with pytest.raises(RequestRefused) as refused:  # a seek reads the history there: refused, connection open
+            await viewer.seek(time.time())
+        assert refused.value.error.code == p.ERR_NOT_SAVED
+        async with http.get(f"{srv.url}/api/history", params={"keys": "PT-1.pressure"}) as r:
+            assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
+
+        postgres.start()  # the historian's writer reconnects by itself
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert (await gw.publish([pressure(4.0)])).durable
+                break
+            except RequestRefused:
+                assert time.monotonic() < deadline, "the historian did not reconnect"
+                await asyncio.sleep(0.2)
+        assert await _series(http, srv, start, "PT-1.pressure") == [1.0, 4.0]
+        assert (await viewer.seek(time.time())).props["PT-1/pressure"].v == 4.0
