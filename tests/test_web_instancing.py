@@ -53,9 +53,15 @@ SUMMARY = """() => {
 TOP_VIEW = """() => { const v = window.twinview.viewer;
   v.flyTo(v.camera.position.clone().set(5.25, 22, 5.3), v.controls.target.clone().set(5.25, 0, 5.25), 0); }"""
 SETTLED = "window.twinview.viewer.frames > 0 && !window.twinview.viewer.dirty"
+# The first snapshot is in (and with it the start view taken, main.js startView).
+STARTED = "() => window.twinview.state.seq >= 0"
 NO_RULES = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
+# Every edge the view wants is found and drawn: none pending nor about to be looked for, the view not moving.
 EDGES_FOUND = """() => { const e = window.twinview.app.twin.edges; const v = window.twinview.viewer;
-  return e.pending.size === 0 && e.timer === 0 && e.segments > 0 && !v.dirty; }"""
+  return e.pending.size === 0 && e.timer === 0 && e.segments > 0 && !v.dirty && !v.flying; }"""
+# What decides which elements get edges (MIN_EDGE_PX): the camera and the drawing buffer's height.
+VIEW = """() => { const v = window.twinview.viewer; const c = v.camera.position;
+  return [...c.toArray(), ...v.controls.target.toArray(), v.renderer.getDrawingBufferSize(c.clone()).y]; }"""
 CAP = (0xC8, 0xB6, 0x8E)  # tools/section_caps.js CAP_COLOR
 HATCH = (0x5C, 0x53, 0x46)
 
@@ -116,6 +122,7 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
         page.evaluate("window.twinview.app.twin.edges.setEnabled(true)")
         page.wait_for_function(EDGES_FOUND, timeout=WAIT_MS)
         seen[-1]["segments"] = page.evaluate("window.twinview.app.twin.edges.segments")
+        seen[-1]["view"] = page.evaluate(VIEW)
         shots.append(_top_view(page))
         assert page.errors == []
         page.close()
@@ -132,6 +139,8 @@ def test_shared_meshes_are_drawn_instanced_and_look_as_merged(plant):
     assert [i for i, _ in instanced["boxes"]] == [i for i, _ in merged["boxes"]]
     assert np.allclose([b for _, b in instanced["boxes"]], [b for _, b in merged["boxes"]], atol=1e-4)
     assert instanced["colors"] == merged["colors"]
+    # Edges counted from the same view, so the same elements are big enough on screen to have them.
+    assert instanced["view"] == pytest.approx(merged["view"], abs=1e-6)
     assert instanced["segments"] == merged["segments"] > 0
     for with_instancing, without in ((shots[0], shots[2]), (shots[1], shots[3])):  # edges off, then on
         differ = (np.abs(with_instancing.astype(int) - without).max(axis=2) > 24).mean()
@@ -292,3 +301,31 @@ def test_instances_take_the_levels_of_detail_of_their_mesh(browser, tmp_path):
         assert page.evaluate(f"{batch}.levels.at(-1).mesh.visible")
         assert page.errors == []
         page.close()
+
+
+def test_a_late_first_snapshot_leaves_a_view_flown_to_alone(plant):
+    """The start view (main.js startView) waits for the first snapshot; under load the model can be in before it.
+    A camera flown somewhere meanwhile stays there (before, the snapshot jumped it to the live elements)."""
+    _, browser, url = plant
+    held: list[str | bytes] = []  # what the server sent before the release
+    sockets = []
+    released = False
+
+    def hold_server_messages(ws) -> None:
+        sockets.append(ws)
+        ws.connect_to_server().on_message(lambda m: ws.send(m) if released else held.append(m))
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.route_web_socket("**/*", hold_server_messages)
+    page = open_viewer(context, url)
+    assert page.evaluate("window.twinview.state.seq") == -1
+    page.evaluate(TOP_VIEW)
+    page.wait_for_function(SETTLED, timeout=WAIT_MS)
+    released = True
+    for m in held:
+        sockets[0].send(m)
+    page.wait_for_function(STARTED, timeout=WAIT_MS)
+    page.wait_for_function(SETTLED, timeout=WAIT_MS)
+    assert page.evaluate("window.twinview.viewer.camera.position.toArray()") == pytest.approx([5.25, 22, 5.3])
+    assert page.errors == []
+    context.close()

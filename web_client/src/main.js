@@ -307,7 +307,10 @@ function startView() {
 }
 startView.pending = false;
 state.addEventListener('reset', startView);
+// Once the user moves or the camera flies somewhere chosen (a fit, a viewpoint, the API), a late first snapshot
+// no longer moves it.
 viewer.controls.addEventListener('start', () => { startView.pending = false; });
+viewer.addEventListener('flight', () => { startView.pending = false; });
 
 /**
  * Where to stand at 1:1 to see elements (null: the area of interest: the presenter's view, the procedure step,

@@ -10,7 +10,7 @@
 // - `controls.target`: the orbit pivot, centred in the view; `flyTo(position, target, ms)` animates both.
 // - `fitBox(box)` frames a box from the current direction; `viewFrom(dir, box)` from a standard direction
 //   (the section's floor plan: `setProjection('orthographic')`, then `flyTo(eye, centre, 0, height)`).
-// Every flight respects prefers-reduced-motion (it jumps).
+// Every flight respects prefers-reduced-motion (it jumps), and starts with a `flight` event.
 import * as THREE from 'three';
 import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
 import { createContext, pixelRatio, withKnownParameters } from './gl_context.js';
@@ -334,6 +334,7 @@ export class Viewer extends EventTarget {
     const to = position.clone();
     const at = target.clone();
     this.stopFlight();
+    this.dispatchEvent(new CustomEvent('flight'));
     let t = ms > 0 && !reducedMotion() ? 0 : 1;
     const step = (/** @type {number} */ dt) => {
       t = Math.min(1, t + (dt * 1000) / Math.max(ms, 1));
