@@ -27,18 +27,19 @@ T0 = 1_789_200_000.0  # an hour boundary, 2026-09-12T08:00Z
 SCENE = "plant"
 
 
-def _history(data_dir: Path) -> None:
-    """Two hours: the first sealed into a chunk, the second still in SQLite; a late reading of the first hour,
-    bools, text and a bad-quality sample; the scene (for element names) in the data dir's store."""
-    store = Store(data_dir)
+def _history(data_dir: Path, store_url: str | None = None) -> None:
+    """Two hours: the first sealed into a chunk (in SQLite; PostgreSQL keeps its samples in its table), the second
+    still in SQLite; a late reading of the first hour, bools, text and a bad-quality sample; the scene (for element
+    names) in the store."""
+    store = Store(data_dir, store_url)
     scene_dir = write_scene(data_dir.parent)
     store.save_scene(SCENE, scene_dir, (scene_dir / "manifest.json").read_bytes())
     store.close()
     now = [T0 + HOUR + SEAL_GRACE_S + 1]
-    h = Historian(data_dir / "history" / SCENE, clock=lambda: now[0])
+    h = Historian(data_dir / "history" / SCENE, database=store_url, clock=lambda: now[0])
     h.append([Reading("PT-1", "pressure", float(i), "bar", T0 + i * 60) for i in range(60)], T0 + 3600, "gw").result()
     h.append([Reading("P-1", "running", True, "", T0 + 30, "bad")], T0 + 31, "gw").result()
-    assert h.seal(now[0])
+    assert h.seal(now[0]) or store_url is not None
     h.append([Reading("PT-1", "pressure", 99.0, "bar", T0 + 90, "uncertain")], T0 + 4000, "gw").result()  # late
     h.append([Reading("P-1", "mode", "auto", "", T0 + HOUR + 5)], T0 + HOUR + 6, "gw").result()
     h.close()
@@ -60,12 +61,13 @@ def _export(data_dir: Path, out: Path, *more: str, start: str = "2026-09-12T08:0
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_the_command_writes_chunks_and_tail_in_time_order_with_units_quality_and_both_times(
-    tmp_path: Path, suffix: str
+    tmp_path: Path, suffix: str, store_url: str | None
 ) -> None:
     data = tmp_path / "data"
-    _history(data)
+    _history(data, store_url)
     out = tmp_path / f"export.{suffix}"
-    assert _export(data, out, start=str(T0)) == 0
+    store = ["--store", store_url] if store_url else []
+    assert _export(data, out, *store, start=str(T0)) == 0
     table = _read(out, suffix)
     rows = table.to_pylist()
     assert len(rows) == 63 and [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
@@ -78,7 +80,7 @@ def test_the_command_writes_chunks_and_tail_in_time_order_with_units_quality_and
     assert (running["value"], running["quality"]) == (1.0, "bad")
     assert rows[-1]["text"] == "auto" and rows[-1]["ts"].timestamp() == T0 + HOUR + 5
     only = tmp_path / f"only.{suffix}"
-    assert _export(data, only, "--elements", "P-1", start=str(T0)) == 0
+    assert _export(data, only, *store, "--elements", "P-1", start=str(T0)) == 0
     assert _read(only, suffix)["prop"].to_pylist() == ["running", "mode"]
 
 
@@ -101,7 +103,9 @@ def test_bad_times_ranges_and_elements_are_one_line_and_exit_2(
     assert not out.exists()
 
 
-def test_an_export_interrupted_midway_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_export_interrupted_midway_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     _history(data)
     real = history_export.export_batches
@@ -111,9 +115,14 @@ def test_an_export_interrupted_midway_leaves_no_file(tmp_path: Path, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(history_export, "export_batches", interrupted)
+    monkeypatch.setattr(history_export, "PROGRESS_EVERY_S", 0.0)
     out = tmp_path / "x.parquet"
     assert _export(data, out, start=str(T0)) == 130
     assert sorted(f.name for f in tmp_path.iterdir()) == ["data", "pump-test"]
+    assert capsys.readouterr().err.splitlines() == [
+        "twinview: 12 rows, up to 2026-09-12 08:09:00Z…",  # the first window of ten minutes
+        "twinview: interrupted",
+    ]
 
 
 async def test_rest_streams_the_same_rows_and_refuses_what_it_cannot_bound(tmp_path: Path) -> None:
