@@ -318,7 +318,8 @@ class Historian:
     """The history of one scene. `append` / `record` from the event loop; queries from any thread. In `folder`
     (SQLite and Parquet), or with `database` (a PostgreSQL URL, the store's) in that database, shared by every
     process of a deployment: the process that accepts a reading writes it, the leader that numbers an event
-    writes that (docs/STORE.md)."""
+    writes that (docs/STORE.md). A `reader` (an export beside a running server) leaves the files as they are: the
+    start's checks of the chunks would remove one the server has written and not listed yet."""
 
     def __init__(
         self,
@@ -327,6 +328,7 @@ class Historian:
         database: str | None = None,
         retention: Callable[[str, str], History] | None = None,
         clock: Callable[[], float] = time.time,
+        reader: bool = False,
     ) -> None:
         self.folder = folder
         self.database = database
@@ -352,7 +354,7 @@ class Historian:
             self._keys[(element, prop)] = kid
             self._kinds[kid] = kind
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
-        self.quarantined = self._check_chunks(db)
+        self.quarantined = [] if reader else self._check_chunks(db)
         self._first_minute: tuple[float | None] | None = None  # (the minutes' oldest `first_ts`,) once known
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time

@@ -229,10 +229,10 @@ async def history_range(request: web.Request) -> web.Response:
 async def history_export(request: web.Request) -> web.StreamResponse:
     """GET /api/scenes/{scene_id}/history/export?from=&to=&elements=&props=&format=csv|parquet: the raw readings,
     streamed a batch at a time (viewer_server/history_export.py)."""
+    historian = _historian(request)
     live = request.app[LIVE]
     if request.match_info["scene_id"] != live.scene.id:
         raise sx.Refused(404, "unknown_scene", request.match_info["scene_id"][:80])
-    historian = _historian(request)
     fmt = request.query.get("format", "csv")
     if fmt not in hex_.FORMATS:
         raise BadQuery(f"format={fmt[:20]!r}: csv or parquet")

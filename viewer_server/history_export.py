@@ -226,7 +226,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if args.store is None and not (folder / "history.sqlite").is_file():
         raise ExportError(f"no history of scene {scene!r} in {data_dir}; pass the server's --data-dir (and --store)")
     names = _scene_names(data_dir, args.store, scene)
-    historian = Historian(folder, database=args.store)
+    historian = Historian(folder, database=args.store, reader=True)
     try:
         t0, t1 = checked_range(historian, t0, t1, args.elements)
         rows = 0
