@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
@@ -124,7 +125,7 @@ def export_batches(
 
 
 def _times(seconds: pa.ChunkedArray) -> pa.Array:
-    micro = pa.compute.round(pa.compute.multiply(seconds, 1e6))
+    micro = pc.round(pc.multiply(seconds, 1e6))
     return micro.cast(pa.int64()).cast(_TIME)
 
 
@@ -135,7 +136,7 @@ def encoded(batches: Iterator[pa.RecordBatch], fmt: Format) -> Iterator[bytes]:
     writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd") if fmt == "parquet" else pcsv.CSVWriter(sink, SCHEMA)
     try:
         for batch in batches:
-            writer.write_batch(batch) if fmt == "csv" else writer.write_batch(batch, row_group_size=BATCH_ROWS)
+            writer.write_batch(batch)  # a Parquet row group per batch
             yield _drain(sink)
     finally:
         writer.close()
