@@ -99,10 +99,12 @@ def test_bad_times_ranges_and_elements_are_one_line_and_exit_2(
     assert main(["history", "export", "--data-dir", str(data), "--from", "2020-01-01", "--to", "2020-01-02",
                  "-o", str(out)]) == EXIT_BAD_INPUT  # fmt: skip
     assert _export(data, out, "--elements", "NOPE", start=str(T0)) == EXIT_BAD_INPUT
+    assert _export(data, out, "--scene", "other", start=str(T0)) == EXIT_BAD_INPUT
     lines = capsys.readouterr().err.strip().splitlines()
     assert "ISO 8601" in lines[0]
     assert "the history holds 2026-09-12T08:00:00Z" in lines[2]
-    assert "'NOPE'" in lines[3] and len(lines) == 4
+    assert "'NOPE'" in lines[3]
+    assert lines[4] == "twinview: no history of scene 'other'; there are histories of: plant" and len(lines) == 5
     assert not out.exists()
 
 

@@ -194,10 +194,9 @@ def _scene_names(data_dir: Path, store_url: str | None, scene: str) -> dict[str,
 
 
 def _scene(data_dir: Path, store_url: str | None, scene: str | None) -> str:
+    """`scene`, or the only one with a history; ExportError when it has none (before anything is created for it)."""
     from viewer_server.live import HISTORY_DIR
 
-    if scene is not None:
-        return scene
     if store_url is None:
         folder = data_dir / HISTORY_DIR
         found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
@@ -209,9 +208,11 @@ def _scene(data_dir: Path, store_url: str | None, scene: str | None) -> str:
             found = store.scene_ids()
         finally:
             store.close()
-    if len(found) != 1:
-        raise ExportError(f"pass --scene: this data dir has the history of {', '.join(found) or 'no scene'}")
-    return found[0]
+    if scene is not None and scene not in found:
+        raise ExportError(f"no history of scene {scene[:80]!r}; there are histories of: {', '.join(found) or 'none'}")
+    if scene is None and len(found) != 1:
+        raise ExportError(f"pass --scene: there are histories of: {', '.join(found) or 'none'}")
+    return scene or found[0]
 
 
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
@@ -224,8 +225,6 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     data_dir = Path(args.data_dir)
     scene = _scene(data_dir, args.store, args.scene)
     folder = data_dir / HISTORY_DIR / scene
-    if args.store is None and not (folder / "history.sqlite").is_file():
-        raise ExportError(f"no history of scene {scene!r} in {data_dir}; pass the server's --data-dir (and --store)")
     names = _scene_names(data_dir, args.store, scene)
     historian = Historian(folder, database=args.store, reader=True)
     try:
