@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from viewer_server import protocol as p
 from viewer_server.historian import Historian
 
 Format = Literal["csv", "parquet"]
@@ -78,7 +79,7 @@ def checked_range(historian: Historian, t0: float, t1: float, elements: list[str
     """[t0, t1) narrowed to what the history holds; ExportError for an empty or disjoint range (naming the stored
     one) or an element the history never had."""
     if t0 >= t1:
-        raise ExportError(f"--from ({_iso(t0)}) must be before --to ({_iso(t1)})")
+        raise ExportError(f"from ({_iso(t0)}) must be before to ({_iso(t1)})")
     stored = historian.range()
     if stored.earliest is None:
         raise ExportError("the history is empty: nothing recorded yet")
@@ -87,7 +88,8 @@ def checked_range(historian: Historian, t0: float, t1: float, elements: list[str
     unknown = sorted(set(elements or ()) - historian.element_ids())
     if unknown:
         raise ExportError(f"no history of element {unknown[0][:80]!r}; give ids of elements with bound properties")
-    return max(t0, stored.earliest), min(t1, stored.latest + 1e-6)
+    # Readings may be stamped a little ahead of the server's clock (PROTOCOL.md §8), never further.
+    return max(t0, stored.earliest), min(t1, stored.latest + p.FUTURE_TOLERANCE_S)
 
 
 def export_batches(
@@ -106,10 +108,12 @@ def export_batches(
         table = historian.raw_table(start, end, elements=elements, props=props)
         if table.num_rows:
             ids = table["element"]
+            distinct = pc.unique(ids)
+            their_names = pa.array([names.get(e, "") for e in distinct.to_pylist()], pa.string())
             table = pa.table(
                 {
                     "element": ids,
-                    "name": pa.array([names.get(e, "") for e in ids.to_pylist()], pa.string()),
+                    "name": their_names.take(pc.index_in(ids, value_set=distinct)),
                     "prop": table["prop"],
                     "value": table["value"],
                     "text": table["text"],
@@ -199,7 +203,7 @@ def _scene(data_dir: Path, store_url: str | None, scene: str | None) -> str:
 
     if store_url is None:
         folder = data_dir / HISTORY_DIR
-        found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        found = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
     else:
         from viewer_server.store import open_store
 
