@@ -4,6 +4,7 @@ the caller's role checked for `history.read` like the other reads (a join token,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -261,7 +262,8 @@ async def history_export(request: web.Request) -> web.StreamResponse:
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             if chunk:
                 await response.write(chunk)
-    finally:
-        chunks.close()
+    finally:  # a client gone: the writer closed now, or (still reading in its thread) when collected
+        with contextlib.suppress(ValueError):
+            chunks.close()
     await response.write_eof()
     return response
