@@ -30,6 +30,8 @@ from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 
+TIMEOUT = 20.0
+
 PT = "PT-1/pressure"
 POSE = p.Pose((1.0, 1.7, 4.0), (0.0, 0.0, 0.0, 1.0))
 PRIORITIES = ("low", "high", "critical")
@@ -271,6 +273,27 @@ async def test_a_users_rate_limit_holds_across_processes(
             with pytest.raises(RequestRefused) as refused:
                 await client.create_topic(p.TopicDraft("one too many"))
             assert refused.value.error.code == p.ERR_RATE_LIMITED
+
+
+async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        TwinClient(a.ws_url) as on_a,
+        TwinClient(b.ws_url) as on_b,
+    ):
+        assert on_a.welcome is not None and on_b.welcome is not None
+        assert on_a.welcome.name == on_b.welcome.name == "Visitor (guest)"  # neither process knew the other's
+        on_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
+        await on_b.drop()
+        await on_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert on_b.closed_with is None
+        assert on_b.welcome.name == "Visitor (guest) (2)"
+        await on_b.drop()  # and once more: the numbered name is kept as it is
+        await on_b.wait_for(lambda c: c.connects == 3 or c.closed_with is not None, TIMEOUT)
+        assert on_b.closed_with is None and on_b.welcome.name == "Visitor (guest) (2)"
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:
