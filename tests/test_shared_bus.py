@@ -29,6 +29,7 @@ from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
+from viewer_server.topics import Camera
 
 TIMEOUT = 20.0
 
@@ -273,6 +274,33 @@ async def test_a_users_rate_limit_holds_across_processes(
             with pytest.raises(RequestRefused) as refused:
                 await client.create_topic(p.TopicDraft("one too many"))
             assert refused.value.error.code == p.ERR_RATE_LIMITED
+
+
+async def test_presenter_changes_made_at_once_on_two_processes_all_hold(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        person(a, "ann", "presenter") as ann,
+        person(a, "eve", "viewer") as eve,
+        person(b, "bob", "viewer") as bob,
+    ):
+        # Each decided on its process's copy before the others' came back through the log.
+        await asyncio.gather(ann.send(p.PresenterTake()), bob.send(p.HandRaise()), eve.send(p.HandRaise()))
+        shot = p.Viewpoint("v1", Camera(p.Vec3(1, 1.6, 4), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0)))
+        await ann.send(p.PresenterView(shot))
+        for client in (ann, bob, eve):
+            await client.wait_for(
+                lambda c: (
+                    c.presenter is not None
+                    and c.presenter.presenter == "ann"
+                    and c.presenter.viewpoint == shot
+                    and sorted(h.user for h in c.presenter.hands) == ["bob", "eve"]
+                ),
+                TIMEOUT,
+            )
+        assert not ann.errors and not bob.errors and not eve.errors
 
 
 async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
