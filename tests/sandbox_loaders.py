@@ -64,7 +64,9 @@ def _spawn_and_sleep(path: Path, *, lifeline: bool) -> Scene:
             die_with_parent(reader)
         time.sleep(600)
         os._exit(0)
-    worker_pid_file(path).write_text(str(worker))
+    written = worker_pid_file(path).with_suffix(".partial")  # renamed into place: never seen empty
+    written.write_text(str(worker))
+    written.rename(worker_pid_file(path))
     time.sleep(600)
     raise AssertionError("woke up")
 

@@ -382,11 +382,11 @@ def test_every_version_of_the_bindings_is_kept_from_the_time_it_took_effect(
 
 
 def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transitions_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> None:
     monkeypatch.setattr(historian, "CHECKPOINT_ALARM_EVENTS", 500)
     now = [T0]
-    h = _open(tmp_path, now)
+    h = _open(tmp_path, now, database=store_url)
     recorded: list[p.Event] = []
     for i in range(6 * 360):  # six hours, an alarm transition every 10 s over 50 alarms
         state: p.AlarmState = ("unacknowledged", "acknowledged", "normal")[(i // 50) % 3]
@@ -399,7 +399,7 @@ def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transiti
             h.flush()
             h.checkpoint_alarms()
     h.flush()
-    db = sqlite3.connect(tmp_path / "history.sqlite")
+    db = h._connect()  # this thread's connection to its SQLite file or PostgreSQL schema (autocommit)
     checkpoints = [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")]
     assert checkpoints == [T0 + 2 * HOUR, T0 + 4 * HOUR, T0 + 6 * HOUR]  # every ≥ 500 transitions, on the hour
 
@@ -412,7 +412,6 @@ def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transiti
         assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
     # Nothing before the checkpoint is read: without those transitions, the list after it is the same.
     db.execute("DELETE FROM events WHERE t < ?", (checkpoints[1],))
-    db.commit()
     for t in (checkpoints[1], checkpoints[1] + 5000.5, T0 + 6 * HOUR - 1):
         assert sorted((a.id, a.state) for a in h.alarms_at(t)) == listed(t, recorded), t
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from scene.state import Reading
 from tests.live_server import JSON_BODY, live_server, write_bindings, write_scene
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
@@ -23,6 +24,7 @@ from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
 from tests.test_server_ws import ingest, pressure
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.historian import Historian
 from viewer_server.serve import RunningServer
 
 
@@ -63,6 +65,12 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         async with http.get(f"{b.url}/api/history/events", params={"from": str(start)}) as r:
             kinds = [m["kind"] for m in (await r.json())["events"]]
         assert kinds == ["alarm_raised", "alarm_returned"]
+        # b's range, then a gateway's late reading through a: older, so b's range reaches back to it at once.
+        async with http.get(f"{b.url}/api/history/range") as r:
+            assert (await r.json())["earliest"] >= start
+        await ingest(http, a.url, p.Reading(0.5, key="PT-1.pressure", ts=start - 600))
+        async with http.get(f"{b.url}/api/history/range") as r:
+            assert (await r.json())["earliest"] == start - 600
         # b's seek: the readings, and the alarm (returned, not acknowledged: still listed) from a's events.
         async with TwinClient(b.ws_url) as viewer:
             now = await viewer.seek(time.time())
@@ -137,3 +145,26 @@ async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_no
                 await asyncio.sleep(0.2)
         assert await _series(http, srv, start, "PT-1.pressure") == [1.0, 4.0]
         assert (await viewer.seek(time.time())).props["PT-1/pressure"].v == 4.0
+
+
+def test_two_processes_adding_the_same_properties_at_once_keep_every_sample_under_one_numbering(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two historians on one database (what two processes are to it) writing overlapping new properties in
+    opposite orders at once: no deadlock, no sample lost, one key id per property that both read back."""
+    t0 = 1_800_000_000.0
+    sides = [Historian(tmp_path / name / "pump-test", database=postgres_url, clock=lambda: t0 + 3600) for name in "ab"]
+    futures = []
+    for i in range(20):
+        for side, props in zip(sides, (range(200), reversed(range(100, 300))), strict=True):
+            readings = [Reading(f"E-{k}", "v", float(i), "", t0 + i + (k % 7) / 10) for k in props]
+            futures.append(side.append(readings, t0 + i + 1, "gw"))
+    for future in futures:
+        future.result(timeout=60)
+    for side in sides:
+        assert len(side.samples(t0 - 1, t0 + 60)) == 2 * 20 * 200
+        state = side.state_at(t0 + 60)
+        assert len(state) == 300 and {s.value for s in state.values()} == {19.0}
+    assert sides[0]._names() == sides[1]._names()
+    for side in sides:
+        side.close()

@@ -111,6 +111,7 @@ CREATE INDEX IF NOT EXISTS samples_key_ts ON samples (key, ts);
 CREATE TABLE IF NOT EXISTS minutes (key BIGINT NOT NULL, minute BIGINT NOT NULL, min DOUBLE PRECISION,
     max DOUBLE PRECISION, sum DOUBLE PRECISION, n BIGINT NOT NULL, last TEXT, last_ts DOUBLE PRECISION NOT NULL,
     last_q SMALLINT NOT NULL, first_ts DOUBLE PRECISION NOT NULL, PRIMARY KEY (key, minute));
+CREATE INDEX IF NOT EXISTS minutes_first_ts ON minutes (first_ts);
 CREATE TABLE IF NOT EXISTS events (rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     t DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, element TEXT NOT NULL,
     session TEXT NOT NULL, body BYTEA NOT NULL);
@@ -401,7 +402,10 @@ class Historian:
             else:
                 db.rollback()
             raise
-        db.execute("COMMIT") if isinstance(db, sqlite3.Connection) else db.commit()
+        if isinstance(db, sqlite3.Connection):
+            db.execute("COMMIT")
+        else:
+            db.commit()
 
     @contextmanager
     def _in_use(self) -> Iterator[None]:
@@ -846,7 +850,10 @@ class Historian:
 
     def _earliest_minute(self, db: Connection) -> float | None:
         """The oldest sample time the minute aggregates hold: a scan of them (no index leads with time) the first
-        time, then kept up by the writer (`_write_readings`) until retention drops minutes (`retain`)."""
+        time, then kept up by the writer (`_write_readings`) until retention drops minutes (`retain`). In PostgreSQL,
+        where other processes write too, one seek of its index every time."""
+        if isinstance(db, PostgresDb):
+            return db.execute("SELECT min(first_ts) FROM minutes").fetchone()[0]
         with self._lock:
             if self._first_minute is not None:
                 return self._first_minute[0]

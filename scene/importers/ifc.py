@@ -64,6 +64,9 @@ KERNELS: dict[str, tuple[str, ...]] = {
 # process of their own. Run numbers travel as single bytes.
 CHUNKS_PER_WORKER = 4
 MIN_PRODUCTS_PER_WORKER = 8
+# ...and the most products in one run: on a 100k-element plant, runs of 12 500 left one worker alone with
+# the last run for minutes after the other had finished.
+MAX_RUN_PRODUCTS = 1000
 MAX_CHUNKS = 255
 # Segments per full circle for the manifold kernel, which refuses circles unless told (0 is
 # its default); 24 keeps the chord error under 1 % of the radius.
@@ -583,18 +586,20 @@ def _start_workers(model: Any, jobs: list[_Job], workers: int, done: _Tessellati
     ifcopenshell's iterator hardly gains from threads of its own (duplex.ifc: 1.52 s with one,
     1.51 s with two), so the products are shared out among processes instead: contiguous runs in
     file order (a type's instances stay together, which the kernel reuses; split by stride,
-    duplex.ifc takes 20 % longer), about CHUNKS_PER_WORKER per worker, handed out in job order
+    duplex.ifc takes 20 % longer), about CHUNKS_PER_WORKER per worker and at most MAX_RUN_PRODUCTS
+    each, handed out in job order
     through a pipe that holds one byte per run. One slow run then leaves no core idle, and no lock
     can be left held by a child that crashed. Workers give shapes their normals themselves and send a
     geometry once (a mapped type's further occurrences go as their placement): creasing in this
     process, which reads the tree and properties meanwhile, made it the bottleneck (on a 100k-element
-    plant it used as much CPU as both workers together, which then waited on full pipes).
+    plant it used as much CPU as both workers together).
     """
     total = sum(len(job.products) for job in jobs)
     runs: list[tuple[_Job, list[Any]]] = []
     for job in jobs:
         n = len(job.products)
-        count = max(1, min(n, round(workers * CHUNKS_PER_WORKER * n / total), MAX_CHUNKS // len(jobs)))
+        wanted = max(round(workers * CHUNKS_PER_WORKER * n / total), math.ceil(n / MAX_RUN_PRODUCTS))
+        count = max(1, min(n, wanted, MAX_CHUNKS // len(jobs)))
         runs += [(job, job.products[k * n // count : (k + 1) * n // count]) for k in range(count)]
     claims, claims_writer = os.pipe()
     os.write(claims_writer, bytes(range(len(runs))))
