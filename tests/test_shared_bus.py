@@ -303,6 +303,21 @@ async def test_presenter_changes_made_at_once_on_two_processes_all_hold(
         assert not ann.errors and not bob.errors and not eve.errors
 
 
+async def test_a_process_started_later_knows_who_presents(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with live_server(tmp_path, bus_url=redis_service.url) as a, person(a, "ann", "presenter") as ann:
+        await ann.send(p.PresenterTake())
+        await ann.wait_for(lambda c: c.presenter is not None and c.presenter.presenter == "ann", TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while (cp := await a.live.hub._checkpoint()) is None or cp.seq < a.live.hub.seq:  # b starts from it
+            assert time.monotonic() < deadline, "no checkpoint written"
+            await asyncio.sleep(0.1)
+        async with live_server(tmp_path, bus_url=redis_service.url) as b, person(b, "bob", "viewer") as bob:
+            assert bob.presenter is not None and bob.presenter.presenter == "ann"
+
+
 async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
     tmp_path: Path,
     redis_service: RedisServer,  # noqa: F811
