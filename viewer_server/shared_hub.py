@@ -1,6 +1,6 @@
 """One scene's hub shared by several server processes over the bus (`twinview serve --bus redis://…`).
 
-    readings, presence, presenter states and people's events, from any process
+    readings, presence, presenter changes and people's events, from any process
         │  inbox (a Redis stream): appended by the process that received them, in arrival order
         ▼
     the leader's engine: a SceneHub (dedup, rules, anomaly detectors, alarms, numbering), run by the one
