@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.live_server import live_server, person
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
@@ -145,6 +147,7 @@ async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -
         assert eve.errors[-1].ref == "markup"  # a refusal names the message that was sent
 
 
+@pytest.mark.deployable
 async def test_a_follower_that_drops_resumes_onto_the_newest_view(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

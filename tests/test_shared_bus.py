@@ -29,6 +29,9 @@ from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
+from viewer_server.topics import Camera
+
+TIMEOUT = 20.0
 
 PT = "PT-1/pressure"
 POSE = p.Pose((1.0, 1.7, 4.0), (0.0, 0.0, 0.0, 1.0))
@@ -271,6 +274,69 @@ async def test_a_users_rate_limit_holds_across_processes(
             with pytest.raises(RequestRefused) as refused:
                 await client.create_topic(p.TopicDraft("one too many"))
             assert refused.value.error.code == p.ERR_RATE_LIMITED
+
+
+async def test_presenter_changes_made_at_once_on_two_processes_all_hold(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        person(a, "ann", "presenter") as ann,
+        person(a, "eve", "viewer") as eve,
+        person(b, "bob", "viewer") as bob,
+    ):
+        # Each decided on its process's copy before the others' came back through the log.
+        await asyncio.gather(ann.send(p.PresenterTake()), bob.send(p.HandRaise()), eve.send(p.HandRaise()))
+        shot = p.Viewpoint("v1", Camera(p.Vec3(1, 1.6, 4), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0)))
+        await ann.send(p.PresenterView(shot))
+        for client in (ann, bob, eve):
+            await client.wait_for(
+                lambda c: (
+                    c.presenter is not None
+                    and c.presenter.presenter == "ann"
+                    and c.presenter.viewpoint == shot
+                    and sorted(h.user for h in c.presenter.hands) == ["bob", "eve"]
+                ),
+                TIMEOUT,
+            )
+        assert not ann.errors and not bob.errors and not eve.errors
+
+
+async def test_a_process_started_later_knows_who_presents(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with live_server(tmp_path, bus_url=redis_service.url) as a, person(a, "ann", "presenter") as ann:
+        await ann.send(p.PresenterTake())
+        await ann.wait_for(lambda c: c.presenter is not None and c.presenter.presenter == "ann", TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while (cp := await a.live.hub._checkpoint()) is None or cp.seq < a.live.hub.seq:  # b starts from it
+            assert time.monotonic() < deadline, "no checkpoint written"
+            await asyncio.sleep(0.1)
+        async with live_server(tmp_path, bus_url=redis_service.url) as b, person(b, "bob", "viewer") as bob:
+            assert bob.presenter is not None and bob.presenter.presenter == "ann"
+
+
+async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        TwinClient(a.ws_url) as on_a,
+        TwinClient(b.ws_url) as on_b,
+    ):
+        assert on_a.welcome is not None and on_b.welcome is not None
+        assert on_a.welcome.name == on_b.welcome.name == "Visitor (guest)"  # neither process knew the other's
+        on_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
+        await on_b.drop()
+        await on_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert on_b.closed_with is None
+        assert on_b.welcome.name == "Visitor (guest) (2)"
+        await on_b.drop()  # and once more: the numbered name is kept as it is
+        await on_b.wait_for(lambda c: c.connects == 3 or c.closed_with is not None, TIMEOUT)
+        assert on_b.closed_with is None and on_b.welcome.name == "Visitor (guest) (2)"
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:

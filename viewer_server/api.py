@@ -519,6 +519,29 @@ ROUTES: Final = (
         errors=(400, 401, 403, 404),
     ),
     Route(
+        "GET",
+        "/api/scenes/{scene_id}/history/export",
+        hx.history_export,
+        "The raw readings of a time range (element, name, prop, value or text, unit, quality, source and receive "
+        "time), oldest first, streamed as CSV or Parquet",
+        {"type": "string", "format": "binary"},
+        params=(
+            SCENE_ID,
+            Param("from", "query", _STR, "ISO 8601 (UTC if no zone) or Unix seconds"),
+            Param(
+                "to",
+                "query",
+                _STR,
+                f"end (excluded), as `from`; at most {hx.MAX_EXPORT_RANGE_S // 86400} days after it",
+            ),
+            Param("elements", "query", _STR, f"element ids, comma-separated, at most {hx.MAX_EXPORT_ELEMENTS}"),
+            Param("props", "query", _STR, f"property names, comma-separated, at most {hx.MAX_KEYS}"),
+            Param("format", "query", {"enum": ["csv", "parquet"]}, "csv (default) or parquet"),
+        ),
+        errors=(400, 401, 403, 404, 413),
+        media_type="text/csv",
+    ),
+    Route(
         "GET", "/api/history/range", hx.history_range, "The times the history holds", p.HistoryRange, errors=(403, 404)
     ),
     Route(

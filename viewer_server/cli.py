@@ -300,6 +300,12 @@ def cmd_store(args: argparse.Namespace) -> int:
     return cmd_store(args, _say)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from viewer_server.history_export import run
+
+    return run(args, _say)
+
+
 def cmd_session(args: argparse.Namespace) -> int:
     from viewer_server.session_cli import cmd_session
 
@@ -526,6 +532,18 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--replace", action="store_true", help="empty a target that holds data first")
     st.set_defaults(func=cmd_store)
 
+    h = sub.add_parser("history", help="the historian: export raw readings")
+    h_sub = h.add_subparsers(dest="history_command", required=True)
+    ex = h_sub.add_parser("export", help="write the raw readings of a time range to CSV or Parquet")
+    ex.add_argument("--from", dest="start", required=True, metavar="T", help="ISO 8601 (UTC if no zone) or Unix s")
+    ex.add_argument("--to", required=True, metavar="T", help="end (excluded), as --from")
+    ex.add_argument("--scene", default=None, help="scene id (default: the data dir's only history)")
+    ex.add_argument("--elements", nargs="+", default=None, metavar="ID", help="element ids (default: all)")
+    ex.add_argument("--props", nargs="+", default=None, metavar="P", help="property names (default: all)")
+    ex.add_argument("-o", "--output", required=True, metavar="FILE.csv|FILE.parquet")
+    _add_data_flags(ex)
+    h.set_defaults(func=cmd_history)
+
     bc = sub.add_parser("bcf", help="export or import a session's topics as BCF (3.0; import also 2.1)")
     bc_sub = bc.add_subparsers(dest="bcf_command", required=True)
     be = bc_sub.add_parser("export", help="write a session's topics to a BCF 3.0 archive")
@@ -547,13 +565,23 @@ def _user_input_errors() -> tuple[type[Exception], ...]:
     or a shared bus that does not answer."""
     from scene.config_file import ConfigFileError
     from viewer_server.bus import BusUnavailable
+    from viewer_server.history_export import ExportError
     from viewer_server.ingest_mqtt import BrokerUrlError
     from viewer_server.scenes import SceneError
     from viewer_server.session_cli import SessionCliError
     from viewer_server.store_cli import StoreCliError
     from viewer_server.store_db import StoreError
 
-    return (ConfigFileError, SceneError, BrokerUrlError, SessionCliError, BusUnavailable, StoreCliError, StoreError)
+    return (
+        ConfigFileError,
+        SceneError,
+        BrokerUrlError,
+        SessionCliError,
+        BusUnavailable,
+        StoreCliError,
+        StoreError,
+        ExportError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -362,6 +362,7 @@ class TwinClient:
                 except TwinClientError as exc:
                     if exc.code in FATAL_CLOSE_CODES:
                         self.closed_with = exc
+                        await self._notify()
                         return
                 except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
                     pass  # server down or restarting: try again

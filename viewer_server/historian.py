@@ -168,6 +168,19 @@ PARQUET_OPTIONS: Final[dict[str, object]] = {
 }
 
 # The columns queries need (not `rx`, `source`: decoding them would only cost time).
+# The raw samples as an export reads them (`raw_table`): the chunk's columns but the source, dictionaries decoded.
+EXPORT_SCHEMA: Final = pa.schema(
+    [
+        ("element", pa.string()),
+        ("prop", pa.string()),
+        ("ts", pa.float64()),
+        ("rx", pa.float64()),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("quality", pa.string()),
+        ("unit", pa.string()),
+    ]
+)
 _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "unit"]
 
 _event_enc = msgspec.msgpack.Encoder()
@@ -305,7 +318,8 @@ class Historian:
     """The history of one scene. `append` / `record` from the event loop; queries from any thread. In `folder`
     (SQLite and Parquet), or with `database` (a PostgreSQL URL, the store's) in that database, shared by every
     process of a deployment: the process that accepts a reading writes it, the leader that numbers an event
-    writes that (docs/STORE.md)."""
+    writes that (docs/STORE.md). A `reader` (an export beside a running server) leaves the files as they are: the
+    start's checks of the chunks would remove one the server has written and not listed yet."""
 
     def __init__(
         self,
@@ -314,6 +328,7 @@ class Historian:
         database: str | None = None,
         retention: Callable[[str, str], History] | None = None,
         clock: Callable[[], float] = time.time,
+        reader: bool = False,
     ) -> None:
         self.folder = folder
         self.database = database
@@ -339,7 +354,7 @@ class Historian:
             self._keys[(element, prop)] = kid
             self._kinds[kid] = kind
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
-        self.quarantined = self._check_chunks(db)
+        self.quarantined = [] if reader else self._check_chunks(db)
         self._first_minute: tuple[float | None] | None = None  # (the minutes' oldest `first_ts`,) once known
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
@@ -909,6 +924,58 @@ class Historian:
                 out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
         out.sort(key=lambda s: s.ts)
         return out
+
+    def element_ids(self) -> set[str]:
+        """Every element the history has a property of."""
+        self._sync_keys()
+        with self._lock:
+            return {element for element, _ in self._keys}
+
+    @_uses_connection
+    def raw_table(
+        self, t0: float, t1: float, *, elements: Iterable[str] | None = None, props: Iterable[str] | None = None
+    ) -> pa.Table:
+        """Every raw sample with t0 <= ts < t1 (of `elements` and `props`, default all) as one table of EXPORT_SCHEMA,
+        by time (then receive time): the sealed chunks' rows (the filter pushed down into pyarrow) and the tail's.
+        A window of an export (viewer_server/history_export.py): it holds every row of [t0, t1) in memory."""
+        want_e = None if elements is None else sorted(set(elements))
+        want_p = None if props is None else sorted(set(props))
+        filters: list[tuple[str, str, object]] = [("ts", ">=", t0), ("ts", "<", t1)]
+        if want_e is not None:
+            filters.append(("element", "in", want_e))
+        if want_p is not None:
+            filters.append(("prop", "in", want_p))
+        tables = [
+            pq.read_table(path, columns=list(EXPORT_SCHEMA.names), filters=filters).cast(EXPORT_SCHEMA)
+            for path in self._chunks_between(t0, t1)
+        ]
+        self._sync_keys()
+        with self._lock:
+            keys = {
+                kid: (key, self._kinds[kid])
+                for key, kid in self._keys.items()
+                if (want_e is None or key[0] in want_e) and (want_p is None or key[1] in want_p)
+            }
+        db = self._connect()
+        units = dict(db.execute("SELECT id, unit FROM keys"))
+        sql = "SELECT key, ts, rx, v, q FROM samples WHERE ts >= ? AND ts < ?"
+        args: list[object] = [t0, t1]
+        if want_e is not None or want_p is not None:
+            sql += f" AND key IN ({','.join('?' * len(keys))})" if keys else " AND false"
+            args += list(keys)
+        rows = []
+        for kid, ts, rx, v, q in db.execute(sql, args):
+            if kid in keys:
+                (element, prop), kind = keys[kid]
+                value = _typed(v, kind)
+                number = None if isinstance(value, str) else float(value)
+                text = value if isinstance(value, str) else None
+                rows.append((element, prop, ts, rx, number, text, QUALITIES[q], units.get(kid, "")))
+        if rows:
+            columns = zip(*rows, strict=True)
+            tables.append(pa.table(dict(zip(EXPORT_SCHEMA.names, columns, strict=True)), schema=EXPORT_SCHEMA))
+        table = pa.concat_tables(tables) if tables else EXPORT_SCHEMA.empty_table()
+        return table.sort_by([("ts", "ascending"), ("rx", "ascending")])
 
     @_uses_connection
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:

@@ -4,6 +4,7 @@ the caller's role checked for `history.read` like the other reads (a join token,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
+from viewer_server import history_export as hex_
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.historian import DAY, HOUR, Historian
@@ -32,6 +34,11 @@ RULES_CHANGED: Final = "rules_changed"
 MAX_KINDS: Final = 64
 # Longest `keys` / `kinds` query value: 32 keys of a 256-character element id and a 64-character property.
 MAX_LIST_CHARS: Final = 12_000
+# An export over REST: elements listed at most, and the longest range (longer ones: several requests, or the command
+# `twinview history export`, which has no bound).
+MAX_EXPORT_ELEMENTS: Final = 256
+MAX_EXPORT_RANGE_S: Final = 31 * DAY
+EXPORT_MEDIA: Final[dict[hex_.Format, str]] = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
 class SeriesOut(msgspec.Struct):
@@ -119,16 +126,16 @@ def _list(request: web.Request, name: str, limit: int) -> list[str] | None:
     return items
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _refusing(handler: Handler) -> Handler:
     """A BadQuery becomes 400 `bad_query`; sessions_api's refusals (401 / 403 / 404) their own answers."""
 
-    async def wrapped(request: web.Request) -> web.Response:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except BadQuery as exc:
+        except (BadQuery, hex_.ExportError) as exc:
             return web.json_response({"error": "bad_query", "detail": str(exc)}, status=400)
 
     return sx.handles_refusals(wrapped)
@@ -217,3 +224,46 @@ async def history_range(request: web.Request) -> web.Response:
     historian = _historian(request)
     rng = await asyncio.to_thread(historian.range)
     return web.Response(body=msgspec.json.encode(rng), content_type="application/json")
+
+
+@_refusing
+async def history_export(request: web.Request) -> web.StreamResponse:
+    """GET /api/scenes/{scene_id}/history/export?from=&to=&elements=&props=&format=csv|parquet: the raw readings,
+    streamed a batch at a time (viewer_server/history_export.py)."""
+    historian = _historian(request)
+    live = request.app[LIVE]
+    if request.match_info["scene_id"] != live.scene.id:
+        raise sx.Refused(404, "unknown_scene", request.match_info["scene_id"][:80])
+    fmt = request.query.get("format", "csv")
+    if fmt not in hex_.FORMATS:
+        raise BadQuery(f"format={fmt[:20]!r}: csv or parquet")
+    if "from" not in request.query or "to" not in request.query:
+        raise BadQuery("from and to: give both (ISO 8601 or Unix seconds)")
+    t0, t1 = hex_.parse_time("from", request.query["from"]), hex_.parse_time("to", request.query["to"])
+    if t1 - t0 > MAX_EXPORT_RANGE_S:
+        days = MAX_EXPORT_RANGE_S / DAY
+        detail = f"at most {days:.0f} days per request: split the range, or run `twinview history export`"
+        return web.json_response({"error": "too_large", "detail": detail}, status=413)
+    elements = _list(request, "elements", MAX_EXPORT_ELEMENTS) or None  # empty: all, as absent
+    props = _list(request, "props", MAX_KEYS) or None
+    t0, t1 = await asyncio.to_thread(hex_.checked_range, historian, t0, t1, elements)
+    names = {eid: _element_name(request, eid) or "" for eid in elements or live.scene.elements}
+    batches = hex_.export_batches(historian, t0, t1, names=names, elements=elements, props=props)
+    chunks = hex_.encoded(batches, fmt)  # type: ignore[arg-type]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": EXPORT_MEDIA[fmt],  # type: ignore[index]
+            "Content-Disposition": f'attachment; filename="{live.scene.id}-history.{fmt}"',
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            if chunk:
+                await response.write(chunk)
+    finally:  # a client gone: the writer closed now, or (still reading in its thread) when collected
+        with contextlib.suppress(ValueError):
+            chunks.close()
+    await response.write_eof()
+    return response

@@ -30,6 +30,7 @@ from viewer_server.store import Store
 
 if TYPE_CHECKING:
     from viewer_server.alarms import AlarmBook
+    from viewer_server.presenter import PresenterChange
 
 # One flush window: one frame at 60 Hz, as viser does; a change after a quiet period goes at once.
 FLUSH_INTERVAL_S: Final = 1 / 60
@@ -209,6 +210,11 @@ class SceneHub:
         """A collaboration session's presenter state: coalesced per session, seen only by its clients."""
         self._record((PRESENTER, room, room), state)
         self._schedule_flush()
+
+    def change_presenter(self, room: str, change: PresenterChange, state: p.PresenterState) -> None:
+        """A change a session's `Presenters` made, and the state it led to there: one process decides alone,
+        so the state is the session's (a `SharedHub` sends the change to its leader instead)."""
+        self.set_presenter(room, state)
 
     def emit_event(self, make: Callable[[int], p.Event]) -> p.Event:
         """Number an event (`make(seq)` builds it), log it for resume, and send it with the next window:

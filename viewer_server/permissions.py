@@ -47,7 +47,7 @@ class Action(enum.StrEnum):
     AUDIT_READ = "audit.read"
     BINDINGS_READ = "bindings.read"  # the bindings file's text, ingest keys and MQTT topics (GET /api/bindings)
     TELEMETRY_PUBLISH = "telemetry.publish"
-    HISTORY_READ = "history.read"  # replay the twin, chart series and timeline markers (PROTOCOL.md §14)
+    HISTORY_READ = "history.read"  # replay the twin, chart series, timeline markers, exports (PROTOCOL.md §14)
 
 
 _ALL: Final = frozenset(ROLES)

@@ -6,6 +6,10 @@ joiner finds the presenter's current view in its snapshot, a slow client gets on
 The presenter's camera updates are throttled to PRESENTER_VIEW_HZ with a trailing update, so the last
 pose of a camera move always arrives. Following, breaking away and "return to presenter" are client
 side: the client simply applies (or not) the newest `presenter.viewpoint`.
+
+A request is checked against this process's copy (`PresenterRoom`), which yields a `PresenterChange`; the hub
+applies it (`applied`): on one process the copy is the state, on several the leader applies the changes of
+every process in inbox order, so that a hand raised here while the presenter takes the role there both hold.
 """
 
 from __future__ import annotations
@@ -36,30 +40,109 @@ MAX_GUEST_HANDS: Final = 50
 MARKUP_NORMAL: Final = (0.0, 1.0, 0.0)
 
 
+# --- changes: decided on a process's copy, applied in order by whoever numbers (the hub, or the leader) ---
+
+
+class Took(msgspec.Struct, tag="take", array_like=True):
+    user: str
+    session: str
+    ts: float
+
+
+class Released(msgspec.Struct, tag="release", array_like=True):
+    ts: float
+
+
+class Viewed(msgspec.Struct, tag="view", array_like=True):
+    """The presenter's camera: applies only while `session` still presents."""
+
+    session: str
+    viewpoint: p.Viewpoint
+    ts: float
+
+
+class HandRaised(msgspec.Struct, tag="raise", array_like=True):
+    hand: p.Hand
+
+
+class HandsLowered(msgspec.Struct, tag="lower", array_like=True):
+    """One user's hand (`user`), one connection's (`session`), or, with neither, every hand."""
+
+    user: str = ""
+    session: str = ""
+
+
+class Left(msgspec.Struct, tag="leave", array_like=True):
+    """A connection left: its hand goes down, and presenter mode ends if it was presenting."""
+
+    connection: str
+    ts: float
+
+
+PresenterChange = Took | Released | Viewed | HandRaised | HandsLowered | Left
+
+
+def applied(state: p.PresenterState, change: PresenterChange) -> p.PresenterState:
+    """The state after `change`. Pure and total: on several processes each change was checked against the
+    deciding process's copy, and the leader applies it to the deployment's state, where it may find that
+    another change came first (a view of a presenter who was replaced meanwhile, a hand already up)."""
+    replace = msgspec.structs.replace
+    hands = state.hands
+    if isinstance(change, Took):
+        return replace(state, presenter=change.user, session=change.session, viewpoint=None, ts=change.ts)
+    if isinstance(change, Released):
+        return replace(state, presenter="", session="", viewpoint=None, ts=change.ts)
+    if isinstance(change, Viewed):
+        if change.session != state.session:
+            return state
+        return replace(state, viewpoint=change.viewpoint, ts=change.ts)
+    if isinstance(change, HandRaised):
+        hand = change.hand
+        guest = hand.user.startswith(GUEST_PREFIX)
+        if (
+            any(h.user == hand.user for h in hands)
+            or len(hands) >= MAX_HANDS
+            or (guest and sum(h.user.startswith(GUEST_PREFIX) for h in hands) >= MAX_GUEST_HANDS)
+        ):
+            return state
+        return replace(state, hands=[*hands, hand])
+    if isinstance(change, HandsLowered):
+        if change.user:
+            return replace(state, hands=[h for h in hands if h.user != change.user])
+        if change.session:
+            return replace(state, hands=[h for h in hands if h.session != change.session])
+        return replace(state, hands=[])
+    kept = [h for h in hands if h.session != change.connection]
+    if change.connection == state.session:
+        return replace(state, presenter="", session="", viewpoint=None, ts=change.ts, hands=kept)
+    return replace(state, hands=kept)
+
+
 class PresenterRoom:
-    """The presenter state of one session. Pure: every method returns the new state or raises Refused."""
+    """The presenter state of one session (this process's copy). Every method checks a request against it
+    and returns the change it makes (None: none), applied to the copy, or raises Refused."""
 
     def __init__(self, room: str) -> None:
         self.room = room
         self.state = p.PresenterState()
 
-    def take(self, member: Member, now: float) -> p.PresenterState:
+    def take(self, member: Member, now: float) -> PresenterChange | None:
         require(member, Action.PRESENTER_TAKE)
-        return self._set(presenter=member.user, session=member.connection, viewpoint=None, ts=now)
+        return self._apply(Took(member.user, member.connection, now))
 
-    def release(self, member: Member, now: float) -> p.PresenterState:
+    def release(self, member: Member, now: float) -> PresenterChange | None:
         if not self.state.presenter:
             raise Refused("no_presenter", "nobody is presenting")
         if member.connection != self.state.session and not allowed(member.role, Action.PRESENTER_TAKE):
             raise Refused(p.ERR_FORBIDDEN, "only the presenter (or another presenter / admin) can end presenter mode")
-        return self._set(presenter="", session="", viewpoint=None, ts=now)
+        return self._apply(Released(now))
 
-    def view(self, member: Member, viewpoint: Viewpoint, now: float) -> p.PresenterState:
+    def view(self, member: Member, viewpoint: Viewpoint, now: float) -> PresenterChange | None:
         if member.connection != self.state.session:
             raise Refused(p.ERR_FORBIDDEN, "only the presenter's views are shared; send presenter_take first")
-        return self._set(viewpoint=viewpoint, ts=now)
+        return self._apply(Viewed(member.connection, viewpoint, now))
 
-    def raise_hand(self, member: Member, now: float) -> p.PresenterState | None:
+    def raise_hand(self, member: Member, now: float) -> PresenterChange | None:
         """None when the user's hand is already up (from any of their connections: nothing changes)."""
         require(member, Action.HAND_RAISE)
         hands = self.state.hands
@@ -69,33 +152,31 @@ class PresenterRoom:
             raise Refused("too_many_hands", f"{MAX_HANDS} hands are already up")
         if member.guest and sum(h.user.startswith(GUEST_PREFIX) for h in hands) >= MAX_GUEST_HANDS:
             raise Refused("too_many_hands", f"{MAX_GUEST_HANDS} visitors' hands are already up; join with your link")
-        return self._set(hands=[*hands, p.Hand(member.user, member.connection, now, member.name)])
+        return self._apply(HandRaised(p.Hand(member.user, member.connection, now, member.name)))
 
-    def lower_hand(self, member: Member, session: str | None, everyone: bool) -> p.PresenterState | None:
+    def lower_hand(self, member: Member, session: str | None, everyone: bool) -> PresenterChange | None:
         """Lower one's own hand; the presenter (or a presenter / admin) lowers anyone's, or all."""
         if (everyone or session not in (None, member.connection)) and not self._leads(member):
             raise Refused(p.ERR_FORBIDDEN, "only the presenter can lower other hands")
         if everyone:
-            hands = []
-        elif session is None or session == member.connection:
-            hands = [h for h in self.state.hands if h.user != member.user]
-        else:
-            hands = [h for h in self.state.hands if h.session != session]
-        return None if hands == self.state.hands else self._set(hands=hands)
+            return self._apply(HandsLowered())
+        if session is None or session == member.connection:
+            return self._apply(HandsLowered(user=member.user))
+        return self._apply(HandsLowered(session=session))
 
-    def leave(self, connection: str, now: float) -> p.PresenterState | None:
-        """A connection left: its hand goes down, and presenter mode ends if it was presenting."""
-        hands = [h for h in self.state.hands if h.session != connection]
-        if connection == self.state.session:
-            return self._set(presenter="", session="", viewpoint=None, ts=now, hands=hands)
-        return None if hands == self.state.hands else self._set(hands=hands)
+    def leave(self, connection: str, now: float) -> PresenterChange | None:
+        return self._apply(Left(connection, now))
 
     def _leads(self, member: Member) -> bool:
         return member.connection == self.state.session or allowed(member.role, Action.PRESENTER_TAKE)
 
-    def _set(self, **changes: object) -> p.PresenterState:
-        self.state = msgspec.structs.replace(self.state, **changes)
-        return self.state
+    def _apply(self, change: PresenterChange) -> PresenterChange | None:
+        """The change, applied to the copy; None when it changes nothing."""
+        state = applied(self.state, change)
+        if state == self.state:
+            return None
+        self.state = state
+        return change
 
 
 def markup_topic(msg: p.Markup) -> p.TopicCreate:
@@ -114,6 +195,7 @@ class Presenters:
         self.rooms: dict[str, PresenterRoom] = {}
         self._last_sent: dict[str, float] = {}  # room -> loop time of the last published view
         self._trailing: dict[str, asyncio.TimerHandle] = {}
+        self._pending: dict[str, PresenterChange] = {}  # room -> the newest view not yet published
         # Called with (room, state) after each published state: replaying connections get it apart from deltas.
         self.on_publish: list[Callable[[str, p.PresenterState], None]] = []
         hub.on_presenter.append(self._adopt)
@@ -149,13 +231,17 @@ class Presenters:
             check_viewpoints([("viewpoint", viewpoint)], self.known)
         except TopicError as exc:
             raise Refused(p.TOPIC_ERROR_CODES[exc.kind], str(exc)) from None
-        pr.view(member, viewpoint, self.clock())
-        if member.room in self._trailing:
+        change = pr.view(member, viewpoint, self.clock())
+        if change is None:
+            return
+        pending = member.room in self._trailing
+        self._pending[member.room] = change
+        if pending:
             return  # the pending trailing publish will carry this newest view
         loop = asyncio.get_running_loop()
         wait = self._last_sent.get(member.room, -1e9) + 1 / PRESENTER_VIEW_HZ - loop.time()
         if wait <= 0:
-            self._publish(pr, pr.state)
+            self._publish_trailing(pr)
         else:
             self._trailing[member.room] = loop.call_later(wait, self._publish_trailing, pr)
 
@@ -180,12 +266,12 @@ class Presenters:
 
     def _publish_trailing(self, pr: PresenterRoom) -> None:
         self._trailing.pop(pr.room, None)
-        self._publish(pr, pr.state)
+        self._publish(pr, self._pending.pop(pr.room, None))
 
-    def _publish(self, pr: PresenterRoom, state: p.PresenterState | None) -> None:
-        if state is None:
+    def _publish(self, pr: PresenterRoom, change: PresenterChange | None) -> None:
+        if change is None:
             return
         self._last_sent[pr.room] = asyncio.get_running_loop().time()
-        self.hub.set_presenter(pr.room, state)
+        self.hub.change_presenter(pr.room, change, pr.state)
         for observer in self.on_publish:
-            observer(pr.room, state)
+            observer(pr.room, pr.state)

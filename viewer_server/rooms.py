@@ -49,6 +49,8 @@ GUEST_ID_BYTES: Final = 6
 # never reads as a token user. Token users' names may not end with it.
 DEFAULT_GUEST_NAME: Final = "Visitor"
 GUEST_MARK: Final = " (guest)"
+# A visitor's name as granted, which a reconnect sends back: "Ana (guest)", or numbered "Visitor (guest) (2)".
+GRANTED_GUEST_NAME: Final = re.compile(r"(?P<base>.*?) \(guest\)(?: \([0-9]+\))?", re.IGNORECASE)
 
 
 class NameRefused(AuthError):
@@ -178,18 +180,23 @@ class Rooms:
         or is another present user's name or user id. Else it is made unique by " (2)", " (3)"…: a default or
         a token's name that another connection holds. `shared`: a token's `name` claim names one person, whose
         connections (tabs) share it; `resuming`: a reconnect takes back the name its old connection may still
-        hold. Every comparison is case-insensitive."""
+        hold, and is never refused for it: another process may have granted the same name meanwhile (each
+        process knows its own connections only), so a name someone here holds is numbered instead. Every
+        comparison is case-insensitive."""
         chosen = clean_name(requested)
         guest = user.startswith(GUEST_PREFIX)
-        if guest and chosen.casefold().endswith(GUEST_MARK):  # what a resuming visitor had: the mark comes back
-            chosen = chosen[: -len(GUEST_MARK)].rstrip()
+        granted = GRANTED_GUEST_NAME.fullmatch(chosen) if guest else None
+        if granted:  # what a resuming visitor had: the mark (and a number) come back
+            chosen = granted["base"]
         if chosen and not shared:
             refuse_chosen(chosen, user, guest)
         base = chosen or (DEFAULT_GUEST_NAME if guest else user)
         name = base[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK if guest else base
         others = [m for m in self.members(room) if m.user != user]
         held = {m.name.casefold() for m in others} | {m.user.casefold() for m in others}
-        if chosen and not shared and {name.casefold(), base.casefold()} & held:
+        if resuming and granted and granted[0].casefold() not in held:
+            return granted[0]
+        if chosen and not (shared or resuming) and {name.casefold(), base.casefold()} & held:
             raise NameRefused(f"{base!r} is the name of someone in this session: choose another name")
         if not (shared or resuming):  # the same user's other connections are other people (a shared link)
             held |= {m.name.casefold() for m in self.members(room) if m.user == user}

@@ -1,6 +1,6 @@
 """One scene's hub shared by several server processes over the bus (`twinview serve --bus redis://…`).
 
-    readings, presence, presenter states and people's events, from any process
+    readings, presence, presenter changes and people's events, from any process
         │  inbox (a Redis stream): appended by the process that received them, in arrival order
         ▼
     the leader's engine: a SceneHub (dedup, rules, anomaly detectors, alarms, numbering), run by the one
@@ -39,6 +39,7 @@ from viewer_server.bus import BusUnavailable
 from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub, prop_key, prop_state, visual_key
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
+from viewer_server.presenter import PresenterChange, applied
 from viewer_server.procedures import Refused
 from viewer_server.redis_bus import RENEW_S, Fenced, RedisBus
 from viewer_server.resume_log import ResumeLog
@@ -77,9 +78,11 @@ class PresenceMessage(msgspec.Struct, tag="s", array_like=True):
 
 
 class PresenterMessage(msgspec.Struct, tag="m", array_like=True):
+    """A change to a session's presenter state, checked on the deciding process's copy; the leader applies it
+    to the deployment's state, in inbox order (presenter.applied)."""
+
     room: str
-    process: str  # where it was decided: that process holds it already (and maybe a newer one)
-    state: p.PresenterState
+    change: PresenterChange
 
 
 class DraftMessage(msgspec.Struct, tag="e", array_like=True):
@@ -100,7 +103,7 @@ class LogRecord(msgspec.Struct, array_like=True):
     props: list[tuple[str, p.PropState]]  # "element/prop" -> value
     visuals: list[tuple[str, str, p.Visual]]  # element, layer, visual
     presence: list[tuple[str, str, str, p.Presence | None]]  # connection, room, process, pose (None: left)
-    presenter: list[tuple[str, str, p.PresenterState]]  # room, the process that decided it, state
+    presenter: list[tuple[str, p.PresenterState]]  # room, state
     events: list[p.Event]
     cursor: str  # every inbox message up to this entry is in this record or an earlier one
     replies: dict[str, int]  # DraftMessage.request -> the seq of its event
@@ -118,6 +121,7 @@ class Checkpoint(msgspec.Struct, array_like=True):
     presence: list[tuple[str, str, str, p.Presence]]  # connection, room, process, pose
     alarms: list[p.Alarm]
     alarm_history: list[p.Event]
+    presenter: dict[str, p.PresenterState] = {}  # session -> its presenter state
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -150,6 +154,7 @@ class SharedHub(SceneHub):
         self.last_id = "0-0"  # the log entry the mirror stands at
         self.cursor = "0-0"  # the inbox entry the log has taken in up to
         self.presence_owner: dict[str, str] = {}  # connection -> its process
+        self.presenter: dict[str, p.PresenterState] = {}  # session -> its presenter state, as the log has it
         self._posed: set[str] = set()  # this process's connections that sent a pose
         self._saved: dict[str, dict[str, PropertyValue]] = {}  # values from the store: a new deployment's start
         self._waiting: dict[str, asyncio.Future[p.Event]] = {}
@@ -237,6 +242,9 @@ class SharedHub(SceneHub):
         self.presence = {sid: pr for sid, _, _, pr in cp.presence}
         self.presence_room = {sid: room for sid, room, _, _ in cp.presence}
         self.presence_owner = {sid: owner for sid, _, owner, _ in cp.presence}
+        self.presenter = dict(cp.presenter)
+        for room, state in cp.presenter.items():
+            _tell(self.on_presenter, room, state)
         self.alarms.alarms = {a.id: a for a in cp.alarms}
         self.alarms.history.clear()
         self.alarms.history.extend(cp.alarm_history)
@@ -282,8 +290,8 @@ class SharedHub(SceneHub):
             return
         self._fire(PresenceMessage(session_id, room, self.redis.process, presence))
 
-    def set_presenter(self, room: str, state: p.PresenterState) -> None:
-        self._fire(PresenterMessage(room, self.redis.process, state))
+    def change_presenter(self, room: str, change: PresenterChange, state: p.PresenterState) -> None:
+        self._fire(PresenterMessage(room, change))
 
     def _fire(self, message: InboxMessage) -> None:
         """Send without an answer to wait for (a pose, a presenter's view): the next one replaces it anyway."""
@@ -375,10 +383,10 @@ class SharedHub(SceneHub):
                 self.presence_owner.pop(sid, None)
             else:
                 self.presence[sid], self.presence_room[sid], self.presence_owner[sid] = presence, room, owner
-        for room, origin, presenter in record.presenter:
+        for room, presenter in record.presenter:
             state[(PRESENTER, room, room)] = presenter
-            if origin != self.redis.process:  # this process's own may be newer than the one coming back
-                _tell(self.on_presenter, room, presenter)
+            self.presenter[room] = presenter
+            _tell(self.on_presenter, room, presenter)
         mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
@@ -411,7 +419,7 @@ class SharedHub(SceneHub):
         presence = [(sid, rooms.get(sid, ""), owners.get(sid, ""), pr) for sid, pr in self.presence.items()]
         return Checkpoint(
             self.epoch, self.seq, self.last_id, self.cursor, props, self.visuals, presence,
-            self.alarms.listed(), list(self.alarms.history),
+            self.alarms.listed(), list(self.alarms.history), dict(self.presenter),
         )  # fmt: skip
 
     # --- the lease -----------------------------------------------------------------------------------
@@ -495,7 +503,7 @@ class _Leader:
         self.cursor = mirror.cursor
         self.replies: dict[str, int] = {}
         self.owners = dict(mirror.presence_owner)
-        self.deciders: dict[str, str] = {}  # session -> the process whose presenter state was taken last
+        self.presenter = dict(mirror.presenter)  # session -> its presenter state, as the log will have it
         self.stopping: asyncio.Future[None] | None = None  # once abandoned: its tasks ending
         self._queue: asyncio.Queue[LogRecord] = asyncio.Queue()
         book = type(mirror.alarms)()
@@ -542,7 +550,7 @@ class _Leader:
                 if value is None:
                     self.owners.pop(key, None)
             else:
-                presenter.append((key, self.deciders.get(key, ""), value))
+                presenter.append((key, value))
         record = LogRecord(
             self.engine.epoch, batch.first, batch.last, props, visuals, presence, presenter,  # type: ignore[arg-type]
             batch.events, self.cursor, self.replies,
@@ -593,8 +601,10 @@ class _Leader:
                         self.owners[message.connection] = message.process
                     engine.set_presence(message.connection, message.presence, message.room)
                 elif isinstance(message, PresenterMessage):
-                    self.deciders[message.room] = message.process
-                    engine.set_presenter(message.room, message.state)
+                    before = self.presenter.get(message.room, p.PresenterState())
+                    after = self.presenter[message.room] = applied(before, message.change)
+                    if after != before:
+                        engine.set_presenter(message.room, after)
                 elif message.alarm:
                     self.replies[message.request] = self._record_alarm(message.event)
                 else:

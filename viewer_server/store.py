@@ -357,6 +357,11 @@ class Store:
     def scene_ids(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT id FROM scenes ORDER BY id")]
 
+    def scene_path(self, scene: str) -> Path | None:
+        """The folder the scene was last served from."""
+        rows = self._rows("SELECT path FROM scenes WHERE id = ?", (scene,))
+        return Path(rows[0][0]) if rows else None
+
     def rooms(self) -> list[RoomRow]:
         rows = self._rows("SELECT id, scene, name, created, created_by, anonymous_role FROM rooms ORDER BY id")
         return [RoomRow(*row) for row in rows]
