@@ -37,18 +37,24 @@ class StoreCliError(ValueError):
     """A problem the user can fix (the CLI prints it and exits with 2)."""
 
 
-def open_existing(location: str) -> SqliteDb | PostgresDb:
-    """A connection to the store at `location` (sqlite:PATH — a file, or a data dir holding one — or
-    postgresql://…), never creating a SQLite file where the user mistyped a path."""
+def _located(location: str) -> str | Path:
+    """`location` checked: a PostgreSQL URL as it is, else the SQLite file it names (a data dir: its store)."""
     try:
         location = check_location(location)
     except ValueError as exc:
         raise StoreCliError(str(exc)) from None
     if is_postgres(location):
-        return connect(location)
+        return location
     path = sqlite_path(location)
-    if path.is_dir():
-        path = path / STORE_FILE
+    return path / STORE_FILE if path.is_dir() else path
+
+
+def open_existing(location: str) -> SqliteDb | PostgresDb:
+    """A connection to the store at `location` (sqlite:PATH — a file, or a data dir holding one — or
+    postgresql://…), never creating a SQLite file where the user mistyped a path."""
+    path = _located(location)
+    if isinstance(path, str):
+        return connect(path)
     if not path.is_file():
         raise StoreCliError(f"{path}: no store here (no such file); pass the data dir or its {STORE_FILE}")
     return connect(f"{SQLITE_SCHEME}{path}")
@@ -84,15 +90,9 @@ def copy_store(source: str, target: str, *, replace: bool, say: Callable[[str], 
 
 def open_target(location: str) -> SqliteDb | PostgresDb:
     """The store to copy into: a PostgreSQL database, or a SQLite file (created if its folder exists)."""
-    try:
-        location = check_location(location)
-    except ValueError as exc:
-        raise StoreCliError(str(exc)) from None
-    if is_postgres(location):
-        return connect(location)
-    path = sqlite_path(location)
-    if path.is_dir():
-        path = path / STORE_FILE
+    path = _located(location)
+    if isinstance(path, str):
+        return connect(path)
     if not path.parent.is_dir():
         raise StoreCliError(f"{path.parent}: no such folder")
     return SqliteDb(path)

@@ -249,16 +249,7 @@ export class ElementBatches {
     const batch = new InstancedBatch(looks, first, source, slots[0].mesh, items, { color: needColor });
     batch.name = `instanced:${source.name || source.type}`;
     batch.userData.layout = [false, needColor];
-    /** @type {string[]} slot -> twin id */
-    const ids = [];
-    slots.forEach(({ entry, part }, slot) => {
-      ids[slot] = entry.id;
-      part.target = batch;
-      part.instanceId = slot;
-    });
-    batch.userData.ids = ids;
-    this.batches.push(batch);
-    this.group.add(batch);
+    this.#adopt(batch, slots);
   }
 
   /**
@@ -308,6 +299,14 @@ export class ElementBatches {
     const batch = new MergedBatch(source, slots.map(({ part, mesh, color }) => ({ data: mesh, matrix: part.base, color })), layout);
     batch.name = `merged:${source.name || source.type}`;
     batch.userData.layout = [layout.uv, layout.color];
+    this.#adopt(batch, slots);
+  }
+
+  /**
+   * Hand the slots' elements to `batch`, slot `i` being instance `i` of it, and add it to the model.
+   * @param {InstancedBatch | MergedBatch} batch @param {Slot[]} slots
+   */
+  #adopt(batch, slots) {
     /** @type {string[]} slot -> twin id */
     const ids = [];
     slots.forEach(({ entry, part }, slot) => {

@@ -10,7 +10,7 @@
 // (sharing its vertices) are child meshes with slot lists of their own, and see-through elements are drawn by a
 // child mesh (`see`) after the opaque pass.
 import * as THREE from 'three';
-import { levelFor } from './merged_batch.js';
+import { levelFor, markSeeThrough, markVisible } from './merged_batch.js';
 import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
@@ -141,18 +141,12 @@ export class InstancedBatch extends THREE.Mesh {
   setOpacityAt(i, opacity) {
     this.data[((this.first + i) * TEXELS + 5) * 4] = 1 - opacity;
     this.texture.needsUpdate = true;
-    const see = opacity < 1 ? 1 : 0;
-    if (this.translucent_[i] === see) return;
-    this.translucent_[i] = see;
-    this.translucentCount += see ? 1 : -1;
-    this.dirty = true;
+    markSeeThrough(this, i, opacity < 1);
   }
 
   /** @param {number} i @param {boolean} visible */
   setVisibleAt(i, visible) {
-    if (Boolean(this.visible_[i]) === visible) return;
-    this.visible_[i] = visible ? 1 : 0;
-    this.dirty = true;
+    markVisible(this, i, visible);
   }
 
   /** @param {number} i */

@@ -30,6 +30,27 @@ const _plane = new THREE.Plane();
  * @typedef {{start: number, count: number, triangles: number}} Range index range of one level
  */
 
+/**
+ * What merged and instanced batches keep alike per slot: whether it is drawn see-through (counted, so a batch
+ * without any skips the see-through pass) and whether it is visible; a change marks the batch for redrawing.
+ * @param {{translucent_: Uint8Array, translucentCount: number, dirty: boolean}} batch
+ * @param {number} i @param {boolean} seeThrough
+ */
+export function markSeeThrough(batch, i, seeThrough) {
+  const see = seeThrough ? 1 : 0;
+  if (batch.translucent_[i] === see) return;
+  batch.translucent_[i] = see;
+  batch.translucentCount += see ? 1 : -1;
+  batch.dirty = true;
+}
+
+/** @param {{visible_: Uint8Array, dirty: boolean}} batch @param {number} i @param {boolean} visible */
+export function markVisible(batch, i, visible) {
+  if (Boolean(batch.visible_[i]) === visible) return;
+  batch.visible_[i] = visible ? 1 : 0;
+  batch.dirty = true;
+}
+
 /** @extends {THREE.Mesh<THREE.BufferGeometry, import('./shading.js').CheapMaterial>} */
 export class MergedBatch extends THREE.Mesh {
   /**
@@ -234,18 +255,12 @@ export class MergedBatch extends THREE.Mesh {
   setOpacityAt(i, opacity) {
     this.data[(i * TEXELS + 5) * 4] = 1 - opacity;
     this.texture.needsUpdate = true;
-    const see = opacity < 1 ? 1 : 0;
-    if (this.translucent_[i] === see) return;
-    this.translucent_[i] = see;
-    this.translucentCount += see ? 1 : -1;
-    this.dirty = true;
+    markSeeThrough(this, i, opacity < 1);
   }
 
   /** @param {number} i @param {boolean} visible */
   setVisibleAt(i, visible) {
-    if (Boolean(this.visible_[i]) === visible) return;
-    this.visible_[i] = visible ? 1 : 0;
-    this.dirty = true;
+    markVisible(this, i, visible);
   }
 
   /** @param {number} i */
