@@ -22,8 +22,10 @@ K, N, R, T = 10, 2, 100, 1.0
 
 
 def assert_conditions_stated(row: dict) -> None:
-    assert row["client_procs"] == N == len(row["client_cpu_s_per_proc"])  # one process per client here
-    assert all(cpu > 0 for cpu in row["client_cpu_s_per_proc"])  # every process decoded frames
+    # One process per client here, each with its CPU stated. That each decoded every frame is what the callers'
+    # 100 % convergence shows: a small run on a quiet machine can take less than one clock tick of CPU.
+    assert row["client_procs"] == N == len(row["client_cpu_s_per_proc"])
+    assert all(math.isfinite(cpu) and cpu >= 0 for cpu in row["client_cpu_s_per_proc"])
     assert isinstance(row["nice_server"], int) and row["nice_clients"]
     assert row["load_before"] >= 0 and row["load_during_max"] >= 0
     assert all(math.isfinite(row[f"{q}_queue_peak_mb"]) for q in ("client_recv", "server_send", "server_recv"))
