@@ -22,7 +22,7 @@ from typing import Final
 
 import pytest
 
-from tests.mosquitto import free_port, wait_for_port
+from tests.mosquitto import free_port, stop, wait_for_port
 
 REPO: Final = Path(__file__).resolve().parents[1]
 TEMPLATE: Final = REPO / "deploy" / "haproxy.cfg"
@@ -122,13 +122,3 @@ def haproxy(servers: Sequence[int]) -> Iterator[Proxy]:
             yield Proxy(ports, cert, config, proc.pid)
         finally:
             stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 5 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -35,6 +35,16 @@ def wait_for_port(port: int, timeout: float = START_TIMEOUT_S) -> None:
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (the tests' engines: brokers, proxies)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def broker(workdir: Path, port: int | None = None) -> Iterator[str]:
     """Run mosquitto on 127.0.0.1:port (a free one by default); yields mqtt://127.0.0.1:port."""
@@ -49,12 +59,7 @@ def broker(workdir: Path, port: int | None = None) -> Iterator[str]:
         wait_for_port(port)
         yield f"mqtt://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

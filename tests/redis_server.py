@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scene.lifeline import die_with_parent
-from tests.mosquitto import free_port, wait_for_port
+from tests.mosquitto import free_port, stop, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -53,14 +53,8 @@ class RedisServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
