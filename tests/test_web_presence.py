@@ -61,9 +61,13 @@ def test_a_co_located_user_does_not_fill_the_view(tmp_path):
     with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
         alice = open_viewer(browser.new_context(), f"{live.url}/?name=Alice")
         bob = open_viewer(browser.new_context(), f"{live.url}/?name=Bob")
-        alice.wait_for_function("window.twinview.presence.avatars.size === 1", timeout=WAIT_MS)
-        same = alice.evaluate("window.twinview.presence.describe()[0].head")
-        assert same == pytest.approx(alice.evaluate("window.twinview.viewer.camera.position.toArray()"), abs=0.01)
+        # Bob's first pose may come from before his start view (a loaded machine); he settles where Alice stands.
+        alice.wait_for_function(
+            """() => { const [o] = window.twinview.presence.describe(), c = window.twinview.viewer.camera.position;
+              return o !== undefined && o.head.every((x, k) => Math.abs(x - c.getComponent(k)) < 0.01); }""",
+            timeout=WAIT_MS,
+        )
+        assert alice.evaluate("window.twinview.presence.avatars.size") == 1
         alice.wait_for_function("window.twinview.presence.describe()[0].opacity === 0")
         assert not alice.evaluate("[...window.twinview.presence.avatars.values()][0].visible")
         assert alice.locator("#labels .tag.user:not([hidden])").count() == 0
