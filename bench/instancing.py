@@ -38,7 +38,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.web import FRAME_TIMES, VIEWPORT, heap_mb
+from bench.web import FRAME_TIMES, LOAD_TIMEOUT_MS, heap_mb, open_viewer_page
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
 from tests.scene_factory import repeated_scene
@@ -47,7 +47,6 @@ from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _predicates_without_eval,
 RESULTS = Path(__file__).resolve().parent / "results"
 NO_BINDINGS = "version: 1\ndefault_layer: operations\nbindings: []\nlayers:\n  operations:\n    rules: []\n"
 TRS_BYTES = 40  # float32 translation (12), rotation quaternion (16), scale (12)
-LOAD_TIMEOUT_MS = 300_000
 # Bytes the batches hold in typed arrays for the GPU: vertex attributes, indices, element textures.
 GPU_BYTES = """() => {
   const seen = new Set();
@@ -143,13 +142,7 @@ def process_rss_mb() -> dict[str, float]:
 
 
 def run_viewer(browser, url: str, frames: int) -> dict:
-    ctx = browser.new_context(viewport=VIEWPORT)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_function("performance.getEntriesByName('twinview:first-frame').length > 0", timeout=LOAD_TIMEOUT_MS)
-    ttff = page.evaluate("performance.getEntriesByName('twinview:first-frame')[0].startTime")
+    ctx, page, errors, ttff = open_viewer_page(browser, url)
     page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     page.evaluate(FRAME_TIMES, 2)
     ft = page.evaluate(FRAME_TIMES, frames)

@@ -405,16 +405,23 @@ def heap_mb(page) -> float:
     return used / 2**20
 
 
-def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, live) -> dict:
-    """One viewer run: load, wait for the levels of detail, frames, heap, recolour latency."""
+def open_viewer_page(browser, url: str, init_script: str | None = None):
+    """A fresh context on `url` once the viewer drew its first frame: (context, page, page errors, ms to it)."""
     ctx = browser.new_context(viewport=VIEWPORT)
-    ctx.add_init_script(WS_PROBE)
+    if init_script is not None:
+        ctx.add_init_script(init_script)
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     page.wait_for_function("performance.getEntriesByName('twinview:first-frame').length > 0", timeout=LOAD_TIMEOUT_MS)
     ttff = page.evaluate("performance.getEntriesByName('twinview:first-frame')[0].startTime")
+    return ctx, page, errors, ttff
+
+
+def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, live) -> dict:
+    """One viewer run: load, wait for the levels of detail, frames, heap, recolour latency."""
+    ctx, page, errors, ttff = open_viewer_page(browser, url, WS_PROBE)
     ready = page.evaluate("window.twinview.ready")
     phases = page.evaluate(PHASES)
     # Steady state: the levels of detail load in the background after the first frame.
