@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Concatenate, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
@@ -268,6 +269,7 @@ class _KeyIndex(NamedTuple):
     kinds: dict[int, str]
     units: dict[int, str]
     newest: int  # the highest key id
+    typed: dict[tuple[str, str], str]  # (element, prop) -> its kind, for the keys not of numbers
 
 
 class BindingsVersion(NamedTuple):
@@ -361,7 +363,7 @@ class Historian:
         self._shortest = (-1, DEFAULT_RAW_DAYS)  # (keys counted, shortest raw_days among them)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds: dict[int, str] = {}
-        self._index = _KeyIndex({}, {}, {}, {}, 0)
+        self._index = _KeyIndex({}, {}, {}, {}, 0, {})
         self._learn_keys(db.execute("SELECT id, element, prop, kind, unit FROM keys").fetchall())
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
         self.quarantined = [] if reader else self._check_chunks(db)
@@ -568,7 +570,8 @@ class Historian:
                 self._keys[(element, prop)] = kid
                 self._kinds[kid] = kind
                 names[kid], ids[(element, prop)], kinds[kid], units[kid] = (element, prop), kid, kind, unit
-            self._index = _KeyIndex(names, ids, kinds, units, max(names, default=0))
+            typed = {names[kid]: kind for kid, kind in kinds.items() if kind != "number"}
+            self._index = _KeyIndex(names, ids, kinds, units, max(names, default=0), typed)
 
     def _key_index(self) -> _KeyIndex:
         """The keys as known now (the writer adds keys meanwhile)."""
@@ -914,12 +917,7 @@ class Historian:
         SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
-        self._sync_keys()
-        with self._lock:
-            names = {kid: key for key, kid in self._keys.items()}
-            kinds = dict(self._kinds)
-            ids = {key: kid for key, kid in self._keys.items()}
-        kind_of = {key: kinds[kid] for key, kid in ids.items()}
+        names, ids, kinds, units, _, typed = self._key_index()
         filters: list[tuple[str, str, object]] = [("ts", lo_op, t0), ("ts", "<=", t1)]
         if wanted is not None:
             filters += [
@@ -927,14 +925,18 @@ class Historian:
                 ("prop", "in", sorted({pr for _, pr in wanted})),
             ]
         out: list[Sample] = []
-        for path in self._chunks_between(t0, t1):
-            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            for e, pr, ts, v, tx, q, u in zip(*_pylists(table), strict=True):
-                if wanted is None or (e, pr) in wanted:
-                    value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
-                    out.append(Sample(e, pr, ts, value, q, u))
+        for path in self._chunks_between(t0, t1):  # column by column: one Python object per sample, the Sample
+            element, prop, ts, value, text, quality, unit = _pylists(
+                pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
+            )
+            pairs = zip(element, prop, strict=True)
+            value = [  # numbers as read; bools (1.0 / 0.0 in chunks) and the rest by their key's kind (`_typed`)
+                tx if tx is not None else v if k not in typed else _typed(v, typed[k])
+                for k, v, tx in zip(pairs, value, text, strict=True)
+            ]
+            rows = map(Sample._make, zip(element, prop, ts, value, quality, unit, strict=True))
+            out.extend(rows if wanted is None else (s for s in rows if (s.element, s.prop) in wanted))
         db = self._connect()
-        units = dict(db.execute("SELECT id, unit FROM keys"))
         sql = f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?"
         args: list[object] = [t0, t1]
         if wanted is not None:
@@ -945,7 +947,7 @@ class Historian:
             key = names.get(kid)
             if key is not None:
                 out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
-        out.sort(key=lambda s: s.ts)
+        out.sort(key=attrgetter("ts"))
         return out
 
     def element_ids(self) -> set[str]:
@@ -1011,7 +1013,7 @@ class Historian:
         db = self._connect()
         minute = math.floor(t / MINUTE)
         state = self._latest(minute * MINUTE, t)
-        names, _, kinds, units, _ = self._index  # as `_latest` brought them up to date
+        names, _, kinds, units, _, _ = self._index  # as `_latest` brought them up to date
         found = msgspec.json.encode([kid for kid, key in names.items() if key in state]).decode()
         join = self._sql.keep_order_join
         silent = f"k.id NOT IN ({self._sql.ids_of_json})"  # found in t's minute: no seek for those
@@ -1036,7 +1038,7 @@ class Historian:
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
         property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
-        names, ids, kinds, units, _ = self._key_index()
+        names, ids, kinds, units, _, _ = self._key_index()
         latest: dict[tuple[str, str], Sample] = {}
         filters = [("ts", ">=", t0), ("ts", "<=", t1)]
         tables = [pq.read_table(path, columns=_READ_COLUMNS, filters=filters) for path in self._chunks_between(t0, t1)]

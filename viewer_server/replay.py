@@ -94,10 +94,6 @@ class RuleVersions:
             return parsed
 
 
-def _prop(s: Sample) -> p.PropState:
-    return p.PropState(s.value, s.ts, s.unit, s.quality)
-
-
 class _ReadAhead:
     """The samples and events of a playing replay's history, read in blocks of `span` seconds from `start` on, the
     next block in the background while frames are cut from the current one (`take`, in time order)."""
@@ -300,12 +296,12 @@ class ReplayTwin:
         last = {(s.element, s.prop): s for s in samples}
         touched: set[str] = set()
         assert self.silence is not None
+        seen, apply, affected = self.silence.seen, self.state.apply, self._affected
         for (element, prop), s in last.items():
-            self.silence.seen(element, prop, s.ts)
-            change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
-            if change is not None:
-                props[f"{element}/{prop}"] = _prop(s)
-                touched.update(self._affected(element, prop))
+            seen(element, prop, s.ts)
+            if apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts) is not None:
+                props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality)
+                touched.update(affected(element, prop))
         return touched
 
     def _apply_alarms(self, events: list[p.Event], touched: set[str]) -> bool:
