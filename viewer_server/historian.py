@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, seq INTEGER NOT NULL, kind T
     id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
     t0 REAL NOT NULL, t1 REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t REAL PRIMARY KEY, events INTEGER NOT NULL, body BLOB NOT NULL);
@@ -118,6 +119,7 @@ CREATE TABLE IF NOT EXISTS events (rowid BIGINT GENERATED ALWAYS AS IDENTITY PRI
     session TEXT NOT NULL, body BYTEA NOT NULL);
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour BIGINT NOT NULL, rows BIGINT NOT NULL,
     t0 DOUBLE PRECISION NOT NULL, t1 DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t DOUBLE PRECISION PRIMARY KEY, events BIGINT NOT NULL, body BYTEA NOT NULL);
@@ -135,11 +137,14 @@ class _Dialect(NamedTuple):
     keep_order_join: str  # a join whose left side drives the loop (SQLite's planner obeys CROSS JOIN)
     ids_of_json: str  # the ids of a JSON array given as one parameter, as a subquery
     by_time: str  # the index hint for a range of events by time
+    by_session: str  # ... for a session's events of some kinds
 
 
-_SQLITE: Final = _Dialect("min", "max", "CROSS JOIN", "SELECT value FROM json_each(?)", "INDEXED BY events_t")
+_SQLITE: Final = _Dialect(
+    "min", "max", "CROSS JOIN", "SELECT value FROM json_each(?)", "INDEXED BY events_t", "INDEXED BY events_session"
+)
 _POSTGRES: Final = _Dialect(
-    "least", "greatest", "JOIN", "SELECT value::bigint FROM json_array_elements_text(?::json)", ""
+    "least", "greatest", "JOIN", "SELECT value::bigint FROM json_array_elements_text(?::json)", "", ""
 )
 
 CHUNK_SCHEMA: Final = pa.schema(
@@ -1122,10 +1127,12 @@ class Historian:
 
     @_uses_connection
     def annotations_at(self, t: float, session: str) -> tuple[dict[str, p.Topic], dict[str, p.Comment]]:
-        """The session's topics and comments at their latest revision at or before `t`, by guid."""
+        """The session's topics and comments at their latest revision at or before `t`, by guid. From the index of
+        the session's events by kind (events_session, which holds the rowid too): the cost follows the session's own
+        annotation events up to t, not the whole history's (alarms, other sessions)."""
         kinds = p.ANNOTATION_EVENTS
         rows = self._connect().execute(
-            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events
+            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events {self._sql.by_session}
                 WHERE kind IN ({",".join("?" * len(kinds))}) AND session = ? AND t <= ? GROUP BY id)""",
             (*kinds, session, t),
         )
