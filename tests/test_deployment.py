@@ -26,7 +26,7 @@ import websockets
 import yaml
 
 from tests.deployment import deployed, serve_argv
-from tests.haproxy import REPO, TEMPLATE, Ports, render
+from tests.haproxy import REPO, TEMPLATE, Ports, per_address_bound, render
 from tests.live_server import BINDINGS, JSON_BODY, person, write_bindings, write_scene
 from tests.redis_server import redis_server
 from viewer_server import cli
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 DEPLOY = REPO / "deploy"
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
 PT = "PT-1/pressure"
-PER_ADDRESS = 64  # deploy/haproxy.cfg: connections one client address may hold
+PER_ADDRESS = per_address_bound()  # deploy/haproxy.cfg: connections one client address may hold
 
 
 def scene_flags(root: Path) -> tuple[Path, list[str]]:

@@ -53,6 +53,7 @@ class ApiError(msgspec.Struct):
 class Health(msgspec.Struct):
     status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
     process: str  # which process answered (host:pid): behind a load balancer, one of several
+    leader: bool  # this process numbers the scene's changes (holds the lease on a shared bus; alone: always)
     version: str
     protocol: int
     uptime_s: float
@@ -203,6 +204,7 @@ async def health(request: web.Request) -> web.Response:
         Health(
             status=overall([bus, store]),
             process=process_name(),
+            leader=live.hub.leading,
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
