@@ -26,7 +26,8 @@ from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
 from viewer_server.annotations import ANNOTATION_BURST
-from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.client import RequestRefused, TwinClient, TwinClientError
+from viewer_server.name_claims import TTL_MS
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
@@ -318,25 +319,60 @@ async def test_a_process_started_later_knows_who_presents(
             assert bob.presenter is not None and bob.presenter.presenter == "ann"
 
 
-async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
+async def join_when_free(server: RunningServer, user: str, name: str, within_s: float) -> TwinClient:
+    """`user` joining `server` as `name`, refused (4009) until the name is free: at most `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        client = TwinClient(server.ws_url, name=name, token=mint_token(server, user, "viewer"), reconnect=False)
+        try:
+            await client.connect()
+            return client
+        except TwinClientError as exc:
+            assert exc.code == p.CLOSE_NAME and time.monotonic() < deadline, exc
+        await asyncio.sleep(0.05)
+
+
+async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_its_own(
     tmp_path: Path,
     redis_service: RedisServer,  # noqa: F811
 ) -> None:
     async with (
         servers(tmp_path, redis_service.url) as (a, b),
-        TwinClient(a.ws_url) as on_a,
-        TwinClient(b.ws_url) as on_b,
+        TwinClient(a.ws_url) as visitor_a,
+        TwinClient(b.ws_url) as visitor_b,
     ):
-        assert on_a.welcome is not None and on_b.welcome is not None
-        assert on_a.welcome.name == on_b.welcome.name == "Visitor (guest)"  # neither process knew the other's
-        on_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
-        await on_b.drop()
-        await on_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
-        assert on_b.closed_with is None
-        assert on_b.welcome.name == "Visitor (guest) (2)"
-        await on_b.drop()  # and once more: the numbered name is kept as it is
-        await on_b.wait_for(lambda c: c.connects == 3 or c.closed_with is not None, TIMEOUT)
-        assert on_b.closed_with is None and on_b.welcome.name == "Visitor (guest) (2)"
+        scene = a.live.scene.id
+        assert visitor_a.welcome is not None and visitor_b.welcome is not None
+        assert (visitor_a.welcome.name, visitor_b.welcome.name) == ("Visitor (guest)", "Visitor (guest) (2)")
+        visitor_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
+        await visitor_b.drop()
+        await visitor_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert visitor_b.closed_with is None and visitor_b.welcome.name == "Visitor (guest) (2)"
+        # A name chosen on one process is someone's on every process: refused as on one.
+        ana = TwinClient(a.ws_url, name="Ana", token=mint_token(a, "ana", "viewer"))
+        await ana.connect()
+        with pytest.raises(TwinClientError) as refused:
+            await TwinClient(b.ws_url, name="ANA", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
+        assert refused.value.code == p.CLOSE_NAME and "'ANA' is the name of someone" in refused.value.reason
+        async with TwinClient(b.ws_url, token=mint_token(b, "Ana", "viewer")) as by_id:  # not chosen: numbered
+            assert by_id.welcome is not None and by_id.welcome.name == "Ana (2)"
+        # The same identity keeps its name on another process, while its old connection may still hold it.
+        ana.url = b.ws_url
+        await ana.drop()
+        await ana.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert ana.closed_with is None and ana.welcome is not None and ana.welcome.name == "Ana"
+        # Closed: the name is free at once (well before a claim runs out).
+        await ana.close()
+        bea = await join_when_free(b, "bea", "Ana", within_s=TTL_MS / 2000)
+        assert bea.welcome is not None and bea.welcome.name == "Ana"
+        await bea.close()
+        # A process that died holding a name stops renewing it: the name is free once its claim runs out.
+        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300) == []  # type: ignore[attr-defined]
+        with pytest.raises(TwinClientError):
+            await TwinClient(a.ws_url, name="Ghost", token=mint_token(a, "bea", "viewer"), reconnect=False).connect()
+        ghost = await join_when_free(a, "bea", "Ghost", within_s=TIMEOUT)
+        assert ghost.welcome is not None and ghost.welcome.name == "Ghost"
+        await ghost.close()
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:

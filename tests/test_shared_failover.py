@@ -1,7 +1,8 @@
 """kill -9 of the leading `twinview serve --bus redis://…` process of a deployment (three processes behind the
 reference HAProxy, tests/deployment.py) while 100 clients are connected and telemetry flows: the proxy sends
 the dead process's clients to the others, where each resumes with no loss, no duplicate, in order
-(`assert_resumed`, the checker of the single-process resume tests), against a client that never left."""
+(`assert_resumed`, the checker of the single-process resume tests), against a client that never left, and
+keeps its display name (unique across the processes however many join at once)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ async def test_kill_9_of_the_leader_with_100_clients_every_client_resumes_on_ano
                 for i in range(CLIENTS)
             ]
             await asyncio.gather(*(client.connect() for client in (watcher, gateway, *clients)))
+            names = [c.welcome.name for c in clients if c.welcome is not None]
+            assert len({name.casefold() for name in names}) == CLIENTS  # unique across the processes, none refused
             on_leader = (await health(http, leader.url))["clients"]
             assert on_leader > 0  # leastconn spread them: about a third
             async with feeding(gateway) as feed:
@@ -132,6 +135,7 @@ async def test_kill_9_of_the_leader_with_100_clients_every_client_resumes_on_ano
                 assert_resumed(client, watcher)
                 assert client.bad_frames == 0 and client.snapshots == 1  # every frame decoded, no resync
             assert watcher.connects == 1 and watcher.seq_gaps == watcher.duplicate_events == 0
+            assert [c.welcome.name for c in clients if c.welcome is not None] == names  # each kept its name
             # The pump's alarm was decided once per crossing, by one leader at a time: raised and returned in turn,
             # one revision after the other, across the failover.
             pump = [e for e in watcher.events if e.element == "P-1"]

@@ -159,6 +159,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         subscribed = asyncio.Event()
         if isinstance(bus, RedisBus):
             jobs.append(_close_announced(live, store, bus, subscribed))
+        if live.rooms.names is not None:
+            jobs.append(live.rooms.names.renew_forever())
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))

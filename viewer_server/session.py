@@ -38,7 +38,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
-from viewer_server.rooms import Member, NameRefused, admit
+from viewer_server.rooms import Member, NameRefused, admitted
 from viewer_server.store import AuditEntry
 from viewer_server.store_db import StoreError
 from viewer_server.topics import MAX_VIEWPOINT_IDS
@@ -138,7 +138,7 @@ class Session:
             return
         self.client = hello.client
         try:
-            member = admit(self.live.rooms, self.live.secret, hello, self.id)
+            member = await admitted(self.live.rooms, self.live.secret, hello, self.id)
             if self.live.annotations is not None:  # loaded now: the snapshot must not meet an unreachable store
                 self.live.annotations.topics(member.room)
         except AuthError as exc:
