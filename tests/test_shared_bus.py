@@ -23,11 +23,11 @@ from tests.test_ingest_mqtt import wait_connected
 from tests.test_procedures import PROCEDURE, at_step, done
 from tests.test_server_ws import assert_resumed, ingest, pressure
 from viewer_server import annotations as annotations_mod
+from viewer_server import name_claims
 from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
 from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
-from viewer_server.name_claims import TTL_MS
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
@@ -363,7 +363,7 @@ async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_i
         assert ana.closed_with is None and ana.welcome is not None and ana.welcome.name == "Ana"
         # Closed: the name is free at once (well before a claim runs out).
         await ana.close()
-        bea = await join_when_free(b, "bea", "Ana", within_s=TTL_MS / 2000)
+        bea = await join_when_free(b, "bea", "Ana", within_s=name_claims.TTL_MS / 2000)
         assert bea.welcome is not None and bea.welcome.name == "Ana"
         await bea.close()
         # A process that died holding a name stops renewing it: the name is free once its claim runs out.
@@ -373,6 +373,36 @@ async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_i
         ghost = await join_when_free(a, "bea", "Ghost", within_s=TIMEOUT)
         assert ghost.welcome is not None and ghost.welcome.name == "Ghost"
         await ghost.close()
+
+
+async def test_a_name_stays_claimed_while_connected_and_is_claimed_again_if_redis_lost_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    monkeypatch.setattr(name_claims, "TTL_MS", 1000)
+    monkeypatch.setattr(name_claims, "RENEW_S", 0.1)
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        TwinClient(a.ws_url, name="Ana", token=mint_token(a, "ana", "viewer")),
+        aioredis.Redis.from_url(redis_service.url) as plain,
+    ):
+        names = a.live.hub.redis.key(a.live.scene.id, f"names:{a.live.scene.id}")
+        [(_, first)] = await plain.zrange(names, 0, -1, withscores=True)
+
+        async def renewed_past(expiry: float) -> None:
+            deadline = time.monotonic() + TIMEOUT
+            while not (claims := await plain.zrange(names, 0, -1, withscores=True)) or claims[0][1] <= expiry:
+                assert time.monotonic() < deadline, f"the claim was not renewed: {claims}"
+                await asyncio.sleep(0.05)
+
+        await renewed_past(first + 1000)  # the first claim has run out by now: it lives on renewed
+        with pytest.raises(TwinClientError):
+            await TwinClient(b.ws_url, name="Ana", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
+        await plain.delete(names)  # Redis lost it (restarted without its file)
+        await renewed_past(0)  # claimed again by the renewal
+        with pytest.raises(TwinClientError):
+            await TwinClient(b.ws_url, name="Ana", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:

@@ -2,11 +2,12 @@
 
 One process makes a session's display names unique among its own connections (`rooms.Rooms.display_name`).
 With several processes, each connection also claims its name in Redis (`RedisBus.claim_name`: per session and
-name, the holding user and connection, with an expiry): a name another user's connection holds on
-any process counts as held, so it is refused or numbered just as on one process (`rooms.admitted`). The claim
-is renewed every RENEW_S while the connection lasts and released when it closes; a process that dies stops
-renewing, and its claims run out after TTL_MS. A reconnect of the same identity (the same user) may hold the
-name its old connection still holds, wherever that was, so it keeps its name.
+name, the holding user and connection, with an expiry): a name another user's connection holds on any process
+counts as held, so it is refused or numbered just as on one process (`rooms.admitted`). The claims are renewed
+every RENEW_S while their connections last (all of a process's in one round trip) and released when they
+close; a process that dies stops renewing, and its claims run out after TTL_MS. A reconnect of the same
+identity (the same user) may hold the name its old connection still holds, wherever that was, so it keeps
+its name.
 
 While Redis does not answer, names are unique per process only: the connection is admitted with its name,
 and the renewal claims it once Redis is back (logging a name that someone else took meanwhile).
@@ -74,15 +75,22 @@ class NameClaims:
         task.add_done_callback(self._releasing.discard)
 
     async def renew_forever(self) -> None:
-        """Renew every held claim each RENEW_S; a name another user took while Redis was away is logged."""
+        """Renew every held claim each RENEW_S, in one round trip; a claim Redis no longer holds (it was away
+        longer than TTL_MS, or lost its data) is claimed again, and a name another user took meanwhile logged."""
         while True:
             await asyncio.sleep(RENEW_S)
-            for connection, claim in list(self._held.items()):
-                try:
+            held = list(self._held.items())
+            if not held:
+                continue
+            try:
+                lost = await self.bus.renew_names(
+                    self.scene, [(c.room, c.name, c.user, c.holder) for _, c in held], TTL_MS
+                )
+                for connection, claim in (held[i] for i in lost):
                     if await self._claim(claim) and self._held.get(connection) == claim:
                         log.warning("display name %r of session %s is held by another user too", claim.name, claim.room)
-                except BusUnavailable:
-                    break
+            except BusUnavailable:
+                continue
 
     def _holder(self, connection: str) -> str:
         return f"{self.bus.process}/{connection}"

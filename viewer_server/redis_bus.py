@@ -108,6 +108,17 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. '\\n' .. ARGV[2]
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {}
 """
+_RENEW_NAMES: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local missing = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 0 then table.insert(missing, i) end
+  redis.call('PEXPIRE', key, ttl)
+end
+return missing
+"""
 
 
 class Fenced(Exception):
@@ -155,6 +166,7 @@ class RedisBus:
         self._release = self._redis.register_script(_RELEASE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._claim = self._redis.register_script(_CLAIM)
+        self._renew_names = self._redis.register_script(_RENEW_NAMES)
 
     # --- Bus -----------------------------------------------------------------------------------------
 
@@ -319,16 +331,30 @@ class RedisBus:
 
     # --- display names ---------------------------------------------------------------------------
 
+    def _names_key(self, scene: str, room: str) -> str:
+        return self.key(scene, f"names:{room}")
+
+    @staticmethod
+    def _name_claim(name: str, user: str, holder: str) -> str:
+        return f"{name.casefold()}\n{user}\n{holder}"
+
     async def claim_name(self, scene: str, room: str, name: str, user: str, holder: str, ttl_ms: int) -> list[str]:
         """Hold display `name` in session `room` for `user`'s connection `holder` for `ttl_ms` (again: renewed).
         Empty when held; when another user's connection holds it, every name (case-folded) other users hold in
         the session, the refused one among them."""
-        key = self.key(scene, f"names:{room}")
-        call = self._claim(keys=[key], args=[name.casefold(), user, holder, ttl_ms])
+        call = self._claim(keys=[self._names_key(scene, room)], args=[name.casefold(), user, holder, ttl_ms])
         return [taken.decode() for taken in await self._call("claiming the display name", call)]
 
+    async def renew_names(self, scene: str, claims: list[tuple[str, str, str, str]], ttl_ms: int) -> list[int]:
+        """Extend the claims (room, name, user, holder) by `ttl_ms`, in one round trip; returns the positions of
+        those Redis no longer holds (run out, or Redis lost them): they need `claim_name` again."""
+        keys = [self._names_key(scene, room) for room, _, _, _ in claims]
+        members = [self._name_claim(name, user, holder) for _, name, user, holder in claims]
+        missing = await self._call("renewing the display names", self._renew_names(keys=keys, args=[ttl_ms, *members]))
+        return [int(i) - 1 for i in missing]
+
     async def release_name(self, scene: str, room: str, name: str, user: str, holder: str) -> None:
-        call = self._redis.zrem(self.key(scene, f"names:{room}"), f"{name.casefold()}\n{user}\n{holder}")
+        call = self._redis.zrem(self._names_key(scene, room), self._name_claim(name, user, holder))
         await self._call("releasing the display name", call)
 
     # --- revocations -----------------------------------------------------------------------------

@@ -244,9 +244,13 @@ class Rooms:
             if not claiming:
                 self._claiming.pop(member.room, None)
 
-    def leave(self, member: Member) -> None:
+    def release_name(self, connection: str) -> None:
+        """The connection is gone: the name it claimed across the processes is free (see `claimed`)."""
         if self.names is not None:
-            self.names.release(member.connection)
+            self.names.release(connection)
+
+    def leave(self, member: Member) -> None:
+        self.release_name(member.connection)
         members = self._members.get(member.room, {})
         members.pop(member.connection, None)
         if not members:

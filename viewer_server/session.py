@@ -145,6 +145,7 @@ class Session:
             await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
             return
         except StoreError as exc:  # a session this process has not loaded yet, while the store is down
+            self.live.rooms.release_name(self.id)  # admitted, never joined
             log.warning("connection %s refused for now: %s", self.id, exc)
             await self.close(p.CLOSE_GOING_AWAY, "the store cannot be read now: reconnect in a moment")
             return
