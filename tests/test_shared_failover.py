@@ -1,8 +1,10 @@
-"""kill -9 of the leading `twinview serve --bus redis://…` process of a deployment (three processes behind the
-reference HAProxy, tests/deployment.py) while 100 clients are connected and telemetry flows: the proxy sends
-the dead process's clients to the others, where each resumes with no loss, no duplicate, in order
-(`assert_resumed`, the checker of the single-process resume tests), against a client that never left, and
-keeps its display name (unique across the processes however many join at once)."""
+"""Faults of a deployment (three `twinview serve --bus redis://…` processes behind the reference HAProxy,
+tests/deployment.py) while 100 clients are connected and telemetry flows: kill -9 of the leading process (the
+proxy sends its clients to the others, where each resumes) and a restart of Redis (every client is told the bus
+is degraded, then that it is back). Either way every client ends with no loss, no duplicate, events in order
+(`assert_resumed`, the checker of the single-process resume tests) against a client that never left, the last
+reading acknowledged shown, and its display name kept (unique across the processes however many join at once).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tests.live_server import BINDINGS, mint_token, write_bindings, write_scene
 from tests.redis_server import redis_server
 from tests.test_server_ws import assert_resumed, pressure
 from viewer_server import protocol as p
-from viewer_server.client import TwinClient
+from viewer_server.client import RequestRefused, TwinClient
 
 pytestmark = pytest.mark.slow
 CLIENTS = 100
@@ -60,15 +62,23 @@ class Feed:
 
     gateway: TwinClient
     acknowledged: float = 0.0
+    refused: int = 0  # readings refused with not_saved (the bus was down): not acknowledged, never shown
 
     async def run(self, stop: asyncio.Event) -> None:
         n = 0
         while not stop.is_set():
             n += 1
             high = n // 10 % 2 == 1
-            ack = await self.gateway.publish([p.Reading(float(n), key="LT-1.level"), pressure(5.7 if high else 1.0)])
-            assert ack.accepted == 2, ack
-            self.acknowledged = float(n)
+            try:
+                ack = await self.gateway.publish(
+                    [p.Reading(float(n), key="LT-1.level"), pressure(5.7 if high else 1.0)]
+                )
+            except RequestRefused as exc:
+                assert exc.error.code == p.ERR_NOT_SAVED, exc
+                self.refused += 1
+            else:
+                assert ack.accepted == 2, ack
+                self.acknowledged = float(n)
             await asyncio.sleep(0.02)  # ~50 readings a second: a pace, not a wait for something
 
 
@@ -88,7 +98,12 @@ def direct(d: Deployment, process: ServerProcess) -> str:
     return f"ws://127.0.0.1:{process.port}/ws/{d.scene_id}"
 
 
-async def test_kill_9_of_the_leader_with_100_clients_every_client_resumes_on_another_process(tmp_path: Path) -> None:
+KILL_THE_LEADER = "kill -9 of the leader"
+RESTART_REDIS = "restart of Redis"
+
+
+@pytest.mark.parametrize("fault", [KILL_THE_LEADER, RESTART_REDIS])
+async def test_100_clients_lose_nothing_through_a_fault(tmp_path: Path, fault: str) -> None:
     scene_dir, bindings = write_scene(tmp_path), write_bindings(tmp_path, BINDINGS)
     with redis_server(tmp_path) as redis:
         async with (
@@ -120,13 +135,27 @@ async def test_kill_9_of_the_leader_with_100_clients_every_client_resumes_on_ano
                 await watcher.wait_for(
                     lambda c: topic.guid in c.topics and len(c.presence) == PEOPLE and len(c.events) >= 3, WAIT_S
                 )
-                leader.kill()
-                # Every client of the dead process comes back (through the same proxy address) and a survivor leads.
-                await until(lambda: sum(c.connects for c in clients) == CLIENTS + on_leader, "the clients resumed")
+                if fault == KILL_THE_LEADER:
+                    moved = on_leader
+                    leader.kill()
+                    # Every client of the dead process comes back (through the same proxy) and a survivor leads.
+                    await until(lambda: sum(c.connects for c in clients) == CLIENTS + moved, "the clients resumed")
+                else:
+                    moved = 0
+                    redis.stop()
+                    await until(
+                        lambda: feed.refused > 0 and all("degraded" in c.statuses for c in (watcher, *clients)),
+                        "readings refused (not_saved) and every client told the bus is degraded",
+                    )
+                    redis.start()
+                    await until(
+                        lambda: all(c.statuses[-1] == "ok" for c in (watcher, *clients)), "every client told ok"
+                    )
                 resumed_at = feed.acknowledged
-                await until(lambda: watcher.props[LEVEL].v >= resumed_at + 20, "the feed went on past the failover")
-            survivors = [await health(http, proc.url) for proc in (survivor, other)]
-            assert sum(h["leader"] for h in survivors) == 1 and all(h["status"] == "ok" for h in survivors)
+                await until(lambda: watcher.props[LEVEL].v >= resumed_at + 20, "the feed went on past the fault")
+            alive = [await health(http, proc.url) for proc in d.processes if proc.proc.poll() is None]
+            assert sum(h["leader"] for h in alive) == 1 and all(h["status"] == "ok" for h in alive)
+            assert sum(c.connects for c in clients) == CLIENTS + moved
             # Converged: the last reading acknowledged is everyone's, at the reference's seq.
             await watcher.wait_for(lambda c: c.props[LEVEL].v == feed.acknowledged, WAIT_S)
             await watcher.wait_for(lambda c: len(c.presence) == PEOPLE - moved_people(clients), WAIT_S)
