@@ -53,9 +53,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
 
 
+@pytest.fixture(scope="session")
+def deployments(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[live_server.DeploymentPool]:
+    """The deployments the session's [deployment] variants share, one per configuration (tests/live_server.py)."""
+    pool = live_server.DeploymentPool(
+        tmp_path_factory.mktemp("deployments"), lambda: request.getfixturevalue("postgres")
+    )
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(autouse=True)
 def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> live_server.ServedBy:
-    """How this test's live_server runs: in process, unless the test is the deployment variant."""
+    """How this test's live_server runs: in process, unless the test is the deployment variant (then on the
+    session's shared deployment of its configuration)."""
     mode: live_server.ServedBy = getattr(request, "param", "in-process")
     monkeypatch.setattr(live_server, "SERVED_BY", mode)
+    if mode == "deployment":
+        monkeypatch.setattr(live_server, "DEPLOYMENTS", request.getfixturevalue("deployments"))
     return mode
