@@ -48,9 +48,18 @@ def protocol_frames() -> Iterator[None]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy)."""
-    if metafunc.definition.get_closest_marker("deployable"):
+    """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy),
+    unless it is marked `in_process_only` with the reason (a module marks itself deployable as a whole)."""
+    marked = metafunc.definition.get_closest_marker
+    starts_a_server = "live_server" in metafunc.function.__code__.co_names  # else there is nothing to deploy
+    if marked("deployable") and starts_a_server and not marked("in_process_only"):
         metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (marker := item.get_closest_marker("in_process_only")) and not marker.args:
+            raise pytest.UsageError(f"{item.nodeid}: in_process_only needs the reason it stays in one process")
 
 
 @pytest.fixture(scope="session")

@@ -176,16 +176,9 @@ class DeployedSession:
 
     @classmethod
     async def open(cls, deployment: Deployment) -> DeployedSession:
-        """A new session, open to anonymous visitors as viewers (as the default session is), made by an admin
-        through the proxy."""
+        """A new session, open to anonymous visitors as viewers (as the default session is)."""
         session = f"test-{next(_SESSIONS)}"
-        admin = issue(deployment.secret, deployment.scene_id, "harness-admin", "admin", 600)
-        body = {"id": session, "anonymous_role": "viewer"}
-        headers = {"Authorization": f"Bearer {admin}"}
-        url = f"{deployment.url}/api/sessions"
-        async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
-            if r.status != 201:
-                raise RuntimeError(f"could not make the test's session: {r.status} {await r.text()}")
+        await _create_session(deployment.url, deployment.secret, deployment.scene_id, session, "viewer")
         return cls(deployment, session)
 
     @property
@@ -265,6 +258,23 @@ def mint_token(server: Served, user: str, role: Role, *, session: str | None = N
     return issue(server_secret(server), session or session_id(server), user, role, ttl_s)
 
 
+async def new_session(server: Served, name: str, anonymous_role: Role | None = None) -> str:
+    """A session of the scene made by an admin over REST (through the proxy on a deployment); its id: `name`, or
+    on a shared deployment `name` after the test's own session, unique among the tests sharing it."""
+    session = f"{server.session}.{name}" if isinstance(server, DeployedSession) else name
+    await _create_session(server.url, server_secret(server), scene_id(server), session, anonymous_role)
+    return session
+
+
+async def _create_session(url: str, secret: bytes, scene: str, session: str, anonymous_role: Role | None) -> None:
+    admin = issue(secret, scene, "harness-admin", "admin", 600)  # an admin of the default session
+    body = {"id": session, "anonymous_role": anonymous_role}
+    headers = {"Authorization": f"Bearer {admin}"}
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/api/sessions", json=body, headers=headers) as r:
+        if r.status != 201:
+            raise RuntimeError(f"could not make session {session!r}: {r.status} {await r.text()}")
+
+
 def server_secret(server: Served) -> bytes:
     """The secret join tokens are signed with (the deployment's processes share one)."""
     return server.secret if isinstance(server, DeployedSession) else server.live.secret
@@ -279,6 +289,18 @@ def session_id(server: Served) -> str:
     """The test's session: the scene's default session in process, a session of the test's own on a shared
     deployment (DeployedSession)."""
     return server.session if isinstance(server, DeployedSession) else server.live.scene.id
+
+
+async def process_healths(server: Served) -> list[dict]:
+    """/api/health of each process serving the test: one in process, each of the deployment's (asked directly,
+    not through the proxy). Its counts (clients, publishers, accepted, rejected) are that process's own."""
+    urls = [proc.url for proc in server.deployment.processes] if isinstance(server, DeployedSession) else [server.url]
+    async with aiohttp.ClientSession() as http:
+        answers = []
+        for url in urls:
+            async with http.get(f"{url}/api/health") as r:
+                answers.append(await r.json())
+        return answers
 
 
 def person(server: Served, user: str, role: Role) -> TwinClient:

@@ -5,8 +5,9 @@
         async for msg in tc:                                         # Snapshot or Delta
             print(msg.last if isinstance(msg, Delta) else msg.seq, tc.props)
 
-The URL may name the session to join as a join link does (`…/ws/pump-station?session=night-shift`; the
-`session=` argument wins): without one, a client without a token joins the scene's default session.
+A client without a token may name the session to join in the URL, as a join link does
+(`…/ws/pump-station?session=night-shift`; the `session=` argument wins), else it joins the scene's default
+session; with a token, the token names it.
 
 Used by the tests, the benchmarks and gateways. After a dropped connection it reconnects with
 backoff and sends `resume {epoch, seq}`, so the mirrored state converges and events are neither
@@ -95,7 +96,7 @@ class TwinClient:
         self.interest = interest  # what it sees (PROTOCOL.md §15); sent again with every reconnect
         self.token = token
         self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
-        self.session = session or _url_session(url)
+        self.session = session or (None if token else _url_session(url))
         self.layer = layer
         self.encoding = encoding
         self.role = role
