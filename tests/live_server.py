@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -38,6 +39,7 @@ from viewer_server.store import Store
 ServedBy = Literal["in-process", "deployment"]
 SERVED_BY: ServedBy = "in-process"  # set per test by conftest.served_by
 StoreEngine = Literal["sqlite", "postgresql"]
+T = TypeVar("T")
 # Processes of the `deployment` variant, on one Redis (`serve --bus`), behind the proxy.
 DEPLOYED_PROCESSES: Final = 3
 
@@ -301,6 +303,34 @@ async def process_healths(server: Served) -> list[dict]:
             async with http.get(f"{url}/api/health") as r:
                 answers.append(await r.json())
         return answers
+
+
+async def numbered(server: Served) -> int:
+    """The last seq the scene has numbered as far as the test can know: the hub's in process, on a deployment
+    the highest any process has applied from the log."""
+    if isinstance(server, DeployedSession):
+        return max(h["seq"] for h in await process_healths(server))
+    return server.live.hub.seq
+
+
+async def eventually(read: Callable[[], Awaitable[T]], holds: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """`read()` again until what it answers `holds` (and return that), at most `timeout` seconds, then fail with
+    the last answer. On a deployment a read served by another process than the write's may lag the write by
+    the time the log takes to reach that process (docs/DEPLOY.md); in process the first read holds."""
+    deadline = time.monotonic() + timeout
+    while not holds(answer := await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {answer!r} after {timeout} s")
+        await asyncio.sleep(0.02)
+    return answer
+
+
+async def get_json(server: Served, path: str, token: str | None = None) -> Any:
+    """GET `path` (through the proxy on a deployment), 200 expected, as JSON; with `token` as the bearer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}{path}", headers=headers) as r:
+        assert r.status == 200, f"GET {path}: {r.status} {await r.text()}"
+        return await r.json()
 
 
 def person(server: Served, user: str, role: Role) -> TwinClient:
