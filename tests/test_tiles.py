@@ -69,6 +69,10 @@ def test_tiles_hold_every_drawn_element_once_with_its_ancestors(tmp_path: Path) 
     catalog = json.loads((tmp_path / "tiles" / "elements.json").read_bytes())
     assert catalog["ids"] == list(scene.elements) and catalog["names"][1] == "Element 0"
     assert catalog["parent"][:2] == [-1, 0] and catalog["classes"][catalog["class"][1]] == "IfcKind0"
+    for n, tile in enumerate(index.tiles):  # the catalogue says which tile holds each element
+        held = {eid for eid, t in zip(catalog["ids"], catalog["tile"], strict=True) if t == n}
+        assert held == {n["extras"]["id"] for n in glb_nodes(tmp_path / "tiles" / tile.file) if "mesh" in n}
+    assert catalog["tile"][0] == -1
 
 
 def hostile_indexes(good: dict) -> dict[str, bytes]:

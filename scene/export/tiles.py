@@ -165,11 +165,13 @@ def write_tiles(
     folder.mkdir(parents=True, exist_ok=True)
     ids = drawn_elements(scene)
     lo, hi = element_boxes(scene, ids)
+    cells = partition((lo + hi) / 2, per_tile)
     tiles = [
         _write_tile(scene, [ids[i] for i in cell], lo[cell], hi[cell], folder / f"tile-{n}.glb", compress, lod)
-        for n, cell in enumerate(partition((lo + hi) / 2, per_tile))
+        for n, cell in enumerate(cells)
     ]
-    (folder / CATALOG_NAME).write_bytes(catalog_bytes(scene))
+    tile_of = {ids[i]: n for n, cell in enumerate(cells) for i in cell}
+    (folder / CATALOG_NAME).write_bytes(catalog_bytes(scene, tile_of))
     index = TileIndex(
         INDEX_FORMAT, 1, len(ids), _point(lo.min(axis=0) if ids else np.zeros(3)),
         _point(hi.max(axis=0) if ids else np.zeros(3)), tiles,
@@ -178,9 +180,9 @@ def write_tiles(
     return index
 
 
-def catalog_bytes(scene: Scene) -> bytes:
-    """Every element's id, name, class (an index into `classes`) and parent (an index into `ids`, -1: a root) as
-    columns: ~45 B per element instead of a manifest record's hundreds."""
+def catalog_bytes(scene: Scene, tile_of: dict[str, int]) -> bytes:
+    """Every element's id, name, class (an index into `classes`), parent (an index into `ids`, -1: a root) and tile
+    (-1: no geometry) as columns: ~50 B per element instead of a manifest record's hundreds."""
     order = {eid: i for i, eid in enumerate(scene.elements)}
     classes: dict[str, int] = {}
     cls = [classes.setdefault(e.cls, len(classes)) for e in scene.elements.values()]
@@ -192,6 +194,7 @@ def catalog_bytes(scene: Scene) -> bytes:
             "classes": list(classes),
             "class": cls,
             "parent": parents,
+            "tile": [tile_of.get(eid, -1) for eid in scene.elements],
         },
         separators=(",", ":"),
         ensure_ascii=False,
