@@ -108,5 +108,17 @@ def test_a_late_tile_takes_the_live_colour_and_a_tiny_budget_lets_far_tiles_go(t
     assert stats[0] == 1 and stats[1] >= 1
     # Picking works on the tile that arrived, with the twin id.
     assert page.evaluate(PICK_ALL)[FAR] == FAR
+    # The server is told the area held (the far tile's box), once the tiles have settled.
+    page.wait_for_function(
+        f"(window.twinview.session.interest?.box?.[0][0] ?? 0) > {x - 2.0 * PER_TILE}", timeout=WAIT_MS
+    )
+    # Selecting an element of a tile that is not loaded (as the tree or a search does) brings its tile and flies there.
+    page.evaluate("window.twinview.select('el-00000', true)")
+    page.wait_for_function(
+        "window.twinview.app.batches.elements.has('el-00000') && !window.twinview.viewer.flying", timeout=WAIT_MS
+    )
+    at = page.evaluate("window.twinview.screenOf('el-00000')")
+    assert page.evaluate(f"window.twinview.pick({at['x']}, {at['y']})") == "el-00000"
+    assert page.evaluate(f"window.twinview.app.batches.elements.has('{FAR}')") is False  # gone for the budget
     assert page.errors == []
     page.close()

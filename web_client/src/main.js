@@ -51,6 +51,9 @@ const POINT_PICK_FRACTION = 0.003;
 const LARGE_MODEL_NODES = 20000;
 // The panels are filled after the first frame with the model, or after this long without one.
 const FIRST_FRAME_WAIT_MS = 500;
+// A tiled scene tells the server what it holds once its tiles have stopped coming and going for this long: each
+// change costs a snapshot of the new area.
+const INTEREST_SETTLE_MS = 1000;
 // "View resynchronised" is news, not a state: it goes away after this long.
 const RESYNC_NOTICE_MS = 4000;
 // Lines of text the XR panel holds (an element's, or a topic's).
@@ -212,6 +215,7 @@ async function loadScene(glbUrl, sceneId) {
         twin.left();
         caps.use(batches);
       } }) : null;
+    if (app.tiles) followTiles(app.tiles, signal);
     app.twin.edges.setEnabled(look.edges);
     viewer.clipModel(batches.group);
     caps.use(batches);
@@ -261,6 +265,30 @@ async function loadScene(glbUrl, sceneId) {
     app.glbUrl = ''; // a later snapshot may try again (e.g. after the server rebuilt the scene)
     showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
   }
+}
+
+/**
+ * Tell the server which part of a tiled scene this viewer holds (docs/PROTOCOL.md §15 `interest`): the box of the
+ * loaded tiles once they have settled for INTEREST_SETTLE_MS, or the whole scene when every tile is in; the
+ * server then sends the live values of that part only (and a snapshot of it at each change).
+ * @param {TileStreamer} tiles @param {AbortSignal} signal
+ */
+function followTiles(tiles, signal) {
+  let timer = 0;
+  const send = () => {
+    if (signal.aborted) return;
+    const box = new Box3();
+    for (const t of tiles.tiles) if (t.state === 'loaded') box.union(t.box);
+    session.setInterest(tiles.complete || box.isEmpty() ? null : { box: [box.min.toArray(), box.max.toArray()] });
+  };
+  tiles.addEventListener('change', () => {
+    clearTimeout(timer);
+    timer = window.setTimeout(send, INTEREST_SETTLE_MS);
+  }, { signal });
+  signal.addEventListener('abort', () => {
+    clearTimeout(timer);
+    session.setInterest(null);
+  });
 }
 
 /**
@@ -380,6 +408,9 @@ function select(id, fly = false) {
   if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
   const box = id ? app.twin?.boxOf([id]) : null;
   if (fly && box) viewer.fitBox(box);
+  // An element of a tile not loaded (picked in the tree or a search): its tile comes first, then the flight.
+  const tile = id && !app.batches?.elements.has(id) ? app.catalog?.get(id)?.tile ?? -1 : -1;
+  if (tile >= 0) app.tiles?.request(tile).then(() => { if (fly && app.twin?.selected === id) select(id, true); });
 }
 
 /**

@@ -31,7 +31,8 @@ const _eye = new THREE.Vector3();
  * @typedef {{format: string, version: number, elements: number, lo: number[], hi: number[], tiles: TileRecord[],
  *            catalog: string}} TileIndex
  * @typedef {{record: TileRecord, box: THREE.Box3, state: 'idle'|'loading'|'loaded', batches: import('./batcher.js').ElementBatches|null,
- *            priority: number, abort: AbortController|null}} TileSlot
+ *            priority: number, abort: AbortController|null, wanted: boolean}} TileSlot
+ *   wanted: asked for (request) — loaded before any other
  */
 
 /**
@@ -79,7 +80,7 @@ export class TileStreamer extends EventTarget {
     this.hooks = { arrived, leaving, changed };
     /** @type {TileSlot[]} */
     this.tiles = index.tiles.map((record) => ({ record, box: new THREE.Box3(new THREE.Vector3(...record.lo), new THREE.Vector3(...record.hi)),
-      state: 'idle', batches: null, priority: 0, abort: null }));
+      state: 'idle', batches: null, priority: 0, abort: null, wanted: false }));
     /** bytes of the loaded tiles (their `bytes` in the index) */
     this.loadedBytes = 0;
     /** tiles loaded so far, counting reloads (for tests and benchmarks) */
@@ -97,6 +98,26 @@ export class TileStreamer extends EventTarget {
       for (const t of this.tiles) t.abort?.abort();
       this.impostors.geometry.dispose();
       for (const m of /** @type {THREE.Material[]} */ (this.impostors.material)) m.dispose();
+    });
+  }
+
+  /**
+   * Load tile `n` before any other (an element of it was selected); resolves once it is in the batches, or when
+   * the scene goes. @param {number} n @returns {Promise<void>}
+   */
+  request(n) {
+    const t = this.tiles[n];
+    if (!t || t.state === 'loaded') return Promise.resolve();
+    t.wanted = true;
+    this.viewer.invalidate(); // the next frame schedules it
+    return new Promise((resolve) => {
+      const done = () => {
+        if (t.state !== 'loaded' && !this.signal.aborted) return;
+        this.removeEventListener('change', done);
+        resolve();
+      };
+      this.addEventListener('change', done);
+      this.signal.addEventListener('abort', done, { once: true });
     });
   }
 
@@ -124,8 +145,9 @@ export class TileStreamer extends EventTarget {
     for (const t of this.tiles) {
       t.box.getBoundingSphere(_sphere);
       const d = ortho ? 1 : Math.max(_sphere.center.distanceTo(_eye) - _sphere.radius, 1e-3);
-      // Screen-space size (the box's angular diameter), tiles in view far ahead of those out of it.
-      t.priority = (_sphere.radius / d) * (_frustum.intersectsBox(t.box) ? 1e6 : 1);
+      // Screen-space size (the box's angular radius, below 1e3 but for the eye inside), tiles in view far ahead
+      // of those out of it, and a tile asked for (request) ahead of all.
+      t.priority = Math.min(_sphere.radius / d, 1e3) + (_frustum.intersectsBox(t.box) ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
     }
     const ranked = [...this.tiles].sort((a, b) => b.priority - a.priority);
     let loading = this.tiles.filter((t) => t.state === 'loading').length;
@@ -161,13 +183,14 @@ export class TileStreamer extends EventTarget {
       const tile = model.batch();
       this.batches.absorb(tile);
       this.viewer.clipModel(tile.group);
-      Object.assign(t, { state: 'loaded', batches: tile, abort: null });
+      Object.assign(t, { state: 'loaded', batches: tile, abort: null, wanted: false });
       this.loadedBytes += t.record.bytes;
       this.loads++;
       this.arrivals.push({ file: t.record.file, at: performance.now() });
       this.#showImpostors();
       this.hooks.arrived([...tile.elements.keys()]);
       this.hooks.changed();
+      this.dispatchEvent(new Event('change'));
       tile.addLods(model.meshSource, signal).then(() => this.viewer.invalidate(), () => {});
     } catch (e) {
       if (signal.aborted) return;
@@ -190,6 +213,7 @@ export class TileStreamer extends EventTarget {
     this.unloads++;
     this.#showImpostors();
     this.hooks.changed();
+    this.dispatchEvent(new Event('change'));
   }
 
   /** The coarse level draws the boxes of the tiles not loaded. */
