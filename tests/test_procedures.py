@@ -25,7 +25,15 @@ from tests.live_server import live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.cli import main as cli_main
 from viewer_server.client import TwinClient
-from viewer_server.procedures import EVERYONE, ProcedureSession, Refused, build_record, record_csv
+from viewer_server.procedures import (
+    EVERYONE,
+    ProcedureSession,
+    Refused,
+    build_record,
+    position,
+    position_after,
+    record_csv,
+)
 
 PROCEDURE = """\
 version: 1
@@ -244,8 +252,17 @@ def test_decisions_refuse_what_makes_no_sense() -> None:
         ps.move("back", None, "ann", 2.0)
     with pytest.raises(Refused, match="goto needs a step"):
         ps.move("goto", None, "ann", 2.0)
-    [stop] = ps.move("stop", None, "ann", 3.0)
+    # Two presenters pressed "next" on step 0: the first moves the session, the second is refused, not applied.
+    [step] = ps.move("next", None, "ann", 2.0, from_step=0)
+    ps.apply(step)
+    with pytest.raises(Refused, match="at step 1") as moved:
+        ps.move("next", None, "bob", 2.0, from_step=0)
+    assert moved.value.code == p.ERR_STEP_MOVED
+    assert position(ps.run) == position_after(step) == "run1:1"
+    [stop] = ps.move("stop", None, "ann", 3.0, from_step=1)
+    assert position_after(stop) == ""
     ps.apply(stop)
+    assert position(ps.run) == ""
     assert ps.run is not None and ps.run.finished == "stopped" and ps.active is None
     record = build_record(ps.start(proc, "x", 4.0, "run3"))
     assert record is not None and record.run == "run3" and record_csv(record).count("\n") == 1  # header only

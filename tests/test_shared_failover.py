@@ -6,19 +6,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.live_server import write_bindings, write_scene
+from tests.live_server import store_rows, write_bindings, write_scene
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
+from tests.test_procedures import PROCEDURE, at_step
 from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
 from tests.test_server_ws import assert_resumed, pressure
 from viewer_server import protocol as p
 from viewer_server.auth import issue, load_secret
 from viewer_server.client import TwinClient
 from viewer_server.scenes import scene_id_for
+from viewer_server.store import Store
 
 CLIENTS = 6
 POSE = p.Pose((1.0, 1.7, 4.0), (0.0, 0.0, 0.0, 1.0))
@@ -74,3 +77,49 @@ async def test_kill_9_of_the_leader_every_client_resumes_on_another_process(
             assert health["status"] == "ok" and health["bus"]["ok"] is True and health["peers"] == []
             for client in (*clients, watcher, gw):
                 await client.close()
+
+
+@pytest.mark.skipif(not TWINVIEW.exists(), reason="the twinview console script is not installed")
+async def test_next_pressed_at_once_on_two_processes_moves_the_procedure_once(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    scene, bindings, data = write_scene(tmp_path), write_bindings(tmp_path), tmp_path / "data"
+    procedure = tmp_path / "pump.procedure.yaml"
+    procedure.write_text(PROCEDURE)
+    session = scene_id_for(scene)
+    ports = _free_port(), _free_port()
+    ws_urls = [f"ws://127.0.0.1:{port}/ws/{session}" for port in ports]
+    flags = ("--bus", redis_service.url, "--procedures", str(procedure))
+    with _server(scene, bindings, data, ports[0], *flags), _server(scene, bindings, data, ports[1], *flags):
+        for port in ports:
+            await _ready(f"http://127.0.0.1:{port}")
+        secret = load_secret(data)
+        ann, bob = (
+            TwinClient(url, token=issue(secret, session, name, "presenter"), name=name)
+            for url, name in zip(ws_urls, ("ann", "bob"), strict=True)
+        )
+        async with ann, bob:
+            await ann.send(p.ProcedureControl("start", name="pump-start"))
+            await bob.wait_for(at_step(0), timeout=20)
+            # Both pressed "next" on step 0 before either saw the other's: the deployment moves once.
+            await asyncio.gather(*(c.send(p.ProcedureControl("next", from_step=0)) for c in (ann, bob)))
+            for client in (ann, bob):
+                await client.wait_for(lambda c: at_step(1)(c) and c.seq == ann.seq, timeout=20)
+            await asyncio.wait_for(_until(lambda: len(ann.errors) + len(bob.errors) == 1), 20)
+            [error] = [*ann.errors, *bob.errors]
+            assert error.code == p.ERR_STEP_MOVED and error.ref == "procedure_control"
+            for client in (ann, bob):
+                assert [e.step for e in client.events if e.kind == "procedure_step"] == [1]
+            # Nothing left behind in the store: a restart replays the one move.
+            store = Store(data)
+            try:
+                steps = store_rows(store, "SELECT count(*) FROM procedure_events WHERE kind = 'procedure_step'")
+            finally:
+                store.close()
+            assert steps == [(1,)]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
