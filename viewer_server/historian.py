@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS minutes (key INTEGER NOT NULL, minute INTEGER NOT NUL
     sum REAL, n INTEGER NOT NULL, last, last_ts REAL NOT NULL, last_q INTEGER NOT NULL, first_ts REAL NOT NULL,
     PRIMARY KEY (key, minute)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL);
+    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL, key BLOB);
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
@@ -114,9 +114,11 @@ CREATE TABLE IF NOT EXISTS minutes (key BIGINT NOT NULL, minute BIGINT NOT NULL,
 CREATE INDEX IF NOT EXISTS minutes_first_ts ON minutes (first_ts);
 CREATE TABLE IF NOT EXISTS events (rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     t DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, element TEXT NOT NULL,
-    session TEXT NOT NULL, body BYTEA NOT NULL);
+    session TEXT NOT NULL, body BYTEA NOT NULL, key BYTEA);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS key BYTEA;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour BIGINT NOT NULL, rows BIGINT NOT NULL,
     t0 DOUBLE PRECISION NOT NULL, t1 DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t DOUBLE PRECISION PRIMARY KEY, events BIGINT NOT NULL, body BYTEA NOT NULL);
@@ -232,6 +234,12 @@ def _typed(value: object, kind: str) -> Scalar:
     if kind == "string":
         return str(value)
     return value if isinstance(value, int | float) else float(str(value))
+
+
+def event_key(event: p.Event) -> bytes:
+    """What makes an event the same event whatever seq it was numbered with: its content (a person's draft, or
+    an alarm transition computed from the same readings, carries the same times and ids when numbered again)."""
+    return hashlib.blake2b(_event_enc.encode(msgspec.structs.replace(event, seq=0)), digest_size=16).digest()
 
 
 def _chunk_table(rows: list[tuple]) -> pa.Table:
@@ -387,6 +395,9 @@ class Historian:
     def _create_tables(self, db: Connection) -> None:
         if isinstance(db, sqlite3.Connection):
             db.executescript(_SCHEMA)
+            if "key" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # a history of before it
+                db.execute("ALTER TABLE events ADD COLUMN key BLOB")
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key)")
             return
         db.begin(exclusive=True)  # processes starting together take turns (the store migrations' advisory lock)
         try:
@@ -638,9 +649,12 @@ class Historian:
             db.executemany(f"{insert} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {merge}", rows)
 
     def _write_events(self, db: Connection, events: list[p.Event]) -> None:
+        """Each event once (`event_key`): a leader that takes over numbers again what the dead one had recorded but
+        not appended to the log; the first record of it stays."""
         db.executemany(
-            "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
+            "INSERT INTO events (t, seq, kind, id, element, session, body, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e), event_key(e)) for e in events],
         )
         with self._lock:
             before = min((e.ts for e in events if e.alarm is not None and e.ts < self._books_until), default=None)
