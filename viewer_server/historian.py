@@ -233,7 +233,10 @@ def _typed(value: object, kind: str) -> Scalar:
         return bool(float(str(value)))  # 0 / 1 (as text in PostgreSQL, 0.0 / 1.0 in chunks)
     if kind == "string":
         return str(value)
-    return value if isinstance(value, int | float) else float(str(value))
+    if isinstance(value, int | float):
+        return value
+    text = str(value)  # PostgreSQL's text: "3" for an integer reading, "3.0" for a float, as SQLite keeps them
+    return int(text) if text.removeprefix("-").isdigit() else float(text)
 
 
 def event_key(event: p.Event) -> bytes:
