@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
 """
 
-# The same tables in PostgreSQL (one schema per scene, `_pg_schema`): `rowid` is a column there, values (`v`, `last`:
+# The same tables in PostgreSQL (one schema per scene, `pg_schema`): `rowid` is a column there, values (`v`, `last`:
 # numbers, 0 / 1 for bools, strings) are text read back by their key's kind (`_typed`), and no chunk is ever listed
 # (raw samples stay in `samples`: `seal` is SQLite's).
 _PG_SCHEMA = """
@@ -296,11 +296,19 @@ class _Write:
         self.future: Future[None] = Future()
 
 
-def _pg_schema(folder: Path) -> str:
+def pg_schema(folder: Path) -> str:
     """The PostgreSQL schema of a history (its folder's name is the scene id): readable, and unique whatever the id."""
     name = folder.name
     readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in name.lower())[:40]
     return f"history_{readable}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def create_pg_tables(db: PostgresDb, schema: str) -> None:
+    """The history tables in `schema` (created where missing), in `db`'s transaction, which then works in it."""
+    db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    db.execute(f"SET LOCAL search_path TO {schema}")
+    for statement in filter(str.strip, _PG_SCHEMA.split(";")):
+        db.execute(statement)
 
 
 Connection = sqlite3.Connection | PostgresDb
@@ -343,7 +351,7 @@ class Historian:
     ) -> None:
         self.folder = folder
         self.database = database
-        self.schema = _pg_schema(folder) if database is not None else None
+        self.schema = pg_schema(folder) if database is not None else None
         self._sql = _SQLITE if database is None else _POSTGRES
         self.path = folder / "history.sqlite"
         self.chunks_dir = folder / "chunks"
@@ -404,9 +412,7 @@ class Historian:
             return
         db.begin(exclusive=True)  # processes starting together take turns (the store migrations' advisory lock)
         try:
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            for statement in filter(str.strip, _PG_SCHEMA.split(";")):
-                db.execute(statement)
+            create_pg_tables(db, pg_schema(self.folder))
         except BaseException:
             db.rollback()
             raise
