@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 from scene.bindings import DEFAULT_RAW_DAYS, History
 from scene.state import Quality, Reading, Scalar
 from viewer_server import protocol as p
+from viewer_server.health import EngineHealth, public_url
 from viewer_server.store_db import PostgresDb
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,14 @@ def create_pg_tables(db: PostgresDb, schema: str) -> None:
 Connection = sqlite3.Connection | PostgresDb
 
 
+class HistorianHealth(EngineHealth, kw_only=True):
+    """The historian as `/api/health` reports it (`engine`: "sqlite" or "postgresql"; `ok`: its last group commit
+    succeeded)."""
+
+    write_errors: int  # group commits that failed (their readings were not acknowledged)
+    last_error: str  # the last failure, kept after recovery ("" if none)
+
+
 class HistorianClosed(RuntimeError):
     """A query or upkeep asked of a historian that has been closed (its server is stopping)."""
 
@@ -378,6 +387,8 @@ class Historian:
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
         self.write_errors = 0
+        self.last_error = ""
+        self.failing = False  # the last group commit failed
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
         self._writer_db: Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
@@ -532,12 +543,30 @@ class Historian:
                             self._write_bindings(db, write.bindings)
             except Exception as exc:  # the writer outlives any one batch: nothing else would ever be committed
                 self.write_errors += 1
+                self.last_error, self.failing = f"{type(exc).__name__}: {exc}", True
                 log.error("historian: %d writes not committed: %s", len(batch), exc)
                 for future in waiting:
                     future.set_exception(exc)
                 continue
+            self.failing = False
             for future in waiting:
                 future.set_result(None)
+
+    def health(self) -> HistorianHealth:
+        if self.database is not None:
+            engine, url, where = "postgresql", public_url(self.database), "bring PostgreSQL back"
+        else:
+            engine, url, where = "sqlite", f"sqlite:{self.path}", f"free or repair the disk of {self.folder}"
+        detail = (
+            f"the history cannot be written ({self.last_error}): readings are refused (not acknowledged) and events"
+            f" go unrecorded until it can; {where}, the next write tries again"
+            if self.failing
+            else ""
+        )
+        return HistorianHealth(
+            engine, ok=not self.failing, url=url, detail=detail, write_errors=self.write_errors,
+            last_error=self.last_error,
+        )  # fmt: skip
 
     def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
         """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
