@@ -977,11 +977,11 @@ class Historian:
         out.sort(key=lambda s: s.ts)
         return out
 
-    def element_ids(self) -> set[str]:
-        """Every element the history has a property of."""
+    def properties(self) -> set[tuple[str, str]]:
+        """Every (element, property) the history has."""
         self._sync_keys()
         with self._lock:
-            return {element for element, _ in self._keys}
+            return set(self._keys)
 
     @_uses_connection
     def raw_table(
