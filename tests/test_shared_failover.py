@@ -80,7 +80,7 @@ async def test_kill_9_of_the_leader_every_client_resumes_on_another_process(
 
 
 @pytest.mark.skipif(not TWINVIEW.exists(), reason="the twinview console script is not installed")
-async def test_next_pressed_at_once_on_two_processes_moves_the_procedure_once(
+async def test_next_or_start_pressed_at_once_on_two_processes_is_done_once(
     tmp_path: Path,
     redis_service: RedisServer,  # noqa: F811
 ) -> None:
@@ -111,13 +111,23 @@ async def test_next_pressed_at_once_on_two_processes_moves_the_procedure_once(
             assert error.code == p.ERR_STEP_MOVED and error.ref == "procedure_control"
             for client in (ann, bob):
                 assert [e.step for e in client.events if e.kind == "procedure_step"] == [1]
-            # Nothing left behind in the store: a restart replays the one move.
+            # Two starts at once after a stop: one run.
+            await ann.send(p.ProcedureControl("stop", from_step=1))
+            await bob.wait_for(lambda c: c.procedure is not None and c.procedure.finished == "stopped", timeout=20)
+            await asyncio.gather(*(c.send(p.ProcedureControl("start", name="pump-start")) for c in (ann, bob)))
+            await asyncio.wait_for(_until(lambda: len(ann.errors) + len(bob.errors) == 2), 20)
+            assert [e.code for e in (*ann.errors, *bob.errors)].count("procedure_active") == 1
+            await ann.wait_for(lambda c: c.procedure is not None and not c.procedure.finished, timeout=20)
+            await bob.wait_for(lambda c: c.seq == ann.seq, timeout=20)
+            for client in (ann, bob):
+                assert [e.kind for e in client.events].count("procedure_started") == 2  # the first run's, and one
+            # Nothing refused left behind in the store: a restart replays what happened.
             store = Store(data)
             try:
-                steps = store_rows(store, "SELECT count(*) FROM procedure_events WHERE kind = 'procedure_step'")
+                kinds = store_rows(store, "SELECT kind, count(*) FROM procedure_events GROUP BY kind ORDER BY kind")
             finally:
                 store.close()
-            assert steps == [(1,)]
+            assert kinds == [("procedure_finished", 1), ("procedure_started", 2), ("procedure_step", 1)]
 
 
 async def _until(condition: Callable[[], bool]) -> None:

@@ -226,6 +226,7 @@ class ProcedureSession:
 
 
 def step_moved(now_at: int | None) -> str:
+    """The message of a `step_moved` refusal (`now_at`: the step the session is at, if it still runs)."""
     where = f"is at step {now_at}" if now_at is not None else "moved"
     return f"someone else moved the procedure meanwhile: it {where}; look again before moving it"
 
