@@ -59,6 +59,7 @@ from viewer_server.store_db import PostgresDb
 
 log = logging.getLogger(__name__)
 
+HISTORY_FILE: Final = "history.sqlite"  # the SQLite tail, in a scene's history folder
 HOUR: Final = 3600
 MINUTE: Final = 60
 DAY: Final = 86400
@@ -362,7 +363,7 @@ class Historian:
         self.database = database
         self.schema = pg_schema(folder) if database is not None else None
         self._sql = _SQLITE if database is None else _POSTGRES
-        self.path = folder / "history.sqlite"
+        self.path = folder / HISTORY_FILE
         self.chunks_dir = folder / "chunks"
         self.retention = retention or (lambda element, prop: History())
         self.clock = clock

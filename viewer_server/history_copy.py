@@ -26,10 +26,9 @@ import pyarrow.parquet as pq
 
 from scene.state import Scalar
 from viewer_server import protocol as p
-from viewer_server.historian import QUALITIES, create_pg_tables, event_key, pg_schema
+from viewer_server.historian import HISTORY_FILE, QUALITIES, create_pg_tables, event_key, pg_schema
 from viewer_server.store_db import PostgresDb, StoreError
 
-HISTORY_FILE: Final = "history.sqlite"
 # Tables of a history, in the order they are emptied (--replace) and checked for data.
 TABLES: Final = ("samples", "minutes", "events", "alarm_books", "bindings", "keys", "sources")
 # Rows read and written at a time.
@@ -70,7 +69,7 @@ def copy_history(folder: Path, dst: PostgresDb, say: Callable[[str], None]) -> i
 
 
 def _open(folder: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{folder / HISTORY_FILE}?mode=ro", uri=True)
+    return sqlite3.connect(f"{(folder / HISTORY_FILE).resolve().as_uri()}?mode=ro", uri=True)
 
 
 def _copy_tables(folder: Path, src: sqlite3.Connection, dst: PostgresDb, say: Callable[[str], None]) -> int:
