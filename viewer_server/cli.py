@@ -86,6 +86,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         Path(args.output),
         compress=args.compress,
         lod=args.lod,
+        tile_threshold=args.tiles,
         options=_import_options(args),
         limits=_limits(args),
         debug=args.debug,
@@ -98,6 +99,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  {stages}")
         for name in ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json"):
             print(f"  {result.outdir / name}  ({(result.outdir / name).stat().st_size:,} bytes)")
+        tiles = sorted((result.outdir / "tiles").glob("tile-*.glb"))
+        if tiles:
+            total = sum(t.stat().st_size for t in tiles)
+            print(f"  {result.outdir / 'tiles'}  ({len(tiles)} tiles, {total:,} bytes)")
         if scene.warnings:
             print(f"  {len(scene.warnings)} warning(s): see manifest.json; first: {scene.warnings[0]}")
     return EXIT_OK
@@ -497,6 +502,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     b.add_argument("--compress", action="store_true", help="EXT_meshopt_compression + quantization")
     b.add_argument("--lod", action="store_true", help="add simplified levels for heavy meshes")
+    b.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also write tiles/ for streaming when the scene has at least N elements with geometry "
+        "(default 10000; 0: never; 1: always)",
+    )
     b.add_argument("-q", "--quiet", action="store_true")
     _add_import_flags(b)
     b.set_defaults(func=cmd_build, skip_teardown=True, runs_readers=True)
