@@ -3,6 +3,7 @@
 // selection highlight.
 import * as THREE from 'three';
 import { ModelEdges, Outline } from './edges.js';
+import { budgetSettings, CameraMotion } from './frame_budget.js';
 import { GHOST_OPACITY } from './visibility.js';
 
 const _color = new THREE.Color();
@@ -60,10 +61,19 @@ export class TwinView {
       viewer.invalidate();
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());
-    // Before each render: per-element frustum culling and level of detail (see ElementBatches.updateLod).
+    const { budget, restMs } = budgetSettings(location.search, viewer.softwareGL);
+    /** triangles a frame draws at most while the camera moves (0: no budget); `?budget=N`, frame_budget.js */
+    this.budget = budget;
+    /** whether the camera moves; once it rests (`?rest=MS`), a frame at full detail */
+    this.motion = new CameraMotion(() => viewer.invalidate(), restMs);
+    signal.addEventListener('abort', () => this.motion.dispose());
+    // Before each render: per-element frustum culling, level of detail and, while the camera moves (not in XR),
+    // the frame's triangle budget (see ElementBatches.updateLod).
     const view = (/** @type {THREE.Camera} */ camera) => {
       const heightPx = viewer.renderer.getDrawingBufferSize(_size).y;
-      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+      const xr = viewer.renderer.xr.isPresenting;
+      const budget = this.motion.update(camera) && !xr && this.budget > 0 ? this.budget : Infinity;
+      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !xr, budget);
       this.edges.update(camera, heightPx);
     };
     viewer.prerender.push(view);
