@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 # Wall time per replay_delta: 30 frames a second, a display rate (video's) at which colours and labels move
 # smoothly. A frame's cost grows with the properties that changed in it, not with the history it covers (each
-# property's last sample only): at 60× over 1 000 properties that change every second, ~20 ms of CPU a frame,
-# 0.6 of a core at 30 Hz and a whole core at 60 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
+# property's last sample only): at 60× over 1 000 properties that change every second, ~12 ms of CPU a frame
+# (reading included), 0.36 of a core at 30 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
 # this only makes the next one cover more history.
 REPLAY_FRAME_S: Final = 1 / 30
 # While playing, the history is read this much wall time ahead (speed × this of history per block), in a thread
