@@ -269,7 +269,8 @@ class ReplayTwin:
             self._watch_silence()
         frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
-        changes = [c for c in self.rules.changes(self.as_of, t) if c < t] if self.rules is not None else []
+        changed_at = self.rules.changes(self.as_of, t) if self.rules is not None else []
+        changes = [c for c in changed_at if c < t]
         for end in [*changes, t]:  # up to each change of the bindings with the rules before it, then the new ones
             cut = bisect.bisect_left(samples, end, key=lambda s: s.ts) if end < t else len(samples)
             touched = self._apply(samples[:cut], frame.props)
@@ -277,7 +278,7 @@ class ReplayTwin:
             cut = bisect.bisect_left(events, end, key=lambda e: e.ts) if end < t else len(events)
             alarms_changed |= self._apply_alarms(events[:cut], touched)
             events = events[cut:]
-            if self._use_rules_at(end):
+            if changed_at and self._use_rules_at(end):  # none in (as_of, t]: the rules of as_of still hold
                 self._watch_silence()  # another file may give another stale_after
                 if self.engine is not None:
                     self.engine.show_anomalies(self._active())
