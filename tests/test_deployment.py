@@ -27,10 +27,11 @@ import yaml
 
 from tests.deployment import deployed, serve_argv
 from tests.haproxy import REPO, TEMPLATE, Ports, per_address_bound, render
-from tests.live_server import BINDINGS, JSON_BODY, mint_token, person, write_bindings, write_scene
+from tests.live_server import BINDINGS, JSON_BODY, DeployedSession, person, write_bindings, write_scene
 from tests.redis_server import redis_server
 from viewer_server import cli
 from viewer_server import protocol as p
+from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 
 pytestmark = pytest.mark.slow
@@ -123,8 +124,8 @@ async def test_a_killed_process_is_taken_out_and_its_clients_resume_on_another(t
         async with (
             deployed(tmp_path, scene_dir, 2, [*flags, "--bus", redis.url]) as d,
             aiohttp.ClientSession() as http,
-            person(d, "ana", "viewer") as first,
-            person(d, "ben", "viewer") as second,
+            person(DeployedSession(d, d.scene_id), "ana", "viewer") as first,  # the scene's default session
+            person(DeployedSession(d, d.scene_id), "ben", "viewer") as second,
         ):
             counts = [(await process_health(http, proc.url))["clients"] for proc in d.processes]
             assert counts == [1, 1]  # leastconn: the second connection went to the idle process
@@ -158,7 +159,7 @@ async def test_behind_the_proxy_the_audit_names_each_client_and_a_forged_address
         gateway = TwinClient(d.ws_url, role="publisher", local_address="127.0.0.10")
         async with gateway:
             await gateway.publish([p.Reading(4.3, key="PT-1.pressure")])
-        admin = {"Authorization": f"Bearer {mint_token(d, 'auditor', 'admin')}"}
+        admin = {"Authorization": f"Bearer {issue(d.secret, d.scene_id, 'auditor', 'admin')}"}
         deadline = time.monotonic() + WAIT_S
         while True:  # the first batch of a source is written at once, by the store's writer
             async with http.get(f"{d.url}/api/sessions/{d.scene_id}/audit", headers=admin) as r:

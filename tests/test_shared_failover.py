@@ -20,10 +20,11 @@ import pytest
 
 from tests.deployment import Deployment, ServerProcess, deployed
 from tests.haproxy import per_address_bound
-from tests.live_server import BINDINGS, mint_token, write_bindings, write_scene
+from tests.live_server import BINDINGS, write_bindings, write_scene
 from tests.redis_server import redis_server
 from tests.test_server_ws import assert_resumed, pressure
 from viewer_server import protocol as p
+from viewer_server.auth import issue
 from viewer_server.client import RequestRefused, TwinClient
 
 pytestmark = pytest.mark.slow
@@ -93,6 +94,14 @@ async def feeding(gateway: TwinClient) -> AsyncIterator[Feed]:
         await task
 
 
+def through_the_proxy(d: Deployment, i: int) -> TwinClient:
+    """Client `i`: the first PEOPLE join the scene's default session with a token (a person, with a name), the
+    others as visitors."""
+    user = f"user{i}"
+    person = {"name": user, "token": issue(d.secret, d.scene_id, user, "annotator")} if i < PEOPLE else {}
+    return TwinClient(d.ws_url, local_address=source_address(i), **person)
+
+
 def direct(d: Deployment, process: ServerProcess) -> str:
     """The WebSocket URL of one process, bypassing the proxy."""
     return f"ws://127.0.0.1:{process.port}/ws/{d.scene_id}"
@@ -116,14 +125,7 @@ async def test_100_clients_lose_nothing_through_a_fault(tmp_path: Path, fault: s
             # The reference never leaves (on a survivor, past the proxy); the gateway feeds the other survivor.
             watcher = TwinClient(direct(d, survivor))
             gateway = TwinClient(direct(d, other), role="publisher", reconnect=False)
-            clients = [
-                TwinClient(
-                    d.ws_url,
-                    local_address=source_address(i),
-                    **({"name": f"user{i}", "token": mint_token(d, f"user{i}", "annotator")} if i < PEOPLE else {}),
-                )
-                for i in range(CLIENTS)
-            ]
+            clients = [through_the_proxy(d, i) for i in range(CLIENTS)]
             await asyncio.gather(*(client.connect() for client in (watcher, gateway, *clients)))
             names = [c.welcome.name for c in clients if c.welcome is not None]
             assert len({name.casefold() for name in names}) == CLIENTS  # unique across the processes, none refused
