@@ -164,6 +164,8 @@ async def test_100_clients_lose_nothing_through_kill_9_of_the_leader_then_a_redi
                 await goes_on(feed, watcher)
             alive = [await health(http, proc.url) for proc in d.processes if proc.proc.poll() is None]
             assert sum(h["leader"] for h in alive) == 1 and all(h["status"] == "ok" for h in alive)
+            answered_by = {(await health(http, d.url))["process"] for _ in range(6)}
+            assert answered_by <= {h["process"] for h in alive}  # the proxy took the dead process out
             assert sum(c.connects for c in clients) == CLIENTS + on_leader  # the restart of Redis moved nobody
             # Converged: the last reading acknowledged is everyone's, at the reference's seq.
             await watcher.wait_for(lambda c: c.props[LEVEL].v == feed.acknowledged, WAIT_S)
