@@ -32,6 +32,8 @@ from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import Refused
 from viewer_server.scenes import scene_id_for
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 PRESSURE = "operations.rules[1]"  # tests/live_server.py: PT-1.pressure thresholds (warning 5, alarm 5.5) on P-1
 LEVEL = "energy.rules[0]"  # LT-1.level above 95 % on T-1
 
@@ -192,7 +194,6 @@ async def refusal(request: object) -> p.Error:
     return refused.value.error
 
 
-@pytest.mark.deployable
 async def test_acknowledged_by_an_operator_and_cleared_by_the_process_every_step_attributed(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

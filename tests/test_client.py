@@ -10,6 +10,8 @@ from tests.live_server import live_server
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 
 @pytest.mark.parametrize("encoding", ["json", "msgpack"])
 async def test_iterating_yields_the_snapshot_then_deltas_in_order(tmp_path: Path, encoding: p.Encoding) -> None:

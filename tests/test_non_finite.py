@@ -23,6 +23,8 @@ from viewer_server.client import TwinClient, TwinClientError
 from viewer_server.store import STORE_FILE
 from viewer_server.topics import Camera, ClippingPlane
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 NAN, INF = math.nan, math.inf
 CAMERA = Camera(p.Vec3(5, 2, 1), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0))
 PIN = p.Pin("P-1", p.Vec3(1, 2, 3), p.Vec3(0, 1, 0))

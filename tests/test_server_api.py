@@ -20,6 +20,8 @@ from viewer_server.permissions import Role
 from viewer_server.scenes import TREE_PAGE_MAX, SceneError
 from viewer_server.serve import RunningServer, running_server
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -7,11 +7,14 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.live_server import ELEMENTS, live_server
 from tests.test_server_ws import ingest, pressure
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
+
+pytestmark = pytest.mark.deployable  # TEMP
 
 # The pump and its transmitter stand at the origin, the pipe and the wet well 10 m away, the level transmitter 20 m.
 PLACES = {"P-1": 0, "PT-1": 0, "PIPE-1": 10, "T-1": 10, "LT-1": 20}

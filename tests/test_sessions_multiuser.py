@@ -17,6 +17,8 @@ from viewer_server.client import TwinClient
 from viewer_server.permissions import PERSONS
 from viewer_server.session_cli import demo_links
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 PRESSURE = p.Reading(3.3, key="PT-1.pressure")
 
 
@@ -80,7 +82,6 @@ async def test_sessions_share_the_twin_but_not_people_or_topics(tmp_path: Path) 
         assert srv.live.rooms.members("review") == []
 
 
-@pytest.mark.deployable
 async def test_leaving_removes_presence_for_the_others(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, name="stay") as stay:
         async with TwinClient(srv.ws_url, name="go") as go:

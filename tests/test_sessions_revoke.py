@@ -23,6 +23,8 @@ from viewer_server.client import TwinClient, TwinClientError
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import Store, put_revocation
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 SECRET = b"k" * 32
 
 

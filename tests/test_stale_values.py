@@ -15,6 +15,8 @@ from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient
 
+pytestmark = pytest.mark.deployable  # TEMP
+
 PT, RUNNING = "PT-1/pressure", "P-1/running"
 # PT-1 reports every few hundred ms at most; P-1's running state only when it changes (never stale).
 STALE_BINDINGS = BINDINGS.replace("key: PT-1.pressure}", "key: PT-1.pressure, stale_after: 0.3}").replace(
