@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from scene.export.tiles import INDEX_NAME
 from viewer_server import __version__
 from viewer_server import history_api as hx
 from viewer_server import protocol as p
@@ -53,6 +54,7 @@ class ApiError(msgspec.Struct):
 class Health(msgspec.Struct):
     status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
     process: str  # which process answered (host:pid): behind a load balancer, one of several
+    leader: bool  # this process numbers the scene's changes (holds the lease on a shared bus; alone: always)
     version: str
     protocol: int
     uptime_s: float
@@ -203,6 +205,7 @@ async def health(request: web.Request) -> web.Response:
         Health(
             status=overall([bus, store]),
             process=process_name(),
+            leader=live.hub.leading,
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
@@ -370,6 +373,24 @@ async def scene_file(request: web.Request) -> web.StreamResponse:
     if live is None or name not in SCENE_FILES or not (live.scene.dir / name).is_file():
         return fail(404, "not_found", f"{request.match_info['scene_id']}/{name}")
     return web.FileResponse(live.scene.dir / name, headers={"Content-Type": SCENE_FILES[name]})
+
+
+# The names of the files a scene's tiles/ folder serves (scene/export/tiles.py).
+TILE_FILES_PATTERN: Final = r"^(tiles\.json|elements\.json|tile-[0-9]{1,5}\.glb)$"
+
+
+async def tile_file(request: web.Request) -> web.StreamResponse:
+    """A file of the scene's tiles (docs/CLIENT.md *Tiles*); the index of a scene without tiles is 204 No Content,
+    which tells a client to load scene.glb (a 404 would be logged by browsers as an error)."""
+    live = _scene_or_404(request)
+    name = request.match_info["file"]
+    if live is not None and name == INDEX_NAME and live.scene.tiles is None:
+        return web.Response(status=204)
+    path = live.scene.tile_file(name) if live is not None else None
+    if path is None or not path.is_file():
+        return fail(404, "not_found", f"{request.match_info['scene_id']}/tiles/{name}")
+    media = "model/gltf-binary" if name.endswith(".glb") else "application/json"
+    return web.FileResponse(path, headers={"Content-Type": media})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -741,6 +762,17 @@ ROUTES: Final = (
         ok_status=101,
     ),
     Route("GET", "/ws", websocket, "WebSocket to the default scene", None, ok_status=101),
+    Route(
+        "GET",
+        "/scenes/{scene_id}/tiles/{file}",
+        tile_file,
+        "Streaming tiles of a large scene: tiles.json (the index; 204 when the scene is served as one file), "
+        "elements.json (the catalogue), tile-N.glb",
+        {"type": "string", "format": "binary"},
+        params=(SCENE_ID, Param("file", "path", {"type": "string", "pattern": TILE_FILES_PATTERN})),
+        errors=(404,),
+        media_type="application/octet-stream",
+    ),
     Route(
         "GET",
         "/scenes/{scene_id}/{file}",

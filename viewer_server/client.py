@@ -91,8 +91,10 @@ class TwinClient:
         token: str | None = None,
         session: str | None = None,
         interest: p.Interest | None = None,
+        local_address: str | None = None,
     ) -> None:
         self.url = url
+        self.local_address = local_address  # the address to connect from, on a host with several (None: any)
         self.interest = interest  # what it sees (PROTOCOL.md §15); sent again with every reconnect
         self.token = token
         self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
@@ -156,7 +158,8 @@ class TwinClient:
         self._reader = asyncio.create_task(self._read_loop(), name="twinclient-reader")
 
     async def _open(self) -> None:
-        ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
+        source = {"local_addr": (self.local_address, 0)} if self.local_address else {}
+        ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME, **source)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(CLIENT_NAME, __version__, role=self.role, layer=self.layer, resume=resume)
         hello.session, hello.token, hello.interest = self.session, self.token or self._guest_token, self.interest

@@ -66,6 +66,31 @@ export class ElementBatches {
     this.hasBatchedLods = false;
     /** @type {InstancedLooks|null} what the instanced batches share (made once every group is known) */
     this.looks = null;
+    /** @type {Set<ElementBatches>} the tiles' batches this one holds (absorb), each in a group of its own */
+    this.tiles = new Set();
+    /** @type {THREE.Box3|null} the whole model's box when not every element is loaded (a tiled scene's index) */
+    this.bounds = null;
+  }
+
+  /**
+   * Take in a tile's batches (tiles.js): its elements become this one's, its batches are drawn, picked, coloured
+   * and culled with the others', under a group of its own. @param {ElementBatches} tile
+   */
+  absorb(tile) {
+    this.tiles.add(tile);
+    for (const [id, e] of tile.elements) this.elements.set(id, e);
+    this.batches.push(...tile.batches);
+    this.hasBatchedLods ||= tile.hasBatchedLods;
+    this.group.add(tile.group);
+  }
+
+  /** Let a tile go: its elements leave, its GPU buffers are freed. @param {ElementBatches} tile */
+  release(tile) {
+    if (!this.tiles.delete(tile)) return;
+    for (const id of tile.elements.keys()) if (this.elements.get(id) === tile.elements.get(id)) this.elements.delete(id);
+    const gone = new Set(tile.batches);
+    this.batches = this.batches.filter((b) => !gone.has(b));
+    tile.dispose();
   }
 
   /**
@@ -477,7 +502,9 @@ export class ElementBatches {
 
   /** Draw calls this group costs per frame (one per batch or standalone object). */
   get drawCalls() {
-    return this.group.children.length;
+    let n = this.group.children.length - this.tiles.size;
+    for (const t of this.tiles) n += t.drawCalls;
+    return n;
   }
 
   /**
@@ -601,6 +628,7 @@ export class ElementBatches {
 
   /** Free the GPU buffers of every batch and standalone object. */
   dispose() {
+    for (const tile of [...this.tiles]) this.release(tile);
     for (const obj of this.group.children) {
       const o = /** @type {THREE.Mesh} */ (obj);
       const batch = /** @type {any} */ (o);

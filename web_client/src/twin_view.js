@@ -100,6 +100,34 @@ export class TwinView {
     this.viewer.invalidate();
   }
 
+  /**
+   * Elements arrived with a tile (tiles.js): draw those the state or the user's choices concern as they say (the
+   * others are drawn as loaded), outline the selection if it is among them, give the new batches edges.
+   * @param {string[]} ids
+   */
+  arrived(ids) {
+    const user = this.visibility;
+    for (const id of ids) {
+      if (this.state.visuals.has(id) || user.hidden.has(id) || user.ghosted.has(id) || user.opacity.has(id)
+        || user.colors.has(id) || id === this.selected) this.apply(id);
+    }
+    this.edges.sync();
+    this.viewer.invalidate();
+  }
+
+  /** A tile's elements are about to leave the batches: the outlines drawn on its batches go first. */
+  leaving() {
+    this.outline.dispose();
+    this.hoverOutline.dispose();
+    this.hovered = null;
+  }
+
+  /** After a tile left: edges for the batches left, the selection outlined again where it still is. */
+  left() {
+    this.edges.sync();
+    this.select(this.selected);
+  }
+
   applyAll() {
     for (const id of this.touched) if (!this.state.visuals.has(id)) this.apply(id);
     for (const id of this.state.visuals.keys()) this.apply(id);
