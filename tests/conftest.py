@@ -75,11 +75,18 @@ def deployments(
 
 
 @pytest.fixture(autouse=True)
-def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> live_server.ServedBy:
+def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[live_server.ServedBy]:
     """How this test's live_server runs: in process, unless the test is the deployment variant (then on the
-    session's shared deployment of its configuration)."""
+    session's shared deployment of its configuration, or on one of its own, stopped after it, when it is
+    marked `fresh_twin` or brings its own MQTT broker)."""
     mode: live_server.ServedBy = getattr(request, "param", "in-process")
     monkeypatch.setattr(live_server, "SERVED_BY", mode)
-    if mode == "deployment":
-        monkeypatch.setattr(live_server, "DEPLOYMENTS", request.getfixturevalue("deployments"))
-    return mode
+    if mode != "deployment":
+        yield mode
+        return
+    pool: live_server.DeploymentPool = request.getfixturevalue("deployments")
+    monkeypatch.setattr(live_server, "DEPLOYMENTS", pool)
+    monkeypatch.setattr(live_server, "CURRENT_TEST", request.node.nodeid)
+    monkeypatch.setattr(live_server, "FRESH_TWIN", request.node.get_closest_marker("fresh_twin") is not None)
+    yield mode
+    pool.stop_owned(request.node.nodeid)
