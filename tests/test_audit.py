@@ -18,8 +18,6 @@ from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.session import REFUSAL_BURST
 from viewer_server.store import AuditEntry, Store, put_audit
 
-pytestmark = pytest.mark.deployable  # TEMP
-
 FLOOD = 200
 
 
