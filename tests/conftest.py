@@ -5,6 +5,7 @@ behind HAProxy (tests/live_server.py)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,9 +52,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy),
     unless it is marked `in_process_only` with the reason (a module marks itself deployable as a whole)."""
     marked = metafunc.definition.get_closest_marker
-    starts_a_server = "live_server" in metafunc.function.__code__.co_names  # else there is nothing to deploy
-    if marked("deployable") and starts_a_server and not marked("in_process_only"):
+    if marked("deployable") and starts_a_server(metafunc) and not marked("in_process_only"):
         metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
+
+
+def starts_a_server(metafunc: pytest.Metafunc) -> bool:
+    """Whether the test calls live_server, itself or through a function of its module (else there is nothing to
+    deploy, and a second variant would only run it twice)."""
+    names = set(metafunc.function.__code__.co_names)
+    helpers = [getattr(metafunc.module, name, None) for name in names]
+    names.update(n for f in helpers if inspect.isfunction(f) for n in f.__code__.co_names)
+    return "live_server" in names
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -274,24 +274,36 @@ async def test_deeply_nested_rest_bodies_answer_400(tmp_path: Path) -> None:
             assert r.status == 200
 
 
-@pytest.mark.parametrize(
-    ("first", "code", "reason"),
-    [
-        (p.encode(p.Ping(), "json").decode(), p.CLOSE_POLICY, "first message must be hello, not ping"),
-        (b"\x81\xa4type\xa5hello", p.CLOSE_POLICY, "binary frame on a json session"),
-        ("x" * (p.MAX_MESSAGE_BYTES + 1), p.CLOSE_TOO_BIG, ""),
-    ],
-    ids=["no-hello", "binary-on-json", "oversize"],
-)
-async def test_protocol_violations_close_the_connection(
-    tmp_path: Path, first: str | bytes, code: int, reason: str
-) -> None:
+async def assert_closes(tmp_path: Path, first: str | bytes, code: int, reason: str) -> None:
+    """Sent as the first frame, `first` closes the connection with `code` and a reason containing `reason`."""
     async with live_server(tmp_path) as srv, connect(srv.ws_url, max_size=None) as ws:
         await ws.send(first)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
         assert reason in closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        (p.encode(p.Ping(), "json").decode(), p.CLOSE_POLICY, "first message must be hello, not ping"),
+        (b"\x81\xa4type\xa5hello", p.CLOSE_POLICY, "binary frame on a json session"),
+    ],
+    ids=["no-hello", "binary-on-json"],
+)
+async def test_protocol_violations_close_the_connection(
+    tmp_path: Path, first: str | bytes, code: int, reason: str
+) -> None:
+    await assert_closes(tmp_path, first, code, reason)
+
+
+@pytest.mark.in_process_only(
+    "through HAProxy the 1009 close frame can be lost: aiohttp closes the socket with the oversize frame unread, "
+    "and the reset can reach the proxy before the frame (docs/DEPLOY.md)"
+)
+async def test_an_oversize_frame_closes_the_connection_with_1009(tmp_path: Path) -> None:
+    await assert_closes(tmp_path, "x" * (p.MAX_MESSAGE_BYTES + 1), p.CLOSE_TOO_BIG, "")
 
 
 async def test_layer_switch_presence_and_leaving(tmp_path: Path) -> None:
