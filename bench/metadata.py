@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -43,6 +45,7 @@ import websockets
 from bench.web import RESULTS, VIEWPORT
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
+from scene.export.tiles import TILES_DIR, write_tiles
 from scene.model import Element, InputRecord, Material, Mesh, Scene
 from tests.scene_factory import box_primitive, sphere_primitive, translation
 from tests.web_helpers import CHROMIUM, CHROMIUM_ARGS, _predicates_without_eval, build_client, serve_scene
@@ -272,8 +275,15 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   JSON.parse(text);
   const parsed = performance.now() - t3;
   const mark = (n) => performance.getEntriesByName(n)[0]?.startTime ?? null;
+  // A tiled scene: when its first and last tile joined the batches (all of them fit the default budget here).
+  const tiles = tw.app.tiles;
+  if (tiles) await new Promise((r) => { const poll = () => (tiles.complete ? r() : setTimeout(poll, 20)); poll(); });
+  const arrivals = tiles ? tiles.arrivals.map((a) => a.at) : [];
   return { properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
-           treeRows: mark('bench:tree'), api_bytes: apiBytes };
+           treeRows: mark('bench:tree'), api_bytes: apiBytes, ready: (await tw.ready).loadMs, loader: tw.app.loader,
+           firstTile: arrivals.length ? Math.min(...arrivals) : null,
+           lastTile: arrivals.length ? Math.max(...arrivals) : null,
+           jsHeap: performance.memory?.usedJSHeapSize ?? null };
 }"""
 
 
@@ -303,14 +313,28 @@ def bench_size(count: int, browser: bool) -> dict:
         stats = write_glb(scene, directory / "scene.glb", compress=True)
         write_manifest(scene, directory / "manifest.json", {"glb": stats})
         export_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index = write_tiles(scene, directory, compress=True)
+        tiles_s = time.perf_counter() - t0
         (Path(tmp) / "b.yaml").write_text(bindings(count))
-        result = {"export_s": export_s, **sizes(directory, scene)}
+        result = {"export_s": export_s, "tiles_s": tiles_s, "tiles": len(index.tiles), **sizes(directory, scene)}
+        result["tile_bytes"] = sum(t.bytes for t in index.tiles)
+        result["tile_index_bytes"] = (directory / TILES_DIR / "tiles.json").stat().st_size
+        result["tile_catalog_bytes"] = (directory / TILES_DIR / "elements.json").stat().st_size
+        # The same scene as one file (its tiles put aside: the server then answers 204 for the index), then tiled.
+        tiles_dir, aside = directory / TILES_DIR, Path(tmp) / "tiles-aside"
+        tiles_dir.rename(aside)
         with serve_scene(directory, Path(tmp) / "b.yaml", Path(tmp) / "data") as live:
-            print(f"  exported in {export_s:.1f} s, served", file=sys.stderr)
+            print(f"  exported in {export_s:.1f} s, tiles in {tiles_s:.1f} s, served", file=sys.stderr)
             if browser:  # first: Playwright's sync API hangs in this thread once asyncio.run has run in it
                 result["browser"] = browser_run(live.url, directory.name, count)
-                print("  browser measured", file=sys.stderr)
+                print("  browser measured (single file)", file=sys.stderr)
             result.update(asyncio.run(_server_side(live, directory.name, count)))
+        aside.rename(tiles_dir)
+        if browser:
+            with serve_scene(directory, Path(tmp) / "b.yaml", Path(tmp) / "data-tiled") as live:
+                result["browser_tiled"] = browser_run(live.url, directory.name, count)
+                print("  browser measured (tiled)", file=sys.stderr)
         return result
 
 
@@ -349,7 +373,7 @@ def table(results: dict[int, dict]) -> str:
         )
         rows.append(("… deltas while every binding changes once", lambda r, k=key: _joiner(r, k, "delta_bytes")))
     if all("browser" in r for r in results.values()):
-        b = lambda k, f=1.0: lambda r: f"{r['browser'][k] / f:,.2f} s" if r["browser"][k] is not None else "—"  # noqa: E731
+        b = functools.partial(_seconds, "browser")
         rows += [
             ("browser: first frame (from navigation)", b("firstFrame", 1000)),
             ("browser: tree rows shown (from navigation)", b("treeRows", 1000)),
@@ -358,8 +382,31 @@ def table(results: dict[int, dict]) -> str:
             ("browser: metadata fetched by the client (API answers)", lambda r: kb(r["browser"]["api_bytes"])),
             ("old client, after its first frame: manifest download", b("manifestFetch", 1000)),
             ("old client: manifest JSON.parse", b("manifestParse", 1000)),
+            ("browser: panels ready (`twinview.ready`, from navigation)", b("ready", 1000)),
+        ]
+    if all("browser_tiled" in r for r in results.values()):
+        t = functools.partial(_seconds, "browser_tiled")
+        rows += [
+            ("tiles: count · all tiles' bytes", lambda r: f"{r['tiles']} · {kb(r['tile_bytes'])}"),
+            (
+                "tiles: index · catalogue (elements.json)",
+                lambda r: f"{kb(r['tile_index_bytes'])} · {kb(r['tile_catalog_bytes'])}",
+            ),
+            ("tiles: written in (after the GLB)", lambda r: f"{r['tiles_s']:.1f} s"),
+            ("tiled browser: first frame (impostors)", t("firstFrame", 1000)),
+            ("tiled browser: first tile in", t("firstTile", 1000)),
+            ("tiled browser: panels ready (`twinview.ready`)", t("ready", 1000)),
+            ("tiled browser: tree rows shown", t("treeRows", 1000)),
+            ("tiled browser: properties answer", t("properties", 1000)),
+            ("tiled browser: search answer", t("search", 1000)),
+            ("tiled browser: last tile in (whole model)", t("lastTile", 1000)),
         ]
     return head + "".join(f"| {name} | " + " | ".join(f(results[n]) for n in sizes_) + " |\n" for name, f in rows)
+
+
+def _seconds(run: str, key: str, per: float = 1.0) -> Callable[[dict], str]:
+    """A table cell: the browser run's `key` (ms) in seconds, or a dash when it has none."""
+    return lambda r: f"{r[run][key] / per:,.2f} s" if r[run][key] is not None else "—"
 
 
 def _joiner(r: dict, key: str, field: str) -> str:

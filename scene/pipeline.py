@@ -1,4 +1,5 @@
-"""`twinview build`: source files -> canonical scene -> scene.usdc, scene.glb, scene.usdz, manifest.json.
+"""`twinview build`: source files -> canonical scene -> scene.usdc, scene.glb, scene.usdz, manifest.json (and tiles/
+for large scenes: scene/export/tiles.py).
 
 Outputs are written into a temporary sibling folder and renamed into place only when every
 output is complete, so a failed build leaves nothing behind in OUTDIR.
@@ -148,6 +149,7 @@ def build(
     *,
     compress: bool = False,
     lod: bool = False,
+    tile_threshold: int | None = None,
     options: ImportOptions = ImportOptions(),
     limits: Limits = Limits(),
     debug: bool = False,
@@ -181,6 +183,7 @@ def build(
         timings.update({f"import.{step}": seconds for step, seconds in scene.timings.items()})
         from scene.export.glb import write_glb
         from scene.export.manifest import write_manifest
+        from scene.export.tiles import TILE_MIN_ELEMENTS, wants_tiles, write_tiles
         from scene.export.usd_stage import StageWriter
         from scene.export.usdz import write_usdz
 
@@ -188,6 +191,9 @@ def build(
         stage("usd", lambda: writer.write(scene))
         glb_stats = stage("glb", lambda: write_glb(scene, tmp / "scene.glb", compress=compress, lod=lod))
         stage("usdz", lambda: write_usdz(tmp / "scene.usdc", tmp / "scene.usdz"))
+        threshold = TILE_MIN_ELEMENTS if tile_threshold is None else tile_threshold
+        if wants_tiles(scene, threshold):
+            stage("tiles", lambda: write_tiles(scene, tmp, compress=compress, lod=lod))
         timings["total"] = time.perf_counter() - start
         stats = {"timings_s": {k: round(v, 4) for k, v in timings.items()}}
         glb_dict = _as_dict(glb_stats)
@@ -202,6 +208,7 @@ def _load_exporters() -> None:
     """Import the exporters (usd-core is ~0.2 s) while the importers run in their children."""
     import scene.export.glb
     import scene.export.manifest
+    import scene.export.tiles
     import scene.export.usd_stage
     import scene.export.usdz  # noqa: F401
 

@@ -12,12 +12,14 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from scene.export.tiles import INDEX_NAME
 from viewer_server import __version__
 from viewer_server import history_api as hx
 from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.audit import note_ingest
 from viewer_server.health import EngineHealth, Peer, Status, overall, process_name
+from viewer_server.historian import HistorianHealth
 from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus, NotSaved
@@ -51,8 +53,9 @@ class ApiError(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
+    status: Status  # "degraded" while the bus, the store or the historian fails: reads go on, writes needing it refused
     process: str  # which process answered (host:pid): behind a load balancer, one of several
+    leader: bool  # this process numbers the scene's changes (holds the lease on a shared bus; alone: always)
     version: str
     protocol: int
     uptime_s: float
@@ -69,6 +72,7 @@ class Health(msgspec.Struct):
     bus: EngineHealth  # fan-out to the other processes
     peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
     store: StoreHealth  # engine "none": a server without a data dir
+    historian: HistorianHealth | None  # None: a server without a data dir keeps no history
 
 
 class SceneSummary(msgspec.Struct):
@@ -199,10 +203,12 @@ async def health(request: web.Request) -> web.Response:
     sessions = live.sessions
     store = _store_status(live)
     bus = live.bus.health()
+    historian = live.historian.health() if live.historian is not None else None
     return reply(
         Health(
-            status=overall([bus, store]),
+            status=overall([bus, store] + ([historian] if historian is not None else [])),
             process=process_name(),
+            leader=live.hub.leading,
             version=__version__,
             protocol=p.PROTOCOL_VERSION,
             uptime_s=round(time.monotonic() - request.app[STARTED], 3),
@@ -219,6 +225,7 @@ async def health(request: web.Request) -> web.Response:
             bus=bus,
             peers=live.bus.peers(),
             store=store,
+            historian=historian,
         )
     )
 
@@ -370,6 +377,24 @@ async def scene_file(request: web.Request) -> web.StreamResponse:
     if live is None or name not in SCENE_FILES or not (live.scene.dir / name).is_file():
         return fail(404, "not_found", f"{request.match_info['scene_id']}/{name}")
     return web.FileResponse(live.scene.dir / name, headers={"Content-Type": SCENE_FILES[name]})
+
+
+# The names of the files a scene's tiles/ folder serves (scene/export/tiles.py).
+TILE_FILES_PATTERN: Final = r"^(tiles\.json|elements\.json|tile-[0-9]{1,5}\.glb)$"
+
+
+async def tile_file(request: web.Request) -> web.StreamResponse:
+    """A file of the scene's tiles (docs/CLIENT.md *Tiles*); the index of a scene without tiles is 204 No Content,
+    which tells a client to load scene.glb (a 404 would be logged by browsers as an error)."""
+    live = _scene_or_404(request)
+    name = request.match_info["file"]
+    if live is not None and name == INDEX_NAME and live.scene.tiles is None:
+        return web.Response(status=204)
+    path = live.scene.tile_file(name) if live is not None else None
+    if path is None or not path.is_file():
+        return fail(404, "not_found", f"{request.match_info['scene_id']}/tiles/{name}")
+    media = "model/gltf-binary" if name.endswith(".glb") else "application/json"
+    return web.FileResponse(path, headers={"Content-Type": media})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -741,6 +766,17 @@ ROUTES: Final = (
         ok_status=101,
     ),
     Route("GET", "/ws", websocket, "WebSocket to the default scene", None, ok_status=101),
+    Route(
+        "GET",
+        "/scenes/{scene_id}/tiles/{file}",
+        tile_file,
+        "Streaming tiles of a large scene: tiles.json (the index; 204 when the scene is served as one file), "
+        "elements.json (the catalogue), tile-N.glb",
+        {"type": "string", "format": "binary"},
+        params=(SCENE_ID, Param("file", "path", {"type": "string", "pattern": TILE_FILES_PATTERN})),
+        errors=(404,),
+        media_type="application/octet-stream",
+    ),
     Route(
         "GET",
         "/scenes/{scene_id}/{file}",

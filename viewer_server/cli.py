@@ -34,6 +34,7 @@ SAMPLE_PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
 DEFAULT_PORT = 8800
 # The store every command uses when --store is not given (docs/STORE.md): set it once for a deployment.
 STORE_ENV = "TWINVIEW_STORE"
+TRUSTED_PROXIES_ENV = "TWINVIEW_TRUSTED_PROXIES"
 
 
 class UserError(Exception):
@@ -85,6 +86,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         Path(args.output),
         compress=args.compress,
         lod=args.lod,
+        tile_threshold=args.tiles,
         options=_import_options(args),
         limits=_limits(args),
         debug=args.debug,
@@ -97,6 +99,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  {stages}")
         for name in ("scene.usdc", "scene.glb", "scene.usdz", "manifest.json"):
             print(f"  {result.outdir / name}  ({(result.outdir / name).stat().st_size:,} bytes)")
+        tiles = sorted((result.outdir / "tiles").glob("tile-*.glb"))
+        if tiles:
+            total = sum(t.stat().st_size for t in tiles)
+            print(f"  {result.outdir / 'tiles'}  ({len(tiles)} tiles, {total:,} bytes)")
         if scene.warnings:
             print(f"  {len(scene.warnings)} warning(s): see manifest.json; first: {scene.warnings[0]}")
     return EXIT_OK
@@ -413,6 +419,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="a name this server is reached by, besides localhost, its addresses and --host; repeatable",
     )
     p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=os.environ.get(TRUSTED_PROXIES_ENV, "").replace(",", " ").split(),
+        metavar="CIDR",
+        help="a reverse proxy's address or network (10.0.2.0/24): behind it the client's address is the one it"
+        " puts in X-Forwarded-For (ignored from anyone else); repeatable, added to those of"
+        f" ${TRUSTED_PROXIES_ENV} (separated by spaces or commas)",
+    )
+    p.add_argument(
         "--header-timeout",
         type=float,
         default=HEADER_TIMEOUT_S,
@@ -452,7 +467,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
     from viewer_server.store_db import check_location
 
     try:
-        EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
+        EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin, args.trusted_proxy)
         if args.bus:
             check_url(args.bus)
     except ValueError as exc:
@@ -468,6 +483,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
         "store": store,
         "allow_origins": tuple(args.allow_origin),
         "allow_hosts": tuple(args.allow_host),
+        "trusted_proxies": tuple(args.trusted_proxy),
         "header_timeout_s": args.header_timeout,
         "max_connections_per_ip": args.max_connections_per_ip,
         "max_connections": args.max_connections,
@@ -486,6 +502,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     b.add_argument("--compress", action="store_true", help="EXT_meshopt_compression + quantization")
     b.add_argument("--lod", action="store_true", help="add simplified levels for heavy meshes")
+    b.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also write tiles/ for streaming when the scene has at least N elements with geometry "
+        "(default 10000; 0: never; 1: always)",
+    )
     b.add_argument("-q", "--quiet", action="store_true")
     _add_import_flags(b)
     b.set_defaults(func=cmd_build, skip_teardown=True, runs_readers=True)

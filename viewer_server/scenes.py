@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import orjson
+
+from scene.export.tiles import CATALOG_NAME, INDEX_NAME, TILES_DIR, TileIndex, TilesError, read_index
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT: Final = "twinview-manifest"
 # Files of a SCENE_DIR that clients may download, with their media types (AR Quick Look needs the
@@ -54,6 +59,16 @@ class SceneEntry:
     manifest_bytes: bytes
     manifest: dict[str, Any]
     elements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The streaming tiles (scene/export/tiles.py) when the build wrote a valid index, else None: single-file.
+    tiles: TileIndex | None = None
+
+    def tile_file(self, name: str) -> Path | None:
+        """The path of a file of `tiles/` that clients may download: the index, the catalogue, a listed tile."""
+        if self.tiles is None:
+            return None
+        if name in (INDEX_NAME, CATALOG_NAME) or any(t.file == name for t in self.tiles.tiles):
+            return self.dir / TILES_DIR / name
+        return None
 
     def url(self, name: str) -> str:
         return f"/scenes/{self.id}/{name}"
@@ -199,4 +214,16 @@ def load_scene(scene_dir: Path) -> SceneEntry:
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise SceneError(str(path), f"not a {MANIFEST_FORMAT} file (run `twinview build` first)")
     elements = {el["id"]: el for el in manifest.get("elements", []) if isinstance(el, dict) and "id" in el}
-    return SceneEntry(scene_id_for(scene_dir), scene_dir, raw, manifest, elements)
+    return SceneEntry(scene_id_for(scene_dir), scene_dir, raw, manifest, elements, _tiles(scene_dir))
+
+
+def _tiles(scene_dir: Path) -> TileIndex | None:
+    """The scene's tile index, if it has one that reads; a bad one is logged and the scene served as one file."""
+    path = scene_dir / TILES_DIR / INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        return read_index(path)
+    except TilesError as exc:
+        log.warning("tiles not used, serving scene.glb whole: %s", exc)
+        return None

@@ -5,7 +5,7 @@
 // 100 000 elements ~60 MB, beyond what a tab should parse on its main thread; docs/CLIENT.md "Element metadata").
 
 /**
- * @typedef {{id: string, name: string, class: string, parent: (string|null), bbox?: any,
+ * @typedef {{id: string, name: string, class: string, parent: (string|null), tile?: number, bbox?: any,
  *            triangles?: number, properties?: Record<string, any>, units?: Record<string, Record<string, string>>}} ElementRecord
  *   `units`: set -> property -> unit symbol, for the properties the model gives a unit
  * @typedef {{element: ElementRecord, commands?: {command: string, range?: number[], unit?: string}[]}} ElementDetail
@@ -16,6 +16,8 @@
 export const MAX_SEARCH_HITS = 200;
 // Element details kept once fetched: the elements someone looked at lately, not the plant.
 const DETAILS_KEPT = 256;
+// A tiled scene's catalogue (tiles/elements.json) holds at most this many elements (scene/export/tiles.py).
+const MAX_CATALOG_ELEMENTS = 10_000_000;
 
 export class Catalog {
   /**
@@ -36,6 +38,23 @@ export class Catalog {
     this.sceneId = sceneId;
     /** @type {Map<string, Promise<ElementDetail|null>>} the latest DETAILS_KEPT, oldest first */
     this.details = new Map();
+  }
+
+  /**
+   * The records of a tiled scene's catalogue (tiles/elements.json: columns ids, names, classes + class, parent as
+   * an index into ids, tile), checked: equal lengths, indices in range. `tile` is -1 for an element without
+   * geometry. @param {any} c @returns {ElementRecord[]}
+   */
+  static columns(c) {
+    const n = Array.isArray(c?.ids) ? c.ids.length : -1;
+    const ok = n >= 0 && n <= MAX_CATALOG_ELEMENTS && ['names', 'class', 'parent', 'tile'].every((k) => Array.isArray(c[k]) && c[k].length === n)
+      && Array.isArray(c.classes);
+    if (!ok) throw new Error('the scene\'s element catalogue is not readable');
+    return c.ids.map((/** @type {any} */ id, /** @type {number} */ i) => ({
+      id: String(id), name: String(c.names[i] ?? ''), class: String(c.classes[c.class[i]] ?? ''),
+      parent: Number.isInteger(c.parent[i]) && c.parent[i] >= 0 && c.parent[i] < n ? String(c.ids[c.parent[i]]) : null,
+      tile: Number.isInteger(c.tile[i]) ? c.tile[i] : -1,
+    }));
   }
 
   /** @param {string} id */

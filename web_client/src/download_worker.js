@@ -6,6 +6,8 @@
 // download starts as soon as the worker runs: a message posted to a worker that is still starting waits
 // for the page's main thread to hand it over, i.e. until the app has been evaluated. Out: {started: true},
 // {progress: [received, total]} (total 0 when unknown) at most every PROGRESS_MS, then {buffer} or {error}.
+// A scene's `scene.glb` is asked for its tiles first (`tiles/tiles.json`: 204 when the server serves the scene as
+// one file): a tiled scene's index comes back as {tiles: <index text>} instead, and the whole GLB is never fetched.
 
 // Each progress report repaints the page, which a software GL composites on the CPU the download needs.
 const PROGRESS_MS = 100;
@@ -14,6 +16,13 @@ const PROGRESS_MS = 100;
 async function download(url) {
   postMessage({ started: true }); // index.html makes the WebGL context once the download is under way
   try {
+    if (url.endsWith('/scene.glb')) {
+      const index = await fetch(url.replace(/scene\.glb$/, 'tiles/tiles.json'));
+      if (index.status === 200) {
+        postMessage({ tiles: await index.text() });
+        return;
+      }
+    }
     const res = await fetch(url);
     if (!res.ok) {
       postMessage({ error: `${res.status} ${res.statusText}` });

@@ -343,20 +343,30 @@ export class ModelEdges {
    */
   constructor(batches, invalidate) {
     this.invalidate = invalidate;
+    this.batches = batches;
     /** @type {EdgeLines[]} */
     this.lines = [];
-    for (const b of batches.batches) {
+    this.enabled = false;
+    /** @type {Map<EdgeLines, number[]>} slots wanted but not found yet, per lines */
+    this.pending = new Map();
+    this.timer = 0;
+    this.sync();
+  }
+
+  /** Lines for every merged or instanced batch, none for a batch gone (a tiled scene's tiles come and go). */
+  sync() {
+    const batches = new Set(this.batches.batches);
+    this.lines = this.lines.filter((l) => batches.has(/** @type {any} */ (l.batch)) || (this.pending.delete(l), false));
+    const lined = new Set(this.lines.map((l) => l.batch));
+    for (const b of batches) {
       if (!(/** @type {any} */ (b).isMergedBatch || /** @type {any} */ (b).isInstancedBatch)) continue;
       const batch = /** @type {AnyBatch} */ (/** @type {any} */ (b));
+      if (lined.has(batch)) continue;
       const lines = new EdgeLines(batch, { color: EDGE_COLOR, opacity: EDGE_OPACITY });
       lines.visible = false;
       batch.add(lines);
       this.lines.push(lines);
     }
-    this.enabled = false;
-    /** @type {Map<EdgeLines, number[]>} slots wanted but not found yet, per lines */
-    this.pending = new Map();
-    this.timer = 0;
   }
 
   /** @param {boolean} on */

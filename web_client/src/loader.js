@@ -20,6 +20,8 @@ export class LoadError extends Error {
  * A read model: `batch()` makes its batches, `meshSource` gives the primitives of its glTF meshes (the
  * levels of detail); `via` says which reader read it ("direct", or "GLTFLoader: <why>").
  * @typedef {{nodes: number, via: string, batch: () => ElementBatches, meshSource: import('./batcher.js').MeshSource}} Model
+ * A tiled scene instead: its index (tiles.js reads it and streams the tiles).
+ * @typedef {{tiles: string, url: string}} TiledModel
  */
 
 /**
@@ -33,11 +35,21 @@ export class LoadError extends Error {
  * page can show otherwise.
  * @param {string} url
  * @param {{signal?: AbortSignal, onProgress?: (fraction: number, bytes: number) => void, early?: EarlyDownload}} [opts]
- * @returns {Promise<Model>}
+ * @returns {Promise<Model|TiledModel>}
  */
 export async function loadModel(url, { signal, onProgress = () => {}, early } = {}) {
   const body = await download(url, { signal, onProgress, early });
   performance.mark('twinview:fetched');
+  if (typeof body === 'string') return { tiles: body, url };
+  return readModel(body, url);
+}
+
+/**
+ * Read a GLB's bytes: directly when the reader takes it, else with GLTFLoader. Rejects with a LoadError.
+ * @param {ArrayBuffer} body @param {string} url where it came from (GLTFLoader resolves relative URIs against it)
+ * @returns {Promise<Model>}
+ */
+export async function readModel(body, url) {
   try {
     const doc = ALWAYS_GLTF_LOADER ? null : readGLB(body);
     const why = doc ? doc.unsupported() : 'not read directly';
@@ -67,7 +79,7 @@ export async function loadModel(url, { signal, onProgress = () => {}, early } = 
  * The bytes of `url`, from the early download when given, else from a new worker.
  * @param {string} url
  * @param {{signal?: AbortSignal, onProgress: (fraction: number, bytes: number) => void, early?: EarlyDownload}} opts
- * @returns {Promise<ArrayBuffer>}
+ * @returns {Promise<ArrayBuffer|string>} the bytes, or a tiled scene's index (download_worker.js)
  */
 function download(url, { signal, onProgress, early }) {
   const worker = early?.worker
@@ -88,9 +100,9 @@ function download(url, { signal, onProgress, early }) {
       if (data.progress) {
         const [received, total] = data.progress;
         onProgress(total ? received / total : NaN, received);
-      } else if (data.buffer) {
+      } else if (data.buffer || data.tiles) {
         stop();
-        resolve(data.buffer);
+        resolve(data.buffer ?? data.tiles);
       } else {
         fail(new LoadError(`Could not download the model (${data.error})`, url));
       }

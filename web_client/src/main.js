@@ -1,8 +1,9 @@
 // Boot: connect the session, load the scene the server names, wire the panels, expose the test hook.
-import { Vector3 } from 'three';
+import { Box3, Vector3 } from 'three';
 import { bindAlarmHistory } from './alarms/history.js';
 import { AlarmPanel } from './alarms/panel.js';
 import { linkClaims, linkCredentials, refusalText } from './auth.js';
+import { ElementBatches } from './batcher.js';
 import { Catalog } from './catalog.js';
 import { startCollaboration } from './collab/index.js';
 import { elementMenu } from './element_menu.js';
@@ -14,6 +15,7 @@ import { CLOSE_NAME, RESYNC_LIVE, wsUrl } from './protocol.js';
 import { Session } from './session.js';
 import { areaOf, areaOfInterest, modelCaster, orbitToArea, standingPose } from './start_pose.js';
 import { TwinState } from './state.js';
+import { TileStreamer, parseIndex } from './tiles.js';
 import { startTimeMachine } from './timeline/index.js';
 import { pinOf } from './topics/create.js';
 import { topicLines } from './topics/list.js';
@@ -49,6 +51,9 @@ const POINT_PICK_FRACTION = 0.003;
 const LARGE_MODEL_NODES = 20000;
 // The panels are filled after the first frame with the model, or after this long without one.
 const FIRST_FRAME_WAIT_MS = 500;
+// A tiled scene tells the server what it holds once its tiles have stopped coming and going for this long: each
+// change costs a snapshot of the new area.
+const INTEREST_SETTLE_MS = 1000;
 // "View resynchronised" is news, not a state: it goes away after this long.
 const RESYNC_NOTICE_MS = 4000;
 // Lines of text the XR panel holds (an element's, or a topic's).
@@ -63,7 +68,7 @@ const sceneParam = params.get('scene');
 /**
  * The GLB download starts at boot when the URL names the scene, alongside the WebSocket handshake and
  * snapshot instead of after them; loadScene takes it over when the snapshot names the same file.
- * @type {{url: string, abort: AbortController, model: Promise<import('./loader.js').Model>, onProgress: (f: number, b: number) => void}|null}
+ * @type {{url: string, abort: AbortController, model: Promise<import('./loader.js').Model|import('./loader.js').TiledModel>, onProgress: (f: number, b: number) => void}|null}
  */
 let earlyLoad = null;
 if (sceneParam) {
@@ -101,11 +106,12 @@ const measure = new MeasureTool(viewer, { readout: $('#measure-readout'), panel:
 const navCube = new NavCube($('#navcube'), viewer, { box: visibleBox });
 
 /** The loaded scene: `abort` cancels its download, `scope` ends its batches, panels and listeners; `loader`
- * is which reader read the model (Model.via).
+ * is which reader read the model (Model.via, or "tiles"); `tiles` streams a tiled scene's tiles.
  * @type {{glbUrl: string, loader: string, abort: AbortController|null, scope: AbortController|null, twin: TwinView|null,
- *         batches: import('./batcher.js').ElementBatches|null, catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null}} */
+ *         batches: import('./batcher.js').ElementBatches|null, catalog: Catalog|null, properties: PropertiesPanel|null, tree: TreePanel|null,
+ *         tiles: TileStreamer|null}} */
 const app = { glbUrl: '', loader: '', abort: null, scope: null, twin: null, batches: null, catalog: null, properties: null,
-  tree: null };
+  tree: null, tiles: null };
 
 let resolveReady = /** @type {(v: any) => void} */ (() => {});
 const ready = new Promise((r) => { resolveReady = r; });
@@ -177,20 +183,39 @@ async function loadScene(glbUrl, sceneId) {
     const model = await takeEarlyLoad(glbUrl, abort, progress.update)
       ?? await loadModel(glbUrl, { signal: abort.signal, onProgress: progress.update });
     performance.mark('twinview:read');
+    // A tiled scene (tiles.js): its batches start empty, the tiles join them as they arrive; its catalogue
+    // (names, classes, tree, which element has geometry) is one file of columns, asked for at once.
+    const tiled = 'tiles' in model ? parseIndex(model.tiles) : null;
+    const tilesBase = glbUrl.replace(/scene\.glb$/, 'tiles/');
+    const records = tiled ? fetch(tilesBase + tiled.catalog, { signal: abort.signal }).then((r) => {
+      if (!r.ok) throw new Error(`${r.status} ${r.statusText}`);
+      return r.json();
+    }).then((c) => Catalog.columns(c)) : null;
+    records?.catch(() => {}); // awaited below
     progress.stage('Preparing elements…');
     // Let the message paint before the busy part, when there is one (a frame is long on software GL).
-    if (model.nodes > LARGE_MODEL_NODES) await new Promise((r) => requestAnimationFrame(r));
+    if ('nodes' in model && model.nodes > LARGE_MODEL_NODES) await new Promise((r) => requestAnimationFrame(r));
     app.scope?.abort(); // the previous scene's batches, panels and listeners
     app.scope = new AbortController();
     const { signal } = app.scope;
-    const batches = model.batch();
+    const batches = 'tiles' in model ? new ElementBatches() : model.batch();
+    if (tiled) batches.bounds = new Box3(new Vector3(...tiled.lo), new Vector3(...tiled.hi));
     performance.mark('twinview:batched');
-    app.loader = model.via;
+    app.loader = 'tiles' in model ? 'tiles' : model.via;
     app.batches = batches;
-    // What the user hides, isolates or x-rays is per scene; a container's contents come from the catalogue.
-    visibility.use({ drawable: (id) => batches.elements.has(id), all: () => batches.elements.keys(),
-      children: (id) => app.catalog?.children.get(id) ?? [] });
-    app.twin = new TwinView(viewer, batches, state, labels, visibility, signal);
+    // What the user hides, isolates or x-rays is per scene; a container's contents come from the catalogue (of a
+    // tiled scene, also which elements have geometry: those of tiles not loaded yet count).
+    const drawn = () => [...(app.catalog?.byId.values() ?? [])].filter((r) => (r.tile ?? -1) >= 0).map((r) => r.id);
+    visibility.use({ drawable: (id) => batches.elements.has(id) || (tiled !== null && (app.catalog?.get(id)?.tile ?? -1) >= 0),
+      all: () => (tiled ? drawn() : batches.elements.keys()), children: (id) => app.catalog?.children.get(id) ?? [] });
+    const twin = new TwinView(viewer, batches, state, labels, visibility, signal);
+    app.twin = twin;
+    app.tiles = tiled ? new TileStreamer({ index: tiled, base: tilesBase, batches, viewer, signal,
+      arrived: (ids) => twin.arrived(ids), leaving: () => twin.leaving(), changed: () => {
+        twin.left();
+        caps.use(batches);
+      } }) : null;
+    if (app.tiles) followTiles(app.tiles, signal);
     app.twin.edges.setEnabled(look.edges);
     viewer.clipModel(batches.group);
     caps.use(batches);
@@ -219,15 +244,19 @@ async function loadScene(glbUrl, sceneId) {
     const pbr = batches.batches.some((b) => !(/** @type {any} */ (b).isMergedBatch));
     if (env === '1' || (env !== '0' && pbr && !viewer.softwareGL)) viewer.useEnvironment();
     if (signal.aborted) return;
-    // Names, classes and the tree come with the model; property sets and search from the server (catalog.js).
-    app.catalog = new Catalog(batches.nodes.map((n) => ({ id: n.id, name: n.name, class: n.cls, parent: n.parent })), sceneId);
+    // Names, classes and the tree come with the model (a tiled scene's: its catalogue); property sets and search
+    // from the server (catalog.js).
+    app.catalog = new Catalog(records ? await records
+      : batches.nodes.map((n) => ({ id: n.id, name: n.name, class: n.cls, parent: n.parent })), sceneId);
+    if (signal.aborted) return;
     wirePanels(app.catalog, signal);
     if (sectionPanel.open) sectionPanel.fillStoreys();
-    app.twin.useLods(model.meshSource);
+    if ('meshSource' in model) app.twin.useLods(model.meshSource);
     // Load phases, visible in the browser's performance panel.
     performance.measure('twinview:prepare', 'twinview:read');
     quickLook(sceneId);
-    resolveReady({ elements: batches.elements.size, drawCalls: batches.drawCalls, loadMs: Math.round(performance.now()) });
+    resolveReady({ elements: tiled ? tiled.elements : batches.elements.size, drawCalls: batches.drawCalls,
+      loadMs: Math.round(performance.now()) });
   } catch (e) {
     progress.done();
     const err = /** @type {Error & {hint?: string}} */ (e);
@@ -236,6 +265,30 @@ async function loadScene(glbUrl, sceneId) {
     app.glbUrl = ''; // a later snapshot may try again (e.g. after the server rebuilt the scene)
     showNotice('error', 'The 3D model failed to load', `${err.message}${err.hint ? ` — ${err.hint}` : ''}`, [retry]);
   }
+}
+
+/**
+ * Tell the server which part of a tiled scene this viewer holds (docs/PROTOCOL.md §15 `interest`): the box of the
+ * loaded tiles once they have settled for INTEREST_SETTLE_MS, or the whole scene when every tile is in; the
+ * server then sends the live values of that part only (and a snapshot of it at each change).
+ * @param {TileStreamer} tiles @param {AbortSignal} signal
+ */
+function followTiles(tiles, signal) {
+  let timer = 0;
+  const send = () => {
+    if (signal.aborted) return;
+    const box = new Box3();
+    for (const t of tiles.tiles) if (t.state === 'loaded') box.union(t.box);
+    session.setInterest(tiles.complete || box.isEmpty() ? null : { box: [box.min.toArray(), box.max.toArray()] });
+  };
+  tiles.addEventListener('change', () => {
+    clearTimeout(timer);
+    timer = window.setTimeout(send, INTEREST_SETTLE_MS);
+  }, { signal });
+  signal.addEventListener('abort', () => {
+    clearTimeout(timer);
+    session.setInterest(null);
+  });
 }
 
 /**
@@ -263,6 +316,7 @@ async function takeEarlyLoad(glbUrl, abort, onProgress) {
 
 /** @param {import('./batcher.js').ElementBatches} batches */
 function boxOfAll(batches) {
+  if (batches.bounds) return batches.bounds.clone();
   /** @type {import('three').Box3|null} */
   let box = null;
   for (const e of batches.elements.values()) box = box ? box.union(e.box) : e.box.clone();
@@ -354,6 +408,9 @@ function select(id, fly = false) {
   if (viewer.renderer.xr.isPresenting) xr?.showPanel(id);
   const box = id ? app.twin?.boxOf([id]) : null;
   if (fly && box) viewer.fitBox(box);
+  // An element of a tile not loaded (picked in the tree or a search): its tile comes first, then the flight.
+  const tile = id && !app.batches?.elements.has(id) ? app.catalog?.get(id)?.tile ?? -1 : -1;
+  if (tile >= 0) app.tiles?.request(tile).then(() => { if (fly && app.twin?.selected === id) select(id, true); });
 }
 
 /**

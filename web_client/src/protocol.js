@@ -23,6 +23,8 @@ export const RESYNC_LIVE = 'live';
  * @typedef {import('./protocol_types').ServerMessage} ServerMessage
  * @typedef {import('./protocol_types').Hello} Hello
  * @typedef {import('./protocol_types').Subscribe} Subscribe
+ * @typedef {import('./protocol_types').Interest} Interest
+ * @typedef {import('./protocol_types').ChangeInterest} ChangeInterest
  * @typedef {import('./protocol_types').PresenceUpdate} PresenceUpdate
  * @typedef {import('./protocol_types').Ping} Ping
  * @typedef {import('./protocol_types').Welcome} Welcome
@@ -64,9 +66,9 @@ export const RESYNC_LIVE = 'live';
 
 /**
  * @param {{client: string, name?: string, layer?: (string|null), resume?: (Resume|null), session?: (string|null),
- *          token?: (string|null)}} opts
+ *          token?: (string|null), interest?: (Interest|null)}} opts
  */
-export function hello({ client, name = '', layer = null, resume = null, session = null, token = null }) {
+export function hello({ client, name = '', layer = null, resume = null, session = null, token = null, interest = null }) {
   /** @type {Hello} */
   const msg = { type: 'hello', client, client_version: CLIENT_VERSION, protocol: PROTOCOL_VERSION, role: 'viewer' };
   if (name) msg.name = name;
@@ -74,11 +76,15 @@ export function hello({ client, name = '', layer = null, resume = null, session 
   if (resume) msg.resume = resume;
   if (session) msg.session = session;
   if (token) msg.token = token;
+  if (interest) msg.interest = interest;
   return msg;
 }
 
 /** @param {string} layer @returns {Subscribe} */
 export const subscribe = (layer) => ({ type: 'subscribe', layer });
+
+/** @param {Interest|null} interest @returns {ChangeInterest} */
+export const interest = (interest) => ({ type: 'interest', interest });
 
 /** @param {Pose} pose @returns {PresenceUpdate} */
 export const presence = (pose) => ({ type: 'presence', pose });

@@ -47,6 +47,8 @@ export class Session extends EventTarget {
     this.closeCode = 0;
     /** @type {WebSocket|null} */
     this.ws = null;
+    /** @type {P.Interest|null} what part of the scene this viewer sees (null: all of it; docs/PROTOCOL.md §15) */
+    this.interest = null;
     /** @type {P.Welcome|null} the last welcome */
     this.welcome = null;
     /** @type {LinkStatus} */
@@ -74,7 +76,7 @@ export class Session extends EventTarget {
       const resume = this.state.epoch ? { epoch: this.state.epoch, seq: this.state.seq } : null;
       const token = this.join.token || this.guestToken || null;
       this.#send(P.hello({ client: this.client, name: this.name, layer: this.layer || this.state.layer || null, resume,
-        session: this.join.session, token }));
+        session: this.join.session, token, interest: this.#interesting() ? this.interest : null }));
     };
     ws.onmessage = (e) => this.#onMessage(e.data);
     ws.onclose = (e) => this.#onClose(ws, e.code, e.reason);
@@ -84,6 +86,20 @@ export class Session extends EventTarget {
   subscribe(layer) {
     this.layer = layer;
     this.#send(P.subscribe(layer));
+  }
+
+  /**
+   * Receive the live values of part of the scene only (a tiled scene's loaded tiles), from the next snapshot on;
+   * null: all of it. Kept for every reconnect; nothing is sent to a server without the `interest` capability.
+   * @param {P.Interest|null} interest
+   */
+  setInterest(interest) {
+    this.interest = interest;
+    if (this.#interesting() && (this.status === 'live' || this.status === 'resynced')) this.#send(P.interest(interest));
+  }
+
+  #interesting() {
+    return this.welcome?.capabilities.includes('interest') ?? false;
   }
 
   /** @param {P.Pose} pose */
