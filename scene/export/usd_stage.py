@@ -173,7 +173,10 @@ class StageWriter:
                             writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
             if self._parts:
                 geometry.append(self._save_part(layer, f"geometry-{index:04d}"))
-        root.subLayerPaths = [*self._parts, *geometry]
+        # Weakest first: a prim's children are composed from the weakest layer to the strongest, so the element
+        # parts (weakest, first part last) give the scene's order, the geometry parts then add each `Geometry`
+        # child after its element's children, and the root `Looks` and `_Prototypes` after the elements.
+        root.subLayerPaths = [*reversed(geometry), *reversed(self._parts)]
         if not root.Export(str(self.path)):
             raise ExportFailed(str(self.path), "USD could not write the layer")
         # The layer holds a copy of every array and property: let it go before the other outputs are made.
