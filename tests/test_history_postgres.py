@@ -136,8 +136,18 @@ async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_no
         async with http.get(f"{srv.url}/api/history", params={"keys": "PT-1.pressure"}) as r:
             assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
 
+        async with http.get(f"{srv.url}/api/health") as r:
+            health = await r.json()
+        assert health["status"] == "degraded" and health["historian"]["ok"] is False
+        assert "PostgreSQL" in health["historian"]["detail"] and health["historian"]["write_errors"] >= 1
+
         postgres.start()  # the historian's writer reconnects by itself
         deadline = time.monotonic() + 30
+        while not health["historian"]["ok"]:  # nothing written yet: /api/health sees the database back all the same
+            assert time.monotonic() < deadline, health["historian"]
+            await asyncio.sleep(0.2)
+            async with http.get(f"{srv.url}/api/health") as r:
+                health = await r.json()
         while True:
             try:
                 assert (await gw.publish([pressure(4.0)])).durable

@@ -381,8 +381,17 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
         stop.set()
         await asyncio.gather(*writers)
         assert await _joins(srv.ws_url, review) == "review"  # once the poll has reconnected the reads (~1 s)
-        async with http.get(f"{srv.url}/api/health") as r:
-            health = await r.json()
+        health: dict[str, Any] = {}
+
+        async def healthy() -> bool:  # the historian's events may have failed too: it tries again when asked
+            nonlocal health
+            async with http.get(f"{srv.url}/api/health") as r:
+                health = await r.json()
+            return health["status"] == "ok"
+
+        deadline = time.monotonic() + 30
+        while not await healthy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         assert health["status"] == "ok" and health["store"]["reachable"] is True and health["store"]["ok"] is True
 
     with psycopg.connect(postgres_url) as check:
