@@ -514,6 +514,13 @@ def test_store_copy_moves_the_history_in_one_transaction_with_progress(
     expected = _history_seen(h, HISTORY_T0)
     h.close()
     assert expected[0] and expected[2] and expected[3][2] and expected[4][0]
+    with contextlib.closing(sqlite3.connect(folder / "history.sqlite")) as db:  # kept before events had keys, and
+        db.executescript("DROP INDEX events_key; ALTER TABLE events DROP COLUMN key;")  # a failover recorded one twice
+        [(body,)] = db.execute("SELECT body FROM events").fetchall()
+        again = msgspec.msgpack.encode(msgspec.structs.replace(msgspec.msgpack.decode(body, type=p.Event), seq=9))
+        db.execute("INSERT INTO events (t, seq, kind, id, element, session, body) SELECT t, 9, kind, id, element,"
+                   " session, ? FROM events", (again,))  # fmt: skip
+        db.commit()
 
     copy = ["store", "copy", "--from", f"sqlite:{data}", "--to", postgres_url]
     [chunk] = (folder / "chunks").rglob("*.parquet")
