@@ -994,9 +994,8 @@ class Historian:
             ]
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):  # column by column: one Python object per sample, the Sample
-            element, prop, ts, value, text, quality, unit = _pylists(
-                pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            )
+            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters).sort_by("ts")  # stable, as `sort`
+            element, prop, ts, value, text, quality, unit = _pylists(table)
             pairs = zip(element, prop, strict=True)
             value = [  # numbers as read; bools (1.0 / 0.0 in chunks) and the rest by their key's kind (`_typed`)
                 tx if tx is not None else v if k not in typed else _typed(v, typed[k])
@@ -1015,7 +1014,7 @@ class Historian:
             key = names.get(kid)
             if key is not None:
                 out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
-        out.sort(key=attrgetter("ts"))
+        out.sort(key=attrgetter("ts"))  # merges the chunks' runs and the tail's (each already by time)
         return out
 
     def properties(self) -> set[tuple[str, str]]:
