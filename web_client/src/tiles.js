@@ -5,6 +5,7 @@
 // budget, those that matter least for the view are let go (ElementBatches.release) and their boxes come back.
 // This module decides what is loaded; the batches decide what of it is drawn (culling, levels of detail).
 import * as THREE from 'three';
+import { INSTANCE_MAX_BATCHES_PER_TILE } from './batcher.js';
 import { readModel } from './loader.js';
 
 // Tiles downloaded and read at once: two keep the network and the reader busy without starving the frames.
@@ -180,7 +181,7 @@ export class TileStreamer extends EventTarget {
       if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       const model = await readModel(await res.arrayBuffer(), url);
       if (signal.aborted) return;
-      const tile = model.batch();
+      const tile = model.batch(INSTANCE_MAX_BATCHES_PER_TILE);
       this.batches.absorb(tile);
       this.viewer.clipModel(tile.group);
       Object.assign(t, { state: 'loaded', batches: tile, abort: null, wanted: false });
@@ -199,7 +200,10 @@ export class TileStreamer extends EventTarget {
     } finally {
       if (t.state === 'loading') t.state = 'idle';
       t.abort = null;
-      this.viewer.invalidate(); // the next frame schedules the next tiles
+      this.viewer.invalidate();
+      // The next tiles now, for the last view, not at the next frame: on a software GL a frame of a large model
+      // takes long, and tiles would come one frame apart.
+      if (!this.signal.aborted) this.#schedule(this.viewer.camera);
     }
   }
 
