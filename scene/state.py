@@ -95,6 +95,9 @@ class TwinState:
         hist = self._history.get(key)
         if hist is None:
             hist = self._history[key] = deque(maxlen=self.history_len)
+            loaded = self._current.get(reading.element, {}).get(reading.prop)
+            if loaded is not None:  # a value given by `load`: its history starts from it
+                hist.append((loaded.ts, loaded.value))
         if hist and ts < hist[-1][0]:
             _insert_late(hist, ts, reading.value)
             return None  # older than a sample already seen: history only, the current value stays newest
@@ -137,6 +140,10 @@ class TwinState:
     def get(self, element: str, prop: str) -> PropertyValue | None:
         return self._current.get(element, {}).get(prop)
 
+    def values(self) -> dict[str, dict[str, PropertyValue]]:
+        """Every current value, element -> prop -> value: the state's own (read only; `snapshot` copies)."""
+        return self._current
+
     def element(self, element: str) -> dict[str, PropertyValue]:
         return dict(self._current.get(element, {}))
 
@@ -153,6 +160,13 @@ class TwinState:
 
     def snapshot(self) -> dict[str, dict[str, PropertyValue]]:
         return {el: dict(props) for el, props in self._current.items()}
+
+    def load(self, current: dict[str, dict[str, PropertyValue]]) -> None:
+        """Take `current` (element -> prop -> value, kept as given) as every current value, in place of all before:
+        a replay's moment, 10 000 values at once. A property's history starts from its value when it is next applied
+        (as `restore` would have started it), not before."""
+        self._current = current
+        self._history = {}
 
     def restore(self, snapshot: dict[str, dict[str, PropertyValue]]) -> None:
         """Load persisted current values (e.g. after a restart); history starts from these values."""

@@ -48,14 +48,38 @@ def protocol_frames() -> Iterator[None]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy)."""
-    if metafunc.definition.get_closest_marker("deployable"):
+    """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy),
+    unless it is marked `in_process_only` with the reason (a module marks itself deployable as a whole)."""
+    marked = metafunc.definition.get_closest_marker
+    starts_a_server = "live_server" in metafunc.function.__code__.co_names  # else there is nothing to deploy
+    if marked("deployable") and starts_a_server and not marked("in_process_only"):
         metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (marker := item.get_closest_marker("in_process_only")) and not marker.args:
+            raise pytest.UsageError(f"{item.nodeid}: in_process_only needs the reason it stays in one process")
+
+
+@pytest.fixture(scope="session")
+def deployments(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[live_server.DeploymentPool]:
+    """The deployments the session's [deployment] variants share, one per configuration (tests/live_server.py)."""
+    pool = live_server.DeploymentPool(
+        tmp_path_factory.mktemp("deployments"), lambda: request.getfixturevalue("postgres")
+    )
+    yield pool
+    pool.close()
 
 
 @pytest.fixture(autouse=True)
 def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> live_server.ServedBy:
-    """How this test's live_server runs: in process, unless the test is the deployment variant."""
+    """How this test's live_server runs: in process, unless the test is the deployment variant (then on the
+    session's shared deployment of its configuration)."""
     mode: live_server.ServedBy = getattr(request, "param", "in-process")
     monkeypatch.setattr(live_server, "SERVED_BY", mode)
+    if mode == "deployment":
+        monkeypatch.setattr(live_server, "DEPLOYMENTS", request.getfixturevalue("deployments"))
     return mode

@@ -85,11 +85,12 @@ class Deployment:
 
 def serve_argv(scene_dir: Path, port: int, data_dir: Path, options: Sequence[str]) -> list[str]:
     """The command line of one process, as in deploy/twinview@.service: loopback only, no per-address bound
-    (every connection comes from the proxy's address; HAProxy bounds connections per client)."""
+    (every connection comes from the proxy's address; HAProxy bounds connections per client), the proxy trusted
+    to name the client (X-Forwarded-For)."""
     return [
         sys.executable, "-m", "viewer_server.cli", "serve", str(scene_dir),
         "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-        "--max-connections-per-ip", "0", *options,
+        "--max-connections-per-ip", "0", "--trusted-proxy", "127.0.0.1", *options,
     ]  # fmt: skip
 
 

@@ -45,6 +45,14 @@ class Ports:
     redirect: int  # its `bind :80`, which redirects to https
 
 
+def per_address_bound() -> int:
+    """The connections one client address may hold at the proxy (the template's `sc0_conn_cur gt N`)."""
+    bound = re.search(r"sc0_conn_cur gt (\d+)", TEMPLATE.read_text())
+    if bound is None:
+        raise ValueError(f"{TEMPLATE}: no per-address bound (`reject if {{ sc0_conn_cur gt N }}`)")
+    return int(bound[1])
+
+
 def render(template: str, ports: Ports, cert: Path, servers: Sequence[int]) -> str:
     """The template with its binds on `ports`, `cert` as the certificate and one `server` line per port of
     `servers`. ValueError when the template no longer has the lines this expects (update both together)."""

@@ -81,6 +81,46 @@ def sphere_primitive(radius: float, segments: int, material: int) -> Primitive:
     return Primitive(pos, tris[area > 1e-12], material, normals=normals.astype(np.float32))
 
 
+def pipe_primitive(radius: float, length: float, segments: int, material: int) -> Primitive:
+    """A pipe along Y as CAD exports one: smooth sides, flat caps whose vertices are split from the sides'
+    (4 * segments - 4 triangles; 26 segments make the 100 triangles of a typical plant pipe)."""
+    angle = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    ring = np.stack([np.cos(angle), np.zeros(segments), np.sin(angle)], axis=1).astype(np.float32)
+    ends = [np.array([0, y, 0], np.float32) for y in (-length / 2, length / 2)]
+    side = np.concatenate([ring * radius + ends[0], ring * radius + ends[1]])
+    caps = np.concatenate([ring * radius + ends[0], ring * radius + ends[1]])
+    positions = np.concatenate([side, caps]).astype(np.float32)
+    normals = np.concatenate([ring, ring, np.tile([0, -1, 0], (segments, 1)), np.tile([0, 1, 0], (segments, 1))])
+    i = np.arange(segments, dtype=np.uint32)
+    j = (i + 1) % segments
+    walls = np.concatenate([np.stack([i, i + segments, j], 1), np.stack([j, i + segments, j + segments], 1)])
+    fan = np.arange(1, segments - 1, dtype=np.uint32)
+    bottom = np.stack([np.zeros_like(fan), fan, fan + 1], 1) + 2 * segments
+    top = np.stack([np.zeros_like(fan), fan + 1, fan], 1) + 3 * segments
+    return Primitive(positions, np.concatenate([walls, bottom, top]), material, normals=normals.astype(np.float32))
+
+
+def small_parts_scene(count: int) -> Scene:
+    """A plant of `count` small parts, as a generated IFC plant has them: pipes of their own length (100
+    triangles each, unique meshes) and valves that share one mesh (a 24-segment ball, like a mapped type), in a
+    row of racks. Ids `pipe-00000`, `valve-00001`, ... by position; every third part is a valve."""
+    scene = Scene()
+    scene.inputs.append(InputRecord("plant.ifc", "d" * 64, "ifc", "synthetic 1.0"))
+    steel = scene.add_material(Material("Steel", (0.55, 0.6, 0.65, 1.0)))
+    paint = scene.add_material(Material("Paint", (0.8, 0.35, 0.2, 1.0)))
+    scene.meshes["valve"] = Mesh("valve", [sphere_primitive(0.3, 24, paint)])
+    scene.add(Element("site", "Plant", "IfcSite"))
+    side = int(np.ceil(np.sqrt(count)))
+    for i in range(count):
+        m = translation((i % side) * 1.5, 0.8, (i // side) * 1.5)
+        if i % 3 == 2:
+            scene.add(Element(f"valve-{i:05d}", f"Valve {i}", "IfcValve", "site", m, "valve"))
+            continue
+        scene.meshes[f"pipe{i}"] = Mesh(f"pipe{i}", [pipe_primitive(0.1, 1.0 + 0.01 * i, 26, steel)])
+        scene.add(Element(f"pipe-{i:05d}", f"Pipe {i}", "IfcPipeSegment", "site", m, f"pipe{i}"))
+    return scene
+
+
 def checker_png(size: int = 8) -> bytes:
     """A tiny RGB checkerboard PNG, written by hand so tests need no imaging library."""
     pixels = (np.indices((size, size)).sum(axis=0) % 2 * 255).astype(np.uint8)

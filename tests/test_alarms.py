@@ -14,8 +14,16 @@ import msgspec
 import pytest
 
 from scene.rules import AlarmEvent
-from tests.deployment import Deployment
-from tests.live_server import JSON_BODY, live_server, mint_token, person, scene_id, write_bindings, write_scene
+from tests.live_server import (
+    JSON_BODY,
+    Served,
+    live_server,
+    mint_token,
+    person,
+    session_id,
+    write_bindings,
+    write_scene,
+)
 from tests.test_restart_durability import STARTUP_TIMEOUT_S, TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
 from viewer_server.alarms import ALARM_HISTORY_MAX, AlarmBook
@@ -23,7 +31,6 @@ from viewer_server.auth import issue, load_secret
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.procedures import Refused
 from viewer_server.scenes import scene_id_for
-from viewer_server.serve import RunningServer
 
 PRESSURE = "operations.rules[1]"  # tests/live_server.py: PT-1.pressure thresholds (warning 5, alarm 5.5) on P-1
 LEVEL = "energy.rules[0]"  # LT-1.level above 95 % on T-1
@@ -159,7 +166,7 @@ def test_out_of_service_until_put_back_and_refusals_name_the_state() -> None:
 # --- the server ------------------------------------------------------------------------------------
 
 
-async def ingest(srv: RunningServer, *readings: p.Reading) -> None:
+async def ingest(srv: Served, *readings: p.Reading) -> None:
     async with (
         aiohttp.ClientSession() as http,
         http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=p.encode({"readings": list(readings)}, "json")) as r,
@@ -171,9 +178,9 @@ def pressure(value: float) -> p.Reading:
     return p.Reading(value, key="PT-1.pressure")
 
 
-async def audit(srv: RunningServer | Deployment) -> list[dict]:
+async def audit(srv: Served) -> list[dict]:
     headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin')}"}
-    url = f"{srv.url}/api/sessions/{scene_id(srv)}/audit"
+    url = f"{srv.url}/api/sessions/{session_id(srv)}/audit"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         assert r.status == 200
         return [e for e in await r.json() if e["action"].startswith("alarm.")]

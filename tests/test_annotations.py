@@ -6,14 +6,25 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
-from tests.live_server import JSON_BODY, live_server, mint_token, store_rows
+from tests.live_server import (
+    JSON_BODY,
+    Served,
+    eventually,
+    get_json,
+    live_server,
+    mint_token,
+    new_session,
+    numbered,
+    session_id,
+    store_rows,
+)
 from viewer_server import annotations as annotations_mod
 from viewer_server import protocol as p
 from viewer_server.audit import REFUSED
 from viewer_server.client import RequestRefused, TwinClient
-from viewer_server.serve import RunningServer
 from viewer_server.store_db import Db, StoreError
 from viewer_server.topics import (
     MAX_ATTACHMENT_BYTES,
@@ -25,13 +36,21 @@ from viewer_server.topics import (
     ClippingPlane,
     ColoredComponents,
     Measurement,
+    Topic,
 )
+
+pytestmark = pytest.mark.deployable
 
 PIN = p.Pin("PT-1", p.Vec3(1.0, 2.0, 3.0), p.Vec3(0.0, 1.0, 0.0))
 
 
-def client(srv: RunningServer, user: str, role: p.Role, **kw: object) -> TwinClient:
+def client(srv: Served, user: str, role: p.Role, **kw: object) -> TwinClient:
     return TwinClient(srv.ws_url, token=mint_token(srv, user, role), name=user, **kw)  # type: ignore[arg-type]
+
+
+async def topics(srv: Served) -> list[Topic]:
+    """The test session's topics as REST reads them (anonymous visitors of the session may)."""
+    return msgspec.convert(await get_json(srv, f"/api/sessions/{session_id(srv)}/topics"), list[Topic])
 
 
 async def refused(request: object) -> p.Error:
@@ -50,7 +69,8 @@ async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Pa
             client(srv, "ben", "presenter") as ben,
             client(srv, "carl", "viewer") as carl,
         ):
-            assert (ana.welcome.user, ana.welcome.role, ana.welcome.session) == ("ana", "annotator", srv.live.scene.id)
+            assert (ana.welcome.user, ana.welcome.role, ana.welcome.session) == ("ana", "annotator", session_id(srv))
+            await ana.wait_for(lambda c: c.props["PT-1/pressure"].v == 4.2)  # ana's process has applied the reading
             saved = await ana.create_topic(p.TopicDraft("Leak <b>at</b> flange", "drips", pin=PIN, labels=["leak"]))
             assert (saved.kind, saved.revision) == ("topic_created", 1)
             for c in (ana, ben, carl):
@@ -72,7 +92,6 @@ async def test_create_comment_resolve_are_seen_live_by_every_client(tmp_path: Pa
             assert carl.duplicate_events == 0
 
 
-@pytest.mark.deployable
 async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(
     tmp_path: Path, store_url: str | None
 ) -> None:
@@ -86,19 +105,19 @@ async def test_a_late_joiner_gets_every_topic_and_comment_in_the_snapshot(
 
 async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path, store_url: str | None) -> None:
     async with live_server(tmp_path, store=store_url) as srv:
-        await srv.live.rooms.create("review", "Design review", None, "test")
-        token = mint_token(srv, "ana", "annotator", session="review")
+        review = await new_session(srv, "review")
+        token = mint_token(srv, "ana", "annotator", session=review)
         async with (
             TwinClient(srv.ws_url, token=token) as in_review,
             client(srv, "bob", "annotator") as in_default,
         ):
-            assert in_review.welcome.session == "review"
+            assert in_review.welcome.session == review
             await in_default.create_topic(p.TopicDraft("default only"))
             mine = await in_review.create_topic(p.TopicDraft("review only"))
             await in_review.send_presence(p.Pose((0, 1, 2), (0, 0, 0, 1)))
             await in_review.wait_for(lambda c: mine.guid in c.topics)
             # Both have applied everything the scene numbered so far: what they hold now is all they get.
-            done = srv.live.hub.seq
+            done = await numbered(srv)
             await in_default.wait_for(lambda c: c.seq >= done)
             await in_review.wait_for(lambda c: c.seq >= done)
             assert list(in_review.topics) == [mine.guid]
@@ -106,7 +125,6 @@ async def test_sessions_do_not_see_each_others_topics_or_presence(tmp_path: Path
             assert in_default.presence == {}
 
 
-@pytest.mark.deployable
 async def test_resume_after_a_drop_gets_exactly_the_missed_annotation_events(
     tmp_path: Path, store_url: str | None
 ) -> None:
@@ -143,7 +161,7 @@ async def test_two_edits_on_the_same_revision_one_wins_the_other_is_stale(
         losses = [r.error for r in results if isinstance(r, RequestRefused)]
         assert len(wins) == 1 and len(losses) == 1
         assert losses[0].code == p.ERR_STALE_REVISION and losses[0].revision == 2
-        assert srv.live.annotations.topics(srv.live.scene.id)[0].revision == 2
+        await eventually(lambda: topics(srv), lambda ts: [t.revision for t in ts] == [2])
 
 
 async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(
@@ -160,9 +178,10 @@ async def test_an_edit_claiming_a_future_revision_is_refused_like_a_stale_one(
         ):
             error = await refused(attempt)
             assert (error.code, error.revision) == (p.ERR_STALE_REVISION, 1)
-        [stored] = srv.live.annotations.topics(srv.live.scene.id)
+        [stored] = await topics(srv)
         assert (stored.title, stored.revision, stored.deleted) == ("now at revision 1", 1, False)
-        assert srv.live.annotations.comments(srv.live.scene.id)[0].text == "also at 1"
+        [said] = await get_json(srv, f"/api/sessions/{session_id(srv)}/topics/{topic.guid}/comments")
+        assert said["text"] == "also at 1"
 
 
 async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path, store_url: str | None) -> None:
@@ -186,9 +205,14 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path, st
         assert ana.comments[comment.guid].text == "[removed by moderator]"
         assert (await refused(ana.add_comment(topic.guid, "too late"))).code == p.ERR_NOT_FOUND
 
-        query = "SELECT actor, role, action, target, detail FROM audit WHERE action != ? ORDER BY id"
-        rows = store_rows(srv.store, query, (REFUSED,))  # refusals are summarised per connection
-        assert [(a, act) for a, _, act, _, _ in rows] == [
+        admin_token = mint_token(srv, "root", "admin")
+
+        async def changes() -> list[dict]:  # refusals are summarised per connection, when it closes
+            trail = await get_json(srv, f"/api/sessions/{session_id(srv)}/audit", admin_token)
+            return [e for e in reversed(trail) if e["action"] != REFUSED]
+
+        rows = await eventually(changes, lambda rows: len(rows) == 6)
+        assert [(e["actor"], e["action"]) for e in rows] == [
             ("ana", "topic.create"),
             ("ana", "comment.create"),
             ("bob", "topic.update"),
@@ -196,7 +220,7 @@ async def test_own_items_only_and_admin_moderation_is_audited(tmp_path: Path, st
             ("root", "comment.moderate"),
             ("root", "topic.moderate"),
         ]
-        assert "author 'ana'" in rows[4][4] and "status: 'open' -> 'in_progress'" in rows[2][4]
+        assert "author 'ana'" in rows[4]["detail"] and "status: 'open' -> 'in_progress'" in rows[2]["detail"]
 
 
 async def test_text_limits_are_enforced_and_named(tmp_path: Path, store_url: str | None) -> None:
@@ -243,10 +267,12 @@ async def test_viewpoint_lists_name_scene_elements_and_are_bounded(tmp_path: Pat
         error = await refused(ana.create_topic(draft(p.Viewpoint("v" * 65, camera))))
         assert (error.code, error.field) == (p.ERR_TOO_LONG, "viewpoints[0].guid")
         saved = await ana.create_topic(draft(*fits))  # exactly MAX_VIEWPOINT_IDS ids
-        assert srv.live.annotations.topics(srv.live.scene.id)[0].viewpoints == fits and saved.revision == 1
+        [stored] = await topics(srv)
+        assert stored.viewpoints == fits and saved.revision == 1
         assert ana.welcome is not None and ana.welcome.limits["max_viewpoint_ids"] == MAX_VIEWPOINT_IDS
 
 
+@pytest.mark.in_process_only("counts the presence updates the server's session object dropped")
 async def test_annotation_and_presence_rates_are_limited_per_user(tmp_path: Path, store_url: str | None) -> None:
     async with (
         live_server(tmp_path, store=store_url) as srv,
@@ -271,7 +297,7 @@ async def test_attachments_round_trip_over_rest_with_bearer_tokens(tmp_path: Pat
         aiohttp.ClientSession() as http,
         client(srv, "ana", "annotator") as ana,
     ):
-        sid = srv.live.scene.id
+        sid = session_id(srv)
         auth = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
         async with http.post(f"{srv.url}/api/sessions/{sid}/attachments", data=png, headers=auth) as r:
             assert r.status == 201
@@ -305,6 +331,7 @@ def test_rate_buckets_refill_and_quiet_users_are_forgotten(monkeypatch: pytest.M
     assert len(limiter._buckets) <= 3  # memory stays bounded however many users come and go
 
 
+@pytest.mark.in_process_only("makes the server's store fail by patching its module")
 async def test_a_failing_disk_answers_not_saved_changes_nothing_and_keeps_the_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> None:
@@ -336,7 +363,7 @@ async def test_rest_creates_and_reads_topics_and_comments_and_pages_the_audit(
         aiohttp.ClientSession() as http,
         client(srv, "v", "viewer") as v,
     ):
-        base = f"{srv.url}/api/sessions/{srv.live.scene.id}"
+        base = f"{srv.url}/api/sessions/{session_id(srv)}"
         ana = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
         draft = p.encode(p.TopicDraft("from a script", pin=PIN), "json")
         async with http.post(f"{base}/topics", data=draft, headers={**ana, **JSON_BODY}) as r:
@@ -347,15 +374,16 @@ async def test_rest_creates_and_reads_topics_and_comments_and_pages_the_audit(
         ) as r:
             assert r.status == 201
         await v.wait_for(lambda c: saved["guid"] in c.topics and len(c.comments) == 1)  # live, like any change
-        async with http.get(f"{base}/topics") as r:  # anonymous visitors of the default session may read
-            assert [t["title"] for t in await r.json()] == ["from a script"]
-        async with http.get(f"{base}/topics/{saved['guid']}/comments", headers=ana) as r:
-            assert [c["text"] for c in await r.json()] == ["via REST"]
+        read = await eventually(lambda: topics(srv), lambda ts: len(ts) == 1)  # visitors of the session may read
+        assert [t.title for t in read] == ["from a script"]
+        path = f"/api/sessions/{session_id(srv)}/topics/{saved['guid']}/comments"
+        said = await eventually(lambda: get_json(srv, path, mint_token(srv, "ana", "annotator")), bool)
+        assert [c["text"] for c in said] == ["via REST"]
         async with http.post(f"{base}/topics", data=b'{"title": ""}', headers={**ana, **JSON_BODY}) as r:
             assert r.status == 400 and (await r.json())["field"] == "title"
         admin = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin')}"}
-        async with http.get(f"{base}/audit?limit=1", headers=admin) as r:
-            [newest] = await r.json()
+        path = f"/api/sessions/{session_id(srv)}/audit?limit=1"
+        [newest] = await eventually(lambda: get_json(srv, path, mint_token(srv, "root", "admin")), bool)
         async with http.get(f"{base}/audit?before={newest['id']}", headers=admin) as r:
             older = await r.json()
         assert [newest["action"], *(e["action"] for e in older)] == ["comment.create", "topic.create"]
@@ -365,25 +393,25 @@ async def test_bcf_over_rest_exports_one_session_and_imports_into_another_live(
     tmp_path: Path, store_url: str | None
 ) -> None:
     async with live_server(tmp_path, store=store_url) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create("next-week", "Follow-up", None, "test")
+        next_week = await new_session(srv, "next-week")
         async with client(srv, "ana", "annotator") as ana:
             made = await ana.create_topic(p.TopicDraft("Valve leaks", "see photo", pin=PIN, labels=["leak"]))
             await ana.add_comment(made.guid, "confirmed")
         lead = {"Authorization": f"Bearer {mint_token(srv, 'lead', 'presenter')}"}
-        async with http.get(f"{srv.url}/api/sessions/{srv.live.scene.id}/bcf", headers=lead) as r:
+        async with http.get(f"{srv.url}/api/sessions/{session_id(srv)}/bcf", headers=lead) as r:
             assert r.status == 200 and r.content_type == "application/octet-stream"
             archive = await r.read()
         assert archive[:2] == b"PK"
-        into = {"Authorization": f"Bearer {mint_token(srv, 'lead', 'presenter', session='next-week')}"}
-        watcher = TwinClient(srv.ws_url, token=mint_token(srv, "w", "viewer", session="next-week"))
+        into = {"Authorization": f"Bearer {mint_token(srv, 'lead', 'presenter', session=next_week)}"}
+        watcher = TwinClient(srv.ws_url, token=mint_token(srv, "w", "viewer", session=next_week))
         async with watcher:
-            async with http.post(f"{srv.url}/api/sessions/next-week/bcf", data=archive, headers=into) as r:
+            async with http.post(f"{srv.url}/api/sessions/{next_week}/bcf", data=archive, headers=into) as r:
                 assert r.status == 201
                 result = await r.json()
             assert (result["topics"], result["comments"]) == (1, 1)
             await watcher.wait_for(lambda c: made.guid in c.topics and len(c.comments) == 1)
             topic = watcher.topics[made.guid]
             assert (topic.title, topic.labels, topic.pin.element) == ("Valve leaks", ["leak"], "PT-1")
-        admin = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session='next-week')}"}
-        async with http.get(f"{srv.url}/api/sessions/next-week/audit", headers=admin) as r:
-            assert [(e["actor"], e["action"]) for e in await r.json()] == [("lead", "bcf.import")]
+        admin_token = mint_token(srv, "root", "admin", session=next_week)
+        trail = await eventually(lambda: get_json(srv, f"/api/sessions/{next_week}/audit", admin_token), bool)
+        assert [(e["actor"], e["action"]) for e in trail] == [("lead", "bcf.import")]

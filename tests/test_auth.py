@@ -9,10 +9,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import live_server, mint_token, new_session, server_secret, session_id
 from viewer_server import protocol as p
 from viewer_server.auth import AuthError, Claims, issue, load_secret, mint, parse_ttl, verify
 from viewer_server.client import TwinClient, TwinClientError
+
+pytestmark = pytest.mark.deployable
 
 SECRET = b"k" * 32
 
@@ -85,37 +87,37 @@ async def _refusal(url: str, **kw: object) -> TwinClientError:
 
 async def test_the_server_closes_4003_for_bad_expired_and_wrong_session_tokens(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create("review", "Review", None, "test")
+        review = await new_session(srv, "review")
         cases = {
-            "bad token signature": issue(b"y" * 32, "review", "ana", "admin"),
-            "token expired": mint(srv.live.secret, Claims("review", "ana", "admin", exp=time.time() - 600)),
+            "bad token signature": issue(b"y" * 32, review, "ana", "admin"),
+            "token expired": mint(server_secret(srv), Claims(review, "ana", "admin", exp=time.time() - 600)),
             "token is for another session": mint_token(srv, "ana", "admin"),  # default session, asked for review
         }
         for reason, token in cases.items():
-            error = await _refusal(srv.ws_url, token=token, session="review")
+            error = await _refusal(srv.ws_url, token=token, session=review)
             assert error.code == p.CLOSE_AUTH and error.reason.startswith(reason)
-        error = await _refusal(srv.ws_url, session="review")  # no token, session without anonymous role
+        error = await _refusal(srv.ws_url, session=review)  # no token, session without anonymous role
         assert error.code == p.CLOSE_AUTH and "needs a token" in error.reason
         error = await _refusal(srv.ws_url, session="nope")
         assert error.code == p.CLOSE_AUTH and "no session" in error.reason
-        async with TwinClient(srv.ws_url, token=mint_token(srv, "ana", "presenter", session="review")) as ok:
-            assert (ok.welcome.session, ok.welcome.user, ok.welcome.role) == ("review", "ana", "presenter")
+        async with TwinClient(srv.ws_url, token=mint_token(srv, "ana", "presenter", session=review)) as ok:
+            assert (ok.welcome.session, ok.welcome.user, ok.welcome.role) == (review, "ana", "presenter")
 
 
 async def test_anonymous_visitors_of_the_default_session_are_viewers(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, role="admin", name="eve") as eve:
-        assert (eve.welcome.session, eve.welcome.role, eve.welcome.name) == (srv.live.scene.id, "viewer", "eve (guest)")
+        assert (eve.welcome.session, eve.welcome.role, eve.welcome.name) == (session_id(srv), "viewer", "eve (guest)")
         assert eve.welcome.user.startswith("guest-")
 
 
 async def test_rest_refuses_missing_bad_and_expired_bearer_tokens(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create("review", "Review", None, "test")
-        url = f"{srv.url}/api/sessions/review/topics"
-        expired = mint(srv.live.secret, Claims("review", "ana", "admin", exp=time.time() - 600))
+        review = await new_session(srv, "review")
+        url = f"{srv.url}/api/sessions/{review}/topics"
+        expired = mint(server_secret(srv), Claims(review, "ana", "admin", exp=time.time() - 600))
         for headers in ({}, {"Authorization": "Bearer junk"}, {"Authorization": f"Bearer {expired}"}):
             async with http.get(url, headers=headers) as r:
                 assert r.status == 401 and (await r.json())["error"] == "unauthorized"
-        good = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'viewer', session='review')}"}
+        good = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'viewer', session=review)}"}
         async with http.get(url, headers=good) as r:
             assert r.status == 200 and await r.json() == []

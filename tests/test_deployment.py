@@ -26,17 +26,18 @@ import websockets
 import yaml
 
 from tests.deployment import deployed, serve_argv
-from tests.haproxy import REPO, TEMPLATE, Ports, render
-from tests.live_server import BINDINGS, JSON_BODY, person, write_bindings, write_scene
+from tests.haproxy import REPO, TEMPLATE, Ports, per_address_bound, render
+from tests.live_server import BINDINGS, JSON_BODY, mint_token, person, write_bindings, write_scene
 from tests.redis_server import redis_server
 from viewer_server import cli
 from viewer_server import protocol as p
+from viewer_server.client import TwinClient
 
 pytestmark = pytest.mark.slow
 DEPLOY = REPO / "deploy"
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
 PT = "PT-1/pressure"
-PER_ADDRESS = 64  # deploy/haproxy.cfg: connections one client address may hold
+PER_ADDRESS = per_address_bound()  # deploy/haproxy.cfg: connections one client address may hold
 
 
 def scene_flags(root: Path) -> tuple[Path, list[str]]:
@@ -139,6 +140,33 @@ async def test_a_killed_process_is_taken_out_and_its_clients_resume_on_another(t
             assert (await process_health(http, survivor.url))["clients"] == 2
             answered_by = {(await process_health(http, d.url))["process"] for _ in range(6)}
             assert answered_by == {(await process_health(http, survivor.url))["process"]}
+
+
+async def test_behind_the_proxy_the_audit_names_each_client_and_a_forged_address_is_ignored(tmp_path: Path) -> None:
+    """HAProxy appends the address it was reached from to X-Forwarded-For (`option forwardfor`) and the processes
+    trust it (`--trusted-proxy`): the audit trail names the client's address, over HTTP and WebSocket, never the
+    one a client wrote itself, nor the proxy's."""
+    scene_dir, flags = scene_flags(tmp_path)
+    forged = {**JSON_BODY, "X-Forwarded-For": "198.51.100.66"}
+    async with (
+        deployed(tmp_path, scene_dir, 1, flags) as d,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.9", 0))) as http,
+    ):
+        body = {"readings": [{"key": "PT-1.pressure", "value": 4.2}]}
+        async with http.post(f"{d.url}/api/ingest", json=body, headers=forged) as r:
+            assert r.status == 200, await r.text()
+        gateway = TwinClient(d.ws_url, role="publisher", local_address="127.0.0.10")
+        async with gateway:
+            await gateway.publish([p.Reading(4.3, key="PT-1.pressure")])
+        admin = {"Authorization": f"Bearer {mint_token(d, 'auditor', 'admin')}"}
+        deadline = time.monotonic() + WAIT_S
+        while True:  # the first batch of a source is written at once, by the store's writer
+            async with http.get(f"{d.url}/api/sessions/{d.scene_id}/audit", headers=admin) as r:
+                sources = sorted(row["target"] for row in await r.json() if row["action"] == "telemetry.publish")
+            if len(sources) == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert sources == ["HTTP from 127.0.0.9", "WebSocket from 127.0.0.10"]
 
 
 def answered(port: int) -> socket.socket | None:
@@ -253,11 +281,12 @@ def test_the_systemd_units_and_the_compose_file_run_what_the_proxy_expects() -> 
     for name, argv in commands.items():
         args = cli.parser().parse_args(argv)
         assert args.command == "serve", name
-        assert (args.host, args.max_connections_per_ip) == ("127.0.0.1", 0), name
+        assert (args.host, args.max_connections_per_ip, args.trusted_proxy) == ("127.0.0.1", 0, ["127.0.0.1"]), name
         assert args.bus.startswith("redis://") and args.store.startswith("postgresql://"), name
         assert ":" not in args.store.split("@")[0].removeprefix("postgresql://"), f"{name}: no password in the URL"
         served.append(args.port)
     assert sorted(served) == sorted(ports * 2)  # the compose file's three and the units' three
     assert compose["services"]["haproxy"]["volumes"][0].startswith("./haproxy.cfg:")
     harness = serve_argv(Path("scene"), 1, Path("data"), [])
+    assert cli.parser().parse_args(harness[3:]).trusted_proxy == ["127.0.0.1"]
     assert {"--host", "127.0.0.1", "--max-connections-per-ip", "0"} <= set(harness)

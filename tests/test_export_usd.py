@@ -7,9 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scene.export.usd_stage import StageWriter, read_properties, read_units, write_stage
+from scene.export.usd_stage import (
+    PART_ELEMENTS,
+    StageWriter,
+    parts_dir,
+    read_properties,
+    read_units,
+    write_stage,
+)
+from scene.model import Scene
 from scene.validate import validate_usd
+from tests.conftest import SHARED_DATA
 from tests.scene_factory import synthetic_scene
+from tests.usd_dump import composed
 
 
 @pytest.fixture
@@ -197,3 +207,64 @@ def test_json_valued_properties_and_units_write_and_read_back(tmp_path: Path) ->
     prims = _element_prims(stage)
     assert read_properties(prims["crate"]) == pump.properties
     assert read_units(prims["crate"]) == pump.units
+
+
+def _written(scene: Scene, path: Path, part_elements: int = PART_ELEMENTS, *, early: bool = False) -> Path:
+    writer = StageWriter(path, part_elements)
+    if early:  # as a build does: the element tree first, while the importer still makes the geometry
+        writer.add_elements(list(scene.elements.values()))
+    writer.write(scene)
+    return path
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["whole", "tree first"])
+def test_stage_in_parts_composes_to_the_same_prims_and_attributes(tmp_path: Path, early: bool) -> None:
+    """A stage of more elements than a part holds is a root layer and its part layers: composed, the same
+    prims, attributes, instanceable prototypes and material bindings as the stage in one layer; valid."""
+    from pxr import Sdf
+
+    scene = synthetic_scene()
+    whole = _written(scene, tmp_path / "whole" / "scene.usdc")
+    parts = _written(scene, tmp_path / "parts" / "scene.usdc", part_elements=2, early=early)
+    names = sorted(p.name for p in parts_dir(parts).iterdir())
+    count = -(-len(scene.elements) // 2)
+    assert names == [f"{kind}-{i:04d}.usdc" for kind in ("elements", "geometry") for i in range(count)]
+    assert list(Sdf.Layer.FindOrOpen(str(parts)).subLayerPaths) == [f"./scene.parts/{n}" for n in names]
+    assert not parts_dir(whole).exists()  # a stage that fits in one part is one layer, as before
+    expected = composed(whole)
+    assert any(prim[2] for path, prim in expected.items() if path.startswith("/"))  # instanceable prims to keep
+    assert composed(parts) == expected
+    assert validate_usd(parts) == []
+
+
+def test_a_stage_started_in_parts_and_rewritten_whole_keeps_no_stale_parts(tmp_path: Path) -> None:
+    scene = synthetic_scene()
+    writer = StageWriter(tmp_path / "scene.usdc", part_elements=2)
+    writer.add_elements(list(scene.elements.values())[:3])  # in parts, and not the scene's elements
+    writer.part_elements = PART_ELEMENTS
+    writer.write(scene)
+    assert not parts_dir(tmp_path / "scene.usdc").exists()
+    assert composed(tmp_path / "scene.usdc") == composed(_written(scene, tmp_path / "whole" / "scene.usdc"))
+
+
+@pytest.mark.parametrize("source", ["plant", "corpus"])
+def test_imported_stage_in_parts_composes_to_the_same_stage(
+    tmp_path: Path, source: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same on imported files: a small generated plant (mapped equipment shared as prototypes, swept pipes,
+    two property sets per element) and a real building from the corpus."""
+    from bench import plant
+    from scene.importers import ImportOptions, loader_for
+
+    if source == "plant":
+        path = plant.write(40, tmp_path / "plant.ifc")
+    else:
+        path = SHARED_DATA / "ifc" / "IfcOpenHouse_IFC4.ifc"
+        if not path.is_file():
+            pytest.skip(f"corpus not found at {SHARED_DATA}")
+    scene = loader_for(path)(path, ImportOptions())
+    whole = _written(scene, tmp_path / "whole" / "scene.usdc")
+    parts = _written(scene, tmp_path / "parts" / "scene.usdc", part_elements=7, early=True)
+    assert len(list(parts_dir(parts).iterdir())) > 2
+    assert composed(parts) == composed(whole)
+    assert validate_usd(parts) == []

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scene.export.usd_stage import write_stage
+from scene.export.usd_stage import StageWriter, write_stage
 from scene.export.usdz import write_usdz
 from scene.validate import validate_usd
 from tests.scene_factory import synthetic_scene
+from tests.usd_dump import composed
 
 
 def _package(tmp_path: Path) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     write_stage(synthetic_scene(), tmp_path / "scene.usdc")
     write_usdz(tmp_path / "scene.usdc", tmp_path / "scene.usdz")
     return tmp_path / "scene.usdz"
@@ -44,3 +46,20 @@ def test_usdz_keeps_all_geometry_and_the_twin_ids(tmp_path: Path) -> None:
     drawn = sum(len(scene.meshes[e.mesh].primitives) for e in scene.elements.values() if e.mesh not in (None, "scan"))
     assert len(meshes) == drawn
     assert len([p for p in prims if p.IsA(UsdGeom.Points)]) == 1
+
+
+def test_usdz_of_a_stage_in_parts_holds_every_part_and_composes_to_the_same_stage(tmp_path: Path) -> None:
+    """A large stage is a root layer and part layers (`StageWriter`): the package holds them all, root first,
+    at the paths the root's sublayers name, and opens as the same stage as the one-layer package."""
+    from pxr import Sdf
+
+    scene = synthetic_scene()
+    whole = _package(tmp_path / "whole")
+    StageWriter(tmp_path / "parts" / "scene.usdc", part_elements=3).write(scene)
+    path = tmp_path / "parts" / "scene.usdz"
+    write_usdz(tmp_path / "parts" / "scene.usdc", path)
+    names = list(Sdf.ZipFile.Open(str(path)).GetFileNames())
+    parts = [n for n in names if n.startswith("scene.parts/")]
+    assert names[0] == "scene.usdc" and len(parts) == 2 * -(-len(scene.elements) // 3)
+    assert validate_usd(path, arkit=True) == []
+    assert composed(path) == composed(whole)

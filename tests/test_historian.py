@@ -18,6 +18,7 @@ from viewer_server import historian
 from viewer_server import protocol as p
 from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
 from viewer_server.store_db import StoreError
+from viewer_server.topics import Comment, Topic
 
 T0 = 1_800_000_000.0  # an hour boundary (1_800_000_000 / 3600 = 500 000)
 
@@ -155,6 +156,26 @@ def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_
     coarse, resolution = h.series("PT-1", "pressure", T0, T0 + HOUR, 30)  # two minutes per point: aggregates
     assert resolution == 120 and len(coarse.t) == 30 and coarse.min[0] == 0 and coarse.max[0] == 49
     assert h.series("PT-1", "nothing", T0, T0 + HOUR, 30)[0].t == []
+
+
+def test_integer_readings_come_back_as_integers_and_floats_as_floats_in_seek_samples_and_charts(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    now = [T0 + DAY]
+    h = _open(tmp_path, now, database=store_url)
+    values: list[int | float] = [3, 2.0, -7, 2**40, 0.5]  # one counter that a gateway sends as either
+    h.append([Reading("C-1", "count", v, "", T0 + 60 * i) for i, v in enumerate(values)], T0 + 300, "gw").result()
+    h.close()
+    h = _open(tmp_path, now, database=store_url)
+    typed = [(type(v), v) for v in values]
+    assert [(type(s.value), s.value) for s in h.samples(T0 - 1, T0 + 300)] == typed
+    for i, v in enumerate(values):  # seek
+        assert (type(sample := h.state_at(T0 + 60 * i + 1)[("C-1", "count")].value), sample) == (type(v), v)
+    raw, _ = h.series("C-1", "count", T0, T0 + 300, 100)
+    assert [(type(v), v) for v in raw.last] == typed
+    buckets, resolution = h.series("C-1", "count", T0, T0 + 300, 5)  # a minute each: from the minute aggregates
+    assert resolution == 60 and [(type(v), v) for v in buckets.last] == typed
+    h.close()
 
 
 def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_partial_first_and_last_minutes(
@@ -420,4 +441,48 @@ def test_the_alarm_list_at_t_comes_from_the_checkpoint_before_t_and_the_transiti
     h.record(p.Event(99_999, "alarm_raised", late.id, late.element, T0 + 3 * HOUR, alarm=late)).result()
     assert [t for (t,) in db.execute("SELECT t FROM alarm_books ORDER BY t")] == [T0 + 2 * HOUR]
     assert "ops.rules[99]" in {a.id for a in h.alarms_at(T0 + 5 * HOUR)}
+    h.close()
+
+
+def test_topics_at_t_come_from_the_session_s_own_annotation_events_and_equal_every_revision_s_replay(
+    tmp_path: Path,
+) -> None:
+    """Topics and comments of two sessions revised many times among many alarm events: `annotations_at` answers as
+    replaying every event up to t does, and reads only the session's annotation events (its index), not the rest."""
+    h = _open(tmp_path, [T0 + DAY])
+    recorded: list[p.Event] = []
+    for i in range(400):
+        t = T0 + i * 10
+        alarm = p.Alarm(f"rules[{i % 7}]", "P-1", since=t, state="normal" if i % 2 else "unacknowledged")
+        recorded.append(p.Event(2 * i, "alarm_raised", alarm.id, "P-1", t, alarm=alarm))
+        session, guid = ("s1", "s2")[i % 2], f"topic-{i % 5}"
+        if i % 3 == 0:
+            topic = Topic(guid, f"title {i}", "ana", T0, revision=i + 1, deleted=i % 11 == 0)
+            kind = "topic_created" if i < 10 else "topic_updated"
+            recorded.append(p.Event(2 * i + 1, kind, guid, "", t, session=session, topic=topic))
+        else:
+            comment = Comment(f"comment-{i % 4}", guid, "bob", f"text {i}", T0, revision=i + 1)
+            recorded.append(p.Event(2 * i + 1, "comment_added", comment.guid, "", t, session=session, comment=comment))
+    for event in recorded:
+        h.record(event)
+    h.flush()
+    for t in [T0 - 1, T0, T0 + 5, T0 + 1234, T0 + 2000, T0 + 3990, T0 + DAY]:
+        for session in ("s1", "s2", "s3"):
+            topics: dict[str, Topic] = {}
+            comments: dict[str, Comment] = {}
+            for event in recorded:
+                if event.session == session and event.ts <= t:
+                    if event.topic is not None:
+                        topics[event.topic.guid] = event.topic
+                    if event.comment is not None:
+                        comments[event.comment.guid] = event.comment
+            assert h.annotations_at(t, session) == (topics, comments), (t, session)
+    statements: list[str] = []
+    h._connect().set_trace_callback(statements.append)  # this thread's connection: the query as run
+    h.annotations_at(T0 + 2000, "s1")
+    (query,) = [sql for sql in statements if "GROUP BY id" in sql]
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}")]
+    assert any("COVERING INDEX events_session (session=? AND kind=?" in step for step in plan), plan
+    db.close()
     h.close()

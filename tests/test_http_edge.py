@@ -14,9 +14,18 @@ import aiohttp
 import pytest
 
 from tests.live_server import JSON_BODY, live_server, mint_token, write_scene
+from viewer_server import cli
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
-from viewer_server.http_edge import EdgePolicy, content_security_policy, host_name, inline_script_hashes, origin_of
+from viewer_server.http_edge import (
+    MAX_FORWARDED_HOPS,
+    EdgePolicy,
+    content_security_policy,
+    host_name,
+    inline_script_hashes,
+    origin_of,
+    trusted_network,
+)
 from viewer_server.serve import RunningServer
 
 FOREIGN = "http://evil.example:9999"
@@ -123,6 +132,65 @@ async def test_every_ingest_is_audited_with_its_source_and_user(tmp_path: Path) 
             ("gw-north", "publisher", "HTTP from 127.0.0.1", "batches 1, accepted 1, rejected 1"),
             ("gw-south", "publisher", "WebSocket from 127.0.0.1", "batches 1, accepted 1, rejected 0"),
         ]
+
+
+def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() -> None:
+    policy = EdgePolicy.for_server(proxies=["127.0.0.1", "10.0.2.0/24"])
+    client = "198.51.100.7"
+    # From anyone else the header is ignored: no address can be claimed by sending it.
+    assert policy.client_address("203.0.113.9", [client]) == "203.0.113.9"
+    assert EdgePolicy.for_server().client_address("127.0.0.1", [client]) == "127.0.0.1"  # no proxy trusted
+    # From a trusted proxy: the right-most entry that is not a trusted proxy; what the client wrote left of it
+    # (a second header, or earlier entries) proves nothing.
+    assert policy.client_address("127.0.0.1", [client]) == client
+    assert policy.client_address("127.0.0.1", [f"192.0.2.1, {client}"]) == client
+    assert policy.client_address("127.0.0.1", ["192.0.2.1", client]) == client
+    assert policy.client_address("127.0.0.1", [f"junk, {client}"]) == client
+    assert policy.client_address("10.0.2.5", [f"{client}, 127.0.0.1"]) == client  # two proxies
+    assert policy.client_address("127.0.0.1", ["10.0.2.9"]) == "10.0.2.9"  # every hop trusted: the first
+    assert policy.client_address("::ffff:127.0.0.1", ["2001:db8::7"]) == "2001:db8::7"  # dual-stack socket
+    # Malformed: the header is ignored, the proxy's address stands.
+    for header in ("unknown", "", f"{client}:4711", f"{client},", "twin.example.com", "1.2.3.4.5", "\x00" * 100):
+        assert policy.client_address("127.0.0.1", [header]) == "127.0.0.1", header
+    assert policy.client_address("127.0.0.1", []) == "127.0.0.1"
+    hops = ", ".join([client] + ["10.0.2.1"] * MAX_FORWARDED_HOPS)
+    assert policy.client_address("127.0.0.1", [hops]) == "127.0.0.1"  # past the hops looked at
+    with pytest.raises(ValueError, match=r"bad trusted proxy '10\.0\.2\.5/24'.*e\.g\. 127\.0\.0\.1 or 10\.0\.2\.0/24"):
+        trusted_network("10.0.2.5/24")
+
+
+def test_trusted_proxies_come_from_the_flag_and_the_environment_and_a_bad_one_says_what_to_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(cli.TRUSTED_PROXIES_ENV, "127.0.0.1, ::1")
+    args = cli.parser().parse_args(["serve", "scene", "--trusted-proxy", "10.0.2.0/24"])
+    assert cli._edge_options(args)["trusted_proxies"] == ("127.0.0.1", "::1", "10.0.2.0/24")
+    args = cli.parser().parse_args(["serve", "scene", "--trusted-proxy", "proxy.example.com"])
+    with pytest.raises(cli.UserError, match=r"bad trusted proxy 'proxy\.example\.com'"):
+        cli._edge_options(args)
+
+
+async def test_audit_names_the_client_behind_a_trusted_proxy_and_never_a_spoofed_address(tmp_path: Path) -> None:
+    body = p.encode({"readings": [READING]}, "json")
+    async with (
+        served(tmp_path, trusted_proxies=("127.0.0.1",)) as (srv, proxy),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as stranger,
+    ):
+        for http, header in ((proxy, "198.51.100.7"), (proxy, "unknown"), (stranger, "198.51.100.66")):
+            async with http.post(
+                f"{srv.url}/api/ingest", data=body, headers={**JSON_BODY, "X-Forwarded-For": header}
+            ) as r:
+                assert r.status == 200
+        async with TwinClient(srv.ws_url, role="publisher", local_address="127.0.0.3") as pub:
+            await pub.publish([p.Reading(**READING)])  # no header: its own address
+        srv.store.flush()
+        rows = srv.store.audit(srv.live.scene.id, 50)
+    assert sorted(e.target for e in rows if e.action == "telemetry.publish") == [
+        "HTTP from 127.0.0.1",  # the proxy's own, as its header was malformed
+        "HTTP from 127.0.0.2",  # not a trusted proxy: its header is ignored
+        "HTTP from 198.51.100.7",  # behind the trusted proxy
+        "WebSocket from 127.0.0.3",
+    ]
 
 
 async def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:

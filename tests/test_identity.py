@@ -8,15 +8,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import JSON_BODY, live_server, mint_token
+from tests.live_server import JSON_BODY, live_server, mint_token, new_session, server_secret
 from viewer_server import presenter as presenter_mod
 from viewer_server import protocol as p
 from viewer_server.auth import issue, verify
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.session_cli import SessionCliError, token
 
+pytestmark = pytest.mark.deployable
+# Names are made unique by the process that admits a person; across processes they are not yet (issue 14: the
+# names of a session's people on every process), so these run in one process until they are.
+PER_PROCESS_NAMES = "display names are unique per process only: a deployment can admit two 'Ana Lopez'"
+
 TIMEOUT = 10.0
-ROOM = "review"
 
 
 async def refused(request: object) -> p.Error:
@@ -25,16 +29,16 @@ async def refused(request: object) -> p.Error:
     return info.value.error
 
 
-def visitor(url: str, name: str, **kw: object) -> TwinClient:
-    return TwinClient(url, session=ROOM, name=name, **kw)  # type: ignore[arg-type]
+def visitor(url: str, room: str, name: str, **kw: object) -> TwinClient:
+    return TwinClient(url, session=room, name=name, **kw)  # type: ignore[arg-type]
 
 
 async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
-        alice_token = mint_token(srv, "alice", "annotator", session=ROOM)
+        room = await new_session(srv, "review", "annotator")
+        alice_token = mint_token(srv, "alice", "annotator", session=room)
         async with (
-            visitor(srv.ws_url, "alice") as fake,  # before alice is here: else its name is refused (see below)
+            visitor(srv.ws_url, room, "alice") as fake,  # before alice is here: else its name is refused (see below)
             TwinClient(srv.ws_url, token=alice_token) as alice,
         ):
             assert (alice.welcome.user, alice.welcome.name, alice.welcome.token) == ("alice", "alice", "")
@@ -56,8 +60,8 @@ async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_pa
             assert (seen.client, seen.user) == ("alice (guest)", fake.welcome.user)
             assert alice.topics[own.guid].author == fake.welcome.user
             assert (alice.topics[topic.guid].title, alice.topics[topic.guid].deleted) == ("alice's finding", False)
-        headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=ROOM)}"}
-        async with http.get(f"{srv.url}/api/sessions/{ROOM}/audit", headers=headers) as r:
+        headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=room)}"}
+        async with http.get(f"{srv.url}/api/sessions/{room}/audit", headers=headers) as r:
             rows = [(e["actor"], e["action"]) for e in await r.json()]
         assert ("alice", "topic.create") in rows and ("alice", "topic.edit_own") not in rows
         assert sorted(act for a, act in rows if a.startswith("guest-")) == ["topic.create", "topic.edit_own"]
@@ -65,27 +69,29 @@ async def test_a_visitor_calling_itself_alice_cannot_act_or_pass_as_alice(tmp_pa
         assert {a for a, _ in rows if a.startswith("guest-")} == {fake.welcome.user}
 
 
+@pytest.mark.in_process_only(PER_PROCESS_NAMES)
 async def test_display_names_are_unique_in_the_session(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create(ROOM, "Review", "viewer", "test")
-        ana = issue(srv.live.secret, ROOM, "ana", "viewer", name="Ana Lopez")
-        other_ana = issue(srv.live.secret, ROOM, "ana.l", "viewer", name="ana lopez")
+        room = await new_session(srv, "review", "viewer")
+        ana = issue(server_secret(srv), room, "ana", "viewer", name="Ana Lopez")
+        other_ana = issue(server_secret(srv), room, "ana.l", "viewer", name="ana lopez")
         async with (
             TwinClient(srv.ws_url, token=ana) as a1,
             TwinClient(srv.ws_url, token=ana) as a2,  # the same person in a second tab keeps the name
             TwinClient(srv.ws_url, token=other_ana) as b,
-            visitor(srv.ws_url, "Bob") as g1,
-            visitor(srv.ws_url, " \u200b\n") as g2,  # nothing printable: the default
-            visitor(srv.ws_url, "") as g3,
+            visitor(srv.ws_url, room, "Bob") as g1,
+            visitor(srv.ws_url, room, " \u200b\n") as g2,  # nothing printable: the default
+            visitor(srv.ws_url, room, "") as g3,
         ):
             assert [c.welcome.name for c in (a1, a2, b)] == ["Ana Lopez", "Ana Lopez", "ana lopez (2)"]
             assert [c.welcome.name for c in (g1, g2, g3)] == ["Bob (guest)", "Visitor (guest)", "Visitor (guest) (2)"]
 
 
+@pytest.mark.in_process_only(PER_PROCESS_NAMES)
 async def test_people_on_one_shared_link_get_the_names_they_give_or_numbered_defaults(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create(ROOM, "Review", None, "test")
-        demo = issue(srv.live.secret, ROOM, "annotator", "annotator")  # as `twinview demo` prints: no name claim
+        room = await new_session(srv, "review", None)
+        demo = issue(server_secret(srv), room, "annotator", "annotator")  # as `twinview demo` prints: no name claim
         async with (
             TwinClient(srv.ws_url, token=demo, name="Ana") as ana,
             TwinClient(srv.ws_url, token=demo, name="Ben") as ben,
@@ -107,14 +113,15 @@ async def test_people_on_one_shared_link_get_the_names_they_give_or_numbered_def
             assert second.welcome.name == "annotator (2)"
 
 
+@pytest.mark.in_process_only(PER_PROCESS_NAMES)
 async def test_a_name_that_is_a_role_someone_elses_or_marked_as_a_visitors_is_refused(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
-        shared = issue(srv.live.secret, ROOM, "annotator", "annotator")
+        room = await new_session(srv, "review", "annotator")
+        shared = issue(server_secret(srv), room, "annotator", "annotator")
         async with (
-            TwinClient(srv.ws_url, token=mint_token(srv, "alice", "annotator", session=ROOM)),
-            TwinClient(srv.ws_url, token=issue(srv.live.secret, ROOM, "bob", "viewer", name="Bob Stone")),
-            visitor(srv.ws_url, "Carol"),
+            TwinClient(srv.ws_url, token=mint_token(srv, "alice", "annotator", session=room)),
+            TwinClient(srv.ws_url, token=issue(server_secret(srv), room, "bob", "viewer", name="Bob Stone")),
+            visitor(srv.ws_url, room, "Carol"),
         ):
             for name, token, why in [
                 ("admin", None, "'admin' is a role, not a name: choose a name of your own"),
@@ -126,7 +133,7 @@ async def test_a_name_that_is_a_role_someone_elses_or_marked_as_a_visitors_is_re
                 ("Carol (guest)", shared, "'(guest)' marks visitors without a link: choose another name"),
             ]:
                 with pytest.raises(TwinClientError) as info:
-                    async with TwinClient(srv.ws_url, session=ROOM, token=token, name=name, reconnect=False):
+                    async with TwinClient(srv.ws_url, session=room, token=token, name=name, reconnect=False):
                         pass
                 assert info.value.code == p.CLOSE_NAME and why in info.value.reason, (name, info.value.reason)
             async with TwinClient(srv.ws_url, token=shared, name="annotator") as own:  # its own user id: fine
@@ -135,26 +142,27 @@ async def test_a_name_that_is_a_role_someone_elses_or_marked_as_a_visitors_is_re
 
 async def test_a_visitor_keeps_its_identity_across_a_reconnect_and_cannot_forge_one(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
-        async with visitor(srv.ws_url, "Eve") as eve:
+        room = await new_session(srv, "review", "annotator")
+        async with visitor(srv.ws_url, room, "Eve") as eve:
             me = eve.welcome.user
-            assert verify(srv.live.secret, eve.welcome.token, session=ROOM).user == me
+            assert verify(server_secret(srv), eve.welcome.token, session=room).user == me
             topic = await eve.create_topic(p.TopicDraft("mine"))
             await eve.drop()
             await eve.wait_for(lambda c: c.connects == 2, TIMEOUT)
             assert (eve.welcome.user, eve.welcome.name) == (me, "Eve (guest)")
             await eve.update_topic(topic.guid, 1, title="still mine")
-        forged = issue(b"not the server's secret" * 2, ROOM, me, "annotator")
+        forged = issue(b"not the server's secret" * 2, room, me, "annotator")
         with pytest.raises(TwinClientError) as info:
             async with TwinClient(srv.ws_url, token=forged, reconnect=False):
                 pass
         assert (info.value.code, info.value.reason) == (p.CLOSE_AUTH, "bad token signature")
 
 
+@pytest.mark.in_process_only("issues tokens with the CLI on the server's data dir")
 async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create(ROOM, "Review", "annotator", "test")
-        base = f"{srv.url}/api/sessions/{ROOM}"
+        room = await new_session(srv, "review", "annotator")
+        base = f"{srv.url}/api/sessions/{room}"
         authors = []
         for title in ("one", "two"):
             async with http.post(f"{base}/topics", headers=JSON_BODY, data=p.encode(p.TopicDraft(title), "json")) as r:
@@ -162,7 +170,7 @@ async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tm
         async with http.get(f"{base}/topics") as r:
             authors = [t["author"] for t in await r.json()]
         assert all(a.startswith("guest-") for a in authors) and len(set(authors)) == 2
-        admin = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=ROOM)}"}
+        admin = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin', session=room)}"}
         for body, problem in [
             ({"user": "guest-0123456789ab", "role": "admin"}, "names anonymous visitors"),
             ({"user": "eve", "role": "admin", "name": "Eve (guest)"}, "marks anonymous visitors"),
@@ -173,23 +181,24 @@ async def test_rest_visitors_are_guests_and_tokens_cannot_be_issued_as_guests(tm
         body = p.encode({"user": "eve", "role": "viewer", "name": "Eve Adams"}, "json")
         async with http.post(f"{base}/tokens", data=body, headers={**admin, **JSON_BODY}) as r:
             issued = await r.json()
-        assert issued["name"] == "Eve Adams" and verify(srv.live.secret, issued["token"]).name == "Eve Adams"
+        assert issued["name"] == "Eve Adams" and verify(server_secret(srv), issued["token"]).name == "Eve Adams"
     data_dir = tmp_path / "data"
     with pytest.raises(SessionCliError, match="names anonymous visitors"):
-        token(data_dir, ROOM, user="Guest-1", role="admin", ttl="1h")
-    link = token(data_dir, ROOM, user="eve", role="viewer", ttl="1h", name="Eve A.")
-    claims = verify(srv.live.secret, link.split("token=")[1])
+        token(data_dir, room, user="Guest-1", role="admin", ttl="1h")
+    link = token(data_dir, room, user="eve", role="viewer", ttl="1h", name="Eve A.")
+    claims = verify(server_secret(srv), link.split("token=")[1])
     assert (claims.user, claims.name) == ("eve", "Eve A.")
 
 
+@pytest.mark.in_process_only("lowers the visitors' hand bound by patching the server's module")
 async def test_the_hand_queue_takes_one_hand_per_person_and_few_from_visitors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(presenter_mod, "MAX_GUEST_HANDS", 2)
     async with live_server(tmp_path) as srv:
-        await srv.live.rooms.create(ROOM, "Review", "viewer", "test")
-        ann = mint_token(srv, "ann", "viewer", session=ROOM)
-        clients = [visitor(srv.ws_url, f"v{i}") for i in range(3)]
+        room = await new_session(srv, "review", "viewer")
+        ann = mint_token(srv, "ann", "viewer", session=room)
+        clients = [visitor(srv.ws_url, room, f"v{i}") for i in range(3)]
         clients += [TwinClient(srv.ws_url, token=ann), TwinClient(srv.ws_url, token=ann)]
         for c in clients:
             await c.connect()

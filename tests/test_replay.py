@@ -12,14 +12,17 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
-from scene.state import Reading
+from scene.bindings import bindings_from_text
+from scene.rules import RuleEngine
+from scene.state import PropertyValue, Reading, TwinState
 from tests.live_server import BINDINGS, live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
 from viewer_server.historian import HOUR, Historian
-from viewer_server.replay import ReplayTwin
+from viewer_server.replay import ReplayTwin, RuleVersions
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
 
@@ -363,3 +366,101 @@ async def test_a_publisher_s_next_batch_is_applied_while_the_previous_one_waits_
         assert not first.done() and not second.done()  # the second's ack waits for the first's: acks in order
         gate.set_result(None)
         assert (await first).accepted == 1 and (await second).accepted == 1
+
+
+def _mixed_bindings(warning: float, colors: str, template: str) -> str:
+    """30 elements with a number each (a ramp on 20, thresholds on 10, stale after 30 s), a pump with a bool and a
+    string (a label, a visibility rule), a pressure with an anomaly rule, and a level nobody ever sends."""
+    lines = ["version: 1", "default_layer: ops", "bindings:"]
+    lines += [f"  - {{element: E-{i}, prop: v, key: E-{i}.v, stale_after: 30}}" for i in range(30)]
+    lines += [
+        "  - {element: P-1, prop: running, kind: bool, key: P-1.running}",
+        "  - {element: P-1, prop: mode, kind: string, key: P-1.mode}",
+        "  - {element: PT-1, prop: pressure, unit: bar, key: PT-1.pressure}",
+        "  - {element: P-1, prop: level, key: P-1.level}",
+        "layers:",
+        "  ops:",
+        "    rules:",
+        "      - {kind: anomaly, element: PT-1, prop: pressure, target: P-1, detector: {kind: ewma}}",
+        f"      - {{kind: label, element: P-1, prop: mode, template: '{template}'}}",
+        "      - {kind: visibility, element: P-1, prop: running, target: V-1, when: {op: '==', value: true}}",
+    ]
+    lines += [
+        f"      - {{kind: ramp, element: E-{i}, prop: v, min: -2, max: 9, colors: [{colors}]}}" for i in range(20)
+    ]
+    lines += [
+        f"      - {{kind: thresholds, element: E-{i}, prop: v, warning: {{high: {warning}}}, alarm: {{high: 8}}}}"
+        for i in range(20, 30)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _per_element(h: Historian, rules: RuleVersions, t: float) -> tuple[dict, dict, list]:
+    """The twin at t made property by property and element by element (`evaluate`), as a seek made it before."""
+    _, bindings = rules.at(t)
+    assert bindings is not None
+    values: dict[str, dict[str, PropertyValue]] = {}
+    props = {}
+    for (element, prop), s in h.state_at(t).items():
+        after = bindings.stale_after(element, prop)
+        silent = s.ts if after is not None and t - s.ts >= after else None
+        values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality, silent)
+        props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality, silent)
+    state = TwinState(history_len=1)
+    state.restore(values)
+    engine = RuleEngine(bindings)
+    alarms = h.alarms_at(t)
+    engine.show_anomalies({a.id for a in alarms if a.active})
+    return props, {el: engine.evaluate(el, "ops", state) for el in engine.targets("ops")}, alarms
+
+
+def test_the_twin_made_in_bulk_is_the_twin_made_element_by_element_on_a_mixed_scene(tmp_path: Path) -> None:
+    """Ints, floats, bools, strings, bad quality, a property never sent, values going stale, an anomaly alarm raised
+    and cleared, and the rules changed half-way: every seek, and every frame of a play, equals the per-element twin."""
+    t0 = 1_800_000_000.0
+    old = _mixed_bindings(5.0, "'#0000ff', '#ff0000'", "{value} {running}")
+    new = _mixed_bindings(3.5, "'#000000', '#808080', '#FFFFFF'", "{value} / {level:.1f}")
+    h = Historian(tmp_path / "history", clock=lambda: t0 + HOUR)
+    h.record_bindings("mixed.bindings.yaml", old.encode(), t0)
+    h.record_bindings("mixed.bindings.yaml", new.encode(), t0 + 60)
+    for second in range(120):
+        ts = t0 + second
+        readings = [
+            Reading(
+                f"E-{i}", "v", (second * 7 + i) % 11 if i % 3 == 0 else ((second * 13 + i) % 110) / 10 - 1.5, "", ts
+            )
+            for i in range(30)
+            if i < 25 or second < 40  # E-25… fall silent: stale 30 s later
+        ]
+        readings += [
+            Reading("P-1", "running", second % 20 < 10, "", ts),
+            Reading("P-1", "mode", ["auto", "manual", "off"][second // 15 % 3], "", ts),
+            Reading("PT-1", "pressure", 4.0 + second % 5 / 2, "bar", ts, "bad" if second % 9 == 4 else "good"),
+        ]
+        h.append(readings, ts, "test")
+    anomaly = p.Alarm("ops.rules[0]", "P-1", t0 + 50, prop="pressure", source="PT-1", layer="ops", severity="warning")
+    h.record(p.Event(1, "alarm_raised", anomaly.id, "P-1", t0 + 50, alarm=anomaly))
+    cleared = msgspec.structs.replace(anomaly, state="normal", active=False)
+    h.record(p.Event(2, "alarm_cleared", anomaly.id, "P-1", t0 + 90, alarm=cleared))
+    h.flush()
+    rules = RuleVersions(h, bindings_from_text(new.encode(), "mixed.bindings.yaml"), None)
+    seeking = ReplayTwin(h, rules, "ops")
+    for t in [t0 + 0.5, t0 + 30.2, t0 + 55, t0 + 59.99, t0 + 60, t0 + 75.5, t0 + 95, t0 + 119]:
+        props, visuals, alarms = seeking.seek(t)
+        assert (props, visuals, alarms) == _per_element(h, rules, t), t
+    playing = ReplayTwin(h, rules, "ops")
+    props, visuals, _ = playing.seek(t0 + 0.5)
+    playing.read_ahead(20.0)
+    t = t0 + 0.5
+    while t < t0 + 119:
+        t += 1.3
+        frame = playing.advance(t)
+        props.update(frame.props)
+        visuals.update(frame.visuals)
+        want_props, want_visuals, _ = _per_element(h, rules, t)
+        # A frame carries a property when it changed (its `ts`: of that change), a seek its last sample's time.
+        assert {k: (s.v, s.u, s.q, s.silent_since) for k, s in props.items()} == {
+            k: (s.v, s.u, s.q, s.silent_since) for k, s in want_props.items()
+        }, t
+        assert {el: v for el, v in visuals.items() if el in want_visuals or v != p.Visual()} == want_visuals, t
+    h.close()

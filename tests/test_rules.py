@@ -392,3 +392,51 @@ def test_priming_keeps_an_active_anomaly_flagged_until_clear_after_normal_sample
     [cleared] = _feed_vibration(rig, [1.82])
     assert cleared.kind == "cleared" and rig.visual("P").anomaly is False
     assert rig.engine.alarm_ids() == {"ops.rules[1]", "ops.rules[5]", "energy.rules[2]"}
+
+
+def test_evaluate_many_gives_every_element_the_visual_evaluate_gives_it() -> None:
+    """Ramps (several stop lists, ranges crossing zero, values on a channel's half-way point and outside the range)
+    and thresholds (one-sided, two-sided, own colours) are evaluated in numpy; elements with several rules, labels,
+    visibility, transforms and anomalies one by one; every value kind, bad quality, non-finite and missing values."""
+    ramps = [
+        {"kind": "ramp", "element": f"R{i}", "prop": "v", "min": lo, "max": hi, "colors": stops}
+        for i, (lo, hi, stops) in enumerate(
+            [
+                (0, 10, ["#000000", "#ffffff"]),
+                (-5, 5, ["#0000ff", "#00ff00", "#ff0000"]),
+                (18, 22, ["#2F6FDE", "#e5533d"]),
+            ]
+            * 12
+        )
+    ]
+    thresholds = [
+        {"kind": "thresholds", "element": f"T{i}", "prop": "v", **limits}
+        for i, limits in enumerate(
+            [
+                {"warning": {"high": 5.0}, "alarm": {"high": 5.5}},
+                {"warning": {"low": 1, "high": 6}, "alarm": {"low": 0}},
+                {"alarm": {"high": 8}, "colors": {"ok": "#ABCDEF", "warning": "#111111", "alarm": "#222222"}},
+                {"warning": {"low": -1}},
+            ]
+            * 9
+        )
+    ]
+    spec = copy.deepcopy(SPEC)
+    spec["bindings"] += [{"element": r["element"], "prop": "v", "key": f"{r['element']}.v"} for r in ramps + thresholds]
+    spec["layers"]["ops"]["rules"] += ramps + thresholds
+    rig = Rig(spec)
+    values: list[Scalar] = [-7.5, 0.0, 2.5, 5.0, 19.99, 20.0, 21.37, 35.0, 5.2, 7, True, False, "closed", 0.5, 1e300]
+    values += [255.5 / 255 * 10, 127.5 / 255 * 10, 6.0, 5.5, 1.0, -0.0]
+    for i, rule in enumerate(ramps + thresholds):
+        if i % 23 == 22:
+            continue  # no value at all
+        quality: Quality = "bad" if i % 17 == 16 else "good"
+        value = values[i % len(values)] if i % 19 != 18 else math.inf
+        rig.state.apply(Reading(rule["element"], "v", value, "", 1.0, quality), 1.0)
+    for reading in (Reading("S", "p", 6.5, "bar", 1.0), Reading("S", "mode", "auto"), Reading("Z", "pos", 40.0)):
+        rig.state.apply(reading, 1.0)
+    for layer in ("ops", "energy"):
+        targets = rig.engine.targets(layer)
+        assert rig.engine.evaluate_many(targets, layer, rig.state) == {
+            el: rig.engine.evaluate(el, layer, rig.state) for el in targets
+        }, layer

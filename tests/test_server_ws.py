@@ -1,9 +1,13 @@
-"""The WebSocket protocol against a real server: deltas, publishers, resume, resync, errors, closes."""
+"""The WebSocket protocol against a real server: deltas, publishers, resume, resync, errors, closes.
+
+Every test also runs against three processes behind HAProxy (`deployable`), except those marked
+`in_process_only` with the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -11,13 +15,15 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token
+from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token, process_healths, session_id
 from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient, TwinClientError
 from viewer_server.resume_log import ResumeLog
 
+pytestmark = pytest.mark.deployable
 PT = "PT-1/pressure"
+PRISTINE = "asserts the first alarm and seq of a fresh twin; the shared deployment's twin has earlier tests' state"
 
 
 async def ingest(http: aiohttp.ClientSession, url: str, *readings: p.Reading) -> dict:
@@ -45,6 +51,7 @@ def assert_resumed(client: TwinClient, reference: TwinClient) -> None:
     )
 
 
+@pytest.mark.in_process_only(PRISTINE)
 async def test_post_reaches_the_client_as_one_delta_with_visuals_and_alarm(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, TwinClient(srv.ws_url) as tc:
         assert tc.snapshots == 1 and tc.layer == "operations"
@@ -59,6 +66,7 @@ async def test_post_reaches_the_client_as_one_delta_with_visuals_and_alarm(tmp_p
         assert tc.seq == srv.live.hub.seq
 
 
+@pytest.mark.in_process_only("reads the hub's seq to see that nothing was numbered")
 async def test_a_write_that_changes_nothing_sends_nothing(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, TwinClient(srv.ws_url) as tc:
         await ingest(http, srv.url, pressure(3.0))
@@ -71,12 +79,22 @@ async def test_a_write_that_changes_nothing_sends_nothing(tmp_path: Path) -> Non
         assert tc.deltas == deltas + 1 and tc.props[PT] == first
 
 
+def total(healths: list[dict], count: Callable[[dict], int]) -> int:
+    """A count of the whole deployment: each process's /api/health counts its own."""
+    return sum(count(h) for h in healths)
+
+
+def not_finite(health: dict) -> int:
+    return health["rejected"].get("not_finite", 0)
+
+
 async def test_publisher_role_over_msgpack_with_acks_and_reasons(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
         TwinClient(srv.ws_url) as viewer,
         TwinClient(srv.ws_url, role="publisher", encoding="msgpack") as pub,
     ):
+        refused_before = total(await process_healths(srv), not_finite)  # a shared deployment's earlier tests'
         assert pub.welcome is not None and pub.welcome.encoding == "msgpack"
         ack = await pub.publish(
             [
@@ -94,11 +112,12 @@ async def test_publisher_role_over_msgpack_with_acks_and_reasons(tmp_path: Path)
         assert error.code == p.ERR_FORBIDDEN and error.ref == "publish"
         error = await pub._request(p.Publish([pressure(1.0)] * (p.MAX_BATCH_READINGS + 1)), "error", 5)
         assert error.code == p.ERR_BATCH_TOO_LARGE
-        async with aiohttp.ClientSession() as http, http.get(f"{srv.url}/api/health") as r:
-            health = await r.json()
-        assert health["rejected"]["not_finite"] == 1 and health["publishers"] == 1 and health["clients"] == 1
+        healths = await process_healths(srv)
+        assert total(healths, not_finite) == refused_before + 1
+        assert total(healths, lambda h: h["publishers"]) == 1 and total(healths, lambda h: h["clients"]) == 1
 
 
+@pytest.mark.in_process_only(PRISTINE)
 async def test_resume_delivers_exactly_what_was_missed(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         watcher = TwinClient(srv.ws_url)  # stays connected: the reference
@@ -129,6 +148,7 @@ async def test_resume_delivers_exactly_what_was_missed(tmp_path: Path) -> None:
         await watcher.close()
 
 
+@pytest.mark.in_process_only("shrinks the hub's resume log in place")
 async def test_a_client_too_far_behind_gets_a_resync_snapshot(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         srv.live.hub.log = ResumeLog(max_changes=4)  # a tiny log, so a short absence is "too old"
@@ -140,6 +160,7 @@ async def test_a_client_too_far_behind_gets_a_resync_snapshot(tmp_path: Path) ->
             assert tc.resyncs == ["too_old"]
 
 
+@pytest.mark.in_process_only("restarts the server in place on its port")
 async def test_server_restart_changes_epoch_and_resyncs_with_restored_state(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         port = srv.port
@@ -195,7 +216,6 @@ async def test_a_frame_of_exactly_the_size_limit_is_accepted(tmp_path: Path) -> 
         assert (await waiter).t == 1.0 and tc.closed_with is None
 
 
-@pytest.mark.deployable
 async def test_bad_messages_get_error_frames_and_the_connection_stays(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url) as tc:
         for raw, needle in [
@@ -247,7 +267,7 @@ async def test_deeply_nested_rest_bodies_answer_400(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         async with http.post(f"{srv.url}/api/ingest", headers=JSON_BODY, data=nested) as r:
             assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
-        url = f"{srv.url}/api/sessions/{srv.live.scene.id}/topics"
+        url = f"{srv.url}/api/sessions/{session_id(srv)}/topics"
         headers = {"Authorization": f"Bearer {mint_token(srv, 'ana', 'annotator')}"}
         async with http.post(url, data=nested, headers={**headers, **JSON_BODY}) as r:
             assert r.status == 400 and "nested too deeply" in (await r.json())["detail"]
@@ -275,7 +295,6 @@ async def test_protocol_violations_close_the_connection(
         assert reason in closed.value.rcvd.reason
 
 
-@pytest.mark.deployable
 async def test_layer_switch_presence_and_leaving(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -296,6 +315,7 @@ async def test_layer_switch_presence_and_leaving(tmp_path: Path) -> None:
         await b.wait_for(lambda c: not c.presence)
 
 
+@pytest.mark.in_process_only("shortens the hello timeout by patching the server's module")
 async def test_silence_after_connect_is_closed_after_the_hello_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,6 +327,7 @@ async def test_silence_after_connect_is_closed_after_the_hello_timeout(
         assert "no hello within" in closed.value.rcvd.reason
 
 
+@pytest.mark.in_process_only("shortens the rules tick by patching the server's module")
 async def test_a_silent_source_raises_a_flatline_alarm_from_the_periodic_tick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

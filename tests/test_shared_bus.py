@@ -23,10 +23,11 @@ from tests.test_ingest_mqtt import wait_connected
 from tests.test_procedures import PROCEDURE, at_step, done
 from tests.test_server_ws import assert_resumed, ingest, pressure
 from viewer_server import annotations as annotations_mod
+from viewer_server import name_claims
 from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
 from viewer_server.annotations import ANNOTATION_BURST
-from viewer_server.client import RequestRefused, TwinClient
+from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
@@ -318,25 +319,90 @@ async def test_a_process_started_later_knows_who_presents(
             assert bob.presenter is not None and bob.presenter.presenter == "ann"
 
 
-async def test_a_visitor_reconnecting_to_another_process_keeps_a_name_and_is_never_refused(
+async def join_when_free(server: RunningServer, user: str, name: str, within_s: float) -> TwinClient:
+    """`user` joining `server` as `name`, refused (4009) until the name is free: at most `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        client = TwinClient(server.ws_url, name=name, token=mint_token(server, user, "viewer"), reconnect=False)
+        try:
+            await client.connect()
+            return client
+        except TwinClientError as exc:
+            assert exc.code == p.CLOSE_NAME and time.monotonic() < deadline, exc
+        await asyncio.sleep(0.05)
+
+
+async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_its_own(
     tmp_path: Path,
     redis_service: RedisServer,  # noqa: F811
 ) -> None:
     async with (
         servers(tmp_path, redis_service.url) as (a, b),
-        TwinClient(a.ws_url) as on_a,
-        TwinClient(b.ws_url) as on_b,
+        TwinClient(a.ws_url) as visitor_a,
+        TwinClient(b.ws_url) as visitor_b,
     ):
-        assert on_a.welcome is not None and on_b.welcome is not None
-        assert on_a.welcome.name == on_b.welcome.name == "Visitor (guest)"  # neither process knew the other's
-        on_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
-        await on_b.drop()
-        await on_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
-        assert on_b.closed_with is None
-        assert on_b.welcome.name == "Visitor (guest) (2)"
-        await on_b.drop()  # and once more: the numbered name is kept as it is
-        await on_b.wait_for(lambda c: c.connects == 3 or c.closed_with is not None, TIMEOUT)
-        assert on_b.closed_with is None and on_b.welcome.name == "Visitor (guest) (2)"
+        scene = a.live.scene.id
+        assert visitor_a.welcome is not None and visitor_b.welcome is not None
+        assert (visitor_a.welcome.name, visitor_b.welcome.name) == ("Visitor (guest)", "Visitor (guest) (2)")
+        visitor_b.url = a.ws_url  # b's visitor comes back through a (its process died, or the proxy chose so)
+        await visitor_b.drop()
+        await visitor_b.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert visitor_b.closed_with is None and visitor_b.welcome.name == "Visitor (guest) (2)"
+        # A name chosen on one process is someone's on every process: refused as on one.
+        ana = TwinClient(a.ws_url, name="Ana", token=mint_token(a, "ana", "viewer"))
+        await ana.connect()
+        with pytest.raises(TwinClientError) as refused:
+            await TwinClient(b.ws_url, name="ANA", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
+        assert refused.value.code == p.CLOSE_NAME and "'ANA' is the name of someone" in refused.value.reason
+        async with TwinClient(b.ws_url, token=mint_token(b, "Ana", "viewer")) as by_id:  # not chosen: numbered
+            assert by_id.welcome is not None and by_id.welcome.name == "Ana (2)"
+        # The same identity keeps its name on another process, while its old connection may still hold it.
+        ana.url = b.ws_url
+        await ana.drop()
+        await ana.wait_for(lambda c: c.connects == 2 or c.closed_with is not None, TIMEOUT)
+        assert ana.closed_with is None and ana.welcome is not None and ana.welcome.name == "Ana"
+        # Closed: the name is free at once (well before a claim runs out).
+        await ana.close()
+        bea = await join_when_free(b, "bea", "Ana", within_s=name_claims.TTL_MS / 2000)
+        assert bea.welcome is not None and bea.welcome.name == "Ana"
+        await bea.close()
+        # A process that died holding a name stops renewing it: the name is free once its claim runs out.
+        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300) == []  # type: ignore[attr-defined]
+        with pytest.raises(TwinClientError):
+            await TwinClient(a.ws_url, name="Ghost", token=mint_token(a, "bea", "viewer"), reconnect=False).connect()
+        ghost = await join_when_free(a, "bea", "Ghost", within_s=TIMEOUT)
+        assert ghost.welcome is not None and ghost.welcome.name == "Ghost"
+        await ghost.close()
+
+
+async def test_a_name_stays_claimed_while_connected_and_is_claimed_again_if_redis_lost_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    monkeypatch.setattr(name_claims, "TTL_MS", 1000)
+    monkeypatch.setattr(name_claims, "RENEW_S", 0.1)
+    async with (
+        servers(tmp_path, redis_service.url) as (a, b),
+        TwinClient(a.ws_url, name="Ana", token=mint_token(a, "ana", "viewer")),
+        aioredis.Redis.from_url(redis_service.url) as plain,
+    ):
+        names = a.live.hub.redis.key(a.live.scene.id, f"names:{a.live.scene.id}")
+        [(_, first)] = await plain.zrange(names, 0, -1, withscores=True)
+
+        async def renewed_past(expiry: float) -> None:
+            deadline = time.monotonic() + TIMEOUT
+            while not (claims := await plain.zrange(names, 0, -1, withscores=True)) or claims[0][1] <= expiry:
+                assert time.monotonic() < deadline, f"the claim was not renewed: {claims}"
+                await asyncio.sleep(0.05)
+
+        await renewed_past(first + 1000)  # the first claim has run out by now: it lives on renewed
+        with pytest.raises(TwinClientError):
+            await TwinClient(b.ws_url, name="Ana", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
+        await plain.delete(names)  # Redis lost it (restarted without its file)
+        await renewed_past(0)  # claimed again by the renewal
+        with pytest.raises(TwinClientError):
+            await TwinClient(b.ws_url, name="Ana", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:

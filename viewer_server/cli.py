@@ -34,6 +34,7 @@ SAMPLE_PROCEDURES = REPO / "assets" / "pump_station.procedure.yaml"
 DEFAULT_PORT = 8800
 # The store every command uses when --store is not given (docs/STORE.md): set it once for a deployment.
 STORE_ENV = "TWINVIEW_STORE"
+TRUSTED_PROXIES_ENV = "TWINVIEW_TRUSTED_PROXIES"
 
 
 class UserError(Exception):
@@ -418,6 +419,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="a name this server is reached by, besides localhost, its addresses and --host; repeatable",
     )
     p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=os.environ.get(TRUSTED_PROXIES_ENV, "").replace(",", " ").split(),
+        metavar="CIDR",
+        help="a reverse proxy's address or network (10.0.2.0/24): behind it the client's address is the one it"
+        " puts in X-Forwarded-For (ignored from anyone else); repeatable, added to those of"
+        f" ${TRUSTED_PROXIES_ENV} (separated by spaces or commas)",
+    )
+    p.add_argument(
         "--header-timeout",
         type=float,
         default=HEADER_TIMEOUT_S,
@@ -457,7 +467,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
     from viewer_server.store_db import check_location
 
     try:
-        EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin)
+        EdgePolicy.for_server(args.host, args.allow_host, args.allow_origin, args.trusted_proxy)
         if args.bus:
             check_url(args.bus)
     except ValueError as exc:
@@ -473,6 +483,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
         "store": store,
         "allow_origins": tuple(args.allow_origin),
         "allow_hosts": tuple(args.allow_host),
+        "trusted_proxies": tuple(args.trusted_proxy),
         "header_timeout_s": args.header_timeout,
         "max_connections_per_ip": args.max_connections_per_ip,
         "max_connections": args.max_connections,

@@ -5,6 +5,10 @@
         async for msg in tc:                                         # Snapshot or Delta
             print(msg.last if isinstance(msg, Delta) else msg.seq, tc.props)
 
+A client without a token may name the session to join in the URL, as a join link does
+(`…/ws/pump-station?session=night-shift`; the `session=` argument wins), else it joins the scene's default
+session; with a token, the token names it.
+
 Used by the tests, the benchmarks and gateways. After a dropped connection it reconnects with
 backoff and sends `resume {epoch, seq}`, so the mirrored state converges and events are neither
 lost nor repeated (see docs/PROTOCOL.md §3).
@@ -17,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -66,6 +71,12 @@ class RequestRefused(Exception):
         self.error = error
 
 
+def _url_session(url: str) -> str | None:
+    """The session a WebSocket URL names in its query (`?session=ID`), if it names one."""
+    names = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("session")
+    return names[-1] if names else None
+
+
 class TwinClient:
     def __init__(
         self,
@@ -80,12 +91,14 @@ class TwinClient:
         token: str | None = None,
         session: str | None = None,
         interest: p.Interest | None = None,
+        local_address: str | None = None,
     ) -> None:
         self.url = url
+        self.local_address = local_address  # the address to connect from, on a host with several (None: any)
         self.interest = interest  # what it sees (PROTOCOL.md §15); sent again with every reconnect
         self.token = token
         self._guest_token = ""  # without a token: the server's token for our guest identity (welcome.token)
-        self.session = session
+        self.session = session or (None if token else _url_session(url))
         self.layer = layer
         self.encoding = encoding
         self.role = role
@@ -145,7 +158,8 @@ class TwinClient:
         self._reader = asyncio.create_task(self._read_loop(), name="twinclient-reader")
 
     async def _open(self) -> None:
-        ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME)  # type: ignore[arg-type]
+        source = {"local_addr": (self.local_address, 0)} if self.local_address else {}
+        ws = await connect(self.url, subprotocols=self._subprotocols, max_size=CLIENT_MAX_FRAME, **source)  # type: ignore[arg-type]
         resume = p.Resume(self.epoch, self.seq) if self.epoch is not None else None
         hello = p.Hello(CLIENT_NAME, __version__, role=self.role, layer=self.layer, resume=resume)
         hello.session, hello.token, hello.interest = self.session, self.token or self._guest_token, self.interest

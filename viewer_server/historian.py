@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Concatenate, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
@@ -54,10 +55,12 @@ import pyarrow.parquet as pq
 from scene.bindings import DEFAULT_RAW_DAYS, History
 from scene.state import Quality, Reading, Scalar
 from viewer_server import protocol as p
+from viewer_server.health import EngineHealth, public_url
 from viewer_server.store_db import PostgresDb
 
 log = logging.getLogger(__name__)
 
+HISTORY_FILE: Final = "history.sqlite"  # the SQLite tail, in a scene's history folder
 HOUR: Final = 3600
 MINUTE: Final = 60
 DAY: Final = 86400
@@ -87,9 +90,10 @@ CREATE TABLE IF NOT EXISTS minutes (key INTEGER NOT NULL, minute INTEGER NOT NUL
     sum REAL, n INTEGER NOT NULL, last, last_ts REAL NOT NULL, last_q INTEGER NOT NULL, first_ts REAL NOT NULL,
     PRIMARY KEY (key, minute)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL);
+    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL, key BLOB);
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL, rows INTEGER NOT NULL,
     t0 REAL NOT NULL, t1 REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t REAL PRIMARY KEY, events INTEGER NOT NULL, body BLOB NOT NULL);
@@ -97,7 +101,7 @@ CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
 """
 
-# The same tables in PostgreSQL (one schema per scene, `_pg_schema`): `rowid` is a column there, values (`v`, `last`:
+# The same tables in PostgreSQL (one schema per scene, `pg_schema`): `rowid` is a column there, values (`v`, `last`:
 # numbers, 0 / 1 for bools, strings) are text read back by their key's kind (`_typed`), and no chunk is ever listed
 # (raw samples stay in `samples`: `seal` is SQLite's).
 _PG_SCHEMA = """
@@ -114,9 +118,12 @@ CREATE TABLE IF NOT EXISTS minutes (key BIGINT NOT NULL, minute BIGINT NOT NULL,
 CREATE INDEX IF NOT EXISTS minutes_first_ts ON minutes (first_ts);
 CREATE TABLE IF NOT EXISTS events (rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     t DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, element TEXT NOT NULL,
-    session TEXT NOT NULL, body BYTEA NOT NULL);
+    session TEXT NOT NULL, body BYTEA NOT NULL, key BYTEA);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS key BYTEA;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
+CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour BIGINT NOT NULL, rows BIGINT NOT NULL,
     t0 DOUBLE PRECISION NOT NULL, t1 DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t DOUBLE PRECISION PRIMARY KEY, events BIGINT NOT NULL, body BYTEA NOT NULL);
@@ -134,11 +141,14 @@ class _Dialect(NamedTuple):
     keep_order_join: str  # a join whose left side drives the loop (SQLite's planner obeys CROSS JOIN)
     ids_of_json: str  # the ids of a JSON array given as one parameter, as a subquery
     by_time: str  # the index hint for a range of events by time
+    by_session: str  # ... for a session's events of some kinds
 
 
-_SQLITE: Final = _Dialect("min", "max", "CROSS JOIN", "SELECT value FROM json_each(?)", "INDEXED BY events_t")
+_SQLITE: Final = _Dialect(
+    "min", "max", "CROSS JOIN", "SELECT value FROM json_each(?)", "INDEXED BY events_t", "INDEXED BY events_session"
+)
 _POSTGRES: Final = _Dialect(
-    "least", "greatest", "JOIN", "SELECT value::bigint FROM json_array_elements_text(?::json)", ""
+    "least", "greatest", "JOIN", "SELECT value::bigint FROM json_array_elements_text(?::json)", "", ""
 )
 
 CHUNK_SCHEMA: Final = pa.schema(
@@ -231,7 +241,16 @@ def _typed(value: object, kind: str) -> Scalar:
         return bool(float(str(value)))  # 0 / 1 (as text in PostgreSQL, 0.0 / 1.0 in chunks)
     if kind == "string":
         return str(value)
-    return value if isinstance(value, int | float) else float(str(value))
+    if isinstance(value, int | float):
+        return value
+    text = str(value)  # PostgreSQL's text: "3" for an integer reading, "3.0" for a float, as SQLite keeps them
+    return int(text) if text.removeprefix("-").isdigit() else float(text)
+
+
+def event_key(event: p.Event) -> bytes:
+    """What makes an event the same event whatever seq it was numbered with: its content (a person's draft, or
+    an alarm transition computed from the same readings, carries the same times and ids when numbered again)."""
+    return hashlib.blake2b(_event_enc.encode(msgspec.structs.replace(event, seq=0)), digest_size=16).digest()
 
 
 def _chunk_table(rows: list[tuple]) -> pa.Table:
@@ -257,6 +276,18 @@ def _pylists(table: pa.Table) -> list[list[object]]:
     `to_pylist` goes value by value, several times slower)."""
     columns = [table[c] for c in _READ_COLUMNS]
     return [(c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c).to_pylist() for c in columns]
+
+
+class _KeyIndex(NamedTuple):
+    """The keys known at one moment, for queries: never changed, replaced whole when keys are added (a query takes
+    it as it is rather than copying maps of 10 000 keys under the lock). Units are fixed when a key is added."""
+
+    names: dict[int, tuple[str, str]]  # key id -> (element, prop)
+    ids: dict[tuple[str, str], int]  # (element, prop) -> key id
+    kinds: dict[int, str]
+    units: dict[int, str]
+    newest: int  # the highest key id
+    typed: dict[tuple[str, str], str]  # (element, prop) -> its kind, for the keys not of numbers
 
 
 class BindingsVersion(NamedTuple):
@@ -285,14 +316,30 @@ class _Write:
         self.future: Future[None] = Future()
 
 
-def _pg_schema(folder: Path) -> str:
+def pg_schema(folder: Path) -> str:
     """The PostgreSQL schema of a history (its folder's name is the scene id): readable, and unique whatever the id."""
     name = folder.name
     readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in name.lower())[:40]
     return f"history_{readable}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def create_pg_tables(db: PostgresDb, schema: str) -> None:
+    """The history tables in `schema` (created where missing), in `db`'s transaction, which then works in it."""
+    db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    db.execute(f"SET LOCAL search_path TO {schema}")
+    for statement in filter(str.strip, _PG_SCHEMA.split(";")):
+        db.execute(statement)
+
+
 Connection = sqlite3.Connection | PostgresDb
+
+
+class HistorianHealth(EngineHealth, kw_only=True):
+    """The historian as `/api/health` reports it (`engine`: "sqlite" or "postgresql"; `ok`: its last group commit
+    succeeded)."""
+
+    write_errors: int  # group commits that failed (their readings were not acknowledged)
+    last_error: str  # the last failure, kept after recovery ("" if none)
 
 
 class HistorianClosed(RuntimeError):
@@ -332,9 +379,9 @@ class Historian:
     ) -> None:
         self.folder = folder
         self.database = database
-        self.schema = _pg_schema(folder) if database is not None else None
+        self.schema = pg_schema(folder) if database is not None else None
         self._sql = _SQLITE if database is None else _POSTGRES
-        self.path = folder / "history.sqlite"
+        self.path = folder / HISTORY_FILE
         self.chunks_dir = folder / "chunks"
         self.retention = retention or (lambda element, prop: History())
         self.clock = clock
@@ -350,15 +397,16 @@ class Historian:
         self._shortest = (-1, DEFAULT_RAW_DAYS)  # (keys counted, shortest raw_days among them)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds: dict[int, str] = {}
-        for kid, element, prop, kind in db.execute("SELECT id, element, prop, kind FROM keys"):
-            self._keys[(element, prop)] = kid
-            self._kinds[kid] = kind
+        self._index = _KeyIndex({}, {}, {}, {}, 0, {})
+        self._learn_keys(db.execute("SELECT id, element, prop, kind, unit FROM keys").fetchall())
         self._sources = {name: sid for sid, name in db.execute("SELECT id, name FROM sources")}
         self.quarantined = [] if reader else self._check_chunks(db)
         self._first_minute: tuple[float | None] | None = None  # (the minutes' oldest `first_ts`,) once known
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
         self.write_errors = 0
+        self.last_error = ""
+        self.failing = False  # the last group commit failed
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
         self._writer_db: Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
@@ -387,12 +435,13 @@ class Historian:
     def _create_tables(self, db: Connection) -> None:
         if isinstance(db, sqlite3.Connection):
             db.executescript(_SCHEMA)
+            if "key" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # a history of before it
+                db.execute("ALTER TABLE events ADD COLUMN key BLOB")
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key)")
             return
         db.begin(exclusive=True)  # processes starting together take turns (the store migrations' advisory lock)
         try:
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            for statement in filter(str.strip, _PG_SCHEMA.split(";")):
-                db.execute(statement)
+            create_pg_tables(db, pg_schema(self.folder))
         except BaseException:
             db.rollback()
             raise
@@ -512,12 +561,30 @@ class Historian:
                             self._write_bindings(db, write.bindings)
             except Exception as exc:  # the writer outlives any one batch: nothing else would ever be committed
                 self.write_errors += 1
+                self.last_error, self.failing = f"{type(exc).__name__}: {exc}", True
                 log.error("historian: %d writes not committed: %s", len(batch), exc)
                 for future in waiting:
                     future.set_exception(exc)
                 continue
+            self.failing = False
             for future in waiting:
                 future.set_result(None)
+
+    def health(self) -> HistorianHealth:
+        if self.database is not None:
+            engine, url, where = "postgresql", public_url(self.database), "bring PostgreSQL back"
+        else:
+            engine, url, where = "sqlite", f"sqlite:{self.path}", f"free or repair the disk of {self.folder}"
+        detail = (
+            f"the history cannot be written ({self.last_error}): readings are refused (not acknowledged) and events"
+            f" go unrecorded until it can; {where}, the next write tries again"
+            if self.failing
+            else ""
+        )
+        return HistorianHealth(
+            engine, ok=not self.failing, url=url, detail=detail, write_errors=self.write_errors,
+            last_error=self.last_error,
+        )  # fmt: skip
 
     def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
         """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
@@ -537,24 +604,38 @@ class Historian:
         PostgreSQL numbers keys before their transactions commit, in any order across processes: a key may show up
         below the newest known, so there the whole list is read again whenever the count differs."""
         db = db or self._connect()
-        with self._lock:
-            newest, known = max(self._kinds, default=0), len(self._kinds)
+        index = self._index
+        newest = index.newest
         if isinstance(db, PostgresDb):
             (count,) = db.execute("SELECT count(*) FROM keys").fetchone()
-            if count == known:
+            if count == len(index.names):
                 return
             newest = 0
-        rows = db.execute("SELECT id, element, prop, kind FROM keys WHERE id > ?", (newest,)).fetchall()
-        with self._lock:  # readers copy these under the lock (`_names`)
-            for kid, element, prop, kind in rows:
+        rows = db.execute("SELECT id, element, prop, kind, unit FROM keys WHERE id > ?", (newest,)).fetchall()
+        if rows:
+            self._learn_keys(rows)
+
+    def _learn_keys(self, rows: list[tuple[int, str, str, str, str]]) -> None:
+        """Take in keys (id, element, prop, kind, unit) read from the keys table."""
+        with self._lock:  # readers copy `_keys` under the lock (`_names`), or take `_index` whole
+            index = self._index
+            names, ids = dict(index.names), dict(index.ids)
+            kinds, units = dict(index.kinds), dict(index.units)
+            for kid, element, prop, kind, unit in rows:
                 self._keys[(element, prop)] = kid
                 self._kinds[kid] = kind
+                names[kid], ids[(element, prop)], kinds[kid], units[kid] = (element, prop), kid, kind, unit
+            typed = {names[kid]: kind for kid, kind in kinds.items() if kind != "number"}
+            self._index = _KeyIndex(names, ids, kinds, units, max(names, default=0), typed)
+
+    def _key_index(self) -> _KeyIndex:
+        """The keys as known now (the writer adds keys meanwhile)."""
+        self._sync_keys()
+        return self._index
 
     def _names(self) -> dict[int, tuple[str, str]]:
         """Key id -> (element, prop), as known now (the writer adds keys meanwhile)."""
-        self._sync_keys()
-        with self._lock:
-            return {kid: key for key, kid in self._keys.items()}
+        return self._key_index().names
 
     def _kind_of(self, element: str, prop: str) -> str:
         self._sync_keys()
@@ -638,9 +719,12 @@ class Historian:
             db.executemany(f"{insert} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {merge}", rows)
 
     def _write_events(self, db: Connection, events: list[p.Event]) -> None:
+        """Each event once (`event_key`): a leader that takes over numbers again what the dead one had recorded but
+        not appended to the log; the first record of it stays."""
         db.executemany(
-            "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
+            "INSERT INTO events (t, seq, kind, id, element, session, body, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e), event_key(e)) for e in events],
         )
         with self._lock:
             before = min((e.ts for e in events if e.alarm is not None and e.ts < self._books_until), default=None)
@@ -891,12 +975,7 @@ class Historian:
         SQLite tail through its (key, ts) index, so a chart of one property never reads the other properties."""
         lo_op = ">=" if include_start else ">"
         wanted = None if keys is None else set(keys)
-        self._sync_keys()
-        with self._lock:
-            names = {kid: key for key, kid in self._keys.items()}
-            kinds = dict(self._kinds)
-            ids = {key: kid for key, kid in self._keys.items()}
-        kind_of = {key: kinds[kid] for key, kid in ids.items()}
+        names, ids, kinds, units, _, typed = self._key_index()
         filters: list[tuple[str, str, object]] = [("ts", lo_op, t0), ("ts", "<=", t1)]
         if wanted is not None:
             filters += [
@@ -904,14 +983,18 @@ class Historian:
                 ("prop", "in", sorted({pr for _, pr in wanted})),
             ]
         out: list[Sample] = []
-        for path in self._chunks_between(t0, t1):
-            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            for e, pr, ts, v, tx, q, u in zip(*_pylists(table), strict=True):
-                if wanted is None or (e, pr) in wanted:
-                    value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
-                    out.append(Sample(e, pr, ts, value, q, u))
+        for path in self._chunks_between(t0, t1):  # column by column: one Python object per sample, the Sample
+            element, prop, ts, value, text, quality, unit = _pylists(
+                pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
+            )
+            pairs = zip(element, prop, strict=True)
+            value = [  # numbers as read; bools (1.0 / 0.0 in chunks) and the rest by their key's kind (`_typed`)
+                tx if tx is not None else v if k not in typed else _typed(v, typed[k])
+                for k, v, tx in zip(pairs, value, text, strict=True)
+            ]
+            rows = map(Sample._make, zip(element, prop, ts, value, quality, unit, strict=True))
+            out.extend(rows if wanted is None else (s for s in rows if (s.element, s.prop) in wanted))
         db = self._connect()
-        units = dict(db.execute("SELECT id, unit FROM keys"))
         sql = f"SELECT key, ts, v, q FROM samples WHERE ts {lo_op} ? AND ts <= ?"
         args: list[object] = [t0, t1]
         if wanted is not None:
@@ -922,14 +1005,14 @@ class Historian:
             key = names.get(kid)
             if key is not None:
                 out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
-        out.sort(key=lambda s: s.ts)
+        out.sort(key=attrgetter("ts"))
         return out
 
-    def element_ids(self) -> set[str]:
-        """Every element the history has a property of."""
+    def properties(self) -> set[tuple[str, str]]:
+        """Every (element, property) the history has."""
         self._sync_keys()
         with self._lock:
-            return {element for element, _ in self._keys}
+            return set(self._keys)
 
     @_uses_connection
     def raw_table(
@@ -988,13 +1071,10 @@ class Historian:
         db = self._connect()
         minute = math.floor(t / MINUTE)
         state = self._latest(minute * MINUTE, t)
-        with self._lock:
-            names = {kid: key for key, kid in self._keys.items()}
-            kinds = dict(self._kinds)
+        names, _, kinds, units, _, _ = self._index  # as `_latest` brought them up to date
         found = msgspec.json.encode([kid for kid, key in names.items() if key in state]).decode()
         join = self._sql.keep_order_join
         silent = f"k.id NOT IN ({self._sql.ids_of_json})"  # found in t's minute: no seek for those
-        units = dict(db.execute("SELECT id, unit FROM keys"))
         before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
             f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k {join} minutes m ON m.key = k.id
                AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
@@ -1008,20 +1088,16 @@ class Historian:
                 (minute, t, found),
             ).fetchall()
         for kid, last, ts, q in rows:
-            key = names[kid]
-            if key not in state or ts >= state[key].ts:
+            key = names.get(kid)  # None: a key added since the index was taken
+            if key is not None and (key not in state or ts >= state[key].ts):
                 state[key] = Sample(*key, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         return state
 
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
         property in pyarrow / numpy, so only one Python object per property is made, not one per sample."""
-        self._sync_keys()
+        names, ids, kinds, units, _, _ = self._key_index()
         latest: dict[tuple[str, str], Sample] = {}
-        with self._lock:
-            names = {kid: key for key, kid in self._keys.items()}
-            kinds = dict(self._kinds)
-        kind_of = {key: kinds[kid] for kid, key in names.items()}
         filters = [("ts", ">=", t0), ("ts", "<=", t1)]
         tables = [pq.read_table(path, columns=_READ_COLUMNS, filters=filters) for path in self._chunks_between(t0, t1)]
         table = pa.concat_tables(tables).unify_dictionaries().combine_chunks() if tables else None
@@ -1033,10 +1109,10 @@ class Historian:
             code = code[order]
             rows = table.take(pa.array(order[np.flatnonzero(np.r_[code[1:] != code[:-1], True])]))  # each one's last
             for e, pr, ts, v, tx, q, u in zip(*_pylists(rows), strict=True):
-                value = tx if tx is not None else _typed(v, kind_of.get((e, pr), "number"))
+                kid = ids.get((e, pr))
+                value = tx if tx is not None else _typed(v, "number" if kid is None else kinds[kid])
                 latest[(e, pr)] = Sample(e, pr, ts, value, q, u)
         db = self._connect()
-        units = dict(db.execute("SELECT id, unit FROM keys"))
         tail = "SELECT key, ts, v, q FROM samples WHERE ts >= ? AND ts <= ? ORDER BY ts"
         for kid, ts, v, q in db.execute(tail, (t0, t1)):  # the hot tail: one hour at most, oldest first
             key = names.get(kid)
@@ -1104,10 +1180,12 @@ class Historian:
 
     @_uses_connection
     def annotations_at(self, t: float, session: str) -> tuple[dict[str, p.Topic], dict[str, p.Comment]]:
-        """The session's topics and comments at their latest revision at or before `t`, by guid."""
+        """The session's topics and comments at their latest revision at or before `t`, by guid. From the index of
+        the session's events by kind (events_session, which holds the rowid too): the cost follows the session's own
+        annotation events up to t, not the whole history's (alarms, other sessions)."""
         kinds = p.ANNOTATION_EVENTS
         rows = self._connect().execute(
-            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events
+            f"""SELECT body FROM events WHERE rowid IN (SELECT max(rowid) FROM events {self._sql.by_session}
                 WHERE kind IN ({",".join("?" * len(kinds))}) AND session = ? AND t <= ? GROUP BY id)""",
             (*kinds, session, t),
         )

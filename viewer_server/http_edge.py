@@ -13,6 +13,11 @@ server on localhost through a DNS name that the attacker rebinds to 127.0.0.1. S
   can send without the browser asking the server first (text/plain, forms) are none of them; and it must
   arrive within BODY_TIMEOUT_S (`read_body`), as the head must within the header timeout (connections.py).
 
+Behind a reverse proxy (docs/DEPLOY.md) every connection comes from the proxy's address. With `serve
+--trusted-proxy CIDR` the client's address (`request.remote`: the audit trail, logs) is the right-most address of
+`X-Forwarded-For` that is not a trusted proxy, but only when the connection itself comes from a trusted proxy;
+from anyone else the header is ignored, so nobody can claim another address by sending it (`client_address`).
+
 Refusals are 403 / 415 with a JSON body that says what to change. Every response carries a
 Content-Security-Policy under which the shipped web client runs (its inline scripts by hash, WebAssembly
 for the meshopt decoder, workers from blob: URLs), `Referrer-Policy: no-referrer` (join links carry a
@@ -45,11 +50,16 @@ _HOST_SYNTAX = re.compile(r"(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", r
 # Inline <script> elements of index.html, whose text is hashed into the CSP (`src` ones are 'self').
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
 
+# X-Forwarded-For entries looked at, right to left, for the client's address: a chain of proxies is short.
+MAX_FORWARDED_HOPS: Final = 16
+
 # Seconds to receive a whole request body (4 MiB at most): a phone on a slow uplink needs ~30 s, a slow-body
 # attacker holds its connection no longer.
 BODY_TIMEOUT_S: Final = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def host_name(host: str) -> str:
@@ -89,21 +99,71 @@ def check_host_name(name: str) -> str:
     return host
 
 
+def ip_address(text: str) -> Address | None:
+    """The address written in `text` (an IPv4-mapped IPv6 address as its IPv4 one); None if it is not one."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    return address.ipv4_mapped or address if isinstance(address, ipaddress.IPv6Address) else address
+
+
+def trusted_network(text: str) -> Network:
+    """A --trusted-proxy value: an address or a network (CIDR); ValueError saying what to give."""
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"bad trusted proxy {text!r} ({exc}): give the proxy's address or network, e.g. 127.0.0.1 or 10.0.2.0/24"
+        ) from None
+
+
 @dataclass(frozen=True)
 class EdgePolicy:
-    """Whom the server answers: the host names of `Host` and the origins of `Origin` it accepts."""
+    """Whom the server answers: the host names of `Host` and the origins of `Origin` it accepts; and whose
+    `X-Forwarded-For` names the client (the trusted proxies)."""
 
     allow_hosts: frozenset[str] = frozenset()  # names besides LOCAL_HOSTS and IP addresses, from host_name()
     allow_origins: frozenset[str] = frozenset()  # besides the server's own, from origin_of()
+    trusted_proxies: tuple[Network, ...] = ()  # --trusted-proxy: reverse proxies whose X-Forwarded-For counts
 
     @classmethod
-    def for_server(cls, bound_host: str = "", hosts: Iterable[str] = (), origins: Iterable[str] = ()) -> EdgePolicy:
+    def for_server(
+        cls, bound_host: str = "", hosts: Iterable[str] = (), origins: Iterable[str] = (), proxies: Iterable[str] = ()
+    ) -> EdgePolicy:
         """The policy of a server bound to `bound_host`: that name, this machine's name, and the extra
-        `hosts` (--allow-host) and `origins` (--allow-origin). ValueError for a malformed one."""
+        `hosts` (--allow-host), `origins` (--allow-origin) and trusted `proxies` (--trusted-proxy). ValueError for a
+        malformed one."""
         names = {check_host_name(h) for h in hosts} | {host_name(socket.gethostname())}
         if bound_host not in ANY_ADDRESS:
             names.add(host_name(bound_host))
-        return cls(frozenset(names), frozenset(origin_of(o) for o in origins))
+        trusted = tuple(trusted_network(proxy) for proxy in proxies)
+        return cls(frozenset(names), frozenset(origin_of(o) for o in origins), trusted)
+
+    def trusts(self, address: Address) -> bool:
+        return any(address in network for network in self.trusted_proxies)
+
+    def client_address(self, peer: str, forwarded_for: Iterable[str]) -> str:
+        """The client's address of a connection from `peer` carrying the X-Forwarded-For values `forwarded_for`.
+
+        `peer` itself unless it is a trusted proxy. From a trusted proxy: the right-most address of the header
+        that is not a trusted proxy (each proxy appends the address it was reached from, so what is left of the
+        right-most untrusted entry was written by the client and proves nothing), or the left-most when every
+        one is trusted. A header with an entry that is not an address (ports, names, `unknown`, empty), or
+        trusted proxies for more than MAX_FORWARDED_HOPS entries, is ignored: `peer`."""
+        address = ip_address(peer)
+        if address is None or not self.trusts(address):
+            return peer
+        hops = [hop for value in forwarded_for for hop in value.split(",")]
+        client = peer
+        for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+            forwarded = ip_address(hop)
+            if forwarded is None:
+                return peer
+            client = str(forwarded)
+            if not self.trusts(forwarded):
+                return client
+        return client if len(hops) <= MAX_FORWARDED_HOPS else peer
 
     def host_allowed(self, host: str) -> bool:
         if not _HOST_SYNTAX.fullmatch(host.strip()):
@@ -134,8 +194,14 @@ def _refuse(status: int, error: str, detail: str) -> web.Response:
 
 @web.middleware
 async def edge_checks(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host, Origin and body media type, in that order, before any handler (and before a WebSocket upgrade)."""
+    """The client's address (behind a trusted proxy), then Host, Origin and body media type, in that order, before
+    any handler (and before a WebSocket upgrade)."""
     policy = request.app[EDGE]
+    if policy.trusted_proxies:
+        peer = request.remote or ""
+        client = policy.client_address(peer, request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
+        if client != peer:
+            request = request.clone(remote=client)
     host = request.headers.get(hdrs.HOST)
     if host is not None and not policy.host_allowed(host):
         name = host_name(host)

@@ -23,6 +23,7 @@ from viewer_server.commands import Commands
 from viewer_server.historian import Historian
 from viewer_server.hub import SceneHub
 from viewer_server.ingest import Ingest, MqttStatus
+from viewer_server.name_claims import NameClaims
 from viewer_server.presenter import Presenters
 from viewer_server.procedures import Procedures
 from viewer_server.redis_bus import RedisBus
@@ -117,7 +118,7 @@ class LiveScene:
             procedures.restore()
         return cls(
             scene, bindings, bindings_path, text, rules, hub, ingest, bus,
-            rooms=Rooms(store, scene.id),
+            rooms=Rooms(store, scene.id, NameClaims(bus, scene.id) if isinstance(bus, RedisBus) else None),
             annotations=Annotations(store, hub, known) if store is not None else None,
             # Without a store (no data dir) tokens live as long as the process.
             secret=load_secret(store.data_dir) if store is not None else secrets.token_bytes(SECRET_BYTES),

@@ -13,6 +13,9 @@ Keys of scene S (one hash tag per scene, so that a Redis Cluster would keep a sc
   twinview:{S}:checkpoint  the scene's whole state at one log entry, where a process that starts later begins
   twinview:{S}:peers       sorted set: process id -> when (Redis time, ms) its heartbeat runs out
   twinview:{S}:revoked     pub/sub channel: revocations, so every process closes the voided connections at once
+  twinview:{S}:names:{R}   sorted set: the display names held in session R, "name\nuser\nholder" (the name
+                           case-folded, the holding connection) -> when (Redis time, ms) the claim runs out;
+                           a name is one user's at a time (viewer_server/name_claims.py)
 """
 
 from __future__ import annotations
@@ -88,6 +91,35 @@ table.insert(out, 1, now)
 return out
 """
 
+_CLAIM: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local taken, conflict = {}, false
+for _, claim in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local name, user = string.match(claim, '^([^\\n]*)\\n([^\\n]*)\\n')
+  if user ~= ARGV[2] then
+    table.insert(taken, name)
+    conflict = conflict or name == ARGV[1]
+  end
+end
+if conflict then return taken end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {}
+"""
+_RENEW_NAMES: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local missing = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 0 then table.insert(missing, i) end
+  redis.call('PEXPIRE', key, ttl)
+end
+return missing
+"""
+
 
 class Fenced(Exception):
     """The append was refused: this process no longer holds the lease, or the log moved on without it."""
@@ -133,6 +165,8 @@ class RedisBus:
         self._refound = self._redis.register_script(_REFOUND)
         self._release = self._redis.register_script(_RELEASE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._renew_names = self._redis.register_script(_RENEW_NAMES)
 
     # --- Bus -----------------------------------------------------------------------------------------
 
@@ -294,6 +328,34 @@ class RedisBus:
             if name != self.process
         }
         return set(expiries), epoch.decode()
+
+    # --- display names ---------------------------------------------------------------------------
+
+    def _names_key(self, scene: str, room: str) -> str:
+        return self.key(scene, f"names:{room}")
+
+    @staticmethod
+    def _name_claim(name: str, user: str, holder: str) -> str:
+        return f"{name.casefold()}\n{user}\n{holder}"
+
+    async def claim_name(self, scene: str, room: str, name: str, user: str, holder: str, ttl_ms: int) -> list[str]:
+        """Hold display `name` in session `room` for `user`'s connection `holder` for `ttl_ms` (again: renewed).
+        Empty when held; when another user's connection holds it, every name (case-folded) other users hold in
+        the session, the refused one among them."""
+        call = self._claim(keys=[self._names_key(scene, room)], args=[name.casefold(), user, holder, ttl_ms])
+        return [taken.decode() for taken in await self._call("claiming the display name", call)]
+
+    async def renew_names(self, scene: str, claims: list[tuple[str, str, str, str]], ttl_ms: int) -> list[int]:
+        """Extend the claims (room, name, user, holder) by `ttl_ms`, in one round trip; returns the positions of
+        those Redis no longer holds (run out, or Redis lost them): they need `claim_name` again."""
+        keys = [self._names_key(scene, room) for room, _, _, _ in claims]
+        members = [self._name_claim(name, user, holder) for _, name, user, holder in claims]
+        missing = await self._call("renewing the display names", self._renew_names(keys=keys, args=[ttl_ms, *members]))
+        return [int(i) - 1 for i in missing]
+
+    async def release_name(self, scene: str, room: str, name: str, user: str, holder: str) -> None:
+        call = self._redis.zrem(self._names_key(scene, room), self._name_claim(name, user, holder))
+        await self._call("releasing the display name", call)
 
     # --- revocations -----------------------------------------------------------------------------
 

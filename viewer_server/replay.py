@@ -94,10 +94,6 @@ class RuleVersions:
             return parsed
 
 
-def _prop(s: Sample) -> p.PropState:
-    return p.PropState(s.value, s.ts, s.unit, s.quality)
-
-
 class _ReadAhead:
     """The samples and events of a playing replay's history, read in blocks of `span` seconds from `start` on, the
     next block in the background while frames are cut from the current one (`take`, in time order)."""
@@ -206,13 +202,18 @@ class ReplayTwin:
         self._use_rules_at(t)
         values: dict[str, dict[str, PropertyValue]] = {}
         props: dict[str, p.PropState] = {}
+        stale_after = self.bindings.stale_after if self.bindings is not None else lambda element, prop: None
         for (element, prop), s in samples.items():
-            after = self._stale_after(element, prop)
+            after = stale_after(element, prop)
             silent = s.ts if after is not None and t - s.ts >= after else None  # as the silence watch decides
-            values.setdefault(element, {})[prop] = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality, silent)
+            pv = PropertyValue(s.value, s.unit, s.ts, s.ts, s.quality, silent)
+            if element in values:
+                values[element][prop] = pv
+            else:
+                values[element] = {prop: pv}
             props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality, silent)
         self.state = TwinState(history_len=1)
-        self.state.restore(values)
+        self.state.load(values)
         self.silence = None  # watched from the first `advance` on (a seek alone needs no watch)
         self.alarms = {a.id: a for a in self.historian.alarms_at(t)}
         self.visuals = self._all_visuals()
@@ -222,7 +223,7 @@ class ReplayTwin:
         if self.engine is None:
             return {}
         self.engine.show_anomalies(self._active())
-        return {el: self.engine.evaluate(el, self.layer, self.state) for el in self.targets}
+        return self.engine.evaluate_many(self.targets, self.layer, self.state)
 
     def _mark_stale(self, t: float) -> dict[str, p.PropState]:
         """Flag the properties silent for longer than their stale_after at `t` (source time of their last sample:
@@ -295,12 +296,12 @@ class ReplayTwin:
         last = {(s.element, s.prop): s for s in samples}
         touched: set[str] = set()
         assert self.silence is not None
+        seen, apply, affected = self.silence.seen, self.state.apply, self._affected
         for (element, prop), s in last.items():
-            self.silence.seen(element, prop, s.ts)
-            change = self.state.apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts)
-            if change is not None:
-                props[f"{element}/{prop}"] = _prop(s)
-                touched.update(self._affected(element, prop))
+            seen(element, prop, s.ts)
+            if apply(Reading(element, prop, s.value, s.unit, s.ts, s.quality), s.ts) is not None:
+                props[f"{element}/{prop}"] = p.PropState(s.value, s.ts, s.unit, s.quality)
+                touched.update(affected(element, prop))
         return touched
 
     def _apply_alarms(self, events: list[p.Event], touched: set[str]) -> bool:
@@ -320,11 +321,11 @@ class ReplayTwin:
 
     def _refresh(self, elements: set[str], visuals: dict[str, p.Visual]) -> None:
         """Evaluate the visuals of `elements`; those that changed into `visuals`."""
-        for element in elements:
-            if self.engine is not None and element in self.targets:
-                visual = self.engine.evaluate(element, self.layer, self.state)
-            else:
-                visual = p.Visual()  # no rule for it in these bindings: as an element without rules shows
+        ruled = elements & self.targets if self.engine is not None else set()
+        made = self.engine.evaluate_many(ruled, self.layer, self.state) if self.engine is not None else {}
+        for element in elements - ruled:
+            made[element] = p.Visual()  # no rule for it in these bindings: as an element without rules shows
+        for element, visual in made.items():
             if self.visuals.get(element) != visual:
                 self.visuals[element] = visuals[element] = visual
 

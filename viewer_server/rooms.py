@@ -16,7 +16,8 @@ Identity comes only from a verified token: `member.user` is the token's user, or
 a random `guest-<hex>` fixed for the connection (a reconnect keeps it by presenting the guest token its
 `welcome.token` carried). What anyone calls themselves (`hello.name`) is only their display name, `member.name`:
 unique in the session, never a role or another present user's name (refused: NameRefused), and a visitor's
-always ends in " (guest)", so it never reads as a token user.
+always ends in " (guest)", so it never reads as a token user. With several processes (`Rooms.names`), unique
+across all of them: `admitted` claims the name in Redis (viewer_server/name_claims.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Final
 
 from viewer_server import protocol as p
 from viewer_server.auth import DEFAULT_TTL_S, AuthError, Claims, mint, revocation_time, verify
+from viewer_server.name_claims import NameClaims
 from viewer_server.permissions import PERSONS, ROLES, Action, is_role
 from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
 from viewer_server.store_db import Conflict, Db
@@ -51,6 +53,8 @@ DEFAULT_GUEST_NAME: Final = "Visitor"
 GUEST_MARK: Final = " (guest)"
 # A visitor's name as granted, which a reconnect sends back: "Ana (guest)", or numbered "Visitor (guest) (2)".
 GRANTED_GUEST_NAME: Final = re.compile(r"(?P<base>.*?) \(guest\)(?: \([0-9]+\))?", re.IGNORECASE)
+# Names tried for one connection before giving up, when other processes' connections keep taking them.
+MAX_NAME_CLAIMS: Final = 20
 
 
 class NameRefused(AuthError):
@@ -105,9 +109,11 @@ def clean_name(text: str) -> str:
 class Rooms:
     """The sessions of one scene (cached from the store) and their current members."""
 
-    def __init__(self, store: Store | None, scene_id: str) -> None:
+    def __init__(self, store: Store | None, scene_id: str, names: NameClaims | None = None) -> None:
         self.store = store
         self.scene_id = scene_id
+        self.names = names  # several processes: display names are claimed across them
+        self._claiming: dict[str, dict[str, Member]] = {}  # by session and connection: admitted, claiming its name
         self._rooms: dict[str, Room] = {}
         self._members: dict[str, dict[str, Member]] = {}
         if store is not None:
@@ -171,7 +177,14 @@ class Rooms:
         self._members.setdefault(member.room, {})[member.connection] = member
 
     def display_name(
-        self, room: str, user: str, requested: str, *, shared: bool = False, resuming: bool = False
+        self,
+        room: str,
+        user: str,
+        requested: str,
+        *,
+        shared: bool = False,
+        resuming: bool = False,
+        elsewhere: frozenset[str] = frozenset(),
     ) -> str:
         """`user`'s display name in the session: `requested` (cleaned), else the user id (a guest: "Visitor").
 
@@ -180,9 +193,9 @@ class Rooms:
         or is another present user's name or user id. Else it is made unique by " (2)", " (3)"…: a default or
         a token's name that another connection holds. `shared`: a token's `name` claim names one person, whose
         connections (tabs) share it; `resuming`: a reconnect takes back the name its old connection may still
-        hold, and is never refused for it: another process may have granted the same name meanwhile (each
-        process knows its own connections only), so a name someone here holds is numbered instead. Every
-        comparison is case-insensitive."""
+        hold, and is never refused for it: another process may have granted the same name meanwhile, so a name
+        someone here holds is numbered instead. `elsewhere`: names (case-folded) that other users' connections
+        hold on other processes, held as if here. Every comparison is case-insensitive."""
         chosen = clean_name(requested)
         guest = user.startswith(GUEST_PREFIX)
         granted = GRANTED_GUEST_NAME.fullmatch(chosen) if guest else None
@@ -192,21 +205,52 @@ class Rooms:
             refuse_chosen(chosen, user, guest)
         base = chosen or (DEFAULT_GUEST_NAME if guest else user)
         name = base[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK if guest else base
-        others = [m for m in self.members(room) if m.user != user]
-        held = {m.name.casefold() for m in others} | {m.user.casefold() for m in others}
+        holding = self.members(room) + list(self._claiming.get(room, {}).values())
+        others = [m for m in holding if m.user != user]
+        held = {m.name.casefold() for m in others} | {m.user.casefold() for m in others} | elsewhere
         if resuming and granted and granted[0].casefold() not in held:
             return granted[0]
         if chosen and not (shared or resuming) and {name.casefold(), base.casefold()} & held:
             raise NameRefused(f"{base!r} is the name of someone in this session: choose another name")
         if not (shared or resuming):  # the same user's other connections are other people (a shared link)
-            held |= {m.name.casefold() for m in self.members(room) if m.user == user}
+            held |= {m.name.casefold() for m in holding if m.user == user}
         unique, n = name, 2
         while unique.casefold() in held:
             suffix = f" ({n})"
             unique, n = name[: MAX_USER_NAME - len(suffix)] + suffix, n + 1
         return unique
 
+    async def claimed(self, member: Member, again: Callable[[frozenset[str]], Member]) -> Member:
+        """`member` once its name is claimed across the processes (`names`); when another user holds it there,
+        the member `again` admits with the names held elsewhere (NameRefused: a chosen name someone holds).
+        While it claims, its name counts as held here, so that connections admitted meanwhile choose others.
+        Without `names` (one process), `member` as it is."""
+        if self.names is None:
+            return member
+        elsewhere: set[str] = set()
+        try:
+            for _ in range(MAX_NAME_CLAIMS):
+                self._claiming.setdefault(member.room, {})[member.connection] = member
+                taken = await self.names.claim(member.room, member.name, member.user, member.connection)
+                if not taken:
+                    return member
+                elsewhere.update(taken)
+                self._claiming[member.room].pop(member.connection, None)
+                member = again(frozenset(elsewhere))
+            raise NameRefused("other people keep taking the names tried in this session: connect again")
+        finally:
+            claiming = self._claiming.get(member.room, {})
+            claiming.pop(member.connection, None)
+            if not claiming:
+                self._claiming.pop(member.room, None)
+
+    def release_name(self, connection: str) -> None:
+        """The connection is gone: the name it claimed across the processes is free (see `claimed`)."""
+        if self.names is not None:
+            self.names.release(connection)
+
     def leave(self, member: Member) -> None:
+        self.release_name(member.connection)
         members = self._members.get(member.room, {})
         members.pop(member.connection, None)
         if not members:
@@ -250,7 +294,17 @@ def revocation(room_id: str, user: str, actor: str, role: str) -> Callable[[Db],
     return write
 
 
-def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
+async def admitted(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Member:
+    """`admit`, with the display name claimed across the processes of a deployment (`rooms.names`): a name
+    another user's connection holds on another process is held here too, so it is refused or numbered as on
+    one process. A reconnect of the same user keeps its name."""
+    member = admit(rooms, secret, hello, connection)
+    return await rooms.claimed(member, lambda elsewhere: admit(rooms, secret, hello, connection, elsewhere))
+
+
+def admit(
+    rooms: Rooms, secret: bytes, hello: p.Hello, connection: str, elsewhere: frozenset[str] = frozenset()
+) -> Member:
     """Who this hello is, in which session, with which role. AuthError (close 4003) when refused, NameRefused
     (close 4009) when the display name asked for cannot be used.
 
@@ -258,7 +312,8 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
     claim, else `hello.name`, else the user). Without: the session's `anonymous_role`, a new guest identity and
     `hello.name` as display name; a hello asking for `publisher` is granted it, as telemetry over REST and
     MQTT is open too, in sessions that admit anonymous users. The guest gets a token for its identity
-    (`guest_token`, sent in `welcome.token`) so that a reconnect keeps it. See `Rooms.display_name`.
+    (`guest_token`, sent in `welcome.token`) so that a reconnect keeps it. See `Rooms.display_name` (and
+    `elsewhere` there).
     """
     resuming = hello.resume is not None
     if hello.token:
@@ -268,9 +323,9 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
             raise AuthError(f"no session {claims.session[:40]!r}")
         user = claims.user[:MAX_USER_NAME]
         if claims.name:
-            name = rooms.display_name(room.id, user, claims.name, shared=True)
+            name = rooms.display_name(room.id, user, claims.name, shared=True, elsewhere=elsewhere)
         else:
-            name = rooms.display_name(room.id, user, hello.name, resuming=resuming)
+            name = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
         return Member(connection, room.id, user, claims.role, claims.jti, claims.iat, name)
     room = rooms.get(hello.session) if hello.session else rooms.default
     if room is None:
@@ -279,6 +334,6 @@ def admit(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str) -> Membe
         raise AuthError(f"session {room.id[:40]!r} needs a token: open the join link you were given")
     role: p.Role = "publisher" if hello.role == "publisher" else room.anonymous_role  # type: ignore[assignment]
     user, now = guest_id(), time.time()
-    name = rooms.display_name(room.id, user, hello.name, resuming=resuming)
+    name = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
     claims = Claims(room.id, user, role, now + DEFAULT_TTL_S, secrets.token_hex(8), now)
     return Member(connection, room.id, user, role, claims.jti, now, name, mint(secret, claims))

@@ -91,6 +91,7 @@ class ServeOptions:
     procedures: Path | None = None
     allow_origins: tuple[str, ...] = ()  # web pages (scheme://host:port) besides the server's own that may use it
     allow_hosts: tuple[str, ...] = ()  # names in `Host` besides local ones, addresses and the bound name
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks of reverse proxies whose X-Forwarded-For counts
     header_timeout_s: float = HEADER_TIMEOUT_S  # to complete a request head (also the keep-alive idle time)
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP  # 0: no bound
     max_connections: int | None = None  # in all; None: the open-file limit less RESERVED_FILES, 0: no bound
@@ -119,7 +120,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         check_url(opts.mqtt_url)
     # A bad --bus URL is a ValueError before anything opens.
     bus: InProcessBus | RedisBus = RedisBus(opts.bus_url) if opts.bus_url else InProcessBus()
-    edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins)
+    edge = EdgePolicy.for_server(opts.host, opts.allow_hosts, opts.allow_origins, opts.trusted_proxies)
     store = Store(opts.data_dir, opts.store)
     live: LiveScene | None = None
     started = False
@@ -158,6 +159,8 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
         subscribed = asyncio.Event()
         if isinstance(bus, RedisBus):
             jobs.append(_close_announced(live, store, bus, subscribed))
+        if live.rooms.names is not None:
+            jobs.append(live.rooms.names.renew_forever())
         jobs.append(prune_periodically(store, opts.audit))
         if live.audit is not None:
             jobs.append(flush_periodically(live.audit))

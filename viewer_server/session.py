@@ -38,7 +38,7 @@ from viewer_server.presenter import markup_topic
 from viewer_server.procedures import Refused, require
 from viewer_server.replay import Player, ReplayTwin
 from viewer_server.resume_log import RESUME_LOG_MAX_CHANGES
-from viewer_server.rooms import Member, NameRefused, admit
+from viewer_server.rooms import Member, NameRefused, admitted
 from viewer_server.store import AuditEntry
 from viewer_server.store_db import StoreError
 from viewer_server.topics import MAX_VIEWPOINT_IDS
@@ -138,13 +138,14 @@ class Session:
             return
         self.client = hello.client
         try:
-            member = admit(self.live.rooms, self.live.secret, hello, self.id)
+            member = await admitted(self.live.rooms, self.live.secret, hello, self.id)
             if self.live.annotations is not None:  # loaded now: the snapshot must not meet an unreachable store
                 self.live.annotations.topics(member.room)
         except AuthError as exc:
             await self.close(p.CLOSE_NAME if isinstance(exc, NameRefused) else p.CLOSE_AUTH, exc.reason)
             return
         except StoreError as exc:  # a session this process has not loaded yet, while the store is down
+            self.live.rooms.release_name(self.id)  # admitted, never joined
             log.warning("connection %s refused for now: %s", self.id, exc)
             await self.close(p.CLOSE_GOING_AWAY, "the store cannot be read now: reconnect in a moment")
             return

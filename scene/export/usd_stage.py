@@ -32,6 +32,7 @@ still tessellating.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -60,6 +61,10 @@ UNIT_KEY = "twin:unit"  # the property's unit symbol
 # a plant in one block nearly doubled the layer's memory (20 000 prims of 12 attributes: +142 MB in one block,
 # +83 MB in blocks of 1 000), at the same speed.
 CHANGE_BLOCK_ELEMENTS = 1000
+# Elements per part layer of a larger stage (`StageWriter`): ~25 MB of layer per part on a plant, ~50 MB
+# while it is saved.
+PART_ELEMENTS = 5000
+PARTS_SUFFIX = ".parts"  # scene.usdc's parts are in scene.parts/
 # Rendered size of a scan point; scans are typically sampled at a few millimetres to centimetres.
 POINT_WIDTH_M = 0.01
 
@@ -76,77 +81,129 @@ class StageWriter:
     importer is still making the geometry: `add_elements` (prims, twin attributes, properties),
     then `write` (materials, transforms, geometry, provenance, the file). A `write` whose scene
     does not hold exactly the elements added (id, name, class, parent, in order) starts over.
+
+    A stage of more than `part_elements` elements is written in parts, so that memory holds one part's
+    layer at a time, never the whole stage (an Sdf layer costs ~5 KB per element prim and its properties,
+    a copy of every mesh, and as much again while it is saved): the root layer (`path`) holds the stage
+    metadata, provenance, materials and prototypes, and its sublayers in `parts_dir(path)` the element
+    prims of `part_elements` elements each (`elements-NNNN.usdc`, written as the tree arrives) and their
+    transforms and geometry (`geometry-NNNN.usdc`, written from the scene). Each part is saved and let go
+    as soon as it is authored. A smaller stage is one layer, as before.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, part_elements: int = PART_ELEMENTS) -> None:
+        if part_elements < 1:
+            raise ValueError(f"part_elements must be at least 1, not {part_elements}")
         self.path = Path(path)
-        self._layer: Sdf.Layer | None = None
+        self.part_elements = part_elements
+        self._root: Sdf.Layer | None = None
         self._added: list[tuple[str, str, str, str | None]] = []
         self._paths: dict[str, str] = {}  # element id -> prim path
+        self._parts: list[str] = []  # the element parts written, as sublayer paths
 
     def add_elements(self, elements: Iterable[Element]) -> None:
-        """Author the prims of `elements` (parents before children) in a fresh layer."""
+        """Author the prims of `elements` (parents before children) in a fresh stage."""
         elements = list(elements)
+        shutil.rmtree(parts_dir(self.path), ignore_errors=True)  # parts of an earlier start
         # Anonymous then Export: CreateNew refuses a path whose layer is already open in this process.
-        layer = Sdf.Layer.CreateAnonymous(self.path.name)
+        root = Sdf.Layer.CreateAnonymous(self.path.name)
+        root.defaultPrim = "World"
+        root.pseudoRoot.SetInfo("metersPerUnit", 1.0)
+        root.pseudoRoot.SetInfo("upAxis", "Y")
+        _prim(root, WORLD, "Xform")
         paths: dict[str, str] = {}
         taken: dict[str, set[str]] = {}
-        layer.defaultPrim = "World"
-        root = layer.pseudoRoot
-        root.SetInfo("metersPerUnit", 1.0)
-        root.SetInfo("upAxis", "Y")
-        _prim(layer, WORLD, "Xform")
-        for block in _blocks(elements):
-            with Sdf.ChangeBlock():
-                for el in block:
-                    parent = paths[el.parent] if el.parent is not None else WORLD
-                    siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
-                    prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
-                    paths[el.id] = prim_path
-                    _write_element(_prim(layer, prim_path, "Xform"), el)
-        self._layer, self._paths, self._added = layer, paths, [_identity(el) for el in elements]
+        in_parts = len(elements) > self.part_elements
+        parts: list[str] = []
+        for index, part in enumerate(_runs(elements, self.part_elements)):
+            layer = Sdf.Layer.CreateAnonymous(self.path.name) if in_parts else root
+            for block in _runs(part, CHANGE_BLOCK_ELEMENTS):
+                with Sdf.ChangeBlock():
+                    for el in block:
+                        parent = paths[el.parent] if el.parent is not None else WORLD
+                        siblings = taken.setdefault(parent, {GEOMETRY, "Looks", "_Prototypes"})
+                        prim_path = f"{parent}/{_unique(_identifier(el.name), siblings)}"
+                        paths[el.id] = prim_path
+                        # In a part, the ancestors the prim needs become `over`s; their `def` is in their own part.
+                        _write_element(_prim(layer, prim_path, "Xform"), el)
+            if in_parts:
+                parts.append(self._save_part(layer, f"elements-{index:04d}"))
+        self._root, self._paths, self._parts = root, paths, parts
+        self._added = [_identity(el) for el in elements]
 
     def write(self, scene: Scene) -> None:
         """Author the rest of `scene` and write the file; textures go to `textures/` beside it."""
-        if self._layer is None or self._added != [_identity(el) for el in scene.elements.values()]:
+        if self._root is None or self._added != [_identity(el) for el in scene.elements.values()]:
             self.add_elements(scene.elements.values())
-        layer, paths = self._layer, self._paths
-        assert layer is not None
+        root, paths = self._root, self._paths
+        assert root is not None
         looks = _write_textures(scene, self.path.parent)
         with Sdf.ChangeBlock():
-            layer.customLayerData = _provenance(scene)
-            _prim(layer, LOOKS, "Scope")
-            material_paths = [_write_material(layer, i, m, looks.get(i)) for i, m in enumerate(scene.materials)]
-            writer = _MeshWriter(layer, material_paths, [m.double_sided for m in scene.materials])
+            root.customLayerData = _provenance(scene)
+            _prim(root, LOOKS, "Scope")
+            material_paths = [_write_material(root, i, m, looks.get(i)) for i, m in enumerate(scene.materials)]
+            double_sided = [m.double_sided for m in scene.materials]
             uses = Counter(e.mesh for e in scene.elements.values() if e.mesh in scene.meshes)
             if any(n > 1 for n in uses.values()):
-                _prim(layer, PROTOTYPES, "Scope", Sdf.SpecifierClass)
+                _prim(root, PROTOTYPES, "Scope", Sdf.SpecifierClass)
             prototypes = {
-                mesh_id: writer.write(f"{PROTOTYPES}/{_identifier(mesh_id)}_{i}", scene.meshes[mesh_id])
+                mesh_id: _MeshWriter(root, material_paths, double_sided).write(
+                    f"{PROTOTYPES}/{_identifier(mesh_id)}_{i}", scene.meshes[mesh_id]
+                )
                 for i, (mesh_id, n) in enumerate(uses.items())
                 if n > 1
             }
-        for block in _blocks(list(zip(scene.elements.values(), local_matrices(scene), strict=True))):
-            with Sdf.ChangeBlock():
-                for el, local in block:
-                    prim_path = paths[el.id]
-                    _write_transform(layer.GetPrimAtPath(prim_path), local)
-                    if el.mesh in prototypes:
-                        geometry = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
-                        geometry.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
-                        geometry.SetInfo("instanceable", True)
-                    elif el.mesh in uses:
-                        writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
-        if not layer.Export(str(self.path)):
+        items = list(zip(scene.elements.values(), local_matrices(scene), strict=True))
+        geometry: list[str] = []
+        for index, part in enumerate(_runs(items, self.part_elements)):
+            layer = Sdf.Layer.CreateAnonymous(self.path.name) if self._parts else root
+            writer = _MeshWriter(layer, material_paths, double_sided)
+            for block in _runs(part, CHANGE_BLOCK_ELEMENTS):
+                with Sdf.ChangeBlock():
+                    for el, local in block:
+                        prim_path = paths[el.id]
+                        # The element's prim in the root, an `over` of it in a part.
+                        _write_transform(Sdf.CreatePrimInLayer(layer, prim_path), local)
+                        if el.mesh in prototypes:
+                            # An internal reference: resolved in the root's layer stack, which holds the prototypes.
+                            instance = _prim(layer, f"{prim_path}/{GEOMETRY}", "Xform")
+                            instance.referenceList.Prepend(Sdf.Reference(primPath=prototypes[el.mesh]))
+                            instance.SetInfo("instanceable", True)
+                        elif el.mesh in uses:
+                            writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
+            if self._parts:
+                geometry.append(self._save_part(layer, f"geometry-{index:04d}"))
+        root.subLayerPaths = [*self._parts, *geometry]
+        if not root.Export(str(self.path)):
             raise ExportFailed(str(self.path), "USD could not write the layer")
         # The layer holds a copy of every array and property: let it go before the other outputs are made.
-        self._layer, self._paths, self._added = None, {}, []
+        self._root, self._paths, self._added, self._parts = None, {}, [], []
+
+    def _save_part(self, layer: Sdf.Layer, name: str) -> str:
+        """Write one part of the stage into `parts_dir`; its path as the root layer's sublayer."""
+        folder = parts_dir(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}{self.path.suffix}"
+        if not layer.Export(str(path)):
+            raise ExportFailed(str(path), "USD could not write the layer")
+        return f"./{folder.name}/{path.name}"
 
 
-def _blocks(items: list[T]) -> Iterator[list[T]]:
-    """`items` in runs of CHANGE_BLOCK_ELEMENTS, each authored in one Sdf.ChangeBlock."""
-    for start in range(0, len(items), CHANGE_BLOCK_ELEMENTS):
-        yield items[start : start + CHANGE_BLOCK_ELEMENTS]
+def parts_dir(stage_path: Path) -> Path:
+    """The folder of the part layers of the stage at `stage_path` (scene.usdc: scene.parts/)."""
+    return stage_path.with_suffix(PARTS_SUFFIX)
+
+
+def stage_files(stage_path: Path) -> list[Path]:
+    """The files the stage at `stage_path` is made of: its root layer first, then its parts."""
+    folder = parts_dir(stage_path)
+    return [stage_path, *(sorted(folder.iterdir()) if folder.is_dir() else ())]
+
+
+def _runs(items: list[T], size: int) -> Iterator[list[T]]:
+    """`items` in runs of `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def write_stage(scene: Scene, path: Path) -> None:
