@@ -35,9 +35,10 @@ TILES_DIR: Final = "tiles"
 INDEX_NAME: Final = "tiles.json"
 CATALOG_NAME: Final = "elements.json"
 INDEX_FORMAT: Final = "twinview-tiles"
-# From this many drawn elements on a scene gets tiles (measured in BENCHMARKS.md §16: below it the single file's
-# first frame is as early, and one request is less than an index, a catalogue and tiles).
-TILE_MIN_ELEMENTS: Final = 10_000
+# From this many drawn elements on a scene gets tiles (BENCHMARKS.md §16: at 20 000 the single file's first frame
+# and panels came as early and the whole model sooner; at 50 000 and 100 000 tiles brought the first frame and the
+# panels 2-3x sooner).
+TILE_MIN_ELEMENTS: Final = 30_000
 # Elements per tile: a 100 000-element plant gets 16 tiles. Smaller tiles come sooner each, but every tile is a few
 # draw calls of its own (its merged batch and up to 4 instanced ones), which on a software GL cost ~1 ms a frame
 # each: 64 tiles of 1 560 were 320 draw calls (BENCHMARKS.md §16).
