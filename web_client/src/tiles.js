@@ -33,7 +33,7 @@ const _eye = new THREE.Vector3();
  *            catalog: string}} TileIndex
  * @typedef {{record: TileRecord, box: THREE.Box3, state: 'idle'|'loading'|'loaded', batches: import('./batcher.js').ElementBatches|null,
  *            priority: number, abort: AbortController|null, wanted: boolean}} TileSlot
- *   wanted: asked for (request) — loaded before any other
+ *   wanted: asked for (request) — loaded before any other, and kept, until it is loaded and in view
  */
 
 /**
@@ -109,7 +109,7 @@ export class TileStreamer extends EventTarget {
   request(n) {
     const t = this.tiles[n];
     if (!t || t.state === 'loaded') return Promise.resolve();
-    t.wanted = true;
+    for (const u of this.tiles) u.wanted = u === t; // the last asked for: it stays until the view holds it
     this.viewer.invalidate(); // the next frame schedules it
     return new Promise((resolve) => {
       const done = () => {
@@ -148,7 +148,9 @@ export class TileStreamer extends EventTarget {
       const d = ortho ? 1 : Math.max(_sphere.center.distanceTo(_eye) - _sphere.radius, 1e-3);
       // Screen-space size (the box's angular radius, below 1e3 but for the eye inside), tiles in view far ahead
       // of those out of it, and a tile asked for (request) ahead of all.
-      t.priority = Math.min(_sphere.radius / d, 1e3) + (_frustum.intersectsBox(t.box) ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
+      const inView = _frustum.intersectsBox(t.box);
+      if (t.wanted && inView && t.state === 'loaded') t.wanted = false; // the view holds it now (after the flight)
+      t.priority = Math.min(_sphere.radius / d, 1e3) + (inView ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
     }
     const ranked = [...this.tiles].sort((a, b) => b.priority - a.priority);
     let loading = this.tiles.filter((t) => t.state === 'loading').length;
@@ -184,7 +186,7 @@ export class TileStreamer extends EventTarget {
       const tile = model.batch(INSTANCE_MAX_BATCHES_PER_TILE);
       this.batches.absorb(tile);
       this.viewer.clipModel(tile.group);
-      Object.assign(t, { state: 'loaded', batches: tile, abort: null, wanted: false });
+      Object.assign(t, { state: 'loaded', batches: tile, abort: null });
       this.loadedBytes += t.record.bytes;
       this.loads++;
       this.arrivals.push({ file: t.record.file, at: performance.now() });
