@@ -407,6 +407,7 @@ class Historian:
         self.write_errors = 0
         self.last_error = ""
         self.failing = False  # the last group commit failed
+        self._probing = False  # an empty commit queued by `health` to learn whether PostgreSQL is back
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
         self._writer_db: Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
@@ -571,6 +572,12 @@ class Historian:
                 future.set_result(None)
 
     def health(self) -> HistorianHealth:
+        """As of the last group commit. While it failed on PostgreSQL, each call queues an empty commit (one at a
+        time) so that a database that came back is seen without waiting for the next reading; SQLite's next write
+        tells (an empty commit succeeds on a full disk)."""
+        if self.failing and self.database is not None and not self._probing:
+            self._probing = True
+            self.record_barrier().add_done_callback(self._probed)
         if self.database is not None:
             engine, url, where = "postgresql", public_url(self.database), "bring PostgreSQL back"
         else:
@@ -585,6 +592,9 @@ class Historian:
             engine, ok=not self.failing, url=url, detail=detail, write_errors=self.write_errors,
             last_error=self.last_error,
         )  # fmt: skip
+
+    def _probed(self, _: Future[None]) -> None:
+        self._probing = False
 
     def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
         """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
