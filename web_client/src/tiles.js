@@ -66,11 +66,11 @@ export class TileStreamer extends EventTarget {
   /**
    * @param {{index: TileIndex, base: string, batches: import('./batcher.js').ElementBatches,
    *          viewer: import('./viewer.js').Viewer, budget?: number, signal: AbortSignal,
-   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void, changed: () => void}} opts
+   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void}} opts
    *   base: the URL of the tiles' folder (ends with '/'); arrived / leaving: a tile's element ids once it is in the
-   *   batches / before it leaves them; changed: after either
+   *   batches / before it leaves them; a 'change' event follows either
    */
-  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving, changed }) {
+  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving }) {
     super();
     this.index = index;
     this.base = base;
@@ -78,7 +78,7 @@ export class TileStreamer extends EventTarget {
     this.viewer = viewer;
     this.budget = budget;
     this.signal = signal;
-    this.hooks = { arrived, leaving, changed };
+    this.hooks = { arrived, leaving };
     /** @type {TileSlot[]} */
     this.tiles = index.tiles.map((record) => ({ record, box: new THREE.Box3(new THREE.Vector3(...record.lo), new THREE.Vector3(...record.hi)),
       state: 'idle', batches: null, priority: 0, abort: null, wanted: false }));
@@ -192,7 +192,6 @@ export class TileStreamer extends EventTarget {
       this.arrivals.push({ file: t.record.file, at: performance.now() });
       this.#showImpostors();
       this.hooks.arrived([...tile.elements.keys()]);
-      this.hooks.changed();
       this.dispatchEvent(new Event('change'));
       tile.addLods(model.meshSource, signal).then(() => this.viewer.invalidate(), () => {});
     } catch (e) {
@@ -218,7 +217,6 @@ export class TileStreamer extends EventTarget {
     this.loadedBytes -= t.record.bytes;
     this.unloads++;
     this.#showImpostors();
-    this.hooks.changed();
     this.dispatchEvent(new Event('change'));
   }
 
