@@ -80,6 +80,11 @@ def test_first_frame_comes_before_the_tiles_and_every_element_is_picked_by_its_t
     picked = page.evaluate(PICK_ALL)
     assert len(picked) == COUNT
     assert {eid: got for eid, got in picked.items() if got != eid} == {}
+    # Leaving the scene (as loading another does) frees every tile and the coarse level, without an error.
+    page.evaluate("window.twinview.app.scope.abort()")
+    assert (
+        page.evaluate("window.twinview.app.batches.group.children.length + window.twinview.app.batches.tiles.size") == 0
+    )
     assert page.errors == []
     page.close()
 
