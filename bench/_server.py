@@ -49,9 +49,9 @@ def server(
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-async def wait_ready(url: str) -> None:
-    """Return once `url`/api/health answers 200; TimeoutError after STARTUP_TIMEOUT_S."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+async def wait_ready(url: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Return once `url`/api/health answers 200; TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
@@ -59,4 +59,4 @@ async def wait_ready(url: str) -> None:
                     if r.status == 200:
                         return
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"the server at {url} did not answer /api/health within {STARTUP_TIMEOUT_S:g} s")
+    raise TimeoutError(f"the server at {url} did not answer /api/health within {timeout_s:g} s")

@@ -25,15 +25,15 @@ from pathlib import Path
 from bench import plant
 from bench.build import PEER, RESULTS, run
 
-# Runs `twinview build` in this process and prints its resource use as JSON: the writer is this process, the
-# reader a child of its reader host (`scene.reader_host`), which is stopped and reaped first.
+# Runs `twinview build` (`--compress` if given) in this process and prints its resource use as JSON: the writer is
+# this process, the reader a child of its reader host (`scene.reader_host`), which is stopped and reaped first.
 OURS = """
 import json, resource, sys, time
 from pathlib import Path
 from scene import reader_host
 from scene.pipeline import build
 start = time.perf_counter()
-result = build([Path(sys.argv[1])], Path(sys.argv[2]))
+result = build([Path(sys.argv[1])], Path(sys.argv[2]), compress=sys.argv[3:] == ["--compress"])
 wall = time.perf_counter() - start
 reader_host.stop()  # reaped: the reader (and its kernel workers) now count in RUSAGE_CHILDREN
 me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -48,8 +48,10 @@ print(json.dumps({
 OUTPUTS = ("scene.glb", "scene.usdc", "scene.usdz", "manifest.json")
 
 
-def ours(source: Path, out: Path) -> dict:
-    measured = run([sys.executable, "-c", OURS, str(source), str(out)], capture=True)
+def ours(source: Path, out: Path, *, compress: bool = False) -> dict:
+    measured = run(
+        [sys.executable, "-c", OURS, str(source), str(out), *(["--compress"] if compress else [])], capture=True
+    )
     row = json.loads(measured.stdout)
     elements = json.loads((out / "manifest.json").read_text())["stats"]
     row["elements"] = elements["elements"]

@@ -262,7 +262,7 @@ class RuleEngine:
         self._by_gate: dict[tuple[str, str], list[_Compiled]] = {}
         self._gate_values: dict[tuple[str, str], PropertyValue] = {}
         self._active: dict[str, AlarmEvent] = {}
-        self._bulk: dict[str, dict[str, tuple[RampRule | ThresholdsRule, object]]] = {}  # per layer: `_bulk_rules`
+        self._bulk: dict[str, tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...]]]] = {}
         for name, layer in bindings.layers.items():
             for i, rule in enumerate(layer.rules):
                 c = _Compiled(name, i, rule, deps=_dependencies(rule))
@@ -385,10 +385,11 @@ class RuleEngine:
 
     def evaluate_many(self, elements: Iterable[str], layer: str, state: TwinState) -> dict[str, Visual]:
         """`evaluate` of each of `elements` (the same visuals): those whose one rule is a ramp or thresholds together
-        in numpy, by kind (a replay's 10 000 colours in a few ms), the others one by one."""
-        bulk = self._bulk_rules(layer)
+        in numpy, ramps by their colour stops (a replay's 10 000 colours in a few ms), the others one by one."""
+        bulk, ramp_stops = self._bulk_rules(layer)
         out: dict[str, Visual] = {}
-        groups: dict[object, tuple[list[str], list[float], list[RampRule | ThresholdsRule]]] = {}
+        ramps: list[tuple[list[str], list[float], list[RampRule]]] = [([], [], []) for _ in ramp_stops]
+        thresholds: tuple[list[str], list[float], list[ThresholdsRule]] = ([], [], [])
         current = state.values()
         for element in elements:
             found = bulk.get(element)
@@ -399,30 +400,38 @@ class RuleEngine:
             value = _number(current.get(rule.element, _NONE).get(rule.prop))
             if value is None:
                 out[element] = Visual()  # as `evaluate` leaves an element whose one rule has no usable value
-                continue
-            members = groups.get(group)
-            if members is None:
-                members = groups[group] = ([], [], [])
-            members[0].append(element)
-            members[1].append(value)
-            members[2].append(rule)
-        for group, (names, values, rules) in groups.items():
-            if isinstance(group, tuple):  # a ramp's colour stops
-                out.update(zip(names, map(_color_visual, _ramp_colors(group, values, rules)), strict=True))  # type: ignore[arg-type]
+            elif isinstance(rule, RampRule):
+                names, values, rules = ramps[group]
+                names.append(element)
+                values.append(value)
+                rules.append(rule)
             else:
-                out.update(zip(names, _threshold_visuals(values, rules), strict=True))  # type: ignore[arg-type]
+                thresholds[0].append(element)
+                thresholds[1].append(value)
+                thresholds[2].append(rule)
+        for stops, (names, values, rules) in zip(ramp_stops, ramps, strict=True):
+            if names:
+                out.update(zip(names, map(_color_visual, _ramp_colors(stops, values, rules)), strict=True))
+        if thresholds[0]:
+            out.update(zip(thresholds[0], _threshold_visuals(thresholds[1], thresholds[2]), strict=True))
         return out
 
-    def _bulk_rules(self, layer: str) -> dict[str, tuple[RampRule | ThresholdsRule, object]]:
-        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and the group it is
-        evaluated with (a ramp's colour stops; thresholds are one group)."""
+    def _bulk_rules(self, layer: str) -> tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...]]]:
+        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and, for a ramp, the
+        number of its group (the ramps with the same colour stops); and each group's stops."""
         found = self._bulk.get(layer)
         if found is None:
-            found = self._bulk[layer] = {}
+            by_element: dict[str, tuple[RampRule | ThresholdsRule, int]] = {}
+            numbers: dict[tuple[str, ...], int] = {}  # each stop list's group number, in order of appearance
             for (name, element), compiled in self._by_target.items():
                 rule = compiled[0].rule
-                if name == layer and len(compiled) == 1 and isinstance(rule, RampRule | ThresholdsRule):
-                    found[element] = (rule, tuple(rule.colors) if isinstance(rule, RampRule) else ThresholdsRule)
+                if name != layer or len(compiled) != 1:
+                    continue
+                if isinstance(rule, RampRule):
+                    by_element[element] = (rule, numbers.setdefault(tuple(rule.colors), len(numbers)))
+                elif isinstance(rule, ThresholdsRule):
+                    by_element[element] = (rule, -1)
+            found = self._bulk[layer] = (by_element, list(numbers))
         return found
 
     def observe(self, change: Change) -> list[AlarmEvent]:

@@ -5,6 +5,7 @@ behind HAProxy (tests/live_server.py)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,9 +52,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A `deployable` test runs twice: `[in-process]` and `[deployment]` (its live_server behind HAProxy),
     unless it is marked `in_process_only` with the reason (a module marks itself deployable as a whole)."""
     marked = metafunc.definition.get_closest_marker
-    starts_a_server = "live_server" in metafunc.function.__code__.co_names  # else there is nothing to deploy
-    if marked("deployable") and starts_a_server and not marked("in_process_only"):
+    if marked("deployable") and starts_a_server(metafunc) and not marked("in_process_only"):
         metafunc.parametrize("served_by", ["in-process", "deployment"], indirect=True)
+
+
+def starts_a_server(metafunc: pytest.Metafunc) -> bool:
+    """Whether the test calls live_server, itself or through a function of its module (else there is nothing to
+    deploy, and a second variant would only run it twice)."""
+    names = set(metafunc.function.__code__.co_names)
+    helpers = [getattr(metafunc.module, name, None) for name in names]
+    names.update(n for f in helpers if inspect.isfunction(f) for n in f.__code__.co_names)
+    return "live_server" in names
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,11 +84,18 @@ def deployments(
 
 
 @pytest.fixture(autouse=True)
-def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> live_server.ServedBy:
+def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[live_server.ServedBy]:
     """How this test's live_server runs: in process, unless the test is the deployment variant (then on the
-    session's shared deployment of its configuration)."""
+    session's shared deployment of its configuration, or on one of its own, stopped after it, when it is
+    marked `fresh_twin` or brings its own MQTT broker)."""
     mode: live_server.ServedBy = getattr(request, "param", "in-process")
     monkeypatch.setattr(live_server, "SERVED_BY", mode)
-    if mode == "deployment":
-        monkeypatch.setattr(live_server, "DEPLOYMENTS", request.getfixturevalue("deployments"))
-    return mode
+    if mode != "deployment":
+        yield mode
+        return
+    pool: live_server.DeploymentPool = request.getfixturevalue("deployments")
+    monkeypatch.setattr(live_server, "DEPLOYMENTS", pool)
+    monkeypatch.setattr(live_server, "CURRENT_TEST", request.node.nodeid)
+    monkeypatch.setattr(live_server, "FRESH_TWIN", request.node.get_closest_marker("fresh_twin") is not None)
+    yield mode
+    pool.stop_owned(request.node.nodeid)

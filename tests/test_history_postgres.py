@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from scene.state import Reading
@@ -56,10 +58,11 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         for value in values:
             ack = await ingest(http, a.url, pressure(value))
             assert ack["accepted"] == 1 and ack["durable"] is True
-        await ingest(http, b.url, p.Reading(42.0, key="LT-1.level"))  # and one through b
+        await ingest(http, b.url, p.Reading(42, key="LT-1.level"))  # and one through b: an integer, kept one
         # b's chart: a's readings, each once, though b's data dir holds no history of its own.
         assert await _series(http, b, start, "PT-1.pressure") == values
-        assert await _series(http, a, start, "LT-1.level") == [42.0]
+        [level] = await _series(http, a, start, "LT-1.level")
+        assert (type(level), level) == (int, 42)
         assert not list((tmp_path / "p1" / "data").rglob("history.sqlite"))
         # b's timeline: the alarm the leader raised and returned, once each.
         async with http.get(f"{b.url}/api/history/events", params={"from": str(start)}) as r:
@@ -74,7 +77,10 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         # b's seek: the readings, and the alarm (returned, not acknowledged: still listed) from a's events.
         async with TwinClient(b.ws_url) as viewer:
             now = await viewer.seek(time.time())
-            assert now.props["PT-1/pressure"].v == 1.0 and now.props["LT-1/level"].v == 42.0
+            assert now.props["PT-1/pressure"].v == 1.0 and (
+                type(now.props["LT-1/level"].v),
+                now.props["LT-1/level"].v,
+            ) == (int, 42)
             assert [a.id for a in now.alarms] == ["operations.rules[1]"]
 
 
@@ -134,8 +140,18 @@ async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_no
         async with http.get(f"{srv.url}/api/history", params={"keys": "PT-1.pressure"}) as r:
             assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
 
+        async with http.get(f"{srv.url}/api/health") as r:
+            health = await r.json()
+        assert health["status"] == "degraded" and health["historian"]["ok"] is False
+        assert "PostgreSQL" in health["historian"]["detail"] and health["historian"]["write_errors"] >= 1
+
         postgres.start()  # the historian's writer reconnects by itself
         deadline = time.monotonic() + 30
+        while not health["historian"]["ok"]:  # nothing written yet: /api/health sees the database back all the same
+            assert time.monotonic() < deadline, health["historian"]
+            await asyncio.sleep(0.2)
+            async with http.get(f"{srv.url}/api/health") as r:
+                health = await r.json()
         while True:
             try:
                 assert (await gw.publish([pressure(4.0)])).durable
@@ -168,3 +184,39 @@ def test_two_processes_adding_the_same_properties_at_once_keep_every_sample_unde
     assert sides[0]._names() == sides[1]._names()
     for side in sides:
         side.close()
+
+
+def test_an_event_numbered_again_after_a_failover_is_recorded_once(tmp_path: Path, store_url: str | None) -> None:
+    """The dead leader recorded an event it had not appended to the log; the next leader numbers it again (same
+    content, a new seq) and records it again: the history keeps it once, under the first number."""
+    t0 = 1_800_000_000.0
+    if store_url is not None:  # each process with its own data dir
+        dead, next_leader = (Historian(tmp_path / n / "pump-test", database=store_url, clock=lambda: t0) for n in "ab")
+    else:  # processes on one host share the data dir
+        dead = next_leader = Historian(tmp_path / "pump-test", clock=lambda: t0)
+    topic = p.Event(7, "topic_created", "T-1", "", t0 + 1, session="pump-test", user="ana", message="leak")
+    other = p.Event(8, "topic_created", "T-2", "", t0 + 1, session="pump-test", user="ana", message="leak")
+    dead.record(topic).result(timeout=30)
+    for event in (msgspec.structs.replace(topic, seq=9), msgspec.structs.replace(other, seq=10)):
+        next_leader.record(event).result(timeout=30)
+    for side in {dead, next_leader}:
+        assert [(e.id, e.seq) for e in side.events(t0, t0 + 60)] == [("T-1", 7), ("T-2", 10)]
+    for side in {dead, next_leader}:
+        side.close()
+
+
+def test_a_history_recorded_before_event_keys_is_opened_and_keeps_its_events(tmp_path: Path) -> None:
+    t0 = 1_800_000_000.0
+    folder = tmp_path / "pump-test"
+    old = p.Event(1, "topic_created", "T-1", "", t0 + 1, session="pump-test", user="ana")
+    historian = Historian(folder, clock=lambda: t0 + 60)
+    historian.record(old).result(timeout=30)
+    historian.close()
+    with contextlib.closing(sqlite3.connect(folder / "history.sqlite")) as db:  # as twinview before keys left it
+        db.executescript("DROP INDEX events_key; ALTER TABLE events DROP COLUMN key;")
+    historian = Historian(folder, clock=lambda: t0 + 60)
+    again = msgspec.structs.replace(old, seq=2, id="T-2")
+    for event in (again, msgspec.structs.replace(again, seq=3)):
+        historian.record(event).result(timeout=30)
+    assert [e.seq for e in historian.events(t0, t0 + 60)] == [1, 2]
+    historian.close()

@@ -120,5 +120,7 @@ def test_a_late_tile_takes_the_live_colour_and_a_tiny_budget_lets_far_tiles_go(t
     at = page.evaluate("window.twinview.screenOf('el-00000')")
     assert page.evaluate(f"window.twinview.pick({at['x']}, {at['y']})") == "el-00000"
     assert page.evaluate(f"window.twinview.app.batches.elements.has('{FAR}')") is False  # gone for the budget
+    # No tile came and went over and over: near, far, near again (and at most a few on the way).
+    assert page.evaluate("window.twinview.app.tiles.loads") <= 6
     assert page.errors == []
     page.close()

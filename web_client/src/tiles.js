@@ -5,6 +5,7 @@
 // budget, those that matter least for the view are let go (ElementBatches.release) and their boxes come back.
 // This module decides what is loaded; the batches decide what of it is drawn (culling, levels of detail).
 import * as THREE from 'three';
+import { INSTANCE_MAX_BATCHES_PER_TILE } from './batcher.js';
 import { readModel } from './loader.js';
 
 // Tiles downloaded and read at once: two keep the network and the reader busy without starving the frames.
@@ -32,7 +33,7 @@ const _eye = new THREE.Vector3();
  *            catalog: string}} TileIndex
  * @typedef {{record: TileRecord, box: THREE.Box3, state: 'idle'|'loading'|'loaded', batches: import('./batcher.js').ElementBatches|null,
  *            priority: number, abort: AbortController|null, wanted: boolean}} TileSlot
- *   wanted: asked for (request) — loaded before any other
+ *   wanted: asked for (request) — loaded before any other, and kept, until it is loaded and in view
  */
 
 /**
@@ -108,7 +109,7 @@ export class TileStreamer extends EventTarget {
   request(n) {
     const t = this.tiles[n];
     if (!t || t.state === 'loaded') return Promise.resolve();
-    t.wanted = true;
+    for (const u of this.tiles) u.wanted = u === t; // the last asked for: it stays until the view holds it
     this.viewer.invalidate(); // the next frame schedules it
     return new Promise((resolve) => {
       const done = () => {
@@ -147,7 +148,9 @@ export class TileStreamer extends EventTarget {
       const d = ortho ? 1 : Math.max(_sphere.center.distanceTo(_eye) - _sphere.radius, 1e-3);
       // Screen-space size (the box's angular radius, below 1e3 but for the eye inside), tiles in view far ahead
       // of those out of it, and a tile asked for (request) ahead of all.
-      t.priority = Math.min(_sphere.radius / d, 1e3) + (_frustum.intersectsBox(t.box) ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
+      const inView = _frustum.intersectsBox(t.box);
+      if (t.wanted && inView && t.state === 'loaded') t.wanted = false; // the view holds it now (after the flight)
+      t.priority = Math.min(_sphere.radius / d, 1e3) + (inView ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
     }
     const ranked = [...this.tiles].sort((a, b) => b.priority - a.priority);
     let loading = this.tiles.filter((t) => t.state === 'loading').length;
@@ -180,10 +183,10 @@ export class TileStreamer extends EventTarget {
       if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       const model = await readModel(await res.arrayBuffer(), url);
       if (signal.aborted) return;
-      const tile = model.batch();
+      const tile = model.batch(INSTANCE_MAX_BATCHES_PER_TILE);
       this.batches.absorb(tile);
       this.viewer.clipModel(tile.group);
-      Object.assign(t, { state: 'loaded', batches: tile, abort: null, wanted: false });
+      Object.assign(t, { state: 'loaded', batches: tile, abort: null });
       this.loadedBytes += t.record.bytes;
       this.loads++;
       this.arrivals.push({ file: t.record.file, at: performance.now() });
@@ -199,7 +202,10 @@ export class TileStreamer extends EventTarget {
     } finally {
       if (t.state === 'loading') t.state = 'idle';
       t.abort = null;
-      this.viewer.invalidate(); // the next frame schedules the next tiles
+      this.viewer.invalidate();
+      // The next tiles now, for the last view, not at the next frame: on a software GL a frame of a large model
+      // takes long, and tiles would come one frame apart.
+      if (!this.signal.aborted) this.#schedule(this.viewer.camera);
     }
   }
 

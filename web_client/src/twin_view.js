@@ -47,6 +47,8 @@ export class TwinView {
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
     this.touched = new Set();
+    /** @type {Set<string>} ids placed by a visual's transform (the others stand where the model put them) */
+    this.moved = new Set();
     /** the user's choices as last applied: a change re-draws only the elements whose choice differs */
     this.applied = visibility.save();
     visibility.addEventListener('change', () => this.#applyChoices(), { signal });
@@ -151,7 +153,11 @@ export class TwinView {
     if (!b.elements.has(id)) return;
     this.touched.add(id);
     this.#look(id, v);
-    b.setTransform(id, transformMatrix(v.transform, _matrix));
+    if (v.transform || this.moved.has(id)) { // most visuals only colour: a replay's 10 000 place nothing
+      b.setTransform(id, transformMatrix(v.transform, _matrix));
+      if (v.transform) this.moved.add(id);
+      else this.moved.delete(id);
+    }
     // A label, or a flag for an anomaly, floats above the element.
     const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
     this.labels.set(`el:${id}`, text, () => this.topOf(id), v.anomaly ? 'anomaly' : '');
