@@ -104,3 +104,33 @@ async def test_a_removed_binding_drops_its_alarm_and_removing_a_layer_waits_for_
         _edit(srv, NO_LEVEL.split("  energy:")[0])
         info = await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" in i, timeout=30)
         assert "layers removed (energy)" in info["reload_error"] and srv.live.hub.rules is served
+
+
+async def test_a_client_away_during_a_reload_resumes_with_the_new_visuals(tmp_path: Path) -> None:
+    async with live_server(tmp_path) as srv, person(srv, "gw", "publisher") as gw, person(srv, "rex", "viewer") as rex:
+        away = person(srv, "ann", "viewer")
+        await away.connect()
+        assert (await gw.publish([p.Reading(4.5, key="PT-1.pressure")])).accepted == 1
+        await away.wait_for(lambda c: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == 4.5)
+        await away.close()
+        _edit(srv, LOWERED)
+        await rex.wait_for(lambda c: "operations.rules[1]" in c.alarms, timeout=30)
+        await away.connect()  # resumes from its epoch and seq: the reload's changes are ordinary deltas
+        await away.wait_for(lambda c: c.seq == rex.seq, timeout=30)
+        assert away.snapshots == 1 and away.visuals == rex.visuals and away.visuals["P-1"].status == "alarm"
+        assert [e.kind for e in away.events] == ["alarm_raised"]
+        await away.close()
+
+
+async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_other_edits_apply(tmp_path: Path) -> None:
+    async with live_server(tmp_path, mqtt_url="mqtt://127.0.0.1:9") as srv:  # no broker there: none is needed
+        served = srv.live.hub.rules
+        _edit(srv, BINDINGS.replace("plant/LT-1/telemetry", "plant/LT-2/telemetry"))
+        info = await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" in i, timeout=30)
+        assert "the MQTT topics changed: restart the server" in info["reload_error"]
+        assert srv.live.hub.rules is served and info["topics"] == sorted(
+            ["plant/PT-1/telemetry", "plant/P-1/state", "plant/LT-1/telemetry"]
+        )
+        _edit(srv, LOWERED)
+        await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" not in i and i["content"] == LOWERED)
+        assert srv.live.hub.rules is not served
