@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # How often the file's stamp is looked at.
 POLL_S: Final = 1.0
 
-Stamp = tuple[int, int] | None  # (size, mtime in ns); None: the file cannot be seen
+Stamp = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: the file cannot be seen
 
 
 def _stamp(path: Path) -> Stamp:
@@ -36,14 +36,7 @@ def _stamp(path: Path) -> Stamp:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _load(path: Path, known: set[str]) -> tuple[Bindings, str]:
-    """The file's bindings and text, read once (the text is what the historian keeps), parsed and checked as
-    `load_bindings` does at start; raises BindingsError, OSError, UnicodeDecodeError."""
-    content = path.read_bytes()
-    return bindings_from_text(content, path.name, known), content.decode()  # the API shows no folders
+    return st.st_ino, st.st_size, st.st_mtime_ns  # an editor that saves by renaming a new file changes the inode
 
 
 def refusal(live: LiveScene, bindings: Bindings) -> str | None:
@@ -86,7 +79,9 @@ async def watch_bindings(live: LiveScene) -> None:
     if path is None:
         return
     known = set(live.scene.elements)
-    loaded = seen = await asyncio.to_thread(_stamp, path)
+    # Nothing read yet: the first look reads the file, which may have changed since the server loaded it.
+    loaded: Stamp | tuple[()] = ()
+    seen: Stamp | tuple[()] = ()
     sha = hashlib.sha256(live.bindings_text.encode()).hexdigest() if live.bindings_text is not None else None
     while True:
         await asyncio.sleep(POLL_S)
@@ -98,13 +93,16 @@ async def watch_bindings(live: LiveScene) -> None:
             continue
         loaded = stamp
         try:
-            bindings, text = await asyncio.to_thread(_load, path, known)
+            content = await asyncio.to_thread(path.read_bytes)
+            new_sha = hashlib.sha256(content).hexdigest()
+            if new_sha == sha:  # saved again unchanged, or back to the served version: nothing to parse
+                live.bindings_error = None
+                continue
+            # Parsed and checked as at start (`load_bindings`); named without its folders, as the API shows it.
+            bindings = await asyncio.to_thread(bindings_from_text, content, path.name, known)
+            text = content.decode()
         except (BindingsError, OSError, UnicodeDecodeError) as exc:
             _refuse(live, str(exc) if isinstance(exc, BindingsError) else f"{path.name}: cannot be read: {exc}")
-            continue
-        new_sha = hashlib.sha256(text.encode()).hexdigest()
-        if new_sha == sha:  # saved again unchanged, or back to the served version
-            live.bindings_error = None
             continue
         why = refusal(live, bindings)
         if why is not None:
