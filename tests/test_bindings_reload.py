@@ -25,6 +25,15 @@ NO_LEVEL = BINDINGS.replace(
     '{kind: ramp, element: PT-1, prop: pressure, target: T-1, min: 0, max: 6, colors: ["#000000", "#ffffff"]}',
 )
 
+# A layer added to the lowered limits.
+MAINTENANCE = (
+    LOWERED
+    + """  maintenance:
+    rules:
+      - {kind: ramp, element: LT-1, prop: level, target: T-1, min: 0, max: 100, colors: ["#000000", "#00ff00"]}
+"""
+)
+
 
 @pytest.fixture(autouse=True)
 def fast_poll(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -122,7 +131,7 @@ async def test_a_client_away_during_a_reload_resumes_with_the_new_visuals(tmp_pa
         await away.close()
 
 
-async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_other_edits_apply(tmp_path: Path) -> None:
+async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_a_new_layer_is_offered(tmp_path: Path) -> None:
     async with live_server(tmp_path, mqtt_url="mqtt://127.0.0.1:9") as srv:  # no broker there: none is needed
         served = srv.live.hub.rules
         _edit(srv, BINDINGS.replace("plant/LT-1/telemetry", "plant/LT-2/telemetry"))
@@ -131,6 +140,14 @@ async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_other_edits_
         assert srv.live.hub.rules is served and info["topics"] == sorted(
             ["plant/PT-1/telemetry", "plant/P-1/state", "plant/LT-1/telemetry"]
         )
-        _edit(srv, LOWERED)
-        await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" not in i and i["content"] == LOWERED)
+        _edit(srv, MAINTENANCE)  # same topics, a layer more: applied, and the layer offered to clients
+        info = await eventually(lambda: _bindings_info(srv), lambda i: i["content"] == MAINTENANCE)
+        assert "reload_error" not in info and info["layers"] == ["operations", "energy", "maintenance"]
         assert srv.live.hub.rules is not served
+        async with person(srv, "gw", "publisher") as gw:
+            assert (await gw.publish([p.Reading(100.0, key="LT-1.level")])).accepted == 1
+        mia = person(srv, "mia", "viewer")
+        mia.layer = "maintenance"
+        async with mia:
+            assert mia.layer == "maintenance"
+            await mia.wait_for(lambda c: c.visuals.get("T-1", p.Visual()).color == "#00ff00", timeout=30)

@@ -1,12 +1,13 @@
 """Hot reload of the bindings file: an edited file takes effect in the running server, without a restart.
 
-`watch_bindings` polls the file's size and modification time every POLL_S off the event loop (a plant engineer
-edits thresholds in an editor and saves; nobody has to remember to call anything). A file is read once its
-stamp has held still for one poll (an editor that truncates, then writes, is not caught half-way), then parsed
-and validated exactly as at start (`scene.bindings`, against the scene's elements). A valid new version is
-applied whole, in one step of the event loop (`apply_bindings`); an invalid one changes nothing: the old rules
-stay, the problem is logged once and shown by `GET /api/scenes/{id}/bindings` (`reload_error`) until a good
-version is saved. Not with several processes (`serve --bus redis://`): see docs/BINDINGS.md "Reloading".
+`watch_bindings` looks at the file's inode, size and modification time every POLL_S off the event loop (a plant
+engineer edits thresholds in an editor and saves; nobody has to remember to call anything). A file is read once
+its stamp has held still for one look (an editor that truncates, then writes, is not caught half-way); when its
+sha256 differs from the served version's it is parsed and validated exactly as at start (`scene.bindings`,
+against the scene's elements). A valid new version is applied whole, in one step of the event loop
+(`apply_bindings`); an invalid one changes nothing: the old rules stay, the problem is logged once and shown by
+`GET /api/bindings` (`reload_error`) until a good version is saved. Not with several processes
+(`serve --bus redis://`): see docs/BINDINGS.md "Reloading".
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def apply_bindings(live: LiveScene, bindings: Bindings, text: str) -> None:
     hub), ingest, commands, history retention; the historian records the version as in force from now (replay
     and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs between."""
     content = text.encode()
-    live.hub.swap_rules(LiveRules(bindings))
+    live.rules = LiveRules(bindings)  # what sessions offer (layers, the default one)
+    live.hub.swap_rules(live.rules)
     live.bindings, live.bindings_text, live.bindings_error = bindings, text, None
     live.ingest.bindings = bindings
     live.ingest.known |= {t.id for t in bindings.tags}

@@ -134,11 +134,14 @@ class SceneHub:
         for element, props in self.state.snapshot().items():
             for prop, pv in props.items():
                 self.props[prop_key(element, prop)] = prop_state(pv)
-        active = {a.id: a.severity for a in self.alarms.listed() if a.active}
-        primed = self.rules.prime(self.state, active)
+        primed = self._prime()
         for layer, element in self.rules.all_targets():
             self.visuals[layer][element] = self.rules.visual(element, layer, self.state)
         self._emit(primed)
+
+    def _prime(self) -> list[AlarmEvent]:
+        """Start the rules from the live values and the alarms listed active (a start, or a reload)."""
+        return self.rules.prime(self.state, {a.id: a.severity for a in self.alarms.listed() if a.active})
 
     def swap_rules(self, rules: LiveRules) -> None:
         """Serve from now on by `rules` (a reloaded bindings file, viewer_server/bindings_reload.py), as a restart
@@ -152,8 +155,7 @@ class SceneHub:
         )
         for draft in self.alarms.retired(rules.alarm_ids(), self.clock()):
             self._persisted(self.record_alarm(draft))
-        active = {a.id: a.severity for a in self.alarms.listed() if a.active}
-        primed = self.rules.prime(self.state, active)
+        primed = self._prime()
         targets = set(rules.all_targets())
         for layer in rules.layers:
             shown = self.visuals.setdefault(layer, {})
