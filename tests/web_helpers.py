@@ -509,6 +509,20 @@ def chromium_browser() -> Iterator:
     PROTOCOL_FRAMES.check()
 
 
+@contextmanager
+def closing_contexts(browser) -> Iterator:
+    """The module's browser (the `browser` fixture) for one test: the contexts the test opens are closed when
+    it ends, so the next one starts with none of them, as on a browser of its own (whose launch takes a
+    second or more under load)."""
+    before = set(browser.contexts)
+    try:
+        yield browser
+    finally:
+        for context in browser.contexts:
+            if context not in before:
+                context.close()
+
+
 def screenshot(page, name: str) -> Path:
     """Save a screenshot into test-artifacts/ (git-ignored) and return its path."""
     ARTIFACTS.mkdir(exist_ok=True)
