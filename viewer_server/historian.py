@@ -198,7 +198,7 @@ _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "un
 
 class _Keyframe(msgspec.Struct, array_like=True):
     """Every property's last minute aggregate before an hour boundary `t` (its `last`, `last_ts`, `last_q`), column
-    by column: the state at t's hour start that a seek completes with one range read of the minutes since (`state_at`).
+    by column: the state at t's hour start that a seek completes with range reads of the minutes since (`state_at`).
     Written by `seal` for each finished hour from the one before; any reading stored with a time before a keyframe's
     boundary deletes it and those after (`_write_readings`), so a late reading is never hidden by one."""
 
