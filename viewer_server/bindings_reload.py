@@ -55,14 +55,17 @@ def refusal(live: LiveScene, bindings: Bindings) -> str | None:
 
 def apply_bindings(live: LiveScene, bindings: Bindings, text: str) -> None:
     """Serve `bindings` from now on, everywhere the start-up bindings are used: rules, visuals and alarms (the
-    hub), ingest, commands, history retention; the historian records the version as in force from now (replay
+    hub), ingest, commands, tags, history retention; the historian records the version as in force from now (replay
     and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs between."""
     content = text.encode()
     live.rules = LiveRules(bindings)  # what sessions offer (layers, the default one)
     live.hub.swap_rules(live.rules)
     live.bindings, live.bindings_text, live.bindings_error = bindings, text, None
     live.ingest.bindings = bindings
-    live.ingest.known |= {t.id for t in bindings.tags}
+    tags = {t.id for t in bindings.tags}  # new anchors are known from now on (a removed one stays harmless)
+    for service in (live.ingest, live.annotations, live.presenters):
+        if service is not None:
+            service.known |= tags
     if live.commands is not None:
         live.commands.bindings = bindings
     if live.historian is not None:
