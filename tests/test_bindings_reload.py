@@ -4,6 +4,7 @@ nothing and says why, and a rule removed takes its alarm with it as a restart wo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_server import BINDINGS, eventually, get_json, live_server, mint_token, person
+from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
 from viewer_server import bindings_reload
 from viewer_server import protocol as p
 from viewer_server.serve import RunningServer
@@ -161,3 +163,29 @@ async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_a_new_layer_
         async with mia:
             assert mia.layer == "maintenance"
             await mia.wait_for(lambda c: c.visuals.get("T-1", p.Visual()).color == "#00ff00", timeout=30)
+
+
+async def test_processes_sharing_a_scene_reload_the_file_once_through_the_leader(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    """Two processes on one Redis watch the same file: a client of the follower sees the leader's engine apply the
+    new limits, both offer the new layer, and the historian holds the version once."""
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(live_server(tmp_path, bus_url=redis_service.url)) for _ in range(2)]
+        assert a.live.hub.leading and not b.live.hub.leading
+        gw = await stack.enter_async_context(person(b, "gw", "publisher"))
+        rex = await stack.enter_async_context(person(b, "rex", "viewer"))
+        assert (await gw.publish([p.Reading(4.5, key="PT-1.pressure")])).accepted == 1
+        await rex.wait_for(lambda c: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == 4.5, timeout=30)
+        before = time.time()
+        _edit(a, MAINTENANCE)
+        await rex.wait_for(lambda c: c.visuals["P-1"].status == "alarm", timeout=30)
+        await rex.wait_for(lambda c: [al.severity for al in c.alarms.values()] == ["alarm"], timeout=30)
+        for srv in (a, b):
+            info = await eventually(lambda s=srv: _bindings_info(s), lambda i: i["content"] == MAINTENANCE)
+            assert info["layers"] == ["operations", "energy", "maintenance"] and "reload_error" not in info
+        historian = a.live.historian
+        assert historian is not None
+        historian.flush()
+        assert len(historian.bindings_changes(before, time.time())) == 1

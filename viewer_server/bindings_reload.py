@@ -6,8 +6,9 @@ its stamp has held still for one look (an editor that truncates, then writes, is
 sha256 differs from the served version's it is parsed and validated exactly as at start (`scene.bindings`,
 against the scene's elements). A valid new version is applied whole, in one step of the event loop
 (`apply_bindings`); an invalid one changes nothing: the old rules stay, the problem is logged once and shown by
-`GET /api/bindings` (`reload_error`) until a good version is saved. Not with several processes
-(`serve --bus redis://`): see docs/BINDINGS.md "Reloading".
+`GET /api/bindings` (`reload_error`) until a good version is saved. With several processes (`serve --bus
+redis://`) each watches its file (the same one: docs/BINDINGS.md "Reloading"); the leader's engine applies it and
+the leader records the version.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def apply_bindings(live: LiveScene, rules: LiveRules, text: str) -> None:
     if live.historian is not None:
         live.historian.retention = bindings.history
         assert live.bindings_path is not None
-        live.historian.record_bindings(live.bindings_path.name, content, live.historian.clock())
+        if live.hub.leading:  # of the processes sharing the scene (and its history), the one whose engine runs it
+            live.historian.record_bindings(live.bindings_path.name, content, live.historian.clock())
     if live.rule_versions is not None:
         live.rule_versions.current = bindings
     if live.hub.store is not None and live.bindings_path is not None:

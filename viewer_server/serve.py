@@ -171,11 +171,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             jobs.append(mqtt_ingest(opts.mqtt_url, live, shared=isinstance(bus, RedisBus)))
         if opts.simulate:
             jobs.append(_simulate(live))
-        if isinstance(bus, RedisBus):
-            if live.bindings_path is not None:
-                log.info("bindings: not reloaded on change with --bus (restart every process); docs/BINDINGS.md")
-        else:
-            jobs.append(watch_bindings(live))
+        jobs.append(watch_bindings(live))
         tasks = [asyncio.create_task(job) for job in jobs]
         if isinstance(bus, RedisBus):  # revocations announced from now on reach this process
             await asyncio.wait_for(subscribed.wait(), STARTUP_WAIT_S)
