@@ -66,11 +66,11 @@ export class TileStreamer extends EventTarget {
   /**
    * @param {{index: TileIndex, base: string, batches: import('./batcher.js').ElementBatches,
    *          viewer: import('./viewer.js').Viewer, budget?: number, signal: AbortSignal,
-   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void, changed: () => void}} opts
+   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void}} opts
    *   base: the URL of the tiles' folder (ends with '/'); arrived / leaving: a tile's element ids once it is in the
-   *   batches / before it leaves them; changed: after either
+   *   batches / before it leaves them; a 'change' event follows either
    */
-  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving, changed }) {
+  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving }) {
     super();
     this.index = index;
     this.base = base;
@@ -78,7 +78,7 @@ export class TileStreamer extends EventTarget {
     this.viewer = viewer;
     this.budget = budget;
     this.signal = signal;
-    this.hooks = { arrived, leaving, changed };
+    this.hooks = { arrived, leaving };
     /** @type {TileSlot[]} */
     this.tiles = index.tiles.map((record) => ({ record, box: new THREE.Box3(new THREE.Vector3(...record.lo), new THREE.Vector3(...record.hi)),
       state: 'idle', batches: null, priority: 0, abort: null, wanted: false }));
@@ -97,8 +97,9 @@ export class TileStreamer extends EventTarget {
     signal.addEventListener('abort', () => {
       viewer.prerender.splice(viewer.prerender.indexOf(this.hook), 1);
       for (const t of this.tiles) t.abort?.abort();
+      this.impostors.removeFromParent();
       this.impostors.geometry.dispose();
-      for (const m of /** @type {THREE.Material[]} */ (this.impostors.material)) m.dispose();
+      /** @type {THREE.Material} */ (this.impostors.material).dispose();
     });
   }
 
@@ -192,7 +193,6 @@ export class TileStreamer extends EventTarget {
       this.arrivals.push({ file: t.record.file, at: performance.now() });
       this.#showImpostors();
       this.hooks.arrived([...tile.elements.keys()]);
-      this.hooks.changed();
       this.dispatchEvent(new Event('change'));
       tile.addLods(model.meshSource, signal).then(() => this.viewer.invalidate(), () => {});
     } catch (e) {
@@ -218,23 +218,22 @@ export class TileStreamer extends EventTarget {
     this.loadedBytes -= t.record.bytes;
     this.unloads++;
     this.#showImpostors();
-    this.hooks.changed();
     this.dispatchEvent(new Event('change'));
   }
 
   /** The coarse level draws the boxes of the tiles not loaded. */
   #showImpostors() {
     const geometry = this.impostors.geometry;
-    geometry.clearGroups();
-    const ranges = /** @type {{start: number, count: number}[]} */ (geometry.userData.ranges);
-    let drawn = 0;
-    this.tiles.forEach((t, i) => {
-      if (t.state !== 'loaded') {
-        geometry.addGroup(ranges[i].start, ranges[i].count, 0);
-        drawn += ranges[i].count;
-      }
-    });
-    this.impostors.visible = drawn > 0;
+    const { all, ranges } = /** @type {{all: Uint32Array, ranges: {start: number, count: number}[]}} */ (geometry.userData);
+    const shown = this.tiles.flatMap((t, i) => (t.state === 'loaded' ? [] : [ranges[i]]));
+    const index = new Uint32Array(shown.reduce((n, r) => n + r.count, 0));
+    let at = 0;
+    for (const r of shown) {
+      index.set(all.subarray(r.start, r.start + r.count), at);
+      at += r.count;
+    }
+    geometry.setIndex(new THREE.BufferAttribute(index, 1)); // a few thousand boxes at most: a copy is cheap
+    this.impostors.visible = index.length > 0;
   }
 }
 
@@ -246,7 +245,8 @@ function leastLoaded(ranked) {
 
 /**
  * One mesh of every tile's impostor boxes (12 triangles each, flat, vertex colours), with the index range of each
- * tile in `geometry.userData.ranges`; not pickable (raycast does nothing), as it stands for elements not loaded.
+ * tile in `geometry.userData.ranges` (of `all`; the index drawn holds the boxes of the tiles not loaded); not
+ * pickable (raycast does nothing), as it stands for elements not loaded.
  * @param {TileIndex} index
  */
 function impostorMesh(index) {
@@ -284,9 +284,9 @@ function impostorMesh(index) {
     start += range.count;
     return range;
   });
-  geometry.addGroup(0, indices.length, 0);
+  geometry.userData.all = indices;
   const material = new THREE.MeshLambertMaterial({ vertexColors: true, transparent: true, opacity: IMPOSTOR_OPACITY });
-  const mesh = new THREE.Mesh(geometry, [material]);
+  const mesh = new THREE.Mesh(geometry, material);
   mesh.raycast = () => {};
   return mesh;
 }
