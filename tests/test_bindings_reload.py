@@ -72,6 +72,10 @@ async def test_an_edited_threshold_reaches_live_clients_and_replay_without_a_res
         assert old.props["PT-1/pressure"].v == 4.5 and old.visuals["P-1"].status == "ok"
         new = await rex.seek(version.t + 0.001)
         assert new.props["PT-1/pressure"].v == 4.5 and new.visuals["P-1"].status == "alarm"
+        markers = await get_json(srv, f"/api/history/events?from={before}&kinds=rules_changed")
+        assert markers["events"] == [
+            {"t": version.t, "kind": "rules_changed", "text": "rules changed: test.bindings.yaml"}
+        ]
     async with live_server(tmp_path, bindings=LOWERED) as srv:  # the store kept it: a restart adds no version
         historian = srv.live.historian
         assert historian is not None
@@ -109,6 +113,12 @@ async def test_a_removed_binding_drops_its_alarm_and_removing_a_layer_waits_for_
         assert srv.live.hub.alarms.listed() == []
         ack = await gw.publish([p.Reading(50.0, key="LT-1.level")])  # its key is no longer bound
         assert ack.accepted == 0
+        assert (await gw.publish([p.Reading(3.0, key="PT-1.pressure")])).accepted == 1
+        await rex.wait_for(lambda c: c.visuals.get("PT-1", p.Visual()).label == "3.00 bar")
+        label = '      - {kind: label, element: PT-1, prop: pressure, template: "{value:.2f} {unit}"}\n'
+        assert label in NO_LEVEL
+        _edit(srv, NO_LEVEL.replace(label, ""))  # no rule shows PT-1 any more: it looks as the model does
+        await rex.wait_for(lambda c: c.visuals.get("PT-1") == p.Visual(), timeout=30)
         served = srv.live.hub.rules
         _edit(srv, NO_LEVEL.split("  energy:")[0])
         info = await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" in i, timeout=30)

@@ -53,16 +53,22 @@ def refusal(live: LiveScene, bindings: Bindings) -> str | None:
     return None
 
 
-def apply_bindings(live: LiveScene, bindings: Bindings, text: str) -> None:
-    """Serve `bindings` from now on, everywhere the start-up bindings are used: rules, visuals and alarms (the
-    hub), ingest, commands, history retention; the historian records the version as in force from now (replay
-    and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs between."""
+def apply_bindings(live: LiveScene, rules: LiveRules, text: str) -> None:
+    """Serve the bindings of `rules` from now on, everywhere the start-up bindings are used: rules, visuals and
+    alarms (the hub), ingest, commands, tags, history retention; the historian records the version as in force from
+    now (replay and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs
+    between."""
+    bindings = rules.bindings
+    assert bindings is not None
     content = text.encode()
-    live.rules = LiveRules(bindings)  # what sessions offer (layers, the default one)
-    live.hub.swap_rules(live.rules)
+    live.rules = rules  # what sessions offer (layers, the default one)
+    live.hub.swap_rules(rules)
     live.bindings, live.bindings_text, live.bindings_error = bindings, text, None
     live.ingest.bindings = bindings
-    live.ingest.known |= {t.id for t in bindings.tags}
+    tags = {t.id for t in bindings.tags}  # new anchors are known from now on (a removed one stays harmless)
+    for service in (live.ingest, live.annotations, live.presenters):
+        if service is not None:
+            service.known |= tags
     if live.commands is not None:
         live.commands.bindings = bindings
     if live.historian is not None:
@@ -110,7 +116,8 @@ async def watch_bindings(live: LiveScene) -> None:
         if why is not None:
             _refuse(live, f"{path.name}: {why}")
             continue
-        apply_bindings(live, bindings, text)
+        rules = await asyncio.to_thread(LiveRules, bindings)  # compiling the rules of a large file takes a while
+        apply_bindings(live, rules, text)
         sha = new_sha
         log.warning("bindings reloaded from %s (sha256 %s): %d bindings, layers %s", path, new_sha[:12],
                     len(bindings.bindings), ", ".join(bindings.layers))  # fmt: skip
