@@ -361,7 +361,9 @@ FRAME_TIMES = (
 }"""
 )
 # The whole model in view (the viewer's start view is the area of interest: the live elements).
-FIT_ALL = "window.twinview.viewer.fitBox(window.twinview.modelBox(), { animate: false })"
+FIT_ALL = """(() => { const b = window.twinview.app.batches; let box = null;
+  for (const id of b.elements.keys()) { const e = b.boxOf(id); if (e) box = box ? box.union(e) : e.clone(); }
+  window.twinview.viewer.fitBox(box, { animate: false }); })()"""
 # Once the camera rests (the viewer's rest timer ran out: frame_budget.js), one frame requested and timed as
 # FRAME_TIMES times one: what a frame at full detail costs, and its triangles (null: a client without it).
 REST_FRAME = """async () => {

@@ -1,13 +1,15 @@
-"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; a browser per
-browser-test module; every WebSocket frame a browser test's pages exchanged is checked against the protocol schema
-after the test; and the two variants of a test marked `deployable`: its server in the test's process, and deployed
-behind HAProxy (tests/live_server.py)."""
+"""Shared fixtures: where the third-party corpus lives, and a skip with the reason when it is absent; one build of
+each corpus file per session; a browser per browser-test module; every WebSocket frame a browser test's pages
+exchanged is checked against the protocol schema after the test; and the two variants of a test marked
+`deployable`: its server in the test's process, and deployed behind HAProxy (tests/live_server.py)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -15,6 +17,9 @@ from hypothesis import settings
 from tests import live_server
 from tests.postgres_server import postgres, postgres_url, store_url  # noqa: F401 (fixtures for every module)
 from tests.web_helpers import PROTOCOL_FRAMES, build_client, chromium_browser
+
+if TYPE_CHECKING:
+    from scene.pipeline import BuildResult
 
 # Property tests fail on a wrong answer, never on the clock: a loaded CI machine is slow, not wrong. No example
 # database either, so a run leaves nothing in the source tree.
@@ -30,6 +35,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"corpus not found at {SHARED_DATA}: clone TwinView beside ../shared to run corpus tests")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def corpus_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], BuildResult]:
+    """`build([path], out)` with the default options, once per input file in a session: the corpus test checks
+    each build, and the tests that need a built real model (a GLB export's scene, a served office) reuse it
+    rather than tessellating the same IFC again (several seconds each). Read-only: copy the output folder
+    before serving it, and do not change the scene."""
+    from scene.pipeline import build
+
+    root = tmp_path_factory.mktemp("corpus-builds")
+
+    @functools.cache
+    def built(path: Path) -> BuildResult:
+        return build([path], root / f"{len(list(root.iterdir()))}-{path.name}")
+
+    return built
 
 
 @pytest.fixture(scope="module")
