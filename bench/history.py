@@ -15,7 +15,9 @@ ingest, playback, the alarm list as of t.
    plain SQLite table `(key, ts, value)` with an index on (key, ts) holding the same samples.
    seek (`--only seek`): the same history (--keys × --hours, one sample per --step) in the data dir of a real
    `twinview serve`, each property with a colour ramp; a viewer in the benchmark process seeks to random times:
-   from sending `seek` to holding the decoded `replay` (every value and visual), p50 / p95 / max.
+   from sending `seek` to holding the decoded `replay` (every value and visual), p50 / p95 / max, and the server's
+   CPU per seek; at the same times the naive per-key query on a plain SQLite table of the same samples, and the
+   seek's parts timed in the benchmark process (values, the whole twin, encoding).
 3. chart: `series(one key, t - 1 h, t, 600 points)` (raw samples bucketed) and a whole-range query (minute
    aggregates), p50 / p95.
 4. storage (`--only storage`): bytes per sample of the same samples as the historian's sealed chunks, as chunks
@@ -32,7 +34,7 @@ ingest, playback, the alarm list as of t.
 6. playback (`--only playback`): 1 000 properties at 1 Hz for --minutes (sealed), each with a colour ramp, in the
    data dir of a real `twinview serve` (own process); a viewer in the benchmark process seeks to the start and
    plays at 60× for --seconds: the gaps between `replay_delta` frames as they arrive, decoded (p50 / p99 / max,
-   how many over 100 ms), frames per second, and the server's and the viewer's CPU.
+   how many over 100 ms), frames per second, and the server's CPU (per second and per frame) and the viewer's.
 7. live (`--only live`): bench/fanout.py's TwinView configuration (a server process, a publisher process sending
    --rate readings/s over --live-keys properties, --clients viewers in 4 client processes, staleness measured at
    the clients) run --rounds times without the historian and with it, alternately, in one run: the live fan-out
@@ -366,7 +368,9 @@ class _TimedClient(TwinClient):
 def served_twin(root: Path, props: int, seconds: int, step: float) -> tuple[Path, Path, Path, float]:
     """A scene of `props` elements, each with one property (noise around 20, one sample per `step` seconds, the
     properties spread evenly over the step) and a colour ramp on it, and a data dir holding `seconds` of that
-    history in hours that are sealed by the time the server starts: (scene, bindings, data dir, t0)."""
+    history in hours that are sealed by the time the server starts: (scene, bindings, data dir, t0). The same
+    samples also go into a plain SQLite table `(key, ts, value)` with an index on (key, ts), root/plain.sqlite (the
+    naive store a seek is compared with)."""
     from bench._fanout_twin import write_scene as write_fanout_scene
 
     scene, bindings, data = root / "scene", root / "bindings.json", root / "data"
@@ -379,15 +383,21 @@ def served_twin(root: Path, props: int, seconds: int, step: float) -> tuple[Path
     bindings.write_text(json.dumps(spec))
     t0 = (time.time() // HOUR - math.ceil(seconds / HOUR) - 1) * HOUR
     h = Historian(data / HISTORY_DIR / scene_id_for(scene))
+    plain = sqlite3.connect(root / "plain.sqlite")
+    plain.execute("CREATE TABLE samples (key INTEGER, ts REAL, value REAL)")
     rng = np.random.default_rng(3)
     offsets = np.arange(props) * step / props
     for ts in np.arange(t0, t0 + seconds, step):
         values = np.round(20 + rng.normal(0, 0.5, props), 2)
         readings = [Reading(f"e{k}", "v", float(values[k]), "", float(ts + offsets[k])) for k in range(props)]
         h.append(readings, float(ts + step), "b")
+        plain.executemany("INSERT INTO samples VALUES (?, ?, ?)", [(k, r.ts, r.value) for k, r in enumerate(readings)])
     h.flush()
     h.seal()
     h.close()
+    plain.execute("CREATE INDEX samples_key_ts ON samples (key, ts)")
+    plain.commit()
+    plain.close()
     return scene, bindings, data, t0
 
 
@@ -410,21 +420,30 @@ async def viewer(
 
 async def seek_served(folder: Path, keys: int, hours: int, step: float) -> dict[str, float]:
     """`seek` over the protocol: from sending it to the viewer holding the decoded `replay` (every property's
-    value, every element's visual), at random times of the history, against a real server."""
+    value, every element's visual), at random times of the history, against a real server; at the same times, in
+    the same run, the naive query (one indexed query per key on a plain SQLite table of the same samples) and the
+    seek's parts in this process (`ReplayTwin.seek` and encoding the answer)."""
     build = time.perf_counter()
     scene, bindings, data, t0 = served_twin(folder / "seek", keys, hours * HOUR, step)
     build_s = time.perf_counter() - build
     rng = random.Random(5)
+    moments = [rng.uniform(t0 + step, t0 + hours * HOUR) for _ in range(SEEKS)]
     wall: list[float] = []
     server_cpu: list[float] = []
     async with viewer(scene, bindings, data) as (client, proc):
-        for _ in range(SEEKS):
-            t = rng.uniform(t0 + step, t0 + hours * HOUR)
+        for t in moments:
             cpu, start = _process_cpu(proc.pid), time.perf_counter()
             replay = await client.seek(t, timeout=60)
             wall.append((time.perf_counter() - start) * 1000)
             server_cpu.append((_process_cpu(proc.pid) - cpu) * 1000)
             assert len(replay.props) == keys and len(replay.visuals) == keys
+    naive_wall: list[float] = []
+    naive_cpu: list[float] = []
+    db = sqlite3.connect(folder / "seek" / "plain.sqlite")
+    per_key_sql = "SELECT ts, value FROM samples WHERE key = ? AND ts <= ? ORDER BY ts DESC LIMIT 1"
+    for t in moments:
+        timed(lambda t=t: [db.execute(per_key_sql, (k, t)).fetchone() for k in range(keys)], naive_wall, naive_cpu)
+    db.close()
     return {
         "keys": float(keys),
         "samples": float(keys * len(np.arange(t0, t0 + hours * HOUR, step))),
@@ -433,7 +452,33 @@ async def seek_served(folder: Path, keys: int, hours: int, step: float) -> dict[
         "p95_ms": pct(wall, 95),
         "max_ms": max(wall),
         "server_cpu_p50_ms": pct(server_cpu, 50),
+        "server_cpu_p95_ms": pct(server_cpu, 95),
+        "naive_p50_ms": pct(naive_wall, 50),
+        "naive_p95_ms": pct(naive_wall, 95),
+        "naive_cpu_p50_ms": pct(naive_cpu, 50),
+        **seek_parts(scene, bindings, data, moments),
     }
+
+
+def seek_parts(scene: Path, bindings: Path, data: Path, moments: list[float]) -> dict[str, float]:
+    """The CPU of a seek's parts in this process, median over `moments` (ms): the values at t (`state_at`), the whole
+    `ReplayTwin.seek` (values, the twin's state, visuals, alarms) and encoding the `replay` (msgpack)."""
+    from scene.bindings import load_bindings
+    from viewer_server.replay import ReplayTwin, RuleVersions
+
+    h = Historian(data / HISTORY_DIR / scene_id_for(scene), reader=True)
+    twin = ReplayTwin(h, RuleVersions(h, load_bindings(bindings), None), "ops")
+    values: list[float] = []
+    seeks: list[float] = []
+    encodes: list[float] = []
+    ignored: list[float] = []
+    for t in moments:
+        timed(lambda t=t: h.state_at(t), ignored, values)
+        props, visuals, alarms = timed(lambda t=t: twin.seek(t), ignored, seeks)  # type: ignore[misc]
+        answer = p.Replay(t, 1.0, False, "ops", h.range(), props, visuals, alarms)
+        timed(lambda answer=answer: p.encode(answer, "msgpack"), ignored, encodes)
+    h.close()
+    return {"values_cpu_ms": pct(values, 50), "twin_cpu_ms": pct(seeks, 50), "encode_cpu_ms": pct(encodes, 50)}
 
 
 async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, float]:
@@ -466,6 +511,7 @@ async def playback(folder: Path, minutes: int, seconds: float) -> dict[str, floa
         "gap_max_ms": max(gaps, default=float("nan")),
         "gaps_over_100ms": float(sum(g > 100 for g in gaps)),
         "server_cpu_per_s": server_cpu / seconds,
+        "server_cpu_per_frame_ms": server_cpu * 1000 / max(len(times), 1),
         "client_cpu_per_s": cpu / seconds,
     }
 
@@ -607,7 +653,11 @@ def table(result: dict[str, object]) -> str:
             "",
             f"seek over the protocol, {sk['keys']:.0f} elements with a colour ramp each, {sk['samples']:.0f} samples "
             f"(built in {sk['build_s']:.0f} s): p50 {sk['p50_ms']:.0f} ms, p95 {sk['p95_ms']:.0f} ms, max "
-            f"{sk['max_ms']:.0f} ms; server CPU p50 {sk['server_cpu_p50_ms']:.0f} ms per seek",
+            f"{sk['max_ms']:.0f} ms; server CPU p50 {sk['server_cpu_p50_ms']:.0f} ms, p95 "
+            f"{sk['server_cpu_p95_ms']:.0f} ms per seek (in process: values {sk['values_cpu_ms']:.0f} ms, the whole "
+            f"twin {sk['twin_cpu_ms']:.0f} ms, encoding {sk['encode_cpu_ms']:.1f} ms); naive per-key query on a "
+            f"plain SQLite table, values only: p50 {sk['naive_p50_ms']:.0f} ms, p95 {sk['naive_p95_ms']:.0f} ms, "
+            f"CPU p50 {sk['naive_cpu_p50_ms']:.0f} ms",
         ]
     if (g := _part(result, "ingest")) is not None:
         lines += [
@@ -623,7 +673,8 @@ def table(result: dict[str, object]) -> str:
             f"({pb['frames_per_s']:.1f}/s), {pb['props_per_frame']:.0f} properties and {pb['visuals_per_frame']:.0f} "
             f"visuals per frame; gaps p50 {pb['gap_p50_ms']:.1f} ms, p99 {pb['gap_p99_ms']:.1f} ms, max "
             f"{pb['gap_max_ms']:.1f} ms, {pb['gaps_over_100ms']:.0f} over 100 ms; server CPU "
-            f"{pb['server_cpu_per_s']:.2f} s/s, viewer {pb['client_cpu_per_s']:.2f} s/s",
+            f"{pb['server_cpu_per_s']:.2f} s/s ({pb['server_cpu_per_frame_ms']:.1f} ms per frame), viewer "
+            f"{pb['client_cpu_per_s']:.2f} s/s",
         ]
     if "live" in result:
         rows = result["live"]

@@ -77,6 +77,8 @@ CONTENDERS = {
     # materials (which alone read it), and not on a software GL (where prefiltering stalls its GPU process).
     "viewer-look": ("viewer, edges on + environment as shipped", "&edges=1"),
     "viewer-pbr": ("viewer, PBR BatchedMesh path (before)", "&shading=pbr&msaa=1"),
+    # The frame's triangle budget (web_client/src/frame_budget.js) off: every frame at full detail, moving or not.
+    "viewer-nobudget": ("viewer, no triangle budget", "&budget=0"),
     "plain": ("plain GLTFLoader", None),
     # --baseline DIR: another built client (an older commit's web_client/dist), served next to this one.
     "baseline": ("viewer from --baseline", ""),
@@ -260,6 +262,11 @@ def build_ifc(ifc: Path, directory: Path) -> dict:
     """Our pipeline: twinview build --lod; the ramp target is the first wall with geometry."""
     cli = Path(sys.executable).with_name("twinview")
     subprocess.run([str(cli), "build", str(ifc), "-o", str(directory), "--lod"], check=True, capture_output=True)
+    return built_scene(directory)
+
+
+def built_scene(directory: Path) -> dict:
+    """A scene directory `twinview build` wrote: its elements with geometry, their triangles, the ramp target."""
     manifest = json.loads((directory / "manifest.json").read_text())
     meshed = [e for e in manifest["elements"] if e.get("triangles")]
     walls = [e for e in meshed if e["class"].startswith("IfcWall")] or meshed
@@ -331,6 +338,7 @@ FRAME_TIMES = (
   const gl = a.renderer.getContext();
   const px = new Uint8Array(4);
   const times = [];
+  const drawn = [];
   let calls = 0, triangles = 0;
   for (let i = 0; i < n; i++) {
     a.camera.position.sub(a.target).applyAxisAngle(a.camera.up, 0.02).add(a.target);
@@ -340,6 +348,7 @@ FRAME_TIMES = (
       a.events.addEventListener('frame', () => {
         gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
         calls = a.renderer.info.render.calls; triangles = a.renderer.info.render.triangles;
+        drawn.push(triangles);
         res();
       }, { once: true });
       a.request();
@@ -348,9 +357,27 @@ FRAME_TIMES = (
     await new Promise((r) => setTimeout(r, 10));
   }
   const c = a.renderer.domElement;
-  return { times, calls, triangles, canvas: [c.width, c.height] };
+  return { times, calls, triangles, trianglesMax: Math.max(...drawn), canvas: [c.width, c.height] };
 }"""
 )
+# Once the camera rests (the viewer's rest timer ran out: frame_budget.js), one frame requested and timed as
+# FRAME_TIMES times one: what a frame at full detail costs, and its triangles (null: a client without it).
+REST_FRAME = """async () => {
+  const v = window.twinview.viewer; const motion = window.twinview.app.twin.motion;
+  if (!motion) return null; // a client without the budget (--baseline)
+  while (motion.timer !== 0 || v.dirty) await new Promise((r) => setTimeout(r, 20));
+  const gl = v.renderer.getContext();
+  const px = new Uint8Array(4);
+  const t0 = performance.now();
+  await new Promise((res) => {
+    v.addEventListener('frame', () => {
+      gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+      res();
+    }, { once: true });
+    v.invalidate();
+  });
+  return { ms: performance.now() - t0, triangles: v.renderer.info.render.triangles };
+}"""
 
 # Start-up phases: the first of each performance mark the page sets (ms after navigation start). The
 # viewer: twinview:gl (WebGL context made, by index.html), twinview:app (app evaluated), twinview:fetched
@@ -436,6 +463,7 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
     ft = page.evaluate(FRAME_TIMES, frames)
     if shot:
         page.screenshot(path=str(shot))
+    rest = page.evaluate(REST_FRAME)
     heap = heap_mb(page)
     # Recolour latency: flip the target between the ramp's ends; wait for each colour on screen.
     page.evaluate(RECOLOUR_START, scene["target"])
@@ -467,6 +495,8 @@ def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, l
         "frame_times": ft["times"],
         "draw_calls": ft["calls"],
         "triangles": ft["triangles"],
+        "triangles_max": ft["trianglesMax"],
+        **({"rest_frame_ms": rest["ms"], "rest_triangles": rest["triangles"]} if rest else {}),
         "canvas": ft["canvas"],
         "heap_mb": heap,
         "recolour_frames": lat_frames,
@@ -509,6 +539,7 @@ def run_plain(
         "frame_times": ft["times"],
         "draw_calls": ft["calls"],
         "triangles": ft["triangles"],
+        "triangles_max": ft["trianglesMax"],
         "canvas": ft["canvas"],
         "heap_mb": heap,
         "errors": errors,
@@ -533,7 +564,8 @@ def bench_scene(
         glb = f"/scenes/{sid}/scene.glb"
         # Warm-up (not counted): OS caches, the server's first responses, and the viewer's canvas size.
         canvas = run_viewer(browser, url, scene, 2, None, live)["canvas"]
-        run_plain(browser, live.url, glb, canvas, bundle, 2, None)
+        if "plain" in keys:
+            run_plain(browser, live.url, glb, canvas, bundle, 2, None)
         runs_of: dict[str, list[dict]] = {key: [] for key in keys}
         for r in range(runs):
             shots = r == 0
@@ -576,9 +608,9 @@ def table(results: dict, meta: dict) -> str:
         f" {meta['runs']} interleaved runs × {meta['frames']} frames · medians over runs [min–max]",
         f"`{meta['command']}`",
         "",
-        "| scene | contender | draw calls | triangles drawn | TTFF | frame (median) | frame ratio plain/this | JS heap"
-        " | recolour latency (median / max) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| scene | contender | draw calls | triangles drawn (moving, max) | TTFF | frame (median) | frame ratio"
+        " plain/this | frame at rest · its triangles | JS heap | recolour latency (median / max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in results.items():
         sc = r["scene"]
@@ -596,17 +628,22 @@ def table(results: dict, meta: dict) -> str:
                 f"{median(lf):.0f} / {max(lf)} frames · {median(lm):.0f} / {max(lm):.0f} ms" if lf else "(no live data)"
             )
             bold = "**" if key == "viewer" else ""
-            tris = f"{median([x['triangles'] for x in runs]):,.0f}"
+            tris = f"{median([x['triangles_max'] for x in runs]):,.0f}"
             calls = _fmt([x["draw_calls"] for x in runs])
+            rest = [x for x in runs if "rest_frame_ms" in x]
+            rest_triangles = median([x["rest_triangles"] for x in rest])
+            at_rest = f"{_fmt([x['rest_frame_ms'] for x in rest], ' ms')} · {rest_triangles:,.0f}" if rest else "—"
             lines.append(
                 f"| {label if key == 'viewer' else ''} | {who} | {calls} | {tris} |"
                 f" {_fmt([x['ttff_ms'] for x in runs], ' ms')} | {_fmt(frames, ' ms')} |"
-                f" {bold}{ratio}{bold} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |"
+                f" {bold}{ratio}{bold} | {at_rest} | {_fmt([x['heap_mb'] for x in runs], ' MB', 1)} | {lat} |"
             )
     lines += [
         "",
         "TTFF: navigation start to the first rendered frame with the model. Frame: request → frame rendered"
-        " and read back (1-pixel readPixels). Recolour: WebSocket delta arrival → first rendered frame"
+        " and read back (1-pixel readPixels), each after a small camera orbit, so with the viewer's triangle budget"
+        " (frame_budget.js) in force; triangles drawn: the most of those frames. Frame at rest: one frame once the"
+        " camera rested (full detail). Recolour: WebSocket delta arrival → first rendered frame"
         " showing the new colour (1 frame = the next one). JS heap: V8 used heap after a forced GC (CDP),"
         " viewer after its levels of detail are loaded. The viewer renders without MSAA on software GL"
         " (SwiftShader here) and with it on a GPU; the 'MSAA forced on' row is the like-for-like comparison.",
@@ -634,6 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--elements", type=int, default=10_000, help="synthetic elements (0: skip)")
     ap.add_argument("--ifc", type=Path, default=DEFAULT_IFC, help="IFC file to build and compare ('' to skip)")
+    ap.add_argument(
+        "--built",
+        type=Path,
+        action="append",
+        default=[],
+        help="a scene directory already built by `twinview build` (e.g. a plant with --lod); repeatable",
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=15)
     ap.add_argument(
@@ -690,6 +734,10 @@ def bench_all(args: argparse.Namespace, keys: list[str]) -> dict:
         if str(args.ifc) not in ("", "."):
             d = work / args.ifc.stem.lower().replace("_", "-")
             scenes.append((args.ifc.name, d, build_ifc(args.ifc, d)))
+        for built in args.built:  # served under a name of its own, so two built scenes do not clash
+            d = work / f"built-{len(scenes)}"
+            d.symlink_to(built.resolve(), target_is_directory=True)
+            scenes.append((built.name, d, built_scene(built)))
         with sync_playwright() as pw:
             _predicates_without_eval()  # the server's CSP forbids eval, which string predicates need
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -262,7 +262,9 @@ class RuleEngine:
         self._by_gate: dict[tuple[str, str], list[_Compiled]] = {}
         self._gate_values: dict[tuple[str, str], PropertyValue] = {}
         self._active: dict[str, AlarmEvent] = {}
-        self._bulk: dict[str, dict[str, tuple[RampRule | ThresholdsRule, object]]] = {}  # per layer: `_bulk_rules`
+        self._bulk: dict[
+            str, tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...] | None]]
+        ] = {}
         for name, layer in bindings.layers.items():
             for i, rule in enumerate(layer.rules):
                 c = _Compiled(name, i, rule, deps=_dependencies(rule))
@@ -386,9 +388,9 @@ class RuleEngine:
     def evaluate_many(self, elements: Iterable[str], layer: str, state: TwinState) -> dict[str, Visual]:
         """`evaluate` of each of `elements` (the same visuals): those whose one rule is a ramp or thresholds together
         in numpy, by kind (a replay's 10 000 colours in a few ms), the others one by one."""
-        bulk = self._bulk_rules(layer)
+        bulk, kinds = self._bulk_rules(layer)
         out: dict[str, Visual] = {}
-        groups: dict[object, tuple[list[str], list[float], list[RampRule | ThresholdsRule]]] = {}
+        groups: list[tuple[list[str], list[float], list[RampRule | ThresholdsRule]]] = [([], [], []) for _ in kinds]
         current = state.values()
         for element in elements:
             found = bulk.get(element)
@@ -400,29 +402,35 @@ class RuleEngine:
             if value is None:
                 out[element] = Visual()  # as `evaluate` leaves an element whose one rule has no usable value
                 continue
-            members = groups.get(group)
-            if members is None:
-                members = groups[group] = ([], [], [])
-            members[0].append(element)
-            members[1].append(value)
-            members[2].append(rule)
-        for group, (names, values, rules) in groups.items():
-            if isinstance(group, tuple):  # a ramp's colour stops
-                out.update(zip(names, map(_color_visual, _ramp_colors(group, values, rules)), strict=True))  # type: ignore[arg-type]
-            else:
+            names, values, rules = groups[group]
+            names.append(element)
+            values.append(value)
+            rules.append(rule)
+        for stops, (names, values, rules) in zip(kinds, groups, strict=True):
+            if not names:
+                continue
+            if stops is None:
                 out.update(zip(names, _threshold_visuals(values, rules), strict=True))  # type: ignore[arg-type]
+            else:
+                colors = _ramp_colors(stops, values, rules)  # type: ignore[arg-type]
+                out.update(zip(names, map(_color_visual, colors), strict=True))
         return out
 
-    def _bulk_rules(self, layer: str) -> dict[str, tuple[RampRule | ThresholdsRule, object]]:
-        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and the group it is
-        evaluated with (a ramp's colour stops; thresholds are one group)."""
+    def _bulk_rules(
+        self, layer: str
+    ) -> tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...] | None]]:
+        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and the number of the
+        group it is evaluated with; each group's kind: a ramp's colour stops, or None for thresholds."""
         found = self._bulk.get(layer)
         if found is None:
-            found = self._bulk[layer] = {}
+            by_element: dict[str, tuple[RampRule | ThresholdsRule, int]] = {}
+            numbers: dict[tuple[str, ...] | None, int] = {}  # each kind's group number, in order of appearance
             for (name, element), compiled in self._by_target.items():
                 rule = compiled[0].rule
                 if name == layer and len(compiled) == 1 and isinstance(rule, RampRule | ThresholdsRule):
-                    found[element] = (rule, tuple(rule.colors) if isinstance(rule, RampRule) else ThresholdsRule)
+                    kind = tuple(rule.colors) if isinstance(rule, RampRule) else None
+                    by_element[element] = (rule, numbers.setdefault(kind, len(numbers)))
+            found = self._bulk[layer] = (by_element, list(numbers))
         return found
 
     def observe(self, change: Change) -> list[AlarmEvent]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.live_server import JSON_BODY, live_server
 from viewer_server import store as store_mod
 from viewer_server.bus import InProcessBus
 from viewer_server.health import EngineHealth, Peer, public_url
+from viewer_server.historian import Historian
 from viewer_server.store_db import StoreError
 
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
@@ -77,6 +79,37 @@ async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
         await ingest(http, srv.url, 4.3)  # the disk takes writes again: once the batch is written, ok
         health = await health_when(http, srv.url, lambda h: h["status"] == "ok")
         assert health["status"] == "ok" and health["store"]["ok"] is True and health["store"]["detail"] == ""
+
+
+async def test_a_historian_that_cannot_write_degrades_the_process_refuses_readings_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        _, health = await get(http, f"{srv.url}/api/health")
+        assert srv.live.historian is not None
+        assert health["historian"] == {
+            "engine": "sqlite", "ok": True, "url": f"sqlite:{srv.live.historian.path}", "detail": "",
+            "write_errors": 0, "last_error": "",
+        }  # fmt: skip
+        with monkeypatch.context() as m:
+
+            def disk_full(*args: object) -> None:
+                raise sqlite3.OperationalError("database or disk is full")
+
+            m.setattr(Historian, "_write_readings", disk_full)  # the history's disk is full
+            body = {"readings": [{"key": "PT-1.pressure", "value": 4.2}]}
+            async with http.post(f"{srv.url}/api/ingest", json=body, headers=JSON_BODY) as r:
+                assert r.status == 503  # not acknowledged
+            _, health = await get(http, f"{srv.url}/api/health")
+            assert health["status"] == "degraded" and health["store"]["ok"] is True
+            historian = health["historian"]
+            assert historian["ok"] is False and historian["write_errors"] == 1
+            assert "disk is full" in historian["detail"] and "refused" in historian["detail"]
+            assert str(srv.live.historian.folder) in historian["detail"]
+        await ingest(http, srv.url, 4.3)  # the disk takes writes again
+        _, health = await get(http, f"{srv.url}/api/health")
+        assert health["status"] == "ok" and health["historian"]["ok"] is True and health["historian"]["detail"] == ""
+        assert health["historian"]["write_errors"] == 1 and "disk is full" in health["historian"]["last_error"]
 
 
 class LostBus(InProcessBus):

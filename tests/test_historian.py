@@ -158,6 +158,26 @@ def test_chart_series_are_raw_when_few_and_bucketed_with_min_max_mean_last_when_
     assert h.series("PT-1", "nothing", T0, T0 + HOUR, 30)[0].t == []
 
 
+def test_integer_readings_come_back_as_integers_and_floats_as_floats_in_seek_samples_and_charts(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    now = [T0 + DAY]
+    h = _open(tmp_path, now, database=store_url)
+    values: list[int | float] = [3, 2.0, -7, 2**40, 0.5]  # one counter that a gateway sends as either
+    h.append([Reading("C-1", "count", v, "", T0 + 60 * i) for i, v in enumerate(values)], T0 + 300, "gw").result()
+    h.close()
+    h = _open(tmp_path, now, database=store_url)
+    typed = [(type(v), v) for v in values]
+    assert [(type(s.value), s.value) for s in h.samples(T0 - 1, T0 + 300)] == typed
+    for i, v in enumerate(values):  # seek
+        assert (type(sample := h.state_at(T0 + 60 * i + 1)[("C-1", "count")].value), sample) == (type(v), v)
+    raw, _ = h.series("C-1", "count", T0, T0 + 300, 100)
+    assert [(type(v), v) for v in raw.last] == typed
+    buckets, resolution = h.series("C-1", "count", T0, T0 + 300, 5)  # a minute each: from the minute aggregates
+    assert resolution == 60 and [(type(v), v) for v in buckets.last] == typed
+    h.close()
+
+
 def test_aggregated_buckets_hold_only_samples_inside_the_range_even_in_its_partial_first_and_last_minutes(
     tmp_path: Path, store_url: str | None
 ) -> None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scene.state import Reading
-from tests.live_server import live_server, write_scene
+from tests.live_server import live_server, mint_token, write_scene
 from tests.test_server_ws import ingest
 from viewer_server import history_export
 from viewer_server import protocol as p
@@ -98,13 +98,15 @@ def test_bad_times_ranges_and_elements_are_one_line_and_exit_2(
     out.unlink()
     assert main(["history", "export", "--data-dir", str(data), "--from", "2020-01-01", "--to", "2020-01-02",
                  "-o", str(out)]) == EXIT_BAD_INPUT  # fmt: skip
-    assert _export(data, out, "--elements", "NOPE", start=str(T0)) == EXIT_BAD_INPUT
+    assert _export(data, out, "--elements", "NOPE", "PT-1", "NADA", start=str(T0)) == EXIT_BAD_INPUT
+    assert _export(data, out, "--props", "presure", start=str(T0)) == EXIT_BAD_INPUT
     assert _export(data, out, "--scene", "other", start=str(T0)) == EXIT_BAD_INPUT
     lines = capsys.readouterr().err.strip().splitlines()
     assert "ISO 8601" in lines[0]
     assert "the history holds 2026-09-12T08:00:00Z" in lines[2]
-    assert "'NOPE'" in lines[3]
-    assert lines[4] == "twinview: no history of scene 'other'; there are histories of: plant" and len(lines) == 5
+    assert lines[3] == "twinview: no history of elements 'NADA', 'NOPE'; it has elements: P-1, PT-1"
+    assert lines[4] == "twinview: no history of property 'presure'; it has properties: mode, pressure, running"
+    assert lines[5] == "twinview: no history of scene 'other'; there are histories of: plant" and len(lines) == 6
     assert not out.exists()
 
 
@@ -149,12 +151,26 @@ async def test_rest_streams_the_same_rows_and_refuses_what_it_cannot_bound(tmp_p
             assert _read(io.BytesIO(await r.read()), "csv")["prop"].to_pylist()[3] == "running"
         refusals = [
             ({**query, "from": "2020-01-01", "to": "2020-01-02"}, 400, "the history holds"),
-            ({**query, "elements": "NOPE"}, 400, "NOPE"),
+            (
+                {**query, "elements": "PT-1,NOPE,NADA"},
+                400,
+                "no history of elements 'NADA', 'NOPE'; it has elements: P-1, PT-1",
+            ),
+            (
+                {**query, "props": "pressure,presure"},
+                400,
+                "no history of property 'presure'; it has properties: pressure, running",
+            ),
             ({**query, "from": "2020-01-01"}, 413, "twinview history export"),
             ({**query, "elements": ",".join(f"E{i}" for i in range(300))}, 400, "at most 256"),
         ]
         for params, status, detail in refusals:
             async with http.get(url, params=params) as r:
                 assert r.status == status and detail in (await r.json())["detail"], params
+        # A role without history.read: a publisher's token (a gateway's) reads no history.
+        publisher = {"Authorization": f"Bearer {mint_token(srv, 'gw', 'publisher')}"}
+        async with http.get(url, params=query, headers=publisher) as r:
+            assert r.status == 403 and (await r.json())["error"] == p.ERR_FORBIDDEN
+            assert "history.read" in (await r.json())["detail"]
         async with http.get(f"{srv.url}/api/openapi.json") as r:
             assert "/api/scenes/{scene_id}/history/export" in (await r.json())["paths"]

@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from scene.state import Reading
@@ -168,3 +170,39 @@ def test_two_processes_adding_the_same_properties_at_once_keep_every_sample_unde
     assert sides[0]._names() == sides[1]._names()
     for side in sides:
         side.close()
+
+
+def test_an_event_numbered_again_after_a_failover_is_recorded_once(tmp_path: Path, store_url: str | None) -> None:
+    """The dead leader recorded an event it had not appended to the log; the next leader numbers it again (same
+    content, a new seq) and records it again: the history keeps it once, under the first number."""
+    t0 = 1_800_000_000.0
+    if store_url is not None:  # each process with its own data dir
+        dead, next_leader = (Historian(tmp_path / n / "pump-test", database=store_url, clock=lambda: t0) for n in "ab")
+    else:  # processes on one host share the data dir
+        dead = next_leader = Historian(tmp_path / "pump-test", clock=lambda: t0)
+    topic = p.Event(7, "topic_created", "T-1", "", t0 + 1, session="pump-test", user="ana", message="leak")
+    other = p.Event(8, "topic_created", "T-2", "", t0 + 1, session="pump-test", user="ana", message="leak")
+    dead.record(topic).result(timeout=30)
+    for event in (msgspec.structs.replace(topic, seq=9), msgspec.structs.replace(other, seq=10)):
+        next_leader.record(event).result(timeout=30)
+    for side in {dead, next_leader}:
+        assert [(e.id, e.seq) for e in side.events(t0, t0 + 60)] == [("T-1", 7), ("T-2", 10)]
+    for side in {dead, next_leader}:
+        side.close()
+
+
+def test_a_history_recorded_before_event_keys_is_opened_and_keeps_its_events(tmp_path: Path) -> None:
+    t0 = 1_800_000_000.0
+    folder = tmp_path / "pump-test"
+    old = p.Event(1, "topic_created", "T-1", "", t0 + 1, session="pump-test", user="ana")
+    historian = Historian(folder, clock=lambda: t0 + 60)
+    historian.record(old).result(timeout=30)
+    historian.close()
+    with contextlib.closing(sqlite3.connect(folder / "history.sqlite")) as db:  # as twinview before keys left it
+        db.executescript("DROP INDEX events_key; ALTER TABLE events DROP COLUMN key;")
+    historian = Historian(folder, clock=lambda: t0 + 60)
+    again = msgspec.structs.replace(old, seq=2, id="T-2")
+    for event in (again, msgspec.structs.replace(again, seq=3)):
+        historian.record(event).result(timeout=30)
+    assert [e.seq for e in historian.events(t0, t0 + 60)] == [1, 2]
+    historian.close()

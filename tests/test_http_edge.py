@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.live_server import JSON_BODY, live_server, mint_token, write_scene
+from viewer_server import cli
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
 from viewer_server.http_edge import (
@@ -156,6 +157,17 @@ def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() -> None:
     assert policy.client_address("127.0.0.1", [hops]) == "127.0.0.1"  # past the hops looked at
     with pytest.raises(ValueError, match=r"bad trusted proxy '10\.0\.2\.5/24'.*e\.g\. 127\.0\.0\.1 or 10\.0\.2\.0/24"):
         trusted_network("10.0.2.5/24")
+
+
+def test_trusted_proxies_come_from_the_flag_and_the_environment_and_a_bad_one_says_what_to_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(cli.TRUSTED_PROXIES_ENV, "127.0.0.1, ::1")
+    args = cli.parser().parse_args(["serve", "scene", "--trusted-proxy", "10.0.2.0/24"])
+    assert cli._edge_options(args)["trusted_proxies"] == ("127.0.0.1", "::1", "10.0.2.0/24")
+    args = cli.parser().parse_args(["serve", "scene", "--trusted-proxy", "proxy.example.com"])
+    with pytest.raises(cli.UserError, match=r"bad trusted proxy 'proxy\.example\.com'"):
+        cli._edge_options(args)
 
 
 async def test_audit_names_the_client_behind_a_trusted_proxy_and_never_a_spoofed_address(tmp_path: Path) -> None:

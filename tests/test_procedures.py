@@ -1,7 +1,7 @@
 """Guided procedures over real WebSockets: a presenter leads two trainees through a procedure, a late
 joiner lands on the current step and viewpoint, a value step completes from telemetry POSTed to
 /api/ingest, the presenter sees everyone's progress, the record exports as JSON and CSV (REST and CLI),
-and everything survives a server restart."""
+and everything survives a server restart; two presenters on two processes of a deployment move it once."""
 
 from __future__ import annotations
 
@@ -21,11 +21,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scene.procedure_file import ProcedureFile, parse_procedure
-from tests.live_server import live_server, mint_token, person
+from tests.live_server import live_server, mint_token, person, store_rows, write_bindings, write_scene
+from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
+from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
+from viewer_server.auth import issue, load_secret
 from viewer_server.cli import main as cli_main
 from viewer_server.client import TwinClient
-from viewer_server.procedures import EVERYONE, ProcedureSession, Refused, build_record, record_csv
+from viewer_server.procedures import (
+    EVERYONE,
+    ProcedureSession,
+    Refused,
+    build_record,
+    position,
+    position_after,
+    record_csv,
+)
+from viewer_server.scenes import scene_id_for
+from viewer_server.store import Store
 
 PROCEDURE = """\
 version: 1
@@ -244,8 +257,17 @@ def test_decisions_refuse_what_makes_no_sense() -> None:
         ps.move("back", None, "ann", 2.0)
     with pytest.raises(Refused, match="goto needs a step"):
         ps.move("goto", None, "ann", 2.0)
-    [stop] = ps.move("stop", None, "ann", 3.0)
+    # Two presenters pressed "next" on step 0: the first moves the session, the second is refused, not applied.
+    [step] = ps.move("next", None, "ann", 2.0, from_step=0)
+    ps.apply(step)
+    with pytest.raises(Refused, match="at step 1") as moved:
+        ps.move("next", None, "bob", 2.0, from_step=0)
+    assert moved.value.code == p.ERR_STEP_MOVED
+    assert position(ps.run) == position_after(step) == "run1:1"
+    [stop] = ps.move("stop", None, "ann", 3.0, from_step=1)
+    assert position_after(stop) == ""
     ps.apply(stop)
+    assert position(ps.run) == ""
     assert ps.run is not None and ps.run.finished == "stopped" and ps.active is None
     record = build_record(ps.start(proc, "x", 4.0, "run3"))
     assert record is not None and record.run == "run3" and record_csv(record).count("\n") == 1  # header only
@@ -323,3 +345,59 @@ def test_any_sequence_keeps_the_run_consistent_and_replays_to_the_same_state(act
     if ps.run is not None:
         assert record is not None and len(record.completions) == len(ps.run.completions)
         assert record.finished == ps.run.finished
+
+
+@pytest.mark.skipif(not TWINVIEW.exists(), reason="the twinview console script is not installed")
+async def test_next_or_start_pressed_at_once_on_two_processes_is_done_once(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    scene, bindings, data = write_scene(tmp_path), write_bindings(tmp_path), tmp_path / "data"
+    procedure = tmp_path / "pump.procedure.yaml"
+    procedure.write_text(PROCEDURE)
+    session = scene_id_for(scene)
+    ports = _free_port(), _free_port()
+    ws_urls = [f"ws://127.0.0.1:{port}/ws/{session}" for port in ports]
+    flags = ("--bus", redis_service.url, "--procedures", str(procedure))
+    with _server(scene, bindings, data, ports[0], *flags), _server(scene, bindings, data, ports[1], *flags):
+        for port in ports:
+            await _ready(f"http://127.0.0.1:{port}")
+        secret = load_secret(data)
+        ann, bob = (
+            TwinClient(url, token=issue(secret, session, name, "presenter"), name=name)
+            for url, name in zip(ws_urls, ("ann", "bob"), strict=True)
+        )
+        async with ann, bob:
+            await ann.send(p.ProcedureControl("start", name="pump-start"))
+            await bob.wait_for(at_step(0), timeout=20)
+            # Both pressed "next" on step 0 before either saw the other's: the deployment moves once.
+            await asyncio.gather(*(c.send(p.ProcedureControl("next", from_step=0)) for c in (ann, bob)))
+            for client in (ann, bob):
+                await client.wait_for(lambda c: at_step(1)(c) and c.seq == ann.seq, timeout=20)
+            await asyncio.wait_for(_until(lambda: len(ann.errors) + len(bob.errors) == 1), 20)
+            [error] = [*ann.errors, *bob.errors]
+            assert error.code == p.ERR_STEP_MOVED and error.ref == "procedure_control"
+            for client in (ann, bob):
+                assert [e.step for e in client.events if e.kind == "procedure_step"] == [1]
+            # Two starts at once after a stop: one run.
+            await ann.send(p.ProcedureControl("stop", from_step=1))
+            await bob.wait_for(lambda c: c.procedure is not None and c.procedure.finished == "stopped", timeout=20)
+            await asyncio.gather(*(c.send(p.ProcedureControl("start", name="pump-start")) for c in (ann, bob)))
+            await asyncio.wait_for(_until(lambda: len(ann.errors) + len(bob.errors) == 2), 20)
+            assert [e.code for e in (*ann.errors, *bob.errors)].count("procedure_active") == 1
+            await ann.wait_for(lambda c: c.procedure is not None and not c.procedure.finished, timeout=20)
+            await bob.wait_for(lambda c: c.seq == ann.seq, timeout=20)
+            for client in (ann, bob):
+                assert [e.kind for e in client.events].count("procedure_started") == 2  # the first run's, and one
+            # Nothing refused left behind in the store: a restart replays what happened.
+            store = Store(data)
+            try:
+                kinds = store_rows(store, "SELECT kind, count(*) FROM procedure_events GROUP BY kind ORDER BY kind")
+            finally:
+                store.close()
+            assert kinds == [("procedure_finished", 1), ("procedure_started", 2), ("procedure_step", 1)]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)

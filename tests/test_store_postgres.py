@@ -24,12 +24,16 @@ import msgspec
 import psycopg
 import pytest
 
+from scene.state import Reading
 from tests.live_server import live_server, mint_token, store_rows, write_scene
 from tests.postgres_server import PASSWORD, PostgresServer
+from tests.test_history_export import SCENE, _history
+from tests.test_history_export import T0 as HISTORY_T0
 from viewer_server import annotations as annotations_mod
 from viewer_server import cli, store_db
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
+from viewer_server.historian import Historian
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_topic
@@ -473,3 +477,56 @@ def test_a_deadlock_with_another_process_is_contention_and_a_taken_key_a_conflic
         loser.execute("INSERT INTO rooms VALUES ('a', 's', 'A', NULL, 1, 'x')")
     for db in (one, two):
         db.close()
+
+
+def _history_seen(historian: Historian, t0: float) -> tuple[object, ...]:
+    """What a server reads of a history: samples, states, events, alarms and bindings over its two hours."""
+    times = [t0 + s for s in (0, 31, 95, 3599, 3605, 7200)]
+    return (
+        sorted(historian.samples(t0 - 1, t0 + 2 * 3600)),
+        [sorted(historian.state_at(t).items()) for t in times],
+        historian.events(t0 - 1, t0 + 2 * 3600),
+        [historian.alarms_at(t) for t in times],
+        [historian.bindings_at(t) for t in times],
+    )
+
+
+def test_store_copy_moves_the_history_in_one_transaction_with_progress(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    _history(data)  # a sealed hour (a Parquet chunk) and a tail in SQLite
+    folder = data / "history" / SCENE
+    h = Historian(folder, clock=lambda: HISTORY_T0 + 2 * 3600)
+    h.append([Reading("C-1", "count", 3, "", HISTORY_T0 + 3600 + 7)], HISTORY_T0 + 3608, "gw").result()  # an int
+    alarm = p.Alarm("rules[0]", "PT-1", since=HISTORY_T0 + 95, severity="alarm")
+    h.record(p.Event(4, "alarm_raised", alarm.id, "PT-1", HISTORY_T0 + 95, alarm=alarm)).result()
+    h.record_bindings("plant.bindings.yaml", b"version: 1\n", HISTORY_T0).result()
+    expected = _history_seen(h, HISTORY_T0)
+    h.close()
+    assert expected[0] and expected[2] and expected[3][2] and expected[4][0]
+
+    copy = ["store", "copy", "--from", f"sqlite:{data}", "--to", postgres_url]
+    [chunk] = (folder / "chunks").rglob("*.parquet")
+    sealed = chunk.read_bytes()
+    chunk.write_bytes(sealed[: len(sealed) // 2])  # unreadable: refused in one line, and nothing copied at all
+    assert cli.main(copy) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 + sum("rows" in line for line in err) and "cannot be read" in err[-1], err
+    assert not any(_contents(postgres_url).values())
+    with psycopg.connect(postgres_url) as pg:
+        assert pg.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'history_%'").fetchone() == (0,)
+
+    chunk.write_bytes(sealed)
+    assert cli.main(copy) == 0
+    err = capsys.readouterr().err
+    assert f"twinview: history {SCENE}: samples: 64 rows" in err and f"history {SCENE}: events: 1 rows" in err, err
+    pg_history = Historian(tmp_path / "elsewhere" / SCENE, database=postgres_url)  # a server of the scene on it
+    try:
+        assert _history_seen(pg_history, HISTORY_T0) == expected
+        count = pg_history.state_at(HISTORY_T0 + 3700)[("C-1", "count")].value
+        assert (type(count), count) == (int, 3)
+    finally:
+        pg_history.close()
+    assert cli.main(copy) == 2  # a target holding the history is refused, as one holding the store
+    assert "history of plant" in capsys.readouterr().err

@@ -155,7 +155,8 @@ def test_play_moves_forward_in_time_order(world, page):
     page.evaluate(
         """id => { window.__seen = []; const r = window.twinview.timeline.replay;
         r.addEventListener('change', () => { if (r.mode !== 'replay') return;
-          window.__seen.push([r.asOf, window.twinview.state.props.get(id)?.get('pressure')?.v ?? null]); }); }""",
+          window.__seen.push([r.asOf, window.twinview.state.props.get(id)?.get('pressure')?.v ?? null,
+            window.twinview.state.visuals.get(id)?.color ?? null]); }); }""",
         PUMP,
     )
     page.evaluate("t => window.twinview.timeline.bar.seek(t)", t0 - 300)  # the oldest sample
@@ -170,12 +171,17 @@ def test_play_moves_forward_in_time_order(world, page):
         timeout=WAIT,
     )
     seen = page.evaluate("window.__seen")
-    times = [t for t, _ in seen]
+    times = [t for t, _, _ in seen]
     assert times == sorted(times), times
-    values = [v for _, v in seen if v is not None]
+    values = [v for _, v, _ in seen if v is not None]
     changes = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
     # Every sample, in the order of their source times, up to the newest (the live value of now).
     assert changes[:3] == [0.0, 6.0, 1.5] and changes[-1] == LIVE_PRESSURE, changes
+    # ...and the colours the frames bring with them (the ramp's: blue at 0 bar, red at 6, 1.5 and 3 in between), drawn.
+    colors = [c for _, _, c in seen if c is not None]
+    changes = [c for i, c in enumerate(colors) if i == 0 or c != colors[i - 1]]
+    assert changes[:3] == [BLUE, RED, "#4000bf"] and changes[-1] == "#800080", changes
+    assert page.evaluate("id => window.twinview.colorOf(id)", PUMP) == "#800080"
     assert "×100 (paused)" in page.locator(".tl-banner").inner_text()
 
 

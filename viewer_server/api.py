@@ -19,6 +19,7 @@ from viewer_server import protocol as p
 from viewer_server import sessions_api as sx
 from viewer_server.audit import note_ingest
 from viewer_server.health import EngineHealth, Peer, Status, overall, process_name
+from viewer_server.historian import HistorianHealth
 from viewer_server.http_edge import BODY_TYPES, read_body
 from viewer_server.hub import prop_state
 from viewer_server.ingest import MqttStatus, NotSaved
@@ -52,7 +53,7 @@ class ApiError(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: Status  # "degraded" while the bus or the store fails: reads go on, writes needing it are refused
+    status: Status  # "degraded" while the bus, the store or the historian fails: reads go on, writes needing it refused
     process: str  # which process answered (host:pid): behind a load balancer, one of several
     leader: bool  # this process numbers the scene's changes (holds the lease on a shared bus; alone: always)
     version: str
@@ -71,6 +72,7 @@ class Health(msgspec.Struct):
     bus: EngineHealth  # fan-out to the other processes
     peers: list[Peer]  # the other processes on the bus (none with the in-process bus)
     store: StoreHealth  # engine "none": a server without a data dir
+    historian: HistorianHealth | None  # None: a server without a data dir keeps no history
 
 
 class SceneSummary(msgspec.Struct):
@@ -201,9 +203,10 @@ async def health(request: web.Request) -> web.Response:
     sessions = live.sessions
     store = _store_status(live)
     bus = live.bus.health()
+    historian = live.historian.health() if live.historian is not None else None
     return reply(
         Health(
-            status=overall([bus, store]),
+            status=overall([bus, store] + ([historian] if historian is not None else [])),
             process=process_name(),
             leader=live.hub.leading,
             version=__version__,
@@ -222,6 +225,7 @@ async def health(request: web.Request) -> web.Response:
             bus=bus,
             peers=live.bus.peers(),
             store=store,
+            historian=historian,
         )
     )
 

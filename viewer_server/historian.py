@@ -55,10 +55,12 @@ import pyarrow.parquet as pq
 from scene.bindings import DEFAULT_RAW_DAYS, History
 from scene.state import Quality, Reading, Scalar
 from viewer_server import protocol as p
+from viewer_server.health import EngineHealth, public_url
 from viewer_server.store_db import PostgresDb
 
 log = logging.getLogger(__name__)
 
+HISTORY_FILE: Final = "history.sqlite"  # the SQLite tail, in a scene's history folder
 HOUR: Final = 3600
 MINUTE: Final = 60
 DAY: Final = 86400
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS minutes (key INTEGER NOT NULL, minute INTEGER NOT NUL
     sum REAL, n INTEGER NOT NULL, last, last_ts REAL NOT NULL, last_q INTEGER NOT NULL, first_ts REAL NOT NULL,
     PRIMARY KEY (key, minute)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL);
+    id TEXT NOT NULL, element TEXT NOT NULL, session TEXT NOT NULL, body BLOB NOT NULL, key BLOB);
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
 CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
@@ -99,7 +101,7 @@ CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
 """
 
-# The same tables in PostgreSQL (one schema per scene, `_pg_schema`): `rowid` is a column there, values (`v`, `last`:
+# The same tables in PostgreSQL (one schema per scene, `pg_schema`): `rowid` is a column there, values (`v`, `last`:
 # numbers, 0 / 1 for bools, strings) are text read back by their key's kind (`_typed`), and no chunk is ever listed
 # (raw samples stay in `samples`: `seal` is SQLite's).
 _PG_SCHEMA = """
@@ -116,10 +118,12 @@ CREATE TABLE IF NOT EXISTS minutes (key BIGINT NOT NULL, minute BIGINT NOT NULL,
 CREATE INDEX IF NOT EXISTS minutes_first_ts ON minutes (first_ts);
 CREATE TABLE IF NOT EXISTS events (rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     t DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, element TEXT NOT NULL,
-    session TEXT NOT NULL, body BYTEA NOT NULL);
+    session TEXT NOT NULL, body BYTEA NOT NULL, key BYTEA);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS key BYTEA;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
 CREATE INDEX IF NOT EXISTS events_id ON events (id, t);
 CREATE INDEX IF NOT EXISTS events_session ON events (session, kind, id, t);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
 CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour BIGINT NOT NULL, rows BIGINT NOT NULL,
     t0 DOUBLE PRECISION NOT NULL, t1 DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_books (t DOUBLE PRECISION PRIMARY KEY, events BIGINT NOT NULL, body BYTEA NOT NULL);
@@ -237,7 +241,16 @@ def _typed(value: object, kind: str) -> Scalar:
         return bool(float(str(value)))  # 0 / 1 (as text in PostgreSQL, 0.0 / 1.0 in chunks)
     if kind == "string":
         return str(value)
-    return value if isinstance(value, int | float) else float(str(value))
+    if isinstance(value, int | float):
+        return value
+    text = str(value)  # PostgreSQL's text: "3" for an integer reading, "3.0" for a float, as SQLite keeps them
+    return int(text) if text.removeprefix("-").isdigit() else float(text)
+
+
+def event_key(event: p.Event) -> bytes:
+    """What makes an event the same event whatever seq it was numbered with: its content (a person's draft, or
+    an alarm transition computed from the same readings, carries the same times and ids when numbered again)."""
+    return hashlib.blake2b(_event_enc.encode(msgspec.structs.replace(event, seq=0)), digest_size=16).digest()
 
 
 def _chunk_table(rows: list[tuple]) -> pa.Table:
@@ -303,14 +316,30 @@ class _Write:
         self.future: Future[None] = Future()
 
 
-def _pg_schema(folder: Path) -> str:
+def pg_schema(folder: Path) -> str:
     """The PostgreSQL schema of a history (its folder's name is the scene id): readable, and unique whatever the id."""
     name = folder.name
     readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in name.lower())[:40]
     return f"history_{readable}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def create_pg_tables(db: PostgresDb, schema: str) -> None:
+    """The history tables in `schema` (created where missing), in `db`'s transaction, which then works in it."""
+    db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    db.execute(f"SET LOCAL search_path TO {schema}")
+    for statement in filter(str.strip, _PG_SCHEMA.split(";")):
+        db.execute(statement)
+
+
 Connection = sqlite3.Connection | PostgresDb
+
+
+class HistorianHealth(EngineHealth, kw_only=True):
+    """The historian as `/api/health` reports it (`engine`: "sqlite" or "postgresql"; `ok`: its last group commit
+    succeeded)."""
+
+    write_errors: int  # group commits that failed (their readings were not acknowledged)
+    last_error: str  # the last failure, kept after recovery ("" if none)
 
 
 class HistorianClosed(RuntimeError):
@@ -350,9 +379,9 @@ class Historian:
     ) -> None:
         self.folder = folder
         self.database = database
-        self.schema = _pg_schema(folder) if database is not None else None
+        self.schema = pg_schema(folder) if database is not None else None
         self._sql = _SQLITE if database is None else _POSTGRES
-        self.path = folder / "history.sqlite"
+        self.path = folder / HISTORY_FILE
         self.chunks_dir = folder / "chunks"
         self.retention = retention or (lambda element, prop: History())
         self.clock = clock
@@ -376,6 +405,8 @@ class Historian:
         (newest_book,) = db.execute("SELECT max(t) FROM alarm_books").fetchone()
         self._books_until = -math.inf if newest_book is None else newest_book  # the newest checkpoint's time
         self.write_errors = 0
+        self.last_error = ""
+        self.failing = False  # the last group commit failed
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
         self._writer_db: Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
@@ -404,12 +435,13 @@ class Historian:
     def _create_tables(self, db: Connection) -> None:
         if isinstance(db, sqlite3.Connection):
             db.executescript(_SCHEMA)
+            if "key" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # a history of before it
+                db.execute("ALTER TABLE events ADD COLUMN key BLOB")
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key)")
             return
         db.begin(exclusive=True)  # processes starting together take turns (the store migrations' advisory lock)
         try:
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            for statement in filter(str.strip, _PG_SCHEMA.split(";")):
-                db.execute(statement)
+            create_pg_tables(db, pg_schema(self.folder))
         except BaseException:
             db.rollback()
             raise
@@ -529,12 +561,30 @@ class Historian:
                             self._write_bindings(db, write.bindings)
             except Exception as exc:  # the writer outlives any one batch: nothing else would ever be committed
                 self.write_errors += 1
+                self.last_error, self.failing = f"{type(exc).__name__}: {exc}", True
                 log.error("historian: %d writes not committed: %s", len(batch), exc)
                 for future in waiting:
                     future.set_exception(exc)
                 continue
+            self.failing = False
             for future in waiting:
                 future.set_result(None)
+
+    def health(self) -> HistorianHealth:
+        if self.database is not None:
+            engine, url, where = "postgresql", public_url(self.database), "bring PostgreSQL back"
+        else:
+            engine, url, where = "sqlite", f"sqlite:{self.path}", f"free or repair the disk of {self.folder}"
+        detail = (
+            f"the history cannot be written ({self.last_error}): readings are refused (not acknowledged) and events"
+            f" go unrecorded until it can; {where}, the next write tries again"
+            if self.failing
+            else ""
+        )
+        return HistorianHealth(
+            engine, ok=not self.failing, url=url, detail=detail, write_errors=self.write_errors,
+            last_error=self.last_error,
+        )  # fmt: skip
 
     def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
         """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
@@ -669,9 +719,12 @@ class Historian:
             db.executemany(f"{insert} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {merge}", rows)
 
     def _write_events(self, db: Connection, events: list[p.Event]) -> None:
+        """Each event once (`event_key`): a leader that takes over numbers again what the dead one had recorded but
+        not appended to the log; the first record of it stays."""
         db.executemany(
-            "INSERT INTO events (t, seq, kind, id, element, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e)) for e in events],
+            "INSERT INTO events (t, seq, kind, id, element, session, body, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(e.ts, e.seq, e.kind, e.id, e.element, e.session, _event_enc.encode(e), event_key(e)) for e in events],
         )
         with self._lock:
             before = min((e.ts for e in events if e.alarm is not None and e.ts < self._books_until), default=None)
@@ -955,11 +1008,11 @@ class Historian:
         out.sort(key=attrgetter("ts"))
         return out
 
-    def element_ids(self) -> set[str]:
-        """Every element the history has a property of."""
+    def properties(self) -> set[tuple[str, str]]:
+        """Every (element, property) the history has."""
         self._sync_keys()
         with self._lock:
-            return {element for element, _ in self._keys}
+            return set(self._keys)
 
     @_uses_connection
     def raw_table(

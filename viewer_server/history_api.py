@@ -246,7 +246,7 @@ async def history_export(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "too_large", "detail": detail}, status=413)
     elements = _list(request, "elements", MAX_EXPORT_ELEMENTS) or None  # empty: all, as absent
     props = _list(request, "props", MAX_KEYS) or None
-    t0, t1 = await asyncio.to_thread(hex_.checked_range, historian, t0, t1, elements)
+    t0, t1 = await asyncio.to_thread(hex_.checked_range, historian, t0, t1, elements, props)
     names = {eid: _element_name(request, eid) or "" for eid in elements or live.scene.elements}
     batches = hex_.export_batches(historian, t0, t1, names=names, elements=elements, props=props)
     chunks = hex_.encoded(batches, fmt)  # type: ignore[arg-type]

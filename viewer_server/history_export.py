@@ -36,6 +36,8 @@ WINDOW_S: Final = 600.0
 BATCH_ROWS: Final = 65_536
 # Seconds between two progress lines of the command.
 PROGRESS_EVERY_S: Final = 5.0
+# Names listed at most in an error about unknown elements or properties.
+NAMES_SHOWN: Final = 20
 _TIME: Final = pa.timestamp("us", tz="UTC")
 SCHEMA: Final = pa.schema(
     [
@@ -75,9 +77,11 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def checked_range(historian: Historian, t0: float, t1: float, elements: list[str] | None) -> tuple[float, float]:
+def checked_range(
+    historian: Historian, t0: float, t1: float, elements: list[str] | None, props: list[str] | None
+) -> tuple[float, float]:
     """[t0, t1) narrowed to what the history holds; ExportError for an empty or disjoint range (naming the stored
-    one) or an element the history never had."""
+    one), or elements or properties the history never had (naming them all, and those it has)."""
     if t0 >= t1:
         raise ExportError(f"from ({_iso(t0)}) must be before to ({_iso(t1)})")
     stored = historian.range()
@@ -85,11 +89,27 @@ def checked_range(historian: Historian, t0: float, t1: float, elements: list[str
         raise ExportError("the history is empty: nothing recorded yet")
     if t1 <= stored.earliest or t0 > stored.latest:
         raise ExportError(f"nothing stored then: the history holds {_iso(stored.earliest)} … {_iso(stored.latest)}")
-    unknown = sorted(set(elements or ()) - historian.element_ids())
-    if unknown:
-        raise ExportError(f"no history of element {unknown[0][:80]!r}; give ids of elements with bound properties")
+    stored_keys = historian.properties()
+    _known("element", elements, {element for element, _ in stored_keys})
+    _known("property", props, {prop for _, prop in stored_keys})
     # Readings may be stamped a little ahead of the server's clock (PROTOCOL.md §8), never further.
     return max(t0, stored.earliest), min(t1, stored.latest + p.FUTURE_TOLERANCE_S)
+
+
+def _known(what: str, asked: list[str] | None, known: set[str]) -> None:
+    """ExportError naming every asked name the history does not have, and (the first few of) those it has."""
+    unknown = sorted(set(asked or ()) - known)
+    if not unknown:
+        return
+    listed = sorted(known)
+    named = ", ".join(repr(u[:80]) for u in unknown[:NAMES_SHOWN]) + _more(len(unknown))
+    there = ", ".join(listed[:NAMES_SHOWN]) + _more(len(listed))
+    plural = "properties" if what == "property" else f"{what}s"
+    raise ExportError(f"no history of {plural if len(unknown) > 1 else what} {named}; it has {plural}: {there}")
+
+
+def _more(count: int) -> str:
+    return f" and {count - NAMES_SHOWN} more" if count > NAMES_SHOWN else ""
 
 
 def export_batches(
@@ -232,7 +252,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     names = _scene_names(data_dir, args.store, scene)
     historian = Historian(folder, database=args.store, reader=True)
     try:
-        t0, t1 = checked_range(historian, t0, t1, args.elements)
+        t0, t1 = checked_range(historian, t0, t1, args.elements, args.props)
         rows = 0
         shown = time.monotonic()
 

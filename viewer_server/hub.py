@@ -48,6 +48,23 @@ def prop_state(pv: PropertyValue) -> p.PropState:
     return p.PropState(pv.value, pv.ts, pv.unit, pv.quality, pv.silent_since)
 
 
+class Guard(msgspec.Struct, frozen=True, array_like=True):
+    """What a person's event is numbered under: the deployment's register `key` still holds `expect` (what the
+    request was decided on), and holds `then` once the event is numbered, so that of two requests decided on
+    the same state, on two processes, only the first is numbered (a procedure's step: procedures.py). One process
+    decides alone, under its caller's lock, on its own copy: that check is the deployment's. Several processes:
+    the leader checks and sets the register (shared_hub.py)."""
+
+    key: str
+    expect: str
+    then: str
+
+
+class GuardFailed(Exception):
+    """The guard's register moved on since the request was decided (another process's request came first):
+    nothing was numbered."""
+
+
 class SceneHub:
     """Owner of one scene's live state. Not thread-safe: runs on the event loop."""
 
@@ -229,10 +246,11 @@ class SceneHub:
             observer(event, True)
         return event
 
-    async def number(self, make: Callable[[int], p.Event]) -> p.Event:
+    async def number(self, make: Callable[[int], p.Event], guard: Guard | None = None) -> p.Event:
         """A person's event (a topic, a step, a command), numbered as `emit_event` does. Awaited because a hub
         shared by several processes hands it to the scene's leader (viewer_server/shared_hub.py); raises
-        BusUnavailable there when it cannot."""
+        BusUnavailable there when it cannot, GuardFailed when the leader found `guard`'s register moved on. Here
+        the caller's check on this process's copy decided it (`Guard`)."""
         return self.emit_event(make)
 
     async def number_alarm(self, draft: p.Event) -> p.Event:

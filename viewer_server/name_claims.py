@@ -35,10 +35,12 @@ RENEW_S: Final = 3.0
 
 @dataclass(frozen=True)
 class Claim:
-    room: str
-    name: str
-    user: str
-    holder: str  # the connection's id
+    """One connection's display name as Redis holds it."""
+
+    room: str  # the session
+    name: str  # as granted (Redis keeps it case-folded)
+    user: str  # whose: the same user's other connections may hold it too
+    holder: str  # this process and the connection's id
 
 
 class NameClaims:
@@ -58,7 +60,7 @@ class NameClaims:
         try:
             taken = await self._claim(claim)
         except BusUnavailable as exc:
-            log.warning("display name %r not claimed across processes for now: %s", name, exc)
+            log.debug("display name %r not claimed across processes for now: %s", name, exc)  # the bus logs it
             taken = []
         if not taken:
             self._held[connection] = claim

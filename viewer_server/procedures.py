@@ -31,7 +31,7 @@ import msgspec
 
 from scene.procedure_file import Completion, ProcedureFile, ValueRange, step_id
 from viewer_server import protocol as p
-from viewer_server.hub import SceneHub
+from viewer_server.hub import Guard, GuardFailed, SceneHub
 from viewer_server.permissions import Action, allowed
 from viewer_server.rooms import Member
 from viewer_server.store import Store, decoded
@@ -90,6 +90,20 @@ def in_range(value: object, lo: float | None, hi: float | None) -> bool:
     return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
+def position(run: p.ProcedureRun | None) -> str:
+    """Where a session's procedure is, as a `Guard` register holds it: "RUN:STEP", or "" when none runs."""
+    return f"{run.run}:{run.step}" if run is not None and not run.finished else ""
+
+
+def position_after(event: p.Event) -> str | None:
+    """Where a procedure event moves its session (None: it does not move it, a completion)."""
+    if event.kind == "procedure_started":
+        return f"{event.id}:0"
+    if event.kind == "procedure_step":
+        return f"{event.id}:{event.step}"
+    return "" if event.kind == "procedure_finished" else None
+
+
 def apply_event(run: p.ProcedureRun | None, event: p.Event) -> p.ProcedureRun | None:
     """The run after a procedure event (server, on restore, and clients mirroring the state)."""
     if event.kind == "procedure_started" and event.run is not None:
@@ -127,9 +141,12 @@ class ProcedureSession:
         return [self._event("procedure_started", run, user, now, step=0, message=proc.title, run=run,
                             viewpoint=first.viewpoint)]  # fmt: skip
 
-    def move(self, action: str, step: int | None, user: str, now: float) -> list[p.Event]:
-        """next / back / goto / stop. `next` on the last step finishes the run as completed."""
+    def move(self, action: str, step: int | None, user: str, now: float, from_step: int | None = None) -> list[p.Event]:
+        """next / back / goto / stop, made at `from_step` if given (refused once the session has moved on). `next`
+        on the last step finishes the run as completed."""
         run = self._require_active()
+        if from_step is not None and from_step != run.step:
+            raise Refused(p.ERR_STEP_MOVED, step_moved(run.step))
         if action == "stop":
             return [self._event("procedure_finished", run, user, now, message="stopped")]
         target = {"next": run.step + 1, "back": run.step - 1}.get(action, step)
@@ -208,6 +225,12 @@ class ProcedureSession:
         return p.Event(0, kind, of.run, element, now, session=self.session, user=user, procedure=of.name, **fields)
 
 
+def step_moved(now_at: int | None) -> str:
+    """The message of a `step_moved` refusal (`now_at`: the step the session is at, if it still runs)."""
+    where = f"is at step {now_at}" if now_at is not None else "moved"
+    return f"someone else moved the procedure meanwhile: it {where}; look again before moving it"
+
+
 class ProcedureSummary(msgspec.Struct):
     """A procedure the server can run (GET /api/procedures): what a presenter picks from."""
 
@@ -223,7 +246,9 @@ class Procedures:
 
     Each change goes the same way, under the session's lock: decide (permission first) → one SQLite
     transaction with the new events → only after the COMMIT: number, apply and fan out. What anyone
-    saw survives a `kill -9`; two presenters pressing "next" at once move the session twice, not once."""
+    saw survives a `kill -9`. Each move is numbered under a `Guard` of the session's position, so that of two
+    presenters pressing "next" at once on two processes only the first moves it (the other is refused
+    `step_moved`, as one process refuses a `from_step` the session has left)."""
 
     def __init__(
         self,
@@ -278,7 +303,7 @@ class Procedures:
                     raise Refused(p.ERR_NOT_FOUND, f"no procedure {(msg.name or '')[:MAX_NAME]!r}; known: {known}")
                 await self._commit(ps, ps.start(proc, member.user, now, secrets.token_hex(6)))
             else:
-                await self._commit(ps, ps.move(msg.action, msg.step, member.user, now))
+                await self._commit(ps, ps.move(msg.action, msg.step, member.user, now, msg.from_step))
 
     async def complete(self, member: Member, msg: p.StepComplete) -> None:
         require(member, Action.PROCEDURE_PROGRESS)
@@ -300,17 +325,37 @@ class Procedures:
 
     async def _commit(self, ps: ProcedureSession, drafts: list[p.Event]) -> None:
         """Persist, then number and fan out (the hub's `on_event` applies it); a step change re-checks its value
-        condition at once. Refused (not_saved, naming the cause) when the store cannot commit: nothing changed."""
+        condition at once. Refused (not_saved, naming the cause) when the store cannot commit: nothing changed.
+        A move the deployment's leader refuses (its guard: another process moved the session first) is taken out
+        of the store again and refused `step_moved` (`procedure_active` for a start)."""
+        at = position(ps.run)  # what the drafts were decided on (other processes' events may come meanwhile)
         while drafts:
             try:
                 await self.store.run(lambda db, batch=drafts: [put_event(db, d) for d in batch])
             except StoreError as exc:
                 raise Refused(p.ERR_NOT_SAVED, f"not saved, try again: {exc}") from None
             moved = False
-            for draft in drafts:
-                event = await self.hub.number(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq))
+            for i, draft in enumerate(drafts):
+                after = position_after(draft)
+                guard = None if after is None else Guard(f"procedure:{ps.session}", at, after)
+                try:
+                    event = await self.hub.number(lambda seq, d=draft: msgspec.structs.replace(d, seq=seq), guard)
+                except GuardFailed:
+                    await self._forget(drafts[i:])
+                    if draft.kind == "procedure_started":
+                        raise Refused("procedure_active", "another presenter started a procedure meanwhile") from None
+                    raise Refused(p.ERR_STEP_MOVED, step_moved(ps.active.step if ps.active else None)) from None
+                at = at if after is None else after
                 moved = moved or event.kind in ("procedure_started", "procedure_step")
             drafts = ps.observe(self._value, self.clock()) if moved else []
+
+    async def _forget(self, drafts: list[p.Event]) -> None:
+        """Take persisted drafts that were never numbered out of the store (logged if it cannot: a restart would
+        replay them)."""
+        try:
+            await self.store.run(lambda db: [forget_event(db, d) for d in drafts])
+        except StoreError as exc:
+            log.error("procedure events refused by the leader stay in the store (%s): %s", exc, drafts)
 
     def _apply(self, event: p.Event, mine: bool) -> None:
         """Every numbered event, in seq order (whichever process's person made it): the session's run follows."""
@@ -365,6 +410,14 @@ def put_event(db: Db, event: p.Event) -> None:
     db.execute(
         "INSERT INTO procedure_events (session, run, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
         (event.session, event.id, event.ts, event.kind, _enc.encode(event)),
+    )
+
+
+def forget_event(db: Db, draft: p.Event) -> None:
+    """Delete a persisted draft (as `put_event` wrote it) that was never numbered."""
+    db.execute(
+        "DELETE FROM procedure_events WHERE session = ? AND run = ? AND kind = ? AND data = ?",
+        (draft.session, draft.id, draft.kind, _enc.encode(draft)),
     )
 
 

@@ -62,6 +62,7 @@ ERR_TOO_LONG: Final = "too_long"  # a text or list over its limit; `field` names
 ERR_NOT_FOUND: Final = "not_found"  # no such topic / comment / attachment in this session
 ERR_NOT_SAVED: Final = "not_saved"  # the store failed to commit: nothing changed, retry later
 ERR_ALARM_STATE: Final = "alarm_state"  # the alarm's state does not allow this (e.g. acknowledged already)
+ERR_STEP_MOVED: Final = "step_moved"  # procedure_control made at `from_step`, but the session moved meanwhile
 ERR_OUT_OF_RANGE: Final = "out_of_range"  # seek / play before the oldest or after the newest history; `range` says it
 ERR_BAD_SPEED: Final = "bad_speed"  # play speed outside [MIN_REPLAY_SPEED, MAX_REPLAY_SPEED]
 ERR_NO_HISTORY: Final = "no_history"  # replay needs a server with a data dir (the historian)
@@ -327,6 +328,9 @@ class ProcedureControl(Base, tag="procedure_control"):
     action: Literal["start", "next", "back", "goto", "stop"]
     name: str | None = None  # for start
     step: int | None = None  # for goto
+    # next / back / goto / stop: the step the client is on; refused `step_moved` if the session has moved since
+    # (two presenters pressing "next" at once move it once)
+    from_step: int | None = None
 
 
 class StepComplete(Base, tag="step_complete"):

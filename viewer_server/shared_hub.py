@@ -37,7 +37,7 @@ from scene.state import PropertyValue, Reading
 from viewer_server import protocol as p
 from viewer_server.bus import BusUnavailable
 from viewer_server.historian import Historian
-from viewer_server.hub import SceneHub, prop_key, prop_state, visual_key
+from viewer_server.hub import Guard, GuardFailed, SceneHub, prop_key, prop_state, visual_key
 from viewer_server.outbox import PRESENCE, PRESENTER, PROP, VISUAL, Batch, StateKey, StateValue
 from viewer_server.presenter import PresenterChange, applied
 from viewer_server.procedures import Refused
@@ -89,6 +89,7 @@ class DraftMessage(msgspec.Struct, tag="e", array_like=True):
     request: str  # answered in `LogRecord.replies` with the seq the event got
     event: p.Event
     alarm: bool  # an alarm transition: the engine's alarm book applies it too
+    guard: Guard | None = None  # numbered only if the register holds what the request was decided on
 
 
 InboxMessage = ReadingsMessage | PresenceMessage | PresenterMessage | DraftMessage
@@ -107,6 +108,7 @@ class LogRecord(msgspec.Struct, array_like=True):
     events: list[p.Event]
     cursor: str  # every inbox message up to this entry is in this record or an earlier one
     replies: dict[str, int]  # DraftMessage.request -> the seq of its event
+    guards: dict[str, str] = {}  # registers its events set (`Guard.then`)
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -122,6 +124,7 @@ class Checkpoint(msgspec.Struct, array_like=True):
     alarms: list[p.Alarm]
     alarm_history: list[p.Event]
     presenter: dict[str, p.PresenterState] = {}  # session -> its presenter state
+    guards: dict[str, str] = {}  # the registers of `Guard`s
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -155,9 +158,10 @@ class SharedHub(SceneHub):
         self.cursor = "0-0"  # the inbox entry the log has taken in up to
         self.presence_owner: dict[str, str] = {}  # connection -> its process
         self.presenter: dict[str, p.PresenterState] = {}  # session -> its presenter state, as the log has it
+        self.guards: dict[str, str] = {}  # the registers of `Guard`s, as the log has them
         self._posed: set[str] = set()  # this process's connections that sent a pose
         self._saved: dict[str, dict[str, PropertyValue]] = {}  # values from the store: a new deployment's start
-        self._waiting: dict[str, asyncio.Future[p.Event]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[p.Event], Exception | None]] = {}  # request -> its refusal
         self._requests = itertools.count(1)
         self._leader: _Leader | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -242,7 +246,7 @@ class SharedHub(SceneHub):
         self.presence = {sid: pr for sid, _, _, pr in cp.presence}
         self.presence_room = {sid: room for sid, room, _, _ in cp.presence}
         self.presence_owner = {sid: owner for sid, _, owner, _ in cp.presence}
-        self.presenter = dict(cp.presenter)
+        self.presenter, self.guards = dict(cp.presenter), dict(cp.guards)
         for room, state in cp.presenter.items():
             _tell(self.on_presenter, room, state)
         self.alarms.alarms = {a.id: a for a in cp.alarms}
@@ -297,20 +301,25 @@ class SharedHub(SceneHub):
         """Send without an answer to wait for (a pose, a presenter's view): the next one replaces it anyway."""
         self._send(message).add_done_callback(_log_failure)
 
-    async def number(self, make: Callable[[int], p.Event]) -> p.Event:
-        return await self._numbered(make(0), alarm=False)
+    async def number(self, make: Callable[[int], p.Event], guard: Guard | None = None) -> p.Event:
+        refusal = GuardFailed(f"{guard.key} moved on from {guard.expect!r}") if guard is not None else None
+        return await self._numbered(make(0), alarm=False, guard=guard, refusal=refusal)
 
     async def number_alarm(self, draft: p.Event) -> p.Event:
-        return await self._numbered(draft, alarm=True)
+        why = "the alarm changed meanwhile (another operator, or its condition): look at it again"
+        return await self._numbered(draft, alarm=True, guard=None, refusal=Refused(p.ERR_ALARM_STATE, why))
 
-    async def _numbered(self, draft: p.Event, *, alarm: bool) -> p.Event:
+    async def _numbered(
+        self, draft: p.Event, *, alarm: bool, guard: Guard | None, refusal: Exception | None
+    ) -> p.Event:
         """The event as the leader numbered it, once this process's mirror has it (so the client's delta is
-        queued by then). BusUnavailable when Redis refuses it, or no leader numbered it in NUMBER_TIMEOUT_S."""
+        queued by then); `refusal` is raised when the leader refused it (an alarm's revision, a guard).
+        BusUnavailable when Redis refuses it, or no leader numbered it in NUMBER_TIMEOUT_S."""
         request = f"{self.redis.process}:{next(self._requests)}"
         waiter: asyncio.Future[p.Event] = asyncio.get_running_loop().create_future()
-        self._waiting[request] = waiter
+        self._waiting[request] = (waiter, refusal)
         try:
-            await self._send(DraftMessage(request, draft, alarm))  # BusUnavailable: not sent
+            await self._send(DraftMessage(request, draft, alarm, guard))  # BusUnavailable: not sent
             return await asyncio.wait_for(waiter, NUMBER_TIMEOUT_S)
         except TimeoutError:
             raise BusUnavailable(
@@ -387,6 +396,7 @@ class SharedHub(SceneHub):
             state[(PRESENTER, room, room)] = presenter
             self.presenter[room] = presenter
             _tell(self.on_presenter, room, presenter)
+        self.guards.update(record.guards)
         mine = {seq for request, seq in record.replies.items() if request in self._waiting}
         for event in record.events:
             self.alarms.apply(event)
@@ -403,12 +413,12 @@ class SharedHub(SceneHub):
                 _tell(self.on_change, element, prop)
         by_seq = {event.seq: event for event in record.events}
         for request, seq in record.replies.items():
-            waiter = self._waiting.get(request)
-            if waiter is None or waiter.done():
+            waiting = self._waiting.get(request)
+            if waiting is None or waiting[0].done():
                 continue
-            if seq == REFUSED:
-                why = "the alarm changed meanwhile (another operator, or its condition): look at it again"
-                waiter.set_exception(Refused(p.ERR_ALARM_STATE, why))
+            waiter, refusal = waiting
+            if seq == REFUSED and refusal is not None:
+                waiter.set_exception(refusal)
             elif seq in by_seq:
                 waiter.set_result(by_seq[seq])
 
@@ -419,7 +429,7 @@ class SharedHub(SceneHub):
         presence = [(sid, rooms.get(sid, ""), owners.get(sid, ""), pr) for sid, pr in self.presence.items()]
         return Checkpoint(
             self.epoch, self.seq, self.last_id, self.cursor, props, self.visuals, presence,
-            self.alarms.listed(), list(self.alarms.history), dict(self.presenter),
+            self.alarms.listed(), list(self.alarms.history), dict(self.presenter), dict(self.guards),
         )  # fmt: skip
 
     # --- the lease -----------------------------------------------------------------------------------
@@ -502,6 +512,8 @@ class _Leader:
         self.mirror = mirror
         self.cursor = mirror.cursor
         self.replies: dict[str, int] = {}
+        self.guards = dict(mirror.guards)  # the registers, as the log will have them
+        self.guards_set: dict[str, str] = {}  # those set since the last record
         self.owners = dict(mirror.presence_owner)
         self.presenter = dict(mirror.presenter)  # session -> its presenter state, as the log will have it
         self.stopping: asyncio.Future[None] | None = None  # once abandoned: its tasks ending
@@ -553,9 +565,9 @@ class _Leader:
                 presenter.append((key, value))
         record = LogRecord(
             self.engine.epoch, batch.first, batch.last, props, visuals, presence, presenter,  # type: ignore[arg-type]
-            batch.events, self.cursor, self.replies,
+            batch.events, self.cursor, self.replies, self.guards_set,
         )  # fmt: skip
-        self.replies = {}
+        self.replies, self.guards_set = {}, {}
         self._queue.put_nowait(record)
 
     def subscribe(self, scene: str, callback: Callable[[Batch], None]) -> Callable[[], None]:
@@ -607,9 +619,13 @@ class _Leader:
                         engine.set_presenter(message.room, after)
                 elif message.alarm:
                     self.replies[message.request] = self._record_alarm(message.event)
+                elif message.guard is not None and not self._holds(message.guard):
+                    self.replies[message.request] = REFUSED
                 else:
                     event = engine.emit_event(lambda seq, e=message.event: msgspec.structs.replace(e, seq=seq))
                     self.replies[message.request] = event.seq
+                    if message.guard is not None:
+                        self.guards[message.guard.key] = self.guards_set[message.guard.key] = message.guard.then
             self._answer_now()
 
     def _record_alarm(self, draft: p.Event) -> int:
@@ -619,6 +635,11 @@ class _Leader:
         if draft.alarm is None or draft.alarm.revision != (current.revision if current is not None else 0) + 1:
             return REFUSED
         return self.engine.record_alarm(draft).seq
+
+    def _holds(self, guard: Guard) -> bool:
+        """Whether the register holds what the request was decided on. One the deployment never set (a deployment
+        founded while a procedure ran: its first move sets it) takes any expectation."""
+        return self.guards.get(guard.key, guard.expect) == guard.expect
 
     def _answer_now(self) -> None:
         """Replies with nothing numbered (refusals) go at once, in a record of no seq, if no window is open."""

@@ -2,9 +2,10 @@
 PostgreSQL (or back).
 
 `copy` migrates both ends, then copies every table (`store_schema.TABLES`) in one transaction of the target,
-ids included, so a failed copy leaves the target as it was. It refuses a target that holds data unless told
-(`--replace`: the target becomes exactly the source, so running it again changes nothing). Stop the servers
-writing to the source first: what they write during the copy is not copied.
+ids included, and from a data dir to PostgreSQL also each scene's history (history_copy.py), so a failed or
+interrupted copy leaves the target as it was: it refuses to half-copy rather than resume. It refuses a target
+that holds data unless told (`--replace`: the target becomes exactly the source, so running it again changes
+nothing). Stop the servers writing to the source first: what they write during the copy is not copied.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from viewer_server import history_copy
 from viewer_server.store import STORE_FILE
 from viewer_server.store_db import (
     SQLITE_SCHEME,
@@ -81,7 +83,8 @@ def copy_store(source: str, target: str, *, replace: bool, say: Callable[[str], 
         dst = open_target(target)
         try:
             migrate(dst)
-            return _copy(src, dst, replace, say)
+            histories = _histories(source, dst, say)
+            return _copy(src, dst, replace, say, histories)
         finally:
             dst.close()
     finally:
@@ -98,12 +101,34 @@ def open_target(location: str) -> SqliteDb | PostgresDb:
     return SqliteDb(path)
 
 
+def _histories(source: str, dst: SqliteDb | PostgresDb, say: Callable[[str], None]) -> list[Path]:
+    """The scenes' history folders to copy along: those of the source's data dir, into a PostgreSQL target."""
+    path = _located(source)
+    if isinstance(path, str):
+        if isinstance(dst, SqliteDb):
+            say("the history stays in PostgreSQL (`twinview history export --store …` reads it)")
+        return []
+    from viewer_server.live import HISTORY_DIR  # the server's modules: only for a copy from a data dir
+
+    folders = history_copy.histories(path.parent / HISTORY_DIR)
+    if folders and isinstance(dst, SqliteDb):
+        say(f"the history stays in {path.parent / HISTORY_DIR} (copy that folder along with the store)")
+        return []
+    return folders
+
+
 def _copy(
-    src: SqliteDb | PostgresDb, dst: SqliteDb | PostgresDb, replace: bool, say: Callable[[str], None]
+    src: SqliteDb | PostgresDb,
+    dst: SqliteDb | PostgresDb,
+    replace: bool,
+    say: Callable[[str], None],
+    histories: list[Path],
 ) -> dict[str, int]:
     dst.begin(exclusive=True)
     try:
         filled = [t for t in TABLES if dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is not None]
+        if isinstance(dst, PostgresDb):
+            filled += [f"history of {f.name}" for f in histories if history_copy.filled(dst, f)]
         if filled and not replace:
             raise StoreCliError(
                 f"{dst.location} already holds data ({', '.join(filled)}): pass --replace to make it a copy of"
@@ -122,6 +147,9 @@ def _copy(
             if table in NUMBERED:
                 dst.reset_ids(table)
             say(f"{table}: {counts[table]} rows")
+        for folder in histories:
+            assert isinstance(dst, PostgresDb)  # _histories: only into PostgreSQL
+            counts[f"history {folder.name}"] = history_copy.copy_history(folder, dst, say)
         dst.commit()
     except BaseException:
         dst.rollback()

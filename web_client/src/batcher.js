@@ -3,11 +3,13 @@
 // The element's own material colour becomes its per-instance base colour, so elements whose materials
 // differ only in colour share one draw call. Untextured materials take the cheap per-vertex Lambert
 // path (shading.js). Levels of detail (`mesh.extras.lods`, written by `twinview build --lod`) are added
-// to the batches after the first frame (addLods) and chosen per instance by screen size (updateLod).
+// to the batches after the first frame (addLods) and chosen per instance by screen size (updateLod), within
+// the frame's triangle budget while the camera moves (frame_budget.js).
 // Two ways in: fromDocument reads the glTF's JSON and accessors directly (gltf_reader.js; the usual
 // case, merged batches only), fromScene takes the three.js scene GLTFLoader made (any glTF: textures,
 // points and lines too).
 import * as THREE from 'three';
+import { cutFor, NO_CUT } from './frame_budget.js';
 import { InstancedBatch, InstancedLooks } from './instanced_batch.js';
 import { MergedBatch } from './merged_batch.js';
 import { canShadeCheaply } from './shading.js';
@@ -64,6 +66,8 @@ export class ElementBatches {
     this.batches = [];
     /** whether some BatchedMesh (textured materials) has levels of detail to choose from */
     this.hasBatchedLods = false;
+    /** @type {import('./frame_budget.js').Cut} the frame budget's cut made by the last updateLod */
+    this.cut = NO_CUT;
     /** @type {InstancedLooks|null} what the instanced batches share (made once every group is known) */
     this.looks = null;
     /** @type {Set<ElementBatches>} the tiles' batches this one holds (absorb), each in a group of its own */
@@ -462,10 +466,13 @@ export class ElementBatches {
    * pixel of its projected diameter. Cheap (a distance per instance); call it before each render.
    * @param {THREE.Camera} camera @param {number} heightPx drawing-buffer height
    * @param {THREE.Matrix4} world the batches' parent transform (XR placement)
+   * Merged and instanced batches draw within `budget` triangles (frame_budget.js: the elements smallest on screen
+   * go to their coarsest level, then are left out); `this.cut` is the cut last made.
    * @param {boolean} [cull] cull merged batches per element against the camera's frustum
+   * @param {number} [budget] triangles at most (Infinity: what the view wants, at full detail)
    * @returns {number} BatchedMesh instances whose level changed
    */
-  updateLod(camera, heightPx, world, cull = true) {
+  updateLod(camera, heightPx, world, cull = true, budget = Infinity) {
     const eye = _v.setFromMatrixPosition(camera.matrixWorld);
     // Pixels per unit of size at unit distance: focal length in pixels (perspective), else a constant.
     const proj = /** @type {THREE.PerspectiveCamera} */ (camera).projectionMatrix.elements;
@@ -473,11 +480,11 @@ export class ElementBatches {
     _m.copy(world).invert();
     eye.applyMatrix4(_m); // into the batches' frame
     let changed = 0;
-    for (const b of this.batches) {
-      if (/** @type {any} */ (b).isMergedBatch || /** @type {any} */ (b).isInstancedBatch) {
-        /** @type {MergedBatch} */ (/** @type {any} */ (b)).updateView(camera, heightPx, LOD_TRIANGLES_PER_PIXEL, cull);
-      }
-    }
+    const drawn = /** @type {(MergedBatch|InstancedBatch)[]} */ (/** @type {any[]} */ (this.batches)
+      .filter((b) => b.isMergedBatch || b.isInstancedBatch));
+    for (const b of drawn) b.chooseView(camera, heightPx, LOD_TRIANGLES_PER_PIXEL, cull);
+    this.cut = budget === Infinity ? NO_CUT : cutFor(drawn, budget);
+    for (const b of drawn) b.draw(this.cut);
     if (!this.hasBatchedLods) return changed;
     for (const e of this.elements.values()) {
       for (const p of e.parts) {

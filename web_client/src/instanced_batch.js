@@ -6,16 +6,16 @@
 // share one such texture and one material per glTF material (InstancedLooks): a batch costs its mesh, a draw
 // call and a few objects, and memory grows with the unique meshes plus a few texels per element, not with the
 // element count x the mesh. Which elements are drawn is the list of slots in the instanced attribute, rebuilt
-// only when visibility, transparency, frustum culling or a level of detail changes; coarser levels of the mesh
+// only when visibility, transparency, frustum culling, a level of detail or the frame budget changes; coarser levels of the mesh
 // (sharing its vertices) are child meshes with slot lists of their own, and see-through elements are drawn by a
 // child mesh (`see`) after the opaque pass.
 import * as THREE from 'three';
-import { levelFor, markSeeThrough, markVisible } from './merged_batch.js';
+import { applyCut, NOT_DRAWN } from './frame_budget.js';
+import { levelFor, markSeeThrough, markVisible, projectedPx } from './merged_batch.js';
 import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
 const MOVED = 2; // colour texel's alpha: the vertex shader applies the placement columns
-const NOT_DRAWN = 255;
 const _m = new THREE.Matrix4();
 const _inv = new THREE.Matrix4();
 const _n = new THREE.Matrix3();
@@ -83,7 +83,7 @@ export class InstancedBatch extends THREE.Mesh {
     const [material, seeMaterial] = looks.materialsFor(source);
     super(meshGeometry(data, layout, n), material);
     this.isInstancedBatch = true;
-    this.frustumCulled = false; // culled per element in updateView
+    this.frustumCulled = false; // culled per element in chooseView
     this.slots = n;
     this.first = first;
     this.data = looks.data;
@@ -105,8 +105,11 @@ export class InstancedBatch extends THREE.Mesh {
     this.visible_ = new Uint8Array(n).fill(1);
     this.translucent_ = new Uint8Array(n);
     this.translucentCount = 0;
-    /** per slot: the level drawn, as in a MergedBatch: 0 (the one level), 255 = not drawn (hidden or out of view) */
+    /** per slot: the level drawn, as in a MergedBatch (255 = not drawn: hidden, out of view or over the budget) */
     this.drawn = new Uint8Array(n).fill(NOT_DRAWN);
+    /** per slot: the level the view wants (chooseView) and the instance's size on screen (px), as in a MergedBatch */
+    this.wanted = new Uint8Array(n).fill(NOT_DRAWN);
+    this.px = new Float32Array(n);
     this.dirty = true;
     this.triangles = 0;
     this.see = new THREE.Mesh(sharingGeometry(this.geometry, n), seeMaterial);
@@ -204,12 +207,12 @@ export class InstancedBatch extends THREE.Mesh {
   }
 
   /**
-   * Choose the instances to draw for this view and their level of detail: shown ones whose bounding sphere is in
+   * What this view wants (`wanted`, `px`), as MergedBatch.chooseView: shown instances whose bounding sphere is in
    * the frustum (all shown ones when `cull` is false, as in XR), each at the coarsest level that keeps
-   * `trianglesPerPixel` triangles per pixel of its size on screen (as MergedBatch.updateView).
+   * `trianglesPerPixel` triangles per pixel of its size on screen. Then `draw` it.
    * @param {THREE.Camera} camera @param {number} heightPx @param {number} trianglesPerPixel @param {boolean} cull
    */
-  updateView(camera, heightPx, trianglesPerPixel, cull) {
+  chooseView(camera, heightPx, trianglesPerPixel, cull) {
     if (cull) {
       _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(this.matrixWorld);
       _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
@@ -217,17 +220,24 @@ export class InstancedBatch extends THREE.Mesh {
     const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_inv.copy(this.matrixWorld).invert());
     const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
     const ortho = Boolean(/** @type {any} */ (camera).isOrthographicCamera);
-    let changed = this.dirty;
+    const { wanted, px } = this;
     for (let i = 0; i < this.slots; i++) {
       const s = this.spheres[i];
-      const want = this.visible_[i] && (!cull || _frustum.intersectsSphere(s))
-        ? levelFor(s, eye, focalPx, ortho, trianglesPerPixel, this.levels) : NOT_DRAWN;
-      if (this.drawn[i] !== want) {
-        this.drawn[i] = want;
-        changed = true;
-      }
+      if (this.visible_[i] && (!cull || _frustum.intersectsSphere(s))) {
+        px[i] = projectedPx(s, eye, focalPx, ortho);
+        wanted[i] = levelFor(px[i], trianglesPerPixel, this.levels);
+      } else wanted[i] = NOT_DRAWN;
     }
-    if (changed) this.#rebuildSlots();
+  }
+
+  /** @returns {{triangles: number}[]} the levels of every slot (one mesh), finest first */
+  levelsAt() {
+    return this.levels;
+  }
+
+  /** Draw what `chooseView` chose, under the frame budget's `cut` (frame_budget.js). @param {import('./frame_budget.js').Cut} cut */
+  draw(cut) {
+    if (applyCut(this, cut) || this.dirty) this.#rebuildSlots();
     this.dirty = false;
   }
 
@@ -300,7 +310,7 @@ export class InstancedBatch extends THREE.Mesh {
 
   /**
    * Draw in a stencil geometry the drawn instances that `plane` (world space) runs through (an instance wholly on
-   * one side adds an even number of faces along any ray, or none). Call after updateView. Returns how many.
+   * one side adds an even number of faces along any ray, or none). Call after draw. Returns how many.
    * @param {THREE.Plane} plane @param {THREE.InstancedBufferGeometry} stencil
    */
   crossing(plane, stencil) {

@@ -35,7 +35,9 @@ export class Labels {
       this.tags.set(key, tag);
     }
     tag.at = at;
-    tag.el.className = `tag ${cls}`;
+    const className = `tag ${cls}`;
+    if (tag.el.className === className && tag.el.textContent === text && tag.el.style.color === color) return;
+    tag.el.className = className; // only what changed touches the page: a replay's frame sets every label again
     tag.el.textContent = text;
     tag.el.style.color = color;
     this.viewer.invalidate();

@@ -3,10 +3,11 @@
 // "moved" flag per element live in a float texture the vertex shader reads. A multi-draw BatchedMesh is
 // one draw call for three.js but one draw per instance in ANGLE, which on a software rasteriser costs
 // more than the triangles. Which elements are drawn, and at which level of detail, is the index buffer:
-// it is rebuilt (a few typed-array copies) only when visibility, transparency, frustum culling or a level
-// changes. Elements drawn see-through (x-ray, transparency) go to the end of the draw list, which a child mesh
+// it is rebuilt (a few typed-array copies) only when visibility, transparency, frustum culling, a level or the
+// frame budget's cut (frame_budget.js) changes. Elements drawn see-through (x-ray, transparency) go to the end of the draw list, which a child mesh
 // (`see`) draws after the opaque pass with blending and without depth writes.
 import * as THREE from 'three';
+import { applyCut } from './frame_budget.js';
 import { cheapMaterial, ELEMENT_TEXELS as TEXELS } from './shading.js';
 
 const TEXTURE_WIDTH = 2048;
@@ -28,6 +29,7 @@ const _plane = new THREE.Plane();
  * @typedef {{data: MeshData, matrix: THREE.Matrix4, color: THREE.Color}} MergedItem
  *   data in the element's frame; matrix places it. The batch keeps both and never changes them.
  * @typedef {{start: number, count: number, triangles: number}} Range index range of one level
+ * @typedef {import('./frame_budget.js').Cut} Cut
  */
 
 /**
@@ -74,7 +76,7 @@ export class MergedBatch extends THREE.Mesh {
     }
     super(new THREE.BufferGeometry(), material);
     this.isMergedBatch = true;
-    this.frustumCulled = false; // culled per element in updateView
+    this.frustumCulled = false; // culled per element in chooseView
     this.slots = n;
     this.layout = layout;
     this.data = data;
@@ -100,9 +102,11 @@ export class MergedBatch extends THREE.Mesh {
     this.see.visible = false;
     this.see.raycast = () => {}; // picked through the batch (raycast below)
     this.add(this.see);
-    /** per slot: level drawn, 255 = not drawn (hidden or outside the view) */
+    /** per slot: level drawn, 255 = not drawn (hidden, outside the view or over the frame's budget) */
     this.drawn = new Uint8Array(n).fill(255);
-    this.wanted = new Uint8Array(n); // level wanted by the LOD choice
+    /** per slot: the level the view wants (chooseView), 255 = none; and the element's size on screen (px) */
+    this.wanted = new Uint8Array(n).fill(255);
+    this.px = new Float32Array(n);
     this.dirty = true;
 
     /** Vertices and indices in the buffers (they are allocated larger, for levels to come). */
@@ -296,31 +300,35 @@ export class MergedBatch extends THREE.Mesh {
   }
 
   /**
-   * Choose what to draw for this view: hidden and out-of-view elements are left out, the others get the
-   * coarsest level that keeps `trianglesPerPixel` triangles per pixel of their projected diameter.
+   * What this view wants (`wanted`, `px`): hidden and out-of-view elements nothing, the others the coarsest
+   * level that keeps `trianglesPerPixel` triangles per pixel of their projected diameter. Then `draw` it.
    * @param {THREE.Camera} camera @param {number} heightPx @param {number} trianglesPerPixel
    * @param {boolean} cull whether to cull against the camera's frustum (not in XR: two eyes, wider view)
    */
-  updateView(camera, heightPx, trianglesPerPixel, cull) {
+  chooseView(camera, heightPx, trianglesPerPixel, cull) {
     _m.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse).multiply(this.matrixWorld);
     _frustum.setFromProjectionMatrix(_m, camera.coordinateSystem);
     const eye = _v.setFromMatrixPosition(camera.matrixWorld).applyMatrix4(_m.copy(this.matrixWorld).invert());
     const focalPx = (camera.projectionMatrix.elements[5] || 1) * heightPx * 0.5;
     const ortho = /** @type {any} */ (camera).isOrthographicCamera; // size on screen does not fall with distance
-    const { levels, drawn, spheres } = this;
-    let changed = this.dirty;
+    const { levels, wanted, px, spheres } = this;
     for (let i = 0; i < this.slots; i++) {
-      let level = 255;
       const s = spheres[i];
       if (this.visible_[i] && (!cull || _frustum.intersectsSphere(s))) {
-        level = levelFor(s, eye, focalPx, ortho, trianglesPerPixel, levels[i]);
-      }
-      if (drawn[i] !== level) {
-        drawn[i] = level;
-        changed = true;
-      }
+        px[i] = projectedPx(s, eye, focalPx, ortho);
+        wanted[i] = levelFor(px[i], trianglesPerPixel, levels[i]);
+      } else wanted[i] = 255;
     }
-    if (changed) this.#rebuildIndex();
+  }
+
+  /** @param {number} i @returns {Range[]} slot i's levels, finest first */
+  levelsAt(i) {
+    return this.levels[i];
+  }
+
+  /** Draw what `chooseView` chose, under the frame budget's `cut` (frame_budget.js). @param {Cut} cut */
+  draw(cut) {
+    if (applyCut(this, cut) || this.dirty) this.#rebuildIndex();
     this.dirty = false;
   }
 
@@ -375,7 +383,7 @@ export class MergedBatch extends THREE.Mesh {
   /**
    * The drawn triangles of the elements that `plane` (world space) runs through, into `out` (grown when too
    * small): a section's stencil pass (tools/section_caps.js) needs no others — an element wholly on one side
-   * adds an even number of faces along any ray, or none. Call after updateView (it reads what is drawn).
+   * adds an even number of faces along any ray, or none. Call after draw (it reads what is drawn).
    * @param {THREE.Plane} plane @param {Uint32Array} out
    * @returns {{index: Uint32Array, count: number}} `out` or a larger array, and how many indices it holds
    */
@@ -454,16 +462,22 @@ export class MergedBatch extends THREE.Mesh {
 }
 
 /**
- * The coarsest level (finest first) that keeps `trianglesPerPixel` triangles per pixel of the projected diameter
- * of an element's bounding sphere (batch frame) seen from `eye`.
+ * The diameter on screen (px) of an element's bounding sphere (batch frame) seen from `eye`.
  * @param {THREE.Sphere} s @param {THREE.Vector3} eye @param {number} focalPx pixels per unit of size at unit
  * distance @param {boolean} ortho an orthographic camera: size on screen does not fall with distance
- * @param {number} trianglesPerPixel @param {{triangles: number}[]} levels
  */
-export function levelFor(s, eye, focalPx, ortho, trianglesPerPixel, levels) {
-  if (levels.length < 2) return 0;
+export function projectedPx(s, eye, focalPx, ortho) {
   const d = ortho ? 1 : Math.max(s.center.distanceTo(eye) - s.radius, 1e-3);
-  const want = ((2 * s.radius * focalPx) / d) * trianglesPerPixel;
+  return (2 * s.radius * focalPx) / d;
+}
+
+/**
+ * The coarsest level (finest first) that keeps `trianglesPerPixel` triangles per pixel of a projected diameter.
+ * @param {number} px @param {number} trianglesPerPixel @param {{triangles: number}[]} levels
+ */
+export function levelFor(px, trianglesPerPixel, levels) {
+  if (levels.length < 2) return 0;
+  const want = px * trianglesPerPixel;
   for (let k = levels.length - 1; k > 0; k--) if (levels[k].triangles >= want) return k;
   return 0;
 }
@@ -495,7 +509,7 @@ export function warmUpShaders(renderer, camera, scene) {
   /** @type {MeshData} */
   const triangle = { position: new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0]), normal: new Float32Array([0, 0, 1, 0, 0, 1, 0, 0, 1]),
     index: new Uint16Array([0, 1, 2]), scale: 1, box, sphere: box.getBoundingSphere(new THREE.Sphere()) };
-  // Drawn before any updateView, a batch draws its index buffer as allocated: zeros, i.e. vertex 0 thrice.
+  // Drawn before any draw, a batch draws its index buffer as allocated: zeros, i.e. vertex 0 thrice.
   const group = new THREE.Group();
   for (const transparent of [false, true]) {
     const source = new THREE.MeshStandardMaterial({ transparent, opacity: transparent ? 0.5 : 1 });

@@ -528,6 +528,7 @@ export interface ProcedureControl {
   action: "back" | "goto" | "next" | "start" | "stop";
   name?: string | null;
   step?: number | null;
+  from_step?: number | null;
 }
 
 /**

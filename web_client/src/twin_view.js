@@ -3,6 +3,7 @@
 // selection highlight.
 import * as THREE from 'three';
 import { ModelEdges, Outline } from './edges.js';
+import { budgetSettings, CameraMotion } from './frame_budget.js';
 import { GHOST_OPACITY } from './visibility.js';
 
 const _color = new THREE.Color();
@@ -46,6 +47,8 @@ export class TwinView {
     viewer.pickables.push(batches.group);
     /** @type {Set<string>} ids whose visual was applied, so a reset can restore the model look */
     this.touched = new Set();
+    /** @type {Set<string>} ids placed by a visual's transform (the others stand where the model put them) */
+    this.moved = new Set();
     /** the user's choices as last applied: a change re-draws only the elements whose choice differs */
     this.applied = visibility.save();
     visibility.addEventListener('change', () => this.#applyChoices(), { signal });
@@ -58,10 +61,19 @@ export class TwinView {
       viewer.invalidate();
     }, { signal });
     signal.addEventListener('abort', () => this.#dispose());
-    // Before each render: per-element frustum culling and level of detail (see ElementBatches.updateLod).
+    const { budget, restMs } = budgetSettings(location.search, viewer.softwareGL);
+    /** triangles a frame draws at most while the camera moves (0: no budget); `?budget=N`, frame_budget.js */
+    this.budget = budget;
+    /** whether the camera moves; once it rests (`?rest=MS`), a frame at full detail */
+    this.motion = new CameraMotion(() => viewer.invalidate(), restMs);
+    signal.addEventListener('abort', () => this.motion.dispose());
+    // Before each render: per-element frustum culling, level of detail and, while the camera moves (not in XR),
+    // the frame's triangle budget (see ElementBatches.updateLod).
     const view = (/** @type {THREE.Camera} */ camera) => {
       const heightPx = viewer.renderer.getDrawingBufferSize(_size).y;
-      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !viewer.renderer.xr.isPresenting);
+      const xr = viewer.renderer.xr.isPresenting;
+      const budget = this.motion.update(camera) && !xr && this.budget > 0 ? this.budget : Infinity;
+      batches.updateLod(camera, heightPx, viewer.world.matrixWorld, !xr, budget);
       this.edges.update(camera, heightPx);
     };
     viewer.prerender.push(view);
@@ -141,7 +153,11 @@ export class TwinView {
     if (!b.elements.has(id)) return;
     this.touched.add(id);
     this.#look(id, v);
-    b.setTransform(id, transformMatrix(v.transform, _matrix));
+    if (v.transform || this.moved.has(id)) { // most visuals only colour: a replay's 10 000 place nothing
+      b.setTransform(id, transformMatrix(v.transform, _matrix));
+      if (v.transform) this.moved.add(id);
+      else this.moved.delete(id);
+    }
     // A label, or a flag for an anomaly, floats above the element.
     const text = v.anomaly ? `⚠ ${v.label ?? 'anomaly'}` : v.label ?? null;
     this.labels.set(`el:${id}`, text, () => this.topOf(id), v.anomaly ? 'anomaly' : '');

@@ -122,7 +122,11 @@ export class ProcedurePanel {
     return Boolean(this.run?.completions.some((c) => c.step === step && (c.user === user || c.user === EVERYONE)));
   }
 
-  /** @param {Omit<import('../protocol.js').ProcedureControl, 'type'>} msg */
+  /**
+   * A move carries the step it was made at: if another presenter moved the session first, the server refuses it
+   * (`step_moved`, shown as any refusal) instead of moving twice.
+   * @param {Omit<import('../protocol.js').ProcedureControl, 'type'>} msg
+   */
   #control(msg) {
     this.deps.session.send({ type: 'procedure_control', ...msg });
   }
@@ -153,9 +157,9 @@ export class ProcedurePanel {
           : h('button', { class: 'step-done', disabled: mine, onclick: () => this.#acknowledge(run.step) },
             mine ? 'Done ✓' : 'Acknowledge — step done'),
       lead ? h('div', { class: 'actions trainer' },
-        h('button', { class: 'back', disabled: run.step === 0, onclick: () => this.#control({ action: 'back' }) }, '◀ Back'),
-        h('button', { class: 'next', disabled: run.step >= run.steps.length - 1, onclick: () => this.#control({ action: 'next' }) }, 'Next ▶'),
-        h('button', { class: 'stop', onclick: () => this.#control({ action: 'stop' }) }, 'Stop')) : null,
+        h('button', { class: 'back', disabled: run.step === 0, onclick: () => this.#control({ action: 'back', from_step: run.step }) }, '◀ Back'),
+        h('button', { class: 'next', disabled: run.step >= run.steps.length - 1, onclick: () => this.#control({ action: 'next', from_step: run.step }) }, 'Next ▶'),
+        h('button', { class: 'stop', onclick: () => this.#control({ action: 'stop', from_step: run.step }) }, 'Stop')) : null,
       lead ? this.#progress(run) : null);
     this.#renderValues();
   }

@@ -150,7 +150,11 @@ export class ReplayController extends EventTarget {
     if (d.driven_by !== undefined) this.#driver(d.driven_by);
     // `alarms`, when there, is the whole list: the events' alarm transitions then only add to the history.
     if (d.alarms) this.state.alarms = new Map(d.alarms.map((a) => [a.id, a]));
-    this.state.applyChanges({ type: 'delta', first: 0, last: 0, props: d.props, visuals: d.visuals, events: d.events });
+    // A frame's visuals are keyed by element (its layer is the replay's), a delta's by "element@layer".
+    /** @type {Record<string, import('../protocol.js').Visual>} */
+    const visuals = {};
+    for (const [id, v] of Object.entries(d.visuals ?? {})) visuals[`${id}@${this.state.layer}`] = v;
+    this.state.applyChanges({ type: 'delta', first: 0, last: 0, props: d.props, visuals, events: d.events });
     this.dispatchEvent(new CustomEvent('change'));
   }
 
