@@ -88,6 +88,12 @@ def export(count: int, out: Path) -> dict:
     }
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU-seconds of a running process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM"):
@@ -122,6 +128,7 @@ def serve_stage(scene_dir: Path, work: Path, count: int, deadline_s: float, then
             tail = (work / "serve.log").read_text(errors="replace")[-600:]
             return {"error": f"{type(e).__name__}: {e}", "exit": proc.poll(), "log": tail}
         row["rss_mb"] = rss_mb(proc.pid)
+        row["cpu_s"] = cpu_s(proc.pid)  # start-up, index and the probes: load-independent, unlike the seconds
         if then is not None:
             row["browser"] = then(url)
             row["rss_after_browser_mb"] = rss_mb(proc.pid)
@@ -237,6 +244,7 @@ def table(rows: list[dict]) -> str:
         ("serve: /api/health answers", ("serve", "health_s"), lambda s: f"{s:.1f} s"),
         ("serve: search index built", ("serve", "index_s"), lambda s: f"{s:.1f} s"),
         ("serve: server RSS", ("serve", "rss_mb"), lambda s: f"{s:,.0f} MB"),
+        ("serve: server CPU-s to there (start-up, index, probes)", ("serve", "cpu_s"), lambda s: f"{s:.0f} s"),
         ("API: search, 1 hit", ("serve", "api"), lambda a: _api(a, "search, 1 hit (brief)")),
         ("API: a tree page", ("serve", "api"), lambda a: _api(a, next(k for k in a if k.startswith("tree page")))),
         ("browser: first frame", ("serve", "browser", "first_frame_s"), lambda s: f"{s:.1f} s"),
