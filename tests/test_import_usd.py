@@ -420,3 +420,27 @@ def test_unparsable_layer_fails(tmp_path: Path) -> None:
     with pytest.raises(ImportFailed, match="cannot read USD layer") as info:
         read(path)
     assert info.value.where == "line 2"
+
+
+def test_a_twinview_stage_in_parts_reads_back_as_the_one_layer_stage(tmp_path: Path) -> None:
+    """A large stage's part layers (`scene.parts/`, inside the stage's folder) are read, not muted."""
+    from scene.export.usd_stage import StageWriter, write_stage
+    from tests.scene_factory import synthetic_scene
+
+    scene = synthetic_scene()
+    write_stage(scene, tmp_path / "whole" / "scene.usdc")
+    StageWriter(tmp_path / "parts" / "scene.usdc", part_elements=2).write(scene)
+    whole, parts = read(tmp_path / "whole" / "scene.usdc"), read(tmp_path / "parts" / "scene.usdc")
+    assert len(parts.elements) == len(whole.elements) == len(scene.elements)
+    for a, b in zip(whole.elements.values(), parts.elements.values(), strict=True):
+        assert (a.id, a.name, a.cls, a.parent, a.properties, a.units) == (
+            b.id,
+            b.name,
+            b.cls,
+            b.parent,
+            b.properties,
+            b.units,
+        )
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        assert (a.mesh and whole.meshes[a.mesh].triangle_count) == (b.mesh and parts.meshes[b.mesh].triangle_count)
+    assert len(parts.meshes) == len(whole.meshes) and not parts.warnings

@@ -13,17 +13,18 @@ def _value(value: object) -> object:
     return value.path if isinstance(value, Sdf.AssetPath) else repr(value)
 
 
-def composed(path: Path) -> dict[str, Any]:
-    """Every prim of the stage at `path` (instance proxies included): its type, specifier, instancing, and
-    every authored attribute (type, value, custom data, display name and group, connections) and
-    relationship (targets)."""
+def composed(path: Path) -> list[Any]:
+    """The stage's metadata, then every prim of the stage at `path` (instance proxies included) in traversal
+    order: its path, type, specifier, instancing, and every authored attribute in order (type, value, custom
+    data, display name and group, connections) and relationship (targets)."""
     from pxr import Usd
 
     stage = Usd.Stage.Open(str(path))
-    out: dict[str, Any] = {"metadata": (stage.GetDefaultPrim().GetPath(), stage.GetRootLayer().customLayerData)}
+    out: list[Any] = [(stage.GetDefaultPrim().GetPath(), stage.GetRootLayer().customLayerData)]
     for prim in stage.Traverse(Usd.TraverseInstanceProxies()):
-        attributes = {
-            a.GetName(): (
+        attributes = [
+            (
+                a.GetName(),
                 str(a.GetTypeName()),
                 _value(a.Get()),
                 a.GetCustomData(),
@@ -32,14 +33,17 @@ def composed(path: Path) -> dict[str, Any]:
                 [str(c) for c in a.GetConnections()],
             )
             for a in prim.GetAuthoredAttributes()
-        }
+        ]
         relationships = {r.GetName(): [str(t) for t in r.GetTargets()] for r in prim.GetAuthoredRelationships()}
-        out[str(prim.GetPath())] = (
-            prim.GetTypeName(),
-            prim.GetSpecifier(),
-            prim.IsInstance(),
-            prim.IsInstanceProxy(),
-            attributes,
-            relationships,
+        out.append(
+            (
+                str(prim.GetPath()),
+                prim.GetTypeName(),
+                prim.GetSpecifier(),
+                prim.IsInstance(),
+                prim.IsInstanceProxy(),
+                attributes,
+                relationships,
+            )
         )
     return out

@@ -407,6 +407,7 @@ class Historian:
         self.write_errors = 0
         self.last_error = ""
         self.failing = False  # the last group commit failed
+        self._probing = False  # an empty commit queued by `health` to learn whether PostgreSQL is back
         self._queue: queue.Queue[_Write | None] = queue.Queue(WRITE_QUEUE_MAX)
         self._writer_db: Connection | None = None  # the writer's own: never interrupted
         self._writer = threading.Thread(target=self._write_loop, name="twinview-historian", daemon=True)
@@ -571,6 +572,12 @@ class Historian:
                 future.set_result(None)
 
     def health(self) -> HistorianHealth:
+        """As of the last group commit. While it failed on PostgreSQL, each call queues an empty commit (one at a
+        time) so that a database that came back is seen without waiting for the next reading; SQLite's next write
+        tells (an empty commit succeeds on a full disk)."""
+        if self.failing and self.database is not None and not self._probing:
+            self._probing = True
+            self.record_barrier().add_done_callback(self._probed)
         if self.database is not None:
             engine, url, where = "postgresql", public_url(self.database), "bring PostgreSQL back"
         else:
@@ -585,6 +592,9 @@ class Historian:
             engine, ok=not self.failing, url=url, detail=detail, write_errors=self.write_errors,
             last_error=self.last_error,
         )  # fmt: skip
+
+    def _probed(self, _: Future[None]) -> None:
+        self._probing = False
 
     def _add_keys(self, db: Connection, readings: list[Reading]) -> None:
         """Number the properties of `readings` not known yet: one statement for them all, in (element, prop) order
@@ -984,9 +994,8 @@ class Historian:
             ]
         out: list[Sample] = []
         for path in self._chunks_between(t0, t1):  # column by column: one Python object per sample, the Sample
-            element, prop, ts, value, text, quality, unit = _pylists(
-                pq.read_table(path, columns=_READ_COLUMNS, filters=filters)
-            )
+            table = pq.read_table(path, columns=_READ_COLUMNS, filters=filters).sort_by("ts")  # stable, as `sort`
+            element, prop, ts, value, text, quality, unit = _pylists(table)
             pairs = zip(element, prop, strict=True)
             value = [  # numbers as read; bools (1.0 / 0.0 in chunks) and the rest by their key's kind (`_typed`)
                 tx if tx is not None else v if k not in typed else _typed(v, typed[k])
@@ -1005,7 +1014,7 @@ class Historian:
             key = names.get(kid)
             if key is not None:
                 out.append(Sample(*key, ts, _typed(v, kinds[kid]), QUALITIES[q], units.get(kid, "")))
-        out.sort(key=attrgetter("ts"))
+        out.sort(key=attrgetter("ts"))  # merges the chunks' runs and the tail's (each already by time)
         return out
 
     def properties(self) -> set[tuple[str, str]]:

@@ -61,9 +61,9 @@ UNIT_KEY = "twin:unit"  # the property's unit symbol
 # a plant in one block nearly doubled the layer's memory (20 000 prims of 12 attributes: +142 MB in one block,
 # +83 MB in blocks of 1 000), at the same speed.
 CHANGE_BLOCK_ELEMENTS = 1000
-# Elements per part layer of a larger stage (`StageWriter`): ~25 MB of layer per part on a plant, ~50 MB
+# Elements per part layer of a larger stage (`StageWriter`): ~10 MB of layer per part on a plant, ~30 MB more
 # while it is saved.
-PART_ELEMENTS = 5000
+PART_ELEMENTS = 2000
 PARTS_SUFFIX = ".parts"  # scene.usdc's parts are in scene.parts/
 # Rendered size of a scan point; scans are typically sampled at a few millimetres to centimetres.
 POINT_WIDTH_M = 0.01
@@ -173,7 +173,10 @@ class StageWriter:
                             writer.write(f"{prim_path}/{GEOMETRY}", scene.meshes[el.mesh])
             if self._parts:
                 geometry.append(self._save_part(layer, f"geometry-{index:04d}"))
-        root.subLayerPaths = [*self._parts, *geometry]
+        # Weakest first: a prim's children are composed from the weakest layer to the strongest, so the element
+        # parts (weakest, first part last) give the scene's order, the geometry parts then add each `Geometry`
+        # child after its element's children, and the root `Looks` and `_Prototypes` after the elements.
+        root.subLayerPaths = [*reversed(geometry), *reversed(self._parts)]
         if not root.Export(str(self.path)):
             raise ExportFailed(str(self.path), "USD could not write the layer")
         # The layer holds a copy of every array and property: let it go before the other outputs are made.
