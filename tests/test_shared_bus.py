@@ -396,7 +396,7 @@ async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_i
         assert bea.welcome is not None and bea.welcome.name == "Ana"
         await bea.close()
         # A process that died holding a name stops renewing it: the name is free once its claim runs out.
-        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300) == []  # type: ignore[attr-defined]
+        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300, "Ghost", True) == []  # type: ignore[attr-defined]
         with pytest.raises(TwinClientError):
             await TwinClient(a.ws_url, name="Ghost", token=mint_token(a, "bea", "viewer"), reconnect=False).connect()
         ghost = await join_when_free(a, "bea", "Ghost", within_s=TIMEOUT)
