@@ -99,7 +99,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held, conflict = {}, false
 for _, claim in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local name, folded, user, holder = string.match(claim, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
-  if holder ~= ARGV[4] then
+  if holder and holder ~= ARGV[4] then  -- (a claim in an older version's format runs out unread)
     table.insert(held, name)
     table.insert(held, user)
     if user ~= ARGV[2] then
