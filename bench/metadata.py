@@ -279,11 +279,13 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   const tiles = tw.app.tiles;
   if (tiles) await new Promise((r) => { const poll = () => (tiles.complete ? r() : setTimeout(poll, 20)); poll(); });
   const arrivals = tiles ? tiles.arrivals.map((a) => a.at) : [];
+  // The frame with the whole model in, seen whole (tiled: the draw calls of every tile).
+  const frame = await tw.frameTime(5);
   return { properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
            treeRows: mark('bench:tree'), api_bytes: apiBytes, ready: (await tw.ready).loadMs, loader: tw.app.loader,
            firstTile: arrivals.length ? Math.min(...arrivals) : null,
            lastTile: arrivals.length ? Math.max(...arrivals) : null,
-           jsHeap: performance.memory?.usedJSHeapSize ?? null };
+           jsHeap: performance.memory?.usedJSHeapSize ?? null, frameMs: frame.meanMs, drawCalls: frame.drawCalls };
 }"""
 
 
@@ -383,6 +385,7 @@ def table(results: dict[int, dict]) -> str:
             ("old client, after its first frame: manifest download", b("manifestFetch", 1000)),
             ("old client: manifest JSON.parse", b("manifestParse", 1000)),
             ("browser: panels ready (`twinview.ready`, from navigation)", b("ready", 1000)),
+            ("browser: frame, whole model in view (draw calls)", _frame("browser")),
         ]
     if all("browser_tiled" in r for r in results.values()):
         t = functools.partial(_seconds, "browser_tiled")
@@ -400,6 +403,7 @@ def table(results: dict[int, dict]) -> str:
             ("tiled browser: properties answer", t("properties", 1000)),
             ("tiled browser: search answer", t("search", 1000)),
             ("tiled browser: last tile in (whole model)", t("lastTile", 1000)),
+            ("tiled browser: frame, whole model in view (draw calls)", _frame("browser_tiled")),
         ]
     return head + "".join(f"| {name} | " + " | ".join(f(results[n]) for n in sizes_) + " |\n" for name, f in rows)
 
@@ -407,6 +411,10 @@ def table(results: dict[int, dict]) -> str:
 def _seconds(run: str, key: str, per: float = 1.0) -> Callable[[dict], str]:
     """A table cell: the browser run's `key` (ms) in seconds, or a dash when it has none."""
     return lambda r: f"{r[run][key] / per:,.2f} s" if r[run][key] is not None else "—"
+
+
+def _frame(run: str) -> Callable[[dict], str]:
+    return lambda r: f"{r[run]['frameMs']:,.0f} ms ({r[run]['drawCalls']})"
 
 
 def _joiner(r: dict, key: str, field: str) -> str:

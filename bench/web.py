@@ -360,6 +360,10 @@ FRAME_TIMES = (
   return { times, calls, triangles, trianglesMax: Math.max(...drawn), canvas: [c.width, c.height] };
 }"""
 )
+# The whole model in view (the viewer's start view is the area of interest: the live elements).
+FIT_ALL = """(() => { const b = window.twinview.app.batches; let box = null;
+  for (const id of b.elements.keys()) { const e = b.boxOf(id); if (e) box = box ? box.union(e) : e.clone(); }
+  window.twinview.viewer.fitBox(box, { animate: false }); })()"""
 # Once the camera rests (the viewer's rest timer ran out: frame_budget.js), one frame requested and timed as
 # FRAME_TIMES times one: what a frame at full detail costs, and its triangles (null: a client without it).
 REST_FRAME = """async () => {
@@ -446,14 +450,17 @@ def open_viewer_page(browser, url: str, init_script: str | None = None):
     return ctx, page, errors, ttff
 
 
-def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, live) -> dict:
-    """One viewer run: load, wait for the levels of detail, frames, heap, recolour latency."""
+def run_viewer(browser, url: str, scene: dict, frames: int, shot: Path | None, live, fit_all: bool = False) -> dict:
+    """One viewer run: load, wait for the levels of detail, frames (of the start view, or of the whole model
+    with `fit_all`), heap, recolour latency."""
     ctx, page, errors, ttff = open_viewer_page(browser, url, WS_PROBE)
     ready = page.evaluate("window.twinview.ready")
     phases = page.evaluate(PHASES)
     # Steady state: the levels of detail load in the background after the first frame.
     page.wait_for_function("window.twinview.app.twin?.lodsLoaded === true", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_function(LOOK_READY, timeout=LOAD_TIMEOUT_MS)
+    if fit_all:
+        page.evaluate(FIT_ALL)
     page.wait_for_timeout(500)
     page.evaluate(FRAME_TIMES, 2)  # unmeasured: what the GPU still does (an environment's prefiltering) ends here
     gl = page.evaluate(
@@ -556,6 +563,7 @@ def bench_scene(
     runs: int,
     frames: int,
     keys: list[str],
+    fit_all: bool = False,
 ) -> dict:
     (work / f"{name}.bindings.yaml").write_text(bindings_for(scene["target"]))
     with serve_scene(scene_dir, work / f"{name}.bindings.yaml", work / f"{name}-data") as live:
@@ -563,7 +571,7 @@ def bench_scene(
         url = f"{live.url}/?scene={sid}&name=bench"
         glb = f"/scenes/{sid}/scene.glb"
         # Warm-up (not counted): OS caches, the server's first responses, and the viewer's canvas size.
-        canvas = run_viewer(browser, url, scene, 2, None, live)["canvas"]
+        canvas = run_viewer(browser, url, scene, 2, None, live, fit_all)["canvas"]
         if "plain" in keys:
             run_plain(browser, live.url, glb, canvas, bundle, 2, None)
         runs_of: dict[str, list[dict]] = {key: [] for key in keys}
@@ -577,12 +585,13 @@ def bench_scene(
                     res = run_plain(browser, live.url, glb, canvas, bundle, frames, shot)
                 elif key == "baseline":
                     there = url.replace("/?", f"/{BASELINE_DIR}/index.html?")
-                    res = run_viewer(browser, there, scene, frames, shot, live)
+                    res = run_viewer(browser, there, scene, frames, shot, live, fit_all)
                 else:
-                    res = run_viewer(browser, url + CONTENDERS[key][1], scene, frames, shot, live)
+                    res = run_viewer(browser, url + CONTENDERS[key][1], scene, frames, shot, live, fit_all)
                 runs_of[key].append(res)
                 print(
                     f"  {name} run {r + 1} {key}: ttff {res['ttff_ms']:.0f} ms, frame {res['frame_ms']:.0f} ms,"
+                    f" triangles {res['triangles_max']:,} (at rest {res.get('rest_triangles', '—')}),"
                     f" calls {res['draw_calls']}, heap {res['heap_mb']:.1f} MB ({time.monotonic() - t:.0f} s)",
                     file=sys.stderr,
                 )
@@ -678,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="a scene directory already built by `twinview build` (e.g. a plant with --lod); repeatable",
     )
+    ap.add_argument(
+        "--view",
+        choices=("start", "all"),
+        default="start",
+        help="the viewer's frames: of its start view (the live elements) or of the whole model fitted",
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=15)
     ap.add_argument(
@@ -734,10 +749,8 @@ def bench_all(args: argparse.Namespace, keys: list[str]) -> dict:
         if str(args.ifc) not in ("", "."):
             d = work / args.ifc.stem.lower().replace("_", "-")
             scenes.append((args.ifc.name, d, build_ifc(args.ifc, d)))
-        for built in args.built:  # served under a name of its own, so two built scenes do not clash
-            d = work / f"built-{len(scenes)}"
-            d.symlink_to(built.resolve(), target_is_directory=True)
-            scenes.append((built.name, d, built_scene(built)))
+        for built in args.built:  # served where it is (read only), as the scene named after its directory
+            scenes.append((built.name, built.resolve(), built_scene(built)))
         with sync_playwright() as pw:
             _predicates_without_eval()  # the server's CSP forbids eval, which string predicates need
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -745,7 +758,16 @@ def bench_all(args: argparse.Namespace, keys: list[str]) -> dict:
                 for name, d, scene in scenes:
                     print(f"{name}: {scene['elements']} elements, {scene['triangles']} triangles", file=sys.stderr)
                     results[name] = bench_scene(
-                        browser, name.replace(".", "-"), d, scene, work, bundle, args.runs, args.frames, keys
+                        browser,
+                        name.replace(".", "-"),
+                        d,
+                        scene,
+                        work,
+                        bundle,
+                        args.runs,
+                        args.frames,
+                        keys,
+                        args.view == "all",
                     )
             finally:
                 browser.close()

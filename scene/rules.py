@@ -262,9 +262,7 @@ class RuleEngine:
         self._by_gate: dict[tuple[str, str], list[_Compiled]] = {}
         self._gate_values: dict[tuple[str, str], PropertyValue] = {}
         self._active: dict[str, AlarmEvent] = {}
-        self._bulk: dict[
-            str, tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...] | None]]
-        ] = {}
+        self._bulk: dict[str, tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...]]]] = {}
         for name, layer in bindings.layers.items():
             for i, rule in enumerate(layer.rules):
                 c = _Compiled(name, i, rule, deps=_dependencies(rule))
@@ -309,6 +307,15 @@ class RuleEngine:
     def alarm_ids(self) -> set[str]:
         """The id of every alarm the rules can raise (thresholds and anomaly rules)."""
         return {c.alarm_id for c in self._rules if isinstance(c.rule, ThresholdsRule) or c.anomaly is not None}
+
+    def adopt_detectors(self, old: RuleEngine) -> None:
+        """Take over the detectors (baseline, warm-up, flag) of `old`'s anomaly rules that this engine has unchanged
+        under the same alarm id (a reloaded bindings file): only a new or changed rule's detector starts afresh."""
+        before = {c.alarm_id: c for c in old._rules if c.anomaly is not None}
+        for c in self._rules:
+            prev = before.get(c.alarm_id)
+            if c.anomaly is not None and prev is not None and prev.rule == c.rule:
+                c.anomaly = prev.anomaly
 
     def prime(self, state: TwinState, active: dict[str, str]) -> list[AlarmEvent]:
         """Start from restored state (a server restart) and the alarms that were `active` before it (id ->
@@ -387,10 +394,11 @@ class RuleEngine:
 
     def evaluate_many(self, elements: Iterable[str], layer: str, state: TwinState) -> dict[str, Visual]:
         """`evaluate` of each of `elements` (the same visuals): those whose one rule is a ramp or thresholds together
-        in numpy, by kind (a replay's 10 000 colours in a few ms), the others one by one."""
-        bulk, kinds = self._bulk_rules(layer)
+        in numpy, ramps by their colour stops (a replay's 10 000 colours in a few ms), the others one by one."""
+        bulk, ramp_stops = self._bulk_rules(layer)
         out: dict[str, Visual] = {}
-        groups: list[tuple[list[str], list[float], list[RampRule | ThresholdsRule]]] = [([], [], []) for _ in kinds]
+        ramps: list[tuple[list[str], list[float], list[RampRule]]] = [([], [], []) for _ in ramp_stops]
+        thresholds: tuple[list[str], list[float], list[ThresholdsRule]] = ([], [], [])
         current = state.values()
         for element in elements:
             found = bulk.get(element)
@@ -401,35 +409,37 @@ class RuleEngine:
             value = _number(current.get(rule.element, _NONE).get(rule.prop))
             if value is None:
                 out[element] = Visual()  # as `evaluate` leaves an element whose one rule has no usable value
-                continue
-            names, values, rules = groups[group]
-            names.append(element)
-            values.append(value)
-            rules.append(rule)
-        for stops, (names, values, rules) in zip(kinds, groups, strict=True):
-            if not names:
-                continue
-            if stops is None:
-                out.update(zip(names, _threshold_visuals(values, rules), strict=True))  # type: ignore[arg-type]
+            elif isinstance(rule, RampRule):
+                names, values, rules = ramps[group]
+                names.append(element)
+                values.append(value)
+                rules.append(rule)
             else:
-                colors = _ramp_colors(stops, values, rules)  # type: ignore[arg-type]
-                out.update(zip(names, map(_color_visual, colors), strict=True))
+                thresholds[0].append(element)
+                thresholds[1].append(value)
+                thresholds[2].append(rule)
+        for stops, (names, values, rules) in zip(ramp_stops, ramps, strict=True):
+            if names:
+                out.update(zip(names, map(_color_visual, _ramp_colors(stops, values, rules)), strict=True))
+        if thresholds[0]:
+            out.update(zip(thresholds[0], _threshold_visuals(thresholds[1], thresholds[2]), strict=True))
         return out
 
-    def _bulk_rules(
-        self, layer: str
-    ) -> tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...] | None]]:
-        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and the number of the
-        group it is evaluated with; each group's kind: a ramp's colour stops, or None for thresholds."""
+    def _bulk_rules(self, layer: str) -> tuple[dict[str, tuple[RampRule | ThresholdsRule, int]], list[tuple[str, ...]]]:
+        """The layer's elements whose only rule there is a ramp or thresholds, with that rule and, for a ramp, the
+        number of its group (the ramps with the same colour stops); and each group's stops."""
         found = self._bulk.get(layer)
         if found is None:
             by_element: dict[str, tuple[RampRule | ThresholdsRule, int]] = {}
-            numbers: dict[tuple[str, ...] | None, int] = {}  # each kind's group number, in order of appearance
+            numbers: dict[tuple[str, ...], int] = {}  # each stop list's group number, in order of appearance
             for (name, element), compiled in self._by_target.items():
                 rule = compiled[0].rule
-                if name == layer and len(compiled) == 1 and isinstance(rule, RampRule | ThresholdsRule):
-                    kind = tuple(rule.colors) if isinstance(rule, RampRule) else None
-                    by_element[element] = (rule, numbers.setdefault(kind, len(numbers)))
+                if name != layer or len(compiled) != 1:
+                    continue
+                if isinstance(rule, RampRule):
+                    by_element[element] = (rule, numbers.setdefault(tuple(rule.colors), len(numbers)))
+                elif isinstance(rule, ThresholdsRule):
+                    by_element[element] = (rule, -1)
             found = self._bulk[layer] = (by_element, list(numbers))
         return found
 

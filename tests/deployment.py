@@ -29,7 +29,7 @@ from viewer_server.auth import load_secret
 from viewer_server.scenes import scene_id_for
 
 START_TIMEOUT_S: Final = 60.0  # a process imports the whole server: seconds on a loaded machine
-STOP_TIMEOUT_S: Final = 10.0
+STOP_TIMEOUT_S: Final = 60.0  # a graceful stop under heavy load (CI machines) can take more than 10 s
 
 
 @dataclass
@@ -40,6 +40,7 @@ class ServerProcess:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path  # its stdout and stderr
+    interrupted: bool = False  # sent its Ctrl+C
 
     @property
     def url(self) -> str:
@@ -50,10 +51,16 @@ class ServerProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def interrupt(self) -> None:
+        """Ctrl+C, once (a second one would cut its stop short), without waiting for it to stop."""
+        if self.proc.poll() is None and not self.interrupted:
+            self.proc.send_signal(signal.SIGINT)
+            self.interrupted = True
+
     def stop(self) -> None:
         """Ctrl+C, as a terminal or `systemctl stop` (KillSignal=SIGINT) does: clients are told to come back."""
+        self.interrupt()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -139,5 +146,7 @@ async def deployed(
         with haproxy([p.port for p in started]) as proxy:
             yield Deployment(proxy, started, secret, scene_id_for(scene_dir))
     finally:
+        for process in started:  # all at once: each takes seconds to stop on a loaded machine
+            process.interrupt()
         for process in started:
             process.stop()

@@ -107,10 +107,12 @@ class DeploymentConfig:
     procedures: str | None  # the procedure file's text
     store: StoreEngine
     mqtt_url: str | None
+    owner: str = ""  # "": shared; else the one test (node id) it is for, stopped after it (`stop_owned`)
 
 
 class DeploymentPool:
-    """The test session's deployments: one per configuration, started at its first use, stopped at the end.
+    """The test session's deployments: one per configuration, started at its first use, stopped at the end;
+    a test's own (a fresh twin, a broker of its own) stopped after that test.
 
     They are started from a thread of the pool's own, with an event loop of its own, because a test asks for
     one from inside its event loop; that thread lives as long as the pool, and the processes, Redis and
@@ -121,8 +123,9 @@ class DeploymentPool:
         self._root = root
         self._postgres = postgres
         self._deployments: dict[DeploymentConfig, Deployment] = {}
+        self._engines: dict[DeploymentConfig, contextlib.AsyncExitStack] = {}
+        self._started = itertools.count(1)
         self._lock = threading.Lock()
-        self._engines = contextlib.AsyncExitStack()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="deployments", daemon=True)
         self._thread.start()
@@ -143,7 +146,7 @@ class DeploymentPool:
             return self._deployments[config]
 
     async def _start(self, config: DeploymentConfig, store_url: str | None) -> Deployment:
-        root = self._root / f"deployment-{len(self._deployments) + 1}"
+        root = self._root / f"deployment-{next(self._started)}"
         root.mkdir()
         scene_dir = write_scene(root, orjson.loads(config.elements))
         flags = ["--bindings", str(write_bindings(root, config.bindings))] if config.bindings is not None else []
@@ -153,18 +156,36 @@ class DeploymentPool:
             flags += ["--procedures", str(procedure_file)]
         flags += ["--store", store_url] if store_url else []
         flags += ["--mqtt", config.mqtt_url] if config.mqtt_url else []
-        redis = self._engines.enter_context(redis_server(root))
+        engines = self._engines[config] = contextlib.AsyncExitStack()
+        redis = engines.enter_context(redis_server(root))
         options = [*flags, "--bus", redis.url]
-        return await self._engines.enter_async_context(deployed(root, scene_dir, DEPLOYED_PROCESSES, options))
+        return await engines.enter_async_context(deployed(root, scene_dir, DEPLOYED_PROCESSES, options))
+
+    def _stop(self, config: DeploymentConfig) -> None:
+        """kill -9 its processes, then stop Redis and HAProxy: the deployment is thrown away, and a graceful stop
+        (tests/test_deployment.py checks it) took up to its 10 s bound per process late in a loaded suite run."""
+        for process in self._deployments.pop(config).processes:
+            process.kill()
+        asyncio.run_coroutine_threadsafe(self._engines.pop(config).aclose(), self._loop).result()
+
+    def stop_owned(self, owner: str) -> None:
+        """Stop the deployments that were `owner`'s own."""
+        with self._lock:
+            for config in [c for c in self._deployments if c.owner == owner]:
+                self._stop(config)
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._engines.aclose(), self._loop).result()
+        with self._lock:
+            for config in list(self._deployments):
+                self._stop(config)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
 
 
 DEPLOYMENTS: DeploymentPool | None = None  # set for a test's [deployment] variant by conftest.served_by
+CURRENT_TEST = ""  # the node id of the [deployment] variant running now (conftest.served_by)
+FRESH_TWIN = False  # whether it needs a twin of its own (marked `fresh_twin`)
 _SESSIONS: Final = itertools.count(1)
 
 
@@ -224,7 +245,8 @@ async def live_server(
         if DEPLOYMENTS is None:
             raise RuntimeError("no deployment pool: the `served_by` fixture (conftest.py) sets it for [deployment]")
         engine: StoreEngine = "postgresql" if store else "sqlite"
-        config = DeploymentConfig(bindings, orjson.dumps(elements or ELEMENTS), procedures, engine, mqtt_url)
+        owner = CURRENT_TEST if FRESH_TWIN or mqtt_url else ""  # a broker is the test's own (its fixture's)
+        config = DeploymentConfig(bindings, orjson.dumps(elements or ELEMENTS), procedures, engine, mqtt_url, owner)
         deployment = await asyncio.to_thread(DEPLOYMENTS.get, config, DEPLOYMENTS.database(config))
         yield await DeployedSession.open(deployment)
         return

@@ -11,13 +11,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.live_server import live_server, mint_token
+from tests.live_server import Served, eventually, get_json, live_server, mint_token, new_session, session_id
 from tests.test_bcf import PNG, VERSION_30, _zip, blobs_of, sample, twinview
 from viewer_server import protocol as p
 from viewer_server.bcf import BcfError, export_bcf, import_bcf
 from viewer_server.bcf.archive import MAX_COMPRESSION_RATIO, MAX_CONCURRENT_IMPORTS, RATIO_MIN_BYTES
 from viewer_server.client import TwinClient
-from viewer_server.serve import RunningServer
+
+pytestmark = pytest.mark.deployable
 
 PIN = p.Pin("PT-1", p.Vec3(1.0, 2.0, 3.0), p.Vec3(0.0, 1.0, 0.0))
 T1, T2 = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
@@ -42,11 +43,17 @@ def archive(path: Path, topics: dict[str, bytes]) -> bytes:
     return _zip(path, {"bcf.version": VERSION_30, **{f"{t}/markup.bcf": m for t, m in topics.items()}}).read_bytes()
 
 
-def bearer(srv: RunningServer, user: str, role: p.Role, session: str | None = None) -> dict[str, str]:
+def bearer(srv: Served, user: str, role: p.Role, session: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(srv, user, role, session=session)}"}
 
 
-async def post_bcf(http: aiohttp.ClientSession, srv: RunningServer, session: str, data: bytes, headers: dict):
+async def bcf_imports(srv: Served, admin_token: str) -> list[dict]:
+    """The session's BCF imports in its audit trail, newest first."""
+    trail = await get_json(srv, f"/api/sessions/{session_id(srv)}/audit", admin_token)
+    return [e for e in trail if e["action"] == "bcf.import"]
+
+
+async def post_bcf(http: aiohttp.ClientSession, srv: Served, session: str, data: bytes, headers: dict):
     async with http.post(f"{srv.url}/api/sessions/{session}/bcf", data=data, headers=headers) as r:
         return r.status, await r.json(), r.headers
 
@@ -56,7 +63,7 @@ async def post_bcf(http: aiohttp.ClientSession, srv: RunningServer, session: str
 
 async def test_replacing_topics_by_import_needs_moderation(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        session = srv.live.scene.id
+        session = session_id(srv)
         async with TwinClient(srv.ws_url, token=mint_token(srv, "ana", "annotator"), name="ana") as ana:
             made = await ana.create_topic(p.TopicDraft("Valve leaks", "drips", pin=PIN))
         forged = archive(tmp_path / "forged.bcf", {T1: markup(T1, "ana", [])})
@@ -83,29 +90,29 @@ async def test_replacing_topics_by_import_needs_moderation(tmp_path: Path) -> No
             replaced = viewer.topics[made.guid]
             assert (replaced.title, replaced.revision, replaced.author) == ("nothing to see", 2, "root")
             assert replaced.original_author == "ana"
-        audit = srv.store.audit(session, 10)
-        assert [(e.actor, e.action) for e in audit][:2] == [("root", "bcf.import"), ("lead", "bcf.import")]
-        assert "replaced 1 topic(s)" in audit[0].detail
+        admin = mint_token(srv, "root", "admin")
+        imports = await eventually(lambda: bcf_imports(srv, admin), lambda rows: len(rows) == 2)  # newest first
+        assert [e["actor"] for e in imports] == ["root", "lead"] and "replaced 1 topic(s)" in imports[0]["detail"]
 
 
 async def test_the_importer_is_the_author_of_record_and_the_file_s_author_is_kept_as_original(tmp_path: Path):
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        await srv.live.rooms.create("review", "Review", None, "test")
+        review = await new_session(srv, "review")
         data = archive(tmp_path / "claims.bcf", {T1: markup(T1, "admin", [("d" * 8 + SHARED[8:], "root", "ok")])})
-        watcher = TwinClient(srv.ws_url, token=mint_token(srv, "w", "viewer", session="review"))
+        watcher = TwinClient(srv.ws_url, token=mint_token(srv, "w", "viewer", session=review))
         async with watcher:
-            status, body, _ = await post_bcf(http, srv, "review", data, bearer(srv, "lead", "presenter", "review"))
+            status, body, _ = await post_bcf(http, srv, review, data, bearer(srv, "lead", "presenter", review))
             assert (status, body["topics"], body["comments"]) == (201, 1, 1)
             await watcher.wait_for(lambda c: T1 in c.topics and len(c.comments) == 1)
             topic, (comment,) = watcher.topics[T1], watcher.comments.values()
             assert (topic.author, topic.original_author) == ("lead", "admin")  # as the protocol shows it
             assert (comment.author, comment.original_author) == ("lead", "root")
-        async with http.get(f"{srv.url}/api/sessions/review/topics", headers=bearer(srv, "w", "viewer", "review")) as r:
+        async with http.get(f"{srv.url}/api/sessions/{review}/topics", headers=bearer(srv, "w", "viewer", review)) as r:
             [listed] = await r.json()
             assert (listed["author"], listed["original_author"]) == ("lead", "admin")
         # The export gives the file's authors back, not the importer.
-        lead = bearer(srv, "lead", "presenter", "review")
-        async with http.get(f"{srv.url}/api/sessions/review/bcf", headers=lead) as r:
+        lead = bearer(srv, "lead", "presenter", review)
+        async with http.get(f"{srv.url}/api/sessions/{review}/bcf", headers=lead) as r:
             (tmp_path / "again.bcf").write_bytes(await r.read())
         with zipfile.ZipFile(tmp_path / "again.bcf") as zf:
             text = zf.read(f"{T1}/markup.bcf")
@@ -114,7 +121,7 @@ async def test_the_importer_is_the_author_of_record_and_the_file_s_author_is_kep
 
 async def test_comment_guid_collisions_are_remapped_and_the_counts_are_true(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        session = srv.live.scene.id
+        session = session_id(srv)
         async with TwinClient(srv.ws_url, token=mint_token(srv, "ana", "annotator"), name="ana") as ana:
             mine = await ana.create_topic(p.TopicDraft("Mine", pin=PIN))
             said = await ana.add_comment(mine.guid, "my words")
@@ -130,7 +137,8 @@ async def test_comment_guid_collisions_are_remapped_and_the_counts_are_true(tmp_
             by_topic = {(c.topic, c.text) for c in viewer.comments.values()}
             assert by_topic == {(mine.guid, "my words"), (T1, "first"), (T2, "second")}
             assert viewer.comments[said.guid].text == "my words"  # ana's comment was neither replaced nor moved
-        assert len(srv.store.comments(session)) == 3
+        stored = [await get_json(srv, f"/api/sessions/{session}/topics/{t}/comments") for t in (mine.guid, T1, T2)]
+        assert [len(comments) for comments in stored] == [1, 1, 1]
 
 
 def test_cli_counts_what_it_stores_and_keeps_other_sessions_attachments(tmp_path: Path) -> None:
@@ -165,9 +173,10 @@ def test_cli_counts_what_it_stores_and_keeps_other_sessions_attachments(tmp_path
         store.close()
 
 
+@pytest.mark.in_process_only("holds the server's import slots from inside it")
 async def test_a_busy_server_refuses_more_imports_with_503(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
-        session = srv.live.scene.id
+        session = session_id(srv)
         data = archive(tmp_path / "one.bcf", {T1: markup(T1, "x", [])})
         for _ in range(MAX_CONCURRENT_IMPORTS):  # imports in progress hold the slots
             await srv.live.bcf_imports.acquire()

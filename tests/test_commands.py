@@ -7,16 +7,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
 import aiomqtt
 import orjson
 import pytest
 
-from tests.live_server import BINDINGS, live_server, mint_token, person
+from tests.live_server import BINDINGS, Served, eventually, get_json, live_server, mint_token, person, session_id
 from tests.mosquitto import free_port, mosquitto_url  # noqa: F401 - the fixture
 from viewer_server.audit import REFUSED
 from viewer_server.client import RequestRefused
-from viewer_server.serve import RunningServer
+
+pytestmark = pytest.mark.deployable
 
 COMMANDS = """\
 commands:
@@ -26,13 +26,15 @@ commands:
 TIMEOUT = 10.0
 
 
-async def audit(srv: RunningServer, action: str = "command.send") -> list[dict]:
-    headers = {"Authorization": f"Bearer {mint_token(srv, 'root', 'admin')}"}
-    url = f"{srv.url}/api/sessions/{srv.live.scene.id}/audit"
-    srv.store.flush()
-    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
-        assert r.status == 200
-        return [e for e in await r.json() if e["action"] == action]
+async def audit(srv: Served, count: int, action: str = "command.send") -> list[dict]:
+    """The session's `count` audit rows of `action`, newest first, once written (the trail is written in
+    batches, by the process that decided each)."""
+
+    async def rows() -> list[dict]:
+        trail = await get_json(srv, f"/api/sessions/{session_id(srv)}/audit", mint_token(srv, "root", "admin"))
+        return [e for e in trail if e["action"] == action]
+
+    return await eventually(rows, lambda rows: len(rows) >= count)
 
 
 async def test_an_operator_command_reaches_the_broker_and_is_audited(tmp_path: Path, mosquitto_url: str) -> None:  # noqa: F811
@@ -85,18 +87,19 @@ async def test_an_operator_command_reaches_the_broker_and_is_audited(tmp_path: P
                     await other.command("P-1", "start")
                 assert info.value.error.code == "forbidden" and "operators only" in info.value.error.message
 
-        entries = await audit(srv)
+        entries = await audit(srv, 7)
         assert len(entries) == 7
         by_status = [e["detail"].split(":")[0].split(" ")[0] for e in reversed(entries)]  # oldest first
         assert by_status == ["sent"] * 2 + ["failed"] * 5
         assert entries[-1]["actor"] == "olga" and entries[-1]["role"] == "operator"
         assert entries[-1]["target"] == "P-1/start" and "topic=plant/P-1/cmd" in entries[-1]["detail"]
         # A refusal is counted in its connection's summary row (viewer_server.audit), not written per command.
-        refused = await audit(srv, REFUSED)
+        refused = await audit(srv, 4, REFUSED)
         assert sorted(e["role"] for e in refused) == ["admin", "annotator", "presenter", "viewer"]
         assert {e["detail"] for e in refused} == {"command 1"}
 
 
+@pytest.mark.in_process_only("restarts the server on its data dir with another broker URL")
 async def test_without_a_broker_a_command_fails_with_a_clear_detail(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path, bindings=BINDINGS + COMMANDS) as srv,
@@ -112,4 +115,4 @@ async def test_without_a_broker_a_command_fails_with_a_clear_detail(tmp_path: Pa
     ):
         ack = await olga.command("P-1", "speed", 10)
         assert ack.status == "failed" and unreachable in ack.detail and "refused" in ack.detail
-        assert len(await audit(srv)) == 2  # both attempts: the audit trail survived the restart
+        assert len(await audit(srv, 2)) == 2  # both attempts: the audit trail survived the restart

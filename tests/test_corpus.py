@@ -8,12 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO, SHARED_DATA
 from tests.corpus import CorpusFile, corpus_files, fixture_files
+
+if TYPE_CHECKING:
+    from scene.pipeline import BuildResult
 
 pytestmark = pytest.mark.corpus
 
@@ -47,12 +52,11 @@ def _gltf_node_count(path: Path) -> int:
 
 
 @pytest.mark.parametrize("corpus_file", _params(VALID))
-def test_valid_file_builds_and_validates(corpus_file: CorpusFile, tmp_path: Path):
-    from scene.pipeline import build
+def test_valid_file_builds_and_validates(corpus_file: CorpusFile, corpus_build: Callable[[Path], BuildResult]):
     from scene.validate import validate_glb, validate_usd
 
-    out = tmp_path / "out"
-    result = build([corpus_file.path], out)
+    result = corpus_build(corpus_file.path)
+    out = result.outdir
     manifest = json.loads((out / "manifest.json").read_text())
 
     assert validate_glb(out / "scene.glb") == []

@@ -1,7 +1,8 @@
 """The reference deployment of docs/DEPLOY.md works as the doc says: `deploy/haproxy.cfg` is what HAProxy
-runs, TLS ends at the proxy (wss:// to it, plain HTTP redirected), processes are health-checked and a dead
-one's clients resume on another, the per-address bound holds at the proxy, nothing is left behind, and the
-systemd units and the compose file of deploy/ run the processes the proxy expects.
+runs, TLS ends at the proxy (wss:// to it, plain HTTP redirected), the processes see each client's address
+(X-Forwarded-For from the trusted proxy) and the per-address bound holds at the proxy, nothing is left behind, and
+the systemd units and the compose file of deploy/ run the processes the proxy expects. A dead process's clients
+resuming on the others through the proxy: tests/test_shared_failover.py.
 
 The protocol and collaboration tests marked `deployable` also run through this proxy (their [deployment]
 variant, tests/live_server.py); this module tests what only a deployment has.
@@ -25,29 +26,22 @@ import pytest
 import websockets
 import yaml
 
-from tests.deployment import deployed, serve_argv
+from tests.deployment import Deployment, deployed, serve_argv
 from tests.haproxy import REPO, TEMPLATE, Ports, per_address_bound, render
-from tests.live_server import BINDINGS, JSON_BODY, mint_token, person, write_bindings, write_scene
-from tests.redis_server import redis_server
+from tests.live_server import BINDINGS, JSON_BODY, write_bindings, write_scene
 from viewer_server import cli
 from viewer_server import protocol as p
+from viewer_server.auth import issue
 from viewer_server.client import TwinClient
 
 pytestmark = pytest.mark.slow
 DEPLOY = REPO / "deploy"
 WAIT_S = 30.0  # a loaded machine is slow, not wrong
-PT = "PT-1/pressure"
 PER_ADDRESS = per_address_bound()  # deploy/haproxy.cfg: connections one client address may hold
 
 
 def scene_flags(root: Path) -> tuple[Path, list[str]]:
     return write_scene(root), ["--bindings", str(write_bindings(root, BINDINGS))]
-
-
-async def process_health(http: aiohttp.ClientSession, url: str) -> dict:
-    async with http.get(f"{url}/api/health") as r:
-        assert r.status == 200
-        return await r.json()
 
 
 def test_the_test_runs_the_reference_config_with_only_addresses_certificate_and_servers_changed(
@@ -103,70 +97,24 @@ async def test_tls_ends_at_the_proxy_and_plain_http_is_redirected(tmp_path: Path
             assert isinstance(welcome, p.Welcome) and welcome.scene == d.scene_id
 
 
-async def ingest(http: aiohttp.ClientSession, url: str, pressure: float) -> None:
-    body = {"readings": [{"key": "PT-1.pressure", "value": pressure}]}
-    deadline = time.monotonic() + WAIT_S
-    while True:  # 503 while the proxy still sends to the dead process (until its health check fails)
-        async with http.post(f"{url}/api/ingest", json=body, headers=JSON_BODY) as r:
-            if r.status == 200 or time.monotonic() > deadline:
-                assert r.status == 200, await r.text()
-                return
-        await asyncio.sleep(0.2)
-
-
-async def test_a_killed_process_is_taken_out_and_its_clients_resume_on_another(tmp_path: Path) -> None:
-    """Two processes on one Redis: each client is balanced to one; kill -9 of one sends its client, through
-    the same proxy address, to the survivor, where it resumes (no resync, nothing missed) while the proxy
-    answers from the survivor only."""
-    scene_dir, flags = scene_flags(tmp_path)
-    with redis_server(tmp_path) as redis:
-        async with (
-            deployed(tmp_path, scene_dir, 2, [*flags, "--bus", redis.url]) as d,
-            aiohttp.ClientSession() as http,
-            person(d, "ana", "viewer") as first,
-            person(d, "ben", "viewer") as second,
-        ):
-            counts = [(await process_health(http, proc.url))["clients"] for proc in d.processes]
-            assert counts == [1, 1]  # leastconn: the second connection went to the idle process
-            victim, survivor = d.processes
-            victim.kill()
-            await ingest(http, d.url, 5.7)  # while the victim's client is away
-            await asyncio.gather(*(c.wait_for(lambda c: c.props.get(PT) is not None, WAIT_S) for c in (first, second)))
-            moved, stayed = sorted((first, second), key=lambda c: -c.connects)
-            assert (moved.connects, stayed.connects) == (2, 1)  # only the victim's client came back
-            await stayed.wait_for(lambda c: c.seq == moved.seq, timeout=WAIT_S)
-            assert moved.resyncs == [] and moved.duplicate_events == 0  # resumed where it left off
-            assert moved.props == stayed.props and [e.seq for e in moved.events] == [e.seq for e in stayed.events]
-            assert (await process_health(http, survivor.url))["clients"] == 2
-            answered_by = {(await process_health(http, d.url))["process"] for _ in range(6)}
-            assert answered_by == {(await process_health(http, survivor.url))["process"]}
-
-
-async def test_behind_the_proxy_the_audit_names_each_client_and_a_forged_address_is_ignored(tmp_path: Path) -> None:
-    """HAProxy appends the address it was reached from to X-Forwarded-For (`option forwardfor`) and the processes
-    trust it (`--trusted-proxy`): the audit trail names the client's address, over HTTP and WebSocket, never the
-    one a client wrote itself, nor the proxy's."""
-    scene_dir, flags = scene_flags(tmp_path)
+async def audited_sources(d: Deployment) -> list[str]:
+    """The audit trail's sources of telemetry from two clients at other addresses than the test's: one posting
+    over HTTP with an X-Forwarded-For of its own making, one publishing over a WebSocket."""
     forged = {**JSON_BODY, "X-Forwarded-For": "198.51.100.66"}
-    async with (
-        deployed(tmp_path, scene_dir, 1, flags) as d,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.9", 0))) as http,
-    ):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.9", 0))) as http:
         body = {"readings": [{"key": "PT-1.pressure", "value": 4.2}]}
         async with http.post(f"{d.url}/api/ingest", json=body, headers=forged) as r:
             assert r.status == 200, await r.text()
-        gateway = TwinClient(d.ws_url, role="publisher", local_address="127.0.0.10")
-        async with gateway:
+        async with TwinClient(d.ws_url, role="publisher", local_address="127.0.0.10") as gateway:
             await gateway.publish([p.Reading(4.3, key="PT-1.pressure")])
-        admin = {"Authorization": f"Bearer {mint_token(d, 'auditor', 'admin')}"}
+        admin = {"Authorization": f"Bearer {issue(d.secret, d.scene_id, 'auditor', 'admin')}"}
         deadline = time.monotonic() + WAIT_S
         while True:  # the first batch of a source is written at once, by the store's writer
             async with http.get(f"{d.url}/api/sessions/{d.scene_id}/audit", headers=admin) as r:
                 sources = sorted(row["target"] for row in await r.json() if row["action"] == "telemetry.publish")
             if len(sources) == 2 or time.monotonic() > deadline:
-                break
+                return sources
             await asyncio.sleep(0.1)
-        assert sources == ["HTTP from 127.0.0.9", "WebSocket from 127.0.0.10"]
 
 
 def answered(port: int) -> socket.socket | None:
@@ -184,9 +132,12 @@ def answered(port: int) -> socket.socket | None:
     return None
 
 
-async def test_the_proxy_bounds_connections_per_address(tmp_path: Path) -> None:
+async def test_the_proxy_bounds_connections_per_address_and_tells_the_processes_whose_they_are(tmp_path: Path) -> None:
     """64 connections from one address are let through, the 65th is refused at the proxy, and a freed slot
-    lets the next one in (the processes bound nothing per address: every connection comes from the proxy)."""
+    lets the next one in (the processes bound nothing per address: every connection comes from the proxy).
+    Other addresses get in meanwhile, and the processes know each client's: HAProxy appends it to
+    X-Forwarded-For (`option forwardfor`), the processes trust it (`--trusted-proxy`), so the audit trail names
+    the client over HTTP and WebSocket, never an address the client wrote itself, nor the proxy's."""
     scene_dir, flags = scene_flags(tmp_path)
     async with deployed(tmp_path, scene_dir, 1, flags) as d:
         held: list[socket.socket] = []
@@ -201,6 +152,7 @@ async def test_the_proxy_bounds_connections_per_address(tmp_path: Path) -> None:
                 await asyncio.sleep(0.1)  # a freed slot lets the next one in, once the proxy has seen the close
             assert again is not None
             held.append(again)
+            assert await audited_sources(d) == ["HTTP from 127.0.0.9", "WebSocket from 127.0.0.10"]
         finally:
             for s in held:
                 s.close()

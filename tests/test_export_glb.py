@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,9 @@ import pytest
 
 from scene.export import meshopt
 from scene.export.glb import write_glb
-from scene.importers import ImportOptions
 from scene.importers.gltf_decode import GltfDocument, read_gltf
 from scene.model import Element, Mesh, Primitive, Scene
-from scene.pipeline import import_all
-from scene.sandbox import Limits
+from scene.pipeline import BuildResult
 from scene.validate import validate_glb
 from tests.scene_factory import grid_scene, synthetic_scene
 
@@ -267,9 +266,10 @@ def test_identical_geometry_is_written_once_whatever_its_order(tmp_path: Path) -
 
 
 @pytest.fixture(scope="module", params=["AC20-FZK-Haus.ifc", "duplex.ifc"])
-def real_ifc(request: pytest.FixtureRequest, shared_data: Path) -> Scene:
-    # Sandboxed as `twinview build` does: the IFC kernel can crash on real files.
-    return import_all([shared_data / "ifc" / request.param], ImportOptions(), Limits())
+def real_ifc(request: pytest.FixtureRequest, shared_data: Path, corpus_build: Callable[[Path], BuildResult]) -> Scene:
+    # Imported by `twinview build`'s pipeline (sandboxed: the IFC kernel can crash on real files), shared with
+    # the corpus test's build of the same file.
+    return corpus_build(shared_data / "ifc" / request.param).scene
 
 
 def test_compressed_real_ifc_keeps_every_node_and_stays_within_tolerance_of_the_plain_build(

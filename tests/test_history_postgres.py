@@ -58,10 +58,11 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         for value in values:
             ack = await ingest(http, a.url, pressure(value))
             assert ack["accepted"] == 1 and ack["durable"] is True
-        await ingest(http, b.url, p.Reading(42.0, key="LT-1.level"))  # and one through b
+        await ingest(http, b.url, p.Reading(42, key="LT-1.level"))  # and one through b: an integer, kept one
         # b's chart: a's readings, each once, though b's data dir holds no history of its own.
         assert await _series(http, b, start, "PT-1.pressure") == values
-        assert await _series(http, a, start, "LT-1.level") == [42.0]
+        [level] = await _series(http, a, start, "LT-1.level")
+        assert (type(level), level) == (int, 42)
         assert not list((tmp_path / "p1" / "data").rglob("history.sqlite"))
         # b's timeline: the alarm the leader raised and returned, once each.
         async with http.get(f"{b.url}/api/history/events", params={"from": str(start)}) as r:
@@ -76,7 +77,10 @@ async def test_readings_taken_in_by_one_process_are_in_another_s_seek_chart_and_
         # b's seek: the readings, and the alarm (returned, not acknowledged: still listed) from a's events.
         async with TwinClient(b.ws_url) as viewer:
             now = await viewer.seek(time.time())
-            assert now.props["PT-1/pressure"].v == 1.0 and now.props["LT-1/level"].v == 42.0
+            assert now.props["PT-1/pressure"].v == 1.0 and (
+                type(now.props["LT-1/level"].v),
+                now.props["LT-1/level"].v,
+            ) == (int, 42)
             assert [a.id for a in now.alarms] == ["operations.rules[1]"]
 
 
@@ -136,8 +140,18 @@ async def test_readings_are_refused_while_postgresql_is_down_then_taken_again_no
         async with http.get(f"{srv.url}/api/history", params={"keys": "PT-1.pressure"}) as r:
             assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
 
+        async with http.get(f"{srv.url}/api/health") as r:
+            health = await r.json()
+        assert health["status"] == "degraded" and health["historian"]["ok"] is False
+        assert "PostgreSQL" in health["historian"]["detail"] and health["historian"]["write_errors"] >= 1
+
         postgres.start()  # the historian's writer reconnects by itself
         deadline = time.monotonic() + 30
+        while not health["historian"]["ok"]:  # nothing written yet: /api/health sees the database back all the same
+            assert time.monotonic() < deadline, health["historian"]
+            await asyncio.sleep(0.2)
+            async with http.get(f"{srv.url}/api/health") as r:
+                health = await r.json()
         while True:
             try:
                 assert (await gw.publish([pressure(4.0)])).durable

@@ -16,12 +16,14 @@ import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.live_server import JSON_BODY, live_server, mint_token, person
+from tests.live_server import JSON_BODY, get_json, live_server, mint_token, person, session_id
 from viewer_server import cli
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient, TwinClientError
 from viewer_server.store import STORE_FILE
 from viewer_server.topics import Camera, ClippingPlane
+
+pytestmark = pytest.mark.deployable
 
 NAN, INF = math.nan, math.inf
 CAMERA = Camera(p.Vec3(5, 2, 1), p.Vec3(0, 0, -1), p.Vec3(0, 1, 0))
@@ -63,12 +65,12 @@ async def test_every_message_with_a_non_finite_number_is_refused_and_changes_not
             assert error.code == p.ERR_BAD_MESSAGE and where in error.message, (message, error)
         assert await vic.ping() and await olga.ping()  # both connections are alive and well
         assert vic.presence == {} and vic.topics == {} and vic.bad_frames == 0
-        assert srv.live.annotations.topics(srv.live.scene.id) == []
+        assert await get_json(srv, f"/api/sessions/{session_id(srv)}/topics") == []
         # REST: JSON has no NaN, and a number that overflows to infinity is refused whole.
         body = b'{"title": "far", "pin": {"element": "P-1", "point": [1, 1e999, 3], "normal": [0, 1, 0]}}'
         headers = {"Authorization": f"Bearer {mint_token(srv, 'olga', 'operator')}"}
         async with http.post(
-            f"{srv.url}/api/sessions/{srv.live.scene.id}/topics", data=body, headers={**headers, **JSON_BODY}
+            f"{srv.url}/api/sessions/{session_id(srv)}/topics", data=body, headers={**headers, **JSON_BODY}
         ) as r:
             assert r.status == 400 and (await r.json())["error"] == p.ERR_BAD_MESSAGE
 
@@ -93,6 +95,7 @@ def _poison(db_path: Path, session: str) -> None:
     db.close()
 
 
+@pytest.mark.in_process_only("writes rows of an older version into the server's SQLite file")
 async def test_rows_an_older_version_stored_with_nan_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

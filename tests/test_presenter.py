@@ -15,6 +15,8 @@ from viewer_server.client import TwinClient
 from viewer_server.presenter import PRESENTER_VIEW_HZ
 from viewer_server.topics import MAX_VIEWPOINT_IDS, Camera
 
+pytestmark = pytest.mark.deployable
+
 TIMEOUT = 10.0
 
 
@@ -30,6 +32,7 @@ def hands(tc: TwinClient) -> list[str]:
     return [h.user for h in tc.presenter.hands] if tc.presenter else []
 
 
+@pytest.mark.in_process_only("counts the presenter states the hub publishes by wrapping its method")
 async def test_followers_get_the_presenters_newest_view_and_a_late_joiner_lands_on_it(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,
@@ -147,7 +150,6 @@ async def test_quick_markup_is_a_markup_topic_for_authors_only(tmp_path: Path) -
         assert eve.errors[-1].ref == "markup"  # a refusal names the message that was sent
 
 
-@pytest.mark.deployable
 async def test_a_follower_that_drops_resumes_onto_the_newest_view(tmp_path: Path) -> None:
     async with (
         live_server(tmp_path) as srv,

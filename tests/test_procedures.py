@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scene.procedure_file import ProcedureFile, parse_procedure
-from tests.live_server import live_server, mint_token, person, store_rows, write_bindings, write_scene
+from tests.live_server import live_server, mint_token, person, session_id, store_rows, write_bindings, write_scene
 from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
 from tests.test_restart_durability import TWINVIEW, _free_port, _ready, _server
 from viewer_server import protocol as p
@@ -39,6 +39,8 @@ from viewer_server.procedures import (
 )
 from viewer_server.scenes import scene_id_for
 from viewer_server.store import Store
+
+pytestmark = pytest.mark.deployable
 
 PROCEDURE = """\
 version: 1
@@ -106,6 +108,8 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
         person(srv, "eve", "annotator") as eve,
     ):
         assert ann.procedure is None and "procedures" in (ann.welcome.capabilities if ann.welcome else [])
+        await ingest(srv.url, 2.0)  # below step 2's range, whatever a shared deployment's twin held before
+        await bob.wait_for(lambda c: c.props.get("PT-1/pressure") is not None and c.props["PT-1/pressure"].v == 2.0)
         async with aiohttp.ClientSession() as http, http.get(f"{srv.url}/api/procedures") as r:
             assert await r.json() == [
                 {"name": "pump-start", "title": "Start pump P-1", "description": "",
@@ -140,6 +144,7 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
         await bob.send(p.StepComplete(1, element="P-1"))
         assert "PIPE-1" in (await wait_error(bob, "wrong_element")).message
         await bob.send(p.StepComplete(1, element="PIPE-1"))
+        await ann.wait_for(done(1, "bob"), TIMEOUT)  # before eve's: requests of two people are ordered as they arrive
         await eve.send(p.StepComplete(1, element="PIPE-1"))
         await ann.wait_for(lambda c: done(1, "bob")(c) and done(1, "eve")(c), TIMEOUT)
 
@@ -148,8 +153,8 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
         await bob.wait_for(at_step(2), TIMEOUT)
         await bob.send(p.StepComplete(2))
         await wait_error(bob, "completed_by_twin")
-        await ingest(srv.url, 2.0)  # below the range: nothing
-        await bob.wait_for(lambda c: "PT-1/pressure" in c.props, TIMEOUT)
+        await ingest(srv.url, 2.5)  # below the range: nothing
+        await bob.wait_for(lambda c: c.props["PT-1/pressure"].v == 2.5, TIMEOUT)
 
         # A late joiner lands on the current step, its viewpoint and everyone's progress.
         async with person(srv, "carol", "viewer") as carol:
@@ -184,7 +189,7 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
 
         # The record: who completed which step, when — JSON and CSV.
         token = mint_token(srv, "ann", "presenter")
-        base = f"{srv.url}/api/sessions/{srv.live.scene.id}/procedure/record"
+        base = f"{srv.url}/api/sessions/{session_id(srv)}/procedure/record"
         status, ctype, body = await get(base + ".json", token)
         assert status == 200 and ctype == "application/json"
         record = json.loads(body)
@@ -198,11 +203,12 @@ async def test_presenter_leads_trainees_and_a_late_joiner_lands_on_the_current_s
         assert status == 200 and ctype == "text/csv"
         rows = list(csv.DictReader(io.StringIO(body)))
         assert [r["user"] for r in rows] == ["bob", "bob", "eve", "*"] and rows[1]["detail"] == "PIPE-1"
-        assert rows[0]["step_title"] == "Walk down P-1" and rows[0]["session"] == srv.live.scene.id
+        assert rows[0]["step_title"] == "Walk down P-1" and rows[0]["session"] == session_id(srv)
         status, _, _ = await get(base + ".json", "not-a-token")
         assert status == 401
 
 
+@pytest.mark.in_process_only("restarts the server on its data dir, then reads the record with the CLI")
 async def test_the_procedure_survives_a_restart_and_the_cli_prints_the_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str | None
 ) -> None:

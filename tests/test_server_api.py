@@ -135,6 +135,7 @@ def bearer(srv: RunningServer, user: str, role: Role) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(srv, user, role)}"}
 
 
+@pytest.mark.deployable
 async def test_bindings_show_their_file_name_to_all_and_their_content_only_to_operators(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         for headers in ({}, bearer(srv, "vic", "viewer"), bearer(srv, "ana", "annotator")):

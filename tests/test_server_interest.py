@@ -7,16 +7,20 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.live_server import ELEMENTS, live_server
 from tests.test_server_ws import ingest, pressure
 from viewer_server import protocol as p
 from viewer_server.client import TwinClient
 
+pytestmark = pytest.mark.deployable
+
 # The pump and its transmitter stand at the origin, the pipe and the wet well 10 m away, the level transmitter 20 m.
 PLACES = {"P-1": 0, "PT-1": 0, "PIPE-1": 10, "T-1": 10, "LT-1": 20}
 SCENE = [{**el, "bbox": [[PLACES[el["id"]], 0, 0], [PLACES[el["id"]] + 1, 1, 1]]} for el in ELEMENTS]
 AROUND_THE_PIPE = p.Interest(box=((9, -1, -1), (12, 2, 2)))
+PT, LEVEL = "PT-1/pressure", "LT-1/level"
 
 
 def elements_of(keys: object, sep: str = "/") -> set[str]:
@@ -30,8 +34,9 @@ async def test_a_client_sees_the_props_and_visuals_of_its_area_only(tmp_path: Pa
             assert elements_of(everything.props) == {"PT-1", "LT-1"}
             assert area.props == {} and set(area.visuals) == {"PIPE-1"}  # the ramp colours the pipe
             await ingest(http, srv.url, pressure(4.0), p.Reading(60.0, key="LT-1.level"))
-            await everything.wait_for(lambda c: c.seq == srv.live.hub.seq)
-            await area.wait_for(lambda c: c.seq == srv.live.hub.seq)  # deltas stay contiguous
+            await everything.wait_for(lambda c: (c.props[PT].v, c.props[LEVEL].v) == (4.0, 60.0))
+            await area.wait_for(lambda c: c.seq == everything.seq)  # deltas stay contiguous
+            assert area.seq_gaps == 0
             assert area.props == {} and set(area.visuals) == {"PIPE-1"}
             assert area.visuals["PIPE-1"] == everything.visuals["PIPE-1"]
             # Listing elements adds them, with or without a box; alarms are never filtered.
@@ -39,7 +44,8 @@ async def test_a_client_sees_the_props_and_visuals_of_its_area_only(tmp_path: Pa
             assert snap.interest is not None and snap.interest.elements == ["LT-1"]
             assert elements_of(area.props) == {"LT-1"} and set(area.visuals) == {"PIPE-1"}
             await ingest(http, srv.url, pressure(5.9))  # raises the pump's alarm: the pump is not in the area
-            await area.wait_for(lambda c: c.seq == srv.live.hub.seq and c.alarms)
+            await everything.wait_for(lambda c: c.props[PT].v == 5.9)
+            await area.wait_for(lambda c: c.seq == everything.seq and c.alarms)
             assert [a.element for a in area.alarms.values()] == ["P-1"] and "P-1" not in area.visuals
             # null: the whole scene again.
             snap = await area.watch(None)
@@ -52,10 +58,12 @@ async def test_a_resume_keeps_the_interest(tmp_path: Path) -> None:
         live_server(tmp_path, elements=SCENE) as srv,
         aiohttp.ClientSession() as http,
         TwinClient(srv.ws_url, interest=interest) as tc,
+        TwinClient(srv.ws_url) as everything,  # connected throughout
     ):
         await tc.drop()
         await ingest(http, srv.url, pressure(2.0), p.Reading(70.0, key="LT-1.level"))
-        await tc.wait_for(lambda c: c.connects == 2 and c.seq == srv.live.hub.seq, timeout=10)
+        await everything.wait_for(lambda c: (c.props[PT].v, c.props[LEVEL].v) == (2.0, 70.0))
+        await tc.wait_for(lambda c: c.connects == 2 and c.seq == everything.seq, timeout=10)
         assert tc.snapshots == 1 and tc.resyncs == []  # resumed
         assert elements_of(tc.props) == {"PT-1"}
 

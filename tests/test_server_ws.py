@@ -15,7 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token, process_healths, session_id
+from tests.live_server import BINDINGS, JSON_BODY, live_server, mint_token, numbered, process_healths, session_id
 from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient, TwinClientError
@@ -23,7 +23,6 @@ from viewer_server.resume_log import ResumeLog
 
 pytestmark = pytest.mark.deployable
 PT = "PT-1/pressure"
-PRISTINE = "asserts the first alarm and seq of a fresh twin; the shared deployment's twin has earlier tests' state"
 
 
 async def ingest(http: aiohttp.ClientSession, url: str, *readings: p.Reading) -> dict:
@@ -51,7 +50,7 @@ def assert_resumed(client: TwinClient, reference: TwinClient) -> None:
     )
 
 
-@pytest.mark.in_process_only(PRISTINE)
+@pytest.mark.fresh_twin
 async def test_post_reaches_the_client_as_one_delta_with_visuals_and_alarm(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http, TwinClient(srv.ws_url) as tc:
         assert tc.snapshots == 1 and tc.layer == "operations"
@@ -63,7 +62,7 @@ async def test_post_reaches_the_client_as_one_delta_with_visuals_and_alarm(tmp_p
         assert tc.visuals["PIPE-1"].color is not None
         [event] = tc.events
         assert (event.kind, event.element, event.source, event.severity) == ("alarm_raised", "P-1", "PT-1", "alarm")
-        assert tc.seq == srv.live.hub.seq
+        assert tc.seq == await numbered(srv)
 
 
 @pytest.mark.in_process_only("reads the hub's seq to see that nothing was numbered")
@@ -117,7 +116,7 @@ async def test_publisher_role_over_msgpack_with_acks_and_reasons(tmp_path: Path)
         assert total(healths, lambda h: h["publishers"]) == 1 and total(healths, lambda h: h["clients"]) == 1
 
 
-@pytest.mark.in_process_only(PRISTINE)
+@pytest.mark.fresh_twin
 async def test_resume_delivers_exactly_what_was_missed(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         watcher = TwinClient(srv.ws_url)  # stays connected: the reference
@@ -132,8 +131,8 @@ async def test_resume_delivers_exactly_what_was_missed(tmp_path: Path) -> None:
             await ingest(http, srv.url, pressure(value))
             await asyncio.sleep(0.02)  # separate flush windows
         await ingest(http, srv.url, p.Reading(50.0, key="LT-1.level"))
-        await watcher.wait_for(lambda c: c.seq == srv.live.hub.seq)
-        await tc.wait_for(lambda c: c.connects == 2 and c.seq == srv.live.hub.seq, timeout=10)
+        await watcher.wait_for(lambda c: c.props.get("LT-1/level") is not None and c.props["LT-1/level"].v == 50.0)
+        await tc.wait_for(lambda c: c.connects == 2 and c.seq == watcher.seq, timeout=10)
         assert tc.snapshots == 1  # resumed, not resynced
         assert_resumed(tc, watcher)
         assert [e.kind for e in tc.events] == [
@@ -275,24 +274,36 @@ async def test_deeply_nested_rest_bodies_answer_400(tmp_path: Path) -> None:
             assert r.status == 200
 
 
-@pytest.mark.parametrize(
-    ("first", "code", "reason"),
-    [
-        (p.encode(p.Ping(), "json").decode(), p.CLOSE_POLICY, "first message must be hello, not ping"),
-        (b"\x81\xa4type\xa5hello", p.CLOSE_POLICY, "binary frame on a json session"),
-        ("x" * (p.MAX_MESSAGE_BYTES + 1), p.CLOSE_TOO_BIG, ""),
-    ],
-    ids=["no-hello", "binary-on-json", "oversize"],
-)
-async def test_protocol_violations_close_the_connection(
-    tmp_path: Path, first: str | bytes, code: int, reason: str
-) -> None:
+async def assert_closes(tmp_path: Path, first: str | bytes, code: int, reason: str) -> None:
+    """Sent as the first frame, `first` closes the connection with `code` and a reason containing `reason`."""
     async with live_server(tmp_path) as srv, connect(srv.ws_url, max_size=None) as ws:
         await ws.send(first)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
         assert reason in closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        (p.encode(p.Ping(), "json").decode(), p.CLOSE_POLICY, "first message must be hello, not ping"),
+        (b"\x81\xa4type\xa5hello", p.CLOSE_POLICY, "binary frame on a json session"),
+    ],
+    ids=["no-hello", "binary-on-json"],
+)
+async def test_protocol_violations_close_the_connection(
+    tmp_path: Path, first: str | bytes, code: int, reason: str
+) -> None:
+    await assert_closes(tmp_path, first, code, reason)
+
+
+@pytest.mark.in_process_only(
+    "through HAProxy the 1009 close frame can be lost: aiohttp closes the socket with the oversize frame unread, "
+    "and the reset can reach the proxy before the frame (docs/DEPLOY.md)"
+)
+async def test_an_oversize_frame_closes_the_connection_with_1009(tmp_path: Path) -> None:
+    await assert_closes(tmp_path, "x" * (p.MAX_MESSAGE_BYTES + 1), p.CLOSE_TOO_BIG, "")
 
 
 async def test_layer_switch_presence_and_leaving(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from viewer_server.client import TwinClient
 from viewer_server.permissions import PERSONS
 from viewer_server.session_cli import demo_links
 
+pytestmark = pytest.mark.deployable
+
 PRESSURE = p.Reading(3.3, key="PT-1.pressure")
 
 
@@ -24,6 +26,7 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.in_process_only("lists every session of the scene and reads their members inside the server")
 async def test_an_admin_creates_a_session_and_issues_links_that_join_it(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         admin = _bearer(mint_token(srv, "root", "admin"))
@@ -48,6 +51,7 @@ async def test_an_admin_creates_a_session_and_issues_links_that_join_it(tmp_path
             assert sorted(s["id"] for s in await r.json()) == sorted([srv.live.scene.id, "shift-b"])
 
 
+@pytest.mark.in_process_only("reads the sessions' members inside the server")
 async def test_sessions_share_the_twin_but_not_people_or_topics(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, aiohttp.ClientSession() as http:
         for room in ("review", "training"):
@@ -80,7 +84,6 @@ async def test_sessions_share_the_twin_but_not_people_or_topics(tmp_path: Path) 
         assert srv.live.rooms.members("review") == []
 
 
-@pytest.mark.deployable
 async def test_leaving_removes_presence_for_the_others(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv, TwinClient(srv.ws_url, name="stay") as stay:
         async with TwinClient(srv.ws_url, name="go") as go:
@@ -89,6 +92,7 @@ async def test_leaving_removes_presence_for_the_others(tmp_path: Path) -> None:
         await stay.wait_for(lambda c: not c.presence)  # no ghost after a disconnect
 
 
+@pytest.mark.in_process_only("the CLI works on the server's data dir, between two runs of it")
 def test_the_cli_creates_sessions_prints_links_and_lists_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,6 +132,7 @@ def test_the_cli_creates_sessions_prints_links_and_lists_them(
         assert claims.role == role
 
 
+@pytest.mark.in_process_only("races two creations inside the server")
 async def test_creating_the_same_session_twice_at_once_creates_it_once(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
         results = await asyncio.gather(

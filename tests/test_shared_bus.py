@@ -28,6 +28,7 @@ from viewer_server import protocol as p
 from viewer_server.alarms import load_alarms
 from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
+from viewer_server.hub import Guard, GuardFailed
 from viewer_server.procedures import EVERYONE
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
@@ -317,6 +318,34 @@ async def test_a_process_started_later_knows_who_presents(
             await asyncio.sleep(0.1)
         async with live_server(tmp_path, bus_url=redis_service.url) as b, person(b, "bob", "viewer") as bob:
             assert bob.presenter is not None and bob.presenter.presenter == "ann"
+
+
+async def test_a_guarded_event_is_numbered_once_and_a_process_started_later_knows_the_register(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    """The leader's compare-and-set under procedure moves (hub.Guard), on any kind of event."""
+
+    def note(seq: int) -> p.Event:
+        return p.Event(seq, "annotation_note", "n-1", "", time.time(), session="s", message="decided at r:0")
+
+    async with servers(tmp_path, redis_service.url) as (a, b):
+        guard = Guard("procedure:s", "r:0", "r:1")
+        results = await asyncio.gather(
+            a.live.hub.number(note, guard), b.live.hub.number(note, guard), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["Event", "GuardFailed"], results
+        later = await b.live.hub.number(note, Guard("procedure:s", "r:1", "r:2"))  # decided on what the log holds
+        await a.live.hub.number(note, Guard("procedure:t", "anything", "t:0"))  # never set: any expectation holds
+        deadline = time.monotonic() + TIMEOUT
+        while (cp := await a.live.hub._checkpoint()) is None or cp.seq < later.seq + 1:
+            assert time.monotonic() < deadline, "no checkpoint written"
+            await asyncio.sleep(0.1)
+        async with live_server(tmp_path, bus_url=redis_service.url) as c:
+            registers = {"procedure:s": "r:2", "procedure:t": "t:0"}
+            assert a.live.hub.guards == b.live.hub.guards == c.live.hub.guards == registers
+            with pytest.raises(GuardFailed):
+                await c.live.hub.number(note, Guard("procedure:s", "r:1", "r:2"))
 
 
 async def join_when_free(server: RunningServer, user: str, name: str, within_s: float) -> TwinClient:

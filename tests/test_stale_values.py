@@ -15,6 +15,8 @@ from viewer_server import protocol as p
 from viewer_server import serve as serve_mod
 from viewer_server.client import TwinClient
 
+pytestmark = pytest.mark.deployable
+
 PT, RUNNING = "PT-1/pressure", "P-1/running"
 # PT-1 reports every few hundred ms at most; P-1's running state only when it changes (never stale).
 STALE_BINDINGS = BINDINGS.replace("key: PT-1.pressure}", "key: PT-1.pressure, stale_after: 0.3}").replace(
@@ -34,6 +36,7 @@ def fast_tick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serve_mod, "RULES_TICK_S", 0.05)
 
 
+@pytest.mark.in_process_only("shortens the rules tick by patching the server's module")
 async def test_a_silent_source_goes_stale_for_everyone_and_its_next_sample_makes_it_fresh(
     tmp_path: Path, fast_tick: None
 ) -> None:
@@ -52,6 +55,7 @@ async def test_a_silent_source_goes_stale_for_everyone_and_its_next_sample_makes
         assert tc.props[PT].ts > last_sample - 1
 
 
+@pytest.mark.in_process_only("restarts the server on a store it aged by hand")
 async def test_values_restored_after_a_long_outage_are_stale_at_once(tmp_path: Path) -> None:
     async with live_server(tmp_path, bindings=STALE_BINDINGS) as srv:
         port, scene, path = srv.port, srv.live.scene.id, srv.store.path

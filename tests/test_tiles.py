@@ -133,6 +133,8 @@ async def test_the_server_serves_the_listed_tile_files_and_no_content_without_ti
             tiled, bindings=None, mqtt_url=None, host="127.0.0.1", port=0, data_dir=tmp_path / "d", simulate=False
         ) as srv:
             base = f"{srv.url}/scenes/tiled/tiles"
+            async with http.get(f"{srv.url}/api/scenes/tiled") as r:
+                assert (await r.json())["urls"]["tiles"] == "/scenes/tiled/tiles/tiles.json"
             async with http.get(f"{base}/tiles.json") as r:
                 assert r.status == 200 and (await r.json())["format"] == "twinview-tiles"
             listed = {"tile-0.glb": 200, "elements.json": 200, "secret.glb": 404, "tile-99.glb": 404}
@@ -146,5 +148,7 @@ async def test_the_server_serves_the_listed_tile_files_and_no_content_without_ti
             ) as srv:
                 async with http.get(f"{srv.url}/scenes/{folder.name}/tiles/tiles.json") as r:
                     assert r.status == 204
+                async with http.get(f"{srv.url}/api/scenes/{folder.name}") as r:
+                    assert "tiles" not in (await r.json())["urls"]
                 async with http.get(f"{srv.url}/scenes/{folder.name}/tiles/tile-0.glb") as r:
                     assert r.status == 404

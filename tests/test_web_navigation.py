@@ -8,11 +8,12 @@ the environment map, the selection and hover highlight. Numbers are read from th
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tests.web_helpers import build_client, build_scene, chromium_browser, open_viewer, screenshot, serve_scene
+from tests.web_helpers import build_client, chromium_browser, open_viewer, screenshot, serve_scene
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,11 +31,11 @@ AT_REST = "!window.twinview.viewer.flying"
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory):
+def office(tmp_path_factory, corpus_build):
     if not IFC.is_file():
         pytest.skip(f"{IFC} is absent (the shared IFC corpus is not on this machine)")
     root = tmp_path_factory.mktemp("office")
-    build_scene(str(IFC), "-o", str(root / "duplex"))
+    shutil.copytree(corpus_build(IFC).outdir, root / "duplex")  # the session's build, served from a copy
     (root / "b.yaml").write_text(BINDINGS)
     build_client()
     with serve_scene(root / "duplex", root / "b.yaml", root / "data") as srv, chromium_browser() as browser:

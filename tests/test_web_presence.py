@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web_helpers import WAIT_MS, build_client, chromium_browser, live_twin, open_viewer, screenshot
+from tests.web_helpers import WAIT_MS, closing_contexts, live_twin, open_viewer, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_people_see_and_follow_each_other(tmp_path):
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+def test_people_see_and_follow_each_other(tmp_path, browser):
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         alice = open_viewer(browser.new_context(), f"{live.url}/?name=Alice")
         bob = open_viewer(browser.new_context(), f"{live.url}/?name=Bob")
         # Alice looks at the plant from a known spot.
@@ -54,11 +53,10 @@ def test_people_see_and_follow_each_other(tmp_path):
 AVATAR = "() => window.twinview.presence.describe()[0] ?? null"
 
 
-def test_a_co_located_user_does_not_fill_the_view(tmp_path):
+def test_a_co_located_user_does_not_fill_the_view(tmp_path, browser):
     """Two people on the same link start from the same view: each one's frustum would sit on the other's eye.
     It is not drawn there (nor the name); it fades and shrinks in as the other moves away, to full size."""
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         alice = open_viewer(browser.new_context(), f"{live.url}/?name=Alice")
         bob = open_viewer(browser.new_context(), f"{live.url}/?name=Bob")
         # Bob's first pose may come from before his start view (a loaded machine); he settles where Alice stands.
@@ -121,7 +119,7 @@ def _png(data: bytes):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
 
 
-def test_topic_snapshots_leave_other_users_out(tmp_path):
+def test_topic_snapshots_leave_other_users_out(tmp_path, browser):
     """Ana pins two topics from the same view, the second while Ben's frustum stands in it: Ben is drawn on
     her screen, but the second topic's snapshot shows that part of the view as the first one does."""
     import urllib.request
@@ -129,8 +127,7 @@ def test_topic_snapshots_leave_other_users_out(tmp_path):
     from tests.web_helpers import session_joiner
     from viewer_server.auth import issue, load_secret
 
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         secret = load_secret(tmp_path / "data")
         join = session_joiner(browser, live.url, secret, "synthetic")
         ana = join("Ana", "annotator")

@@ -13,7 +13,7 @@ from tests.web_helpers import (
     WAIT_MS,
     build_client,
     build_scene,
-    chromium_browser,
+    closing_contexts,
     non_background_pixels,
     open_viewer,
     publish,
@@ -37,8 +37,8 @@ def sample(tmp_path_factory):
         yield srv
 
 
-def test_the_sample_renders_live_and_picks(sample):
-    with chromium_browser() as browser:
+def test_the_sample_renders_live_and_picks(sample, browser):
+    with closing_contexts(browser):
         page = open_viewer(browser, sample.url)
         page.wait_for_function("document.querySelectorAll('#labels .tag:not([hidden])').length >= 3", timeout=WAIT_MS)
         png = page.locator("#view canvas").screenshot()
@@ -53,8 +53,8 @@ def test_the_sample_renders_live_and_picks(sample):
         assert page.errors == []
 
 
-def test_a_second_user_is_seen_with_frustum_and_laser(sample):
-    with chromium_browser() as browser:
+def test_a_second_user_is_seen_with_frustum_and_laser(sample, browser):
+    with closing_contexts(browser):
         bob = open_viewer(browser.new_context(viewport={"width": 1280, "height": 800}), f"{sample.url}/?name=Bob")
         alice = open_viewer(browser.new_context(viewport={"width": 1280, "height": 800}), f"{sample.url}/?name=Alice")
         # Alice stands at one corner above the walls and points at pump P-101.

@@ -15,8 +15,7 @@ import pytest
 from tests.web_helpers import (
     REPO,
     WAIT_MS,
-    build_client,
-    chromium_browser,
+    closing_contexts,
     element_id,
     live_twin,
     open_viewer,
@@ -49,9 +48,8 @@ def room_plane(label: str) -> dict:
 
 
 @pytest.fixture
-def vr_page(tmp_path):
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+def vr_page(tmp_path, browser):
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         context = browser.new_context(viewport={"width": 1024, "height": 640})
         context.add_init_script(path=str(IWER))
         context.add_init_script(INSTALL)
@@ -184,11 +182,10 @@ def test_a_technician_reads_a_topic_by_pointing_at_its_pin(vr_page, tmp_path):
     assert page.errors == []
 
 
-def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path):
+def test_a_plain_browser_sees_the_xr_user_as_head_and_hand(tmp_path, browser):
     """Context A (emulated Quest 3) enters VR and moves its head and right controller; context B (a plain
     browser) shows A as an XR user — head and hand, not a frustum — at A's head in model coordinates."""
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         ctx_a = browser.new_context(viewport={"width": 1024, "height": 640})
         ctx_a.add_init_script(path=str(IWER))
         ctx_a.add_init_script(INSTALL)
@@ -275,11 +272,10 @@ def test_enter_ar_places_the_model_on_a_table_and_switches_to_full_scale(vr_page
 
 
 @pytest.fixture
-def ar_page(tmp_path):
+def ar_page(tmp_path, browser):
     if not (SEM / "build" / "iwer-sem.min.js").is_file():
         pytest.skip("@iwer/sem is missing: run setup.sh (npm ci)")
-    build_client()
-    with live_twin(tmp_path, count=24) as live, chromium_browser() as browser:
+    with live_twin(tmp_path, count=24) as live, closing_contexts(browser):
         context = browser.new_context(viewport={"width": 1024, "height": 640})
         context.add_init_script(path=str(IWER))
         context.add_init_script(INSTALL)

@@ -338,9 +338,16 @@ def build_scene(*args: str) -> None:
 
 
 def build_client() -> None:
-    """Bundle web_client/ into dist/ (what the server serves); esbuild takes well under a second."""
+    """Bundle web_client/ into dist/ (what the server serves), once per test session: no test changes the
+    client's sources, and every browser test module and fixture asks for it (esbuild and node's start-up take
+    about a second each time under load)."""
     if not (REPO / "web_client" / "node_modules" / "three").is_dir():
         pytest.skip("web_client/node_modules is missing: run setup.sh (npm ci)")
+    _bundle_client()
+
+
+@functools.cache
+def _bundle_client() -> None:
     subprocess.run(["node", "build.mjs"], cwd=REPO / "web_client", check=True, capture_output=True)
 
 
@@ -500,6 +507,20 @@ def chromium_browser() -> Iterator:
         finally:
             browser.close()
     PROTOCOL_FRAMES.check()
+
+
+@contextmanager
+def closing_contexts(browser) -> Iterator:
+    """The module's browser (the `browser` fixture) for one test: the contexts the test opens are closed when
+    it ends, so the next one starts with none of them, as on a browser of its own (whose launch takes a
+    second or more under load)."""
+    before = set(browser.contexts)
+    try:
+        yield browser
+    finally:
+        for context in browser.contexts:
+            if context not in before:
+                context.close()
 
 
 def screenshot(page, name: str) -> Path:

@@ -116,6 +116,21 @@ class AlarmBook:
             cur, state=state, active=False, returned=ev.ts, message=ev.message, value=ev.value, unit=ev.unit
         )
 
+    def retired(self, known: set[str], now: float) -> list[p.Event]:
+        """The alarms whose rule is gone (the bindings file was reloaded without it) clear, as a restart drops
+        them: drafts for the hub to number, so that clients take them off their lists too."""
+        gone = [a for a in self.alarms.values() if a.id not in known]
+        return [
+            self._draft(
+                "alarm_cleared",
+                msgspec.structs.replace(
+                    a, state="normal", active=False, message="its rule was removed from the bindings"
+                ),
+                now,
+            )
+            for a in gone
+        ]
+
     def expired(self, now: float) -> list[p.Event]:
         """Shelvings whose time is up: the alarms come back (drafts, for the hub's periodic tick)."""
         return [

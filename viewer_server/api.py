@@ -149,6 +149,7 @@ class BindingsInfo(msgspec.Struct, omit_defaults=True):
     keys: list[str] | None = None  # ingest keys
     topics: list[str] | None = None  # MQTT topic filters
     content: str | None = None  # the file's text
+    reload_error: str | None = None  # why the file's last edit was not applied (the served rules are older)
 
 
 class IngestRequest(msgspec.Struct):
@@ -336,6 +337,7 @@ async def bindings(request: web.Request) -> web.Response:
         info.keys = b.keys() if b else []
         info.topics = sorted({x.topic for x in b.bindings if x.topic}) if b else []
         info.content = text
+        info.reload_error = live.bindings_error
     return reply(info)
 
 

@@ -508,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="also write tiles/ for streaming when the scene has at least N elements with geometry "
-        "(default 10000; 0: never; 1: always)",
+        "(default 30000; 0: never; 1: always)",
     )
     b.add_argument("-q", "--quiet", action="store_true")
     _add_import_flags(b)

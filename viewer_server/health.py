@@ -1,7 +1,8 @@
 """What `/api/health` says about the engines a process depends on, and about its peers.
 
-A process depends on a bus (fan-out to the other processes: in-process, or Redis) and a store (SQLite, or
-PostgreSQL). Each reports itself as an `EngineHealth`; a bus also names the other processes it hears from
+A process depends on a bus (fan-out to the other processes: in-process, or Redis), a store (SQLite, or
+PostgreSQL) and, with a data dir, the historian's writer (historian.HistorianHealth). Each reports itself as an
+`EngineHealth`; a bus also names the other processes it hears from
 (`Peer`). The process is `ok` when every engine is, `degraded` otherwise: it still serves what it holds
 (snapshots, state, history, the web client) and refuses the writes that need the missing engine with a clear
 error, so a load balancer keeps sending it readers (docs/DEPLOY.md, "Health checks").
@@ -25,7 +26,7 @@ Status = Literal["ok", "degraded"]
 class EngineHealth(msgspec.Struct):
     """One engine as this process sees it now."""
 
-    engine: str  # "in-process" or "redis" for the bus; "sqlite" or "postgresql" for the store
+    engine: str  # "in-process" or "redis" for the bus; "sqlite" or "postgresql" for the store and the historian
     ok: bool  # reachable, and its last operation succeeded
     url: str = ""  # where it is, without credentials ("" for in-process engines)
     detail: str = ""  # when not ok: what failed and what to do; empty when ok

@@ -208,12 +208,12 @@ def _insert(
     once: bool = False,
 ) -> int:
     """INSERT rows in chunks (`ids`: with the ids of an identity column; `once`: rows of a key already there are
-    left out, an event a failover recorded twice before keys existed); one line when done."""
+    left out, an event a failover recorded twice before keys existed); one line when done, with the rows the
+    table holds (it was emptied first)."""
     sql = f"INSERT INTO {table} ({', '.join(columns)})" + (" OVERRIDING SYSTEM VALUE" if ids else "")
     sql += f" VALUES ({', '.join('?' for _ in columns)})" + (" ON CONFLICT DO NOTHING" if once else "")
-    count = 0
     while chunk := [row for _, row in zip(range(CHUNK_ROWS), rows, strict=False)]:
         dst.executemany(sql, chunk)
-        count += len(chunk)
+    (count,) = dst.execute(f"SELECT count(*) FROM {table}").fetchone()
     say(f"history {scene}: {table}: {count} rows")
-    return count
+    return int(count)

@@ -149,8 +149,8 @@ class EdgePolicy:
         `peer` itself unless it is a trusted proxy. From a trusted proxy: the right-most address of the header
         that is not a trusted proxy (each proxy appends the address it was reached from, so what is left of the
         right-most untrusted entry was written by the client and proves nothing), or the left-most when every
-        one is trusted. A header with an entry that is not an address (ports, names, `unknown`, empty), or
-        trusted proxies for more than MAX_FORWARDED_HOPS entries, is ignored: `peer`."""
+        one is trusted. When an entry read before the client's is not an address (a port, a name, `unknown`,
+        empty), or more than MAX_FORWARDED_HOPS entries are trusted proxies, the header is ignored: `peer`."""
         address = ip_address(peer)
         if address is None or not self.trusts(address):
             return peer

@@ -134,11 +134,40 @@ class SceneHub:
         for element, props in self.state.snapshot().items():
             for prop, pv in props.items():
                 self.props[prop_key(element, prop)] = prop_state(pv)
-        active = {a.id: a.severity for a in self.alarms.listed() if a.active}
-        primed = self.rules.prime(self.state, active)
+        primed = self._prime()
         for layer, element in self.rules.all_targets():
             self.visuals[layer][element] = self.rules.visual(element, layer, self.state)
         self._emit(primed)
+
+    def _prime(self) -> list[AlarmEvent]:
+        """Start the rules from the live values and the alarms listed active (a start, or a reload)."""
+        return self.rules.prime(self.state, {a.id: a.severity for a in self.alarms.listed() if a.active})
+
+    def swap_rules(self, rules: LiveRules) -> None:
+        """Serve from now on by `rules` (a reloaded bindings file, viewer_server/bindings_reload.py), as a restart
+        with them would: alarms whose rule is gone clear, detectors of new or changed anomaly rules start afresh
+        (unchanged ones keep learning), the rules are primed with the live values and alarms, and every visual
+        that differs is sent as an ordinary delta, in seq order. Layers may be added, not removed (sessions may be
+        on them: the caller checks)."""
+        rules.adopt_detectors(self.rules)
+        self.rules = rules
+        self.silence = SilenceWatch(rules.stale_after)
+        self.silence.seen_all(
+            (el, prop, pv.rx) for el, props in self.state.snapshot().items() for prop, pv in props.items()
+        )
+        for draft in self.alarms.retired(rules.alarm_ids(), self.clock()):
+            self._persisted(self.record_alarm(draft))
+        primed = self._prime()
+        targets = set(rules.all_targets())
+        for layer in rules.layers:
+            shown = self.visuals.setdefault(layer, {})
+            for element in [el for el in shown if (layer, el) not in targets]:  # no rule shows it any more
+                del shown[element]
+                self._record((VISUAL, visual_key(element, layer), layer), p.Visual())
+        for layer, element in targets:
+            self._refresh_visual(layer, element)
+        self._emit(primed)
+        self._schedule_flush()
 
     # --- changes ---------------------------------------------------------------------------------
 

@@ -60,6 +60,8 @@ class LiveScene:
     historian: Historian | None = None  # every reading and event, for replay and charts (needs the data dir)
     rule_versions: RuleVersions | None = None  # the bindings in force at any time of the history (with the historian)
     audit: AuditSummaries | None = None  # summary rows: ingest sources, refused requests (needs the store)
+    mqtt_url: str | None = None  # the broker readings come from (`serve --mqtt`)
+    bindings_error: str | None = None  # why the last edit of the bindings file was not applied (bindings_reload.py)
     # BCF imports running now: server-wide, so that concurrent uploads cannot add up (see bcf/archive.py).
     bcf_imports: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_IMPORTS))
 
@@ -129,6 +131,7 @@ class LiveScene:
             historian=historian,
             rule_versions=rule_versions,
             audit=AuditSummaries(store) if store is not None else None,
+            mqtt_url=mqtt_url,
         )  # fmt: skip
 
 

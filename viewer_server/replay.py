@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 # Wall time per replay_delta: 30 frames a second, a display rate (video's) at which colours and labels move
 # smoothly. A frame's cost grows with the properties that changed in it, not with the history it covers (each
-# property's last sample only): at 60× over 1 000 properties that change every second, ~20 ms of CPU a frame,
-# 0.6 of a core at 30 Hz and a whole core at 60 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
+# property's last sample only): at 60× over 1 000 properties that change every second, ~12 ms of CPU a frame
+# (reading included), 0.36 of a core at 30 Hz (BENCHMARKS.md §8). A frame that takes longer to make than
 # this only makes the next one cover more history.
 REPLAY_FRAME_S: Final = 1 / 30
 # While playing, the history is read this much wall time ahead (speed × this of history per block), in a thread
@@ -269,7 +269,8 @@ class ReplayTwin:
             self._watch_silence()
         frame = p.ReplayDelta(t, {}, {}, None, events)
         alarms_changed = False
-        changes = [c for c in self.rules.changes(self.as_of, t) if c < t] if self.rules is not None else []
+        changed_at = self.rules.changes(self.as_of, t) if self.rules is not None else []
+        changes = [c for c in changed_at if c < t]
         for end in [*changes, t]:  # up to each change of the bindings with the rules before it, then the new ones
             cut = bisect.bisect_left(samples, end, key=lambda s: s.ts) if end < t else len(samples)
             touched = self._apply(samples[:cut], frame.props)
@@ -277,7 +278,7 @@ class ReplayTwin:
             cut = bisect.bisect_left(events, end, key=lambda e: e.ts) if end < t else len(events)
             alarms_changed |= self._apply_alarms(events[:cut], touched)
             events = events[cut:]
-            if self._use_rules_at(end):
+            if changed_at and self._use_rules_at(end):  # none in (as_of, t]: the rules of as_of still hold
                 self._watch_silence()  # another file may give another stale_after
                 if self.engine is not None:
                     self.engine.show_anomalies(self._active())

@@ -75,11 +75,13 @@ class SceneEntry:
 
     @property
     def urls(self) -> dict[str, str]:
+        """The scene's files; `tiles`, the index of its streaming tiles, only when it has them."""
         return {
             "glb": self.url("scene.glb"),
             "manifest": self.url("manifest.json"),
             "usdz": self.url("scene.usdz"),
             "usdc": self.url("scene.usdc"),
+            **({"tiles": self.url(f"{TILES_DIR}/{INDEX_NAME}")} if self.tiles is not None else {}),
         }
 
     @functools.cached_property

@@ -20,6 +20,7 @@ from scene.simulator import Simulator
 from viewer_server.app import make_app
 from viewer_server.audit import Retention, flush_periodically, prune_periodically
 from viewer_server.auth import CLOCK_SKEW_S, MAX_TTL_S, REVOKED
+from viewer_server.bindings_reload import watch_bindings
 from viewer_server.bus import InProcessBus
 from viewer_server.connections import (
     HEADER_TIMEOUT_S,
@@ -170,6 +171,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             jobs.append(mqtt_ingest(opts.mqtt_url, live, shared=isinstance(bus, RedisBus)))
         if opts.simulate:
             jobs.append(_simulate(live))
+        jobs.append(watch_bindings(live))
         tasks = [asyncio.create_task(job) for job in jobs]
         if isinstance(bus, RedisBus):  # revocations announced from now on reach this process
             await asyncio.wait_for(subscribed.wait(), STARTUP_WAIT_S)

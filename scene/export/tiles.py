@@ -35,12 +35,14 @@ TILES_DIR: Final = "tiles"
 INDEX_NAME: Final = "tiles.json"
 CATALOG_NAME: Final = "elements.json"
 INDEX_FORMAT: Final = "twinview-tiles"
-# From this many drawn elements on a scene gets tiles (measured in BENCHMARKS.md §16: below it the single file's
-# first frame is as early, and one request is less than an index, a catalogue and tiles).
-TILE_MIN_ELEMENTS: Final = 10_000
-# Elements per tile: a tile of a plant is then ~1 MB and is read and batched in well under a frame budget's worth
-# of seconds on a software GL, and a 100 000-element plant has ~64 tiles (each a request and a few draw calls).
-TILE_ELEMENTS: Final = 2_000
+# From this many drawn elements on a scene gets tiles (BENCHMARKS.md §16: at 20 000 the single file's first frame
+# and panels came as early and the whole model sooner; at 50 000 and 100 000 tiles brought the first frame and the
+# panels 2-3x sooner).
+TILE_MIN_ELEMENTS: Final = 30_000
+# Elements per tile: a 100 000-element plant gets 16 tiles. Smaller tiles come sooner each, but every tile is a few
+# draw calls of its own (its merged batch and up to 4 instanced ones), which on a software GL cost ~1 ms a frame
+# each: 64 tiles of 1 560 were 320 draw calls (BENCHMARKS.md §16).
+TILE_ELEMENTS: Final = 8_000
 # The boxes per tile drawn before the tile arrives: its largest elements (12 triangles each).
 IMPOSTORS_PER_TILE: Final = 64
 # What a reader accepts: more tiles than a million-element scene would make at TILE_ELEMENTS, an index of a few

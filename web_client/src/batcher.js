@@ -52,6 +52,9 @@ const LOD_LOAD_SLICE = 500;
 // millisecond a frame). Measured in BENCHMARKS.md §12; `?instancing=N` sets the uses for a page, 0 turns it off.
 const INSTANCE_MIN_USES_DEFAULT = 8;
 const INSTANCE_MAX_BATCHES = 32;
+// A tile of a tiled scene (tiles.js) gets at most this many: its draw calls add up over every tile loaded (64 tiles
+// with 10 instanced batches each were 640 draw calls, seconds a frame on a software GL; BENCHMARKS.md §16).
+export const INSTANCE_MAX_BATCHES_PER_TILE = 4;
 const INSTANCE_MIN_USES = instanceThreshold(typeof location === 'undefined' ? '' : location.search);
 
 export class ElementBatches {
@@ -74,6 +77,8 @@ export class ElementBatches {
     this.tiles = new Set();
     /** @type {THREE.Box3|null} the whole model's box when not every element is loaded (a tiled scene's index) */
     this.bounds = null;
+    /** at most this many InstancedBatches (a tile's are fewer) */
+    this.maxInstanced = INSTANCE_MAX_BATCHES;
   }
 
   /**
@@ -100,19 +105,22 @@ export class ElementBatches {
   /**
    * Batches from the glTF's JSON and accessors, without a three.js scene (GltfDocument.unsupported()
    * must be ''). @param {import('./gltf_reader.js').GltfDocument} doc
+   * @param {number} [maxInstanced] at most this many InstancedBatches
    */
-  static fromDocument(doc) {
+  static fromDocument(doc, maxInstanced = INSTANCE_MAX_BATCHES) {
     const batches = new ElementBatches();
+    batches.maxInstanced = maxInstanced;
     batches.#fromDocument(doc);
     return batches;
   }
 
   /**
    * Batches from the scene GLTFLoader made (it is consumed: geometries move into batches).
-   * @param {THREE.Object3D} root
+   * @param {THREE.Object3D} root @param {number} [maxInstanced] at most this many InstancedBatches
    */
-  static fromScene(root) {
+  static fromScene(root, maxInstanced = INSTANCE_MAX_BATCHES) {
     const batches = new ElementBatches();
+    batches.maxInstanced = maxInstanced;
     batches.#fromScene(root);
     return batches;
   }
@@ -220,7 +228,7 @@ export class ElementBatches {
    */
   #addGroups(groups) {
     const all = [...groups];
-    const chosen = instancedMeshes(all, INSTANCE_MIN_USES, INSTANCE_MAX_BATCHES);
+    const chosen = instancedMeshes(all, INSTANCE_MIN_USES, this.maxInstanced);
     /** @type {{material: THREE.Material, slots: (Slot & {mesh: MeshData})[], needColor: boolean}[]} */
     const instanced = [];
     for (const g of all) instanced.push(...this.#addGroup(g, chosen.get(g)));

@@ -19,7 +19,7 @@ export class LoadError extends Error {
 /**
  * A read model: `batch()` makes its batches, `meshSource` gives the primitives of its glTF meshes (the
  * levels of detail); `via` says which reader read it ("direct", or "GLTFLoader: <why>").
- * @typedef {{nodes: number, via: string, batch: () => ElementBatches, meshSource: import('./batcher.js').MeshSource}} Model
+ * @typedef {{nodes: number, via: string, batch: (maxInstanced?: number) => ElementBatches, meshSource: import('./batcher.js').MeshSource}} Model
  * A tiled scene instead: its index (tiles.js reads it and streams the tiles).
  * @typedef {{tiles: string, url: string}} TiledModel
  */
@@ -55,7 +55,7 @@ export async function readModel(body, url) {
     const why = doc ? doc.unsupported() : 'not read directly';
     if (doc && !why) {
       await doc.prepare();
-      return { nodes: doc.json.nodes?.length ?? 0, via: 'direct', batch: () => ElementBatches.fromDocument(doc),
+      return { nodes: doc.json.nodes?.length ?? 0, via: 'direct', batch: (max) => ElementBatches.fromDocument(doc, max),
         meshSource: async (m) => doc.mesh(m) };
     }
     const meshopt = !doc || doc.json.extensionsUsed?.includes('EXT_meshopt_compression');
@@ -65,7 +65,7 @@ export async function readModel(body, url) {
     if (decoder) loader.setMeshoptDecoder(decoder);
     const gltf = await loader.parseAsync(body, url.replace(/[^/]*$/, ''));
     const { parser } = gltf;
-    return { nodes: parser.json.nodes?.length ?? 0, via: `GLTFLoader: ${why}`, batch: () => ElementBatches.fromScene(gltf.scene),
+    return { nodes: parser.json.nodes?.length ?? 0, via: `GLTFLoader: ${why}`, batch: (max) => ElementBatches.fromScene(gltf.scene, max),
       meshSource: async (m) => {
         const o = await parser.getDependency('mesh', m); // a Group of Meshes when it has several primitives
         return (o.isGroup ? o.children : [o]).map((/** @type {any} */ c) => c.geometry);

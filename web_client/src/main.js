@@ -211,11 +211,8 @@ async function loadScene(glbUrl, sceneId) {
     const twin = new TwinView(viewer, batches, state, labels, visibility, signal);
     app.twin = twin;
     app.tiles = tiled ? new TileStreamer({ index: tiled, base: tilesBase, batches, viewer, signal,
-      arrived: (ids) => twin.arrived(ids), leaving: () => twin.leaving(), changed: () => {
-        twin.left();
-        caps.use(batches);
-      } }) : null;
-    if (app.tiles) followTiles(app.tiles, signal);
+      arrived: (ids) => twin.arrived(ids), leaving: () => twin.leaving() }) : null;
+    if (app.tiles) followTiles(app.tiles, twin, signal);
     app.twin.edges.setEnabled(look.edges);
     viewer.clipModel(batches.group);
     caps.use(batches);
@@ -268,12 +265,13 @@ async function loadScene(glbUrl, sceneId) {
 }
 
 /**
- * Tell the server which part of a tiled scene this viewer holds (docs/PROTOCOL.md §15 `interest`): the box of the
+ * Follow a tiled scene's tiles as they come and go: edges, outlines and section caps for the batches now held, and
+ * tell the server which part of the scene this viewer holds (docs/PROTOCOL.md §15 `interest`): the box of the
  * loaded tiles once they have settled for INTEREST_SETTLE_MS, or the whole scene when every tile is in; the
  * server then sends the live values of that part only (and a snapshot of it at each change).
- * @param {TileStreamer} tiles @param {AbortSignal} signal
+ * @param {TileStreamer} tiles @param {TwinView} twin @param {AbortSignal} signal
  */
-function followTiles(tiles, signal) {
+function followTiles(tiles, twin, signal) {
   let timer = 0;
   const send = () => {
     if (signal.aborted) return;
@@ -282,6 +280,8 @@ function followTiles(tiles, signal) {
     session.setInterest(tiles.complete || box.isEmpty() ? null : { box: [box.min.toArray(), box.max.toArray()] });
   };
   tiles.addEventListener('change', () => {
+    twin.left();
+    caps.use(tiles.batches);
     clearTimeout(timer);
     timer = window.setTimeout(send, INTEREST_SETTLE_MS);
   }, { signal });

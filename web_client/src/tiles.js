@@ -5,6 +5,7 @@
 // budget, those that matter least for the view are let go (ElementBatches.release) and their boxes come back.
 // This module decides what is loaded; the batches decide what of it is drawn (culling, levels of detail).
 import * as THREE from 'three';
+import { INSTANCE_MAX_BATCHES_PER_TILE } from './batcher.js';
 import { readModel } from './loader.js';
 
 // Tiles downloaded and read at once: two keep the network and the reader busy without starving the frames.
@@ -32,7 +33,7 @@ const _eye = new THREE.Vector3();
  *            catalog: string}} TileIndex
  * @typedef {{record: TileRecord, box: THREE.Box3, state: 'idle'|'loading'|'loaded', batches: import('./batcher.js').ElementBatches|null,
  *            priority: number, abort: AbortController|null, wanted: boolean}} TileSlot
- *   wanted: asked for (request) — loaded before any other
+ *   wanted: asked for (request) — loaded before any other, and kept, until it is loaded and in view
  */
 
 /**
@@ -65,11 +66,11 @@ export class TileStreamer extends EventTarget {
   /**
    * @param {{index: TileIndex, base: string, batches: import('./batcher.js').ElementBatches,
    *          viewer: import('./viewer.js').Viewer, budget?: number, signal: AbortSignal,
-   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void, changed: () => void}} opts
+   *          arrived: (ids: string[]) => void, leaving: (ids: string[]) => void}} opts
    *   base: the URL of the tiles' folder (ends with '/'); arrived / leaving: a tile's element ids once it is in the
-   *   batches / before it leaves them; changed: after either
+   *   batches / before it leaves them; a 'change' event follows either
    */
-  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving, changed }) {
+  constructor({ index, base, batches, viewer, budget = tileBudget(), signal, arrived, leaving }) {
     super();
     this.index = index;
     this.base = base;
@@ -77,7 +78,7 @@ export class TileStreamer extends EventTarget {
     this.viewer = viewer;
     this.budget = budget;
     this.signal = signal;
-    this.hooks = { arrived, leaving, changed };
+    this.hooks = { arrived, leaving };
     /** @type {TileSlot[]} */
     this.tiles = index.tiles.map((record) => ({ record, box: new THREE.Box3(new THREE.Vector3(...record.lo), new THREE.Vector3(...record.hi)),
       state: 'idle', batches: null, priority: 0, abort: null, wanted: false }));
@@ -96,8 +97,9 @@ export class TileStreamer extends EventTarget {
     signal.addEventListener('abort', () => {
       viewer.prerender.splice(viewer.prerender.indexOf(this.hook), 1);
       for (const t of this.tiles) t.abort?.abort();
+      this.impostors.removeFromParent();
       this.impostors.geometry.dispose();
-      for (const m of /** @type {THREE.Material[]} */ (this.impostors.material)) m.dispose();
+      /** @type {THREE.Material} */ (this.impostors.material).dispose();
     });
   }
 
@@ -108,7 +110,7 @@ export class TileStreamer extends EventTarget {
   request(n) {
     const t = this.tiles[n];
     if (!t || t.state === 'loaded') return Promise.resolve();
-    t.wanted = true;
+    for (const u of this.tiles) u.wanted = u === t; // the last asked for: it stays until the view holds it
     this.viewer.invalidate(); // the next frame schedules it
     return new Promise((resolve) => {
       const done = () => {
@@ -147,7 +149,9 @@ export class TileStreamer extends EventTarget {
       const d = ortho ? 1 : Math.max(_sphere.center.distanceTo(_eye) - _sphere.radius, 1e-3);
       // Screen-space size (the box's angular radius, below 1e3 but for the eye inside), tiles in view far ahead
       // of those out of it, and a tile asked for (request) ahead of all.
-      t.priority = Math.min(_sphere.radius / d, 1e3) + (_frustum.intersectsBox(t.box) ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
+      const inView = _frustum.intersectsBox(t.box);
+      if (t.wanted && inView && t.state === 'loaded') t.wanted = false; // the view holds it now (after the flight)
+      t.priority = Math.min(_sphere.radius / d, 1e3) + (inView ? 1e4 : 0) + (t.wanted ? 1e8 : 0);
     }
     const ranked = [...this.tiles].sort((a, b) => b.priority - a.priority);
     let loading = this.tiles.filter((t) => t.state === 'loading').length;
@@ -180,16 +184,15 @@ export class TileStreamer extends EventTarget {
       if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       const model = await readModel(await res.arrayBuffer(), url);
       if (signal.aborted) return;
-      const tile = model.batch();
+      const tile = model.batch(INSTANCE_MAX_BATCHES_PER_TILE);
       this.batches.absorb(tile);
       this.viewer.clipModel(tile.group);
-      Object.assign(t, { state: 'loaded', batches: tile, abort: null, wanted: false });
+      Object.assign(t, { state: 'loaded', batches: tile, abort: null });
       this.loadedBytes += t.record.bytes;
       this.loads++;
       this.arrivals.push({ file: t.record.file, at: performance.now() });
       this.#showImpostors();
       this.hooks.arrived([...tile.elements.keys()]);
-      this.hooks.changed();
       this.dispatchEvent(new Event('change'));
       tile.addLods(model.meshSource, signal).then(() => this.viewer.invalidate(), () => {});
     } catch (e) {
@@ -199,7 +202,10 @@ export class TileStreamer extends EventTarget {
     } finally {
       if (t.state === 'loading') t.state = 'idle';
       t.abort = null;
-      this.viewer.invalidate(); // the next frame schedules the next tiles
+      this.viewer.invalidate();
+      // The next tiles now, for the last view, not at the next frame: on a software GL a frame of a large model
+      // takes long, and tiles would come one frame apart.
+      if (!this.signal.aborted) this.#schedule(this.viewer.camera);
     }
   }
 
@@ -212,23 +218,22 @@ export class TileStreamer extends EventTarget {
     this.loadedBytes -= t.record.bytes;
     this.unloads++;
     this.#showImpostors();
-    this.hooks.changed();
     this.dispatchEvent(new Event('change'));
   }
 
   /** The coarse level draws the boxes of the tiles not loaded. */
   #showImpostors() {
     const geometry = this.impostors.geometry;
-    geometry.clearGroups();
-    const ranges = /** @type {{start: number, count: number}[]} */ (geometry.userData.ranges);
-    let drawn = 0;
-    this.tiles.forEach((t, i) => {
-      if (t.state !== 'loaded') {
-        geometry.addGroup(ranges[i].start, ranges[i].count, 0);
-        drawn += ranges[i].count;
-      }
-    });
-    this.impostors.visible = drawn > 0;
+    const { all, ranges } = /** @type {{all: Uint32Array, ranges: {start: number, count: number}[]}} */ (geometry.userData);
+    const shown = this.tiles.flatMap((t, i) => (t.state === 'loaded' ? [] : [ranges[i]]));
+    const index = new Uint32Array(shown.reduce((n, r) => n + r.count, 0));
+    let at = 0;
+    for (const r of shown) {
+      index.set(all.subarray(r.start, r.start + r.count), at);
+      at += r.count;
+    }
+    geometry.setIndex(new THREE.BufferAttribute(index, 1)); // a few thousand boxes at most: a copy is cheap
+    this.impostors.visible = index.length > 0;
   }
 }
 
@@ -240,7 +245,8 @@ function leastLoaded(ranked) {
 
 /**
  * One mesh of every tile's impostor boxes (12 triangles each, flat, vertex colours), with the index range of each
- * tile in `geometry.userData.ranges`; not pickable (raycast does nothing), as it stands for elements not loaded.
+ * tile in `geometry.userData.ranges` (of `all`; the index drawn holds the boxes of the tiles not loaded); not
+ * pickable (raycast does nothing), as it stands for elements not loaded.
  * @param {TileIndex} index
  */
 function impostorMesh(index) {
@@ -278,9 +284,9 @@ function impostorMesh(index) {
     start += range.count;
     return range;
   });
-  geometry.addGroup(0, indices.length, 0);
+  geometry.userData.all = indices;
   const material = new THREE.MeshLambertMaterial({ vertexColors: true, transparent: true, opacity: IMPOSTOR_OPACITY });
-  const mesh = new THREE.Mesh(geometry, [material]);
+  const mesh = new THREE.Mesh(geometry, material);
   mesh.raycast = () => {};
   return mesh;
 }
