@@ -307,8 +307,9 @@ class Store:
         self._writer.start()
 
     def health(self) -> StoreHealth:
-        """Not ok while the database cannot be reached or the last transaction failed: what is acknowledged is
-        still never lost (an ack follows the commit), but new changes are refused until it takes writes again."""
+        """Not ok while the database cannot be reached (as of the last statement or `probe`) or a transaction failed
+        while it could (a full disk) since the last commit: what is acknowledged is still never lost (an ack follows
+        the commit), but new changes are refused until it takes writes again."""
         ok = self.reachable and not self.failing
         if ok:
             detail = ""
