@@ -338,7 +338,7 @@ function visibleBox() {
     if (b && !b.isEmpty()) box = box ? box.union(b) : b;
   }
   const hidden = visibility.hidden;
-  const pending = pendingBox(hidden.size ? [...visibility.scope.all()].filter((id) => !hidden.has(id)) : null);
+  const pending = app.tiles && pendingBox(hidden.size ? [...visibility.scope.all()].filter((id) => !hidden.has(id)) : null);
   if (pending) box = box ? box.union(pending) : pending;
   return box ?? boxOfAll(batches);
 }
