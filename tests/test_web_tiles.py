@@ -164,6 +164,18 @@ def test_home_and_fit_frame_what_is_not_loaded_by_the_index_bounds(tiled):
     page.wait_for_function("!window.twinview.viewer.flying", timeout=WAIT_MS)
     assert page.evaluate("window.twinview.app.tiles.complete") is False
     assert page.evaluate(FRAMES, whole)
+    # A tile whose elements are all hidden does not count: with the far half hidden, Home frames the near half.
+    half = tiles // 2
+    page.evaluate(f"""() => {{ const tv = window.twinview;
+      tv.visibility.hide([...tv.app.catalog.byId.values()].filter((r) => r.tile >= {half}).map((r) => r.id)); }}""")
+    page.keyboard.press("Home")
+    page.wait_for_function("!window.twinview.viewer.flying", timeout=WAIT_MS)
+    near = page.evaluate(f"""(() => {{ const t = window.twinview.app.tiles.index.tiles.slice(0, {half});
+      return [[0, 1, 2].map((k) => Math.min(...t.map((x) => x.lo[k]))),
+              [0, 1, 2].map((k) => Math.max(...t.map((x) => x.hi[k])))]; }})()""")
+    assert page.evaluate(FRAMES, near)
+    assert not page.evaluate(FRAMES, whole)
+    page.evaluate("window.twinview.visibility.showAll()")
     # Fit of a selected element whose tile is not loaded frames its tile (the index's box of it).
     last = tiles - 1
     page.evaluate(
