@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS alarm_books (t REAL PRIMARY KEY, events INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, content BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
-CREATE INDEX IF NOT EXISTS minutes_minute ON minutes (minute);
+CREATE INDEX IF NOT EXISTS minutes_by_minute ON minutes (minute, key, last_ts, last_q, last);
 CREATE TABLE IF NOT EXISTS keyframes (t INTEGER PRIMARY KEY, body BLOB NOT NULL);
 """
 
@@ -198,7 +198,7 @@ _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "un
 
 class _Keyframe(msgspec.Struct, array_like=True):
     """Every property's last minute aggregate before an hour boundary `t` (its `last`, `last_ts`, `last_q`), column
-    by column: the state at t's hour start that a seek completes with one range read of the minutes since (`state_at`).
+    by column: the state at t's hour start that a seek completes with range reads of the minutes since (`state_at`).
     Written by `seal` for each finished hour from the one before; any reading stored with a time before a keyframe's
     boundary deletes it and those after (`_write_readings`), so a late reading is never hidden by one."""
 
@@ -821,7 +821,7 @@ class Historian:
             (first,) = db.execute("SELECT min(minute) FROM minutes").fetchone()
             if first is None:
                 return
-            boundary = (first * MINUTE // HOUR + 1) * HOUR
+            boundary = first * MINUTE // HOUR * HOUR  # the history's first hour: an empty keyframe
         else:
             boundary = newest + HOUR
         while boundary <= cutoff and not self._closing:
@@ -832,7 +832,7 @@ class Historian:
                 frame = dict(zip(before.keys, zip(before.last, before.ts, before.q, strict=True), strict=True))
                 # One row per key, its newest minute (SQLite takes the bare columns from the max(last_ts) row).
                 for kid, last, ts, q in db.execute(
-                    """SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_minute
+                    """SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_by_minute
                        WHERE minute >= ? AND minute < ? GROUP BY key""",
                     (start, boundary // MINUTE),
                 ):
@@ -1165,18 +1165,8 @@ class Historian:
                    AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
                 (minute, found),
             ).fetchall()
-        else:  # the keyframe at t's hour start, then each key's newest minute since (SQLite's bare max() columns)
-            rows = db.execute(
-                f"""SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_minute
-                   WHERE minute >= ? AND minute < ? AND key NOT IN ({self._sql.ids_of_json}) GROUP BY key""",
-                (hour // MINUTE, minute, found),
-            ).fetchall()
-            since = found_ids.union(row[0] for row in rows)
-            rows += [
-                (kid, last, ts, q)
-                for kid, last, ts, q in zip(frame.keys, frame.last, frame.ts, frame.q, strict=True)
-                if kid not in since
-            ]
+        else:
+            rows = self._since_keyframe(db, frame, hour, minute, found_ids, len(names))
         if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
             rows += db.execute(  # aggregate serves where all of that minute is at or before t
                 f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k {join} minutes m ON m.key = k.id
@@ -1188,6 +1178,34 @@ class Historian:
             if key is not None and (key not in state or ts >= state[key].ts):
                 state[key] = Sample(*key, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         return state
+
+    def _since_keyframe(
+        self, db: Connection, frame: _Keyframe, hour: int, minute: int, found: set[int], keys: int
+    ) -> list[tuple[int, object, float, int]]:
+        """The newest minute aggregate before `minute` of each key not in `found`, from the minutes since the keyframe
+        at `hour` and then the keyframe: range reads of the minutes' time index in windows doubling back from
+        `minute` (1, 2, 4, … minutes), each for the keys not found yet, until every key is found or the hour start
+        is reached. A key that reported a minute ago costs one row; one silent since the hour start, its rows of
+        the hour (SQLite takes the bare columns of each key's max(last_ts) row)."""
+        rows: list[tuple[int, object, float, int]] = []
+        seen = set(found)
+        start, end, width = hour // MINUTE, minute, 1
+        while end > start and len(seen) < keys:
+            lo = max(start, end - width)
+            got = db.execute(
+                f"""SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_by_minute
+                   WHERE minute >= ? AND minute < ? AND key NOT IN ({self._sql.ids_of_json}) GROUP BY key""",
+                (lo, end, msgspec.json.encode(list(seen)).decode()),
+            ).fetchall()
+            rows += got
+            seen.update(row[0] for row in got)
+            end, width = lo, width * 2
+        rows += [
+            (kid, last, ts, q)
+            for kid, last, ts, q in zip(frame.keys, frame.last, frame.ts, frame.q, strict=True)
+            if kid not in seen
+        ]
+        return rows
 
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
