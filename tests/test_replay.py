@@ -21,7 +21,7 @@ from scene.state import PropertyValue, Reading, TwinState
 from tests.live_server import BINDINGS, live_server, mint_token, person
 from viewer_server import protocol as p
 from viewer_server.client import RequestRefused, TwinClient
-from viewer_server.historian import HOUR, Historian
+from viewer_server.historian import DAY, HOUR, SEAL_GRACE_S, Historian
 from viewer_server.replay import ReplayTwin, RuleVersions
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
@@ -463,4 +463,64 @@ def test_the_twin_made_in_bulk_is_the_twin_made_element_by_element_on_a_mixed_sc
             k: (s.v, s.u, s.q, s.silent_since) for k, s in want_props.items()
         }, t
         assert {el: v for el, v in visuals.items() if el in want_visuals or v != p.Visual()} == want_visuals, t
+    h.close()
+
+
+def _last_samples(h: Historian, t: float) -> dict[tuple[str, str], tuple[float, object, str]]:
+    """Every property's last raw sample at or before t, read from the samples themselves (no aggregate, no keyframe)."""
+    return {(s.element, s.prop): (s.ts, s.value, s.quality) for s in h.samples(t - 5 * DAY, t, include_start=True)}
+
+
+def test_seeks_from_hourly_keyframes_equal_the_samples_and_a_late_reading_is_never_hidden(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three sealed hours with a keyframe at each hour start: seeks just after a boundary, at a property silent
+    for days, one first sent after the keyframe, and one whose late reading lands in a sealed hour after its
+    keyframe was written, all equal the last raw sample (and the bulk twin the per-element one); a keyframe made
+    unreadable or missing is done without."""
+    t0 = 1_800_000_000.0  # an hour boundary
+    h = Historian(tmp_path / "history", clock=lambda: t0 + 3 * HOUR + SEAL_GRACE_S + 1)
+    bindings = _mixed_bindings(5.0, "'#0000ff', '#ff0000'", "{value} {running}")
+    h.record_bindings("mixed.bindings.yaml", bindings.encode(), t0 - 4 * DAY)
+    h.append([Reading("E-0", "v", 7, "", t0 - 3 * DAY)], t0 - 3 * DAY, "test")  # silent for days after
+    for second in range(0, 3 * HOUR, 30):
+        ts = t0 + second
+        readings = [Reading(f"E-{i}", "v", (second // 30 * 7 + i) % 11 - 1.5, "", ts + i) for i in range(3, 12)]
+        readings.append(Reading("E-2", "v", 1.25, "", ts) if second < 600 else None)  # silent after 10 min
+        if second >= 2 * HOUR + 600:  # first sent 10 min after the keyframe at t0 + 2 h
+            readings.append(Reading("E-1", "v", second % 4, "", ts + 1))
+        h.append([r for r in readings if r is not None], ts, "test")
+    h.flush()
+    assert h.seal()  # the three hours, and a keyframe at every hour start since the first sample
+    db = sqlite3.connect(tmp_path / "history" / "history.sqlite")
+    keyframes = {t for (t,) in db.execute("SELECT t FROM keyframes")}
+    assert {t0 + HOUR, t0 + 2 * HOUR, t0 + 3 * HOUR, t0 - 3 * DAY + HOUR} <= keyframes
+    rules = RuleVersions(h, bindings_from_text(bindings.encode(), "mixed.bindings.yaml"), None)
+    moments = [t0 + HOUR + 0.5, t0 + 2 * HOUR + 0.01, t0 + 2 * HOUR + 300, t0 + 2 * HOUR + 1234.5, t0 + 3 * HOUR - 1]
+
+    def check(*extra: float) -> None:
+        for t in [*moments, *extra]:
+            state = {key: (s.ts, s.value, s.quality) for key, s in h.state_at(t).items()}
+            assert state == _last_samples(h, t), t
+            assert ReplayTwin(h, rules, "ops").seek(t) == _per_element(h, rules, t), t
+
+    check()
+    assert h.state_at(t0 + 2 * HOUR + 300)[("E-0", "v")].ts == t0 - 3 * DAY
+    assert ("E-1", "v") not in h.state_at(t0 + 2 * HOUR + 300)
+    assert h.state_at(t0 + 2 * HOUR + 1234.5)[("E-1", "v")].ts == t0 + 2 * HOUR + 1231
+    # A gateway's buffer after an outage: E-2's newest value is now in the sealed first hour, after its keyframe.
+    h.append([Reading("E-2", "v", 9.5, "", t0 + HOUR - 5)], t0 + 3 * HOUR, "test")
+    h.flush()
+    check(t0 + HOUR - 1)
+    assert h.state_at(t0 + 2 * HOUR + 300)[("E-2", "v")].value == 9.5
+    assert {t for (t,) in db.execute("SELECT t FROM keyframes")} == {t for t in keyframes if t <= t0 + HOUR - 5}
+    h.seal()  # the keyframes again, with the late reading
+    assert {t for (t,) in db.execute("SELECT t FROM keyframes")} == keyframes
+    check()
+    db.execute("UPDATE keyframes SET body = x'c1ff' WHERE t = ?", (t0 + 2 * HOUR,))
+    db.execute("DELETE FROM keyframes WHERE t = ?", (t0 + HOUR,))
+    db.commit()
+    check()
+    assert "unreadable" in caplog.text
+    db.close()
     h.close()

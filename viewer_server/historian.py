@@ -4,8 +4,8 @@ Layout under `<data dir>/history/` (docs/BINDINGS.md "history" says how to read 
 
     history.sqlite                    the hot tail (WAL): raw samples not sealed yet, minute aggregates of
                                       every property, every event, the list of sealed chunks, every version of
-                                      the bindings file (`record_bindings`) and checkpoints of the alarm list
-                                      (`checkpoint_alarms`)
+                                      the bindings file (`record_bindings`), checkpoints of the alarm list
+                                      (`checkpoint_alarms`) and a keyframe per sealed hour (`_Keyframe`)
     chunks/YYYY-MM-DD/HH-<n>.parquet  sealed hours of raw samples (zstd), one row per sample, sorted by
                                       minute, then property, then time (PARQUET_OPTIONS)
     quarantine/                       chunks found unreadable at start (power loss while one was written)
@@ -99,6 +99,8 @@ CREATE TABLE IF NOT EXISTS chunks (path TEXT PRIMARY KEY, hour INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS alarm_books (t REAL PRIMARY KEY, events INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS bindings (t REAL NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, content BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS bindings_t ON bindings (t);
+CREATE INDEX IF NOT EXISTS minutes_by_minute ON minutes (minute, key, last_ts, last_q, last);
+CREATE TABLE IF NOT EXISTS keyframes (t INTEGER PRIMARY KEY, body BLOB NOT NULL);
 """
 
 # The same tables in PostgreSQL (one schema per scene, `pg_schema`): `rowid` is a column there, values (`v`, `last`:
@@ -193,6 +195,20 @@ EXPORT_SCHEMA: Final = pa.schema(
 )
 _READ_COLUMNS: Final = ["element", "prop", "ts", "value", "text", "quality", "unit"]
 
+
+class _Keyframe(msgspec.Struct, array_like=True):
+    """Every property's last minute aggregate before an hour boundary `t` (its `last`, `last_ts`, `last_q`), column
+    by column: the state at t's hour start that a seek completes with range reads of the minutes since (`state_at`).
+    Written by `seal` for each finished hour from the one before; any reading stored with a time before a keyframe's
+    boundary deletes it and those after (`_write_readings`), so a late reading is never hidden by one."""
+
+    keys: list[int]
+    last: list[Scalar | None]
+    ts: list[float]
+    q: list[int]
+
+
+_keyframe_dec = msgspec.msgpack.Decoder(_Keyframe)
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(p.Event)
 # A checkpoint of the alarm list: (alarm id, rowid of its last event before the checkpoint, the alarm as that
@@ -251,6 +267,25 @@ def event_key(event: p.Event) -> bytes:
     """What makes an event the same event whatever seq it was numbered with: its content (a person's draft, or
     an alarm transition computed from the same readings, carries the same times and ids when numbered again)."""
     return hashlib.blake2b(_event_enc.encode(msgspec.structs.replace(event, seq=0)), digest_size=16).digest()
+
+
+def _read_keyframe(db: Connection, t: int) -> _Keyframe | None:
+    """The keyframe at hour boundary `t`; None when there is none, or it is unreadable (logged: the caller then
+    works without it)."""
+    if not isinstance(db, sqlite3.Connection):  # PostgreSQL keeps none
+        return None
+    row = db.execute("SELECT body FROM keyframes WHERE t = ?", (t,)).fetchone()
+    if row is None:
+        return None
+    try:
+        frame = _keyframe_dec.decode(row[0])
+    except (msgspec.DecodeError, TypeError) as e:
+        log.warning("history keyframe at %s is unreadable (%s): seeks after it look values up one by one", t, e)
+        return None
+    if not len(frame.keys) == len(frame.last) == len(frame.ts) == len(frame.q):
+        log.warning("history keyframe at %s has columns of different lengths: seeks after it do without it", t)
+        return None
+    return frame
 
 
 def _chunk_table(rows: list[tuple]) -> pa.Table:
@@ -727,6 +762,10 @@ class Historian:
             db.execute(f"{insert} SELECT * FROM unnest({arrays}) {merge}", columns)
         else:
             db.executemany(f"{insert} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {merge}", rows)
+            # A reading older than a keyframe's boundary (a gateway's buffer after an outage): that keyframe and
+            # those after no longer hold the last values; `seal` writes them again. In this transaction, which the
+            # keyframe's writer cannot interleave with (it holds the write lock from reading the minutes on).
+            db.execute("DELETE FROM keyframes WHERE t > ?", (first,))
 
     def _write_events(self, db: Connection, events: list[p.Event]) -> None:
         """Each event once (`event_key`): a leader that takes over numbers again what the dead one had recorded but
@@ -770,7 +809,39 @@ class Historian:
             path = self._seal_hour(db, hour)
             if path is not None:
                 written.append(path)
+        self._write_keyframes(db, cutoff)
         return written
+
+    def _write_keyframes(self, db: sqlite3.Connection, cutoff: int) -> None:
+        """A keyframe at every hour boundary up to `cutoff` that has none, each from the one before and that hour's
+        minute aggregates (one range read of the minutes' time index); the first from every minute before it. A
+        history kept before keyframes existed gets them all at its first upkeep."""
+        (newest,) = db.execute("SELECT max(t) FROM keyframes").fetchone()
+        if newest is None:
+            (first,) = db.execute("SELECT min(minute) FROM minutes").fetchone()
+            if first is None:
+                return
+            boundary = first * MINUTE // HOUR * HOUR  # the history's first hour: an empty keyframe
+        else:
+            boundary = newest + HOUR
+        while boundary <= cutoff and not self._closing:
+            with self._transaction(db, lock_events=True):  # the write lock before reading: see `_write_readings`
+                before = _read_keyframe(db, boundary - HOUR)
+                start = 0 if before is None else (boundary - HOUR) // MINUTE  # none before: every minute before
+                before = before or _Keyframe([], [], [], [])
+                frame = dict(zip(before.keys, zip(before.last, before.ts, before.q, strict=True), strict=True))
+                # One row per key, its newest minute (SQLite takes the bare columns from the max(last_ts) row).
+                for kid, last, ts, q in db.execute(
+                    """SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_by_minute
+                       WHERE minute >= ? AND minute < ? GROUP BY key""",
+                    (start, boundary // MINUTE),
+                ):
+                    if kid not in frame or ts >= frame[kid][1]:
+                        frame[kid] = (last, ts, q)
+                last, ts, q = (list(c) for c in zip(*frame.values(), strict=True)) if frame else ([], [], [])
+                body = msgspec.msgpack.encode(_Keyframe(list(frame), last, ts, q))
+                db.execute("INSERT OR REPLACE INTO keyframes (t, body) VALUES (?, ?)", (boundary, body))
+            boundary += HOUR
 
     def _seal_hour(self, db: Connection, hour: int) -> Path | None:
         """Stream one hour's samples (those stored so far: `rowid` bound) into a chunk, one row group at a time,
@@ -1072,24 +1143,30 @@ class Historian:
     @_uses_connection
     def state_at(self, t: float) -> dict[tuple[str, str], Sample]:
         """Every property's last sample at or before `t`. The raw samples of t's own minute come first (reduced to
-        one per property in arrow, `_latest`); for the properties without one, one indexed pass over the keys finds
-        each one's latest minute aggregate before t's minute (its `last`: this also serves after the raw samples
-        are gone; or, where raw samples may be gone, that minute's aggregate when all of it is at or before t).
-        Nothing before t's minute is scanned: the cost is one index seek per property that was silent in it.
-        CROSS JOIN keeps SQLite's loop over the keys (its planner would otherwise scan every minute row)."""
+        one per property in arrow, `_latest`); for the properties without one, their latest minute aggregate before
+        t's minute (its `last`: this also serves after the raw samples are gone; or, where raw samples may be gone,
+        that minute's aggregate when all of it is at or before t). With a keyframe at t's hour start (SQLite, once
+        the hour before is sealed: `_Keyframe`) that is one range read of the minutes since it, the keyframe serving
+        the properties silent since; without, one index seek per property silent in t's minute (CROSS JOIN keeps
+        SQLite's loop over the keys: its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
         state = self._latest(minute * MINUTE, t)
         names, _, kinds, units, _, _ = self._index  # as `_latest` brought them up to date
-        found = msgspec.json.encode([kid for kid, key in names.items() if key in state]).decode()
+        found_ids = {kid for kid, key in names.items() if key in state}
+        found = msgspec.json.encode(list(found_ids)).decode()
         join = self._sql.keep_order_join
         silent = f"k.id NOT IN ({self._sql.ids_of_json})"  # found in t's minute: no seek for those
-        before = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
-            f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k {join} minutes m ON m.key = k.id
-               AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
-            (minute, found),
-        )
-        rows = list(before)
+        hour = minute * MINUTE // HOUR * HOUR
+        frame = _read_keyframe(db, hour)
+        if frame is None:  # no keyframe (PostgreSQL, the hour not sealed yet, or unreadable): one seek per key
+            rows = db.execute(  # max() over the primary key alone: SQLite's one-seek min/max optimisation
+                f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k {join} minutes m ON m.key = k.id
+                   AND m.minute = (SELECT max(minute) FROM minutes WHERE key = k.id AND minute < ?) WHERE {silent}""",
+                (minute, found),
+            ).fetchall()
+        else:
+            rows = self._since_keyframe(db, frame, hour, minute, found_ids, len(names))
         if t < self.clock() - self._shortest_raw_days() * DAY:  # raw samples of t's minute may be gone: its
             rows += db.execute(  # aggregate serves where all of that minute is at or before t
                 f"""SELECT m.key, m.last, m.last_ts, m.last_q FROM keys k {join} minutes m ON m.key = k.id
@@ -1101,6 +1178,34 @@ class Historian:
             if key is not None and (key not in state or ts >= state[key].ts):
                 state[key] = Sample(*key, ts, _typed(last, kinds[kid]), QUALITIES[q], units[kid])
         return state
+
+    def _since_keyframe(
+        self, db: Connection, frame: _Keyframe, hour: int, minute: int, found: set[int], keys: int
+    ) -> list[tuple[int, object, float, int]]:
+        """The newest minute aggregate before `minute` of each key not in `found`, from the minutes since the keyframe
+        at `hour` and then the keyframe: range reads of the minutes' time index in windows doubling back from
+        `minute` (1, 2, 4, … minutes), each for the keys not found yet, until every key is found or the hour start
+        is reached. A key that reported a minute ago costs one row; one silent since the hour start, its rows of
+        the hour (SQLite takes the bare columns of each key's max(last_ts) row)."""
+        rows: list[tuple[int, object, float, int]] = []
+        seen = set(found)
+        start, end, width = hour // MINUTE, minute, 1
+        while end > start and len(seen) < keys:
+            lo = max(start, end - width)
+            got = db.execute(
+                f"""SELECT key, last, max(last_ts), last_q FROM minutes INDEXED BY minutes_by_minute
+                   WHERE minute >= ? AND minute < ? AND key NOT IN ({self._sql.ids_of_json}) GROUP BY key""",
+                (lo, end, msgspec.json.encode(list(seen)).decode()),
+            ).fetchall()
+            rows += got
+            seen.update(row[0] for row in got)
+            end, width = lo, width * 2
+        rows += [
+            (kid, last, ts, q)
+            for kid, last, ts, q in zip(frame.keys, frame.last, frame.ts, frame.q, strict=True)
+            if kid not in seen
+        ]
+        return rows
 
     def _latest(self, t0: float, t1: float) -> dict[tuple[str, str], Sample]:
         """Each property's last raw sample with t0 <= ts <= t1. The chunks' rows are reduced to the last one per
