@@ -17,7 +17,9 @@ ramp rule colouring it on the layer `operations`, and every binding holds a valu
   one area's elements listed (capped at MAX_INTEREST_ELEMENTS); then the delta bytes each receives while every
   binding gets a new value;
 - in headless Chromium (software GL), unless --no-browser: from navigation start, the first frame and the tree's
-  first rows; the time a search and a properties panel take to answer; and, for the client before this change,
+  first rows, and where the start-up goes (HTML, the app's scripts, WebGL context, app evaluated, the model's
+  bytes or tile index on the main thread, read, batched, first frame: the page's own performance marks); the
+  time a search and a properties panel take to answer; and, for the client before this change,
   what downloading and parsing `manifest.json` in the page costs after the first frame.
 
 Results: stdout, bench/results/metadata.md and .json.
@@ -248,7 +250,7 @@ async def late_joiners(url: str, scene: str, count: int, live) -> dict:
 
 # Runs in the page once the model is in: how long search and properties take to answer, and what the client
 # before this change did after its first frame (download the manifest, parse it whole).
-IN_PAGE = """async ([id, query, manifestUrl]) => {
+IN_PAGE = r"""async ([id, query, manifestUrl]) => {
   const tw = window.twinview;
   const t0 = performance.now();
   tw.select(id);
@@ -281,7 +283,18 @@ IN_PAGE = """async ([id, query, manifestUrl]) => {
   const arrivals = tiles ? tiles.arrivals.map((a) => a.at) : [];
   // The frame with the whole model in, seen whole (tiled: the draw calls of every tile).
   const frame = await tw.frameTime(5);
-  return { properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
+  // Where the start-up goes, ms from navigation: the page's HTML in, the app's scripts in (app.js and the chunks
+  // index.html preloads; not those imported later), the WebGL context made, the app evaluated, the model's bytes
+  // (a tiled scene: its index) on the main thread, read, batched, the first frame.
+  const nav = performance.getEntriesByType('navigation')[0];
+  const scripts = performance.getEntriesByType('resource')
+    .filter((e) => /\/(app|main)\.js$/.test(e.name) || (e.initiatorType === 'link' && e.name.endsWith('.js')));
+  const startup = { html: nav.responseEnd,
+    scripts: scripts.length ? Math.max(...scripts.map((e) => e.responseEnd)) : null,
+    gl: mark('twinview:gl'), app: mark('twinview:app'), fetched: mark('twinview:fetched'), read: mark('twinview:read'),
+    batched: mark('twinview:batched'), firstFrame: mark('twinview:first-frame') };
+  return { startup,
+           properties, search, manifestFetch: fetched, manifestParse: parsed, firstFrame: mark('twinview:first-frame'),
            treeRows: mark('bench:tree'), api_bytes: apiBytes, ready: (await tw.ready).loadMs, loader: tw.app.loader,
            firstTile: arrivals.length ? Math.min(...arrivals) : null,
            lastTile: arrivals.length ? Math.max(...arrivals) : null,
@@ -378,6 +391,7 @@ def table(results: dict[int, dict]) -> str:
         b = functools.partial(_seconds, "browser")
         rows += [
             ("browser: first frame (from navigation)", b("firstFrame", 1000)),
+            (f"browser: start-up ({' · '.join(STARTUP)})", _startup("browser")),
             ("browser: tree rows shown (from navigation)", b("treeRows", 1000)),
             ("browser: properties answer (select → psets)", b("properties", 1000)),
             ("browser: search answer (typed → hits)", b("search", 1000)),
@@ -397,6 +411,7 @@ def table(results: dict[int, dict]) -> str:
             ),
             ("tiles: written in (after the GLB)", lambda r: f"{r['tiles_s']:.1f} s"),
             ("tiled browser: first frame (impostors)", t("firstFrame", 1000)),
+            (f"tiled browser: start-up ({' · '.join(STARTUP)})", _startup("browser_tiled")),
             ("tiled browser: first tile in", t("firstTile", 1000)),
             ("tiled browser: panels ready (`twinview.ready`)", t("ready", 1000)),
             ("tiled browser: tree rows shown", t("treeRows", 1000)),
@@ -411,6 +426,17 @@ def table(results: dict[int, dict]) -> str:
 def _seconds(run: str, key: str, per: float = 1.0) -> Callable[[dict], str]:
     """A table cell: the browser run's `key` (ms) in seconds, or a dash when it has none."""
     return lambda r: f"{r[run][key] / per:,.2f} s" if r[run][key] is not None else "—"
+
+
+# The start-up split's steps (IN_PAGE `startup`), in order.
+STARTUP = ("html", "scripts", "gl", "app", "fetched", "read", "batched", "firstFrame")
+
+
+def _startup(run: str) -> Callable[[dict], str]:
+    """A table cell: when each start-up step was done, s from navigation (a dash for a step not marked)."""
+    return lambda r: " · ".join(
+        "—" if r[run]["startup"][k] is None else f"{r[run]['startup'][k] / 1000:.2f}" for k in STARTUP
+    )
 
 
 def _frame(run: str) -> Callable[[dict], str]:

@@ -8,7 +8,8 @@ import are measured on bench.metadata's generated plant (site > areas > units of
 two property sets per element, every 10th element bound to a reading with a ramp rule), at each `--elements`:
 
 - export: the canonical `Scene` built in Python and written as `twinview build --compress` writes it (GLB with
-  meshopt, manifest), in a child process: CPU-s, peak RSS, bytes (of the GLB, its JSON chunk, the manifest);
+  meshopt, tiles from 10 000 elements on, manifest), in a child process: CPU-s, peak RSS, bytes (of the GLB, its
+  JSON chunk, the tiles with their index and catalogue, the manifest);
 - serve: `twinview serve` on it as a user starts it (bench/_server.py): seconds until /api/health answers and
   until the search index is built (the first search answer), the server's RSS, a tree page, a search and one
   element's record over HTTP (bench.metadata's probes);
@@ -52,15 +53,19 @@ from pathlib import Path
 from bench import metadata
 from scene.export.glb import write_glb
 from scene.export.manifest import write_manifest
+from scene.export.tiles import wants_tiles, write_tiles
 count, out = int(sys.argv[1]), Path(sys.argv[2])
 t0 = time.perf_counter()
 scene = metadata.plant_scene(count)
 t1 = time.perf_counter()
 stats = write_glb(scene, out / "scene.glb", compress=True)
 t2 = time.perf_counter()
-write_manifest(scene, out / "manifest.json", {"glb": stats})
+if wants_tiles(scene):  # as `twinview build` does from TILE_MIN_ELEMENTS on
+    write_tiles(scene, out, compress=True)
 t3 = time.perf_counter()
-print(json.dumps({"scene_s": t1 - t0, "glb_s": t2 - t1, "manifest_s": t3 - t2}))
+write_manifest(scene, out / "manifest.json", {"glb": stats})
+t4 = time.perf_counter()
+print(json.dumps({"scene_s": t1 - t0, "glb_s": t2 - t1, "tiles_s": t3 - t2, "manifest_s": t4 - t3}))
 """
 
 
@@ -78,7 +83,15 @@ def export(count: int, out: Path) -> dict:
         "glb_bytes": (out / "scene.glb").stat().st_size,
         "glb_json_bytes": len(json.dumps(metadata.glb_json(out / "scene.glb"), separators=(",", ":"))),
         "manifest_bytes": (out / "manifest.json").stat().st_size,
+        "tiles": len(list((out / "tiles").glob("tile-*.glb"))),
+        "tile_bytes": sum(f.stat().st_size for f in (out / "tiles").glob("*")),
     }
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU-seconds of a running process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -115,6 +128,7 @@ def serve_stage(scene_dir: Path, work: Path, count: int, deadline_s: float, then
             tail = (work / "serve.log").read_text(errors="replace")[-600:]
             return {"error": f"{type(e).__name__}: {e}", "exit": proc.poll(), "log": tail}
         row["rss_mb"] = rss_mb(proc.pid)
+        row["cpu_s"] = cpu_s(proc.pid)  # start-up, index and the probes: load-independent, unlike the seconds
         if then is not None:
             row["browser"] = then(url)
             row["rss_after_browser_mb"] = rss_mb(proc.pid)
@@ -222,9 +236,15 @@ def table(rows: list[dict]) -> str:
         ("export: CPU-s / peak RSS", ("export",), lambda e: f"{e['cpu_s']:.0f} s / {e['rss_mb']:,.0f} MB"),
         ("GLB (meshopt) / its JSON chunk", ("export",), lambda e: f"{mb(e['glb_bytes'])} / {mb(e['glb_json_bytes'])}"),
         ("manifest.json", ("export", "manifest_bytes"), mb),
+        (
+            "tiles: files / bytes (with index and catalogue)",
+            ("export",),
+            lambda e: f"{e['tiles']} / {mb(e['tile_bytes'])}",
+        ),
         ("serve: /api/health answers", ("serve", "health_s"), lambda s: f"{s:.1f} s"),
         ("serve: search index built", ("serve", "index_s"), lambda s: f"{s:.1f} s"),
         ("serve: server RSS", ("serve", "rss_mb"), lambda s: f"{s:,.0f} MB"),
+        ("serve: server CPU-s to there (start-up, index, probes)", ("serve", "cpu_s"), lambda s: f"{s:.0f} s"),
         ("API: search, 1 hit", ("serve", "api"), lambda a: _api(a, "search, 1 hit (brief)")),
         ("API: a tree page", ("serve", "api"), lambda a: _api(a, next(k for k in a if k.startswith("tree page")))),
         ("browser: first frame", ("serve", "browser", "first_frame_s"), lambda s: f"{s:.1f} s"),

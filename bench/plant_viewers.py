@@ -185,6 +185,7 @@ def measure(page, seen: dict, first_frame: str, frames_js: str, frames: int) -> 
         "tree_s": page.evaluate(MARK, "bench:tree") / 1000,
         "frame_ms": statistics.median(ft["times"]),
         "draw_calls": ft["calls"],
+        "triangles_drawn": ft.get("triangles"),  # ours (three's count of the frame); xeokit does not count them
         "canvas": ft["canvas"],
         "heap_mb": heap_mb(page),
         "rss_mb": process_rss_mb(),

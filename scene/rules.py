@@ -308,6 +308,15 @@ class RuleEngine:
         """The id of every alarm the rules can raise (thresholds and anomaly rules)."""
         return {c.alarm_id for c in self._rules if isinstance(c.rule, ThresholdsRule) or c.anomaly is not None}
 
+    def adopt_detectors(self, old: RuleEngine) -> None:
+        """Take over the detectors (baseline, warm-up, flag) of `old`'s anomaly rules that this engine has unchanged
+        under the same alarm id (a reloaded bindings file): only a new or changed rule's detector starts afresh."""
+        before = {c.alarm_id: c for c in old._rules if c.anomaly is not None}
+        for c in self._rules:
+            prev = before.get(c.alarm_id)
+            if c.anomaly is not None and prev is not None and prev.rule == c.rule:
+                c.anomaly = prev.anomaly
+
     def prime(self, state: TwinState, active: dict[str, str]) -> list[AlarmEvent]:
         """Start from restored state (a server restart) and the alarms that were `active` before it (id ->
         severity). Thresholds take the status of the current values; an anomaly alarm that was active stays

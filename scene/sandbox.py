@@ -58,6 +58,8 @@ CHECK_INTERVAL_S = 1.0
 MEMORY_FRACTION = 0.25
 # ...but never below this: usd-core or OCP alone map ~1 GB of address space just to load.
 MIN_MEMORY_MB = 2048
+# What the dynamic loader says when a shared library does not fit under RLIMIT_AS.
+LIBRARY_MAP_FAILURES = ("failed to map segment", "cannot allocate memory", "Cannot allocate memory")
 CRASH_EXIT_GRACE_S = 5.0  # time for a child that sent its result to exit cleanly
 # Elements or meshes per message when a reader hands its scene over: a scene pickled whole is a second copy of
 # it (~40 MB per 1 000 plant elements) on both sides of the pipe; in pieces, neither side holds more than one.
@@ -151,6 +153,13 @@ def _child(
         conn.send(("failed", (exc.path, exc.reason, exc.where, traceback.format_exc())))
     except MemoryError:
         conn.send(("failed", (path, f"ran out of memory (limit {memory_mb} MB)", "", traceback.format_exc())))
+    except ImportError as exc:
+        # A native library that cannot be mapped under the memory bound (IfcOpenShell then says it was "not built
+        # for" this platform, which misleads): the bound is the cause.
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        if any(sign in str(exc) for sign in LIBRARY_MAP_FAILURES):
+            reason = f"ran out of memory loading its libraries (limit {memory_mb} MB): raise --max-memory"
+        conn.send(("failed", (path, reason, "", traceback.format_exc())))
     except Exception as exc:  # an importer bug or a library error we did not classify: still one line
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         conn.send(("failed", (path, reason, "", traceback.format_exc())))

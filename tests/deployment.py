@@ -29,7 +29,7 @@ from viewer_server.auth import load_secret
 from viewer_server.scenes import scene_id_for
 
 START_TIMEOUT_S: Final = 60.0  # a process imports the whole server: seconds on a loaded machine
-STOP_TIMEOUT_S: Final = 60.0  # a graceful stop under heavy load (CI machines) can take more than 10 s
+STOP_TIMEOUT_S: Final = 10.0
 
 
 @dataclass

@@ -162,7 +162,10 @@ class DeploymentPool:
         return await engines.enter_async_context(deployed(root, scene_dir, DEPLOYED_PROCESSES, options))
 
     def _stop(self, config: DeploymentConfig) -> None:
-        del self._deployments[config]
+        """kill -9 its processes, then stop Redis and HAProxy: the deployment is thrown away, and a graceful stop
+        (tests/test_deployment.py checks it) took up to its 10 s bound per process late in a loaded suite run."""
+        for process in self._deployments.pop(config).processes:
+            process.kill()
         asyncio.run_coroutine_threadsafe(self._engines.pop(config).aclose(), self._loop).result()
 
     def stop_owned(self, owner: str) -> None:

@@ -4,6 +4,7 @@ nothing and says why, and a rule removed takes its alarm with it as a restart wo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_server import BINDINGS, eventually, get_json, live_server, mint_token, person
+from tests.redis_server import RedisServer, redis_service  # noqa: F401 - the fixture
 from viewer_server import bindings_reload
 from viewer_server import protocol as p
 from viewer_server.serve import RunningServer
@@ -72,6 +74,10 @@ async def test_an_edited_threshold_reaches_live_clients_and_replay_without_a_res
         assert old.props["PT-1/pressure"].v == 4.5 and old.visuals["P-1"].status == "ok"
         new = await rex.seek(version.t + 0.001)
         assert new.props["PT-1/pressure"].v == 4.5 and new.visuals["P-1"].status == "alarm"
+        markers = await get_json(srv, f"/api/history/events?from={before}&kinds=rules_changed")
+        assert markers["events"] == [
+            {"t": version.t, "kind": "rules_changed", "text": "rules changed: test.bindings.yaml"}
+        ]
     async with live_server(tmp_path, bindings=LOWERED) as srv:  # the store kept it: a restart adds no version
         historian = srv.live.historian
         assert historian is not None
@@ -109,6 +115,12 @@ async def test_a_removed_binding_drops_its_alarm_and_removing_a_layer_waits_for_
         assert srv.live.hub.alarms.listed() == []
         ack = await gw.publish([p.Reading(50.0, key="LT-1.level")])  # its key is no longer bound
         assert ack.accepted == 0
+        assert (await gw.publish([p.Reading(3.0, key="PT-1.pressure")])).accepted == 1
+        await rex.wait_for(lambda c: c.visuals.get("PT-1", p.Visual()).label == "3.00 bar")
+        label = '      - {kind: label, element: PT-1, prop: pressure, template: "{value:.2f} {unit}"}\n'
+        assert label in NO_LEVEL
+        _edit(srv, NO_LEVEL.replace(label, ""))  # no rule shows PT-1 any more: it looks as the model does
+        await rex.wait_for(lambda c: c.visuals.get("PT-1") == p.Visual(), timeout=30)
         served = srv.live.hub.rules
         _edit(srv, NO_LEVEL.split("  energy:")[0])
         info = await eventually(lambda: _bindings_info(srv), lambda i: "reload_error" in i, timeout=30)
@@ -151,3 +163,29 @@ async def test_with_mqtt_a_change_of_topics_waits_for_a_restart_and_a_new_layer_
         async with mia:
             assert mia.layer == "maintenance"
             await mia.wait_for(lambda c: c.visuals.get("T-1", p.Visual()).color == "#00ff00", timeout=30)
+
+
+async def test_processes_sharing_a_scene_reload_the_file_once_through_the_leader(
+    tmp_path: Path,
+    redis_service: RedisServer,  # noqa: F811
+) -> None:
+    """Two processes on one Redis watch the same file: a client of the follower sees the leader's engine apply the
+    new limits, both offer the new layer, and the historian holds the version once."""
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(live_server(tmp_path, bus_url=redis_service.url)) for _ in range(2)]
+        assert a.live.hub.leading and not b.live.hub.leading
+        gw = await stack.enter_async_context(person(b, "gw", "publisher"))
+        rex = await stack.enter_async_context(person(b, "rex", "viewer"))
+        assert (await gw.publish([p.Reading(4.5, key="PT-1.pressure")])).accepted == 1
+        await rex.wait_for(lambda c: c.props.get("PT-1/pressure", p.PropState(0, 0)).v == 4.5, timeout=30)
+        before = time.time()
+        _edit(a, MAINTENANCE)
+        await rex.wait_for(lambda c: c.visuals["P-1"].status == "alarm", timeout=30)
+        await rex.wait_for(lambda c: [al.severity for al in c.alarms.values()] == ["alarm"], timeout=30)
+        for srv in (a, b):
+            info = await eventually(lambda s=srv: _bindings_info(s), lambda i: i["content"] == MAINTENANCE)
+            assert info["layers"] == ["operations", "energy", "maintenance"] and "reload_error" not in info
+        historian = a.live.historian
+        assert historian is not None
+        historian.flush()
+        assert len(historian.bindings_changes(before, time.time())) == 1

@@ -14,6 +14,7 @@ import asyncio
 import difflib
 import re
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -158,14 +159,23 @@ async def test_the_proxy_bounds_connections_per_address_and_tells_the_processes_
                 s.close()
 
 
-async def test_everything_stops_with_the_deployment_and_no_file_is_left_outside_its_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+async def test_everything_stops_with_the_deployment_and_no_file_is_left_outside_its_root(
+    tmp_path: Path, sigint: str
+) -> None:
+    """Stopped by Ctrl+C, also when started as a script's background job (`twinview serve … &`), which inherits
+    SIGINT ignored: each process stops by itself (exit 0), not by the harness's kill -9 after its wait."""
     scene_dir, flags = scene_flags(tmp_path)
-    async with deployed(tmp_path, scene_dir, 1, flags) as d:
-        haproxy_dir = d.proxy.cert.parent
-        assert haproxy_dir.is_dir()
-        procs = [proc.proc for proc in d.processes]
-        proxy_pid = d.proxy.pid
-    assert all(proc.poll() is not None for proc in procs)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    try:
+        async with deployed(tmp_path, scene_dir, 1, flags) as d:
+            haproxy_dir = d.proxy.cert.parent
+            assert haproxy_dir.is_dir()
+            procs = [proc.proc for proc in d.processes]
+            proxy_pid = d.proxy.pid
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert [proc.poll() for proc in procs] == [0] * len(procs)
     assert not alive(proxy_pid)
     assert not haproxy_dir.exists()  # configuration and certificate gone
     assert not any(tmp_path.rglob("server.json"))  # each process said it stopped serving its data dir

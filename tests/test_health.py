@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,36 @@ async def test_a_failing_store_degrades_the_process_reads_go_on_and_it_recovers(
         await ingest(http, srv.url, 4.3)  # the disk takes writes again: once the batch is written, ok
         health = await health_when(http, srv.url, lambda h: h["status"] == "ok")
         assert health["status"] == "ok" and health["store"]["ok"] is True and health["store"]["detail"] == ""
+
+
+async def test_the_store_probe_waits_briefly_off_the_event_loop_and_runs_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_mod.Store(tmp_path / "data")
+    release = threading.Event()
+    threads: list[str] = []
+
+    def stuck_ping(_: store_mod.Store) -> None:  # a database that does not answer
+        threads.append(threading.current_thread().name)
+        release.wait(WAIT_S)
+
+    monkeypatch.setattr(store_mod.Store, "_ping", stuck_ping)
+    try:
+        started = time.monotonic()
+        await store.probe()
+        assert time.monotonic() - started < WAIT_S / 2, "a health request waits STORE_PROBE_TIMEOUT_S, not the database"
+        monkeypatch.setattr(store_mod, "STORE_PROBE_INTERVAL_S", 0.0)
+        await store.probe()  # the stuck probe is still running: no second one piles up behind it
+        assert len(threads) == 1 and threads[0] != threading.current_thread().name
+        release.set()  # once it has answered, the next request probes again
+        deadline = time.monotonic() + WAIT_S
+        while len(threads) < 2:
+            assert time.monotonic() < deadline, "no probe after the stuck one ended"
+            await store.probe()
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        store.close()
 
 
 async def test_a_historian_that_cannot_write_degrades_the_process_refuses_readings_and_recovers(

@@ -16,11 +16,6 @@ from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.session_cli import SessionCliError, token
 
 pytestmark = pytest.mark.deployable
-# Found by their [deployment] variant, not fixed yet (viewer_server/name_claims.py claims a name per user): on
-# several processes, people on one shared link (one user) all get the link's name, and a visitor may take the
-# name of a token user whose connection is on another process (its name's base is not checked there).
-SHARED_LINK_NAMES = "across processes, people on one shared link are not numbered (one user, one claim)"
-OTHERS_USER_IDS = "across processes, a visitor may take a present user's name: 'ALICE (guest)' is claimed, not 'ALICE'"
 
 TIMEOUT = 10.0
 
@@ -88,7 +83,6 @@ async def test_display_names_are_unique_in_the_session(tmp_path: Path) -> None:
             assert [c.welcome.name for c in (g1, g2, g3)] == ["Bob (guest)", "Visitor (guest)", "Visitor (guest) (2)"]
 
 
-@pytest.mark.in_process_only(SHARED_LINK_NAMES)
 async def test_people_on_one_shared_link_get_the_names_they_give_or_numbered_defaults(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
         room = await new_session(srv, "review", None)
@@ -114,7 +108,6 @@ async def test_people_on_one_shared_link_get_the_names_they_give_or_numbered_def
             assert second.welcome.name == "annotator (2)"
 
 
-@pytest.mark.in_process_only(OTHERS_USER_IDS)
 async def test_a_name_that_is_a_role_someone_elses_or_marked_as_a_visitors_is_refused(tmp_path: Path) -> None:
     async with live_server(tmp_path) as srv:
         room = await new_session(srv, "review", "annotator")

@@ -297,6 +297,25 @@ def test_anomaly_flags_target_raises_and_clears_after_normal_samples() -> None:
     assert cleared.kind == "cleared" and rig.visual("P").anomaly is False
 
 
+def test_a_reloaded_engine_keeps_the_detectors_of_unchanged_anomaly_rules_only() -> None:
+    """A bindings file reloaded with another threshold limit keeps the warmed-up vibration detector (a spike is
+    flagged at once); one whose anomaly rule itself changed starts it afresh (warming up: the spike is not)."""
+    normal = [1.8 + 0.05 * ((i * 7) % 5 - 2) for i in range(40)]
+    for anomaly_threshold, flagged in ((5, True), (4, False)):
+        rig = Rig()
+        rig.put("P", "running", True)
+        assert _feed_vibration(rig, normal) == []
+        spec = copy.deepcopy(SPEC)
+        rules = spec["layers"]["ops"]["rules"]
+        rules[1]["alarm"] = {"high": 9}
+        rules[5]["detector"]["threshold"] = anomaly_threshold
+        reloaded = RuleEngine(parse_bindings(spec))
+        reloaded.adopt_detectors(rig.engine)
+        assert reloaded.prime(rig.state, {}) == []
+        rig.engine = reloaded
+        assert [e.kind for e in _feed_vibration(rig, [6.0])] == (["raised"] if flagged else [])
+
+
 def test_anomaly_gate_stops_and_rewarms_the_detector() -> None:
     rig = Rig()
     rig.put("P", "running", True)

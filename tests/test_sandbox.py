@@ -87,6 +87,14 @@ def test_memory_blow_up_is_bounded(monkeypatch, src):
         sandbox.import_isolated(src, ImportOptions(), sandbox.Limits(memory_mb=1024))
 
 
+def test_a_bound_too_low_for_the_readers_libraries_says_so_and_how_to_raise_it():
+    # IfcOpenShell that cannot map its library under the bound says it was "not built for" this platform.
+    ifc = Path(__file__).parent / "fixtures" / "hard" / "ifc4x3_rc4_wall.ifc"
+    with pytest.raises(ImportFailed) as err:
+        sandbox.import_isolated(ifc, ImportOptions(), sandbox.Limits(memory_mb=120))
+    assert err.value.reason == "ran out of memory loading its libraries (limit 120 MB): raise --max-memory"
+
+
 def test_importer_errors_keep_their_location(monkeypatch, src):
     _use_loader(monkeypatch, loaders.fails_at_line_3)
     with pytest.raises(ImportFailed) as err:

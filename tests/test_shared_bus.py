@@ -30,6 +30,7 @@ from viewer_server.annotations import ANNOTATION_BURST
 from viewer_server.client import RequestRefused, TwinClient, TwinClientError
 from viewer_server.hub import Guard, GuardFailed
 from viewer_server.procedures import EVERYONE
+from viewer_server.redis_bus import RedisBus
 from viewer_server.serve import RunningServer
 from viewer_server.topics import Camera
 
@@ -396,7 +397,7 @@ async def test_display_names_are_unique_across_processes_and_a_reconnect_keeps_i
         assert bea.welcome is not None and bea.welcome.name == "Ana"
         await bea.close()
         # A process that died holding a name stops renewing it: the name is free once its claim runs out.
-        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300) == []  # type: ignore[attr-defined]
+        assert await b.live.bus.claim_name(scene, scene, "Ghost", "gus", "dead-process/c1", 300, "Ghost", True) == []  # type: ignore[attr-defined]
         with pytest.raises(TwinClientError):
             await TwinClient(a.ws_url, name="Ghost", token=mint_token(a, "bea", "viewer"), reconnect=False).connect()
         ghost = await join_when_free(a, "bea", "Ghost", within_s=TIMEOUT)
@@ -432,6 +433,25 @@ async def test_a_name_stays_claimed_while_connected_and_is_claimed_again_if_redi
         await renewed_past(0)  # claimed again by the renewal
         with pytest.raises(TwinClientError):
             await TwinClient(b.ws_url, name="Ana", token=mint_token(b, "bea", "viewer"), reconnect=False).connect()
+
+
+async def test_a_name_claim_conflicts_as_names_do_on_one_process(redis_service: RedisServer) -> None:  # noqa: F811
+    bus = RedisBus(redis_service.url)
+    try:
+
+        async def claim(name: str, user: str, connection: str, chosen: str = "", per_connection: bool = True) -> bool:
+            return not await bus.claim_name("S", "R", name, user, connection, 5000, chosen, per_connection)
+
+        assert await claim("Ana", "link", "c1", chosen="Ana")  # one person on a shared link
+        assert not await claim("ANA", "link", "c2", chosen="ANA")  # another person on it: numbered (refused here)
+        assert await claim("ana", "link", "c3", per_connection=False)  # the same person's other tab, or a reconnect
+        assert not await claim("link", "bob", "c4")  # another user's id
+        assert await claim("Bob Stone", "bob", "c6", chosen="Bob Stone")
+        assert not await claim("BOB (guest)", "guest-2", "c7", chosen="BOB")  # a visitor's base: bob's id
+        assert not await claim("bob stone (guest)", "guest-2", "c7", chosen="bob stone")  # its base: bob's name
+        assert await claim("Visitor (guest)", "guest-2", "c7")  # nobody's
+    finally:
+        await bus.close()
 
 
 async def test_a_redis_that_lost_its_data_is_refounded_in_a_new_epoch(tmp_path: Path) -> None:

@@ -399,6 +399,41 @@ async def test_postgresql_restarting_under_writes_errors_clearly_then_recovers_a
     assert set(acked) <= stored  # nothing acknowledged was lost
 
 
+async def test_health_follows_postgresql_down_and_back_without_waiting_for_a_write(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    async with (
+        live_server(tmp_path, store=postgres_url) as srv,
+        person(srv, "ana") as ana,
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def store_health() -> dict[str, Any]:
+            async with http.get(f"{srv.url}/api/health") as r:
+                return (await r.json())["store"]
+
+        async def until_store(ok: bool) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while (health := await store_health())["ok"] is not ok:
+                assert time.monotonic() < deadline, health
+                await asyncio.sleep(0.2)
+            return health
+
+        postgres.stop(crash=True)
+        down = await until_store(ok=False)  # seen by the probe, before any write
+        assert down["reachable"] is False and "start PostgreSQL" in down["detail"]
+        with pytest.raises(RequestRefused) as refused:
+            await ana.create_topic(p.TopicDraft("while down"))
+        assert refused.value.error.code == p.ERR_NOT_SAVED and srv.live.hub.store is not None
+        writes = srv.live.hub.store.write_errors
+        assert writes >= 1
+
+        postgres.start()
+        up = await until_store(ok=True)  # no write in between: the probe saw the database answer
+        assert up["reachable"] is True and up["detail"] == "" and srv.live.hub.store.write_errors == writes
+        assert (await ana.create_topic(p.TopicDraft("after"))).guid
+
+
 def test_the_password_can_come_from_pgpassword(
     tmp_path: Path, postgres: PostgresServer, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 """Leading a session, in real browsers on a real server: the presenter starts and advances a procedure,
 followers' cameras follow the presenter, a follower can break away and return, a late joiner lands on
-the current step, trainees' progress reaches the trainer, and an operator's command asks for
+the current step, trainees' progress reaches the trainer, a presenter's move another one beat is said in the
+panel, and an operator's command asks for
 confirmation and shows the server's answer."""
 
 from __future__ import annotations
@@ -150,6 +151,61 @@ def test_presenter_leads_a_procedure(world):
     lea.wait_for_function("document.querySelector('#btn-hand').textContent === 'Raise hand'", timeout=WAIT_MS)
 
     for page in (pia, tom, lea):
+        assert not page.errors, page.errors
+        page.context.close()
+
+
+def _step_no(page, text):
+    page.wait_for_function(
+        "(t) => document.querySelector('#procedure-panel .step-no')?.textContent === t", arg=text, timeout=WAIT_MS
+    )
+
+
+def _beaten(page):
+    page.wait_for_selector("#procedure-panel .beaten", timeout=WAIT_MS)
+    return page.locator("#procedure-panel .beaten").inner_text()
+
+
+def test_a_move_another_presenter_beat_is_said_in_the_panel_over_the_current_step(world):
+    _, join = world
+    ana = join("Ana", "presenter")
+    ben = join("Ben", "presenter")
+    shown = "document.querySelector('#procedure-panel .step-no, #procedure-panel button.start')"
+    for page in (ana, ben):
+        page.wait_for_function(shown, timeout=WAIT_MS)
+    if ana.locator("#procedure-panel button.stop").count():  # the run an earlier test left going
+        ana.click("#procedure-panel button.stop")
+    loaded = "document.querySelectorAll('#procedure-panel select.procedure-name option').length > 0"
+    ben.wait_for_function(loaded, timeout=WAIT_MS)
+    # Ben's panel as it was before Ana's moves reached it: his clicks carry where he saw the session.
+    ben.evaluate("window.staleStart = document.querySelector('#procedure-panel button.start')")
+
+    ana.wait_for_function(loaded, timeout=WAIT_MS)
+    ana.click("#procedure-panel button.start")
+    _step_no(ben, "Step 1 of 2")
+    ben.evaluate("window.staleNext = document.querySelector('#procedure-panel button.next')")
+    ben.evaluate("window.staleStart.click()")
+    assert _beaten(ben) == "Ana started “Check valve 3” first; your “Start” was not applied."
+
+    ana.click("#procedure-panel button.next")
+    _step_no(ben, "Step 2 of 2")
+    ben.evaluate("window.staleNext.click()")  # a "next" from step 1, after Ana's
+    ben.wait_for_function(
+        "document.querySelector('#procedure-panel .beaten')?.textContent.includes('Next')", timeout=WAIT_MS
+    )
+    assert _beaten(ben) == (
+        "Ana moved the procedure first, to step 2 — Raise the pressure; your “Next” was not applied."
+    )
+    assert ben.locator("#procedure-panel .step-no").inner_text() == "Step 2 of 2"
+    assert ben.locator("#procedure-panel .step-title").inner_text() == "Raise the pressure"
+    assert "Server error" not in (ben.locator("#notice").text_content() or ""), "said in the panel, not as a notice"
+    _step_no(ana, "Step 2 of 2")  # moved once, not twice (a second "next" would have finished the run)
+
+    ana.click("#procedure-panel button.back")  # a newer move: the note is old news
+    _step_no(ben, "Step 1 of 2")
+    assert ben.locator("#procedure-panel .beaten").count() == 0
+
+    for page in (ana, ben):
         assert not page.errors, page.errors
         page.context.close()
 

@@ -138,3 +138,60 @@ def test_a_late_tile_takes_the_live_colour_and_a_tiny_budget_lets_far_tiles_go(t
     assert page.evaluate("window.twinview.app.tiles.loads") <= 6
     assert page.errors == []
     page.close()
+
+
+# Whether the camera frames a box (lo, hi) in model coordinates: every corner inside the view (NDC within ±1).
+FRAMES = """([lo, hi]) => { const tv = window.twinview, cam = tv.viewer.camera, m = tv.app.batches.group.matrixWorld;
+  cam.updateMatrixWorld();
+  for (const x of [lo[0], hi[0]]) for (const y of [lo[1], hi[1]]) for (const z of [lo[2], hi[2]]) {
+    const p = new cam.position.constructor(x, y, z).applyMatrix4(m).project(cam);
+    if (Math.abs(p.x) > 1.001 || Math.abs(p.y) > 1.001) return false; }
+  return true; }"""
+
+
+def test_home_and_fit_frame_what_is_not_loaded_by_the_index_bounds(tiled):
+    srv, browser, tiles = tiled
+    page = open_viewer(browser, f"{srv.url}/?scene=line&tile_budget_mb=0.000001")
+    page.evaluate(
+        "window.twinview.viewer.flyTo(new window.twinview.viewer.camera.position.constructor(0, 4, 6), "
+        "new window.twinview.viewer.camera.position.constructor(0, 0, 0), 0)"
+    )
+    page.wait_for_function("window.twinview.app.tiles.loaded === 1", timeout=WAIT_MS)
+    whole = page.evaluate("[window.twinview.app.tiles.index.lo, window.twinview.app.tiles.index.hi]")
+    assert not page.evaluate(FRAMES, whole)
+    # Home frames the whole model, not the one tile loaded.
+    page.keyboard.press("Home")
+    page.wait_for_function("!window.twinview.viewer.flying", timeout=WAIT_MS)
+    assert page.evaluate("window.twinview.app.tiles.complete") is False
+    assert page.evaluate(FRAMES, whole)
+    # A tile whose elements are all hidden does not count: with the far half hidden, Home frames the near half.
+    half = tiles // 2
+    page.evaluate(f"""() => {{ const tv = window.twinview;
+      tv.visibility.hide([...tv.app.catalog.byId.values()].filter((r) => r.tile >= {half}).map((r) => r.id)); }}""")
+    page.keyboard.press("Home")
+    page.wait_for_function("!window.twinview.viewer.flying", timeout=WAIT_MS)
+    near = page.evaluate(f"""(() => {{ const t = window.twinview.app.tiles.index.tiles.slice(0, {half});
+      return [[0, 1, 2].map((k) => Math.min(...t.map((x) => x.lo[k]))),
+              [0, 1, 2].map((k) => Math.max(...t.map((x) => x.hi[k])))]; }})()""")
+    assert page.evaluate(FRAMES, near)
+    assert not page.evaluate(FRAMES, whole)
+    page.evaluate("window.twinview.visibility.showAll()")
+    # Fit of a selected element whose tile is not loaded frames its tile (the index's box of it).
+    last = tiles - 1
+    page.evaluate(
+        "window.twinview.viewer.flyTo(new window.twinview.viewer.camera.position.constructor(0, 4, 6), "
+        "new window.twinview.viewer.camera.position.constructor(0, 0, 0), 0)"
+    )
+    page.wait_for_function(
+        f"window.twinview.app.tiles.tiles[{last}].state !== 'loaded' && window.twinview.app.catalog", timeout=WAIT_MS
+    )
+    loaded = page.evaluate(f"""() => {{ const tv = window.twinview; tv.app.twin.select('{FAR}');
+      document.querySelector('#btn-fit').click(); return tv.app.batches.elements.has('{FAR}'); }}""")
+    assert loaded is False
+    page.wait_for_function("!window.twinview.viewer.flying", timeout=WAIT_MS)
+    box = page.evaluate(f"(t => [t.lo, t.hi])(window.twinview.app.tiles.index.tiles[{last}])")
+    assert page.evaluate(FRAMES, box)
+    target = page.evaluate("window.twinview.viewer.controls.target.toArray()")
+    assert abs(target[0] - (box[0][0] + box[1][0]) / 2) < 1.0
+    assert page.errors == []
+    page.close()

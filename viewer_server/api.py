@@ -202,7 +202,7 @@ def _summary(live: LiveScene, cls: type = SceneSummary, **extra: Any) -> Any:
 async def health(request: web.Request) -> web.Response:
     live = _live(request)
     sessions = live.sessions
-    store = _store_status(live)
+    store = await _store_status(live)
     bus = live.bus.health()
     historian = live.historian.health() if live.historian is not None else None
     return reply(
@@ -231,12 +231,13 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def _store_status(live: LiveScene) -> StoreHealth:
+async def _store_status(live: LiveScene) -> StoreHealth:
     store = live.hub.store
     if store is None:
         return StoreHealth(
             "none", ok=True, path="", reachable=False, latency_ms=None, last_error="", dropped_batches=0, write_errors=0
         )
+    await store.probe()
     return store.health()
 
 

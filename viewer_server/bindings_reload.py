@@ -6,8 +6,9 @@ its stamp has held still for one look (an editor that truncates, then writes, is
 sha256 differs from the served version's it is parsed and validated exactly as at start (`scene.bindings`,
 against the scene's elements). A valid new version is applied whole, in one step of the event loop
 (`apply_bindings`); an invalid one changes nothing: the old rules stay, the problem is logged once and shown by
-`GET /api/bindings` (`reload_error`) until a good version is saved. Not with several processes
-(`serve --bus redis://`): see docs/BINDINGS.md "Reloading".
+`GET /api/bindings` (`reload_error`) until a good version is saved. With several processes (`serve --bus
+redis://`) each watches its file (the same one: docs/BINDINGS.md "Reloading"); the leader's engine applies it and
+the leader records the version.
 """
 
 from __future__ import annotations
@@ -53,22 +54,29 @@ def refusal(live: LiveScene, bindings: Bindings) -> str | None:
     return None
 
 
-def apply_bindings(live: LiveScene, bindings: Bindings, text: str) -> None:
-    """Serve `bindings` from now on, everywhere the start-up bindings are used: rules, visuals and alarms (the
-    hub), ingest, commands, history retention; the historian records the version as in force from now (replay
-    and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs between."""
+def apply_bindings(live: LiveScene, rules: LiveRules, text: str) -> None:
+    """Serve the bindings of `rules` from now on, everywhere the start-up bindings are used: rules, visuals and
+    alarms (the hub), ingest, commands, tags, history retention; the historian records the version as in force from
+    now (replay and the timeline's "Rules changed" follow), the store keeps the file. Synchronous: nothing runs
+    between."""
+    bindings = rules.bindings
+    assert bindings is not None
     content = text.encode()
-    live.rules = LiveRules(bindings)  # what sessions offer (layers, the default one)
-    live.hub.swap_rules(live.rules)
+    live.rules = rules  # what sessions offer (layers, the default one)
+    live.hub.swap_rules(rules)
     live.bindings, live.bindings_text, live.bindings_error = bindings, text, None
     live.ingest.bindings = bindings
-    live.ingest.known |= {t.id for t in bindings.tags}
+    tags = {t.id for t in bindings.tags}  # new anchors are known from now on (a removed one stays harmless)
+    for service in (live.ingest, live.annotations, live.presenters):
+        if service is not None:
+            service.known |= tags
     if live.commands is not None:
         live.commands.bindings = bindings
     if live.historian is not None:
         live.historian.retention = bindings.history
         assert live.bindings_path is not None
-        live.historian.record_bindings(live.bindings_path.name, content, live.historian.clock())
+        if live.hub.leading:  # of the processes sharing the scene (and its history), the one whose engine runs it
+            live.historian.record_bindings(live.bindings_path.name, content, live.historian.clock())
     if live.rule_versions is not None:
         live.rule_versions.current = bindings
     if live.hub.store is not None and live.bindings_path is not None:
@@ -110,7 +118,8 @@ async def watch_bindings(live: LiveScene) -> None:
         if why is not None:
             _refuse(live, f"{path.name}: {why}")
             continue
-        apply_bindings(live, bindings, text)
+        rules = await asyncio.to_thread(LiveRules, bindings)  # compiling the rules of a large file takes a while
+        apply_bindings(live, rules, text)
         sha = new_sha
         log.warning("bindings reloaded from %s (sha256 %s): %d bindings, layers %s", path, new_sha[:12],
                     len(bindings.bindings), ", ".join(bindings.layers))  # fmt: skip

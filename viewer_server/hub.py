@@ -145,9 +145,11 @@ class SceneHub:
 
     def swap_rules(self, rules: LiveRules) -> None:
         """Serve from now on by `rules` (a reloaded bindings file, viewer_server/bindings_reload.py), as a restart
-        with them would: alarms whose rule is gone clear, detectors start afresh, the rules are primed with the
-        live values and alarms, and every visual that differs is sent as an ordinary delta, in seq order. Layers
-        may be added, not removed (sessions may be on them: the caller checks)."""
+        with them would: alarms whose rule is gone clear, detectors of new or changed anomaly rules start afresh
+        (unchanged ones keep learning), the rules are primed with the live values and alarms, and every visual
+        that differs is sent as an ordinary delta, in seq order. Layers may be added, not removed (sessions may be
+        on them: the caller checks)."""
+        rules.adopt_detectors(self.rules)
         self.rules = rules
         self.silence = SilenceWatch(rules.stale_after)
         self.silence.seen_all(

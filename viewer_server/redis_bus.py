@@ -13,9 +13,10 @@ Keys of scene S (one hash tag per scene, so that a Redis Cluster would keep a sc
   twinview:{S}:checkpoint  the scene's whole state at one log entry, where a process that starts later begins
   twinview:{S}:peers       sorted set: process id -> when (Redis time, ms) its heartbeat runs out
   twinview:{S}:revoked     pub/sub channel: revocations, so every process closes the voided connections at once
-  twinview:{S}:names:{R}   sorted set: the display names held in session R, "name\nuser\nholder" (the name
-                           case-folded, the holding connection) -> when (Redis time, ms) the claim runs out;
-                           a name is one user's at a time (viewer_server/name_claims.py)
+  twinview:{S}:names:{R}   sorted set: the display names held in session R, "name\nuser case-folded\nuser\nholder"
+                           (the name case-folded, the holding connection) -> when (Redis time, ms) the claim
+                           runs out; a claim conflicts with others as names do on one process
+                           (viewer_server/name_claims.py)
 """
 
 from __future__ import annotations
@@ -95,17 +96,24 @@ _CLAIM: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local taken, conflict = {}, false
+local held, conflict = {}, false
 for _, claim in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local name, user = string.match(claim, '^([^\\n]*)\\n([^\\n]*)\\n')
-  if user ~= ARGV[2] then
-    table.insert(taken, name)
-    conflict = conflict or name == ARGV[1]
+  local name, folded, user, holder = string.match(claim, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+  if holder and holder ~= ARGV[4] then  -- (a claim in an older version's format runs out unread)
+    table.insert(held, name)
+    table.insert(held, user)
+    if user ~= ARGV[2] then
+      conflict = conflict or name == ARGV[1] or folded == ARGV[1]
+        or (ARGV[7] ~= '' and (name == ARGV[7] or folded == ARGV[7]))
+    elseif ARGV[6] == '1' then
+      conflict = conflict or name == ARGV[1]
+    end
   end
 end
-if conflict then return taken end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if conflict then return held end
+local claim = ARGV[1] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[4]
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), claim)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {}
 """
 _RENEW_NAMES: Final = """
@@ -336,14 +344,20 @@ class RedisBus:
 
     @staticmethod
     def _name_claim(name: str, user: str, holder: str) -> str:
-        return f"{name.casefold()}\n{user}\n{holder}"
+        return f"{name.casefold()}\n{user.casefold()}\n{user}\n{holder}"
 
-    async def claim_name(self, scene: str, room: str, name: str, user: str, holder: str, ttl_ms: int) -> list[str]:
+    async def claim_name(
+        self, scene: str, room: str, name: str, user: str, holder: str, ttl_ms: int, chosen: str, per_connection: bool
+    ) -> list[tuple[str, str]]:
         """Hold display `name` in session `room` for `user`'s connection `holder` for `ttl_ms` (again: renewed).
-        Empty when held; when another user's connection holds it, every name (case-folded) other users hold in
-        the session, the refused one among them."""
-        call = self._claim(keys=[self._names_key(scene, room)], args=[name.casefold(), user, holder, ttl_ms])
-        return [taken.decode() for taken in await self._call("claiming the display name", call)]
+        It conflicts, as on one process (`rooms.Rooms.display_name`), with another user's claim whose name or
+        user id (case-folded) is `name` or `chosen` (if any), and with `per_connection` with the same user's
+        claims of `name` by other connections. Empty when held; on a conflict, every claim (case-folded name,
+        user) other connections hold in the session."""
+        args = [name.casefold(), user, user.casefold(), holder, ttl_ms, int(per_connection), chosen.casefold()]
+        call = self._claim(keys=[self._names_key(scene, room)], args=args)
+        held = [item.decode() for item in await self._call("claiming the display name", call)]
+        return list(zip(held[::2], held[1::2], strict=True))
 
     async def renew_names(self, scene: str, claims: list[tuple[str, str, str, str]], ttl_ms: int) -> list[int]:
         """Extend the claims (room, name, user, holder) by `ttl_ms`, in one round trip; returns the positions of

@@ -27,12 +27,12 @@ import secrets
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from viewer_server import protocol as p
 from viewer_server.auth import DEFAULT_TTL_S, AuthError, Claims, mint, revocation_time, verify
-from viewer_server.name_claims import NameClaims
+from viewer_server.name_claims import NameClaims, NameRule
 from viewer_server.permissions import PERSONS, ROLES, Action, is_role
 from viewer_server.store import AuditEntry, RoomRow, Store, put_audit, put_revocation, put_room
 from viewer_server.store_db import Conflict, Db
@@ -73,6 +73,7 @@ class Member:
     issued_at: float = 0.0  # the token's `iat`: a revocation later than this closes the connection
     name: str = ""  # what others see: unique among the people of the session
     guest_token: str = ""  # a visitor's first connection: the token that lets a reconnect keep this identity
+    naming: NameRule = field(default_factory=NameRule)  # what else the name's claim across processes conflicts with
 
     @property
     def guest(self) -> bool:
@@ -184,8 +185,8 @@ class Rooms:
         *,
         shared: bool = False,
         resuming: bool = False,
-        elsewhere: frozenset[str] = frozenset(),
-    ) -> str:
+        elsewhere: frozenset[tuple[str, str]] = frozenset(),
+    ) -> tuple[str, NameRule]:
         """`user`'s display name in the session: `requested` (cleaned), else the user id (a guest: "Visitor").
 
         A guest's always ends in GUEST_MARK, so that it never reads as a token user or a role. A name the person
@@ -194,8 +195,9 @@ class Rooms:
         a token's name that another connection holds. `shared`: a token's `name` claim names one person, whose
         connections (tabs) share it; `resuming`: a reconnect takes back the name its old connection may still
         hold, and is never refused for it: another process may have granted the same name meanwhile, so a name
-        someone here holds is numbered instead. `elsewhere`: names (case-folded) that other users' connections
-        hold on other processes, held as if here. Every comparison is case-insensitive."""
+        someone here holds is numbered instead. `elsewhere`: the claims (case-folded name, user) that connections
+        hold on other processes, held as if here. Every comparison is case-insensitive. With the name, the rule
+        its claim across processes follows (`NameRule`): the same as here."""
         chosen = clean_name(requested)
         guest = user.startswith(GUEST_PREFIX)
         granted = GRANTED_GUEST_NAME.fullmatch(chosen) if guest else None
@@ -205,33 +207,36 @@ class Rooms:
             refuse_chosen(chosen, user, guest)
         base = chosen or (DEFAULT_GUEST_NAME if guest else user)
         name = base[: MAX_USER_NAME - len(GUEST_MARK)] + GUEST_MARK if guest else base
-        holding = self.members(room) + list(self._claiming.get(room, {}).values())
-        others = [m for m in holding if m.user != user]
-        held = {m.name.casefold() for m in others} | {m.user.casefold() for m in others} | elsewhere
+        local = self.members(room) + list(self._claiming.get(room, {}).values())
+        holding = [(m.name.casefold(), m.user) for m in local] + list(elsewhere)
+        others = [(held_name, holder) for held_name, holder in holding if holder != user]
+        held = {held_name for held_name, _ in others} | {holder.casefold() for _, holder in others}
+        per_connection = not (shared or resuming)  # the same user's other connections are other people
+        rule = NameRule(base if chosen and per_connection else "", per_connection)
         if resuming and granted and granted[0].casefold() not in held:
-            return granted[0]
-        if chosen and not (shared or resuming) and {name.casefold(), base.casefold()} & held:
+            return granted[0], rule
+        if chosen and per_connection and {name.casefold(), base.casefold()} & held:
             raise NameRefused(f"{base!r} is the name of someone in this session: choose another name")
-        if not (shared or resuming):  # the same user's other connections are other people (a shared link)
-            held |= {m.name.casefold() for m in holding if m.user == user}
+        if per_connection:  # a shared link
+            held |= {held_name for held_name, holder in holding if holder == user}
         unique, n = name, 2
         while unique.casefold() in held:
             suffix = f" ({n})"
             unique, n = name[: MAX_USER_NAME - len(suffix)] + suffix, n + 1
-        return unique
+        return unique, rule
 
-    async def claimed(self, member: Member, again: Callable[[frozenset[str]], Member]) -> Member:
+    async def claimed(self, member: Member, again: Callable[[frozenset[tuple[str, str]]], Member]) -> Member:
         """`member` once its name is claimed across the processes (`names`); when another user holds it there,
-        the member `again` admits with the names held elsewhere (NameRefused: a chosen name someone holds).
+        the member `again` admits with the claims held elsewhere (NameRefused: a chosen name someone holds).
         While it claims, its name counts as held here, so that connections admitted meanwhile choose others.
         Without `names` (one process), `member` as it is."""
         if self.names is None:
             return member
-        elsewhere: set[str] = set()
+        elsewhere: set[tuple[str, str]] = set()
         try:
             for _ in range(MAX_NAME_CLAIMS):
                 self._claiming.setdefault(member.room, {})[member.connection] = member
-                taken = await self.names.claim(member.room, member.name, member.user, member.connection)
+                taken = await self.names.claim(member.room, member.name, member.user, member.connection, member.naming)
                 if not taken:
                     return member
                 elsewhere.update(taken)
@@ -303,7 +308,11 @@ async def admitted(rooms: Rooms, secret: bytes, hello: p.Hello, connection: str)
 
 
 def admit(
-    rooms: Rooms, secret: bytes, hello: p.Hello, connection: str, elsewhere: frozenset[str] = frozenset()
+    rooms: Rooms,
+    secret: bytes,
+    hello: p.Hello,
+    connection: str,
+    elsewhere: frozenset[tuple[str, str]] = frozenset(),
 ) -> Member:
     """Who this hello is, in which session, with which role. AuthError (close 4003) when refused, NameRefused
     (close 4009) when the display name asked for cannot be used.
@@ -323,10 +332,10 @@ def admit(
             raise AuthError(f"no session {claims.session[:40]!r}")
         user = claims.user[:MAX_USER_NAME]
         if claims.name:
-            name = rooms.display_name(room.id, user, claims.name, shared=True, elsewhere=elsewhere)
+            name, rule = rooms.display_name(room.id, user, claims.name, shared=True, elsewhere=elsewhere)
         else:
-            name = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
-        return Member(connection, room.id, user, claims.role, claims.jti, claims.iat, name)
+            name, rule = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
+        return Member(connection, room.id, user, claims.role, claims.jti, claims.iat, name, naming=rule)
     room = rooms.get(hello.session) if hello.session else rooms.default
     if room is None:
         raise AuthError(f"no session {hello.session[:40]!r}" if hello.session else "no session")
@@ -334,6 +343,6 @@ def admit(
         raise AuthError(f"session {room.id[:40]!r} needs a token: open the join link you were given")
     role: p.Role = "publisher" if hello.role == "publisher" else room.anonymous_role  # type: ignore[assignment]
     user, now = guest_id(), time.time()
-    name = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
+    name, rule = rooms.display_name(room.id, user, hello.name, resuming=resuming, elsewhere=elsewhere)
     claims = Claims(room.id, user, role, now + DEFAULT_TTL_S, secrets.token_hex(8), now)
-    return Member(connection, room.id, user, role, claims.jti, now, name, mint(secret, claims))
+    return Member(connection, room.id, user, role, claims.jti, now, name, mint(secret, claims), rule)

@@ -43,6 +43,11 @@ class LiveRules:
     def prime(self, state: TwinState, active: dict[str, str]) -> list[AlarmEvent]:
         return self.engine.prime(state, active) if self.engine else []
 
+    def adopt_detectors(self, old: LiveRules) -> None:
+        """Keep `old`'s detectors of unchanged anomaly rules (RuleEngine.adopt_detectors)."""
+        if self.engine is not None and old.engine is not None:
+            self.engine.adopt_detectors(old.engine)
+
     def alarm_ids(self) -> set[str]:
         return self.engine.alarm_ids() if self.engine else set()
 

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import logging
+import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -171,11 +172,7 @@ async def running_server(options: ServeOptions | Path, **fields: Any) -> AsyncIt
             jobs.append(mqtt_ingest(opts.mqtt_url, live, shared=isinstance(bus, RedisBus)))
         if opts.simulate:
             jobs.append(_simulate(live))
-        if isinstance(bus, RedisBus):
-            if live.bindings_path is not None:
-                log.info("bindings: not reloaded on change with --bus (restart every process); docs/BINDINGS.md")
-        else:
-            jobs.append(watch_bindings(live))
+        jobs.append(watch_bindings(live))
         tasks = [asyncio.create_task(job) for job in jobs]
         if isinstance(bus, RedisBus):  # revocations announced from now on reach this process
             await asyncio.wait_for(subscribed.wait(), STARTUP_WAIT_S)
@@ -232,6 +229,9 @@ async def serve(
 def run(options: ServeOptions | Path, *, on_ready: Callable[[str], None] | None = None, **fields: Any) -> None:
     """Blocking `serve` for the CLI; returns on Ctrl+C. Raises SceneError / BindingsError (exit 2)."""
     raise_open_file_limit()  # one descriptor per connection: 1024, where services start, is few
+    # Ctrl+C / SIGINT is how the server is stopped (systemd's KillSignal, the deployment's harness), even when it
+    # was started as a shell script's background job, which inherits SIGINT ignored and would never stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(_options(options, fields), on_ready=on_ready))
 

@@ -336,6 +336,14 @@ class SharedHub(SceneHub):
         if self._leader is not None:
             self._leader.engine.tick()
 
+    def swap_rules(self, rules: LiveRules) -> None:
+        """Every process watches the same bindings file (viewer_server/bindings_reload.py): the mirror takes the new
+        rules for their layers (what its sessions offer) and bindings (what an engine it starts later runs); the
+        leader's engine applies them, its visuals and alarm transitions reaching every mirror through the log."""
+        self.rules = rules
+        if self._leader is not None:
+            self._leader.engine.swap_rules(LiveRules(rules.bindings))  # the engine's own: its detectors learn
+
     def close(self) -> None:
         """Nothing to flush here: the engine's window is appended by `stop()`."""
 

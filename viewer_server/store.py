@@ -66,6 +66,11 @@ STORE_QUEUE_MAX: Final = 4000
 # A failing database is logged when its error changes, else at most once per this many seconds (/api/health
 # and `write_errors` count every failure).
 STORE_LOG_REPEAT_S: Final = 10.0
+# `/api/health` asks the database itself (`SELECT 1`, off the event loop) at most once per this many seconds,
+# waiting at most STORE_PROBE_TIMEOUT_S for the answer (a slower one counts for a later request): its store status
+# follows the database both ways, down and back, without waiting for a write.
+STORE_PROBE_INTERVAL_S: Final = 1.0
+STORE_PROBE_TIMEOUT_S: Final = 0.5
 # Times a transaction of values and log rows is run when PostgreSQL aborts it for contention with another
 # process (a deadlock); one holding collaboration calls is not run again, its callers are told.
 STORE_TXN_ATTEMPTS: Final = 3
@@ -290,18 +295,21 @@ class Store:
         self.dropped_batches = 0
         self.write_errors = 0
         self.last_error = ""
-        self.failing = False  # the last transaction failed (cleared by the next that commits)
+        self.failing = False  # the last transaction failed, the database reachable (cleared by the next commit)
         self.reachable = True  # the last statement reached the database
         self.latency_ms: float | None = None  # round trip of the last read
         self._logged_at = -float("inf")  # when a failed transaction was last logged
+        self._probe: asyncio.Future[None] | None = None  # the health probe running now
+        self._probed_at = -float("inf")  # when it last started
         self._revoked: dict[tuple[str, str], float] = {}
         self.revocations()
         self._writer = threading.Thread(target=self._write_loop, args=(writer,), name="twinview-store", daemon=True)
         self._writer.start()
 
     def health(self) -> StoreHealth:
-        """Not ok while the database cannot be reached or the last transaction failed: what is acknowledged is
-        still never lost (an ack follows the commit), but new changes are refused until it takes writes again."""
+        """Not ok while the database cannot be reached (as of the last statement or `probe`) or a transaction failed
+        while it could (a full disk) since the last commit: what is acknowledged is still never lost (an ack follows
+        the commit), but new changes are refused until it takes writes again."""
         ok = self.reachable and not self.failing
         if ok:
             detail = ""
@@ -321,6 +329,24 @@ class Store:
             dropped_batches=self.dropped_batches,
             write_errors=self.write_errors,
         )
+
+    async def probe(self) -> None:
+        """Ask the database whether it answers, for `health`: at most once per STORE_PROBE_INTERVAL_S and one at a
+        time, on a worker thread (reconnecting there if need be, never on the event loop), waiting at most
+        STORE_PROBE_TIMEOUT_S. A database that answers again makes the store ok without a write."""
+        if (self._probe is not None and not self._probe.done()) or (
+            time.monotonic() - self._probed_at < STORE_PROBE_INTERVAL_S
+        ):
+            return
+        self._probed_at = time.monotonic()
+        self._probe = asyncio.ensure_future(asyncio.to_thread(self._ping))
+        await asyncio.wait({self._probe}, timeout=STORE_PROBE_TIMEOUT_S)
+
+    def _ping(self) -> None:
+        try:
+            self._rows("SELECT 1")
+        except StoreError as exc:  # _rows marked an unreachable database; a slow one only leaves its error
+            self._failed(exc)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """A read on the caller's thread, timed for `health`."""
@@ -594,8 +620,11 @@ class Store:
     def _failed_transaction(
         self, exc: StoreError, jobs: list[tuple[str, tuple[Any, ...]]]
     ) -> list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]]:
-        """Count and log a transaction that failed; every call in it is told `exc`."""
-        self.failing = True
+        """Count and log a transaction that failed; every call in it is told `exc`. An unreachable database is
+        `reachable = False` (cleared by the next statement or probe that reaches it); another failure (a full disk,
+        a bug) keeps the store failing until a transaction commits."""
+        if not isinstance(exc, StoreUnavailable):
+            self.failing = True
         self.write_errors += 1
         if str(exc) != self.last_error or time.monotonic() - self._logged_at >= STORE_LOG_REPEAT_S:
             log.warning("store %s: %s (%d jobs not written)", self.location, exc, len(jobs))

@@ -1,11 +1,10 @@
 // The peer viewer of bench/plant_viewers.py: the xeokit SDK (its own minified ES build, served beside this file) as its
-// examples use it, loading one XKT made by
-// xeokit-convert: a Viewer on a canvas of the TwinView viewer's size (?w=&h=), XKTLoaderPlugin, and a
-// TreeViewPlugin (containment hierarchy) beside it as the tree panel. Defaults everywhere else (antialias on,
-// as the SDK ships; ?aa=0 turns it off, as the TwinView viewer does on software GL).
+// examples use it, loading one XKT made by xeokit-convert: a Viewer on a canvas of the TwinView viewer's size
+// (?w=&h=), XKTLoaderPlugin, and a TreeViewPlugin (containment hierarchy) beside it as the tree panel. Defaults
+// everywhere else (antialias on, as the SDK ships; ?aa=0 turns it off, as the TwinView viewer does on software GL).
 // Marks on the page's clock: xeokit:loaded (the model and its metadata are in the scene), xeokit:first-frame
-// (the first frame rendered after that), and the tree's first row is marked by the bench.
-import { Viewer, XKTLoaderPlugin, TreeViewPlugin, stats } from './xeokit-sdk.min.es.js';
+// (the first frame rendered after that); the bench marks the tree's first row.
+import { Viewer, XKTLoaderPlugin, TreeViewPlugin } from './xeokit-sdk.min.es.js';
 
 const q = new URLSearchParams(location.search);
 const canvas = document.getElementById('c');
@@ -21,7 +20,7 @@ new TreeViewPlugin(viewer, {
 });
 const loader = new XKTLoaderPlugin(viewer);
 const model = loader.load({ id: 'plant', src: q.get('xkt') });
-const xeokit = { viewer, model, stats, loaded: false, error: null };
+const xeokit = { viewer, model, loaded: false, error: null };
 window.xeokit = xeokit;
 model.on('error', (e) => { xeokit.error = String(e); });
 model.on('loaded', () => {

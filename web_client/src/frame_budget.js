@@ -25,6 +25,8 @@ export const BUDGET_SOFTWARE_GL = 500_000;
 export const BUDGET_GPU = 8_000_000;
 /** The camera rests when it has not moved for this long (ms); then a frame draws at full detail. */
 export const REST_MS = 250;
+/** `?rest=` at most an hour (a timer of more than 2^31 ms would fire at once). */
+const MAX_REST_MS = 3_600_000;
 /** No cut: everything the view wants. */
 export const NO_CUT = Object.freeze({ coarsenBelow: 0, dropBelow: 0 });
 const BUCKETS_PER_OCTAVE = 4;
@@ -42,12 +44,15 @@ const _coarse = new Float64Array(BUCKETS);
  */
 export function budgetSettings(search, softwareGL) {
   const q = new URLSearchParams(search);
-  /** @param {string} name @param {number} otherwise */
-  const count = (name, otherwise) => {
+  /** @param {string} name @param {number} otherwise @param {number} most */
+  const count = (name, otherwise, most) => {
     const asked = Number(q.get(name) ?? NaN);
-    return Number.isFinite(asked) && asked >= 0 ? Math.floor(asked) : otherwise;
+    return Number.isFinite(asked) && asked >= 0 ? Math.min(Math.floor(asked), most) : otherwise;
   };
-  return { budget: count('budget', softwareGL ? BUDGET_SOFTWARE_GL : BUDGET_GPU), restMs: count('rest', REST_MS) };
+  return {
+    budget: count('budget', softwareGL ? BUDGET_SOFTWARE_GL : BUDGET_GPU, Number.MAX_SAFE_INTEGER),
+    restMs: count('rest', REST_MS, MAX_REST_MS),
+  };
 }
 
 /** @param {number} px @returns {number} the histogram bucket of a projected size */

@@ -323,7 +323,10 @@ function boxOfAll(batches) {
   return box;
 }
 
-/** The box of the elements shown (all of them when none is), or null before a model is in. */
+/**
+ * The box of the elements shown (all of them when none is), or null before a model is in. Of a tiled scene, an
+ * element of a tile not loaded counts as its tile's box (the index's bounds), so Home frames the whole model.
+ */
 function visibleBox() {
   const batches = app.batches;
   if (!batches) return null;
@@ -334,13 +337,45 @@ function visibleBox() {
     const b = batches.boxOf(id);
     if (b && !b.isEmpty()) box = box ? box.union(b) : b;
   }
+  const hidden = visibility.hidden;
+  const pending = app.tiles && pendingBox(hidden.size ? [...visibility.scope.all()].filter((id) => !hidden.has(id)) : null);
+  if (pending) box = box ? box.union(pending) : pending;
   return box ?? boxOfAll(batches);
+}
+
+/**
+ * World box of elements (a container: its contents) as placed, or null when none is drawn; of a tiled scene, an
+ * element of a tile not loaded counts as its tile's box. @param {Iterable<string>} ids
+ */
+function boxOf(ids) {
+  const box = app.twin?.boxOf(ids) ?? null;
+  const pending = app.tiles ? pendingBox(visibility.expand(ids)) : null;
+  return pending ? box?.union(pending) ?? pending : box;
+}
+
+/**
+ * The box of the tiles not loaded that hold one of these drawable ids (null: any), by the index's bounds; null
+ * when there is none (every tile in, or a scene served as one file). @param {Iterable<string>|null} ids
+ */
+function pendingBox(ids) {
+  const tiles = app.tiles;
+  if (!tiles || tiles.complete) return null;
+  /** @type {Set<number>|null} */
+  let wanted = null;
+  if (ids) {
+    wanted = new Set();
+    for (const id of ids) {
+      if (!app.batches?.elements.has(id)) wanted.add(app.catalog?.get(id)?.tile ?? -1);
+    }
+  }
+  const box = tiles.pendingBox(wanted ? (n) => /** @type {Set<number>} */ (wanted).has(n) : undefined);
+  return box.isEmpty() ? null : box;
 }
 
 /** What Fit and Section act on: the selection (a storey: its contents), else the whole model as shown. */
 function focusBox() {
   const id = app.twin?.selected;
-  return id ? app.twin?.boxOf([id]) ?? null : visibleBox();
+  return id ? boxOf([id]) : visibleBox();
 }
 
 /**
@@ -422,7 +457,7 @@ function menuActions(hit) {
   return {
     visibility,
     zoomTo: (ids) => {
-      const box = app.twin?.boxOf(ids);
+      const box = boxOf(ids);
       if (box) viewer.fitBox(box);
     },
     properties: (id) => {
@@ -531,7 +566,7 @@ viewer.renderer.domElement.addEventListener('dblclick', (e) => {
   if (measure.active) return;
   const id = pickId(e.clientX, e.clientY);
   select(id);
-  const box = id ? app.twin?.boxOf([id]) : visibleBox();
+  const box = id ? boxOf([id]) : visibleBox();
   if (box) viewer.fitBox(box);
 });
 // The browser's own menu never shows over the view; a long press of a finger opens ours.

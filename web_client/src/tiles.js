@@ -123,6 +123,16 @@ export class TileStreamer extends EventTarget {
     });
   }
 
+  /**
+   * The box of the tiles not in the batches (those `keep` accepts: by index), as the index bounds them — what Fit
+   * and Home frame of elements not loaded; empty when there is none. @param {(n: number) => boolean} [keep]
+   */
+  pendingBox(keep = () => true) {
+    const box = new THREE.Box3();
+    this.tiles.forEach((t, n) => { if (t.state !== 'loaded' && keep(n)) box.union(t.box); });
+    return box;
+  }
+
   /** How many tiles are in the batches now. */
   get loaded() {
     return this.tiles.filter((t) => t.state === 'loaded').length;

@@ -2,8 +2,9 @@
 // it completes — "Acknowledge" for the trainee; a select step by selecting the right element yourself (the
 // selection is reported, the server checks it); a value step by itself once the live value is within its
 // target range, shown with the value. The presenter moves the session on and sees every trainee present
-// with their progress. Everyone flies to the step's viewpoint when the step changes (its elements tinted,
-// not selected), and a late joiner lands on the current step.
+// with their progress; a move another presenter beat is said in the panel, by name, over the current step.
+// Everyone flies to the step's viewpoint when the step changes (its elements tinted, not selected), and a late
+// joiner lands on the current step.
 import { h, replace } from '../ui/dom.js';
 import { formatValue } from '../ui/properties.js';
 import { can } from '../auth.js';
@@ -14,9 +15,17 @@ import { onCollab, onCollabError } from './feed.js';
  * @typedef {Omit<import('../protocol.js').ProcedureRun, 'completions' | 'finished'>
  *   & {completions: import('../protocol.js').StepDone[], finished: string}} Run a run, its defaults put back;
  *   `finished` says how it ended ("" = running)
+ * @typedef {{run: string, step: number, finished: string}} Position where the session was: run id ("" = none)
+ * @typedef {{action: string, from: Position, seen: boolean}} Beaten a move of ours the server refused because
+ *   another presenter moved first; `seen` once the panel shows where that presenter moved it
  */
 
 export const PROCEDURE_EVENTS = ['procedure_started', 'procedure_step', 'step_completed', 'procedure_finished'];
+// The events that move the session (a refused move is said until the one after those it lost to).
+const MOVES = new Set(['procedure_started', 'procedure_step', 'procedure_finished']);
+// A trainer's words for the moves the panel sends.
+/** @type {Record<string, string>} */
+const ACTION_LABEL = { start: 'Start', next: 'Next', back: 'Back', goto: 'Go to step', stop: 'Stop' };
 // The user of a completion the live twin made (a value condition): it counts for everyone.
 const EVERYONE = '*';
 // The tint of a step's highlighted elements: a look, not a selection (a select step is the trainee's to do).
@@ -43,6 +52,12 @@ export class ProcedurePanel {
     this.library = null;
     /** Why the server refused our last selection for a select step ("" = none). */
     this.selectNote = '';
+    /** @type {{action: string, from: Position}|null} our last move, as sent */
+    this.sent = null;
+    /** @type {Beaten|null} */
+    this.beaten = null;
+    /** Who made the latest move we know of ("" = unknown: joined since). */
+    this.mover = '';
     const { session } = deps;
     session.addEventListener('snapshot', (e) => {
       this.run = runOf(/** @type {import('../session.js').SessionEvent<'snapshot'>} */ (e).detail.procedure);
@@ -61,10 +76,21 @@ export class ProcedurePanel {
       this.render();
       return true; // the panel says it, with names (#selectStep)
     });
+    onCollabError(session, ['procedure_control'], (err) => {
+      if ((err.code !== 'step_moved' && err.code !== 'procedure_active') || !this.sent) return false;
+      this.beaten = { ...this.sent, seen: false };
+      this.#catchUp();
+      this.render();
+      return true; // the panel says it, over the step the session is on now (#beatenNote)
+    });
   }
 
   /** @param {string} kind @param {import('../protocol.js').TwinEvent} ev */
   #apply(kind, ev) {
+    if (MOVES.has(kind)) {
+      this.mover = ev.user ?? '';
+      if (this.beaten?.seen) this.beaten = null; // a newer move than the one that beat ours: old news
+    }
     if (kind === 'procedure_started') {
       this.run = runOf(ev.run);
       this.#moveOn();
@@ -78,7 +104,36 @@ export class ProcedurePanel {
     } else if (kind === 'procedure_finished') {
       this.run = { ...this.run, finished: ev.message || 'completed' };
     }
+    this.#catchUp();
     this.render();
+  }
+
+  /** @returns {Position} */
+  get #position() {
+    return { run: this.run?.run ?? '', step: this.run?.step ?? 0, finished: this.run?.finished ?? '' };
+  }
+
+  /** A refused move is explained once the panel shows the move that beat it (its event may come before or after). */
+  #catchUp() {
+    const b = this.beaten;
+    if (!b || b.seen) return;
+    const now = this.#position;
+    b.seen = now.run !== b.from.run || now.step !== b.from.step || now.finished !== b.from.finished;
+  }
+
+  /** Our refused move in a trainer's words: who moved the session first, and where it is now. */
+  #beatenNote() {
+    const b = this.beaten;
+    if (!b) return null;
+    const who = this.mover ? this.deps.names.person(this.mover) : 'Someone else';
+    const yours = `your “${ACTION_LABEL[b.action] ?? b.action}” was not applied`;
+    const run = this.run;
+    let text;
+    if (!b.seen || !run) text = `Someone else moved the procedure first; ${yours}. Showing the current step…`;
+    else if (run.finished) text = `${who} ended “${run.title}” first (${run.finished}); ${yours}.`;
+    else if (b.action === 'start') text = `${who} started “${run.title}” first; ${yours}.`;
+    else text = `${who} moved the procedure first, to step ${run.step + 1} — ${run.steps[run.step]?.title ?? ''}; ${yours}.`;
+    return h('p', { class: 'beaten', role: 'status' }, text);
   }
 
   get step() {
@@ -124,10 +179,14 @@ export class ProcedurePanel {
 
   /**
    * A move carries the step it was made at: if another presenter moved the session first, the server refuses it
-   * (`step_moved`, shown as any refusal) instead of moving twice.
+   * (`step_moved`; `procedure_active` for a start) instead of moving twice, and the panel says so (#beatenNote).
    * @param {Omit<import('../protocol.js').ProcedureControl, 'type'>} msg
+   * @param {Run|null} shown the run as the panel showed it when the button was drawn (it may have moved since)
    */
-  #control(msg) {
+  #control(msg, shown) {
+    const from = { run: shown?.run ?? '', step: shown?.step ?? 0, finished: shown?.finished ?? '' };
+    this.sent = { action: msg.action, from };
+    this.beaten = null;
     this.deps.session.send({ type: 'procedure_control', ...msg });
   }
 
@@ -136,9 +195,9 @@ export class ProcedurePanel {
     const lead = this.#lead;
     this.root.hidden = !run && !lead;
     if (!run || run.finished) {
-      return replace(this.root, h('header', null, h('h3', null, 'Procedure')),
+      return replace(this.root, h('header', null, h('h3', null, 'Procedure')), this.#beatenNote(),
         run ? h('p', { class: 'finished' }, `${run.title}: ${run.finished}`) : null,
-        lead ? this.#starter() : null);
+        lead ? this.#starter(run) : null);
     }
     const step = /** @type {Step} */ (this.step);
     const me = this.deps.identity.user;
@@ -148,6 +207,7 @@ export class ProcedurePanel {
     const target = selectTarget(step);
     replace(this.root,
       h('header', null, h('h3', null, run.title)),
+      this.#beatenNote(),
       h('p', { class: 'step-no' }, `Step ${run.step + 1} of ${run.steps.length}`),
       h('h4', { class: 'step-title' }, step.title),
       step.instructions ? h('p', { class: 'instructions' }, step.instructions) : null,
@@ -157,9 +217,9 @@ export class ProcedurePanel {
           : h('button', { class: 'step-done', disabled: mine, onclick: () => this.#acknowledge(run.step) },
             mine ? 'Done ✓' : 'Acknowledge — step done'),
       lead ? h('div', { class: 'actions trainer' },
-        h('button', { class: 'back', disabled: run.step === 0, onclick: () => this.#control({ action: 'back', from_step: run.step }) }, '◀ Back'),
-        h('button', { class: 'next', disabled: run.step >= run.steps.length - 1, onclick: () => this.#control({ action: 'next', from_step: run.step }) }, 'Next ▶'),
-        h('button', { class: 'stop', onclick: () => this.#control({ action: 'stop', from_step: run.step }) }, 'Stop')) : null,
+        h('button', { class: 'back', disabled: run.step === 0, onclick: () => this.#control({ action: 'back', from_step: run.step }, run) }, '◀ Back'),
+        h('button', { class: 'next', disabled: run.step >= run.steps.length - 1, onclick: () => this.#control({ action: 'next', from_step: run.step }, run) }, 'Next ▶'),
+        h('button', { class: 'stop', onclick: () => this.#control({ action: 'stop', from_step: run.step }, run) }, 'Stop')) : null,
       lead ? this.#progress(run) : null);
     this.#renderValues();
   }
@@ -238,12 +298,13 @@ export class ProcedurePanel {
     return run.step + 1;
   }
 
-  #starter() {
+  /** @param {Run|null} shown the run the panel shows (none, or one that ended) */
+  #starter(shown) {
     const pick = /** @type {HTMLSelectElement} */ (h('select', { class: 'procedure-name', 'aria-label': 'procedure' }));
     this.library ??= fetch('/api/procedures').then((r) => (r.ok ? r.json() : []), () => []);
     this.library.then((list) => pick.replaceChildren(...list.map((p) => new Option(p.title, p.name))));
     return h('div', { class: 'actions' }, pick,
-      h('button', { class: 'start', onclick: () => pick.value && this.#control({ action: 'start', name: pick.value }) }, 'Start'));
+      h('button', { class: 'start', onclick: () => pick.value && this.#control({ action: 'start', name: pick.value }, shown) }, 'Start'));
   }
 
   /** The step's watched live values, kept current as deltas arrive. */
