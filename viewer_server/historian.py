@@ -1146,9 +1146,9 @@ class Historian:
         one per property in arrow, `_latest`); for the properties without one, their latest minute aggregate before
         t's minute (its `last`: this also serves after the raw samples are gone; or, where raw samples may be gone,
         that minute's aggregate when all of it is at or before t). With a keyframe at t's hour start (SQLite, once
-        the hour before is sealed: `_Keyframe`) that is one range read of the minutes since it, the keyframe serving
-        the properties silent since; without, one index seek per property silent in t's minute (CROSS JOIN keeps
-        SQLite's loop over the keys: its planner would otherwise scan every minute row)."""
+        the hour before is sealed: `_Keyframe`) that is range reads of the minutes since it (`_since_keyframe`), the
+        keyframe serving the properties silent since; without, one index seek per property silent in t's minute
+        (CROSS JOIN keeps SQLite's loop over the keys: its planner would otherwise scan every minute row)."""
         db = self._connect()
         minute = math.floor(t / MINUTE)
         state = self._latest(minute * MINUTE, t)
