@@ -32,7 +32,7 @@ def test_the_storage_benchmark_compares_every_layout_on_the_same_samples(tmp_pat
     readings = history.noisy_readings(keys=4, hours=1, step_s=60.0, start=start)
     result = history.storage_of(tmp_path, readings, start, 1)
     assert result["samples"] == 4 * 60
-    for name in ("historian", "time_sorted_zstd1", "plain_sqlite", "seal_cpu_us_per_sample"):
+    for name in ("historian", "tail_in_use", "time_sorted_zstd1", "plain_sqlite", "seal_cpu_us_per_sample"):
         assert result[name] > 0, name
     slow = history.simulator_readings(hours=1, start=start)
     assert len(slow) == 16 * 3600 and {r.prop for r in slow} >= {"temperature", "level"}
