@@ -91,12 +91,7 @@ def test_first_frame_comes_before_the_tiles_and_every_element_is_picked_by_its_t
 
 def test_a_late_tile_takes_the_live_colour_and_a_tiny_budget_lets_far_tiles_go(tiled):
     srv, browser, _ = tiled
-    # A budget smaller than one tile: one tile at a time, the one that matters most for the view.
-    page = open_viewer(browser, f"{srv.url}/?scene=line&tile_budget_mb=0.000001")
-    page.evaluate(
-        "window.twinview.viewer.flyTo(new window.twinview.viewer.camera.position.constructor(0, 4, 6), "
-        "new window.twinview.viewer.camera.position.constructor(0, 0, 0), 0)"
-    )
+    page = open_near_with_a_tiny_budget(browser, srv.url)
     page.wait_for_function(
         f"window.twinview.app.batches.elements.has('el-00000') && !window.twinview.app.batches.elements.has('{FAR}')",
         timeout=WAIT_MS,
@@ -151,11 +146,7 @@ FRAMES = """([lo, hi]) => { const tv = window.twinview, cam = tv.viewer.camera, 
 
 def test_home_and_fit_frame_what_is_not_loaded_by_the_index_bounds(tiled):
     srv, browser, tiles = tiled
-    page = open_viewer(browser, f"{srv.url}/?scene=line&tile_budget_mb=0.000001")
-    page.evaluate(
-        "window.twinview.viewer.flyTo(new window.twinview.viewer.camera.position.constructor(0, 4, 6), "
-        "new window.twinview.viewer.camera.position.constructor(0, 0, 0), 0)"
-    )
+    page = open_near_with_a_tiny_budget(browser, srv.url)
     page.wait_for_function("window.twinview.app.tiles.loaded === 1", timeout=WAIT_MS)
     whole = page.evaluate("[window.twinview.app.tiles.index.lo, window.twinview.app.tiles.index.hi]")
     assert not page.evaluate(FRAMES, whole)
@@ -195,3 +186,13 @@ def test_home_and_fit_frame_what_is_not_loaded_by_the_index_bounds(tiled):
     assert abs(target[0] - (box[0][0] + box[1][0]) / 2) < 1.0
     assert page.errors == []
     page.close()
+
+
+def open_near_with_a_tiny_budget(browser, url: str):
+    """The line of tiles with a budget smaller than one tile (one tile at a time), the camera at its near end."""
+    page = open_viewer(browser, f"{url}/?scene=line&tile_budget_mb=0.000001")
+    page.evaluate(
+        "window.twinview.viewer.flyTo(new window.twinview.viewer.camera.position.constructor(0, 4, 6), "
+        "new window.twinview.viewer.camera.position.constructor(0, 0, 0), 0)"
+    )
+    return page
