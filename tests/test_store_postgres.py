@@ -37,7 +37,7 @@ from viewer_server.historian import Historian
 from viewer_server.rooms import revocation
 from viewer_server.serve import REVOCATION_POLL_S, RunningServer
 from viewer_server.store import CLI_ACTOR, STORE_FILE, Store, put_topic
-from viewer_server.store_db import Conflict, StoreError, StoreUnavailable, connect
+from viewer_server.store_db import Conflict, PostgresDb, StoreError, StoreUnavailable, connect
 from viewer_server.store_schema import MIGRATIONS, SCHEMA_VERSION, TABLES, SchemaTooNew, statements, version
 from viewer_server.topics import Topic
 
@@ -432,6 +432,21 @@ async def test_health_follows_postgresql_down_and_back_without_waiting_for_a_wri
         up = await until_store(ok=True)  # no write in between: the probe saw the database answer
         assert up["reachable"] is True and up["detail"] == "" and srv.live.hub.store.write_errors == writes
         assert (await ana.create_topic(p.TopicDraft("after"))).guid
+
+
+def test_the_first_read_after_postgresql_restarted_is_answered_and_a_write_is_not_retried(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    db = PostgresDb(postgres_url)
+    assert db.execute("SELECT 1").fetchone() == (1,)
+    postgres.stop(crash=True)
+    postgres.start()  # the connection db holds is dead now, which it learns only by using it
+    assert db.execute("SELECT 2").fetchone() == (2,)  # retried once on a new connection
+    postgres.stop(crash=True)
+    postgres.start()
+    with pytest.raises(StoreUnavailable):  # it may have been applied before the connection went: the caller decides
+        db.execute("CREATE TEMPORARY TABLE t (x INTEGER)")
+    db.close()
 
 
 def test_the_password_can_come_from_pgpassword(

@@ -185,6 +185,10 @@ class SqliteDb:
         self._conn.close()
 
 
+def _reads_only(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("SELECT")
+
+
 class PostgresDb:
     """A PostgreSQL connection that reconnects by itself: a broken connection fails the statement (and
     the transaction it was in) with StoreUnavailable, and the next statement outside a transaction
@@ -206,15 +210,17 @@ class PostgresDb:
         self._lock = threading.RLock()
         self._connection(first=True)  # fail early (StoreUnavailable) when the server cannot be reached at start
 
-    def _connection(self, *, first: bool = False) -> psycopg.Connection[Any]:
+    def _connection(self, *, first: bool = False, now: bool = False) -> psycopg.Connection[Any]:
         """The open connection, or a new one. Only one thread at a time tries to connect, and never an event
-        loop's after the first connection (it must not wait CONNECT_TIMEOUT_S): they fail at once meanwhile."""
+        loop's after the first connection (it must not wait CONNECT_TIMEOUT_S): they fail at once meanwhile.
+        `now`: without waiting RECONNECT_INTERVAL_S since the last failure (a read retried once)."""
         with self._lock:
             if self._conn is not None and not self._conn.closed:
                 return self._conn
             if self._in_transaction:  # the transaction died with its connection: never go on outside it
                 raise StoreUnavailable(f"PostgreSQL at {self.location}: the connection was lost mid-transaction")
-            waiting = self._connecting or time.monotonic() - self._failed_at < RECONNECT_INTERVAL_S
+            pause = not now and time.monotonic() - self._failed_at < RECONNECT_INTERVAL_S
+            waiting = self._connecting or pause
             if waiting or (not first and _on_event_loop()):
                 raise StoreUnavailable(self._failure or f"PostgreSQL at {self.location}: reconnecting")
             self._connecting = True
@@ -259,6 +265,15 @@ class PostgresDb:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         conn = self._connection()
         try:  # psycopg serialises the connection's users and fetches the rows before it returns
+            return conn.execute(self._sql(sql), params)
+        except psycopg.Error as exc:
+            error = self._failed(conn, exc)
+            if not (isinstance(error, StoreUnavailable) and _reads_only(sql) and not self._in_transaction):
+                raise error from None
+        # A read on a connection the server dropped (it restarted since it was opened): once more on a new one,
+        # so the first read after PostgreSQL is back is answered (a write is never retried: it may have happened).
+        conn = self._connection(now=True)
+        try:
             return conn.execute(self._sql(sql), params)
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
